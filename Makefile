@@ -1,0 +1,42 @@
+# dynseg: `make demo` and `make test` set everything up from nothing (python3 + package registries).
+PYTHON      ?= python3
+VENV        := .venv
+UV_VERSION  := 0.13.8
+UV          := $(VENV)/bin/uv
+DYNSEG      := $(VENV)/bin/dynseg
+DEMO_CUSTOMERS ?= 20000
+DEMO_END    ?= 2026-11-27
+export UV_PROJECT_ENVIRONMENT := $(VENV)
+export OMP_WAIT_POLICY := passive
+
+.PHONY: demo test env env-dev java clean-demo
+
+# Core environment: pinned by uv.lock (no dev tools, no Spark).
+$(VENV)/.core-installed: uv.lock pyproject.toml
+	@test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	@test -x $(UV) || $(VENV)/bin/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(UV) sync --frozen --inexact --no-dev
+	@touch $@
+
+# Test environment: the same lock plus the dev group and the spark extra.
+$(VENV)/.dev-installed: $(VENV)/.core-installed
+	$(UV) sync --frozen --inexact --extra spark --group dev
+	@touch $@
+
+env: $(VENV)/.core-installed
+env-dev: $(VENV)/.dev-installed
+
+demo: env
+	$(DYNSEG) data generate --customers $(DEMO_CUSTOMERS) --seed 7 --end $(DEMO_END)
+	$(DYNSEG) data validate --as-of $(DEMO_END)
+
+java:
+	@java -version 2>&1 | grep -q 'version "17' || { \
+	  echo "Spark needs Java 17 and it was not found on PATH."; \
+	  echo "Install it with: apt-get update && apt-get install -y openjdk-17-jre-headless"; exit 1; }
+
+test: demo env-dev java
+	$(VENV)/bin/python -m pytest
+
+clean-demo:
+	rm -rf .dynseg

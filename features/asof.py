@@ -1,0 +1,48 @@
+"""Point-in-time vocabulary: what an ``as_of`` is, and how long a horizon is.
+
+The rule, written once: a feature as of T sees only events with ``ts < T``. Everything at or after
+T is the future: label windows are half-open, ``[T, T + H)``, so that consecutive windows tile time
+without gaps or overlaps and an event at exactly T is never lost between features and label.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, datetime, timedelta, timezone
+
+_DURATION = re.compile(r"^\s*(\d+)\s*([dw])\s*$")
+
+
+def parse_as_of(value: str | date | datetime) -> datetime:
+    """An instant in UTC, returned naive. A bare date D means the end of day D (``D + 1 day``)."""
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, date):
+        return datetime(value.year, value.month, value.day) + timedelta(days=1)
+    else:
+        text = value.strip()
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+            return datetime.fromisoformat(text) + timedelta(days=1)
+        try:
+            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise ValueError(
+                f"as_of {value!r} is not a date or timestamp; expected YYYY-MM-DD (end of that day, UTC) "
+                "or an ISO-8601 instant such as 2026-11-27T06:00:00+01:00"
+            ) from None
+    if dt.tzinfo is not None:
+        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+    return dt
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+def parse_duration(value: str) -> timedelta:
+    """``30d`` or ``26w`` as a timedelta."""
+    m = _DURATION.match(value)
+    if not m:
+        raise ValueError(f"duration {value!r} is not understood; expected days or weeks such as 30d or 26w")
+    n, unit = int(m.group(1)), m.group(2)
+    return timedelta(days=n) if unit == "d" else timedelta(weeks=n)

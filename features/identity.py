@@ -1,0 +1,65 @@
+"""Identity resolution: customer ids that share an identifier are one person.
+
+Ids and identifiers form a bipartite graph; each connected component is one canonical customer
+(so chains A–B–C merge even when A and C share nothing). The canonical id is the smallest id in
+the component, so it is stable when unrelated data changes. An identifier shared by very many ids
+(a shop's test address, a kiosk device) would glue strangers together: those are skipped and
+reported instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+
+@dataclass(frozen=True)
+class IdentityResolution:
+    mapping: pd.DataFrame  # customer_id -> canonical_id, one row per id that appears in identities
+    skipped_identifiers: pd.DataFrame  # id_type, id_value, customers: too common to trust
+
+    @property
+    def merged_customers(self) -> int:
+        """Canonical customers formed from two or more ids."""
+        sizes = self.mapping.groupby("canonical_id").size()
+        return int((sizes > 1).sum())
+
+    @property
+    def merged_ids(self) -> int:
+        """Ids that were folded into another id."""
+        return int((self.mapping["customer_id"] != self.mapping["canonical_id"]).sum())
+
+    @property
+    def largest_group(self) -> int:
+        return int(self.mapping.groupby("canonical_id").size().max()) if len(self.mapping) else 0
+
+
+def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20) -> IdentityResolution:
+    """Merge ids linked by shared (id_type, id_value) pairs into canonical customers."""
+    links = links.dropna(subset=["customer_id", "id_type", "id_value"]).drop_duplicates()
+    key = links["id_type"].astype(str) + "\x1f" + links["id_value"].astype(str)
+    per_key = links.groupby(key)["customer_id"].nunique()
+    too_common = per_key[per_key > max_ids_per_identifier]
+    skipped = (
+        links[key.isin(too_common.index)]
+        .groupby(["id_type", "id_value"], as_index=False)["customer_id"].nunique()
+        .rename(columns={"customer_id": "customers"})
+    )
+    kept = ~key.isin(too_common.index)
+    cust_codes, customers = pd.factorize(links["customer_id"].astype(str), sort=True)
+    key_codes, _ = pd.factorize(key)
+    n_c = len(customers)
+    n = n_c + int(key_codes.max(initial=-1)) + 1
+    rows = cust_codes[kept.to_numpy()]
+    cols = n_c + key_codes[kept.to_numpy()]
+    graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
+    _, labels = connected_components(graph, directed=False)
+    customer_labels = labels[:n_c]
+    # Customers are sorted, so the first id seen per component is its smallest: the canonical id.
+    first = pd.Series(np.arange(n_c)).groupby(customer_labels).transform("min").to_numpy()
+    mapping = pd.DataFrame({"customer_id": customers.to_numpy(), "canonical_id": customers.to_numpy()[first]})
+    return IdentityResolution(mapping=mapping, skipped_identifiers=skipped)

@@ -1,0 +1,87 @@
+"""Canonical views over validated sources: ``events``, ``customers``, ``identity_map``.
+
+After :func:`build_canonical`, feature code reads only these views, whose columns are exactly the
+data contract's (typed, UTC, canonical customer ids, a ``role`` per event). Events whose type is
+listed under ``ignore`` are dropped here; exact repeats of an ``event_id`` are dropped here.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from features.contract import CONTRACT
+from features.identity import IdentityResolution, resolve_identities
+from features.normalize import SQL_TYPE, ident
+from features.validation import ValidationReport
+
+def _typed_select(report: ValidationReport, name: str) -> str:
+    t = report.typed[name]
+    cols = []
+    for col in CONTRACT[name]:
+        expr = t[col.name].expr if col.name in t else f"CAST(NULL AS {SQL_TYPE[col.type]})"
+        cols.append(f"{expr} AS {ident(col.name)}")
+    contract = {c.name for c in CONTRACT[name]}
+    extra = [ident(c) for c in report.sources[name].columns if c not in contract]
+    return ", ".join(cols + extra)
+
+
+def build_canonical(
+    con: duckdb.DuckDBPyConnection, report: ValidationReport, role_of: dict[str, str], max_ids_per_identifier: int = 20
+) -> IdentityResolution:
+    """Create the canonical views; the report must be free of errors."""
+    if not report.ok:
+        raise ValueError("build_canonical needs a report without errors")
+    roles = pd.DataFrame({"event_type": list(role_of), "role": list(role_of.values())}, dtype="string")
+    con.register("_roles_df", roles)
+    con.execute("CREATE OR REPLACE TEMP TABLE event_roles AS SELECT * FROM _roles_df")
+    con.unregister("_roles_df")
+
+    if "identities" in report.typed:
+        links = con.execute(f"SELECT {_typed_select(report, 'identities')} FROM raw_identities").df()
+        resolution = resolve_identities(links, max_ids_per_identifier)
+    else:
+        resolution = resolve_identities(pd.DataFrame(columns=["customer_id", "id_type", "id_value"]))
+    con.register("_map_df", resolution.mapping)
+    con.execute("CREATE OR REPLACE TEMP TABLE identity_map AS SELECT * FROM _map_df")
+    con.unregister("_map_df")
+
+    dedup = "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ts) = 1 OR event_id IS NULL" \
+        if "event_id" in report.typed["events"] else ""
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW events AS
+        SELECT coalesce(m.canonical_id, e.customer_id) AS customer_id, e.customer_id AS source_customer_id,
+               e.event_type, r.role, e.ts, e.amount, e.category, e.channel, e.campaign_id, e.event_id
+        FROM (SELECT {_typed_select(report, 'events')} FROM raw_events {dedup}) e
+        JOIN event_roles r USING (event_type)
+        LEFT JOIN identity_map m ON m.customer_id = e.customer_id
+    """)
+    _build_customers(con, report)
+    return resolution
+
+
+def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> None:
+    if "customers" not in report.typed:
+        con.execute("""
+            CREATE OR REPLACE TEMP VIEW customers AS
+            SELECT DISTINCT customer_id, CAST(NULL AS TIMESTAMP) AS signup_at, CAST(NULL AS BOOLEAN) AS email_consent,
+                   CAST(NULL AS TIMESTAMP) AS consent_updated_at
+            FROM events
+        """)
+        return
+    contract = {c.name for c in CONTRACT["customers"]}
+    extra = [c for c in report.sources["customers"].columns if c not in contract]
+    # A merged customer keeps the earliest signup, the most recent consent decision, and the
+    # attributes of its canonical id's own row.
+    own_row_first = "CASE WHEN c.customer_id = coalesce(m.canonical_id, c.customer_id) THEN 1 ELSE 0 END"
+    attrs = "".join(f", arg_max(c.{ident(a)}, {own_row_first}) AS {ident(a)}" for a in extra)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW customers AS
+        SELECT coalesce(m.canonical_id, c.customer_id) AS customer_id,
+               min(c.signup_at) AS signup_at,
+               arg_max(c.email_consent, coalesce(c.consent_updated_at, c.signup_at)) AS email_consent,
+               max(c.consent_updated_at) AS consent_updated_at{attrs}
+        FROM (SELECT {_typed_select(report, 'customers')} FROM raw_customers) c
+        LEFT JOIN identity_map m ON m.customer_id = c.customer_id
+        GROUP BY 1
+    """)

@@ -1,0 +1,83 @@
+"""Typed, UTC-normalised SQL expressions for contract columns, whatever the source's physical type.
+
+This is the one place that decides how a raw value becomes a contract value. The validator uses
+the ``bad`` predicate to count and show values that do not convert; the loader uses ``expr``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from features.contract import Column
+
+_INTEGER = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+_NUMERIC_PREFIXES = ("DECIMAL", "DOUBLE", "FLOAT", "REAL")
+_NAIVE_TS = {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
+_TRUE = ("true", "t", "yes", "y", "1")
+_FALSE = ("false", "f", "no", "n", "0")
+
+
+SQL_TYPE = {"string": "VARCHAR", "timestamp": "TIMESTAMP", "double": "DOUBLE", "bool": "BOOLEAN"}
+
+
+@dataclass(frozen=True)
+class Typed:
+    expr: str  # SQL producing the contract value (NULL where it does not convert)
+    bad: str  # SQL predicate: a value is present but does not convert
+
+
+def ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _in(values: tuple[str, ...]) -> str:
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+def typed(column: Column, raw_type: str) -> Typed | None:
+    """How to read ``column`` from a raw column of DuckDB type ``raw_type``; None if it cannot be."""
+    c = ident(column.name)
+    t = raw_type.upper()
+    if t == '"NULL"':  # a column with no values at all (Parquet's null type) reads as all-NULL
+        return Typed(f"CAST({c} AS {SQL_TYPE[column.type]})", "FALSE")
+    if column.type == "string":
+        if t == "VARCHAR":
+            return Typed(f"NULLIF(trim({c}), '')", "FALSE")
+        if t in _INTEGER:
+            return Typed(f"CAST({c} AS VARCHAR)", "FALSE")
+        return None
+    if column.type == "timestamp":
+        if t in _NAIVE_TS:
+            return Typed(f"CAST({c} AS TIMESTAMP)", "FALSE")
+        if t == "TIMESTAMP WITH TIME ZONE":
+            return Typed(f"timezone('UTC', {c})", "FALSE")
+        if t == "VARCHAR":
+            # With the session time zone at UTC, a string without an offset is read as UTC.
+            e = f"timezone('UTC', TRY_CAST(NULLIF(trim({c}), '') AS TIMESTAMPTZ))"
+            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
+        return None
+    if column.type == "double":
+        if t in _INTEGER or t.startswith(_NUMERIC_PREFIXES):
+            return Typed(f"CAST({c} AS DOUBLE)", "FALSE")
+        if t == "VARCHAR":
+            e = f"TRY_CAST(NULLIF(trim({c}), '') AS DOUBLE)"
+            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
+        return None
+    if column.type == "bool":
+        if t == "BOOLEAN":
+            return Typed(c, "FALSE")
+        if t == "VARCHAR" or t in _INTEGER:
+            v = f"lower(trim(CAST({c} AS VARCHAR)))"
+            e = f"CASE WHEN {v} IN {_in(_TRUE)} THEN TRUE WHEN {v} IN {_in(_FALSE)} THEN FALSE END"
+            return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND ({e}) IS NULL)")
+        return None
+    raise ValueError(f"unknown logical type {column.type!r}")
+
+
+def expected_types(column: Column) -> str:
+    return {
+        "string": "text (or integer ids)",
+        "timestamp": "timestamps, dates or ISO-8601 text",
+        "double": "numbers",
+        "bool": "booleans (true/false, yes/no, 1/0)",
+    }[column.type]

@@ -1,0 +1,156 @@
+"""Reading named sources (Parquet/CSV files or globs, DuckDB tables) into the engine as raw views.
+
+Nothing here interprets the data: a source becomes a view ``raw_<name>`` with the source's own
+column names mapped to contract names. Problems that stop a source from being read at all
+(missing file, empty file, wrong delimiter or encoding) come back as :class:`SourceError`.
+"""
+
+from __future__ import annotations
+
+import glob
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+from pydantic import BaseModel, ConfigDict, Field
+
+_DELIMITERS = (";", "\t", "|", ",")
+
+
+class SourceSpec(BaseModel):
+    """A named input in ``configs/catalog.yaml``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["parquet", "csv", "duckdb"]
+    path: str = Field(description="file, glob or DuckDB database file; relative to the project folder")
+    table: str | None = Field(default=None, description="table name, for format: duckdb")
+    delimiter: str = ","
+    encoding: Literal["utf-8", "utf-16", "latin-1"] = "utf-8"
+    columns: dict[str, str] = Field(
+        default_factory=dict, description="contract column -> the source's column name, where they differ"
+    )
+
+
+class SourceError(Exception):
+    """A source that cannot be read at all; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class RawSource:
+    name: str
+    view: str
+    files: tuple[Path, ...]
+    columns: dict[str, str]  # contract/renamed column name -> DuckDB type
+    rows: int
+
+
+def _quote(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ident(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+def resolve_files(spec: SourceSpec, base_dir: Path, name: str) -> tuple[Path, ...]:
+    path = Path(spec.path)
+    if not path.is_absolute():
+        path = base_dir / path
+    if glob.has_magic(str(path)):
+        files = tuple(sorted(Path(p) for p in glob.glob(str(path), recursive=True)))
+        if not files:
+            raise SourceError(
+                f"source '{name}': the glob {path} matches no file; check `path` in configs/catalog.yaml"
+            )
+        return files
+    if not path.exists():
+        raise SourceError(
+            f"source '{name}': file {path} does not exist; check `path` in configs/catalog.yaml "
+            "(for the demo data run `dynseg data generate` first)"
+        )
+    return (path,)
+
+
+def _reader_sql(spec: SourceSpec, files: tuple[Path, ...], con: duckdb.DuckDBPyConnection, name: str) -> str:
+    file_list = "[" + ", ".join(_quote(str(f)) for f in files) + "]"
+    if spec.format == "parquet":
+        return f"SELECT * FROM read_parquet({file_list}, union_by_name = true)"
+    if spec.format == "csv":
+        # Everything as text: the validator parses and counts what does not convert, with examples.
+        opts = f"all_varchar = true, header = true, delim = {_quote(spec.delimiter)}, union_by_name = true"
+        if spec.encoding != "utf-8":
+            opts += f", encoding = {_quote(spec.encoding)}"
+        return f"SELECT * FROM read_csv({file_list}, {opts})"
+    if spec.table is None:
+        raise SourceError(f"source '{name}': format duckdb needs `table:` in configs/catalog.yaml")
+    alias = f"src_{name}"
+    attached = {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
+    if alias not in attached:
+        con.execute(f"ATTACH {_quote(str(files[0]))} AS {_ident(alias)} (READ_ONLY)")
+    return f"SELECT * FROM {_ident(alias)}.{_ident(spec.table)}"
+
+
+def _check_csv_header(cols: list[str], spec: SourceSpec, name: str, path: Path) -> None:
+    if len(cols) != 1:
+        return
+    for d in _DELIMITERS:
+        if d != spec.delimiter and d in cols[0]:
+            shown = "\\t" if d == "\t" else d
+            raise SourceError(
+                f"{path}: source '{name}' reads as a single column {cols[0]!r}; the file looks "
+                f"'{shown}'-delimited, not '{spec.delimiter}'. Set `delimiter: \"{shown}\"` for "
+                f"'{name}' in configs/catalog.yaml"
+            )
+
+
+def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec, base_dir: Path) -> RawSource:
+    """Create the view ``raw_<name>`` over a source, with contract column names applied."""
+    files = resolve_files(spec, base_dir, name)
+    for f in files:
+        if spec.format != "duckdb" and f.stat().st_size == 0:
+            raise SourceError(f"{f}: source '{name}' is an empty file (0 bytes); expected a {spec.format} file with rows")
+    try:
+        rel = con.sql(_reader_sql(spec, files, con, name))
+        cols = list(rel.columns)
+    except duckdb.Error as e:
+        raise SourceError(_explain_read_error(e, spec, name, files)) from None
+    if spec.format == "csv":
+        _check_csv_header(cols, spec, name, files[0])
+    renames = {src: dst for dst, src in spec.columns.items()}
+    missing_renames = [src for src in renames if src not in cols]
+    if missing_renames:
+        raise SourceError(
+            f"source '{name}': `columns` in configs/catalog.yaml names {missing_renames} but the source "
+            f"has only {cols}"
+        )
+    select = ", ".join(
+        f"{_ident(c)} AS {_ident(renames[c])}" if c in renames else _ident(c) for c in cols
+    )
+    view = f"raw_{name}"
+    try:
+        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {select} FROM ({rel.sql_query()})")
+        rows = con.execute(f"SELECT count(*) FROM {view}").fetchall()[0][0]
+        types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})").fetchall())
+    except duckdb.Error as e:
+        raise SourceError(_explain_read_error(e, spec, name, files)) from None
+    return RawSource(name, view, files, types, rows)
+
+
+def _explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tuple[Path, ...]) -> str:
+    msg = str(e)
+    where = files[0] if len(files) == 1 else f"{files[0].parent}/{Path(spec.path).name}"
+    m = re.search(r"file = (\S+)", msg)
+    if m:
+        where = m.group(1)
+    if "Invalid unicode" in msg or "not utf-8 encoded" in msg:
+        line = re.search(r"Line: (\d+)", msg)
+        at = f" (line {line.group(1)})" if line else ""
+        return (
+            f"{where}: source '{name}' is not valid {spec.encoding}{at}. Re-save it as UTF-8, or set "
+            f"`encoding: latin-1` (or utf-16) for '{name}' in configs/catalog.yaml"
+        )
+    first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
+    return f"{where}: source '{name}' could not be read as {spec.format}: {first}"

@@ -1,0 +1,292 @@
+"""Validation of input sources against the data contract.
+
+Every problem is reported at once, each with a count, up to three examples (row and value) and
+how to fix it. Errors refuse the run; warnings are reported and the data is used as the
+contract describes (exact repeats of an ``event_id`` are dropped, for instance).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import duckdb
+
+from features.contract import CONTRACT, Column
+from features.normalize import Typed, expected_types, ident, typed
+from features.sources import RawSource, SourceError, SourceSpec, register_source
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    source: str
+    column: str | None
+    check: str
+    severity: Severity
+    count: int
+    message: str
+    fix: str
+    examples: tuple[str, ...] = ()
+
+    def where(self) -> str:
+        return self.source + (f".{self.column}" if self.column else "")
+
+
+@dataclass
+class ValidationReport:
+    as_of: datetime
+    sources: dict[str, RawSource] = field(default_factory=dict)
+    typed: dict[str, dict[str, Typed]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity == "error"]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def to_dict(self) -> dict:
+        return {
+            "as_of": self.as_of.isoformat(),
+            "ok": self.ok,
+            "sources": {
+                n: {"files": [str(f) for f in s.files], "rows": s.rows, "columns": s.columns}
+                for n, s in self.sources.items()
+            },
+            "problems": [p.__dict__ | {"examples": list(p.examples)} for p in self.problems],
+        }
+
+
+@dataclass(frozen=True)
+class _Check:
+    column: str | None
+    check: str
+    severity: Severity
+    predicate: str
+    message: str
+    fix: str
+
+
+def validate(
+    con: duckdb.DuckDBPyConnection,
+    specs: dict[str, SourceSpec],
+    role_of: dict[str, str],
+    ignored: set[str],
+    base_dir: Path,
+    as_of: datetime,
+) -> ValidationReport:
+    """Register every configured source as a raw view and check it; collect all problems."""
+    report = ValidationReport(as_of=as_of)
+    if "events" not in specs:
+        report.problems.append(
+            Problem("events", None, "missing_source", "error", 1, "no `events` source is configured",
+                    "add an `events` entry under `sources:` in configs/catalog.yaml")
+        )
+    for name, spec in specs.items():
+        if name not in CONTRACT:
+            report.problems.append(
+                Problem(name, None, "unknown_source", "error", 1,
+                        f"source '{name}' is not part of the contract (expected one of {sorted(CONTRACT)})",
+                        "rename or remove it in configs/catalog.yaml")
+            )
+            continue
+        try:
+            raw = register_source(con, name, spec, base_dir)
+        except SourceError as e:
+            report.problems.append(Problem(name, None, "unreadable", "error", 1, str(e), "see message"))
+            continue
+        report.sources[name] = raw
+        if raw.rows == 0:
+            report.problems.append(
+                Problem(name, None, "empty", "error", 1, f"{_files(raw)}: source '{name}' has no rows",
+                        "point the catalog at a file with data")
+            )
+            continue
+        report.typed[name] = _type_columns(raw, report.problems)
+        checks = _checks(name, report.typed[name], role_of, ignored, as_of)
+        _run_checks(con, raw, checks, report.problems)
+    if "customers" in report.typed:
+        _check_duplicate_customers(con, report)
+    if "events" in report.typed:
+        _check_event_ids(con, report)
+        _check_event_types(con, report, role_of, ignored)
+        if "customers" in report.typed and "customer_id" in report.typed["customers"]:
+            _check_unknown_customers(con, report)
+    return report
+
+
+def _files(raw: RawSource) -> str:
+    return str(raw.files[0]) if len(raw.files) == 1 else f"{len(raw.files)} files under {raw.files[0].parent}"
+
+
+def _type_columns(raw: RawSource, problems: list[Problem]) -> dict[str, Typed]:
+    out: dict[str, Typed] = {}
+    for col in CONTRACT[raw.name]:
+        if col.name not in raw.columns:
+            if col.required:
+                problems.append(
+                    Problem(raw.name, col.name, "missing_column", "error", 1,
+                            f"{_files(raw)}: required column '{col.name}' is missing; found columns "
+                            f"{sorted(raw.columns)}",
+                            f"add it, or map your column to it under `columns:` for '{raw.name}' in "
+                            "configs/catalog.yaml")
+                )
+            continue
+        t = typed(col, raw.columns[col.name])
+        if t is None:
+            problems.append(_mistyped(raw, col))
+            continue
+        out[col.name] = t
+    return out
+
+
+def _mistyped(raw: RawSource, col: Column) -> Problem:
+    return Problem(
+        raw.name, col.name, "mistyped", "error", 1,
+        f"{_files(raw)}: column '{col.name}' has type {raw.columns[col.name]}; expected {expected_types(col)}",
+        f"convert '{col.name}' to {col.type} in the source",
+    )
+
+
+def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: set[str], as_of: datetime) -> list[_Check]:
+    checks: list[_Check] = []
+    for col, ty in t.items():
+        if ty.bad != "FALSE":
+            checks.append(_Check(col, "unparseable", "error", ty.bad, f"values in '{col}' do not convert",
+                                 f"fix the values or the column's format ({_format_hint(col)})"))
+    if "customer_id" in t:
+        checks.append(_Check("customer_id", "null_id", "error", f"{t['customer_id'].expr} IS NULL",
+                             "rows have a null or empty customer_id", "drop those rows or fill the id"))
+    if name == "events":
+        if "event_type" in t:
+            checks.append(_Check("event_type", "null_event_type", "error", f"{t['event_type'].expr} IS NULL",
+                                 "rows have a null or empty event_type", "drop those rows or fill the type"))
+        if "ts" in t:
+            checks.append(_Check("ts", "null_ts", "error", f"{ident('ts')} IS NULL",
+                                 "rows have no timestamp", "drop those rows or fill ts"))
+            checks.append(_Check("ts", "future_ts", "error", f"{t['ts'].expr} > TIMESTAMP '{as_of.isoformat(sep=' ')}'",
+                                 f"timestamps lie after the run's as_of ({as_of.isoformat(sep=' ')} UTC)",
+                                 "check the source's time zone, or run with a later --as-of"))
+        purchases = [e for e, r in role_of.items() if r == "purchase"]
+        if "amount" in t and "event_type" in t and purchases:
+            names = ", ".join("'" + p.replace("'", "''") + "'" for p in purchases)
+            checks.append(_Check("amount", "negative_purchase", "error",
+                                 f"{t['event_type'].expr} IN ({names}) AND {t['amount'].expr} < 0",
+                                 "purchases have a negative amount",
+                                 "record returns as refund events with a positive amount"))
+    if name == "identities":
+        for col in ("id_type", "id_value"):
+            if col in t:
+                checks.append(_Check(col, f"null_{col}", "error", f"{t[col].expr} IS NULL",
+                                     f"rows have a null or empty {col}", "drop those rows"))
+    return checks
+
+
+def _format_hint(col: str) -> str:
+    return {"ts": "expected ISO-8601 timestamps such as 2026-11-27T08:15:00+01:00",
+            "signup_at": "expected ISO-8601 timestamps", "consent_updated_at": "expected ISO-8601 timestamps",
+            "amount": "expected numbers with '.' as decimal point",
+            "email_consent": "expected true/false"}.get(col, "see the data contract in the README")
+
+
+def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Check], problems: list[Problem]) -> None:
+    if not checks:
+        return
+    counts = con.execute(
+        "SELECT " + ", ".join(f"count(*) FILTER (WHERE {c.predicate})" for c in checks) + f" FROM {raw.view}"
+    ).fetchall()[0]
+    for check, n in zip(checks, counts):
+        if n:
+            examples = _examples(con, raw.view, check.predicate, check.column)
+            problems.append(Problem(raw.name, check.column, check.check, check.severity, int(n),
+                                    f"{_files(raw)}: {n:,} {check.message}", check.fix, examples))
+
+
+def _examples(con: duckdb.DuckDBPyConnection, view: str, predicate: str, column: str | None, k: int = 3) -> tuple[str, ...]:
+    col = ident(column) if column else "NULL"
+    rows = con.execute(
+        f"SELECT _row, CAST({col} AS VARCHAR) FROM (SELECT row_number() OVER () AS _row, * FROM {view}) "
+        f"WHERE {predicate} ORDER BY _row LIMIT {k}"
+    ).fetchall()
+    return tuple(f"{v!r} at row {r}" for r, v in rows)
+
+
+def _check_event_ids(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> None:
+    t = report.typed["events"]
+    if "event_id" not in t:
+        return
+    raw = report.sources["events"]
+    content = ", ".join(t[c].expr for c in ("customer_id", "event_type", "ts", "amount") if c in t)
+    exact, conflicting, example = con.execute(f"""
+        SELECT count(*) FILTER (WHERE variants = 1), count(*) FILTER (WHERE variants > 1),
+               min(id) FILTER (WHERE variants > 1)
+        FROM (SELECT {t['event_id'].expr} AS id, count(DISTINCT hash({content})) AS variants
+              FROM {raw.view} WHERE {t['event_id'].expr} IS NOT NULL GROUP BY 1 HAVING count(*) > 1)
+    """).fetchall()[0]
+    if exact:
+        report.problems.append(Problem("events", "event_id", "duplicate_event_id", "warning", int(exact),
+                                       f"{_files(raw)}: {exact:,} event_ids repeat with identical content",
+                                       "none needed: repeats are dropped (at-least-once delivery)"))
+    if conflicting:
+        report.problems.append(Problem("events", "event_id", "conflicting_event_id", "error", int(conflicting),
+                                       f"{_files(raw)}: {conflicting:,} event_ids are used by different events",
+                                       "event_id must identify one event; fix the source or drop `event_id`",
+                                       (repr(example),)))
+
+
+def _check_duplicate_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> None:
+    t = report.typed["customers"]
+    if "customer_id" not in t:
+        return
+    raw = report.sources["customers"]
+    n, example = con.execute(
+        f"SELECT count(*), min(id) FROM (SELECT {t['customer_id'].expr} AS id FROM {raw.view} "
+        "WHERE id IS NOT NULL GROUP BY 1 HAVING count(*) > 1)"
+    ).fetchall()[0]
+    if n:
+        report.problems.append(Problem(
+            "customers", "customer_id", "duplicate_customer_id", "error", int(n),
+            f"{_files(raw)}: {n:,} customer_ids have more than one row", "keep one row per customer_id "
+            "(link a person's several ids through the identities source instead)", (repr(example),)))
+
+
+def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport, role_of: dict[str, str], ignored: set[str]) -> None:
+    t = report.typed["events"]
+    if "event_type" not in t:
+        return
+    raw = report.sources["events"]
+    rows = con.execute(
+        f"SELECT {t['event_type'].expr} AS e, count(*) FROM {raw.view} WHERE {t['event_type'].expr} IS NOT NULL "
+        "GROUP BY 1 ORDER BY 2 DESC, 1"
+    ).fetchall()
+    unknown = [(e, n) for e, n in rows if e not in role_of and e not in ignored]
+    if unknown:
+        total = sum(n for _, n in unknown)
+        report.problems.append(Problem(
+            "events", "event_type", "unknown_event_type", "error", total,
+            f"{_files(raw)}: {total:,} events have {len(unknown)} event_type(s) with no role",
+            "map each under `event_roles:` in configs/roles.yaml, or list it under `ignore:`",
+            tuple(f"{e!r} ({n:,} events)" for e, n in unknown[:5]),
+        ))
+
+
+def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> None:
+    ev, cu = report.typed["events"], report.typed["customers"]
+    if "customer_id" not in ev:
+        return
+    n, example = con.execute(f"""
+        SELECT count(DISTINCT e.id), min(e.id) FROM (SELECT {ev['customer_id'].expr} AS id FROM raw_events) e
+        ANTI JOIN (SELECT {cu['customer_id'].expr} AS id FROM raw_customers) c ON e.id = c.id
+        WHERE e.id IS NOT NULL
+    """).fetchall()[0]
+    if n:
+        report.problems.append(Problem(
+            "events", "customer_id", "unknown_customer", "warning", int(n),
+            f"{n:,} customer_ids in events are not in customers; their profile features will be null",
+            "add them to the customers source if they are real customers", (repr(example),)))

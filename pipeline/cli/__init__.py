@@ -1,0 +1,17 @@
+"""The ``dynseg`` command line: one module per command group, thin commands over pipeline.jobs."""
+
+from __future__ import annotations
+
+import sys
+
+from pipeline.cli.app import app
+
+
+def main() -> None:
+    app(prog_name="dynseg")
+
+
+__all__ = ["app", "main"]
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Root of the CLI: global options and the command groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from pipeline.cli import data
+from pipeline.cli.common import State
+
+app = typer.Typer(
+    help="dynseg: dynamic predictive segments. Point-in-time features, churn and purchase propensity "
+    "models, governed audiences that update on every scoring run.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(data.app, name="data")
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    project: Annotated[Optional[Path], typer.Option(help="Project folder holding configs/ (default: here or a parent; env DYNSEG_PROJECT).")] = None,
+    profile: Annotated[Optional[str], typer.Option(help="Config profile from configs/profiles/ (default: local; env DYNSEG_PROFILE).")] = None,
+) -> None:
+    """Exit codes: 0 ok, 1 data or config error, 2 bad usage, 3 a gate or alarm tripped."""
+    ctx.obj = State(project=project, profile=profile)

@@ -1,0 +1,78 @@
+"""What every command group shares: config loading, consoles, error handling, progress."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline.config import Config, ConfigError, load_config
+
+out = Console()
+err = Console(stderr=True)
+
+EXIT_OK, EXIT_DATA, EXIT_GATE = 0, 1, 3
+
+
+@dataclass
+class State:
+    project: Path | None
+    profile: str | None
+    _config: Config | None = None
+
+    def config(self) -> Config:
+        if self._config is None:
+            self._config = load_config(self.project, self.profile)
+        return self._config
+
+
+@contextlib.contextmanager
+def handled() -> Iterator[None]:
+    """Turn known failures into a clear message on stderr and exit code 1."""
+    from pipeline.jobs.data import DataError
+
+    try:
+        yield
+    except ConfigError as e:
+        err.print(f"[bold red]Configuration error{'s' if len(e.issues) > 1 else ''}:[/]")
+        for issue in e.issues:
+            err.print(f"  - {issue}", markup=False, highlight=False)
+        raise typer.Exit(EXIT_DATA) from None
+    except DataError as e:
+        from pipeline.cli.render import problems_table
+
+        err.print(problems_table(e.report.problems))
+        err.print(f"[bold red]{e}.[/] Fix the sources (or configs/) and run again.")
+        raise typer.Exit(EXIT_DATA) from None
+    except ValueError as e:
+        err.print(f"[bold red]Error:[/] {e}", highlight=False)
+        raise typer.Exit(EXIT_DATA) from None
+
+
+@contextlib.contextmanager
+def progress(description: str, total: int | None = None) -> Iterator:
+    """A progress bar on stderr; yields ``update(done, total)``."""
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True)
+    with bar:
+        task = bar.add_task(description, total=total)
+
+        def update(done: int, total: int | None = None) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
+
+
+def kv_table(title: str, rows: dict) -> Table:
+    t = Table(title=title, show_header=False, title_justify="left")
+    t.add_column(style="bold")
+    t.add_column()
+    for k, v in rows.items():
+        t.add_row(str(k), f"{v:,}" if isinstance(v, int) else str(v))
+    return t

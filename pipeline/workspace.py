@@ -1,0 +1,72 @@
+"""The workspace: the one folder dynseg writes to.
+
+Layout: ``dynseg.duckdb`` (the embedded database: identity map, later features, runs and
+segments), ``mlflow.db`` + ``mlruns/`` (default MLflow store), ``data/`` (generated demo data),
+``reports/``. Every write is atomic: tables in one DuckDB transaction, files via a temp name and
+a rename, so a failed run leaves what was there before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+
+@dataclass(frozen=True)
+class Workspace:
+    root: Path
+
+    @property
+    def db_path(self) -> Path:
+        return self.root / "dynseg.duckdb"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.root / "data"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def tracking_uri(self, configured: str | None = None) -> str:
+        """MLFLOW_TRACKING_URI, else the configured URI, else a SQLite store in the workspace."""
+        return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{self.root / 'mlflow.db'}"
+
+    def write_tables(self, con: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> None:
+        """Replace workspace tables with the results of queries on ``con``, all in one transaction."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        con.execute(f"ATTACH '{self.db_path}' AS ws")
+        try:
+            con.execute("BEGIN TRANSACTION")
+            try:
+                for name, query in tables.items():
+                    con.execute(f'CREATE OR REPLACE TABLE ws."{name}" AS {query}')
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        finally:
+            con.execute("DETACH ws")
+
+    def write_json(self, relpath: str, obj: Any) -> Path:
+        return write_atomic(self.root / relpath, json.dumps(obj, indent=2, default=str).encode())
+
+
+def write_atomic(path: Path, data: bytes) -> Path:
+    """Write bytes to ``path`` via a temp file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,65 @@
+"""Shared fixtures: a throw-away project folder with the repo's configs and its own workspace."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Project:
+    """A project folder in tmp: configs copied from the repo, data written by the test."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.data = root / "data"
+        self.data.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(REPO / "configs", root / "configs", ignore=shutil.ignore_patterns("local"))
+
+    @property
+    def workspace(self) -> Path:
+        return self.root / ".dynseg"
+
+    def catalog(self, **sources: dict) -> None:
+        """Replace the catalog with the given sources (name -> spec dict)."""
+        import yaml
+
+        (self.root / "configs" / "catalog.yaml").write_text(yaml.safe_dump({"sources": sources}))
+
+    def write_events(self, df: pd.DataFrame, name: str = "events.parquet", **spec) -> Path:
+        path = self.data / name
+        if name.endswith(".csv"):
+            df.to_csv(path, index=False)
+            self.catalog(events={"format": "csv", "path": f"data/{name}", **spec})
+        else:
+            df.to_parquet(path, index=False)
+            self.catalog(events={"format": "parquet", "path": f"data/{name}", **spec})
+        return path
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch) -> Project:
+    p = Project(tmp_path / "proj")
+    monkeypatch.setenv("DYNSEG_PROJECT", str(p.root))
+    monkeypatch.delenv("DYNSEG_WORKSPACE", raising=False)
+    monkeypatch.delenv("DYNSEG_PROFILE", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return p
+
+
+def good_events(n_customers: int = 3) -> pd.DataFrame:
+    rows = []
+    for i in range(n_customers):
+        c = f"c{i}"
+        rows += [
+            (f"{c}-1", c, "signed_up", "2026-01-01 10:00:00", None),
+            (f"{c}-2", c, "email_sent", "2026-01-02 09:00:00", None),
+            (f"{c}-3", c, "order_completed", "2026-01-05 12:00:00", 40.0 + i),
+        ]
+    df = pd.DataFrame(rows, columns=["event_id", "customer_id", "event_type", "ts", "amount"])
+    df["ts"] = pd.to_datetime(df["ts"])
+    return df

@@ -1,0 +1,59 @@
+"""Naive timestamps are UTC; aware ones are converted, across a DST change."""
+
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+from features.asof import parse_as_of, parse_duration
+from features.engine import connect
+from features.load import build_canonical
+from features.validation import validate
+from pipeline.config import load_config
+
+
+def canonical_ts(project) -> list[datetime]:
+    cfg = load_config(project.root)
+    con = connect()
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(), cfg.project_dir, datetime(2027, 1, 1))
+    assert report.ok, report.problems
+    build_canonical(con, report, cfg.role_of)
+    return [r[0] for r in con.execute("SELECT ts FROM events ORDER BY event_id").fetchall()]
+
+
+def _events(ts) -> pd.DataFrame:
+    return pd.DataFrame({"event_id": [f"e{i}" for i in range(len(ts))], "customer_id": "c1",
+                         "event_type": "page_viewed", "ts": ts})
+
+
+def test_csv_offsets_across_berlin_spring_forward(project):
+    # 01:59:59+01:00 and 03:00:00+02:00 are one second apart: clocks jump from 02:00 to 03:00.
+    project.write_events(_events(["2026-03-29T01:59:59+01:00", "2026-03-29T03:00:00+02:00",
+                                  "2026-03-29 01:30:00", "2026-03-29T01:30:00Z"]), "events.csv")
+    assert canonical_ts(project) == [datetime(2026, 3, 29, 0, 59, 59), datetime(2026, 3, 29, 1, 0, 0),
+                                     datetime(2026, 3, 29, 1, 30), datetime(2026, 3, 29, 1, 30)]
+
+
+def test_parquet_aware_column_is_converted_and_naive_is_kept(project):
+    local = pd.to_datetime(["2026-10-25 02:30:00", "2026-10-25 03:30:00"]).tz_localize(
+        "Europe/Berlin", ambiguous=[True, False])  # fall back: 02:30 CEST, then 03:30 CET
+    project.write_events(_events(local))
+    assert canonical_ts(project) == [datetime(2026, 10, 25, 0, 30), datetime(2026, 10, 25, 2, 30)]
+    project.write_events(_events(pd.to_datetime(["2026-10-25 02:30:00"])))
+    assert canonical_ts(project) == [datetime(2026, 10, 25, 2, 30)]
+
+
+def test_as_of_dates_mean_end_of_day_utc():
+    assert parse_as_of("2026-11-27") == datetime(2026, 11, 28)
+    assert parse_as_of("2026-11-27T06:00:00+01:00") == datetime(2026, 11, 27, 5)
+    assert parse_as_of("2026-11-27T06:00:00Z") == datetime(2026, 11, 27, 6)
+    assert parse_as_of("2026-11-27 06:00") == datetime(2026, 11, 27, 6)
+    with pytest.raises(ValueError, match="expected YYYY-MM-DD"):
+        parse_as_of("next tuesday")
+
+
+def test_durations():
+    assert parse_duration("30d").days == 30
+    assert parse_duration("26w").days == 182
+    with pytest.raises(ValueError, match="30d or 26w"):
+        parse_duration("3 months")

@@ -1,0 +1,188 @@
+"""Each kind of bad input, written to a real file, is reported with count, example and fix."""
+
+from datetime import datetime
+
+import pandas as pd
+import pytest
+
+from conftest import good_events
+from features.engine import connect
+from features.validation import validate
+from pipeline.config import load_config
+
+AS_OF = datetime(2026, 11, 28)
+
+
+def run(project):
+    cfg = load_config(project.root)
+    return validate(connect(), cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF)
+
+
+def only(report, check):
+    found = [p for p in report.problems if p.check == check]
+    assert len(found) == 1, f"expected one {check!r} problem, got {report.problems}"
+    return found[0]
+
+
+def test_good_events_pass(project):
+    project.write_events(good_events())
+    report = run(project)
+    assert report.ok and report.problems == []
+
+
+def test_missing_required_column(project):
+    project.write_events(good_events().drop(columns=["event_type"]))
+    p = only(run(project), "missing_column")
+    assert p.column == "event_type" and p.severity == "error"
+    assert "events.parquet" in p.message and "found columns" in p.message
+    assert "columns:" in p.fix
+
+
+def test_mistyped_column(project):
+    df = good_events()
+    df["ts"] = 1.7e9  # epoch seconds as float: ambiguous, refused
+    p = only(run_with(project, df), "mistyped")
+    assert p.column == "ts" and "type DOUBLE" in p.message and "expected timestamps" in p.message
+
+
+def run_with(project, df, name="events.parquet", **spec):
+    project.write_events(df, name, **spec)
+    return run(project)
+
+
+def test_null_and_empty_ids(project):
+    df = good_events().astype({"customer_id": "object"})
+    df.loc[0, "customer_id"] = None
+    df.loc[4, "customer_id"] = "   "
+    p = only(run_with(project, df), "null_id")
+    assert p.count == 2
+    assert p.examples[0].endswith("at row 1") and "at row 5" in p.examples[1]
+
+
+def test_unparseable_timestamps_in_csv(project):
+    df = good_events().astype({"ts": "object"})
+    df.loc[3, "ts"] = "yesterday"
+    df.loc[5, "ts"] = "31/02/2026"
+    p = only(run_with(project, df, "events.csv"), "unparseable")
+    assert p.column == "ts" and p.count == 2
+    assert "'yesterday' at row 4" in p.examples[0]
+    assert "ISO-8601" in p.fix
+
+
+def test_timestamps_after_as_of(project):
+    df = good_events()
+    df.loc[2, "ts"] = pd.Timestamp("2026-12-01")
+    p = only(run_with(project, df), "future_ts")
+    assert p.count == 1 and "2026-11-28 00:00:00 UTC" in p.message
+
+
+def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
+    df = good_events()
+    exact = pd.concat([df, df.iloc[[0]]], ignore_index=True)
+    report = run_with(project, exact)
+    assert report.ok and only(report, "duplicate_event_id").count == 1
+    conflict = exact.copy()
+    conflict.loc[len(conflict) - 1, "ts"] = pd.Timestamp("2026-02-02")
+    p = only(run_with(project, conflict), "conflicting_event_id")
+    assert p.severity == "error" and p.examples == ("'c0-1'",)
+
+
+def test_negative_purchase_amount(project):
+    df = good_events()
+    df.loc[2, "amount"] = -10.0
+    p = only(run_with(project, df), "negative_purchase")
+    assert p.count == 1 and "-10.0" in p.examples[0] and "refund" in p.fix
+
+
+def test_unknown_event_types_are_listed_not_dropped(project):
+    df = good_events()
+    df.loc[1, "event_type"] = "push_sent"
+    df.loc[4, "event_type"] = "push_sent"
+    p = only(run_with(project, df), "unknown_event_type")
+    assert p.count == 2 and p.examples == ("'push_sent' (2 events)",)
+    assert "configs/roles.yaml" in p.fix
+
+
+def test_ignored_event_types_pass(project):
+    df = good_events()
+    df.loc[1, "event_type"] = "push_sent"
+    (project.root / "configs" / "roles.yaml").write_text(
+        (project.root / "configs" / "roles.yaml").read_text().replace("ignore: []", "ignore: [push_sent]")
+    )
+    assert run_with(project, df).ok
+
+
+def test_empty_files(project):
+    project.write_events(good_events().iloc[:0])
+    assert only(run(project), "empty").severity == "error"
+    (project.data / "events.csv").write_text("")
+    project.catalog(events={"format": "csv", "path": "data/events.csv"})
+    p = only(run(project), "unreadable")
+    assert "empty file (0 bytes)" in p.message
+
+
+def test_csv_with_wrong_delimiter(project):
+    path = project.data / "events.csv"
+    good_events().to_csv(path, index=False, sep=";")
+    project.catalog(events={"format": "csv", "path": "data/events.csv"})
+    p = only(run(project), "unreadable")
+    assert "looks ';'-delimited" in p.message and 'delimiter: ";"' in p.message
+
+
+def test_csv_with_wrong_encoding_then_fixed_by_config(project):
+    df = good_events()
+    df["category"] = "café"
+    path = project.data / "events.csv"
+    df.to_csv(path, index=False, encoding="latin-1")
+    project.catalog(events={"format": "csv", "path": "data/events.csv"})
+    p = only(run(project), "unreadable")
+    assert "not valid utf-8" in p.message and "encoding: latin-1" in p.message
+    project.catalog(events={"format": "csv", "path": "data/events.csv", "encoding": "latin-1"})
+    assert run(project).ok
+
+
+def test_missing_file_and_glob(project):
+    project.catalog(events={"format": "parquet", "path": "data/nope.parquet"})
+    assert "does not exist" in only(run(project), "unreadable").message
+    project.catalog(events={"format": "parquet", "path": "data/part-*.parquet"})
+    assert "matches no file" in only(run(project), "unreadable").message
+
+
+def test_glob_of_parquet_parts_and_column_mapping(project):
+    df = good_events().rename(columns={"customer_id": "user_id", "ts": "timestamp"})
+    df.iloc[:4].to_parquet(project.data / "part-1.parquet")
+    df.iloc[4:].to_parquet(project.data / "part-2.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/part-*.parquet",
+                            "columns": {"customer_id": "user_id", "ts": "timestamp"}})
+    report = run(project)
+    assert report.ok and report.sources["events"].rows == len(df)
+
+
+def test_all_problems_reported_at_once(project):
+    df = good_events().astype({"ts": "object", "customer_id": "object"})
+    df.loc[0, "customer_id"] = None
+    df.loc[1, "ts"] = "soon"
+    df.loc[2, "amount"] = -1
+    df.loc[3, "event_type"] = "mystery"
+    report = run_with(project, df, "events.csv")
+    assert {p.check for p in report.errors} == {"null_id", "unparseable", "negative_purchase", "unknown_event_type"}
+
+
+def test_customer_and_identity_sources_are_checked(project):
+    project.write_events(good_events())
+    pd.DataFrame({"customer_id": ["c0", "c1", "c1"], "signup_at": ["2026-01-01", "never", "2026-01-01"],
+                  "email_consent": ["yes", "no", "maybe"]}).to_csv(project.data / "customers.csv", index=False)
+    pd.DataFrame({"customer_id": ["c0"], "id_type": [None], "id_value": ["x"]}).to_parquet(project.data / "ids.parquet")
+    import yaml
+
+    cat = yaml.safe_load((project.root / "configs" / "catalog.yaml").read_text())
+    cat["sources"]["customers"] = {"format": "csv", "path": "data/customers.csv"}
+    cat["sources"]["identities"] = {"format": "parquet", "path": "data/ids.parquet"}
+    (project.root / "configs" / "catalog.yaml").write_text(yaml.safe_dump(cat))
+    report = run(project)
+    checks = {(p.source, p.column, p.check) for p in report.problems}
+    assert ("customers", "signup_at", "unparseable") in checks
+    assert ("customers", "email_consent", "unparseable") in checks
+    assert ("customers", "customer_id", "duplicate_customer_id") in checks
+    assert ("identities", "id_type", "null_id_type") in checks
+    assert ("events", "customer_id", "unknown_customer") in checks  # c2 has no profile: a warning

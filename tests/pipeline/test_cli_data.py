@@ -1,0 +1,71 @@
+"""`dynseg data ...` through the real CLI: exit codes, output, and what is (not) written."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+from typer.testing import CliRunner
+
+from conftest import good_events
+from pipeline.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_command_groups():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0 and "data" in result.output
+
+
+def test_config_error_exits_1_with_file_and_key(project):
+    (project.root / "configs" / "project.yaml").write_text("engine: oracle\n")
+    result = runner.invoke(app, ["data", "validate"])
+    assert result.exit_code == 1
+    assert "configs/project.yaml: engine: expected 'duckdb' or 'spark'; found 'oracle'" in result.stderr
+
+
+def test_bad_data_exits_1_and_writes_nothing(project):
+    df = good_events()
+    df.loc[2, "amount"] = -5.0
+    project.write_events(df)
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"])
+    assert result.exit_code == 1
+    assert "negative_purchase" in result.stderr and "nothing was written" in result.stderr
+    assert not project.workspace.exists()
+
+
+def test_good_data_keeps_identity_map_and_report(project):
+    project.write_events(good_events())
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27", "--json", str(project.root / "r.json")])
+    assert result.exit_code == 0, result.output
+    assert "Sources valid" in result.stdout and "Events by role" in result.stdout
+    report = json.loads((project.workspace / "reports" / "validation.json").read_text())
+    assert report["ok"] and report["summary"]["events"] == 9
+    assert json.loads((project.root / "r.json").read_text())["summary"]["events_by_role"]["purchase"] == 3
+    with duckdb.connect(str(project.workspace / "dynseg.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM identity_map").fetchall() == [(0,)]
+
+
+def test_generate_then_validate_end_to_end(project):
+    """The demo path, as a user runs it: the installed `dynseg` script in a subprocess."""
+    env = os.environ | {"DYNSEG_PROJECT": str(project.root)}
+    dynseg = [str(Path(sys.executable).parent / "dynseg")]
+    gen = subprocess.run([*dynseg, "data", "generate", "--customers", "3000", "--seed", "3"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert gen.returncode == 0, gen.stderr
+    assert (project.workspace / "data" / "events.parquet").exists()
+    val = subprocess.run([*dynseg, "data", "validate", "--as-of", "2026-11-27"],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert val.returncode == 0, val.stderr
+    assert "Identity resolution" in val.stdout
+    summary = json.loads((project.workspace / "reports" / "validation.json").read_text())["summary"]
+    assert summary["identity"]["merged_customers"] > 0
+    assert set(summary["events_by_role"]) >= {"purchase", "refund", "email_send", "email_open", "email_click",
+                                              "page_view", "add_to_cart", "unsubscribe", "signup"}
+    # The generated data is as of its end; an earlier as_of sees future events and is refused.
+    early = subprocess.run([*dynseg, "data", "validate", "--as-of", "2026-06-30"],
+                           env=env, capture_output=True, text=True, timeout=120)
+    assert early.returncode == 1 and "future_ts" in early.stderr

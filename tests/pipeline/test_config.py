@@ -1,0 +1,70 @@
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ConfigError, load_config
+
+
+def test_repo_configs_load(project):
+    cfg = load_config(project.root)
+    assert cfg.profile == "local"
+    assert cfg.workspace == project.root / ".dynseg"
+    assert cfg.role_of["order_completed"] == "purchase"
+    assert cfg.source_specs()["events"].path == f"{project.root}/.dynseg/data/events.parquet"
+
+
+def _write(project, rel: str, text: str) -> None:
+    path: Path = project.root / "configs" / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def test_every_error_is_reported_with_file_key_expected_and_found(project):
+    _write(project, "catalog.yaml", "sources:\n  events:\n    format: xlsx\n    path: e.xlsx\n    colour: red\n")
+    _write(project, "project.yaml", "engine: oracle\nfreshness:\n  max_lag_days: -2\n")
+    _write(project, "roles.yaml", "event_roles:\n  purchse: [order]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "configs/catalog.yaml: sources.events.format: expected 'parquet', 'csv' or 'duckdb'; found 'xlsx'" in text
+    assert "configs/catalog.yaml: sources.events.colour: unknown key (found 'red')" in text
+    assert "configs/project.yaml: engine: expected 'duckdb' or 'spark'; found 'oracle'" in text
+    assert "configs/project.yaml: freshness.max_lag_days:" in text and "found -2" in text
+    assert "configs/roles.yaml: event_roles.purchse" in text
+    assert len(e.value.issues) == 5
+
+
+def test_yaml_syntax_error_names_line(project):
+    _write(project, "roles.yaml", "event_roles:\n  purchase: [order\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert "configs/roles.yaml: line" in str(e.value)
+    assert "not valid YAML" in str(e.value)
+
+
+def test_name_mapped_to_two_roles_is_refused(project):
+    _write(project, "roles.yaml", "event_roles:\n  purchase: [order]\n  refund: [order]\n")
+    with pytest.raises(ConfigError, match="'order' is mapped to two roles"):
+        load_config(project.root)
+
+
+def test_unknown_profile_lists_available(project):
+    with pytest.raises(ConfigError, match=r"profile 'prod' does not exist; expected one of \['local'"):
+        load_config(project.root, profile="prod")
+
+
+def test_profile_and_local_overrides_are_layered_and_errors_name_the_overriding_file(project):
+    _write(project, "profiles/big.yaml", "threads: 2\n")
+    _write(project, "local/project.yaml", "workspace: /tmp/elsewhere\n")
+    cfg = load_config(project.root, profile="big")
+    assert cfg.settings.threads == 2
+    assert cfg.workspace == Path("/tmp/elsewhere")
+    assert cfg.settings.engine == "duckdb"  # untouched keys come from project.yaml
+    _write(project, "local/project.yaml", "identity:\n  max_ids_per_identifier: one\n")
+    with pytest.raises(ConfigError, match=r"configs/local/project.yaml: identity.max_ids_per_identifier"):
+        load_config(project.root)
+
+
+def test_workspace_env_overrides(project, monkeypatch, tmp_path):
+    monkeypatch.setenv("DYNSEG_WORKSPACE", str(tmp_path / "ws"))
+    assert load_config(project.root).workspace == tmp_path / "ws"
