@@ -1,0 +1,260 @@
+"""The ``customer_features`` feature set: one row per (customer_id, as_of).
+
+Written once as Ibis expressions over the canonical ``events`` and ``customers`` tables, and
+executed by whichever engine holds them (DuckDB in-process, or Spark). The docs beside this file
+(``customer_features.md``) list every column, its meaning and its tests.
+
+The point-in-time rule is applied in exactly one place, :func:`visible_events`: a feature as of
+T sees only events with ``ts < T``. Profile attributes are taken as of T too: a signup after T
+does not count, a consent decision after T is not yet known.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import ibis
+import ibis.expr.types as ir
+from ibis import _
+
+SECONDS_PER_DAY = 86_400.0
+
+#: Feature groups and the roles each needs; a group whose roles are absent from the data is
+#: left out (a purchases-only log still gets RFM and rhythm).
+GROUP_ROLES: dict[str, tuple[str, ...]] = {
+    "rfm": ("purchase",),
+    "rhythm": ("purchase",),
+    "engagement": ("email_send", "email_open", "email_click"),
+    "refunds": ("refund",),
+    "support": ("support_ticket",),
+    "suppression": ("unsubscribe", "bounce", "complaint"),
+}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What to compute; comes from ``configs/features.yaml``."""
+
+    windows_days: tuple[int, ...] = (7, 30, 90, 365)
+    window_roles: tuple[str, ...] = ("purchase", "email_open", "email_click", "page_view", "add_to_cart")
+    categorical: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DataProfile:
+    """What the data offers, measured once over the whole log so every snapshot has the same columns."""
+
+    roles: frozenset[str]
+    has_signup: bool = False
+    has_consent_profile: bool = False
+    categorical: tuple[str, ...] = field(default=())
+
+    def groups(self) -> list[str]:
+        """Feature groups the data supports."""
+        out = [g for g, roles in GROUP_ROLES.items() if self.roles & set(roles)]
+        out.append("activity")
+        if self.has_signup:
+            out.append("tenure")
+        if self.has_consent_profile or self.roles & {"consent_granted", "consent_withdrawn", "unsubscribe"}:
+            out.append("consent")
+        if self.categorical:
+            out.append("profile")
+        return out
+
+    def missing_groups(self) -> list[str]:
+        every = [*GROUP_ROLES, "tenure", "consent", "profile"]
+        return [g for g in every if g not in self.groups()]
+
+
+def visible_events(events: ir.Table, as_of: datetime) -> ir.Table:
+    """Events a feature as of ``as_of`` may see: strictly before it."""
+    return events.filter(events.ts < ibis.literal(as_of, type="timestamp"))
+
+
+def _days_between(later: ir.Value, earlier: ir.Value) -> ir.FloatingValue:
+    return (later.epoch_seconds() - earlier.epoch_seconds()).cast("float64") / SECONDS_PER_DAY
+
+
+def _ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
+    """num / den, null where den is 0 or null."""
+    return ibis.ifelse(den > 0, num.cast("float64") / den.cast("float64"), ibis.null("float64"))
+
+
+def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfile) -> dict[str, ir.Value]:
+    """Per-customer aggregates of visible events (one scan)."""
+    roles = profile.roles
+    is_p = ev.role == "purchase"
+    aggs: dict[str, ir.Value] = {
+        "n_events": ev.count(),
+        "first_event_at": ev.ts.min(),
+        "last_event_at": ev.ts.max(),
+    }
+    if "purchase" in roles:
+        aggs |= {
+            "frequency": ev.count(where=is_p),
+            "monetary_total": ev.amount.sum(where=is_p),
+            "monetary_max": ev.amount.max(where=is_p),
+            "first_purchase_at": ev.ts.min(where=is_p),
+            "last_purchase_at": ev.ts.max(where=is_p),
+            "n_categories": ev.category.nunique(where=is_p),
+            "n_purchase_prev_30d": ev.count(where=is_p & (ev.ts >= t - ibis.interval(days=60)) & (ev.ts < t - ibis.interval(days=30))),
+        }
+    for w in spec.windows_days:
+        since = t - ibis.interval(days=w)
+        recent = ev.ts >= since
+        for role in spec.window_roles:
+            if role in roles:
+                aggs[f"n_{role}_{w}d"] = ev.count(where=recent & (ev.role == role))
+        if "purchase" in roles:
+            aggs[f"spend_{w}d"] = ev.amount.sum(where=recent & is_p).fill_null(0.0)
+            aggs[f"n_categories_{w}d"] = ev.category.nunique(where=recent & is_p)
+    if roles & set(GROUP_ROLES["engagement"]):
+        aggs |= {
+            "n_email_send": ev.count(where=ev.role == "email_send"),
+            "n_email_open": ev.count(where=ev.role == "email_open"),
+            "n_email_click": ev.count(where=ev.role == "email_click"),
+            "last_open_at": ev.ts.max(where=ev.role == "email_open"),
+            "last_click_at": ev.ts.max(where=ev.role == "email_click"),
+            "n_email_open_prev_30d": ev.count(where=(ev.role == "email_open") & (ev.ts >= t - ibis.interval(days=60)) & (ev.ts < t - ibis.interval(days=30))),
+            "n_email_open_30d_": ev.count(where=(ev.role == "email_open") & (ev.ts >= t - ibis.interval(days=30))),
+            "n_email_open_90d_": ev.count(where=(ev.role == "email_open") & (ev.ts >= t - ibis.interval(days=90))),
+            "n_email_click_90d_": ev.count(where=(ev.role == "email_click") & (ev.ts >= t - ibis.interval(days=90))),
+        }
+    if "refund" in roles:
+        aggs |= {"n_refund": ev.count(where=ev.role == "refund"),
+                 "refund_amount": ev.amount.abs().sum(where=ev.role == "refund").fill_null(0.0)}
+    if "support_ticket" in roles:
+        aggs |= {"n_support_ticket": ev.count(where=ev.role == "support_ticket"),
+                 "n_support_ticket_90d": ev.count(where=(ev.role == "support_ticket") & (ev.ts >= t - ibis.interval(days=90)))}
+    for role, name in (("unsubscribe", "unsubscribed"), ("bounce", "bounced"), ("complaint", "complained")):
+        if role in roles:
+            aggs[name] = ev.count(where=ev.role == role) > 0
+    consent_roles = ["consent_granted", "consent_withdrawn", "unsubscribe"]
+    if roles & set(consent_roles):
+        is_c = ev.role.isin(consent_roles)
+        aggs["last_consent_event_at"] = ev.ts.max(where=is_c)
+        aggs["last_consent_role"] = ev.role.argmax(ev.ts, where=is_c)
+    return aggs
+
+
+def _purchase_gaps(ev: ir.Table) -> ir.Table:
+    """Standard deviation of days between consecutive purchases, per customer."""
+    p = ev.filter(ev.role == "purchase")
+    p = p.mutate(prev_ts=p.ts.lag().over(group_by=p.customer_id, order_by=p.ts))
+    p = p.mutate(gap_days=_days_between(p.ts, p.prev_ts))
+    return p.group_by("customer_id").aggregate(std_gap_days=p.gap_days.std(how="sample"))
+
+
+def _sends_since_last_open(ev: ir.Table, last_open: ir.Table) -> ir.Table:
+    """Email sends after the customer's last open (all sends if never opened)."""
+    sends = ev.filter(ev.role == "email_send").select("customer_id", "ts")
+    j = sends.left_join(last_open, "customer_id")
+    return j.group_by("customer_id").aggregate(
+        sends_since_last_open=j.count(where=j.last_open_at.isnull() | (j.ts > j.last_open_at))
+    )
+
+
+def customer_features(
+    events: ir.Table, customers: ir.Table, as_of: datetime, spec: FeatureSpec, profile: DataProfile
+) -> ir.Table:
+    """Features of every customer known at ``as_of`` (signed up, or any event, before it)."""
+    t = ibis.literal(as_of, type="timestamp")
+    ev = visible_events(events, as_of)
+    agg = ev.group_by("customer_id").aggregate(**_aggregates(ev, t, spec, profile))
+    known_profiles = customers.filter(customers.signup_at < t) if profile.has_signup else customers.limit(0)
+    population = ev.select("customer_id").union(known_profiles.select("customer_id")).distinct()
+    x = population.left_join(agg, "customer_id").select(~ibis.selectors.endswith("_right"))
+    if "purchase" in profile.roles:
+        x = x.left_join(_purchase_gaps(ev), "customer_id").select(~ibis.selectors.endswith("_right"))
+    if "email_send" in profile.roles and "email_open" in profile.roles:
+        last_open = agg.select("customer_id", "last_open_at")
+        x = x.left_join(_sends_since_last_open(ev, last_open), "customer_id").select(~ibis.selectors.endswith("_right"))
+    x = x.left_join(customers, "customer_id").select(~ibis.selectors.endswith("_right"))
+    return _derive(x, t, as_of, spec, profile)
+
+
+def _zero(v: ir.Value) -> ir.Value:
+    return v.fill_null(0)
+
+
+def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profile: DataProfile) -> ir.Table:
+    roles, groups = profile.roles, set(profile.groups())
+    cols: dict[str, ir.Value] = {"customer_id": x.customer_id, "as_of": t}
+    cols["n_events"] = _zero(x.n_events)
+    cols["days_since_last_event"] = _days_between(t, x.last_event_at)
+    if "rfm" in groups:
+        cols |= {
+            "recency_days": _days_between(t, x.last_purchase_at),
+            "frequency": _zero(x.frequency),
+            "monetary_total": x.monetary_total.fill_null(0.0),
+            "monetary_mean": _ratio(x.monetary_total, x.frequency),
+            "monetary_max": x.monetary_max,
+            "days_since_first_purchase": _days_between(t, x.first_purchase_at),
+            "n_categories": _zero(x.n_categories),
+        }
+    for w in spec.windows_days:
+        for role in spec.window_roles:
+            if role in roles:
+                cols[f"n_{role}_{w}d"] = _zero(x[f"n_{role}_{w}d"])
+        if "purchase" in roles:
+            cols[f"spend_{w}d"] = x[f"spend_{w}d"].fill_null(0.0)
+            cols[f"n_categories_{w}d"] = _zero(x[f"n_categories_{w}d"])
+    if "rhythm" in groups:
+        mean_gap = ibis.ifelse(x.frequency >= 2, _days_between(x.last_purchase_at, x.first_purchase_at) / (x.frequency - 1).cast("float64"), ibis.null("float64"))
+        n30 = x["n_purchase_30d"] if "purchase" in spec.window_roles and 30 in spec.windows_days else None
+        cols |= {
+            "mean_gap_days": mean_gap,
+            "std_gap_days": x.std_gap_days,
+            "recency_over_mean_gap": _ratio(_days_between(t, x.last_purchase_at), mean_gap),
+        }
+        if n30 is not None:
+            cols["purchase_trend_30d"] = (_zero(n30) + 1).cast("float64") / (_zero(x.n_purchase_prev_30d) + 1).cast("float64")
+    if "engagement" in groups:
+        cols |= {
+            "n_email_send": _zero(x.n_email_send),
+            "n_email_open": _zero(x.n_email_open),
+            "n_email_click": _zero(x.n_email_click),
+            "open_rate": _ratio(x.n_email_open, x.n_email_send),
+            "click_to_open_90d": _ratio(x.n_email_click_90d_, x.n_email_open_90d_),
+            "days_since_last_open": _days_between(t, x.last_open_at),
+            "days_since_last_click": _days_between(t, x.last_click_at),
+            "open_trend_30d": (_zero(x.n_email_open_30d_) + 1).cast("float64") / (_zero(x.n_email_open_prev_30d) + 1).cast("float64"),
+        }
+        if "email_send" in roles and "email_open" in roles:
+            cols["sends_since_last_open"] = _zero(x.sends_since_last_open)
+    if "refunds" in groups:
+        cols |= {"n_refund": _zero(x.n_refund), "refund_amount": x.refund_amount.fill_null(0.0),
+                 "refund_rate": _ratio(_zero(x.n_refund), x.frequency) if "purchase" in roles else ibis.null("float64")}
+    if "support" in groups:
+        cols |= {"n_support_ticket": _zero(x.n_support_ticket), "n_support_ticket_90d": _zero(x.n_support_ticket_90d)}
+    for role, name in (("unsubscribe", "unsubscribed"), ("bounce", "bounced"), ("complaint", "complained")):
+        if role in roles:
+            cols[name] = x[name].fill_null(False)
+    first_seen = x.first_event_at
+    if "tenure" in groups:
+        signup_known = ibis.ifelse(x.signup_at < t, x.signup_at, ibis.null("timestamp"))
+        cols["days_since_signup"] = _days_between(t, signup_known)
+        first_seen = ibis.least(x.first_event_at, signup_known)
+    cols["tenure_days"] = _days_between(t, first_seen)
+    if "consent" in groups:
+        cols["email_consent"] = _consent_as_of(x, t, profile)
+    for attr in profile.categorical:
+        cols[attr] = x[attr]
+    return x.select(**cols)
+
+
+def _consent_as_of(x: ir.Table, t: ir.Value, profile: DataProfile) -> ir.BooleanValue:
+    """Consent as of T: the latest decision known before T, from events or the profile."""
+    has_events = bool(profile.roles & {"consent_granted", "consent_withdrawn", "unsubscribe"})
+    from_event = (x.last_consent_role == "consent_granted") if has_events else None
+    if not profile.has_consent_profile:
+        return from_event
+    profile_known = x.consent_updated_at < t
+    from_profile = ibis.ifelse(profile_known, x.email_consent, ibis.null("boolean"))
+    if from_event is None:
+        return from_profile
+    event_newer = x.last_consent_event_at.notnull() & (
+        x.consent_updated_at.isnull() | ~profile_known | (x.last_consent_event_at >= x.consent_updated_at)
+    )
+    return ibis.ifelse(event_newer, from_event, from_profile)

@@ -1,0 +1,35 @@
+"""Engines that execute feature definitions: one interface, chosen by ``engine:`` in config.
+
+``duckdb`` (embedded, default) runs on the canonical views of an in-process DuckDB connection.
+``spark`` runs the same Ibis expressions on a Spark session (local mode or a cluster).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import ibis.expr.types as ir
+import pandas as pd
+
+
+class FeatureEngine(ABC):
+    name: str
+
+    @abstractmethod
+    def events(self) -> ir.Table: ...
+
+    @abstractmethod
+    def customers(self) -> ir.Table: ...
+
+    @abstractmethod
+    def execute(self, expr: ir.Table) -> pd.DataFrame: ...
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+def engine_names() -> tuple[str, ...]:
+    return ("duckdb", "spark")
+
+
+__all__ = ["FeatureEngine", "engine_names"]
