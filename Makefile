@@ -29,6 +29,7 @@ env-dev: $(VENV)/.dev-installed
 demo: env
 	$(DYNSEG) data generate --customers $(DEMO_CUSTOMERS) --seed 7 --end $(DEMO_END)
 	$(DYNSEG) data validate --as-of $(DEMO_END)
+	$(DYNSEG) features build --as-of $(DEMO_END)
 
 java:
 	@java -version 2>&1 | grep -q 'version "17' || { \

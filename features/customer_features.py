@@ -155,6 +155,15 @@ def _sends_since_last_open(ev: ir.Table, last_open: ir.Table) -> ir.Table:
     )
 
 
+def known_customers(events: ir.Table, customers: ir.Table, as_of: datetime, profile: DataProfile) -> ir.Table:
+    """The population at ``as_of``: any event before it, or a profile that signed up before it."""
+    t = ibis.literal(as_of, type="timestamp")
+    ids = visible_events(events, as_of).select("customer_id")
+    if profile.has_signup:
+        ids = ids.union(customers.filter(customers.signup_at < t).select("customer_id"))
+    return ids.distinct()
+
+
 def customer_features(
     events: ir.Table, customers: ir.Table, as_of: datetime, spec: FeatureSpec, profile: DataProfile
 ) -> ir.Table:
@@ -162,9 +171,7 @@ def customer_features(
     t = ibis.literal(as_of, type="timestamp")
     ev = visible_events(events, as_of)
     agg = ev.group_by("customer_id").aggregate(**_aggregates(ev, t, spec, profile))
-    known_profiles = customers.filter(customers.signup_at < t) if profile.has_signup else customers.limit(0)
-    population = ev.select("customer_id").union(known_profiles.select("customer_id")).distinct()
-    x = population.left_join(agg, "customer_id").select(~ibis.selectors.endswith("_right"))
+    x = known_customers(events, customers, as_of, profile).left_join(agg, "customer_id").select(~ibis.selectors.endswith("_right"))
     if "purchase" in profile.roles:
         x = x.left_join(_purchase_gaps(ev), "customer_id").select(~ibis.selectors.endswith("_right"))
     if "email_send" in profile.roles and "email_open" in profile.roles:

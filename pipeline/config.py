@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from features.asof import parse_duration
 from features.contract import ROLES
 from features.sources import SourceSpec
 
@@ -42,6 +43,51 @@ class Settings(_Strict):
     threads: int | None = Field(None, ge=1)
     freshness: Freshness = Freshness()
     identity: IdentitySettings = IdentitySettings()
+
+
+def _duration(value: str) -> str:
+    parse_duration(value)
+    return value
+
+
+Duration = Annotated[str, AfterValidator(_duration)]
+
+
+class FeaturesConfig(_Strict):
+    """``configs/features.yaml``: what the customer_features set computes."""
+
+    windows_days: list[Annotated[int, Field(ge=1)]] = [7, 30, 90, 365]
+    window_roles: list[Role] = ["purchase", "email_open", "email_click", "page_view", "add_to_cart"]
+    categorical_attributes: Literal["auto"] | list[str] = "auto"
+    max_categories: int = Field(50, ge=2)
+
+
+class LabelConfig(_Strict):
+    horizon: Duration
+    population: Literal["known", "active"] = "known"
+    active_window: Duration = "180d"
+
+
+class LabelsConfig(_Strict):
+    """``configs/labels.yaml``: the two targets."""
+
+    purchase: LabelConfig = LabelConfig(horizon="30d")
+    churn: LabelConfig = LabelConfig(horizon="60d", population="active")
+
+    @model_validator(mode="after")
+    def _churn_is_over_active(self) -> LabelsConfig:
+        if self.churn.population != "active":
+            raise ValueError("churn is defined over customers active at the cutoff: churn.population must be 'active'")
+        return self
+
+
+class TrainingConfig(_Strict):
+    """``configs/training.yaml``: how the stacked training set is cut."""
+
+    snapshots: int = Field(6, ge=3)
+    step: Duration = "30d"
+    min_history: Duration = "90d"
+    min_class_examples: int = Field(50, ge=1)
 
 
 class Catalog(_Strict):
@@ -86,6 +132,9 @@ class Config:
     settings: Settings
     catalog: Catalog
     roles: Roles
+    features: FeaturesConfig = field(default_factory=FeaturesConfig)
+    labels: LabelsConfig = field(default_factory=LabelsConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
     files: tuple[Path, ...] = field(default=())
 
     @property
@@ -113,6 +162,9 @@ class Config:
             "settings": self.settings.model_dump(),
             "catalog": self.catalog.model_dump(),
             "roles": self.roles.model_dump(),
+            "features": self.features.model_dump(),
+            "labels": self.labels.model_dump(),
+            "training": self.training.model_dump(),
         }
 
 
@@ -164,9 +216,13 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
     settings = _parse(Settings, settings_raw, settings_origin, "configs/project.yaml", issues)
     catalog = _parse(Catalog, catalog_raw, catalog_origin, "configs/catalog.yaml", issues)
     roles = _parse(Roles, roles_raw, roles_origin, "configs/roles.yaml", issues)
+    optional = {}
+    for key, model in (("features", FeaturesConfig), ("labels", LabelsConfig), ("training", TrainingConfig)):
+        raw, origin = layered(f"{key}.yaml", [])
+        optional[key] = _parse(model, raw, origin, f"configs/{key}.yaml", issues)
     if issues:
         raise ConfigError(issues)
-    return Config(project_dir, profile, settings, catalog, roles, tuple(files))
+    return Config(project_dir, profile, settings, catalog, roles, files=tuple(files), **optional)
 
 
 def _rel(path: Path, root: Path) -> str:

@@ -1,0 +1,29 @@
+"""Freshness: scoring or training on a log that stopped arriving gives confident, wrong answers.
+
+A run as of T refuses (or warns, by config) when the newest event is older than ``max_lag`` at T.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+
+class StaleDataError(ValueError):
+    """The newest event is too old for the requested as_of."""
+
+
+def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: timedelta, action: str = "refuse") -> str | None:
+    """Return a warning text, raise StaleDataError (action ``refuse``), or return None when fresh."""
+    if newest_event is None:
+        raise StaleDataError(f"no events before as_of {as_of:%Y-%m-%d %H:%M} UTC; nothing to compute features from")
+    lag = as_of - newest_event
+    if lag <= max_lag:
+        return None
+    text = (
+        f"data is stale: the newest event is {newest_event:%Y-%m-%d %H:%M} UTC, {lag.total_seconds() / 86400:.1f} days "
+        f"before as_of {as_of:%Y-%m-%d %H:%M} UTC (allowed: {max_lag.total_seconds() / 86400:g} days). Load newer "
+        "events, pick an earlier --as-of, or raise freshness.max_lag_days / set freshness.action: warn in configs/project.yaml"
+    )
+    if action == "refuse":
+        raise StaleDataError(text)
+    return text

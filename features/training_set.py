@@ -1,0 +1,87 @@
+"""Training sets: feature snapshots at several cutoffs, stacked, each with its labels.
+
+Cutoffs are ``T_k = T_last − k·step`` for k = 0..n−1, where ``T_last`` is the newest cutoff whose
+label window is complete (``T_last + H ≤`` the end of the data). Snapshot k = 0 is the
+**out-of-time test**, k = 1 **validates** (early stopping, calibration), the rest **train**.
+Customers are never split at random across these roles for reported metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Callable
+
+import pandas as pd
+
+from features.customer_features import DataProfile, FeatureSpec, customer_features, known_customers
+from features.engines import FeatureEngine
+from features.labels import LabelSpec, labels
+
+
+class TrainingSetError(ValueError):
+    """The data cannot support the requested training set; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class SnapshotPlan:
+    cutoffs: tuple[datetime, ...]  # newest first: test, validation, train...
+
+    def role(self, k: int) -> str:
+        return "test" if k == 0 else "valid" if k == 1 else "train"
+
+
+def plan_snapshots(
+    data_start: datetime, data_end: datetime, horizon: timedelta, n_snapshots: int, step: timedelta,
+    min_history: timedelta = timedelta(days=90),
+) -> SnapshotPlan:
+    """Cutoffs at midnight UTC, newest first; refuse when history is too short."""
+    if n_snapshots < 3:
+        raise TrainingSetError(f"training needs at least 3 snapshots (train, validation, test); got {n_snapshots}")
+    newest = data_end - horizon
+    t_last = datetime(newest.year, newest.month, newest.day)
+    cutoffs = tuple(t_last - k * step for k in range(n_snapshots))
+    earliest_ok = data_start + min_history
+    if cutoffs[-1] < earliest_ok:
+        fit = sum(1 for c in cutoffs if c >= earliest_ok)
+        raise TrainingSetError(
+            f"history too short: data runs {data_start:%Y-%m-%d} to {data_end:%Y-%m-%d}; {n_snapshots} snapshots "
+            f"{step.days} days apart with a {horizon.days}-day label window need the first cutoff at "
+            f"{cutoffs[-1]:%Y-%m-%d}, but each cutoff needs {min_history.days} days of history before it "
+            f"(from {earliest_ok:%Y-%m-%d}). Only {fit} fit: use fewer snapshots (training.snapshots), a shorter "
+            "step or a shorter horizon"
+        )
+    return SnapshotPlan(cutoffs)
+
+
+def build_training_set(
+    engine: FeatureEngine, spec: FeatureSpec, profile: DataProfile, label: LabelSpec, plan: SnapshotPlan,
+    min_class_examples: int = 50, progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """Features joined to labels for every snapshot, with ``snapshot`` (test/valid/train) and ``as_of``."""
+    events, customers = engine.events(), engine.customers()
+    frames = []
+    for k, cutoff in enumerate(plan.cutoffs):
+        feats = engine.execute(customer_features(events, customers, cutoff, spec, profile))
+        lab = engine.execute(labels(known_customers(events, customers, cutoff, profile), events, cutoff, label))
+        frame = feats.merge(lab, on="customer_id", how="inner", validate="one_to_one")
+        frame.insert(2, "snapshot", plan.role(k))
+        frames.append(frame)
+        if progress:
+            progress(k + 1, len(plan.cutoffs))
+    data = pd.concat(frames, ignore_index=True)
+    _check_classes(data, label, min_class_examples)
+    return data
+
+
+def _check_classes(data: pd.DataFrame, label: LabelSpec, minimum: int) -> None:
+    counts = data.groupby("snapshot")["label"].agg(positives="sum", rows="size")
+    for snap in ("train", "valid", "test"):
+        pos = int(counts.loc[snap, "positives"]) if snap in counts.index else 0
+        neg = int(counts.loc[snap, "rows"]) - pos if snap in counts.index else 0
+        if min(pos, neg) < minimum:
+            raise TrainingSetError(
+                f"too few examples for '{label.target}' in the {snap} snapshot(s): {pos:,} positives and "
+                f"{neg:,} negatives; at least {minimum:,} of each are needed ({label.describe()}). Use more "
+                "snapshots or customers, a longer horizon, or lower training.min_class_examples"
+            )

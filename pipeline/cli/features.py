@@ -1,0 +1,93 @@
+"""``dynseg features``: build the point-in-time feature set, describe the catalog."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+import features
+from features.asof import parse_as_of
+from pipeline.cli.common import State, err, handled, kv_table, out, progress
+from pipeline.jobs.features import build_features_job
+from pipeline.workspace import Workspace
+
+app = typer.Typer(help="Point-in-time customer features.", no_args_is_help=True)
+
+_DOCS = Path(features.__file__).parent / "customer_features.md"
+
+
+@app.command()
+def build(
+    ctx: typer.Context,
+    as_of: Annotated[str, typer.Option(help="Cutoff; a date means the end of that day, UTC. Features see only events before it.")],
+    engine: Annotated[Optional[str], typer.Option(help="duckdb (default from config) or spark.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file (default: <workspace>/features/customer_features_<as_of>.parquet).")] = None,
+) -> None:
+    """Compute customer_features as of a cutoff and write them to a file."""
+    state: State = ctx.obj
+    with handled():
+        cfg = state.config()
+        instant = parse_as_of(as_of)
+        target = out_path or Workspace(cfg.workspace).root / "features" / f"customer_features_{instant:%Y-%m-%dT%H%M}.parquet"
+        with progress(f"Building features as of {instant:%Y-%m-%d %H:%M} UTC") as _:
+            run = build_features_job(cfg, instant, engine, target)
+    for w in run.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    missing = run.profile.missing_groups()
+    if missing:
+        err.print(f"[yellow]Feature groups unavailable in this data:[/] {', '.join(missing)} "
+                  "(their roles or profile fields are absent; see features/customer_features.md)")
+    f = run.frame
+    out.print(kv_table("Features built", {
+        "as of (UTC)": instant.isoformat(sep=" "),
+        "engine": run.engine,
+        "customers": len(f),
+        "features": f.shape[1] - 2,
+        "groups": ", ".join(run.profile.groups()),
+        "written to": run.path,
+    }))
+    out.print(_preview(f))
+
+
+def _preview(f) -> Table:
+    t = Table(title="A look at the values", title_justify="left")
+    for c in ("feature", "non-null", "mean", "min", "max"):
+        t.add_column(c, justify="left" if c == "feature" else "right")
+    for col in [c for c in f.columns if c not in ("customer_id", "as_of")][:25]:
+        s = f[col]
+        if s.dtype.kind in "iuf":
+            t.add_row(col, f"{s.notna().mean():.0%}", f"{s.mean():.2f}", f"{s.min():.2f}", f"{s.max():.2f}")
+        else:
+            t.add_row(col, f"{s.notna().mean():.0%}", "", "", "")
+    if f.shape[1] > 27:
+        t.caption = f"... and {f.shape[1] - 27} more"
+    return t
+
+
+def catalog_rows() -> list[tuple[str, str, str]]:
+    """(column, group, meaning) rows of the feature set's docs file."""
+    text = _DOCS.read_text(encoding="utf-8").split("## Columns", 1)[1].split("## Tests", 1)[0]
+    rows = []
+    for line in text.splitlines():
+        m = re.match(r"\|\s*(`[^|]+`)\s*\|\s*([^|]+?)\s*\|\s*(.+?)\s*\|\s*$", line)
+        if m:
+            rows.append((m.group(1).replace("`", ""), m.group(2), m.group(3).replace("`", "")))
+    return rows
+
+
+@app.command()
+def describe() -> None:
+    """Print the feature catalog: every column of customer_features, its group and meaning."""
+    t = Table(title="customer_features — one row per (customer_id, as_of)", title_justify="left", show_lines=False)
+    t.add_column("column", style="bold", overflow="fold")
+    t.add_column("group")
+    t.add_column("meaning", overflow="fold", ratio=1)
+    for row in catalog_rows():
+        t.add_row(*row)
+    out.print(t)
+    out.print(f"Definition: features/customer_features.py; documentation: {_DOCS.relative_to(_DOCS.parents[1])}. "
+              "A feature as of T sees only events with ts < T.")

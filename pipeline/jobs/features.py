@@ -1,0 +1,156 @@
+"""Feature jobs: pick the engine, measure what the data offers, build features and training sets."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from features.asof import now_utc, parse_duration
+from features.customer_features import DataProfile, FeatureSpec, customer_features
+from features.engines import FeatureEngine
+from features.freshness import check_freshness
+from features.labels import LabelSpec
+from features.training_set import SnapshotPlan, build_training_set, plan_snapshots
+from pipeline.config import Config
+from pipeline.jobs.data import LoadedData, load_validated
+from pipeline.workspace import Workspace, write_atomic
+
+
+@dataclass
+class FeatureRun:
+    frame: pd.DataFrame
+    profile: DataProfile
+    engine: str
+    warnings: list[str] = field(default_factory=list)
+    path: Path | None = None
+
+
+def open_engine(cfg: Config, data: LoadedData, name: str | None = None) -> FeatureEngine:
+    """The one place that chooses and opens a feature engine."""
+    name = name or cfg.settings.engine
+    if name == "duckdb":
+        from features.engines.duckdb import DuckDBEngine
+
+        return DuckDBEngine(data.con)
+    if name == "spark":
+        from features.engines.spark import SparkEngine, export_canonical, spark_session
+
+        staging = Workspace(cfg.workspace).root / "staging"
+        events_path, customers_path = export_canonical(data.con, staging)
+        return SparkEngine(spark_session(), events_path, customers_path)
+    raise NotImplementedError(f"feature engine {name!r} is not supported; expected 'duckdb' or 'spark'")
+
+
+def data_profile(cfg: Config, data: LoadedData) -> DataProfile:
+    """Which roles and profile fields the data has; fixed per run so snapshots share columns."""
+    con = data.con
+    roles = frozenset(r for (r,) in con.execute("SELECT DISTINCT role FROM events").fetchall())
+    has_signup, has_consent = con.execute(
+        "SELECT count(signup_at) > 0, count(email_consent) > 0 AND count(consent_updated_at) > 0 FROM customers"
+    ).fetchall()[0]
+    return DataProfile(roles, bool(has_signup), bool(has_consent), _categorical(cfg, data))
+
+
+def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
+    if "customers" not in data.report.sources:
+        return ()
+    contract = {"customer_id", "signup_at", "email_consent", "consent_updated_at"}
+    types = data.report.sources["customers"].columns
+    wanted = cfg.features.categorical_attributes
+    if wanted != "auto":
+        missing = [c for c in wanted if c not in types or c in contract]
+        if missing:
+            raise ValueError(
+                f"configs/features.yaml: categorical_attributes names {missing}, which the customers source does "
+                f"not have as attributes; found {sorted(set(types) - contract)}"
+            )
+        return tuple(wanted)
+    text = [c for c, t in types.items() if c not in contract and t == "VARCHAR"]
+    if not text:
+        return ()
+    counts = data.con.execute(
+        "SELECT " + ", ".join(f'count(DISTINCT "{c}")' for c in text) + " FROM customers"
+    ).fetchall()[0]
+    return tuple(c for c, n in zip(text, counts) if 0 < n <= cfg.features.max_categories)
+
+
+def feature_spec(cfg: Config) -> FeatureSpec:
+    f = cfg.features
+    return FeatureSpec(tuple(sorted(set(f.windows_days))), tuple(f.window_roles))
+
+
+def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpec:
+    lc = getattr(cfg.labels, target)
+    return LabelSpec(target, parse_duration(horizon or lc.horizon), lc.population, parse_duration(lc.active_window))
+
+
+def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
+    newest = data.con.execute("SELECT max(ts) FROM events WHERE ts < ?", [as_of]).fetchall()[0][0]
+    fr = cfg.settings.freshness
+    warning = check_freshness(newest, as_of, timedelta(days=fr.max_lag_days), fr.action)
+    return [warning] if warning else []
+
+
+def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, out: Path | None = None) -> FeatureRun:
+    """``dynseg features build``: features of every known customer as of ``as_of``."""
+    data = load_validated(cfg, max(as_of, now_utc()))
+    warnings = _fresh(cfg, data, as_of)
+    profile = data_profile(cfg, data)
+    eng = open_engine(cfg, data, engine)
+    try:
+        frame = eng.execute(customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile))
+    finally:
+        eng.close()
+    frame = frame.sort_values("customer_id", ignore_index=True)
+    run = FeatureRun(frame, profile, eng.name, warnings)
+    if out is not None:
+        run.path = write_frame(frame, out)
+    return run
+
+
+def write_frame(frame: pd.DataFrame, out: Path) -> Path:
+    """Parquet or CSV by suffix, atomically."""
+    import io
+
+    buf = io.BytesIO()
+    if out.suffix == ".csv":
+        frame.to_csv(buf, index=False)
+    elif out.suffix == ".parquet":
+        frame.to_parquet(buf, index=False)
+    else:
+        raise ValueError(f"--out {out}: expected a .parquet or .csv file name")
+    return write_atomic(out, buf.getvalue())
+
+
+@dataclass
+class TrainingData:
+    frame: pd.DataFrame
+    plan: SnapshotPlan
+    profile: DataProfile
+    label: LabelSpec
+    warnings: list[str]
+
+
+def training_set_job(
+    cfg: Config, target: str, as_of: datetime | None = None, horizon: str | None = None,
+    engine: str | None = None, progress: Callable[[int, int], None] | None = None,
+) -> TrainingData:
+    """Stacked snapshots with labels for ``target``; as_of defaults to the end of the data."""
+    data = load_validated(cfg, max(as_of or now_utc(), now_utc()))
+    first, last = data.con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
+    end = as_of or last
+    warnings = _fresh(cfg, data, end)
+    label = label_spec(cfg, target, horizon)
+    t = cfg.training
+    plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history))
+    profile = data_profile(cfg, data)
+    eng = open_engine(cfg, data, engine)
+    try:
+        frame = build_training_set(eng, feature_spec(cfg), profile, label, plan, t.min_class_examples, progress)
+    finally:
+        eng.close()
+    return TrainingData(frame, plan, profile, label, warnings)

@@ -1,0 +1,133 @@
+"""No leakage: features as of T see only ts < T; labels only [T, T + H). Proven on planted events."""
+
+from datetime import datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.customer_features import customer_features, known_customers
+from features.engines.duckdb import DuckDBEngine
+from features.labels import labels
+from pipeline.config import load_config
+from pipeline.jobs.data import load_validated
+from pipeline.jobs.features import data_profile, feature_spec, label_spec
+from pipeline.synthetic import generate, write
+
+T = datetime(2026, 6, 1)
+SEC = timedelta(seconds=1)
+
+
+def _features_and_labels(project, as_of=T, target=None):
+    cfg = load_config(project.root)
+    data = load_validated(cfg, datetime(2027, 1, 1))
+    eng = DuckDBEngine(data.con)
+    profile = data_profile(cfg, data)
+    feats = eng.execute(customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile))
+    feats = feats.sort_values("customer_id", ignore_index=True)
+    if target is None:
+        return feats
+    lab = eng.execute(labels(known_customers(eng.events(), eng.customers(), as_of, profile), eng.events(), as_of,
+                             label_spec(cfg, target)))
+    return feats, dict(zip(lab.customer_id, lab.label))
+
+
+def _ev(rows):
+    df = pd.DataFrame(rows, columns=["customer_id", "event_type", "ts", "amount"])
+    df.insert(0, "event_id", [f"e{i}" for i in range(len(df))])
+    return df
+
+
+PLANTED = _ev([
+    # customer a: the same things just before, exactly at, and just after T
+    ("a", "order_completed", T - timedelta(days=40), 10.0),
+    ("a", "order_completed", T - SEC, 20.0),
+    ("a", "order_completed", T, 400.0),
+    ("a", "order_completed", T + SEC, 800.0),
+    ("a", "email_sent", T - SEC, None), ("a", "email_sent", T, None), ("a", "email_sent", T + SEC, None),
+    ("a", "email_opened", T - 2 * SEC, None), ("a", "email_opened", T, None),
+    ("a", "email_clicked", T, None),
+    ("a", "consent_granted", T - SEC, None), ("a", "consent_withdrawn", T, None),
+    ("a", "unsubscribed", T + SEC, None),
+    ("a", "order_refunded", T, 20.0),
+    # customer b exists only from T on: not in the population at T
+    ("b", "order_completed", T, 5.0), ("b", "page_viewed", T + SEC, None),
+    # customer c: bought 10 days before T, next purchase exactly at T + 30d (outside [T, T+30d))
+    ("c", "order_completed", T - timedelta(days=10), 7.0),
+    ("c", "order_completed", T + timedelta(days=30), 9.0),
+    # customer d: next purchase one second before the window closes
+    ("d", "order_completed", T - timedelta(days=100), 7.0),
+    ("d", "order_completed", T + timedelta(days=30) - SEC, 9.0),
+])
+
+
+def test_planted_events_at_the_cutoff(project):
+    project.write_events(PLANTED)
+    feats, purchase = _features_and_labels(project, target="purchase")
+    assert list(feats.customer_id) == ["a", "c", "d"]  # b has nothing before T
+    a = feats.set_index("customer_id").loc["a"]
+    assert a.frequency == 2 and a.monetary_total == 30.0 and a.monetary_max == 20.0
+    assert a.recency_days == pytest.approx(1 / 86400)
+    assert a.mean_gap_days == pytest.approx(40 - 1 / 86400)
+    assert a.n_purchase_7d == 1 and a.n_purchase_30d == 1 and a.n_purchase_90d == 2
+    assert a.n_email_send == 1 and a.n_email_open == 1 and a.n_email_click == 0
+    assert a.sends_since_last_open == 1  # the send at T-1s came after the open at T-2s
+    assert a.days_since_last_open == pytest.approx(2 / 86400)
+    assert pd.isna(a.days_since_last_click)
+    assert a.email_consent == True  # noqa: E712 - the withdrawal at exactly T is not yet known
+    assert a.unsubscribed == False  # noqa: E712
+    assert a.n_refund == 0 and a.n_events == 5
+    # labels look at [T, T + 30d): a purchase at exactly T counts, one at T + 30d does not
+    assert purchase == {"a": 1, "c": 0, "d": 1}
+
+
+def test_churn_population_and_window(project):
+    project.write_events(PLANTED)
+    _, churn = _features_and_labels(project, target="churn")
+    # active = a purchase in the 180 days before T; churn = no purchase in [T, T + 60d)
+    assert churn == {"a": 0, "c": 0, "d": 0}
+    _, churn_late = _features_and_labels(project, as_of=T + timedelta(days=31), target="churn")
+    # as of T+31d: a bought at T+1s (active, nothing after) -> churned; b likewise; c bought at T+30d
+    assert churn_late == {"a": 1, "b": 1, "c": 1, "d": 1}
+
+
+def test_profile_values_are_taken_as_of_the_cutoff(project):
+    project.write_events(PLANTED)
+    pd.DataFrame({
+        "customer_id": ["a", "c", "d", "late"],
+        "signup_at": [T - timedelta(days=50), T - timedelta(days=20), T - timedelta(days=200), T + SEC],
+        "email_consent": [False, True, False, True],
+        "consent_updated_at": [T + timedelta(days=3), T - timedelta(days=20), T - timedelta(days=5), T + SEC],
+    }).to_parquet(project.data / "customers.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    feats = _features_and_labels(project).set_index("customer_id")
+    assert "late" not in feats.index  # signs up after T
+    assert feats.loc["a", "email_consent"] == True  # noqa: E712 - profile's decision is after T; event before T wins
+    assert feats.loc["c", "email_consent"] == True  # noqa: E712
+    assert feats.loc["d", "email_consent"] == False  # noqa: E712
+    assert feats.loc["a", "days_since_signup"] == pytest.approx(50)
+    assert feats.loc["a", "tenure_days"] == pytest.approx(50)
+
+
+def test_events_at_or_after_the_cutoff_never_change_features(project):
+    shop = generate(300, seed=21, end="2026-11-27")
+    write(shop, project.data)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"},
+                    identities={"format": "parquet", "path": "data/identities.parquet"})
+    before = shop.events[shop.events.ts < T].reset_index(drop=True)
+    before.to_parquet(project.data / "events.parquet")
+    baseline = _features_and_labels(project)
+    rng = np.random.default_rng(0)
+    future = shop.events[shop.events.ts >= T].sample(frac=0.7, random_state=1)
+    planted = before.sample(500, random_state=2).assign(
+        ts=T + pd.to_timedelta(rng.integers(0, 86400 * 30, 500), unit="s"),
+        event_id=[f"x{i}" for i in range(500)],
+    )
+    at_t = before.sample(50, random_state=3).assign(ts=pd.Timestamp(T), event_id=[f"t{i}" for i in range(50)])
+    more = pd.concat([before, future, planted, at_t], ignore_index=True)
+    more.to_parquet(project.data / "events.parquet")
+    after = _features_and_labels(project)
+    pd.testing.assert_frame_equal(baseline, after)
+    assert len(more) > len(before) + 500

@@ -1,0 +1,63 @@
+from datetime import datetime, timedelta
+
+import pandas as pd
+import pytest
+
+from features.freshness import StaleDataError, check_freshness
+from features.training_set import TrainingSetError, plan_snapshots
+from pipeline.config import load_config
+from pipeline.jobs.features import training_set_job
+from pipeline.synthetic import generate, write
+
+D = timedelta(days=1)
+
+
+def test_plan_cutoffs_newest_first_with_complete_label_window():
+    plan = plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27, 23, 59), 30 * D, 4, 30 * D)
+    assert plan.cutoffs == (datetime(2026, 10, 28), datetime(2026, 9, 28), datetime(2026, 8, 29), datetime(2026, 7, 30))
+    assert [plan.role(k) for k in range(4)] == ["test", "valid", "train", "train"]
+    assert all(c + 30 * D <= datetime(2026, 11, 27, 23, 59) for c in plan.cutoffs)
+
+
+def test_history_too_short_is_refused_with_what_fits():
+    with pytest.raises(TrainingSetError, match=r"history too short.*Only 2 fit"):
+        plan_snapshots(datetime(2026, 6, 1), datetime(2026, 11, 27), 30 * D, 6, 30 * D, min_history=90 * D)
+    with pytest.raises(TrainingSetError, match="at least 3 snapshots"):
+        plan_snapshots(datetime(2020, 1, 1), datetime(2026, 11, 27), 30 * D, 2, 30 * D)
+
+
+def test_freshness():
+    as_of = datetime(2026, 11, 28)
+    assert check_freshness(as_of - 2 * D, as_of, 3 * D) is None
+    with pytest.raises(StaleDataError, match=r"newest event is 2026-11-20 00:00 UTC, 8.0 days before as_of"):
+        check_freshness(as_of - 8 * D, as_of, 3 * D)
+    assert "data is stale" in check_freshness(as_of - 8 * D, as_of, 3 * D, action="warn")
+
+
+@pytest.fixture
+def shop(project):
+    write(generate(1500, seed=4, end="2026-11-27"), project.workspace / "data")
+    return project
+
+
+def test_training_set_stacks_snapshots_with_labels(shop):
+    td = training_set_job(load_config(shop.root), "purchase")
+    f = td.frame
+    assert list(f.columns[:3]) == ["customer_id", "as_of", "snapshot"] and "label" in f.columns
+    assert f.groupby("as_of").snapshot.nunique().eq(1).all()
+    newest = f.as_of.max()
+    assert set(f[f.as_of == newest].snapshot) == {"test"}
+    assert f.groupby("snapshot").as_of.nunique().to_dict() == {"test": 1, "valid": 1, "train": 4}
+    assert not f.duplicated(["customer_id", "as_of"]).any()
+    assert 0.02 < f.label.mean() < 0.5
+
+
+def test_too_few_examples_and_stale_data_are_refused(shop):
+    (shop.root / "configs" / "training.yaml").write_text("min_class_examples: 100000\n")
+    with pytest.raises(TrainingSetError, match=r"too few examples for 'purchase' in the train snapshot"):
+        training_set_job(load_config(shop.root), "purchase")
+    (shop.root / "configs" / "training.yaml").write_text("snapshots: 30\n")
+    with pytest.raises(TrainingSetError, match="history too short"):
+        training_set_job(load_config(shop.root), "churn")
+    with pytest.raises(StaleDataError, match="data is stale"):
+        training_set_job(load_config(shop.root), "churn", as_of=datetime(2026, 12, 20))

@@ -1,0 +1,39 @@
+"""`dynseg features ...` through the CLI."""
+
+import pandas as pd
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.synthetic import generate, write
+
+runner = CliRunner()
+
+
+def test_describe_lists_every_documented_column():
+    result = runner.invoke(app, ["features", "describe"])
+    assert result.exit_code == 0
+    for col in ("recency_days", "sends_since_last_open", "email_consent", "purchase_trend_30d"):
+        assert col in result.stdout
+
+
+def test_build_writes_features_and_names_unavailable_groups_for_a_purchases_only_log(project):
+    shop = generate(800, seed=9, end="2026-11-27")
+    ev = shop.events[shop.events.event_type == "order_completed"][["customer_id", "ts", "amount", "event_type"]]
+    project.write_events(ev)
+    out = project.root / "f.csv"
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    stderr = " ".join(result.stderr.split())  # rich wraps long lines
+    assert "unavailable in this data: engagement, refunds, support, suppression, tenure, consent, profile" in stderr
+    f = pd.read_csv(out)
+    assert {"recency_days", "frequency", "mean_gap_days", "n_purchase_30d"} <= set(f.columns)
+    assert not any(c.startswith(("n_email", "open_", "email_consent")) for c in f.columns)
+    assert f.customer_id.is_unique and len(f) == ev.customer_id.nunique()
+
+
+def test_stale_data_exits_1_with_the_fix(project):
+    write(generate(300, seed=9, end="2026-10-01"), project.workspace / "data")
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27"])
+    assert result.exit_code == 1
+    assert "data is stale" in result.stderr and "freshness.max_lag_days" in result.stderr
+    assert not (project.workspace / "features").exists()
