@@ -2,7 +2,9 @@
 
 Cutoffs are ``T_k = T_last − k·step`` for k = 0..n−1, where ``T_last`` is the newest cutoff whose
 label window is complete (``T_last + H ≤`` the end of the data). Snapshot k = 0 is the
-**out-of-time test**, k = 1 **validates** (early stopping, calibration), the rest **train**.
+**out-of-time test**, k = 1 **validates** (early stopping, calibration), the rest **train**. The
+gap between the test and validation cutoffs is at least the horizon H, so the validation labels
+are all known at the test cutoff: nothing used to fit, stop or calibrate looks past it.
 Customers are never split at random across these roles for reported metrics.
 """
 
@@ -40,7 +42,10 @@ def plan_snapshots(
         raise TrainingSetError(f"training needs at least 3 snapshots (train, validation, test); got {n_snapshots}")
     newest = data_end - horizon
     t_last = datetime(newest.year, newest.month, newest.day)
-    cutoffs = tuple(t_last - k * step for k in range(n_snapshots))
+    # The validation snapshot's label window must close before the test cutoff, or early stopping
+    # and calibration would peek into the test period: the first gap is at least the horizon.
+    t_valid = t_last - max(step, horizon)
+    cutoffs = (t_last, *(t_valid - k * step for k in range(n_snapshots - 1)))
     earliest_ok = data_start + min_history
     if cutoffs[-1] < earliest_ok:
         fit = sum(1 for c in cutoffs if c >= earliest_ok)
@@ -69,7 +74,8 @@ def build_training_set(
         frames.append(frame)
         if progress:
             progress(k + 1, len(plan.cutoffs))
-    data = pd.concat(frames, ignore_index=True)
+    # Engines return rows in no particular order; a fixed order keeps model fits reproducible.
+    data = pd.concat(frames, ignore_index=True).sort_values(["as_of", "customer_id"], ascending=[False, True], ignore_index=True)
     _check_classes(data, label, min_class_examples)
     return data
 
@@ -85,3 +91,14 @@ def _check_classes(data: pd.DataFrame, label: LabelSpec, minimum: int) -> None:
                 f"{neg:,} negatives; at least {minimum:,} of each are needed ({label.describe()}). Use more "
                 "snapshots or customers, a longer horizon, or lower training.min_class_examples"
             )
+
+
+def label_rate(engine: FeatureEngine, profile: DataProfile, label: LabelSpec, cutoff: datetime, data_start: datetime,
+               min_history: timedelta) -> float | None:
+    """Realized label rate over the eligible population at ``cutoff``; None without enough history."""
+    if cutoff - min_history < data_start:
+        return None
+    events, customers = engine.events(), engine.customers()
+    lab = labels(known_customers(events, customers, cutoff, profile), events, cutoff, label)
+    out = engine.execute(lab.aggregate(rate=lab.label.mean(), n=lab.count()))
+    return float(out["rate"].iloc[0]) if int(out["n"].iloc[0]) > 0 else None

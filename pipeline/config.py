@@ -81,13 +81,58 @@ class LabelsConfig(_Strict):
         return self
 
 
+class ModelParams(_Strict):
+    n_estimators: int = Field(1000, ge=1)
+    learning_rate: float = Field(0.05, gt=0, le=1)
+    num_leaves: int = Field(31, ge=2)
+    min_child_samples: int = Field(50, ge=1)
+    subsample: float = Field(0.8, gt=0, le=1)
+    colsample_bytree: float = Field(0.8, gt=0, le=1)
+    reg_lambda: float = Field(1.0, ge=0)
+    early_stopping_rounds: int = Field(50, ge=1)
+    calibration: Literal["auto", "platt", "isotonic"] = "auto"
+    random_state: int = 0
+
+
+Metric = Literal["roc_auc", "pr_auc", "brier", "log_loss", "lift_top_decile"]
+
+
+class Criterion(_Strict):
+    """One validation criterion: an absolute bound, or a margin over the best baseline."""
+
+    metric: Metric
+    min: float | None = None
+    max: float | None = None
+    min_over_best_baseline: float | None = None
+    max_over_best_baseline: float | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one_bound(self) -> Criterion:
+        bounds = [k for k in ("min", "max", "min_over_best_baseline", "max_over_best_baseline") if getattr(self, k) is not None]
+        if len(bounds) != 1:
+            raise ValueError(f"a criterion needs exactly one of min, max, min_over_best_baseline, max_over_best_baseline; found {bounds or 'none'}")
+        return self
+
+
+class RegistryConfig(_Strict):
+    experiment: str = "dynseg"
+    names: dict[Literal["purchase", "churn"], str] = {"purchase": "dynseg-purchase", "churn": "dynseg-churn"}
+
+
 class TrainingConfig(_Strict):
-    """``configs/training.yaml``: how the stacked training set is cut."""
+    """``configs/training.yaml``: how the stacked training set is cut, the model, the gate."""
 
     snapshots: int = Field(6, ge=3)
     step: Duration = "30d"
     min_history: Duration = "90d"
     min_class_examples: int = Field(50, ge=1)
+    bootstrap_samples: int = Field(200, ge=10)
+    model: ModelParams = ModelParams()
+    registry: RegistryConfig = RegistryConfig()
+    validation_criteria: list[Criterion] = [
+        Criterion(metric="roc_auc", min_over_best_baseline=0.0),
+        Criterion(metric="brier", max_over_best_baseline=0.0),
+    ]
 
 
 class Catalog(_Strict):

@@ -14,7 +14,7 @@ from features.customer_features import DataProfile, FeatureSpec, customer_featur
 from features.engines import FeatureEngine
 from features.freshness import check_freshness
 from features.labels import LabelSpec
-from features.training_set import SnapshotPlan, build_training_set, plan_snapshots
+from features.training_set import SnapshotPlan, build_training_set, label_rate, plan_snapshots
 from pipeline.config import Config
 from pipeline.jobs.data import LoadedData, load_validated
 from pipeline.workspace import Workspace, write_atomic
@@ -133,6 +133,10 @@ class TrainingData:
     profile: DataProfile
     label: LabelSpec
     warnings: list[str]
+    first_event: datetime
+    last_event: datetime
+    #: realized label rates one year before the validation and test cutoffs (None: no history)
+    rates_year_before: dict[str, float | None] = field(default_factory=dict)
 
 
 def training_set_job(
@@ -149,8 +153,12 @@ def training_set_job(
     plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history))
     profile = data_profile(cfg, data)
     eng = open_engine(cfg, data, engine)
+    min_history = parse_duration(t.min_history)
     try:
         frame = build_training_set(eng, feature_spec(cfg), profile, label, plan, t.min_class_examples, progress)
+        year = timedelta(days=365)
+        rates = {role: label_rate(eng, profile, label, plan.cutoffs[k] - year, first, min_history)
+                 for k, role in ((0, "test"), (1, "valid"))}
     finally:
         eng.close()
-    return TrainingData(frame, plan, profile, label, warnings)
+    return TrainingData(frame, plan, profile, label, warnings, first, last, rates)

@@ -19,6 +19,13 @@ def test_plan_cutoffs_newest_first_with_complete_label_window():
     assert all(c + 30 * D <= datetime(2026, 11, 27, 23, 59) for c in plan.cutoffs)
 
 
+def test_validation_labels_close_before_the_test_cutoff():
+    plan = plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27, 23, 59), 60 * D, 4, 30 * D)
+    test, valid, *train = plan.cutoffs
+    assert test == datetime(2026, 9, 28) and valid + 60 * D <= test
+    assert train == [valid - 30 * D, valid - 60 * D]
+
+
 def test_history_too_short_is_refused_with_what_fits():
     with pytest.raises(TrainingSetError, match=r"history too short.*Only 2 fit"):
         plan_snapshots(datetime(2026, 6, 1), datetime(2026, 11, 27), 30 * D, 6, 30 * D, min_history=90 * D)

@@ -1,0 +1,67 @@
+"""The model card: what a reviewer reads before promoting a model (markdown)."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+
+def _fmt(v) -> str:
+    return f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def _table(df: pd.DataFrame) -> str:
+    cols = list(df.columns)
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def model_card(
+    *, name: str, target: str, label_definition: str, data_window: dict, rows: dict, evaluation_table: pd.DataFrame,
+    differences: pd.DataFrame, calibration: pd.DataFrame, criteria: list[dict], champion: dict | None,
+    model_info: dict, base_rate_note: str, unavailable_groups: list[str], top_features: list[str],
+) -> str:
+    verdict = "VALIDATED" if all(c["passed"] for c in criteria) else "REJECTED"
+    champ = ("No champion yet." if not champion else
+             f"Current champion: version {champion['version']} — test AUC {champion.get('roc_auc', float('nan')):.4f}, "
+             f"Brier {champion.get('brier', float('nan')):.4f} (test cutoff {champion.get('test_cutoff', '?')}).")
+    crit = "\n".join(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['text']}" for c in criteria)
+    return f"""# Model card — {name}
+
+## What it predicts
+{label_definition}.
+
+Scores are **calibrated probabilities** ({model_info['calibration']} calibration fitted on the
+validation snapshot), adjusted for base-rate shift: {base_rate_note}.
+
+## Data
+- Events from {data_window['first_event']} to {data_window['last_event']} (UTC).
+- Snapshots (cutoffs): {', '.join(data_window['cutoffs'])}; out-of-time **test** = {data_window['test_cutoff']},
+  **validation** = {data_window['valid_cutoff']}, the rest train. Features see only events before each cutoff.
+- Rows: {', '.join(f"{k} {v:,}" for k, v in rows.items())}.
+- Feature groups unavailable in this data: {', '.join(unavailable_groups) or 'none'}.
+
+## Out-of-time test metrics (model vs baselines on the same rows)
+{_table(evaluation_table)}
+
+AUC difference, model minus baseline (95 % bootstrap CI):
+{_table(differences)}
+
+{champ}
+
+## Calibration on the test snapshot (deciles of predicted probability)
+{_table(calibration)}
+
+## Validation criteria — {verdict}
+{crit}
+
+## Model
+LightGBM, {model_info['trees']} trees (early stopping on validation), {model_info['features']} features.
+Most important: {', '.join(top_features)}.
+
+## Known limits
+- Trained on the behaviour of the snapshot period; a change in marketing pressure, assortment or
+  tracking changes what the features mean. Monitor drift and realized quality.
+- Probabilities are for the population and horizon above; they are not comparable across targets.
+- Base-rate correction assumes this year's seasonal pattern resembles last year's.
+"""

@@ -1,0 +1,106 @@
+"""``dynseg train churn|purchase``: fit, evaluate out of time, track and register in MLflow."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from features.asof import parse_as_of
+from pipeline.cli.common import EXIT_GATE, State, err, handled, kv_table, out, progress
+from pipeline.jobs.train import TrainResult, train_job
+
+app = typer.Typer(help="Train propensity models.", no_args_is_help=True)
+
+
+class Target(str, Enum):
+    churn = "churn"
+    purchase = "purchase"
+
+
+def _train(ctx: typer.Context, target: Target, as_of, horizon, engine, allow_unvalidated) -> None:
+    state: State = ctx.obj
+    with handled():
+        cfg = state.config()
+        instant = parse_as_of(as_of) if as_of else None
+        with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
+            result = train_job(cfg, target.value, instant, horizon, engine, allow_unvalidated, progress=update)
+    for w in result.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    missing = result.data.profile.missing_groups()
+    if missing:
+        err.print(f"[yellow]Feature groups unavailable in this data:[/] {', '.join(missing)}")
+    print_result(result)
+    if result.version is None:
+        err.print(f"[bold red]Model not registered:[/] it failed its validation criteria (run {result.run_id} is "
+                  "tagged REJECTED). Bypass with --allow-unvalidated to register it anyway.")
+        raise typer.Exit(EXIT_GATE)
+
+
+def print_result(r: TrainResult) -> None:
+    d = r.data
+    out.print(kv_table(f"Trained {r.model_name}", {
+        "predicts": d.label.describe(),
+        "snapshots (test, valid, train…)": ", ".join(c.strftime("%Y-%m-%d") for c in d.plan.cutoffs),
+        "rows train / valid / test": " / ".join(f"{(d.frame.snapshot == s).sum():,}" for s in ("train", "valid", "test")),
+        "trees (early stopping)": r.model.best_iteration_,
+        "calibration": r.model.calibration_method_,
+        "base rate at test": r.base_rate_note,
+        "MLflow run": r.run_id,
+        "registered version": r.version or "— (not registered)",
+    }))
+    out.print(metrics_table(r))
+    diff = Table(title="Model minus baseline, ROC AUC (95% bootstrap CI)", title_justify="left")
+    for c in ("baseline", "difference", "CI"):
+        diff.add_column(c, justify="right" if c != "baseline" else "left")
+    for row in r.evaluation.differences.itertuples():
+        diff.add_row(row.baseline, f"{row.auc_difference:+.4f}", f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}]")
+    out.print(diff)
+    cal = Table(title="Calibration on the test snapshot (deciles of predicted probability)", title_justify="left")
+    for c in ("decile", "customers", "predicted", "realized"):
+        cal.add_column(c, justify="right")
+    for row in r.evaluation.calibration.itertuples():
+        cal.add_row(str(row.decile), f"{row.customers:,}", f"{row.predicted:.3f}", f"{row.realized:.3f}")
+    out.print(cal)
+    gate = Table(title="Validation criteria", title_justify="left")
+    gate.add_column("")
+    gate.add_column("criterion")
+    for c in r.criteria:
+        gate.add_row("[green]PASS[/]" if c["passed"] else "[red]FAIL[/]", c["text"])
+    out.print(gate)
+
+
+def metrics_table(r: TrainResult) -> Table:
+    t = Table(title=f"Out-of-time test ({r.data.plan.cutoffs[0]:%Y-%m-%d}): model vs baselines on the same rows",
+              title_justify="left")
+    cols = [("scorer", None), ("ROC AUC", "roc_auc"), ("95% CI", None), ("PR AUC", "pr_auc"), ("Brier", "brier"),
+            ("log loss", "log_loss"), ("lift@10%", "lift_top_decile"), ("mean pred", "mean_predicted"),
+            ("realized", "realized_rate")]
+    for label, _ in cols:
+        t.add_column(label, justify="left" if label == "scorer" else "right")
+    for row in r.evaluation.table.itertuples():
+        t.add_row(row.scorer, f"{row.roc_auc:.4f}", f"[{row.roc_auc_ci_low:.3f}, {row.roc_auc_ci_high:.3f}]",
+                  *(f"{getattr(row, k):.4f}" for _, k in cols[3:]))
+    return t
+
+
+_AS_OF = typer.Option(help="End of the data to use (default: the newest event). Labels must be complete before it.")
+_HORIZON = typer.Option(help="Label horizon, e.g. 30d or 26w (default from configs/labels.yaml).")
+_ENGINE = typer.Option(help="Feature engine: duckdb or spark (default from config).")
+_ALLOW = typer.Option("--allow-unvalidated", help="Register even if the validation criteria fail (tagged as such).")
+
+
+@app.command()
+def churn(ctx: typer.Context, as_of: Annotated[Optional[str], _AS_OF] = None, horizon: Annotated[Optional[str], _HORIZON] = None,
+          engine: Annotated[Optional[str], _ENGINE] = None, allow_unvalidated: Annotated[bool, _ALLOW] = False) -> None:
+    """Train the churn model: no purchase within the horizon, among customers active at the cutoff."""
+    _train(ctx, Target.churn, as_of, horizon, engine, allow_unvalidated)
+
+
+@app.command()
+def purchase(ctx: typer.Context, as_of: Annotated[Optional[str], _AS_OF] = None, horizon: Annotated[Optional[str], _HORIZON] = None,
+             engine: Annotated[Optional[str], _ENGINE] = None, allow_unvalidated: Annotated[bool, _ALLOW] = False) -> None:
+    """Train the purchase-propensity model: at least one purchase within the horizon."""
+    _train(ctx, Target.purchase, as_of, horizon, engine, allow_unvalidated)

@@ -1,0 +1,155 @@
+"""``dynseg train``: training set -> LightGBM -> calibration -> evaluation -> MLflow run -> gated registration."""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from features.customer_features import DataProfile
+from models.calibration import seasonal_base_rate
+from models.card import model_card
+from models.estimator import PropensityModel
+from models.evaluation import Evaluation, calibrated_baselines, evaluate
+from models.plots import calibration_plot, gains_plot, importance_plot, roc_pr_plot
+from pipeline.config import Config, Criterion
+from pipeline.jobs.features import TrainingData, training_set_job
+from pipeline.workspace import Workspace
+
+_LOWER_IS_BETTER = {"brier", "log_loss"}
+
+
+@dataclass
+class TrainResult:
+    target: str
+    model_name: str
+    run_id: str
+    version: str | None
+    validated: bool
+    criteria: list[dict]
+    evaluation: Evaluation
+    data: TrainingData
+    model: PropensityModel
+    base_rate_note: str
+    warnings: list[str] = field(default_factory=list)
+
+
+def customer_groups(ids: pd.Series) -> np.ndarray:
+    """A stable integer per customer (for splitting validation rows into halves)."""
+    return pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy() % 1_000_003
+
+
+def check_criteria(table: pd.DataFrame, criteria: list[Criterion]) -> list[dict]:
+    """Each declared criterion against the test metrics; ``best baseline`` is per metric."""
+    model = table.set_index("scorer").loc["model"]
+    base = table[table.scorer != "model"].set_index("scorer")
+    out = []
+    for c in criteria:
+        value = float(model[c.metric])
+        lower = c.metric in _LOWER_IS_BETTER
+        best_name = base[c.metric].idxmin() if lower else base[c.metric].idxmax()
+        best = float(base.loc[best_name, c.metric])
+        if c.min is not None:
+            passed, text = value >= c.min, f"{c.metric} {value:.4f} >= {c.min}"
+        elif c.max is not None:
+            passed, text = value <= c.max, f"{c.metric} {value:.4f} <= {c.max}"
+        elif c.min_over_best_baseline is not None:
+            passed = value >= best + c.min_over_best_baseline
+            text = f"{c.metric} {value:.4f} >= best baseline ({best_name} {best:.4f}) + {c.min_over_best_baseline}"
+        else:
+            passed = value <= best + c.max_over_best_baseline
+            text = f"{c.metric} {value:.4f} <= best baseline ({best_name} {best:.4f}) + {c.max_over_best_baseline}"
+        out.append({"metric": c.metric, "passed": bool(passed), "text": text, "value": value})
+    return out
+
+
+def feature_set_version(columns: list[str]) -> str:
+    return "customer_features@" + hashlib.sha1(",".join(columns).encode()).hexdigest()[:10]
+
+
+def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Evaluation, str]:
+    """Fit on train, stop and calibrate on valid, evaluate on test with the base-rate correction
+    that would have been applied at the test cutoff."""
+    f = td.frame
+    train, valid, test = (f[f.snapshot == s] for s in ("train", "valid", "test"))
+    model = PropensityModel(**cfg.training.model.model_dump()).fit(
+        train, train.label, valid, valid.label, valid_groups=customer_groups(valid.customer_id)
+    )
+    expected, note = seasonal_base_rate(float(valid.label.mean()), td.rates_year_before.get("valid"),
+                                        td.rates_year_before.get("test"))
+    at_test = model.with_base_rate(expected)
+    evaluation = evaluate(test.label, at_test.predict(test), calibrated_baselines(valid, test, td.label.target),
+                          n_boot=cfg.training.bootstrap_samples)
+    return model, evaluation, note
+
+
+def train_job(
+    cfg: Config, target: str, as_of: datetime | None = None, horizon: str | None = None, engine: str | None = None,
+    allow_unvalidated: bool = False, progress: Callable[[int, int], None] | None = None,
+) -> TrainResult:
+    from models import registry
+
+    ws = Workspace(cfg.workspace)
+    uri = ws.tracking_uri(cfg.settings.tracking_uri)
+    registry.connect(uri)  # fail before the long work if the tracking server is unreachable
+    name = cfg.training.registry.names[target]
+    td = training_set_job(cfg, target, as_of, horizon, engine, progress)
+    model, ev, note = fit_and_evaluate(cfg, td)
+    criteria = check_criteria(ev.table, cfg.training.validation_criteria)
+    validated = all(c["passed"] for c in criteria)
+    f = td.frame
+    cut = [c.strftime("%Y-%m-%d") for c in td.plan.cutoffs]
+    window = {"first_event": str(td.first_event), "last_event": str(td.last_event), "cutoffs": cut,
+              "test_cutoff": cut[0], "valid_cutoff": cut[1]}
+    rows = f.snapshot.value_counts().reindex(["train", "valid", "test"]).fillna(0).astype(int).to_dict()
+    champion = registry.champion_metrics(name)
+    card = model_card(
+        name=name, target=target, label_definition=td.label.describe(), data_window=window, rows=rows,
+        evaluation_table=ev.table.drop(columns=["mean_predicted"]).round(4), differences=ev.differences.round(4),
+        calibration=ev.calibration.round(4), criteria=criteria, champion=champion,
+        model_info={"calibration": model.calibration_method_, "trees": model.best_iteration_, "features": len(model.features_)},
+        base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
+        top_features=model.feature_importance().feature.head(8).tolist(),
+    )
+    metrics = {f"{r.scorer}_{k}": float(getattr(r, k)) for r in ev.table.itertuples() for k in
+               ("roc_auc", "pr_auc", "brier", "log_loss", "lift_top_decile", "mean_predicted", "realized_rate")}
+    metrics |= {f"model_minus_{r.baseline}_auc": float(r.auc_difference) for r in ev.differences.itertuples()}
+    metrics |= {"rows_train": rows["train"], "rows_valid": rows["valid"], "rows_test": rows["test"],
+                "best_iteration": model.best_iteration_}
+    bundle = registry.ModelBundle(
+        target=target, model=model, label_definition=td.label.describe(),
+        feature_set=feature_set_version(model.features_), data_window=window,
+        metrics={"test": ev.table.set_index("scorer").to_dict("index"), "test_cutoff": cut[0]},
+    )
+    tags = {"target": target, "label_definition": td.label.describe(), "data_window": f"{cut[-1]}..{cut[0]}",
+            "test_cutoff": cut[0], "feature_set": bundle.feature_set,
+            "validation_status": "VALIDATED" if validated else "REJECTED"}
+    params = {"target": target, "horizon_days": td.label.horizon.days, "population": td.label.population,
+              "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
+              **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()}}
+    with tempfile.TemporaryDirectory() as tmp:
+        plots = _plots(Path(tmp), f[f.snapshot == "test"].label.to_numpy(), ev, model, name)
+        test = f[f.snapshot == "test"]
+        run_id = registry.log_training_run(
+            bundle, experiment=cfg.training.registry.experiment, params=params, config=cfg.resolved(),
+            metrics=metrics, artifacts=plots, model_card=card, input_example=test[model.features_].head(5),
+            tags=tags,
+        )
+    version = registry.register(run_id, name, validated=validated, allow_unvalidated=allow_unvalidated, tags=tags)
+    return TrainResult(target, name, run_id, version.version if version else None, validated, criteria, ev, td,
+                       model, note, td.warnings)
+
+
+def _plots(folder: Path, y: np.ndarray, ev: Evaluation, model: PropensityModel, title: str) -> dict[str, Path]:
+    return {
+        "gains": gains_plot(y, ev.predictions, folder / "gains_lift.png", title),
+        "calibration": calibration_plot(ev.calibration, folder / "calibration.png", title),
+        "roc_pr": roc_pr_plot(y, ev.predictions, folder / "roc_pr.png", title),
+        "importance": importance_plot(model.feature_importance(), folder / "feature_importance.png", title),
+    }
