@@ -32,8 +32,8 @@ demo: env
 	$(DYNSEG) features build --as-of $(DEMO_END)
 
 java:
-	@java -version 2>&1 | grep -q 'version "17' || { \
-	  echo "Spark needs Java 17 and it was not found on PATH."; \
+	@java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])' || { \
+	  echo "Spark needs Java 17 or newer and it was not found on PATH."; \
 	  echo "Install it with: apt-get update && apt-get install -y openjdk-17-jre-headless"; exit 1; }
 
 test: demo env-dev java

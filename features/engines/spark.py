@@ -13,6 +13,7 @@ must be UTC: with any other zone every feature involving time would move by the 
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -100,62 +101,82 @@ def check_java() -> int:
 
 
 def session_conf(scratch: Path, master: str = "local[2]") -> dict[str, str]:
-    """Spark settings for this use: UTC, local-friendly, loopback only, nothing written to the cwd."""
-    return {
+    """Spark settings for this use: UTC, nothing written to the cwd; in local mode small and loopback-only."""
+    out = {
         "spark.master": master,
         "spark.app.name": "dynseg",
-        # Naive timestamps are UTC; casts between TIMESTAMP_NTZ and TIMESTAMP use this zone.
+        # Naive timestamps are UTC: casts between TIMESTAMP_NTZ and TIMESTAMP, timestamp literals
+        # and unix_timestamp() all use the session zone. The JVM zone only matters to legacy
+        # code paths, but UTC there too leaves nothing to the machine's zone.
         "spark.sql.session.timeZone": "UTC",
         "spark.driver.extraJavaOptions": f"-Duser.timezone=UTC -Dderby.system.home={scratch / 'derby'}",
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
-        # Parquet written by DuckDB: TIMESTAMP -> isAdjustedToUTC=false -> read as TIMESTAMP_NTZ,
-        # proleptic Gregorian calendar (no rebase of old dates, never fail on them).
+        # Parquet from DuckDB: TIMESTAMP is written as TIMESTAMP(MICROS, isAdjustedToUTC=false);
+        # read it as TIMESTAMP_NTZ (the wall clock as written, never shifted), in the proleptic
+        # Gregorian calendar DuckDB uses (no rebase of dates before 1582, no failure on them).
         "spark.sql.parquet.inferTimestampNTZ.enabled": "true",
         "spark.sql.parquet.datetimeRebaseModeInRead": "CORRECTED",
         "spark.sql.parquet.int96RebaseModeInRead": "CORRECTED",
+        # ...and if Spark writes Parquet: plain microsecond timestamps, not legacy INT96.
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
         "spark.sql.parquet.datetimeRebaseModeInWrite": "CORRECTED",
         "spark.sql.parquet.int96RebaseModeInWrite": "CORRECTED",
-        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",
-        # Small data on a laptop: few shuffle partitions, no UI, loopback networking only.
-        "spark.sql.shuffle.partitions": "4",
-        "spark.default.parallelism": "4",
-        "spark.ui.enabled": "false",
-        "spark.ui.showConsoleProgress": "false",
-        "spark.driver.host": "127.0.0.1",
-        "spark.driver.bindAddress": "127.0.0.1",
+        # Catalog files under a temp dir, not spark-warehouse/ and metastore_db/ in the cwd.
         "spark.sql.warehouse.dir": str(scratch / "warehouse"),
-        "spark.local.dir": str(scratch / "local"),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",
     }
+    if is_local(master):
+        # One machine, small data: few shuffle partitions, no UI, loopback networking only
+        # (on a cluster the executors must reach the driver, so these stay Spark's defaults).
+        out |= {
+            "spark.sql.shuffle.partitions": "4",
+            "spark.default.parallelism": "4",
+            "spark.ui.enabled": "false",
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+        }
+    return out
+
+
+def is_local(master: str) -> bool:
+    return master == "local" or master.startswith("local[")
+
+
+_JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 
 def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) -> SparkSession:
-    """Create (or reuse) a SparkSession configured for feature computation; ``conf`` overrides defaults.
+    """Create (or reuse) a SparkSession configured for feature computation.
 
-    Checks pyspark and Java first and raises :class:`EngineUnavailable` with the fix. A session
-    already running in this process is reused; its static settings (master, JVM options) stay as
-    they were, the SQL settings here are applied to it.
+    ``conf`` overrides the defaults of :func:`session_conf`, except JVM options
+    (``spark.{driver,executor}.extraJavaOptions``), which are appended to them. pyspark and Java
+    are checked first: a missing piece raises :class:`EngineUnavailable` saying how to install
+    it. A session already running in this process is reused; its static settings (master, JVM
+    options) stay as they were, the runtime SQL settings here are applied to it.
     """
     check_pyspark()
+    from pyspark import SparkContext
     from pyspark.sql import SparkSession
 
-    active = SparkSession.getActiveSession()
-    if active is None:
+    if SparkContext._gateway is None:  # the JVM is about to be launched: is there a usable Java?
         check_java()
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
-    scratch = Path(tempfile.mkdtemp(prefix="dynseg-spark-"))
-    settings = session_conf(scratch, master) | dict(conf or {})
+    if is_local(master):
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+    scratch = Path(tempfile.gettempdir())
+    if SparkContext._active_spark_context is None:  # a new context gets its own scratch dir
+        scratch = Path(tempfile.mkdtemp(prefix="dynseg-spark-"))
+        atexit.register(shutil.rmtree, scratch, True)
+    settings = session_conf(scratch, master)
+    for key, value in (conf or {}).items():
+        settings[key] = f"{settings[key]} {value}" if key in _JAVA_OPTIONS and key in settings else str(value)
     builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
+    # An existing session keeps its static settings; getOrCreate applies the modifiable ones.
     session = builder.getOrCreate()
-    if active is not None:
-        shutil.rmtree(scratch, ignore_errors=True)
-    for key, value in settings.items():  # a reused session: apply what is settable at runtime
-        if key.startswith("spark.sql.") and not key.startswith("spark.sql.warehouse"):
-            session.conf.set(key, value)
     session.sparkContext.setLogLevel("WARN")
     return session
 
@@ -165,13 +186,16 @@ class SparkEngine(FeatureEngine):
 
     name = "spark"
 
-    def __init__(self, session: SparkSession, events_path: Path, customers_path: Path):
+    def __init__(self, session: SparkSession, events_path: Path | str, customers_path: Path | str):
         check_pyspark()
         self.session = session
-        self._suffix = uuid.uuid4().hex[:8]
-        self._views = {"events": f"dynseg_events_{self._suffix}", "customers": f"dynseg_customers_{self._suffix}"}
+        # Temp views with unique names: two engines on one session never see each other's data.
+        suffix = uuid.uuid4().hex[:8]
+        self._views = {"events": f"dynseg_events_{suffix}", "customers": f"dynseg_customers_{suffix}"}
         for name, path in (("events", events_path), ("customers", customers_path)):
-            session.read.parquet(str(Path(path).resolve())).createOrReplaceTempView(self._views[name])
+            location = str(path) if "://" in str(path) else str(Path(path).resolve())
+            session.read.parquet(location).createOrReplaceTempView(self._views[name])
+        # Ibis' connect also (re)sets the session time zone to UTC, which the features rely on.
         self._backend = ibis.pyspark.connect(session)
 
     def events(self) -> ir.Table:
@@ -181,12 +205,31 @@ class SparkEngine(FeatureEngine):
         return self._backend.table(self._views["customers"])
 
     def execute(self, expr: ir.Table) -> pd.DataFrame:
-        df = self._backend.execute(expr)
-        for col in df.columns:  # timestamps: naive UTC datetime64, like the DuckDB engine
-            s = df[col]
-            if isinstance(s.dtype, pd.DatetimeTZDtype):
-                df[col] = s.dt.tz_convert("UTC").dt.tz_localize(None)
-        return df
+        """Run ``expr`` on Spark; a pandas frame typed like the DuckDB engine's.
+
+        Results come back through Arrow (``DataFrame.toArrow``), not ``toPandas``: ``toPandas``
+        coerces timestamps to nanoseconds and fails outside 1677-2262 (a ``9999-12-31``
+        "never" date), while DuckDB's engine keeps microseconds. Spark ``TIMESTAMP`` results
+        (instants, rendered in the UTC session zone) become naive UTC like ``TIMESTAMP_NTZ`` ones.
+        """
+        import pyarrow as pa
+        import pyarrow.types as pat
+        from ibis.formats.pandas import PandasData
+
+        table_expr = expr.as_table()
+        self._backend._run_pre_execute_hooks(table_expr)  # registers in-memory tables, as execute() does
+        sql = self._backend.compile(table_expr)
+        arrow = self.session.sql(sql).toArrow()
+        columns = {}
+        for name, col in zip(arrow.column_names, arrow.columns):
+            if pat.is_timestamp(col.type) and col.type.tz is not None:
+                col = col.cast(pa.timestamp(col.type.unit))  # same instant, as naive UTC
+            # as the DuckDB engine does: columns with nulls go through Python objects, so that
+            # the conversion below gives each Ibis type its one pandas dtype
+            nested = pat.is_nested(col.type) or pat.is_dictionary(col.type)
+            columns[name] = col.to_pylist() if nested or col.null_count else col.to_pandas()
+        df = PandasData.convert_table(pd.DataFrame(columns), table_expr.schema())
+        return expr.__pandas_result__(df)
 
     def close(self) -> None:
         """Drop the temp views; the session belongs to the caller and stays up."""

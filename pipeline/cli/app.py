@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli import data, features
+from pipeline.cli import data, features, train, models
 from pipeline.cli.common import State
 
 app = typer.Typer(
@@ -19,6 +19,8 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
+app.add_typer(train.app, name="train")
+app.add_typer(models.app, name="models")
 
 
 @app.callback()

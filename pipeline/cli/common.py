@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -14,8 +16,16 @@ from rich.table import Table
 
 from pipeline.config import Config, ConfigError, load_config
 
-out = Console()
-err = Console(stderr=True)
+def _console(stderr: bool = False) -> Console:
+    # Piped output (schedulers, logs, tests) gets a wide fixed width instead of rich's 80
+    # columns, so tables stay readable; a terminal or COLUMNS decides otherwise.
+    stream = sys.stderr if stderr else sys.stdout
+    width = None if stream.isatty() or "COLUMNS" in os.environ else 140
+    return Console(stderr=stderr, width=width)
+
+
+out = _console()
+err = _console(stderr=True)
 
 EXIT_OK, EXIT_DATA, EXIT_GATE = 0, 1, 3
 
@@ -53,6 +63,15 @@ def handled() -> Iterator[None]:
     except ValueError as e:
         err.print(f"[bold red]Error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
+    except RuntimeError as e:
+        # Registry errors; checked through sys.modules so that commands which never touch
+        # MLflow do not pay for importing it.
+        reg = sys.modules.get("models.registry")
+        if reg is None or not isinstance(e, reg.RegistryError):
+            raise
+        refused = isinstance(e, reg.PromotionRefused)
+        err.print(f"[bold red]{'Refused' if refused else 'Registry error'}:[/] {e}", highlight=False)
+        raise typer.Exit(EXIT_GATE if refused else EXIT_DATA) from None
 
 
 @contextlib.contextmanager

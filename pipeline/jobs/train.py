@@ -105,9 +105,9 @@ def train_job(
     validated = all(c["passed"] for c in criteria)
     f = td.frame
     cut = [c.strftime("%Y-%m-%d") for c in td.plan.cutoffs]
-    window = {"first_event": str(td.first_event), "last_event": str(td.last_event), "cutoffs": cut,
-              "test_cutoff": cut[0], "valid_cutoff": cut[1]}
     rows = f.snapshot.value_counts().reindex(["train", "valid", "test"]).fillna(0).astype(int).to_dict()
+    window = {"first_event": str(td.first_event), "last_event": str(td.last_event), "cutoffs": cut,
+              "test_cutoff": cut[0], "valid_cutoff": cut[1], "test_rows": rows["test"]}
     champion = registry.champion_metrics(name)
     card = model_card(
         name=name, target=target, label_definition=td.label.describe(), data_window=window, rows=rows,
@@ -125,7 +125,7 @@ def train_job(
     bundle = registry.ModelBundle(
         target=target, model=model, label_definition=td.label.describe(),
         feature_set=feature_set_version(model.features_), data_window=window,
-        metrics={"test": ev.table.set_index("scorer").to_dict("index"), "test_cutoff": cut[0]},
+        metrics=_bundle_metrics(ev),
     )
     tags = {"target": target, "label_definition": td.label.describe(), "data_window": f"{cut[-1]}..{cut[0]}",
             "test_cutoff": cut[0], "feature_set": bundle.feature_set,
@@ -146,10 +146,17 @@ def train_job(
                        model, note, td.warnings)
 
 
+def _bundle_metrics(ev: Evaluation) -> dict:
+    by = ev.table.set_index("scorer").to_dict("index")
+    return {"model": by.pop("model"), "baselines": by,
+            "model_minus_baseline_auc": ev.differences.set_index("baseline").to_dict("index")}
+
+
 def _plots(folder: Path, y: np.ndarray, ev: Evaluation, model: PropensityModel, title: str) -> dict[str, Path]:
+    """Run artifact path -> PNG file."""
     return {
-        "gains": gains_plot(y, ev.predictions, folder / "gains_lift.png", title),
-        "calibration": calibration_plot(ev.calibration, folder / "calibration.png", title),
-        "roc_pr": roc_pr_plot(y, ev.predictions, folder / "roc_pr.png", title),
-        "importance": importance_plot(model.feature_importance(), folder / "feature_importance.png", title),
+        "plots/gains_lift.png": gains_plot(y, ev.predictions, folder / "gains_lift.png", title),
+        "plots/calibration.png": calibration_plot(ev.calibration, folder / "calibration.png", title),
+        "plots/roc_pr.png": roc_pr_plot(y, ev.predictions, folder / "roc_pr.png", title),
+        "plots/feature_importance.png": importance_plot(model.feature_importance(), folder / "feature_importance.png", title),
     }

@@ -1,0 +1,674 @@
+"""The one place that talks to MLflow: log a training run, register it (gated), promote by alias.
+
+A trained model travels as one :class:`ModelBundle` (estimator + calibrator + label definition +
+data window + bands + test metrics), pickled inside a pyfunc model, so whoever loads
+``models:/<name>@champion`` gets calibrated probabilities without any other file. The pickle
+refers to ``models.estimator`` by name: load models where dynseg is installed.
+
+Registry vocabulary (MLflow aliases, not the deprecated stages):
+
+- a **version** is registered only if it passed the validation criteria (or was forced; the
+  version tag ``validation_status`` says VALIDATED or UNVALIDATED_FORCED; a refused run is tagged
+  REJECTED and no version is made);
+- alias ``champion`` marks the version the nightly scoring uses, ``previous-champion`` the one
+  it replaced, so a rollback is one swap;
+- a promotion compares the candidate with the champion on the same out-of-time test snapshot,
+  using the test metrics copied into version tags at registration (``test_<metric>``,
+  ``test_cutoff``, ``test_rows``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import logging
+import numbers
+import os
+import pickle
+import shutil
+import tempfile
+import warnings
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import mlflow
+import numpy as np
+import pandas as pd
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature, infer_signature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from models.estimator import PropensityModel
+
+CHAMPION, PREVIOUS = "champion", "previous-champion"
+VALIDATED, FORCED, REJECTED = "VALIDATED", "UNVALIDATED_FORCED", "REJECTED"
+DEFAULT_MODEL_NAMES = {"churn": "dynseg-churn", "purchase": "dynseg-purchase"}
+
+#: Pinned into every logged model instead of letting MLflow infer them (inference imports the
+#: model in a subprocess and takes tens of seconds). dynseg itself is not on a package index and
+#: is recorded in the model metadata instead.
+_REQUIREMENTS = ("mlflow", "lightgbm", "scikit-learn", "scipy", "pandas", "numpy", "cloudpickle")
+_BUNDLE_FILE, _SUMMARY_FILE, _CARD_FILE = "bundle.pkl", "bundle.json", "model_card.md"
+_MAX_TAG = 4900  # tag/description columns are 5000 characters on SQL stores
+
+
+@dataclass
+class ModelBundle:
+    """Everything that travels inside the logged model."""
+
+    target: str  # "purchase" | "churn"
+    model: PropensityModel
+    label_definition: str
+    feature_set: str  # e.g. "customer_features@<hash>"
+    data_window: dict  # {"first_event": ..., "cutoffs": [...], "test_cutoff": ..., optional "test_rows"}
+    bands: dict | None = None  # opaque here: band definitions and resolved thresholds
+    metrics: dict = field(default_factory=dict)  # {"model": {"roc_auc":..,"brier":..}, "baselines": {name: {...}}}
+
+    def test_metrics(self) -> dict[str, float]:
+        """The model's metrics on the out-of-time test snapshot."""
+        return dict(self.metrics.get("model", {}))
+
+    def summary(self) -> dict:
+        """The bundle without the estimator, as JSON-ready data (logged as ``bundle.json``)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "model"}
+        out["features"] = list(self.model.features_)
+        out["calibration"] = self.model.calibration_method_
+        return json.loads(json.dumps(out, default=str))
+
+
+class RegistryError(RuntimeError):
+    """MLflow could not do what was asked; the message names the store, the model and the fix."""
+
+
+class PromotionRefused(RegistryError):
+    """The promotion gate said no; ``--force`` (recorded on the version) overrides it."""
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: str
+    run_id: str
+    validation_status: str
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    name: str
+    version: str  # the champion now
+    previous: str | None  # the champion before (now previous-champion), if any
+    forced: bool
+    message: str
+
+
+# -- connection and errors --------------------------------------------------------------------
+class _QuietMlflow(logging.Filter):
+    """MLflow's INFO chatter (table creation, uv detection) and the CloudPickle notice — which
+    applies to untrusted pickles, not to models we logged ourselves — are noise on a CLI."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR or (
+            record.levelno >= logging.WARNING and "CloudPickle" not in record.getMessage()
+        )
+
+
+def _quiet() -> None:
+    for name in ("mlflow", "alembic"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietMlflow) for f in logger.filters):
+            logger.addFilter(_QuietMlflow())
+        for h in logger.handlers:
+            if not any(isinstance(f, _QuietMlflow) for f in h.filters):
+                h.addFilter(_QuietMlflow())
+
+
+def connect(tracking_uri: str, timeout: float = 5.0) -> None:
+    """Point MLflow at ``tracking_uri`` after checking, quickly, that it answers."""
+    _quiet()
+    if tracking_uri.startswith("sqlite:///"):
+        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    # One attempt with a short timeout: an absent server must fail in seconds, not after
+    # MLflow's default seven retries with exponential backoff.
+    with _env(MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(max(1, timeout))), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
+        try:
+            MlflowClient(tracking_uri).search_experiments(max_results=1)
+        except Exception as e:  # noqa: BLE001 - any failure here means "not usable"
+            if tracking_uri.startswith("http"):
+                what, fix = "cannot reach MLflow tracking server", "Start it (e.g. `mlflow server`)"
+            else:
+                what, fix = "cannot open MLflow store", "Check the path and its permissions"
+            raise RegistryError(f"{what} at {tracking_uri}: {_first_line(e)}. {fix}, or set MLFLOW_TRACKING_URI "
+                                "(or settings.tracking_uri) to a store that works, e.g. sqlite:///mlflow.db.") from e
+    # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that, or the environment
+    # would outrank the configured URI for every later Workspace.tracking_uri() in this process.
+    with _env(MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI")):
+        mlflow.set_tracking_uri(tracking_uri)
+
+
+def tracking_uri() -> str:
+    """The store the registry functions talk to (set by :func:`connect`)."""
+    return mlflow.get_tracking_uri()
+
+
+@contextlib.contextmanager
+def _env(**values: str | None) -> Iterator[None]:
+    """Environment variables set (None: unset) for the block, restored after it."""
+    old = {k: os.environ.get(k) for k in values}
+    for k, v in values.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def _first_line(e: BaseException) -> str:
+    text = getattr(e, "message", None) or str(e) or type(e).__name__
+    return text.strip().splitlines()[0][:400]
+
+
+@contextlib.contextmanager
+def _mlflow(action: str) -> Iterator[None]:
+    """Turn MLflow failures into a RegistryError that says what we were doing and where."""
+    try:
+        yield
+    except RegistryError:
+        raise
+    except (MlflowException, OSError) as e:  # OSError: requests' connection errors, e.g. a server that died mid-upload
+        raise RegistryError(f"{action} failed at {mlflow.get_tracking_uri()}: {_first_line(e)}") from e
+
+
+def _missing(e: MlflowException) -> bool:
+    return e.error_code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND")
+
+
+def model_name(name_or_target: str, names: dict[str, str] | None = None) -> str:
+    """A registered model name from a target shorthand (``churn``/``purchase``) or a full name."""
+    return {**DEFAULT_MODEL_NAMES, **(names or {})}.get(name_or_target, name_or_target)
+
+
+def _require_model(client: MlflowClient, name: str) -> None:
+    try:
+        client.get_registered_model(name)
+    except MlflowException as e:
+        if not _missing(e):
+            raise
+        known = sorted(m.name for m in client.search_registered_models())
+        raise RegistryError(f"no registered model named {name!r} at {mlflow.get_tracking_uri()}; "
+                            f"known models: {known or 'none'}. Train and register one with `dynseg train <target>`, "
+                            "or check MLFLOW_TRACKING_URI / settings.tracking_uri.") from None
+
+
+def _version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
+    _require_model(client, name)
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as e:
+        if not _missing(e):
+            raise
+        have = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
+        raise RegistryError(f"model {name!r} has no version {version}; versions: {have}") from None
+
+
+def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException as e:
+        if _missing(e) or e.error_code == "INVALID_PARAMETER_VALUE":
+            return None
+        raise
+
+
+# -- the pyfunc -------------------------------------------------------------------------------
+class DynsegModel(mlflow.pyfunc.PythonModel):
+    """Calibrated propensity per row: ``score`` (probability) and ``score_100`` (0-100).
+
+    ``params={"base_rate": r}`` moves the probabilities to base rate ``r`` (prior shift), for a
+    scoring date whose expected rate differs from the one the model was calibrated at.
+    """
+
+    def load_context(self, context) -> None:
+        with open(context.artifacts["bundle"], "rb") as f:
+            self.bundle: ModelBundle = pickle.load(f)
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        return _score(self.bundle.model, model_input, (params or {}).get("base_rate"))
+
+
+def _score(model: PropensityModel, X: pd.DataFrame, base_rate: float | None = None) -> pd.DataFrame:
+    if base_rate is not None:
+        model = model.with_base_rate(float(base_rate))
+    p = model.predict(X)
+    return pd.DataFrame({"score": p, "score_100": np.rint(p * 100).astype("int64")}, index=X.index)
+
+
+def model_input(frame: pd.DataFrame, model: PropensityModel | Any) -> pd.DataFrame:
+    """``frame`` cast to the model's input schema: numeric features as float, categorical as text.
+
+    MLflow refuses int64/bool columns where the signature says double ("cannot safely convert"),
+    so scoring code passes feature frames through this before ``pyfunc.predict``. ``model`` is a
+    PropensityModel or a loaded pyfunc model.
+    """
+    if isinstance(model, PropensityModel):
+        kinds = {c: "string" if c in model.categories_ else "double" for c in model.features_}
+    else:
+        kinds = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}
+    missing = [c for c in kinds if c not in frame.columns]
+    if missing:
+        raise ValueError(f"input lacks {len(missing)} feature column(s) the model needs: {missing[:10]}")
+    out = {}
+    for c, kind in kinds.items():
+        s = frame[c].astype("object")
+        if kind == "string":
+            out[c] = s.where(s.notna(), None).map(lambda v: v if v is None else str(v)).astype("object")
+        else:
+            out[c] = pd.to_numeric(s.where(s.notna(), np.nan), errors="coerce").astype("float64")
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _signature(model: PropensityModel, example: pd.DataFrame) -> ModelSignature:
+    # Input types come from the model (numeric -> double, categorical -> string), not from the
+    # example's dtypes: an integer column in training that gains a null at scoring time would
+    # otherwise be refused by MLflow's schema enforcement in the nightly run.
+    inputs = Schema([ColSpec("string" if c in model.categories_ else "double", c) for c in model.features_])
+    with warnings.catch_warnings():
+        # score_100 is an integer that is never missing; MLflow's hint about integer columns
+        # with missing values does not apply.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+        outputs = infer_signature(example, _score(model, example)).outputs
+    return ModelSignature(inputs, outputs, ParamSchema([ParamSpec("base_rate", "double", None)]))
+
+
+def _pinned_requirements() -> list[str]:
+    return [f"{d}=={importlib.metadata.version(d)}" for d in _REQUIREMENTS]
+
+
+# -- logging a training run ---------------------------------------------------------------------
+def _check_bundle(bundle: ModelBundle) -> None:
+    problems = []
+    m = bundle.test_metrics()
+    for key in ("roc_auc", "brier"):
+        if not isinstance(m.get(key), numbers.Real):
+            problems.append(f"metrics['model']['{key}'] should be a number; found {m.get(key)!r}")
+    if not bundle.data_window.get("test_cutoff"):
+        problems.append("data_window['test_cutoff'] is missing (it identifies the test snapshot)")
+    if not hasattr(bundle.model, "features_"):
+        problems.append("the model is not fitted")
+    if problems:
+        raise ValueError(f"model bundle for {bundle.target!r} is incomplete: " + "; ".join(problems))
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{key}."))
+        else:
+            out[key] = str(v)[:6000]
+    return out
+
+
+def _headline_tags(bundle: ModelBundle) -> dict[str, str]:
+    """What a registry reader needs without downloading anything; copied onto the version."""
+    tags = {"target": bundle.target, "feature_set": bundle.feature_set,
+            "test_cutoff": str(bundle.data_window["test_cutoff"])}
+    if bundle.data_window.get("test_rows") is not None:
+        tags["test_rows"] = str(bundle.data_window["test_rows"])
+    tags.update({f"test_{k}": repr(float(v)) for k, v in bundle.test_metrics().items() if isinstance(v, numbers.Real)})
+    return tags
+
+
+def _experiment_id(client: MlflowClient, name: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    uri = mlflow.get_tracking_uri()
+    location = None
+    if uri.startswith("sqlite:///"):
+        # Keep artifacts beside the database (the workspace), not in ./mlruns of wherever
+        # the command happened to run.
+        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns" / name).as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)  # created concurrently by another run
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def _log_file(path: Path, dest: str) -> None:
+    """Log ``path`` at run-relative ``dest`` (e.g. ``plots/lift.png``)."""
+    dest_path = Path(dest)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / dest_path.name
+        shutil.copyfile(path, local)
+        parent = str(dest_path.parent)
+        mlflow.log_artifact(str(local), artifact_path=None if parent == "." else parent)
+
+
+def log_training_run(bundle: ModelBundle, *, experiment: str, params: dict, config: dict, metrics: dict[str, float],
+                     artifacts: dict[str, Path], model_card: str, input_example: pd.DataFrame,
+                     tags: dict[str, str]) -> str:
+    """Log one training as one MLflow run and the bundle as a pyfunc model; return the run id.
+
+    ``artifacts`` maps a run-relative destination (``plots/lift.png``) to a local file.
+    """
+    _check_bundle(bundle)
+    client = MlflowClient()
+    example = model_input(input_example, bundle.model)
+    with _mlflow(f"logging the {bundle.target} training run to experiment {experiment!r}"), \
+            tempfile.TemporaryDirectory() as tmp:
+        bundle_path = Path(tmp) / _BUNDLE_FILE
+        bundle_path.write_bytes(pickle.dumps(bundle, protocol=pickle.HIGHEST_PROTOCOL))
+        run_tags = {**tags, **_headline_tags(bundle)}
+        with mlflow.start_run(experiment_id=_experiment_id(client, experiment), run_name=f"train-{bundle.target}",
+                              tags=run_tags) as run:
+            mlflow.log_params(_flat(params))
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+            mlflow.log_text(yaml.safe_dump(json.loads(json.dumps(config, default=str)), sort_keys=False), "config.yaml")
+            mlflow.log_dict(bundle.summary(), _SUMMARY_FILE)
+            mlflow.log_text(model_card, _CARD_FILE)
+            for dest, path in artifacts.items():
+                _log_file(Path(path), dest)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=DynsegModel(),
+                artifacts={"bundle": str(bundle_path)},
+                signature=_signature(bundle.model, example),
+                input_example=example,
+                pip_requirements=_pinned_requirements(),
+                metadata={"target": bundle.target, "feature_set": bundle.feature_set,
+                          "dynseg_version": importlib.metadata.version("dynseg")},
+            )
+            mlflow.set_tag("dynseg.model_id", info.model_id)
+            return run.info.run_id
+
+
+# -- registration (gated) -------------------------------------------------------------------------
+def register(run_id: str, name: str, *, validated: bool, allow_unvalidated: bool,
+             tags: dict[str, str]) -> RegisteredVersion | None:
+    """Register the run's model as a new version of ``name``, if it passed validation.
+
+    Refused (not validated, not allowed): the run is tagged ``validation_status=REJECTED`` and
+    ``None`` is returned.
+    """
+    client = MlflowClient()
+    with _mlflow(f"registering run {run_id} as model {name!r}"):
+        run = client.get_run(run_id)
+        model_id = run.data.tags.get("dynseg.model_id")
+        if not model_id:
+            raise RegistryError(f"run {run_id} holds no dynseg model (tag dynseg.model_id is missing); "
+                                "log it with log_training_run first")
+        if not validated and not allow_unvalidated:
+            client.set_tag(run_id, "validation_status", REJECTED)
+            return None
+        status = VALIDATED if validated else FORCED
+        headline = {k: v for k, v in run.data.tags.items()
+                    if k in ("target", "feature_set", "test_cutoff", "test_rows") or k.startswith("test_")}
+        try:
+            client.create_registered_model(name, description="dynseg propensity model; see each version's card.")
+        except MlflowException as e:
+            if e.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+                raise
+        card = _card(run_id)
+        # Tags travel in the create call itself: an interruption cannot leave an untagged version.
+        mv = client.create_model_version(
+            name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id,
+            tags={**tags, **headline, "validation_status": status},
+            description=card if len(card) <= _MAX_TAG else card[:_MAX_TAG] + "\n\n(truncated; full card in the run)",
+        )
+        client.set_tag(run_id, "validation_status", status)
+        with contextlib.suppress(MlflowException):  # the logged model's link to its versions is cosmetic
+            client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps([{"name": name, "version": str(mv.version)}])})
+    return RegisteredVersion(name, str(mv.version), run_id, status)
+
+
+def _card(run_id: str) -> str:
+    return _read_artifact(run_id, _CARD_FILE, mlflow.artifacts.load_text) or ""
+
+
+def _read_artifact(run_id: str, path: str, loader: Callable[[str], Any]) -> Any:
+    """A small run artifact, or None when it is absent (purged, or a run not logged by dynseg)."""
+    with _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+        try:
+            return loader(f"runs:/{run_id}/{path}")
+        except Exception:  # noqa: BLE001
+            return None
+
+
+# -- promotion -----------------------------------------------------------------------------------
+def default_comparison(auc_tolerance: float = 0.0, brier_tolerance: float = 0.002) -> Callable[[dict, dict], tuple[bool, str]]:
+    """Candidate AUC >= champion AUC - auc_tolerance and Brier <= champion Brier + brier_tolerance."""
+
+    def compare(candidate: dict, champion: dict) -> tuple[bool, str]:
+        missing = [f"{who} {m}" for who, d in (("candidate", candidate), ("champion", champion))
+                   for m in ("roc_auc", "brier") if d.get(m) is None]
+        if missing:
+            return False, f"stored test metrics are missing ({', '.join(missing)})"
+        auc_ok = candidate["roc_auc"] >= champion["roc_auc"] - auc_tolerance
+        brier_ok = candidate["brier"] <= champion["brier"] + brier_tolerance
+        text = (f"test AUC {candidate['roc_auc']:.4f} vs champion {champion['roc_auc']:.4f} "
+                f"(needs >= {champion['roc_auc'] - auc_tolerance:.4f}{'' if auc_ok else ': FAILS'}); "
+                f"test Brier {candidate['brier']:.4f} vs champion {champion['brier']:.4f} "
+                f"(needs <= {champion['brier'] + brier_tolerance:.4f}{'' if brier_ok else ': FAILS'})")
+        return auc_ok and brier_ok, text
+
+    return compare
+
+
+def _test_metrics(mv: ModelVersion) -> dict[str, float]:
+    """The ``test_<metric>`` version tags as numbers (non-numeric ``test_`` tags are not metrics)."""
+    out = {}
+    for k, v in mv.tags.items():
+        if k.startswith("test_") and k not in ("test_cutoff", "test_rows"):
+            with contextlib.suppress(ValueError):
+                out[k.removeprefix("test_")] = float(v)
+    return out
+
+
+def _same_snapshot(a: ModelVersion, b: ModelVersion) -> tuple[bool, str]:
+    """Same test cutoff (and, when both recorded it, the same number of test rows)."""
+    ca, cb = a.tags.get("test_cutoff"), b.tags.get("test_cutoff")
+    if ca is None or cb is None or ca != cb:
+        return False, f"test cutoffs differ (version {a.version}: {ca}, version {b.version}: {cb})"
+    ra, rb = a.tags.get("test_rows"), b.tags.get("test_rows")
+    if ra is not None and rb is not None and ra != rb:
+        return False, f"same test cutoff {ca} but different test rows ({ra} vs {rb}): the data changed"
+    return True, f"same test snapshot (cutoff {ca})"
+
+
+def promote(name: str, version: str | int, *, force: bool = False,
+            compare: Callable[[dict, dict], tuple[bool, str]] | None = None, reason: str = "",
+            auc_tolerance: float = 0.0, brier_tolerance: float = 0.002) -> PromotionResult:
+    """Make ``version`` the champion if it is at least as good as the current one on the same test.
+
+    ``compare(candidate_metrics, champion_metrics) -> (ok, explanation)`` receives the stored test
+    metrics (``{"roc_auc": .., "brier": .., ...}``); the default is :func:`default_comparison`.
+    """
+    client = MlflowClient()
+    version = str(version)
+    compare = compare or default_comparison(auc_tolerance, brier_tolerance)
+    with _mlflow(f"promoting {name} version {version}"):
+        cand = _version(client, name, version)
+        champ = _alias(client, name, CHAMPION)
+        champ_v = str(champ.version) if champ is not None else None
+        if champ_v == version:
+            return PromotionResult(name, version, None, False, f"version {version} is already the champion")
+        problems, notes = [], []
+        status = cand.tags.get("validation_status")
+        if status != VALIDATED:
+            problems.append(f"version {version} is {status or 'not validated'} (it did not pass the validation criteria)")
+        if champ is not None:
+            if champ.tags.get("target") != cand.tags.get("target"):
+                raise RegistryError(f"version {version} predicts {cand.tags.get('target')!r} but the champion "
+                                    f"(version {champ_v}) predicts {champ.tags.get('target')!r}; not the same model")
+            same, why = _same_snapshot(cand, champ)
+            if not same:
+                problems.append(f"cannot compare with champion version {champ_v}: {why}; re-evaluate both on one test snapshot")
+            else:
+                ok, text = compare(_test_metrics(cand), _test_metrics(champ))
+                (notes if ok else problems).append(text)
+        if problems and not force:
+            raise PromotionRefused(f"promotion of {name} version {version} refused: " + "; ".join(problems)
+                                   + ". Use --force --reason TEXT to override (recorded on the version).")
+        record = {"promoted_at": _now(), "promoted_over": champ_v or "none"}
+        if force:
+            record.update(promoted_by_force="true", force_reason=(reason or "(no reason given)")[:_MAX_TAG])
+            if problems:
+                record["force_overrode"] = "; ".join(problems)[:_MAX_TAG]
+        elif reason:
+            record["promotion_reason"] = reason[:_MAX_TAG]
+        # Tags first, then aliases (previous before champion): an interruption leaves the old
+        # champion serving, never a champion without its record.
+        for k, v in record.items():
+            client.set_model_version_tag(name, version, k, v)
+        if champ_v is not None:
+            client.set_registered_model_alias(name, PREVIOUS, champ_v)
+        client.set_registered_model_alias(name, CHAMPION, version)
+    verb = "forced to champion" if force and problems else "promoted to champion"
+    detail = "; ".join(notes or problems) or "first champion"
+    return PromotionResult(name, version, champ_v, bool(force and problems), f"{name} version {version} {verb}: {detail}")
+
+
+def rollback(name: str) -> PromotionResult:
+    """Swap ``champion`` and ``previous-champion``."""
+    client = MlflowClient()
+    with _mlflow(f"rolling back {name}"):
+        _require_model(client, name)
+        champ, prev = _alias(client, name, CHAMPION), _alias(client, name, PREVIOUS)
+        if prev is None:
+            raise RegistryError(f"model {name!r} has no {PREVIOUS!r} version; nothing to roll back to. "
+                                "Promote an explicit version instead: dynseg models promote NAME VERSION")
+        champ_v, prev_v = (str(champ.version) if champ is not None else None), str(prev.version)
+        client.set_model_version_tag(name, prev_v, "rolled_back_at", _now())
+        # Champion first: an interruption between the two leaves the rollback done.
+        client.set_registered_model_alias(name, CHAMPION, prev_v)
+        if champ_v is not None:
+            client.set_registered_model_alias(name, PREVIOUS, champ_v)
+    return PromotionResult(name, prev_v, champ_v, False, f"{name}: champion is version {prev_v} again (was {champ_v})")
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# -- reading ---------------------------------------------------------------------------------------
+def load_champion(name: str, alias: str = CHAMPION) -> tuple[Any, ModelVersion]:
+    """The pyfunc model behind ``models:/<name>@<alias>`` and its registry entry."""
+    client = MlflowClient()
+    with _mlflow(f"loading {name}@{alias}"):
+        _require_model(client, name)
+        mv = _alias(client, name, alias)
+        if mv is None:
+            raise RegistryError(f"model {name!r} has no version with alias {alias!r}; "
+                                f"promote one with: dynseg models promote {name} VERSION")
+        with _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+            return mlflow.pyfunc.load_model(f"models:/{name}@{alias}"), mv
+
+
+_LIST_COLUMNS = ["name", "version", "aliases", "status", "target", "test_auc", "test_brier", "test_cutoff", "created"]
+
+
+def list_versions(name: str | None = None) -> pd.DataFrame:
+    """One row per registered version, newest first within each model."""
+    client = MlflowClient()
+    with _mlflow("listing model versions"):
+        if name is not None:
+            _require_model(client, name)
+        versions = client.search_model_versions(f"name='{name}'" if name else None)
+        aliases: dict[tuple[str, str], list[str]] = {}
+        for model in {v.name for v in versions}:
+            for alias, ver in client.get_registered_model(model).aliases.items():
+                aliases.setdefault((model, str(ver)), []).append(alias)
+    rows = [{
+        "name": v.name, "version": int(v.version),
+        "aliases": ", ".join(sorted(aliases.get((v.name, str(v.version)), []))),
+        "status": v.tags.get("validation_status", ""), "target": v.tags.get("target", ""),
+        "test_auc": _num(v.tags.get("test_roc_auc")), "test_brier": _num(v.tags.get("test_brier")),
+        "test_cutoff": v.tags.get("test_cutoff", ""),
+        "created": pd.Timestamp(v.creation_timestamp, unit="ms", tz="UTC"),
+    } for v in versions]
+    frame = pd.DataFrame(rows, columns=_LIST_COLUMNS)
+    return frame.sort_values(["name", "version"], ascending=[True, False], ignore_index=True)
+
+
+def _num(v: str | None) -> float:
+    return float(v) if v is not None else float("nan")
+
+
+def version_details(name: str, version: str | int | None = None) -> dict:
+    """Card, test metrics and baselines, bands and tags of one version (default: the champion, else the newest)."""
+    client = MlflowClient()
+    with _mlflow(f"reading {name} version {version or '(champion)'}"):
+        if version is None:
+            _require_model(client, name)
+            versions = client.search_model_versions(f"name='{name}'")
+            if not versions:
+                raise RegistryError(f"model {name!r} has no versions yet; register one with `dynseg train <target>`")
+            mv = _alias(client, name, CHAMPION) or max(versions, key=lambda v: int(v.version))
+        else:
+            mv = _version(client, name, version)
+        aliases = [a for a, v in client.get_registered_model(name).aliases.items() if str(v) == str(mv.version)]
+        summary = _read_artifact(mv.run_id, _SUMMARY_FILE, mlflow.artifacts.load_dict) or {}
+    return {
+        "name": name, "version": str(mv.version), "run_id": mv.run_id, "aliases": sorted(aliases),
+        "status": mv.tags.get("validation_status", ""), "target": mv.tags.get("target", summary.get("target", "")),
+        "created": pd.Timestamp(mv.creation_timestamp, unit="ms", tz="UTC"),
+        "card": _card(mv.run_id) or (mv.description or ""),
+        "metrics": summary.get("metrics") or {"model": _test_metrics(mv)},
+        "bands": summary.get("bands"), "label_definition": summary.get("label_definition", ""),
+        "feature_set": summary.get("feature_set", mv.tags.get("feature_set", "")),
+        "data_window": summary.get("data_window", {}), "tags": dict(mv.tags),
+    }
+
+
+def compare_versions(name: str, a: str | int, b: str | int) -> dict:
+    """Test metrics of two versions side by side, whether they share a test snapshot, and the gate's verdict for ``b`` over ``a``."""
+    if str(a) == str(b):
+        raise ValueError(f"compare needs two different versions of {name}; got version {a} twice")
+    client = MlflowClient()
+    with _mlflow(f"comparing {name} versions {a} and {b}"):
+        va, vb = _version(client, name, a), _version(client, name, b)
+    ma, mb = _test_metrics(va), _test_metrics(vb)
+    table = pd.DataFrame({f"v{va.version}": pd.Series(ma, dtype=float), f"v{vb.version}": pd.Series(mb, dtype=float)})
+    table["difference"] = table.iloc[:, 1] - table.iloc[:, 0]
+    same, why = _same_snapshot(va, vb)
+    return {"metrics": table, "same_test_snapshot": same, "snapshot": why,
+            "verdict": default_comparison()(mb, ma) if same else None}
+
+
+__all__ = [
+    "CHAMPION", "PREVIOUS", "DEFAULT_MODEL_NAMES", "DynsegModel", "ModelBundle", "PromotionRefused",
+    "PromotionResult", "RegisteredVersion", "RegistryError", "compare_versions", "connect", "default_comparison",
+    "list_versions", "load_champion", "log_training_run", "model_input", "model_name", "promote", "register",
+    "rollback", "tracking_uri", "version_details",
+]
+
+
+def champion_metrics(name: str) -> dict | None:
+    """The current champion's version, test cutoff and test metrics; None if there is none yet."""
+    client = MlflowClient()
+    with _mlflow(f"reading the champion of {name}"):
+        mv = _alias(client, name, CHAMPION)
+    if mv is None:
+        return None
+    return {"version": str(mv.version), "test_cutoff": mv.tags.get("test_cutoff"), **_test_metrics(mv)}

@@ -1,0 +1,167 @@
+"""``dynseg models``: review the registry, promote a version to champion, roll back."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Annotated, Iterator, Optional
+
+import typer
+from rich.json import JSON
+from rich.markdown import Markdown
+from rich.table import Table
+
+from pipeline.cli.common import EXIT_DATA, EXIT_GATE, State, err, handled, kv_table, out
+from pipeline.workspace import Workspace
+
+app = typer.Typer(help="Model registry: versions, cards, promotion to champion, rollback.", no_args_is_help=True)
+
+Name = Annotated[str, typer.Argument(help="Registered model name, or the shorthand churn / purchase.")]
+
+
+@contextlib.contextmanager
+def _registry(ctx: typer.Context) -> Iterator:
+    """The registry module, connected to the configured store; its errors become exit codes 1 and 3."""
+    with handled():
+        cfg = ctx.obj.config()
+        # Imported here, not at the top: importing MLflow takes seconds that `dynseg data ...`
+        # and `dynseg --help` should not pay.
+        from models import registry
+
+        uri = Workspace(cfg.workspace).tracking_uri(cfg.settings.tracking_uri)
+        try:
+            registry.connect(uri)
+            yield registry
+        except registry.PromotionRefused as e:
+            err.print(f"[bold red]Refused:[/] {e}", highlight=False)
+            raise typer.Exit(EXIT_GATE) from None
+        except registry.RegistryError as e:
+            err.print(f"[bold red]Registry error:[/] {e}", highlight=False)
+            raise typer.Exit(EXIT_DATA) from None
+
+
+def _name(ctx: typer.Context, registry, name: str) -> str:
+    state: State = ctx.obj
+    return registry.model_name(name, state.config().training.registry.names)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "" if math.isnan(v) else f"{v:.4f}"
+    return "" if v is None else str(v)
+
+
+@app.command("list")
+def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument(help="Only this model (name or churn / purchase).")] = None) -> None:
+    """Registered versions with their aliases, validation status and test metrics."""
+    with _registry(ctx) as registry:
+        frame = registry.list_versions(_name(ctx, registry, name) if name else None)
+        uri = registry.tracking_uri()
+    if frame.empty:
+        out.print(f"No registered models at {uri}. Train one with `dynseg train churn` or `dynseg train purchase`.")
+        return
+    t = Table(title=f"Registered models ({uri})", title_justify="left")
+    t.add_column("name", no_wrap=True)
+    for c, justify in (("version", "right"), ("aliases", "left"), ("status", "left"), ("target", "left"),
+                       ("test AUC", "right"), ("test Brier", "right"), ("test cutoff", "left"), ("created (UTC)", "left")):
+        t.add_column(c, justify=justify)
+    for r in frame.itertuples(index=False):
+        status = {"VALIDATED": "[green]VALIDATED[/]", "UNVALIDATED_FORCED": "[yellow]UNVALIDATED_FORCED[/]"}.get(r.status, r.status)
+        t.add_row(r.name, str(r.version), f"[bold]{r.aliases}[/]" if r.aliases else "", status, r.target,
+                  _fmt(r.test_auc), _fmt(r.test_brier), r.test_cutoff, f"{r.created:%Y-%m-%d %H:%M}")
+    out.print(t)
+
+
+@app.command()
+def show(
+    ctx: typer.Context,
+    name: Name,
+    version: Annotated[Optional[int], typer.Argument(help="Version number (default: the champion, else the newest).")] = None,
+) -> None:
+    """One version: its model card, test metrics against the baselines, bands and tags."""
+    with _registry(ctx) as registry:
+        d = registry.version_details(_name(ctx, registry, name), version)
+    out.print(kv_table(f"{d['name']} version {d['version']}", {
+        "aliases": ", ".join(d["aliases"]) or "-",
+        "validation status": d["status"] or "-",
+        "target": d["target"],
+        "label": d["label_definition"] or "-",
+        "feature set": d["feature_set"] or "-",
+        "test cutoff": d["data_window"].get("test_cutoff", d["tags"].get("test_cutoff", "-")),
+        "training cutoffs": ", ".join(map(str, d["data_window"].get("cutoffs", []))) or "-",
+        "created (UTC)": f"{d['created']:%Y-%m-%d %H:%M}",
+        "run": d["run_id"],
+    }))
+    out.print(_metrics_table(d["metrics"]))
+    if d["bands"]:
+        out.print("[bold]Bands[/]")
+        out.print(JSON.from_data(d["bands"]))
+    forced = {k: v for k, v in d["tags"].items() if k in ("promoted_by_force", "force_reason", "force_overrode", "promoted_at")}
+    if forced:
+        out.print(kv_table("Promotion record", forced))
+    if d["card"]:
+        out.print(Markdown(d["card"]))
+
+
+def _metrics_table(metrics: dict) -> Table:
+    """Rows are metrics; columns are the model and each baseline, on the out-of-time test snapshot."""
+    scorers = {"model": metrics.get("model", {}), **metrics.get("baselines", {})}
+    names = list(dict.fromkeys(k for m in scorers.values() for k, v in m.items() if isinstance(v, (int, float))))
+    t = Table(title="Test metrics vs baselines", title_justify="left")
+    t.add_column("metric")
+    for s in scorers:
+        t.add_column(s, justify="right", style="bold" if s == "model" else None)
+    for m in names:
+        t.add_row(m, *(_fmt(float(sc[m])) if isinstance(sc.get(m), (int, float)) else "" for sc in scorers.values()))
+    return t
+
+
+@app.command()
+def compare(ctx: typer.Context, name: Name, v1: Annotated[int, typer.Argument(help="Reference version (e.g. the champion).")],
+            v2: Annotated[int, typer.Argument(help="Candidate version.")]) -> None:
+    """Two versions' test metrics side by side, and whether they were tested on the same snapshot."""
+    with _registry(ctx) as registry:
+        c = registry.compare_versions(_name(ctx, registry, name), v1, v2)
+    table = c["metrics"]
+    t = Table(title=f"{name}: version {v1} vs version {v2} (test snapshot)", title_justify="left")
+    t.add_column("metric")
+    for col in table.columns:
+        t.add_column(col, justify="right")
+    for metric, row in table.iterrows():
+        t.add_row(str(metric), *(_fmt(float(v)) for v in row))
+    out.print(t)
+    if c["same_test_snapshot"]:
+        ok, why = c["verdict"]
+        out.print(f"{c['snapshot'].capitalize()}: the figures are comparable.")
+        out.print(f"Promotion gate for version {v2} over {v1}: {'[green]would pass[/]' if ok else '[red]would refuse[/]'} ({why})",
+                  highlight=False)
+    else:
+        out.print(f"[yellow]Not comparable:[/] {c['snapshot']}; re-evaluate both on one test snapshot.", highlight=False)
+
+
+@app.command()
+def promote(
+    ctx: typer.Context,
+    name: Name,
+    version: Annotated[int, typer.Argument(help="Version to make champion.")],
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses; recorded on the version.")] = False,
+    reason: Annotated[str, typer.Option(help="Why (required with --force; recorded on the version).")] = "",
+) -> None:
+    """Set alias "champion" on a version, if it is at least as good as the current champion on the same test snapshot."""
+    if force and not reason.strip():
+        raise typer.BadParameter("--force needs --reason TEXT: the reason is recorded on the version", param_hint="--reason")
+    with _registry(ctx) as registry:
+        result = registry.promote(_name(ctx, registry, name), version, force=force, reason=reason)
+    if result.forced:
+        err.print(f"[yellow]Forced:[/] reason recorded on the version: {reason}", highlight=False)
+    out.print(result.message, highlight=False)
+    if result.previous:
+        out.print(f"Version {result.previous} is now 'previous-champion'; undo with: dynseg models rollback {name}")
+
+
+@app.command()
+def rollback(ctx: typer.Context, name: Name) -> None:
+    """Make the previous champion the champion again (swaps the two aliases)."""
+    with _registry(ctx) as registry:
+        result = registry.rollback(_name(ctx, registry, name))
+    out.print(result.message, highlight=False)

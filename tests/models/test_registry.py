@@ -1,0 +1,432 @@
+"""models/registry.py against real MLflow stores: SQLite files, and a real `mlflow server`.
+
+Speed matters on a loaded machine: importing MLflow and migrating a new SQLite store each take
+seconds. So the server boots in the background as soon as the module starts (its test comes
+last), the runs are logged once per module, and every test registers those runs under its own
+model name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+import urllib.request
+import zlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+from sklearn.metrics import brier_score_loss, roc_auc_score
+from typer.testing import CliRunner
+
+from models import registry as R
+from models.estimator import PropensityModel
+from pipeline.cli import app
+
+SERVER_TEST = "test_full_cycle_against_a_real_mlflow_server"
+CUTOFF, OTHER_CUTOFF = "2026-10-28", "2026-09-28"
+runner = CliRunner()
+
+
+# -- data and models -------------------------------------------------------------------------
+def _frame(rng: np.random.Generator, n: int) -> tuple[pd.DataFrame, np.ndarray]:
+    X = pd.DataFrame({
+        "x1": rng.normal(size=n), "x2": rng.normal(size=n), "noise": rng.normal(size=n),
+        "n_orders": rng.integers(0, 6, n),  # int64 on purpose: the signature must still take it
+        "plan": rng.choice(["basic", "plus"], n),
+    })
+    y = (rng.random(n) < 1 / (1 + np.exp(-(2 * X.x1 - X.x2)))).astype(int)
+    return X, y
+
+
+def _png(path: Path) -> Path:
+    """A valid 1x1 PNG, without importing matplotlib."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
+    return path
+
+
+def _bundle(model: PropensityModel, X: pd.DataFrame, y: np.ndarray) -> R.ModelBundle:
+    p = model.predict(X)
+    recency = X["x1"].rank(pct=True).to_numpy()
+    return R.ModelBundle(
+        target="purchase", model=model, label_definition="at least one purchase in (T, T+30d]",
+        feature_set="customer_features@test", bands={"high": {"min_score": 0.7}},
+        data_window={"first_event": "2025-01-01", "cutoffs": ["2026-08-29", "2026-09-28", CUTOFF],
+                     "test_cutoff": CUTOFF, "test_rows": len(y)},
+        metrics={"model": {"roc_auc": roc_auc_score(y, p), "brier": brier_score_loss(y, p)},
+                 "baselines": {"recency": {"roc_auc": roc_auc_score(y, recency), "brier": brier_score_loss(y, recency)}}},
+    )
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(7)
+    (X, y), (Xv, yv), (Xt, yt) = _frame(rng, 3000), _frame(rng, 1500), _frame(rng, 1500)
+    params = dict(n_estimators=200, learning_rate=0.1, early_stopping_rounds=20)
+    strong = PropensityModel(**params).fit(X, y, Xv, yv)
+    weak = PropensityModel(**params).fit(X[["noise"]], y, Xv[["noise"]], yv)  # no signal at all
+    assert roc_auc_score(yt, strong.predict(Xt)) > 0.8 > 0.6 > roc_auc_score(yt, weak.predict(Xt[["noise"]]))
+    return SimpleNamespace(X=Xt, y=yt, strong=strong, weak=weak)
+
+
+def _log(bundle: R.ModelBundle, X: pd.DataFrame, tmp: Path, experiment: str = "dynseg-test") -> str:
+    return R.log_training_run(
+        bundle, experiment=experiment, params={"lgbm": {"learning_rate": 0.1}, "snapshots": 3},
+        config={"labels": {"purchase": {"horizon": "30d"}}, "path": tmp},
+        metrics={"test_roc_auc": bundle.metrics["model"]["roc_auc"], "test_brier": bundle.metrics["model"]["brier"]},
+        artifacts={"plots/lift.png": _png(tmp / "lift.png")},
+        model_card=f"# Model card: {bundle.target}\n\nTest cutoff {bundle.data_window['test_cutoff']}.",
+        input_example=X.head(5),
+        tags={"dynseg.command": "test"},
+    )
+
+
+class _FreshProcess:
+    """A new Python process that loads ``models:/<name>@champion`` and scores a Parquet file."""
+
+    SCRIPT = ("import json, sys, mlflow, pandas as pd\n"
+              "m = mlflow.pyfunc.load_model(sys.argv[1])\n"
+              "print(json.dumps(m.predict(pd.read_parquet(sys.argv[2]))['score'].tolist()))\n")
+
+    def __init__(self, root: Path, uri: str, model_uri: str, X: pd.DataFrame):
+        X.to_parquet(root / "X.parquet")
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        self.proc = subprocess.Popen([sys.executable, "-c", self.SCRIPT, model_uri, str(root / "X.parquet")],
+                                     cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def scores(self) -> list[float]:
+        stdout, stderr = self.proc.communicate(timeout=120)
+        assert self.proc.returncode == 0, stderr[-3000:]
+        return json.loads(stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def store(data, tmp_path_factory):
+    """A SQLite store holding two logged runs, strong and weak, on one test snapshot.
+
+    "t-load" version 1 (strong) is champion; a fresh process starts loading it right away (a new
+    Python importing MLflow takes a while), from a copy of the store so the two never contend.
+    """
+    root = tmp_path_factory.mktemp("store")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    t0 = time.perf_counter()
+    R.connect(uri)
+    t_connect = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    strong = _log(_bundle(data.strong, data.X, data.y), data.X, root)
+    t_log = time.perf_counter() - t0
+    R.register(strong, "t-load", validated=True, allow_unvalidated=False, tags={})
+    R.promote("t-load", 1)
+    shutil.copyfile(root / "mlflow.db", root / "fresh.db")
+    fresh = _FreshProcess(root, f"sqlite:///{root / 'fresh.db'}", "models:/t-load@champion",
+                          R.model_input(data.X, data.strong))
+    weak = _log(_bundle(data.weak, data.X, data.y), data.X, root)
+    print(f"\n[timing] new SQLite store {t_connect:.1f}s, log_training_run {t_log:.1f}s")
+    yield SimpleNamespace(uri=uri, root=root, strong=strong, weak=weak, fresh=fresh)
+    if fresh.proc.poll() is None:
+        fresh.proc.kill()
+        fresh.proc.communicate()
+
+
+@pytest.fixture
+def reg(store):
+    R.connect(store.uri)  # other tests may have pointed MLflow elsewhere
+    return store
+
+
+def _aliases(name: str) -> dict[str, str]:
+    return {a: str(v) for a, v in MlflowClient().get_registered_model(name).aliases.items()}
+
+
+# -- logging and the registration gate -----------------------------------------------------------
+def test_a_training_run_logs_everything_and_registers_a_tagged_version(reg, data):
+    t0 = time.perf_counter()
+    v = R.register(reg.strong, "t-register", validated=True, allow_unvalidated=False, tags={"trained_by": "test"})
+    print(f"\n[timing] register {time.perf_counter() - t0:.2f}s")
+    assert (v.name, v.version, v.validation_status) == ("t-register", "1", "VALIDATED")
+
+    client = MlflowClient()
+    run = client.get_run(reg.strong)
+    assert run.data.tags["validation_status"] == "VALIDATED"
+    assert run.data.params["lgbm.learning_rate"] == "0.1" and "test_roc_auc" in run.data.metrics
+    files = {f.path for f in client.list_artifacts(reg.strong)} | {f.path for f in client.list_artifacts(reg.strong, "plots")}
+    assert {"config.yaml", "bundle.json", "model_card.md", "plots/lift.png"} <= files
+
+    mv = client.get_model_version("t-register", "1")
+    assert mv.tags["trained_by"] == "test" and mv.tags["target"] == "purchase"
+    assert mv.tags["test_cutoff"] == CUTOFF and float(mv.tags["test_roc_auc"]) > 0.8
+    assert mv.description.startswith("# Model card: purchase")
+
+    info = mlflow.models.get_model_info(v.uri)
+    assert [s.name for s in info.signature.params.params] == ["base_rate"]
+    assert {c.name: c.type.name for c in info.signature.inputs.inputs} == {
+        "x1": "double", "x2": "double", "noise": "double", "n_orders": "double", "plan": "string"}
+    assert [c.name for c in info.signature.outputs.inputs] == ["score", "score_100"]
+    reqs = Path(mlflow.pyfunc.get_model_dependencies(v.uri)).read_text().split()
+    import lightgbm
+    assert f"lightgbm=={lightgbm.__version__}" in reqs and all("==" in r for r in reqs)
+
+
+def test_the_gate_refuses_an_unvalidated_model_and_allow_unvalidated_registers_it_tagged(reg):
+    assert R.register(reg.weak, "t-gate", validated=False, allow_unvalidated=False, tags={}) is None
+    assert MlflowClient().get_run(reg.weak).data.tags["validation_status"] == "REJECTED"
+    assert "t-gate" not in set(R.list_versions()["name"])
+    with pytest.raises(R.RegistryError, match="no registered model named 't-gate'"):
+        R.list_versions("t-gate")
+
+    v = R.register(reg.weak, "t-gate", validated=False, allow_unvalidated=True, tags={})
+    assert v.validation_status == "UNVALIDATED_FORCED"
+    assert MlflowClient().get_model_version("t-gate", v.version).tags["validation_status"] == "UNVALIDATED_FORCED"
+    # Even as the first champion, an unvalidated version needs --force.
+    with pytest.raises(R.PromotionRefused, match="UNVALIDATED_FORCED.*--force"):
+        R.promote("t-gate", v.version)
+
+
+# -- promotion, refusal, force, rollback -------------------------------------------------------
+def test_promotion_compares_on_the_same_test_snapshot_and_force_and_rollback_are_recorded(reg):
+    name = "t-promo"
+    for run in (reg.strong, reg.weak, reg.strong, reg.strong):  # versions 1..4; 4 equals 1
+        R.register(run, name, validated=True, allow_unvalidated=False, tags={})
+    # Version 3 stands for a model tested on another snapshot (the gate reads these tags).
+    MlflowClient().set_model_version_tag(name, "3", "test_cutoff", OTHER_CUTOFF)
+
+    first = R.promote(name, 1)
+    assert (first.version, first.previous) == ("1", None) and _aliases(name) == {"champion": "1"}
+
+    with pytest.raises(R.PromotionRefused) as refused:
+        R.promote(name, 2)
+    assert re.search(r"test AUC 0\.[45]\d+ vs champion 0\.8\d+ \(needs >= 0\.8\d+: FAILS\)", str(refused.value))
+    assert "--force --reason" in str(refused.value)
+    with pytest.raises(R.PromotionRefused, match=f"test cutoffs differ.*{OTHER_CUTOFF}.*re-evaluate"):
+        R.promote(name, 3)
+    assert _aliases(name) == {"champion": "1"}
+
+    equal = R.promote(name, 4)  # as good as the champion: passes, and keeps the old one
+    assert (equal.version, equal.previous, equal.forced) == ("4", "1", False)
+    assert _aliases(name) == {"champion": "4", "previous-champion": "1"}
+
+    forced = R.promote(name, 2, force=True, reason="campaign test")
+    assert forced.forced and _aliases(name) == {"champion": "2", "previous-champion": "4"}
+    tags = MlflowClient().get_model_version(name, "2").tags
+    assert tags["promoted_by_force"] == "true" and tags["force_reason"] == "campaign test"
+    assert "FAILS" in tags["force_overrode"]
+
+    back = R.rollback(name)
+    assert (back.version, back.previous) == ("4", "2")
+    assert _aliases(name) == {"champion": "4", "previous-champion": "2"}
+    listed = R.list_versions(name).set_index("version")
+    assert listed.loc[4, "aliases"] == "champion" and listed.loc[2, "aliases"] == "previous-champion"
+
+
+def test_a_custom_comparison_decides(reg):
+    name = "t-custom"
+    for run in (reg.strong, reg.weak):
+        R.register(run, name, validated=True, allow_unvalidated=False, tags={})
+    R.promote(name, 1)
+    result = R.promote(name, 2, compare=lambda cand, champ: (True, "anything goes"))
+    assert result.version == "2" and "anything goes" in result.message
+
+
+# -- errors --------------------------------------------------------------------------------------
+def test_missing_model_or_alias_says_so(reg):
+    with pytest.raises(R.RegistryError, match="no registered model named 'nope'.*known models"):
+        R.load_champion("nope")
+    R.register(reg.strong, "t-noalias", validated=True, allow_unvalidated=False, tags={})
+    with pytest.raises(R.RegistryError, match="no version with alias 'champion'.*dynseg models promote"):
+        R.load_champion("t-noalias")
+    with pytest.raises(R.RegistryError, match="nothing to roll back to"):
+        R.rollback("t-noalias")
+
+
+def test_an_unreachable_server_fails_fast_naming_the_uri(reg):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    dead = f"http://127.0.0.1:{port}"
+    before = len(R.list_versions())
+    t0 = time.perf_counter()
+    with pytest.raises(R.RegistryError, match=f"cannot reach MLflow tracking server at {dead}.*MLFLOW_TRACKING_URI"):
+        R.connect(dead)
+    assert time.perf_counter() - t0 < 5
+    assert mlflow.get_tracking_uri() == reg.uri  # still pointed at the store that works
+    assert len(R.list_versions()) == before
+
+
+def test_connect_does_not_leak_the_uri_into_the_environment(reg, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    R.connect(reg.uri)
+    assert "MLFLOW_TRACKING_URI" not in os.environ and R.tracking_uri() == reg.uri
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def cli_model(store) -> str:
+    """dynseg-purchase in the module store: version 1 strong (champion), version 2 weak."""
+    R.connect(store.uri)
+    R.register(store.strong, "dynseg-purchase", validated=True, allow_unvalidated=False, tags={})
+    R.register(store.weak, "dynseg-purchase", validated=True, allow_unvalidated=False, tags={})
+    R.promote("dynseg-purchase", 1)
+    return "dynseg-purchase"
+
+
+@pytest.fixture
+def cli_store(project, store, cli_model, monkeypatch):
+    """The project's CLI pointed at the module store through MLFLOW_TRACKING_URI."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    monkeypatch.setenv("COLUMNS", "160")  # a terminal, not rich's 80-column default for pipes
+    return store.uri
+
+
+def _flat(text: str) -> str:
+    return " ".join(text.split())  # rich wraps long lines
+
+
+def test_cli_list_show_compare_promote_rollback(cli_store):
+    listed = runner.invoke(app, ["models", "list"])
+    assert listed.exit_code == 0, listed.output
+    assert "dynseg-purchase" in listed.stdout and "champion" in listed.stdout and "VALIDATED" in listed.stdout
+
+    shown = runner.invoke(app, ["models", "show", "purchase"])
+    assert shown.exit_code == 0, shown.output
+    assert "version 1" in shown.stdout and "Model card: purchase" in shown.stdout
+    assert "roc_auc" in shown.stdout and "recency" in shown.stdout and "min_score" in shown.stdout
+
+    compared = runner.invoke(app, ["models", "compare", "purchase", "1", "2"])
+    assert compared.exit_code == 0, compared.output
+    assert "would refuse" in _flat(compared.stdout)
+
+    refused = runner.invoke(app, ["models", "promote", "purchase", "2"])
+    assert refused.exit_code == 3
+    assert "--force --reason" in _flat(refused.stderr)
+    assert runner.invoke(app, ["models", "promote", "purchase", "2", "--force"]).exit_code == 2  # needs --reason
+    forced = runner.invoke(app, ["models", "promote", "purchase", "2", "--force", "--reason", "campaign test"])
+    assert forced.exit_code == 0, forced.output
+    assert "rollback" in forced.stdout
+
+    back = runner.invoke(app, ["models", "rollback", "purchase"])
+    assert back.exit_code == 0, back.output
+    assert _aliases("dynseg-purchase") == {"champion": "1", "previous-champion": "2"}
+
+
+def test_cli_unknown_model_or_version_exits_1(cli_store):
+    missing = runner.invoke(app, ["models", "show", "nope"])
+    assert missing.exit_code == 1
+    assert "no registered model named 'nope'" in _flat(missing.stderr)
+    no_version = runner.invoke(app, ["models", "promote", "purchase", "9"])
+    assert no_version.exit_code == 1
+    assert "has no version 9" in _flat(no_version.stderr)
+    same = runner.invoke(app, ["models", "compare", "purchase", "1", "1"])
+    assert same.exit_code == 1 and "two different versions" in _flat(same.stderr)
+
+
+# -- loading the champion, here and in a fresh process ------------------------------------------
+def test_the_champion_scores_like_the_model_in_process_and_in_a_fresh_process(reg, data):
+    model, mv = R.load_champion("t-load")  # registered and promoted by the store fixture
+    assert str(mv.version) == "1"
+
+    expected = data.strong.predict(data.X)
+    X = R.model_input(data.X, model)  # int64 n_orders -> double, as the signature says
+    scores = model.predict(X)
+    assert scores["score"].between(0, 1).all()
+    np.testing.assert_allclose(scores["score"], expected, rtol=0, atol=1e-9)
+    assert (scores["score_100"] == np.rint(expected * 100)).all()
+    shifted = model.predict(X, params={"base_rate": 0.2})["score"]
+    np.testing.assert_allclose(shifted, data.strong.with_base_rate(0.2).predict(data.X), rtol=0, atol=1e-9)
+    np.testing.assert_allclose(reg.fresh.scores(), expected, rtol=0, atol=1e-9)
+
+
+# -- a real tracking server -----------------------------------------------------------------------
+class _Server:
+    """`mlflow server` on a free local port, in its own process group so it can be stopped whole."""
+
+    def __init__(self, root: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.log = root / "server.log"
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no background job runner to boot and reap
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+                 "--backend-store-uri", f"sqlite:///{root / 'server.db'}", "--artifacts-destination", str(root / "artifacts")],
+                cwd=root, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.started = time.perf_counter()
+
+    def wait_ready(self, timeout: float) -> float:
+        while time.perf_counter() - self.started < timeout:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"mlflow server exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as r:
+                    if r.status == 200:
+                        return time.perf_counter() - self.started
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError(f"mlflow server not answering after {timeout:.0f}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> bool:
+        """SIGTERM the process group, SIGKILL what is left after 15 s; True when nothing remains."""
+        pgid = self.proc.pid
+        for sig, grace in ((signal.SIGTERM, 15), (signal.SIGKILL, 5)):
+            try:
+                os.killpg(pgid, sig)
+            except ProcessLookupError:
+                return True
+            deadline = time.perf_counter() + grace
+            while time.perf_counter() < deadline:
+                self.proc.poll()  # reap the leader so it does not linger as a zombie
+                try:
+                    os.killpg(pgid, 0)
+                except ProcessLookupError:
+                    return True
+                time.sleep(0.2)
+        return False
+
+
+@pytest.fixture(scope="module", autouse=True)
+def server(request, tmp_path_factory):
+    """Booted at module start (it takes tens of seconds) when the server test is selected."""
+    if not any(item.name == SERVER_TEST and item.module is request.module for item in request.session.items):
+        yield None
+        return
+    srv = _Server(tmp_path_factory.mktemp("server"))
+    yield srv
+    srv.stop()
+
+
+def test_full_cycle_against_a_real_mlflow_server(server, data, tmp_path):
+    boot = server.wait_ready(timeout=150)
+    t0 = time.perf_counter()
+    R.connect(server.uri)
+    t_log = time.perf_counter()
+    run_id = _log(_bundle(data.strong, data.X, data.y), data.X, tmp_path, experiment="dynseg-server")
+    t_log = time.perf_counter() - t_log
+    t_reg = time.perf_counter()
+    v = R.register(run_id, "dynseg-purchase", validated=True, allow_unvalidated=False, tags={})
+    t_reg = time.perf_counter() - t_reg
+    R.promote("dynseg-purchase", v.version)
+    model, mv = R.load_champion("dynseg-purchase")
+    scores = model.predict(R.model_input(data.X, model))["score"]
+    np.testing.assert_allclose(scores, data.strong.predict(data.X), rtol=0, atol=1e-9)
+    assert R.list_versions("dynseg-purchase")["aliases"].tolist() == ["champion"]
+    assert "Model card" in R.version_details("dynseg-purchase")["card"]
+    print(f"\n[timing] server boot {boot:.1f}s (overlapped), log_training_run {t_log:.1f}s, register {t_reg:.2f}s, "
+          f"whole cycle {time.perf_counter() - t0:.1f}s")
+    assert server.stop(), "mlflow server processes survived SIGTERM and SIGKILL"

@@ -1,0 +1,130 @@
+"""`dynseg train` end to end on generated data: honest evaluation, calibration, the gate, promotion."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from conftest import Project
+from models import registry
+from pipeline.cli import app
+from pipeline.config import load_config
+from pipeline.jobs.train import train_job
+from pipeline.synthetic import generate, write
+from pipeline.workspace import Workspace
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        p = Project(tmp_path_factory.mktemp("train") / "proj")
+        for var in ("DYNSEG_WORKSPACE", "DYNSEG_PROFILE", "MLFLOW_TRACKING_URI"):
+            mp.delenv(var, raising=False)
+        mp.setenv("DYNSEG_PROJECT", str(p.root))
+        write(generate(4000, seed=12, end="2026-11-27"), p.workspace / "data")
+        # smaller model and fewer resamples: the same code path, faster
+        (p.root / "configs" / "training.yaml").write_text(
+            (p.root / "configs" / "training.yaml").read_text().replace("bootstrap_samples: 200", "bootstrap_samples: 100")
+        )
+        yield p
+
+
+@pytest.fixture(scope="module")
+def purchase(shop):
+    return train_job(load_config(shop.root), "purchase")
+
+
+def test_model_beats_both_baselines_out_of_time(purchase):
+    table = purchase.evaluation.table.set_index("scorer")
+    assert table.loc["model", "roc_auc"] > table.loc[["recency", "rfm"], "roc_auc"].max()
+    assert (purchase.evaluation.differences.ci_low > 0).all(), purchase.evaluation.differences
+    assert table.loc["model", "brier"] < table.loc[["recency", "rfm"], "brier"].min()
+    assert purchase.validated and purchase.version == "1"
+
+
+def test_calibrated_probabilities_match_the_realized_rate(purchase):
+    m = purchase.evaluation.table.set_index("scorer").loc["model"]
+    assert abs(m.mean_predicted - m.realized_rate) < 0.02, (m.mean_predicted, m.realized_rate)
+    cal = purchase.evaluation.calibration
+    assert cal.realized.is_monotonic_increasing or np.corrcoef(cal.predicted, cal.realized)[0, 1] > 0.95
+
+
+def test_run_is_tracked_with_card_plots_and_a_loadable_model(purchase, shop):
+    registry.connect(Workspace(shop.workspace).tracking_uri())
+    details = registry.version_details("dynseg-purchase", "1")
+    assert "Out-of-time test metrics" in details["card"] and "purchase" in details["label_definition"]
+    assert details["tags"]["validation_status"] == "VALIDATED"
+    import mlflow
+
+    arts = {a.path for a in mlflow.artifacts.list_artifacts(run_id=purchase.run_id, artifact_path="plots")}
+    assert arts >= {"plots/gains_lift.png", "plots/calibration.png", "plots/roc_pr.png", "plots/feature_importance.png"}
+
+
+def test_promote_rollback_and_load_by_alias(purchase, shop):
+    r = runner.invoke(app, ["models", "promote", "purchase", "1"])
+    assert r.exit_code == 0, r.output
+    model, mv = registry.load_champion("dynseg-purchase")
+    test = purchase.data.frame[purchase.data.frame.snapshot == "test"].head(200)
+    scores = model.predict(registry.model_input(test[purchase.model.features_], model))
+    np.testing.assert_allclose(scores["score"].to_numpy(), purchase.model.predict(test), rtol=1e-9)
+    assert scores["score"].between(0, 1).all()
+    listing = runner.invoke(app, ["models", "list"])
+    assert listing.exit_code == 0 and "champion" in listing.stdout
+
+
+def test_weak_model_is_refused_by_the_gate(shop, purchase):
+    cfg_file = shop.root / "configs" / "training.yaml"
+    original = cfg_file.read_text()
+    cfg_file.write_text(original.replace("min_over_best_baseline: 0.0", "min_over_best_baseline: 0.5"))
+    try:
+        r = runner.invoke(app, ["train", "purchase"])
+        assert r.exit_code == 3, r.output
+        assert "FAIL" in r.stdout and "--allow-unvalidated" in " ".join(r.stderr.split())
+        assert registry.list_versions("dynseg-purchase").version.astype(int).max() == 1  # nothing registered
+        # (--allow-unvalidated registering a refused model is covered in tests/models/test_registry.py)
+    finally:
+        cfg_file.write_text(original)
+
+
+def test_churn_trains_from_the_cli(shop):
+    r = runner.invoke(app, ["train", "churn", "--horizon", "8w"])
+    assert r.exit_code == 0, r.output
+    assert "churn = no purchase in the 56 days" in " ".join(r.stdout.split())
+    assert "PASS" in r.stdout
+
+
+def test_purchases_only_log_trains_and_names_missing_groups(tmp_path, monkeypatch, shop):
+    import pandas as pd
+
+    p = Project(tmp_path / "sparse")
+    monkeypatch.setenv("DYNSEG_PROJECT", str(p.root))
+    ev = pd.read_parquet(shop.workspace / "data" / "events.parquet")
+    ev = ev[ev.event_type == "order_completed"][["customer_id", "ts", "amount", "event_type"]]
+    p.write_events(ev)
+    r = runner.invoke(app, ["train", "purchase"])
+    assert r.exit_code == 0, r.output
+    assert "unavailable in this data: engagement" in " ".join(r.stderr.split())
+
+
+def test_unreachable_tracking_server_fails_fast_naming_the_uri(shop, monkeypatch):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    start = time.monotonic()
+    r = runner.invoke(app, ["train", "purchase"])
+    assert r.exit_code == 1
+    assert f"cannot reach MLflow tracking server at {uri}" in " ".join(r.stderr.split())
+    assert time.monotonic() - start < 30
+
+
+def test_unknown_model_name(shop):
+    r = runner.invoke(app, ["models", "show", "dynseg-nope"])
+    assert r.exit_code == 1 and "no registered model named 'dynseg-nope'" in " ".join(r.stderr.split())
