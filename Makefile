@@ -30,6 +30,13 @@ demo: env
 	$(DYNSEG) data generate --customers $(DEMO_CUSTOMERS) --seed 7 --end $(DEMO_END)
 	$(DYNSEG) data validate --as-of $(DEMO_END)
 	$(DYNSEG) features build --as-of $(DEMO_END)
+	$(DYNSEG) train purchase
+	$(DYNSEG) train churn
+	$(DYNSEG) models promote purchase latest
+	$(DYNSEG) models promote churn latest
+	$(DYNSEG) models list
+	@echo "Review runs, plots and model cards in the MLflow UI:"
+	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.dynseg/mlflow.db --host 127.0.0.1"
 
 java:
 	@java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])' || { \

@@ -9,12 +9,17 @@ Input ``events`` has the canonical columns (``customer_id``, ``role``, ``ts`` as
 timestamps, ``amount``, ``category``, ...); ``customers`` the canonical profile columns
 (``customer_id``, ``signup_at``, ``email_consent``, ``consent_updated_at`` + attributes) or is None.
 
-Choices where the spec leaves room (see the notes in the parity test):
+Spec points that are easy to get wrong (each pinned by a case in the parity test):
 
-- ``email_consent``: when consent events tie on the latest timestamp, a withdrawal/unsubscribe
-  wins over a grant; when the profile's ``consent_updated_at`` equals the latest consent event's
-  time the profile wins ("not older than that event").
-- ``purchase_trend_30d`` is present whenever 30 is in ``windows_days`` (and purchases exist).
+- ``email_consent``: when the profile's ``consent_updated_at`` equals the latest consent event's
+  time, the profile wins.
+- ``monetary_mean`` is ``monetary_total / frequency`` with ``monetary_total`` 0 when no amount is
+  known, so purchases without amounts give 0.0, not null.
+- ``open_rate`` / ``click_to_open_90d`` are 0.0 (not null) with sends / opens but no opens / clicks.
+- ``purchase_trend_30d`` is part of the rhythm group whatever ``windows_days`` says.
+
+Where the spec is silent: when consent events tie on the latest timestamp, a withdrawal or
+unsubscribe wins over a grant here (the Ibis code's ``argmax`` picks either).
 """
 
 from __future__ import annotations
@@ -111,7 +116,7 @@ def pandas_customer_features(
         recent = ev[ev["ts"] >= T - pd.Timedelta(days=w)]
         # (customer x window role) counts in one groupby: both keys categorical, so every
         # customer and every role gets a cell (0 when nothing happened)
-        wrole = pd.Categorical(recent["role"], categories=window_roles)
+        wrole = recent["role"].cat.set_categories(window_roles)
         counts = recent.groupby([recent["key"], wrole], observed=False).size().unstack()
         for role in window_roles:
             out[f"n_{role}_{w}d"] = counts[role].astype("int64")
@@ -129,8 +134,7 @@ def pandas_customer_features(
         out["mean_gap_days"] = mean_gap
         out["std_gap_days"] = std_gap.where(frequency >= 3)
         out["recency_over_mean_gap"] = _ratio(_days(T, last_purchase_at), mean_gap)
-        if 30 in spec.windows_days:
-            out["purchase_trend_30d"] = (_between(purchases, T, 30, 0, count) + 1) / (_between(purchases, T, 60, 30, count) + 1)
+        out["purchase_trend_30d"] = (_between(purchases, T, 30, 0, count) + 1) / (_between(purchases, T, 60, 30, count) + 1)
 
     # --- engagement
     if "engagement" in groups:

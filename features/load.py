@@ -46,15 +46,18 @@ def build_canonical(
     con.execute("CREATE OR REPLACE TEMP TABLE identity_map AS SELECT * FROM _map_df")
     con.unregister("_map_df")
 
-    dedup = "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ts) = 1 OR event_id IS NULL" \
-        if "event_id" in report.typed["events"] else ""
+    con.execute("CREATE OR REPLACE TEMP TABLE identity_merges AS "
+                "SELECT * FROM identity_map WHERE customer_id <> canonical_id")
+    # Deduplicating costs a sort of the whole log; do it only when validation saw repeats.
+    repeats = any(p.check == "duplicate_event_id" for p in report.problems)
+    dedup = "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY ts) = 1 OR event_id IS NULL" if repeats else ""
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW events AS
         SELECT coalesce(m.canonical_id, e.customer_id) AS customer_id, e.customer_id AS source_customer_id,
                e.event_type, r.role, e.ts, e.amount, e.category, e.channel, e.campaign_id, e.event_id
         FROM (SELECT {_typed_select(report, 'events')} FROM raw_events {dedup}) e
         JOIN event_roles r USING (event_type)
-        LEFT JOIN identity_map m ON m.customer_id = e.customer_id
+        LEFT JOIN identity_merges m ON m.customer_id = e.customer_id
     """)
     _build_customers(con, report)
     return resolution

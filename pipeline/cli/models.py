@@ -143,7 +143,7 @@ def compare(ctx: typer.Context, name: Name, v1: Annotated[int, typer.Argument(he
 def promote(
     ctx: typer.Context,
     name: Name,
-    version: Annotated[int, typer.Argument(help="Version to make champion.")],
+    version: Annotated[str, typer.Argument(help="Version to make champion, or 'latest'.")],
     force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses; recorded on the version.")] = False,
     reason: Annotated[str, typer.Option(help="Why (required with --force; recorded on the version).")] = "",
 ) -> None:
@@ -151,7 +151,15 @@ def promote(
     if force and not reason.strip():
         raise typer.BadParameter("--force needs --reason TEXT: the reason is recorded on the version", param_hint="--reason")
     with _registry(ctx) as registry:
-        result = registry.promote(_name(ctx, registry, name), version, force=force, reason=reason)
+        model = _name(ctx, registry, name)
+        if version == "latest":
+            versions = registry.list_versions(model)
+            if versions.empty:
+                raise registry.RegistryError(f"model {model!r} has no versions yet; train one with `dynseg train`")
+            version = str(versions.version.astype(int).max())
+        elif not version.isdigit():
+            raise typer.BadParameter(f"expected a version number or 'latest'; found {version!r}", param_hint="VERSION")
+        result = registry.promote(model, version, force=force, reason=reason)
     if result.forced:
         err.print(f"[yellow]Forced:[/] reason recorded on the version: {reason}", highlight=False)
     out.print(result.message, highlight=False)
