@@ -28,8 +28,4 @@ class FeatureEngine(ABC):
         pass
 
 
-def engine_names() -> tuple[str, ...]:
-    return ("duckdb", "spark")
-
-
-__all__ = ["FeatureEngine", "engine_names"]
+__all__ = ["FeatureEngine"]
