@@ -12,7 +12,7 @@ does not count, a consent decision after T is not yet known.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 
 import ibis
 import ibis.expr.types as ir
@@ -69,7 +69,12 @@ class DataProfile:
 
 def visible_events(events: ir.Table, as_of: datetime) -> ir.Table:
     """Events a feature as of ``as_of`` may see: strictly before it."""
-    return events.filter(events.ts < ibis.literal(as_of, type="timestamp"))
+    return events.filter(events.ts < ibis.literal(utc(as_of), type="timestamp"))
+
+
+def utc(as_of: datetime) -> datetime:
+    """Timestamps are naive UTC; an aware cutoff is converted, not stripped of its offset."""
+    return as_of.astimezone(timezone.utc).replace(tzinfo=None) if as_of.tzinfo else as_of
 
 
 def _days_between(later: ir.Value, earlier: ir.Value) -> ir.FloatingValue:
@@ -175,7 +180,7 @@ def _sends_since_last_open(ev: ir.Table, last_open: ir.Table) -> ir.Table:
 
 def known_customers(events: ir.Table, customers: ir.Table, as_of: datetime, profile: DataProfile) -> ir.Table:
     """The population at ``as_of``: any event before it, or a profile that signed up before it."""
-    t = ibis.literal(as_of, type="timestamp")
+    t = ibis.literal(utc(as_of), type="timestamp")
     ids = visible_events(events, as_of).select("customer_id")
     if profile.has_signup:
         ids = ids.union(customers.filter(customers.signup_at < t).select("customer_id"))
@@ -186,6 +191,7 @@ def customer_features(
     events: ir.Table, customers: ir.Table, as_of: datetime, spec: FeatureSpec, profile: DataProfile
 ) -> ir.Table:
     """Features of every customer known at ``as_of`` (signed up, or any event, before it)."""
+    as_of = utc(as_of)
     t = ibis.literal(as_of, type="timestamp")
     ev = visible_events(events, as_of)
     agg = ev.group_by("customer_id").aggregate(**_aggregates(ev, t, spec, profile))

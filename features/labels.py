@@ -18,7 +18,7 @@ from typing import Literal
 import ibis
 import ibis.expr.types as ir
 
-from features.customer_features import visible_events
+from features.customer_features import utc, visible_events
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class LabelSpec:
 
 def label_window(events: ir.Table, as_of: datetime, horizon: timedelta) -> ir.Table:
     """Events a label as of ``as_of`` may see: from ``as_of`` (inclusive) to ``as_of + horizon``."""
+    as_of = utc(as_of)
     start = ibis.literal(as_of, type="timestamp")
     end = ibis.literal(as_of + horizon, type="timestamp")
     return events.filter((events.ts >= start) & (events.ts < end))
@@ -52,6 +53,7 @@ def label_window(events: ir.Table, as_of: datetime, horizon: timedelta) -> ir.Ta
 def labels(population: ir.Table, events: ir.Table, as_of: datetime, spec: LabelSpec) -> ir.Table:
     """``customer_id, label`` for the customers of ``population`` (a table with ``customer_id``)
     who are eligible at ``as_of``."""
+    as_of = utc(as_of)
     if spec.population == "active":
         past = visible_events(events, as_of)
         since = ibis.literal(as_of - spec.active_window, type="timestamp")

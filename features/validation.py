@@ -15,7 +15,7 @@ from typing import Literal
 import duckdb
 
 from features.contract import CONTRACT, Column
-from features.normalize import Typed, expected_types, ident, typed
+from features.normalize import Typed, blank, expected_types, ident, typed
 from features.sources import RawSource, SourceError, SourceSpec, register_source
 
 Severity = Literal["error", "warning"]
@@ -161,11 +161,11 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
             checks.append(_Check(col, "unparseable", "error", ty.bad, f"values in '{col}' do not convert",
                                  f"fix the values or the column's format ({_format_hint(col)})"))
     if "customer_id" in t:
-        checks.append(_Check("customer_id", "null_id", "error", f"{t['customer_id'].expr} IS NULL",
+        checks.append(_Check("customer_id", "null_id", "error", blank("customer_id"),
                              "rows have a null or empty customer_id", "drop those rows or fill the id"))
     if name == "events":
         if "event_type" in t:
-            checks.append(_Check("event_type", "null_event_type", "error", f"{t['event_type'].expr} IS NULL",
+            checks.append(_Check("event_type", "null_event_type", "error", blank("event_type"),
                                  "rows have a null or empty event_type", "drop those rows or fill the type"))
         if "ts" in t:
             checks.append(_Check("ts", "null_ts", "error", f"{ident('ts')} IS NULL",
@@ -183,7 +183,7 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
     if name == "identities":
         for col in ("id_type", "id_value"):
             if col in t:
-                checks.append(_Check(col, f"null_{col}", "error", f"{t[col].expr} IS NULL",
+                checks.append(_Check(col, f"null_{col}", "error", blank(col),
                                      f"rows have a null or empty {col}", "drop those rows"))
     return checks
 

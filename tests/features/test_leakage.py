@@ -131,3 +131,12 @@ def test_events_at_or_after_the_cutoff_never_change_features(project):
     after = _features_and_labels(project)
     pd.testing.assert_frame_equal(baseline, after)
     assert len(more) > len(before) + 500
+
+
+def test_an_aware_cutoff_is_converted_to_utc(project):
+    from datetime import timezone
+
+    project.write_events(PLANTED)
+    naive = _features_and_labels(project, as_of=T)
+    aware = _features_and_labels(project, as_of=(T + timedelta(hours=2)).replace(tzinfo=timezone(timedelta(hours=2))))
+    pd.testing.assert_frame_equal(naive, aware)
