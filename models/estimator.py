@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator
 
-from models.calibration import Calibrator, choose_calibrator, shift_prior
+from models.calibration import choose_calibrator, shift_prior
 
 #: Columns that identify a row rather than describe a customer.
 KEY_COLUMNS = ("customer_id", "as_of", "snapshot", "label")
@@ -143,4 +143,4 @@ class PropensityModel(BaseEstimator):
         }).sort_values("gain", ascending=False, ignore_index=True)
 
 
-__all__ = ["Calibrator", "PropensityModel", "feature_columns", "KEY_COLUMNS"]
+__all__ = ["PropensityModel", "feature_columns", "KEY_COLUMNS"]
