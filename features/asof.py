@@ -35,6 +35,14 @@ def parse_as_of(value: str | date | datetime) -> datetime:
     return dt
 
 
+def as_of_label(dt: datetime) -> str:
+    """How an as_of reads back: ``2026-11-26`` for the end of that day (midnight after it), else
+    the instant (``2026-11-26T06:00:00Z``)."""
+    if (dt.hour, dt.minute, dt.second, dt.microsecond) == (0, 0, 0, 0):
+        return (dt - timedelta(days=1)).strftime("%Y-%m-%d")
+    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def now_utc() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
 

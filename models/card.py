@@ -20,6 +20,7 @@ def model_card(
     *, name: str, target: str, label_definition: str, data_window: dict, rows: dict, evaluation_table: pd.DataFrame,
     differences: pd.DataFrame, calibration: pd.DataFrame, criteria: list[dict], champion: dict | None,
     model_info: dict, base_rate_note: str, unavailable_groups: list[str], top_features: list[str],
+    bands: pd.DataFrame | None = None,
 ) -> str:
     verdict = "VALIDATED" if all(c["passed"] for c in criteria) else "REJECTED"
     champ = ("No champion yet." if not champion else
@@ -51,6 +52,9 @@ AUC difference, model minus baseline (95 % bootstrap CI):
 
 ## Calibration on the test snapshot (deciles of predicted probability)
 {_table(calibration)}
+
+## Bands (saved with this version; scoring uses them as resolved here)
+{_table(bands) if bands is not None and len(bands) else "No bands."}
 
 ## Validation criteria — {verdict}
 {crit}

@@ -67,7 +67,8 @@ class ModelBundle:
     label_definition: str
     feature_set: str  # e.g. "customer_features@<hash>"
     data_window: dict  # {"first_event": ..., "cutoffs": [...], "test_cutoff": ..., optional "test_rows"}
-    bands: dict | None = None  # opaque here: band definitions and resolved thresholds
+    bands: list[dict] | None = None  # band levels resolved at training (models.bands.to_dicts)
+    label: dict | None = None  # {"target", "horizon_days", "population", "active_window_days"}
     metrics: dict = field(default_factory=dict)  # {"model": {"roc_auc":..,"brier":..}, "baselines": {name: {...}}}
 
     def test_metrics(self) -> dict[str, float]:
@@ -401,6 +402,32 @@ def log_training_run(bundle: ModelBundle, *, experiment: str, params: dict, conf
             )
             mlflow.set_tag("dynseg.model_id", info.model_id)
             return run.info.run_id
+
+
+def log_run(*, experiment: str, run_name: str, params: dict, metrics: dict[str, float], tags: dict[str, str],
+            artifacts: dict[str, Path] | None = None, tables: dict[str, pd.DataFrame] | None = None) -> str:
+    """Log a run that is not a training (a scoring run, a monitoring report); return its id."""
+    client = MlflowClient()
+    with _mlflow(f"logging run {run_name!r} to experiment {experiment!r}"):
+        with mlflow.start_run(experiment_id=_experiment_id(client, experiment), run_name=run_name, tags=tags) as run:
+            mlflow.log_params(_flat(params))
+            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+            for dest, path in (artifacts or {}).items():
+                _log_file(Path(path), dest)
+            for dest, frame in (tables or {}).items():
+                with tempfile.TemporaryDirectory() as tmp:
+                    local = Path(tmp) / Path(dest).name
+                    frame.to_csv(local, index=False)
+                    _log_file(local, dest)
+            return run.info.run_id
+
+
+def bundle_of(pyfunc_model: Any) -> ModelBundle:
+    """The :class:`ModelBundle` inside a loaded dynseg pyfunc model."""
+    inner = pyfunc_model.unwrap_python_model()
+    if not isinstance(inner, DynsegModel):
+        raise RegistryError(f"{pyfunc_model.metadata.model_uri} is not a dynseg model")
+    return inner.bundle
 
 
 # -- registration (gated) -------------------------------------------------------------------------

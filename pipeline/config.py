@@ -135,6 +135,146 @@ class TrainingConfig(_Strict):
     ]
 
 
+class BandLevelConfig(_Strict):
+    """One band level; every level but the last has exactly one rule (see models/bands.py)."""
+
+    name: str = Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")
+    min_probability: float | None = Field(None, gt=0, lt=1)
+    top_percent: float | None = Field(None, gt=0, lt=100)
+    min_precision: float | None = Field(None, gt=0, le=1)
+
+
+def _check_bands(levels: list[BandLevelConfig]) -> list[BandLevelConfig]:
+    if len(levels) < 2:
+        raise ValueError(f"a band list needs at least two levels (the last one takes everyone left); found {len(levels)}")
+    names = [lv.name for lv in levels]
+    if len(set(names)) != len(names):
+        raise ValueError(f"band names must be unique; found {names}")
+    for i, lv in enumerate(levels):
+        rules = [r for r in ("min_probability", "top_percent", "min_precision") if getattr(lv, r) is not None]
+        last = i == len(levels) - 1
+        if last and rules:
+            raise ValueError(f"the last band ({lv.name!r}) takes everyone left and has no rule; found {rules}")
+        if not last and len(rules) != 1:
+            raise ValueError(f"band {lv.name!r} needs exactly one of min_probability, top_percent, "
+                             f"min_precision; found {rules or 'none'}")
+    return levels
+
+
+BandList = Annotated[list[BandLevelConfig], AfterValidator(_check_bands)]
+
+
+class BandsConfig(_Strict):
+    """``configs/bands.yaml``: band levels per target, resolved at training and saved with the model."""
+
+    purchase: BandList = [BandLevelConfig(name="high", top_percent=10), BandLevelConfig(name="medium", top_percent=30),
+                          BandLevelConfig(name="low")]
+    churn: BandList = [BandLevelConfig(name="high", min_precision=0.85), BandLevelConfig(name="medium", min_probability=0.5),
+                       BandLevelConfig(name="low")]
+
+
+SegmentKind = Literal["predictive", "lifecycle", "value", "behavioral", "rule", "suppression"]
+
+
+class SegmentDef(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="lower_snake_case; also the export file name")
+    description: str = ""  # required: checked by segment_issues with the other cross-checks
+    owner: str = ""
+    kind: SegmentKind
+    where: str = Field(min_length=1)
+    exclude: list[str] = []
+    holdout: float = Field(0.0, ge=0, le=0.5)
+
+
+class SegmentsConfig(_Strict):
+    """``configs/segments.yaml``: governed segment definitions (checked by :func:`segment_issues`)."""
+
+    holdout_salt: str = Field("dynseg", min_length=1)
+    suppress_always: list[str] = []
+    segments: list[SegmentDef] = []
+
+    def by_name(self) -> dict[str, SegmentDef]:
+        return {s.name: s for s in self.segments}
+
+
+class ScoringConfig(_Strict):
+    """``configs/scoring.yaml``: what a scoring run scores and exports."""
+
+    targets: list[Literal["purchase", "churn"]] = ["purchase", "churn"]
+    export_formats: list[Literal["parquet", "csv"]] = ["parquet", "csv"]
+    experiment: str = "dynseg-scoring"
+
+
+def segment_issues(cfg: SegmentsConfig, file: str = "configs/segments.yaml") -> list[ConfigIssue]:
+    """Checks across segments: blank owner/description, duplicate names, unknown or cyclic
+    exclusions, suppressions that are not suppression segments, holdouts on suppressions."""
+    issues: list[ConfigIssue] = []
+    seen: dict[str, int] = {}
+    for i, s in enumerate(cfg.segments):
+        key = f"segments[{i}]"
+        for attr in ("owner", "description"):
+            if not getattr(s, attr).strip():
+                issues.append(ConfigIssue(file, f"{key}.{attr}", f"segment {s.name!r} needs {'an' if attr == 'owner' else 'a'} {attr} "
+                                          f"({'who to ask about it' if attr == 'owner' else 'what it is for'}); "
+                                          f"found {getattr(s, attr)!r}"))
+        if s.name in seen:
+            issues.append(ConfigIssue(file, f"{key}.name", f"duplicate segment name {s.name!r} "
+                                      f"(first defined at segments[{seen[s.name]}]); names must be unique"))
+        seen.setdefault(s.name, i)
+        if s.kind == "suppression" and s.holdout:
+            issues.append(ConfigIssue(file, f"{key}.holdout", f"suppression segment {s.name!r} cannot have a "
+                                      f"holdout (it is never sent to); found {s.holdout}"))
+    names = cfg.by_name()
+    for i, s in enumerate(cfg.segments):
+        for other in s.exclude:
+            if other not in names:
+                issues.append(ConfigIssue(file, f"segments[{i}].exclude", f"segment {s.name!r} excludes {other!r}, "
+                                          f"which is not defined; defined: {sorted(names)}"))
+            elif other == s.name:
+                issues.append(ConfigIssue(file, f"segments[{i}].exclude", f"segment {s.name!r} excludes itself"))
+    for i, name in enumerate(cfg.suppress_always):
+        if name not in names:
+            issues.append(ConfigIssue(file, f"suppress_always[{i}]", f"{name!r} is not a defined segment"))
+        elif names[name].kind != "suppression":
+            issues.append(ConfigIssue(file, f"suppress_always[{i}]", f"{name!r} is a {names[name].kind} segment; "
+                                      "only kind: suppression segments can be applied to every segment"))
+    cycle = _exclusion_cycle(cfg)
+    if cycle:
+        i = next(k for k, s in enumerate(cfg.segments) if s.name == cycle[0])
+        issues.append(ConfigIssue(file, f"segments[{i}].exclude", "exclusion cycle: " + " -> ".join(cycle)
+                                  + "; a segment cannot (indirectly) exclude itself"))
+    return issues
+
+
+def _exclusion_cycle(cfg: SegmentsConfig) -> list[str] | None:
+    graph: dict[str, list[str]] = {}
+    for s in cfg.segments:  # duplicates (reported elsewhere) pool their exclusions
+        graph.setdefault(s.name, []).extend(o for o in s.exclude if o != s.name)
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(n: str) -> list[str] | None:
+        state[n] = 1
+        path.append(n)
+        for m in graph.get(n, []):
+            if state.get(m) == 1:
+                return path[path.index(m):] + [m]
+            if m in graph and m not in state:
+                found = visit(m)
+                if found:
+                    return found
+        path.pop()
+        state[n] = 2
+        return None
+
+    for n in graph:
+        if n not in state:
+            found = visit(n)
+            if found:
+                return found
+    return None
+
+
 class Catalog(_Strict):
     sources: dict[str, SourceSpec]
 
@@ -180,6 +320,9 @@ class Config:
     features: FeaturesConfig = field(default_factory=FeaturesConfig)
     labels: LabelsConfig = field(default_factory=LabelsConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    bands: BandsConfig = field(default_factory=BandsConfig)
+    segments: SegmentsConfig = field(default_factory=SegmentsConfig)
+    scoring: ScoringConfig = field(default_factory=ScoringConfig)
     files: tuple[Path, ...] = field(default=())
 
     @property
@@ -210,6 +353,9 @@ class Config:
             "features": self.features.model_dump(),
             "labels": self.labels.model_dump(),
             "training": self.training.model_dump(),
+            "bands": self.bands.model_dump(exclude_none=True),
+            "segments": self.segments.model_dump(),
+            "scoring": self.scoring.model_dump(),
         }
 
 
@@ -262,9 +408,12 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
     catalog = _parse(Catalog, catalog_raw, catalog_origin, "configs/catalog.yaml", issues)
     roles = _parse(Roles, roles_raw, roles_origin, "configs/roles.yaml", issues)
     optional = {}
-    for key, model in (("features", FeaturesConfig), ("labels", LabelsConfig), ("training", TrainingConfig)):
+    for key, model in (("features", FeaturesConfig), ("labels", LabelsConfig), ("training", TrainingConfig),
+                       ("bands", BandsConfig), ("segments", SegmentsConfig), ("scoring", ScoringConfig)):
         raw, origin = layered(f"{key}.yaml", [])
         optional[key] = _parse(model, raw, origin, f"configs/{key}.yaml", issues)
+    if optional["segments"] is not None:
+        issues += segment_issues(optional["segments"])
     if issues:
         raise ConfigError(issues)
     return Config(project_dir, profile, settings, catalog, roles, files=tuple(files), **optional)

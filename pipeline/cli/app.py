@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli import data, features, train, models
+from pipeline.cli import data, features, models, score, segments, train
 from pipeline.cli.common import State
 
 app = typer.Typer(
@@ -21,6 +21,8 @@ app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
 app.add_typer(train.app, name="train")
 app.add_typer(models.app, name="models")
+app.command("score")(score.score)
+app.add_typer(segments.app, name="segments")
 
 
 @app.callback()

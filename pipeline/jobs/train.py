@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from features.customer_features import DataProfile
+from models import bands as band_rules
 from models.calibration import seasonal_base_rate
 from models.card import model_card
 from models.estimator import PropensityModel
@@ -109,6 +110,10 @@ def train_job(
     window = {"first_event": str(td.first_event), "last_event": str(td.last_event), "cutoffs": cut,
               "test_cutoff": cut[0], "valid_cutoff": cut[1], "test_rows": rows["test"]}
     champion = registry.champion_metrics(name)
+    test = f[f.snapshot == "test"]
+    levels = band_rules.resolve_for_model(
+        band_rules.levels_from_config([lv.model_dump() for lv in getattr(cfg.bands, target)]),
+        ev.predictions["model"], test.label.to_numpy())
     card = model_card(
         name=name, target=target, label_definition=td.label.describe(), data_window=window, rows=rows,
         evaluation_table=ev.table.drop(columns=["mean_predicted"]).round(4), differences=ev.differences.round(4),
@@ -116,6 +121,7 @@ def train_job(
         model_info={"calibration": model.calibration_method_, "trees": model.best_iteration_, "features": len(model.features_)},
         base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
         top_features=model.feature_importance().feature.head(8).tolist(),
+        bands=band_table(levels, ev.predictions["model"], test.label.to_numpy()),
     )
     metrics = {f"{r.scorer}_{k}": float(getattr(r, k)) for r in ev.table.itertuples() for k in
                ("roc_auc", "pr_auc", "brier", "log_loss", "lift_top_decile", "mean_predicted", "realized_rate")}
@@ -125,7 +131,9 @@ def train_job(
     bundle = registry.ModelBundle(
         target=target, model=model, label_definition=td.label.describe(),
         feature_set=feature_set_version(model.features_), data_window=window,
-        metrics=_bundle_metrics(ev),
+        metrics=_bundle_metrics(ev), bands=band_rules.to_dicts(levels),
+        label={"target": target, "horizon_days": td.label.horizon.days, "population": td.label.population,
+               "active_window_days": td.label.active_window.days},
     )
     tags = {"target": target, "label_definition": td.label.describe(), "data_window": f"{cut[-1]}..{cut[0]}",
             "test_cutoff": cut[0], "feature_set": bundle.feature_set,
@@ -134,8 +142,7 @@ def train_job(
               "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
               **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()}}
     with tempfile.TemporaryDirectory() as tmp:
-        plots = _plots(Path(tmp), f[f.snapshot == "test"].label.to_numpy(), ev, model, name)
-        test = f[f.snapshot == "test"]
+        plots = _plots(Path(tmp), test.label.to_numpy(), ev, model, name)
         run_id = registry.log_training_run(
             bundle, experiment=cfg.training.registry.experiment, params=params, config=cfg.resolved(),
             metrics=metrics, artifacts=plots, model_card=card, input_example=test[model.features_].head(5),
@@ -144,6 +151,19 @@ def train_job(
     version = registry.register(run_id, name, validated=validated, allow_unvalidated=allow_unvalidated, tags=tags)
     return TrainResult(target, name, run_id, version.version if version else None, validated, criteria, ev, td,
                        model, note, td.warnings)
+
+
+def band_table(levels: list[band_rules.BandLevel], scores: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
+    """How the bands cut the out-of-time test snapshot: share of customers, realized rate."""
+    resolved = band_rules.thresholds_for_run(levels, scores)
+    names = band_rules.assign(resolved, scores)
+    rows = []
+    for lv in resolved:
+        hit = names == lv.name
+        rows.append({"band": lv.name, "rule": lv.describe(), "threshold": lv.threshold if lv.threshold is not None else "",
+                     "test_share": float(hit.mean()), "test_rate": float(labels[hit].mean()) if hit.any() else float("nan"),
+                     "note": lv.note})
+    return pd.DataFrame(rows)
 
 
 def _bundle_metrics(ev: Evaluation) -> dict:

@@ -1,0 +1,128 @@
+"""Bands: a calibrated score cut into named levels.
+
+A band list runs from the highest level down; each level but the last has exactly one rule:
+
+- ``min_probability: p`` — a fixed threshold on the calibrated probability;
+- ``top_percent: q`` — the top ``q`` % of the population scored in *this* run (the threshold
+  moves with every run; the run records the value it resolved to);
+- ``min_precision: p`` — the lowest threshold at which at least a share ``p`` of the customers
+  above it had the outcome on the out-of-time test snapshot (resolved once, at training).
+
+The last level has no rule: it takes everyone left. A customer gets the first level whose
+threshold their score reaches. Definitions and their training-time resolution travel inside the
+model bundle, so a scoring run reproduces the bands the model was reviewed with.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+RULES = ("min_probability", "top_percent", "min_precision")
+MIN_PRECISION_SUPPORT = 30  # customers above a precision threshold, at least
+
+
+@dataclass(frozen=True)
+class BandLevel:
+    name: str
+    min_probability: float | None = None
+    top_percent: float | None = None
+    min_precision: float | None = None
+    threshold: float | None = None  # resolved: fixed for min_probability / min_precision
+    note: str = ""
+
+    @property
+    def rule(self) -> str | None:
+        return next((r for r in RULES if getattr(self, r) is not None), None)
+
+    def describe(self) -> str:
+        if self.rule is None:
+            return "everyone else"
+        value = getattr(self, self.rule)
+        text = {"min_probability": f"score >= {value:g}", "top_percent": f"top {value:g} % of the run",
+                "min_precision": f"precision >= {value:g} on the test snapshot"}[self.rule]
+        if self.threshold is not None and self.rule != "min_probability":
+            text += f" (threshold {self.threshold:.4f})"
+        return text
+
+
+def levels_from_config(items: list[dict]) -> list[BandLevel]:
+    """Band levels from plain config entries (checked by the config loader)."""
+    return [BandLevel(**{k: v for k, v in item.items() if k in ("name", *RULES)}) for item in items]
+
+
+def precision_threshold(scores: np.ndarray, labels: np.ndarray, target: float,
+                        min_support: int = MIN_PRECISION_SUPPORT) -> float | None:
+    """Lowest score threshold t with precision(score >= t) >= target and at least ``min_support``
+    customers above it; None when no threshold reaches the target."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order].astype(float)
+    hits, n = np.cumsum(y), np.arange(1, len(y) + 1)
+    # Only cut between distinct scores: a threshold keeps every tie together.
+    last_of_tie = np.r_[s[1:] != s[:-1], True]
+    ok = (hits / n >= target) & (n >= min_support) & last_of_tie
+    if not ok.any():
+        return None
+    return float(s[np.flatnonzero(ok)[-1]])
+
+
+def resolve_for_model(levels: list[BandLevel], test_scores: np.ndarray, test_labels: np.ndarray) -> list[BandLevel]:
+    """Resolve fixed thresholds at training time. Percentile levels keep their rule (they resolve
+    per run); their threshold on the test snapshot is noted for the model card."""
+    out = []
+    for lv in levels:
+        if lv.rule == "min_probability":
+            out.append(_with(lv, threshold=float(lv.min_probability)))
+        elif lv.rule == "min_precision":
+            t = precision_threshold(test_scores, test_labels, float(lv.min_precision))
+            note = "" if t is not None else (
+                f"no threshold reaches precision {lv.min_precision:g} with {MIN_PRECISION_SUPPORT}+ customers "
+                "on the test snapshot; this band stays empty")
+            out.append(_with(lv, threshold=math.inf if t is None else t, note=note))
+        elif lv.rule == "top_percent":
+            t = percentile_threshold(test_scores, float(lv.top_percent))
+            out.append(_with(lv, note=f"on the test snapshot the top {lv.top_percent:g} % starts at {t:.4f}"))
+        else:
+            out.append(lv)
+    return out
+
+
+def percentile_threshold(scores: np.ndarray, top_percent: float) -> float:
+    """The score of the customer at rank ceil(n * q / 100), best first (ties all get in)."""
+    s = scores[~np.isnan(scores)]
+    if len(s) == 0:
+        return math.inf
+    k = max(1, math.ceil(len(s) * top_percent / 100))
+    return float(np.partition(s, len(s) - k)[len(s) - k])
+
+
+def thresholds_for_run(levels: list[BandLevel], scores: np.ndarray) -> list[BandLevel]:
+    """Every level with its threshold for this run's scores (percentile levels resolved here)."""
+    return [_with(lv, threshold=percentile_threshold(scores, float(lv.top_percent)))
+            if lv.rule == "top_percent" else lv for lv in levels]
+
+
+def assign(levels: list[BandLevel], scores: np.ndarray) -> np.ndarray:
+    """Band name per score (object array; None where the score is missing). ``levels`` must be
+    resolved for the run (see :func:`thresholds_for_run`)."""
+    out = np.full(len(scores), None, dtype=object)
+    todo = ~np.isnan(scores)
+    for lv in levels:
+        hit = todo if lv.rule is None else todo & (scores >= lv.threshold)
+        out[hit] = lv.name
+        todo &= ~hit
+    return out
+
+
+def to_dicts(levels: list[BandLevel]) -> list[dict]:
+    return [{k: v for k, v in asdict(lv).items() if v is not None and v != ""} for lv in levels]
+
+
+def from_dicts(items: list[dict]) -> list[BandLevel]:
+    return [BandLevel(**item) for item in items]
+
+
+def _with(lv: BandLevel, **changes) -> BandLevel:
+    return BandLevel(**(asdict(lv) | changes))

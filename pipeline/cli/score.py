@@ -1,0 +1,75 @@
+"""``dynseg score --as-of D``: score every customer with the champion models, refresh the segments."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from features.asof import as_of_label, now_utc, parse_as_of
+from pipeline.cli.common import State, err, handled, kv_table, out
+from pipeline.jobs.score import ScoreRun, score_job
+
+
+def score(
+    ctx: typer.Context,
+    as_of: Annotated[Optional[str], typer.Option(help="Score as of this date (end of day, UTC) or instant; default: now.")] = None,
+    engine: Annotated[Optional[str], typer.Option(help="duckdb or spark (default from config).")] = None,
+) -> None:
+    """Score customers as of a date and refresh every segment: bands, rules, holdouts, enter/exit.
+
+    Writes the run, memberships, deltas and segment health to the workspace in one transaction
+    (re-running a date replaces that run), exports each segment to Parquet/CSV and records the run
+    in MLflow.
+    """
+    state: State = ctx.obj
+    with handled():
+        cfg = state.config()
+        instant = parse_as_of(as_of) if as_of else now_utc()
+        with err.status("scoring") as status:
+            run = score_job(cfg, instant, engine, progress=lambda stage: status.update(f"scoring: {stage}"))
+    for w in run.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    print_run(run)
+
+
+def print_run(run: ScoreRun) -> None:
+    out.print(kv_table(f"Scoring run {run.run_id}", {
+        "as of": as_of_label(run.as_of) + " (UTC; features see events before it)",
+        "customers scored": run.n_customers,
+        "models": "; ".join(f"{m.target}: {m.name} v{m.version} ({m.scored:,} in population)" for m in run.models),
+        "base rates": "; ".join(f"{m.target}: {m.base_rate_note}" for m in run.models),
+        "compared with run": run.previous_run_id or "— (first run: everyone entered)",
+        "exports": str(run.export_dir),
+        "MLflow run": run.mlflow_run_id or "—",
+        "time": ", ".join(f"{k} {v:.1f}s" for k, v in run.timings.items()),
+    }))
+    bands = Table(title="Bands used in this run", title_justify="left")
+    for c in ("target", "band", "rule", "threshold"):
+        bands.add_column(c)
+    for m in run.models:
+        for lv in m.bands:
+            th = lv.get("threshold")
+            bands.add_row(m.target, lv["name"], _rule(lv), "" if th is None else f"{th:.4f}")
+    out.print(bands)
+    out.print(health_table(run.health, "Segments"))
+
+
+def _rule(lv: dict) -> str:
+    from models.bands import BandLevel
+
+    return BandLevel(**lv).describe()
+
+
+def health_table(health, title: str) -> Table:
+    t = Table(title=title, title_justify="left")
+    for c, j in (("segment", "left"), ("kind", "left"), ("size", "right"), ("sendable", "right"), ("holdout", "right"),
+                 ("entered", "right"), ("exited", "right"), ("volatility", "right"), ("coverage", "right"),
+                 ("owner", "left")):
+        t.add_column(c, justify=j)
+    for r in health.itertuples():
+        vol = "—" if r.volatility != r.volatility or r.volatility is None else f"{r.volatility:.1%}"
+        t.add_row(r.segment, r.kind, f"{r.size:,}", f"{r.sendable:,}", f"{r.holdout:,}", f"{r.entered:+,}",
+                  f"{-r.exited:+,}" if r.exited else "0", vol, f"{r.coverage:.1%}", r.owner)
+    return t

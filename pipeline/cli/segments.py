@@ -1,0 +1,120 @@
+"""``dynseg segments``: what each segment is, how big it is, who moved in and out."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from features.asof import as_of_label
+from pipeline.cli.common import State, err, handled, kv_table, out
+from pipeline.cli.score import health_table
+from pipeline.workspace import Workspace
+
+app = typer.Typer(help="Review segments: sizes, movement, definitions, members.", no_args_is_help=True)
+
+
+def _latest_run(db, as_of: str | None):
+    from features.asof import parse_as_of
+    from pipeline import runs
+
+    if as_of:
+        q, p = "SELECT * FROM scoring_runs WHERE as_of = ?", [parse_as_of(as_of)]
+    else:
+        q, p = "SELECT * FROM scoring_runs ORDER BY as_of DESC LIMIT 1", []
+    found = runs.read(db, q, p)
+    if found.empty:
+        raise ValueError(f"no scoring run{' as of ' + as_of if as_of else ''} in {db}; run: dynseg score --as-of DATE")
+    return found.iloc[0]
+
+
+@app.command("list")
+def list_(ctx: typer.Context,
+          as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None) -> None:
+    """Every segment of a run: size, sendable, holdout, entered/exited since the previous run, volatility, owner."""
+    from pipeline import runs
+
+    state: State = ctx.obj
+    with handled():
+        cfg = state.config()
+        db = Workspace(cfg.workspace).db_path
+        run = _latest_run(db, as_of)
+        health = runs.read(db, "SELECT * FROM segment_health WHERE run_id = ?", [run.run_id])
+    order = {s.name: i for i, s in enumerate(cfg.segments.segments)}
+    health = health.sort_values("segment", key=lambda s: s.map(order).fillna(len(order)), ignore_index=True)
+    prev = run.previous_run_id or "none"
+    out.print(health_table(health, f"Segments as of {as_of_label(run.as_of)} (run {run.run_id}; "
+                                   f"movement against run {prev})"))
+
+
+@app.command()
+def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
+         as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
+         sample: Annotated[int, typer.Option(help="Members to list.")] = 10) -> None:
+    """One segment: its definition, size across runs, band mix and sample members."""
+    from pipeline import runs
+
+    state: State = ctx.obj
+    with handled():
+        cfg = state.config()
+        seg = cfg.segments.by_name().get(name)
+        if seg is None:
+            raise ValueError(f"no segment named {name!r} in configs/segments.yaml; defined: {sorted(cfg.segments.by_name())}")
+        db = Workspace(cfg.workspace).db_path
+        run = _latest_run(db, as_of)
+        history = runs.read(db, "SELECT as_of, size, sendable, holdout, entered, exited, volatility, coverage "
+                                "FROM segment_health WHERE segment = ? ORDER BY as_of", [name])
+        members = runs.read(db, "SELECT * FROM segment_members WHERE run_id = ? AND segment = ?", [run.run_id, name])
+    excluded = list(seg.exclude) + [s for s in cfg.segments.suppress_always if seg.kind != "suppression" and s not in seg.exclude]
+    out.print(kv_table(f"Segment {name}", {
+        "description": seg.description, "owner": seg.owner, "kind": seg.kind, "where": seg.where,
+        "excludes": ", ".join(excluded) or "—", "holdout": f"{seg.holdout:.0%}",
+    }))
+    h = Table(title="Size across runs", title_justify="left")
+    for c in ("as of", "size", "sendable", "holdout", "entered", "exited", "volatility", "coverage"):
+        h.add_column(c, justify="left" if c == "as of" else "right")
+    for r in history.itertuples():
+        vol = "—" if r.volatility != r.volatility else f"{r.volatility:.1%}"
+        h.add_row(as_of_label(r.as_of), f"{r.size:,}", f"{r.sendable:,}", f"{r.holdout:,}", f"{r.entered:,}",
+                  f"{r.exited:,}", vol, f"{r.coverage:.1%}")
+    out.print(h)
+    band_cols = [c for c in members.columns if c.endswith("_band")]
+    if not members.empty and band_cols:
+        mix = Table(title=f"Band mix in the run as of {as_of_label(run.as_of)}", title_justify="left")
+        for c in ("target", "band", "members", "share"):
+            mix.add_column(c, justify="right" if c in ("members", "share") else "left")
+        for c in band_cols:
+            counts = members[c].fillna("(not scored)").value_counts()
+            for band, n in counts.items():
+                mix.add_row(c.removesuffix("_band"), str(band), f"{n:,}", f"{n / len(members):.1%}")
+        out.print(mix)
+    if members.empty:
+        err.print(f"Segment {name} has no members in the run as of {as_of_label(run.as_of)}.")
+        return
+    cols = ["customer_id", *[c for c in members.columns if c.endswith(("_score_100", "_band"))], "holdout", "sendable"]
+    s = Table(title=f"Sample members ({min(sample, len(members))} of {len(members):,})", title_justify="left")
+    for c in cols:
+        s.add_column(c)
+    for row in members.sort_values("customer_id").head(sample)[cols].itertuples(index=False):
+        s.add_row(*("" if v is None or v != v else str(v) for v in row))
+    out.print(s)
+
+
+@app.command()
+def check(ctx: typer.Context) -> None:
+    """Check configs/segments.yaml against the current data's columns without scoring."""
+    from pipeline.jobs.score import segment_columns
+    from pipeline.segments import compile_segments
+
+    state: State = ctx.obj
+    with handled():
+        cfg = state.config()
+        compiled = compile_segments(cfg.segments, segment_columns(cfg))
+    t = Table(title=f"{len(compiled)} segments are valid (evaluation order)", title_justify="left")
+    for c in ("segment", "kind", "reads", "excludes", "holdout"):
+        t.add_column(c)
+    for s in compiled:
+        t.add_row(s.name, s.definition.kind, ", ".join(sorted(s.rule.columns)), ", ".join(s.excluded) or "—",
+                  f"{s.definition.holdout:.0%}")
+    out.print(t)

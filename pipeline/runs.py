@@ -1,0 +1,163 @@
+"""Scoring runs in the workspace DuckDB file: the run record, scores, memberships, deltas, health.
+
+Tables (all keyed by ``run_id``; one run per ``as_of``):
+
+- ``scoring_runs``: one row per run: as_of, when it ran, engine, models and bands used, sizes;
+- ``customer_scores``: every scored customer's scores and bands;
+- ``segment_members``: the membership snapshot (segment, customer, scores, bands, holdout, sendable);
+- ``segment_deltas``: who ``entered`` or ``exited`` each segment against the previous run (the
+  latest run with an earlier as_of). Customers who stayed are the members not listed here;
+- ``segment_health``: per segment: size, sendable, holdout, entered, exited, stayed,
+  volatility (``(entered + exited) / (stayed + entered + exited)``: 0 = same people, 1 = all new)
+  and coverage (share of scored customers whose rule inputs are all known).
+
+A run is written in one transaction: re-running an as_of replaces that run, and a run that dies
+before its commit leaves the database exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+SCORE_COLUMNS = ("score", "score_100", "band")
+
+_DDL = {
+    "scoring_runs": """run_id VARCHAR PRIMARY KEY, as_of TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP,
+        engine VARCHAR, n_customers BIGINT, models JSON, bands JSON, previous_run_id VARCHAR,
+        mlflow_run_id VARCHAR, export_dir VARCHAR, config JSON""",
+    "segment_health": """run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, kind VARCHAR, owner VARCHAR,
+        size BIGINT, sendable BIGINT, holdout BIGINT, entered BIGINT, exited BIGINT, stayed BIGINT,
+        previous_size BIGINT, volatility DOUBLE, coverage DOUBLE""",
+    "segment_deltas": "run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, customer_id VARCHAR, change VARCHAR",
+}
+
+#: Test hook: the path of a file to create just before COMMIT, after which the run waits (so a
+#: test can kill it inside the transaction). Never set in normal use.
+PAUSE_ENV = "DYNSEG_TEST_PAUSE_BEFORE_COMMIT"
+
+
+def score_columns(targets: list[str]) -> list[str]:
+    return [f"{t}_{c}" for t in targets for c in SCORE_COLUMNS]
+
+
+def ensure_tables(con: duckdb.DuckDBPyConnection, schema: str, targets: list[str]) -> None:
+    for name, ddl in _DDL.items():
+        con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.{name} ({ddl})")
+    scores = ", ".join(f"{t}_score DOUBLE, {t}_score_100 INTEGER, {t}_band VARCHAR" for t in targets)
+    con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.customer_scores "
+                f"(run_id VARCHAR, as_of TIMESTAMP, customer_id VARCHAR, {scores})")
+    con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.segment_members (run_id VARCHAR, as_of TIMESTAMP, "
+                f"segment VARCHAR, kind VARCHAR, customer_id VARCHAR, holdout BOOLEAN, sendable BOOLEAN, {scores})")
+    # A target scored now but not when the tables were made gets its columns added.
+    for table in ("customer_scores", "segment_members"):
+        have = {r[0] for r in con.execute(
+            "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
+            [schema, table]).fetchall()}
+        for t in targets:
+            for col, typ in ((f"{t}_score", "DOUBLE"), (f"{t}_score_100", "INTEGER"), (f"{t}_band", "VARCHAR")):
+                if col not in have:
+                    con.execute(f"ALTER TABLE {schema}.{table} ADD COLUMN {col} {typ}")
+
+
+def previous_run(con: duckdb.DuckDBPyConnection, schema: str, as_of: datetime) -> str | None:
+    """The latest run before ``as_of`` (the one deltas are taken against)."""
+    if not _has_table(con, schema, "scoring_runs"):
+        return None
+    rows = con.execute(f"SELECT run_id FROM {schema}.scoring_runs WHERE as_of < ? ORDER BY as_of DESC LIMIT 1",
+                       [as_of]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
+    return bool(con.execute("SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND table_name = ?",
+                            [schema, table]).fetchall()[0][0])
+
+
+def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets: list[str],
+              scores_view: str, members_view: str, health_view: str) -> str | None:
+    """Replace the run at ``run['as_of']`` with this one, in one transaction.
+
+    ``scores_view``/``members_view`` are relations on ``con`` (customer scores and memberships);
+    ``health_view`` has one row per segment with size counts and coverage; deltas and the rest of
+    the health figures are computed here against the previous run, whose id is returned.
+    """
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    con.execute(f"ATTACH '{db_path}' AS ws")
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            ensure_tables(con, "ws", targets)
+            as_of, run_id = run["as_of"], run["run_id"]
+            prev = run["previous_run_id"] = previous_run(con, "ws", as_of)
+            for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health"):
+                con.execute(f"DELETE FROM ws.{table} WHERE as_of = ?", [as_of])
+            cols = list(run)
+            con.execute(f"INSERT INTO ws.scoring_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [run[c] for c in cols])
+            sc = ", ".join(score_columns(targets))
+            con.execute(f"INSERT INTO ws.customer_scores (run_id, as_of, customer_id, {sc}) "
+                        f"SELECT ?, ?, customer_id, {sc} FROM {scores_view}", [run_id, as_of])
+            con.execute(f"INSERT INTO ws.segment_members (run_id, as_of, segment, kind, customer_id, holdout, sendable, {sc}) "
+                        f"SELECT ?, ?, segment, kind, customer_id, holdout, sendable, {sc} FROM {members_view}",
+                        [run_id, as_of])
+            con.execute(
+                "INSERT INTO ws.segment_deltas "
+                f"SELECT ?, ?, m.segment, m.customer_id, 'entered' FROM {members_view} m "
+                "WHERE NOT EXISTS (SELECT 1 FROM ws.segment_members p WHERE p.run_id = ? "
+                "AND p.segment = m.segment AND p.customer_id = m.customer_id) "
+                "UNION ALL "
+                "SELECT ?, ?, p.segment, p.customer_id, 'exited' FROM ws.segment_members p WHERE p.run_id = ? "
+                f"AND NOT EXISTS (SELECT 1 FROM {members_view} m WHERE p.segment = m.segment "
+                "AND p.customer_id = m.customer_id)",
+                [run_id, as_of, prev, run_id, as_of, prev])
+            con.execute(
+                "INSERT INTO ws.segment_health "
+                "SELECT ?, ?, h.segment, h.kind, h.owner, h.size, h.sendable, h.holdout, "
+                "coalesce(d.entered, 0), coalesce(d.exited, 0), h.size - coalesce(d.entered, 0), p.size, "
+                "CASE WHEN h.size + coalesce(d.exited, 0) = 0 THEN NULL "
+                "ELSE (coalesce(d.entered, 0) + coalesce(d.exited, 0)) / (h.size + coalesce(d.exited, 0)) END, "
+                f"h.coverage FROM {health_view} h "
+                "LEFT JOIN (SELECT segment, count(*) FILTER (WHERE change = 'entered') AS entered, "
+                "count(*) FILTER (WHERE change = 'exited') AS exited FROM ws.segment_deltas WHERE run_id = ? "
+                "GROUP BY segment) d USING (segment) "
+                "LEFT JOIN (SELECT segment, count(*) AS size FROM ws.segment_members WHERE run_id = ? GROUP BY segment) p "
+                "USING (segment)",
+                [run_id, as_of, run_id, prev])
+            _pause_for_tests()
+            con.execute("COMMIT")
+            return prev
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.execute("DETACH ws")
+
+
+def _pause_for_tests() -> None:
+    marker = os.environ.get(PAUSE_ENV)
+    if marker:
+        Path(marker).write_text("in transaction")
+        time.sleep(600)
+
+
+def read(db_path: Path, query: str, params: list | None = None) -> pd.DataFrame:
+    """A read-only query on the workspace database (empty frame if there is no database yet)."""
+    if not db_path.is_file():
+        return pd.DataFrame()
+    con = duckdb.connect(str(db_path), read_only=True)
+    try:
+        if not _has_table(con, _db_name(con), "scoring_runs"):
+            return pd.DataFrame()
+        return con.execute(query, params or []).df()
+    finally:
+        con.close()
+
+
+def _db_name(con: duckdb.DuckDBPyConnection) -> str:
+    return con.execute("SELECT current_database()").fetchall()[0][0]

@@ -1,0 +1,145 @@
+"""Segments: governed rules over features, scores and bands, compiled to one SQL query.
+
+The query runs unchanged (but for quoting and one hash function) on DuckDB and on Spark SQL, so
+both engines produce the same membership. Per segment, in dependency order:
+
+1. candidates: the rows of ``scored`` where the segment's ``where`` holds (SQL three-valued
+   logic: a rule that evaluates to NULL does not select the row);
+2. minus the members of every segment it ``exclude``\\ s and of every ``suppress_always``
+   segment (suppressions themselves are not suppressed);
+3. holdout: ``md5(salt|segment|customer_id)`` read as a number in [0, 1) below the segment's
+   holdout fraction. The same customer lands on the same side in every run while the salt holds;
+4. sendable: not a suppression segment, not in the holdout, and ``email_consent`` true as of
+   the run. A customer without consent is never sendable, whatever the configuration says.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.config import ConfigError, ConfigIssue, SegmentDef, SegmentsConfig
+from pipeline.rules import Kind, Rule, RuleError, parse_rule
+
+Dialect = Literal["duckdb", "spark"]
+SEGMENTS_FILE = "configs/segments.yaml"
+CONSENT_COLUMN = "email_consent"
+
+
+@dataclass(frozen=True)
+class CompiledSegment:
+    definition: SegmentDef
+    rule: Rule
+    excluded: tuple[str, ...]  # own exclusions plus the always-applied suppressions
+
+    @property
+    def name(self) -> str:
+        return self.definition.name
+
+    @property
+    def sendable_kind(self) -> bool:
+        return self.definition.kind != "suppression"
+
+
+def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[str] | None = None) -> list[CompiledSegment]:
+    """Parse every rule against the run's columns; raise :class:`ConfigError` listing every
+    problem (file, key, token). Returned in dependency order: excluded segments first."""
+    issues: list[ConfigIssue] = []
+    compiled: dict[str, CompiledSegment] = {}
+    for i, s in enumerate(cfg.segments):
+        try:
+            rule = parse_rule(s.where, columns, context=f"segment {s.name!r} where")
+        except RuleError as e:
+            issues.append(ConfigIssue(SEGMENTS_FILE, f"segments[{i}].where", str(e)))
+            continue
+        always = [n for n in cfg.suppress_always if s.kind != "suppression" and n not in s.exclude]
+        compiled[s.name] = CompiledSegment(s, rule, tuple(s.exclude) + tuple(always))
+    if issues:
+        raise ConfigError(issues)
+    order = _dependency_order(compiled)
+    if only:
+        unknown = [n for n in only if n not in compiled]
+        if unknown:
+            raise ConfigError([ConfigIssue(SEGMENTS_FILE, "segments", f"no segment named {unknown}; "
+                                           f"defined: {sorted(compiled)}")])
+    return order
+
+
+def _dependency_order(compiled: dict[str, CompiledSegment]) -> list[CompiledSegment]:
+    done: dict[str, CompiledSegment] = {}
+
+    def visit(name: str) -> None:
+        if name in done:
+            return
+        for other in compiled[name].excluded:
+            visit(other)
+        done[name] = compiled[name]
+
+    for name in compiled:  # cycles were refused by the config loader
+        visit(name)
+    return list(done.values())
+
+
+def quote(name: str, dialect: Dialect) -> str:
+    return f"`{name}`" if dialect == "spark" else f'"{name}"'
+
+
+def literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def holdout_value_sql(salt: str, segment: str, customer: str, dialect: Dialect) -> str:
+    """``md5(salt|segment|customer)``'s first 32 bits as a number in [0, 1)."""
+    digest = f"substr(md5(concat({literal(salt)}, '|', {literal(segment)}, '|', {customer})), 1, 8)"
+    as_int = (f"CAST(conv({digest}, 16, 10) AS BIGINT)" if dialect == "spark"
+              else f"CAST(('0x' || {digest}) AS UBIGINT)")
+    return f"({as_int} / 4294967296.0)"
+
+
+def holdout_value(salt: str, segment: str, customer_id: str) -> float:
+    """The same number in Python (for tests and audits)."""
+    import hashlib
+
+    digest = hashlib.md5(f"{salt}|{segment}|{customer_id}".encode()).hexdigest()
+    return int(digest[:8], 16) / 4294967296.0
+
+
+def membership_sql(segments: list[CompiledSegment], salt: str, carry: list[str], has_consent: bool,
+                   table: str = "scored", dialect: Dialect = "duckdb") -> str:
+    """One query: ``segment, kind, customer_id, holdout, sendable`` plus the ``carry`` columns of
+    ``table`` for every member of every segment."""
+    q = lambda n: quote(n, dialect)  # noqa: E731
+    ctes = []
+    for s in segments:
+        anti = "".join(f" AND NOT EXISTS (SELECT 1 FROM {q('seg_' + o)} x WHERE x.customer_id = t.customer_id)"
+                       for o in s.excluded)
+        ctes.append(f"{q('seg_' + s.name)} AS (SELECT t.customer_id FROM {table} t WHERE ({s.rule.sql(dialect)}){anti})")
+    consent = f"coalesce(t.{q(CONSENT_COLUMN)}, false)" if has_consent else "false"
+    parts = []
+    for s in segments:
+        d = s.definition
+        held = (f"{holdout_value_sql(salt, d.name, 't.customer_id', dialect)} < {d.holdout!r}"
+                if d.holdout > 0 else "false")
+        cols = "".join(f", t.{q(c)}" for c in carry)
+        sendable = f"(NOT ({held})) AND {consent}" if s.sendable_kind else "false"
+        parts.append(
+            f"SELECT {literal(d.name)} AS segment, {literal(d.kind)} AS kind, t.customer_id, "
+            f"{held} AS holdout, {sendable} AS sendable{cols} "
+            f"FROM {table} t JOIN {q('seg_' + d.name)} m ON m.customer_id = t.customer_id"
+        )
+    if not parts:
+        raise ValueError("configs/segments.yaml defines no segments; add at least one under `segments:`")
+    return "WITH " + ", ".join(ctes) + "\n" + "\nUNION ALL\n".join(parts)
+
+
+def coverage_sql(segments: list[CompiledSegment], table: str = "scored", dialect: Dialect = "duckdb") -> str:
+    """Per segment, the share of the scored customers for whom every column its rule reads is
+    known (not NULL): a segment cannot select customers its inputs are missing for."""
+    q = lambda n: quote(n, dialect)  # noqa: E731
+    parts = []
+    for s in segments:
+        cols = sorted(s.rule.columns)
+        known = " AND ".join(f"{q(c)} IS NOT NULL" for c in cols) or "true"
+        parts.append(f"SELECT {literal(s.name)} AS segment, avg(CASE WHEN {known} THEN 1.0 ELSE 0.0 END) AS coverage "
+                     f"FROM {table}")
+    return "\nUNION ALL\n".join(parts)

@@ -1,0 +1,243 @@
+"""`dynseg score` end to end on generated data: champion models, bands, segments, deltas, exports,
+consent, atomic re-runs (including a process killed inside its transaction)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import duckdb
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import Project
+from features.asof import parse_as_of
+from models import registry
+from pipeline import runs
+from pipeline.cli import app
+from pipeline.config import load_config
+from pipeline.jobs.features import build_features_job
+from pipeline.jobs.score import score_job
+from pipeline.jobs.train import train_job
+from pipeline.segments import holdout_value
+from pipeline.synthetic import generate, write
+from pipeline.workspace import Workspace
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+DAY1, DAY2 = parse_as_of("2026-11-26"), parse_as_of("2026-11-27")
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """4,000 generated customers, both models trained (fewer snapshots: same code path) and promoted,
+    then scored on two consecutive days."""
+    with pytest.MonkeyPatch.context() as mp:
+        p = Project(tmp_path_factory.mktemp("score") / "proj")
+        for var in ("DYNSEG_WORKSPACE", "DYNSEG_PROFILE", "MLFLOW_TRACKING_URI"):
+            mp.delenv(var, raising=False)
+        mp.setenv("DYNSEG_PROJECT", str(p.root))
+        write(generate(4000, seed=21, end="2026-11-27"), p.workspace / "data")
+        training = p.root / "configs" / "training.yaml"
+        training.write_text(training.read_text().replace("snapshots: 6", "snapshots: 4")
+                            .replace("bootstrap_samples: 200", "bootstrap_samples: 20"))
+        cfg = load_config(p.root)
+        registry.connect(Workspace(cfg.workspace).tracking_uri())
+        for target in ("purchase", "churn"):
+            result = train_job(cfg, target, allow_unvalidated=True)
+            registry.promote(result.model_name, result.version, force=True, reason="test fixture")
+        p.runs = [score_job(cfg, DAY1), score_job(cfg, DAY2)]
+        yield p
+
+
+def db(shop: Project) -> str:
+    return str(shop.workspace / "dynseg.duckdb")
+
+
+def q(shop: Project, sql: str, params=None) -> pd.DataFrame:
+    return runs.read(shop.workspace / "dynseg.duckdb", sql, params)
+
+
+def test_every_customer_is_scored_with_calibrated_scores_and_bands(shop):
+    run = shop.runs[1]
+    scores = q(shop, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
+    feats = build_features_job(load_config(shop.root), DAY2).frame.set_index("customer_id")
+    assert len(scores) == len(feats) == run.n_customers
+    s = scores.set_index("customer_id").loc[feats.index]
+    assert s.purchase_score.between(0, 1).all()
+    assert (s.purchase_score_100 == (s.purchase_score * 100).round()).all()
+    # churn is scored exactly for the churn model's population: a purchase in the last 180 days
+    active = feats.recency_days <= 180
+    assert s.churn_score.notna().eq(active).all() and s.churn_band.notna().eq(active).all()
+    # bands follow the thresholds recorded with the run
+    used = {m.target: m.bands for m in run.models}
+    high = next(lv for lv in used["purchase"] if lv["name"] == "high")
+    assert ((s.purchase_band == "high") == (s.purchase_score >= high["threshold"])).all()
+    assert (s.purchase_band == "high").mean() == pytest.approx(0.10, abs=0.01)  # top_percent: 10
+    churn_high = next(lv for lv in used["churn"] if lv["name"] == "high")
+    assert "min_precision" in churn_high and churn_high["threshold"] > 0.5
+
+
+def test_bands_travel_with_the_model_version(shop):
+    pyfunc, _ = registry.load_champion(load_config(shop.root).training.registry.names["churn"])
+    bundle = registry.bundle_of(pyfunc)
+    assert [b["name"] for b in bundle.bands] == ["high", "medium", "low"]
+    assert bundle.bands[0]["min_precision"] == 0.85 and "threshold" in bundle.bands[0]
+    run_bands = shop.runs[1].models[1].bands
+    assert run_bands[0]["threshold"] == bundle.bands[0]["threshold"]  # fixed at training, not re-fit
+
+
+def test_memberships_deltas_and_health_agree(shop):
+    r1, r2 = shop.runs
+    assert r2.previous_run_id == r1.run_id
+    m = q(shop, "SELECT run_id, segment, customer_id FROM segment_members")
+    d = q(shop, "SELECT segment, customer_id, change FROM segment_deltas WHERE run_id = ?", [r2.run_id])
+    h = q(shop, "SELECT * FROM segment_health WHERE run_id = ?", [r2.run_id]).set_index("segment")
+    moved = 0
+    for name in h.index:
+        a = set(m[(m.run_id == r1.run_id) & (m.segment == name)].customer_id)
+        b = set(m[(m.run_id == r2.run_id) & (m.segment == name)].customer_id)
+        assert set(d[(d.segment == name) & (d.change == "entered")].customer_id) == b - a
+        assert set(d[(d.segment == name) & (d.change == "exited")].customer_id) == a - b
+        row = h.loc[name]
+        assert (row["size"], row.entered, row.exited, row.stayed) == (len(b), len(b - a), len(a - b), len(a & b))
+        moved += len(a ^ b)
+    assert moved > 0  # a day later, people did enter and exit
+    assert h.loc["recent_buyers", "size"] > 0 and h.loc["likely_buyers", "size"] > 0
+
+
+def test_segment_rules_hold_for_every_member(shop):
+    run = shop.runs[1]
+    feats = build_features_job(load_config(shop.root), DAY2).frame.set_index("customer_id")
+    scores = q(shop, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id]).set_index("customer_id")
+    x = feats.join(scores)
+    m = q(shop, "SELECT segment, customer_id FROM segment_members WHERE run_id = ?", [run.run_id])
+    members = {s: set(g.customer_id) for s, g in m.groupby("segment")}
+    suppressed = members["no_email_consent"] | members["unsubscribed"] | members["undeliverable"]
+    assert members["no_email_consent"] == set(x.index[~x.email_consent.fillna(False).astype(bool)])
+    want = set(x.index[(x.purchase_band == "high")]) - members["recent_buyers"] - suppressed
+    assert members["likely_buyers"] == want
+    assert members["lapsed"] == set(x.index[x.recency_days > 180]) - suppressed
+
+
+def test_exports_hold_consented_non_holdout_members_only(shop):
+    run = shop.runs[1]
+    feats = build_features_job(load_config(shop.root), DAY2).frame.set_index("customer_id")
+    consent = feats.email_consent.fillna(False).astype(bool)
+    manifest = json.loads((run.export_dir / "manifest.json").read_text())
+    m = q(shop, "SELECT * FROM segment_members WHERE run_id = ?", [run.run_id])
+    sendable_files = [f for f in manifest["files"] if not f.startswith("suppressions/") and ".holdout." not in f]
+    assert len(sendable_files) == 2 * 8  # 8 sendable segments, parquet and csv
+    for f in sendable_files:
+        path = run.export_dir / f
+        frame = pd.read_parquet(path) if f.endswith(".parquet") else pd.read_csv(path)
+        seg = f.split(".")[0]
+        assert consent.loc[frame.customer_id].all(), f"{f} holds a customer without consent"
+        seg_members = m[m.segment == seg]
+        assert set(frame.customer_id) == set(seg_members[~seg_members.holdout & seg_members.sendable].customer_id)
+        assert len(frame) == manifest["rows"][seg]["sendable"]
+        held = pd.read_parquet(run.export_dir / f"{seg}.holdout.parquet")
+        assert set(held.customer_id) == set(seg_members[seg_members.holdout].customer_id)
+        assert not set(held.customer_id) & set(frame.customer_id)
+    sup = pd.read_parquet(run.export_dir / "suppressions" / "no_email_consent.parquet")
+    assert set(sup.customer_id) == set(consent.index[~consent])
+
+
+def test_holdouts_are_stable_across_runs_and_match_the_formula(shop):
+    m = q(shop, "SELECT run_id, segment, customer_id, holdout FROM segment_members WHERE segment = 'at_risk'")
+    salt = load_config(shop.root).segments.holdout_salt
+    both = m[m.run_id == shop.runs[0].run_id].merge(m[m.run_id == shop.runs[1].run_id], on="customer_id")
+    assert len(both) > 100 and (both.holdout_x == both.holdout_y).all()
+    assert all((holdout_value(salt, "at_risk", c) < 0.1) == h for c, h in zip(both.customer_id, both.holdout_x))
+    assert 0.05 < m.holdout.mean() < 0.15
+
+
+def test_scoring_run_is_recorded_in_mlflow(shop):
+    from mlflow import MlflowClient
+
+    run = MlflowClient().get_run(shop.runs[1].mlflow_run_id)
+    assert run.data.params["purchase_model"].startswith("dynseg-purchase/")
+    assert run.data.metrics["size_likely_buyers"] == shop.runs[1].health.set_index("segment").loc["likely_buyers", "size"]
+    recorded = q(shop, "SELECT mlflow_run_id FROM scoring_runs WHERE run_id = ?", [shop.runs[1].run_id])
+    assert recorded.mlflow_run_id[0] == run.info.run_id
+
+
+def state(shop: Project) -> tuple:
+    runs_ = q(shop, "SELECT run_id, as_of FROM scoring_runs ORDER BY as_of")
+    counts = q(shop, "SELECT run_id, count(*) AS n FROM segment_members GROUP BY run_id ORDER BY run_id")
+    return tuple(runs_.run_id), tuple(map(tuple, counts.values))
+
+
+def test_rerun_replaces_the_run_and_a_killed_run_changes_nothing(shop):
+    before = state(shop)
+    env = {**os.environ, "DYNSEG_PROJECT": str(shop.root), runs.PAUSE_ENV: str(shop.root / "paused")}
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "score", "--as-of", "2026-11-27"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300
+        while not (shop.root / "paused").exists():
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert state(shop) == before  # the killed run's transaction never landed
+    exports = shop.runs[1].export_dir
+    assert json.loads((exports / "manifest.json").read_text())["run_id"] == shop.runs[1].run_id
+    # a normal re-run of the same as_of replaces it
+    result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
+    assert result.exit_code == 0, result.output
+    after = state(shop)
+    assert after[0][0] == before[0][0] and after[0][1] != before[0][1] and len(after[0]) == 2
+    assert sorted(n for _, n in after[1]) == sorted(n for _, n in before[1])  # same data, same sizes
+    new_id = after[0][1]
+    assert json.loads((exports / "manifest.json").read_text())["run_id"] == new_id
+    shop.runs[1].run_id = new_id  # later tests read the current run
+    shop.runs[1].mlflow_run_id = q(shop, "SELECT mlflow_run_id FROM scoring_runs WHERE run_id = ?", [new_id]).mlflow_run_id[0]
+
+
+def test_segments_cli_lists_and_shows(shop):
+    result = runner.invoke(app, ["segments", "list"])
+    assert result.exit_code == 0, result.output
+    for name in ("likely_buyers", "high_churn_risk", "vip", "sunset", "no_email_consent"):
+        assert name in result.output
+    result = runner.invoke(app, ["segments", "show", "likely_buyers"])
+    assert result.exit_code == 0, result.output
+    assert "purchase_band = 'high'" in result.output and "Size across runs" in result.output
+    assert "Band mix" in result.output and "Sample members" in result.output
+    result = runner.invoke(app, ["segments", "show", "nope"])
+    assert result.exit_code == 1 and "no segment named 'nope'" in result.output
+    result = runner.invoke(app, ["segments", "check"])
+    assert result.exit_code == 0 and "12 segments are valid" in result.output
+
+
+def test_unknown_column_refuses_before_writing_anything(shop):
+    path = shop.root / "configs" / "segments.yaml"
+    original = path.read_text()
+    doc = yaml.safe_load(original)
+    doc["segments"][5]["where"] = "purchase_band = 'high' AND spend_9d > 0"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    before = state(shop)
+    try:
+        result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
+    finally:
+        path.write_text(original)
+    assert result.exit_code == 1
+    assert "configs/segments.yaml: segments[5].where" in result.output and "spend_9d" in result.output
+    assert "spend_90d" in result.output or "spend_7d" in result.output  # a suggestion
+    assert state(shop) == before
+
+
+def test_no_champion_is_a_clear_error(shop, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
+    result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
+    assert result.exit_code == 1
+    assert "dynseg-purchase" in result.output and "promote" in result.output

@@ -1,0 +1,248 @@
+"""Segments and bands on hand-made data: membership, exclusions, consent, holdouts, deltas, config checks."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from models import bands
+from pipeline import runs
+from pipeline.config import ConfigError, SegmentsConfig, load_config, segment_issues
+from pipeline.rules import column_kinds
+from pipeline.segments import compile_segments, holdout_value, membership_sql
+
+
+def seg(name, where, kind="rule", **kw):
+    return {"name": name, "description": f"{name} test", "owner": "tests", "kind": kind, "where": where, **kw}
+
+
+FRAME = pd.DataFrame({
+    "customer_id": ["a", "b", "c", "d", "e"],
+    "email_consent": pd.array([True, True, False, None, True], dtype="boolean"),
+    "unsubscribed": [False, False, False, False, True],
+    "recency_days": [5.0, 120.0, 10.0, np.nan, 3.0],
+    "purchase_band": ["high", "low", "high", "high", None],
+    "purchase_score": [0.9, 0.1, 0.8, 0.7, np.nan],
+})
+
+
+def members(frame, segments, salt="s", carry=("purchase_score",)):
+    cfg = SegmentsConfig.model_validate({"holdout_salt": salt, **segments})
+    assert not segment_issues(cfg)
+    compiled = compile_segments(cfg, column_kinds(frame))
+    con = duckdb.connect()
+    con.register("scored", frame)
+    return con.execute(membership_sql(compiled, salt, list(carry), "email_consent" in frame.columns)).df()
+
+
+def ids(df, segment, **flags):
+    rows = df[df.segment == segment]
+    for k, v in flags.items():
+        rows = rows[rows[k] == v]
+    return sorted(rows.customer_id)
+
+
+def test_rules_exclusions_and_always_applied_suppressions():
+    m = members(FRAME, {
+        "suppress_always": ["unsub"],
+        "segments": [
+            seg("unsub", "unsubscribed", kind="suppression"),
+            seg("recent", "recency_days <= 7", kind="suppression"),
+            seg("likely", "purchase_band = 'high'", kind="predictive", exclude=["recent"]),
+            seg("lapsed", "recency_days > 90"),
+        ],
+    })
+    assert ids(m, "unsub") == ["e"]
+    assert ids(m, "recent") == ["a", "e"]  # suppressions are not suppressed
+    assert ids(m, "likely") == ["c", "d"]  # a: recent; e: unsubscribed (and no band)
+    assert ids(m, "lapsed") == ["b"]  # d has no purchase: NULL recency selects nobody
+
+
+def test_customer_without_consent_is_never_sendable():
+    m = members(FRAME, {"segments": [seg("everyone", "purchase_score >= 0 OR purchase_score IS NULL")]})
+    assert ids(m, "everyone") == ["a", "b", "c", "d", "e"]
+    assert ids(m, "everyone", sendable=True) == ["a", "b", "e"]  # c withdrew, d unknown
+    m = members(FRAME.drop(columns="email_consent"), {"segments": [seg("everyone", "recency_days >= 0")]})
+    assert not m.sendable.any()  # no consent data: nobody is sendable
+
+
+def test_suppression_members_are_not_sendable():
+    m = members(FRAME, {"segments": [seg("unsub", "NOT unsubscribed", kind="suppression")]})
+    assert len(m) == 4 and not m.sendable.any()
+
+
+def test_holdout_is_deterministic_stable_and_close_to_its_fraction():
+    n = 20_000
+    frame = pd.DataFrame({"customer_id": [f"cust{i:06d}" for i in range(n)], "email_consent": True, "x": 1.0})
+    spec = {"segments": [seg("all", "x = 1", holdout=0.1), seg("other", "x = 1", holdout=0.1)]}
+    a, b = members(frame, spec, carry=()), members(frame, spec, carry=())
+    held = a[a.segment == "all"].set_index("customer_id").holdout
+    assert held.equals(b[b.segment == "all"].set_index("customer_id").holdout)  # same run twice
+    assert abs(held.mean() - 0.1) < 0.01  # 3 sigma is 0.0064
+    # the documented formula, computed in Python, gives the same split
+    sample = held.sample(500, random_state=0)
+    assert all((holdout_value("s", "all", c) < 0.1) == v for c, v in sample.items())
+    # independent across segments, and a new salt reshuffles
+    other = a[a.segment == "other"].set_index("customer_id").holdout
+    assert (held != other).mean() > 0.1
+    salted = members(frame, spec, salt="new", carry=())
+    assert (salted[salted.segment == "all"].set_index("customer_id").holdout != held).mean() > 0.1
+    # holdout members are never sendable
+    assert not a[a.holdout].sendable.any()
+
+
+def test_holdout_survives_other_customers_joining():
+    base = pd.DataFrame({"customer_id": [f"c{i}" for i in range(2000)], "email_consent": True, "x": 1.0})
+    more = pd.concat([base, pd.DataFrame({"customer_id": [f"n{i}" for i in range(3000)], "email_consent": True, "x": 1.0})])
+    spec = {"segments": [seg("all", "x = 1", holdout=0.2)]}
+    a = members(base, spec, carry=()).set_index("customer_id").holdout
+    b = members(more, spec, carry=()).set_index("customer_id").holdout
+    assert a.equals(b.loc[a.index])
+
+
+def test_unknown_column_is_refused_naming_file_key_and_token():
+    cfg = SegmentsConfig.model_validate({"segments": [seg("ok", "recency_days > 1"), seg("bad", "purchse_score > 0.5")]})
+    with pytest.raises(ConfigError) as e:
+        compile_segments(cfg, column_kinds(FRAME))
+    (issue,) = e.value.issues
+    assert issue.file == "configs/segments.yaml" and issue.key == "segments[1].where"
+    assert "purchse_score" in issue.message and "purchase_score" in issue.message
+
+
+@pytest.mark.parametrize("where, token", [
+    ("recency_days > 1; DROP TABLE scored", ";"),
+    ("lower(purchase_band) = 'high'", "lower"),
+    ("customer_id IN (SELECT customer_id FROM scored)", "SELECT"),
+])
+def test_unsafe_rules_are_refused(where, token):
+    cfg = SegmentsConfig.model_validate({"segments": [seg("bad", where)]})
+    with pytest.raises(ConfigError) as e:
+        compile_segments(cfg, column_kinds(FRAME))
+    assert token.lower() in str(e.value).lower() and "segments[0].where" in str(e.value)
+
+
+def write_segments(project, doc):
+    (project.root / "configs" / "segments.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def test_config_problems_are_all_reported_with_file_and_key(project):
+    write_segments(project, {"suppress_always": ["a"], "segments": [
+        {"name": "a", "description": "x", "kind": "rule", "where": "recency_days > 1"},  # no owner
+        seg("b", "recency_days > 1", exclude=["c"]),
+        seg("c", "recency_days > 1", exclude=["b"]),
+        seg("b", "recency_days > 2", exclude=["nope"]),
+    ]})
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "configs/segments.yaml: segments[0].owner: segment 'a' needs an owner" in text
+    assert "duplicate segment name 'b'" in text and "segments[3].name" in text
+    assert "excludes 'nope', which is not defined" in text
+    assert "exclusion cycle: b -> c -> b" in text
+
+
+def test_suppress_always_must_name_a_suppression(project):
+    write_segments(project, {"suppress_always": ["a"], "segments": [seg("a", "recency_days > 1")]})
+    with pytest.raises(ConfigError, match=r"suppress_always\[0\]: 'a' is a rule segment"):
+        load_config(project.root)
+
+
+# -- deltas and health -----------------------------------------------------------------------
+def write(con, db, as_of, run_id, membership):
+    scores = pd.DataFrame({"customer_id": sorted({c for cs in membership.values() for c in cs}),
+                           "purchase_score": 0.5, "purchase_score_100": 50, "purchase_band": "high"})
+    mem = pd.DataFrame([{"segment": s, "kind": "rule", "customer_id": c, "holdout": False, "sendable": True,
+                         "purchase_score": 0.5, "purchase_score_100": 50, "purchase_band": "high"}
+                        for s, cs in membership.items() for c in cs])
+    health = pd.DataFrame([{"segment": s, "kind": "rule", "owner": "t", "size": len(cs), "sendable": len(cs),
+                            "holdout": 0, "coverage": 1.0} for s, cs in membership.items()])
+    for name, frame in (("s", scores), ("m", mem), ("h", health)):
+        con.register(name, frame)
+    record = {"run_id": run_id, "as_of": as_of, "started_at": as_of, "finished_at": as_of, "engine": "duckdb",
+              "n_customers": len(scores), "models": "[]", "bands": "{}", "previous_run_id": None,
+              "mlflow_run_id": None, "export_dir": "", "config": "{}"}
+    return runs.write_run(con, db, record, ["purchase"], "s", "m", "h")
+
+
+def deltas(db, run_id):
+    d = runs.read(db, "SELECT segment, customer_id, change FROM segment_deltas WHERE run_id = ?", [run_id])
+    return {(r.segment, r.change): sorted(d[(d.segment == r.segment) & (d.change == r.change)].customer_id)
+            for r in d.itertuples()}
+
+
+def health(db, run_id):
+    return runs.read(db, "SELECT * FROM segment_health WHERE run_id = ?", [run_id]).set_index("segment")
+
+
+def test_enter_exit_stay_across_runs_and_atomic_rerun(tmp_path):
+    db, con = tmp_path / "ws.duckdb", duckdb.connect()
+    d1, d2 = datetime(2026, 1, 1, 23, 59, 59), datetime(2026, 1, 2, 23, 59, 59)
+    assert write(con, db, d1, "r1", {"vip": ["a", "b", "c"], "sunset": ["x"]}) is None
+    assert deltas(db, "r1") == {("vip", "entered"): ["a", "b", "c"], ("sunset", "entered"): ["x"]}
+    assert write(con, db, d2, "r2", {"vip": ["b", "c", "d"], "sunset": []}) == "r1"
+    assert deltas(db, "r2") == {("vip", "entered"): ["d"], ("vip", "exited"): ["a"], ("sunset", "exited"): ["x"]}
+    h = health(db, "r2")
+    assert h.loc["vip", ["size", "entered", "exited", "stayed", "previous_size"]].tolist() == [3, 1, 1, 2, 3]
+    assert h.loc["vip", "volatility"] == pytest.approx(2 / 4)  # (entered + exited) / (stayed + entered + exited)
+    assert h.loc["sunset", "volatility"] == pytest.approx(1.0)
+    # re-running the same as_of replaces that run, deltas still against r1
+    assert write(con, db, d2, "r2b", {"vip": ["a", "b", "c"], "sunset": ["x"]}) == "r1"
+    all_runs = runs.read(db, "SELECT run_id FROM scoring_runs ORDER BY as_of")
+    assert all_runs.run_id.tolist() == ["r1", "r2b"]
+    assert runs.read(db, "SELECT count(*) AS n FROM segment_members WHERE as_of = ?", [d2]).n[0] == 4
+    assert deltas(db, "r2b") == {} and health(db, "r2b").loc["vip", "volatility"] == 0
+
+
+def test_failed_write_leaves_the_previous_state(tmp_path):
+    db, con = tmp_path / "ws.duckdb", duckdb.connect()
+    d1 = datetime(2026, 1, 1, 23, 59, 59)
+    write(con, db, d1, "r1", {"vip": ["a", "b"]})
+    con.register("m", pd.DataFrame({"segment": ["vip"]}))  # missing columns: the insert fails mid-transaction
+    record = {"run_id": "r1x", "as_of": d1, "started_at": d1, "finished_at": d1, "engine": "duckdb", "n_customers": 1,
+              "models": "[]", "bands": "{}", "previous_run_id": None, "mlflow_run_id": None, "export_dir": "",
+              "config": "{}"}
+    with pytest.raises(duckdb.Error):
+        runs.write_run(con, db, record, ["purchase"], "s", "m", "h")
+    assert runs.read(db, "SELECT run_id FROM scoring_runs").run_id.tolist() == ["r1"]
+    assert runs.read(db, "SELECT count(*) AS n FROM segment_members").n[0] == 2
+
+
+# -- bands --------------------------------------------------------------------------------------
+def test_bands_by_probability_percentile_and_precision():
+    rng = np.random.default_rng(0)
+    s = rng.uniform(size=10_000)
+    y = (rng.uniform(size=s.size) < s).astype(int)  # calibrated: P(y=1 | s) = s
+    levels = bands.resolve_for_model(
+        [bands.BandLevel("top", min_precision=0.9), bands.BandLevel("mid", top_percent=50),
+         bands.BandLevel("warm", min_probability=0.3), bands.BandLevel("rest")], s, y)
+    top = levels[0].threshold
+    assert (y[s >= top]).mean() >= 0.9 and (y[s >= top - 0.01]).mean() < 0.9 + 0.01
+    assert 0.78 < top < 0.84  # precision of U(t, 1) is (1 + t) / 2 = 0.9 at t = 0.8
+    run = bands.thresholds_for_run(levels, s)
+    names = bands.assign(run, np.r_[s, np.nan])
+    assert names[-1] is None
+    assert (names[:-1] == "top").mean() == pytest.approx((s >= top).mean())
+    assert ((names[:-1] == "top") | (names[:-1] == "mid")).mean() == pytest.approx(0.5, abs=1e-3)
+    assert set(names[:-1][s < 0.3]) == {"rest"}
+    # saved and reloaded with the model: the same cut
+    again = bands.thresholds_for_run(bands.from_dicts(bands.to_dicts(levels)), s)
+    assert (bands.assign(again, s) == names[:-1]).all()
+
+
+def test_unreachable_precision_leaves_the_band_empty():
+    s = np.linspace(0, 1, 1000)
+    (lv,) = bands.resolve_for_model([bands.BandLevel("top", min_precision=0.99)], s, np.zeros(1000))
+    assert lv.threshold == np.inf and "stays empty" in lv.note
+
+
+def test_band_config_is_checked(project):
+    (project.root / "configs" / "bands.yaml").write_text(yaml.safe_dump({"purchase": [
+        {"name": "high", "top_percent": 10, "min_probability": 0.5}, {"name": "low", "top_percent": 5}]}))
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert "configs/bands.yaml: purchase:" in str(e.value) and "band 'high' needs exactly one of" in str(e.value)
