@@ -6,6 +6,7 @@ UV          := $(VENV)/bin/uv
 DYNSEG      := $(VENV)/bin/dynseg
 DEMO_CUSTOMERS ?= 20000
 DEMO_END    ?= 2026-11-27
+DEMO_PREV   ?= 2026-11-26
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export OMP_WAIT_POLICY := passive
 
@@ -35,6 +36,11 @@ demo: env
 	$(DYNSEG) models promote purchase latest
 	$(DYNSEG) models promote churn latest
 	$(DYNSEG) models list
+	# Two nightly runs on consecutive days: the second shows who entered and exited each segment.
+	$(DYNSEG) score --as-of $(DEMO_PREV)
+	$(DYNSEG) score --as-of $(DEMO_END)
+	$(DYNSEG) segments show likely_buyers --sample 5
+	@echo "Segment exports (sendable, holdout, suppressions): .dynseg/exports/$(DEMO_END)/"
 	@echo "Review runs, plots and model cards in the MLflow UI:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.dynseg/mlflow.db --host 127.0.0.1"
 

@@ -89,10 +89,14 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     champions = {t: registry.load_champion(cfg.training.registry.names[t]) for t in targets}
 
     clock = time.perf_counter()
-    say("features")
+    say("validate")
     data = load_validated(cfg, max(as_of, now_utc()))
     warnings = _fresh(cfg, data, as_of)
     profile = data_profile(cfg, data)
+    timings["validate"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    say("features")
     eng = open_engine(cfg, data, engine)
     try:
         expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile)

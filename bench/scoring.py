@@ -1,0 +1,212 @@
+"""Benchmark: ``dynseg score`` on N customers, both models, all default segments.
+
+    python bench/scoring.py --customers 1M [--repeats 1] [--data-dir bench/data/scoring]
+
+Setup (cached in --data-dir): a 20,000-customer synthetic shop trains both models (the code path
+of ``dynseg train``) into its own MLflow store, and they are promoted to champion; a shop of N
+customers from the same generator (another seed) is what gets scored, as of its last day.
+
+Each measurement runs in a fresh subprocess (this script with ``--child``) so its peak RSS is its
+own. A thread samples RSS every 20 ms and keeps the peak per stage: ``validate`` (sources checked,
+canonical views), ``features``, ``scoring`` (both champions, base rates, bands), ``segments``,
+``write`` (exports, the DuckDB transaction, the MLflow record). The same child then measures, on
+the same feature frame, the baseline: LightGBM's raw ``Booster.predict`` for both models (what
+scoring cannot avoid). Wall times are medians over --repeats children.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "passive")
+
+import argparse
+import json
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]  # bench/features.py shadows `features`
+END = "2026-11-27"
+TRAIN_CUSTOMERS = 20_000
+STAGES = ("validate", "features", "scoring", "segments", "write")
+
+
+def parse_size(text: str) -> int:
+    t = text.strip().upper().replace("_", "")
+    mult = {"K": 1_000, "M": 1_000_000}.get(t[-1:], 1)
+    return int(float(t[:-1] if mult > 1 else t) * mult)
+
+
+def label(n: int) -> str:
+    return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1_000}k" if n % 1_000 == 0 else str(n)
+
+
+def make_project(root: Path, data: Path) -> Path:
+    """A project folder whose catalog points at ``data``, with the repo's configs."""
+    if root.exists():
+        shutil.rmtree(root)
+    shutil.copytree(REPO / "configs", root / "configs", ignore=shutil.ignore_patterns("local"))
+    import yaml
+
+    sources = {name: {"format": "parquet", "path": str(data / f"{name}.parquet")}
+               for name in ("events", "customers", "identities")}
+    (root / "configs" / "catalog.yaml").write_text(yaml.safe_dump({"sources": sources}))
+    return root
+
+
+def setup(n: int, data_dir: Path) -> dict:
+    """Train + promote both models once; generate the N-customer shop once."""
+    from pipeline.synthetic import generate, write
+
+    train_data, score_data = data_dir / "train_shop", data_dir / f"shop_{label(n)}"
+    tracking = f"sqlite:///{data_dir / 'mlflow.db'}"
+    os.environ["MLFLOW_TRACKING_URI"] = tracking
+    if not (data_dir / "models.json").exists():
+        print(f"setup: training both models on {TRAIN_CUSTOMERS:,} customers ...", flush=True)
+        write(generate(TRAIN_CUSTOMERS, seed=7, end=END), train_data)
+        from models import registry
+        from pipeline.config import load_config
+        from pipeline.jobs.train import train_job
+
+        cfg = load_config(make_project(data_dir / "train_project", train_data))
+        registry.connect(tracking)
+        versions = {}
+        for target in ("purchase", "churn"):
+            r = train_job(cfg, target, allow_unvalidated=True)
+            registry.promote(r.model_name, r.version, force=True, reason="benchmark")
+            versions[target] = r.version
+        (data_dir / "models.json").write_text(json.dumps(versions))
+    if not (score_data / "events.parquet").exists():
+        print(f"setup: generating {n:,} customers ...", flush=True)
+        t = time.perf_counter()
+        write(generate(n, seed=3, end=END), score_data)
+        print(f"setup: generated in {time.perf_counter() - t:.0f} s", flush=True)
+    return {"tracking": tracking, "data": score_data}
+
+
+class RssSampler(threading.Thread):
+    """Peak RSS per stage, sampled every 20 ms."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.proc, self.stage, self.peaks, self.stop = psutil.Process(), "start", {}, threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            rss = self.proc.memory_info().rss
+            self.peaks[self.stage] = max(self.peaks.get(self.stage, 0), rss)
+            time.sleep(0.02)
+
+
+def child(data: Path, scratch: Path, out: Path) -> None:
+    import numpy as np
+
+    from features.asof import parse_as_of
+    from models import registry
+    from pipeline.config import load_config
+    from pipeline.jobs.score import score_job
+
+    sampler = RssSampler()
+    sampler.start()
+    cfg = load_config(make_project(scratch, data))
+    stage_names = {"loading champion models": "start", "writing": "write"}
+    run = score_job(cfg, parse_as_of(END),
+                    progress=lambda s: setattr(sampler, "stage", stage_names.get(s, s)))
+    sampler.stage = "baseline"
+    # Baseline on the same rows: raw LightGBM predictions of both champions, nothing else.
+    from pipeline.jobs.features import build_features_job
+
+    feats = build_features_job(cfg, parse_as_of(END)).frame
+    base = {}
+    for target in ("purchase", "churn"):
+        pyfunc, _ = registry.load_champion(cfg.training.registry.names[target])
+        model = registry.bundle_of(pyfunc).model
+        matrix = model._matrix(registry.model_input(feats, model))
+        t = time.perf_counter()
+        model.booster_.predict(matrix, raw_score=True, num_iteration=model.best_iteration_)
+        base[target] = time.perf_counter() - t
+    sampler.stop.set()
+    sampler.join()
+    peaks = {k: v / 2**30 for k, v in sampler.peaks.items()}
+    out.write_text(json.dumps({"timings": run.timings, "n_customers": run.n_customers, "rss_gb": peaks,
+                               "baseline_predict_s": base,
+                               "segments": {r.segment: int(r.size) for r in run.health.itertuples()}}))
+
+
+def measure(n: int, data_dir: Path, repeats: int) -> dict:
+    env = setup(n, data_dir)
+    results = []
+    for i in range(repeats):
+        out = data_dir / f"result_{i}.json"
+        scratch = data_dir / f"score_project_{i}"
+        cmd = [sys.executable, __file__, "--child", str(env["data"]), str(scratch), str(out)]
+        subprocess.run(cmd, check=True, env={**os.environ, "MLFLOW_TRACKING_URI": env["tracking"]})
+        results.append(json.loads(out.read_text()))
+        shutil.rmtree(scratch, ignore_errors=True)
+    med = {s: statistics.median(r["timings"].get(s, 0.0) for r in results) for s in STAGES}
+    total = sum(med.values())
+    rss = {s: max(r["rss_gb"].get(s, 0.0) for r in results) for s in STAGES}
+    base = statistics.median(sum(r["baseline_predict_s"].values()) for r in results)
+    return {"customers": results[0]["n_customers"], "stages_s": med, "total_s": total,
+            "customers_per_s": results[0]["n_customers"] / total, "peak_rss_gb": rss,
+            "peak_rss_gb_overall": max(rss.values()), "baseline_raw_predict_s": base,
+            "scoring_over_raw_predict": med["scoring"] / base if base else None,
+            "repeats": repeats, "segments": results[0]["segments"]}
+
+
+def print_table(r: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=f"dynseg score: {r['customers']:,} customers, both models, all default segments "
+                    f"(median of {r['repeats']})", title_justify="left")
+    for c in ("stage", "wall s", "customers/s", "peak RSS GB"):
+        t.add_column(c, justify="left" if c == "stage" else "right")
+    for s in STAGES:
+        sec = r["stages_s"][s]
+        t.add_row(s, f"{sec:.1f}", f"{r['customers'] / sec:,.0f}" if sec else "—", f"{r['peak_rss_gb'][s]:.2f}")
+    t.add_row("total", f"{r['total_s']:.1f}", f"{r['customers_per_s']:,.0f}", f"{r['peak_rss_gb_overall']:.2f}",
+              style="bold")
+    Console(width=120).print(t)
+    print(f"baseline, same process: raw LightGBM predict of both models on the same rows "
+          f"{r['baseline_raw_predict_s']:.1f} s; scoring stage / raw predict = {r['scoring_over_raw_predict']:.2f}x")
+    verdict = "met" if r["total_s"] < 60 and r["peak_rss_gb_overall"] < 3 else "NOT met"
+    print(f"target (< 60 s and < 3 GB for 1M customers): {verdict} "
+          f"({r['total_s']:.0f} s, {r['peak_rss_gb_overall']:.2f} GB)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--customers", default="1M")
+    ap.add_argument("--repeats", type=int, default=1)
+    ap.add_argument("--data-dir", type=Path, default=BENCH / "data" / "scoring")
+    ap.add_argument("--out", type=Path, default=BENCH / "results" / "scoring.json")
+    ap.add_argument("--child", nargs=3, metavar=("DATA", "SCRATCH", "OUT"))
+    a = ap.parse_args(argv)
+    if a.child:
+        child(Path(a.child[0]), Path(a.child[1]), Path(a.child[2]))
+        return
+    n = parse_size(a.customers)
+    a.data_dir.mkdir(parents=True, exist_ok=True)
+    result = measure(n, a.data_dir.resolve(), a.repeats)
+    result["meta"] = {"when": datetime.now().isoformat(timespec="seconds"), "machine": platform.machine(),
+                      "cpus": os.cpu_count(), "python": platform.python_version()}
+    print_table(result)
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    a.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {a.out}")
+
+
+if __name__ == "__main__":
+    main()
