@@ -9,6 +9,9 @@ DEMO_END    ?= 2026-11-27
 DEMO_PREV   ?= 2026-11-26
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export OMP_WAIT_POLICY := passive
+# Byte-compile on install: this machine sets PYTHONDONTWRITEBYTECODE, so without it every
+# command would recompile mlflow, sklearn, evidently... on each start (seconds per command).
+export UV_COMPILE_BYTECODE := 1
 
 .PHONY: demo test env env-dev java clean-demo
 

@@ -9,6 +9,7 @@ or, after :meth:`with_base_rate`, at the base rate expected where the model is u
 from __future__ import annotations
 
 import copy
+import os
 
 import lightgbm as lgb
 import numpy as np
@@ -19,6 +20,8 @@ from models.calibration import choose_calibrator, shift_prior
 
 #: Columns that identify a row rather than describe a customer.
 KEY_COLUMNS = ("customer_id", "as_of", "snapshot", "label")
+#: Threads for prediction (training stays single-threaded, so it is reproducible bit for bit).
+PREDICT_THREADS = os.cpu_count() or 1
 
 
 def _is_categorical(s: pd.Series) -> bool:
@@ -70,7 +73,11 @@ class PropensityModel(BaseEstimator):
         for c in self.features_:
             s = X[c]
             if c in self.categories_:
-                out[c] = pd.Categorical(s.astype("object").where(s.notna(), None), categories=self.categories_[c])
+                if not pd.api.types.is_string_dtype(s.dtype) or s.dtype == object:
+                    s = s.astype("object").where(s.notna(), None).map(lambda v: v if v is None else str(v))
+                out[c] = pd.Categorical(s, categories=self.categories_[c])  # unseen values -> missing
+            elif pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+                out[c] = s.to_numpy(dtype="float64", na_value=np.nan)
             else:
                 out[c] = pd.to_numeric(s.astype("object").where(s.notna(), np.nan), errors="coerce").astype("float64")
         return pd.DataFrame(out, index=X.index)
@@ -109,7 +116,8 @@ class PropensityModel(BaseEstimator):
     # -- prediction -------------------------------------------------------------------------
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """Raw score in log-odds (before calibration): what SHAP values add up to."""
-        return self.booster_.predict(self._matrix(X), raw_score=True, num_iteration=self.best_iteration_)
+        return self.booster_.predict(self._matrix(X), raw_score=True, num_iteration=self.best_iteration_,
+                                     num_threads=PREDICT_THREADS)
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of the outcome, one per row."""
@@ -143,4 +151,4 @@ class PropensityModel(BaseEstimator):
         }).sort_values("gain", ascending=False, ignore_index=True)
 
 
-__all__ = ["PropensityModel", "feature_columns", "KEY_COLUMNS"]
+__all__ = ["PREDICT_THREADS", "PropensityModel", "feature_columns", "KEY_COLUMNS"]

@@ -114,12 +114,15 @@ class PromotionResult:
 
 # -- connection and errors --------------------------------------------------------------------
 class _QuietMlflow(logging.Filter):
-    """MLflow's INFO chatter (table creation, uv detection) and the CloudPickle notice — which
-    applies to untrusted pickles, not to models we logged ourselves — are noise on a CLI."""
+    """MLflow's INFO chatter (table creation, uv detection) and two notices are noise on a CLI:
+    CloudPickle's applies to untrusted pickles, not to models we logged ourselves; spark_udf's
+    ``env_manager="local"`` one is what dynseg wants, Spark's workers running this very environment."""
+
+    _NOTICES = ("CloudPickle", 'env_manager="local"')
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.ERROR or (
-            record.levelno >= logging.WARNING and "CloudPickle" not in record.getMessage()
+            record.levelno >= logging.WARNING and not any(n in record.getMessage() for n in self._NOTICES)
         )
 
 
@@ -276,12 +279,43 @@ def model_input(frame: pd.DataFrame, model: PropensityModel | Any) -> pd.DataFra
         raise ValueError(f"input lacks {len(missing)} feature column(s) the model needs: {missing[:10]}")
     out = {}
     for c, kind in kinds.items():
-        s = frame[c].astype("object")
+        s = frame[c]
         if kind == "string":
-            out[c] = s.where(s.notna(), None).map(lambda v: v if v is None else str(v)).astype("object")
+            s = s.astype("object")
+            out[c] = s.where(s.notna(), None).map(lambda v: v if v is None or isinstance(v, str) else str(v))
+        elif pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
+            out[c] = s.to_numpy(dtype="float64", na_value=np.nan)
         else:
+            s = s.astype("object")
             out[c] = pd.to_numeric(s.where(s.notna(), np.nan), errors="coerce").astype("float64")
     return pd.DataFrame(out, index=frame.index)
+
+
+def spark_model_input(frame: Any, model: Any) -> Any:
+    """:func:`model_input` for a Spark DataFrame: one struct column holding the loaded pyfunc
+    ``model``'s inputs by name, numeric features cast to double and categorical ones to string."""
+    from pyspark.sql import functions as F
+
+    kinds = {c.name: c.type.name for c in model.metadata.get_input_schema().inputs}
+    missing = [c for c in kinds if c not in frame.columns]
+    if missing:
+        raise ValueError(f"input lacks {len(missing)} feature column(s) the model needs: {missing[:10]}")
+    return F.struct(*[F.col(c).cast(kind).alias(c) for c, kind in kinds.items()])
+
+
+def spark_udf(spark: Any, mv: ModelVersion, base_rate: float | None = None) -> Callable:
+    """Version ``mv`` as a Spark UDF over :func:`spark_model_input`: a struct of ``score`` (double)
+    and ``score_100`` (long), what the pyfunc's predict returns with ``params={"base_rate": ...}``.
+
+    The model runs in Spark's Python workers with this environment (``env_manager="local"``):
+    they must import what this process imports, dynseg's ``models`` included (the bundle is a
+    pickle that refers to it), so in local mode they run this interpreter.
+    """
+    params = None if base_rate is None else {"base_rate": float(base_rate)}
+    with _mlflow(f"loading {mv.name} version {mv.version} for Spark"), \
+            _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+        return mlflow.pyfunc.spark_udf(spark, f"models:/{mv.name}/{mv.version}", env_manager="local",
+                                       result_type="score double, score_100 long", params=params)
 
 
 def _signature(model: PropensityModel, example: pd.DataFrame) -> ModelSignature:

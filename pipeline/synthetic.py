@@ -15,6 +15,19 @@ to a support ticket, and consent is granted at signup or later and sometimes wit
 About 1% of people hold two customer ids (a later guest account) linked by a shared email or
 device id, a few hold three (A-B share a device, B-C an email). History up to a date
 therefore predicts the next quarter's orders well, but far from perfectly.
+
+Two optional departures, for demos and tests of monitoring (without them the output is
+bit-for-bit what it was):
+
+* a **drifted period** (``generate(..., drift_from=D, drift=s)``): from the end of day D on,
+  behaviour moves by strength s in [0, 1]. At full strength email opens halve, the order rate
+  falls by 40 % (organic orders; attributed ones follow the opens), baskets are 60 % larger, and
+  60 % of new sign-ups come through a new acquisition channel, ``influencer``, whose customers
+  engage less and leave sooner. Feature distributions move; customers who signed up earlier keep
+  their traits. (Before D the drifted shop is another draw from the same distribution, not the
+  same events: outcomes after D change how many random numbers each step uses.)
+* a **campaign that works** (``apply_treatment``): extra orders, after the fact, for a share of
+  the treated members of a segment who would not have bought, so that holdout lift is real.
 """
 from __future__ import annotations
 
@@ -31,6 +44,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from scipy import stats
 
+from features.asof import parse_as_of
+
 EVENT_TYPES = ("signed_up", "consent_granted", "consent_withdrawn", "email_sent", "email_bounced",
                "email_opened", "email_clicked", "spam_complaint", "unsubscribed", "page_viewed",
                "cart_added", "order_completed", "order_refunded", "support_ticket_opened")
@@ -42,16 +57,22 @@ WEB, APP, STORE = 1, 2, 3
 COUNTRIES = ("DE", "FR", "GB", "NL", "ES", "IT")
 COUNTRY_SHARES = np.array([0.38, 0.2, 0.16, 0.1, 0.09, 0.07])
 COUNTRY_BASKET = np.array([0.0, -0.05, 0.1, 0.05, -0.15, -0.1])  # log-basket shift
-ACQUISITION = ("organic", "paid_search", "social", "referral")
-ACQUISITION_SHARES = np.array([0.45, 0.25, 0.18, 0.12])
-ACQUISITION_LIFE = np.array([1.0, 0.7, 0.8, 1.4])  # lifetime multiplier
-ACQUISITION_ENGAGEMENT = np.array([0.0, -0.2, 0.25, 0.3])  # latent z shift
+ACQUISITION = ("organic", "paid_search", "social", "referral", "influencer")
+ACQUISITION_SHARES = np.array([0.45, 0.25, 0.18, 0.12, 0.0])  # influencer: only in a drifted period
+ACQUISITION_LIFE = np.array([1.0, 0.7, 0.8, 1.4, 0.6])  # lifetime multiplier
+ACQUISITION_ENGAGEMENT = np.array([0.0, -0.2, 0.25, 0.3, -0.3])  # latent z shift
+INFLUENCER = ACQUISITION.index("influencer")
 MONTH_SEASON = np.array([0.9, 0.85, 0.95, 0.95, 0.95, 0.85, 0.78, 0.8, 0.95, 1.0, 1.3, 1.45])
 BLACK_FRIDAY_BOOST = 1.3  # Nov 20-30
 SEASON_MAX = MONTH_SEASON.max() * BLACK_FRIDAY_BOOST
 DAY, HOUR, YEAR = 86_400, 3_600, 365.25 * 86_400
 CHUNK = 25_000  # customers per simulation chunk; a constant, so output depends only on the arguments
 MEAN_RATE, MEAN_LIFE_YEARS = 3.0, 2.0  # orders per year while alive; mean lifetime
+# a drifted period at full strength: multipliers are 1 + strength * effect
+DRIFT_OPENS, DRIFT_ORDERS, DRIFT_BASKET = -0.5, -0.4, 0.6
+DRIFT_NEW_CHANNEL = 0.6  # share of new sign-ups through the new channel
+DRIFT_STREAM = 0xD41F7  # the drift's own random stream, so an undrifted shop draws exactly as before
+PURCHASE = "order_completed"
 
 
 @dataclass(frozen=True)
@@ -61,15 +82,44 @@ class SyntheticShop:
     identities: pd.DataFrame
 
 
+@dataclass(frozen=True)
+class Drift:
+    """Behaviour from ``t0`` (epoch seconds) on, moved by ``strength`` (0: not at all, 1: fully)."""
+
+    t0: int
+    strength: float
+    seed: int
+
+    def level(self, t: np.ndarray, effect: float) -> np.ndarray:
+        """Multiplier at times ``t``: 1 before t0, ``1 + strength * effect`` from t0 on."""
+        return np.where(t >= self.t0, 1.0 + self.strength * effect, 1.0)
+
+    def new_channel(self, acq: np.ndarray, signup: np.ndarray) -> np.ndarray:
+        """Most sign-ups of the drifted period come through the new channel."""
+        rng = np.random.default_rng([DRIFT_STREAM, self.seed])
+        moved = (signup >= self.t0) & (rng.random(acq.size) < DRIFT_NEW_CHANNEL * self.strength)
+        return np.where(moved, INFLUENCER, acq)
+
+
+def drift_level(drift: Drift | None, t: np.ndarray, effect: float) -> np.ndarray | float:
+    """1.0 without drift: multiplying by it leaves every value exactly as it was."""
+    return 1.0 if drift is None else drift.level(t, effect)
+
+
 def generate(n_customers: int, seed: int = 0, end: str | datetime = "2026-11-27", years: float = 2.0,
-             progress: Callable[[int, int], None] | None = None) -> SyntheticShop:
-    """Simulate `n_customers` customer ids over `years` of history ending at `end` (UTC)."""
+             progress: Callable[[int, int], None] | None = None,
+             drift_from: str | datetime | date | None = None, drift: float = 0.0) -> SyntheticShop:
+    """Simulate `n_customers` customer ids over `years` of history ending at `end` (UTC).
+
+    With ``drift_from`` and ``drift`` > 0, behaviour shifts after the end of day ``drift_from``
+    by strength ``drift`` in [0, 1] (see the module docstring)."""
     if n_customers < 1:
         raise ValueError("n_customers must be >= 1")
     start, stop = history_window(end, years)
+    shift = drift_period(drift_from, drift, seed, start, stop)
     seeds = np.random.SeedSequence(seed).spawn(1 + -(-n_customers // CHUNK))
     rng = np.random.default_rng(seeds[0])
-    tr = draw_traits(rng, n_customers, start, stop)
+    tr = draw_traits(rng, n_customers, start, stop, shift)
     links = link_duplicate_accounts(rng, tr, stop)
     draw_consent(rng, tr)
     campaigns = campaign_schedule(rng, start, stop)
@@ -78,7 +128,7 @@ def generate(n_customers: int, seed: int = 0, end: str | datetime = "2026-11-27"
         progress(0, n_customers)
     for k, lo in enumerate(range(0, n_customers, CHUNK)):
         idx = np.arange(lo, min(lo + CHUNK, n_customers))
-        blocks += simulate_chunk(np.random.default_rng(seeds[k + 1]), tr, idx, campaigns, start, stop)
+        blocks += simulate_chunk(np.random.default_rng(seeds[k + 1]), tr, idx, campaigns, start, stop, shift)
         if progress:
             progress(int(idx[-1]) + 1, n_customers)
     ids = customer_ids(tr["signup"])
@@ -116,6 +166,27 @@ def history_window(end: str | datetime | date, years: float) -> tuple[int, int]:
     return stop - int(round(years * YEAR)), stop
 
 
+def epoch_seconds(t: str | datetime | date) -> int:
+    """An instant as a run's as_of reads it (a bare date means the end of that day), in epoch seconds."""
+    return int((pd.Timestamp(parse_as_of(t)) - pd.Timestamp(0)) // pd.Timedelta(seconds=1))
+
+
+def drift_period(drift_from, strength: float, seed: int, start: int, stop: int) -> Drift | None:
+    """The drift to simulate, or None; refuses a strength outside [0, 1] or a start outside the history."""
+    if not 0 <= strength <= 1:
+        raise ValueError(f"drift must be between 0 (none) and 1 (full strength); found {strength}")
+    if drift_from is None:
+        if strength:
+            raise ValueError(f"drift={strength} needs drift_from, the date after which behaviour shifts")
+        return None
+    t0 = epoch_seconds(drift_from)
+    if not start < t0 < stop:
+        first, last = (pd.Timestamp(x, unit="s") for x in (start, stop))
+        raise ValueError(f"drift_from={drift_from!s} is outside the simulated history [{first}, {last}); "
+                         "pick a date inside it")
+    return Drift(t0, float(strength), seed) if strength else None
+
+
 def seasonality(t: np.ndarray) -> np.ndarray:
     """Demand multiplier by month, plus a Black-Friday week boost (Nov 20-30)."""
     d = t.astype("datetime64[s]")
@@ -125,14 +196,17 @@ def seasonality(t: np.ndarray) -> np.ndarray:
     return MONTH_SEASON[month] * np.where((month == 10) & (day >= 19), BLACK_FRIDAY_BOOST, 1.0)
 
 
-def poisson_times(rng, rate_per_year, t0, t1, seasonal=True):
-    """Event times of an inhomogeneous Poisson process per customer on [t0, t1) (thinning)."""
+def poisson_times(rng, rate_per_year, t0, t1, seasonal=True, level: Callable | None = None):
+    """Event times of an inhomogeneous Poisson process per customer on [t0, t1) (thinning).
+
+    ``level(t)`` (at most 1) further scales the rate over time, e.g. in a drifted period."""
     dur = np.clip(t1 - t0, 0, None).astype(np.float64)
     boost = SEASON_MAX if seasonal else 1.0
     owner = np.repeat(np.arange(len(dur)), rng.poisson(rate_per_year * boost * dur / YEAR))
     t = t0[owner] + (rng.random(owner.size) * dur[owner]).astype(np.int64)
     if seasonal:
-        keep = rng.random(owner.size) * SEASON_MAX < seasonality(t)
+        demand = seasonality(t) if level is None else seasonality(t) * level(t)
+        keep = rng.random(owner.size) * SEASON_MAX < demand
         owner, t = owner[keep], t[keep]
     return owner, t
 
@@ -155,15 +229,17 @@ def draw_signups(rng, n, start, stop):
     return np.where(existing, before, start + x * (stop - 1 - start)).astype(np.int64)
 
 
-def draw_traits(rng, n, start, stop) -> dict[str, np.ndarray]:
+def draw_traits(rng, n, start, stop, drift: Drift | None = None) -> dict[str, np.ndarray]:
     """Latent behaviour traits (Gaussian copula: rate, engagement, lifetime correlated)."""
     acq = rng.choice(len(ACQUISITION), n, p=ACQUISITION_SHARES)
     country = rng.choice(len(COUNTRIES), n, p=COUNTRY_SHARES)
     z = rng.standard_normal((4, n))
+    signup = draw_signups(rng, n, start, stop)
+    if drift is not None:
+        acq = drift.new_channel(acq, signup)
     z_eng = z[0] + ACQUISITION_ENGAGEMENT[acq]
     z_rate = 0.35 * z[0] + np.sqrt(1 - 0.35**2) * z[1]
     z_life = 0.3 * z[0] + np.sqrt(1 - 0.3**2) * z[2]
-    signup = draw_signups(rng, n, start, stop)
     life = rng.exponential(MEAN_LIFE_YEARS * YEAR * np.exp(0.5 * z_life - 0.125) * ACQUISITION_LIFE[acq])
     eng = stats.beta.ppf(stats.norm.cdf(z_eng), 1.6, 5.0)
     main = rng.choice([WEB, APP, STORE], n, p=[0.55, 0.3, 0.15])
@@ -246,7 +322,7 @@ def first_terminal_only(owner, terminal):
     return prior - np.maximum.accumulate(np.where(group_start, prior, 0)) == 0
 
 
-def email_events(rng, tr, idx, camp, start, stop):
+def email_events(rng, tr, idx, camp, start, stop, drift=None):
     """Sends to the consented list, opens/clicks/unsubscribes/bounces/complaints."""
     eng, alive_until = tr["eng"][idx], tr["death"][idx]
     lo_t = np.maximum(np.maximum(tr["c0"][idx], tr["signup"][idx]), start)
@@ -258,7 +334,8 @@ def email_events(rng, tr, idx, camp, start, stop):
     sent = camp["t"][c] + rng.integers(0, 1800, n)
     alive = sent < alive_until[owner]
     bounced = tr["bad_email"][idx][owner] | (rng.random(n) < 0.0005)
-    opened = ~bounced & (rng.random(n) < eng[owner] * np.where(alive, 1.0, 0.15))
+    p_open = eng[owner] * np.where(alive, 1.0, 0.15) * drift_level(drift, sent, DRIFT_OPENS)
+    opened = ~bounced & (rng.random(n) < p_open)
     clicked = opened & (rng.random(n) < tr["click"][idx][owner])
     p_unsub = 0.008 + 0.03 * (1 - eng[owner]) + np.where(alive, 0.0, 0.1)
     unsub = opened & (rng.random(n) < p_unsub)
@@ -283,10 +360,11 @@ def email_events(rng, tr, idx, camp, start, stop):
     return out, attributed
 
 
-def order_events(rng, tr, idx, camp, attributed, start, stop):
+def order_events(rng, tr, idx, camp, attributed, start, stop, drift=None):
     """Organic + campaign-attributed orders, their web/app funnel, refunds, support tickets."""
     t0 = np.maximum(tr["signup"][idx], start)
-    owner, t = poisson_times(rng, tr["rate"][idx], t0, np.minimum(tr["death"][idx], stop))
+    level = None if drift is None else (lambda t: drift.level(t, DRIFT_ORDERS))
+    owner, t = poisson_times(rng, tr["rate"][idx], t0, np.minimum(tr["death"][idx], stop), level=level)
     cust = np.concatenate([idx[owner], attributed[0]])
     t = np.concatenate([t, attributed[1]])
     n, n_org = cust.size, owner.size
@@ -297,7 +375,8 @@ def order_events(rng, tr, idx, camp, attributed, start, stop):
     category = pick_categories(rng, tr["cat_cum"][cust])
     featured = (campaign >= 0) & (rng.random(n) < 0.5)
     category[featured] = camp["category"][campaign[featured]]
-    amount = np.maximum(np.round(np.exp(tr["basket_mu"][cust] + 0.35 * rng.standard_normal(n)), 2), 2.0)
+    basket = np.exp(tr["basket_mu"][cust] + 0.35 * rng.standard_normal(n)) * drift_level(drift, t, DRIFT_BASKET)
+    amount = np.maximum(np.round(basket, 2), 2.0)
     out = [block(cust, t, E["order_completed"], amount, category, channel, campaign)]
     online = channel != STORE
     views = np.repeat(np.flatnonzero(online), 1 + rng.poisson(1.2, online.sum()))
@@ -344,9 +423,9 @@ def lifecycle_events(tr, idx):
             block(idx[withdrawn], c1[withdrawn], E["consent_withdrawn"])]
 
 
-def simulate_chunk(rng, tr, idx, camp, start, stop):
-    emails, attributed = email_events(rng, tr, idx, camp, start, stop)
-    return (emails + order_events(rng, tr, idx, camp, attributed, start, stop)
+def simulate_chunk(rng, tr, idx, camp, start, stop, drift=None):
+    emails, attributed = email_events(rng, tr, idx, camp, start, stop, drift)
+    return (emails + order_events(rng, tr, idx, camp, attributed, start, stop, drift)
             + browsing_events(rng, tr, idx, start, stop) + lifecycle_events(tr, idx))
 
 
@@ -415,3 +494,95 @@ def identities_frame(rng, tr, links, ids) -> pd.DataFrame:
         "id_value": pd.array(np.r_[emails[links["email_src"]], devices[links["device_src"][dev]]], dtype="str"),
     })
     return df.sort_values(["customer_id", "id_type"], ignore_index=True)
+
+
+# ---------------------------------------------------------------- a campaign that works
+def apply_treatment(events: pd.DataFrame, treated_customer_ids, start: str | datetime | date, horizon_days: float,
+                    uplift: float, seed: int = 0) -> pd.DataFrame:
+    """``events`` plus the orders a campaign caused among ``treated_customer_ids`` in [start, start + horizon).
+
+    The uplift is additive among non-buyers: of the treated customers without an order in the
+    window, a random share ``uplift`` orders once. A treated group that would have converted at
+    rate p converts at p + uplift * (1 - p), so its true absolute lift over a comparable holdout is
+    ``uplift * (1 - p)``. Pass only the treated (sendable, not held-out) members of a run; ``start``
+    is the run's as_of (a bare date means the end of that day).
+
+    Each order looks like the customer's own: its amount is the median of their earlier orders
+    times the simulation's lognormal noise (a shop-like basket for customers who never ordered),
+    category and channel those of one of their earlier orders (else by popularity, on the web),
+    and an online order is preceded by a page view and a cart add. Same arguments, same events;
+    the input frame is not modified.
+    """
+    if not 0 <= uplift <= 1:
+        raise ValueError(f"uplift must be a share of the treated non-buyers between 0 and 1; found {uplift}")
+    if horizon_days < 1:
+        raise ValueError(f"horizon_days must be at least 1 (the run's outcome window in days); found {horizon_days}")
+    t0 = epoch_seconds(start)
+    t1 = t0 + int(round(horizon_days * DAY))
+    ts = _epoch_column(events["ts"])
+    newest = int(ts.max())
+    if t1 > newest + DAY:
+        raise ValueError(f"the treatment window [{pd.Timestamp(t0, unit='s')}, {pd.Timestamp(t1, unit='s')}) ends "
+                         f"after the newest event ({pd.Timestamp(newest, unit='s')}): its outcome has not happened "
+                         "in the data. Pick an earlier run or a shorter horizon.")
+    is_order = (events["event_type"] == PURCHASE).to_numpy()
+    window = is_order & (ts >= t0) & (ts < t1)
+    treated = np.unique(np.asarray(list(treated_customer_ids), dtype=str))
+    buyers = np.unique(events.loc[window, "customer_id"].to_numpy(dtype=str))
+    candidates = treated[~np.isin(treated, buyers)]
+    rng = np.random.default_rng(seed)
+    converts = candidates[rng.random(candidates.size) < uplift]
+    extra = _treatment_events(rng, events[is_order & (ts < t0)], ts[is_order & (ts < t0)], converts, t0, t1)
+    extra["event_id"] = [f"tr{pd.Timestamp(t0, unit='s'):%Y%m%d}s{seed}-{k:07d}" for k in range(len(extra))]
+    # small.isin(large) walks the large side in Python for arrow strings; large.isin(small) does not
+    clash = events["event_id"].isin(extra["event_id"]) if "event_id" in events else pd.Series(False)
+    if clash.any():
+        raise ValueError(f"event id {events['event_id'][clash].iloc[0]!r} exists already: this treatment "
+                         f"(start {start}, seed {seed}) was applied to these events before")
+    extra = extra[list(events.columns)].astype(events.dtypes.to_dict())
+    out = pd.concat([events, extra], ignore_index=True)
+    return out.sort_values("ts", kind="stable", ignore_index=True)
+
+
+def _epoch_column(ts: pd.Series) -> np.ndarray:
+    if ts.dt.tz is not None:
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    return ((ts - pd.Timestamp(0)) // pd.Timedelta(seconds=1)).to_numpy(np.int64)
+
+
+def _treatment_events(rng, past: pd.DataFrame, past_ts: np.ndarray, customers: np.ndarray, t0: int,
+                      t1: int) -> pd.DataFrame:
+    """One order per customer in [t0 + 1h, t1), like one of their earlier orders; online ones with a funnel."""
+    n = customers.size
+    mine = past["customer_id"].to_numpy(dtype=str)
+    keep = np.isin(mine, customers)
+    hist = pd.DataFrame({"customer_id": mine[keep], "ts": past_ts[keep], "amount": past["amount"].to_numpy()[keep],
+                         "category": past["category"].to_numpy(object)[keep],
+                         "channel": past["channel"].to_numpy(object)[keep]}).sort_values(["customer_id", "ts"])
+    per = hist.groupby("customer_id").agg(orders=("ts", "size"), median=("amount", "median"))
+    first_row = pd.Series(np.cumsum(per["orders"].to_numpy()) - per["orders"].to_numpy(), per.index)
+    count = per["orders"].reindex(customers).fillna(0).to_numpy(np.int64)
+    has = count > 0
+    # one of their earlier orders, uniformly; customers without one point past the end (a missing value)
+    row = np.where(has, first_row.reindex(customers).fillna(0).to_numpy(np.int64)
+                   + (rng.random(n) * count).astype(np.int64), len(hist))
+    z = rng.standard_normal((2, n))
+    basket = np.where(has, per["median"].reindex(customers).to_numpy(np.float64), np.exp(np.log(40) + 0.45 * z[0]))
+    amount = np.maximum(np.round(np.nan_to_num(basket, nan=40.0) * np.exp(0.35 * z[1]), 2), 2.0)
+    popular = np.array(CATEGORIES, object)[rng.choice(len(CATEGORIES), n, p=CATEGORY_POPULARITY)]
+    category = np.append(hist["category"].to_numpy(object), None)[row]
+    category = np.where(pd.isna(category), popular, category)
+    channel = np.append(hist["channel"].to_numpy(object), None)[row]
+    channel = np.where(pd.isna(channel), CHANNELS[WEB], channel)
+    t = t0 + HOUR + (rng.random(n) * (t1 - t0 - HOUR)).astype(np.int64)
+    online = channel != CHANNELS[STORE]
+    view_t = t[online] - rng.integers(600, 3600, online.sum())
+    cart_t = t[online] - rng.integers(30, 600, online.sum())
+    parts = [
+        (customers, t, PURCHASE, amount, category, channel),
+        (customers[online], view_t, "page_viewed", np.nan, None, channel[online]),
+        (customers[online], cart_t, "cart_added", np.nan, category[online], channel[online]),
+    ]
+    return pd.concat([pd.DataFrame({"customer_id": c, "ts": pd.to_datetime(tt, unit="s"), "event_type": et,
+                                    "amount": a, "category": cat, "channel": ch, "campaign_id": None})
+                      for c, tt, et, a, cat, ch in parts], ignore_index=True)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 from pathlib import Path
+from typing import Iterator
 
 import pandas as pd
 import pytest
@@ -39,6 +41,21 @@ class Project:
             df.to_parquet(path, index=False)
             self.catalog(events={"format": "parquet", "path": f"data/{name}", **spec})
         return path
+
+
+@contextlib.contextmanager
+def generated_shop(folder: Path, customers: int, seed: int, end: str = "2026-11-27") -> Iterator[Project]:
+    """A project with a generated shop in its workspace, the environment pointing at it, for
+    module-scoped fixtures (``folder`` from ``tmp_path_factory.mktemp``)."""
+    from pipeline.synthetic import generate, write
+
+    with pytest.MonkeyPatch.context() as mp:
+        p = Project(folder / "proj")
+        for var in ("DYNSEG_WORKSPACE", "DYNSEG_PROFILE", "MLFLOW_TRACKING_URI"):
+            mp.delenv(var, raising=False)
+        mp.setenv("DYNSEG_PROJECT", str(p.root))
+        write(generate(customers, seed=seed, end=end), p.workspace / "data")
+        yield p
 
 
 @pytest.fixture

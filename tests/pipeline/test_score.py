@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import Project
+from conftest import Project, generated_shop
 from features.asof import parse_as_of
 from models import registry
 from pipeline import runs
@@ -27,7 +27,6 @@ from pipeline.jobs.features import build_features_job
 from pipeline.jobs.score import score_job
 from pipeline.jobs.train import train_job
 from pipeline.segments import holdout_value
-from pipeline.synthetic import generate, write
 from pipeline.workspace import Workspace
 
 pytestmark = pytest.mark.slow
@@ -39,12 +38,7 @@ DAY1, DAY2 = parse_as_of("2026-11-26"), parse_as_of("2026-11-27")
 def shop(tmp_path_factory):
     """4,000 generated customers, both models trained (fewer snapshots: same code path) and promoted,
     then scored on two consecutive days."""
-    with pytest.MonkeyPatch.context() as mp:
-        p = Project(tmp_path_factory.mktemp("score") / "proj")
-        for var in ("DYNSEG_WORKSPACE", "DYNSEG_PROFILE", "MLFLOW_TRACKING_URI"):
-            mp.delenv(var, raising=False)
-        mp.setenv("DYNSEG_PROJECT", str(p.root))
-        write(generate(4000, seed=21, end="2026-11-27"), p.workspace / "data")
+    with generated_shop(tmp_path_factory.mktemp("score"), 4000, seed=21) as p:
         training = p.root / "configs" / "training.yaml"
         training.write_text(training.read_text().replace("snapshots: 6", "snapshots: 4")
                             .replace("bootstrap_samples: 200", "bootstrap_samples: 20"))

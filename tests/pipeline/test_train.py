@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from conftest import Project
+from conftest import Project, generated_shop
 from models import registry
 from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.jobs.train import train_job
-from pipeline.synthetic import generate, write
 from pipeline.workspace import Workspace
 
 runner = CliRunner()
@@ -22,12 +21,7 @@ runner = CliRunner()
 
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory):
-    with pytest.MonkeyPatch.context() as mp:
-        p = Project(tmp_path_factory.mktemp("train") / "proj")
-        for var in ("DYNSEG_WORKSPACE", "DYNSEG_PROFILE", "MLFLOW_TRACKING_URI"):
-            mp.delenv(var, raising=False)
-        mp.setenv("DYNSEG_PROJECT", str(p.root))
-        write(generate(4000, seed=12, end="2026-11-27"), p.workspace / "data")
+    with generated_shop(tmp_path_factory.mktemp("train"), 4000, seed=12) as p:
         # smaller model and fewer resamples: the same code path, faster
         (p.root / "configs" / "training.yaml").write_text(
             (p.root / "configs" / "training.yaml").read_text().replace("bootstrap_samples: 200", "bootstrap_samples: 100")

@@ -1,0 +1,148 @@
+"""Holdout lift: did the members a segment treated convert more than those it held out?
+
+For a past scoring run whose outcome window has passed, each member of a segment is either
+treated (sent to) or held out, and either converted or not: for purchase segments a purchase in
+the window, for churn segments retention (a purchase in the window). Holdouts are a hash of the
+customer (see ``pipeline.segments``), so the two groups are comparable and their difference is the
+effect of the treatment. Per segment:
+
+* **absolute lift**: conversion treated minus holdout, in probability (0.03 = 3 points), with a
+  95 % Newcombe hybrid-score interval (the difference of two Wilson intervals), which keeps its
+  coverage for small groups and rates near 0 where the Wald interval does not;
+* **relative lift**: treated over holdout minus 1, with a delta-method interval on the log of the
+  ratio (undefined while either group has no conversion);
+* **p-value**: two-sided, from the pooled two-proportion z-test, or Fisher's exact test when any
+  expected count of the 2x2 table is below 5;
+* **minimum detectable effect** (mde): the smallest absolute lift that a two-sided test at level
+  ``alpha`` would detect with probability ``power`` for these group sizes, at the holdout's rate;
+* **verdict**, in plain words. A segment is *inconclusive* when its holdout is too small for a
+  conclusion either way: fewer than ``min_holdout`` members, fewer than ``min_expected_conversions``
+  conversions expected in the holdout at the pooled rate, or (if set) an mde above ``max_mde``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+REQUIRED = ("segment", "holdout", "converted", "revenue")
+COLUMNS = ["segment", "n_treated", "n_holdout", "conversions_treated", "conversions_holdout",
+           "conversion_treated", "conversion_holdout", "abs_lift", "abs_lift_low", "abs_lift_high",
+           "rel_lift", "rel_lift_low", "rel_lift_high", "p_value", "test", "revenue_per_member_treated",
+           "revenue_per_member_holdout", "mde", "conclusive", "verdict"]
+
+
+def segment_lift(
+    frame: pd.DataFrame, alpha: float = 0.05, power: float = 0.8, min_holdout: int = 30,
+    min_expected_conversions: float = 5.0, max_mde: float | None = None,
+) -> pd.DataFrame:
+    """One row per segment (``COLUMNS``) from one row per member: segment, holdout, converted, revenue."""
+    members = _checked(frame)
+    segments = sorted(members["segment"].unique())
+    t, h = (members[members["holdout"] == side].groupby("segment")
+            .agg(n=("converted", "size"), x=("converted", "sum"), revenue=("revenue", "sum"))
+            .reindex(segments, fill_value=0) for side in (False, True))
+    rows = [_one_segment(seg, int(t.at[seg, "n"]), int(t.at[seg, "x"]), float(t.at[seg, "revenue"]),
+                         int(h.at[seg, "n"]), int(h.at[seg, "x"]), float(h.at[seg, "revenue"]),
+                         alpha, power, min_holdout, min_expected_conversions, max_mde)
+            for seg in segments]
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _checked(frame: pd.DataFrame) -> pd.DataFrame:
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise ValueError(f"lift: the member frame lacks columns {missing}; expected one row per member with "
+                         f"{list(REQUIRED)}, found {list(frame.columns)}")
+    out = frame[list(REQUIRED)].reset_index(drop=True)  # rows are named by position in messages
+    for col in ("holdout", "converted"):
+        bad = out[col].isna() | ~out[col].isin([0, 1, True, False])
+        if bad.any():
+            raise ValueError(f"lift: column {col!r} has {int(bad.sum())} values that are not 0/1 or true/false "
+                             f"(first: {out.loc[bad, col].iloc[0]!r} at row {int(np.flatnonzero(bad)[0])})")
+    out["holdout"] = out["holdout"].astype(bool)
+    out["converted"] = out["converted"].astype(int)
+    out["revenue"] = pd.to_numeric(out["revenue"]).fillna(0.0).astype(float)  # no purchase, no revenue
+    return out
+
+
+def _one_segment(seg, n_t, x_t, rev_t, n_h, x_h, rev_h, alpha, power, min_holdout, min_expected, max_mde) -> list:
+    p_t, p_h = _rate(x_t, n_t), _rate(x_h, n_h)
+    diff, low, high = newcombe_difference(x_t, n_t, x_h, n_h, alpha)
+    rel, rel_low, rel_high = log_ratio_interval(x_t, n_t, x_h, n_h, alpha)
+    p_value, test = two_proportion_test(x_t, n_t, x_h, n_h)
+    mde = minimum_detectable_effect(n_t, n_h, p_h if x_h else _rate(x_t + x_h, n_t + n_h), alpha, power)
+    expected = n_h * _rate(x_t + x_h, n_t + n_h)
+    too_small = n_h < min_holdout or expected < min_expected or (max_mde is not None and mde > max_mde)
+    if n_t == 0:
+        verdict = "inconclusive: no treated members"
+    elif n_h == 0:
+        verdict = "inconclusive: no holdout"
+    elif too_small:
+        detect = f"{100 * mde:.1f} points" if np.isfinite(mde) else "unknown (no conversions yet)"
+        verdict = f"inconclusive: holdout of {n_h} is too small; the smallest effect this could detect is {detect}"
+    elif p_value < alpha:
+        verdict = f"treated converted {'more' if diff > 0 else 'less'} (significant)"
+    else:
+        verdict = "no significant difference"
+    conclusive = not verdict.startswith("inconclusive")
+    return [seg, n_t, n_h, x_t, x_h, p_t, p_h, diff, low, high, rel, rel_low, rel_high, p_value, test,
+            rev_t / n_t if n_t else np.nan, rev_h / n_h if n_h else np.nan, mde, conclusive, verdict]
+
+
+def _rate(x: int, n: int) -> float:
+    return x / n if n else np.nan
+
+
+def wilson_interval(x: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval for a proportion x / n."""
+    if n == 0:
+        return np.nan, np.nan
+    z = stats.norm.ppf(1 - alpha / 2)
+    p = x / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+def newcombe_difference(x1: int, n1: int, x2: int, n2: int, alpha: float = 0.05) -> tuple[float, float, float]:
+    """p1 - p2 with Newcombe's hybrid score interval (method 10, from two Wilson intervals)."""
+    if n1 == 0 or n2 == 0:
+        return np.nan, np.nan, np.nan
+    p1, p2 = x1 / n1, x2 / n2
+    l1, u1 = wilson_interval(x1, n1, alpha)
+    l2, u2 = wilson_interval(x2, n2, alpha)
+    d = p1 - p2
+    return d, d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def log_ratio_interval(x1: int, n1: int, x2: int, n2: int, alpha: float = 0.05) -> tuple[float, float, float]:
+    """p1 / p2 - 1 with a delta-method interval on log(p1 / p2); NaN while either x is 0."""
+    if x1 == 0 or x2 == 0:
+        return (np.nan if x2 == 0 else -1.0), np.nan, np.nan
+    z = stats.norm.ppf(1 - alpha / 2)
+    log_rr = np.log((x1 / n1) / (x2 / n2))
+    se = np.sqrt(1 / x1 - 1 / n1 + 1 / x2 - 1 / n2)
+    return float(np.expm1(log_rr)), float(np.expm1(log_rr - z * se)), float(np.expm1(log_rr + z * se))
+
+
+def two_proportion_test(x1: int, n1: int, x2: int, n2: int) -> tuple[float, str]:
+    """Two-sided p-value: pooled z-test, or Fisher's exact test when an expected cell count is below 5."""
+    if n1 == 0 or n2 == 0:
+        return np.nan, ""
+    pooled = (x1 + x2) / (n1 + n2)
+    expected = np.array([n1 * pooled, n1 * (1 - pooled), n2 * pooled, n2 * (1 - pooled)])
+    if expected.min() < 5:
+        return float(stats.fisher_exact([[x1, n1 - x1], [x2, n2 - x2]])[1]), "fisher_exact"
+    se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    z = (x1 / n1 - x2 / n2) / se
+    return float(2 * stats.norm.sf(abs(z))), "z_test"
+
+
+def minimum_detectable_effect(n1: int, n2: int, base_rate: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest absolute difference a two-sided test at ``alpha`` detects with probability ``power``."""
+    if n1 == 0 or n2 == 0 or not np.isfinite(base_rate) or base_rate in (0.0, 1.0):
+        return np.nan
+    z = stats.norm.ppf(1 - alpha / 2) + stats.norm.ppf(power)
+    return float(z * np.sqrt(base_rate * (1 - base_rate) * (1 / n1 + 1 / n2)))

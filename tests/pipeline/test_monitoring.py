@@ -1,0 +1,322 @@
+"""Monitoring: drift of generated features, holdout lift, realized quality, and the generator's
+drifted period and campaign treatment that make drift and lift real."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from conftest import Project
+from features.asof import parse_as_of
+from pipeline.config import load_config
+from pipeline.jobs.features import build_features_job
+from pipeline.monitoring.drift import DriftThresholds, drift_report
+from pipeline.monitoring.lift import segment_lift
+from pipeline.monitoring.quality import delong_interval, realized_quality
+from pipeline.synthetic import apply_treatment, generate, write
+
+BEFORE, AFTER = "2026-03-31", "2026-05-31"  # drift starts after BEFORE; seasons alike (Jan-Mar vs Mar-May)
+KEY = ["monetary_mean", "n_email_open_30d", "acquisition_channel"]
+THRESHOLDS = DriftThresholds(max_drift_share=0.1)
+
+
+# ---------------------------------------------------------------- drift on generated features
+@pytest.fixture(scope="module")
+def shops(tmp_path_factory):
+    """Features as of BEFORE and AFTER, for a shop whose behaviour drifts after BEFORE and one that does not."""
+    out = {}
+    with pytest.MonkeyPatch.context() as mp:
+        for var in ("DYNSEG_WORKSPACE", "DYNSEG_PROFILE", "MLFLOW_TRACKING_URI"):
+            mp.delenv(var, raising=False)
+        for name, drift in (("steady", 0.0), ("drifted", 1.0)):
+            p = Project(tmp_path_factory.mktemp(name) / "proj")
+            mp.setenv("DYNSEG_PROJECT", str(p.root))
+            shop = generate(3000, seed=5, end=AFTER, years=1.5, drift_from=BEFORE, drift=drift)
+            write(shop, p.workspace / "data")
+            cfg = load_config(p.root)
+            out[name] = {"shop": shop, **{cut: build_features_job(cfg, parse_as_of(cut)).frame for cut in (BEFORE, AFTER)}}
+    return out
+
+
+def _columns(frame: pd.DataFrame) -> tuple[list[str], list[str]]:
+    cols = [c for c in frame.columns if c not in ("customer_id", "as_of")]
+    numeric = [c for c in cols if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+    return numeric, [c for c in cols if c not in numeric]
+
+
+def _drift(shop: dict):
+    numeric, categorical = _columns(shop[BEFORE])
+    return drift_report(shop[BEFORE], shop[AFTER], numeric, categorical, KEY, THRESHOLDS)
+
+
+def test_drift_is_detected_on_a_shifted_period(shops, tmp_path):
+    result = _drift(shops["drifted"])
+    assert result.alarm
+    assert result.drift_share > THRESHOLDS.max_drift_share
+    assert set(KEY) <= set(result.drifted)
+    assert any("max_drift_share" in r for r in result.reasons)
+    assert {r.split("'")[1] for r in result.reasons if r.startswith("key column")} == set(KEY)
+    # every declared column was compared, including the pandas nullable ones (email_consent: True/False/None)
+    assert len(result.columns) == len(shops["drifted"][BEFORE].columns) - 2
+    assert "email_consent" in set(result.columns["column"])
+
+    paths = result.save(tmp_path / "reports")
+    summary = json.loads(paths["json"].read_text())
+    assert summary["alarm"] and summary["drifted_columns"] == result.drifted
+    assert summary["drift_share"] == pytest.approx(result.drift_share)
+    by_column = {c["column"]: c for c in summary["columns"]}
+    assert by_column["monetary_mean"]["drifted"] and by_column["monetary_mean"]["method"]
+    assert "<html" in paths["html"].read_text()[:2000].lower()
+    assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["drift.html", "drift.json"]  # no temp files
+
+
+def test_no_drift_alarm_between_two_cutoffs_of_a_steady_shop(shops):
+    result = _drift(shops["steady"])
+    assert not result.alarm, result.reasons
+    assert result.drift_share <= THRESHOLDS.max_drift_share
+    assert not set(KEY) & set(result.drifted)
+
+
+def test_drift_declares_types_so_nullable_and_empty_columns_are_judged():
+    rng = np.random.default_rng(0)
+    n = 2000
+
+    def frame(shift: float, empty: bool) -> pd.DataFrame:
+        return pd.DataFrame({
+            "visits": pd.array(rng.poisson(2 + 3 * shift, n), dtype="Int64"),  # nullable int
+            "flag": pd.array(rng.random(n) < 0.2 + 0.5 * shift, dtype="boolean"),
+            "steady": rng.normal(0, 1, n),
+            "gone": np.full(n, np.nan) if empty else rng.random(n),
+        })
+
+    result = drift_report(frame(0, False), frame(1, True), ["visits", "steady", "gone"], ["flag"], ["steady"],
+                          DriftThresholds(max_drift_share=0.9))
+    table = result.columns.set_index("column")
+    assert table.loc["visits", "drifted"] and table.loc["flag", "drifted"] and not table.loc["steady", "drifted"]
+    assert table.loc["gone", "drifted"] and table.loc["gone", "note"] == "no values in current"
+    assert result.drift_share == 0.75 and not result.alarm  # 0.75 <= 0.9, and the key column held
+
+    with pytest.raises(ValueError, match=r"current lacks declared columns \['steady'\]"):
+        drift_report(frame(0, False), frame(0, False).drop(columns="steady"), ["steady"], [], [], THRESHOLDS)
+    with pytest.raises(ValueError, match="key columns"):
+        drift_report(frame(0, False), frame(0, False), ["steady"], [], ["score"], THRESHOLDS)
+
+
+# ---------------------------------------------------------------- holdout lift
+def _members(rng, segment: str, n_treated: int, rate_treated: float, n_holdout: int, rate_holdout: float):
+    converted = np.r_[rng.random(n_treated) < rate_treated, rng.random(n_holdout) < rate_holdout]
+    return pd.DataFrame({
+        "segment": segment, "holdout": np.r_[np.zeros(n_treated, bool), np.ones(n_holdout, bool)],
+        "converted": converted.astype(int), "revenue": np.where(converted, 60.0, 0.0),
+    })
+
+
+def test_lift_recovers_a_simulated_effect_within_its_interval():
+    rng = np.random.default_rng(3)
+    row = segment_lift(_members(rng, "likely_buyers", 20_000, 0.13, 5_000, 0.10)).iloc[0]
+    assert (row.n_treated, row.n_holdout) == (20_000, 5_000)
+    assert row.abs_lift_low < 0.03 < row.abs_lift_high
+    assert row.rel_lift_low < 0.3 < row.rel_lift_high
+    assert row.p_value < 0.001 and row.test == "z_test" and row.conclusive
+    assert row.verdict == "treated converted more (significant)"
+    assert row.revenue_per_member_treated == pytest.approx(60 * row.conversion_treated)
+    assert 0.01 < row.mde < 0.03  # 2.8 * sqrt(0.1 * 0.9 * (1/20000 + 1/5000)) = 0.0133
+
+
+def test_lift_intervals_cover_the_true_effect_about_95_percent_of_the_time():
+    rng = np.random.default_rng(4)
+    frame = pd.concat([_members(rng, f"s{k:03d}", 2_000, 0.13, 500, 0.10) for k in range(300)])
+    table = segment_lift(frame)
+    covered = ((table.abs_lift_low < 0.03) & (0.03 < table.abs_lift_high)).mean()
+    assert 0.91 < covered < 0.99, covered
+
+
+def test_lift_says_inconclusive_on_a_tiny_holdout_and_no_difference_when_there_is_none():
+    rng = np.random.default_rng(5)
+    frame = pd.concat([_members(rng, "tiny", 3_000, 0.13, 12, 0.10), _members(rng, "same", 5_000, 0.10, 5_000, 0.10),
+                       _members(rng, "unheld", 500, 0.1, 0, 0.1)])
+    table = segment_lift(frame).set_index("segment")
+    tiny = table.loc["tiny"]
+    assert not tiny.conclusive
+    assert tiny.verdict.startswith("inconclusive: holdout of 12 is too small; the smallest effect this could detect is ")
+    assert tiny.verdict.endswith(f"{100 * tiny.mde:.1f} points") and tiny.mde > 0.2
+    assert tiny.test == "fisher_exact"  # about one conversion expected in the holdout
+    assert table.loc["same", "verdict"] == "no significant difference" and table.loc["same", "conclusive"]
+    assert table.loc["unheld", "verdict"] == "inconclusive: no holdout"
+    # a configured max_mde makes a holdout that is large enough by count still too small
+    strict = segment_lift(frame, max_mde=0.005).set_index("segment")
+    assert strict.loc["same", "verdict"].startswith("inconclusive: holdout of 5000")
+
+
+def test_lift_refuses_a_frame_that_is_not_one_row_per_member():
+    with pytest.raises(ValueError, match=r"lacks columns \['revenue'\]"):
+        segment_lift(pd.DataFrame({"segment": ["a"], "holdout": [True], "converted": [1]}))
+    with pytest.raises(ValueError, match="'converted' has 1 values that are not 0/1"):
+        segment_lift(pd.DataFrame({"segment": ["a", "a"], "holdout": [True, False], "converted": [1, 2],
+                                   "revenue": [1.0, 0.0]}))
+
+
+# ---------------------------------------------------------------- the generator's campaign treatment
+START, HORIZON = "2026-04-30", 30
+
+
+def _window(events: pd.DataFrame) -> pd.DataFrame:
+    t0 = pd.Timestamp(parse_as_of(START))
+    orders = events[events["event_type"] == "order_completed"]
+    return orders[(orders["ts"] >= t0) & (orders["ts"] < t0 + pd.Timedelta(days=HORIZON))]
+
+
+def _in(values: pd.Series, others: pd.Series) -> np.ndarray:
+    return np.isin(values.to_numpy(str), others.to_numpy(str))
+
+
+@pytest.fixture(scope="module")
+def campaign(shops):
+    """A segment of every customer known at START; 20 % held out; the treatment converts 30 % of treated non-buyers."""
+    shop = shops["steady"]["shop"]
+    known = shop.customers.loc[shop.customers["signup_at"] < pd.Timestamp(parse_as_of(START)), "customer_id"]
+    holdout = np.random.default_rng(8).random(len(known)) < 0.2
+    treated = known[~holdout].to_numpy()
+    after = apply_treatment(shop.events, treated, START, HORIZON, uplift=0.3, seed=2)
+    return shop.events, after, known.to_numpy(), holdout, treated
+
+
+def test_treatment_adds_orders_only_for_treated_customers_within_the_window(campaign):
+    before, after, _, _, treated = campaign
+    added = after[~_in(after["event_id"], before["event_id"])]
+    assert len(added) > 0 and set(added["customer_id"]) <= set(treated)
+    t0 = pd.Timestamp(parse_as_of(START))
+    assert added["ts"].min() >= t0 and added["ts"].max() < t0 + pd.Timedelta(days=HORIZON)
+    assert set(added["event_type"]) <= {"order_completed", "page_viewed", "cart_added"}
+    orders = added[added["event_type"] == "order_completed"]
+    assert (orders["amount"] > 0).all() and orders["category"].notna().all() and orders["channel"].notna().all()
+    assert orders["customer_id"].is_unique  # at most one extra order each ...
+    assert not orders["customer_id"].isin(_window(before)["customer_id"]).any()  # ... and only for non-buyers
+    non_buyers = len(set(treated) - set(_window(before)["customer_id"]))
+    assert 0.25 < len(orders) / non_buyers < 0.35  # uplift 0.3
+    # the original events are untouched, the frame keeps its contract
+    kept = after[_in(after["event_id"], before["event_id"])].sort_values("event_id", ignore_index=True)
+    pd.testing.assert_frame_equal(kept, before.sort_values("event_id", ignore_index=True))
+    assert after["ts"].is_monotonic_increasing and after["event_id"].is_unique
+    assert after.dtypes.to_dict() == before.dtypes.to_dict()
+
+
+def test_treatment_is_deterministic_and_refuses_to_run_twice_or_past_the_data(campaign):
+    before, after, _, _, treated = campaign
+    again = apply_treatment(before, treated[::-1], START, HORIZON, uplift=0.3, seed=2)  # order of ids is irrelevant
+    pd.testing.assert_frame_equal(again, after)
+    other = apply_treatment(before, treated, START, HORIZON, uplift=0.3, seed=3)
+    assert not other.equals(after)
+    with pytest.raises(ValueError, match="was applied to these events before"):
+        apply_treatment(after, treated, START, HORIZON, uplift=0.3, seed=2)
+    with pytest.raises(ValueError, match="ends after the newest event"):
+        apply_treatment(before, treated, AFTER, HORIZON, uplift=0.3)
+
+
+def test_lift_recovers_the_generated_campaign_effect(campaign):
+    _, after, known, holdout, _ = campaign
+    window = _window(after)
+    members = pd.DataFrame({"segment": "everyone", "customer_id": known, "holdout": holdout})
+    members["converted"] = members["customer_id"].isin(window["customer_id"]).astype(int)
+    members["revenue"] = members["customer_id"].map(window.groupby("customer_id")["amount"].sum()).fillna(0.0)
+    row = segment_lift(members).iloc[0]
+    true_lift = 0.3 * (1 - row.conversion_holdout)  # additive uplift among non-buyers
+    assert row.abs_lift_low < true_lift < row.abs_lift_high
+    assert row.verdict == "treated converted more (significant)"
+    assert row.revenue_per_member_treated > row.revenue_per_member_holdout
+
+
+# ---------------------------------------------------------------- the generator's drifted period
+def test_drifted_period_moves_behaviour_only_after_drift_from(shops):
+    steady, drifted = shops["steady"]["shop"], shops["drifted"]["shop"]
+    t0 = pd.Timestamp(parse_as_of(BEFORE))
+
+    def rates(shop, after: bool) -> dict:
+        ev = shop.events[(shop.events["ts"] >= t0) == after]
+        count = ev["event_type"].value_counts()
+        orders = ev[ev["event_type"] == "order_completed"]
+        return {"open_rate": count["email_opened"] / count["email_sent"], "basket": orders["amount"].median(),
+                "orders_per_send": count["order_completed"] / count["email_sent"]}
+
+    pre_s, pre_d, post_s, post_d = rates(steady, False), rates(drifted, False), rates(steady, True), rates(drifted, True)
+    for k in pre_s:  # before drift_from: the same process
+        assert pre_d[k] == pytest.approx(pre_s[k], rel=0.1), k
+    assert post_d["open_rate"] < 0.7 * post_s["open_rate"]
+    assert post_d["basket"] > 1.4 * post_s["basket"]
+    assert post_d["orders_per_send"] < 0.85 * post_s["orders_per_send"]
+    cu = drifted.customers
+    influencer = cu["acquisition_channel"] == "influencer"
+    assert influencer[cu["signup_at"] >= t0].mean() > 0.4
+    # before: only a few linked guest accounts, whose sign-up the generator moves after drawing channels
+    assert influencer[cu["signup_at"] < t0].mean() < 0.01
+    assert "influencer" not in set(steady.customers["acquisition_channel"])
+
+
+def test_drift_arguments_are_checked_and_zero_drift_changes_nothing():
+    plain = generate(300, seed=1, end=AFTER)
+    zero = generate(300, seed=1, end=AFTER, drift_from=BEFORE, drift=0.0)
+    pd.testing.assert_frame_equal(plain.events, zero.events)
+    with pytest.raises(ValueError, match="needs drift_from"):
+        generate(300, seed=1, end=AFTER, drift=0.5)
+    with pytest.raises(ValueError, match="between 0"):
+        generate(300, seed=1, end=AFTER, drift_from=BEFORE, drift=1.5)
+    with pytest.raises(ValueError, match="outside the simulated history"):
+        generate(300, seed=1, end=AFTER, drift_from="2027-01-01", drift=0.5)
+
+
+# ---------------------------------------------------------------- realized quality
+def test_realized_quality_on_a_case_computed_by_hand():
+    scores = np.array([0.1, 0.4, 0.35, 0.8, np.nan])
+    outcomes = np.array([0, 0, 1, 1, 1])
+    result = realized_quality(scores, outcomes, bands=np.array(["low", "low", "high", "high", None]),
+                              promised={"roc_auc": 0.9, "brier": 0.1}, auc_floor=0.7)
+    m = result.metrics
+    assert result.n == 4 and result.n_positive == 2 and result.n_unscored == 1  # the unscored row is left out
+    assert m["roc_auc"] == pytest.approx(0.75)  # 3 of the 4 (positive, negative) pairs are ordered right
+    assert m["brier"] == pytest.approx((0.1**2 + 0.4**2 + 0.65**2 + 0.2**2) / 4)
+    assert m["mean_predicted"] == pytest.approx(0.4125) and m["realized_rate"] == 0.5
+    # DeLong: components (1/2, 1) for the positives, (1, 1/2) for the negatives: var = 0.125/2 + 0.125/2
+    assert m["roc_auc_low"] == pytest.approx(0.75 - 1.959964 * np.sqrt(0.125), abs=1e-5) and m["roc_auc_high"] == 1.0
+    cmp = result.comparison.set_index("metric")
+    assert cmp.loc["roc_auc", "difference"] == pytest.approx(-0.15)
+    assert cmp.loc["brier", "realized"] == pytest.approx(m["brier"])
+    bands = result.calibration_bands.set_index("band")
+    assert list(bands.index) == ["high", "low"]
+    assert bands.loc["high", "predicted"] == pytest.approx(0.575) and bands.loc["high", "realized"] == 1.0
+    assert not result.alarm  # 0.75 >= 0.7
+    assert json.loads(json.dumps(result.summary()))["metrics"]["roc_auc"] == pytest.approx(0.75)
+
+
+def test_decay_alarm_when_realized_auc_falls_below_the_floor():
+    rng = np.random.default_rng(6)
+    y = (rng.random(20_000) < 0.1).astype(int)
+    p = np.clip(0.1 + 0.05 * y + rng.normal(0, 0.05, y.size), 0.001, 0.999)
+    result = realized_quality(p, y, auc_floor=0.8)
+    assert result.metrics["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    assert result.metrics["roc_auc"] < 0.8 and result.alarm
+    assert "below the floor 0.800" in result.reasons[0]
+    assert len(result.calibration_deciles) == 10
+    assert not realized_quality(p, y, auc_floor=0.6).alarm and not realized_quality(p, y).alarm
+
+
+def test_delong_interval_agrees_with_a_bootstrap():
+    rng = np.random.default_rng(7)
+    y = (rng.random(4_000) < 0.2).astype(int)
+    s = rng.normal(y * 1.0, 1.0)
+    low, high = delong_interval(y, s)
+    boot = [roc_auc_score(y[i], s[i]) for i in (rng.integers(0, y.size, y.size) for _ in range(200))]
+    b_low, b_high = np.percentile(boot, [2.5, 97.5])
+    assert abs(low - b_low) < 0.006 and abs(high - b_high) < 0.006
+
+
+def test_realized_quality_refuses_bad_outcomes_and_notes_a_single_class():
+    with pytest.raises(ValueError, match="outcomes must be 0/1"):
+        realized_quality(np.array([0.1, 0.2]), np.array([0, 2]))
+    with pytest.raises(ValueError, match="promised metrics"):
+        realized_quality(np.array([0.1, 0.9]), np.array([0, 1]), promised={"auc": 0.8})
+    one = realized_quality(np.array([0.1, 0.2, 0.3]), np.array([1, 1, 1]), auc_floor=0.7)
+    assert np.isnan(one.metrics["roc_auc"]) and not one.alarm and "undefined" in one.notes[0]
