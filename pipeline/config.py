@@ -205,6 +205,41 @@ class ScoringConfig(_Strict):
     experiment: str = "dynseg-scoring"
 
 
+class DriftConfig(_Strict):
+    max_drift_share: float = Field(0.3, gt=0, le=1)
+    key_columns: list[str] = []
+    method: Literal["psi", "ks", "wasserstein", "jensenshannon", "kl_div", "chisquare", "z"] | None = None
+    column_threshold: float | None = Field(None, gt=0)
+    max_rows: int = Field(20_000, ge=100)
+
+
+class SegmentHealthConfig(_Strict):
+    max_size_change: float = Field(0.5, gt=0)
+    min_size_for_change: int = Field(100, ge=0)
+    max_coverage_drop: float = Field(0.05, ge=0, le=1)
+
+
+class LiftConfig(_Strict):
+    alpha: float = Field(0.05, gt=0, lt=1)
+    power: float = Field(0.8, gt=0, lt=1)
+    min_holdout: int = Field(30, ge=1)
+    min_expected_conversions: float = Field(5, ge=0)
+    max_mde: float | None = Field(0.05, gt=0, lt=1)
+
+
+class QualityConfig(_Strict):
+    auc_floor: dict[Literal["purchase", "churn"], float] = {"purchase": 0.75, "churn": 0.62}
+
+
+class MonitoringConfig(_Strict):
+    """``configs/monitoring.yaml``: drift, segment-health, lift and decay thresholds."""
+
+    drift: DriftConfig = DriftConfig()
+    segment_health: SegmentHealthConfig = SegmentHealthConfig()
+    lift: LiftConfig = LiftConfig()
+    quality: QualityConfig = QualityConfig()
+
+
 def segment_issues(cfg: SegmentsConfig, file: str = "configs/segments.yaml") -> list[ConfigIssue]:
     """Checks across segments: blank owner/description, duplicate names, unknown or cyclic
     exclusions, suppressions that are not suppression segments, holdouts on suppressions."""
@@ -323,6 +358,7 @@ class Config:
     bands: BandsConfig = field(default_factory=BandsConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     scoring: ScoringConfig = field(default_factory=ScoringConfig)
+    monitoring: MonitoringConfig = field(default_factory=MonitoringConfig)
     files: tuple[Path, ...] = field(default=())
 
     @property
@@ -356,6 +392,7 @@ class Config:
             "bands": self.bands.model_dump(exclude_none=True),
             "segments": self.segments.model_dump(),
             "scoring": self.scoring.model_dump(),
+            "monitoring": self.monitoring.model_dump(),
         }
 
 
@@ -409,7 +446,8 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
     roles = _parse(Roles, roles_raw, roles_origin, "configs/roles.yaml", issues)
     optional = {}
     for key, model in (("features", FeaturesConfig), ("labels", LabelsConfig), ("training", TrainingConfig),
-                       ("bands", BandsConfig), ("segments", SegmentsConfig), ("scoring", ScoringConfig)):
+                       ("bands", BandsConfig), ("segments", SegmentsConfig), ("scoring", ScoringConfig),
+                       ("monitoring", MonitoringConfig)):
         raw, origin = layered(f"{key}.yaml", [])
         optional[key] = _parse(model, raw, origin, f"configs/{key}.yaml", issues)
     if optional["segments"] is not None:
