@@ -94,14 +94,28 @@ def percentile_threshold(scores: np.ndarray, top_percent: float) -> float:
     s = scores[~np.isnan(scores)]
     if len(s) == 0:
         return math.inf
-    k = max(1, math.ceil(len(s) * top_percent / 100))
+    k = top_rank(len(s), top_percent)
     return float(np.partition(s, len(s) - k)[len(s) - k])
+
+
+def top_rank(n: int, top_percent: float) -> int:
+    """The rank, best first, whose score is the threshold of the top ``top_percent`` % of ``n`` scores."""
+    return max(1, math.ceil(n * top_percent / 100))
 
 
 def thresholds_for_run(levels: list[BandLevel], scores: np.ndarray) -> list[BandLevel]:
     """Every level with its threshold for this run's scores (percentile levels resolved here)."""
-    return [_with(lv, threshold=percentile_threshold(scores, float(lv.top_percent)))
-            if lv.rule == "top_percent" else lv for lv in levels]
+    out = []
+    for lv in levels:
+        if lv.rule == "top_percent":
+            lv = _with(lv, threshold=percentile_threshold(scores, float(lv.top_percent)))
+        elif lv.rule == "min_probability" and lv.threshold is None:
+            lv = _with(lv, threshold=float(lv.min_probability))
+        elif lv.rule == "min_precision" and lv.threshold is None:
+            raise ValueError(f"band {lv.name!r} (min_precision) was never resolved on a test snapshot; "
+                             "retrain the model so its bands are saved with it")
+        out.append(lv)
+    return out
 
 
 def assign(levels: list[BandLevel], scores: np.ndarray) -> np.ndarray:

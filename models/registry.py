@@ -646,6 +646,32 @@ def load_champion(name: str, alias: str = CHAMPION) -> tuple[Any, ModelVersion]:
             return mlflow.pyfunc.load_model(f"models:/{name}@{alias}"), mv
 
 
+def load_version(name: str, version: str | int) -> Any:
+    """The pyfunc model of one registered version (what a past scoring run used)."""
+    client = MlflowClient()
+    with _mlflow(f"loading {name} version {version}"):
+        _version(client, name, version)
+        with _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+            return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+
+
+REFERENCE_FILE = "reference/reference.parquet"
+
+
+def reference_sample(name: str, version: str | int) -> pd.DataFrame:
+    """The training reference logged with a version: test-snapshot features and the model's score."""
+    client = MlflowClient()
+    with _mlflow(f"reading the training reference of {name} version {version}"):
+        mv = _version(client, name, version)
+        frame = _read_artifact(mv.run_id, REFERENCE_FILE, lambda uri: pd.read_parquet(
+            mlflow.artifacts.download_artifacts(uri)))
+    if frame is None:
+        raise RegistryError(f"{name} version {version} has no training reference ({REFERENCE_FILE} in run "
+                            f"{mv.run_id}); it was trained before references were logged. Retrain it "
+                            "(dynseg train <target>) and promote the new version.")
+    return frame
+
+
 _LIST_COLUMNS = ["name", "version", "aliases", "status", "target", "test_auc", "test_brier", "test_cutoff", "created"]
 
 

@@ -4,7 +4,8 @@ Tables (all keyed by ``run_id``; one run per ``as_of``):
 
 - ``scoring_runs``: one row per run: as_of, when it ran, engine, models and bands used, sizes;
 - ``customer_scores``: every scored customer's scores and bands;
-- ``segment_members``: the membership snapshot (segment, customer, scores, bands, holdout, sendable);
+- ``segment_members``: the membership snapshot (segment, customer, scores, bands, holdout,
+  consented = email consent as of the run, sendable = consented, not held out, not a suppression);
 - ``segment_deltas``: who ``entered`` or ``exited`` each segment against the previous run (the
   latest run with an earlier as_of). Customers who stayed are the members not listed here;
 - ``segment_health``: per segment: size, sendable, holdout, entered, exited, stayed,
@@ -53,16 +54,20 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, schema: str, targets: list[str
     con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.customer_scores "
                 f"(run_id VARCHAR, as_of TIMESTAMP, customer_id VARCHAR, {scores})")
     con.execute(f"CREATE TABLE IF NOT EXISTS {schema}.segment_members (run_id VARCHAR, as_of TIMESTAMP, "
-                f"segment VARCHAR, kind VARCHAR, customer_id VARCHAR, holdout BOOLEAN, sendable BOOLEAN, {scores})")
-    # A target scored now but not when the tables were made gets its columns added.
+                f"segment VARCHAR, kind VARCHAR, customer_id VARCHAR, holdout BOOLEAN, consented BOOLEAN, "
+                f"sendable BOOLEAN, {scores})")
+    # A target scored now but not when the tables were made (or a column added since) gets added.
     for table in ("customer_scores", "segment_members"):
         have = {r[0] for r in con.execute(
             "SELECT column_name FROM duckdb_columns() WHERE database_name = ? AND table_name = ?",
             [schema, table]).fetchall()}
-        for t in targets:
-            for col, typ in ((f"{t}_score", "DOUBLE"), (f"{t}_score_100", "INTEGER"), (f"{t}_band", "VARCHAR")):
-                if col not in have:
-                    con.execute(f"ALTER TABLE {schema}.{table} ADD COLUMN {col} {typ}")
+        wanted = [(f"{t}_{c}", typ) for t in targets
+                  for c, typ in (("score", "DOUBLE"), ("score_100", "INTEGER"), ("band", "VARCHAR"))]
+        if table == "segment_members":
+            wanted.append(("consented", "BOOLEAN"))
+        for col, typ in wanted:
+            if col not in have:
+                con.execute(f"ALTER TABLE {schema}.{table} ADD COLUMN {col} {typ}")
 
 
 def previous_run(con: duckdb.DuckDBPyConnection, schema: str, as_of: datetime) -> str | None:
@@ -103,8 +108,9 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
             sc = ", ".join(score_columns(targets))
             con.execute(f"INSERT INTO ws.customer_scores (run_id, as_of, customer_id, {sc}) "
                         f"SELECT ?, ?, customer_id, {sc} FROM {scores_view}", [run_id, as_of])
-            con.execute(f"INSERT INTO ws.segment_members (run_id, as_of, segment, kind, customer_id, holdout, sendable, {sc}) "
-                        f"SELECT ?, ?, segment, kind, customer_id, holdout, sendable, {sc} FROM {members_view}",
+            con.execute(f"INSERT INTO ws.segment_members (run_id, as_of, segment, kind, customer_id, holdout, consented, "
+                        f"sendable, {sc}) SELECT ?, ?, segment, kind, customer_id, holdout, consented, sendable, {sc} "
+                        f"FROM {members_view}",
                         [run_id, as_of])
             con.execute(
                 "INSERT INTO ws.segment_deltas "

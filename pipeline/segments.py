@@ -106,7 +106,7 @@ def holdout_value(salt: str, segment: str, customer_id: str) -> float:
 
 def membership_sql(segments: list[CompiledSegment], salt: str, carry: list[str], has_consent: bool,
                    table: str = "scored", dialect: Dialect = "duckdb") -> str:
-    """One query: ``segment, kind, customer_id, holdout, sendable`` plus the ``carry`` columns of
+    """One query: ``segment, kind, customer_id, holdout, consented, sendable`` plus the ``carry`` columns of
     ``table`` for every member of every segment."""
     q = lambda n: quote(n, dialect)  # noqa: E731
     ctes = []
@@ -124,7 +124,7 @@ def membership_sql(segments: list[CompiledSegment], salt: str, carry: list[str],
         sendable = f"(NOT ({held})) AND {consent}" if s.sendable_kind else "false"
         parts.append(
             f"SELECT {literal(d.name)} AS segment, {literal(d.kind)} AS kind, t.customer_id, "
-            f"{held} AS holdout, {sendable} AS sendable{cols} "
+            f"{held} AS holdout, {consent} AS consented, {sendable} AS sendable{cols} "
             f"FROM {table} t JOIN {q('seg_' + d.name)} m ON m.customer_id = t.customer_id"
         )
     if not parts:
@@ -140,6 +140,7 @@ def coverage_sql(segments: list[CompiledSegment], table: str = "scored", dialect
     for s in segments:
         cols = sorted(s.rule.columns)
         known = " AND ".join(f"{q(c)} IS NOT NULL" for c in cols) or "true"
-        parts.append(f"SELECT {literal(s.name)} AS segment, avg(CASE WHEN {known} THEN 1.0 ELSE 0.0 END) AS coverage "
+        # avg of integers is a double on both engines; Spark's avg of 1.0/0.0 (decimals) keeps only 5 places
+        parts.append(f"SELECT {literal(s.name)} AS segment, avg(CASE WHEN {known} THEN 1 ELSE 0 END) AS coverage "
                      f"FROM {table}")
     return "\nUNION ALL\n".join(parts)

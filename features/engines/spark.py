@@ -32,7 +32,7 @@ from features.engines import FeatureEngine
 
 if TYPE_CHECKING:
     import duckdb
-    from pyspark.sql import SparkSession
+    from pyspark.sql import DataFrame, SparkSession
 
 MIN_JAVA = 17
 PYSPARK_HINT = "install the spark extra: `make test` does, or `uv sync --extra spark`"
@@ -43,8 +43,11 @@ JAVA_HINT = (
 )
 
 
-class EngineUnavailable(RuntimeError):
-    """The Spark engine cannot start on this machine; the message says what is missing and how to fix it."""
+class EngineUnavailable(RuntimeError, ValueError):
+    """The Spark engine cannot start on this machine; the message says what is missing and how to fix it.
+
+    Also a ValueError: like a bad setting, the CLI reports it in one line (exit code 1), no stack trace.
+    """
 
 
 def check_pyspark() -> None:
@@ -161,10 +164,13 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) 
 
     if SparkContext._gateway is None:  # the JVM is about to be launched: is there a usable Java?
         check_java()
+    if is_local(master):
+        # Local Python workers must import what this process imports (pandas; mlflow, lightgbm
+        # and dynseg for models scored as Spark UDFs): this interpreter, whatever PYSPARK_PYTHON says.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
+        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
-    if is_local(master):
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
     scratch = Path(tempfile.gettempdir())
     if SparkContext._active_spark_context is None:  # a new context gets its own scratch dir
         scratch = Path(tempfile.mkdtemp(prefix="dynseg-spark-"))
@@ -217,9 +223,7 @@ class SparkEngine(FeatureEngine):
         from ibis.formats.pandas import PandasData
 
         table_expr = expr.as_table()
-        self._backend._run_pre_execute_hooks(table_expr)  # registers in-memory tables, as execute() does
-        sql = self._backend.compile(table_expr)
-        arrow = self.session.sql(sql).toArrow()
+        arrow = self.to_spark(table_expr).toArrow()
         columns = {}
         for name, col in zip(arrow.column_names, arrow.columns):
             if pat.is_timestamp(col.type) and col.type.tz is not None:
@@ -230,6 +234,12 @@ class SparkEngine(FeatureEngine):
             columns[name] = col.to_pylist() if nested or col.null_count else col.to_pandas()
         df = PandasData.convert_table(pd.DataFrame(columns), table_expr.schema())
         return expr.__pandas_result__(df)
+
+    def to_spark(self, expr: ir.Table) -> DataFrame:
+        """``expr`` as a Spark DataFrame: lazy, nothing is computed or brought to the driver."""
+        table_expr = expr.as_table()
+        self._backend._run_pre_execute_hooks(table_expr)  # registers in-memory tables, as execute() does
+        return self.session.sql(self._backend.compile(table_expr))
 
     def close(self) -> None:
         """Drop the temp views; the session belongs to the caller and stays up."""

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli import data, features, models, score, segments, train
+from pipeline.cli import data, features, models, monitor, score, segments, train
 from pipeline.cli.common import State
 
 app = typer.Typer(
@@ -23,6 +23,8 @@ app.add_typer(train.app, name="train")
 app.add_typer(models.app, name="models")
 app.command("score")(score.score)
 app.add_typer(segments.app, name="segments")
+app.command("monitor")(monitor.monitor)
+app.command("lift")(monitor.lift)
 
 
 @app.callback()

@@ -25,13 +25,19 @@ def generate(
     seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same data.")] = 7,
     end: Annotated[str, typer.Option(help="Last day of the history (UTC).")] = "2026-11-27",
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder (default: <workspace>/data).")] = None,
+    drift_from: Annotated[Optional[str], typer.Option(help="Shift behaviour after the end of this day (UTC).")] = None,
+    drift: Annotated[float, typer.Option(min=0, max=1, help="Strength of the shift, 0-1 (with --drift-from).")] = 0.0,
 ) -> None:
-    """Write a synthetic shop (two years of events, customers, identities) as Parquet."""
+    """Write a synthetic shop (two years of events, customers, identities) as Parquet.
+
+    With --drift-from and --drift, behaviour shifts after that day (fewer opens and organic
+    orders, larger baskets, a new acquisition channel), so monitoring has real drift to find.
+    """
     state: State = ctx.obj
     with handled():
         target = out_dir or Workspace(state.config().workspace).data_dir
         with progress(f"Generating {customers:,} customers", total=customers) as update:
-            paths = generate_job(target, customers, seed, end, progress=update)
+            paths = generate_job(target, customers, seed, end, progress=update, drift_from=drift_from, drift=drift)
     for name, path in paths.items():
         out.print(f"wrote {name:<11} {path}")
 
@@ -81,3 +87,29 @@ def _print_summary(s: dict) -> None:
         "largest merged group": i["largest_group"],
         "identifiers skipped as too common": i["skipped_identifiers"],
     }))
+
+
+@app.command("simulate-campaign")
+def simulate_campaign(
+    ctx: typer.Context,
+    run: Annotated[Optional[str], typer.Option(help="Scoring run id whose segments were sent a campaign.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="Or: the scoring run as of this date.")] = None,
+    uplift: Annotated[float, typer.Option(min=0, max=1, help="Share of treated non-buyers the campaign converts.")] = 0.05,
+    segment: Annotated[Optional[list[str]], typer.Option(help="Segments sent to (repeat; default: every segment with a holdout).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+) -> None:
+    """Demo data only: add the orders a campaign to a run's sendable members would have caused.
+
+    Holdout members get nothing, so `dynseg lift` has a real effect to find. Rewrites the events
+    Parquet file of the demo shop (atomically).
+    """
+    from pipeline.jobs.data import simulate_campaign_job
+
+    state: State = ctx.obj
+    with handled():
+        if not (run or as_of):
+            raise ValueError("name the scoring run: --run RUN_ID or --as-of DATE")
+        c = simulate_campaign_job(state.config(), run, uplift, segment, seed, parse_as_of(as_of) if as_of else None)
+    out.print(f"campaign after run {c.run_id} ({c.as_of:%Y-%m-%d %H:%M}): {c.treated:,} treated members of "
+              f"{', '.join(c.segments)}; {c.events_added:,} events added in the {c.horizon_days}-day window to "
+              f"{c.events_path}")

@@ -9,6 +9,7 @@ from typing import Callable
 
 import duckdb
 
+from features.asof import parse_duration
 from features.engine import connect
 from features.identity import IdentityResolution
 from features.load import build_canonical
@@ -83,10 +84,71 @@ def data_summary(data: LoadedData) -> dict:
 
 
 def generate_job(
-    out_dir: Path, customers: int, seed: int, end: str, progress: Callable[[int, int], None] | None = None
+    out_dir: Path, customers: int, seed: int, end: str, progress: Callable[[int, int], None] | None = None,
+    drift_from: str | None = None, drift: float = 0.0,
 ) -> dict[str, Path]:
     """``dynseg data generate``: write the synthetic shop's sources to ``out_dir``."""
     from pipeline.synthetic import generate, write
 
-    shop = generate(customers, seed=seed, end=end, progress=progress)
+    shop = generate(customers, seed=seed, end=end, progress=progress, drift_from=drift_from, drift=drift)
     return write(shop, out_dir)
+
+
+@dataclass
+class Campaign:
+    run_id: str
+    as_of: datetime
+    segments: list[str]
+    treated: int
+    events_added: int
+    horizon_days: int
+    events_path: Path
+
+
+def simulate_campaign_job(cfg: Config, run_id: str | None, uplift: float, segments: list[str] | None = None,
+                          seed: int = 0, as_of: datetime | None = None) -> Campaign:
+    """``dynseg data simulate-campaign``: the demo shop's answer to a campaign sent after a run.
+
+    Treated: the sendable members of ``segments`` (default: every segment with a holdout) who are
+    in none of those segments' holdouts. Extra orders are added to the events source (a Parquet
+    file, rewritten atomically) in the run's purchase window; see ``synthetic.apply_treatment``.
+    """
+    import io
+
+    import pandas as pd
+
+    from pipeline import runs
+    from pipeline.synthetic import apply_treatment
+    from pipeline.workspace import write_atomic
+
+    db = Workspace(cfg.workspace).db_path
+    found = runs.read(db, "SELECT run_id, as_of, config FROM scoring_runs WHERE run_id = ? OR as_of = ?",
+                      [run_id, as_of])
+    if found.empty:
+        what = f"run {run_id!r}" if run_id else f"run as of {as_of}"
+        raise ValueError(f"no scoring {what} in {db}; score first (dynseg score --as-of DATE) or list runs with "
+                         "dynseg segments list")
+    run_id, as_of = found.run_id[0], found.as_of[0].to_pydatetime()
+    import json
+
+    defined = {s["name"]: s for s in json.loads(found.config[0])["segments"]["segments"]}
+    chosen = segments or [n for n, s in defined.items() if s["holdout"] > 0 and s["kind"] != "suppression"]
+    unknown = [n for n in chosen if n not in defined]
+    if unknown:
+        raise ValueError(f"run {run_id} has no segment {unknown}; it has {sorted(defined)}")
+    marks = ", ".join("?" * len(chosen))
+    members = runs.read(db, f"SELECT customer_id, sendable, holdout FROM segment_members WHERE run_id = ? "
+                            f"AND segment IN ({marks})", [run_id, *chosen])
+    treated = set(members.customer_id[members.sendable]) - set(members.customer_id[members.holdout])
+    spec = cfg.source_specs()["events"]
+    path = Path(spec.path) if Path(spec.path).is_absolute() else cfg.project_dir / spec.path
+    if spec.format != "parquet" or not path.is_file():
+        raise ValueError(f"configs/catalog.yaml: sources.events must be one Parquet file to simulate a campaign "
+                         f"(the demo shop's); found format {spec.format!r}, path {spec.path!r}")
+    events = pd.read_parquet(path)
+    horizon = int(parse_duration(cfg.labels.purchase.horizon).days)
+    out = apply_treatment(events, sorted(treated), as_of, horizon, uplift, seed)
+    buf = io.BytesIO()
+    out.to_parquet(buf, index=False)
+    write_atomic(path, buf.getvalue())
+    return Campaign(run_id, as_of, chosen, len(treated), len(out) - len(events), horizon, path)

@@ -4,11 +4,19 @@ Stages (timed, for the benchmark): ``features`` (point-in-time features of every
 customer), ``scoring`` (each target's champion, calibrated and moved to the base rate expected at
 D, then bands), ``segments`` (rules, exclusions, holdouts, consent), ``write`` (exports, the
 workspace transaction, the MLflow record).
+
+On Spark (``--engine spark``) features, scoring and segments run on Spark and nothing per customer
+passes through the driver: customer scores and memberships are staged as Parquet in the workspace
+and loaded into the run's DuckDB connection from there. Both engines leave the same relations on
+that connection (``scored``, ``members``, ``health``), so exports, the workspace transaction and
+the MLflow record are one code path.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import shutil
 import time
 import uuid
@@ -22,6 +30,7 @@ import pandas as pd
 
 from features.asof import as_of_label, now_utc, parse_duration
 from features.customer_features import customer_features
+from features.engines import FeatureEngine
 from features.labels import LabelSpec
 from features.training_set import label_rate
 from models import bands as band_rules
@@ -102,40 +111,27 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile)
         # Every rule is checked against the run's columns before any work is done.
         segments = compile_segments(cfg.segments, expected_columns(expr, targets))
-        feats = eng.execute(expr)
-        feats = feats.sort_values("customer_id", ignore_index=True)
+        feats = _features(eng, expr)
+        has_consent = CONSENT_COLUMN in feats.columns
         timings["features"] = time.perf_counter() - clock
 
-        clock = time.perf_counter()
-        say("scoring")
         first = data.con.execute("SELECT min(ts) FROM events").fetchall()[0][0]
-        used = []
-        for t in targets:
-            pyfunc, mv = champions[t]
-            scores, info = score_target(cfg, t, pyfunc, feats, as_of,
-                                        lambda spec, cutoff: label_rate(eng, profile, spec, cutoff, first,
-                                                                        parse_duration(cfg.training.min_history)))
-            info.version, info.model_run_id = str(mv.version), mv.run_id or ""
-            for col in scores.columns:
-                feats[col] = scores[col]
-            used.append(info)
-            warnings += [f"{t}: {w}" for w in getattr(info, "_warnings", [])]
-        timings["scoring"] = time.perf_counter() - clock
+        min_history = parse_duration(cfg.training.min_history)
+
+        def rate_at(spec: LabelSpec, cutoff: datetime) -> float | None:
+            return label_rate(eng, profile, spec, cutoff, first, min_history)
+
+        score_and_segment = _score_and_segment_spark if eng.name == "spark" else _score_and_segment_duckdb
+        n_customers, used = score_and_segment(cfg, feats, champions, segments, as_of, rate_at, data.con, timings, say)
     finally:
         eng.close()
-
-    clock = time.perf_counter()
-    say("segments")
-    con = data.con
-    score_cols = runs.score_columns(targets)
-    con.register("scored", feats)
-    con.execute("CREATE OR REPLACE TEMP TABLE members AS " + membership_sql(
-        segments, cfg.segments.holdout_salt, score_cols, CONSENT_COLUMN in feats.columns))
-    if CONSENT_COLUMN not in feats.columns:
+    for m in used:
+        warnings += [f"{m.target}: {w}" for w in getattr(m, "_warnings", [])]
+    if not has_consent:
         warnings.append("the data has no consent fields: no customer is sendable (exports hold holdouts and "
                         "suppressions only). Add email_consent and consent_updated_at to the customers source.")
-    _health_view(con, segments)
-    timings["segments"] = time.perf_counter() - clock
+    con = data.con
+    score_cols = runs.score_columns(targets)
 
     clock = time.perf_counter()
     say("writing")
@@ -146,7 +142,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     bands_used = {m.target: m.bands for m in used}
     record = {
         "run_id": run_id, "as_of": as_of, "started_at": started, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
-        "engine": engine or cfg.settings.engine, "n_customers": len(feats),
+        "engine": engine or cfg.settings.engine, "n_customers": n_customers,
         "models": json.dumps([m.record() for m in used], default=str), "bands": json.dumps(bands_used, default=str),
         "previous_run_id": None, "mlflow_run_id": None, "export_dir": str(export_dir),
         "config": json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump()}),
@@ -165,7 +161,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         mlflow_run = _log_mlflow(cfg, registry, record, used, health, exports)
         _set_mlflow_run(ws, run_id, mlflow_run)
     timings["write"] = time.perf_counter() - clock
-    return ScoreRun(run_id, as_of, prev, len(feats), used, health, export_dir, exports, mlflow_run, timings, warnings)
+    return ScoreRun(run_id, as_of, prev, n_customers, used, health, export_dir, exports, mlflow_run, timings, warnings)
 
 
 def expected_columns(features_expr: Any, targets: list[str]) -> dict[str, Kind]:
@@ -198,29 +194,18 @@ def score_target(cfg: Config, target: str, pyfunc: Any, feats: pd.DataFrame, as_
     from models import registry
 
     bundle = registry.bundle_of(pyfunc)
-    notes: list[str] = []
     spec = _label_spec(cfg, target, bundle)
     population = np.ones(len(feats), dtype=bool)
     if spec.population == "active":
-        population = (feats["recency_days"] <= spec.active_window.total_seconds() / 86400).fillna(False).to_numpy()
-    latest_cutoff = as_of - spec.horizon
-    latest = rate_at(spec, latest_cutoff)
-    if latest is None:
-        base_rate, note = None, "no complete label window before the run: the model's own calibration is used"
-    else:
-        year = timedelta(days=365)
-        base_rate, note = seasonal_base_rate(latest, rate_at(spec, latest_cutoff - year), rate_at(spec, as_of - year))
+        population = (feats["recency_days"] <= _active_days(spec)).fillna(False).to_numpy()
+    base_rate, note = _base_rate(spec, as_of, rate_at)
     out = pd.DataFrame(index=feats.index)
     scores = np.full(len(feats), np.nan)
     if population.any():
         x = registry.model_input(feats.loc[population], pyfunc)
         pred = pyfunc.predict(x, params={"base_rate": base_rate} if base_rate is not None else None)
         scores[population] = pred["score"].to_numpy()
-    if bundle.bands:
-        levels = band_rules.from_dicts(bundle.bands)
-    else:
-        levels = band_rules.levels_from_config([lv.model_dump() for lv in getattr(cfg.bands, target)])
-        notes.append("the model version carries no bands (trained before bands existed); configs/bands.yaml is used")
+    levels, notes = _band_levels(cfg, target, bundle)
     levels = band_rules.thresholds_for_run(levels, scores[population] if population.any() else scores)
     out[f"{target}_score"] = scores
     out[f"{target}_score_100"] = pd.array(np.where(np.isnan(scores), np.nan, np.rint(scores * 100)), dtype="Int64")
@@ -239,8 +224,185 @@ def _label_spec(cfg: Config, target: str, bundle: Any) -> LabelSpec:
     return label_spec(cfg, target)
 
 
-def _health_view(con, segments: list[CompiledSegment]) -> None:
-    """``health``: per segment, size, sendable, holdout and coverage of this run."""
+def _active_days(spec: LabelSpec) -> float:
+    """The activity window of an ``active`` population, in days (compared with ``recency_days``)."""
+    return spec.active_window.total_seconds() / 86400
+
+
+def _base_rate(spec: LabelSpec, as_of: datetime,
+               rate_at: Callable[[LabelSpec, datetime], float | None]) -> tuple[float | None, str]:
+    """The base rate expected at ``as_of`` (None: keep the model's calibration) and how it was found."""
+    latest_cutoff = as_of - spec.horizon
+    latest = rate_at(spec, latest_cutoff)
+    if latest is None:
+        return None, "no complete label window before the run: the model's own calibration is used"
+    year = timedelta(days=365)
+    return seasonal_base_rate(latest, rate_at(spec, latest_cutoff - year), rate_at(spec, as_of - year))
+
+
+def _band_levels(cfg: Config, target: str, bundle: Any) -> tuple[list[band_rules.BandLevel], list[str]]:
+    """The version's band levels (percentile thresholds still to resolve) and a note if config supplied them."""
+    if bundle.bands:
+        return band_rules.from_dicts(bundle.bands), []
+    return (band_rules.levels_from_config([lv.model_dump() for lv in getattr(cfg.bands, target)]),
+            ["the model version carries no bands (trained before bands existed); configs/bands.yaml is used"])
+
+
+def _features(eng: FeatureEngine, expr: Any) -> Any:
+    """The run's feature frame: pandas on DuckDB. On Spark a Spark DataFrame computed now and kept by
+    the executors (a local checkpoint, never collected; later queries start from it, not from the long
+    feature plan), with NULL where Spark has NaN: DuckDB reads a pandas NaN as NULL, and the rules
+    must compare the same values on both engines."""
+    if eng.name != "spark":
+        return eng.execute(expr).sort_values("customer_id", ignore_index=True)
+    return _nan_to_null(eng.to_spark(expr)).localCheckpoint()
+
+
+def _nan_to_null(frame: Any) -> Any:
+    """``frame`` with NULL for NaN in every floating-point column."""
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import DoubleType, FloatType
+
+    return frame.withColumns({f.name: F.nanvl(f.name, F.lit(None).cast(f.dataType)) for f in frame.schema.fields
+                              if isinstance(f.dataType, (DoubleType, FloatType))})
+
+
+def _score_and_segment_duckdb(cfg: Config, feats: pd.DataFrame, champions: dict, segments: list[CompiledSegment],
+                              as_of: datetime, rate_at: Callable[[LabelSpec, datetime], float | None], con,
+                              timings: dict[str, float], say: Progress) -> tuple[int, list[ScoredModel]]:
+    """Scores, bands and memberships on DuckDB: ``feats`` (pandas) gains the score columns and becomes
+    ``scored`` on ``con``, the memberships ``members``, then ``health``. Returns the customers and models."""
+    clock = time.perf_counter()
+    say("scoring")
+    used = []
+    for t, (pyfunc, mv) in champions.items():
+        scores, info = score_target(cfg, t, pyfunc, feats, as_of, rate_at)
+        info.version, info.model_run_id = str(mv.version), mv.run_id or ""
+        for col in scores.columns:
+            feats[col] = scores[col]
+        used.append(info)
+    timings["scoring"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    say("segments")
+    con.register("scored", feats)
+    con.execute("CREATE OR REPLACE TEMP TABLE members AS " + membership_sql(
+        segments, cfg.segments.holdout_salt, runs.score_columns(list(champions)), CONSENT_COLUMN in feats.columns))
+    _health_view(con, segments, "(" + coverage_sql(segments) + ")")
+    timings["segments"] = time.perf_counter() - clock
+    return len(feats), used
+
+
+def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments: list[CompiledSegment],
+                             as_of: datetime, rate_at: Callable[[LabelSpec, datetime], float | None], con,
+                             timings: dict[str, float], say: Progress) -> tuple[int, list[ScoredModel]]:
+    """The same on Spark, leaving the same relations on ``con``: each champion scores its population
+    as a Spark UDF, bands and segments are Spark SQL, and nothing per customer passes through the
+    driver: customer scores and memberships are staged as Parquet in the workspace and loaded from there."""
+    from pyspark.sql import functions as F
+
+    from models import registry
+
+    spark = feats.sparkSession
+    clock = time.perf_counter()
+    say("scoring")
+    scored, found = feats, []
+    for t, (pyfunc, mv) in champions.items():
+        bundle = registry.bundle_of(pyfunc)
+        spec = _label_spec(cfg, t, bundle)
+        inside = (F.lit(True) if spec.population != "active" else
+                  F.coalesce(F.col("recency_days") <= _active_days(spec), F.lit(False)))
+        base_rate, note = _base_rate(spec, as_of, rate_at)
+        predict = registry.spark_udf(spark, mv, base_rate)(registry.spark_model_input(feats, pyfunc))
+        # Computed here, one model per Spark job (the Python workers, slow to start, serve them in
+        # turn), and kept with a short lineage: the segment queries below read it many times.
+        scored = _with_scores(scored, t, inside, predict).localCheckpoint()
+        levels, notes = _band_levels(cfg, t, bundle)
+        info = ScoredModel(t, mv.name, str(mv.version), mv.run_id or "", spec.population, 0, base_rate, note, [])
+        info._warnings = notes  # type: ignore[attr-defined]
+        found.append((info, levels))
+    view = f"dynseg_scored_{uuid.uuid4().hex[:8]}"
+    staged = Workspace(cfg.workspace).root / "staging" / f"score-{uuid.uuid4().hex[:12]}"
+    try:
+        counts = scored.agg(F.count(F.lit(1)), *[F.count(f"{m.target}_score") for m, _ in found]).first()
+        bands = {}
+        for (info, levels), n in zip(found, counts[1:]):
+            score = f"{info.target}_score"
+            levels = [dataclasses.replace(lv, threshold=_top_threshold(scored, score, n, lv.top_percent))
+                      if lv.rule == "top_percent" else lv for lv in levels]
+            bands[f"{info.target}_band"] = _band_column(levels, F.col(score))
+            info.scored, info.bands = n, band_rules.to_dicts(levels)
+        scored = scored.withColumns(bands)
+        scored.createOrReplaceTempView(view)
+        timings["scoring"] = time.perf_counter() - clock
+
+        clock = time.perf_counter()
+        say("segments")
+        score_cols = runs.score_columns(list(champions))
+        members = spark.sql(membership_sql(segments, cfg.segments.holdout_salt, score_cols,
+                                           CONSENT_COLUMN in feats.columns, table=view, dialect="spark"))
+        for name, frame in (("scored", scored.select("customer_id", *score_cols)), ("members", members)):
+            files = _write_parquet(frame, staged / name)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM read_parquet('{files}')")
+        con.register("coverage", spark.sql(coverage_sql(segments, table=view, dialect="spark")).toPandas())
+        _health_view(con, segments, "coverage")
+        timings["segments"] = time.perf_counter() - clock
+        return counts[0], [info for info, _ in found]
+    finally:
+        # (the checkpointed frames are released by Spark's cleaner once they are out of reach)
+        spark.catalog.dropTempView(view)
+        shutil.rmtree(staged, ignore_errors=True)
+
+
+def _with_scores(frame: Any, target: str, inside: Any, predict: Any) -> Any:
+    """``frame`` plus ``<target>_score`` and ``_score_100`` from ``predict`` (the model's UDF on its
+    inputs) for the rows ``inside`` the model's population, NULL for the others. A union of the two
+    halves: the model sees only its population, and nothing is shuffled."""
+    from pyspark.sql import functions as F
+
+    score, score_100 = f"{target}_score", f"{target}_score_100"
+    no_score = F.lit(None).cast("double")
+    with_scores = (frame.where(inside).withColumn("_p", predict)
+                   .withColumns({score: F.nanvl("_p.score", no_score), score_100: F.col("_p.score_100")}).drop("_p"))
+    without = frame.where(~inside).withColumns({score: no_score, score_100: F.lit(None).cast("long")})
+    return with_scores.unionByName(without)
+
+
+def _top_threshold(scored: Any, column: str, n: int, top_percent: float) -> float:
+    """:func:`models.bands.percentile_threshold` on Spark, exactly: the score at rank ceil(n q / 100),
+    best first, among the ``n`` customers with a score (inf when there are none)."""
+    from pyspark.sql import functions as F
+
+    if n == 0:
+        return math.inf
+    k = band_rules.top_rank(n, top_percent)
+    ranked = scored.select(column).where(F.col(column).isNotNull()).orderBy(F.col(column).desc())
+    return float(ranked.offset(k - 1).limit(1).first()[0])
+
+
+def _band_column(levels: list[band_rules.BandLevel], score: Any) -> Any:
+    """:func:`models.bands.assign` as a Spark column: the first level whose threshold the score
+    reaches (a level without a rule takes everyone left); NULL without a score."""
+    from pyspark.sql import functions as F
+
+    band = F.when(score.isNull(), F.lit(None).cast("string"))
+    for lv in levels:
+        band = band.when(F.lit(True) if lv.rule is None else score >= lv.threshold, lv.name)
+    return band
+
+
+def _write_parquet(frame: Any, folder: Path) -> str:
+    """Write ``frame`` from Spark as Parquet files under a temp name, then rename the folder into
+    place; return a glob of its files for DuckDB's ``read_parquet``."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    frame.write.mode("overwrite").parquet(str(tmp))
+    tmp.rename(folder)
+    return str(folder / "*.parquet").replace("'", "''")
+
+
+def _health_view(con, segments: list[CompiledSegment], coverage: str) -> None:
+    """``health``: per segment, size, sendable, holdout and coverage of this run (``coverage``: a
+    relation on ``con`` with one row per segment, see :func:`pipeline.segments.coverage_sql`)."""
     meta = pd.DataFrame([{"segment": s.name, "kind": s.definition.kind, "owner": s.definition.owner}
                          for s in segments])
     con.register("segment_meta", meta)
@@ -249,7 +411,7 @@ def _health_view(con, segments: list[CompiledSegment]) -> None:
         "SELECT m.segment, m.kind, m.owner, count(k.customer_id) AS size, "
         "count(*) FILTER (WHERE k.sendable) AS sendable, count(*) FILTER (WHERE k.holdout) AS holdout, "
         "any_value(c.coverage) AS coverage "
-        "FROM segment_meta m LEFT JOIN members k USING (segment) LEFT JOIN (" + coverage_sql(segments) + ") c "
+        f"FROM segment_meta m LEFT JOIN members k USING (segment) LEFT JOIN {coverage} c "
         "USING (segment) GROUP BY m.segment, m.kind, m.owner")
 
 

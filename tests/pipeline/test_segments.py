@@ -156,7 +156,8 @@ def test_suppress_always_must_name_a_suppression(project):
 def write(con, db, as_of, run_id, membership):
     scores = pd.DataFrame({"customer_id": sorted({c for cs in membership.values() for c in cs}),
                            "purchase_score": 0.5, "purchase_score_100": 50, "purchase_band": "high"})
-    mem = pd.DataFrame([{"segment": s, "kind": "rule", "customer_id": c, "holdout": False, "sendable": True,
+    mem = pd.DataFrame([{"segment": s, "kind": "rule", "customer_id": c, "holdout": False, "consented": True,
+                         "sendable": True,
                          "purchase_score": 0.5, "purchase_score_100": 50, "purchase_band": "high"}
                         for s, cs in membership.items() for c in cs])
     health = pd.DataFrame([{"segment": s, "kind": "rule", "owner": "t", "size": len(cs), "sendable": len(cs),

@@ -1,0 +1,104 @@
+"""``dynseg monitor`` and ``dynseg lift``: is the run still trustworthy, and did the campaigns work?"""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from features.asof import as_of_label, parse_as_of
+from pipeline.cli.common import EXIT_GATE, State, err, handled, kv_table, out
+
+
+def monitor(
+    ctx: typer.Context,
+    as_of: Annotated[Optional[str], typer.Option(help="The scoring run as of this date (default: the latest run).")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Or: the scoring run id.")] = None,
+) -> None:
+    """Drift of features and scores against each model's training reference, and segment-health alarms.
+
+    Writes an Evidently HTML report and a JSON summary per model under .dynseg/reports/monitor/
+    and logs them to MLflow. Exits 3 when an alarm trips (thresholds in configs/monitoring.yaml).
+    """
+    from pipeline.jobs.monitor import monitor_job
+
+    state: State = ctx.obj
+    with handled():
+        with err.status("monitoring: features, references, Evidently reports"):
+            r = monitor_job(state.config(), parse_as_of(as_of) if as_of else None, run)
+    t = Table(title=f"Drift against the training reference, run {r.run_id} (as of {as_of_label(r.as_of)})",
+              title_justify="left")
+    for c in ("model", "columns", "drifted", "share", "drifted columns (first 8)", "alarm"):
+        t.add_column(c, justify="right" if c in ("columns", "drifted", "share") else "left")
+    for target, d in r.drift.items():
+        t.add_row(target, str(len(d.columns)), str(len(d.drifted)), f"{d.drift_share:.0%}",
+                  ", ".join(d.drifted[:8]) + (" …" if len(d.drifted) > 8 else ""), "[red]yes[/]" if d.alarm else "no")
+    out.print(t)
+    out.print(kv_table("Reports", {k: str(v) for k, v in r.files.items()} | {"MLflow run": r.mlflow_run_id or "—"}))
+    if r.alarm:
+        err.print("[bold red]Alarm:[/]")
+        for reason in r.reasons:
+            err.print(f"  - {reason}", highlight=False)
+        raise typer.Exit(EXIT_GATE)
+    out.print("[green]No alarm.[/]")
+
+
+def lift(
+    ctx: typer.Context,
+    run: Annotated[Optional[str], typer.Option(help="The scoring run id.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="Or: the scoring run as of this date.")] = None,
+) -> None:
+    """Holdout lift per segment and realized model quality for a past run whose outcome window has passed.
+
+    Treated = sendable members; holdout = held-out members who would have been sendable. Exits 3
+    when a model's realized AUC is below its floor (configs/monitoring.yaml).
+    """
+    from pipeline.jobs.monitor import lift_job
+
+    state: State = ctx.obj
+    with handled():
+        if not (run or as_of):
+            raise ValueError("name the scoring run: --run RUN_ID or --as-of DATE")
+        with err.status("measuring lift and realized quality"):
+            r = lift_job(state.config(), run, parse_as_of(as_of) if as_of else None)
+    window = ", ".join(f"{k} {as_of_label(a)} → {as_of_label(b)}" for k, (a, b) in r.windows.items())
+    t = Table(title=f"Holdout lift, run {r.run_id} (as of {as_of_label(r.as_of)}; outcome windows: {window})",
+              title_justify="left")
+    for c in ("segment", "outcome", "treated", "holdout", "rate treated", "rate holdout", "abs lift (95% CI)",
+              "rel lift", "p", "revenue/member T vs H", "verdict"):
+        t.add_column(c, justify="left" if c in ("segment", "outcome", "verdict") else "right")
+    for x in r.lift.itertuples():
+        t.add_row(x.segment, x.outcome, f"{x.n_treated:,}", f"{x.n_holdout:,}", f"{x.conversion_treated:.1%}",
+                  f"{x.conversion_holdout:.1%}", f"{x.abs_lift:+.1%} [{x.abs_lift_low:+.1%}, {x.abs_lift_high:+.1%}]",
+                  f"{x.rel_lift:+.0%}" if x.rel_lift == x.rel_lift else "—", f"{x.p_value:.3f}",
+                  f"{x.revenue_per_member_treated:.2f} vs {x.revenue_per_member_holdout:.2f}", x.verdict)
+    out.print(t)
+    q = Table(title="Realized model quality vs the model card", title_justify="left")
+    for c in ("model", "customers", "realized AUC (95% CI)", "promised AUC", "realized Brier", "promised Brier",
+              "mean predicted", "realized rate", "alarm"):
+        q.add_column(c, justify="left" if c in ("model", "alarm") else "right")
+    for target, res in r.quality.items():
+        m, comp = res.metrics, res.comparison.set_index("metric") if len(res.comparison) else None
+
+        def promised(k):
+            return f"{comp.at[k, 'promised']:.4f}" if comp is not None and k in comp.index else "—"
+
+        q.add_row(target, f"{res.n:,}", f"{m['roc_auc']:.4f} [{m['roc_auc_low']:.3f}, {m['roc_auc_high']:.3f}]",
+                  promised("roc_auc"), f"{m['brier']:.4f}", promised("brier"), f"{m['mean_predicted']:.3f}",
+                  f"{m['realized_rate']:.3f}", "[red]yes[/]" if res.alarm else "no")
+    out.print(q)
+    for target, res in r.quality.items():
+        if res.calibration_bands is not None and len(res.calibration_bands):
+            b = Table(title=f"{target}: calibration by band", title_justify="left")
+            for c in res.calibration_bands.columns:
+                b.add_column(str(c), justify="left" if c == "band" else "right")
+            for row in res.calibration_bands.itertuples(index=False):
+                b.add_row(*(f"{v:,}" if isinstance(v, int) else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+            out.print(b)
+    out.print(kv_table("Reports", {k: str(v) for k, v in r.files.items()} | {"MLflow run": r.mlflow_run_id or "—"}))
+    if r.alarm:
+        err.print("[bold red]Alarm:[/]")
+        for reason in r.reasons:
+            err.print(f"  - {reason}", highlight=False)
+        raise typer.Exit(EXIT_GATE)

@@ -1,0 +1,239 @@
+"""``dynseg monitor`` (drift and segment health of a run) and ``dynseg lift`` (holdout lift and
+realized model quality of a past run whose outcome window has passed)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from features.asof import as_of_label, now_utc, parse_duration
+from features.customer_features import customer_features
+from pipeline import runs
+from pipeline.config import Config
+from pipeline.jobs.data import load_validated
+from pipeline.jobs.features import data_profile, feature_spec, open_engine
+from pipeline.monitoring.drift import DriftResult, DriftThresholds, drift_report
+from pipeline.monitoring.lift import segment_lift
+from pipeline.monitoring.quality import QualityResult, realized_quality
+from pipeline.workspace import Workspace, write_atomic
+
+MONITORING_EXPERIMENT = "dynseg-monitoring"
+
+
+def find_run(cfg: Config, run_id: str | None = None, as_of: datetime | None = None) -> pd.Series:
+    """A scoring run by id, by as_of, or the latest."""
+    db = Workspace(cfg.workspace).db_path
+    if run_id:
+        found = runs.read(db, "SELECT * FROM scoring_runs WHERE run_id = ?", [run_id])
+    elif as_of:
+        found = runs.read(db, "SELECT * FROM scoring_runs WHERE as_of = ?", [as_of])
+    else:
+        found = runs.read(db, "SELECT * FROM scoring_runs ORDER BY as_of DESC LIMIT 1")
+    if found.empty:
+        what = f"run {run_id!r}" if run_id else f"run as of {as_of_label(as_of)}" if as_of else "run"
+        raise ValueError(f"no scoring {what} in {db}; score first: dynseg score --as-of DATE")
+    return found.iloc[0]
+
+
+def _features(cfg: Config, as_of: datetime) -> tuple[pd.DataFrame, object]:
+    data = load_validated(cfg, max(as_of, now_utc()))
+    eng = open_engine(cfg, data, "duckdb")
+    try:
+        expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), data_profile(cfg, data))
+        return eng.execute(expr), data
+    finally:
+        eng.close()
+
+
+# -- monitor ----------------------------------------------------------------------------------------
+@dataclass
+class MonitorResult:
+    run_id: str
+    as_of: datetime
+    drift: dict[str, DriftResult]  # target -> report
+    health_alarms: list[str]
+    folder: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{t} drift: {r}" for t, d in self.drift.items() for r in d.reasons] + self.health_alarms
+
+    @property
+    def alarm(self) -> bool:
+        return bool(self.reasons)
+
+
+def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None = None,
+                log_to_mlflow: bool = True) -> MonitorResult:
+    """Drift of each model's features and score (the run's customers in the model's population
+    against the reference logged at training), and segment-health alarms against the previous run."""
+    from models import registry
+
+    ws = Workspace(cfg.workspace)
+    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
+    run = find_run(cfg, run_id, as_of)
+    t = run.as_of.to_pydatetime()
+    feats, _ = _features(cfg, t)
+    scores = runs.read(ws.db_path, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
+    current = feats.merge(scores.drop(columns=["run_id", "as_of"]), on="customer_id", how="inner")
+    d = cfg.monitoring.drift
+    thresholds = DriftThresholds(d.max_drift_share, d.method, d.column_threshold)
+    folder = ws.reports_dir / "monitor" / as_of_label(t).replace(":", "")
+    reports, files = {}, {}
+    for m in json.loads(run.models):
+        target = m["target"]
+        model = registry.bundle_of(registry.load_version(m["name"], m["version"])).model
+        reference = registry.reference_sample(m["name"], m["version"])
+        score = f"{target}_score"
+        cur = current[current[score].notna()]
+        categorical = [c for c in model.features_ if c in model.categories_]
+        numeric = [c for c in model.features_ if c not in model.categories_] + [score]
+        key = [c for c in d.key_columns if c in numeric or c in categorical]
+        reports[target] = drift_report(reference, cur, numeric, categorical, key, thresholds, max_rows=d.max_rows)
+        for kind, path in reports[target].save(folder, stem=f"drift_{target}").items():
+            files[f"drift_{target}_{kind}"] = path
+    health = health_alarms(cfg, run)
+    result = MonitorResult(run.run_id, t, reports, health, folder, files)
+    summary = {"run_id": run.run_id, "as_of": str(t), "alarm": result.alarm, "reasons": result.reasons,
+               "drift": {k: {"drift_share": v.drift_share, "drifted": v.drifted, "alarm": v.alarm}
+                         for k, v in reports.items()},
+               "segment_health_alarms": health}
+    files["summary"] = write_atomic(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    if log_to_mlflow:
+        metrics = {f"drift_share_{k}": v.drift_share for k, v in reports.items()}
+        metrics |= {f"drifted_columns_{k}": len(v.drifted) for k, v in reports.items()}
+        metrics["alarms"] = len(result.reasons)
+        result.mlflow_run_id = registry.log_run(
+            experiment=MONITORING_EXPERIMENT, run_name=f"monitor-{as_of_label(t)}",
+            params={"scoring_run_id": run.run_id, "as_of": str(t), **thresholds.__dict__},
+            metrics=metrics, tags={"dynseg.kind": "monitor", "alarm": str(result.alarm)},
+            artifacts={f"monitor/{p.name}": p for p in files.values()})
+    return result
+
+
+def health_alarms(cfg: Config, run: pd.Series) -> list[str]:
+    """Segments whose size moved more than allowed since the previous run, or whose coverage fell."""
+    if not run.previous_run_id:
+        return []
+    db = Workspace(cfg.workspace).db_path
+    h = runs.read(db, "SELECT segment, size, coverage FROM segment_health WHERE run_id = ?", [run.run_id])
+    p = runs.read(db, "SELECT segment, size, coverage FROM segment_health WHERE run_id = ?", [run.previous_run_id])
+    both = h.merge(p, on="segment", suffixes=("", "_prev"))
+    c = cfg.monitoring.segment_health
+    out = []
+    for r in both.itertuples():
+        if max(r.size, r.size_prev) >= c.min_size_for_change:
+            change = r.size / r.size_prev - 1 if r.size_prev else float("inf")
+            if abs(change) > c.max_size_change:
+                out.append(f"segment {r.segment!r} changed size by {change:+.0%} since the previous run "
+                           f"({r.size_prev:,} -> {r.size:,}; max_size_change {c.max_size_change:.0%})")
+        if r.coverage_prev - r.coverage > c.max_coverage_drop:
+            out.append(f"segment {r.segment!r} coverage fell from {r.coverage_prev:.1%} to {r.coverage:.1%} "
+                       f"(max_coverage_drop {c.max_coverage_drop:.0%}): its rule inputs are missing for more customers")
+    return out
+
+
+# -- lift and realized quality ----------------------------------------------------------------------------
+@dataclass
+class LiftResult:
+    run_id: str
+    as_of: datetime
+    lift: pd.DataFrame  # per segment
+    quality: dict[str, QualityResult]
+    windows: dict[str, tuple[datetime, datetime]]
+    folder: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    mlflow_run_id: str | None = None
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{t}: {r}" for t, q in self.quality.items() for r in q.reasons]
+
+    @property
+    def alarm(self) -> bool:
+        return bool(self.reasons)
+
+
+def _outcomes(con, start: datetime, horizon: timedelta) -> pd.DataFrame:
+    """Per customer with a purchase in [start, start + horizon): converted = 1 and revenue."""
+    return con.execute(
+        "SELECT customer_id, 1 AS converted, coalesce(sum(amount), 0) AS revenue FROM events "
+        "WHERE role = 'purchase' AND ts >= ? AND ts < ? GROUP BY customer_id", [start, start + horizon]).df()
+
+
+def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = None,
+             log_to_mlflow: bool = True) -> LiftResult:
+    """Treated vs holdout conversion per segment, and each model's realized quality, for a past run."""
+    from models import registry
+
+    ws = Workspace(cfg.workspace)
+    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
+    run = find_run(cfg, run_id, as_of)
+    t = run.as_of.to_pydatetime()
+    horizons = {k: parse_duration(getattr(cfg.labels, k).horizon) for k in ("purchase", "churn")}
+    data = load_validated(cfg, now_utc())
+    newest = data.con.execute("SELECT max(ts) FROM events").fetchall()[0][0]
+    models = json.loads(run.models)
+    needed = max(horizons[m["target"]] for m in models) if models else horizons["purchase"]
+    if newest < t + needed - timedelta(days=1):
+        raise ValueError(f"the outcome window of run {run.run_id} (as of {as_of_label(t)}) runs to "
+                         f"{as_of_label(t + needed)}, but the data ends {newest:%Y-%m-%d %H:%M}; "
+                         "lift and realized quality need the whole window: run this later, or pick an older run")
+    outcome = {k: _outcomes(data.con, t, h).set_index("customer_id") for k, h in horizons.items()}
+    members = runs.read(ws.db_path, "SELECT segment, kind, customer_id, holdout, sendable, consented "
+                                    "FROM segment_members WHERE run_id = ?", [run.run_id])
+    config = json.loads(run.config)["segments"]
+    rules = {s["name"]: s for s in config["segments"]}
+    frames = []
+    for name, g in members[members.kind != "suppression"].groupby("segment"):
+        if rules.get(name, {}).get("holdout", 0) <= 0:
+            continue
+        which = "churn" if "churn_" in rules[name]["where"] else "purchase"
+        treated = g[g.sendable]
+        control = g[g.holdout & g.consented]  # held out but would have been sendable
+        both = pd.concat([treated.assign(holdout=False), control.assign(holdout=True)])
+        o = outcome[which].reindex(both.customer_id)
+        frames.append(pd.DataFrame({"segment": name, "holdout": both.holdout.to_numpy(),
+                                    "converted": o.converted.fillna(0).astype(int).to_numpy(),
+                                    "revenue": o.revenue.fillna(0.0).to_numpy()}))
+    lc = cfg.monitoring.lift
+    lift = (segment_lift(pd.concat(frames, ignore_index=True), alpha=lc.alpha, power=lc.power,
+                         min_holdout=lc.min_holdout, min_expected_conversions=lc.min_expected_conversions,
+                         max_mde=lc.max_mde) if frames else pd.DataFrame())
+    if not lift.empty:
+        lift.insert(1, "outcome", ["retained (a purchase)" if "churn_" in rules[s]["where"] else "purchased"
+                                   for s in lift.segment])
+    scores = runs.read(ws.db_path, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
+    quality = {}
+    for m in models:
+        target = m["target"]
+        s = scores[scores[f"{target}_score"].notna()]
+        bought = s.customer_id.isin(outcome[target].index).to_numpy()
+        y = bought.astype(int) if target == "purchase" else (~bought).astype(int)
+        promised = registry.version_details(m["name"], m["version"])["metrics"].get("model", {})
+        quality[target] = realized_quality(s[f"{target}_score"].to_numpy(), y, s[f"{target}_band"].to_numpy(),
+                                           promised={k: promised[k] for k in ("roc_auc", "brier") if k in promised},
+                                           auc_floor=cfg.monitoring.quality.auc_floor.get(target))
+    folder = ws.reports_dir / "lift" / as_of_label(t).replace(":", "")
+    result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items()}, folder)
+    result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())
+    summary = {"run_id": run.run_id, "as_of": str(t), "alarm": result.alarm, "reasons": result.reasons,
+               "lift": json.loads(lift.to_json(orient="records")) if not lift.empty else [],
+               "quality": {k: q.summary() for k, q in quality.items()}}
+    result.files["summary"] = write_atomic(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
+    if log_to_mlflow:
+        metrics = {f"realized_auc_{k}": q.metrics.get("roc_auc", np.nan) for k, q in quality.items()}
+        metrics |= {f"abs_lift_{r.segment}": r.abs_lift for r in lift.itertuples()} if not lift.empty else {}
+        result.mlflow_run_id = registry.log_run(
+            experiment=MONITORING_EXPERIMENT, run_name=f"lift-{as_of_label(t)}",
+            params={"scoring_run_id": run.run_id, "as_of": str(t)}, metrics=metrics,
+            tags={"dynseg.kind": "lift", "alarm": str(result.alarm)},
+            artifacts={f"lift/{p.name}": p for p in result.files.values()})
+    return result

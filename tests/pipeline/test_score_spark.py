@@ -1,0 +1,144 @@
+"""`dynseg score` on Spark equals the DuckDB path: the same shop, the same model versions, the same
+customer scores, bands, memberships, segment health and export files.
+
+One local SparkSession serves the module (the JVM start is the slow part). Both runs score the same
+as_of in one workspace: the Spark run replaces the DuckDB one, so the DuckDB outputs are read first.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import Project, generated_shop
+from features.asof import parse_as_of
+from models import registry
+from pipeline import runs
+from pipeline.cli import app
+from pipeline.config import load_config
+from pipeline.jobs.score import score_job
+from pipeline.jobs.train import train_job
+from pipeline.workspace import Workspace
+
+pytestmark = [pytest.mark.spark, pytest.mark.slow]
+AS_OF = parse_as_of("2026-11-27")
+# Fast local JVM for a short run: C1 JIT only, serial GC (as in tests/features/test_spark_engine.py).
+TEST_CONF = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
+KEYS = {"customer_scores": ["customer_id"], "segment_members": ["segment", "customer_id"],
+        "segment_health": ["segment"]}  # table -> sort order
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    """2,000 generated customers; both models trained (fewer snapshots: same code path) and promoted."""
+    with generated_shop(tmp_path_factory.mktemp("score_spark"), 2000, seed=21) as p:
+        training = p.root / "configs" / "training.yaml"
+        training.write_text(training.read_text().replace("snapshots: 6", "snapshots: 4")
+                            .replace("bootstrap_samples: 200", "bootstrap_samples: 20"))
+        cfg = load_config(p.root)
+        registry.connect(Workspace(cfg.workspace).tracking_uri())
+        for target in ("purchase", "churn"):
+            result = train_job(cfg, target, allow_unvalidated=True)
+            registry.promote(result.model_name, result.version, force=True, reason="test fixture")
+        yield p
+
+
+@pytest.fixture(scope="module")
+def outputs(shop):
+    """Per engine, what its run left: the ScoreRun, its rows in the workspace tables, its export files."""
+    from features.engines.spark import spark_session
+
+    session = spark_session("local[2]", TEST_CONF)
+    cfg = load_config(shop.root)
+    try:
+        out = {}
+        for engine in ("duckdb", "spark"):
+            run = score_job(cfg, AS_OF, engine)
+            manifest = json.loads((run.export_dir / "manifest.json").read_text())
+            out[engine] = {
+                "run": run, "manifest": manifest,
+                **{t: q(shop, f"SELECT * EXCLUDE (run_id) FROM {t} WHERE run_id = ?", [run.run_id])
+                   .sort_values(key, ignore_index=True) for t, key in KEYS.items()},
+                "files": {f: read_export(run.export_dir / f) for f in manifest["files"]},
+            }
+        yield out
+    finally:
+        session.stop()
+
+
+def q(shop: Project, sql: str, params=None) -> pd.DataFrame:
+    return runs.read(shop.workspace / "dynseg.duckdb", sql, params)
+
+
+def read_export(path) -> pd.DataFrame:
+    return pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+
+
+def assert_same(a: pd.DataFrame, b: pd.DataFrame, atol: float) -> None:
+    """Same columns and rows in the same order; floats within ``atol``, everything else exactly."""
+    assert list(a.columns) == list(b.columns) and len(a) == len(b)
+    for c in a.columns:
+        if pd.api.types.is_float_dtype(a[c]):
+            assert a[c].isna().equals(b[c].isna()), c
+            assert ((a[c] - b[c]).abs() <= atol).sum() == a[c].notna().sum(), c
+        else:
+            assert a[c].astype(object).where(a[c].notna(), None).tolist() == \
+                   b[c].astype(object).where(b[c].notna(), None).tolist(), c
+
+
+def test_missing_java_is_one_clear_line(shop, tmp_path, monkeypatch):
+    """Before a JVM is up, a machine without Java gets check_java's message, not a stack trace."""
+    from pyspark import SparkContext
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # an empty dir: no java anywhere
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    monkeypatch.setattr(SparkContext, "_gateway", None)  # as in a fresh process, even if a JVM runs here
+    result = CliRunner().invoke(app, ["score", "--as-of", "2026-11-27", "--engine", "spark"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), result.output
+    assert "Java not found" in result.output and "openjdk-17-jre-headless" in result.output
+    assert "Traceback" not in result.output
+    assert q(shop, "SELECT * FROM scoring_runs").empty
+
+
+def test_same_models_bands_and_base_rates(outputs):
+    duck, spark = outputs["duckdb"]["run"], outputs["spark"]["run"]
+    assert spark.n_customers == duck.n_customers
+    for d, s in zip(duck.models, spark.models, strict=True):
+        same = ("target", "name", "version", "model_run_id", "population", "scored")
+        assert [getattr(s, a) for a in same] == [getattr(d, a) for a in same]
+        assert s.base_rate == pytest.approx(d.base_rate, abs=1e-12) and s.base_rate_note == d.base_rate_note
+        assert s.bands == d.bands  # percentile thresholds resolved to the same score
+    assert spark.warnings == duck.warnings
+
+
+def test_same_customer_scores(outputs):
+    duck, spark = outputs["duckdb"]["customer_scores"], outputs["spark"]["customer_scores"]
+    assert len(spark) == outputs["spark"]["run"].n_customers and spark.customer_id.is_unique
+    assert spark.churn_score.isna().any() and spark.churn_score.notna().any()  # churn: active customers only
+    assert_same(duck, spark, atol=1e-9)  # ids, bands and score_100 exactly
+
+
+def test_same_memberships_and_health(outputs):
+    duck, spark = outputs["duckdb"], outputs["spark"]
+    assert_same(duck["segment_members"], spark["segment_members"], atol=1e-9)
+    assert (spark["segment_health"]["size"] > 0).sum() >= 8
+    assert_same(duck["segment_health"], spark["segment_health"], atol=1e-12)  # sizes exactly, coverage within 1e-12
+
+
+def test_same_export_files(outputs):
+    duck, spark = outputs["duckdb"], outputs["spark"]
+    assert spark["manifest"]["files"] == duck["manifest"]["files"]
+    assert spark["manifest"]["rows"] == duck["manifest"]["rows"]
+    for name, frame in duck["files"].items():
+        assert_same(frame, spark["files"][name], atol=1e-9)
+    assert sum(len(f) for f in spark["files"].values()) > 0
+
+
+def test_the_run_records_its_engine_and_cleans_up(shop, outputs):
+    run = outputs["spark"]["run"]
+    recorded = q(shop, "SELECT engine, n_customers FROM scoring_runs WHERE run_id = ?", [run.run_id])
+    assert recorded.engine[0] == "spark" and recorded.n_customers[0] == run.n_customers
+    assert not list((shop.workspace / "staging").glob("score-*"))  # the staged Parquet is gone
