@@ -74,12 +74,15 @@ def _one_segment(seg, n_t, x_t, rev_t, n_h, x_h, rev_h, alpha, power, min_holdou
     p_value, test = two_proportion_test(x_t, n_t, x_h, n_h)
     mde = minimum_detectable_effect(n_t, n_h, p_h if x_h else _rate(x_t + x_h, n_t + n_h), alpha, power)
     expected = n_h * _rate(x_t + x_h, n_t + n_h)
-    too_small = n_h < min_holdout or expected < min_expected or (max_mde is not None and mde > max_mde)
+    too_small = n_h < min_holdout or expected < min_expected
+    # A small holdout cannot prove "no effect", but a significant difference is a conclusion:
+    # a large MDE only makes a non-significant result inconclusive.
+    underpowered = max_mde is not None and mde > max_mde and not p_value < alpha
     if n_t == 0:
         verdict = "inconclusive: no treated members"
     elif n_h == 0:
         verdict = "inconclusive: no holdout"
-    elif too_small:
+    elif too_small or underpowered:
         detect = f"{100 * mde:.1f} points" if np.isfinite(mde) else "unknown (no conversions yet)"
         verdict = f"inconclusive: holdout of {n_h} is too small; the smallest effect this could detect is {detect}"
     elif p_value < alpha:
