@@ -7,6 +7,8 @@ DYNSEG      := $(VENV)/bin/dynseg
 DEMO_CUSTOMERS ?= 20000
 DEMO_END    ?= 2026-11-27
 DEMO_PREV   ?= 2026-11-26
+DEMO_CAMPAIGN ?= 2026-08-31
+DEMO_DRIFT_FROM ?= 2026-10-31
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 export OMP_WAIT_POLICY := passive
 # Byte-compile on install: this machine sets PYTHONDONTWRITEBYTECODE, so without it every
@@ -31,19 +33,30 @@ env: $(VENV)/.core-installed
 env-dev: $(VENV)/.dev-installed
 
 demo: env
-	$(DYNSEG) data generate --customers $(DEMO_CUSTOMERS) --seed 7 --end $(DEMO_END)
+	# A shop whose behaviour drifts from November on (for monitoring to find).
+	$(DYNSEG) data generate --customers $(DEMO_CUSTOMERS) --seed 7 --end $(DEMO_END) \
+	  --drift-from $(DEMO_DRIFT_FROM) --drift 0.8
 	$(DYNSEG) data validate --as-of $(DEMO_END)
 	$(DYNSEG) features build --as-of $(DEMO_END)
-	$(DYNSEG) train purchase
-	$(DYNSEG) train churn
+	# End of August: train both models on the data known then, make them champions.
+	$(DYNSEG) train purchase --as-of $(DEMO_CAMPAIGN)
+	$(DYNSEG) train churn --as-of $(DEMO_CAMPAIGN)
 	$(DYNSEG) models promote purchase latest
 	$(DYNSEG) models promote churn latest
 	$(DYNSEG) models list
-	# Two nightly runs on consecutive days: the second shows who entered and exited each segment.
+	# Score, then send the segments a campaign (simulated: it converts 20 % of treated non-buyers).
+	$(DYNSEG) score --as-of $(DEMO_CAMPAIGN)
+	$(DYNSEG) data simulate-campaign --as-of $(DEMO_CAMPAIGN) --uplift 0.2
+	# Late November: two nightly runs on consecutive days show who entered and exited.
 	$(DYNSEG) score --as-of $(DEMO_PREV)
 	$(DYNSEG) score --as-of $(DEMO_END)
 	$(DYNSEG) segments show likely_buyers --sample 5
+	# The campaign's outcome window has passed: holdout lift and realized quality.
+	$(DYNSEG) lift --as-of $(DEMO_CAMPAIGN)
+	# Drift of the latest run against the training reference (exit 3 = alarm, expected here).
+	$(DYNSEG) monitor --as-of $(DEMO_END) || test $$? -eq 3
 	@echo "Segment exports (sendable, holdout, suppressions): .dynseg/exports/$(DEMO_END)/"
+	@echo "Drift reports: .dynseg/reports/monitor/$(DEMO_END)/   Lift: .dynseg/reports/lift/$(DEMO_CAMPAIGN)/"
 	@echo "Review runs, plots and model cards in the MLflow UI:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.dynseg/mlflow.db --host 127.0.0.1"
 
