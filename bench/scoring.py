@@ -9,7 +9,8 @@ customers from the same generator (another seed) is what gets scored, as of its 
 Each measurement runs in a fresh subprocess (this script with ``--child``) so its peak RSS is its
 own. A thread samples RSS every 20 ms and keeps the peak per stage: ``validate`` (sources checked,
 canonical views), ``features``, ``scoring`` (both champions, base rates, bands), ``segments``,
-``write`` (exports, the DuckDB transaction, the MLflow record). The same child then measures, on
+``reasons`` (top-3 reason codes of every sendable member), ``write`` (exports, the DuckDB
+transaction, the MLflow record). The same child then measures, on
 the same feature frame, the baseline: LightGBM's raw ``Booster.predict`` for both models (what
 scoring cannot avoid). Wall times are medians over --repeats children.
 """
@@ -37,7 +38,8 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != BENCH]  # bench/features.py shadows `features`
 END = "2026-11-27"
 TRAIN_CUSTOMERS = 20_000
-STAGES = ("validate", "features", "scoring", "segments", "write")
+STAGES = ("validate", "features", "scoring", "segments", "reasons", "write")
+TARGET_STAGES = ("validate", "features", "scoring", "segments", "write")  # the target excludes reason codes
 
 
 def parse_size(text: str) -> int:
@@ -120,7 +122,7 @@ def child(data: Path, scratch: Path, out: Path) -> None:
     sampler = RssSampler()
     sampler.start()
     cfg = load_config(make_project(scratch, data))
-    stage_names = {"loading champion models": "start", "writing": "write"}
+    stage_names = {"loading champion models": "start", "writing": "write"}  # score_job's stage names
     run = score_job(cfg, parse_as_of(END),
                     progress=lambda s: setattr(sampler, "stage", stage_names.get(s, s)))
     sampler.stage = "baseline"
@@ -156,9 +158,11 @@ def measure(n: int, data_dir: Path, repeats: int) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
     med = {s: statistics.median(r["timings"].get(s, 0.0) for r in results) for s in STAGES}
     total = sum(med.values())
+    total_no_reasons = sum(med[s] for s in TARGET_STAGES)
     rss = {s: max(r["rss_gb"].get(s, 0.0) for r in results) for s in STAGES}
     base = statistics.median(sum(r["baseline_predict_s"].values()) for r in results)
     return {"customers": results[0]["n_customers"], "stages_s": med, "total_s": total,
+            "total_without_reasons_s": total_no_reasons,
             "customers_per_s": results[0]["n_customers"] / total, "peak_rss_gb": rss,
             "peak_rss_gb_overall": max(rss.values()), "baseline_raw_predict_s": base,
             "scoring_over_raw_predict": med["scoring"] / base if base else None,
@@ -181,9 +185,13 @@ def print_table(r: dict) -> None:
     Console(width=120).print(t)
     print(f"baseline, same process: raw LightGBM predict of both models on the same rows "
           f"{r['baseline_raw_predict_s']:.1f} s; scoring stage / raw predict = {r['scoring_over_raw_predict']:.2f}x")
-    verdict = "met" if r["total_s"] < 60 and r["peak_rss_gb_overall"] < 3 else "NOT met"
-    print(f"target (< 60 s and < 3 GB for 1M customers): {verdict} "
-          f"({r['total_s']:.0f} s, {r['peak_rss_gb_overall']:.2f} GB)")
+    t = r["total_without_reasons_s"]
+    if r["customers"] >= 900_000:
+        verdict = "met" if t < 60 and r["peak_rss_gb_overall"] < 3 else "NOT met"
+        print(f"target (1M customers scored and segmented, without reason codes: < 60 s, < 3 GB): {verdict} "
+              f"({t:.0f} s, {r['peak_rss_gb_overall']:.2f} GB)")
+    else:
+        print(f"without reason codes: {t:.1f} s; the 60 s target is for 1M customers (--customers 1M)")
 
 
 def main(argv: list[str] | None = None) -> None:

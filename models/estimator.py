@@ -75,7 +75,8 @@ class PropensityModel(BaseEstimator):
             if c in self.categories_:
                 if not pd.api.types.is_string_dtype(s.dtype) or s.dtype == object:
                     s = s.astype("object").where(s.notna(), None).map(lambda v: v if v is None else str(v))
-                out[c] = pd.Categorical(s, categories=self.categories_[c])  # unseen values -> missing
+                known = self.categories_[c]
+                out[c] = pd.Categorical(s.where(s.isin(known)), categories=known)  # unseen values -> missing
             elif pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):
                 out[c] = s.to_numpy(dtype="float64", na_value=np.nan)
             else:
@@ -121,7 +122,12 @@ class PropensityModel(BaseEstimator):
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:
         """Calibrated probability of the outcome, one per row."""
-        p = self.calibrator_.predict(self.decision_function(X))
+        return self.probability_from_raw(self.decision_function(X))
+
+    def probability_from_raw(self, raw: np.ndarray) -> np.ndarray:
+        """Raw scores (log-odds, as from :meth:`decision_function`) -> calibrated probabilities at
+        the model's target base rate: the mapping ``predict`` applies."""
+        p = self.calibrator_.predict(raw)
         if abs(self.target_base_rate_ - self.calibrated_base_rate_) > 1e-12:
             p = shift_prior(p, self.calibrated_base_rate_, self.target_base_rate_)
         return p

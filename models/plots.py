@@ -72,3 +72,37 @@ def importance_plot(importance: pd.DataFrame, path: Path, title: str, top: int =
     ax.barh(imp.feature, imp.gain / imp.gain.sum())
     ax.set(xlabel="share of total split gain", title=f"Feature importance — {title}")
     return _save(fig, path)
+
+
+def waterfall_plot(table: pd.DataFrame, base: float, raw: float, base_p: float, p: float, path: Path,
+                   title: str) -> Path:
+    """One customer's score built up from the model's base value, feature by feature (log-odds,
+    the scale SHAP values add up on), largest pushes first; the rest are pooled. Each bar is
+    labelled with its push in probability points, the scale a marketer reads."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = table.iloc[::-1]
+    rest = raw - base - rows.log_odds.sum()
+    labels = ["other features"] + [f"{r.value}  [{r.feature}]" for r in rows.itertuples()]
+    pushes = np.r_[rest, rows.log_odds.to_numpy()]
+    points = np.r_[np.nan, rows.points.to_numpy()]
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(labels) + 1.8))
+    start = base
+    lefts = []
+    for push in pushes:
+        lefts.append(start)
+        start += push
+    for i, (left, push, pt) in enumerate(zip(lefts, pushes, points)):
+        ax.barh(i, push, left=left, color="#c0392b" if push > 0 else "#2874a6", height=0.6)
+        text = f"{push:+.2f}" + ("" if np.isnan(pt) else f"  ({pt:+.1f} pts)")
+        ax.text(left + push, i, " " + text if push >= 0 else text + " ", va="center",
+                ha="left" if push >= 0 else "right", fontsize=8)
+    ax.axvline(base, color="grey", lw=0.8, ls="--")
+    ax.axvline(raw, color="black", lw=0.8)
+    ends = np.r_[lefts, np.array(lefts) + pushes]
+    span = max(ends.max() - ends.min(), 1e-6)
+    ax.set_xlim(ends.min() - 0.35 * span, ends.max() + 0.35 * span)  # room for the labels
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.set_xlabel(f"SHAP value (log-odds): base {base:.2f} (p = {base_p:.1%}) -> score {raw:.2f} (p = {p:.1%})\n"
+                  "bar labels: push in log-odds (and in probability points)", fontsize=9)
+    ax.set_title(title, fontsize=10)
+    return _save(fig, path)

@@ -6,6 +6,8 @@ Tables (all keyed by ``run_id``; one run per ``as_of``):
 - ``customer_scores``: every scored customer's scores and bands;
 - ``segment_members``: the membership snapshot (segment, customer, scores, bands, holdout,
   consented = email consent as of the run, sendable = consented, not held out, not a suppression);
+- ``customer_reasons``: the top 3 reasons behind each score of every customer sendable in some
+  segment (feature, value, push in log-odds and in probability points, the sentence);
 - ``segment_deltas``: who ``entered`` or ``exited`` each segment against the previous run (the
   latest run with an earlier as_of). Customers who stayed are the members not listed here;
 - ``segment_health``: per segment: size, sendable, holdout, entered, exited, stayed,
@@ -36,6 +38,8 @@ _DDL = {
         size BIGINT, sendable BIGINT, holdout BIGINT, entered BIGINT, exited BIGINT, stayed BIGINT,
         previous_size BIGINT, volatility DOUBLE, coverage DOUBLE""",
     "segment_deltas": "run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, customer_id VARCHAR, change VARCHAR",
+    "customer_reasons": """run_id VARCHAR, as_of TIMESTAMP, customer_id VARCHAR, target VARCHAR, rank INTEGER,
+        feature VARCHAR, value VARCHAR, log_odds DOUBLE, points DOUBLE, reason VARCHAR""",
 }
 
 #: Test hook: the path of a file to create just before COMMIT, after which the run waits (so a
@@ -85,7 +89,7 @@ def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
 
 
 def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets: list[str],
-              scores_view: str, members_view: str, health_view: str) -> str | None:
+              scores_view: str, members_view: str, health_view: str, reasons_view: str | None = None) -> str | None:
     """Replace the run at ``run['as_of']`` with this one, in one transaction.
 
     ``scores_view``/``members_view`` are relations on ``con`` (customer scores and memberships);
@@ -100,7 +104,8 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
             ensure_tables(con, "ws", targets)
             as_of, run_id = run["as_of"], run["run_id"]
             prev = run["previous_run_id"] = previous_run(con, "ws", as_of)
-            for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health"):
+            for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
+                          "customer_reasons"):
                 con.execute(f"DELETE FROM ws.{table} WHERE as_of = ?", [as_of])
             cols = list(run)
             con.execute(f"INSERT INTO ws.scoring_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -112,6 +117,9 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
                         f"sendable, {sc}) SELECT ?, ?, segment, kind, customer_id, holdout, consented, sendable, {sc} "
                         f"FROM {members_view}",
                         [run_id, as_of])
+            if reasons_view:
+                con.execute(f"INSERT INTO ws.customer_reasons SELECT ?, ?, customer_id, target, rank, feature, value, "
+                            f"log_odds, points, reason FROM {reasons_view}", [run_id, as_of])
             con.execute(
                 "INSERT INTO ws.segment_deltas "
                 f"SELECT ?, ?, m.segment, m.customer_id, 'entered' FROM {members_view} m "

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli import data, features, models, monitor, score, segments, train
+from pipeline.cli import data, explain, features, models, monitor, score, segments, train
 from pipeline.cli.common import State
 
 app = typer.Typer(
@@ -25,6 +25,7 @@ app.command("score")(score.score)
 app.add_typer(segments.app, name="segments")
 app.command("monitor")(monitor.monitor)
 app.command("lift")(monitor.lift)
+app.command("explain")(explain.explain)
 
 
 @app.callback()

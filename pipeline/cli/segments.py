@@ -51,7 +51,8 @@ def list_(ctx: typer.Context,
 @app.command()
 def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
          as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
-         sample: Annotated[int, typer.Option(help="Members to list.")] = 10) -> None:
+         sample: Annotated[int, typer.Option(help="Members to list.")] = 10,
+         drivers: Annotated[bool, typer.Option(help="Compute the features that set the segment apart (SHAP).")] = True) -> None:
     """One segment: its definition, size across runs, band mix and sample members."""
     from pipeline import runs
 
@@ -92,6 +93,19 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
     if members.empty:
         err.print(f"Segment {name} has no members in the run as of {as_of_label(run.as_of)}.")
         return
+    if drivers:
+        from pipeline.jobs.explain import segment_drivers
+
+        with handled():
+            d = segment_drivers(cfg, name, run.run_id)
+        if not d.empty:
+            t = Table(title="What sets the segment apart: mean push per feature (probability points, exact SHAP), "
+                            "segment vs everyone the model scored", title_justify="left")
+            for c in ("model", "feature", "segment", "everyone", "difference"):
+                t.add_column(c, justify="left" if c in ("model", "feature") else "right")
+            for r in d.itertuples():
+                t.add_row(r.target, r.feature, f"{r.segment_points:+.1f}", f"{r.everyone_points:+.1f}", f"{r.difference:+.1f}")
+            out.print(t)
     cols = ["customer_id", *[c for c in members.columns if c.endswith(("_score_100", "_band"))], "holdout", "sendable"]
     s = Table(title=f"Sample members ({min(sample, len(members))} of {len(members):,})", title_justify="left")
     for c in cols:

@@ -123,6 +123,11 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
 
         score_and_segment = _score_and_segment_spark if eng.name == "spark" else _score_and_segment_duckdb
         n_customers, used = score_and_segment(cfg, feats, champions, segments, as_of, rate_at, data.con, timings, say)
+
+        clock = time.perf_counter()
+        say("reasons")
+        _reason_codes(data.con, feats, champions, used, targets)
+        timings["reasons"] = time.perf_counter() - clock
     finally:
         eng.close()
     for m in used:
@@ -138,7 +143,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     run_id = uuid.uuid4().hex[:12]
     export_dir = ws.root / "exports" / export_label(as_of)
     tmp_dir = export_dir.parent / f".{export_dir.name}.{run_id}.tmp"
-    exports = write_exports(con, segments, score_cols, tmp_dir, cfg.scoring.export_formats, as_of, run_id)
+    exports = write_exports(con, segments, score_cols + [f"{t}_reasons" for t in targets], tmp_dir,
+                            cfg.scoring.export_formats, as_of, run_id)
     bands_used = {m.target: m.bands for m in used}
     record = {
         "run_id": run_id, "as_of": as_of, "started_at": started, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
@@ -148,7 +154,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         "config": json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump()}),
     }
     try:
-        prev = runs.write_run(con, ws.db_path, record, targets, "scored", "members", "health")
+        prev = runs.write_run(con, ws.db_path, record, targets, "scored", "members", "health", "reasons")
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -162,6 +168,25 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         _set_mlflow_run(ws, run_id, mlflow_run)
     timings["write"] = time.perf_counter() - clock
     return ScoreRun(run_id, as_of, prev, n_customers, used, health, export_dir, exports, mlflow_run, timings, warnings)
+
+
+def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], targets: list[str]) -> None:
+    """``reasons`` (long) and ``member_reasons`` (one row per customer) on ``con``: the top reasons of
+    every customer sendable in some segment, for each model that scored them."""
+    from models import registry
+    from pipeline.jobs import reasons
+
+    ids = reasons.sendable_customers(con)
+    rows = reasons.feature_rows(feats, ids) if len(ids) else pd.DataFrame(columns=["customer_id"])
+    scored = con.execute("SELECT customer_id, " + ", ".join(f"{t}_score" for t in targets) + " FROM scored").df()
+    models = {t: registry.bundle_of(champions[t][0]).model for t in targets}
+    why = reasons.run_reasons(models, {m.target: m.base_rate for m in used}, rows, scored)
+    why = why.astype({"customer_id": "str", "target": "str", "rank": "int32", "feature": "str", "value": "str",
+                      "log_odds": "float64", "points": "float64", "reason": "str"})
+    con.register("reasons_frame", why)
+    con.execute("CREATE OR REPLACE TEMP TABLE reasons AS SELECT * FROM reasons_frame")
+    con.unregister("reasons_frame")
+    con.execute("CREATE OR REPLACE TEMP TABLE member_reasons AS " + reasons.reasons_by_customer_sql(targets))
 
 
 def expected_columns(features_expr: Any, targets: list[str]) -> dict[str, Kind]:
@@ -422,6 +447,11 @@ def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], f
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "suppressions").mkdir(parents=True)
     cols = "segment, customer_id, " + ", ".join(score_cols)
+    if any(c.endswith("_reasons") for c in score_cols):
+        con.execute("CREATE OR REPLACE TEMP VIEW export_members AS SELECT m.*, "
+                    + ", ".join(f"r.{c}" for c in score_cols if c.endswith("_reasons"))
+                    + " FROM members m LEFT JOIN member_reasons r USING (customer_id)")
+    source = "export_members" if any(c.endswith("_reasons") for c in score_cols) else "members"
     counts: dict[str, dict[str, int]] = {}
     files = []
     for s in segments:
@@ -429,7 +459,7 @@ def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], f
                  {"sendable": (s.name, "sendable"), "holdout": (s.name + ".holdout", "holdout")})
         counts[s.name] = {}
         for what, (stem, cond) in parts.items():
-            query = f"SELECT {cols} FROM members WHERE segment = '{s.name}' AND {cond} ORDER BY customer_id"
+            query = f"SELECT {cols} FROM {source} WHERE segment = '{s.name}' AND {cond} ORDER BY customer_id"
             counts[s.name][what] = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
             for fmt in formats:
                 path = folder / f"{stem}.{fmt}"

@@ -18,12 +18,14 @@ from models.calibration import seasonal_base_rate
 from models.card import model_card
 from models.estimator import PropensityModel
 from models.evaluation import Evaluation, calibrated_baselines, evaluate
+from models.explain import global_artifacts
 from models.plots import calibration_plot, gains_plot, importance_plot, roc_pr_plot
 from pipeline.config import Config, Criterion
 from pipeline.jobs.features import TrainingData, training_set_job
 from pipeline.workspace import Workspace
 
 _LOWER_IS_BETTER = {"brier", "log_loss"}
+SHAP_SAMPLE_ROWS = 2000  # test-snapshot customers explained for the run's SHAP plots
 
 
 @dataclass
@@ -142,7 +144,8 @@ def train_job(
               "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
               **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()}}
     with tempfile.TemporaryDirectory() as tmp:
-        plots = _plots(Path(tmp), test.label.to_numpy(), ev, model, name)
+        plots = _plots(Path(tmp), test, ev, model, name)
+        plots[registry.REFERENCE_FILE] = reference_sample(Path(tmp), test, ev.predictions["model"], model, target)
         run_id = registry.log_training_run(
             bundle, experiment=cfg.training.registry.experiment, params=params, config=cfg.resolved(),
             metrics=metrics, artifacts=plots, model_card=card, input_example=test[model.features_].head(5),
@@ -166,17 +169,34 @@ def band_table(levels: list[band_rules.BandLevel], scores: np.ndarray, labels: n
     return pd.DataFrame(rows)
 
 
+REFERENCE_ROWS = 20_000
+
+
+def reference_sample(folder: Path, test: pd.DataFrame, scores: np.ndarray, model: PropensityModel,
+                     target: str) -> Path:
+    """The drift reference saved with the model: test-snapshot features and the model's score
+    (``<target>_score``), at most ``REFERENCE_ROWS`` customers (fixed seed)."""
+    ref = test[["customer_id", *model.features_]].assign(**{f"{target}_score": scores})
+    if len(ref) > REFERENCE_ROWS:
+        ref = ref.sample(REFERENCE_ROWS, random_state=0)
+    path = folder / "reference.parquet"
+    ref.to_parquet(path, index=False)
+    return path
+
+
 def _bundle_metrics(ev: Evaluation) -> dict:
     by = ev.table.set_index("scorer").to_dict("index")
     return {"model": by.pop("model"), "baselines": by,
             "model_minus_baseline_auc": ev.differences.set_index("baseline").to_dict("index")}
 
 
-def _plots(folder: Path, y: np.ndarray, ev: Evaluation, model: PropensityModel, title: str) -> dict[str, Path]:
-    """Run artifact path -> PNG file."""
+def _plots(folder: Path, test: pd.DataFrame, ev: Evaluation, model: PropensityModel, title: str) -> dict[str, Path]:
+    """Run artifact path -> file: evaluation plots, and SHAP plots and table on a sample of the
+    out-of-time test snapshot."""
+    y = test.label.to_numpy()
     return {
         "plots/gains_lift.png": gains_plot(y, ev.predictions, folder / "gains_lift.png", title),
         "plots/calibration.png": calibration_plot(ev.calibration, folder / "calibration.png", title),
         "plots/roc_pr.png": roc_pr_plot(y, ev.predictions, folder / "roc_pr.png", title),
         "plots/feature_importance.png": importance_plot(model.feature_importance(), folder / "feature_importance.png", title),
-    }
+    } | global_artifacts(model, test, folder, title, sample=SHAP_SAMPLE_ROWS)

@@ -236,3 +236,65 @@ def test_no_champion_is_a_clear_error(shop, tmp_path, monkeypatch):
     assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "no registered model named 'dynseg-purchase'" in text and "dynseg train" in text
+
+
+# -- explanations (issue 6): reason codes in the run, dynseg explain, drivers, notebooks ----------
+def test_every_sendable_member_has_reasons_that_match_their_sign(shop):
+    run_id = shop.runs[1].run_id
+    m = q(shop, "SELECT DISTINCT customer_id FROM segment_members WHERE run_id = ? AND sendable", [run_id])
+    r = q(shop, "SELECT * FROM customer_reasons WHERE run_id = ?", [run_id])
+    s = q(shop, "SELECT * FROM customer_scores WHERE run_id = ?", [run_id]).set_index("customer_id")
+    assert set(r.customer_id) == set(m.customer_id)
+    for target in ("purchase", "churn"):
+        scored = set(s.index[s[f"{target}_score"].notna()]) & set(m.customer_id)
+        mine = r[r.target == target]
+        assert set(mine.customer_id) == scored
+        assert (mine.groupby("customer_id").size() <= 3).all()
+    words = r.reason.str.contains(" raises ")
+    assert (words == (r.log_odds > 0)).all() and (r.reason.str.contains(" lowers ") == (r.log_odds < 0)).all()
+    assert ((r.points * r.log_odds) >= 0).all()  # points never contradict the log-odds push
+    # ranked by the size of the push
+    for _, g in r.groupby(["customer_id", "target"]):
+        assert g.sort_values("rank").log_odds.abs().is_monotonic_decreasing
+    exported = pd.read_csv(shop.runs[1].export_dir / "likely_buyers.csv")
+    assert exported.purchase_reasons.notna().all() and exported.purchase_reasons.str.contains("purchase likelihood").all()
+
+
+def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band(shop):
+    from pipeline.jobs.explain import explain_customer
+
+    s = q(shop, "SELECT * FROM customer_scores WHERE run_id = ?", [shop.runs[1].run_id])
+    cfg = load_config(shop.root)
+    for band in ("high", "medium", "low"):
+        cid = s[s.purchase_band == band].customer_id.iloc[0]
+        result = runner.invoke(app, ["explain", cid, "--model", "purchase"])
+        assert result.exit_code == 0, result.output
+        assert f"band {band}" in result.output and "waterfall" in result.output
+        (e,) = explain_customer(cfg, cid, "purchase", plot=False)
+        # the score rebuilt from base + contributions (through the calibration) is the one the run stored
+        assert e.score == pytest.approx(e.stored_score, abs=1e-9)
+        assert e.contributions.log_odds.abs().is_monotonic_decreasing
+        assert ((e.contributions.points * e.contributions.log_odds) >= 0).all()
+    png = next((shop.workspace / "reports" / "explain").rglob("*_purchase.png"))
+    assert png.stat().st_size > 10_000
+    result = runner.invoke(app, ["explain", "nobody"])
+    assert result.exit_code == 1 and "was not scored" in result.output
+
+
+def test_segment_show_lists_what_sets_the_segment_apart(shop):
+    result = runner.invoke(app, ["segments", "show", "high_churn_risk"])
+    assert result.exit_code == 0, result.output
+    assert "What sets the segment apart" in result.output
+
+
+def test_review_notebooks_execute_on_the_run(shop):
+    import nbformat
+    from nbclient import NotebookClient
+
+    from conftest import REPO
+
+    for name in ("review_model.ipynb", "review_scoring_run.ipynb"):
+        nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(shop.root)}}).execute()
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+        assert not errors

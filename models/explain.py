@@ -1,0 +1,484 @@
+"""Why a customer got their score: exact TreeSHAP contributions, reason codes in plain words, and
+global plots for the model review.
+
+**Two scales.** A contribution (SHAP value) is in *log-odds*, the scale of the model's raw score:
+``base + sum of a customer's contributions == model.decision_function`` exactly. Marketers see
+*probability points* instead: a feature's push in points is ``100 × (p(raw) − p(raw − its
+contribution))``, both through the model's calibrated mapping (calibrator and base-rate shift,
+``PropensityModel.probability_from_raw``) — "leave one out on the calibrated scale". The mapping
+is increasing, so points have the sign of the contribution, or are 0 where an isotonic calibrator
+is flat; they are not additive: the points of a customer's top reasons need not add up to the
+score's distance from the average.
+
+**Speed.** ``contributions`` uses :mod:`models.treeshap` (the same values as LightGBM's
+``pred_contrib``, about 20× faster, on all cores) and falls back to ``pred_contrib`` for a model
+it cannot compile; ``method="lightgbm"`` asks for ``pred_contrib`` itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import re
+import warnings
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+from models.estimator import PropensityModel
+from models.plots import _save, plt  # pyplot on the headless Agg backend
+
+Method = Literal["auto", "fast", "lightgbm"]
+
+# -- contributions --------------------------------------------------------------------------
+_compiled: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # lgb.Booster -> {num_iteration: CompiledTrees}
+
+
+def contributions(model: PropensityModel, X: pd.DataFrame, method: Method = "auto",
+                  n_jobs: int | None = None) -> tuple[pd.DataFrame, float]:
+    """Exact TreeSHAP contributions in log-odds, one row per row of ``X``, one column per model
+    feature, and the base value (the average raw score over the training rows, by tree cover):
+    ``base + row sum == model.decision_function(X)``. ``n_jobs``: threads (default: all cores)."""
+    return _contributions(model, model._matrix(X), method, n_jobs)
+
+
+def _contributions(model: PropensityModel, matrix: pd.DataFrame, method: Method, n_jobs: int | None):
+    if method not in ("auto", "fast", "lightgbm"):
+        raise ValueError(f"method must be 'auto', 'fast' or 'lightgbm'; got {method!r}")
+    if method != "lightgbm":
+        trees = _fast_trees(model, strict=method == "fast")
+        if trees is not None:
+            from models import treeshap
+
+            with _threads(n_jobs):
+                values = treeshap.shap_values(trees, _lightgbm_matrix(matrix))
+            return pd.DataFrame(values, index=matrix.index, columns=model.features_), trees.expected_value
+    # LightGBM refuses no rows; the base value is the same for any row, so ask with a blank one
+    rows = matrix if len(matrix) else model._matrix(pd.DataFrame({c: [None] for c in model.features_}))
+    out = model.booster_.predict(rows, pred_contrib=True, num_iteration=model.best_iteration_, num_threads=n_jobs or 0)
+    return pd.DataFrame(out[:len(matrix), :-1], index=matrix.index, columns=model.features_), float(out[0, -1])
+
+
+def probability_points(model: PropensityModel, values: pd.DataFrame, base: float) -> pd.DataFrame:
+    """Each contribution as a push in probability points (leave one out on the calibrated scale;
+    see the module docstring)."""
+    v = values.to_numpy()
+    raw = base + v.sum(axis=1)
+    p = _probability(model, raw)
+    without = _probability(model, (raw[:, None] - v).ravel()).reshape(v.shape)
+    return pd.DataFrame(100 * (p[:, None] - without), index=values.index, columns=values.columns)
+
+
+def _probability(model: PropensityModel, raw: np.ndarray) -> np.ndarray:
+    """``model.probability_from_raw``, also for no rows (scikit-learn refuses empty input)."""
+    return model.probability_from_raw(raw) if len(raw) else np.empty(0)
+
+
+def _fast_trees(model: PropensityModel, strict: bool):
+    """The model's compiled trees (cached per booster), or None when they cannot be compiled."""
+    booster = model.booster_.booster_
+    per_iteration = _compiled.setdefault(booster, {})
+    if model.best_iteration_ not in per_iteration:
+        try:
+            from models import treeshap
+
+            per_iteration[model.best_iteration_] = treeshap.compile_trees(
+                booster.dump_model(num_iteration=model.best_iteration_), model.best_iteration_, len(model.features_))
+        except (ImportError, NotImplementedError) as e:
+            if strict:
+                raise
+            warnings.warn(f"fast TreeSHAP unavailable ({e}); using LightGBM's pred_contrib", RuntimeWarning, stacklevel=3)
+            per_iteration[model.best_iteration_] = None
+    return per_iteration[model.best_iteration_]
+
+
+def _lightgbm_matrix(matrix: pd.DataFrame) -> np.ndarray:
+    """The float matrix LightGBM predicts on: categories as their codes, missing as NaN."""
+    out = np.empty(matrix.shape, dtype=np.float64)
+    for j, c in enumerate(matrix.columns):
+        s = matrix[c]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            codes = s.cat.codes.to_numpy()
+            out[:, j] = np.where(codes < 0, np.nan, codes)
+        else:
+            out[:, j] = s.to_numpy(dtype=np.float64)
+    return out
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    """Run numba kernels on ``n`` threads (None: all), then restore the previous count."""
+    import numba
+
+    before = numba.get_num_threads()
+    if n:
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(before)
+
+
+# -- reason codes ---------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Phrase:
+    """How a feature's value reads in a reason. ``text`` holds ``{v}``, the value in its ``unit``:
+    ``days`` ("94 days"), ``count`` of ``noun`` ("3 purchases"; write "category|categories" when
+    the plural is not noun + s), ``money`` ("1,234"), ``rate`` ("12%"), ``ratio`` ("2.5×"),
+    ``number``; a ``flag`` reads ``yes`` or ``no`` instead. ``missing`` and ``zero`` replace the
+    whole phrase for a missing value or a zero. ``context`` appends another column's value in days
+    (e.g. the usual gap after the recency) when that value is known."""
+
+    text: str = ""
+    unit: str = "number"
+    noun: str = ""
+    missing: str = ""
+    zero: str = ""
+    yes: str = ""
+    no: str = ""
+    context: tuple[str, str] | None = None  # (column, text with {c})
+
+
+#: The words for every column of ``customer_features`` (features/customer_features.md), in one
+#: place. Window columns (``n_<role>_<w>d``, ``spend_<w>d``, ``n_categories_<w>d``) follow the
+#: patterns below; any other column (e.g. a profile attribute) reads "<feature> = <value>".
+PHRASES: dict[str, Phrase] = {
+    "n_events": Phrase("{v} in total", "count", noun="event", zero="no activity at all"),
+    "days_since_last_event": Phrase("last activity {v} ago", "days", missing="no activity yet"),
+    "tenure_days": Phrase("known for {v}", "days", missing="tenure unknown"),
+    "recency_days": Phrase("no purchase in {v}", "days", missing="never purchased",
+                           context=("mean_gap_days", " (usual gap {c})")),
+    "frequency": Phrase("{v} in total", "count", noun="purchase", zero="no purchase yet"),
+    "monetary_total": Phrase("spent {v} in total", "money", zero="never spent anything"),
+    "monetary_mean": Phrase("average order {v}", "money", missing="no orders yet"),
+    "monetary_max": Phrase("largest order {v}", "money", missing="no orders yet"),
+    "days_since_first_purchase": Phrase("first purchase {v} ago", "days", missing="never purchased"),
+    "n_categories": Phrase("bought from {v}", "count", noun="category|categories", zero="no purchase yet"),
+    "mean_gap_days": Phrase("buys every {v} on average", "days", missing="fewer than two purchases"),
+    "std_gap_days": Phrase("gaps between purchases vary by {v}", "days", missing="fewer than three purchases"),
+    "recency_over_mean_gap": Phrase("last purchase {v} the usual gap ago", "ratio", missing="no usual purchase gap yet"),
+    "purchase_trend_30d": Phrase("purchases in the last 30 days at {v} the 30 days before", "ratio"),
+    "n_email_send": Phrase("{v} received", "count", noun="email", zero="never emailed"),
+    "n_email_open": Phrase("{v} opened", "count", noun="email", zero="never opened an email"),
+    "n_email_click": Phrase("{v} in emails", "count", noun="click", zero="never clicked an email"),
+    "open_rate": Phrase("opens {v} of emails", "rate", missing="never emailed"),
+    "click_to_open_90d": Phrase("clicks in {v} of opened emails (last 90 days)", "rate",
+                                missing="no email opens in the last 90 days"),
+    "days_since_last_open": Phrase("last opened an email {v} ago", "days", missing="never opened an email"),
+    "days_since_last_click": Phrase("last clicked an email {v} ago", "days", missing="never clicked an email"),
+    "open_trend_30d": Phrase("email opens in the last 30 days at {v} the 30 days before", "ratio"),
+    "sends_since_last_open": Phrase("{v} since the last open", "count", noun="email", zero="opened the latest email"),
+    "n_refund": Phrase("{v}", "count", noun="refund", zero="no refunds"),
+    "refund_amount": Phrase("refunds worth {v}", "money", zero="no refunds"),
+    "refund_rate": Phrase("refunds on {v} of purchases", "rate", missing="no purchases yet"),
+    "n_support_ticket": Phrase("{v}", "count", noun="support ticket", zero="no support tickets"),
+    "n_support_ticket_90d": Phrase("{v} in the last 90 days", "count", noun="support ticket",
+                                   zero="no support tickets in the last 90 days"),
+    "unsubscribed": Phrase(unit="flag", yes="unsubscribed from emails", no="subscribed to emails"),
+    "bounced": Phrase(unit="flag", yes="an email to them bounced", no="no bounced emails"),
+    "complained": Phrase(unit="flag", yes="complained about an email", no="no email complaints"),
+    "email_consent": Phrase(unit="flag", yes="consented to emails", no="no email consent", missing="email consent unknown"),
+    "days_since_signup": Phrase("signed up {v} ago", "days", missing="signup date unknown"),
+}
+_ROLE_NOUNS = {"email_open": "email open", "email_click": "email click", "email_send": "email sent|emails sent",
+               "page_view": "page view", "add_to_cart": "item added to cart|items added to cart",
+               "support_ticket": "support ticket"}
+_WINDOW = re.compile(r"(?:(?P<spend>spend)|n_(?P<what>[a-z_]+))_(?P<days>\d+)d")
+_TARGET_WORDS = {"churn": "churn risk", "purchase": "purchase likelihood"}
+
+
+def phrase_for(feature: str) -> Phrase:
+    """The phrase of a feature column: from :data:`PHRASES`, a window pattern, or the fallback."""
+    if feature in PHRASES:
+        return PHRASES[feature]
+    m = _WINDOW.fullmatch(feature)
+    if m:
+        days = m["days"]
+        if m["spend"]:
+            return Phrase(f"spent {{v}} in the last {days} days", "money", zero=f"no spend in the last {days} days")
+        noun = "category|categories" if m["what"] == "categories" else _ROLE_NOUNS.get(m["what"], m["what"].replace("_", " "))
+        text = f"bought from {{v}} in the last {days} days" if m["what"] == "categories" else f"{{v}} in the last {days} days"
+        none = "purchase" if m["what"] == "categories" else _plural(noun, 2)
+        return Phrase(text, "count", noun=noun, zero=f"no {none} in the last {days} days")
+    name = feature.replace("_", " ")
+    return Phrase(f"{name} = {{v}}", missing=f"{name} unknown")
+
+
+def describe_value(feature: str, value, context=None) -> str:
+    """A feature's value in plain words: ``describe_value("recency_days", 94.2, 31)`` ->
+    "no purchase in 94 days (usual gap 31 days)"; ``context`` is the phrase's context column."""
+    return _describe(phrase_for(feature), feature, value, context)
+
+
+def _describe(ph: Phrase, feature: str, value, context=None) -> str:
+    if _missing(value):
+        return ph.missing or f"{feature.replace('_', ' ')} unknown"
+    if ph.unit == "flag":
+        return ph.yes if bool(value) else ph.no
+    if ph.zero and float(value) == 0:
+        return ph.zero
+    text = ph.text.format(v=_format(ph, value))
+    if ph.context and not _missing(context):
+        text += ph.context[1].format(c=_days(float(context)))
+    return text
+
+
+def reason_codes(model: PropensityModel, X: pd.DataFrame, target: str, k: int = 3,
+                 direction: Literal["any", "up", "down"] = "any", method: Method = "auto",
+                 n_jobs: int | None = None, chunk_rows: int = 100_000) -> pd.DataFrame:
+    """The top ``k`` reasons behind each row's score: the features with the largest push in
+    log-odds (``direction="up"``/``"down"``: only those raising/lowering the score); a feature
+    that does not move the score is never a reason.
+
+    Per row and reason ``i`` (1 = the largest): ``reason_i`` ("no purchase in 94 days (usual gap
+    31 days) raises churn risk by 18 points"), ``reason_i_feature``, ``reason_i_value`` (the value
+    as text: a number, "true"/"false", a category; empty when missing), ``reason_i_log_odds``
+    (the exact TreeSHAP value) and ``reason_i_points`` (the push in probability points). A row
+    with fewer than ``k`` pushing features has empty trailing reasons. ``target`` names the
+    outcome in the words: "churn" -> "churn risk", "purchase" -> "purchase likelihood".
+    Explain only the customers who need reasons (e.g. those exported): the cost is per row."""
+    if k < 1:
+        raise ValueError(f"k must be at least 1; got {k}")
+    if direction not in ("any", "up", "down"):
+        raise ValueError(f"direction must be 'any', 'up' or 'down'; got {direction!r}")
+    starts = range(0, len(X), chunk_rows) if len(X) else [0]
+    return pd.concat([_reason_chunk(model, X.iloc[i:i + chunk_rows], target, k, direction, method, n_jobs)
+                      for i in starts])
+
+
+def _reason_chunk(model, X, target, k, direction, method, n_jobs) -> pd.DataFrame:
+    matrix = model._matrix(X)
+    values, base = _contributions(model, matrix, method, n_jobs)
+    v = values.to_numpy()
+    n, rows = len(v), np.arange(len(v))
+    raw = base + v.sum(axis=1)
+    p = _probability(model, raw)
+    strength = {"any": np.abs(v), "up": v, "down": -v}[direction]
+    strength = np.where(strength > 0, strength, -np.inf)  # not pushing (this way): never a reason
+    order = _largest_first(strength, k)
+    features = np.asarray(model.features_, dtype=object)
+    words = _TARGET_WORDS.get(target, f"{target} likelihood")
+    out: dict[str, object] = {}
+    for i in range(k):
+        j = order[:, min(i, order.shape[1] - 1)]
+        has = np.isfinite(strength[rows, j]) & (i < order.shape[1])
+        log_odds = np.where(has, v[rows, j], np.nan)
+        points = np.where(has, 100 * (p - _probability(model, raw - np.nan_to_num(log_odds))), np.nan)
+        feature = np.where(has, features[j], None)
+        value = np.full(n, None, dtype=object)
+        sentence = np.full(n, None, dtype=object)
+        for f in pd.unique(feature[has]):
+            at = np.flatnonzero(feature == f)
+            ph = phrase_for(f)
+            xs = matrix[f].to_numpy()[at]
+            ctx = matrix[ph.context[0]].to_numpy()[at] if ph.context and ph.context[0] in matrix else np.full(len(at), np.nan)
+            lo, pt = log_odds[at], points[at]
+            value[at] = _once_per_value(lambda r: _value_text(ph, xs[r]), xs)
+            said = _once_per_value(lambda r: _describe(ph, f, xs[r], ctx[r]), _canonical(ph, xs), _canonical(_DAYS, ctx))
+            push = _once_per_value(lambda r: _push(lo[r], pt[r], words), np.round(np.abs(pt)), lo > 0)
+            sentence[at] = said + " " + push
+        out |= {f"reason_{i + 1}": sentence, f"reason_{i + 1}_feature": feature, f"reason_{i + 1}_value": value,
+                f"reason_{i + 1}_log_odds": log_odds, f"reason_{i + 1}_points": points}
+    return pd.DataFrame(out, index=X.index)
+
+
+def _largest_first(strength: np.ndarray, k: int) -> np.ndarray:
+    """Column indices of the ``k`` largest values per row, largest first (ties: lower index first)."""
+    if k < strength.shape[1]:
+        top = np.argpartition(-strength, k - 1, axis=1)[:, :k]
+        top.sort(axis=1)  # so that stable sorting breaks ties by column, as a full sort would
+    else:
+        top = np.tile(np.arange(strength.shape[1]), (len(strength), 1))
+    return np.take_along_axis(top, np.argsort(-np.take_along_axis(strength, top, axis=1), axis=1, kind="stable"), axis=1)
+
+
+def _once_per_value(text, *keys: np.ndarray) -> np.ndarray:
+    """``text(r)`` for every row r, computed once per distinct combination of the keys (rows with
+    equal keys read the same): many customers share a count, a rounded day or a push."""
+    codes = np.zeros(len(keys[0]), np.int64)
+    for key in keys:
+        c, uniques = pd.factorize(pd.Series(key, dtype=object if key.dtype == object else None), use_na_sentinel=True)
+        codes = codes * (len(uniques) + 1) + (c + 1)
+    _, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    return np.array([text(r) for r in first], dtype=object)[inverse]
+
+
+_DAYS = Phrase(unit="days")
+
+
+def _canonical(ph: Phrase, xs: np.ndarray) -> np.ndarray:
+    """Values that read the same in ``ph`` made equal: days round to whole days (0 and under a
+    day stay apart, for a phrase with a zero text); other units as they are."""
+    if ph.unit != "days":
+        return xs
+    x = xs.astype(float)
+    return np.where(x == 0, 0.0, np.where(x < 1, -1.0, np.round(x)))
+
+
+def _push(log_odds: float, points: float, words: str) -> str:
+    """ "raises churn risk by 18 points": the verb follows the sign of the contribution."""
+    verb = "raises" if log_odds > 0 else "lowers"
+    size = round(abs(points))
+    if size < 1:
+        return f"{verb} {words} by less than 1 point"
+    return f"{verb} {words} by {size} point{'s' if size != 1 else ''}"
+
+
+def _format(ph: Phrase, value) -> str:
+    x = float(value) if ph.unit != "number" else value
+    if ph.unit == "days":
+        return _days(x)
+    if ph.unit == "count":
+        count = int(round(x))
+        return f"{count:,} {_plural(ph.noun, count)}"
+    if ph.unit == "money":
+        return f"{x:,.2f}" if abs(x) < 10 and x != int(x) else f"{x:,.0f}"
+    if ph.unit == "rate":
+        return f"{x:.0%}"
+    if ph.unit == "ratio":
+        return f"{x:.1f}×"
+    return f"{value:,.4g}" if isinstance(value, (int, float, np.number)) else str(value)
+
+
+def _days(x: float) -> str:
+    if x < 1:
+        return "less than a day"
+    count = int(round(x))
+    return f"{count:,} day{'s' if count != 1 else ''}"
+
+
+def _plural(noun: str, count: int) -> str:
+    one, _, many = noun.partition("|")
+    return one if count == 1 else (many or one + "s")
+
+
+def _value_text(ph: Phrase, x) -> str | None:
+    if _missing(x):
+        return None
+    if ph.unit == "flag":
+        return "true" if bool(x) else "false"
+    return f"{float(x):.6g}" if isinstance(x, (int, float, np.number)) else str(x)
+
+
+def _missing(x) -> bool:
+    return x is None or x is pd.NA or (isinstance(x, (float, np.floating)) and math.isnan(x))
+
+
+# -- global explanations (model review) ------------------------------------------------------
+def global_importance(values: pd.DataFrame, points: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Mean |SHAP| per feature in log-odds and, given the points, in probability points; largest first."""
+    out = pd.DataFrame({"feature": values.columns, "mean_abs_shap_log_odds": values.abs().mean().to_numpy()})
+    if points is not None:
+        out["mean_abs_points"] = points[values.columns].abs().mean().to_numpy()
+    return out.sort_values("mean_abs_shap_log_odds", ascending=False, ignore_index=True)
+
+
+def beeswarm_plot(values: pd.DataFrame, data: pd.DataFrame, path: Path, title: str, top: int = 15) -> Path:
+    """One row per feature (largest mean |SHAP| on top), one dot per customer at its SHAP value
+    in log-odds, coloured by the customer's value of the feature (its rank; grey when missing)."""
+    names = global_importance(values).feature.head(top).tolist()[::-1]
+    fig, ax = plt.subplots(figsize=(8, 0.38 * len(names) + 1.8))
+    rng = np.random.default_rng(0)
+    for y, f in enumerate(names):
+        x = values[f].to_numpy()
+        color = _value_rank(data[f])
+        offset = _swarm_offsets(x, rng)
+        known = ~np.isnan(color)
+        ax.scatter(x[~known], y + offset[~known], s=6, color="0.6", alpha=0.7, linewidths=0)
+        dots = ax.scatter(x[known], y + offset[known], s=6, c=color[known], cmap="coolwarm", vmin=0, vmax=1,
+                          alpha=0.8, linewidths=0)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_yticks(range(len(names)), names)
+    ax.set(xlabel="SHAP value (log-odds): > 0 raises the score, < 0 lowers it",
+           title=f"SHAP values per customer (log-odds) — {title}")
+    bar = fig.colorbar(dots, ax=ax, pad=0.01)
+    bar.set_label("feature value (rank: low → high; grey = missing)")
+    return _save(fig, path)
+
+
+def importance_bar_plot(importance: pd.DataFrame, path: Path, title: str, top: int = 15) -> Path:
+    """Mean |SHAP| per feature: in log-odds (the model's scale) and in probability points (what
+    a marketer sees), side by side."""
+    imp = importance.head(top).iloc[::-1]
+    panels = [("mean_abs_shap_log_odds", "mean |SHAP value| (log-odds)")]
+    if "mean_abs_points" in imp:
+        panels.append(("mean_abs_points", "mean |push| (probability points)"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.3 * len(imp) + 1.6), sharey=True,
+                             squeeze=False)
+    for ax, (column, label) in zip(axes[0], panels):
+        ax.barh(imp.feature, imp[column])
+        ax.set(xlabel=label)
+    fig.suptitle(f"Global feature importance (mean |SHAP|) — {title}")
+    return _save(fig, path)
+
+
+def dependence_plot(values: pd.DataFrame, points: pd.DataFrame, data: pd.DataFrame, feature: str, path: Path,
+                    title: str) -> Path:
+    """How a feature's value moves the score: SHAP value in log-odds (top) and the push in
+    probability points (bottom) against the value, one dot per customer."""
+    x = data[feature]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 6.5), sharex=True)
+    if isinstance(x.dtype, pd.CategoricalDtype):
+        codes = x.cat.codes.to_numpy().astype(float)
+        known = codes >= 0
+        xs = codes + np.random.default_rng(0).uniform(-0.25, 0.25, len(codes))
+        bottom.set_xticks(range(len(x.cat.categories)), [str(c) for c in x.cat.categories], rotation=30)
+    else:
+        xs = pd.to_numeric(x, errors="coerce").to_numpy(dtype=float)
+        known = ~np.isnan(xs)
+        if known.any() and np.nanmin(xs) >= 0 and np.nanmax(xs) > 100 * max(np.nanpercentile(xs, 50), 1):
+            bottom.set_xscale("symlog", linthresh=1)  # long tails (days, money, counts)
+    for ax, frame, label in ((top, values, "SHAP value (log-odds)"), (bottom, points, "push (probability points)")):
+        ax.scatter(xs[known], frame[feature].to_numpy()[known], s=6, alpha=0.5, linewidths=0)
+        ax.axhline(0, color="k", lw=0.8)
+        ax.set(ylabel=label)
+    bottom.set(xlabel=feature)
+    note = ""
+    if (~known).any():
+        note = (f"\nmissing for {(~known).sum():,} customers: mean {values[feature][~known].mean():+.3f} log-odds, "
+                f"{points[feature][~known].mean():+.1f} points")
+    top.set_title(f"SHAP dependence of {feature} — {title}{note}", fontsize=10)
+    return _save(fig, path)
+
+
+def global_artifacts(model: PropensityModel, X: pd.DataFrame, folder: Path, title: str, sample: int = 2000,
+                     top: int = 5, seed: int = 0) -> dict[str, Path]:
+    """SHAP on a sample of ``X`` (e.g. the out-of-time test snapshot) for a training run: run
+    artifact path -> file (beeswarm, bar, dependence plots of the ``top`` features, and the table
+    of mean |SHAP| per feature in log-odds and probability points)."""
+    rows = X.sample(n=min(sample, len(X)), random_state=seed).sort_index() if len(X) > sample else X
+    values, base = contributions(model, rows)
+    points = probability_points(model, values, base)
+    importance = global_importance(values, points)
+    data = model._matrix(rows)
+    table = folder / "mean_abs_shap.csv"
+    importance.to_csv(table, index=False)
+    out = {
+        "plots/shap_beeswarm.png": beeswarm_plot(values, data, folder / "shap_beeswarm.png", title),
+        "plots/shap_bar.png": importance_bar_plot(importance, folder / "shap_bar.png", title),
+        "shap/mean_abs_shap.csv": table,
+    }
+    for f in importance.feature.head(top):
+        name = f"shap_dependence_{re.sub(r'[^A-Za-z0-9_.-]', '_', f)}.png"
+        out[f"plots/{name}"] = dependence_plot(values, points, data, f, folder / name, title)
+    return out
+
+
+def _value_rank(s: pd.Series) -> np.ndarray:
+    """A feature's values as ranks in [0, 1] for colouring (categories by code); NaN when missing."""
+    x = s.cat.codes.where(s.notna()) if isinstance(s.dtype, pd.CategoricalDtype) else pd.to_numeric(s, errors="coerce")
+    return pd.Series(np.asarray(x, dtype=float)).rank(pct=True).to_numpy()
+
+
+def _swarm_offsets(x: np.ndarray, rng: np.random.Generator, width: float = 0.38) -> np.ndarray:
+    """Vertical offsets that spread dots with nearby x like a beeswarm: wider where dense."""
+    if len(x) == 0:
+        return np.zeros(0)
+    bins = np.digitize(x, np.linspace(x.min(), x.max() + 1e-12, 80))
+    counts = np.bincount(bins)
+    density = counts[bins] / counts.max()
+    return rng.uniform(-1, 1, len(x)) * width * np.sqrt(density)

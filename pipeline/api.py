@@ -1,0 +1,109 @@
+"""The public Python API, for notebooks and scripts: review models and scoring runs without the CLI.
+
+    from pipeline.api import Project
+    p = Project()                      # the project of the current folder (or DYNSEG_PROJECT)
+    p.model("purchase")                # card, metrics, bands of the champion
+    p.shap_importance("purchase")      # mean |SHAP| per feature, from the training run
+    p.runs()                           # scoring runs
+    p.segments()                       # health of the latest run
+    p.explain("c0000007", "churn")     # why this customer got this score
+    p.segment_drivers("likely_buyers") # what sets the segment apart
+
+Everything here reads what the commands wrote (the workspace and the MLflow registry); nothing
+is recomputed that a run stored, except features as of a run's date for explanations.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline import runs
+from pipeline.config import Config, load_config
+from pipeline.workspace import Workspace
+
+
+@dataclass
+class Project:
+    folder: Path | None = None
+    profile: str | None = None
+    config: Config = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.config = load_config(self.folder, self.profile)
+        from models import registry
+
+        registry.connect(self.workspace.tracking_uri(self.config.settings.tracking_uri))
+
+    @property
+    def workspace(self) -> Workspace:
+        return Workspace(self.config.workspace)
+
+    # -- models -----------------------------------------------------------------------------
+    def model(self, target: str, version: str | int | None = None) -> dict:
+        """Card, test metrics and baselines, bands and tags of a version (default: the champion)."""
+        from models import registry
+
+        return registry.version_details(registry.model_name(target, self.config.training.registry.names), version)
+
+    def versions(self) -> pd.DataFrame:
+        from models import registry
+
+        return registry.list_versions()
+
+    def shap_importance(self, target: str, version: str | int | None = None) -> pd.DataFrame:
+        """Mean |SHAP| per feature (log-odds and probability points) on the version's test sample."""
+        return self._run_csv(target, version, "shap/mean_abs_shap.csv")
+
+    def run_artifact(self, target: str, path: str, version: str | int | None = None) -> Path:
+        """A local copy of a training-run artifact (e.g. ``plots/shap_beeswarm.png``)."""
+        import mlflow
+
+        run_id = self.model(target, version)["run_id"]
+        return Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}"))
+
+    def _run_csv(self, target: str, version, path: str) -> pd.DataFrame:
+        return pd.read_csv(self.run_artifact(target, path, version))
+
+    # -- scoring runs -------------------------------------------------------------------------
+    def runs(self) -> pd.DataFrame:
+        return runs.read(self.workspace.db_path, "SELECT run_id, as_of, engine, n_customers, previous_run_id, "
+                                                 "mlflow_run_id, export_dir FROM scoring_runs ORDER BY as_of")
+
+    def _run_id(self, run_id: str | None) -> str:
+        from pipeline.jobs.monitor import find_run
+
+        return find_run(self.config, run_id).run_id
+
+    def segments(self, run_id: str | None = None) -> pd.DataFrame:
+        """Segment health of a run (default: the latest)."""
+        return runs.read(self.workspace.db_path, "SELECT * FROM segment_health WHERE run_id = ? ORDER BY segment",
+                         [self._run_id(run_id)])
+
+    def segment_history(self, name: str) -> pd.DataFrame:
+        return runs.read(self.workspace.db_path, "SELECT * FROM segment_health WHERE segment = ? ORDER BY as_of", [name])
+
+    def members(self, name: str, run_id: str | None = None) -> pd.DataFrame:
+        return runs.read(self.workspace.db_path, "SELECT * FROM segment_members WHERE run_id = ? AND segment = ?",
+                         [self._run_id(run_id), name])
+
+    def deltas(self, run_id: str | None = None) -> pd.DataFrame:
+        return runs.read(self.workspace.db_path, "SELECT * FROM segment_deltas WHERE run_id = ?", [self._run_id(run_id)])
+
+    def reasons(self, customer_id: str, run_id: str | None = None) -> pd.DataFrame:
+        return runs.read(self.workspace.db_path, "SELECT * FROM customer_reasons WHERE run_id = ? AND customer_id = ? "
+                                                 "ORDER BY target, rank", [self._run_id(run_id), customer_id])
+
+    # -- explanations --------------------------------------------------------------------------
+    def explain(self, customer_id: str, target: str | None = None, run_id: str | None = None):
+        """One :class:`pipeline.jobs.explain.Explanation` per model (waterfall PNG included)."""
+        from pipeline.jobs.explain import explain_customer
+
+        return explain_customer(self.config, customer_id, target, run_id)
+
+    def segment_drivers(self, name: str, run_id: str | None = None) -> pd.DataFrame:
+        from pipeline.jobs.explain import segment_drivers
+
+        return segment_drivers(self.config, name, run_id)

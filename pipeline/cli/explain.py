@@ -1,0 +1,57 @@
+"""``dynseg explain CUSTOMER_ID``: a customer's score, band, segments and why."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+from rich.table import Table
+
+from features.asof import as_of_label
+from pipeline.cli.common import State, handled, kv_table, out
+
+
+class Model(str, Enum):
+    churn = "churn"
+    purchase = "purchase"
+
+
+def explain(
+    ctx: typer.Context,
+    customer_id: Annotated[str, typer.Argument(help="Customer id (the canonical id after identity merging).")],
+    model: Annotated[Optional[Model], typer.Option(help="Only this model (default: every model of the run).")] = None,
+    run: Annotated[Optional[str], typer.Option(help="Scoring run id (default: the latest run).")] = None,
+    top: Annotated[int, typer.Option(help="Features to list.")] = 12,
+) -> None:
+    """The customer's score, band and segments in a run, each feature's push (exact TreeSHAP) in
+    probability points and log-odds, and a waterfall PNG under .dynseg/reports/explain/."""
+    from pipeline.jobs.explain import explain_customer
+
+    state: State = ctx.obj
+    with handled():
+        found = explain_customer(state.config(), customer_id, model.value if model else None, run, top=top)
+    if not found:
+        out.print(f"{customer_id} is outside the population of the requested model(s) in this run "
+                  "(churn scores only customers with a purchase in the last 180 days).")
+        return
+    e0 = found[0]
+    out.print(kv_table(f"Customer {customer_id}", {
+        "run": f"{e0.run_id} (as of {as_of_label(e0.as_of)})",
+        "segments": ", ".join(e0.segments) or "—",
+    }))
+    for e in found:
+        t = Table(title=f"{e.target}: score {e.score:.1%} (score_100 {round(e.score * 100)}), band {e.band or '—'}; "
+                        f"model {e.model}; average customer {e.base_probability:.1%}", title_justify="left")
+        for c, j in (("feature", "left"), ("value", "left"), ("points", "right"), ("log-odds", "right"),
+                     ("in words", "left")):
+            t.add_column(c, justify=j)
+        for r in e.contributions.head(top).itertuples():
+            colour = "red" if r.log_odds > 0 else "blue"
+            t.add_row(r.feature, str(r.value), f"[{colour}]{r.points:+.1f}[/]", f"{r.log_odds:+.3f}", r.reason)
+        out.print(t)
+        out.print(f"  points: change in the {e.target} probability if the feature were left out (calibrated scale); "
+                  f"log-odds: exact TreeSHAP values, base {e.base:+.3f} + all features = the raw score. "
+                  f"Run's stored score {e.stored_score:.4f}, recomputed {e.score:.4f}.", highlight=False)
+        if e.waterfall:
+            out.print(f"  waterfall: {e.waterfall}")

@@ -1,0 +1,159 @@
+"""``dynseg explain`` and segment drivers: why one customer got their score in a run, and what
+sets a segment apart. Features are recomputed as of the run's as_of (point in time, so they are
+the values the run scored) and explained with the exact model version and base rate the run used."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.asof import as_of_label, now_utc
+from features.customer_features import customer_features
+from pipeline import runs
+from pipeline.config import Config
+from pipeline.jobs.data import load_validated
+from pipeline.jobs.features import data_profile, feature_spec, open_engine
+from pipeline.jobs.monitor import find_run
+from pipeline.workspace import Workspace
+
+
+@dataclass
+class Explanation:
+    customer_id: str
+    target: str
+    run_id: str
+    as_of: datetime
+    model: str  # name/version
+    score: float  # recomputed now; equals the run's score
+    stored_score: float | None  # what the run wrote
+    band: str | None
+    segments: list[str]
+    base: float  # log-odds
+    base_probability: float
+    contributions: pd.DataFrame  # feature, value, log_odds, points, reason (sorted by |log_odds|)
+    waterfall: Path | None = None
+
+
+def _run_models(cfg: Config, run: pd.Series) -> dict[str, tuple[Any, float | None, str]]:
+    """target -> (PropensityModel at the run's base rate, base rate, "name/version")."""
+    from models import registry
+
+    registry.connect(Workspace(cfg.workspace).tracking_uri(cfg.settings.tracking_uri))
+    out = {}
+    for m in json.loads(run.models):
+        model = registry.bundle_of(registry.load_version(m["name"], m["version"])).model
+        rate = m.get("base_rate")
+        out[m["target"]] = (model.with_base_rate(rate) if rate is not None else model, rate,
+                            f"{m['name']}/{m['version']}")
+    return out
+
+
+def _features_of(cfg: Config, as_of: datetime, customer_ids: list[str] | None = None) -> pd.DataFrame:
+    data = load_validated(cfg, max(as_of, now_utc()))
+    eng = open_engine(cfg, data, "duckdb")
+    try:
+        events, customers = eng.events(), eng.customers()
+        if customer_ids is not None:
+            events = events.filter(events.customer_id.isin(customer_ids))
+            customers = customers.filter(customers.customer_id.isin(customer_ids))
+        return eng.execute(customer_features(events, customers, as_of, feature_spec(cfg), data_profile(cfg, data)))
+    finally:
+        eng.close()
+
+
+def explain_customer(cfg: Config, customer_id: str, target: str | None = None, run_id: str | None = None,
+                     top: int = 12, plot: bool = True) -> list[Explanation]:
+    """The customer's score, band and segments in a run (default: the latest), and every feature's
+    push (exact TreeSHAP, log-odds and probability points), one Explanation per model."""
+    from models.explain import contributions, describe_value, probability_points, reason_codes
+    from models.plots import waterfall_plot
+
+    run = find_run(cfg, run_id)
+    t = run.as_of.to_pydatetime()
+    db = Workspace(cfg.workspace).db_path
+    stored = runs.read(db, "SELECT * FROM customer_scores WHERE run_id = ? AND customer_id = ?", [run.run_id, customer_id])
+    if stored.empty:
+        hint = _canonical_hint(cfg, customer_id, t)
+        raise ValueError(f"customer {customer_id!r} was not scored in run {run.run_id} (as of {as_of_label(t)}){hint}")
+    member_of = runs.read(db, "SELECT segment FROM segment_members WHERE run_id = ? AND customer_id = ? ORDER BY segment",
+                          [run.run_id, customer_id]).segment.tolist()
+    models = _run_models(cfg, run)
+    if target is not None and target not in models:
+        raise ValueError(f"run {run.run_id} has no {target!r} model; it scored {sorted(models)}")
+    row = _features_of(cfg, t, [customer_id])
+    out = []
+    for tgt, (model, _, label) in models.items():
+        if target not in (None, tgt):
+            continue
+        score = stored[f"{tgt}_score"].iloc[0]
+        if pd.isna(score):
+            continue  # outside this model's population
+        values, base = contributions(model, row)
+        v = values.iloc[0]
+        raw = base + v.sum()
+        p = float(model.probability_from_raw(np.array([raw]))[0])
+        points = probability_points(model, values, base).iloc[0].to_numpy()
+        words = reason_codes(model, row, tgt, k=len(v))
+        reason_of = {words[f"reason_{i}_feature"].iloc[0]: words[f"reason_{i}"].iloc[0]
+                     for i in range(1, len(v) + 1) if f"reason_{i}_feature" in words and words[f"reason_{i}"].iloc[0]}
+        table = pd.DataFrame({"feature": values.columns, "value": [describe_value(f, row[f].iloc[0]) for f in values.columns],
+                              "log_odds": v.to_numpy(), "points": points})
+        table["reason"] = table.feature.map(reason_of).fillna("")
+        table = table.reindex(table.log_odds.abs().sort_values(ascending=False).index).reset_index(drop=True)
+        e = Explanation(customer_id, tgt, run.run_id, t, label, p, float(score), stored[f"{tgt}_band"].iloc[0],
+                        member_of, float(base), float(model.probability_from_raw(np.array([base]))[0]), table)
+        if plot:
+            path = (Workspace(cfg.workspace).reports_dir / "explain" / run.run_id / f"{customer_id}_{tgt}.png")
+            e.waterfall = waterfall_plot(table.head(top), e.base, raw, e.base_probability, p, path,
+                                         f"{customer_id}: {tgt} score {p:.1%} ({label}, as of {as_of_label(t)})")
+        out.append(e)
+    return out
+
+
+def _canonical_hint(cfg: Config, customer_id: str, as_of: datetime) -> str:
+    data = load_validated(cfg, max(as_of, now_utc()))
+    m = data.identity.mapping
+    hit = m.loc[m["customer_id"] == customer_id, "canonical_id"] if len(m) else pd.Series(dtype=object)
+    canonical = hit.iloc[0] if len(hit) else None
+    if canonical and canonical != customer_id:
+        return f"; {customer_id!r} was merged into {canonical!r} by identity resolution: explain {canonical!r}"
+    return "; check the id (see the run's exports or `dynseg segments show NAME`)"
+
+
+def segment_drivers(cfg: Config, segment: str, run_id: str | None = None, sample: int = 3000,
+                    top: int = 6) -> pd.DataFrame:
+    """Features that most set a segment apart: per model, the mean push (probability points) in the
+    segment minus the mean over everyone the model scored, from samples of both (fixed seed)."""
+    from models.explain import contributions, probability_points
+
+    run = find_run(cfg, run_id)
+    t = run.as_of.to_pydatetime()
+    db = Workspace(cfg.workspace).db_path
+    members = runs.read(db, "SELECT customer_id FROM segment_members WHERE run_id = ? AND segment = ?",
+                        [run.run_id, segment]).customer_id
+    if members.empty:
+        return pd.DataFrame(columns=["target", "feature", "segment_points", "everyone_points", "difference"])
+    scores = runs.read(db, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
+    feats = _features_of(cfg, t).set_index("customer_id")
+    rows = []
+    for tgt, (model, _, _) in _run_models(cfg, run).items():
+        scored = scores.customer_id[scores[f"{tgt}_score"].notna()]
+        inside = members[members.isin(scored)]
+        if inside.empty:
+            continue
+        pop = feats.loc[scored.sample(min(sample, len(scored)), random_state=0)]
+        seg = feats.loc[inside.sample(min(sample, len(inside)), random_state=0)]
+        means = {}
+        for name, frame in (("segment", seg), ("everyone", pop)):
+            values, base = contributions(model, frame.reset_index())
+            means[name] = probability_points(model, values, base).mean()
+        diff = (means["segment"] - means["everyone"]).sort_values(key=np.abs, ascending=False).head(top)
+        rows += [{"target": tgt, "feature": f, "segment_points": means["segment"][f],
+                  "everyone_points": means["everyone"][f], "difference": d} for f, d in diff.items()]
+    return pd.DataFrame(rows)
