@@ -58,6 +58,25 @@ def generated_shop(folder: Path, customers: int, seed: int, end: str = "2026-11-
         yield p
 
 
+def trained_champions(p: Project, snapshots: int = 4, bootstrap_samples: int = 20, as_of=None):
+    """Both models trained on ``p``'s shop (fewer snapshots and resamples: the same code path,
+    faster) and promoted to champion, whatever the gate says; returns the loaded config."""
+    from models import registry
+    from pipeline.config import load_config
+    from pipeline.jobs.train import train_job
+    from pipeline.workspace import Workspace
+
+    training = p.root / "configs" / "training.yaml"
+    training.write_text(training.read_text().replace("snapshots: 6", f"snapshots: {snapshots}")
+                        .replace("bootstrap_samples: 200", f"bootstrap_samples: {bootstrap_samples}"))
+    cfg = load_config(p.root)
+    registry.connect(Workspace(cfg.workspace).tracking_uri())
+    for target in ("purchase", "churn"):
+        result = train_job(cfg, target, as_of=as_of, allow_unvalidated=True)
+        registry.promote(result.model_name, result.version, force=True, reason="test fixture")
+    return cfg
+
+
 @pytest.fixture
 def project(tmp_path, monkeypatch) -> Project:
     p = Project(tmp_path / "proj")

@@ -35,12 +35,7 @@ def monitor(
         t.add_row(target, str(len(d.columns)), str(len(d.drifted)), f"{d.drift_share:.0%}",
                   ", ".join(d.drifted[:8]) + (" …" if len(d.drifted) > 8 else ""), "[red]yes[/]" if d.alarm else "no")
     out.print(t)
-    out.print(kv_table("Reports", {k: str(v) for k, v in r.files.items()} | {"MLflow run": r.mlflow_run_id or "—"}))
-    if r.alarm:
-        err.print("[bold red]Alarm:[/]")
-        for reason in r.reasons:
-            err.print(f"  - {reason}", highlight=False)
-        raise typer.Exit(EXIT_GATE)
+    _reports_and_alarms(r)
     out.print("[green]No alarm.[/]")
 
 
@@ -98,6 +93,11 @@ def lift(
             for row in res.calibration_bands.itertuples(index=False):
                 b.add_row(*(f"{v:,}" if isinstance(v, int) else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
             out.print(b)
+    _reports_and_alarms(r)
+
+
+def _reports_and_alarms(r) -> None:
+    """Where the reports went; the alarms on stderr and exit 3 if any (for schedulers)."""
     out.print(kv_table("Reports", {k: str(v) for k, v in r.files.items()} | {"MLflow run": r.mlflow_run_id or "—"}))
     if r.alarm:
         err.print("[bold red]Alarm:[/]")

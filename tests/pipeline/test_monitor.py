@@ -9,17 +9,14 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import Project
+from conftest import Project, trained_champions
 from features.asof import parse_as_of
-from models import registry
 from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.jobs.data import simulate_campaign_job
 from pipeline.jobs.monitor import lift_job, monitor_job
 from pipeline.jobs.score import score_job
-from pipeline.jobs.train import train_job
 from pipeline.synthetic import generate, write
-from pipeline.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -35,19 +32,12 @@ def shop(tmp_path_factory):
         mp.setenv("DYNSEG_PROJECT", str(p.root))
         write(generate(5000, seed=31, end="2026-11-27", drift_from="2026-10-31", drift=0.9), p.workspace / "data")
         configs = p.root / "configs"
-        (configs / "training.yaml").write_text((configs / "training.yaml").read_text()
-                                               .replace("snapshots: 6", "snapshots: 4")
-                                               .replace("bootstrap_samples: 200", "bootstrap_samples: 20"))
         segments = yaml.safe_load((configs / "segments.yaml").read_text())
         for s in segments["segments"]:  # big holdouts: a 5,000-customer shop still measures lift
             if s["name"] in ("likely_buyers", "at_risk"):
                 s["holdout"] = 0.5
         (configs / "segments.yaml").write_text(yaml.safe_dump(segments, sort_keys=False))
-        cfg = load_config(p.root)
-        registry.connect(Workspace(cfg.workspace).tracking_uri())
-        for target in ("purchase", "churn"):
-            r = train_job(cfg, target, as_of=parse_as_of(TRAIN_AS_OF), allow_unvalidated=True)
-            registry.promote(r.model_name, r.version, force=True, reason="test fixture")
+        cfg = trained_champions(p, as_of=parse_as_of(TRAIN_AS_OF))
         p.campaign_run = score_job(cfg, CAMPAIGN)
         p.late_run = score_job(cfg, LATE)
         yield p

@@ -9,15 +9,13 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
 
-import duckdb
 import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import Project, generated_shop
+from conftest import Project, generated_shop, trained_champions
 from features.asof import parse_as_of
 from models import registry
 from pipeline import runs
@@ -25,9 +23,7 @@ from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.jobs.features import build_features_job
 from pipeline.jobs.score import score_job
-from pipeline.jobs.train import train_job
 from pipeline.segments import holdout_value
-from pipeline.workspace import Workspace
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -39,14 +35,7 @@ def shop(tmp_path_factory):
     """4,000 generated customers, both models trained (fewer snapshots: same code path) and promoted,
     then scored on two consecutive days."""
     with generated_shop(tmp_path_factory.mktemp("score"), 4000, seed=21) as p:
-        training = p.root / "configs" / "training.yaml"
-        training.write_text(training.read_text().replace("snapshots: 6", "snapshots: 4")
-                            .replace("bootstrap_samples: 200", "bootstrap_samples: 20"))
-        cfg = load_config(p.root)
-        registry.connect(Workspace(cfg.workspace).tracking_uri())
-        for target in ("purchase", "churn"):
-            result = train_job(cfg, target, allow_unvalidated=True)
-            registry.promote(result.model_name, result.version, force=True, reason="test fixture")
+        cfg = trained_champions(p)
         p.runs = [score_job(cfg, DAY1), score_job(cfg, DAY2)]
         yield p
 

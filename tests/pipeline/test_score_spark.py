@@ -13,15 +13,12 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import Project, generated_shop
+from conftest import Project, generated_shop, trained_champions
 from features.asof import parse_as_of
-from models import registry
 from pipeline import runs
 from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.jobs.score import score_job
-from pipeline.jobs.train import train_job
-from pipeline.workspace import Workspace
 
 pytestmark = [pytest.mark.spark, pytest.mark.slow]
 AS_OF = parse_as_of("2026-11-27")
@@ -35,14 +32,7 @@ KEYS = {"customer_scores": ["customer_id"], "segment_members": ["segment", "cust
 def shop(tmp_path_factory):
     """2,000 generated customers; both models trained (fewer snapshots: same code path) and promoted."""
     with generated_shop(tmp_path_factory.mktemp("score_spark"), 2000, seed=21) as p:
-        training = p.root / "configs" / "training.yaml"
-        training.write_text(training.read_text().replace("snapshots: 6", "snapshots: 4")
-                            .replace("bootstrap_samples: 200", "bootstrap_samples: 20"))
-        cfg = load_config(p.root)
-        registry.connect(Workspace(cfg.workspace).tracking_uri())
-        for target in ("purchase", "churn"):
-            result = train_job(cfg, target, allow_unvalidated=True)
-            registry.promote(result.model_name, result.version, force=True, reason="test fixture")
+        cfg = trained_champions(p)
         yield p
 
 
