@@ -40,10 +40,6 @@ def shop(tmp_path_factory):
         yield p
 
 
-def db(shop: Project) -> str:
-    return str(shop.workspace / "dynseg.duckdb")
-
-
 def q(shop: Project, sql: str, params=None) -> pd.DataFrame:
     return runs.read(shop.workspace / "dynseg.duckdb", sql, params)
 
