@@ -105,3 +105,18 @@ def test_segment_health_alarms_name_the_segment_and_the_change(shop):
     assert all(any(f"segment {s!r} changed size" in a for a in alarms) for s in moved)
     cfg.monitoring.segment_health.max_size_change = 100.0
     assert not [a for a in health_alarms(cfg, run) if "changed size" in a]
+
+
+def test_decay_alarm_exits_3_naming_the_model(shop):
+    path = shop.root / "configs" / "monitoring.yaml"
+    original = path.read_text()
+    doc = yaml.safe_load(original)
+    doc["quality"]["auc_floor"]["purchase"] = 0.99  # no model reaches it
+    path.write_text(yaml.safe_dump(doc))
+    try:
+        result = runner.invoke(app, ["lift", "--run", shop.campaign_run.run_id])
+    finally:
+        path.write_text(original)
+    assert result.exit_code == 3, result.output
+    text = " ".join(result.output.split())
+    assert "purchase: realized ROC AUC" in text and "below the floor 0.990" in text
