@@ -11,8 +11,8 @@ is flat; they are not additive: the points of a customer's top reasons need not 
 score's distance from the average.
 
 **Speed.** ``contributions`` uses :mod:`models.treeshap` (the same values as LightGBM's
-``pred_contrib``, about 20× faster, on all cores) and falls back to ``pred_contrib`` for a model
-it cannot compile; ``method="lightgbm"`` asks for ``pred_contrib`` itself.
+``pred_contrib``, 15-18× faster, on all cores; ``bench/explain.py``) and falls back to
+``pred_contrib`` for a model it cannot compile; ``method="lightgbm"`` asks for ``pred_contrib``.
 """
 
 from __future__ import annotations
