@@ -14,11 +14,10 @@ import numpy as np
 import pandas as pd
 
 from features.asof import as_of_label, now_utc
-from features.customer_features import customer_features
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_validated
-from pipeline.jobs.features import data_profile, feature_spec, open_engine
+from pipeline.jobs.features import features_as_of
 from pipeline.jobs.monitor import find_run
 from pipeline.workspace import Workspace
 
@@ -54,19 +53,6 @@ def _run_models(cfg: Config, run: pd.Series) -> dict[str, tuple[Any, float | Non
     return out
 
 
-def _features_of(cfg: Config, as_of: datetime, customer_ids: list[str] | None = None) -> pd.DataFrame:
-    data = load_validated(cfg, max(as_of, now_utc()))
-    eng = open_engine(cfg, data, "duckdb")
-    try:
-        events, customers = eng.events(), eng.customers()
-        if customer_ids is not None:
-            events = events.filter(events.customer_id.isin(customer_ids))
-            customers = customers.filter(customers.customer_id.isin(customer_ids))
-        return eng.execute(customer_features(events, customers, as_of, feature_spec(cfg), data_profile(cfg, data)))
-    finally:
-        eng.close()
-
-
 def explain_customer(cfg: Config, customer_id: str, target: str | None = None, run_id: str | None = None,
                      top: int = 12, plot: bool = True) -> list[Explanation]:
     """The customer's score, band and segments in a run (default: the latest), and every feature's
@@ -86,7 +72,7 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
     models = _run_models(cfg, run)
     if target is not None and target not in models:
         raise ValueError(f"run {run.run_id} has no {target!r} model; it scored {sorted(models)}")
-    row = _features_of(cfg, t, [customer_id])
+    row = features_as_of(cfg, t, [customer_id])
     out = []
     for tgt, (model, _, label) in models.items():
         if target not in (None, tgt):
@@ -140,17 +126,23 @@ def segment_drivers(cfg: Config, segment: str, run_id: str | None = None, sample
     if members.empty:
         return pd.DataFrame(columns=["target", "feature", "segment_points", "everyone_points", "difference"])
     scores = runs.read(db, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
-    feats = _features_of(cfg, t).set_index("customer_id")
-    rows = []
-    for tgt, (model, _, _) in _run_models(cfg, run).items():
+    models = _run_models(cfg, run)
+    samples = {}  # target -> (segment ids, everyone ids); features are computed for these only
+    for tgt in models:
         scored = scores.customer_id[scores[f"{tgt}_score"].notna()]
         inside = members[members.isin(scored)]
-        if inside.empty:
-            continue
-        pop = feats.loc[scored.sample(min(sample, len(scored)), random_state=0)]
-        seg = feats.loc[inside.sample(min(sample, len(inside)), random_state=0)]
+        if not inside.empty:
+            samples[tgt] = (inside.sample(min(sample, len(inside)), random_state=0),
+                            scored.sample(min(sample, len(scored)), random_state=0))
+    if not samples:
+        return pd.DataFrame(columns=["target", "feature", "segment_points", "everyone_points", "difference"])
+    ids = sorted({c for seg, pop in samples.values() for c in (*seg, *pop)})
+    feats = features_as_of(cfg, t, ids).set_index("customer_id")
+    rows = []
+    for tgt, (seg_ids, pop_ids) in samples.items():
+        model = models[tgt][0]
         means = {}
-        for name, frame in (("segment", seg), ("everyone", pop)):
+        for name, frame in (("segment", feats.loc[seg_ids]), ("everyone", feats.loc[pop_ids])):
             values, base = contributions(model, frame.reset_index())
             means[name] = probability_points(model, values, base).mean()
         diff = (means["segment"] - means["everyone"]).sort_values(key=np.abs, ascending=False).head(top)

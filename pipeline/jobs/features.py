@@ -112,6 +112,21 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
     return run
 
 
+def features_as_of(cfg: Config, as_of: datetime, customer_ids: list[str] | None = None) -> pd.DataFrame:
+    """Features as of a past run's ``as_of`` on DuckDB (point in time: the values that run saw),
+    for every customer or only ``customer_ids``; no freshness check (the run already passed it)."""
+    data = load_validated(cfg, max(as_of, now_utc()))
+    eng = open_engine(cfg, data, "duckdb")
+    try:
+        events, customers = eng.events(), eng.customers()
+        if customer_ids is not None:
+            events = events.filter(events.customer_id.isin(customer_ids))
+            customers = customers.filter(customers.customer_id.isin(customer_ids))
+        return eng.execute(customer_features(events, customers, as_of, feature_spec(cfg), data_profile(cfg, data)))
+    finally:
+        eng.close()
+
+
 def write_frame(frame: pd.DataFrame, out: Path) -> Path:
     """Parquet or CSV by suffix, atomically."""
     import io

@@ -12,11 +12,10 @@ import numpy as np
 import pandas as pd
 
 from features.asof import as_of_label, now_utc, parse_duration
-from features.customer_features import customer_features
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_validated
-from pipeline.jobs.features import data_profile, feature_spec, open_engine
+from pipeline.jobs.features import features_as_of
 from pipeline.monitoring.drift import DriftResult, DriftThresholds, drift_report
 from pipeline.monitoring.lift import segment_lift
 from pipeline.monitoring.quality import QualityResult, realized_quality
@@ -38,16 +37,6 @@ def find_run(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
         what = f"run {run_id!r}" if run_id else f"run as of {as_of_label(as_of)}" if as_of else "run"
         raise ValueError(f"no scoring {what} in {db}; score first: dynseg score --as-of DATE")
     return found.iloc[0]
-
-
-def _features(cfg: Config, as_of: datetime) -> tuple[pd.DataFrame, object]:
-    data = load_validated(cfg, max(as_of, now_utc()))
-    eng = open_engine(cfg, data, "duckdb")
-    try:
-        expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), data_profile(cfg, data))
-        return eng.execute(expr), data
-    finally:
-        eng.close()
 
 
 # -- monitor ----------------------------------------------------------------------------------------
@@ -80,7 +69,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
     run = find_run(cfg, run_id, as_of)
     t = run.as_of.to_pydatetime()
-    feats, _ = _features(cfg, t)
+    feats = features_as_of(cfg, t)
     scores = runs.read(ws.db_path, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
     current = feats.merge(scores.drop(columns=["run_id", "as_of"]), on="customer_id", how="inner")
     d = cfg.monitoring.drift
