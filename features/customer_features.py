@@ -149,11 +149,11 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
     return aggs
 
 
-def _category_counts(ev: ir.Table, t: ir.Value, spec: FeatureSpec) -> ir.Table:
+def _category_counts(purchases: ir.Table, t: ir.Value, spec: FeatureSpec) -> ir.Table:
     """Distinct purchase categories, ever and per window. A category counts in a window when its
     latest purchase falls in it, so one small (customer, category) table answers every window;
     much cheaper than a distinct count per window over the whole log."""
-    p = ev.filter((ev.role == "purchase") & ev.category.notnull())
+    p = purchases.filter(purchases.category.notnull())
     last = p.group_by(["customer_id", "category"]).aggregate(last_ts=p.ts.max())
     return last.group_by("customer_id").aggregate(
         n_categories=last.count(),
@@ -161,10 +161,9 @@ def _category_counts(ev: ir.Table, t: ir.Value, spec: FeatureSpec) -> ir.Table:
     )
 
 
-def _purchase_gaps(ev: ir.Table) -> ir.Table:
+def _purchase_gaps(purchases: ir.Table) -> ir.Table:
     """Standard deviation of days between consecutive purchases, per customer."""
-    p = ev.filter(ev.role == "purchase")
-    p = p.mutate(prev_ts=p.ts.lag().over(group_by=p.customer_id, order_by=p.ts))
+    p = purchases.mutate(prev_ts=purchases.ts.lag().over(group_by=purchases.customer_id, order_by=purchases.ts))
     p = p.mutate(gap_days=_days_between(p.ts, p.prev_ts))
     return p.group_by("customer_id").aggregate(std_gap_days=p.gap_days.std(how="sample"))
 
@@ -195,11 +194,21 @@ def customer_features(
     t = ibis.literal(as_of, type="timestamp")
     ev = visible_events(events, as_of)
     agg = ev.group_by("customer_id").aggregate(**_aggregates(ev, t, spec, profile))
-    x = known_customers(events, customers, as_of, profile).left_join(agg, "customer_id").select(~ibis.selectors.endswith("_right"))
+    # The population (:func:`known_customers`): the customers the aggregate found, plus those who
+    # signed up before T without an event yet; taken from the aggregate, not from another scan.
+    x = agg
+    if profile.has_signup:
+        signed = customers.filter(customers.signup_at < t).select(_signed_id=customers.customer_id)
+        x = agg.outer_join(signed, agg.customer_id == signed._signed_id)
+        x = x.mutate(customer_id=x.customer_id.fill_null(x._signed_id)).drop("_signed_id")
     if "purchase" in profile.roles:
-        x = x.left_join(_purchase_gaps(ev), "customer_id").select(~ibis.selectors.endswith("_right"))
-        x = x.left_join(_category_counts(ev, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
+        # One purchases-only relation feeds both (a shared CTE: the log is scanned once for them).
+        purchases = ev.filter(ev.role == "purchase").select("customer_id", "ts", "category")
+        x = x.left_join(_purchase_gaps(purchases), "customer_id").select(~ibis.selectors.endswith("_right"))
+        x = x.left_join(_category_counts(purchases, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
     if "email_send" in profile.roles and "email_open" in profile.roles:
+        # (a separate opens-only scan: reusing the main aggregate's last_open_at would make DuckDB
+        # materialise that whole aggregate as a CTE, which costs more memory than the scan costs time)
         opens = ev.filter(ev.role == "email_open")
         last_open = opens.group_by("customer_id").aggregate(last_open_at=opens.ts.max())
         x = x.left_join(_sends_since_last_open(ev, last_open), "customer_id").select(~ibis.selectors.endswith("_right"))

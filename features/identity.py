@@ -19,8 +19,9 @@ from scipy.sparse.csgraph import connected_components
 
 @dataclass(frozen=True)
 class IdentityResolution:
-    mapping: pd.DataFrame  # customer_id -> canonical_id, one row per id that appears in identities
+    mapping: pd.DataFrame  # customer_id -> canonical_id, one row per id that shares an identifier with another
     skipped_identifiers: pd.DataFrame  # id_type, id_value, customers: too common to trust
+    linked_ids: int = 0  # distinct ids that appear in identities
 
     @property
     def merged_customers(self) -> int:
@@ -38,9 +39,17 @@ class IdentityResolution:
         return int(self.mapping.groupby("canonical_id").size().max()) if len(self.mapping) else 0
 
 
-def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20) -> IdentityResolution:
-    """Merge ids linked by shared (id_type, id_value) pairs into canonical customers."""
+def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20, linked_ids: int | None = None) -> IdentityResolution:
+    """Merge ids linked by shared (id_type, id_value) pairs into canonical customers.
+
+    Only identifiers shared by two or more ids can merge anything; a caller with many links may pass
+    just those (see :func:`features.load.shared_links_sql`) and the count of all linked ids.
+    """
     links = links.dropna(subset=["customer_id", "id_type", "id_value"]).drop_duplicates()
+    if linked_ids is None:
+        linked_ids = int(links["customer_id"].nunique())
+    key_all = links["id_type"].astype(str) + "\x1f" + links["id_value"].astype(str)
+    links = links[key_all.map(key_all.value_counts()) > 1]
     key = links["id_type"].astype(str) + "\x1f" + links["id_value"].astype(str)
     per_key = links.groupby(key)["customer_id"].nunique()
     too_common = per_key[per_key > max_ids_per_identifier]
@@ -62,4 +71,4 @@ def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20) ->
     # Customers are sorted, so the first id seen per component is its smallest: the canonical id.
     first = pd.Series(np.arange(n_c)).groupby(customer_labels).transform("min").to_numpy()
     mapping = pd.DataFrame({"customer_id": customers.to_numpy(), "canonical_id": customers.to_numpy()[first]})
-    return IdentityResolution(mapping=mapping, skipped_identifiers=skipped)
+    return IdentityResolution(mapping=mapping, skipped_identifiers=skipped, linked_ids=linked_ids)

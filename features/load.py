@@ -38,8 +38,15 @@ def build_canonical(
     con.unregister("_roles_df")
 
     if "identities" in report.typed:
-        links = con.execute(f"SELECT {_typed_select(report, 'identities')} FROM raw_identities").df()
-        resolution = resolve_identities(links, max_ids_per_identifier)
+        # Most identifiers belong to one id and can merge nothing: only the shared ones leave DuckDB.
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE _links AS SELECT DISTINCT customer_id, id_type, id_value
+                        FROM (SELECT {_typed_select(report, 'identities')} FROM raw_identities)
+                        WHERE customer_id IS NOT NULL AND id_type IS NOT NULL AND id_value IS NOT NULL""")
+        linked = con.execute("SELECT count(DISTINCT customer_id) FROM _links").fetchall()[0][0]
+        links = con.execute("""SELECT * FROM _links SEMI JOIN (SELECT id_type, id_value FROM _links GROUP BY 1, 2
+                               HAVING count(*) > 1) USING (id_type, id_value)""").df()
+        con.execute("DROP TABLE _links")
+        resolution = resolve_identities(links, max_ids_per_identifier, linked_ids=int(linked))
     else:
         resolution = resolve_identities(pd.DataFrame(columns=["customer_id", "id_type", "id_value"]))
     con.register("_map_df", resolution.mapping)

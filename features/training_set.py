@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
 
+import ibis
+import ibis.expr.types as ir
 import pandas as pd
 
-from features.customer_features import DataProfile, FeatureSpec, customer_features, known_customers
+from features.customer_features import DataProfile, FeatureSpec, customer_features, known_customers, utc
 from features.engines import FeatureEngine
 from features.labels import LabelSpec, labels
 
@@ -96,9 +98,54 @@ def _check_classes(data: pd.DataFrame, label: LabelSpec, minimum: int) -> None:
 def label_rate(engine: FeatureEngine, profile: DataProfile, label: LabelSpec, cutoff: datetime, data_start: datetime,
                min_history: timedelta) -> float | None:
     """Realized label rate over the eligible population at ``cutoff``; None without enough history."""
-    if cutoff - min_history < data_start:
-        return None
-    events, customers = engine.events(), engine.customers()
-    lab = labels(known_customers(events, customers, cutoff, profile), events, cutoff, label)
-    out = engine.execute(lab.aggregate(rate=lab.label.mean(), n=lab.count()))
-    return float(out["rate"].iloc[0]) if int(out["n"].iloc[0]) > 0 else None
+    return label_rates(engine, profile, [(label, cutoff)], data_start, min_history)[0]
+
+
+def label_rates(engine: FeatureEngine, profile: DataProfile, requests: list[tuple[LabelSpec, datetime]],
+                data_start: datetime, min_history: timedelta) -> list[float | None]:
+    """:func:`label_rate` for several (label, cutoff) pairs in one scan of the log.
+
+    The same definitions as :func:`features.labels.labels` over :func:`known_customers`, folded
+    into per-customer flags: known at T (an event or a signup before T), active at T (a purchase
+    in ``[T - A, T)``), bought in ``[T, T + H)``. A scoring run needs six of these rates (two
+    models, three cutoffs each); one query instead of six keeps them cheap at scale.
+    """
+    out: list[float | None] = [None] * len(requests)
+    todo = [(i, spec, utc(c)) for i, (spec, c) in enumerate(requests) if c - min_history >= data_start]
+    if not todo:
+        return out
+    ev = engine.events()
+
+    def at(moment: datetime) -> ir.Value:
+        return ibis.literal(moment, type="timestamp")
+
+    is_p = ev.role == "purchase"
+    aggs: dict[str, ir.Value] = {"first_ts": ev.ts.min()}
+    for i, spec, c in todo:
+        aggs[f"bought_{i}"] = ev.count(where=is_p & (ev.ts >= at(c)) & (ev.ts < at(c + spec.horizon)))
+        if spec.population == "active":
+            aggs[f"active_{i}"] = ev.count(where=is_p & (ev.ts >= at(c - spec.active_window)) & (ev.ts < at(c)))
+    per = ev.group_by("customer_id").aggregate(**aggs)
+    signup = None
+    if profile.has_signup:
+        cu = engine.customers()
+        cu = cu.select(cid=cu.customer_id, signup_at=cu.signup_at)
+        per = per.outer_join(cu, per.customer_id == cu.cid)
+        signup = per.signup_at
+    sums: dict[str, ir.Value] = {}
+    for i, spec, c in todo:
+        known = per.first_ts < at(c)
+        if signup is not None:
+            known = known.fill_null(False) | (signup < at(c)).fill_null(False)
+        eligible = known.fill_null(False)
+        if spec.population == "active":
+            eligible &= (per[f"active_{i}"] > 0).fill_null(False)
+        bought = (per[f"bought_{i}"] > 0).fill_null(False)
+        label = bought if spec.target == "purchase" else ~bought
+        sums[f"n_{i}"] = per.count(where=eligible)
+        sums[f"pos_{i}"] = per.count(where=eligible & label)
+    row = engine.execute(per.aggregate(**sums)).iloc[0]
+    for i, _, _ in todo:
+        n = int(row[f"n_{i}"])
+        out[i] = int(row[f"pos_{i}"]) / n if n > 0 else None
+    return out

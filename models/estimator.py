@@ -73,8 +73,7 @@ class PropensityModel(BaseEstimator):
         for c in self.features_:
             s = X[c]
             if c in self.categories_:
-                if not pd.api.types.is_string_dtype(s.dtype) or s.dtype == object:
-                    s = s.astype("object").where(s.notna(), None).map(lambda v: v if v is None else str(v))
+                s = s.astype("string")  # vectorised str() of every present value; missing stays missing
                 known = self.categories_[c]
                 out[c] = pd.Categorical(s.where(s.isin(known)), categories=known)  # unseen values -> missing
             elif pd.api.types.is_numeric_dtype(s.dtype) or pd.api.types.is_bool_dtype(s.dtype):

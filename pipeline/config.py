@@ -41,6 +41,8 @@ class Settings(_Strict):
     engine: Literal["duckdb", "spark"] = "duckdb"
     tracking_uri: str | None = None
     threads: int | None = Field(None, ge=1)
+    memory_limit: str | None = Field(None, pattern=r"^\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+                                     description="cap on the embedded engine's memory, e.g. 2GB; None: DuckDB's default")
     freshness: Freshness = Freshness()
     identity: IdentitySettings = IdentitySettings()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -39,7 +40,10 @@ class LoadedData:
 
 def load_validated(cfg: Config, as_of: datetime) -> LoadedData:
     """Validate every configured source and build the canonical views; raise DataError on errors."""
-    con = connect(threads=cfg.settings.threads)
+    # Above memory_limit DuckDB spills to the system's temp folder (not the workspace: a run that
+    # fails validation writes nothing there).
+    spill = Path(tempfile.gettempdir()) / "dynseg-spill"
+    con = connect(threads=cfg.settings.threads, memory_limit=cfg.settings.memory_limit, temp_directory=str(spill))
     report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of)
     if not report.ok:
         con.close()
@@ -73,7 +77,7 @@ def data_summary(data: LoadedData) -> dict:
         "last_event": last,
         "events_by_role": by_role,
         "identity": {
-            "ids_linked": len(data.identity.mapping),
+            "ids_linked": data.identity.linked_ids,
             "merged_customers": data.identity.merged_customers,
             "ids_folded": data.identity.merged_ids,
             "largest_group": data.identity.largest_group,

@@ -14,7 +14,7 @@ from features.customer_features import DataProfile, FeatureSpec, customer_featur
 from features.engines import FeatureEngine
 from features.freshness import check_freshness
 from features.labels import LabelSpec
-from features.training_set import SnapshotPlan, build_training_set, label_rate, plan_snapshots
+from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
 from pipeline.config import Config
 from pipeline.jobs.data import LoadedData, load_validated
 from pipeline.workspace import Workspace, write_atomic
@@ -48,7 +48,7 @@ def open_engine(cfg: Config, data: LoadedData, name: str | None = None) -> Featu
 def data_profile(cfg: Config, data: LoadedData) -> DataProfile:
     """Which roles and profile fields the data has; fixed per run so snapshots share columns."""
     con = data.con
-    roles = frozenset(r for (r,) in con.execute("SELECT DISTINCT role FROM events").fetchall())
+    roles = frozenset(data.report.role_summary(cfg.role_of))  # counted during validation
     has_signup, has_consent = con.execute(
         "SELECT count(signup_at) > 0, count(email_consent) > 0 AND count(consent_updated_at) > 0 FROM customers"
     ).fetchall()[0]
@@ -89,7 +89,9 @@ def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpe
 
 
 def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
-    newest = data.con.execute("SELECT max(ts) FROM events WHERE ts < ?", [as_of]).fetchall()[0][0]
+    newest = data.report.time_range(cfg.role_of)[1]  # found during validation
+    if newest is not None and newest >= as_of:  # a run in the past: look for the newest event before it
+        newest = data.con.execute("SELECT max(ts) FROM events WHERE ts < ?", [as_of]).fetchall()[0][0]
     fr = cfg.settings.freshness
     warning = check_freshness(newest, as_of, timedelta(days=fr.max_lag_days), fr.action)
     return [warning] if warning else []
@@ -160,7 +162,7 @@ def training_set_job(
 ) -> TrainingData:
     """Stacked snapshots with labels for ``target``; as_of defaults to the end of the data."""
     data = load_validated(cfg, max(as_of or now_utc(), now_utc()))
-    first, last = data.con.execute("SELECT min(ts), max(ts) FROM events").fetchall()[0]
+    first, last = data.report.time_range(cfg.role_of)
     end = as_of or last
     warnings = _fresh(cfg, data, end)
     label = label_spec(cfg, target, horizon)
@@ -172,8 +174,8 @@ def training_set_job(
     try:
         frame = build_training_set(eng, feature_spec(cfg), profile, label, plan, t.min_class_examples, progress)
         year = timedelta(days=365)
-        rates = {role: label_rate(eng, profile, label, plan.cutoffs[k] - year, first, min_history)
-                 for k, role in ((0, "test"), (1, "valid"))}
+        found = label_rates(eng, profile, [(label, plan.cutoffs[k] - year) for k in (0, 1)], first, min_history)
+        rates = dict(zip(("test", "valid"), found))
     finally:
         eng.close()
     return TrainingData(frame, plan, profile, label, warnings, first, last, rates)

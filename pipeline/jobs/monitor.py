@@ -168,7 +168,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     t = run.as_of.to_pydatetime()
     horizons = {k: parse_duration(getattr(cfg.labels, k).horizon) for k in ("purchase", "churn")}
     data = load_validated(cfg, now_utc())
-    newest = data.con.execute("SELECT max(ts) FROM events").fetchall()[0][0]
+    newest = data.report.time_range(cfg.role_of)[1]
     models = json.loads(run.models)
     needed = max(horizons[m["target"]] for m in models) if models else horizons["purchase"]
     if newest < t + needed - timedelta(days=1):

@@ -32,7 +32,7 @@ from features.asof import as_of_label, now_utc, parse_duration
 from features.customer_features import customer_features
 from features.engines import FeatureEngine
 from features.labels import LabelSpec
-from features.training_set import label_rate
+from features.training_set import label_rates
 from models import bands as band_rules
 from models.calibration import seasonal_base_rate
 from pipeline import runs
@@ -115,11 +115,19 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         has_consent = CONSENT_COLUMN in feats.columns
         timings["features"] = time.perf_counter() - clock
 
-        first = data.con.execute("SELECT min(ts) FROM events").fetchall()[0][0]
+        first = data.report.time_range(cfg.role_of)[0]
         min_history = parse_duration(cfg.training.min_history)
 
+        specs = [_label_spec(cfg, t, registry.bundle_of(pyfunc)) for t, (pyfunc, _) in champions.items()]
+        wanted = [(spec, c) for spec in specs for c in _base_rate_cutoffs(spec, as_of)]
+        rates: dict[tuple[LabelSpec, datetime], float | None] = {}
+
         def rate_at(spec: LabelSpec, cutoff: datetime) -> float | None:
-            return label_rate(eng, profile, spec, cutoff, first, min_history)
+            if not rates:  # every base-rate cutoff of every model, in one scan, on first use
+                rates.update(zip(wanted, label_rates(eng, profile, wanted, first, min_history)))
+            if (spec, cutoff) not in rates:
+                rates[(spec, cutoff)] = label_rates(eng, profile, [(spec, cutoff)], first, min_history)[0]
+            return rates[(spec, cutoff)]
 
         score_and_segment = _score_and_segment_spark if eng.name == "spark" else _score_and_segment_duckdb
         n_customers, used = score_and_segment(cfg, feats, champions, segments, as_of, rate_at, data.con, timings, say)
@@ -227,9 +235,7 @@ def score_target(cfg: Config, target: str, pyfunc: Any, feats: pd.DataFrame, as_
     out = pd.DataFrame(index=feats.index)
     scores = np.full(len(feats), np.nan)
     if population.any():
-        x = registry.model_input(feats.loc[population], pyfunc)
-        pred = pyfunc.predict(x, params={"base_rate": base_rate} if base_rate is not None else None)
-        scores[population] = pred["score"].to_numpy()
+        scores[population] = registry.score(pyfunc, feats.loc[population], base_rate)["score"].to_numpy()
     levels, notes = _band_levels(cfg, target, bundle)
     levels = band_rules.thresholds_for_run(levels, scores[population] if population.any() else scores)
     out[f"{target}_score"] = scores
@@ -257,12 +263,19 @@ def _active_days(spec: LabelSpec) -> float:
 def _base_rate(spec: LabelSpec, as_of: datetime,
                rate_at: Callable[[LabelSpec, datetime], float | None]) -> tuple[float | None, str]:
     """The base rate expected at ``as_of`` (None: keep the model's calibration) and how it was found."""
-    latest_cutoff = as_of - spec.horizon
+    latest_cutoff, latest_year_before, now_year_before = _base_rate_cutoffs(spec, as_of)
     latest = rate_at(spec, latest_cutoff)
     if latest is None:
         return None, "no complete label window before the run: the model's own calibration is used"
+    return seasonal_base_rate(latest, rate_at(spec, latest_year_before), rate_at(spec, now_year_before))
+
+
+def _base_rate_cutoffs(spec: LabelSpec, as_of: datetime) -> tuple[datetime, datetime, datetime]:
+    """Where :func:`_base_rate` reads realized rates: the newest complete label window, the same a
+    year earlier, and the run's own date a year earlier."""
     year = timedelta(days=365)
-    return seasonal_base_rate(latest, rate_at(spec, latest_cutoff - year), rate_at(spec, as_of - year))
+    latest = as_of - spec.horizon
+    return latest, latest - year, as_of - year
 
 
 def _band_levels(cfg: Config, target: str, bundle: Any) -> tuple[list[band_rules.BandLevel], list[str]]:
@@ -279,7 +292,7 @@ def _features(eng: FeatureEngine, expr: Any) -> Any:
     feature plan), with NULL where Spark has NaN: DuckDB reads a pandas NaN as NULL, and the rules
     must compare the same values on both engines."""
     if eng.name != "spark":
-        return eng.execute(expr).sort_values("customer_id", ignore_index=True)
+        return eng.execute(expr.order_by("customer_id"))  # sorted by the engine: no second copy in pandas
     return _nan_to_null(eng.to_spark(expr)).localCheckpoint()
 
 

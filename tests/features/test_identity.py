@@ -12,8 +12,15 @@ def links(rows):
     return pd.DataFrame(rows, columns=["customer_id", "id_type", "id_value"])
 
 
+class Canonical(dict):
+    """The mapping lists ids that share an identifier with another id; any other id is its own."""
+
+    def __missing__(self, key: str) -> str:
+        return key
+
+
 def canonical(res) -> dict[str, str]:
-    return dict(zip(res.mapping["customer_id"], res.mapping["canonical_id"]))
+    return Canonical(zip(res.mapping["customer_id"], res.mapping["canonical_id"]))
 
 
 def test_chain_becomes_one_customer():
@@ -24,8 +31,9 @@ def test_chain_becomes_one_customer():
     ]))
     m = canonical(res)
     assert m["A"] == m["B"] == m["C"] == "A"
-    assert m["D"] == "D"
+    assert m["D"] == "D" and "D" not in set(res.mapping.customer_id)  # shares nothing: nothing to map
     assert res.merged_customers == 1 and res.merged_ids == 2 and res.largest_group == 3
+    assert res.linked_ids == 4
 
 
 def test_same_value_different_type_does_not_link():

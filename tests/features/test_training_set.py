@@ -68,3 +68,29 @@ def test_too_few_examples_and_stale_data_are_refused(shop):
         training_set_job(load_config(shop.root), "churn")
     with pytest.raises(StaleDataError, match="data is stale"):
         training_set_job(load_config(shop.root), "churn", as_of=datetime(2026, 12, 20))
+
+
+def test_label_rates_in_one_scan_equal_the_label_definition(shop):
+    """The batched base-rate query gives exactly the mean of :func:`labels` over the known
+    population, for both targets and several cutoffs; too little history gives None."""
+    from features.customer_features import known_customers
+    from features.labels import labels
+    from features.training_set import label_rates
+    from pipeline.jobs.data import load_validated
+    from pipeline.jobs.features import data_profile, label_spec, open_engine
+
+    cfg = load_config(shop.root)
+    data = load_validated(cfg, datetime(2026, 11, 28))
+    profile = data_profile(cfg, data)
+    eng = open_engine(cfg, data, "duckdb")
+    first = data.con.execute("SELECT min(ts) FROM events").fetchall()[0][0]
+    specs = [label_spec(cfg, "purchase"), label_spec(cfg, "churn"), label_spec(cfg, "purchase", "90d")]
+    cutoffs = [datetime(2026, 3, 1), datetime(2026, 8, 15, 12), datetime(2026, 10, 1)]
+    requests = [(s, c) for s in specs for c in cutoffs] + [(specs[0], first + 10 * D)]
+    got = label_rates(eng, profile, requests, first, 90 * D)
+    assert got[-1] is None
+    for (spec, cutoff), rate in zip(requests[:-1], got[:-1]):
+        lab = eng.execute(labels(known_customers(eng.events(), eng.customers(), cutoff, profile),
+                                 eng.events(), cutoff, spec))
+        assert rate == pytest.approx(lab.label.mean(), abs=1e-12), (spec, cutoff)
+    assert len({round(r, 9) for r in got[:-1]}) > 3  # the cutoffs and targets really differ

@@ -76,8 +76,12 @@ def test_timestamps_after_as_of(project):
     assert p.count == 1 and "2026-11-28 00:00:00 UTC" in p.message
 
 
-def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
+@pytest.mark.parametrize("slice_rows", [12_000_000, 3], ids=["one pass", "hash slices"])
+def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project, monkeypatch, slice_rows):
+    # A big log is checked in slices of the hash space; small slices here give the same findings.
+    monkeypatch.setattr("features.validation.EVENT_ID_SLICE_ROWS", slice_rows)
     df = good_events()
+    df = pd.concat([df, df.assign(event_id=df.event_id + "-b", ts=df.ts + pd.Timedelta(hours=1))], ignore_index=True)
     exact = pd.concat([df, df.iloc[[0]]], ignore_index=True)
     report = run_with(project, exact)
     assert report.ok and only(report, "duplicate_event_id").count == 1

@@ -348,6 +348,12 @@ def test_the_champion_scores_like_the_model_in_process_and_in_a_fresh_process(re
     shifted = model.predict(X, params={"base_rate": 0.2})["score"]
     np.testing.assert_allclose(shifted, data.strong.with_base_rate(0.2).predict(data.X), rtol=0, atol=1e-9)
     np.testing.assert_allclose(reg.fresh.scores(), expected, rtol=0, atol=1e-9)
+    # The batch scoring shortcut (no MLflow schema enforcement) returns exactly what predict does.
+    pd.testing.assert_frame_equal(R.score(model, data.X), scores)
+    pd.testing.assert_frame_equal(R.score(model, data.X, 0.2)["score"].to_frame(),
+                                  model.predict(X, params={"base_rate": 0.2})["score"].to_frame())
+    with pytest.raises(ValueError, match="lacks 1 feature column"):
+        R.score(model, data.X.drop(columns=[data.X.columns[0]]))
 
 
 # -- a real tracking server -----------------------------------------------------------------------

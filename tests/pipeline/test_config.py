@@ -68,3 +68,19 @@ def test_profile_and_local_overrides_are_layered_and_errors_name_the_overriding_
 def test_workspace_env_overrides(project, monkeypatch, tmp_path):
     monkeypatch.setenv("DYNSEG_WORKSPACE", str(tmp_path / "ws"))
     assert load_config(project.root).workspace == tmp_path / "ws"
+
+
+def test_memory_limit_reaches_duckdb_and_a_bad_one_is_refused(project):
+    from conftest import good_events
+    from datetime import datetime
+
+    from pipeline.jobs.data import load_validated
+
+    project.write_events(good_events(3))
+    _write(project, "project.yaml", "memory_limit: 512MB\n")
+    data = load_validated(load_config(project.root), datetime(2026, 11, 28))
+    limit = data.con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    assert limit.replace(" ", "") in ("488.2MiB", "512.0MB", "488.2MB"), limit
+    _write(project, "project.yaml", "memory_limit: lots\n")
+    with pytest.raises(ConfigError, match=r"configs/project.yaml: memory_limit: .*lots"):
+        load_config(project.root)
