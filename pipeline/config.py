@@ -205,6 +205,7 @@ class ScoringConfig(_Strict):
     targets: list[Literal["purchase", "churn"]] = ["purchase", "churn"]
     export_formats: list[Literal["parquet", "csv"]] = ["parquet", "csv"]
     experiment: str = "dynseg-scoring"
+    reason_codes: bool = True  # top-3 reasons for every sendable customer (the costliest stage)
 
 
 class DriftConfig(_Strict):

@@ -16,6 +16,7 @@ def score(
     ctx: typer.Context,
     as_of: Annotated[Optional[str], typer.Option(help="Score as of this date (end of day, UTC) or instant; default: now.")] = None,
     engine: Annotated[Optional[str], typer.Option(help="duckdb or spark (default from config).")] = None,
+    reasons: Annotated[Optional[bool], typer.Option("--reasons/--no-reasons", help="Reason codes for sendable customers (default: reason_codes in configs/scoring.yaml).")] = None,
 ) -> None:
     """Score customers as of a date and refresh every segment: bands, rules, holdouts, enter/exit.
 
@@ -28,7 +29,7 @@ def score(
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else now_utc()
         with err.status("scoring") as status:
-            run = score_job(cfg, instant, engine, progress=lambda stage: status.update(f"scoring: {stage}"))
+            run = score_job(cfg, instant, engine, progress=lambda stage: status.update(f"scoring: {stage}"), reasons=reasons)
     for w in run.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     print_run(run)

@@ -83,7 +83,7 @@ def export_label(as_of: datetime) -> str:
 
 
 def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress: Progress | None = None,
-              log_to_mlflow: bool = True) -> ScoreRun:
+              log_to_mlflow: bool = True, reasons: bool | None = None) -> ScoreRun:
     from models import registry
 
     say = progress or (lambda _: None)
@@ -134,7 +134,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
 
         clock = time.perf_counter()
         say("reasons")
-        _reason_codes(data.con, feats, champions, used, targets)
+        _reason_codes(data.con, feats, champions, used, targets,
+                      cfg.scoring.reason_codes if reasons is None else reasons)
         timings["reasons"] = time.perf_counter() - clock
     finally:
         eng.close()
@@ -178,13 +179,14 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     return ScoreRun(run_id, as_of, prev, n_customers, used, health, export_dir, exports, mlflow_run, timings, warnings)
 
 
-def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], targets: list[str]) -> None:
+def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], targets: list[str],
+                  enabled: bool = True) -> None:
     """``reasons`` (long) and ``member_reasons`` (one row per customer) on ``con``: the top reasons of
-    every customer sendable in some segment, for each model that scored them."""
+    every customer sendable in some segment, for each model that scored them (empty when disabled)."""
     from models import registry
     from pipeline.jobs import reasons
 
-    ids = reasons.sendable_customers(con)
+    ids = reasons.sendable_customers(con) if enabled else pd.DataFrame(columns=["customer_id"])
     rows = reasons.feature_rows(feats, ids) if len(ids) else pd.DataFrame(columns=["customer_id"])
     scored = con.execute("SELECT customer_id, " + ", ".join(f"{t}_score" for t in targets) + " FROM scored").df()
     models = {t: registry.bundle_of(champions[t][0]).model for t in targets}

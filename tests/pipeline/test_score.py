@@ -283,3 +283,25 @@ def test_review_notebooks_execute_on_the_run(shop):
         NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(shop.root)}}).execute()
         errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
         assert not errors
+
+
+def test_no_reasons_run_scores_the_same_and_stores_no_reasons(shop):
+    """``--no-reasons`` skips the costliest stage; scores and memberships are unchanged (last in this
+    module: it adds a run)."""
+    result = runner.invoke(app, ["score", "--as-of", "2026-11-20", "--no-reasons"])
+    assert result.exit_code == 0, result.output
+    run_id = q(shop, "SELECT run_id FROM scoring_runs WHERE as_of = ?", [parse_as_of("2026-11-20")]).run_id[0]
+    assert q(shop, "SELECT count(*) AS n FROM customer_reasons WHERE run_id = ?", [run_id]).n[0] == 0
+    export = pd.read_parquet(shop.workspace / "exports" / "2026-11-20" / "likely_buyers.parquet")
+    assert len(export) > 0 and export.purchase_reasons.isna().all()
+    cols = "customer_id, purchase_score, churn_score, purchase_band, churn_band"
+    without = q(shop, f"SELECT {cols} FROM customer_scores WHERE run_id = ? ORDER BY customer_id", [run_id])
+    members = q(shop, "SELECT segment, customer_id, sendable, holdout FROM segment_members WHERE run_id = ? "
+                      "ORDER BY ALL", [run_id])
+    again = score_job(load_config(shop.root), parse_as_of("2026-11-20"), log_to_mlflow=False)  # with reasons
+    assert pd.read_parquet(again.export_dir / "likely_buyers.parquet").purchase_reasons.notna().all()
+    pd.testing.assert_frame_equal(
+        q(shop, f"SELECT {cols} FROM customer_scores WHERE run_id = ? ORDER BY customer_id", [again.run_id]), without)
+    pd.testing.assert_frame_equal(
+        q(shop, "SELECT segment, customer_id, sendable, holdout FROM segment_members WHERE run_id = ? ORDER BY ALL",
+          [again.run_id]), members)
