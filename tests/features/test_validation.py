@@ -76,10 +76,7 @@ def test_timestamps_after_as_of(project):
     assert p.count == 1 and "2026-11-28 00:00:00 UTC" in p.message
 
 
-@pytest.mark.parametrize("slice_rows", [25_000_000, 3], ids=["one pass", "hash slices"])
-def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project, monkeypatch, slice_rows):
-    # A big log is checked in slices of the hash space; small slices here give the same findings.
-    monkeypatch.setattr("features.validation.EVENT_ID_SLICE_ROWS", slice_rows)
+def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
     df = good_events()
     df = pd.concat([df, df.assign(event_id=df.event_id + "-b", ts=df.ts + pd.Timedelta(hours=1))], ignore_index=True)
     exact = pd.concat([df, df.iloc[[0]]], ignore_index=True)
