@@ -239,9 +239,9 @@ def customer_features(
     light = [r for r in LIGHT_ROLES if r in profile.roles]
     other = ev.filter(~ev.role.isin([*light, "purchase"]))
     parts = [other.group_by("customer_id").aggregate(**_aggregates(other, t, spec, profile, "other"))]
+    purchases = ev.filter(ev.role == "purchase")
     if "purchase" in profile.roles:
-        bought = ev.filter(ev.role == "purchase")
-        parts.append(bought.group_by("customer_id").aggregate(**_aggregates(bought, t, spec, profile, "purchase")))
+        parts.append(purchases.group_by("customer_id").aggregate(**_aggregates(purchases, t, spec, profile, "purchase")))
     if light:
         parts.append(_light_aggregates(ev, t, spec, profile))
     agg = _combine(parts)
@@ -253,7 +253,6 @@ def customer_features(
         x = agg.outer_join(signed, agg.customer_id == signed._signed_id)
         x = x.mutate(customer_id=x.customer_id.fill_null(x._signed_id)).drop("_signed_id")
     if "purchase" in profile.roles:
-        purchases = ev.filter(ev.role == "purchase").select("customer_id", "ts", "category")
         x = x.left_join(_purchase_gaps(purchases), "customer_id").select(~ibis.selectors.endswith("_right"))
         x = x.left_join(_category_counts(purchases, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
     x = x.left_join(customers, "customer_id").select(~ibis.selectors.endswith("_right"))

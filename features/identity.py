@@ -43,14 +43,14 @@ def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20, li
     """Merge ids linked by shared (id_type, id_value) pairs into canonical customers.
 
     Only identifiers shared by two or more ids can merge anything; a caller with many links may pass
-    just those (see :func:`features.load.shared_links_sql`) and the count of all linked ids.
+    just those (as :func:`features.load.build_canonical` does) and the count of all linked ids.
     """
     links = links.dropna(subset=["customer_id", "id_type", "id_value"]).drop_duplicates()
     if linked_ids is None:
         linked_ids = int(links["customer_id"].nunique())
-    key_all = links["id_type"].astype(str) + "\x1f" + links["id_value"].astype(str)
-    links = links[key_all.map(key_all.value_counts()) > 1]
     key = links["id_type"].astype(str) + "\x1f" + links["id_value"].astype(str)
+    shared = key.map(key.value_counts()) > 1  # an identifier of one id merges nothing
+    links, key = links[shared], key[shared]
     per_key = links.groupby(key)["customer_id"].nunique()
     too_common = per_key[per_key > max_ids_per_identifier]
     skipped = (

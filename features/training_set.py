@@ -95,15 +95,10 @@ def _check_classes(data: pd.DataFrame, label: LabelSpec, minimum: int) -> None:
             )
 
 
-def label_rate(engine: FeatureEngine, profile: DataProfile, label: LabelSpec, cutoff: datetime, data_start: datetime,
-               min_history: timedelta) -> float | None:
-    """Realized label rate over the eligible population at ``cutoff``; None without enough history."""
-    return label_rates(engine, profile, [(label, cutoff)], data_start, min_history)[0]
-
-
 def label_rates(engine: FeatureEngine, profile: DataProfile, requests: list[tuple[LabelSpec, datetime]],
                 data_start: datetime, min_history: timedelta) -> list[float | None]:
-    """:func:`label_rate` for several (label, cutoff) pairs in one scan of the log.
+    """Realized label rate over the eligible population at each (label, cutoff) pair, in one scan of
+    the log; None for a cutoff without ``min_history`` of data before it, or with nobody eligible.
 
     The same definitions as :func:`features.labels.labels` over :func:`known_customers`, folded
     into per-customer flags: known at T (an event or a signup before T), active at T (a purchase

@@ -21,7 +21,6 @@ from features.sources import RawSource, SourceError, SourceSpec, register_source
 Severity = Literal["error", "warning"]
 
 
-
 @dataclass(frozen=True)
 class Problem:
     source: str

@@ -125,8 +125,6 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         def rate_at(spec: LabelSpec, cutoff: datetime) -> float | None:
             if not rates:  # every base-rate cutoff of every model, in one scan, on first use
                 rates.update(zip(wanted, label_rates(eng, profile, wanted, first, min_history)))
-            if (spec, cutoff) not in rates:
-                rates[(spec, cutoff)] = label_rates(eng, profile, [(spec, cutoff)], first, min_history)[0]
             return rates[(spec, cutoff)]
 
         score_and_segment = _score_and_segment_spark if eng.name == "spark" else _score_and_segment_duckdb
