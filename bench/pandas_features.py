@@ -18,8 +18,8 @@ Spec points that are easy to get wrong (each pinned by a case in the parity test
 - ``open_rate`` / ``click_to_open_90d`` are 0.0 (not null) with sends / opens but no opens / clicks.
 - ``purchase_trend_30d`` is part of the rhythm group whatever ``windows_days`` says.
 
-Where the spec is silent: when consent events tie on the latest timestamp, a withdrawal or
-unsubscribe wins over a grant here (the Ibis code's ``argmax`` picks either).
+- ``email_consent``: when consent events tie on the latest timestamp, a withdrawal or
+  unsubscribe wins over a grant.
 """
 
 from __future__ import annotations

@@ -147,11 +147,11 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
     for role, name in (("unsubscribe", "unsubscribed"), ("bounce", "bounced"), ("complaint", "complained")):
         if role in roles:
             aggs[name] = n(role) > 0
-    consent_roles = ["consent_granted", "consent_withdrawn", "unsubscribe"]
-    if roles & set(consent_roles):
-        is_c = ev.role.isin(consent_roles)
-        aggs["last_consent_event_at"] = ev.ts.max(where=is_c)
-        aggs["last_consent_role"] = ev.role.argmax(ev.ts, where=is_c)
+    if roles & {"consent_granted", *REVOKING_ROLES}:
+        # Two latest times rather than the role of the latest event (an ordered aggregate, which
+        # cost more than the rest of this part together), and a tie has one answer: see _consent_as_of.
+        aggs["last_grant_at"] = ev.ts.max(where=ev.role == "consent_granted")
+        aggs["last_revoke_at"] = ev.ts.max(where=ev.role.isin(REVOKING_ROLES))
     return aggs
 
 
@@ -174,6 +174,9 @@ def _purchase_gaps(purchases: ir.Table) -> ir.Table:
     return p.group_by("customer_id").aggregate(std_gap_days=p.gap_days.std(how="sample"))
 
 
+#: Consent events that take consent away; the latest of these against the latest grant decides
+REVOKING_ROLES = ("consent_withdrawn", "unsubscribe")
+
 #: High-volume roles that feed only counts: aggregated apart from the others (see :func:`_light_aggregates`)
 LIGHT_ROLES = ("email_send", "page_view", "add_to_cart")
 
@@ -189,9 +192,14 @@ def _light_aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: Dat
     light = [r for r in LIGHT_ROLES if r in profile.roles]
     rows = ev.filter(ev.role.isin(light)).select("customer_id", "role", "ts")
     if "email_send" in light and "email_open" in profile.roles:
+        # Only the sends need the customer's last open: joining it to every light row cost more
+        # than reading the sends apart and putting them back with the other light rows.
         opens = ev.filter(ev.role == "email_open")
         last_open = opens.group_by("customer_id").aggregate(_last_open=opens.ts.max())
-        rows = rows.left_join(last_open, "customer_id").select("customer_id", "role", "ts", "_last_open")
+        sends = ev.filter(ev.role == "email_send").select("customer_id", "role", "ts")
+        sends = sends.left_join(last_open, "customer_id").select("customer_id", "role", "ts", "_last_open")
+        rest = ev.filter(ev.role.isin([r for r in light if r != "email_send"]))
+        rows = sends.union(rest.select("customer_id", "role", "ts", _last_open=ibis.null(sends._last_open.type())), distinct=False)
     aggs: dict[str, ir.Value] = {"_n": rows.count(), "_first": rows.ts.min(), "_last": rows.ts.max()}
     if "email_send" in light:
         aggs["n_email_send"] = rows.count(where=rows.role == "email_send")
@@ -237,9 +245,11 @@ def customer_features(
     ev = visible_events(events, as_of)
     # The log in three parts, each aggregated on its own rows: purchases, the light roles, the rest.
     light = [r for r in LIGHT_ROLES if r in profile.roles]
-    other = ev.filter(~ev.role.isin([*light, "purchase"]))
+    # Each part carries only the columns it needs: a wider relation is carried (and, for the
+    # purchases shared by three consumers, materialised) whole.
+    other = ev.filter(~ev.role.isin([*light, "purchase"])).select("customer_id", "role", "ts", "amount")
     parts = [other.group_by("customer_id").aggregate(**_aggregates(other, t, spec, profile, "other"))]
-    purchases = ev.filter(ev.role == "purchase")
+    purchases = ev.filter(ev.role == "purchase").select("customer_id", "role", "ts", "amount", "category")
     if "purchase" in profile.roles:
         parts.append(purchases.group_by("customer_id").aggregate(**_aggregates(purchases, t, spec, profile, "purchase")))
     if light:
@@ -253,7 +263,7 @@ def customer_features(
         x = agg.outer_join(signed, agg.customer_id == signed._signed_id)
         x = x.mutate(customer_id=x.customer_id.fill_null(x._signed_id)).drop("_signed_id")
     if "purchase" in profile.roles:
-        x = x.left_join(_purchase_gaps(purchases), "customer_id").select(~ibis.selectors.endswith("_right"))
+        x = x.left_join(_purchase_gaps(purchases.select("customer_id", "ts")), "customer_id").select(~ibis.selectors.endswith("_right"))
         x = x.left_join(_category_counts(purchases, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
     x = x.left_join(customers, "customer_id").select(~ibis.selectors.endswith("_right"))
     return _derive(x, t, as_of, spec, profile)
@@ -330,15 +340,20 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
 
 def _consent_as_of(x: ir.Table, t: ir.Value, profile: DataProfile) -> ir.BooleanValue:
     """Consent as of T: the latest decision known before T, from events or the profile."""
-    has_events = bool(profile.roles & {"consent_granted", "consent_withdrawn", "unsubscribe"})
-    from_event = (x.last_consent_role == "consent_granted") if has_events else None
+    has_events = bool(profile.roles & {"consent_granted", *REVOKING_ROLES})
+    from_event = None
+    if has_events:
+        # The latest consent event decides; a withdrawal or unsubscribe at the same instant as a
+        # grant wins over it (the cautious reading).
+        from_event = x.last_grant_at.notnull() & (x.last_revoke_at.isnull() | (x.last_grant_at > x.last_revoke_at))
+        last_consent_event_at = ibis.greatest(x.last_grant_at, x.last_revoke_at)
     if not profile.has_consent_profile:
         return from_event
     profile_known = x.consent_updated_at < t
     from_profile = ibis.ifelse(profile_known, x.email_consent, ibis.null("boolean"))
     if from_event is None:
         return from_profile
-    event_newer = x.last_consent_event_at.notnull() & (
-        x.consent_updated_at.isnull() | ~profile_known | (x.last_consent_event_at > x.consent_updated_at)
+    event_newer = last_consent_event_at.notnull() & (
+        x.consent_updated_at.isnull() | ~profile_known | (last_consent_event_at > x.consent_updated_at)
     )
     return ibis.ifelse(event_newer, from_event, from_profile)

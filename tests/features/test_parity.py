@@ -258,6 +258,15 @@ EDGE_CASES = [
         [("c", "2025-01-01", False, "2026-01-01")], FeatureSpec(), "email_consent",
         id="email_consent-profile-tie"),
     pytest.param(
+        # a grant and a withdrawal (or an unsubscribe) at the same instant, the profile older: the
+        # withdrawal wins (the spec was silent; the Ibis code's argmax picked either before)
+        [("f", "consent_granted", "2026-03-01", None, None), ("f", "consent_withdrawn", "2026-03-01", None, None),
+         ("g", "unsubscribe", "2026-03-01", None, None), ("g", "consent_granted", "2026-03-01", None, None),
+         ("h", "consent_withdrawn", "2026-02-01", None, None), ("h", "consent_granted", "2026-03-01", None, None)],
+        [("f", "2025-01-01", True, "2026-01-01"), ("g", "2025-01-01", True, "2026-01-01"),
+         ("h", "2025-01-01", False, "2026-01-01")], FeatureSpec(), "email_consent",
+        id="email_consent-event-tie"),
+    pytest.param(
         # purchase_trend_30d whatever windows_days / window_roles say (bca542b dropped the column
         # unless purchase was a window role and 30 a window)
         [("a", "purchase", "2026-05-20", 10.0, "shoes"), ("a", "purchase", "2026-04-20", 12.0, "shoes")],
@@ -285,3 +294,12 @@ def test_documented_edge_cases(rows, profile_rows, spec, column):
     expected = pandas_customer_features(events, customers, as_of, spec, profile)
     keep = ["customer_id", *([column] if isinstance(column, str) else column)]
     assert_same_frame(actual.reindex(columns=keep), expected[keep])
+
+
+def test_consent_tie_goes_to_the_withdrawal():
+    """The value, not only agreement with the oracle: a tie on the latest consent event withdraws."""
+    events, customers = _tiny(EDGE_CASES[2].values[0], EDGE_CASES[2].values[1])
+    profile = DataProfile(frozenset(events["role"]), has_signup=True, has_consent_profile=True)
+    eng = _tiny_engine(events, customers)
+    got = eng.execute(customer_features(eng.events(), eng.customers(), datetime(2026, 6, 1), FeatureSpec(), profile))
+    assert got.set_index("customer_id")["email_consent"].to_dict() == {"f": False, "g": False, "h": True}
