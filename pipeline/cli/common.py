@@ -72,6 +72,15 @@ def handled() -> Iterator[None]:
         refused = isinstance(e, reg.PromotionRefused)
         err.print(f"[bold red]{'Refused' if refused else 'Registry error'}:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_GATE if refused else EXIT_DATA) from None
+    except Exception as e:
+        duckdb = sys.modules.get("duckdb")
+        if duckdb is None or not isinstance(e, duckdb.OutOfMemoryException):
+            raise
+        err.print(f"[bold red]Out of memory:[/] DuckDB could not stay under its memory limit "
+                  f"({str(e).splitlines()[0]}). Raise `memory_limit` in configs/project.yaml (or "
+                  "DYNSEG_MEMORY_LIMIT), or remove it to let DuckDB use what the machine has; fewer "
+                  "`threads` also need less memory.", highlight=False)
+        raise typer.Exit(EXIT_DATA) from None
 
 
 @contextlib.contextmanager

@@ -37,3 +37,14 @@ def test_stale_data_exits_1_with_the_fix(project):
     assert result.exit_code == 1
     assert "data is stale" in result.stderr and "freshness.max_lag_days" in result.stderr
     assert not (project.workspace / "features").exists()
+
+
+def test_a_memory_limit_too_small_exits_1_naming_the_setting(project):
+    write(generate(300, seed=9, end="2026-11-27"), project.workspace / "data")
+    (project.root / "configs" / "project.yaml").write_text("memory_limit: 1MB\nthreads: 1\n")
+    out = project.root / "f.csv"
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    stderr = " ".join(result.stderr.split())
+    assert "Out of memory" in stderr and "memory_limit" in stderr and "configs/project.yaml" in stderr
+    assert not out.exists()
