@@ -86,6 +86,17 @@ def _ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
     return ibis.ifelse(den > 0, num.cast("float64") / den.cast("float64"), ibis.null("float64"))
 
 
+def _count_if(cond: ir.BooleanValue) -> ir.IntegerValue:
+    """Rows where ``cond`` holds: ``count(CASE WHEN cond THEN 1 END)``. DuckDB runs a FILTERed
+    aggregate (Ibis's ``where=``) about 40 % slower than this, and it is the bulk of the query."""
+    return ibis.ifelse(cond, 1, ibis.null("int8")).count()
+
+
+def _when(cond: ir.BooleanValue | None, value: ir.Value) -> ir.Value:
+    """``value`` where ``cond`` holds, else null: the input of an aggregate over those rows only."""
+    return value if cond is None else ibis.ifelse(cond, value, ibis.null(value.type()))
+
+
 def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfile,
                 part: str) -> dict[str, ir.Value]:
     """Per-customer aggregates of one part of the visible events: ``purchase`` (purchases only),
@@ -99,30 +110,31 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
     roles = profile.roles
 
     def n(role: str, days: int | None = None, before_days: int | None = None) -> ir.Value:
-        """Events of ``role`` in [T - days, T - before_days) (or ever)."""
-        cond = ev.role == role
+        """Events of ``role`` in [T - days, T - before_days) (or ever); every row of the purchase
+        part is a purchase, so there the role needs no test."""
+        cond = None if part == "purchase" else ev.role == role
         if days is not None:
-            cond &= ev.ts >= t - ibis.interval(days=days)
+            since = ev.ts >= t - ibis.interval(days=days)
+            cond = since if cond is None else cond & since
         if before_days is not None:
             cond &= ev.ts < t - ibis.interval(days=before_days)
-        return ev.count(where=cond)
+        return ev.count() if cond is None else _count_if(cond)
 
-    is_p = ev.role == "purchase"
     aggs: dict[str, ir.Value] = {"_n": ev.count(), "_first": ev.ts.min(), "_last": ev.ts.max()}
     if part == "purchase":
         aggs |= {
-            "frequency": n("purchase"),
-            "monetary_total": ev.amount.sum(where=is_p),
-            "monetary_max": ev.amount.max(where=is_p),
-            "first_purchase_at": ev.ts.min(where=is_p),
-            "last_purchase_at": ev.ts.max(where=is_p),
+            "frequency": ev.count(),
+            "monetary_total": ev.amount.sum(),
+            "monetary_max": ev.amount.max(),
+            "first_purchase_at": ev.ts.min(),
+            "last_purchase_at": ev.ts.max(),
             "n_purchase_prev_30d": n("purchase", 60, 30),
             "n_purchase_last_30d_": n("purchase", 30),
         }
         for w in spec.windows_days:
             if "purchase" in spec.window_roles:
                 aggs[f"n_purchase_{w}d"] = n("purchase", w)
-            aggs[f"spend_{w}d"] = ev.amount.sum(where=is_p & (ev.ts >= t - ibis.interval(days=w))).fill_null(0.0)
+            aggs[f"spend_{w}d"] = _when(ev.ts >= t - ibis.interval(days=w), ev.amount).sum().fill_null(0.0)
         return aggs
     mine = (lambda r: r in EMAIL_ROLES) if part == "email" else (lambda r: r not in EMAIL_ROLES)
     for w in spec.windows_days:
@@ -133,8 +145,8 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
         aggs |= {
             "n_email_open": n("email_open"),
             "n_email_click": n("email_click"),
-            "last_open_at": ev.ts.max(where=ev.role == "email_open"),
-            "last_click_at": ev.ts.max(where=ev.role == "email_click"),
+            "last_open_at": _when(ev.role == "email_open", ev.ts).max(),
+            "last_click_at": _when(ev.role == "email_click", ev.ts).max(),
             "n_email_open_prev_30d": n("email_open", 60, 30),
             "n_email_open_30d_": n("email_open", 30),
             "n_email_open_90d_": n("email_open", 90),
@@ -144,7 +156,7 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
         return aggs
     if "refund" in roles:
         aggs |= {"n_refund": n("refund"),
-                 "refund_amount": ev.amount.abs().sum(where=ev.role == "refund").fill_null(0.0)}
+                 "refund_amount": _when(ev.role == "refund", ev.amount.abs()).sum().fill_null(0.0)}
     if "support_ticket" in roles:
         aggs |= {"n_support_ticket": n("support_ticket"), "n_support_ticket_90d": n("support_ticket", 90)}
     for role, name in (("unsubscribe", "unsubscribed"), ("bounce", "bounced"), ("complaint", "complained")):
@@ -153,8 +165,8 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
     if roles & {"consent_granted", *REVOKING_ROLES}:
         # Two latest times rather than the role of the latest event (an ordered aggregate, which
         # cost more than the rest of this part together), and a tie has one answer: see _consent_as_of.
-        aggs["last_grant_at"] = ev.ts.max(where=ev.role == "consent_granted")
-        aggs["last_revoke_at"] = ev.ts.max(where=ev.role.isin(REVOKING_ROLES))
+        aggs["last_grant_at"] = _when(ev.role == "consent_granted", ev.ts).max()
+        aggs["last_revoke_at"] = _when(ev.role.isin(REVOKING_ROLES), ev.ts).max()
     return aggs
 
 
@@ -166,7 +178,7 @@ def _category_counts(purchases: ir.Table, t: ir.Value, spec: FeatureSpec) -> ir.
     last = p.group_by(["customer_id", "category"]).aggregate(last_ts=p.ts.max())
     return last.group_by("customer_id").aggregate(
         n_categories=last.count(),
-        **{f"n_categories_{w}d": last.count(where=last.last_ts >= t - ibis.interval(days=w)) for w in spec.windows_days},
+        **{f"n_categories_{w}d": _count_if(last.last_ts >= t - ibis.interval(days=w)) for w in spec.windows_days},
     )
 
 
@@ -185,6 +197,11 @@ REVOKING_ROLES = ("consent_withdrawn", "unsubscribe")
 
 #: High-volume roles that feed only counts: aggregated apart from the others (see :func:`_light_parts`)
 LIGHT_ROLES = ("email_send", "page_view", "add_to_cart")
+
+
+def _only(rows: ir.Table, role: str, present: list[str]) -> ir.BooleanValue:
+    """Rows of ``role`` in a part holding ``present`` roles (always true when it holds only that one)."""
+    return ibis.literal(True) if present == [role] else rows.role == role
 
 
 def _light_parts(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfile) -> list[ir.Table]:
@@ -213,9 +230,9 @@ def _light_parts(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProf
         for w in spec.windows_days:
             for role in spec.window_roles:
                 if role in present:
-                    aggs[f"n_{role}_{w}d"] = rows.count(where=(rows.role == role) & (rows.ts >= t - ibis.interval(days=w)))
+                    aggs[f"n_{role}_{w}d"] = _count_if(_only(rows, role, present) & (rows.ts >= t - ibis.interval(days=w)))
         if since_open:
-            aggs["sends_since_last_open"] = rows.count(where=rows._last_open.isnull() | (rows.ts > rows._last_open))
+            aggs["sends_since_last_open"] = _count_if(rows._last_open.isnull() | (rows.ts > rows._last_open))
         parts.append(rows.group_by("customer_id").aggregate(**aggs))
     return parts
 
