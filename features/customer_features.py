@@ -182,11 +182,11 @@ def _category_counts(purchases: ir.Table, t: ir.Value, spec: FeatureSpec) -> ir.
     )
 
 
-def _purchase_gaps(purchases: ir.Table) -> ir.Table:
-    """Standard deviation of days between consecutive purchases, per customer."""
-    p = purchases.mutate(prev_ts=purchases.ts.lag().over(group_by=purchases.customer_id, order_by=purchases.ts))
-    p = p.mutate(gap_days=_days_between(p.ts, p.prev_ts))
-    return p.group_by("customer_id").aggregate(std_gap_days=p.gap_days.std(how="sample"))
+def _with_gaps(purchases: ir.Table) -> ir.Table:
+    """Purchases with ``gap_days``, the days since the customer's previous purchase (null for the
+    first); the purchase part aggregates them, so the gaps need no scan or join of their own."""
+    prev_ts = purchases.ts.lag().over(group_by=purchases.customer_id, order_by=purchases.ts)
+    return purchases.mutate(gap_days=_days_between(purchases.ts, prev_ts))
 
 
 #: Opens and clicks: aggregated apart from the rarer roles
@@ -281,7 +281,9 @@ def customer_features(
         parts.append(email.group_by("customer_id").aggregate(**_aggregates(email, t, spec, profile, "email")))
     purchases = ev.filter(ev.role == "purchase").select("customer_id", "role", "ts", "amount", "category")
     if "purchase" in profile.roles:
-        parts.append(purchases.group_by("customer_id").aggregate(**_aggregates(purchases, t, spec, profile, "purchase")))
+        p = _with_gaps(purchases.select("customer_id", "ts", "amount"))
+        parts.append(p.group_by("customer_id").aggregate(**_aggregates(p, t, spec, profile, "purchase"),
+                                                         std_gap_days=p.gap_days.std(how="sample")))
     parts += _light_parts(ev, t, spec, profile)
     agg = _combine(parts)
     # The population (:func:`known_customers`): the customers the aggregate found, plus those who
@@ -292,7 +294,6 @@ def customer_features(
         x = agg.outer_join(signed, agg.customer_id == signed._signed_id)
         x = x.mutate(customer_id=x.customer_id.fill_null(x._signed_id)).drop("_signed_id")
     if "purchase" in profile.roles:
-        x = x.left_join(_purchase_gaps(purchases.select("customer_id", "ts")), "customer_id").select(~ibis.selectors.endswith("_right"))
         x = x.left_join(_category_counts(purchases, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
     x = x.left_join(customers, "customer_id").select(~ibis.selectors.endswith("_right"))
     return _derive(x, t, as_of, spec, profile)
