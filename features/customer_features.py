@@ -287,15 +287,17 @@ def customer_features(
     parts += _light_parts(ev, t, spec, profile)
     agg = _combine(parts)
     # The population (:func:`known_customers`): the customers the aggregate found, plus those who
-    # signed up before T without an event yet; taken from the aggregate, not from another scan.
-    x = agg
+    # signed up before T without an event yet; taken from the aggregate and the one join that
+    # brings the profile, not from another scan or join.
     if profile.has_signup:
-        signed = customers.filter(customers.signup_at < t).select(_signed_id=customers.customer_id)
-        x = agg.outer_join(signed, agg.customer_id == signed._signed_id)
-        x = x.mutate(customer_id=x.customer_id.fill_null(x._signed_id)).drop("_signed_id")
+        c = customers.rename(_profile_id="customer_id")
+        x = agg.outer_join(c, agg.customer_id == c._profile_id)
+        x = x.filter(x.customer_id.notnull() | (x.signup_at < t))
+        x = x.mutate(customer_id=x.customer_id.fill_null(x._profile_id)).drop("_profile_id")
+    else:
+        x = agg.left_join(customers, "customer_id").select(~ibis.selectors.endswith("_right"))
     if "purchase" in profile.roles:
         x = x.left_join(_category_counts(purchases, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
-    x = x.left_join(customers, "customer_id").select(~ibis.selectors.endswith("_right"))
     return _derive(x, t, as_of, spec, profile)
 
 
