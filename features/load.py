@@ -66,11 +66,11 @@ def build_canonical(
         JOIN event_roles r USING (event_type)
         LEFT JOIN identity_merges m ON m.customer_id = e.customer_id
     """)
-    _build_customers(con, report)
+    _build_customers(con, report, merged=bool(con.execute("SELECT count(*) FROM identity_merges").fetchall()[0][0]))
     return resolution
 
 
-def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> None:
+def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, merged: bool = True) -> None:
     if "customers" not in report.typed:
         con.execute("""
             CREATE OR REPLACE TEMP VIEW customers AS
@@ -78,6 +78,11 @@ def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport) -
                    CAST(NULL AS TIMESTAMP) AS consent_updated_at
             FROM events
         """)
+        return
+    if not merged:
+        # No ids merged and (validation) one row per customer_id: the typed rows are the profile;
+        # the grouping below would cost a hash aggregate on every read of the view.
+        con.execute(f"CREATE OR REPLACE TEMP VIEW customers AS SELECT {_typed_select(report, 'customers')} FROM raw_customers")
         return
     contract = {c.name for c in CONTRACT["customers"]}
     extra = [c for c in report.sources["customers"].columns if c not in contract]
