@@ -281,7 +281,8 @@ def customer_features(
         parts.append(email.group_by("customer_id").aggregate(**_aggregates(email, t, spec, profile, "email")))
     purchases = ev.filter(ev.role == "purchase").select("customer_id", "role", "ts", "amount", "category")
     if "purchase" in profile.roles:
-        p = _with_gaps(purchases.select("customer_id", "ts", "amount"))
+        # One read of the purchases, sorted once for the gaps, feeds their aggregate and the categories.
+        p = _with_gaps(purchases.select("customer_id", "ts", "amount", "category"))
         parts.append(p.group_by("customer_id").aggregate(**_aggregates(p, t, spec, profile, "purchase"),
                                                          std_gap_days=p.gap_days.std(how="sample")))
     parts += _light_parts(ev, t, spec, profile)
@@ -297,7 +298,7 @@ def customer_features(
     else:
         x = agg.left_join(customers, "customer_id").select(~ibis.selectors.endswith("_right"))
     if "purchase" in profile.roles:
-        x = x.left_join(_category_counts(purchases, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
+        x = x.left_join(_category_counts(p, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
     return _derive(x, t, as_of, spec, profile)
 
 
