@@ -87,8 +87,9 @@ def _ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
 
 
 def _count_if(cond: ir.BooleanValue) -> ir.IntegerValue:
-    """Rows where ``cond`` holds: ``count(CASE WHEN cond THEN 1 END)``. DuckDB runs a FILTERed
-    aggregate (Ibis's ``where=``) about 40 % slower than this, and it is the bulk of the query."""
+    """Rows where ``cond`` holds: ``count(CASE WHEN cond THEN 1 END)``. Measured on DuckDB (25M
+    rows, 8 window counts), this added about 40 % less time than FILTERed aggregates (Ibis's
+    ``where=``), and such counts are most of the feature query."""
     return ibis.ifelse(cond, 1, ibis.null("int8")).count()
 
 
@@ -161,8 +162,8 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
         if role in roles:
             aggs[name] = n(role) > 0
     if roles & {"consent_granted", *REVOKING_ROLES}:
-        # Two latest times rather than the role of the latest event (an ordered aggregate, which
-        # cost more than the rest of this part together), and a tie has one answer: see _consent_as_of.
+        # Two latest times rather than the role of the latest event (Ibis's argmax, which DuckDB
+        # runs as an ordered aggregate), and a tie has one answer: see _consent_as_of.
         aggs["last_grant_at"] = _when(ev.role == "consent_granted", ev.ts).max()
         aggs["last_revoke_at"] = _when(ev.role.isin(REVOKING_ROLES), ev.ts).max()
     return aggs
@@ -269,10 +270,9 @@ def customer_features(
     # joins and window sorts, and materialises whole a relation used twice.
     other = ev.filter(~ev.role.isin([*light, "purchase"])).select("customer_id", "role", "ts", "amount")
     parts = [other.group_by("customer_id").aggregate(**_aggregates(other, t, spec, profile, "other"))]
-    purchases = ev.filter(ev.role == "purchase").select("customer_id", "role", "ts", "amount", "category")
     if "purchase" in profile.roles:
         # One read of the purchases, sorted once for the gaps, feeds their aggregate and the categories.
-        p = _with_gaps(purchases.select("customer_id", "ts", "amount", "category"))
+        p = _with_gaps(ev.filter(ev.role == "purchase").select("customer_id", "ts", "amount", "category"))
         parts.append(p.group_by("customer_id").aggregate(**_aggregates(p, t, spec, profile, "purchase"),
                                                          std_gap_days=p.gap_days.std(how="sample")))
     parts += _light_parts(ev, t, spec, profile)
