@@ -183,6 +183,21 @@ def test_engine_matches_pandas_oracle(engine_name, full_data, tmp_path):
             assert_same_frame(actual, expected)
         except AssertionError as err:
             raise AssertionError(f"as_of {as_of}: {err}") from None
+    # The docs list the columns in the frame's order (patterns such as n_<role>_<w>d aside).
+    documented = _documented_columns()
+    assert [c for c in actual.columns if c in documented] == [c for c in documented if c in actual.columns]
+    assert set(documented) <= set(actual.columns), set(documented) - set(actual.columns)
+
+
+def _documented_columns() -> list[str]:
+    import re
+
+    doc = (Path(__file__).resolve().parents[2] / "features" / "customer_features.md").read_text()
+    names = []
+    for line in doc.splitlines():
+        if line.startswith("| `"):
+            names += [n for n in re.findall(r"`([^`]+)`", line.split("|")[1]) if "<" not in n]
+    return names
 
 
 def test_purchases_only_log_matches_pandas_oracle(engine_name, purchases_only_data, tmp_path):
