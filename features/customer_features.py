@@ -11,6 +11,8 @@ does not count, a consent decision after T is not yet known.
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -86,7 +88,7 @@ def _ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:
     return ibis.ifelse(den > 0, num.cast("float64") / den.cast("float64"), ibis.null("float64"))
 
 
-def _count_if(cond: ir.BooleanValue) -> ir.IntegerValue:
+def count_if(cond: ir.BooleanValue) -> ir.IntegerValue:
     """Rows where ``cond`` holds: ``count(CASE WHEN cond THEN 1 END)``. Measured on DuckDB (25M
     rows, 8 window counts), this added about 40 % less time than FILTERed aggregates (Ibis's
     ``where=``), and such counts are most of the feature query."""
@@ -114,13 +116,12 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
     def n(role: str, days: int | None = None, before_days: int | None = None) -> ir.Value:
         """Events of ``role`` in [T - days, T - before_days) (or ever); every row of the purchase
         part is a purchase, so there the role needs no test."""
-        cond = None if part == "purchase" else ev.role == role
+        conds = [] if part == "purchase" else [ev.role == role]
         if days is not None:
-            since = ev.ts >= t - ibis.interval(days=days)
-            cond = since if cond is None else cond & since
+            conds.append(ev.ts >= t - ibis.interval(days=days))
         if before_days is not None:
-            cond &= ev.ts < t - ibis.interval(days=before_days)
-        return ev.count() if cond is None else _count_if(cond)
+            conds.append(ev.ts < t - ibis.interval(days=before_days))
+        return count_if(functools.reduce(operator.and_, conds)) if conds else ev.count()
 
     aggs: dict[str, ir.Value] = {"_n": ev.count(), "_first": ev.ts.min(), "_last": ev.ts.max()}
     if part == "purchase":
@@ -177,7 +178,7 @@ def _category_counts(purchases: ir.Table, t: ir.Value, spec: FeatureSpec) -> ir.
     last = p.group_by(["customer_id", "category"]).aggregate(last_ts=p.ts.max())
     return last.group_by("customer_id").aggregate(
         n_categories=last.count(),
-        **{f"n_categories_{w}d": _count_if(last.last_ts >= t - ibis.interval(days=w)) for w in spec.windows_days},
+        **{f"n_categories_{w}d": count_if(last.last_ts >= t - ibis.interval(days=w)) for w in spec.windows_days},
     )
 
 
@@ -226,9 +227,9 @@ def _light_parts(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProf
         for w in spec.windows_days:
             for role in spec.window_roles:
                 if role in present:
-                    aggs[f"n_{role}_{w}d"] = _count_if(_only(rows, role, present) & (rows.ts >= t - ibis.interval(days=w)))
+                    aggs[f"n_{role}_{w}d"] = count_if(_only(rows, role, present) & (rows.ts >= t - ibis.interval(days=w)))
         if since_open:
-            aggs["sends_since_last_open"] = _count_if(rows._last_open.isnull() | (rows.ts > rows._last_open))
+            aggs["sends_since_last_open"] = count_if(rows._last_open.isnull() | (rows.ts > rows._last_open))
         parts.append(rows.group_by("customer_id").aggregate(**aggs))
     return parts
 

@@ -66,7 +66,7 @@ def build_canonical(
         JOIN event_roles r USING (event_type)
         LEFT JOIN identity_merges m ON m.customer_id = e.customer_id
     """)
-    _build_customers(con, report, merged=bool(con.execute("SELECT count(*) FROM identity_merges").fetchall()[0][0]))
+    _build_customers(con, report, merged=resolution.merged_customers > 0)
     return resolution
 
 

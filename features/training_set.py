@@ -18,7 +18,7 @@ import ibis
 import ibis.expr.types as ir
 import pandas as pd
 
-from features.customer_features import DataProfile, FeatureSpec, customer_features, known_customers, utc
+from features.customer_features import DataProfile, FeatureSpec, count_if, customer_features, known_customers, utc
 from features.engines import FeatureEngine
 from features.labels import LabelSpec, labels
 
@@ -117,9 +117,9 @@ def label_rates(engine: FeatureEngine, profile: DataProfile, requests: list[tupl
     is_p = ev.role == "purchase"
     aggs: dict[str, ir.Value] = {"first_ts": ev.ts.min()}
     for i, spec, c in todo:
-        aggs[f"bought_{i}"] = ev.count(where=is_p & (ev.ts >= at(c)) & (ev.ts < at(c + spec.horizon)))
+        aggs[f"bought_{i}"] = count_if(is_p & (ev.ts >= at(c)) & (ev.ts < at(c + spec.horizon)))
         if spec.population == "active":
-            aggs[f"active_{i}"] = ev.count(where=is_p & (ev.ts >= at(c - spec.active_window)) & (ev.ts < at(c)))
+            aggs[f"active_{i}"] = count_if(is_p & (ev.ts >= at(c - spec.active_window)) & (ev.ts < at(c)))
     per = ev.group_by("customer_id").aggregate(**aggs)
     signup = None
     if profile.has_signup:
@@ -137,8 +137,8 @@ def label_rates(engine: FeatureEngine, profile: DataProfile, requests: list[tupl
             eligible &= (per[f"active_{i}"] > 0).fill_null(False)
         bought = (per[f"bought_{i}"] > 0).fill_null(False)
         label = bought if spec.target == "purchase" else ~bought
-        sums[f"n_{i}"] = per.count(where=eligible)
-        sums[f"pos_{i}"] = per.count(where=eligible & label)
+        sums[f"n_{i}"] = count_if(eligible)
+        sums[f"pos_{i}"] = count_if(eligible & label)
     row = engine.execute(per.aggregate(**sums)).iloc[0]
     for i, _, _ in todo:
         n = int(row[f"n_{i}"])
