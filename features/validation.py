@@ -270,14 +270,7 @@ def _check_event_ids(con: duckdb.DuckDBPyConnection, report: ValidationReport) -
     raw = report.sources["events"]
     content = ", ".join(t[c].expr for c in ("customer_id", "event_type", "ts", "amount") if c in t)
     ids = f"SELECT {t['event_id'].expr} AS id FROM {raw.view}"
-    # Are any ids repeated at all? Sorting the ids' 64-bit hashes and comparing neighbours answers
-    # that with no id strings held; at 50M events it took 3.7 s and 1.4 GB, against 8.2 s and 3.3 GB
-    # for grouping the hashes. The usual answer is no, and the closer look below is skipped.
-    repeats = con.execute(f"""
-        SELECT count(*) FROM (SELECT h, lag(h) OVER (ORDER BY h) AS prev
-                              FROM (SELECT hash(id) AS h FROM ({ids}) WHERE id IS NOT NULL))
-        WHERE h = prev""").fetchall()[0][0]
-    if not repeats:
+    if not _any_repeats(con, f"SELECT hash(id) FROM ({ids}) WHERE id IS NOT NULL"):
         return
     # The few rows whose hash repeats: same content (an exact repeat) or not (a conflict).
     exact, conflicting, example = con.execute(f"""
@@ -297,6 +290,26 @@ def _check_event_ids(con: duckdb.DuckDBPyConnection, report: ValidationReport) -
                                        f"{_files(raw)}: {conflicting:,} event_ids are used by different events",
                                        "event_id must identify one event; fix the source or drop `event_id`",
                                        (repr(example),)))
+
+
+def _any_repeats(con: duckdb.DuckDBPyConnection, hashes_sql: str) -> bool:
+    """Whether any of the 64-bit hashes ``hashes_sql`` returns repeats: sorted in place by numpy
+    and neighbours compared, with no id strings held. The usual answer is no, and the caller's
+    closer look (which compares the ids themselves) is skipped.
+
+    At 50M events this took 3.0 s and about 0.8 GB at its peak (the hashes once in Arrow, once in
+    numpy), against 3.9 s and 1.4 GB for the same sort as a DuckDB window (``lag() OVER (ORDER
+    BY h)``) and 8.2 s and 3.3 GB for grouping the hashes.
+    """
+    import numpy as np
+
+    chunks = con.sql(hashes_sql).to_arrow_table().column(0).chunks
+    if not chunks:
+        return False
+    h = np.concatenate([c.to_numpy(zero_copy_only=False) for c in chunks])
+    del chunks
+    h.sort()
+    return bool(np.count_nonzero(h[1:] == h[:-1]))
 
 
 def _check_duplicate_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> None:

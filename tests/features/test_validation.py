@@ -7,7 +7,7 @@ import pytest
 
 from conftest import good_events
 from features.engine import connect
-from features.validation import validate
+from features.validation import _any_repeats, validate
 from pipeline.config import load_config
 
 AS_OF = datetime(2026, 11, 28)
@@ -86,6 +86,17 @@ def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
     conflict.loc[len(conflict) - 1, "ts"] = pd.Timestamp("2026-02-02")
     p = only(run_with(project, conflict), "conflicting_event_id")
     assert p.severity == "error" and p.examples == ("'c0-1'",)
+
+
+@pytest.mark.parametrize("sql, repeats", [
+    ("SELECT hash(i) FROM range(300000) t(i)", False),  # many Arrow chunks, all distinct
+    ("SELECT hash(CASE WHEN i = 299999 THEN 0 ELSE i END) FROM range(300000) t(i)", True),  # first and last row
+    ("SELECT hash(i // 2) FROM range(10) t(i)", True),
+    ("SELECT hash(i) FROM range(1) t(i)", False),
+    ("SELECT hash(i) FROM range(0) t(i)", False),
+])
+def test_repeated_hashes_are_found_wherever_they_are(sql, repeats):
+    assert _any_repeats(connect(), sql) is repeats
 
 
 def test_negative_purchase_amount(project):
