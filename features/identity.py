@@ -13,8 +13,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 
 @dataclass(frozen=True)
@@ -65,6 +63,9 @@ def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20, li
     n = n_c + int(key_codes.max(initial=-1)) + 1
     rows = cust_codes[kept.to_numpy()]
     cols = n_c + key_codes[kept.to_numpy()]
+    from scipy.sparse import coo_matrix  # here, not at import: scipy costs the CLI half a second to load
+    from scipy.sparse.csgraph import connected_components
+
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     customer_labels = labels[:n_c]

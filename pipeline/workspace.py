@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,13 +62,23 @@ class Workspace:
 
 def write_atomic(path: Path, data: bytes) -> Path:
     """Write bytes to ``path`` via a temp file in the same folder and a rename."""
+    with atomic_target(path) as tmp:
+        tmp.write_bytes(data)
+    return path
+
+
+@contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """A temp file beside ``path`` for the block to write; renamed onto ``path`` when the block
+    succeeds, removed when it fails, so ``path`` is either what was there before or complete.
+    For writers that stream to a file (a large Parquet file need not be held in memory first)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(name)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
-    return path

@@ -12,7 +12,6 @@ from rich.table import Table
 from features.asof import now_utc, parse_as_of
 from pipeline.cli.common import State, err, handled, kv_table, out, progress
 from pipeline.cli.render import problems_table
-from pipeline.jobs.data import data_summary, generate_job, validate_job
 from pipeline.workspace import Workspace
 
 app = typer.Typer(help="Input data: generate the demo shop, validate sources.", no_args_is_help=True)
@@ -37,6 +36,8 @@ def generate(
     with handled():
         target = out_dir or Workspace(state.config().workspace).data_dir
         with progress(f"Generating {customers:,} customers", total=customers) as update:
+            from pipeline.jobs.data import generate_job
+
             paths = generate_job(target, customers, seed, end, progress=update, drift_from=drift_from, drift=drift)
     for name, path in paths.items():
         out.print(f"wrote {name:<11} {path}")
@@ -54,6 +55,8 @@ def validate(
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else now_utc()
         with progress("Validating sources") as _:
+            from pipeline.jobs.data import data_summary, validate_job
+
             data = validate_job(cfg, instant)
         summary = data_summary(data)
     if data.report.problems:

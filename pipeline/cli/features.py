@@ -12,7 +12,6 @@ from rich.table import Table
 import features
 from features.asof import parse_as_of
 from pipeline.cli.common import State, err, handled, kv_table, out, progress
-from pipeline.jobs.features import build_features_job
 from pipeline.workspace import Workspace
 
 app = typer.Typer(help="Point-in-time customer features.", no_args_is_help=True)
@@ -34,6 +33,8 @@ def build(
         instant = parse_as_of(as_of)
         target = out_path or Workspace(cfg.workspace).root / "features" / f"customer_features_{instant:%Y-%m-%dT%H%M}.parquet"
         with progress(f"Building features as of {instant:%Y-%m-%d %H:%M} UTC") as _:
+            from pipeline.jobs.features import build_features_job
+
             run = build_features_job(cfg, instant, engine, target)
     for w in run.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from features.asof import as_of_label, now_utc, parse_as_of
 from pipeline.cli.common import State, err, handled, kv_table, out
-from pipeline.jobs.score import ScoreRun, score_job
+
+if TYPE_CHECKING:  # the job (and scikit-learn behind it) is imported when the command runs
+    from pipeline.jobs.score import ScoreRun
 
 
 def score(
@@ -29,6 +31,8 @@ def score(
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else now_utc()
         with err.status("scoring") as status:
+            from pipeline.jobs.score import score_job
+
             run = score_job(cfg, instant, engine, progress=lambda stage: status.update(f"scoring: {stage}"), reasons=reasons)
     for w in run.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
 from features.asof import parse_as_of
 from pipeline.cli.common import EXIT_GATE, State, err, handled, kv_table, out, progress
-from pipeline.jobs.train import TrainResult, train_job
+
+if TYPE_CHECKING:  # the job (and matplotlib behind it) is imported when the command runs
+    from pipeline.jobs.train import TrainResult
 
 app = typer.Typer(help="Train propensity models.", no_args_is_help=True)
 
@@ -26,6 +28,8 @@ def _train(ctx: typer.Context, target: Target, as_of, horizon, engine, allow_unv
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else None
         with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
+            from pipeline.jobs.train import train_job
+
             result = train_job(cfg, target.value, instant, horizon, engine, allow_unvalidated, progress=update)
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)

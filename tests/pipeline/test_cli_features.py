@@ -29,6 +29,8 @@ def test_build_writes_features_and_names_unavailable_groups_for_a_purchases_only
     assert {"recency_days", "frequency", "mean_gap_days", "n_purchase_30d"} <= set(f.columns)
     assert not any(c.startswith(("n_email", "open_", "email_consent")) for c in f.columns)
     assert f.customer_id.is_unique and len(f) == ev.customer_id.nunique()
+    assert f.customer_id.is_monotonic_increasing  # sorted by the engine
+    assert [p.name for p in out.parent.glob(".f.csv.*")] == []  # no temp file left beside it
 
 
 def test_stale_data_exits_1_with_the_fix(project):
