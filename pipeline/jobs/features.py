@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 import pandas as pd
+import pyarrow as pa
 
 from features.asof import now_utc, parse_duration
 from features.customer_features import DataProfile, FeatureSpec, customer_features
@@ -106,8 +107,16 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
     try:
         # Sorted by the engine: sorting in pandas held a second copy of the frame (2.3 s and about
         # 0.5 GB more at 1M customers).
-        expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile)
-        frame = eng.execute(expr.order_by("customer_id"))
+        expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile).order_by("customer_id")
+        if eng.name == "duckdb" and out is not None and out.suffix == ".parquet":
+            from features.engines.duckdb import to_frame
+
+            # DuckDB's Arrow result goes to the file as it is; through pandas, writing cost another
+            # conversion back to Arrow (about 1 s and 0.5 GB at 1M customers).
+            table = eng.execute_arrow(expr)
+            path = write_arrow(table, out)
+            return FeatureRun(to_frame(table), profile, eng.name, warnings, path)
+        frame = eng.execute(expr)
     finally:
         eng.close()
     run = FeatureRun(frame, profile, eng.name, warnings)
@@ -129,6 +138,15 @@ def features_as_of(cfg: Config, as_of: datetime, customer_ids: list[str] | None 
         return eng.execute(customer_features(events, customers, as_of, feature_spec(cfg), data_profile(cfg, data)))
     finally:
         eng.close()
+
+
+def write_arrow(table: pa.Table, out: Path) -> Path:
+    """An Arrow table to a Parquet file, atomically."""
+    import pyarrow.parquet as pq
+
+    with atomic_target(out) as tmp:
+        pq.write_table(table, tmp)
+    return out
 
 
 def write_frame(frame: pd.DataFrame, out: Path) -> Path:

@@ -33,6 +33,21 @@ def test_build_writes_features_and_names_unavailable_groups_for_a_purchases_only
     assert [p.name for p in out.parent.glob(".f.csv.*")] == []  # no temp file left beside it
 
 
+def test_the_parquet_file_holds_the_frame_the_job_returns(project):
+    from features.asof import parse_as_of
+    from pipeline.config import load_config
+    from pipeline.jobs.features import build_features_job
+
+    write(generate(400, seed=5, end="2026-11-27"), project.workspace / "data")
+    out = project.root / "f.parquet"
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    expected = build_features_job(load_config(project.root), parse_as_of("2026-11-27")).frame  # no file: through pandas
+    written = pd.read_parquet(out)
+    assert len(written) > 300 and written.customer_id.is_monotonic_increasing
+    pd.testing.assert_frame_equal(written, expected)
+
+
 def test_stale_data_exits_1_with_the_fix(project):
     write(generate(300, seed=9, end="2026-10-01"), project.workspace / "data")
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27"])
