@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import glob
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -39,12 +39,25 @@ class SourceError(Exception):
 
 
 @dataclass(frozen=True)
+class ColumnStats:
+    """What a Parquet footer says about a column over every row group of every file."""
+
+    nulls: int
+    #: per row group bounds as the footer gives them (text), for the row groups holding a value
+    mins: tuple[str, ...]
+    maxs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class RawSource:
     name: str
     view: str
     files: tuple[Path, ...]
     columns: dict[str, str]  # contract/renamed column name -> DuckDB type
     rows: int
+    #: Parquet sources: footer statistics of the columns every row group of every file describes
+    #: (others are absent); lets validation skip a check the statistics show cannot fail
+    stats: dict[str, ColumnStats] = field(default_factory=dict)
 
 
 def _quote(s: str) -> str:
@@ -136,7 +149,41 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
         types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})").fetchall())
     except duckdb.Error as e:
         raise SourceError(_explain_read_error(e, spec, name, files)) from None
-    return RawSource(name, view, files, types, rows)
+    stats = _parquet_stats(con, files, renames) if spec.format == "parquet" else {}
+    return RawSource(name, view, files, types, rows, stats)
+
+
+def _parquet_stats(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], renames: dict[str, str]) -> dict[str, ColumnStats]:
+    """Footer statistics per column (named as in the view), only for columns that every file has and
+    every row group describes: a null count, and bounds wherever the row group holds a value. Only
+    the ``min_value``/``max_value`` fields count, never the deprecated ``min``/``max`` that old
+    writers filled in signed byte order."""
+    file_list = "[" + ", ".join(_quote(str(f)) for f in files) + "]"
+    try:
+        rows = con.execute(f"""
+            SELECT path_in_schema, file_name, stats_null_count, num_values, stats_min_value, stats_max_value
+            FROM parquet_metadata({file_list})""").fetchall()
+    except duckdb.Error:
+        return {}
+    seen: dict[str, set[str]] = {}
+    complete: dict[str, bool] = {}
+    nulls: dict[str, int] = {}
+    mins: dict[str, list[str]] = {}
+    maxs: dict[str, list[str]] = {}
+    for col, file, n_null, n_values, lo, hi in rows:
+        seen.setdefault(col, set()).add(file)
+        has_value = n_null is None or n_values is None or n_null < n_values
+        ok = n_null is not None and (not has_value or (lo is not None and hi is not None))
+        complete[col] = complete.get(col, True) and ok
+        nulls[col] = nulls.get(col, 0) + (n_null or 0)
+        if has_value and ok:
+            mins.setdefault(col, []).append(lo)
+            maxs.setdefault(col, []).append(hi)
+    return {
+        renames.get(col, col): ColumnStats(nulls[col], tuple(mins.get(col, ())), tuple(maxs.get(col, ())))
+        for col in complete
+        if complete[col] and len(seen[col]) == len(files) and "." not in col  # top-level columns only
+    }
 
 
 def _explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tuple[Path, ...]) -> str:

@@ -16,7 +16,7 @@ import duckdb
 
 from features.contract import CONTRACT, Column
 from features.normalize import Typed, blank, expected_types, ident, typed
-from features.sources import RawSource, SourceError, SourceSpec, register_source
+from features.sources import ColumnStats, RawSource, SourceError, SourceSpec, register_source
 
 Severity = Literal["error", "warning"]
 
@@ -128,7 +128,7 @@ def validate(
             )
             continue
         report.typed[name] = _type_columns(raw, report.problems)
-        checks = _checks(name, report.typed[name], role_of, ignored, as_of)
+        checks = _checks(name, report.typed[name], role_of, ignored, as_of, raw)
         _run_checks(con, raw, checks, report.problems, report.typed[name],
                     report.event_types if name == "events" else None)
     if "customers" in report.typed:
@@ -184,17 +184,22 @@ def _mistyped(raw: RawSource, col: Column) -> Problem:
     )
 
 
-def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: set[str], as_of: datetime) -> list[_Check]:
+def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: set[str], as_of: datetime,
+            raw: RawSource | None = None) -> list[_Check]:
+    """The row checks a source needs. A check that the source's Parquet footer statistics show
+    cannot fail is left out of the scan: at 50M events, reading ``customer_id`` only to find no
+    blank id was 0.7 s of a 1.6 s scan."""
+    stats = raw.stats if raw is not None else {}
     checks: list[_Check] = []
     for col, ty in t.items():
         if ty.bad != "FALSE":
             checks.append(_Check(col, "unparseable", "error", ty.bad, f"values in '{col}' do not convert",
                                  f"fix the values or the column's format ({_format_hint(col)})"))
-    if "customer_id" in t:
+    if "customer_id" in t and not _never_blank(stats.get("customer_id")):
         checks.append(_Check("customer_id", "null_id", "error", blank("customer_id"),
                              "rows have a null or empty customer_id", "drop those rows or fill the id"))
     if name == "events":
-        if "event_type" in t:
+        if "event_type" in t and not _never_blank(stats.get("event_type")):
             checks.append(_Check("event_type", "null_event_type", "error", blank("event_type"),
                                  "rows have a null or empty event_type", "drop those rows or fill the type"))
         if "ts" in t:
@@ -204,7 +209,7 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
                                  f"timestamps lie after the run's as_of ({as_of.isoformat(sep=' ')} UTC)",
                                  "check the source's time zone, or run with a later --as-of"))
         purchases = [e for e, r in role_of.items() if r == "purchase"]
-        if "amount" in t and "event_type" in t and purchases:
+        if "amount" in t and "event_type" in t and purchases and not _never_negative(stats.get("amount"), raw):
             names = ", ".join("'" + p.replace("'", "''") + "'" for p in purchases)
             checks.append(_Check("amount", "negative_purchase", "error",
                                  f"{t['event_type'].expr} IN ({names}) AND {t['amount'].expr} < 0",
@@ -212,10 +217,33 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
                                  "record returns as refund events with a positive amount"))
     if name == "identities":
         for col in ("id_type", "id_value"):
-            if col in t:
+            if col in t and not _never_blank(stats.get(col)):
                 checks.append(_Check(col, f"null_{col}", "error", blank(col),
                                      f"rows have a null or empty {col}", "drop those rows"))
     return checks
+
+
+def _never_blank(s: ColumnStats | None) -> bool:
+    """The statistics show no value is null, empty or white space: every value lies between bounds
+    that start with printable ASCII other than space (the test :func:`blank` makes row by row).
+    A bound starting with a backslash may be an escaped rendering of other bytes: not trusted."""
+    return (s is not None and s.nulls == 0 and bool(s.mins) and min(s.mins) >= "!" and max(s.maxs) < "\x7f"
+            and not any(m.startswith("\\") for m in s.maxs))
+
+
+def _never_negative(s: ColumnStats | None, raw: RawSource | None) -> bool:
+    """The statistics of a numeric ``amount`` show no value below zero."""
+    raw_type = raw.columns.get("amount", "").upper() if raw is not None else ""
+    if s is None or not (raw_type in _NUMERIC_TYPES or raw_type.startswith("DECIMAL")):
+        return False
+    try:
+        return all(float(m) >= 0 for m in s.mins)
+    except ValueError:
+        return False
+
+
+_NUMERIC_TYPES = {"DOUBLE", "FLOAT", "REAL", "TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT",
+                  "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 
 
 def _format_hint(col: str) -> str:

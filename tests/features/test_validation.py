@@ -7,7 +7,7 @@ import pytest
 
 from conftest import good_events
 from features.engine import connect
-from features.validation import _any_repeats, validate
+from features.validation import _any_repeats, _checks, validate
 from pipeline.config import load_config
 
 AS_OF = datetime(2026, 11, 28)
@@ -97,6 +97,58 @@ def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
 ])
 def test_repeated_hashes_are_found_wherever_they_are(sql, repeats):
     assert _any_repeats(connect(), sql) is repeats
+
+
+def _write_row_groups(project, df, name="events.parquet", rows_per_group=3):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), project.data / name, row_group_size=rows_per_group)
+
+
+def test_checks_the_parquet_footer_rules_out_are_not_run(project):
+    df = good_events()
+    project.write_events(df)
+    report = run(project)
+    assert report.ok and report.problems == []
+    cfg = load_config(project.root)
+    raw = report.sources["events"]
+    assert raw.stats["customer_id"].nulls == 0 and raw.stats["amount"].nulls == 6
+    run_checks = {c.check for c in _checks("events", report.typed["events"], cfg.role_of, set(), AS_OF, raw)}
+    assert not run_checks & {"null_id", "null_event_type", "negative_purchase"}
+    project.write_events(df, "events.csv")  # no footer: every check runs
+    report = run(project)
+    assert report.ok and report.sources["events"].stats == {}
+    run_checks = {c.check for c in _checks("events", report.typed["events"], cfg.role_of, set(), AS_OF, report.sources["events"])}
+    assert {"null_id", "null_event_type", "negative_purchase"} <= run_checks
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\u3000", "\u00a0 "])
+def test_a_blank_id_in_the_last_row_group_is_found_with_footer_statistics(project, blank):
+    df = good_events(4)
+    df.loc[len(df) - 1, "customer_id"] = blank
+    _write_row_groups(project, df)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"})
+    p = only(run(project), "null_id")
+    assert p.count == 1 and f"at row {len(df)}" in p.examples[0]
+
+
+def test_a_file_without_the_column_is_not_covered_by_the_others_statistics(project):
+    df = good_events()
+    df.to_parquet(project.data / "events_1.parquet", index=False)
+    df.assign(event_id=df.event_id + "-b").drop(columns="customer_id").to_parquet(project.data / "events_2.parquet", index=False)
+    project.catalog(events={"format": "parquet", "path": "data/events_*.parquet"})
+    report = run(project)
+    assert "customer_id" not in report.sources["events"].stats
+    assert only(report, "null_id").count == len(df)
+
+
+def test_a_negative_amount_in_a_later_row_group_is_found_with_footer_statistics(project):
+    df = good_events(4)
+    df.loc[len(df) - 1, "amount"] = -5.0
+    _write_row_groups(project, df)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"})
+    assert only(run(project), "negative_purchase").count == 1
 
 
 def test_negative_purchase_amount(project):
