@@ -96,7 +96,7 @@ def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
     ("SELECT hash(i) FROM range(0) t(i)", False),
 ])
 def test_repeated_hashes_are_found_wherever_they_are(sql, repeats):
-    assert _any_repeats(connect(), sql) is repeats
+    assert _any_repeats(connect().sql(sql).to_arrow_table().column(0).chunks) is repeats
 
 
 def _write_row_groups(project, df, name="events.parquet", rows_per_group=3):
@@ -250,3 +250,18 @@ def test_customer_and_identity_sources_are_checked(project):
     assert ("customers", "customer_id", "duplicate_customer_id") in checks
     assert ("identities", "id_type", "null_id_type") in checks
     assert ("events", "customer_id", "unknown_customer") in checks  # c2 has no profile: a warning
+
+
+def test_event_checks_report_in_order_while_the_id_sort_runs_beside_the_others(project):
+    df = good_events()
+    df = pd.concat([df, df.iloc[[0]]], ignore_index=True)  # an exact repeat of an event_id
+    df.loc[len(df) - 2, "event_type"] = "mystery"  # and an event type without a role
+    project.write_events(df)
+    pd.DataFrame({"customer_id": ["c0", "c1"]}).to_parquet(project.data / "customers.parquet")  # c2 unknown
+    import yaml
+
+    cat = yaml.safe_load((project.root / "configs" / "catalog.yaml").read_text())
+    cat["sources"]["customers"] = {"format": "parquet", "path": "data/customers.parquet"}
+    (project.root / "configs" / "catalog.yaml").write_text(yaml.safe_dump(cat))
+    report = run(project)
+    assert [p.check for p in report.problems] == ["duplicate_event_id", "unknown_event_type", "unknown_customer"]
