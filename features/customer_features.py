@@ -108,8 +108,8 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
     Each part is aggregated on its own rows with only its own columns: a DuckDB aggregate costs
     about 2.3 s per 50M rows grouped by a million customers, plus a few ns per row for every
     conditional aggregate (each visits every row of its part), against about 0.8 s per extra scan.
-    ``_n``, ``_first`` and ``_last`` (events, first and last timestamp) of the parts add up to
-    ``n_events``, ``first_event_at`` and ``last_event_at``.
+    Each part counts its events and finds their first and last timestamp (for purchases these are
+    ``frequency``, ``first_purchase_at`` and ``last_purchase_at``; see :data:`PART_TOTALS`).
     """
     roles = profile.roles
 
@@ -123,22 +123,27 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
             conds.append(ev.ts < t - ibis.interval(days=before_days))
         return count_if(functools.reduce(operator.and_, conds)) if conds else ev.count()
 
-    aggs: dict[str, ir.Value] = {"_n": ev.count(), "_first": ev.ts.min(), "_last": ev.ts.max()}
+    def window(role: str, days: int) -> dict[str, ir.Value]:
+        """A count over the last ``days`` that no window column holds already."""
+        name = _window_count(spec, profile, role, days)
+        return {name: n(role, days)} if name.startswith("_") else {}
+
     if part == "purchase":
-        aggs |= {
+        aggs: dict[str, ir.Value] = {
             "frequency": ev.count(),
             "monetary_total": ev.amount.sum(),
             "monetary_max": ev.amount.max(),
             "first_purchase_at": ev.ts.min(),
             "last_purchase_at": ev.ts.max(),
             "n_purchase_prev_30d": n("purchase", 60, 30),
-            "n_purchase_last_30d_": n("purchase", 30),
+            **window("purchase", 30),
         }
         for w in spec.windows_days:
             if "purchase" in spec.window_roles:
                 aggs[f"n_purchase_{w}d"] = n("purchase", w)
             aggs[f"spend_{w}d"] = _when(ev.ts >= t - ibis.interval(days=w), ev.amount).sum().fill_null(0.0)
         return aggs
+    aggs = {"_n": ev.count(), "_first": ev.ts.min(), "_last": ev.ts.max()}
     for w in spec.windows_days:
         for role in spec.window_roles:
             if role in roles and role not in (*LIGHT_ROLES, "purchase"):  # counted by their own parts
@@ -150,9 +155,9 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
             "last_open_at": _when(ev.role == "email_open", ev.ts).max(),
             "last_click_at": _when(ev.role == "email_click", ev.ts).max(),
             "n_email_open_prev_30d": n("email_open", 60, 30),
-            "n_email_open_30d_": n("email_open", 30),
-            "n_email_open_90d_": n("email_open", 90),
-            "n_email_click_90d_": n("email_click", 90),
+            **window("email_open", 30),
+            **window("email_open", 90),
+            **window("email_click", 90),
         }
     if "refund" in roles:
         aggs |= {"n_refund": n("refund"),
@@ -168,6 +173,24 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
         aggs["last_grant_at"] = _when(ev.role == "consent_granted", ev.ts).max()
         aggs["last_revoke_at"] = _when(ev.role.isin(REVOKING_ROLES), ev.ts).max()
     return aggs
+
+
+def _window_count(spec: FeatureSpec, profile: DataProfile, role: str, days: int) -> str:
+    """The column counting ``role`` over the last ``days``: the window column when the windows
+    include it, else a private one (``_n_email_open_30d``) for the trends and rates."""
+    if days in spec.windows_days and role in spec.window_roles and role in profile.roles:
+        return f"n_{role}_{days}d"
+    return f"_n_{role}_{days}d"
+
+
+#: The columns of each part that count its events and hold its first and last timestamp;
+#: :func:`_combine` adds them up to ``n_events``, ``first_event_at`` and ``last_event_at``.
+PART_TOTALS = {
+    "other": ("_n", "_first", "_last"),
+    "purchase": ("frequency", "first_purchase_at", "last_purchase_at"),
+    "email_send": ("n_email_send", "_first", "_last"),
+    "page_view": ("_n", "_first", "_last"),
+}
 
 
 def _category_counts(purchases: ir.Table, t: ir.Value, spec: FeatureSpec) -> ir.Table:
@@ -201,7 +224,7 @@ def _only(rows: ir.Table, role: str, present: list[str]) -> ir.BooleanValue:
     return ibis.literal(True) if present == [role] else rows.role == role
 
 
-def _light_parts(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfile) -> list[ir.Table]:
+def _light_parts(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfile) -> list[tuple[ir.Table, str]]:
     """Email sends, and page views with cart adds, each aggregated on its own: counts (ever and per
     window), first and last, and for sends those after the customer's last open (all if never opened).
 
@@ -211,7 +234,7 @@ def _light_parts(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProf
     the last open; joining it to page views too cost more than the extra part.
     """
     parts = []
-    for group in (("email_send",), tuple(r for r in LIGHT_ROLES if r != "email_send")):
+    for name, group in (("email_send", ("email_send",)), ("page_view", tuple(r for r in LIGHT_ROLES if r != "email_send"))):
         present = [r for r in group if r in profile.roles]
         if not present:
             continue
@@ -221,31 +244,37 @@ def _light_parts(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProf
             opens = ev.filter(ev.role == "email_open")
             last_open = opens.group_by("customer_id").aggregate(_last_open=opens.ts.max())
             rows = rows.left_join(last_open, "customer_id").select("customer_id", "role", "ts", "_last_open")
-        aggs: dict[str, ir.Value] = {"_n": rows.count(), "_first": rows.ts.min(), "_last": rows.ts.max()}
-        if "email_send" in present:
-            aggs["n_email_send"] = rows.count()
+        n, first, last = PART_TOTALS[name]
+        aggs: dict[str, ir.Value] = {n: rows.count(), first: rows.ts.min(), last: rows.ts.max()}
         for w in spec.windows_days:
             for role in spec.window_roles:
                 if role in present:
                     aggs[f"n_{role}_{w}d"] = count_if(_only(rows, role, present) & (rows.ts >= t - ibis.interval(days=w)))
         if since_open:
             aggs["sends_since_last_open"] = count_if(rows._last_open.isnull() | (rows.ts > rows._last_open))
-        parts.append(rows.group_by("customer_id").aggregate(**aggs))
+        parts.append((rows.group_by("customer_id").aggregate(**aggs), name))
     return parts
 
 
-def _combine(parts: list[ir.Table]) -> ir.Table:
-    """One row per customer from per-part aggregates (each with ``customer_id``, ``_n``, ``_first``,
-    ``_last``), outer-joined: a customer may have events in one part only."""
-    acc = parts[0]
-    for i, part in enumerate(parts[1:], 1):
-        part = part.rename({f"_id{i}": "customer_id", f"_n{i}": "_n", f"_first{i}": "_first", f"_last{i}": "_last"})
+def _combine(parts: list[tuple[ir.Table, str]]) -> ir.Table:
+    """One row per customer from per-part aggregates, outer-joined (a customer may have events in
+    one part only). Each part's :data:`PART_TOTALS` add up to ``n_events``, ``first_event_at`` and
+    ``last_event_at``; those with a leading ``_`` exist only for that and are dropped."""
+    def private(*names: str) -> list[str]:
+        return [c for c in names if c.startswith("_")]
+
+    part, name = parts[0]
+    n, first, last = PART_TOTALS[name]
+    acc = part.mutate(n_events=part[n], first_event_at=part[first], last_event_at=part[last]).drop(*private(n, first, last))
+    for i, (part, name) in enumerate(parts[1:], 1):
+        n, first, last = PART_TOTALS[name]
+        part = part.rename({f"_id{i}": "customer_id"})
         j = acc.outer_join(part, acc.customer_id == part[f"_id{i}"])
         acc = j.mutate(customer_id=j.customer_id.fill_null(j[f"_id{i}"]),
-                       _n=j._n.fill_null(0) + j[f"_n{i}"].fill_null(0),
-                       _first=ibis.least(j._first, j[f"_first{i}"]),
-                       _last=ibis.greatest(j._last, j[f"_last{i}"])).drop(f"_id{i}", f"_n{i}", f"_first{i}", f"_last{i}")
-    return acc.rename(n_events="_n", first_event_at="_first", last_event_at="_last")
+                       n_events=j.n_events.fill_null(0) + j[n].fill_null(0),
+                       first_event_at=ibis.least(j.first_event_at, j[first]),
+                       last_event_at=ibis.greatest(j.last_event_at, j[last])).drop(f"_id{i}", *private(n, first, last))
+    return acc
 
 
 def known_customers(events: ir.Table, customers: ir.Table, as_of: datetime, profile: DataProfile) -> ir.Table:
@@ -270,12 +299,12 @@ def customer_features(
     # Each part carries only the columns it needs: DuckDB carries a relation's every column through
     # joins and window sorts, and materialises whole a relation used twice.
     other = ev.filter(~ev.role.isin([*light, "purchase"])).select("customer_id", "role", "ts", "amount")
-    parts = [other.group_by("customer_id").aggregate(**_aggregates(other, t, spec, profile, "other"))]
+    parts = [(other.group_by("customer_id").aggregate(**_aggregates(other, t, spec, profile, "other")), "other")]
     if "purchase" in profile.roles:
         # One read of the purchases, sorted once for the gaps, feeds their aggregate and the categories.
         p = _with_gaps(ev.filter(ev.role == "purchase").select("customer_id", "ts", "amount", "category"))
-        parts.append(p.group_by("customer_id").aggregate(**_aggregates(p, t, spec, profile, "purchase"),
-                                                         std_gap_days=p.gap_days.std(how="sample")))
+        parts.append((p.group_by("customer_id").aggregate(**_aggregates(p, t, spec, profile, "purchase"),
+                                                          std_gap_days=p.gap_days.std(how="sample")), "purchase"))
     parts += _light_parts(ev, t, spec, profile)
     agg = _combine(parts)
     # The population (:func:`known_customers`): the customers the aggregate found, plus those who
@@ -325,7 +354,7 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
             "mean_gap_days": mean_gap,
             "std_gap_days": x.std_gap_days,
             "recency_over_mean_gap": _ratio(_days_between(t, x.last_purchase_at), mean_gap),
-            "purchase_trend_30d": (_zero(x.n_purchase_last_30d_) + 1).cast("float64")
+            "purchase_trend_30d": (_zero(x[_window_count(spec, profile, "purchase", 30)]) + 1).cast("float64")
             / (_zero(x.n_purchase_prev_30d) + 1).cast("float64"),
         }
     if "engagement" in groups:
@@ -334,10 +363,12 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
             "n_email_open": _zero(x.n_email_open),
             "n_email_click": _zero(x.n_email_click),
             "open_rate": _ratio(_zero(x.n_email_open), x.n_email_send),
-            "click_to_open_90d": _ratio(x.n_email_click_90d_, x.n_email_open_90d_),
+            "click_to_open_90d": _ratio(x[_window_count(spec, profile, "email_click", 90)],
+                                        x[_window_count(spec, profile, "email_open", 90)]),
             "days_since_last_open": _days_between(t, x.last_open_at),
             "days_since_last_click": _days_between(t, x.last_click_at),
-            "open_trend_30d": (_zero(x.n_email_open_30d_) + 1).cast("float64") / (_zero(x.n_email_open_prev_30d) + 1).cast("float64"),
+            "open_trend_30d": (_zero(x[_window_count(spec, profile, "email_open", 30)]) + 1).cast("float64")
+            / (_zero(x.n_email_open_prev_30d) + 1).cast("float64"),
         }
         if "email_send" in roles and "email_open" in roles:
             cols["sends_since_last_open"] = _zero(x.sends_since_last_open)

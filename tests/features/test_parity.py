@@ -288,6 +288,20 @@ EDGE_CASES = [
         [("a", "2025-01-01", None, None)], FeatureSpec(windows_days=(7, 90), window_roles=("page_view",)),
         "purchase_trend_30d", id="purchase_trend-without-30d-window"),
     pytest.param(
+        # the 30- and 90-day open and click counts behind the trend and click-to-open come from
+        # the window columns when there are such, else from counts of their own
+        [("e", "email_open", "2026-05-20", None, None), ("e", "email_open", "2026-04-20", None, None),
+         ("e", "email_open", "2026-03-20", None, None), ("e", "email_click", "2026-05-21", None, None),
+         ("e", "email_click", "2026-01-02", None, None), ("e", "email_send", "2026-05-19", None, None)],
+        [("e", "2025-01-01", None, None)], FeatureSpec(windows_days=(7, 365), window_roles=("email_open",)),
+        ["open_trend_30d", "click_to_open_90d"], id="engagement-without-30d-90d-windows"),
+    pytest.param(
+        [("e", "email_open", "2026-05-20", None, None), ("e", "email_open", "2026-04-20", None, None),
+         ("e", "email_open", "2026-03-20", None, None), ("e", "email_click", "2026-05-21", None, None),
+         ("e", "email_send", "2026-05-19", None, None)],
+        [("e", "2025-01-01", None, None)], FeatureSpec(windows_days=(30, 90), window_roles=("email_click", "email_open")),
+        ["open_trend_30d", "click_to_open_90d", "n_email_open_30d", "n_email_click_90d"], id="engagement-with-30d-90d-windows"),
+    pytest.param(
         # sends but no opens: open_rate = 0 / n = 0.0; opens in 90 days but no clicks:
         # click_to_open_90d = 0.0. Null only when the denominator is 0.
         [("d", "email_send", "2026-05-01", None, None), ("d", "email_send", "2026-05-02", None, None),
