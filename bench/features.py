@@ -14,8 +14,10 @@ measures, for the same as_of (the end of the log):
   floor   ``SELECT customer_id, count(*), max(ts), sum(amount) FROM read_parquet(...) GROUP BY 1``
           on DuckDB, into pandas: the least any per-customer aggregation over the log must cost.
 
-Each variant runs in a fresh subprocess (this script with ``--variant``), so its peak RSS is its own;
-wall time is the median of --repeats runs (default 3 up to 10M events, 1 above).
+Every run is a fresh subprocess (this script with ``--variant``; a warm-up on a tiny log first, not
+timed), so its peak RSS is its own and no run inherits the previous one's allocator caches. Wall
+time and peak RSS are medians over --repeats runs (default 3; the pandas baseline once above 10M
+events, where it takes minutes and 8 GB); the JSON keeps every run.
 """
 
 from __future__ import annotations
@@ -281,11 +283,25 @@ def child(variant: str, data_dir: Path, repeats: int, as_of: datetime) -> None:
 
 # ---------------------------------------------------------------- parent
 def measure(variant: str, data_dir: Path, n_events: int, repeats: int, max_rss: float | None) -> dict:
-    """Run a variant in a fresh subprocess; kill it if its RSS passes ``max_rss`` bytes."""
+    """Run a variant ``repeats`` times, each in a fresh subprocess; the runs and each one's peak RSS."""
+    runs, peaks, sampled = [], [], []
+    for _ in range(repeats):
+        result = _measure_once(variant, data_dir, n_events, max_rss)
+        if "skipped" in result:
+            return result
+        runs += result["runs"]
+        peaks.append(result["peak_rss_bytes"])
+        sampled.append(result["sampled_rss_bytes"])
+    return {"variant": variant, "runs": runs, "peak_rss_bytes_all": peaks,
+            "peak_rss_bytes": statistics.median(peaks), "sampled_rss_bytes": max(sampled)}
+
+
+def _measure_once(variant: str, data_dir: Path, n_events: int, max_rss: float | None) -> dict:
+    """One run in a fresh subprocess; killed if its RSS passes ``max_rss`` bytes."""
     import psutil
 
     cmd = [sys.executable, str(Path(__file__).resolve()), "--variant", variant, "--data", str(data_dir),
-           "--repeats", str(repeats), "--as-of", END.isoformat()]
+           "--repeats", "1", "--as-of", END.isoformat()]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps, sampled, killed = psutil.Process(proc.pid), 0, False
     while proc.poll() is None:
@@ -313,7 +329,8 @@ def summarise(result: dict, n_events: int) -> dict:
     return {"variant": result["variant"], "events": n_events, "customers": n_events // EVENTS_PER_CUSTOMER,
             "rows": runs[0]["rows"], "runs": len(runs), "seconds": steps["total"],
             "all_seconds": [r["total"] for r in runs], "steps": steps,
-            "events_per_s": n_events / steps["total"], "peak_rss_bytes": result["peak_rss_bytes"]}
+            "events_per_s": n_events / steps["total"], "peak_rss_bytes": result["peak_rss_bytes"],
+            "peak_rss_bytes_all": result["peak_rss_bytes_all"]}
 
 
 def print_table(rows: list[dict], meta: dict) -> None:
@@ -322,7 +339,7 @@ def print_table(rows: list[dict], meta: dict) -> None:
 
     table = Table(title=f"customer_features build, as_of {END:%Y-%m-%d}, {meta['cpus']} cores, "
                         f"DuckDB {meta['duckdb']}, pandas {meta['pandas']}")
-    for col in ("events", "customers", "variant", "runs", "wall s (median)", "events/s", "peak RSS",
+    for col in ("events", "customers", "variant", "runs", "wall s (median)", "events/s", "peak RSS (median)",
                 "vs floor", "pandas / dynseg", "steps (median s)"):
         table.add_column(col, justify="left" if col in ("variant", "steps (median s)") else "right")
     for r in rows:
@@ -366,7 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--events", nargs="+", default=["1M", "10M"], help="log sizes, e.g. 1M 10M 50M")
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "features.json")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    ap.add_argument("--repeats", type=int, default=None, help="runs per variant (default: 3 up to 10M events, else 1)")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="runs per variant, each in a fresh process (default: 3; pandas once above 10M events)")
     ap.add_argument("--data-dir", type=Path, default=None,
                     help="keep generated logs here and reuse them (default: a temp folder, removed at the end)")
     ap.add_argument("--max-rss-gb", type=float, default=16.0,
@@ -398,9 +416,9 @@ def main(argv: list[str] | None = None) -> None:
             data = ensure_data(n, root)
             print(f"{size_label(n)} events: data ready in {time.perf_counter() - t:.1f}s "
                   f"({data['events'].stat().st_size / 2**20:.0f} MB events.parquet)", file=sys.stderr)
-            repeats = args.repeats or (3 if n <= 10_000_000 else 1)
             size_rows = {}
             for variant in args.variants:
+                repeats = args.repeats or (1 if variant == "pandas" and n > 10_000_000 else 3)
                 limit = args.max_rss_gb * 2**30
                 if variant == "pandas" and pandas_rss_per_event and pandas_rss_per_event * n > limit:
                     size_rows[variant] = {"variant": variant, "events": n, "customers": n // EVENTS_PER_CUSTOMER,
@@ -415,8 +433,10 @@ def main(argv: list[str] | None = None) -> None:
                 if variant == "pandas":
                     pandas_rss_per_event = result["peak_rss_bytes"] / n
                 s = size_rows[variant]
-                print(f"  {variant}: {s['seconds']:.2f}s median of {s['runs']}, "
-                      f"peak RSS {s['peak_rss_bytes'] / 2**30:.2f} GiB", file=sys.stderr)
+                print(f"  {variant}: {s['seconds']:.2f}s median of {s['runs']} ("
+                      + ", ".join(f"{x:.2f}" for x in s["all_seconds"]) + "), peak RSS median "
+                      f"{s['peak_rss_bytes'] / 2**30:.2f} GiB ("
+                      + ", ".join(f"{x / 1e9:.2f}" for x in s["peak_rss_bytes_all"]) + " x 10^9 B)", file=sys.stderr)
             d, f, p = (size_rows.get(v) for v in ("dynseg", "floor", "pandas"))
             ok = lambda r: r is not None and "skipped" not in r  # noqa: E731
             if ok(d) and ok(f):
