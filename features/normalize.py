@@ -26,6 +26,12 @@ class Typed:
     bad: str  # SQL predicate: a value is present but does not convert
 
 
+def is_numeric(raw_type: str) -> bool:
+    """A DuckDB type whose values are numbers (read as a ``double`` contract column as they are)."""
+    t = raw_type.upper()
+    return t in _INTEGER or t.startswith(_NUMERIC_PREFIXES)
+
+
 def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
@@ -59,7 +65,7 @@ def typed(column: Column, raw_type: str) -> Typed | None:
             return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
         return None
     if column.type == "double":
-        if t in _INTEGER or t.startswith(_NUMERIC_PREFIXES):
+        if is_numeric(t):
             return Typed(f"CAST({c} AS DOUBLE)", "FALSE")
         if t == "VARCHAR":
             e = f"TRY_CAST(NULLIF(trim({c}), '') AS DOUBLE)"

@@ -159,30 +159,24 @@ def _parquet_stats(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], rena
     the ``min_value``/``max_value`` fields count, never the deprecated ``min``/``max`` that old
     writers filled in signed byte order."""
     file_list = "[" + ", ".join(_quote(str(f)) for f in files) + "]"
+    # A row group describes a column when it has a null count and, if it holds any value, both
+    # bounds; only those holding a value give bounds.
+    holds_value = "coalesce(stats_null_count < num_values, TRUE)"
     try:
         rows = con.execute(f"""
-            SELECT path_in_schema, file_name, stats_null_count, num_values, stats_min_value, stats_max_value
-            FROM parquet_metadata({file_list})""").fetchall()
+            SELECT path_in_schema, count(DISTINCT file_name),
+                   bool_and(coalesce(stats_null_count IS NOT NULL AND (NOT {holds_value}
+                            OR (stats_min_value IS NOT NULL AND stats_max_value IS NOT NULL)), FALSE)),
+                   sum(stats_null_count),
+                   coalesce(list(stats_min_value) FILTER (WHERE {holds_value}), []),
+                   coalesce(list(stats_max_value) FILTER (WHERE {holds_value}), [])
+            FROM parquet_metadata({file_list}) GROUP BY 1""").fetchall()
     except duckdb.Error:
         return {}
-    seen: dict[str, set[str]] = {}
-    complete: dict[str, bool] = {}
-    nulls: dict[str, int] = {}
-    mins: dict[str, list[str]] = {}
-    maxs: dict[str, list[str]] = {}
-    for col, file, n_null, n_values, lo, hi in rows:
-        seen.setdefault(col, set()).add(file)
-        has_value = n_null is None or n_values is None or n_null < n_values
-        ok = n_null is not None and (not has_value or (lo is not None and hi is not None))
-        complete[col] = complete.get(col, True) and ok
-        nulls[col] = nulls.get(col, 0) + (n_null or 0)
-        if has_value and ok:
-            mins.setdefault(col, []).append(lo)
-            maxs.setdefault(col, []).append(hi)
     return {
-        renames.get(col, col): ColumnStats(nulls[col], tuple(mins.get(col, ())), tuple(maxs.get(col, ())))
-        for col in complete
-        if complete[col] and len(seen[col]) == len(files) and "." not in col  # top-level columns only
+        renames.get(col, col): ColumnStats(int(nulls), tuple(mins), tuple(maxs))
+        for col, n_files, complete, nulls, mins, maxs in rows
+        if complete and n_files == len(files) and "." not in col  # top-level columns only
     }
 
 
