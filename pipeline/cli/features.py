@@ -42,30 +42,38 @@ def build(
     if missing:
         err.print(f"[yellow]Feature groups unavailable in this data:[/] {', '.join(missing)} "
                   "(their roles or profile fields are absent; see features/customer_features.md)")
-    f = run.frame
+    table = run.arrow()
     out.print(kv_table("Features built", {
         "as of (UTC)": instant.isoformat(sep=" "),
         "engine": run.engine,
-        "customers": len(f),
-        "features": f.shape[1] - 2,
+        "customers": table.num_rows,
+        "features": table.num_columns - 2,
         "groups": ", ".join(run.profile.groups()),
         "written to": run.path,
     }))
-    out.print(_preview(f))
+    out.print(_preview(table))
 
 
-def _preview(f) -> Table:
+def _preview(table) -> Table:
+    """Non-null share, mean, min and max of the first 25 features, computed on the Arrow result
+    (no pandas copy of a million-row frame for a summary)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     t = Table(title="A look at the values", title_justify="left")
     for c in ("feature", "non-null", "mean", "min", "max"):
         t.add_column(c, justify="left" if c == "feature" else "right")
-    for col in [c for c in f.columns if c not in ("customer_id", "as_of")][:25]:
-        s = f[col]
-        if s.dtype.kind in "iuf":
-            t.add_row(col, f"{s.notna().mean():.0%}", f"{s.mean():.2f}", f"{s.min():.2f}", f"{s.max():.2f}")
+    n = max(table.num_rows, 1)
+    for col in [c for c in table.column_names if c not in ("customer_id", "as_of")][:25]:
+        s = table[col]
+        non_null = f"{1 - s.null_count / n:.0%}"
+        if (pa.types.is_integer(s.type) or pa.types.is_floating(s.type)) and s.null_count < len(s):
+            lo, hi = pc.min_max(s).values()
+            t.add_row(col, non_null, f"{pc.mean(s).as_py():.2f}", f"{lo.as_py():.2f}", f"{hi.as_py():.2f}")
         else:
-            t.add_row(col, f"{s.notna().mean():.0%}", "", "", "")
-    if f.shape[1] > 27:
-        t.caption = f"... and {f.shape[1] - 27} more"
+            t.add_row(col, non_null, "", "", "")
+    if table.num_columns > 27:
+        t.caption = f"... and {table.num_columns - 27} more"
     return t
 
 

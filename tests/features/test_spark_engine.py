@@ -173,3 +173,26 @@ def test_customer_features_match_duckdb(spark, project, as_of):
 
     assert len(expected) > 100 and (expected["as_of"] == as_of).all()
     assert_same_features(got, expected)
+
+
+def test_features_build_on_spark_writes_what_duckdb_writes(spark, project):
+    """`dynseg features build --engine spark`: the job's pandas path (Spark returns pandas) gives the
+    file the DuckDB path (Arrow, sorted in Arrow) gives, row for row, and the same printed summary."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    write(generate(300, seed=5, end=DATA_END), project.workspace / "data")
+    files, outputs = {}, {}
+    for engine in ("duckdb", "spark"):
+        files[engine] = project.root / f"f_{engine}.csv"
+        result = CliRunner().invoke(app, ["features", "build", "--as-of", "2026-06-01", "--engine", engine,
+                                          "--out", str(files[engine])])
+        assert result.exit_code == 0, result.output
+        outputs[engine] = result.stdout
+    duck, got = (pd.read_csv(files[e]) for e in ("duckdb", "spark"))
+    assert len(duck) > 100 and duck.customer_id.is_monotonic_increasing
+    assert got.customer_id.tolist() == duck.customer_id.tolist()
+    assert_same_features(got, duck)
+    summary = [line for line in outputs["duckdb"].splitlines() if "frequency" in line or "recency_days" in line]
+    assert summary and all(line in outputs["spark"] for line in summary)

@@ -1,5 +1,7 @@
 """`dynseg features ...` through the CLI."""
 
+import re
+
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -46,6 +48,32 @@ def test_the_parquet_file_holds_the_frame_the_job_returns(project):
     written = pd.read_parquet(out)
     assert len(written) > 300 and written.customer_id.is_monotonic_increasing
     pd.testing.assert_frame_equal(written, expected)
+    # The printed summary (computed on the Arrow result, with no pandas frame) agrees with the file.
+    for col in ("frequency", "recency_days", "monetary_total"):
+        row = re.search(rf"{col}\s+│\s+(\d+)%\s+│\s+(\S+)\s+│\s+(\S+)\s+│\s+(\S+)", result.stdout)
+        assert row, f"no summary row for {col}:\n{result.stdout}"
+        s = written[col]
+        assert [int(row[1]), *map(float, row.group(2, 3, 4))] == [round(100 * s.notna().mean()), round(s.mean(), 2),
+                                                                  round(s.min(), 2), round(s.max(), 2)]
+
+
+def test_sort_by_customer_keeps_rows_whole_across_chunks():
+    """The DuckDB result is sorted in Arrow column by column: every row must keep its own values."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline.jobs.features import sort_by_customer
+
+    rng = np.random.default_rng(3)
+    ids = [f"c{i:04d}" for i in rng.permutation(1000)]
+    frame = pd.DataFrame({"customer_id": ids, "n": np.arange(1000), "x": np.where(np.arange(1000) % 7 == 0, np.nan, rng.random(1000)),
+                          "ts": pd.Timestamp("2026-01-01") + pd.to_timedelta(np.arange(1000), unit="min"),
+                          "flag": pd.array(np.arange(1000) % 3 == 0, dtype="boolean")})
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    chunked = pa.Table.from_batches(table.to_batches(max_chunksize=97), schema=table.schema)  # 11 chunks, as DuckDB hands over several
+    got = sort_by_customer(chunked)
+    assert got.schema == table.schema
+    pd.testing.assert_frame_equal(got.to_pandas(), frame.sort_values("customer_id", ignore_index=True))
 
 
 def test_stale_data_exits_1_with_the_fix(project):
