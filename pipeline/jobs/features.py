@@ -31,7 +31,14 @@ class FeatureRun:
     warnings: list[str] = field(default_factory=list)
     path: Path | None = None
     table: pa.Table | None = None
-    _frame: pd.DataFrame | None = None
+    _frame: pd.DataFrame | None = field(default=None, init=False, repr=False)
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, profile: DataProfile, engine: str, warnings: list[str]) -> FeatureRun:
+        """A run whose engine returned pandas (Spark)."""
+        run = cls(profile, engine, warnings)
+        run._frame = frame
+        return run
 
     @property
     def frame(self) -> pd.DataFrame:
@@ -135,7 +142,7 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
             # beside the Arrow result it was building (about 0.4 GB more at 1M customers).
             run = FeatureRun(profile, eng.name, warnings, table=sort_by_customer(eng.execute_arrow(expr)))
         else:
-            run = FeatureRun(profile, eng.name, warnings, _frame=eng.execute(expr.order_by("customer_id")))
+            run = FeatureRun.from_frame(eng.execute(expr.order_by("customer_id")), profile, eng.name, warnings)
     finally:
         eng.close()
     if out is not None:
