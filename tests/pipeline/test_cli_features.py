@@ -62,7 +62,7 @@ def test_sort_by_customer_keeps_rows_whole_across_chunks():
     import numpy as np
     import pyarrow as pa
 
-    from pipeline.jobs.features import sort_by_customer
+    from features.engines.duckdb import sort_by_customer
 
     rng = np.random.default_rng(3)
     ids = [f"c{i:04d}" for i in rng.permutation(1000)]
