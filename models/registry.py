@@ -431,16 +431,19 @@ def log_training_run(bundle: ModelBundle, *, experiment: str, params: dict, conf
             mlflow.log_text(model_card, _CARD_FILE)
             for dest, path in artifacts.items():
                 _log_file(Path(path), dest)
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=DynsegModel(),
-                artifacts={"bundle": str(bundle_path)},
-                signature=_signature(bundle.model, example),
-                input_example=example,
-                pip_requirements=_pinned_requirements(),
-                metadata={"target": bundle.target, "feature_set": bundle.feature_set,
-                          "dynseg_version": importlib.metadata.version("dynseg")},
-            )
+            # log_model loads the model back to check the input example: MLflow's own download bar
+            # would print between our tables.
+            with _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=DynsegModel(),
+                    artifacts={"bundle": str(bundle_path)},
+                    signature=_signature(bundle.model, example),
+                    input_example=example,
+                    pip_requirements=_pinned_requirements(),
+                    metadata={"target": bundle.target, "feature_set": bundle.feature_set,
+                              "dynseg_version": importlib.metadata.version("dynseg")},
+                )
             mlflow.set_tag("dynseg.model_id", info.model_id)
             return run.info.run_id
 

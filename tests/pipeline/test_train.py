@@ -93,6 +93,7 @@ def test_churn_trains_from_the_cli_and_the_exit_code_follows_the_gate(shop):
     r = runner.invoke(app, ["train", "churn", "--horizon", "8w"])
     text = " ".join(r.stdout.split())
     assert "churn = no purchase in the 56 days" in text
+    assert "Downloading artifacts" not in r.output  # MLflow's own tqdm bar, between our tables
     verdicts = [line for line in r.stdout.splitlines() if "PASS" in line or "FAIL" in line]
     assert len(verdicts) == 2
     if all("PASS" in v for v in verdicts):
