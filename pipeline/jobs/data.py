@@ -10,7 +10,7 @@ from typing import Callable
 
 import duckdb
 
-from features.asof import parse_duration
+from features.asof import now_utc, parse_duration
 from features.engine import connect
 from features.identity import IdentityResolution
 from features.load import build_canonical
@@ -38,18 +38,30 @@ class LoadedData:
     as_of: datetime
 
 
-def load_validated(cfg: Config, as_of: datetime) -> LoadedData:
-    """Validate every configured source and build the canonical views; raise DataError on errors."""
+def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's as_of") -> LoadedData:
+    """Validate every configured source and build the canonical views; raise DataError on errors.
+    Events after ``as_of`` are refused as from the future (``future_after`` names that instant)."""
     # Above memory_limit DuckDB spills to the system's temp folder (not the workspace: a run that
     # fails validation writes nothing there).
     spill = Path(tempfile.gettempdir()) / "dynseg-spill"
     con = connect(threads=cfg.settings.threads, memory_limit=cfg.settings.memory_limit, temp_directory=str(spill))
-    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of)
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of,
+                      future_after)
     if not report.ok:
         con.close()
         raise DataError(report)
     identity = build_canonical(con, report, cfg.role_of, cfg.settings.identity.max_ids_per_identifier)
     return LoadedData(con, report, identity, as_of)
+
+
+def load_for_run(cfg: Config, as_of: datetime | None = None) -> LoadedData:
+    """Validated data for a run as of ``as_of`` (default: now). A run in the past keeps using a log
+    that has grown since (the events after its ``as_of`` are only invisible to it), so only events
+    after now are refused; a run dated in the future refuses events after its ``as_of``."""
+    now = now_utc()
+    if as_of is None or as_of <= now:
+        return load_validated(cfg, now, "now")
+    return load_validated(cfg, as_of)
 
 
 def validate_job(cfg: Config, as_of: datetime) -> LoadedData:

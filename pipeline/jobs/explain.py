@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.asof import as_of_label, now_utc
+from features.asof import as_of_label
 from pipeline import runs
 from pipeline.config import Config
-from pipeline.jobs.data import load_validated
+from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import features_as_of
 from pipeline.jobs.monitor import find_run
 from pipeline.workspace import Workspace
@@ -103,7 +103,7 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
 
 
 def _canonical_hint(cfg: Config, customer_id: str, as_of: datetime) -> str:
-    data = load_validated(cfg, max(as_of, now_utc()))
+    data = load_for_run(cfg, as_of)
     m = data.identity.mapping
     hit = m.loc[m["customer_id"] == customer_id, "canonical_id"] if len(m) else pd.Series(dtype=object)
     canonical = hit.iloc[0] if len(hit) else None

@@ -10,7 +10,7 @@ from typing import Callable
 import pandas as pd
 import pyarrow as pa
 
-from features.asof import now_utc, parse_duration
+from features.asof import parse_duration
 from features.customer_features import DataProfile, FeatureSpec, customer_features
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
@@ -18,7 +18,7 @@ from features.freshness import check_freshness
 from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
 from pipeline.config import Config
-from pipeline.jobs.data import LoadedData, load_validated
+from pipeline.jobs.data import LoadedData, load_for_run
 from pipeline.workspace import Workspace, atomic_target
 
 
@@ -129,7 +129,7 @@ def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
 
 def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, out: Path | None = None) -> FeatureRun:
     """``dynseg features build``: features of every known customer as of ``as_of``."""
-    data = load_validated(cfg, max(as_of, now_utc()))
+    data = load_for_run(cfg, as_of)
     warnings = _fresh(cfg, data, as_of)
     profile = data_profile(cfg, data)
     eng = open_engine(cfg, data, engine)
@@ -151,7 +151,7 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
 def features_as_of(cfg: Config, as_of: datetime, customer_ids: list[str] | None = None) -> pd.DataFrame:
     """Features as of a past run's ``as_of`` on DuckDB (point in time: the values that run saw),
     for every customer or only ``customer_ids``; no freshness check (the run already passed it)."""
-    data = load_validated(cfg, max(as_of, now_utc()))
+    data = load_for_run(cfg, as_of)
     eng = open_engine(cfg, data, "duckdb")
     try:
         events, customers = eng.events(), eng.customers()
@@ -202,7 +202,7 @@ def training_set_job(
     engine: str | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> TrainingData:
     """Stacked snapshots with labels for ``target``; as_of defaults to the end of the data."""
-    data = load_validated(cfg, max(as_of or now_utc(), now_utc()))
+    data = load_for_run(cfg, as_of)
     first, last = data.report.time_range(cfg.role_of)
     end = as_of or last
     warnings = _fresh(cfg, data, end)

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.asof import as_of_label, now_utc, parse_duration
+from features.asof import as_of_label, parse_duration
 from pipeline import runs
 from pipeline.config import Config
-from pipeline.jobs.data import load_validated
+from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import features_as_of
 from pipeline.monitoring.drift import DriftResult, DriftThresholds, drift_report
 from pipeline.monitoring.lift import segment_lift
@@ -167,7 +167,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     run = find_run(cfg, run_id, as_of)
     t = run.as_of.to_pydatetime()
     horizons = {k: parse_duration(getattr(cfg.labels, k).horizon) for k in ("purchase", "churn")}
-    data = load_validated(cfg, now_utc())
+    data = load_for_run(cfg)
     newest = data.report.time_range(cfg.role_of)[1]
     models = json.loads(run.models)
     needed = max(horizons[m["target"]] for m in models) if models else horizons["purchase"]

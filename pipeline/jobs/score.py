@@ -37,7 +37,7 @@ from models import bands as band_rules
 from models.calibration import seasonal_base_rate
 from pipeline import runs
 from pipeline.config import Config
-from pipeline.jobs.data import load_validated
+from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import _fresh, data_profile, feature_spec, label_spec, open_engine
 from pipeline.rules import Kind
 from pipeline.segments import CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, membership_sql
@@ -99,7 +99,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
 
     clock = time.perf_counter()
     say("validate")
-    data = load_validated(cfg, max(as_of, now_utc()))
+    data = load_for_run(cfg, as_of)
     warnings = _fresh(cfg, data, as_of)
     profile = data_profile(cfg, data)
     timings["validate"] = time.perf_counter() - clock
@@ -210,7 +210,7 @@ def expected_columns(features_expr: Any, targets: list[str]) -> dict[str, Kind]:
 
 def segment_columns(cfg: Config, as_of: datetime | None = None) -> dict[str, Kind]:
     """What :func:`expected_columns` gives for the current data (for ``dynseg segments check``)."""
-    data = load_validated(cfg, max(as_of or now_utc(), now_utc()))
+    data = load_for_run(cfg, as_of)
     eng = open_engine(cfg, data, "duckdb")
     try:
         expr = customer_features(eng.events(), eng.customers(), as_of or now_utc(), feature_spec(cfg),

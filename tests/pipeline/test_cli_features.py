@@ -6,6 +6,8 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from pipeline.cli import app
+from pipeline.cli.common import err
+from conftest import good_events
 from pipeline.synthetic import generate, write
 
 runner = CliRunner()
@@ -93,3 +95,26 @@ def test_a_memory_limit_too_small_exits_1_naming_the_setting(project):
     stderr = " ".join(result.stderr.split())
     assert "Out of memory" in stderr and "memory_limit" in stderr and "configs/project.yaml" in stderr
     assert not out.exists()
+
+
+def test_a_past_run_accepts_later_events_and_refuses_only_those_after_now(project, monkeypatch):
+    # A build as of a past date reads a log that has grown since: events after its as_of are only
+    # invisible to it. An event after the clock is from the future, and the message says so.
+    monkeypatch.setattr(err, "width", 400)  # one line per message, whatever the temp path's length
+    events = good_events()
+    events.loc[len(events)] = ["late", "c0", "email_sent", pd.Timestamp("2026-06-01"), None]
+    project.write_events(events)
+    out = project.root / "f.parquet"
+    ok = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    assert pd.read_parquet(out).set_index("customer_id").loc["c0", "n_email_send"] == 1
+    future = pd.Timestamp.now(tz="UTC").tz_localize(None) + pd.Timedelta(days=400)
+    events.loc[len(events)] = ["future", "c1", "email_sent", future, None]
+    project.write_events(events)
+    bad = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
+    assert bad.exit_code == 1 and "future_ts" in bad.stderr
+    assert "1 timestamps lie after now (" in bad.stderr and "and the clock of the system that wrote it" in bad.stderr
+    assert "later --as-of" not in bad.stderr
+    # `data validate --as-of D` asks whether the data is valid as of D: later events are refused there.
+    strict = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"])
+    assert strict.exit_code == 1 and "2 timestamps lie after the run's as_of (2026-01-07 00:00:00 UTC)" in strict.stderr
