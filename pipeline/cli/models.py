@@ -7,7 +7,6 @@ import math
 from typing import Annotated, Iterator, Optional
 
 import typer
-from rich.json import JSON
 from rich.markdown import Markdown
 from rich.table import Table
 
@@ -94,13 +93,31 @@ def show(
     }))
     out.print(_metrics_table(d["metrics"]))
     if d["bands"]:
-        out.print("[bold]Bands[/]")
-        out.print(JSON.from_data(d["bands"]))
+        out.print(_bands_table(d["bands"]))
     forced = {k: v for k, v in d["tags"].items() if k in ("promoted_by_force", "force_reason", "force_overrode", "promoted_at")}
     if forced:
         out.print(kv_table("Promotion record", forced))
     if d["card"]:
         out.print(Markdown(d["card"]))
+
+
+def _bands_table(bands: list[dict]) -> Table:
+    """The version's band levels, highest first, as resolved at training (a top-% level resolves
+    on every scoring run; its note gives where it fell on the test snapshot)."""
+    from models.bands import from_dicts
+
+    t = Table(title="Bands (a customer gets the first level their score reaches)", title_justify="left")
+    for c in ("band", "rule", "threshold", "note"):
+        t.add_column(c)
+    for lv in from_dicts(bands):
+        if lv.rule == "top_percent":
+            threshold = "each run"
+        elif lv.threshold is None:
+            threshold = ""
+        else:
+            threshold = "never (empty)" if math.isinf(lv.threshold) else f"{lv.threshold:.4f}"
+        t.add_row(lv.name, lv.describe(), threshold, lv.note)
+    return t
 
 
 def _metrics_table(metrics: dict) -> Table:

@@ -32,6 +32,7 @@ from sklearn.metrics import brier_score_loss, roc_auc_score
 from typer.testing import CliRunner
 
 from models import registry as R
+from models.bands import BandLevel, to_dicts
 from models.estimator import PropensityModel
 from pipeline.cli import app
 
@@ -65,7 +66,9 @@ def _bundle(model: PropensityModel, X: pd.DataFrame, y: np.ndarray) -> R.ModelBu
     recency = X["x1"].rank(pct=True).to_numpy()
     return R.ModelBundle(
         target="purchase", model=model, label_definition="at least one purchase in (T, T+30d]",
-        feature_set="customer_features@test", bands={"high": {"min_score": 0.7}},
+        feature_set="customer_features@test", bands=to_dicts([BandLevel("high", min_probability=0.7, threshold=0.7),
+                                                         BandLevel("medium", top_percent=30.0, note="on the test snapshot the top 30 % starts at 0.4100"),
+                                                         BandLevel("low")]),
         data_window={"first_event": "2025-01-01", "cutoffs": ["2026-08-29", "2026-09-28", CUTOFF],
                      "test_cutoff": CUTOFF, "test_rows": len(y)},
         metrics={"model": {"roc_auc": roc_auc_score(y, p), "brier": brier_score_loss(y, p)},
@@ -304,7 +307,12 @@ def test_cli_list_show_compare_promote_rollback(cli_store):
     shown = runner.invoke(app, ["models", "show", "purchase"])
     assert shown.exit_code == 0, shown.output
     assert "version 1" in shown.stdout and "Model card: purchase" in shown.stdout
-    assert "roc_auc" in shown.stdout and "recency" in shown.stdout and "min_score" in shown.stdout
+    assert "roc_auc" in shown.stdout and "recency" in shown.stdout
+    cells = [[c.strip() for c in line.split("│")[1:-1]] for line in shown.stdout.splitlines() if line.startswith("│ ")]
+    assert [row for row in cells if row[0] in ("high", "medium", "low")] == [
+        ["high", "score >= 0.7", "0.7000", ""],
+        ["medium", "top 30 % of the run", "each run", "on the test snapshot the top 30 % starts at 0.4100"],
+        ["low", "everyone else", "", ""]]
 
     compared = runner.invoke(app, ["models", "compare", "purchase", "1", "2"])
     assert compared.exit_code == 0, compared.output
