@@ -103,7 +103,18 @@ def _reader_sql(spec: SourceSpec, files: tuple[Path, ...], con: duckdb.DuckDBPyC
     attached = {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
     if alias not in attached:
         con.execute(f"ATTACH {_quote(str(files[0]))} AS {_ident(alias)} (READ_ONLY)")
-    return f"SELECT * FROM {_ident(alias)}.{_ident(spec.table)}"
+    schema, _, table = spec.table.rpartition(".")
+    found = con.execute(
+        "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = $db "
+        "UNION ALL SELECT schema_name, view_name FROM duckdb_views() WHERE database_name = $db AND NOT internal",
+        {"db": alias}).fetchall()
+    if ((schema or "main").lower(), table.lower()) not in {(s.lower(), t.lower()) for s, t in found}:
+        names = sorted(t if s == "main" else f"{s}.{t}" for s, t in found)
+        raise SourceError(
+            f"{files[0]}: source '{name}' names table {spec.table!r}, which this database does not have; "
+            f"it has {', '.join(names) if names else 'no tables'}. Set `table:` for '{name}' in "
+            "configs/catalog.yaml to one of them (schema.table outside the main schema)")
+    return f"SELECT * FROM {_ident(alias)}.{_ident(schema or 'main')}.{_ident(table)}"
 
 
 def _check_csv_header(cols: list[str], spec: SourceSpec, name: str, path: Path) -> None:

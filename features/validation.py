@@ -124,7 +124,8 @@ def validate(
         try:
             raw = register_source(con, name, spec, base_dir)
         except SourceError as e:
-            report.problems.append(Problem(name, None, "unreadable", "error", 1, str(e), "see message"))
+            report.problems.append(Problem(name, None, "unreadable", "error", 1, str(e),
+                                           f"see above: the source or its entry '{name}' in configs/catalog.yaml"))
             continue
         report.sources[name] = raw
         if raw.rows == 0:

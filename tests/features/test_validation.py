@@ -265,3 +265,36 @@ def test_event_checks_report_in_order_while_the_id_sort_runs_beside_the_others(p
     (project.root / "configs" / "catalog.yaml").write_text(yaml.safe_dump(cat))
     report = run(project)
     assert [p.check for p in report.problems] == ["duplicate_event_id", "unknown_event_type", "unknown_customer"]
+
+
+def test_duckdb_database_source_reads_like_parquet_and_a_wrong_table_lists_the_tables(project):
+    import duckdb
+
+    from features.customer_features import customer_features
+    from features.engines.duckdb import DuckDBEngine
+    from pipeline.jobs.data import load_validated
+    from pipeline.jobs.features import data_profile, feature_spec
+
+    def features():
+        cfg = load_config(project.root)
+        data = load_validated(cfg, AS_OF)
+        eng = DuckDBEngine(data.con)
+        expr = customer_features(eng.events(), eng.customers(), AS_OF, feature_spec(cfg), data_profile(cfg, data))
+        return eng.execute(expr).sort_values("customer_id", ignore_index=True)
+
+    project.write_events(good_events(5))
+    from_parquet = features()
+    db = project.data / "shop.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE SCHEMA crm")
+        con.execute(f"CREATE TABLE crm.events AS SELECT * FROM read_parquet('{project.data / 'events.parquet'}')")
+        con.execute("CREATE VIEW recent AS SELECT * FROM crm.events")
+    project.catalog(events={"format": "duckdb", "path": "data/shop.duckdb", "table": "crm.events"})
+    report = run(project)
+    assert report.ok and report.sources["events"].rows == len(good_events(5))
+    pd.testing.assert_frame_equal(features(), from_parquet)
+
+    project.catalog(events={"format": "duckdb", "path": "data/shop.duckdb", "table": "events"})
+    p = only(run(project), "unreadable")
+    assert "shop.duckdb: source 'events' names table 'events', which this database does not have" in p.message
+    assert "it has crm.events, recent" in p.message and "`table:`" in p.message
