@@ -21,13 +21,14 @@ def parse_as_of(value: str | date | datetime) -> datetime:
         return datetime(value.year, value.month, value.day) + timedelta(days=1)
     else:
         text = value.strip()
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-            return datetime.fromisoformat(text) + timedelta(days=1)
         try:
+            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
+                return datetime.fromisoformat(text) + timedelta(days=1)
             dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
+        except ValueError as e:
+            why = f" ({e})" if "must be in" in str(e) or "out of range" in str(e) else ""
             raise ValueError(
-                f"as_of {value!r} is not a date or timestamp; expected YYYY-MM-DD (end of that day, UTC) "
+                f"as_of {value!r} is not a date or timestamp{why}; expected YYYY-MM-DD (end of that day, UTC) "
                 "or an ISO-8601 instant such as 2026-11-27T06:00:00+01:00"
             ) from None
     if dt.tzinfo is not None:

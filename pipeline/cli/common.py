@@ -7,6 +7,7 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from enum import Enum
 from typing import Iterator
 
 import typer
@@ -28,6 +29,17 @@ out = _console()
 err = _console(stderr=True)
 
 EXIT_OK, EXIT_DATA, EXIT_GATE = 0, 1, 3
+
+
+class Engine(str, Enum):
+    """``--engine``: a typo is a usage error (exit 2) naming the choices, before any work starts."""
+
+    duckdb = "duckdb"
+    spark = "spark"
+
+
+def engine_name(engine: Engine | None) -> str | None:
+    return engine.value if engine is not None else None
 
 
 @dataclass

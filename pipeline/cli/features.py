@@ -11,7 +11,7 @@ from rich.table import Table
 
 import features
 from features.asof import parse_as_of
-from pipeline.cli.common import State, err, handled, kv_table, out, progress
+from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out, progress
 from pipeline.workspace import Workspace
 
 app = typer.Typer(help="Point-in-time customer features.", no_args_is_help=True)
@@ -23,7 +23,7 @@ _DOCS = Path(features.__file__).parent / "customer_features.md"
 def build(
     ctx: typer.Context,
     as_of: Annotated[str, typer.Option(help="Cutoff; a date means the end of that day, UTC. Features see only events before it.")],
-    engine: Annotated[Optional[str], typer.Option(help="duckdb (default from config) or spark.")] = None,
+    engine: Annotated[Optional[Engine], typer.Option(help="duckdb (default from config) or spark.")] = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file (default: <workspace>/features/customer_features_<as_of>.parquet).")] = None,
 ) -> None:
     """Compute customer_features as of a cutoff and write them to a file."""
@@ -35,7 +35,7 @@ def build(
         with progress(f"Building features as of {instant:%Y-%m-%d %H:%M} UTC") as _:
             from pipeline.jobs.features import build_features_job
 
-            run = build_features_job(cfg, instant, engine, target)
+            run = build_features_job(cfg, instant, engine_name(engine), target)
     for w in run.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     missing = run.profile.missing_groups()

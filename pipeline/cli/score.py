@@ -8,7 +8,7 @@ import typer
 from rich.table import Table
 
 from features.asof import as_of_label, now_utc, parse_as_of
-from pipeline.cli.common import State, err, handled, kv_table, out
+from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out
 
 if TYPE_CHECKING:  # the job (and scikit-learn behind it) is imported when the command runs
     from pipeline.jobs.score import ScoreRun
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the job (and scikit-learn behind it) is imported when the c
 def score(
     ctx: typer.Context,
     as_of: Annotated[Optional[str], typer.Option(help="Score as of this date (end of day, UTC) or instant; default: now.")] = None,
-    engine: Annotated[Optional[str], typer.Option(help="duckdb or spark (default from config).")] = None,
+    engine: Annotated[Optional[Engine], typer.Option(help="duckdb or spark (default from config).")] = None,
     reasons: Annotated[Optional[bool], typer.Option("--reasons/--no-reasons", help="Reason codes for sendable customers (default: reason_codes in configs/scoring.yaml).")] = None,
 ) -> None:
     """Score customers as of a date and refresh every segment: bands, rules, holdouts, enter/exit.
@@ -33,7 +33,7 @@ def score(
         with err.status("scoring") as status:
             from pipeline.jobs.score import score_job
 
-            run = score_job(cfg, instant, engine, progress=lambda stage: status.update(f"scoring: {stage}"), reasons=reasons)
+            run = score_job(cfg, instant, engine_name(engine), progress=lambda stage: status.update(f"scoring: {stage}"), reasons=reasons)
     for w in run.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     print_run(run)

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from features.asof import parse_as_of
-from pipeline.cli.common import EXIT_GATE, State, err, handled, kv_table, out, progress
+from pipeline.cli.common import EXIT_GATE, Engine, State, engine_name, err, handled, kv_table, out, progress
 
 if TYPE_CHECKING:  # the job (and matplotlib behind it) is imported when the command runs
     from pipeline.jobs.train import TrainResult
@@ -30,7 +30,7 @@ def _train(ctx: typer.Context, target: Target, as_of, horizon, engine, allow_unv
         with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
             from pipeline.jobs.train import train_job
 
-            result = train_job(cfg, target.value, instant, horizon, engine, allow_unvalidated, progress=update)
+            result = train_job(cfg, target.value, instant, horizon, engine_name(engine), allow_unvalidated, progress=update)
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False)
     missing = result.data.profile.missing_groups()
@@ -98,13 +98,13 @@ _ALLOW = typer.Option("--allow-unvalidated", help="Register even if the validati
 
 @app.command()
 def churn(ctx: typer.Context, as_of: Annotated[Optional[str], _AS_OF] = None, horizon: Annotated[Optional[str], _HORIZON] = None,
-          engine: Annotated[Optional[str], _ENGINE] = None, allow_unvalidated: Annotated[bool, _ALLOW] = False) -> None:
+          engine: Annotated[Optional[Engine], _ENGINE] = None, allow_unvalidated: Annotated[bool, _ALLOW] = False) -> None:
     """Train the churn model: no purchase within the horizon, among customers active at the cutoff."""
     _train(ctx, Target.churn, as_of, horizon, engine, allow_unvalidated)
 
 
 @app.command()
 def purchase(ctx: typer.Context, as_of: Annotated[Optional[str], _AS_OF] = None, horizon: Annotated[Optional[str], _HORIZON] = None,
-             engine: Annotated[Optional[str], _ENGINE] = None, allow_unvalidated: Annotated[bool, _ALLOW] = False) -> None:
+             engine: Annotated[Optional[Engine], _ENGINE] = None, allow_unvalidated: Annotated[bool, _ALLOW] = False) -> None:
     """Train the purchase-propensity model: at least one purchase within the horizon."""
     _train(ctx, Target.purchase, as_of, horizon, engine, allow_unvalidated)

@@ -72,7 +72,7 @@ def open_engine(cfg: Config, data: LoadedData, name: str | None = None) -> Featu
         staging = Workspace(cfg.workspace).root / "staging"
         events_path, customers_path = export_canonical(data.con, staging)
         return SparkEngine(spark_session(), events_path, customers_path)
-    raise NotImplementedError(f"feature engine {name!r} is not supported; expected 'duckdb' or 'spark'")
+    raise ValueError(f"feature engine {name!r} is not supported; expected 'duckdb' or 'spark'")
 
 
 def data_profile(cfg: Config, data: LoadedData) -> DataProfile:

@@ -50,6 +50,11 @@ def test_as_of_dates_mean_end_of_day_utc():
     assert parse_as_of("2026-11-27 06:00") == datetime(2026, 11, 27, 6)
     with pytest.raises(ValueError, match="expected YYYY-MM-DD"):
         parse_as_of("next tuesday")
+    # A date-shaped value that is no date says why, and what is expected, not only Python's reason
+    with pytest.raises(ValueError, match=r"as_of '2026-13-01' is not a date or timestamp \(month must be in 1..12\); expected YYYY-MM-DD"):
+        parse_as_of("2026-13-01")
+    with pytest.raises(ValueError, match=r"'2026-02-30' .*day is out of range for month.*expected YYYY-MM-DD"):
+        parse_as_of("2026-02-30")
 
 
 def test_durations():

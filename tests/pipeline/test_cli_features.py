@@ -118,3 +118,11 @@ def test_a_past_run_accepts_later_events_and_refuses_only_those_after_now(projec
     # `data validate --as-of D` asks whether the data is valid as of D: later events are refused there.
     strict = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"])
     assert strict.exit_code == 1 and "2 timestamps lie after the run's as_of (2026-01-07 00:00:00 UTC)" in strict.stderr
+
+
+def test_an_unknown_engine_is_a_usage_error_naming_the_choices(project):
+    for command in (["features", "build"], ["score"], ["train", "churn"]):
+        result = runner.invoke(app, [*command, "--engine", "sparkk"])
+        assert result.exit_code == 2, (command, result.output)
+        text = " ".join(result.stderr.replace("│", " ").split())  # typer boxes and wraps its usage errors
+        assert "Invalid value for '--engine'" in text and "'sparkk' is not one of 'duckdb', 'spark'" in text
