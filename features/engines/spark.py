@@ -148,6 +148,24 @@ def is_local(master: str) -> bool:
 
 _JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
+#: The driver's logging: warnings and errors on stderr, as Spark's default does, without the
+#: banner about that default and two warnings that are noise here: no native Hadoop library (a
+#: local run needs none) and "Truncated the string representation of a plan" (the feature query
+#: is wide by design).
+LOG4J2 = """\
+rootLogger.level = warn
+rootLogger.appenderRef.stderr.ref = stderr
+appender.stderr.type = Console
+appender.stderr.name = stderr
+appender.stderr.target = SYSTEM_ERR
+appender.stderr.layout.type = PatternLayout
+appender.stderr.layout.pattern = %d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n%ex
+logger.hadoop_native.name = org.apache.hadoop.util.NativeCodeLoader
+logger.hadoop_native.level = error
+logger.plan_string.name = org.apache.spark.sql.catalyst.util.SparkStringUtils
+logger.plan_string.level = error
+"""
+
 
 def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) -> SparkSession:
     """Create (or reuse) a SparkSession configured for feature computation.
@@ -176,15 +194,17 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) 
         scratch = Path(tempfile.mkdtemp(prefix="dynseg-spark-"))
         atexit.register(shutil.rmtree, scratch, True)
     settings = session_conf(scratch, master)
+    if SparkContext._gateway is None:
+        log_conf = scratch / "log4j2.properties"
+        log_conf.write_text(LOG4J2)
+        settings["spark.driver.extraJavaOptions"] += f" -Dlog4j2.configurationFile={log_conf.as_uri()}"
     for key, value in (conf or {}).items():
         settings[key] = f"{settings[key]} {value}" if key in _JAVA_OPTIONS and key in settings else str(value)
     builder = SparkSession.builder
     for key, value in settings.items():
         builder = builder.config(key, value)
     # An existing session keeps its static settings; getOrCreate applies the modifiable ones.
-    session = builder.getOrCreate()
-    session.sparkContext.setLogLevel("WARN")
-    return session
+    return builder.getOrCreate()
 
 
 class SparkEngine(FeatureEngine):

@@ -20,6 +20,7 @@ from features.engines.duckdb import DuckDBEngine
 from features.engines.spark import EngineUnavailable, SparkEngine, check_java, check_pyspark, export_canonical, spark_session
 from pipeline.config import load_config
 from pipeline.jobs.data import load_validated
+from conftest import REPO
 from pipeline.synthetic import generate, write
 
 pytestmark = pytest.mark.spark
@@ -196,3 +197,30 @@ def test_features_build_on_spark_writes_what_duckdb_writes(spark, project):
     assert_same_features(got, duck)
     summary = [line for line in outputs["duckdb"].splitlines() if "frequency" in line or "recency_days" in line]
     assert summary and all(line in outputs["spark"] for line in summary)
+
+
+def test_a_new_spark_session_logs_warnings_without_the_startup_noise(tmp_path):
+    """A fresh JVM (a subprocess: this one's may be running already) logs through dynseg's log4j2
+    settings: no banner about Spark's default profile, no native-Hadoop or plan-truncation warning,
+    while a warning of a logger that is not silenced still reaches stderr."""
+    import subprocess
+
+    code = """
+import pyspark.sql.functions as F
+from features.engines.spark import spark_session
+s = spark_session()
+df = s.range(3)
+for i in range(120):
+    df = df.withColumn(f"c{i}", F.lit(i))
+df.explain(mode="cost")  # a plan wider than Spark prints: the plan-truncation warning
+s._jvm.org.apache.log4j.LogManager.getLogger("dynseg.test").warn("still-warns")
+print(df.count())
+"""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    r = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().endswith("3")
+    for noise in ("Using Spark's default log4j profile", "Setting default log level", "NativeCodeLoader",
+                  "Truncated the string representation"):
+        assert noise not in r.stderr, r.stderr
+    assert "WARN test: still-warns" in r.stderr
