@@ -125,7 +125,7 @@ def validate(
             raw = register_source(con, name, spec, base_dir)
         except SourceError as e:
             report.problems.append(Problem(name, None, "unreadable", "error", 1, str(e),
-                                           f"see above: the source or its entry '{name}' in configs/catalog.yaml"))
+                                           f"correct the file, or the entry sources.{name} in configs/catalog.yaml"))
             continue
         report.sources[name] = raw
         if raw.rows == 0:
