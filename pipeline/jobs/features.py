@@ -118,6 +118,14 @@ def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpe
     return LabelSpec(target, parse_duration(horizon or lc.horizon), lc.population, parse_duration(lc.active_window))
 
 
+def run_warnings(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
+    """What a run as of ``as_of`` should say before its results: the validation's warnings (repeated
+    event ids dropped, event customers without a profile...), then stale data (when freshness warns
+    rather than refuses; refusing raises here)."""
+    found = [f"{p.message} ({p.fix})" for p in data.report.problems if p.severity == "warning"]
+    return found + _fresh(cfg, data, as_of)
+
+
 def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     newest = data.report.time_range(cfg.role_of)[1]  # found during validation
     if newest is not None and newest >= as_of:  # a run in the past: look for the newest event before it
@@ -130,7 +138,7 @@ def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
 def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, out: Path | None = None) -> FeatureRun:
     """``dynseg features build``: features of every known customer as of ``as_of``."""
     data = load_for_run(cfg, as_of)
-    warnings = _fresh(cfg, data, as_of)
+    warnings = run_warnings(cfg, data, as_of)
     profile = data_profile(cfg, data)
     eng = open_engine(cfg, data, engine)
     try:
@@ -205,7 +213,7 @@ def training_set_job(
     data = load_for_run(cfg, as_of)
     first, last = data.report.time_range(cfg.role_of)
     end = as_of or last
-    warnings = _fresh(cfg, data, end)
+    warnings = run_warnings(cfg, data, end)
     label = label_spec(cfg, target, horizon)
     t = cfg.training
     plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history))

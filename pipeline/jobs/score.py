@@ -38,7 +38,7 @@ from models.calibration import seasonal_base_rate
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
-from pipeline.jobs.features import _fresh, data_profile, feature_spec, label_spec, open_engine
+from pipeline.jobs.features import data_profile, feature_spec, label_spec, open_engine, run_warnings
 from pipeline.rules import Kind
 from pipeline.segments import CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, membership_sql
 from pipeline.workspace import Workspace
@@ -100,7 +100,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     clock = time.perf_counter()
     say("validate")
     data = load_for_run(cfg, as_of)
-    warnings = _fresh(cfg, data, as_of)
+    warnings = run_warnings(cfg, data, as_of)
     profile = data_profile(cfg, data)
     timings["validate"] = time.perf_counter() - clock
 

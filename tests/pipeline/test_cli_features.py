@@ -126,3 +126,21 @@ def test_an_unknown_engine_is_a_usage_error_naming_the_choices(project):
         assert result.exit_code == 2, (command, result.output)
         text = " ".join(result.stderr.replace("│", " ").split())  # typer boxes and wraps its usage errors
         assert "Invalid value for '--engine'" in text and "'sparkk' is not one of 'duckdb', 'spark'" in text
+
+
+def test_a_run_says_what_validation_warned_about(project, monkeypatch):
+    # Warnings (data that is used, but not as given) reach the run's output, not only `data validate`.
+    monkeypatch.setattr(err, "width", 400)
+    events = good_events()
+    events = pd.concat([events, events.iloc[[0]]], ignore_index=True)  # an exact repeat of event c0-1
+    project.write_events(events)
+    pd.DataFrame({"customer_id": ["c0", "c1"], "signup_at": pd.to_datetime(["2026-01-01", "2026-01-01"])}
+                 ).to_parquet(project.data / "customers.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
+    assert result.exit_code == 0, result.output
+    warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert any("1 event_ids repeat with identical content" in w and "repeats are dropped" in w for w in warned), warned
+    assert any("1 customer_ids in events are not in customers" in w for w in warned), warned
+    assert pd.read_csv(project.root / "f.csv").set_index("customer_id").loc["c0", "n_events"] == 3  # the repeat dropped
