@@ -137,6 +137,8 @@ def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
 
 def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, out: Path | None = None) -> FeatureRun:
     """``dynseg features build``: features of every known customer as of ``as_of``."""
+    if out is not None:
+        _check_out(out)  # before the work, not after it
     data = load_for_run(cfg, as_of)
     warnings = run_warnings(cfg, data, as_of)
     profile = data_profile(cfg, data)
@@ -180,10 +182,14 @@ def write_arrow(table: pa.Table, out: Path) -> Path:
     return out
 
 
+def _check_out(out: Path) -> None:
+    if out.suffix not in (".parquet", ".csv"):
+        raise ValueError(f"--out {out}: expected a file name ending in .parquet or .csv; found {out.suffix or 'no suffix'!r}")
+
+
 def write_frame(frame: pd.DataFrame, out: Path) -> Path:
     """Parquet or CSV by suffix, atomically, written straight to a temp file beside ``out``."""
-    if out.suffix not in (".parquet", ".csv"):
-        raise ValueError(f"--out {out}: expected a .parquet or .csv file name")
+    _check_out(out)
     with atomic_target(out) as tmp:
         if out.suffix == ".csv":
             frame.to_csv(tmp, index=False)

@@ -144,3 +144,13 @@ def test_a_run_says_what_validation_warned_about(project, monkeypatch):
     assert any("1 event_ids repeat with identical content" in w and "repeats are dropped" in w for w in warned), warned
     assert any("1 customer_ids in events are not in customers" in w for w in warned), warned
     assert pd.read_csv(project.root / "f.csv").set_index("customer_id").loc["c0", "n_events"] == 3  # the repeat dropped
+
+
+def test_a_bad_out_suffix_is_refused_before_any_work(project):
+    # The catalog points at no file: were the data read first, the error would be about the data.
+    project.catalog(events={"format": "parquet", "path": "data/missing.parquet"})
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.xlsx")])
+    assert result.exit_code == 1
+    text = " ".join(result.stderr.split())
+    assert "expected a file name ending in .parquet or .csv; found '.xlsx'" in text
+    assert "missing.parquet" not in text and not (project.root / "f.xlsx").exists()
