@@ -55,17 +55,29 @@ def validate(
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else now_utc()
         with progress("Validating sources") as _:
-            from pipeline.jobs.data import data_summary, validate_job
+            from pipeline.jobs.data import DataError, data_summary, validate_job
 
-            data = validate_job(cfg, instant)
+            try:
+                data = validate_job(cfg, instant)
+            except DataError as e:
+                if json_out:  # a scheduler asked for the report: it gets the problems too
+                    _write_json(json_out, e.report.to_dict())
+                raise
         summary = data_summary(data)
     if data.report.problems:
         err.print(problems_table(data.report.problems))
     _print_summary(summary)
     if json_out:
-        json_out.write_text(json.dumps(data.report.to_dict() | {"summary": summary}, indent=2, default=str))
+        _write_json(json_out, data.report.to_dict() | {"summary": summary})
     out.print(f"[green]Sources valid[/] as of {instant.isoformat(sep=' ')} UTC "
               f"({len(data.report.problems)} warning(s)).")
+
+
+def _write_json(path: Path, report: dict) -> None:
+    from pipeline.workspace import atomic_target
+
+    with atomic_target(path) as tmp:
+        tmp.write_text(json.dumps(report, indent=2, default=str))
 
 
 def _print_summary(s: dict) -> None:

@@ -35,6 +35,14 @@ def test_bad_data_exits_1_and_writes_nothing(project):
     assert result.exit_code == 1
     assert "negative_purchase" in result.stderr and "nothing was written" in result.stderr
     assert not project.workspace.exists()
+    # A report asked for with --json is written all the same, problems included (for a scheduler).
+    asked = project.root / "reports" / "validation.json"
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27", "--json", str(asked)])
+    assert result.exit_code == 1
+    report = json.loads(asked.read_text())
+    assert report["ok"] is False
+    assert [(p["check"], p["severity"], p["count"]) for p in report["problems"]] == [("negative_purchase", "error", 1)]
+    assert not project.workspace.exists()
 
 
 def test_good_data_keeps_identity_map_and_report(project):
