@@ -215,6 +215,25 @@ def test_unknown_column_refuses_before_writing_anything(shop):
     assert state(shop) == before
 
 
+def test_a_champion_needing_features_the_config_no_longer_computes_is_refused_before_work(shop):
+    # Cart adds taken out of the window roles: the models were trained with n_add_to_cart_<w>d.
+    path = shop.root / "configs" / "features.yaml"
+    original = path.read_text()
+    doc = yaml.safe_load(original)
+    doc["window_roles"] = [r for r in doc["window_roles"] if r != "add_to_cart"]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    before = state(shop)
+    try:
+        result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
+    finally:
+        path.write_text(original)
+    assert result.exit_code == 1
+    text = " ".join(result.output.split())
+    assert "version 1 needs" in text and "n_add_to_cart_" in text and "this run does not compute" in text
+    assert "configs/features.yaml" in text and "dynseg train" in text
+    assert state(shop) == before
+
+
 def test_no_champion_is_a_clear_error(shop, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'empty.db'}")
     result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
