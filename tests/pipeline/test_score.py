@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from typing import Callable
 
 import pandas as pd
 import pytest
@@ -198,40 +199,44 @@ def test_segments_cli_lists_and_shows(shop):
     assert result.exit_code == 0 and "12 segments are valid" in result.output
 
 
-def test_unknown_column_refuses_before_writing_anything(shop):
-    path = shop.root / "configs" / "segments.yaml"
+def score_with_config_changed(shop: Project, name: str, change: Callable[[dict], None]):
+    """``dynseg score`` with ``configs/<name>.yaml`` edited by ``change``, restored afterwards;
+    returns the result and whether the workspace's state stayed what it was."""
+    path = shop.root / "configs" / f"{name}.yaml"
     original = path.read_text()
     doc = yaml.safe_load(original)
-    doc["segments"][5]["where"] = "purchase_band = 'high' AND spend_9d > 0"
+    change(doc)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     before = state(shop)
     try:
         result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
     finally:
         path.write_text(original)
+    return result, state(shop) == before
+
+
+def test_unknown_column_refuses_before_writing_anything(shop):
+    def change(doc):
+        doc["segments"][5]["where"] = "purchase_band = 'high' AND spend_9d > 0"
+
+    result, untouched = score_with_config_changed(shop, "segments", change)
     assert result.exit_code == 1
     assert "configs/segments.yaml: segments[5].where" in result.output and "spend_9d" in result.output
     assert "spend_90d" in result.output or "spend_7d" in result.output  # a suggestion
-    assert state(shop) == before
+    assert untouched
 
 
 def test_a_champion_needing_features_the_config_no_longer_computes_is_refused_before_work(shop):
     # Cart adds taken out of the window roles: the models were trained with n_add_to_cart_<w>d.
-    path = shop.root / "configs" / "features.yaml"
-    original = path.read_text()
-    doc = yaml.safe_load(original)
-    doc["window_roles"] = [r for r in doc["window_roles"] if r != "add_to_cart"]
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    before = state(shop)
-    try:
-        result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
-    finally:
-        path.write_text(original)
+    def change(doc):
+        doc["window_roles"] = [r for r in doc["window_roles"] if r != "add_to_cart"]
+
+    result, untouched = score_with_config_changed(shop, "features", change)
     assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "version 1 needs" in text and "n_add_to_cart_" in text and "this run does not compute" in text
     assert "configs/features.yaml" in text and "dynseg train" in text
-    assert state(shop) == before
+    assert untouched
 
 
 def test_no_champion_is_a_clear_error(shop, tmp_path, monkeypatch):
