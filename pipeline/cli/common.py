@@ -6,8 +6,8 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from enum import Enum
+from pathlib import Path
 from typing import Iterator
 
 import typer
