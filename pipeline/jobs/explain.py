@@ -17,7 +17,7 @@ from features.asof import as_of_label
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
-from pipeline.jobs.features import features_as_of
+from pipeline.jobs.features import check_model_inputs, features_as_of
 from pipeline.jobs.monitor import find_run
 from pipeline.workspace import Workspace
 
@@ -73,6 +73,8 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
     if target is not None and target not in models:
         raise ValueError(f"run {run.run_id} has no {target!r} model; it scored {sorted(models)}")
     row = features_as_of(cfg, t, [customer_id])
+    for tgt, (model, _, label) in models.items():
+        check_model_inputs(model, label.replace("/", " version "), tgt, row.columns)
     out = []
     for tgt, (model, _, label) in models.items():
         if target not in (None, tgt):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 import pyarrow as pa
@@ -116,6 +116,19 @@ def feature_spec(cfg: Config) -> FeatureSpec:
 def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpec:
     lc = getattr(cfg.labels, target)
     return LabelSpec(target, parse_duration(horizon or lc.horizon), lc.population, parse_duration(lc.active_window))
+
+
+def check_model_inputs(model: Any, label: str, target: str, columns: Iterable[str]) -> None:
+    """Refuse when ``model`` (a fitted PropensityModel, ``label`` such as "dynseg-churn version 3")
+    needs a feature that ``columns`` lack: the feature configuration changed after it was trained."""
+    have = set(columns)
+    missing = [c for c in model.features_ if c not in have]
+    if missing:
+        shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        raise ValueError(
+            f"{label} needs {len(missing)} feature(s) this run does not compute: {shown}. The feature "
+            "configuration (configs/features.yaml, or the data's roles and profile attributes) changed after "
+            f"it was trained: restore it, or retrain (dynseg train {target}) and promote the new version")
 
 
 def run_warnings(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:

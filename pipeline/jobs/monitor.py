@@ -15,7 +15,7 @@ from features.asof import as_of_label, parse_duration
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
-from pipeline.jobs.features import features_as_of
+from pipeline.jobs.features import check_model_inputs, features_as_of
 from pipeline.monitoring.drift import DriftResult, DriftThresholds, drift_report
 from pipeline.monitoring.lift import segment_lift
 from pipeline.monitoring.quality import QualityResult, realized_quality
@@ -79,6 +79,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     for m in json.loads(run.models):
         target = m["target"]
         model = registry.bundle_of(registry.load_version(m["name"], m["version"])).model
+        check_model_inputs(model, f"{m['name']} version {m['version']}", target, feats.columns)
         reference = registry.reference_sample(m["name"], m["version"])
         score = f"{target}_score"
         cur = current[current[score].notna()]

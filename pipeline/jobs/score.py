@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -38,7 +38,7 @@ from models.calibration import seasonal_base_rate
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
-from pipeline.jobs.features import data_profile, feature_spec, label_spec, open_engine, run_warnings
+from pipeline.jobs.features import check_model_inputs, data_profile, feature_spec, label_spec, open_engine, run_warnings
 from pipeline.rules import Kind
 from pipeline.segments import CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, membership_sql
 from pipeline.workspace import Workspace
@@ -111,7 +111,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile)
         # Every rule is checked against the run's columns before any work is done.
         segments = compile_segments(cfg.segments, expected_columns(expr, targets))
-        _check_model_inputs(champions, expr.columns)
+        for target, (pyfunc, mv) in champions.items():  # before any work, like the rules above
+            check_model_inputs(registry.bundle_of(pyfunc).model, f"{mv.name} version {mv.version}", target, expr.columns)
         feats = _features(eng, expr)
         has_consent = CONSENT_COLUMN in feats.columns
         timings["features"] = time.perf_counter() - clock
@@ -246,23 +247,6 @@ def score_target(cfg: Config, target: str, pyfunc: Any, feats: pd.DataFrame, as_
                        int(population.sum()), base_rate, note, band_rules.to_dicts(levels))
     info._warnings = notes  # type: ignore[attr-defined]
     return out, info
-
-
-def _check_model_inputs(champions: dict, columns: Iterable[str]) -> None:
-    """Refuse, before any work, when a champion needs a feature this run does not compute: the
-    feature configuration changed after it was trained."""
-    from models import registry
-
-    have = set(columns)
-    for target, (pyfunc, mv) in champions.items():
-        missing = [c for c in registry.bundle_of(pyfunc).model.features_ if c not in have]
-        if missing:
-            shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
-            raise ValueError(
-                f"{mv.name} version {mv.version} needs {len(missing)} feature(s) this run does not compute: "
-                f"{shown}. The feature configuration (configs/features.yaml, or the data's roles and profile "
-                f"attributes) changed after it was trained: restore it, or retrain (dynseg train {target}) "
-                "and promote the new version")
 
 
 def _label_spec(cfg: Config, target: str, bundle: Any) -> LabelSpec:

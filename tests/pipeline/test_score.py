@@ -199,9 +199,10 @@ def test_segments_cli_lists_and_shows(shop):
     assert result.exit_code == 0 and "12 segments are valid" in result.output
 
 
-def score_with_config_changed(shop: Project, name: str, change: Callable[[dict], None]):
-    """``dynseg score`` with ``configs/<name>.yaml`` edited by ``change``, restored afterwards;
-    returns the result and whether the workspace's state stayed what it was."""
+def score_with_config_changed(shop: Project, name: str, change: Callable[[dict], None],
+                              command: tuple[str, ...] = ("score", "--as-of", "2026-11-27")):
+    """``dynseg score`` (or ``command``) with ``configs/<name>.yaml`` edited by ``change``, restored
+    afterwards; returns the result and whether the workspace's state stayed what it was."""
     path = shop.root / "configs" / f"{name}.yaml"
     original = path.read_text()
     doc = yaml.safe_load(original)
@@ -209,7 +210,7 @@ def score_with_config_changed(shop: Project, name: str, change: Callable[[dict],
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     before = state(shop)
     try:
-        result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
+        result = runner.invoke(app, list(command))
     finally:
         path.write_text(original)
     return result, state(shop) == before
@@ -237,6 +238,13 @@ def test_a_champion_needing_features_the_config_no_longer_computes_is_refused_be
     assert "version 1 needs" in text and "n_add_to_cart_" in text and "this run does not compute" in text
     assert "configs/features.yaml" in text and "dynseg train" in text
     assert untouched
+    # Explaining or monitoring a past run recomputes its features: the same refusal, not a KeyError.
+    customer = q(shop, "SELECT customer_id FROM customer_scores WHERE run_id = ? LIMIT 1", [shop.runs[1].run_id]).customer_id[0]
+    for command in (("explain", customer), ("monitor",)):
+        result, _ = score_with_config_changed(shop, "features", change, command)
+        assert result.exit_code == 1, (command, result.output)
+        text = " ".join(result.output.split())
+        assert "version 1 needs" in text and "n_add_to_cart_" in text and "dynseg train" in text, (command, text)
 
 
 def test_no_champion_is_a_clear_error(shop, tmp_path, monkeypatch):
