@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable
 
 import lightgbm as lgb
 import numpy as np
@@ -65,8 +66,13 @@ class PropensityModel(BaseEstimator):
         self.n_jobs = n_jobs
 
     # -- data preparation -------------------------------------------------------------------
+    def missing_features(self, columns: Iterable[str]) -> list[str]:
+        """The features the model was trained on that ``columns`` lack, in the model's order."""
+        have = set(columns)
+        return [c for c in self.features_ if c not in have]
+
     def _matrix(self, X: pd.DataFrame) -> pd.DataFrame:
-        missing = [c for c in self.features_ if c not in X.columns]
+        missing = self.missing_features(X.columns)
         if missing:
             raise ValueError(f"input lacks {len(missing)} feature column(s) the model was trained on: {missing[:10]}")
         out = {}

@@ -12,7 +12,7 @@ from rich.table import Table
 from features.asof import now_utc, parse_as_of
 from pipeline.cli.common import State, err, handled, kv_table, out, progress
 from pipeline.cli.render import problems_table
-from pipeline.workspace import Workspace
+from pipeline.workspace import Workspace, write_atomic
 
 app = typer.Typer(help="Input data: generate the demo shop, validate sources.", no_args_is_help=True)
 
@@ -61,23 +61,16 @@ def validate(
                 data = validate_job(cfg, instant)
             except DataError as e:
                 if json_out:  # a scheduler asked for the report: it gets the problems too
-                    _write_json(json_out, e.report.to_dict())
+                    write_atomic(json_out, json.dumps(e.report.to_dict(), indent=2, default=str).encode())
                 raise
         summary = data_summary(data)
     if data.report.problems:
         err.print(problems_table(data.report.problems))
     _print_summary(summary)
     if json_out:
-        _write_json(json_out, data.report.to_dict() | {"summary": summary})
+        write_atomic(json_out, json.dumps(data.report.to_dict() | {"summary": summary}, indent=2, default=str).encode())
     out.print(f"[green]Sources valid[/] as of {instant.isoformat(sep=' ')} UTC "
               f"({len(data.report.problems)} warning(s)).")
-
-
-def _write_json(path: Path, report: dict) -> None:
-    from pipeline.workspace import atomic_target
-
-    with atomic_target(path) as tmp:
-        tmp.write_text(json.dumps(report, indent=2, default=str))
 
 
 def _print_summary(s: dict) -> None:

@@ -121,8 +121,7 @@ def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpe
 def check_model_inputs(model: Any, label: str, target: str, columns: Iterable[str]) -> None:
     """Refuse when ``model`` (a fitted PropensityModel, ``label`` such as "dynseg-churn version 3")
     needs a feature that ``columns`` lack: the feature configuration changed after it was trained."""
-    have = set(columns)
-    missing = [c for c in model.features_ if c not in have]
+    missing = model.missing_features(columns)
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
         raise ValueError(
