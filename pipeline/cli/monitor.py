@@ -71,9 +71,10 @@ def lift(
     out.print(t)
     for x in r.lift.itertuples():
         out.print(f"  {x.segment}: {x.verdict}", highlight=False)
-    q = Table(title="Realized model quality vs the model card", title_justify="left")
-    for c in ("model", "customers", "realized AUC (95% CI)", "promised AUC", "realized Brier", "promised Brier",
-              "mean predicted", "realized rate", "alarm"):
+    q = Table(title="Realized model quality vs the model card (graded on the customers no campaign treated)",
+              title_justify="left")
+    for c in ("model", "graded", "treated (left out)", "realized AUC (95% CI)", "promised AUC", "realized Brier",
+              "promised Brier", "mean predicted", "realized rate", "alarm"):
         q.add_column(c, justify="left" if c in ("model", "alarm") else "right")
     for target, res in r.quality.items():
         m, comp = res.metrics, res.comparison.set_index("metric") if len(res.comparison) else None
@@ -81,7 +82,7 @@ def lift(
         def promised(k):
             return f"{comp.at[k, 'promised']:.4f}" if comp is not None and k in comp.index else "—"
 
-        q.add_row(target, f"{res.n:,}", f"{m['roc_auc']:.4f} [{m['roc_auc_low']:.3f}, {m['roc_auc_high']:.3f}]",
+        q.add_row(target, f"{res.n:,}", f"{res.n_treated:,}", f"{m['roc_auc']:.4f} [{m['roc_auc_low']:.3f}, {m['roc_auc_high']:.3f}]",
                   promised("roc_auc"), f"{m['brier']:.4f}", promised("brier"), f"{m['mean_predicted']:.3f}",
                   f"{m['realized_rate']:.3f}", "[red]yes[/]" if res.alarm else "no")
     out.print(q)
@@ -89,11 +90,18 @@ def lift(
         if res.calibration_bands is not None and len(res.calibration_bands):
             b = Table(title=f"{target}: calibration by band", title_justify="left")
             for c in res.calibration_bands.columns:
-                b.add_column(str(c), justify="left" if c == "band" else "right")
+                b.add_column(BAND_COLUMNS.get(c, c), justify="left" if c == "band" else "right")
             for row in res.calibration_bands.itertuples(index=False):
-                b.add_row(*(f"{v:,}" if isinstance(v, int) else f"{v:.3f}" if isinstance(v, float) else str(v) for v in row))
+                b.add_row(*(f"{v:,}" if isinstance(v, int) else "—" if v != v else f"{v:.3f}" if isinstance(v, float)
+                            else str(v) for v in row))
             out.print(b)
+        for note in res.notes:
+            out.print(f"  {target}: {note}", highlight=False)
     _reports_and_alarms(r)
+
+
+BAND_COLUMNS = {"customers": "untreated", "difference": "realized - predicted", "treated": "treated",
+                "predicted_treated": "predicted (treated)", "realized_treated": "realized (treated)"}
 
 
 def _reports_and_alarms(r) -> None:

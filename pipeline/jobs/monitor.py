@@ -181,10 +181,13 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
                                     "FROM segment_members WHERE run_id = ?", [run.run_id])
     config = json.loads(run.config)["segments"]
     rules = {s["name"]: s for s in config["segments"]}
+    # The campaigns: segments with a holdout (what lift can measure). Their sendable members were
+    # treated; realized quality leaves them out (see pipeline.monitoring.quality).
+    campaign = members[(members.kind != "suppression")
+                       & members.segment.map(lambda n: rules.get(n, {}).get("holdout", 0) > 0)]
+    reached = set(campaign.customer_id[campaign.sendable])
     frames = []
-    for name, g in members[members.kind != "suppression"].groupby("segment"):
-        if rules.get(name, {}).get("holdout", 0) <= 0:
-            continue
+    for name, g in campaign.groupby("segment"):
         which = "churn" if "churn_" in rules[name]["where"] else "purchase"
         treated = g[g.sendable]
         control = g[g.holdout & g.consented]  # held out but would have been sendable
@@ -210,7 +213,8 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
         promised = registry.version_details(m["name"], m["version"])["metrics"].get("model", {})
         quality[target] = realized_quality(s[f"{target}_score"].to_numpy(), y, s[f"{target}_band"].to_numpy(),
                                            promised={k: promised[k] for k in ("roc_auc", "brier") if k in promised},
-                                           auc_floor=cfg.monitoring.quality.auc_floor.get(target))
+                                           auc_floor=cfg.monitoring.quality.auc_floor.get(target),
+                                           treated=s.customer_id.isin(reached).to_numpy())
     folder = ws.reports_dir / "lift" / as_of_label(t).replace(":", "")
     result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items()}, folder)
     result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())

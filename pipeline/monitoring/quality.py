@@ -7,6 +7,11 @@ decile, plus calibration by band, and beside them the figures the model card pro
 carries a DeLong 95 % interval (exact variance of the Mann-Whitney statistic from its structural
 components; no resampling, so the same inputs always give the same interval). The model has
 *decayed* (an alarm, exit 3) when the realized AUC falls below the configured floor.
+
+Customers a campaign treated after the run are left out of the grade: their outcomes carry the
+campaign's effect, which the model never promised to predict (a retention campaign that works makes
+a churn model look overconfident exactly where it was right). The calibration by band shows them
+beside the untreated, so the effect stays visible.
 """
 
 from __future__ import annotations
@@ -29,12 +34,15 @@ class QualityResult:
     n: int  # scored customers with an outcome
     n_positive: int
     n_unscored: int  # rows dropped because their score was missing (outside the model's population)
+    n_treated: int  # scored rows left out because a campaign treated them
     #: roc_auc (+ roc_auc_low/high), pr_auc, brier, log_loss, lift_top_decile, mean_predicted, realized_rate
     metrics: dict[str, float]
     #: metric, promised, realized, difference (realized - promised)
     comparison: pd.DataFrame
     calibration_deciles: pd.DataFrame  # decile, customers, predicted, realized
-    calibration_bands: pd.DataFrame | None  # band, customers, predicted, realized, difference
+    #: band, customers, predicted, realized, difference (untreated); with treated rows also
+    #: treated, predicted_treated, realized_treated
+    calibration_bands: pd.DataFrame | None
     auc_floor: float | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -58,7 +66,7 @@ class QualityResult:
 
         return {
             "alarm": self.alarm, "reasons": self.reasons, "auc_floor": self.auc_floor, "notes": self.notes,
-            "n": self.n, "n_positive": self.n_positive, "n_unscored": self.n_unscored,
+            "n": self.n, "n_positive": self.n_positive, "n_unscored": self.n_unscored, "n_treated": self.n_treated,
             "metrics": {k: None if math.isnan(v) else float(v) for k, v in self.metrics.items()},
             "comparison": records(self.comparison), "calibration_deciles": records(self.calibration_deciles),
             "calibration_bands": records(self.calibration_bands),
@@ -67,25 +75,37 @@ class QualityResult:
 
 def realized_quality(
     scores: np.ndarray, outcomes: np.ndarray, bands: np.ndarray | None = None, promised: dict | None = None,
-    auc_floor: float | None = None, alpha: float = 0.05,
+    auc_floor: float | None = None, alpha: float = 0.05, treated: np.ndarray | None = None,
 ) -> QualityResult:
-    """Grade probabilities ``scores`` against 0/1 ``outcomes``; rows with a missing score are left out."""
+    """Grade probabilities ``scores`` against 0/1 ``outcomes``. Rows with a missing score are left
+    out, and so are rows ``treated`` marks (a campaign reached them); the bands still show those."""
     scores, outcomes = np.asarray(scores, dtype=float), np.asarray(outcomes)
     if scores.shape != outcomes.shape or scores.ndim != 1:
         raise ValueError(f"realized quality: scores {scores.shape} and outcomes {outcomes.shape} must be 1-d "
                          "arrays of the same length, one entry per scored customer")
     if bands is not None and len(bands) != len(scores):
         raise ValueError(f"realized quality: {len(bands)} bands for {len(scores)} scores; give one band per score")
+    treated = np.zeros(scores.shape, dtype=bool) if treated is None else np.asarray(treated, dtype=bool)
+    if treated.shape != scores.shape:
+        raise ValueError(f"realized quality: {treated.size} treated flags for {scores.size} scores; "
+                         "give one flag per score")
     y = pd.Series(outcomes)
     if y.isna().any() or not y.isin([0, 1, True, False]).all():
         bad = y[y.isna() | ~y.isin([0, 1, True, False])]
         raise ValueError(f"realized quality: outcomes must be 0/1; found {len(bad)} other values "
                          f"(first: {bad.iloc[0]!r} at row {bad.index[0]})")
     scored = ~np.isnan(scores)
-    p, y = scores[scored], y.to_numpy()[scored].astype(int)
+    graded = scored & ~treated
+    y_all = y.to_numpy().astype(int)
+    p, y = scores[graded], y_all[graded]
     if p.size == 0:
-        raise ValueError("realized quality: no customer has a score; nothing to grade")
+        raise ValueError("realized quality: no customer has a score" if not scored.any() else
+                         f"realized quality: all {int(scored.sum()):,} scored customers were treated by a "
+                         "campaign, so none shows what the model predicted; nothing to grade")
     notes = []
+    n_treated = int((scored & treated).sum())
+    if n_treated:
+        notes.append(f"{n_treated:,} customers a campaign treated are left out: their outcomes include its effect")
     if y.min() == y.max():
         m = {"roc_auc": math.nan, "pr_auc": math.nan, "brier": float(np.mean((p - y) ** 2)), "log_loss": math.nan,
              "lift_top_decile": math.nan, "mean_predicted": float(p.mean()), "realized_rate": float(y.mean())}
@@ -95,10 +115,22 @@ def realized_quality(
         m = metrics(y, p)
         low, high = delong_interval(y, p, alpha)
     m = {**m, "roc_auc_low": low, "roc_auc_high": high}
-    by_band = None if bands is None else calibration_by_band(y, p, np.asarray(bands, dtype=object)[scored])
+    by_band = None
+    if bands is not None:
+        bands = np.asarray(bands, dtype=object)
+        by_band = calibration_by_band(y, p, bands[graded])
+        if n_treated:
+            hit = scored & treated
+            t = calibration_by_band(y_all[hit], scores[hit], bands[hit]).drop(columns="difference")
+            t = t.rename(columns={"customers": "treated", "predicted": "predicted_treated",
+                                  "realized": "realized_treated"})
+            by_band = by_band.merge(t, on="band", how="outer").sort_values(
+                "predicted", ascending=False, na_position="last", ignore_index=True)
+            by_band["customers"] = by_band["customers"].fillna(0).astype(int)
+            by_band["treated"] = by_band["treated"].fillna(0).astype(int)
     deciles = calibration_table(y, p, bins=min(10, p.size))
-    return QualityResult(int(p.size), int(y.sum()), int((~scored).sum()), m, _comparison(m, promised or {}),
-                         deciles, by_band, auc_floor, notes)
+    return QualityResult(int(p.size), int(y.sum()), int((~scored).sum()), n_treated, m,
+                         _comparison(m, promised or {}), deciles, by_band, auc_floor, notes)
 
 
 def delong_interval(y: np.ndarray, p: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:

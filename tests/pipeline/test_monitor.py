@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from conftest import Project, trained_champions
 from features.asof import parse_as_of
+from pipeline import runs
 from pipeline.cli import app
 from pipeline.config import load_config
 from pipeline.jobs.data import simulate_campaign_job
@@ -69,6 +70,29 @@ def test_lift_recovers_a_simulated_campaign(shop):
     # segments that were not sent to show nothing; a tiny holdout says so plainly
     small = r.loc["new_subscribers"]
     assert not small.conclusive and "inconclusive" in small.verdict
+    _quality_leaves_out_the_treated(shop, cfg)
+
+
+def _quality_leaves_out_the_treated(shop, cfg):
+    """After the campaign, the purchase model is graded on the customers it did not reach: there
+    the model still keeps its promise; the treated bought more than it predicted."""
+    run_id = shop.campaign_run.run_id
+    q = lift_job(cfg, run_id=run_id, log_to_mlflow=False).quality["purchase"]
+    db = shop.workspace / "dynseg.duckdb"
+    holdout_segments = [s["name"] for s in yaml.safe_load((shop.root / "configs" / "segments.yaml").read_text())
+                        ["segments"] if s.get("holdout", 0) > 0 and s["kind"] != "suppression"]
+    marks = ", ".join("?" * len(holdout_segments))
+    scored = runs.read(db, "SELECT customer_id FROM customer_scores WHERE run_id = ? AND purchase_score IS NOT NULL",
+                       [run_id])
+    reached = runs.read(db, f"SELECT DISTINCT customer_id FROM segment_members WHERE run_id = ? AND sendable "
+                            f"AND segment IN ({marks})", [run_id, *holdout_segments])
+    n_treated = int(scored.customer_id.isin(reached.customer_id).sum())
+    assert q.n_treated == n_treated > 100 and q.n == len(scored) - n_treated
+    assert abs(q.metrics["mean_predicted"] - q.metrics["realized_rate"]) < 0.03, q.metrics
+    b = q.calibration_bands
+    treated_predicted = (b.treated * b.predicted_treated).sum() / b.treated.sum()
+    treated_realized = (b.treated * b.realized_treated).sum() / b.treated.sum()
+    assert treated_realized - treated_predicted > 0.05, (treated_predicted, treated_realized)
 
 
 def test_lift_refuses_a_run_whose_outcome_window_is_still_open(shop):

@@ -291,6 +291,28 @@ def test_realized_quality_on_a_case_computed_by_hand():
     assert json.loads(json.dumps(result.summary()))["metrics"]["roc_auc"] == pytest.approx(0.75)
 
 
+def test_realized_quality_leaves_treated_customers_out_and_shows_them_by_band():
+    # the last two customers were treated: their outcomes carry the campaign's effect
+    scores = np.array([0.1, 0.4, 0.35, 0.8, 0.3, 0.7])
+    outcomes = np.array([0, 0, 1, 1, 1, 1])
+    bands = np.array(["low", "low", "high", "high", "low", "high"])
+    treated = np.array([False, False, False, False, True, True])
+    result = realized_quality(scores, outcomes, bands=bands, treated=treated)
+    alone = realized_quality(scores[:4], outcomes[:4], bands=bands[:4])
+    assert result.n == 4 and result.n_treated == 2 and result.n_unscored == 0
+    assert result.metrics == alone.metrics  # graded exactly as if the treated were not there
+    b = result.calibration_bands.set_index("band")
+    assert b.loc["high", "customers"] == 2 and b.loc["high", "realized"] == 1.0
+    assert b.loc["low", "treated"] == 1 and b.loc["low", "predicted_treated"] == pytest.approx(0.3)
+    assert b.loc["low", "realized_treated"] == 1.0
+    assert "2 customers a campaign treated are left out" in result.notes[0]
+    assert json.loads(json.dumps(result.summary()))["n_treated"] == 2
+    with pytest.raises(ValueError, match="all 2 scored customers were treated"):
+        realized_quality(scores[4:], outcomes[4:], treated=treated[4:])
+    with pytest.raises(ValueError, match="3 treated flags for 6 scores"):
+        realized_quality(scores, outcomes, treated=treated[:3])
+
+
 def test_decay_alarm_when_realized_auc_falls_below_the_floor():
     rng = np.random.default_rng(6)
     y = (rng.random(20_000) < 0.1).astype(int)
