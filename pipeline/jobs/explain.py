@@ -39,13 +39,19 @@ class Explanation:
     waterfall: Path | None = None
 
 
-def _run_models(cfg: Config, run: pd.Series) -> dict[str, tuple[Any, float | None, str]]:
-    """target -> (PropensityModel at the run's base rate, base rate, "name/version")."""
+def _run_models(cfg: Config, run: pd.Series, target: str | None = None) -> dict[str, tuple[Any, float | None, str]]:
+    """target -> (PropensityModel at the run's base rate, base rate, "name/version"), for every model
+    of the run or only ``target``'s."""
     from models import registry
 
+    used = json.loads(run.models)
+    if target is not None and target not in {m["target"] for m in used}:
+        raise ValueError(f"run {run.run_id} has no {target!r} model; it scored {sorted(m['target'] for m in used)}")
     registry.connect(Workspace(cfg.workspace).tracking_uri(cfg.settings.tracking_uri))
     out = {}
-    for m in json.loads(run.models):
+    for m in used:
+        if target not in (None, m["target"]):
+            continue
         model = registry.bundle_of(registry.load_version(m["name"], m["version"])).model
         rate = m.get("base_rate")
         out[m["target"]] = (model.with_base_rate(rate) if rate is not None else model, rate,
@@ -69,16 +75,12 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
         raise ValueError(f"customer {customer_id!r} was not scored in run {run.run_id} (as of {as_of_label(t)}){hint}")
     member_of = runs.read(db, "SELECT segment FROM segment_members WHERE run_id = ? AND customer_id = ? ORDER BY segment",
                           [run.run_id, customer_id]).segment.tolist()
-    models = _run_models(cfg, run)
-    if target is not None and target not in models:
-        raise ValueError(f"run {run.run_id} has no {target!r} model; it scored {sorted(models)}")
+    models = _run_models(cfg, run, target)  # only the model asked for: another one's inputs do not matter here
     row = features_as_of(cfg, t, [customer_id])
     for tgt, (model, _, label) in models.items():
         check_model_inputs(model, label.replace("/", " version "), tgt, row.columns)
     out = []
     for tgt, (model, _, label) in models.items():
-        if target not in (None, tgt):
-            continue
         score = stored[f"{tgt}_score"].iloc[0]
         if pd.isna(score):
             continue  # outside this model's population

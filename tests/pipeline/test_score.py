@@ -296,6 +296,14 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
     assert png.stat().st_size > 10_000
     result = runner.invoke(app, ["explain", "nobody"])
     assert result.exit_code == 1 and "was not scored" in result.output
+    # --model loads (and checks the inputs of) that model only; one the run lacks is named
+    from pipeline.jobs.explain import _run_models
+    from pipeline.jobs.monitor import find_run
+
+    run = find_run(cfg, shop.runs[1].run_id)
+    assert set(_run_models(cfg, run, "purchase")) == {"purchase"} and set(_run_models(cfg, run)) == {"purchase", "churn"}
+    with pytest.raises(ValueError, match="has no 'upsell' model; it scored \\['churn', 'purchase'\\]"):
+        _run_models(cfg, run, "upsell")
 
 
 def test_segment_show_lists_what_sets_the_segment_apart(shop):
