@@ -54,6 +54,7 @@ _COMPARATORS = ("<=", ">=", "!=", "<>", "=", "<", ">")
 _MAX_DEPTH = 50
 
 _KINDS = ("number", "text", "bool", "timestamp")
+UNKNOWN = "unknown"  # the kind the parser gives a column the table lacks, to read on past it
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NUMBER = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}(?:[ T][0-9]{2}:[0-9]{2}(?::[0-9]{2}(?:\.[0-9]{1,6})?)?)?")
@@ -67,7 +68,13 @@ _EXPECT_VALUE = {
 
 
 class RuleError(ValueError):
-    """A rule outside the allowed grammar, or not matching the table's columns."""
+    """A rule outside the allowed grammar, or not matching the table's columns. ``problems`` holds
+    each problem found (unknown columns and mismatched kinds are all reported, up to the first
+    problem of grammar, after which the rule cannot be read further)."""
+
+    def __init__(self, message: str, problems: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.problems = problems or (message,)
 
 
 # ---------------------------------------------------------------- tokens
@@ -225,6 +232,8 @@ class _Parser:
         self.columns = columns
         self.context = context
         self.used: set[str] = set()
+        self.problems: list[str] = []  # found so far; reading goes on after an unknown column or a kind mismatch
+        self.grammar = False  # some problem calls for the summary of the allowed grammar
         self.depth = 0
         self.tokens = _tokenize(text, self.fail)
         self.i = 0
@@ -232,10 +241,24 @@ class _Parser:
     # -- errors
 
     def fail(self, problem: str, token: str, pos: int, expected: str | None) -> NoReturn:
-        """Raise: '<context>: <problem>: '<token>' at position <pos>; expected <expected>. Allowed: ...'."""
+        """Raise: '<context>: <problem>: '<token>' at position <pos>; expected <expected>. Allowed: ...',
+        after the problems noted so far (the rule cannot be read past this one)."""
+        self.note(problem, token, pos, expected)
+        self.refuse()
+
+    def note(self, problem: str, token: str, pos: int, expected: str | None) -> None:
+        """Keep a problem that does not stop reading the rule (a kind mismatch)."""
         shown = "" if token == "" else f": {token}" if token.startswith("'") else f": '{token}'"
         tail = f"; expected {expected}" if expected else ""
-        raise RuleError(f"{self.context}: {problem}{shown} at position {pos}{tail}. {ALLOWED}")
+        self.problems.append(f"{problem}{shown} at position {pos}{tail}.")
+        self.grammar = True
+
+    def refuse(self) -> NoReturn:
+        """Raise every problem noted, in the order they appear, in one message."""
+        message = f"{self.context}: " + " Also: ".join(self.problems)
+        if self.grammar:
+            message += f" {ALLOWED}"
+        raise RuleError(message, tuple(self.problems))
 
     def unexpected(self, tok: _Token, expected: str) -> NoReturn:
         nxt = self.tokens[min(self.i + 1, len(self.tokens) - 1)]
@@ -358,7 +381,7 @@ class _Parser:
             self.take()
             return _IsNull(left, is_not)
         if tok.kind in ("end", "rparen") or (tok.kind == "keyword" and tok.text in ("AND", "OR")):
-            if isinstance(left, _Column) and left.kind == "bool":
+            if isinstance(left, _Column) and left.kind in ("bool", UNKNOWN):
                 return _Flag(left)
             if isinstance(left, _Column):
                 example = f"{left.name} = 'high'" if left.kind == "text" else f"{left.name} > 0"
@@ -443,7 +466,8 @@ class _Parser:
                 hint = f"expected one of the columns: {shown}."
             else:
                 hint = "expected a column, but the table has none."
-            raise RuleError(f"{self.context}: unknown column '{name}' at position {tok.pos}; {hint}")
+            self.problems.append(f"unknown column '{name}' at position {tok.pos}; {hint}")
+            return _Column(name, UNKNOWN)  # read on: later problems are reported too
         self.used.add(name)
         return _Column(name, self.columns[name])
 
@@ -454,7 +478,7 @@ class _Parser:
         if left.kind == "bool":
             what = f"yes/no column '{left.name}'" if isinstance(left, _Column) else "TRUE/FALSE"
             expected = "= TRUE, = FALSE, or the column on its own"
-            self.fail(f"{what} cannot be used with {op_tok.text}", op_tok.text, op_tok.pos, expected)
+            self.note(f"{what} cannot be used with {op_tok.text}", op_tok.text, op_tok.pos, expected)
 
     def check_pair(
         self, left: _Operand, left_tok: _Token, right: _Operand, right_tok: _Token, op_tok: _Token
@@ -464,25 +488,28 @@ class _Parser:
         col, other, other_tok = left, right, right_tok
         if isinstance(left, _Value) and isinstance(right, _Column):
             col, other, other_tok = right, left, left_tok
+        if UNKNOWN in (col.kind, other.kind):  # an unknown column, already reported
+            return
         if col.kind == other.kind:
             if col.kind == "bool" and op_tok.text not in ("=", "!=", "<>"):
                 problem = "yes/no values can only be compared with = != <>"
-                self.fail(problem, op_tok.text, op_tok.pos, "= TRUE or = FALSE")
+                self.note(problem, op_tok.text, op_tok.pos, "= TRUE or = FALSE")
             return
         if col.kind == "timestamp" and isinstance(other, _Value) and other.kind == "text":
             if not _is_date(str(other.value)):
                 problem = f"not a date for date column '{col.name}'"
-                self.fail(problem, other_tok.text, other_tok.pos, _EXPECT_VALUE["timestamp"])
+                self.note(problem, other_tok.text, other_tok.pos, _EXPECT_VALUE["timestamp"])
             return
         if isinstance(col, _Column) and isinstance(other, _Column):
             kind, other_kind = _KIND_NAME[col.kind], _KIND_NAME[other.kind]
             problem = f"cannot compare {kind} column '{col.name}' with {other_kind} column '{other.name}'"
-            self.fail(problem, other_tok.text, other_tok.pos, f"a {kind} column or {_EXPECT_VALUE[col.kind]}")
-        if isinstance(col, _Column):
+            self.note(problem, other_tok.text, other_tok.pos, f"a {kind} column or {_EXPECT_VALUE[col.kind]}")
+        elif isinstance(col, _Column):
             problem = f"cannot compare {_KIND_NAME[col.kind]} column '{col.name}' with {_describe(other)}"
-            self.fail(problem, other_tok.text, other_tok.pos, _EXPECT_VALUE[col.kind])
-        problem = f"cannot compare {_describe(col)} with {_describe(other)}"
-        self.fail(problem, other_tok.text, other_tok.pos, "values of the same kind")
+            self.note(problem, other_tok.text, other_tok.pos, _EXPECT_VALUE[col.kind])
+        else:
+            problem = f"cannot compare {_describe(col)} with {_describe(other)}"
+            self.note(problem, other_tok.text, other_tok.pos, "values of the same kind")
 
 
 def _describe(value: _Operand) -> str:
@@ -574,6 +601,8 @@ def parse_rule(text: str, columns: Mapping[str, Kind], context: str = "where") -
         raise ValueError(f"column kinds must be one of {_KINDS}; found {bad}")
     parser = _Parser(text, columns, context)
     tree = parser.rule()
+    if parser.problems:
+        parser.refuse()
     return Rule(text, frozenset(parser.used), tree)
 
 

@@ -288,6 +288,23 @@ def test_unknown_columns_are_refused_with_suggestions(frame, text, message):
     assert str(e.value).startswith(f"{CONTEXT}: {message}")
 
 
+def test_every_unknown_column_and_kind_mismatch_is_reported_at_once(frame):
+    text = "scor > 1 AND band = 5 AND flagg AND n IN ('a', 2)"
+    with pytest.raises(RuleError) as e:
+        parse_rule(text, column_kinds(frame), CONTEXT)
+    assert e.value.problems == (
+        "unknown column 'scor' at position 1; did you mean 'score'?",
+        "cannot compare text column 'band' with a number: '5' at position 21; expected text in single quotes, e.g. 'high'.",
+        "unknown column 'flagg' at position 27; did you mean 'flag'?",
+        "cannot compare number column 'n' with text: 'a' at position 43; expected a number without quotes, e.g. 5 or -1.5.",
+    )
+    assert str(e.value) == f"{CONTEXT}: " + " Also: ".join(e.value.problems) + f" {ALLOWED}"
+    # a problem of grammar ends the reading: what came before it is still reported
+    with pytest.raises(RuleError) as e:
+        parse_rule("scor > 1 AND band = ", column_kinds(frame), CONTEXT)
+    assert len(e.value.problems) == 2 and "the rule ends too early" in e.value.problems[1]
+
+
 @pytest.mark.parametrize("text", ["", "   ", "\n"])
 def test_empty_rule_is_refused(frame, text):
     with pytest.raises(RuleError, match="empty rule at position 1; expected a condition") as e:
