@@ -1,11 +1,16 @@
 """Training sets: feature snapshots at several cutoffs, stacked, each with its labels.
 
-Cutoffs are ``T_k = T_last − k·step`` for k = 0..n−1, where ``T_last`` is the newest cutoff whose
-label window is complete (``T_last + H ≤`` the end of the data). Snapshot k = 0 is the
-**out-of-time test**, k = 1 **validates** (early stopping, calibration), the rest **train**. The
-gap between the test and validation cutoffs is at least the horizon H, so the validation labels
-are all known at the test cutoff: nothing used to fit, stop or calibrate looks past it.
-Customers are never split at random across these roles for reported metrics.
+Cutoffs step back from ``T_last``, the newest cutoff whose label window is complete (``T_last + H ≤``
+the end of the data). Snapshot k = 0 is the **out-of-time test**, k = 1 **validates** (early
+stopping, calibration), the rest **train**, ``step`` apart. Between test and validation, and
+between validation and the newest training snapshot, the gap is ``max(step, H)``: each role's
+label windows close by the next role's cutoff. So the validation labels are all known at the test
+cutoff (nothing used to fit, stop or calibrate looks past it), and no training label looks into the
+validation period. Without the second gap, with a 60-day churn horizon and a 30-day step, the
+newest training labels covered half of the validation window: validation AUC read 0.77 against
+0.71 on test, early stopping kept 578 trees instead of 69, and the calibration, fitted where the
+model looked too good, was overconfident on test (slope 0.73). Customers are never split at random
+across these roles for reported metrics.
 """
 
 from __future__ import annotations
@@ -44,10 +49,11 @@ def plan_snapshots(
         raise TrainingSetError(f"training needs at least 3 snapshots (train, validation, test); got {n_snapshots}")
     newest = data_end - horizon
     t_last = datetime(newest.year, newest.month, newest.day)
-    # The validation snapshot's label window must close before the test cutoff, or early stopping
-    # and calibration would peek into the test period: the first gap is at least the horizon.
-    t_valid = t_last - max(step, horizon)
-    cutoffs = (t_last, *(t_valid - k * step for k in range(n_snapshots - 1)))
+    # Each role's label windows close by the next role's cutoff (see the module's docstring): the
+    # validation labels before the test cutoff, the training labels before the validation cutoff.
+    gap = max(step, horizon)
+    t_valid = t_last - gap
+    cutoffs = (t_last, t_valid, *(t_valid - gap - k * step for k in range(n_snapshots - 2)))
     earliest_ok = data_start + min_history
     if cutoffs[-1] < earliest_ok:
         fit = sum(1 for c in cutoffs if c >= earliest_ok)

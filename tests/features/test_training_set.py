@@ -19,11 +19,13 @@ def test_plan_cutoffs_newest_first_with_complete_label_window():
     assert all(c + 30 * D <= datetime(2026, 11, 27, 23, 59) for c in plan.cutoffs)
 
 
-def test_validation_labels_close_before_the_test_cutoff():
-    plan = plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27, 23, 59), 60 * D, 4, 30 * D)
+def test_each_roles_labels_close_before_the_next_roles_cutoff():
+    # a 60-day horizon, snapshots 30 days apart: the gaps between roles widen to the horizon
+    plan = plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27, 23, 59), 60 * D, 5, 30 * D)
     test, valid, *train = plan.cutoffs
-    assert test == datetime(2026, 9, 28) and valid + 60 * D <= test
-    assert train == [valid - 30 * D, valid - 60 * D]
+    assert test == datetime(2026, 9, 28) and valid == test - 60 * D
+    assert train == [valid - 60 * D, valid - 90 * D, valid - 120 * D]  # training snapshots keep the step
+    assert valid + 60 * D <= test and all(t + 60 * D <= valid for t in train)
 
 
 def test_history_too_short_is_refused_with_what_fits():
@@ -94,3 +96,14 @@ def test_label_rates_in_one_scan_equal_the_label_definition(shop):
                                  eng.events(), cutoff, spec))
         assert rate == pytest.approx(lab.label.mean(), abs=1e-12), (spec, cutoff)
     assert len({round(r, 9) for r in got[:-1]}) > 3  # the cutoffs and targets really differ
+
+
+def test_no_training_label_reaches_into_the_validation_period(shop):
+    """Churn's 60-day labels with snapshots 30 days apart: the training rows' label windows close by
+    the validation cutoff, and the validation rows' by the test cutoff."""
+    td = training_set_job(load_config(shop.root), "churn")
+    f, h = td.frame, td.label.horizon
+    assert h == timedelta(days=60)
+    cut = {s: f[f.snapshot == s].as_of.unique() for s in ("train", "valid", "test")}
+    assert len(cut["train"]) == 4 and len(cut["valid"]) == len(cut["test"]) == 1
+    assert (cut["train"] + h <= cut["valid"][0]).all() and cut["valid"][0] + h <= cut["test"][0]
