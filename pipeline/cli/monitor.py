@@ -71,6 +71,10 @@ def lift(
     out.print(t)
     for x in r.lift.itertuples():
         out.print(f"  {x.segment}: {x.verdict}", highlight=False)
+        if x.holdout_sendable_elsewhere:
+            out.print(f"    {x.holdout_sendable_elsewhere:,} of its {x.n_holdout:,} holdout members were sendable in "
+                      f"{x.sendable_in}: if {'that campaign' if ',' not in x.sendable_in else 'those campaigns'} "
+                      "reached them, this lift is understated", highlight=False)
     q = Table(title="Realized model quality vs the model card (graded on the customers no campaign treated)",
               title_justify="left")
     for c in ("model", "graded", "treated (left out)", "realized AUC (95% CI)", "promised AUC", "realized Brier",

@@ -186,11 +186,15 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     campaign = members[(members.kind != "suppression")
                        & members.segment.map(lambda n: rules.get(n, {}).get("holdout", 0) > 0)]
     reached = set(campaign.customer_id[campaign.sendable])
-    frames = []
+    sent_in = campaign[campaign.sendable].groupby("customer_id").segment.agg(frozenset)
+    frames, crossed = [], {}
     for name, g in campaign.groupby("segment"):
         which = "churn" if "churn_" in rules[name]["where"] else "purchase"
         treated = g[g.sendable]
         control = g[g.holdout & g.consented]  # held out but would have been sendable
+        # held out here, but sendable in another campaign's export: if it was sent, this lift is understated
+        elsewhere = sent_in.reindex(control.customer_id).dropna()
+        crossed[name] = (len(elsewhere), sorted(set().union(*elsewhere)) if len(elsewhere) else [])
         both = pd.concat([treated.assign(holdout=False), control.assign(holdout=True)])
         o = outcome[which].reindex(both.customer_id)
         frames.append(pd.DataFrame({"segment": name, "holdout": both.holdout.to_numpy(),
@@ -203,6 +207,8 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     if not lift.empty:
         lift.insert(1, "outcome", ["retained (a purchase)" if "churn_" in rules[s]["where"] else "purchased"
                                    for s in lift.segment])
+        lift["holdout_sendable_elsewhere"] = [crossed[s][0] for s in lift.segment]
+        lift["sendable_in"] = [", ".join(crossed[s][1]) for s in lift.segment]
     scores = runs.read(ws.db_path, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
     quality = {}
     for m in models:

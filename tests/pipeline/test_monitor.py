@@ -71,6 +71,29 @@ def test_lift_recovers_a_simulated_campaign(shop):
     small = r.loc["new_subscribers"]
     assert not small.conclusive and "inconclusive" in small.verdict
     _quality_leaves_out_the_treated(shop, cfg)
+    _holdouts_sendable_elsewhere_are_counted(shop, r)
+
+
+def _campaigns(shop) -> list[str]:
+    """The segments with a holdout: the campaigns lift measures."""
+    segments = yaml.safe_load((shop.root / "configs" / "segments.yaml").read_text())["segments"]
+    return [s["name"] for s in segments if s.get("holdout", 0) > 0 and s["kind"] != "suppression"]
+
+
+def _holdouts_sendable_elsewhere_are_counted(shop, lift):
+    """A holdout member of one campaign may be sendable in another (holdouts are drawn per segment):
+    the lift table counts them, as a plain SQL count over the run's memberships does."""
+    db = shop.workspace / "dynseg.duckdb"
+    expected = runs.read(db, """
+        WITH m AS (SELECT * FROM segment_members WHERE run_id = ? AND list_contains(?, segment))
+        SELECT h.segment, count(*) FILTER (WHERE EXISTS (SELECT 1 FROM m s WHERE s.sendable
+               AND s.customer_id = h.customer_id AND s.segment <> h.segment)) AS n
+        FROM m h WHERE h.holdout AND h.consented GROUP BY 1""", [shop.campaign_run.run_id, _campaigns(shop)]
+    ).set_index("segment").n
+    got = lift.holdout_sendable_elsewhere
+    assert got.reindex(expected.index).tolist() == expected.tolist() and expected.sum() > 0, (got, expected)
+    result = runner.invoke(app, ["lift", "--run", shop.campaign_run.run_id])
+    assert "holdout members were sendable in" in " ".join(result.output.split())
 
 
 def _quality_leaves_out_the_treated(shop, cfg):
@@ -79,8 +102,7 @@ def _quality_leaves_out_the_treated(shop, cfg):
     run_id = shop.campaign_run.run_id
     q = lift_job(cfg, run_id=run_id, log_to_mlflow=False).quality["purchase"]
     db = shop.workspace / "dynseg.duckdb"
-    holdout_segments = [s["name"] for s in yaml.safe_load((shop.root / "configs" / "segments.yaml").read_text())
-                        ["segments"] if s.get("holdout", 0) > 0 and s["kind"] != "suppression"]
+    holdout_segments = _campaigns(shop)
     marks = ", ".join("?" * len(holdout_segments))
     scored = runs.read(db, "SELECT customer_id FROM customer_scores WHERE run_id = ? AND purchase_score IS NOT NULL",
                        [run_id])
