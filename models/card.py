@@ -38,7 +38,8 @@ validation snapshot), adjusted for base-rate shift: {base_rate_note}.
 ## Data
 - Events from {data_window['first_event']} to {data_window['last_event']} (UTC).
 - Snapshots (cutoffs): {', '.join(data_window['cutoffs'])}; out-of-time **test** = {data_window['test_cutoff']},
-  **validation** = {data_window['valid_cutoff']}, the rest train. Features see only events before each cutoff.
+  **validation** = {data_window['valid_cutoff']}, the rest train. Features see only events before each cutoff; the training labels
+  close by the validation cutoff, the validation labels by the test cutoff.
 - Rows: {', '.join(f"{k} {v:,}" for k, v in rows.items())}.
 - Feature groups unavailable in this data: {', '.join(unavailable_groups) or 'none'}.
 
