@@ -86,9 +86,10 @@ def lift(
         def promised(k):
             return f"{comp.at[k, 'promised']:.4f}" if comp is not None and k in comp.index else "—"
 
-        q.add_row(target, f"{res.n:,}", f"{res.n_treated:,}", f"{m['roc_auc']:.4f} [{m['roc_auc_low']:.3f}, {m['roc_auc_high']:.3f}]",
-                  promised("roc_auc"), f"{m['brier']:.4f}", promised("brier"), f"{m['mean_predicted']:.3f}",
-                  f"{m['realized_rate']:.3f}", "[red]yes[/]" if res.alarm else "no")
+        q.add_row(target, f"{res.n:,}", f"{res.n_treated:,}",
+                  f"{m['roc_auc']:.4f} [{m['roc_auc_low']:.3f}, {m['roc_auc_high']:.3f}]", promised("roc_auc"),
+                  f"{m['brier']:.4f}", promised("brier"), f"{m['mean_predicted']:.3f}", f"{m['realized_rate']:.3f}",
+                  "[red]yes[/]" if res.alarm else "no")
     out.print(q)
     for target, res in r.quality.items():
         if res.calibration_bands is not None and len(res.calibration_bands):

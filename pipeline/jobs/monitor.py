@@ -185,8 +185,8 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     # treated; realized quality leaves them out (see pipeline.monitoring.quality).
     campaign = members[(members.kind != "suppression")
                        & members.segment.map(lambda n: rules.get(n, {}).get("holdout", 0) > 0)]
-    reached = set(campaign.customer_id[campaign.sendable])
-    sent_in = campaign[campaign.sendable].groupby("customer_id").segment.agg(frozenset)
+    sent_in = campaign[campaign.sendable].groupby("customer_id").segment.agg(frozenset)  # customer -> campaigns
+    reached = set(sent_in.index)
     frames, crossed = [], {}
     for name, g in campaign.groupby("segment"):
         which = "churn" if "churn_" in rules[name]["where"] else "purchase"
