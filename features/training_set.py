@@ -60,7 +60,8 @@ def plan_snapshots(
         raise TrainingSetError(
             f"history too short: the history used runs from {data_start:%Y-%m-%d} to {data_end:%Y-%m-%d} (the end "
             f"of the data, or --as-of); {n_snapshots} snapshots "
-            f"{step.days} days apart with a {horizon.days}-day label window need the first cutoff at "
+            f"{step.days} days apart with a {horizon.days}-day label window ({gap.days} days between test, "
+            f"validation and the newest training cutoff) need the first cutoff at "
             f"{cutoffs[-1]:%Y-%m-%d}, but each cutoff needs {min_history.days} days of history before it "
             f"(from {earliest_ok:%Y-%m-%d}). Only {fit} fit: use fewer snapshots (training.snapshots), a shorter "
             "step or a shorter horizon"
