@@ -138,10 +138,17 @@ def run_warnings(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     return found + _fresh(cfg, data, as_of)
 
 
-def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
+def newest_event(cfg: Config, data: LoadedData, as_of: datetime) -> datetime | None:
+    """The newest event a run as of ``as_of`` sees (before it): validation's figure, unless the run
+    is in the past and the log has grown since."""
     newest = data.report.time_range(cfg.role_of)[1]  # found during validation
-    if newest is not None and newest >= as_of:  # a run in the past: look for the newest event before it
+    if newest is not None and newest >= as_of:
         newest = data.con.execute("SELECT max(ts) FROM events WHERE ts < ?", [as_of]).fetchall()[0][0]
+    return newest
+
+
+def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
+    newest = newest_event(cfg, data, as_of)
     fr = cfg.settings.freshness
     warning = check_freshness(newest, as_of, timedelta(days=fr.max_lag_days), fr.action)
     return [warning] if warning else []
@@ -232,6 +239,8 @@ def training_set_job(
     first, last = data.report.time_range(cfg.role_of)
     end = as_of or last
     warnings = run_warnings(cfg, data, end)
+    if as_of is not None:  # trained in the past: the data it used ends before as_of, not where the log ends now
+        last = newest_event(cfg, data, as_of)
     label = label_spec(cfg, target, horizon)
     t = cfg.training
     plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history))

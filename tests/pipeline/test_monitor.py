@@ -4,6 +4,7 @@ models trained before it, a campaign with a real effect, and the alarms' exit co
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 
 import pytest
 import yaml
@@ -54,6 +55,18 @@ def test_realized_quality_matches_what_the_model_card_promised(shop):
     # no campaign happened: treated and holdout convert alike
     assert not (r.lift.abs_lift_low > 0.02).any(), r.lift[["segment", "abs_lift", "abs_lift_low"]]
     assert (shop.workspace / "reports" / "lift" / "2026-08-31" / "summary.json").is_file()
+
+
+def test_a_model_trained_in_the_past_states_the_data_it_used(shop):
+    """Trained as of the end of August on a log that runs to late November: the card's data window
+    ends before the training date, not where the log ends now."""
+    from models import registry
+
+    for name in ("dynseg-purchase", "dynseg-churn"):
+        window = registry.version_details(name, "1")["data_window"]
+        last = parse_as_of(window["last_event"][:19].replace(" ", "T"))
+        assert CAMPAIGN - timedelta(days=2) < last < CAMPAIGN, (name, window["last_event"])
+        assert f"to {window['last_event']}" in registry.version_details(name, "1")["card"]
 
 
 def test_lift_recovers_a_simulated_campaign(shop):
