@@ -13,14 +13,19 @@ from __future__ import annotations
 
 import functools
 import operator
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 import ibis
 import ibis.expr.types as ir
 from ibis import _
 
 SECONDS_PER_DAY = 86_400.0
+
+#: The feature set's documentation: grain, every column's meaning, its tests.
+DOCS = Path(__file__).with_name("customer_features.md")
 
 #: Feature groups and the roles each needs; a group whose roles are absent from the data is
 #: left out (a purchases-only log still gets RFM and rhythm).
@@ -412,3 +417,15 @@ def _consent_as_of(x: ir.Table, t: ir.Value, profile: DataProfile) -> ir.Boolean
         x.consent_updated_at.isnull() | ~profile_known | (last_consent_event_at > x.consent_updated_at)
     )
     return ibis.ifelse(event_newer, from_event, from_profile)
+
+
+def catalog() -> list[tuple[str, str, str]]:
+    """(column, group, meaning) rows of the feature set's docs file (:data:`DOCS`): every column
+    the feature set can have, besides the profile attributes named in the catalog config."""
+    text = DOCS.read_text(encoding="utf-8").split("## Columns", 1)[1].split("## Tests", 1)[0]
+    rows = []
+    for line in text.splitlines():
+        m = re.match(r"\|\s*(`[^|]+`)\s*\|\s*([^|]+?)\s*\|\s*(.+?)\s*\|\s*$", line)
+        if m:
+            rows.append((m.group(1).replace("`", ""), m.group(2), m.group(3).replace("`", "")))
+    return rows

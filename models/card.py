@@ -62,6 +62,7 @@ AUC difference, model minus baseline (95 % bootstrap CI):
 
 ## Model
 LightGBM, {model_info['trees']} trees (early stopping on validation), {model_info['features']} features.
+Not inputs (`exclude_features` in configs/training.yaml): {', '.join(model_info.get('excluded') or []) or 'none'}.
 Most important: {', '.join(top_features)}.
 
 ## Known limits

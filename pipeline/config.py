@@ -129,6 +129,10 @@ class TrainingConfig(_Strict):
     min_history: Duration = "90d"
     min_class_examples: int = Field(50, ge=1)
     bootstrap_samples: int = Field(200, ge=10)
+    #: Feature columns the models never take as inputs. ``email_consent`` by default: the
+    #: customers source holds consent as it is now, so at a past cutoff whether it is known
+    #: depends on whether it changed later (see configs/training.yaml).
+    exclude_features: list[str] = ["email_consent"]
     model: ModelParams = ModelParams()
     registry: RegistryConfig = RegistryConfig()
     validation_criteria: list[Criterion] = [

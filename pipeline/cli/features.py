@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -11,13 +10,11 @@ from rich.table import Table
 
 import features
 from features.asof import parse_as_of
+from features.customer_features import DOCS, catalog
 from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out, progress
 from pipeline.workspace import Workspace
 
 app = typer.Typer(help="Point-in-time customer features.", no_args_is_help=True)
-
-_DOCS = Path(features.__file__).parent / "customer_features.md"
-
 
 @app.command()
 def build(
@@ -77,17 +74,6 @@ def _preview(table) -> Table:
     return t
 
 
-def catalog_rows() -> list[tuple[str, str, str]]:
-    """(column, group, meaning) rows of the feature set's docs file."""
-    text = _DOCS.read_text(encoding="utf-8").split("## Columns", 1)[1].split("## Tests", 1)[0]
-    rows = []
-    for line in text.splitlines():
-        m = re.match(r"\|\s*(`[^|]+`)\s*\|\s*([^|]+?)\s*\|\s*(.+?)\s*\|\s*$", line)
-        if m:
-            rows.append((m.group(1).replace("`", ""), m.group(2), m.group(3).replace("`", "")))
-    return rows
-
-
 @app.command()
 def describe() -> None:
     """Print the feature catalog: every column of customer_features, its group and meaning."""
@@ -95,8 +81,8 @@ def describe() -> None:
     t.add_column("column", style="bold", overflow="fold")
     t.add_column("group")
     t.add_column("meaning", overflow="fold", ratio=1)
-    for row in catalog_rows():
+    for row in catalog():
         t.add_row(*row)
     out.print(t)
-    out.print(f"Definition: features/customer_features.py; documentation: {_DOCS.relative_to(_DOCS.parents[1])}. "
+    out.print(f"Definition: features/customer_features.py; documentation: {DOCS.relative_to(DOCS.parents[1])}. "
               "A feature as of T sees only events with ts < T.")

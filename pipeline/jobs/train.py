@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -12,15 +13,15 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.customer_features import DataProfile
+from features.customer_features import DataProfile, catalog
 from models import bands as band_rules
 from models.calibration import seasonal_base_rate
 from models.card import model_card
-from models.estimator import PropensityModel
+from models.estimator import KEY_COLUMNS, PropensityModel
 from models.evaluation import Evaluation, calibrated_baselines, evaluate
 from models.explain import global_artifacts
 from models.plots import calibration_plot, gains_plot, importance_plot, roc_pr_plot
-from pipeline.config import Config, Criterion
+from pipeline.config import Config, ConfigError, ConfigIssue, Criterion
 from pipeline.jobs.features import TrainingData, training_set_job
 from pipeline.workspace import Workspace
 
@@ -76,13 +77,43 @@ def feature_set_version(columns: list[str]) -> str:
     return "customer_features@" + hashlib.sha1(",".join(columns).encode()).hexdigest()[:10]
 
 
+def model_inputs(cfg: Config, columns: list[str]) -> list[str]:
+    """The columns of a training frame the model learns from: every feature but those in
+    ``exclude_features`` (configs/training.yaml). A name that is neither a column here nor a
+    column the feature set can have (its group absent from this data) is refused: a typo would
+    otherwise leave a feature in silently."""
+    excluded = cfg.training.exclude_features
+    unknown = [c for c in excluded if c not in columns and not is_catalog_column(c)]
+    if unknown:
+        raise ConfigError([ConfigIssue(
+            "configs/training.yaml", "exclude_features",
+            f"{', '.join(map(repr, unknown))} {'is not a feature' if len(unknown) == 1 else 'are not features'} "
+            f"of customer_features; expected column names such as "
+            f"{', '.join(c for c in columns if c not in KEY_COLUMNS)[:160]}... (`dynseg features describe` lists them)")])
+    return [c for c in columns if c not in KEY_COLUMNS and c not in excluded]
+
+
+def is_catalog_column(name: str) -> bool:
+    """Whether ``name`` is a column the feature set can have, by its catalog (patterns such as
+    ``n_<role>_<w>d`` included; profile attributes are not, they depend on the data)."""
+    for row, _, _ in catalog():
+        for col in row.split(", "):
+            if "<attribute>" in col:
+                continue
+            pattern = re.escape(col).replace("<role>", "[a-z_]+").replace("<w>", "[0-9]+")
+            if re.fullmatch(pattern, name):
+                return True
+    return False
+
+
 def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Evaluation, str]:
     """Fit on train, stop and calibrate on valid, evaluate on test with the base-rate correction
     that would have been applied at the test cutoff."""
     f = td.frame
+    inputs = model_inputs(cfg, list(f.columns))
     train, valid, test = (f[f.snapshot == s] for s in ("train", "valid", "test"))
     model = PropensityModel(**cfg.training.model.model_dump()).fit(
-        train, train.label, valid, valid.label, valid_groups=customer_groups(valid.customer_id)
+        train[inputs], train.label, valid[inputs], valid.label, valid_groups=customer_groups(valid.customer_id)
     )
     expected, note = seasonal_base_rate(float(valid.label.mean()), td.rates_year_before.get("valid"),
                                         td.rates_year_before.get("test"))
@@ -120,7 +151,8 @@ def train_job(
         name=name, target=target, label_definition=td.label.describe(), data_window=window, rows=rows,
         evaluation_table=ev.table.drop(columns=["mean_predicted"]).round(4), differences=ev.differences.round(4),
         calibration=ev.calibration.round(4), criteria=criteria, champion=champion,
-        model_info={"calibration": model.calibration_method_, "trees": model.best_iteration_, "features": len(model.features_)},
+        model_info={"calibration": model.calibration_method_, "trees": model.best_iteration_, "features": len(model.features_),
+                    "excluded": [c for c in cfg.training.exclude_features if c in f.columns]},
         base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
         top_features=model.feature_importance().feature.head(8).tolist(),
         bands=band_table(levels, ev.predictions["model"], test.label.to_numpy()),

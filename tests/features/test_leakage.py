@@ -140,3 +140,27 @@ def test_an_aware_cutoff_is_converted_to_utc(project):
     naive = _features_and_labels(project, as_of=T)
     aware = _features_and_labels(project, as_of=(T + timedelta(hours=2)).replace(tzinfo=timezone(timedelta(hours=2))))
     pd.testing.assert_frame_equal(naive, aware)
+
+
+def test_a_profile_change_after_the_cutoff_reaches_no_model_input(project):
+    """The customers source holds consent as it is now. A change after T makes the profile's
+    consent unknown as of T, so ``email_consent`` reads differently, and nothing else does: that
+    is why it is not a model input (``exclude_features``), and every model input stays put."""
+    from pipeline.jobs.train import model_inputs
+
+    shop = generate(300, seed=21, end="2026-11-27")
+    write(shop, project.data)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    baseline = _features_and_labels(project)
+    customers = shop.customers.copy()
+    known = customers.consent_updated_at < T
+    customers.loc[known, "email_consent"] = ~customers.loc[known, "email_consent"].astype(bool)
+    customers.loc[known, "consent_updated_at"] = pd.Timestamp(T + timedelta(days=10))
+    customers.to_parquet(project.data / "customers.parquet")
+    after = _features_and_labels(project)
+    changed = baseline.email_consent.astype("string").fillna("null") != after.email_consent.astype("string").fillna("null")
+    assert changed.sum() > 30, changed.sum()  # the leak the exclusion is for
+    inputs = model_inputs(load_config(project.root), list(baseline.columns))
+    assert "email_consent" not in inputs and len(inputs) > 40
+    pd.testing.assert_frame_equal(baseline[inputs], after[inputs])

@@ -131,3 +131,22 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(shop, monkeypatch
 def test_unknown_model_name(shop):
     r = runner.invoke(app, ["models", "show", "dynseg-nope"])
     assert r.exit_code == 1 and "no registered model named 'dynseg-nope'" in " ".join(r.stderr.split())
+
+
+def test_excluded_features_are_no_model_input_and_a_typo_is_refused(purchase, shop):
+    from pipeline.config import ConfigError
+    from pipeline.jobs.train import model_inputs
+
+    assert "email_consent" in purchase.data.frame.columns and "email_consent" not in purchase.model.features_
+    registry.connect(Workspace(shop.workspace).tracking_uri())
+    assert "Not inputs (`exclude_features` in configs/training.yaml): email_consent." in \
+        registry.version_details("dynseg-purchase", "1")["card"]
+    cfg = load_config(shop.root)
+    columns = list(purchase.data.frame.columns)
+    # a name whose group this data lacks is fine (n_support_ticket_30d fits n_<role>_<w>d); a typo is not
+    cfg.training.exclude_features[:] = ["email_consent", "n_support_ticket_30d", "plan"]
+    assert not {"plan", "email_consent"} & set(model_inputs(cfg, columns))
+    cfg.training.exclude_features[:] = ["emial_consent", "recency_days"]
+    with pytest.raises(ConfigError) as e:
+        model_inputs(cfg, columns)
+    assert "configs/training.yaml: exclude_features: 'emial_consent' is not a feature" in str(e.value)
