@@ -212,9 +212,15 @@ class SparkEngine(FeatureEngine):
 
     name = "spark"
 
-    def __init__(self, session: SparkSession, events_path: Path | str, customers_path: Path | str):
+    def __init__(self, session: SparkSession, events_path: Path | str, customers_path: Path | str,
+                 owned: Path | None = None):
+        """``owned``: a folder holding the input files that belongs to this engine alone; removed
+        on :meth:`close` (or at exit, if the process ends first)."""
         check_pyspark()
         self.session = session
+        self._owned = owned
+        if owned is not None:
+            atexit.register(self._remove_owned)
         # Temp views with unique names: two engines on one session never see each other's data.
         suffix = uuid.uuid4().hex[:8]
         self._views = {"events": f"dynseg_events_{suffix}", "customers": f"dynseg_customers_{suffix}"}
@@ -262,9 +268,16 @@ class SparkEngine(FeatureEngine):
         return self.session.sql(self._backend.compile(table_expr))
 
     def close(self) -> None:
-        """Drop the temp views; the session belongs to the caller and stays up."""
+        """Drop the temp views and remove the owned input folder; the session belongs to the
+        caller and stays up."""
         for view in self._views.values():
             self.session.catalog.dropTempView(view)
+        if self._owned is not None:
+            self._remove_owned()
+            atexit.unregister(self._remove_owned)
+
+    def _remove_owned(self) -> None:
+        shutil.rmtree(self._owned, ignore_errors=True)
 
 
 def export_canonical(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[Path, Path]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -69,9 +71,16 @@ def open_engine(cfg: Config, data: LoadedData, name: str | None = None) -> Featu
     if name == "spark":
         from features.engines.spark import SparkEngine, export_canonical, spark_session
 
-        staging = Workspace(cfg.workspace).root / "staging"
-        events_path, customers_path = export_canonical(data.con, staging)
-        return SparkEngine(spark_session(), events_path, customers_path)
+        session = spark_session()  # first: no Java or pyspark is said before the log is exported
+        # A folder of its own per run: two runs on one workspace never read each other's export
+        # (Spark reads the files lazily, long after they are written). Removed when the engine closes.
+        staging = Workspace(cfg.workspace).root / "staging" / f"run-{uuid.uuid4().hex[:12]}"
+        try:
+            events_path, customers_path = export_canonical(data.con, staging)
+            return SparkEngine(session, events_path, customers_path, owned=staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     raise ValueError(f"feature engine {name!r} is not supported; expected 'duckdb' or 'spark'")
 
 

@@ -176,6 +176,33 @@ def test_customer_features_match_duckdb(spark, project, as_of):
     assert_same_features(got, expected)
 
 
+def test_runs_on_one_workspace_read_their_own_export(spark, project):
+    """Spark reads its input lazily, long after the export: a second run on the same workspace,
+    over data that changed meanwhile, must not replace the first run's files. Each run exports to
+    a folder of its own, removed when its engine closes."""
+    from pipeline.jobs.features import open_engine
+
+    write(generate(300, seed=5, end=DATA_END), project.workspace / "data")
+    cfg = load_config(project.root)
+    first_data = load_validated(cfg, RUN_AS_OF)
+    first = open_engine(cfg, first_data, "spark")
+    count = "SELECT count(*) FROM customers"
+    expected = [first_data.con.execute(count).fetchone()[0]]  # read now: the views read the files lazily too
+    write(generate(120, seed=6, end=DATA_END), project.workspace / "data")
+    second_data = load_validated(cfg, RUN_AS_OF)
+    second = open_engine(cfg, second_data, "spark")
+    expected.append(second_data.con.execute(count).fetchone()[0])
+    try:
+        assert first._owned != second._owned and first._owned.parent == project.workspace / "staging"
+        counts = [len(e.execute(e.customers())) for e in (first, second)]
+        assert counts == expected and expected[0] > expected[1]
+    finally:
+        for e, d in ((first, first_data), (second, second_data)):
+            e.close()
+            d.con.close()
+    assert not any((project.workspace / "staging").iterdir())
+
+
 def test_features_build_on_spark_writes_what_duckdb_writes(spark, project):
     """`dynseg features build --engine spark`: the job's pandas path (Spark returns pandas) gives the
     file the DuckDB path (Arrow, sorted in Arrow) gives, row for row, and the same printed summary."""
