@@ -429,3 +429,16 @@ def catalog() -> list[tuple[str, str, str]]:
         if m:
             rows.append((m.group(1).replace("`", ""), m.group(2), m.group(3).replace("`", "")))
     return rows
+
+
+def is_catalog_column(name: str) -> bool:
+    """Whether ``name`` is a column the feature set can have, by its catalog (patterns such as
+    ``n_<role>_<w>d`` included; profile attributes are not, they depend on the data)."""
+    for row, _, _ in catalog():
+        for col in row.split(", "):
+            if "<attribute>" in col:
+                continue
+            pattern = re.escape(col).replace("<role>", "[a-z_]+").replace("<w>", "[0-9]+")
+            if re.fullmatch(pattern, name):
+                return True
+    return False

@@ -84,6 +84,13 @@ def resolve_files(spec: SourceSpec, base_dir: Path, name: str) -> tuple[Path, ..
             f"source '{name}': file {path} does not exist; check `path` in configs/catalog.yaml "
             "(for the demo data run `dynseg data generate` first)"
         )
+    if path.is_dir():
+        # DuckDB would read every file under it, recursively: old copies and other tables too.
+        suffix = {"parquet": "*.parquet", "csv": "*.csv"}.get(spec.format, "<file>")
+        raise SourceError(
+            f"source '{name}': path {spec.path or '(empty)'} is a folder ({path}); expected a file or a glob. "
+            f"Set `path` in configs/catalog.yaml to the file, or to a glob such as {Path(spec.path or '.') / suffix}"
+        )
     return (path,)
 
 

@@ -7,6 +7,8 @@ contract describes (exact repeats of an ``event_id`` are dropped, for instance).
 
 from __future__ import annotations
 
+import math
+
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -230,6 +232,9 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
                                  f"{t['event_type'].expr} IN ({names}) AND {t['amount'].expr} < 0",
                                  "purchases have a negative amount",
                                  "record returns as refund events with a positive amount"))
+        if "amount" in t and not _never_infinite(stats.get("amount"), raw):
+            checks.append(_Check("amount", "infinite_amount", "error", f"isinf({t['amount'].expr})",
+                                 "amounts are infinite", "fix the values (an overflow or a division by zero upstream)"))
     if name == "identities":
         for col in ("id_type", "id_value"):
             if col in t and not _never_blank(stats.get(col)):
@@ -252,6 +257,16 @@ def _never_negative(s: ColumnStats | None, raw: RawSource) -> bool:
         return False
     try:
         return all(float(m) >= 0 for m in s.mins)
+    except ValueError:
+        return False
+
+
+def _never_infinite(s: ColumnStats | None, raw: RawSource) -> bool:
+    """The statistics of a numeric ``amount`` bound every value by finite numbers."""
+    if s is None or not is_numeric(raw.columns.get("amount", "")):
+        return False
+    try:
+        return all(math.isfinite(float(m)) for m in (*s.mins, *s.maxs))
     except ValueError:
         return False
 
@@ -401,8 +416,24 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
         ANTI JOIN (SELECT {cu['customer_id'].expr} AS id FROM raw_customers) c ON e.id = c.id
         WHERE e.id IS NOT NULL
     """).fetchall()[0]
-    if n:
+    if not n:
+        return
+    # Some ids have no profile. If none has, the two sources name customers differently (integers
+    # against 'c0001'-style ids, another column): every profile feature would be lost in silence.
+    any_match, profile_example = con.execute(f"""
+        SELECT (SELECT count(*) FROM (SELECT 1 FROM (SELECT {ev['customer_id'].expr} AS id FROM raw_events) e
+                SEMI JOIN (SELECT {cu['customer_id'].expr} AS id FROM raw_customers) c ON e.id = c.id LIMIT 1)),
+               (SELECT min({cu['customer_id'].expr}) FROM raw_customers)
+    """).fetchall()[0]
+    if not any_match and profile_example is not None:
         report.problems.append(Problem(
-            "events", "customer_id", "unknown_customer", "warning", int(n),
-            f"{n:,} customer_ids in events are not in customers; their profile features will be null",
-            "add them to the customers source if they are real customers", (repr(example),)))
+            "events", "customer_id", "no_customer_matches", "error", int(n),
+            f"none of the {n:,} customer_ids in events is in customers: the two sources name customers "
+            f"differently (events: {example!r}, customers: {profile_example!r})",
+            "point both sources' customer_id at the same identifier (`columns:` in configs/catalog.yaml), "
+            "or fix the ids' form in one of them", (repr(example), repr(profile_example))))
+        return
+    report.problems.append(Problem(
+        "events", "customer_id", "unknown_customer", "warning", int(n),
+        f"{n:,} customer_ids in events are not in customers; their profile features will be null",
+        "add them to the customers source if they are real customers", (repr(example),)))

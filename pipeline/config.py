@@ -52,7 +52,14 @@ def _duration(value: str) -> str:
     return value
 
 
+def _positive_duration(value: str) -> str:
+    if parse_duration(value).total_seconds() <= 0:
+        raise ValueError(f"expected a duration above zero such as 30d or 8w; found {value!r}")
+    return value
+
+
 Duration = Annotated[str, AfterValidator(_duration)]
+PositiveDuration = Annotated[str, AfterValidator(_positive_duration)]
 
 
 class FeaturesConfig(_Strict):
@@ -65,9 +72,9 @@ class FeaturesConfig(_Strict):
 
 
 class LabelConfig(_Strict):
-    horizon: Duration
+    horizon: PositiveDuration
     population: Literal["known", "active"] = "known"
-    active_window: Duration = "180d"
+    active_window: PositiveDuration = "180d"
 
 
 class LabelsConfig(_Strict):
@@ -125,7 +132,7 @@ class TrainingConfig(_Strict):
     """``configs/training.yaml``: how the stacked training set is cut, the model, the gate."""
 
     snapshots: int = Field(6, ge=3)
-    step: Duration = "30d"
+    step: PositiveDuration = "30d"
     min_history: Duration = "90d"
     min_class_examples: int = Field(50, ge=1)
     bootstrap_samples: int = Field(200, ge=10)
@@ -164,6 +171,15 @@ def _check_bands(levels: list[BandLevelConfig]) -> list[BandLevelConfig]:
         if not last and len(rules) != 1:
             raise ValueError(f"band {lv.name!r} needs exactly one of min_probability, top_percent, "
                              f"min_precision; found {rules or 'none'}")
+    # A customer gets the first level whose threshold they reach: a later level with a stricter
+    # rule of the same kind could never hold anyone.
+    for rule, stricter in (("min_probability", "higher"), ("top_percent", "smaller"), ("min_precision", "higher")):
+        seen = [(lv.name, getattr(lv, rule)) for lv in levels if getattr(lv, rule) is not None]
+        for (above, a), (below, b) in zip(seen, seen[1:]):
+            if (b >= a) if stricter == "higher" else (b <= a):
+                raise ValueError(f"bands run from the highest level down: {below!r} ({rule} {b:g}) comes after {above!r} "
+                                 f"({rule} {a:g}) but is not looser, so it would stay empty; expected a "
+                                 f"{'lower' if stricter == 'higher' else 'larger'} {rule} than {a:g}")
     return levels
 
 
@@ -471,9 +487,28 @@ def _rel(path: Path, root: Path) -> str:
         return str(path)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """A safe loader that refuses a key given twice in one mapping (plain YAML keeps the last,
+    silently: ``horizon: 30d`` then ``horizon: 60d`` would train on 60 days)."""
+
+
+def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} is given twice (first on line {seen[key] + 1}); keep one", key_node.start_mark)
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _unique_mapping)
+
+
 def _read_yaml(path: Path, root: Path, issues: list[ConfigIssue]) -> dict | None:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

@@ -60,6 +60,30 @@ class Workspace:
         return write_atomic(self.root / relpath, json.dumps(obj, indent=2, default=str).encode())
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
+def check_writable(path: Path) -> None:
+    """Refuse, before any work, an output path that cannot become a file: a folder, under a file,
+    or in a folder this process cannot write."""
+    path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; expected a file path (e.g. {path / 'out.parquet'})")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"cannot write {path}: {parent} is a file, not a folder; choose a path in a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write {path}: no permission to write in {parent}; choose a folder you can write")
+
+
 def write_atomic(path: Path, data: bytes) -> Path:
     """Write bytes to ``path`` via a temp file in the same folder and a rename."""
     with atomic_target(path) as tmp:
@@ -72,8 +96,10 @@ def atomic_target(path: Path) -> Iterator[Path]:
     """A temp file beside ``path`` for the block to write; renamed onto ``path`` when the block
     succeeds, removed when it fails, so ``path`` is either what was there before or complete.
     For writers that stream to a file (a large Parquet file need not be held in memory first)."""
+    check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private (0600); the file gets what a plain open() would give
     os.close(fd)
     tmp = Path(name)
     try:

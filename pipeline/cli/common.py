@@ -75,6 +75,14 @@ def handled() -> Iterator[None]:
     except ValueError as e:
         err.print(f"[bold red]Error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
+    except OSError as e:
+        # A path that cannot be written or read (a folder where a file was asked for, a missing
+        # parent, no permission): the message names it; nothing was half-written (atomic writes).
+        if e.filename is None:
+            raise
+        err.print(f"[bold red]Error:[/] {e.strerror or e}: {e.filename}. Check the path (its folder must exist and "
+                  "be writable, and it must not be a folder itself).", highlight=False)
+        raise typer.Exit(EXIT_DATA) from None
     except RuntimeError as e:
         # Registry errors; checked through sys.modules so that commands which never touch
         # MLflow do not pay for importing it.

@@ -12,7 +12,7 @@ from rich.table import Table
 from features.asof import now_utc, parse_as_of
 from pipeline.cli.common import State, err, handled, kv_table, out, progress
 from pipeline.cli.render import problems_table
-from pipeline.workspace import Workspace, write_atomic
+from pipeline.workspace import Workspace, check_writable, write_atomic
 
 app = typer.Typer(help="Input data: generate the demo shop, validate sources.", no_args_is_help=True)
 
@@ -54,6 +54,8 @@ def validate(
     with handled():
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else now_utc()
+        if json_out:
+            check_writable(json_out)  # before the workspace is touched
         with progress("Validating sources") as _:
             from pipeline.jobs.data import DataError, data_summary, validate_job
 

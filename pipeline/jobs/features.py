@@ -13,7 +13,8 @@ import pandas as pd
 import pyarrow as pa
 
 from features.asof import parse_duration
-from features.customer_features import DataProfile, FeatureSpec, customer_features
+from features.customer_features import DataProfile, FeatureSpec, customer_features, is_catalog_column
+from features.normalize import ident
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
 from features.freshness import check_freshness
@@ -21,7 +22,7 @@ from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
 from pipeline.config import Config
 from pipeline.jobs.data import LoadedData, load_for_run
-from pipeline.workspace import Workspace, atomic_target
+from pipeline.workspace import Workspace, atomic_target, check_writable
 
 
 @dataclass
@@ -107,14 +108,30 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
                 f"configs/features.yaml: categorical_attributes names {missing}, which the customers source does "
                 f"not have as attributes; found {sorted(set(types) - contract)}"
             )
-        return tuple(wanted)
+        return _distinct_names(cfg, data, tuple(wanted))
     text = [c for c, t in types.items() if c not in contract and t == "VARCHAR"]
     if not text:
         return ()
     counts = data.con.execute(
-        "SELECT " + ", ".join(f'count(DISTINCT "{c}")' for c in text) + " FROM customers"
+        "SELECT " + ", ".join(f"count(DISTINCT {ident(c)})" for c in text) + " FROM customers"
     ).fetchall()[0]
-    return tuple(c for c, n in zip(text, counts) if 0 < n <= cfg.features.max_categories)
+    return _distinct_names(cfg, data, tuple(c for c, n in zip(text, counts) if 0 < n <= cfg.features.max_categories))
+
+
+def _distinct_names(cfg: Config, data: LoadedData, attributes: tuple[str, ...]) -> tuple[str, ...]:
+    """Refuse a profile attribute named like a column of the feature set: it would replace that
+    column (a text ``frequency`` where the purchase count belongs, an ``as_of`` of text)."""
+    clash = [a for a in attributes if a in ("customer_id", "as_of") or is_catalog_column(a)]
+    if clash:
+        source = cfg.source_specs().get("customers")
+        where = f"the customers source ({source.path})" if source is not None and source.path else "the customers source"
+        raise ValueError(
+            f"{where}: column{'s' if len(clash) > 1 else ''} {', '.join(map(repr, clash))} "
+            f"{'have' if len(clash) > 1 else 'has'} the name of a customer_features column, which the attribute "
+            "would replace; expected profile attributes with names of their own (`dynseg features describe` lists "
+            "the feature columns). Rename the column in the source, or drop it from "
+            "categorical_attributes in configs/features.yaml")
+    return attributes
 
 
 def feature_spec(cfg: Config) -> FeatureSpec:
@@ -124,7 +141,10 @@ def feature_spec(cfg: Config) -> FeatureSpec:
 
 def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpec:
     lc = getattr(cfg.labels, target)
-    return LabelSpec(target, parse_duration(horizon or lc.horizon), lc.population, parse_duration(lc.active_window))
+    h = parse_duration(horizon or lc.horizon)
+    if h.total_seconds() <= 0:
+        raise ValueError(f"--horizon {horizon}: expected a label window above zero such as 30d or 8w")
+    return LabelSpec(target, h, lc.population, parse_duration(lc.active_window))
 
 
 def check_model_inputs(model: Any, label: str, target: str, columns: Iterable[str]) -> None:
@@ -213,6 +233,7 @@ def write_arrow(table: pa.Table, out: Path) -> Path:
 def _check_out(out: Path) -> None:
     if out.suffix not in (".parquet", ".csv"):
         raise ValueError(f"--out {out}: expected a file name ending in .parquet or .csv; found {out.suffix or 'no suffix'!r}")
+    check_writable(out)
 
 
 def write_frame(frame: pd.DataFrame, out: Path) -> Path:

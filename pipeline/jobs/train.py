@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -13,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.customer_features import DataProfile, catalog
+from features.customer_features import DataProfile, is_catalog_column
 from models import bands as band_rules
 from models.calibration import seasonal_base_rate
 from models.card import model_card
@@ -91,19 +90,6 @@ def model_inputs(cfg: Config, columns: list[str]) -> list[str]:
             f"of customer_features; expected column names such as "
             f"{', '.join(c for c in columns if c not in KEY_COLUMNS)[:160]}... (`dynseg features describe` lists them)")])
     return [c for c in columns if c not in KEY_COLUMNS and c not in excluded]
-
-
-def is_catalog_column(name: str) -> bool:
-    """Whether ``name`` is a column the feature set can have, by its catalog (patterns such as
-    ``n_<role>_<w>d`` included; profile attributes are not, they depend on the data)."""
-    for row, _, _ in catalog():
-        for col in row.split(", "):
-            if "<attribute>" in col:
-                continue
-            pattern = re.escape(col).replace("<role>", "[a-z_]+").replace("<w>", "[0-9]+")
-            if re.fullmatch(pattern, name):
-                return True
-    return False
 
 
 def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Evaluation, str]:

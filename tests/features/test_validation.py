@@ -158,6 +158,25 @@ def test_negative_purchase_amount(project):
     assert p.count == 1 and "-10.0" in p.examples[0] and "refund" in p.fix
 
 
+@pytest.mark.parametrize("name", ["events.parquet", "events.csv"])
+def test_infinite_amounts_are_refused(project, name):
+    df = good_events()
+    df["amount"] = df["amount"].astype(float)
+    df.loc[2, "amount"] = float("inf")
+    p = only(run_with(project, df, name), "infinite_amount")
+    assert p.count == 1 and p.severity == "error" and p.column == "amount"
+    assert run_with(project, good_events(), name).ok  # finite footer bounds: the check is not even scanned
+
+
+def test_a_folder_as_source_path_is_refused(project):
+    project.write_events(good_events())
+    project.catalog(events={"format": "parquet", "path": "data"})
+    report = run(project)
+    assert not report.ok
+    text = " ".join(p.message + " " + p.fix for p in report.problems)
+    assert "is a folder" in text and "glob" in text and "data/*.parquet" in text, report.problems
+
+
 def test_unknown_event_types_are_listed_not_dropped(project):
     df = good_events()
     df.loc[1, "event_type"] = "push_sent"
@@ -298,3 +317,15 @@ def test_duckdb_database_source_reads_like_parquet_and_a_wrong_table_lists_the_t
     p = only(run(project), "unreadable")
     assert "shop.duckdb: source 'events' names table 'events', which this database does not have" in p.message
     assert "it has crm.events, recent" in p.message and "`table:`" in p.message
+
+
+def test_customers_whose_ids_match_no_event_customer_are_an_error(project):
+    project.write_events(good_events())
+    pd.DataFrame({"customer_id": ["17", "18", "19"], "signup_at": ["2026-01-01"] * 3}).to_parquet(project.data / "cu.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/cu.parquet"})
+    report = run(project)
+    p = only(report, "no_customer_matches")
+    assert not report.ok and p.severity == "error" and p.count == 3
+    assert "none of the 3 customer_ids in events is in customers" in p.message and "'c0'" in p.message and "'17'" in p.message
+    assert "columns:" in p.fix

@@ -154,3 +154,51 @@ def test_a_bad_out_suffix_is_refused_before_any_work(project):
     text = " ".join(result.stderr.split())
     assert "expected a file name ending in .parquet or .csv; found '.xlsx'" in text
     assert "missing.parquet" not in text and not (project.root / "f.xlsx").exists()
+
+
+def test_an_out_path_that_cannot_be_a_file_is_refused_before_any_work(project):
+    project.catalog(events={"format": "parquet", "path": "data/missing.parquet"})
+    (project.root / "a_file").write_text("x")
+    (project.root / "folder.parquet").mkdir()
+    for out, said in ((project.root / "a_file" / "f.parquet", "is a file, not a folder"),
+                      (project.root / "folder.parquet", "is a folder; expected a file path")):
+        result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        text = " ".join(result.stderr.split())
+        assert said in text and "missing.parquet" not in text, text
+    project.write_events(good_events())  # valid data: data validate would write its report to the workspace
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06", "--json", str(project.root / "folder.parquet")])
+    assert result.exit_code == 1 and "is a folder" in " ".join(result.stderr.split())
+    assert not (project.workspace / "reports" / "validation.json").exists()  # refused before the workspace was touched
+
+
+def test_written_files_get_the_usual_permissions(project):
+    import os
+    import stat
+
+    project.write_events(good_events())
+    out = project.root / "f.parquet"
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~mask  # not mkstemp's private 0600
+
+
+def test_a_profile_attribute_named_like_a_feature_is_refused(project):
+    shop = generate(300, seed=9, end="2026-11-27")
+    write(shop, project.data)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    customers = shop.customers.assign(frequency="weekly", **{'odd"name': "x"})
+    customers.to_parquet(project.data / "customers.parquet")
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-06-01", "--out", str(project.root / "f.csv")])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.stderr.split())
+    assert "data/customers.parquet" in text and "'frequency' has the name of a customer_features column" in text, text
+    assert not (project.root / "f.csv").exists()
+    # a quote in an attribute's name is no SQL problem
+    customers.drop(columns="frequency").to_parquet(project.data / "customers.parquet")
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-06-01", "--out", str(project.root / "f.csv")])
+    assert result.exit_code == 0, result.output
+    assert (pd.read_csv(project.root / "f.csv")['odd"name'] == "x").all()

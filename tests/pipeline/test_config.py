@@ -84,3 +84,24 @@ def test_memory_limit_reaches_duckdb_and_a_bad_one_is_refused(project):
     _write(project, "project.yaml", "memory_limit: lots\n")
     with pytest.raises(ConfigError, match=r"configs/project.yaml: memory_limit: .*lots"):
         load_config(project.root)
+
+
+def test_zero_durations_and_bands_that_would_stay_empty_are_refused(project):
+    _write(project, "training.yaml", "step: 0d\n")
+    _write(project, "labels.yaml", "purchase:\n  horizon: 0w\n")
+    _write(project, "bands.yaml", "purchase:\n  - {name: high, top_percent: 10}\n  - {name: medium, top_percent: 5}\n"
+                                  "  - {name: low}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "configs/training.yaml: step: expected a duration above zero such as 30d or 8w; found '0d'" in text
+    assert "configs/labels.yaml: purchase.horizon: expected a duration above zero" in text
+    assert "configs/bands.yaml: purchase:" in text and "'medium' (top_percent 5) comes after 'high' (top_percent 10)" in text
+    assert len(e.value.issues) == 3
+
+
+def test_a_key_given_twice_is_refused_naming_both_lines(project):
+    _write(project, "labels.yaml", "purchase:\n  horizon: 30d\n  horizon: 60d\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert "configs/labels.yaml: line 3, column 3: is not valid YAML: key 'horizon' is given twice (first on line 2)" in str(e.value)
