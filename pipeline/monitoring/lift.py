@@ -75,18 +75,22 @@ def _one_segment(seg, n_t, x_t, rev_t, n_h, x_h, rev_h, alpha, power, min_holdou
     mde = minimum_detectable_effect(n_t, n_h, p_h if x_h else _rate(x_t + x_h, n_t + n_h), alpha, power)
     expected = n_h * _rate(x_t + x_h, n_t + n_h)
     too_small = n_h < min_holdout or expected < min_expected
-    # A small holdout cannot prove "no effect", but a significant difference is a conclusion:
-    # a large MDE only makes a non-significant result inconclusive.
-    underpowered = max_mde is not None and mde > max_mde and not p_value < alpha
+    # A small holdout cannot prove "no effect", but a significant difference is a conclusion (the
+    # p-value is Fisher's exact test when counts are small): smallness, or a large MDE, only makes
+    # a non-significant result inconclusive.
+    significant = p_value < alpha
+    underpowered = (too_small or (max_mde is not None and mde > max_mde)) and not significant
     if n_t == 0:
         verdict = "inconclusive: no treated members"
     elif n_h == 0:
         verdict = "inconclusive: no holdout"
-    elif too_small or underpowered:
+    elif underpowered:
         detect = f"{100 * mde:.1f} points" if np.isfinite(mde) else "unknown (no conversions yet)"
         verdict = f"inconclusive: holdout of {n_h} is too small; the smallest effect this could detect is {detect}"
-    elif p_value < alpha:
+    elif significant:
         verdict = f"treated converted {'more' if diff > 0 else 'less'} (significant)"
+        if too_small:
+            verdict += f"; the holdout of {n_h} is small, so the interval is wide"
     else:
         verdict = "no significant difference"
     conclusive = not verdict.startswith("inconclusive")
