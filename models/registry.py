@@ -569,11 +569,16 @@ def _same_snapshot(a: ModelVersion, b: ModelVersion) -> tuple[bool, str]:
 
 def promote(name: str, version: str | int, *, force: bool = False,
             compare: Callable[[dict, dict], tuple[bool, str]] | None = None, reason: str = "",
-            auc_tolerance: float = 0.0, brier_tolerance: float = 0.002) -> PromotionResult:
+            auc_tolerance: float = 0.0, brier_tolerance: float = 0.002,
+            common_snapshot: Callable[[ModelVersion, ModelVersion], tuple[dict, dict, str]] | None = None,
+            ) -> PromotionResult:
     """Make ``version`` the champion if it is at least as good as the current one on the same test.
 
     ``compare(candidate_metrics, champion_metrics) -> (ok, explanation)`` receives the stored test
     metrics (``{"roc_auc": .., "brier": .., ...}``); the default is :func:`default_comparison`.
+    When the two were tested on different snapshots, ``common_snapshot(candidate, champion)``
+    (if given) evaluates both on one and returns ``(candidate_metrics, champion_metrics, where)``,
+    or raises ValueError saying why it cannot; without it, such a promotion is refused.
     """
     client = MlflowClient()
     version = str(version)
@@ -584,7 +589,7 @@ def promote(name: str, version: str | int, *, force: bool = False,
         champ_v = str(champ.version) if champ is not None else None
         if champ_v == version:
             return PromotionResult(name, version, None, False, f"version {version} is already the champion")
-        problems, notes = [], []
+        problems, notes, compared_on = [], [], ""
         status = cand.tags.get("validation_status")
         if status != VALIDATED:
             problems.append(f"version {version} is {status or 'not validated'} (it did not pass the validation criteria)")
@@ -593,15 +598,26 @@ def promote(name: str, version: str | int, *, force: bool = False,
                 raise RegistryError(f"version {version} predicts {cand.tags.get('target')!r} but the champion "
                                     f"(version {champ_v}) predicts {champ.tags.get('target')!r}; not the same model")
             same, why = _same_snapshot(cand, champ)
-            if not same:
-                problems.append(f"cannot compare with champion version {champ_v}: {why}; re-evaluate both on one test snapshot")
-            else:
+            if same:
                 ok, text = compare(_test_metrics(cand), _test_metrics(champ))
                 (notes if ok else problems).append(text)
+            elif common_snapshot is None:
+                problems.append(f"cannot compare with champion version {champ_v}: {why}; re-evaluate both on one test snapshot")
+            else:
+                try:
+                    cand_m, champ_m, where = common_snapshot(cand, champ)
+                except ValueError as e:
+                    problems.append(f"cannot compare with champion version {champ_v}: {why}, and {e}")
+                else:
+                    ok, text = compare(cand_m, champ_m)
+                    (notes if ok else problems).append(f"{why}, so both were scored on {where}: {text}")
+                    compared_on = where
         if problems and not force:
             raise PromotionRefused(f"promotion of {name} version {version} refused: " + "; ".join(problems)
                                    + ". Use --force --reason TEXT to override (recorded on the version).")
         record = {"promoted_at": _now(), "promoted_over": champ_v or "none"}
+        if compared_on:
+            record["promotion_compared_on"] = compared_on
         if force:
             record.update(promoted_by_force="true", force_reason=(reason or "(no reason given)")[:_MAX_TAG])
             if problems:

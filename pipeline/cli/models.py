@@ -153,7 +153,8 @@ def compare(ctx: typer.Context, name: Name, v1: Annotated[int, typer.Argument(he
         out.print(f"Promotion gate for version {v2} over {v1}: {'[green]would pass[/]' if ok else '[red]would refuse[/]'} ({why})",
                   highlight=False)
     else:
-        out.print(f"[yellow]Not comparable:[/] {c['snapshot']}; re-evaluate both on one test snapshot.", highlight=False)
+        out.print(f"[yellow]Not comparable:[/] {c['snapshot']}. `dynseg models promote` scores both on the newer "
+                  "snapshot before it decides.", highlight=False)
 
 
 @app.command()
@@ -176,7 +177,16 @@ def promote(
             version = str(versions.version.astype(int).max())
         elif not version.isdigit():
             raise typer.BadParameter(f"expected a version number or 'latest'; found {version!r}", param_hint="VERSION")
-        result = registry.promote(model, version, force=force, reason=reason)
+        cfg = ctx.obj.config()
+
+        def common_snapshot(candidate, champion):
+            from pipeline.jobs.promote import compare_on_one_snapshot
+
+            err.print(f"Versions {candidate.version} and {champion.version} were tested on different snapshots "
+                      f"({candidate.tags.get('test_cutoff')}, {champion.tags.get('test_cutoff')}): scoring both on the newer one...")
+            return compare_on_one_snapshot(cfg, model, candidate, champion)
+
+        result = registry.promote(model, version, force=force, reason=reason, common_snapshot=common_snapshot)
     if result.forced:
         err.print(f"[yellow]Forced:[/] reason recorded on the version: {reason}", highlight=False)
     out.print(result.message, highlight=False)

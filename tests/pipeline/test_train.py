@@ -150,3 +150,35 @@ def test_excluded_features_are_no_model_input_and_a_typo_is_refused(purchase, sh
     with pytest.raises(ConfigError) as e:
         model_inputs(cfg, columns)
     assert "configs/training.yaml: exclude_features: 'emial_consent' is not a feature" in str(e.value)
+
+
+def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_the_newer_one(purchase, shop):
+    """The monthly retrain: the two versions' stored test metrics come from different snapshots.
+    Promotion scores both on the newer one; the champion's AUC there is its stored test AUC (the
+    same rows, and a base rate moves no ranking)."""
+    from datetime import datetime, timedelta
+
+    from pipeline.jobs.promote import compare_on_one_snapshot
+
+    registry.connect(Workspace(shop.workspace).tracking_uri())
+    if registry.champion_metrics("dynseg-purchase") is None:
+        assert runner.invoke(app, ["models", "promote", "purchase", "1"]).exit_code == 0
+    _, champ = registry.load_champion("dynseg-purchase")
+    newer = datetime.fromisoformat(champ.tags["test_cutoff"])
+    older = train_job(load_config(shop.root), "purchase", as_of=newer)  # its test cutoff lies a horizon earlier
+    cand = registry._version(registry.MlflowClient(), "dynseg-purchase", older.version)
+    assert datetime.fromisoformat(cand.tags["test_cutoff"]) < newer - timedelta(days=20)
+
+    cand_m, champ_m, where = compare_on_one_snapshot(load_config(shop.root), "dynseg-purchase", cand, champ)
+    assert where.startswith(f"the test snapshot of {newer:%Y-%m-%d}")
+    assert champ_m["roc_auc"] == pytest.approx(float(champ.tags["test_roc_auc"]), abs=1e-9)
+    assert 0.6 < cand_m["roc_auc"] < 1 and cand_m["realized_rate"] == champ_m["realized_rate"]
+
+    r = runner.invoke(app, ["models", "promote", "purchase", older.version])
+    text = " ".join(r.output.split())
+    assert r.exit_code in (0, 3), r.output
+    assert f"so both were scored on the test snapshot of {newer:%Y-%m-%d}" in text, text
+    assert f"test AUC {cand_m['roc_auc']:.4f} vs champion {champ_m['roc_auc']:.4f}" in text
+    if r.exit_code == 0:  # promoted: where it was compared is on the version; put the champion back
+        assert registry.version_details("dynseg-purchase", older.version)["tags"]["promotion_compared_on"] == where
+        assert runner.invoke(app, ["models", "rollback", "purchase"]).exit_code == 0
