@@ -37,7 +37,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Callable, Literal, Mapping, NoReturn, Union
+from typing import TYPE_CHECKING, Callable, Collection, Literal, Mapping, NoReturn, Union
 
 if TYPE_CHECKING:
     import pandas
@@ -228,8 +228,10 @@ _Node = Union[_Compare, _In, _Between, _IsNull, _Flag, _Not, _Junction]
 
 
 class _Parser:
-    def __init__(self, text: str, columns: Mapping[str, Kind], context: str):
+    def __init__(self, text: str, columns: Mapping[str, Kind], context: str,
+                 values: Mapping[str, Collection[str]] | None = None):
         self.columns = columns
+        self.values = values or {}
         self.context = context
         self.used: set[str] = set()
         self.problems: list[str] = []  # found so far; reading goes on after an unknown column or a kind mismatch
@@ -494,6 +496,11 @@ class _Parser:
             if col.kind == "bool" and op_tok.text not in ("=", "!=", "<>"):
                 problem = "yes/no values can only be compared with = != <>"
                 self.note(problem, op_tok.text, op_tok.pos, "= TRUE or = FALSE")
+            known = self.values.get(col.name) if isinstance(col, _Column) and isinstance(other, _Value) else None
+            if known and other.value not in known:
+                # a band's levels are known: a misspelt one would only ever match no one
+                self.note(f"'{col.name}' has no such value", other_tok.text, other_tok.pos,
+                          "one of " + ", ".join(repr(v) for v in sorted(known)))
             return
         if col.kind == "timestamp" and isinstance(other, _Value) and other.kind == "text":
             if not _is_date(str(other.value)):
@@ -592,14 +599,17 @@ class Rule:
         return _sql(self._tree, dialect)
 
 
-def parse_rule(text: str, columns: Mapping[str, Kind], context: str = "where") -> Rule:
-    """Parse and check ``text`` against ``columns`` (name -> kind); raise ``RuleError`` if refused."""
+def parse_rule(text: str, columns: Mapping[str, Kind], context: str = "where",
+               values: Mapping[str, Collection[str]] | None = None) -> Rule:
+    """Parse and check ``text`` against ``columns`` (name -> kind); raise ``RuleError`` if refused.
+    ``values``: the only values some text columns can hold (a band's levels); comparing one with
+    any other value is refused."""
     if not isinstance(text, str):
         raise RuleError(f"{context}: expected the rule as text, found {type(text).__name__}. {ALLOWED}")
     bad = {name: kind for name, kind in columns.items() if kind not in _KINDS}
     if bad:
         raise ValueError(f"column kinds must be one of {_KINDS}; found {bad}")
-    parser = _Parser(text, columns, context)
+    parser = _Parser(text, columns, context, values)
     tree = parser.rule()
     if parser.problems:
         parser.refuse()

@@ -41,14 +41,16 @@ class CompiledSegment:
         return self.definition.kind != "suppression"
 
 
-def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[str] | None = None) -> list[CompiledSegment]:
+def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[str] | None = None,
+                     values: dict[str, set[str]] | None = None) -> list[CompiledSegment]:
     """Parse every rule against the run's columns; raise :class:`ConfigError` listing every
-    problem (file, key, token). Returned in dependency order: excluded segments first."""
+    problem (file, key, token). Returned in dependency order: excluded segments first.
+    ``values``: the levels of each ``<target>_band`` column (a rule naming another is refused)."""
     issues: list[ConfigIssue] = []
     compiled: dict[str, CompiledSegment] = {}
     for i, s in enumerate(cfg.segments):
         try:
-            rule = parse_rule(s.where, columns, context=f"segment {s.name!r} where")
+            rule = parse_rule(s.where, columns, context=f"segment {s.name!r} where", values=values)
         except RuleError as e:
             issues.append(ConfigIssue(SEGMENTS_FILE, f"segments[{i}].where", str(e)))
             continue

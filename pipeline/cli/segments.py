@@ -118,13 +118,13 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
 @app.command()
 def check(ctx: typer.Context) -> None:
     """Check configs/segments.yaml against the current data's columns without scoring."""
-    from pipeline.jobs.score import segment_columns
+    from pipeline.jobs.score import band_names, segment_columns
     from pipeline.segments import compile_segments
 
     state: State = ctx.obj
     with handled():
         cfg = state.config()
-        compiled = compile_segments(cfg.segments, segment_columns(cfg))
+        compiled = compile_segments(cfg.segments, segment_columns(cfg), values=band_names(cfg))
     t = Table(title=f"{len(compiled)} segments are valid (evaluation order)", title_justify="left")
     for c in ("segment", "kind", "reads", "excludes", "holdout"):
         t.add_column(c)

@@ -77,6 +77,21 @@ class ScoreRun:
     warnings: list[str] = field(default_factory=list)
 
 
+def in_sample_warnings(champions: dict[str, tuple[Any, Any]], as_of: datetime) -> list[str]:
+    """A champion asked to score a date before its test cutoff learned from the outcomes that
+    follow that date (its training and validation labels reach to the test cutoff): its scores
+    there are in sample, and `lift` would grade them too kindly."""
+    out = []
+    for target, (_, mv) in champions.items():
+        cutoff = mv.tags.get("test_cutoff")
+        if cutoff and as_of < datetime.fromisoformat(cutoff):
+            out.append(f"{target}: the champion ({mv.name} version {mv.version}) was fitted on outcomes up to its "
+                       f"test cutoff {cutoff}, after this run's as_of: its scores here are in sample, and realized "
+                       "quality graded on them (`dynseg lift`) overstates it. Score dates after the cutoff, or train "
+                       "a model as of this date (`dynseg train ... --as-of`)")
+    return out
+
+
 def export_label(as_of: datetime) -> str:
     """Folder name for a run's exports: the date for an end-of-day as_of, else the instant."""
     return as_of_label(as_of).replace(":", "")
@@ -100,7 +115,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     clock = time.perf_counter()
     say("validate")
     data = load_for_run(cfg, as_of)
-    warnings = run_warnings(cfg, data, as_of)
+    warnings = run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of)
     profile = data_profile(cfg, data)
     timings["validate"] = time.perf_counter() - clock
 
@@ -110,7 +125,9 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     try:
         expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile)
         # Every rule is checked against the run's columns before any work is done.
-        segments = compile_segments(cfg.segments, expected_columns(expr, targets))
+        levels_of = {f"{t}_band": {lv.name for lv in _band_levels(cfg, t, registry.bundle_of(pyfunc))[0]}
+                     for t, (pyfunc, _) in champions.items()}
+        segments = compile_segments(cfg.segments, expected_columns(expr, targets), values=levels_of)
         for target, (pyfunc, mv) in champions.items():  # before any work, like the rules above
             check_model_inputs(registry.bundle_of(pyfunc).model, f"{mv.name} version {mv.version}", target, expr.columns)
         feats = _features(eng, expr)
@@ -208,6 +225,12 @@ def expected_columns(features_expr: Any, targets: list[str]) -> dict[str, Kind]:
     for t in targets:
         kinds |= {f"{t}_score": "number", f"{t}_score_100": "number", f"{t}_band": "text"}
     return kinds
+
+
+def band_names(cfg: Config) -> dict[str, set[str]]:
+    """The levels each ``<target>_band`` column can hold, by configs/bands.yaml (for ``segments
+    check``; a run uses its champions' saved bands)."""
+    return {f"{t}_band": {lv.name for lv in getattr(cfg.bands, t)} for t in ("purchase", "churn")}
 
 
 def segment_columns(cfg: Config, as_of: datetime | None = None) -> dict[str, Kind]:

@@ -329,3 +329,13 @@ def test_refused_text_never_reaches_duckdb(con, frame):
     rule = parse_rule("band = '" + nasty.replace("'", "''") + "'", column_kinds(frame))
     assert con.execute(f"SELECT id FROM t WHERE {rule.sql()}").fetchall() == []
     assert con.execute("SELECT count(*) FROM t").fetchall() == [(6,)]
+
+
+def test_a_level_a_band_does_not_have_is_refused(frame):
+    levels = {"band": {"high", "medium", "low"}}
+    for text, token in (("band = 'hihg'", "'hihg'"), ("band IN ('high', 'mid')", "'mid'")):
+        with pytest.raises(RuleError) as e:
+            parse_rule(text, column_kinds(frame), CONTEXT, values=levels)
+        assert e.value.problems == (f"'band' has no such value: {token} at position {text.index(token) + 1}; "
+                                    "expected one of 'high', 'low', 'medium'.",)
+    assert parse_rule("band = 'high' OR band != 'low'", column_kinds(frame), CONTEXT, values=levels).columns == {"band"}

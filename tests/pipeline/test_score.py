@@ -197,6 +197,9 @@ def test_segments_cli_lists_and_shows(shop):
     assert result.exit_code == 1 and "no segment named 'nope'" in result.output
     result = runner.invoke(app, ["segments", "check"])
     assert result.exit_code == 0 and "12 segments are valid" in result.output
+    result, _ = score_with_config_changed(shop, "segments", lambda d: d["segments"][-1].update(where="churn_band = 'hihg'"),
+                                          ("segments", "check"))
+    assert result.exit_code == 1 and "'churn_band' has no such value: 'hihg'" in " ".join(result.output.split())
 
 
 def score_with_config_changed(shop: Project, name: str, change: Callable[[dict], None],
@@ -307,7 +310,9 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
 
 
 def test_segment_show_lists_what_sets_the_segment_apart(shop):
-    result = runner.invoke(app, ["segments", "show", "high_churn_risk"])
+    # likely_buyers is the purchase model's top 10 %: never empty (churn's high band, at 85 %
+    # precision, may be on a shop this small)
+    result = runner.invoke(app, ["segments", "show", "likely_buyers"])
     assert result.exit_code == 0, result.output
     assert "What sets the segment apart" in result.output
 
@@ -345,3 +350,19 @@ def test_no_reasons_run_scores_the_same_and_stores_no_reasons(shop):
     pd.testing.assert_frame_equal(
         q(shop, "SELECT segment, customer_id, sendable, holdout FROM segment_members WHERE run_id = ? ORDER BY ALL",
           [again.run_id]), members)
+
+
+def test_a_date_before_the_champions_test_cutoff_is_warned_as_in_sample(shop):
+    from datetime import datetime
+    from types import SimpleNamespace
+
+    from pipeline.jobs.score import in_sample_warnings
+
+    mv = SimpleNamespace(name="dynseg-churn", version="3", tags={"test_cutoff": "2026-09-01"})
+    champions = {"churn": (None, mv)}
+    (warning,) = in_sample_warnings(champions, datetime(2026, 8, 31))
+    assert warning.startswith("churn: the champion (dynseg-churn version 3) was fitted on outcomes up to its test "
+                              "cutoff 2026-09-01, after this run's as_of")
+    assert in_sample_warnings(champions, datetime(2026, 9, 1)) == []
+    # the shop's runs are dated after their champions' test cutoffs: no such warning
+    assert not any("in sample" in w for run in shop.runs for w in run.warnings)
