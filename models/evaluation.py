@@ -1,7 +1,8 @@
 """Honest evaluation on the out-of-time test snapshot: the model beside simple baselines.
 
 Baselines are computed on the same rows and calibrated the same way (Platt on the validation
-snapshot), so ranking (AUC) and calibration (Brier, log loss) compare like with like:
+snapshot, then moved to the base rate expected at the test cutoff, as the model is), so ranking
+(AUC) and calibration (Brier, log loss) compare like with like:
 
 * **recency**: days since the last purchase (fewer days = more likely to buy, less likely to churn).
 * **rfm**: the classic RFM score, the sum of recency, frequency and monetary quintiles (3–15).

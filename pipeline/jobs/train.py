@@ -14,7 +14,7 @@ import pandas as pd
 
 from features.customer_features import DataProfile, is_catalog_column
 from models import bands as band_rules
-from models.calibration import seasonal_base_rate
+from models.calibration import seasonal_base_rate, shift_prior
 from models.card import model_card
 from models.estimator import KEY_COLUMNS, PropensityModel
 from models.evaluation import Evaluation, calibrated_baselines, evaluate
@@ -104,8 +104,12 @@ def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Ev
     expected, note = seasonal_base_rate(float(valid.label.mean()), td.rates_year_before.get("valid"),
                                         td.rates_year_before.get("test"))
     at_test = model.with_base_rate(expected)
-    evaluation = evaluate(test.label, at_test.predict(test), calibrated_baselines(valid, test, td.label.target),
-                          n_boot=cfg.training.bootstrap_samples)
+    # The baselines get the same base-rate correction as the model: calibrated on the validation
+    # snapshot like it, then moved to the rate expected at the test cutoff, so the gate compares
+    # what each learned, not whether it was told about seasonality.
+    baselines = {name: shift_prior(p, model.calibrated_base_rate_, expected)
+                 for name, p in calibrated_baselines(valid, test, td.label.target).items()}
+    evaluation = evaluate(test.label, at_test.predict(test), baselines, n_boot=cfg.training.bootstrap_samples)
     return model, evaluation, note
 
 

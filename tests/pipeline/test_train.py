@@ -45,6 +45,9 @@ def test_model_beats_both_baselines_out_of_time(purchase):
 def test_calibrated_probabilities_match_the_realized_rate(purchase):
     m = purchase.evaluation.table.set_index("scorer").loc["model"]
     assert abs(m.mean_predicted - m.realized_rate) < 0.02, (m.mean_predicted, m.realized_rate)
+    # the baselines are moved to the same expected base rate as the model: their mean predictions agree
+    table = purchase.evaluation.table.set_index("scorer")
+    assert (table.loc[["recency", "rfm"], "mean_predicted"] - m.mean_predicted).abs().max() < 0.01, table.mean_predicted
     cal = purchase.evaluation.calibration
     assert cal.realized.is_monotonic_increasing or np.corrcoef(cal.predicted, cal.realized)[0, 1] > 0.95
 
