@@ -77,9 +77,9 @@ def resolve_for_model(levels: list[BandLevel], test_scores: np.ndarray, test_lab
             out.append(_with(lv, threshold=float(lv.min_probability)))
         elif lv.rule == "min_precision":
             t = precision_threshold(test_scores, test_labels, float(lv.min_precision))
-            note = "" if t is not None else (
-                f"no threshold reaches precision {lv.min_precision:g} with {MIN_PRECISION_SUPPORT}+ customers "
-                "on the test snapshot; this band stays empty")
+            note = (f"no threshold reaches precision {lv.min_precision:g} with {MIN_PRECISION_SUPPORT}+ customers "
+                    "on the test snapshot; this band stays empty") if t is None else \
+                cross_fitted_precision_note(test_scores, test_labels, float(lv.min_precision))
             out.append(_with(lv, threshold=math.inf if t is None else t, note=note))
         elif lv.rule == "top_percent":
             t = percentile_threshold(test_scores, float(lv.top_percent))
@@ -87,6 +87,25 @@ def resolve_for_model(levels: list[BandLevel], test_scores: np.ndarray, test_lab
         else:
             out.append(lv)
     return out
+
+
+def cross_fitted_precision_note(scores: np.ndarray, labels: np.ndarray, target: float) -> str:
+    """The precision a ``min_precision`` threshold chosen on the test snapshot can be expected to
+    keep: chosen on one half of the rows (alternate rows) and measured on the other, both ways.
+    The precision on the rows it was chosen on flatters it: the threshold sits where they happen
+    to reach the target."""
+    halves = np.arange(len(scores)) % 2 == 0
+    hits = above = 0
+    for fit in (halves, ~halves):
+        t = precision_threshold(scores[fit], labels[fit], target, max(1, MIN_PRECISION_SUPPORT // 2))
+        if t is None:
+            return "too few customers to estimate its precision out of sample"
+        chosen = ~fit & (scores >= t)
+        hits, above = hits + int(labels[chosen].sum()), above + int(chosen.sum())
+    if not above:
+        return "too few customers to estimate its precision out of sample"
+    return (f"out of sample (threshold chosen on half the test rows, measured on the other half): "
+            f"precision {hits / above:.3f}")
 
 
 def percentile_threshold(scores: np.ndarray, top_percent: float) -> float:
