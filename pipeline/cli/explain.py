@@ -42,7 +42,8 @@ def explain(
     }))
     for e in found:
         t = Table(title=f"{e.target}: score {e.score:.1%} (score_100 {round(e.score * 100)}), band {e.band or '—'}; "
-                        f"model {e.model}; average customer {e.base_probability:.1%}", title_justify="left")
+                        f"model {e.model}; starting point {e.base_probability:.1%} (the training rows' average log-odds, "
+                        "calibrated; not the run's mean score)", title_justify="left")
         for c, j in (("feature", "left"), ("value", "left"), ("points", "right"), ("log-odds", "right"),
                      ("in words", "left")):
             t.add_column(c, justify=j)

@@ -243,8 +243,19 @@ def write_frame(frame: pd.DataFrame, out: Path) -> Path:
         if out.suffix == ".csv":
             frame.to_csv(tmp, index=False)
         else:
-            frame.to_parquet(tmp, index=False)
+            import pyarrow.parquet as pq
+
+            pq.write_table(_plain_arrow(frame), tmp)
     return out
+
+
+def _plain_arrow(frame: pd.DataFrame) -> pa.Table:
+    """A frame as the Arrow table DuckDB's engine would hand over: ``string`` not pandas'
+    ``large_string``, and no pandas metadata, so files from both engines share one schema (and
+    can be read as one dataset)."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    schema = pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in table.schema])
+    return table.cast(schema).replace_schema_metadata(None)
 
 
 @dataclass

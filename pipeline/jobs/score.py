@@ -268,8 +268,29 @@ def score_target(cfg: Config, target: str, pyfunc: Any, feats: pd.DataFrame, as_
     out[f"{target}_band"] = pd.Series(band_rules.assign(levels, scores), index=feats.index, dtype="object")
     info = ScoredModel(target, registry.model_name(target, cfg.training.registry.names), "", "", spec.population,
                        int(population.sum()), base_rate, note, band_rules.to_dicts(levels))
-    info._warnings = notes  # type: ignore[attr-defined]
+    info._warnings = notes + unseen_levels(bundle.model, {  # type: ignore[attr-defined]
+        c: (feats.loc[population, c].dropna().astype(str)) for c in bundle.model.categories_ if c in feats})
     return out, info
+
+
+def unseen_levels(model: Any, values: dict[str, Any], top: int = 3) -> list[str]:
+    """A warning per categorical input holding values the model never saw in training (scored as
+    if missing): how many of the scored customers, and the commonest such values. ``values``:
+    column -> the present values as text (a pandas Series), or precomputed ``(n, counts)`` pairs."""
+    out = []
+    for col, v in values.items():
+        known = set(model.categories_.get(col, ()))
+        if isinstance(v, tuple):
+            n, counts = v
+        else:
+            n, counts = len(v), v[~v.isin(known)].value_counts()
+        counts = {k: int(c) for k, c in dict(counts).items() if k not in known and c}
+        if counts:
+            unseen = sum(counts.values())
+            shown = ", ".join(f"{k!r} ({c:,})" for k, c in sorted(counts.items(), key=lambda kv: -kv[1])[:top])
+            out.append(f"{unseen:,} of {n:,} scored customers ({unseen / max(n, 1):.1%}) have a {col} the model never "
+                       f"saw in training ({shown}); it scores them as if {col} were missing. Retrain to learn it")
+    return out
 
 
 def _label_spec(cfg: Config, target: str, bundle: Any) -> LabelSpec:
@@ -321,6 +342,20 @@ def _features(eng: FeatureEngine, expr: Any) -> Any:
 
         return to_frame(sort_by_customer(eng.execute_arrow(expr)))  # sorted in Arrow: see sort_by_customer
     return _nan_to_null(eng.to_spark(expr)).localCheckpoint()
+
+
+def _spark_level_counts(feats: Any, inside: Any, model: Any) -> dict[str, tuple[int, dict[str, int]]]:
+    """Per categorical input of ``model``: (present values in its population, counts of the values
+    it never saw), computed on Spark (the distinct unseen values are few)."""
+    from pyspark.sql import functions as F
+
+    out = {}
+    rows = feats.filter(inside)
+    for col in (c for c in model.categories_ if c in feats.columns):
+        counts = {r["v"]: r["count"] for r in rows.filter(F.col(col).isNotNull())
+                  .groupBy(F.col(col).cast("string").alias("v")).count().collect()}  # one job: few distinct values
+        out[col] = (sum(counts.values()), counts)
+    return out
 
 
 def _nan_to_null(frame: Any) -> Any:
@@ -384,7 +419,7 @@ def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments:
         scored = _with_scores(scored, t, inside, predict).localCheckpoint()
         levels, notes = _band_levels(cfg, t, bundle)
         info = ScoredModel(t, mv.name, str(mv.version), mv.run_id or "", spec.population, 0, base_rate, note, [])
-        info._warnings = notes  # type: ignore[attr-defined]
+        info._warnings = notes + unseen_levels(bundle.model, _spark_level_counts(feats, inside, bundle.model))  # type: ignore[attr-defined]
         found.append((info, levels))
     view = f"dynseg_scored_{uuid.uuid4().hex[:8]}"
     staged = Workspace(cfg.workspace).root / "staging" / f"score-{uuid.uuid4().hex[:12]}"

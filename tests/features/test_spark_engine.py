@@ -224,6 +224,16 @@ def test_features_build_on_spark_writes_what_duckdb_writes(spark, project):
     assert_same_features(got, duck)
     summary = [line for line in outputs["duckdb"].splitlines() if "frequency" in line or "recency_days" in line]
     assert summary and all(line in outputs["spark"] for line in summary)
+    # Parquet from both engines: one schema (Spark's path goes through pandas), readable as one dataset
+    import pyarrow.parquet as pq
+
+    for engine in ("duckdb", "spark"):
+        result = CliRunner().invoke(app, ["features", "build", "--as-of", "2026-06-01", "--engine", engine,
+                                          "--out", str(project.root / "both" / f"{engine}.parquet")])
+        assert result.exit_code == 0, result.output
+    schemas = [pq.read_schema(project.root / "both" / f"{e}.parquet") for e in ("duckdb", "spark")]
+    assert schemas[0].equals(schemas[1], check_metadata=False) and schemas[1].metadata is None, schemas
+    assert len(pq.read_table(project.root / "both")) == 2 * len(duck)
 
 
 def test_a_new_spark_session_logs_warnings_without_the_startup_noise(tmp_path):

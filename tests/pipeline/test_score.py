@@ -366,3 +366,17 @@ def test_a_date_before_the_champions_test_cutoff_is_warned_as_in_sample(shop):
     assert in_sample_warnings(champions, datetime(2026, 9, 1)) == []
     # the shop's runs are dated after their champions' test cutoffs: no such warning
     assert not any("in sample" in w for run in shop.runs for w in run.warnings)
+
+
+def test_levels_a_model_never_saw_are_warned_about():
+    from types import SimpleNamespace
+
+    from pipeline.jobs.score import unseen_levels
+
+    model = SimpleNamespace(categories_={"channel": ["organic", "social"], "plan": ["free", "plus"]})
+    values = {"channel": pd.Series(["organic"] * 90 + ["influencer"] * 8 + ["tv"] * 2), "plan": pd.Series(["free", "plus"])}
+    (warning,) = unseen_levels(model, values)
+    assert warning.startswith("10 of 100 scored customers (10.0%) have a channel the model never saw in training "
+                              "('influencer' (8), 'tv' (2)); it scores them as if channel were missing")
+    # Spark hands over counts: the same message
+    assert unseen_levels(model, {"channel": (100, {"organic": 90, "influencer": 8, "tv": 2})}) == [warning]
