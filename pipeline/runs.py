@@ -143,6 +143,7 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
                 "LEFT JOIN (SELECT segment, count(*) AS size FROM ws.segment_members WHERE run_id = ? GROUP BY segment) p "
                 "USING (segment)",
                 [run_id, as_of, run_id, prev])
+            _rechain_next(con, run_id, as_of)
             _pause_for_tests()
             con.execute("COMMIT")
             return prev
@@ -151,6 +152,40 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
             raise
     finally:
         con.execute("DETACH ws")
+
+
+def _rechain_next(con: duckdb.DuckDBPyConnection, run_id: str, as_of: datetime) -> None:
+    """The run after ``as_of`` (if any) now follows this one: a backfilled date, or a re-scored one
+    (whose old run id is gone). Its deltas and movement figures are taken again against this run,
+    so every run's entered/exited adds up with the one before it."""
+    rows = con.execute("SELECT run_id, as_of FROM ws.scoring_runs WHERE as_of > ? ORDER BY as_of LIMIT 1",
+                       [as_of]).fetchall()
+    if not rows:
+        return
+    nxt, nxt_as_of = rows[0]
+    con.execute("UPDATE ws.scoring_runs SET previous_run_id = ? WHERE run_id = ?", [run_id, nxt])
+    con.execute("DELETE FROM ws.segment_deltas WHERE run_id = ?", [nxt])
+    con.execute(
+        "INSERT INTO ws.segment_deltas "
+        "SELECT ?, ?, m.segment, m.customer_id, 'entered' FROM ws.segment_members m WHERE m.run_id = ? "
+        "AND NOT EXISTS (SELECT 1 FROM ws.segment_members p WHERE p.run_id = ? AND p.segment = m.segment "
+        "AND p.customer_id = m.customer_id) "
+        "UNION ALL "
+        "SELECT ?, ?, p.segment, p.customer_id, 'exited' FROM ws.segment_members p WHERE p.run_id = ? "
+        "AND NOT EXISTS (SELECT 1 FROM ws.segment_members m WHERE m.run_id = ? AND m.segment = p.segment "
+        "AND m.customer_id = p.customer_id)",
+        [nxt, nxt_as_of, nxt, run_id, nxt, nxt_as_of, run_id, nxt])
+    con.execute(
+        "UPDATE ws.segment_health h SET entered = d.entered, exited = d.exited, stayed = h.size - d.entered, "
+        "previous_size = d.previous_size, "
+        "volatility = CASE WHEN h.size + d.exited = 0 THEN NULL ELSE (d.entered + d.exited) / (h.size + d.exited) END "
+        "FROM (SELECT s.segment, "
+        "  (SELECT count(*) FROM ws.segment_deltas x WHERE x.run_id = ? AND x.segment = s.segment AND x.change = 'entered') AS entered, "
+        "  (SELECT count(*) FROM ws.segment_deltas x WHERE x.run_id = ? AND x.segment = s.segment AND x.change = 'exited') AS exited, "
+        "  (SELECT nullif(count(*), 0) FROM ws.segment_members p WHERE p.run_id = ? AND p.segment = s.segment) AS previous_size "
+        "  FROM ws.segment_health s WHERE s.run_id = ?) d "
+        "WHERE h.run_id = ? AND h.segment = d.segment",
+        [nxt, nxt, run_id, nxt, nxt])
 
 
 def _pause_for_tests() -> None:

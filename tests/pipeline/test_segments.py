@@ -199,6 +199,27 @@ def test_enter_exit_stay_across_runs_and_atomic_rerun(tmp_path):
     assert deltas(db, "r2b") == {} and health(db, "r2b").loc["vip", "volatility"] == 0
 
 
+def test_a_backfilled_or_rescored_date_becomes_the_predecessor_of_the_run_after_it(tmp_path):
+    db, con = tmp_path / "ws.duckdb", duckdb.connect()
+    d1, d2, d3 = (datetime(2026, 1, d, 23, 59, 59) for d in (1, 2, 3))
+    write(con, db, d1, "r1", {"vip": ["a", "b"]})
+    write(con, db, d3, "r3", {"vip": ["b", "c", "d"]})
+    assert deltas(db, "r3") == {("vip", "entered"): ["c", "d"], ("vip", "exited"): ["a"]}
+    # d2 is scored later (a backfill): r3's movement is now against r2, and the runs add up
+    assert write(con, db, d2, "r2", {"vip": ["b", "c"]}) == "r1"
+    assert deltas(db, "r2") == {("vip", "entered"): ["c"], ("vip", "exited"): ["a"]}
+    assert deltas(db, "r3") == {("vip", "entered"): ["d"]}
+    h = health(db, "r3")
+    assert h.loc["vip", ["size", "entered", "exited", "stayed", "previous_size"]].tolist() == [3, 1, 0, 2, 2]
+    assert h.loc["vip", "volatility"] == pytest.approx(1 / 3)
+    assert runs.read(db, "SELECT previous_run_id FROM scoring_runs WHERE run_id = 'r3'").previous_run_id[0] == "r2"
+    # d2 scored again: its new run id replaces the old one as r3's predecessor
+    write(con, db, d2, "r2b", {"vip": ["b", "c", "d", "e"]})
+    assert runs.read(db, "SELECT previous_run_id FROM scoring_runs WHERE run_id = 'r3'").previous_run_id[0] == "r2b"
+    assert deltas(db, "r3") == {("vip", "exited"): ["e"]}
+    assert health(db, "r3").loc["vip", ["entered", "exited", "stayed", "previous_size"]].tolist() == [0, 1, 3, 4]
+
+
 def test_failed_write_leaves_the_previous_state(tmp_path):
     db, con = tmp_path / "ws.duckdb", duckdb.connect()
     d1 = datetime(2026, 1, 1, 23, 59, 59)
