@@ -165,7 +165,8 @@ def promote(
     force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses; recorded on the version.")] = False,
     reason: Annotated[str, typer.Option(help="Why (required with --force; recorded on the version).")] = "",
 ) -> None:
-    """Set alias "champion" on a version, if it is at least as good as the current champion on the same test snapshot."""
+    """Set alias "champion" on a version, if it is at least as good as the current champion on one test snapshot
+    (both are scored on the newer one when they were tested on different snapshots)."""
     if force and not reason.strip():
         raise typer.BadParameter("--force needs --reason TEXT: the reason is recorded on the version", param_hint="--reason")
     with _registry(ctx) as registry:
