@@ -34,12 +34,14 @@ def test_every_error_is_reported_with_file_key_expected_and_found(project):
     assert len(e.value.issues) == 5
 
 
-def test_yaml_syntax_error_names_line(project):
+def test_yaml_syntax_error_and_a_key_given_twice_name_the_line(project):
     _write(project, "roles.yaml", "event_roles:\n  purchase: [order\n")
+    _write(project, "labels.yaml", "purchase:\n  horizon: 30d\n  horizon: 60d\n")  # plain YAML keeps the last
     with pytest.raises(ConfigError) as e:
         load_config(project.root)
     assert "configs/roles.yaml: line" in str(e.value)
     assert "not valid YAML" in str(e.value)
+    assert "configs/labels.yaml: line 3, column 3: is not valid YAML: key 'horizon' is given twice (first on line 2)" in str(e.value)
 
 
 def test_name_mapped_to_two_roles_is_refused(project):
@@ -98,10 +100,3 @@ def test_zero_durations_and_bands_that_would_stay_empty_are_refused(project):
     assert "configs/labels.yaml: purchase.horizon: expected a duration above zero" in text
     assert "configs/bands.yaml: purchase:" in text and "'medium' (top_percent 5) comes after 'high' (top_percent 10)" in text
     assert len(e.value.issues) == 3
-
-
-def test_a_key_given_twice_is_refused_naming_both_lines(project):
-    _write(project, "labels.yaml", "purchase:\n  horizon: 30d\n  horizon: 60d\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(project.root)
-    assert "configs/labels.yaml: line 3, column 3: is not valid YAML: key 'horizon' is given twice (first on line 2)" in str(e.value)
