@@ -288,7 +288,7 @@ def unseen_levels(model: Any, values: dict[str, Any], top: int = 3) -> list[str]
         if counts:
             unseen = sum(counts.values())
             shown = ", ".join(f"{k!r} ({c:,})" for k, c in sorted(counts.items(), key=lambda kv: -kv[1])[:top])
-            out.append(f"{unseen:,} of {n:,} scored customers ({unseen / max(n, 1):.1%}) have a {col} the model never "
+            out.append(f"{unseen:,} of {n:,} scored customers ({unseen / max(n, 1):.1%}) have a value of {col} the model never "
                        f"saw in training ({shown}); it scores them as if {col} were missing. Retrain to learn it")
     return out
 

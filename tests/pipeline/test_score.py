@@ -376,7 +376,7 @@ def test_levels_a_model_never_saw_are_warned_about():
     model = SimpleNamespace(categories_={"channel": ["organic", "social"], "plan": ["free", "plus"]})
     values = {"channel": pd.Series(["organic"] * 90 + ["influencer"] * 8 + ["tv"] * 2), "plan": pd.Series(["free", "plus"])}
     (warning,) = unseen_levels(model, values)
-    assert warning.startswith("10 of 100 scored customers (10.0%) have a channel the model never saw in training "
+    assert warning.startswith("10 of 100 scored customers (10.0%) have a value of channel the model never saw in training "
                               "('influencer' (8), 'tv' (2)); it scores them as if channel were missing")
     # Spark hands over counts: the same message
     assert unseen_levels(model, {"channel": (100, {"organic": 90, "influencer": 8, "tv": 2})}) == [warning]
