@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.asof import as_of_label
+from features.asof import as_of_label, parse_as_of
 from pipeline.cli.common import State, handled, kv_table, out
 
 
@@ -22,6 +22,7 @@ def explain(
     customer_id: Annotated[str, typer.Argument(help="Customer id (the canonical id after identity merging).")],
     model: Annotated[Optional[Model], typer.Option(help="Only this model (default: every model of the run).")] = None,
     run: Annotated[Optional[str], typer.Option(help="Scoring run id (default: the latest run).")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="The run as of this date or instant, instead of --run.")] = None,
     top: Annotated[int, typer.Option(help="Features to list.")] = 12,
 ) -> None:
     """The customer's score, band and segments in a run, each feature's push (exact TreeSHAP) in
@@ -29,8 +30,11 @@ def explain(
     from pipeline.jobs.explain import explain_customer
 
     state: State = ctx.obj
+    if run and as_of:
+        raise typer.BadParameter("give --run or --as-of, not both", param_hint="--as-of")
     with handled():
-        found = explain_customer(state.config(), customer_id, model.value if model else None, run, top=top)
+        instant = parse_as_of(as_of) if as_of else None
+        found = explain_customer(state.config(), customer_id, model.value if model else None, run, top=top, as_of=instant)
     if not found:
         out.print(f"{customer_id} is outside the population of the requested model(s) in this run "
                   "(churn scores only customers with a purchase in the last 180 days).")

@@ -60,13 +60,13 @@ def _run_models(cfg: Config, run: pd.Series, target: str | None = None) -> dict[
 
 
 def explain_customer(cfg: Config, customer_id: str, target: str | None = None, run_id: str | None = None,
-                     top: int = 12, plot: bool = True) -> list[Explanation]:
-    """The customer's score, band and segments in a run (default: the latest), and every feature's
-    push (exact TreeSHAP, log-odds and probability points), one Explanation per model."""
+                     top: int = 12, plot: bool = True, as_of: datetime | None = None) -> list[Explanation]:
+    """The customer's score, band and segments in a run (by id, by ``as_of``, default: the latest),
+    and every feature's push (exact TreeSHAP, log-odds and probability points), one Explanation per model."""
     from models.explain import contributions, describe_value, probability_points, reason_codes
     from models.plots import waterfall_plot
 
-    run = find_run(cfg, run_id)
+    run = find_run(cfg, run_id, as_of)
     t = run.as_of.to_pydatetime()
     db = Workspace(cfg.workspace).db_path
     stored = runs.read(db, "SELECT * FROM customer_scores WHERE run_id = ? AND customer_id = ?", [run.run_id, customer_id])

@@ -299,6 +299,14 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
     assert png.stat().st_size > 10_000
     result = runner.invoke(app, ["explain", "nobody"])
     assert result.exit_code == 1 and "was not scored" in result.output
+    # an earlier run by its date; a date without a run names the runs there are
+    d1 = q(shop, "SELECT * FROM customer_scores WHERE run_id = ?", [shop.runs[0].run_id])
+    cid = d1.customer_id.iloc[0]
+    (e,) = explain_customer(cfg, cid, "purchase", plot=False, as_of=DAY1)
+    assert e.run_id == shop.runs[0].run_id and e.stored_score == pytest.approx(d1.purchase_score.iloc[0], abs=1e-12)
+    result = runner.invoke(app, ["explain", cid, "--as-of", "2026-11-20", "--model", "purchase"])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "the latest runs are as of 2026-11-27, 2026-11-26" in text, text
     # --model loads (and checks the inputs of) that model only; one the run lacks is named
     from pipeline.jobs.explain import _run_models
     from pipeline.jobs.monitor import find_run
