@@ -496,8 +496,12 @@ class _Parser:
             if col.kind == "bool" and op_tok.text not in ("=", "!=", "<>"):
                 problem = "yes/no values can only be compared with = != <>"
                 self.note(problem, op_tok.text, op_tok.pos, "= TRUE or = FALSE")
-            known = self.values.get(col.name) if isinstance(col, _Column) and isinstance(other, _Value) else None
-            if known and other.value not in known:
+            known = self.values.get(col.name) if isinstance(col, _Column) else None
+            if known and op_tok.text not in ("=", "!=", "<>", "IN"):
+                # levels are names: 'high' sorts before 'medium', so >= 'medium' would drop 'high'
+                self.note(f"'{col.name}' holds band names, which have no order", op_tok.text, op_tok.pos,
+                          f"= or IN, as in {col.name} IN ('high', 'medium')")
+            elif known and isinstance(other, _Value) and other.value not in known:
                 # a band's levels are known: a misspelt one would only ever match no one
                 self.note(f"'{col.name}' has no such value", other_tok.text, other_tok.pos,
                           "one of " + ", ".join(repr(v) for v in sorted(known)))

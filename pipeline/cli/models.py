@@ -94,7 +94,9 @@ def show(
     out.print(_metrics_table(d["metrics"]))
     if d["bands"]:
         out.print(_bands_table(d["bands"]))
-    forced = {k: v for k, v in d["tags"].items() if k in ("promoted_by_force", "force_reason", "force_overrode", "promoted_at")}
+    forced = {k: v for k, v in d["tags"].items() if k in ("promoted_at", "promoted_over", "promotion_compared_on",
+                                                          "promotion_reason", "promoted_by_force", "force_reason",
+                                                          "force_overrode", "rolled_back_at")}
     if forced:
         out.print(kv_table("Promotion record", forced))
     if d["card"]:

@@ -221,11 +221,16 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
         s = scores[scores[f"{target}_score"].notna()]
         bought = s.customer_id.isin(outcome[target].index).to_numpy()
         y = bought.astype(int) if target == "purchase" else (~bought).astype(int)
-        promised = registry.version_details(m["name"], m["version"])["metrics"].get("model", {})
+        details = registry.version_details(m["name"], m["version"])
+        promised = details["metrics"].get("model", {})
         quality[target] = realized_quality(s[f"{target}_score"].to_numpy(), y, s[f"{target}_band"].to_numpy(),
                                            promised={k: promised[k] for k in ("roc_auc", "brier") if k in promised},
                                            auc_floor=cfg.monitoring.quality.auc_floor.get(target),
                                            treated=s.customer_id.isin(reached).to_numpy())
+        cutoff = details["tags"].get("test_cutoff")
+        if cutoff and t < datetime.fromisoformat(cutoff):  # see score.in_sample_warnings
+            quality[target].notes.insert(0, f"in sample: the model was fitted on outcomes up to its test cutoff "
+                                            f"{cutoff}, after this run's as_of; these figures overstate its quality")
     folder = ws.reports_dir / "lift" / as_of_label(t).replace(":", "")
     result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items()}, folder)
     result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())

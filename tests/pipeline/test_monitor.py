@@ -51,7 +51,7 @@ def test_realized_quality_matches_what_the_model_card_promised(shop):
         promised = q.comparison.set_index("metric").at["roc_auc", "promised"]
         assert abs(q.metrics["roc_auc"] - promised) < 0.05, (target, q.metrics["roc_auc"], promised)
         assert abs(q.metrics["mean_predicted"] - q.metrics["realized_rate"]) < 0.05
-        assert not q.alarm
+        assert not q.alarm and not any(n.startswith("in sample") for n in q.notes)  # scored after the test cutoffs
     # no campaign happened: treated and holdout convert alike
     assert not (r.lift.abs_lift_low > 0.02).any(), r.lift[["segment", "abs_lift", "abs_lift_low"]]
     assert (shop.workspace / "reports" / "lift" / "2026-08-31" / "summary.json").is_file()
@@ -179,3 +179,13 @@ def test_decay_alarm_exits_3_naming_the_model(shop):
     assert result.exit_code == 3, result.output
     text = " ".join(result.output.split())
     assert "purchase: realized ROC AUC" in text and "below the floor 0.990" in text
+
+
+def test_lift_on_a_run_before_the_models_test_cutoff_says_it_is_in_sample(shop):
+    """Last in this module: it adds an earlier run (the scores of a date the models learned from)."""
+    cfg = load_config(shop.root)
+    early = score_job(cfg, parse_as_of("2026-05-01"))
+    assert any("its scores here are in sample" in w for w in early.warnings), early.warnings
+    r = lift_job(cfg, run_id=early.run_id)
+    for target, q in r.quality.items():
+        assert q.notes[0].startswith("in sample: the model was fitted on outcomes up to its test cutoff"), (target, q.notes)

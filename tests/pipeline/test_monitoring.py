@@ -153,12 +153,12 @@ def test_lift_says_inconclusive_on_a_tiny_holdout_and_no_difference_when_there_i
 
 
 def test_a_significant_difference_on_a_small_holdout_is_a_conclusion():
-    # 25 held out, none converted; 60 % of the treated did: the test is beyond doubt, so
+    # 25 held out, none converted; 60 % of the treated did: even the exact test is beyond doubt, so
     # the holdout's size (under min_holdout) widens the interval but does not void the result.
     frame = pd.DataFrame({"segment": "s", "holdout": [True] * 25 + [False] * 500,
                           "converted": [0] * 25 + [1] * 300 + [0] * 200, "revenue": 0.0})
     row = segment_lift(frame, min_holdout=30).set_index("segment").loc["s"]
-    assert row.p_value < 1e-6 and row.conclusive
+    assert row.p_value < 1e-6 and row.conclusive and row.test == "fisher_exact"  # exact under min_holdout
     assert row.verdict == "treated converted more (significant); the holdout of 25 is small, so the interval is wide"
 
 

@@ -339,3 +339,7 @@ def test_a_level_a_band_does_not_have_is_refused(frame):
         assert e.value.problems == (f"'band' has no such value: {token} at position {text.index(token) + 1}; "
                                     "expected one of 'high', 'low', 'medium'.",)
     assert parse_rule("band = 'high' OR band != 'low'", column_kinds(frame), CONTEXT, values=levels).columns == {"band"}
+    for text, op in (("band >= 'medium'", ">="), ("band BETWEEN 'high' AND 'low'", "BETWEEN")):
+        with pytest.raises(RuleError) as e:
+            parse_rule(text, column_kinds(frame), CONTEXT, values=levels)
+        assert e.value.problems[0].startswith(f"'band' holds band names, which have no order: '{op}'"), e.value.problems

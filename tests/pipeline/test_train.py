@@ -184,4 +184,6 @@ def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_t
     assert f"test AUC {cand_m['roc_auc']:.4f} vs champion {champ_m['roc_auc']:.4f}" in text
     if r.exit_code == 0:  # promoted: where it was compared is on the version; put the champion back
         assert registry.version_details("dynseg-purchase", older.version)["tags"]["promotion_compared_on"] == where
+        shown = " ".join(runner.invoke(app, ["models", "show", "purchase", older.version]).output.split())
+        assert "Promotion record" in shown and "promotion_compared_on" in shown
         assert runner.invoke(app, ["models", "rollback", "purchase"]).exit_code == 0
