@@ -73,7 +73,8 @@ def resolve_files(spec: SourceSpec, base_dir: Path, name: str) -> tuple[Path, ..
     if not path.is_absolute():
         path = base_dir / path
     if glob.has_magic(str(path)):
-        files = tuple(sorted(Path(p) for p in glob.glob(str(path), recursive=True)))
+        # files only: DuckDB would read every file under a folder the glob matched
+        files = tuple(sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()))
         if not files:
             raise SourceError(
                 f"source '{name}': the glob {path} matches no file; check `path` in configs/catalog.yaml"
@@ -86,7 +87,7 @@ def resolve_files(spec: SourceSpec, base_dir: Path, name: str) -> tuple[Path, ..
         )
     if path.is_dir():
         # DuckDB would read every file under it, recursively: old copies and other tables too.
-        suffix = {"parquet": "*.parquet", "csv": "*.csv"}.get(spec.format, "<file>")
+        suffix = {"parquet": "**/*.parquet", "csv": "**/*.csv"}.get(spec.format, "<file>")
         raise SourceError(
             f"source '{name}': path {spec.path or '(empty)'} is a folder ({path}); expected a file or a glob. "
             f"Set `path` in configs/catalog.yaml to the file, or to a glob such as {Path(spec.path or '.') / suffix}"

@@ -409,6 +409,7 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
 
 def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> None:
     ev, cu = report.typed["events"], report.typed["customers"]
+    linked = "identities" in report.sources  # event ids may meet the profiles only through identity merges
     if "customer_id" not in ev:
         return
     n, example = con.execute(f"""
@@ -425,7 +426,7 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
                 SEMI JOIN (SELECT {cu['customer_id'].expr} AS id FROM raw_customers) c ON e.id = c.id LIMIT 1)),
                (SELECT min({cu['customer_id'].expr}) FROM raw_customers)
     """).fetchall()[0]
-    if not any_match and profile_example is not None:
+    if not any_match and profile_example is not None and not linked:
         report.problems.append(Problem(
             "events", "customer_id", "no_customer_matches", "error", int(n),
             f"none of the {n:,} customer_ids in events is in customers: the two sources name customers "

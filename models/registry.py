@@ -601,13 +601,15 @@ def promote(name: str, version: str | int, *, force: bool = False,
             if same:
                 ok, text = compare(_test_metrics(cand), _test_metrics(champ))
                 (notes if ok else problems).append(text)
-            elif common_snapshot is None:
+            elif common_snapshot is None or force or problems:
+                # (forced, or refused already: no need to score both again)
                 problems.append(f"cannot compare with champion version {champ_v}: {why}; re-evaluate both on one test snapshot")
             else:
                 try:
                     cand_m, champ_m, where = common_snapshot(cand, champ)
-                except ValueError as e:
-                    problems.append(f"cannot compare with champion version {champ_v}: {why}, and {e}")
+                except Exception as e:  # noqa: BLE001 - data, engine or registry: --force can still override
+                    problems.append(f"cannot compare with champion version {champ_v}: {why}, and scoring both on one "
+                                    f"failed: {_first_line(e)}")
                 else:
                     ok, text = compare(cand_m, champ_m)
                     (notes if ok else problems).append(f"{why}, so both were scored on {where}: {text}")

@@ -8,6 +8,8 @@ in every file is reported at once, naming the file, the key, what was expected a
 
 from __future__ import annotations
 
+from collections.abc import Hashable
+
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -495,7 +497,12 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 def _unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
     seen: dict = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: the merged keys may be overridden
+            continue
         key = loader.construct_object(key_node, deep=deep)
+        if not isinstance(key, Hashable):
+            raise yaml.constructor.ConstructorError(None, None, "a key must be a plain value (text or a number), not a list or mapping",
+                                                    key_node.start_mark)
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"key {key!r} is given twice (first on line {seen[key] + 1}); keep one", key_node.start_mark)

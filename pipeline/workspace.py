@@ -74,7 +74,7 @@ def check_writable(path: Path) -> None:
     or in a folder this process cannot write."""
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder; expected a file path (e.g. {path / 'out.parquet'})")
+        raise ValueError(f"{path} is a folder; expected a file path (e.g. {path / ('out' + (path.suffix or '.parquet'))})")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

@@ -70,7 +70,8 @@ def validate(
         err.print(problems_table(data.report.problems))
     _print_summary(summary)
     if json_out:
-        write_atomic(json_out, json.dumps(data.report.to_dict() | {"summary": summary}, indent=2, default=str).encode())
+        with handled():
+            write_atomic(json_out, json.dumps(data.report.to_dict() | {"summary": summary}, indent=2, default=str).encode())
     out.print(f"[green]Sources valid[/] as of {instant.isoformat(sep=' ')} UTC "
               f"({len(data.report.problems)} warning(s)).")
 

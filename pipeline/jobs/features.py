@@ -20,7 +20,7 @@ from features.engines.duckdb import sort_by_customer, to_frame
 from features.freshness import check_freshness
 from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
-from pipeline.config import Config
+from pipeline.config import Config, ConfigError, ConfigIssue
 from pipeline.jobs.data import LoadedData, load_for_run
 from pipeline.workspace import Workspace, atomic_target, check_writable
 
@@ -129,9 +129,25 @@ def _distinct_names(cfg: Config, data: LoadedData, attributes: tuple[str, ...]) 
             f"{where}: column{'s' if len(clash) > 1 else ''} {', '.join(map(repr, clash))} "
             f"{'have' if len(clash) > 1 else 'has'} the name of a customer_features column, which the attribute "
             "would replace; expected profile attributes with names of their own (`dynseg features describe` lists "
-            "the feature columns). Rename the column in the source, or drop it from "
-            "categorical_attributes in configs/features.yaml")
+            "the feature columns). Rename the column in the source (or map another name to it with `columns:` in "
+            "configs/catalog.yaml), or list categorical_attributes in configs/features.yaml without it")
     return attributes
+
+
+def check_excluded(cfg: Config, profile: DataProfile) -> None:
+    """Refuse a name in ``exclude_features`` that is no column the feature set can have (its catalog,
+    patterns such as ``n_<role>_<w>d`` included, and this data's profile attributes): a typo would
+    leave the feature in silently. A column of a group this data lacks is fine."""
+    unknown = [c for c in cfg.training.exclude_features if not is_catalog_column(c) and c not in profile.categorical]
+    if unknown:
+        from features.customer_features import catalog
+
+        names = [c for row, _, _ in catalog() for c in row.split(", ") if "<" not in c and c not in ("customer_id", "as_of")]
+        raise ConfigError([ConfigIssue(
+            "configs/training.yaml", "exclude_features",
+            f"{', '.join(map(repr, unknown))} {'is not a feature' if len(unknown) == 1 else 'are not features'} of "
+            f"customer_features; expected column names such as {', '.join(names[:6])}, n_<role>_<w>d, or a profile "
+            f"attribute ({', '.join(profile.categorical) or 'none in this data'}); `dynseg features describe` lists them")])
 
 
 def feature_spec(cfg: Config) -> FeatureSpec:
@@ -286,6 +302,7 @@ def training_set_job(
     t = cfg.training
     plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history))
     profile = data_profile(cfg, data)
+    check_excluded(cfg, profile)  # before the long work
     eng = open_engine(cfg, data, engine)
     min_history = parse_duration(t.min_history)
     try:

@@ -29,14 +29,15 @@ def compare_on_one_snapshot(cfg: Config, name: str, candidate: Any, champion: An
     newer of their test snapshots. Raises ValueError when they cannot be compared there."""
     from models import registry
 
-    bundles = {mv.version: registry.bundle_of(registry.load_version(name, mv.version)) for mv in (candidate, champion)}
-    cand, champ = bundles[candidate.version], bundles[champion.version]
-    if cand.label != champ.label:
-        raise ValueError(f"the two versions predict different outcomes ({cand.label_definition!r} against "
-                         f"{champ.label_definition!r}); a comparison needs one label definition")
     cutoffs = [mv.tags.get("test_cutoff") for mv in (candidate, champion)]
     if None in cutoffs:
         raise ValueError("a version records no test cutoff (trained before dynseg recorded it)")
+    definitions = [mv.tags.get("label_definition") for mv in (candidate, champion)]
+    if definitions[0] != definitions[1]:  # checked on the tags, before any model is loaded
+        raise ValueError(f"the two versions predict different outcomes ({definitions[0]!r} against "
+                         f"{definitions[1]!r}); a comparison needs one label definition")
+    bundles = {mv.version: registry.bundle_of(registry.load_version(name, mv.version)) for mv in (candidate, champion)}
+    cand, champ = bundles[candidate.version], bundles[champion.version]
     cutoff = max(datetime.fromisoformat(c) for c in cutoffs)
     target = candidate.tags.get("target")
     spec = _label_spec(cfg, target, cand)

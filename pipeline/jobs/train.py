@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from features.customer_features import DataProfile, is_catalog_column
+from features.customer_features import DataProfile
 from models import bands as band_rules
 from models.calibration import seasonal_base_rate, shift_prior
 from models.card import model_card
@@ -20,7 +20,7 @@ from models.estimator import KEY_COLUMNS, PropensityModel
 from models.evaluation import Evaluation, calibrated_baselines, evaluate
 from models.explain import global_artifacts
 from models.plots import calibration_plot, gains_plot, importance_plot, roc_pr_plot
-from pipeline.config import Config, ConfigError, ConfigIssue, Criterion
+from pipeline.config import Config, Criterion
 from pipeline.jobs.features import TrainingData, training_set_job
 from pipeline.workspace import Workspace
 
@@ -78,17 +78,9 @@ def feature_set_version(columns: list[str]) -> str:
 
 def model_inputs(cfg: Config, columns: list[str]) -> list[str]:
     """The columns of a training frame the model learns from: every feature but those in
-    ``exclude_features`` (configs/training.yaml). A name that is neither a column here nor a
-    column the feature set can have (its group absent from this data) is refused: a typo would
-    otherwise leave a feature in silently."""
-    excluded = cfg.training.exclude_features
-    unknown = [c for c in excluded if c not in columns and not is_catalog_column(c)]
-    if unknown:
-        raise ConfigError([ConfigIssue(
-            "configs/training.yaml", "exclude_features",
-            f"{', '.join(map(repr, unknown))} {'is not a feature' if len(unknown) == 1 else 'are not features'} "
-            f"of customer_features; expected column names such as "
-            f"{', '.join(c for c in columns if c not in KEY_COLUMNS)[:160]}... (`dynseg features describe` lists them)")])
+    ``exclude_features`` (configs/training.yaml; its names are checked before the training set is
+    built, see :func:`pipeline.jobs.features.check_excluded`)."""
+    excluded = set(cfg.training.exclude_features)
     return [c for c in columns if c not in KEY_COLUMNS and c not in excluded]
 
 

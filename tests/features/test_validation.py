@@ -174,7 +174,13 @@ def test_a_folder_as_source_path_is_refused(project):
     report = run(project)
     assert not report.ok
     text = " ".join(p.message + " " + p.fix for p in report.problems)
-    assert "is a folder" in text and "glob" in text and "data/*.parquet" in text, report.problems
+    assert "is a folder" in text and "glob" in text and "data/**/*.parquet" in text, report.problems
+    # a glob that also matches a folder reads the files it names, not the folder's contents
+    (project.data / "old.parquet").mkdir()
+    good_events().to_parquet(project.data / "old.parquet" / "part-0.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/*.parquet"})
+    report = run(project)
+    assert report.ok and report.sources["events"].rows == len(good_events()), report.problems
 
 
 def test_unknown_event_types_are_listed_not_dropped(project):

@@ -138,6 +138,7 @@ def test_unknown_model_name(shop):
 
 def test_excluded_features_are_no_model_input_and_a_typo_is_refused(purchase, shop):
     from pipeline.config import ConfigError
+    from pipeline.jobs.features import check_excluded
     from pipeline.jobs.train import model_inputs
 
     assert "email_consent" in purchase.data.frame.columns and "email_consent" not in purchase.model.features_
@@ -148,11 +149,13 @@ def test_excluded_features_are_no_model_input_and_a_typo_is_refused(purchase, sh
     columns = list(purchase.data.frame.columns)
     # a name whose group this data lacks is fine (n_support_ticket_30d fits n_<role>_<w>d); a typo is not
     cfg.training.exclude_features[:] = ["email_consent", "n_support_ticket_30d", "plan"]
+    check_excluded(cfg, purchase.data.profile)
     assert not {"plan", "email_consent"} & set(model_inputs(cfg, columns))
     cfg.training.exclude_features[:] = ["emial_consent", "recency_days"]
     with pytest.raises(ConfigError) as e:
-        model_inputs(cfg, columns)
+        check_excluded(cfg, purchase.data.profile)
     assert "configs/training.yaml: exclude_features: 'emial_consent' is not a feature" in str(e.value)
+    assert "such as n_events, days_since_last_event, recency_days" in str(e.value)
 
 
 def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_the_newer_one(purchase, shop):
