@@ -124,7 +124,8 @@ def check(ctx: typer.Context) -> None:
     state: State = ctx.obj
     with handled():
         cfg = state.config()
-        compiled = compile_segments(cfg.segments, segment_columns(cfg), values=band_names(cfg))
+        levels, source = band_names(cfg)
+        compiled = compile_segments(cfg.segments, segment_columns(cfg), values=levels)
     t = Table(title=f"{len(compiled)} segments are valid (evaluation order)", title_justify="left")
     for c in ("segment", "kind", "reads", "excludes", "holdout"):
         t.add_column(c)
@@ -132,3 +133,5 @@ def check(ctx: typer.Context) -> None:
         t.add_row(s.name, s.definition.kind, ", ".join(sorted(s.rule.columns)), ", ".join(s.excluded) or "—",
                   f"{s.definition.holdout:.0%}")
     out.print(t)
+    out.print("Band levels as a scoring run would see them: " + "; ".join(
+        f"{t} {sorted(levels[f'{t}_band'])} ({where})" for t, where in source.items()), highlight=False)

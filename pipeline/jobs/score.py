@@ -227,10 +227,32 @@ def expected_columns(features_expr: Any, targets: list[str]) -> dict[str, Kind]:
     return kinds
 
 
-def band_names(cfg: Config) -> dict[str, set[str]]:
-    """The levels each ``<target>_band`` column can hold, by configs/bands.yaml (for ``segments
-    check``; a run uses its champions' saved bands)."""
-    return {f"{t}_band": {lv.name for lv in getattr(cfg.bands, t)} for t in ("purchase", "churn")}
+def band_names(cfg: Config) -> tuple[dict[str, set[str]], dict[str, str]]:
+    """The levels each ``<target>_band`` column can hold in a scoring run now (for ``segments
+    check``): the champion's saved bands, as a run uses them; configs/bands.yaml for a target with
+    no champion (or no reachable registry). Also where each list came from."""
+    levels, source = {}, {}
+    ws = Workspace(cfg.workspace)
+    uri = ws.tracking_uri(cfg.settings.tracking_uri)
+    reachable = False
+    if not uri.startswith("sqlite:///") or (ws.root / "mlflow.db").exists():  # no store is created for a check
+        from models import registry
+
+        try:
+            registry.connect(uri)
+            reachable = True
+        except Exception:  # noqa: BLE001 - checking rules must not need the registry
+            pass
+    for t in ("purchase", "churn"):
+        name = cfg.training.registry.names[t]
+        if reachable and registry.champion_metrics(name) is not None:
+            pyfunc, mv = registry.load_champion(name)
+            levels[f"{t}_band"] = {lv.name for lv in _band_levels(cfg, t, registry.bundle_of(pyfunc))[0]}
+            source[t] = f"{name} version {mv.version}"
+        else:
+            levels[f"{t}_band"] = {lv.name for lv in getattr(cfg.bands, t)}
+            source[t] = "configs/bands.yaml"
+    return levels, source
 
 
 def segment_columns(cfg: Config, as_of: datetime | None = None) -> dict[str, Kind]:
