@@ -75,6 +75,12 @@ def handled() -> Iterator[None]:
     except ValueError as e:
         err.print(f"[bold red]Error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, not the traceback (or, on Spark, the JVM gateway's). Every write is
+        # atomic (a temp file and a rename, one transaction per run), so nothing is left half-written.
+        err.print("[bold red]Interrupted.[/] Nothing this command had not finished writing was kept: "
+                  "its writes are atomic.", highlight=False)
+        raise typer.Exit(130) from None
     except OSError as e:
         # A path that cannot be written or read (a folder where a file was asked for, a missing
         # parent, no permission): the message names it; nothing was half-written (atomic writes).

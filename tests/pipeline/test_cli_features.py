@@ -202,3 +202,17 @@ def test_a_profile_attribute_named_like_a_feature_is_refused(project):
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-06-01", "--out", str(project.root / "f.csv")])
     assert result.exit_code == 0, result.output
     assert (pd.read_csv(project.root / "f.csv")['odd"name'] == "x").all()
+
+
+def test_ctrl_c_ends_in_one_line_and_exit_130(project, monkeypatch):
+    import pipeline.jobs.features as job
+
+    project.write_events(good_events())
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "build_features_job", interrupted)
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
+    assert result.exit_code == 130 and "Interrupted." in result.stderr and "Traceback" not in result.output
+    assert not (project.root / "f.csv").exists()
