@@ -192,6 +192,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     if log_to_mlflow:
         mlflow_run = _log_mlflow(cfg, registry, record, used, health, exports)
         _set_mlflow_run(ws, run_id, mlflow_run)
+        _relog_next_movement(ws, run_id, as_of)
     timings["write"] = time.perf_counter() - clock
     return ScoreRun(run_id, as_of, prev, n_customers, used, health, export_dir, exports, mlflow_run, timings, warnings)
 
@@ -588,6 +589,24 @@ def _set_mlflow_run(ws: Workspace, run_id: str, mlflow_run: str | None) -> None:
         con.execute("UPDATE scoring_runs SET mlflow_run_id = ? WHERE run_id = ?", [mlflow_run, run_id])
     finally:
         con.close()
+
+
+def _relog_next_movement(ws: Workspace, run_id: str, as_of: datetime) -> None:
+    """The run after this one had its movement taken again against it (a backfill or a re-run, see
+    runs.write_run): its MLflow record gets the new entered/exited figures (as step 1; parameters
+    cannot change in MLflow) and a tag naming the run they are measured against."""
+    nxt = runs.read(ws.db_path, "SELECT run_id, mlflow_run_id FROM scoring_runs WHERE as_of > ? ORDER BY as_of LIMIT 1",
+                    [as_of])
+    if nxt.empty or not nxt.mlflow_run_id[0]:
+        return
+    from mlflow import MlflowClient
+
+    health = runs.read(ws.db_path, "SELECT segment, entered, exited FROM segment_health WHERE run_id = ?", [nxt.run_id[0]])
+    client, mlflow_id = MlflowClient(), nxt.mlflow_run_id[0]
+    for r in health.itertuples():
+        client.log_metric(mlflow_id, f"entered_{r.segment}", float(r.entered), step=1)
+        client.log_metric(mlflow_id, f"exited_{r.segment}", float(r.exited), step=1)
+    client.set_tag(mlflow_id, "movement_against_run", run_id)
 
 
 def _log_mlflow(cfg: Config, registry: Any, record: dict, used: list[ScoredModel], health: pd.DataFrame,

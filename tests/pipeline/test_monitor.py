@@ -186,6 +186,15 @@ def test_lift_on_a_run_before_the_models_test_cutoff_says_it_is_in_sample(shop):
     cfg = load_config(shop.root)
     early = score_job(cfg, parse_as_of("2026-05-01"))
     assert any("its scores here are in sample" in w for w in early.warnings), early.warnings
+    # a backfill: the campaign run's movement is now against it, in its MLflow record too
+    from mlflow import MlflowClient
+
+    recorded = MlflowClient().get_run(shop.campaign_run.mlflow_run_id)
+    assert recorded.data.tags["movement_against_run"] == early.run_id
+    health = runs.read(shop.workspace / "dynseg.duckdb", "SELECT segment, entered FROM segment_health WHERE run_id = ?",
+                       [shop.campaign_run.run_id])
+    history = MlflowClient().get_metric_history(shop.campaign_run.mlflow_run_id, f"entered_{health.segment[0]}")
+    assert [m.step for m in history] == [0, 1] and history[-1].value == health.entered[0]
     r = lift_job(cfg, run_id=early.run_id)
     for target, q in r.quality.items():
         assert q.notes[0].startswith("in sample: the model was fitted on outcomes up to its test cutoff"), (target, q.notes)
