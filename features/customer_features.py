@@ -419,16 +419,18 @@ def _consent_as_of(x: ir.Table, t: ir.Value, profile: DataProfile) -> ir.Boolean
     return ibis.ifelse(event_newer, from_event, from_profile)
 
 
-def catalog() -> list[tuple[str, str, str]]:
+@functools.cache
+def catalog() -> tuple[tuple[str, str, str], ...]:
     """(column, group, meaning) rows of the feature set's docs file (:data:`DOCS`): every column
-    the feature set can have, besides the profile attributes named in the catalog config."""
+    the feature set can have, besides the profile attributes named in the catalog config. Read
+    once per process: :func:`is_catalog_column` asks it for every name it checks."""
     text = DOCS.read_text(encoding="utf-8").split("## Columns", 1)[1].split("## Tests", 1)[0]
     rows = []
     for line in text.splitlines():
         m = re.match(r"\|\s*(`[^|]+`)\s*\|\s*([^|]+?)\s*\|\s*(.+?)\s*\|\s*$", line)
         if m:
             rows.append((m.group(1).replace("`", ""), m.group(2), m.group(3).replace("`", "")))
-    return rows
+    return tuple(rows)
 
 
 def is_catalog_column(name: str) -> bool:

@@ -421,12 +421,12 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
         return
     # Some ids have no profile. If none has, the two sources name customers differently (integers
     # against 'c0001'-style ids, another column): every profile feature would be lost in silence.
-    any_match, profile_example = con.execute(f"""
+    any_match, profile_example = (1, None) if linked else con.execute(f"""
         SELECT (SELECT count(*) FROM (SELECT 1 FROM (SELECT {ev['customer_id'].expr} AS id FROM raw_events) e
                 SEMI JOIN (SELECT {cu['customer_id'].expr} AS id FROM raw_customers) c ON e.id = c.id LIMIT 1)),
                (SELECT min({cu['customer_id'].expr}) FROM raw_customers)
     """).fetchall()[0]
-    if not any_match and profile_example is not None and not linked:
+    if not any_match and profile_example is not None:
         report.problems.append(Problem(
             "events", "customer_id", "no_customer_matches", "error", int(n),
             f"none of the {n:,} customer_ids in events is in customers: the two sources name customers "

@@ -577,8 +577,9 @@ def promote(name: str, version: str | int, *, force: bool = False,
     ``compare(candidate_metrics, champion_metrics) -> (ok, explanation)`` receives the stored test
     metrics (``{"roc_auc": .., "brier": .., ...}``); the default is :func:`default_comparison`.
     When the two were tested on different snapshots, ``common_snapshot(candidate, champion)``
-    (if given) evaluates both on one and returns ``(candidate_metrics, champion_metrics, where)``,
-    or raises ValueError saying why it cannot; without it, such a promotion is refused.
+    (if given) evaluates both on one and returns ``(candidate_metrics, champion_metrics, where)``;
+    whatever it raises becomes a problem (which ``force`` overrides). Without it, and when ``force``
+    is set or the version is refused already, the differing snapshots are themselves the problem.
     """
     client = MlflowClient()
     version = str(version)

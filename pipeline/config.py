@@ -8,9 +8,8 @@ in every file is reported at once, naming the file, the key, what was expected a
 
 from __future__ import annotations
 
-from collections.abc import Hashable
-
 import os
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal

@@ -120,16 +120,7 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
             if reasons_view:
                 con.execute(f"INSERT INTO ws.customer_reasons SELECT ?, ?, customer_id, target, rank, feature, value, "
                             f"log_odds, points, reason FROM {reasons_view}", [run_id, as_of])
-            con.execute(
-                "INSERT INTO ws.segment_deltas "
-                f"SELECT ?, ?, m.segment, m.customer_id, 'entered' FROM {members_view} m "
-                "WHERE NOT EXISTS (SELECT 1 FROM ws.segment_members p WHERE p.run_id = ? "
-                "AND p.segment = m.segment AND p.customer_id = m.customer_id) "
-                "UNION ALL "
-                "SELECT ?, ?, p.segment, p.customer_id, 'exited' FROM ws.segment_members p WHERE p.run_id = ? "
-                f"AND NOT EXISTS (SELECT 1 FROM {members_view} m WHERE p.segment = m.segment "
-                "AND p.customer_id = m.customer_id)",
-                [run_id, as_of, prev, run_id, as_of, prev])
+            _insert_deltas(con, run_id, as_of, members_view, prev)
             con.execute(
                 "INSERT INTO ws.segment_health "
                 "SELECT ?, ?, h.segment, h.kind, h.owner, h.size, h.sendable, h.holdout, "
@@ -154,6 +145,24 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
         con.execute("DETACH ws")
 
 
+def _insert_deltas(con: duckdb.DuckDBPyConnection, run_id: str, as_of: datetime, members: str, prev: str | None,
+                   member_params: list | None = None) -> None:
+    """Who ``entered`` or ``exited`` each segment in run ``run_id`` against run ``prev``. ``members``:
+    the run's memberships (segment, customer_id), a relation on ``con`` whose ``?`` placeholders
+    take ``member_params``."""
+    mp = member_params or []
+    con.execute(
+        "INSERT INTO ws.segment_deltas "
+        f"SELECT ?, ?, m.segment, m.customer_id, 'entered' FROM {members} m "
+        "WHERE NOT EXISTS (SELECT 1 FROM ws.segment_members p WHERE p.run_id = ? "
+        "AND p.segment = m.segment AND p.customer_id = m.customer_id) "
+        "UNION ALL "
+        "SELECT ?, ?, p.segment, p.customer_id, 'exited' FROM ws.segment_members p WHERE p.run_id = ? "
+        f"AND NOT EXISTS (SELECT 1 FROM {members} m WHERE p.segment = m.segment "
+        "AND p.customer_id = m.customer_id)",
+        [run_id, as_of, *mp, prev, run_id, as_of, prev, *mp])
+
+
 def _rechain_next(con: duckdb.DuckDBPyConnection, run_id: str, as_of: datetime) -> None:
     """The run after ``as_of`` (if any) now follows this one: a backfilled date, or a re-scored one
     (whose old run id is gone). Its deltas and movement figures are taken again against this run,
@@ -165,16 +174,8 @@ def _rechain_next(con: duckdb.DuckDBPyConnection, run_id: str, as_of: datetime) 
     nxt, nxt_as_of = rows[0]
     con.execute("UPDATE ws.scoring_runs SET previous_run_id = ? WHERE run_id = ?", [run_id, nxt])
     con.execute("DELETE FROM ws.segment_deltas WHERE run_id = ?", [nxt])
-    con.execute(
-        "INSERT INTO ws.segment_deltas "
-        "SELECT ?, ?, m.segment, m.customer_id, 'entered' FROM ws.segment_members m WHERE m.run_id = ? "
-        "AND NOT EXISTS (SELECT 1 FROM ws.segment_members p WHERE p.run_id = ? AND p.segment = m.segment "
-        "AND p.customer_id = m.customer_id) "
-        "UNION ALL "
-        "SELECT ?, ?, p.segment, p.customer_id, 'exited' FROM ws.segment_members p WHERE p.run_id = ? "
-        "AND NOT EXISTS (SELECT 1 FROM ws.segment_members m WHERE m.run_id = ? AND m.segment = p.segment "
-        "AND m.customer_id = p.customer_id)",
-        [nxt, nxt_as_of, nxt, run_id, nxt, nxt_as_of, run_id, nxt])
+    _insert_deltas(con, nxt, nxt_as_of, "(SELECT segment, customer_id FROM ws.segment_members WHERE run_id = ?)",
+                   run_id, [nxt])
     con.execute(
         "UPDATE ws.segment_health h SET entered = d.entered, exited = d.exited, stayed = h.size - d.entered, "
         "previous_size = d.previous_size, "

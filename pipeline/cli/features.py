@@ -8,13 +8,13 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-import features
 from features.asof import parse_as_of
 from features.customer_features import DOCS, catalog
 from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out, progress
 from pipeline.workspace import Workspace
 
 app = typer.Typer(help="Point-in-time customer features.", no_args_is_help=True)
+
 
 @app.command()
 def build(

@@ -108,17 +108,17 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
                 f"configs/features.yaml: categorical_attributes names {missing}, which the customers source does "
                 f"not have as attributes; found {sorted(set(types) - contract)}"
             )
-        return _distinct_names(cfg, data, tuple(wanted))
+        return _distinct_names(cfg, tuple(wanted))
     text = [c for c, t in types.items() if c not in contract and t == "VARCHAR"]
     if not text:
         return ()
     counts = data.con.execute(
         "SELECT " + ", ".join(f"count(DISTINCT {ident(c)})" for c in text) + " FROM customers"
     ).fetchall()[0]
-    return _distinct_names(cfg, data, tuple(c for c, n in zip(text, counts) if 0 < n <= cfg.features.max_categories))
+    return _distinct_names(cfg, tuple(c for c, n in zip(text, counts) if 0 < n <= cfg.features.max_categories))
 
 
-def _distinct_names(cfg: Config, data: LoadedData, attributes: tuple[str, ...]) -> tuple[str, ...]:
+def _distinct_names(cfg: Config, attributes: tuple[str, ...]) -> tuple[str, ...]:
     """Refuse a profile attribute named like a column of the feature set: it would replace that
     column (a text ``frequency`` where the purchase count belongs, an ``as_of`` of text)."""
     clash = [a for a in attributes if a in ("customer_id", "as_of") or is_catalog_column(a)]

@@ -16,6 +16,7 @@ from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import check_model_inputs, features_as_of
+from pipeline.jobs.score import in_sample_cutoff
 from pipeline.monitoring.drift import DriftResult, DriftThresholds, drift_report
 from pipeline.monitoring.lift import segment_lift
 from pipeline.monitoring.quality import QualityResult, realized_quality
@@ -227,8 +228,8 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
                                            promised={k: promised[k] for k in ("roc_auc", "brier") if k in promised},
                                            auc_floor=cfg.monitoring.quality.auc_floor.get(target),
                                            treated=s.customer_id.isin(reached).to_numpy())
-        cutoff = details["tags"].get("test_cutoff")
-        if cutoff and t < datetime.fromisoformat(cutoff):  # see score.in_sample_warnings
+        cutoff = in_sample_cutoff(details["tags"], t)
+        if cutoff:
             quality[target].notes.insert(0, f"in sample: the model was fitted on outcomes up to its test cutoff "
                                             f"{cutoff}, after this run's as_of; these figures overstate its quality")
     folder = ws.reports_dir / "lift" / as_of_label(t).replace(":", "")

@@ -77,14 +77,21 @@ class ScoreRun:
     warnings: list[str] = field(default_factory=list)
 
 
+def in_sample_cutoff(tags: dict[str, str], as_of: datetime) -> str | None:
+    """The test cutoff of a model version (its registry tags) when ``as_of`` lies before it: the
+    model learned from the outcomes that follow ``as_of`` (its training and validation labels reach
+    to the test cutoff), so its scores there are in sample."""
+    cutoff = tags.get("test_cutoff")
+    return cutoff if cutoff and as_of < datetime.fromisoformat(cutoff) else None
+
+
 def in_sample_warnings(champions: dict[str, tuple[Any, Any]], as_of: datetime) -> list[str]:
-    """A champion asked to score a date before its test cutoff learned from the outcomes that
-    follow that date (its training and validation labels reach to the test cutoff): its scores
-    there are in sample, and `lift` would grade them too kindly."""
+    """A warning per champion whose scores as of ``as_of`` are in sample (:func:`in_sample_cutoff`):
+    `lift` would grade them too kindly."""
     out = []
     for target, (_, mv) in champions.items():
-        cutoff = mv.tags.get("test_cutoff")
-        if cutoff and as_of < datetime.fromisoformat(cutoff):
+        cutoff = in_sample_cutoff(mv.tags, as_of)
+        if cutoff:
             out.append(f"{target}: the champion ({mv.name} version {mv.version}) was fitted on outcomes up to its "
                        f"test cutoff {cutoff}, after this run's as_of: its scores here are in sample, and realized "
                        "quality graded on them (`dynseg lift`) overstates it. Score dates after the cutoff, or train "
@@ -125,8 +132,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     try:
         expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile)
         # Every rule is checked against the run's columns before any work is done.
-        levels_of = {f"{t}_band": {lv.name for lv in _band_levels(cfg, t, registry.bundle_of(pyfunc))[0]}
-                     for t, (pyfunc, _) in champions.items()}
+        levels_of = {f"{t}_band": _level_names(cfg, t, registry.bundle_of(pyfunc)) for t, (pyfunc, _) in champions.items()}
         segments = compile_segments(cfg.segments, expected_columns(expr, targets), values=levels_of)
         for target, (pyfunc, mv) in champions.items():  # before any work, like the rules above
             check_model_inputs(registry.bundle_of(pyfunc).model, f"{mv.name} version {mv.version}", target, expr.columns)
@@ -248,7 +254,7 @@ def band_names(cfg: Config) -> tuple[dict[str, set[str]], dict[str, str]]:
         name = cfg.training.registry.names[t]
         if reachable and registry.champion_metrics(name) is not None:
             pyfunc, mv = registry.load_champion(name)
-            levels[f"{t}_band"] = {lv.name for lv in _band_levels(cfg, t, registry.bundle_of(pyfunc))[0]}
+            levels[f"{t}_band"] = _level_names(cfg, t, registry.bundle_of(pyfunc))
             source[t] = f"{name} version {mv.version}"
         else:
             levels[f"{t}_band"] = {lv.name for lv in getattr(cfg.bands, t)}
@@ -345,6 +351,11 @@ def _base_rate_cutoffs(spec: LabelSpec, as_of: datetime) -> tuple[datetime, date
     year = timedelta(days=365)
     latest = as_of - spec.horizon
     return latest, latest - year, as_of - year
+
+
+def _level_names(cfg: Config, target: str, bundle: Any) -> set[str]:
+    """The band names a run of this model version can assign."""
+    return {lv.name for lv in _band_levels(cfg, target, bundle)[0]}
 
 
 def _band_levels(cfg: Config, target: str, bundle: Any) -> tuple[list[band_rules.BandLevel], list[str]]:
