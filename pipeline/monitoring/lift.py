@@ -11,8 +11,11 @@ effect of the treatment. Per segment:
   coverage for small groups and rates near 0 where the Wald interval does not;
 * **relative lift**: treated over holdout minus 1, with a delta-method interval on the log of the
   ratio (undefined while either group has no conversion);
-* **p-value**: two-sided, from the pooled two-proportion z-test, or Fisher's exact test when any
-  expected count of the 2x2 table is below 5;
+* **p-value**: two-sided, from the same Newcombe interval inverted: the level at which the interval
+  first touches zero. So p < ``alpha`` exactly when the interval at 1 - ``alpha`` excludes zero, and
+  the verdict, the p-value and the interval can never disagree (a separate z-test or Fisher's exact
+  test can: 53/100 against 2/10 has the Newcombe interval [+0.5, +50.2] points, the z-test p 0.046
+  and Fisher's exact test p 0.093; this p-value is 0.046);
 * **minimum detectable effect** (mde): the smallest absolute lift that a two-sided test at level
   ``alpha`` would detect with probability ``power`` for these group sizes, at the holdout's rate;
 * **verdict**, in plain words. A segment is *inconclusive* when its holdout is too small for a
@@ -24,12 +27,12 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
+from scipy import optimize, stats
 
 REQUIRED = ("segment", "holdout", "converted", "revenue")
 COLUMNS = ["segment", "n_treated", "n_holdout", "conversions_treated", "conversions_holdout",
            "conversion_treated", "conversion_holdout", "abs_lift", "abs_lift_low", "abs_lift_high",
-           "rel_lift", "rel_lift_low", "rel_lift_high", "p_value", "test", "revenue_per_member_treated",
+           "rel_lift", "rel_lift_low", "rel_lift_high", "p_value", "revenue_per_member_treated",
            "revenue_per_member_holdout", "mde", "conclusive", "verdict"]
 
 
@@ -71,13 +74,13 @@ def _one_segment(seg, n_t, x_t, rev_t, n_h, x_h, rev_h, alpha, power, min_holdou
     p_t, p_h = _rate(x_t, n_t), _rate(x_h, n_h)
     diff, low, high = newcombe_difference(x_t, n_t, x_h, n_h, alpha)
     rel, rel_low, rel_high = log_ratio_interval(x_t, n_t, x_h, n_h, alpha)
-    p_value, test = two_proportion_test(x_t, n_t, x_h, n_h, min_group=min_holdout)
+    p_value = newcombe_p_value(x_t, n_t, x_h, n_h)
     mde = minimum_detectable_effect(n_t, n_h, p_h if x_h else _rate(x_t + x_h, n_t + n_h), alpha, power)
     expected = n_h * _rate(x_t + x_h, n_t + n_h)
     too_small = n_h < min_holdout or expected < min_expected
-    # A small holdout cannot prove "no effect", but a significant difference is a conclusion (the
-    # p-value is Fisher's exact test when counts are small): smallness, or a large MDE, only makes
-    # a non-significant result inconclusive.
+    # A small holdout cannot prove "no effect", but a significant difference is a conclusion (its
+    # interval, which excludes zero, is wide): smallness, or a large MDE, only makes a
+    # non-significant result inconclusive.
     significant = p_value < alpha
     underpowered = (too_small or (max_mde is not None and mde > max_mde)) and not significant
     if n_t == 0:
@@ -94,7 +97,7 @@ def _one_segment(seg, n_t, x_t, rev_t, n_h, x_h, rev_h, alpha, power, min_holdou
     else:
         verdict = "no significant difference"
     conclusive = not verdict.startswith("inconclusive")
-    return [seg, n_t, n_h, x_t, x_h, p_t, p_h, diff, low, high, rel, rel_low, rel_high, p_value, test,
+    return [seg, n_t, n_h, x_t, x_h, p_t, p_h, diff, low, high, rel, rel_low, rel_high, p_value,
             rev_t / n_t if n_t else np.nan, rev_h / n_h if n_h else np.nan, mde, conclusive, verdict]
 
 
@@ -104,9 +107,12 @@ def _rate(x: int, n: int) -> float:
 
 def wilson_interval(x: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """Wilson score interval for a proportion x / n."""
+    return _wilson(x, n, stats.norm.ppf(1 - alpha / 2))
+
+
+def _wilson(x: int, n: int, z: float) -> tuple[float, float]:
     if n == 0:
         return np.nan, np.nan
-    z = stats.norm.ppf(1 - alpha / 2)
     p = x / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
@@ -115,13 +121,38 @@ def wilson_interval(x: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
 
 def newcombe_difference(x1: int, n1: int, x2: int, n2: int, alpha: float = 0.05) -> tuple[float, float, float]:
     """p1 - p2 with Newcombe's hybrid score interval (method 10, from two Wilson intervals)."""
+    return _newcombe(x1, n1, x2, n2, stats.norm.ppf(1 - alpha / 2))
+
+
+def _newcombe(x1: int, n1: int, x2: int, n2: int, z: float) -> tuple[float, float, float]:
     if n1 == 0 or n2 == 0:
         return np.nan, np.nan, np.nan
     p1, p2 = x1 / n1, x2 / n2
-    l1, u1 = wilson_interval(x1, n1, alpha)
-    l2, u2 = wilson_interval(x2, n2, alpha)
+    (l1, u1), (l2, u2) = _wilson(x1, n1, z), _wilson(x2, n2, z)
     d = p1 - p2
     return d, d - np.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2), d + np.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+
+
+def newcombe_p_value(x1: int, n1: int, x2: int, n2: int) -> float:
+    """Two-sided p-value of p1 = p2 by inverting Newcombe's interval: 2 * sf(z) for the z at which the
+    interval's end on zero's side touches zero (the interval widens as z grows). NaN when a group is
+    empty; 1 when the two rates are equal."""
+    if n1 == 0 or n2 == 0:
+        return np.nan
+    d = x1 / n1 - x2 / n2
+    if d == 0:
+        return 1.0
+    end = 1 if d > 0 else 2
+
+    def margin(z: float) -> float:  # > 0 while the interval at z excludes zero
+        return float(np.sign(d) * _newcombe(x1, n1, x2, n2, z)[end])
+
+    if margin(_Z_MAX) > 0:
+        return 0.0  # still excludes zero at z 37.5, where 2 * sf(z) is below the smallest float
+    return float(2 * stats.norm.sf(optimize.brentq(margin, 0.0, _Z_MAX, xtol=1e-12)))
+
+
+_Z_MAX = 37.5
 
 
 def log_ratio_interval(x1: int, n1: int, x2: int, n2: int, alpha: float = 0.05) -> tuple[float, float, float]:
@@ -132,21 +163,6 @@ def log_ratio_interval(x1: int, n1: int, x2: int, n2: int, alpha: float = 0.05) 
     log_rr = np.log((x1 / n1) / (x2 / n2))
     se = np.sqrt(1 / x1 - 1 / n1 + 1 / x2 - 1 / n2)
     return float(np.expm1(log_rr)), float(np.expm1(log_rr - z * se)), float(np.expm1(log_rr + z * se))
-
-
-def two_proportion_test(x1: int, n1: int, x2: int, n2: int, min_group: int = 0) -> tuple[float, str]:
-    """Two-sided p-value: pooled z-test, or Fisher's exact test when an expected cell count is below
-    5 or a group is smaller than ``min_group`` (there the z-test's normal approximation can call
-    significant what the exact test does not: 53/100 against 2/10 is p 0.047 against 0.093)."""
-    if n1 == 0 or n2 == 0:
-        return np.nan, ""
-    pooled = (x1 + x2) / (n1 + n2)
-    expected = np.array([n1 * pooled, n1 * (1 - pooled), n2 * pooled, n2 * (1 - pooled)])
-    if expected.min() < 5 or min(n1, n2) < min_group:
-        return float(stats.fisher_exact([[x1, n1 - x1], [x2, n2 - x2]])[1]), "fisher_exact"
-    se = np.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
-    z = (x1 / n1 - x2 / n2) / se
-    return float(2 * stats.norm.sf(abs(z))), "z_test"
 
 
 def minimum_detectable_effect(n1: int, n2: int, base_rate: float, alpha: float = 0.05, power: float = 0.8) -> float:
