@@ -440,17 +440,22 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
     issues: list[ConfigIssue] = []
     files: list[Path] = []
 
-    def layered(name: str, extra: list[Path]) -> tuple[dict, dict[tuple, str]]:
+    def layered(name: str, extra: list[Path]) -> tuple[dict | None, dict[tuple, str]]:
+        """The file's layers merged; None when one of them is unreadable (its error is already in
+        ``issues``: checking what is left would add misleading "required key is missing" lines)."""
         data: dict = {}
         origin: dict[tuple, str] = {}
+        readable = True
         for path in [cfg_dir / name, *extra, cfg_dir / "local" / name]:
             if not path.is_file():
                 continue
             files.append(path)
             loaded = _read_yaml(path, project_dir, issues)
-            if loaded is not None:
+            if loaded is None:
+                readable = False
+            else:
                 _merge(data, loaded, _rel(path, project_dir), origin, ())
-        return data, origin
+        return (data if readable else None), origin
 
     profile_file = cfg_dir / "profiles" / f"{profile}.yaml"
     if not profile_file.is_file():
@@ -460,10 +465,13 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
     settings_raw, settings_origin = layered("project.yaml", [profile_file])
     catalog_raw, catalog_origin = layered("catalog.yaml", [])
     roles_raw, roles_origin = layered("roles.yaml", [])
+    for name in ("catalog.yaml", "roles.yaml"):
+        if not (cfg_dir / name).is_file():
+            issues.append(ConfigIssue(_rel(cfg_dir / name, project_dir), "", "file is missing"))
     if not (cfg_dir / "catalog.yaml").is_file():
-        issues.append(ConfigIssue(_rel(cfg_dir / "catalog.yaml", project_dir), "", "file is missing"))
+        catalog_raw = None
     if not (cfg_dir / "roles.yaml").is_file():
-        issues.append(ConfigIssue(_rel(cfg_dir / "roles.yaml", project_dir), "", "file is missing"))
+        roles_raw = None
 
     settings = _parse(Settings, settings_raw, settings_origin, "configs/project.yaml", issues)
     catalog = _parse(Catalog, catalog_raw, catalog_origin, "configs/catalog.yaml", issues)
@@ -546,7 +554,10 @@ def _mark(value: Any, src: str, origin: dict[tuple, str], key: tuple) -> None:
             _mark(v, src, origin, (*key, k))
 
 
-def _parse(model: type[BaseModel], raw: dict, origin: dict[tuple, str], default_file: str, issues: list[ConfigIssue]):
+def _parse(model: type[BaseModel], raw: dict | None, origin: dict[tuple, str], default_file: str,
+           issues: list[ConfigIssue]):
+    if raw is None:  # unreadable or missing: already reported
+        return None
     try:
         return model.model_validate(raw)
     except ValidationError as e:

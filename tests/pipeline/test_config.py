@@ -44,6 +44,19 @@ def test_yaml_syntax_error_and_a_key_given_twice_name_the_line(project):
     assert "configs/labels.yaml: line 3, column 3: is not valid YAML: key 'horizon' is given twice (first on line 2)" in str(e.value)
 
 
+def test_an_unreadable_or_missing_file_is_one_error_not_a_list_of_missing_keys(project):
+    catalog = (project.root / "configs" / "catalog.yaml").read_text()
+    _write(project, "catalog.yaml", catalog + "\nsources:\n  events: {}\n")  # a required top-level key twice
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert [i.message for i in e.value.issues] == [
+        f"is not valid YAML: key 'sources' is given twice (first on line {catalog.splitlines().index('sources:') + 1}); keep one"]
+    (project.root / "configs" / "catalog.yaml").unlink()
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert [(i.file, i.message) for i in e.value.issues] == [("configs/catalog.yaml", "file is missing")]
+
+
 def test_name_mapped_to_two_roles_is_refused(project):
     _write(project, "roles.yaml", "event_roles:\n  purchase: [order]\n  refund: [order]\n")
     with pytest.raises(ConfigError, match="'order' is mapped to two roles"):
