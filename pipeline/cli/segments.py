@@ -48,6 +48,36 @@ def list_(ctx: typer.Context,
                                    f"movement against run {prev})"))
 
 
+def _run_by_id(db, run_id: str):
+    from pipeline import runs
+
+    return runs.read(db, "SELECT * FROM scoring_runs WHERE run_id = ?", [run_id]).iloc[0]
+
+
+def _stored_definition(db, name: str, history, as_of):
+    """The segment's definition (and the suppressions) stored with the newest run that had it, at or
+    before ``as_of`` (else the first run after): ``((definition, suppress_always), run)``, or
+    ``(None, None)`` when no run had it."""
+    import json
+
+    if history.empty:
+        return None, None
+    before = history[history.as_of <= as_of]
+    run = _run_by_id(db, (before if len(before) else history).run_id.iloc[-1 if len(before) else 0])
+    stored = json.loads(run.config)["segments"]
+    definition = next(d for d in stored["segments"] if d["name"] == name)
+    return (definition, stored["suppress_always"]), run
+
+
+def _excluded(definition: dict, suppress: list[str]) -> list[str]:
+    exclude = list(definition["exclude"])
+    return exclude + [s for s in suppress if definition["kind"] != "suppression" and s not in exclude]
+
+
+def _rule(definition: dict, suppress: list[str]) -> tuple:
+    return definition["where"], tuple(_excluded(definition, suppress)), definition["holdout"], definition["kind"]
+
+
 @app.command()
 def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
          as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
@@ -59,18 +89,35 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
     state: State = ctx.obj
     with handled():
         cfg = state.config()
-        seg = cfg.segments.by_name().get(name)
-        if seg is None:
-            raise ValueError(f"no segment named {name!r} in configs/segments.yaml; defined: {sorted(cfg.segments.by_name())}")
         db = Workspace(cfg.workspace).db_path
-        run = _latest_run(db, as_of)
-        history = runs.read(db, "SELECT as_of, size, sendable, holdout, entered, exited, volatility, coverage "
-                                "FROM segment_health WHERE segment = ? ORDER BY as_of", [name])
+        current = cfg.segments.by_name().get(name)
+        history = runs.read(db, "SELECT run_id, as_of, size, sendable, holdout, entered, exited, volatility, "
+                                "coverage FROM segment_health WHERE segment = ? ORDER BY as_of", [name])
+        if current is None and history.empty:
+            known = runs.read(db, "SELECT DISTINCT segment FROM segment_health").segment if db.exists() else []
+            gone = sorted(set(known) - set(cfg.segments.by_name()))
+            raise ValueError(f"no segment named {name!r} in configs/segments.yaml (defined: {sorted(cfg.segments.by_name())})"
+                             + (f" or in past scoring runs (removed since: {gone})" if gone else " or in any past scoring run"))
+        # a removed segment: its newest run, unless --as-of names one
+        run = _latest_run(db, as_of) if as_of or current is not None else _run_by_id(db, history.run_id.iloc[-1])
+        stored, stored_run = _stored_definition(db, name, history, run.as_of)
         members = runs.read(db, "SELECT * FROM segment_members WHERE run_id = ? AND segment = ?", [run.run_id, name])
-    excluded = list(seg.exclude) + [s for s in cfg.segments.suppress_always if seg.kind != "suppression" and s not in seg.exclude]
+    if current is None:
+        err.print(f"Segment {name} is no longer in configs/segments.yaml: its last run was as of "
+                  f"{as_of_label(history.as_of.iloc[-1])}. The definition shown is the one stored with run "
+                  f"{stored_run.run_id} (as of {as_of_label(stored_run.as_of)}).", highlight=False)
+        definition, suppress = stored
+    else:
+        definition, suppress = current.model_dump(), cfg.segments.suppress_always
+        if stored is not None and _rule(stored[0], stored[1]) != _rule(definition, suppress):
+            was = stored[0]
+            err.print(f"Segment {name}'s definition has changed since run {stored_run.run_id} (as of "
+                      f"{as_of_label(stored_run.as_of)}), which used: where {was['where']!r}, excludes "
+                      f"{', '.join(_excluded(*stored)) or '—'}, holdout {was['holdout']:.0%}.", highlight=False)
     out.print(kv_table(f"Segment {name}", {
-        "description": seg.description, "owner": seg.owner, "kind": seg.kind, "where": seg.where,
-        "excludes": ", ".join(excluded) or "—", "holdout": f"{seg.holdout:.0%}",
+        "description": definition["description"], "owner": definition["owner"], "kind": definition["kind"],
+        "where": definition["where"], "excludes": ", ".join(_excluded(definition, suppress)) or "—",
+        "holdout": f"{definition['holdout']:.0%}",
     }))
     h = Table(title="Size across runs", title_justify="left")
     for c in ("as of", "size", "sendable", "holdout", "entered", "exited", "volatility", "coverage"):

@@ -17,7 +17,7 @@ import yaml
 from typer.testing import CliRunner
 
 from conftest import Project, generated_shop, trained_champions
-from features.asof import parse_as_of
+from features.asof import as_of_label, parse_as_of
 from models import registry
 from pipeline import runs
 from pipeline.cli import app
@@ -219,6 +219,32 @@ def score_with_config_changed(shop: Project, name: str, change: Callable[[dict],
     finally:
         path.write_text(original)
     return result, state(shop) == before
+
+
+def test_a_removed_segment_is_shown_from_its_runs_and_a_changed_one_says_so(shop):
+    def remove(doc):
+        doc["segments"] = [d for d in doc["segments"] if d["name"] != "vip"]
+
+    result, untouched = score_with_config_changed(shop, "segments", remove, ("segments", "show", "vip", "--no-drivers"))
+    text = " ".join(result.output.split())
+    last = q(shop, "SELECT run_id, as_of FROM segment_health WHERE segment = 'vip' ORDER BY as_of DESC").iloc[0]
+    assert result.exit_code == 0 and untouched, result.output
+    assert (f"Segment vip is no longer in configs/segments.yaml: its last run was as of {as_of_label(last.as_of)}. "
+            f"The definition shown is the one stored with run {last.run_id}") in text
+    assert "Size across runs" in text and "Sample members" in text and "spend_365d >= 300" in text  # its stored where
+    assert text.count(f"{as_of_label(last.as_of)} ") >= 2  # the history lists its runs
+    result, _ = score_with_config_changed(shop, "segments", remove, ("segments", "show", "vipp"))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and "no segment named 'vipp' in configs/segments.yaml" in text
+    assert "or in past scoring runs (removed since: ['vip'])" in text
+
+    def change(doc):
+        next(d for d in doc["segments"] if d["name"] == "vip")["holdout"] = 0.2
+
+    result, _ = score_with_config_changed(shop, "segments", change, ("segments", "show", "vip", "--no-drivers"))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "Segment vip's definition has changed since run " in text, text
+    assert "holdout 0%" in text.split("has changed")[1] and "│ holdout │ 20%" in text
 
 
 def test_unknown_column_refuses_before_writing_anything(shop):
