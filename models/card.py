@@ -20,7 +20,7 @@ def model_card(
     *, name: str, target: str, label_definition: str, data_window: dict, rows: dict, evaluation_table: pd.DataFrame,
     differences: pd.DataFrame, calibration: pd.DataFrame, criteria: list[dict], champion: dict | None,
     model_info: dict, base_rate_note: str, unavailable_groups: list[str], top_features: list[str],
-    bands: pd.DataFrame | None = None,
+    bands: pd.DataFrame | None = None, calibration_note: str = "",
 ) -> str:
     verdict = "VALIDATED" if all(c["passed"] for c in criteria) else "REJECTED"
     champ = ("No champion yet." if not champion else
@@ -53,6 +53,10 @@ AUC difference, model minus baseline (95 % bootstrap CI):
 
 ## Calibration on the test snapshot (deciles of predicted probability)
 {_table(calibration)}
+
+{calibration_note[:1].upper() + calibration_note[1:]}. The slope is b in logit P(outcome) = a + b logit(score),
+fitted on the test snapshot. It moves from one snapshot to the next, so a single value away from 1
+is a reason to watch realized quality (`dynseg lift`), not proof of a fault.
 
 ## Bands (saved with this version; scoring uses them as resolved here)
 {_table(bands) if bands is not None and len(bands) else "No bands."}

@@ -30,8 +30,32 @@ def lift_at(y: np.ndarray, p: np.ndarray, top: float = 0.1) -> float:
     return float(y[order].mean() / base) if base > 0 else float("nan")
 
 
+def calibration_slope(y, p, start: tuple[float, float] = (1.0, 0.0), iterations: int = 25) -> tuple[float, float]:
+    """Slope and intercept of the logistic recalibration ``logit P(y) = a + b * logit(p)`` (Cox
+    1958): b = 1 and a = 0 for calibrated scores; b < 1 means the scores spread wider than the
+    outcomes do (over-confident at both ends), b > 1 narrower. Newton's method on the two
+    parameters from ``start`` (slope, intercept): the same fit as an unpenalised logistic
+    regression, without its overhead."""
+    y = np.asarray(y, float)
+    p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    x = np.log(p / (1 - p))
+    if y.min() == y.max() or x.std() == 0:
+        return float("nan"), float("nan")
+    X = np.column_stack([np.ones_like(x), x])
+    beta = np.array([start[1], start[0]], float)
+    for _ in range(iterations):
+        mu = 1 / (1 + np.exp(-(X @ beta)))
+        w = mu * (1 - mu)
+        step = np.linalg.solve(X.T @ (X * w[:, None]) + 1e-12 * np.eye(2), X.T @ (y - mu))
+        beta += step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(beta[1]), float(beta[0])
+
+
 def metrics(y, p) -> dict[str, float]:
     y, p = np.asarray(y, int), np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
+    slope, intercept = calibration_slope(y, p)
     return {
         "roc_auc": float(roc_auc_score(y, p)),
         "pr_auc": float(average_precision_score(y, p)),
@@ -40,6 +64,8 @@ def metrics(y, p) -> dict[str, float]:
         "lift_top_decile": lift_at(y, p, 0.1),
         "mean_predicted": float(p.mean()),
         "realized_rate": float(y.mean()),
+        "calibration_slope": slope,
+        "calibration_intercept": intercept,
     }
 
 
@@ -80,15 +106,17 @@ def calibrated_baselines(valid: pd.DataFrame, test: pd.DataFrame, target: str) -
 
 
 def evaluate(y_test, model_p: np.ndarray, baselines: dict[str, np.ndarray], n_boot: int = 200, seed: int = 0) -> Evaluation:
-    """Metrics with bootstrap CIs for AUC and for the model-minus-baseline AUC difference."""
+    """Metrics with bootstrap CIs for AUC, the calibration slope and the model-minus-baseline AUC difference."""
     y = np.asarray(y_test, int)
     preds = {"model": np.asarray(model_p, float), **baselines}
     rows = []
-    boots = _bootstrap_aucs(y, preds, n_boot, seed)
+    boots, slopes = _bootstrap(y, preds, n_boot, seed)
     for name, p in preds.items():
         m = metrics(y, p)
         lo, hi = np.nanpercentile(boots[name], [2.5, 97.5])
-        rows.append({"scorer": name, **m, "roc_auc_ci_low": lo, "roc_auc_ci_high": hi})
+        s_lo, s_hi = np.nanpercentile(slopes[name], [2.5, 97.5])
+        rows.append({"scorer": name, **m, "roc_auc_ci_low": lo, "roc_auc_ci_high": hi,
+                     "calibration_slope_ci_low": s_lo, "calibration_slope_ci_high": s_hi})
     diffs = []
     for name in baselines:
         d = boots["model"] - boots[name]
@@ -98,10 +126,13 @@ def evaluate(y_test, model_p: np.ndarray, baselines: dict[str, np.ndarray], n_bo
     return Evaluation(pd.DataFrame(rows), pd.DataFrame(diffs), calibration_table(y, preds["model"]), preds)
 
 
-def _bootstrap_aucs(y: np.ndarray, preds: dict[str, np.ndarray], n_boot: int, seed: int) -> dict[str, np.ndarray]:
-    """Paired bootstrap: every scorer is evaluated on the same resampled rows."""
+def _bootstrap(y: np.ndarray, preds: dict[str, np.ndarray], n_boot: int,
+               seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Paired bootstrap (every scorer on the same resampled rows): AUCs and calibration slopes."""
     rng = np.random.default_rng(seed)
-    out = {k: np.full(n_boot, np.nan) for k in preds}
+    fitted = {k: calibration_slope(y, p) for k, p in preds.items()}  # each resample starts from here
+    aucs = {k: np.full(n_boot, np.nan) for k in preds}
+    slopes = {k: np.full(n_boot, np.nan) for k in preds}
     n = len(y)
     for b in range(n_boot):
         idx = rng.integers(0, n, n)
@@ -109,8 +140,19 @@ def _bootstrap_aucs(y: np.ndarray, preds: dict[str, np.ndarray], n_boot: int, se
         if yb.min() == yb.max():
             continue
         for k, p in preds.items():
-            out[k][b] = roc_auc_score(yb, p[idx])
-    return out
+            aucs[k][b] = roc_auc_score(yb, p[idx])
+            slopes[k][b] = calibration_slope(yb, p[idx], fitted[k] if np.isfinite(fitted[k][0]) else (1.0, 0.0))[0]
+    return aucs, slopes
+
+
+def calibration_verdict(slope: float, low: float, high: float) -> str:
+    """The calibration slope in words, for the card and the train output."""
+    text = f"calibration slope {slope:.2f} (95 % CI {low:.2f} to {high:.2f}; 1 is ideal)"
+    if low > 1:
+        return text + ": the scores spread narrower than the outcomes (under-confident at both ends)"
+    if high < 1:
+        return text + ": the scores spread wider than the outcomes (over-confident at both ends)"
+    return text + ": consistent with calibrated scores"
 
 
 def calibration_table(y, p, bins: int = 10) -> pd.DataFrame:

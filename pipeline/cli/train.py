@@ -44,6 +44,8 @@ def _train(ctx: typer.Context, target: Target, as_of, horizon, engine, allow_unv
 
 
 def print_result(r: TrainResult) -> None:
+    from models.evaluation import calibration_verdict
+
     d = r.data
     out.print(kv_table(f"Trained {r.model_name}", {
         "predicts": d.label.describe(),
@@ -68,6 +70,9 @@ def print_result(r: TrainResult) -> None:
     for row in r.evaluation.calibration.itertuples():
         cal.add_row(str(row.decile), f"{row.customers:,}", f"{row.predicted:.3f}", f"{row.realized:.3f}")
     out.print(cal)
+    m = r.evaluation.table.set_index("scorer").loc["model"]
+    out.print("  " + calibration_verdict(m.calibration_slope, m.calibration_slope_ci_low, m.calibration_slope_ci_high),
+              highlight=False)
     gate = Table(title="Validation criteria", title_justify="left")
     gate.add_column("")
     gate.add_column("criterion")
@@ -81,12 +86,12 @@ def metrics_table(r: TrainResult) -> Table:
               title_justify="left")
     cols = [("scorer", None), ("ROC AUC", "roc_auc"), ("95% CI", None), ("PR AUC", "pr_auc"), ("Brier", "brier"),
             ("log loss", "log_loss"), ("lift@10%", "lift_top_decile"), ("mean pred", "mean_predicted"),
-            ("realized", "realized_rate")]
+            ("realized", "realized_rate"), ("cal. slope", "calibration_slope")]
     for label, _ in cols:
         t.add_column(label, justify="left" if label == "scorer" else "right")
     for row in r.evaluation.table.itertuples():
         t.add_row(row.scorer, f"{row.roc_auc:.4f}", f"[{row.roc_auc_ci_low:.3f}, {row.roc_auc_ci_high:.3f}]",
-                  *(f"{getattr(row, k):.4f}" for _, k in cols[3:]))
+                  *(f"{getattr(row, k):.4f}" for _, k in cols[3:-1]), f"{row.calibration_slope:.2f}")
     return t
 
 

@@ -17,7 +17,7 @@ from models import bands as band_rules
 from models.calibration import seasonal_base_rate, shift_prior
 from models.card import model_card
 from models.estimator import KEY_COLUMNS, PropensityModel
-from models.evaluation import Evaluation, calibrated_baselines, evaluate
+from models.evaluation import Evaluation, calibrated_baselines, calibration_verdict, evaluate
 from models.explain import global_artifacts
 from models.plots import calibration_plot, gains_plot, importance_plot, roc_pr_plot
 from pipeline.config import Config, Criterion
@@ -131,8 +131,11 @@ def train_job(
         ev.predictions["model"], test.label.to_numpy())
     card = model_card(
         name=name, target=target, label_definition=td.label.describe(), data_window=window, rows=rows,
-        evaluation_table=ev.table.drop(columns=["mean_predicted"]).round(4), differences=ev.differences.round(4),
-        calibration=ev.calibration.round(4), criteria=criteria, champion=champion,
+        evaluation_table=ev.table.drop(columns=["mean_predicted", "calibration_intercept", "calibration_slope_ci_low",
+                                                "calibration_slope_ci_high"]).round(4),
+        differences=ev.differences.round(4), calibration=ev.calibration.round(4),
+        calibration_note=calibration_verdict(*ev.table.set_index("scorer").loc[
+            "model", ["calibration_slope", "calibration_slope_ci_low", "calibration_slope_ci_high"]]), criteria=criteria, champion=champion,
         model_info={"calibration": model.calibration_method_, "trees": model.best_iteration_, "features": len(model.features_),
                     "excluded": [c for c in cfg.training.exclude_features if c in f.columns]},
         base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
@@ -140,7 +143,8 @@ def train_job(
         bands=band_table(levels, ev.predictions["model"], test.label.to_numpy()),
     )
     metrics = {f"{r.scorer}_{k}": float(getattr(r, k)) for r in ev.table.itertuples() for k in
-               ("roc_auc", "pr_auc", "brier", "log_loss", "lift_top_decile", "mean_predicted", "realized_rate")}
+               ("roc_auc", "pr_auc", "brier", "log_loss", "lift_top_decile", "mean_predicted", "realized_rate",
+                "calibration_slope", "calibration_intercept")}
     metrics |= {f"model_minus_{r.baseline}_auc": float(r.auc_difference) for r in ev.differences.itertuples()}
     metrics |= {"rows_train": rows["train"], "rows_valid": rows["valid"], "rows_test": rows["test"],
                 "best_iteration": model.best_iteration_}

@@ -50,17 +50,27 @@ def test_calibrated_probabilities_match_the_realized_rate(purchase):
     assert (table.loc[["recency", "rfm"], "mean_predicted"] - m.mean_predicted).abs().max() < 0.01, table.mean_predicted
     cal = purchase.evaluation.calibration
     assert cal.realized.is_monotonic_increasing or np.corrcoef(cal.predicted, cal.realized)[0, 1] > 0.95
+    assert m.calibration_slope_ci_low < m.calibration_slope < m.calibration_slope_ci_high
+    assert 0.75 < m.calibration_slope < 1.3, m.calibration_slope  # neither far too spread nor too flat
 
 
 def test_run_is_tracked_with_card_plots_and_a_loadable_model(purchase, shop):
     registry.connect(Workspace(shop.workspace).tracking_uri())
     details = registry.version_details("dynseg-purchase", "1")
     assert "Out-of-time test metrics" in details["card"] and "purchase" in details["label_definition"]
+    assert "Calibration slope " in details["card"] and "1 is ideal" in details["card"]
+    assert "model_calibration_slope" in mlflow_metrics(purchase.run_id)
     assert details["tags"]["validation_status"] == "VALIDATED"
     import mlflow
 
     arts = {a.path for a in mlflow.artifacts.list_artifacts(run_id=purchase.run_id, artifact_path="plots")}
     assert arts >= {"plots/gains_lift.png", "plots/calibration.png", "plots/roc_pr.png", "plots/feature_importance.png"}
+
+
+def mlflow_metrics(run_id: str) -> dict:
+    import mlflow
+
+    return mlflow.get_run(run_id).data.metrics
 
 
 def test_promote_rollback_and_load_by_alias(purchase, shop):

@@ -1,0 +1,34 @@
+"""The calibration slope: recovers a planted mis-calibration, with a bootstrap interval that covers it."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+
+from models.evaluation import calibration_slope, calibration_verdict, evaluate
+
+
+def _scores(rng, n: int, slope: float, intercept: float) -> tuple[np.ndarray, np.ndarray]:
+    """Scores p and outcomes drawn with logit P(y) = intercept + slope * logit(p)."""
+    z = rng.normal(-2.0, 1.3, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-(intercept + slope * z)))).astype(int)
+    return y, 1 / (1 + np.exp(-z))
+
+
+@pytest.mark.parametrize("slope, intercept", [(0.8, -0.3), (1.0, 0.0), (1.25, 0.4)])
+def test_the_slope_recovers_a_planted_miscalibration_and_its_interval_covers_it(slope, intercept):
+    y, p = _scores(np.random.default_rng(1), 30_000, slope, intercept)
+    b, a = calibration_slope(y, p)
+    reference = LogisticRegression(C=1e10, tol=1e-10, max_iter=1000).fit(np.log(p / (1 - p)).reshape(-1, 1), y)
+    assert b == pytest.approx(reference.coef_[0, 0], abs=1e-4) and a == pytest.approx(reference.intercept_[0], abs=1e-4)
+    row = evaluate(y, p, {}, n_boot=100).table.iloc[0]
+    assert row.calibration_slope_ci_low < slope < row.calibration_slope_ci_high
+    assert row.calibration_slope_ci_high - row.calibration_slope_ci_low < 0.15
+    words = calibration_verdict(row.calibration_slope, row.calibration_slope_ci_low, row.calibration_slope_ci_high)
+    expected = {0.8: "over-confident at both ends", 1.0: "consistent with calibrated scores",
+                1.25: "under-confident at both ends"}[slope]
+    assert expected in words, words
+
+
+def test_a_constant_score_or_one_class_has_no_slope():
+    assert np.isnan(calibration_slope(np.array([0, 1, 0]), np.full(3, 0.3))[0])
+    assert np.isnan(calibration_slope(np.zeros(5, int), np.linspace(0.1, 0.5, 5))[0])
