@@ -78,7 +78,7 @@ def lift(
     q = Table(title="Realized model quality vs the model card (graded on the customers no campaign treated)",
               title_justify="left")
     for c in ("model", "graded", "treated (left out)", "realized AUC (95% CI)", "promised AUC", "realized Brier",
-              "promised Brier", "mean predicted", "realized rate", "alarm"):
+              "promised Brier", "calibration slope", "mean predicted", "realized rate", "alarm"):
         q.add_column(c, justify="left" if c in ("model", "alarm") else "right")
     for target, res in r.quality.items():
         m, comp = res.metrics, res.comparison.set_index("metric") if len(res.comparison) else None
@@ -88,7 +88,8 @@ def lift(
 
         q.add_row(target, f"{res.n:,}", f"{res.n_treated:,}",
                   f"{m['roc_auc']:.4f} [{m['roc_auc_low']:.3f}, {m['roc_auc_high']:.3f}]", promised("roc_auc"),
-                  f"{m['brier']:.4f}", promised("brier"), f"{m['mean_predicted']:.3f}", f"{m['realized_rate']:.3f}",
+                  f"{m['brier']:.4f}", promised("brier"), f"{m['calibration_slope']:.2f}", f"{m['mean_predicted']:.3f}",
+                  f"{m['realized_rate']:.3f}",
                   "[red]yes[/]" if res.alarm else "no")
     out.print(q)
     for target, res in r.quality.items():

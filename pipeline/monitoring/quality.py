@@ -108,7 +108,8 @@ def realized_quality(
         notes.append(f"{n_treated:,} customers a campaign treated are left out: their outcomes include its effect")
     if y.min() == y.max():
         m = {"roc_auc": math.nan, "pr_auc": math.nan, "brier": float(np.mean((p - y) ** 2)), "log_loss": math.nan,
-             "lift_top_decile": math.nan, "mean_predicted": float(p.mean()), "realized_rate": float(y.mean())}
+             "lift_top_decile": math.nan, "mean_predicted": float(p.mean()), "realized_rate": float(y.mean()),
+             "calibration_slope": math.nan, "calibration_intercept": math.nan}
         notes.append(f"every outcome is {y[0]}: ranking metrics (AUC) are undefined")
         low = high = math.nan
     else:
