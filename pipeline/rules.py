@@ -159,6 +159,23 @@ def _tokenize(text: str, fail: Callable[[str, str, int, str | None], NoReturn]) 
     return tokens
 
 
+def same_rule_text(a: str, b: str) -> bool:
+    """Whether two rules read the same token for token: spacing, line breaks and the case of
+    keywords do not count (``purchase_band='high' and x>1`` equals ``purchase_band = 'high' AND x > 1``).
+    A rule that does not tokenize compares as written."""
+    def fail(*_):
+        raise RuleError("not a rule")
+
+    def tokens(text: str):
+        return [(t.kind, t.text if t.kind != "number" else t.value, t.value if t.kind == "string" else None)
+                for t in _tokenize(text, fail)]
+
+    try:
+        return tokens(a) == tokens(b)
+    except RuleError:
+        return a == b
+
+
 # ---------------------------------------------------------------- tree
 
 

@@ -211,3 +211,24 @@ def read(db_path: Path, query: str, params: list | None = None) -> pd.DataFrame:
 
 def _db_name(con: duckdb.DuckDBPyConnection) -> str:
     return con.execute("SELECT current_database()").fetchall()[0][0]
+
+
+def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> pd.Series:
+    """A scoring run by id, by as_of, or the latest; a miss names the latest runs there are."""
+    from features.asof import as_of_label
+
+    if run_id:
+        found = read(db, "SELECT * FROM scoring_runs WHERE run_id = ?", [run_id])
+    elif as_of:
+        found = read(db, "SELECT * FROM scoring_runs WHERE as_of = ?", [as_of])
+    else:
+        found = read(db, "SELECT * FROM scoring_runs ORDER BY as_of DESC LIMIT 1")
+    if found.empty:
+        what = f"run {run_id!r}" if run_id else f"run as of {as_of_label(as_of)}" if as_of else "run"
+        have = read(db, "SELECT as_of FROM scoring_runs ORDER BY as_of DESC LIMIT 6") if db.exists() else None
+        if have is None or have.empty:
+            raise ValueError(f"no scoring {what} in {db}; score first: dynseg score --as-of DATE")
+        dates = ", ".join(as_of_label(t.to_pydatetime()) for t in have.as_of)
+        raise ValueError(f"no scoring {what} in {db}; the latest runs are as of {dates} "
+                         "(`dynseg segments list` shows them); or score it: dynseg score --as-of DATE")
+    return found.iloc[0]

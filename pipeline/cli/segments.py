@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import Annotated, Optional
 
 import typer
@@ -16,17 +17,11 @@ app = typer.Typer(help="Review segments: sizes, movement, definitions, members."
 
 
 def _latest_run(db, as_of: str | None):
+    """The run as of ``as_of``, or the latest; a miss names the runs there are."""
     from features.asof import parse_as_of
     from pipeline import runs
 
-    if as_of:
-        q, p = "SELECT * FROM scoring_runs WHERE as_of = ?", [parse_as_of(as_of)]
-    else:
-        q, p = "SELECT * FROM scoring_runs ORDER BY as_of DESC LIMIT 1", []
-    found = runs.read(db, q, p)
-    if found.empty:
-        raise ValueError(f"no scoring run{' as of ' + as_of if as_of else ''} in {db}; run: dynseg score --as-of DATE")
-    return found.iloc[0]
+    return runs.find(db, as_of=parse_as_of(as_of) if as_of else None)
 
 
 @app.command("list")
@@ -74,8 +69,14 @@ def _excluded(definition: dict, suppress: list[str]) -> list[str]:
     return exclude + [s for s in suppress if definition["kind"] != "suppression" and s not in exclude]
 
 
-def _rule(definition: dict, suppress: list[str]) -> tuple:
-    return definition["where"], tuple(_excluded(definition, suppress)), definition["holdout"], definition["kind"]
+def _same_rule(a: tuple[dict, list[str]], b: tuple[dict, list[str]]) -> bool:
+    """Whether two (definition, suppressions) select and hold out the same customers: the same
+    where (up to spacing and keyword case), exclusions, holdout and kind."""
+    from pipeline.rules import same_rule_text
+
+    (da, sa), (db, sb) = a, b
+    return (same_rule_text(da["where"], db["where"]) and set(_excluded(da, sa)) == set(_excluded(db, sb))
+            and da["holdout"] == db["holdout"] and da["kind"] == db["kind"])
 
 
 @app.command()
@@ -84,6 +85,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
          sample: Annotated[int, typer.Option(help="Members to list.")] = 10,
          drivers: Annotated[bool, typer.Option(help="Compute the features that set the segment apart (SHAP).")] = True) -> None:
     """One segment: its definition, size across runs, band mix and sample members."""
+    import pandas as pd
+
     from pipeline import runs
 
     state: State = ctx.obj
@@ -94,10 +97,14 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
         history = runs.read(db, "SELECT run_id, as_of, size, sendable, holdout, entered, exited, volatility, "
                                 "coverage FROM segment_health WHERE segment = ? ORDER BY as_of", [name])
         if current is None and history.empty:
-            known = runs.read(db, "SELECT DISTINCT segment FROM segment_health").segment if db.exists() else []
-            gone = sorted(set(known) - set(cfg.segments.by_name()))
-            raise ValueError(f"no segment named {name!r} in configs/segments.yaml (defined: {sorted(cfg.segments.by_name())})"
-                             + (f" or in past scoring runs (removed since: {gone})" if gone else " or in any past scoring run"))
+            known = runs.read(db, "SELECT DISTINCT segment FROM segment_health")
+            gone = sorted(set(known.segment if not known.empty else []) - set(cfg.segments.by_name()))
+            close = difflib.get_close_matches(name, [*cfg.segments.by_name(), *gone], n=1)
+            raise ValueError(f"no segment named {name!r} in configs/segments.yaml"
+                             + (f" or in past scoring runs" if gone else " or in any past scoring run")
+                             + (f"; did you mean {close[0]!r}?" if close else "")
+                             + f" Defined: {', '.join(cfg.segments.by_name())}"
+                             + (f"; removed since their last run: {', '.join(gone)}" if gone else ""))
         # a removed segment: its newest run, unless --as-of names one
         run = _latest_run(db, as_of) if as_of or current is not None else _run_by_id(db, history.run_id.iloc[-1])
         stored, stored_run = _stored_definition(db, name, history, run.as_of)
@@ -109,10 +116,10 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
         definition, suppress = stored
     else:
         definition, suppress = current.model_dump(), cfg.segments.suppress_always
-        if stored is not None and _rule(stored[0], stored[1]) != _rule(definition, suppress):
+        if stored is not None and not _same_rule(stored, (definition, suppress)):
             was = stored[0]
             err.print(f"Segment {name}'s definition has changed since run {stored_run.run_id} (as of "
-                      f"{as_of_label(stored_run.as_of)}), which used: where {was['where']!r}, excludes "
+                      f"{as_of_label(stored_run.as_of)}), which used: where {was['where']}, excludes "
                       f"{', '.join(_excluded(*stored)) or '—'}, holdout {was['holdout']:.0%}.", highlight=False)
     out.print(kv_table(f"Segment {name}", {
         "description": definition["description"], "owner": definition["owner"], "kind": definition["kind"],
@@ -138,7 +145,12 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
                 mix.add_row(c.removesuffix("_band"), str(band), f"{n:,}", f"{n / len(members):.1%}")
         out.print(mix)
     if members.empty:
-        err.print(f"Segment {name} has no members in the run as of {as_of_label(run.as_of)}.")
+        if run.run_id not in set(history.run_id):
+            err.print(f"Segment {name} was not part of the run as of {as_of_label(run.as_of)} (run {run.run_id}): "
+                      "it was not in configs/segments.yaml then"
+                      + ("; the next `dynseg score` includes it." if history.empty else "."), highlight=False)
+        else:
+            err.print(f"Segment {name} has no members in the run as of {as_of_label(run.as_of)}.")
         return
     if drivers:
         from pipeline.jobs.explain import segment_drivers
@@ -158,7 +170,7 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
     for c in cols:
         s.add_column(c)
     for row in members.sort_values("customer_id").head(sample)[cols].itertuples(index=False):
-        s.add_row(*("" if v is None or v != v else str(v) for v in row))
+        s.add_row(*("" if v is None or pd.isna(v) else str(v) for v in row))  # nullable columns hold pd.NA
     out.print(s)
 
 

@@ -236,7 +236,18 @@ def test_a_removed_segment_is_shown_from_its_runs_and_a_changed_one_says_so(shop
     result, _ = score_with_config_changed(shop, "segments", remove, ("segments", "show", "vipp"))
     text = " ".join(result.output.split())
     assert result.exit_code == 1 and "no segment named 'vipp' in configs/segments.yaml" in text
-    assert "or in past scoring runs (removed since: ['vip'])" in text
+    assert "did you mean 'vip'?" in text and "removed since their last run: vip" in text
+
+    def add(doc):
+        doc["segments"].append({"name": "big_spenders", "description": "d", "owner": "o", "kind": "value",
+                                "where": "spend_365d >= 1000"})
+
+    result, _ = score_with_config_changed(shop, "segments", add, ("segments", "show", "big_spenders"))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0 and "Segment big_spenders was not part of the run as of" in text, text
+    assert "it was not in configs/segments.yaml then; the next `dynseg score` includes it." in text
+    result = runner.invoke(app, ["segments", "show", "vip", "--as-of", "2026-11-20"])
+    assert result.exit_code == 1 and "the latest runs are as of 2026-11-27" in " ".join(result.output.split())
 
     def change(doc):
         next(d for d in doc["segments"] if d["name"] == "vip")["holdout"] = 0.2
@@ -245,6 +256,24 @@ def test_a_removed_segment_is_shown_from_its_runs_and_a_changed_one_says_so(shop
     text = " ".join(result.output.split())
     assert result.exit_code == 0 and "Segment vip's definition has changed since run " in text, text
     assert "holdout 0%" in text.split("has changed")[1] and "│ holdout │ 20%" in text
+
+    def reformat(doc):  # the same rule, spelled differently
+        next(d for d in doc["segments"] if d["name"] == "vip")["where"] = "spend_365d>=300"
+
+    result, _ = score_with_config_changed(shop, "segments", reformat, ("segments", "show", "vip", "--no-drivers"))
+    assert result.exit_code == 0 and "has changed" not in result.output
+
+
+def test_segment_show_lists_members_whose_other_score_is_missing(shop):
+    # a churn score is missing for customers outside the churn model's population (no purchase in
+    # its activity window): the sample lists them with an empty churn column
+    unscored = q(shop, """SELECT m.segment, count(*) AS n FROM segment_members m JOIN scoring_runs r USING (run_id)
+                          WHERE r.as_of = (SELECT max(as_of) FROM scoring_runs) AND m.churn_score IS NULL
+                          GROUP BY 1 ORDER BY 2 DESC LIMIT 1""")
+    assert not unscored.empty
+    result = runner.invoke(app, ["segments", "show", unscored.segment[0], "--no-drivers", "--sample", "100000"])
+    assert result.exit_code == 0, result.output
+    assert "Sample members" in result.output
 
 
 def test_unknown_column_refuses_before_writing_anything(shop):
