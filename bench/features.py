@@ -203,7 +203,8 @@ def run_dynseg(paths: dict[str, Path], as_of: datetime, scratch: Path) -> dict[s
     profile = data_profile(cfg, data)
     t2 = time.perf_counter()
     eng = DuckDBEngine(data.con)
-    frame = eng.execute(customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile))
+    frame = eng.execute(customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
+                                          consents=eng.consents()))
     t3 = time.perf_counter()
     rows = len(frame)
     data.con.close()

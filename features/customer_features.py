@@ -292,9 +292,14 @@ def known_customers(events: ir.Table, customers: ir.Table, as_of: datetime, prof
 
 
 def customer_features(
-    events: ir.Table, customers: ir.Table, as_of: datetime, spec: FeatureSpec, profile: DataProfile
+    events: ir.Table, customers: ir.Table, as_of: datetime, spec: FeatureSpec, profile: DataProfile,
+    consents: ir.Table | None = None,
 ) -> ir.Table:
-    """Features of every customer known at ``as_of`` (signed up, or any event, before it)."""
+    """Features of every customer known at ``as_of`` (signed up, or any event, before it).
+
+    ``consents`` (the engine's :meth:`~features.engines.FeatureEngine.consents`) holds every
+    profile row's consent decision when profiles were merged; the profile's consent as of T is then
+    the latest of those made before T, not the one ``customers`` holds (the latest of all)."""
     as_of = utc(as_of)
     t = ibis.literal(as_of, type="timestamp")
     ev = visible_events(events, as_of)
@@ -324,7 +329,29 @@ def customer_features(
         x = agg.left_join(customers, "customer_id").select(~ibis.selectors.endswith("_right"))
     if "purchase" in profile.roles:
         x = x.left_join(_category_counts(p, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
+    if profile.has_consent_profile:
+        x = _with_profile_consent(x, t, consents)
     return _derive(x, t, as_of, spec, profile)
+
+
+def _with_profile_consent(x: ir.Table, t: ir.Value, consents: ir.Table | None) -> ir.Table:
+    """``x`` with ``_profile_consent`` and ``_profile_consent_at``: the profile's latest consent
+    decision made before T, and when (both null when none is known by T). From ``customers`` (one
+    decision per customer), or from every merged profile row's decision in ``consents``; two rows'
+    decisions at the same instant: false wins (the cautious reading, as for consent events)."""
+    if consents is None:
+        known = x.consent_updated_at < t
+        return x.mutate(_profile_consent=ibis.ifelse(known, x.email_consent, ibis.null("boolean")),
+                        _profile_consent_at=ibis.ifelse(known, x.consent_updated_at, ibis.null("timestamp")))
+    before = consents.filter(consents.consent_updated_at < t)
+    latest = before.group_by("customer_id").aggregate(_latest_at=before.consent_updated_at.max())
+    at_latest = before.join(latest, (before.customer_id == latest.customer_id)
+                            & (before.consent_updated_at == latest._latest_at))
+    decided = at_latest.group_by("customer_id").aggregate(_profile_consent=at_latest.email_consent.all(),
+                                                          _profile_consent_at=at_latest.consent_updated_at.max())
+    decided = decided.rename(_consent_id="customer_id")
+    j = x.left_join(decided, x.customer_id == decided._consent_id)
+    return j.drop("_consent_id")
 
 
 def _zero(v: ir.Value) -> ir.Value:
@@ -409,13 +436,11 @@ def _consent_as_of(x: ir.Table, t: ir.Value, profile: DataProfile) -> ir.Boolean
         last_consent_event_at = ibis.greatest(x.last_grant_at, x.last_revoke_at)
     if not profile.has_consent_profile:
         return from_event
-    profile_known = x.consent_updated_at < t
-    from_profile = ibis.ifelse(profile_known, x.email_consent, ibis.null("boolean"))
+    # the profile's latest decision before T (see _with_profile_consent); null when none is known
+    from_profile, profile_at = x._profile_consent, x._profile_consent_at
     if from_event is None:
         return from_profile
-    event_newer = last_consent_event_at.notnull() & (
-        x.consent_updated_at.isnull() | ~profile_known | (last_consent_event_at > x.consent_updated_at)
-    )
+    event_newer = last_consent_event_at.notnull() & (profile_at.isnull() | (last_consent_event_at > profile_at))
     return ibis.ifelse(event_newer, from_event, from_profile)
 
 

@@ -71,6 +71,7 @@ def build_canonical(
 
 
 def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, merged: bool = True) -> None:
+    con.execute("DROP VIEW IF EXISTS consent_profiles")
     if "customers" not in report.typed:
         con.execute("""
             CREATE OR REPLACE TEMP VIEW customers AS
@@ -86,6 +87,16 @@ def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, m
         return
     contract = {c.name for c in CONTRACT["customers"]}
     extra = [c for c in report.sources["customers"].columns if c not in contract]
+    # A merged customer's profile rows each hold a consent decision and when it was made: as of a
+    # past T the latest one before T decides, not the latest overall (which ``customers`` holds),
+    # so the features read the decisions from here (see ``customer_features``).
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW consent_profiles AS
+        SELECT coalesce(m.canonical_id, c.customer_id) AS customer_id, c.email_consent, c.consent_updated_at
+        FROM (SELECT {_typed_select(report, 'customers')} FROM raw_customers) c
+        LEFT JOIN identity_map m ON m.customer_id = c.customer_id
+        WHERE c.email_consent IS NOT NULL AND c.consent_updated_at IS NOT NULL
+    """)
     # A merged customer keeps the earliest signup, the most recent consent decision, and the
     # attributes of its canonical id's own row.
     own_row_first = "CASE WHEN c.customer_id = coalesce(m.canonical_id, c.customer_id) THEN 1 ELSE 0 END"

@@ -74,10 +74,10 @@ def build_training_set(
     min_class_examples: int = 50, progress: Callable[[int, int], None] | None = None,
 ) -> pd.DataFrame:
     """Features joined to labels for every snapshot, with ``snapshot`` (test/valid/train) and ``as_of``."""
-    events, customers = engine.events(), engine.customers()
+    events, customers, consents = engine.events(), engine.customers(), engine.consents()
     frames = []
     for k, cutoff in enumerate(plan.cutoffs):
-        feats = engine.execute(customer_features(events, customers, cutoff, spec, profile))
+        feats = engine.execute(customer_features(events, customers, cutoff, spec, profile, consents=consents))
         lab = engine.execute(labels(known_customers(events, customers, cutoff, profile), events, cutoff, label))
         frame = feats.merge(lab, on="customer_id", how="inner", validate="one_to_one")
         frame.insert(2, "snapshot", plan.role(k))

@@ -21,6 +21,11 @@ class FeatureEngine(ABC):
     @abstractmethod
     def customers(self) -> ir.Table: ...
 
+    def consents(self) -> ir.Table | None:
+        """The consent decisions of every profile row of merged customers (``consent_profiles``:
+        customer_id, email_consent, consent_updated_at), or None when no profiles were merged."""
+        return None
+
     @abstractmethod
     def execute(self, expr: ir.Table) -> pd.DataFrame: ...
 

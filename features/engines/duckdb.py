@@ -24,6 +24,11 @@ class DuckDBEngine(FeatureEngine):
     def customers(self) -> ir.Table:
         return self._backend.table("customers")
 
+    def consents(self) -> ir.Table | None:
+        found = self.con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'consent_profiles' "
+                                 "AND temporary").fetchall()[0][0]
+        return self._backend.table("consent_profiles") if found else None
+
     def execute(self, expr: ir.Table) -> pd.DataFrame:
         """The result as pandas, through Arrow (see :func:`to_frame`)."""
         return to_frame(self.execute_arrow(expr))

@@ -213,7 +213,7 @@ class SparkEngine(FeatureEngine):
     name = "spark"
 
     def __init__(self, session: SparkSession, events_path: Path | str, customers_path: Path | str,
-                 owned: Path | None = None):
+                 consents_path: Path | str | None = None, owned: Path | None = None):
         """``owned``: a folder holding the input files that belongs to this engine alone; removed
         on :meth:`close` (or at exit, if the process ends first)."""
         check_pyspark()
@@ -223,8 +223,10 @@ class SparkEngine(FeatureEngine):
             atexit.register(self._remove_owned)
         # Temp views with unique names: two engines on one session never see each other's data.
         suffix = uuid.uuid4().hex[:8]
-        self._views = {"events": f"dynseg_events_{suffix}", "customers": f"dynseg_customers_{suffix}"}
-        for name, path in (("events", events_path), ("customers", customers_path)):
+        paths = {"events": events_path, "customers": customers_path, "consents": consents_path}
+        paths = {name: path for name, path in paths.items() if path is not None}
+        self._views = {name: f"dynseg_{name}_{suffix}" for name in paths}
+        for name, path in paths.items():
             location = str(path) if "://" in str(path) else str(Path(path).resolve())
             session.read.parquet(location).createOrReplaceTempView(self._views[name])
         # Ibis' connect also (re)sets the session time zone to UTC, which the features rely on.
@@ -235,6 +237,9 @@ class SparkEngine(FeatureEngine):
 
     def customers(self) -> ir.Table:
         return self._backend.table(self._views["customers"])
+
+    def consents(self) -> ir.Table | None:
+        return self._backend.table(self._views["consents"]) if "consents" in self._views else None
 
     def execute(self, expr: ir.Table) -> pd.DataFrame:
         """Run ``expr`` on Spark; a pandas frame typed like the DuckDB engine's.
@@ -280,25 +285,32 @@ class SparkEngine(FeatureEngine):
         shutil.rmtree(self._owned, ignore_errors=True)
 
 
-def export_canonical(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[Path, Path]:
-    """Write the canonical ``events`` and ``customers`` views to ``folder/{events,customers}.parquet``.
+def export_canonical(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[Path, Path, Path | None]:
+    """Write the canonical ``events`` and ``customers`` views (and ``consent_profiles``, when
+    profiles were merged) to ``folder/{events,customers,consents}.parquet``; the third path is
+    None without merged profiles.
 
     Each file is written under a temp name and moved into place, so a reader never sees half a file.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    merged = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'consent_profiles' "
+                         "AND temporary").fetchall()[0][0]
     out = []
-    for name in ("events", "customers"):
+    for view, name in (("events", "events"), ("customers", "customers"), ("consent_profiles", "consents")):
+        if view == "consent_profiles" and not merged:
+            out.append(None)
+            continue
         final = folder / f"{name}.parquet"
         tmp = folder / f".{name}.parquet.{uuid.uuid4().hex}.tmp"
         try:
             path_sql = str(tmp).replace("'", "''")
-            con.execute(f"COPY (SELECT * FROM {name}) TO '{path_sql}' (FORMAT parquet)")
+            con.execute(f"COPY (SELECT * FROM {view}) TO '{path_sql}' (FORMAT parquet)")
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)
         out.append(final)
-    return out[0], out[1]
+    return out[0], out[1], out[2]
 
 
 __all__ = ["EngineUnavailable", "SparkEngine", "check_java", "check_pyspark", "export_canonical", "spark_session"]

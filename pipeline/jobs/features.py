@@ -77,8 +77,7 @@ def open_engine(cfg: Config, data: LoadedData, name: str | None = None) -> Featu
         # (Spark reads the files lazily, long after they are written). Removed when the engine closes.
         staging = Workspace(cfg.workspace).root / "staging" / f"run-{uuid.uuid4().hex[:12]}"
         try:
-            events_path, customers_path = export_canonical(data.con, staging)
-            return SparkEngine(session, events_path, customers_path, owned=staging)
+            return SparkEngine(session, *export_canonical(data.con, staging), owned=staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -208,7 +207,8 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
     profile = data_profile(cfg, data)
     eng = open_engine(cfg, data, engine)
     try:
-        expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile)
+        expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
+                                 consents=eng.consents())
         if eng.name == "duckdb":
             # DuckDB's Arrow result is kept as it is (a Parquet file is written from it; pandas
             # only on demand), sorted in Arrow rather than by an ORDER BY (see sort_by_customer).
@@ -228,11 +228,14 @@ def features_as_of(cfg: Config, as_of: datetime, customer_ids: list[str] | None 
     data = load_for_run(cfg, as_of)
     eng = open_engine(cfg, data, "duckdb")
     try:
-        events, customers = eng.events(), eng.customers()
+        events, customers, consents = eng.events(), eng.customers(), eng.consents()
         if customer_ids is not None:
             events = events.filter(events.customer_id.isin(customer_ids))
             customers = customers.filter(customers.customer_id.isin(customer_ids))
-        return eng.execute(customer_features(events, customers, as_of, feature_spec(cfg), data_profile(cfg, data)))
+            if consents is not None:
+                consents = consents.filter(consents.customer_id.isin(customer_ids))
+        return eng.execute(customer_features(events, customers, as_of, feature_spec(cfg), data_profile(cfg, data),
+                                             consents=consents))
     finally:
         eng.close()
 

@@ -47,7 +47,8 @@ def compare_on_one_snapshot(cfg: Config, name: str, candidate: Any, champion: An
         eng = open_engine(cfg, data, "duckdb")
         try:
             events, customers = eng.events(), eng.customers()
-            feats = eng.execute(customer_features(events, customers, cutoff, feature_spec(cfg), profile))
+            feats = eng.execute(customer_features(events, customers, cutoff, feature_spec(cfg), profile,
+                                                  consents=eng.consents()))
             lab = eng.execute(labels(known_customers(events, customers, cutoff, profile), events, cutoff, spec))
             first = data.report.time_range(cfg.role_of)[0]
             wanted = [(spec, c) for c in _base_rate_cutoffs(spec, cutoff)]

@@ -130,7 +130,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     say("features")
     eng = open_engine(cfg, data, engine)
     try:
-        expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile)
+        expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
+                                 consents=eng.consents())
         # Every rule is checked against the run's columns before any work is done.
         levels_of = {f"{t}_band": _level_names(cfg, t, registry.bundle_of(pyfunc)) for t, (pyfunc, _) in champions.items()}
         segments = compile_segments(cfg.segments, expected_columns(expr, targets), values=levels_of)
@@ -268,7 +269,7 @@ def segment_columns(cfg: Config, as_of: datetime | None = None) -> dict[str, Kin
     eng = open_engine(cfg, data, "duckdb")
     try:
         expr = customer_features(eng.events(), eng.customers(), as_of or now_utc(), feature_spec(cfg),
-                                 data_profile(cfg, data))
+                                 data_profile(cfg, data), consents=eng.consents())
         return expected_columns(expr, list(cfg.scoring.targets))
     finally:
         eng.close()

@@ -23,7 +23,8 @@ def _features_and_labels(project, as_of=T, target=None):
     data = load_validated(cfg, datetime(2027, 1, 1))
     eng = DuckDBEngine(data.con)
     profile = data_profile(cfg, data)
-    feats = eng.execute(customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile))
+    feats = eng.execute(customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
+                                          consents=eng.consents()))
     feats = feats.sort_values("customer_id", ignore_index=True)
     if target is None:
         return feats
@@ -164,3 +165,34 @@ def test_a_profile_change_after_the_cutoff_reaches_no_model_input(project):
     inputs = model_inputs(load_config(project.root), list(baseline.columns))
     assert "email_consent" not in inputs and len(inputs) > 40
     pd.testing.assert_frame_equal(baseline[inputs], after[inputs])
+
+
+def test_merged_profiles_give_the_latest_consent_decision_before_the_cutoff(project):
+    """Two ids of one person each have a profile. As of T, the latest of their consent decisions
+    made before T decides; not the latest of all (which the merged profile holds)."""
+    ids = ["a", "b", "c", "d", "e", "f"]
+    project.write_events(_ev([(c, "page_viewed", datetime(2024, 1, 1), None) for c in ids]))
+    pd.DataFrame({
+        "customer_id": ids,
+        "signup_at": [datetime(2023, 1, 1)] * 6,
+        # a+b: a granted in mid-2025, b withdrew in March 2026; c+d: c granted in 2023, d's
+        # withdrawal came after T; e+f: a grant and a withdrawal at the same instant
+        "email_consent": [True, False, True, False, True, False],
+        "consent_updated_at": [datetime(2025, 6, 1), datetime(2026, 3, 17), datetime(2023, 5, 1),
+                               datetime(2026, 8, 1), datetime(2025, 1, 1), datetime(2025, 1, 1)],
+    }).to_parquet(project.data / "customers.parquet")
+    pd.DataFrame({"customer_id": ids, "id_type": "email",
+                  "id_value": ["ab@x", "ab@x", "cd@x", "cd@x", "ef@x", "ef@x"]}).to_parquet(project.data / "ids.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"},
+                    identities={"format": "parquet", "path": "data/ids.parquet"})
+
+    def consent(as_of):
+        feats = _features_and_labels(project, as_of=as_of).set_index("customer_id")
+        assert sorted(feats.index) == ["a", "c", "e"]  # one row per person
+        return {c: (None if pd.isna(v) else bool(v)) for c, v in feats.email_consent.items()}
+
+    assert consent(T) == {"a": False, "c": True, "e": False}
+    assert consent(datetime(2026, 1, 1)) == {"a": True, "c": True, "e": False}
+    assert consent(datetime(2025, 3, 1)) == {"a": None, "c": True, "e": False}
+    assert consent(datetime(2026, 9, 1)) == {"a": False, "c": False, "e": False}

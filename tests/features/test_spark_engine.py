@@ -103,7 +103,8 @@ def test_timestamps_round_trip_unchanged(spark, tmp_path):
     rows = ", ".join(f"({i}, {'NULL' if v is None else repr(v)}::TIMESTAMP)" for i, v in enumerate(TRICKY_TS))
     con.execute(f"CREATE TEMP VIEW events AS SELECT * FROM (VALUES {rows}) t(i, ts)")
     con.execute("CREATE TEMP VIEW customers AS SELECT i AS customer_id, ts AS signup_at FROM events")
-    ev_path, cu_path = export_canonical(con, tmp_path / "canonical")
+    ev_path, cu_path, consents = export_canonical(con, tmp_path / "canonical")
+    assert consents is None  # no merged profiles
     assert sorted(p.name for p in (tmp_path / "canonical").iterdir()) == ["customers.parquet", "events.parquet"]
     assert type(spark.read.parquet(str(ev_path)).schema["ts"].dataType).__name__ == "TimestampNTZType"
 
@@ -164,10 +165,13 @@ def test_customer_features_match_duckdb(spark, project, as_of):
     assert latest > as_of  # later events exist: the point-in-time filter is exercised on both engines
 
     duck = DuckDBEngine(data.con)
-    expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, spec, profile))
+    assert duck.consents() is not None  # profiles were merged: consent comes from their decisions
+    expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, spec, profile,
+                                              consents=duck.consents()))
     engine = SparkEngine(spark, *export_canonical(data.con, project.workspace / "spark"))
     try:
-        got = engine.execute(customer_features(engine.events(), engine.customers(), as_of, spec, profile))
+        got = engine.execute(customer_features(engine.events(), engine.customers(), as_of, spec, profile,
+                                               consents=engine.consents()))
     finally:
         engine.close()
         data.con.close()
