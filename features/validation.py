@@ -219,8 +219,10 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
             checks.append(_Check("event_type", "null_event_type", "error", blank("event_type"),
                                  "rows have a null or empty event_type", "drop those rows or fill the type"))
         if "ts" in t:
-            checks.append(_Check("ts", "null_ts", "error", f"{ident('ts')} IS NULL",
-                                 "rows have no timestamp", "drop those rows or fill ts"))
+            # text timestamps: an empty or blank value is no timestamp either (it reads as null)
+            missing = blank("ts") if raw.columns.get("ts", "").upper() == "VARCHAR" else f"{ident('ts')} IS NULL"
+            checks.append(_Check("ts", "null_ts", "error", missing,
+                                 "rows have no timestamp (null, empty or blank)", "drop those rows or fill ts"))
             fix = ("check the source's time zone, and the clock of the system that wrote it" if future_after == "now"
                    else "check the source's time zone, or run with a later --as-of")
             checks.append(_Check("ts", "future_ts", "error", f"{t['ts'].expr} > TIMESTAMP '{as_of.isoformat(sep=' ')}'",

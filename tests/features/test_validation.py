@@ -69,6 +69,17 @@ def test_unparseable_timestamps_in_csv(project):
     assert "ISO-8601" in p.fix
 
 
+@pytest.mark.parametrize("file", ["events.csv", "events.parquet"])
+def test_empty_or_blank_text_timestamps_are_missing_timestamps(project, file):
+    df = good_events().astype({"ts": "object"})
+    df["ts"] = df["ts"].astype(str)  # text timestamps, as from a CSV or a string Parquet column
+    df.loc[2, "ts"] = "   "
+    df.loc[6, "ts"] = ""
+    p = only(run_with(project, df, file), "null_ts")
+    assert p.column == "ts" and p.count == 2 and p.severity == "error", p
+    assert "null, empty or blank" in p.message
+
+
 def test_timestamps_after_as_of(project):
     df = good_events()
     df.loc[2, "ts"] = pd.Timestamp("2026-12-01")
