@@ -22,9 +22,12 @@ def parse_as_of(value: str | date | datetime) -> datetime:
     else:
         text = value.strip()
         try:
-            if re.fullmatch(r"\d{4}-\d{2}-\d{2}", text):
-                return datetime.fromisoformat(text) + timedelta(days=1)
-            dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            try:  # any ISO date without a time (2026-11-27, 20261127, 2026-W48-5): the end of that day
+                day = date.fromisoformat(text)
+            except ValueError:
+                dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            else:
+                return datetime(day.year, day.month, day.day) + timedelta(days=1)
         except ValueError as e:
             why = f" ({e})" if "must be in" in str(e) or "out of range" in str(e) else ""
             raise ValueError(

@@ -45,6 +45,8 @@ def test_parquet_aware_column_is_converted_and_naive_is_kept(project):
 
 def test_as_of_dates_mean_end_of_day_utc():
     assert parse_as_of("2026-11-27") == datetime(2026, 11, 28)
+    # every ISO spelling of a date alone is a date: the compact 20261127 and the week date too
+    assert parse_as_of("20261127") == parse_as_of("2026-W48-5") == datetime(2026, 11, 28)
     assert parse_as_of("2026-11-27T06:00:00+01:00") == datetime(2026, 11, 27, 5)
     assert parse_as_of("2026-11-27T06:00:00Z") == datetime(2026, 11, 27, 6)
     assert parse_as_of("2026-11-27 06:00") == datetime(2026, 11, 27, 6)
