@@ -49,6 +49,8 @@ class ValidationReport:
     #: rows, first and last timestamp per event_type, from the same scan as the checks: the data
     #: profile, freshness and the start of history are read from here instead of scanning again
     event_types: dict[str, tuple[int, datetime | None, datetime | None]] = field(default_factory=dict)
+    #: rows with an amount per event_type, from the same scan
+    amounts: dict[str, int] = field(default_factory=dict)
 
     def role_summary(self, role_of: dict[str, str]) -> dict[str, tuple[int, datetime | None, datetime | None]]:
         """Rows, first and last timestamp per role (event types without a role are left out)."""
@@ -139,7 +141,7 @@ def validate(
         report.typed[name] = _type_columns(raw, report.problems)
         checks = _checks(name, report.typed[name], role_of, ignored, as_of, raw, future_after)
         _run_checks(con, raw, checks, report.problems, report.typed[name],
-                    report.event_types if name == "events" else None)
+                    report.event_types if name == "events" else None, report.amounts)
     if "customers" in report.typed:
         _check_duplicate_customers(con, report)
     if "events" in report.typed:
@@ -282,9 +284,11 @@ def _format_hint(col: str) -> str:
 
 def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Check], problems: list[Problem],
                 typed_cols: dict[str, Typed] | None = None,
-                event_types: dict[str, tuple[int, datetime | None, datetime | None]] | None = None) -> None:
+                event_types: dict[str, tuple[int, datetime | None, datetime | None]] | None = None,
+                amounts: dict[str, int] | None = None) -> None:
     """Count every check's failures in one scan. For events (``event_types`` given) the same scan
-    also counts rows and finds the first and last timestamp per event_type."""
+    also counts rows, finds the first and last timestamp and counts the rows with an amount
+    (into ``amounts``) per event_type."""
     t = typed_cols or {}
     by_type = event_types is not None and "event_type" in t
     if not checks and not by_type:
@@ -292,14 +296,17 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
     counts_sql = [f"count(*) FILTER (WHERE {c.predicate})" for c in checks]
     if by_type:
         ts = f"max({t['ts'].expr}), min({t['ts'].expr})" if "ts" in t else "NULL, NULL"
+        amount = f"count({t['amount'].expr})" if "amount" in t else "0"
         rows = con.execute(
-            f"SELECT {t['event_type'].expr} AS _type, count(*), {ts}"
+            f"SELECT {t['event_type'].expr} AS _type, count(*), {ts}, {amount}"
             + "".join(", " + c for c in counts_sql) + f" FROM {raw.view} GROUP BY 1"
         ).fetchall()
         for r in rows:
             if r[0] is not None:
                 event_types[r[0]] = (int(r[1]), r[3], r[2])
-        counts = [sum(int(r[4 + i]) for r in rows) for i in range(len(checks))]
+                if amounts is not None:
+                    amounts[r[0]] = int(r[4])
+        counts = [sum(int(r[5 + i]) for r in rows) for i in range(len(checks))]
     else:
         counts = con.execute("SELECT " + ", ".join(counts_sql) + f" FROM {raw.view}").fetchall()[0]
     for check, n in zip(checks, counts):
@@ -407,6 +414,19 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
             "map each under `event_roles:` in configs/roles.yaml, or list it under `ignore:`",
             tuple(f"{e!r} ({n:,} events)" for e, n in unknown[:5]),
         ))
+    purchases = [e for e in report.event_types if role_of.get(e) == "purchase"]
+    if "amount" in t and purchases:
+        missing = sum(report.event_types[e][0] - report.amounts.get(e, 0) for e in purchases)
+        if missing:
+            names = ", ".join("'" + e.replace("'", "''") + "'" for e in purchases)
+            report.problems.append(Problem(
+                "events", "amount", "purchase_without_amount", "warning", missing,
+                f"{_files(raw)}: {missing:,} purchases have no amount",
+                "they count as purchases (frequency, recency, rhythm) and as 0 in spend (monetary_total, "
+                "monetary_mean, spend_<w>d); fill the amount where it is known",
+                _examples(con, raw.view, f"{t['event_type'].expr} IN ({names}) AND {t['amount'].expr} IS NULL",
+                          "event_id" if "event_id" in t else None),
+            ))
 
 
 def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> None:

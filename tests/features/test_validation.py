@@ -162,6 +162,17 @@ def test_a_negative_amount_in_a_later_row_group_is_found_with_footer_statistics(
     assert only(run(project), "negative_purchase").count == 1
 
 
+def test_a_purchase_without_an_amount_is_a_warning_that_says_how_it_counts(project):
+    df = good_events(4)
+    df.loc[[2, 8], "amount"] = None  # c0's and c2's purchases
+    report = run_with(project, df)
+    p = only(report, "purchase_without_amount")
+    assert report.ok and p.severity == "warning" and p.column == "amount" and p.count == 2
+    assert "2 purchases have no amount" in p.message and "as 0 in spend" in p.fix
+    assert p.examples == ("'c0-3' at row 3", "'c2-3' at row 9")
+    assert not [q for q in run_with(project, good_events(4)).problems if q.check == "purchase_without_amount"]
+
+
 def test_negative_purchase_amount(project):
     df = good_events()
     df.loc[2, "amount"] = -10.0
