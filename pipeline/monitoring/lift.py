@@ -9,8 +9,10 @@ effect of the treatment. Per segment:
 * **absolute lift**: conversion treated minus holdout, in probability (0.03 = 3 points), with a
   95 % Newcombe hybrid-score interval (the difference of two Wilson intervals), which keeps its
   coverage for small groups and rates near 0 where the Wald interval does not;
-* **relative lift**: treated over holdout minus 1, with a delta-method interval on the log of the
-  ratio (undefined while either group has no conversion);
+* **relative lift**: treated over holdout minus 1, with the MOVER interval for a ratio (Donner &
+  Zou 2012) from the same two Wilson intervals: it excludes 0 exactly when the absolute interval
+  does (a delta-method interval on the log ratio disagreed in about 3 % of random small-group
+  cases, e.g. 117/347 against 1/16); undefined while the holdout has no conversion;
 * **p-value**: two-sided, from the same Newcombe interval inverted: the level at which the interval
   first touches zero. So p < ``alpha`` exactly when the interval at 1 - ``alpha`` excludes zero, and
   the verdict, the p-value and the interval can never disagree (a separate z-test or Fisher's exact
@@ -73,7 +75,7 @@ def _checked(frame: pd.DataFrame) -> pd.DataFrame:
 def _one_segment(seg, n_t, x_t, rev_t, n_h, x_h, rev_h, alpha, power, min_holdout, min_expected, max_mde) -> list:
     p_t, p_h = _rate(x_t, n_t), _rate(x_h, n_h)
     diff, low, high = newcombe_difference(x_t, n_t, x_h, n_h, alpha)
-    rel, rel_low, rel_high = log_ratio_interval(x_t, n_t, x_h, n_h, alpha)
+    rel, rel_low, rel_high = ratio_interval(x_t, n_t, x_h, n_h, alpha)
     p_value = newcombe_p_value(x_t, n_t, x_h, n_h)
     mde = minimum_detectable_effect(n_t, n_h, p_h if x_h else _rate(x_t + x_h, n_t + n_h), alpha, power)
     expected = n_h * _rate(x_t + x_h, n_t + n_h)
@@ -155,14 +157,27 @@ def newcombe_p_value(x1: int, n1: int, x2: int, n2: int) -> float:
 _Z_MAX = 37.5
 
 
-def log_ratio_interval(x1: int, n1: int, x2: int, n2: int, alpha: float = 0.05) -> tuple[float, float, float]:
-    """p1 / p2 - 1 with a delta-method interval on log(p1 / p2); NaN while either x is 0."""
-    if x1 == 0 or x2 == 0:
-        return (np.nan if x2 == 0 else -1.0), np.nan, np.nan
-    z = stats.norm.ppf(1 - alpha / 2)
-    log_rr = np.log((x1 / n1) / (x2 / n2))
-    se = np.sqrt(1 / x1 - 1 / n1 + 1 / x2 - 1 / n2)
-    return float(np.expm1(log_rr)), float(np.expm1(log_rr - z * se)), float(np.expm1(log_rr + z * se))
+def ratio_interval(x1: int, n1: int, x2: int, n2: int, alpha: float = 0.05) -> tuple[float, float, float]:
+    """p1 / p2 - 1 with the MOVER interval for a ratio (Donner & Zou 2012, from two Wilson
+    intervals); NaN while x2 is 0. The interval of p1 / p2 is the set of ratios r for which the
+    Newcombe-style interval of p1 - r p2 holds zero, so it excludes 1 exactly when
+    :func:`newcombe_difference`'s interval excludes 0."""
+    if n1 == 0 or n2 == 0 or x2 == 0:
+        return np.nan, np.nan, np.nan
+    p1, p2 = x1 / n1, x2 / n2
+    l1, u1 = wilson_interval(x1, n1, alpha)
+    l2, u2 = wilson_interval(x2, n2, alpha)
+    a = p1 * p2
+
+    def root(quad: float, const: float, sign: int) -> float:
+        """The root of quad * r^2 - 2 a r + const = 0 that bounds the ratio (a line when quad is 0)."""
+        if abs(quad) < 1e-15:
+            return const / (2 * a) if a > 0 else (0.0 if sign < 0 else np.inf)
+        return (a + sign * np.sqrt(max(a * a - quad * const, 0.0))) / quad
+
+    low = root(u2 * (2 * p2 - u2), l1 * (2 * p1 - l1), -1)
+    high = root(l2 * (2 * p2 - l2), u1 * (2 * p1 - u1), +1)
+    return float(p1 / p2 - 1), float(low - 1), float(high - 1)
 
 
 def minimum_detectable_effect(n1: int, n2: int, base_rate: float, alpha: float = 0.05, power: float = 0.8) -> float:

@@ -15,7 +15,7 @@ from features.asof import parse_as_of
 from pipeline.config import load_config
 from pipeline.jobs.features import build_features_job
 from pipeline.monitoring.drift import DriftThresholds, drift_report
-from pipeline.monitoring.lift import newcombe_difference, newcombe_p_value, segment_lift
+from pipeline.monitoring.lift import newcombe_difference, newcombe_p_value, ratio_interval, segment_lift
 from pipeline.monitoring.quality import delong_interval, realized_quality
 from pipeline.synthetic import apply_treatment, generate, write
 
@@ -168,11 +168,15 @@ def test_the_p_value_and_the_interval_never_disagree():
     cases = [(53, 100, 2, 10), (2, 10, 53, 100), (7, 30, 0, 12), (40, 60, 12, 30)]
     cases += [(int(rng.integers(0, n1 + 1)), n1, int(rng.integers(0, n2 + 1)), n2)
               for n1, n2 in rng.integers(5, 400, size=(400, 2))]
+    cases += [(117, 347, 1, 16), (0, 40, 6, 30), (30, 40, 1, 200)]  # a delta-method ratio interval disagreed on the first
     for x1, n1, x2, n2 in cases:
         p = newcombe_p_value(x1, n1, x2, n2)
         for alpha in (0.01, 0.05, 0.1):
             _, low, high = newcombe_difference(x1, n1, x2, n2, alpha)
             assert (p < alpha) == (low > 0 or high < 0), (x1, n1, x2, n2, alpha, p, low, high)
+            if x2:  # the relative lift's interval excludes 0 exactly when the absolute one does
+                rel, rel_low, rel_high = ratio_interval(x1, n1, x2, n2, alpha)
+                assert rel_low <= rel <= rel_high and (rel_low > 0 or rel_high < 0) == (low > 0 or high < 0)
     assert newcombe_p_value(53, 100, 2, 10) == pytest.approx(0.0463, abs=1e-4)
     assert newcombe_p_value(5, 10, 5, 10) == 1.0 and np.isnan(newcombe_p_value(1, 10, 0, 0))
 
