@@ -20,10 +20,20 @@ def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: tim
     if lag <= max_lag:
         return None
     text = (
-        f"data is stale: the newest event is {newest_event:%Y-%m-%d %H:%M} UTC, {lag.total_seconds() / 86400:.1f} days "
-        f"before as_of {as_of:%Y-%m-%d %H:%M} UTC (allowed: {max_lag.total_seconds() / 86400:g} days). Load newer "
-        "events, pick an earlier --as-of, or raise freshness.max_lag_days / set freshness.action: warn in configs/project.yaml"
+        f"data is stale: the newest event is {newest_event:%Y-%m-%d %H:%M} UTC, {_span(lag)} before as_of "
+        f"{as_of:%Y-%m-%d %H:%M} UTC (allowed: {_span(max_lag)})"
     )
     if action == "refuse":
-        raise StaleDataError(text)
-    return text
+        raise StaleDataError(text + ". Load newer events, pick an earlier --as-of, or raise freshness.max_lag_days "
+                                    "(or set freshness.action: warn) in configs/project.yaml")
+    return text + "; freshness.action is warn, so the run goes on (configs/project.yaml)"
+
+
+def _span(d: timedelta) -> str:
+    """A lag in days, with hours and minutes where whole days would hide them (3.0 days vs 3 allowed)."""
+    days, rest = divmod(int(d.total_seconds()), 86400)
+    hours, minutes = rest // 3600, rest % 3600 // 60
+    parts = [f"{days} day{'s' if days != 1 else ''}"] if days else []
+    parts += [f"{hours} h"] if hours else []
+    parts += [f"{minutes} min"] if minutes and days < 30 else []
+    return " ".join(parts) or "under a minute"

@@ -38,9 +38,14 @@ def test_history_too_short_is_refused_with_what_fits():
 def test_freshness():
     as_of = datetime(2026, 11, 28)
     assert check_freshness(as_of - 2 * D, as_of, 3 * D) is None
-    with pytest.raises(StaleDataError, match=r"newest event is 2026-11-20 00:00 UTC, 8.0 days before as_of"):
+    with pytest.raises(StaleDataError, match=r"newest event is 2026-11-20 00:00 UTC, 8 days before as_of"):
         check_freshness(as_of - 8 * D, as_of, 3 * D)
-    assert "data is stale" in check_freshness(as_of - 8 * D, as_of, 3 * D, action="warn")
+    # just over the limit says by how much, not "3.0 days (allowed: 3 days)"
+    with pytest.raises(StaleDataError, match=r"3 days 4 min before as_of .* \(allowed: 3 days\)\. Load newer"):
+        check_freshness(as_of - 3 * D - timedelta(minutes=4), as_of, 3 * D)
+    warned = check_freshness(as_of - 8 * D, as_of, 3 * D, action="warn")
+    assert "data is stale" in warned and "freshness.action is warn, so the run goes on" in warned
+    assert "set freshness.action: warn" not in warned
 
 
 @pytest.fixture
