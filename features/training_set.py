@@ -47,26 +47,47 @@ def plan_snapshots(
     """Cutoffs at midnight UTC, newest first; refuse when history is too short."""
     if n_snapshots < 3:
         raise TrainingSetError(f"training needs at least 3 snapshots (train, validation, test); got {n_snapshots}")
+    cutoffs = _cutoffs(data_end, horizon, n_snapshots, step)
+    earliest_ok = data_start + min_history
+    if cutoffs[-1] < earliest_ok:
+        from features.asof import as_of_label
+
+        fit = sum(1 for c in cutoffs if c >= earliest_ok)
+        gap = max(step, horizon)
+        fits = lambda n, st, h=horizon: _cutoffs(data_end, h, n, st)[-1] >= earliest_ok  # noqa: E731
+        # only what can help: fewer snapshots, a shorter step (while it sets the gap), a shorter horizon
+        helps = []
+        if fits(3, step):
+            most = max(n for n in range(3, n_snapshots) if fits(n, step))
+            helps.append(f"fewer snapshots (training.snapshots: {most} fit)")
+        if step > timedelta(days=1) and fits(n_snapshots, timedelta(days=1)):
+            helps.append("a shorter step (training.step)")
+        for n in dict.fromkeys((n_snapshots, 3)):  # with the snapshots asked for, else the fewest
+            shorter = next((d for d in range(horizon.days - 1, 0, -1) if fits(n, step, timedelta(days=d))), None)
+            if shorter:
+                helps.append(f"a shorter horizon (--horizon {shorter}d or less"
+                             + (f", with {n} snapshots)" if n != n_snapshots else ")"))
+                break
+        helps.append(f"more history before {earliest_ok:%Y-%m-%d}, or less min_history (training.min_history)")
+        raise TrainingSetError(
+            f"history too short: the history used runs from {data_start:%Y-%m-%d} to {as_of_label(data_end)} (the "
+            f"end of the data, or --as-of); {n_snapshots} snapshots "
+            f"{step.days} days apart with a {horizon.days}-day label window ({gap.days} days between test, "
+            f"validation and the newest training cutoff) need the first cutoff at "
+            f"{cutoffs[-1]:%Y-%m-%d}, but each cutoff needs {min_history.days} days of history before it "
+            f"(from {earliest_ok:%Y-%m-%d}). Only {fit} fit. What can help: {'; '.join(helps)}"
+        )
+    return SnapshotPlan(cutoffs)
+
+
+def _cutoffs(data_end: datetime, horizon: timedelta, n_snapshots: int, step: timedelta) -> tuple[datetime, ...]:
     newest = data_end - horizon
     t_last = datetime(newest.year, newest.month, newest.day)
     # Each role's label windows close by the next role's cutoff (see the module's docstring): the
     # validation labels before the test cutoff, the training labels before the validation cutoff.
     gap = max(step, horizon)
     t_valid = t_last - gap
-    cutoffs = (t_last, t_valid, *(t_valid - gap - k * step for k in range(n_snapshots - 2)))
-    earliest_ok = data_start + min_history
-    if cutoffs[-1] < earliest_ok:
-        fit = sum(1 for c in cutoffs if c >= earliest_ok)
-        raise TrainingSetError(
-            f"history too short: the history used runs from {data_start:%Y-%m-%d} to {data_end:%Y-%m-%d} (the end "
-            f"of the data, or --as-of); {n_snapshots} snapshots "
-            f"{step.days} days apart with a {horizon.days}-day label window ({gap.days} days between test, "
-            f"validation and the newest training cutoff) need the first cutoff at "
-            f"{cutoffs[-1]:%Y-%m-%d}, but each cutoff needs {min_history.days} days of history before it "
-            f"(from {earliest_ok:%Y-%m-%d}). Only {fit} fit: use fewer snapshots (training.snapshots), a shorter "
-            "step or a shorter horizon"
-        )
-    return SnapshotPlan(cutoffs)
+    return (t_last, t_valid, *(t_valid - gap - k * step for k in range(n_snapshots - 2)))
 
 
 def build_training_set(
