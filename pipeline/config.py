@@ -403,6 +403,22 @@ class Config:
             for name, spec in self.catalog.sources.items()
         }
 
+    def origin(self, file: str, *key: str) -> str:
+        """The file (relative to the project) whose value of ``key`` in ``file`` (``training.yaml``)
+        is in force: the last of its layers (``configs/<file>``, the profile's for project.yaml,
+        ``configs/local/<file>``) that sets it; ``configs/<file>`` when none does."""
+        layers = [p for p in self.files if p.name == file or (file == "project.yaml" and p.parent.name == "profiles")]
+        for path in reversed(layers):
+            try:
+                data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except (OSError, yaml.YAMLError):
+                continue
+            for k in key:
+                data = data.get(k) if isinstance(data, dict) else None
+            if data is not None:
+                return _rel(path, self.project_dir)
+        return f"configs/{file}"
+
     def resolved(self) -> dict[str, Any]:
         """The full resolved config, for logging with a run."""
         return {

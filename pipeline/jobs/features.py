@@ -143,7 +143,7 @@ def check_excluded(cfg: Config, profile: DataProfile) -> None:
 
         names = [c for row, _, _ in catalog() for c in row.split(", ") if "<" not in c and c not in ("customer_id", "as_of")]
         raise ConfigError([ConfigIssue(
-            "configs/training.yaml", "exclude_features",
+            cfg.origin("training.yaml", "exclude_features"), "exclude_features",
             f"{', '.join(map(repr, unknown))} {'is not a feature' if len(unknown) == 1 else 'are not features'} of "
             f"customer_features; expected column names such as {', '.join(names[:6])}, n_<role>_<w>d, or a profile "
             f"attribute ({', '.join(profile.categorical) or 'none in this data'}); `dynseg features describe` lists them")])

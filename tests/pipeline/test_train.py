@@ -166,6 +166,16 @@ def test_excluded_features_are_no_model_input_and_a_typo_is_refused(purchase, sh
         check_excluded(cfg, purchase.data.profile)
     assert "configs/training.yaml: exclude_features: 'emial_consent' is not a feature" in str(e.value)
     assert "such as n_events, days_since_last_event, recency_days" in str(e.value)
+    # set in a personal override, the error names that file
+    local = shop.root / "configs" / "local" / "training.yaml"
+    local.parent.mkdir(exist_ok=True)
+    local.write_text("exclude_features: [email_consent, not_a_feature]\n")
+    try:
+        cfg = load_config(shop.root)
+        with pytest.raises(ConfigError, match=r"configs/local/training.yaml: exclude_features: 'not_a_feature'"):
+            check_excluded(cfg, purchase.data.profile)
+    finally:
+        local.unlink()
 
 
 def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_the_newer_one(purchase, shop):
