@@ -47,6 +47,17 @@ def as_of_label(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def cutoff_label(value: str | datetime | None) -> str:
+    """A snapshot cutoff (an instant; stored as ``2026-08-02`` for its midnight) read back like an
+    as_of: ``2026-08-01``, the day whose end it is, so it can be passed to ``--as-of`` as is."""
+    if value is None or value == "":
+        return "-"
+    try:
+        return as_of_label(value if isinstance(value, datetime) else datetime.fromisoformat(str(value)))
+    except ValueError:
+        return str(value)
+
+
 def now_utc() -> datetime:
     return datetime.now(timezone.utc).replace(tzinfo=None, microsecond=0)
 

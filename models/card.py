@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import pandas as pd
 
+from features.asof import cutoff_label
+
 
 def _fmt(v) -> str:
     return f"{v:.4f}" if isinstance(v, float) else str(v)
@@ -25,7 +27,7 @@ def model_card(
     verdict = "VALIDATED" if all(c["passed"] for c in criteria) else "REJECTED"
     champ = ("No champion yet." if not champion else
              f"Current champion: version {champion['version']} — test AUC {champion.get('roc_auc', float('nan')):.4f}, "
-             f"Brier {champion.get('brier', float('nan')):.4f} (test cutoff {champion.get('test_cutoff', '?')}).")
+             f"Brier {champion.get('brier', float('nan')):.4f} (test snapshot as of {cutoff_label(champion.get('test_cutoff'))}).")
     crit = "\n".join(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['text']}" for c in criteria)
     return f"""# Model card — {name}
 
@@ -37,9 +39,10 @@ validation snapshot), adjusted for base-rate shift: {base_rate_note}.
 
 ## Data
 - Events from {data_window['first_event']} to {data_window['last_event']} (UTC).
-- Snapshots (cutoffs): {', '.join(data_window['cutoffs'])}; out-of-time **test** = {data_window['test_cutoff']},
-  **validation** = {data_window['valid_cutoff']}, the rest train. Features see only events before each cutoff; the training labels
-  close by the validation cutoff, the validation labels by the test cutoff.
+- Snapshots as of (the end of each day, UTC): {', '.join(map(cutoff_label, data_window['cutoffs']))}; out-of-time
+  **test** = {cutoff_label(data_window['test_cutoff'])}, **validation** = {cutoff_label(data_window['valid_cutoff'])}, the rest train.
+  Features see only events up to each snapshot; the training labels close by the validation snapshot, the validation
+  labels by the test snapshot.
 - Rows: {', '.join(f"{k} {v:,}" for k, v in rows.items())}.
 - Feature groups unavailable in this data: {', '.join(unavailable_groups) or 'none'}.
 

@@ -44,6 +44,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature, infer_signature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from features.asof import cutoff_label
 from models.estimator import PropensityModel
 
 CHAMPION, PREVIOUS = "champion", "previous-champion"
@@ -560,11 +561,12 @@ def _same_snapshot(a: ModelVersion, b: ModelVersion) -> tuple[bool, str]:
     """Same test cutoff (and, when both recorded it, the same number of test rows)."""
     ca, cb = a.tags.get("test_cutoff"), b.tags.get("test_cutoff")
     if ca is None or cb is None or ca != cb:
-        return False, f"test cutoffs differ (version {a.version}: {ca}, version {b.version}: {cb})"
+        return False, (f"test snapshots differ (version {a.version}: as of {cutoff_label(ca)}, version {b.version}: "
+                       f"as of {cutoff_label(cb)})")
     ra, rb = a.tags.get("test_rows"), b.tags.get("test_rows")
     if ra is not None and rb is not None and ra != rb:
-        return False, f"same test cutoff {ca} but different test rows ({ra} vs {rb}): the data changed"
-    return True, f"same test snapshot (cutoff {ca})"
+        return False, f"same test snapshot (as of {cutoff_label(ca)}) but different test rows ({ra} vs {rb}): the data changed"
+    return True, f"same test snapshot (as of {cutoff_label(ca)})"
 
 
 def promote(name: str, version: str | int, *, force: bool = False,

@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.asof import parse_as_of
+from features.asof import as_of_label, parse_as_of
 from features.customer_features import DOCS, catalog
 from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out, progress
 from pipeline.workspace import Workspace
@@ -28,7 +28,9 @@ def build(
     with handled():
         cfg = state.config()
         instant = parse_as_of(as_of)
-        target = out_path or Workspace(cfg.workspace).root / "features" / f"customer_features_{instant:%Y-%m-%dT%H%M}.parquet"
+        # named like the as_of: customer_features_2026-11-27.parquet is as of the end of that day
+        label = as_of_label(instant).replace(":", "")
+        target = out_path or Workspace(cfg.workspace).root / "features" / f"customer_features_{label}.parquet"
         with progress(f"Building features as of {instant:%Y-%m-%d %H:%M} UTC") as _:
             from pipeline.jobs.features import build_features_job
 

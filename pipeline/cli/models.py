@@ -10,6 +10,7 @@ import typer
 from rich.markdown import Markdown
 from rich.table import Table
 
+from features.asof import cutoff_label
 from pipeline.cli.common import EXIT_DATA, EXIT_GATE, State, err, handled, kv_table, out
 from pipeline.workspace import Workspace
 
@@ -62,12 +63,12 @@ def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument(help
     t = Table(title=f"Registered models ({uri})", title_justify="left")
     t.add_column("name", no_wrap=True)
     for c, justify in (("version", "right"), ("aliases", "left"), ("status", "left"), ("target", "left"),
-                       ("test AUC", "right"), ("test Brier", "right"), ("test cutoff", "left"), ("created (UTC)", "left")):
+                       ("test AUC", "right"), ("test Brier", "right"), ("test as of", "left"), ("created (UTC)", "left")):
         t.add_column(c, justify=justify)
     for r in frame.itertuples(index=False):
         status = {"VALIDATED": "[green]VALIDATED[/]", "UNVALIDATED_FORCED": "[yellow]UNVALIDATED_FORCED[/]"}.get(r.status, r.status)
         t.add_row(r.name, str(r.version), f"[bold]{r.aliases}[/]" if r.aliases else "", status, r.target,
-                  _fmt(r.test_auc), _fmt(r.test_brier), r.test_cutoff, f"{r.created:%Y-%m-%d %H:%M}")
+                  _fmt(r.test_auc), _fmt(r.test_brier), cutoff_label(r.test_cutoff), f"{r.created:%Y-%m-%d %H:%M}")
     out.print(t)
 
 
@@ -86,8 +87,8 @@ def show(
         "target": d["target"],
         "label": d["label_definition"] or "-",
         "feature set": d["feature_set"] or "-",
-        "test cutoff": d["data_window"].get("test_cutoff", d["tags"].get("test_cutoff", "-")),
-        "training cutoffs": ", ".join(map(str, d["data_window"].get("cutoffs", []))) or "-",
+        "test snapshot as of": cutoff_label(d["data_window"].get("test_cutoff", d["tags"].get("test_cutoff"))),
+        "snapshots as of (test, valid, train…)": ", ".join(map(cutoff_label, d["data_window"].get("cutoffs", []))) or "-",
         "created (UTC)": f"{d['created']:%Y-%m-%d %H:%M}",
         "run": d["run_id"],
     }))
@@ -186,7 +187,8 @@ def promote(
             from pipeline.jobs.promote import compare_on_one_snapshot
 
             err.print(f"Versions {candidate.version} and {champion.version} were tested on different snapshots "
-                      f"({candidate.tags.get('test_cutoff')}, {champion.tags.get('test_cutoff')}): scoring both on the newer one...")
+                      f"(as of {cutoff_label(candidate.tags.get('test_cutoff'))} and {cutoff_label(champion.tags.get('test_cutoff'))}): "
+                      "scoring both on the newer one...")
             return compare_on_one_snapshot(cfg, model, candidate, champion)
 
         result = registry.promote(model, version, force=force, reason=reason, common_snapshot=common_snapshot)

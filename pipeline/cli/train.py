@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.asof import parse_as_of
+from features.asof import cutoff_label, parse_as_of
 from pipeline.cli.common import EXIT_GATE, Engine, State, engine_name, err, handled, kv_table, out, progress
 
 if TYPE_CHECKING:  # the job (and matplotlib behind it) is imported when the command runs
@@ -49,7 +49,7 @@ def print_result(r: TrainResult) -> None:
     d = r.data
     out.print(kv_table(f"Trained {r.model_name}", {
         "predicts": d.label.describe(),
-        "snapshots (test, valid, train…)": ", ".join(c.strftime("%Y-%m-%d") for c in d.plan.cutoffs),
+        "snapshots as of (test, valid, train…)": ", ".join(cutoff_label(c) for c in d.plan.cutoffs),
         "rows train / valid / test": " / ".join(f"{(d.frame.snapshot == s).sum():,}" for s in ("train", "valid", "test")),
         "trees (early stopping)": r.model.best_iteration_,
         "calibration": r.model.calibration_method_,
@@ -82,7 +82,7 @@ def print_result(r: TrainResult) -> None:
 
 
 def metrics_table(r: TrainResult) -> Table:
-    t = Table(title=f"Out-of-time test ({r.data.plan.cutoffs[0]:%Y-%m-%d}): model vs baselines on the same rows",
+    t = Table(title=f"Out-of-time test (as of {cutoff_label(r.data.plan.cutoffs[0])}): model vs baselines on the same rows",
               title_justify="left")
     cols = [("scorer", None), ("ROC AUC", "roc_auc"), ("95% CI", None), ("PR AUC", "pr_auc"), ("Brier", "brier"),
             ("log loss", "log_loss"), ("lift@10%", "lift_top_decile"), ("mean pred", "mean_predicted"),

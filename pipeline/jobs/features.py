@@ -57,7 +57,7 @@ class FeatureRun:
 
     def write(self, out: Path) -> Path:
         """Parquet (from Arrow as it is, when the result is Arrow) or CSV, by suffix, atomically."""
-        if out.suffix == ".parquet" and self.table is not None:
+        if out.suffix.lower() == ".parquet" and self.table is not None:
             return write_arrow(self.table, out)
         return write_frame(self.frame, out)
 
@@ -250,7 +250,10 @@ def write_arrow(table: pa.Table, out: Path) -> Path:
 
 
 def _check_out(out: Path) -> None:
-    if out.suffix not in (".parquet", ".csv"):
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder; expected a file path ending in .parquet or .csv "
+                         f"(e.g. {out / 'customer_features.parquet'})")
+    if out.suffix.lower() not in (".parquet", ".csv"):
         raise ValueError(f"--out {out}: expected a file name ending in .parquet or .csv; found {out.suffix or 'no suffix'!r}")
     check_writable(out)
 
@@ -259,7 +262,7 @@ def write_frame(frame: pd.DataFrame, out: Path) -> Path:
     """Parquet or CSV by suffix, atomically, written straight to a temp file beside ``out``."""
     _check_out(out)
     with atomic_target(out) as tmp:
-        if out.suffix == ".csv":
+        if out.suffix.lower() == ".csv":
             frame.to_csv(tmp, index=False)
         else:
             import pyarrow.parquet as pq

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.asof import as_of_label, parse_duration
+from features.asof import as_of_label, cutoff_label, parse_duration
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
@@ -215,8 +215,9 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
                                            treated=s.customer_id.isin(reached).to_numpy())
         cutoff = in_sample_cutoff(details["tags"], t)
         if cutoff:
-            quality[target].notes.insert(0, f"in sample: the model was fitted on outcomes up to its test cutoff "
-                                            f"{cutoff}, after this run's as_of; these figures overstate its quality")
+            quality[target].notes.insert(0, f"in sample: the model was fitted on outcomes up to its test snapshot "
+                                            f"as of {cutoff_label(cutoff)}, after this run's as_of; these figures "
+                                            "overstate its quality")
     folder = ws.reports_dir / "lift" / as_of_label(t).replace(":", "")
     result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items()}, folder)
     result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from features.asof import parse_duration
+from features.asof import cutoff_label, parse_duration
 from features.customer_features import customer_features, known_customers
 from features.labels import labels
 from features.training_set import label_rates
@@ -59,14 +59,14 @@ def compare_on_one_snapshot(cfg: Config, name: str, candidate: Any, champion: An
         data.con.close()
     frame = feats.merge(lab, on="customer_id", how="inner", validate="one_to_one")
     if frame.label.nunique() < 2:
-        raise ValueError(f"the test snapshot of {cutoff:%Y-%m-%d} holds only one class")
+        raise ValueError(f"the test snapshot as of {cutoff_label(cutoff)} holds only one class")
     base_rate, _ = _base_rate(spec, cutoff, lambda s, c: found[(s, c)])
     out = []
     for mv, bundle in ((candidate, cand), (champion, champ)):
         check_model_inputs(bundle.model, f"{name} version {mv.version}", target, frame.columns)
         model = bundle.model if base_rate is None else bundle.model.with_base_rate(base_rate)
         out.append(metrics(frame.label.to_numpy(), model.predict(frame)))
-    return out[0], out[1], f"the test snapshot of {cutoff:%Y-%m-%d} ({len(frame):,} customers)"
+    return out[0], out[1], f"the test snapshot as of {cutoff_label(cutoff)} ({len(frame):,} customers)"
 
 
 __all__ = ["compare_on_one_snapshot"]

@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from features.asof import as_of_label, now_utc, parse_duration
+from features.asof import as_of_label, cutoff_label, now_utc, parse_duration
 from features.customer_features import customer_features
 from features.engines import FeatureEngine
 from features.labels import LabelSpec
@@ -93,7 +93,7 @@ def in_sample_warnings(champions: dict[str, tuple[Any, Any]], as_of: datetime) -
         cutoff = in_sample_cutoff(mv.tags, as_of)
         if cutoff:
             out.append(f"{target}: the champion ({mv.name} version {mv.version}) was fitted on outcomes up to its "
-                       f"test cutoff {cutoff}, after this run's as_of: its scores here are in sample, and realized "
+                       f"test snapshot as of {cutoff_label(cutoff)}, after this run's as_of: its scores here are in sample, and realized "
                        "quality graded on them (`dynseg lift`) overstates it. Score dates after the cutoff, or train "
                        "a model as of this date (`dynseg train ... --as-of`)")
     return out

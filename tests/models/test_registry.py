@@ -31,6 +31,7 @@ from mlflow import MlflowClient
 from sklearn.metrics import brier_score_loss, roc_auc_score
 from typer.testing import CliRunner
 
+from features.asof import cutoff_label
 from models import registry as R
 from models.bands import BandLevel, to_dicts
 from models.estimator import PropensityModel
@@ -215,7 +216,7 @@ def test_promotion_compares_on_the_same_test_snapshot_and_force_and_rollback_are
         R.promote(name, 2)
     assert re.search(r"test AUC 0\.[45]\d+ vs champion 0\.8\d+ \(needs >= 0\.8\d+: FAILS\)", str(refused.value))
     assert "--force --reason" in str(refused.value)
-    with pytest.raises(R.PromotionRefused, match=f"test cutoffs differ.*{OTHER_CUTOFF}.*re-evaluate"):
+    with pytest.raises(R.PromotionRefused, match=f"test snapshots differ.*as of {cutoff_label(OTHER_CUTOFF)}.*re-evaluate"):
         R.promote(name, 3)
     assert _aliases(name) == {"champion": "1"}
 

@@ -35,6 +35,13 @@ def test_build_writes_features_and_names_unavailable_groups_for_a_purchases_only
     assert f.customer_id.is_unique and len(f) == ev.customer_id.nunique()
     assert f.customer_id.is_monotonic_increasing  # sorted by the engine
     assert [p.name for p in out.parent.glob(".f.csv.*")] == []  # no temp file left beside it
+    # the default file is named like the as_of; an upper-case suffix is the same format; a folder is refused
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27"])
+    assert result.exit_code == 0 and (project.workspace / "features" / "customer_features_2026-11-27.parquet").is_file()
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(project.root / "F.CSV")])
+    assert result.exit_code == 0 and pd.read_csv(project.root / "F.CSV").equals(f)
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(project.root / "configs")])
+    assert result.exit_code == 1 and "is a folder; expected a file path ending in .parquet or .csv" in " ".join(result.output.split())
 
 
 def test_the_parquet_file_holds_the_frame_the_job_returns(project):

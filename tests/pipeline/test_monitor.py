@@ -197,4 +197,4 @@ def test_lift_on_a_run_before_the_models_test_cutoff_says_it_is_in_sample(shop):
     assert [m.step for m in history] == [0, 1] and history[-1].value == health.entered[0]
     r = lift_job(cfg, run_id=early.run_id)
     for target, q in r.quality.items():
-        assert q.notes[0].startswith("in sample: the model was fitted on outcomes up to its test cutoff"), (target, q.notes)
+        assert q.notes[0].startswith("in sample: the model was fitted on outcomes up to its test snapshot as of"), (target, q.notes)

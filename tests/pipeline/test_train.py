@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from features.asof import cutoff_label
 from conftest import Project, generated_shop
 from models import registry
 from pipeline.cli import app
@@ -196,14 +197,15 @@ def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_t
     assert datetime.fromisoformat(cand.tags["test_cutoff"]) < newer - timedelta(days=20)
 
     cand_m, champ_m, where = compare_on_one_snapshot(load_config(shop.root), "dynseg-purchase", cand, champ)
-    assert where.startswith(f"the test snapshot of {newer:%Y-%m-%d}")
+    assert where.startswith(f"the test snapshot as of {cutoff_label(newer)}")  # the day whose end the cutoff is
+    assert cutoff_label(newer) == f"{newer - timedelta(days=1):%Y-%m-%d}"
     assert champ_m["roc_auc"] == pytest.approx(float(champ.tags["test_roc_auc"]), abs=1e-9)
     assert 0.6 < cand_m["roc_auc"] < 1 and cand_m["realized_rate"] == champ_m["realized_rate"]
 
     r = runner.invoke(app, ["models", "promote", "purchase", older.version])
     text = " ".join(r.output.split())
     assert r.exit_code in (0, 3), r.output
-    assert f"so both were scored on the test snapshot of {newer:%Y-%m-%d}" in text, text
+    assert f"so both were scored on the test snapshot as of {cutoff_label(newer)}" in text, text
     assert f"test AUC {cand_m['roc_auc']:.4f} vs champion {champ_m['roc_auc']:.4f}" in text
     if r.exit_code == 0:  # promoted: where it was compared is on the version; put the champion back
         assert registry.version_details("dynseg-purchase", older.version)["tags"]["promotion_compared_on"] == where
