@@ -13,6 +13,10 @@ from datetime import date, datetime, timedelta, timezone
 _DURATION = re.compile(r"^\s*(\d+)\s*([dw])\s*$")
 
 
+class BadValue(ValueError):
+    """A date, duration or path given on the command line that cannot be read: bad usage (exit 2)."""
+
+
 def parse_as_of(value: str | date | datetime) -> datetime:
     """An instant in UTC, returned naive. A bare date D means the end of day D (``D + 1 day``)."""
     if isinstance(value, datetime):
@@ -30,7 +34,7 @@ def parse_as_of(value: str | date | datetime) -> datetime:
                 return datetime(day.year, day.month, day.day) + timedelta(days=1)
         except ValueError as e:
             why = f" ({e})" if "must be in" in str(e) or "out of range" in str(e) else ""
-            raise ValueError(
+            raise BadValue(
                 f"as_of {value!r} is not a date or timestamp{why}; expected YYYY-MM-DD (end of that day, UTC) "
                 "or an ISO-8601 instant such as 2026-11-27T06:00:00+01:00"
             ) from None
@@ -66,6 +70,6 @@ def parse_duration(value: str) -> timedelta:
     """``30d`` or ``26w`` as a timedelta."""
     m = _DURATION.match(value)
     if not m:
-        raise ValueError(f"duration {value!r} is not understood; expected days or weeks such as 30d or 26w")
+        raise BadValue(f"duration {value!r} is not understood; expected days or weeks such as 30d or 26w")
     n, unit = int(m.group(1)), m.group(2)
     return timedelta(days=n) if unit == "d" else timedelta(weeks=n)

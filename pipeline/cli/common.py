@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from features.asof import BadValue
 from pipeline.config import Config, ConfigError, load_config
 
 def _console(stderr: bool = False) -> Console:
@@ -28,7 +29,7 @@ def _console(stderr: bool = False) -> Console:
 out = _console()
 err = _console(stderr=True)
 
-EXIT_OK, EXIT_DATA, EXIT_GATE = 0, 1, 3
+EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
 
 
 class Engine(str, Enum):
@@ -72,6 +73,9 @@ def handled() -> Iterator[None]:
         err.print(problems_table(e.report.problems))
         err.print(f"[bold red]{e}.[/] Fix the sources (or configs/) and run again.")
         raise typer.Exit(EXIT_DATA) from None
+    except BadValue as e:  # an option's value that cannot be read: bad usage, as click's own errors
+        err.print(f"[bold red]Error:[/] {e}", highlight=False)
+        raise typer.Exit(EXIT_USAGE) from None
     except ValueError as e:
         err.print(f"[bold red]Error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_DATA) from None

@@ -27,6 +27,10 @@ def _train(ctx: typer.Context, target: Target, as_of, horizon, engine, allow_unv
     with handled():
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else None
+        if horizon is not None:  # read before any work: a bad value is bad usage, not a data problem
+            from pipeline.jobs.features import label_spec
+
+            label_spec(cfg, target.value, horizon)
         with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
             from pipeline.jobs.train import train_job
 

@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 import pyarrow as pa
 
-from features.asof import parse_duration
+from features.asof import BadValue, parse_duration
 from features.customer_features import DataProfile, FeatureSpec, customer_features, is_catalog_column
 from features.normalize import ident
 from features.engines import FeatureEngine
@@ -158,7 +158,7 @@ def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpe
     lc = getattr(cfg.labels, target)
     h = parse_duration(horizon or lc.horizon)
     if h.total_seconds() <= 0:
-        raise ValueError(f"--horizon {horizon}: expected a label window above zero such as 30d or 8w")
+        raise BadValue(f"--horizon {horizon}: expected a label window above zero such as 30d or 8w")
     return LabelSpec(target, h, lc.population, parse_duration(lc.active_window))
 
 
@@ -254,7 +254,7 @@ def _check_out(out: Path) -> None:
         raise ValueError(f"--out {out} is a folder; expected a file path ending in .parquet or .csv "
                          f"(e.g. {out / 'customer_features.parquet'})")
     if out.suffix.lower() not in (".parquet", ".csv"):
-        raise ValueError(f"--out {out}: expected a file name ending in .parquet or .csv; found {out.suffix or 'no suffix'!r}")
+        raise BadValue(f"--out {out}: expected a file name ending in .parquet or .csv; found {out.suffix or 'no suffix'!r}")
     check_writable(out)
 
 

@@ -157,10 +157,14 @@ def test_a_bad_out_suffix_is_refused_before_any_work(project):
     # The catalog points at no file: were the data read first, the error would be about the data.
     project.catalog(events={"format": "parquet", "path": "data/missing.parquet"})
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.xlsx")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2  # bad usage, like an unknown option
     text = " ".join(result.stderr.split())
     assert "expected a file name ending in .parquet or .csv; found '.xlsx'" in text
     assert "missing.parquet" not in text and not (project.root / "f.xlsx").exists()
+    # an unreadable date or horizon is bad usage too
+    for args in (["features", "build", "--as-of", "2026-13-45"], ["train", "churn", "--horizon", "5x"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2 and result.stderr.startswith("Error: "), (args, result.output)
 
 
 def test_an_out_path_that_cannot_be_a_file_is_refused_before_any_work(project):
