@@ -159,6 +159,11 @@ def validate(
     return report
 
 
+def _n(n: int, one: str, many: str) -> str:
+    """``1 event``, ``2 events``: a count with the word that agrees with it."""
+    return f"{n:,} {one if n == 1 else many}"
+
+
 def _least(*values: datetime | None) -> datetime | None:
     present = [v for v in values if v is not None]
     return min(present) if present else None
@@ -355,11 +360,11 @@ def _repeated_event_id_problems(con: duckdb.DuckDBPyConnection, report: Validati
     problems = []
     if exact:
         problems.append(Problem("events", "event_id", "duplicate_event_id", "warning", int(exact),
-                                f"{_files(raw)}: {exact:,} event_ids repeat with identical content",
-                                "none needed: repeats are dropped (at-least-once delivery)"))
+                                f"{_files(raw)}: {_n(exact, 'event_id repeats', 'event_ids repeat')} with identical "
+                                "content", "nothing to do: the repeats are dropped, as from at-least-once delivery"))
     if conflicting:
         problems.append(Problem("events", "event_id", "conflicting_event_id", "error", int(conflicting),
-                                f"{_files(raw)}: {conflicting:,} event_ids are used by different events",
+                                f"{_files(raw)}: {_n(conflicting, 'event_id is', 'event_ids are')} used by different events",
                                 "event_id must identify one event; fix the source or drop `event_id`",
                                 (repr(example),)))
     return problems
@@ -412,7 +417,7 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
             "events", "event_type", "unknown_event_type", "error", total,
             f"{_files(raw)}: {total:,} events have {len(unknown)} event_type(s) with no role",
             "map each under `event_roles:` in configs/roles.yaml, or list it under `ignore:`",
-            tuple(f"{e!r} ({n:,} events)" for e, n in unknown[:5]),
+            tuple(f"{e!r} ({_n(n, 'event', 'events')})" for e, n in unknown[:5]),
         ))
     purchases = [e for e in report.event_types if role_of.get(e) == "purchase"]
     if "amount" in t and purchases:
@@ -458,5 +463,5 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
         return
     report.problems.append(Problem(
         "events", "customer_id", "unknown_customer", "warning", int(n),
-        f"{n:,} customer_ids in events are not in customers; their profile features will be null",
+        f"{_n(int(n), 'customer_id in events is', 'customer_ids in events are')} not in customers; their profile features will be null",
         "add them to the customers source if they are real customers", (repr(example),)))

@@ -618,7 +618,7 @@ def promote(name: str, version: str | int, *, force: bool = False,
                     (notes if ok else problems).append(f"{why}, so both were scored on {where}: {text}")
                     compared_on = where
         if problems and not force:
-            raise PromotionRefused(f"promotion of {name} version {version} refused: " + "; ".join(problems)
+            raise PromotionRefused(f"{name} version {version} was not promoted: " + "; ".join(problems)
                                    + ". Use --force --reason TEXT to override (recorded on the version).")
         record = {"promoted_at": _now(), "promoted_over": champ_v or "none"}
         if compared_on:

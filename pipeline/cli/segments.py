@@ -165,6 +165,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
             for r in d.itertuples():
                 t.add_row(r.target, r.feature, f"{r.segment_points:+.1f}", f"{r.everyone_points:+.1f}", f"{r.difference:+.1f}")
             out.print(t)
+    if sample <= 0:
+        return
     cols = ["customer_id", *[c for c in members.columns if c.endswith(("_score_100", "_band"))], "holdout", "sendable"]
     s = Table(title=f"Sample members ({min(sample, len(members))} of {len(members):,})", title_justify="left")
     for c in cols:

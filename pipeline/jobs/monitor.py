@@ -82,7 +82,8 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
             files[f"drift_{target}_{kind}"] = path
     health = health_alarms(cfg, run)
     result = MonitorResult(run.run_id, t, reports, health, folder, files)
-    summary = {"run_id": run.run_id, "as_of": str(t), "alarm": result.alarm, "reasons": result.reasons,
+    summary = {"run_id": run.run_id, "as_of": str(t), "as_of_label": as_of_label(t), "alarm": result.alarm,
+               "reasons": result.reasons,
                "drift": {k: {"drift_share": v.drift_share, "drifted": v.drifted, "alarm": v.alarm}
                          for k, v in reports.items()},
                "segment_health_alarms": health}
@@ -221,7 +222,8 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     folder = ws.reports_dir / "lift" / as_of_label(t).replace(":", "")
     result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items()}, folder)
     result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())
-    summary = {"run_id": run.run_id, "as_of": str(t), "alarm": result.alarm, "reasons": result.reasons,
+    summary = {"run_id": run.run_id, "as_of": str(t), "as_of_label": as_of_label(t), "alarm": result.alarm,
+               "reasons": result.reasons,
                "lift": json.loads(lift.to_json(orient="records")) if not lift.empty else [],
                "quality": {k: q.summary() for k, q in quality.items()}}
     result.files["summary"] = write_atomic(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())

@@ -148,8 +148,8 @@ def test_a_run_says_what_validation_warned_about(project, monkeypatch):
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
     assert result.exit_code == 0, result.output
     warned = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
-    assert any("1 event_ids repeat with identical content" in w and "repeats are dropped" in w for w in warned), warned
-    assert any("1 customer_ids in events are not in customers" in w for w in warned), warned
+    assert any("1 event_id repeats with identical content" in w and "repeats are dropped" in w for w in warned), warned
+    assert any("1 customer_id in events is not in customers" in w for w in warned), warned
     assert pd.read_csv(project.root / "f.csv").set_index("customer_id").loc["c0", "n_events"] == 3  # the repeat dropped
 
 
