@@ -426,8 +426,9 @@ def test_a_date_before_the_champions_test_cutoff_is_warned_as_in_sample(shop):
     mv = SimpleNamespace(name="dynseg-churn", version="3", tags={"test_cutoff": "2026-09-01"})
     champions = {"churn": (None, mv)}
     (warning,) = in_sample_warnings(champions, datetime(2026, 8, 31))
+    # the cutoff 2026-09-01 00:00 reads like an as_of: the end of 2026-08-31
     assert warning.startswith("churn: the champion (dynseg-churn version 3) was fitted on outcomes up to its test "
-                              "cutoff 2026-09-01, after this run's as_of")
+                              "snapshot as of 2026-08-31, after this run's as_of")
     assert in_sample_warnings(champions, datetime(2026, 9, 1)) == []
     # the shop's runs are dated after their champions' test cutoffs: no such warning
     assert not any("in sample" in w for run in shop.runs for w in run.warnings)
