@@ -381,14 +381,26 @@ def _headline_tags(bundle: ModelBundle) -> dict[str, str]:
 
 def _experiment_id(client: MlflowClient, name: str) -> str:
     exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return exp.experiment_id
     uri = mlflow.get_tracking_uri()
+    home = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns" if uri.startswith("sqlite:///") else None
+    if exp is not None:
+        if home is not None and exp.artifact_location.startswith("file:"):
+            where = Path(exp.artifact_location.removeprefix("file://")).resolve()
+            if not where.is_relative_to(home.parent):
+                raise RegistryError(
+                    f"MLflow experiment {name!r} keeps its files in {where}, outside this workspace "
+                    f"({home.parent}): the workspace was moved or copied, and MLflow stores where an "
+                    "experiment's files go as an absolute path, so new runs would write into the other "
+                    "folder. Move the workspace back; or name new experiments (scoring.experiment in "
+                    "configs/scoring.yaml, registry.experiment in configs/training.yaml), which keep their "
+                    f"files here; or move {uri.removeprefix('sqlite:///')} and {home} aside to start the "
+                    "MLflow store afresh (the models are then trained again)")
+        return exp.experiment_id
     location = None
-    if uri.startswith("sqlite:///"):
+    if home is not None:
         # Keep artifacts beside the database (the workspace), not in ./mlruns of wherever
         # the command happened to run.
-        location = (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns" / name).as_uri()
+        location = (home / name).as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except MlflowException:
@@ -465,6 +477,20 @@ def log_run(*, experiment: str, run_name: str, params: dict, metrics: dict[str, 
                     frame.to_csv(local, index=False)
                     _log_file(local, dest)
             return run.info.run_id
+
+
+def update_run(run_id: str, *, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,
+               step: int = 0, status: str | None = None) -> None:
+    """Add tags and metrics (at ``step``) to a finished run, and end it with ``status`` if given:
+    a scoring run replaced by a re-run, one whose movement was taken again, one rolled back."""
+    client = MlflowClient()
+    with _mlflow(f"updating MLflow run {run_id}"):
+        for k, v in (metrics or {}).items():
+            client.log_metric(run_id, k, float(v), step=step)
+        for k, v in (tags or {}).items():
+            client.set_tag(run_id, k, v or "")
+        if status:
+            client.set_terminated(run_id, status)
 
 
 def bundle_of(pyfunc_model: Any) -> ModelBundle:

@@ -25,6 +25,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
+from typing import Callable
+
 import duckdb
 import pandas as pd
 
@@ -89,12 +91,15 @@ def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
 
 
 def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets: list[str],
-              scores_view: str, members_view: str, health_view: str, reasons_view: str | None = None) -> str | None:
+              scores_view: str, members_view: str, health_view: str, reasons_view: str | None = None,
+              before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> str | None:
     """Replace the run at ``run['as_of']`` with this one, in one transaction.
 
     ``scores_view``/``members_view`` are relations on ``con`` (customer scores and memberships);
     ``health_view`` has one row per segment with size counts and coverage; deltas and the rest of
     the health figures are computed here against the previous run, whose id is returned.
+    ``before_commit(con)`` runs last inside the transaction (the workspace attached as ``ws``):
+    what it writes commits with the run, and if it raises, nothing does.
     """
     db_path.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"ATTACH '{db_path}' AS ws")
@@ -135,6 +140,8 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
                 "USING (segment)",
                 [run_id, as_of, run_id, prev])
             _rechain_next(con, run_id, as_of)
+            if before_commit is not None:
+                before_commit(con)
             _pause_for_tests()
             con.execute("COMMIT")
             return prev

@@ -186,22 +186,45 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         "previous_run_id": None, "mlflow_run_id": None, "export_dir": str(export_dir),
         "config": json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump()}),
     }
+    replaced = runs.read(ws.db_path, "SELECT run_id, mlflow_run_id FROM scoring_runs WHERE as_of = ?", [as_of])
+    order = {s.name: i for i, s in enumerate(cfg.segments.segments)}
+    logged: dict[str, Any] = {}
+
+    def log_before_commit(wcon) -> None:
+        # The MLflow record is made inside the run's transaction: if MLflow cannot take it, the
+        # run is rolled back and the previous state stays, exports included.
+        health = wcon.execute("SELECT * FROM ws.segment_health WHERE run_id = ?", [run_id]).df()
+        logged["health"] = health.sort_values("segment", key=lambda s: s.map(order), ignore_index=True)
+        if log_to_mlflow:  # (write_run has set record["previous_run_id"])
+            logged["mlflow"] = _log_mlflow(cfg, registry, record, used, logged["health"], exports)
+            wcon.execute("UPDATE ws.scoring_runs SET mlflow_run_id = ? WHERE run_id = ?", [logged["mlflow"], run_id])
+
     try:
-        prev = runs.write_run(con, ws.db_path, record, targets, "scored", "members", "health", "reasons")
+        prev = runs.write_run(con, ws.db_path, record, targets, "scored", "members", "health", "reasons",
+                              before_commit=log_before_commit)
     except BaseException:
         shutil.rmtree(tmp_dir, ignore_errors=True)
+        if logged.get("mlflow"):  # logged, then the commit failed: the record is of no run
+            registry.update_run(logged["mlflow"], tags={"dynseg.not_committed": "the scoring run was rolled back"},
+                                status="FAILED")
         raise
     _swap_in(tmp_dir, export_dir)
-    health = runs.read(ws.db_path, "SELECT * FROM segment_health WHERE run_id = ? ORDER BY segment", [run_id])
-    order = {s.name: i for i, s in enumerate(cfg.segments.segments)}
-    health = health.sort_values("segment", key=lambda s: s.map(order), ignore_index=True)
-    mlflow_run = None
-    if log_to_mlflow:
-        mlflow_run = _log_mlflow(cfg, registry, record, used, health, exports)
-        _set_mlflow_run(ws, run_id, mlflow_run)
-        _relog_next_movement(ws, run_id, as_of)
+    mlflow_run = logged.get("mlflow")
+    nxt = runs.read(ws.db_path, "SELECT run_id, as_of, mlflow_run_id FROM scoring_runs WHERE as_of > ? "
+                                "ORDER BY as_of LIMIT 1", [as_of])
+    if not nxt.empty:
+        warnings.append(f"the run as of {as_of_label(nxt.as_of[0].to_pydatetime())} ({nxt.run_id[0]}) now compares "
+                        "with this one: its entered/exited were taken again (`dynseg segments list --as-of` shows them)")
+    if log_to_mlflow:  # after the commit, best effort: the run stands whatever happens here
+        try:
+            _relog_next_movement(registry, ws.db_path, nxt, run_id)
+            for old in replaced.mlflow_run_id.dropna() if not replaced.empty else []:
+                registry.update_run(old, tags={"dynseg.replaced_by": run_id, "dynseg.replaced_by_mlflow_run": mlflow_run})
+        except registry.RegistryError as e:
+            warnings.append(f"the run was written, but updating earlier MLflow records failed: {e}")
     timings["write"] = time.perf_counter() - clock
-    return ScoreRun(run_id, as_of, prev, n_customers, used, health, export_dir, exports, mlflow_run, timings, warnings)
+    return ScoreRun(run_id, as_of, prev, n_customers, used, logged["health"], export_dir, exports, mlflow_run, timings,
+                    warnings)
 
 
 def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], targets: list[str],
@@ -593,32 +616,15 @@ def _swap_in(tmp_dir: Path, export_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _set_mlflow_run(ws: Workspace, run_id: str, mlflow_run: str | None) -> None:
-    import duckdb
-
-    con = duckdb.connect(str(ws.db_path))
-    try:
-        con.execute("UPDATE scoring_runs SET mlflow_run_id = ? WHERE run_id = ?", [mlflow_run, run_id])
-    finally:
-        con.close()
-
-
-def _relog_next_movement(ws: Workspace, run_id: str, as_of: datetime) -> None:
-    """The run after this one had its movement taken again against it (a backfill or a re-run, see
-    runs.write_run): its MLflow record gets the new entered/exited figures (as step 1; parameters
-    cannot change in MLflow) and a tag naming the run they are measured against."""
-    nxt = runs.read(ws.db_path, "SELECT run_id, mlflow_run_id FROM scoring_runs WHERE as_of > ? ORDER BY as_of LIMIT 1",
-                    [as_of])
-    if nxt.empty or not nxt.mlflow_run_id[0]:
+def _relog_next_movement(registry: Any, db: Path, nxt: pd.DataFrame, run_id: str) -> None:
+    """The run after this one (``nxt``, empty if none) had its movement taken again against it (a
+    backfill or a re-run, see runs.write_run): its MLflow record gets the new entered/exited figures
+    (as step 1; parameters cannot change in MLflow) and a tag naming the run they are measured against."""
+    if nxt.empty or pd.isna(nxt.mlflow_run_id[0]) or not nxt.mlflow_run_id[0]:  # none, or scored without MLflow
         return
-    from mlflow import MlflowClient
-
-    health = runs.read(ws.db_path, "SELECT segment, entered, exited FROM segment_health WHERE run_id = ?", [nxt.run_id[0]])
-    client, mlflow_id = MlflowClient(), nxt.mlflow_run_id[0]
-    for r in health.itertuples():
-        client.log_metric(mlflow_id, f"entered_{r.segment}", float(r.entered), step=1)
-        client.log_metric(mlflow_id, f"exited_{r.segment}", float(r.exited), step=1)
-    client.set_tag(mlflow_id, "movement_against_run", run_id)
+    health = runs.read(db, "SELECT segment, entered, exited FROM segment_health WHERE run_id = ?", [nxt.run_id[0]])
+    metrics = {f"{k}_{r.segment}": getattr(r, k) for r in health.itertuples() for k in ("entered", "exited")}
+    registry.update_run(nxt.mlflow_run_id[0], metrics=metrics, step=1, tags={"movement_against_run": run_id})
 
 
 def _log_mlflow(cfg: Config, registry: Any, record: dict, used: list[ScoredModel], health: pd.DataFrame,

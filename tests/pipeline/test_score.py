@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from conftest import Project, generated_shop, trained_champions
 from features.asof import as_of_label, parse_as_of
 from models import registry
+from pipeline.workspace import Workspace
 from pipeline import runs
 from pipeline.cli import app
 from pipeline.config import load_config
@@ -446,3 +447,49 @@ def test_levels_a_model_never_saw_are_warned_about():
                               "('influencer' (8), 'tv' (2)); it scores them as if channel were missing")
     # Spark hands over counts: the same message
     assert unseen_levels(model, {"channel": (100, {"organic": 90, "influencer": 8, "tv": 2})}) == [warning]
+
+
+def test_a_run_mlflow_cannot_record_is_rolled_back_and_a_moved_workspace_is_refused(shop):
+    """The MLflow record is made inside the run's transaction: when MLflow fails, the previous state
+    stays (runs, memberships, exports). An experiment whose files live outside the workspace (it was
+    copied or moved) is refused rather than written into."""
+    from mlflow import MlflowClient
+
+    registry.connect(Workspace(shop.workspace).tracking_uri())
+    home = shop.workspace / "mlruns"
+    (home / "blocked").write_text("a file where MLflow wants a folder")
+    client = MlflowClient()
+    client.create_experiment("dynseg-scoring-broken", artifact_location=(home / "blocked" / "x").as_uri())
+    manifest = (shop.runs[1].export_dir / "manifest.json").read_text()
+    result, untouched = score_with_config_changed(
+        shop, "scoring", lambda d: d.update(experiment="dynseg-scoring-broken"))
+    assert result.exit_code == 1 and "Registry error" in result.output, result.output
+    assert untouched and (shop.runs[1].export_dir / "manifest.json").read_text() == manifest
+    elsewhere = shop.root.parent / "other-project-mlruns"
+    client.create_experiment("dynseg-scoring-elsewhere", artifact_location=elsewhere.as_uri())
+    result, untouched = score_with_config_changed(
+        shop, "scoring", lambda d: d.update(experiment="dynseg-scoring-elsewhere"))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 1 and untouched and not elsewhere.exists()
+    assert f"keeps its files in {elsewhere}, outside this workspace" in text and "Move the workspace back" in text
+
+
+def test_a_rerun_tags_the_replaced_mlflow_record_and_a_backfill_says_what_it_changed(shop):
+    from mlflow import MlflowClient
+
+    registry.connect(Workspace(shop.workspace).tracking_uri())
+    # re-run the first of the two, twice (earlier tests may have re-scored it without MLflow)
+    assert runner.invoke(app, ["score", "--as-of", "2026-11-26"]).exit_code == 0
+    two = "SELECT run_id, mlflow_run_id FROM scoring_runs WHERE as_of >= ? ORDER BY as_of"
+    before = q(shop, two, [DAY1])
+    result = runner.invoke(app, ["score", "--as-of", "2026-11-26"])
+    assert result.exit_code == 0, result.output
+    after = q(shop, two, [DAY1])
+    assert len(after) == 2
+    old = MlflowClient().get_run(before.mlflow_run_id[0]).data.tags
+    assert old["dynseg.replaced_by"] == after.run_id[0] and old["dynseg.replaced_by_mlflow_run"] == after.mlflow_run_id[0]
+    text = " ".join(result.output.split())
+    assert f"the run as of 2026-11-27 ({after.run_id[1]}) now compares with this one" in text, text
+    if isinstance(after.mlflow_run_id[1], str):  # (an earlier test may have re-scored it without MLflow)
+        assert MlflowClient().get_run(after.mlflow_run_id[1]).data.tags["movement_against_run"] == after.run_id[0]
+    shop.runs[0].run_id, shop.runs[0].mlflow_run_id = after.run_id[0], after.mlflow_run_id[0]
