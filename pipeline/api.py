@@ -97,11 +97,13 @@ class Project:
                                                  "ORDER BY target, rank", [self._run_id(run_id), customer_id])
 
     # -- explanations --------------------------------------------------------------------------
-    def explain(self, customer_id: str, target: str | None = None, run_id: str | None = None):
-        """One :class:`pipeline.jobs.explain.Explanation` per model (waterfall PNG included)."""
+    def explain(self, customer_id: str, target: str | None = None, run_id: str | None = None,
+                version: str | int | None = None):
+        """One :class:`pipeline.jobs.explain.Explanation` per model (waterfall PNG included); with
+        ``version`` (and ``target``), that version of the model instead of the one the run used."""
         from pipeline.jobs.explain import explain_customer
 
-        return explain_customer(self.config, customer_id, target, run_id)
+        return explain_customer(self.config, customer_id, target, run_id, version=None if version is None else str(version))
 
     def segment_drivers(self, name: str, run_id: str | None = None) -> pd.DataFrame:
         from pipeline.jobs.explain import segment_drivers

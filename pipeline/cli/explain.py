@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.asof import as_of_label, parse_as_of
+from features.asof import BadValue, as_of_label, parse_as_of
 from pipeline.cli.common import State, handled, kv_table, out
 
 
@@ -24,6 +24,9 @@ def explain(
     run: Annotated[Optional[str], typer.Option(help="Scoring run id (default: the latest run).")] = None,
     as_of: Annotated[Optional[str], typer.Option(help="The run as of this date or instant, instead of --run.")] = None,
     top: Annotated[int, typer.Option(help="Features to list.")] = 12,
+    version: Annotated[Optional[str], typer.Option(
+        "--version", help="With --model: explain with this version of the model (a challenger under review) "
+                          "instead of the one the run used.")] = None,
 ) -> None:
     """The customer's score, band and segments in a run, each feature's push (exact TreeSHAP) in
     probability points and log-odds, and a waterfall PNG under .dynseg/reports/explain/."""
@@ -34,7 +37,10 @@ def explain(
         raise typer.BadParameter("give --run or --as-of, not both", param_hint="--as-of")
     with handled():
         instant = parse_as_of(as_of) if as_of else None
-        found = explain_customer(state.config(), customer_id, model.value if model else None, run, top=top, as_of=instant)
+        if version is not None and model is None:
+            raise BadValue("--version needs --model (purchase or churn)")
+        found = explain_customer(state.config(), customer_id, model.value if model else None, run, top=top, as_of=instant,
+                                 version=version)
     if not found:
         out.print(f"{customer_id} is outside the population of the requested model(s) in this run "
                   "(churn scores only customers with a purchase in the last 180 days).")
@@ -57,6 +63,8 @@ def explain(
         out.print(t)
         out.print(f"  points: change in the {e.target} probability if the feature were left out (calibrated scale); "
                   f"log-odds: exact TreeSHAP values, base {e.base:+.3f} + all features = the raw score. "
-                  f"Run's stored score {e.stored_score:.4f}, recomputed {e.score:.4f}.", highlight=False)
+                  + (f"Run's stored score {e.stored_score:.4f}, recomputed {e.score:.4f}." if e.of_run else
+                     f"Version {e.model} is not the model the run used; the run's score was {e.stored_score:.4f}."),
+                  highlight=False)
         if e.waterfall:
             out.print(f"  waterfall: {e.waterfall}")

@@ -37,11 +37,14 @@ class Explanation:
     base_probability: float
     contributions: pd.DataFrame  # feature, value, log_odds, points, reason (sorted by |log_odds|)
     waterfall: Path | None = None
+    of_run: bool = True  # the model is the version the run used (not one named with ``version``)
 
 
-def _run_models(cfg: Config, run: pd.Series, target: str | None = None) -> dict[str, tuple[Any, float | None, str]]:
+def _run_models(cfg: Config, run: pd.Series, target: str | None = None,
+                version: str | None = None) -> dict[str, tuple[Any, float | None, str]]:
     """target -> (PropensityModel at the run's base rate, base rate, "name/version"), for every model
-    of the run or only ``target``'s."""
+    of the run or only ``target``'s; with ``version``, that version of ``target``'s model instead of
+    the one the run used (a challenger under review), at the run's base rate."""
     from models import registry
 
     used = json.loads(run.models)
@@ -52,17 +55,23 @@ def _run_models(cfg: Config, run: pd.Series, target: str | None = None) -> dict[
     for m in used:
         if target not in (None, m["target"]):
             continue
-        model = registry.bundle_of(registry.load_version(m["name"], m["version"])).model
+        chosen = str(version) if version is not None else m["version"]
+        model = registry.bundle_of(registry.load_version(m["name"], chosen)).model
         rate = m.get("base_rate")
-        out[m["target"]] = (model.with_base_rate(rate) if rate is not None else model, rate,
-                            f"{m['name']}/{m['version']}")
+        out[m["target"]] = (model.with_base_rate(rate) if rate is not None else model, rate, f"{m['name']}/{chosen}")
     return out
 
 
 def explain_customer(cfg: Config, customer_id: str, target: str | None = None, run_id: str | None = None,
-                     top: int = 12, plot: bool = True, as_of: datetime | None = None) -> list[Explanation]:
+                     top: int = 12, plot: bool = True, as_of: datetime | None = None,
+                     version: str | None = None) -> list[Explanation]:
     """The customer's score, band and segments in a run (by id, by ``as_of``, default: the latest),
-    and every feature's push (exact TreeSHAP, log-odds and probability points), one Explanation per model."""
+    and every feature's push (exact TreeSHAP, log-odds and probability points), one Explanation per model.
+    ``version`` (with ``target``): explain with that version of the model (say, a challenger before
+    promotion) on the run's features, instead of the version the run used; its score is then not the
+    run's (``stored_score`` still is) and it has no band in that run."""
+    if version is not None and target is None:
+        raise ValueError("explain with a model version: name the model too (target purchase or churn)")
     from models.explain import contributions, describe_value, probability_points, reason_codes
     from models.plots import waterfall_plot
 
@@ -75,7 +84,7 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
         raise ValueError(f"customer {customer_id!r} was not scored in run {run.run_id} (as of {as_of_label(t)}){hint}")
     member_of = runs.read(db, "SELECT segment FROM segment_members WHERE run_id = ? AND customer_id = ? ORDER BY segment",
                           [run.run_id, customer_id]).segment.tolist()
-    models = _run_models(cfg, run, target)  # only the model asked for: another one's inputs do not matter here
+    models = _run_models(cfg, run, target, version)  # only the model asked for: another one's inputs do not matter here
     row = features_as_of(cfg, t, [customer_id])
     for tgt, (model, _, label) in models.items():
         check_model_inputs(model, label.replace("/", " version "), tgt, row.columns)
@@ -96,8 +105,11 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
                               "log_odds": v.to_numpy(), "points": points})
         table["reason"] = table.feature.map(reason_of).fillna("")
         table = table.reindex(table.log_odds.abs().sort_values(ascending=False).index).reset_index(drop=True)
-        e = Explanation(customer_id, tgt, run.run_id, t, label, p, float(score), stored[f"{tgt}_band"].iloc[0],
+        used_by_run = next(f"{m['name']}/{m['version']}" for m in json.loads(run.models) if m["target"] == tgt)
+        band = stored[f"{tgt}_band"].iloc[0] if label == used_by_run else None  # another version has no band here
+        e = Explanation(customer_id, tgt, run.run_id, t, label, p, float(score), band,
                         member_of, float(base), float(model.probability_from_raw(np.array([base]))[0]), table)
+        e.of_run = label == used_by_run
         if plot:
             path = (Workspace(cfg.workspace).reports_dir / "explain" / run.run_id / f"{customer_id}_{tgt}.png")
             e.waterfall = waterfall_plot(table.head(top), e.base, raw, e.base_probability, p, path,

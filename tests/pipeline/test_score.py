@@ -4,6 +4,7 @@ consent, atomic re-runs (including a process killed inside its transaction)."""
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 import os
 import signal
 import subprocess
@@ -373,6 +374,29 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
     assert set(_run_models(cfg, run, "purchase")) == {"purchase"} and set(_run_models(cfg, run)) == {"purchase", "churn"}
     with pytest.raises(ValueError, match="has no 'upsell' model; it scored \\['churn', 'purchase'\\]"):
         _run_models(cfg, run, "upsell")
+
+
+def test_a_challenger_version_explains_the_runs_customers_with_its_own_scores(shop):
+    from models import registry as R
+    from pipeline.jobs.explain import explain_customer
+    from pipeline.jobs.features import features_as_of
+    from pipeline.jobs.train import train_job
+
+    cfg = load_config(shop.root)
+    challenger = train_job(cfg, "purchase", as_of=DAY1 - timedelta(days=20), allow_unvalidated=True)  # not promoted
+    s = q(shop, "SELECT * FROM customer_scores WHERE run_id = ?", [shop.runs[1].run_id])
+    cid = s[s.purchase_band == "high"].customer_id.iloc[0]
+    (e,) = explain_customer(cfg, cid, "purchase", plot=False, version=challenger.version)
+    assert e.model == f"dynseg-purchase/{challenger.version}" and not e.of_run and e.band is None
+    run_rate = next(m["base_rate"] for m in json.loads(q(shop, "SELECT models FROM scoring_runs WHERE run_id = ?",
+                                                         [shop.runs[1].run_id]).models[0]) if m["target"] == "purchase")
+    model = R.bundle_of(R.load_version("dynseg-purchase", challenger.version)).model.with_base_rate(run_rate)
+    row = features_as_of(cfg, shop.runs[1].as_of, [cid])
+    assert e.score == pytest.approx(float(model.predict(row)[0]), abs=1e-9)  # the challenger's score, not the run's
+    assert e.stored_score == pytest.approx(s.set_index("customer_id").loc[cid, "purchase_score"], abs=1e-12)
+    result = runner.invoke(app, ["explain", cid, "--model", "purchase", "--version", challenger.version])
+    assert result.exit_code == 0 and "is not the model the run used" in " ".join(result.output.split()), result.output
+    assert runner.invoke(app, ["explain", cid, "--version", "1"]).exit_code == 2  # --version needs --model
 
 
 def test_segment_show_lists_what_sets_the_segment_apart(shop):
