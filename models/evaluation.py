@@ -145,14 +145,25 @@ def _bootstrap(y: np.ndarray, preds: dict[str, np.ndarray], n_boot: int,
     return aucs, slopes
 
 
-def calibration_verdict(slope: float, low: float, high: float) -> str:
-    """The calibration slope in words, for the card and the train output."""
+def calibration_verdict(slope: float, low: float, high: float, mean_predicted: float | None = None,
+                        realized: float | None = None, tolerance: float = 0.10) -> str:
+    """The calibration slope in words, and the level (mean score against the realized rate) when
+    it is off by more than ``tolerance`` of the rate: for the card and the train output. The slope
+    says whether the scores spread right; the level, whether they sit at the right height."""
     text = f"calibration slope {slope:.2f} (95 % CI {low:.2f} to {high:.2f}; 1 is ideal)"
     if low > 1:
-        return text + ": the scores spread narrower than the outcomes (under-confident at both ends)"
-    if high < 1:
-        return text + ": the scores spread wider than the outcomes (over-confident at both ends)"
-    return text + ": consistent with calibrated scores"
+        text += ": the scores spread narrower than the outcomes (under-confident)"
+    elif high < 1:
+        text += ": the scores spread wider than the outcomes (over-confident)"
+    else:
+        text += ": the spread is consistent with calibrated scores"
+    if mean_predicted is not None and realized:
+        off = mean_predicted / realized - 1
+        if abs(off) > tolerance:
+            text += (f"; but on average the scores are {abs(off):.0%} too {'high' if off > 0 else 'low'} "
+                     f"(mean {mean_predicted:.3f} against {realized:.3f} realized: the base rate expected at "
+                     "the test cutoff missed)")
+    return text
 
 
 def calibration_table(y, p, bins: int = 10) -> pd.DataFrame:

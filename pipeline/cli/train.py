@@ -75,8 +75,8 @@ def print_result(r: TrainResult) -> None:
         cal.add_row(str(row.decile), f"{row.customers:,}", f"{row.predicted:.3f}", f"{row.realized:.3f}")
     out.print(cal)
     m = r.evaluation.table.set_index("scorer").loc["model"]
-    out.print("  " + calibration_verdict(m.calibration_slope, m.calibration_slope_ci_low, m.calibration_slope_ci_high),
-              highlight=False)
+    out.print("  " + calibration_verdict(m.calibration_slope, m.calibration_slope_ci_low, m.calibration_slope_ci_high,
+                                         m.mean_predicted, m.realized_rate), highlight=False)
     gate = Table(title="Validation criteria", title_justify="left")
     gate.add_column("")
     gate.add_column("criterion")

@@ -24,9 +24,12 @@ def test_the_slope_recovers_a_planted_miscalibration_and_its_interval_covers_it(
     assert row.calibration_slope_ci_low < slope < row.calibration_slope_ci_high
     assert row.calibration_slope_ci_high - row.calibration_slope_ci_low < 0.15
     words = calibration_verdict(row.calibration_slope, row.calibration_slope_ci_low, row.calibration_slope_ci_high)
-    expected = {0.8: "over-confident at both ends", 1.0: "consistent with calibrated scores",
-                1.25: "under-confident at both ends"}[slope]
-    assert expected in words, words
+    expected = {0.8: "over-confident", 1.0: "consistent with calibrated scores", 1.25: "under-confident"}[slope]
+    assert expected in words and "on average" not in words, words
+    # the level is named when the mean score is off the realized rate by more than 10 %
+    level = calibration_verdict(1.0, 0.95, 1.05, mean_predicted=0.103, realized=0.079)
+    assert level.endswith("but on average the scores are 30% too high (mean 0.103 against 0.079 realized: the base "
+                          "rate expected at the test cutoff missed)"), level
 
 
 def test_a_constant_score_or_one_class_has_no_slope():
