@@ -606,8 +606,9 @@ def promote(name: str, version: str | int, *, force: bool = False,
     metrics (``{"roc_auc": .., "brier": .., ...}``); the default is :func:`default_comparison`.
     When the two were tested on different snapshots, ``common_snapshot(candidate, champion)``
     (if given) evaluates both on one and returns ``(candidate_metrics, champion_metrics, where)``;
-    whatever it raises becomes a problem (which ``force`` overrides). Without it, and when ``force``
-    is set or the version is refused already, the differing snapshots are themselves the problem.
+    whatever it raises becomes a problem (which ``force`` overrides; a forced promotion is compared
+    too, so its record says what was overridden). Without it, or when the version is refused
+    already, the differing snapshots are themselves the problem.
     """
     client = MlflowClient()
     version = str(version)
@@ -630,15 +631,16 @@ def promote(name: str, version: str | int, *, force: bool = False,
             if same:
                 ok, text = compare(_test_metrics(cand), _test_metrics(champ))
                 (notes if ok else problems).append(text)
-            elif common_snapshot is None or force or problems:
-                # (forced, or refused already: no need to score both again)
+            elif common_snapshot is None or problems:
+                # (refused already: no need to score both again; a forced promotion is still compared,
+                # so that its record says what the force overrode)
                 problems.append(f"cannot compare with champion version {champ_v}: {why}; re-evaluate both on one test snapshot")
             else:
                 try:
                     cand_m, champ_m, where = common_snapshot(cand, champ)
                 except Exception as e:  # noqa: BLE001 - data, engine or registry: --force can still override
-                    problems.append(f"cannot compare with champion version {champ_v}: {why}, and scoring both on one "
-                                    f"failed: {_first_line(e)}")
+                    problems.append(f"cannot compare with champion version {champ_v}: {why}, and the two cannot "
+                                    f"be scored on one: {_first_line(e)}")
                 else:
                     ok, text = compare(cand_m, champ_m)
                     (notes if ok else problems).append(f"{why}, so both were scored on {where}: {text}")

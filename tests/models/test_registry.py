@@ -237,6 +237,26 @@ def test_promotion_compares_on_the_same_test_snapshot_and_force_and_rollback_are
     assert listed.loc[4, "aliases"] == "champion" and listed.loc[2, "aliases"] == "previous-champion"
 
 
+def test_a_forced_promotion_across_snapshots_is_compared_so_its_record_says_what_it_overrode(reg):
+    name = "t-force-compare"
+    for run in (reg.strong, reg.weak):
+        R.register(run, name, validated=True, allow_unvalidated=False, tags={})
+    MlflowClient().set_model_version_tag(name, "2", "test_cutoff", OTHER_CUTOFF)
+    R.promote(name, 1)
+    calls = []
+
+    def common(cand, champ):
+        calls.append((str(cand.version), str(champ.version)))
+        return {"roc_auc": 0.61, "brier": 0.2}, {"roc_auc": 0.8, "brier": 0.1}, "the test snapshot as of 2026-10-27"
+
+    R.promote(name, 2, force=True, reason="seasonal test", common_snapshot=common)
+    tags = MlflowClient().get_model_version(name, "2").tags
+    assert calls == [("2", "1")]  # compared although forced
+    assert "so both were scored on the test snapshot as of 2026-10-27" in tags["force_overrode"]
+    assert "FAILS" in tags["force_overrode"] and "re-evaluate" not in tags["force_overrode"]
+    assert tags["promotion_compared_on"] == "the test snapshot as of 2026-10-27"
+
+
 def test_a_custom_comparison_decides(reg):
     name = "t-custom"
     for run in (reg.strong, reg.weak):
