@@ -798,8 +798,10 @@ def compare_versions(name: str, a: str | int, b: str | int) -> dict:
     table = pd.DataFrame({f"v{va.version}": pd.Series(ma, dtype=float), f"v{vb.version}": pd.Series(mb, dtype=float)})
     table["difference"] = table.iloc[:, 1] - table.iloc[:, 0]
     same, why = _same_snapshot(va, vb)
+    labels = (va.tags.get("label_definition", ""), vb.tags.get("label_definition", ""))
     return {"metrics": table, "same_test_snapshot": same, "snapshot": why,
-            "verdict": default_comparison()(mb, ma) if same else None}
+            "verdict": default_comparison()(mb, ma) if same else None,
+            "labels": labels, "same_label": labels[0] == labels[1]}
 
 
 __all__ = [

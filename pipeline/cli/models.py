@@ -150,6 +150,9 @@ def compare(ctx: typer.Context, name: Name, v1: Annotated[int, typer.Argument(he
     for metric, row in table.iterrows():
         t.add_row(str(metric), *(_fmt(float(v)) for v in row))
     out.print(t)
+    if not c["same_label"]:
+        out.print(f"[yellow]Different outcomes:[/] version {v1} predicts {c['labels'][0] or '?'}; version {v2} predicts "
+                  f"{c['labels'][1] or '?'}. Their metrics measure different things.", highlight=False)
     if c["same_test_snapshot"]:
         ok, why = c["verdict"]
         out.print(f"{c['snapshot'].capitalize()}: the figures are comparable.")

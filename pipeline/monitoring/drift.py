@@ -15,7 +15,8 @@ missingness counts as drift. A numeric column without any value on one side cann
 counts as drifted when the other side has values.
 
 A run alarms (exit 3 for schedulers) when the share of drifted columns exceeds
-``max_drift_share``, or when any key column (a feature the business watches, or a score) drifted.
+``max_drift_share``, or when any key column drifted (a feature the business watches, or a score, as
+``key_columns`` in configs/monitoring.yaml lists them; scores are not key columns by default).
 """
 
 from __future__ import annotations

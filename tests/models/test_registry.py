@@ -337,7 +337,19 @@ def test_cli_list_show_compare_promote_rollback(cli_store):
 
     compared = runner.invoke(app, ["models", "compare", "purchase", "1", "2"])
     assert compared.exit_code == 0, compared.output
-    assert "would refuse" in _flat(compared.stdout)
+    assert "would refuse" in _flat(compared.stdout) and "Different outcomes" not in compared.stdout
+    client = MlflowClient()
+    was = client.get_model_version("dynseg-purchase", "2").tags.get("label_definition")
+    client.set_model_version_tag("dynseg-purchase", "2", "label_definition", "purchase within 45 days")
+    try:
+        compared = runner.invoke(app, ["models", "compare", "purchase", "1", "2"])
+        assert "Different outcomes: version 1 predicts" in _flat(compared.stdout)
+        assert "version 2 predicts purchase within 45 days" in _flat(compared.stdout)
+    finally:
+        if was is None:
+            client.delete_model_version_tag("dynseg-purchase", "2", "label_definition")
+        else:
+            client.set_model_version_tag("dynseg-purchase", "2", "label_definition", was)
 
     refused = runner.invoke(app, ["models", "promote", "purchase", "2"])
     assert refused.exit_code == 3
