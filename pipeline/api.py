@@ -69,8 +69,15 @@ class Project:
 
     # -- scoring runs -------------------------------------------------------------------------
     def runs(self) -> pd.DataFrame:
-        return runs.read(self.workspace.db_path, "SELECT run_id, as_of, engine, n_customers, previous_run_id, "
-                                                 "mlflow_run_id, export_dir FROM scoring_runs ORDER BY as_of")
+        """Every scoring run, oldest first: ``date`` as the CLI shows it (``--as-of`` 2026-11-27 is
+        the instant ``as_of`` 2026-11-28 00:00, the end of that day)."""
+        from features.asof import as_of_label
+
+        found = runs.read(self.workspace.db_path, "SELECT run_id, as_of, engine, n_customers, previous_run_id, "
+                                                  "mlflow_run_id, export_dir FROM scoring_runs ORDER BY as_of")
+        if not found.empty:
+            found.insert(1, "date", [as_of_label(t.to_pydatetime()) for t in found.as_of])
+        return found
 
     def _run_id(self, run_id: str | None) -> str:
         from pipeline.jobs.monitor import find_run
