@@ -41,6 +41,23 @@ class CompiledSegment:
         return self.definition.kind != "suppression"
 
 
+def excluded_by(definition: dict, suppress: list[str]) -> list[str]:
+    """The segments a definition (as stored with a run: ``SegmentDef.model_dump()``) excludes: its
+    own ``exclude`` and, unless it is a suppression, the ``suppress_always`` ones."""
+    exclude = list(definition["exclude"])
+    return exclude + [s for s in suppress if definition["kind"] != "suppression" and s not in exclude]
+
+
+def same_definition(a: tuple[dict, list[str]], b: tuple[dict, list[str]]) -> bool:
+    """Whether two (definition, suppress_always) select and hold out the same customers: the same
+    where (up to spacing and keyword case), exclusions, holdout and kind."""
+    from pipeline.rules import same_rule_text
+
+    (da, sa), (db, sb) = a, b
+    return (same_rule_text(da["where"], db["where"]) and set(excluded_by(da, sa)) == set(excluded_by(db, sb))
+            and da["holdout"] == db["holdout"] and da["kind"] == db["kind"])
+
+
 def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[str] | None = None,
                      values: dict[str, set[str]] | None = None) -> list[CompiledSegment]:
     """Parse every rule against the run's columns; raise :class:`ConfigError` listing every

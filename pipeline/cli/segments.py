@@ -11,6 +11,7 @@ from rich.table import Table
 from features.asof import as_of_label
 from pipeline.cli.common import State, err, handled, kv_table, out
 from pipeline.cli.score import health_table
+from pipeline.segments import excluded_by, same_definition
 from pipeline.workspace import Workspace
 
 app = typer.Typer(help="Review segments: sizes, movement, definitions, members.", no_args_is_help=True)
@@ -64,21 +65,6 @@ def _stored_definition(db, name: str, history, as_of):
     return (definition, stored["suppress_always"]), run
 
 
-def _excluded(definition: dict, suppress: list[str]) -> list[str]:
-    exclude = list(definition["exclude"])
-    return exclude + [s for s in suppress if definition["kind"] != "suppression" and s not in exclude]
-
-
-def _same_rule(a: tuple[dict, list[str]], b: tuple[dict, list[str]]) -> bool:
-    """Whether two (definition, suppressions) select and hold out the same customers: the same
-    where (up to spacing and keyword case), exclusions, holdout and kind."""
-    from pipeline.rules import same_rule_text
-
-    (da, sa), (db, sb) = a, b
-    return (same_rule_text(da["where"], db["where"]) and set(_excluded(da, sa)) == set(_excluded(db, sb))
-            and da["holdout"] == db["holdout"] and da["kind"] == db["kind"])
-
-
 @app.command()
 def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
          as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
@@ -116,14 +102,14 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
         definition, suppress = stored
     else:
         definition, suppress = current.model_dump(), cfg.segments.suppress_always
-        if stored is not None and not _same_rule(stored, (definition, suppress)):
+        if stored is not None and not same_definition(stored, (definition, suppress)):
             was = stored[0]
             err.print(f"Segment {name}'s definition has changed since run {stored_run.run_id} (as of "
                       f"{as_of_label(stored_run.as_of)}), which used: where {was['where']}, excludes "
-                      f"{', '.join(_excluded(*stored)) or '—'}, holdout {was['holdout']:.0%}.", highlight=False)
+                      f"{', '.join(excluded_by(*stored)) or '—'}, holdout {was['holdout']:.0%}.", highlight=False)
     out.print(kv_table(f"Segment {name}", {
         "description": definition["description"], "owner": definition["owner"], "kind": definition["kind"],
-        "where": definition["where"], "excludes": ", ".join(_excluded(definition, suppress)) or "—",
+        "where": definition["where"], "excludes": ", ".join(excluded_by(definition, suppress)) or "—",
         "holdout": f"{definition['holdout']:.0%}",
     }))
     h = Table(title="Size across runs", title_justify="left")

@@ -209,6 +209,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
                                 status="FAILED")
         raise
     _swap_in(tmp_dir, export_dir)
+    warnings += _definition_changes(cfg, ws.db_path, prev)
     mlflow_run = logged.get("mlflow")
     nxt = runs.read(ws.db_path, "SELECT run_id, as_of, mlflow_run_id FROM scoring_runs WHERE as_of > ? "
                                 "ORDER BY as_of LIMIT 1", [as_of])
@@ -614,6 +615,29 @@ def _swap_in(tmp_dir: Path, export_dir: Path) -> None:
         export_dir.rename(old)
     tmp_dir.rename(export_dir)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def _definition_changes(cfg: Config, db: Path, prev: str | None) -> list[str]:
+    """Segments new, or defined differently, since the previous run: their entered/exited count the
+    change of definition, not only customers who moved."""
+    from pipeline.segments import same_definition
+
+    found = runs.read(db, "SELECT as_of, config FROM scoring_runs WHERE run_id = ?", [prev]) if prev else pd.DataFrame()
+    if found.empty or not isinstance(found.config[0], str):
+        return []
+    before = json.loads(found.config[0]).get("segments", {})
+    old = {d["name"]: d for d in before.get("segments", [])}
+    when = f"the previous run (as of {as_of_label(found.as_of[0].to_pydatetime())})"
+    out = []
+    for s in cfg.segments.segments:
+        if s.name not in old:
+            out.append(f"segment {s.name} is new since {when}: every member counts as entered")
+        elif not same_definition((old[s.name], before.get("suppress_always", [])),
+                                 (s.model_dump(), cfg.segments.suppress_always)):
+            out.append(f"segment {s.name} is defined differently since {when}: its entered/exited count the change "
+                       f"of definition, not only customers who moved (`dynseg segments show {s.name} --as-of "
+                       f"{as_of_label(found.as_of[0].to_pydatetime())}` shows what that run used)")
+    return out
 
 
 def _relog_next_movement(registry: Any, db: Path, nxt: pd.DataFrame, run_id: str) -> None:

@@ -517,3 +517,20 @@ def test_a_rerun_tags_the_replaced_mlflow_record_and_a_backfill_says_what_it_cha
     if isinstance(after.mlflow_run_id[1], str):  # (an earlier test may have re-scored it without MLflow)
         assert MlflowClient().get_run(after.mlflow_run_id[1]).data.tags["movement_against_run"] == after.run_id[0]
     shop.runs[0].run_id, shop.runs[0].mlflow_run_id = after.run_id[0], after.mlflow_run_id[0]
+
+
+def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_previous_one(shop):
+    # (last in this module: it adds a run after the others)
+    def change(doc):
+        next(d for d in doc["segments"] if d["name"] == "vip")["where"] = "spend_365d >= 500"
+        next(d for d in doc["segments"] if d["name"] == "sunset")["where"] = (
+            "n_email_send>0 and n_email_open_90d=0 AND n_email_click_90d = 0")  # the same rule, spelled differently
+        doc["segments"].append({"name": "big_spenders", "description": "d", "owner": "o", "kind": "value",
+                                "where": "spend_365d >= 1000"})
+
+    result, _ = score_with_config_changed(shop, "segments", change, ("score", "--as-of", "2026-11-28"))
+    text = " ".join(result.output.split())
+    assert result.exit_code == 0, result.output
+    assert "segment big_spenders is new since the previous run (as of 2026-11-27): every member counts as entered" in text
+    assert "segment vip is defined differently since the previous run (as of 2026-11-27)" in text
+    assert "segment sunset" not in text
