@@ -388,6 +388,10 @@ class _Parser:
             high, high_tok = self.operand()
             self.check_pair(left, start, low, low_tok, tok)
             self.check_pair(left, start, high, high_tok, tok)
+            if (isinstance(low, _Value) and isinstance(high, _Value) and low.kind == high.kind == "number"
+                    and low.value > high.value):  # x BETWEEN 180 AND 90 holds for no x
+                self.note("BETWEEN's first bound is above its second, so no value lies between them",
+                          low_tok.text, low_tok.pos, f"the smaller first, as in BETWEEN {high_tok.text} AND {low_tok.text}")
             return _Between(left, low, high, negated)
         if self.at_keyword("IS"):
             self.take()
@@ -510,6 +514,14 @@ class _Parser:
         if UNKNOWN in (col.kind, other.kind):  # an unknown column, already reported
             return
         if col.kind == other.kind:
+            if (isinstance(col, _Column) and col.name.endswith("_score_100") and isinstance(other, _Value)
+                    and isinstance(other.value, float) and 0 < other.value < 1):
+                # the 0-100 score against a probability: >= 0.5 would select almost everyone
+                target = col.name.removesuffix("_score_100")
+                self.note(f"'{col.name}' is the score in whole points from 0 to 100; {other_tok.text} reads like a "
+                          "probability", other_tok.text, other_tok.pos,
+                          f"whole points for {col.name} ({round(other.value * 100)} for {other_tok.text}), or "
+                          f"{target}_score for a probability")
             if col.kind == "bool" and op_tok.text not in ("=", "!=", "<>"):
                 problem = "yes/no values can only be compared with = != <>"
                 self.note(problem, op_tok.text, op_tok.pos, "= TRUE or = FALSE")

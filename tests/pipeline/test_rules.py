@@ -343,3 +343,17 @@ def test_a_level_a_band_does_not_have_is_refused(frame):
         with pytest.raises(RuleError) as e:
             parse_rule(text, column_kinds(frame), CONTEXT, values=levels)
         assert e.value.problems[0].startswith(f"'band' holds band names, which have no order: '{op}'"), e.value.problems
+
+
+def test_rules_that_cannot_mean_what_they_say_are_refused():
+    kinds = {"recency_days": "number", "purchase_score_100": "number", "purchase_score": "number"}
+    with pytest.raises(RuleError, match=r"BETWEEN's first bound is above its second, so no value lies between them: "
+                                        r"'180' at position 22; expected the smaller first, as in BETWEEN 90 AND 180"):
+        parse_rule("recency_days BETWEEN 180 AND 90", kinds)
+    with pytest.raises(RuleError, match=r"'purchase_score_100' is the score in whole points from 0 to 100; 0.5 reads "
+                                        r"like a probability.*expected whole points for purchase_score_100 \(50 for "
+                                        r"0.5\), or purchase_score for a probability"):
+        parse_rule("purchase_score_100 >= 0.5", kinds)
+    for fine in ("recency_days BETWEEN 90 AND 180", "recency_days BETWEEN 90 AND 90", "purchase_score_100 >= 50",
+                 "purchase_score >= 0.5", "purchase_score_100 >= 1.5"):
+        parse_rule(fine, kinds)
