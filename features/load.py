@@ -70,6 +70,12 @@ def build_canonical(
     return resolution
 
 
+def has_consent_profiles(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether :func:`build_canonical` made the ``consent_profiles`` view (profiles were merged)."""
+    return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'consent_profiles' "
+                            "AND temporary").fetchall()[0][0])
+
+
 def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, merged: bool = True) -> None:
     con.execute("DROP VIEW IF EXISTS consent_profiles")
     if "customers" not in report.typed:

@@ -110,9 +110,10 @@ def evaluate(y_test, model_p: np.ndarray, baselines: dict[str, np.ndarray], n_bo
     y = np.asarray(y_test, int)
     preds = {"model": np.asarray(model_p, float), **baselines}
     rows = []
-    boots, slopes = _bootstrap(y, preds, n_boot, seed)
-    for name, p in preds.items():
-        m = metrics(y, p)
+    full = {name: metrics(y, p) for name, p in preds.items()}
+    boots, slopes = _bootstrap(y, preds, n_boot, seed,
+                               {k: (m["calibration_slope"], m["calibration_intercept"]) for k, m in full.items()})
+    for name, m in full.items():
         lo, hi = np.nanpercentile(boots[name], [2.5, 97.5])
         s_lo, s_hi = np.nanpercentile(slopes[name], [2.5, 97.5])
         rows.append({"scorer": name, **m, "roc_auc_ci_low": lo, "roc_auc_ci_high": hi,
@@ -126,11 +127,11 @@ def evaluate(y_test, model_p: np.ndarray, baselines: dict[str, np.ndarray], n_bo
     return Evaluation(pd.DataFrame(rows), pd.DataFrame(diffs), calibration_table(y, preds["model"]), preds)
 
 
-def _bootstrap(y: np.ndarray, preds: dict[str, np.ndarray], n_boot: int,
-               seed: int) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """Paired bootstrap (every scorer on the same resampled rows): AUCs and calibration slopes."""
+def _bootstrap(y: np.ndarray, preds: dict[str, np.ndarray], n_boot: int, seed: int,
+               fitted: dict[str, tuple[float, float]]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Paired bootstrap (every scorer on the same resampled rows): AUCs and calibration slopes, each
+    resample's slope fitted from the full sample's (``fitted``: scorer -> (slope, intercept))."""
     rng = np.random.default_rng(seed)
-    fitted = {k: calibration_slope(y, p) for k, p in preds.items()}  # each resample starts from here
     aucs = {k: np.full(n_boot, np.nan) for k in preds}
     slopes = {k: np.full(n_boot, np.nan) for k in preds}
     n = len(y)

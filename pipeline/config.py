@@ -481,12 +481,11 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
     settings_raw, settings_origin = layered("project.yaml", [profile_file])
     catalog_raw, catalog_origin = layered("catalog.yaml", [])
     roles_raw, roles_origin = layered("roles.yaml", [])
-    for name in ("catalog.yaml", "roles.yaml"):
-        if not (cfg_dir / name).is_file():
-            issues.append(ConfigIssue(_rel(cfg_dir / name, project_dir), "", "file is missing"))
     if not (cfg_dir / "catalog.yaml").is_file():
-        catalog_raw = None
+        issues.append(ConfigIssue(_rel(cfg_dir / "catalog.yaml", project_dir), "", "file is missing"))
+        catalog_raw = None  # its keys would be reported missing too
     if not (cfg_dir / "roles.yaml").is_file():
+        issues.append(ConfigIssue(_rel(cfg_dir / "roles.yaml", project_dir), "", "file is missing"))
         roles_raw = None
 
     settings = _parse(Settings, settings_raw, settings_origin, "configs/project.yaml", issues)

@@ -71,8 +71,7 @@ def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[s
         except RuleError as e:
             issues.append(ConfigIssue(SEGMENTS_FILE, f"segments[{i}].where", str(e)))
             continue
-        always = [n for n in cfg.suppress_always if s.kind != "suppression" and n not in s.exclude]
-        compiled[s.name] = CompiledSegment(s, rule, tuple(s.exclude) + tuple(always))
+        compiled[s.name] = CompiledSegment(s, rule, tuple(excluded_by(s.model_dump(), cfg.suppress_always)))
     if issues:
         raise ConfigError(issues)
     order = _dependency_order(compiled)

@@ -25,9 +25,9 @@ class DuckDBEngine(FeatureEngine):
         return self._backend.table("customers")
 
     def consents(self) -> ir.Table | None:
-        found = self.con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'consent_profiles' "
-                                 "AND temporary").fetchall()[0][0]
-        return self._backend.table("consent_profiles") if found else None
+        from features.load import has_consent_profiles
+
+        return self._backend.table("consent_profiles") if has_consent_profiles(self.con) else None
 
     def execute(self, expr: ir.Table) -> pd.DataFrame:
         """The result as pandas, through Arrow (see :func:`to_frame`)."""

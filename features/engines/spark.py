@@ -294,8 +294,9 @@ def export_canonical(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[Path
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    merged = con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'consent_profiles' "
-                         "AND temporary").fetchall()[0][0]
+    from features.load import has_consent_profiles
+
+    merged = has_consent_profiles(con)
     out = []
     for view, name in (("events", "events"), ("customers", "customers"), ("consent_profiles", "consents")):
         if view == "consent_profiles" and not merged:
