@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 
 from pipeline.cli.app import app
+from pipeline.cli.common import on_sigterm
 
 
 def main() -> None:
+    on_sigterm()
     app(prog_name="dynseg")
 
 

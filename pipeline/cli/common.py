@@ -32,6 +32,28 @@ err = _console(stderr=True)
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler stopping a job, ``kill``), raised in the main thread like Ctrl-C so that
+    the same cleanup runs: temp files removed, the DuckDB transaction rolled back, Spark's scratch
+    folder deleted. Python's default for SIGTERM ends the process without any of that."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def on_sigterm() -> None:
+    """Make SIGTERM raise :class:`Terminated` in the main thread (only the first one: a second
+    signal during the cleanup is ignored rather than cutting the cleanup short)."""
+    import signal
+
+    def terminated(signum, frame):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated(signum)
+
+    signal.signal(signal.SIGTERM, terminated)
+
+
 class Engine(str, Enum):
     """``--engine``: a typo is a usage error (exit 2) naming the choices, before any work starts."""
 
@@ -79,12 +101,15 @@ def handled() -> Iterator[None]:
     except ValueError as e:
         err.print(f"[bold red]Error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
-    except KeyboardInterrupt:
-        # Ctrl-C: one line, not the traceback (or, on Spark, the JVM gateway's). Every write is
-        # atomic (a temp file and a rename, one transaction per run), so nothing is left half-written.
-        err.print("[bold red]Interrupted.[/] Nothing this command had not finished writing was kept: "
+    except KeyboardInterrupt as e:
+        # Ctrl-C or SIGTERM: one line, not the traceback (or, on Spark, the JVM gateway's). Every
+        # write is atomic (a temp file and a rename, one transaction per run), so nothing is left
+        # half-written. Exit 128 + the signal's number, as a shell reports it (130, 143).
+        signum = e.signum if isinstance(e, Terminated) else 2
+        what = "Terminated (SIGTERM)." if isinstance(e, Terminated) else "Interrupted."
+        err.print(f"[bold red]{what}[/] Nothing this command had not finished writing was kept: "
                   "its writes are atomic.", highlight=False)
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + signum) from None
     except OSError as e:
         # A path that cannot be written or read (a folder where a file was asked for, a missing
         # parent, no permission): the message names it; nothing was half-written (atomic writes).

@@ -1,8 +1,15 @@
 """`dynseg features ...` through the CLI."""
 
+import os
 import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pandas as pd
+import pytest
 from typer.testing import CliRunner
 
 from pipeline.cli import app
@@ -227,3 +234,29 @@ def test_ctrl_c_ends_in_one_line_and_exit_130(project, monkeypatch):
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
     assert result.exit_code == 130 and "Interrupted." in result.stderr and "Traceback" not in result.output
     assert not (project.root / "f.csv").exists()
+
+
+@pytest.mark.spark
+def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(project, tmp_path):
+    """A scheduler's SIGTERM (not only Ctrl-C) runs the cleanup: Spark's scratch folder is
+    removed, no output is left, one line on stderr, exit 128 + 15. Sent while the Spark engine
+    starts, after the scratch folder exists: Python's default for SIGTERM would leave it behind,
+    and an interrupted JVM start left the JVM running as an orphan (it holds this test's stdout and
+    stderr pipes, so ``communicate`` returning shows it ended too)."""
+    project.write_events(good_events())
+    scratch_root = tmp_path / "tmp"
+    scratch_root.mkdir()
+    out = project.root / "f.parquet"
+    env = {**os.environ, "TMPDIR": str(scratch_root), "DYNSEG_PROJECT": str(project.root)}
+    dynseg = Path(sys.executable).with_name("dynseg")
+    proc = subprocess.Popen([str(dynseg), "features", "build", "--engine", "spark", "--as-of", "2026-01-06",
+                             "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(scratch_root.glob("dynseg-spark-*")):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "Terminated (SIGTERM)." in stderr and "Traceback" not in stderr, stderr
+    assert not list(scratch_root.glob("dynseg-spark-*")) and not out.exists()
