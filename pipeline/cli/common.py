@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, NoReturn
 
 import typer
 from rich.console import Console
@@ -42,6 +42,15 @@ class Terminated(KeyboardInterrupt):
         self.signum = signum
 
 
+#: SIGTERMs received: DuckDB turns the exception a signal raises during a query into its own
+#: ``RuntimeError('Query interrupted')``, which does not say which signal it was.
+_signals: list[int] = []
+
+
+def _interrupted_query(e: BaseException) -> bool:
+    return isinstance(e, RuntimeError) and str(e) == "Query interrupted" and "duckdb" in sys.modules
+
+
 def on_sigterm() -> None:
     """Make SIGTERM raise :class:`Terminated` in the main thread (only the first one: a second
     signal during the cleanup is ignored rather than cutting the cleanup short)."""
@@ -49,6 +58,7 @@ def on_sigterm() -> None:
 
     def terminated(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _signals.append(signum)
         raise Terminated(signum)
 
     signal.signal(signal.SIGTERM, terminated)
@@ -77,6 +87,18 @@ class State:
         return self._config
 
 
+def _registry_error(e: RuntimeError) -> NoReturn:
+    """Registry errors as one line (exit 3 for a refused promotion); any other RuntimeError is
+    raised again. Checked through sys.modules so that commands which never touch MLflow do not
+    pay for importing it."""
+    reg = sys.modules.get("models.registry")
+    if reg is None or not isinstance(e, reg.RegistryError):
+        raise e
+    refused = isinstance(e, reg.PromotionRefused)
+    err.print(f"[bold red]{'Refused' if refused else 'Registry error'}:[/] {e}", highlight=False)
+    raise typer.Exit(EXIT_GATE if refused else EXIT_DATA) from None
+
+
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """Turn known failures into a clear message on stderr and exit code 1."""
@@ -101,12 +123,14 @@ def handled() -> Iterator[None]:
     except ValueError as e:
         err.print(f"[bold red]Error:[/] {e}", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
-    except KeyboardInterrupt as e:
+    except (KeyboardInterrupt, RuntimeError) as e:
+        if isinstance(e, RuntimeError) and not _interrupted_query(e):
+            _registry_error(e)
         # Ctrl-C or SIGTERM: one line, not the traceback (or, on Spark, the JVM gateway's). Every
         # write is atomic (a temp file and a rename, one transaction per run), so nothing is left
         # half-written. Exit 128 + the signal's number, as a shell reports it (130, 143).
-        signum = e.signum if isinstance(e, Terminated) else 2
-        what = "Terminated (SIGTERM)." if isinstance(e, Terminated) else "Interrupted."
+        signum = e.signum if isinstance(e, Terminated) else (_signals[-1] if _signals else 2)
+        what = "Terminated (SIGTERM)." if signum == 15 else "Interrupted."
         err.print(f"[bold red]{what}[/] Nothing this command had not finished writing was kept: "
                   "its writes are atomic.", highlight=False)
         raise typer.Exit(128 + signum) from None
@@ -118,15 +142,6 @@ def handled() -> Iterator[None]:
         err.print(f"[bold red]Error:[/] {e.strerror or e}: {e.filename}. Check the path (its folder must exist and "
                   "be writable, and it must not be a folder itself).", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
-    except RuntimeError as e:
-        # Registry errors; checked through sys.modules so that commands which never touch
-        # MLflow do not pay for importing it.
-        reg = sys.modules.get("models.registry")
-        if reg is None or not isinstance(e, reg.RegistryError):
-            raise
-        refused = isinstance(e, reg.PromotionRefused)
-        err.print(f"[bold red]{'Refused' if refused else 'Registry error'}:[/] {e}", highlight=False)
-        raise typer.Exit(EXIT_GATE if refused else EXIT_DATA) from None
     except Exception as e:
         duckdb = sys.modules.get("duckdb")
         if duckdb is None or not isinstance(e, duckdb.OutOfMemoryException):

@@ -260,3 +260,38 @@ def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(project, tmp_path):
     assert proc.returncode == 143, stderr
     assert "Terminated (SIGTERM)." in stderr and "Traceback" not in stderr, stderr
     assert not list(scratch_root.glob("dynseg-spark-*")) and not out.exists()
+
+
+@pytest.mark.parametrize("signum, code, line", [(signal.SIGTERM, 143, "Terminated (SIGTERM)."), (signal.SIGINT, 130, "Interrupted.")])
+def test_a_signal_during_a_duckdb_query_ends_in_one_line(signum, code, line, capsys):
+    """DuckDB turns the exception a signal raises mid-query into RuntimeError('Query interrupted')
+    (when it notices the signal before the query ends; else the signal's own exception comes after
+    it): either way one line and 128 + the signal's number, not a traceback and exit 1."""
+    import threading
+
+    import duckdb
+    import typer
+
+    from pipeline.cli import common
+
+    before = signal.getsignal(signal.SIGTERM)
+    common.on_sigterm()
+    con = duckdb.connect()
+    try:
+        threading.Timer(0.2, os.kill, (os.getpid(), signum)).start()
+        with pytest.raises(typer.Exit) as exit_:
+            with common.handled():
+                con.execute("SELECT count(*) FROM range(300000000) t(x) WHERE x % 7 = 3").fetchall()
+                time.sleep(5)  # the query ended first: the signal's exception comes here
+        assert exit_.value.exit_code == code
+        assert line in " ".join(capsys.readouterr().err.split())
+        # DuckDB's own exception for it, whichever signal it was
+        with pytest.raises(typer.Exit) as exit_:
+            with common.handled():
+                raise RuntimeError("Query interrupted")
+        assert exit_.value.exit_code == code and line in " ".join(capsys.readouterr().err.split())
+    finally:
+        signal.signal(signal.SIGTERM, before)
+        common._signals.clear()
+    with pytest.raises(RuntimeError, match="something else"), common.handled():
+        raise RuntimeError("something else")  # any other RuntimeError is not taken for one
