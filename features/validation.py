@@ -436,7 +436,7 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
 
 def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> None:
     ev, cu = report.typed["events"], report.typed["customers"]
-    linked = "identities" in report.sources  # event ids may meet the profiles only through identity merges
+    linked = "identities" in report.sources  # event ids may meet the profiles through identity merges
     if "customer_id" not in ev:
         return
     # The events' distinct ids first, then the few of those without a profile: at 50M events and
@@ -450,9 +450,18 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
         return
     # Some ids have no profile. If none has, the two sources name customers differently (integers
     # against 'c0001'-style ids, another column): every profile feature would be lost in silence.
-    any_match, profile_example = (1, None) if linked else con.execute(f"""
+    # With identities, an event id also meets a profile through an identifier it shares with one
+    # (one link deep: enough to tell ids of one form from ids of another).
+    profiled = f"SELECT {cu['customer_id'].expr} AS id FROM raw_customers"
+    it = report.typed.get("identities", {})
+    if linked and all(c in it for c in ("customer_id", "id_type", "id_value")):
+        links = (f"SELECT {it['customer_id'].expr} AS cid, {it['id_type'].expr} AS t, {it['id_value'].expr} AS v "
+                 "FROM raw_identities")
+        profiled = f"""{profiled} UNION ALL SELECT l.cid FROM ({links}) l SEMI JOIN (
+            SELECT p.t, p.v FROM ({links}) p SEMI JOIN ({profiled}) c ON p.cid = c.id) k ON l.t = k.t AND l.v = k.v"""
+    any_match, profile_example = con.execute(f"""
         SELECT (SELECT count(*) FROM (SELECT 1 FROM (SELECT {ev['customer_id'].expr} AS id FROM raw_events) e
-                SEMI JOIN (SELECT {cu['customer_id'].expr} AS id FROM raw_customers) c ON e.id = c.id LIMIT 1)),
+                SEMI JOIN ({profiled}) c ON e.id = c.id LIMIT 1)),
                (SELECT min({cu['customer_id'].expr}) FROM raw_customers)
     """).fetchall()[0]
     if not any_match and profile_example is not None:

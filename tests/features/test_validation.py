@@ -357,3 +357,25 @@ def test_customers_whose_ids_match_no_event_customer_are_an_error(project):
     assert not report.ok and p.severity == "error" and p.count == 3
     assert "none of the 3 customer_ids in events is in customers" in p.message and "'c0'" in p.message and "'17'" in p.message
     assert "columns:" in p.fix
+
+
+def test_ids_that_meet_no_profile_are_an_error_with_identities_too(project):
+    """An identities source does not hide ids of another form: the error stands unless an event id
+    meets a profile, directly or through an identifier it shares with one."""
+    project.write_events(good_events())  # ids c0, c1, c2
+    pd.DataFrame({"customer_id": ["C0", "C1", "C2"], "signup_at": ["2026-01-01"] * 3}).to_parquet(project.data / "cu.parquet")
+    links = pd.DataFrame({"customer_id": ["c0", "c1", "web-9"], "id_type": ["email"] * 3,
+                          "id_value": ["a@x", "b@x", "z@x"]})
+    links.to_parquet(project.data / "ids.parquet")
+    sources = {"events": {"format": "parquet", "path": "data/events.parquet"},
+               "customers": {"format": "parquet", "path": "data/cu.parquet"},
+               "identities": {"format": "parquet", "path": "data/ids.parquet"}}
+    project.catalog(**sources)
+    p = only(run(project), "no_customer_matches")
+    assert p.severity == "error" and "none of the 3 customer_ids in events is in customers" in p.message
+    # c0 shares an email with profile C0: the ids meet through identities; the rest is a warning
+    pd.concat([links, pd.DataFrame({"customer_id": ["C0"], "id_type": ["email"], "id_value": ["a@x"]})]).to_parquet(
+        project.data / "ids.parquet")
+    report = run(project)
+    assert report.ok and not [q for q in report.problems if q.check == "no_customer_matches"]
+    assert only(report, "unknown_customer").severity == "warning"
