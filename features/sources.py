@@ -148,7 +148,7 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
         rel = con.sql(_reader_sql(spec, files, con, name))
         cols = list(rel.columns)
     except duckdb.Error as e:
-        raise SourceError(_explain_read_error(e, spec, name, files)) from None
+        raise SourceError(explain_read_error(e, spec, name, files)) from None
     if spec.format == "csv":
         _check_csv_header(cols, spec, name, files[0])
     renames = {src: dst for dst, src in spec.columns.items()}
@@ -167,7 +167,7 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
         rows = con.execute(f"SELECT count(*) FROM {view}").fetchall()[0][0]
         types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})").fetchall())
     except duckdb.Error as e:
-        raise SourceError(_explain_read_error(e, spec, name, files)) from None
+        raise SourceError(explain_read_error(e, spec, name, files)) from None
     stats = _parquet_stats(con, files, renames) if spec.format == "parquet" else {}
     return RawSource(name, view, files, types, rows, stats)
 
@@ -199,7 +199,7 @@ def _parquet_stats(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], rena
     }
 
 
-def _explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tuple[Path, ...]) -> str:
+def explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tuple[Path, ...]) -> str:
     msg = str(e)
     where = files[0] if len(files) == 1 else f"{files[0].parent}/{Path(spec.path).name}"
     m = re.search(r"file = (\S+)", msg)

@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from features.contract import CONTRACT, Column
 from features.normalize import Typed, blank, expected_types, ident, is_numeric, typed
-from features.sources import ColumnStats, RawSource, SourceError, SourceSpec, register_source
+from features.sources import ColumnStats, RawSource, SourceError, SourceSpec, explain_read_error, register_source
 
 Severity = Literal["error", "warning"]
 
@@ -140,8 +140,16 @@ def validate(
             continue
         report.typed[name] = _type_columns(raw, report.problems)
         checks = _checks(name, report.typed[name], role_of, ignored, as_of, raw, future_after)
-        _run_checks(con, raw, checks, report.problems, report.typed[name],
-                    report.event_types if name == "events" else None, report.amounts)
+        try:
+            _run_checks(con, raw, checks, report.problems, report.typed[name],
+                        report.event_types if name == "events" else None, report.amounts,
+                        read_all=spec.format == "csv")
+        except duckdb.Error as e:  # a bad byte or row past what opening the file read
+            report.problems.append(Problem(name, None, "unreadable", "error", 1,
+                                           explain_read_error(e, spec, name, raw.files),
+                                           f"correct the file, or the entry sources.{name} in configs/catalog.yaml"))
+            del report.typed[name]
+            report.event_types.clear()
     if "customers" in report.typed:
         _check_duplicate_customers(con, report)
     if "events" in report.typed:
@@ -290,21 +298,25 @@ def _format_hint(col: str) -> str:
 def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Check], problems: list[Problem],
                 typed_cols: dict[str, Typed] | None = None,
                 event_types: dict[str, tuple[int, datetime | None, datetime | None]] | None = None,
-                amounts: dict[str, int] | None = None) -> None:
+                amounts: dict[str, int] | None = None, read_all: bool = False) -> None:
     """Count every check's failures in one scan. For events (``event_types`` given) the same scan
     also counts rows, finds the first and last timestamp and counts the rows with an amount
-    (into ``amounts``) per event_type."""
+    (into ``amounts``) per event_type. ``read_all``: the scan reads every column of every row
+    (for CSV, whose bytes are only checked where a query reads them: a bad byte in a column no
+    check reads, past the rows that opening the file looked at, would otherwise surface in the
+    middle of a later run)."""
     t = typed_cols or {}
     by_type = event_types is not None and "event_type" in t
-    if not checks and not by_type:
+    if not checks and not by_type and not read_all:
         return
     counts_sql = [f"count(*) FILTER (WHERE {c.predicate})" for c in checks]
+    every = ", count(COLUMNS(*))" if read_all else ""
     if by_type:
         ts = f"max({t['ts'].expr}), min({t['ts'].expr})" if "ts" in t else "NULL, NULL"
         amount = f"count({t['amount'].expr})" if "amount" in t else "0"
         rows = con.execute(
             f"SELECT {t['event_type'].expr} AS _type, count(*), {ts}, {amount}"
-            + "".join(", " + c for c in counts_sql) + f" FROM {raw.view} GROUP BY 1"
+            + "".join(", " + c for c in counts_sql) + f"{every} FROM {raw.view} GROUP BY 1"
         ).fetchall()
         for r in rows:
             if r[0] is not None:
@@ -313,7 +325,7 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
                     amounts[r[0]] = int(r[4])
         counts = [sum(int(r[5 + i]) for r in rows) for i in range(len(checks))]
     else:
-        counts = con.execute("SELECT " + ", ".join(counts_sql) + f" FROM {raw.view}").fetchall()[0]
+        counts = con.execute("SELECT " + ", ".join([*counts_sql, "count(*)"]) + f"{every} FROM {raw.view}").fetchall()[0]
     for check, n in zip(checks, counts):
         if n:
             examples = _examples(con, raw.view, check.predicate, check.column)

@@ -252,6 +252,23 @@ def test_csv_with_wrong_encoding_then_fixed_by_config(project):
     assert run(project).ok
 
 
+def test_a_bad_byte_far_into_a_csv_is_found_by_validation(project):
+    """Opening a CSV reads its first rows only, and DuckDB checks the bytes of the columns a query
+    reads: a latin-1 byte in `category` past those rows is found by the validation scan (which
+    reads every column), with its line, not in the middle of a later feature build."""
+    df = pd.concat([good_events()] * 2500, ignore_index=True)
+    df["event_id"] = [f"e{i}" for i in range(len(df))]
+    df["category"] = "shoes"
+    path = project.data / "events.csv"
+    df.to_csv(path, index=False)
+    with open(path, "ab") as f:
+        f.write("late,c0,email_sent,2026-01-05 10:00:00,,caf\xe9\n".encode("latin-1"))
+    project.catalog(events={"format": "csv", "path": "data/events.csv"})
+    p = only(run(project), "unreadable")
+    assert p.severity == "error" and "not valid utf-8" in p.message and "encoding: latin-1" in p.message, p.message
+    assert f"line {len(df) + 2}" in p.message, p.message
+
+
 def test_missing_file_and_glob(project):
     project.catalog(events={"format": "parquet", "path": "data/nope.parquet"})
     assert "does not exist" in only(run(project), "unreadable").message
