@@ -66,7 +66,7 @@ PositiveDuration = Annotated[str, AfterValidator(_positive_duration)]
 class FeaturesConfig(_Strict):
     """``configs/features.yaml``: what the customer_features set computes."""
 
-    windows_days: list[Annotated[int, Field(ge=1)]] = [7, 30, 90, 365]
+    windows_days: list[Annotated[int, Field(ge=1, le=36_500)]] = [7, 30, 90, 365]
     window_roles: list[Role] = ["purchase", "email_open", "email_click", "page_view", "add_to_cart"]
     categorical_attributes: Literal["auto"] | list[str] = "auto"
     max_categories: int = Field(50, ge=2)
@@ -541,7 +541,12 @@ def _read_yaml(path: Path, root: Path, issues: list[ConfigIssue]) -> dict | None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        issues.append(ConfigIssue(_rel(path, root), where, f"is not valid YAML: {getattr(e, 'problem', e)}"))
+        # PyYAML's context names where the unclosed bracket or quote began, often far above the
+        # line where parsing failed (the end of the file, the next key)
+        context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        began = (f" ({context} on line {context_mark.line + 1})"
+                 if context and context_mark and mark and context_mark.line != mark.line else "")
+        issues.append(ConfigIssue(_rel(path, root), where, f"is not valid YAML: {getattr(e, 'problem', e)}{began}"))
         return None
     if data is None:
         return {}
@@ -579,16 +584,41 @@ def _parse(model: type[BaseModel], raw: dict | None, origin: dict[tuple, str], d
         for err in e.errors():
             loc = tuple(str(p) for p in err["loc"])
             file = next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), default_file)
-            issues.append(ConfigIssue(file, ".".join(loc) or "(top level)", _describe(err)))
+            issues.append(ConfigIssue(file, ".".join(loc) or "(top level)", _describe(err, _keys_at(model, err["loc"][:-1]))))
         return None
 
 
-def _describe(err: dict) -> str:
+def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The keys the config model accepts at ``loc`` (a path of keys and list indexes), for a
+    did-you-mean on an unknown key; empty where the path leads to no model."""
+    import typing
+
+    current: Any = model
+    any_key = False  # the previous part was a mapping's: this part is one of its keys, any name
+    for part in loc:
+        if isinstance(part, int) or any_key:
+            any_key = False
+            continue  # a list index or a mapping's key: the items have the same model
+        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
+            return []
+        current = current.model_fields[part].annotation
+        while typing.get_origin(current) is not None:  # list[X], dict[str, X], X | None, Annotated[X, ...]: to X
+            any_key = any_key or typing.get_origin(current) is dict
+            args = [a for a in typing.get_args(current) if a is not type(None)]
+            current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), args[0] if args else None)
+    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+
+
+def _describe(err: dict, keys: list[str] = ()) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "missing":
         return "required key is missing"
     if kind == "extra_forbidden":
-        return f"unknown key (found {err['input']!r}); check the spelling against the README"
+        import difflib
+
+        close = difflib.get_close_matches(str(err["loc"][-1]), keys, n=1, cutoff=0.75)
+        hint = f"did you mean `{close[0]}`?" if close else "check the spelling against the README"
+        return f"unknown key (found {err['input']!r}); {hint}"
     if kind == "literal_error":
         return f"expected {msg.removeprefix('Input should be ')}; found {err['input']!r}"
     text = msg.removeprefix("Value error, ")

@@ -34,6 +34,26 @@ def test_every_error_is_reported_with_file_key_expected_and_found(project):
     assert len(e.value.issues) == 5
 
 
+def test_an_unknown_key_suggests_the_close_one_at_its_level(project):
+    _write(project, "features.yaml", "window_days: [7, 30]\n")
+    _write(project, "catalog.yaml", "sources:\n  events:\n    format: parquet\n    path: e.parquet\n    delimeter: ';'\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "features.yaml: window_days: unknown key (found [7, 30]); did you mean `windows_days`?" in text, text
+    assert "sources.events.delimeter: unknown key (found ';'); did you mean `delimiter`?" in text, text
+    _write(project, "features.yaml", "windows_days: [7, 99999999999]\n")  # beyond any history: refused here
+    with pytest.raises(ConfigError, match=r"windows_days.1: .*less than or equal to 36500"):
+        load_config(project.root)
+
+
+def test_an_unclosed_bracket_names_the_line_it_opened_on(project):
+    _write(project, "features.yaml", "windows_days: [7, 30\nwindow_roles:\n  - purchase\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert "(while parsing a flow sequence on line 1)" in str(e.value), str(e.value)
+
+
 def test_yaml_syntax_error_and_a_key_given_twice_name_the_line(project):
     _write(project, "roles.yaml", "event_roles:\n  purchase: [order\n")
     _write(project, "labels.yaml", "purchase:\n  horizon: 30d\n  horizon: 60d\n")  # plain YAML keeps the last
