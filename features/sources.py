@@ -212,5 +212,53 @@ def explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tupl
             f"{where}: source '{name}' is not valid {spec.encoding}{at}. Re-save it as UTF-8, or set "
             f"`encoding: latin-1` (or utf-16) for '{name}' in configs/catalog.yaml"
         )
+    entry = f"for '{name}' in configs/catalog.yaml"
+    ragged = re.search(r"CSV Error on Line: (\d+)\s*\nOriginal Line: (.*)\nExpected Number of Columns: (\d+) Found: (\d+)", msg)
+    if ragged:
+        line, text, expected, found = ragged.groups()
+        return (f"{where}: source '{name}': line {line} has {found} fields where the header has {expected}: "
+                f"{text[:120]!r}. A value holding the delimiter {spec.delimiter!r} must be quoted; fix or drop the row")
+    path = Path(where) if Path(str(where)).is_file() else files[0]
+    head = _head(path)
+    if spec.format == "parquet" and "magic bytes" in msg and head is not None and b"\0" not in head:
+        return f"{where}: source '{name}' is not a Parquet file; it looks like text (CSV?). Set `format: csv` {entry}"
+    if spec.format == "csv" and head is not None and head.startswith(b"PAR1"):
+        return f"{where}: source '{name}' is a Parquet file, not CSV. Set `format: parquet` {entry}"
+    if spec.format == "csv" and "sniffing" in msg and head is not None:
+        return f"{where}: source '{name}' could not be read as CSV: {_csv_diagnosis(head, spec.delimiter, entry)}"
     first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
     return f"{where}: source '{name}' could not be read as {spec.format}: {first}"
+
+
+def _head(path: Path, size: int = 65_536) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read(size)
+    except OSError:
+        return None
+
+
+def _csv_diagnosis(head: bytes, delimiter: str, entry: str) -> str:
+    """Why DuckDB found no consistent dialect, from the file's first lines: a binary file, another
+    delimiter that splits every line alike, or the first line whose field count differs from the
+    header's."""
+    import csv
+    import io
+
+    if b"\0" in head:
+        return "it is not a text file (it holds NUL bytes); point the catalog at the CSV export"
+    lines = head.decode("utf-8", errors="replace").splitlines()[:-1] or head.decode("utf-8", errors="replace").splitlines()
+    rows = list(csv.reader(io.StringIO("\n".join(lines[:200])), delimiter=delimiter))
+    for d in _DELIMITERS:
+        if d == delimiter:
+            continue
+        counts = {len(r) for r in csv.reader(io.StringIO("\n".join(lines[:200])), delimiter=d) if r}
+        if len(counts) == 1 and counts.pop() > 1:
+            shown = "\\t" if d == "\t" else d
+            return f"its lines split alike on {shown!r}, not on {delimiter!r}. Set `delimiter: \"{shown}\"` {entry}"
+    if rows:
+        for i, r in enumerate(rows[1:], 2):
+            if r and len(r) != len(rows[0]):
+                return (f"line {i} has {len(r)} fields where the header has {len(rows[0])}: {lines[i - 1][:120]!r}. "
+                        f"A value holding the delimiter {delimiter!r} must be quoted; fix or drop the row")
+    return f"DuckDB found no consistent way to split its lines on {delimiter!r}; check the delimiter and quoting {entry}"

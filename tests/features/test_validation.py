@@ -269,6 +269,35 @@ def test_a_bad_byte_far_into_a_csv_is_found_by_validation(project):
     assert f"line {len(df) + 2}" in p.message, p.message
 
 
+@pytest.mark.parametrize("case", ["ragged early", "ragged late", "semicolons and decimal commas",
+                                  "parquet called csv", "csv called parquet"])
+def test_a_file_that_does_not_read_says_what_is_wrong_and_the_fix(project, case):
+    """DuckDB's own words for these ("Error when sniffing file", "No magic bytes found") name no
+    line and no fix; the message does."""
+    header = "event_id,customer_id,event_type,ts,amount"
+    good = [f"e{i},c1,email_sent,2026-01-01 10:00:00," for i in range(30_000 if case == "ragged late" else 5)]
+    path, fmt = project.data / "events.csv", "csv"
+    if case.startswith("ragged"):
+        path.write_text("\n".join([header, *good, "ex,c1,email_sent,2026-01-01 10:00:00,,extra", *good[:3]]) + "\n")
+        expected = [f"line {len(good) + 2} has 6 fields where the header has 5", "'ex,c1,email_sent", "must be quoted"]
+    elif case == "semicolons and decimal commas":
+        path.write_text(header.replace(",", ";") + "\ne1;c1;order_completed;2026-01-01 10:00:00;27,58\n"
+                        "e2;c2;order_completed;2026-01-01 10:00:00;3,50\ne3;c2;email_sent;2026-01-02 10:00:00;\n")
+        expected = ["its lines split alike on ';', not on ','", 'Set `delimiter: ";"`']
+    elif case == "parquet called csv":
+        good_events().to_parquet(path)
+        expected = ["is a Parquet file, not CSV", "Set `format: parquet`"]
+    else:
+        path = project.data / "events.parquet"
+        path.write_text("\n".join([header, *good]) + "\n")
+        fmt, expected = "parquet", ["is not a Parquet file; it looks like text (CSV?)", "Set `format: csv`"]
+    project.catalog(events={"format": fmt, "path": f"data/{path.name}"})
+    p = only(run(project), "unreadable")
+    for text in expected:
+        assert text in p.message, p.message
+    assert str(path) in p.message
+
+
 def test_missing_file_and_glob(project):
     project.catalog(events={"format": "parquet", "path": "data/nope.parquet"})
     assert "does not exist" in only(run(project), "unreadable").message
