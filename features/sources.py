@@ -58,6 +58,10 @@ class RawSource:
     #: Parquet sources: footer statistics of the columns every row group of every file describes
     #: (others are absent); lets validation skip a check the statistics show cannot fail
     stats: dict[str, ColumnStats] = field(default_factory=dict)
+    #: Sources of several files: column -> the files that lack it (their rows read it as null)
+    missing_in: dict[str, tuple[Path, ...]] = field(default_factory=dict)
+    #: Sources of several files: each file's own columns (named as in the view)
+    file_columns: dict[Path, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _quote(s: str) -> str:
@@ -169,7 +173,17 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
     except duckdb.Error as e:
         raise SourceError(explain_read_error(e, spec, name, files)) from None
     stats = _parquet_stats(con, files, renames) if spec.format == "parquet" else {}
-    return RawSource(name, view, files, types, rows, stats)
+    per_file: dict[Path, tuple[str, ...]] = {}
+    if len(files) > 1 and spec.format != "duckdb":
+        # Read by name, the files' union has every column any of them has: a file without one
+        # reads as nulls there, which the checks would report as null values, not a missing column.
+        for f in files:
+            try:
+                per_file[f] = tuple(renames.get(c, c) for c in con.sql(_reader_sql(spec, (f,), con, name)).columns)
+            except duckdb.Error as e:
+                raise SourceError(explain_read_error(e, spec, name, (f,))) from None
+    missing = {renames.get(c, c): tuple(f for f, have in per_file.items() if renames.get(c, c) not in have) for c in cols}
+    return RawSource(name, view, files, types, rows, stats, {c: fs for c, fs in missing.items() if fs}, per_file)
 
 
 def _parquet_stats(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], renames: dict[str, str]) -> dict[str, ColumnStats]:

@@ -151,7 +151,8 @@ def test_a_file_without_the_column_is_not_covered_by_the_others_statistics(proje
     project.catalog(events={"format": "parquet", "path": "data/events_*.parquet"})
     report = run(project)
     assert "customer_id" not in report.sources["events"].stats
-    assert only(report, "null_id").count == len(df)
+    p = only(report, "missing_column")  # named as the file that lacks the column, not as null ids
+    assert p.severity == "error" and p.column == "customer_id" and p.examples == ("events_2.parquet",)
 
 
 def test_a_negative_amount_in_a_later_row_group_is_found_with_footer_statistics(project):
@@ -313,6 +314,35 @@ def test_glob_of_parquet_parts_and_column_mapping(project):
                             "columns": {"customer_id": "user_id", "ts": "timestamp"}})
     report = run(project)
     assert report.ok and report.sources["events"].rows == len(df)
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "csv"])
+def test_a_file_of_a_glob_without_a_column_is_named(project, fmt):
+    """Files are read by name, so a file without a column reads as nulls there: named as the
+    file that lacks the column (an error for a required one, a warning for an optional one), not
+    reported as rows with no timestamp."""
+    df = good_events()
+    parts = {"part-1": df.iloc[:4], "part-2": df.iloc[4:7].drop(columns=["ts"]), "part-3": df.iloc[7:]}
+
+    def write(frames):
+        for old in project.data.glob("part-*"):
+            old.unlink()
+        for stem, frame in frames.items():
+            frame.to_parquet(project.data / f"{stem}.parquet") if fmt == "parquet" else frame.to_csv(
+                project.data / f"{stem}.csv", index=False)
+
+    write(parts)
+    project.catalog(events={"format": fmt, "path": f"data/part-*.{fmt}"})
+    report = run(project)
+    p = only(report, "missing_column")
+    assert p.severity == "error" and p.column == "ts" and p.examples == (f"part-2.{fmt}",)
+    assert f"1 file of 3 under {project.data} lacks column 'ts', which the others have" in p.message, p.message
+    assert "'event_id', 'customer_id', 'event_type', 'amount'" in p.message and "every file needs it" in p.message
+    assert not [q for q in report.problems if q.check == "null_ts"]
+    write({**parts, "part-2": df.iloc[4:7].drop(columns=["amount"])})
+    report = run(project)
+    p = only(report, "missing_column")
+    assert report.ok and p.severity == "warning" and p.column == "amount" and "their rows read it as null" in p.message
 
 
 def test_all_problems_reported_at_once(project):
