@@ -142,6 +142,26 @@ def _check_csv_header(cols: list[str], spec: SourceSpec, name: str, path: Path) 
             )
 
 
+def _check_repeated_header_names(path: Path, spec: SourceSpec, name: str) -> None:
+    """A CSV header naming a column twice (``amount,amount``: one of them meant to be another
+    column) is refused; DuckDB would rename the second one and the intended column would be
+    missing in silence."""
+    import csv
+    import io
+
+    head = _head(path)
+    if not head:
+        return
+    text = head.decode(spec.encoding, errors="replace").lstrip("\ufeff")
+    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r")), delimiter=spec.delimiter), [])
+    seen: dict[str, int] = {}
+    for i, col in enumerate(header, 1):
+        if col in seen:
+            raise SourceError(f"{path}: source '{name}' names column {col!r} twice in its header (columns "
+                              f"{seen[col]} and {i}); rename the one that is meant to be another column")
+        seen[col] = i
+
+
 def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec, base_dir: Path) -> RawSource:
     """Create the view ``raw_<name>`` over a source, with contract column names applied."""
     files = resolve_files(spec, base_dir, name)
@@ -155,6 +175,8 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
         raise SourceError(explain_read_error(e, spec, name, files)) from None
     if spec.format == "csv":
         _check_csv_header(cols, spec, name, files[0])
+        for f in files:
+            _check_repeated_header_names(f, spec, name)
     renames = {src: dst for dst, src in spec.columns.items()}
     missing_renames = [src for src in renames if src not in cols]
     if missing_renames:

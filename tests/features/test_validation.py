@@ -299,6 +299,14 @@ def test_a_file_that_does_not_read_says_what_is_wrong_and_the_fix(project, case)
     assert str(path) in p.message
 
 
+def test_a_csv_header_naming_a_column_twice_is_refused(project):
+    (project.data / "events.csv").write_text("event_id,customer_id,event_type,ts,amount,amount\n"
+                                             "e1,c1,order_completed,2026-01-01 10:00:00,10,shoes\n")
+    project.catalog(events={"format": "csv", "path": "data/events.csv"})
+    p = only(run(project), "unreadable")
+    assert "names column 'amount' twice in its header (columns 5 and 6)" in p.message, p.message
+
+
 def test_missing_file_and_glob(project):
     project.catalog(events={"format": "parquet", "path": "data/nope.parquet"})
     assert "does not exist" in only(run(project), "unreadable").message
