@@ -51,6 +51,7 @@ demo: env
 	$(DYNSEG) score --as-of $(DEMO_PREV)
 	$(DYNSEG) score --as-of $(DEMO_END)
 	$(DYNSEG) segments show likely_buyers --sample 5
+	$(DYNSEG) segments changes likely_buyers --limit 10
 	# The campaign's outcome window has passed: holdout lift and realized quality.
 	$(DYNSEG) lift --as-of $(DEMO_CAMPAIGN)
 	# Drift of the latest run against the training reference (exit 3 = alarm, expected here).

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -160,6 +161,53 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
     for row in members.sort_values("customer_id").head(sample)[cols].itertuples(index=False):
         s.add_row(*("" if v is None or pd.isna(v) else str(v) for v in row))  # nullable columns hold pd.NA
     out.print(s)
+
+
+@app.command()
+def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
+            as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
+            out_path: Annotated[Optional[Path], typer.Option("--out", help="Write every change to this Parquet or CSV file.")] = None,
+            limit: Annotated[int, typer.Option(help="Changes to list on screen.")] = 20) -> None:
+    """Who entered and who exited a segment in a run, against the run before it, with their scores
+    and bands in this run (an exited customer's show why: below the band now, excluded, or no
+    longer scored). --out writes them all, e.g. to trigger a journey on entry."""
+    import pandas as pd
+
+    from pipeline import runs
+    from pipeline.jobs.features import write_frame
+
+    state: State = ctx.obj
+    with handled():
+        cfg = state.config()
+        db = Workspace(cfg.workspace).db_path
+        run = _latest_run(db, as_of)
+        known = runs.read(db, "SELECT DISTINCT segment FROM segment_health WHERE run_id = ?", [run.run_id])
+        if name not in set(known.segment):
+            close = difflib.get_close_matches(name, list(known.segment), n=1)
+            raise ValueError(f"the run as of {as_of_label(run.as_of)} (run {run.run_id}) has no segment {name!r}"
+                             + (f"; did you mean {close[0]!r}?" if close else "")
+                             + f" Its segments: {', '.join(sorted(known.segment))}")
+        moved = runs.read(db, """
+            SELECT d.customer_id, d.change, s.* EXCLUDE (run_id, as_of, customer_id)
+            FROM segment_deltas d LEFT JOIN customer_scores s ON s.run_id = d.run_id AND s.customer_id = d.customer_id
+            WHERE d.run_id = ? AND d.segment = ? ORDER BY d.change, d.customer_id""", [run.run_id, name])
+        if out_path is not None:
+            write_frame(moved, out_path)
+    prev = run.previous_run_id
+    title = (f"Segment {name} as of {as_of_label(run.as_of)} (run {run.run_id}) against "
+             f"{f'run {prev}' if prev else 'no earlier run'}: "
+             f"{(moved.change == 'entered').sum():,} entered, {(moved.change == 'exited').sum():,} exited")
+    if prev is None:
+        err.print(f"Run {run.run_id} is the first scoring run: every member counts as entered.", highlight=False)
+    cols = [c for c in moved.columns if c in ("customer_id", "change") or c.endswith(("_score_100", "_band"))]
+    t = Table(title=title + (f" (first {limit} listed)" if len(moved) > limit else ""), title_justify="left")
+    for c in cols:
+        t.add_column(c, justify="right" if c.endswith("_score_100") else "left")
+    for row in moved.head(max(limit, 0))[cols].itertuples(index=False):
+        t.add_row(*("not scored" if v is None or pd.isna(v) else str(v) for v in row))
+    out.print(t)
+    if out_path is not None:
+        out.print(f"Wrote {len(moved):,} changes to {out_path}")
 
 
 @app.command()

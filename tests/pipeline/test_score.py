@@ -95,6 +95,30 @@ def test_memberships_deltas_and_health_agree(shop):
     assert h.loc["recent_buyers", "size"] > 0 and h.loc["likely_buyers", "size"] > 0
 
 
+def test_segments_changes_lists_and_writes_who_entered_and_exited(shop, tmp_path):
+    r1, r2 = shop.runs
+    d = q(shop, "SELECT customer_id, change FROM segment_deltas WHERE run_id = ? AND segment = 'likely_buyers'", [r2.run_id])
+    out = tmp_path / "moves.csv"
+    result = runner.invoke(app, ["segments", "changes", "likely_buyers", "--out", str(out), "--limit", "3"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    n_in, n_out = (d.change == "entered").sum(), (d.change == "exited").sum()
+    assert f"against run {r1.run_id}: {n_in:,} entered, {n_out:,} exited (first 3 listed)" in text, text
+    written = pd.read_csv(out)
+    assert sorted(zip(written.customer_id, written.change)) == sorted(zip(d.customer_id, d.change))
+    # an entered customer is in the band now; an exited one scored now is not (or is excluded)
+    now = q(shop, "SELECT customer_id, purchase_band FROM customer_scores WHERE run_id = ?", [r2.run_id]).set_index("customer_id")
+    entered = written[written.change == "entered"]
+    assert (entered.purchase_band == "high").all() and (now.loc[entered.customer_id, "purchase_band"] == "high").all()
+    # the first run has no run before it: every member entered, and it says so
+    size = q(shop, "SELECT count(*) AS n FROM segment_members WHERE run_id = ? AND segment = 'likely_buyers'", [r1.run_id]).n[0]
+    result = runner.invoke(app, ["segments", "changes", "likely_buyers", "--as-of", "2026-11-26"])
+    assert result.exit_code == 0 and f"against no earlier run: {size:,} entered, 0 exited" in " ".join(result.output.split())
+    assert "is the first scoring run: every member counts as entered" in " ".join(result.stderr.split())
+    result = runner.invoke(app, ["segments", "changes", "likely_buyer"])
+    assert result.exit_code == 1 and "did you mean 'likely_buyers'?" in " ".join(result.output.split())
+
+
 def test_segment_rules_hold_for_every_member(shop):
     run = shop.runs[1]
     feats = build_features_job(load_config(shop.root), DAY2).frame.set_index("customer_id")
