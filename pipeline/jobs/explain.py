@@ -111,7 +111,9 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
                         member_of, float(base), float(model.probability_from_raw(np.array([base]))[0]), table)
         e.of_run = label == used_by_run
         if plot:
-            path = (Workspace(cfg.workspace).reports_dir / "explain" / run.run_id / f"{customer_id}_{tgt}.png")
+            # another version than the run's gets its own file: the run's explanation stays
+            suffix = "" if e.of_run else f"_v{label.rsplit('/', 1)[-1]}"
+            path = (Workspace(cfg.workspace).reports_dir / "explain" / run.run_id / f"{customer_id}_{tgt}{suffix}.png")
             e.waterfall = waterfall_plot(table.head(top), e.base, raw, e.base_probability, p, path,
                                          f"{customer_id}: {tgt} score {p:.1%} ({label}, as of {as_of_label(t)})")
         out.append(e)

@@ -418,8 +418,12 @@ def test_a_challenger_version_explains_the_runs_customers_with_its_own_scores(sh
     row = features_as_of(cfg, shop.runs[1].as_of, [cid])
     assert e.score == pytest.approx(float(model.predict(row)[0]), abs=1e-9)  # the challenger's score, not the run's
     assert e.stored_score == pytest.approx(s.set_index("customer_id").loc[cid, "purchase_score"], abs=1e-12)
+    folder = shop.workspace / "reports" / "explain" / shop.runs[1].run_id
+    assert runner.invoke(app, ["explain", cid, "--model", "purchase"]).exit_code == 0
     result = runner.invoke(app, ["explain", cid, "--model", "purchase", "--version", challenger.version])
     assert result.exit_code == 0 and "is not the model the run used" in " ".join(result.output.split()), result.output
+    # the challenger's waterfall has its own file: the run's own explanation is kept
+    assert {f.name for f in folder.glob(f"{cid}_purchase*.png")} == {f"{cid}_purchase.png", f"{cid}_purchase_v{challenger.version}.png"}
     assert runner.invoke(app, ["explain", cid, "--version", "1"]).exit_code == 2  # --version needs --model
 
 
