@@ -69,12 +69,15 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def check_writable(path: Path) -> None:
-    """Refuse, before any work, an output path that cannot become a file: a folder, under a file,
-    or in a folder this process cannot write."""
+def check_writable(path: Path, example: str | None = None) -> None:
+    """Refuse, before any work, an output path that cannot become a file: a folder (bad usage,
+    with ``example`` as a file name to put in it), under a file, or in a folder this process
+    cannot write."""
+    from features.asof import BadValue
+
     path = Path(path)
     if path.is_dir():
-        raise ValueError(f"{path} is a folder; expected a file path (e.g. {path / ('out' + (path.suffix or '.parquet'))})")
+        raise BadValue(f"{path} is a folder; expected a file path (e.g. {path / (example or 'out' + (path.suffix or '.parquet'))})")
     parent = path.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

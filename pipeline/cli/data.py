@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.asof import now_utc, parse_as_of
+from features.asof import BadValue, now_utc, parse_as_of
 from pipeline.cli.common import State, err, handled, kv_table, out, progress
 from pipeline.cli.render import problems_table
 from pipeline.workspace import Workspace, check_writable, write_atomic
@@ -55,7 +55,7 @@ def validate(
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else now_utc()
         if json_out:
-            check_writable(json_out)  # before the workspace is touched
+            check_writable(json_out, "validation.json")  # before the workspace is touched
         with progress("Validating sources") as _:
             from pipeline.jobs.data import DataError, data_summary, validate_job
 
@@ -119,7 +119,7 @@ def simulate_campaign(
     state: State = ctx.obj
     with handled():
         if not (run or as_of):
-            raise ValueError("name the scoring run: --run RUN_ID or --as-of DATE")
+            raise BadValue("name the scoring run: --run RUN_ID or --as-of DATE")
         c = simulate_campaign_job(state.config(), run, uplift, segment, seed, parse_as_of(as_of) if as_of else None)
     out.print(f"campaign after run {c.run_id} ({c.as_of:%Y-%m-%d %H:%M}): {c.treated:,} treated members of "
               f"{', '.join(c.segments)}; {c.events_added:,} events added in the {c.horizon_days}-day window to "

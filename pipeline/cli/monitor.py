@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.asof import as_of_label, parse_as_of
+from features.asof import BadValue, as_of_label, parse_as_of
 from pipeline.cli.common import EXIT_GATE, State, err, handled, kv_table, out
 
 
@@ -54,7 +54,7 @@ def lift(
     state: State = ctx.obj
     with handled():
         if not (run or as_of):
-            raise ValueError("name the scoring run: --run RUN_ID or --as-of DATE")
+            raise BadValue("name the scoring run: --run RUN_ID or --as-of DATE")
         with err.status("measuring lift and realized quality"):
             r = lift_job(state.config(), run, parse_as_of(as_of) if as_of else None)
     window = ", ".join(f"{k} {as_of_label(a)} → {as_of_label(b)}" for k, (a, b) in r.windows.items())

@@ -251,7 +251,7 @@ def write_arrow(table: pa.Table, out: Path) -> Path:
 
 def _check_out(out: Path) -> None:
     if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; expected a file path ending in .parquet or .csv "
+        raise BadValue(f"--out {out} is a folder; expected a file path ending in .parquet or .csv "
                          f"(e.g. {out / 'customer_features.parquet'})")
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise BadValue(f"--out {out}: expected a file name ending in .parquet or .csv; found {out.suffix or 'no suffix'!r}")

@@ -77,3 +77,9 @@ def test_generate_then_validate_end_to_end(project):
     early = subprocess.run([*dynseg, "data", "validate", "--as-of", "2026-06-30"],
                            env=env, capture_output=True, text=True, timeout=120)
     assert early.returncode == 1 and "future_ts" in early.stderr
+
+
+def test_lift_without_a_run_is_bad_usage(project):
+    project.write_events(good_events())
+    result = runner.invoke(app, ["lift"])
+    assert result.exit_code == 2 and "name the scoring run: --run RUN_ID or --as-of DATE" in result.output

@@ -48,7 +48,7 @@ def test_build_writes_features_and_names_unavailable_groups_for_a_purchases_only
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(project.root / "F.CSV")])
     assert result.exit_code == 0 and pd.read_csv(project.root / "F.CSV").equals(f)
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(project.root / "configs")])
-    assert result.exit_code == 1 and "is a folder; expected a file path ending in .parquet or .csv" in " ".join(result.output.split())
+    assert result.exit_code == 2 and "is a folder; expected a file path ending in .parquet or .csv" in " ".join(result.output.split())
 
 
 def test_the_parquet_file_holds_the_frame_the_job_returns(project):
@@ -178,15 +178,16 @@ def test_an_out_path_that_cannot_be_a_file_is_refused_before_any_work(project):
     project.catalog(events={"format": "parquet", "path": "data/missing.parquet"})
     (project.root / "a_file").write_text("x")
     (project.root / "folder.parquet").mkdir()
-    for out, said in ((project.root / "a_file" / "f.parquet", "is a file, not a folder"),
-                      (project.root / "folder.parquet", "is a folder; expected a file path")):
+    for out, said, code in ((project.root / "a_file" / "f.parquet", "is a file, not a folder", 1),
+                            (project.root / "folder.parquet", "is a folder; expected a file path", 2)):  # bad usage
         result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
-        assert result.exit_code == 1, result.output
+        assert result.exit_code == code, result.output
         text = " ".join(result.stderr.split())
         assert said in text and "missing.parquet" not in text, text
     project.write_events(good_events())  # valid data: data validate would write its report to the workspace
     result = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06", "--json", str(project.root / "folder.parquet")])
-    assert result.exit_code == 1 and "is a folder" in " ".join(result.stderr.split())
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "is a folder" in text and "folder.parquet/validation.json" in text, text
     assert not (project.workspace / "reports" / "validation.json").exists()  # refused before the workspace was touched
 
 
