@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterable
 import pandas as pd
 import pyarrow as pa
 
-from features.asof import BadValue, parse_duration
+from features.asof import BadValue, as_of_label, parse_duration
 from features.customer_features import DataProfile, FeatureSpec, customer_features, is_catalog_column
 from features.normalize import ident
 from features.engines import FeatureEngine
@@ -179,7 +179,21 @@ def run_warnings(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     event ids dropped, event customers without a profile...), then stale data (when freshness warns
     rather than refuses; refusing raises here)."""
     found = [f"{p.message} ({p.fix})" for p in data.report.problems if p.severity == "warning"]
-    return found + _fresh(cfg, data, as_of)
+    return found + _fresh(cfg, data, as_of) + _short_history(cfg, data, as_of)
+
+
+def _short_history(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
+    """A log that starts less than the longest feature window before ``as_of``: those windows,
+    recency and tenure see only what the log holds, and every customer looks newer than they are."""
+    first = data.report.time_range(cfg.role_of)[0]
+    longest = max(cfg.features.windows_days, default=0)
+    if first is None or first >= as_of or (as_of - first).days >= longest:
+        return []
+    days = (as_of - first).days
+    return [f"the event log starts {first:%Y-%m-%d}, {days} day{'s' if days != 1 else ''} before "
+            f"{as_of_label(as_of)}: features over longer windows (up to {longest}d), recency and tenure "
+            "see only those days, so customers look newer and less active than they are (load the older "
+            "history, or use a later --as-of)"]
 
 
 def newest_event(cfg: Config, data: LoadedData, as_of: datetime) -> datetime | None:

@@ -296,3 +296,15 @@ def test_a_signal_during_a_duckdb_query_ends_in_one_line(signum, code, line, cap
         common._signals.clear()
     with pytest.raises(RuntimeError, match="something else"), common.handled():
         raise RuntimeError("something else")  # any other RuntimeError is not taken for one
+
+
+def test_a_log_shorter_than_the_longest_window_is_warned_about(project):
+    project.write_events(good_events())  # from 2026-01-01
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stderr.split())
+    assert "the event log starts 2026-01-01, 5 days before 2026-01-06" in text, text
+    assert "(up to 365d)" in text and "customers look newer" in text
+    (project.root / "configs" / "features.yaml").write_text("windows_days: [3]\n")
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
+    assert result.exit_code == 0 and "the event log starts" not in result.stderr
