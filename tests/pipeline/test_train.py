@@ -82,6 +82,16 @@ def test_promote_rollback_and_load_by_alias(purchase, shop):
     scores = model.predict(registry.model_input(test[purchase.model.features_], model))
     np.testing.assert_allclose(scores["score"].to_numpy(), purchase.model.predict(test), rtol=1e-9)
     assert scores["score"].between(0, 1).all()
+    # the README's recipe: a `features build` file scored by the registered pyfunc outside dynseg
+    import mlflow
+    import pandas as pd
+
+    out = shop.root / "feats.parquet"
+    assert runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(out)]).exit_code == 0
+    m = mlflow.pyfunc.load_model("models:/dynseg-purchase@champion")
+    frame = pd.read_parquet(out)
+    by_pyfunc = m.predict(registry.model_input(frame, m))
+    np.testing.assert_allclose(by_pyfunc["score"].to_numpy(), purchase.model.predict(frame), rtol=1e-9)
     listing = runner.invoke(app, ["models", "list"])
     assert listing.exit_code == 0 and "champion" in listing.stdout
 
