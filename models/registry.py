@@ -215,8 +215,13 @@ def _require_model(client: MlflowClient, name: str) -> None:
     except MlflowException as e:
         if not _missing(e):
             raise
+        import difflib
+
         known = sorted(m.name for m in client.search_registered_models())
-        raise RegistryError(f"no registered model named {name!r} at {mlflow.get_tracking_uri()}; "
+        shorthands = {n: t for t, n in DEFAULT_MODEL_NAMES.items()}
+        close = difflib.get_close_matches(name, [*known, *(shorthands[k] for k in known if k in shorthands)], n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise RegistryError(f"no registered model named {name!r} at {mlflow.get_tracking_uri()}; {hint}"
                             f"known models: {known or 'none'}. Train and register one with `dynseg train <target>`, "
                             "or check MLFLOW_TRACKING_URI / settings.tracking_uri.") from None
 

@@ -157,6 +157,12 @@ def test_unknown_model_name(shop):
     assert r.exit_code == 1 and "no registered model named 'dynseg-nope'" in " ".join(r.stderr.split())
 
 
+def test_a_mistyped_model_name_suggests_the_close_one(purchase, shop):
+    r = runner.invoke(app, ["models", "show", "purchse"])
+    assert r.exit_code == 1 and "no registered model named 'purchse'" in " ".join(r.stderr.split())
+    assert "did you mean 'purchase'?" in " ".join(r.stderr.split())
+
+
 def test_excluded_features_are_no_model_input_and_a_typo_is_refused(purchase, shop):
     from pipeline.config import ConfigError
     from pipeline.jobs.features import check_excluded
