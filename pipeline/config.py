@@ -609,6 +609,10 @@ def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
 
 
+#: Config keys holding a duration (``30d``, ``8w``): a bare number there gets the unit suggested
+_DURATION_KEYS = {"horizon", "active_window", "step", "min_history"}
+
+
 def _describe(err: dict, keys: list[str] = ()) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "missing":
@@ -621,5 +625,10 @@ def _describe(err: dict, keys: list[str] = ()) -> str:
         return f"unknown key (found {err['input']!r}); {hint}"
     if kind == "literal_error":
         return f"expected {msg.removeprefix('Input should be ')}; found {err['input']!r}"
+    key = str(err["loc"][-1]) if err["loc"] else ""
+    if kind == "string_type" and key in _DURATION_KEYS and isinstance(err.get("input"), (int, float)):
+        return f"expected a duration with its unit such as {err['input']}d or 8w; found {err['input']!r}"
+    if kind == "string_pattern_mismatch" and key == "memory_limit":
+        return f"expected a size such as 2GB or 512MB; found {err['input']!r}"
     text = msg.removeprefix("Value error, ")
     return f"{text[0].lower()}{text[1:]}; found {err['input']!r}" if "input" in err and kind != "value_error" else text

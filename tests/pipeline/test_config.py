@@ -47,6 +47,16 @@ def test_an_unknown_key_suggests_the_close_one_at_its_level(project):
         load_config(project.root)
 
 
+def test_a_bare_number_for_a_duration_or_size_gets_the_form_suggested(project):
+    _write(project, "labels.yaml", "purchase:\n  horizon: 30\n")
+    _write(project, "project.yaml", "memory_limit: lots\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "purchase.horizon: expected a duration with its unit such as 30d or 8w; found 30" in text, text
+    assert "memory_limit: expected a size such as 2GB or 512MB; found 'lots'" in text, text
+
+
 def test_an_unclosed_bracket_names_the_line_it_opened_on(project):
     _write(project, "features.yaml", "windows_days: [7, 30\nwindow_roles:\n  - purchase\n")
     with pytest.raises(ConfigError) as e:
