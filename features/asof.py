@@ -51,6 +51,13 @@ def as_of_label(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def as_of_text(dt: datetime) -> str:
+    """An as_of for a summary line: ``2026-11-27 (data before 2026-11-28 00:00 UTC)``, the date as
+    given and the instant it means, or the instant itself."""
+    label = as_of_label(dt)
+    return f"{label} (data before {dt:%Y-%m-%d %H:%M} UTC)" if len(label) == 10 else label
+
+
 def cutoff_label(value: str | datetime | None) -> str:
     """A snapshot cutoff (an instant; stored as ``2026-08-02`` for its midnight) read back like an
     as_of: ``2026-08-01``, the day whose end it is, so it can be passed to ``--as-of`` as is."""

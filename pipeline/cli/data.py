@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.asof import BadValue, now_utc, parse_as_of
+from features.asof import BadValue, as_of_text, now_utc, parse_as_of
 from pipeline.cli.common import State, err, handled, kv_table, out, progress
 from pipeline.cli.render import problems_table
 from pipeline.workspace import Workspace, check_writable, write_atomic
@@ -72,8 +72,8 @@ def validate(
     if json_out:
         with handled():
             write_atomic(json_out, json.dumps(data.report.to_dict() | {"summary": summary}, indent=2, default=str).encode())
-    out.print(f"[green]Sources valid[/] as of {instant.isoformat(sep=' ')} UTC "
-              f"({len(data.report.problems)} warning(s)).")
+    n = len(data.report.problems)
+    out.print(f"[green]Sources valid[/] as of {as_of_text(instant)} ({n} warning{'s' if n != 1 else ''}).")
 
 
 def _print_summary(s: dict) -> None:

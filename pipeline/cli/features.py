@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.asof import as_of_label, parse_as_of
+from features.asof import as_of_label, as_of_text, parse_as_of
 from features.customer_features import DOCS, catalog
 from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out, progress
 from pipeline.workspace import Workspace
@@ -43,7 +43,7 @@ def build(
                   "(their roles or profile fields are absent; see features/customer_features.md)")
     table = run.arrow()
     out.print(kv_table("Features built", {
-        "as of (UTC)": instant.isoformat(sep=" "),
+        "as of": as_of_text(instant),
         "engine": run.engine,
         "customers": table.num_rows,
         "features": table.num_columns - 2,

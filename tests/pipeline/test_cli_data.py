@@ -83,3 +83,10 @@ def test_lift_without_a_run_is_bad_usage(project):
     project.write_events(good_events())
     result = runner.invoke(app, ["lift"])
     assert result.exit_code == 2 and "name the scoring run: --run RUN_ID or --as-of DATE" in result.output
+
+
+def test_the_as_of_reads_back_as_the_date_given_and_the_instant_it_means(project):
+    project.write_events(good_events())
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"])
+    assert result.exit_code == 0, result.output
+    assert "Sources valid as of 2026-01-06 (data before 2026-01-07 00:00 UTC)" in " ".join(result.stdout.split())
