@@ -26,17 +26,22 @@ def _latest_run(db, as_of: str | None):
     return runs.find(db, as_of=parse_as_of(as_of) if as_of else None)
 
 
+def _run_of(ctx: typer.Context, as_of: str | None):
+    """(config, workspace database, the run as of ``as_of`` or the latest)."""
+    state: State = ctx.obj
+    cfg = state.config()
+    db = Workspace(cfg.workspace).db_path
+    return cfg, db, _latest_run(db, as_of)
+
+
 @app.command("list")
 def list_(ctx: typer.Context,
           as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None) -> None:
     """Every segment of a run: size, sendable, holdout, entered/exited since the previous run, volatility, owner."""
     from pipeline import runs
 
-    state: State = ctx.obj
     with handled():
-        cfg = state.config()
-        db = Workspace(cfg.workspace).db_path
-        run = _latest_run(db, as_of)
+        cfg, db, run = _run_of(ctx, as_of)
         health = runs.read(db, "SELECT * FROM segment_health WHERE run_id = ?", [run.run_id])
     order = {s.name: i for i, s in enumerate(cfg.segments.segments)}
     health = health.sort_values("segment", key=lambda s: s.map(order).fillna(len(order)), ignore_index=True)
@@ -176,11 +181,8 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
     from pipeline import runs
     from pipeline.jobs.features import write_frame
 
-    state: State = ctx.obj
     with handled():
-        cfg = state.config()
-        db = Workspace(cfg.workspace).db_path
-        run = _latest_run(db, as_of)
+        cfg, db, run = _run_of(ctx, as_of)
         known = runs.read(db, "SELECT DISTINCT segment FROM segment_health WHERE run_id = ?", [run.run_id])
         if name not in set(known.segment):
             close = difflib.get_close_matches(name, list(known.segment), n=1)
