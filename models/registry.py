@@ -227,7 +227,15 @@ def _require_model(client: MlflowClient, name: str) -> None:
 
 
 def _version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
+    """Version ``version`` of ``name``: a number, or an alias (``champion``, ``challenger``...)."""
     _require_model(client, name)
+    if not str(version).isdigit():
+        mv = _alias(client, name, str(version))
+        if mv is None:
+            aliases = sorted(client.get_registered_model(name).aliases)
+            raise RegistryError(f"model {name!r} has no version {version!r}: expected a version number or one of "
+                                f"its aliases ({', '.join(aliases) or 'none yet'})")
+        return mv
     try:
         return client.get_model_version(name, str(version))
     except MlflowException as e:

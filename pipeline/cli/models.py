@@ -76,7 +76,7 @@ def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument(help
 def show(
     ctx: typer.Context,
     name: Name,
-    version: Annotated[Optional[int], typer.Argument(help="Version number (default: the champion, else the newest).")] = None,
+    version: Annotated[Optional[str], typer.Argument(help="Version number or alias, e.g. champion (default: the champion, else the newest).")] = None,
 ) -> None:
     """One version: its model card, test metrics against the baselines, bands and tags."""
     with _registry(ctx) as registry:

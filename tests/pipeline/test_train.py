@@ -161,6 +161,16 @@ def test_a_mistyped_model_name_suggests_the_close_one(purchase, shop):
     r = runner.invoke(app, ["models", "show", "purchse"])
     assert r.exit_code == 1 and "no registered model named 'purchse'" in " ".join(r.stderr.split())
     assert "did you mean 'purchase'?" in " ".join(r.stderr.split())
+    # a version by its alias, as promote and explain name them
+    from mlflow import MlflowClient
+
+    MlflowClient().set_registered_model_alias("dynseg-purchase", "challenger", "1")
+    r = runner.invoke(app, ["models", "show", "purchase", "challenger"])
+    assert r.exit_code == 0 and "dynseg-purchase version 1" in r.output, r.output
+    r = runner.invoke(app, ["models", "show", "purchase", "chalenger"])
+    text = " ".join(r.stderr.split())
+    assert r.exit_code == 1 and "has no version 'chalenger': expected a version number or one of its aliases (" in text, text
+    MlflowClient().delete_registered_model_alias("dynseg-purchase", "challenger")
 
 
 def test_excluded_features_are_no_model_input_and_a_typo_is_refused(purchase, shop):
