@@ -584,13 +584,14 @@ def _parse(model: type[BaseModel], raw: dict | None, origin: dict[tuple, str], d
         for err in e.errors():
             loc = tuple(str(p) for p in err["loc"])
             file = next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), default_file)
-            issues.append(ConfigIssue(file, ".".join(loc) or "(top level)", _describe(err, _keys_at(model, err["loc"][:-1]))))
+            issues.append(ConfigIssue(file, ".".join(loc) or "(top level)", _describe(err, _model_at(model, err["loc"][:-1]))))
         return None
 
 
-def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The keys the config model accepts at ``loc`` (a path of keys and list indexes), for a
-    did-you-mean on an unknown key; empty where the path leads to no model."""
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
+    """The config model at ``loc`` (a path of keys and list indexes) whose key an error names: its
+    keys give a did-you-mean, its fields' types the form a value takes; None where the path
+    leads to no model."""
     import typing
 
     current: Any = model
@@ -599,34 +600,42 @@ def _keys_at(model: type[BaseModel], loc: tuple) -> list[str]:
         if isinstance(part, int) or any_key:
             any_key = False
             continue  # a list index or a mapping's key: the items have the same model
-        if not (isinstance(current, type) and issubclass(current, BaseModel)) or part not in current.model_fields:
-            return []
+        if not _is_model(current) or part not in current.model_fields:
+            return None
         current = current.model_fields[part].annotation
         while typing.get_origin(current) is not None:  # list[X], dict[str, X], X | None, Annotated[X, ...]: to X
             any_key = any_key or typing.get_origin(current) is dict
             args = [a for a in typing.get_args(current) if a is not type(None)]
-            current = next((a for a in args if isinstance(a, type) and issubclass(a, BaseModel)), args[0] if args else None)
-    return list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+            current = next((a for a in args if _is_model(a)), args[0] if args else None)
+    return current if _is_model(current) else None
 
 
-#: Config keys holding a duration (``30d``, ``8w``): a bare number there gets the unit suggested
-_DURATION_KEYS = {"horizon", "active_window", "step", "min_history"}
+def _is_model(t: Any) -> bool:
+    return isinstance(t, type) and issubclass(t, BaseModel)
 
 
-def _describe(err: dict, keys: list[str] = ()) -> str:
+def _is_duration(model: type[BaseModel] | None, key: str) -> bool:
+    """Whether ``key`` of ``model`` holds a duration (``30d``, ``8w``), by its validator."""
+    field_ = model.model_fields.get(key) if model is not None else None
+    return field_ is not None and any(getattr(m, "func", None) in (_duration, _positive_duration)
+                                      for m in field_.metadata)
+
+
+def _describe(err: dict, model: type[BaseModel] | None = None) -> str:
     kind, msg = err["type"], err["msg"]
     if kind == "missing":
         return "required key is missing"
     if kind == "extra_forbidden":
         import difflib
 
+        keys = list(model.model_fields) if model is not None else []
         close = difflib.get_close_matches(str(err["loc"][-1]), keys, n=1, cutoff=0.75)
         hint = f"did you mean `{close[0]}`?" if close else "check the spelling against the README"
         return f"unknown key (found {err['input']!r}); {hint}"
     if kind == "literal_error":
         return f"expected {msg.removeprefix('Input should be ')}; found {err['input']!r}"
     key = str(err["loc"][-1]) if err["loc"] else ""
-    if kind == "string_type" and key in _DURATION_KEYS and isinstance(err.get("input"), (int, float)):
+    if kind == "string_type" and _is_duration(model, key) and isinstance(err.get("input"), (int, float)):
         return f"expected a duration with its unit such as {err['input']}d or 8w; found {err['input']!r}"
     if kind == "string_pattern_mismatch" and key == "memory_limit":
         return f"expected a size such as 2GB or 512MB; found {err['input']!r}"
