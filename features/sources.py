@@ -134,7 +134,7 @@ def _check_csv_header(cols: list[str], spec: SourceSpec, name: str, path: Path) 
         return
     for d in _DELIMITERS:
         if d != spec.delimiter and d in cols[0]:
-            shown = "\\t" if d == "\t" else d
+            shown = _shown(d)
             raise SourceError(
                 f"{path}: source '{name}' reads as a single column {cols[0]!r}; the file looks "
                 f"'{shown}'-delimited, not '{spec.delimiter}'. Set `delimiter: \"{shown}\"` for "
@@ -252,10 +252,8 @@ def explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tupl
     ragged = re.search(r"CSV Error on Line: (\d+)\s*\nOriginal Line: (.*)\nExpected Number of Columns: (\d+) Found: (\d+)", msg)
     if ragged:
         line, text, expected, found = ragged.groups()
-        return (f"{where}: source '{name}': line {line} has {found} fields where the header has {expected}: "
-                f"{text[:120]!r}. A value holding the delimiter {spec.delimiter!r} must be quoted; fix or drop the row")
-    path = Path(where) if Path(str(where)).is_file() else files[0]
-    head = _head(path)
+        return f"{where}: source '{name}': {_ragged(int(line), int(found), int(expected), text, spec.delimiter)}"
+    head = _head(Path(where) if Path(where).is_file() else files[0])
     if spec.format == "parquet" and "magic bytes" in msg and head is not None and b"\0" not in head:
         return f"{where}: source '{name}' is not a Parquet file; it looks like text (CSV?). Set `format: csv` {entry}"
     if spec.format == "csv" and head is not None and head.startswith(b"PAR1"):
@@ -283,18 +281,32 @@ def _csv_diagnosis(head: bytes, delimiter: str, entry: str) -> str:
 
     if b"\0" in head:
         return "it is not a text file (it holds NUL bytes); point the catalog at the CSV export"
-    lines = head.decode("utf-8", errors="replace").splitlines()[:-1] or head.decode("utf-8", errors="replace").splitlines()
-    rows = list(csv.reader(io.StringIO("\n".join(lines[:200])), delimiter=delimiter))
+    lines = head.decode("utf-8", errors="replace").splitlines()
+    lines = lines[:-1] or lines  # the last line may be cut off by the read
+    sample = "\n".join(lines[:200])
+
+    def split_on(d: str) -> list[list[str]]:
+        return list(csv.reader(io.StringIO(sample), delimiter=d))
+
     for d in _DELIMITERS:
         if d == delimiter:
             continue
-        counts = {len(r) for r in csv.reader(io.StringIO("\n".join(lines[:200])), delimiter=d) if r}
+        counts = {len(r) for r in split_on(d) if r}
         if len(counts) == 1 and counts.pop() > 1:
-            shown = "\\t" if d == "\t" else d
+            shown = _shown(d)
             return f"its lines split alike on {shown!r}, not on {delimiter!r}. Set `delimiter: \"{shown}\"` {entry}"
-    if rows:
-        for i, r in enumerate(rows[1:], 2):
-            if r and len(r) != len(rows[0]):
-                return (f"line {i} has {len(r)} fields where the header has {len(rows[0])}: {lines[i - 1][:120]!r}. "
-                        f"A value holding the delimiter {delimiter!r} must be quoted; fix or drop the row")
+    rows = split_on(delimiter)
+    for i, r in enumerate(rows[1:], 2):
+        if r and len(r) != len(rows[0]):
+            return _ragged(i, len(r), len(rows[0]), lines[i - 1], delimiter)
     return f"DuckDB found no consistent way to split its lines on {delimiter!r}; check the delimiter and quoting {entry}"
+
+
+def _ragged(line: int, found: int, expected: int, text: str, delimiter: str) -> str:
+    return (f"line {line} has {found} fields where the header has {expected}: {text[:120]!r}. "
+            f"A value holding the delimiter {delimiter!r} must be quoted; fix or drop the row")
+
+
+def _shown(delimiter: str) -> str:
+    """A delimiter as it is written in configs/catalog.yaml (a tab as ``\\t``)."""
+    return "\\t" if delimiter == "\t" else delimiter
