@@ -256,6 +256,8 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
                    else "check the source's time zone, or run with a later --as-of")
             checks.append(_Check("ts", "future_ts", "error", f"{t['ts'].expr} > TIMESTAMP '{as_of.isoformat(sep=' ')}'",
                                  f"timestamps lie after {future_after} ({as_of.isoformat(sep=' ')} UTC)", fix))
+        if "ts" in t:
+            checks += _placeholder_dates("ts", t, stats, "events")
         purchases = [e for e, r in role_of.items() if r == "purchase"]
         if "amount" in t and "event_type" in t and purchases and not _never_negative(stats.get("amount"), raw):
             names = ", ".join("'" + p.replace("'", "''") + "'" for p in purchases)
@@ -266,12 +268,46 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
         if "amount" in t and not _never_infinite(stats.get("amount"), raw):
             checks.append(_Check("amount", "infinite_amount", "error", f"isinf({t['amount'].expr})",
                                  "amounts are infinite", "fix the values (an overflow or a division by zero upstream)"))
+    if name == "customers" and "signup_at" in t:
+        checks += _placeholder_dates("signup_at", t, stats, "customers")
     if name == "identities":
         for col in ("id_type", "id_value"):
             if col in t and not _never_blank(stats.get(col)):
                 checks.append(_Check(col, f"null_{col}", "error", blank(col),
                                      f"rows have a null or empty {col}", "drop those rows"))
     return checks
+
+
+#: Dates before this are taken for placeholders (a missing date written as 1970-01-01, epoch 0, or
+#: 1900-01-01 or 0001-01-01 by a spreadsheet or an ORM), not for the history of a CRM log.
+EARLIEST_PLAUSIBLE = datetime(1990, 1, 1)
+
+
+def _placeholder_dates(col: str, t: dict[str, Typed], stats: dict[str, ColumnStats], name: str) -> list[_Check]:
+    """A warning for ``col`` values before :data:`EARLIEST_PLAUSIBLE`: they pass every type check
+    but count as history, so tenure, days since first purchase and the purchase gaps of those
+    customers come out decades long. Left out when the Parquet statistics show none."""
+    if _never_before(stats.get(col), EARLIEST_PLAUSIBLE):
+        return []
+    counts = ("tenure, days since first purchase and purchase gaps" if name == "events"
+              else "days since signup and tenure")
+    return [_Check(col, "placeholder_date", "warning",
+                   f"{t[col].expr} < TIMESTAMP '{EARLIEST_PLAUSIBLE.isoformat(sep=' ')}'",
+                   f"rows have a {col} before {EARLIEST_PLAUSIBLE:%Y-%m-%d}: placeholders for a missing "
+                   f"date (1970-01-01 or 1900-01-01) upstream? {counts} count from them",
+                   "drop those rows upstream (an event needs its real time)" if name == "events" else
+                   "set them to null upstream: a missing signup_at is allowed, a made-up one is taken at its word")]
+
+
+def _never_before(s: ColumnStats | None, moment: datetime) -> bool:
+    """The statistics bound every value at or after ``moment`` (bounds that do not read as
+    ISO timestamps are not trusted)."""
+    if s is None or not s.mins:
+        return False
+    try:
+        return all(datetime.fromisoformat(m).replace(tzinfo=None) >= moment for m in s.mins)
+    except ValueError:
+        return False
 
 
 def _never_blank(s: ColumnStats | None) -> bool:

@@ -4,6 +4,7 @@ from datetime import datetime
 
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import good_events
 from features.engine import connect
@@ -87,6 +88,30 @@ def test_timestamps_after_as_of(project):
     assert p.count == 1 and "2026-11-28 00:00:00 UTC" in p.message
 
 
+@pytest.mark.parametrize("file", ["events.parquet", "events.csv"])
+def test_placeholder_dates_are_a_warning_naming_the_count_and_rows(project, file):
+    """1970-01-01 (epoch 0) and 1900-01-01 pass every type check; they are flagged, not refused.
+    Parquet statistics bounding every ts after 1990 leave the check out (the good log above)."""
+    df = good_events()
+    df.loc[1, "ts"] = pd.Timestamp("1970-01-01")
+    df.loc[7, "ts"] = pd.Timestamp("1900-01-01")
+    df.loc[8, "ts"] = pd.Timestamp("1990-01-01")  # the first plausible instant: not flagged
+    report = run_with(project, df, file)
+    p = only(report, "placeholder_date")
+    assert report.ok and p.severity == "warning" and p.column == "ts" and p.count == 2, p
+    assert "before 1990-01-01" in p.message and "tenure" in p.message and "drop those rows" in p.fix
+    assert [e.split(" at row ")[1] for e in p.examples] == ["2", "8"]
+    customers = pd.DataFrame({"customer_id": ["c0", "c1", "c2"],
+                              "signup_at": pd.to_datetime(["1900-01-01", "2025-06-01", None])})
+    customers.to_parquet(project.data / "customers.parquet")
+    cat = yaml.safe_load((project.root / "configs" / "catalog.yaml").read_text())
+    cat["sources"]["customers"] = {"format": "parquet", "path": "data/customers.parquet"}
+    (project.root / "configs" / "catalog.yaml").write_text(yaml.safe_dump(cat))
+    signups = [q for q in run(project).problems if q.check == "placeholder_date" and q.source == "customers"]
+    assert len(signups) == 1 and signups[0].column == "signup_at" and signups[0].count == 1
+    assert "set them to null" in signups[0].fix
+
+
 def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
     df = good_events()
     df = pd.concat([df, df.assign(event_id=df.event_id + "-b", ts=df.ts + pd.Timedelta(hours=1))], ignore_index=True)
@@ -126,12 +151,12 @@ def test_checks_the_parquet_footer_rules_out_are_not_run(project):
     raw = report.sources["events"]
     assert raw.stats["customer_id"].nulls == 0 and raw.stats["amount"].nulls == 6
     run_checks = {c.check for c in _checks("events", report.typed["events"], cfg.role_of, set(), AS_OF, raw)}
-    assert not run_checks & {"null_id", "null_event_type", "negative_purchase"}
+    assert not run_checks & {"null_id", "null_event_type", "negative_purchase", "placeholder_date"}
     project.write_events(df, "events.csv")  # no footer: every check runs
     report = run(project)
     assert report.ok and report.sources["events"].stats == {}
     run_checks = {c.check for c in _checks("events", report.typed["events"], cfg.role_of, set(), AS_OF, report.sources["events"])}
-    assert {"null_id", "null_event_type", "negative_purchase"} <= run_checks
+    assert {"null_id", "null_event_type", "negative_purchase", "placeholder_date"} <= run_checks
 
 
 @pytest.mark.parametrize("blank", ["", "   ", "\u3000", "\u00a0 "])
@@ -368,7 +393,6 @@ def test_customer_and_identity_sources_are_checked(project):
     pd.DataFrame({"customer_id": ["c0", "c1", "c1"], "signup_at": ["2026-01-01", "never", "2026-01-01"],
                   "email_consent": ["yes", "no", "maybe"]}).to_csv(project.data / "customers.csv", index=False)
     pd.DataFrame({"customer_id": ["c0"], "id_type": [None], "id_value": ["x"]}).to_parquet(project.data / "ids.parquet")
-    import yaml
 
     cat = yaml.safe_load((project.root / "configs" / "catalog.yaml").read_text())
     cat["sources"]["customers"] = {"format": "csv", "path": "data/customers.csv"}
@@ -389,7 +413,6 @@ def test_event_checks_report_in_order_while_the_id_sort_runs_beside_the_others(p
     df.loc[len(df) - 2, "event_type"] = "mystery"  # and an event type without a role
     project.write_events(df)
     pd.DataFrame({"customer_id": ["c0", "c1"]}).to_parquet(project.data / "customers.parquet")  # c2 unknown
-    import yaml
 
     cat = yaml.safe_load((project.root / "configs" / "catalog.yaml").read_text())
     cat["sources"]["customers"] = {"format": "parquet", "path": "data/customers.parquet"}
