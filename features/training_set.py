@@ -96,9 +96,10 @@ def build_training_set(
 ) -> pd.DataFrame:
     """Features joined to labels for every snapshot, with ``snapshot`` (test/valid/train) and ``as_of``."""
     events, customers, consents = engine.events(), engine.customers(), engine.consents()
+    features_at = engine.at_cutoffs(lambda t: customer_features(events, customers, t, spec, profile, consents=consents))
     frames = []
     for k, cutoff in enumerate(plan.cutoffs):
-        feats = engine.execute(customer_features(events, customers, cutoff, spec, profile, consents=consents))
+        feats = features_at(cutoff)
         lab = engine.execute(labels(known_customers(events, customers, cutoff, profile), events, cutoff, label))
         frame = feats.merge(lab, on="customer_id", how="inner", validate="one_to_one")
         frame.insert(2, "snapshot", plan.role(k))

@@ -7,6 +7,8 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
+from datetime import datetime
 
 import ibis.expr.types as ir
 import pandas as pd
@@ -28,6 +30,12 @@ class FeatureEngine(ABC):
 
     @abstractmethod
     def execute(self, expr: ir.Table) -> pd.DataFrame: ...
+
+    def at_cutoffs(self, build: Callable[[datetime], ir.Table]) -> Callable[[datetime], pd.DataFrame]:
+        """A function giving ``build(as_of)``'s result at any cutoff: for a training set's
+        snapshots, which differ only in their cutoff. Here each call builds and runs the
+        expression; an engine may compile it once (see the DuckDB engine)."""
+        return lambda as_of: self.execute(build(as_of))
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass

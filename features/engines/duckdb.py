@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 import duckdb
 import ibis
 import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 
+from features.customer_features import utc
 from features.engines import FeatureEngine
+
+#: Two instants no cutoff is, differing in every field (see :meth:`DuckDBEngine.at_cutoffs`)
+_PROBES = (datetime(1811, 3, 5, 7, 11, 13, 170_019), datetime(1823, 4, 6, 8, 12, 14, 290_023))
 
 
 class DuckDBEngine(FeatureEngine):
@@ -28,6 +35,39 @@ class DuckDBEngine(FeatureEngine):
         from features.load import has_consent_profiles
 
         return self._backend.table("consent_profiles") if has_consent_profiles(self.con) else None
+
+    def at_cutoffs(self, build: Callable[[datetime], ir.Table]) -> Callable[[datetime], pd.DataFrame]:
+        """``build(as_of)``'s result at any cutoff, compiled to SQL once: the feature query takes
+        Ibis about 0.7 s to build and compile, whatever the data's size, against 0.2 s to run on a
+        5,000-customer shop, and a training set runs it at every snapshot.
+
+        The expression is built at two probe instants (in 1811 and 1823, so their literals are
+        text no other part of the query holds); when the one turns into the other by swapping the
+        cutoff's literal alone, the cutoff reaches the query through that literal only, and each
+        run puts its own into the SQL. Otherwise (a definition that computes another instant from
+        the cutoff in Python, as the labels do with T + H) every cutoff is built and compiled.
+        ``build`` must not branch on the cutoff's value (the probes lie before any data)."""
+        tables = [build(p).as_table() for p in _PROBES]
+        probe, other = (ibis.literal(p, type="timestamp").op() for p in _PROBES)
+        if tables[0].op().replace({probe: other}) != tables[1].op():
+            return super().at_cutoffs(build)
+        table, mark = tables[0], self._timestamp_sql(_PROBES[0])
+        template = str(self._backend.compile(table))
+        if mark not in template:
+            return super().at_cutoffs(build)
+
+        def run(as_of: datetime) -> pd.DataFrame:
+            from ibis.backends.duckdb.converter import DuckDBPyArrowData
+
+            self._backend._run_pre_execute_hooks(table)  # as ibis's own execution does
+            arrow = self.con.sql(template.replace(mark, self._timestamp_sql(utc(as_of)))).to_arrow_table()
+            return to_frame(table.__pyarrow_result__(arrow, data_mapper=DuckDBPyArrowData))
+        return run
+
+    def _timestamp_sql(self, moment: datetime) -> str:
+        """How the compiler writes ``moment`` as a timestamp literal."""
+        op = ibis.literal(moment, type="timestamp").op()
+        return self._backend.compiler.visit_Literal(op, value=op.value, dtype=op.dtype).sql("duckdb")
 
     def execute(self, expr: ir.Table) -> pd.DataFrame:
         """The result as pandas, through Arrow (see :func:`to_frame`)."""

@@ -118,3 +118,40 @@ def test_no_training_label_reaches_into_the_validation_period(shop):
     cut = {s: f[f.snapshot == s].as_of.unique() for s in ("train", "valid", "test")}
     assert len(cut["train"]) == 4 and len(cut["valid"]) == len(cut["test"]) == 1
     assert (cut["train"] + h <= cut["valid"][0]).all() and cut["valid"][0] + h <= cut["test"][0]
+
+
+def test_snapshots_compile_the_feature_query_once_and_get_what_a_fresh_query_gets(shop, monkeypatch):
+    """A training set's snapshots differ only in the cutoff: DuckDB compiles the feature query once
+    and puts each cutoff into the SQL. Every cutoff (an aware one too) gets the frame a query
+    built and compiled for it gets. The labels compute T + H in Python: built per cutoff."""
+    from datetime import timezone
+
+    from features.customer_features import customer_features, known_customers
+    from features.engines.duckdb import DuckDBEngine
+    from features.labels import LabelSpec, labels
+    from pipeline.jobs.data import load_validated
+    from pipeline.jobs.features import data_profile, feature_spec
+
+    cfg = load_config(shop.root)
+    data = load_validated(cfg, datetime(2026, 11, 28))
+    profile, eng = data_profile(cfg, data), DuckDBEngine(data.con)
+    ev, cu, co = eng.events(), eng.customers(), eng.consents()
+    compiled = []
+    compile_ = eng._backend.compile
+    monkeypatch.setattr(eng._backend, "compile", lambda *a, **k: compiled.append(1) or compile_(*a, **k))
+    features_at = eng.at_cutoffs(lambda t: customer_features(ev, cu, t, feature_spec(cfg), profile, consents=co))
+    label = LabelSpec("churn", 30 * D, "active", 90 * D)
+    labels_at = eng.at_cutoffs(lambda t: labels(known_customers(ev, cu, t, profile), ev, t, label))
+    cutoffs = [datetime(2026, 10, 28), datetime(2026, 6, 1, 13, 7, 9, 123456),
+               datetime(2026, 3, 1, 1, 30, tzinfo=timezone(timedelta(hours=2)))]
+    ran = [(features_at(c), labels_at(c)) for c in cutoffs]
+    assert len(compiled) == 1 + len(cutoffs), compiled  # the features once, the labels at every cutoff
+    for c, (feats, labs) in zip(cutoffs, ran):
+        fresh = eng.execute(customer_features(ev, cu, c, feature_spec(cfg), profile, consents=co))
+        key = ["customer_id"]
+        pd.testing.assert_frame_equal(feats.sort_values(key, ignore_index=True), fresh.sort_values(key, ignore_index=True))
+        assert (feats.as_of == pd.Timestamp(c).tz_convert(None) if c.tzinfo else feats.as_of == c).all()
+        fresh_labels = eng.execute(labels(known_customers(ev, cu, c, profile), ev, c, label))
+        pd.testing.assert_frame_equal(labs.sort_values(key, ignore_index=True),
+                                      fresh_labels.sort_values(key, ignore_index=True))
+    assert ran[0][0].frequency.sum() > ran[1][0].frequency.sum() > 0  # the cutoffs differ in what they see
