@@ -533,7 +533,7 @@ class _Parser:
             elif known and isinstance(other, _Value) and other.value not in known:
                 # a band's levels are known: a misspelt one would only ever match no one
                 self.note(f"'{col.name}' has no such value", other_tok.text, other_tok.pos,
-                          "one of " + ", ".join(repr(v) for v in sorted(known)))
+                          "one of " + ", ".join(repr(v) for v in known))
             return
         if col.kind == "timestamp" and isinstance(other, _Value) and other.kind == "text":
             if not _is_date(str(other.value)):

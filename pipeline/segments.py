@@ -16,6 +16,7 @@ both engines produce the same membership. Per segment, in dependency order:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Collection, Mapping
 from typing import Literal
 
 from pipeline.config import ConfigError, ConfigIssue, SegmentDef, SegmentsConfig
@@ -59,7 +60,7 @@ def same_definition(a: tuple[dict, list[str]], b: tuple[dict, list[str]]) -> boo
 
 
 def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[str] | None = None,
-                     values: dict[str, set[str]] | None = None) -> list[CompiledSegment]:
+                     values: Mapping[str, Collection[str]] | None = None) -> list[CompiledSegment]:
     """Parse every rule against the run's columns; raise :class:`ConfigError` listing every
     problem (file, key, token). Returned in dependency order: excluded segments first.
     ``values``: the levels of each ``<target>_band`` column (a rule naming another is refused)."""

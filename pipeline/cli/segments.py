@@ -231,4 +231,4 @@ def check(ctx: typer.Context) -> None:
                   f"{s.definition.holdout:.0%}")
     out.print(t)
     out.print("Band levels as a scoring run would see them: " + "; ".join(
-        f"{t} {sorted(levels[f'{t}_band'])} ({where})" for t, where in source.items()), highlight=False)
+        f"{t} {', '.join(levels[f'{t}_band'])}, highest first ({where})" for t, where in source.items()), highlight=False)

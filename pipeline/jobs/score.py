@@ -259,10 +259,10 @@ def expected_columns(features_expr: Any, targets: list[str]) -> dict[str, Kind]:
     return kinds
 
 
-def band_names(cfg: Config) -> tuple[dict[str, set[str]], dict[str, str]]:
+def band_names(cfg: Config) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
     """The levels each ``<target>_band`` column can hold in a scoring run now (for ``segments
-    check``): the champion's saved bands, as a run uses them; configs/bands.yaml for a target with
-    no champion (or no reachable registry). Also where each list came from."""
+    check``), highest first: the champion's saved bands, as a run uses them; configs/bands.yaml
+    for a target with no champion (or no reachable registry). Also where each list came from."""
     levels, source = {}, {}
     ws = Workspace(cfg.workspace)
     uri = ws.tracking_uri(cfg.settings.tracking_uri)
@@ -282,7 +282,7 @@ def band_names(cfg: Config) -> tuple[dict[str, set[str]], dict[str, str]]:
             levels[f"{t}_band"] = _level_names(cfg, t, registry.bundle_of(pyfunc))
             source[t] = f"{name} version {mv.version}"
         else:
-            levels[f"{t}_band"] = {lv.name for lv in getattr(cfg.bands, t)}
+            levels[f"{t}_band"] = tuple(lv.name for lv in getattr(cfg.bands, t))
             source[t] = "configs/bands.yaml"
     return levels, source
 
@@ -378,9 +378,9 @@ def _base_rate_cutoffs(spec: LabelSpec, as_of: datetime) -> tuple[datetime, date
     return latest, latest - year, as_of - year
 
 
-def _level_names(cfg: Config, target: str, bundle: Any) -> set[str]:
-    """The band names a run of this model version can assign."""
-    return {lv.name for lv in _band_levels(cfg, target, bundle)[0]}
+def _level_names(cfg: Config, target: str, bundle: Any) -> tuple[str, ...]:
+    """The band names a run of this model version can assign, highest first."""
+    return tuple(lv.name for lv in _band_levels(cfg, target, bundle)[0])
 
 
 def _band_levels(cfg: Config, target: str, bundle: Any) -> tuple[list[band_rules.BandLevel], list[str]]:

@@ -224,7 +224,7 @@ def test_segments_cli_lists_and_shows(shop):
     result = runner.invoke(app, ["segments", "check"])
     assert result.exit_code == 0 and "12 segments are valid" in result.output
     # the levels a run would check against: the champions' saved bands, not configs/bands.yaml
-    assert "churn ['high', 'low', 'medium'] (dynseg-churn version " in " ".join(result.output.split())
+    assert "churn high, medium, low, highest first (dynseg-churn version " in " ".join(result.output.split())
     result, _ = score_with_config_changed(shop, "segments", lambda d: d["segments"][-1].update(where="churn_band = 'hihg'"),
                                           ("segments", "check"))
     assert result.exit_code == 1 and "'churn_band' has no such value: 'hihg'" in " ".join(result.output.split())
