@@ -66,8 +66,10 @@ java:
 	  echo "Spark needs Java 17 or newer and it was not found on PATH."; \
 	  echo "Install it with: apt-get update && apt-get install -y openjdk-17-jre-headless"; exit 1; }
 
+# Two workers (pytest-xdist), each taking whole test files so a module's fixtures are built once.
+TEST_WORKERS ?= 2
 test: demo env-dev java
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean-demo:
 	rm -rf .dynseg

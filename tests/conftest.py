@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import shutil
 from pathlib import Path
 from typing import Iterator
@@ -11,6 +12,13 @@ import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+
+# pytest-xdist starts its workers with COLUMNS=80 and LINES=24 in their environment, which the CLI
+# would take for a terminal's size; the tests read the CLI's output as a scheduler or a log gets it
+# (piped, no COLUMNS: see pipeline/cli/common.py), with or without workers.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("COLUMNS", "LINES"):
+        os.environ.pop(var, None)
 
 
 class Project:
