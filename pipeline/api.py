@@ -3,6 +3,7 @@
     from pipeline.api import Project
     p = Project()                      # the project of the current folder (or DYNSEG_PROJECT)
     p.model("purchase")                # card, metrics, bands of the champion
+    p.training_set("churn")            # the snapshots a model trains on (computed now)
     p.shap_importance("purchase")      # mean |SHAP| per feature, from the training run
     p.runs()                           # scoring runs
     p.segments()                       # health of the latest run
@@ -10,7 +11,8 @@
     p.segment_drivers("likely_buyers") # what sets the segment apart
 
 Everything here reads what the commands wrote (the workspace and the MLflow registry); nothing
-is recomputed that a run stored, except features as of a run's date for explanations.
+is recomputed that a run stored, except features as of a run's date for explanations (and the
+training set, which no command stores).
 """
 
 from __future__ import annotations
@@ -66,6 +68,16 @@ class Project:
 
     def _run_csv(self, target: str, version, path: str) -> pd.DataFrame:
         return pd.read_csv(self.run_artifact(target, path, version))
+
+    # -- training data ------------------------------------------------------------------------
+    def training_set(self, target: str, as_of: str | None = None, horizon: str | None = None) -> pd.DataFrame:
+        """The snapshots ``dynseg train`` fits on: customer_id, as_of, snapshot (test, valid,
+        train), the features and the label. Computed now from the configured data (as ``dynseg
+        features training-set`` does); ``as_of`` limits it to the data before that instant."""
+        from features.asof import parse_as_of
+        from pipeline.jobs.features import training_set_job
+
+        return training_set_job(self.config, target, parse_as_of(as_of) if as_of else None, horizon).frame
 
     # -- scoring runs -------------------------------------------------------------------------
     def runs(self) -> pd.DataFrame:

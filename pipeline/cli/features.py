@@ -8,9 +8,10 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.asof import as_of_label, as_of_text, parse_as_of
+from features.asof import as_of_label, as_of_text, cutoff_label, parse_as_of
 from features.customer_features import DOCS, catalog
 from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out, progress
+from pipeline.cli.train import Target
 from pipeline.workspace import Workspace
 
 app = typer.Typer(help="Point-in-time customer features.", no_args_is_help=True)
@@ -74,6 +75,51 @@ def _preview(table) -> Table:
     if table.num_columns > 27:
         t.caption = f"... and {table.num_columns - 27} more"
     return t
+
+
+@app.command("training-set")
+def training_set(
+    ctx: typer.Context,
+    target: Annotated[Target, typer.Argument(help="The label: purchase or churn (configs/labels.yaml).")],
+    as_of: Annotated[Optional[str], typer.Option(help="Use only data before this instant, as `train --as-of` does (default: all of it).")] = None,
+    horizon: Annotated[Optional[str], typer.Option(help="Label horizon (e.g. 30d, 8w); default from configs/labels.yaml.")] = None,
+    engine: Annotated[Optional[Engine], typer.Option(help="duckdb (default from config) or spark.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file (default: <workspace>/features/training_set_<target>[_<as_of>].parquet).")] = None,
+) -> None:
+    """Build the snapshots a model trains on (features, label, test/valid/train) and write them to a file.
+
+    The same stacked snapshots `dynseg train` fits on, for a look at the data or another model."""
+    state: State = ctx.obj
+    with handled():
+        cfg = state.config()
+        instant = parse_as_of(as_of) if as_of else None
+        from pipeline.jobs.features import export_training_set_job, label_spec
+
+        label_spec(cfg, target.value, horizon)  # a bad --horizon is bad usage, found before any work
+        suffix = f"_{as_of_label(instant).replace(':', '')}" if instant else ""
+        path = out_path or Workspace(cfg.workspace).root / "features" / f"training_set_{target.value}{suffix}.parquet"
+        with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
+            td = export_training_set_job(cfg, target.value, path, instant, horizon, engine_name(engine), update)
+    for w in td.warnings:
+        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+    missing = td.profile.missing_groups()
+    if missing:
+        err.print(f"[yellow]Feature groups unavailable in this data:[/] {', '.join(missing)}")
+    frame = td.frame
+    features = [c for c in frame.columns if c not in ("customer_id", "as_of", "snapshot", "label")]
+    out.print(kv_table(f"Training set for {target.value}", {
+        "predicts": td.label.describe(),
+        "rows": len(frame),
+        "features": len(features),
+        "written to": path,
+    }))
+    t = Table(title="Snapshots (newest first; the test snapshot is out of time)", title_justify="left")
+    for c in ("snapshot", "as of", "customers", "positives", "label rate"):
+        t.add_column(c, justify="left" if c in ("snapshot", "as of") else "right")
+    for (as_of_, role), g in frame.groupby(["as_of", "snapshot"], sort=False):
+        t.add_row(role, cutoff_label(as_of_.to_pydatetime()), f"{len(g):,}", f"{int(g.label.sum()):,}",
+                  f"{g.label.mean():.1%}")
+    out.print(t)
 
 
 @app.command()

@@ -263,10 +263,10 @@ def write_arrow(table: pa.Table, out: Path) -> Path:
     return out
 
 
-def _check_out(out: Path) -> None:
+def _check_out(out: Path, example: str = "customer_features.parquet") -> None:
     if out.is_dir():
         raise BadValue(f"--out {out} is a folder; expected a file path ending in .parquet or .csv "
-                         f"(e.g. {out / 'customer_features.parquet'})")
+                         f"(e.g. {out / example})")
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise BadValue(f"--out {out}: expected a file name ending in .parquet or .csv; found {out.suffix or 'no suffix'!r}")
     check_writable(out)
@@ -305,6 +305,18 @@ class TrainingData:
     last_event: datetime
     #: realized label rates one year before the validation and test cutoffs (None: no history)
     rates_year_before: dict[str, float | None] = field(default_factory=dict)
+
+
+def export_training_set_job(
+    cfg: Config, target: str, out: Path, as_of: datetime | None = None, horizon: str | None = None,
+    engine: str | None = None, progress: Callable[[int, int], None] | None = None,
+) -> TrainingData:
+    """``dynseg features training-set``: the snapshots ``dynseg train`` would fit on, written to
+    ``out`` (Parquet or CSV, checked before the work)."""
+    _check_out(out, f"training_set_{target}.parquet")
+    td = training_set_job(cfg, target, as_of, horizon, engine, progress)
+    write_frame(td.frame, out)
+    return td
 
 
 def training_set_job(

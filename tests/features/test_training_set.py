@@ -155,3 +155,31 @@ def test_snapshots_compile_the_feature_query_once_and_get_what_a_fresh_query_get
         pd.testing.assert_frame_equal(labs.sort_values(key, ignore_index=True),
                                       fresh_labels.sort_values(key, ignore_index=True))
     assert ran[0][0].frequency.sum() > ran[1][0].frequency.sum() > 0  # the cutoffs differ in what they see
+
+
+def test_the_cli_writes_the_snapshots_train_fits_on(shop, tmp_path):
+    """`dynseg features training-set` writes what `dynseg train` fits on: every snapshot with its
+    role and label, and prints each snapshot's label rate; a folder as --out is refused first."""
+    from typer.testing import CliRunner
+
+    from pipeline.api import Project
+    from pipeline.cli.app import app
+
+    runner = CliRunner()
+    folder = tmp_path / "out.parquet"
+    folder.mkdir()
+    result = runner.invoke(app, ["features", "training-set", "purchase", "--out", str(folder)])
+    assert result.exit_code == 2 and "is a folder" in result.output and "training_set_purchase.parquet" in result.output
+    assert list(folder.iterdir()) == []
+    out = tmp_path / "ts.parquet"
+    result = runner.invoke(app, ["features", "training-set", "purchase", "--horizon", "4w", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    written = pd.read_parquet(out)
+    expected = Project(shop.root).training_set("purchase", horizon="4w")  # the public API: the job's frame
+    pd.testing.assert_frame_equal(written, expected, check_dtype=False)
+    assert list(written.columns[:3]) == ["customer_id", "as_of", "snapshot"] and written.columns[-1] == "label"
+    assert list(written.drop_duplicates("as_of").snapshot) == ["test", "valid"] + ["train"] * (written.as_of.nunique() - 2)
+    text = " ".join(result.output.split())
+    assert "purchase = at least one purchase in the 28 days from the cutoff" in text
+    test = written[written.snapshot == "test"]
+    assert f"│ test │ {test.as_of.iloc[0] - D:%Y-%m-%d} │ {len(test):,} │ {int(test.label.sum()):,} │ {test.label.mean():.1%} │" in text
