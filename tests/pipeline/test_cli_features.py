@@ -275,7 +275,9 @@ def test_a_signal_during_a_duckdb_query_ends_in_one_line(signum, code, line, cap
 
     from pipeline.cli import common
 
-    before = signal.getsignal(signal.SIGTERM)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    # Python's own Ctrl-C handler, as the CLI has it (a pytest-xdist worker ignores SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     common.on_sigterm()
     con = duckdb.connect()
     try:
@@ -292,7 +294,8 @@ def test_a_signal_during_a_duckdb_query_ends_in_one_line(signum, code, line, cap
                 raise RuntimeError("Query interrupted")
         assert exit_.value.exit_code == code and line in " ".join(capsys.readouterr().err.split())
     finally:
-        signal.signal(signal.SIGTERM, before)
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
         common._signals.clear()
     with pytest.raises(RuntimeError, match="something else"), common.handled():
         raise RuntimeError("something else")  # any other RuntimeError is not taken for one
