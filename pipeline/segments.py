@@ -59,6 +59,21 @@ def same_definition(a: tuple[dict, list[str]], b: tuple[dict, list[str]]) -> boo
             and da["holdout"] == db["holdout"] and da["kind"] == db["kind"])
 
 
+def definition_changes(now: dict, before: dict) -> dict[str, str]:
+    """How the segments of ``now`` differ from ``before`` (segments configs as a run stores them:
+    ``segments`` and ``suppress_always``): ``"new"`` for a segment ``before`` lacks, ``"redefined"``
+    for one that selects or holds out differently (:func:`same_definition`); the same ones are left out."""
+    old = {d["name"]: d for d in before.get("segments", [])}
+    out = {}
+    for d in now.get("segments", []):
+        if d["name"] not in old:
+            out[d["name"]] = "new"
+        elif not same_definition((old[d["name"]], before.get("suppress_always", [])),
+                                 (d, now.get("suppress_always", []))):
+            out[d["name"]] = "redefined"
+    return out
+
+
 def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[str] | None = None,
                      values: Mapping[str, Collection[str]] | None = None) -> list[CompiledSegment]:
     """Parse every rule against the run's columns; raise :class:`ConfigError` listing every

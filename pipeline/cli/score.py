@@ -58,7 +58,7 @@ def print_run(run: ScoreRun) -> None:
             th = lv.get("threshold")
             bands.add_row(m.target, lv["name"], _rule(lv), "" if th is None else f"{th:.4f}")
     out.print(bands)
-    out.print(health_table(run.health, "Segments"))
+    out.print(health_table(run.health, "Segments", run.changes))
 
 
 def _rule(lv: dict) -> str:
@@ -67,7 +67,10 @@ def _rule(lv: dict) -> str:
     return BandLevel(**lv).describe()
 
 
-def health_table(health, title: str) -> Table:
+def health_table(health, title: str, changes: dict[str, str] | None = None) -> Table:
+    """Segment health; ``changes`` marks segments new or redefined since the previous run, whose
+    entered/exited count the change of definition, not only customers who moved."""
+    changes = changes or {}
     t = Table(title=title, title_justify="left")
     for c, j in (("segment", "left"), ("kind", "left"), ("size", "right"), ("sendable", "right"), ("holdout", "right"),
                  ("entered", "right"), ("exited", "right"), ("volatility", "right"), ("coverage", "right"),
@@ -75,6 +78,15 @@ def health_table(health, title: str) -> Table:
         t.add_column(c, justify=j)
     for r in health.itertuples():
         vol = "—" if r.volatility != r.volatility or r.volatility is None else f"{r.volatility:.1%}"
-        t.add_row(r.segment, r.kind, f"{r.size:,}", f"{r.sendable:,}", f"{r.holdout:,}", f"{r.entered:+,}",
+        name = f"{r.segment} ({changes[r.segment]})" if r.segment in changes else r.segment
+        t.add_row(name, r.kind, f"{r.size:,}", f"{r.sendable:,}", f"{r.holdout:,}", f"{r.entered:+,}",
                   f"{-r.exited:+,}" if r.exited else "0", vol, f"{r.coverage:.1%}", r.owner)
+    marked = set(changes) & set(health.segment)
+    if marked:
+        t.caption = ("(new): not in the previous run, every member counts as entered; " if "new" in
+                     {changes[s] for s in marked} else "") + ("(redefined): its rule, exclusions, holdout or kind "
+                     "changed since the previous run, so entered/exited count that change too" if "redefined" in
+                     {changes[s] for s in marked} else "")
+        t.caption = t.caption.rstrip("; ")
+        t.caption_justify = "left"
     return t

@@ -45,9 +45,12 @@ def list_(ctx: typer.Context,
         health = runs.read(db, "SELECT * FROM segment_health WHERE run_id = ?", [run.run_id])
     order = {s.name: i for i, s in enumerate(cfg.segments.segments)}
     health = health.sort_values("segment", key=lambda s: s.map(order).fillna(len(order)), ignore_index=True)
+    from pipeline.jobs.score import run_definition_changes
+
     prev = run.previous_run_id or "none"
+    changes = run_definition_changes(db, run.run_id, run.previous_run_id)
     out.print(health_table(health, f"Segments as of {as_of_label(run.as_of)} (run {run.run_id}; "
-                                   f"movement against run {prev})"))
+                                   f"movement against run {prev})", changes))
 
 
 def _run_by_id(db, run_id: str):

@@ -75,6 +75,8 @@ class ScoreRun:
     mlflow_run_id: str | None
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
+    #: segments new ("new") or defined differently ("redefined") since the previous run
+    changes: dict[str, str] = field(default_factory=dict)
 
 
 def in_sample_cutoff(tags: dict[str, str], as_of: datetime) -> str | None:
@@ -225,7 +227,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
             warnings.append(f"the run was written, but updating earlier MLflow records failed: {e}")
     timings["write"] = time.perf_counter() - clock
     return ScoreRun(run_id, as_of, prev, n_customers, used, logged["health"], export_dir, exports, mlflow_run, timings,
-                    warnings)
+                    warnings, run_definition_changes(ws.db_path, run_id, prev))
 
 
 def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], targets: list[str],
@@ -620,24 +622,36 @@ def _swap_in(tmp_dir: Path, export_dir: Path) -> None:
 def _definition_changes(cfg: Config, db: Path, prev: str | None) -> list[str]:
     """Segments new, or defined differently, since the previous run: their entered/exited count the
     change of definition, not only customers who moved."""
-    from pipeline.segments import same_definition
+    from pipeline.segments import definition_changes
 
     found = runs.read(db, "SELECT as_of, config FROM scoring_runs WHERE run_id = ?", [prev]) if prev else pd.DataFrame()
     if found.empty or not isinstance(found.config[0], str):
         return []
     before = json.loads(found.config[0]).get("segments", {})
-    old = {d["name"]: d for d in before.get("segments", [])}
     when = f"the previous run (as of {as_of_label(found.as_of[0].to_pydatetime())})"
     out = []
-    for s in cfg.segments.segments:
-        if s.name not in old:
-            out.append(f"segment {s.name} is new since {when}: every member counts as entered")
-        elif not same_definition((old[s.name], before.get("suppress_always", [])),
-                                 (s.model_dump(), cfg.segments.suppress_always)):
-            out.append(f"segment {s.name} is defined differently since {when}: its entered/exited count the change "
-                       f"of definition, not only customers who moved (`dynseg segments show {s.name} --as-of "
+    for name, change in definition_changes(cfg.segments.model_dump(), before).items():
+        if change == "new":
+            out.append(f"segment {name} is new since {when}: every member counts as entered")
+        else:
+            out.append(f"segment {name} is defined differently since {when}: its entered/exited count the change "
+                       f"of definition, not only customers who moved (`dynseg segments show {name} --as-of "
                        f"{as_of_label(found.as_of[0].to_pydatetime())}` shows what that run used)")
     return out
+
+
+def run_definition_changes(db: Path, run_id: str, previous_run_id: str | None) -> dict[str, str]:
+    """Which segments of a stored run were new or redefined against the run its movement is taken
+    against (:func:`pipeline.segments.definition_changes`); empty for a first run."""
+    from pipeline.segments import definition_changes
+
+    if not previous_run_id:
+        return {}
+    found = runs.read(db, "SELECT run_id, config FROM scoring_runs WHERE run_id IN (?, ?)", [run_id, previous_run_id])
+    configs = {r.run_id: json.loads(r.config).get("segments", {}) for r in found.itertuples() if isinstance(r.config, str)}
+    if run_id not in configs or previous_run_id not in configs:
+        return {}
+    return definition_changes(configs[run_id], configs[previous_run_id])
 
 
 def _relog_next_movement(registry: Any, db: Path, nxt: pd.DataFrame, run_id: str) -> None:

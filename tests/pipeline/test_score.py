@@ -562,3 +562,10 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
     assert "segment big_spenders is new since the previous run (as of 2026-11-27): every member counts as entered" in text
     assert "segment vip is defined differently since the previous run (as of 2026-11-27)" in text
     assert "segment sunset" not in text
+    # the health table marks them (the run's output, and `segments list` of that run later), and
+    # only them; the run before, whose definitions had not changed, has no marks
+    for out in (result.output, runner.invoke(app, ["segments", "list", "--as-of", "2026-11-28"]).output):
+        assert "big_spenders (new)" in out and "vip (redefined)" in out and "sunset (" not in out, out
+        assert "(new): not in the previous run, every member counts as entered" in " ".join(out.split())
+    earlier = runner.invoke(app, ["segments", "list", "--as-of", "2026-11-27"])
+    assert earlier.exit_code == 0 and "(new)" not in earlier.output and "(redefined)" not in earlier.output
