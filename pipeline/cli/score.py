@@ -81,12 +81,16 @@ def health_table(health, title: str, changes: dict[str, str] | None = None) -> T
         name = f"{r.segment} ({changes[r.segment]})" if r.segment in changes else r.segment
         t.add_row(name, r.kind, f"{r.size:,}", f"{r.sendable:,}", f"{r.holdout:,}", f"{r.entered:+,}",
                   f"{-r.exited:+,}" if r.exited else "0", vol, f"{r.coverage:.1%}", r.owner)
-    marked = set(changes) & set(health.segment)
-    if marked:
-        t.caption = ("(new): not in the previous run, every member counts as entered; " if "new" in
-                     {changes[s] for s in marked} else "") + ("(redefined): its rule, exclusions, holdout or kind "
-                     "changed since the previous run, so entered/exited count that change too" if "redefined" in
-                     {changes[s] for s in marked} else "")
-        t.caption = t.caption.rstrip("; ")
+    shown = {changes[s] for s in set(changes) & set(health.segment)}
+    if shown:
+        t.caption = "; ".join(note for kind, note in _CHANGE_NOTES.items() if kind in shown)
         t.caption_justify = "left"
     return t
+
+
+#: What a health table's marks mean (see :func:`health_table`)
+_CHANGE_NOTES = {
+    "new": "(new): not in the previous run, every member counts as entered",
+    "redefined": "(redefined): its rule, exclusions, holdout or kind changed since the previous run, "
+                 "so entered/exited count that change too",
+}

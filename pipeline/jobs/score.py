@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from features.asof import as_of_label, cutoff_label, now_utc, parse_duration
+from features.asof import as_of_file_label, as_of_label, cutoff_label, now_utc, parse_duration
 from features.customer_features import customer_features
 from features.engines import FeatureEngine
 from features.labels import LabelSpec
@@ -101,11 +101,6 @@ def in_sample_warnings(champions: dict[str, tuple[Any, Any]], as_of: datetime) -
     return out
 
 
-def export_label(as_of: datetime) -> str:
-    """Folder name for a run's exports: the date for an end-of-day as_of, else the instant."""
-    return as_of_label(as_of).replace(":", "")
-
-
 def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress: Progress | None = None,
               log_to_mlflow: bool = True, reasons: bool | None = None) -> ScoreRun:
     from models import registry
@@ -176,7 +171,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     clock = time.perf_counter()
     say("writing")
     run_id = uuid.uuid4().hex[:12]
-    export_dir = ws.root / "exports" / export_label(as_of)
+    export_dir = ws.root / "exports" / as_of_file_label(as_of)
     tmp_dir = export_dir.parent / f".{export_dir.name}.{run_id}.tmp"
     exports = write_exports(con, segments, score_cols + [f"{t}_reasons" for t in targets], tmp_dir,
                             cfg.scoring.export_formats, as_of, run_id)
@@ -211,7 +206,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
                                 status="FAILED")
         raise
     _swap_in(tmp_dir, export_dir)
-    warnings += _definition_changes(cfg, ws.db_path, prev)
+    changes = run_definition_changes(ws.db_path, run_id, prev)
+    warnings += _definition_warnings(ws.db_path, prev, changes)
     mlflow_run = logged.get("mlflow")
     nxt = runs.read(ws.db_path, "SELECT run_id, as_of, mlflow_run_id FROM scoring_runs WHERE as_of > ? "
                                 "ORDER BY as_of LIMIT 1", [as_of])
@@ -227,7 +223,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
             warnings.append(f"the run was written, but updating earlier MLflow records failed: {e}")
     timings["write"] = time.perf_counter() - clock
     return ScoreRun(run_id, as_of, prev, n_customers, used, logged["health"], export_dir, exports, mlflow_run, timings,
-                    warnings, run_definition_changes(ws.db_path, run_id, prev))
+                    warnings, changes)
 
 
 def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], targets: list[str],
@@ -619,25 +615,19 @@ def _swap_in(tmp_dir: Path, export_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _definition_changes(cfg: Config, db: Path, prev: str | None) -> list[str]:
-    """Segments new, or defined differently, since the previous run: their entered/exited count the
-    change of definition, not only customers who moved."""
-    from pipeline.segments import definition_changes
-
-    found = runs.read(db, "SELECT as_of, config FROM scoring_runs WHERE run_id = ?", [prev]) if prev else pd.DataFrame()
-    if found.empty or not isinstance(found.config[0], str):
+def _definition_warnings(db: Path, prev: str | None, changes: dict[str, str]) -> list[str]:
+    """A warning per segment new, or defined differently, since the previous run (``changes``, from
+    :func:`run_definition_changes`): its entered/exited count the change of definition, not only
+    customers who moved."""
+    if not changes:
         return []
-    before = json.loads(found.config[0]).get("segments", {})
-    when = f"the previous run (as of {as_of_label(found.as_of[0].to_pydatetime())})"
-    out = []
-    for name, change in definition_changes(cfg.segments.model_dump(), before).items():
-        if change == "new":
-            out.append(f"segment {name} is new since {when}: every member counts as entered")
-        else:
-            out.append(f"segment {name} is defined differently since {when}: its entered/exited count the change "
-                       f"of definition, not only customers who moved (`dynseg segments show {name} --as-of "
-                       f"{as_of_label(found.as_of[0].to_pydatetime())}` shows what that run used)")
-    return out
+    prev_as_of = as_of_label(runs.read(db, "SELECT as_of FROM scoring_runs WHERE run_id = ?", [prev]).as_of[0].to_pydatetime())
+    when = f"the previous run (as of {prev_as_of})"
+    return [f"segment {name} is new since {when}: every member counts as entered" if change == "new" else
+            f"segment {name} is defined differently since {when}: its entered/exited count the change of "
+            f"definition, not only customers who moved (`dynseg segments show {name} --as-of {prev_as_of}` "
+            "shows what that run used)"
+            for name, change in changes.items()]
 
 
 def run_definition_changes(db: Path, run_id: str, previous_run_id: str | None) -> dict[str, str]:
@@ -677,6 +667,6 @@ def _log_mlflow(cfg: Config, registry: Any, record: dict, used: list[ScoredModel
                     f"entered_{r.segment}": r.entered, f"exited_{r.segment}": r.exited}
     tags = {"dynseg.kind": "scoring", "as_of": str(record["as_of"]),
             **{f"model.{m.target}": f"{m.name}/{m.version}" for m in used}}
-    return registry.log_run(experiment=cfg.scoring.experiment, run_name=f"score-{export_label(record['as_of'])}",
+    return registry.log_run(experiment=cfg.scoring.experiment, run_name=f"score-{as_of_file_label(record['as_of'])}",
                             params=params, metrics=metrics, tags=tags,
                             tables={"segment_health.csv": health})
