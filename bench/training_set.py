@@ -39,12 +39,12 @@ END = "2026-11-27"
 def build(customers: int, snapshots: int, repeats: int, scratch: Path) -> dict:
     import pandas as pd
 
+    from features.asof import parse_as_of, parse_duration
     from features.engines import FeatureEngine
     from features.engines.duckdb import DuckDBEngine
     from features.training_set import build_training_set, plan_snapshots
     from pipeline.config import load_config
     from pipeline.jobs.data import load_validated
-    from features.asof import parse_as_of, parse_duration
     from pipeline.jobs.features import data_profile, feature_spec, label_spec
     from pipeline.synthetic import generate, write
 

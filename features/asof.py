@@ -51,6 +51,12 @@ def as_of_label(dt: datetime) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def as_of_file_label(dt: datetime) -> str:
+    """An as_of in a file or folder name: :func:`as_of_label` without colons (``2026-11-27``, or
+    ``2026-06-01T120000Z`` for an instant)."""
+    return as_of_label(dt).replace(":", "")
+
+
 def as_of_text(dt: datetime) -> str:
     """An as_of for a summary line: ``2026-11-27 (data before 2026-11-28 00:00 UTC)``, the date as
     given and the instant it means, or the instant itself."""

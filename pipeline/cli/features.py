@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
-from features.asof import as_of_label, as_of_text, cutoff_label, parse_as_of
+from features.asof import as_of_file_label, as_of_text, cutoff_label, parse_as_of
 from features.customer_features import DOCS, catalog
 from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out, progress
 from pipeline.cli.train import Target
@@ -30,7 +30,7 @@ def build(
         cfg = state.config()
         instant = parse_as_of(as_of)
         # named like the as_of: customer_features_2026-11-27.parquet is as of the end of that day
-        label = as_of_label(instant).replace(":", "")
+        label = as_of_file_label(instant)
         target = out_path or Workspace(cfg.workspace).root / "features" / f"customer_features_{label}.parquet"
         with progress(f"Building features as of {instant:%Y-%m-%d %H:%M} UTC") as _:
             from pipeline.jobs.features import build_features_job
@@ -96,7 +96,7 @@ def training_set(
         from pipeline.jobs.features import export_training_set_job, label_spec
 
         label_spec(cfg, target.value, horizon)  # a bad --horizon is bad usage, found before any work
-        suffix = f"_{as_of_label(instant).replace(':', '')}" if instant else ""
+        suffix = f"_{as_of_file_label(instant)}" if instant else ""
         path = out_path or Workspace(cfg.workspace).root / "features" / f"training_set_{target.value}{suffix}.parquet"
         with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
             td = export_training_set_job(cfg, target.value, path, instant, horizon, engine_name(engine), update)

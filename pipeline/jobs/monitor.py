@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from features.asof import as_of_label, cutoff_label, parse_duration
+from features.asof import as_of_file_label, as_of_label, cutoff_label, parse_duration
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
@@ -65,7 +65,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     current = feats.merge(scores.drop(columns=["run_id", "as_of"]), on="customer_id", how="inner")
     d = cfg.monitoring.drift
     thresholds = DriftThresholds(d.max_drift_share, d.method, d.column_threshold)
-    folder = ws.reports_dir / "monitor" / as_of_label(t).replace(":", "")
+    folder = ws.reports_dir / "monitor" / as_of_file_label(t)
     reports, files = {}, {}
     for m in json.loads(run.models):
         target = m["target"]
@@ -219,7 +219,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
             quality[target].notes.insert(0, f"in sample: the model was fitted on outcomes up to its test snapshot "
                                             f"as of {cutoff_label(cutoff)}, after this run's as_of; these figures "
                                             "overstate its quality")
-    folder = ws.reports_dir / "lift" / as_of_label(t).replace(":", "")
+    folder = ws.reports_dir / "lift" / as_of_file_label(t)
     result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items()}, folder)
     result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())
     summary = {"run_id": run.run_id, "as_of": str(t), "as_of_label": as_of_label(t), "alarm": result.alarm,
