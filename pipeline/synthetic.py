@@ -32,7 +32,6 @@ bit-for-bit what it was):
 from __future__ import annotations
 
 import os
-import uuid
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -45,6 +44,7 @@ import pyarrow.compute as pc
 from scipy import stats
 
 from features.asof import parse_as_of
+from pipeline.workspace import temp_sibling
 
 EVENT_TYPES = ("signed_up", "consent_granted", "consent_withdrawn", "email_sent", "email_bounced",
                "email_opened", "email_clicked", "spam_complaint", "unsubscribed", "page_viewed",
@@ -142,7 +142,7 @@ def write(shop: SyntheticShop, out_dir: Path) -> dict[str, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     for name in ("events", "customers", "identities"):
         final = out_dir / f"{name}.parquet"
-        tmp = out_dir / f".{name}.parquet.{uuid.uuid4().hex}.tmp"
+        tmp = temp_sibling(final)
         try:
             getattr(shop, name).to_parquet(tmp, index=False)
             os.replace(tmp, final)

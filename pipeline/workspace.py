@@ -8,9 +8,14 @@ a rename, so a failed run leaves what was there before.
 
 from __future__ import annotations
 
+import glob
 import json
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -101,7 +106,8 @@ def atomic_target(path: Path) -> Iterator[Path]:
     For writers that stream to a file (a large Parquet file need not be held in memory first)."""
     check_writable(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    sweep_stale_temps(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
     os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private (0600); the file gets what a plain open() would give
     os.close(fd)
     tmp = Path(name)
@@ -111,3 +117,76 @@ def atomic_target(path: Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+#: A temp name whose writer cannot be checked (another host's, or from before temp names carried
+#: their writer) is taken as abandoned once it is this old: no write of ours runs for a week.
+ABANDONED_AFTER_S = 7 * 86_400
+
+_HOST = socket.gethostname()
+
+
+def _temp_prefix(path: Path) -> str:
+    """``.NAME.PID@HOST~``: the start of a temp name beside ``path``, naming the process writing
+    it, so that a later write can tell a partial file left by a killed writer from one still being
+    written (:func:`sweep_stale_temps`)."""
+    return f".{path.name}.{os.getpid()}@{_HOST}~"
+
+
+def temp_sibling(path: Path) -> Path:
+    """A new hidden temp path beside ``path`` (a file or folder to be renamed onto ``path`` once
+    complete), after removing what killed writers of ``path`` left behind."""
+    path = Path(path)
+    sweep_stale_temps(path)
+    return path.with_name(f"{_temp_prefix(path)}{os.urandom(6).hex()}.tmp")
+
+
+def sweep_stale_temps(path: Path) -> list[Path]:
+    """Remove the temp files and folders of earlier writes of ``path`` whose writer is gone.
+
+    A write that fails removes its temp file itself; one killed outright (SIGKILL, the
+    out-of-memory killer, a power cut) cannot, and leaves a hidden ``.NAME.PID@HOST~XXXX.tmp``
+    beside ``path``, as large as it got. Such a file is removed when its process no longer runs on
+    this host, or when it is a week old (another host's, a name without its writer); a concurrent
+    write of the same path keeps its file. Returns what was removed."""
+    path = Path(path)
+    removed = []
+    for found in glob.glob(glob.escape(str(path.parent / f".{path.name}.")) + "*.tmp"):
+        stale = Path(found)
+        if not _abandoned(stale, stale.name[len(path.name) + 2:]):
+            continue
+        try:
+            if stale.is_dir() and not stale.is_symlink():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink()
+        except FileNotFoundError:  # removed meanwhile by another sweep
+            continue
+        removed.append(stale)
+    return removed
+
+
+def _abandoned(stale: Path, rest: str) -> bool:
+    """Whether the temp ``stale`` (named ``.NAME.`` + ``rest``) was left by a writer that is gone."""
+    writer = re.match(r"(\d+)@(.+)~[^~]*\.tmp$", rest)
+    if writer and writer.group(2) == _HOST and not _running(int(writer.group(1))):
+        return True
+    try:  # (a process running under a dead writer's reused pid holds nothing for a week either)
+        return time.time() - stale.lstat().st_mtime > ABANDONED_AFTER_S
+    except FileNotFoundError:
+        return False
+
+
+def _running(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host (ours or another user's)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    except OverflowError:
+        return False
+    return True

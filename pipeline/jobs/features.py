@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +21,7 @@ from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
 from pipeline.config import Config, ConfigError, ConfigIssue
 from pipeline.jobs.data import LoadedData, load_for_run
-from pipeline.workspace import Workspace, atomic_target, check_writable
+from pipeline.workspace import Workspace, atomic_target, check_writable, temp_sibling
 
 
 @dataclass
@@ -74,8 +73,9 @@ def open_engine(cfg: Config, data: LoadedData, name: str | None = None) -> Featu
 
         session = spark_session()  # first: no Java or pyspark is said before the log is exported
         # A folder of its own per run: two runs on one workspace never read each other's export
-        # (Spark reads the files lazily, long after they are written). Removed when the engine closes.
-        staging = Workspace(cfg.workspace).root / "staging" / f"run-{uuid.uuid4().hex[:12]}"
+        # (Spark reads the files lazily, long after they are written). Removed when the engine
+        # closes; one a killed run left is removed by the next (see temp_sibling).
+        staging = temp_sibling(Workspace(cfg.workspace).root / "staging" / "spark-run")
         try:
             return SparkEngine(session, *export_canonical(data.con, staging), owned=staging)
         except BaseException:

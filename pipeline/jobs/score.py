@@ -41,7 +41,7 @@ from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import check_model_inputs, data_profile, feature_spec, label_spec, open_engine, run_warnings
 from pipeline.rules import Kind
 from pipeline.segments import CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, membership_sql
-from pipeline.workspace import Workspace
+from pipeline.workspace import Workspace, temp_sibling
 
 Progress = Callable[[str], None]
 
@@ -172,7 +172,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     say("writing")
     run_id = uuid.uuid4().hex[:12]
     export_dir = ws.root / "exports" / as_of_file_label(as_of)
-    tmp_dir = export_dir.parent / f".{export_dir.name}.{run_id}.tmp"
+    tmp_dir = temp_sibling(export_dir)
     exports = write_exports(con, segments, score_cols + [f"{t}_reasons" for t in targets], tmp_dir,
                             cfg.scoring.export_formats, as_of, run_id)
     bands_used = {m.target: m.bands for m in used}
@@ -479,7 +479,7 @@ def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments:
         info._warnings = notes + unseen_levels(bundle.model, _spark_level_counts(feats, inside, bundle.model))  # type: ignore[attr-defined]
         found.append((info, levels))
     view = f"dynseg_scored_{uuid.uuid4().hex[:8]}"
-    staged = Workspace(cfg.workspace).root / "staging" / f"score-{uuid.uuid4().hex[:12]}"
+    staged = temp_sibling(Workspace(cfg.workspace).root / "staging" / "spark-score")
     try:
         counts = scored.agg(F.count(F.lit(1)), *[F.count(f"{m.target}_score") for m, _ in found]).first()
         bands = {}

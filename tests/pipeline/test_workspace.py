@@ -1,8 +1,17 @@
-"""Atomic writes: a file is either what was there before or complete."""
+"""Atomic writes: a file is either what was there before or complete, and what a killed writer
+left is removed by the next write."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 
-from pipeline.workspace import atomic_target, write_atomic
+from pipeline.workspace import atomic_target, temp_sibling, write_atomic
 
 
 def test_a_failed_write_leaves_the_previous_file_and_no_temp_file(tmp_path):
@@ -22,3 +31,69 @@ def test_a_finished_write_replaces_the_file(tmp_path):
         tmp.write_text("a,b\n1,2\n")
     assert path.read_text() == "a,b\n1,2\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv"]
+
+
+def _dead_pid() -> int:
+    """The pid of a process that has ended."""
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(done.stdout)
+
+
+def test_a_write_removes_the_partial_file_a_killed_writer_left(tmp_path):
+    path = write_atomic(tmp_path / "features.parquet", b"previous")
+    killed = subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+        import os, signal
+        from pathlib import Path
+        from pipeline.workspace import atomic_target
+        with atomic_target(Path({str(path)!r})) as tmp:
+            tmp.write_bytes(b"half of the new" * 1000)
+            os.kill(os.getpid(), signal.SIGKILL)
+        """)])
+    assert killed.returncode == -signal.SIGKILL
+    left = [p.name for p in tmp_path.iterdir() if p.name != "features.parquet"]
+    assert len(left) == 1 and left[0].startswith(".features.parquet.") and left[0].endswith(".tmp")
+    assert path.read_bytes() == b"previous"
+
+    write_atomic(path, b"new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["features.parquet"]
+    assert path.read_bytes() == b"new"
+
+
+def test_only_temps_whose_writer_is_gone_are_removed(tmp_path):
+    target = tmp_path / "2026-11-28"
+    host = socket.gethostname()
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        week_ago = time.time() - 8 * 86_400
+        temps = {
+            "dead writer, a file": (f".2026-11-28.{_dead_pid()}@{host}~a1b2.tmp", False, None),
+            "dead writer, a folder": (f".2026-11-28.{_dead_pid()}@{host}~c3d4.tmp", True, None),
+            "running writer": (f".2026-11-28.{running.pid}@{host}~e5f6.tmp", False, None),
+            "another host's, fresh": (f".2026-11-28.{_dead_pid()}@elsewhere~a7b8.tmp", False, None),
+            "another host's, a week old": (f".2026-11-28.1234@elsewhere~c9d0.tmp", False, week_ago),
+            "no writer named, a week old": (".2026-11-28.0f3a9c.tmp", True, week_ago),
+            "no writer named, fresh": (".2026-11-28.77aa01.tmp", False, None),
+            "another output's": (f".2026-11-21.{_dead_pid()}@{host}~e1f2.tmp", False, None),
+        }
+        for name, folder, mtime in temps.values():
+            p = tmp_path / name
+            if folder:
+                (p / "members").mkdir(parents=True)
+                (p / "members" / "part-0.parquet").write_bytes(b"x")
+            else:
+                p.write_bytes(b"x")
+            if mtime:
+                os.utime(p, (mtime, mtime))
+
+        fresh = temp_sibling(target)
+
+        kept = {p.name for p in tmp_path.iterdir()}
+        gone = {what for what, (name, _, _) in temps.items() if name not in kept}
+        assert gone == {"dead writer, a file", "dead writer, a folder", "another host's, a week old",
+                        "no writer named, a week old"}
+        assert fresh.parent == tmp_path and fresh.name.startswith(f".2026-11-28.{os.getpid()}@{host}~")
+        assert not fresh.exists()
+        assert temp_sibling(target) != fresh  # every call its own name
+    finally:
+        running.kill()
+        running.wait()
