@@ -198,9 +198,13 @@ def test_rerun_replaces_the_run_and_a_killed_run_changes_nothing(shop):
     assert state(shop) == before  # the killed run's transaction never landed
     exports = shop.runs[1].export_dir
     assert json.loads((exports / "manifest.json").read_text())["run_id"] == shop.runs[1].run_id
-    # a normal re-run of the same as_of replaces it
+    # the killed run's exports, written before its transaction, are left under a temp name
+    left = [p.name for p in exports.parent.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].startswith(f".{exports.name}.{proc.pid}@"), left
+    # a normal re-run of the same as_of replaces it, and removes them
     result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
     assert result.exit_code == 0, result.output
+    assert not [p for p in exports.parent.iterdir() if p.name.endswith(".tmp")]
     after = state(shop)
     assert after[0][0] == before[0][0] and after[0][1] != before[0][1] and len(after[0]) == 2
     assert sorted(n for _, n in after[1]) == sorted(n for _, n in before[1])  # same data, same sizes
