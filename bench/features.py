@@ -7,8 +7,9 @@ time-ordered over two years, role-mapped event names from configs/roles.yaml, am
 purchases and refunds, categories) and a customers file as Parquet into a temp folder, then
 measures, for the same as_of (the end of the log):
 
-  dynseg  end to end from the Parquet files: ``load_validated`` (validation + canonical views),
-          the data profile, ``customer_features`` executed by ``DuckDBEngine`` into pandas.
+  dynseg  end to end from the Parquet files, as ``dynseg features build`` runs: ``load_validated``
+          (validation + canonical views), the data profile, ``customer_features`` executed by
+          ``DuckDBEngine`` into pandas, then the count of its customers without a profile.
   pandas  read the Parquet files with pandas, map event names to roles, ``pandas_customer_features``
           (bench/pandas_features.py); skipped when its projected peak RSS exceeds --pandas-max-gb.
   floor   ``SELECT customer_id, count(*), max(ts), sum(amount) FROM read_parquet(...) GROUP BY 1``
@@ -194,11 +195,11 @@ def run_dynseg(paths: dict[str, Path], as_of: datetime, scratch: Path) -> dict[s
     from features.engines.duckdb import DuckDBEngine
     from pipeline.config import load_config
     from pipeline.jobs.data import load_validated
-    from pipeline.jobs.features import data_profile, feature_spec
+    from pipeline.jobs.features import data_profile, feature_spec, unprofiled_warnings
 
     t0 = time.perf_counter()
     cfg = load_config(_project(paths, scratch))
-    data = load_validated(cfg, as_of)
+    data = load_validated(cfg, as_of, count_unknown_customers=False)  # as a run loads (load_for_run)
     t1 = time.perf_counter()
     profile = data_profile(cfg, data)
     t2 = time.perf_counter()
@@ -206,9 +207,12 @@ def run_dynseg(paths: dict[str, Path], as_of: datetime, scratch: Path) -> dict[s
     frame = eng.execute(customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
                                           consents=eng.consents()))
     t3 = time.perf_counter()
+    unprofiled_warnings(data, frame["customer_id"])  # the run's customers without a profile, as a run counts them
+    t4 = time.perf_counter()
     rows = len(frame)
     data.con.close()
-    return {"total": t3 - t0, "validate_load": t1 - t0, "profile": t2 - t1, "features": t3 - t2, "rows": rows}
+    return {"total": t4 - t0, "validate_load": t1 - t0, "profile": t2 - t1, "features": t3 - t2,
+            "unprofiled": t4 - t3, "rows": rows}
 
 
 def run_pandas(paths: dict[str, Path], as_of: datetime, scratch: Path) -> dict[str, float]:

@@ -36,32 +36,41 @@ class LoadedData:
     report: ValidationReport
     identity: IdentityResolution
     as_of: datetime
+    #: whether validation counted the events' customer_ids without a profile; when not, the run
+    #: counts its own customers (pipeline.jobs.features.unprofiled_warnings)
+    unknown_customers_counted: bool = True
 
 
-def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's as_of") -> LoadedData:
+def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's as_of",
+                   count_unknown_customers: bool = True) -> LoadedData:
     """Validate every configured source and build the canonical views; raise DataError on errors.
-    Events after ``as_of`` are refused as from the future (``future_after`` names that instant)."""
+    Events after ``as_of`` are refused as from the future (``future_after`` names that instant).
+    ``count_unknown_customers``: see :func:`features.validation.validate`."""
     # Above memory_limit DuckDB spills to the system's temp folder (not the workspace: a run that
     # fails validation writes nothing there).
     spill = Path(tempfile.gettempdir()) / "dynseg-spill"
     con = connect(threads=cfg.settings.threads, memory_limit=cfg.settings.memory_limit, temp_directory=str(spill))
     report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of,
-                      future_after)
+                      future_after, count_unknown_customers)
     if not report.ok:
         con.close()
         raise DataError(report)
     identity = build_canonical(con, report, cfg.role_of, cfg.settings.identity.max_ids_per_identifier)
-    return LoadedData(con, report, identity, as_of)
+    return LoadedData(con, report, identity, as_of, count_unknown_customers)
 
 
-def load_for_run(cfg: Config, as_of: datetime | None = None) -> LoadedData:
+def load_for_run(cfg: Config, as_of: datetime | None = None, count_unknown_customers: bool = False) -> LoadedData:
     """Validated data for a run as of ``as_of`` (default: now). A run in the past keeps using a log
     that has grown since (the events after its ``as_of`` are only invisible to it), so only events
-    after now are refused; a run dated in the future refuses events after its ``as_of``."""
+    after now are refused; a run dated in the future refuses events after its ``as_of``.
+
+    Validation does not count the events' customer_ids without a profile unless asked to: a run
+    that reports them counts its own customers once its features found them
+    (:func:`pipeline.jobs.features.unprofiled_warnings`), and the others never show the count."""
     now = now_utc()
     if as_of is None or as_of <= now:
-        return load_validated(cfg, now, "now")
-    return load_validated(cfg, as_of)
+        return load_validated(cfg, now, "now", count_unknown_customers)
+    return load_validated(cfg, as_of, count_unknown_customers=count_unknown_customers)
 
 
 def validate_job(cfg: Config, as_of: datetime) -> LoadedData:

@@ -19,6 +19,7 @@ from features.engines.duckdb import sort_by_customer, to_frame
 from features.freshness import check_freshness
 from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
+from features.validation import Problem, unknown_customers
 from pipeline.config import Config, ConfigError, ConfigIssue
 from pipeline.jobs.data import LoadedData, load_for_run
 from pipeline.workspace import Workspace, atomic_target, check_writable, temp_sibling
@@ -178,8 +179,21 @@ def run_warnings(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     """What a run as of ``as_of`` should say before its results: the validation's warnings (repeated
     event ids dropped, event customers without a profile...), then stale data (when freshness warns
     rather than refuses; refusing raises here)."""
-    found = [f"{p.message} ({p.fix})" for p in data.report.problems if p.severity == "warning"]
+    found = [_said(p) for p in data.report.problems if p.severity == "warning"]
     return found + _fresh(cfg, data, as_of) + _short_history(cfg, data, as_of)
+
+
+def _said(p: Problem) -> str:
+    return f"{p.message} ({p.fix})"
+
+
+def unprofiled_warnings(data: LoadedData, customer_ids: Any) -> list[str]:
+    """The warning for the run's customers without a profile (``customer_ids``: those its features
+    found, one per customer), when validation did not count them (see :func:`load_for_run`)."""
+    if data.unknown_customers_counted:
+        return []
+    p = unknown_customers(data.con, data.report, customer_ids)
+    return [_said(p)] if p else []
 
 
 def _short_history(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
@@ -231,6 +245,8 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
             run = FeatureRun.from_frame(eng.execute(expr.order_by("customer_id")), profile, eng.name, warnings)
     finally:
         eng.close()
+    ids = run.table["customer_id"] if run.table is not None else run.frame["customer_id"]
+    run.warnings += unprofiled_warnings(data, ids)
     if out is not None:
         run.path = run.write(out)
     return run
@@ -344,4 +360,5 @@ def training_set_job(
         rates = dict(zip(("test", "valid"), found))
     finally:
         eng.close()
+    warnings += unprofiled_warnings(data, frame["customer_id"].unique())
     return TrainingData(frame, plan, profile, label, warnings, first, last, rates)

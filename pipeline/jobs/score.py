@@ -38,7 +38,8 @@ from models.calibration import seasonal_base_rate
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
-from pipeline.jobs.features import check_model_inputs, data_profile, feature_spec, label_spec, open_engine, run_warnings
+from pipeline.jobs.features import (check_model_inputs, data_profile, feature_spec, label_spec, open_engine, run_warnings,
+                                    unprofiled_warnings)
 from pipeline.rules import Kind
 from pipeline.segments import CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, membership_sql
 from pipeline.workspace import Workspace, temp_sibling
@@ -118,7 +119,9 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
 
     clock = time.perf_counter()
     say("validate")
-    data = load_for_run(cfg, as_of)
+    # On DuckDB the customers without a profile are counted among the features (a pandas frame);
+    # a Spark run's features stay in Spark, so validation counts them there.
+    data = load_for_run(cfg, as_of, count_unknown_customers=(engine or cfg.settings.engine) == "spark")
     warnings = run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of)
     profile = data_profile(cfg, data)
     timings["validate"] = time.perf_counter() - clock
@@ -136,6 +139,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
             check_model_inputs(registry.bundle_of(pyfunc).model, f"{mv.name} version {mv.version}", target, expr.columns)
         feats = _features(eng, expr)
         has_consent = CONSENT_COLUMN in feats.columns
+        if eng.name == "duckdb":
+            warnings += unprofiled_warnings(data, feats["customer_id"])
         timings["features"] = time.perf_counter() - clock
 
         first = data.report.time_range(cfg.role_of)[0]

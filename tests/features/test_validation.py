@@ -14,9 +14,9 @@ from pipeline.config import load_config
 AS_OF = datetime(2026, 11, 28)
 
 
-def run(project):
+def run(project, **kw):
     cfg = load_config(project.root)
-    return validate(connect(), cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF)
+    return validate(connect(), cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF, **kw)
 
 
 def only(report, check):
@@ -464,6 +464,22 @@ def test_customers_whose_ids_match_no_event_customer_are_an_error(project):
     assert not report.ok and p.severity == "error" and p.count == 3
     assert "none of the 3 customer_ids in events is in customers" in p.message and "'c0'" in p.message and "'17'" in p.message
     assert "columns:" in p.fix
+
+
+def test_not_counting_unknown_customers_drops_the_warning_but_not_the_error(project):
+    """A run leaves the count of customers without a profile to itself (it counts its own, once its
+    features found them); ids of another form than the profiles' are still refused up front."""
+    project.write_events(good_events())  # c0, c1, c2
+    pd.DataFrame({"customer_id": ["c0", "c1"]}).to_parquet(project.data / "cu.parquet")  # c2 unknown
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/cu.parquet"})
+    assert only(run(project), "unknown_customer").count == 1
+    report = run(project, count_unknown_customers=False)
+    assert report.ok and report.problems == []
+
+    pd.DataFrame({"customer_id": ["17", "18"]}).to_parquet(project.data / "cu.parquet")  # no id meets one
+    p = only(run(project, count_unknown_customers=False), "no_customer_matches")
+    assert p.severity == "error" and "none of the 3 customer_ids in events is in customers" in p.message
 
 
 def test_ids_that_meet_no_profile_are_an_error_with_identities_too(project):

@@ -160,6 +160,37 @@ def test_a_run_says_what_validation_warned_about(project, monkeypatch):
     assert pd.read_csv(project.root / "f.csv").set_index("customer_id").loc["c0", "n_events"] == 3  # the repeat dropped
 
 
+def test_a_run_counts_its_own_customers_without_a_profile(project, monkeypatch):
+    """Validation leaves the count to the run, which counts the customers its features hold: not an
+    id whose events all come after the run's as_of, nor one merged into a profiled customer."""
+    monkeypatch.setattr(err, "width", 400)
+    events = good_events(4)  # c0..c3, events from 2026-01-01 to 2026-01-05
+    late = pd.DataFrame({"event_id": ["late-1"], "customer_id": ["late"], "event_type": ["signed_up"],
+                         "ts": pd.to_datetime(["2026-01-09 10:00:00"]), "amount": [None]})
+    project.write_events(pd.concat([events, late], ignore_index=True))
+    pd.DataFrame({"customer_id": ["c0", "c1"], "signup_at": pd.to_datetime(["2026-01-01", "2026-01-01"])}
+                 ).to_parquet(project.data / "customers.parquet")
+    # c2 shares an email with profile c0: merged into it, it has c0's profile; c3 has none
+    pd.DataFrame({"customer_id": ["c0", "c2"], "id_type": ["email"] * 2, "id_value": ["a@x"] * 2}
+                 ).to_parquet(project.data / "ids.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"},
+                    identities={"format": "parquet", "path": "data/ids.parquet"})
+
+    validated = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-10"])
+    assert validated.exit_code == 0, validated.output
+    assert "3 customer_ids in events are not in customers" in " ".join(validated.stderr.split())  # c2, c3, late
+
+    def warned(as_of: str) -> list[str]:
+        result = runner.invoke(app, ["features", "build", "--as-of", as_of, "--out", str(project.root / "f.csv")])
+        assert result.exit_code == 0, result.output
+        return [line for line in result.stderr.splitlines() if "not in customers" in line]
+
+    assert len(warned("2026-01-06")) == 1 and "1 customer_id in events is not in customers" in warned("2026-01-06")[0]
+    assert "2 customer_ids in events are not in customers" in warned("2026-01-10")[0]  # c3 and late
+    assert set(pd.read_csv(project.root / "f.csv")["customer_id"]) == {"c0", "c1", "c3", "late"}
+
+
 def test_a_bad_out_suffix_is_refused_before_any_work(project):
     # The catalog points at no file: were the data read first, the error would be about the data.
     project.catalog(events={"format": "parquet", "path": "data/missing.parquet"})
