@@ -160,7 +160,7 @@ def sweep_stale_temps(path: Path) -> list[Path]:
                 shutil.rmtree(stale)
             else:
                 stale.unlink()
-        except FileNotFoundError:  # removed meanwhile by another sweep
+        except OSError:  # removed meanwhile by another sweep, or not ours to remove: never fail a write for it
             continue
         removed.append(stale)
     return removed

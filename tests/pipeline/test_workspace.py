@@ -97,3 +97,17 @@ def test_only_temps_whose_writer_is_gone_are_removed(tmp_path):
     finally:
         running.kill()
         running.wait()
+
+
+def test_a_temp_that_cannot_be_removed_does_not_fail_the_write(tmp_path, monkeypatch):
+    # e.g. another user's, on a shared workspace (this suite runs as root, so the refusal is injected)
+    path = tmp_path / "features.parquet"
+    stale = tmp_path / f".features.parquet.{_dead_pid()}@{socket.gethostname()}~a1b2.tmp"
+    (stale / "part").mkdir(parents=True)
+
+    def refuse(p, *a, **kw):
+        raise PermissionError(13, "Permission denied", str(p))
+
+    monkeypatch.setattr("pipeline.workspace.shutil.rmtree", refuse)
+    write_atomic(path, b"new")
+    assert path.read_bytes() == b"new" and stale.is_dir()
