@@ -31,7 +31,6 @@ bit-for-bit what it was):
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -44,7 +43,7 @@ import pyarrow.compute as pc
 from scipy import stats
 
 from features.asof import parse_as_of
-from pipeline.workspace import temp_sibling
+from pipeline.workspace import atomic_target
 
 EVENT_TYPES = ("signed_up", "consent_granted", "consent_withdrawn", "email_sent", "email_bounced",
                "email_opened", "email_clicked", "spam_complaint", "unsubscribed", "page_viewed",
@@ -137,17 +136,12 @@ def generate(n_customers: int, seed: int = 0, end: str | datetime = "2026-11-27"
 
 
 def write(shop: SyntheticShop, out_dir: Path) -> dict[str, Path]:
-    """Write the three frames as parquet files, each atomically (temp file + os.replace)."""
-    out_dir, paths = Path(out_dir), {}
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """Write the three frames as parquet files, each atomically (see :func:`atomic_target`)."""
+    paths = {}
     for name in ("events", "customers", "identities"):
-        final = out_dir / f"{name}.parquet"
-        tmp = temp_sibling(final)
-        try:
+        final = Path(out_dir) / f"{name}.parquet"
+        with atomic_target(final) as tmp:
             getattr(shop, name).to_parquet(tmp, index=False)
-            os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
         paths[name] = final
     return paths
 
