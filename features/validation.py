@@ -568,8 +568,6 @@ def unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, 
     in validation is 4-5 s. None when all have a profile, or there are no profiles to have."""
     if "customer_id" not in report.typed.get("customers", {}) or "customer_id" not in report.typed.get("events", {}):
         return None
-    import pyarrow as pa
-
     con.register("_run_customer_ids", pa.table({"id": ids}))
     try:
         n, example = con.execute("""

@@ -179,8 +179,6 @@ def _abandoned(stale: Path, rest: str) -> bool:
 
 def _running(pid: int) -> bool:
     """Whether a process ``pid`` runs on this host (ours or another user's)."""
-    if pid == os.getpid():
-        return True
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
