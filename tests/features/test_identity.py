@@ -1,4 +1,5 @@
 import pandas as pd
+import pytest
 
 from conftest import good_events
 from features.engine import connect
@@ -34,6 +35,14 @@ def test_chain_becomes_one_customer():
     assert m["D"] == "D" and "D" not in set(res.mapping.customer_id)  # shares nothing: nothing to map
     assert res.merged_customers == 1 and res.merged_ids == 2 and res.largest_group == 3
     assert res.linked_ids == 4
+
+
+@pytest.mark.parametrize("rows", [[], [("A", "email", "a@x"), ("B", "email", "b@x"), ("A", "device", "d1")]])
+def test_ids_that_share_nothing_map_to_nothing(rows):
+    res = resolve_identities(links(rows))
+    assert res.mapping.empty and list(res.mapping) == ["customer_id", "canonical_id"]
+    assert res.merged_ids == res.merged_customers == res.largest_group == 0
+    assert res.skipped_identifiers.empty and res.linked_ids == len({r[0] for r in rows})
 
 
 def test_same_value_different_type_does_not_link():
