@@ -50,9 +50,10 @@ def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20, li
     shared = key.map(key.value_counts()) > 1  # an identifier of one id merges nothing
     links, key = links[shared], key[shared]
     if links.empty:  # nothing shared, nothing to merge: no graph (scipy alone takes 0.3 s to import)
-        ids = pd.Series(dtype=object)
-        return IdentityResolution(mapping=pd.DataFrame({"customer_id": ids, "canonical_id": ids}),
-                                  skipped_identifiers=pd.DataFrame(columns=["id_type", "id_value", "customers"]),
+        text = pd.Series(dtype=object)
+        return IdentityResolution(mapping=pd.DataFrame({"customer_id": text, "canonical_id": text}),
+                                  skipped_identifiers=pd.DataFrame({"id_type": text, "id_value": text,
+                                                                    "customers": pd.Series(dtype="int64")}),
                                   linked_ids=linked_ids)
     per_key = links.groupby(key)["customer_id"].nunique()
     too_common = per_key[per_key > max_ids_per_identifier]

@@ -43,6 +43,8 @@ def test_ids_that_share_nothing_map_to_nothing(rows):
     assert res.mapping.empty and list(res.mapping) == ["customer_id", "canonical_id"]
     assert res.merged_ids == res.merged_customers == res.largest_group == 0
     assert res.skipped_identifiers.empty and res.linked_ids == len({r[0] for r in rows})
+    assert list(res.skipped_identifiers) == ["id_type", "id_value", "customers"]
+    assert res.skipped_identifiers["customers"].dtype == "int64"
 
 
 def test_same_value_different_type_does_not_link():
