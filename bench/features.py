@@ -334,6 +334,7 @@ def summarise(result: dict, n_events: int) -> dict:
     return {"variant": result["variant"], "events": n_events, "customers": n_events // EVENTS_PER_CUSTOMER,
             "rows": runs[0]["rows"], "runs": len(runs), "seconds": steps["total"],
             "all_seconds": [r["total"] for r in runs], "steps": steps,
+            "all_steps": [{k: v for k, v in r.items() if k != "rows"} for r in runs],
             "events_per_s": n_events / steps["total"], "peak_rss_bytes": result["peak_rss_bytes"],
             "peak_rss_bytes_all": result["peak_rss_bytes_all"]}
 
