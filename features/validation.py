@@ -408,10 +408,34 @@ def _start_event_id_check(con: duckdb.DuckDBPyConnection, report: ValidationRepo
         return None
     raw = report.sources["events"]
     ids = f"SELECT {t['event_id'].expr} AS id FROM {raw.view}"
-    # One numpy array, which the sort works on in place (the Arrow chunks it replaced, 400 at 50M
-    # events, were concatenated into a copy: no faster or smaller at the peak, measured, only more code).
-    hashes = con.sql(f"SELECT hash(id) AS h FROM ({ids}) WHERE id IS NOT NULL").fetchnumpy()["h"]
+    hashes = _fetch_hashes(con, f"SELECT hash(id) AS h FROM ({ids}) WHERE id IS NOT NULL", raw.rows)
     return pool.submit(_any_repeats, hashes)
+
+
+def _fetch_hashes(con: duckdb.DuckDBPyConnection, query: str, rows: int) -> np.ndarray:
+    """The 64-bit hashes ``query`` returns, at most ``rows`` of them, streamed batch by batch into
+    one numpy array, in whatever order DuckDB's threads produce them (the sort does not care).
+
+    At 50M events, in fresh processes, this took 2.48-2.68 s and peaked at 0.63 GB, against
+    3.1-3.3 s and 0.99 GB for DuckDB's whole result in insertion order made a numpy array;
+    DuckDB alone computes the same hashes in about 1.5 s."""
+    out = np.empty(rows, dtype=np.uint64)
+    n = 0
+    con.execute("SET preserve_insertion_order = false")
+    try:
+        reader = con.sql(query).to_arrow_reader(1 << 20)
+        try:
+            for batch in reader:
+                values = batch.column(0).to_numpy()
+                if n + len(values) > len(out):  # more rows than counted: the source grew meanwhile
+                    out = np.resize(out, max(2 * len(out), n + len(values)))
+                out[n:n + len(values)] = values
+                n += len(values)
+        finally:
+            reader.close()
+    finally:
+        con.execute("RESET preserve_insertion_order")
+    return out[:n]
 
 
 def _repeated_event_id_problems(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> list[Problem]:

@@ -2,13 +2,14 @@
 
 from datetime import datetime
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import good_events
 from features.engine import connect
-from features.validation import _any_repeats, _checks, validate
+from features.validation import _any_repeats, _checks, _fetch_hashes, validate
 from pipeline.config import load_config
 
 AS_OF = datetime(2026, 11, 28)
@@ -134,6 +135,16 @@ def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
 def test_repeated_hashes_are_found_wherever_they_are(sql, repeats):
     rel = connect().sql(sql)
     assert _any_repeats(rel.fetchnumpy()[rel.columns[0]]) is repeats
+
+
+@pytest.mark.parametrize("rows, counted", [(2_500_000, 2_500_000), (2_500_000, 1000), (0, 0)])
+def test_hashes_are_fetched_whole_and_the_session_left_as_it_was(rows, counted):
+    # several Arrow batches; `counted` below the rows found: a source that grew after it was counted
+    con = connect()
+    sql = f"SELECT hash(i) AS h FROM range({rows}) t(i)"
+    got = _fetch_hashes(con, sql, counted)
+    assert got.dtype == np.uint64 and np.array_equal(np.sort(got), np.sort(con.sql(sql).fetchnumpy()["h"]))
+    assert con.sql("SELECT current_setting('preserve_insertion_order')").fetchall() == [(True,)]
 
 
 def _write_row_groups(project, df, name="events.parquet", rows_per_group=3):
