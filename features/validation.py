@@ -115,7 +115,7 @@ def validate(
     :func:`pipeline.jobs.data.load_for_run`).
 
     ``count_unknown_customers=False`` leaves out the warning that counts the events' customer_ids
-    without a profile, the costliest check (every event's id, grouped: 4-5 s of 8 s at 50M events),
+    without a profile, the costliest check (every event's id, grouped: about 2.8 s of 8.3 s at 50M events),
     for a run that counts them among its own customers afterwards, from the ids its features
     found (:func:`unknown_customers`); the error for ids that meet no profile at all stays."""
     report = ValidationReport(as_of=as_of)
@@ -470,9 +470,9 @@ def _any_repeats(hashes: np.ndarray) -> bool:
     compared, with no id strings held. The usual answer is no, and the closer look (which compares
     the ids themselves) is skipped.
 
-    At 50M events the sort took 1.1-1.3 s, and fetching the hashes about 0.8 GB at its peak
-    (DuckDB's result and the array); the same sort as a DuckDB window (``lag() OVER (ORDER BY
-    h)``) took 3.9 s and 1.4 GB, grouping the hashes 8.2 s and 3.3 GB.
+    At 50M events the sort took 1.1-1.3 s (the fetch: :func:`_fetch_hashes`); the same sort as a
+    DuckDB window (``lag() OVER (ORDER BY h)``) took 3.9-5.1 s and 1.4 GB, grouping the hashes
+    8.2-12 s and 3.1-3.3 GB.
     """
     h = np.asarray(hashes)
     if len(h) < 2:
@@ -590,7 +590,7 @@ def unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, 
     against the canonical ``customers`` view. A run's customers are the events' ids before its
     as_of, merged identities folded into one (an id merged into a profiled customer has a profile);
     the ids are found by then, so this is about 0.3 s at a million customers where counting them
-    in validation is 4-5 s. None when all have a profile, or there are no profiles to have."""
+    in validation is about 2.8 s. None when all have a profile, or there are no profiles to have."""
     if "customer_id" not in report.typed.get("customers", {}) or "customer_id" not in report.typed.get("events", {}):
         return None
     con.register("_run_customer_ids", pa.table({"id": ids}))

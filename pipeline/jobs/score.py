@@ -107,6 +107,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     from models import registry
 
     say = progress or (lambda _: None)
+    engine = engine or cfg.settings.engine
     timings: dict[str, float] = {}
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     ws = Workspace(cfg.workspace)
@@ -121,7 +122,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     say("validate")
     # On DuckDB the customers without a profile are counted among the features (a pandas frame);
     # a Spark run's features stay in Spark, so validation counts them there.
-    data = load_for_run(cfg, as_of, count_unknown_customers=(engine or cfg.settings.engine) == "spark")
+    data = load_for_run(cfg, as_of, count_unknown_customers=engine == "spark")
     warnings = run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of)
     profile = data_profile(cfg, data)
     timings["validate"] = time.perf_counter() - clock
@@ -182,7 +183,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     bands_used = {m.target: m.bands for m in used}
     record = {
         "run_id": run_id, "as_of": as_of, "started_at": started, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
-        "engine": engine or cfg.settings.engine, "n_customers": n_customers,
+        "engine": engine, "n_customers": n_customers,
         "models": json.dumps([m.record() for m in used], default=str), "bands": json.dumps(bands_used, default=str),
         "previous_run_id": None, "mlflow_run_id": None, "export_dir": str(export_dir),
         "config": json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump()}),
