@@ -73,8 +73,10 @@ def test_the_parquet_file_holds_the_frame_the_job_returns(project):
                                                                   round(s.min(), 2), round(s.max(), 2)]
 
 
-def test_sort_by_customer_keeps_rows_whole_across_chunks():
-    """The DuckDB result is sorted in Arrow column by column: every row must keep its own values."""
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_sort_by_customer_keeps_rows_whole_across_chunks(threads):
+    """The DuckDB result is sorted in Arrow column by column, by one thread or several: every row
+    must keep its own values, and every column its place."""
     import numpy as np
     import pyarrow as pa
 
@@ -87,7 +89,7 @@ def test_sort_by_customer_keeps_rows_whole_across_chunks():
                           "flag": pd.array(np.arange(1000) % 3 == 0, dtype="boolean")})
     table = pa.Table.from_pandas(frame, preserve_index=False)
     chunked = pa.Table.from_batches(table.to_batches(max_chunksize=97), schema=table.schema)  # 11 chunks, as DuckDB hands over several
-    got = sort_by_customer(chunked)
+    got = sort_by_customer(chunked, threads=threads)
     assert got.schema == table.schema
     pd.testing.assert_frame_equal(got.to_pandas(), frame.sort_values("customer_id", ignore_index=True))
 
