@@ -390,11 +390,13 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
             / (_zero(x.n_purchase_prev_30d) + 1).cast("float64"),
         }
     if "engagement" in groups:
+        # a log of opens or clicks without sends (no sends part): no send is known, so 0 sends
+        sends = x.n_email_send if "email_send" in roles else ibis.literal(0, type="int64")
         cols |= {
-            "n_email_send": _zero(x.n_email_send),
+            "n_email_send": _zero(sends),
             "n_email_open": _zero(x.n_email_open),
             "n_email_click": _zero(x.n_email_click),
-            "open_rate": _ratio(_zero(x.n_email_open), x.n_email_send),
+            "open_rate": _ratio(_zero(x.n_email_open), sends),
             "click_to_open_90d": _ratio(x[_window_count(spec, profile, "email_click", 90)],
                                         x[_window_count(spec, profile, "email_open", 90)]),
             "days_since_last_open": _days_between(t, x.last_open_at),
