@@ -180,6 +180,34 @@ def test_customer_features_match_duckdb(spark, project, as_of):
     assert_same_features(got, expected)
 
 
+def test_a_log_without_sends_matches_duckdb(spark, tmp_path):
+    """Opens and clicks without sends, and a role no feature reads (a mapped ``login``): the same
+    columns and values on both engines (the query failed on both before 2026-12-01)."""
+    rows = [("a", "email_open", "2026-05-20 10:00"), ("a", "email_click", "2026-05-20 10:05"), ("a", "login", "2026-05-30"),
+            ("b", "email_open", "2026-01-02"), ("b", "purchase", "2026-03-01"), ("c", "login", "2026-06-02")]
+    con = connect()
+    values = ", ".join(f"('{c}', '{r}', TIMESTAMP '{t}', CASE WHEN '{r}' = 'purchase' THEN 12.5 END, NULL::VARCHAR)"
+                       for c, r, t in rows)
+    con.execute(f"CREATE TEMP VIEW events AS SELECT * FROM (VALUES {values}) t(customer_id, role, ts, amount, category)")
+    con.execute("CREATE TEMP VIEW customers AS SELECT * FROM (VALUES ('a', TIMESTAMP '2025-01-01', NULL::BOOLEAN, "
+                "NULL::TIMESTAMP), ('b', TIMESTAMP '2025-02-01', NULL, NULL)) t(customer_id, signup_at, email_consent, consent_updated_at)")
+    profile = DataProfile(roles=frozenset(r for _, r, _ in rows), has_signup=True)
+    spec, as_of = FeatureSpec(window_roles=("email_open", "login")), datetime(2026, 6, 1)
+    duck = DuckDBEngine(con)
+    expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, spec, profile))
+    engine = SparkEngine(spark, *export_canonical(con, tmp_path / "canonical"))
+    try:
+        got = engine.execute(customer_features(engine.events(), engine.customers(), as_of, spec, profile))
+    finally:
+        engine.close()
+        con.close()
+    assert expected.set_index("customer_id")[["n_email_send", "n_email_open", "n_login_30d"]].to_dict("index") == {
+        "a": {"n_email_send": 0, "n_email_open": 1, "n_login_30d": 1},
+        "b": {"n_email_send": 0, "n_email_open": 1, "n_login_30d": 0}}
+    assert expected["open_rate"].isna().all()
+    assert_same_features(got, expected)
+
+
 def test_runs_on_one_workspace_read_their_own_export(spark, project):
     """Spark reads its input lazily, long after the export: a second run on the same workspace,
     over data that changed meanwhile, must not replace the first run's files. Each run exports to
