@@ -357,33 +357,59 @@ def test_consent_tie_goes_to_the_withdrawal():
 # ------------------------------------------------------------------ logs with some roles only
 ROLES = ("purchase", "email_send", "email_open", "email_click", "page_view", "add_to_cart", "refund", "support_ticket",
          "unsubscribe", "bounce", "complaint", "consent_granted", "consent_withdrawn", "signup")
+WINDOWS = ((7,), (30, 60), (1, 7, 30, 90, 365), (90, 30), (365,), (14, 28))
 
 
-def _role_subsets() -> list[tuple[str, ...]]:
-    """Every role alone, and 24 random mixes of two to six (seeded: the same every run)."""
+def _mixes() -> list[tuple[tuple[str, ...], FeatureSpec, bool, bool]]:
+    """Every role alone with the default spec and a full profile, then 30 seeded random cases (the
+    same every run): two to seven roles, random windows and window roles (any role may be one),
+    profiles with or without signup dates and consent."""
     rng = np.random.default_rng(11)
-    mixes = [tuple(rng.choice(ROLES, size=k, replace=False)) for k in (2, 3, 4, 5, 6, 2) for _ in range(4)]
-    return [(r,) for r in ROLES] + mixes
+    cases = [((r,), FeatureSpec(), True, True) for r in ROLES]
+    for _ in range(30):
+        roles = tuple(str(r) for r in rng.choice(ROLES, size=int(rng.integers(2, 8)), replace=False))
+        window_roles = tuple(str(r) for r in rng.choice(ROLES, size=int(rng.integers(0, 5)), replace=False))
+        spec = FeatureSpec(windows_days=WINDOWS[int(rng.integers(len(WINDOWS)))], window_roles=window_roles)
+        cases.append((roles, spec, bool(rng.integers(2)), bool(rng.integers(2))))
+    return cases
 
 
 def test_any_mix_of_roles_matches_pandas_oracle():
     """A log holds whichever roles it holds: every group the roles allow is built, and agrees with
-    the oracle, for each role alone and for random mixes. (Opens or clicks without sends failed
-    the query until 2026-12-01: the sends part was missing, and n_email_send with it.)"""
+    the oracle, whatever the windows and the profile hold. Events fall inside and outside the
+    windows, just before T and at T (never seen). Two bugs this found, fixed 2026-12-01: opens or
+    clicks without sends failed the query (no sends part, so no ``n_email_send``); and without a
+    consent profile, a customer with no consent event read ``email_consent`` false, not null."""
     as_of, failures = datetime(2026, 6, 1), []
-    for roles in _role_subsets():
+    for roles, spec, has_signup, has_consent in _mixes():
         rows = []
         for i, role in enumerate(roles):
             amount = 10.0 + i if role == "purchase" else (-3.0 if role == "refund" else None)
-            category = "toys" if role == "purchase" else None
-            rows += [("a", role, f"2026-05-{10 + i:02d}", amount, category), ("b", role, f"2026-01-{10 + i:02d}", amount, category),
-                     ("a", role, f"2026-06-{1 + i:02d}", amount, category)]  # after as_of: never seen
-        events, customers = _tiny(rows, [("a", "2025-01-01", True, "2025-06-01"), ("c", "2025-02-01", None, None)])
-        profile = DataProfile(frozenset(events["role"]), has_signup=True, has_consent_profile=True)
+            category = ("toys", "shoes", None)[i % 3] if role == "purchase" else None
+            rows += [("a", role, f"2026-05-{10 + i:02d}", amount, category), ("b", role, f"2025-{1 + i:02d}-10", amount, category),
+                     ("a", role, "2026-05-31 23:59:59", amount, category), ("d", role, "2026-06-01", amount, category)]
+        profiles = [("a", "2025-01-01" if has_signup else None, True if has_consent else None, "2025-06-01" if has_consent else None),
+                    ("c", "2025-02-01" if has_signup else None, None, None)]
+        events, customers = _tiny(rows, profiles)
+        profile = DataProfile(frozenset(events["role"]), has_signup=has_signup, has_consent_profile=has_consent)
         eng = _tiny_engine(events, customers)
         try:
-            actual = eng.execute(customer_features(eng.events(), eng.customers(), as_of, FeatureSpec(), profile))
-            assert_same_frame(actual, pandas_customer_features(events, customers, as_of, FeatureSpec(), profile))
-        except Exception as e:  # every mix is tried; the report names each that failed
-            failures.append(f"{roles}: {type(e).__name__}: {str(e)[:160]}")
+            actual = eng.execute(customer_features(eng.events(), eng.customers(), as_of, spec, profile))
+            assert_same_frame(actual, pandas_customer_features(events, customers, as_of, spec, profile))
+        except Exception as e:  # every case is tried; the report names each that failed
+            failures.append(f"{roles} {spec} signup={has_signup} consent={has_consent}: {type(e).__name__}: {str(e)[:200]}")
     assert not failures, "\n".join(failures)
+
+
+def test_consent_is_null_when_nothing_is_known():
+    """Consent events but no consent in the profiles: a customer with none of those events has no
+    known decision (null, which segments read as not sendable), not a refusal."""
+    events, customers = _tiny([("f", "consent_granted", "2026-01-01", None, None), ("g", "unsubscribe", "2026-02-01", None, None),
+                               ("h", "page_view", "2026-03-01", None, None)],
+                              [("f", "2025-01-01", None, None), ("k", "2025-01-01", None, None)])
+    profile = DataProfile(frozenset(events["role"]), has_signup=True, has_consent_profile=False)
+    eng = _tiny_engine(events, customers)
+    got = eng.execute(customer_features(eng.events(), eng.customers(), datetime(2026, 6, 1), FeatureSpec(), profile))
+    consent = got.set_index("customer_id")["email_consent"]
+    assert consent.loc[["f", "g"]].tolist() == [True, False]
+    assert consent.loc[["h", "k"]].isna().all()
