@@ -374,24 +374,33 @@ def _mixes() -> list[tuple[tuple[str, ...], FeatureSpec, bool, bool]]:
     return cases
 
 
+MIX_AS_OF = datetime(2026, 6, 1)
+
+
+def mix_data(roles: tuple[str, ...], has_signup: bool, has_consent: bool) -> tuple[pd.DataFrame, pd.DataFrame, DataProfile]:
+    """A log of ``roles`` for customers a and b (a: inside the windows, one second before
+    :data:`MIX_AS_OF` and at it; b: months before), d only at it; profiles for a and c (no events)."""
+    rows = []
+    for i, role in enumerate(roles):
+        amount = 10.0 + i if role == "purchase" else (-3.0 if role == "refund" else None)
+        category = ("toys", "shoes", None)[i % 3] if role == "purchase" else None
+        rows += [("a", role, f"2026-05-{10 + i:02d}", amount, category), ("b", role, f"2025-{1 + i:02d}-10", amount, category),
+                 ("a", role, "2026-05-31 23:59:59", amount, category), ("d", role, "2026-06-01", amount, category)]
+    profiles = [("a", "2025-01-01" if has_signup else None, True if has_consent else None, "2025-06-01" if has_consent else None),
+                ("c", "2025-02-01" if has_signup else None, None, None)]
+    events, customers = _tiny(rows, profiles)
+    return events, customers, DataProfile(frozenset(events["role"]), has_signup=has_signup, has_consent_profile=has_consent)
+
+
 def test_any_mix_of_roles_matches_pandas_oracle():
     """A log holds whichever roles it holds: every group the roles allow is built, and agrees with
     the oracle, whatever the windows and the profile hold. Events fall inside and outside the
     windows, just before T and at T (never seen). Two bugs this found, fixed 2026-12-01: opens or
     clicks without sends failed the query (no sends part, so no ``n_email_send``); and without a
     consent profile, a customer with no consent event read ``email_consent`` false, not null."""
-    as_of, failures = datetime(2026, 6, 1), []
+    as_of, failures = MIX_AS_OF, []
     for roles, spec, has_signup, has_consent in _mixes():
-        rows = []
-        for i, role in enumerate(roles):
-            amount = 10.0 + i if role == "purchase" else (-3.0 if role == "refund" else None)
-            category = ("toys", "shoes", None)[i % 3] if role == "purchase" else None
-            rows += [("a", role, f"2026-05-{10 + i:02d}", amount, category), ("b", role, f"2025-{1 + i:02d}-10", amount, category),
-                     ("a", role, "2026-05-31 23:59:59", amount, category), ("d", role, "2026-06-01", amount, category)]
-        profiles = [("a", "2025-01-01" if has_signup else None, True if has_consent else None, "2025-06-01" if has_consent else None),
-                    ("c", "2025-02-01" if has_signup else None, None, None)]
-        events, customers = _tiny(rows, profiles)
-        profile = DataProfile(frozenset(events["role"]), has_signup=has_signup, has_consent_profile=has_consent)
+        events, customers, profile = mix_data(roles, has_signup, has_consent)
         eng = _tiny_engine(events, customers)
         try:
             actual = eng.execute(customer_features(eng.events(), eng.customers(), as_of, spec, profile))
