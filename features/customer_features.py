@@ -435,10 +435,9 @@ def _consent_as_of(x: ir.Table, t: ir.Value, profile: DataProfile) -> ir.Boolean
         # The latest consent event decides; a withdrawal or unsubscribe at the same instant as a
         # grant wins over it (the cautious reading). Without any, nothing is known: null (until
         # 2026-12-01 such a customer read false when no profile held consent).
+        last_consent_event_at = ibis.greatest(x.last_grant_at, x.last_revoke_at)  # null only if both are
         granted = x.last_grant_at.notnull() & (x.last_revoke_at.isnull() | (x.last_grant_at > x.last_revoke_at))
-        known = x.last_grant_at.notnull() | x.last_revoke_at.notnull()
-        from_event = ibis.ifelse(known, granted, ibis.null("boolean"))
-        last_consent_event_at = ibis.greatest(x.last_grant_at, x.last_revoke_at)
+        from_event = ibis.ifelse(last_consent_event_at.notnull(), granted, ibis.null("boolean"))
     if not profile.has_consent_profile:
         return from_event
     # the profile's latest decision before T (see _with_profile_consent); null when none is known

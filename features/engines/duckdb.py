@@ -106,7 +106,5 @@ def sort_by_customer(table: pa.Table, threads: int = 2) -> pa.Table:
         column, originals[i] = originals[i], None  # the original goes as soon as its copy is made
         return column.combine_chunks().take(order)
 
-    if threads <= 1:
-        return pa.Table.from_arrays([take(i) for i in range(len(originals))], schema=schema)
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return pa.Table.from_arrays(list(pool.map(take, range(len(originals)))), schema=schema)

@@ -398,13 +398,13 @@ def test_any_mix_of_roles_matches_pandas_oracle():
     windows, just before T and at T (never seen). Two bugs this found, fixed 2026-12-01: opens or
     clicks without sends failed the query (no sends part, so no ``n_email_send``); and without a
     consent profile, a customer with no consent event read ``email_consent`` false, not null."""
-    as_of, failures = MIX_AS_OF, []
+    failures = []
     for roles, spec, has_signup, has_consent in _mixes():
         events, customers, profile = mix_data(roles, has_signup, has_consent)
         eng = _tiny_engine(events, customers)
         try:
-            actual = eng.execute(customer_features(eng.events(), eng.customers(), as_of, spec, profile))
-            assert_same_frame(actual, pandas_customer_features(events, customers, as_of, spec, profile))
+            actual = eng.execute(customer_features(eng.events(), eng.customers(), MIX_AS_OF, spec, profile))
+            assert_same_frame(actual, pandas_customer_features(events, customers, MIX_AS_OF, spec, profile))
         except Exception as e:  # every case is tried; the report names each that failed
             failures.append(f"{roles} {spec} signup={has_signup} consent={has_consent}: {type(e).__name__}: {str(e)[:200]}")
     assert not failures, "\n".join(failures)

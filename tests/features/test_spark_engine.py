@@ -183,24 +183,23 @@ def test_customer_features_match_duckdb(spark, project, as_of):
 def test_a_log_without_sends_matches_duckdb(spark, tmp_path):
     """Opens and clicks without sends, and a role no feature reads (a mapped ``login``): the same
     columns and values on both engines (the query failed on both before 2026-12-01)."""
-    rows = [("a", "email_open", "2026-05-20 10:00"), ("a", "email_click", "2026-05-20 10:05"), ("a", "login", "2026-05-30"),
-            ("b", "email_open", "2026-01-02"), ("b", "purchase", "2026-03-01"), ("c", "login", "2026-06-02")]
-    con = connect()
-    values = ", ".join(f"('{c}', '{r}', TIMESTAMP '{t}', CASE WHEN '{r}' = 'purchase' THEN 12.5 END, NULL::VARCHAR)"
-                       for c, r, t in rows)
-    con.execute(f"CREATE TEMP VIEW events AS SELECT * FROM (VALUES {values}) t(customer_id, role, ts, amount, category)")
-    con.execute("CREATE TEMP VIEW customers AS SELECT * FROM (VALUES ('a', TIMESTAMP '2025-01-01', NULL::BOOLEAN, "
-                "NULL::TIMESTAMP), ('b', TIMESTAMP '2025-02-01', NULL, NULL)) t(customer_id, signup_at, email_consent, consent_updated_at)")
-    profile = DataProfile(roles=frozenset(r for _, r, _ in rows), has_signup=True)
+    from test_parity import _tiny, _tiny_engine
+
+    events, customers = _tiny(
+        [("a", "email_open", "2026-05-20 10:00", None, None), ("a", "email_click", "2026-05-20 10:05", None, None),
+         ("a", "login", "2026-05-30", None, None), ("b", "email_open", "2026-01-02", None, None),
+         ("b", "purchase", "2026-03-01", 12.5, None), ("c", "login", "2026-06-02", None, None)],
+        [("a", "2025-01-01", None, None), ("b", "2025-02-01", None, None)])
+    profile = DataProfile(roles=frozenset(events["role"]), has_signup=True)
     spec, as_of = FeatureSpec(window_roles=("email_open", "login")), datetime(2026, 6, 1)
-    duck = DuckDBEngine(con)
+    duck = _tiny_engine(events, customers)
     expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, spec, profile))
-    engine = SparkEngine(spark, *export_canonical(con, tmp_path / "canonical"))
+    engine = SparkEngine(spark, *export_canonical(duck.con, tmp_path / "canonical"))
     try:
         got = engine.execute(customer_features(engine.events(), engine.customers(), as_of, spec, profile))
     finally:
         engine.close()
-        con.close()
+        duck.con.close()
     assert expected.set_index("customer_id")[["n_email_send", "n_email_open", "n_login_30d"]].to_dict("index") == {
         "a": {"n_email_send": 0, "n_email_open": 1, "n_login_30d": 1},
         "b": {"n_email_send": 0, "n_email_open": 1, "n_login_30d": 0}}
