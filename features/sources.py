@@ -177,13 +177,17 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
         _check_csv_header(cols, spec, name, files[0])
         for f in files:
             _check_repeated_header_names(f, spec, name)
-    renames = {src: dst for dst, src in spec.columns.items()}
+    renames = _renames(spec, name)
     missing_renames = [src for src in renames if src not in cols]
     if missing_renames:
         raise SourceError(
             f"source '{name}': `columns` in configs/catalog.yaml names {missing_renames} but the source "
             f"has only {cols}"
         )
+    # A mapping wins over a column of the source that already bears the contract name
+    # (``columns: {amount: net_amount}`` in a file that also has ``amount``): that column is not
+    # read, as it would otherwise sit beside the mapped one under the same name.
+    cols = [c for c in cols if c in renames or c not in spec.columns]
     select = ", ".join(
         f"{_ident(c)} AS {_ident(renames[c])}" if c in renames else _ident(c) for c in cols
     )
@@ -194,21 +198,37 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
         types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})").fetchall())
     except duckdb.Error as e:
         raise SourceError(explain_read_error(e, spec, name, files)) from None
-    stats = _parquet_stats(con, files, renames) if spec.format == "parquet" else {}
+    stats = _parquet_stats(con, files, renames, set(spec.columns) - set(renames)) if spec.format == "parquet" else {}
     per_file: dict[Path, tuple[str, ...]] = {}
     if len(files) > 1 and spec.format != "duckdb":
         # Read by name, the files' union has every column any of them has: a file without one
         # reads as nulls there, which the checks would report as null values, not a missing column.
         for f in files:
             try:
-                per_file[f] = tuple(renames.get(c, c) for c in con.sql(_reader_sql(spec, (f,), con, name)).columns)
+                per_file[f] = tuple(renames.get(c, c) for c in con.sql(_reader_sql(spec, (f,), con, name)).columns
+                                    if c in renames or c not in spec.columns)
             except duckdb.Error as e:
                 raise SourceError(explain_read_error(e, spec, name, (f,))) from None
     missing = {renames.get(c, c): tuple(f for f, have in per_file.items() if renames.get(c, c) not in have) for c in cols}
     return RawSource(name, view, files, types, rows, stats, {c: fs for c, fs in missing.items() if fs}, per_file)
 
 
-def _parquet_stats(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], renames: dict[str, str]) -> dict[str, ColumnStats]:
+def _renames(spec: SourceSpec, name: str) -> dict[str, str]:
+    """The source's column -> the contract name it is read as; one source column for one name."""
+    by_source: dict[str, list[str]] = {}
+    for dst, src in spec.columns.items():
+        by_source.setdefault(src, []).append(dst)
+    for src, dsts in by_source.items():
+        if len(dsts) > 1:
+            raise SourceError(
+                f"source '{name}': `columns` in configs/catalog.yaml maps {' and '.join(map(repr, dsts))} both to "
+                f"the source's column {src!r}; each contract column needs a column of its own. Keep the one "
+                f"{src!r} holds and remove the other{'s' if len(dsts) > 2 else ''}")
+    return {src: dsts[0] for src, dsts in by_source.items()}
+
+
+def _parquet_stats(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], renames: dict[str, str],
+                   unread: set[str] = frozenset()) -> dict[str, ColumnStats]:
     """Footer statistics per column (named as in the view), only for columns that every file has and
     every row group describes: a null count, and bounds wherever the row group holds a value. Only
     the ``min_value``/``max_value`` fields count, never the deprecated ``min``/``max`` that old
@@ -232,6 +252,7 @@ def _parquet_stats(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], rena
         renames.get(col, col): ColumnStats(int(nulls), tuple(mins), tuple(maxs))
         for col, n_files, complete, nulls, mins, maxs in rows
         if complete and n_files == len(files) and "." not in col  # top-level columns only
+        and col not in unread  # a column the mapping puts another in place of
     }
 
 

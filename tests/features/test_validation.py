@@ -361,6 +361,34 @@ def test_glob_of_parquet_parts_and_column_mapping(project):
     assert report.ok and report.sources["events"].rows == len(df)
 
 
+@pytest.mark.parametrize("name", ["events.parquet", "events.csv"])
+def test_a_mapped_column_wins_over_a_column_bearing_the_contract_name(project, name):
+    """``columns: {amount: net_amount}`` in a file that also has ``amount``: the mapped column is
+    read as ``amount`` and checked (footer statistics included); the file's own ``amount`` is not."""
+    df = good_events()
+    df.insert(list(df.columns).index("amount") + 1, "net_amount", df.amount / 2)
+    df["amount"] = df.amount.abs() + 1  # the gross column: never negative
+    df.loc[2, "net_amount"] = -10.0
+    project.write_events(df, name, columns={"amount": "net_amount"})
+    cfg = load_config(project.root)
+    con = connect()
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF)
+    p = only(report, "negative_purchase")
+    assert p.count == 1 and "-10.0" in p.examples[0]
+    view = report.sources["events"].view
+    assert "net_amount" not in report.sources["events"].columns
+    got = con.sql(f"SELECT CAST(amount AS DOUBLE) FROM {view}").fetchnumpy()["CAST(amount AS DOUBLE)"]
+    np.testing.assert_allclose(np.sort(got), np.sort(df.net_amount.to_numpy()))
+
+
+def test_two_contract_columns_mapped_to_one_column_are_refused(project):
+    df = good_events().rename(columns={"customer_id": "user_id"})
+    project.write_events(df, columns={"customer_id": "user_id", "campaign_id": "user_id"})
+    p = only(run(project), "unreadable")
+    assert "both to the source's column 'user_id'" in p.message
+    assert "'customer_id'" in p.message and "'campaign_id'" in p.message
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_a_file_of_a_glob_without_a_column_is_named(project, fmt):
     """Files are read by name, so a file without a column reads as nulls there: named as the
