@@ -17,12 +17,28 @@ class BadValue(ValueError):
     """A date, duration or path given on the command line that cannot be read: bad usage (exit 2)."""
 
 
+#: The cutoffs dynseg computes with: far enough either side for any event log, and clear of the
+#: calendar's ends, where a day or a label horizon added to the cutoff would not exist.
+AS_OF_RANGE = (datetime(1900, 1, 1), datetime(3000, 1, 1))
+
+
 def parse_as_of(value: str | date | datetime) -> datetime:
     """An instant in UTC, returned naive. A bare date D means the end of day D (``D + 1 day``)."""
+    dt = _parse_as_of(value)
+    lo, hi = AS_OF_RANGE
+    if not lo <= dt <= hi:
+        raise BadValue(
+            f"as_of {str(value).strip()!r} is outside the range dynseg computes with; expected a cutoff "
+            f"from {lo:%Y-%m-%d} to {hi:%Y-%m-%d} (UTC), such as the day of your newest events"
+        )
+    return dt
+
+
+def _parse_as_of(value: str | date | datetime) -> datetime:
     if isinstance(value, datetime):
         dt = value
     elif isinstance(value, date):
-        return datetime(value.year, value.month, value.day) + timedelta(days=1)
+        return _end_of_day(value)
     else:
         text = value.strip()
         try:
@@ -31,7 +47,7 @@ def parse_as_of(value: str | date | datetime) -> datetime:
             except ValueError:
                 dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
             else:
-                return datetime(day.year, day.month, day.day) + timedelta(days=1)
+                return _end_of_day(day)
         except ValueError as e:
             why = f" ({e})" if "must be in" in str(e) or "out of range" in str(e) else ""
             raise BadValue(
@@ -41,6 +57,12 @@ def parse_as_of(value: str | date | datetime) -> datetime:
     if dt.tzinfo is not None:
         dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
     return dt
+
+
+def _end_of_day(day: date) -> datetime:
+    if day == date.max:  # its end is not a date; out of range all the same
+        return datetime.max
+    return datetime(day.year, day.month, day.day) + timedelta(days=1)
 
 
 def as_of_label(dt: datetime) -> str:

@@ -74,12 +74,14 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def check_writable(path: Path, example: str | None = None) -> None:
+def check_writable(path: Path, example: str | None = None, *, given: bool = False) -> None:
     """Refuse, before any work, an output path that cannot become a file: a folder (bad usage,
     with ``example`` as a file name to put in it), under a file, or in a folder this process
-    cannot write."""
+    cannot write. ``given``: the path came from the command line, so each of these is bad usage
+    (exit 2); a workspace path that cannot be written is an environment error (exit 1)."""
     from features.asof import BadValue
 
+    refuse = BadValue if given else ValueError
     path = Path(path)
     if path.is_dir():
         raise BadValue(f"{path} is a folder; expected a file path (e.g. {path / (example or 'out' + (path.suffix or '.parquet'))})")
@@ -87,9 +89,9 @@ def check_writable(path: Path, example: str | None = None) -> None:
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"cannot write {path}: {parent} is a file, not a folder; choose a path in a folder")
+        raise refuse(f"cannot write {path}: {parent} is a file, not a folder; choose a path in a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot write {path}: no permission to write in {parent}; choose a folder you can write")
+        raise refuse(f"cannot write {path}: no permission to write in {parent}; choose a folder you can write")
 
 
 def write_atomic(path: Path, data: bytes) -> Path:

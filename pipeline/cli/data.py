@@ -55,7 +55,7 @@ def validate(
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else now_utc()
         if json_out:
-            check_writable(json_out, "validation.json")  # before the workspace is touched
+            check_writable(json_out, "validation.json", given=True)  # before the workspace is touched
         with progress("Validating sources") as _:
             from pipeline.jobs.data import DataError, data_summary, validate_job
 

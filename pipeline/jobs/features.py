@@ -285,7 +285,7 @@ def _check_out(out: Path, example: str = "customer_features.parquet") -> None:
                          f"(e.g. {out / example})")
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise BadValue(f"--out {out}: expected a file name ending in .parquet or .csv; found {out.suffix or 'no suffix'!r}")
-    check_writable(out)
+    check_writable(out, given=True)
 
 
 def write_frame(frame: pd.DataFrame, out: Path) -> Path:
