@@ -44,7 +44,9 @@ def plan_snapshots(
     data_start: datetime, data_end: datetime, horizon: timedelta, n_snapshots: int, step: timedelta,
     min_history: timedelta = timedelta(days=90),
 ) -> SnapshotPlan:
-    """Cutoffs at midnight UTC, newest first; refuse when history is too short."""
+    """Cutoffs at midnight UTC, newest first; refuse when history is too short. Aware instants
+    are taken in UTC, like every cutoff."""
+    data_start, data_end = utc(data_start), utc(data_end)
     if n_snapshots < 3:
         raise TrainingSetError(f"training needs at least 3 snapshots (train, validation, test); got {n_snapshots}")
     cutoffs = _cutoffs(data_end, horizon, n_snapshots, step)
@@ -136,7 +138,8 @@ def label_rates(engine: FeatureEngine, profile: DataProfile, requests: list[tupl
     models, three cutoffs each); one query instead of six keeps them cheap at scale.
     """
     out: list[float | None] = [None] * len(requests)
-    todo = [(i, spec, utc(c)) for i, (spec, c) in enumerate(requests) if c - min_history >= data_start]
+    data_start = utc(data_start)
+    todo = [(i, spec, utc(c)) for i, (spec, c) in enumerate(requests) if utc(c) - min_history >= data_start]
     if not todo:
         return out
     ev = engine.events()

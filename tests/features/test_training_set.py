@@ -19,6 +19,17 @@ def test_plan_cutoffs_newest_first_with_complete_label_window():
     assert all(c + 30 * D <= datetime(2026, 11, 27, 23, 59) for c in plan.cutoffs)
 
 
+def test_aware_instants_plan_like_the_same_instants_in_utc():
+    from datetime import timezone
+
+    plus2, utc = timezone(timedelta(hours=2)), timezone.utc
+    end = datetime(2026, 11, 28, 1, tzinfo=plus2)  # 2026-11-27 23:00 UTC: T_last is 2026-10-28, not the 29th
+    naive = plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27, 23), 30 * D, 4, 30 * D)
+    assert naive.cutoffs[0] == datetime(2026, 10, 28)
+    for start in (datetime(2025, 1, 1), datetime(2025, 1, 1, tzinfo=utc)):
+        assert plan_snapshots(start, end, 30 * D, 4, 30 * D) == naive
+
+
 def test_each_roles_labels_close_before_the_next_roles_cutoff():
     # a 60-day horizon, snapshots 30 days apart: the gaps between roles widen to the horizon
     plan = plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27, 23, 59), 60 * D, 5, 30 * D)
@@ -102,6 +113,10 @@ def test_label_rates_in_one_scan_equal_the_label_definition(shop):
     requests = [(s, c) for s in specs for c in cutoffs] + [(specs[0], first + 10 * D)]
     got = label_rates(eng, profile, requests, first, 90 * D)
     assert got[-1] is None
+    from datetime import timezone  # an aware cutoff is the same instant, as labels() takes it
+
+    aware = [(s, (c + 2 * timedelta(hours=1)).replace(tzinfo=timezone(timedelta(hours=2)))) for s, c in requests]
+    assert label_rates(eng, profile, aware, first, 90 * D) == got  # beside a naive start of the data
     for (spec, cutoff), rate in zip(requests[:-1], got[:-1]):
         lab = eng.execute(labels(known_customers(eng.events(), eng.customers(), cutoff, profile),
                                  eng.events(), cutoff, spec))
