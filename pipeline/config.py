@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from features.asof import parse_duration
 from features.contract import ROLES
@@ -70,6 +70,14 @@ class FeaturesConfig(_Strict):
     window_roles: list[Role] = ["purchase", "email_open", "email_click", "page_view", "add_to_cart"]
     categorical_attributes: Literal["auto"] | list[str] = "auto"
     max_categories: int = Field(50, ge=2)
+
+    @field_validator("windows_days", "window_roles")
+    @classmethod
+    def _each_once(cls, values: list) -> list:
+        twice = sorted({v for v in values if values.count(v) > 1}, key=values.index)
+        if twice:
+            raise ValueError(f"{', '.join(map(str, twice))} given more than once; list each once")
+        return values
 
 
 class LabelConfig(_Strict):
@@ -352,6 +360,17 @@ class Roles(_Strict):
                 seen[n] = role
         return self
 
+    @field_validator("ignore")
+    @classmethod
+    def _not_mapped(cls, ignore: list[str], info: ValidationInfo) -> list[str]:
+        role_of = {n: role for role, names in (info.data.get("event_roles") or {}).items() for n in names}
+        both = [n for n in ignore if n in role_of]
+        if both:
+            raise ValueError(f"{', '.join(f'{n!r} (mapped to {role_of[n]!r})' for n in both)} "
+                             f"{'are' if len(both) > 1 else 'is'} also mapped to a role under event_roles; "
+                             "keep each event name in one place")
+        return ignore
+
 
 @dataclass(frozen=True)
 class ConfigIssue:
@@ -453,6 +472,12 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
     project_dir = (project_dir or find_project_dir()).resolve()
     profile = profile or os.environ.get("DYNSEG_PROFILE") or "local"
     cfg_dir = project_dir / "configs"
+    if not cfg_dir.is_dir():  # not a project at all: one line naming the folder, not every file missing in it
+        what = "does not exist" if not project_dir.exists() else "is not a folder" if not project_dir.is_dir() \
+            else "has no configs/ folder"
+        raise ConfigError([ConfigIssue(str(project_dir), "", f"{what}; expected a dynseg project folder (one "
+                                       "with configs/catalog.yaml). Check --project or DYNSEG_PROJECT, or run "
+                                       "dynseg from the project folder")])
     issues: list[ConfigIssue] = []
     files: list[Path] = []
 

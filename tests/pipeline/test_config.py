@@ -83,6 +83,38 @@ def test_name_mapped_to_two_roles_is_refused(project):
         load_config(project.root)
 
 
+def test_a_name_both_mapped_and_ignored_is_refused(project):
+    _write(project, "roles.yaml", "event_roles:\n  purchase: [order, sale]\nignore: [order, heartbeat]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert ("configs/roles.yaml: ignore: 'order' (mapped to 'purchase') is also mapped to a role under "
+            "event_roles; keep each event name in one place") in str(e.value), str(e.value)
+
+
+def test_a_window_or_window_role_given_twice_is_refused(project):
+    _write(project, "features.yaml", "windows_days: [7, 30, 30, 90]\nwindow_roles: [purchase, purchase, email_open]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "configs/features.yaml: windows_days: 30 given more than once; list each once" in text, text
+    assert "configs/features.yaml: window_roles: purchase given more than once; list each once" in text, text
+
+
+@pytest.mark.parametrize("make", ["nothing", "empty folder", "a file"])
+def test_a_project_folder_that_is_not_one_is_named_in_one_line(tmp_path, make):
+    folder = tmp_path / "no-such-project"
+    if make == "empty folder":
+        folder.mkdir()
+    elif make == "a file":
+        folder.write_text("x")
+    with pytest.raises(ConfigError) as e:
+        load_config(folder)
+    assert len(e.value.issues) == 1 and str(folder) in str(e.value)
+    assert "expected a dynseg project folder (one with configs/catalog.yaml)" in str(e.value)
+    assert {"nothing": "does not exist", "empty folder": "has no configs/ folder",
+            "a file": "is not a folder"}[make] in str(e.value)
+
+
 def test_unknown_profile_lists_available(project):
     with pytest.raises(ConfigError, match=r"profile 'prod' does not exist; expected one of \['local'"):
         load_config(project.root, profile="prod")
