@@ -370,7 +370,9 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
     every = ", count(COLUMNS(*))" if read_all else ""
     if by_type:
         ts = f"max({t['ts'].expr}), min({t['ts'].expr})" if "ts" in t else "NULL, NULL"
-        amount = f"count({t['amount'].expr})" if "amount" in t else "0"
+        # rows with an amount given: parsed, or refused as unparseable (reported as such, not as missing)
+        amount = (f"count({t['amount'].expr})" + (f" + count(*) FILTER (WHERE {t['amount'].bad})"
+                                                    if t['amount'].bad != "FALSE" else "")) if "amount" in t else "0"
         rows = con.execute(
             f"SELECT {t['event_type'].expr} AS _type, count(*), {ts}, {amount}"
             + "".join(", " + c for c in counts_sql) + f"{every} FROM {raw.view} GROUP BY 1"
@@ -522,7 +524,8 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
                 f"{_files(raw)}: {missing:,} purchases have no amount",
                 "they count as purchases (frequency, recency, rhythm) and as 0 in spend (monetary_total, "
                 "monetary_mean, spend_<w>d); fill the amount where it is known",
-                _examples(con, raw.view, f"{t['event_type'].expr} IN ({names}) AND {t['amount'].expr} IS NULL",
+                _examples(con, raw.view, f"{t['event_type'].expr} IN ({names}) AND {t['amount'].expr} IS NULL "
+                          f"AND NOT coalesce({t['amount'].bad}, FALSE)",
                           "event_id" if "event_id" in t else None),
             ))
 

@@ -16,7 +16,7 @@ from features.customer_features import DataProfile, FeatureSpec, customer_featur
 from features.normalize import ident
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
-from features.freshness import check_freshness
+from features.freshness import StaleDataError, check_freshness
 from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
 from features.validation import Problem, unknown_customers
@@ -221,9 +221,30 @@ def newest_event(cfg: Config, data: LoadedData, as_of: datetime) -> datetime | N
 
 def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     newest = newest_event(cfg, data, as_of)
+    if newest is None:
+        _why_no_events(cfg, data, as_of)
     fr = cfg.settings.freshness
     warning = check_freshness(newest, as_of, timedelta(days=fr.max_lag_days), fr.action)
     return [warning] if warning else []
+
+
+def _why_no_events(cfg: Config, data: LoadedData, as_of: datetime) -> None:
+    """No event before ``as_of``: say whether the log is empty, holds only event types without a
+    role, or starts at or after the cutoff."""
+    types = data.report.event_types  # event_type -> (rows, first ts, last ts)
+    total = sum(n for n, _, _ in types.values())
+    mapped = {e: v for e, v in types.items() if e in cfg.role_of}
+    if total and not mapped:
+        shown = ", ".join(repr(e) for e in sorted(types, key=lambda e: -types[e][0])[:5])
+        raise StaleDataError(
+            f"none of the log's {total:,} events has a role: its event types ({shown}"
+            f"{', ...' if len(types) > 5 else ''}) are all listed under ignore: in configs/roles.yaml, so there is "
+            "nothing to compute features from; map the ones that are purchases, emails or visits under event_roles")
+    firsts = [first for _, first, _ in mapped.values() if first is not None]
+    if firsts and min(firsts) >= as_of:
+        raise StaleDataError(
+            f"no events before as_of {as_of:%Y-%m-%d %H:%M} UTC: the log starts at {min(firsts):%Y-%m-%d %H:%M} UTC; "
+            "pick a later --as-of")
 
 
 def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, out: Path | None = None) -> FeatureRun:

@@ -209,6 +209,13 @@ def test_a_purchase_without_an_amount_is_a_warning_that_says_how_it_counts(proje
     assert "2 purchases have no amount" in p.message and "as 0 in spend" in p.fix
     assert p.examples == ("'c0-3' at row 3", "'c2-3' at row 9")
     assert not [q for q in run_with(project, good_events(4)).problems if q.check == "purchase_without_amount"]
+    # an amount that does not convert is reported as that, not again as a missing amount
+    df = good_events(4).astype({"amount": "object"})
+    df.loc[2, "amount"], df.loc[8, "amount"] = "12,50", None
+    report = run_with(project, df, "events.csv")
+    assert only(report, "unparseable").count == 1
+    p = only(report, "purchase_without_amount")
+    assert p.count == 1 and p.examples == ("'c2-3' at row 9",)
 
 
 def test_negative_purchase_amount(project):

@@ -346,3 +346,20 @@ def test_a_log_shorter_than_the_longest_window_is_warned_about(project):
     (project.root / "configs" / "features.yaml").write_text("windows_days: [3]\n")
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
     assert result.exit_code == 0 and "the event log starts" not in result.stderr
+
+
+def test_a_run_without_events_before_the_cutoff_says_why(project):
+    """No event before the cutoff: the message tells a log whose event types are all ignored from a
+    cutoff before the log starts, and says what to change."""
+    project.write_events(good_events())
+    result = runner.invoke(app, ["features", "build", "--as-of", "2025-12-31", "--out", str(project.root / "f.parquet")])
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and "no events before as_of 2026-01-01 00:00 UTC: the log starts at 2026-01-01 10:00 UTC; " \
+        "pick a later --as-of" in text, text
+    roles = project.root / "configs" / "roles.yaml"
+    roles.write_text("event_roles:\n  purchase: []\nignore: [signed_up, email_sent, order_completed]\n")
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-02-01", "--out", str(project.root / "f.parquet")])
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and "none of the log's 9 events has a role" in text and \
+        "are all listed under ignore: in configs/roles.yaml" in text, text
+    assert not (project.root / "f.parquet").exists()
