@@ -203,12 +203,24 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
     if len(files) > 1 and spec.format != "duckdb":
         # Read by name, the files' union has every column any of them has: a file without one
         # reads as nulls there, which the checks would report as null values, not a missing column.
+        kinds: dict[str, dict[str, tuple[Path, str]]] = {}  # column -> text|number -> (first file, its type)
         for f in files:
             try:
-                per_file[f] = tuple(renames.get(c, c) for c in con.sql(_reader_sql(spec, (f,), con, name)).columns
-                                    if c in renames or c not in spec.columns)
+                one = con.sql(_reader_sql(spec, (f,), con, name))
             except duckdb.Error as e:
                 raise SourceError(explain_read_error(e, spec, name, (f,))) from None
+            kept = [(c, str(ty)) for c, ty in zip(one.columns, one.types) if c in renames or c not in spec.columns]
+            per_file[f] = tuple(renames.get(c, c) for c, _ in kept)
+            for c, ty in kept:
+                kind = "text" if ty == "VARCHAR" else "number" if _NUMBER.match(ty) else None
+                if kind:
+                    kinds.setdefault(renames.get(c, c), {}).setdefault(kind, (f, ty))
+        for col, seen in kinds.items():
+            if len(seen) > 1:  # read together, numbers would become text ('91' beside 'c0000091') in silence
+                (tf, tt), (nf, nt) = seen["text"], seen["number"]
+                raise SourceError(
+                    f"source '{name}': column '{col}' is text in {tf} ({tt}) but numbers in {nf} ({nt}); the files "
+                    f"of one source must agree. Write '{col}' with one type in every file (as text, for ids)")
     missing = {renames.get(c, c): tuple(f for f, have in per_file.items() if renames.get(c, c) not in have) for c in cols}
     return RawSource(name, view, files, types, rows, stats, {c: fs for c, fs in missing.items() if fs}, per_file)
 
@@ -225,6 +237,9 @@ def _renames(spec: SourceSpec, name: str) -> dict[str, str]:
                 f"the source's column {src!r}; each contract column needs a column of its own. Keep the one "
                 f"{src!r} holds and remove the other{'s' if len(dsts) > 2 else ''}")
     return {src: dsts[0] for src, dsts in by_source.items()}
+
+
+_NUMBER = re.compile(r"^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|FLOAT|DOUBLE|REAL|DECIMAL(\(\d+,\s*\d+\))?)$")
 
 
 def _parquet_stats(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], renames: dict[str, str],

@@ -396,6 +396,21 @@ def test_two_contract_columns_mapped_to_one_column_are_refused(project):
     assert "'customer_id'" in p.message and "'campaign_id'" in p.message
 
 
+def test_files_of_a_glob_disagreeing_on_text_or_numbers_are_refused(project):
+    """Read together, a file's numeric ids would become text ('2' beside 'c0') in silence."""
+    df = good_events()
+    df.iloc[:4].to_parquet(project.data / "part-1.parquet")
+    df.iloc[4:].assign(customer_id=df.customer_id.iloc[4:].str[1:].astype("int64")).to_parquet(project.data / "part-2.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/part-*.parquet"})
+    p = only(run(project), "unreadable")
+    assert "column 'customer_id' is text in" in p.message and "part-1.parquet (VARCHAR)" in p.message
+    assert "numbers in" in p.message and "part-2.parquet (BIGINT)" in p.message
+    # integer and floating amounts, or timestamps with and without a zone, read together fine
+    df.iloc[:4].to_parquet(project.data / "part-1.parquet")
+    df.iloc[4:].assign(amount=df.amount.iloc[4:].fillna(0).astype("int64")).to_parquet(project.data / "part-2.parquet")
+    assert run(project).ok
+
+
 @pytest.mark.parametrize("fmt", ["parquet", "csv"])
 def test_a_file_of_a_glob_without_a_column_is_named(project, fmt):
     """Files are read by name, so a file without a column reads as nulls there: named as the
