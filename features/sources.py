@@ -295,7 +295,9 @@ def explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tupl
     if spec.format == "csv" and head is not None and head.startswith(b"PAR1"):
         return f"{where}: source '{name}' is a Parquet file, not CSV. Set `format: parquet` {entry}"
     if spec.format == "csv" and "sniffing" in msg and head is not None:
-        return f"{where}: source '{name}' could not be read as CSV: {_csv_diagnosis(head, spec.delimiter, entry)}"
+        path = Path(where) if Path(where).is_file() else files[0]
+        return (f"{where}: source '{name}' could not be read as CSV: "
+                f"{_csv_diagnosis(head, spec.delimiter, entry, path, spec.encoding)}")
     first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
     return f"{where}: source '{name}' could not be read as {spec.format}: {first}"
 
@@ -308,10 +310,10 @@ def _head(path: Path, size: int = 65_536) -> bytes | None:
         return None
 
 
-def _csv_diagnosis(head: bytes, delimiter: str, entry: str) -> str:
+def _csv_diagnosis(head: bytes, delimiter: str, entry: str, path: Path | None = None, encoding: str = "utf-8") -> str:
     """Why DuckDB found no consistent dialect, from the file's first lines: a binary file, another
     delimiter that splits every line alike, or the first line whose field count differs from the
-    header's."""
+    header's (read through the whole file when the first lines hold none)."""
     import csv
     import io
 
@@ -335,6 +337,13 @@ def _csv_diagnosis(head: bytes, delimiter: str, entry: str) -> str:
     for i, r in enumerate(rows[1:], 2):
         if r and len(r) != len(rows[0]):
             return _ragged(i, len(r), len(rows[0]), lines[i - 1], delimiter)
+    if path is not None and rows:
+        with open(path, newline="", encoding=encoding, errors="replace") as f:
+            reader = csv.reader(f, delimiter=delimiter)
+            header = next(reader, [])
+            for r in reader:  # only on this error's path: a few seconds for millions of lines
+                if r and len(r) != len(header):
+                    return _ragged(reader.line_num, len(r), len(header), delimiter.join(r), delimiter)
     return f"DuckDB found no consistent way to split its lines on {delimiter!r}; check the delimiter and quoting {entry}"
 
 
