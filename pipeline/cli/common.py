@@ -59,9 +59,27 @@ def on_sigterm() -> None:
     def terminated(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _signals.append(signum)
+        _quiet_root_logger()
         raise Terminated(signum)
 
+    def interrupted(signum, frame):
+        _quiet_root_logger()
+        signal.default_int_handler(signum, frame)
+
     signal.signal(signal.SIGTERM, terminated)
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
+        signal.signal(signal.SIGINT, interrupted)
+
+
+def _quiet_root_logger() -> None:
+    """Once a run is stopping: Spark's JVM gateway (py4j) reports the interrupted call with
+    ``logging.exception`` on the root logger, which, with no handler there, sets up logging to
+    print it with its traceback before our one line. A handler that drops it stops that."""
+    import logging
+
+    root = logging.getLogger()
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
 
 
 class Engine(str, Enum):

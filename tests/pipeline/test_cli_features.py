@@ -363,3 +363,32 @@ def test_a_run_without_events_before_the_cutoff_says_why(project):
     assert result.exit_code == 1 and "none of the log's 9 events has a role" in text and \
         "are all listed under ignore: in configs/roles.yaml" in text, text
     assert not (project.root / "f.parquet").exists()
+
+
+@pytest.mark.parametrize("signum, line", [(signal.SIGTERM, "Terminated (SIGTERM)."), (signal.SIGINT, "Interrupted.")])
+def test_a_library_logging_the_interrupted_call_prints_no_traceback(signum, line, tmp_path):
+    """Spark's gateway (py4j) logs a call cut short by the signal with ``logging.exception`` on the
+    root logger, which then set itself up and printed "ERROR:root:..." and a traceback before the
+    one line. The same call, in a process of its own, as the CLI runs it."""
+    script = tmp_path / "run.py"
+    script.write_text(f"""
+import logging, os, signal, sys, threading, time
+import typer
+from pipeline.cli import common
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a shell; a test runner may ignore it
+common.on_sigterm()
+try:
+    with common.handled():
+        threading.Timer(0.3, os.kill, (os.getpid(), {int(signum)})).start()
+        try:
+            time.sleep(10)
+        except KeyboardInterrupt:  # what py4j's send_command does
+            logging.exception("KeyboardInterrupt while sending command.")
+            raise
+except typer.Exit as e:
+    sys.exit(e.exit_code)
+""")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[2], start_new_session=True)
+    assert proc.returncode == 128 + signum, proc.stderr
+    assert line in proc.stderr and "Traceback" not in proc.stderr and "ERROR:root" not in proc.stderr, proc.stderr
