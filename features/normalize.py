@@ -12,7 +12,7 @@ from features.contract import Column
 
 _INTEGER = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 _NUMERIC_PREFIXES = ("DECIMAL", "DOUBLE", "FLOAT", "REAL")
-_NAIVE_TS = {"TIMESTAMP", "TIMESTAMP_NS", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
+_NAIVE_TS = {"TIMESTAMP", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
 _TRUE = ("true", "t", "yes", "y", "1")
 _FALSE = ("false", "f", "no", "n", "0")
 
@@ -57,6 +57,13 @@ def typed(column: Column, raw_type: str) -> Typed | None:
     if column.type == "timestamp":
         if t in _NAIVE_TS:
             return Typed(f"CAST({c} AS TIMESTAMP)", "FALSE")
+        if t in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS"):
+            # Nanoseconds (pandas, Spark, Arrow write them): cut down to the microsecond, as text
+            # timestamps are. DuckDB's cast rounds: an event 1 ns before a cutoff came out at it.
+            # epoch_us truncates toward zero; before 1970 the floor is one microsecond earlier.
+            ns = c if t == "TIMESTAMP_NS" else f"timezone('UTC', {c})"  # aware: the UTC wall time first
+            us = f"(epoch_us({ns}) - CAST(epoch_ns({ns}) < epoch_us({ns}) * 1000 AS BIGINT))"
+            return Typed(f"make_timestamp({us})", "FALSE")
         if t == "TIMESTAMP WITH TIME ZONE":
             return Typed(f"timezone('UTC', {c})", "FALSE")
         if t == "VARCHAR":

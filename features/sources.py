@@ -16,6 +16,8 @@ from typing import Literal
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
+from features.normalize import is_numeric
+
 _DELIMITERS = (";", "\t", "|", ",")
 
 
@@ -212,7 +214,7 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
             kept = [(c, str(ty)) for c, ty in zip(one.columns, one.types) if c in renames or c not in spec.columns]
             per_file[f] = tuple(renames.get(c, c) for c, _ in kept)
             for c, ty in kept:
-                kind = "text" if ty == "VARCHAR" else "number" if _NUMBER.match(ty) else None
+                kind = "text" if ty == "VARCHAR" else "number" if is_numeric(ty) else None
                 if kind:
                     kinds.setdefault(renames.get(c, c), {}).setdefault(kind, (f, ty))
         for col, seen in kinds.items():
@@ -237,9 +239,6 @@ def _renames(spec: SourceSpec, name: str) -> dict[str, str]:
                 f"the source's column {src!r}; each contract column needs a column of its own. Keep the one "
                 f"{src!r} holds and remove the other{'s' if len(dsts) > 2 else ''}")
     return {src: dsts[0] for src, dsts in by_source.items()}
-
-
-_NUMBER = re.compile(r"^(U?(TINY|SMALL|BIG|HUGE)?INT(EGER)?|FLOAT|DOUBLE|REAL|DECIMAL(\(\d+,\s*\d+\))?)$")
 
 
 def _parquet_stats(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], renames: dict[str, str],

@@ -43,6 +43,20 @@ def test_parquet_aware_column_is_converted_and_naive_is_kept(project):
     assert canonical_ts(project) == [datetime(2026, 10, 25, 2, 30)]
 
 
+@pytest.mark.parametrize("zone", [None, "UTC", "Asia/Kolkata"])
+def test_nanosecond_timestamps_are_cut_to_the_microsecond_not_rounded(project, zone):
+    """pandas, Spark and Arrow write nanoseconds. DuckDB's cast rounds them, so an event 1 ns before
+    a cutoff came out at the cutoff (and an aware column of them was refused); text is cut."""
+    before = pd.Timestamp("2026-06-01 09:59:59.999999999")
+    ts = pd.Series([before, pd.Timestamp("1969-06-01 09:59:59.999999999"), pd.Timestamp("2026-06-01 10:00:00")],
+                   dtype="datetime64[ns]")
+    if zone:
+        ts = ts.dt.tz_localize("UTC").dt.tz_convert(zone)
+    project.write_events(_events(ts))
+    assert canonical_ts(project) == [datetime(2026, 6, 1, 9, 59, 59, 999999), datetime(1969, 6, 1, 9, 59, 59, 999999),
+                                     datetime(2026, 6, 1, 10)]
+
+
 def test_as_of_dates_mean_end_of_day_utc():
     assert parse_as_of("2026-11-27") == datetime(2026, 11, 28)
     # every ISO spelling of a date alone is a date: the compact 20261127 and the week date too
