@@ -72,11 +72,17 @@ def typed(column: Column, raw_type: str) -> Typed | None:
             return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
         return None
     if column.type == "double":
+        # NaN is a missing value, as pandas reads it (Spark and Arrow write it where pandas writes
+        # null; some exports write the text 'NaN'): summed, one NaN made a customer's spend NaN.
+        # (Not isnan(x) or NULLIF(x, 'NaN'): DuckDB decides those from Parquet statistics, which
+        # leave NaN out, and folds them to false; isfinite it evaluates.)
+        if t.startswith(("DOUBLE", "FLOAT", "REAL")):
+            return Typed(_not_nan(f"CAST({c} AS DOUBLE)"), "FALSE")
         if is_numeric(t):
             return Typed(f"CAST({c} AS DOUBLE)", "FALSE")
         if t == "VARCHAR":
             e = f"TRY_CAST(NULLIF(trim({c}), '') AS DOUBLE)"
-            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
+            return Typed(_not_nan(e), f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
         return None
     if column.type == "bool":
         if t == "BOOLEAN":
@@ -87,6 +93,10 @@ def typed(column: Column, raw_type: str) -> Typed | None:
             return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND ({e}) IS NULL)")
         return None
     raise ValueError(f"unknown logical type {column.type!r}")
+
+
+def _not_nan(e: str) -> str:
+    return f"(CASE WHEN isfinite({e}) OR isinf({e}) THEN {e} END)"
 
 
 def blank(column: str) -> str:

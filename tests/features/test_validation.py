@@ -218,6 +218,33 @@ def test_a_purchase_without_an_amount_is_a_warning_that_says_how_it_counts(proje
     assert p.count == 1 and p.examples == ("'c2-3' at row 9",)
 
 
+@pytest.mark.parametrize("name", ["events.parquet", "events.csv"])
+def test_a_nan_amount_is_a_missing_amount(project, name):
+    """NaN (Arrow and Spark write it where pandas writes null; some exports write the text) reads
+    as a missing amount: warned about, 0 in spend, not a NaN that spoils every sum it enters."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    df = good_events(4)
+    df["amount"] = df["amount"].astype(float)
+    if name.endswith(".csv"):
+        df.assign(amount=df.amount.astype(object).where(df.index != 2, "NaN")).to_csv(project.data / name, index=False)
+    else:  # from_pandas=False keeps NaN a NaN (pandas' own writer would make it null)
+        table = pa.Table.from_pandas(df.assign(amount=df.amount.where(df.index != 2, float("nan"))), preserve_index=False)
+        table = table.set_column(table.schema.get_field_index("amount"), "amount",
+                                 pa.array(df.amount.where(df.index != 2, float("nan")).to_numpy(), from_pandas=False))
+        pq.write_table(table, project.data / name)
+    project.catalog(events={"format": "parquet" if name.endswith(".parquet") else "csv", "path": f"data/{name}"})
+    cfg = load_config(project.root)
+    con = connect()
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF)
+    p = only(report, "purchase_without_amount")
+    assert report.ok and p.count == 1 and p.examples == ("'c0-3' at row 3",)
+    amount = report.typed["events"]["amount"].expr
+    got = con.sql(f"SELECT count({amount}), sum({amount}) FROM {report.sources['events'].view}").fetchall()
+    assert got == [(3, 41.0 + 42.0 + 43.0)]  # c0's 40.0 was the NaN
+
+
 def test_negative_purchase_amount(project):
     df = good_events()
     df.loc[2, "amount"] = -10.0
