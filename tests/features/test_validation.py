@@ -123,6 +123,11 @@ def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
     conflict.loc[len(conflict) - 1, "ts"] = pd.Timestamp("2026-02-02")
     p = only(run_with(project, conflict), "conflicting_event_id")
     assert p.severity == "error" and p.examples == ("'c0-1'",)
+    # a repeat told apart only by its category (or channel, or campaign) is another event, not a repeat
+    for col in ("category", "channel", "campaign_id"):
+        differs = pd.concat([df.assign(**{col: "a"}), df.iloc[[2]].assign(**{col: "b"})], ignore_index=True)
+        p = only(run_with(project, differs), "conflicting_event_id")
+        assert p.examples == ("'c0-3'",), col
 
 
 @pytest.mark.parametrize("sql, repeats", [
