@@ -233,7 +233,7 @@ def _consent(ev: pd.DataFrame, prof: pd.DataFrame, T: pd.Timestamp, profile: Dat
         event_at = pd.Series(latest.to_numpy(), index=index)
     if profile.has_consent_profile:
         updated = prof["consent_updated_at"]
-        known = (updated < T).to_numpy()
+        known = ((updated < T) & prof["email_consent"].notna()).to_numpy()  # no value: no decision
         # the profile applies when known before T and not older than the latest consent event
         use_profile = known & ~(event_at.notna().to_numpy() & (event_at > updated).to_numpy())
         result = result.where(~use_profile, prof["email_consent"].astype("boolean"))

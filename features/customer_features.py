@@ -340,7 +340,9 @@ def _with_profile_consent(x: ir.Table, t: ir.Value, consents: ir.Table | None) -
     decision per customer), or from every merged profile row's decision in ``consents``; two rows'
     decisions at the same instant: false wins (the cautious reading, as for consent events)."""
     if consents is None:
-        known = x.consent_updated_at < t
+        # a row without a consent value holds no decision, whatever its consent_updated_at says
+        # (as merged profiles' rows are read: see consent_profiles in features.load)
+        known = (x.consent_updated_at < t) & x.email_consent.notnull()
         return x.mutate(_profile_consent=ibis.ifelse(known, x.email_consent, ibis.null("boolean")),
                         _profile_consent_at=ibis.ifelse(known, x.consent_updated_at, ibis.null("timestamp")))
     before = consents.filter(consents.consent_updated_at < t)

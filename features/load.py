@@ -110,16 +110,25 @@ def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, m
         WHERE c.email_consent IS NOT NULL AND c.consent_updated_at IS NOT NULL
     """)
     # A merged customer keeps the earliest signup, the most recent consent decision, and the
-    # attributes of its canonical id's own row.
-    own_row_first = "CASE WHEN c.customer_id = coalesce(m.canonical_id, c.customer_id) THEN 1 ELSE 0 END"
-    attrs = "".join(f", arg_max(c.{ident(a)}, {own_row_first}) AS {ident(a)}" for a in extra)
+    # attributes of one profile row: its canonical id's own, else (no row of its own) the smallest
+    # linked id's. Taken as one struct so that a null stays null: arg_max over each column alone
+    # skipped nulls and took another id's value, a different one as the rows' order changed.
+    own_row_last = "CASE WHEN c.customer_id = coalesce(m.canonical_id, c.customer_id) THEN 0 ELSE 1 END"
+    packed = ", ".join(f"{ident(a)} := c.{ident(a)}" for a in extra)
+    attrs = f", arg_min(struct_pack({packed}), ({own_row_last}, c.customer_id)) AS _attrs" if extra else ""
+    unpacked = "".join(f", struct_extract(_attrs, {_literal(a)}) AS {ident(a)}" for a in extra)
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW customers AS
-        SELECT coalesce(m.canonical_id, c.customer_id) AS customer_id,
-               min(c.signup_at) AS signup_at,
-               arg_max(c.email_consent, coalesce(c.consent_updated_at, c.signup_at)) AS email_consent,
-               max(c.consent_updated_at) AS consent_updated_at{attrs}
-        FROM (SELECT {_typed_select(report, 'customers')} FROM raw_customers) c
-        LEFT JOIN identity_map m ON m.customer_id = c.customer_id
-        GROUP BY 1
+        SELECT customer_id, signup_at, email_consent, consent_updated_at{unpacked} FROM (
+            SELECT coalesce(m.canonical_id, c.customer_id) AS customer_id,
+                   min(c.signup_at) AS signup_at,
+                   arg_max(c.email_consent, coalesce(c.consent_updated_at, c.signup_at)) AS email_consent,
+                   max(c.consent_updated_at) AS consent_updated_at{attrs}
+            FROM (SELECT {_typed_select(report, 'customers')} FROM raw_customers) c
+            LEFT JOIN identity_map m ON m.customer_id = c.customer_id
+            GROUP BY 1)
     """)
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

@@ -82,3 +82,25 @@ def test_events_and_profiles_are_merged_onto_canonical_ids(project):
     row = con.execute("SELECT signup_at, email_consent, country FROM customers WHERE customer_id = 'c0'").fetchone()
     # earliest signup of the group, the latest consent decision, the canonical row's attributes
     assert (str(row[0].date()), row[1], row[2]) == ("2025-06-01", True, "DE")
+
+
+@pytest.mark.parametrize("order", [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3]])
+def test_a_merged_profile_takes_one_rows_attributes_whatever_the_rows_order(project, order):
+    """The canonical id's own row, nulls included (each column's arg_max skipped a null and took
+    another id's value, a different one as the rows' order changed); an id group whose canonical
+    id has no profile row takes the smallest linked id's row, every attribute from that one row."""
+    project.write_events(good_events(3))
+    links([("c0", "email", "a@x"), ("c1", "email", "a@x"), ("c2", "email", "a@x"),
+           ("b0", "email", "b@x"), ("b1", "email", "b@x"), ("b2", "email", "b@x")]).to_parquet(project.data / "ids.parquet")
+    pd.DataFrame({"customer_id": ["c0", "c1", "c2", "b2", "b1"],
+                  "country": [None, "DE", "FR", "IT", None], "plan": ["free", "pro", "pro", "pro", "team"]}
+                 ).iloc[order].to_parquet(project.data / "customers.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"},
+                    identities={"format": "parquet", "path": "data/ids.parquet"})
+    cfg = load_config(project.root)
+    con = connect()
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(), cfg.project_dir, pd.Timestamp("2027-01-01").to_pydatetime())
+    build_canonical(con, report, cfg.role_of)
+    rows = con.execute("SELECT customer_id, country, plan FROM customers ORDER BY 1").fetchall()
+    assert rows == [("b0", None, "team"), ("c0", None, "free")]  # b0 has no row: b1's (smaller than b2)

@@ -329,6 +329,13 @@ EDGE_CASES = [
         [("e", "2025-01-01", None, None), ("f", "2025-01-01", None, None)], FeatureSpec(),
         ["n_email_send", "n_email_open", "open_rate", "click_to_open_90d", "days_since_last_open"],
         id="opens-without-sends"),
+    pytest.param(
+        # a profile row with a consent_updated_at but no consent value holds no decision: the
+        # grant event decides (it read null before 2026-12-01, unless some other ids were merged)
+        [("c", "consent_granted", "2026-05-01", None, None), ("d", "consent_withdrawn", "2026-05-01", None, None)],
+        [("c", "2025-01-01", None, "2026-05-10"), ("d", "2025-01-01", None, "2026-05-10"),
+         ("e", "2025-01-01", None, "2026-05-10")], FeatureSpec(), "email_consent",
+        id="email_consent-profile-without-a-value"),
 ]
 
 
@@ -352,6 +359,24 @@ def test_consent_tie_goes_to_the_withdrawal():
     eng = _tiny_engine(events, customers)
     got = eng.execute(customer_features(eng.events(), eng.customers(), datetime(2026, 6, 1), FeatureSpec(), profile))
     assert got.set_index("customer_id")["email_consent"].to_dict() == {"f": False, "g": False, "h": True}
+
+
+def test_a_profile_row_without_a_consent_value_is_no_decision():
+    """The value, not only agreement with the oracle, on both profile paths: the unmerged one reads
+    the customers' own rows, the merged one every profile row (``consents``); both let the event
+    decide where the profile row holds no value."""
+    case = next(p for p in EDGE_CASES if p.id == "email_consent-profile-without-a-value")
+    events, customers = _tiny(case.values[0], case.values[1])
+    profile = DataProfile(frozenset(events["role"]), has_signup=True, has_consent_profile=True)
+    eng = _tiny_engine(events, customers)
+    t = datetime(2026, 6, 1)
+    unmerged = eng.execute(customer_features(eng.events(), eng.customers(), t, FeatureSpec(), profile))
+    eng.con.execute("CREATE TEMP VIEW consent_profiles AS SELECT customer_id, email_consent, consent_updated_at "
+                    "FROM customers WHERE email_consent IS NOT NULL AND consent_updated_at IS NOT NULL")  # as load does
+    merged = eng.execute(customer_features(eng.events(), eng.customers(), t, FeatureSpec(), profile,
+                                           consents=eng.consents()))
+    for got in (unmerged, merged):
+        assert got.set_index("customer_id")["email_consent"].to_dict() == {"c": True, "d": False, "e": None}
 
 
 # ------------------------------------------------------------------ logs with some roles only
