@@ -28,8 +28,9 @@ def parse_as_of(value: str | date | datetime) -> datetime:
     lo, hi = AS_OF_RANGE
     if not lo <= dt <= hi:
         raise BadValue(
-            f"as_of {str(value).strip()!r} is outside the range dynseg computes with; expected a cutoff "
-            f"from {lo:%Y-%m-%d} to {hi:%Y-%m-%d} (UTC), such as the day of your newest events"
+            f"as_of {str(value).strip()!r} is outside the range dynseg computes with; expected an instant "
+            f"from {lo:%Y-%m-%d %H:%M} to {hi:%Y-%m-%d %H:%M} UTC (as a date: {lo - timedelta(days=1):%Y-%m-%d} to "
+            f"{hi - timedelta(days=1):%Y-%m-%d}, each meaning the end of that day), such as the day of your newest events"
         )
     return dt
 

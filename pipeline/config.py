@@ -464,7 +464,8 @@ def find_project_dir(start: Path | None = None) -> Path:
         if (d / "configs" / "catalog.yaml").is_file():
             return d
     raise ConfigError([ConfigIssue(str(here), "", "no configs/catalog.yaml here or in any parent folder; "
-                                   "run dynseg from the project folder or set DYNSEG_PROJECT")])
+                                   "run dynseg from the project folder, pass --project DIR or set DYNSEG_PROJECT (to start a "
+                                   "project, copy the configs/ folder of dynseg's repository into a new folder)")])
 
 
 def load_config(project_dir: Path | None = None, profile: str | None = None) -> Config:
@@ -477,7 +478,8 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
             else "has no configs/ folder"
         raise ConfigError([ConfigIssue(str(project_dir), "", f"{what}; expected a dynseg project folder (one "
                                        "with configs/catalog.yaml). Check --project or DYNSEG_PROJECT, or run "
-                                       "dynseg from the project folder")])
+                                       "dynseg from the project folder (to start a project, copy the configs/ "
+                                       "folder of dynseg's repository into it)")])
     issues: list[ConfigIssue] = []
     files: list[Path] = []
 

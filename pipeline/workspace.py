@@ -92,6 +92,13 @@ def check_writable(path: Path, example: str | None = None, *, given: bool = Fals
         raise refuse(f"cannot write {path}: {parent} is a file, not a folder; choose a path in a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise refuse(f"cannot write {path}: no permission to write in {parent}; choose a folder you can write")
+    try:  # what os.access cannot tell: a read-only file system, or root's writes refused (/sys, /proc)
+        fd, probe = tempfile.mkstemp(dir=parent, prefix=".dynseg-probe-", suffix=".tmp")
+    except OSError as e:
+        raise refuse(f"cannot write {path}: {parent} does not take new files ({e.strerror}); choose a folder you "
+                     "can write") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_atomic(path: Path, data: bytes) -> Path:

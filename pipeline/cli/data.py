@@ -79,7 +79,7 @@ def validate(
 def _print_summary(s: dict) -> None:
     out.print(kv_table("Data summary", {
         "customers with events": s["customers_with_events"],
-        "customer profiles": s["customer_profiles"],
+        "customer profiles (merged ids as one)": s["customer_profiles"],
         "events": s["events"],
         "first event (UTC)": s["first_event"],
         "last event (UTC)": s["last_event"],
@@ -98,6 +98,9 @@ def _print_summary(s: dict) -> None:
         "largest merged group": i["largest_group"],
         "identifiers skipped as too common": i["skipped_identifiers"],
     }))
+    if i.get("skipped_examples"):
+        out.print("Skipped as too common (shared by more than identity.max_ids_per_identifier ids): "
+                  + "; ".join(i["skipped_examples"]), highlight=False)
 
 
 @app.command("simulate-campaign")

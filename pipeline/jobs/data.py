@@ -24,8 +24,9 @@ class DataError(Exception):
 
     def __init__(self, report: ValidationReport):
         self.report = report
-        n = len(report.errors)
-        super().__init__(f"{n} data problem{'s' if n != 1 else ''} found; nothing was written")
+        n, w = len(report.errors), len(report.problems) - len(report.errors)
+        also = f" (and {w} warning{'s' if w != 1 else ''})" if w else ""
+        super().__init__(f"{n} data error{'s' if n != 1 else ''}{also} found; nothing was written")
 
 
 @dataclass
@@ -103,6 +104,9 @@ def data_summary(data: LoadedData) -> dict:
             "ids_folded": data.identity.merged_ids,
             "largest_group": data.identity.largest_group,
             "skipped_identifiers": len(data.identity.skipped_identifiers),
+            "skipped_examples": [f"{r.id_type} {r.id_value!r} ({r.customers:,} ids)" for r in
+                                 data.identity.skipped_identifiers.sort_values("customers", ascending=False)
+                                 .head(5).itertuples()],
         },
         "warnings": len(data.report.problems),
     }

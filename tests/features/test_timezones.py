@@ -72,9 +72,10 @@ def test_as_of_dates_mean_end_of_day_utc():
     with pytest.raises(ValueError, match=r"'2026-02-30' .*day is out of range for month.*expected YYYY-MM-DD"):
         parse_as_of("2026-02-30")
     # the calendar's ends: the end of 9999-12-31 is no date, and a horizon added to it would not be either
-    for far in ("9999-12-31", "9999-12-31T23:00:00Z", "0001-01-01", "1899-12-30"):
+    for far in ("9999-12-31", "9999-12-31T23:00:00Z", "0001-01-01", "1899-12-30", "3000-01-01"):
         with pytest.raises(ValueError, match=rf"as_of '{far}' is outside the range dynseg computes with; "
-                                             r"expected a cutoff from 1900-01-01 to 3000-01-01"):
+                                             r"expected an instant from 1900-01-01 00:00 to 3000-01-01 00:00 UTC "
+                                             r"\(as a date: 1899-12-31 to 2999-12-31, each meaning the end of that day\)"):
             parse_as_of(far)
     assert parse_as_of("1900-01-01") == datetime(1900, 1, 2) and parse_as_of("2999-12-31") == datetime(3000, 1, 1)
 

@@ -34,6 +34,7 @@ def test_bad_data_exits_1_and_writes_nothing(project):
     result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"])
     assert result.exit_code == 1
     assert "negative_purchase" in result.stderr and "nothing was written" in result.stderr
+    assert "1 data error found; nothing was written" in " ".join(result.stderr.split())
     assert not project.workspace.exists()
     # A report asked for with --json is written all the same, problems included (for a scheduler).
     asked = project.root / "reports" / "validation.json"
@@ -90,3 +91,20 @@ def test_the_as_of_reads_back_as_the_date_given_and_the_instant_it_means(project
     result = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"])
     assert result.exit_code == 0, result.output
     assert "Sources valid as of 2026-01-06 (data before 2026-01-07 00:00 UTC)" in " ".join(result.stdout.split())
+
+
+def test_skipped_identifiers_are_named(project):
+    """An identifier shared by too many ids (a test address) is skipped: the summary names it."""
+    import pandas as pd
+
+    project.write_events(good_events(25))
+    pd.DataFrame({"customer_id": [f"c{i}" for i in range(25)], "id_type": "email", "id_value": "test@shop.com"}
+                 ).to_parquet(project.data / "ids.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    identities={"format": "parquet", "path": "data/ids.parquet"})
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "Skipped as too common (shared by more than identity.max_ids_per_identifier ids): email 'test@shop.com' (25 ids)" in text, text
+    summary = json.loads((project.workspace / "reports" / "validation.json").read_text())["summary"]
+    assert summary["identity"]["skipped_examples"] == ["email 'test@shop.com' (25 ids)"]

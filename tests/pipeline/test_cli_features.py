@@ -219,6 +219,10 @@ def test_an_out_path_that_cannot_be_a_file_is_refused_before_any_work(project):
         assert result.exit_code == code, result.output
         text = " ".join(result.stderr.split())
         assert said in text and "missing.parquet" not in text, text
+    # a folder that takes no files whatever its permission bits say (root is let in by os.access)
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", "/proc/f.parquet"])
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 2 and "cannot write /proc/f.parquet" in text and "missing.parquet" not in text, text
     project.write_events(good_events())  # valid data: data validate would write its report to the workspace
     result = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06", "--json", str(project.root / "folder.parquet")])
     text = " ".join(result.stderr.split())

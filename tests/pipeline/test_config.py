@@ -165,3 +165,13 @@ def test_zero_durations_and_bands_that_would_stay_empty_are_refused(project):
     assert "configs/labels.yaml: purchase.horizon: expected a duration above zero" in text
     assert "configs/bands.yaml: purchase:" in text and "'medium' (top_percent 5) comes after 'high' (top_percent 10)" in text
     assert len(e.value.issues) == 3
+
+
+def test_outside_any_project_the_error_says_how_to_start_one(tmp_path, monkeypatch):
+    monkeypatch.delenv("DYNSEG_PROJECT", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as e:
+        load_config()
+    text = str(e.value)
+    assert f"{tmp_path}: no configs/catalog.yaml here or in any parent folder" in text
+    assert "pass --project DIR or set DYNSEG_PROJECT" in text and "copy the configs/ folder" in text
