@@ -275,6 +275,21 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
         if "amount" in t and not _never_infinite(stats.get("amount"), raw):
             checks.append(_Check("amount", "infinite_amount", "error", f"isinf({t['amount'].expr})",
                                  "amounts are infinite", "fix the values (an overflow or a division by zero upstream)"))
+    if name == "customers" and "email_consent" in t:
+        # A consent decision is used only with the time it was made (as of T: was it known then?)
+        decided = f"{t['email_consent'].expr} IS NOT NULL"
+        if "consent_updated_at" in t:
+            checks.append(_Check("consent_updated_at", "consent_without_time", "warning",
+                                 f"{decided} AND {t['consent_updated_at'].expr} IS NULL",
+                                 "profiles have email_consent but no consent_updated_at; their consent is not used",
+                                 "fill consent_updated_at with when the decision was made (consent events, if any, "
+                                 "still count)"))
+        else:
+            checks.append(_Check("email_consent", "consent_without_time", "warning", decided,
+                                 "profiles have email_consent, but the source has no consent_updated_at column; "
+                                 "the profiles' consent is not used",
+                                 "add consent_updated_at (when each decision was made), or map your column to it "
+                                 "under `columns:` in configs/catalog.yaml"))
     if name == "customers" and "signup_at" in t:
         checks += _placeholder_dates("signup_at", t, stats, "customers")
     if name == "identities":

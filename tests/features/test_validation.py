@@ -503,6 +503,22 @@ def test_customer_and_identity_sources_are_checked(project):
     assert ("events", "customer_id", "unknown_customer") in checks  # c2 has no profile: a warning
 
 
+def test_consent_without_its_time_is_a_warning_that_says_it_is_not_used(project):
+    project.write_events(good_events())
+    cu = pd.DataFrame({"customer_id": ["c0", "c1", "c2"], "email_consent": [True, False, None],
+                       "consent_updated_at": pd.to_datetime(["2026-01-01", None, None])})
+    for frame, column, count in ((cu, "consent_updated_at", 1), (cu.drop(columns="consent_updated_at"), "email_consent", 2)):
+        frame.to_parquet(project.data / "customers.parquet")
+        project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                        customers={"format": "parquet", "path": "data/customers.parquet"})
+        report = run(project)
+        p = only(report, "consent_without_time")
+        assert report.ok and p.severity == "warning" and p.column == column and p.count == count, p
+        assert "consent is not used" in p.message and "consent_updated_at" in p.fix
+    cu.assign(consent_updated_at=pd.to_datetime(["2026-01-01"] * 3)).to_parquet(project.data / "customers.parquet")
+    assert not [p for p in run(project).problems if p.check == "consent_without_time"]
+
+
 def test_event_checks_report_in_order_while_the_id_sort_runs_beside_the_others(project):
     df = good_events()
     df = pd.concat([df, df.iloc[[0]]], ignore_index=True)  # an exact repeat of an event_id
