@@ -68,7 +68,8 @@ def plan_snapshots(
             shorter = next((d for d in range(horizon.days - 1, 0, -1) if fits(n, step, timedelta(days=d))), None)
             if shorter:
                 helps.append(f"a shorter horizon (--horizon {shorter}d or less"
-                             + (f", with {n} snapshots)" if n != n_snapshots else ")"))
+                             + (f", together with training.snapshots: {n} in configs/training.yaml)"
+                                if n != n_snapshots else ")"))
                 break
         helps.append(f"more history before {earliest_ok:%Y-%m-%d}, or less min_history (training.min_history)")
         raise TrainingSetError(
