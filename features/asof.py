@@ -56,7 +56,10 @@ def _parse_as_of(value: str | date | datetime) -> datetime:
                 "or an ISO-8601 instant such as 2026-11-27T06:00:00+01:00"
             ) from None
     if dt.tzinfo is not None:
-        dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+        try:
+            dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
+        except OverflowError:  # the calendar's ends: out of range all the same
+            return datetime.max if dt.year > 1 else datetime.min
     return dt
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 
 from features.contract import CONTRACT
 from features.identity import IdentityResolution, resolve_identities
-from features.normalize import SQL_TYPE, ident
+from features.normalize import SQL_TYPE, ident, literal
 from features.validation import ValidationReport
 
 def _typed_select(report: ValidationReport, name: str) -> str:
@@ -116,7 +116,7 @@ def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, m
     own_row_last = "CASE WHEN c.customer_id = coalesce(m.canonical_id, c.customer_id) THEN 0 ELSE 1 END"
     packed = ", ".join(f"{ident(a)} := c.{ident(a)}" for a in extra)
     attrs = f", arg_min(struct_pack({packed}), ({own_row_last}, c.customer_id)) AS _attrs" if extra else ""
-    unpacked = "".join(f", struct_extract(_attrs, {_literal(a)}) AS {ident(a)}" for a in extra)
+    unpacked = "".join(f", struct_extract(_attrs, {literal(a)}) AS {ident(a)}" for a in extra)
     con.execute(f"""
         CREATE OR REPLACE TEMP VIEW customers AS
         SELECT customer_id, signup_at, email_consent, consent_updated_at{unpacked} FROM (
@@ -129,6 +129,3 @@ def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, m
             GROUP BY 1)
     """)
 
-
-def _literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"

@@ -36,6 +36,11 @@ def ident(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
 
 
+def literal(text: str) -> str:
+    """A text as a DuckDB string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def _in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
@@ -60,15 +65,16 @@ def typed(column: Column, raw_type: str) -> Typed | None:
         if t in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS"):
             # Nanoseconds (pandas, Spark, Arrow write them): cut down to the microsecond, as text
             # timestamps are. DuckDB's cast rounds: an event 1 ns before a cutoff came out at it.
-            # epoch_us truncates toward zero; before 1970 the floor is one microsecond earlier.
-            ns = c if t == "TIMESTAMP_NS" else f"timezone('UTC', {c})"  # aware: the UTC wall time first
-            us = f"(epoch_us({ns}) - CAST(epoch_ns({ns}) < epoch_us({ns}) * 1000 AS BIGINT))"
+            # The floor of the epoch's nanoseconds (// and % truncate toward zero before 1970);
+            # an aware value's epoch is its UTC instant.
+            us = f"(epoch_ns({c}) // 1000 - CAST(epoch_ns({c}) % 1000 < 0 AS BIGINT))"
             return Typed(f"make_timestamp({us})", "FALSE")
         if t == "TIMESTAMP WITH TIME ZONE":
-            return Typed(f"timezone('UTC', {c})", "FALSE")
+            # its UTC instant (the epoch), not timezone('UTC', ...): 8x the time on every read
+            return Typed(f"make_timestamp(epoch_us({c}))", "FALSE")
         if t == "VARCHAR":
             # With the session time zone at UTC, a string without an offset is read as UTC.
-            e = f"timezone('UTC', TRY_CAST(NULLIF(trim({c}), '') AS TIMESTAMPTZ))"
+            e = f"make_timestamp(epoch_us(TRY_CAST(NULLIF(trim({c}), '') AS TIMESTAMPTZ)))"
             return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
         return None
     if column.type == "double":

@@ -8,6 +8,7 @@ column names mapped to contract names. Problems that stop a source from being re
 from __future__ import annotations
 
 import glob
+import itertools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,8 @@ from typing import Literal
 import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
-from features.normalize import is_numeric
+from features.contract import CONTRACT
+from features.normalize import is_numeric, literal as _quote
 
 _DELIMITERS = (";", "\t", "|", ",")
 
@@ -64,10 +66,6 @@ class RawSource:
     missing_in: dict[str, tuple[Path, ...]] = field(default_factory=dict)
     #: Sources of several files: each file's own columns (named as in the view)
     file_columns: dict[Path, tuple[str, ...]] = field(default_factory=dict)
-
-
-def _quote(s: str) -> str:
-    return "'" + s.replace("'", "''") + "'"
 
 
 def _ident(s: str) -> str:
@@ -189,7 +187,14 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
     # A mapping wins over a column of the source that already bears the contract name
     # (``columns: {amount: net_amount}`` in a file that also has ``amount``): that column is not
     # read, as it would otherwise sit beside the mapped one under the same name.
-    cols = [c for c in cols if c in renames or c not in spec.columns]
+    # (DuckDB's names ignore case: an `Amount` column is shadowed as much as `amount`.)
+    shadowed = {k.lower() for k in spec.columns}
+
+    def read(c: str) -> bool:
+        return c in renames or c.lower() not in shadowed
+
+    unread = {c for c in cols if not read(c)}
+    cols = [c for c in cols if read(c)]
     select = ", ".join(
         f"{_ident(c)} AS {_ident(renames[c])}" if c in renames else _ident(c) for c in cols
     )
@@ -200,29 +205,35 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
         types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})").fetchall())
     except duckdb.Error as e:
         raise SourceError(explain_read_error(e, spec, name, files)) from None
-    stats = _parquet_stats(con, files, renames, set(spec.columns) - set(renames)) if spec.format == "parquet" else {}
+    stats = _parquet_stats(con, files, renames, unread) if spec.format == "parquet" else {}
     per_file: dict[Path, tuple[str, ...]] = {}
     if len(files) > 1 and spec.format != "duckdb":
         # Read by name, the files' union has every column any of them has: a file without one
         # reads as nulls there, which the checks would report as null values, not a missing column.
-        kinds: dict[str, dict[str, tuple[Path, str]]] = {}  # column -> text|number -> (first file, its type)
+        # The contract's text columns (ids, names): read together, a file's numbers would become
+        # text ('91' beside 'c0000091') in silence. Column -> text|number -> [(file, type, source name)].
+        texts = {c.name for c in CONTRACT.get(name, ()) if c.type == "string"}
+        kinds: dict[str, dict[str, list[tuple[Path, str, str]]]] = {}
         for f in files:
             try:
                 one = con.sql(_reader_sql(spec, (f,), con, name))
             except duckdb.Error as e:
                 raise SourceError(explain_read_error(e, spec, name, (f,))) from None
-            kept = [(c, str(ty)) for c, ty in zip(one.columns, one.types) if c in renames or c not in spec.columns]
+            kept = [(c, str(ty)) for c, ty in zip(one.columns, one.types) if read(c)]
             per_file[f] = tuple(renames.get(c, c) for c, _ in kept)
             for c, ty in kept:
                 kind = "text" if ty == "VARCHAR" else "number" if is_numeric(ty) else None
-                if kind:
-                    kinds.setdefault(renames.get(c, c), {}).setdefault(kind, (f, ty))
+                if kind and renames.get(c, c) in texts:
+                    kinds.setdefault(renames.get(c, c), {}).setdefault(kind, []).append((f, ty, c))
         for col, seen in kinds.items():
-            if len(seen) > 1:  # read together, numbers would become text ('91' beside 'c0000091') in silence
-                (tf, tt), (nf, nt) = seen["text"], seen["number"]
-                raise SourceError(
-                    f"source '{name}': column '{col}' is text in {tf} ({tt}) but numbers in {nf} ({nt}); the files "
-                    f"of one source must agree. Write '{col}' with one type in every file (as text, for ids)")
+            if len(seen) > 1:  # a file whose column holds no value (all missing: a float of NaNs) agrees
+                held = [(f, ty) for f, ty, c in seen["number"]
+                        if con.sql(f"SELECT count({_ident(c)}) FROM ({_reader_sql(spec, (f,), con, name)})").fetchall()[0][0]]
+                if held:
+                    (tf, tt, _), (nf, nt) = seen["text"][0], held[0]
+                    raise SourceError(
+                        f"source '{name}': column '{col}' is text in {tf} ({tt}) but numbers in {nf} ({nt}); the files "
+                        f"of one source must agree. Write '{col}' as text in every file")
     missing = {renames.get(c, c): tuple(f for f, have in per_file.items() if renames.get(c, c) not in have) for c in cols}
     return RawSource(name, view, files, types, rows, stats, {c: fs for c, fs in missing.items() if fs}, per_file)
 
@@ -266,7 +277,7 @@ def _parquet_stats(con: duckdb.DuckDBPyConnection, files: tuple[Path, ...], rena
         renames.get(col, col): ColumnStats(int(nulls), tuple(mins), tuple(maxs))
         for col, n_files, complete, nulls, mins, maxs in rows
         if complete and n_files == len(files) and "." not in col  # top-level columns only
-        and col not in unread  # a column the mapping puts another in place of
+        and col not in unread  # a column the mapping puts another in place of (as the file names it)
     }
 
 
@@ -340,7 +351,8 @@ def _csv_diagnosis(head: bytes, delimiter: str, entry: str, path: Path | None = 
         with open(path, newline="", encoding=encoding, errors="replace") as f:
             reader = csv.reader(f, delimiter=delimiter)
             header = next(reader, [])
-            for r in reader:  # only on this error's path: a few seconds for millions of lines
+            # the sniffer reads the first 20,480 rows by default: the line that failed it is among them
+            for r in itertools.islice(reader, 100_000):
                 if r and len(r) != len(header):
                     return _ragged(reader.line_num, len(r), len(header), delimiter.join(r), delimiter)
     return f"DuckDB found no consistent way to split its lines on {delimiter!r}; check the delimiter and quoting {entry}"

@@ -280,7 +280,8 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
         decided = f"{t['email_consent'].expr} IS NOT NULL"
         if "consent_updated_at" in t:
             checks.append(_Check("consent_updated_at", "consent_without_time", "warning",
-                                 f"{decided} AND {t['consent_updated_at'].expr} IS NULL",
+                                 f"{decided} AND {t['consent_updated_at'].expr} IS NULL "
+                                 f"AND NOT coalesce({t['consent_updated_at'].bad}, FALSE)",  # unparseable: said so
                                  "profiles have email_consent but no consent_updated_at; their consent is not used",
                                  "fill consent_updated_at with when the decision was made (consent events, if any, "
                                  "still count)"))

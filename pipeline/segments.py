@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from collections.abc import Collection, Mapping
 from typing import Literal
 
+from features.normalize import literal
 from pipeline.config import ConfigError, ConfigIssue, SegmentDef, SegmentsConfig
 from pipeline.rules import Kind, Rule, RuleError, parse_rule
 
@@ -116,10 +117,6 @@ def _dependency_order(compiled: dict[str, CompiledSegment]) -> list[CompiledSegm
 
 def quote(name: str, dialect: Dialect) -> str:
     return f"`{name}`" if dialect == "spark" else f'"{name}"'
-
-
-def literal(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
 
 
 def holdout_value_sql(salt: str, segment: str, customer: str, dialect: Dialect) -> str:

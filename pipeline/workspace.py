@@ -93,12 +93,11 @@ def check_writable(path: Path, example: str | None = None, *, given: bool = Fals
     if not os.access(parent, os.W_OK | os.X_OK):
         raise refuse(f"cannot write {path}: no permission to write in {parent}; choose a folder you can write")
     try:  # what os.access cannot tell: a read-only file system, or root's writes refused (/sys, /proc)
-        fd, probe = tempfile.mkstemp(dir=parent, prefix=".dynseg-probe-", suffix=".tmp")
+        with tempfile.TemporaryFile(dir=parent):  # unnamed where the system can (O_TMPFILE): nothing left behind
+            pass
     except OSError as e:
-        raise refuse(f"cannot write {path}: {parent} does not take new files ({e.strerror}); choose a folder you "
-                     "can write") from None
-    os.close(fd)
-    os.unlink(probe)
+        raise refuse(f"cannot write {path}: a file cannot be created in {parent} ({e.strerror}); choose a folder "
+                     "you can write") from None
 
 
 def write_atomic(path: Path, data: bytes) -> Path:

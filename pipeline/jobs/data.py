@@ -104,7 +104,7 @@ def data_summary(data: LoadedData) -> dict:
             "ids_folded": data.identity.merged_ids,
             "largest_group": data.identity.largest_group,
             "skipped_identifiers": len(data.identity.skipped_identifiers),
-            "skipped_examples": [f"{r.id_type} {r.id_value!r} ({r.customers:,} ids)" for r in
+            "skipped_examples": [f"{r.id_type} {_masked(r.id_value)!r} ({r.customers:,} ids)" for r in
                                  data.identity.skipped_identifiers.sort_values("customers", ascending=False)
                                  .head(5).itertuples()],
         },
@@ -181,3 +181,10 @@ def simulate_campaign_job(cfg: Config, run_id: str | None, uplift: float, segmen
     out.to_parquet(buf, index=False)
     write_atomic(path, buf.getvalue())
     return Campaign(run_id, as_of, chosen, len(treated), len(out) - len(events), horizon, path)
+
+
+def _masked(value: str) -> str:
+    """An identifier as a summary shows it: enough to find it, not the whole address or number
+    (``te…@shop.com``, ``+4…89``)."""
+    at = value.find("@")
+    return value[:2] + "…" + (value[at:] if at > 0 else value[-2:]) if len(value) > 4 else "…"

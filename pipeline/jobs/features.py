@@ -229,8 +229,8 @@ def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
 
 
 def _why_no_events(cfg: Config, data: LoadedData, as_of: datetime) -> None:
-    """No event before ``as_of``: say whether the log is empty, holds only event types without a
-    role, or starts at or after the cutoff."""
+    """No event before ``as_of``: say whether the log holds only event types without a role, or
+    starts at or after the cutoff (an empty log is refused by validation before this)."""
     types = data.report.event_types  # event_type -> (rows, first ts, last ts)
     total = sum(n for n, _, _ in types.values())
     mapped = {e: v for e, v in types.items() if e in cfg.role_of}

@@ -60,6 +60,18 @@ def test_too_common_identifier_is_skipped_and_reported():
     assert res.skipped_identifiers.to_dict("records") == [{"id_type": "email", "id_value": "test@shop.com", "customers": 5}]
 
 
+def _canonical(project):
+    """The canonical views over the project's events, customers and identities files."""
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"},
+                    identities={"format": "parquet", "path": "data/ids.parquet"})
+    cfg = load_config(project.root)
+    con = connect()
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(), cfg.project_dir, pd.Timestamp("2027-01-01").to_pydatetime())
+    build_canonical(con, report, cfg.role_of)
+    return con
+
+
 def test_events_and_profiles_are_merged_onto_canonical_ids(project):
     project.write_events(good_events(3))
     links([("c0", "email", "a@x"), ("c2", "email", "a@x")]).to_parquet(project.data / "ids.parquet")
@@ -68,13 +80,7 @@ def test_events_and_profiles_are_merged_onto_canonical_ids(project):
                   "email_consent": [False, True, True],
                   "consent_updated_at": pd.to_datetime(["2026-01-03", "2026-01-01", "2026-02-01"]),
                   "country": ["DE", "FR", "IT"]}).to_parquet(project.data / "customers.parquet")
-    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
-                    customers={"format": "parquet", "path": "data/customers.parquet"},
-                    identities={"format": "parquet", "path": "data/ids.parquet"})
-    cfg = load_config(project.root)
-    con = connect()
-    report = validate(con, cfg.source_specs(), cfg.role_of, set(), cfg.project_dir, pd.Timestamp("2027-01-01").to_pydatetime())
-    build_canonical(con, report, cfg.role_of)
+    con = _canonical(project)
     per_customer = dict(con.execute("SELECT customer_id, count(*) FROM events GROUP BY 1").fetchall())
     assert per_customer == {"c0": 6, "c1": 3}
     traced = con.execute("SELECT DISTINCT source_customer_id FROM events WHERE customer_id = 'c0' ORDER BY 1").fetchall()
@@ -95,12 +101,6 @@ def test_a_merged_profile_takes_one_rows_attributes_whatever_the_rows_order(proj
     pd.DataFrame({"customer_id": ["c0", "c1", "c2", "b2", "b1"],
                   "country": [None, "DE", "FR", "IT", None], "plan": ["free", "pro", "pro", "pro", "team"]}
                  ).iloc[order].to_parquet(project.data / "customers.parquet")
-    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
-                    customers={"format": "parquet", "path": "data/customers.parquet"},
-                    identities={"format": "parquet", "path": "data/ids.parquet"})
-    cfg = load_config(project.root)
-    con = connect()
-    report = validate(con, cfg.source_specs(), cfg.role_of, set(), cfg.project_dir, pd.Timestamp("2027-01-01").to_pydatetime())
-    build_canonical(con, report, cfg.role_of)
+    con = _canonical(project)
     rows = con.execute("SELECT customer_id, country, plan FROM customers ORDER BY 1").fetchall()
     assert rows == [("b0", None, "team"), ("c0", None, "free")]  # b0 has no row: b1's (smaller than b2)

@@ -1,5 +1,6 @@
 """Naive timestamps are UTC; aware ones are converted, across a DST change."""
 
+import re
 from datetime import datetime
 
 import pandas as pd
@@ -72,8 +73,9 @@ def test_as_of_dates_mean_end_of_day_utc():
     with pytest.raises(ValueError, match=r"'2026-02-30' .*day is out of range for month.*expected YYYY-MM-DD"):
         parse_as_of("2026-02-30")
     # the calendar's ends: the end of 9999-12-31 is no date, and a horizon added to it would not be either
-    for far in ("9999-12-31", "9999-12-31T23:00:00Z", "0001-01-01", "1899-12-30", "3000-01-01"):
-        with pytest.raises(ValueError, match=rf"as_of '{far}' is outside the range dynseg computes with; "
+    for far in ("9999-12-31", "9999-12-31T23:00:00Z", "9999-12-31T23:00:00-05:00", "0001-01-01T00:30:00+01:00",
+                "0001-01-01", "1899-12-30", "3000-01-01"):
+        with pytest.raises(ValueError, match=rf"as_of '{re.escape(far)}' is outside the range dynseg computes with; "
                                              r"expected an instant from 1900-01-01 00:00 to 3000-01-01 00:00 UTC "
                                              r"\(as a date: 1899-12-31 to 2999-12-31, each meaning the end of that day\)"):
             parse_as_of(far)

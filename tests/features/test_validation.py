@@ -402,14 +402,16 @@ def test_glob_of_parquet_parts_and_column_mapping(project):
     assert report.ok and report.sources["events"].rows == len(df)
 
 
+@pytest.mark.parametrize("own", ["amount", "Amount"])  # DuckDB's names ignore case
 @pytest.mark.parametrize("name", ["events.parquet", "events.csv"])
-def test_a_mapped_column_wins_over_a_column_bearing_the_contract_name(project, name):
+def test_a_mapped_column_wins_over_a_column_bearing_the_contract_name(project, name, own):
     """``columns: {amount: net_amount}`` in a file that also has ``amount``: the mapped column is
     read as ``amount`` and checked (footer statistics included); the file's own ``amount`` is not."""
     df = good_events()
     df.insert(list(df.columns).index("amount") + 1, "net_amount", df.amount / 2)
     df["amount"] = df.amount.abs() + 1  # the gross column: never negative
     df.loc[2, "net_amount"] = -10.0
+    df = df.rename(columns={"amount": own})
     project.write_events(df, name, columns={"amount": "net_amount"})
     cfg = load_config(project.root)
     con = connect()
@@ -439,9 +441,12 @@ def test_files_of_a_glob_disagreeing_on_text_or_numbers_are_refused(project):
     p = only(run(project), "unreadable")
     assert "column 'customer_id' is text in" in p.message and "part-1.parquet (VARCHAR)" in p.message
     assert "numbers in" in p.message and "part-2.parquet (BIGINT)" in p.message
-    # integer and floating amounts, or timestamps with and without a zone, read together fine
-    df.iloc[:4].to_parquet(project.data / "part-1.parquet")
-    df.iloc[4:].assign(amount=df.amount.iloc[4:].fillna(0).astype("int64")).to_parquet(project.data / "part-2.parquet")
+    # what reads together fine: integer and floating amounts; a column no contract text column
+    # (zip) as text and numbers; a text column that one file holds no value of (pandas writes an
+    # all-missing column as floats)
+    df.iloc[:4].assign(zip="0123", campaign_id="spring").to_parquet(project.data / "part-1.parquet")
+    df.iloc[4:].assign(amount=df.amount.iloc[4:].fillna(0).astype("int64"), zip=12345,
+                       campaign_id=float("nan")).to_parquet(project.data / "part-2.parquet")
     assert run(project).ok
 
 
@@ -517,6 +522,12 @@ def test_consent_without_its_time_is_a_warning_that_says_it_is_not_used(project)
         assert "consent is not used" in p.message and "consent_updated_at" in p.fix
     cu.assign(consent_updated_at=pd.to_datetime(["2026-01-01"] * 3)).to_parquet(project.data / "customers.parquet")
     assert not [p for p in run(project).problems if p.check == "consent_without_time"]
+    # a time that does not convert is reported as that, not again as a missing time
+    cu.assign(consent_updated_at=["2026-01-01", "last week", None]).to_csv(project.data / "customers.csv", index=False)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "csv", "path": "data/customers.csv"})
+    report = run(project)
+    assert only(report, "unparseable").count == 1 and not [p for p in report.problems if p.check == "consent_without_time"]
 
 
 def test_event_checks_report_in_order_while_the_id_sort_runs_beside_the_others(project):

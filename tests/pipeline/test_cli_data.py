@@ -105,6 +105,6 @@ def test_skipped_identifiers_are_named(project):
     result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"])
     assert result.exit_code == 0, result.output
     text = " ".join(result.stdout.split())
-    assert "Skipped as too common (shared by more than identity.max_ids_per_identifier ids): email 'test@shop.com' (25 ids)" in text, text
+    assert "Skipped as too common (shared by more than identity.max_ids_per_identifier ids): email 'te…@shop.com' (25 ids)" in text, text
     summary = json.loads((project.workspace / "reports" / "validation.json").read_text())["summary"]
-    assert summary["identity"]["skipped_examples"] == ["email 'test@shop.com' (25 ids)"]
+    assert summary["identity"]["skipped_examples"] == ["email 'te…@shop.com' (25 ids)"]  # masked: personal data
