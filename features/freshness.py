@@ -12,8 +12,10 @@ class StaleDataError(ValueError):
     """The newest event is too old for the requested as_of."""
 
 
-def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: timedelta, action: str = "refuse") -> str | None:
-    """Return a warning text, raise StaleDataError (action ``refuse``), or return None when fresh."""
+def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: timedelta, action: str = "refuse",
+                    where: str = "configs/project.yaml") -> str | None:
+    """Return a warning text, raise StaleDataError (action ``refuse``), or return None when fresh.
+    ``where``: the file whose ``freshness.action`` is in force (a profile's or a local override)."""
     if newest_event is None:
         raise StaleDataError(f"no events before as_of {as_of:%Y-%m-%d %H:%M} UTC; nothing to compute features from")
     lag = as_of - newest_event
@@ -26,7 +28,7 @@ def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: tim
     if action == "refuse":
         raise StaleDataError(text + ". Load newer events, pick an earlier --as-of, or raise freshness.max_lag_days "
                                     "(or set freshness.action: warn) in configs/project.yaml")
-    return text + "; freshness.action is warn, so the run goes on (configs/project.yaml)"
+    return text + f"; freshness.action is warn, so the run goes on ({where})"
 
 
 def _span(d: timedelta) -> str:

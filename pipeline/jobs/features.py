@@ -224,7 +224,8 @@ def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     if newest is None:
         _why_no_events(cfg, data, as_of)
     fr = cfg.settings.freshness
-    warning = check_freshness(newest, as_of, timedelta(days=fr.max_lag_days), fr.action)
+    warning = check_freshness(newest, as_of, timedelta(days=fr.max_lag_days), fr.action,
+                              cfg.origin("project.yaml", "freshness", "action"))
     return [warning] if warning else []
 
 

@@ -64,6 +64,8 @@ def test_freshness():
     warned = check_freshness(as_of - 8 * D, as_of, 3 * D, action="warn")
     assert "data is stale" in warned and "freshness.action is warn, so the run goes on" in warned
     assert "set freshness.action: warn" not in warned
+    local = check_freshness(as_of - 8 * D, as_of, 3 * D, action="warn", where="configs/local/project.yaml")
+    assert local.endswith("the run goes on (configs/local/project.yaml)")
 
 
 @pytest.fixture
