@@ -556,7 +556,7 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
     distinct_unknown = f"""
         SELECT count(*), min(e.id) FROM (SELECT DISTINCT {ev['customer_id'].expr} AS id FROM raw_events) e
         ANTI JOIN (SELECT {cu['customer_id'].expr} AS id FROM raw_customers) c ON e.id = c.id
-        WHERE e.id IS NOT NULL
+        WHERE e.id IS NOT NULL AND trim(e.id) <> ''  -- a blank id is an error of its own (null_id)
     """
     if count:
         # The events' distinct ids first, then the few of those without a profile: at 50M events

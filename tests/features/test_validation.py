@@ -508,6 +508,18 @@ def test_customer_and_identity_sources_are_checked(project):
     assert ("events", "customer_id", "unknown_customer") in checks  # c2 has no profile: a warning
 
 
+def test_a_blank_customer_id_is_not_also_an_unknown_customer(project):
+    df = good_events().astype({"customer_id": "object"})
+    df.loc[4, "customer_id"] = "  "
+    project.write_events(df)
+    pd.DataFrame({"customer_id": ["c0", "c1", "c2"]}).to_parquet(project.data / "customers.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    report = run(project)
+    assert only(report, "null_id").count == 1
+    assert not [p for p in report.problems if p.check == "unknown_customer"], report.problems
+
+
 def test_consent_without_its_time_is_a_warning_that_says_it_is_not_used(project):
     project.write_events(good_events())
     cu = pd.DataFrame({"customer_id": ["c0", "c1", "c2"], "email_consent": [True, False, None],
