@@ -85,7 +85,9 @@ def utc(as_of: datetime) -> datetime:
 
 
 def _days_between(later: ir.Value, earlier: ir.Value) -> ir.FloatingValue:
-    return (later.epoch_seconds() - earlier.epoch_seconds()).cast("float64") / SECONDS_PER_DAY
+    # Microseconds, not epoch_seconds: Ibis gives Spark unix_timestamp(), whole seconds, so an
+    # event a microsecond before T read 1 s (1.16e-5 days) on Spark and 1 µs on DuckDB.
+    return later.delta(earlier, unit="microsecond").cast("float64") / (SECONDS_PER_DAY * 1_000_000)
 
 
 def _ratio(num: ir.NumericValue, den: ir.NumericValue) -> ir.FloatingValue:

@@ -180,6 +180,36 @@ def test_customer_features_match_duckdb(spark, project, as_of):
     assert_same_features(got, expected)
 
 
+def test_sub_second_timestamps_give_the_same_days_on_both_engines(spark, tmp_path):
+    """Days between instants count microseconds on both engines: Spark's epoch seconds (what Ibis
+    compiled to before) are whole, so an event a microsecond before T read 1 s on Spark."""
+    from test_parity import _tiny, _tiny_engine
+
+    events, customers = _tiny(
+        [("a", "purchase", "2026-05-31 23:59:59.999999", 5.0, None), ("a", "purchase", "2026-05-29 12:00:00.25", 7.0, None),
+         ("b", "email_open", "2026-05-31 23:59:59.5", None, None)],
+        [("a", "2025-01-01", None, None), ("b", "2025-12-31 23:59:59.75", None, None)])
+    profile = DataProfile(roles=frozenset(events["role"]), has_signup=True)
+    as_of = datetime(2026, 6, 1)
+    duck = _tiny_engine(events, customers)
+    expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, FeatureSpec(), profile))
+    engine = SparkEngine(spark, *export_canonical(duck.con, tmp_path / "canonical"))
+    try:
+        got = engine.execute(customer_features(engine.events(), engine.customers(), as_of, FeatureSpec(), profile))
+    finally:
+        engine.close()
+        duck.con.close()
+    day_us = 86_400_000_000
+    rows = expected.set_index("customer_id")
+    assert rows.loc["a", "recency_days"] == pytest.approx(1 / day_us, rel=1e-9, abs=0)
+    assert rows.loc["b", "days_since_last_open"] == pytest.approx(500_000 / day_us, rel=1e-9, abs=0)
+    assert rows.loc["a", "mean_gap_days"] == pytest.approx((2.5 * day_us - 250_001) / day_us, rel=1e-12, abs=0)
+    assert_same_features(got, expected)
+    days = ["recency_days", "days_since_last_open", "mean_gap_days", "days_since_signup"]  # (atol 1e-4 above hid 1 s)
+    np.testing.assert_allclose(got.set_index("customer_id")[days].sort_index().to_numpy(dtype=float),
+                               rows[days].sort_index().to_numpy(dtype=float), rtol=1e-9, atol=0)
+
+
 def test_a_log_without_sends_matches_duckdb(spark, tmp_path):
     """Opens and clicks without sends, and a role no feature reads (a mapped ``login``): the same
     columns and values on both engines (the query failed on both before 2026-12-01)."""
