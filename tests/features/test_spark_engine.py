@@ -125,7 +125,7 @@ def test_timestamps_round_trip_unchanged(spark, tmp_path):
 
 
 def assert_same_features(got: pd.DataFrame, expected: pd.DataFrame) -> None:
-    """Same rows, columns and dtypes; counts, flags and labels exact; floats to rtol 1e-9 / atol 1e-4."""
+    """Same rows, columns and dtypes; counts, flags and labels exact; floats to rtol 1e-9 / atol 1e-9."""
     assert list(got.columns) == list(expected.columns)
     assert not expected["customer_id"].duplicated().any() and not got["customer_id"].duplicated().any()
     assert set(got["customer_id"]) == set(expected["customer_id"])
@@ -137,7 +137,7 @@ def assert_same_features(got: pd.DataFrame, expected: pd.DataFrame) -> None:
         a, b = got[col], expected[col]
         if pd.api.types.is_float_dtype(b):
             x, y = a.to_numpy(float), b.to_numpy(float)
-            bad = ~np.isclose(x, y, rtol=1e-9, atol=1e-4, equal_nan=True)
+            bad = ~np.isclose(x, y, rtol=1e-9, atol=1e-9, equal_nan=True)
             if bad.any():
                 nulls = (np.isnan(x) != np.isnan(y)).sum()
                 problems.append(f"{col}: {bad.sum()} rows differ ({nulls} null in one engine only), "
