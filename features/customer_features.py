@@ -427,7 +427,9 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
     if "consent" in groups:
         cols["email_consent"] = _consent_as_of(x, t, profile)
     for attr in profile.categorical:
-        cols[attr] = x[attr]
+        # a category whatever the file holds (a plan code 1/2/3, a flag): text, as a CSV file gives
+        # it, so the model takes it as a category, not as a number
+        cols[attr] = x[attr] if x[attr].type().is_string() else x[attr].cast("string")
     return x.select(**cols)
 
 

@@ -115,7 +115,17 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
     counts = data.con.execute(
         "SELECT " + ", ".join(f"count(DISTINCT {ident(c)})" for c in text) + " FROM customers"
     ).fetchall()[0]
-    return _distinct_names(cfg, tuple(c for c, n in zip(text, counts) if 0 < n <= cfg.features.max_categories))
+    text = [c for c, n in zip(text, counts) if 0 < n <= cfg.features.max_categories]
+    source = cfg.source_specs().get("customers")
+    if text and source is not None and source.format == "csv":
+        # A CSV file has no types: every column reads as text. A column whose every value is a
+        # number or a boolean is what a typed file (Parquet, DuckDB) would hold as one, and is
+        # left out as it would be there, so the feature set does not depend on the file's form.
+        typed = data.con.execute("SELECT " + ", ".join(
+            f"bool_and(TRY_CAST({ident(c)} AS DOUBLE) IS NOT NULL OR TRY_CAST({ident(c)} AS BOOLEAN) IS NOT NULL)"
+            for c in text) + " FROM customers").fetchall()[0]
+        text = [c for c, is_typed in zip(text, typed) if not is_typed]
+    return _distinct_names(cfg, tuple(text))
 
 
 def _distinct_names(cfg: Config, attributes: tuple[str, ...]) -> tuple[str, ...]:

@@ -396,3 +396,61 @@ except typer.Exit as e:
                           cwd=Path(__file__).resolve().parents[2], start_new_session=True)
     assert proc.returncode == 128 + signum, proc.stderr
     assert line in proc.stderr and "Traceback" not in proc.stderr and "ERROR:root" not in proc.stderr, proc.stderr
+
+
+def _attribute_customers(shop) -> pd.DataFrame:
+    """The shop's profiles with attributes of every kind: text of few and of many values, a
+    boolean, whole and fractional numbers, and a column with no value at all."""
+    import numpy as np
+
+    c = shop.customers[["customer_id", "signup_at", "country"]].copy()
+    n = len(c)
+    rng = np.random.default_rng(3)
+    c["tier"] = rng.choice(["gold", "silver", None], n)
+    c["city"] = [f"city{i % 80}" for i in range(n)]  # 80 values: over max_categories (50)
+    c["vip"] = rng.random(n) < 0.2
+    c["age"] = rng.integers(18, 80, n)
+    c["kids"] = rng.integers(0, 4, n)  # 4 values: few enough, but a number
+    c["score"] = rng.random(n).round(3)
+    c["nothing"] = pd.Series([None] * n, dtype="object")
+    return c
+
+
+@pytest.mark.parametrize("form", ["parquet", "csv"])
+def test_auto_categorical_attributes_are_the_text_columns_of_few_values_whatever_the_file(project, form):
+    """`categorical_attributes: auto` takes the profile's text columns with at most max_categories
+    values. A CSV file has no types, so its numbers and booleans must not pass for text: the same
+    profiles give the same feature columns from a CSV file as from a Parquet one."""
+    shop = generate(300, seed=9, end="2026-11-27")
+    write(shop, project.data)
+    customers = _attribute_customers(shop)
+    if form == "csv":
+        customers.to_csv(project.data / "customers.csv", index=False)
+    else:
+        customers.to_parquet(project.data / "customers.parquet", index=False)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": form, "path": f"data/customers.{form}"})
+    out = project.root / "f.parquet"
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-06-01", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    f = pd.read_parquet(out)
+    attributes = [c for c in f.columns if c in customers.columns and c != "customer_id"]
+    assert attributes == ["country", "tier"]
+    # listed by name, any attribute is taken, as text (a category), from either file
+    features_yaml = project.root / "configs" / "features.yaml"
+    features_yaml.write_text(features_yaml.read_text().replace("categorical_attributes: auto",
+                                                               "categorical_attributes: [tier, kids, vip]"))
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-06-01", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    f = pd.read_parquet(out).set_index("customer_id")
+    assert [c for c in f.columns if c in customers.columns] == ["tier", "kids", "vip"]
+    own = customers.set_index("customer_id").loc[f.index]
+    assert (f.kids == own.kids.astype(str)).all() and f.kids.map(type).eq(str).all()
+    assert f.vip.str.lower().eq(own.vip.astype(str).str.lower()).all()
+    features_yaml.write_text(features_yaml.read_text().replace("[tier, kids, vip]", "[tier, age]"))
+    # a name the profiles do not have is refused, naming it and what there is
+    features_yaml.write_text(features_yaml.read_text().replace("[tier, age]", "[tier, plan]"))
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-06-01", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.stderr.split())
+    assert "categorical_attributes names ['plan']" in text and "'tier'" in text, text
