@@ -122,7 +122,8 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
         # number or a boolean is what a typed file (Parquet, DuckDB) would hold as one, and is
         # left out as it would be there, so the feature set does not depend on the file's form.
         typed = data.con.execute("SELECT " + ", ".join(
-            f"bool_and(TRY_CAST({ident(c)} AS DOUBLE) IS NOT NULL OR TRY_CAST({ident(c)} AS BOOLEAN) IS NOT NULL)"
+            f"bool_and({ident(c)} IS NULL OR TRY_CAST({ident(c)} AS DOUBLE) IS NOT NULL "
+            f"OR TRY_CAST({ident(c)} AS BOOLEAN) IS NOT NULL)"
             for c in text) + " FROM customers").fetchall()[0]
         text = [c for c, is_typed in zip(text, typed) if not is_typed]
     return _distinct_names(cfg, tuple(text))
