@@ -121,10 +121,13 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
         # A CSV file has no types: every column reads as text. A column whose every value is a
         # number or a boolean is what a typed file (Parquet, DuckDB) would hold as one, and is
         # left out as it would be there, so the feature set does not depend on the file's form.
-        typed = data.con.execute("SELECT " + ", ".join(
-            f"bool_and({ident(c)} IS NULL OR TRY_CAST({ident(c)} AS DOUBLE) IS NOT NULL "
-            f"OR TRY_CAST({ident(c)} AS BOOLEAN) IS NOT NULL)"
-            for c in text) + " FROM customers").fetchall()[0]
+        # As DuckDB's own CSV sniffer reads them: a number with a leading zero (a zip code,
+        # 02134) and Y/N are text; true/false, t/f and yes/no are booleans.
+        def typed_sql(c: str) -> str:
+            v = f"trim({ident(c)})"
+            return (f"bool_and({ident(c)} IS NULL OR (TRY_CAST({v} AS DOUBLE) IS NOT NULL AND NOT "
+                    f"regexp_matches({v}, '^[+-]?0[0-9]')) OR lower({v}) IN ('true', 'false', 't', 'f', 'yes', 'no'))")
+        typed = data.con.execute("SELECT " + ", ".join(typed_sql(c) for c in text) + " FROM customers").fetchall()[0]
         text = [c for c, is_typed in zip(text, typed) if not is_typed]
     return _distinct_names(cfg, tuple(text))
 

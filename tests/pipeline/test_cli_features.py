@@ -415,6 +415,8 @@ def _attribute_customers(shop) -> pd.DataFrame:
     c.loc[c.index[::5], "kids"] = pd.NA
     c["score"] = rng.random(n).round(3)
     c["nothing"] = pd.Series([None] * n, dtype="object")
+    c["zip"] = rng.choice(["02134", "10001", "94105"], n)  # digits, but text: a leading zero
+    c["member"] = rng.choice(["Y", "N"], n)  # text, as DuckDB's CSV sniffer reads it too
     return c
 
 
@@ -437,7 +439,9 @@ def test_auto_categorical_attributes_are_the_text_columns_of_few_values_whatever
     assert result.exit_code == 0, result.output
     f = pd.read_parquet(out)
     attributes = [c for c in f.columns if c in customers.columns and c != "customer_id"]
-    assert attributes == ["country", "tier"]
+    assert attributes == ["country", "tier", "zip", "member"]
+    if form == "csv":  # zip codes keep their leading zero
+        assert set(pd.read_parquet(out).zip.dropna()) == {"02134", "10001", "94105"}
     # listed by name, any attribute is taken, as text (a category), from either file
     features_yaml = project.root / "configs" / "features.yaml"
     features_yaml.write_text(features_yaml.read_text().replace("categorical_attributes: auto",
