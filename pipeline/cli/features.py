@@ -43,14 +43,19 @@ def build(
         err.print(f"[yellow]Feature groups unavailable in this data:[/] {', '.join(missing)} "
                   "(their roles or profile fields are absent; see features/customer_features.md)")
     table = run.arrow()
-    out.print(kv_table("Features built", {
+    rows = {
         "as of": as_of_text(instant),
         "engine": run.engine,
         "customers": table.num_rows,
         "features": table.num_columns - 2,
         "groups": ", ".join(run.profile.groups()),
-        "written to": run.path,
-    }))
+    }
+    if "customers" in cfg.source_specs():
+        # which profile columns became features, and why (categorical_attributes in configs/features.yaml)
+        how = "auto" if cfg.features.categorical_attributes == "auto" else "listed"
+        rows["attributes"] = f"{', '.join(run.profile.categorical) or 'none'} ({how})"
+    rows["written to"] = run.path
+    out.print(kv_table("Features built", rows))
     out.print(_preview(table))
 
 

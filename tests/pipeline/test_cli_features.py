@@ -440,6 +440,7 @@ def test_auto_categorical_attributes_are_the_text_columns_of_few_values_whatever
     f = pd.read_parquet(out)
     attributes = [c for c in f.columns if c in customers.columns and c != "customer_id"]
     assert attributes == ["country", "tier", "zip", "member"]
+    assert "country, tier, zip, member (auto)" in " ".join(result.stdout.split()), result.stdout
     if form == "csv":  # zip codes keep their leading zero
         assert set(pd.read_parquet(out).zip.dropna()) == {"02134", "10001", "94105"}
     # listed by name, any attribute is taken, as text (a category), from either file
@@ -450,6 +451,7 @@ def test_auto_categorical_attributes_are_the_text_columns_of_few_values_whatever
     assert result.exit_code == 0, result.output
     f = pd.read_parquet(out).set_index("customer_id")
     assert [c for c in f.columns if c in customers.columns] == ["tier", "kids", "vip"]
+    assert "tier, kids, vip (listed)" in " ".join(result.stdout.split()), result.stdout
     own = customers.set_index("customer_id").loc[f.index]
     assert f.kids.isna().equals(own.kids.isna()) and f.vip.isna().equals(own.vip.isna())
     assert (f.kids.dropna() == own.kids.dropna().astype(str)).all() and f.kids.dropna().map(type).eq(str).all()
