@@ -112,23 +112,26 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
     text = [c for c, t in types.items() if c not in contract and t == "VARCHAR"]
     if not text:
         return ()
-    counts = data.con.execute(
-        "SELECT " + ", ".join(f"count(DISTINCT {ident(c)})" for c in text) + " FROM customers"
-    ).fetchall()[0]
-    text = [c for c, n in zip(text, counts) if 0 < n <= cfg.features.max_categories]
     source = cfg.source_specs().get("customers")
-    if text and source is not None and source.format == "csv":
+    csv = source is not None and source.format == "csv"
+
+    def only_numbers_or_booleans(c: str) -> str:
         # A CSV file has no types: every column reads as text. A column whose every value is a
         # number or a boolean is what a typed file (Parquet, DuckDB) would hold as one, and is
         # left out as it would be there, so the feature set does not depend on the file's form.
         # As DuckDB's own CSV sniffer reads them: a number with a leading zero (a zip code,
         # 02134) and Y/N are text; true/false, t/f and yes/no are booleans.
-        def typed_sql(c: str) -> str:
-            v = f"trim({ident(c)})"
-            return (f"bool_and({ident(c)} IS NULL OR (TRY_CAST({v} AS DOUBLE) IS NOT NULL AND NOT "
-                    f"regexp_matches({v}, '^[+-]?0[0-9]')) OR lower({v}) IN ('true', 'false', 't', 'f', 'yes', 'no'))")
-        typed = data.con.execute("SELECT " + ", ".join(typed_sql(c) for c in text) + " FROM customers").fetchall()[0]
-        text = [c for c, is_typed in zip(text, typed) if not is_typed]
+        v = f"trim({ident(c)})"
+        return (f"bool_and({ident(c)} IS NULL OR (TRY_CAST({v} AS DOUBLE) IS NOT NULL AND NOT "
+                f"regexp_matches({v}, '^[+-]?0[0-9]')) OR lower({v}) IN ('true', 'false', 't', 'f', 'yes', 'no'))")
+
+    # one read of the (merged) profiles for every column's count and, from CSV, its kind
+    measures = [f"count(DISTINCT {ident(c)})" for c in text]
+    if csv:
+        measures += [only_numbers_or_booleans(c) for c in text]
+    row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers").fetchall()[0]
+    counts, typed = row[:len(text)], row[len(text):] if csv else [False] * len(text)
+    text = [c for c, n, is_typed in zip(text, counts, typed) if 0 < n <= cfg.features.max_categories and not is_typed]
     return _distinct_names(cfg, tuple(text))
 
 
