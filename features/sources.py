@@ -18,7 +18,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field
 
 from features.contract import CONTRACT
-from features.normalize import is_numeric, literal as _quote
+from features.normalize import ident as _ident, is_numeric, literal as _quote
 
 _DELIMITERS = (";", "\t", "|", ",")
 
@@ -66,10 +66,6 @@ class RawSource:
     missing_in: dict[str, tuple[Path, ...]] = field(default_factory=dict)
     #: Sources of several files: each file's own columns (named as in the view)
     file_columns: dict[Path, tuple[str, ...]] = field(default_factory=dict)
-
-
-def _ident(s: str) -> str:
-    return '"' + s.replace('"', '""') + '"'
 
 
 def resolve_files(spec: SourceSpec, base_dir: Path, name: str) -> tuple[Path, ...]:

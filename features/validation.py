@@ -20,7 +20,7 @@ import numpy as np
 import pyarrow as pa
 
 from features.contract import CONTRACT, Column
-from features.normalize import Typed, blank, expected_types, ident, is_numeric, typed
+from features.normalize import Typed, blank, expected_types, ident, is_numeric, literal, typed
 from features.sources import ColumnStats, RawSource, SourceError, SourceSpec, explain_read_error, register_source
 
 Severity = Literal["error", "warning"]
@@ -267,7 +267,7 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
             checks += _placeholder_dates("ts", t, stats, "events")
         purchases = [e for e, r in role_of.items() if r == "purchase"]
         if "amount" in t and "event_type" in t and purchases and not _never_negative(stats.get("amount"), raw):
-            names = ", ".join("'" + p.replace("'", "''") + "'" for p in purchases)
+            names = ", ".join(map(literal, purchases))
             checks.append(_Check("amount", "negative_purchase", "error",
                                  f"{t['event_type'].expr} IN ({names}) AND {t['amount'].expr} < 0",
                                  "purchases have a negative amount",
@@ -536,7 +536,7 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
     if "amount" in t and purchases:
         missing = sum(report.event_types[e][0] - report.amounts.get(e, 0) for e in purchases)
         if missing:
-            names = ", ".join("'" + e.replace("'", "''") + "'" for e in purchases)
+            names = ", ".join(map(literal, purchases))
             report.problems.append(Problem(
                 "events", "amount", "purchase_without_amount", "warning", missing,
                 f"{_files(raw)}: {missing:,} purchases have no amount",
