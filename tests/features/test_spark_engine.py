@@ -150,16 +150,21 @@ def assert_same_features(got: pd.DataFrame, expected: pd.DataFrame) -> None:
     assert not problems, "Spark and DuckDB disagree:\n" + "\n".join(problems)
 
 
+def _validated_shop(project):
+    """A generated 300-customer shop, validated, and the profile of what it offers."""
+    write(generate(300, seed=5, end=DATA_END), project.workspace / "data")
+    data = load_validated(load_config(project.root), RUN_AS_OF)
+    roles = frozenset(r for (r,) in data.con.execute("SELECT DISTINCT role FROM events").fetchall())
+    return data, DataProfile(roles=roles, has_signup=True, has_consent_profile=True, categorical=("country", "plan"))
+
+
 @pytest.mark.parametrize(
     "as_of",
     [datetime(2026, 6, 1), datetime(2026, 3, 14, 13, 27, 41, 250_000)],
     ids=["date-end", "mid-day"],
 )
 def test_customer_features_match_duckdb(spark, project, as_of):
-    write(generate(300, seed=5, end=DATA_END), project.workspace / "data")
-    data = load_validated(load_config(project.root), RUN_AS_OF)
-    roles = frozenset(r for (r,) in data.con.execute("SELECT DISTINCT role FROM events").fetchall())
-    profile = DataProfile(roles=roles, has_signup=True, has_consent_profile=True, categorical=("country", "plan"))
+    data, profile = _validated_shop(project)
     spec = FeatureSpec()
     (latest,) = data.con.execute("SELECT max(ts) FROM events").fetchone()
     assert latest > as_of  # later events exist: the point-in-time filter is exercised on both engines
@@ -356,10 +361,7 @@ def test_training_sets_and_label_rates_match_duckdb(spark, project):
     from features.labels import LabelSpec
     from features.training_set import build_training_set, label_rates, plan_snapshots
 
-    write(generate(300, seed=5, end=DATA_END), project.workspace / "data")
-    data = load_validated(load_config(project.root), RUN_AS_OF)
-    roles = frozenset(r for (r,) in data.con.execute("SELECT DISTINCT role FROM events").fetchall())
-    profile = DataProfile(roles=roles, has_signup=True, has_consent_profile=True, categorical=("country", "plan"))
+    data, profile = _validated_shop(project)
     (data_start,) = data.con.execute("SELECT min(ts) FROM events").fetchone()
     # a mid-day end: the cutoffs fall at midnight, the label windows end mid-way through a day
     plan = plan_snapshots(data_start, datetime(2026, 10, 17, 15, 30), timedelta(days=30), 3, timedelta(days=30))
