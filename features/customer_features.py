@@ -39,6 +39,11 @@ GROUP_ROLES: dict[str, tuple[str, ...]] = {
 }
 
 
+# A boolean written as text, as DuckDB's CSV sniffer reads one (a CSV file's Y/N is text to it).
+TRUE_WORDS = ("true", "t", "yes")
+FALSE_WORDS = ("false", "f", "no")
+
+
 @dataclass(frozen=True)
 class FeatureSpec:
     """What to compute; comes from ``configs/features.yaml``."""
@@ -56,6 +61,9 @@ class DataProfile:
     has_signup: bool = False
     has_consent_profile: bool = False
     categorical: tuple[str, ...] = field(default=())
+    # the categorical attributes a CSV file holds as true/false text (any spelling), spelled as a
+    # typed file's booleans read as text: ``true``/``false``
+    boolean_text: tuple[str, ...] = field(default=())
 
     def groups(self) -> list[str]:
         """Feature groups the data supports."""
@@ -429,7 +437,11 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
     for attr in profile.categorical:
         # a category whatever the file holds (a plan code 1/2/3, a flag): text, as a CSV file gives
         # it, so the model takes it as a category, not as a number
-        cols[attr] = x[attr] if x[attr].type().is_string() else x[attr].cast("string")
+        if attr in profile.boolean_text:
+            word = x[attr].strip().lower()
+            cols[attr] = ibis.cases((word.isin(TRUE_WORDS), "true"), (word.isin(FALSE_WORDS), "false"))
+        else:
+            cols[attr] = x[attr] if x[attr].type().is_string() else x[attr].cast("string")
     return x.select(**cols)
 
 

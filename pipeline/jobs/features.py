@@ -12,8 +12,9 @@ import pandas as pd
 import pyarrow as pa
 
 from features.asof import BadValue, as_of_label, parse_duration
-from features.customer_features import DataProfile, FeatureSpec, customer_features, is_catalog_column
-from features.normalize import ident
+from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, FeatureSpec, customer_features,
+                                        is_catalog_column)
+from features.normalize import ident, literal
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
 from features.freshness import StaleDataError, check_freshness
@@ -92,7 +93,9 @@ def data_profile(cfg: Config, data: LoadedData) -> DataProfile:
     has_signup, has_consent = con.execute(
         "SELECT count(signup_at) > 0, count(email_consent) > 0 AND count(consent_updated_at) > 0 FROM customers"
     ).fetchall()[0]
-    return DataProfile(roles, bool(has_signup), bool(has_consent), _categorical(cfg, data))
+    categorical = _categorical(cfg, data)
+    return DataProfile(roles, bool(has_signup), bool(has_consent), categorical,
+                       _boolean_text(cfg, data, categorical))
 
 
 def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
@@ -122,8 +125,9 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
         # As DuckDB's own CSV sniffer reads them: a number with a leading zero (a zip code,
         # 02134) and Y/N are text; true/false, t/f and yes/no are booleans.
         v = f"trim({ident(c)})"
+        words = ", ".join(literal(w) for w in (*TRUE_WORDS, *FALSE_WORDS))
         return (f"bool_and({ident(c)} IS NULL OR (TRY_CAST({v} AS DOUBLE) IS NOT NULL AND NOT "
-                f"regexp_matches({v}, '^[+-]?0[0-9]')) OR lower({v}) IN ('true', 'false', 't', 'f', 'yes', 'no'))")
+                f"regexp_matches({v}, '^[+-]?0[0-9]')) OR lower({v}) IN ({words}))")
 
     # one read of the (merged) profiles for every column's count and, from CSV, its kind
     measures = [f"count(DISTINCT {ident(c)})" for c in text]
@@ -133,6 +137,22 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
     counts, typed = row[:len(text)], row[len(text):] if csv else [False] * len(text)
     text = [c for c, n, is_typed in zip(text, counts, typed) if 0 < n <= cfg.features.max_categories and not is_typed]
     return _distinct_names(cfg, tuple(text))
+
+
+def _boolean_text(cfg: Config, data: LoadedData, attributes: tuple[str, ...]) -> tuple[str, ...]:
+    """The listed attributes that a CSV file holds as booleans (every value true/false, t/f or
+    yes/no, as DuckDB's CSV sniffer reads them): spelled ``true``/``false`` as a typed file's
+    booleans are, so a model trained on one form of the profiles reads the other's values too
+    (pandas writes ``True``; a Parquet boolean cast to text is ``true``). Auto never takes such a
+    column: it is no text."""
+    source = cfg.source_specs().get("customers")
+    if not attributes or source is None or source.format != "csv":
+        return ()
+    words = ", ".join(literal(w) for w in (*TRUE_WORDS, *FALSE_WORDS))
+    measures = [f"count({ident(c)}) > 0 AND bool_and({ident(c)} IS NULL OR lower(trim({ident(c)})) IN ({words}))"
+                for c in attributes]
+    row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers").fetchall()[0]
+    return tuple(c for c, is_boolean in zip(attributes, row) if is_boolean)
 
 
 def _distinct_names(cfg: Config, attributes: tuple[str, ...]) -> tuple[str, ...]:

@@ -194,9 +194,12 @@ def test_sub_second_timestamps_give_the_same_days_on_both_engines(spark, tmp_pat
         [("a", "purchase", "2026-05-31 23:59:59.999999", 5.0, None), ("a", "purchase", "2026-05-29 12:00:00.25", 7.0, None),
          ("b", "email_open", "2026-05-31 23:59:59.5", None, None)],
         [("a", "2025-01-01", None, None), ("b", "2025-12-31 23:59:59.75", None, None)])
-    # typed attributes listed as categorical: text on both engines
-    customers = customers.assign(kids=pd.array([2, None], dtype="Int64"), vip=pd.array([True, False], dtype="boolean"))
-    profile = DataProfile(roles=frozenset(events["role"]), has_signup=True, categorical=("kids", "vip"))
+    # typed attributes listed as categorical: text on both engines; a CSV file's boolean text
+    # (`optin`) spelled as the typed boolean is
+    customers = customers.assign(kids=pd.array([2, None], dtype="Int64"), vip=pd.array([True, False], dtype="boolean"),
+                                 optin=["Yes", " F "])
+    profile = DataProfile(roles=frozenset(events["role"]), has_signup=True, categorical=("kids", "vip", "optin"),
+                          boolean_text=("optin",))
     as_of = datetime(2026, 6, 1)
     duck = _tiny_engine(events, customers)
     expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, FeatureSpec(), profile))
@@ -211,6 +214,7 @@ def test_sub_second_timestamps_give_the_same_days_on_both_engines(spark, tmp_pat
     assert rows.loc["a", "recency_days"] == pytest.approx(1 / day_us, rel=1e-9, abs=0)
     assert rows.loc["b", "days_since_last_open"] == pytest.approx(500_000 / day_us, rel=1e-9, abs=0)
     assert rows.kids.iloc[0] == "2" and pd.isna(rows.kids.iloc[1]) and rows.vip.tolist() == ["true", "false"]
+    assert rows.optin.tolist() == ["true", "false"]
     assert rows.loc["a", "mean_gap_days"] == pytest.approx((2.5 * day_us - 250_001) / day_us, rel=1e-12, abs=0)
     assert_same_features(got, expected)
     days = ["recency_days", "days_since_last_open", "mean_gap_days", "days_since_signup"]  # (atol 1e-4 above hid 1 s)
