@@ -31,6 +31,8 @@ from pipeline.jobs.data import LoadedData, load_validated
 sys.path.append(str(Path(__file__).resolve().parents[2] / "bench"))
 from pandas_features import pandas_customer_features  # noqa: E402
 
+from feature_rules import violations  # noqa: E402
+
 N_CUSTOMERS, SEED, END = 400, 5, "2026-11-27"  # history: 2024-11-28 .. 2026-11-28 00:00 UTC
 LOAD_AS_OF = datetime(2026, 11, 28)
 # early in the history, a mid-day instant, the end of the history
@@ -183,6 +185,7 @@ def test_engine_matches_pandas_oracle(engine_name, full_data, tmp_path):
             assert_same_frame(actual, expected)
         except AssertionError as err:
             raise AssertionError(f"as_of {as_of}: {err}") from None
+        assert not violations(actual, as_of, SPEC), f"as_of {as_of}: {violations(actual, as_of, SPEC)}"
     # The docs list the columns in the frame's order (patterns such as n_<role>_<w>d aside).
     documented = _documented_columns()
     assert [c for c in actual.columns if c in documented] == [c for c in documented if c in actual.columns]
@@ -212,6 +215,7 @@ def test_purchases_only_log_matches_pandas_oracle(engine_name, purchases_only_da
             assert_same_frame(actual, expected)
         except AssertionError as err:
             raise AssertionError(f"as_of {as_of}: {err}") from None
+        assert not violations(actual, as_of, SPEC), f"as_of {as_of}: {violations(actual, as_of, SPEC)}"
 
 
 def test_comparison_catches_differences():
@@ -430,6 +434,8 @@ def test_any_mix_of_roles_matches_pandas_oracle():
         try:
             actual = eng.execute(customer_features(eng.events(), eng.customers(), MIX_AS_OF, spec, profile))
             assert_same_frame(actual, pandas_customer_features(events, customers, MIX_AS_OF, spec, profile))
+            broken = violations(actual, MIX_AS_OF, spec)
+            assert not broken, broken
         except Exception as e:  # every case is tried; the report names each that failed
             failures.append(f"{roles} {spec} signup={has_signup} consent={has_consent}: {type(e).__name__}: {str(e)[:200]}")
     assert not failures, "\n".join(failures)
@@ -447,3 +453,34 @@ def test_consent_is_null_when_nothing_is_known():
     consent = got.set_index("customer_id")["email_consent"]
     assert consent.loc[["f", "g"]].tolist() == [True, False]
     assert consent.loc[["h", "k"]].isna().all()
+
+
+# ------------------------------------------------------------------ the feature set's own rules
+BREAKS = {  # a corruption of a correct frame -> the rule (tests/features/feature_rules.py) it breaks
+    "customer_id unique": lambda f: pd.concat([f, f.iloc[[0]]], ignore_index=True),
+    "n_page_view_7d <= n_page_view_30d": lambda f: f.assign(n_page_view_7d=f.n_page_view_30d + 1),
+    "n_purchase_365d <= frequency": lambda f: f.assign(n_purchase_365d=f.frequency + 1),
+    "n_email_open is a count": lambda f: f.assign(n_email_open=f.n_email_open.where(f.index != 3)),
+    "spend_30d <= spend_90d": lambda f: f.assign(spend_30d=f.spend_90d + 5),
+    "days_since_last_event <= recency_days": lambda f: f.assign(days_since_last_event=f.recency_days + 1),
+    "recency_days known iff frequency > 0": lambda f: f.assign(recency_days=f.recency_days.fillna(3.0)),
+    "monetary_mean = monetary_total / frequency": lambda f: f.assign(monetary_mean=f.monetary_mean * 1.01),
+    "mean_gap_days = (first - last purchase)": lambda f: f.assign(mean_gap_days=f.mean_gap_days + 0.5),
+    "std_gap_days known iff frequency >= 3": lambda f: f.assign(std_gap_days=f.std_gap_days.fillna(1.0)),
+    "sends_since_last_open <= n_email_send": lambda f: f.assign(sends_since_last_open=f.n_email_send + 1),
+    "open_rate = n_email_open / n_email_send": lambda f: f.assign(open_rate=f.open_rate.fillna(0.0)),
+    "tenure_days > 0": lambda f: f.assign(tenure_days=-f.tenure_days),
+    "as_of is the cutoff": lambda f: f.assign(as_of=f.as_of + pd.Timedelta(days=1)),
+}
+
+
+def test_the_feature_rules_hold_and_catch_what_breaks_them(full_data, tmp_path):
+    """The rules hold on a real frame, and each planted break of one is reported by name: the
+    rules are no check that passes whatever it is given."""
+    profile = measured_profile(full_data, CATEGORICAL)
+    as_of = AS_OFS[1]
+    (frame,) = run_engine("duckdb", full_data, tmp_path, [as_of], profile)
+    assert violations(frame, as_of, SPEC) == []
+    for rule, corrupt in BREAKS.items():
+        found = violations(corrupt(frame.copy()), as_of, SPEC)
+        assert any(v.startswith(rule) for v in found), f"{rule}: not reported; got {found}"

@@ -183,6 +183,9 @@ def test_customer_features_match_duckdb(spark, project, as_of):
 
     assert len(expected) > 100 and (expected["as_of"] == as_of).all()
     assert_same_features(got, expected)
+    from feature_rules import violations
+
+    assert violations(got, as_of, spec) == []  # the feature set's own rules, on Spark's frame
 
 
 def test_sub_second_timestamps_give_the_same_days_on_both_engines(spark, tmp_path):

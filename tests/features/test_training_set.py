@@ -3,10 +3,11 @@ from datetime import datetime, timedelta
 import pandas as pd
 import pytest
 
+from feature_rules import violations
 from features.freshness import StaleDataError, check_freshness
 from features.training_set import TrainingSetError, plan_snapshots
 from pipeline.config import load_config
-from pipeline.jobs.features import training_set_job
+from pipeline.jobs.features import feature_spec, training_set_job
 from pipeline.synthetic import generate, write
 
 D = timedelta(days=1)
@@ -85,6 +86,9 @@ def test_training_set_stacks_snapshots_with_labels(shop):
     assert not f.duplicated(["customer_id", "as_of"]).any()
     assert f[["customer_id", "as_of", "snapshot", "label"]].notna().all().all() and set(f.label) == {0, 1}
     assert 0.02 < f.label.mean() < 0.5
+    spec = feature_spec(load_config(shop.root))
+    for as_of, snapshot in f.groupby("as_of"):  # each snapshot is a feature set as of its cutoff
+        assert violations(snapshot.drop(columns=["snapshot", "label"]), as_of.to_pydatetime(), spec) == [], as_of
 
 
 def test_too_few_examples_and_stale_data_are_refused(shop):
