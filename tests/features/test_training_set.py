@@ -141,6 +141,9 @@ def test_no_training_label_reaches_into_the_validation_period(shop):
     cut = {s: f[f.snapshot == s].as_of.unique() for s in ("train", "valid", "test")}
     assert len(cut["train"]) == 4 and len(cut["valid"]) == len(cut["test"]) == 1
     assert (cut["train"] + h <= cut["valid"][0]).all() and cut["valid"][0] + h <= cut["test"][0]
+    # churn's population, seen from the features: every row bought in the active window before T
+    a = td.label.active_window / timedelta(days=1)
+    assert (f.frequency >= 1).all() and (f.recency_days > 0).all() and (f.recency_days <= a).all()
 
 
 def test_snapshots_compile_the_feature_query_once_and_get_what_a_fresh_query_gets(shop, monkeypatch):
