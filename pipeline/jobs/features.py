@@ -98,6 +98,9 @@ def data_profile(cfg: Config, data: LoadedData) -> DataProfile:
                        _boolean_text(cfg, data, categorical))
 
 
+_BOOLEAN_WORDS = ", ".join(literal(w) for w in (*TRUE_WORDS, *FALSE_WORDS))  # a SQL list: a boolean in a CSV file
+
+
 def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
     if "customers" not in data.report.sources:
         return ()
@@ -125,9 +128,8 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
         # As DuckDB's own CSV sniffer reads them: a number with a leading zero (a zip code,
         # 02134) and Y/N are text; true/false, t/f and yes/no are booleans.
         v = f"trim({ident(c)})"
-        words = ", ".join(literal(w) for w in (*TRUE_WORDS, *FALSE_WORDS))
         return (f"bool_and({ident(c)} IS NULL OR (TRY_CAST({v} AS DOUBLE) IS NOT NULL AND NOT "
-                f"regexp_matches({v}, '^[+-]?0[0-9]')) OR lower({v}) IN ({words}))")
+                f"regexp_matches({v}, '^[+-]?0[0-9]')) OR lower({v}) IN ({_BOOLEAN_WORDS}))")
 
     # one read of the (merged) profiles for every column's count and, from CSV, its kind
     measures = [f"count(DISTINCT {ident(c)})" for c in text]
@@ -148,8 +150,7 @@ def _boolean_text(cfg: Config, data: LoadedData, attributes: tuple[str, ...]) ->
     source = cfg.source_specs().get("customers")
     if not attributes or source is None or source.format != "csv":
         return ()
-    words = ", ".join(literal(w) for w in (*TRUE_WORDS, *FALSE_WORDS))
-    measures = [f"count({ident(c)}) > 0 AND bool_and({ident(c)} IS NULL OR lower(trim({ident(c)})) IN ({words}))"
+    measures = [f"count({ident(c)}) > 0 AND bool_and({ident(c)} IS NULL OR lower(trim({ident(c)})) IN ({_BOOLEAN_WORDS}))"
                 for c in attributes]
     row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers").fetchall()[0]
     return tuple(c for c, is_boolean in zip(attributes, row) if is_boolean)

@@ -28,8 +28,8 @@ def violations(frame: pd.DataFrame, as_of: datetime, spec: FeatureSpec = Feature
     f = frame.reset_index(drop=True)
     out: list[str] = []
 
-    def check(name: str, ok: pd.Series | np.ndarray | bool) -> None:
-        ok = pd.Series(ok, index=f.index) if not isinstance(ok, bool) else pd.Series(ok, index=f.index)
+    def check(name: str, ok: pd.Series | np.ndarray) -> None:
+        ok = pd.Series(ok, index=f.index)
         bad = f.index[~ok.fillna(False).astype(bool)]
         if len(bad):
             ids = f.loc[bad[:3], "customer_id"].tolist() if "customer_id" in f else list(bad[:3])
@@ -124,7 +124,7 @@ def violations(frame: pd.DataFrame, as_of: datetime, spec: FeatureSpec = Feature
         check("mean_gap_days >= 0", mean.isna() | (mean >= 0))
     if has("std_gap_days", "frequency"):
         check("std_gap_days known iff frequency >= 3", num("std_gap_days").notna() == (num("frequency") >= 3))
-    for c in [c for c in f if c.endswith("_trend_30d") or re.fullmatch(r"[a-z]+_trend_[0-9]+d", c)]:
+    for c in [c for c in f if re.fullmatch(r"[a-z]+_trend_[0-9]+d", c)]:
         check(f"{c} not null, > 0", num(c).notna() & (num(c) > 0))
 
     # engagement
