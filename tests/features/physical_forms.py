@@ -10,7 +10,8 @@ in 8 spellings (offsets such as +05:45 and -03:30); booleans as booleans, intege
 numeric customer ids as integers; contract columns mapped from other names, with decoy columns
 bearing the contract's names. ``dynseg features build`` (in this process, through the CLI) must give
 the canonical build's frame from every form, and the canonical build must equal the pandas oracle
-(``bench/pandas_features.py``) applied to the logical log with an independent identity merge.
+(``bench/pandas_features.py``) applied to the logical log with an independent identity merge, and
+keep the feature set's rules (``feature_rules.py``).
 
 The suite runs a few seeds (tests/features/test_physical_forms.py); at scale:
 
@@ -32,6 +33,7 @@ import yaml
 from features.customer_features import DataProfile, FeatureSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from feature_rules import violations  # noqa: E402
 from test_parity import assert_same_frame, pandas_customer_features  # noqa: E402  (the oracle, as it loads it)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -498,6 +500,7 @@ def check_seed(seed: int, work: Path, variants: int) -> list[str]:
         assert_same_features(base, oracle(log, T))
     except AssertionError as e:
         problems.append(f"seed {seed}: the canonical build against the oracle: {e}")
+    problems += [f"seed {seed}: the canonical build breaks a rule: {v}" for v in violations(base, T.to_pydatetime())]
     for v in range(variants):
         forms = {k: random_form(k, rng, log["numeric_ids"]) for k in ("events", "customers", "identities")}
         vroot = work / f"s{seed}_v{v}"
