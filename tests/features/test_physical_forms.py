@@ -1,7 +1,8 @@
 """One logical log in random physical forms gives the same features, and the canonical form gives
 the pandas oracle's (tests/features/physical_forms.py says what varies). A few seeds here; the
-module runs any number from the command line. At scale it found two bugs: a CSV file's numbers and
-booleans taken as categories (2026-12-01), and a missing value counted as text (2026-12-02)."""
+module runs any number from the command line. Run at scale before it was in the repository, it
+found the bugs of nanosecond timestamps, NaN amounts, repeated event ids, merged profiles'
+attributes and consent (2026-12-01), and a missing value counted as text (2026-12-02)."""
 
 import pytest
 
