@@ -93,19 +93,27 @@ def data_profile(cfg: Config, data: LoadedData) -> DataProfile:
     has_signup, has_consent = con.execute(
         "SELECT count(signup_at) > 0, count(email_consent) > 0 AND count(consent_updated_at) > 0 FROM customers"
     ).fetchall()[0]
-    categorical = _categorical(cfg, data)
-    return DataProfile(roles, bool(has_signup), bool(has_consent), categorical,
-                       _boolean_text(cfg, data, categorical))
+    categorical, boolean_text = _categorical(cfg, data)
+    return DataProfile(roles, bool(has_signup), bool(has_consent), categorical, boolean_text)
 
 
 _BOOLEAN_WORDS = ", ".join(literal(w) for w in (*TRUE_WORDS, *FALSE_WORDS))  # a SQL list: a boolean in a CSV file
 
 
-def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
+def _boolean_word(c: str) -> str:
+    """SQL: the text column ``c``'s value is a boolean word, as DuckDB's CSV sniffer reads one."""
+    return f"lower(trim({ident(c)})) IN ({_BOOLEAN_WORDS})"
+
+
+def _categorical(cfg: Config, data: LoadedData) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The profile attributes taken as categorical features, and those of them that a CSV file
+    holds as booleans (see :attr:`DataProfile.boolean_text`)."""
     if "customers" not in data.report.sources:
-        return ()
+        return (), ()
     contract = {"customer_id", "signup_at", "email_consent", "consent_updated_at"}
     types = data.report.sources["customers"].columns
+    source = cfg.source_specs().get("customers")
+    csv = source is not None and source.format == "csv"
     wanted = cfg.features.categorical_attributes
     if wanted != "auto":
         missing = [c for c in wanted if c not in types or c in contract]
@@ -114,12 +122,11 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
                 f"configs/features.yaml: categorical_attributes names {missing}, which the customers source does "
                 f"not have as attributes; found {sorted(set(types) - contract)}"
             )
-        return _distinct_names(cfg, tuple(wanted))
+        listed = _distinct_names(cfg, tuple(wanted))
+        return listed, (_boolean_text(data, listed) if csv and listed else ())
     text = [c for c, t in types.items() if c not in contract and t == "VARCHAR"]
     if not text:
-        return ()
-    source = cfg.source_specs().get("customers")
-    csv = source is not None and source.format == "csv"
+        return (), ()
 
     def only_numbers_or_booleans(c: str) -> str:
         # A CSV file has no types: every column reads as text. A column whose every value is a
@@ -129,7 +136,7 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
         # 02134) and Y/N are text; true/false, t/f and yes/no are booleans.
         v = f"trim({ident(c)})"
         return (f"bool_and({ident(c)} IS NULL OR (TRY_CAST({v} AS DOUBLE) IS NOT NULL AND NOT "
-                f"regexp_matches({v}, '^[+-]?0[0-9]')) OR lower({v}) IN ({_BOOLEAN_WORDS}))")
+                f"regexp_matches({v}, '^[+-]?0[0-9]')) OR {_boolean_word(c)})")
 
     # one read of the (merged) profiles for every column's count and, from CSV, its kind
     measures = [f"count(DISTINCT {ident(c)})" for c in text]
@@ -138,20 +145,15 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[str, ...]:
     row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers").fetchall()[0]
     counts, typed = row[:len(text)], row[len(text):] if csv else [False] * len(text)
     text = [c for c, n, is_typed in zip(text, counts, typed) if 0 < n <= cfg.features.max_categories and not is_typed]
-    return _distinct_names(cfg, tuple(text))
+    return _distinct_names(cfg, tuple(text)), ()  # auto takes no column of booleans: it is no text
 
 
-def _boolean_text(cfg: Config, data: LoadedData, attributes: tuple[str, ...]) -> tuple[str, ...]:
+def _boolean_text(data: LoadedData, attributes: tuple[str, ...]) -> tuple[str, ...]:
     """The listed attributes that a CSV file holds as booleans (every value true/false, t/f or
     yes/no, as DuckDB's CSV sniffer reads them): spelled ``true``/``false`` as a typed file's
     booleans are, so a model trained on one form of the profiles reads the other's values too
-    (pandas writes ``True``; a Parquet boolean cast to text is ``true``). Auto never takes such a
-    column: it is no text."""
-    source = cfg.source_specs().get("customers")
-    if not attributes or source is None or source.format != "csv":
-        return ()
-    measures = [f"count({ident(c)}) > 0 AND bool_and({ident(c)} IS NULL OR lower(trim({ident(c)})) IN ({_BOOLEAN_WORDS}))"
-                for c in attributes]
+    (pandas writes ``True``; a Parquet boolean cast to text is ``true``)."""
+    measures = [f"count({ident(c)}) > 0 AND bool_and({ident(c)} IS NULL OR {_boolean_word(c)})" for c in attributes]
     row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers").fetchall()[0]
     return tuple(c for c, is_boolean in zip(attributes, row) if is_boolean)
 

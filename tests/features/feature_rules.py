@@ -41,10 +41,9 @@ def violations(frame: pd.DataFrame, as_of: datetime, spec: FeatureSpec = Feature
     def num(col: str) -> pd.Series:
         return pd.to_numeric(f[col], errors="coerce").astype(float)
 
-    def at_most(a: str | pd.Series, b: str | pd.Series, name: str) -> None:
-        """a <= b where both are known."""
-        x = num(a) if isinstance(a, str) else a
-        y = num(b) if isinstance(b, str) else b
+    def at_most(a: str, b: str, name: str) -> None:
+        """Column a <= column b where both are known."""
+        x, y = num(a), num(b)
         check(name, x.isna() | y.isna() | (x <= y + EPS * np.maximum(1, y.abs())))
 
     # keys: one row per customer, the cutoff on every row

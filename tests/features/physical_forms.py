@@ -474,7 +474,7 @@ def build(root: Path, as_of: str, out: Path) -> tuple[int, str]:
 ATTRIBUTES = {"country", "plan", "kids", "vip"}
 
 
-def assert_same_features(got: pd.DataFrame, expected: pd.DataFrame, rtol: float = 1e-9, atol: float = 1e-6) -> None:
+def assert_same_build(got: pd.DataFrame, expected: pd.DataFrame, rtol: float = 1e-9, atol: float = 1e-6) -> None:
     """:func:`test_parity.assert_same_frame`, the profile attributes taken in ``expected``'s order (a
     build lists them in the order of the customers file's columns, which the forms shuffle)."""
     fixed = [c for c in got.columns if c not in ATTRIBUTES]
@@ -497,7 +497,7 @@ def check_seed(seed: int, work: Path, variants: int) -> list[str]:
     base = pd.read_parquet(root / "f.parquet")
     problems = []
     try:
-        assert_same_features(base, oracle(log, T))
+        assert_same_build(base, oracle(log, T))
     except AssertionError as e:
         problems.append(f"seed {seed}: the canonical build against the oracle: {e}")
     problems += [f"seed {seed}: the canonical build breaks a rule: {v}" for v in violations(base, T.to_pydatetime())]
@@ -510,7 +510,7 @@ def check_seed(seed: int, work: Path, variants: int) -> list[str]:
             problems.append(f"seed {seed} forms {forms}: the build failed ({code}): {output[-800:]}")
             continue
         try:
-            assert_same_features(pd.read_parquet(vroot / "f.parquet"), base, rtol=1e-12, atol=1e-9)
+            assert_same_build(pd.read_parquet(vroot / "f.parquet"), base, rtol=1e-12, atol=1e-9)
         except AssertionError as e:
             problems.append(f"seed {seed} forms {forms}: against the canonical build: {e}")
     return problems

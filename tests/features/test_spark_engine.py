@@ -21,6 +21,7 @@ from features.engines.spark import EngineUnavailable, SparkEngine, check_java, c
 from pipeline.config import load_config
 from pipeline.jobs.data import load_validated
 from conftest import REPO
+from feature_rules import violations
 from pipeline.synthetic import generate, write
 
 pytestmark = pytest.mark.spark
@@ -183,8 +184,6 @@ def test_customer_features_match_duckdb(spark, project, as_of):
 
     assert len(expected) > 100 and (expected["as_of"] == as_of).all()
     assert_same_features(got, expected)
-    from feature_rules import violations
-
     assert violations(got, as_of, spec) == []  # the feature set's own rules, on Spark's frame
 
 
