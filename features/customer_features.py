@@ -480,14 +480,19 @@ def catalog() -> tuple[tuple[str, str, str], ...]:
     return tuple(rows)
 
 
+def describe_column(name: str) -> tuple[str, str] | None:
+    """The (group, meaning) of a column the feature set can have, by its catalog row (patterns
+    such as ``n_<role>_<w>d`` included, the most specific row where several match); None for a name the catalog does not hold, such as a
+    profile attribute (those depend on the data)."""
+    found = [(len(re.sub(r"<[a-z]+>", "", col)), group, meaning)
+             for row, group, meaning in catalog() for col in row.split(", ")
+             if "<attribute>" not in col and re.fullmatch(
+                 re.escape(col).replace("<role>", "[a-z_]+").replace("<w>", "[0-9]+"), name)]
+    # the most specific row: n_categories_30d is in "n_categories_<w>d", not in "n_<role>_<w>d"
+    return max(found)[1:] if found else None
+
+
 def is_catalog_column(name: str) -> bool:
-    """Whether ``name`` is a column the feature set can have, by its catalog (patterns such as
-    ``n_<role>_<w>d`` included; profile attributes are not, they depend on the data)."""
-    for row, _, _ in catalog():
-        for col in row.split(", "):
-            if "<attribute>" in col:
-                continue
-            pattern = re.escape(col).replace("<role>", "[a-z_]+").replace("<w>", "[0-9]+")
-            if re.fullmatch(pattern, name):
-                return True
-    return False
+    """Whether ``name`` is a column the feature set can have, by its catalog (profile attributes
+    are not: they depend on the data)."""
+    return describe_column(name) is not None

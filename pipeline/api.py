@@ -3,7 +3,10 @@
     from pipeline.api import Project
     p = Project()                      # the project of the current folder (or DYNSEG_PROJECT)
     p.model("purchase")                # card, metrics, bands of the champion
+    p.features("2026-11-27")           # customer_features as of a date (computed now)
+    p.feature_catalog(frame)           # each column's group and meaning
     p.training_set("churn")            # the snapshots a model trains on (computed now)
+    feature_signal(training_set)       # each feature's univariate AUC per snapshot role
     p.shap_importance("purchase")      # mean |SHAP| per feature, from the training run
     p.runs()                           # scoring runs
     p.segments()                       # health of the latest run
@@ -12,19 +15,28 @@
 
 Everything here reads what the commands wrote (the workspace and the MLflow registry); nothing
 is recomputed that a run stored, except features as of a run's date for explanations (and the
-training set, which no command stores).
+features and training sets asked for, which are computed from the configured data on each call).
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pipeline import runs
 from pipeline.config import Config, load_config
 from pipeline.workspace import Workspace
+
+
+#: The columns a training set adds to the features (features/training_set.md)
+_TRAINING_COLUMNS = {
+    "snapshot": ("training set", "the snapshot's role: test (out of time), valid or train"),
+    "label": ("training set", "the target's label as of the snapshot: 1 or 0"),
+}
 
 
 @dataclass
@@ -69,7 +81,44 @@ class Project:
     def _run_csv(self, target: str, version, path: str) -> pd.DataFrame:
         return pd.read_csv(self.run_artifact(target, path, version))
 
-    # -- training data ------------------------------------------------------------------------
+    # -- features and training data -------------------------------------------------------------
+    def features(self, as_of: str, engine: str | None = None) -> pd.DataFrame:
+        """``customer_features`` as of ``as_of`` (a date means the end of that day, UTC), as
+        ``dynseg features build`` computes them, returned instead of written. The run's warnings
+        (stale data, customers without a profile) are issued as Python warnings and kept in
+        ``frame.attrs["warnings"]``; a freshness check set to refuse raises, as the command does."""
+        from features.asof import parse_as_of
+        from pipeline.jobs.features import build_features_job
+
+        run = build_features_job(self.config, parse_as_of(as_of), engine)
+        frame = run.frame
+        frame.attrs["warnings"] = list(run.warnings)
+        for w in run.warnings:
+            warnings.warn(w, stacklevel=2)
+        return frame
+
+    def feature_catalog(self, columns: pd.DataFrame | list[str] | None = None) -> pd.DataFrame:
+        """The feature catalog (``dynseg features describe``): column, group and meaning. Given a
+        frame of features or training rows (or its column names), one row per column it holds, in
+        its order, each name under its catalog row (``n_purchase_30d`` under ``n_<role>_<w>d``): a
+        profile attribute in group ``profile``, a training set's ``snapshot`` and ``label`` in
+        ``training set``, a name the feature set cannot have in ``other``."""
+        from features.customer_features import catalog, describe_column
+
+        if columns is None:
+            return pd.DataFrame(catalog(), columns=["column", "group", "meaning"])
+        names = list(columns.columns) if isinstance(columns, pd.DataFrame) else list(columns)
+        listed = self.config.features.categorical_attributes
+        rows = []
+        for name in names:
+            found = describe_column(name) or _TRAINING_COLUMNS.get(name)
+            if found is None:
+                attribute = listed == "auto" or name in listed
+                found = ("profile", "categorical profile attribute as it is now, as text") if attribute else \
+                    ("other", "not a column of customer_features or of a training set")
+            rows.append((name, *found))
+        return pd.DataFrame(rows, columns=["column", "group", "meaning"])
+
     def training_set(self, target: str, as_of: str | None = None, horizon: str | None = None) -> pd.DataFrame:
         """The snapshots ``dynseg train`` fits on: customer_id, as_of, snapshot (test, valid,
         train), the features and the label. Computed now from the configured data (as ``dynseg
@@ -128,3 +177,50 @@ class Project:
         from pipeline.jobs.explain import segment_drivers
 
         return segment_drivers(self.config, name, run_id)
+
+
+def feature_signal(training_set: pd.DataFrame) -> pd.DataFrame:
+    """How well each numeric feature alone ranks the label, per snapshot role: ROC AUC of the
+    feature's values against ``label`` on the ``train`` and on the out-of-time ``test`` rows of a
+    training set (:meth:`Project.training_set`), and the share of train rows where it is known.
+    A null value ranks below every known one (a customer who never opened an email has the
+    lowest ``days_since_last_open`` rank, not the highest). ``auc`` below 0.5 means a higher
+    value goes with a lower rate; ``strength`` is ``|auc − 0.5| · 2`` on train, and rows come
+    strongest first. A feature whose train and test
+    AUC part is one whose relation to the label changed over time. Flags count as numbers (0/1);
+    text attributes are left out."""
+    missing = {"label", "snapshot"} - set(training_set.columns)
+    if missing:
+        raise ValueError(f"feature_signal needs a training set (Project.training_set): no column {sorted(missing)}; "
+                         f"found {list(training_set.columns)[:8]}...")
+    keys = {"customer_id", "as_of", "snapshot", "label"}
+    rows = []
+    parts = {role: training_set[training_set.snapshot == role] for role in ("train", "test")}
+    for col in training_set.columns:
+        if col in keys:
+            continue
+        s = training_set[col]
+        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+            continue
+        row = {"feature": col, "non_null": float(parts["train"][col].notna().mean()) if len(parts["train"]) else np.nan}
+        for role, part in parts.items():
+            row[f"auc_{role}"] = _auc(part[col], part["label"])
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out.insert(1, "strength", (out.auc_train - 0.5).abs() * 2)
+    return out.sort_values("strength", ascending=False, ignore_index=True)
+
+
+def _auc(values: pd.Series, label: pd.Series) -> float:
+    """ROC AUC of ``values`` (nulls lowest) against ``label``; NaN where a class is absent."""
+    from sklearn.metrics import roc_auc_score
+
+    if label.nunique() < 2:
+        return np.nan
+    x = values.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+    known = ~np.isnan(x)
+    x[~known] = x[known].min() - 1 if known.any() else 0.0
+    return float(roc_auc_score(label.to_numpy(dtype="int64"), x))
+

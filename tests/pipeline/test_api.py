@@ -1,0 +1,112 @@
+"""``pipeline.api`` for features: the frame a notebook gets, its catalog, each feature's signal, and
+the exploration notebook executed on a generated shop."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from conftest import REPO, generated_shop
+from pipeline.api import Project, feature_signal
+from pipeline.cli import app
+
+END = "2026-11-27"
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory):
+    with generated_shop(tmp_path_factory.mktemp("api"), 2500, seed=17, end=END) as p:
+        yield p
+
+
+def test_features_are_what_the_command_writes_and_every_column_has_a_catalog_row(shop):
+    out = shop.root / "f.parquet"
+    result = CliRunner().invoke(app, ["features", "build", "--as-of", END, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    frame = Project().features(END)
+    assert frame.attrs["warnings"] == []
+    pd.testing.assert_frame_equal(frame, pd.read_parquet(out))
+
+    cat = Project().feature_catalog(frame)
+    assert list(cat.column) == list(frame.columns)
+    groups = dict(zip(cat.column, cat.group))
+    assert "other" not in groups.values()
+    assert [c for c, g in groups.items() if g == "profile"] == ["country", "acquisition_channel", "plan"]
+    # the most specific catalog row: n_categories_<w>d, not n_<role>_<w>d
+    assert groups["n_categories_30d"] == "windows (purchase)" and groups["n_purchase_30d"] == "windows"
+    assert groups["recency_days"] == "rfm" and groups["sends_since_last_open"] == "engagement"
+    assert Project().feature_catalog(["label", "snapshot"]).group.tolist() == ["training set", "training set"]
+    features_yaml = shop.root / "configs" / "features.yaml"
+    before = features_yaml.read_text()
+    try:  # listed attributes: a name neither listed nor in the catalog is not taken for one
+        features_yaml.write_text(before.replace("categorical_attributes: auto", "categorical_attributes: [plan]"))
+        assert Project().feature_catalog(["plan", "country", "churn_score"]).group.tolist() == ["profile", "other", "other"]
+    finally:
+        features_yaml.write_text(before)
+    # without a frame: the catalog as documented, patterns and all
+    assert "n_<role>_<w>d" in set(Project().feature_catalog().column)
+
+
+def test_stale_data_warns_in_a_notebook_as_the_command_does(shop):
+    project_yaml = shop.root / "configs" / "project.yaml"
+    before = project_yaml.read_text()
+    try:
+        project_yaml.write_text(before.replace("action: refuse", "action: warn"))
+        with pytest.warns(UserWarning, match="newest event"):
+            frame = Project().features("2026-12-20")
+        assert any("newest event" in w for w in frame.attrs["warnings"])
+    finally:
+        project_yaml.write_text(before)
+    from features.freshness import StaleDataError
+
+    with pytest.raises(StaleDataError):
+        Project().features("2026-12-20")
+
+
+def test_feature_signal_ranks_a_planted_signal_and_its_direction():
+    rng = np.random.default_rng(3)
+    n = 4000
+    label = rng.integers(0, 2, n)
+    strong = label * 1.5 + rng.normal(size=n)
+    snapshot = np.where(np.arange(n) < 3000, "train", np.where(np.arange(n) < 3500, "valid", "test"))
+    # a feature known only for some: present for most positives, seldom for negatives
+    sparse = np.where(rng.random(n) < np.where(label == 1, 0.8, 0.2), rng.random(n), np.nan)
+    ts = pd.DataFrame({
+        "customer_id": [f"c{i}" for i in range(n)], "as_of": pd.Timestamp("2026-06-01"), "snapshot": snapshot,
+        "strong": strong, "reversed": -strong, "noise": rng.normal(size=n), "sparse": sparse,
+        "flag": pd.array(np.where(label == 1, rng.random(n) < 0.6, rng.random(n) < 0.4), dtype="boolean"),
+        "plan": np.where(label == 1, "plus", "free"),  # text: not a numeric feature
+        "label": label,
+    })
+    s = feature_signal(ts).set_index("feature")
+    assert "plan" not in s.index and "label" not in s.index and "as_of" not in s.index
+    assert list(s.index[:2]) == ["strong", "reversed"] or list(s.index[:2]) == ["reversed", "strong"]
+    assert s.loc["strong", "auc_train"] > 0.8 and s.loc["reversed", "auc_train"] < 0.2
+    assert s.loc["strong", "strength"] == pytest.approx(s.loc["reversed", "strength"])
+    assert abs(s.loc["noise", "auc_train"] - 0.5) < 0.05
+    assert s.loc["sparse", "auc_train"] > 0.7  # nulls rank lowest: known goes with positives
+    assert s.loc["sparse", "non_null"] == pytest.approx(np.isfinite(sparse[:3000]).mean())
+    assert s.loc["flag", "auc_train"] > 0.55
+    assert s.loc["strong", "auc_test"] > 0.8  # the out-of-time rows get their own AUC
+
+    one_class = ts.assign(label=np.where(ts.snapshot == "test", 0, ts.label))
+    assert np.isnan(feature_signal(one_class).set_index("feature").loc["strong", "auc_test"])
+    with pytest.raises(ValueError, match="no column \\['label'\\]"):
+        feature_signal(ts.drop(columns="label"))
+
+
+def test_the_exploration_notebook_executes(shop):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(REPO / "notebooks" / "explore_features.ipynb", as_version=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the kernel's own start-up warnings
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(shop.root)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"]
+    text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
+    assert "customers, 64 features, as of 2026-11-28 00:00:00 UTC" in text
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the label-rate plot
