@@ -46,7 +46,9 @@ class Project:
     config: Config = field(init=False)
 
     def __post_init__(self) -> None:
-        self.config = load_config(self.folder, self.profile)
+        if self.folder is not None:
+            self.folder = Path(self.folder)  # Project("~/shop") as well as Project(Path(...))
+        self.config = load_config(self.folder.expanduser() if self.folder else None, self.profile)
         from models import registry
 
         registry.connect(self.workspace.tracking_uri(self.config.settings.tracking_uri))
