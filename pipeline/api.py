@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -84,7 +85,7 @@ class Project:
         return pd.read_csv(self.run_artifact(target, path, version))
 
     # -- features and training data -------------------------------------------------------------
-    def features(self, as_of: str, engine: str | None = None) -> pd.DataFrame:
+    def features(self, as_of: str | date | datetime, engine: str | None = None) -> pd.DataFrame:
         """``customer_features`` as of ``as_of`` (a date means the end of that day, UTC), as
         ``dynseg features build`` computes them, returned instead of written. The run's warnings
         (stale data, customers without a profile) are issued as Python warnings and kept in
@@ -121,7 +122,7 @@ class Project:
             rows.append((name, *found))
         return pd.DataFrame(rows, columns=["column", "group", "meaning"])
 
-    def training_set(self, target: str, as_of: str | None = None, horizon: str | None = None) -> pd.DataFrame:
+    def training_set(self, target: str, as_of: str | date | datetime | None = None, horizon: str | None = None) -> pd.DataFrame:
         """The snapshots ``dynseg train`` fits on: customer_id, as_of, snapshot (test, valid,
         train), the features and the label. Computed now from the configured data (as ``dynseg
         features training-set`` does); ``as_of`` limits it to the data before that instant."""
