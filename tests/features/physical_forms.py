@@ -15,7 +15,10 @@ keep the feature set's rules (``feature_rules.py``).
 
 The suite runs a few seeds (tests/features/test_physical_forms.py); at scale:
 
-    .venv/bin/python tests/features/physical_forms.py 400 40 --variants 3
+    .venv/bin/python tests/features/physical_forms.py 400 40 --variants 3 [--spark]
+
+``--spark`` also builds each canonical log with ``--engine spark``: its frame must have the DuckDB
+build's columns and dtypes, and its values to 1e-12 relative.
 """
 
 from __future__ import annotations
@@ -459,15 +462,16 @@ def as_of_spelling(T: pd.Timestamp, rng: random.Random) -> str:
     return rng.choice(opts)
 
 
-def build(root: Path, as_of: str, out: Path) -> tuple[int, str]:
-    """``dynseg --project ROOT features build --as-of AS_OF --out OUT`` in this process: (exit code, output)."""
+def build(root: Path, as_of: str, out: Path, engine: str = "duckdb") -> tuple[int, str]:
+    """``dynseg --project ROOT features build --as-of AS_OF --out OUT --engine ENGINE`` in this
+    process: (exit code, output)."""
     from typer.testing import CliRunner
 
     from pipeline.cli import app
 
     env = {"DYNSEG_WORKSPACE": None, "DYNSEG_PROFILE": None, "MLFLOW_TRACKING_URI": None, "DYNSEG_PROJECT": None}
-    result = CliRunner().invoke(app, ["--project", str(root), "features", "build", "--as-of", as_of, "--out", str(out)],
-                                env=env)
+    result = CliRunner().invoke(app, ["--project", str(root), "features", "build", "--as-of", as_of, "--out", str(out),
+                                      "--engine", engine], env=env)
     return result.exit_code, result.output + (result.stderr if result.stderr_bytes else "")
 
 
@@ -484,8 +488,10 @@ def assert_same_build(got: pd.DataFrame, expected: pd.DataFrame, rtol: float = 1
                       expected.assign(customer_id=expected.customer_id.astype(str)), rtol, atol)
 
 
-def check_seed(seed: int, work: Path, variants: int) -> list[str]:
-    """Build the seed's log canonically and in ``variants`` random forms; what disagreed (empty if nothing)."""
+def check_seed(seed: int, work: Path, variants: int, spark: bool = False) -> list[str]:
+    """Build the seed's log canonically and in ``variants`` random forms; what disagreed (empty if
+    nothing). ``spark``: the canonical project is built on Spark too, and must give the DuckDB
+    build's columns, dtypes and values."""
     log = logical(seed)
     rng = random.Random(seed * 7 + 1)
     T = log["T"]
@@ -501,6 +507,18 @@ def check_seed(seed: int, work: Path, variants: int) -> list[str]:
     except AssertionError as e:
         problems.append(f"seed {seed}: the canonical build against the oracle: {e}")
     problems += [f"seed {seed}: the canonical build breaks a rule: {v}" for v in violations(base, T.to_pydatetime())]
+    if spark:
+        # its own spelling of T, from its own generator: the variants' forms stay as without --spark
+        code, output = build(root, as_of_spelling(T, random.Random(seed * 7 + 2)), root / "spark.parquet", "spark")
+        if code != 0:
+            problems.append(f"seed {seed}: the Spark build failed ({code}): {output[-800:]}")
+        else:
+            on_spark = pd.read_parquet(root / "spark.parquet")
+            try:
+                pd.testing.assert_series_equal(on_spark.dtypes, base.dtypes)
+                assert_same_build(on_spark, base, rtol=1e-12, atol=1e-9)
+            except AssertionError as e:
+                problems.append(f"seed {seed}: Spark against DuckDB: {e}")
     for v in range(variants):
         forms = {k: random_form(k, rng, log["numeric_ids"]) for k in ("events", "customers", "identities")}
         vroot = work / f"s{seed}_v{v}"
@@ -524,13 +542,15 @@ if __name__ == "__main__":
     parser.add_argument("start", type=int)
     parser.add_argument("count", type=int)
     parser.add_argument("--variants", type=int, default=3)
+    parser.add_argument("--spark", action="store_true", help="also build each canonical log on Spark (about 10 s a log)")
     args = parser.parse_args()
     failed = 0
     for seed in range(args.start, args.start + args.count):
         work = Path(tempfile.mkdtemp(prefix=f"forms-{seed}-"))
-        found = check_seed(seed, work, args.variants)
+        found = check_seed(seed, work, args.variants, args.spark)
         failed += bool(found)
         print(f"seed {seed}: " + ("ok" if not found else "\n  ".join(["DISAGREE", *found])), flush=True)
         shutil.rmtree(work, ignore_errors=True)
-    print(f"{args.count} logs, {args.count * (1 + args.variants)} builds: {failed} logs with disagreements")
+    builds = args.count * (1 + args.variants + args.spark)
+    print(f"{args.count} logs, {builds} builds{' (one on Spark each)' if args.spark else ''}: {failed} logs with disagreements")
     sys.exit(1 if failed else 0)
