@@ -1,6 +1,7 @@
 """Benchmark: building ``customer_features`` with dynseg (DuckDB) vs a pandas baseline vs a floor query.
 
     python bench/features.py --events 1M 10M 50M [--out bench/results/features.json]
+    python bench/features.py --events 1M 10M --variants dynseg floor spark   # what Spark costs here
 
 For each size N it writes a plausible event log of N events (~50 per customer, so N/50 customers;
 time-ordered over two years, role-mapped event names from configs/roles.yaml, amounts for
@@ -14,6 +15,11 @@ measures, for the same as_of (the end of the log):
           (bench/pandas_features.py); skipped when its projected peak RSS exceeds --pandas-max-gb.
   floor   ``SELECT customer_id, count(*), max(ts), sum(amount) FROM read_parquet(...) GROUP BY 1``
           on DuckDB, into pandas: the least any per-customer aggregation over the log must cost.
+  spark   (only when asked: ``--variants dynseg floor spark``) ``dynseg features build --engine
+          spark`` without the file write: validation on DuckDB, the canonical log exported to
+          Parquet, the same feature expression run by Spark in local mode (local[2]), into pandas.
+          The session is up before the timed runs (the warm-up starts it); its peak RSS is the
+          process tree's (the JVM is a child process), sampled every 50 ms.
 
 Every run is a fresh subprocess (this script with ``--variant``; a warm-up on a tiny log first, not
 timed), so its peak RSS is its own and no run inherits the previous one's allocator caches. Wall
@@ -50,7 +56,8 @@ END = datetime(2026, 11, 28)  # the log covers [END - 730 days, END); as_of = EN
 HISTORY_DAYS = 730
 EVENTS_PER_CUSTOMER = 50
 CHUNK = 2_000_000  # events per generated chunk / row group batch
-VARIANTS = ("dynseg", "pandas", "floor")
+VARIANTS = ("dynseg", "pandas", "floor", "spark")
+DEFAULT_VARIANTS = ("dynseg", "pandas", "floor")
 
 # Share of each role in the log (normalised); every feature group has data.
 ROLE_MIX = {
@@ -254,6 +261,17 @@ def run_floor(paths: dict[str, Path], as_of: datetime, scratch: Path) -> dict[st
     return {"total": t1 - t0, "rows": len(frame)}
 
 
+def run_spark(paths: dict[str, Path], as_of: datetime, scratch: Path) -> dict[str, float]:
+    from pipeline.config import load_config
+    from pipeline.jobs.features import build_features_job
+
+    t0 = time.perf_counter()
+    cfg = load_config(_project(paths, scratch))
+    run = build_features_job(cfg, as_of, "spark")  # as `features build --engine spark`, no file written
+    t1 = time.perf_counter()
+    return {"total": t1 - t0, "rows": len(run.frame)}
+
+
 def _bench_module(name: str):
     """Import bench/<name>.py by path (this folder is kept off sys.path, see the top)."""
     import importlib.util
@@ -265,7 +283,7 @@ def _bench_module(name: str):
     return sys.modules[name]
 
 
-RUNNERS = {"dynseg": run_dynseg, "pandas": run_pandas, "floor": run_floor}
+RUNNERS = {"dynseg": run_dynseg, "pandas": run_pandas, "floor": run_floor, "spark": run_spark}
 
 
 def child(variant: str, data_dir: Path, repeats: int, as_of: datetime) -> None:
@@ -310,8 +328,9 @@ def _measure_once(variant: str, data_dir: Path, n_events: int, max_rss: float | 
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     ps, sampled, killed = psutil.Process(proc.pid), 0, False
     while proc.poll() is None:
-        try:
-            sampled = max(sampled, ps.memory_info().rss)
+        try:  # the process tree: Spark's JVM is a child process
+            tree = [ps, *ps.children(recursive=True)]
+            sampled = max(sampled, sum(p.memory_info().rss for p in tree))
         except psutil.Error:
             pass
         if max_rss and sampled > max_rss:
@@ -325,6 +344,8 @@ def _measure_once(variant: str, data_dir: Path, n_events: int, max_rss: float | 
         raise RuntimeError(f"variant {variant} at {n_events:,} events failed:\n{err[-4000:]}")
     result = json.loads(out.strip().splitlines()[-1])
     result["sampled_rss_bytes"] = sampled
+    if variant == "spark":  # getrusage sees the Python process only, not the JVM beside it
+        result["peak_rss_bytes"] = sampled
     return result
 
 
@@ -346,7 +367,7 @@ def print_table(rows: list[dict], meta: dict) -> None:
     table = Table(title=f"customer_features build, as_of {END:%Y-%m-%d}, {meta['cpus']} cores, "
                         f"DuckDB {meta['duckdb']}, pandas {meta['pandas']}")
     for col in ("events", "customers", "variant", "runs", "wall s (median)", "events/s", "peak RSS (median)",
-                "vs floor", "pandas / dynseg", "steps (median s)"):
+                "vs floor", "vs dynseg", "steps (median s)"):
         table.add_column(col, justify="left" if col in ("variant", "steps (median s)") else "right")
     for r in rows:
         if "skipped" in r:
@@ -356,7 +377,7 @@ def print_table(rows: list[dict], meta: dict) -> None:
         steps = ", ".join(f"{k} {v:.2f}" for k, v in r["steps"].items() if k != "total")
         table.add_row(size_label(r["events"]), f"{r['customers']:,}", r["variant"], str(r["runs"]),
                       f"{r['seconds']:.2f}", f"{r['events_per_s'] / 1e6:.2f}M", f"{r['peak_rss_bytes'] / 2**30:.2f} GiB",
-                      _fmt(r.get("vs_floor")), _fmt(r.get("pandas_over_dynseg")), steps)
+                      _fmt(r.get("vs_floor")), _fmt(r.get("pandas_over_dynseg", r.get("spark_over_dynseg"))), steps)
     console = Console(width=max(Console().width, 180))
     console.print(table)
     console.print(f"load average before/after: {meta['loadavg_before']} / {meta['loadavg_after']}")
@@ -388,7 +409,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--events", nargs="+", default=["1M", "10M"], help="log sizes, e.g. 1M 10M 50M")
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "features.json")
-    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    ap.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS,
+                    help="what to measure (default: dynseg pandas floor; spark only when named)")
     ap.add_argument("--repeats", type=int, default=None,
                     help="runs per variant, each in a fresh process (default: 3; pandas once above 10M events)")
     ap.add_argument("--data-dir", type=Path, default=None,
@@ -443,11 +465,15 @@ def main(argv: list[str] | None = None) -> None:
                       + ", ".join(f"{x:.2f}" for x in s["all_seconds"]) + "), peak RSS median "
                       f"{s['peak_rss_bytes'] / 2**30:.2f} GiB ("
                       + ", ".join(f"{x / 1e9:.2f}" for x in s["peak_rss_bytes_all"]) + " x 10^9 B)", file=sys.stderr)
-            d, f, p = (size_rows.get(v) for v in ("dynseg", "floor", "pandas"))
+            d, f, p, sp = (size_rows.get(v) for v in ("dynseg", "floor", "pandas", "spark"))
             ok = lambda r: r is not None and "skipped" not in r  # noqa: E731
             if ok(d) and ok(f):
                 d["vs_floor"] = d["seconds"] / f["seconds"]
                 f["vs_floor"] = 1.0
+            if ok(sp) and ok(f):
+                sp["vs_floor"] = sp["seconds"] / f["seconds"]
+            if ok(sp) and ok(d):
+                sp["spark_over_dynseg"] = sp["seconds"] / d["seconds"]
             if ok(d) and ok(p):
                 p["pandas_over_dynseg"] = p["seconds"] / d["seconds"]
                 if ok(f):
