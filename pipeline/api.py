@@ -25,9 +25,9 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from features.training_set import feature_signal  # noqa: F401  (part of this API)
 from pipeline import runs
 from pipeline.config import Config, load_config
 from pipeline.workspace import Workspace
@@ -180,50 +180,4 @@ class Project:
         from pipeline.jobs.explain import segment_drivers
 
         return segment_drivers(self.config, name, run_id)
-
-
-def feature_signal(training_set: pd.DataFrame) -> pd.DataFrame:
-    """How well each numeric feature alone ranks the label, per snapshot role: ROC AUC of the
-    feature's values against ``label`` on the ``train`` and on the out-of-time ``test`` rows of a
-    training set (:meth:`Project.training_set`), and the share of train rows where it is known.
-    A null value ranks below every known one (a customer who never opened an email has the
-    lowest ``days_since_last_open`` rank, not the highest). ``auc`` below 0.5 means a higher
-    value goes with a lower rate; ``strength`` is ``|auc − 0.5| · 2`` on train, and rows come
-    strongest first. A feature whose train and test
-    AUC part is one whose relation to the label changed over time. Flags count as numbers (0/1);
-    text attributes are left out."""
-    missing = {"label", "snapshot"} - set(training_set.columns)
-    if missing:
-        raise ValueError(f"feature_signal needs a training set (Project.training_set): no column {sorted(missing)}; "
-                         f"found {list(training_set.columns)[:8]}...")
-    keys = {"customer_id", "as_of", "snapshot", "label"}
-    rows = []
-    parts = {role: training_set[training_set.snapshot == role] for role in ("train", "test")}
-    for col in training_set.columns:
-        if col in keys:
-            continue
-        s = training_set[col]
-        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
-            continue
-        row = {"feature": col, "non_null": float(parts["train"][col].notna().mean()) if len(parts["train"]) else np.nan}
-        for role, part in parts.items():
-            row[f"auc_{role}"] = _auc(part[col], part["label"])
-        rows.append(row)
-    out = pd.DataFrame(rows)
-    if out.empty:
-        return out
-    out.insert(1, "strength", (out.auc_train - 0.5).abs() * 2)
-    return out.sort_values("strength", ascending=False, ignore_index=True)
-
-
-def _auc(values: pd.Series, label: pd.Series) -> float:
-    """ROC AUC of ``values`` (nulls lowest) against ``label``; NaN where a class is absent."""
-    from sklearn.metrics import roc_auc_score
-
-    if label.nunique() < 2:
-        return np.nan
-    x = values.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
-    known = ~np.isnan(x)
-    x[~known] = x[known].min() - 1 if known.any() else 0.0
-    return float(roc_auc_score(label.to_numpy(dtype="int64"), x))
 

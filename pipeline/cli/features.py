@@ -125,6 +125,34 @@ def training_set(
         t.add_row(role, cutoff_label(as_of_.to_pydatetime()), f"{len(g):,}", f"{int(g.label.sum()):,}",
                   f"{g.label.mean():.1%}")
     out.print(t)
+    _print_signal(frame)
+
+
+#: Rows per snapshot role the printed signal is computed on (see feature_signal's max_rows)
+SIGNAL_ROWS = 200_000
+
+
+def _print_signal(frame) -> None:
+    """The ten features that rank the label best on their own, on train and out of time, and a
+    warning for any that ranks it almost perfectly (a sign it can see the label window)."""
+    from features.customer_features import describe_column
+    from features.training_set import SUSPICIOUS_STRENGTH, feature_signal
+
+    signal = feature_signal(frame, max_rows=SIGNAL_ROWS)
+    if signal.empty:
+        return
+    sampled = max((frame.snapshot == role).sum() for role in ("train", "test")) > SIGNAL_ROWS
+    t = Table(title="Strongest features on their own (ROC AUC, a null ranks lowest; below 0.5: higher value, "
+                    "lower rate)" + (f"; on {SIGNAL_ROWS:,} rows per role" if sampled else ""), title_justify="left")
+    for c in ("feature", "group", "known", "AUC train", "AUC test (out of time)"):
+        t.add_column(c, justify="left" if c in ("feature", "group") else "right")
+    for r in signal.head(10).itertuples():
+        group = (describe_column(r.feature) or ("", ""))[0]
+        t.add_row(r.feature, group, f"{r.non_null:.0%}", f"{r.auc_train:.3f}", f"{r.auc_test:.3f}")
+    out.print(t)
+    for r in signal[signal.strength >= SUSPICIOUS_STRENGTH].itertuples():
+        err.print(f"[yellow]warning:[/] {r.feature} alone ranks the label almost perfectly (train AUC {r.auc_train:.3f}): "
+                  "check that it cannot see events at or after its snapshot's cutoff (leakage)", highlight=False)
 
 
 @app.command()

@@ -209,3 +209,36 @@ def test_the_cli_writes_the_snapshots_train_fits_on(shop, tmp_path):
     assert "purchase = at least one purchase in the 28 days from the cutoff" in text
     test = written[written.snapshot == "test"]
     assert f"│ test │ {test.as_of.iloc[0] - D:%Y-%m-%d} │ {len(test):,} │ {int(test.label.sum()):,} │ {test.label.mean():.1%} │" in text
+    # the strongest features on their own, as feature_signal ranks them on the written frame
+    from features.training_set import feature_signal
+
+    signal = feature_signal(written)
+    assert "Strongest features on their own" in text and "leakage" not in text
+    top = signal.iloc[0]
+    assert f"│ {top.feature} │" in text and f"{top.auc_train:.3f} │ {top.auc_test:.3f} │" in text
+    assert 0.6 < top.auc_train < 0.95  # real signal, not a leak
+
+
+def test_a_feature_that_sees_the_label_is_flagged():
+    """feature_signal ranks a planted leak first, and the training-set command's table warns of it."""
+    import numpy as np
+
+    from features.training_set import SUSPICIOUS_STRENGTH, feature_signal
+    from pipeline.cli.common import err
+    from pipeline.cli.features import _print_signal
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    label = rng.integers(0, 2, n)
+    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(n)], "as_of": pd.Timestamp("2026-06-01"),
+                          "snapshot": np.where(np.arange(n) < 2000, "train", "test"),
+                          "recency_days": rng.exponential(30, n) * (1.5 - label),  # plausible signal
+                          "n_purchase_30d": label * 3 + rng.integers(0, 2, n),  # a count that saw the label window
+                          "label": label})
+    signal = feature_signal(frame).set_index("feature")
+    assert signal.strength.idxmax() == "n_purchase_30d" and signal.loc["n_purchase_30d", "strength"] >= SUSPICIOUS_STRENGTH
+    assert signal.loc["recency_days", "strength"] < SUSPICIOUS_STRENGTH
+    with err.capture() as captured:  # rich output goes to the console, not to capsys
+        _print_signal(frame)
+    warned = " ".join(captured.get().split())
+    assert "n_purchase_30d alone ranks the label almost perfectly" in warned and "recency_days" not in warned
