@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from features.asof import BadValue, as_of_label, parse_duration
 from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, FeatureSpec, customer_features,
-                                        is_catalog_column)
+                                        is_catalog_column, utc)
 from features.normalize import ident, literal
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
@@ -86,13 +86,29 @@ def open_engine(cfg: Config, data: LoadedData, name: str | None = None) -> Featu
     raise ValueError(f"feature engine {name!r} is not supported; expected 'duckdb' or 'spark'")
 
 
-def data_profile(cfg: Config, data: LoadedData) -> DataProfile:
-    """Which roles and profile fields the data has; fixed per run so snapshots share columns."""
+def data_profile(cfg: Config, data: LoadedData, before: datetime | None = None) -> DataProfile:
+    """Which roles and profile fields the data has; fixed per run so snapshots share columns.
+
+    ``before``: only what the data held before that instant, so that the columns of one cutoff's
+    feature set (``features build``) do not depend on events after it: a role whose first event is
+    at or after the cutoff gives no columns, as in a log without it. Training sets and scoring runs
+    take the whole log (their snapshots share columns, and a run has every column a model may use)."""
     con = data.con
-    roles = frozenset(data.report.role_summary(cfg.role_of))  # counted during validation
-    has_signup, has_consent = con.execute(
-        "SELECT count(signup_at) > 0, count(email_consent) > 0 AND count(consent_updated_at) > 0 FROM customers"
-    ).fetchall()[0]
+    summary = data.report.role_summary(cfg.role_of)  # counted during validation, with each role's first time
+    cut = utc(before) if before is not None else None
+    roles = frozenset(r for r, (_, first, _) in summary.items() if cut is None or (first is not None and first < cut))
+    if before is None:
+        has_signup, has_consent = con.execute(
+            "SELECT count(signup_at) > 0, count(email_consent) > 0 AND count(consent_updated_at) > 0 FROM customers"
+        ).fetchall()[0]
+    else:  # what the features can take from the profile as of the cutoff: a signup, a decision made before it
+        from features.load import has_consent_profiles
+
+        # merged customers: every merged profile row's decision (a merged row keeps only the latest)
+        decisions = "consent_profiles" if has_consent_profiles(con) else "customers"
+        has_signup = con.execute("SELECT count(*) FILTER (signup_at < $t) > 0 FROM customers", {"t": cut}).fetchall()[0][0]
+        has_consent = con.execute(f"SELECT count(*) FILTER (email_consent IS NOT NULL AND consent_updated_at < $t) > 0 "
+                                  f"FROM {decisions}", {"t": cut}).fetchall()[0][0]
     categorical, boolean_text = _categorical(cfg, data)
     return DataProfile(roles, bool(has_signup), bool(has_consent), categorical, boolean_text)
 
@@ -294,7 +310,7 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
         _check_out(out)  # before the work, not after it
     data = load_for_run(cfg, as_of)
     warnings = run_warnings(cfg, data, as_of)
-    profile = data_profile(cfg, data)
+    profile = data_profile(cfg, data, before=as_of)  # later events add no columns: the same file whatever came after
     eng = open_engine(cfg, data, engine)
     try:
         expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,

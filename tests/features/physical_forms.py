@@ -18,7 +18,9 @@ The suite runs a few seeds (tests/features/test_physical_forms.py); at scale:
     .venv/bin/python tests/features/physical_forms.py 400 40 --variants 3 [--spark]
 
 ``--spark`` also builds each canonical log with ``--engine spark``: its frame must have the DuckDB
-build's columns and dtypes, and its values to 1e-12 relative.
+build's columns and dtypes, and its values to 1e-12 relative. ``--later`` checks time instead of
+forms: each log built from its events before T and again with random events at and after T added
+(roles it never had before T among them) must give the same frame (:func:`check_later_events`).
 """
 
 from __future__ import annotations
@@ -229,10 +231,12 @@ def oracle(L: dict, T: pd.Timestamp, spec: FeatureSpec = FeatureSpec()) -> pd.Da
     if "email_consent" not in cu:
         cu["email_consent"] = pd.array([pd.NA] * len(cu), dtype="boolean")
         cu["consent_updated_at"] = pd.Series(pd.NaT, index=cu.index, dtype="datetime64[us]")
-    has_signup = cu.signup_at.notna().any()
+    # what `features build` measures before T (data_profile's `before`): a signup, a consent
+    # decision of any profile row, a role's first event
+    has_signup = (cu.signup_at < T).any()
+    has_consent = (cu.email_consent.notna() & (cu.consent_updated_at < T)).any()
     if merged:
         cu["cid"] = cu.customer_id.map(lambda c: canon.get(c, c))
-        has_consent_view = False
         rows = []
         for cid, g in cu.groupby("cid"):
             own = g[g.customer_id == cid]
@@ -247,20 +251,14 @@ def oracle(L: dict, T: pd.Timestamp, spec: FeatureSpec = FeatureSpec()) -> pd.Da
                 r["email_consent"], r["consent_updated_at"] = bool(at.email_consent.all()), latest
             else:
                 r["email_consent"], r["consent_updated_at"] = pd.NA, pd.NaT
-            # arg_max(email_consent, coalesce(updated, signup)) in the view, for has_consent_profile
-            k = g.assign(key=g.consent_updated_at.fillna(g.signup_at)).dropna(subset=["key"])
-            if len(k) and pd.notna(k.sort_values("key").iloc[-1].email_consent) and g.consent_updated_at.notna().any():
-                has_consent_view = True
             rows.append(r)
         cuT = pd.DataFrame(rows)
         cuT["signup_at"] = pd.to_datetime(cuT["signup_at"]).astype("datetime64[us]")
         cuT["consent_updated_at"] = pd.to_datetime(cuT["consent_updated_at"]).astype("datetime64[us]")
         cuT["email_consent"] = cuT["email_consent"].astype("boolean")
-        has_consent = has_consent_view
     else:
         cuT = cu
-        has_consent = cu.email_consent.notna().any() and cu.consent_updated_at.notna().any()
-    present_roles = frozenset(ev.role)
+    present_roles = frozenset(ev.role[ev.ts < T])
     cat = tuple(a for a in attrs if a not in ("kids", "vip") and 0 < cuT[a].nunique() <= 50) if len(attrs) else ()
     profile = DataProfile(present_roles, bool(has_signup), bool(has_consent), cat)
     out = pandas_customer_features(ev[["customer_id", "role", "ts", "amount", "category"]], cuT, T.to_pydatetime(), spec, profile)
@@ -534,6 +532,46 @@ def check_seed(seed: int, work: Path, variants: int, spark: bool = False) -> lis
     return problems
 
 
+def check_later_events(seed: int, work: Path) -> list[str]:
+    """The seed's log as of its T built twice through ``features build``: from its events before T,
+    and from all of them plus 5-40 random events at and after T (known customers and a new one,
+    any of the log's roles, some exactly at T). The two frames must be equal, columns included:
+    nothing after T reaches a feature set. What disagreed (empty if nothing)."""
+    log = logical(seed)
+    T, rng = log["T"], random.Random(seed * 13 + 5)
+    events = log["events"]
+    ids = sorted(set(events.customer_id)) + ["zz_new"]
+    later = []
+    for i in range(rng.randint(5, 40)):
+        role = rng.choice(list(log["names"]))
+        ts = T if rng.random() < 0.2 else T + pd.Timedelta(microseconds=rng.randint(0, 90 * 86_400 * 10**6))
+        later.append(dict(customer_id=rng.choice(ids), event_type=rng.choice(log["names"][role]), ts=ts,
+                          amount=round(rng.uniform(1, 99), 2) if role in ("purchase", "refund") else None,
+                          category=rng.choice(["shoes", None]), channel="web", event_id=f"later{i:04d}"))
+    grown = pd.concat([events, pd.DataFrame(later)], ignore_index=True)
+    grown["ts"] = grown["ts"].astype("datetime64[us]")
+    frames, problems = {}, []
+    for name, ev in (("before T", events[events.ts < T].reset_index(drop=True)), ("grown", grown)):
+        root = work / f"s{seed}_{name.replace(' ', '_')}"
+        make_project(root, dict(log, events=ev), CANONICAL, seed)
+        code, output = build(root, as_of_spelling(T, random.Random(seed)), root / "f.parquet")
+        if code != 0:
+            problems.append(f"seed {seed}: the build from the log {name} failed ({code}): {output[-800:]}")
+        else:
+            frames[name] = pd.read_parquet(root / "f.parquet")
+    if len(frames) == 2:
+        grown_f, first = frames["grown"], frames["before T"]
+        try:
+            assert list(grown_f.columns) == list(first.columns), (
+                f"columns differ: only with later events {[c for c in grown_f.columns if c not in first.columns]}, "
+                f"only without {[c for c in first.columns if c not in grown_f.columns]}")
+            pd.testing.assert_series_equal(grown_f.dtypes, first.dtypes)
+            assert_same_build(grown_f, first, rtol=1e-12, atol=1e-12)
+        except AssertionError as e:
+            problems.append(f"seed {seed}: {len(later)} events at or after T changed the build: {e}")
+    return problems
+
+
 if __name__ == "__main__":
     import argparse
     import tempfile
@@ -543,14 +581,16 @@ if __name__ == "__main__":
     parser.add_argument("count", type=int)
     parser.add_argument("--variants", type=int, default=3)
     parser.add_argument("--spark", action="store_true", help="also build each canonical log on Spark (about 10 s a log)")
+    parser.add_argument("--later", action="store_true",
+                        help="instead of the forms: each log from its events before T, and with random later events")
     args = parser.parse_args()
     failed = 0
     for seed in range(args.start, args.start + args.count):
         work = Path(tempfile.mkdtemp(prefix=f"forms-{seed}-"))
-        found = check_seed(seed, work, args.variants, args.spark)
+        found = check_later_events(seed, work) if args.later else check_seed(seed, work, args.variants, args.spark)
         failed += bool(found)
         print(f"seed {seed}: " + ("ok" if not found else "\n  ".join(["DISAGREE", *found])), flush=True)
         shutil.rmtree(work, ignore_errors=True)
-    builds = args.count * (1 + args.variants + args.spark)
+    builds = args.count * (2 if args.later else 1 + args.variants + args.spark)
     print(f"{args.count} logs, {builds} builds{' (one on Spark each)' if args.spark else ''}: {failed} logs with disagreements")
     sys.exit(1 if failed else 0)

@@ -196,3 +196,46 @@ def test_merged_profiles_give_the_latest_consent_decision_before_the_cutoff(proj
     assert consent(datetime(2026, 1, 1)) == {"a": True, "c": True, "e": False}
     assert consent(datetime(2025, 3, 1)) == {"a": None, "c": True, "e": False}
     assert consent(datetime(2026, 9, 1)) == {"a": False, "c": False, "e": False}
+
+
+def test_features_build_is_the_same_whatever_came_after_the_cutoff(project):
+    """``features build`` as of T from a log that ends before T, and from the same log plus events
+    at and after T of roles it never had before (refunds, tickets, sends, opens, consent) and
+    profiles that sign up or decide after T: the same frame, columns included. The columns come
+    from what the data held before T; before 2026-12-02 a role first seen after T added its columns
+    (all 0), so the same cutoff's file changed as the log grew."""
+    from pipeline.jobs.features import build_features_job
+
+    before = _ev([("a", "order_completed", T - timedelta(days=40), 10.0), ("a", "page_viewed", T - SEC, None),
+                  ("b", "order_completed", T - timedelta(days=3), 5.0), ("c", "cart_added", T - timedelta(days=9), None)])
+    later = _ev([("a", "order_refunded", T, 10.0), ("a", "support_ticket_opened", T + SEC, None),
+                 ("b", "email_sent", T, None), ("b", "email_opened", T + SEC, None), ("c", "unsubscribed", T, None),
+                 ("c", "consent_granted", T + timedelta(days=2), None), ("d", "order_completed", T + SEC, 7.0)])
+    later["event_id"] = [f"later{i}" for i in range(len(later))]
+    profiles = pd.DataFrame({"customer_id": ["a", "b", "c", "d"], "signup_at": [T + SEC] * 4,
+                             "email_consent": [True, False, True, True], "consent_updated_at": [T, T + SEC, T, T]})
+    profiles.to_parquet(project.data / "customers.parquet")
+
+    def build(events):
+        project.write_events(events)
+        project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                        customers={"format": "parquet", "path": "data/customers.parquet"})
+        return build_features_job(load_config(project.root), T).frame
+
+    first = build(before)
+    assert {"n_refund", "n_support_ticket", "n_email_send", "unsubscribed", "days_since_signup", "email_consent"}.isdisjoint(first.columns)
+    assert list(first.customer_id) == ["a", "b", "c"] and first.frequency.tolist() == [1, 1, 0]
+    pd.testing.assert_frame_equal(build(pd.concat([before, later], ignore_index=True)), first)
+
+
+@pytest.mark.parametrize("seed", [5000, 5039, 5059])
+def test_random_logs_build_the_same_whatever_came_after_the_cutoff(seed, tmp_path):
+    """Random logs (tests/features/physical_forms.py) through ``features build``: from the events
+    before T, and with 5-40 random events at and after T added, the same frame. These seeds bring
+    roles after T that the log never had before it (5000: refunds and complaints; 5039: the first
+    purchases and consent; 5059: purchases and clicks); all three failed before 2026-12-02.
+    ``physical_forms.py START N --later`` runs any number."""
+    from physical_forms import check_later_events
+
+    problems = check_later_events(seed, tmp_path)
+    assert not problems, "\n".join(problems)
