@@ -208,7 +208,7 @@ def run_dynseg(paths: dict[str, Path], as_of: datetime, scratch: Path) -> dict[s
     cfg = load_config(_project(paths, scratch))
     data = load_validated(cfg, as_of, count_unknown_customers=False)  # as a run loads (load_for_run)
     t1 = time.perf_counter()
-    profile = data_profile(cfg, data)
+    profile = data_profile(cfg, data, before=as_of)  # as features build measures it: before the cutoff
     t2 = time.perf_counter()
     eng = DuckDBEngine(data.con)
     frame = eng.execute(customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
