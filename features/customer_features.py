@@ -55,7 +55,9 @@ class FeatureSpec:
 
 @dataclass(frozen=True)
 class DataProfile:
-    """What the data offers, measured once over the whole log so every snapshot has the same columns."""
+    """What the data offers: measured once over the whole log for a training set or a scoring run,
+    so every snapshot has the same columns; for one cutoff's feature set, over what the data held
+    before it (see ``pipeline.jobs.features.data_profile``)."""
 
     roles: frozenset[str]
     has_signup: bool = False
@@ -482,8 +484,8 @@ def catalog() -> tuple[tuple[str, str, str], ...]:
 
 def describe_column(name: str) -> tuple[str, str] | None:
     """The (group, meaning) of a column the feature set can have, by its catalog row (patterns
-    such as ``n_<role>_<w>d`` included, the most specific row where several match); None for a name the catalog does not hold, such as a
-    profile attribute (those depend on the data)."""
+    such as ``n_<role>_<w>d`` included; the most specific row where several match); None for a
+    name the catalog does not hold, such as a profile attribute (those depend on the data)."""
     found = [(len(re.sub(r"<[a-z]+>", "", col)), group, meaning)
              for row, group, meaning in catalog() for col in row.split(", ")
              if "<attribute>" not in col and re.fullmatch(

@@ -97,7 +97,7 @@ def data_profile(cfg: Config, data: LoadedData, before: datetime | None = None) 
     summary = data.report.role_summary(cfg.role_of)  # counted during validation, with each role's first time
     cut = utc(before) if before is not None else None
     roles = frozenset(r for r, (_, first, _) in summary.items() if cut is None or (first is not None and first < cut))
-    if before is None:
+    if cut is None:
         has_signup, has_consent = con.execute(
             "SELECT count(signup_at) > 0, count(email_consent) > 0 AND count(consent_updated_at) > 0 FROM customers"
         ).fetchall()[0]
