@@ -48,8 +48,8 @@ class Project:
 
     def __post_init__(self) -> None:
         if self.folder is not None:
-            self.folder = Path(self.folder)  # Project("~/shop") as well as Project(Path(...))
-        self.config = load_config(self.folder.expanduser() if self.folder else None, self.profile)
+            self.folder = Path(self.folder).expanduser()  # Project("~/shop") as well as Project(Path(...))
+        self.config = load_config(self.folder, self.profile)
         from models import registry
 
         registry.connect(self.workspace.tracking_uri(self.config.settings.tracking_uri))
@@ -180,4 +180,3 @@ class Project:
         from pipeline.jobs.explain import segment_drivers
 
         return segment_drivers(self.config, name, run_id)
-

@@ -46,8 +46,8 @@ def test_features_are_what_the_command_writes_and_every_column_has_a_catalog_row
     finally:
         features_yaml.write_text(before)
     # without a frame: the catalog as documented, patterns and all
-    assert Project(str(shop.root)).config.workspace == Project().config.workspace  # a folder as text (failed before)
     assert "n_<role>_<w>d" in set(Project().feature_catalog().column)
+    assert Project(str(shop.root)).config.workspace == Project().config.workspace  # a folder as text (failed before)
 
 
 def test_stale_data_warns_in_a_notebook_as_the_command_does(shop):
