@@ -34,15 +34,20 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import mlflow
 import numpy as np
 import pandas as pd
 import yaml
-from mlflow import MlflowClient
-from mlflow.entities.model_registry import ModelVersion
-from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature, infer_signature
-from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+with warnings.catch_warnings():
+    # MLflow imports tqdm.auto, which in a notebook kernel without ipywidgets warns "IProgress not
+    # found" in the first cell of every review notebook; dynseg draws no bar through it.
+    warnings.filterwarnings("ignore", message="IProgress not found")
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+    from mlflow.exceptions import MlflowException
+    from mlflow.models import ModelSignature, infer_signature
+    from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from features.asof import cutoff_label
 from models.estimator import PropensityModel
@@ -555,6 +560,13 @@ def register(run_id: str, name: str, *, validated: bool, allow_unvalidated: bool
 
 def _card(run_id: str) -> str:
     return _read_artifact(run_id, _CARD_FILE, mlflow.artifacts.load_text) or ""
+
+
+def download_run_artifact(run_id: str, path: str) -> Path:
+    """A local copy of a run's artifact, fetched without MLflow's progress bar (in a notebook it
+    prints as lines of stderr under the cell)."""
+    with _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+        return Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}"))
 
 
 def _read_artifact(run_id: str, path: str, loader: Callable[[str], Any]) -> Any:

@@ -76,10 +76,9 @@ class Project:
 
     def run_artifact(self, target: str, path: str, version: str | int | None = None) -> Path:
         """A local copy of a training-run artifact (e.g. ``plots/shap_beeswarm.png``)."""
-        import mlflow
+        from models import registry
 
-        run_id = self.model(target, version)["run_id"]
-        return Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}"))
+        return registry.download_run_artifact(self.model(target, version)["run_id"], path)
 
     def _run_csv(self, target: str, version, path: str) -> pd.DataFrame:
         return pd.read_csv(self.run_artifact(target, path, version))

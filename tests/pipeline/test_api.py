@@ -108,6 +108,7 @@ def test_the_exploration_notebook_executes(shop):
         NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(shop.root)}}).execute()
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
+    assert not [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]  # no stray warning
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "customers, 64 features, as of 2026-11-28 00:00:00 UTC" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the label-rate plot
