@@ -40,7 +40,7 @@ import yaml
 
 with warnings.catch_warnings():
     # MLflow imports tqdm.auto, which in a notebook kernel without ipywidgets warns "IProgress not
-    # found" in the first cell of every review notebook; dynseg draws no bar through it.
+    # found" in the first cell of a notebook that imports it; dynseg draws no bar through it.
     warnings.filterwarnings("ignore", message="IProgress not found")
     import mlflow
     from mlflow import MlflowClient

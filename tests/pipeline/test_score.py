@@ -450,7 +450,7 @@ def test_review_notebooks_execute_on_the_run(shop):
         NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(shop.root)}}).execute()
         outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
         assert not [o for o in outputs if o.output_type == "error"]
-        # nothing on stderr either: a reviewer's first cell once showed tqdm's "IProgress not found"
+        # nothing on stderr either: tqdm's "IProgress not found" and MLflow's download bars once were
         assert not [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"], name
 
 
