@@ -51,6 +51,25 @@ class Project:
         return path
 
 
+def execute_notebook(name: str, folder: Path) -> list:
+    """Run ``notebooks/<name>`` in a Jupyter kernel whose working folder is ``folder``; its code
+    cells' outputs, after checking that none is an error and that nothing went to stderr (tqdm's
+    "IProgress not found" and MLflow's download bars once did)."""
+    import warnings
+
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the kernel's own start-up warnings
+        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.output_type == "error"], name
+    assert not [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"], name
+    return outputs
+
+
 @contextlib.contextmanager
 def generated_shop(folder: Path, customers: int, seed: int, end: str = "2026-11-27") -> Iterator[Project]:
     """A project with a generated shop in its workspace, the environment pointing at it, for

@@ -1,14 +1,12 @@
 """``pipeline.api`` for features: the frame a notebook gets, its catalog, each feature's signal, and
 the exploration notebook executed on a generated shop."""
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from conftest import REPO, generated_shop
+from conftest import execute_notebook, generated_shop
 from pipeline.api import Project, feature_signal
 from pipeline.cli import app
 
@@ -99,16 +97,7 @@ def test_feature_signal_ranks_a_planted_signal_and_its_direction():
 
 
 def test_the_exploration_notebook_executes(shop):
-    import nbformat
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(REPO / "notebooks" / "explore_features.ipynb", as_version=4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the kernel's own start-up warnings
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(shop.root)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-    assert not [o for o in outputs if o.output_type == "error"]
-    assert not [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"]  # no stray warning
+    outputs = execute_notebook("explore_features.ipynb", shop.root)  # no error, nothing on stderr
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "customers, 64 features, as of 2026-11-28 00:00:00 UTC" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the label-rate plot

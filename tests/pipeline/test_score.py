@@ -440,18 +440,10 @@ def test_segment_show_lists_what_sets_the_segment_apart(shop):
 
 
 def test_review_notebooks_execute_on_the_run(shop):
-    import nbformat
-    from nbclient import NotebookClient
-
-    from conftest import REPO
+    from conftest import execute_notebook
 
     for name in ("review_model.ipynb", "review_scoring_run.ipynb"):
-        nb = nbformat.read(REPO / "notebooks" / name, as_version=4)
-        NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(shop.root)}}).execute()
-        outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
-        assert not [o for o in outputs if o.output_type == "error"]
-        # nothing on stderr either: tqdm's "IProgress not found" and MLflow's download bars once were
-        assert not [o.text for o in outputs if o.output_type == "stream" and o.name == "stderr"], name
+        execute_notebook(name, shop.root)  # no error, nothing on stderr
 
 
 def test_no_reasons_run_scores_the_same_and_stores_no_reasons(shop):
