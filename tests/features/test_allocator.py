@@ -13,7 +13,7 @@ def _run(env):
 
 def test_importing_dynseg_sets_the_decay_before_duckdb_loads():
     env = {k: v for k, v in os.environ.items() if k != "DUCKDB_JE_MALLOC_CONF"}
-    assert _run(env) == "dirty_decay_ms:300,muzzy_decay_ms:0"
+    assert _run(env) == "dirty_decay_ms:30,muzzy_decay_ms:0"
     check = "import pipeline, sys; print('duckdb' in sys.modules)"
     loaded = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, check=True).stdout
     assert loaded.strip() == "False"  # so the setting is in place when DuckDB's allocator starts
