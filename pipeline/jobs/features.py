@@ -144,20 +144,22 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[tuple[str, ...], tuple[
     if not text:
         return (), ()
 
-    def only_numbers_or_booleans(c: str) -> str:
+    def only_typed_values(c: str) -> str:
         # A CSV file has no types: every column reads as text. A column whose every value is a
-        # number or a boolean is what a typed file (Parquet, DuckDB) would hold as one, and is
-        # left out as it would be there, so the feature set does not depend on the file's form.
-        # As DuckDB's own CSV sniffer reads them: a number with a leading zero (a zip code,
-        # 02134) and Y/N are text; true/false, t/f and yes/no are booleans.
+        # number, a boolean, a date or a time is what a typed file (Parquet, DuckDB) would hold
+        # as one, and is left out as it would be there, so the feature set does not depend on the
+        # file's form (and a cohort month or a last-seen date, which may lie after the cutoff,
+        # is no category). As DuckDB's own CSV sniffer reads them: a number with a leading zero
+        # (a zip code, 02134) and Y/N are text; true/false, t/f and yes/no are booleans.
         v = f"trim({ident(c)})"
         return (f"bool_and({ident(c)} IS NULL OR (TRY_CAST({v} AS DOUBLE) IS NOT NULL AND NOT "
-                f"regexp_matches({v}, '^[+-]?0[0-9]')) OR {_boolean_word(c)})")
+                f"regexp_matches({v}, '^[+-]?0[0-9]')) OR {_boolean_word(c)} "
+                f"OR TRY_CAST({v} AS TIMESTAMPTZ) IS NOT NULL OR TRY_CAST({v} AS TIME) IS NOT NULL)")
 
     # one read of the (merged) profiles for every column's count and, from CSV, its kind
     measures = [f"count(DISTINCT {ident(c)})" for c in text]
     if csv:
-        measures += [only_numbers_or_booleans(c) for c in text]
+        measures += [only_typed_values(c) for c in text]
     row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers").fetchall()[0]
     counts, typed = row[:len(text)], row[len(text):] if csv else [False] * len(text)
     text = [c for c, n, is_typed in zip(text, counts, typed) if 0 < n <= cfg.features.max_categories and not is_typed]

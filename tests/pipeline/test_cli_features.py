@@ -401,6 +401,8 @@ except typer.Exit as e:
 def _attribute_customers(shop) -> pd.DataFrame:
     """The shop's profiles with attributes of every kind: text of few and of many values, a
     boolean, whole and fractional numbers, and a column with no value at all."""
+    from datetime import time
+
     import numpy as np
 
     c = shop.customers[["customer_id", "signup_at", "country"]].copy()
@@ -417,6 +419,10 @@ def _attribute_customers(shop) -> pd.DataFrame:
     c["nothing"] = pd.Series([None] * n, dtype="object")
     c["zip"] = rng.choice(["02134", "10001", "94105"], n)  # digits, but text: a leading zero
     c["member"] = rng.choice(["Y", "N"], n)  # text, as DuckDB's CSV sniffer reads it too
+    # dates and times of few values (a cohort month; a last visit, some after the cutoff): no text
+    c["cohort"] = pd.to_datetime(rng.choice(["2025-11-01", "2025-12-01", "2026-01-01"], n))
+    c["last_seen"] = pd.to_datetime(rng.choice(["2026-05-01 10:00:00", "2026-09-01 08:30:00"], n))
+    c["call_at"] = [time(9, 30) if i % 3 else time(14) for i in range(n)]  # a time of day
     return c
 
 
