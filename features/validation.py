@@ -7,6 +7,7 @@ contract describes (exact repeats of an ``event_id`` are dropped, for instance).
 
 from __future__ import annotations
 
+import difflib
 import math
 
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -211,13 +212,26 @@ def _type_columns(raw: RawSource, problems: list[Problem]) -> dict[str, Typed]:
             if col.required:
                 continue
         if col.name not in raw.columns:
+            like = _look_alike(col.name, raw)
             if col.required:
                 problems.append(
                     Problem(raw.name, col.name, "missing_column", "error", 1,
                             f"{_files(raw)}: required column '{col.name}' is missing; found columns "
                             f"{sorted(raw.columns)}",
-                            f"add it, or map your column to it under `columns:` for '{raw.name}' in "
-                            "configs/catalog.yaml")
+                            (f"if '{like}' holds it, map it: `columns: {{{col.name}: {like}}}`" if like else
+                             f"add it, or map your column to it (`columns: {{{col.name}: your_column}}`)")
+                            + f" under sources.{raw.name} in configs/catalog.yaml")
+                )
+            elif like:
+                # An optional column is missing, which is fine, but one of the file's own columns
+                # looks like it (amt, categ, eventid, signup_date): a misspelling would otherwise go
+                # unnoticed, its features quietly null or 0.
+                problems.append(
+                    Problem(raw.name, col.name, "look_alike_column", "warning", 1,
+                            f"{_files(raw)}: there is no column '{col.name}' ({col.description}), so it reads as "
+                            f"missing; the file has a column '{like}'",
+                            f"if '{like}' holds the {col.name}, map it: `columns: {{{col.name}: {like}}}` under "
+                            f"sources.{raw.name} in configs/catalog.yaml; if not, this warning can be ignored")
                 )
             continue
         t = typed(col, raw.columns[col.name])
@@ -226,6 +240,21 @@ def _type_columns(raw: RawSource, problems: list[Problem]) -> dict[str, Typed]:
             continue
         out[col.name] = t
     return out
+
+
+def _look_alike(name: str, raw: RawSource) -> str | None:
+    """The source's own column (not a contract column) most like the contract column ``name``,
+    if one is close: the same letters in another case or spelling (``Amount``, ``eventid``), or a
+    difflib ratio of at least 0.6 (``amt`` for ``amount``, ``categ``, ``signup_date``)."""
+    def norm(c: str) -> str:
+        return "".join(ch for ch in c.lower() if ch.isalnum())
+
+    own = [c for c in raw.columns if c not in {k.name for k in CONTRACT[raw.name]}]
+    same = [c for c in own if norm(c) == norm(name)]
+    if same:
+        return same[0]
+    close = difflib.get_close_matches(norm(name), [norm(c) for c in own], n=1, cutoff=0.6)
+    return next(c for c in own if norm(c) == close[0]) if close else None
 
 
 def _mistyped(raw: RawSource, col: Column) -> Problem:
@@ -533,6 +562,15 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
             tuple(f"{e!r} ({_n(n, 'event', 'events')})" for e, n in unknown[:5]),
         ))
     purchases = [e for e in report.event_types if role_of.get(e) == "purchase"]
+    if "amount" not in raw.columns and purchases:
+        n = sum(report.event_types[e][0] for e in purchases)
+        report.problems.append(Problem(
+            "events", "amount", "purchase_without_amount", "warning", n,
+            f"{_files(raw)}: there is no `amount` column, so none of the {n:,} purchases has an amount",
+            "they count as purchases (frequency, recency, rhythm) and as 0 in spend (monetary_total, "
+            "monetary_mean, spend_<w>d); add the column, or map yours to it (`columns: {amount: your_column}` "
+            "under sources.events in configs/catalog.yaml)",
+        ))
     if "amount" in t and purchases:
         missing = sum(report.event_types[e][0] - report.amounts.get(e, 0) for e in purchases)
         if missing:

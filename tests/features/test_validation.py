@@ -40,6 +40,31 @@ def test_missing_required_column(project):
     assert "columns:" in p.fix
 
 
+def test_a_misspelled_optional_column_is_a_warning_that_names_the_look_alike(project):
+    """An optional column may be missing, but one of the file's columns that looks like it
+    (amt, categ, eventid, Signup-Date) is likely a misspelling whose features would quietly read
+    null or 0: a warning names it and the mapping that reads it. A required one's error does too."""
+    df = good_events(4).assign(category="shoes").rename(columns={"amount": "amt", "category": "categ",
+                                                                  "event_id": "EventID"})
+    report = run_with(project, df)
+    assert report.ok
+    found = {p.column: p for p in report.problems if p.check == "look_alike_column"}
+    assert set(found) == {"amount", "category", "event_id"}
+    assert all(p.severity == "warning" for p in found.values())
+    assert "no column 'amount'" in found["amount"].message and "'amt'" in found["amount"].message
+    assert "`columns: {amount: amt}`" in found["amount"].fix and "sources.events" in found["amount"].fix
+    assert "`columns: {event_id: EventID}`" in found["event_id"].fix
+    # with no purchase amount at all, the spend features are 0: said as for a missing amount
+    p = only(report, "purchase_without_amount")
+    assert p.count == 4 and "no `amount` column" in p.message and "as 0 in spend" in p.fix
+    # a column of its own name that looks like none is no problem; nor is a missing optional column
+    df = good_events(4).assign(loyalty_points=1)
+    assert [p.check for p in run_with(project, df).problems] == []
+    # a required column: the error's fix names the look-alike
+    p = only(run_with(project, good_events(4).rename(columns={"customer_id": "CustomerId"})), "missing_column")
+    assert p.severity == "error" and "`columns: {customer_id: CustomerId}`" in p.fix
+
+
 def test_mistyped_column(project):
     df = good_events()
     df["ts"] = 1.7e9  # epoch seconds as float: ambiguous, refused
