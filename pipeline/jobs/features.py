@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -373,12 +374,28 @@ def write_frame(frame: pd.DataFrame, out: Path) -> Path:
     _check_out(out)
     with atomic_target(out) as tmp:
         if out.suffix.lower() == ".csv":
-            frame.to_csv(tmp, index=False)
+            _times_in_full(frame).to_csv(tmp, index=False)
         else:
             import pyarrow.parquet as pq
 
             pq.write_table(_plain_arrow(frame), tmp)
     return out
+
+
+def _times_in_full(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with each timestamp column whose every value is a midnight spelled with its time
+    (``2026-06-02 00:00:00``). pandas writes such a column as bare dates (``2026-06-02``), and a
+    bare date is the end of that day to dynseg (and to a reader who knows its ``--as-of``): an
+    ``as_of`` of 2026-06-02 00:00 would read a day late. Other columns pandas writes in full."""
+    fixed = {}
+    for name in frame.columns:
+        s = frame[name]
+        if not pd.api.types.is_datetime64_any_dtype(s) or s.isna().all() or (s.dropna() != s.dropna().dt.normalize()).any():
+            continue
+        codes, uniques = pd.factorize(s)  # a few distinct cutoffs, usually: format those only
+        text = np.asarray(uniques.strftime("%Y-%m-%d %H:%M:%S" + ("%z" if uniques.tz is not None else "")), dtype=object)
+        fixed[name] = pd.Series(np.where(codes >= 0, text[codes.clip(0)], None), index=s.index, dtype=object)
+    return frame.assign(**fixed) if fixed else frame
 
 
 def _plain_arrow(frame: pd.DataFrame) -> pa.Table:

@@ -42,6 +42,8 @@ def test_build_writes_features_and_names_unavailable_groups_for_a_purchases_only
     assert f.customer_id.is_unique and len(f) == ev.customer_id.nunique()
     assert f.customer_id.is_monotonic_increasing  # sorted by the engine
     assert [p.name for p in out.parent.glob(".f.csv.*")] == []  # no temp file left beside it
+    # the cutoff in full: a bare date (pandas' way with a column of midnights) is the end of that day
+    assert set(f.as_of) == {"2026-11-28 00:00:00"}
     # the default file is named like the as_of; an upper-case suffix is the same format; a folder is refused
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27"])
     assert result.exit_code == 0 and (project.workspace / "features" / "customer_features_2026-11-27.parquet").is_file()
