@@ -173,9 +173,10 @@ def handled() -> Iterator[None]:
 
 @contextlib.contextmanager
 def progress(description: str, total: int | None = None) -> Iterator:
-    """A progress bar on stderr; yields ``update(done, total)``."""
+    """A progress bar on stderr when it is a terminal; yields ``update(done, total)``. Not drawn
+    elsewhere (a scheduler's log, a pipe), where rich would leave an empty line behind."""
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   console=err, transient=True)
+                   console=err, transient=True, disable=not err.is_terminal)
     with bar:
         task = bar.add_task(description, total=total)
 

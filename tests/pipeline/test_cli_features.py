@@ -34,6 +34,7 @@ def test_build_writes_features_and_names_unavailable_groups_for_a_purchases_only
     out = project.root / "f.csv"
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    assert result.stderr.startswith("Feature groups unavailable")  # no empty line left by a progress bar
     stderr = " ".join(result.stderr.split())  # rich wraps long lines
     assert "unavailable in this data: engagement, refunds, support, suppression, tenure, consent, profile" in stderr
     f = pd.read_csv(out)
