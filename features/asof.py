@@ -71,10 +71,11 @@ def _end_of_day(day: date) -> datetime:
 
 def as_of_label(dt: datetime) -> str:
     """How an as_of reads back: ``2026-11-26`` for the end of that day (midnight after it), else
-    the instant (``2026-11-26T06:00:00Z``)."""
+    the instant (``2026-11-26T06:00:00Z``; with its fraction of a second when it has one, so two
+    cutoffs never share a label or a default file name)."""
     if (dt.hour, dt.minute, dt.second, dt.microsecond) == (0, 0, 0, 0):
         return (dt - timedelta(days=1)).strftime("%Y-%m-%d")
-    return dt.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.strftime("%Y-%m-%dT%H:%M:%S" + (".%f" if dt.microsecond else "") + "Z")
 
 
 def as_of_file_label(dt: datetime) -> str:

@@ -6,7 +6,7 @@ from datetime import datetime
 import pandas as pd
 import pytest
 
-from features.asof import parse_as_of, parse_duration
+from features.asof import as_of_file_label, as_of_label, parse_as_of, parse_duration
 from features.engine import connect
 from features.load import build_canonical
 from features.validation import validate
@@ -67,6 +67,10 @@ def test_as_of_dates_mean_end_of_day_utc():
     assert parse_as_of("2026-11-27 06:00") == datetime(2026, 11, 27, 6)
     with pytest.raises(ValueError, match="expected YYYY-MM-DD"):
         parse_as_of("next tuesday")
+    # an as_of reads back as given, a fraction of a second included (default file names differ too)
+    for text in ("2026-11-27", "2026-11-27T06:00:00Z", "2026-11-27T06:00:00.500000Z"):
+        assert as_of_label(parse_as_of(text)) == text and parse_as_of(as_of_label(parse_as_of(text))) == parse_as_of(text)
+    assert as_of_file_label(parse_as_of("2026-06-01T12:00:00.5Z")) != as_of_file_label(parse_as_of("2026-06-01T12:00Z"))
     # A date-shaped value that is no date says why, and what is expected, not only Python's reason
     with pytest.raises(ValueError, match=r"as_of '2026-13-01' is not a date or timestamp \(month must be in 1..12\); expected YYYY-MM-DD"):
         parse_as_of("2026-13-01")
