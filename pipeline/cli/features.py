@@ -22,7 +22,7 @@ def build(
     ctx: typer.Context,
     as_of: Annotated[str, typer.Option(help="Cutoff; a date means the end of that day, UTC. Features see only events before it.")],
     engine: Annotated[Optional[Engine], typer.Option(help="duckdb (default from config) or spark.")] = None,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file (default: <workspace>/features/customer_features_<as_of>.parquet).")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file, by its suffix; by default customer_features_<as_of>.parquet in <workspace>/features.")] = None,
 ) -> None:
     """Compute customer_features as of a cutoff and write them to a file."""
     state: State = ctx.obj
@@ -89,7 +89,7 @@ def training_set(
     as_of: Annotated[Optional[str], typer.Option(help="Use only data before this instant, as `train --as-of` does (default: all of it).")] = None,
     horizon: Annotated[Optional[str], typer.Option(help="Label horizon (e.g. 30d, 8w); default from configs/labels.yaml.")] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="duckdb (default from config) or spark.")] = None,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file (default: <workspace>/features/training_set_<target>[_<as_of>].parquet).")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file, by its suffix; by default training_set_<target>[_<as_of>].parquet in <workspace>/features.")] = None,
 ) -> None:
     """Build the snapshots a model trains on (features, label, test/valid/train) and write them to a file.
 
