@@ -72,7 +72,8 @@ def plan_snapshots(
                              + (f", together with training.snapshots: {n} in configs/training.yaml)"
                                 if n != n_snapshots else ")"))
                 break
-        helps.append(f"more history before {earliest_ok:%Y-%m-%d}, or less min_history (training.min_history)")
+        helps.append(f"more history (events from {cutoffs[-1] - min_history:%Y-%m-%d} on; the data starts "
+                     f"{data_start:%Y-%m-%d}), or less min_history (training.min_history)")
         raise TrainingSetError(
             f"history too short: the history used runs from {data_start:%Y-%m-%d} to {as_of_label(data_end)} (the "
             f"end of the data, or --as-of); {n_snapshots} snapshots "

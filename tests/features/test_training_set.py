@@ -46,7 +46,9 @@ def test_history_too_short_is_refused_with_what_fits():
     # two fit but three is the least: only a (much) shorter horizon, with three snapshots, or more history
     assert "fewer snapshots" not in str(e.value) and "shorter step" not in str(e.value)
     assert ("What can help: a shorter horizon (--horizon 29d or less, together with training.snapshots: 3 in "
-            "configs/training.yaml); more history") in str(e.value)
+            "configs/training.yaml); more history (events from ") in str(e.value)
+    cutoffs = plan_snapshots(datetime(2020, 1, 1), datetime(2026, 11, 27), 30 * D, 6, 30 * D).cutoffs
+    assert f"from {cutoffs[-1] - 90 * D:%Y-%m-%d} on; the data starts 2026-06-01)" in str(e.value)
     with pytest.raises(TrainingSetError) as e:
         plan_snapshots(datetime(2026, 1, 1), datetime(2026, 11, 27), 30 * D, 10, 30 * D, min_history=90 * D)
     assert "What can help: fewer snapshots (training.snapshots: 8 fit); a shorter step" in str(e.value)
