@@ -14,6 +14,11 @@ def connect(threads: int | None = None, memory_limit: str | None = None,
     UTC matters: timestamp text without an offset is read in the session zone, and the data
     contract says such values are UTC. ``memory_limit`` (e.g. ``"2GB"``) caps what DuckDB holds;
     above it, large aggregates spill to ``temp_directory`` instead of growing the process.
+
+    dynseg's views and tables (``raw_events``, ``events``, ``customers``, ...) go in this in-memory
+    database, never ``TEMP``: DuckDB binds a view of an attached source database (``format:
+    duckdb``) with the temporary catalog first, so a warehouse view over its own ``customers``
+    table would read dynseg's ``customers`` view instead (and recurse).
     """
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")

@@ -34,12 +34,12 @@ def build_canonical(
         raise ValueError("build_canonical needs a report without errors")
     roles = pd.DataFrame({"event_type": list(role_of), "role": list(role_of.values())}, dtype="string")
     con.register("_roles_df", roles)
-    con.execute("CREATE OR REPLACE TEMP TABLE event_roles AS SELECT * FROM _roles_df")
+    con.execute("CREATE OR REPLACE TABLE event_roles AS SELECT * FROM _roles_df")
     con.unregister("_roles_df")
 
     if "identities" in report.typed:
         # Most identifiers belong to one id and can merge nothing: only the shared ones leave DuckDB.
-        con.execute(f"""CREATE OR REPLACE TEMP TABLE _links AS SELECT DISTINCT customer_id, id_type, id_value
+        con.execute(f"""CREATE OR REPLACE TABLE _links AS SELECT DISTINCT customer_id, id_type, id_value
                         FROM (SELECT {_typed_select(report, 'identities')} FROM raw_identities)
                         WHERE customer_id IS NOT NULL AND id_type IS NOT NULL AND id_value IS NOT NULL""")
         linked = con.execute("SELECT count(DISTINCT customer_id) FROM _links").fetchall()[0][0]
@@ -50,10 +50,10 @@ def build_canonical(
     else:
         resolution = resolve_identities(pd.DataFrame(columns=["customer_id", "id_type", "id_value"]))
     con.register("_map_df", resolution.mapping)
-    con.execute("CREATE OR REPLACE TEMP TABLE identity_map AS SELECT * FROM _map_df")
+    con.execute("CREATE OR REPLACE TABLE identity_map AS SELECT * FROM _map_df")
     con.unregister("_map_df")
 
-    con.execute("CREATE OR REPLACE TEMP TABLE identity_merges AS "
+    con.execute("CREATE OR REPLACE TABLE identity_merges AS "
                 "SELECT * FROM identity_map WHERE customer_id <> canonical_id")
     # Deduplicating costs a sort of the whole log; do it only when validation saw repeats.
     repeats = any(p.check == "duplicate_event_id" for p in report.problems)
@@ -65,7 +65,7 @@ def build_canonical(
     canonical, merges = (("coalesce(m.canonical_id, e.customer_id)", "LEFT JOIN identity_merges m ON m.customer_id = e.customer_id")
                          if merged else ("e.customer_id", ""))
     con.execute(f"""
-        CREATE OR REPLACE TEMP VIEW events AS
+        CREATE OR REPLACE VIEW events AS
         SELECT {canonical} AS customer_id, e.customer_id AS source_customer_id,
                e.event_type, r.role, e.ts, e.amount, e.category, e.channel, e.campaign_id, e.event_id
         FROM (SELECT {_typed_select(report, 'events')} FROM raw_events {dedup}) e
@@ -79,14 +79,14 @@ def build_canonical(
 def has_consent_profiles(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether :func:`build_canonical` made the ``consent_profiles`` view (profiles were merged)."""
     return bool(con.execute("SELECT count(*) FROM duckdb_views() WHERE view_name = 'consent_profiles' "
-                            "AND temporary").fetchall()[0][0])
+                            "AND database_name = current_database()").fetchall()[0][0])
 
 
 def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, merged: bool = True) -> None:
     con.execute("DROP VIEW IF EXISTS consent_profiles")
     if "customers" not in report.typed:
         con.execute("""
-            CREATE OR REPLACE TEMP VIEW customers AS
+            CREATE OR REPLACE VIEW customers AS
             SELECT DISTINCT customer_id, CAST(NULL AS TIMESTAMP) AS signup_at, CAST(NULL AS BOOLEAN) AS email_consent,
                    CAST(NULL AS TIMESTAMP) AS consent_updated_at
             FROM events
@@ -95,7 +95,7 @@ def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, m
     if not merged:
         # No ids merged and (validation) one row per customer_id: the typed rows are the profile;
         # the grouping below would cost a hash aggregate on every read of the view.
-        con.execute(f"CREATE OR REPLACE TEMP VIEW customers AS SELECT {_typed_select(report, 'customers')} FROM raw_customers")
+        con.execute(f"CREATE OR REPLACE VIEW customers AS SELECT {_typed_select(report, 'customers')} FROM raw_customers")
         return
     contract = {c.name for c in CONTRACT["customers"]}
     extra = [c for c in report.sources["customers"].columns if c not in contract]
@@ -103,7 +103,7 @@ def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, m
     # past T the latest one before T decides, not the latest overall (which ``customers`` holds),
     # so the features read the decisions from here (see ``customer_features``).
     con.execute(f"""
-        CREATE OR REPLACE TEMP VIEW consent_profiles AS
+        CREATE OR REPLACE VIEW consent_profiles AS
         SELECT coalesce(m.canonical_id, c.customer_id) AS customer_id, c.email_consent, c.consent_updated_at
         FROM (SELECT {_typed_select(report, 'customers')} FROM raw_customers) c
         LEFT JOIN identity_map m ON m.customer_id = c.customer_id
@@ -118,7 +118,7 @@ def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, m
     attrs = f", arg_min(struct_pack({packed}), ({own_row_last}, c.customer_id)) AS _attrs" if extra else ""
     unpacked = "".join(f", struct_extract(_attrs, {literal(a)}) AS {ident(a)}" for a in extra)
     con.execute(f"""
-        CREATE OR REPLACE TEMP VIEW customers AS
+        CREATE OR REPLACE VIEW customers AS
         SELECT customer_id, signup_at, email_consent, consent_updated_at{unpacked} FROM (
             SELECT coalesce(m.canonical_id, c.customer_id) AS customer_id,
                    min(c.signup_at) AS signup_at,

@@ -196,7 +196,7 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
     )
     view = f"raw_{name}"
     try:
-        con.execute(f"CREATE OR REPLACE TEMP VIEW {view} AS SELECT {select} FROM ({rel.sql_query()})")
+        con.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT {select} FROM ({rel.sql_query()})")
         rows = con.execute(f"SELECT count(*) FROM {view}").fetchall()[0][0]
         types = dict(con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})").fetchall())
     except duckdb.Error as e:

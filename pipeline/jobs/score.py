@@ -246,9 +246,9 @@ def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], tar
     why = why.astype({"customer_id": "str", "target": "str", "rank": "int32", "feature": "str", "value": "str",
                       "log_odds": "float64", "points": "float64", "reason": "str"})
     con.register("reasons_frame", why)
-    con.execute("CREATE OR REPLACE TEMP TABLE reasons AS SELECT * FROM reasons_frame")
+    con.execute("CREATE OR REPLACE TABLE reasons AS SELECT * FROM reasons_frame")
     con.unregister("reasons_frame")
-    con.execute("CREATE OR REPLACE TEMP TABLE member_reasons AS " + reasons.reasons_by_customer_sql(targets))
+    con.execute("CREATE OR REPLACE TABLE member_reasons AS " + reasons.reasons_by_customer_sql(targets))
 
 
 def expected_columns(features_expr: Any, targets: list[str]) -> dict[str, Kind]:
@@ -448,7 +448,7 @@ def _score_and_segment_duckdb(cfg: Config, feats: pd.DataFrame, champions: dict,
     clock = time.perf_counter()
     say("segments")
     con.register("scored", feats)
-    con.execute("CREATE OR REPLACE TEMP TABLE members AS " + membership_sql(
+    con.execute("CREATE OR REPLACE TABLE members AS " + membership_sql(
         segments, cfg.segments.holdout_salt, runs.score_columns(list(champions)), CONSENT_COLUMN in feats.columns))
     _health_view(con, segments, "(" + coverage_sql(segments) + ")")
     timings["segments"] = time.perf_counter() - clock
@@ -505,7 +505,7 @@ def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments:
                                            CONSENT_COLUMN in feats.columns, table=view, dialect="spark"))
         for name, frame in (("scored", scored.select("customer_id", *score_cols)), ("members", members)):
             files = _write_parquet(frame, staged / name)
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM read_parquet('{files}')")
+            con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet('{files}')")
         con.register("coverage", spark.sql(coverage_sql(segments, table=view, dialect="spark")).toPandas())
         _health_view(con, segments, "coverage")
         timings["segments"] = time.perf_counter() - clock
@@ -569,7 +569,7 @@ def _health_view(con, segments: list[CompiledSegment], coverage: str) -> None:
                          for s in segments])
     con.register("segment_meta", meta)
     con.execute(
-        "CREATE OR REPLACE TEMP TABLE health AS "
+        "CREATE OR REPLACE TABLE health AS "
         "SELECT m.segment, m.kind, m.owner, count(k.customer_id) AS size, "
         "count(*) FILTER (WHERE k.sendable) AS sendable, count(*) FILTER (WHERE k.holdout) AS holdout, "
         "any_value(c.coverage) AS coverage "
@@ -585,7 +585,7 @@ def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], f
     (folder / "suppressions").mkdir(parents=True)
     cols = "segment, customer_id, " + ", ".join(score_cols)
     if any(c.endswith("_reasons") for c in score_cols):
-        con.execute("CREATE OR REPLACE TEMP VIEW export_members AS SELECT m.*, "
+        con.execute("CREATE OR REPLACE VIEW export_members AS SELECT m.*, "
                     + ", ".join(f"r.{c}" for c in score_cols if c.endswith("_reasons"))
                     + " FROM members m LEFT JOIN member_reasons r USING (customer_id)")
     source = "export_members" if any(c.endswith("_reasons") for c in score_cols) else "members"

@@ -614,6 +614,34 @@ def test_duckdb_database_source_reads_like_parquet_and_a_wrong_table_lists_the_t
     assert "it has crm.events, recent" in p.message and "`table:`" in p.message
 
 
+def test_a_duckdb_source_may_be_a_view_over_tables_named_events_and_customers(project):
+    """A warehouse's views over its own `events` and `customers` tables: DuckDB binds an attached
+    database's view with the temporary catalog first, where dynseg's views of those names were,
+    and every command crashed ("infinite recursion detected"). dynseg's views are in the
+    connection's own database now, which the source's view does not search before its own."""
+    import duckdb
+
+    from pipeline.jobs.features import build_features_job
+
+    project.write_events(good_events(5))
+    customers = pd.DataFrame({"customer_id": [f"c{i}" for i in range(5)], "signup_at": pd.Timestamp("2025-12-01"),
+                              "country": ["SE", "DE", "SE", "FR", "DE"]})
+    customers.to_parquet(project.data / "customers.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    as_of = datetime(2026, 1, 6)
+    from_parquet = build_features_job(load_config(project.root), as_of).frame
+    with duckdb.connect(str(project.data / "wh.duckdb")) as con:
+        for name in ("events", "customers"):
+            con.execute(f"CREATE TABLE {name} AS SELECT * FROM read_parquet('{project.data / f'{name}.parquet'}')")
+            con.execute(f"CREATE VIEW {name}_v AS SELECT * FROM {name}")
+    project.catalog(events={"format": "duckdb", "path": "data/wh.duckdb", "table": "events_v"},
+                    customers={"format": "duckdb", "path": "data/wh.duckdb", "table": "customers_v"})
+    assert run(project).ok
+    pd.testing.assert_frame_equal(build_features_job(load_config(project.root), as_of).frame, from_parquet)
+    assert len(from_parquet) == 5 and from_parquet.country.notna().all()
+
+
 def test_customers_whose_ids_match_no_event_customer_are_an_error(project):
     project.write_events(good_events())
     pd.DataFrame({"customer_id": ["17", "18", "19"], "signup_at": ["2026-01-01"] * 3}).to_parquet(project.data / "cu.parquet")
