@@ -64,8 +64,10 @@ class RawSource:
     stats: dict[str, ColumnStats] = field(default_factory=dict)
     #: Sources of several files: column -> the files that lack it (their rows read it as null)
     missing_in: dict[str, tuple[Path, ...]] = field(default_factory=dict)
-    #: Sources of several files: each file's own columns (named as in the view)
+    #: Sources of several files: each file's own columns, as the file names them
     file_columns: dict[Path, tuple[str, ...]] = field(default_factory=dict)
+    #: Columns read under another name (``columns:`` in the catalog): view name -> the file's name
+    source_names: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_files(spec: SourceSpec, base_dir: Path, name: str) -> tuple[Path, ...]:
@@ -216,7 +218,7 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
             except duckdb.Error as e:
                 raise SourceError(explain_read_error(e, spec, name, (f,))) from None
             kept = [(c, str(ty)) for c, ty in zip(one.columns, one.types) if read(c)]
-            per_file[f] = tuple(renames.get(c, c) for c, _ in kept)
+            per_file[f] = tuple(c for c, _ in kept)  # as the file names them
             for c, ty in kept:
                 kind = "text" if ty == "VARCHAR" else "number" if is_numeric(ty) else None
                 if kind and renames.get(c, c) in texts:
@@ -230,8 +232,9 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
                     raise SourceError(
                         f"source '{name}': column '{col}' is text in {tf} ({tt}) but numbers in {nf} ({nt}); the files "
                         f"of one source must agree. Write '{col}' as text in every file")
-    missing = {renames.get(c, c): tuple(f for f, have in per_file.items() if renames.get(c, c) not in have) for c in cols}
-    return RawSource(name, view, files, types, rows, stats, {c: fs for c, fs in missing.items() if fs}, per_file)
+    missing = {renames.get(c, c): tuple(f for f, have in per_file.items() if c not in have) for c in cols}
+    return RawSource(name, view, files, types, rows, stats, {c: fs for c, fs in missing.items() if fs}, per_file,
+                     {renames[c]: c for c in cols if c in renames})
 
 
 def _renames(spec: SourceSpec, name: str) -> dict[str, str]:

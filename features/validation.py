@@ -200,14 +200,16 @@ def _type_columns(raw: RawSource, problems: list[Problem]) -> dict[str, Typed]:
         lacking = raw.missing_in.get(col.name)
         if lacking:
             example = lacking[0]
+            own = raw.source_names.get(col.name)
             problems.append(Problem(
                 raw.name, col.name, "missing_column", "error" if col.required else "warning", len(lacking),
                 f"{_n(len(lacking), 'file', 'files')} of {len(raw.files)} under {raw.files[0].parent} "
-                f"{'lacks' if len(lacking) == 1 else 'lack'} column '{col.name}', which the others have "
+                f"{'lacks' if len(lacking) == 1 else 'lack'} column "
+                + (f"'{own}' (read as '{col.name}')" if own else f"'{col.name}'") + ", which the others have "
                 f"(e.g. {example.name}, with columns {list(raw.file_columns[example])}); "
                 + ("every file needs it" if col.required else "their rows read it as null"),
-                f"add '{col.name}' to {'that file' if len(lacking) == 1 else 'those files'}, or map their column "
-                f"to it under `columns:` for '{raw.name}' in configs/catalog.yaml",
+                f"add '{own or col.name}' to {'that file' if len(lacking) == 1 else 'those files'}"
+                + ("" if own else f", or map their column to it under `columns:` for '{raw.name}' in configs/catalog.yaml"),
                 tuple(f.name for f in lacking[:3])))
             if col.required:
                 continue

@@ -502,6 +502,13 @@ def test_a_file_of_a_glob_without_a_column_is_named(project, fmt):
     report = run(project)
     p = only(report, "missing_column")
     assert report.ok and p.severity == "warning" and p.column == "amount" and "their rows read it as null" in p.message
+    # a column read under another name (`columns:`) is named as the files name it
+    write({stem: frame.rename(columns={"amount": "net", "customer_id": "user"}) for stem, frame in
+           {**parts, "part-2": df.iloc[4:7].drop(columns=["amount"])}.items()})
+    project.catalog(events={"format": fmt, "path": f"data/part-*.{fmt}", "columns": {"amount": "net", "customer_id": "user"}})
+    p = only(run(project), "missing_column")
+    assert "lacks column 'net' (read as 'amount')" in p.message, p.message
+    assert "with columns ['event_id', 'user', 'event_type', 'ts']" in p.message and p.fix.startswith("add 'net' to that file")
 
 
 def test_all_problems_reported_at_once(project):
