@@ -65,7 +65,8 @@ def plan_snapshots(
             helps.append(f"fewer snapshots (training.snapshots: {most} fit)")
         if step > timedelta(days=1) and fits(n_snapshots, timedelta(days=1)):
             helps.append("a shorter step (training.step)")
-        for n in dict.fromkeys((n_snapshots, 3)):  # with the snapshots asked for, else the fewest
+        # with the snapshots asked for, else (when no fewer snapshots fit as they are) the fewest
+        for n in dict.fromkeys((n_snapshots, n_snapshots if fits(3, step) else 3)):
             shorter = next((d for d in range(horizon.days - 1, 0, -1) if fits(n, step, timedelta(days=d))), None)
             if shorter:
                 helps.append(f"a shorter horizon (--horizon {shorter}d or less"

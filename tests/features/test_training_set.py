@@ -52,6 +52,10 @@ def test_history_too_short_is_refused_with_what_fits():
     with pytest.raises(TrainingSetError) as e:
         plan_snapshots(datetime(2026, 1, 1), datetime(2026, 11, 27), 30 * D, 10, 30 * D, min_history=90 * D)
     assert "What can help: fewer snapshots (training.snapshots: 8 fit); a shorter step" in str(e.value)
+    # fewer snapshots fit at this horizon: a shorter one is worth naming only with the snapshots asked for
+    with pytest.raises(TrainingSetError) as e:
+        plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27), 60 * D, 25, 30 * D, min_history=90 * D)
+    assert "fewer snapshots (training.snapshots: 17 fit)" in str(e.value) and "training.snapshots: 3" not in str(e.value)
     with pytest.raises(TrainingSetError, match="at least 3 snapshots"):
         plan_snapshots(datetime(2020, 1, 1), datetime(2026, 11, 27), 30 * D, 2, 30 * D)
 
