@@ -443,6 +443,13 @@ def training_set_job(
     warnings = run_warnings(cfg, data, end)
     if as_of is not None:  # trained in the past: the data it used ends before as_of, not where the log ends now
         last = newest_event(cfg, data, as_of)
+        if last is not None and as_of - last > timedelta(days=cfg.settings.freshness.max_lag_days):
+            # Stale data that freshness only warns about: the days after the newest event were not
+            # observed, and a label window over them would read them as no purchase at all.
+            warnings.append(f"the label windows end by the newest event ({last:%Y-%m-%d %H:%M} UTC), not at "
+                            f"{as_of_label(as_of)}: after it the log holds nothing, and labels over those days "
+                            "would read them as days without a purchase")
+            end = last
     label = label_spec(cfg, target, horizon)
     t = cfg.training
     plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history))

@@ -108,6 +108,24 @@ def test_too_few_examples_and_stale_data_are_refused(shop):
         training_set_job(load_config(shop.root), "churn", as_of=datetime(2026, 12, 20))
 
 
+
+def test_stale_data_that_freshness_warns_about_ends_the_label_windows_at_the_newest_event(shop):
+    """With `freshness.action: warn`, a training set as of a date past the data's end must not
+    read the unobserved days after the newest event as days without a purchase."""
+    project_yaml = shop.root / "configs" / "project.yaml"
+    project_yaml.write_text(project_yaml.read_text().replace("action: refuse", "action: warn"))
+    as_of = datetime(2026, 12, 20)
+    td = training_set_job(load_config(shop.root), "purchase", as_of=as_of)
+    newest = td.last_event
+    assert newest < datetime(2026, 11, 28) and td.plan.cutoffs[0] + td.label.horizon <= newest
+    assert any("data is stale" in w for w in td.warnings)
+    assert any(w.startswith(f"the label windows end by the newest event ({newest:%Y-%m-%d %H:%M} UTC)") for w in td.warnings)
+    # the same snapshots as a training set as of the data's end
+    plain = training_set_job(load_config(shop.root), "purchase")
+    assert td.plan == plain.plan
+    pd.testing.assert_frame_equal(td.frame, plain.frame)
+
+
 def test_label_rates_in_one_scan_equal_the_label_definition(shop):
     """The batched base-rate query gives exactly the mean of :func:`labels` over the known
     population, for both targets and several cutoffs; too little history gives None."""
