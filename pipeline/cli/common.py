@@ -18,18 +18,30 @@ from rich.table import Table
 from features.asof import BadValue
 from pipeline.config import Config, ConfigError, load_config
 
+EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
+#: The reader closed the pipe (``dynseg ... | head``): the status of a program SIGPIPE stopped
+EXIT_PIPE = 128 + 13
+
+
+class _Console(Console):
+    def on_broken_pipe(self) -> None:
+        """Stop quietly with :data:`EXIT_PIPE` when the reader has gone; rich's own exit 1 is
+        dynseg's code for a data or configuration error, which a script would take it for."""
+        self.quiet = True
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the exit's flush goes nowhere
+        raise SystemExit(EXIT_PIPE)
+
+
 def _console(stderr: bool = False) -> Console:
     # Piped output (schedulers, logs, tests) gets a wide fixed width instead of rich's 80
     # columns, so tables stay readable; a terminal or COLUMNS decides otherwise.
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else 140
-    return Console(stderr=stderr, width=width)
+    return _Console(stderr=stderr, width=width)
 
 
 out = _console()
 err = _console(stderr=True)
-
-EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
 
 
 class Terminated(KeyboardInterrupt):

@@ -20,6 +20,16 @@ def test_help_lists_command_groups():
     assert result.exit_code == 0 and "data" in result.output
 
 
+def test_a_reader_that_closes_the_pipe_ends_the_command_with_141_not_1(tmp_path):
+    """`dynseg features describe | head`: the reader is gone before the table is written. Exit 1
+    (rich's own) would read as a data or configuration error to a script with pipefail."""
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "features", "describe"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # long before the interpreter has imported dynseg and written anything
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141 and stderr == "", stderr
+
+
 def test_config_error_exits_1_with_file_and_key(project):
     (project.root / "configs" / "project.yaml").write_text("engine: oracle\n")
     result = runner.invoke(app, ["data", "validate"])
