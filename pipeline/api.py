@@ -115,11 +115,30 @@ class Project:
         for name in names:
             found = describe_column(name) or _TRAINING_COLUMNS.get(name)
             if found is None:
-                attribute = listed == "auto" or name in listed
+                # with auto, an attribute is a column of the customers source (a typo is none)
+                attribute = name in listed if listed != "auto" else name in self._customer_columns()
                 found = ("profile", "categorical profile attribute as it is now, as text") if attribute else \
                     ("other", "not a column of customer_features or of a training set")
             rows.append((name, *found))
         return pd.DataFrame(rows, columns=["column", "group", "meaning"])
+
+    def _customer_columns(self) -> set[str]:
+        """The customers source's columns, as dynseg reads them (``columns:`` mappings applied)."""
+        if not hasattr(self, "_customer_cols"):
+            from features.engine import connect
+            from features.sources import SourceError, register_source
+
+            spec = self.config.source_specs().get("customers")
+            self._customer_cols: set[str] = set()
+            if spec is not None:
+                con = connect()
+                try:
+                    self._customer_cols = set(register_source(con, "customers", spec, self.config.project_dir).columns)
+                except SourceError:
+                    pass  # an unreadable source: validation says why, where it runs
+                finally:
+                    con.close()
+        return self._customer_cols
 
     def training_set(self, target: str, as_of: str | date | datetime | None = None, horizon: str | None = None) -> pd.DataFrame:
         """The snapshots ``dynseg train`` fits on: customer_id, as_of, snapshot (test, valid,

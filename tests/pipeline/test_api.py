@@ -36,6 +36,8 @@ def test_features_are_what_the_command_writes_and_every_column_has_a_catalog_row
     assert groups["n_categories_30d"] == "windows (purchase)" and groups["n_purchase_30d"] == "windows"
     assert groups["recency_days"] == "rfm" and groups["sends_since_last_open"] == "engagement"
     assert Project().feature_catalog(["label", "snapshot"]).group.tolist() == ["training set", "training set"]
+    # with auto, a name the customers source does not have is no attribute (a typo got a believable meaning)
+    assert Project().feature_catalog(["plan", "recency_dayz"]).group.tolist() == ["profile", "other"]
     features_yaml = shop.root / "configs" / "features.yaml"
     before = features_yaml.read_text()
     try:  # listed attributes: a name neither listed nor in the catalog is not taken for one
