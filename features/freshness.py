@@ -32,10 +32,14 @@ def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: tim
 
 
 def _span(d: timedelta) -> str:
-    """A lag in days, with hours and minutes where whole days would hide them (3.0 days vs 3 allowed)."""
+    """A lag in days, with hours and minutes where whole days would hide them (3.0 days vs 3 allowed),
+    and seconds where it is just over whole days (3 days 1 s)."""
     days, rest = divmod(int(d.total_seconds()), 86400)
     hours, minutes = rest // 3600, rest % 3600 // 60
     parts = [f"{days} day{'s' if days != 1 else ''}"] if days else []
     parts += [f"{hours} h"] if hours else []
     parts += [f"{minutes} min"] if minutes and days < 30 else []
+    seconds = d.total_seconds() - (days * 86400 + hours * 3600 + minutes * 60)
+    if parts and seconds > 0 and not (hours or minutes) and days < 30:  # just over whole days: by how much
+        parts.append(f"{int(seconds)} s" if seconds >= 1 else "under 1 s")
     return " ".join(parts) or "under a minute"

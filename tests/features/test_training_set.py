@@ -68,6 +68,10 @@ def test_freshness():
     # just over the limit says by how much, not "3.0 days (allowed: 3 days)"
     with pytest.raises(StaleDataError, match=r"3 days 4 min before as_of .* \(allowed: 3 days\)\. Load newer"):
         check_freshness(as_of - 3 * D - timedelta(minutes=4), as_of, 3 * D)
+    with pytest.raises(StaleDataError, match=r"3 days 1 s before as_of .* \(allowed: 3 days\)"):
+        check_freshness(as_of - 3 * D - timedelta(seconds=1), as_of, 3 * D)
+    with pytest.raises(StaleDataError, match=r"3 days under 1 s before as_of"):
+        check_freshness(as_of - 3 * D - timedelta(microseconds=1), as_of, 3 * D)
     warned = check_freshness(as_of - 8 * D, as_of, 3 * D, action="warn")
     assert "data is stale" in warned and "freshness.action is warn, so the run goes on" in warned
     assert "set freshness.action: warn" not in warned
