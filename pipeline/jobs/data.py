@@ -104,9 +104,7 @@ def data_summary(data: LoadedData) -> dict:
             "ids_folded": data.identity.merged_ids,
             "largest_group": data.identity.largest_group,
             "skipped_identifiers": len(data.identity.skipped_identifiers),
-            "skipped_examples": [f"{r.id_type} {_masked(r.id_value)!r} ({r.customers:,} ids)" for r in
-                                 data.identity.skipped_identifiers.sort_values("customers", ascending=False)
-                                 .head(5).itertuples()],
+            "skipped_examples": skipped_examples(data),
         },
         "warnings": len(data.report.problems),
     }
@@ -181,6 +179,12 @@ def simulate_campaign_job(cfg: Config, run_id: str | None, uplift: float, segmen
     out.to_parquet(buf, index=False)
     write_atomic(path, buf.getvalue())
     return Campaign(run_id, as_of, chosen, len(treated), len(out) - len(events), horizon, path)
+
+
+def skipped_examples(data: LoadedData, k: int = 5) -> list[str]:
+    """The identifiers skipped as too common, most shared first, masked: ``email 'te…@shop.com' (25 ids)``."""
+    top = data.identity.skipped_identifiers.sort_values("customers", ascending=False).head(k)
+    return [f"{r.id_type} {_masked(r.id_value)!r} ({r.customers:,} ids)" for r in top.itertuples()]
 
 
 def _masked(value: str) -> str:

@@ -239,7 +239,22 @@ def run_warnings(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     event ids dropped, event customers without a profile...), then stale data (when freshness warns
     rather than refuses; refusing raises here)."""
     found = [_said(p) for p in data.report.problems if p.severity == "warning"]
-    return found + _fresh(cfg, data, as_of) + _short_history(cfg, data, as_of)
+    return found + _skipped_identifiers(cfg, data) + _fresh(cfg, data, as_of) + _short_history(cfg, data, as_of)
+
+
+def _skipped_identifiers(cfg: Config, data: LoadedData) -> list[str]:
+    """Identifiers too common to merge by (a test address, a kiosk): the run's customers are not
+    merged through them, which its reader should know as well as ``data validate``'s."""
+    skipped = data.identity.skipped_identifiers
+    if skipped.empty:
+        return []
+    from pipeline.jobs.data import skipped_examples
+
+    n = len(skipped)
+    return [f"{n:,} identifier{'s' if n != 1 else ''} shared by more than identity.max_ids_per_identifier "
+            f"({cfg.settings.identity.max_ids_per_identifier}) ids {'were' if n != 1 else 'was'} not used to merge "
+            f"customers: {'; '.join(skipped_examples(data))} (raise the limit in configs/project.yaml if "
+            f"{'they are' if n != 1 else 'it is'} one person's)"]
 
 
 def _said(p: Problem) -> str:

@@ -118,3 +118,8 @@ def test_skipped_identifiers_are_named(project):
     assert "Skipped as too common (shared by more than identity.max_ids_per_identifier ids): email 'te…@shop.com' (25 ids)" in text, text
     summary = json.loads((project.workspace / "reports" / "validation.json").read_text())["summary"]
     assert summary["identity"]["skipped_examples"] == ["email 'te…@shop.com' (25 ids)"]  # masked: personal data
+    # a run says so too, among its warnings
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.parquet")])
+    assert result.exit_code == 0, result.output
+    assert ("1 identifier shared by more than identity.max_ids_per_identifier (20) ids was not used to merge customers: "
+            "email 'te…@shop.com' (25 ids)") in " ".join(result.stderr.split()), result.stderr
