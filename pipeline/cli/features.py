@@ -118,7 +118,9 @@ def training_set(
         "features": len(features),
         "written to": path,
     }))
-    t = Table(title="Snapshots (newest first; the test snapshot is out of time)", title_justify="left")
+    t = Table(title="Snapshots (newest first; the test snapshot is out of time)", title_justify="left",
+              caption="as of D: the data before D+1 00:00 UTC, the file's as_of",
+              caption_justify="left")
     for c in ("snapshot", "as of", "customers", "positives", "label rate"):
         t.add_column(c, justify="left" if c in ("snapshot", "as of") else "right")
     for (as_of_, role), g in frame.groupby(["as_of", "snapshot"], sort=False):
