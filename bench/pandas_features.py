@@ -108,7 +108,8 @@ def pandas_customer_features(
         out["monetary_mean"] = _ratio(monetary_total, frequency)
         out["monetary_max"] = gp["amount"].max()
         out["days_since_first_purchase"] = _days(T, first_purchase_at)
-        out["n_categories"] = gp["category"].nunique().astype("int64")
+        if "categories" in groups:
+            out["n_categories"] = gp["category"].nunique().astype("int64")
 
     # --- windows: events of each role in [T - w days, T)
     window_roles = [r for r in spec.window_roles if r in roles]
@@ -123,7 +124,8 @@ def pandas_customer_features(
         if has_purchase:
             rp = grouped(recent[recent["role"] == "purchase"])
             out[f"spend_{w}d"] = rp["amount"].sum(min_count=1).fillna(0.0)
-            out[f"n_categories_{w}d"] = rp["category"].nunique().astype("int64")
+            if "categories" in groups:
+                out[f"n_categories_{w}d"] = rp["category"].nunique().astype("int64")
 
     # --- rhythm
     if "rhythm" in groups:

@@ -66,10 +66,15 @@ class DataProfile:
     # the categorical attributes a CSV file holds as true/false text (any spelling), spelled as a
     # typed file's booleans read as text: ``true``/``false``
     boolean_text: tuple[str, ...] = field(default=())
+    # the events have a ``category`` column: without one the category counts are left out, not 0
+    # for everyone
+    has_category: bool = True
 
     def groups(self) -> list[str]:
         """Feature groups the data supports."""
         out = [g for g, roles in GROUP_ROLES.items() if self.roles & set(roles)]
+        if "purchase" in self.roles and self.has_category:
+            out.append("categories")
         out.append("activity")
         if self.has_signup:
             out.append("tenure")
@@ -80,7 +85,7 @@ class DataProfile:
         return out
 
     def missing_groups(self) -> list[str]:
-        every = [*GROUP_ROLES, "tenure", "consent", "profile"]
+        every = [*GROUP_ROLES, "categories", "tenure", "consent", "profile"]
         return [g for g in every if g not in self.groups()]
 
 
@@ -339,7 +344,7 @@ def customer_features(
         x = x.mutate(customer_id=x.customer_id.fill_null(x._profile_id)).drop("_profile_id")
     else:
         x = agg.left_join(customers, "customer_id").select(~ibis.selectors.endswith("_right"))
-    if "purchase" in profile.roles:
+    if "categories" in profile.groups():
         x = x.left_join(_category_counts(p, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
     if profile.has_consent_profile:
         x = _with_profile_consent(x, t, consents)
@@ -385,14 +390,16 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
             "monetary_mean": _ratio(x.monetary_total.fill_null(0.0), x.frequency),
             "monetary_max": x.monetary_max,
             "days_since_first_purchase": _days_between(t, x.first_purchase_at),
-            "n_categories": _zero(x.n_categories),
         }
+        if "categories" in groups:
+            cols["n_categories"] = _zero(x.n_categories)
     for w in spec.windows_days:
         for role in spec.window_roles:
             if role in roles:
                 cols[f"n_{role}_{w}d"] = _zero(x[f"n_{role}_{w}d"])
         if "purchase" in roles:
             cols[f"spend_{w}d"] = x[f"spend_{w}d"].fill_null(0.0)
+        if "categories" in groups:
             cols[f"n_categories_{w}d"] = _zero(x[f"n_categories_{w}d"])
     if "rhythm" in groups:
         mean_gap = ibis.ifelse(x.frequency >= 2, _days_between(x.last_purchase_at, x.first_purchase_at) / (x.frequency - 1).cast("float64"), ibis.null("float64"))

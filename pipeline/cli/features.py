@@ -41,7 +41,7 @@ def build(
     missing = run.profile.missing_groups()
     if missing:
         err.print(f"[yellow]Feature groups unavailable in this data:[/] {', '.join(missing)} "
-                  "(their roles or profile fields are absent before the cutoff; see features/customer_features.md)")
+                  "(their roles, columns or profile fields are absent before the cutoff; see features/customer_features.md)")
     table = run.arrow()
     rows = {
         "as of": as_of_text(instant),

@@ -111,7 +111,8 @@ def data_profile(cfg: Config, data: LoadedData, before: datetime | None = None) 
         has_consent = con.execute(f"SELECT count(*) FILTER (email_consent IS NOT NULL AND consent_updated_at < $t) > 0 "
                                   f"FROM {decisions}", {"t": cut}).fetchall()[0][0]
     categorical, boolean_text = _categorical(cfg, data)
-    return DataProfile(roles, bool(has_signup), bool(has_consent), categorical, boolean_text)
+    has_category = "category" in data.report.typed.get("events", {})  # the column, whatever it holds
+    return DataProfile(roles, bool(has_signup), bool(has_consent), categorical, boolean_text, has_category)
 
 
 _BOOLEAN_WORDS = ", ".join(literal(w) for w in (*TRUE_WORDS, *FALSE_WORDS))  # a SQL list: a boolean in a CSV file

@@ -108,7 +108,8 @@ def measured_profile(data: LoadedData, categorical: tuple[str, ...]) -> DataProf
     has_signup, has_consent = con.execute(
         "SELECT count(signup_at) > 0, count(email_consent) > 0 AND count(consent_updated_at) > 0 FROM customers"
     ).fetchall()[0]
-    return DataProfile(roles, bool(has_signup), bool(has_consent), categorical)
+    return DataProfile(roles, bool(has_signup), bool(has_consent), categorical,
+                       has_category="category" in data.report.typed["events"])
 
 
 # ------------------------------------------------------------------ comparison
@@ -206,7 +207,7 @@ def _documented_columns() -> list[str]:
 def test_purchases_only_log_matches_pandas_oracle(engine_name, purchases_only_data, tmp_path):
     profile = measured_profile(purchases_only_data, ())
     assert profile == DataProfile(frozenset({"purchase"}))
-    assert sorted(profile.groups()) == ["activity", "rfm", "rhythm"]
+    assert sorted(profile.groups()) == ["activity", "categories", "rfm", "rhythm"]
     events = purchases_only_data.con.execute("SELECT * FROM events").df()
     for as_of, actual in zip(AS_OFS, run_engine(engine_name, purchases_only_data, tmp_path, AS_OFS, profile)):
         expected = pandas_customer_features(events, None, as_of, SPEC, profile)
@@ -216,6 +217,29 @@ def test_purchases_only_log_matches_pandas_oracle(engine_name, purchases_only_da
         except AssertionError as err:
             raise AssertionError(f"as_of {as_of}: {err}") from None
         assert not violations(actual, as_of, SPEC), f"as_of {as_of}: {violations(actual, as_of, SPEC)}"
+
+
+@pytest.fixture
+def no_category_data(project, shop):
+    folder = project.workspace / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    shop.events.drop(columns=["category"]).to_parquet(folder / "events.parquet", index=False)
+    project.catalog(events={"format": "parquet", "path": "{workspace}/data/events.parquet"})
+    data = _load(project)
+    yield data
+    data.con.close()
+
+
+def test_a_log_without_a_category_column_has_no_category_counts(engine_name, no_category_data, tmp_path):
+    """Without a category column the categories group is left out, as a group whose roles are
+    missing is: 0 categories for everyone would read as a fact about each customer."""
+    profile = measured_profile(no_category_data, ())
+    assert not profile.has_category and "categories" in profile.missing_groups() and "rfm" in profile.groups()
+    events = no_category_data.con.execute("SELECT * FROM events").df()
+    as_of = AS_OFS[-1]
+    [actual] = run_engine(engine_name, no_category_data, tmp_path, [as_of], profile)
+    assert not [c for c in actual.columns if c.startswith("n_categories")] and "spend_30d" in actual.columns
+    assert_same_frame(actual, pandas_customer_features(events, None, as_of, SPEC, profile))
 
 
 def test_comparison_catches_differences():

@@ -33,7 +33,7 @@ def test_features_are_what_the_command_writes_and_every_column_has_a_catalog_row
     assert "other" not in groups.values()
     assert [c for c, g in groups.items() if g == "profile"] == ["country", "acquisition_channel", "plan"]
     # the most specific catalog row: n_categories_<w>d, not n_<role>_<w>d
-    assert groups["n_categories_30d"] == "windows (purchase)" and groups["n_purchase_30d"] == "windows"
+    assert groups["n_categories_30d"] == "categories" and groups["n_purchase_30d"] == "windows"
     assert groups["recency_days"] == "rfm" and groups["sends_since_last_open"] == "engagement"
     assert Project().feature_catalog(["label", "snapshot"]).group.tolist() == ["training set", "training set"]
     # with auto, a name the customers source does not have is no attribute (a typo got a believable meaning)

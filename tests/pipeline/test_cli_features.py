@@ -36,10 +36,11 @@ def test_build_writes_features_and_names_unavailable_groups_for_a_purchases_only
     assert result.exit_code == 0, result.output
     assert result.stderr.startswith("Feature groups unavailable")  # no empty line left by a progress bar
     stderr = " ".join(result.stderr.split())  # rich wraps long lines
-    assert "unavailable in this data: engagement, refunds, support, suppression, tenure, consent, profile" in stderr
+    assert "unavailable in this data: engagement, refunds, support, suppression, categories, tenure, consent, profile" in stderr
     f = pd.read_csv(out)
     assert {"recency_days", "frequency", "mean_gap_days", "n_purchase_30d"} <= set(f.columns)
-    assert not any(c.startswith(("n_email", "open_", "email_consent")) for c in f.columns)
+    # no category column: no category counts (0 for everyone would read as a fact about them)
+    assert not any(c.startswith(("n_email", "open_", "email_consent", "n_categories")) for c in f.columns)
     assert f.customer_id.is_unique and len(f) == ev.customer_id.nunique()
     assert f.customer_id.is_monotonic_increasing  # sorted by the engine
     assert [p.name for p in out.parent.glob(".f.csv.*")] == []  # no temp file left beside it
