@@ -9,13 +9,14 @@ in every file is reported at once, naming the file, the key, what was expected a
 from __future__ import annotations
 
 import os
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from features.asof import parse_duration
 from features.contract import ROLES
@@ -71,13 +72,24 @@ class FeaturesConfig(_Strict):
     categorical_attributes: Literal["auto"] | list[str] = "auto"
     max_categories: int = Field(50, ge=2)
 
-    @field_validator("windows_days", "window_roles")
+    @field_validator("windows_days", "window_roles", mode="wrap")
     @classmethod
-    def _each_once(cls, values: list) -> list:
-        twice = sorted({v for v in values if values.count(v) > 1}, key=values.index)
+    def _each_once(cls, values: Any, handler: Callable[[Any], list]) -> list:
+        # wrapped around the items' own checks, so that a repeat is reported with a bad item
+        # (windows_days: [7, 7, 0]), every configuration error at once
+        twice = sorted({v for v in values if values.count(v) > 1}, key=values.index) if isinstance(values, list) else []
+        said = f"{', '.join(map(str, twice))} given more than once; list each once"
+        try:
+            checked = handler(values)
+        except ValidationError as e:
+            if not twice:
+                raise
+            found = [{k: d[k] for k in ("type", "loc", "input", "ctx") if k in d} for d in e.errors()]
+            found.append({"type": PydanticCustomError("value_error", said), "loc": (), "input": values})
+            raise ValidationError.from_exception_data(e.title, found) from None
         if twice:
-            raise ValueError(f"{', '.join(map(str, twice))} given more than once; list each once")
-        return values
+            raise ValueError(said)
+        return checked
 
 
 class LabelConfig(_Strict):

@@ -2,6 +2,7 @@ from pathlib import Path
 
 import pytest
 
+from features.contract import ROLES
 from pipeline.config import ConfigError, load_config
 
 
@@ -98,6 +99,15 @@ def test_a_window_or_window_role_given_twice_is_refused(project):
     text = str(e.value)
     assert "configs/features.yaml: windows_days: 30 given more than once; list each once" in text, text
     assert "configs/features.yaml: window_roles: purchase given more than once; list each once" in text, text
+    # with a bad item beside the repeat, both at once (the repeat came only after the item was fixed)
+    _write(project, "features.yaml", "windows_days: [7, 7, 0]\nwindow_roles: [purchase, purchase, email_opn]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert [str(i) for i in e.value.issues] == [
+        "configs/features.yaml: windows_days.2: input should be greater than or equal to 1; found 0",
+        "configs/features.yaml: windows_days: 7 given more than once; list each once",
+        "configs/features.yaml: window_roles.2: expected " + ", ".join(f"'{r}'" for r in ROLES[:-1]) + f" or '{ROLES[-1]}'; found 'email_opn'",
+        "configs/features.yaml: window_roles: purchase given more than once; list each once"]
 
 
 @pytest.mark.parametrize("make", ["nothing", "empty folder", "a file"])
