@@ -75,7 +75,12 @@ def typed(column: Column, raw_type: str) -> Typed | None:
         if t == "VARCHAR":
             # With the session time zone at UTC, a string without an offset is read as UTC.
             e = f"make_timestamp(epoch_us(TRY_CAST(NULLIF(trim({c}), '') AS TIMESTAMPTZ)))"
-            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
+            # A zone abbreviation after the time is refused, though DuckDB reads one: they are
+            # ambiguous, and it takes BST for Bangladesh (+06), IST for India, CST with summer time.
+            # UTC and GMT are not; an offset (+01:00) or a zone name (Europe/London) is exact.
+            abbreviated = (f"(regexp_matches(trim({c}), '[0-9]\\s*[A-Za-z]{{2,5}}$') AND "
+                           f"upper(regexp_extract(trim({c}), '([A-Za-z]+)$', 1)) NOT IN ('UTC', 'GMT'))")
+            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND ({e} IS NULL OR {abbreviated}))")
         return None
     if column.type == "double":
         # NaN is a missing value, as pandas reads it (Spark and Arrow write it where pandas writes

@@ -96,6 +96,22 @@ def test_unparseable_timestamps_in_csv(project):
     assert "ISO-8601" in p.fix
 
 
+
+def test_a_zone_abbreviation_in_text_timestamps_is_refused_an_offset_or_zone_name_is_read(project):
+    """DuckDB reads BST as Bangladesh (+06, not British summer time), IST as India and CST with
+    summer time: an abbreviation is ambiguous, so it is refused with what to write instead. An
+    offset, a zone name, Z, UTC and GMT are exact."""
+    df = good_events().astype({"ts": "object"})
+    df["ts"] = ["2026-01-01T10:00:00 BST", "2026-01-01T10:00:00 cst", "2026-01-02T09:00:00IST",
+                "2026-01-01T10:00:00+01:00", "2026-01-01T10:00:00 Europe/London", "2026-01-01T10:00:00Z",
+                "2026-01-01T10:00:00 UTC", "2026-01-01 10:00:00 GMT", "2026-01-05"]
+    p = only(run_with(project, df, "events.csv"), "unparseable")
+    assert p.column == "ts" and p.count == 3 and p.examples[0] == "'2026-01-01T10:00:00 BST' at row 1"
+    assert "zone abbreviation (BST, CST, IST) is ambiguous" in p.fix and "Europe/London" in p.fix
+    report = run_with(project, df.iloc[3:], "events.csv")
+    assert report.ok, report.problems
+
+
 @pytest.mark.parametrize("file", ["events.csv", "events.parquet"])
 def test_empty_or_blank_text_timestamps_are_missing_timestamps(project, file):
     df = good_events().astype({"ts": "object"})
