@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.asof import BadValue, as_of_label, parse_duration
+from features.asof import BadValue, as_of_label, as_of_text, parse_duration
 from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, FeatureSpec, customer_features,
                                         is_catalog_column, utc)
 from features.normalize import ident, literal
@@ -279,8 +279,8 @@ def _short_history(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     if first is None or first >= as_of or (as_of - first).days >= longest:
         return []
     days = (as_of - first).days
-    return [f"the event log starts {first:%Y-%m-%d}, {days} day{'s' if days != 1 else ''} before "
-            f"{as_of_label(as_of)}: features over longer windows (up to {longest}d), recency and tenure "
+    span = f"{days} day{'s' if days != 1 else ''}" if days else "less than a day"
+    return [f"the event log starts {first:%Y-%m-%d}, {span} before {as_of_text(as_of)}: features over longer windows (up to {longest}d), recency and tenure "
             "see only those days, so customers look newer and less active than they are (load the older "
             "history, or use a later --as-of)"]
 

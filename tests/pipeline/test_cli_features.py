@@ -349,7 +349,7 @@ def test_a_log_shorter_than_the_longest_window_is_warned_about(project):
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
     assert result.exit_code == 0, result.output
     text = " ".join(result.stderr.split())
-    assert "the event log starts 2026-01-01, 5 days before 2026-01-06" in text, text
+    assert "the event log starts 2026-01-01, 5 days before 2026-01-06 (data before 2026-01-07 00:00 UTC)" in text, text
     assert "(up to 365d)" in text and "customers look newer" in text
     (project.root / "configs" / "features.yaml").write_text("windows_days: [3]\n")
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
