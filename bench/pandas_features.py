@@ -67,6 +67,8 @@ def pandas_customer_features(
 
     # --- point in time: events strictly before T, profiles signed up before T
     ev = events.loc[events["ts"] < T, ["customer_id", "role", "ts", "amount", "category"]]
+    blank = ev["category"].astype("string").str.strip(" \t\n\r\x0b\x0c").eq("").fillna(False).astype(bool)  # as Ibis strips
+    ev = ev.assign(category=ev["category"].mask(blank))  # a blank category is none
     if customers is not None:
         signup = customers["signup_at"] if "signup_at" in customers else pd.Series(pd.NaT, index=customers.index)
         signed_up = customers.loc[signup < T, "customer_id"] if profile.has_signup else customers["customer_id"].iloc[:0]

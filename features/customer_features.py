@@ -219,7 +219,7 @@ def _category_counts(purchases: ir.Table, t: ir.Value, spec: FeatureSpec) -> ir.
     """Distinct purchase categories, ever and per window. A category counts in a window when its
     latest purchase falls in it, so one small (customer, category) table answers every window;
     much cheaper than a distinct count per window over the whole log."""
-    p = purchases.filter(purchases.category.notnull())
+    p = purchases.filter(purchases.category.notnull() & (purchases.category.strip() != ""))  # a blank one is none
     last = p.group_by(["customer_id", "category"]).aggregate(last_ts=p.ts.max())
     return last.group_by("customer_id").aggregate(
         n_categories=last.count(),

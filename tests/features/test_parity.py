@@ -330,6 +330,13 @@ EDGE_CASES = [
         [("e", "2025-01-01", None, None)], FeatureSpec(windows_days=(30, 90), window_roles=("email_click", "email_open")),
         ["open_trend_30d", "click_to_open_90d", "n_email_open_30d", "n_email_click_90d"], id="engagement-with-30d-90d-windows"),
     pytest.param(
+        # a blank category (an export's missing value) is no category: a buys toys and blanks, b only blanks
+        [("a", "purchase", "2026-05-10", 5.0, "toys"), ("a", "purchase", "2026-05-11", 5.0, ""),
+         ("a", "purchase", "2026-05-12", 5.0, " \t "), ("a", "purchase", "2026-05-13", 5.0, None),
+         ("b", "purchase", "2026-05-13", 5.0, "")],
+        [("a", "2025-01-01", None, None)], FeatureSpec(), ["n_categories", "n_categories_30d"],
+        id="blank-category"),
+    pytest.param(
         # sends but no opens: open_rate = 0 / n = 0.0; opens in 90 days but no clicks:
         # click_to_open_90d = 0.0. Null only when the denominator is 0.
         [("d", "email_send", "2026-05-01", None, None), ("d", "email_send", "2026-05-02", None, None),
@@ -378,6 +385,16 @@ def test_documented_edge_cases(rows, profile_rows, spec, column):
     expected = pandas_customer_features(events, customers, as_of, spec, profile)
     keep = ["customer_id", *([column] if isinstance(column, str) else column)]
     assert_same_frame(actual.reindex(columns=keep), expected[keep])
+
+
+def test_a_blank_category_is_no_category():
+    """The value, not only agreement with the oracle: '' and '   ' are a missing category."""
+    [case] = [c for c in EDGE_CASES if c.id == "blank-category"]
+    events, customers = _tiny(*case.values[:2])
+    eng = _tiny_engine(events, customers)
+    f = eng.execute(customer_features(eng.events(), eng.customers(), datetime(2026, 6, 1), FeatureSpec(),
+                                      DataProfile(frozenset({"purchase"}), has_signup=True))).set_index("customer_id")
+    assert f.n_categories.to_dict() == {"a": 1, "b": 0} and f.n_categories_30d.to_dict() == {"a": 1, "b": 0}
 
 
 def test_consent_tie_goes_to_the_withdrawal():
