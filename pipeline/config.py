@@ -77,17 +77,22 @@ class FeaturesConfig(_Strict):
     def _each_once(cls, values: Any, handler: Callable[[Any], list]) -> list:
         # wrapped around the items' own checks, so that a repeat is reported with a bad item
         # (windows_days: [7, 7, 0]), every configuration error at once
-        twice = sorted({v for v in values if values.count(v) > 1}, key=values.index) if isinstance(values, list) else []
-        said = f"{', '.join(map(str, twice))} given more than once; list each once"
+        def repeats(items: Any) -> str | None:
+            items = [v for v in items if isinstance(v, Hashable)] if isinstance(items, list) else []
+            twice = sorted({v for v in items if items.count(v) > 1}, key=items.index)
+            return f"{', '.join(map(str, twice))} given more than once; list each once" if twice else None
+
         try:
             checked = handler(values)
         except ValidationError as e:
-            if not twice:
+            said = repeats(values)
+            if said is None:
                 raise
             found = [{k: d[k] for k in ("type", "loc", "input", "ctx") if k in d} for d in e.errors()]
             found.append({"type": PydanticCustomError("value_error", said), "loc": (), "input": values})
             raise ValidationError.from_exception_data(e.title, found) from None
-        if twice:
+        said = repeats(checked)  # as read: 30 and "30" are one window
+        if said:
             raise ValueError(said)
         return checked
 

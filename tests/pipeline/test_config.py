@@ -108,6 +108,16 @@ def test_a_window_or_window_role_given_twice_is_refused(project):
         "configs/features.yaml: windows_days: 7 given more than once; list each once",
         "configs/features.yaml: window_roles.2: expected " + ", ".join(f"'{r}'" for r in ROLES[:-1]) + f" or '{ROLES[-1]}'; found 'email_opn'",
         "configs/features.yaml: window_roles: purchase given more than once; list each once"]
+    # items of any YAML shape (a list in the list is no window, and no crash); 7 and "7" are one window
+    _write(project, "features.yaml", "windows_days: [[7], 7, 7]\nwindow_roles: [purchase]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert [str(i) for i in e.value.issues] == [
+        "configs/features.yaml: windows_days.0: input should be a valid integer; found [7]",
+        "configs/features.yaml: windows_days: 7 given more than once; list each once"]
+    _write(project, "features.yaml", "windows_days: [7, '7']\n")
+    with pytest.raises(ConfigError, match="windows_days: 7 given more than once"):
+        load_config(project.root)
 
 
 @pytest.mark.parametrize("make", ["nothing", "empty folder", "a file"])
