@@ -575,16 +575,19 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
             "monetary_mean, spend_<w>d); add the column, or map yours to it (`columns: {amount: your_column}` "
             "under sources.events in configs/catalog.yaml)",
         ))
-    if "amount" in t and purchases:
-        missing = sum(report.event_types[e][0] - report.amounts.get(e, 0) for e in purchases)
+    # Rows of a role without an amount, counted from the check scan's amounts (no scan of their own).
+    for role, counts in (("purchase", "as purchases (frequency, recency, rhythm) and as 0 in spend (monetary_total, "
+                                      "monetary_mean, spend_<w>d)"),
+                         ("refund", "as refunds (n_refund, refund_rate) and as 0 in refund_amount")):
+        names = [e for e in report.event_types if role_of.get(e) == role]
+        missing = sum(report.event_types[e][0] - report.amounts.get(e, 0) for e in names) if "amount" in t else 0
         if missing:
-            names = ", ".join(map(literal, purchases))
+            listed = ", ".join(map(literal, names))
             report.problems.append(Problem(
-                "events", "amount", "purchase_without_amount", "warning", missing,
-                f"{_files(raw)}: {missing:,} purchases have no amount",
-                "they count as purchases (frequency, recency, rhythm) and as 0 in spend (monetary_total, "
-                "monetary_mean, spend_<w>d); fill the amount where it is known",
-                _examples(con, raw.view, f"{t['event_type'].expr} IN ({names}) AND {t['amount'].expr} IS NULL "
+                "events", "amount", f"{role}_without_amount", "warning", missing,
+                f"{_files(raw)}: {_n(missing, role, role + 's')} {'has' if missing == 1 else 'have'} no amount",
+                f"they count {counts}; fill the amount where it is known",
+                _examples(con, raw.view, f"{t['event_type'].expr} IN ({listed}) AND {t['amount'].expr} IS NULL "
                           f"AND NOT coalesce({t['amount'].bad}, FALSE)",
                           "event_id" if "event_id" in t else None),
             ))

@@ -262,6 +262,14 @@ def test_a_purchase_without_an_amount_is_a_warning_that_says_how_it_counts(proje
     assert only(report, "unparseable").count == 1
     p = only(report, "purchase_without_amount")
     assert p.count == 1 and p.examples == ("'c2-3' at row 9",)
+    # a refund without an amount, likewise: 0 in refund_amount, said so
+    df = good_events(4)
+    df.loc[len(df)] = ["r1", "c0", "order_refunded", pd.Timestamp("2026-01-06"), None]
+    df.loc[len(df)] = ["r2", "c1", "order_refunded", pd.Timestamp("2026-01-06"), 5.0]
+    report = run_with(project, df)
+    p = only(report, "refund_without_amount")
+    assert report.ok and p.count == 1 and p.examples == ("'r1' at row 13",)
+    assert "1 refund has no amount" in p.message and "as 0 in refund_amount" in p.fix
 
 
 @pytest.mark.parametrize("name", ["events.parquet", "events.csv"])
