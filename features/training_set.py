@@ -124,10 +124,16 @@ def _check_classes(data: pd.DataFrame, label: LabelSpec, minimum: int) -> None:
         pos = int(counts.loc[snap, "positives"]) if snap in counts.index else 0
         neg = int(counts.loc[snap, "rows"]) - pos if snap in counts.index else 0
         if min(pos, neg) < minimum:
+            # More snapshots add train snapshots only. A longer horizon holds more purchases: more
+            # purchase positives, fewer churn positives (no purchase in it); a shorter one the reverse.
+            more = "more snapshots or customers" if snap == "train" else \
+                "more customers (more snapshots add only train snapshots)"
+            longer = (pos < neg) == (label.target == "purchase")
+            horizon = "a longer horizon" if longer else "a shorter horizon"
             raise TrainingSetError(
                 f"too few examples for '{label.target}' in the {snap} snapshot(s): {pos:,} positives and "
-                f"{neg:,} negatives; at least {minimum:,} of each are needed ({label.describe()}). Use more "
-                "snapshots or customers, a longer horizon, or lower training.min_class_examples"
+                f"{neg:,} negatives; at least {minimum:,} of each are needed ({label.describe()}). Use "
+                f"{more}, {horizon}, or lower training.min_class_examples"
             )
 
 

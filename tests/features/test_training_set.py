@@ -103,8 +103,10 @@ def test_training_set_stacks_snapshots_with_labels(shop):
 
 def test_too_few_examples_and_stale_data_are_refused(shop):
     (shop.root / "configs" / "training.yaml").write_text("min_class_examples: 100000\n")
-    with pytest.raises(TrainingSetError, match=r"too few examples for 'purchase' in the train snapshot"):
+    with pytest.raises(TrainingSetError, match=r"too few examples for 'purchase' in the train snapshot") as e:
         training_set_job(load_config(shop.root), "purchase")
+    # purchases are the rarer class: a longer horizon holds more; more snapshots help the train role
+    assert "Use more snapshots or customers, a longer horizon, or lower training.min_class_examples" in str(e.value)
     (shop.root / "configs" / "training.yaml").write_text("snapshots: 30\n")
     with pytest.raises(TrainingSetError, match="history too short"):
         training_set_job(load_config(shop.root), "churn")
@@ -128,6 +130,29 @@ def test_stale_data_that_freshness_warns_about_ends_the_label_windows_at_the_new
     plain = training_set_job(load_config(shop.root), "purchase")
     assert td.plan == plain.plan
     pd.testing.assert_frame_equal(td.frame, plain.frame)
+
+
+def test_too_few_examples_advice_fits_the_snapshot_and_the_short_class():
+    """Valid and test are one snapshot each (more snapshots do not help them), and a longer horizon
+    holds more purchases: more purchase positives, fewer churn positives."""
+    from features.labels import LabelSpec
+    from features.training_set import _check_classes
+
+    def frame(train, valid, test):  # (positives, negatives) per snapshot
+        rows = [(snap, 1) for snap, (p, _) in zip(("train", "valid", "test"), (train, valid, test)) for _ in range(p)]
+        rows += [(snap, 0) for snap, (_, n) in zip(("train", "valid", "test"), (train, valid, test)) for _ in range(n)]
+        return pd.DataFrame(rows, columns=["snapshot", "label"])
+
+    churn = LabelSpec("churn", 60 * D, "active")
+    with pytest.raises(TrainingSetError) as e:
+        _check_classes(frame((80, 80), (68, 44), (80, 80)), churn, 50)
+    assert "in the valid snapshot(s): 68 positives and 44 negatives" in str(e.value)
+    assert "Use more customers (more snapshots add only train snapshots), a longer horizon" in str(e.value)
+    with pytest.raises(TrainingSetError, match=r"test snapshot.*Use more customers .*, a shorter horizon"):
+        _check_classes(frame((80, 80), (80, 80), (10, 90)), churn, 50)
+    with pytest.raises(TrainingSetError, match=r"test snapshot.*a longer horizon"):
+        _check_classes(frame((80, 80), (80, 80), (10, 90)), LabelSpec("purchase", 30 * D), 50)
+    _check_classes(frame((80, 80), (80, 80), (80, 80)), churn, 50)  # enough of each: no refusal
 
 
 def test_label_rates_in_one_scan_equal_the_label_definition(shop):
