@@ -565,21 +565,22 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
             "map each under `event_roles:` in configs/roles.yaml, or list it under `ignore:`",
             tuple(f"{e!r} ({_n(n, 'event', 'events')})" for e, n in unknown[:5]),
         ))
-    purchases = [e for e in report.event_types if role_of.get(e) == "purchase"]
-    if "amount" not in raw.columns and purchases:
-        n = sum(report.event_types[e][0] for e in purchases)
-        report.problems.append(Problem(
-            "events", "amount", "purchase_without_amount", "warning", n,
-            f"{_files(raw)}: there is no `amount` column, so none of the {n:,} purchases has an amount",
-            "they count as purchases (frequency, recency, rhythm) and as 0 in spend (monetary_total, "
-            "monetary_mean, spend_<w>d); add the column, or map yours to it (`columns: {amount: your_column}` "
-            "under sources.events in configs/catalog.yaml)",
-        ))
-    # Rows of a role without an amount, counted from the check scan's amounts (no scan of their own).
+    # Rows of a role without an amount, counted from the check scan's amounts (no scan of their own),
+    # or every row of it when the log has no amount column.
     for role, counts in (("purchase", "as purchases (frequency, recency, rhythm) and as 0 in spend (monetary_total, "
                                       "monetary_mean, spend_<w>d)"),
                          ("refund", "as refunds (n_refund, refund_rate) and as 0 in refund_amount")):
         names = [e for e in report.event_types if role_of.get(e) == role]
+        if "amount" not in raw.columns:
+            n = sum(report.event_types[e][0] for e in names)
+            if n:
+                report.problems.append(Problem(
+                    "events", "amount", f"{role}_without_amount", "warning", n,
+                    f"{_files(raw)}: there is no `amount` column, so {_n(n, role, role + 's')} "
+                    f"{'has' if n == 1 else 'have'} no amount",
+                    f"they count {counts}; add the column, or map yours to it (`columns: {{amount: your_column}}` "
+                    "under sources.events in configs/catalog.yaml)"))
+            continue
         missing = sum(report.event_types[e][0] - report.amounts.get(e, 0) for e in names) if "amount" in t else 0
         if missing:
             listed = ", ".join(map(literal, names))

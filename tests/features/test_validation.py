@@ -56,7 +56,11 @@ def test_a_misspelled_optional_column_is_a_warning_that_names_the_look_alike(pro
     assert "`columns: {event_id: EventID}`" in found["event_id"].fix
     # with no purchase amount at all, the spend features are 0: said as for a missing amount
     p = only(report, "purchase_without_amount")
-    assert p.count == 4 and "no `amount` column" in p.message and "as 0 in spend" in p.fix
+    assert p.count == 4 and "no `amount` column, so 4 purchases have no amount" in p.message and "as 0 in spend" in p.fix
+    refunds = pd.concat([df, pd.DataFrame({"EventID": ["r1"], "customer_id": ["c0"], "event_type": ["order_refunded"],
+                                           "ts": [pd.Timestamp("2026-01-06")], "categ": ["shoes"]})], ignore_index=True)
+    p = only(run_with(project, refunds), "refund_without_amount")
+    assert p.count == 1 and "no `amount` column, so 1 refund has no amount" in p.message and "0 in refund_amount" in p.fix
     # a column of its own name that looks like none is no problem; nor is a missing optional column
     df = good_events(4).assign(loyalty_points=1)
     assert [p.check for p in run_with(project, df).problems] == []
