@@ -230,7 +230,8 @@ def feature_signal(training_set: pd.DataFrame, max_rows: int | None = None) -> p
     out = pd.DataFrame(rows)
     if out.empty:
         return out
-    out.insert(1, "strength", (out.auc_train - 0.5).abs() * 2)
+    # rounded: (0.95 - 0.5) * 2 is 0.8999... in floating point, and an AUC of 0.95 is to be flagged
+    out.insert(1, "strength", ((out.auc_train - 0.5).abs() * 2).round(12))
     return out.sort_values("strength", ascending=False, ignore_index=True)
 
 

@@ -512,6 +512,15 @@ BREAKS = {  # a corruption of a correct frame -> the rule (tests/features/featur
     "open_rate = n_email_open / n_email_send": lambda f: f.assign(open_rate=f.open_rate.fillna(0.0)),
     "tenure_days > 0": lambda f: f.assign(tenure_days=-f.tenure_days),
     "as_of is the cutoff": lambda f: f.assign(as_of=f.as_of + pd.Timedelta(days=1)),
+    "customer_id not null": lambda f: f.assign(customer_id=f.customer_id.where(f.index != 2)),
+    "days_since_last_event <= tenure_days": lambda f: f.assign(tenure_days=f.days_since_last_event / 2),
+    "monetary_mean <= monetary_max": lambda f: f.assign(monetary_max=f.monetary_mean / 2),
+    "monetary_max <= monetary_total": lambda f: f.assign(monetary_max=f.monetary_total + 1),
+    "sends_since_last_open = n_email_send when never opened":
+        lambda f: f.assign(sends_since_last_open=f.sends_since_last_open.where(f.n_email_open > 0, 0)),
+    "purchase_trend_30d not null, > 0": lambda f: f.assign(purchase_trend_30d=0.0),
+    "unsubscribed not null": lambda f: f.assign(unsubscribed=f.unsubscribed.astype(object).where(f.index != 1)),
+    "spend_365d <= monetary_total": lambda f: f.assign(spend_365d=f.monetary_total + 1),
 }
 
 

@@ -295,3 +295,9 @@ def test_a_feature_that_sees_the_label_is_flagged():
         _print_signal(frame)
     warned = " ".join(captured.get().split())
     assert "n_purchase_30d alone ranks the label almost perfectly" in warned and "recency_days" not in warned
+    # the documented edge: an AUC of exactly 0.95 (or 0.05) is flagged; (0.95 - 0.5) * 2 < 0.9 in floating point
+    edge = pd.DataFrame({"snapshot": ["train"] * 21 + ["test"] * 2, "label": [0] * 20 + [1] + [0, 1],
+                         "x": [*range(20), 18.5, 0, 1], "y": [*range(20, 0, -1), 1.5, 0, 1]})
+    signal = feature_signal(edge).set_index("feature")
+    assert signal.auc_train.round(12).to_dict() == {"x": 0.95, "y": 0.05}
+    assert (signal.strength >= SUSPICIOUS_STRENGTH).all()
