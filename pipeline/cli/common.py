@@ -177,8 +177,9 @@ def handled() -> Iterator[None]:
         if duckdb is None or not isinstance(e, duckdb.OutOfMemoryException):
             raise
         err.print(f"[bold red]Out of memory:[/] DuckDB could not stay under its memory limit "
-                  f"({str(e).splitlines()[0]}). Raise `memory_limit` in configs/project.yaml (or "
-                  "DYNSEG_MEMORY_LIMIT), or remove it to let DuckDB use what the machine has; fewer "
+                  f"({str(e).splitlines()[0]}). Raise `memory_limit` where it is set (configs/project.yaml, "
+                  "a profile's or configs/local/project.yaml, or DYNSEG_MEMORY_LIMIT), or remove it to let "
+                  "DuckDB use what the machine has; fewer "
                   "`threads` also need less memory.", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
 
