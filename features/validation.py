@@ -245,17 +245,28 @@ def _type_columns(raw: RawSource, problems: list[Problem]) -> dict[str, Typed]:
 
 
 def _look_alike(name: str, raw: RawSource) -> str | None:
-    """The source's own column (not a contract column) most like the contract column ``name``,
-    if one is close: the same letters in another case or spelling (``Amount``, ``eventid``), or a
-    difflib ratio of at least 0.6 (``amt`` for ``amount``, ``categ``, ``signup_date``)."""
+    """The source's own column (not a contract column) that looks like the contract column
+    ``name``, if one does: the same letters in another case or spelling (``Amount``,
+    ``eventid``); a longer name holding it (``total_amount``, ``product_category``); an
+    abbreviation of it (``amt``, ``categ``: from its first letter, its letters in order, and not
+    one of its words, as ``email`` is of ``email_consent``); or a difflib ratio of at least 0.75
+    (``signup_date``, ``ammount``). Not ``event_name`` for ``event_id``, nor ``updated_at`` for
+    ``consent_updated_at``: a warning that is wrong too often would be read by nobody."""
     def norm(c: str) -> str:
         return "".join(ch for ch in c.lower() if ch.isalnum())
 
+    def abbreviates(short: str, long: str) -> bool:
+        rest = iter(long)
+        return (len(short) >= 3 and short[0] == long[0] and all(ch in rest for ch in short)
+                and short not in name.lower().split("_"))
+
+    target = norm(name)
     own = [c for c in raw.columns if c not in {k.name for k in CONTRACT[raw.name]}]
-    same = [c for c in own if norm(c) == norm(name)]
-    if same:
-        return same[0]
-    close = difflib.get_close_matches(norm(name), [norm(c) for c in own], n=1, cutoff=0.6)
+    for test in (lambda c: c == target, lambda c: target in c, lambda c: abbreviates(c, target)):
+        found = [c for c in own if test(norm(c))]
+        if found:
+            return found[0]
+    close = difflib.get_close_matches(target, [norm(c) for c in own], n=1, cutoff=0.75)
     return next(c for c in own if norm(c) == close[0]) if close else None
 
 

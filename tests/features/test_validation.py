@@ -64,6 +64,16 @@ def test_a_misspelled_optional_column_is_a_warning_that_names_the_look_alike(pro
     # a column of its own name that looks like none is no problem; nor is a missing optional column
     df = good_events(4).assign(loyalty_points=1)
     assert [p.check for p in run_with(project, df).problems] == []
+    # nor one that only shares a word or a prefix: an event's name is not its id
+    df = good_events(4).drop(columns=["event_id"]).assign(event_name="x", session_id="s")
+    assert [p.check for p in run_with(project, df).problems] == []
+    # in the profiles: an email address is no email_consent; a misspelled signup_at is found
+    pd.DataFrame({"customer_id": [f"c{i}" for i in range(4)], "email": "a@b.c", "updated_at": "2026-01-01",
+                  "signup_date": "2025-01-01"}).to_parquet(project.data / "customers.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    found = [(p.column, p.message.rsplit("'", 2)[-2]) for p in run(project).problems if p.check == "look_alike_column"]
+    assert found == [("signup_at", "signup_date")], found
     # a required column: the error's fix names the look-alike
     p = only(run_with(project, good_events(4).rename(columns={"customer_id": "CustomerId"})), "missing_column")
     assert p.severity == "error" and "`columns: {customer_id: CustomerId}`" in p.fix
