@@ -357,12 +357,12 @@ EDGE_CASES = [
          "n_email_open_90d"], id="count-only-roles"),
     pytest.param(
         # opens and clicks in a log without sends (the engagement group needs any of the three):
-        # no send is known, so 0 sends and no open rate (the query failed on the missing sends
-        # part before 2026-12-01)
+        # the open and click columns, no send count and no open rate (the query failed on the
+        # missing sends part before 2026-12-01)
         [("e", "email_open", "2026-05-20", None, None), ("e", "email_click", "2026-05-21", None, None),
          ("f", "purchase", "2026-05-01", 5.0, "toys")],
         [("e", "2025-01-01", None, None), ("f", "2025-01-01", None, None)], FeatureSpec(),
-        ["n_email_send", "n_email_open", "open_rate", "click_to_open_90d", "days_since_last_open"],
+        ["n_email_open", "n_email_click", "click_to_open_90d", "days_since_last_open", "days_since_last_click"],
         id="opens-without-sends"),
     pytest.param(
         # a profile row with a consent_updated_at but no consent value holds no decision: the
@@ -395,6 +395,23 @@ def test_a_blank_category_is_no_category():
     f = eng.execute(customer_features(eng.events(), eng.customers(), datetime(2026, 6, 1), FeatureSpec(),
                                       DataProfile(frozenset({"purchase"}), has_signup=True))).set_index("customer_id")
     assert f.n_categories.to_dict() == {"a": 1, "b": 0} and f.n_categories_30d.to_dict() == {"a": 1, "b": 0}
+
+
+def test_each_engagement_column_needs_the_roles_it_reads():
+    """A shop that does not track opens gets no open columns (open_rate 0.0 for everyone would
+    say nobody opens; a segment on it would take everyone); one without sends no send count."""
+    def columns(roles):
+        events, customers = _tiny([("a", r, "2026-05-20", None, None) for r in roles], [("a", "2025-01-01", None, None)])
+        eng = _tiny_engine(events, customers)
+        f = eng.execute(customer_features(eng.events(), eng.customers(), datetime(2026, 6, 1), FeatureSpec(window_roles=()),
+                                          DataProfile(frozenset(roles), has_signup=True)))
+        return [c for c in f.columns if "email" in c or "open" in c or "click" in c]
+
+    assert columns(["email_send"]) == ["n_email_send"]
+    assert columns(["email_open", "email_click"]) == ["n_email_open", "n_email_click", "click_to_open_90d",
+                                                      "days_since_last_open", "days_since_last_click", "open_trend_30d"]
+    assert columns(["email_send", "email_open"]) == ["n_email_send", "n_email_open", "open_rate", "days_since_last_open",
+                                                     "open_trend_30d", "sends_since_last_open"]
 
 
 def test_consent_tie_goes_to_the_withdrawal():
