@@ -145,22 +145,23 @@ def pandas_customer_features(
         sends, opens, clicks = by_role("email_send"), by_role("email_open"), by_role("email_click")
         n_send, n_open, n_click = count(sends), count(opens), count(clicks)
         last_open_at = grouped(opens)["ts"].max()
-        has_send, has_open, has_click = ("email_send" in roles, "email_open" in roles, "email_click" in roles)
-        for present, name, value in ((has_send, "n_email_send", n_send), (has_open, "n_email_open", n_open),
-                                     (has_click, "n_email_click", n_click)):
-            if present:
-                out[name] = value
-        if has_send and has_open:
-            out["open_rate"] = _ratio(n_open, n_send)
-        if has_open and has_click:
-            out["click_to_open_90d"] = _ratio(_between(clicks, T, 90, 0, count), _between(opens, T, 90, 0, count))
-        if has_open:
-            out["days_since_last_open"] = _days(T, last_open_at)
-        if has_click:
-            out["days_since_last_click"] = _days(T, grouped(clicks)["ts"].max())
-        if has_open:
-            out["open_trend_30d"] = (_between(opens, T, 30, 0, count) + 1) / (_between(opens, T, 60, 30, count) + 1)
-        if has_send and has_open:
+        # each column only with the roles it reads
+        engagement = (
+            ("n_email_send", ("email_send",), lambda: n_send),
+            ("n_email_open", ("email_open",), lambda: n_open),
+            ("n_email_click", ("email_click",), lambda: n_click),
+            ("open_rate", ("email_send", "email_open"), lambda: _ratio(n_open, n_send)),
+            ("click_to_open_90d", ("email_open", "email_click"),
+             lambda: _ratio(_between(clicks, T, 90, 0, count), _between(opens, T, 90, 0, count))),
+            ("days_since_last_open", ("email_open",), lambda: _days(T, last_open_at)),
+            ("days_since_last_click", ("email_click",), lambda: _days(T, grouped(clicks)["ts"].max())),
+            ("open_trend_30d", ("email_open",),
+             lambda: (_between(opens, T, 30, 0, count) + 1) / (_between(opens, T, 60, 30, count) + 1)),
+        )
+        for name, needs, value in engagement:
+            if roles.issuperset(needs):
+                out[name] = value()
+        if roles.issuperset(("email_send", "email_open")):
             # each send against its customer's latest open (by integer code, not a join)
             last_open_of_send = last_open_at.to_numpy()[sends["key"].cat.codes.to_numpy()]
             after = pd.isna(last_open_of_send) | (sends["ts"].to_numpy() > last_open_of_send)

@@ -413,27 +413,23 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
     if "engagement" in groups:
         # Each column needs the roles it reads: a shop that does not track opens gets no open_rate
         # (0 for everyone would say nobody opens), one without sends no n_email_send.
-        sends, opens, clicks = ("email_send" in roles, "email_open" in roles, "email_click" in roles)
-        if sends:
-            cols["n_email_send"] = _zero(x.n_email_send)
-        if opens:
-            cols["n_email_open"] = _zero(x.n_email_open)
-        if clicks:
-            cols["n_email_click"] = _zero(x.n_email_click)
-        if sends and opens:
-            cols["open_rate"] = _ratio(_zero(x.n_email_open), x.n_email_send)
-        if opens and clicks:
-            cols["click_to_open_90d"] = _ratio(x[_window_count(spec, profile, "email_click", 90)],
-                                               x[_window_count(spec, profile, "email_open", 90)])
-        if opens:
-            cols["days_since_last_open"] = _days_between(t, x.last_open_at)
-        if clicks:
-            cols["days_since_last_click"] = _days_between(t, x.last_click_at)
-        if opens:
-            cols["open_trend_30d"] = ((_zero(x[_window_count(spec, profile, "email_open", 30)]) + 1).cast("float64")
-                                      / (_zero(x.n_email_open_prev_30d) + 1).cast("float64"))
-        if sends and opens:
-            cols["sends_since_last_open"] = _zero(x.sends_since_last_open)
+        def window(role: str, days: int) -> ir.Value:
+            return x[_window_count(spec, profile, role, days)]
+
+        engagement = (
+            ("n_email_send", ("email_send",), lambda: _zero(x.n_email_send)),
+            ("n_email_open", ("email_open",), lambda: _zero(x.n_email_open)),
+            ("n_email_click", ("email_click",), lambda: _zero(x.n_email_click)),
+            ("open_rate", ("email_send", "email_open"), lambda: _ratio(_zero(x.n_email_open), x.n_email_send)),
+            ("click_to_open_90d", ("email_open", "email_click"),
+             lambda: _ratio(window("email_click", 90), window("email_open", 90))),
+            ("days_since_last_open", ("email_open",), lambda: _days_between(t, x.last_open_at)),
+            ("days_since_last_click", ("email_click",), lambda: _days_between(t, x.last_click_at)),
+            ("open_trend_30d", ("email_open",), lambda: (_zero(window("email_open", 30)) + 1).cast("float64")
+             / (_zero(x.n_email_open_prev_30d) + 1).cast("float64")),
+            ("sends_since_last_open", ("email_send", "email_open"), lambda: _zero(x.sends_since_last_open)),
+        )
+        cols |= {name: value() for name, needs, value in engagement if roles.issuperset(needs)}
     if "refunds" in groups:
         cols |= {"n_refund": _zero(x.n_refund), "refund_amount": x.refund_amount.fill_null(0.0),
                  "refund_rate": _ratio(_zero(x.n_refund), x.frequency) if "purchase" in roles else ibis.null("float64")}

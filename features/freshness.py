@@ -19,7 +19,7 @@ def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: tim
     if newest_event is None:
         raise StaleDataError(f"no events before as_of {as_of:%Y-%m-%d %H:%M} UTC; nothing to compute features from")
     lag = as_of - newest_event
-    if lag <= max_lag:
+    if not is_stale(newest_event, as_of, max_lag):
         return None
     text = (
         f"data is stale: the newest event is {newest_event:%Y-%m-%d %H:%M} UTC, {_span(lag)} before as_of "
@@ -29,6 +29,12 @@ def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: tim
         raise StaleDataError(text + ". Load newer events, pick an earlier --as-of, or raise freshness.max_lag_days "
                                     "(or set freshness.action: warn) in configs/project.yaml")
     return text + f"; freshness.action is warn, so the run goes on ({where})"
+
+
+def is_stale(newest_event: datetime, as_of: datetime, max_lag: timedelta) -> bool:
+    """The newest event is more than ``max_lag`` before ``as_of``: the rule freshness enforces,
+    and the one that ends a training set's label windows at the newest event instead."""
+    return as_of - newest_event > max_lag
 
 
 def _span(d: timedelta) -> str:

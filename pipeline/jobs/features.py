@@ -18,12 +18,12 @@ from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, Fe
 from features.normalize import ident, literal
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
-from features.freshness import StaleDataError, check_freshness
+from features.freshness import StaleDataError, check_freshness, is_stale
 from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
 from features.validation import Problem, unknown_customers
 from pipeline.config import Config, ConfigError, ConfigIssue
-from pipeline.jobs.data import LoadedData, load_for_run
+from pipeline.jobs.data import LoadedData, load_for_run, skipped_examples
 from pipeline.workspace import Workspace, atomic_target, check_writable, temp_sibling
 
 
@@ -249,8 +249,6 @@ def _skipped_identifiers(cfg: Config, data: LoadedData) -> list[str]:
     skipped = data.identity.skipped_identifiers
     if skipped.empty:
         return []
-    from pipeline.jobs.data import skipped_examples
-
     n = len(skipped)
     return [f"{n:,} identifier{'s' if n != 1 else ''} shared by more than identity.max_ids_per_identifier "
             f"({cfg.settings.identity.max_ids_per_identifier}) ids {'were' if n != 1 else 'was'} not used to merge "
@@ -407,7 +405,10 @@ def _times_in_full(frame: pd.DataFrame) -> pd.DataFrame:
     fixed = {}
     for name in frame.columns:
         s = frame[name]
-        if not pd.api.types.is_datetime64_any_dtype(s) or s.isna().all() or (s.dropna() != s.dropna().dt.normalize()).any():
+        if not pd.api.types.is_datetime64_any_dtype(s):
+            continue
+        known = s.dropna()
+        if known.empty or (known != known.dt.normalize()).any():
             continue
         codes, uniques = pd.factorize(s)  # a few distinct cutoffs, usually: format those only
         text = np.asarray(uniques.strftime("%Y-%m-%d %H:%M:%S" + ("%z" if uniques.tz is not None else "")), dtype=object)
@@ -460,7 +461,7 @@ def training_set_job(
     warnings = run_warnings(cfg, data, end)
     if as_of is not None:  # trained in the past: the data it used ends before as_of, not where the log ends now
         last = newest_event(cfg, data, as_of)
-        if last is not None and as_of - last > timedelta(days=cfg.settings.freshness.max_lag_days):
+        if last is not None and is_stale(last, as_of, timedelta(days=cfg.settings.freshness.max_lag_days)):
             # Stale data that freshness only warns about: the days after the newest event were not
             # observed, and a label window over them would read them as no purchase at all.
             warnings.append(f"the label windows end by the newest event ({last:%Y-%m-%d %H:%M} UTC), not at "
