@@ -36,10 +36,22 @@ def parse_as_of(value: str | date | datetime) -> datetime:
 
 
 def _parse_as_of(value: str | date | datetime) -> datetime:
+    if type(value).__name__ == "datetime64":  # numpy's (a frame's ``as_of.values[0]``): an instant, UTC
+        import pandas as pd
+
+        if pd.isna(value):
+            raise BadValue("as_of is NaT (not a time); expected a date or an instant")
+        value = pd.Timestamp(value).to_pydatetime(warn=False)
     if isinstance(value, datetime):
+        if getattr(value, "nanosecond", 0):  # a pd.Timestamp's nanoseconds: dynseg keeps microseconds
+            value = value.replace(nanosecond=0)
         dt = value
     elif isinstance(value, date):
         return _end_of_day(value)
+    elif not isinstance(value, str):
+        raise BadValue(f"as_of {value!r} is a {type(value).__name__}; expected a date or an instant: a string such as "
+                       "2026-11-27 (end of that day, UTC) or 2026-11-27T06:00:00+01:00, a datetime.date or datetime, "
+                       "a pandas Timestamp or a numpy datetime64")
     else:
         text = value.strip()
         try:

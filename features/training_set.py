@@ -15,6 +15,8 @@ across these roles for reported metrics.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Callable
@@ -73,17 +75,23 @@ def plan_snapshots(
                              + (f", together with training.snapshots: {n} in configs/training.yaml)"
                                 if n != n_snapshots else ")"))
                 break
-        helps.append(f"more history (events from {cutoffs[-1] - min_history:%Y-%m-%d} on; the data starts "
-                     f"{data_start:%Y-%m-%d}), or less min_history (training.min_history)")
+        helps.append(f"more history (events from {_moment(cutoffs[-1] - min_history)} on; the data starts "
+                     f"{_moment(data_start)}), or less min_history (training.min_history)")
         raise TrainingSetError(
-            f"history too short: the history used runs from {data_start:%Y-%m-%d} to {as_of_label(data_end)} (the "
-            f"end of the data, or --as-of); {n_snapshots} snapshots "
+            f"history too short: the history used runs from {_moment(data_start)} to {as_of_label(data_end)} (the "
+            f"newest event, before --as-of when given); {n_snapshots} snapshots "
             f"{step.days} days apart with a {horizon.days}-day label window ({gap.days} days between test, "
             f"validation and the newest training cutoff) need the first cutoff at "
-            f"{cutoffs[-1]:%Y-%m-%d}, but each cutoff needs {min_history.days} days of history before it "
-            f"(from {earliest_ok:%Y-%m-%d}). Only {fit} fit. What can help: {'; '.join(helps)}"
+            f"{_moment(cutoffs[-1])}, but each cutoff needs {min_history.days} days of history before it "
+            f"(from {_moment(earliest_ok)}). Only {fit} fit. What can help: {'; '.join(helps)}"
         )
     return SnapshotPlan(cutoffs)
+
+
+def _moment(t: datetime) -> str:
+    """A date, or a date and time when it is not a midnight: a history that misses by seconds must
+    not read as one that fits (first event 2025-01-01 00:00:01, needed from 2025-01-01)."""
+    return f"{t:%Y-%m-%d}" if t.time() == datetime.min.time() else f"{t:%Y-%m-%d %H:%M:%S} UTC"
 
 
 def _cutoffs(data_end: datetime, horizon: timedelta, n_snapshots: int, step: timedelta) -> tuple[datetime, ...]:
@@ -198,13 +206,15 @@ def feature_signal(training_set: pd.DataFrame, max_rows: int | None = None) -> p
     """How well each numeric feature alone ranks the label, per snapshot role: ROC AUC of the
     feature's values against ``label`` on the ``train`` and on the out-of-time ``test`` rows of a
     training set (``dynseg features training-set``, ``Project.training_set``), and the share of
-    train rows where it is known. A null value ranks below every known one (a customer who never
-    opened an email has the lowest ``days_since_last_open`` rank, not the highest). ``auc`` below
-    0.5 means a higher value goes with a lower rate; ``strength`` is ``|auc − 0.5| · 2`` on train,
+    train rows where it is known (columns ``feature``, ``strength``, ``non_null``, ``auc_train``,
+    ``auc_test``). A null value ranks below every known one (a customer who never opened an email
+    has the lowest ``days_since_last_open`` rank, not the highest). An AUC below 0.5 means a higher
+    value goes with a lower rate; ``strength`` is ``|auc_train − 0.5| · 2``,
     and rows come strongest first. A feature whose train and test AUC part is one whose relation
     to the label changed over time; one that ranks the label almost perfectly on its own
     (``strength`` >= :data:`SUSPICIOUS_STRENGTH`) should be checked for leakage. Flags count as
-    numbers (0/1); text attributes are left out. ``max_rows``: each role's AUC on a seeded random
+    numbers (0/1), with nulls too (``email_consent`` before a cutoff where everyone's is known);
+    text attributes are left out. A role whose rows hold one class only gets NaN, with a warning. ``max_rows``: each role's AUC on a seeded random
     sample of at most that many of its rows, for large sets (an AUC on 200,000 rows is within
     about 0.002 of the full one)."""
     missing = {"label", "snapshot"} - set(training_set.columns)
@@ -221,12 +231,16 @@ def feature_signal(training_set: pd.DataFrame, max_rows: int | None = None) -> p
         if col in keys:
             continue
         s = training_set[col]
-        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s)):
+        if not (pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s) or _is_flag(s)):
             continue
         row = {"feature": col, "non_null": float(parts["train"][col].notna().mean()) if len(parts["train"]) else np.nan}
         for role, part in parts.items():
             row[f"auc_{role}"] = _auc(part[col], part["label"])
         rows.append(row)
+    one_class = [f"{role} ({sorted(p['label'].unique().tolist())})" for role, p in parts.items() if p["label"].nunique() < 2]
+    if one_class:
+        warnings.warn(f"feature_signal: the {' and '.join(one_class)} rows hold one class of label only; "
+                      "their AUCs are NaN", stacklevel=2)
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -235,13 +249,20 @@ def feature_signal(training_set: pd.DataFrame, max_rows: int | None = None) -> p
     return out.sort_values("strength", ascending=False, ignore_index=True)
 
 
+def _is_flag(s: pd.Series) -> bool:
+    """A flag with nulls, as pandas holds one: object values that are all True or False."""
+    known = s.dropna()
+    return s.dtype == object and len(known) > 0 and known.map(lambda v: isinstance(v, (bool, np.bool_))).all()
+
+
 def _auc(values: pd.Series, label: pd.Series) -> float:
     """ROC AUC of ``values`` (nulls lowest) against ``label``; NaN where a class is absent."""
     from sklearn.metrics import roc_auc_score
 
     if label.nunique() < 2:
         return np.nan
-    x = values.astype("Float64").to_numpy(dtype="float64", na_value=np.nan)
+    x = values.astype("boolean" if values.dtype == object else values.dtype).astype("Float64").to_numpy(
+        dtype="float64", na_value=np.nan)
     known = ~np.isnan(x)
     x[~known] = x[known].min() - 1 if known.any() else 0.0
     return float(roc_auc_score(label.to_numpy(dtype="int64"), x))

@@ -6,6 +6,7 @@
     p.features("2026-11-27")           # customer_features as of a date (computed now)
     p.feature_catalog(frame)           # each column's group and meaning
     p.training_set("churn")            # the snapshots a model trains on (computed now)
+    p.model_inputs(training_set)       # the columns train learns from, as the model sees them
     feature_signal(training_set)       # each feature's univariate AUC per snapshot role
     p.shap_importance("purchase")      # mean |SHAP| per feature, from the training run
     p.runs()                           # scoring runs
@@ -13,9 +14,10 @@
     p.explain("c0000007", "churn")     # why this customer got this score
     p.segment_drivers("likely_buyers") # what sets the segment apart
 
-Everything here reads what the commands wrote (the workspace and the MLflow registry); nothing
-is recomputed that a run stored, except features as of a run's date for explanations (and the
-features and training sets asked for, which are computed from the configured data on each call).
+Everything here reads what the commands wrote (the workspace and the MLflow registry; reached
+only by the methods about models); nothing is recomputed that a run stored, except features as of
+a run's date for explanations (and the features and training sets asked for, which are computed
+from the configured data on each call and written nowhere).
 """
 
 from __future__ import annotations
@@ -42,33 +44,47 @@ _TRAINING_COLUMNS = {
 
 @dataclass
 class Project:
-    folder: Path | None = None
+    """A dynseg project (a folder with ``configs/``) seen from Python.
+
+    ``folder``: the project's folder, a ``str`` or a ``Path`` (default: ``DYNSEG_PROJECT``, else
+    the current folder, as for the CLI); ``profile``: a configuration profile such as ``spark``.
+    Making one reads the configuration only: the MLflow registry is reached by the first method
+    that needs a model (``model``, ``versions``, ``shap_importance``, ``explain``...), so features
+    and training sets work without a tracking server and write nothing to the workspace.
+    """
+
+    folder: Path | str | None = None
     profile: str | None = None
-    config: Config = field(init=False)
+    config: Config = field(init=False, repr=False)  # the whole configuration: thousands of characters
 
     def __post_init__(self) -> None:
         if self.folder is not None:
             self.folder = Path(self.folder).expanduser()  # Project("~/shop") as well as Project(Path(...))
         self.config = load_config(self.folder, self.profile)
-        from models import registry
-
-        registry.connect(self.workspace.tracking_uri(self.config.settings.tracking_uri))
+        self._connected = False
 
     @property
     def workspace(self) -> Workspace:
         return Workspace(self.config.workspace)
 
+    def _registry(self):
+        """The registry module, connected to this project's MLflow on first use."""
+        from models import registry
+
+        if not self._connected:
+            registry.connect(self.workspace.tracking_uri(self.config.settings.tracking_uri))
+            self._connected = True
+        return registry
+
     # -- models -----------------------------------------------------------------------------
     def model(self, target: str, version: str | int | None = None) -> dict:
         """Card, test metrics and baselines, bands and tags of a version (default: the champion)."""
-        from models import registry
-
+        registry = self._registry()
         return registry.version_details(registry.model_name(target, self.config.training.registry.names), version)
 
     def versions(self) -> pd.DataFrame:
-        from models import registry
-
-        return registry.list_versions()
+        """Every registered version of every model: aliases, status and test metrics (``dynseg models list``)."""
+        return self._registry().list_versions()
 
     def shap_importance(self, target: str, version: str | int | None = None) -> pd.DataFrame:
         """Mean |SHAP| per feature (log-odds and probability points) on the version's test sample."""
@@ -76,28 +92,28 @@ class Project:
 
     def run_artifact(self, target: str, path: str, version: str | int | None = None) -> Path:
         """A local copy of a training-run artifact (e.g. ``plots/shap_beeswarm.png``)."""
-        from models import registry
-
-        return registry.download_run_artifact(self.model(target, version)["run_id"], path)
+        return self._registry().download_run_artifact(self.model(target, version)["run_id"], path)
 
     def _run_csv(self, target: str, version, path: str) -> pd.DataFrame:
         return pd.read_csv(self.run_artifact(target, path, version))
 
     # -- features and training data -------------------------------------------------------------
     def features(self, as_of: str | date | datetime, engine: str | None = None) -> pd.DataFrame:
-        """``customer_features`` as of ``as_of`` (a date means the end of that day, UTC), as
-        ``dynseg features build`` computes them, returned instead of written. The run's warnings
-        (stale data, customers without a profile) are issued as Python warnings and kept in
-        ``frame.attrs["warnings"]``; a freshness check set to refuse raises, as the command does."""
+        """``customer_features`` as of ``as_of``, as ``dynseg features build`` computes them,
+        returned instead of written.
+
+        ``as_of``: a date (``"2026-11-27"`` or a ``datetime.date``) means the end of that day, UTC;
+        a datetime is that instant (``pd.Timestamp("2026-11-27")`` is the *start* of the day), and
+        a naive one is UTC; ``np.datetime64`` too. The run's warnings (stale data, repeated event
+        ids dropped, customers without a profile) are issued as Python warnings and kept in
+        ``frame.attrs["warnings"]``; a data error raises :class:`pipeline.jobs.data.DataError`
+        (every problem in its message and its ``report``), a freshness check set to refuse raises
+        :class:`features.freshness.StaleDataError`, as the command refuses."""
         from features.asof import parse_as_of
         from pipeline.jobs.features import build_features_job
 
         run = build_features_job(self.config, parse_as_of(as_of), engine)
-        frame = run.frame
-        frame.attrs["warnings"] = list(run.warnings)
-        for w in run.warnings:
-            warnings.warn(w, stacklevel=2)
-        return frame
+        return _with_warnings(run.frame, run.warnings)
 
     def feature_catalog(self, columns: pd.DataFrame | list[str] | None = None) -> pd.DataFrame:
         """The feature catalog (``dynseg features describe``): column, group and meaning. Given a
@@ -140,14 +156,40 @@ class Project:
                     con.close()
         return self._customer_cols
 
-    def training_set(self, target: str, as_of: str | date | datetime | None = None, horizon: str | None = None) -> pd.DataFrame:
+    def training_set(self, target: str, as_of: str | date | datetime | None = None,
+                     horizon: str | int | None = None) -> pd.DataFrame:
         """The snapshots ``dynseg train`` fits on: customer_id, as_of, snapshot (test, valid,
-        train), the features and the label. Computed now from the configured data (as ``dynseg
-        features training-set`` does); ``as_of`` limits it to the data before that instant."""
+        train), the features and the label; computed now from the configured data, as ``dynseg
+        features training-set`` does (features/training_set.md).
+
+        ``target``: ``"purchase"`` or ``"churn"``. ``as_of`` (read as for :meth:`features`) limits
+        it to the data before that instant; by default the data's end. ``horizon``: the label
+        window, ``"30d"``, ``"8w"`` or a number of days (default: configs/labels.yaml). Warnings
+        (stale data, label windows cut at the newest event, too short a history...) are issued as
+        Python warnings and kept in ``frame.attrs["warnings"]``. Not every column is a model input:
+        :meth:`model_inputs` gives the ones ``train`` learns from and the matrix it sees."""
         from features.asof import parse_as_of
         from pipeline.jobs.features import training_set_job
 
-        return training_set_job(self.config, target, parse_as_of(as_of) if as_of else None, horizon).frame
+        if isinstance(horizon, int) and not isinstance(horizon, bool):
+            horizon = f"{horizon}d"
+        run = training_set_job(self.config, target, parse_as_of(as_of) if as_of is not None else None, horizon)
+        return _with_warnings(run.frame, run.warnings)
+
+    def model_inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """The columns of a feature or training frame that ``dynseg train`` learns from (every
+        feature but the keys, ``snapshot``, ``label`` and ``exclude_features`` of
+        configs/training.yaml, such as ``email_consent``), as the model sees them: text attributes
+        as pandas categories (those found in ``frame``), flags and counts as float64 (null as
+        NaN). Ready for LightGBM or scikit-learn's HistGradientBoosting (``categorical_features=
+        "from_dtype"``): ``X = p.model_inputs(ts[ts.snapshot == "train"])``."""
+        from models.estimator import PropensityModel
+        from pipeline.jobs.train import model_inputs
+
+        X = frame[model_inputs(self.config, list(frame.columns))]
+        m = PropensityModel()
+        m._learn_schema(X)
+        return m._matrix(X)
 
     # -- scoring runs -------------------------------------------------------------------------
     def runs(self) -> pd.DataFrame:
@@ -172,16 +214,20 @@ class Project:
                          [self._run_id(run_id)])
 
     def segment_history(self, name: str) -> pd.DataFrame:
+        """The segment's health in every run, oldest first: size, sendable, holdout, entered, exited, stayed."""
         return runs.read(self.workspace.db_path, "SELECT * FROM segment_health WHERE segment = ? ORDER BY as_of", [name])
 
     def members(self, name: str, run_id: str | None = None) -> pd.DataFrame:
+        """The segment's members in a run (default: the latest): holdout, consent, sendable, scores and bands."""
         return runs.read(self.workspace.db_path, "SELECT * FROM segment_members WHERE run_id = ? AND segment = ?",
                          [self._run_id(run_id), name])
 
     def deltas(self, run_id: str | None = None) -> pd.DataFrame:
+        """Who entered and who exited each segment in a run (default: the latest), against the run before."""
         return runs.read(self.workspace.db_path, "SELECT * FROM segment_deltas WHERE run_id = ?", [self._run_id(run_id)])
 
     def reasons(self, customer_id: str, run_id: str | None = None) -> pd.DataFrame:
+        """A customer's stored reason codes in a run (default: the latest), per target, strongest first."""
         return runs.read(self.workspace.db_path, "SELECT * FROM customer_reasons WHERE run_id = ? AND customer_id = ? "
                                                  "ORDER BY target, rank", [self._run_id(run_id), customer_id])
 
@@ -195,6 +241,16 @@ class Project:
         return explain_customer(self.config, customer_id, target, run_id, version=None if version is None else str(version))
 
     def segment_drivers(self, name: str, run_id: str | None = None) -> pd.DataFrame:
+        """Per model, the features that most set the segment apart in a run (default: the latest):
+        the mean push in probability points inside the segment minus over everyone scored."""
         from pipeline.jobs.explain import segment_drivers
 
         return segment_drivers(self.config, name, run_id)
+
+
+def _with_warnings(frame: pd.DataFrame, found: list[str]) -> pd.DataFrame:
+    """``frame`` with the run's warnings in ``attrs["warnings"]``, each also issued as a Python warning."""
+    frame.attrs["warnings"] = list(found)
+    for w in found:
+        warnings.warn(w, stacklevel=3)
+    return frame

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
@@ -13,6 +14,11 @@ import pandas as pd
 import pyarrow as pa
 
 from features.customer_features import utc
+
+# ibis 12 calls DuckDB's fetch_arrow_table, which DuckDB 2.0 deprecates: not the user's to act on
+# (it showed in notebooks and under -W error, once or more per query)
+warnings.filterwarnings("ignore", message=r"fetch_arrow_table\(\) is deprecated", category=DeprecationWarning,
+                        module=r"ibis\.")
 from features.engines import FeatureEngine
 
 #: Two instants no cutoff is, differing in every field (see :meth:`DuckDBEngine.at_cutoffs`)

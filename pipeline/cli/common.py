@@ -145,7 +145,7 @@ def handled() -> Iterator[None]:
         from pipeline.cli.render import problems_table
 
         err.print(problems_table(e.report.problems))
-        err.print(f"[bold red]{e}.[/] Fix the sources (or configs/) and run again.")
+        err.print(f"[bold red]{e.summary}.[/] Fix the sources (or configs/) and run again.")
         raise typer.Exit(EXIT_DATA) from None
     except BadValue as e:  # an option's value that cannot be read: bad usage, as click's own errors
         err.print(f"[bold red]Error:[/] {e}", highlight=False)

@@ -26,7 +26,18 @@ class DataError(Exception):
         self.report = report
         n, w = len(report.errors), len(report.problems) - len(report.errors)
         also = f" (and {w} warning{'s' if w != 1 else ''})" if w else ""
-        super().__init__(f"{n} data error{'s' if n != 1 else ''}{also} found; nothing was written")
+        #: the one line the CLI prints under its table of the problems
+        self.summary = f"{n} data error{'s' if n != 1 else ''}{also} found; nothing was written"
+        super().__init__(self.summary)
+
+    def __str__(self) -> str:
+        """The summary, then each error with its count, examples and fix: from Python (``Project``,
+        the jobs) the exception is all a user sees; every problem is in ``report.problems``."""
+        lines = [self.summary + ":"]
+        for p in self.report.errors:
+            shown = f" (e.g. {'; '.join(p.examples[:3])})" if p.examples else ""
+            lines.append(f"  - {p.where()}: {p.message} [{p.count:,} rows]{shown}. Fix: {p.fix}")
+        return "\n".join(lines)
 
 
 @dataclass

@@ -216,10 +216,13 @@ def feature_spec(cfg: Config) -> FeatureSpec:
 
 
 def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpec:
+    targets = list(type(cfg.labels).model_fields)
+    if target not in targets:
+        raise BadValue(f"target {target!r} is not one of {', '.join(map(repr, targets))} (configs/labels.yaml)")
     lc = getattr(cfg.labels, target)
     h = parse_duration(horizon or lc.horizon)
     if h.total_seconds() <= 0:
-        raise BadValue(f"--horizon {horizon}: expected a label window above zero such as 30d or 8w")
+        raise BadValue(f"horizon {horizon}: expected a label window above zero such as 30d or 8w")
     return LabelSpec(target, h, lc.population, parse_duration(lc.active_window))
 
 
@@ -455,20 +458,22 @@ def training_set_job(
     engine: str | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> TrainingData:
     """Stacked snapshots with labels for ``target``; as_of defaults to the end of the data."""
+    label = label_spec(cfg, target, horizon)  # an unknown target or horizon: before any work
     data = load_for_run(cfg, as_of)
     first, last = data.report.time_range(cfg.role_of)
     end = as_of or last
     warnings = run_warnings(cfg, data, end)
     if as_of is not None:  # trained in the past: the data it used ends before as_of, not where the log ends now
         last = newest_event(cfg, data, as_of)
-        if last is not None and is_stale(last, as_of, timedelta(days=cfg.settings.freshness.max_lag_days)):
-            # Stale data that freshness only warns about: the days after the newest event were not
-            # observed, and a label window over them would read them as no purchase at all.
-            warnings.append(f"the label windows end by the newest event ({last:%Y-%m-%d %H:%M} UTC), not at "
-                            f"{as_of_label(as_of)}: after it the log holds nothing, and labels over those days "
-                            "would read them as days without a purchase")
+        if last is not None:
+            # The label windows end by the newest event, as without --as-of: the days after it were
+            # not observed (a log that lands a day late), and a label window over them would read
+            # them as days without a purchase. Said when the data is stale enough to warn about.
+            if is_stale(last, as_of, timedelta(days=cfg.settings.freshness.max_lag_days)):
+                warnings.append(f"the label windows end by the newest event ({last:%Y-%m-%d %H:%M} UTC), not at "
+                                f"{as_of_label(as_of)}: after it the log holds nothing, and labels over those days "
+                                "would read them as days without a purchase")
             end = last
-    label = label_spec(cfg, target, horizon)
     t = cfg.training
     plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history))
     profile = data_profile(cfg, data)

@@ -56,6 +56,10 @@ def test_history_too_short_is_refused_with_what_fits():
     with pytest.raises(TrainingSetError) as e:
         plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27), 60 * D, 25, 30 * D, min_history=90 * D)
     assert "fewer snapshots (training.snapshots: 17 fit)" in str(e.value) and "training.snapshots: 3" not in str(e.value)
+    # a history that misses by a second does not read as one that fits
+    with pytest.raises(TrainingSetError) as e:
+        plan_snapshots(datetime(2025, 1, 1, 0, 0, 1), datetime(2025, 9, 1), 56 * D, 6, 30 * D, min_history=90 * D)
+    assert "the data starts 2025-01-01 00:00:01 UTC" in str(e.value) and "runs from 2025-01-01 00:00:01 UTC" in str(e.value)
     with pytest.raises(TrainingSetError, match="at least 3 snapshots"):
         plan_snapshots(datetime(2020, 1, 1), datetime(2026, 11, 27), 30 * D, 2, 30 * D)
 
@@ -130,6 +134,18 @@ def test_stale_data_that_freshness_warns_about_ends_the_label_windows_at_the_new
     plain = training_set_job(load_config(shop.root), "purchase")
     assert td.plan == plain.plan
     pd.testing.assert_frame_equal(td.frame, plain.frame)
+
+
+def test_a_log_that_lands_late_ends_the_label_windows_at_its_newest_event(shop):
+    """Data a day and a half old is fresh, but the days after its newest event were not observed
+    either: with --as-of, the test label window ended at as_of and read them as days without a
+    purchase (the label rate of the snapshot that gates the registry fell, in silence)."""
+    as_of = datetime(2026, 11, 29, 12)
+    td = training_set_job(load_config(shop.root), "purchase", as_of=as_of)
+    plain = training_set_job(load_config(shop.root), "purchase")
+    assert td.last_event < datetime(2026, 11, 28) and td.plan.cutoffs[0] + td.label.horizon <= td.last_event
+    assert td.plan == plain.plan  # the test cutoff was 2026-10-30 instead of 2026-10-28
+    assert not any("label windows end" in w for w in td.warnings)  # fresh data: nothing to say
 
 
 def test_too_few_examples_advice_fits_the_snapshot_and_the_short_class():

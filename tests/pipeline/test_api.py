@@ -92,8 +92,15 @@ def test_feature_signal_ranks_a_planted_signal_and_its_direction():
     assert s.loc["flag", "auc_train"] > 0.55
     assert s.loc["strong", "auc_test"] > 0.8  # the out-of-time rows get their own AUC
 
+    # a flag with nulls, as pandas holds email_consent before a cutoff where everyone's is known:
+    # object values True/False/None; it was left out as if it were text
+    s = feature_signal(ts.assign(flag=ts.flag.astype(object).where(ts.flag.notna(), None)
+                                 .where(np.arange(n) % 10 != 0, None))).set_index("feature")
+    assert s.loc["flag", "auc_train"] > 0.55 and s.loc["flag", "non_null"] == pytest.approx(0.9)
+
     one_class = ts.assign(label=np.where(ts.snapshot == "test", 0, ts.label))
-    assert np.isnan(feature_signal(one_class).set_index("feature").loc["strong", "auc_test"])
+    with pytest.warns(UserWarning, match=r"the test \(\[0\]\) rows hold one class"):
+        assert np.isnan(feature_signal(one_class).set_index("feature").loc["strong", "auc_test"])
     with pytest.raises(ValueError, match="no column \\['label'\\]"):
         feature_signal(ts.drop(columns="label"))
 
@@ -103,3 +110,79 @@ def test_the_exploration_notebook_executes(shop):
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "customers, 64 features, as of 2026-11-28 00:00:00 UTC" in text
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the label-rate plot
+
+
+def test_features_and_training_sets_need_no_mlflow_and_say_what_the_command_says(shop, monkeypatch):
+    """Features and training sets from Python: no tracking server needed (Project() used to
+    connect to it first), the training set's warnings kept and issued as the features' are, the
+    ways a notebook gives a cutoff, and misuse refused by name before any work."""
+    from features.asof import BadValue
+    from models.registry import RegistryError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    p = Project()
+    assert "config" not in repr(p) and len(repr(p)) < 200
+    frame = p.features(np.datetime64("2026-11-27T12:00"))  # a frame's as_of.values[0], say
+    pd.testing.assert_frame_equal(frame, p.features(pd.Timestamp("2026-11-27 12:00")))
+    assert not (shop.workspace / "mlflow.db").exists()
+    with pytest.raises(RegistryError, match="cannot reach MLflow tracking server"):
+        p.versions()
+    for bad in (20261127, None, ["2026-11-27"]):
+        with pytest.raises(BadValue, match=r"is a (int|NoneType|list); expected a date or an instant"):
+            p.features(bad)
+    with pytest.raises(BadValue, match=r"target 'purchse' is not one of 'purchase', 'churn'"):
+        p.training_set("purchse")
+
+    project_yaml = shop.root / "configs" / "project.yaml"
+    before = project_yaml.read_text()
+    try:  # stale data with freshness warning: the label windows end by the newest event, and say so
+        project_yaml.write_text(before.replace("action: refuse", "action: warn"))
+        with pytest.warns(UserWarning, match="the label windows end by the newest event"):
+            ts = Project().training_set("purchase", "2026-12-20", horizon=28)  # a number of days
+        assert any("label windows end by the newest event" in w for w in ts.attrs["warnings"])
+    finally:
+        project_yaml.write_text(before)
+    out = shop.root / "ts.parquet"
+    result = CliRunner().invoke(app, ["features", "training-set", "purchase", "--as-of", "2026-12-20",
+                                      "--horizon", "4w", "--out", str(out)])
+    assert result.exit_code == 1 and "data is stale" in result.output  # refuse, the config's action
+    project_yaml.write_text(before.replace("action: refuse", "action: warn"))
+    try:
+        result = CliRunner().invoke(app, ["features", "training-set", "purchase", "--as-of", "2026-12-20",
+                                          "--horizon", "4w", "--out", str(out)])
+        assert result.exit_code == 0, result.output
+    finally:
+        project_yaml.write_text(before)
+    pd.testing.assert_frame_equal(ts, pd.read_parquet(out), check_like=False)
+
+    # what train learns from, as the model sees it: LightGBM takes it as it is
+    X = p.model_inputs(ts[ts.snapshot == "train"])
+    assert "email_consent" not in X.columns and not {"customer_id", "as_of", "snapshot", "label"} & set(X.columns)
+    assert {c for c in X.columns if X[c].dtype == "category"} == {"country", "acquisition_channel", "plan"}
+    assert all(X[c].dtype == "float64" for c in X.columns if X[c].dtype != "category")
+    import lightgbm
+
+    train = ts[ts.snapshot == "train"]
+    lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(X, train.label)
+
+
+def test_a_data_error_from_python_names_every_problem():
+    from datetime import datetime
+
+    from features.validation import Problem, ValidationReport
+    from pipeline.jobs.data import DataError
+
+    report = ValidationReport(datetime(2026, 11, 28), problems=[
+        Problem("events", "amount", "negative_amount", "error", 1, "events.parquet: 1 purchase with a negative amount",
+                "refunds are their own event type", ("row 6: -3.5",)),
+        Problem("events", "customer_id", "null_id", "error", 2, "events.parquet: 2 rows without a customer_id",
+                "drop them or fill them", ("row 7: NULL",)),
+        Problem("events", None, "repeats", "warning", 5, "5 repeated event ids", "nothing to do"),
+    ])
+    e = DataError(report)
+    assert e.summary == "2 data errors (and 1 warning) found; nothing was written"
+    text = str(e)
+    assert text.startswith(e.summary + ":")
+    assert "events.amount: events.parquet: 1 purchase with a negative amount [1 rows] (e.g. row 6: -3.5). " \
+           "Fix: refunds are their own event type" in text
+    assert "events.customer_id:" in text and "repeated" not in text  # the errors; warnings stay in the report
