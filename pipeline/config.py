@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from features.asof import parse_duration
@@ -64,12 +64,29 @@ Duration = Annotated[str, AfterValidator(_duration)]
 PositiveDuration = Annotated[str, AfterValidator(_positive_duration)]
 
 
+def _not_a_flag(value: Any) -> Any:
+    """``true`` is a number to pydantic (1): a window of ``[7, true]`` read as one day."""
+    if isinstance(value, bool):
+        raise PydanticCustomError("value_error", f"expected a number of days such as 30; found {str(value).lower()}")
+    return value
+
+
+def _auto_or_list(value: Any) -> Any:
+    """``auto`` in any case, or a list of names; one message instead of one per union member."""
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if not isinstance(value, list):
+        raise PydanticCustomError("value_error", "expected auto or a list of attribute names such as [country, plan]; "
+                                  f"found {value!r}")
+    return value
+
+
 class FeaturesConfig(_Strict):
     """``configs/features.yaml``: what the customer_features set computes."""
 
-    windows_days: list[Annotated[int, Field(ge=1, le=36_500)]] = [7, 30, 90, 365]
+    windows_days: list[Annotated[int, BeforeValidator(_not_a_flag), Field(ge=1, le=36_500)]] = [7, 30, 90, 365]
     window_roles: list[Role] = ["purchase", "email_open", "email_click", "page_view", "add_to_cart"]
-    categorical_attributes: Literal["auto"] | list[str] = "auto"
+    categorical_attributes: Annotated[Literal["auto"] | list[str], BeforeValidator(_auto_or_list)] = "auto"
     max_categories: int = Field(50, ge=2)
 
     @field_validator("windows_days", "window_roles", mode="wrap")
@@ -109,11 +126,12 @@ class LabelsConfig(_Strict):
     purchase: LabelConfig = LabelConfig(horizon="30d")
     churn: LabelConfig = LabelConfig(horizon="60d", population="active")
 
-    @model_validator(mode="after")
-    def _churn_is_over_active(self) -> LabelsConfig:
-        if self.churn.population != "active":
+    @field_validator("churn")
+    @classmethod
+    def _churn_is_over_active(cls, churn: LabelConfig) -> LabelConfig:
+        if churn.population != "active":  # reported at churn, not at the file's top level
             raise ValueError("churn is defined over customers active at the cutoff: churn.population must be 'active'")
-        return self
+        return churn
 
 
 class ModelParams(_Strict):
@@ -508,6 +526,9 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
         readable = True
         for path in [cfg_dir / name, *extra, cfg_dir / "local" / name]:
             if not path.is_file():
+                if path.exists():  # a folder where the file belongs: not "missing", defaults used in silence
+                    issues.append(ConfigIssue(_rel(path, project_dir), "", "is a folder; expected a YAML file"))
+                    readable = False
                 continue
             files.append(path)
             loaded = _read_yaml(path, project_dir, issues)
@@ -581,7 +602,17 @@ _UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG,
 
 def _read_yaml(path: Path, root: Path, issues: list[ConfigIssue]) -> dict | None:
     try:
-        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        line = e.object[:e.start].count(b"\n") + 1
+        issues.append(ConfigIssue(_rel(path, root), f"line {line}", f"is not UTF-8 text (byte 0x{e.object[e.start]:02x}); "
+                                  "save the file as UTF-8"))
+        return None
+    except OSError as e:
+        issues.append(ConfigIssue(_rel(path, root), "", f"cannot be read: {e.strerror or e}; check its permissions"))
+        return None
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""

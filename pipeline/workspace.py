@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 import time
 from collections.abc import Iterator
@@ -92,12 +93,26 @@ def check_writable(path: Path, example: str | None = None, *, given: bool = Fals
         raise refuse(f"cannot write {path}: {parent} is a file, not a folder; choose a path in a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise refuse(f"cannot write {path}: no permission to write in {parent}; choose a folder you can write")
+    if _owned_elsewhere_in_sticky(Path(os.path.realpath(path))):
+        raise refuse(f"cannot replace {path}: it belongs to another user, and its folder lets only a file's owner "
+                     "replace it (a sticky folder, such as /tmp); choose another name or folder, or remove the file")
     try:  # what os.access cannot tell: a read-only file system, or root's writes refused (/sys, /proc)
         with tempfile.TemporaryFile(dir=parent):  # unnamed where the system can (O_TMPFILE): nothing left behind
             pass
     except OSError as e:
         raise refuse(f"cannot write {path}: a file cannot be created in {parent} ({e.strerror}); choose a folder "
                      "you can write") from None
+
+
+def _owned_elsewhere_in_sticky(path: Path) -> bool:
+    """Whether renaming onto ``path`` is refused by its folder's sticky bit: the file exists and
+    neither it nor its folder is ours (root may replace it)."""
+    try:
+        st, folder = path.lstat(), path.parent.stat()
+    except OSError:
+        return False
+    uid = os.geteuid()
+    return bool(folder.st_mode & stat.S_ISVTX) and uid != 0 and uid not in (st.st_uid, folder.st_uid)
 
 
 def write_atomic(path: Path, data: bytes) -> Path:
@@ -111,8 +126,13 @@ def write_atomic(path: Path, data: bytes) -> Path:
 def atomic_target(path: Path) -> Iterator[Path]:
     """A temp file beside ``path`` for the block to write; renamed onto ``path`` when the block
     succeeds, removed when it fails, so ``path`` is either what was there before or complete.
-    For writers that stream to a file (a large Parquet file need not be held in memory first)."""
+    For writers that stream to a file (a large Parquet file need not be held in memory first).
+
+    A symbolic link is written through (``latest.parquet -> /share/...`` keeps pointing at its
+    target, now new), not replaced by a file. A write that fails (a full disk, a refused rename)
+    raises an ``OSError`` naming ``path``, not the temp file the user never asked for."""
     check_writable(path)
+    given, path = Path(path), Path(os.path.realpath(path))
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
@@ -122,9 +142,21 @@ def atomic_target(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        if e.filename not in (None, name, str(tmp)):
+            raise
+        # pyarrow's and pandas' write errors name no file (or the temp one): say which output failed
+        raise OSError(e.errno or _errno_in(str(e)), e.strerror or str(e), str(given)) from e
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _errno_in(text: str) -> int | None:
+    """The errno a library wrote into its message (pyarrow: ``[errno 28] No space left on device``)."""
+    m = re.search(r"\[errno (\d+)\]", text, re.IGNORECASE)
+    return int(m.group(1)) if m else None
 
 
 #: A temp name whose writer cannot be checked (another host's, or from before temp names carried
@@ -156,12 +188,17 @@ def sweep_stale_temps(path: Path) -> list[Path]:
     out-of-memory killer, a power cut) cannot, and leaves a hidden ``.NAME.PID@HOST~XXXX.tmp``
     beside ``path``, as large as it got. Such a file is removed when its process no longer runs on
     this host, or when it is a week old (another host's, a name without its writer); a concurrent
-    write of the same path keeps its file. Returns what was removed."""
+    write keeps its file. Every output's leftovers in ``path``'s folder go, not only ``path``'s:
+    nightly outputs are named by date, so no later write comes back to a killed night's name.
+    Returns what was removed."""
     path = Path(path)
     removed = []
-    for found in glob.glob(glob.escape(str(path.parent / f".{path.name}.")) + "*.tmp"):
+    for found in glob.glob(glob.escape(str(path.parent)) + "/.*.tmp"):
         stale = Path(found)
-        if not _abandoned(stale, stale.name[len(path.name) + 2:]):
+        writer = re.match(r"\.(.+)\.(\d+@[^~/]+~[^~]*\.tmp)$", stale.name)
+        if writer is None and not stale.name.startswith(f".{path.name}."):
+            continue  # not a temp name of ours
+        if not _abandoned(stale, writer.group(2) if writer else stale.name[len(path.name) + 2:]):
             continue
         try:
             if stale.is_dir() and not stale.is_symlink():

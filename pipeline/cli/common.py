@@ -12,6 +12,7 @@ from typing import Iterator, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -45,7 +46,7 @@ err = _console(stderr=True)
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler stopping a job, ``kill``), raised in the main thread like Ctrl-C so that
+    """SIGTERM (a scheduler stopping a job, ``kill``) or SIGHUP (a closed terminal), raised in the main thread like Ctrl-C so that
     the same cleanup runs: temp files removed, the DuckDB transaction rolled back, Spark's scratch
     folder deleted. Python's default for SIGTERM ends the process without any of that."""
 
@@ -70,6 +71,7 @@ def on_sigterm() -> None:
 
     def terminated(signum, frame):
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
         _signals.append(signum)
         _quiet_root_logger()
         raise Terminated(signum)
@@ -79,6 +81,9 @@ def on_sigterm() -> None:
         signal.default_int_handler(signum, frame)
 
     signal.signal(signal.SIGTERM, terminated)
+    # a closed terminal or ssh session, and some supervisors: the same cleanup (not where nohup ignores it)
+    if signal.getsignal(signal.SIGHUP) is signal.SIG_DFL:
+        signal.signal(signal.SIGHUP, terminated)
     if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not where Ctrl-C is ignored
         signal.signal(signal.SIGINT, interrupted)
 
@@ -125,7 +130,7 @@ def _registry_error(e: RuntimeError) -> NoReturn:
     if reg is None or not isinstance(e, reg.RegistryError):
         raise e
     refused = isinstance(e, reg.PromotionRefused)
-    err.print(f"[bold red]{'Refused' if refused else 'Registry error'}:[/] {e}", highlight=False)
+    err.print(f"[bold red]{'Refused' if refused else 'Registry error'}:[/] {escape(str(e))}", highlight=False)
     raise typer.Exit(EXIT_GATE if refused else EXIT_DATA) from None
 
 
@@ -148,10 +153,10 @@ def handled() -> Iterator[None]:
         err.print(f"[bold red]{e.summary}.[/] Fix the sources (or configs/) and run again.")
         raise typer.Exit(EXIT_DATA) from None
     except BadValue as e:  # an option's value that cannot be read: bad usage, as click's own errors
-        err.print(f"[bold red]Error:[/] {e}", highlight=False)
+        err.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(EXIT_USAGE) from None
     except ValueError as e:
-        err.print(f"[bold red]Error:[/] {e}", highlight=False)
+        err.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
     except (KeyboardInterrupt, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not _interrupted_query(e):
@@ -160,17 +165,28 @@ def handled() -> Iterator[None]:
         # write is atomic (a temp file and a rename, one transaction per run), so nothing is left
         # half-written. Exit 128 + the signal's number, as a shell reports it (130, 143).
         signum = e.signum if isinstance(e, Terminated) else (_signals[-1] if _signals else 2)
-        what = "Terminated (SIGTERM)." if signum == 15 else "Interrupted."
+        what = {15: "Terminated (SIGTERM).", 1: "Hung up (SIGHUP)."}.get(signum, "Interrupted.")
         err.print(f"[bold red]{what}[/] Nothing this command had not finished writing was kept: "
                   "its writes are atomic.", highlight=False)
         raise typer.Exit(128 + signum) from None
     except OSError as e:
         # A path that cannot be written or read (a folder where a file was asked for, a missing
-        # parent, no permission): the message names it; nothing was half-written (atomic writes).
-        if e.filename is None:
-            raise
-        err.print(f"[bold red]Error:[/] {e.strerror or e}: {e.filename}. Check the path (its folder must exist and "
-                  "be writable, and it must not be a folder itself).", highlight=False)
+        # parent, no permission, a full disk): the message names it; nothing was half-written
+        # (atomic writes). Without a path (the terminal's or the log's stream is full), one line too.
+        import errno
+
+        what = e.strerror or str(e)
+        if e.errno in (errno.ENOSPC, errno.EDQUOT):
+            fix = "Free some space there, or write to another folder; the previous file, if any, is as it was."
+        elif e.filename is None:
+            fix = "Nothing this command had not finished writing was kept."
+        else:
+            fix = "Check the path (its folder must exist and be writable, and it must not be a folder itself)."
+        where = f": {e.filename}" if e.filename is not None else " (the command's output stream)"
+        try:  # escaped: pyarrow's "[errno 28]" is no markup
+            err.print(f"[bold red]Error:[/] {escape(what + where)}. {fix}", highlight=False)
+        except OSError:
+            pass  # stderr itself cannot be written: the exit code says it
         raise typer.Exit(EXIT_DATA) from None
     except Exception as e:
         duckdb = sys.modules.get("duckdb")

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from features.asof import as_of_file_label, as_of_text, cutoff_label, parse_as_of
@@ -37,7 +38,7 @@ def build(
 
             run = build_features_job(cfg, instant, engine_name(engine), target)
     for w in run.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     missing = run.profile.missing_groups()
     if missing:
         err.print(f"[yellow]Feature groups unavailable in this data:[/] {', '.join(missing)} "
@@ -106,7 +107,7 @@ def training_set(
         with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
             td = export_training_set_job(cfg, target.value, path, instant, horizon, engine_name(engine), update)
     for w in td.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     missing = td.profile.missing_groups()
     if missing:
         err.print(f"[yellow]Feature groups unavailable in this data:[/] {', '.join(missing)}")

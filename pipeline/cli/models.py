@@ -8,6 +8,7 @@ from typing import Annotated, Iterator, Optional
 
 import typer
 from rich.markdown import Markdown
+from rich.markup import escape
 from rich.table import Table
 
 from features.asof import cutoff_label
@@ -33,10 +34,10 @@ def _registry(ctx: typer.Context) -> Iterator:
             registry.connect(uri)
             yield registry
         except registry.PromotionRefused as e:
-            err.print(f"[bold red]Refused:[/] {e}", highlight=False)
+            err.print(f"[bold red]Refused:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(EXIT_GATE) from None
         except registry.RegistryError as e:
-            err.print(f"[bold red]Registry error:[/] {e}", highlight=False)
+            err.print(f"[bold red]Registry error:[/] {escape(str(e))}", highlight=False)
             raise typer.Exit(EXIT_DATA) from None
 
 

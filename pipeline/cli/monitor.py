@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from features.asof import BadValue, as_of_label, parse_as_of
@@ -116,5 +117,5 @@ def _reports_and_alarms(r) -> None:
     if r.alarm:
         err.print("[bold red]Alarm:[/]")
         for reason in r.reasons:
-            err.print(f"  - {reason}", highlight=False)
+            err.print(f"  - {escape(reason)}", highlight=False)
         raise typer.Exit(EXIT_GATE)

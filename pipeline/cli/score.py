@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from features.asof import as_of_label, now_utc, parse_as_of
@@ -35,7 +36,7 @@ def score(
 
             run = score_job(cfg, instant, engine_name(engine), progress=lambda stage: status.update(f"scoring: {stage}"), reasons=reasons)
     for w in run.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     print_run(run)
 
 

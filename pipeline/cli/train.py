@@ -6,6 +6,7 @@ from enum import Enum
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from features.asof import cutoff_label, parse_as_of
@@ -36,7 +37,7 @@ def _train(ctx: typer.Context, target: Target, as_of, horizon, engine, allow_unv
 
             result = train_job(cfg, target.value, instant, horizon, engine_name(engine), allow_unvalidated, progress=update)
     for w in result.warnings:
-        err.print(f"[yellow]warning:[/] {w}", highlight=False)
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     missing = result.data.profile.missing_groups()
     if missing:
         err.print(f"[yellow]Feature groups unavailable in this data:[/] {', '.join(missing)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -328,7 +329,7 @@ def _why_no_events(cfg: Config, data: LoadedData, as_of: datetime) -> None:
 def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, out: Path | None = None) -> FeatureRun:
     """``dynseg features build``: features of every known customer as of ``as_of``."""
     if out is not None:
-        _check_out(out)  # before the work, not after it
+        _check_out(out, cfg=cfg)  # before the work, not after it
     data = load_for_run(cfg, as_of)
     warnings = run_warnings(cfg, data, as_of)
     profile = data_profile(cfg, data, before=as_of)  # later events add no columns: the same file whatever came after
@@ -378,13 +379,31 @@ def write_arrow(table: pa.Table, out: Path) -> Path:
     return out
 
 
-def _check_out(out: Path, example: str = "customer_features.parquet") -> None:
+def _check_out(out: Path, example: str = "customer_features.parquet", cfg: Config | None = None) -> None:
+    if cfg is not None:
+        _not_a_source(cfg, out)
     if out.is_dir():
         raise BadValue(f"--out {out} is a folder; expected a file path ending in .parquet or .csv "
                          f"(e.g. {out / example})")
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise BadValue(f"--out {out}: expected a file name ending in .parquet or .csv; found {out.suffix or 'no suffix'!r}")
     check_writable(out, given=True)
+
+
+def _not_a_source(cfg: Config, out: Path) -> None:
+    """Refuse an ``--out`` that is one of the configured sources: a typo in a scheduled command
+    would replace the customer profiles (or the log) with features, and every later run would read
+    those as its data without an error."""
+    import fnmatch
+    import glob as globbing
+
+    target = Path(os.path.realpath(out))
+    for name, spec in cfg.source_specs().items():
+        pattern = Path(spec.path) if Path(spec.path).is_absolute() else cfg.project_dir / spec.path
+        files = {Path(os.path.realpath(f)) for f in globbing.glob(str(pattern))}
+        if target in files or fnmatch.fnmatchcase(str(target), os.path.realpath(pattern)):
+            raise BadValue(f"--out {out} is the source {name!r} of configs/catalog.yaml ({spec.path}): writing there "
+                           "would replace your data; choose another path")
 
 
 def write_frame(frame: pd.DataFrame, out: Path) -> Path:
@@ -447,7 +466,7 @@ def export_training_set_job(
 ) -> TrainingData:
     """``dynseg features training-set``: the snapshots ``dynseg train`` would fit on, written to
     ``out`` (Parquet or CSV, checked before the work)."""
-    _check_out(out, f"training_set_{target}.parquet")
+    _check_out(out, f"training_set_{target}.parquet", cfg)
     td = training_set_job(cfg, target, as_of, horizon, engine, progress)
     write_frame(td.frame, out)
     return td

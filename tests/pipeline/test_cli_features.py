@@ -306,7 +306,8 @@ def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(project, tmp_path):
     assert not list(scratch_root.glob("dynseg-spark-*")) and not out.exists()
 
 
-@pytest.mark.parametrize("signum, code, line", [(signal.SIGTERM, 143, "Terminated (SIGTERM)."), (signal.SIGINT, 130, "Interrupted.")])
+@pytest.mark.parametrize("signum, code, line", [(signal.SIGTERM, 143, "Terminated (SIGTERM)."), (signal.SIGINT, 130, "Interrupted."),
+                                                (signal.SIGHUP, 129, "Hung up (SIGHUP).")])
 def test_a_signal_during_a_duckdb_query_ends_in_one_line(signum, code, line, capsys):
     """DuckDB turns the exception a signal raises mid-query into RuntimeError('Query interrupted')
     (when it notices the signal before the query ends; else the signal's own exception comes after
@@ -318,7 +319,8 @@ def test_a_signal_during_a_duckdb_query_ends_in_one_line(signum, code, line, cap
 
     from pipeline.cli import common
 
-    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGHUP)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)  # as a process starts (nohup would ignore it: then left ignored)
     # Python's own Ctrl-C handler, as the CLI has it (a pytest-xdist worker ignores SIGINT)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     common.on_sigterm()
@@ -339,6 +341,7 @@ def test_a_signal_during_a_duckdb_query_ends_in_one_line(signum, code, line, cap
     finally:
         signal.signal(signal.SIGTERM, before[0])
         signal.signal(signal.SIGINT, before[1])
+        signal.signal(signal.SIGHUP, before[2])
         common._signals.clear()
     with pytest.raises(RuntimeError, match="something else"), common.handled():
         raise RuntimeError("something else")  # any other RuntimeError is not taken for one
@@ -473,3 +476,61 @@ def test_auto_categorical_attributes_are_the_text_columns_of_few_values_whatever
     assert result.exit_code == 1, result.output
     text = " ".join(result.stderr.split())
     assert "categorical_attributes names ['plan']" in text and "'tier'" in text, text
+
+
+def test_outputs_the_user_would_lose_or_not_find_are_refused_or_named(project, monkeypatch):
+    """An --out that is a configured source is refused before any work (a typo replaced the
+    customer profiles with features, and every later run read those); a full disk is one line
+    naming the output, the previous file intact; a symbolic link is written through, not replaced."""
+    events = project.write_events(good_events())
+    before = events.read_bytes()
+    for out in (events, events.parent / ".." / events.parent.name / events.name):
+        r = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
+        said = " ".join(r.output.split())
+        assert r.exit_code == 2 and "is the source 'events'" in said and "writing there would replace your data" in said, said
+    assert events.read_bytes() == before
+    project.write_events(good_events(), name="part-1.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/part-*.parquet"})  # a glob: a new file in it is one too
+    r = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(events.parent / "part-2.parquet")])
+    assert r.exit_code == 2 and "is the source 'events'" in r.output, r.output
+    project.write_events(good_events())
+
+    out = project.root / "f.parquet"
+    assert runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)]).exit_code == 0
+    previous = out.read_bytes()
+    import pyarrow.parquet as pq
+
+    def full(table, where, **kw):
+        open(where, "wb").write(b"PAR1 half")
+        raise OSError("Error writing bytes to file. Detail: [errno 28] No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(pq, "write_table", full)
+        r = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
+    assert r.exit_code == 1 and "Traceback" not in r.output, r.output
+    said = " ".join(r.output.split())
+    assert f"Error writing bytes to file. Detail: [errno 28] No space left on device: {out}. Free some space there, " \
+           "or write to another folder; the previous file, if any, is as it was." in said, said
+    assert out.read_bytes() == previous and sorted(p.name for p in out.parent.glob(".f.parquet*")) == []
+
+    real = project.root / "share" / "latest.parquet"
+    real.parent.mkdir()
+    link = project.root / "latest.parquet"
+    link.symlink_to(real)  # dangling until the first write
+    r = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(link)])
+    assert r.exit_code == 0, r.output
+    assert link.is_symlink() and real.is_file() and pq.read_table(link).num_rows == pq.read_table(out).num_rows
+
+
+def test_messages_keep_their_brackets(capsys):
+    """rich took ``[errno 28]`` or ``[label]`` in a message for markup and dropped it."""
+    import typer
+
+    from pipeline.cli import common
+
+    for raised in (ValueError("no column [label]; found [country, plan]"), OSError(28, "[errno 28] disk full", "/x/f.csv")):
+        with pytest.raises(typer.Exit), common.handled():
+            raise raised
+        said = " ".join(capsys.readouterr().err.split())
+        assert ("no column [label]; found [country, plan]" if isinstance(raised, ValueError)
+                else "[errno 28] disk full: /x/f.csv") in said, said

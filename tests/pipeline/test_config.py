@@ -195,3 +195,33 @@ def test_outside_any_project_the_error_says_how_to_start_one(tmp_path, monkeypat
     text = str(e.value)
     assert f"{tmp_path}: no configs/catalog.yaml here or in any parent folder" in text
     assert "pass --project DIR or set DYNSEG_PROJECT" in text and "copy the configs/ folder" in text
+
+
+def test_config_files_that_cannot_be_read_or_values_of_another_kind_are_named(project):
+    """A folder where a file belongs was taken as a missing file (defaults, in silence); bad UTF-8
+    or an unreadable file gave an error without the file's name; ``true`` in windows_days was a
+    1-day window; ``Auto`` gave two errors quoting pydantic; churn.population was reported at the
+    file's top level."""
+    folder = project.root / "configs" / "training.yaml"
+    folder.unlink(missing_ok=True)
+    folder.mkdir()
+    (project.root / "configs" / "features.yaml").write_bytes(b"windows_days: [7]\nmax_categories: 5\xff\n")
+    _write(project, "labels.yaml", "churn:\n  horizon: 60d\n  population: known\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "configs/training.yaml: is a folder; expected a YAML file" in text, text
+    assert "configs/features.yaml: line 2: is not UTF-8 text (byte 0xff); save the file as UTF-8" in text, text
+    assert "configs/labels.yaml: churn: churn is defined over customers active at the cutoff" in text, text
+    folder.rmdir()
+
+    _write(project, "features.yaml", "windows_days: [7, true]\ncategorical_attributes: 5\n")
+    _write(project, "labels.yaml", "")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "windows_days.1: expected a number of days such as 30; found true" in text, text
+    assert "categorical_attributes: expected auto or a list of attribute names such as [country, plan]; found 5" in text
+    assert len(e.value.issues) == 2
+    _write(project, "features.yaml", "categorical_attributes: Auto\n")
+    assert load_config(project.root).features.categorical_attributes == "auto"

@@ -74,6 +74,8 @@ def test_only_temps_whose_writer_is_gone_are_removed(tmp_path):
             "no writer named, a week old": (".2026-11-28.0f3a9c.tmp", True, week_ago),
             "no writer named, fresh": (".2026-11-28.77aa01.tmp", False, None),
             "another output's": (f".2026-11-21.{_dead_pid()}@{host}~e1f2.tmp", False, None),
+            "another output's, running": (f".customer_features_2026-11-21.parquet.{running.pid}@{host}~e3f4.tmp", False, None),
+            "not a temp of ours": (".cache.tmp", False, week_ago),
         }
         for name, folder, mtime in temps.values():
             p = tmp_path / name
@@ -89,8 +91,10 @@ def test_only_temps_whose_writer_is_gone_are_removed(tmp_path):
 
         kept = {p.name for p in tmp_path.iterdir()}
         gone = {what for what, (name, _, _) in temps.items() if name not in kept}
+        # another output's too: nightly outputs are named by date, and no later write comes back
+        # to a killed night's name
         assert gone == {"dead writer, a file", "dead writer, a folder", "another host's, a week old",
-                        "no writer named, a week old"}
+                        "no writer named, a week old", "another output's"}
         assert fresh.parent == tmp_path and fresh.name.startswith(f".2026-11-28.{os.getpid()}@{host}~")
         assert not fresh.exists()
         assert temp_sibling(target) != fresh  # every call its own name
@@ -111,3 +115,34 @@ def test_a_temp_that_cannot_be_removed_does_not_fail_the_write(tmp_path, monkeyp
     monkeypatch.setattr("pipeline.workspace.shutil.rmtree", refuse)
     write_atomic(path, b"new")
     assert path.read_bytes() == b"new" and stale.is_dir()
+
+
+def test_a_file_of_another_user_in_a_sticky_folder_is_refused_before_the_work(tmp_path, monkeypatch):
+    """/tmp or a shared drop folder: the rename onto another user's file fails, after all the work,
+    naming the temp file. (This suite runs as root, who may replace it: another uid is feigned.)"""
+    from features.asof import BadValue
+    from pipeline.workspace import check_writable
+
+    folder = tmp_path / "drop"
+    folder.mkdir()
+    folder.chmod(0o1777)
+    theirs = folder / "theirs.csv"
+    theirs.write_text("old")
+    check_writable(theirs, given=True)  # root may
+    monkeypatch.setattr(os, "geteuid", lambda: 12345)
+    with pytest.raises(BadValue, match=r"cannot replace .*theirs.csv: it belongs to another user"):
+        check_writable(theirs, given=True)
+    check_writable(folder / "mine.csv", given=True)  # a new name is fine
+
+
+def test_a_failed_rename_names_the_output_not_the_temp_file(tmp_path, monkeypatch):
+    path = tmp_path / "f.csv"
+
+    def refused(src, dst):
+        raise PermissionError(1, "Operation not permitted", str(src), None, str(dst))
+
+    monkeypatch.setattr(os, "replace", refused)
+    with pytest.raises(PermissionError) as e:
+        write_atomic(path, b"new")
+    assert e.value.filename == str(path) and e.value.errno == 1
+    assert list(tmp_path.iterdir()) == []
