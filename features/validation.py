@@ -651,15 +651,32 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
             "or fix the ids' form in one of them", (repr(example), repr(profile_example))))
         return
     if count:
-        report.problems.append(unknown_customer_problem(int(n), example))
+        report.problems.append(unknown_customer_problem(
+            int(n), example, _spelled_otherwise(con, f"SELECT {cu['customer_id'].expr} AS id FROM raw_customers", example)))
 
 
-def unknown_customer_problem(n: int, example: str) -> Problem:
-    """The warning for ``n`` customer_ids in events without a profile (``example`` one of them)."""
+def _spelled_otherwise(con: duckdb.DuckDBPyConnection, profile_ids: str, example: str | None) -> str | None:
+    """A profile id that is ``example`` written another way (leading zeros, case, surrounding
+    spaces): ids '1' in events and '000001' in customers match only from 100000 on, and only a
+    warning said so, without the reason."""
+    if example is None:
+        return None
+    found = con.execute(f"""SELECT min(id) FROM ({profile_ids}) WHERE id <> $x
+                            AND lower(ltrim(trim(id), '0')) = lower(ltrim(trim($x), '0'))""", {"x": example}).fetchall()
+    return found[0][0] if found else None
+
+
+def unknown_customer_problem(n: int, example: str, spelled: str | None = None) -> Problem:
+    """The warning for ``n`` customer_ids in events without a profile (``example`` one of them;
+    ``spelled``: a profile id that is the example written another way)."""
+    fix = "add them to the customers source if they are real customers"
+    if spelled is not None:
+        fix = (f"the customers source spells {example!r} as {spelled!r} (leading zeros, case or spaces): write the "
+               f"ids one way in both sources; else {fix}")
     return Problem(
         "events", "customer_id", "unknown_customer", "warning", n,
         f"{_n(n, 'customer_id in events is', 'customer_ids in events are')} not in customers; their profile features will be null",
-        "add them to the customers source if they are real customers", (repr(example),))
+        fix, (repr(example),))
 
 
 def unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, ids: object) -> Problem | None:
@@ -679,4 +696,6 @@ def unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, 
         """).fetchall()[0]
     finally:
         con.unregister("_run_customer_ids")
-    return unknown_customer_problem(int(n), example) if n else None
+    if not n:
+        return None
+    return unknown_customer_problem(int(n), example, _spelled_otherwise(con, "SELECT customer_id AS id FROM customers", example))

@@ -97,6 +97,8 @@ def test_training_set_stacks_snapshots_with_labels(shop):
     newest = f.as_of.max()
     assert set(f[f.as_of == newest].snapshot) == {"test"}
     assert f.groupby("snapshot").as_of.nunique().to_dict() == {"test": 1, "valid": 1, "train": 4}
+    # a fixed order (each snapshot sorted on its own, then stacked): newest first, customers in order
+    pd.testing.assert_frame_equal(f, f.sort_values(["as_of", "customer_id"], ascending=[False, True], ignore_index=True))
     assert not f.duplicated(["customer_id", "as_of"]).any()
     assert f[["customer_id", "as_of", "snapshot", "label"]].notna().all().all() and set(f.label) == {0, 1}
     assert 0.02 < f.label.mean() < 0.5

@@ -735,3 +735,58 @@ def test_ids_that_meet_no_profile_are_an_error_with_identities_too(project):
     report = run(project)
     assert report.ok and not [q for q in report.problems if q.check == "no_customer_matches"]
     assert only(report, "unknown_customer").severity == "warning"
+
+
+def test_a_csv_source_is_parsed_once_and_its_copy_goes_with_the_connection(project):
+    """Every read of a CSV file parses it again, and validation and the feature query read a source
+    many times: it is parsed once into a temporary Parquet file, its rows in order (examples still
+    count the file's rows), removed with the connection."""
+    import gc
+    import tempfile
+    from pathlib import Path
+
+    from features.sources import register_source
+
+    df = good_events(4).astype({"amount": "object"})
+    df.loc[5, "amount"] = "12,50"  # does not convert: found at the file's own row
+    df.to_csv(project.data / "events.csv", index=False)
+    project.catalog(events={"format": "csv", "path": "data/events.csv"})
+    cfg = load_config(project.root)
+    before = set(Path(tempfile.gettempdir()).glob("dynseg-csv-events-*"))
+    con = connect()
+    raw = register_source(con, "events", cfg.source_specs()["events"], cfg.project_dir)
+    copies = set(Path(tempfile.gettempdir()).glob("dynseg-csv-events-*")) - before
+    assert len(copies) == 1 and raw.rows == len(df)
+    plan = con.execute(f"EXPLAIN SELECT * FROM {raw.view}").fetchall()[0][1]
+    assert "READ_PARQUET" in plan.upper() and "READ_CSV" not in plan.upper()
+    assert con.execute(f"SELECT amount FROM {raw.view} LIMIT 1 OFFSET 5").fetchall()[0][0] == "12,50"
+    con.close()
+    del con
+    gc.collect()
+    assert not any(c.exists() for c in copies)
+    report = validate(connect(), cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir,
+                      datetime(2026, 2, 1))
+    bad = [p for p in report.problems if p.column == "amount" and p.severity == "error"]
+    assert bad and bad[0].examples[0] == "'12,50' at row 6", bad
+
+
+def test_ids_spelled_another_way_in_the_profiles_are_named_in_the_warning(project, monkeypatch):
+    """Events say '1' and '123456', customers '000001' and '123456': some ids meet, so no error,
+    and the warning said only that ids had no profile (a build then held each customer twice)."""
+    from pipeline.jobs.features import build_features_job
+
+    events = good_events().astype({"customer_id": "object"})
+    events["customer_id"] = events.customer_id.map({"c0": "1", "c1": "123456", "c2": "C7"})
+    project.write_events(events)
+    pd.DataFrame({"customer_id": ["000001", "123456", "c7"]}).to_parquet(project.data / "cu.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/cu.parquet"})
+    p = only(run(project), "unknown_customer")
+    assert p.count == 2 and p.examples == ("'1'",)
+    assert p.fix.startswith("the customers source spells '1' as '000001' (leading zeros, case or spaces): write the ids "
+                            "one way in both sources"), p.fix
+    monkeypatch.setenv("DYNSEG_PROJECT", str(project.root))  # a run counts its own: the same hint
+    run_ = build_features_job(load_config(project.root), datetime(2026, 1, 6))
+    assert any("spells '1' as '000001'" in w for w in run_.warnings), run_.warnings
+    pd.DataFrame({"customer_id": ["123456", "9"]}).to_parquet(project.data / "cu.parquet")  # no look-alike
+    assert "spells" not in only(run(project), "unknown_customer").fix
