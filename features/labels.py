@@ -34,12 +34,15 @@ class LabelSpec:
 
     def describe(self) -> str:
         """The definition in words, for the model card and the CLI."""
-        h, a = self.horizon.days, self.active_window.days
-        who = (f"customers with a purchase in the {a} days before the cutoff" if self.population == "active"
+        def days(n: int) -> str:
+            return "day" if n == 1 else f"{n} days"
+
+        h, a = days(self.horizon.days), days(self.active_window.days)
+        who = (f"customers with a purchase in the {a} before the cutoff" if self.population == "active"
                else "every customer known at the cutoff (signed up or any event before it)")
         if self.target == "purchase":
-            return f"purchase = at least one purchase in the {h} days from the cutoff; population: {who}"
-        return f"churn = no purchase in the {h} days from the cutoff; population: {who}"
+            return f"purchase = at least one purchase in the {h} from the cutoff; population: {who}"
+        return f"churn = no purchase in the {h} from the cutoff; population: {who}"
 
 
 def label_window(events: ir.Table, as_of: datetime, horizon: timedelta) -> ir.Table:

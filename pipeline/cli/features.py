@@ -87,10 +87,10 @@ def _preview(table) -> Table:
 def training_set(
     ctx: typer.Context,
     target: Annotated[Target, typer.Argument(help="The label: purchase or churn (configs/labels.yaml).")],
-    as_of: Annotated[Optional[str], typer.Option(help="Use only data before this instant, as `train --as-of` does (default: all of it).")] = None,
+    as_of: Annotated[Optional[str], typer.Option(help="Use only data before this instant, as `train --as-of` does (a date means the end of that day, UTC; default: all of it).")] = None,
     horizon: Annotated[Optional[str], typer.Option(help="Label horizon (e.g. 30d, 8w); default from configs/labels.yaml.")] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="duckdb (default from config) or spark.")] = None,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file, by its suffix; by default training_set_<target>[_<as_of>].parquet in <workspace>/features.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file, by its suffix; by default training_set_<target>[_<horizon>][_<as_of>].parquet in <workspace>/features.")] = None,
 ) -> None:
     """Build the snapshots a model trains on (features, label, test/valid/train) and write them to a file.
 
@@ -102,7 +102,8 @@ def training_set(
         from pipeline.jobs.features import export_training_set_job, label_spec
 
         label_spec(cfg, target.value, horizon)  # a bad --horizon is bad usage, found before any work
-        suffix = f"_{as_of_file_label(instant)}" if instant else ""
+        # a --horizon in the name: sets of two horizons do not overwrite each other
+        suffix = (f"_{horizon.strip()}" if horizon else "") + (f"_{as_of_file_label(instant)}" if instant else "")
         path = out_path or Workspace(cfg.workspace).root / "features" / f"training_set_{target.value}{suffix}.parquet"
         with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
             td = export_training_set_job(cfg, target.value, path, instant, horizon, engine_name(engine), update)

@@ -274,6 +274,9 @@ def test_the_cli_writes_the_snapshots_train_fits_on(shop, tmp_path):
     written = pd.read_parquet(out)
     expected = Project(shop.root).training_set("purchase", horizon="4w")  # the public API: the job's frame
     pd.testing.assert_frame_equal(written, expected, check_dtype=False)
+    # by default the horizon asked for is in the file's name: another horizon's set stays
+    assert runner.invoke(app, ["features", "training-set", "purchase", "--horizon", "4w"]).exit_code == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(shop.workspace / "features" / "training_set_purchase_4w.parquet"), written)
     assert list(written.columns[:3]) == ["customer_id", "as_of", "snapshot"] and written.columns[-1] == "label"
     assert list(written.drop_duplicates("as_of").snapshot) == ["test", "valid"] + ["train"] * (written.as_of.nunique() - 2)
     text = " ".join(result.output.split())
