@@ -534,3 +534,27 @@ def test_messages_keep_their_brackets(capsys):
         said = " ".join(capsys.readouterr().err.split())
         assert ("no column [label]; found [country, plan]" if isinstance(raised, ValueError)
                 else "[errno 28] disk full: /x/f.csv") in said, said
+
+
+def test_a_frame_is_written_a_slice_at_a_time_as_one_file(tmp_path, monkeypatch):
+    """Parquet is written a slice at a time (the whole frame as Arrow beside it held it twice); the
+    file is the frame, typed from the whole frame: a slice where a column is all null keeps its type."""
+    import pyarrow.parquet as pq
+
+    from pipeline.jobs import features as jobs
+
+    monkeypatch.setattr(jobs, "WRITE_ROWS", 3)
+    frame = pd.DataFrame({
+        "customer_id": [f"c{i}" for i in range(10)],
+        "as_of": pd.Timestamp("2026-11-28"),
+        "email_consent": [None, None, None, True, False, None, True, True, None, False],  # object, nulls
+        "country": pd.array([None] * 3 + ["DE"] * 7, dtype="str"),
+        "n": range(10),
+    })
+    out = jobs.write_frame(frame, tmp_path / "f.parquet")
+    meta = pq.ParquetFile(out).metadata
+    assert meta.num_row_groups == 4 and meta.num_rows == 10
+    assert pq.read_schema(out).field("email_consent").type == "bool" and pq.read_schema(out).field("country").type == "string"
+    back = pd.read_parquet(out)
+    pd.testing.assert_frame_equal(back, frame, check_dtype=False)
+    assert back.email_consent.tolist() == frame.email_consent.tolist()
