@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import glob
 import itertools
+import os
 import re
 import shutil
+import socket
 import tempfile
 import weakref
 from dataclasses import dataclass, field
@@ -242,17 +244,55 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
                      {renames[c]: c for c in cols if c in renames})
 
 
+#: The temporary copies of CSV sources made on a connection (id -> their removers)
+_COPIES: dict[int, list[weakref.finalize]] = {}
+_HOST = socket.gethostname()
+
+
 def _parsed_once(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation, name: str) -> duckdb.DuckDBPyRelation:
     """A CSV source parsed once, into a temporary Parquet file (its text as text, rows in order)
     that every later read of the source reads instead: validation and the feature query read a
     source many times, and each read of a CSV file parses it again. At 5M events this took a
-    feature build from 13.3 s to about 9.4 s (bench/README.md). The file is removed with the
-    connection (or when the process ends)."""
-    folder = Path(tempfile.mkdtemp(prefix=f"dynseg-csv-{name}-"))
-    weakref.finalize(con, shutil.rmtree, folder, ignore_errors=True)
+    feature build from 13.3 s to about 9 s (README, Benchmarks). The file is removed with the
+    connection (:func:`drop_copies`, or when it is collected, or when the process ends); one left
+    by a killed run (its folder names the process) is removed by the next copy made on this host."""
+    _sweep_killed_copies()
+    folder = Path(tempfile.mkdtemp(prefix=f"dynseg-csv-{name}-{os.getpid()}@{_HOST}~"))
+    remove = weakref.finalize(con, shutil.rmtree, folder, ignore_errors=True)
+    _COPIES.setdefault(id(con), []).append(remove)
     path = folder / f"{name}.parquet"
-    con.execute(f"COPY ({rel.sql_query()}) TO {_quote(str(path))} (FORMAT parquet)")
+    try:
+        con.execute(f"COPY ({rel.sql_query()}) TO {_quote(str(path))} (FORMAT parquet)")
+    except duckdb.Error as e:
+        if str(folder) not in str(e):
+            raise  # reading the CSV failed: explain_read_error says why
+        remove()
+        raise SourceError(
+            f"source '{name}': its temporary copy (a CSV source is parsed once into Parquet, about a third of the "
+            f"CSV's size) could not be written in {folder.parent}: {str(e).splitlines()[-1].strip()}. Free space there, "
+            "or point TMPDIR at a folder with room") from None
     return con.sql(f"SELECT * FROM read_parquet({_quote(str(path))})")
+
+
+def drop_copies(con: duckdb.DuckDBPyConnection) -> None:
+    """Remove the temporary copies made on ``con`` now (it is closed, or about to be): an
+    exception that keeps the connection alive (a notebook's last error) would keep them too."""
+    for remove in _COPIES.pop(id(con), []):
+        remove()
+
+
+def _sweep_killed_copies() -> None:
+    """Remove the copies of runs killed outright on this host (SIGKILL, the out-of-memory killer)."""
+    for found in Path(tempfile.gettempdir()).glob(f"dynseg-csv-*@{glob.escape(_HOST)}~*"):
+        m = re.search(r"-(\d+)@", found.name)
+        if m is None or int(m.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(m.group(1)), 0)
+        except ProcessLookupError:
+            shutil.rmtree(found, ignore_errors=True)
+        except (PermissionError, OverflowError):
+            continue
 
 
 def _renames(spec: SourceSpec, name: str) -> dict[str, str]:
@@ -330,10 +370,17 @@ def explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tupl
 
 
 def _head(path: Path, size: int = 65_536) -> bytes | None:
+    """The first bytes of a file as text would be read: a ``.gz`` file's decompressed (DuckDB reads
+    ``.csv.gz``; its compressed bytes read as a header crashed the header checks)."""
+    import gzip
+
     try:
+        if path.suffix.lower() == ".gz":
+            with gzip.open(path, "rb") as f:
+                return f.read(size)
         with open(path, "rb") as f:
             return f.read(size)
-    except OSError:
+    except (OSError, EOFError):
         return None
 
 

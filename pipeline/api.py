@@ -142,7 +142,7 @@ class Project:
         """The customers source's columns, as dynseg reads them (``columns:`` mappings applied)."""
         if not hasattr(self, "_customer_cols"):
             from features.engine import connect
-            from features.sources import SourceError, register_source
+            from features.sources import SourceError, drop_copies, register_source
 
             spec = self.config.source_specs().get("customers")
             self._customer_cols: set[str] = set()
@@ -154,6 +154,7 @@ class Project:
                     pass  # an unreadable source: validation says why, where it runs
                 finally:
                     con.close()
+                    drop_copies(con)
         return self._customer_cols
 
     def training_set(self, target: str, as_of: str | date | datetime | None = None,

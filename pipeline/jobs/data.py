@@ -14,6 +14,7 @@ from features.asof import now_utc, parse_duration
 from features.engine import connect
 from features.identity import IdentityResolution
 from features.load import build_canonical
+from features.sources import drop_copies
 from features.validation import ValidationReport, validate
 from pipeline.config import Config
 from pipeline.workspace import Workspace
@@ -66,6 +67,7 @@ def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's 
                       future_after, count_unknown_customers)
     if not report.ok:
         con.close()
+        drop_copies(con)  # the error (kept by a notebook) keeps the connection: not its CSV copies
         raise DataError(report)
     identity = build_canonical(con, report, cfg.role_of, cfg.settings.identity.max_ids_per_identifier)
     return LoadedData(con, report, identity, as_of, count_unknown_customers)

@@ -742,6 +742,7 @@ def test_a_csv_source_is_parsed_once_and_its_copy_goes_with_the_connection(proje
     many times: it is parsed once into a temporary Parquet file, its rows in order (examples still
     count the file's rows), removed with the connection."""
     import gc
+    import os
     import tempfile
     from pathlib import Path
 
@@ -760,10 +761,27 @@ def test_a_csv_source_is_parsed_once_and_its_copy_goes_with_the_connection(proje
     plan = con.execute(f"EXPLAIN SELECT * FROM {raw.view}").fetchall()[0][1]
     assert "READ_PARQUET" in plan.upper() and "READ_CSV" not in plan.upper()
     assert con.execute(f"SELECT amount FROM {raw.view} LIMIT 1 OFFSET 5").fetchall()[0][0] == "12,50"
+    assert next(iter(copies)).name.startswith(f"dynseg-csv-events-{os.getpid()}@")  # names its process
     con.close()
     del con
     gc.collect()
     assert not any(c.exists() for c in copies)
+
+    # a copy left by a run killed outright goes with the next copy made on this host
+    import socket
+
+    from features.sources import drop_copies
+
+    killed = Path(tempfile.gettempdir()) / f"dynseg-csv-events-{_dead_pid()}@{socket.gethostname()}~x1y2"
+    killed.mkdir()
+    (killed / "events.parquet").write_bytes(b"PAR1")
+    con = connect()
+    register_source(con, "events", cfg.source_specs()["events"], cfg.project_dir)
+    assert not killed.exists()
+    mine = set(Path(tempfile.gettempdir()).glob(f"dynseg-csv-events-{os.getpid()}@*"))
+    assert mine
+    drop_copies(con)  # at once, whoever still holds the connection (a notebook's last error)
+    assert not any(c.exists() for c in mine)
     report = validate(connect(), cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir,
                       datetime(2026, 2, 1))
     bad = [p for p in report.problems if p.column == "amount" and p.severity == "error"]
@@ -790,3 +808,39 @@ def test_ids_spelled_another_way_in_the_profiles_are_named_in_the_warning(projec
     assert any("spells '1' as '000001'" in w for w in run_.warnings), run_.warnings
     pd.DataFrame({"customer_id": ["123456", "9"]}).to_parquet(project.data / "cu.parquet")  # no look-alike
     assert "spells" not in only(run(project), "unknown_customer").fix
+
+
+
+def _dead_pid() -> int:
+    import subprocess
+    import sys
+
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                              text=True, check=True).stdout)
+
+
+def test_a_csv_copy_that_cannot_be_written_says_so_and_a_gzipped_csv_reads(project, monkeypatch, tmp_path):
+    """The temporary copy's folder without room is no CSV error (it blamed the file and
+    catalog.yaml); a .csv.gz source's header checks read it decompressed (they crashed on its bytes)."""
+    import gzip
+    import tempfile
+
+    from features.sources import SourceError, register_source
+
+    df = good_events(4)
+    with gzip.open(project.data / "events.csv.gz", "wt") as f:
+        df.to_csv(f, index=False)
+    project.catalog(events={"format": "csv", "path": "data/events.csv.gz"})
+    cfg = load_config(project.root)
+    report = run(project)
+    assert report.ok, report.problems
+    assert report.sources["events"].rows == len(df)
+
+    not_a_folder = tmp_path / "full"
+    not_a_folder.write_text("")  # writing under it fails, as a full disk's would
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda prefix="", **kw: str(not_a_folder))
+    with pytest.raises(SourceError) as e:
+        register_source(connect(), "events", cfg.source_specs()["events"], cfg.project_dir)
+    said = str(e.value)
+    assert said.startswith("source 'events': its temporary copy (a CSV source is parsed once into Parquet") and \
+        "Free space there, or point TMPDIR at a folder with room" in said and "catalog.yaml" not in said, said
