@@ -14,6 +14,13 @@ def test_repo_configs_load(project):
     assert cfg.source_specs()["events"].path == f"{project.root}/.dynseg/data/events.parquet"
 
 
+def _config_error(project) -> ConfigError:
+    """The configuration error ``project`` must raise."""
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    return e.value
+
+
 def _write(project, rel: str, text: str) -> None:
     path: Path = project.root / "configs" / rel
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,9 +214,7 @@ def test_config_files_that_cannot_be_read_or_values_of_another_kind_are_named(pr
     folder.mkdir()
     (project.root / "configs" / "features.yaml").write_bytes(b"windows_days: [7]\nmax_categories: 5\xff\n")
     _write(project, "labels.yaml", "churn:\n  horizon: 60d\n  population: known\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(project.root)
-    text = str(e.value)
+    text = str(_config_error(project))
     assert "configs/training.yaml: is a folder; expected a YAML file" in text, text
     assert "configs/features.yaml: line 2: is not UTF-8 text (byte 0xff); save the file as UTF-8" in text, text
     assert "configs/labels.yaml: churn: churn is defined over customers active at the cutoff" in text, text
@@ -217,11 +222,10 @@ def test_config_files_that_cannot_be_read_or_values_of_another_kind_are_named(pr
 
     _write(project, "features.yaml", "windows_days: [7, true]\ncategorical_attributes: 5\n")
     _write(project, "labels.yaml", "")
-    with pytest.raises(ConfigError) as e:
-        load_config(project.root)
-    text = str(e.value)
+    e = _config_error(project)
+    text = str(e)
     assert "windows_days.1: expected a number of days such as 30; found true" in text, text
     assert "categorical_attributes: expected auto or a list of attribute names such as [country, plan]; found 5" in text
-    assert len(e.value.issues) == 2
+    assert len(e.issues) == 2
     _write(project, "features.yaml", "categorical_attributes: Auto\n")
     assert load_config(project.root).features.categorical_attributes == "auto"
