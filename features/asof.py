@@ -36,12 +36,15 @@ def parse_as_of(value: str | date | datetime) -> datetime:
 
 
 def _parse_as_of(value: str | date | datetime) -> datetime:
-    if type(value).__name__ == "datetime64":  # numpy's (a frame's ``as_of.values[0]``): an instant, UTC
+    if type(value).__name__ in ("datetime64", "NaTType"):  # numpy's (a frame's ``as_of.values[0]``), pandas' NaT
+        import numpy as np
         import pandas as pd
 
         if pd.isna(value):
             raise BadValue("as_of is NaT (not a time); expected a date or an instant")
-        value = pd.Timestamp(value).to_pydatetime(warn=False)
+        if np.datetime_data(value.dtype)[0] in ("D", "W", "M", "Y"):  # a day, as a date: the end of it
+            return _end_of_day(pd.Timestamp(value).date())
+        value = pd.Timestamp(value).to_pydatetime(warn=False)  # an instant, UTC
     if isinstance(value, datetime):
         if getattr(value, "nanosecond", 0):  # a pd.Timestamp's nanoseconds: dynseg keeps microseconds
             value = value.replace(nanosecond=0)

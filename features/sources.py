@@ -44,7 +44,12 @@ class SourceSpec(BaseModel):
 
 
 class SourceError(Exception):
-    """A source that cannot be read at all; the message says what to change."""
+    """A source that cannot be read at all; the message says what to change (``fix``: what to do,
+    when it is not correcting the file or its catalog entry)."""
+
+    def __init__(self, message: str, fix: str | None = None):
+        super().__init__(message)
+        self.fix = fix
 
 
 @dataclass(frozen=True)
@@ -268,9 +273,9 @@ def _parsed_once(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation, n
             raise  # reading the CSV failed: explain_read_error says why
         remove()
         raise SourceError(
-            f"source '{name}': its temporary copy (a CSV source is parsed once into Parquet, about a third of the "
-            f"CSV's size) could not be written in {folder.parent}: {str(e).splitlines()[-1].strip()}. Free space there, "
-            "or point TMPDIR at a folder with room") from None
+            f"source '{name}': its temporary copy (a CSV source is parsed once into Parquet, a fifth to a third of the "
+            f"CSV's size) could not be written in {folder.parent}: {str(e).splitlines()[-1].strip()}",
+            f"free space in {folder.parent}, or point TMPDIR at a folder with room (the file is fine)") from None
     return con.sql(f"SELECT * FROM read_parquet({_quote(str(path))})")
 
 

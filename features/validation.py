@@ -137,7 +137,7 @@ def validate(
             raw = register_source(con, name, spec, base_dir)
         except SourceError as e:
             report.problems.append(Problem(name, None, "unreadable", "error", 1, str(e),
-                                           f"correct the file, or the entry sources.{name} in configs/catalog.yaml"))
+                                           e.fix or f"correct the file, or the entry sources.{name} in configs/catalog.yaml"))
             continue
         report.sources[name] = raw
         if raw.rows == 0:

@@ -29,6 +29,10 @@ def _is_categorical(s: pd.Series) -> bool:
     """Text columns are categories; booleans (even with nulls, as object) and numbers are numeric."""
     if pd.api.types.is_bool_dtype(s) or pd.api.types.is_numeric_dtype(s):
         return False
+    if pd.api.types.is_string_dtype(s) and s.dtype != object:
+        # pandas' string dtypes: text; one all null is no category, as an all-null object column
+        # (asking its values whether they are flags failed on these dtypes)
+        return bool(s.notna().any())
     return not s.dropna().map(lambda v: isinstance(v, (bool, np.bool_))).all()
 
 

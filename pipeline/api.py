@@ -172,8 +172,15 @@ class Project:
         from features.asof import parse_as_of
         from pipeline.jobs.features import training_set_job
 
-        if isinstance(horizon, int) and not isinstance(horizon, bool):
-            horizon = f"{horizon}d"
+        import numbers
+
+        if isinstance(horizon, numbers.Integral) and not isinstance(horizon, bool):  # np.int64 too
+            horizon = f"{int(horizon)}d"
+        elif horizon is not None and not isinstance(horizon, str):
+            from features.asof import BadValue
+
+            raise BadValue(f"horizon {horizon!r} is a {type(horizon).__name__}; expected a number of days (30) "
+                           "or a duration such as '30d' or '8w'")
         run = training_set_job(self.config, target, parse_as_of(as_of) if as_of is not None else None, horizon)
         return _with_warnings(run.frame, run.warnings)
 

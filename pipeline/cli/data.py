@@ -40,7 +40,7 @@ def generate(
 
             paths = generate_job(target, customers, seed, end, progress=update, drift_from=drift_from, drift=drift)
     for name, path in paths.items():
-        out.print(f"wrote {name:<11} {path}")
+        out.print(f"wrote {name:<11} {path}", markup=False, highlight=False)
 
 
 @app.command()

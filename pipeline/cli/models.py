@@ -197,7 +197,7 @@ def promote(
 
         result = registry.promote(model, version, force=force, reason=reason, common_snapshot=common_snapshot)
     if result.forced:
-        err.print(f"[yellow]Forced:[/] reason recorded on the version: {reason}", highlight=False)
+        err.print(f"[yellow]Forced:[/] reason recorded on the version: {escape(reason)}", highlight=False)
     out.print(result.message, highlight=False)
     if result.previous:
         out.print(f"Version {result.previous} is now 'previous-champion'; undo with: dynseg models rollback {name}")

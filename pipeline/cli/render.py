@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rich.markup import escape
 from rich.table import Table
 
 from features.validation import Problem
@@ -15,9 +16,10 @@ def problems_table(problems: list[Problem]) -> Table:
     t.add_column("problem, examples, fix", overflow="fold", ratio=1)
     for p in sorted(problems, key=lambda p: (p.severity != "error", p.source, p.column or "")):
         style = "red" if p.severity == "error" else "yellow"
-        detail = p.message
+        # escaped: a value, a path or an event name may hold brackets rich would take for markup
+        detail = escape(p.message)
         if p.examples:
-            detail += "\n[dim]e.g.[/] " + "; ".join(p.examples)
-        detail += f"\n[dim]fix:[/] {p.fix}"
-        t.add_row(f"[{style}]{p.severity}[/]", f"{p.where()}\n{p.check}", f"{p.count:,}", detail)
+            detail += "\n[dim]e.g.[/] " + escape("; ".join(p.examples))
+        detail += f"\n[dim]fix:[/] {escape(p.fix)}"
+        t.add_row(f"[{style}]{p.severity}[/]", escape(f"{p.where()}\n{p.check}"), f"{p.count:,}", detail)
     return t

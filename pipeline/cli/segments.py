@@ -197,7 +197,7 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
             FROM segment_deltas d LEFT JOIN customer_scores s ON s.run_id = d.run_id AND s.customer_id = d.customer_id
             WHERE d.run_id = ? AND d.segment = ? ORDER BY d.change, d.customer_id""", [run.run_id, name])
         if out_path is not None:
-            write_frame(moved, out_path)
+            write_frame(moved, out_path, cfg)
     prev = run.previous_run_id
     title = (f"Segment {name} as of {as_of_label(run.as_of)} (run {run.run_id}) against "
              f"{f'run {prev}' if prev else 'no earlier run'}: "

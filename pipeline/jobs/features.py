@@ -222,8 +222,9 @@ def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpe
         raise BadValue(f"target {target!r} is not one of {', '.join(map(repr, targets))} (configs/labels.yaml)")
     lc = getattr(cfg.labels, target)
     h = parse_duration(horizon or lc.horizon)
-    if h.total_seconds() <= 0:
-        raise BadValue(f"horizon {horizon}: expected a label window above zero such as 30d or 8w")
+    if h.total_seconds() <= 0 or h.days > 36_500:
+        raise BadValue(f"horizon {horizon}: expected a label window above zero and at most 100 years, "
+                       "such as 30d or 8w")
     return LabelSpec(target, h, lc.population, parse_duration(lc.active_window))
 
 
@@ -394,21 +395,24 @@ def _not_a_source(cfg: Config, out: Path) -> None:
     """Refuse an ``--out`` that is one of the configured sources: a typo in a scheduled command
     would replace the customer profiles (or the log) with features, and every later run would read
     those as its data without an error."""
-    import fnmatch
     import glob as globbing
+    from pathlib import PurePath
 
     target = Path(os.path.realpath(out))
     for name, spec in cfg.source_specs().items():
         pattern = Path(spec.path) if Path(spec.path).is_absolute() else cfg.project_dir / spec.path
         files = {Path(os.path.realpath(f)) for f in globbing.glob(str(pattern))}
-        if target in files or fnmatch.fnmatchcase(str(target), os.path.realpath(pattern)):
+        # a new file the glob would take in too; segment by segment, as DuckDB's glob reads (a
+        # file in a subfolder of data/events-*.parquet's folder is not one)
+        if target in files or PurePath(target).match(os.path.realpath(pattern)):
             raise BadValue(f"--out {out} is the source {name!r} of configs/catalog.yaml ({spec.path}): writing there "
                            "would replace your data; choose another path")
 
 
-def write_frame(frame: pd.DataFrame, out: Path) -> Path:
-    """Parquet or CSV by suffix, atomically, written straight to a temp file beside ``out``."""
-    _check_out(out)
+def write_frame(frame: pd.DataFrame, out: Path, cfg: Config | None = None) -> Path:
+    """Parquet or CSV by suffix, atomically, written straight to a temp file beside ``out``
+    (with ``cfg``, refused when ``out`` is one of its sources)."""
+    _check_out(out, cfg=cfg)
     with atomic_target(out) as tmp:
         if out.suffix.lower() == ".csv":
             _times_in_full(frame).to_csv(tmp, index=False)

@@ -132,6 +132,14 @@ def test_features_and_training_sets_need_no_mlflow_and_say_what_the_command_says
             p.features(bad)
     with pytest.raises(BadValue, match=r"target 'purchse' is not one of 'purchase', 'churn'"):
         p.training_set("purchse")
+    for bad, said in ((30.0, "is a float; expected a number of days"), (True, "is a bool"),
+                      (10**6, "at most 100 years")):
+        with pytest.raises(BadValue, match=said):
+            p.training_set("purchase", horizon=bad)
+    with pytest.raises(BadValue, match="is NaT"):
+        p.features(pd.NaT)
+    # a numpy day is a date (the end of it), as "2026-11-27" is; with a time, an instant
+    pd.testing.assert_frame_equal(p.features(np.datetime64("2026-11-27")), p.features("2026-11-27"))
 
     project_yaml = shop.root / "configs" / "project.yaml"
     before = project_yaml.read_text()
@@ -164,6 +172,10 @@ def test_features_and_training_sets_need_no_mlflow_and_say_what_the_command_says
 
     train = ts[ts.snapshot == "train"]
     lightgbm.LGBMClassifier(n_estimators=5, verbose=-1).fit(X, train.label)
+    # pandas' string dtypes (convert_dtypes), an attribute all null among them: it failed with a TypeError
+    typed = train.convert_dtypes().assign(country=pd.array([None] * len(train), dtype="string"))
+    Xt = p.model_inputs(typed)
+    assert Xt.country.dtype == "float64" and Xt.plan.dtype == "category"
 
 
 def test_a_data_error_from_python_names_every_problem():

@@ -493,6 +493,9 @@ def test_outputs_the_user_would_lose_or_not_find_are_refused_or_named(project, m
     project.catalog(events={"format": "parquet", "path": "data/part-*.parquet"})  # a glob: a new file in it is one too
     r = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(events.parent / "part-2.parquet")])
     assert r.exit_code == 2 and "is the source 'events'" in r.output, r.output
+    # not a file in a subfolder, which the glob does not read
+    sub = events.parent / "part-x" / "f.parquet"
+    assert runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(sub)]).exit_code == 0
     project.write_events(good_events())
 
     out = project.root / "f.parquet"
@@ -558,3 +561,18 @@ def test_a_frame_is_written_a_slice_at_a_time_as_one_file(tmp_path, monkeypatch)
     back = pd.read_parquet(out)
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     assert back.email_consent.tolist() == frame.email_consent.tolist()
+
+
+
+def test_a_problem_table_shows_brackets_as_written(capsys):
+    """An event type or a path with brackets: rich took ``[x]`` for markup (dropped) and ``[/x]``
+    for a closing tag (a traceback)."""
+    from features.validation import Problem
+    from pipeline.cli.common import err
+    from pipeline.cli.render import problems_table
+
+    p = Problem("events", "event_type", "unknown_event_type", "warning", 5, "5 rows of weird_[x]_event and odd_[/x]_one",
+                "map [them] in roles.yaml", ("'weird_[x]_event' at row 3",))
+    err.print(problems_table([p]))
+    said = capsys.readouterr().err
+    assert "weird_[x]_event" in said and "odd_[/x]_one" in said and "map [them]" in said, said

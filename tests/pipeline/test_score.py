@@ -106,6 +106,10 @@ def test_segments_changes_lists_and_writes_who_entered_and_exited(shop, tmp_path
     assert f"against run {r1.run_id}: {n_in:,} entered, {n_out:,} exited (first 3 listed)" in text, text
     written = pd.read_csv(out)
     assert sorted(zip(written.customer_id, written.change)) == sorted(zip(d.customer_id, d.change))
+    customers = shop.workspace / "data" / "customers.parquet"  # a typo away: it replaced the profiles
+    before = customers.read_bytes()
+    result = runner.invoke(app, ["segments", "changes", "likely_buyers", "--out", str(customers)])
+    assert result.exit_code == 2 and "is the source 'customers'" in result.output and customers.read_bytes() == before
     # an entered customer is in the band now; an exited one scored now is not (or is excluded)
     now = q(shop, "SELECT customer_id, purchase_band FROM customer_scores WHERE run_id = ?", [r2.run_id]).set_index("customer_id")
     entered = written[written.change == "entered"]
