@@ -140,7 +140,12 @@ def handled() -> Iterator[None]:
     from pipeline.jobs.data import DataError
 
     try:
-        yield
+        try:
+            yield
+        except Exception:
+            if _signals:  # a stop signal reached the process group too: Spark's JVM died of it, and its call failed
+                raise Terminated(_signals[-1]) from None
+            raise
     except ConfigError as e:
         err.print(f"[bold red]Configuration error{'s' if len(e.issues) > 1 else ''}:[/]")
         for issue in e.issues:

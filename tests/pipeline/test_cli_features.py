@@ -576,3 +576,23 @@ def test_a_problem_table_shows_brackets_as_written(capsys):
     err.print(problems_table([p]))
     said = capsys.readouterr().err
     assert "weird_[x]_event" in said and "odd_[/x]_one" in said and "map [them]" in said, said
+
+
+def test_a_failure_after_a_stop_signal_ends_as_the_signal(capsys):
+    """A SIGTERM to the process group stops Spark's JVM too: the call waiting on it fails with the
+    gateway's error, which is the signal's doing: exit 143 and one line, not a traceback and 1
+    (measured on a Spark build: 143 within a second, its scratch folder removed)."""
+    import typer
+
+    from pipeline.cli import common
+
+    common._signals.append(15)
+    try:
+        with pytest.raises(typer.Exit) as exit_, common.handled():
+            raise ConnectionError("Error while sending or receiving")  # py4j's, once the JVM is gone
+        assert exit_.value.exit_code == 143 and "Terminated (SIGTERM)." in capsys.readouterr().err
+    finally:
+        common._signals.clear()
+    with pytest.raises(typer.Exit) as exit_, common.handled():  # without a signal: not taken for one
+        raise ConnectionError("refused")
+    assert exit_.value.exit_code == 1 and "Terminated" not in capsys.readouterr().err
