@@ -104,7 +104,7 @@ class Project:
 
         ``as_of``: a date (``"2026-11-27"`` or a ``datetime.date``) means the end of that day, UTC;
         a datetime is that instant (``pd.Timestamp("2026-11-27")`` is the *start* of the day), and
-        a naive one is UTC; ``np.datetime64`` too. The run's warnings (stale data, repeated event
+        a naive one is UTC; a ``np.datetime64`` with a time is an instant, a numpy day a date. The run's warnings (stale data, repeated event
         ids dropped, customers without a profile) are issued as Python warnings and kept in
         ``frame.attrs["warnings"]``; a data error raises :class:`pipeline.jobs.data.DataError`
         (every problem in its message and its ``report``), a freshness check set to refuse raises
