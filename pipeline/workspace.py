@@ -84,6 +84,9 @@ def check_writable(path: Path, example: str | None = None, *, given: bool = Fals
 
     refuse = BadValue if given else ValueError
     path = Path(path)
+    if path.is_symlink() and Path(os.path.realpath(path)) == path.absolute():  # a link that leads back to itself
+        raise refuse(f"cannot write {path}: it is a symbolic link that leads back to itself; remove the link "
+                     "or point it at a file")
     if path.is_dir():
         raise BadValue(f"{path} is a folder; expected a file path (e.g. {path / (example or 'out' + (path.suffix or '.parquet'))})")
     parent = path.parent

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import sys
 from dataclasses import dataclass
 from enum import Enum
@@ -181,6 +182,8 @@ def handled() -> Iterator[None]:
         import errno
 
         what = e.strerror or str(e)
+        what = re.sub(r"^error\s+", "", what, flags=re.IGNORECASE)  # pyarrow's "Error writing…" after our "Error:"
+        what = what[:1].upper() + what[1:]
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             fix = "Free some space there, or write to another folder; the previous file, if any, is as it was."
         elif e.filename is None:

@@ -512,8 +512,8 @@ def test_outputs_the_user_would_lose_or_not_find_are_refused_or_named(project, m
         r = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
     assert r.exit_code == 1 and "Traceback" not in r.output, r.output
     said = " ".join(r.output.split())
-    assert f"Error writing bytes to file. Detail: [errno 28] No space left on device: {out}. Free some space there, " \
-           "or write to another folder; the previous file, if any, is as it was." in said, said
+    assert f"Error: Writing bytes to file. Detail: [errno 28] No space left on device: {out}. Free some space there, " \
+           "or write to another folder; the previous file, if any, is as it was." in said, said  # not "Error: Error …"
     assert out.read_bytes() == previous and sorted(p.name for p in out.parent.glob(".f.parquet*")) == []
 
     real = project.root / "share" / "latest.parquet"

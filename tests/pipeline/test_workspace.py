@@ -146,3 +146,19 @@ def test_a_failed_rename_names_the_output_not_the_temp_file(tmp_path, monkeypatc
         write_atomic(path, b"new")
     assert e.value.filename == str(path) and e.value.errno == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_symbolic_link_that_leads_back_to_itself_is_refused(tmp_path):
+    """A link loop as the output was replaced by a plain file; a dangling link is written through."""
+    from features.asof import BadValue
+    from pipeline.workspace import check_writable
+
+    a, b = tmp_path / "a.parquet", tmp_path / "b.parquet"
+    a.symlink_to(b)
+    b.symlink_to(a)
+    with pytest.raises(BadValue, match="a symbolic link that leads back to itself"):
+        check_writable(a, given=True)
+    link = tmp_path / "latest.csv"
+    link.symlink_to(tmp_path / "share.csv")
+    write_atomic(link, b"x")
+    assert link.is_symlink() and (tmp_path / "share.csv").read_bytes() == b"x"
