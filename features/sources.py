@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import glob
 import itertools
-import os
 import re
 import shutil
-import socket
 import tempfile
 import weakref
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from features.contract import CONTRACT
 from features.normalize import ident as _ident, is_numeric, literal as _quote
+from features.writers import HOST, running, writer_tag
 
 _DELIMITERS = (";", "\t", "|", ",")
 
@@ -251,7 +250,6 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
 
 #: The temporary copies of CSV sources made on a connection (id -> their removers)
 _COPIES: dict[int, list[weakref.finalize]] = {}
-_HOST = socket.gethostname()
 
 
 def _parsed_once(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation, name: str) -> duckdb.DuckDBPyRelation:
@@ -262,7 +260,7 @@ def _parsed_once(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation, n
     connection (:func:`drop_copies`, or when it is collected, or when the process ends); one left
     by a killed run (its folder names the process) is removed by the next copy made on this host."""
     _sweep_killed_copies()
-    folder = Path(tempfile.mkdtemp(prefix=f"dynseg-csv-{name}-{os.getpid()}@{_HOST}~"))
+    folder = Path(tempfile.mkdtemp(prefix=f"dynseg-csv-{name}-{writer_tag()}~"))
     remove = weakref.finalize(con, shutil.rmtree, folder, ignore_errors=True)
     _COPIES.setdefault(id(con), []).append(remove)
     path = folder / f"{name}.parquet"
@@ -288,16 +286,10 @@ def drop_copies(con: duckdb.DuckDBPyConnection) -> None:
 
 def _sweep_killed_copies() -> None:
     """Remove the copies of runs killed outright on this host (SIGKILL, the out-of-memory killer)."""
-    for found in Path(tempfile.gettempdir()).glob(f"dynseg-csv-*@{glob.escape(_HOST)}~*"):
+    for found in Path(tempfile.gettempdir()).glob(f"dynseg-csv-*@{glob.escape(HOST)}~*"):
         m = re.search(r"-(\d+)@", found.name)
-        if m is None or int(m.group(1)) == os.getpid():
-            continue
-        try:
-            os.kill(int(m.group(1)), 0)
-        except ProcessLookupError:
+        if m is not None and not running(int(m.group(1))):  # (this process runs: its own copies stay)
             shutil.rmtree(found, ignore_errors=True)
-        except (PermissionError, OverflowError):
-            continue
 
 
 def _renames(spec: SourceSpec, name: str) -> dict[str, str]:

@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import stat
 import tempfile
 import time
@@ -24,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from features.writers import HOST, running, writer_tag
 
 
 @dataclass(frozen=True)
@@ -166,14 +167,13 @@ def _errno_in(text: str) -> int | None:
 #: their writer) is taken as abandoned once it is this old: no write of ours runs for a week.
 ABANDONED_AFTER_S = 7 * 86_400
 
-_HOST = socket.gethostname()
 
 
 def _temp_prefix(path: Path) -> str:
     """``.NAME.PID@HOST~``: the start of a temp name beside ``path``, naming the process writing
     it, so that a later write can tell a partial file left by a killed writer from one still being
     written (:func:`sweep_stale_temps`)."""
-    return f".{path.name}.{os.getpid()}@{_HOST}~"
+    return f".{path.name}.{writer_tag()}~"
 
 
 def temp_sibling(path: Path) -> Path:
@@ -217,7 +217,7 @@ def sweep_stale_temps(path: Path) -> list[Path]:
 def _abandoned(stale: Path, rest: str) -> bool:
     """Whether the temp ``stale`` (named ``.NAME.`` + ``rest``) was left by a writer that is gone."""
     writer = re.match(r"(\d+)@(.+)~[^~]*\.tmp$", rest)
-    if writer and writer.group(2) == _HOST and not _running(int(writer.group(1))):
+    if writer and writer.group(2) == HOST and not running(int(writer.group(1))):
         return True
     try:  # (a process running under a dead writer's reused pid holds nothing for a week either)
         return time.time() - stale.lstat().st_mtime > ABANDONED_AFTER_S
@@ -225,14 +225,3 @@ def _abandoned(stale: Path, rest: str) -> bool:
         return False
 
 
-def _running(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host (ours or another user's)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # it runs, as another user
-        return True
-    except OverflowError:
-        return False
-    return True

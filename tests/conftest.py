@@ -126,3 +126,12 @@ def good_events(n_customers: int = 3) -> pd.DataFrame:
     df = pd.DataFrame(rows, columns=["event_id", "customer_id", "event_type", "ts", "amount"])
     df["ts"] = pd.to_datetime(df["ts"])
     return df
+
+
+def dead_pid() -> int:
+    """The pid of a process that has ended."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    return int(done.stdout)

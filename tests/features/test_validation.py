@@ -772,7 +772,9 @@ def test_a_csv_source_is_parsed_once_and_its_copy_goes_with_the_connection(proje
 
     from features.sources import drop_copies
 
-    killed = Path(tempfile.gettempdir()) / f"dynseg-csv-events-{_dead_pid()}@{socket.gethostname()}~x1y2"
+    from conftest import dead_pid
+
+    killed = Path(tempfile.gettempdir()) / f"dynseg-csv-events-{dead_pid()}@{socket.gethostname()}~x1y2"
     killed.mkdir()
     (killed / "events.parquet").write_bytes(b"PAR1")
     con = connect()
@@ -809,14 +811,6 @@ def test_ids_spelled_another_way_in_the_profiles_are_named_in_the_warning(projec
     pd.DataFrame({"customer_id": ["123456", "9"]}).to_parquet(project.data / "cu.parquet")  # no look-alike
     assert "spells" not in only(run(project), "unknown_customer").fix
 
-
-
-def _dead_pid() -> int:
-    import subprocess
-    import sys
-
-    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                              text=True, check=True).stdout)
 
 
 def test_a_csv_copy_that_cannot_be_written_says_so_and_a_gzipped_csv_reads(project, monkeypatch, tmp_path):

@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+from conftest import dead_pid
 from pipeline.workspace import atomic_target, temp_sibling, write_atomic
 
 
@@ -31,12 +32,6 @@ def test_a_finished_write_replaces_the_file(tmp_path):
         tmp.write_text("a,b\n1,2\n")
     assert path.read_text() == "a,b\n1,2\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.csv"]
-
-
-def _dead_pid() -> int:
-    """The pid of a process that has ended."""
-    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
-    return int(done.stdout)
 
 
 def test_a_write_removes_the_partial_file_a_killed_writer_left(tmp_path):
@@ -66,14 +61,14 @@ def test_only_temps_whose_writer_is_gone_are_removed(tmp_path):
     try:
         week_ago = time.time() - 8 * 86_400
         temps = {
-            "dead writer, a file": (f".2026-11-28.{_dead_pid()}@{host}~a1b2.tmp", False, None),
-            "dead writer, a folder": (f".2026-11-28.{_dead_pid()}@{host}~c3d4.tmp", True, None),
+            "dead writer, a file": (f".2026-11-28.{dead_pid()}@{host}~a1b2.tmp", False, None),
+            "dead writer, a folder": (f".2026-11-28.{dead_pid()}@{host}~c3d4.tmp", True, None),
             "running writer": (f".2026-11-28.{running.pid}@{host}~e5f6.tmp", False, None),
-            "another host's, fresh": (f".2026-11-28.{_dead_pid()}@elsewhere~a7b8.tmp", False, None),
+            "another host's, fresh": (f".2026-11-28.{dead_pid()}@elsewhere~a7b8.tmp", False, None),
             "another host's, a week old": (f".2026-11-28.1234@elsewhere~c9d0.tmp", False, week_ago),
             "no writer named, a week old": (".2026-11-28.0f3a9c.tmp", True, week_ago),
             "no writer named, fresh": (".2026-11-28.77aa01.tmp", False, None),
-            "another output's": (f".2026-11-21.{_dead_pid()}@{host}~e1f2.tmp", False, None),
+            "another output's": (f".2026-11-21.{dead_pid()}@{host}~e1f2.tmp", False, None),
             "another output's, running": (f".customer_features_2026-11-21.parquet.{running.pid}@{host}~e3f4.tmp", False, None),
             "not a temp of ours": (".cache.tmp", False, week_ago),
         }
@@ -106,7 +101,7 @@ def test_only_temps_whose_writer_is_gone_are_removed(tmp_path):
 def test_a_temp_that_cannot_be_removed_does_not_fail_the_write(tmp_path, monkeypatch):
     # e.g. another user's, on a shared workspace (this suite runs as root, so the refusal is injected)
     path = tmp_path / "features.parquet"
-    stale = tmp_path / f".features.parquet.{_dead_pid()}@{socket.gethostname()}~a1b2.tmp"
+    stale = tmp_path / f".features.parquet.{dead_pid()}@{socket.gethostname()}~a1b2.tmp"
     (stale / "part").mkdir(parents=True)
 
     def refuse(p, *a, **kw):
