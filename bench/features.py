@@ -428,8 +428,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import duckdb
     import pandas as pd
-    import psutil
+    from _needs import psutil_or_exit
 
+    psutil = psutil_or_exit("bench/features.py")
     sizes = sorted(parse_size(s) for s in args.events)
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="dynseg-bench-data-"))
     meta = {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),

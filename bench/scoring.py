@@ -220,6 +220,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "scoring.json")
     ap.add_argument("--child", nargs=3, metavar=("DATA", "SCRATCH", "OUT"))
     a = ap.parse_args(argv)
+    from _needs import psutil_or_exit
+
+    psutil_or_exit("bench/scoring.py")
     if a.child:
         child(Path(a.child[0]), Path(a.child[1]), Path(a.child[2]))
         return
