@@ -90,7 +90,7 @@ def training_set(
     as_of: Annotated[Optional[str], typer.Option(help="Use only data before this instant, as `train --as-of` does (a date means the end of that day, UTC; default: all of it).")] = None,
     horizon: Annotated[Optional[str], typer.Option(help="Label horizon (e.g. 30d, 8w); default from configs/labels.yaml.")] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="duckdb (default from config) or spark.")] = None,
-    out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file, by its suffix; by default training_set_<target>[_<horizon>][_<as_of>].parquet in <workspace>/features.")] = None,
+    out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file, by its suffix; by default training_set_<target>[_<horizon in days>][_<as_of>].parquet in <workspace>/features (the horizon when it is not the configured one).")] = None,
 ) -> None:
     """Build the snapshots a model trains on (features, label, test/valid/train) and write them to a file.
 
@@ -101,9 +101,11 @@ def training_set(
         instant = parse_as_of(as_of) if as_of else None
         from pipeline.jobs.features import export_training_set_job, label_spec
 
-        label_spec(cfg, target.value, horizon)  # a bad --horizon is bad usage, found before any work
-        # a --horizon in the name: sets of two horizons do not overwrite each other
-        suffix = (f"_{horizon.strip()}" if horizon else "") + (f"_{as_of_file_label(instant)}" if instant else "")
+        spec = label_spec(cfg, target.value, horizon)  # a bad --horizon is bad usage, found before any work
+        # a horizon other than the configured one is in the name, in days: sets of two horizons do
+        # not overwrite each other, and one horizon spelled two ways (8w, 56d) is one file
+        other = spec.horizon != label_spec(cfg, target.value).horizon
+        suffix = (f"_{spec.horizon.days}d" if other else "") + (f"_{as_of_file_label(instant)}" if instant else "")
         path = out_path or Workspace(cfg.workspace).root / "features" / f"training_set_{target.value}{suffix}.parquet"
         with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
             td = export_training_set_job(cfg, target.value, path, instant, horizon, engine_name(engine), update)

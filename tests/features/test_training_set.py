@@ -274,9 +274,17 @@ def test_the_cli_writes_the_snapshots_train_fits_on(shop, tmp_path):
     written = pd.read_parquet(out)
     expected = Project(shop.root).training_set("purchase", horizon="4w")  # the public API: the job's frame
     pd.testing.assert_frame_equal(written, expected, check_dtype=False)
-    # by default the horizon asked for is in the file's name: another horizon's set stays
+    # by default a horizon other than the configured one is in the file's name, in days: another
+    # horizon's set stays, and one horizon spelled two ways is one file
+    folder = shop.workspace / "features"
+    before = set(folder.glob("training_set_*"))
     assert runner.invoke(app, ["features", "training-set", "purchase", "--horizon", "4w"]).exit_code == 0
-    pd.testing.assert_frame_equal(pd.read_parquet(shop.workspace / "features" / "training_set_purchase_4w.parquet"), written)
+    pd.testing.assert_frame_equal(pd.read_parquet(folder / "training_set_purchase_28d.parquet"), written)
+    assert runner.invoke(app, ["features", "training-set", "purchase", "--horizon", "28d"]).exit_code == 0
+    configured = Project(shop.root).config.labels.purchase.horizon
+    assert runner.invoke(app, ["features", "training-set", "purchase", "--horizon", configured]).exit_code == 0
+    assert set(folder.glob("training_set_*")) - before == {folder / "training_set_purchase_28d.parquet",
+                                                           folder / "training_set_purchase.parquet"} - before
     assert list(written.columns[:3]) == ["customer_id", "as_of", "snapshot"] and written.columns[-1] == "label"
     assert list(written.drop_duplicates("as_of").snapshot) == ["test", "valid"] + ["train"] * (written.as_of.nunique() - 2)
     text = " ".join(result.output.split())
