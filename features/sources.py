@@ -184,6 +184,7 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
         _check_csv_header(cols, spec, name, files[0])
         for f in files:
             _check_repeated_header_names(f, spec, name)
+    _check_mapping_names(spec, name, cols)
     renames = _renames(spec, name)
     missing_renames = [src for src in renames if src not in cols]
     if missing_renames:
@@ -290,6 +291,32 @@ def _sweep_killed_copies() -> None:
         m = re.search(r"-(\d+)@", found.name)
         if m is not None and not running(int(m.group(1))):  # (this process runs: its own copies stay)
             shutil.rmtree(found, ignore_errors=True)
+
+
+def _check_mapping_names(spec: SourceSpec, name: str, cols: list[str]) -> None:
+    """The keys of ``columns:`` are the contract's names. A misspelled one (``ammount: order_value``)
+    used to read the file's column under a name nothing uses, in silence: every spend was 0. Refused:
+    a key that is no contract column of the source, except, for customers, a profile attribute read
+    under another name that looks like no contract column (``tier: loyalty_tier_v2``)."""
+    import difflib
+
+    contract = [c.name for c in CONTRACT.get(name, ())]
+    if not contract:
+        return
+    for key, src in spec.columns.items():
+        if key in contract:
+            continue
+        where = f"source '{name}': `columns: {{{key}: {src}}}` in configs/catalog.yaml"
+        if src in contract and key in cols:
+            raise SourceError(f"{where} reads the other way round: the key is the contract's name, the value your "
+                              f"column. Write `{src}: {key}`")
+        close = difflib.get_close_matches(key.lower(), contract, n=1, cutoff=0.75)
+        if close:
+            raise SourceError(f"{where}: {key!r} is not a column of the data contract; did you mean {close[0]!r}? "
+                              f"The keys are dynseg's names ({', '.join(contract)}), the values your file's")
+        if name != "customers":
+            raise SourceError(f"{where}: {key!r} is not a column of the data contract for {name}; expected one of "
+                              f"{', '.join(contract)} as the key (the value is your file's column)")
 
 
 def _renames(spec: SourceSpec, name: str) -> dict[str, str]:

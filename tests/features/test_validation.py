@@ -495,6 +495,50 @@ def test_two_contract_columns_mapped_to_one_column_are_refused(project):
     assert "'customer_id'" in p.message and "'campaign_id'" in p.message
 
 
+@pytest.mark.parametrize("source", ["events", "customers"])
+def test_a_misspelled_contract_name_in_columns_is_refused(project, source):
+    """``columns: {ammount: order_value}`` read the file's column under a name nothing uses, with
+    no error: every spend was 0 (and ``email_concent`` left consent to events alone)."""
+    df = good_events().rename(columns={"amount": "order_value"})
+    events = {"format": "parquet", "path": "data/events.parquet"}
+    df.to_parquet(project.data / "events.parquet", index=False)
+    pd.DataFrame({"customer_id": ["c0", "c1"], "opt_in": [True, False], "tier": ["a", "b"]}).to_parquet(
+        project.data / "customers.parquet")
+    customers = {"format": "parquet", "path": "data/customers.parquet"}
+    if source == "events":
+        events["columns"] = {"ammount": "order_value"}
+        wanted = "did you mean 'amount'?"
+    else:
+        events["columns"] = {"amount": "order_value"}
+        customers["columns"] = {"email_concent": "opt_in"}
+        wanted = "did you mean 'email_consent'?"
+    project.catalog(events=events, customers=customers)
+    p = only(run(project), "unreadable")
+    assert f"source '{source}'" in p.message and wanted in p.message and "configs/catalog.yaml" in p.message
+
+
+def test_columns_written_the_other_way_round_or_unknown_are_refused(project):
+    df = good_events().rename(columns={"amount": "order_value"})
+    project.write_events(df, columns={"order_value": "amount"})
+    p = only(run(project), "unreadable")
+    assert "the other way round" in p.message and "`amount: order_value`" in p.message
+    project.write_events(df, columns={"amount": "order_value", "basket": "order_value2"})
+    p = only(run(project), "unreadable")
+    assert "'basket' is not a column of the data contract for events" in p.message
+
+
+def test_a_profile_attribute_may_be_read_under_another_name(project):
+    """For customers, a key that looks like no contract column is an attribute's own name."""
+    project.write_events(good_events())
+    pd.DataFrame({"customer_id": ["c0", "c1", "c2"], "loyalty_tier_v2": ["a", "b", "a"]}).to_parquet(
+        project.data / "customers.parquet")
+    cat = {"format": "parquet", "path": "data/customers.parquet", "columns": {"tier": "loyalty_tier_v2"}}
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"}, customers=cat)
+    report = run(project)
+    assert not [p for p in report.problems if p.severity == "error"]
+    assert "tier" in report.sources["customers"].columns
+
+
 def test_files_of_a_glob_disagreeing_on_text_or_numbers_are_refused(project):
     """Read together, a file's numeric ids would become text ('2' beside 'c0') in silence."""
     df = good_events()
