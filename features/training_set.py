@@ -83,7 +83,7 @@ def plan_snapshots(
             f"{step.days} days apart with a {horizon.days}-day label window ({gap.days} days between test, "
             f"validation and the newest training cutoff) need the first cutoff at "
             f"{_moment(cutoffs[-1])}, but each cutoff needs {min_history.days} days of history before it "
-            f"(from {_moment(earliest_ok)}). Only {fit} fit. What can help: {'; '.join(helps)}"
+            f"(from {_moment(earliest_ok)}). {f'Only {fit} fit' if fit else 'None fits'}. What can help: {'; '.join(helps)}"
         )
     return SnapshotPlan(cutoffs)
 

@@ -449,7 +449,22 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
         if n:
             examples = _examples(con, raw.view, check.predicate, check.column)
             problems.append(Problem(raw.name, check.column, check.check, check.severity, int(n),
-                                    f"{_files(raw)}: {n:,} {check.message}", check.fix, examples))
+                                    f"{_files(raw)}: {n:,} {_one(check.message) if n == 1 else check.message}",
+                                    check.fix, examples))
+
+
+#: The plural openings of the checks' messages, and how each reads for one row
+_SINGULAR = (("rows have", "row has"), ("timestamps lie", "timestamp lies"), ("purchases have", "purchase has"),
+             ("amounts are", "amount is"), ("profiles have", "profile has"), ("values in", "value in"))
+
+
+def _one(message: str) -> str:
+    """A check's message for a count of one ("1 row has", not "1 rows have")."""
+    for many, one in _SINGULAR:
+        if message.startswith(many):
+            message = one + message[len(many):]
+            return message.replace(" do not convert", " does not convert", 1) if one == "value in" else message
+    return message
 
 
 def _examples(con: duckdb.DuckDBPyConnection, view: str, predicate: str, column: str | None, k: int = 3) -> tuple[str, ...]:
@@ -557,7 +572,7 @@ def _check_duplicate_customers(con: duckdb.DuckDBPyConnection, report: Validatio
     if n:
         report.problems.append(Problem(
             "customers", "customer_id", "duplicate_customer_id", "error", int(n),
-            f"{_files(raw)}: {n:,} customer_ids have more than one row", "keep one row per customer_id "
+            f"{_files(raw)}: {_n(n, 'customer_id has', 'customer_ids have')} more than one row", "keep one row per customer_id "
             "(link a person's several ids through the identities source instead)", (repr(example),)))
 
 

@@ -7,13 +7,13 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.asof import BadValue, as_of_label, as_of_text, parse_duration
+from features.asof import BadValue, as_of_label, as_of_text, cutoff_label, parse_duration
 from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, FeatureSpec, customer_features,
                                         is_catalog_column, utc)
 from features.normalize import ident, literal
@@ -289,6 +289,23 @@ def _short_history(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
             "history, or use a later --as-of)"]
 
 
+def _snapshots_short_of_history(cfg: Config, cutoffs: Sequence[datetime], first: datetime | None) -> list[str]:
+    """Snapshots whose cutoff comes less than the longest feature window after the log starts
+    (``training.min_history`` allows them): their longer windows, recency and tenure see only part
+    of that window, and those customers look newer than at the later cutoffs, as ``features build``
+    warns for one cutoff (:func:`_short_history`)."""
+    longest = max(cfg.features.windows_days, default=0)
+    short = [c for c in cutoffs if first is not None and (c - first).days < longest]
+    if not short:
+        return []
+    which = (f"the snapshot as of {cutoff_label(short[0])}" if len(short) == 1 else
+             f"{len(short)} of {len(cutoffs)} snapshots (as of {cutoff_label(short[-1])} to {cutoff_label(short[0])})")
+    return [f"the event log starts {first:%Y-%m-%d}: {which} {'has' if len(short) == 1 else 'have'} less history than "
+            f"the longest feature window ({longest}d), so their longer windows, recency and tenure see only part of "
+            "it and customers there look newer and less active than at later cutoffs (load the older history, or "
+            f"set training.min_history: {longest}d in configs/training.yaml to leave such snapshots out)"]
+
+
 def newest_event(cfg: Config, data: LoadedData, as_of: datetime) -> datetime | None:
     """The newest event a run as of ``as_of`` sees (before it): validation's figure, unless the run
     is in the past and the log has grown since."""
@@ -508,6 +525,7 @@ def training_set_job(
             end = last
     t = cfg.training
     plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history))
+    warnings += _snapshots_short_of_history(cfg, plan.cutoffs, first)
     profile = data_profile(cfg, data)
     check_excluded(cfg, profile)  # before the long work
     eng = open_engine(cfg, data, engine)

@@ -56,6 +56,9 @@ def test_history_too_short_is_refused_with_what_fits():
     with pytest.raises(TrainingSetError) as e:
         plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27), 60 * D, 25, 30 * D, min_history=90 * D)
     assert "fewer snapshots (training.snapshots: 17 fit)" in str(e.value) and "training.snapshots: 3" not in str(e.value)
+    with pytest.raises(TrainingSetError) as e:  # not "Only 0 fit"
+        plan_snapshots(datetime(2026, 10, 1), datetime(2026, 11, 27), 30 * D, 6, 30 * D, min_history=90 * D)
+    assert ". None fits. What can help:" in str(e.value)
     # a history that misses by a second does not read as one that fits
     with pytest.raises(TrainingSetError) as e:
         plan_snapshots(datetime(2025, 1, 1, 0, 0, 1), datetime(2025, 9, 1), 56 * D, 6, 30 * D, min_history=90 * D)
@@ -105,6 +108,25 @@ def test_training_set_stacks_snapshots_with_labels(shop):
     spec = feature_spec(load_config(shop.root))
     for as_of, snapshot in f.groupby("as_of"):  # each snapshot is a feature set as of its cutoff
         assert violations(snapshot.drop(columns=["snapshot", "label"]), as_of.to_pydatetime(), spec) == [], as_of
+
+
+def test_snapshots_with_less_history_than_the_longest_window_are_warned_about(shop):
+    """min_history (90d) lets a cutoff come before the longest window (365d) has passed since the
+    log starts: those snapshots' customers look newer; said, as `features build` says it."""
+    td = training_set_job(load_config(shop.root), "purchase")
+    assert not [w for w in td.warnings if "less history than" in w]  # two years of history
+    first = td.first_event
+    cutoffs = sorted(td.frame.as_of.unique())
+    # a window longer than the oldest cutoff's history, shorter than the newest's
+    days = (pd.Timestamp(cutoffs[-1]) - pd.Timestamp(first)).days - 10
+    short = [c for c in cutoffs if (pd.Timestamp(c) - pd.Timestamp(first)).days < days]
+    assert 1 < len(short) < len(cutoffs)
+    (shop.root / "configs" / "features.yaml").write_text(f"windows_days: [7, 30, {days}]\n")
+    td = training_set_job(load_config(shop.root), "purchase")
+    said = [w for w in td.warnings if "less history than" in w]
+    assert len(said) == 1 and f"{len(short)} of {len(cutoffs)} snapshots" in said[0], td.warnings
+    assert f"longest feature window ({days}d)" in said[0] and f"training.min_history: {days}d" in said[0]
+    assert f"the event log starts {pd.Timestamp(first):%Y-%m-%d}" in said[0]
 
 
 def test_too_few_examples_and_stale_data_are_refused(shop):

@@ -481,6 +481,7 @@ def test_a_mapped_column_wins_over_a_column_bearing_the_contract_name(project, n
     report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF)
     p = only(report, "negative_purchase")
     assert p.count == 1 and "-10.0" in p.examples[0]
+    assert ": 1 purchase has a negative amount" in p.message  # not "1 purchases have"
     view = report.sources["events"].view
     assert "net_amount" not in report.sources["events"].columns
     got = con.sql(f"SELECT CAST(amount AS DOUBLE) FROM {view}").fetchnumpy()["CAST(amount AS DOUBLE)"]
