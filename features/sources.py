@@ -92,10 +92,12 @@ def resolve_files(spec: SourceSpec, base_dir: Path, name: str) -> tuple[Path, ..
             )
         return files
     if not path.exists():
-        raise SourceError(
-            f"source '{name}': file {path} does not exist; check `path` in configs/catalog.yaml "
-            "(for the demo data run `dynseg data generate` first)"
-        )
+        optional = (f"; '{name}' is optional: without such a file, remove its entry from configs/catalog.yaml"
+                    if name in ("customers", "identities") else "")
+        # where `dynseg data generate` writes (the demo's catalog)
+        demo = (" (for the demo data run `dynseg data generate` first)"
+                if path.parent.name == "data" and path.name == f"{name}.parquet" else "")
+        raise SourceError(f"source '{name}': file {path} does not exist; check `path` in configs/catalog.yaml{optional}{demo}")
     if path.is_dir():
         # DuckDB would read every file under it, recursively: old copies and other tables too.
         suffix = {"parquet": "**/*.parquet", "csv": "**/*.csv"}.get(spec.format, "<file>")

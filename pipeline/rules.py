@@ -246,8 +246,10 @@ _Node = Union[_Compare, _In, _Between, _IsNull, _Flag, _Not, _Junction]
 
 class _Parser:
     def __init__(self, text: str, columns: Mapping[str, Kind], context: str,
-                 values: Mapping[str, Collection[str]] | None = None):
+                 values: Mapping[str, Collection[str]] | None = None,
+                 why_unknown: Callable[[str], str | None] | None = None):
         self.columns = columns
+        self.why_unknown = why_unknown
         self.values = values or {}
         self.context = context
         self.used: set[str] = set()
@@ -479,6 +481,10 @@ class _Parser:
     def column(self, tok: _Token) -> _Column:
         name = tok.text
         if name not in self.columns:
+            why = self.why_unknown(name) if self.why_unknown else None
+            if why:
+                self.problems.append(f"unknown column '{name}' at position {tok.pos}; {why}")
+                return _Column(name, UNKNOWN)
             known = sorted(self.columns)
             same_case = [c for c in known if c.lower() == name.lower()]
             close = same_case or difflib.get_close_matches(name, known, n=3, cutoff=0.6)
@@ -633,16 +639,18 @@ class Rule:
 
 
 def parse_rule(text: str, columns: Mapping[str, Kind], context: str = "where",
-               values: Mapping[str, Collection[str]] | None = None) -> Rule:
+               values: Mapping[str, Collection[str]] | None = None,
+               why_unknown: Callable[[str], str | None] | None = None) -> Rule:
     """Parse and check ``text`` against ``columns`` (name -> kind); raise ``RuleError`` if refused.
     ``values``: the only values some text columns can hold (a band's levels); comparing one with
-    any other value is refused."""
+    any other value is refused. ``why_unknown``: why a name is not a column, when the caller knows
+    (said instead of the columns that are)."""
     if not isinstance(text, str):
         raise RuleError(f"{context}: expected the rule as text, found {type(text).__name__}. {ALLOWED}")
     bad = {name: kind for name, kind in columns.items() if kind not in _KINDS}
     if bad:
         raise ValueError(f"column kinds must be one of {_KINDS}; found {bad}")
-    parser = _Parser(text, columns, context, values)
+    parser = _Parser(text, columns, context, values, why_unknown)
     tree = parser.rule()
     if parser.problems:
         parser.refuse()

@@ -84,7 +84,8 @@ def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[s
     compiled: dict[str, CompiledSegment] = {}
     for i, s in enumerate(cfg.segments):
         try:
-            rule = parse_rule(s.where, columns, context=f"segment {s.name!r} where", values=values)
+            rule = parse_rule(s.where, columns, context=f"segment {s.name!r} where", values=values,
+                              why_unknown=_absent_feature)
         except RuleError as e:
             issues.append(ConfigIssue(SEGMENTS_FILE, f"segments[{i}].where", str(e)))
             continue
@@ -98,6 +99,19 @@ def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[s
             raise ConfigError([ConfigIssue(SEGMENTS_FILE, "segments", f"no segment named {unknown}; "
                                            f"defined: {sorted(compiled)}")])
     return order
+
+
+def _absent_feature(name: str) -> str | None:
+    """Why a rule's unknown column is unknown when it is a feature of the catalog: the data lacks
+    what that feature needs (a shop without bounce events has no ``bounced``), not a typo."""
+    from features.customer_features import describe_column
+
+    found = describe_column(name)
+    if found is None:
+        return None
+    return (f"'{name}' is a feature ({found[0]}, features/customer_features.md) that this data does not have: no "
+            "event of the role it needs before the cutoff (configs/roles.yaml), or no such profile field. Remove "
+            "the condition or the segment, or map those events.")
 
 
 def _dependency_order(compiled: dict[str, CompiledSegment]) -> list[CompiledSegment]:

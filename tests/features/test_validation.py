@@ -450,7 +450,16 @@ def test_a_csv_header_naming_a_column_twice_is_refused(project):
 
 def test_missing_file_and_glob(project):
     project.catalog(events={"format": "parquet", "path": "data/nope.parquet"})
-    assert "does not exist" in only(run(project), "unreadable").message
+    message = only(run(project), "unreadable").message
+    assert "does not exist" in message and "optional" not in message and "dynseg data generate" not in message
+    # an optional source says so (a new project copied from the demo's configs keeps its identities)
+    project.write_events(good_events())
+    cat = {"events": {"format": "parquet", "path": "data/events.parquet"},
+           "identities": {"format": "parquet", "path": "{workspace}/data/identities.parquet"}}
+    project.catalog(**cat)
+    message = only(run(project), "unreadable").message
+    assert "'identities' is optional: without such a file, remove its entry from configs/catalog.yaml" in message
+    assert "(for the demo data run `dynseg data generate` first)" in message
     project.catalog(events={"format": "parquet", "path": "data/part-*.parquet"})
     assert "matches no file" in only(run(project), "unreadable").message
 

@@ -114,6 +114,24 @@ def test_unknown_column_is_refused_naming_file_key_and_token():
     assert "purchse_score" in issue.message and "purchase_score" in issue.message
 
 
+def test_a_feature_the_data_lacks_is_named_as_such():
+    """The shipped `undeliverable` segment (bounced OR complained) in a shop without bounce or
+    complaint events: not a typo, but features this data does not have."""
+    cfg = SegmentsConfig.model_validate({"segments": [seg("undeliverable", "bounced OR complained OR unsubscribed")]})
+    with pytest.raises(ConfigError) as e:
+        compile_segments(cfg, column_kinds(FRAME))
+    (issue,) = e.value.issues
+    for name in ("bounced", "complained"):
+        assert (f"unknown column '{name}' at position {1 if name == 'bounced' else 12}; '{name}' is a feature "
+                "(suppression, features/customer_features.md) that this data does not have") in issue.message
+    assert "Remove the condition or the segment" in issue.message and "expected one of the columns" not in issue.message
+    assert "'unsubscribed'" not in issue.message  # in FRAME
+    cfg = SegmentsConfig.model_validate({"segments": [seg("typo", "purchse_score > 0.5")]})
+    with pytest.raises(ConfigError) as e:
+        compile_segments(cfg, column_kinds(FRAME))
+    assert "this data does not have" not in e.value.issues[0].message  # a typo stays a typo
+
+
 @pytest.mark.parametrize("where, token", [
     ("recency_days > 1; DROP TABLE scored", ";"),
     ("lower(purchase_band) = 'high'", "lower"),
