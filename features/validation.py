@@ -591,6 +591,16 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
             "map each under `event_roles:` in configs/roles.yaml, or list it under `ignore:`",
             tuple(f"{e!r} ({_n(n, 'event', 'events')})" for e, n in unknown[:5]),
         ))
+    total = sum(n for _, n in rows)
+    if total and not any(role_of.get(e) == "purchase" for e in report.event_types):
+        mapped = [e for e, r in role_of.items() if r == "purchase"]
+        report.problems.append(Problem(
+            "events", "event_type", "no_purchases", "warning", total,
+            f"{_files(raw)}: none of the {_n(total, 'event', 'events')} is a purchase (configs/roles.yaml maps "
+            f"{', '.join(map(repr, mapped)) or 'no event name'} to purchase): recency, frequency, spend and the "
+            "rhythm features are empty, no one can be labelled a buyer, and churn (over customers who purchased) has no one",
+            "map your order event to purchase under `event_roles:` in configs/roles.yaml",
+            tuple(f"{e!r} ({_n(n, 'event', 'events')})" for e, n in rows[:5])))
     # Rows of a role without an amount, counted from the check scan's amounts (no scan of their own),
     # or every row of it when the log has no amount column.
     for role, counts in (("purchase", "as purchases (frequency, recency, rhythm) and as 0 in spend (monetary_total, "

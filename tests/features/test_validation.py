@@ -448,6 +448,21 @@ def test_a_csv_header_naming_a_column_twice_is_refused(project):
     assert "names column 'amount' twice in its header (columns 5 and 6)" in p.message, p.message
 
 
+def test_a_log_without_purchases_is_warned_about(project):
+    """A roles.yaml that maps no event of the log to purchase (the order event misspelled, or
+    listed under ignore:) left every label without buyers, and validation said nothing."""
+    df = good_events()
+    purchases = df.event_type.map(load_config(project.root).role_of) == "purchase"
+    assert purchases.any()
+    project.write_events(df[~purchases])
+    p = only(run(project), "no_purchases")
+    assert p.severity == "warning" and p.count == int((~purchases).sum())
+    assert f"none of the {p.count:,} events is a purchase (configs/roles.yaml maps " in p.message
+    assert "map your order event to purchase" in p.fix
+    project.write_events(df)
+    assert not [q for q in run(project).problems if q.check == "no_purchases"]
+
+
 def test_missing_file_and_glob(project):
     project.catalog(events={"format": "parquet", "path": "data/nope.parquet"})
     message = only(run(project), "unreadable").message
