@@ -311,6 +311,22 @@ class SparkEngine(FeatureEngine):
         shutil.rmtree(self._owned, ignore_errors=True)
 
 
+def _as_exported(con: duckdb.DuckDBPyConnection, view: str) -> str:
+    """The select list of a view's export: the profile attributes as DuckDB's text. A listed
+    attribute becomes a category as text (see ``_derive``), and the engines spell a number or a
+    zoned time differently (``1e-07`` and ``1.0E-7``; ``03:00:00+00`` and ``03:00:00``): cast here,
+    Spark reads the text DuckDB makes, and a model trained on one engine's features reads the other's."""
+    if view != "customers":
+        return "*"
+    from features.contract import CUSTOMERS
+    from features.normalize import ident
+
+    contract = {c.name for c in CUSTOMERS}
+    cols = con.execute(f"SELECT column_name, column_type FROM (DESCRIBE {view})").fetchall()
+    return ", ".join(ident(c) if c in contract or t == "VARCHAR" else f"CAST({ident(c)} AS VARCHAR) AS {ident(c)}"
+                     for c, t in cols)
+
+
 def export_canonical(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[Path, Path, Path | None]:
     """Write the canonical ``events`` and ``customers`` views (and ``consent_profiles``, when
     profiles were merged) to ``folder/{events,customers,consents}.parquet``; the third path is
@@ -332,7 +348,7 @@ def export_canonical(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[Path
         tmp = folder / f".{name}.parquet.{uuid.uuid4().hex}.tmp"
         try:
             path_sql = str(tmp).replace("'", "''")
-            con.execute(f"COPY (SELECT * FROM {view}) TO '{path_sql}' (FORMAT parquet)")
+            con.execute(f"COPY (SELECT {_as_exported(con, view)} FROM {view}) TO '{path_sql}' (FORMAT parquet)")
             os.replace(tmp, final)
         finally:
             tmp.unlink(missing_ok=True)

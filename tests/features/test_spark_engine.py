@@ -251,6 +251,33 @@ def test_a_log_without_sends_matches_duckdb(spark, tmp_path):
     assert_same_features(got, expected)
 
 
+def test_listed_attributes_of_any_type_read_the_same_text_on_both_engines(spark, tmp_path):
+    """A listed number or zoned time becomes a category as text; Spark spelled 1e-07 as 1.0E-7 and
+    123456789.0 as 1.23456789E8, and dropped a time's zone, so a model trained on DuckDB's
+    features met unseen categories in Spark's."""
+    from test_parity import _tiny, _tiny_engine
+
+    events, customers = _tiny([(c, "purchase", "2026-05-20 10:00", 5.0, None) for c in "abc"],
+                              [(c, "2025-01-01", None, None) for c in "abc"])
+    customers["score"] = [1e-07, 1e20, 123456789.0]
+    customers["tier"] = pd.array([1, 2, None], dtype="Int64")
+    customers["vip"] = pd.array([True, False, None], dtype="boolean")
+    customers["seen"] = pd.to_datetime(["2026-01-01 03:00", "2026-02-01 00:00", None]).tz_localize("UTC")
+    profile = DataProfile(roles=frozenset(events["role"]), has_signup=True, categorical=("score", "tier", "vip", "seen"))
+    spec, as_of = FeatureSpec(), datetime(2026, 6, 1)
+    duck = _tiny_engine(events, customers)
+    expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, spec, profile))
+    engine = SparkEngine(spark, *export_canonical(duck.con, tmp_path / "canonical"))
+    try:
+        got = engine.execute(customer_features(engine.events(), engine.customers(), as_of, spec, profile))
+    finally:
+        engine.close()
+        duck.con.close()
+    assert expected.set_index("customer_id")["score"].to_dict() == {"a": "1e-07", "b": "1e+20", "c": "123456789.0"}
+    assert expected.set_index("customer_id")["vip"].to_dict()["a"] == "true"
+    assert_same_features(got, expected)
+
+
 def test_logs_with_some_roles_match_duckdb(spark, tmp_path):
     """Seven of the parity test's 44 role mixes (every seventh: single roles and random mixes with
     their windows and profiles) give the same frame on Spark as on DuckDB. All 44 agreed when
