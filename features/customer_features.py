@@ -504,6 +504,26 @@ def describe_column(name: str) -> tuple[str, str] | None:
     return max(found)[1:] if found else None
 
 
+#: Columns the feature query makes on its way to the features (see ``_derive``): a profile attribute
+#: named like one would be read as it (a ``last_purchase_at`` attribute held the last purchase's time)
+INTERNAL_COLUMNS = ("first_event_at", "last_event_at", "first_purchase_at", "last_purchase_at", "last_open_at",
+                    "last_click_at", "last_grant_at", "last_revoke_at", "gap_days", "last_ts", "_profile_consent",
+                    "_profile_consent_at", "_profile_id", "_consent_id", "_latest_at", "_last_open")
+
+
+def reserved_name(name: str) -> str | None:
+    """What a profile attribute named ``name`` would collide with, or None. DuckDB's names ignore
+    case, so ``Email_Consent`` collides with ``email_consent`` as much as the same spelling."""
+    low = name.lower()
+    if low in ("signup_at", "email_consent", "consent_updated_at"):
+        return "a column of the customers contract"
+    if low in ("customer_id", "as_of") or is_catalog_column(low):
+        return "a customer_features column"
+    if low in INTERNAL_COLUMNS or re.fullmatch(r"n_[a-z_]+_prev_[0-9]+d|_id[0-9]+", low):
+        return "a column the feature query makes"
+    return None
+
+
 def is_catalog_column(name: str) -> bool:
     """Whether ``name`` is a column the feature set can have, by its catalog (profile attributes
     are not: they depend on the data)."""

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from features.asof import BadValue, as_of_label, as_of_text, cutoff_label, parse_duration
 from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, FeatureSpec, customer_features,
-                                        is_catalog_column, utc)
+                                        is_catalog_column, reserved_name, utc)
 from features.normalize import ident, literal
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
@@ -143,7 +143,9 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[tuple[str, ...], tuple[
             )
         listed = _distinct_names(cfg, tuple(wanted))
         return listed, (_boolean_text(data, listed) if csv and listed else ())
-    text = [c for c, t in types.items() if c not in contract and t == "VARCHAR"]
+    # A contract name in another case (Email_Consent) is no attribute: DuckDB's names ignore case, so
+    # it would read the contract column (validation says to map it, when it holds that)
+    text = [c for c, t in types.items() if c.lower() not in contract and t == "VARCHAR"]
     if not text:
         return (), ()
 
@@ -182,16 +184,22 @@ def _boolean_text(data: LoadedData, attributes: tuple[str, ...]) -> tuple[str, .
 def _distinct_names(cfg: Config, attributes: tuple[str, ...]) -> tuple[str, ...]:
     """Refuse a profile attribute named like a column of the feature set: it would replace that
     column (a text ``frequency`` where the purchase count belongs, an ``as_of`` of text)."""
-    clash = [a for a in attributes if a in ("customer_id", "as_of") or is_catalog_column(a)]
+    clash = {a: why for a in attributes if (why := reserved_name(a))}
     if clash:
         source = cfg.source_specs().get("customers")
         where = f"the customers source ({source.path})" if source is not None and source.path else "the customers source"
+        said = "; ".join(f"{a!r} is named like {why}" + (" (DuckDB's names ignore case)" if a != a.lower() else "")
+                         for a, why in clash.items())
+        contract = [a for a in clash if a.lower() in ("signup_at", "email_consent", "consent_updated_at")]
+        mapped = (f"If {contract[0]!r} holds the customer's {contract[0].lower()}, map it: `columns: "
+                  f"{{{contract[0].lower()}: {contract[0]}}}` in configs/catalog.yaml. Otherwise rename"
+                  if contract else "Rename")
         raise ValueError(
-            f"{where}: column{'s' if len(clash) > 1 else ''} {', '.join(map(repr, clash))} "
-            f"{'have' if len(clash) > 1 else 'has'} the name of a customer_features column, which the attribute "
-            "would replace; expected profile attributes with names of their own (`dynseg features describe` lists "
-            "the feature columns). Rename the column in the source (or map another name to it with `columns:` in "
-            "configs/catalog.yaml), or list categorical_attributes in configs/features.yaml without it")
+            f"{where}: {'profile attributes clash' if len(clash) > 1 else 'a profile attribute clashes'} with the feature set: {said}, which the "
+            "attribute would replace or be replaced by; expected profile attributes with names of their own "
+            f"(`dynseg features describe` lists the feature columns). {mapped} the column in the source (or map "
+            "another name to it with `columns:` in configs/catalog.yaml), or list categorical_attributes in "
+            "configs/features.yaml without it")
     return attributes
 
 

@@ -551,3 +551,32 @@ def test_the_feature_rules_hold_and_catch_what_breaks_them(full_data, tmp_path):
     for rule, corrupt in BREAKS.items():
         found = violations(corrupt(frame.copy()), as_of, SPEC)
         assert any(v.startswith(rule) for v in found), f"{rule}: not reported; got {found}"
+
+
+def test_every_column_the_query_makes_on_its_way_is_reserved(monkeypatch):
+    """A profile attribute named like a column the query makes before the features (a
+    ``last_purchase_at`` attribute) was read as that column; :func:`reserved_name` refuses those
+    names, and this keeps its list in step with the query."""
+    import features.customer_features as cf
+    from features.contract import ROLES
+
+    events, customers = _tiny([("a", r, "2026-05-20 10:00", 5.0, "shoes") for r in ROLES],
+                              [("a", "2025-01-01", True, "2026-01-01")])
+    customers["tier"] = "gold"
+    profile = DataProfile(roles=frozenset(ROLES), has_signup=True, has_consent_profile=True, has_category=True,
+                          categorical=("tier",))
+    seen = {}
+    real = cf._derive
+
+    def spy(x, *args, **kwargs):
+        seen["x"] = list(x.columns)
+        return real(x, *args, **kwargs)
+
+    monkeypatch.setattr(cf, "_derive", spy)
+    duck = _tiny_engine(events, customers)
+    out = customer_features(duck.events(), duck.customers(), datetime(2026, 6, 1), FeatureSpec(), profile)
+    made = set(seen["x"]) - set(out.columns) - set(customers.columns)
+    assert {"last_purchase_at", "first_event_at"} <= made
+    assert [c for c in made if cf.reserved_name(c) is None] == []
+    assert all(cf.reserved_name(c) for c in out.columns if c != "tier")
+    duck.con.close()

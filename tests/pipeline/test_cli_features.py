@@ -257,8 +257,37 @@ def test_a_profile_attribute_named_like_a_feature_is_refused(project):
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-06-01", "--out", str(project.root / "f.csv")])
     assert result.exit_code == 1, result.output
     text = " ".join(result.stderr.split())
-    assert "data/customers.parquet" in text and "'frequency' has the name of a customer_features column" in text, text
+    assert "data/customers.parquet" in text and "'frequency' is named like a customer_features column" in text, text
     assert not (project.root / "f.csv").exists()
+    # names that differ in case only (DuckDB's names ignore case: FREQUENCY crashed the query with a
+    # KeyError, a listed Email_Consent read the contract column), and the query's own columns (a
+    # last_purchase_at attribute held the last purchase's time, in silence)
+    features_yaml = project.root / "configs" / "features.yaml"
+    for name, why, listed in (("FREQUENCY", "a customer_features column (DuckDB's names ignore case)", False),
+                              ("last_purchase_at", "a column the feature query makes", False),
+                              ("Email_Consent", "a column of the customers contract (DuckDB's names ignore case)", True)):
+        # (the file holds the name in that spelling only, as the export it comes from does)
+        shop.customers.drop(columns=[name.lower()], errors="ignore").assign(**{name: "gold"}).to_parquet(
+            project.data / "customers.parquet")
+        features_yaml.write_text(f"categorical_attributes: [country, {name}]\n" if listed else "")
+        result = runner.invoke(app, ["features", "build", "--as-of", "2026-06-01", "--out", str(project.root / "f.csv")])
+        text = " ".join(result.stderr.split())
+        assert result.exit_code == 1 and f"'{name}' is named like {why}" in text, (name, text)
+        assert "Traceback" not in result.output and not (project.root / "f.csv").exists()
+    assert "map it: `columns: {email_consent: Email_Consent}` in configs/catalog.yaml" in text
+    # left to auto, a contract name in another case is no attribute (from CSV, yes/no text crashed
+    # the attributes' measure with a BinderException): validation says to map it
+    features_yaml.write_text("")
+    shop.customers.drop(columns="email_consent").assign(Email_Consent=["yes", "no"] * 150).to_csv(
+        project.data / "customers.csv", index=False)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "csv", "path": "data/customers.csv"})
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-06-01", "--out", str(project.root / "f.csv")])
+    assert result.exit_code == 0, result.output
+    assert "Email_Consent" not in pd.read_csv(project.root / "f.csv").columns
+    assert "map it: `columns: {email_consent: Email_Consent}`" in " ".join(result.stderr.split())
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
     # a quote in an attribute's name is no SQL problem
     customers.drop(columns="frequency").to_parquet(project.data / "customers.parquet")
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-06-01", "--out", str(project.root / "f.csv")])
