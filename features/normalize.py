@@ -80,7 +80,12 @@ def typed(column: Column, raw_type: str) -> Typed | None:
             # UTC and GMT are not; an offset (+01:00) or a zone name (Europe/London) is exact.
             abbreviated = (f"(regexp_matches(trim({c}), '[0-9]\\s*[A-Za-z]{{2,5}}$') AND "
                            f"upper(regexp_extract(trim({c}), '([A-Za-z]+)$', 1)) NOT IN ('UTC', 'GMT'))")
-            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND ({e} IS NULL OR {abbreviated}))")
+            # An offset no place has (+25:00, +02:60, +99:99) DuckDB reads as so many hours and
+            # minutes, shifting the time by days: refused (offsets run from -12:00 to +14:00).
+            # (One pattern: hours 15-99, or minutes 60-99, after a time of day.)
+            impossible = (f"regexp_matches(trim({c}), '[0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}}(\\.[0-9]+)?)?\\s*[+-]"
+                          f"((1[5-9]|[2-9][0-9])(:?[0-9]{{2}})?|[0-9]{{2}}:?[6-9][0-9])$')")
+            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND ({e} IS NULL OR {abbreviated} OR {impossible}))")
         return None
     if column.type == "double":
         # NaN is a missing value, as pandas reads it (Spark and Arrow write it where pandas writes

@@ -405,7 +405,7 @@ def _never_infinite(s: ColumnStats | None, raw: RawSource) -> bool:
 
 def _format_hint(col: str) -> str:
     zones = ("; a zone abbreviation (BST, CST, IST) is ambiguous: write the offset (+01:00) or a zone name "
-             "(Europe/London)")
+             "(Europe/London); an offset lies between -12:00 and +14:00")
     return {"ts": "expected ISO-8601 timestamps such as 2026-11-27T08:15:00+01:00" + zones,
             "signup_at": "expected ISO-8601 timestamps" + zones, "consent_updated_at": "expected ISO-8601 timestamps" + zones,
             "amount": "expected numbers with '.' as decimal point",

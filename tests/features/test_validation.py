@@ -126,6 +126,19 @@ def test_a_zone_abbreviation_in_text_timestamps_is_refused_an_offset_or_zone_nam
     assert report.ok, report.problems
 
 
+def test_an_offset_no_place_has_is_refused(project):
+    """DuckDB reads +99:99 as 99 hours and 99 minutes: the event moved four days, in silence."""
+    df = good_events().astype({"ts": "object"})
+    df["ts"] = ["2026-01-01T10:00:00+99:99", "2026-01-01T10:00:00+25:00", "2026-01-01 10:00+02:60",
+                "2026-01-01T10:00:00+14:00", "2026-01-01T10:00:00-12:00", "2026-01-01T10:00:00.5+0530",
+                "2026-01-01T10:00+02", "2026-01-01T10:00:00Z", "2026-01-05"]
+    p = only(run_with(project, df, "events.csv"), "unparseable")
+    assert p.column == "ts" and p.count == 3 and p.examples[0] == "'2026-01-01T10:00:00+99:99' at row 1"
+    assert "an offset lies between -12:00 and +14:00" in p.fix
+    report = run_with(project, df.iloc[3:], "events.csv")
+    assert report.ok, report.problems
+
+
 @pytest.mark.parametrize("file", ["events.csv", "events.parquet"])
 def test_empty_or_blank_text_timestamps_are_missing_timestamps(project, file):
     df = good_events().astype({"ts": "object"})
