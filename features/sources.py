@@ -418,6 +418,13 @@ def _csv_diagnosis(head: bytes, delimiter: str, entry: str, path: Path | None = 
     import io
 
     if b"\0" in head:
+        # UTF-16 (Excel's "Unicode text", PowerShell's default): a byte-order mark, or a NUL beside
+        # every ASCII character
+        pairs = head[: len(head) // 2 * 2]
+        if encoding != "utf-16" and (head[:2] in (b"\xff\xfe", b"\xfe\xff")
+                                     or pairs[1::2].count(0) > 0.9 * len(pairs) / 2
+                                     or pairs[0::2].count(0) > 0.9 * len(pairs) / 2):
+            return f"it is UTF-16 text, read as {encoding}; set `encoding: utf-16` {entry}"
         return "it is not a text file (it holds NUL bytes); point the catalog at the CSV export"
     lines = head.decode("utf-8", errors="replace").splitlines()
     lines = lines[:-1] or lines  # the last line may be cut off by the read

@@ -393,6 +393,20 @@ def test_csv_with_wrong_delimiter(project):
     assert "looks ';'-delimited" in p.message and 'delimiter: ";"' in p.message
 
 
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le"])  # with a byte-order mark, and without
+def test_a_utf16_csv_says_to_set_its_encoding(project, codec):
+    """A UTF-16 file (Excel's "Unicode text") was "not a text file (it holds NUL bytes)"."""
+    df = good_events()
+    path = project.data / "events.csv"
+    df.to_csv(path, index=False, encoding=codec)
+    project.catalog(events={"format": "csv", "path": "data/events.csv"})
+    p = only(run(project), "unreadable")
+    assert "it is UTF-16 text, read as utf-8; set `encoding: utf-16` for 'events' in configs/catalog.yaml" in p.message
+    if codec == "utf-16":
+        project.catalog(events={"format": "csv", "path": "data/events.csv", "encoding": "utf-16"})
+        assert run(project).ok
+
+
 def test_csv_with_wrong_encoding_then_fixed_by_config(project):
     df = good_events()
     df["category"] = "café"
