@@ -12,7 +12,7 @@ import math
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -335,6 +335,19 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
                                  "under `columns:` in configs/catalog.yaml"))
     if name == "customers" and "signup_at" in t:
         checks += _placeholder_dates("signup_at", t, stats, "customers")
+    if name == "customers":
+        # after now (not after --as-of: a profile file holds signups since a past as_of): a zone or
+        # clock problem upstream, as for events, but a row's other values stand, so a warning
+        from features.asof import now_utc
+
+        now = now_utc()
+        for col in ("signup_at", "consent_updated_at"):
+            if col in t and not _never_after(stats.get(col), now):
+                checks.append(_Check(col, f"future_{col}", "warning",
+                                     f"{t[col].expr} > TIMESTAMP '{now.isoformat(sep=' ')}'",
+                                     f"rows have a {col} after now ({now:%Y-%m-%d %H:%M} UTC)",
+                                     "check the source's time zone, and the clock of the system that wrote it; "
+                                     "until that time passes, features read it as not yet happened"))
     if name == "identities":
         for col in ("id_type", "id_value"):
             if col in t and not _never_blank(stats.get(col)):
@@ -373,6 +386,18 @@ def _never_before(s: ColumnStats | None, moment: datetime) -> bool:
         return all(datetime.fromisoformat(m).replace(tzinfo=None) >= moment for m in s.mins)
     except ValueError:
         return False
+
+
+def _never_after(s: ColumnStats | None, moment: datetime) -> bool:
+    """The statistics bound every value at or before ``moment`` (UTC; bounds that do not read as
+    ISO timestamps are not trusted)."""
+    if s is None or not s.maxs:
+        return False
+    try:
+        bounds = [datetime.fromisoformat(m) for m in s.maxs]
+    except ValueError:
+        return False
+    return all((b.astimezone(timezone.utc).replace(tzinfo=None) if b.tzinfo else b) <= moment for b in bounds)
 
 
 def _never_blank(s: ColumnStats | None) -> bool:

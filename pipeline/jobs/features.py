@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from features.asof import BadValue, as_of_label, as_of_text, cutoff_label, parse_duration
+from features.asof import BadValue, as_of_label, as_of_text, cutoff_label, now_utc, parse_duration
 from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, FeatureSpec, customer_features,
                                         is_catalog_column, reserved_name, utc)
 from features.normalize import ident, literal
@@ -253,7 +253,22 @@ def run_warnings(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     event ids dropped, event customers without a profile...), then stale data (when freshness warns
     rather than refuses; refusing raises here)."""
     found = [_said(p) for p in data.report.problems if p.severity == "warning"]
-    return found + _skipped_identifiers(cfg, data) + _fresh(cfg, data, as_of) + _short_history(cfg, data, as_of)
+    return (_in_the_future(as_of) + found + _skipped_identifiers(cfg, data) + _fresh(cfg, data, as_of)
+            + _short_history(cfg, data, as_of))
+
+
+def _in_the_future(as_of: datetime) -> list[str]:
+    """An ``as_of`` more than a day after now (a date is the end of that day, so today's date is
+    up to a day ahead): days since, windows and tenure count days that have not happened, and
+    freshness, which measures the log's lag behind ``as_of``, passes while it is within the lag."""
+    now = now_utc()
+    ahead = as_of - now
+    if ahead <= timedelta(days=1):
+        return []
+    days = ahead.days
+    return [f"as_of {as_of_text(as_of)} is {f'{days} days' if days > 1 else 'more than a day'} after now "
+            f"({now:%Y-%m-%d %H:%M} UTC): days since, windows and tenure count days that have not happened yet "
+            "(use today's date or an earlier one)"]
 
 
 def _skipped_identifiers(cfg: Config, data: LoadedData) -> list[str]:

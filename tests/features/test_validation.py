@@ -475,6 +475,27 @@ def test_a_csv_header_naming_a_column_twice_is_refused(project):
     assert "names column 'amount' twice in its header (columns 5 and 6)" in p.message, p.message
 
 
+@pytest.mark.parametrize("file", ["customers.csv", "customers.parquet"])
+def test_profile_times_after_now_are_warned_about(project, file):
+    """A signup_at in 2027 passed without a word (an event's time after now is an error)."""
+    project.write_events(good_events())
+    cu = pd.DataFrame({"customer_id": ["c0", "c1", "c2"], "email_consent": [True, False, True],
+                       "signup_at": pd.to_datetime(["2025-01-01", "2099-05-22", "2025-03-01"]),
+                       "consent_updated_at": pd.to_datetime(["2026-01-01", "2026-01-01", "2099-01-01"])})
+    path = project.data / file
+    cu.to_csv(path, index=False) if file.endswith(".csv") else cu.to_parquet(path)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": file.split(".")[1], "path": f"data/{file}"})
+    report = run(project)
+    for col in ("signup_at", "consent_updated_at"):
+        p = only(report, f"future_{col}")
+        assert p.severity == "warning" and p.count == 1 and f"1 row has a {col} after now" in p.message
+        assert "2099" in p.examples[0]
+    cu.loc[1, "signup_at"] = cu.loc[2, "consent_updated_at"] = pd.Timestamp("2026-02-01")
+    cu.to_csv(path, index=False) if file.endswith(".csv") else cu.to_parquet(path)
+    assert not [q for q in run(project).problems if q.check.startswith("future_")]
+
+
 def test_a_log_without_purchases_is_warned_about(project):
     """A roles.yaml that maps no event of the log to purchase (the order event misspelled, or
     listed under ignore:) left every label without buyers, and validation said nothing."""

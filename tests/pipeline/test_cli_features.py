@@ -106,6 +106,25 @@ def test_stale_data_exits_1_with_the_fix(project):
     assert not (project.workspace / "features").exists()
 
 
+def test_an_as_of_after_now_is_warned_about(project):
+    """A typo'd date days ahead passed in silence while the log was within freshness's lag of it,
+    and every days-since feature counted days that had not happened."""
+    from datetime import datetime, timedelta, timezone
+
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    df = good_events()
+    df["ts"] = df["ts"] + (pd.Timestamp(now) - timedelta(hours=2) - df["ts"].max())
+    project.write_events(df)
+    # tomorrow's date: its end is 24-48 hours ahead, within freshness's 3 days of the newest event
+    ahead, today = (now + timedelta(days=1)).date(), now.date()
+    result = runner.invoke(app, ["features", "build", "--as-of", str(ahead), "--out", str(project.root / "f.parquet")])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stderr.split())
+    assert f"as_of {ahead} (data before" in text and "after now" in text and "have not happened yet" in text, text
+    result = runner.invoke(app, ["features", "build", "--as-of", str(today), "--out", str(project.root / "f.parquet")])
+    assert result.exit_code == 0 and "after now" not in result.stderr, result.output
+
+
 def test_a_memory_limit_too_small_exits_1_naming_the_setting(project):
     write(generate(300, seed=9, end="2026-11-27"), project.workspace / "data")
     (project.root / "configs" / "project.yaml").write_text("memory_limit: 1MB\nthreads: 1\n")
@@ -133,7 +152,7 @@ def test_a_past_run_accepts_later_events_and_refuses_only_those_after_now(projec
     project.write_events(events)
     bad = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
     assert bad.exit_code == 1 and "future_ts" in bad.stderr
-    assert "1 timestamps lie after now (" in bad.stderr and "and the clock of the system that wrote it" in bad.stderr
+    assert "1 timestamp lies after now (" in bad.stderr and "and the clock of the system that wrote it" in bad.stderr
     assert "later --as-of" not in bad.stderr
     # `data validate --as-of D` asks whether the data is valid as of D: later events are refused there.
     strict = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"])
