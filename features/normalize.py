@@ -45,8 +45,11 @@ def _in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-def typed(column: Column, raw_type: str) -> Typed | None:
-    """How to read ``column`` from a raw column of DuckDB type ``raw_type``; None if it cannot be."""
+def typed(column: Column, raw_type: str, timestamp_format: str | list[str] | None = None,
+          decimal: str = ".") -> Typed | None:
+    """How to read ``column`` from a raw column of DuckDB type ``raw_type``; None if it cannot be.
+    ``timestamp_format`` and ``decimal`` (a source's catalog entry) say how its text timestamps and
+    numbers are written, where they are not ISO-8601 and '.'."""
     c = ident(column.name)
     t = raw_type.upper()
     if t == '"NULL"':  # a column with no values at all (Parquet's null type) reads as all-NULL
@@ -72,6 +75,14 @@ def typed(column: Column, raw_type: str) -> Typed | None:
         if t == "TIMESTAMP WITH TIME ZONE":
             # its UTC instant (the epoch), not timezone('UTC', ...): 8x the time on every read
             return Typed(f"make_timestamp(epoch_us({c}))", "FALSE")
+        if t == "VARCHAR" and timestamp_format is not None:
+            # The source's own form(s): strptime codes; a value in none of them does not convert
+            # (no ISO fallback: 01/02 read both ways would be a silent month's shift). Without %z,
+            # a value is UTC, as ISO text without an offset is.
+            forms = ([timestamp_format] if isinstance(timestamp_format, str) else list(timestamp_format))
+            given = "[" + ", ".join(map(literal, forms)) + "]"
+            e = f"make_timestamp(epoch_us(try_strptime(NULLIF(trim({c}), ''), {given})))"
+            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
         if t == "VARCHAR":
             # With the session time zone at UTC, a string without an offset is read as UTC.
             e = f"make_timestamp(epoch_us(TRY_CAST(NULLIF(trim({c}), '') AS TIMESTAMPTZ)))"
@@ -96,6 +107,13 @@ def typed(column: Column, raw_type: str) -> Typed | None:
             return Typed(_not_nan(f"CAST({c} AS DOUBLE)"), "FALSE")
         if is_numeric(t):
             return Typed(f"CAST({c} AS DOUBLE)", "FALSE")
+        if t == "VARCHAR" and decimal == ",":
+            # A decimal comma: 1.234,56 or 1234,56; a '.' only between groups of three digits, so
+            # that 95.48 (a point written by mistake) does not convert rather than read 9548.
+            v = f"trim({c})"
+            form = r"^[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?$"
+            e = f"(CASE WHEN regexp_matches({v}, '{form}') THEN TRY_CAST(replace(replace({v}, '.', ''), ',', '.') AS DOUBLE) END)"
+            return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND {e} IS NULL)")
         if t == "VARCHAR":
             e = f"TRY_CAST(NULLIF(trim({c}), '') AS DOUBLE)"
             return Typed(_not_nan(e), f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import duckdb
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.contract import CONTRACT
 from features.normalize import ident as _ident, is_numeric, literal as _quote
@@ -40,6 +40,25 @@ class SourceSpec(BaseModel):
     columns: dict[str, str] = Field(
         default_factory=dict, description="contract column -> the source's column name, where they differ"
     )
+    timestamp_format: str | list[str] | None = Field(
+        default=None, description="text timestamps' form(s), strptime codes such as '%d/%m/%Y %H:%M' (default: ISO-8601)")
+    decimal: Literal[".", ","] = Field(default=".", description="text numbers' decimal mark; with ',' a '.' groups thousands")
+
+    @field_validator("timestamp_format")
+    @classmethod
+    def _formats(cls, value: str | list[str] | None) -> str | list[str] | None:
+        forms = [value] if isinstance(value, str) else value or []
+        if isinstance(value, list) and not value:
+            raise ValueError("expected a strptime form such as '%d/%m/%Y %H:%M', or a list of them; found an empty list")
+        for form in forms:
+            if "%" not in form:
+                raise ValueError(f"{form!r} has no strptime code; expected a form such as '%d/%m/%Y %H:%M' "
+                                 "(%d day, %m month, %Y year, %H hour, %M minute, %S second, %z offset)")
+            try:
+                duckdb.execute("SELECT try_strptime('', ?)", [form]).fetchall()
+            except duckdb.Error as e:
+                raise ValueError(f"{form!r} is not a strptime form DuckDB reads: {str(e).splitlines()[0]}") from None
+        return value
 
 
 class SourceError(Exception):

@@ -146,8 +146,8 @@ def validate(
                         "point the catalog at a file with data")
             )
             continue
-        report.typed[name] = _type_columns(raw, report.problems)
-        checks = _checks(name, report.typed[name], role_of, ignored, as_of, raw, future_after)
+        report.typed[name] = _type_columns(raw, report.problems, spec)
+        checks = _checks(name, report.typed[name], role_of, ignored, as_of, raw, future_after, spec)
         try:
             _run_checks(con, raw, checks, report.problems, report.typed[name],
                         report.event_types if name == "events" else None, report.amounts,
@@ -194,7 +194,7 @@ def _files(raw: RawSource) -> str:
     return str(raw.files[0]) if len(raw.files) == 1 else f"{len(raw.files)} files under {raw.files[0].parent}"
 
 
-def _type_columns(raw: RawSource, problems: list[Problem]) -> dict[str, Typed]:
+def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | None = None) -> dict[str, Typed]:
     out: dict[str, Typed] = {}
     for col in CONTRACT[raw.name]:
         lacking = raw.missing_in.get(col.name)
@@ -236,7 +236,8 @@ def _type_columns(raw: RawSource, problems: list[Problem]) -> dict[str, Typed]:
                             f"sources.{raw.name} in configs/catalog.yaml; if not, this warning can be ignored")
                 )
             continue
-        t = typed(col, raw.columns[col.name])
+        t = (typed(col, raw.columns[col.name], spec.timestamp_format, spec.decimal) if spec is not None
+             else typed(col, raw.columns[col.name]))
         if t is None:
             problems.append(_mistyped(raw, col))
             continue
@@ -279,7 +280,7 @@ def _mistyped(raw: RawSource, col: Column) -> Problem:
 
 
 def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: set[str], as_of: datetime,
-            raw: RawSource, future_after: str = "the run's as_of") -> list[_Check]:
+            raw: RawSource, future_after: str = "the run's as_of", spec: SourceSpec | None = None) -> list[_Check]:
     """The row checks a source needs. A check that the source's Parquet footer statistics show
     cannot fail is left out of the scan: at 50M events, reading ``customer_id`` only to find no
     blank id was 0.7 s of a 1.6 s scan."""
@@ -288,7 +289,7 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
     for col, ty in t.items():
         if ty.bad != "FALSE":
             checks.append(_Check(col, "unparseable", "error", ty.bad, f"values in '{col}' do not convert",
-                                 f"fix the values or the column's format ({_format_hint(col)})"))
+                                 f"fix the values or the column's format ({_format_hint(col, spec, name)})"))
     if "customer_id" in t and not _never_blank(stats.get("customer_id")):
         checks.append(_Check("customer_id", "null_id", "error", blank("customer_id"),
                              "rows have a null or empty customer_id", "drop those rows or fill the id"))
@@ -428,12 +429,21 @@ def _never_infinite(s: ColumnStats | None, raw: RawSource) -> bool:
         return False
 
 
-def _format_hint(col: str) -> str:
+def _format_hint(col: str, spec: SourceSpec | None = None, name: str = "events") -> str:
+    entry = f"sources.{name} in configs/catalog.yaml"
+    if col in ("ts", "signup_at", "consent_updated_at") and spec is not None and spec.timestamp_format is not None:
+        forms = [spec.timestamp_format] if isinstance(spec.timestamp_format, str) else spec.timestamp_format
+        return (f"expected timestamps in the form{'s' if len(forms) > 1 else ''} {' or '.join(map(repr, forms))} "
+                f"(timestamp_format of {entry})")
+    if col == "amount" and spec is not None and spec.decimal == ",":
+        return f"expected numbers with ',' as decimal mark and '.' only between groups of three digits (decimal of {entry})"
     zones = ("; a zone abbreviation (BST, CST, IST) is ambiguous: write the offset (+01:00) or a zone name "
              "(Europe/London); an offset lies between -12:00 and +14:00")
-    return {"ts": "expected ISO-8601 timestamps such as 2026-11-27T08:15:00+01:00" + zones,
-            "signup_at": "expected ISO-8601 timestamps" + zones, "consent_updated_at": "expected ISO-8601 timestamps" + zones,
-            "amount": "expected numbers with '.' as decimal point",
+    other = f"; for another form, set `timestamp_format:` (such as '%d/%m/%Y %H:%M') under {entry}"
+    return {"ts": "expected ISO-8601 timestamps such as 2026-11-27T08:15:00+01:00" + zones + other,
+            "signup_at": "expected ISO-8601 timestamps" + zones + other,
+            "consent_updated_at": "expected ISO-8601 timestamps" + zones + other,
+            "amount": f"expected numbers with '.' as decimal point; for a decimal comma set `decimal: ','` under {entry}",
             "email_consent": "expected true/false"}.get(col, "see the data contract in the README")
 
 

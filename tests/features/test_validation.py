@@ -139,6 +139,45 @@ def test_an_offset_no_place_has_is_refused(project):
     assert report.ok, report.problems
 
 
+def test_text_timestamps_and_numbers_in_the_sources_own_form(project):
+    """`timestamp_format` and `decimal` in the catalog read a warehouse's export as it is written
+    (28/11/2026 14:03, 1.234,56); before, every row was unparseable and the only way out was to
+    export again. A value in none of the forms does not convert: no ISO fallback, no 95.48 as 9548."""
+    from pipeline.config import ConfigError
+
+    df = good_events()
+    text = df.assign(ts=df["ts"].dt.strftime("%d/%m/%Y %H:%M"), amount=df["amount"].map(
+        lambda a: None if pd.isna(a) else f"{a * 100:,.2f}".replace(",", " ").replace(".", ",").replace(" ", ".")))
+    text.loc[0, "ts"] = "01/01/2026"  # a bare date: the second form
+    report = run_with(project, text, "events.csv", timestamp_format=["%d/%m/%Y %H:%M", "%d/%m/%Y"], decimal=",")
+    assert report.ok, report.problems
+    got = connect_and_read(project, report)
+    expected = df.assign(amount=df["amount"] * 100)
+    expected.loc[0, "ts"] = pd.Timestamp("2026-01-01")
+    pd.testing.assert_series_equal(got["ts"], expected["ts"].astype("datetime64[us]"), check_names=False)
+    np.testing.assert_allclose(got["amount"].astype(float), expected["amount"].astype(float))
+    assert "4.000,00" in set(text["amount"])  # thousands grouped
+    bad = text.copy()
+    bad.loc[1, "ts"], bad.loc[2, "amount"] = "2026-01-02T09:00:00", "40.5"
+    report = run_with(project, bad, "events.csv", timestamp_format="%d/%m/%Y %H:%M", decimal=",")
+    ts, amount = (p for p in report.problems if p.check == "unparseable")
+    assert ts.count == 2 and "expected timestamps in the form '%d/%m/%Y %H:%M' (timestamp_format of sources.events" in ts.fix
+    assert amount.count == 1 and "'40.5'" in amount.examples[0] and "decimal of sources.events" in amount.fix
+    for form, said in (("%Y-%Q", "is not a strptime form DuckDB reads"), ("dd/mm/yyyy", "has no strptime code")):
+        project.catalog(events={"format": "csv", "path": "data/events.csv", "timestamp_format": form})
+        with pytest.raises(ConfigError, match=said):
+            load_config(project.root)
+
+
+def connect_and_read(project, report):
+    """The typed events of a validated project, as a run reads them."""
+    con = connect()
+    cfg = load_config(project.root)
+    again = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF)
+    t = again.typed["events"]
+    return con.sql(f"SELECT {t['ts'].expr} AS ts, {t['amount'].expr} AS amount FROM {again.sources['events'].view}").df()
+
+
 @pytest.mark.parametrize("file", ["events.csv", "events.parquet"])
 def test_empty_or_blank_text_timestamps_are_missing_timestamps(project, file):
     df = good_events().astype({"ts": "object"})
