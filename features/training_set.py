@@ -154,7 +154,8 @@ def _check_classes(data: pd.DataFrame, label: LabelSpec, minimum: int) -> None:
 def label_rates(engine: FeatureEngine, profile: DataProfile, requests: list[tuple[LabelSpec, datetime]],
                 data_start: datetime, min_history: timedelta) -> list[float | None]:
     """Realized label rate over the eligible population at each (label, cutoff) pair, in one scan of
-    the log; None for a cutoff without ``min_history`` of data before it, or with nobody eligible.
+    the log; None for a cutoff without ``min_history`` of data before it (or, for an active
+    population, its activity window, when longer), or with nobody eligible.
 
     The same definitions as :func:`features.labels.labels` over :func:`known_customers`, folded
     into per-customer flags: known at T (an event or a signup before T), active at T (a purchase
@@ -163,7 +164,13 @@ def label_rates(engine: FeatureEngine, profile: DataProfile, requests: list[tupl
     """
     out: list[float | None] = [None] * len(requests)
     data_start = utc(data_start)
-    todo = [(i, spec, utc(c)) for i, (spec, c) in enumerate(requests) if utc(c) - min_history >= data_start]
+    # An "active" population needs its whole activity window in the log: with less, customers active
+    # only before the log starts are left out, and the rate (a churn rate most) reads too high.
+    def enough(spec: LabelSpec, c: datetime) -> bool:
+        needed = max(min_history, spec.active_window) if spec.population == "active" else min_history
+        return utc(c) - needed >= data_start
+
+    todo = [(i, spec, utc(c)) for i, (spec, c) in enumerate(requests) if enough(spec, c)]
     if not todo:
         return out
     ev = engine.events()

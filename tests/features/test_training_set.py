@@ -223,6 +223,13 @@ def test_label_rates_in_one_scan_equal_the_label_definition(shop):
                                  eng.events(), cutoff, spec))
         assert rate == pytest.approx(lab.label.mean(), abs=1e-12), (spec, cutoff)
     assert len({round(r, 9) for r in got[:-1]}) > 3  # the cutoffs and targets really differ
+    # churn over customers active in the 180 days before T needs those 180 days in the log, not
+    # only min_history's 90: with 120 days, the customers active before the log began are missing
+    churn = specs[1]
+    assert churn.population == "active" and churn.active_window == 180 * D
+    early = label_rates(eng, profile, [(churn, first + 120 * D), (specs[0], first + 120 * D),
+                                       (churn, first + 181 * D)], first, 90 * D)
+    assert early[0] is None and early[1] is not None and early[2] is not None
 
 
 def test_no_training_label_reaches_into_the_validation_period(shop):
