@@ -481,15 +481,14 @@ class _Parser:
     def column(self, tok: _Token) -> _Column:
         name = tok.text
         if name not in self.columns:
-            why = self.why_unknown(name) if self.why_unknown else None
-            if why:
-                self.problems.append(f"unknown column '{name}' at position {tok.pos}; {why}")
-                return _Column(name, UNKNOWN)
             known = sorted(self.columns)
             same_case = [c for c in known if c.lower() == name.lower()]
             close = same_case or difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            why = self.why_unknown(name) if self.why_unknown and not close else None
             if close:
                 hint = "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+            elif why:
+                hint = why
             elif known:
                 shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
                 hint = f"expected one of the columns: {shown}."
