@@ -78,25 +78,19 @@ def typed(column: Column, raw_type: str, timestamp_format: str | list[str] | Non
         if t == "VARCHAR" and timestamp_format is not None:
             # The source's own form(s): strptime codes; a value in none of them does not convert
             # (no ISO fallback: 01/02 read both ways would be a silent month's shift). Without %z,
-            # a value is UTC, as ISO text without an offset is.
+            # a value is UTC, as ISO text without an offset is. An offset (%z) or a zone (%Z) is
+            # held to what ISO text is held to below.
             forms = ([timestamp_format] if isinstance(timestamp_format, str) else list(timestamp_format))
             given = "[" + ", ".join(map(literal, forms)) + "]"
             e = f"make_timestamp(epoch_us(try_strptime(NULLIF(trim({c}), ''), {given})))"
-            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
+            zoned = [_abbreviated(c)] if any("%Z" in f for f in forms) else []
+            zoned += [_impossible_offset(c)] if any("%z" in f for f in forms) else []
+            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND ({' OR '.join([f'{e} IS NULL', *zoned])}))")
         if t == "VARCHAR":
             # With the session time zone at UTC, a string without an offset is read as UTC.
             e = f"make_timestamp(epoch_us(TRY_CAST(NULLIF(trim({c}), '') AS TIMESTAMPTZ)))"
-            # A zone abbreviation after the time is refused, though DuckDB reads one: they are
-            # ambiguous, and it takes BST for Bangladesh (+06), IST for India, CST with summer time.
-            # UTC and GMT are not; an offset (+01:00) or a zone name (Europe/London) is exact.
-            abbreviated = (f"(regexp_matches(trim({c}), '[0-9]\\s*[A-Za-z]{{2,5}}$') AND "
-                           f"upper(regexp_extract(trim({c}), '([A-Za-z]+)$', 1)) NOT IN ('UTC', 'GMT'))")
-            # An offset no place has (+25:00, +02:60, +99:99) DuckDB reads as so many hours and
-            # minutes, shifting the time by days: refused (offsets run from -12:00 to +14:00).
-            # (One pattern: hours 15-99, or minutes 60-99, after a time of day.)
-            impossible = (f"regexp_matches(trim({c}), '[0-9]{{2}}:[0-9]{{2}}(:[0-9]{{2}}(\\.[0-9]+)?)?\\s*[+-]"
-                          f"((1[5-9]|[2-9][0-9])(:?[0-9]{{2}})?|[0-9]{{2}}:?[6-9][0-9])$')")
-            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND ({e} IS NULL OR {abbreviated} OR {impossible}))")
+            return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND ({e} IS NULL OR {_abbreviated(c)} OR "
+                            f"{_impossible_offset(c)}))")
         return None
     if column.type == "double":
         # NaN is a missing value, as pandas reads it (Spark and Arrow write it where pandas writes
@@ -108,12 +102,13 @@ def typed(column: Column, raw_type: str, timestamp_format: str | list[str] | Non
         if is_numeric(t):
             return Typed(f"CAST({c} AS DOUBLE)", "FALSE")
         if t == "VARCHAR" and decimal == ",":
-            # A decimal comma: 1.234,56 or 1234,56; a '.' only between groups of three digits, so
-            # that 95.48 (a point written by mistake) does not convert rather than read 9548.
+            # A decimal comma: 1.234,56 or 1234,56; a '.' only between groups of three digits after
+            # a first group that starts with 1-9, so that 95.48 or 0.500 (a point written by
+            # mistake) does not convert rather than read 9548 or 500. NaN is missing, as with '.'.
             v = f"trim({c})"
-            form = r"^[+-]?([0-9]{1,3}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?$"
-            e = f"(CASE WHEN regexp_matches({v}, '{form}') THEN TRY_CAST(replace(replace({v}, '.', ''), ',', '.') AS DOUBLE) END)"
-            return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND {e} IS NULL)")
+            e = (f"(CASE WHEN regexp_matches({v}, '{DECIMAL_COMMA}') "
+                 f"THEN TRY_CAST(replace(replace({v}, '.', ''), ',', '.') AS DOUBLE) END)")
+            return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND lower({v}) <> 'nan' AND {e} IS NULL)")
         if t == "VARCHAR":
             e = f"TRY_CAST(NULLIF(trim({c}), '') AS DOUBLE)"
             return Typed(_not_nan(e), f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
@@ -127,6 +122,31 @@ def typed(column: Column, raw_type: str, timestamp_format: str | list[str] | Non
             return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND ({e}) IS NULL)")
         return None
     raise ValueError(f"unknown logical type {column.type!r}")
+
+
+#: A number written with a decimal comma: 1234,5 or 1.234,5 (a '.' groups thousands after a first
+#: group starting with 1-9)
+DECIMAL_COMMA = r"^[+-]?([1-9][0-9]{0,2}(\.[0-9]{3})+|[0-9]+)(,[0-9]+)?$"
+
+
+def _abbreviated(c: str) -> str:
+    """SQL: a zone abbreviation after the time, which DuckDB reads though they are ambiguous: it
+    takes BST for Bangladesh (+06), IST for India, CST with summer time. UTC and GMT are exact, as
+    an offset (+01:00) or a zone name (Europe/London) is; AM and PM are no zone."""
+    return (f"(regexp_matches(trim({c}), '[0-9]\\s*[A-Za-z]{{2,5}}$') AND "
+            f"upper(regexp_extract(trim({c}), '([A-Za-z]+)$', 1)) NOT IN ('UTC', 'GMT', 'AM', 'PM'))")
+
+
+#: After a time of day (one- or two-digit hour), an offset no place has, which DuckDB reads as so
+#: many hours and minutes, shifting the time by days: beyond +14:00 or -12:00, minutes 60-99, or
+#: seconds. One pattern, one test per value.
+_IMPOSSIBLE_OFFSET = (r"[0-9]:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*"
+                      r"(\+(1[5-9]|[2-9][0-9]|14:?(0[1-9]|[1-5][0-9]))|-(1[3-9]|[2-9][0-9]|12:?(0[1-9]|[1-5][0-9]))"
+                      r"|[+-][0-9]{2}:?[6-9][0-9]|[+-][0-9]{2}:?[0-9]{2}:?[0-9]{2})[0-9:]*$")
+
+
+def _impossible_offset(c: str) -> str:
+    return f"regexp_matches(trim({c}), '{_IMPOSSIBLE_OFFSET}')"
 
 
 def _not_nan(e: str) -> str:

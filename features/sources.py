@@ -58,6 +58,15 @@ class SourceSpec(BaseModel):
                 duckdb.execute("SELECT try_strptime('', ?)", [form]).fetchall()
             except duckdb.Error as e:
                 raise ValueError(f"{form!r} is not a strptime form DuckDB reads: {str(e).splitlines()[0]}") from None
+        # Forms that put day and month in opposite orders read 05/11 as whichever matches first:
+        # a silent shift of months for every day up to the 12th
+        orders = {f: f.index("%d") < f.index("%m") for f in forms if "%d" in f and "%m" in f}
+        if len(set(orders.values())) > 1:
+            day_first = next(f for f, d in orders.items() if d)
+            month_first = next(f for f, d in orders.items() if not d)
+            raise ValueError(f"{day_first!r} and {month_first!r} put day and month in opposite orders: 05/11 would "
+                             "read as 5 November or 11 May by which form matches first; keep the one order your "
+                             "export writes")
         return value
 
 
@@ -196,6 +205,16 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
     for f in files:
         if spec.format != "duckdb" and f.stat().st_size == 0:
             raise SourceError(f"{f}: source '{name}' is an empty file (0 bytes); expected a {spec.format} file with rows")
+    if spec.format == "csv":
+        # UTF-16 read as another encoding, or big-endian (which DuckDB reads as a file without rows,
+        # or with NULs in every name, in silence): said before reading
+        for f in files:
+            order = _utf16(_head(f, 4096) or b"")
+            if order == "be":
+                raise SourceError(f"{f}: source '{name}' could not be read as CSV: {_BIG_ENDIAN}")
+            if order == "le" and spec.encoding != "utf-16":
+                raise SourceError(f"{f}: source '{name}' could not be read as CSV: it is UTF-16 text, read as "
+                                  f"{spec.encoding}; set `encoding: utf-16` for '{name}' in configs/catalog.yaml")
     try:
         rel = con.sql(_reader_sql(spec, files, con, name))
         cols = list(rel.columns)
@@ -316,28 +335,36 @@ def _sweep_killed_copies() -> None:
 
 def _check_mapping_names(spec: SourceSpec, name: str, cols: list[str]) -> None:
     """The keys of ``columns:`` are the contract's names. A misspelled one (``ammount: order_value``)
-    used to read the file's column under a name nothing uses, in silence: every spend was 0. Refused:
-    a key that is no contract column of the source, except, for customers, a profile attribute read
-    under another name that looks like no contract column (``tier: loyalty_tier_v2``)."""
+    used to read the file's column under a name nothing uses, in silence: every spend was 0. Refused,
+    every such key at once: a key that is no contract column of the source, except, for customers, a
+    profile attribute read under another name (``tier: loyalty_tier_v2``), which may be any name not
+    within a letter or two of a contract column (``customer_type`` is an attribute, ``email_concent``
+    a typo)."""
     import difflib
 
     contract = [c.name for c in CONTRACT.get(name, ())]
     if not contract:
         return
+    said = []
     for key, src in spec.columns.items():
         if key in contract:
             continue
-        where = f"source '{name}': `columns: {{{key}: {src}}}` in configs/catalog.yaml"
         if src in contract and key in cols:
-            raise SourceError(f"{where} reads the other way round: the key is the contract's name, the value your "
-                              f"column. Write `{src}: {key}`")
-        close = difflib.get_close_matches(key.lower(), contract, n=1, cutoff=0.75)
+            said.append(f"`{key}: {src}` reads the other way round: the key is the contract's name, the value your "
+                        f"column. Write `{src}: {key}`")
+            continue
+        close = difflib.get_close_matches(key.lower(), contract, n=1, cutoff=0.85 if name == "customers" else 0.75)
         if close:
-            raise SourceError(f"{where}: {key!r} is not a column of the data contract; did you mean {close[0]!r}? "
-                              f"The keys are dynseg's names ({', '.join(contract)}), the values your file's")
-        if name != "customers":
-            raise SourceError(f"{where}: {key!r} is not a column of the data contract for {name}; expected one of "
-                              f"{', '.join(contract)} as the key (the value is your file's column)")
+            said.append(f"`{key}: {src}`: {key!r} is not a column of the data contract; did you mean {close[0]!r}?"
+                        + (" (For customers, a key that is none of them reads a profile attribute under that name, "
+                           "but this one is too close to be meant so; rename it if it is an attribute.)"
+                           if name == "customers" else ""))
+        elif name != "customers":
+            said.append(f"`{key}: {src}`: {key!r} is not a column of the data contract for {name}")
+    if said:
+        raise SourceError(f"source '{name}': `columns` in configs/catalog.yaml: {'; '.join(said)}. The keys are "
+                          f"dynseg's names ({', '.join(contract)}), the values your file's",
+                          fix=f"correct `columns` under sources.{name} in configs/catalog.yaml")
 
 
 def _renames(spec: SourceSpec, name: str) -> dict[str, str]:
@@ -429,6 +456,24 @@ def _head(path: Path, size: int = 65_536) -> bytes | None:
         return None
 
 
+_BIG_ENDIAN = ("it is UTF-16 big-endian text, which DuckDB reads only little-endian: convert it to UTF-8 "
+               "(iconv -f UTF-16BE -t UTF-8 FILE > FILE.utf8.csv) and point the catalog at the result")
+
+
+def _utf16(head: bytes) -> str | None:
+    """``le`` or ``be`` when the file's first bytes are UTF-16 of either order, else None."""
+    if head[:2] == b"\xff\xfe":
+        return "le"
+    if head[:2] == b"\xfe\xff":
+        return "be"
+    pairs = head[: len(head) // 2 * 2]
+    if len(pairs) >= 4 and pairs[1::2].count(0) > 0.9 * len(pairs) / 2:
+        return "le"
+    if len(pairs) >= 4 and pairs[0::2].count(0) > 0.9 * len(pairs) / 2:
+        return "be"
+    return None
+
+
 def _csv_diagnosis(head: bytes, delimiter: str, entry: str, path: Path | None = None, encoding: str = "utf-8") -> str:
     """Why DuckDB found no consistent dialect, from the file's first lines: a binary file, another
     delimiter that splits every line alike, or the first line whose field count differs from the
@@ -439,10 +484,9 @@ def _csv_diagnosis(head: bytes, delimiter: str, entry: str, path: Path | None = 
     if b"\0" in head:
         # UTF-16 (Excel's "Unicode text", PowerShell's default): a byte-order mark, or a NUL beside
         # every ASCII character
-        pairs = head[: len(head) // 2 * 2]
-        if encoding != "utf-16" and (head[:2] in (b"\xff\xfe", b"\xfe\xff")
-                                     or pairs[1::2].count(0) > 0.9 * len(pairs) / 2
-                                     or pairs[0::2].count(0) > 0.9 * len(pairs) / 2):
+        if _utf16(head) == "be":
+            return _BIG_ENDIAN
+        if encoding != "utf-16" and _utf16(head) == "le":
             return f"it is UTF-16 text, read as {encoding}; set `encoding: utf-16` {entry}"
         return "it is not a text file (it holds NUL bytes); point the catalog at the CSV export"
     lines = head.decode("utf-8", errors="replace").splitlines()

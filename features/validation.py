@@ -343,7 +343,10 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
 
         now = now_utc()
         for col in ("signup_at", "consent_updated_at"):
-            if col in t and not _never_after(stats.get(col), now):
+            # (text bounds are the largest text, not the latest instant: 11:00-12:00 sorts before
+            # 12:00+00:00; only a timestamp column's statistics are trusted)
+            bounds = stats.get(col) if raw.columns.get(col, "").upper() != "VARCHAR" else None
+            if col in t and not _never_after(bounds, now):
                 checks.append(_Check(col, f"future_{col}", "warning",
                                      f"{t[col].expr} > TIMESTAMP '{now.isoformat(sep=' ')}'",
                                      f"rows have a {col} after now ({now:%Y-%m-%d %H:%M} UTC)",

@@ -16,7 +16,7 @@ import pyarrow as pa
 from features.asof import BadValue, as_of_label, as_of_text, cutoff_label, now_utc, parse_duration
 from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, FeatureSpec, customer_features,
                                         is_catalog_column, reserved_name, utc)
-from features.normalize import ident, literal
+from features.normalize import DECIMAL_COMMA, ident, literal
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
 from features.freshness import StaleDataError, check_freshness, is_stale
@@ -156,10 +156,18 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[tuple[str, ...], tuple[
         # file's form (and a cohort month or a last-seen date, which may lie after the cutoff,
         # is no category). As DuckDB's own CSV sniffer reads them: a number with a leading zero
         # (a zip code, 02134) and Y/N are text; true/false, t/f and yes/no are booleans.
+        # The source's own forms (timestamp_format, decimal) count as typed values too: a last-seen
+        # date written 28/11/2026 is no category any more than 2026-11-28 is.
         v = f"trim({ident(c)})"
+        own = ""
+        if source is not None and source.timestamp_format is not None:
+            forms = [source.timestamp_format] if isinstance(source.timestamp_format, str) else source.timestamp_format
+            own += f" OR try_strptime({v}, [{', '.join(map(literal, forms))}]) IS NOT NULL"
+        if source is not None and source.decimal == ",":
+            own += f" OR regexp_matches({v}, '{DECIMAL_COMMA}')"
         return (f"bool_and({ident(c)} IS NULL OR (TRY_CAST({v} AS DOUBLE) IS NOT NULL AND NOT "
                 f"regexp_matches({v}, '^[+-]?0[0-9]')) OR {_boolean_word(c)} "
-                f"OR TRY_CAST({v} AS TIMESTAMPTZ) IS NOT NULL OR TRY_CAST({v} AS TIME) IS NOT NULL)")
+                f"OR TRY_CAST({v} AS TIMESTAMPTZ) IS NOT NULL OR TRY_CAST({v} AS TIME) IS NOT NULL{own})")
 
     # one read of the (merged) profiles for every column's count and, from CSV, its kind
     measures = [f"count(DISTINCT {ident(c)})" for c in text]

@@ -169,6 +169,70 @@ def test_text_timestamps_and_numbers_in_the_sources_own_form(project):
             load_config(project.root)
 
 
+def test_own_forms_are_held_to_what_iso_text_is_held_to(project):
+    """With `%z` an impossible offset, with `%Z` a zone abbreviation, was read as written (an event
+    moved days, BST as Bangladesh); under `decimal: ","` 0.500 read as 500 and NaN was an error;
+    forms of opposite day/month order read 05/11 either way."""
+    from pipeline.config import ConfigError
+
+    df = good_events()
+    zoned = df.assign(ts=df["ts"].dt.strftime("%d/%m/%Y %H:%M:%S+01:00"))
+    zoned.loc[1, "ts"], zoned.loc[2, "ts"] = "02/01/2026 09:00:00+25:00", "02/01/2026 09:00:00+14:30"
+    p = only(run_with(project, zoned, "events.csv", timestamp_format="%d/%m/%Y %H:%M:%S%z"), "unparseable")
+    assert p.count == 2 and "+25:00" in p.examples[0]
+    named = df.assign(ts=df["ts"].dt.strftime("%d/%m/%Y %H:%M UTC"))
+    named.loc[1, "ts"] = "02/01/2026 09:00 BST"
+    p = only(run_with(project, named, "events.csv", timestamp_format="%d/%m/%Y %H:%M %Z"), "unparseable")
+    assert p.count == 1 and "BST" in p.examples[0]
+    clock = df.assign(ts=df["ts"].dt.strftime("%d/%m/%Y %I:%M %p"))  # AM and PM are no zone
+    assert run_with(project, clock, "events.csv", timestamp_format="%d/%m/%Y %I:%M %p").ok
+    money = df.astype({"amount": "object"})
+    money.loc[2, "amount"], money.loc[5, "amount"], money.loc[8, "amount"] = "0.500", "NaN", "1.234,5"
+    report = run_with(project, money, "events.csv", decimal=",")
+    p = only(report, "unparseable")
+    assert p.count == 1 and "'0.500'" in p.examples[0]  # NaN is missing, as with '.'
+    project.catalog(events={"format": "csv", "path": "data/events.csv",
+                            "timestamp_format": ["%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M"]})
+    with pytest.raises(ConfigError, match="put day and month in opposite orders"):
+        load_config(project.root)
+
+
+def test_iso_offsets_beyond_the_worlds_are_refused(project):
+    df = good_events().astype({"ts": "object"})
+    df["ts"] = ["2026-01-01 8:15+25:00", "2026-01-01T08:15:00+25:00:00", "2026-01-01T08:15+14:59",
+                "2026-01-01T08:15-13:00", "2026-01-01T08:15+14:00", "2026-01-01T08:15-12:00",
+                "2026-01-01T08:15:00.25+05:45", "2026-01-01T08:15-03:30", "2026-01-01T08:15:00Z"]
+    p = only(run_with(project, df, "events.csv"), "unparseable")
+    assert p.count == 4, p.examples
+
+
+def test_text_profile_times_after_now_are_found_whatever_their_offsets(project):
+    """Footer statistics of text hold the largest text, not the latest instant: 11:00-12:00 (23:00
+    UTC) sorts before 12:00+00:00; the warning was skipped."""
+    from datetime import datetime, timedelta, timezone
+
+    project.write_events(good_events())
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    late = (now + timedelta(hours=6)).strftime("%Y-%m-%dT%H:%M:%S")
+    pd.DataFrame({"customer_id": ["c0", "c1"],
+                  "signup_at": [f"{now:%Y-%m-%d}T00:00:00+00:00", f"{late}-00:00"[:-6] + "-12:00"]}).to_parquet(
+        project.data / "customers.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    assert only(run(project), "future_signup_at").count == 1
+
+
+def test_a_big_endian_utf16_csv_says_to_convert_it(project):
+    """DuckDB reads UTF-16 little-endian only: a big-endian file with `encoding: utf-16` read as a
+    file without rows, and without it the hint said to set that encoding."""
+    path = project.data / "events.csv"
+    path.write_bytes(good_events().to_csv(index=False).encode("utf-16-be"))
+    for spec in ({}, {"encoding": "utf-16"}):
+        project.catalog(events={"format": "csv", "path": "data/events.csv", **spec})
+        p = only(run(project), "unreadable")
+        assert "UTF-16 big-endian" in p.message and "iconv -f UTF-16BE -t UTF-8" in p.message, p.message
+
+
 def connect_and_read(project, report):
     """The typed events of a validated project, as a run reads them."""
     con = connect()
@@ -630,10 +694,12 @@ def test_a_misspelled_contract_name_in_columns_is_refused(project, source):
 
 
 def test_columns_written_the_other_way_round_or_unknown_are_refused(project):
-    df = good_events().rename(columns={"amount": "order_value"})
-    project.write_events(df, columns={"order_value": "amount"})
-    p = only(run(project), "unreadable")
+    df = good_events().rename(columns={"amount": "order_value", "event_type": "ev_name"})
+    project.write_events(df, columns={"order_value": "amount", "ev_name": "event_type"})
+    p = only(run(project), "unreadable")  # both at once
     assert "the other way round" in p.message and "`amount: order_value`" in p.message
+    assert "`event_type: ev_name`" in p.message and "correct `columns` under sources.events" in p.fix
+    df = df.rename(columns={"ev_name": "event_type"})
     project.write_events(df, columns={"amount": "order_value", "basket": "order_value2"})
     p = only(run(project), "unreadable")
     assert "'basket' is not a column of the data contract for events" in p.message
@@ -649,6 +715,10 @@ def test_a_profile_attribute_may_be_read_under_another_name(project):
     report = run(project)
     assert not [p for p in report.problems if p.severity == "error"]
     assert "tier" in report.sources["customers"].columns
+    # names a CRM gives its attributes, near a contract name but not a typo of it
+    cat["columns"] = {"customer_type": "loyalty_tier_v2"}
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"}, customers=cat)
+    assert not [p for p in run(project).problems if p.severity == "error"]
 
 
 def test_files_of_a_glob_disagreeing_on_text_or_numbers_are_refused(project):

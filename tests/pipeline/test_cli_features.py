@@ -314,6 +314,24 @@ def test_a_profile_attribute_named_like_a_feature_is_refused(project):
     assert (pd.read_csv(project.root / "f.csv")['odd"name'] == "x").all()
 
 
+def test_auto_attributes_leave_out_values_in_the_sources_own_forms(project):
+    """`auto` leaves out a profile column of dates or numbers (a last-seen date may lie after the
+    cutoff; it is no category); written in the source's timestamp_format or with a decimal comma,
+    they were taken as categories."""
+    project.write_events(good_events())
+    pd.DataFrame({"customer_id": ["c0", "c1", "c2"], "tier": ["gold", "silver", "gold"],
+                  "last_seen": ["28/11/2026", "01/01/2026", "15/03/2026"], "ltv": ["1.234,56", "12,5", "0,5"],
+                  "last_seen_iso": ["2026-11-28", "2026-01-01", "2026-03-15"]}).to_csv(
+        project.data / "customers.csv", index=False)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "csv", "path": "data/customers.csv", "timestamp_format": "%d/%m/%Y",
+                               "decimal": ","})
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
+    assert result.exit_code == 0, result.output
+    columns = set(pd.read_csv(project.root / "f.csv").columns)
+    assert "tier" in columns and not {"last_seen", "ltv", "last_seen_iso"} & columns
+
+
 def test_ctrl_c_ends_in_one_line_and_exit_130(project, monkeypatch):
     import pipeline.jobs.features as job
 
