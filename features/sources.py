@@ -206,8 +206,9 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
         if spec.format != "duckdb" and f.stat().st_size == 0:
             raise SourceError(f"{f}: source '{name}' is an empty file (0 bytes); expected a {spec.format} file with rows")
     if spec.format == "csv":
-        # UTF-16 read as another encoding, or big-endian (which DuckDB reads as a file without rows,
-        # or with NULs in every name, in silence): said before reading
+        # UTF-16 (Excel's "Unicode text", PowerShell's default) read as another encoding, or
+        # big-endian (which DuckDB reads as a file without rows, or with NULs in every name, in
+        # silence): said before reading
         for f in files:
             order = _utf16(_head(f, 4096) or b"")
             if order == "be":
@@ -481,13 +482,7 @@ def _csv_diagnosis(head: bytes, delimiter: str, entry: str, path: Path | None = 
     import csv
     import io
 
-    if b"\0" in head:
-        # UTF-16 (Excel's "Unicode text", PowerShell's default): a byte-order mark, or a NUL beside
-        # every ASCII character
-        if _utf16(head) == "be":
-            return _BIG_ENDIAN
-        if encoding != "utf-16" and _utf16(head) == "le":
-            return f"it is UTF-16 text, read as {encoding}; set `encoding: utf-16` {entry}"
+    if b"\0" in head:  # (UTF-16, a NUL beside every ASCII character, is told before reading: register_source)
         return "it is not a text file (it holds NUL bytes); point the catalog at the CSV export"
     lines = head.decode("utf-8", errors="replace").splitlines()
     lines = lines[:-1] or lines  # the last line may be cut off by the read
