@@ -428,9 +428,10 @@ def main(argv: list[str] | None = None) -> None:
 
     import duckdb
     import pandas as pd
-    from _needs import psutil_or_exit
+    import runpy
 
-    psutil = psutil_or_exit("bench/features.py")
+    # (this folder is off sys.path, see above: the helper is run from its file)
+    psutil = runpy.run_path(str(BENCH / "_needs.py"))["psutil_or_exit"]("bench/features.py")
     sizes = sorted(parse_size(s) for s in args.events)
     root = args.data_dir or Path(tempfile.mkdtemp(prefix="dynseg-bench-data-"))
     meta = {"cpus": os.cpu_count(), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),

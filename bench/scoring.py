@@ -220,9 +220,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "scoring.json")
     ap.add_argument("--child", nargs=3, metavar=("DATA", "SCRATCH", "OUT"))
     a = ap.parse_args(argv)
-    from _needs import psutil_or_exit
+    import runpy
 
-    psutil_or_exit("bench/scoring.py")
+    # (this folder is off sys.path, see above: the helper is run from its file)
+    runpy.run_path(str(BENCH / "_needs.py"))["psutil_or_exit"]("bench/scoring.py")
     if a.child:
         child(Path(a.child[0]), Path(a.child[1]), Path(a.child[2]))
         return
