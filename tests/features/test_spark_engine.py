@@ -190,7 +190,7 @@ def test_customer_features_match_duckdb(spark, project, as_of):
 def test_sub_second_timestamps_give_the_same_days_on_both_engines(spark, tmp_path):
     """Days between instants count microseconds on both engines: Spark's epoch seconds (what Ibis
     compiled to before) are whole, so an event a microsecond before T read 1 s on Spark."""
-    from test_parity import _tiny, _tiny_engine
+    from test_parity import _tiny
 
     events, customers = _tiny(
         [("a", "purchase", "2026-05-31 23:59:59.999999", 5.0, None), ("a", "purchase", "2026-05-29 12:00:00.25", 7.0, None),
@@ -203,14 +203,7 @@ def test_sub_second_timestamps_give_the_same_days_on_both_engines(spark, tmp_pat
     profile = DataProfile(roles=frozenset(events["role"]), has_signup=True, categorical=("kids", "vip", "optin"),
                           boolean_text=("optin",))
     as_of = datetime(2026, 6, 1)
-    duck = _tiny_engine(events, customers)
-    expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, FeatureSpec(), profile))
-    engine = SparkEngine(spark, *export_canonical(duck.con, tmp_path / "canonical"))
-    try:
-        got = engine.execute(customer_features(engine.events(), engine.customers(), as_of, FeatureSpec(), profile))
-    finally:
-        engine.close()
-        duck.con.close()
+    got, expected = _on_both_engines(spark, tmp_path, events, customers, as_of, FeatureSpec(), profile)
     day_us = 86_400_000_000
     rows = expected.set_index("customer_id")
     assert rows.loc["a", "recency_days"] == pytest.approx(1 / day_us, rel=1e-9, abs=0)
@@ -224,10 +217,24 @@ def test_sub_second_timestamps_give_the_same_days_on_both_engines(spark, tmp_pat
                                rows[days].sort_index().to_numpy(dtype=float), rtol=1e-9, atol=0)
 
 
+def _on_both_engines(spark, tmp_path, events, customers, as_of, spec, profile):
+    """Spark's and DuckDB's customer_features of small frames (``test_parity._tiny``)."""
+    from test_parity import _tiny_engine
+
+    duck = _tiny_engine(events, customers)
+    expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, spec, profile))
+    engine = SparkEngine(spark, *export_canonical(duck.con, tmp_path / "canonical"))
+    try:
+        return engine.execute(customer_features(engine.events(), engine.customers(), as_of, spec, profile)), expected
+    finally:
+        engine.close()
+        duck.con.close()
+
+
 def test_a_log_without_sends_matches_duckdb(spark, tmp_path):
     """Opens and clicks without sends, and a role no feature reads (a mapped ``login``): the same
     columns and values on both engines (the query failed on both before 2026-12-01)."""
-    from test_parity import _tiny, _tiny_engine
+    from test_parity import _tiny
 
     events, customers = _tiny(
         [("a", "email_open", "2026-05-20 10:00", None, None), ("a", "email_click", "2026-05-20 10:05", None, None),
@@ -236,14 +243,7 @@ def test_a_log_without_sends_matches_duckdb(spark, tmp_path):
         [("a", "2025-01-01", None, None), ("b", "2025-02-01", None, None)])
     profile = DataProfile(roles=frozenset(events["role"]), has_signup=True)
     spec, as_of = FeatureSpec(window_roles=("email_open", "login")), datetime(2026, 6, 1)
-    duck = _tiny_engine(events, customers)
-    expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, spec, profile))
-    engine = SparkEngine(spark, *export_canonical(duck.con, tmp_path / "canonical"))
-    try:
-        got = engine.execute(customer_features(engine.events(), engine.customers(), as_of, spec, profile))
-    finally:
-        engine.close()
-        duck.con.close()
+    got, expected = _on_both_engines(spark, tmp_path, events, customers, as_of, spec, profile)
     assert "n_email_send" not in expected and "open_rate" not in expected  # no sends: no send count, no rate
     assert expected.set_index("customer_id")[["n_email_open", "n_email_click", "n_login_30d"]].to_dict("index") == {
         "a": {"n_email_open": 1, "n_email_click": 1, "n_login_30d": 1},
@@ -255,7 +255,7 @@ def test_listed_attributes_of_any_type_read_the_same_text_on_both_engines(spark,
     """A listed number or zoned time becomes a category as text; Spark spelled 1e-07 as 1.0E-7 and
     123456789.0 as 1.23456789E8, and dropped a time's zone, so a model trained on DuckDB's
     features met unseen categories in Spark's."""
-    from test_parity import _tiny, _tiny_engine
+    from test_parity import _tiny
 
     events, customers = _tiny([(c, "purchase", "2026-05-20 10:00", 5.0, None) for c in "abc"],
                               [(c, "2025-01-01", None, None) for c in "abc"])
@@ -265,14 +265,7 @@ def test_listed_attributes_of_any_type_read_the_same_text_on_both_engines(spark,
     customers["seen"] = pd.to_datetime(["2026-01-01 03:00", "2026-02-01 00:00", None]).tz_localize("UTC")
     profile = DataProfile(roles=frozenset(events["role"]), has_signup=True, categorical=("score", "tier", "vip", "seen"))
     spec, as_of = FeatureSpec(), datetime(2026, 6, 1)
-    duck = _tiny_engine(events, customers)
-    expected = duck.execute(customer_features(duck.events(), duck.customers(), as_of, spec, profile))
-    engine = SparkEngine(spark, *export_canonical(duck.con, tmp_path / "canonical"))
-    try:
-        got = engine.execute(customer_features(engine.events(), engine.customers(), as_of, spec, profile))
-    finally:
-        engine.close()
-        duck.con.close()
+    got, expected = _on_both_engines(spark, tmp_path, events, customers, as_of, spec, profile)
     assert expected.set_index("customer_id")["score"].to_dict() == {"a": "1e-07", "b": "1e+20", "c": "123456789.0"}
     assert expected.set_index("customer_id")["vip"].to_dict()["a"] == "true"
     assert_same_features(got, expected)
