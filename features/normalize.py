@@ -82,7 +82,10 @@ def typed(column: Column, raw_type: str, timestamp_format: str | list[str] | Non
             # held to what ISO text is held to below.
             forms = ([timestamp_format] if isinstance(timestamp_format, str) else list(timestamp_format))
             given = "[" + ", ".join(map(literal, forms)) + "]"
-            e = f"make_timestamp(epoch_us(try_strptime(NULLIF(trim({c}), ''), {given})))"
+            v = f"NULLIF(trim({c}), '')"
+            if any("%z" in f for f in forms):  # ISO's Z for UTC, which %z does not read
+                v = f"regexp_replace({v}, '([0-9])Z$', '\\1+00:00')"
+            e = f"make_timestamp(epoch_us(try_strptime({v}, {given})))"
             zoned = [_abbreviated(c)] if any("%Z" in f for f in forms) else []
             zoned += [_impossible_offset(c)] if any("%z" in f for f in forms) else []
             return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND ({' OR '.join([f'{e} IS NULL', *zoned])}))")

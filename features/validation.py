@@ -487,8 +487,15 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
         if n:
             examples = _examples(con, raw.view, check.predicate, check.column)
             problems.append(Problem(raw.name, check.column, check.check, check.severity, int(n),
-                                    f"{_files(raw)}: {n:,} {_one(check.message) if n == 1 else check.message}",
-                                    check.fix, examples))
+                                    f"{_files(raw)}: {n:,} {_one(check.message) if n == 1 else check.message}"
+                                    + _own_name(raw, check.column), check.fix, examples))
+
+
+def _own_name(raw: RawSource, column: str | None) -> str:
+    """Where a column is read under another name (``columns:``), the name the file gives it: the
+    user looks for ``event_time`` in their file, not ``ts``."""
+    own = raw.source_names.get(column) if column else None
+    return f" (the file's column '{own}')" if own else ""
 
 
 #: The plural openings of the checks' messages, and how each reads for one row

@@ -185,6 +185,8 @@ def test_own_forms_are_held_to_what_iso_text_is_held_to(project):
     named.loc[1, "ts"] = "02/01/2026 09:00 BST"
     p = only(run_with(project, named, "events.csv", timestamp_format="%d/%m/%Y %H:%M %Z"), "unparseable")
     assert p.count == 1 and "BST" in p.examples[0]
+    utc = df.assign(ts=df["ts"].dt.strftime("%d/%m/%Y %H:%M:%SZ"))  # ISO's Z for UTC, which %z alone refuses
+    assert run_with(project, utc, "events.csv", timestamp_format="%d/%m/%Y %H:%M:%S%z").ok
     clock = df.assign(ts=df["ts"].dt.strftime("%d/%m/%Y %I:%M %p"))  # AM and PM are no zone
     assert run_with(project, clock, "events.csv", timestamp_format="%d/%m/%Y %I:%M %p").ok
     money = df.astype({"amount": "object"})
@@ -630,6 +632,13 @@ def test_glob_of_parquet_parts_and_column_mapping(project):
                             "columns": {"customer_id": "user_id", "ts": "timestamp"}})
     report = run(project)
     assert report.ok and report.sources["events"].rows == len(df)
+    # a problem in a mapped column names it as the file does, beside the contract's name
+    df["timestamp"] = df["timestamp"].astype(str)  # text in both parts, as an export writes it
+    df.loc[5, "timestamp"] = "not a time"
+    df.iloc[:4].to_parquet(project.data / "part-1.parquet")
+    df.iloc[4:].to_parquet(project.data / "part-2.parquet")
+    p = only(run(project), "unparseable")
+    assert p.column == "ts" and "1 value in 'ts' does not convert (the file's column 'timestamp')" in p.message
 
 
 @pytest.mark.parametrize("own", ["amount", "Amount"])  # DuckDB's names ignore case
