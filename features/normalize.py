@@ -45,11 +45,10 @@ def _in(values: tuple[str, ...]) -> str:
     return "(" + ", ".join(f"'{v}'" for v in values) + ")"
 
 
-def typed(column: Column, raw_type: str, timestamp_format: str | list[str] | None = None,
-          decimal: str = ".") -> Typed | None:
+def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: str = ".") -> Typed | None:
     """How to read ``column`` from a raw column of DuckDB type ``raw_type``; None if it cannot be.
-    ``timestamp_format`` and ``decimal`` (a source's catalog entry) say how its text timestamps and
-    numbers are written, where they are not ISO-8601 and '.'."""
+    ``forms`` (``timestamp_format``) and ``decimal`` (a source's catalog entry) say how its text
+    timestamps and numbers are written, where they are not ISO-8601 and '.'."""
     c = ident(column.name)
     t = raw_type.upper()
     if t == '"NULL"':  # a column with no values at all (Parquet's null type) reads as all-NULL
@@ -75,13 +74,12 @@ def typed(column: Column, raw_type: str, timestamp_format: str | list[str] | Non
         if t == "TIMESTAMP WITH TIME ZONE":
             # its UTC instant (the epoch), not timezone('UTC', ...): 8x the time on every read
             return Typed(f"make_timestamp(epoch_us({c}))", "FALSE")
-        if t == "VARCHAR" and timestamp_format is not None:
+        if t == "VARCHAR" and forms:
             # The source's own form(s): strptime codes; a value in none of them does not convert
             # (no ISO fallback: 01/02 read both ways would be a silent month's shift). Without %z,
             # a value is UTC, as ISO text without an offset is. An offset (%z) or a zone (%Z) is
             # held to what ISO text is held to below.
-            forms = ([timestamp_format] if isinstance(timestamp_format, str) else list(timestamp_format))
-            given = "[" + ", ".join(map(literal, forms)) + "]"
+            given = forms_literal(forms)
             v = f"NULLIF(trim({c}), '')"
             if any("%z" in f for f in forms):  # ISO's Z for UTC, which %z does not read
                 v = f"regexp_replace({v}, '([0-9])Z$', '\\1+00:00')"
@@ -125,6 +123,11 @@ def typed(column: Column, raw_type: str, timestamp_format: str | list[str] | Non
             return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND ({e}) IS NULL)")
         return None
     raise ValueError(f"unknown logical type {column.type!r}")
+
+
+def forms_literal(forms: tuple[str, ...]) -> str:
+    """SQL: a list of strptime forms, as ``try_strptime`` takes them."""
+    return "[" + ", ".join(map(literal, forms)) + "]"
 
 
 #: A number written with a decimal comma: 1234,5 or 1.234,5 (a '.' groups thousands after a first

@@ -69,6 +69,12 @@ class SourceSpec(BaseModel):
                              "export writes")
         return value
 
+    @property
+    def timestamp_forms(self) -> tuple[str, ...]:
+        """``timestamp_format`` as a tuple of forms (empty: ISO-8601)."""
+        value = self.timestamp_format
+        return (value,) if isinstance(value, str) else tuple(value or ())
+
 
 class SourceError(Exception):
     """A source that cannot be read at all; the message says what to change (``fix``: what to do,

@@ -236,7 +236,7 @@ def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | No
                             f"sources.{raw.name} in configs/catalog.yaml; if not, this warning can be ignored")
                 )
             continue
-        t = (typed(col, raw.columns[col.name], spec.timestamp_format, spec.decimal) if spec is not None
+        t = (typed(col, raw.columns[col.name], spec.timestamp_forms, spec.decimal) if spec is not None
              else typed(col, raw.columns[col.name]))
         if t is None:
             problems.append(_mistyped(raw, col))
@@ -434,8 +434,8 @@ def _never_infinite(s: ColumnStats | None, raw: RawSource) -> bool:
 
 def _format_hint(col: str, spec: SourceSpec | None = None, name: str = "events") -> str:
     entry = f"sources.{name} in configs/catalog.yaml"
-    if col in ("ts", "signup_at", "consent_updated_at") and spec is not None and spec.timestamp_format is not None:
-        forms = [spec.timestamp_format] if isinstance(spec.timestamp_format, str) else spec.timestamp_format
+    if col in ("ts", "signup_at", "consent_updated_at") and spec is not None and spec.timestamp_forms:
+        forms = spec.timestamp_forms
         return (f"expected timestamps in the form{'s' if len(forms) > 1 else ''} {' or '.join(map(repr, forms))} "
                 f"(timestamp_format of {entry})")
     if col == "amount" and spec is not None and spec.decimal == ",":

@@ -16,7 +16,7 @@ import pyarrow as pa
 from features.asof import BadValue, as_of_label, as_of_text, cutoff_label, now_utc, parse_duration
 from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, FeatureSpec, customer_features,
                                         is_catalog_column, reserved_name, utc)
-from features.normalize import DECIMAL_COMMA, ident, literal
+from features.normalize import DECIMAL_COMMA, forms_literal, ident, literal
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
 from features.freshness import StaleDataError, check_freshness, is_stale
@@ -160,9 +160,8 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[tuple[str, ...], tuple[
         # date written 28/11/2026 is no category any more than 2026-11-28 is.
         v = f"trim({ident(c)})"
         own = ""
-        if source is not None and source.timestamp_format is not None:
-            forms = [source.timestamp_format] if isinstance(source.timestamp_format, str) else source.timestamp_format
-            own += f" OR try_strptime({v}, [{', '.join(map(literal, forms))}]) IS NOT NULL"
+        if source is not None and source.timestamp_forms:
+            own += f" OR try_strptime({v}, {forms_literal(source.timestamp_forms)}) IS NOT NULL"
         if source is not None and source.decimal == ",":
             own += f" OR regexp_matches({v}, '{DECIMAL_COMMA}')"
         return (f"bool_and({ident(c)} IS NULL OR (TRY_CAST({v} AS DOUBLE) IS NOT NULL AND NOT "
