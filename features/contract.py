@@ -69,3 +69,86 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
     "customers": CUSTOMERS,
     "identities": IDENTITIES,
 }
+
+
+#: Names other tools give the contract's columns (Segment, RudderStack, GA4 and Klaviyo exports,
+#: Shopify, common warehouse tables), compared lower-case with only letters and digits kept
+#: (``userId``, ``user_id`` and ``User ID`` are one). Validation proposes the `columns:` mapping
+#: from them when a contract column is missing; a name here is never taken as given.
+KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
+    "events": {
+        "customer_id": ("userid", "user", "customer", "customerid", "clientid", "contactid", "profileid",
+                        "personid", "accountid", "memberid", "shopperid", "distinctid", "userpseudoid"),
+        "event_type": ("event", "eventname", "eventtype", "type", "action", "metric", "metricname",
+                       "activity", "activitytype"),
+        "ts": ("timestamp", "eventtime", "eventtimestamp", "eventts", "occurredat", "time", "datetime",
+               "createdat", "happenedat", "eventdate", "date"),
+        "event_id": ("messageid", "id", "uuid", "eventuuid", "insertid"),
+        "amount": ("revenue", "value", "price", "total", "ordertotal", "ordervalue", "grandtotal",
+                   "eventvalue", "totalprice"),
+        "category": ("productcategory", "itemcategory", "categoryname"),
+        "campaign_id": ("campaign", "campaignname", "utmcampaign", "flowid"),
+    },
+    "customers": {
+        "customer_id": ("id", "userid", "user", "customer", "clientid", "contactid", "profileid", "personid",
+                        "accountid", "memberid"),
+        "signup_at": ("createdat", "signupdate", "signedupat", "registeredat", "registrationdate", "joinedat",
+                      "firstseen", "datecreated"),
+        "email_consent": ("acceptsmarketing", "acceptsemailmarketing", "emailoptin", "optin", "marketingconsent",
+                          "emailsubscribed", "emailmarketingconsent"),
+        "consent_updated_at": ("acceptsmarketingupdatedat", "emailmarketingconsentupdatedat", "consentdate",
+                               "optindate", "consentat"),
+    },
+    "identities": {
+        "id_type": ("type", "identifiertype", "keytype", "idtype"),
+        "id_value": ("value", "identifier", "identifiervalue", "keyvalue"),
+    },
+}
+
+
+def plain(name: str) -> str:
+    """A column name compared as KNOWN_NAMES holds them: lower case, letters and digits only."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+# How event names read in other tools' exports (Segment's e-commerce and email specs, GA4's
+# recommended events, Klaviyo's metrics, snake_case warehouse tables), as sets of words of which
+# all must appear; the first role whose pattern matches is the guess. Refunds come before
+# purchases ("Order Refunded"), unsubscribes before consent. Klaviyo's "Ordered Product" is one
+# event per item of an order and is left unguessed: as purchases it would count each item.
+_ROLE_WORDS: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = tuple(
+    (role, tuple(frozenset(p.split()) for p in patterns)) for role, patterns in (
+        ("refund", ("refund", "refunded", "refunds", "order returned")),
+        ("unsubscribe", ("unsubscribe", "unsubscribed", "unsubscribes", "opted out", "opt out", "optout")),
+        ("bounce", ("bounce", "bounced", "bounces")),
+        ("complaint", ("spam", "complaint", "complained")),
+        ("consent_withdrawn", ("consent withdrawn", "consent revoked", "consent removed", "consent denied")),
+        ("consent_granted", ("consent granted", "consent given", "consent accepted", "opted in", "opt in", "optin")),
+        ("email_click", ("email click", "email clicked", "email clicks", "mail clicked", "email link clicked",
+                         "emailclick")),
+        ("email_open", ("email open", "email opened", "email opens", "mail opened", "emailopen")),
+        ("email_send", ("email sent", "email send", "email sends", "email delivered", "email received",
+                        "mail sent", "mail delivered", "emailsend")),
+        ("add_to_cart", ("add to cart", "added to cart", "cart add", "cart added", "product added",
+                         "addtocart", "add cart")),
+        ("purchase", ("purchase", "purchased", "purchases", "order completed", "order placed", "placed order",
+                      "order created", "order paid", "completed order", "checkout completed", "transaction")),
+        ("page_view", ("page view", "page viewed", "pageview", "pageviews", "product viewed", "viewed product",
+                       "view item", "screen view", "screen viewed", "category viewed", "viewed page")),
+        ("support_ticket", ("ticket", "support")),
+        ("signup", ("signup", "sign up", "signed up", "register", "registered", "registration",
+                    "account created", "created account")),
+    ))
+
+
+def guess_role(event_name: str) -> str | None:
+    """The role an event name most likely has by its words, or None: a proposal for a person to
+    check before mapping it in configs/roles.yaml, never applied by itself."""
+    import re
+
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", event_name)  # OrderCompleted -> Order Completed
+    words = set(re.findall(r"[a-z]+", spaced.lower()))
+    for role, patterns in _ROLE_WORDS:
+        if any(p <= words for p in patterns):
+            return role
+    return None

@@ -11,7 +11,7 @@ import difflib
 import math
 
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
@@ -19,8 +19,9 @@ from typing import Literal
 import duckdb
 import numpy as np
 import pyarrow as pa
+import yaml
 
-from features.contract import CONTRACT, Column
+from features.contract import CONTRACT, KNOWN_NAMES, ROLES, Column, guess_role, plain
 from features.normalize import Typed, blank, expected_types, ident, is_numeric, literal, typed
 from features.sources import ColumnStats, RawSource, SourceError, SourceSpec, explain_read_error, register_source
 
@@ -196,6 +197,8 @@ def _files(raw: RawSource) -> str:
 
 def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | None = None) -> dict[str, Typed]:
     out: dict[str, Typed] = {}
+    likely = _likely_columns(raw)
+    first = len(problems)
     for col in CONTRACT[raw.name]:
         lacking = raw.missing_in.get(col.name)
         if lacking:
@@ -214,13 +217,13 @@ def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | No
             if col.required:
                 continue
         if col.name not in raw.columns:
-            like = _look_alike(col.name, raw)
+            like = likely.get(col.name)
             if col.required:
                 problems.append(
                     Problem(raw.name, col.name, "missing_column", "error", 1,
                             f"{_files(raw)}: required column '{col.name}' is missing; found columns "
                             f"{sorted(raw.columns)}",
-                            (f"if '{like}' holds it, map it: `columns: {{{col.name}: {like}}}`" if like else
+                            (f"if '{like}' holds it, map it: `columns: {_flow({col.name: like})}`" if like else
                              f"add it, or map your column to it (`columns: {{{col.name}: your_column}}`)")
                             + f" under sources.{raw.name} in configs/catalog.yaml")
                 )
@@ -232,7 +235,7 @@ def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | No
                     Problem(raw.name, col.name, "look_alike_column", "warning", 1,
                             f"{_files(raw)}: there is no column '{col.name}' ({col.description}), so it reads as "
                             f"missing; the file has a column '{like}'",
-                            f"if '{like}' holds the {col.name}, map it: `columns: {{{col.name}: {like}}}` under "
+                            f"if '{like}' holds the {col.name}, map it: `columns: {_flow({col.name: like})}` under "
                             f"sources.{raw.name} in configs/catalog.yaml; if not, this warning can be ignored")
                 )
             continue
@@ -242,33 +245,68 @@ def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | No
             problems.append(_mistyped(raw, col))
             continue
         out[col.name] = t
+    proposed = [i for i, p in enumerate(problems[first:]) if p.check in ("missing_column", "look_alike_column")
+                and p.column in likely and "`columns: {" in p.fix]
+    together = {**(spec.columns if spec is not None else {}),
+                **{problems[first + i].column: likely[problems[first + i].column] for i in proposed}}
+    if proposed and len(together) > 1:  # one line to paste rather than several to merge by hand
+        i = first + proposed[0]
+        problems[i] = replace(problems[i], fix=problems[i].fix + "; every mapping of this source together: "
+                              f"`columns: {_flow(together)}`")
     return out
 
 
-def _look_alike(name: str, raw: RawSource) -> str | None:
-    """The source's own column (not a contract column) that looks like the contract column
-    ``name``, if one does: the same letters in another case or spelling (``Amount``,
-    ``eventid``); a longer name holding it (``total_amount``, ``product_category``); an
-    abbreviation of it (``amt``, ``categ``: from its first letter, its letters in order, and not
-    one of its words, as ``email`` is of ``email_consent``); or a difflib ratio of at least 0.75
-    (``signup_date``, ``ammount``). Not ``event_name`` for ``event_id``, nor ``updated_at`` for
-    ``consent_updated_at``: a warning that is wrong too often would be read by nobody."""
-    def norm(c: str) -> str:
-        return "".join(ch for ch in c.lower() if ch.isalnum())
+def _flow(mapping: dict[str, str]) -> str:
+    """A `columns:` mapping as one line of YAML to paste, quoted where YAML needs it (``'#id'``, ``'yes'``)."""
+    return yaml.safe_dump(mapping, default_flow_style=True, sort_keys=False, width=1 << 20).strip()
 
+
+def _likely_columns(raw: RawSource) -> dict[str, str]:
+    """For each contract column the source lacks, the file's own column that likely holds it: first
+    a name other tools give it (KNOWN_NAMES: ``userId``, ``timestamp``, ``revenue``, Shopify's
+    ``accepts_marketing``), then a look-alike of its own name. Each file column is proposed for one
+    contract column at most, required ones choosing first: ``event`` is the event_type, not a
+    look-alike of event_id."""
+    contract = [c for c in CONTRACT[raw.name] if c.name not in raw.columns]
+    contract.sort(key=lambda c: not c.required)
+    own = [c for c in raw.columns if c not in {k.name for k in CONTRACT[raw.name]}]
+    known = KNOWN_NAMES.get(raw.name, {})
+    found: dict[str, str] = {}
+    for col in contract:
+        for name in known.get(col.name, ()):
+            match = [c for c in own if plain(c) == name and c not in found.values()]
+            if match:
+                found[col.name] = match[0]
+                break
+    for col in contract:
+        if col.name not in found:
+            like = _look_alike(col.name, [c for c in own if c not in found.values()])
+            if like:
+                found[col.name] = like
+    return found
+
+
+def _look_alike(name: str, own: list[str]) -> str | None:
+    """The column of ``own`` (the source's columns that are no contract column and not proposed
+    for another) that looks like the contract column ``name``, if one does: the same letters in
+    another case or spelling (``Amount``, ``eventid``); a longer name holding it (``total_amount``,
+    ``product_category``); an abbreviation of it (``amt``, ``categ``: from its first letter, its
+    letters in order, and not one of its words, as ``email`` is of ``email_consent``); or a
+    difflib ratio of at least 0.75 (``signup_date``, ``ammount``). Not ``event_name`` for
+    ``event_id``, nor ``updated_at`` for ``consent_updated_at``: a warning that is wrong too often
+    would be read by nobody."""
     def abbreviates(short: str, long: str) -> bool:
         rest = iter(long)
         return (len(short) >= 3 and short[0] == long[0] and all(ch in rest for ch in short)
                 and short not in name.lower().split("_"))
 
-    target = norm(name)
-    own = [c for c in raw.columns if c not in {k.name for k in CONTRACT[raw.name]}]
+    target = plain(name)
     for test in (lambda c: c == target, lambda c: target in c, lambda c: abbreviates(c, target)):
-        found = [c for c in own if test(norm(c))]
+        found = [c for c in own if test(plain(c))]
         if found:
             return found[0]
-    close = difflib.get_close_matches(target, [norm(c) for c in own], n=1, cutoff=0.75)
-    return next(c for c in own if norm(c) == close[0]) if close else None
+    close = difflib.get_close_matches(target, [plain(c) for c in own], n=1, cutoff=0.75)
+    return next(c for c in own if plain(c) == close[0]) if close else None
 
 
 def _mistyped(raw: RawSource, col: Column) -> Problem:
@@ -621,6 +659,25 @@ def _check_duplicate_customers(con: duckdb.DuckDBPyConnection, report: Validatio
             "(link a person's several ids through the identities source instead)", (repr(example),)))
 
 
+def _role_guesses(names: list[str], role_of: dict[str, str]) -> str:
+    """The roles.yaml lines that would map ``names`` by what their words suggest (``Order Completed``
+    is a purchase, Klaviyo's ``Opened Email`` an email_open), each with the names the role already
+    has, so that a line replaces its old one; the names nothing suggests are listed apart."""
+    guessed: dict[str, list[str]] = {}
+    for e in names:
+        if (role := guess_role(e)) is not None:
+            guessed.setdefault(role, []).append(e)
+    if not guessed:
+        return ""
+    lines = [_flow({role: [e for e, r in role_of.items() if r == role] + found})[1:-1]
+             for role, found in sorted(guessed.items(), key=lambda kv: ROLES.index(kv[0]))]
+    rest = [e for e in names if guess_role(e) is None]
+    return (". By their names, likely (check each, then put under `event_roles:`): "
+            + "; ".join(f"`{line}`" for line in lines)
+            + (f"; no guess for {', '.join(map(repr, rest[:10]))}" + (f" and {len(rest) - 10} more" if len(rest) > 10 else "")
+               if rest else ""))
+
+
 def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport, role_of: dict[str, str], ignored: set[str]) -> None:
     t = report.typed["events"]
     if "event_type" not in t:
@@ -633,7 +690,8 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
         report.problems.append(Problem(
             "events", "event_type", "unknown_event_type", "error", total,
             f"{_files(raw)}: {total:,} events have {len(unknown)} event_type(s) with no role",
-            "map each under `event_roles:` in configs/roles.yaml, or list it under `ignore:`",
+            "map each under `event_roles:` in configs/roles.yaml, or list it under `ignore:`"
+            + _role_guesses([e for e, _ in unknown], role_of),
             tuple(f"{e!r} ({_n(n, 'event', 'events')})" for e, n in unknown[:5]),
         ))
     total = sum(n for _, n in rows)
@@ -644,7 +702,9 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
             f"{_files(raw)}: none of the {_n(total, 'event', 'events')} is a purchase (configs/roles.yaml maps "
             f"{', '.join(map(repr, mapped)) or 'no event name'} to purchase): recency, frequency, spend and the "
             "rhythm features are empty, no one can be labelled a buyer, and churn (over customers who purchased) has no one",
-            "map your order event to purchase under `event_roles:` in configs/roles.yaml",
+            "map your order event to purchase under `event_roles:` in configs/roles.yaml"
+            + "".join(f" ({', '.join(map(repr, like[:3]))} {'looks' if len(like) == 1 else 'look'} like one)"
+                      for like in [[e for e, _ in rows if guess_role(e) == "purchase"]] if like),
             tuple(f"{e!r} ({_n(n, 'event', 'events')})" for e, n in rows[:5])))
     # Rows of a role without an amount, counted from the check scan's amounts (no scan of their own),
     # or every row of it when the log has no amount column.

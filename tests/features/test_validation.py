@@ -79,6 +79,78 @@ def test_a_misspelled_optional_column_is_a_warning_that_names_the_look_alike(pro
     assert p.severity == "error" and "`columns: {customer_id: CustomerId}`" in p.fix
 
 
+def test_columns_named_as_other_tools_name_them_are_proposed_all_at_once(project):
+    """An export from Segment or Klaviyo names the columns userId, event, timestamp, revenue: each
+    missing contract column's fix names the file's column that likely holds it (not a look-alike
+    that another column claims: 'event' is the event_type, not the event_id), and the first fix
+    carries every mapping together as one line of YAML that, pasted, makes the source pass."""
+    df = good_events(4).rename(columns={"customer_id": "userId", "event_type": "event", "ts": "timestamp",
+                                        "amount": "revenue", "event_id": "messageId"})
+    report = run_with(project, df, "events.csv")
+    assert not report.ok
+    fixes = {p.column: p.fix for p in report.problems}
+    assert [(p.column, p.check, p.severity) for p in report.problems] == [
+        ("customer_id", "missing_column", "error"), ("event_type", "missing_column", "error"),
+        ("ts", "missing_column", "error"), ("event_id", "look_alike_column", "warning"),
+        ("amount", "look_alike_column", "warning")]
+    assert "`columns: {customer_id: userId}`" in fixes["customer_id"]
+    assert "`columns: {event_type: event}`" in fixes["event_type"]
+    assert "`columns: {ts: timestamp}`" in fixes["ts"] and "`columns: {amount: revenue}`" in fixes["amount"]
+    assert "`columns: {event_id: messageId}`" in fixes["event_id"]
+    together = fixes["customer_id"].split("every mapping of this source together: `columns: ")[1].rstrip("`")
+    assert sum("together" in f for f in fixes.values()) == 1
+    mapping = yaml.safe_load(together)
+    assert mapping == {"customer_id": "userId", "event_type": "event", "ts": "timestamp", "event_id": "messageId",
+                       "amount": "revenue"}
+    project.write_events(df, "events.csv", columns=mapping)
+    report = run(project)
+    assert report.ok and report.problems == [], report.problems
+    # a mapping already in the catalog is part of the line; a name YAML would misread is quoted
+    df = good_events(4).rename(columns={"ts": "Event Time", "amount": "yes"})
+    report = run_with(project, df, "events.csv", columns={"amount": "yes"})
+    p = only(report, "missing_column")
+    assert "`columns: {ts: Event Time}`" in p.fix
+    assert yaml.safe_load(p.fix.split("together: `columns: ")[1].rstrip("`")) == {"amount": "yes", "ts": "Event Time"}
+    # Shopify's customers export: accepts_marketing is the email consent
+    pd.DataFrame({"id": ["c0", "c1"], "accepts_marketing": [True, False], "created_at": "2025-01-01"}).to_parquet(
+        project.data / "customers.parquet")
+    project.write_events(good_events(2))
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    found = {p.column: p.fix for p in run(project).problems if p.source == "customers"}
+    assert "`columns: {customer_id: id}`" in found["customer_id"]
+    assert "`columns: {email_consent: accepts_marketing}`" in found["email_consent"]
+    assert "`columns: {signup_at: created_at}`" in found["signup_at"]
+
+
+def test_unknown_event_names_come_with_the_roles_their_words_suggest(project):
+    """Event names as Segment and Klaviyo write them: the fix proposes the roles.yaml line of each
+    role it can guess, with the names the role already maps (so the line replaces the old one),
+    and names the events it cannot guess; the no-purchase warning names the likely order event."""
+    df = good_events(2)
+    names = {"signed_up": "Signed Up", "email_sent": "Received Email", "order_completed": "Placed Order"}
+    df["event_type"] = df["event_type"].map(names)
+    df = pd.concat([df, df.assign(event_type="Link Clicked", event_id=df["event_id"] + "x")], ignore_index=True)
+    report = run_with(project, df)
+    p = only(report, "unknown_event_type")
+    assert "`purchase: [order_completed, Placed Order]`" in p.fix
+    assert "`email_send: [email_sent, Received Email]`" in p.fix and "`signup: [signed_up, Signed Up]`" in p.fix
+    assert "no guess for 'Link Clicked'" in p.fix
+    assert "Link Clicked" not in p.fix.split("no guess")[0]
+    p = only(report, "no_purchases")
+    assert "('Placed Order' looks like one)" in p.fix
+    # pasted, the lines make the log pass but for the name nothing guessed
+    lines = [part for part in only(report, "unknown_event_type").fix.split("`")[1::2] if ": [" in part]
+    assert len(lines) == 3
+    roles = yaml.safe_load((project.root / "configs" / "roles.yaml").read_text())
+    for line in lines:
+        roles["event_roles"].update(yaml.safe_load(line))
+    roles["ignore"] = ["Link Clicked"]
+    (project.root / "configs" / "roles.yaml").write_text(yaml.safe_dump(roles))
+    report = run(project)
+    assert report.ok and report.problems == [], report.problems
+
+
 def test_mistyped_column(project):
     df = good_events()
     df["ts"] = 1.7e9  # epoch seconds as float: ambiguous, refused
