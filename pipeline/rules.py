@@ -484,11 +484,11 @@ class _Parser:
             known = sorted(self.columns)
             same_case = [c for c in known if c.lower() == name.lower()]
             close = same_case or difflib.get_close_matches(name, known, n=3, cutoff=0.6)
-            why = self.why_unknown(name) if self.why_unknown and not close else None
-            if close:
-                hint = "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
-            elif why:
+            why = self.why_unknown(name) if self.why_unknown else None
+            if why:  # the caller is sure: a real name this table lacks, which look-alikes would hide
                 hint = why
+            elif close:
+                hint = "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
             elif known:
                 shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
                 hint = f"expected one of the columns: {shown}."
@@ -643,7 +643,7 @@ def parse_rule(text: str, columns: Mapping[str, Kind], context: str = "where",
     """Parse and check ``text`` against ``columns`` (name -> kind); raise ``RuleError`` if refused.
     ``values``: the only values some text columns can hold (a band's levels); comparing one with
     any other value is refused. ``why_unknown``: why a name is not a column, when the caller knows
-    (said instead of the columns that are)."""
+    for sure (said instead of the columns that are, or the close ones); None where it does not."""
     if not isinstance(text, str):
         raise RuleError(f"{context}: expected the rule as text, found {type(text).__name__}. {ALLOWED}")
     bad = {name: kind for name, kind in columns.items() if kind not in _KINDS}

@@ -15,12 +15,14 @@ both engines produce the same membership. Per segment, in dependency order:
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from collections.abc import Collection, Mapping
+from functools import partial
 from typing import Literal
 
 from features.normalize import literal
-from pipeline.config import ConfigError, ConfigIssue, SegmentDef, SegmentsConfig
+from pipeline.config import ConfigError, ConfigIssue, FeaturesConfig, SegmentDef, SegmentsConfig
 from pipeline.rules import Kind, Rule, RuleError, parse_rule
 
 Dialect = Literal["duckdb", "spark"]
@@ -76,16 +78,20 @@ def definition_changes(now: dict, before: dict) -> dict[str, str]:
 
 
 def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[str] | None = None,
-                     values: Mapping[str, Collection[str]] | None = None) -> list[CompiledSegment]:
+                     values: Mapping[str, Collection[str]] | None = None,
+                     features: FeaturesConfig | None = None) -> list[CompiledSegment]:
     """Parse every rule against the run's columns; raise :class:`ConfigError` listing every
     problem (file, key, token). Returned in dependency order: excluded segments first.
-    ``values``: the levels of each ``<target>_band`` column (a rule naming another is refused)."""
+    ``values``: the levels of each ``<target>_band`` column (a rule naming another is refused).
+    ``features``: the windows and window roles the features are built with (default: the defaults),
+    to tell a feature this data lacks from a typo."""
     issues: list[ConfigIssue] = []
     compiled: dict[str, CompiledSegment] = {}
+    why = partial(_absent_feature, features=features or FeaturesConfig())
     for i, s in enumerate(cfg.segments):
         try:
             rule = parse_rule(s.where, columns, context=f"segment {s.name!r} where", values=values,
-                              why_unknown=_absent_feature)
+                              why_unknown=why)
         except RuleError as e:
             issues.append(ConfigIssue(SEGMENTS_FILE, f"segments[{i}].where", str(e)))
             continue
@@ -101,14 +107,27 @@ def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[s
     return order
 
 
-def _absent_feature(name: str) -> str | None:
-    """Why a rule's unknown column is unknown when it is a feature of the catalog: the data lacks
-    what that feature needs (a shop without bounce events has no ``bounced``), not a typo."""
+def _absent_feature(name: str, features: FeaturesConfig) -> str | None:
+    """Why a rule's unknown column is unknown when it is exactly a feature of the catalog as
+    configured: the data lacks what that feature needs (a shop without bounce events has no
+    ``bounced``, one without profiles no ``days_since_signup``), not a typo, so this is said
+    instead of look-alike names. None for a name of a window that is not configured (``spend_9d``
+    is a typo of ``spend_90d``) or of no role (``n_clicks_30d``)."""
+    from features.contract import ROLES
     from features.customer_features import describe_column
 
     found = describe_column(name)
     if found is None:
         return None
+    m = re.fullmatch(r"(?:spend|n_categories|n_(?P<role>[a-z_]+))_(?P<w>[0-9]+)d", name)
+    if m:
+        role, window = m["role"], int(m["w"])
+        if window not in features.windows_days or (role is not None and role not in ROLES):
+            return None
+        if role is not None and role not in features.window_roles:
+            return (f"'{name}' would count {role} events over {window} days, but {role} is not among the window "
+                    f"roles ({', '.join(features.window_roles)}; `window_roles` in configs/features.yaml): add it "
+                    "there, or remove the condition.")
     return (f"'{name}' is a feature ({found[0]}, features/customer_features.md) that this data does not have: no "
             "event of the role it needs before the cutoff (configs/roles.yaml), or no such profile field. Remove "
             "the condition or the segment, or map those events.")

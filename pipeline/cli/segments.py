@@ -225,7 +225,7 @@ def check(ctx: typer.Context) -> None:
     with handled():
         cfg = state.config()
         levels, source = band_names(cfg)
-        compiled = compile_segments(cfg.segments, segment_columns(cfg), values=levels)
+        compiled = compile_segments(cfg.segments, segment_columns(cfg), values=levels, features=cfg.features)
     t = Table(title=f"{len(compiled)} segments are valid (evaluation order)", title_justify="left")
     for c in ("segment", "kind", "reads", "excludes", "holdout"):
         t.add_column(c)

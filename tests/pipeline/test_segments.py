@@ -12,7 +12,7 @@ import yaml
 
 from models import bands
 from pipeline import runs
-from pipeline.config import ConfigError, SegmentsConfig, load_config, segment_issues
+from pipeline.config import ConfigError, FeaturesConfig, SegmentsConfig, load_config, segment_issues
 from pipeline.rules import column_kinds
 from pipeline.segments import compile_segments, holdout_value, membership_sql
 
@@ -130,6 +130,34 @@ def test_a_feature_the_data_lacks_is_named_as_such():
     with pytest.raises(ConfigError) as e:
         compile_segments(cfg, column_kinds(FRAME))
     assert "this data does not have" not in e.value.issues[0].message  # a typo stays a typo
+
+
+def test_a_feature_the_data_lacks_is_named_as_such_even_beside_look_alikes():
+    """A shop without profiles has no days_since_signup, one without click events no
+    n_email_click_90d: those are real names, and 'did you mean days_since_last_open?' sent people
+    looking for a typo. A window that is not configured (spend_9d) or a role that is none
+    (n_clicks_90d) is a typo, with its look-alikes; a role left out of window_roles is said so."""
+    frame = FRAME.assign(days_since_last_open=1.0, n_email_open_90d=0, spend_90d=0.0, n_page_view_90d=0)
+    rules = {"tenure": "days_since_signup <= 30", "clicks": "n_email_click_90d = 0", "typo": "spend_9d > 0",
+             "no_role": "n_clicks_90d > 0", "views": "n_page_view_30d > 0"}
+    cfg = SegmentsConfig.model_validate({"segments": [seg(n, w) for n, w in rules.items()]})
+    features = FeaturesConfig(windows_days=[7, 30, 90], window_roles=["purchase", "email_open", "email_click"])
+    with pytest.raises(ConfigError) as e:
+        compile_segments(cfg, column_kinds(frame), features=features)
+    said = {rules_name: issue.message for rules_name, issue in zip(rules, e.value.issues)}
+    assert len(e.value.issues) == 5
+    assert "'days_since_signup' is a feature (tenure" in said["tenure"] and "did you mean" not in said["tenure"]
+    assert "'n_email_click_90d' is a feature (windows" in said["clicks"] and "did you mean" not in said["clicks"]
+    assert "did you mean 'spend_90d'" in said["typo"] and "is a feature" not in said["typo"]
+    assert "is a feature" not in said["no_role"]
+    assert ("'n_page_view_30d' would count page_view events over 30 days, but page_view is not among the window "
+            "roles (purchase, email_open, email_click; `window_roles` in configs/features.yaml)") in said["views"]
+    # with 9 among the windows, spend_9d is a feature this data lacks
+    features = FeaturesConfig(windows_days=[9, 90])
+    with pytest.raises(ConfigError) as e:
+        compile_segments(SegmentsConfig.model_validate({"segments": [seg("typo", "spend_9d > 0")]}),
+                         column_kinds(frame), features=features)
+    assert "'spend_9d' is a feature" in e.value.issues[0].message
 
 
 @pytest.mark.parametrize("where, token", [
