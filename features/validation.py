@@ -197,7 +197,7 @@ def _files(raw: RawSource) -> str:
 
 def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | None = None) -> dict[str, Typed]:
     out: dict[str, Typed] = {}
-    likely = _likely_columns(raw)
+    likely = likely_columns(raw)
     first = len(problems)
     for col in CONTRACT[raw.name]:
         lacking = raw.missing_in.get(col.name)
@@ -261,7 +261,7 @@ def _flow(mapping: dict[str, str]) -> str:
     return yaml.safe_dump(mapping, default_flow_style=True, sort_keys=False, width=1 << 20).strip()
 
 
-def _likely_columns(raw: RawSource) -> dict[str, str]:
+def likely_columns(raw: RawSource) -> dict[str, str]:
     """For each contract column the source lacks, the file's own column that likely holds it: first
     a name other tools give it (KNOWN_NAMES: ``userId``, ``timestamp``, ``revenue``, Shopify's
     ``accepts_marketing``), then a look-alike of its own name. Each file column is proposed for one

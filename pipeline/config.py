@@ -395,6 +395,11 @@ class Roles(_Strict):
                 seen[n] = role
         return self
 
+    @field_validator("ignore", mode="before")
+    @classmethod
+    def _nothing_is_none(cls, ignore: Any) -> Any:
+        return [] if ignore is None else ignore  # `ignore:` with every line under it commented out
+
     @field_validator("ignore")
     @classmethod
     def _not_mapped(cls, ignore: list[str], info: ValidationInfo) -> list[str]:
@@ -500,7 +505,7 @@ def find_project_dir(start: Path | None = None) -> Path:
             return d
     raise ConfigError([ConfigIssue(str(here), "", "no configs/catalog.yaml here or in any parent folder; "
                                    "run dynseg from the project folder, pass --project DIR or set DYNSEG_PROJECT (to start a "
-                                   "project, copy the configs/ folder of dynseg's repository into a new folder)")])
+                                   "project on your files: dynseg init FOLDER --events FILE)")])
 
 
 def load_config(project_dir: Path | None = None, profile: str | None = None) -> Config:
@@ -513,8 +518,8 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
             else "has no configs/ folder"
         raise ConfigError([ConfigIssue(str(project_dir), "", f"{what}; expected a dynseg project folder (one "
                                        "with configs/catalog.yaml). Check --project or DYNSEG_PROJECT, or run "
-                                       "dynseg from the project folder (to start a project, copy the configs/ "
-                                       "folder of dynseg's repository into it)")])
+                                       "dynseg from the project folder (to start a project on your files: dynseg "
+                                       "init FOLDER --events FILE)")])
     issues: list[ConfigIssue] = []
     files: list[Path] = []
 

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from pipeline.cli import data, explain, features, models, monitor, score, segments, train
+from pipeline.cli import data, explain, features, init, models, monitor, score, segments, train
 from pipeline.cli.common import State
 
 app = typer.Typer(
@@ -17,6 +17,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
+app.command("init")(init.init)
 app.add_typer(data.app, name="data")
 app.add_typer(features.app, name="features")
 app.add_typer(train.app, name="train")

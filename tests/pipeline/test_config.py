@@ -201,7 +201,7 @@ def test_outside_any_project_the_error_says_how_to_start_one(tmp_path, monkeypat
         load_config()
     text = str(e.value)
     assert f"{tmp_path}: no configs/catalog.yaml here or in any parent folder" in text
-    assert "pass --project DIR or set DYNSEG_PROJECT" in text and "copy the configs/ folder" in text
+    assert "pass --project DIR or set DYNSEG_PROJECT" in text and "dynseg init FOLDER --events FILE" in text
 
 
 def test_config_files_that_cannot_be_read_or_values_of_another_kind_are_named(project):

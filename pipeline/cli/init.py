@@ -1,0 +1,67 @@
+"""``dynseg init``: start a project on the shop's own files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from pipeline.cli.common import State, handled, out
+
+
+def init(
+    ctx: typer.Context,
+    folder: Annotated[Optional[Path], typer.Argument(help="Project folder to create configs/ in (default: --project, or here).")] = None,
+    events: Annotated[str, typer.Option(help="The event log: a Parquet or CSV file, or a glob (data/events-*.parquet).")] = ...,
+    customers: Annotated[Optional[str], typer.Option(help="Customer profiles (optional): Parquet or CSV.")] = None,
+    identities: Annotated[Optional[str], typer.Option(help="Identity links (optional): Parquet or CSV.")] = None,
+) -> None:
+    """Start a project on your own files: configs/ with the column mappings and event roles proposed
+    from your names, to check before the first run.
+
+    Writes configs/catalog.yaml (your files, with the `columns:` mapping proposed from names such as
+    userId, timestamp and revenue), configs/roles.yaml (the event names whose words say their role,
+    Placed Order a purchase; the others listed for you to place) and the other configs with the
+    demo's settings. Never overwrites: an existing configs/ is refused.
+    """
+    from pipeline.jobs.init import init_project
+
+    state: State = ctx.obj
+    with handled():
+        result = init_project(folder or state.project or Path.cwd(), events, customers, identities)
+    sources = Table(title="Sources", title_justify="left")
+    for c in ("source", "path", "columns read as", "to map by hand"):
+        sources.add_column(c, overflow="fold")
+    for f in result.sources:
+        sources.add_row(f.name, escape(f.spec["path"]) + "".join(
+                            f"\n{k}: {escape(str(v))}" for k, v in f.spec.items() if k in ("delimiter", "encoding")),
+                        "\n".join(escape(f"{k} ← {v}") for k, v in f.mapped.items()) or "—",
+                        "[red]could not be read[/]" if f.error else ", ".join(f.unmapped) or "—")
+    out.print(sources)
+    if result.roles:
+        roles = Table(title="Roles guessed (check each)", title_justify="left")
+        for c, justify in (("role", "left"), ("event names", "left"), ("events", "right")):
+            roles.add_column(c, justify=justify)
+        for role, names in result.roles.items():
+            roles.add_row(role, escape(", ".join(e for e, _ in names)), f"{sum(n for _, n in names):,}")
+        out.print(roles)
+    if result.unplaced:
+        shown = ", ".join(f"{e!r} ({n:,})" for e, n in result.unplaced[:10])
+        more = f" and {len(result.unplaced) - 10} more" if len(result.unplaced) > 10 else ""
+        out.print(f"[yellow]Not placed[/] (no role in their words; listed in configs/roles.yaml): {escape(shown)}{more}",
+                  highlight=False)
+    for f in result.sources:
+        if f.error:
+            out.print(f"[red]{f.name} could not be read:[/] {escape(f.error)}", highlight=False)
+    project = result.folder
+    flag = "" if project == Path.cwd().resolve() else f" --project {project}"
+    out.print(f"[green]Wrote[/] {len(result.written)} files to {project / 'configs'}. Next:", highlight=False)
+    for step in (f"check configs/catalog.yaml and configs/roles.yaml, then `dynseg{flag} data validate` (it proposes "
+                 "what is still missing)",
+                 f"`dynseg{flag} features build --as-of DATE`, then `dynseg{flag} train purchase` and `train churn`",
+                 f"`dynseg{flag} segments check`: configs/segments.yaml holds the demo's segments; a rule on a "
+                 "feature your data lacks is named there"):
+        out.print(f"  - {step}", markup=False, highlight=False)

@@ -1,0 +1,220 @@
+"""``dynseg init``: a new project's configs, proposed from the shop's own files.
+
+The catalog names the files, with the ``columns:`` mapping validation would propose (other tools'
+names such as ``userId``, ``timestamp``, ``revenue``, then look-alikes); ``roles.yaml`` maps the
+event names whose words say their role (``Placed Order`` is a purchase) and lists the others for a
+person to place. The remaining configs are the repository's (the demo's settings, which the
+README documents), with a holdout salt of the project's own. Nothing is written unless all of it
+is: the folder is staged beside ``configs/`` and renamed into place.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+import secrets
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import duckdb
+import yaml
+
+from features.asof import BadValue
+from features.contract import CONTRACT, ROLES, guess_role
+from features.normalize import ident
+from features.sources import SourceError, SourceSpec, _head, _utf16, drop_copies, register_source
+from features.validation import likely_columns
+from pipeline.config import ConfigError, ConfigIssue
+
+#: The repository's configs: the settings the README documents, copied as a new project's start.
+TEMPLATES = Path(__file__).resolve().parents[2] / "configs"
+
+_FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".txt": "csv"}
+
+_CATALOG_HEADER = """\
+# Named input sources (the data contract is in the README), written by `dynseg init` on {day}.
+# The `columns:` mappings ({{contract_name: your_column}}) were proposed from your column names:
+# check them, then run `dynseg data validate`, which proposes what is still missing.
+#   format: parquet | csv | duckdb      path: file, glob (data/events-*.parquet) or DuckDB file
+#   table: (duckdb only; schema.table)  delimiter / encoding: (csv only; utf-8, utf-16, latin-1)
+#   timestamp_format: (text timestamps that are not ISO-8601, e.g. '%d/%m/%Y %H:%M')
+# Paths are relative to the project folder.
+"""
+
+_ROLES_HEADER = """\
+# Your event names -> the roles dynseg's features understand, as `dynseg init` guessed them from
+# the names' words on {day}: check each. An event name that is neither mapped nor ignored fails
+# validation, so new tracking never disappears silently.
+"""
+
+
+@dataclass
+class SourceFound:
+    """One source as init read it: where, how, and what it could map."""
+
+    name: str
+    spec: dict
+    files: int = 0
+    rows: int | None = None
+    mapped: dict[str, str] = field(default_factory=dict)
+    unmapped: list[str] = field(default_factory=list)  # required contract columns nothing proposes
+    error: str | None = None  # why it could not be read (written anyway, for validation to explain)
+    view: str | None = None  # the DuckDB view over it, its own column names
+
+
+@dataclass
+class InitResult:
+    folder: Path
+    sources: list[SourceFound]
+    roles: dict[str, list[tuple[str, int]]]  # role -> (event name, events)
+    unplaced: list[tuple[str, int]]
+    written: list[Path]
+
+
+def init_project(folder: Path, events: str, customers: str | None = None, identities: str | None = None) -> InitResult:
+    """Write ``folder/configs`` for the given files; refuse when it exists (nothing is overwritten)."""
+    folder = folder.expanduser().resolve()
+    cfg_dir = folder / "configs"
+    if cfg_dir.exists() or cfg_dir.is_symlink():
+        raise ConfigError([ConfigIssue(str(cfg_dir), "", "already exists; `dynseg init` starts a new project and "
+                                       "never overwrites one: choose another folder, or move that configs/ away")])
+    if folder.exists() and not folder.is_dir():
+        raise BadValue(f"project folder {folder} is a file; expected a folder (it is created if missing)")
+    given = {"events": events, "customers": customers, "identities": identities}
+    paths = {name: _given_path(name, p, folder) for name, p in given.items() if p is not None}  # all, before any work
+    con = duckdb.connect()
+    try:
+        found = [_read_source(con, name, path, folder) for name, path in paths.items()]
+        roles, unplaced = _event_names(con, found[0])
+    finally:
+        drop_copies(con)
+        con.close()
+    return InitResult(folder, found, roles, unplaced, _write(folder, found, roles, unplaced))
+
+
+def _given_path(name: str, given: str, folder: Path) -> str:
+    """``given`` (relative to where dynseg runs, as a shell path is) as the catalog holds it:
+    relative to the project folder when it lies inside it, else absolute. Refused when it names
+    no file: a catalog pointing at nothing would only move the error to the next command."""
+    path = Path(given).expanduser()
+    path = path if path.is_absolute() else Path.cwd() / path
+    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
+    if not suffixes or suffixes[-1] not in _FORMATS:
+        raise BadValue(f"--{name} {given}: cannot tell its format from the name ({path.suffix or 'no suffix'}); "
+                       f"expected a name ending in {', '.join(_FORMATS)} (or .csv.gz). For a table in a DuckDB "
+                       "database, write the source into configs/catalog.yaml by hand (format: duckdb, path, table)")
+    if glob.has_magic(str(path)):
+        if not [p for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]:
+            raise BadValue(f"--{name} {given}: the glob matches no file")
+    elif not path.is_file():
+        raise BadValue(f"--{name} {given}: {'is a folder; expected a file or a glob' if path.is_dir() else 'no such file'}")
+    try:
+        return str(path.resolve().relative_to(folder)) if not glob.has_magic(str(path)) else \
+            str(path.relative_to(folder))
+    except ValueError:
+        return str(path.resolve() if not glob.has_magic(str(path)) else path)
+
+
+def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: Path) -> SourceFound:
+    fmt = _FORMATS[[s.lower() for s in Path(path).suffixes if s.lower() != ".gz"][-1]]
+    spec: dict = {"format": fmt, "path": path}
+    if fmt == "csv":
+        spec |= _csv_dialect(con, path, folder)
+    found = SourceFound(name, spec)
+    try:
+        raw = register_source(con, name, SourceSpec(**spec), folder)
+    except SourceError as e:
+        found.error = str(e)
+        return found
+    found.files, found.rows, found.view = len(raw.files), raw.rows, raw.view
+    found.mapped = likely_columns(raw)
+    if found.mapped:
+        spec["columns"] = dict(found.mapped)
+    found.unmapped = [c.name for c in CONTRACT[name] if c.required and c.name not in raw.columns
+                      and c.name not in found.mapped]
+    return found
+
+
+def _csv_dialect(con: duckdb.DuckDBPyConnection, path: str, folder: Path) -> dict:
+    """The options a CSV file needs beyond the defaults: UTF-16 text (Excel's "Unicode text"),
+    and a delimiter other than the comma, as DuckDB's sniffer finds it."""
+    first = Path(path) if Path(path).is_absolute() else folder / path
+    if glob.has_magic(str(first)):
+        first = Path(sorted(p for p in glob.glob(str(first), recursive=True) if Path(p).is_file())[0])
+    out: dict = {}
+    if _utf16(_head(first, 4096) or b"") == "le":
+        out["encoding"] = "utf-16"
+        return out  # the sniffer reads UTF-8 only; a UTF-16 file's delimiter is left to validation's message
+    try:
+        (delimiter,) = con.execute("SELECT Delimiter FROM sniff_csv(?)", [str(first)]).fetchone()
+    except duckdb.Error:
+        return out  # unreadable as sniffed: validation says why, naming the setting to change
+    if delimiter and delimiter != ",":
+        out["delimiter"] = delimiter
+    return out
+
+
+def _event_names(con: duckdb.DuckDBPyConnection, events: SourceFound
+                 ) -> tuple[dict[str, list[tuple[str, int]]], list[tuple[str, int]]]:
+    """Each event name's count, placed in the role its words suggest, or left unplaced."""
+    if events.view is None or "event_type" in events.unmapped:
+        return {}, []
+    column = ident(events.mapped.get("event_type", "event_type"))
+    rows = con.execute(f"SELECT CAST({column} AS VARCHAR) AS e, count(*) AS n FROM {events.view} "
+                       "WHERE e IS NOT NULL AND trim(e) <> '' GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
+    roles: dict[str, list[tuple[str, int]]] = {}
+    unplaced = []
+    for name, n in rows:
+        role = guess_role(name)
+        if role is None:
+            unplaced.append((name, n))
+        else:
+            roles.setdefault(role, []).append((name, n))
+    return dict(sorted(roles.items(), key=lambda kv: ROLES.index(kv[0]))), unplaced
+
+
+def _write(folder: Path, found: list[SourceFound], roles: dict[str, list[tuple[str, int]]],
+           unplaced: list[tuple[str, int]]) -> list[Path]:
+    day = datetime.now(timezone.utc).date().isoformat()
+    folder.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=folder, prefix=".configs.", suffix=".tmp"))
+    try:
+        files = {"catalog.yaml": _CATALOG_HEADER.format(day=day) + _dump({"sources": {f.name: f.spec for f in found}}),
+                 "roles.yaml": _roles_text(day, roles, unplaced)}
+        if TEMPLATES.is_dir():
+            for template in sorted(TEMPLATES.rglob("*.yaml")):
+                rel = template.relative_to(TEMPLATES)
+                if str(rel) not in files and rel.parts[0] != "local":
+                    files[str(rel)] = template.read_text()
+        files.setdefault("profiles/local.yaml", "# The default profile: overrides nothing (configs/project.yaml holds "
+                                                "the settings).\n{}\n")
+        if "segments.yaml" in files:  # the project's own: the demo's salt would hold out the same ids
+            files["segments.yaml"] = re.sub(r"(?m)^holdout_salt: .*$", f"holdout_salt: {secrets.token_hex(8)}",
+                                            files["segments.yaml"])
+        for rel, text in files.items():
+            (staged / rel).parent.mkdir(parents=True, exist_ok=True)
+            (staged / rel).write_text(text)
+        os.rename(staged, folder / "configs")  # fails, writing nothing, if configs/ appeared meanwhile
+    except BaseException:
+        shutil.rmtree(staged, ignore_errors=True)
+        raise
+    return [folder / "configs" / rel for rel in files]
+
+
+def _roles_text(day: str, roles: dict[str, list[tuple[str, int]]], unplaced: list[tuple[str, int]]) -> str:
+    text = _ROLES_HEADER.format(day=day)
+    text += _dump({"event_roles": {role: [e for e, _ in names] for role, names in roles.items()}})
+    text += "\n# Event names you track but dynseg should not use.\n"
+    if not unplaced:
+        return text + "ignore: []\n"
+    text += ("ignore:\n# Not placed by `dynseg init` (their words suggest no role; validation refuses them until\n"
+             "# they are): map each under event_roles, or uncomment its line here to ignore it.\n")
+    return text + "".join(f"#   {yaml.safe_dump([e], allow_unicode=True, width=1 << 20).strip()}  # {n:,} events\n" for e, n in unplaced)
+
+
+def _dump(data: dict) -> str:
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=1 << 20)

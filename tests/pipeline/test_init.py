@@ -1,0 +1,133 @@
+"""`dynseg init`: a project on a shop's own files, from export names to a first feature build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from conftest import REPO
+from pipeline.cli import app
+from pipeline.synthetic import generate
+
+runner = CliRunner()
+
+
+def said(result) -> str:
+    """The command's output as one line: rich wraps it at the console's width."""
+    return " ".join(result.output.split())
+
+#: The demo's event names as Klaviyo's metrics and Segment's specs call them
+EXPORT_NAMES = {"signed_up": "Signed Up", "consent_granted": "Consent Granted", "email_sent": "Received Email",
+                "email_opened": "Opened Email", "page_viewed": "Viewed Product", "cart_added": "Added to Cart",
+                "order_completed": "Placed Order", "email_clicked": "Clicked Email", "unsubscribed": "Unsubscribed",
+                "order_refunded": "Refunded Order", "consent_withdrawn": "Consent Withdrawn",
+                "email_bounced": "Bounced Email", "support_ticket_opened": "Support Ticket Opened",
+                "spam_complaint": "Marked Email as Spam"}
+
+
+@pytest.fixture
+def shop_export(tmp_path, monkeypatch):
+    """A shop's exports as other tools write them: a semicolon CSV of events named userId, event,
+    timestamp, messageId, revenue, with Klaviyo's metric names and one event dynseg cannot place;
+    Shopify-like profiles (id, created_at, accepts_marketing)."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE", "DYNSEG_PROFILE", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    shop = generate(300, seed=4, end="2026-11-27")
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    events = shop.events.assign(event_type=shop.events["event_type"].map(EXPORT_NAMES))
+    active = events[events["event_type"] == "Viewed Product"].head(40)
+    events = pd.concat([events, active.assign(event_type="Active on Site", event_id=active["event_id"] + "-a",
+                                              amount=None)])
+    events = events.rename(columns={"customer_id": "userId", "event_type": "event", "ts": "timestamp",
+                                    "event_id": "messageId", "amount": "revenue"})
+    events.to_csv(exports / "events.csv", sep=";", index=False)
+    shop.customers.rename(columns={"customer_id": "id", "signup_at": "created_at", "email_consent": "accepts_marketing",
+                                   "consent_updated_at": "accepts_marketing_updated_at"}).to_parquet(
+        exports / "customers.parquet")
+    return exports
+
+
+def test_init_proposes_mappings_and_roles_that_validate_and_build(shop_export, tmp_path, monkeypatch):
+    project = tmp_path / "shop"
+    monkeypatch.chdir(shop_export)
+    result = runner.invoke(app, ["init", str(project), "--events", "events.csv", "--customers",
+                                 str(shop_export / "customers.parquet")])
+    assert result.exit_code == 0, result.output
+    assert "Not placed" in said(result) and "'Active on Site' (40)" in said(result)
+    assert f"--project {project}" in said(result)  # the next steps name the folder
+    catalog = yaml.safe_load((project / "configs" / "catalog.yaml").read_text())["sources"]
+    assert catalog["events"] == {
+        "format": "csv", "path": str(shop_export / "events.csv"), "delimiter": ";",  # outside the project: absolute
+        "columns": {"customer_id": "userId", "event_type": "event", "ts": "timestamp", "event_id": "messageId",
+                    "amount": "revenue"}}
+    assert catalog["customers"]["columns"] == {
+        "customer_id": "id", "signup_at": "created_at", "email_consent": "accepts_marketing",
+        "consent_updated_at": "accepts_marketing_updated_at"}
+    roles_text = (project / "configs" / "roles.yaml").read_text()
+    roles = yaml.safe_load(roles_text)
+    demo = yaml.safe_load((REPO / "configs" / "roles.yaml").read_text())["event_roles"]
+    assert roles["event_roles"] == {role: [EXPORT_NAMES[n] for n in names] for role, names in demo.items()}
+    assert roles["ignore"] is None and "#   - Active on Site  # 40 events" in roles_text  # read as []
+    # every other config is the repository's, but the holdout salt, which is the project's own
+    for name in ("project.yaml", "features.yaml", "training.yaml", "profiles/local.yaml", "profiles/spark.yaml"):
+        assert (project / "configs" / name).read_text() == (REPO / "configs" / name).read_text()
+    salt = yaml.safe_load((project / "configs" / "segments.yaml").read_text())["holdout_salt"]
+    assert salt != yaml.safe_load((REPO / "configs" / "segments.yaml").read_text())["holdout_salt"]
+    assert not list(project.glob(".configs.*"))  # the staged folder was renamed into place
+
+    # the one name nothing placed is refused by validation until it is placed; ignored, the data passes
+    monkeypatch.chdir(project)
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"])
+    assert result.exit_code == 1 and "'Active on Site' (40 events)" in said(result)
+    (project / "configs" / "roles.yaml").write_text(roles_text.replace("#   - Active", "  - Active"))
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"])
+    assert result.exit_code == 0, result.output
+    out = project / "features.parquet"
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    feats = pd.read_parquet(out)
+    assert len(feats) > 250 and feats["frequency"].sum() > 0 and feats["n_email_open"].sum() > 0
+    assert feats["email_consent"].notna().any() and feats["days_since_signup"].notna().all()
+
+
+def test_init_refuses_an_existing_project_and_paths_it_cannot_use(shop_export, tmp_path, monkeypatch):
+    project = tmp_path / "shop"
+    (project / "configs").mkdir(parents=True)
+    (project / "configs" / "mine.yaml").write_text("keep: me\n")
+    result = runner.invoke(app, ["init", str(project), "--events", str(shop_export / "events.csv")])
+    assert result.exit_code == 1 and "already exists" in said(result) and "never overwrites" in said(result)
+    assert [p.name for p in (project / "configs").iterdir()] == ["mine.yaml"]
+    other = tmp_path / "other"
+    for events, expected in ((shop_export / "nope.csv", "--events"), (shop_export / "events.json", "cannot tell its format"),
+                         (shop_export / "events-*.parquet", "the glob matches no file")):
+        result = runner.invoke(app, ["init", str(other), "--events", str(events)])
+        assert result.exit_code == 2 and expected in said(result), result.output
+    result = runner.invoke(app, ["init", str(other), "--events", str(shop_export / "events.csv"),
+                                 "--customers", str(shop_export / "missing.parquet")])
+    assert result.exit_code == 2 and "--customers" in said(result) and "no such file" in said(result)
+    assert not other.exists()  # refused before anything was made
+
+
+def test_a_file_inside_the_project_is_named_relative_to_it_and_an_unreadable_one_is_reported(tmp_path, monkeypatch):
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    project = tmp_path / "shop"
+    (project / "data").mkdir(parents=True)
+    pd.DataFrame({"user_id": ["a", "b"], "event_name": ["purchase", "page_view"],
+                  "event_time": pd.to_datetime(["2026-01-01", "2026-01-02"])}).to_parquet(project / "data" / "ev.parquet")
+    (project / "data" / "customers.csv").write_bytes(b"\x00\x01not csv\xff\xfe\x00")
+    monkeypatch.chdir(project)
+    result = runner.invoke(app, ["init", "--events", "data/ev.parquet", "--customers", "data/customers.csv"])
+    assert result.exit_code == 0, result.output
+    catalog = yaml.safe_load((project / "configs" / "catalog.yaml").read_text())["sources"]
+    assert catalog["events"] == {"format": "parquet", "path": "data/ev.parquet",
+                                 "columns": {"customer_id": "user_id", "event_type": "event_name", "ts": "event_time"}}
+    assert catalog["customers"]["path"] == "data/customers.csv"
+    assert "customers could not be read" in said(result)
+    assert yaml.safe_load((project / "configs" / "roles.yaml").read_text())["event_roles"] == {
+        "purchase": ["purchase"], "page_view": ["page_view"]}
