@@ -183,7 +183,8 @@ def _write(folder: Path, found: list[SourceFound], roles: dict[str, list[tuple[s
     folder.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=folder, prefix=".configs.", suffix=".tmp"))
     try:
-        files = {"catalog.yaml": _CATALOG_HEADER.format(day=day) + _dump({"sources": {f.name: f.spec for f in found}}),
+        files = {"catalog.yaml": _CATALOG_HEADER.format(day=day) + "sources:\n" + "".join(
+                     f"  {f.name}:\n" + "".join(f"    {_dump({k: v}, flow=isinstance(v, dict))}" for k, v in f.spec.items()) for f in found),
                  "roles.yaml": _roles_text(day, roles, unplaced)}
         if TEMPLATES.is_dir():
             for template in sorted(TEMPLATES.rglob("*.yaml")):
@@ -216,5 +217,7 @@ def _roles_text(day: str, roles: dict[str, list[tuple[str, int]]], unplaced: lis
     return text + "".join(f"#   {yaml.safe_dump([e], allow_unicode=True, width=1 << 20).strip()}  # {n:,} events\n" for e, n in unplaced)
 
 
-def _dump(data: dict) -> str:
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None, width=1 << 20)
+def _dump(data: dict, flow: bool = True) -> str:
+    """YAML lines; with ``flow``, a list or mapping of plain values on one line (``purchase: [Placed Order]``)."""
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=None if flow else False,
+                          width=1 << 20)

@@ -128,6 +128,7 @@ def test_a_file_inside_the_project_is_named_relative_to_it_and_an_unreadable_one
     assert catalog["events"] == {"format": "parquet", "path": "data/ev.parquet",
                                  "columns": {"customer_id": "user_id", "event_type": "event_name", "ts": "event_time"}}
     assert catalog["customers"]["path"] == "data/customers.csv"
+    assert "  customers:\n    format: csv\n    path: data/customers.csv\n" in (project / "configs" / "catalog.yaml").read_text()
     assert "customers could not be read" in said(result)
     assert yaml.safe_load((project / "configs" / "roles.yaml").read_text())["event_roles"] == {
         "purchase": ["purchase"], "page_view": ["page_view"]}
