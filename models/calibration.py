@@ -86,4 +86,6 @@ def seasonal_base_rate(latest_rate: float, rate_year_before_latest: float | None
         expected = float(np.clip(latest_rate * factor, 1e-4, 1 - 1e-4))
         return expected, (f"latest realized rate {latest_rate:.4f} × seasonal factor {factor:.3f} "
                           f"(same dates a year earlier: {rate_year_before_latest:.4f} → {rate_year_before_target:.4f})")
-    return latest_rate, f"latest realized rate {latest_rate:.4f} carried forward (less than a year of history)"
+    return latest_rate, (f"latest realized rate {latest_rate:.4f} carried forward (no realized rate for the same dates "
+                         "a year earlier: the history does not reach back that far, or, for churn, a year plus the "
+                         "activity window)")
