@@ -100,6 +100,8 @@ KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
                                "optindate", "consentat"),
     },
     "identities": {
+        "customer_id": ("userid", "user", "customer", "customerid", "clientid", "contactid", "profileid", "personid",
+                        "accountid", "memberid"),
         "id_type": ("type", "identifiertype", "keytype", "idtype"),
         "id_value": ("value", "identifier", "identifiervalue", "keyvalue"),
     },

@@ -283,7 +283,7 @@ def likely_columns(raw: RawSource) -> dict[str, str]:
             like = _look_alike(col.name, [c for c in own if c not in found.values()])
             if like:
                 found[col.name] = like
-    return found
+    return {c.name: found[c.name] for c in CONTRACT[raw.name] if c.name in found}  # in the contract's order
 
 
 def _look_alike(name: str, own: list[str]) -> str | None:

@@ -37,7 +37,7 @@ def init(
         sources.add_column(c, overflow="fold")
     for f in result.sources:
         sources.add_row(f.name, escape(f.spec["path"]) + "".join(
-                            f"\n{k}: {escape(str(v))}" for k, v in f.spec.items() if k in ("delimiter", "encoding")),
+                            f"\n{k}: {escape(repr(v))}" for k, v in f.spec.items() if k in ("delimiter", "encoding")),
                         "\n".join(escape(f"{k} ← {v}") for k, v in f.mapped.items()) or "—",
                         "[red]could not be read[/]" if f.error else ", ".join(f.unmapped) or "—")
     out.print(sources)
