@@ -121,13 +121,18 @@ def test_a_file_inside_the_project_is_named_relative_to_it_and_an_unreadable_one
     pd.DataFrame({"user_id": ["a", "b"], "event_name": ["purchase", "page_view"],
                   "event_time": pd.to_datetime(["2026-01-01", "2026-01-02"])}).to_parquet(project / "data" / "ev.parquet")
     (project / "data" / "customers.csv").write_bytes(b"\x00\x01not csv\xff\xfe\x00")
+    pd.DataFrame({"user_id": ["a", "b"], "identifier_type": "email", "identifier": "a@b.c"}).to_csv(
+        project / "data" / "ids.tsv", sep="\t", index=False)
     monkeypatch.chdir(project)
-    result = runner.invoke(app, ["init", "--events", "data/ev.parquet", "--customers", "data/customers.csv"])
+    result = runner.invoke(app, ["init", "--events", "data/ev.parquet", "--customers", "data/customers.csv",
+                                 "--identities", "data/ids.tsv"])
     assert result.exit_code == 0, result.output
     catalog = yaml.safe_load((project / "configs" / "catalog.yaml").read_text())["sources"]
     assert catalog["events"] == {"format": "parquet", "path": "data/ev.parquet",
                                  "columns": {"customer_id": "user_id", "event_type": "event_name", "ts": "event_time"}}
     assert catalog["customers"]["path"] == "data/customers.csv"
+    assert catalog["identities"] == {"format": "csv", "path": "data/ids.tsv", "delimiter": "\t", "columns": {
+        "customer_id": "user_id", "id_type": "identifier_type", "id_value": "identifier"}}
     assert "  customers:\n    format: csv\n    path: data/customers.csv\n" in (project / "configs" / "catalog.yaml").read_text()
     assert "customers could not be read" in said(result)
     assert yaml.safe_load((project / "configs" / "roles.yaml").read_text())["event_roles"] == {
