@@ -33,11 +33,13 @@ def init(
     with handled():
         result = init_project(folder or state.project or Path.cwd(), events, customers, identities)
     sources = Table(title="Sources", title_justify="left")
-    for c in ("source", "path", "columns read as", "to map by hand"):
-        sources.add_column(c, overflow="fold")
+    for c in ("source", "path", "rows", "columns read as", "to map by hand"):
+        sources.add_column(c, overflow="fold", justify="right" if c == "rows" else "left")
     for f in result.sources:
+        files = f" in {f.files:,} files" if f.files > 1 else ""
         sources.add_row(f.name, escape(f.spec["path"]) + "".join(
                             f"\n{k}: {escape(repr(v))}" for k, v in f.spec.items() if k in ("delimiter", "encoding")),
+                        "—" if f.rows is None else f"{f.rows:,}{files}",
                         "\n".join(escape(f"{k} ← {v}") for k, v in f.mapped.items()) or "—",
                         "[red]could not be read[/]" if f.error else ", ".join(f.unmapped) or "—")
     out.print(sources)

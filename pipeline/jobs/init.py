@@ -112,11 +112,11 @@ def _given_path(name: str, given: str, folder: Path) -> str:
             raise BadValue(f"--{name} {given}: the glob matches no file")
     elif not path.is_file():
         raise BadValue(f"--{name} {given}: {'is a folder; expected a file or a glob' if path.is_dir() else 'no such file'}")
+    exact = path if glob.has_magic(str(path)) else path.resolve()
     try:
-        return str(path.resolve().relative_to(folder)) if not glob.has_magic(str(path)) else \
-            str(path.relative_to(folder))
+        return str(exact.relative_to(folder))
     except ValueError:
-        return str(path.resolve() if not glob.has_magic(str(path)) else path)
+        return str(exact)
 
 
 def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: Path) -> SourceFound:
