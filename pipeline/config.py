@@ -331,12 +331,15 @@ def segment_issues(cfg: SegmentsConfig, file: str = "configs/segments.yaml") -> 
         for other in s.exclude:
             if other not in names:
                 issues.append(ConfigIssue(file, f"segments[{i}].exclude", f"segment {s.name!r} excludes {other!r}, "
-                                          f"which is not defined; defined: {sorted(names)}"))
+                                          f"which is not defined; remove it from the segment's exclude, or define it "
+                                          f"(defined: {sorted(names)})"))
             elif other == s.name:
                 issues.append(ConfigIssue(file, f"segments[{i}].exclude", f"segment {s.name!r} excludes itself"))
     for i, name in enumerate(cfg.suppress_always):
         if name not in names:
-            issues.append(ConfigIssue(file, f"suppress_always[{i}]", f"{name!r} is not a defined segment"))
+            suppressions = sorted(n for n, d in names.items() if d.kind == "suppression")
+            issues.append(ConfigIssue(file, f"suppress_always[{i}]", f"{name!r} is not a defined segment; remove it "
+                                      f"from suppress_always, or define it (suppression segments: {suppressions})"))
         elif names[name].kind != "suppression":
             issues.append(ConfigIssue(file, f"suppress_always[{i}]", f"{name!r} is a {names[name].kind} segment; "
                                       "only kind: suppression segments can be applied to every segment"))

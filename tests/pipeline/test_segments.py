@@ -196,6 +196,11 @@ def test_suppress_always_must_name_a_suppression(project):
     write_segments(project, {"suppress_always": ["a"], "segments": [seg("a", "recency_days > 1")]})
     with pytest.raises(ConfigError, match=r"suppress_always\[0\]: 'a' is a rule segment"):
         load_config(project.root)
+    # a suppression taken out of the segments but left in suppress_always: the fix names both ways
+    write_segments(project, {"suppress_always": ["gone"], "segments": [seg("a", "recency_days > 1", kind="suppression")]})
+    with pytest.raises(ConfigError, match=r"suppress_always\[0\]: 'gone' is not a defined segment; remove it from "
+                                          r"suppress_always, or define it \(suppression segments: \['a'\]\)"):
+        load_config(project.root)
 
 
 # -- deltas and health -----------------------------------------------------------------------
