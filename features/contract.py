@@ -8,6 +8,7 @@ rest. Timestamps are normalised to UTC: naive values are taken as UTC, aware val
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -146,8 +147,6 @@ _ROLE_WORDS: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = tuple(
 def guess_role(event_name: str) -> str | None:
     """The role an event name most likely has by its words, or None: a proposal for a person to
     check before mapping it in configs/roles.yaml, never applied by itself."""
-    import re
-
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", event_name)  # OrderCompleted -> Order Completed
     words = set(re.findall(r"[a-z]+", spaced.lower()))
     for role, patterns in _ROLE_WORDS:
