@@ -119,6 +119,12 @@ def plain(name: str) -> str:
 # all must appear; the first role whose pattern matches is the guess. Refunds come before
 # purchases ("Order Refunded"), unsubscribes before consent. Klaviyo's "Ordered Product" is one
 # event per item of an order and is left unguessed: as purchases it would count each item.
+# A name with one of _NOT_DONE's words is left unguessed too: an attempt or a step is not the
+# event ("Transaction Failed", "Refund Requested", "Checkout Step Completed"), a wishlist is no
+# cart, and the email roles are not another channel's ("Unsubscribed from SMS").
+_NOT_DONE = frozenset(("failed", "failure", "fail", "error", "declined", "cancelled", "canceled", "cancel",
+                       "abandoned", "requested", "request", "started", "start", "initiated", "attempted", "attempt",
+                       "pending", "step", "wishlist", "sms", "push", "whatsapp", "text"))
 _ROLE_WORDS: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = tuple(
     (role, tuple(frozenset(p.split()) for p in patterns)) for role, patterns in (
         ("refund", ("refund", "refunded", "refunds", "order returned")),
@@ -126,7 +132,8 @@ _ROLE_WORDS: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = tuple(
         ("bounce", ("bounce", "bounced", "bounces")),
         ("complaint", ("spam", "complaint", "complained")),
         ("consent_withdrawn", ("consent withdrawn", "consent revoked", "consent removed", "consent denied")),
-        ("consent_granted", ("consent granted", "consent given", "consent accepted", "opted in", "opt in", "optin")),
+        ("consent_granted", ("consent granted", "consent given", "consent accepted", "opted in", "opt in", "optin",
+                             "subscribed email")),
         ("email_click", ("email click", "email clicked", "email clicks", "mail clicked", "email link clicked",
                          "emailclick")),
         ("email_open", ("email open", "email opened", "email opens", "mail opened", "emailopen")),
@@ -135,7 +142,7 @@ _ROLE_WORDS: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = tuple(
         ("add_to_cart", ("add to cart", "added to cart", "cart add", "cart added", "product added",
                          "addtocart", "add cart")),
         ("purchase", ("purchase", "purchased", "purchases", "order completed", "order placed", "placed order",
-                      "order created", "order paid", "completed order", "checkout completed", "transaction")),
+                      "order created", "order paid", "completed order", "transaction")),
         ("page_view", ("page view", "page viewed", "pageview", "pageviews", "product viewed", "viewed product",
                        "view item", "screen view", "screen viewed", "category viewed", "viewed page")),
         ("support_ticket", ("ticket", "support")),
@@ -149,6 +156,8 @@ def guess_role(event_name: str) -> str | None:
     check before mapping it in configs/roles.yaml, never applied by itself."""
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", event_name)  # OrderCompleted -> Order Completed
     words = set(re.findall(r"[a-z]+", spaced.lower()))
+    if words & _NOT_DONE:
+        return None
     for role, patterns in _ROLE_WORDS:
         if any(p <= words for p in patterns):
             return role

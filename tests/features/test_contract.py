@@ -34,6 +34,11 @@ def test_known_names_are_contract_columns_in_plain_form_each_claimed_once():
     # not guessed: ambiguous, or one event per item of an order, or nothing dynseg uses
     ("Link Clicked", None), ("Ordered Product", None), ("Checkout Started", None), ("Order Cancelled", None),
     ("session_start", None), ("Subscribed to List", None),
+    # an attempt, a step, a request, a wishlist or another channel is not the event
+    ("Transaction Failed", None), ("Refund Requested", None), ("Checkout Step Completed", None),
+    ("Checkout Completed", None), ("Product Added to Wishlist", None), ("Unsubscribed from SMS Marketing", None),
+    ("Payment Declined", None), ("Push Opened", None), ("Consent Removed", "consent_withdrawn"),
+    ("Subscribed to Email Marketing", "consent_granted"), ("Unsubscribed from Email Marketing", "unsubscribe"),
 ])
 def test_event_names_are_guessed_by_their_words(name, role):
     assert guess_role(name) == role
