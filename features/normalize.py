@@ -62,6 +62,15 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
             return Typed(f"CAST({c} AS VARCHAR)", "FALSE")
         return None
     if column.type == "timestamp":
+        if forms and forms[0] in EPOCH_UNITS and (is_numeric(t) or t == "VARCHAR"):
+            # Numbers since 1970-01-01 UTC in the unit the catalog names (GA4's BigQuery export
+            # writes microseconds); read through a double, exact for microseconds up to 2255. A
+            # value outside 1900-3000 does not convert: a wrong unit gives years like 58000.
+            n = f"TRY_CAST(NULLIF(trim({c}), '') AS DOUBLE)" if t == "VARCHAR" else f"CAST({c} AS DOUBLE)"
+            us = f"({n} * {EPOCH_UNITS[forms[0]]})"
+            e = f"(CASE WHEN {us} BETWEEN {_EPOCH_LOW} AND {_EPOCH_HIGH} THEN make_timestamp(CAST(round({us}) AS BIGINT)) END)"
+            given = f"NULLIF(trim({c}), '')" if t == "VARCHAR" else c
+            return Typed(e, f"({given} IS NOT NULL AND {e} IS NULL)")
         if t in _NAIVE_TS:
             return Typed(f"CAST({c} AS TIMESTAMP)", "FALSE")
         if t in ("TIMESTAMP_NS", "TIMESTAMPTZ_NS"):
@@ -123,6 +132,12 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
             return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND ({e}) IS NULL)")
         return None
     raise ValueError(f"unknown logical type {column.type!r}")
+
+
+#: ``timestamp_format`` values for numbers since 1970-01-01 UTC, each with its microseconds per unit
+EPOCH_UNITS = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
+# The instants an epoch number may stand for, in microseconds: 1900-01-01 to 3000-01-01 UTC
+_EPOCH_LOW, _EPOCH_HIGH = -2_208_988_800 * 10**6, 32_503_680_000 * 10**6
 
 
 def forms_literal(forms: tuple[str, ...]) -> str:

@@ -21,7 +21,7 @@ import duckdb
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.contract import CONTRACT
-from features.normalize import ident as _ident, is_numeric, literal as _quote
+from features.normalize import EPOCH_UNITS, ident as _ident, is_numeric, literal as _quote
 from features.writers import HOST, running, writer_tag
 
 _DELIMITERS = (";", "\t", "|", ",")
@@ -50,10 +50,16 @@ class SourceSpec(BaseModel):
         forms = [value] if isinstance(value, str) else value or []
         if isinstance(value, list) and not value:
             raise ValueError("expected a strptime form such as '%d/%m/%Y %H:%M', or a list of them; found an empty list")
+        if any(f in EPOCH_UNITS for f in forms):
+            if len(forms) > 1:
+                raise ValueError(f"an epoch unit ({', '.join(EPOCH_UNITS)}) stands alone: one column's numbers have one "
+                                 f"unit; found {forms}")
+            return value
         for form in forms:
             if "%" not in form:
                 raise ValueError(f"{form!r} has no strptime code; expected a form such as '%d/%m/%Y %H:%M' "
-                                 "(%d day, %m month, %Y year, %H hour, %M minute, %S second, %z offset)")
+                                 "(%d day, %m month, %Y year, %H hour, %M minute, %S second, %z offset), or, for "
+                                 f"numbers since 1970-01-01 UTC, their unit: {', '.join(EPOCH_UNITS)}")
             try:
                 duckdb.execute("SELECT try_strptime('', ?)", [form]).fetchall()
             except duckdb.Error as e:

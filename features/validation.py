@@ -22,7 +22,7 @@ import pyarrow as pa
 import yaml
 
 from features.contract import CONTRACT, KNOWN_NAMES, ROLES, Column, guess_role, plain
-from features.normalize import Typed, blank, expected_types, ident, is_numeric, literal, typed
+from features.normalize import EPOCH_UNITS, Typed, blank, expected_types, ident, is_numeric, literal, typed
 from features.sources import ColumnStats, RawSource, SourceError, SourceSpec, explain_read_error, register_source
 
 Severity = Literal["error", "warning"]
@@ -312,8 +312,13 @@ def _look_alike(name: str, own: list[str]) -> str | None:
 def _mistyped(raw: RawSource, col: Column) -> Problem:
     return Problem(
         raw.name, col.name, "mistyped", "error", 1,
-        f"{_files(raw)}: column '{col.name}' has type {raw.columns[col.name]}; expected {expected_types(col)}",
-        f"convert '{col.name}' to {col.type} in the source",
+        f"{_files(raw)}: column '{col.name}'{_own_name(raw, col.name)} has type {raw.columns[col.name]}; expected "
+        f"{expected_types(col)}",
+        f"convert '{raw.source_names.get(col.name, col.name)}' to {col.type} in the source"
+        + (f", or map another column to '{col.name}' in configs/catalog.yaml" if col.name in raw.source_names else "")
+        + (f"; numbers since 1970-01-01 UTC read with `timestamp_format: epoch_s` (or epoch_ms, epoch_us: in 2026 "
+           f"about 1.8e9 seconds, 1.8e12 milliseconds, 1.8e15 microseconds) under sources.{raw.name}"
+           if col.type == "timestamp" and is_numeric(raw.columns[col.name]) else ""),
     )
 
 
@@ -474,6 +479,10 @@ def _format_hint(col: str, spec: SourceSpec | None = None, name: str = "events")
     entry = f"sources.{name} in configs/catalog.yaml"
     if col in ("ts", "signup_at", "consent_updated_at") and spec is not None and spec.timestamp_forms:
         forms = spec.timestamp_forms
+        if forms[0] in EPOCH_UNITS:
+            unit = {"epoch_s": "seconds", "epoch_ms": "milliseconds", "epoch_us": "microseconds"}[forms[0]]
+            return (f"expected numbers of {unit} since 1970-01-01 UTC, between 1900 and 3000 (timestamp_format "
+                    f"{forms[0]!r} of {entry}; a value like 58000 years ahead means another unit)")
         return (f"expected timestamps in the form{'s' if len(forms) > 1 else ''} {' or '.join(map(repr, forms))} "
                 f"(timestamp_format of {entry})")
     if col == "amount" and spec is not None and spec.decimal == ",":

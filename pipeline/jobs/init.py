@@ -25,7 +25,7 @@ import yaml
 
 from features.asof import BadValue
 from features.contract import CONTRACT, ROLES, guess_role
-from features.normalize import ident
+from features.normalize import ident, is_numeric
 from features.sources import SourceError, SourceSpec, _head, _utf16, drop_copies, register_source
 from features.validation import likely_columns
 from pipeline.config import ConfigError, ConfigIssue
@@ -41,7 +41,8 @@ _CATALOG_HEADER = """\
 # check them, then run `dynseg data validate`, which proposes what is still missing.
 #   format: parquet | csv | duckdb      path: file, glob (data/events-*.parquet) or DuckDB file
 #   table: (duckdb only; schema.table)  delimiter / encoding: (csv only; utf-8, utf-16, latin-1)
-#   timestamp_format: (text timestamps that are not ISO-8601, e.g. '%d/%m/%Y %H:%M')
+#   timestamp_format: (text timestamps that are not ISO-8601, e.g. '%d/%m/%Y %H:%M'; numbers since
+#     1970-01-01 UTC: epoch_s, epoch_ms or epoch_us)
 # Paths are relative to the project folder.
 """
 
@@ -132,11 +133,33 @@ def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: P
         return found
     found.files, found.rows, found.view = len(raw.files), raw.rows, raw.view
     found.mapped = likely_columns(raw)
+    if name == "events":
+        ts = found.mapped.get("ts", "ts")
+        if ts in raw.columns and (is_numeric(raw.columns[ts]) or raw.columns[ts] == "VARCHAR"):
+            unit = _epoch_unit(con, raw.view, ts)
+            if unit is not None:
+                spec["timestamp_format"] = unit
     if found.mapped:
         spec["columns"] = dict(found.mapped)
     found.unmapped = [c.name for c in CONTRACT[name] if c.required and c.name not in raw.columns
                       and c.name not in found.mapped]
     return found
+
+
+def _epoch_unit(con: duckdb.DuckDBPyConnection, view: str, column: str) -> str | None:
+    """The unit of a time column of numbers (GA4's BigQuery export: microseconds; a CSV's text)
+    whose every value, read in it, falls between 1990 and 2100; None when no unit fits (a number
+    that is no time) or a value is no number (ISO text)."""
+    n = f"TRY_CAST(trim(CAST({ident(column)} AS VARCHAR)) AS DOUBLE)"
+    low, high, others = con.execute(f"SELECT min({n}), max({n}), count(*) FILTER ({ident(column)} IS NOT NULL "
+                                    f"AND {n} IS NULL) FROM {view}").fetchone()
+    if low is None or others:
+        return None
+    first, last = 631_152_000, 4_102_444_800  # 1990-01-01 and 2100-01-01, in seconds
+    for unit, per_second in (("epoch_s", 1), ("epoch_ms", 1_000), ("epoch_us", 1_000_000)):
+        if first * per_second <= low and high <= last * per_second:
+            return unit
+    return None
 
 
 def _csv_dialect(con: duckdb.DuckDBPyConnection, path: str, folder: Path) -> dict:

@@ -242,6 +242,37 @@ def test_text_timestamps_and_numbers_in_the_sources_own_form(project):
             load_config(project.root)
 
 
+def test_numbers_since_1970_in_the_unit_the_catalog_names(project):
+    """GA4's BigQuery export writes event_timestamp as integer microseconds: refused as a number
+    (with the setting that reads it named), read exactly with `timestamp_format: epoch_us`, from a
+    number column or a CSV's text; seconds may have a fraction; a value that lands outside
+    1900-3000 in the unit (the wrong unit) is unparseable, not an event in the year 58000."""
+    from pipeline.config import ConfigError
+
+    df = good_events()
+    df.loc[4, "ts"] = pd.Timestamp("2026-01-02 09:00:00.123456")
+    us = (df["ts"].astype("datetime64[us]").astype("int64")).rename("event_timestamp")
+    ga4 = df.drop(columns=["ts"]).assign(event_timestamp=us)
+    p = only(run_with(project, ga4, columns={"ts": "event_timestamp"}), "mistyped")
+    assert "column 'ts' (the file's column 'event_timestamp') has type BIGINT" in p.message
+    assert "convert 'event_timestamp' to timestamp" in p.fix and "`timestamp_format: epoch_s`" in p.fix
+    for name in ("events.parquet", "events.csv"):
+        report = run_with(project, ga4, name, columns={"ts": "event_timestamp"}, timestamp_format="epoch_us")
+        assert report.ok and report.problems == [], (name, report.problems)
+        got = connect_and_read(project, report)
+        pd.testing.assert_series_equal(got["ts"], df["ts"].astype("datetime64[us]"), check_names=False)
+    seconds = df.drop(columns=["ts"]).assign(ts=us / 1e6)  # a double with the fraction
+    report = run_with(project, seconds, timestamp_format="epoch_s")
+    assert report.ok, report.problems
+    got = connect_and_read(project, report)
+    assert (got["ts"] - df["ts"].astype("datetime64[us]")).abs().max() <= pd.Timedelta(microseconds=1)
+    p = only(run_with(project, ga4, columns={"ts": "event_timestamp"}, timestamp_format="epoch_ms"), "unparseable")
+    assert p.count == len(df) and "milliseconds since 1970-01-01 UTC" in p.fix and "another unit" in p.fix
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet", "timestamp_format": ["epoch_s", "%Y"]})
+    with pytest.raises(ConfigError, match="an epoch unit .* stands alone"):
+        load_config(project.root)
+
+
 def test_own_forms_are_held_to_what_iso_text_is_held_to(project):
     """With `%z` an impossible offset, with `%Z` a zone abbreviation, was read as written (an event
     moved days, BST as Bangladesh); under `decimal: ","` 0.500 read as 500 and NaN was an error;

@@ -137,3 +137,29 @@ def test_a_file_inside_the_project_is_named_relative_to_it_and_an_unreadable_one
     assert "customers could not be read" in said(result)
     assert yaml.safe_load((project / "configs" / "roles.yaml").read_text())["event_roles"] == {
         "purchase": ["purchase"], "page_view": ["page_view"]}
+
+
+def test_a_time_column_of_numbers_gets_its_epoch_unit(tmp_path, monkeypatch):
+    """GA4's BigQuery export: user_pseudo_id, event_name, event_timestamp in microseconds (here as
+    a CSV's text too). init picks the unit under which every value falls between 1990 and 2100, and
+    the project validates; numbers that are no time in any unit get no unit."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    stamps = pd.to_datetime(["2026-03-01 10:00:00", "2026-03-02 11:30:00.25", "2026-03-03 08:00:00"], format="ISO8601")
+    ga4 = pd.DataFrame({"user_pseudo_id": ["1.1", "1.1", "2.2"], "event_name": ["purchase", "page_view", "purchase"],
+                        "event_timestamp": stamps.astype("datetime64[us]").astype("int64"), "value": [10.0, None, 5.0]})
+    ga4.to_parquet(tmp_path / "ga4.parquet")
+    ga4.to_csv(tmp_path / "ga4.csv", index=False)
+    ga4.assign(event_timestamp=range(3)).to_parquet(tmp_path / "counter.parquet")
+    for name, unit in (("ga4.parquet", "epoch_us"), ("ga4.csv", "epoch_us"), ("counter.parquet", None)):
+        project = tmp_path / name.replace(".", "_")
+        result = runner.invoke(app, ["init", str(project), "--events", str(tmp_path / name)])
+        assert result.exit_code == 0, result.output
+        events = yaml.safe_load((project / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+        assert events.get("timestamp_format") == unit, (name, events)
+        assert events["columns"] == {"customer_id": "user_pseudo_id", "event_type": "event_name",
+                                     "ts": "event_timestamp", "amount": "value"}
+        monkeypatch.chdir(project)
+        result = runner.invoke(app, ["data", "validate", "--as-of", "2026-03-04"])
+        assert (result.exit_code == 0) == (unit is not None), result.output
+    assert "timestamp_format: epoch_s" in said(result)  # the counter's error names the setting
