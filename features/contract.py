@@ -78,31 +78,33 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
 #: from them when a contract column is missing; a name here is never taken as given.
 KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     "events": {
-        "customer_id": ("userid", "user", "customer", "customerid", "clientid", "contactid", "profileid",
-                        "personid", "accountid", "memberid", "shopperid", "distinctid", "userpseudoid"),
+        "customer_id": ("externaluserid", "userid", "user", "customer", "customerid", "clientid", "contactid",
+                        "profileid", "personid", "memberid", "shopperid", "subscriberkey", "distinctid",
+                        "userpseudoid"),
         "event_type": ("event", "eventname", "eventtype", "type", "action", "metric", "metricname",
                        "activity", "activitytype"),
-        "ts": ("timestamp", "eventtime", "eventtimestamp", "eventts", "occurredat", "time", "datetime",
-               "createdat", "happenedat", "eventdate", "date"),
+        "ts": ("timestamp", "originaltimestamp", "eventtime", "eventtimestamp", "eventts", "occurredat", "time",
+               "datetime", "orderedat", "purchasedat", "createdat", "happenedat", "eventdate", "date", "created"),
         "event_id": ("messageid", "id", "uuid", "eventuuid", "insertid"),
-        "amount": ("revenue", "value", "price", "total", "ordertotal", "ordervalue", "grandtotal",
-                   "eventvalue", "totalprice"),
+        "amount": ("revenue", "value", "total", "ordertotal", "ordervalue", "grandtotal", "eventvalue",
+                   "eventvalueinusd", "totalprice"),
         "category": ("productcategory", "itemcategory", "categoryname"),
         "campaign_id": ("campaign", "campaignname", "utmcampaign", "flowid"),
     },
     "customers": {
-        "customer_id": ("id", "userid", "user", "customer", "clientid", "contactid", "profileid", "personid",
-                        "accountid", "memberid"),
+        "customer_id": ("id", "externalid", "userid", "user", "customer", "clientid", "contactid", "profileid",
+                        "klaviyoid", "personid", "memberid", "subscriberkey", "distinctid"),
         "signup_at": ("createdat", "signupdate", "signedupat", "registeredat", "registrationdate", "joinedat",
-                      "firstseen", "datecreated"),
+                      "firstseen", "datecreated", "profilecreatedon", "createdon", "created"),
         "email_consent": ("acceptsmarketing", "acceptsemailmarketing", "emailoptin", "optin", "marketingconsent",
                           "emailsubscribed", "emailmarketingconsent"),
-        "consent_updated_at": ("acceptsmarketingupdatedat", "emailmarketingconsentupdatedat", "consentdate",
-                               "optindate", "consentat"),
+        "consent_updated_at": ("acceptsmarketingupdatedat", "emailmarketingconsentupdatedat",
+                               "emailmarketingconsentconsentupdatedat", "emailmarketingconsenttimestamp",
+                               "consentdate", "optindate", "consentat"),
     },
     "identities": {
         "customer_id": ("userid", "user", "customer", "customerid", "clientid", "contactid", "profileid", "personid",
-                        "accountid", "memberid"),
+                        "memberid"),
         "id_type": ("type", "identifiertype", "keytype", "idtype"),
         "id_value": ("value", "identifier", "identifiervalue", "keyvalue"),
     },
@@ -110,30 +112,58 @@ KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
 
 
 def plain(name: str) -> str:
-    """A column name compared as KNOWN_NAMES holds them: lower case, letters and digits only."""
-    return "".join(ch for ch in name.lower() if ch.isalnum())
+    """A column name compared as KNOWN_NAMES holds them: lower case, letters and digits only, a
+    parenthesised unit left out (``Order Value (EUR)`` is ``ordervalue``)."""
+    return "".join(ch for ch in re.sub(r"\(.*?\)", "", name).lower() if ch.isalnum())
 
 
 # How event names read in other tools' exports (Segment's e-commerce and email specs, GA4's
-# recommended events, Klaviyo's metrics, snake_case warehouse tables), as sets of words of which
-# all must appear; the first role whose pattern matches is the guess. Refunds come before
-# purchases ("Order Refunded"), unsubscribes before consent. Klaviyo's "Ordered Product" is one
-# event per item of an order and is left unguessed: as purchases it would count each item.
-# A name with one of _NOT_DONE's words is left unguessed too: an attempt or a step is not the
-# event ("Transaction Failed", "Refund Requested", "Checkout Step Completed"), a wishlist is no
-# cart, and the email roles are not another channel's ("Unsubscribed from SMS").
+# recommended events, Klaviyo's metrics, Braze, SFMC, Iterable, snake_case warehouse tables), as
+# sets of words of which all must appear; the first role whose pattern matches is the guess.
+# Refunds come before purchases ("Order Refunded"), unsubscribes before consent. A wrong guess
+# costs more than none (the user is asked to place an unguessed name; a wrong role counts in
+# silence), so a name is left unguessed when:
+# - it has one of _NOT_DONE's words: an attempt or a step is not the event ("Transaction Failed",
+#   "Refund Requested", "Checkout Step Completed"); a wishlist, a draft or a return is no order;
+#   the email roles are not another channel's ("Unsubscribed from SMS", Braze's push bounces), nor
+#   a soft bounce, a machine open (Apple's privacy proxy) or a cookie banner's consent;
+# - it matches one of _NO_GUESS's patterns: one event per item of an order (Klaviyo's "Ordered
+#   Product", Braze's per-product purchase), a ticket's later steps, an unsubscribe link's click,
+#   leaving one list;
+# - it names a consent or an unsubscribe undone ("Opt In Revoked", "Opt Out Reversed");
+# - it names a message about a non-email role ("Purchase Confirmation Sent", "Refund Email Sent").
+# "Checkout Completed" is not guessed either: a shop sending it and "Order Completed" would count
+# each order twice.
 _NOT_DONE = frozenset(("failed", "failure", "fail", "error", "declined", "cancelled", "canceled", "cancel",
                        "abandoned", "requested", "request", "started", "start", "initiated", "attempted", "attempt",
-                       "pending", "step", "wishlist", "sms", "push", "whatsapp", "text"))
+                       "pending", "step", "wishlist", "sms", "push", "pushnotification", "whatsapp", "text", "soft",
+                       "other", "machine", "cookie", "cookies", "storage", "forwarded", "draft", "return", "exchange",
+                       "favorite", "favorites", "favourite", "favourites", "compare", "form", "button", "newsletter",
+                       "confirmation", "receipt", "notification", "points"))
+_UNDONE = frozenset(("revoked", "withdrawn", "removed", "denied", "reversed", "expired", "undone", "undo"))
+_MESSAGE = frozenset(("email", "mail", "sent", "delivered", "message"))
+_EMAIL_ROLES = frozenset(("email_send", "email_open", "email_click", "unsubscribe", "bounce", "complaint",
+                          "consent_granted", "consent_withdrawn"))
+
+
+def _word_sets(*patterns: str) -> tuple[frozenset[str], ...]:
+    return tuple(frozenset(p.split()) for p in patterns)
+
+
+_NO_GUESS = _word_sets("ordered product", "product purchased", "item purchased", "order item", "order line",
+                       "line item", "behaviors purchase", "unsubscribe click", "unsubscribe clicked",
+                       "unsubscribe link", "unsubscribe page", "unsubscribed list", "ticket updated", "ticket solved",
+                       "ticket closed", "ticket comment", "ticket reopened")
 _ROLE_WORDS: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = tuple(
-    (role, tuple(frozenset(p.split()) for p in patterns)) for role, patterns in (
-        ("refund", ("refund", "refunded", "refunds", "order returned")),
-        ("unsubscribe", ("unsubscribe", "unsubscribed", "unsubscribes", "opted out", "opt out", "optout")),
+    (role, _word_sets(*patterns)) for role, patterns in (
+        ("refund", ("refund", "refunded", "refunds", "returned")),
+        ("unsubscribe", ("unsubscribe", "unsubscribed", "unsubscribes", "un subscribe", "opted out", "opt out",
+                         "optout")),
         ("bounce", ("bounce", "bounced", "bounces")),
-        ("complaint", ("spam", "complaint", "complained")),
+        ("complaint", ("spam", "spamreport", "complaint", "complained")),
         ("consent_withdrawn", ("consent withdrawn", "consent revoked", "consent removed", "consent denied")),
         ("consent_granted", ("consent granted", "consent given", "consent accepted", "opted in", "opt in", "optin",
-                             "subscribed email")),
+                             "subscribed email", "email subscribe")),
         ("email_click", ("email click", "email clicked", "email clicks", "mail clicked", "email link clicked",
                          "emailclick")),
         ("email_open", ("email open", "email opened", "email opens", "mail opened", "emailopen")),
@@ -156,8 +186,16 @@ def guess_role(event_name: str) -> str | None:
     check before mapping it in configs/roles.yaml, never applied by itself."""
     spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", event_name)  # OrderCompleted -> Order Completed
     words = set(re.findall(r"[a-z]+", spaced.lower()))
-    if words & _NOT_DONE:
+    if words & _NOT_DONE or any(p <= words for p in _NO_GUESS):
         return None
+    for role, patterns in _ROLE_WORDS:
+        if any(p <= words for p in patterns):
+            if role in ("consent_granted", "unsubscribe") and words & _UNDONE:
+                return None  # "Opt In Revoked" is no grant, "Opt Out Reversed" no unsubscribe
+            if role not in _EMAIL_ROLES and words & _MESSAGE:
+                return None  # "Refund Email Sent" is a message, not the refund
+            return role
+    return None
     for role, patterns in _ROLE_WORDS:
         if any(p <= words for p in patterns):
             return role

@@ -13,8 +13,9 @@ from features.contract import Column
 _INTEGER = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 _NUMERIC_PREFIXES = ("DECIMAL", "DOUBLE", "FLOAT", "REAL")
 _NAIVE_TS = {"TIMESTAMP", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
-_TRUE = ("true", "t", "yes", "y", "1")
-_FALSE = ("false", "f", "no", "n", "0")
+# Klaviyo's and Shopify's consent states count too (SUBSCRIBED, NEVER_SUBSCRIBED, not_subscribed)
+_TRUE = ("true", "t", "yes", "y", "1", "subscribed")
+_FALSE = ("false", "f", "no", "n", "0", "unsubscribed", "never_subscribed", "not_subscribed")
 
 
 SQL_TYPE = {"string": "VARCHAR", "timestamp": "TIMESTAMP", "double": "DOUBLE", "bool": "BOOLEAN"}

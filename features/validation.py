@@ -280,7 +280,9 @@ def likely_columns(raw: RawSource) -> dict[str, str]:
                 break
     for col in contract:
         if col.name not in found:
-            like = _look_alike(col.name, [c for c in own if c not in found.values()])
+            # not a column other tools name as another contract column (GA4's event_date is no event_id)
+            others = {n for other, names in known.items() if other != col.name for n in names}
+            like = _look_alike(col.name, [c for c in own if c not in found.values() and plain(c) not in others])
             if like:
                 found[col.name] = like
     return {c.name: found[c.name] for c in CONTRACT[raw.name] if c.name in found}  # in the contract's order
@@ -288,9 +290,9 @@ def likely_columns(raw: RawSource) -> dict[str, str]:
 
 def _look_alike(name: str, own: list[str]) -> str | None:
     """The column of ``own`` (the source's columns that are no contract column and not proposed
-    for another) that looks like the contract column ``name``, if one does: the same letters in
-    another case or spelling (``Amount``, ``eventid``); a longer name holding it (``total_amount``,
-    ``product_category``); an abbreviation of it (``amt``, ``categ``: from its first letter, its
+    for another) that looks like the contract column ``name``, if one alone does: the same letters
+    in another case or spelling (``Amount``, ``eventid``); a longer name holding it (``total_amount``,
+    ``product_category``; not for ``ts``, which ``lifetime_points`` holds); an abbreviation of it (``amt``, ``categ``: from its first letter, its
     letters in order, and not one of its words, as ``email`` is of ``email_consent``); or a
     difflib ratio of at least 0.75 (``signup_date``, ``ammount``). Not ``event_name`` for
     ``event_id``, nor ``updated_at`` for ``consent_updated_at``: a warning that is wrong too often
@@ -301,10 +303,10 @@ def _look_alike(name: str, own: list[str]) -> str | None:
                 and short not in name.lower().split("_"))
 
     target = plain(name)
-    for test in (lambda c: c == target, lambda c: target in c, lambda c: abbreviates(c, target)):
+    for test in (lambda c: c == target, lambda c: len(target) > 2 and target in c, lambda c: abbreviates(c, target)):
         found = [c for c in own if test(plain(c))]
-        if found:
-            return found[0]
+        if found:  # two that fit (discount_amount, tax_amount) tell nothing: no proposal rather than the first
+            return found[0] if len(found) == 1 else None
     close = difflib.get_close_matches(target, [plain(c) for c in own], n=1, cutoff=0.75)
     return next(c for c in own if plain(c) == close[0]) if close else None
 
@@ -494,7 +496,8 @@ def _format_hint(col: str, spec: SourceSpec | None = None, name: str = "events")
             "signup_at": "expected ISO-8601 timestamps" + zones + other,
             "consent_updated_at": "expected ISO-8601 timestamps" + zones + other,
             "amount": f"expected numbers with '.' as decimal point; for a decimal comma set `decimal: ','` under {entry}",
-            "email_consent": "expected true/false"}.get(col, "see the data contract in the README")
+            "email_consent": "expected true/false (also yes/no, y/n, 1/0, subscribed/unsubscribed, "
+                             "never_subscribed, not_subscribed)"}.get(col, "see the data contract in the README")
 
 
 def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Check], problems: list[Problem],

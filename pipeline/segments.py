@@ -130,7 +130,8 @@ def _absent_feature(name: str, features: FeaturesConfig) -> str | None:
                     "there, or remove the condition.")
     return (f"'{name}' is a feature ({found[0]}, features/customer_features.md) that this data does not have: no "
             "event of the role it needs before the cutoff (configs/roles.yaml), or no such profile field. Remove "
-            "the condition or the segment, or map those events.")
+            "the condition or the segment (and then its name from suppress_always and from other segments' "
+            "exclude), or map those events.")
 
 
 def _dependency_order(compiled: dict[str, CompiledSegment]) -> list[CompiledSegment]:

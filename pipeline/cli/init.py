@@ -19,13 +19,9 @@ def init(
     customers: Annotated[Optional[str], typer.Option(help="Customer profiles (optional): Parquet or CSV.")] = None,
     identities: Annotated[Optional[str], typer.Option(help="Identity links (optional): Parquet or CSV.")] = None,
 ) -> None:
-    """Start a project on your own files: configs/ with the column mappings and event roles proposed
-    from your names, to check before the first run.
+    """Start a project on your own files: configs/ with the column mappings and event roles proposed from your names, to check before the first run.
 
-    Writes configs/catalog.yaml (your files, with the `columns:` mapping proposed from names such as
-    userId, timestamp and revenue), configs/roles.yaml (the event names whose words say their role,
-    Placed Order a purchase; the others listed for you to place) and the other configs with the
-    demo's settings. Never overwrites: an existing configs/ is refused.
+    Writes configs/catalog.yaml (your files, with the `columns:` mapping proposed from names such as userId, timestamp and revenue), configs/roles.yaml (the event names whose words say their role, Placed Order a purchase; the others listed for you to place) and the other configs with the demo's settings. Never overwrites: an existing configs/ is refused.
     """
     from pipeline.jobs.init import init_project
 
@@ -64,6 +60,8 @@ def init(
     for step in (f"check configs/catalog.yaml and configs/roles.yaml, then `dynseg{flag} data validate` (it proposes "
                  "what is still missing)",
                  f"`dynseg{flag} features build --as-of DATE`, then `dynseg{flag} train purchase` and `train churn`",
+                 f"`dynseg{flag} models promote purchase VERSION` (and churn): a run scores with each target's champion",
                  f"`dynseg{flag} segments check`: configs/segments.yaml holds the demo's segments; a rule on a "
-                 "feature your data lacks is named there"):
+                 "feature your data lacks is named there (remove it, and its name from suppress_always)",
+                 f"`dynseg{flag} score --as-of DATE`"):
         out.print(f"  - {step}", markup=False, highlight=False)

@@ -116,7 +116,14 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     if not targets:
         raise ValueError("configs/scoring.yaml: targets is empty; expected at least one of ['purchase', 'churn']")
     say("loading champion models")
-    champions = {t: registry.load_champion(cfg.training.registry.names[t]) for t in targets}
+    champions, lacking = {}, []
+    for t in targets:  # every target without a champion at once, not one per attempt
+        try:
+            champions[t] = registry.load_champion(cfg.training.registry.names[t])
+        except registry.RegistryError as e:
+            lacking.append(str(e))
+    if lacking:
+        raise registry.RegistryError("; ".join(lacking))
 
     clock = time.perf_counter()
     say("validate")

@@ -39,6 +39,17 @@ def test_known_names_are_contract_columns_in_plain_form_each_claimed_once():
     ("Checkout Completed", None), ("Product Added to Wishlist", None), ("Unsubscribed from SMS Marketing", None),
     ("Payment Declined", None), ("Push Opened", None), ("Consent Removed", "consent_withdrawn"),
     ("Subscribed to Email Marketing", "consent_granted"), ("Unsubscribed from Email Marketing", "unsubscribe"),
+    # consent or an unsubscribe undone; a message about an order; a ticket's later steps; per-item purchases
+    ("Opt In Revoked", None), ("optin_revoked", None), ("Opt Out Reversed", None), ("Consent Revoked", "consent_withdrawn"),
+    ("Purchase Confirmation Sent", None), ("Refund Email Sent", None), ("Purchase Returned", "refund"),
+    ("Support Ticket Closed", None), ("Ticket Solved", None), ("Unsubscribed from List", None),
+    ("users.behaviors.Purchase", None), ("Product Purchased", None), ("Order Line Created", None),
+    # Braze, SFMC, Iterable, HubSpot/SendGrid names
+    ("users.messages.pushnotification.Bounce", None), ("users.messages.email.SoftBounce", None),
+    ("users.messages.email.HardBounce", "bounce"), ("users.messages.email.MachineOpen", None),
+    ("users.messages.email.Open", "email_open"), ("Cookie Consent Granted", None), ("hostedUnsubscribeClick", None),
+    ("emailUnSubscribe", "unsubscribe"), ("emailSubscribe", "consent_granted"), ("SPAMREPORT", "complaint"),
+    ("Newsletter Signup", None), ("Draft Order Created", None), ("Product Added to Favorites", None),
 ])
 def test_event_names_are_guessed_by_their_words(name, role):
     assert guess_role(name) == role

@@ -123,6 +123,31 @@ def test_columns_named_as_other_tools_name_them_are_proposed_all_at_once(project
     assert "`columns: {signup_at: created_at}`" in found["signup_at"]
 
 
+def test_proposals_that_would_read_the_wrong_column_are_not_made(project):
+    """A reviewer's real exports: the order value with its currency in parentheses is the amount;
+    two columns that both hold 'amount' (discount_amount, tax_amount) give no proposal rather than
+    the first; lifetime_points is no ts; GA4's event_date is no event_id; Braze's external_user_id
+    is the customer (its user_id is Braze's own id); Klaviyo's SUBSCRIBED is consent."""
+    df = good_events(3)
+    report = run_with(project, df.rename(columns={"amount": "Order Value (EUR)"}))
+    assert "`columns: {amount: Order Value (EUR)}`" in only(report, "look_alike_column").fix
+    report = run_with(project, df.drop(columns=["amount"]).assign(discount_amount=0.0, tax_amount=1.0))
+    assert not [p for p in report.problems if p.check == "look_alike_column"], report.problems
+    p = only(run_with(project, df.rename(columns={"ts": "when"}).assign(lifetime_points=3)), "missing_column")
+    assert "lifetime_points" not in p.fix and "your_column" in p.fix
+    report = run_with(project, df.drop(columns=["event_id"]).assign(event_date="2026-01-01"))
+    assert not [p for p in report.problems if p.check == "look_alike_column"], report.problems
+    braze = df.rename(columns={"customer_id": "external_user_id"}).assign(user_id="braze-internal")
+    assert "`columns: {customer_id: external_user_id}`" in only(run_with(project, braze), "missing_column").fix
+    pd.DataFrame({"customer_id": ["c0", "c1", "c2"], "email_consent": ["SUBSCRIBED", "NEVER_SUBSCRIBED", "unsubscribed"],
+                  "consent_updated_at": "2025-06-01"}).to_csv(project.data / "customers.csv", index=False)
+    project.write_events(df)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "csv", "path": "data/customers.csv"})
+    report = run(project)
+    assert report.ok and not [p for p in report.problems if p.source == "customers"], report.problems
+
+
 def test_unknown_event_names_come_with_the_roles_their_words_suggest(project):
     """Event names as Segment and Klaviyo write them: the fix proposes the roles.yaml line of each
     role it can guess, with the names the role already maps (so the line replaces the old one),

@@ -163,3 +163,22 @@ def test_a_time_column_of_numbers_gets_its_epoch_unit(tmp_path, monkeypatch):
         result = runner.invoke(app, ["data", "validate", "--as-of", "2026-03-04"])
         assert (result.exit_code == 0) == (unit is not None), result.output
     assert "timestamp_format: epoch_s" in said(result)  # the counter's error names the setting
+
+
+def test_score_before_any_promotion_names_every_target_without_a_champion(tmp_path, monkeypatch):
+    """A new project's first score (init's last step) named only the first target lacking a
+    champion; the second came on the next attempt. Both at once, each with how to promote."""
+    from pipeline.synthetic import write
+
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE", "MLFLOW_TRACKING_URI"):
+        monkeypatch.delenv(var, raising=False)
+    write(generate(200, seed=2, end="2026-11-27"), tmp_path / "data")
+    project = tmp_path / "shop"
+    result = runner.invoke(app, ["init", str(project), "--events", str(tmp_path / "data" / "events.parquet")])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(project)
+    result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
+    assert result.exit_code == 1, result.output
+    text = said(result)
+    for target in ("purchase", "churn"):
+        assert f"dynseg-{target}" in text, text
