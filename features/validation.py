@@ -336,8 +336,17 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
             checks.append(_Check(col, "unparseable", "error", ty.bad, f"values in '{col}' do not convert",
                                  f"fix the values or the column's format ({_format_hint(col, spec, name)})"))
     if "customer_id" in t and not _never_blank(stats.get("customer_id")):
-        checks.append(_Check("customer_id", "null_id", "error", blank("customer_id"),
-                             "rows have a null or empty customer_id", "drop those rows or fill the id"))
+        if name == "events" and spec is not None and spec.null_ids == "drop":
+            checks.append(_Check("customer_id", "null_id", "warning", blank("customer_id"),
+                                 "rows have a null or empty customer_id: left out of every run, as `null_ids: drop` "
+                                 "says (anonymous visits)", "identify them upstream if they should count"))
+        else:
+            checks.append(_Check("customer_id", "null_id", "error", blank("customer_id"),
+                                 "rows have a null or empty customer_id",
+                                 "drop those rows or fill the id" + (
+                                     "; if they are anonymous visits (a Segment or RudderStack tracks table), set "
+                                     "`null_ids: drop` under sources.events in configs/catalog.yaml to leave them out"
+                                     if name == "events" else "")))
     if name == "events":
         if "event_type" in t and not _never_blank(stats.get("event_type")):
             checks.append(_Check("event_type", "null_event_type", "error", blank("event_type"),

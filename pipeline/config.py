@@ -383,6 +383,14 @@ def _exclusion_cycle(cfg: SegmentsConfig) -> list[str] | None:
 class Catalog(_Strict):
     sources: dict[str, SourceSpec]
 
+    @model_validator(mode="after")
+    def _null_ids_for_events(self) -> Catalog:
+        others = [n for n, spec in self.sources.items() if n != "events" and spec.null_ids == "drop"]
+        if others:  # a profile or an identity link without its id is no row to leave out in silence
+            raise ValueError(f"`null_ids: drop` is for the events source only (anonymous visits); found under "
+                             f"{', '.join(others)}: fix the rows without an id there, or remove the setting")
+        return self
+
 
 class Roles(_Strict):
     event_roles: dict[Role, list[str]]

@@ -197,6 +197,33 @@ def test_null_and_empty_ids(project):
     assert p.examples[0].endswith("at row 1") and "at row 5" in p.examples[1]
 
 
+def test_anonymous_rows_are_an_error_or_left_out_when_the_catalog_says_so(project):
+    """A Segment or RudderStack tracks table holds anonymous visits (no user_id). By default an
+    error, whose fix names the setting; with `null_ids: drop` a warning that counts them, and the
+    canonical log a run reads leaves them out. Only for events: a profile without its id is no
+    row to drop in silence."""
+    from features.load import build_canonical
+    from pipeline.config import ConfigError
+
+    df = good_events(3).astype({"customer_id": "object"})
+    df.loc[[1, 4], "customer_id"] = [None, "  "]
+    p = only(run_with(project, df), "null_id")
+    assert p.severity == "error" and "`null_ids: drop` under sources.events" in p.fix
+    report = run_with(project, df, null_ids="drop")
+    p = only(report, "null_id")
+    assert report.ok and p.severity == "warning" and p.count == 2 and "left out of every run" in p.message
+    con = connect()
+    cfg = load_config(project.root)
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF)
+    build_canonical(con, report, cfg.role_of)
+    kept = con.sql("SELECT event_id FROM events ORDER BY event_id").df()["event_id"].tolist()
+    assert kept == sorted(set(df["event_id"]) - {df.loc[1, "event_id"], df.loc[4, "event_id"]})
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/events.parquet", "null_ids": "drop"})
+    with pytest.raises(ConfigError, match="`null_ids: drop` is for the events source only"):
+        load_config(project.root)
+
+
 def test_unparseable_timestamps_in_csv(project):
     df = good_events().astype({"ts": "object"})
     df.loc[3, "ts"] = "yesterday"
