@@ -181,11 +181,34 @@ _ROLE_WORDS: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = tuple(
     ))
 
 
+def _words(event_name: str) -> set[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", event_name)  # OrderCompleted -> Order Completed
+    return set(re.findall(r"[a-z]+", spaced.lower()))
+
+
+def unguessed_because(event_name: str) -> str | None:
+    """Why :func:`guess_role` leaves a name that looks like a role's unguessed, when a rule of
+    its own does (a per-item event, an attempt, another channel): said beside the name in
+    configs/roles.yaml, so that nobody maps it as the role it resembles."""
+    words = _words(event_name)
+    if any(p <= words for p in _word_sets("ordered product", "product purchased", "item purchased", "order item",
+                                          "order line", "line item", "behaviors purchase")):
+        return "one event per item of an order: as purchase it would count items as orders"
+    if {"checkout", "completed"} <= words and "step" not in words:
+        return "with an order event beside it, as purchase it would count each order twice"
+    if words & {"sms", "push", "pushnotification", "whatsapp", "text"}:
+        return "another channel than email"
+    if words & _NOT_DONE & {"failed", "failure", "fail", "error", "declined", "cancelled", "canceled", "cancel",
+                            "abandoned", "requested", "request", "started", "start", "initiated", "attempted",
+                            "attempt", "pending", "step"}:
+        return "an attempt or a step, not the event itself"
+    return None
+
+
 def guess_role(event_name: str) -> str | None:
     """The role an event name most likely has by its words, or None: a proposal for a person to
     check before mapping it in configs/roles.yaml, never applied by itself."""
-    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1 \2", event_name)  # OrderCompleted -> Order Completed
-    words = set(re.findall(r"[a-z]+", spaced.lower()))
+    words = _words(event_name)
     if words & _NOT_DONE or any(p <= words for p in _NO_GUESS):
         return None
     for role, patterns in _ROLE_WORDS:

@@ -222,7 +222,7 @@ def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | No
                 problems.append(
                     Problem(raw.name, col.name, "missing_column", "error", 1,
                             f"{_files(raw)}: required column '{col.name}' is missing; found columns "
-                            f"{sorted(raw.columns)}",
+                            f"{sorted(raw.source_names.get(c, c) for c in raw.columns)}",  # as the file names them
                             (f"if '{like}' holds it, map it: `columns: {_flow({col.name: like})}`" if like else
                              f"add it, or map your column to it (`columns: {{{col.name}: your_column}}`)")
                             + f" under sources.{raw.name} in configs/catalog.yaml")

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from features.contract import unguessed_because
 from pipeline.cli.common import State, handled, out
 
 
@@ -46,8 +47,14 @@ def init(
         for role, names in result.roles.items():
             roles.add_row(role, escape(", ".join(e for e, _ in names)), f"{sum(n for _, n in names):,}")
         out.print(roles)
+        several = [role for role, names in result.roles.items() if len(names) > 1]
+        if several:
+            out.print(f"[yellow]Several names for {', '.join(several)}:[/] if two record the same thing (an order's "
+                      "webhook and its page event, an email's sent and delivered), each counts; keep one.",
+                      highlight=False)
     if result.unplaced:
-        shown = ", ".join(f"{e!r} ({n:,})" for e, n in result.unplaced[:10])
+        shown = ", ".join(f"{e!r} ({n:,}" + (f"; {why}" if (why := unguessed_because(e)) else "") + ")"
+                          for e, n in result.unplaced[:10])
         more = f" and {len(result.unplaced) - 10} more" if len(result.unplaced) > 10 else ""
         out.print(f"[yellow]Not placed[/] (no role in their words; listed in configs/roles.yaml): {escape(shown)}{more}",
                   highlight=False)

@@ -24,7 +24,7 @@ import duckdb
 import yaml
 
 from features.asof import BadValue
-from features.contract import CONTRACT, ROLES, guess_role
+from features.contract import CONTRACT, ROLES, guess_role, unguessed_because
 from features.normalize import ident, is_numeric
 from features.sources import SourceError, SourceSpec, _head, _utf16, drop_copies, register_source
 from features.validation import likely_columns
@@ -231,13 +231,18 @@ def _write(folder: Path, found: list[SourceFound], roles: dict[str, list[tuple[s
 
 def _roles_text(day: str, roles: dict[str, list[tuple[str, int]]], unplaced: list[tuple[str, int]]) -> str:
     text = _ROLES_HEADER.format(day=day)
+    several = [role for role, names in roles.items() if len(names) > 1]
+    if several:
+        text += (f"# Check {', '.join(several)} first: two names of one role that record the same thing (an order's\n"
+                 "# webhook and its page event, an email's sent and delivered) count it twice; keep one.\n")
     text += _dump({"event_roles": {role: [e for e, _ in names] for role, names in roles.items()}})
     text += "\n# Event names you track but dynseg should not use.\n"
     if not unplaced:
         return text + "ignore: []\n"
     text += ("ignore:\n# Not placed by `dynseg init` (their words suggest no role; validation refuses them until\n"
              "# they are): map each under event_roles, or uncomment its line here to ignore it.\n")
-    return text + "".join(f"#   {yaml.safe_dump([e], allow_unicode=True, width=1 << 20).strip()}  # {n:,} events\n" for e, n in unplaced)
+    return text + "".join(f"#   {yaml.safe_dump([e], allow_unicode=True, width=1 << 20).strip()}  # {n:,} event{'s' if n != 1 else ''}"
+                          + (f"; {why}" if (why := unguessed_because(e)) else "") + "\n" for e, n in unplaced)
 
 
 def _dump(data: dict, flow: bool = True) -> str:

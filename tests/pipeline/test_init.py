@@ -118,8 +118,9 @@ def test_a_file_inside_the_project_is_named_relative_to_it_and_an_unreadable_one
         monkeypatch.delenv(var, raising=False)
     project = tmp_path / "shop"
     (project / "data").mkdir(parents=True)
-    pd.DataFrame({"user_id": ["a", "b"], "event_name": ["purchase", "page_view"],
-                  "event_time": pd.to_datetime(["2026-01-01", "2026-01-02"])}).to_parquet(project / "data" / "ev.parquet")
+    pd.DataFrame({"user_id": ["a", "b", "a", "b"], "event_name": ["purchase", "page_view", "Order Completed", "Ordered Product"],
+                  "event_time": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"])}).to_parquet(
+        project / "data" / "ev.parquet")
     (project / "data" / "customers.csv").write_bytes(b"\x00\x01not csv\xff\xfe\x00")
     pd.DataFrame({"user_id": ["a", "b"], "identifier_type": "email", "identifier": "a@b.c"}).to_csv(
         project / "data" / "ids.tsv", sep="\t", index=False)
@@ -135,8 +136,13 @@ def test_a_file_inside_the_project_is_named_relative_to_it_and_an_unreadable_one
         "customer_id": "user_id", "id_type": "identifier_type", "id_value": "identifier"}}
     assert "  customers:\n    format: csv\n    path: data/customers.csv\n" in (project / "configs" / "catalog.yaml").read_text()
     assert "customers could not be read" in said(result)
-    assert yaml.safe_load((project / "configs" / "roles.yaml").read_text())["event_roles"] == {
-        "purchase": ["purchase"], "page_view": ["page_view"]}
+    roles_text = (project / "configs" / "roles.yaml").read_text()
+    assert yaml.safe_load(roles_text)["event_roles"] == {"purchase": ["Order Completed", "purchase"],
+                                                         "page_view": ["page_view"]}
+    # two names of one role may record one order twice; a per-item event says why it is not a purchase
+    assert "# Check purchase first" in roles_text and "Several names for purchase" in said(result)
+    assert "#   - Ordered Product  # 1 event; one event per item of an order" in roles_text
+    assert "'Ordered Product' (1; one event per item" in said(result)
 
 
 def test_a_time_column_of_numbers_gets_its_epoch_unit(tmp_path, monkeypatch):
