@@ -59,6 +59,8 @@ def init(
         out.print(f"[yellow]Not placed[/] (no role in their words; listed in configs/roles.yaml): {escape(shown)}{more}",
                   highlight=False)
     for f in result.sources:
+        for note in f.notes:
+            out.print(f"[yellow]{f.name}:[/] {escape(note)}", highlight=False)
         if f.error:
             out.print(f"[red]{f.name} could not be read:[/] {escape(f.error)}", highlight=False)
     project = result.folder

@@ -25,7 +25,7 @@ import yaml
 
 from features.asof import BadValue
 from features.contract import CONTRACT, ROLES, guess_role, unguessed_because
-from features.normalize import ident, is_numeric
+from features.normalize import DECIMAL_COMMA, forms_literal, ident, is_numeric, literal
 from features.sources import SourceError, SourceSpec, _head, _utf16, drop_copies, register_source
 from features.validation import likely_columns
 from pipeline.config import ConfigError, ConfigIssue
@@ -65,6 +65,7 @@ class SourceFound:
     unmapped: list[str] = field(default_factory=list)  # required contract columns nothing proposes
     error: str | None = None  # why it could not be read (written anyway, for validation to explain)
     view: str | None = None  # the DuckDB view over it, its own column names
+    notes: list[str] = field(default_factory=list)  # what init could not decide for the user
 
 
 @dataclass
@@ -139,11 +140,62 @@ def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: P
             unit = _epoch_unit(con, raw.view, ts)
             if unit is not None:
                 spec["timestamp_format"] = unit
+            elif raw.columns[ts] == "VARCHAR":
+                forms, note = _text_forms(con, raw.view, ts, found.mapped.get("amount", "amount"), raw.columns)
+                spec |= forms
+                found.notes += [note] if note else []
     if found.mapped:
         spec["columns"] = dict(found.mapped)
     found.unmapped = [c.name for c in CONTRACT[name] if c.required and c.name not in raw.columns
                       and c.name not in found.mapped]
     return found
+
+
+#: Text date forms of exports, by family: the forms of one family share the order of day and
+#: month, and a column may mix them (a bare date beside date and time)
+_DATE_FAMILIES: dict[str, tuple[str, ...]] = {
+    f"{order}{sep}": tuple(f"{sep.join(parts)}{time}" for time in (" %H:%M:%S", " %H:%M", " %I:%M %p", ""))
+    for order, parts in (("dmy", ("%d", "%m", "%Y")), ("mdy", ("%m", "%d", "%Y")), ("ymd", ("%Y", "%m", "%d")))
+    for sep in ("/", ".", "-") if not (order == "ymd" and sep == "-")  # 2026-11-28 is ISO already
+}
+
+
+def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, amount: str,
+                columns: dict[str, str]) -> tuple[dict, str | None]:
+    """``timestamp_format`` and ``decimal`` for a CSV's text, when its values say so unambiguously:
+    the one family of date forms that reads every time that ISO-8601 does not (28/11/2026 14:03;
+    none when day-first and month-first both read them all, as when no day passes 12), and a
+    decimal comma when every amount is such a number and one has a comma (1.234,56). Also what
+    could not be decided, for the user to say."""
+    v = f"NULLIF(trim({ident(ts)}), '')"
+    families = list(_DATE_FAMILIES)
+    misses = [f"count({v}) FILTER (try_strptime({v}, {forms_literal(_DATE_FAMILIES[f])}) IS NULL)" for f in families]
+    hits = [f"count({v}) FILTER (try_strptime({v}, {literal(form)}) IS NOT NULL)"
+            for f in families for form in _DATE_FAMILIES[f]]
+    amount_sql = ["0", "0"]
+    if columns.get(amount) == "VARCHAR":
+        a = f"NULLIF(trim({ident(amount)}), '')"
+        amount_sql = [f"count({a}) FILTER (NOT regexp_matches({a}, '{DECIMAL_COMMA}') AND lower({a}) <> 'nan')",
+                      f"count({a}) FILTER (contains({a}, ','))"]
+    row = con.execute(f"SELECT count({v}) FILTER (TRY_CAST({v} AS TIMESTAMPTZ) IS NULL), "
+                      f"{', '.join(misses + hits + amount_sql)} FROM {view}").fetchone()
+    not_iso, missed, hit = row[0], row[1:1 + len(families)], row[1 + len(families):-2]
+    out: dict = {}
+    note = None
+    if not_iso:
+        readers = [f for f, n in zip(families, missed) if n == 0]
+        if len({f[:3] for f in readers}) > 1:
+            note = (f"'{ts}' reads as day-first and as month-first dates alike (no day passes 12): set "
+                    "`timestamp_format` under sources.events yourself, e.g. '%d/%m/%Y %H:%M'")
+        elif readers:  # one order of day and month reads them all
+            counts = iter(hit)
+            used = {f: [form for form in _DATE_FAMILIES[f] if next(counts) > 0] for f in families}
+            forms = used[readers[0]]
+            out["timestamp_format"] = forms[0] if len(forms) == 1 else forms
+    not_decimal_comma, commas = row[-2:]
+    if columns.get(amount) == "VARCHAR" and not not_decimal_comma and commas:
+        out["decimal"] = ","
+    return out, note
 
 
 def _epoch_unit(con: duckdb.DuckDBPyConnection, view: str, column: str) -> str | None:
@@ -207,7 +259,8 @@ def _write(folder: Path, found: list[SourceFound], roles: dict[str, list[tuple[s
     staged = Path(tempfile.mkdtemp(dir=folder, prefix=".configs.", suffix=".tmp"))
     try:
         files = {"catalog.yaml": _CATALOG_HEADER.format(day=day) + "sources:\n" + "".join(
-                     f"  {f.name}:\n" + "".join(f"    {_dump({k: v}, flow=isinstance(v, dict))}" for k, v in f.spec.items()) for f in found),
+                     f"  {f.name}:\n" + "".join(f"    {_dump({k: v}, flow=isinstance(v, (dict, list)))}"
+                                                 for k, v in f.spec.items()) for f in found),
                  "roles.yaml": _roles_text(day, roles, unplaced)}
         if TEMPLATES.is_dir():
             for template in sorted(TEMPLATES.rglob("*.yaml")):

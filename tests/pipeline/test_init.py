@@ -188,3 +188,40 @@ def test_score_before_any_promotion_names_every_target_without_a_champion(tmp_pa
     text = said(result)
     for target in ("purchase", "churn"):
         assert f"dynseg-{target}" in text, text
+
+
+def test_a_european_csv_gets_its_date_forms_and_decimal_comma_unless_they_are_ambiguous(tmp_path, monkeypatch):
+    """A Klaviyo export from a European account: 28/11/2026 14:03 beside bare dates, 1.234,56.
+    init names the forms that read every value and the decimal comma, and the project validates
+    with the same times and amounts as the ISO twin; when no day passes 12, day-first and
+    month-first read alike and init leaves the form to the user, saying so."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    ts = pd.to_datetime(["2026-11-28 14:03", "2026-11-13 09:00", "2026-10-01 00:00", "2026-10-02 17:45"])
+    base = pd.DataFrame({"Profile ID": ["a", "b", "a", "b"], "Metric Name": ["Placed Order", "Opened Email",
+                         "Placed Order", "Received Email"], "Value": [1234.56, None, 9.5, None]})
+    eu = base.assign(Timestamp=[t.strftime("%d/%m/%Y") if t.hour == 0 else t.strftime("%d/%m/%Y %H:%M") for t in ts],
+                     Value=["1.234,56", "", "9,50", ""])
+    eu.to_csv(tmp_path / "eu.csv", sep=";", index=False)
+    result = runner.invoke(app, ["init", str(tmp_path / "eu"), "--events", str(tmp_path / "eu.csv")])
+    assert result.exit_code == 0, result.output
+    events = yaml.safe_load((tmp_path / "eu" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+    assert events["timestamp_format"] == ["%d/%m/%Y %H:%M", "%d/%m/%Y"] and events["decimal"] == ","
+    assert events["delimiter"] == ";"
+    from features.engine import connect
+    from features.validation import validate
+    from pipeline.config import load_config
+
+    cfg = load_config(tmp_path / "eu")
+    con = connect()
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, ts.max())
+    assert report.ok, report.problems
+    t = report.typed["events"]
+    got = con.sql(f"SELECT {t['ts'].expr} AS ts, {t['amount'].expr} AS amount FROM {report.sources['events'].view}").df()
+    assert list(got["ts"]) == list(ts) and got["amount"].tolist()[::2] == [1234.56, 9.5]
+    early = base.assign(Timestamp=[f"{m:02d}/0{d}/2026" for m, d in ((1, 2), (3, 4), (5, 6), (7, 8))])
+    early.to_csv(tmp_path / "early.csv", index=False)
+    result = runner.invoke(app, ["init", str(tmp_path / "early"), "--events", str(tmp_path / "early.csv")])
+    assert result.exit_code == 0 and "reads as day-first and as month-first dates alike" in said(result)
+    events = yaml.safe_load((tmp_path / "early" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+    assert "timestamp_format" not in events and "decimal" not in events
