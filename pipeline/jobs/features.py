@@ -16,6 +16,7 @@ import pyarrow as pa
 from features.asof import BadValue, as_of_label, as_of_text, cutoff_label, now_utc, parse_duration
 from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, FeatureSpec, customer_features,
                                         is_catalog_column, reserved_name, utc)
+from features.contract import plain
 from features.normalize import DECIMAL_COMMA, forms_literal, ident, literal
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
@@ -145,7 +146,7 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[tuple[str, ...], tuple[
         return listed, (_boolean_text(data, listed) if csv and listed else ())
     # A contract name in another case (Email_Consent) is no attribute: DuckDB's names ignore case, so
     # it would read the contract column (validation says to map it, when it holds that)
-    text = [c for c, t in types.items() if c.lower() not in contract and t == "VARCHAR"]
+    text = [c for c, t in types.items() if c.lower() not in contract and t == "VARCHAR" and not personal(c)]
     if not text:
         return (), ()
 
@@ -176,6 +177,22 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[tuple[str, ...], tuple[
     counts, typed = row[:len(text)], row[len(text):] if csv else [False] * len(text)
     text = [c for c, n, is_typed in zip(text, counts, typed) if 0 < n <= cfg.features.max_categories and not is_typed]
     return _distinct_names(cfg, tuple(text)), ()  # auto takes no column of booleans: it is no text
+
+
+#: Profile columns that identify or reach a person (a Shopify or Klaviyo export carries them): a
+#: model that learns from a first name or an email address explains a score by it, and a few
+#: hundred customers give such a column few enough values to pass max_categories. `auto` leaves
+#: them out; listed by name, they are taken.
+_PERSONAL = ("email", "emailaddress", "mail", "phone", "phonenumber", "mobile", "firstname", "lastname", "fullname",
+             "name", "surname", "givenname", "middlename", "address", "address1", "address2", "street",
+             "ipaddress", "ip", "birthday", "dateofbirth", "dob", "password", "token", "ssn")
+
+
+def personal(column: str) -> bool:
+    """Whether a profile column looks like a person's identity or contact (``first_name``,
+    ``Email Address``, ``billing_phone``), which `auto` does not take as a feature."""
+    name = plain(column)
+    return name in _PERSONAL or name.endswith(("email", "phone", "firstname", "lastname", "address"))
 
 
 def _boolean_text(data: LoadedData, attributes: tuple[str, ...]) -> tuple[str, ...]:

@@ -483,6 +483,10 @@ def _attribute_customers(shop) -> pd.DataFrame:
     rng = np.random.default_rng(3)
     c["tier"] = rng.choice(["gold", "silver", None], n)
     c["city"] = [f"city{i % 80}" for i in range(n)]  # 80 values: over max_categories (50)
+    # a person's name and address, of few values in a small shop: `auto` leaves them out (no model
+    # should explain a score by a first name)
+    c["first_name"] = rng.choice(["Anna", "Ben", "Cleo"], n)
+    c["Email Address"] = rng.choice(["a@shop.example", "b@shop.example"], n)
     c["vip"] = pd.array(rng.random(n) < 0.2, dtype="boolean")
     c.loc[c.index[::7], "vip"] = pd.NA  # missing values: no text either
     c["age"] = rng.integers(18, 80, n)
@@ -502,8 +506,9 @@ def _attribute_customers(shop) -> pd.DataFrame:
 @pytest.mark.parametrize("form", ["parquet", "csv"])
 def test_auto_categorical_attributes_are_the_text_columns_of_few_values_whatever_the_file(project, form):
     """`categorical_attributes: auto` takes the profile's text columns with at most max_categories
-    values. A CSV file has no types, so its numbers and booleans must not pass for text: the same
-    profiles give the same feature columns from a CSV file as from a Parquet one."""
+    values, but a person's name or contact. A CSV file has no types, so its numbers and booleans
+    must not pass for text: the same profiles give the same feature columns from a CSV file as from
+    a Parquet one."""
     shop = generate(300, seed=9, end="2026-11-27")
     write(shop, project.data)
     customers = _attribute_customers(shop)
