@@ -63,6 +63,10 @@ def init(
             out.print(f"[yellow]{f.name}:[/] {escape(note)}", highlight=False)
         if f.error:
             out.print(f"[red]{f.name} could not be read:[/] {escape(f.error)}", highlight=False)
+    if result.dropped_segments:
+        left = "; ".join(f"{n} ({', '.join(cols)})" for n, cols in result.dropped_segments.items())
+        out.print(f"[yellow]Segments of the demo left out[/] (this data has no column they read): {escape(left)}",
+                  highlight=False)
     project = result.folder
     flag = "" if project == Path.cwd().resolve() else f" --project {project}"
     out.print(f"[green]Wrote[/] {len(result.written)} files to {project / 'configs'}. Next:", highlight=False)
@@ -70,7 +74,9 @@ def init(
                  "what is still missing)",
                  f"`dynseg{flag} features build --as-of DATE`, then `dynseg{flag} train purchase` and `train churn`",
                  f"`dynseg{flag} models promote purchase VERSION` (and churn): a run scores with each target's champion",
-                 f"`dynseg{flag} segments check`: configs/segments.yaml holds the demo's segments; a rule on a "
-                 "feature your data lacks is named there (remove it, and its name from suppress_always)",
+                 f"`dynseg{flag} segments check`: configs/segments.yaml holds the demo's segments"
+                 + (f", kept as they are ({result.segments_unchecked}); a rule on a feature your data lacks is named "
+                    "there (remove it, and its name from suppress_always)" if result.segments_unchecked else
+                    " less those your data cannot have: review them and make them your own"),
                  f"`dynseg{flag} score --as-of DATE`"):
         out.print(f"  - {step}", markup=False, highlight=False)

@@ -75,6 +75,10 @@ class InitResult:
     roles: dict[str, list[tuple[str, int]]]  # role -> (event name, events)
     unplaced: list[tuple[str, int]]
     written: list[Path]
+    #: The demo's segments left out of configs/segments.yaml, each with the columns this data lacks
+    dropped_segments: dict[str, list[str]] = field(default_factory=dict)
+    #: Why the segments were kept as the demo has them (the data does not validate yet), or None
+    segments_unchecked: str | None = None
 
 
 def init_project(folder: Path, events: str, customers: str | None = None, identities: str | None = None) -> InitResult:
@@ -95,7 +99,75 @@ def init_project(folder: Path, events: str, customers: str | None = None, identi
     finally:
         drop_copies(con)
         con.close()
-    return InitResult(folder, found, roles, unplaced, _write(folder, found, roles, unplaced))
+    result = InitResult(folder, found, roles, unplaced, _write(folder, found, roles, unplaced))
+    if "segments.yaml" in {p.name for p in result.written}:
+        result.dropped_segments, result.segments_unchecked = _fit_segments(folder)
+    return result
+
+
+def _fit_segments(folder: Path) -> tuple[dict[str, list[str]], str | None]:
+    """Leave out of the new project's segments.yaml the demo's segments whose rules read columns
+    this data cannot have (no bounce events: no ``undeliverable``; no profiles: no
+    ``days_since_signup``), so that its first ``score`` runs; their names go from
+    ``suppress_always`` and ``exclude`` too, and a comment at the top says what was left out and
+    why. Possible only when the data validates as init wrote the configs; else the segments stay
+    as they are, and the reason is returned (``segments check`` names them later)."""
+    from pipeline.config import SegmentsConfig, load_config
+    from pipeline.jobs.data import DataError
+    from pipeline.jobs.score import segment_columns
+    from pipeline.rules import RuleError, parse_rule
+
+    path = folder / "configs" / "segments.yaml"
+    try:
+        cfg = load_config(folder)
+        columns = segment_columns(cfg)
+    except DataError as e:
+        return {}, f"the data does not validate yet ({e.summary})"
+    except (ConfigError, SourceError, ValueError) as e:
+        return {}, f"the configuration or data could not be read ({str(e).splitlines()[0]})"
+    lacking: dict[str, list[str]] = {}
+    for s in cfg.segments.segments:
+        try:
+            parse_rule(s.where, columns)
+        except RuleError as e:
+            unknown = list(dict.fromkeys(re.findall(r"unknown column '([^']+)'", str(e))))
+            if unknown:
+                lacking[s.name] = unknown
+    if not lacking:
+        return {}, None
+    text = path.read_text()
+    kept = _without_segments(text, set(lacking))
+    try:  # the rewritten file must load as the old one did, or the old one stays
+        SegmentsConfig.model_validate(yaml.safe_load(kept))
+    except Exception:  # noqa: BLE001 - any doubt keeps the demo's file, which segments check explains
+        return {}, "the demo's segments could not be fitted to this data automatically"
+    note = ("# `dynseg init` left out these segments of the demo, as this data has no column they read:\n"
+            + "".join(f"#   {name}: {', '.join(cols)}\n" for name, cols in lacking.items()))
+    path.write_text(note + kept)
+    return lacking, None
+
+
+def _without_segments(text: str, names: set[str]) -> str:
+    """segments.yaml's text without the segments ``names`` (their blocks, up to a section comment
+    that heads the next ones) and without their names in ``suppress_always`` and ``exclude``."""
+    blocks = re.split(r"(?m)^(?=  - name: )", text)
+    out = [blocks[0]]
+    for block in blocks[1:]:
+        name = block.split("\n", 1)[0].removeprefix("  - name: ").strip()
+        if name in names:
+            section = re.search(r"(?m)^  # --", block)
+            out.append(block[section.start():] if section else "")
+        else:
+            out.append(block)
+    kept = "".join(out)
+
+    def without(match: re.Match) -> str:
+        items = [i.strip() for i in match.group(2).split(",") if i.strip() and i.strip() not in names]
+        return f"{match.group(1)}[{', '.join(items)}]" if items or "suppress_always" in match.group(1) else ""
+
+    kept = re.sub(r"(?m)^(suppress_always: )\[([^\]]*)\]", without, kept)
+    kept = re.sub(r"(?m)^(    exclude: )\[([^\]]*)\]\n?", lambda m: (without(m) + "\n") if without(m) else "", kept)
+    return kept
 
 
 def _given_path(name: str, given: str, folder: Path) -> str:

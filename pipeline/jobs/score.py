@@ -31,6 +31,7 @@ import pandas as pd
 from features.asof import as_of_file_label, as_of_label, cutoff_label, now_utc, parse_duration
 from features.customer_features import customer_features
 from features.engines import FeatureEngine
+from features.sources import drop_copies
 from features.labels import LabelSpec
 from features.training_set import label_rates
 from models import bands as band_rules
@@ -308,6 +309,8 @@ def segment_columns(cfg: Config, as_of: datetime | None = None) -> dict[str, Kin
         return expected_columns(expr, list(cfg.scoring.targets))
     finally:
         eng.close()
+        data.con.close()
+        drop_copies(data.con)  # a CSV source's parsed copy, now rather than when the connection is collected
 
 
 def score_target(cfg: Config, target: str, pyfunc: Any, feats: pd.DataFrame, as_of: datetime,

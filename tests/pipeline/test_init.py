@@ -78,6 +78,10 @@ def test_init_proposes_mappings_and_roles_that_validate_and_build(shop_export, t
         assert (project / "configs" / name).read_text() == (REPO / "configs" / name).read_text()
     salt = yaml.safe_load((project / "configs" / "segments.yaml").read_text())["holdout_salt"]
     assert salt != yaml.safe_load((REPO / "configs" / "segments.yaml").read_text())["holdout_salt"]
+    # the data does not validate yet (a name not placed): the demo's segments are kept, and why is said
+    assert (project / "configs" / "segments.yaml").read_text().replace(salt, "dynseg-demo") == \
+        (REPO / "configs" / "segments.yaml").read_text()
+    assert "kept as they are (the data does not validate yet" in said(result)
     assert not list(project.glob(".configs.*"))  # the staged folder was renamed into place
 
     # the one name nothing placed is refused by validation until it is placed; ignored, the data passes
@@ -225,3 +229,31 @@ def test_a_european_csv_gets_its_date_forms_and_decimal_comma_unless_they_are_am
     assert result.exit_code == 0 and "reads as day-first and as month-first dates alike" in said(result)
     events = yaml.safe_load((tmp_path / "early" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
     assert "timestamp_format" not in events and "decimal" not in events
+
+
+def test_the_demos_segments_this_data_cannot_have_are_left_out_so_the_first_score_runs(tmp_path, monkeypatch):
+    """A shop without bounce or complaint events: the demo's `undeliverable` (bounced OR
+    complained) would refuse every score. When the data validates as init wrote the configs, such
+    segments are left out, their names taken from suppress_always, and a comment says which and why;
+    `segments check` then passes."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    shop = generate(300, seed=6, end="2026-11-27")
+    events = shop.events[~shop.events["event_type"].isin(["email_bounced", "spam_complaint"])]
+    events.assign(event_type=events["event_type"].map(EXPORT_NAMES)).to_parquet(tmp_path / "events.parquet")
+    project = tmp_path / "shop"
+    result = runner.invoke(app, ["init", str(project), "--events", str(tmp_path / "events.parquet")])
+    assert result.exit_code == 0, result.output
+    assert ("Segments of the demo left out (this data has no column they read): undeliverable (bounced, complained); "
+            "new_subscribers (days_since_signup)") in said(result)  # no profiles: no signup_at
+    text = (project / "configs" / "segments.yaml").read_text()
+    assert text.startswith("# `dynseg init` left out these segments of the demo, as this data has no column they "
+                           "read:\n#   undeliverable: bounced, complained\n#   new_subscribers: days_since_signup\n")
+    doc = yaml.safe_load(text)
+    demo = yaml.safe_load((REPO / "configs" / "segments.yaml").read_text())
+    assert [s["name"] for s in doc["segments"]] == [s["name"] for s in demo["segments"]
+                                                    if s["name"] not in ("undeliverable", "new_subscribers")]
+    assert doc["suppress_always"] == [n for n in demo["suppress_always"] if n != "undeliverable"]
+    monkeypatch.chdir(project)
+    result = runner.invoke(app, ["segments", "check"])
+    assert result.exit_code == 0, result.output
