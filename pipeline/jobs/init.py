@@ -112,7 +112,7 @@ def _fit_segments(folder: Path) -> tuple[dict[str, list[str]], str | None]:
     ``suppress_always`` and ``exclude`` too, and a comment at the top says what was left out and
     why. Possible only when the data validates as init wrote the configs; else the segments stay
     as they are, and the reason is returned (``segments check`` names them later)."""
-    from pipeline.config import SegmentsConfig, load_config
+    from pipeline.config import SegmentsConfig, load_config, segment_issues
     from pipeline.jobs.data import DataError
     from pipeline.jobs.score import segment_columns
     from pipeline.rules import RuleError, parse_rule
@@ -138,12 +138,16 @@ def _fit_segments(folder: Path) -> tuple[dict[str, list[str]], str | None]:
     text = path.read_text()
     kept = _without_segments(text, set(lacking))
     try:  # the rewritten file must load as the old one did, or the old one stays
-        SegmentsConfig.model_validate(yaml.safe_load(kept))
+        fitted = SegmentsConfig.model_validate(yaml.safe_load(kept))
+        if segment_issues(fitted):
+            raise ValueError(segment_issues(fitted))
     except Exception:  # noqa: BLE001 - any doubt keeps the demo's file, which segments check explains
         return {}, "the demo's segments could not be fitted to this data automatically"
     note = ("# `dynseg init` left out these segments of the demo, as this data has no column they read:\n"
             + "".join(f"#   {name}: {', '.join(cols)}\n" for name, cols in lacking.items()))
-    path.write_text(note + kept)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    staged.write_text(note + kept)
+    os.replace(staged, path)  # the demo's file or the fitted one, never half of either
     return lacking, None
 
 
