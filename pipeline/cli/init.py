@@ -16,9 +16,9 @@ from pipeline.cli.common import State, handled, out
 def init(
     ctx: typer.Context,
     folder: Annotated[Optional[Path], typer.Argument(help="Project folder to create configs/ in (default: --project, or here).")] = None,
-    events: Annotated[str, typer.Option(help="The event log: a Parquet or CSV file, or a glob (data/events-*.parquet).")] = ...,
-    customers: Annotated[Optional[str], typer.Option(help="Customer profiles (optional): Parquet or CSV.")] = None,
-    identities: Annotated[Optional[str], typer.Option(help="Identity links (optional): Parquet or CSV.")] = None,
+    events: Annotated[str, typer.Option(help="The event log: a Parquet or CSV file, a glob (data/events-*.parquet), or a table of a DuckDB database as FILE.duckdb:TABLE.")] = ...,
+    customers: Annotated[Optional[str], typer.Option(help="Customer profiles (optional): as --events.")] = None,
+    identities: Annotated[Optional[str], typer.Option(help="Identity links (optional): as --events.")] = None,
 ) -> None:
     """Start a project on your own files: configs/ with the column mappings and event roles proposed from your names, to check before the first run.
 
@@ -35,7 +35,8 @@ def init(
     for f in result.sources:
         files = f" in {f.files:,} files" if f.files > 1 else ""
         sources.add_row(f.name, escape(f.spec["path"]) + "".join(
-                            f"\n{k}: {escape(repr(v))}" for k, v in f.spec.items() if k in ("delimiter", "encoding")),
+                            f"\n{k}: {escape(repr(v) if k != 'table' else v)}" for k, v in f.spec.items()
+                            if k in ("table", "delimiter", "encoding")),
                         "—" if f.rows is None else f"{f.rows:,}{files}",
                         "\n".join(escape(f"{k} ← {v}") for k, v in f.mapped.items()) or "—",
                         "[red]could not be read[/]" if f.error else ", ".join(f.unmapped) or "—")

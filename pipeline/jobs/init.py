@@ -176,15 +176,29 @@ def _without_segments(text: str, names: set[str]) -> str:
 
 def _given_path(name: str, given: str, folder: Path) -> str:
     """``given`` (relative to where dynseg runs, as a shell path is) as the catalog holds it:
-    relative to the project folder when it lies inside it, else absolute. Refused when it names
-    no file: a catalog pointing at nothing would only move the error to the next command."""
+    relative to the project folder when it lies inside it, else absolute; a table in a DuckDB
+    database as ``FILE:TABLE``. Refused when it names no file: a catalog pointing at nothing would
+    only move the error to the next command."""
+    database = re.fullmatch(r"(.+\.(?:duckdb|db)):([^:/\\]+)", given)
+    if database:
+        path = Path(database.group(1)).expanduser()
+        path = path if path.is_absolute() else Path.cwd() / path
+        if not path.is_file():
+            raise BadValue(f"--{name} {given}: no such database file {path}")
+        try:
+            return f"{path.resolve().relative_to(folder)}:{database.group(2)}"
+        except ValueError:
+            return f"{path.resolve()}:{database.group(2)}"
+    if Path(given).suffix.lower() in (".duckdb", ".db"):
+        raise BadValue(f"--{name} {given}: a DuckDB database holds tables; name the table as FILE:TABLE "
+                       f"({given}:events, or {given}:schema.table)")
     path = Path(given).expanduser()
     path = path if path.is_absolute() else Path.cwd() / path
     suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
     if not suffixes or suffixes[-1] not in _FORMATS:
         raise BadValue(f"--{name} {given}: cannot tell its format from the name ({path.suffix or 'no suffix'}); "
-                       f"expected a name ending in {', '.join(_FORMATS)} (or .csv.gz). For a table in a DuckDB "
-                       "database, write the source into configs/catalog.yaml by hand (format: duckdb, path, table)")
+                       f"expected a name ending in {', '.join(_FORMATS)} (or .csv.gz), or a table in a DuckDB "
+                       "database as FILE.duckdb:TABLE")
     if glob.has_magic(str(path)):
         if not [p for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]:
             raise BadValue(f"--{name} {given}: the glob matches no file")
@@ -198,8 +212,13 @@ def _given_path(name: str, given: str, folder: Path) -> str:
 
 
 def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: Path) -> SourceFound:
-    fmt = _FORMATS[[s.lower() for s in Path(path).suffixes if s.lower() != ".gz"][-1]]
-    spec: dict = {"format": fmt, "path": path}
+    database = re.fullmatch(r"(.+\.(?:duckdb|db)):([^:/\\]+)", path)
+    if database:
+        fmt, path = "duckdb", database.group(1)
+        spec: dict = {"format": fmt, "path": path, "table": database.group(2)}
+    else:
+        fmt = _FORMATS[[s.lower() for s in Path(path).suffixes if s.lower() != ".gz"][-1]]
+        spec = {"format": fmt, "path": path}
     if fmt == "csv":
         spec |= _csv_dialect(con, path, folder)
     found = SourceFound(name, spec)

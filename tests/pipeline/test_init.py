@@ -257,3 +257,31 @@ def test_the_demos_segments_this_data_cannot_have_are_left_out_so_the_first_scor
     monkeypatch.chdir(project)
     result = runner.invoke(app, ["segments", "check"])
     assert result.exit_code == 0, result.output
+
+
+def test_a_table_of_a_duckdb_database_is_named_file_colon_table(tmp_path, monkeypatch):
+    """A warehouse's DuckDB file: `--events wh.duckdb:analytics.tracks` writes a duckdb source with
+    its table, and the project validates; the file alone is refused, saying how to name the table."""
+    import duckdb
+
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    con = duckdb.connect(str(tmp_path / "wh.duckdb"))
+    con.execute("CREATE SCHEMA analytics")
+    con.execute("CREATE TABLE analytics.tracks AS SELECT * FROM (VALUES ('u1', 'Order Completed', "
+                "TIMESTAMP '2026-03-01 10:00', 12.5), ('u2', 'Product Viewed', TIMESTAMP '2026-03-02 11:00', NULL)) "
+                "t(user_id, event, timestamp, revenue)")
+    con.close()
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["init", "shop", "--events", "wh.duckdb:analytics.tracks"])
+    assert result.exit_code == 0, result.output
+    events = yaml.safe_load((tmp_path / "shop" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+    assert events == {"format": "duckdb", "path": str(tmp_path / "wh.duckdb"), "table": "analytics.tracks",
+                      "columns": {"customer_id": "user_id", "event_type": "event", "ts": "timestamp",
+                                  "amount": "revenue"}}
+    monkeypatch.chdir(tmp_path / "shop")
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-03-03"])
+    assert result.exit_code == 0, result.output
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["init", "other", "--events", "wh.duckdb"])
+    assert result.exit_code == 2 and "name the table as FILE:TABLE (wh.duckdb:events" in said(result)
