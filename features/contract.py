@@ -134,12 +134,14 @@ def plain(name: str) -> str:
 # - it names a message about a non-email role ("Purchase Confirmation Sent", "Refund Email Sent").
 # "Checkout Completed" is not guessed either: a shop sending it and "Order Completed" would count
 # each order twice.
-_NOT_DONE = frozenset(("failed", "failure", "fail", "error", "declined", "cancelled", "canceled", "cancel",
-                       "abandoned", "requested", "request", "started", "start", "initiated", "attempted", "attempt",
-                       "pending", "step", "wishlist", "sms", "push", "pushnotification", "whatsapp", "text", "soft",
-                       "other", "machine", "cookie", "cookies", "storage", "forwarded", "draft", "return", "exchange",
-                       "favorite", "favorites", "favourite", "favourites", "compare", "form", "button", "newsletter",
-                       "confirmation", "receipt", "notification", "points"))
+_ATTEMPT = frozenset(("failed", "failure", "fail", "error", "declined", "cancelled", "canceled", "cancel",
+                      "abandoned", "requested", "request", "started", "start", "initiated", "attempted", "attempt",
+                      "pending", "step"))
+_OTHER_CHANNEL = frozenset(("sms", "push", "pushnotification", "whatsapp", "text"))
+_NOT_DONE = _ATTEMPT | _OTHER_CHANNEL | frozenset((
+    "wishlist", "soft", "other", "machine", "cookie", "cookies", "storage", "forwarded", "draft", "return", "exchange",
+    "favorite", "favorites", "favourite", "favourites", "compare", "form", "button", "newsletter", "confirmation",
+    "receipt", "notification", "points"))
 _UNDONE = frozenset(("revoked", "withdrawn", "removed", "denied", "reversed", "expired", "undone", "undo"))
 _MESSAGE = frozenset(("email", "mail", "sent", "delivered", "message"))
 _EMAIL_ROLES = frozenset(("email_send", "email_open", "email_click", "unsubscribe", "bounce", "complaint",
@@ -150,10 +152,11 @@ def _word_sets(*patterns: str) -> tuple[frozenset[str], ...]:
     return tuple(frozenset(p.split()) for p in patterns)
 
 
-_NO_GUESS = _word_sets("ordered product", "product purchased", "item purchased", "order item", "order line",
-                       "line item", "behaviors purchase", "unsubscribe click", "unsubscribe clicked",
-                       "unsubscribe link", "unsubscribe page", "unsubscribed list", "ticket updated", "ticket solved",
-                       "ticket closed", "ticket comment", "ticket reopened")
+_PER_ITEM = _word_sets("ordered product", "product purchased", "item purchased", "order item", "order line",
+                       "line item", "behaviors purchase")
+_NO_GUESS = _PER_ITEM + _word_sets("unsubscribe click", "unsubscribe clicked", "unsubscribe link", "unsubscribe page",
+                                   "unsubscribed list", "ticket updated", "ticket solved", "ticket closed",
+                                   "ticket comment", "ticket reopened")
 _ROLE_WORDS: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = tuple(
     (role, _word_sets(*patterns)) for role, patterns in (
         ("refund", ("refund", "refunded", "refunds", "returned")),
@@ -191,16 +194,13 @@ def unguessed_because(event_name: str) -> str | None:
     its own does (a per-item event, an attempt, another channel): said beside the name in
     configs/roles.yaml, so that nobody maps it as the role it resembles."""
     words = _words(event_name)
-    if any(p <= words for p in _word_sets("ordered product", "product purchased", "item purchased", "order item",
-                                          "order line", "line item", "behaviors purchase")):
+    if any(p <= words for p in _PER_ITEM):
         return "one event per item of an order: as purchase it would count items as orders"
     if {"checkout", "completed"} <= words and "step" not in words:
         return "with an order event beside it, as purchase it would count each order twice"
-    if words & {"sms", "push", "pushnotification", "whatsapp", "text"}:
+    if words & _OTHER_CHANNEL:
         return "another channel than email"
-    if words & _NOT_DONE & {"failed", "failure", "fail", "error", "declined", "cancelled", "canceled", "cancel",
-                            "abandoned", "requested", "request", "started", "start", "initiated", "attempted",
-                            "attempt", "pending", "step"}:
+    if words & _ATTEMPT:
         return "an attempt or a step, not the event itself"
     return None
 
@@ -217,9 +217,5 @@ def guess_role(event_name: str) -> str | None:
                 return None  # "Opt In Revoked" is no grant, "Opt Out Reversed" no unsubscribe
             if role not in _EMAIL_ROLES and words & _MESSAGE:
                 return None  # "Refund Email Sent" is a message, not the refund
-            return role
-    return None
-    for role, patterns in _ROLE_WORDS:
-        if any(p <= words for p in patterns):
             return role
     return None

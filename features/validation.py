@@ -197,8 +197,8 @@ def _files(raw: RawSource) -> str:
 
 def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | None = None) -> dict[str, Typed]:
     out: dict[str, Typed] = {}
-    likely = likely_columns(raw)
-    first = len(problems)
+    likely = likely_columns(raw)  # each is proposed by the problem of its column below
+    first_proposal: int | None = None
     for col in CONTRACT[raw.name]:
         lacking = raw.missing_in.get(col.name)
         if lacking:
@@ -218,6 +218,8 @@ def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | No
                 continue
         if col.name not in raw.columns:
             like = likely.get(col.name)
+            if like and first_proposal is None:
+                first_proposal = len(problems)
             if col.required:
                 problems.append(
                     Problem(raw.name, col.name, "missing_column", "error", 1,
@@ -245,12 +247,9 @@ def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | No
             problems.append(_mistyped(raw, col))
             continue
         out[col.name] = t
-    proposed = [i for i, p in enumerate(problems[first:]) if p.check in ("missing_column", "look_alike_column")
-                and p.column in likely and "`columns: {" in p.fix]
-    together = {**(spec.columns if spec is not None else {}),
-                **{problems[first + i].column: likely[problems[first + i].column] for i in proposed}}
-    if proposed and len(together) > 1:  # one line to paste rather than several to merge by hand
-        i = first + proposed[0]
+    together = {**(spec.columns if spec is not None else {}), **likely}
+    if first_proposal is not None and len(together) > 1:  # one line to paste rather than several to merge by hand
+        i = first_proposal
         problems[i] = replace(problems[i], fix=problems[i].fix + "; every mapping of this source together: "
                               f"`columns: {_flow(together)}`")
     return out
@@ -292,11 +291,11 @@ def _look_alike(name: str, own: list[str]) -> str | None:
     """The column of ``own`` (the source's columns that are no contract column and not proposed
     for another) that looks like the contract column ``name``, if one alone does: the same letters
     in another case or spelling (``Amount``, ``eventid``); a longer name holding it (``total_amount``,
-    ``product_category``; not for ``ts``, which ``lifetime_points`` holds); an abbreviation of it (``amt``, ``categ``: from its first letter, its
-    letters in order, and not one of its words, as ``email`` is of ``email_consent``); or a
-    difflib ratio of at least 0.75 (``signup_date``, ``ammount``). Not ``event_name`` for
-    ``event_id``, nor ``updated_at`` for ``consent_updated_at``: a warning that is wrong too often
-    would be read by nobody."""
+    ``product_category``; not for ``ts``, which ``lifetime_points`` holds); an abbreviation of it
+    (``amt``, ``categ``: from its first letter, its letters in order, and not one of its words, as
+    ``email`` is of ``email_consent``); or a difflib ratio of at least 0.75 (``signup_date``,
+    ``ammount``). Not ``event_name`` for ``event_id``, nor ``updated_at`` for
+    ``consent_updated_at``: a warning that is wrong too often would be read by nobody."""
     def abbreviates(short: str, long: str) -> bool:
         rest = iter(long)
         return (len(short) >= 3 and short[0] == long[0] and all(ch in rest for ch in short)
@@ -685,14 +684,14 @@ def _role_guesses(names: list[str], role_of: dict[str, str]) -> str:
     is a purchase, Klaviyo's ``Opened Email`` an email_open), each with the names the role already
     has, so that a line replaces its old one; the names nothing suggests are listed apart."""
     guessed: dict[str, list[str]] = {}
+    rest = []
     for e in names:
-        if (role := guess_role(e)) is not None:
-            guessed.setdefault(role, []).append(e)
+        role = guess_role(e)
+        (rest if role is None else guessed.setdefault(role, [])).append(e)
     if not guessed:
         return ""
     lines = [_flow({role: [e for e, r in role_of.items() if r == role] + found})[1:-1]
              for role, found in sorted(guessed.items(), key=lambda kv: ROLES.index(kv[0]))]
-    rest = [e for e in names if guess_role(e) is None]
     return (". By their names, likely (check each, then put under `event_roles:`): "
             + "; ".join(f"`{line}`" for line in lines)
             + (f"; no guess for {', '.join(map(repr, rest[:10]))}" + (f" and {len(rest) - 10} more" if len(rest) > 10 else "")

@@ -25,8 +25,8 @@ import yaml
 
 from features.asof import BadValue
 from features.contract import CONTRACT, ROLES, guess_role, unguessed_because
-from features.normalize import DECIMAL_COMMA, forms_literal, ident, is_numeric, literal
-from features.sources import SourceError, SourceSpec, _head, _utf16, drop_copies, register_source
+from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident, is_numeric, literal
+from features.sources import SourceError, SourceSpec, _head, _utf16, drop_copies, register_source, resolve_files
 from features.validation import likely_columns
 from pipeline.config import ConfigError, ConfigIssue
 
@@ -34,6 +34,14 @@ from pipeline.config import ConfigError, ConfigIssue
 TEMPLATES = Path(__file__).resolve().parents[2] / "configs"
 
 _FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".tsv": "csv", ".txt": "csv"}
+#: A table of a DuckDB database, as the options name it: FILE.duckdb:TABLE
+_DATABASE_TABLE = re.compile(r"(.+\.(?:duckdb|db)):([^:/\\]+)")
+
+
+def _format_of(path: str) -> str | None:
+    """A file's format by its name (``.csv.gz`` is CSV), or None."""
+    suffixes = [s.lower() for s in Path(path).suffixes if s.lower() != ".gz"]
+    return _FORMATS.get(suffixes[-1]) if suffixes else None
 
 _CATALOG_HEADER = """\
 # Named input sources (the data contract is in the README), written by `dynseg init` on {day}.
@@ -179,7 +187,7 @@ def _given_path(name: str, given: str, folder: Path) -> str:
     relative to the project folder when it lies inside it, else absolute; a table in a DuckDB
     database as ``FILE:TABLE``. Refused when it names no file: a catalog pointing at nothing would
     only move the error to the next command."""
-    database = re.fullmatch(r"(.+\.(?:duckdb|db)):([^:/\\]+)", given)
+    database = _DATABASE_TABLE.fullmatch(given)
     if database:
         path = Path(database.group(1)).expanduser()
         path = path if path.is_absolute() else Path.cwd() / path
@@ -194,8 +202,7 @@ def _given_path(name: str, given: str, folder: Path) -> str:
                        f"({given}:events, or {given}:schema.table)")
     path = Path(given).expanduser()
     path = path if path.is_absolute() else Path.cwd() / path
-    suffixes = [s.lower() for s in path.suffixes if s.lower() != ".gz"]
-    if not suffixes or suffixes[-1] not in _FORMATS:
+    if _format_of(given) is None:
         raise BadValue(f"--{name} {given}: cannot tell its format from the name ({path.suffix or 'no suffix'}); "
                        f"expected a name ending in {', '.join(_FORMATS)} (or .csv.gz), or a table in a DuckDB "
                        "database as FILE.duckdb:TABLE")
@@ -212,12 +219,12 @@ def _given_path(name: str, given: str, folder: Path) -> str:
 
 
 def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: Path) -> SourceFound:
-    database = re.fullmatch(r"(.+\.(?:duckdb|db)):([^:/\\]+)", path)
+    database = _DATABASE_TABLE.fullmatch(path)
     if database:
         fmt, path = "duckdb", database.group(1)
         spec: dict = {"format": fmt, "path": path, "table": database.group(2)}
     else:
-        fmt = _FORMATS[[s.lower() for s in Path(path).suffixes if s.lower() != ".gz"][-1]]
+        fmt = _format_of(path)
         spec = {"format": fmt, "path": path}
     if fmt == "csv":
         spec |= _csv_dialect(con, path, folder)
@@ -307,9 +314,9 @@ def _epoch_unit(con: duckdb.DuckDBPyConnection, view: str, column: str) -> str |
                                     f"AND {n} IS NULL) FROM {view}").fetchone()
     if low is None or others:
         return None
-    first, last = 631_152_000, 4_102_444_800  # 1990-01-01 and 2100-01-01, in seconds
-    for unit, per_second in (("epoch_s", 1), ("epoch_ms", 1_000), ("epoch_us", 1_000_000)):
-        if first * per_second <= low and high <= last * per_second:
+    first, last = 631_152_000 * 10**6, 4_102_444_800 * 10**6  # 1990-01-01 and 2100-01-01, in microseconds
+    for unit, micros in EPOCH_UNITS.items():  # seconds first
+        if first <= low * micros and high * micros <= last:
             return unit
     return None
 
@@ -317,9 +324,7 @@ def _epoch_unit(con: duckdb.DuckDBPyConnection, view: str, column: str) -> str |
 def _csv_dialect(con: duckdb.DuckDBPyConnection, path: str, folder: Path) -> dict:
     """The options a CSV file needs beyond the defaults: UTF-16 text (Excel's "Unicode text"),
     and a delimiter other than the comma, as DuckDB's sniffer finds it."""
-    first = Path(path) if Path(path).is_absolute() else folder / path
-    if glob.has_magic(str(first)):
-        first = Path(sorted(p for p in glob.glob(str(first), recursive=True) if Path(p).is_file())[0])
+    first = resolve_files(SourceSpec(format="csv", path=path), folder, "events")[0]
     out: dict = {}
     if _utf16(_head(first, 4096) or b"") == "le":
         out["encoding"] = "utf-16"
