@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from features.asof import BadValue, as_of_text, now_utc, parse_as_of
@@ -65,7 +66,7 @@ def validate(
                 if json_out:  # a scheduler asked for the report: it gets the problems too
                     write_atomic(json_out, json.dumps(e.report.to_dict(), indent=2, default=str).encode())
                 raise
-        summary = data_summary(data)
+        summary = data_summary(data, cfg.role_of)
     if data.report.problems:
         err.print(problems_table(data.report.problems))
     _print_summary(summary)
@@ -89,7 +90,14 @@ def _print_summary(s: dict) -> None:
     roles.add_column("events", justify="right")
     for role, n in s["events_by_role"].items():
         roles.add_row(role, f"{n:,}")
+    for role in s["roles_without_events"]:
+        roles.add_row(f"[yellow]{role}[/]", "[yellow]0[/]")
     out.print(roles)
+    if s["roles_without_events"]:
+        names = "; ".join(f"{', '.join(map(repr, n))} to {role}" for role, n in s["roles_without_events"].items())
+        out.print(f"[yellow]0 events[/]: configs/roles.yaml maps {escape(names)}, and no event has such a name. "
+                  "Every feature of such a role is 0 or empty for every customer: if your log records it under another "
+                  "name, map that name instead; if it records none, the line can go.")
     i = s["identity"]
     out.print(kv_table("Identity resolution", {
         "ids in identities": i["ids_linked"],

@@ -92,12 +92,15 @@ def validate_job(cfg: Config, as_of: datetime) -> LoadedData:
     data = load_validated(cfg, as_of)
     ws = Workspace(cfg.workspace)
     ws.write_tables(data.con, {"identity_map": "SELECT * FROM identity_map"})
-    ws.write_json("reports/validation.json", data.report.to_dict() | {"summary": data_summary(data)})
+    ws.write_json("reports/validation.json", data.report.to_dict() | {"summary": data_summary(data, cfg.role_of)})
     return data
 
 
-def data_summary(data: LoadedData) -> dict:
-    """What an analyst wants to see first: who, what, when, and which ids were merged."""
+def data_summary(data: LoadedData, role_of: dict[str, str] | None = None) -> dict:
+    """What an analyst wants to see first: who, what, when, and which ids were merged. With
+    ``role_of`` (configs/roles.yaml's names), also the roles it maps that no event of the run has
+    (``roles_without_events``, each with its names): a name misspelt there, or copied from another
+    tool's template, leaves every feature of its role at 0 and nothing else says so."""
     con = data.con
     customers, events, first, last = con.execute(
         "SELECT count(DISTINCT customer_id), count(*), min(ts), max(ts) FROM events"
@@ -111,6 +114,8 @@ def data_summary(data: LoadedData) -> dict:
         "first_event": first,
         "last_event": last,
         "events_by_role": by_role,
+        "roles_without_events": {role: [e for e, r in (role_of or {}).items() if r == role]
+                                 for role in dict.fromkeys((role_of or {}).values()) if role not in by_role},
         "identity": {
             "ids_linked": data.identity.linked_ids,
             "merged_customers": data.identity.merged_customers,

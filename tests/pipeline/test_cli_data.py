@@ -63,7 +63,13 @@ def test_good_data_keeps_identity_map_and_report(project):
     assert "Sources valid" in result.stdout and "Events by role" in result.stdout
     report = json.loads((project.workspace / "reports" / "validation.json").read_text())
     assert report["ok"] and report["summary"]["events"] == 9
-    assert json.loads((project.root / "r.json").read_text())["summary"]["events_by_role"]["purchase"] == 3
+    summary = json.loads((project.root / "r.json").read_text())["summary"]
+    assert summary["events_by_role"]["purchase"] == 3
+    # The roles configs/roles.yaml maps whose names no event has are listed with those names (a
+    # misspelt name leaves its role's features at 0 and nothing else says so); the roles seen are not.
+    assert summary["roles_without_events"]["email_open"] == ["email_opened"]
+    assert not set(summary["roles_without_events"]) & set(summary["events_by_role"])
+    assert "'email_opened' to email_open" in " ".join(result.stdout.split())
     with duckdb.connect(str(project.workspace / "dynseg.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM identity_map").fetchall() == [(0,)]
 
@@ -84,6 +90,7 @@ def test_generate_then_validate_end_to_end(project):
     assert summary["identity"]["merged_customers"] > 0
     assert set(summary["events_by_role"]) >= {"purchase", "refund", "email_send", "email_open", "email_click",
                                               "page_view", "add_to_cart", "unsubscribe", "signup"}
+    assert summary["roles_without_events"] == {} and "0 events" not in val.stdout
     # The generated data is as of its end; an earlier as_of sees future events and is refused.
     early = subprocess.run([*dynseg, "data", "validate", "--as-of", "2026-06-30"],
                            env=env, capture_output=True, text=True, timeout=120)
