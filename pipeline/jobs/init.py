@@ -323,19 +323,48 @@ def _epoch_unit(con: duckdb.DuckDBPyConnection, view: str, column: str) -> str |
 
 def _csv_dialect(con: duckdb.DuckDBPyConnection, path: str, folder: Path) -> dict:
     """The options a CSV file needs beyond the defaults: UTF-16 text (Excel's "Unicode text"),
-    and a delimiter other than the comma, as DuckDB's sniffer finds it."""
+    Latin-1 text (Excel's "CSV" on Windows, older ERPs: a byte that is no UTF-8 anywhere in the
+    file), and a delimiter other than the comma, as DuckDB's sniffer finds it."""
     first = resolve_files(SourceSpec(format="csv", path=path), folder, "events")[0]
     out: dict = {}
     if _utf16(_head(first, 4096) or b"") == "le":
         out["encoding"] = "utf-16"
         return out  # the sniffer reads UTF-8 only; a UTF-16 file's delimiter is left to validation's message
+    if not _utf8(first):
+        out["encoding"] = "latin-1"
     try:
-        (delimiter,) = con.execute("SELECT Delimiter FROM sniff_csv(?)", [str(first)]).fetchone()
+        (delimiter,) = con.execute(f"SELECT Delimiter FROM sniff_csv(?, encoding = '{out.get('encoding', 'utf-8')}')",
+                                   [str(first)]).fetchone()
     except duckdb.Error:
         return out  # unreadable as sniffed: validation says why, naming the setting to change
     if delimiter and delimiter != ",":
         out["delimiter"] = delimiter
     return out
+
+
+def _utf8(path: Path, chunk: int = 1 << 24) -> bool:
+    """Whether the whole file reads as UTF-8 (a ``.gz`` file's text is checked from its first
+    bytes only). Read in chunks: a name with an umlaut may come a million rows in. About 1 s a GB."""
+    import codecs
+
+    if path.suffix.lower() == ".gz":
+        head = _head(path, chunk) or b""
+        try:
+            codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+            return True
+        except UnicodeDecodeError:
+            return False
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    try:
+        with open(path, "rb") as f:
+            while block := f.read(chunk):
+                decoder.decode(block, final=False)
+        decoder.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return False
+    except OSError:
+        return True  # unreadable: validation says why
+    return True
 
 
 def _event_names(con: duckdb.DuckDBPyConnection, events: SourceFound

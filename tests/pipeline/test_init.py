@@ -231,6 +231,40 @@ def test_a_european_csv_gets_its_date_forms_and_decimal_comma_unless_they_are_am
     assert "timestamp_format" not in events and "decimal" not in events
 
 
+def test_a_latin1_csv_is_read_as_latin1_even_when_its_first_accent_comes_late(tmp_path, monkeypatch):
+    """Excel's "CSV" on Windows writes Latin-1: init found no encoding to set, and validation
+    refused the file. The first byte that is no UTF-8 may come far in (a customer named Müller on
+    row 20,000, past any head a sniffer reads); init reads the whole file, sets `encoding: latin-1`,
+    and the project validates with the name read right. The same rows as UTF-8 get no setting."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    n = 20_000
+    df = pd.DataFrame({"customer_id": [f"c{i % 500}" for i in range(n)], "event_type": "order_completed",
+                       "ts": pd.Timestamp("2026-01-01") + pd.to_timedelta(range(n), unit="min"),
+                       "amount": 5.0, "event_id": [f"e{i}" for i in range(n)]})
+    df.loc[n - 1, "customer_id"] = "müller"
+    df.to_csv(tmp_path / "latin.csv", index=False, encoding="latin-1")
+    df.to_csv(tmp_path / "utf8.csv", index=False, encoding="utf-8")
+    assert b"m\xfcller" in (tmp_path / "latin.csv").read_bytes()[-200:]
+    for name, encoding in (("latin", "latin-1"), ("utf8", None)):
+        result = runner.invoke(app, ["init", str(tmp_path / name), "--events", str(tmp_path / f"{name}.csv")])
+        assert result.exit_code == 0, result.output
+        events = yaml.safe_load((tmp_path / name / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+        assert events.get("encoding") == encoding
+        from features.engine import connect
+        from features.validation import validate
+        from pipeline.config import load_config
+
+        cfg = load_config(tmp_path / name)
+        con = connect()
+        report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir,
+                          pd.Timestamp("2026-02-01"))
+        assert report.ok, report.problems
+        t = report.typed["events"]
+        ids = con.sql(f"SELECT {t['customer_id'].expr} FROM {report.sources['events'].view}").fetchall()
+        assert ("müller",) in ids
+
+
 def test_the_demos_segments_this_data_cannot_have_are_left_out_so_the_first_score_runs(tmp_path, monkeypatch):
     """A shop without bounce or complaint events: the demo's `undeliverable` (bounced OR
     complained) would refuse every score. When the data validates as init wrote the configs, such
