@@ -327,10 +327,11 @@ def _csv_dialect(con: duckdb.DuckDBPyConnection, path: str, folder: Path) -> dic
     file), and a delimiter other than the comma, as DuckDB's sniffer finds it."""
     first = resolve_files(SourceSpec(format="csv", path=path), folder, "events")[0]
     out: dict = {}
-    if _utf16(_head(first, 4096) or b"") == "le":
+    head = _head(first, 4096) or b""
+    if _utf16(head) == "le":
         out["encoding"] = "utf-16"
         return out  # the sniffer reads UTF-8 only; a UTF-16 file's delimiter is left to validation's message
-    if not _utf8(first):
+    if b"\x00" not in head and not _utf8(first):  # a NUL is no text at all: validation says what it is
         out["encoding"] = "latin-1"
     try:
         (delimiter,) = con.execute(f"SELECT Delimiter FROM sniff_csv(?, encoding = '{out.get('encoding', 'utf-8')}')",
