@@ -138,7 +138,9 @@ def drift_report(
     tested = tested_num + categorical
     if not tested:
         raise ValueError("drift: no column has values in both reference and current; nothing to compare")
-    snapshot = _run_evidently(ref[tested], cur[tested], tested_num, categorical, thresholds)
+    swapped = _unseen_values(ref, cur, tested_num, categorical, thresholds)
+    snapshot = _run_evidently(ref[tested], cur[tested], tested_num, categorical, thresholds,
+                              {c: "jensenshannon" for c in swapped})
     verdicts = _verdicts(snapshot)
     table = []
     for c in numeric + categorical:
@@ -147,7 +149,7 @@ def drift_report(
         if c in verdicts:
             v = verdicts[c]
             table.append([c, kind, v["method"], "p_value" if "p_value" in v["method"] else "distance", v["score"],
-                          v["threshold"], v["drifted"], miss_ref, miss_cur, ""])
+                          v["threshold"], v["drifted"], miss_ref, miss_cur, swapped.get(c, "")])
         else:
             ref_empty, cur_empty = empty[c]
             side = "reference and current" if ref_empty and cur_empty else "reference" if ref_empty else "current"
@@ -205,17 +207,49 @@ def _missing_share(s: pd.Series, kind: str) -> float:
     return float((s == MISSING).mean() if kind == "categorical" else s.isna().mean())
 
 
-def _run_evidently(ref: pd.DataFrame, cur: pd.DataFrame, numeric, categorical, t: DriftThresholds):
+#: Evidently's rule: up to this many reference rows, p-value tests (chi-square for a few values)
+SMALL_REFERENCE = 1000
+
+
+def _unseen_values(ref: pd.DataFrame, cur: pd.DataFrame, numeric, categorical, t: DriftThresholds) -> dict[str, str]:
+    """Column -> note, for the columns Evidently would test by chi-square (its choice for a small
+    reference: categories, and numbers with 3 to 5 distinct values) whose current values include
+    one the reference never had. Chi-square expects 0 such rows there, so a single one gives
+    p = 0 (drifted) and a divide-by-zero warning: 2 customers of 1,004 with 4 refunds, where the
+    reference's most was 3, made `n_refund` drift. These columns take the Jensen-Shannon distance
+    instead, which Evidently itself uses for a larger reference. A configured method is kept."""
+    if t.method is not None or len(ref) > SMALL_REFERENCE:
+        return {}
+    out = {}
+    for c in [*numeric, *categorical]:
+        r, k = ref[c].dropna(), cur[c].dropna()
+        n_values = pd.concat([r, k]).nunique()
+        if n_values <= 2 or (c in numeric and n_values > 5):
+            continue  # Evidently's z-test, K-S: a new value is no division by zero there
+        new = k[~k.isin(set(r))]
+        if len(new):
+            shown = ", ".join(f"{v!r}" if isinstance(v, str) else f"{v:g}" for v in new.value_counts().index[:3])
+            out[c] = (f"{len(new):,} current row{'s' if len(new) != 1 else ''} with a value the reference never had "
+                      f"({shown}): Jensen-Shannon distance, since chi-square cannot weigh a value it expects 0 times")
+    return out
+
+
+def _run_evidently(ref: pd.DataFrame, cur: pd.DataFrame, numeric, categorical, t: DriftThresholds,
+                   per_column_method: dict[str, str] | None = None):
     # imported here: evidently takes seconds to import and only monitoring needs it
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
     preset = DataDriftPreset(columns=numeric + categorical, drift_share=t.max_drift_share, method=t.method,
-                             threshold=t.column_threshold)
+                             threshold=t.column_threshold, per_column_method=per_column_method or None)
     report = Report([preset], include_tests=True)
     return report.run(Dataset.from_pandas(cur, data_definition=definition),
                       Dataset.from_pandas(ref, data_definition=definition))
+
+
+#: a method asked for by name is reported by Evidently's name for it, as the methods it picks are
+_METHOD_NAMES = {"jensenshannon": "Jensen-Shannon distance"}
 
 
 def _verdicts(snapshot) -> dict[str, dict]:
@@ -226,7 +260,8 @@ def _verdicts(snapshot) -> dict[str, dict]:
         cfg = m["config"]
         if cfg.get("type", "").endswith(":ValueDrift"):
             by_id[m["id"]] = cfg["column"]
-            out[cfg["column"]] = {"method": str(cfg["method"]), "score": float(m["value"]),
+            method = str(cfg["method"])
+            out[cfg["column"]] = {"method": _METHOD_NAMES.get(method, method), "score": float(m["value"]),
                                   "threshold": float(cfg["threshold"]), "drifted": None}
     for t in d["tests"]:
         column = by_id.get(t["metric_config"]["metric_id"])

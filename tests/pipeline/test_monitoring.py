@@ -106,6 +106,38 @@ def test_drift_declares_types_so_nullable_and_empty_columns_are_judged():
         drift_report(frame(0, False), frame(0, False), ["steady"], [], ["score"], THRESHOLDS)
 
 
+def test_a_value_the_small_reference_never_had_is_no_drift_by_itself():
+    """With up to 1,000 reference rows Evidently tests a category, or a count with 3 to 5 values,
+    by chi-square, which expects 0 rows of a value the reference never had: 2 current rows of 1,004
+    with 4 refunds (the reference's most was 3) gave p = 0, a drifted column and a divide-by-zero
+    warning on every monitor run. Such columns take the Jensen-Shannon distance instead, and say
+    so; a new value that is really common still drifts."""
+    import warnings
+
+    rng = np.random.default_rng(1)
+
+    def frame(n: int, new: int) -> pd.DataFrame:
+        f = pd.DataFrame({"n_refund": rng.choice([0, 1, 2, 3], n, p=[0.8, 0.15, 0.04, 0.01]).astype(float),
+                          "channel": rng.choice(["email", "paid", "organic"], n)})
+        f.loc[: new - 1, ["n_refund", "channel"]] = [4.0, "influencer"]
+        return f
+
+    reference = frame(858, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        result = drift_report(reference, frame(1004, 2), ["n_refund"], ["channel"], [], THRESHOLDS)
+    table = result.columns.set_index("column")
+    for c, shown in (("n_refund", "(4)"), ("channel", "('influencer')")):
+        assert not table.loc[c, "drifted"], table.loc[c].to_dict()
+        assert table.loc[c, "method"] == "Jensen-Shannon distance"
+        assert f"2 current rows with a value the reference never had {shown}" in table.loc[c, "note"]
+    result = drift_report(reference, frame(1004, 300), ["n_refund"], ["channel"], [], THRESHOLDS)
+    assert set(result.drifted) == {"n_refund", "channel"}
+    # same values on both sides: Evidently's own choice (chi-square) stays
+    result = drift_report(reference, frame(1004, 0), ["n_refund"], ["channel"], [], THRESHOLDS)
+    assert set(result.columns["method"]) == {"chi-square p_value"} and not result.drifted
+
+
 # ---------------------------------------------------------------- holdout lift
 def _members(rng, segment: str, n_treated: int, rate_treated: float, n_holdout: int, rate_holdout: float):
     converted = np.r_[rng.random(n_treated) < rate_treated, rng.random(n_holdout) < rate_holdout]
