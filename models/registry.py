@@ -232,7 +232,7 @@ def _require_model(client: MlflowClient, name: str) -> None:
 
 
 def _version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
-    """Version ``version`` of ``name``: a number, or an alias (``champion``, ``challenger``...)."""
+    """Version ``version`` of ``name``: a number, or an alias (``champion``, ``previous-champion``)."""
     _require_model(client, name)
     if not str(version).isdigit():
         mv = _alias(client, name, str(version))
@@ -731,12 +731,20 @@ def load_champion(name: str, alias: str = CHAMPION) -> tuple[Any, ModelVersion]:
 
 
 def load_version(name: str, version: str | int) -> Any:
-    """The pyfunc model of one registered version (what a past scoring run used)."""
+    """The pyfunc model of one registered version (what a past scoring run used): a number or an
+    alias (``models:/name/champion`` would read as a stage, which MLflow 3 refuses)."""
     client = MlflowClient()
     with _mlflow(f"loading {name} version {version}"):
-        _version(client, name, version)
+        mv = _version(client, name, version)
         with _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
-            return mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+            return mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
+
+
+def resolve_version(name: str, version: str | int) -> str:
+    """The number of ``version`` of ``name`` (a number, or an alias such as ``champion``)."""
+    client = MlflowClient()
+    with _mlflow(f"reading {name} version {version}"):
+        return str(_version(client, name, version).version)
 
 
 REFERENCE_FILE = "reference/reference.parquet"

@@ -25,8 +25,8 @@ def explain(
     as_of: Annotated[Optional[str], typer.Option(help="The run as of this date or instant, instead of --run.")] = None,
     top: Annotated[int, typer.Option(help="Features to list.")] = 12,
     version: Annotated[Optional[str], typer.Option(
-        "--version", help="With --model: explain with this version of the model (a challenger under review) "
-                          "instead of the one the run used.")] = None,
+        "--version", help="With --model: explain with this version of the model (a number, or an alias such as "
+                          "champion: a challenger under review) instead of the one the run used.")] = None,
 ) -> None:
     """The customer's score, band and segments in a run, each feature's push (exact TreeSHAP) in
     probability points and log-odds, and a waterfall PNG under .dynseg/reports/explain/."""

@@ -55,7 +55,7 @@ def _run_models(cfg: Config, run: pd.Series, target: str | None = None,
     for m in used:
         if target not in (None, m["target"]):
             continue
-        chosen = str(version) if version is not None else m["version"]
+        chosen = registry.resolve_version(m["name"], version) if version is not None else m["version"]
         model = registry.bundle_of(registry.load_version(m["name"], chosen)).model
         rate = m.get("base_rate")
         out[m["target"]] = (model.with_base_rate(rate) if rate is not None else model, rate, f"{m['name']}/{chosen}")

@@ -433,6 +433,13 @@ def test_a_challenger_version_explains_the_runs_customers_with_its_own_scores(sh
     # the challenger's waterfall has its own file: the run's own explanation is kept
     assert {f.name for f in folder.glob(f"{cid}_purchase*.png")} == {f"{cid}_purchase.png", f"{cid}_purchase_v{challenger.version}.png"}
     assert runner.invoke(app, ["explain", cid, "--version", "1"]).exit_code == 2  # --version needs --model
+    # an alias names a version too (MLflow 3 read models:/name/champion as a stage, and refused it)
+    champion = R.resolve_version("dynseg-purchase", "champion")
+    (e,) = explain_customer(cfg, cid, "purchase", plot=False, version="champion")
+    used = next(f"{m['name']}/{m['version']}" for m in json.loads(q(shop, "SELECT models FROM scoring_runs WHERE run_id = ?",
+                [shop.runs[1].run_id]).models[0]) if m["target"] == "purchase")
+    assert e.model == f"dynseg-purchase/{champion}" and (e.band is not None) == (e.model == used)
+    assert runner.invoke(app, ["explain", cid, "--model", "purchase", "--version", "champion"]).exit_code == 0
 
 
 def test_segment_show_lists_what_sets_the_segment_apart(shop):
