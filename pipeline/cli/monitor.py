@@ -25,6 +25,8 @@ def monitor(
     from pipeline.jobs.monitor import monitor_job
 
     state: State = ctx.obj
+    if run and as_of:  # one of them would be ignored: a scheduler's wrong --run must not pass unseen
+        raise typer.BadParameter("give --run or --as-of, not both", param_hint="--as-of")
     with handled():
         with err.status("monitoring: features, references, Evidently reports"):
             r = monitor_job(state.config(), parse_as_of(as_of) if as_of else None, run)
@@ -53,6 +55,8 @@ def lift(
     from pipeline.jobs.monitor import lift_job
 
     state: State = ctx.obj
+    if run and as_of:
+        raise typer.BadParameter("give --run or --as-of, not both", param_hint="--as-of")
     with handled():
         if not (run or as_of):
             raise BadValue("name the scoring run: --run RUN_ID or --as-of DATE")

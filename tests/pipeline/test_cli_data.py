@@ -101,6 +101,10 @@ def test_lift_without_a_run_is_bad_usage(project):
     project.write_events(good_events())
     result = runner.invoke(app, ["lift"])
     assert result.exit_code == 2 and "name the scoring run: --run RUN_ID or --as-of DATE" in result.output
+    # both named: one would be ignored (lift reported the --run's run and said nothing of --as-of)
+    for command in ("lift", "monitor"):
+        result = runner.invoke(app, [command, "--run", "abc123", "--as-of", "2026-11-27"])
+        assert result.exit_code == 2 and "give --run or --as-of, not both" in result.output, result.output
 
 
 def test_the_as_of_reads_back_as_the_date_given_and_the_instant_it_means(project):
