@@ -42,6 +42,8 @@ _DDL = {
     "segment_deltas": "run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, customer_id VARCHAR, change VARCHAR",
     "customer_reasons": """run_id VARCHAR, as_of TIMESTAMP, customer_id VARCHAR, target VARCHAR, rank INTEGER,
         feature VARCHAR, value VARCHAR, log_odds DOUBLE, points DOUBLE, reason VARCHAR""",
+    # a run scored again for the same as_of replaces the one before; its id then leads here
+    "replaced_runs": "run_id VARCHAR, as_of TIMESTAMP, replaced_by VARCHAR, replaced_at TIMESTAMP",
 }
 
 #: Test hook: the path of a file to create just before COMMIT, after which the run waits (so a
@@ -109,6 +111,8 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
             ensure_tables(con, "ws", targets)
             as_of, run_id = run["as_of"], run["run_id"]
             prev = run["previous_run_id"] = previous_run(con, "ws", as_of)
+            con.execute("INSERT INTO ws.replaced_runs SELECT run_id, as_of, ?, now()::TIMESTAMP FROM ws.scoring_runs "
+                        "WHERE as_of = ?", [run_id, as_of])
             for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
                           "customer_reasons"):
                 con.execute(f"DELETE FROM ws.{table} WHERE as_of = ?", [as_of])
@@ -230,6 +234,12 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
         found = read(db, "SELECT * FROM scoring_runs WHERE as_of = ?", [as_of])
     else:
         found = read(db, "SELECT * FROM scoring_runs ORDER BY as_of DESC LIMIT 1")
+    if found.empty and run_id:
+        now = _replacement(db, run_id)
+        if now is not None:
+            raise ValueError(f"the scoring run {run_id!r} (as of {as_of_label(now[1])}) was replaced by run {now[0]!r}, "
+                             "the same date scored again; a date keeps one run. Use --run " + now[0]
+                             + f" or --as-of {as_of_label(now[1])}")
     if found.empty:
         what = f"run {run_id!r}" if run_id else f"run as of {as_of_label(as_of)}" if as_of else "run"
         have = read(db, "SELECT as_of FROM scoring_runs ORDER BY as_of DESC LIMIT 6") if db.exists() else None
@@ -239,3 +249,18 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
         raise ValueError(f"no scoring {what} in {db}; the latest runs are as of {dates} "
                          "(`dynseg segments list` shows them); or score it: dynseg score --as-of DATE")
     return found.iloc[0]
+
+
+def _replacement(db: Path, run_id: str) -> tuple[str, datetime] | None:
+    """The run that now stands for replaced run ``run_id`` (followed through later replacements) and
+    its as_of; None when the id was never replaced (or the workspace predates the record)."""
+    try:
+        rows = read(db, "WITH RECURSIVE chain(id, as_of, depth) AS (SELECT replaced_by, as_of, 0 FROM replaced_runs "
+                        "WHERE run_id = ? UNION ALL SELECT r.replaced_by, r.as_of, c.depth + 1 FROM replaced_runs r "
+                        "JOIN chain c ON r.run_id = c.id WHERE c.depth < 1000) "
+                        "SELECT id, as_of FROM chain ORDER BY depth DESC LIMIT 1", [run_id])
+    except duckdb.CatalogException:
+        return None
+    if rows.empty:
+        return None
+    return rows.id[0], rows.as_of[0].to_pydatetime()

@@ -222,6 +222,10 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     _swap_in(tmp_dir, export_dir)
     changes = run_definition_changes(ws.db_path, run_id, prev)
     warnings += _definition_warnings(ws.db_path, prev, changes)
+    for old in replaced.run_id if not replaced.empty else []:
+        warnings.append(f"this run replaces run {old}, scored before for the same as_of (a date keeps one run): its "
+                        "scores, segments and exports are replaced, and a command given `--run " + old + "` says so "
+                        "and names this run")
     mlflow_run = logged.get("mlflow")
     nxt = runs.read(ws.db_path, "SELECT run_id, as_of, mlflow_run_id FROM scoring_runs WHERE as_of > ? "
                                 "ORDER BY as_of LIMIT 1", [as_of])

@@ -214,6 +214,12 @@ def test_rerun_replaces_the_run_and_a_killed_run_changes_nothing(shop):
     assert sorted(n for _, n in after[1]) == sorted(n for _, n in before[1])  # same data, same sizes
     new_id = after[0][1]
     assert json.loads((exports / "manifest.json").read_text())["run_id"] == new_id
+    old_id = shop.runs[1].run_id
+    assert f"this run replaces run {old_id}" in " ".join(result.output.split())
+    # the replaced id says what became of it (it read as a run that never was)
+    result = runner.invoke(app, ["explain", "c0", "--run", old_id])
+    said = " ".join(result.output.split())
+    assert result.exit_code != 0 and f"'{old_id}' (as of 2026-11-27) was replaced by run '{new_id}'" in said, said
     shop.runs[1].run_id = new_id  # later tests read the current run
     shop.runs[1].mlflow_run_id = q(shop, "SELECT mlflow_run_id FROM scoring_runs WHERE run_id = ?", [new_id]).mlflow_run_id[0]
 
