@@ -65,9 +65,10 @@ def same_definition(a: tuple[dict, list[str]], b: tuple[dict, list[str]]) -> boo
 def definition_changes(now: dict, before: dict) -> dict[str, str]:
     """How the segments of ``now`` differ from ``before`` (segments configs as a run stores them:
     ``segments`` and ``suppress_always``): ``"new"`` for a segment ``before`` lacks, ``"redefined"``
-    for one that selects or holds out differently (:func:`same_definition`); the same ones are left out."""
+    for one that selects or holds out differently (:func:`same_definition`), ``"removed"`` for one
+    of ``before`` that ``now`` lacks (its members all exited); the same ones are left out."""
     old = {d["name"]: d for d in before.get("segments", [])}
-    out = {}
+    out = {name: "removed" for name in old if name not in {d["name"] for d in now.get("segments", [])}}
     for d in now.get("segments", []):
         if d["name"] not in old:
             out[d["name"]] = "new"

@@ -51,6 +51,10 @@ def list_(ctx: typer.Context,
     changes = run_definition_changes(db, run.run_id, run.previous_run_id)
     out.print(health_table(health, f"Segments as of {as_of_label(run.as_of)} (run {run.run_id}; "
                                    f"movement against run {prev})", changes))
+    gone = [name for name, change in changes.items() if change == "removed"]
+    if gone:
+        out.print(f"Removed since run {prev} (every member exited; `dynseg segments changes NAME` lists them): "
+                  + ", ".join(gone), highlight=False)
 
 
 def _run_by_id(db, run_id: str):
@@ -175,10 +179,13 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
 def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
             as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
             out_path: Annotated[Optional[Path], typer.Option("--out", help="Write every change to this Parquet or CSV file.")] = None,
-            limit: Annotated[int, typer.Option(help="Changes to list on screen.")] = 20) -> None:
+            limit: Annotated[int, typer.Option(min=0, help="Changes to list on screen.")] = 20) -> None:
     """Who entered and who exited a segment in a run, against the run before it, with their scores
-    and bands in this run (an exited customer's show why: below the band now, excluded, or no
-    longer scored). --out writes them all, e.g. to trigger a journey on entry."""
+    and bands in this run and, for who exited, why: no longer matches the rule, excluded by another
+    segment, no longer scored, or the segment removed. --out writes them all, e.g. to trigger a
+    journey on entry."""
+    import json
+
     import pandas as pd
 
     from pipeline import runs
@@ -187,15 +194,28 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
     with handled():
         cfg, db, run = _run_of(ctx, as_of)
         known = runs.read(db, "SELECT DISTINCT segment FROM segment_health WHERE run_id = ?", [run.run_id])
-        if name not in set(known.segment):
+        config = json.loads(run.config).get("segments", {}) if isinstance(run.config, str) else {}
+        definition = next((d for d in config.get("segments", []) if d["name"] == name), None)
+        removed = name not in set(known.segment) and not runs.read(
+            db, "SELECT 1 FROM segment_deltas WHERE run_id = ? AND segment = ? LIMIT 1", [run.run_id, name]).empty
+        if name not in set(known.segment) and not removed:
             close = difflib.get_close_matches(name, list(known.segment), n=1)
             raise ValueError(f"the run as of {as_of_label(run.as_of)} (run {run.run_id}) has no segment {name!r}"
                              + (f"; did you mean {close[0]!r}?" if close else "")
-                             + f" Its segments: {', '.join(sorted(known.segment))}")
+                             + f". Its segments: {', '.join(sorted(known.segment))}")
+        excluding = excluded_by(definition, config.get("suppress_always", [])) if definition else []
         moved = runs.read(db, """
-            SELECT d.customer_id, d.change, s.* EXCLUDE (run_id, as_of, customer_id)
+            SELECT d.customer_id, d.change, s.* EXCLUDE (run_id, as_of, customer_id),
+                   CASE WHEN d.change = 'entered' THEN NULL
+                        WHEN ? THEN 'segment removed from configs/segments.yaml'
+                        WHEN s.run_id IS NULL THEN 'not scored in this run'
+                        ELSE coalesce((SELECT 'excluded by ' || string_agg(DISTINCT m.segment, ', ' ORDER BY m.segment)
+                                       FROM segment_members m WHERE m.run_id = d.run_id
+                                       AND m.customer_id = d.customer_id AND list_contains(?, m.segment)),
+                                      'no longer matches the rule') END AS why
             FROM segment_deltas d LEFT JOIN customer_scores s ON s.run_id = d.run_id AND s.customer_id = d.customer_id
-            WHERE d.run_id = ? AND d.segment = ? ORDER BY d.change, d.customer_id""", [run.run_id, name])
+            WHERE d.run_id = ? AND d.segment = ? ORDER BY d.change, d.customer_id""",
+                          [removed, excluding, run.run_id, name])
         if out_path is not None:
             write_frame(moved, out_path, cfg)
     prev = run.previous_run_id
@@ -204,12 +224,17 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
              f"{(moved.change == 'entered').sum():,} entered, {(moved.change == 'exited').sum():,} exited")
     if prev is None:
         err.print(f"Run {run.run_id} is the first scoring run: every member counts as entered.", highlight=False)
+    if removed:
+        err.print(f"Segment {name} is not in this run's configs/segments.yaml: it was removed since the run before, "
+                  "and every member it had then counts as exited.", highlight=False)
     cols = [c for c in moved.columns if c in ("customer_id", "change") or c.endswith(("_score_100", "_band"))]
+    cols += ["why"] if (moved.change == "exited").any() else []
     t = Table(title=title + (f" (first {limit} listed)" if len(moved) > limit else ""), title_justify="left")
     for c in cols:
         t.add_column(c, justify="right" if c.endswith("_score_100") else "left")
-    for row in moved.head(max(limit, 0))[cols].itertuples(index=False):
-        t.add_row(*("not scored" if v is None or pd.isna(v) else str(v) for v in row))
+    for row in moved.head(limit)[cols].itertuples(index=False):
+        t.add_row(*("" if c == "why" and pd.isna(v) else "not scored" if v is None or pd.isna(v) else str(v)
+                    for c, v in zip(cols, row)))
     out.print(t)
     if out_path is not None:
         out.print(f"Wrote {len(moved):,} changes to {out_path}")

@@ -77,7 +77,7 @@ class ScoreRun:
     mlflow_run_id: str | None
     timings: dict[str, float]
     warnings: list[str] = field(default_factory=list)
-    #: segments new ("new") or defined differently ("redefined") since the previous run
+    #: segments new ("new"), defined differently ("redefined") or gone ("removed") since the previous run
     changes: dict[str, str] = field(default_factory=dict)
 
 
@@ -221,7 +221,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         raise
     _swap_in(tmp_dir, export_dir)
     changes = run_definition_changes(ws.db_path, run_id, prev)
-    warnings += _definition_warnings(ws.db_path, prev, changes)
+    warnings += _definition_warnings(ws.db_path, run_id, prev, changes)
     for old in replaced.run_id if not replaced.empty else []:
         warnings.append(f"this run replaces run {old}, scored before for the same as_of (a date keeps one run): its "
                         "scores, segments and exports are replaced, and a command given `--run " + old + "` says so "
@@ -635,7 +635,7 @@ def _swap_in(tmp_dir: Path, export_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _definition_warnings(db: Path, prev: str | None, changes: dict[str, str]) -> list[str]:
+def _definition_warnings(db: Path, run_id: str, prev: str | None, changes: dict[str, str]) -> list[str]:
     """A warning per segment new, or defined differently, since the previous run (``changes``, from
     :func:`run_definition_changes`): its entered/exited count the change of definition, not only
     customers who moved."""
@@ -643,7 +643,12 @@ def _definition_warnings(db: Path, prev: str | None, changes: dict[str, str]) ->
         return []
     prev_as_of = as_of_label(runs.read(db, "SELECT as_of FROM scoring_runs WHERE run_id = ?", [prev]).as_of[0].to_pydatetime())
     when = f"the previous run (as of {prev_as_of})"
+    exited = runs.read(db, "SELECT segment, count(*) AS n FROM segment_deltas WHERE run_id = ? AND change = 'exited' "
+                           "GROUP BY segment", [run_id])
+    exited = dict(zip(exited.segment, exited.n)) if not exited.empty else {}
     return [f"segment {name} is new since {when}: every member counts as entered" if change == "new" else
+            f"segment {name} was removed since {when}: its {exited.get(name, 0):,} members there count as exited "
+            f"(`dynseg segments changes {name}` lists them, e.g. to end their journeys)" if change == "removed" else
             f"segment {name} is defined differently since {when}: its entered/exited count the change of "
             f"definition, not only customers who moved (`dynseg segments show {name} --as-of {prev_as_of}` "
             "shows what that run used)"

@@ -114,6 +114,20 @@ def test_segments_changes_lists_and_writes_who_entered_and_exited(shop, tmp_path
     now = q(shop, "SELECT customer_id, purchase_band FROM customer_scores WHERE run_id = ?", [r2.run_id]).set_index("customer_id")
     entered = written[written.change == "entered"]
     assert (entered.purchase_band == "high").all() and (now.loc[entered.customer_id, "purchase_band"] == "high").all()
+    # an exited customer's why: no longer scored, excluded by (and then a member of) another segment,
+    # or out of the rule (not in the high band now)
+    assert entered.why.isna().all()
+    members = q(shop, "SELECT segment, customer_id FROM segment_members WHERE run_id = ?", [r2.run_id])
+    exited = written[written.change == "exited"]
+    assert len(exited) and exited.why.notna().all()
+    for row in exited.itertuples():
+        if row.why == "not scored in this run":
+            assert row.customer_id not in now.index
+        elif row.why.startswith("excluded by "):
+            for other in row.why.removeprefix("excluded by ").split(", "):
+                assert ((members.segment == other) & (members.customer_id == row.customer_id)).any()
+        else:
+            assert row.why == "no longer matches the rule" and now.loc[row.customer_id, "purchase_band"] != "high"
     # the first run has no run before it: every member entered, and it says so
     size = q(shop, "SELECT count(*) AS n FROM segment_members WHERE run_id = ? AND segment = 'likely_buyers'", [r1.run_id]).n[0]
     result = runner.invoke(app, ["segments", "changes", "likely_buyers", "--as-of", "2026-11-26"])
@@ -570,10 +584,23 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
             "n_email_send>0 and n_email_open_90d=0 AND n_email_click_90d = 0")  # the same rule, spelled differently
         doc["segments"].append({"name": "big_spenders", "description": "d", "owner": "o", "kind": "value",
                                 "where": "spend_365d >= 1000"})
+        doc["segments"] = [d for d in doc["segments"] if d["name"] != "active"]
 
     result, _ = score_with_config_changed(shop, "segments", change, ("score", "--as-of", "2026-11-28"))
     text = " ".join(result.output.split())
     assert result.exit_code == 0, result.output
+    # a segment taken out of the config: its members exited, and the run says how many and where to
+    # find them (its exit journeys would otherwise never fire); `segments changes` still lists them
+    was = q(shop, "SELECT count(*) AS n FROM segment_members m JOIN scoring_runs r ON r.run_id = m.run_id "
+                  "WHERE r.as_of = ? AND m.segment = 'active'", [DAY2]).n[0]
+    assert was > 0
+    assert (f"segment active was removed since the previous run (as of 2026-11-27): its {was:,} members there "
+            "count as exited (`dynseg segments changes active` lists them") in text, text
+    gone = runner.invoke(app, ["segments", "changes", "active", "--as-of", "2026-11-28", "--limit", "1"])
+    said = " ".join(gone.output.split())
+    assert gone.exit_code == 0 and f"0 entered, {was:,} exited" in said and "segment removed from configs/segments.yaml" in said
+    listed = runner.invoke(app, ["segments", "list", "--as-of", "2026-11-28"])
+    assert "Removed since run" in listed.output and ": active" in " ".join(listed.output.split())
     assert "segment big_spenders is new since the previous run (as of 2026-11-27): every member counts as entered" in text
     assert "segment vip is defined differently since the previous run (as of 2026-11-27)" in text
     assert "segment sunset" not in text
