@@ -51,6 +51,11 @@ def list_(ctx: typer.Context,
     changes = run_definition_changes(db, run.run_id, run.previous_run_id)
     out.print(health_table(health, f"Segments as of {as_of_label(run.as_of)} (run {run.run_id}; "
                                    f"movement against run {prev})", changes))
+    from pipeline.jobs.score import run_model_changes
+
+    for target, (before, now) in run_model_changes(db, run.run_id, run.previous_run_id).items():
+        out.print(f"Model changed since run {prev}: {target} was scored by {before}, now by {now}; entered/exited "
+                  "count the change of model too.", highlight=False)
     gone = [name for name, change in changes.items() if change == "removed"]
     if gone:
         out.print(f"Removed since run {prev} (every member exited; `dynseg segments changes NAME` lists them): "

@@ -222,6 +222,9 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     _swap_in(tmp_dir, export_dir)
     changes = run_definition_changes(ws.db_path, run_id, prev)
     warnings += _definition_warnings(ws.db_path, run_id, prev, changes)
+    warnings += [f"{target} is scored by {now}, the previous run by {before}: the entered/exited of segments read "
+                 "from its scores or bands count the change of model, not only customers who moved"
+                 for target, (before, now) in run_model_changes(ws.db_path, run_id, prev).items()]
     for old in replaced.run_id if not replaced.empty else []:
         warnings.append(f"this run replaces run {old}, scored before for the same as_of (a date keeps one run): its "
                         "scores, segments and exports are replaced, and a command given `--run " + old + "` says so "
@@ -653,6 +656,21 @@ def _definition_warnings(db: Path, run_id: str, prev: str | None, changes: dict[
             f"definition, not only customers who moved (`dynseg segments show {name} --as-of {prev_as_of}` "
             "shows what that run used)"
             for name, change in changes.items()]
+
+
+def run_model_changes(db: Path, run_id: str, previous_run_id: str | None) -> dict[str, tuple[str, str]]:
+    """target -> (model/version of the run before, model/version of this run), for each target whose
+    model changed between them (a promotion or a rollback): every segment read from its scores moves
+    with the model too, not only with the customers."""
+    if not previous_run_id:
+        return {}
+    found = runs.read(db, "SELECT run_id, models FROM scoring_runs WHERE run_id IN (?, ?)", [run_id, previous_run_id])
+    used = {r.run_id: {m["target"]: f"{m['name']} version {m['version']}" for m in json.loads(r.models)}
+            for r in found.itertuples() if isinstance(r.models, str)}
+    if run_id not in used or previous_run_id not in used:
+        return {}
+    before, now = used[previous_run_id], used[run_id]
+    return {t: (before[t], now[t]) for t in now if t in before and before[t] != now[t]}
 
 
 def run_definition_changes(db: Path, run_id: str, previous_run_id: str | None) -> dict[str, str]:

@@ -586,9 +586,27 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
                                 "where": "spend_365d >= 1000"})
         doc["segments"] = [d for d in doc["segments"] if d["name"] != "active"]
 
-    result, _ = score_with_config_changed(shop, "segments", change, ("score", "--as-of", "2026-11-28"))
+    # and another purchase model than the run before used (a promotion): every purchase segment moves with it
+    from pipeline.jobs.train import train_job
+
+    cfg = load_config(shop.root)
+    registry.connect(Workspace(shop.workspace).tracking_uri())
+    name = cfg.training.registry.names["purchase"]
+    champion = registry.resolve_version(name, "champion")
+    others = [v for v in registry.list_versions(name).version.astype(str) if v != champion]
+    other = others[0] if others else train_job(cfg, "purchase", as_of=DAY1 - timedelta(days=20),
+                                               allow_unvalidated=True).version
+    registry.promote(name, other, force=True, reason="test: a model change between runs")
+    try:
+        result, _ = score_with_config_changed(shop, "segments", change, ("score", "--as-of", "2026-11-28"))
+    finally:
+        registry.rollback(name)
     text = " ".join(result.output.split())
     assert result.exit_code == 0, result.output
+    assert (f"purchase is scored by {name} version {other}, the previous run by {name} version {champion}: the "
+            "entered/exited of segments read from its scores or bands count the change of model") in text, text
+    listed = " ".join(runner.invoke(app, ["segments", "list", "--as-of", "2026-11-28"]).output.split())
+    assert f"purchase was scored by {name} version {champion}, now by {name} version {other}" in listed
     # a segment taken out of the config: its members exited, and the run says how many and where to
     # find them (its exit journeys would otherwise never fire); `segments changes` still lists them
     was = q(shop, "SELECT count(*) AS n FROM segment_members m JOIN scoring_runs r ON r.run_id = m.run_id "
