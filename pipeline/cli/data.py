@@ -96,8 +96,9 @@ def _print_summary(s: dict) -> None:
     if s["roles_without_events"]:
         names = "; ".join(f"{', '.join(map(repr, n))} to {role}" for role, n in s["roles_without_events"].items())
         out.print(f"[yellow]0 events[/]: configs/roles.yaml maps {escape(names)}, and no event has such a name. "
-                  "Every feature of such a role is 0 or empty for every customer: if your log records it under another "
-                  "name, map that name instead; if it records none, the line can go.")
+                  "Such a role feeds no feature (its columns are left out, or read 0 for everyone where another role "
+                  "keeps their group): if your log records it under another name, map that name instead; if it "
+                  "records none, the line can go.")
     i = s["identity"]
     out.print(kv_table("Identity resolution", {
         "ids in identities": i["ids_linked"],

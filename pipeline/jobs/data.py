@@ -100,7 +100,7 @@ def data_summary(data: LoadedData, role_of: dict[str, str] | None = None) -> dic
     """What an analyst wants to see first: who, what, when, and which ids were merged. With
     ``role_of`` (configs/roles.yaml's names), also the roles it maps that no event of the run has
     (``roles_without_events``, each with its names): a name misspelt there, or copied from another
-    tool's template, leaves every feature of its role at 0 and nothing else says so."""
+    tool's template, leaves its role out of the features and nothing else says so."""
     con = data.con
     customers, events, first, last = con.execute(
         "SELECT count(DISTINCT customer_id), count(*), min(ts), max(ts) FROM events"
