@@ -112,7 +112,7 @@ def data_profile(cfg: Config, data: LoadedData, before: datetime | None = None) 
         has_signup = con.execute("SELECT count(*) FILTER (signup_at < $t) > 0 FROM customers", {"t": cut}).fetchall()[0][0]
         has_consent = con.execute(f"SELECT count(*) FILTER (email_consent IS NOT NULL AND consent_updated_at < $t) > 0 "
                                   f"FROM {decisions}", {"t": cut}).fetchall()[0][0]
-    categorical, boolean_text = _categorical(cfg, data)
+    categorical, boolean_text = _categorical(cfg, data, cut)
     has_category = "category" in data.report.typed.get("events", {})  # the column, whatever it holds
     return DataProfile(roles, bool(has_signup), bool(has_consent), categorical, boolean_text, has_category)
 
@@ -125,9 +125,11 @@ def _boolean_word(c: str) -> str:
     return f"lower(trim({ident(c)})) IN ({_BOOLEAN_WORDS})"
 
 
-def _categorical(cfg: Config, data: LoadedData) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The profile attributes taken as categorical features, and those of them that a CSV file
-    holds as booleans (see :attr:`DataProfile.boolean_text`)."""
+    holds as booleans (see :attr:`DataProfile.boolean_text`). ``cut``: `auto` counts the values of
+    the profiles signed up before it (or without a signup time) only, so a customer who signs up
+    later cannot take a column out of the feature set as of it (by passing ``max_categories``)."""
     if "customers" not in data.report.sources:
         return (), ()
     contract = {"customer_id", "signup_at", "email_consent", "consent_updated_at"}
@@ -173,7 +175,9 @@ def _categorical(cfg: Config, data: LoadedData) -> tuple[tuple[str, ...], tuple[
     measures = [f"count(DISTINCT {ident(c)})" for c in text]
     if csv:
         measures += [only_typed_values(c) for c in text]
-    row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers").fetchall()[0]
+    known = "" if cut is None else " WHERE signup_at IS NULL OR signup_at < $t"
+    row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers" + known,
+                           {} if cut is None else {"t": cut}).fetchall()[0]
     counts, typed = row[:len(text)], row[len(text):] if csv else [False] * len(text)
     text = [c for c, n, is_typed in zip(text, counts, typed) if 0 < n <= cfg.features.max_categories and not is_typed]
     return _distinct_names(cfg, tuple(text)), ()  # auto takes no column of booleans: it is no text

@@ -1,5 +1,6 @@
 """No leakage: features as of T see only ts < T; labels only [T, T + H). Proven on planted events."""
 
+import re
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -225,6 +226,19 @@ def test_features_build_is_the_same_whatever_came_after_the_cutoff(project):
     first = build(before)
     assert {"n_refund", "n_support_ticket", "n_email_send", "unsubscribed", "days_since_signup", "email_consent"}.isdisjoint(first.columns)
     assert list(first.customer_id) == ["a", "b", "c"] and first.frequency.tolist() == [1, 1, 0]
+    pd.testing.assert_frame_equal(build(pd.concat([before, later], ignore_index=True)), first)
+    # A customer who signs up after T with a third plan, where `auto` takes attributes of at most two
+    # values: the plan column stays in the file as of T (it counted every profile, and went).
+    features = project.root / "configs" / "features.yaml"
+    text = features.read_text()
+    assert re.search(r"(?m)^max_categories: \d+$", text)
+    features.write_text(re.sub(r"(?m)^max_categories: \d+$", "max_categories: 2", text))
+    known = profiles.assign(signup_at=T - timedelta(days=50), plan=["basic", "plus", "basic", "platinum"])
+    known.iloc[:3].to_parquet(project.data / "customers.parquet")
+    first = build(before)
+    assert first.plan.tolist() == ["basic", "plus", "basic"]
+    known.iloc[3:4] = known.iloc[3:4].assign(signup_at=T + SEC)
+    known.to_parquet(project.data / "customers.parquet")
     pd.testing.assert_frame_equal(build(pd.concat([before, later], ignore_index=True)), first)
 
 
