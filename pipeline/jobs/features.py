@@ -94,8 +94,9 @@ def data_profile(cfg: Config, data: LoadedData, before: datetime | None = None) 
 
     ``before``: only what the data held before that instant, so that the columns of one cutoff's
     feature set (``features build``) do not depend on events after it: a role whose first event is
-    at or after the cutoff gives no columns, as in a log without it. Training sets and scoring runs
-    take the whole log (their snapshots share columns, and a run has every column a model may use)."""
+    at or after the cutoff gives no columns, as in a log without it; a training set given an as_of
+    takes what the data held before it too. Other training sets and scoring runs take the whole log
+    (their snapshots share columns, and a run has every column a model may use)."""
     con = data.con
     summary = data.report.role_summary(cfg.role_of)  # counted during validation, with each role's first time
     cut = utc(before) if before is not None else None
@@ -577,7 +578,10 @@ def training_set_job(
     t = cfg.training
     plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history))
     warnings += _snapshots_short_of_history(cfg, plan.cutoffs, first)
-    profile = data_profile(cfg, data)
+    # trained as of a past instant: its columns from what the data held before it, as its rows are
+    # (a role first seen after it gave columns of 0 for everyone, and re-running the same --as-of
+    # changed the model's inputs as the log grew)
+    profile = data_profile(cfg, data, before=as_of)
     check_excluded(cfg, profile)  # before the long work
     eng = open_engine(cfg, data, engine)
     min_history = parse_duration(t.min_history)

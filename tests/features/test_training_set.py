@@ -172,6 +172,28 @@ def test_a_log_that_lands_late_ends_the_label_windows_at_its_newest_event(shop):
     assert not any("label windows end" in w for w in td.warnings)  # fresh data: nothing to say
 
 
+def test_a_training_set_as_of_a_past_instant_takes_its_columns_from_the_data_before_it(shop):
+    """`train --as-of D` uses only data before D: a role whose first event came after D (support
+    tickets, newly tracked) gave its columns all the same, 0 for everyone, and the training set of the
+    same D changed as the log grew. Now the same frame as from the log without those events."""
+    events_path = shop.workspace / "data" / "events.parquet"
+    events = pd.read_parquet(events_path)
+    as_of = datetime(2026, 10, 31)
+    tickets = events.event_type == "support_ticket_opened"
+    assert tickets.any()
+    without = events[~tickets]
+    without.to_parquet(events_path)
+    before = training_set_job(load_config(shop.root), "purchase", as_of=as_of)
+    assert not [c for c in before.frame.columns if "support_ticket" in c]
+    # the tickets return, all after D
+    late = events[tickets].assign(ts=lambda f: as_of + pd.to_timedelta(range(tickets.sum()), unit="s"))
+    pd.concat([without, late], ignore_index=True).to_parquet(events_path)
+    after = training_set_job(load_config(shop.root), "purchase", as_of=as_of)
+    pd.testing.assert_frame_equal(after.frame, before.frame)
+    # without --as-of the whole log counts: the tickets' columns are there
+    assert [c for c in training_set_job(load_config(shop.root), "purchase").frame.columns if "support_ticket" in c]
+
+
 def test_too_few_examples_advice_fits_the_snapshot_and_the_short_class():
     """Valid and test are one snapshot each (more snapshots do not help them), and a longer horizon
     holds more purchases: more purchase positives, fewer churn positives."""
