@@ -55,7 +55,7 @@ def plan_snapshots(
     cutoffs = _cutoffs(data_end, horizon, n_snapshots, step)
     earliest_ok = data_start + min_history
     if cutoffs[-1] < earliest_ok:
-        from features.asof import as_of_label
+        from features.asof import as_of_text
 
         fit = sum(1 for c in cutoffs if c >= earliest_ok)
         gap = max(step, horizon)
@@ -78,12 +78,13 @@ def plan_snapshots(
         helps.append(f"more history (events from {_moment(cutoffs[-1] - min_history)} on; the data starts "
                      f"{_moment(data_start)}), or less min_history (training.min_history)")
         raise TrainingSetError(
-            f"history too short: the history used runs from {_moment(data_start)} to {as_of_label(data_end)} (the "
+            f"history too short: the history used runs from {_moment(data_start)} to {_moment(data_end)} (the "
             f"newest event, before --as-of when given); {n_snapshots} snapshots "
             f"{step.days} days apart with a {horizon.days}-day label window ({gap.days} days between test, "
-            f"validation and the newest training cutoff) need the first cutoff at "
-            f"{_moment(cutoffs[-1])}, but each cutoff needs {min_history.days} days of history before it "
-            f"(from {_moment(earliest_ok)}). {f'Only {fit} fit' if fit else 'None fits'}. What can help: {'; '.join(helps)}"
+            f"validation and the newest training cutoff) need the first cutoff as of "
+            f"{as_of_text(cutoffs[-1])}, but each cutoff needs {min_history.days} days of history before it, "
+            f"so none can be before {as_of_text(earliest_ok)}. {f'Only {fit} fit' if fit else 'None fits'}. "
+            f"What can help: {'; '.join(helps)}"
         )
     return SnapshotPlan(cutoffs)
 

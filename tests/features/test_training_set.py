@@ -63,6 +63,14 @@ def test_history_too_short_is_refused_with_what_fits():
     with pytest.raises(TrainingSetError) as e:
         plan_snapshots(datetime(2025, 1, 1, 0, 0, 1), datetime(2025, 9, 1), 56 * D, 6, 30 * D, min_history=90 * D)
     assert "the data starts 2025-01-01 00:00:01 UTC" in str(e.value) and "runs from 2025-01-01 00:00:01 UTC" in str(e.value)
+    # the newest event as an instant, as the first one (it read as the day before: the as_of of its midnight);
+    # cutoffs as an as_of reads, with the instant each means, as the snapshots table shows them
+    with pytest.raises(TrainingSetError) as e:
+        plan_snapshots(datetime(2026, 1, 1), datetime(2026, 3, 1), 7 * D, 3, 7 * D, min_history=40 * D)
+    said = str(e.value)
+    assert "runs from 2026-01-01 to 2026-03-01 (the newest event" in said, said
+    assert "need the first cutoff as of 2026-02-07 (data before 2026-02-08 00:00 UTC)" in said, said
+    assert "so none can be before 2026-02-09 (data before 2026-02-10 00:00 UTC)" in said, said
     with pytest.raises(TrainingSetError, match="at least 3 snapshots"):
         plan_snapshots(datetime(2020, 1, 1), datetime(2026, 11, 27), 30 * D, 2, 30 * D)
 
