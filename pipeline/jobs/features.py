@@ -277,13 +277,14 @@ def check_model_inputs(model: Any, label: str, target: str, columns: Iterable[st
             f"it was trained: restore it, or retrain (dynseg train {target}) and promote the new version")
 
 
-def run_warnings(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
+def run_warnings(cfg: Config, data: LoadedData, as_of: datetime, short_history: bool = True) -> list[str]:
     """What a run as of ``as_of`` should say before its results: the validation's warnings (repeated
     event ids dropped, event customers without a profile...), then stale data (when freshness warns
-    rather than refuses; refusing raises here)."""
+    rather than refuses; refusing raises here), then (unless ``short_history`` is False: a training
+    set says it of its snapshots instead) less history before ``as_of`` than the longest window."""
     found = [_said(p) for p in data.report.problems if p.severity == "warning"]
     return (_in_the_future(as_of) + found + _skipped_identifiers(cfg, data) + _fresh(cfg, data, as_of)
-            + _short_history(cfg, data, as_of))
+            + (_short_history(cfg, data, as_of) if short_history else []))
 
 
 def _in_the_future(as_of: datetime) -> list[str]:
@@ -563,7 +564,9 @@ def training_set_job(
     data = load_for_run(cfg, as_of)
     first, last = data.report.time_range(cfg.role_of)
     end = as_of or last
-    warnings = run_warnings(cfg, data, end)
+    # the history short of the longest window is said of the snapshots (_snapshots_short_of_history):
+    # the single-cutoff warning would name an --as-of the user may not have given
+    warnings = run_warnings(cfg, data, end, short_history=False)
     if as_of is not None:  # trained in the past: the data it used ends before as_of, not where the log ends now
         last = newest_event(cfg, data, as_of)
         if last is not None:

@@ -135,6 +135,13 @@ def test_snapshots_with_less_history_than_the_longest_window_are_warned_about(sh
     assert len(said) == 1 and f"{len(short)} of {len(cutoffs)} snapshots" in said[0], td.warnings
     assert f"longest feature window ({days}d)" in said[0] and f"training.min_history: {days}d" in said[0]
     assert f"the event log starts {pd.Timestamp(first):%Y-%m-%d}" in said[0]
+    # windows longer than the whole log: said of the snapshots once, not also as one build's warning,
+    # whose advice (a later --as-of) a training set cannot take
+    whole = (pd.Timestamp(td.last_event) - pd.Timestamp(first)).days + 10
+    (shop.root / "configs" / "features.yaml").write_text(f"windows_days: [7, 30, {whole}]\n")
+    td = training_set_job(load_config(shop.root), "purchase")
+    assert len([w for w in td.warnings if "less history than" in w]) == 1
+    assert not [w for w in td.warnings if "later --as-of" in w], td.warnings
 
 
 def test_too_few_examples_and_stale_data_are_refused(shop):
