@@ -148,7 +148,8 @@ def _check_classes(data: pd.DataFrame, label: LabelSpec, minimum: int) -> None:
             raise TrainingSetError(
                 f"too few examples for '{label.target}' in the {snap} snapshot(s): {pos:,} positives and "
                 f"{neg:,} negatives; at least {minimum:,} of each are needed ({label.describe()}). Use "
-                f"{more}, {horizon}, or lower training.min_class_examples"
+                f"{more}, {horizon}" + (", or lower training.min_class_examples" if minimum > 1 else
+                                        " (a class with no example cannot be learned, whatever the settings)")
             )
 
 

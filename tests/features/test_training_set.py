@@ -230,6 +230,12 @@ def test_too_few_examples_advice_fits_the_snapshot_and_the_short_class():
     with pytest.raises(TrainingSetError, match=r"test snapshot.*a longer horizon"):
         _check_classes(frame((80, 80), (80, 80), (10, 90)), LabelSpec("purchase", 30 * D), 50)
     _check_classes(frame((80, 80), (80, 80), (80, 80)), churn, 50)  # enough of each: no refusal
+    # at the least setting already, lowering it is no advice
+    with pytest.raises(TrainingSetError) as e:
+        _check_classes(frame((80, 80), (80, 80), (1, 0)), churn, 1)
+    assert "min_class_examples" not in str(e.value) and "a class with no example cannot be learned" in str(e.value)
+    with pytest.raises(TrainingSetError, match="or lower training.min_class_examples"):
+        _check_classes(frame((80, 80), (80, 80), (1, 0)), churn, 2)
 
 
 def test_label_rates_in_one_scan_equal_the_label_definition(shop):
