@@ -344,14 +344,26 @@ def score_target(cfg: Config, target: str, pyfunc: Any, feats: pd.DataFrame, as_
     info = ScoredModel(target, registry.model_name(target, cfg.training.registry.names), "", "", spec.population,
                        int(population.sum()), base_rate, note, band_rules.to_dicts(levels))
     info._warnings = notes + unseen_levels(bundle.model, {  # type: ignore[attr-defined]
-        c: (feats.loc[population, c].dropna().astype(str)) for c in bundle.model.categories_ if c in feats})
+        c: (feats.loc[population, c].dropna().astype(str)) for c in bundle.model.categories_ if c in feats},
+        window=bundle.data_window)
     return out, info
 
 
-def unseen_levels(model: Any, values: dict[str, Any], top: int = 3) -> list[str]:
+def unseen_levels(model: Any, values: dict[str, Any], top: int = 3, window: dict | None = None) -> list[str]:
     """A warning per categorical input holding values the model never saw in training (scored as
     if missing): how many of the scored customers, and the commonest such values. ``values``:
-    column -> the present values as text (a pandas Series), or precomputed ``(n, counts)`` pairs."""
+    column -> the present values as text (a pandas Series), or precomputed ``(n, counts)`` pairs.
+    ``window`` (the model's ``data_window``): to say when a retrain can learn such a value, since
+    a model learns only from its training snapshots, which end well before the data it was given
+    (its validation and test snapshots and their label windows come after them)."""
+    retrain = "Retrain to learn it"
+    cutoffs = (window or {}).get("cutoffs") or []
+    if len(cutoffs) >= 3 and window.get("last_event"):
+        newest_train = pd.Timestamp(cutoffs[2])
+        lead = (pd.Timestamp(window["last_event"]) - newest_train).days
+        retrain = (f"A model learns a value from its training snapshots only, which end about {lead} days before the "
+                   f"newest event it is trained on (this one's newest as of {cutoff_label(cutoffs[2])}): a retrain "
+                   f"learns it once customers had it {lead} days before the data's end")
     out = []
     for col, v in values.items():
         known = set(model.categories_.get(col, ()))
@@ -364,7 +376,7 @@ def unseen_levels(model: Any, values: dict[str, Any], top: int = 3) -> list[str]
             unseen = sum(counts.values())
             shown = ", ".join(f"{k!r} ({c:,})" for k, c in sorted(counts.items(), key=lambda kv: -kv[1])[:top])
             out.append(f"{unseen:,} of {n:,} scored customers ({unseen / max(n, 1):.1%}) have a value of {col} the model never "
-                       f"saw in training ({shown}); it scores them as if {col} were missing. Retrain to learn it")
+                       f"saw in training ({shown}); it scores them as if {col} were missing. {retrain}")
     return out
 
 
@@ -499,7 +511,8 @@ def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments:
         scored = _with_scores(scored, t, inside, predict).localCheckpoint()
         levels, notes = _band_levels(cfg, t, bundle)
         info = ScoredModel(t, mv.name, str(mv.version), mv.run_id or "", spec.population, 0, base_rate, note, [])
-        info._warnings = notes + unseen_levels(bundle.model, _spark_level_counts(feats, inside, bundle.model))  # type: ignore[attr-defined]
+        info._warnings = notes + unseen_levels(bundle.model, _spark_level_counts(feats, inside, bundle.model),  # type: ignore[attr-defined]
+                                               window=bundle.data_window)
         found.append((info, levels))
     view = f"dynseg_scored_{uuid.uuid4().hex[:8]}"
     staged = temp_sibling(Workspace(cfg.workspace).root / "staging" / "spark-score")

@@ -528,6 +528,13 @@ def test_levels_a_model_never_saw_are_warned_about():
                               "('influencer' (8), 'tv' (2)); it scores them as if channel were missing")
     # Spark hands over counts: the same message
     assert unseen_levels(model, {"channel": (100, {"organic": 90, "influencer": 8, "tv": 2})}) == [warning]
+    # "retrain" is advice that can fail: the value is learned only once its customers reach the
+    # training snapshots, which end well before the data (validation and test come after them)
+    window = {"cutoffs": ["2026-10-28", "2026-09-28", "2026-08-29", "2026-07-30"], "last_event": "2026-11-27 23:10:00"}
+    (warning,) = unseen_levels(model, values, window=window)
+    assert ("A model learns a value from its training snapshots only, which end about 90 days before the newest event "
+            "it is trained on (this one's newest as of 2026-08-28): a retrain learns it once customers had it 90 days "
+            "before the data's end") in warning, warning
 
 
 def test_a_run_mlflow_cannot_record_is_rolled_back_and_a_moved_workspace_is_refused(shop):
