@@ -25,8 +25,8 @@ def model_card(
     bands: pd.DataFrame | None = None, calibration_note: str = "",
 ) -> str:
     verdict = "VALIDATED" if all(c["passed"] for c in criteria) else "REJECTED"
-    champ = ("No champion yet." if not champion else
-             f"Current champion: version {champion['version']} — test AUC {champion.get('roc_auc', float('nan')):.4f}, "
+    champ = ("When this version was trained there was no champion yet." if not champion else
+             f"The champion when this version was trained: version {champion['version']} — test AUC {champion.get('roc_auc', float('nan')):.4f}, "
              f"Brier {champion.get('brier', float('nan')):.4f} (test snapshot as of {cutoff_label(champion.get('test_cutoff'))}).")
     crit = "\n".join(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['text']}" for c in criteria)
     return f"""# Model card — {name}
@@ -61,7 +61,7 @@ AUC difference, model minus baseline (95 % bootstrap CI):
 fitted on the test snapshot. It moves from one snapshot to the next, so a single value away from 1
 is a reason to watch realized quality (`dynseg lift`), not proof of a fault.
 
-## Bands (saved with this version; scoring uses them as resolved here)
+## Bands (saved with this version: a fixed threshold is used as resolved here; a top share is taken again in each run)
 {_table(bands) if bands is not None and len(bands) else "No bands."}
 
 ## Validation criteria — {verdict}
