@@ -43,9 +43,9 @@ class BandLevel:
         value = getattr(self, self.rule)
         text = {"min_probability": f"score >= {value:g}", "top_percent": f"top {value:g} % of the run",
                 "min_precision": f"precision >= {value:g} on the test snapshot"}[self.rule]
-        if self.threshold is not None and self.rule == "top_percent":  # taken again in every run
-            text += f" (on the test snapshot: threshold {self.threshold:.4f})"
-        elif self.threshold is not None and self.rule != "min_probability":
+        # a top share's threshold is taken again in every run: it is no part of the rule (the tables
+        # show the threshold of the run, or of the test snapshot, in a column of its own)
+        if self.threshold is not None and self.rule == "min_precision":
             text += f" (threshold {self.threshold:.4f})"
         return text
 

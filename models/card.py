@@ -61,7 +61,7 @@ AUC difference, model minus baseline (95 % bootstrap CI):
 fitted on the test snapshot. It moves from one snapshot to the next, so a single value away from 1
 is a reason to watch realized quality (`dynseg lift`), not proof of a fault.
 
-## Bands (saved with this version: a fixed threshold is used as resolved here; a top share is taken again in each run)
+## Bands (saved with this version: a fixed threshold is used as resolved here; a top share is taken again in each run, its threshold here is the test snapshot's)
 {_table(bands) if bands is not None and len(bands) else "No bands."}
 
 ## Validation criteria — {verdict}
