@@ -21,13 +21,27 @@ from models.calibration import Calibrator
 _NO_PURCHASE_DAYS = 10_000.0  # recency for customers who never bought: older than any real one
 
 
+def ranked_outcomes(y: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """The outcomes in descending order of score, each block of tied scores given its mean: what
+    the top x% holds on average when ties are broken at random. In row order instead, a baseline
+    with a large tie (every customer who never bought has the same recency) drew a gains curve
+    flat and then steep, by whatever order its rows came in."""
+    y, p = np.asarray(y, dtype=float), np.asarray(p, dtype=float)
+    order = np.argsort(-p, kind="stable")
+    ys, ps = y[order], p[order]
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])  # NaN scores tie with nothing: each its own
+    sums = np.add.reduceat(ys, starts) if len(ys) else ys
+    sizes = np.diff(np.r_[starts, len(ys)])
+    return np.repeat(sums / np.maximum(sizes, 1), sizes)
+
+
 def lift_at(y: np.ndarray, p: np.ndarray, top: float = 0.1) -> float:
-    """Outcome rate among the top ``top`` share by score, over the overall rate."""
-    y, p = np.asarray(y), np.asarray(p)
+    """Outcome rate among the top ``top`` share by score, over the overall rate (ties at the cut
+    counted at their mean: see :func:`ranked_outcomes`)."""
+    y = np.asarray(y)
     n = max(1, int(round(len(y) * top)))
-    order = np.argsort(-p, kind="stable")[:n]
     base = y.mean()
-    return float(y[order].mean() / base) if base > 0 else float("nan")
+    return float(ranked_outcomes(y, p)[:n].mean() / base) if base > 0 else float("nan")
 
 
 def calibration_slope(y, p, start: tuple[float, float] = (1.0, 0.0), iterations: int = 25) -> tuple[float, float]:

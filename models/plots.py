@@ -25,11 +25,13 @@ def gains_plot(y, preds: dict[str, np.ndarray], path: Path, title: str) -> Path:
     y = np.asarray(y)
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.5))
     share = np.arange(1, len(y) + 1) / len(y)
+    from models.evaluation import ranked_outcomes
+
     for name, p in preds.items():
-        order = np.argsort(-np.asarray(p), kind="stable")
-        captured = np.cumsum(y[order]) / max(1, y.sum())
+        ranked = ranked_outcomes(y, p)  # a tie is a straight line, not its rows' order
+        captured = np.cumsum(ranked) / max(1, y.sum())
         ax1.plot(share, captured, label=name)
-        deciles = np.array_split(y[order], 10)
+        deciles = np.array_split(ranked, 10)
         ax2.plot(range(1, 11), [d.mean() / y.mean() for d in deciles], marker="o", label=name)
     ax1.plot([0, 1], [0, 1], "k--", lw=0.8, label="random")
     ax1.set(xlabel="share of customers contacted (by score)", ylabel="share of outcomes captured", title="Cumulative gains")

@@ -35,3 +35,23 @@ def test_the_slope_recovers_a_planted_miscalibration_and_its_interval_covers_it(
 def test_a_constant_score_or_one_class_has_no_slope():
     assert np.isnan(calibration_slope(np.array([0, 1, 0]), np.full(3, 0.3))[0])
     assert np.isnan(calibration_slope(np.zeros(5, int), np.linspace(0.1, 0.5, 5))[0])
+
+
+def test_tied_scores_count_at_their_mean_whatever_the_row_order():
+    """A baseline with a large tie (every customer who never bought has the same recency): its top
+    decile and gains curve took the tie's rows in file order, so the same scores gave another lift
+    and a flat-then-steep curve. A tie now counts at its mean, the expectation over random orders."""
+    from models.evaluation import lift_at, ranked_outcomes
+
+    rng = np.random.default_rng(3)
+    p = np.r_[np.linspace(0.9, 0.5, 100), np.full(900, 0.1)]  # 100 distinct, then one tie of 900
+    y = np.r_[rng.random(100) < 0.5, rng.random(900) < 0.1].astype(int)
+    tie_rate = y[100:].mean()
+    ranked = ranked_outcomes(y, p)
+    assert (ranked[:100] == y[:100]).all() and np.allclose(ranked[100:], tie_rate)
+    # the top 20 %: the 100 distinct, then 100 of the tie at its rate, in any row order
+    expected = (y[:100].sum() + 100 * tie_rate) / 200 / y.mean()
+    for seed in range(3):
+        perm = np.random.default_rng(seed).permutation(len(y))
+        assert lift_at(y[perm], p[perm], 0.2) == pytest.approx(expected)
+    assert np.cumsum(ranked)[-1] == pytest.approx(y.sum())  # every outcome is captured at 100 %
