@@ -109,13 +109,22 @@ def health_alarms(cfg: Config, run: pd.Series) -> list[str]:
     p = runs.read(db, "SELECT segment, size, coverage FROM segment_health WHERE run_id = ?", [run.previous_run_id])
     both = h.merge(p, on="segment", suffixes=("", "_prev"))
     c = cfg.monitoring.segment_health
+    from pipeline.jobs.score import run_definition_changes, run_model_changes
+
+    # a size jump the run's own changes explain says so (the alarm stands: the audience did change)
+    redefined = {name for name, change in run_definition_changes(db, run.run_id, run.previous_run_id).items()
+                 if change == "redefined"}
+    models = run_model_changes(db, run.run_id, run.previous_run_id)
+    model_note = "; ".join(f"{t} now scored by {now}, before by {before}" for t, (before, now) in models.items())
     out = []
     for r in both.itertuples():
         if max(r.size, r.size_prev) >= c.min_size_for_change:
             change = r.size / r.size_prev - 1 if r.size_prev else float("inf")
             if abs(change) > c.max_size_change:
+                why = ("; its definition changed in this run" if r.segment in redefined else "") + (
+                    f"; the models changed ({model_note})" if model_note else "")
                 out.append(f"segment {r.segment!r} changed size by {change:+.0%} since the previous run "
-                           f"({r.size_prev:,} -> {r.size:,}; max_size_change {c.max_size_change:.0%})")
+                           f"({r.size_prev:,} -> {r.size:,}; max_size_change {c.max_size_change:.0%}{why})")
         if r.coverage_prev - r.coverage > c.max_coverage_drop:
             out.append(f"segment {r.segment!r} coverage fell from {r.coverage_prev:.1%} to {r.coverage:.1%} "
                        f"(max_coverage_drop {c.max_coverage_drop:.0%}): its rule inputs are missing for more customers")

@@ -162,6 +162,7 @@ def test_segment_health_alarms_name_the_segment_and_the_change(shop):
     moved = [s for s in late if max(late[s], early[s]) >= 100 and abs(late[s] / max(early[s], 1) - 1) > 0.02]
     assert moved and len([a for a in alarms if "changed size" in a]) == len(moved)
     assert all(any(f"segment {s!r} changed size" in a for a in alarms) for s in moved)
+    assert not [a for a in alarms if "definition changed" in a or "models changed" in a]  # neither did here
     cfg.monitoring.segment_health.max_size_change = 100.0
     assert not [a for a in health_alarms(cfg, run) if "changed size" in a]
 

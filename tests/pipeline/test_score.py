@@ -614,6 +614,16 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
             "entered/exited of segments read from its scores or bands count the change of model") in text, text
     listed = " ".join(runner.invoke(app, ["segments", "list", "--as-of", "2026-11-28"]).output.split())
     assert f"purchase was scored by {name} version {champion}, now by {name} version {other}" in listed
+    # monitor's size alarm of that run says what changed with it
+    from pipeline.jobs.monitor import find_run, health_alarms
+
+    cfg = load_config(shop.root)
+    cfg.monitoring.segment_health.max_size_change = 0.0
+    cfg.monitoring.segment_health.min_size_for_change = 1
+    alarms = health_alarms(cfg, find_run(cfg, as_of=parse_as_of("2026-11-28")))
+    vip = [a for a in alarms if a.startswith("segment 'vip' changed size")]
+    assert vip and "its definition changed in this run" in vip[0], alarms
+    assert all(f"the models changed (purchase now scored by {name} version {other}" in a for a in alarms if "changed size" in a)
     # a segment taken out of the config: its members exited, and the run says how many and where to
     # find them (its exit journeys would otherwise never fire); `segments changes` still lists them
     was = q(shop, "SELECT count(*) AS n FROM segment_members m JOIN scoring_runs r ON r.run_id = m.run_id "
