@@ -205,7 +205,7 @@ def phrase_for(feature: str) -> Phrase:
         none = "purchase" if m["what"] == "categories" else _plural(noun, 2)
         return Phrase(text, "count", noun=noun, zero=f"no {none} in the last {days} days")
     name = feature.replace("_", " ")
-    return Phrase(f"{name} = {{v}}", missing=f"{name} unknown")
+    return Phrase(f"{name} is {{v}}", missing=f"{name} unknown")  # a profile attribute: "plan is plus"
 
 
 def describe_value(feature: str, value, context=None) -> str:

@@ -247,7 +247,7 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
             raise ValueError(f"no scoring {what} in {db}; score first: dynseg score --as-of DATE")
         dates = ", ".join(as_of_label(t.to_pydatetime()) for t in have.as_of)
         raise ValueError(f"no scoring {what} in {db}; the latest runs are as of {dates} "
-                         "(`dynseg segments list` shows them); or score it: dynseg score --as-of DATE")
+                         "(`dynseg segments show SEGMENT` lists every run of a segment); or score it: dynseg score --as-of DATE")
     return found.iloc[0]
 
 

@@ -77,7 +77,8 @@ def lift(
     for x in r.lift.itertuples():
         out.print(f"  {x.segment}: {x.verdict}", highlight=False)
         if x.holdout_sendable_elsewhere:
-            out.print(f"    {x.holdout_sendable_elsewhere:,} of its {x.n_holdout:,} holdout members were sendable in "
+            out.print(f"    {x.holdout_sendable_elsewhere:,} of its {x.n_holdout:,} holdout members "
+                      f"{'was' if x.holdout_sendable_elsewhere == 1 else 'were'} sendable in "
                       f"{x.sendable_in}: if {'that campaign' if ',' not in x.sendable_in else 'those campaigns'} "
                       "reached them, this lift is understated", highlight=False)
     q = Table(title="Realized model quality vs the model card (graded on the customers no campaign treated)",

@@ -107,7 +107,7 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
             raise ValueError(f"no segment named {name!r} in configs/segments.yaml"
                              + (f" or in past scoring runs" if gone else " or in any past scoring run")
                              + (f"; did you mean {close[0]!r}?" if close else "")
-                             + f" Defined: {', '.join(cfg.segments.by_name())}"
+                             + f". Defined: {', '.join(cfg.segments.by_name())}"
                              + (f"; removed since their last run: {', '.join(gone)}" if gone else ""))
         # a removed segment: its newest run, unless --as-of names one
         run = _latest_run(db, as_of) if as_of or current is not None else _run_by_id(db, history.run_id.iloc[-1])
@@ -143,8 +143,15 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
         mix = Table(title=f"Band mix in the run as of {as_of_label(run.as_of)}", title_justify="left")
         for c in ("target", "band", "members", "share"):
             mix.add_column(c, justify="right" if c in ("members", "share") else "left")
+        import json
+
+        levels = {m["target"]: [b["name"] for b in m.get("bands") or []]
+                  for m in (json.loads(run.models) if isinstance(run.models, str) else [])}
         for c in band_cols:
             counts = members[c].fillna("(not scored)").value_counts()
+            order = levels.get(c.removesuffix("_band"), [])  # the bands' own order (high first), not by count
+            counts = counts.sort_index(key=lambda i: i.map(lambda b: order.index(b) if b in order else len(order)),
+                                       kind="stable")
             for band, n in counts.items():
                 mix.add_row(c.removesuffix("_band"), str(band), f"{n:,}", f"{n / len(members):.1%}")
         out.print(mix)

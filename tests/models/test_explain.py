@@ -157,7 +157,7 @@ def test_values_read_in_plain_words():
     assert d("n_categories_365d", 2) == "bought from 2 categories in the last 365 days"
     assert d("spend_365d", 1234.4) == "spent 1,234 in the last 365 days"
     assert d("open_rate", 0.125) == "opens 12% of emails"
-    assert d("country", "DE") == "country = DE" and d("country", None) == "country unknown"
+    assert d("country", "DE") == "country is DE" and d("country", None) == "country unknown"
 
 
 def test_reason_values_are_text_with_missing_empty(model, rows, reasons):
@@ -179,7 +179,8 @@ def test_every_documented_feature_has_words():
         for column in re.findall(r"`([^`]+)`", cell):
             names += [column.replace("<role>", role).replace("<w>", "30") for role in ("purchase", "page_view", "email_open")]
     assert len(set(names)) > 30
-    generic = [n for n in set(names) if " = " in explain.describe_value(n, 3.0)]
+    assert explain.describe_value("some_col", 3.0) == "some col is 3"  # the fallback, which no catalog column may get
+    generic = [n for n in set(names) if explain.describe_value(n, 3.0) == f"{n.replace('_', ' ')} is 3"]
     assert not generic, generic
 
 
