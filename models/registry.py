@@ -624,7 +624,7 @@ def promote(name: str, version: str | int, *, force: bool = False,
             compare: Callable[[dict, dict], tuple[bool, str]] | None = None, reason: str = "",
             auc_tolerance: float = 0.0, brier_tolerance: float = 0.002,
             common_snapshot: Callable[[ModelVersion, ModelVersion], tuple[dict, dict, str]] | None = None,
-            ) -> PromotionResult:
+            target: str | None = None) -> PromotionResult:
     """Make ``version`` the champion if it is at least as good as the current one on the same test.
 
     ``compare(candidate_metrics, champion_metrics) -> (ok, explanation)`` receives the stored test
@@ -640,6 +640,11 @@ def promote(name: str, version: str | int, *, force: bool = False,
     compare = compare or default_comparison(auc_tolerance, brier_tolerance)
     with _mlflow(f"promoting {name} version {version}"):
         cand = _version(client, name, version)
+        if target is not None and cand.tags.get("target") not in (None, target):
+            raise RegistryError(f"{name} version {version} predicts {cand.tags.get('target')!r}, not {target!r}: a "
+                                f"{target} champion must be a {target} model. Promote one of {target}'s versions "
+                                "(dynseg models list shows them); if both targets' versions are in one registered "
+                                "model, give each its own name under registry.names in configs/training.yaml")
         champ = _alias(client, name, CHAMPION)
         champ_v = str(champ.version) if champ is not None else None
         if champ_v == version:
@@ -651,12 +656,15 @@ def promote(name: str, version: str | int, *, force: bool = False,
         if champ is not None:
             if champ.tags.get("target") != cand.tags.get("target"):
                 raise RegistryError(f"version {version} predicts {cand.tags.get('target')!r} but the champion "
-                                    f"(version {champ_v}) predicts {champ.tags.get('target')!r}; not the same model")
+                                    f"(version {champ_v}) predicts {champ.tags.get('target')!r}; not the same model. "
+                                    "Each target needs a registered model of its own (registry.names in "
+                                    "configs/training.yaml)")
             same, why = _same_snapshot(cand, champ)
             if same:
                 ok, text = compare(_test_metrics(cand), _test_metrics(champ))
-                (notes if ok else problems).append(text)
-            elif common_snapshot is None or problems:
+                compared_on = f"the test snapshot as of {cutoff_label(cand.tags.get('test_cutoff'))}"
+                (notes if ok else problems).append(f"against champion version {champ_v} on {compared_on}: {text}")
+            elif common_snapshot is None or (problems and not force):
                 # (refused already: no need to score both again; a forced promotion is still compared,
                 # so that its record says what the force overrode)
                 problems.append(f"cannot compare with champion version {champ_v}: {why}; re-evaluate both on one test snapshot")
@@ -668,7 +676,8 @@ def promote(name: str, version: str | int, *, force: bool = False,
                                     f"be scored on one: {_first_line(e)}")
                 else:
                     ok, text = compare(cand_m, champ_m)
-                    (notes if ok else problems).append(f"{why}, so both were scored on {where}: {text}")
+                    (notes if ok else problems).append(f"{why}, so both were scored on {where}: against champion "
+                                                       f"version {champ_v}, {text}")
                     compared_on = where
         if problems and not force:
             raise PromotionRefused(f"{name} version {version} was not promoted: " + "; ".join(problems)
@@ -676,6 +685,8 @@ def promote(name: str, version: str | int, *, force: bool = False,
         record = {"promoted_at": _now(), "promoted_over": champ_v or "none"}
         if compared_on:
             record["promotion_compared_on"] = compared_on
+        if notes:  # what the gate saw, kept with the version (a forced one keeps it as force_overrode)
+            record["promotion_comparison"] = "; ".join(notes)[:_MAX_TAG]
         if force:
             record.update(promoted_by_force="true", force_reason=(reason or "(no reason given)")[:_MAX_TAG])
             if problems:
@@ -695,21 +706,31 @@ def promote(name: str, version: str | int, *, force: bool = False,
 
 
 def rollback(name: str) -> PromotionResult:
-    """Swap ``champion`` and ``previous-champion``."""
+    """Make ``previous-champion`` the champion again, and take that alias away: a rollback undoes
+    the last promotion once. (Swapping the two aliases made a second rollback put back, in silence,
+    the version just rolled back from, forced or not.) The version rolled back from records
+    ``rolled_back_at``, the one restored ``restored_at``."""
     client = MlflowClient()
     with _mlflow(f"rolling back {name}"):
         _require_model(client, name)
         champ, prev = _alias(client, name, CHAMPION), _alias(client, name, PREVIOUS)
         if prev is None:
-            raise RegistryError(f"model {name!r} has no {PREVIOUS!r} version; nothing to roll back to. "
-                                "Promote an explicit version instead: dynseg models promote NAME VERSION")
+            last = [v for v in client.search_model_versions(f"name='{name}'") if v.tags.get("rolled_back_at")]
+            done = max(last, key=lambda v: v.tags["rolled_back_at"], default=None)
+            raise RegistryError(f"model {name!r} has no {PREVIOUS!r} version; nothing to roll back to"
+                                + (f" (the last rollback, at {done.tags['rolled_back_at']}, left version "
+                                   f"{done.version})" if done is not None else "")
+                                + ". Promote an explicit version instead: dynseg models promote NAME VERSION")
         champ_v, prev_v = (str(champ.version) if champ is not None else None), str(prev.version)
-        client.set_model_version_tag(name, prev_v, "rolled_back_at", _now())
+        now = _now()
+        client.set_model_version_tag(name, prev_v, "restored_at", now)
+        if champ_v is not None:
+            client.set_model_version_tag(name, champ_v, "rolled_back_at", now)
         # Champion first: an interruption between the two leaves the rollback done.
         client.set_registered_model_alias(name, CHAMPION, prev_v)
-        if champ_v is not None:
-            client.set_registered_model_alias(name, PREVIOUS, champ_v)
-    return PromotionResult(name, prev_v, champ_v, False, f"{name}: champion is version {prev_v} again (was {champ_v})")
+        client.delete_registered_model_alias(name, PREVIOUS)
+    return PromotionResult(name, prev_v, champ_v, False, f"{name}: champion is version {prev_v} again (was {champ_v}); "
+                                                         f"a second rollback has nothing to go back to")
 
 
 def _now() -> str:

@@ -171,6 +171,17 @@ class RegistryConfig(_Strict):
     experiment: str = "dynseg"
     names: dict[Literal["purchase", "churn"], str] = {"purchase": "dynseg-purchase", "churn": "dynseg-churn"}
 
+    @field_validator("names")
+    @classmethod
+    def _one_name_per_target(cls, names: dict[str, str]) -> dict[str, str]:
+        # one registered model holding both targets' versions: a churn version could become the
+        # purchase champion, and every comparison would mix the two
+        shared = {n for n in names.values() if list(names.values()).count(n) > 1}
+        if shared:
+            raise ValueError(f"each target needs a registered model of its own; found {', '.join(sorted(t for t, n in names.items() if n in shared))} "
+                             f"all named {', '.join(map(repr, sorted(shared)))}")
+        return names
+
 
 class TrainingConfig(_Strict):
     """``configs/training.yaml``: how the stacked training set is cut, the model, the gate."""

@@ -98,7 +98,7 @@ def show(
         out.print(_bands_table(d["bands"]))
     forced = {k: v for k, v in d["tags"].items() if k in ("promoted_at", "promoted_over", "promotion_compared_on",
                                                           "promotion_reason", "promoted_by_force", "force_reason",
-                                                          "force_overrode", "rolled_back_at")}
+                                                          "force_overrode", "rolled_back_at", "restored_at", "promotion_comparison")}
     if forced:
         out.print(kv_table("Promotion record", forced))
     if d["card"]:
@@ -195,7 +195,10 @@ def promote(
                       "scoring both on the newer one...")
             return compare_on_one_snapshot(cfg, model, candidate, champion)
 
-        result = registry.promote(model, version, force=force, reason=reason, common_snapshot=common_snapshot)
+        names = cfg.training.registry.names
+        target = next((t for t, n in names.items() if n == model), None)  # a registered name outside the config: unchecked
+        result = registry.promote(model, version, force=force, reason=reason, common_snapshot=common_snapshot,
+                                  target=target)
     if result.forced:
         err.print(f"[yellow]Forced:[/] reason recorded on the version: {escape(reason)}", highlight=False)
     out.print(result.message, highlight=False)
@@ -205,7 +208,8 @@ def promote(
 
 @app.command()
 def rollback(ctx: typer.Context, name: Name) -> None:
-    """Make the previous champion the champion again (swaps the two aliases)."""
+    """Make the previous champion the champion again: undoes the last promotion, once (the alias
+    previous-champion goes with it)."""
     with _registry(ctx) as registry:
         result = registry.rollback(_name(ctx, registry, name))
     out.print(result.message, highlight=False)

@@ -232,9 +232,20 @@ def test_promotion_compares_on_the_same_test_snapshot_and_force_and_rollback_are
 
     back = R.rollback(name)
     assert (back.version, back.previous) == ("4", "2")
-    assert _aliases(name) == {"champion": "4", "previous-champion": "2"}
+    assert _aliases(name) == {"champion": "4"}  # undone once: no previous-champion to swap back to
     listed = R.list_versions(name).set_index("version")
-    assert listed.loc[4, "aliases"] == "champion" and listed.loc[2, "aliases"] == "previous-champion"
+    assert listed.loc[4, "aliases"] == "champion" and listed.loc[2, "aliases"] == ""
+    tags = {v: MlflowClient().get_model_version(name, v).tags for v in ("2", "4")}
+    assert "rolled_back_at" in tags["2"] and "restored_at" in tags["4"] and "rolled_back_at" not in tags["4"]
+    with pytest.raises(R.RegistryError, match="nothing to roll back to .the last rollback, at .*left version 2"):
+        R.rollback(name)
+    # the gate's comparison is kept with a promoted version, naming the champion and the snapshot
+    assert tags["4"]["promotion_comparison"].startswith(f"against champion version 1 on the test snapshot as of "
+                                                        f"{cutoff_label(CUTOFF)}: test AUC")
+    assert tags["4"]["promotion_compared_on"] == f"the test snapshot as of {cutoff_label(CUTOFF)}"
+    # a version of another target is no champion for this one
+    with pytest.raises(R.RegistryError, match="predicts 'purchase', not 'churn'"):
+        R.promote(name, 3, target="churn")
 
 
 def test_a_forced_promotion_across_snapshots_is_compared_so_its_record_says_what_it_overrode(reg):
@@ -252,9 +263,18 @@ def test_a_forced_promotion_across_snapshots_is_compared_so_its_record_says_what
     R.promote(name, 2, force=True, reason="seasonal test", common_snapshot=common)
     tags = MlflowClient().get_model_version(name, "2").tags
     assert calls == [("2", "1")]  # compared although forced
+    assert "against champion version 1" in tags["force_overrode"]
     assert "so both were scored on the test snapshot as of 2026-10-27" in tags["force_overrode"]
     assert "FAILS" in tags["force_overrode"] and "re-evaluate" not in tags["force_overrode"]
     assert tags["promotion_compared_on"] == "the test snapshot as of 2026-10-27"
+    # an unvalidated version, forced: compared too (it was refused unscored, and its record said to
+    # re-evaluate both, which no command does)
+    R.register(reg.weak, name, validated=False, allow_unvalidated=True, tags={})
+    MlflowClient().set_model_version_tag(name, "3", "test_cutoff", CUTOFF)
+    R.promote(name, 3, force=True, reason="try it", common_snapshot=common)
+    tags = MlflowClient().get_model_version(name, "3").tags
+    assert calls[-1] == ("3", "2") and "did not pass the validation criteria" in tags["force_overrode"]
+    assert "so both were scored on" in tags["force_overrode"] and "re-evaluate" not in tags["force_overrode"]
 
 
 def test_a_custom_comparison_decides(reg):
@@ -361,7 +381,11 @@ def test_cli_list_show_compare_promote_rollback(cli_store):
 
     back = runner.invoke(app, ["models", "rollback", "purchase"])
     assert back.exit_code == 0, back.output
-    assert _aliases("dynseg-purchase") == {"champion": "1", "previous-champion": "2"}
+    assert _aliases("dynseg-purchase") == {"champion": "1"}
+    # once: a second rollback put the forced version back, in silence
+    again = runner.invoke(app, ["models", "rollback", "purchase"])
+    assert again.exit_code == 1 and "nothing to roll back to (the last rollback, at" in _flat(again.output)
+    assert _aliases("dynseg-purchase") == {"champion": "1"}
 
 
 def test_cli_unknown_model_or_version_exits_1(cli_store):

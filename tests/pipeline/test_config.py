@@ -194,6 +194,15 @@ def test_zero_durations_and_bands_that_would_stay_empty_are_refused(project):
     assert len(e.value.issues) == 3
 
 
+def test_two_targets_in_one_registered_model_are_refused(project):
+    """One name for both: a churn version could be promoted to purchase champion."""
+    _write(project, "training.yaml", "registry:\n  names: {purchase: dynseg-x, churn: dynseg-x}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert ("configs/training.yaml: registry.names: each target needs a registered model of its own; found churn, "
+            "purchase all named 'dynseg-x'") in str(e.value), str(e.value)
+
+
 def test_outside_any_project_the_error_says_how_to_start_one(tmp_path, monkeypatch):
     monkeypatch.delenv("DYNSEG_PROJECT", raising=False)
     monkeypatch.chdir(tmp_path)
