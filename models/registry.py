@@ -579,8 +579,10 @@ def _read_artifact(run_id: str, path: str, loader: Callable[[str], Any]) -> Any:
 
 
 # -- promotion -----------------------------------------------------------------------------------
-def default_comparison(auc_tolerance: float = 0.0, brier_tolerance: float = 0.002) -> Callable[[dict, dict], tuple[bool, str]]:
-    """Candidate AUC >= champion AUC - auc_tolerance and Brier <= champion Brier + brier_tolerance."""
+def default_comparison(auc_tolerance: float = 0.0, brier_tolerance: float = 0.002,
+                       against: str = "champion") -> Callable[[dict, dict], tuple[bool, str]]:
+    """Candidate AUC >= champion AUC - auc_tolerance and Brier <= champion Brier + brier_tolerance
+    (``against`` names the reference in the text: the champion, or a version compared with)."""
 
     def compare(candidate: dict, champion: dict) -> tuple[bool, str]:
         missing = [f"{who} {m}" for who, d in (("candidate", candidate), ("champion", champion))
@@ -589,9 +591,9 @@ def default_comparison(auc_tolerance: float = 0.0, brier_tolerance: float = 0.00
             return False, f"stored test metrics are missing ({', '.join(missing)})"
         auc_ok = candidate["roc_auc"] >= champion["roc_auc"] - auc_tolerance
         brier_ok = candidate["brier"] <= champion["brier"] + brier_tolerance
-        text = (f"test AUC {candidate['roc_auc']:.4f} vs champion {champion['roc_auc']:.4f} "
+        text = (f"test AUC {candidate['roc_auc']:.4f} vs {against} {champion['roc_auc']:.4f} "
                 f"(needs >= {champion['roc_auc'] - auc_tolerance:.4f}{'' if auc_ok else ': FAILS'}); "
-                f"test Brier {candidate['brier']:.4f} vs champion {champion['brier']:.4f} "
+                f"test Brier {candidate['brier']:.4f} vs {against} {champion['brier']:.4f} "
                 f"(needs <= {champion['brier'] + brier_tolerance:.4f}{'' if brier_ok else ': FAILS'})")
         return auc_ok and brier_ok, text
 
@@ -660,7 +662,12 @@ def promote(name: str, version: str | int, *, force: bool = False,
                                     "Each target needs a registered model of its own (registry.names in "
                                     "configs/training.yaml)")
             same, why = _same_snapshot(cand, champ)
-            if same:
+            labels = cand.tags.get("label_definition"), champ.tags.get("label_definition")
+            if None not in labels and labels[0] != labels[1]:
+                # another horizon or population: the figures measure different things, on any snapshot
+                problems.append(f"version {version} predicts {labels[0]}, the champion (version {champ_v}) "
+                                f"{labels[1]}: their metrics are not comparable")
+            elif same:
                 ok, text = compare(_test_metrics(cand), _test_metrics(champ))
                 compared_on = f"the test snapshot as of {cutoff_label(cand.tags.get('test_cutoff'))}"
                 (notes if ok else problems).append(f"against champion version {champ_v} on {compared_on}: {text}")
@@ -854,7 +861,7 @@ def compare_versions(name: str, a: str | int, b: str | int) -> dict:
     same, why = _same_snapshot(va, vb)
     labels = (va.tags.get("label_definition", ""), vb.tags.get("label_definition", ""))
     return {"metrics": table, "same_test_snapshot": same, "snapshot": why,
-            "verdict": default_comparison()(mb, ma) if same else None,
+            "verdict": default_comparison(against=f"version {va.version}")(mb, ma) if same else None,
             "labels": labels, "same_label": labels[0] == labels[1]}
 
 

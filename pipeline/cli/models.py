@@ -138,11 +138,16 @@ def _metrics_table(metrics: dict) -> Table:
 
 
 @app.command()
-def compare(ctx: typer.Context, name: Name, v1: Annotated[int, typer.Argument(help="Reference version (e.g. the champion).")],
-            v2: Annotated[int, typer.Argument(help="Candidate version.")]) -> None:
+def compare(ctx: typer.Context, name: Name,
+            v1: Annotated[str, typer.Argument(help="Reference version: a number or an alias (e.g. champion).")],
+            v2: Annotated[str, typer.Argument(help="Candidate version: a number or an alias.")]) -> None:
     """Two versions' test metrics side by side, and whether they were tested on the same snapshot."""
     with _registry(ctx) as registry:
-        c = registry.compare_versions(_name(ctx, registry, name), v1, v2)
+        model = _name(ctx, registry, name)
+        v1, v2 = registry.resolve_version(model, v1), registry.resolve_version(model, v2)
+        if v1 == v2:
+            raise typer.BadParameter(f"compare needs two different versions; both name version {v1}", param_hint="V2")
+        c = registry.compare_versions(model, v1, v2)
     table = c["metrics"]
     t = Table(title=f"{name}: version {v1} vs version {v2} (test snapshot)", title_justify="left")
     t.add_column("metric")
@@ -159,6 +164,10 @@ def compare(ctx: typer.Context, name: Name, v1: Annotated[int, typer.Argument(he
         out.print(f"{c['snapshot'].capitalize()}: the figures are comparable.")
         out.print(f"Promotion gate for version {v2} over {v1}: {'[green]would pass[/]' if ok else '[red]would refuse[/]'} ({why})",
                   highlight=False)
+    elif not c["same_label"]:
+        out.print(f"[yellow]Not comparable:[/] {c['snapshot']}, and the outcomes differ: `dynseg models promote` "
+                  "refuses a version that predicts another outcome than the champion (--force overrides).",
+                  highlight=False)
     else:
         out.print(f"[yellow]Not comparable:[/] {c['snapshot']}. `dynseg models promote` scores both on the newer "
                   "snapshot before it decides.", highlight=False)
@@ -168,7 +177,7 @@ def compare(ctx: typer.Context, name: Name, v1: Annotated[int, typer.Argument(he
 def promote(
     ctx: typer.Context,
     name: Name,
-    version: Annotated[str, typer.Argument(help="Version to make champion, or 'latest'.")],
+    version: Annotated[str, typer.Argument(help="Version to make champion: a number, an alias, or 'latest'.")],
     force: Annotated[bool, typer.Option("--force", help="Promote even if the gate refuses; recorded on the version.")] = False,
     reason: Annotated[str, typer.Option(help="Why (required with --force; recorded on the version).")] = "",
 ) -> None:
@@ -183,8 +192,8 @@ def promote(
             if versions.empty:
                 raise registry.RegistryError(f"model {model!r} has no versions yet; train one with `dynseg train`")
             version = str(versions.version.astype(int).max())
-        elif not version.isdigit():
-            raise typer.BadParameter(f"expected a version number or 'latest'; found {version!r}", param_hint="VERSION")
+        elif not version.isdigit():  # an alias (previous-champion): its number, or the registry says what there is
+            version = registry.resolve_version(model, version)
         cfg = ctx.obj.config()
 
         def common_snapshot(candidate, champion):

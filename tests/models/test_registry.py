@@ -358,13 +358,24 @@ def test_cli_list_show_compare_promote_rollback(cli_store):
     compared = runner.invoke(app, ["models", "compare", "purchase", "1", "2"])
     assert compared.exit_code == 0, compared.output
     assert "would refuse" in _flat(compared.stdout) and "Different outcomes" not in compared.stdout
+    assert "vs version 1 " in _flat(compared.stdout) and "vs champion" not in compared.stdout  # v1 as the reference
+    by_alias = runner.invoke(app, ["models", "compare", "purchase", "champion", "2"])
+    assert by_alias.exit_code == 0 and _flat(by_alias.stdout) == _flat(compared.stdout)
+    assert runner.invoke(app, ["models", "compare", "purchase", "1", "champion"]).exit_code == 2  # the same version
     client = MlflowClient()
     was = client.get_model_version("dynseg-purchase", "2").tags.get("label_definition")
+    if client.get_model_version("dynseg-purchase", "1").tags.get("label_definition") is None:
+        client.set_model_version_tag("dynseg-purchase", "1", "label_definition", "purchase within 30 days")
     client.set_model_version_tag("dynseg-purchase", "2", "label_definition", "purchase within 45 days")
     try:
         compared = runner.invoke(app, ["models", "compare", "purchase", "1", "2"])
         assert "Different outcomes: version 1 predicts" in _flat(compared.stdout)
         assert "version 2 predicts purchase within 45 days" in _flat(compared.stdout)
+        # promote weighs no figures of another outcome (it compared them as if the same)
+        refused = runner.invoke(app, ["models", "promote", "purchase", "2"])
+        assert refused.exit_code == 3
+        assert "version 2 predicts purchase within 45 days, the champion (version 1)" in _flat(refused.stderr)
+        assert "their metrics are not comparable" in _flat(refused.stderr) and "test AUC" not in refused.stderr
     finally:
         if was is None:
             client.delete_model_version_tag("dynseg-purchase", "2", "label_definition")
@@ -396,7 +407,7 @@ def test_cli_unknown_model_or_version_exits_1(cli_store):
     assert no_version.exit_code == 1
     assert "has no version 9" in _flat(no_version.stderr)
     same = runner.invoke(app, ["models", "compare", "purchase", "1", "1"])
-    assert same.exit_code == 1 and "two different versions" in _flat(same.stderr)
+    assert same.exit_code == 2 and "two different versions" in _flat(same.output)  # usage: exit 2
 
 
 # -- loading the champion, here and in a fresh process ------------------------------------------
