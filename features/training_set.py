@@ -76,7 +76,8 @@ def plan_snapshots(
                                 if n != n_snapshots else ")"))
                 break
         helps.append(f"more history (events from {_moment(cutoffs[-1] - min_history)} on; the data starts "
-                     f"{_moment(data_start)}), or less min_history (training.min_history)")
+                     f"{_moment(data_start)})" + (", or less min_history (training.min_history)"
+                                                  if cutoffs[-1] >= data_start else ""))  # else even 0d cannot help
         raise TrainingSetError(
             f"history too short: the history used runs from {_moment(data_start)} to {_moment(data_end)} (the "
             f"newest event, before --as-of when given); {n_snapshots} snapshots "

@@ -182,7 +182,10 @@ def calibration_verdict(slope: float, low: float, high: float, mean_predicted: f
 
 
 def calibration_table(y, p, bins: int = 10) -> pd.DataFrame:
-    """Deciles of predicted probability: mean predicted vs realized rate."""
+    """Deciles of predicted probability: mean predicted vs realized rate. Customers with one score
+    count at their tie's realized rate (as in :func:`ranked_outcomes`): a decile boundary inside a
+    tie split it by row order, and deciles of one predicted value showed different realized rates."""
     df = pd.DataFrame({"y": np.asarray(y, int), "p": np.asarray(p, float)})
     df["decile"] = pd.qcut(df.p.rank(method="first"), bins, labels=False) + 1
-    return df.groupby("decile").agg(customers=("y", "size"), predicted=("p", "mean"), realized=("y", "mean")).reset_index()
+    df["y_tie"] = df.groupby("p", dropna=False).y.transform("mean")
+    return df.groupby("decile").agg(customers=("y", "size"), predicted=("p", "mean"), realized=("y_tie", "mean")).reset_index()

@@ -58,7 +58,9 @@ def roc_pr_plot(y, preds: dict[str, np.ndarray], path: Path, title: str) -> Path
         fpr, tpr, _ = roc_curve(y, p)
         a.plot(fpr, tpr, label=name)
         prec, rec, _ = precision_recall_curve(y, p)
-        b.plot(rec, prec, label=name)
+        # steps, not lines: a straight line between two points promises precisions no cut reaches
+        # (a baseline with a large tie drew one from (0, 1) to its first real point)
+        b.step(rec, prec, where="post", label=name)
     a.plot([0, 1], [0, 1], "k--", lw=0.8)
     a.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     b.axhline(np.mean(y), color="k", ls="--", lw=0.8)

@@ -140,7 +140,7 @@ def train_job(
         model_info={"calibration": model.calibration_method_, "trees": model.best_iteration_, "features": len(model.features_),
                     "excluded": [c for c in cfg.training.exclude_features if c in f.columns]},
         base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
-        top_features=model.feature_importance().feature.head(8).tolist(),
+        top_features=[r.feature for r in model.feature_importance().head(8).itertuples() if r.gain > 0],  # none unused
         bands=band_table(levels, ev.predictions["model"], test.label.to_numpy()),
     )
     metrics = {f"{r.scorer}_{k}": float(getattr(r, k)) for r in ev.table.itertuples() for k in

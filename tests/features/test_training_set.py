@@ -71,6 +71,11 @@ def test_history_too_short_is_refused_with_what_fits():
     assert "runs from 2026-01-01 to 2026-03-01 (the newest event" in said, said
     assert "need the first cutoff as of 2026-02-07 (data before 2026-02-08 00:00 UTC)" in said, said
     assert "so none can be before 2026-02-09 (data before 2026-02-10 00:00 UTC)" in said, said
+    assert "or less min_history" in said  # 40d -> 38d would do
+    # a first cutoff before the data starts: no min_history helps, and none is advised
+    with pytest.raises(TrainingSetError) as e:
+        plan_snapshots(datetime(2026, 1, 1), datetime(2026, 3, 1), 60 * D, 3, 7 * D, min_history=40 * D)
+    assert "min_history" not in str(e.value).split("What can help:")[1] and "more history" in str(e.value)
     with pytest.raises(TrainingSetError, match="at least 3 snapshots"):
         plan_snapshots(datetime(2020, 1, 1), datetime(2026, 11, 27), 30 * D, 2, 30 * D)
 

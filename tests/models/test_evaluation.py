@@ -55,3 +55,19 @@ def test_tied_scores_count_at_their_mean_whatever_the_row_order():
         perm = np.random.default_rng(seed).permutation(len(y))
         assert lift_at(y[perm], p[perm], 0.2) == pytest.approx(expected)
     assert np.cumsum(ranked)[-1] == pytest.approx(y.sum())  # every outcome is captured at 100 %
+
+
+def test_deciles_of_one_tied_score_show_one_realized_rate():
+    """Isotonic calibration gives many customers one probability: four deciles of 1e-6 showed 0.5 %,
+    0, 0 and 0.5 % realized, by row order. Each now shows the tie's rate."""
+    from models.evaluation import calibration_table
+
+    rng = np.random.default_rng(5)
+    p = np.r_[np.full(4000, 1e-6), np.linspace(0.01, 0.9, 6000)]
+    y = np.r_[rng.random(4000) < 0.005, rng.random(6000) < np.linspace(0.01, 0.9, 6000)].astype(int)
+    table = calibration_table(y, p)
+    tied = table[table.predicted == 1e-6]
+    assert len(tied) == 4 and np.allclose(tied.realized, y[:4000].mean())
+    assert (table.customers == 1000).all()
+    # the mean over deciles, weighted by their customers, is still the overall rate
+    assert np.average(table.realized, weights=table.customers) == pytest.approx(y.mean())
