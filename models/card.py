@@ -18,6 +18,17 @@ def _table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _comparable(champion: dict, label_definition: str, data_window: dict) -> str:
+    """Why the champion's figures cannot be set beside this version's, if they cannot."""
+    if champion.get("label_definition") and champion["label_definition"] != label_definition:
+        return (f": it predicts {champion['label_definition']}, so its figures measure another outcome and are not "
+                "comparable with the ones above")
+    if champion.get("test_cutoff") and champion["test_cutoff"] != data_window.get("test_cutoff"):
+        return (": another test snapshot, so its figures are not comparable with the ones above (`dynseg models "
+                "promote` scores both on the newer one)")
+    return ""
+
+
 def model_card(
     *, name: str, target: str, label_definition: str, data_window: dict, rows: dict, evaluation_table: pd.DataFrame,
     differences: pd.DataFrame, calibration: pd.DataFrame, criteria: list[dict], champion: dict | None,
@@ -27,7 +38,8 @@ def model_card(
     verdict = "VALIDATED" if all(c["passed"] for c in criteria) else "REJECTED"
     champ = ("When this version was trained there was no champion yet." if not champion else
              f"The champion when this version was trained: version {champion['version']} — test AUC {champion.get('roc_auc', float('nan')):.4f}, "
-             f"Brier {champion.get('brier', float('nan')):.4f} (test snapshot as of {cutoff_label(champion.get('test_cutoff'))}).")
+             f"Brier {champion.get('brier', float('nan')):.4f} (test snapshot as of {cutoff_label(champion.get('test_cutoff'))})"
+             + _comparable(champion, label_definition, data_window) + ".")
     crit = "\n".join(f"- {'PASS' if c['passed'] else 'FAIL'}: {c['text']}" for c in criteria)
     return f"""# Model card — {name}
 

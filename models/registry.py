@@ -880,4 +880,5 @@ def champion_metrics(name: str) -> dict | None:
         mv = _alias(client, name, CHAMPION)
     if mv is None:
         return None
-    return {"version": str(mv.version), "test_cutoff": mv.tags.get("test_cutoff"), **_test_metrics(mv)}
+    return {"version": str(mv.version), "test_cutoff": mv.tags.get("test_cutoff"),
+            "label_definition": mv.tags.get("label_definition"), **_test_metrics(mv)}
