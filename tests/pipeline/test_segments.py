@@ -331,6 +331,16 @@ def test_a_precision_band_states_what_it_keeps_out_of_sample():
     assert np.mean(crossed) < np.mean(in_sample) - 0.01 and abs(np.mean(crossed) - 0.9) < 0.03, (np.mean(in_sample), np.mean(crossed))
 
 
+def test_a_precision_threshold_that_does_not_replicate_on_half_the_rows_says_so():
+    """It said "too few customers to estimate", with hundreds of rows: what failed was the threshold."""
+    n = 600
+    s = np.linspace(1, 0, n)
+    y = ((np.arange(n) % 2 == 1) & (np.arange(n) < 300)).astype(int)  # the top half's buyers all on odd rows
+    note = bands.cross_fitted_precision_note(s, y, 0.5)
+    assert "on half the test rows (alternate rows) no threshold reaches precision 0.5" in note
+    assert "does not replicate" in note and "too few" not in note
+
+
 def test_unreachable_precision_leaves_the_band_empty():
     s = np.linspace(0, 1, 1000)
     (lv,) = bands.resolve_for_model([bands.BandLevel("top", min_precision=0.99)], s, np.zeros(1000))
