@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,9 +68,10 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     thresholds = DriftThresholds(d.max_drift_share, d.method, d.column_threshold)
     folder = ws.reports_dir / "monitor" / as_of_file_label(t)
     reports, files = {}, {}
-    for m in json.loads(run.models):
+    used = [(m, registry.bundle_of(registry.load_version(m["name"], m["version"])).model) for m in json.loads(run.models)]
+    _check_key_columns(d.key_columns, used)  # before the reports: a misspelt one was dropped, its alarm never to fire
+    for m, model in used:
         target = m["target"]
-        model = registry.bundle_of(registry.load_version(m["name"], m["version"])).model
         check_model_inputs(model, f"{m['name']} version {m['version']}", target, feats.columns)
         reference = registry.reference_sample(m["name"], m["version"])
         score = f"{target}_score"
@@ -98,6 +100,27 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
             metrics=metrics, tags={"dynseg.kind": "monitor", "alarm": str(result.alarm)},
             artifacts={f"monitor/{p.name}": p for p in files.values()})
     return result
+
+
+def _check_key_columns(key_columns: list[str], used: list[tuple[dict, Any]]) -> None:
+    """Refuse a key column that no model of the run compares (a feature of none of them, nor a
+    score): each model's drift report takes the key columns among its own, so a misspelt name, or
+    a feature no model takes, was dropped in silence and its alarm could never fire."""
+    import difflib
+
+    known = {c for _, model in used for c in model.features_} | {f"{m['target']}_score" for m, _ in used}
+    bad = [(i, c) for i, c in enumerate(key_columns) if c not in known]
+    if bad:
+        def hint(c: str) -> str:
+            close = difflib.get_close_matches(c, sorted(known), n=1)
+            return f" (did you mean {close[0]!r}?)" if close else ""
+
+        raise ValueError("; ".join(f"configs/monitoring.yaml: drift.key_columns[{i}]: {c!r} is compared by no model of "
+                                   f"this run{hint(c)}" for i, c in bad)
+                         + ". A key column is an input of a model ("
+                         + ", ".join(f"{m['name']} version {m['version']}" for m, _ in used)
+                         + ": `dynseg models show` lists them) or a score ("
+                         + ", ".join(f"{m['target']}_score" for m, _ in used) + "); fix the name or remove it")
 
 
 def health_alarms(cfg: Config, run: pd.Series) -> list[str]:

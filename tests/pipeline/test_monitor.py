@@ -136,6 +136,18 @@ def test_lift_refuses_a_run_whose_outcome_window_is_still_open(shop):
     assert "outcome window" in " ".join(result.output.split())
 
 
+def test_a_key_column_no_model_compares_is_refused_naming_the_key(shop):
+    """A misspelt key column was dropped in silence: its alarm could never fire."""
+    cfg = load_config(shop.root)
+    cfg.monitoring.drift.key_columns = ["monetary_mean", "n_purchase_09d"]
+    with pytest.raises(ValueError) as e:
+        monitor_job(cfg, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    said = str(e.value)
+    assert "configs/monitoring.yaml: drift.key_columns[1]: 'n_purchase_09d' is compared by no model" in said
+    assert "did you mean 'n_purchase_90d'?" in said and "purchase_score" in said
+    assert "key_columns[0]" not in said
+
+
 def test_drift_is_found_in_the_drifted_period_and_not_before(shop):
     cfg = load_config(shop.root)
     before = monitor_job(cfg, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
