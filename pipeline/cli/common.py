@@ -198,6 +198,8 @@ def handled() -> Iterator[None]:
         raise typer.Exit(EXIT_DATA) from None
     except Exception as e:
         duckdb = sys.modules.get("duckdb")
+        if duckdb is not None and isinstance(e, duckdb.IOException) and _workspace_io(e):
+            raise typer.Exit(EXIT_DATA) from None
         if duckdb is None or not isinstance(e, duckdb.OutOfMemoryException):
             raise
         err.print(f"[bold red]Out of memory:[/] DuckDB could not stay under its memory limit "
@@ -206,6 +208,25 @@ def handled() -> Iterator[None]:
                   "DuckDB use what the machine has; fewer "
                   "`threads` also need less memory.", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
+
+
+def _workspace_io(e: Exception) -> bool:
+    """One line for a database file DuckDB cannot open: held by another process (two runs at once
+    on one workspace), or on a read-only file system. True when said; the traceback otherwise."""
+    text = str(e)
+    file = re.search(r'file "([^"]+)"', text)
+    where = file.group(1) if file else "the workspace database"
+    if "Could not set lock" in text or "Conflicting lock" in text:
+        holder = re.search(r"\(PID (\d+)\)", text)
+        err.print(f"[bold red]Busy:[/] {escape(where)} is held by another dynseg command"
+                  + (f" (process {holder.group(1)})" if holder else "") + ": one command writes to a workspace at "
+                  "a time. Nothing of this one was kept; run it again when the other has finished.", highlight=False)
+        return True
+    if "Read-only file system" in text or "Permission denied" in text:
+        err.print(f"[bold red]Error:[/] {escape(where)} cannot be opened for writing ({'read-only file system' if 'Read-only' in text else 'permission denied'}). "
+                  "The workspace (.dynseg/, or DYNSEG_WORKSPACE) must be writable.", highlight=False)
+        return True
+    return False
 
 
 @contextlib.contextmanager

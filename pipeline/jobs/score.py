@@ -197,7 +197,11 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         "previous_run_id": None, "mlflow_run_id": None, "export_dir": str(export_dir),
         "config": json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump()}),
     }
-    replaced = runs.read(ws.db_path, "SELECT run_id, mlflow_run_id FROM scoring_runs WHERE as_of = ?", [as_of])
+    try:
+        replaced = runs.read(ws.db_path, "SELECT run_id, mlflow_run_id FROM scoring_runs WHERE as_of = ?", [as_of])
+    except BaseException:  # the database held by another run, say: the exports written so far go too
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
     order = {s.name: i for i, s in enumerate(cfg.segments.segments)}
     logged: dict[str, Any] = {}
 

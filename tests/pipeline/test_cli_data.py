@@ -134,3 +134,23 @@ def test_skipped_identifiers_are_named(project):
     assert result.exit_code == 0, result.output
     assert ("1 identifier shared by more than identity.max_ids_per_identifier (20) ids was not used to merge customers: "
             "email 'te…@shop.com' (25 ids)") in " ".join(result.stderr.split()), result.stderr
+
+
+def test_a_workspace_held_by_another_command_says_so_in_one_line(project):
+    """Two commands at once on one workspace: the second died with DuckDB's lock traceback."""
+    project.write_events(good_events())
+    assert runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"]).exit_code == 0
+    db = project.workspace / "dynseg.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(120)", str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        env = os.environ | {"DYNSEG_PROJECT": str(project.root)}
+        second = subprocess.run([sys.executable, "-m", "pipeline.cli", "data", "validate", "--as-of", "2026-11-27"],
+                                env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    said = " ".join(second.stderr.split())
+    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+    assert f"Busy: {db} is held by another dynseg command (process {holder.pid})" in said, said
