@@ -260,8 +260,8 @@ def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpe
     lc = getattr(cfg.labels, target)
     h = parse_duration(horizon or lc.horizon)
     if h.total_seconds() <= 0 or h.days > 36_500:
-        raise BadValue(f"horizon {horizon}: expected a label window above zero and at most 100 years, "
-                       "such as 30d or 8w")
+        raise BadValue(f"{'--horizon ' + horizon if horizon else f'configs/labels.yaml: {target}.horizon {lc.horizon}'}: "
+                       "expected a label window above zero and at most 100 years, such as 30d or 8w")
     return LabelSpec(target, h, lc.population, parse_duration(lc.active_window))
 
 

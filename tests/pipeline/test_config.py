@@ -194,6 +194,18 @@ def test_zero_durations_and_bands_that_would_stay_empty_are_refused(project):
     assert len(e.value.issues) == 3
 
 
+def test_durations_past_100_years_are_refused_when_the_config_loads(project):
+    """5300w passed the config check and failed later as 'horizon None' (exit 2); a billion days
+    crashed the loader with an OverflowError."""
+    _write(project, "labels.yaml", "purchase:\n  horizon: 5300w\n")
+    _write(project, "training.yaml", "min_history: 99999999999d\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "configs/labels.yaml: purchase.horizon: duration '5300w' is longer than 100 years" in text, text
+    assert "configs/training.yaml: min_history: duration '99999999999d' is longer than 100 years" in text, text
+
+
 def test_two_targets_in_one_registered_model_are_refused(project):
     """One name for both: a churn version could be promoted to purchase champion."""
     _write(project, "training.yaml", "registry:\n  names: {purchase: dynseg-x, churn: dynseg-x}\n")
