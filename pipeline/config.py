@@ -552,6 +552,11 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
         origin: dict[tuple, str] = {}
         readable = True
         for path in [cfg_dir / name, *extra, cfg_dir / "local" / name]:
+            yml = path.with_suffix(".yml")
+            if yml.is_file():  # read by nobody: its settings would be ignored in silence
+                issues.append(ConfigIssue(_rel(yml, project_dir), "", f"dynseg reads {path.name} (.yaml), not .yml: "
+                                          + (f"merge it into {path.name} and remove it" if path.is_file()
+                                             else f"rename it to {path.name}")))
             if not path.is_file():
                 if path.exists():  # a folder where the file belongs: not "missing", defaults used in silence
                     issues.append(ConfigIssue(_rel(path, project_dir), "", "is a folder; expected a YAML file"))
@@ -566,7 +571,7 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
         return (data if readable else None), origin
 
     profile_file = cfg_dir / "profiles" / f"{profile}.yaml"
-    if not profile_file.is_file():
+    if not profile_file.is_file() and not profile_file.with_suffix(".yml").is_file():  # (a .yml one is named below)
         available = sorted(p.stem for p in (cfg_dir / "profiles").glob("*.yaml"))
         issues.append(ConfigIssue(_rel(profile_file, project_dir), "",
                                   f"profile {profile!r} does not exist; expected one of {available}"))

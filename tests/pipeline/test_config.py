@@ -206,6 +206,21 @@ def test_durations_past_100_years_are_refused_when_the_config_loads(project):
     assert "configs/training.yaml: min_history: duration '99999999999d' is longer than 100 years" in text, text
 
 
+def test_a_yml_file_is_named_not_ignored(project):
+    """configs/project.yml, a local override or a profile saved as .yml: read by nobody, their
+    settings were ignored in silence (the defaults ran)."""
+    _write(project, "project.yml", "engine: oracle\n")
+    _write(project, "local/project.yml", "freshness: {max_lag_days: 30}\n")
+    _write(project, "profiles/nightly.yml", "threads: 2\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root, profile="nightly")
+    text = str(e.value)
+    assert "configs/project.yml: dynseg reads project.yaml (.yaml), not .yml: merge it into project.yaml and remove it" in text
+    assert "configs/local/project.yml: dynseg reads project.yaml (.yaml), not .yml: rename it to project.yaml" in text
+    assert "configs/profiles/nightly.yml: dynseg reads nightly.yaml (.yaml), not .yml: rename it to nightly.yaml" in text
+    assert "profile 'nightly' does not exist" not in text
+
+
 def test_two_targets_in_one_registered_model_are_refused(project):
     """One name for both: a churn version could be promoted to purchase champion."""
     _write(project, "training.yaml", "registry:\n  names: {purchase: dynseg-x, churn: dynseg-x}\n")
