@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 import duckdb
 
@@ -27,12 +28,39 @@ def connect(threads: int | None = None, memory_limit: str | None = None,
     # customers this took the process from 2.5 GB to 1.4 GB after the feature query.
     con.execute("SET allocator_flush_threshold = '32MB'")
     con.execute("SET allocator_background_threads = true")
-    threads = threads or int(os.environ.get("DYNSEG_THREADS", "0")) or None
+    threads = threads or _env_threads()
     if threads:
         con.execute(f"SET threads = {int(threads)}")
-    memory_limit = memory_limit or os.environ.get("DYNSEG_MEMORY_LIMIT") or None
+    memory_limit = memory_limit or _env_memory_limit()
     if memory_limit:
         con.execute("SET memory_limit = ?", [memory_limit])
     if temp_directory:
         con.execute("SET temp_directory = ?", [temp_directory])
     return con
+
+
+#: what configs/project.yaml's memory_limit accepts (pipeline.config.Settings), for the variable too
+MEMORY_LIMIT = re.compile(r"^\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$")
+
+
+def _env_threads() -> int | None:
+    """``DYNSEG_THREADS`` (the settings' ``threads`` for one run), checked: a bad value named a
+    DuckDB parser error in a traceback, or an int() error that named no variable."""
+    value = os.environ.get("DYNSEG_THREADS", "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"environment variable DYNSEG_THREADS: expected a whole number of threads, 1 or more; "
+                         f"found {value!r}. Fix it, or unset it to use configs/project.yaml's threads")
+    return int(value)
+
+
+def _env_memory_limit() -> str | None:
+    """``DYNSEG_MEMORY_LIMIT``, checked as configs/project.yaml's memory_limit is."""
+    value = os.environ.get("DYNSEG_MEMORY_LIMIT", "").strip()
+    if not value:
+        return None
+    if not MEMORY_LIMIT.match(value):
+        raise ValueError(f"environment variable DYNSEG_MEMORY_LIMIT: expected a size such as 2GB or 1500MB; found "
+                         f"{value!r}. Fix it, or unset it to use configs/project.yaml's memory_limit")
+    return value

@@ -20,6 +20,7 @@ from pydantic_core import PydanticCustomError
 
 from features.asof import parse_duration
 from features.contract import ROLES
+from features.engine import MEMORY_LIMIT
 from features.sources import SourceSpec
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
@@ -43,7 +44,7 @@ class Settings(_Strict):
     engine: Literal["duckdb", "spark"] = "duckdb"
     tracking_uri: str | None = None
     threads: int | None = Field(None, ge=1)
-    memory_limit: str | None = Field(None, pattern=r"^\s*\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$",
+    memory_limit: str | None = Field(None, pattern=MEMORY_LIMIT.pattern,
                                      description="cap on the embedded engine's memory, e.g. 2GB; None: DuckDB's default")
     freshness: Freshness = Freshness()
     identity: IdentitySettings = IdentitySettings()

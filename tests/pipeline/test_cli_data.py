@@ -154,3 +154,16 @@ def test_a_workspace_held_by_another_command_says_so_in_one_line(project):
     said = " ".join(second.stderr.split())
     assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
     assert f"Busy: {db} is held by another dynseg command (process {holder.pid})" in said, said
+
+
+def test_bad_engine_variables_are_named(project, monkeypatch):
+    """DYNSEG_MEMORY_LIMIT=lots and DYNSEG_THREADS=-1 ended in DuckDB tracebacks; =two named no variable."""
+    project.write_events(good_events())
+    for var, value, expected in (("DYNSEG_MEMORY_LIMIT", "lots", "expected a size such as 2GB"),
+                                 ("DYNSEG_THREADS", "-1", "expected a whole number of threads"),
+                                 ("DYNSEG_THREADS", "two", "expected a whole number of threads")):
+        monkeypatch.setenv(var, value)
+        result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 1 and f"environment variable {var}: {expected}" in said, said
+        monkeypatch.delenv(var)
