@@ -221,6 +221,19 @@ def test_a_yml_file_is_named_not_ignored(project):
     assert "profile 'nightly' does not exist" not in text
 
 
+def test_yaml_booleans_and_empty_sections_say_what_to_write(project):
+    """`ignore: [off, NO]` read as booleans, and a section whose lines are all commented out read
+    as null: pydantic's own words gave no fix."""
+    roles = (project.root / "configs" / "roles.yaml").read_text()
+    _write(project, "roles.yaml", roles.replace("ignore: []", "ignore: [off, NO]"))
+    _write(project, "project.yaml", "freshness:\n  # max_lag_days: 3\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "configs/roles.yaml: ignore.0: expected text; found False" in text and "put the name in quotes" in text, text
+    assert "configs/project.yaml: freshness: is empty (the key with nothing after it); give it a value, or remove the key" in text, text
+
+
 def test_two_targets_in_one_registered_model_are_refused(project):
     """One name for both: a churn version could be promoted to purchase champion."""
     _write(project, "training.yaml", "registry:\n  names: {purchase: dynseg-x, churn: dynseg-x}\n")
