@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Hashable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -589,14 +589,16 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
     settings = _parse(Settings, settings_raw, settings_origin, "configs/project.yaml", issues)
     catalog = _parse(Catalog, catalog_raw, catalog_origin, "configs/catalog.yaml", issues)
     roles = _parse(Roles, roles_raw, roles_origin, "configs/roles.yaml", issues)
-    optional = {}
+    optional, origins = {}, {}
     for key, model in (("features", FeaturesConfig), ("labels", LabelsConfig), ("training", TrainingConfig),
                        ("bands", BandsConfig), ("segments", SegmentsConfig), ("scoring", ScoringConfig),
                        ("monitoring", MonitoringConfig)):
-        raw, origin = layered(f"{key}.yaml", [])
-        optional[key] = _parse(model, raw, origin, f"configs/{key}.yaml", issues)
+        raw, origins[key] = layered(f"{key}.yaml", [])
+        optional[key] = _parse(model, raw, origins[key], f"configs/{key}.yaml", issues)
     if optional["segments"] is not None:
-        issues += segment_issues(optional["segments"])
+        # each named in the file its key came from (configs/local/segments.yaml replaces a list whole)
+        issues += [replace(i, file=origins["segments"].get((i.key.split("[")[0],), i.file))
+                   for i in segment_issues(optional["segments"])]
     if issues:
         raise ConfigError(issues)
     return Config(project_dir, profile, settings, catalog, roles, files=tuple(files), **optional)

@@ -234,6 +234,13 @@ def test_yaml_booleans_and_empty_sections_say_what_to_write(project):
     assert "configs/project.yaml: freshness: is empty (the key with nothing after it); give it a value, or remove the key" in text, text
 
 
+def test_a_segments_error_from_the_local_file_names_the_local_file(project):
+    _write(project, "local/segments.yaml", "suppress_always: [no_email_consent, unsubscribd]\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    assert "configs/local/segments.yaml: suppress_always[1]: 'unsubscribd' is not a defined segment" in str(e.value), str(e.value)
+
+
 def test_two_targets_in_one_registered_model_are_refused(project):
     """One name for both: a churn version could be promoted to purchase champion."""
     _write(project, "training.yaml", "registry:\n  names: {purchase: dynseg-x, churn: dynseg-x}\n")
