@@ -128,5 +128,6 @@ def parse_duration(value: str) -> timedelta:
         raise BadValue(f"duration {value!r} is not understood; expected days or weeks such as 30d or 26w")
     n, unit = int(m.group(1)), m.group(2)
     if n * (7 if unit == "w" else 1) > 36_500:  # (and timedelta overflows past 999,999,999 days)
-        raise BadValue(f"duration {value!r} is longer than 100 years; expected days or weeks such as 30d or 26w")
+        raise BadValue(f"duration {value!r} is longer than 100 years; expected at most 100 years, in days or weeks "
+                       "such as 30d or 26w")
     return timedelta(days=n) if unit == "d" else timedelta(weeks=n)
