@@ -471,7 +471,12 @@ class Config:
     def workspace(self) -> Path:
         env = os.environ.get("DYNSEG_WORKSPACE")
         ws = Path(env) if env else Path(self.settings.workspace)
-        return ws if ws.is_absolute() else self.project_dir / ws
+        ws = ws if ws.is_absolute() else self.project_dir / ws
+        if ws.exists() and not ws.is_dir():  # every command would fail on a path inside it, saying it backwards
+            given = "the environment variable DYNSEG_WORKSPACE" if env else "workspace: in configs/project.yaml"
+            raise ValueError(f"the workspace {ws} is a file, not a folder; it comes from {given}. Point it at a "
+                             "folder (dynseg makes it when missing)")
+        return ws
 
     @property
     def role_of(self) -> dict[str, str]:

@@ -167,3 +167,14 @@ def test_bad_engine_variables_are_named(project, monkeypatch):
         said = " ".join(result.output.split())
         assert result.exit_code == 1 and f"environment variable {var}: {expected}" in said, said
         monkeypatch.delenv(var)
+
+
+def test_a_workspace_that_is_a_file_is_named_with_where_it_comes_from(project, monkeypatch, tmp_path):
+    project.write_events(good_events())
+    (tmp_path / "wsfile").write_text("not a folder")
+    monkeypatch.setenv("DYNSEG_WORKSPACE", str(tmp_path / "wsfile"))
+    for command in (["data", "validate", "--as-of", "2026-11-27"], ["segments", "list"]):
+        result = runner.invoke(app, command)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 1 and f"the workspace {tmp_path / 'wsfile'} is a file, not a folder" in said, said
+        assert "DYNSEG_WORKSPACE" in said
