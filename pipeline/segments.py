@@ -19,6 +19,7 @@ import re
 from dataclasses import dataclass
 from collections.abc import Collection, Mapping
 from functools import partial
+from pathlib import Path
 from typing import Literal
 
 from features.normalize import literal
@@ -76,6 +77,15 @@ def definition_changes(now: dict, before: dict) -> dict[str, str]:
                                  (d, now.get("suppress_always", []))):
             out[d["name"]] = "redefined"
     return out
+
+
+def no_segments_problem(project_dir: Path) -> str:
+    """Why a project has no segment to score or check: the file missing, or defining none."""
+    path = project_dir / "configs" / "segments.yaml"
+    if not path.is_file():
+        return (f"{path} is missing, so no segment is defined; copy the demo's (configs/segments.yaml in dynseg's "
+                "repository) or write your own")
+    return f"{path} defines no segments; add at least one under `segments:`"
 
 
 def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[str] | None = None,

@@ -261,6 +261,10 @@ def check(ctx: typer.Context) -> None:
     state: State = ctx.obj
     with handled():
         cfg = state.config()
+        if not cfg.segments.segments:  # "0 segments are valid", exit 0, for a file deleted or emptied
+            from pipeline.segments import no_segments_problem
+
+            raise ValueError(no_segments_problem(cfg.project_dir))
         levels, source = band_names(cfg)
         compiled = compile_segments(cfg.segments, segment_columns(cfg), values=levels, features=cfg.features)
     t = Table(title=f"{len(compiled)} segments are valid (evaluation order)", title_justify="left")

@@ -143,6 +143,10 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
                                  consents=eng.consents())
         # Every rule is checked against the run's columns before any work is done.
         levels_of = {f"{t}_band": _level_names(cfg, t, registry.bundle_of(pyfunc)) for t, (pyfunc, _) in champions.items()}
+        if not cfg.segments.segments:
+            from pipeline.segments import no_segments_problem
+
+            raise ValueError(no_segments_problem(cfg.project_dir))
         segments = compile_segments(cfg.segments, expected_columns(expr, targets), values=levels_of,
                                     features=cfg.features)
         for target, (pyfunc, mv) in champions.items():  # before any work, like the rules above

@@ -178,3 +178,14 @@ def test_a_workspace_that_is_a_file_is_named_with_where_it_comes_from(project, m
         said = " ".join(result.output.split())
         assert result.exit_code == 1 and f"the workspace {tmp_path / 'wsfile'} is a file, not a folder" in said, said
         assert "DYNSEG_WORKSPACE" in said
+
+
+def test_segments_check_without_segments_says_the_file_is_missing(project):
+    """A deleted segments.yaml: `segments check` said "0 segments are valid" and exited 0."""
+    (project.root / "configs" / "segments.yaml").unlink()
+    result = runner.invoke(app, ["segments", "check"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "configs/segments.yaml is missing, so no segment is defined" in said, said
+    (project.root / "configs" / "segments.yaml").write_text("segments: []\n")
+    result = runner.invoke(app, ["segments", "check"])
+    assert result.exit_code == 1 and "defines no segments" in " ".join(result.output.split())
