@@ -529,7 +529,9 @@ def find_project_dir(start: Path | None = None) -> Path:
         return Path(env).resolve()
     here = (start or Path.cwd()).resolve()
     for d in (here, *here.parents):
-        if (d / "configs" / "catalog.yaml").is_file():
+        # a project whose catalog.yaml went missing is still this project (load_config says the file
+        # is missing): walking on, a project folder inside another would quietly use the outer one
+        if (d / "configs" / "catalog.yaml").is_file() or (d / "configs" / "roles.yaml").is_file():
             return d
     raise ConfigError([ConfigIssue(str(here), "", "no configs/catalog.yaml here or in any parent folder; "
                                    "run dynseg from the project folder, pass --project DIR or set DYNSEG_PROJECT (to start a "

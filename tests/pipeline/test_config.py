@@ -241,6 +241,20 @@ def test_a_segments_error_from_the_local_file_names_the_local_file(project):
     assert "configs/local/segments.yaml: suppress_always[1]: 'unsubscribd' is not a defined segment" in str(e.value), str(e.value)
 
 
+def test_a_project_without_its_catalog_is_not_swapped_for_the_folder_around_it(project, tmp_path, monkeypatch):
+    """A project inside another: with its catalog.yaml deleted, dynseg quietly used the outer one."""
+    from pipeline.config import find_project_dir
+
+    inner = project.root / "shop"
+    (inner / "configs").mkdir(parents=True)
+    (inner / "configs" / "roles.yaml").write_text((project.root / "configs" / "roles.yaml").read_text())
+    monkeypatch.delenv("DYNSEG_PROJECT", raising=False)
+    assert find_project_dir(inner) == inner.resolve()
+    with pytest.raises(ConfigError, match="configs/catalog.yaml: file is missing"):
+        load_config(find_project_dir(inner))
+    assert find_project_dir(project.root / "data") == project.root.resolve()  # a folder of a project: that project
+
+
 def test_two_targets_in_one_registered_model_are_refused(project):
     """One name for both: a churn version could be promoted to purchase champion."""
     _write(project, "training.yaml", "registry:\n  names: {purchase: dynseg-x, churn: dynseg-x}\n")
