@@ -3,8 +3,9 @@
 Two candidates, chosen on the validation snapshot by cross-fitted Brier score (each is fitted on
 one half of the validation customers and scored on the other, so the choice is not flattered by
 fitting and judging on the same rows): **Platt** (a logistic curve, smooth, needs little data)
-and **isotonic** (a monotone step function, flexible, needs more data). The winner is refitted on
-the whole validation snapshot.
+and **isotonic** (a monotone step function, flexible, needs more data; taken only when its steps
+do not cost ranking, see :func:`choose_calibrator`). The winner is refitted on the whole
+validation snapshot.
 
 A prior-shift correction moves calibrated probabilities from the base rate they were calibrated
 at to the base rate expected where they are used (Saerens, Latinne & Decaestecker, 2002).
@@ -51,12 +52,28 @@ class Calibrator(BaseEstimator):
         return np.clip(p, _EPS, 1 - _EPS)
 
 
+#: how much ranking (cross-fitted ROC AUC) isotonic may cost against the raw scores and still be
+#: chosen for a small Brier gain; a gain above ISOTONIC_CLEAR_GAIN (relative) is taken whatever
+ISOTONIC_AUC_TOLERANCE = 0.001
+ISOTONIC_CLEAR_GAIN = 0.05
+
+
 def choose_calibrator(scores: np.ndarray, y: np.ndarray, groups: np.ndarray, method: str = "auto") -> tuple[Calibrator, dict[str, float]]:
-    """Pick Platt or isotonic by cross-fitted Brier on two halves split by ``groups`` (customer hash)."""
+    """Pick Platt or isotonic by cross-fitted Brier on two halves split by ``groups`` (customer hash).
+
+    Isotonic's steps tie customers the model tells apart: a reviewer saw 43 % of a test snapshot at
+    one probability, and the AUC fall from 0.878 to 0.875 (enough to lose the promotion gate) for a
+    Brier 1 % lower than Platt's. So with ``auto``, isotonic wins a small Brier gain only when it
+    keeps the cross-fitted AUC within :data:`ISOTONIC_AUC_TOLERANCE` of the raw scores' (which
+    Platt, monotone, keeps); a gain above :data:`ISOTONIC_CLEAR_GAIN` (scores Platt's curve cannot
+    follow) is taken whatever."""
+    from sklearn.metrics import roc_auc_score
+
     scores, y = np.asarray(scores, float), np.asarray(y, int)
     candidates = ["platt", "isotonic"] if method == "auto" else [method]
     half = np.asarray(groups) % 2 == 0
     briers: dict[str, float] = {}
+    ranks_kept = True
     for m in candidates:
         pred = np.empty(len(y))
         for fit_rows in (half, ~half):
@@ -65,7 +82,11 @@ def choose_calibrator(scores: np.ndarray, y: np.ndarray, groups: np.ndarray, met
                 continue
             pred[~fit_rows] = Calibrator(m).fit(scores[fit_rows], y[fit_rows]).predict(scores[~fit_rows])
         briers[m] = float(brier_score_loss(y, pred))
-    best = min(briers, key=briers.get)
+        if m == "isotonic" and method == "auto" and len(np.unique(y)) == 2:
+            ranks_kept = roc_auc_score(y, pred) >= roc_auc_score(y, scores) - ISOTONIC_AUC_TOLERANCE
+    clear = "platt" in briers and "isotonic" in briers and briers["isotonic"] < (1 - ISOTONIC_CLEAR_GAIN) * briers["platt"]
+    eligible = {m: b for m, b in briers.items() if m != "isotonic" or ranks_kept or clear}
+    best = min(eligible, key=eligible.get)
     return Calibrator(best).fit(scores, y), briers
 
 
