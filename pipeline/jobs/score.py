@@ -234,6 +234,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
                  "from its scores or bands count the change of model, not only customers who moved"
                  for target, (before, now) in run_model_changes(ws.db_path, run_id, prev).items()]
     for old in replaced.run_id if not replaced.empty else []:
+        shutil.rmtree(ws.reports_dir / "explain" / old, ignore_errors=True)  # the replaced run's waterfalls
         warnings.append(f"this run replaces run {old}, scored before for the same as_of (a date keeps one run): its "
                         "scores, segments and exports are replaced, and a command given `--run " + old + "` says so "
                         "and names this run")

@@ -219,7 +219,10 @@ def test_rerun_replaces_the_run_and_a_killed_run_changes_nothing(shop):
     # the killed run's exports, written before its transaction, are left under a temp name
     left = [p.name for p in exports.parent.iterdir() if p.name.endswith(".tmp")]
     assert len(left) == 1 and left[0].startswith(f".{exports.name}.{proc.pid}@"), left
-    # a normal re-run of the same as_of replaces it, and removes them
+    # a normal re-run of the same as_of replaces it, and removes them (and the replaced run's explanations)
+    waterfalls = shop.workspace / "reports" / "explain" / shop.runs[1].run_id
+    waterfalls.mkdir(parents=True, exist_ok=True)
+    (waterfalls / "c0_purchase.png").write_bytes(b"png")
     result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
     assert result.exit_code == 0, result.output
     assert not [p for p in exports.parent.iterdir() if p.name.endswith(".tmp")]
@@ -230,6 +233,7 @@ def test_rerun_replaces_the_run_and_a_killed_run_changes_nothing(shop):
     assert json.loads((exports / "manifest.json").read_text())["run_id"] == new_id
     old_id = shop.runs[1].run_id
     assert f"this run replaces run {old_id}" in " ".join(result.output.split())
+    assert not waterfalls.exists()
     # the replaced id says what became of it (it read as a run that never was)
     result = runner.invoke(app, ["explain", "c0", "--run", old_id])
     said = " ".join(result.output.split())
