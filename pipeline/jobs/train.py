@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from features.asof import cutoff_label
 from features.customer_features import DataProfile
 from models import bands as band_rules
 from models.calibration import seasonal_base_rate, shift_prior
@@ -158,6 +159,9 @@ def train_job(
     )
     tags = {"target": target, "label_definition": td.label.describe(), "data_window": f"{cut[-1]}..{cut[0]}",
             "test_cutoff": cut[0], "feature_set": bundle.feature_set,
+            # the cutoffs above are instants (midnight UTC); the CLI and the card show each as the
+            # as_of whose end it is, the day before: said here too, for a reader of the MLflow UI
+            "test_snapshot_as_of": cutoff_label(cut[0]), "data_window_as_of": f"{cutoff_label(cut[-1])}..{cutoff_label(cut[0])}",
             "validation_status": "VALIDATED" if validated else "REJECTED"}
     params = {"target": target, "horizon_days": td.label.horizon.days, "population": td.label.population,
               "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,

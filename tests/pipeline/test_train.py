@@ -221,6 +221,9 @@ def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_t
     older = train_job(load_config(shop.root), "purchase", as_of=newer)  # its test cutoff lies a horizon earlier
     cand = registry._version(registry.MlflowClient(), "dynseg-purchase", older.version)
     assert datetime.fromisoformat(cand.tags["test_cutoff"]) < newer - timedelta(days=20)
+    # the MLflow UI's reader gets the as_of each cutoff stands for, as the CLI and the card show it
+    assert cand.tags["test_snapshot_as_of"] == cutoff_label(cand.tags["test_cutoff"])
+    assert cand.tags["data_window_as_of"].endswith(".." + cutoff_label(cand.tags["test_cutoff"]))
 
     cand_m, champ_m, where = compare_on_one_snapshot(load_config(shop.root), "dynseg-purchase", cand, champ)
     assert where.startswith(f"the test snapshot as of {cutoff_label(newer)}")  # the day whose end the cutoff is
