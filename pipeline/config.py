@@ -758,8 +758,9 @@ def _describe(err: dict, model: type[BaseModel] | None = None) -> str:
         return f"expected a size such as 2GB or 512MB; found {err['input']!r}"
     if kind == "string_type" and isinstance(err.get("input"), bool):
         # YAML reads off, no, yes, on, true and false without quotes as booleans
-        return (f"expected text; found {err['input']!r}, what YAML makes of off/no/yes/on/true/false without "
-                "quotes: put the name in quotes ('off')")
+        words = "off/no/false" if err["input"] is False else "on/yes/true"
+        return (f"expected text; found {err['input']!r}, what YAML makes of {words} without quotes: put the "
+                "name in quotes as written (say 'off', or 'Yes')")
     if err.get("input", 0) is None and kind in ("list_type", "dict_type", "model_type", "model_attributes_type"):
         return "is empty (the key with nothing after it); give it a value, or remove the key for its default"
     text = msg.removeprefix("Value error, ")
