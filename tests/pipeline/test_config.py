@@ -27,6 +27,15 @@ def _write(project, rel: str, text: str) -> None:
     path.write_text(text)
 
 
+def _refused(project, profile: str | None = None, **files: str) -> str:
+    """The configuration error's text, once ``files`` (configs/-relative path -> text) are written."""
+    for rel, text in files.items():
+        _write(project, rel, text)
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root, profile=profile)
+    return str(e.value)
+
+
 def test_every_error_is_reported_with_file_key_expected_and_found(project):
     _write(project, "catalog.yaml", "sources:\n  events:\n    format: xlsx\n    path: e.xlsx\n    colour: red\n    delimeter: ';'\n")
     _write(project, "project.yaml", "engine: oracle\nfreshness:\n  max_lag_days: -2\nmemory_limit: lots\n")
@@ -197,11 +206,7 @@ def test_zero_durations_and_bands_that_would_stay_empty_are_refused(project):
 def test_durations_past_100_years_are_refused_when_the_config_loads(project):
     """5300w passed the config check and failed later as 'horizon None' (exit 2); a billion days
     crashed the loader with an OverflowError."""
-    _write(project, "labels.yaml", "purchase:\n  horizon: 5300w\n")
-    _write(project, "training.yaml", "min_history: 99999999999d\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(project.root)
-    text = str(e.value)
+    text = _refused(project, **{"labels.yaml": "purchase:\n  horizon: 5300w\n", "training.yaml": "min_history: 99999999999d\n"})
     assert "configs/labels.yaml: purchase.horizon: duration '5300w' is longer than 100 years" in text, text
     assert "configs/training.yaml: min_history: duration '99999999999d' is longer than 100 years" in text, text
 
@@ -209,12 +214,8 @@ def test_durations_past_100_years_are_refused_when_the_config_loads(project):
 def test_a_yml_file_is_named_not_ignored(project):
     """configs/project.yml, a local override or a profile saved as .yml: read by nobody, their
     settings were ignored in silence (the defaults ran)."""
-    _write(project, "project.yml", "engine: oracle\n")
-    _write(project, "local/project.yml", "freshness: {max_lag_days: 30}\n")
-    _write(project, "profiles/nightly.yml", "threads: 2\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(project.root, profile="nightly")
-    text = str(e.value)
+    text = _refused(project, "nightly", **{"project.yml": "engine: oracle\n", "local/project.yml": "freshness: {max_lag_days: 30}\n",
+                                           "profiles/nightly.yml": "threads: 2\n"})
     assert "configs/project.yml: dynseg reads project.yaml (.yaml), not .yml: merge it into project.yaml and remove it" in text
     assert "configs/local/project.yml: dynseg reads project.yaml (.yaml), not .yml: rename it to project.yaml" in text
     assert "configs/profiles/nightly.yml: dynseg reads nightly.yaml (.yaml), not .yml: rename it to nightly.yaml" in text
@@ -225,20 +226,15 @@ def test_yaml_booleans_and_empty_sections_say_what_to_write(project):
     """`ignore: [off, NO]` read as booleans, and a section whose lines are all commented out read
     as null: pydantic's own words gave no fix."""
     roles = (project.root / "configs" / "roles.yaml").read_text()
-    _write(project, "roles.yaml", roles.replace("ignore: []", "ignore: [off, NO]"))
-    _write(project, "project.yaml", "freshness:\n  # max_lag_days: 3\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(project.root)
-    text = str(e.value)
+    text = _refused(project, **{"roles.yaml": roles.replace("ignore: []", "ignore: [off, NO]"),
+                                "project.yaml": "freshness:\n  # max_lag_days: 3\n"})
     assert "configs/roles.yaml: ignore.0: expected text; found False" in text and "put the name in quotes" in text, text
     assert "configs/project.yaml: freshness: is empty (the key with nothing after it); give it a value, or remove the key" in text, text
 
 
 def test_a_segments_error_from_the_local_file_names_the_local_file(project):
-    _write(project, "local/segments.yaml", "suppress_always: [no_email_consent, unsubscribd]\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(project.root)
-    assert "configs/local/segments.yaml: suppress_always[1]: 'unsubscribd' is not a defined segment" in str(e.value), str(e.value)
+    text = _refused(project, **{"local/segments.yaml": "suppress_always: [no_email_consent, unsubscribd]\n"})
+    assert "configs/local/segments.yaml: suppress_always[1]: 'unsubscribd' is not a defined segment" in text, text
 
 
 def test_a_project_without_its_catalog_is_not_swapped_for_the_folder_around_it(project, tmp_path, monkeypatch):
@@ -257,11 +253,9 @@ def test_a_project_without_its_catalog_is_not_swapped_for_the_folder_around_it(p
 
 def test_two_targets_in_one_registered_model_are_refused(project):
     """One name for both: a churn version could be promoted to purchase champion."""
-    _write(project, "training.yaml", "registry:\n  names: {purchase: dynseg-x, churn: dynseg-x}\n")
-    with pytest.raises(ConfigError) as e:
-        load_config(project.root)
+    text = _refused(project, **{"training.yaml": "registry:\n  names: {purchase: dynseg-x, churn: dynseg-x}\n"})
     assert ("configs/training.yaml: registry.names: each target needs a registered model of its own; found churn, "
-            "purchase all named 'dynseg-x'") in str(e.value), str(e.value)
+            "purchase all named 'dynseg-x'") in text, text
 
 
 def test_outside_any_project_the_error_says_how_to_start_one(tmp_path, monkeypatch):
