@@ -239,6 +239,13 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
     if removed:
         err.print(f"Segment {name} is not in this run's configs/segments.yaml: it was removed since the run before, "
                   "and every member it had then counts as exited.", highlight=False)
+    # the cut of each band in this run: a score_100 is rounded, so 25 can read high for one customer
+    # and medium for another (0.2474 against 0.2461, say, beside a 0.2469 threshold)
+    cuts = "; ".join(f"{m['target']} " + ", ".join(f"{b['name']} from {b['threshold']:.4f}" for b in m.get("bands") or []
+                                                   if b.get("threshold") is not None and b["threshold"] != float("inf"))
+                     for m in (json.loads(run.models) if isinstance(run.models, str) else []))
+    if cuts:
+        out.print(f"Band cuts in this run (score_100 is the score rounded): {cuts}", highlight=False)
     cols = [c for c in moved.columns if c in ("customer_id", "change") or c.endswith(("_score_100", "_band"))]
     cols += ["why"] if (moved.change == "exited").any() else []
     t = Table(title=title + (f" (first {limit} listed)" if len(moved) > limit else ""), title_justify="left")

@@ -104,6 +104,8 @@ def test_segments_changes_lists_and_writes_who_entered_and_exited(shop, tmp_path
     text = " ".join(result.output.split())
     n_in, n_out = (d.change == "entered").sum(), (d.change == "exited").sum()
     assert f"against run {r1.run_id}: {n_in:,} entered, {n_out:,} exited (first 3 listed)" in text, text
+    high = next(b["threshold"] for b in next(m for m in r2.models if m.target == "purchase").bands if b["name"] == "high")
+    assert f"Band cuts in this run (score_100 is the score rounded): purchase high from {high:.4f}" in text, text
     written = pd.read_csv(out)
     assert sorted(zip(written.customer_id, written.change)) == sorted(zip(d.customer_id, d.change))
     customers = shop.workspace / "data" / "customers.parquet"  # a typo away: it replaced the profiles
