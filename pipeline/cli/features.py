@@ -131,7 +131,8 @@ def training_set(
         t.add_row(role, cutoff_label(as_of_.to_pydatetime()), f"{len(g):,}", f"{int(g.label.sum()):,}",
                   f"{g.label.mean():.1%}")
     out.print(t)
-    _print_signal(frame)
+    with handled():  # seconds of work on a large set: a stop signal then says so, as during the build
+        _print_signal(frame)
 
 
 #: Rows per snapshot role the printed signal is computed on (see feature_signal's max_rows)
