@@ -44,8 +44,18 @@ class Workspace:
         return self.root / "reports"
 
     def tracking_uri(self, configured: str | None = None) -> str:
-        """MLFLOW_TRACKING_URI, else the configured URI, else a SQLite store in the workspace."""
-        return os.environ.get("MLFLOW_TRACKING_URI") or configured or f"sqlite:///{self.root / 'mlflow.db'}"
+        """MLFLOW_TRACKING_URI, else the configured URI, else a SQLite store in the workspace. A
+        given SQLite store in a folder that does not exist is refused: MLflow made it there, a new
+        empty store, and then said no model was registered (a typo in the path, not a lost registry)."""
+        env = os.environ.get("MLFLOW_TRACKING_URI")
+        uri = env or configured
+        if uri and uri.startswith("sqlite:///"):
+            folder = Path(uri.removeprefix("sqlite:///").split("?")[0]).parent
+            if not folder.is_dir():
+                given = "the environment variable MLFLOW_TRACKING_URI" if env else "tracking_uri in configs/project.yaml"
+                raise ValueError(f"{given} points at a SQLite store in {folder}, a folder that does not exist; "
+                                 f"found {uri!r}. Fix the path (or unset it to use the workspace's store)")
+        return uri or f"sqlite:///{self.root / 'mlflow.db'}"
 
     def write_tables(self, con: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> None:
         """Replace workspace tables with the results of queries on ``con``, all in one transaction."""

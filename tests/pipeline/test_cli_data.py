@@ -189,3 +189,14 @@ def test_segments_check_without_segments_says_the_file_is_missing(project):
     (project.root / "configs" / "segments.yaml").write_text("segments: []\n")
     result = runner.invoke(app, ["segments", "check"])
     assert result.exit_code == 1 and "defines no segments" in " ".join(result.output.split())
+
+
+def test_a_tracking_store_in_a_folder_that_does_not_exist_is_named(project, monkeypatch, tmp_path):
+    """A typo in MLFLOW_TRACKING_URI made a new, empty store there, then 'no registered model'."""
+    project.write_events(good_events())
+    uri = f"sqlite:///{tmp_path}/no/such/dir/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    result = runner.invoke(app, ["models", "list"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "the environment variable MLFLOW_TRACKING_URI points at a SQLite store in" in said, said
+    assert not (tmp_path / "no").exists()
