@@ -29,6 +29,7 @@ from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident,
 from features.sources import SourceError, SourceSpec, _head, _utf16, drop_copies, register_source, resolve_files
 from features.validation import likely_columns
 from pipeline.config import ConfigError, ConfigIssue
+from pipeline.workspace import write_atomic
 
 #: The repository's configs: the settings the README documents, copied as a new project's start.
 TEMPLATES = Path(__file__).resolve().parents[2] / "configs"
@@ -153,9 +154,7 @@ def _fit_segments(folder: Path) -> tuple[dict[str, list[str]], str | None]:
         return {}, "the demo's segments could not be fitted to this data automatically"
     note = ("# `dynseg init` left out these segments of the demo, as this data has no column they read:\n"
             + "".join(f"#   {name}: {', '.join(cols)}\n" for name, cols in lacking.items()))
-    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    staged.write_text(note + kept)
-    os.replace(staged, path)  # the demo's file or the fitted one, never half of either
+    write_atomic(path, (note + kept).encode())  # the demo's file or the fitted one, never half of either
     return lacking, None
 
 
