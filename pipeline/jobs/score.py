@@ -661,16 +661,19 @@ def _swap_in(tmp_dir: Path, export_dir: Path) -> None:
 
 
 def _definition_warnings(db: Path, run_id: str, prev: str | None, changes: dict[str, str]) -> list[str]:
-    """A warning per segment new, or defined differently, since the previous run (``changes``, from
-    :func:`run_definition_changes`): its entered/exited count the change of definition, not only
-    customers who moved."""
+    """A warning per segment new, defined differently or removed since the previous run (``changes``,
+    from :func:`run_definition_changes`): its entered/exited count the change of definition, not
+    only customers who moved; a removed one's exits are counted from the run's deltas (it has no
+    health row, the run not holding it)."""
     if not changes:
         return []
     prev_as_of = as_of_label(runs.read(db, "SELECT as_of FROM scoring_runs WHERE run_id = ?", [prev]).as_of[0].to_pydatetime())
     when = f"the previous run (as of {prev_as_of})"
-    exited = runs.read(db, "SELECT segment, count(*) AS n FROM segment_deltas WHERE run_id = ? AND change = 'exited' "
-                           "GROUP BY segment", [run_id])
-    exited = dict(zip(exited.segment, exited.n)) if not exited.empty else {}
+    exited: dict[str, int] = {}
+    if "removed" in changes.values():
+        rows = runs.read(db, "SELECT segment, count(*) AS n FROM segment_deltas WHERE run_id = ? AND change = 'exited' "
+                             "GROUP BY segment", [run_id])
+        exited = dict(zip(rows.segment, rows.n)) if not rows.empty else {}
     return [f"segment {name} is new since {when}: every member counts as entered" if change == "new" else
             f"segment {name} was removed since {when}: its {exited.get(name, 0):,} members there count as exited "
             f"(`dynseg segments changes {name}` lists them, e.g. to end their journeys)" if change == "removed" else
