@@ -90,9 +90,10 @@ def no_segments_problem(project_dir: Path) -> str:
 
 def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[str] | None = None,
                      values: Mapping[str, Collection[str]] | None = None,
-                     features: FeaturesConfig | None = None) -> list[CompiledSegment]:
+                     features: FeaturesConfig | None = None, file: str = SEGMENTS_FILE) -> list[CompiledSegment]:
     """Parse every rule against the run's columns; raise :class:`ConfigError` listing every
     problem (file, key, token). Returned in dependency order: excluded segments first.
+    ``file``: the file the segment list came from (``configs/local/segments.yaml`` replaces it whole).
     ``values``: the levels of each ``<target>_band`` column (a rule naming another is refused).
     ``features``: the windows and window roles the features are built with (default: the defaults),
     to tell a feature this data lacks from a typo."""
@@ -104,7 +105,7 @@ def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[s
             rule = parse_rule(s.where, columns, context=f"segment {s.name!r} where", values=values,
                               why_unknown=why)
         except RuleError as e:
-            issues.append(ConfigIssue(SEGMENTS_FILE, f"segments[{i}].where", str(e)))
+            issues.append(ConfigIssue(file, f"segments[{i}].where", str(e)))
             continue
         compiled[s.name] = CompiledSegment(s, rule, tuple(excluded_by(s.model_dump(), cfg.suppress_always)))
     if issues:
@@ -113,7 +114,7 @@ def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[s
     if only:
         unknown = [n for n in only if n not in compiled]
         if unknown:
-            raise ConfigError([ConfigIssue(SEGMENTS_FILE, "segments", f"no segment named {unknown}; "
+            raise ConfigError([ConfigIssue(file, "segments", f"no segment named {unknown}; "
                                            f"defined: {sorted(compiled)}")])
     return order
 

@@ -273,7 +273,8 @@ def check(ctx: typer.Context) -> None:
 
             raise ValueError(no_segments_problem(cfg.project_dir))
         levels, source = band_names(cfg)
-        compiled = compile_segments(cfg.segments, segment_columns(cfg), values=levels, features=cfg.features)
+        compiled = compile_segments(cfg.segments, segment_columns(cfg), values=levels, features=cfg.features,
+                                    file=cfg.origin("segments.yaml", "segments"))
     t = Table(title=f"{len(compiled)} segments are valid (evaluation order)", title_justify="left")
     for c in ("segment", "kind", "reads", "excludes", "holdout"):
         t.add_column(c)

@@ -148,7 +148,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
 
             raise ValueError(no_segments_problem(cfg.project_dir))
         segments = compile_segments(cfg.segments, expected_columns(expr, targets), values=levels_of,
-                                    features=cfg.features)
+                                    features=cfg.features, file=cfg.origin("segments.yaml", "segments"))
         for target, (pyfunc, mv) in champions.items():  # before any work, like the rules above
             check_model_inputs(registry.bundle_of(pyfunc).model, f"{mv.name} version {mv.version}", target, expr.columns)
         feats = _features(eng, expr)

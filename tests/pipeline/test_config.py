@@ -237,6 +237,27 @@ def test_a_segments_error_from_the_local_file_names_the_local_file(project):
     assert "configs/local/segments.yaml: suppress_always[1]: 'unsubscribd' is not a defined segment" in text, text
 
 
+def test_a_rule_error_from_the_local_segments_file_names_the_local_file(project, monkeypatch):
+    """A rule's syntax is checked when the rules compile, after the files load: the error named
+    configs/segments.yaml, which the user had not touched, for a rule of configs/local/segments.yaml."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.synthetic import generate, write
+
+    write(generate(50, seed=3), project.workspace / "data")  # `segments check` reads the data's columns
+    doc = yaml.safe_load((project.root / "configs" / "segments.yaml").read_text())
+    doc["segments"][0]["where"] = "purchase_band = 'high' AND recency_dayz < 30"
+    _write(project, "local/segments.yaml", yaml.safe_dump(doc, sort_keys=False))
+    monkeypatch.chdir(project.root)
+    result = CliRunner().invoke(app, ["segments", "check"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1, said
+    assert "configs/local/segments.yaml: segments[0].where:" in said and "recency_dayz" in said, said
+    assert "configs/segments.yaml:" not in said, said
+
+
 def test_a_project_without_its_catalog_is_not_swapped_for_the_folder_around_it(project, tmp_path, monkeypatch):
     """A project inside another: with its catalog.yaml deleted, dynseg quietly used the outer one."""
     from pipeline.config import find_project_dir
