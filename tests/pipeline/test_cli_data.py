@@ -180,6 +180,23 @@ def test_a_workspace_that_is_a_file_is_named_with_where_it_comes_from(project, m
         assert "DYNSEG_WORKSPACE" in said
 
 
+def test_a_workspace_in_a_folder_that_does_not_exist_is_refused_not_made(project, monkeypatch, tmp_path):
+    """A typo in DYNSEG_WORKSPACE's path: `score` made the folders and an empty registry there, and
+    said no model was registered. A new workspace in a folder that exists is still made."""
+    monkeypatch.setenv("DYNSEG_WORKSPACE", str(tmp_path / "prdo" / "ws"))
+    for command in (["score", "--as-of", "2026-11-27"], ["segments", "list"]):
+        result = runner.invoke(app, command)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 1, said
+        assert (f"the workspace {tmp_path / 'prdo' / 'ws'} does not exist, nor the folder {tmp_path / 'prdo'} it would "
+                "be made in; it comes from the environment variable DYNSEG_WORKSPACE") in said, said
+    assert not (tmp_path / "prdo").exists()
+    monkeypatch.setenv("DYNSEG_WORKSPACE", str(tmp_path / "ws"))
+    result = runner.invoke(app, ["data", "generate", "--customers", "30"])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "ws" / "data").is_dir()
+
+
 def test_segments_check_without_segments_says_the_file_is_missing(project):
     """A deleted segments.yaml: `segments check` said "0 segments are valid" and exited 0."""
     (project.root / "configs" / "segments.yaml").unlink()
