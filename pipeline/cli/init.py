@@ -10,15 +10,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.contract import unguessed_because
+from features.asof import BadValue
 from pipeline.cli.common import State, handled, out
 
 
 def init(
     ctx: typer.Context,
     folder: Annotated[Optional[Path], typer.Argument(help="Project folder to create configs/ in (default: --project, or here).")] = None,
-    events: Annotated[str, typer.Option(help="The event log: a Parquet or CSV file, a glob (data/events-*.parquet), or a table of a DuckDB database as FILE.duckdb:TABLE.")] = ...,
-    customers: Annotated[Optional[str], typer.Option(help="Customer profiles (optional): as --events.")] = None,
-    identities: Annotated[Optional[str], typer.Option(help="Identity links (optional): as --events.")] = None,
+    events: Annotated[list[str], typer.Option(help="The event log: a Parquet or CSV file, a glob of files of one layout (data/events-*.parquet), or a table of a DuckDB database as FILE.duckdb:TABLE.")] = ...,
+    customers: Annotated[Optional[list[str]], typer.Option(help="Customer profiles (optional): as --events.")] = None,
+    identities: Annotated[Optional[list[str]], typer.Option(help="Identity links (optional): as --events.")] = None,
 ) -> None:
     """Start a project on your own files: configs/ with the column mappings and event roles proposed from your names, to check before the first run.
 
@@ -28,7 +29,15 @@ def init(
 
     state: State = ctx.obj
     with handled():
-        result = init_project(folder or state.project or Path.cwd(), events, customers, identities)
+        given = {"events": events, "customers": customers or [], "identities": identities or []}
+        for name, paths in given.items():  # click keeps the last of an option given twice, in silence
+            if len(paths) > 1:
+                raise BadValue(f"--{name} is given {len(paths)} times ({', '.join(paths)}); dynseg reads one {name} "
+                               "source. Files of one layout: give a glob ('exports/events-*.csv'). Exports of different "
+                               "layouts (an orders export and an email platform's): put them into one file with the "
+                               "contract's columns first (README, Data contract)")
+        result = init_project(folder or state.project or Path.cwd(), events[0],
+                              (customers or [None])[0], (identities or [None])[0])
     sources = Table(title="Sources", title_justify="left")
     for c in ("source", "path", "rows", "columns read as", "to map by hand"):
         sources.add_column(c, overflow="fold", justify="right" if c == "rows" else "left")

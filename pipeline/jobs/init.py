@@ -181,6 +181,13 @@ def _without_segments(text: str, names: set[str]) -> str:
     return kept
 
 
+def _rel(path: Path, folder: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(folder))
+    except ValueError:
+        return str(path)
+
+
 def _given_path(name: str, given: str, folder: Path) -> str:
     """``given`` (relative to where dynseg runs, as a shell path is) as the catalog holds it:
     relative to the project folder when it lies inside it, else absolute; a table in a DuckDB
@@ -235,16 +242,28 @@ def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: P
         return found
     found.files, found.rows, found.view = len(raw.files), raw.rows, raw.view
     found.mapped = likely_columns(raw)
-    if name == "events":
-        ts = found.mapped.get("ts", "ts")
-        if ts in raw.columns and (is_numeric(raw.columns[ts]) or raw.columns[ts] == "VARCHAR"):
-            unit = _epoch_unit(con, raw.view, ts)
-            if unit is not None:
-                spec["timestamp_format"] = unit
-            elif raw.columns[ts] == "VARCHAR":
-                forms, note = _text_forms(con, raw.view, ts, found.mapped.get("amount", "amount"), raw.columns)
-                spec |= forms
-                found.notes += [note] if note else []
+    # a source's timestamp_format reads all its time columns: the first mapped one decides it
+    times = [own for c in _TIME_COLUMNS.get(name, ()) if (own := found.mapped.get(c, c)) in raw.columns]
+    if times and (is_numeric(raw.columns[times[0]]) or raw.columns[times[0]] == "VARCHAR"):
+        unit = _epoch_unit(con, raw.view, times[0])
+        if unit is not None:
+            spec["timestamp_format"] = unit
+        elif raw.columns[times[0]] == "VARCHAR":
+            forms, note = _text_forms(con, raw.view, times[0], name)
+            spec |= forms
+            found.notes += [note] if note else []
+    amount = found.mapped.get("amount", "amount")
+    if name == "events" and raw.columns.get(amount) == "VARCHAR" and _decimal_comma(con, raw.view, amount):
+        spec["decimal"] = ","  # whatever the timestamps are (it was looked for only beside text dates)
+    if raw.missing_in:
+        lacking = {}
+        for column, files in raw.missing_in.items():
+            for f in files:
+                lacking.setdefault(f, []).append(column)
+        shown = "; ".join(f"{_rel(f, folder)} lacks {', '.join(map(repr, cols))}" for f, cols in list(lacking.items())[:3])
+        found.notes.append(f"the {len(raw.files)} files of {path} do not share their columns ({shown}{'; …' if len(lacking) > 3 else ''}): "
+                           "a glob reads files of one layout, and a file's missing columns read as empty. Put exports "
+                           "of different layouts into one file with the contract's columns first (README, Data contract)")
     if found.mapped:
         spec["columns"] = dict(found.mapped)
     found.unmapped = [c.name for c in CONTRACT[name] if c.required and c.name not in raw.columns
@@ -253,6 +272,9 @@ def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: P
 
 
 _SAMPLE = 200_000  # rows of a CSV whose text init reads for its date forms and decimal mark
+
+#: Each source's time columns, as the contract names them: one ``timestamp_format`` reads them all
+_TIME_COLUMNS = {"events": ("ts",), "customers": ("signup_at", "consent_updated_at")}
 
 #: Text date forms of exports, by family: the forms of one family share the order of day and
 #: month, and a column may mix them (a bare date beside date and time)
@@ -263,45 +285,48 @@ _DATE_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, amount: str,
-                columns: dict[str, str]) -> tuple[dict, str | None]:
-    """``timestamp_format`` and ``decimal`` for a CSV's text, when its values say so unambiguously:
-    the one family of date forms that reads every time that ISO-8601 does not (28/11/2026 14:03;
-    none when day-first and month-first both read them all, as when no day passes 12), and a
-    decimal comma when every amount is such a number and one has a comma (1.234,56). Also what
-    could not be decided, for the user to say."""
+def _sample(view: str) -> str:
+    # On a sample: some 40 strptime calls a row would take half a minute at 5M rows, and a value the
+    # sample misses is one validation reports (unparseable), naming the setting
+    return f"(SELECT * FROM {view} USING SAMPLE reservoir({_SAMPLE} ROWS) REPEATABLE (7))"
+
+
+def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -> tuple[dict, str | None]:
+    """``timestamp_format`` for a CSV's text dates in column ``ts`` of source ``name``, when its
+    values say so unambiguously: the one family of date forms that reads every time that ISO-8601
+    does not (28/11/2026 14:03; none when day-first and month-first both read them all, as when no
+    day passes 12). Also what could not be decided, for the user to say."""
     v = f"NULLIF(trim({ident(ts)}), '')"
     families = list(_DATE_FAMILIES)
     misses = [f"count({v}) FILTER (try_strptime({v}, {forms_literal(_DATE_FAMILIES[f])}) IS NULL)" for f in families]
     hits = [f"count({v}) FILTER (try_strptime({v}, {literal(form)}) IS NOT NULL)"
             for f in families for form in _DATE_FAMILIES[f]]
-    amount_sql = ["0", "0"]
-    if columns.get(amount) == "VARCHAR":
-        a = f"NULLIF(trim({ident(amount)}), '')"
-        amount_sql = [f"count({a}) FILTER (NOT regexp_matches({a}, '{DECIMAL_COMMA}') AND lower({a}) <> 'nan')",
-                      f"count({a}) FILTER (contains({a}, ','))"]
-    # On a sample: some 40 strptime calls a row would take half a minute at 5M rows, and a value the
-    # sample misses is one validation reports (unparseable), naming the setting
-    sample = f"(SELECT * FROM {view} USING SAMPLE reservoir({_SAMPLE} ROWS) REPEATABLE (7))"
     row = con.execute(f"SELECT count({v}) FILTER (TRY_CAST({v} AS TIMESTAMPTZ) IS NULL), "
-                      f"{', '.join(misses + hits + amount_sql)} FROM {sample}").fetchone()
-    not_iso, missed, hit = row[0], row[1:1 + len(families)], row[1 + len(families):-2]
+                      f"{', '.join(misses + hits)} FROM {_sample(view)}").fetchone()
+    not_iso, missed, hit = row[0], row[1:1 + len(families)], row[1 + len(families):]
     out: dict = {}
     note = None
     if not_iso:
         readers = [f for f, n in zip(families, missed) if n == 0]
         if len({f[:3] for f in readers}) > 1:
             note = (f"'{ts}' reads as day-first and as month-first dates alike (no day passes 12): set "
-                    "`timestamp_format` under sources.events yourself, e.g. '%d/%m/%Y %H:%M'")
+                    f"`timestamp_format` under sources.{name} yourself, e.g. '%d/%m/%Y %H:%M'")
         elif readers:  # one order of day and month reads them all
             counts = iter(hit)
             used = {f: [form for form in _DATE_FAMILIES[f] if next(counts) > 0] for f in families}
             forms = used[readers[0]]
             out["timestamp_format"] = forms[0] if len(forms) == 1 else forms
-    not_decimal_comma, commas = row[-2:]
-    if columns.get(amount) == "VARCHAR" and not not_decimal_comma and commas:
-        out["decimal"] = ","
     return out, note
+
+
+def _decimal_comma(con: duckdb.DuckDBPyConnection, view: str, amount: str) -> bool:
+    """Whether a CSV's text amounts use a decimal comma: every amount is such a number and one
+    has a comma (1.234,56)."""
+    a = f"NULLIF(trim({ident(amount)}), '')"
+    not_decimal_comma, commas = con.execute(
+        f"SELECT count({a}) FILTER (NOT regexp_matches({a}, '{DECIMAL_COMMA}') AND lower({a}) <> 'nan'), "
+        f"count({a}) FILTER (contains({a}, ',')) FROM {_sample(view)}").fetchone()
+    return not not_decimal_comma and bool(commas)
 
 
 def _epoch_unit(con: duckdb.DuckDBPyConnection, view: str, column: str) -> str | None:

@@ -231,6 +231,44 @@ def test_a_european_csv_gets_its_date_forms_and_decimal_comma_unless_they_are_am
     assert "timestamp_format" not in events and "decimal" not in events
 
 
+def test_epoch_times_beside_decimal_commas_day_first_signups_and_several_exports(tmp_path, monkeypatch):
+    """A review's exports: a decimal comma went unseen when the times were epoch numbers (it was
+    looked for only beside text dates); the profiles' day-first signups got no form (only the
+    events' ts was read); a second --events replaced the first in silence (every purchase lost);
+    a glob over two exports of different layouts said nothing to map."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    ts = pd.to_datetime(["2026-11-28 14:03", "2026-11-13 09:00", "2026-10-01 00:00", "2026-10-02 17:45"])
+    orders = pd.DataFrame({"user": ["a", "b", "a", "b"], "event": ["Placed Order"] * 4,
+                           "timestamp": ts.astype("datetime64[ms]").astype("int64"), "value": ["1.234,56", "3", "9,50", "12"]})
+    orders.to_csv(tmp_path / "orders.csv", sep=";", index=False)
+    profiles = pd.DataFrame({"user": ["a", "b"], "signup": ["21/08/2026 04:07", "02/03/2026 10:00"]})
+    profiles.to_csv(tmp_path / "customers.csv", sep=";", index=False)
+    result = runner.invoke(app, ["init", str(tmp_path / "shop"), "--events", str(tmp_path / "orders.csv"),
+                                 "--customers", str(tmp_path / "customers.csv")])
+    assert result.exit_code == 0, result.output
+    sources = yaml.safe_load((tmp_path / "shop" / "configs" / "catalog.yaml").read_text())["sources"]
+    assert sources["events"]["timestamp_format"] == "epoch_ms" and sources["events"]["decimal"] == ",", sources
+    assert sources["customers"]["timestamp_format"] == "%d/%m/%Y %H:%M", sources
+    monkeypatch.chdir(tmp_path / "shop")
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-29"])
+    assert result.exit_code == 0, result.output
+
+    emails = pd.DataFrame({"recipient": ["a"], "action": ["Opened Email"], "sent_at": ["2026-11-01T09:00:00Z"]})
+    emails.to_csv(tmp_path / "email.csv", sep=";", index=False)
+    result = runner.invoke(app, ["init", str(tmp_path / "two"), "--events", str(tmp_path / "orders.csv"),
+                                 "--events", str(tmp_path / "email.csv")])
+    assert result.exit_code == 2 and "--events is given 2 times" in said(result), result.output
+    assert not (tmp_path / "two").exists()
+    (tmp_path / "exports").mkdir()
+    for f in ("orders.csv", "email.csv"):
+        (tmp_path / "exports" / f).write_text((tmp_path / f).read_text())
+    result = runner.invoke(app, ["init", str(tmp_path / "glob"), "--events", str(tmp_path / "exports" / "*.csv")])
+    text = said(result)
+    assert result.exit_code == 0 and "the 2 files of" in text and "do not share their columns" in text, text
+    assert "email.csv lacks 'user', 'event', 'timestamp', 'value'" in text, text
+
+
 def test_a_latin1_csv_is_read_as_latin1_even_when_its_first_accent_comes_late(tmp_path, monkeypatch):
     """Excel's "CSV" on Windows writes Latin-1: init found no encoding to set, and validation
     refused the file. The first byte that is no UTF-8 may come far in (a customer named Müller on
