@@ -25,7 +25,7 @@ def init(
 
     Writes configs/catalog.yaml (your files, with the `columns:` mapping proposed from names such as userId, timestamp and revenue), configs/roles.yaml (the event names whose words say their role, Placed Order a purchase; the others listed for you to place) and the other configs with the demo's settings. Never overwrites: an existing configs/ is refused.
     """
-    from pipeline.jobs.init import init_project
+    from pipeline.jobs.init import init_project, several_names, spellings
 
     state: State = ctx.obj
     with handled():
@@ -55,13 +55,18 @@ def init(
         for c, justify in (("role", "left"), ("event names", "left"), ("events", "right")):
             roles.add_column(c, justify=justify)
         for role, names in result.roles.items():
-            roles.add_row(role, escape(", ".join(e for e, _ in names)), f"{sum(n for _, n in names):,}")
+            roles.add_row(role, escape(", ".join(e if e == e.strip() else repr(e) for e, _ in names)), f"{sum(n for _, n in names):,}")
         out.print(roles)
-        several = [role for role, names in result.roles.items() if len(names) > 1]
+        several = several_names(result.roles)
         if several:
             out.print(f"[yellow]Several names for {', '.join(several)}:[/] if two record the same thing (an order's "
                       "webhook and its page event, an email's sent and delivered), each counts; keep one.",
                       highlight=False)
+        spelt = [g for names in result.roles.values() for g in spellings([e for e, _ in names])]
+        if spelt:
+            out.print("[yellow]One name spelt several ways[/] (case or spacing): "
+                      + escape("; ".join(", ".join(map(repr, g)) for g in spelt))
+                      + ". Each spelling is one event, not a second record of it: keep them all mapped.", highlight=False)
     if result.unplaced:
         shown = ", ".join(f"{e!r} ({n:,}" + (f"; {why}" if (why := unguessed_because(e)) else "") + ")"
                           for e, n in result.unplaced[:10])

@@ -441,12 +441,30 @@ def _write(folder: Path, found: list[SourceFound], roles: dict[str, list[tuple[s
     return [folder / "configs" / rel for rel in files]
 
 
+def spellings(names: list[str]) -> list[list[str]]:
+    """The groups of ``names`` that are one name in different case or spacing (``Order Placed``,
+    ``ORDER PLACED``, ``order placed ``): one event spelt several ways, to keep mapped together."""
+    groups: dict[str, list[str]] = {}
+    for n in names:
+        groups.setdefault(" ".join(n.split()).casefold(), []).append(n)
+    return [g for g in groups.values() if len(g) > 1]
+
+
+def several_names(roles: dict[str, list[tuple[str, int]]]) -> list[str]:
+    """The roles with names that differ by more than case or spacing (which may record one thing twice)."""
+    return [role for role, names in roles.items() if len({" ".join(e.split()).casefold() for e, _ in names}) > 1]
+
+
 def _roles_text(day: str, roles: dict[str, list[tuple[str, int]]], unplaced: list[tuple[str, int]]) -> str:
     text = _ROLES_HEADER.format(day=day)
-    several = [role for role, names in roles.items() if len(names) > 1]
+    several = several_names(roles)
     if several:
         text += (f"# Check {', '.join(several)} first: two names of one role that record the same thing (an order's\n"
                  "# webhook and its page event, an email's sent and delivered) count it twice; keep one.\n")
+    spelt = [g for names in roles.values() for g in spellings([e for e, _ in names])]
+    if spelt:
+        text += ("# One name spelt in different case or spacing is one event, not two: keep every spelling mapped\n"
+                 f"# ({'; '.join(', '.join(map(repr, g)) for g in spelt)}).\n")
     text += _dump({"event_roles": {role: [e for e, _ in names] for role, names in roles.items()}})
     text += "\n# Event names you track but dynseg should not use.\n"
     if not unplaced:

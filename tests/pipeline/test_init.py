@@ -269,6 +269,26 @@ def test_epoch_times_beside_decimal_commas_day_first_signups_and_several_exports
     assert "email.csv lacks 'user', 'event', 'timestamp', 'value'" in text, text
 
 
+def test_one_name_spelt_several_ways_is_said_to_be_kept_not_deduplicated(tmp_path, monkeypatch):
+    """'ORDER PLACED', 'order placed' and ' Order Placed' drew "Several names for purchase ... keep
+    one": followed, it lost two thirds of the purchases. A second name of its own still draws it."""
+    monkeypatch.delenv("DYNSEG_WORKSPACE", raising=False)
+    ts = pd.date_range("2026-10-01", periods=5, freq="D")
+    pd.DataFrame({"user": list("abcde"), "ts": ts, "event": ["ORDER PLACED", "order placed", " Order Placed",
+                                                             "Order Placed", "Opened Email"]}).to_parquet(tmp_path / "e.parquet")
+    result = runner.invoke(app, ["init", str(tmp_path / "p"), "--events", str(tmp_path / "e.parquet")])
+    text = said(result)
+    assert result.exit_code == 0, text
+    assert "One name spelt several ways (case or spacing): ' Order Placed', 'ORDER PLACED', 'Order Placed', 'order placed'" in text, text
+    assert "Several names for" not in text and "' Order Placed'" in text
+    roles = (tmp_path / "p" / "configs" / "roles.yaml").read_text()
+    assert "keep every spelling mapped" in roles and "keep one" not in roles, roles
+    pd.DataFrame({"user": list("ab"), "ts": ts[:2], "event": ["Order Placed", "Placed Order"]}).to_parquet(
+        tmp_path / "f.parquet")
+    result = runner.invoke(app, ["init", str(tmp_path / "q"), "--events", str(tmp_path / "f.parquet")])
+    assert "Several names for purchase" in said(result) and "spelt several ways" not in said(result), said(result)
+
+
 def test_a_latin1_csv_is_read_as_latin1_even_when_its_first_accent_comes_late(tmp_path, monkeypatch):
     """Excel's "CSV" on Windows writes Latin-1: init found no encoding to set, and validation
     refused the file. The first byte that is no UTF-8 may come far in (a customer named Müller on
