@@ -760,9 +760,19 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
     linked = "identities" in report.sources  # event ids may meet the profiles through identity merges
     if "customer_id" not in ev:
         return
+    # An event id meets a profile as it is, or, with identities, through an identifier it shares
+    # with a profiled id (one link deep: enough to tell ids of one form from ids of another, and an
+    # anonymous id linked to a customer is not one "without a profile")
+    profiled = f"SELECT {cu['customer_id'].expr} AS id FROM raw_customers"
+    it = report.typed.get("identities", {})
+    if linked and all(c in it for c in ("customer_id", "id_type", "id_value")):
+        links = (f"SELECT {it['customer_id'].expr} AS cid, {it['id_type'].expr} AS t, {it['id_value'].expr} AS v "
+                 "FROM raw_identities")
+        profiled = f"""{profiled} UNION ALL SELECT l.cid FROM ({links}) l SEMI JOIN (
+            SELECT p.t, p.v FROM ({links}) p SEMI JOIN ({profiled}) c ON p.cid = c.id) k ON l.t = k.t AND l.v = k.v"""
     distinct_unknown = f"""
         SELECT count(*), min(e.id) FROM (SELECT DISTINCT {ev['customer_id'].expr} AS id FROM raw_events) e
-        ANTI JOIN (SELECT {cu['customer_id'].expr} AS id FROM raw_customers) c ON e.id = c.id
+        ANTI JOIN ({profiled}) c ON e.id = c.id
         WHERE e.id IS NOT NULL AND trim(e.id) <> ''  -- a blank id is an error of its own (null_id)
     """
     if count:
@@ -773,16 +783,8 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
             return
     # Some ids have no profile (or, not counted, may have none). If none has, the two sources name
     # customers differently (integers against 'c0001'-style ids, another column): every profile
-    # feature would be lost in silence. With identities, an event id also meets a profile through
-    # an identifier it shares with one (one link deep: enough to tell ids of one form from ids of
-    # another). Asked of every event's id, this stops at the first that meets a profile.
-    profiled = f"SELECT {cu['customer_id'].expr} AS id FROM raw_customers"
-    it = report.typed.get("identities", {})
-    if linked and all(c in it for c in ("customer_id", "id_type", "id_value")):
-        links = (f"SELECT {it['customer_id'].expr} AS cid, {it['id_type'].expr} AS t, {it['id_value'].expr} AS v "
-                 "FROM raw_identities")
-        profiled = f"""{profiled} UNION ALL SELECT l.cid FROM ({links}) l SEMI JOIN (
-            SELECT p.t, p.v FROM ({links}) p SEMI JOIN ({profiled}) c ON p.cid = c.id) k ON l.t = k.t AND l.v = k.v"""
+    # feature would be lost in silence. Asked of every event's id, this stops at the first that
+    # meets a profile.
     any_match, profile_example = con.execute(f"""
         SELECT (SELECT count(*) FROM (SELECT 1 FROM (SELECT {ev['customer_id'].expr} AS id FROM raw_events) e
                 SEMI JOIN ({profiled}) c ON e.id = c.id LIMIT 1)),
