@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
@@ -172,7 +173,8 @@ def validate(
                 _check_unknown_customers(con, report, count=count_unknown_customers)
             repeated = repeats is not None and repeats.result()
         if repeated:  # rare: the closer look; its problems go where the check's place in the report is
-            report.problems[at:at] = _repeated_event_id_problems(con, report)
+            report.problems[at:at] = (_repeated_event_id_problems(con, report) if "event_id" in report.typed["events"]
+                                      else _repeated_row_problems(con, report))
     return report
 
 
@@ -576,7 +578,7 @@ def _examples(con: duckdb.DuckDBPyConnection, view: str, predicate: str, column:
         f"SELECT _row, CAST({col} AS VARCHAR) FROM (SELECT row_number() OVER () AS _row, * FROM {view}) "
         f"WHERE {predicate} ORDER BY _row LIMIT {k}"
     ).fetchall()
-    return tuple(f"{v!r} at row {r}" for r, v in rows)
+    return tuple(f"{'(blank)' if v is None else repr(v)} at row {r}" for r, v in rows)
 
 
 def _start_event_id_check(con: duckdb.DuckDBPyConnection, report: ValidationReport,
@@ -584,12 +586,49 @@ def _start_event_id_check(con: duckdb.DuckDBPyConnection, report: ValidationRepo
     """Are any event_ids repeated? The ids' 64-bit hashes are fetched now and checked in ``pool``
     (see :func:`_any_repeats`); None when the source has no event_id."""
     t = report.typed["events"]
-    if "event_id" not in t:
-        return None
     raw = report.sources["events"]
+    if "event_id" not in t:
+        # Without ids, an export's overlap (the same rows twice) counts every event twice, in
+        # silence: rows alike in every column of the file are looked for the same way, and warned of
+        hashes = _fetch_hashes(con, f"SELECT {_whole_row(raw)} AS h FROM {raw.view}", raw.rows)
+        return pool.submit(_any_repeats, hashes)
     ids = f"SELECT {t['event_id'].expr} AS id FROM {raw.view}"
     hashes = _fetch_hashes(con, f"SELECT hash(id) AS h FROM ({ids}) WHERE id IS NOT NULL", raw.rows)
     return pool.submit(_any_repeats, hashes)
+
+
+def _content(t: dict[str, Typed]) -> str:
+    """Every contract column of the events but the id: rows told apart only by category, channel
+    or campaign are two events."""
+    return ", ".join(t[c.name].expr for c in CONTRACT["events"] if c.name in t and c.name != "event_id")
+
+
+def _whole_row(raw: RawSource) -> str:
+    """A row's hash over every column of the file (an unmapped order id too: rows told apart by it
+    are two orders)."""
+    return f"hash({', '.join(ident(c) for c in raw.columns)})"
+
+
+def _repeated_row_problems(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> list[Problem]:
+    """Some rows of a log without event ids hash alike: how many repeat another exactly, and where."""
+    raw = report.sources["events"]
+    extra, example = con.execute(f"""
+        SELECT coalesce(sum(n - 1), 0), min(first_rows) FROM (
+            SELECT count(*) AS n, list(_row ORDER BY _row)[:2] AS first_rows
+            FROM (SELECT row_number() OVER () AS _row, {_whole_row(raw)} AS h FROM {raw.view}) GROUP BY h HAVING n > 1)
+    """).fetchall()[0]
+    if not extra:
+        return []
+    contract = {c.name for c in CONTRACT["events"]}
+    ids = [c for c in raw.columns if c not in contract and re.search(r"(^|[_\s.-])(id|Id|ID)$|[a-z](Id|ID)$", c)]
+    map_it = (f"map `event_id` to the export's id of each event ({', '.join(f'columns: {{event_id: {c}}}' for c in ids[:2])}?) "
+              if ids else "map `event_id` to an id of each event, if the export has one, ")
+    return [Problem("events", None, "repeated_rows", "warning", int(extra),
+                    f"{_files(raw)}: {_n(int(extra), 'row repeats', 'rows repeat')} another row in every column "
+                    "(customer, event, time, amount, ...) and the log has no event_id to tell an export's overlap from "
+                    "events that happened twice: each counts",
+                    f"{map_it}in configs/catalog.yaml: exact repeats are then dropped; or remove the repeated rows",
+                    (f"rows {example[0]} and {example[1]}",))]
 
 
 def _fetch_hashes(con: duckdb.DuckDBPyConnection, query: str, rows: int) -> np.ndarray:
@@ -622,9 +661,8 @@ def _repeated_event_id_problems(con: duckdb.DuckDBPyConnection, report: Validati
     """Some event_id hashes repeat: which ids, and are they exact repeats or conflicts?"""
     t = report.typed["events"]
     raw = report.sources["events"]
-    # every contract column: rows told apart only by category, channel or campaign are two events
-    # (and which one a repeat would keep depends on the files' order)
-    content = ", ".join(t[c.name].expr for c in CONTRACT["events"] if c.name in t and c.name != "event_id")
+    # which one a repeat would keep depends on the files' order: every contract column counts
+    content = _content(t)
     # The few rows whose hash repeats: same content (an exact repeat) or not (a conflict).
     exact, conflicting, example = con.execute(f"""
         WITH ids AS (SELECT {t['event_id'].expr} AS id, hash({content}) AS h FROM {raw.view}),

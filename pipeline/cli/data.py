@@ -80,7 +80,8 @@ def validate(
 def _print_summary(s: dict) -> None:
     out.print(kv_table("Data summary", {
         "customers with events": s["customers_with_events"],
-        "customer profiles (merged ids as one)": s["customer_profiles"],
+        "customer profiles (merged ids as one)": ("none (no customers source)" if s["customer_profiles"] is None
+                                                  else s["customer_profiles"]),
         "events": s["events"],
         "first event (UTC)": s["first_event"],
         "last event (UTC)": s["last_event"],

@@ -106,7 +106,9 @@ def data_summary(data: LoadedData, role_of: dict[str, str] | None = None) -> dic
         "SELECT count(DISTINCT customer_id), count(*), min(ts), max(ts) FROM events"
     ).fetchall()[0]
     by_role = dict(con.execute("SELECT role, count(*) FROM events GROUP BY 1 ORDER BY 2 DESC").fetchall())
-    profiles = con.execute("SELECT count(*) FROM customers").fetchall()[0][0]
+    # without a customers source the view holds a row per customer with events, which are no profiles
+    profiles = (con.execute("SELECT count(*) FROM customers").fetchall()[0][0]
+                if "customers" in data.report.sources else None)
     return {
         "customers_with_events": customers,
         "customer_profiles": profiles,

@@ -1222,3 +1222,24 @@ def test_a_csv_copy_that_cannot_be_written_says_so_and_a_gzipped_csv_reads(proje
     said = str(e.value)
     assert said.startswith("source 'events': its temporary copy (a CSV source is parsed once into Parquet") and \
         "the file is fine" in e.value.fix and "catalog.yaml" not in said, said
+
+
+def test_rows_repeated_exactly_in_a_log_without_event_ids_are_warned_of_naming_an_id_column(project):
+    """A review's export without event ids (init did not map its order_id): the same orders twice
+    counted twice in frequency and spend, and validation said nothing. Rows alike in every column
+    are now a warning naming the rows, and the export's id column to map; a log without repeats,
+    or whose repeats differ in a column, has none."""
+    df = good_events().drop(columns="event_id")
+    assert not [p for p in run_with(project, df).problems if p.check == "repeated_rows"]
+    differ = pd.concat([df, df.iloc[[2]].assign(amount=41.5)], ignore_index=True)  # c0's order, another amount
+    assert not [p for p in run_with(project, differ).problems if p.check == "repeated_rows"]
+    alike = pd.concat([df, df.iloc[[2]]], ignore_index=True).assign(order_id=lambda d: [f"o{i}" for i in d.index])
+    assert not [p for p in run_with(project, alike).problems if p.check == "repeated_rows"]  # another order id: another order
+    df["order_id"] = [f"o{i}" for i in df.index]
+    twice = pd.concat([df, df.iloc[[2, 5]]], ignore_index=True)
+    p = only(run_with(project, twice), "repeated_rows")
+    assert p.severity == "warning" and p.count == 2 and p.examples == ("rows 3 and 10",), p
+    assert "2 rows repeat another row in every column" in p.message, p.message
+    assert "columns: {event_id: order_id}" in p.fix, p.fix
+    project.write_events(twice.assign(event_id=lambda d: d["order_id"]))  # mapped: each id once, no warning
+    assert not [q for q in run(project).problems if q.check == "repeated_rows"]

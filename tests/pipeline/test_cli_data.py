@@ -217,3 +217,16 @@ def test_a_tracking_store_in_a_folder_that_does_not_exist_is_named(project, monk
     said = " ".join(result.output.split())
     assert result.exit_code == 1 and "the environment variable MLFLOW_TRACKING_URI points at a SQLite store in" in said, said
     assert not (tmp_path / "no").exists()
+
+
+def test_a_log_without_profiles_says_so_and_a_blank_id_reads_blank(project):
+    """Without a customers source the summary counted 'customer profiles' as many as customers
+    with events, and a blank id's example read `None at row 2`."""
+    df = good_events().astype({"customer_id": "object"})
+    df.loc[1, "customer_id"] = None
+    project.write_events(df, null_ids="drop")
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, said
+    assert "customer profiles (merged ids as one) │ none (no customers source)" in said, said
+    assert "(blank) at row 2" in said and "None at row" not in said, said
