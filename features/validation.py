@@ -548,7 +548,23 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
             examples = _examples(con, raw.view, check.predicate, check.column)
             problems.append(Problem(raw.name, check.column, check.check, check.severity, int(n),
                                     f"{_files(raw)}: {n:,} {_one(check.message) if n == 1 else check.message}"
-                                    + _own_name(raw, check.column), check.fix, examples))
+                                    + _own_name(raw, check.column), check.fix + _epoch_text_hint(check, examples, raw.name),
+                                    examples))
+
+
+def _epoch_text_hint(check: _Check, examples: tuple[str, ...], source: str) -> str:
+    """For text times that do not convert and are all whole numbers (a CSV's epoch column, whose
+    unit init could not pick as it was not mapped yet): the ``timestamp_format`` that reads them,
+    by their digits (in 2026: 10 for seconds, 13 for milliseconds, 16 for microseconds)."""
+    if check.check != "unparseable" or check.column not in ("ts", "signup_at", "consent_updated_at") or "epoch" in check.fix:
+        return ""
+    digits = {len(m.group(1)) for e in examples if (m := re.match(r"'(\d+)(?:\.0+)?' at row", e))}
+    if not examples or len(digits) != 1 or len(digits & {10, 13, 16}) != 1 or len(examples) != len(
+            [e for e in examples if re.match(r"'\d", e)]):
+        return ""
+    unit = {10: "epoch_s", 13: "epoch_ms", 16: "epoch_us"}[digits.pop()]
+    return (f"; these look like numbers since 1970-01-01 UTC: `timestamp_format: {unit}` under sources.{source} "
+            "reads them")
 
 
 def _own_name(raw: RawSource, column: str | None) -> str:

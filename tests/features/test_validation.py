@@ -1243,3 +1243,16 @@ def test_rows_repeated_exactly_in_a_log_without_event_ids_are_warned_of_naming_a
     assert "columns: {event_id: order_id}" in p.fix, p.fix
     project.write_events(twice.assign(event_id=lambda d: d["order_id"]))  # mapped: each id once, no warning
     assert not [q for q in run(project).problems if q.check == "repeated_rows"]
+
+
+def test_text_times_that_are_whole_numbers_get_the_epoch_unit_in_the_fix(project):
+    """A CSV's epoch column read as text (in a glob beside ISO times, or a string column): the fix
+    offered only '%d/%m/%Y %H:%M'. Its digits say the unit."""
+    df = good_events()
+    df["ts"] = (df["ts"].astype("datetime64[ms]").astype("int64")).astype(str)  # '1767261600000'
+    p = only(run_with(project, df), "unparseable")
+    assert p.column == "ts" and "`timestamp_format: epoch_ms` under sources.events reads them" in p.fix, p.fix
+    df["ts"] = df["ts"].str[:-3]  # seconds
+    assert "`timestamp_format: epoch_s`" in only(run_with(project, df), "unparseable").fix
+    df.loc[0, "ts"] = "yesterday"  # not all numbers: no unit offered
+    assert "epoch" not in only(run_with(project, df), "unparseable").fix
