@@ -681,12 +681,12 @@ def _repeated_event_id_problems(con: duckdb.DuckDBPyConnection, report: Validati
     content = _content(t)
     # The few rows whose hash repeats: same content (an exact repeat) or not (a conflict).
     exact, conflicting, example = con.execute(f"""
-        WITH ids AS (SELECT {t['event_id'].expr} AS id, hash({content}) AS h FROM {raw.view}),
+        WITH ids AS (SELECT row_number() OVER () AS _row, {t['event_id'].expr} AS id, hash({content}) AS h FROM {raw.view}),
              repeated AS (SELECT hash(id) AS k FROM ids WHERE id IS NOT NULL GROUP BY 1 HAVING count(*) > 1)
         SELECT count(*) FILTER (WHERE variants = 1), count(*) FILTER (WHERE variants > 1),
-               min(id) FILTER (WHERE variants > 1)
-        FROM (SELECT id, count(DISTINCT h) AS variants FROM ids SEMI JOIN repeated ON hash(ids.id) = repeated.k
-              GROUP BY 1 HAVING count(*) > 1)
+               arg_min([id, CAST(first_rows AS VARCHAR)], id) FILTER (WHERE variants > 1)
+        FROM (SELECT id, count(DISTINCT h) AS variants, list(_row ORDER BY _row)[:2] AS first_rows
+              FROM ids SEMI JOIN repeated ON hash(ids.id) = repeated.k GROUP BY 1 HAVING count(*) > 1)
     """).fetchall()[0]
     problems = []
     if exact:
@@ -697,7 +697,7 @@ def _repeated_event_id_problems(con: duckdb.DuckDBPyConnection, report: Validati
         problems.append(Problem("events", "event_id", "conflicting_event_id", "error", int(conflicting),
                                 f"{_files(raw)}: {_n(conflicting, 'event_id is', 'event_ids are')} used by different events",
                                 "event_id must identify one event; fix the source or drop `event_id`",
-                                (repr(example),)))
+                                (f"{example[0]!r} at rows {', '.join(example[1].strip('[]').split(', '))}",)))
     return problems
 
 
@@ -722,15 +722,18 @@ def _check_duplicate_customers(con: duckdb.DuckDBPyConnection, report: Validatio
     if "customer_id" not in t:
         return
     raw = report.sources["customers"]
-    n, example = con.execute(
-        f"SELECT count(*), min(id) FROM (SELECT {t['customer_id'].expr} AS id FROM {raw.view} "
-        "WHERE id IS NOT NULL GROUP BY 1 HAVING count(*) > 1)"
-    ).fetchall()[0]
-    if n:
+    rows = con.execute(
+        f"SELECT id, list(_row ORDER BY _row)[:3], count(*) OVER () FROM (SELECT row_number() OVER () AS _row, "
+        f"{t['customer_id'].expr} AS id FROM {raw.view}) WHERE id IS NOT NULL GROUP BY 1 HAVING count(*) > 1 "
+        "ORDER BY min(_row) LIMIT 3"
+    ).fetchall()
+    if rows:
+        n = rows[0][2]
         report.problems.append(Problem(
             "customers", "customer_id", "duplicate_customer_id", "error", int(n),
             f"{_files(raw)}: {_n(n, 'customer_id has', 'customer_ids have')} more than one row", "keep one row per customer_id "
-            "(link a person's several ids through the identities source instead)", (repr(example),)))
+            "(link a person's several ids through the identities source instead)",
+            tuple(f"{i!r} at rows {', '.join(map(str, r))}" for i, r, _ in rows)))
 
 
 def _role_guesses(names: list[str], role_of: dict[str, str]) -> str:

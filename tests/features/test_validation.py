@@ -442,12 +442,12 @@ def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
     conflict = exact.copy()
     conflict.loc[len(conflict) - 1, "ts"] = pd.Timestamp("2026-02-02")
     p = only(run_with(project, conflict), "conflicting_event_id")
-    assert p.severity == "error" and p.examples == ("'c0-1'",)
+    assert p.severity == "error" and p.examples == ("'c0-1' at rows 1, 19",), p.examples
     # a repeat told apart only by its category (or channel, or campaign) is another event, not a repeat
     for col in ("category", "channel", "campaign_id"):
         differs = pd.concat([df.assign(**{col: "a"}), df.iloc[[2]].assign(**{col: "b"})], ignore_index=True)
         p = only(run_with(project, differs), "conflicting_event_id")
-        assert p.examples == ("'c0-3'",), col
+        assert p.examples == ("'c0-3' at rows 3, 19",), (col, p.examples)
 
 
 @pytest.mark.parametrize("sql, repeats", [
@@ -956,6 +956,7 @@ def test_customer_and_identity_sources_are_checked(project):
     assert ("customers", "signup_at", "unparseable") in checks
     assert ("customers", "email_consent", "unparseable") in checks
     assert ("customers", "customer_id", "duplicate_customer_id") in checks
+    assert only(report, "duplicate_customer_id").examples == ("'c1' at rows 2, 3",)
     assert ("identities", "id_type", "null_id_type") in checks
     assert ("events", "customer_id", "unknown_customer") in checks  # c2 has no profile: a warning
 
