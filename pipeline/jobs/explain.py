@@ -104,7 +104,9 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
         table = pd.DataFrame({"feature": values.columns, "value": [describe_value(f, row[f].iloc[0]) for f in values.columns],
                               "log_odds": v.to_numpy(), "points": points})
         table["reason"] = table.feature.map(reason_of).fillna("")
-        table = table.reindex(table.log_odds.abs().sort_values(ascending=False).index).reset_index(drop=True)
+        # largest push in points first, as the stored reasons are ranked (ties: log-odds)
+        table = table.assign(_p=table.points.abs().round(9), _l=table.log_odds.abs()).sort_values(
+            ["_p", "_l"], ascending=False, kind="stable").drop(columns=["_p", "_l"]).reset_index(drop=True)
         used_by_run = next(f"{m['name']}/{m['version']}" for m in json.loads(run.models) if m["target"] == tgt)
         band = stored[f"{tgt}_band"].iloc[0] if label == used_by_run else None  # another version has no band here
         e = Explanation(customer_id, tgt, run.run_id, t, label, p, float(score), band,
