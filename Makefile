@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY := passive
 # command would recompile mlflow, sklearn, evidently... on each start (seconds per command).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test env env-dev java clean-demo
+.PHONY: demo test env env-dev env-spark java clean-demo
 
 # Core environment: pinned by uv.lock (no dev tools, no Spark).
 $(VENV)/.core-installed: uv.lock pyproject.toml
@@ -29,8 +29,14 @@ $(VENV)/.dev-installed: $(VENV)/.core-installed
 	$(UV) sync --frozen --inexact --extra spark --group dev
 	@touch $@
 
+# The spark extra alone (pyspark), for the spark profile after `make demo`.
+$(VENV)/.spark-installed: $(VENV)/.core-installed
+	$(UV) sync --frozen --inexact --extra spark --no-dev
+	@touch $@
+
 env: $(VENV)/.core-installed
 env-dev: $(VENV)/.dev-installed
+env-spark: $(VENV)/.spark-installed java
 
 demo: env
 	# A shop whose behaviour drifts from November on (for monitoring to find).

@@ -39,9 +39,21 @@ class IdentitySettings(_Strict):
     max_ids_per_identifier: int = Field(20, ge=2, description="identifiers shared by more ids are not trusted")
 
 
+class SparkSettings(_Strict):
+    """``spark:`` in configs/project.yaml or a profile: where the Spark engine runs."""
+
+    master: str = Field("local[2]", min_length=1, description="local[N], or a cluster's master URL (spark://, yarn, k8s://)")
+    conf: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="Spark settings (spark.executor.memory: 8g), over dynseg's own and spark-defaults.conf")
+    staging_dir: str | None = Field(
+        None, min_length=1, description="where a run stages the log it hands Spark and what Spark hands back; "
+                                        "on a cluster, a folder every executor sees under the same path")
+
+
 class Settings(_Strict):
     workspace: str = ".dynseg"
     engine: Literal["duckdb", "spark"] = "duckdb"
+    spark: SparkSettings = SparkSettings()
     tracking_uri: str | None = None
     threads: int | None = Field(None, ge=1)
     memory_limit: str | None = Field(None, pattern=MEMORY_LIMIT.pattern,

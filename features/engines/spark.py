@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 MIN_JAVA = 17
-PYSPARK_HINT = "install the spark extra: `make test` does, or `uv sync --extra spark`"
+PYSPARK_HINT = "install the spark extra: `make env-spark` (`make test` does too), or `.venv/bin/uv sync --inexact --extra spark`"
 JAVA_HINT = (
     f"the Spark engine needs Java {MIN_JAVA} or newer; install it with "
     "`apt-get update && apt-get install -y openjdk-17-jre-headless` "
@@ -185,6 +185,11 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) 
 
     if SparkContext._gateway is None:  # the JVM is about to be launched: is there a usable Java?
         check_java()
+        home = os.environ.get("SPARK_HOME")
+        if home and not (Path(home) / "bin" / "spark-submit").is_file():  # pyspark would fail naming spark-submit
+            raise EngineUnavailable(f"the environment variable SPARK_HOME is {home!r}, which holds no bin/spark-submit: "
+                                    "point it at a Spark 4 installation, or unset it to use the Spark that comes with "
+                                    "pyspark")
     if is_local(master):
         # Local Python workers must import what this process imports (pandas; mlflow, lightgbm
         # and dynseg for models scored as Spark UDFs): this interpreter, whatever PYSPARK_PYTHON says.
@@ -254,7 +259,8 @@ class SparkEngine(FeatureEngine):
         self._views = {name: f"dynseg_{name}_{suffix}" for name in paths}
         for name, path in paths.items():
             location = str(path) if "://" in str(path) else str(Path(path).resolve())
-            session.read.parquet(location).createOrReplaceTempView(self._views[name])
+            # Hadoop reads a path as a glob: a workspace in a folder named `ws[1]` matched nothing
+            session.read.parquet(re.sub(r"([\[\]{}*?\\])", r"\\\1", location)).createOrReplaceTempView(self._views[name])
         # Ibis' connect also (re)sets the session time zone to UTC, which the features rely on.
         self._backend = ibis.pyspark.connect(session)
 

@@ -143,9 +143,12 @@ def handled() -> Iterator[None]:
     try:
         try:
             yield
-        except Exception:
+        except Exception as e:
             if _signals:  # a stop signal reached the process group too: Spark's JVM died of it, and its call failed
                 raise Terminated(_signals[-1]) from None
+            if type(e).__module__.split(".")[0] in ("pyspark", "py4j"):  # (some are RuntimeErrors)
+                _spark_failed(e)
+                raise typer.Exit(EXIT_DATA) from None
             raise
     except ConfigError as e:
         err.print(f"[bold red]Configuration error{'s' if len(e.issues) > 1 else ''}:[/]")
@@ -208,6 +211,27 @@ def handled() -> Iterator[None]:
                   "DuckDB use what the machine has; fewer "
                   "`threads` also need less memory.", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
+
+
+def _spark_failed(e: Exception) -> None:
+    """Spark's failure as one paragraph, not 60-260 lines of Python and JVM stack: what Spark said
+    (the Java exception's message), and where its settings come from. Spark's own log lines, above
+    on stderr, keep the detail. Every write is atomic: nothing half-written is kept."""
+    java = getattr(e, "java_exception", None)
+    said = ""
+    try:
+        said = str(java.getMessage()) if java is not None else ""
+    except Exception:  # the JVM is gone: its message with it
+        said = ""
+    said = said or str(e)
+    if "JAVA_GATEWAY_EXITED" in said:
+        said = "its JVM exited as it started (the lines above say why: often a setting Java refuses, such as a memory size)"
+    first = next((line.strip() for line in said.splitlines() if line.strip()), type(e).__name__)
+    if len(first) > 400:
+        first = first[:400] + "…"
+    err.print(f"[bold red]Spark failed:[/] {escape(first)}. Its settings come from spark: in configs/project.yaml (or the "
+              "profile's), over spark-defaults.conf in SPARK_CONF_DIR; Spark's log above has the detail. Nothing this "
+              "command had not finished writing was kept.", highlight=False)
 
 
 def _workspace_io(e: Exception) -> bool:

@@ -76,17 +76,42 @@ def open_engine(cfg: Config, data: LoadedData, name: str | None = None) -> Featu
     if name == "spark":
         from features.engines.spark import SparkEngine, export_canonical, spark_session
 
-        session = spark_session()  # first: no Java or pyspark is said before the log is exported
-        # A folder of its own per run: two runs on one workspace never read each other's export
-        # (Spark reads the files lazily, long after they are written). Removed when the engine
-        # closes; one a killed run left is removed by the next (see temp_sibling).
-        staging = temp_sibling(Workspace(cfg.workspace).root / "staging" / "spark-run")
+        root = staging_root(cfg)
+        session = spark_session(cfg.settings.spark.master, spark_conf(cfg))  # first: no Java or pyspark is
+        # said before the log is exported. A folder of its own per run: two runs on one workspace never
+        # read each other's export (Spark reads the files lazily, long after they are written). Removed
+        # when the engine closes; one a killed run left is removed by the next (see temp_sibling).
+        staging = temp_sibling(root / "spark-run")
         try:
             return SparkEngine(session, *export_canonical(data.con, staging), owned=staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
     raise ValueError(f"feature engine {name!r} is not supported; expected 'duckdb' or 'spark'")
+
+
+def spark_conf(cfg: Config) -> dict[str, str]:
+    """``spark.conf`` of the config as Spark reads it: YAML's true and 8 as 'true' and '8'."""
+    return {k: str(v).lower() if isinstance(v, bool) else str(v) for k, v in cfg.settings.spark.conf.items()}
+
+
+def staging_root(cfg: Config) -> Path:
+    """Where a Spark run stages what it hands Spark and what Spark hands back: ``spark.staging_dir``
+    (relative to the project folder), else the workspace's ``staging/``. Refused for a cluster's
+    master without one: its executors, on other machines, would not find the workspace's files."""
+    from features.engines.spark import is_local
+
+    sp = cfg.settings.spark
+    if sp.staging_dir is None:
+        if not is_local(sp.master):
+            raise ValueError(f"spark.master is {sp.master!r} (a cluster), and spark.staging_dir is not set "
+                             f"({cfg.origin('project.yaml', 'spark', 'master')}): a Spark run hands the log to Spark, "
+                             "and takes its results back, as Parquet files that every executor must read and write "
+                             "under the same path. Set spark.staging_dir to such a folder (a shared mount), "
+                             "or use master: local[N]")
+        return Workspace(cfg.workspace).root / "staging"
+    path = Path(sp.staging_dir).expanduser()
+    return path if path.is_absolute() else cfg.project_dir / path
 
 
 def data_profile(cfg: Config, data: LoadedData, before: datetime | None = None) -> DataProfile:

@@ -40,7 +40,7 @@ from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import (check_model_inputs, data_profile, feature_spec, label_spec, open_engine, run_warnings,
-                                    unprofiled_warnings)
+                                    staging_root, unprofiled_warnings)
 from pipeline.rules import Kind
 from pipeline.segments import CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, membership_sql
 from pipeline.workspace import Workspace, temp_sibling
@@ -524,7 +524,7 @@ def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments:
                                                window=bundle.data_window)
         found.append((info, levels))
     view = f"dynseg_scored_{uuid.uuid4().hex[:8]}"
-    staged = temp_sibling(Workspace(cfg.workspace).root / "staging" / "spark-score")
+    staged = temp_sibling(staging_root(cfg) / "spark-score")
     try:
         counts = scored.agg(F.count(F.lit(1)), *[F.count(f"{m.target}_score") for m, _ in found]).first()
         bands = {}

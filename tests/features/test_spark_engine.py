@@ -64,8 +64,33 @@ def test_old_java_is_refused(tmp_path, monkeypatch):
 
 def test_missing_pyspark_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "pyspark", None)  # import pyspark -> ImportError
-    with pytest.raises(EngineUnavailable, match="uv sync --extra spark"):
+    with pytest.raises(EngineUnavailable, match="make env-spark"):
         check_pyspark()
+
+
+def test_spark_that_cannot_start_is_one_paragraph_not_a_stack(project, tmp_path):
+    """A JVM that refuses a setting (`spark.driver.memory 12qq` in spark-defaults.conf) ended in 60
+    lines of Python stack; a SPARK_HOME without Spark in an error about output paths."""
+    import subprocess
+
+    write(generate(60, seed=6, end=DATA_END), project.workspace / "data")
+    (tmp_path / "conf").mkdir()
+    (tmp_path / "conf" / "spark-defaults.conf").write_text("spark.driver.memory 12qq\n")
+    dynseg = [sys.executable, "-m", "pipeline.cli", "features", "build", "--engine", "spark", "--as-of", DATA_END,
+              "--out", str(tmp_path / "f.parquet")]
+    env = {**os.environ, "DYNSEG_PROJECT": str(project.root), "SPARK_CONF_DIR": str(tmp_path / "conf")}
+    env.pop("SPARK_HOME", None)
+    r = subprocess.run(dynseg, env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
+    assert r.returncode == 1, r.stderr
+    said = " ".join(r.stderr.split())
+    assert "Spark failed: its JVM exited as it started" in said and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "f.parquet").exists()
+    env = {**env, "SPARK_HOME": str(tmp_path / "nospark")}
+    del env["SPARK_CONF_DIR"]
+    r = subprocess.run(dynseg, env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and f"the environment variable SPARK_HOME is '{tmp_path / 'nospark'}', which holds no " \
+        "bin/spark-submit" in said and "Traceback" not in r.stderr, r.stderr
 
 
 # ---------------------------------------------------------------- on Spark
@@ -315,6 +340,35 @@ def test_runs_on_one_workspace_read_their_own_export(spark, project):
             e.close()
             d.con.close()
     assert not any((project.workspace / "staging").iterdir())
+
+
+def test_spark_settings_set_the_session_and_where_runs_stage(spark, project):
+    """`spark:` in project.yaml (or a profile): master, conf and staging_dir. The engine could run
+    only on local[2], with no way to name a cluster; a staging folder whose name has glob
+    characters (`shared [1]`) was read by Hadoop as a pattern matching nothing."""
+    from pipeline.jobs.features import open_engine, staging_root
+
+    (project.root / "configs" / "local").mkdir(exist_ok=True)
+    (project.root / "configs" / "local" / "project.yaml").write_text(
+        "spark:\n  master: local[2]\n  staging_dir: shared [1]/staging\n"
+        "  conf: {spark.sql.shuffle.partitions: 3, spark.sql.adaptive.enabled: true}\n")
+    write(generate(120, seed=6, end=DATA_END), project.workspace / "data")
+    cfg = load_config(project.root)
+    data = load_validated(cfg, RUN_AS_OF)
+    engine = open_engine(cfg, data, "spark")
+    try:
+        assert engine._owned.parent == project.root / "shared [1]" / "staging"
+        assert len(engine.execute(engine.customers())) == data.con.execute("SELECT count(*) FROM customers").fetchone()[0]
+        assert spark.conf.get("spark.sql.shuffle.partitions") == "3" and spark.conf.get("spark.sql.adaptive.enabled") == "true"
+    finally:
+        engine.close()
+        data.con.close()
+        spark.conf.set("spark.sql.shuffle.partitions", TEST_CONF["spark.sql.shuffle.partitions"])
+    assert not any((project.root / "shared [1]" / "staging").iterdir())
+    (project.root / "configs" / "local" / "project.yaml").write_text("spark: {master: 'spark://head:7077'}\n")
+    with pytest.raises(ValueError, match=r"spark.master is 'spark://head:7077' \(a cluster\), and spark.staging_dir is not "
+                                         r"set \(configs/local/project.yaml\)"):
+        staging_root(load_config(project.root))
 
 
 def test_features_build_on_spark_writes_what_duckdb_writes(spark, project):
