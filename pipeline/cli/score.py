@@ -44,6 +44,7 @@ def print_run(run: ScoreRun) -> None:
     out.print(kv_table(f"Scoring run {run.run_id}", {
         "as of": as_of_label(run.as_of) + " (UTC; features see events before it)",
         "customers scored": run.n_customers,
+        "engine": run.engine,
         "models": "; ".join(f"{m.target}: {m.name} v{m.version} ({m.scored:,} in population)" for m in run.models),
         "base rates": "; ".join(f"{m.target}: {m.base_rate_note}" for m in run.models),
         "compared with run": run.previous_run_id or "— (first run: everyone entered)",

@@ -79,6 +79,7 @@ class ScoreRun:
     warnings: list[str] = field(default_factory=list)
     #: segments new ("new"), defined differently ("redefined") or gone ("removed") since the previous run
     changes: dict[str, str] = field(default_factory=dict)
+    engine: str = "duckdb"
 
 
 def in_sample_cutoff(tags: dict[str, str], as_of: datetime) -> str | None:
@@ -253,7 +254,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
             warnings.append(f"the run was written, but updating earlier MLflow records failed: {e}")
     timings["write"] = time.perf_counter() - clock
     return ScoreRun(run_id, as_of, prev, n_customers, used, logged["health"], export_dir, exports, mlflow_run, timings,
-                    warnings, changes)
+                    warnings, changes, engine)
 
 
 def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], targets: list[str],

@@ -164,6 +164,7 @@ def train_job(
             "test_snapshot_as_of": cutoff_label(cut[0]), "data_window_as_of": f"{cutoff_label(cut[-1])}..{cutoff_label(cut[0])}",
             "validation_status": "VALIDATED" if validated else "REJECTED"}
     params = {"target": target, "horizon_days": td.label.horizon.days, "population": td.label.population,
+              "engine": engine or cfg.settings.engine,  # --engine over the config's (config.yaml has the config's)
               "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
               **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()}}
     with tempfile.TemporaryDirectory() as tmp:

@@ -134,4 +134,5 @@ def test_the_run_records_its_engine_and_cleans_up(shop, outputs):
     run = outputs["spark"]["run"]
     recorded = q(shop, "SELECT engine, n_customers FROM scoring_runs WHERE run_id = ?", [run.run_id])
     assert recorded.engine[0] == "spark" and recorded.n_customers[0] == run.n_customers
+    assert run.engine == "spark" and outputs["duckdb"]["run"].engine == "duckdb"  # the summary's `engine` row
     assert not list((shop.workspace / "staging").iterdir())  # the exported log and staged Parquet are gone

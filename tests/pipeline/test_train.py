@@ -64,6 +64,8 @@ def test_run_is_tracked_with_card_plots_and_a_loadable_model(purchase, shop):
     assert details["tags"]["validation_status"] == "VALIDATED"
     import mlflow
 
+    assert mlflow.get_run(purchase.run_id).data.params["engine"] == "duckdb"  # --engine spark is recorded as spark
+
     arts = {a.path for a in mlflow.artifacts.list_artifacts(run_id=purchase.run_id, artifact_path="plots")}
     assert arts >= {"plots/gains_lift.png", "plots/calibration.png", "plots/roc_pr.png", "plots/feature_importance.png"}
 
