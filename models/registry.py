@@ -862,7 +862,7 @@ def compare_versions(name: str, a: str | int, b: str | int) -> dict:
     labels = (va.tags.get("label_definition", ""), vb.tags.get("label_definition", ""))
     return {"metrics": table, "same_test_snapshot": same, "snapshot": why,
             "verdict": default_comparison(against=f"version {va.version}")(mb, ma) if same else None,
-            "labels": labels, "same_label": labels[0] == labels[1]}
+            "labels": labels, "same_label": labels[0] == labels[1], "versions": (va, vb)}
 
 
 __all__ = [

@@ -169,8 +169,30 @@ def compare(ctx: typer.Context, name: Name,
                   "refuses a version that predicts another outcome than the champion (--force overrides).",
                   highlight=False)
     else:
-        out.print(f"[yellow]Not comparable:[/] {c['snapshot']}. `dynseg models promote` scores both on the newer "
-                  "snapshot before it decides.", highlight=False)
+        # What promote would decide, before anything is promoted: both scored on the newer snapshot
+        # (the stored figures above come from two snapshots; a reviewer read them as a verdict)
+        out.print(f"[yellow]Not comparable as stored:[/] {c['snapshot']}.", highlight=False)
+        from pipeline.jobs.promote import compare_on_one_snapshot
+
+        a, b = c["versions"]
+        err.print("Scoring both versions on the newer test snapshot, as `dynseg models promote` does...")
+        try:
+            with handled():
+                mb, ma, where = compare_on_one_snapshot(ctx.obj.config(), model, b, a)
+        except typer.Exit:
+            out.print("[yellow]They could not be scored on one snapshot[/] (above); `dynseg models promote` would "
+                      "refuse for the same reason.", highlight=False)
+            return
+        t = Table(title=f"{name}: version {v1} vs version {v2} on {where}", title_justify="left")
+        for col in ("metric", f"v{v1}", f"v{v2}", "difference"):
+            t.add_column(col, justify="left" if col == "metric" else "right")
+        for metric in ("roc_auc", "pr_auc", "brier", "log_loss", "lift_top_decile"):
+            if metric in ma and metric in mb:
+                t.add_row(metric, _fmt(float(ma[metric])), _fmt(float(mb[metric])), _fmt(float(mb[metric]) - float(ma[metric])))
+        out.print(t)
+        ok, why = registry.default_comparison(against=f"version {v1}")(mb, ma)
+        out.print(f"Promotion gate for version {v2} over {v1} on that snapshot: "
+                  f"{'[green]would pass[/]' if ok else '[red]would refuse[/]'} ({why})", highlight=False)
 
 
 @app.command()

@@ -233,6 +233,16 @@ def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_t
     assert champ_m["roc_auc"] == pytest.approx(float(champ.tags["test_roc_auc"]), abs=1e-9)
     assert 0.6 < cand_m["roc_auc"] < 1 and cand_m["realized_rate"] == champ_m["realized_rate"]
 
+    # `compare` shows the same head-to-head before anything is promoted (it showed only the stored
+    # figures, from two snapshots, and a reviewer read their Brier difference the wrong way round)
+    r = runner.invoke(app, ["models", "compare", "purchase", "champion", older.version])
+    text = " ".join(r.output.split())
+    assert r.exit_code == 0, r.output
+    assert f"version {champ.version} vs version {older.version} on the test snapshot as of {cutoff_label(newer)}" in text, text
+    gate = registry.default_comparison(against=f"version {champ.version}")(cand_m, champ_m)
+    assert ("would pass" if gate[0] else "would refuse") in text and gate[1] in text, text
+    assert registry.champion_metrics("dynseg-purchase")["version"] == str(champ.version)  # nothing promoted
+
     r = runner.invoke(app, ["models", "promote", "purchase", older.version])
     text = " ".join(r.output.split())
     assert r.exit_code in (0, 3), r.output
