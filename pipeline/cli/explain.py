@@ -51,7 +51,8 @@ def explain(
         "segments": ", ".join(e0.segments) or "—",
     }))
     for e in found:
-        t = Table(title=f"{e.target}: score {e.score:.1%} (score_100 {round(e.score * 100)}), band {e.band or '—'}; "
+        t = Table(title=f"{e.target}: score {e.score:.2%} (score_100 {round(e.score * 100)}), band {e.band or '—'}"
+                        + (f" (cuts: {e.cuts})" if e.cuts else "") + "; "
                         f"model {e.model}; starting point {e.base_probability:.1%} (the training rows' average log-odds, "
                         "calibrated; not the run's mean score)", title_justify="left")
         for c, j in (("feature", "left"), ("value", "left"), ("points", "right"), ("log-odds", "right"),

@@ -38,6 +38,8 @@ class Explanation:
     contributions: pd.DataFrame  # feature, value, log_odds, points, reason (sorted by |log_odds|)
     waterfall: Path | None = None
     of_run: bool = True  # the model is the version the run used (not one named with ``version``)
+    #: the run's band cuts for this target ("high from 0.7012, medium from 0.5000"), when the run used this model
+    cuts: str = ""
 
 
 def _run_models(cfg: Config, run: pd.Series, target: str | None = None,
@@ -112,6 +114,10 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
         e = Explanation(customer_id, tgt, run.run_id, t, label, p, float(score), band,
                         member_of, float(base), float(model.probability_from_raw(np.array([base]))[0]), table)
         e.of_run = label == used_by_run
+        if e.of_run:  # a score that rounds to a band's cut (49.97 % beside 0.5) reads against the cuts
+            bands = next((m.get("bands") or [] for m in json.loads(run.models) if m["target"] == tgt), [])
+            e.cuts = ", ".join(f"{b['name']} from {b['threshold']:.4f}" for b in bands
+                               if b.get("threshold") is not None and b["threshold"] != float("inf"))
         if plot:
             # another version than the run's gets its own file: the run's explanation stays
             suffix = "" if e.of_run else f"_v{label.rsplit('/', 1)[-1]}"

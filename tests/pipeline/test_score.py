@@ -410,6 +410,9 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
         (e,) = explain_customer(cfg, cid, "purchase", plot=False)
         # the score rebuilt from base + contributions (through the calibration) is the one the run stored
         assert e.score == pytest.approx(e.stored_score, abs=1e-9)
+        # with two decimals and the run's cuts beside the band (49.97 % read "50.0 %, band low" beside 0.5)
+        said = " ".join(result.output.split())
+        assert f"score {e.score:.2%}" in said and f"(cuts: {e.cuts})" in said and "high from 0." in e.cuts, said
         assert e.contributions.points.abs().round(9).is_monotonic_decreasing
         assert ((e.contributions.points * e.contributions.log_odds) >= 0).all()
     png = next((shop.workspace / "reports" / "explain").rglob("*_purchase.png"))
