@@ -82,7 +82,7 @@ is a reason to watch realized quality (`dynseg lift`), not proof of a fault.
 ## Model
 LightGBM, {model_info['trees']} trees (early stopping on validation), {model_info['features']} features.
 Not inputs (`exclude_features` in configs/training.yaml): {', '.join(model_info.get('excluded') or []) or 'none'}.
-Most important: {', '.join(top_features)}.
+Most important (mean |SHAP| on a sample of the test snapshot, as in plots/shap_bar.png): {', '.join(top_features)}.
 
 ## Known limits
 - Trained on the behaviour of the snapshot period; a change in marketing pressure, assortment or

@@ -127,49 +127,53 @@ def train_job(
               "test_cutoff": cut[0], "valid_cutoff": cut[1], "test_rows": rows["test"]}
     champion = registry.champion_metrics(name)
     test = f[f.snapshot == "test"]
-    levels = band_rules.resolve_for_model(
-        band_rules.levels_from_config([lv.model_dump() for lv in getattr(cfg.bands, target)]),
-        ev.predictions["model"], test.label.to_numpy())
-    card = model_card(
-        name=name, target=target, label_definition=td.label.describe(), data_window=window, rows=rows,
-        evaluation_table=ev.table.drop(columns=["mean_predicted", "calibration_intercept", "calibration_slope_ci_low",
-                                                "calibration_slope_ci_high"]).round(4),
-        differences=ev.differences.round(4), calibration=ev.calibration.round(4),
-        calibration_note=calibration_verdict(*ev.table.set_index("scorer").loc[
-            "model", ["calibration_slope", "calibration_slope_ci_low", "calibration_slope_ci_high", "mean_predicted",
-                      "realized_rate"]]), criteria=criteria, champion=champion,
-        model_info={"calibration": model.calibration_method_, "trees": model.best_iteration_, "features": len(model.features_),
-                    "excluded": [c for c in cfg.training.exclude_features if c in f.columns]},
-        base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
-        top_features=[r.feature for r in model.feature_importance().head(8).itertuples() if r.gain > 0],  # none unused
-        bands=band_table(levels, ev.predictions["model"], test.label.to_numpy()),
-    )
-    metrics = {f"{r.scorer}_{k}": float(getattr(r, k)) for r in ev.table.itertuples() for k in
-               ("roc_auc", "pr_auc", "brier", "log_loss", "lift_top_decile", "mean_predicted", "realized_rate",
-                "calibration_slope", "calibration_intercept")}
-    metrics |= {f"model_minus_{r.baseline}_auc": float(r.auc_difference) for r in ev.differences.itertuples()}
-    metrics |= {"rows_train": rows["train"], "rows_valid": rows["valid"], "rows_test": rows["test"],
-                "best_iteration": model.best_iteration_}
-    bundle = registry.ModelBundle(
-        target=target, model=model, label_definition=td.label.describe(),
-        feature_set=feature_set_version(model.features_), data_window=window,
-        metrics=_bundle_metrics(ev), bands=band_rules.to_dicts(levels),
-        label={"target": target, "horizon_days": td.label.horizon.days, "population": td.label.population,
-               "active_window_days": td.label.active_window.days},
-    )
-    tags = {"target": target, "label_definition": td.label.describe(), "data_window": f"{cut[-1]}..{cut[0]}",
-            "test_cutoff": cut[0], "feature_set": bundle.feature_set,
-            # the cutoffs above are instants (midnight UTC); the CLI and the card show each as the
-            # as_of whose end it is, the day before: said here too, for a reader of the MLflow UI
-            "test_snapshot_as_of": cutoff_label(cut[0]), "data_window_as_of": f"{cutoff_label(cut[-1])}..{cutoff_label(cut[0])}",
-            "validation_status": "VALIDATED" if validated else "REJECTED"}
-    params = {"target": target, "horizon_days": td.label.horizon.days, "population": td.label.population,
-              "engine": engine or cfg.settings.engine,  # --engine over the config's (config.yaml has the config's)
-              "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
-              **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()}}
     with tempfile.TemporaryDirectory() as tmp:
+        # the plots first: the card lists the features SHAP ranks first on the test snapshot, as
+        # plots/shap_bar.png and every explanation rank them (split gain ranked them otherwise)
         plots = _plots(Path(tmp), test, ev, model, name)
         plots[registry.REFERENCE_FILE] = reference_sample(Path(tmp), test, ev.predictions["model"], model, target)
+        shap = pd.read_csv(plots["shap/mean_abs_shap.csv"])
+        shap_top = shap[shap.mean_abs_shap_log_odds > 0].feature.head(8).tolist()  # none unused
+        levels = band_rules.resolve_for_model(
+            band_rules.levels_from_config([lv.model_dump() for lv in getattr(cfg.bands, target)]),
+            ev.predictions["model"], test.label.to_numpy())
+        card = model_card(
+            name=name, target=target, label_definition=td.label.describe(), data_window=window, rows=rows,
+            evaluation_table=ev.table.drop(columns=["mean_predicted", "calibration_intercept", "calibration_slope_ci_low",
+                                                    "calibration_slope_ci_high"]).round(4),
+            differences=ev.differences.round(4), calibration=ev.calibration.round(4),
+            calibration_note=calibration_verdict(*ev.table.set_index("scorer").loc[
+                "model", ["calibration_slope", "calibration_slope_ci_low", "calibration_slope_ci_high", "mean_predicted",
+                          "realized_rate"]]), criteria=criteria, champion=champion,
+            model_info={"calibration": model.calibration_method_, "trees": model.best_iteration_, "features": len(model.features_),
+                        "excluded": [c for c in cfg.training.exclude_features if c in f.columns]},
+            base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
+            top_features=shap_top,
+            bands=band_table(levels, ev.predictions["model"], test.label.to_numpy()),
+        )
+        metrics = {f"{r.scorer}_{k}": float(getattr(r, k)) for r in ev.table.itertuples() for k in
+                   ("roc_auc", "pr_auc", "brier", "log_loss", "lift_top_decile", "mean_predicted", "realized_rate",
+                    "calibration_slope", "calibration_intercept")}
+        metrics |= {f"model_minus_{r.baseline}_auc": float(r.auc_difference) for r in ev.differences.itertuples()}
+        metrics |= {"rows_train": rows["train"], "rows_valid": rows["valid"], "rows_test": rows["test"],
+                    "best_iteration": model.best_iteration_}
+        bundle = registry.ModelBundle(
+            target=target, model=model, label_definition=td.label.describe(),
+            feature_set=feature_set_version(model.features_), data_window=window,
+            metrics=_bundle_metrics(ev), bands=band_rules.to_dicts(levels),
+            label={"target": target, "horizon_days": td.label.horizon.days, "population": td.label.population,
+                   "active_window_days": td.label.active_window.days},
+        )
+        tags = {"target": target, "label_definition": td.label.describe(), "data_window": f"{cut[-1]}..{cut[0]}",
+                "test_cutoff": cut[0], "feature_set": bundle.feature_set,
+                # the cutoffs above are instants (midnight UTC); the CLI and the card show each as the
+                # as_of whose end it is, the day before: said here too, for a reader of the MLflow UI
+                "test_snapshot_as_of": cutoff_label(cut[0]), "data_window_as_of": f"{cutoff_label(cut[-1])}..{cutoff_label(cut[0])}",
+                "validation_status": "VALIDATED" if validated else "REJECTED"}
+        params = {"target": target, "horizon_days": td.label.horizon.days, "population": td.label.population,
+                  "engine": engine or cfg.settings.engine,  # --engine over the config's (config.yaml has the config's)
+                  "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
+                  **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()}}
         run_id = registry.log_training_run(
             bundle, experiment=cfg.training.registry.experiment, params=params, config=cfg.resolved(),
             metrics=metrics, artifacts=plots, model_card=card, input_example=test[model.features_].head(5),

@@ -60,6 +60,13 @@ def test_run_is_tracked_with_card_plots_and_a_loadable_model(purchase, shop):
     details = registry.version_details("dynseg-purchase", "1")
     assert "Out-of-time test metrics" in details["card"] and "purchase" in details["label_definition"]
     assert "Calibration slope " in details["card"] and "1 is ideal" in details["card"]
+    # the card's most important features are SHAP's ranking (shap_bar.png, explanations), not split gain's
+    import mlflow
+
+    import pandas as pd
+
+    shap = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=purchase.run_id, artifact_path="shap/mean_abs_shap.csv"))
+    assert f"plots/shap_bar.png): {', '.join(shap.feature.head(8))}." in details["card"], details["card"]
     assert "model_calibration_slope" in mlflow_metrics(purchase.run_id)
     assert details["tags"]["validation_status"] == "VALIDATED"
     import mlflow
