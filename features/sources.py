@@ -122,13 +122,29 @@ class RawSource:
     source_names: dict[str, str] = field(default_factory=dict)
 
 
+def glob_files(pattern: Path) -> list[Path]:
+    """The files ``pattern`` matches, its folders that exist as named taken literally: a workspace
+    in a folder named ``ws[1]`` (``{workspace}/data/*.parquet``) matched nothing as a glob reads
+    ``[1]``. The pattern applies from the deepest of its parent folders that exists."""
+    return [Path(p) for p in glob.glob(literal_folders(pattern), recursive=True) if Path(p).is_file()]
+
+
+def literal_folders(pattern: Path) -> str:
+    """``pattern`` as a glob whose deepest existing parent folder is escaped (read as named)."""
+    pattern = Path(pattern)
+    root = next((p for p in pattern.parents if p.is_dir()), None)
+    if root is None:
+        return str(pattern)
+    return str(Path(glob.escape(str(root))) / pattern.relative_to(root))
+
+
 def resolve_files(spec: SourceSpec, base_dir: Path, name: str) -> tuple[Path, ...]:
     path = Path(spec.path)
     if not path.is_absolute():
         path = base_dir / path
-    if glob.has_magic(str(path)):
+    if glob.has_magic(str(path)) and not path.is_file():  # a file named `events[1].csv` is that file
         # files only: DuckDB would read every file under a folder the glob matched
-        files = tuple(sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file()))
+        files = tuple(sorted(glob_files(path)))
         if not files:
             raise SourceError(
                 f"source '{name}': the glob {path} matches no file; check `path` in configs/catalog.yaml"

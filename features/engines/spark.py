@@ -167,6 +167,8 @@ logger.hadoop_native.name = org.apache.hadoop.util.NativeCodeLoader
 logger.hadoop_native.level = error
 logger.plan_string.name = org.apache.spark.sql.catalyst.util.SparkStringUtils
 logger.plan_string.level = error
+logger.stream_sink.name = org.apache.spark.sql.execution.streaming.FileStreamSink
+logger.stream_sink.level = error
 """
 
 

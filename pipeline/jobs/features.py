@@ -23,6 +23,7 @@ from features.engines.duckdb import sort_by_customer, to_frame
 from features.freshness import StaleDataError, check_freshness, is_stale
 from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
+from features.sources import glob_files, literal_folders
 from features.validation import Problem, unknown_customers
 from pipeline.config import Config, ConfigError, ConfigIssue
 from pipeline.jobs.data import LoadedData, load_for_run, skipped_examples
@@ -490,16 +491,15 @@ def _not_a_source(cfg: Config, out: Path) -> None:
     """Refuse an ``--out`` that is one of the configured sources: a typo in a scheduled command
     would replace the customer profiles (or the log) with features, and every later run would read
     those as its data without an error."""
-    import glob as globbing
     from pathlib import PurePath
 
     target = Path(os.path.realpath(out))
     for name, spec in cfg.source_specs().items():
         pattern = Path(spec.path) if Path(spec.path).is_absolute() else cfg.project_dir / spec.path
-        files = {Path(os.path.realpath(f)) for f in globbing.glob(str(pattern))}
+        files = {Path(os.path.realpath(f)) for f in ([pattern] if pattern.is_file() else glob_files(pattern))}
         # a new file the glob would take in too; segment by segment, as DuckDB's glob reads (a
         # file in a subfolder of data/events-*.parquet's folder is not one)
-        if target in files or PurePath(target).match(os.path.realpath(pattern)):
+        if target in files or PurePath(target).match(literal_folders(Path(os.path.realpath(pattern)))):
             raise BadValue(f"--out {out} is the source {name!r} of configs/catalog.yaml ({spec.path}): writing there "
                            "would replace your data; choose another path")
 

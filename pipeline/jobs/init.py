@@ -26,7 +26,8 @@ import yaml
 from features.asof import BadValue
 from features.contract import CONTRACT, ROLES, guess_role, unguessed_because
 from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident, is_numeric, literal
-from features.sources import SourceError, SourceSpec, _head, _utf16, drop_copies, register_source, resolve_files
+from features.sources import (SourceError, SourceSpec, _head, _utf16, drop_copies, glob_files, register_source,
+                              resolve_files)
 from features.validation import likely_columns
 from pipeline.config import ConfigError, ConfigIssue
 from pipeline.workspace import write_atomic
@@ -212,12 +213,12 @@ def _given_path(name: str, given: str, folder: Path) -> str:
         raise BadValue(f"--{name} {given}: cannot tell its format from the name ({path.suffix or 'no suffix'}); "
                        f"expected a name ending in {', '.join(_FORMATS)} (or .csv.gz), or a table in a DuckDB "
                        "database as FILE.duckdb:TABLE")
-    if glob.has_magic(str(path)):
-        if not [p for p in glob.glob(str(path), recursive=True) if Path(p).is_file()]:
+    if glob.has_magic(str(path)) and not path.is_file():  # a file named `events[1].csv` is that file
+        if not glob_files(path):
             raise BadValue(f"--{name} {given}: the glob matches no file")
     elif not path.is_file():
         raise BadValue(f"--{name} {given}: {'is a folder; expected a file or a glob' if path.is_dir() else 'no such file'}")
-    exact = path if glob.has_magic(str(path)) else path.resolve()
+    exact = path if glob.has_magic(str(path)) and not path.is_file() else path.resolve()
     try:
         return str(exact.relative_to(folder))
     except ValueError:

@@ -230,3 +230,22 @@ def test_a_log_without_profiles_says_so_and_a_blank_id_reads_blank(project):
     assert result.exit_code == 0, said
     assert "customer profiles (merged ids as one) │ none (no customers source)" in said, said
     assert "(blank) at row 2" in said and "None at row" not in said, said
+
+
+def test_a_workspace_or_file_whose_name_has_glob_characters_is_read_as_named(project, monkeypatch, tmp_path):
+    """`ws[1]`: the demo catalog's `{workspace}/data/events.parquet` was read as a glob, `[1]` a
+    character class, and 'matches no file'; so was `--events exp[1]/events.csv` for init."""
+    monkeypatch.setenv("DYNSEG_WORKSPACE", str(tmp_path / "ws[1]"))
+    assert runner.invoke(app, ["data", "generate", "--customers", "40"]).exit_code == 0
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27", "--out", str(tmp_path / "ws[1]" / "f.csv")])
+    assert result.exit_code == 0, result.output
+    # a file named like the source's glob, inside the same folder, is still refused as --out
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27",
+                                 "--out", str(tmp_path / "ws[1]" / "data" / "events.parquet")])
+    assert result.exit_code != 0 and "would replace your data" in " ".join(result.output.split()), result.output
+    (tmp_path / "exp[1]").mkdir()
+    good_events().to_csv(tmp_path / "exp[1]" / "events.csv", index=False)
+    result = runner.invoke(app, ["init", str(tmp_path / "shop"), "--events", str(tmp_path / "exp[1]" / "events.csv")])
+    assert result.exit_code == 0, result.output
