@@ -591,10 +591,11 @@ def default_comparison(auc_tolerance: float = 0.0, brier_tolerance: float = 0.00
             return False, f"stored test metrics are missing ({', '.join(missing)})"
         auc_ok = candidate["roc_auc"] >= champion["roc_auc"] - auc_tolerance
         brier_ok = candidate["brier"] <= champion["brier"] + brier_tolerance
-        text = (f"test AUC {candidate['roc_auc']:.4f} vs {against} {champion['roc_auc']:.4f} "
-                f"(needs >= {champion['roc_auc'] - auc_tolerance:.4f}{'' if auc_ok else ': FAILS'}); "
-                f"test Brier {candidate['brier']:.4f} vs {against} {champion['brier']:.4f} "
-                f"(needs <= {champion['brier'] + brier_tolerance:.4f}{'' if brier_ok else ': FAILS'})")
+        # five decimals: at four, a Brier 0.0021 worse than a 0.002 tolerance read "0.0587 (needs <= 0.0587: FAILS)"
+        text = (f"test AUC {candidate['roc_auc']:.5f} vs {against} {champion['roc_auc']:.5f} "
+                f"(needs >= {champion['roc_auc'] - auc_tolerance:.5f}{'' if auc_ok else ': FAILS'}); "
+                f"test Brier {candidate['brier']:.5f} vs {against} {champion['brier']:.5f} "
+                f"(needs <= {champion['brier'] + brier_tolerance:.5f}{'' if brier_ok else ': FAILS'})")
         return auc_ok and brier_ok, text
 
     return compare

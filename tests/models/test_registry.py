@@ -512,3 +512,10 @@ def test_full_cycle_against_a_real_mlflow_server(server, data, tmp_path):
     print(f"\n[timing] server boot {boot:.1f}s (overlapped), log_training_run {t_log:.1f}s, register {t_reg:.2f}s, "
           f"whole cycle {time.perf_counter() - t0:.1f}s")
     assert server.stop(), "mlflow server processes survived SIGTERM and SIGKILL"
+
+
+def test_the_gate_prints_enough_decimals_to_show_why_it_fails():
+    """A Brier 0.0021 worse than the champion's, over the 0.002 tolerance, read
+    "test Brier 0.0587 vs champion 0.0567 (needs <= 0.0587: FAILS)"."""
+    ok, text = R.default_comparison()({"roc_auc": 0.8, "brier": 0.05872}, {"roc_auc": 0.8, "brier": 0.05662})
+    assert not ok and "test Brier 0.05872 vs champion 0.05662 (needs <= 0.05862: FAILS)" in text, text

@@ -254,7 +254,7 @@ def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_t
     text = " ".join(r.output.split())
     assert r.exit_code in (0, 3), r.output
     assert f"so both were scored on the test snapshot as of {cutoff_label(newer)}" in text, text
-    assert f"test AUC {cand_m['roc_auc']:.4f} vs champion {champ_m['roc_auc']:.4f}" in text
+    assert f"test AUC {cand_m['roc_auc']:.5f} vs champion {champ_m['roc_auc']:.5f}" in text
     if r.exit_code == 0:  # promoted: where it was compared is on the version; put the champion back
         assert registry.version_details("dynseg-purchase", older.version)["tags"]["promotion_compared_on"] == where
         shown = " ".join(runner.invoke(app, ["models", "show", "purchase", older.version]).output.split())
