@@ -253,6 +253,13 @@ def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: P
             forms, note = _text_forms(con, raw.view, times[0], name)
             spec |= forms
             found.notes += [note] if note else []
+    if name == "events" and "event_id" not in found.mapped and "event_id" not in raw.columns:
+        own = _row_id(con, raw.view, [c for c in raw.columns if c not in found.mapped.values()], list(raw.columns))
+        if own is not None:  # an export's order or message id: its repeats are exact copies, dropped
+            found.mapped["event_id"] = own
+            found.notes.append(f"'{own}' is read as event_id: every row has one, and rows that share one are "
+                               "exact copies (an export's overlap, which validation drops); remove it from "
+                               "`columns:` if it is not one event's id")
     amount = found.mapped.get("amount", "amount")
     if name == "events" and raw.columns.get(amount) == "VARCHAR" and _decimal_comma(con, raw.view, amount):
         spec["decimal"] = ","  # whatever the timestamps are (it was looked for only beside text dates)
@@ -284,6 +291,23 @@ _DATE_FAMILIES: dict[str, tuple[str, ...]] = {
     for order, parts in (("dmy", ("%d", "%m", "%Y")), ("mdy", ("%m", "%d", "%Y")), ("ymd", ("%Y", "%m", "%d")))
     for sep in ("/", ".", "-") if not (order == "ymd" and sep == "-")  # 2026-11-28 is ISO already
 }
+
+
+_ID_NAME = re.compile(r"(^|[_\s.-])(id|Id|ID)$|[a-z](Id|ID)$")
+
+
+def _row_id(con: duckdb.DuckDBPyConnection, view: str, unmapped: list[str], every: list[str]) -> str | None:
+    """An unmapped column named like an id (``order_id``, ``msgId``) that identifies the rows as
+    ``event_id`` must: never empty, and the rows that share a value are copies of one row. An order
+    id in a log where an order's placing and refund share it is not one (two rows, one id)."""
+    for column in [c for c in unmapped if _ID_NAME.search(c)][:3]:
+        c = ident(column)
+        empty, ids, rows = con.execute(
+            f"SELECT count(*) FILTER (WHERE {c} IS NULL OR trim(CAST({c} AS VARCHAR)) = ''), count(DISTINCT {c}), "
+            f"count(DISTINCT ({c}, hash({', '.join(ident(x) for x in every)}))) FROM {view}").fetchone()
+        if not empty and ids == rows:
+            return column
+    return None
 
 
 def _sample(view: str) -> str:

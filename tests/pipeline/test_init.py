@@ -289,6 +289,25 @@ def test_one_name_spelt_several_ways_is_said_to_be_kept_not_deduplicated(tmp_pat
     assert "Several names for purchase" in said(result) and "spelt several ways" not in said(result), said(result)
 
 
+def test_an_id_column_whose_repeats_are_copies_is_proposed_as_event_id(tmp_path, monkeypatch):
+    """An export's `order_id`: not a name init knew for event_id, so an overlap of two exports (the
+    same orders twice) counted every order twice. Proposed when every row has one and rows sharing
+    one are copies; not when an order's placing and its refund share it."""
+    monkeypatch.delenv("DYNSEG_WORKSPACE", raising=False)
+    orders = pd.DataFrame({"order_id": ["o1", "o2", "o3"], "user": ["a", "b", "a"], "event": ["Placed Order"] * 3,
+                           "ts": pd.date_range("2026-10-01", periods=3, freq="D"), "value": [10.0, 20.0, 5.0]})
+    pd.concat([orders, orders.iloc[[1]]]).to_parquet(tmp_path / "overlap.parquet")
+    result = runner.invoke(app, ["init", str(tmp_path / "p"), "--events", str(tmp_path / "overlap.parquet")])
+    assert result.exit_code == 0 and "'order_id' is read as event_id" in said(result), said(result)
+    events = yaml.safe_load((tmp_path / "p" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+    assert events["columns"]["event_id"] == "order_id"
+    refund = orders.iloc[[0]].assign(event="Refunded Order", ts=pd.Timestamp("2026-10-05"))
+    pd.concat([orders, refund]).to_parquet(tmp_path / "shared.parquet")
+    result = runner.invoke(app, ["init", str(tmp_path / "q"), "--events", str(tmp_path / "shared.parquet")])
+    events = yaml.safe_load((tmp_path / "q" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+    assert result.exit_code == 0 and "event_id" not in events["columns"], events
+
+
 def test_a_latin1_csv_is_read_as_latin1_even_when_its_first_accent_comes_late(tmp_path, monkeypatch):
     """Excel's "CSV" on Windows writes Latin-1: init found no encoding to set, and validation
     refused the file. The first byte that is no UTF-8 may come far in (a customer named Müller on
