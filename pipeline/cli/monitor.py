@@ -66,12 +66,14 @@ def lift(
     t = Table(title=f"Holdout lift, run {r.run_id} (as of {as_of_label(r.as_of)}; outcome windows: {window})",
               title_justify="left")
     for c in ("segment", "outcome", "treated", "holdout", "rate T", "rate H", "abs lift, points [95% CI]",
-              "rel lift", "p", "revenue/member T | H"):
+              "rel lift [95% CI]", "p", "revenue/member T | H (no test)"):
         t.add_column(c, justify="left" if c in ("segment", "outcome") else "right", no_wrap=c == "segment")
     for x in r.lift.itertuples():
         t.add_row(x.segment, x.outcome, f"{x.n_treated:,}", f"{x.n_holdout:,}", f"{x.conversion_treated:.1%}",
                   f"{x.conversion_holdout:.1%}", f"{100 * x.abs_lift:+.1f} [{100 * x.abs_lift_low:+.1f}, {100 * x.abs_lift_high:+.1f}]",
-                  f"{x.rel_lift:+.0%}" if x.rel_lift == x.rel_lift else "—", f"{x.p_value:.3f}",
+                  (f"{x.rel_lift:+.0%} [{x.rel_lift_low:+.0%}, {x.rel_lift_high:+.0%}]" if x.rel_lift == x.rel_lift
+                   and x.rel_lift_low == x.rel_lift_low else f"{x.rel_lift:+.0%}" if x.rel_lift == x.rel_lift else "—"),
+                  f"{x.p_value:.3f}",
                   f"{x.revenue_per_member_treated:.2f} | {x.revenue_per_member_holdout:.2f}")
     out.print(t)
     for x in r.lift.itertuples():
@@ -81,8 +83,10 @@ def lift(
                       f"{'was' if x.holdout_sendable_elsewhere == 1 else 'were'} sendable in "
                       f"{x.sendable_in}: if {'that campaign' if ',' not in x.sendable_in else 'those campaigns'} "
                       "reached them, this lift is understated", highlight=False)
-    q = Table(title="Realized model quality vs the model card (graded on the customers no campaign treated)",
-              title_justify="left")
+    for note in r.notes:
+        out.print(f"  [yellow]Note:[/] {escape(note)}", highlight=False)
+    q = Table(title="Realized model quality vs the model card (graded on the customers not sendable in any segment "
+                    "with a holdout)", title_justify="left")
     for c in ("model", "graded", "treated (left out)", "realized AUC (95% CI)", "promised AUC", "realized Brier",
               "promised Brier", "calibration slope", "mean predicted", "realized rate", "alarm"):
         q.add_column(c, justify="left" if c in ("model", "alarm") else "right")
@@ -98,6 +102,10 @@ def lift(
                   f"{m['realized_rate']:.3f}",
                   "[red]yes[/]" if res.alarm else "no")
     out.print(q)
+    out.print("  Graded as untreated: everyone not sendable in a segment with a holdout. dynseg does not know what was "
+              "sent: a customer sent from a segment without one (active, lapsed, sunset, ...) counts as untreated. "
+              "The treated are mostly the top bands, so the graded customers are a lower-risk group than the run's; "
+              "read the calibration figures for them.", highlight=False)
     for target, res in r.quality.items():
         if res.calibration_bands is not None and len(res.calibration_bands):
             b = Table(title=f"{target}: calibration by band", title_justify="left")

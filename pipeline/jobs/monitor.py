@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from features.asof import as_of_file_label, as_of_label, cutoff_label, parse_duration
 from pipeline import runs
@@ -165,6 +166,7 @@ class LiftResult:
     folder: Path
     files: dict[str, Path] = field(default_factory=dict)
     mlflow_run_id: str | None = None
+    notes: list[str] = field(default_factory=list)  # about the whole measurement (merged ids, ratio mismatch, ...)
 
     @property
     def reasons(self) -> list[str]:
@@ -201,8 +203,22 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
                          f"{as_of_label(t + needed)}, but the data ends {newest:%Y-%m-%d %H:%M}; "
                          "lift and realized quality need the whole window: run this later, or pick an older run")
     outcome = {k: _outcomes(data.con, t, h).set_index("customer_id") for k, h in horizons.items()}
+    # The run stored each customer under the canonical id of its day; identities linked since may
+    # have merged it into a group whose smallest id (today's canonical id) is another: its outcomes
+    # are read under that id, or they would be lost (a treated buyer counted as not converted)
+    now = dict(zip(data.identity.mapping.customer_id, data.identity.mapping.canonical_id))
+
+    def today(ids: pd.Series) -> pd.Series:
+        return ids.map(now).fillna(ids) if now else ids
+
     members = runs.read(ws.db_path, "SELECT segment, kind, customer_id, holdout, sendable, consented "
                                     "FROM segment_members WHERE run_id = ?", [run.run_id])
+    notes = []
+    merged = int((today(members.customer_id.drop_duplicates()) != members.customer_id.drop_duplicates()).sum())
+    if merged:
+        notes.append(f"{merged:,} of the run's members were merged since into another customer (identities linked "
+                     "after the run): their outcomes are read under today's id. A holdout is drawn on the id, so "
+                     "a later run may put such a customer on the other side")
     config = json.loads(run.config)["segments"]
     rules = {s["name"]: s for s in config["segments"]}
     # The campaigns: segments with a holdout (what lift can measure). Their sendable members were
@@ -214,13 +230,20 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     frames, crossed = [], {}
     for name, g in campaign.groupby("segment"):
         which = "churn" if "churn_" in rules[name]["where"] else "purchase"
+        # sample ratio: the hash puts each member in the holdout with the segment's fraction; a share
+        # far from it means the draw is not what it claims (a filter applied to one side, say)
+        fraction, held = rules[name]["holdout"], int(g.holdout.sum())
+        srm = stats.binomtest(held, len(g), fraction).pvalue if len(g) else 1.0
+        if srm < 0.001:
+            notes.append(f"{name}: sample ratio mismatch: {held:,} of {len(g):,} members held out ({held / len(g):.1%}), "
+                         f"against the configured {fraction:.0%} (binomial p {srm:.1g}); its lift is not to be trusted")
         treated = g[g.sendable]
         control = g[g.holdout & g.consented]  # held out but would have been sendable
         # held out here, but sendable in another campaign's export: if it was sent, this lift is understated
         elsewhere = sent_in.reindex(control.customer_id).dropna()
         crossed[name] = (len(elsewhere), sorted(set().union(*elsewhere)) if len(elsewhere) else [])
         both = pd.concat([treated.assign(holdout=False), control.assign(holdout=True)])
-        o = outcome[which].reindex(both.customer_id)
+        o = outcome[which].reindex(today(both.customer_id))
         frames.append(pd.DataFrame({"segment": name, "holdout": both.holdout.to_numpy(),
                                     "converted": o.converted.fillna(0).astype(int).to_numpy(),
                                     "revenue": o.revenue.fillna(0.0).to_numpy()}))
@@ -238,7 +261,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     for m in models:
         target = m["target"]
         s = scores[scores[f"{target}_score"].notna()]
-        bought = s.customer_id.isin(outcome[target].index).to_numpy()
+        bought = today(s.customer_id).isin(outcome[target].index).to_numpy()
         y = bought.astype(int) if target == "purchase" else (~bought).astype(int)
         details = registry.version_details(m["name"], m["version"])
         promised = details["metrics"].get("model", {})
@@ -252,16 +275,23 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
                                             f"as of {cutoff_label(cutoff)}, after this run's as_of; these figures "
                                             "overstate its quality")
     folder = ws.reports_dir / "lift" / as_of_file_label(t)
-    result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items()}, folder)
+    if not lift.empty and len(lift) > 1:
+        notes.append(f"{len(lift)} segments are tested, each at alpha {lc.alpha:g}: with no effect anywhere, the chance "
+                     f"that at least one reads significant is up to {1 - (1 - lc.alpha) ** len(lift):.0%}")
+    result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items()}, folder,
+                        notes=notes)
     result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())
     summary = {"run_id": run.run_id, "as_of": str(t), "as_of_label": as_of_label(t), "alarm": result.alarm,
                "reasons": result.reasons,
                "lift": json.loads(lift.to_json(orient="records")) if not lift.empty else [],
-               "quality": {k: q.summary() for k, q in quality.items()}}
+               "quality": {k: q.summary() for k, q in quality.items()}, "notes": notes}
     result.files["summary"] = write_atomic(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     if log_to_mlflow:
         metrics = {f"realized_auc_{k}": q.metrics.get("roc_auc", np.nan) for k, q in quality.items()}
-        metrics |= {f"abs_lift_{r.segment}": r.abs_lift for r in lift.itertuples()} if not lift.empty else {}
+        for r in lift.itertuples() if not lift.empty else []:  # each lift with its interval and sizes, not bare
+            metrics |= {f"{k}_{r.segment}": float(getattr(r, k)) for k in
+                        ("abs_lift", "abs_lift_low", "abs_lift_high", "rel_lift", "rel_lift_low", "rel_lift_high",
+                         "p_value", "n_treated", "n_holdout")}
         result.mlflow_run_id = registry.log_run(
             experiment=MONITORING_EXPERIMENT, run_name=f"lift-{as_of_label(t)}",
             params={"scoring_run_id": run.run_id, "as_of": str(t)}, metrics=metrics,

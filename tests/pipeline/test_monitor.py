@@ -211,3 +211,68 @@ def test_lift_on_a_run_before_the_models_test_cutoff_says_it_is_in_sample(shop):
     r = lift_job(cfg, run_id=early.run_id)
     for target, q in r.quality.items():
         assert q.notes[0].startswith("in sample: the model was fitted on outcomes up to its test snapshot as of"), (target, q.notes)
+
+
+def test_an_identity_merged_after_the_run_keeps_its_outcomes_and_is_said(shop, monkeypatch):
+    """A run stores members under the canonical id of its day; a link added later can merge one into
+    a group whose smallest id is another. Lift read outcomes under the stored id and lost the
+    merged buyers' purchases (converted treated members counted as not converted), in silence."""
+    import pandas as pd
+
+    cfg = load_config(shop.root)
+    before = lift_job(cfg, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    assert not any("merged since" in n for n in before.notes)
+    db = shop.workspace / "dynseg.duckdb"
+    buyers = runs.read(db, "SELECT DISTINCT customer_id FROM segment_members WHERE run_id = ? AND sendable "
+                           "AND segment = 'likely_buyers'", [shop.campaign_run.run_id]).customer_id
+    window = (CAMPAIGN, CAMPAIGN + timedelta(days=30))
+    events = pd.read_parquet(shop.workspace / "data" / "events.parquet")
+    bought = set(events[(events.event_type == "order_completed") & (events.ts >= window[0].replace(tzinfo=None))
+                        & (events.ts < window[1].replace(tzinfo=None))].customer_id)
+    chosen = [c for c in buyers if c in bought][:5]
+    assert len(chosen) == 5
+    path = shop.workspace / "data" / "identities.parquet"
+    original = path.read_bytes()
+    links = pd.read_parquet(path)
+    extra = pd.DataFrame({"customer_id": [*chosen, *(f"a-{c}" for c in chosen)], "id_type": "email",
+                          "id_value": [f"merge-{c}@x" for c in chosen] * 2})  # 'a-…' sorts first: the new canonical id
+    pd.concat([links, extra.astype(links.dtypes.to_dict())], ignore_index=True).to_parquet(path)
+    try:
+        after = lift_job(cfg, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    finally:
+        path.write_bytes(original)
+    b, a = (r.lift.set_index("segment").loc["likely_buyers"] for r in (before, after))
+    assert a.conversions_treated == b.conversions_treated, (a.conversions_treated, b.conversions_treated)
+    assert after.quality["purchase"].metrics["realized_rate"] == before.quality["purchase"].metrics["realized_rate"]
+    assert any(n.startswith("5 of the run's members were merged since") for n in after.notes), after.notes
+    # intervals for every lift on screen and in MLflow, not bare relative lifts
+    from pipeline.cli.common import out
+
+    monkeypatch.setattr(out, "width", 400)
+    result = runner.invoke(app, ["lift", "--run", shop.campaign_run.run_id])
+    said = " ".join(result.output.split())
+    assert "rel lift [95% CI]" in said and "dynseg does not know what was sent" in said, said
+
+
+def test_a_holdout_share_far_from_its_fraction_is_a_sample_ratio_mismatch(shop):
+    """The holdout is a hash of the customer at the segment's fraction; a share far from it (a
+    filter applied to one side) makes the lift untrustworthy, and nothing said so."""
+    import duckdb
+
+    cfg = load_config(shop.root)
+    assert not any("sample ratio mismatch" in n for n in lift_job(cfg, run_id=shop.campaign_run.run_id,
+                                                                   log_to_mlflow=False).notes)
+    db = str(shop.workspace / "dynseg.duckdb")
+    where = "run_id = ? AND segment = 'at_risk' AND customer_id IN (SELECT customer_id FROM segment_members " \
+            "WHERE run_id = ? AND segment = 'at_risk' AND holdout ORDER BY customer_id LIMIT 60)"
+    with duckdb.connect(db) as con:
+        moved = con.execute(f"SELECT customer_id FROM segment_members WHERE {where}",
+                            [shop.campaign_run.run_id] * 2).fetchall()
+        con.execute(f"UPDATE segment_members SET holdout = false WHERE {where}", [shop.campaign_run.run_id] * 2)
+    try:
+        notes = lift_job(cfg, run_id=shop.campaign_run.run_id, log_to_mlflow=False).notes
+    finally:
+        with duckdb.connect(db) as con:
+            con.execute("UPDATE segment_members SET holdout = true WHERE run_id = ? AND segment = 'at_risk' "
+                        "AND list_contains(?, customer_id)", [shop.campaign_run.run_id, [m[0] for m in moved]])
+    assert any(n.startswith("at_risk: sample ratio mismatch") and "against the configured 50%" in n for n in notes), notes
