@@ -680,11 +680,12 @@ def _repeated_event_id_problems(con: duckdb.DuckDBPyConnection, report: Validati
     # which one a repeat would keep depends on the files' order: every contract column counts
     content = _content(t)
     # The few rows whose hash repeats: same content (an exact repeat) or not (a conflict).
-    exact, conflicting, example = con.execute(f"""
+    exact, conflicting, example, repeat = con.execute(f"""
         WITH ids AS (SELECT row_number() OVER () AS _row, {t['event_id'].expr} AS id, hash({content}) AS h FROM {raw.view}),
              repeated AS (SELECT hash(id) AS k FROM ids WHERE id IS NOT NULL GROUP BY 1 HAVING count(*) > 1)
         SELECT count(*) FILTER (WHERE variants = 1), count(*) FILTER (WHERE variants > 1),
-               arg_min([id, CAST(first_rows AS VARCHAR)], id) FILTER (WHERE variants > 1)
+               arg_min([id, CAST(first_rows AS VARCHAR)], id) FILTER (WHERE variants > 1),
+               arg_min([id, CAST(first_rows AS VARCHAR)], id) FILTER (WHERE variants = 1)
         FROM (SELECT id, count(DISTINCT h) AS variants, list(_row ORDER BY _row)[:2] AS first_rows
               FROM ids SEMI JOIN repeated ON hash(ids.id) = repeated.k GROUP BY 1 HAVING count(*) > 1)
     """).fetchall()[0]
@@ -692,7 +693,8 @@ def _repeated_event_id_problems(con: duckdb.DuckDBPyConnection, report: Validati
     if exact:
         problems.append(Problem("events", "event_id", "duplicate_event_id", "warning", int(exact),
                                 f"{_files(raw)}: {_n(exact, 'event_id repeats', 'event_ids repeat')} with identical "
-                                "content", "nothing to do: the repeats are dropped, as from at-least-once delivery"))
+                                "content", "nothing to do: the repeats are dropped, as from at-least-once delivery",
+                                (f"{repeat[0]!r} at rows {', '.join(repeat[1].strip('[]').split(', '))}",)))
     if conflicting:
         problems.append(Problem("events", "event_id", "conflicting_event_id", "error", int(conflicting),
                                 f"{_files(raw)}: {_n(conflicting, 'event_id is', 'event_ids are')} used by different events",

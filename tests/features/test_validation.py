@@ -439,6 +439,7 @@ def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
     exact = pd.concat([df, df.iloc[[0]]], ignore_index=True)
     report = run_with(project, exact)
     assert report.ok and only(report, "duplicate_event_id").count == 1
+    assert only(report, "duplicate_event_id").examples == ("'c0-1' at rows 1, 19",)  # it had no example
     conflict = exact.copy()
     conflict.loc[len(conflict) - 1, "ts"] = pd.Timestamp("2026-02-02")
     p = only(run_with(project, conflict), "conflicting_event_id")
