@@ -588,6 +588,11 @@ def _one(message: str) -> str:
     return message
 
 
+def _at_rows(value, rows) -> str:
+    """An example value with the data rows that hold it: ``'c1' at rows 2, 3``."""
+    return f"{value!r} at rows {', '.join(map(str, rows))}"
+
+
 def _examples(con: duckdb.DuckDBPyConnection, view: str, predicate: str, column: str | None, k: int = 3) -> tuple[str, ...]:
     col = ident(column) if column else "NULL"
     rows = con.execute(
@@ -625,6 +630,11 @@ def _whole_row(raw: RawSource) -> str:
     return f"hash({', '.join(ident(c) for c in raw.columns)})"
 
 
+#: A column named like an id (``order_id``, ``msg id``, ``messageId``, ``OrderID``): an export's
+#: own event or order id, which ``event_id`` may be mapped to (``dynseg init`` proposes it when it fits)
+ID_NAME = re.compile(r"(^|[_\s.-])(id|Id|ID)$|[a-z](Id|ID)$")
+
+
 def _repeated_row_problems(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> list[Problem]:
     """Some rows of a log without event ids hash alike: how many repeat another exactly, and where."""
     raw = report.sources["events"]
@@ -636,7 +646,7 @@ def _repeated_row_problems(con: duckdb.DuckDBPyConnection, report: ValidationRep
     if not extra:
         return []
     contract = {c.name for c in CONTRACT["events"]}
-    ids = [c for c in raw.columns if c not in contract and re.search(r"(^|[_\s.-])(id|Id|ID)$|[a-z](Id|ID)$", c)]
+    ids = [c for c in raw.columns if c not in contract and ID_NAME.search(c)]
     map_it = (f"map `event_id` to the export's id of each event ({', '.join(f'columns: {{event_id: {c}}}' for c in ids[:2])}?) "
               if ids else "map `event_id` to an id of each event, if the export has one, ")
     return [Problem("events", None, "repeated_rows", "warning", int(extra),
@@ -680,12 +690,12 @@ def _repeated_event_id_problems(con: duckdb.DuckDBPyConnection, report: Validati
     # which one a repeat would keep depends on the files' order: every contract column counts
     content = _content(t)
     # The few rows whose hash repeats: same content (an exact repeat) or not (a conflict).
-    exact, conflicting, example, repeat = con.execute(f"""
+    exact, conflicting, example, example_rows, repeat, repeat_rows = con.execute(f"""
         WITH ids AS (SELECT row_number() OVER () AS _row, {t['event_id'].expr} AS id, hash({content}) AS h FROM {raw.view}),
              repeated AS (SELECT hash(id) AS k FROM ids WHERE id IS NOT NULL GROUP BY 1 HAVING count(*) > 1)
         SELECT count(*) FILTER (WHERE variants = 1), count(*) FILTER (WHERE variants > 1),
-               arg_min([id, CAST(first_rows AS VARCHAR)], id) FILTER (WHERE variants > 1),
-               arg_min([id, CAST(first_rows AS VARCHAR)], id) FILTER (WHERE variants = 1)
+               min(id) FILTER (WHERE variants > 1), arg_min(first_rows, id) FILTER (WHERE variants > 1),
+               min(id) FILTER (WHERE variants = 1), arg_min(first_rows, id) FILTER (WHERE variants = 1)
         FROM (SELECT id, count(DISTINCT h) AS variants, list(_row ORDER BY _row)[:2] AS first_rows
               FROM ids SEMI JOIN repeated ON hash(ids.id) = repeated.k GROUP BY 1 HAVING count(*) > 1)
     """).fetchall()[0]
@@ -694,12 +704,12 @@ def _repeated_event_id_problems(con: duckdb.DuckDBPyConnection, report: Validati
         problems.append(Problem("events", "event_id", "duplicate_event_id", "warning", int(exact),
                                 f"{_files(raw)}: {_n(exact, 'event_id repeats', 'event_ids repeat')} with identical "
                                 "content", "nothing to do: the repeats are dropped, as from at-least-once delivery",
-                                (f"{repeat[0]!r} at rows {', '.join(repeat[1].strip('[]').split(', '))}",)))
+                                (_at_rows(repeat, repeat_rows),)))
     if conflicting:
         problems.append(Problem("events", "event_id", "conflicting_event_id", "error", int(conflicting),
                                 f"{_files(raw)}: {_n(conflicting, 'event_id is', 'event_ids are')} used by different events",
                                 "event_id must identify one event; fix the source or drop `event_id`",
-                                (f"{example[0]!r} at rows {', '.join(example[1].strip('[]').split(', '))}",)))
+                                (_at_rows(example, example_rows),)))
     return problems
 
 
@@ -735,7 +745,7 @@ def _check_duplicate_customers(con: duckdb.DuckDBPyConnection, report: Validatio
             "customers", "customer_id", "duplicate_customer_id", "error", int(n),
             f"{_files(raw)}: {_n(n, 'customer_id has', 'customer_ids have')} more than one row", "keep one row per customer_id "
             "(link a person's several ids through the identities source instead)",
-            tuple(f"{i!r} at rows {', '.join(map(str, r))}" for i, r, _ in rows)))
+            tuple(_at_rows(i, r) for i, r, _ in rows)))
 
 
 def _role_guesses(names: list[str], role_of: dict[str, str]) -> str:

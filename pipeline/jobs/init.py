@@ -28,7 +28,7 @@ from features.contract import CONTRACT, ROLES, guess_role, unguessed_because
 from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident, is_numeric, literal
 from features.sources import (SourceError, SourceSpec, _head, _utf16, drop_copies, glob_files, register_source,
                               resolve_files)
-from features.validation import likely_columns
+from features.validation import ID_NAME, likely_columns
 from pipeline.config import ConfigError, ConfigIssue
 from pipeline.workspace import write_atomic
 
@@ -293,14 +293,11 @@ _DATE_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 
-_ID_NAME = re.compile(r"(^|[_\s.-])(id|Id|ID)$|[a-z](Id|ID)$")
-
-
 def _row_id(con: duckdb.DuckDBPyConnection, view: str, unmapped: list[str], every: list[str]) -> str | None:
     """An unmapped column named like an id (``order_id``, ``msgId``) that identifies the rows as
     ``event_id`` must: never empty, and the rows that share a value are copies of one row. An order
     id in a log where an order's placing and refund share it is not one (two rows, one id)."""
-    for column in [c for c in unmapped if _ID_NAME.search(c)][:3]:
+    for column in [c for c in unmapped if ID_NAME.search(c)][:3]:
         c = ident(column)
         empty, ids, rows = con.execute(
             f"SELECT count(*) FILTER (WHERE {c} IS NULL OR trim(CAST({c} AS VARCHAR)) = ''), count(DISTINCT {c}), "
