@@ -156,6 +156,13 @@ def to_dicts(levels: list[BandLevel]) -> list[dict]:
     return [{k: v for k, v in asdict(lv).items() if v is not None and v != ""} for lv in levels]
 
 
+def cuts_text(items: list[dict]) -> str:
+    """The cut of each band of a run (its :func:`to_dicts` form): ``high from 0.7012, medium from
+    0.5000``; a band that takes everyone left has none."""
+    return ", ".join(f"{b['name']} from {b['threshold']:.4f}" for b in items
+                     if b.get("threshold") is not None and b["threshold"] != float("inf"))
+
+
 def from_dicts(items: list[dict]) -> list[BandLevel]:
     return [BandLevel(**item) for item in items]
 

@@ -241,8 +241,9 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
                   "and every member it had then counts as exited.", highlight=False)
     # the cut of each band in this run: a score_100 is rounded, so 25 can read high for one customer
     # and medium for another (0.2474 against 0.2461, say, beside a 0.2469 threshold)
-    cuts = "; ".join(f"{m['target']} " + ", ".join(f"{b['name']} from {b['threshold']:.4f}" for b in m.get("bands") or []
-                                                   if b.get("threshold") is not None and b["threshold"] != float("inf"))
+    from models.bands import cuts_text
+
+    cuts = "; ".join(f"{m['target']} {cuts_text(m.get('bands') or [])}"
                      for m in (json.loads(run.models) if isinstance(run.models, str) else []))
     if cuts:
         out.print(f"Band cuts in this run (score_100 is the score rounded): {cuts}", highlight=False)

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.asof import as_of_label
+from models.bands import cuts_text
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
@@ -116,8 +117,7 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
         e.of_run = label == used_by_run
         if e.of_run:  # a score that rounds to a band's cut (49.97 % beside 0.5) reads against the cuts
             bands = next((m.get("bands") or [] for m in json.loads(run.models) if m["target"] == tgt), [])
-            e.cuts = ", ".join(f"{b['name']} from {b['threshold']:.4f}" for b in bands
-                               if b.get("threshold") is not None and b["threshold"] != float("inf"))
+            e.cuts = cuts_text(bands)
         if plot:
             # another version than the run's gets its own file: the run's explanation stays
             suffix = "" if e.of_run else f"_v{label.rsplit('/', 1)[-1]}"
