@@ -484,12 +484,11 @@ class Config:
         env = os.environ.get("DYNSEG_WORKSPACE")
         ws = Path(env) if env else Path(self.settings.workspace)
         ws = ws if ws.is_absolute() else self.project_dir / ws
+        given = "the environment variable DYNSEG_WORKSPACE" if env else "workspace: in configs/project.yaml"
         if ws.exists() and not ws.is_dir():  # every command would fail on a path inside it, saying it backwards
-            given = "the environment variable DYNSEG_WORKSPACE" if env else "workspace: in configs/project.yaml"
             raise ValueError(f"the workspace {ws} is a file, not a folder; it comes from {given}. Point it at a "
                              "folder (dynseg makes it when missing)")
         if not ws.exists() and not ws.parent.is_dir():  # a typo in the path: a new, empty workspace made in silence
-            given = "the environment variable DYNSEG_WORKSPACE" if env else "workspace: in configs/project.yaml"
             raise ValueError(f"the workspace {ws} does not exist, nor the folder {ws.parent} it would be made in; it "
                              f"comes from {given}. Fix the path, or make {ws.parent} first (dynseg makes the "
                              "workspace itself, not the folders around it)")

@@ -214,7 +214,8 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     members = runs.read(ws.db_path, "SELECT segment, kind, customer_id, holdout, sendable, consented "
                                     "FROM segment_members WHERE run_id = ?", [run.run_id])
     notes = []
-    merged = int((today(members.customer_id.drop_duplicates()) != members.customer_id.drop_duplicates()).sum())
+    ids = members.customer_id.drop_duplicates()
+    merged = int((today(ids) != ids).sum())
     if merged:
         notes.append(f"{merged:,} of the run's members were merged since into another customer (identities linked "
                      "after the run): their outcomes are read under today's id. A holdout is drawn on the id, so "
