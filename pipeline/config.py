@@ -274,6 +274,17 @@ class SegmentDef(_Strict):
     where: str = Field(min_length=1)
     exclude: list[str] = []
     holdout: float = Field(0.0, ge=0, le=0.5)
+    # what lift counts as a conversion: a purchase within the purchase label's horizon, or within the
+    # churn label's (retention); unset, a rule on churn_* columns means retention
+    outcome: Literal["purchase", "retention"] | None = None
+
+
+def segment_outcome(segment: dict) -> tuple[str, bool]:
+    """The lift outcome of a segment definition (as stored in a run's config): ``purchase`` or
+    ``retention``, and whether it was inferred from the rule (no ``outcome`` key)."""
+    if segment.get("outcome"):
+        return segment["outcome"], False
+    return ("retention" if "churn_" in segment["where"] else "purchase"), True
 
 
 class SegmentsConfig(_Strict):

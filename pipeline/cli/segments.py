@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from features.asof import as_of_label
+from pipeline.config import segment_outcome
 from pipeline.cli.common import State, err, handled, kv_table, out
 from pipeline.cli.score import health_table
 from pipeline.segments import excluded_by, same_definition
@@ -129,7 +130,7 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
         "description": definition["description"], "owner": definition["owner"], "kind": definition["kind"],
         "where": definition["where"], "excludes": ", ".join(excluded_by(definition, suppress)) or "—",
         "holdout": f"{definition['holdout']:.0%}",
-    }))
+    } | ({"lift outcome": _outcome_line(definition)} if definition["holdout"] else {})))
     h = Table(title="Size across runs", title_justify="left")
     for c in ("as of", "size", "sendable", "holdout", "entered", "exited", "volatility", "coverage"):
         h.add_column(c, justify="left" if c == "as of" else "right")
@@ -285,3 +286,10 @@ def check(ctx: typer.Context) -> None:
     out.print(t)
     out.print("Band levels as a scoring run would see them: " + "; ".join(
         f"{t} {', '.join(levels[f'{t}_band'])}, highest first ({where})" for t, where in source.items()), highlight=False)
+
+
+def _outcome_line(definition: dict) -> str:
+    outcome, inferred = segment_outcome(definition)
+    line = ("a purchase within the churn label's horizon (retention)" if outcome == "retention"
+            else "a purchase within the purchase label's horizon")
+    return line + (" — from the rule (set `outcome:` to choose)" if inferred else "")

@@ -15,7 +15,7 @@ from scipy import stats
 
 from features.asof import as_of_file_label, as_of_label, cutoff_label, parse_duration
 from pipeline import runs
-from pipeline.config import Config
+from pipeline.config import Config, segment_outcome
 from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import check_model_inputs, features_as_of
 from pipeline.jobs.score import in_sample_cutoff
@@ -23,6 +23,8 @@ from pipeline.monitoring.drift import DriftResult, DriftThresholds, drift_report
 from pipeline.monitoring.lift import segment_lift
 from pipeline.monitoring.quality import QualityResult, realized_quality
 from pipeline.workspace import Workspace, write_atomic
+
+OUTCOME_TEXT = {"purchase": "purchased", "retention": "retained (a purchase)"}
 
 MONITORING_EXPERIMENT = "dynseg-monitoring"
 
@@ -230,7 +232,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     reached = set(sent_in.index)
     frames, crossed = [], {}
     for name, g in campaign.groupby("segment"):
-        which = "churn" if "churn_" in rules[name]["where"] else "purchase"
+        which = "churn" if segment_outcome(rules[name])[0] == "retention" else "purchase"
         # sample ratio: the hash puts each member in the holdout with the segment's fraction; a share
         # far from it means the draw is not what it claims (a filter applied to one side, say)
         fraction, held = rules[name]["holdout"], int(g.holdout.sum())
@@ -253,8 +255,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
                          min_holdout=lc.min_holdout, min_expected_conversions=lc.min_expected_conversions,
                          max_mde=lc.max_mde) if frames else pd.DataFrame())
     if not lift.empty:
-        lift.insert(1, "outcome", ["retained (a purchase)" if "churn_" in rules[s]["where"] else "purchased"
-                                   for s in lift.segment])
+        lift.insert(1, "outcome", [OUTCOME_TEXT[segment_outcome(rules[s])[0]] for s in lift.segment])
         lift["holdout_sendable_elsewhere"] = [crossed[s][0] for s in lift.segment]
         lift["sendable_in"] = [", ".join(crossed[s][1]) for s in lift.segment]
     scores = runs.read(ws.db_path, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])

@@ -276,3 +276,35 @@ def test_a_holdout_share_far_from_its_fraction_is_a_sample_ratio_mismatch(shop):
             con.execute("UPDATE segment_members SET holdout = true WHERE run_id = ? AND segment = 'at_risk' "
                         "AND list_contains(?, customer_id)", [shop.campaign_run.run_id, [m[0] for m in moved]])
     assert any(n.startswith("at_risk: sample ratio mismatch") and "against the configured 50%" in n for n in notes), notes
+
+
+def test_a_segments_outcome_key_chooses_the_window_lift_counts(shop):
+    """Lift chose a segment's outcome by whether its rule mentioned churn_: at_risk (a recency
+    rule, a retention campaign) was counted over the 30-day purchase horizon, and nothing could
+    say otherwise. `outcome: retention` counts a purchase within the churn horizon (60 days)."""
+    import duckdb
+
+    cfg = load_config(shop.root)
+    run_id = shop.campaign_run.run_id
+    before = lift_job(cfg, run_id=run_id, log_to_mlflow=False).lift.set_index("segment")
+    assert before.at["at_risk", "outcome"] == "purchased" and before.at["high_churn_risk", "outcome"].startswith("retained")
+    db = str(shop.workspace / "dynseg.duckdb")
+    with duckdb.connect(db) as con:
+        stored = con.execute("SELECT config FROM scoring_runs WHERE run_id = ?", [run_id]).fetchone()[0]
+        config = json.loads(stored)
+        for s in config["segments"]["segments"]:
+            if s["name"] == "at_risk":
+                s["outcome"] = "retention"
+        con.execute("UPDATE scoring_runs SET config = ? WHERE run_id = ?", [json.dumps(config), run_id])
+    try:
+        after = lift_job(cfg, run_id=run_id, log_to_mlflow=False).lift.set_index("segment")
+    finally:
+        with duckdb.connect(db) as con:
+            con.execute("UPDATE scoring_runs SET config = ? WHERE run_id = ?", [stored, run_id])
+    assert after.at["at_risk", "outcome"] == "retained (a purchase)"
+    # the same members, a window twice as long: more of them buy in it
+    assert after.at["at_risk", "n_treated"] == before.at["at_risk", "n_treated"]
+    assert after.at["at_risk", "conversions_treated"] > before.at["at_risk", "conversions_treated"]
+    assert after.at["likely_buyers", "conversions_treated"] == before.at["likely_buyers", "conversions_treated"]
+    shown = runner.invoke(app, ["segments", "show", "at_risk"])
+    assert "a purchase within the purchase label's horizon — from the rule" in " ".join(shown.output.split())
