@@ -123,6 +123,12 @@ class State:
         return self._config
 
 
+def on_duckdb_note(cfg: Config, what: str) -> None:
+    """Under a profile whose engine is Spark, say that a command does ``what`` on DuckDB."""
+    if cfg.settings.engine == "spark":
+        err.print(f"{what} on DuckDB in this process, not on Spark (the profile's engine).", highlight=False)
+
+
 def _registry_error(e: RuntimeError) -> NoReturn:
     """Registry errors as one line (exit 3 for a refused promotion); any other RuntimeError is
     raised again. Checked through sys.modules so that commands which never touch MLflow do not

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from features.asof import BadValue, as_of_label, parse_as_of
-from pipeline.cli.common import State, handled, kv_table, out
+from pipeline.cli.common import State, handled, kv_table, on_duckdb_note, out
 
 
 class Model(str, Enum):
@@ -39,6 +39,7 @@ def explain(
         instant = parse_as_of(as_of) if as_of else None
         if version is not None and model is None:
             raise BadValue("--version needs --model (purchase or churn)")
+        on_duckdb_note(state.config(), "explain recomputes the customer's features (the same definitions, the same values)")
         found = explain_customer(state.config(), customer_id, model.value if model else None, run, top=top, as_of=instant,
                                  version=version)
     if not found:

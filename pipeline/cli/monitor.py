@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.asof import BadValue, as_of_label, parse_as_of
-from pipeline.cli.common import EXIT_GATE, State, err, handled, kv_table, out
+from pipeline.cli.common import EXIT_GATE, State, err, handled, kv_table, on_duckdb_note, out
 
 
 def monitor(
@@ -28,6 +28,7 @@ def monitor(
     if run and as_of:  # one of them would be ignored: a scheduler's wrong --run must not pass unseen
         raise typer.BadParameter("give --run or --as-of, not both", param_hint="--as-of")
     with handled():
+        on_duckdb_note(state.config(), "monitor recomputes the run's features (the same definitions, the same values)")
         with err.status("monitoring: features, references, Evidently reports"):
             r = monitor_job(state.config(), parse_as_of(as_of) if as_of else None, run)
     t = Table(title=f"Drift against the training reference, run {r.run_id} (as of {as_of_label(r.as_of)})",
@@ -60,6 +61,7 @@ def lift(
     with handled():
         if not (run or as_of):
             raise BadValue("name the scoring run: --run RUN_ID or --as-of DATE")
+        on_duckdb_note(state.config(), "lift reads the outcomes")
         with err.status("measuring lift and realized quality"):
             r = lift_job(state.config(), run, parse_as_of(as_of) if as_of else None)
     window = ", ".join(f"{k} {as_of_label(a)} → {as_of_label(b)}" for k, (a, b) in r.windows.items())

@@ -136,3 +136,15 @@ def test_the_run_records_its_engine_and_cleans_up(shop, outputs):
     assert recorded.engine[0] == "spark" and recorded.n_customers[0] == run.n_customers
     assert run.engine == "spark" and outputs["duckdb"]["run"].engine == "duckdb"  # the summary's `engine` row
     assert not list((shop.workspace / "staging").iterdir())  # the exported log and staged Parquet are gone
+
+
+def test_explain_under_the_spark_profile_says_it_runs_on_duckdb(shop, outputs):
+    """`explain` recomputes a run's features on DuckDB whatever the profile: said, not silent."""
+    member = outputs["spark"]["customer_scores"].customer_id.iloc[0]
+    result = CliRunner().invoke(app, ["--profile", "spark", "explain", member])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert "explain recomputes the customer's features (the same definitions, the same values) on DuckDB in " \
+           "this process, not on Spark (the profile's engine)." in said, said
+    plain = " ".join(CliRunner().invoke(app, ["explain", member]).output.split())
+    assert "on DuckDB in this process" not in plain
