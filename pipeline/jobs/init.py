@@ -254,7 +254,11 @@ def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: P
             spec |= forms
             found.notes += [note] if note else []
     if name == "events" and "event_id" not in found.mapped and "event_id" not in raw.columns:
-        own = _row_id(con, raw.view, [c for c in raw.columns if c not in found.mapped.values()], list(raw.columns))
+        # neither a column already mapped nor one named as a contract column (customer_id: one id per
+        # row when each customer has one event, as in a small first export, yet not the event's id)
+        contract = {c.name for c in CONTRACT[name]}
+        free = [c for c in raw.columns if c not in found.mapped.values() and c.lower() not in contract]
+        own = _row_id(con, raw.view, free, list(raw.columns))
         if own is not None:  # an export's order or message id: its repeats are exact copies, dropped
             found.mapped["event_id"] = own
             found.notes.append(f"'{own}' is read as event_id: every row has one, and rows that share one are "

@@ -308,6 +308,23 @@ def test_an_id_column_whose_repeats_are_copies_is_proposed_as_event_id(tmp_path,
     assert result.exit_code == 0 and "event_id" not in events["columns"], events
 
 
+
+def test_a_contract_named_id_column_is_never_proposed_as_event_id(tmp_path, monkeypatch):
+    """A first export where each customer has one event: `customer_id` is unique per row, and init
+    mapped it as event_id; validation then said the required `customer_id` was missing while
+    listing it among the columns found. A column named as a contract column keeps its meaning."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "one.csv").write_text("customer_id,event_type,ts,amount\n"
+                                      "c1,order_completed,2026-03-01T00:00:00Z,10\nc2,order_completed,2026-03-15T00:00:00Z,5\n")
+    result = runner.invoke(app, ["init", str(tmp_path / "p"), "--events", str(tmp_path / "one.csv")])
+    assert result.exit_code == 0 and "read as event_id" not in said(result), said(result)
+    events = yaml.safe_load((tmp_path / "p" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+    assert "event_id" not in events.get("columns", {}), events
+    monkeypatch.chdir(tmp_path / "p")
+    checked = runner.invoke(app, ["data", "validate", "--as-of", "2026-03-20"])
+    assert "is missing" not in said(checked), said(checked)
+
 def test_a_latin1_csv_is_read_as_latin1_even_when_its_first_accent_comes_late(tmp_path, monkeypatch):
     """Excel's "CSV" on Windows writes Latin-1: init found no encoding to set, and validation
     refused the file. The first byte that is no UTF-8 may come far in (a customer named Müller on
