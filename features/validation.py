@@ -222,7 +222,15 @@ def _type_columns(raw: RawSource, problems: list[Problem], spec: SourceSpec | No
             like = likely.get(col.name)
             if like and first_proposal is None:
                 first_proposal = len(problems)
-            if col.required:
+            taken = next((k for k, v in raw.source_names.items() if v == col.name and k != col.name), None)
+            if col.required and taken:  # the file has it, but `columns:` reads it as another contract column
+                problems.append(
+                    Problem(raw.name, col.name, "missing_column", "error", 1,
+                            f"{_files(raw)}: required column '{col.name}' is missing: the file's column "
+                            f"'{col.name}' is read as '{taken}' (`columns: {_flow({taken: col.name})}`)",
+                            f"remove `{taken}: {col.name}` from `columns:` under sources.{raw.name} in "
+                            f"configs/catalog.yaml, or map '{taken}' to another of the file's columns"))
+            elif col.required:
                 problems.append(
                     Problem(raw.name, col.name, "missing_column", "error", 1,
                             f"{_files(raw)}: required column '{col.name}' is missing; found columns "

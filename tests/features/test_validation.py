@@ -40,6 +40,14 @@ def test_missing_required_column(project):
     assert "columns:" in p.fix
 
 
+def test_a_required_column_mapped_away_says_the_mapping_took_it(project):
+    """`columns: {event_id: customer_id}` reads the file's customer_id as the event id: the error
+    said 'customer_id' was missing while listing it among the columns found."""
+    df = good_events().drop(columns=["event_id"])
+    p = only(run_with(project, df, columns={"event_id": "customer_id"}), "missing_column")
+    assert p.column == "customer_id" and "the file's column 'customer_id' is read as 'event_id'" in p.message, p.message
+    assert "remove `event_id: customer_id` from `columns:`" in p.fix, p.fix
+
 def test_a_misspelled_optional_column_is_a_warning_that_names_the_look_alike(project):
     """An optional column may be missing, but one of the file's columns that looks like it
     (amt, categ, eventid, Signup-Date) is likely a misspelling whose features would quietly read
