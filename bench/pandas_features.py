@@ -67,8 +67,9 @@ def pandas_customer_features(
 
     # --- point in time: events strictly before T, profiles signed up before T
     ev = events.loc[events["ts"] < T, ["customer_id", "role", "ts", "amount", "category"]]
-    blank = ev["category"].astype("string").str.strip(" \t\n\r\x0b\x0c").eq("").fillna(False).astype(bool)  # as Ibis strips
-    ev = ev.assign(category=ev["category"].mask(blank))  # a blank category is none
+    # one category however it is spelt (' Shoes', 'shoes'), stripped as Ibis strips; a blank one is none
+    category = ev["category"].astype("string").str.strip(" \t\n\r\x0b\x0c").str.lower()
+    ev = ev.assign(category=category.mask(category.eq("")))
     if customers is not None:
         signup = customers["signup_at"] if "signup_at" in customers else pd.Series(pd.NaT, index=customers.index)
         signed_up = customers.loc[signup < T, "customer_id"] if profile.has_signup else customers["customer_id"].iloc[:0]
@@ -193,6 +194,8 @@ def pandas_customer_features(
     out["tenure_days"] = _days(T, first_seen)
     if "consent" in groups:
         out["email_consent"] = _consent(ev, prof, T, profile, grouped)
+    if "unsubscribed" in out:  # undone by consent given after the latest unsubscribe
+        out["unsubscribed"] = out["unsubscribed"].to_numpy(dtype=bool) & ~out["email_consent"].fillna(False).to_numpy(dtype=bool)
     for attr in profile.categorical:
         out[attr] = prof[attr]
 

@@ -219,7 +219,9 @@ def _category_counts(purchases: ir.Table, t: ir.Value, spec: FeatureSpec) -> ir.
     """Distinct purchase categories, ever and per window. A category counts in a window when its
     latest purchase falls in it, so one small (customer, category) table answers every window;
     much cheaper than a distinct count per window over the whole log."""
-    p = purchases.filter(purchases.category.notnull() & (purchases.category.strip() != ""))  # a blank one is none
+    # one category however an export spells it (' Shoes', 'shoes'); a blank one is none
+    p = purchases.mutate(category=purchases.category.strip().lower())
+    p = p.filter(p.category.notnull() & (p.category != ""))
     last = p.group_by(["customer_id", "category"]).aggregate(last_ts=p.ts.max())
     return last.group_by("customer_id").aggregate(
         n_categories=last.count(),
@@ -438,6 +440,10 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
     for role, name in (("unsubscribe", "unsubscribed"), ("bounce", "bounced"), ("complaint", "complained")):
         if role in roles:
             cols[name] = x[name].fill_null(False)
+    if "unsubscribe" in roles:
+        # a state, not a history: undone by consent given after the latest unsubscribe (an unsubscribe
+        # is a revoking decision, so consent as of T is true only after a later grant)
+        cols["unsubscribed"] = cols["unsubscribed"] & ~_consent_as_of(x, t, profile).fill_null(False)
     first_seen = x.first_event_at
     if "tenure" in groups:
         signup_known = ibis.ifelse(x.signup_at < t, x.signup_at, ibis.null("timestamp"))

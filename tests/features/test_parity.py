@@ -330,6 +330,22 @@ EDGE_CASES = [
         [("e", "2025-01-01", None, None)], FeatureSpec(windows_days=(30, 90), window_roles=("email_click", "email_open")),
         ["open_trend_30d", "click_to_open_90d", "n_email_open_30d", "n_email_click_90d"], id="engagement-with-30d-90d-windows"),
     pytest.param(
+        # unsubscribed is a state: i unsubscribed then opted in again (event), j then opted in again in
+        # the profile, k opted in then unsubscribed, l unsubscribed and opted in at the same instant
+        [("i", "unsubscribe", "2026-02-10", None, None), ("i", "consent_granted", "2026-02-20", None, None),
+         ("j", "unsubscribe", "2026-02-10", None, None), ("k", "consent_granted", "2026-02-10", None, None),
+         ("k", "unsubscribe", "2026-02-20", None, None), ("l", "unsubscribe", "2026-03-01", None, None),
+         ("l", "consent_granted", "2026-03-01", None, None), ("m", "unsubscribe", "2026-05-01", None, None)],
+        [("i", "2025-01-01", None, None), ("j", "2025-01-01", True, "2026-03-01"), ("k", "2025-01-01", None, None),
+         ("l", "2025-01-01", None, None), ("m", "2025-01-01", True, "2026-01-01")], FeatureSpec(),
+        ["unsubscribed", "email_consent"], id="unsubscribed-undone-by-consent"),
+    pytest.param(
+        # one category however spelt: ' Shoes', 'shoes' and 'SHOES ' are one
+        [("a", "purchase", "2026-05-10", 5.0, "shoes"), ("a", "purchase", "2026-05-11", 5.0, " Shoes"),
+         ("a", "purchase", "2026-01-12", 5.0, "SHOES "), ("a", "purchase", "2026-01-13", 5.0, "toys")],
+        [("a", "2025-01-01", None, None)], FeatureSpec(), ["n_categories", "n_categories_30d", "n_categories_365d"],
+        id="category-spellings"),
+    pytest.param(
         # a blank category (an export's missing value) is no category: a buys toys and blanks, b only blanks
         [("a", "purchase", "2026-05-10", 5.0, "toys"), ("a", "purchase", "2026-05-11", 5.0, ""),
          ("a", "purchase", "2026-05-12", 5.0, " \t "), ("a", "purchase", "2026-05-13", 5.0, None),
@@ -395,6 +411,25 @@ def test_a_blank_category_is_no_category():
     f = eng.execute(customer_features(eng.events(), eng.customers(), datetime(2026, 6, 1), FeatureSpec(),
                                       DataProfile(frozenset({"purchase"}), has_signup=True))).set_index("customer_id")
     assert f.n_categories.to_dict() == {"a": 1, "b": 0} and f.n_categories_30d.to_dict() == {"a": 1, "b": 0}
+
+
+def test_unsubscribed_is_undone_by_consent_given_after_it_and_categories_are_one_however_spelt():
+    """The values, not only agreement with the oracle. `unsubscribed` stayed true for good after a
+    customer opted in again, and the default suppressions left them out of every send; ' shoes'
+    and 'Shoes' counted as two categories."""
+    def features(case_id):
+        case = next(p for p in EDGE_CASES if p.id == case_id)
+        events, customers = _tiny(case.values[0], case.values[1])
+        profile = DataProfile(frozenset(events["role"]), has_signup=True, has_consent_profile=True)
+        eng = _tiny_engine(events, customers)
+        return eng.execute(customer_features(eng.events(), eng.customers(), datetime(2026, 6, 1), FeatureSpec(),
+                                             profile)).set_index("customer_id")
+
+    f = features("unsubscribed-undone-by-consent")
+    assert f.unsubscribed.to_dict() == {"i": False, "j": False, "k": True, "l": True, "m": True}, f.unsubscribed
+    assert f.email_consent.to_dict() == {"i": True, "j": True, "k": False, "l": False, "m": False}
+    c = features("category-spellings")
+    assert (c.n_categories["a"], c.n_categories_30d["a"], c.n_categories_365d["a"]) == (2, 1, 2)
 
 
 def test_each_engagement_column_needs_the_roles_it_reads():
