@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -434,6 +434,7 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
     try:
         expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
                                  consents=eng.consents())
+        warnings += _later_roles_note(cfg, data, eng, as_of, profile, expr.columns)
         if eng.name == "duckdb":
             # DuckDB's Arrow result is kept as it is (a Parquet file is written from it; pandas
             # only on demand), sorted in Arrow rather than by an ORDER BY (see sort_by_customer).
@@ -447,6 +448,29 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
     if out is not None:
         run.path = run.write(out)
     return run
+
+
+def _later_roles_note(cfg: Config, data: LoadedData, eng, as_of: datetime, profile: DataProfile,
+                      columns: tuple[str, ...]) -> list[str]:
+    """The columns a role whose first event is at or after the cutoff leaves out of this frame (a
+    frame as of a later date has them), named per role: said, or a stack of frames of several dates
+    changes its columns unseen. Only the query's schema is built, nothing is run."""
+    later = {role: first for role, (_, first, _) in data.report.role_summary(cfg.role_of).items()
+             if role not in profile.roles and first is not None}
+    if not later:
+        return []
+    said = []
+    for role, first in sorted(later.items(), key=lambda kv: kv[1]):
+        wider = replace(profile, roles=profile.roles | {role})
+        gained = [c for c in customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), wider,
+                                               consents=eng.consents()).columns if c not in columns]
+        if gained:
+            said.append(f"{role} (first event {first:%Y-%m-%d %H:%M}): {', '.join(gained)}")
+    if not said:
+        return []
+    return [f"columns left out as of this cutoff, because their role has no event before it: {'; '.join(said)}. "
+            "A frame built as of a later date has them; for frames of several dates with the same columns, use "
+            "`dynseg features training-set` (its snapshots share one set of columns)"]
 
 
 def features_as_of(cfg: Config, as_of: datetime, customer_ids: list[str] | None = None) -> pd.DataFrame:

@@ -218,15 +218,25 @@ def test_features_build_is_the_same_whatever_came_after_the_cutoff(project):
     profiles.to_parquet(project.data / "customers.parquet")
 
     def build(events):
+        return build_run(events).frame
+
+    def build_run(events):
         project.write_events(events)
         project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
                         customers={"format": "parquet", "path": "data/customers.parquet"})
-        return build_features_job(load_config(project.root), T).frame
+        return build_features_job(load_config(project.root), T)
 
-    first = build(before)
+    first_run = build_run(before)
+    first = first_run.frame
     assert {"n_refund", "n_support_ticket", "n_email_send", "unsubscribed", "days_since_signup", "email_consent"}.isdisjoint(first.columns)
     assert list(first.customer_id) == ["a", "b", "c"] and first.frequency.tolist() == [1, 1, 0]
-    pd.testing.assert_frame_equal(build(pd.concat([before, later], ignore_index=True)), first)
+    grown = build_run(pd.concat([before, later], ignore_index=True))
+    pd.testing.assert_frame_equal(grown.frame, first)
+    # the same columns, but said: each later role with the columns a later cutoff's frame will have
+    assert not any("columns left out" in w for w in first_run.warnings), first_run.warnings
+    [note] = [w for w in grown.warnings if w.startswith("columns left out as of this cutoff")]
+    assert "refund (first event 2026-" in note and "n_refund, refund_amount, refund_rate" in note, note
+    assert "support_ticket (first event" in note and "email_send (first event" in note, note
     # A customer who signs up after T with a third plan, where `auto` takes attributes of at most two
     # values: the plan column stays in the file as of T (it counted every profile, and went).
     features = project.root / "configs" / "features.yaml"
@@ -239,7 +249,13 @@ def test_features_build_is_the_same_whatever_came_after_the_cutoff(project):
     assert first.plan.tolist() == ["basic", "plus", "basic"]
     known.iloc[3:4] = known.iloc[3:4].assign(signup_at=T + SEC)
     known.to_parquet(project.data / "customers.parquet")
-    pd.testing.assert_frame_equal(build(pd.concat([before, later], ignore_index=True)), first)
+    grown = build_run(pd.concat([before, later], ignore_index=True))
+    pd.testing.assert_frame_equal(grown.frame, first)
+    # the same columns, but said: each later role with the columns a later cutoff's frame will have
+    assert not any("columns left out" in w for w in first_run.warnings), first_run.warnings
+    [note] = [w for w in grown.warnings if w.startswith("columns left out as of this cutoff")]
+    assert "refund (first event 2026-" in note and "n_refund, refund_amount, refund_rate" in note, note
+    assert "support_ticket (first event" in note and "email_send (first event" in note, note
 
 
 @pytest.mark.parametrize("seed", [5000, 5039, 5059])
