@@ -192,11 +192,15 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
 def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
             as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
             out_path: Annotated[Optional[Path], typer.Option("--out", help="Write every change to this Parquet or CSV file.")] = None,
-            limit: Annotated[int, typer.Option(min=0, help="Changes to list on screen.")] = 20) -> None:
+            limit: Annotated[int, typer.Option(min=0, help="Changes to list on screen.")] = 20,
+            sendable_only: Annotated[bool, typer.Option(
+                "--sendable-only", help="Leave out entered members who may not be sent to (held out, no consent, "
+                                        "suppressed); every exit is kept (to stop its journey).")] = False) -> None:
     """Who entered and who exited a segment in a run, against the run before it, with their scores
-    and bands in this run and, for who exited, why: no longer matches the rule, excluded by another
-    segment, no longer scored, or the segment removed. --out writes them all, e.g. to trigger a
-    journey on entry."""
+    and bands in this run, whether an entered member is held out or sendable, and, for who exited,
+    why: no longer matches the rule, excluded by another segment, no longer scored, or the segment
+    removed. --out writes them all; to trigger a journey on entry, add --sendable-only (holdout
+    members must not be contacted)."""
     import json
 
     import pandas as pd
@@ -218,7 +222,7 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
                              + f". Its segments: {', '.join(sorted(known.segment))}")
         excluding = excluded_by(definition, config.get("suppress_always", [])) if definition else []
         moved = runs.read(db, """
-            SELECT d.customer_id, d.change, s.* EXCLUDE (run_id, as_of, customer_id),
+            SELECT d.customer_id, d.change, m.holdout, m.sendable, s.* EXCLUDE (run_id, as_of, customer_id),
                    CASE WHEN d.change = 'entered' THEN NULL
                         WHEN ? THEN 'segment removed from configs/segments.yaml'
                         WHEN s.run_id IS NULL THEN 'not scored in this run'
@@ -227,16 +231,30 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
                                        AND m.customer_id = d.customer_id AND list_contains(?, m.segment)),
                                       'no longer matches the rule') END AS why
             FROM segment_deltas d LEFT JOIN customer_scores s ON s.run_id = d.run_id AND s.customer_id = d.customer_id
+            -- an entered member's side in this run (an exited one is no member: both null)
+            LEFT JOIN segment_members m ON d.change = 'entered' AND m.run_id = d.run_id AND m.segment = d.segment
+                                           AND m.customer_id = d.customer_id
             WHERE d.run_id = ? AND d.segment = ? ORDER BY d.change, d.customer_id""",
                           [removed, excluding, run.run_id, name])
+        entered = moved.change == "entered"
+        held, unsendable = int((entered & (moved.holdout == True)).sum()), int((entered & (moved.sendable != True)).sum())  # noqa: E712
+        if sendable_only:
+            moved = moved[~entered | (moved.sendable == True)].reset_index(drop=True)  # noqa: E712
         if out_path is not None:
             write_frame(moved, out_path, cfg)
     prev = run.previous_run_id
     title = (f"Segment {name} as of {as_of_label(run.as_of)} (run {run.run_id}) against "
              f"{f'run {prev}' if prev else 'no earlier run'}: "
-             f"{(moved.change == 'entered').sum():,} entered, {(moved.change == 'exited').sum():,} exited")
+             f"{(moved.change == 'entered').sum():,} entered{' and sendable' if sendable_only else ''}, "
+             f"{(moved.change == 'exited').sum():,} exited")
     if prev is None:
         err.print(f"Run {run.run_id} is the first scoring run: every member counts as entered.", highlight=False)
+    if unsendable:
+        err.print(f"Of those who entered, {unsendable:,} may not be sent to ({held:,} held out, to measure lift; the "
+                  "others without consent or suppressed): "
+                  + ("left out, as --sendable-only asks." if sendable_only else
+                     "see the holdout and sendable columns; to start a journey on entry, use --sendable-only."),
+                  highlight=False)
     if removed:
         err.print(f"Segment {name} is not in this run's configs/segments.yaml: it was removed since the run before, "
                   "and every member it had then counts as exited.", highlight=False)
@@ -248,14 +266,15 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
                      for m in (json.loads(run.models) if isinstance(run.models, str) else []))
     if cuts:
         out.print(f"Band cuts in this run (score_100 is the score rounded): {cuts}", highlight=False)
-    cols = [c for c in moved.columns if c in ("customer_id", "change") or c.endswith(("_score_100", "_band"))]
+    cols = [c for c in moved.columns if c in ("customer_id", "change", "holdout", "sendable")
+            or c.endswith(("_score_100", "_band"))]
     cols += ["why"] if (moved.change == "exited").any() else []
     t = Table(title=title + (f" (first {limit} listed)" if len(moved) > limit else ""), title_justify="left")
     for c in cols:
         t.add_column(c, justify="right" if c.endswith("_score_100") else "left")
     for row in moved.head(limit)[cols].itertuples(index=False):
-        t.add_row(*("" if c == "why" and pd.isna(v) else "not scored" if v is None or pd.isna(v) else str(v)
-                    for c, v in zip(cols, row)))
+        t.add_row(*("" if c in ("why", "holdout", "sendable") and pd.isna(v) else "not scored" if v is None or pd.isna(v)
+                    else ("yes" if v else "no") if c in ("holdout", "sendable") else str(v) for c, v in zip(cols, row)))
     out.print(t)
     if out_path is not None:
         out.print(f"Wrote {len(moved):,} changes to {out_path}")

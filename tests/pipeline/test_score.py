@@ -137,6 +137,29 @@ def test_segments_changes_lists_and_writes_who_entered_and_exited(shop, tmp_path
     assert "is the first scoring run: every member counts as entered" in " ".join(result.stderr.split())
     result = runner.invoke(app, ["segments", "changes", "likely_buyer"])
     assert result.exit_code == 1 and "did you mean 'likely_buyers'?" in " ".join(result.output.split())
+    _entered_holdouts_are_marked_and_left_out_on_request(shop, r1, tmp_path)
+
+
+def _entered_holdouts_are_marked_and_left_out_on_request(shop, r1, tmp_path):
+    """The changes file was the documented way to start a journey on entry, but it held entered
+    holdout members unmarked: an email tool fed it mailed the holdout and spoiled the lift. Each
+    entered row now says holdout and sendable; --sendable-only keeps only the sendable entries."""
+    side = q(shop, "SELECT customer_id, holdout, sendable FROM segment_members WHERE run_id = ? "
+                   "AND segment = 'likely_buyers'", [r1.run_id]).set_index("customer_id")
+    assert side.holdout.any() and side.sendable.any()  # the first run: every member entered
+    every, sendable = tmp_path / "every.csv", tmp_path / "sendable.csv"
+    result = runner.invoke(app, ["segments", "changes", "likely_buyers", "--as-of", "2026-11-26", "--out", str(every)])
+    held = int(side.holdout.sum())
+    assert f"{held:,} held out" in " ".join(result.stderr.split()) and "--sendable-only" in result.stderr
+    written = pd.read_csv(every).set_index("customer_id")
+    assert written.holdout.eq(side.holdout.reindex(written.index)).all()
+    assert written.sendable.eq(side.sendable.reindex(written.index)).all()
+    result = runner.invoke(app, ["segments", "changes", "likely_buyers", "--as-of", "2026-11-26", "--sendable-only",
+                                 "--out", str(sendable)])
+    assert result.exit_code == 0, result.output
+    kept = pd.read_csv(sendable)
+    assert sorted(kept.customer_id) == sorted(side.index[side.sendable]) and not kept.holdout.any()
+    assert f"{int(side.sendable.sum()):,} entered and sendable" in " ".join(result.output.split())
 
 
 def test_segment_rules_hold_for_every_member(shop):
