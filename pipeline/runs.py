@@ -44,6 +44,10 @@ _DDL = {
         feature VARCHAR, value VARCHAR, log_odds DOUBLE, points DOUBLE, reason VARCHAR""",
     # a run scored again for the same as_of replaces the one before; its id then leads here
     "replaced_runs": "run_id VARCHAR, as_of TIMESTAMP, replaced_by VARCHAR, replaced_at TIMESTAMP",
+    # ... and who was in its segments, on which side: what its exports told a sender, kept for audit
+    # and for lift to say when the run that replaced it drew other sides
+    "replaced_members": "run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, customer_id VARCHAR, holdout BOOLEAN, "
+                        "sendable BOOLEAN",
 }
 
 #: Test hook: the path of a file to create just before COMMIT, after which the run waits (so a
@@ -113,6 +117,8 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
             prev = run["previous_run_id"] = previous_run(con, "ws", as_of)
             con.execute("INSERT INTO ws.replaced_runs SELECT run_id, as_of, ?, now()::TIMESTAMP FROM ws.scoring_runs "
                         "WHERE as_of = ?", [run_id, as_of])
+            con.execute("INSERT INTO ws.replaced_members SELECT run_id, as_of, segment, customer_id, holdout, sendable "
+                        "FROM ws.segment_members WHERE as_of = ? AND kind <> 'suppression'", [as_of])
             for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
                           "customer_reasons"):
                 con.execute(f"DELETE FROM ws.{table} WHERE as_of = ?", [as_of])
@@ -264,3 +270,20 @@ def _replacement(db: Path, run_id: str) -> tuple[str, datetime] | None:
     if rows.empty:
         return None
     return rows.id[0], rows.as_of[0].to_pydatetime()
+
+
+def replaced_sides(db: Path, run_id: str) -> pd.DataFrame:
+    """Per run this one replaced and segment: members in both on the other side of the holdout now
+    (``flipped``), and those the replaced run could send to who are held out now (``sent_now_held``).
+    Empty when the run replaced none, none moved, or the workspace predates the record."""
+    try:
+        return read(db, """
+            SELECT o.run_id AS replaced, o.segment, count(*) FILTER (WHERE o.holdout <> m.holdout) AS flipped,
+                   count(*) FILTER (WHERE o.sendable AND m.holdout) AS sent_now_held
+            FROM replaced_members o
+            JOIN replaced_runs x ON x.run_id = o.run_id AND x.replaced_by = ?
+            JOIN segment_members m ON m.run_id = ? AND m.segment = o.segment AND m.customer_id = o.customer_id
+            GROUP BY ALL HAVING count(*) FILTER (WHERE o.holdout <> m.holdout) > 0 ORDER BY o.segment""",
+                    [run_id, run_id])
+    except duckdb.CatalogException:  # no replaced_members table: made before it was kept
+        return pd.DataFrame()

@@ -216,6 +216,10 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     members = runs.read(ws.db_path, "SELECT segment, kind, customer_id, holdout, sendable, consented "
                                     "FROM segment_members WHERE run_id = ?", [run.run_id])
     notes = []
+    for r in runs.replaced_sides(ws.db_path, run.run_id).itertuples():
+        notes.append(f"{r.segment}: {r.flipped:,} members are on the other side of the holdout than in run {r.replaced}, "
+                     f"which this run replaced ({r.sent_now_held:,} of them sendable then, held out now): if that "
+                     "run's exports were sent, this lift compares the wrong groups (its sides: replaced_members)")
     ids = members.customer_id.drop_duplicates()
     merged = int((today(ids) != ids).sum())
     if merged:

@@ -239,6 +239,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         warnings.append(f"this run replaces run {old}, scored before for the same as_of (a date keeps one run): its "
                         "scores, segments and exports are replaced, and a command given `--run " + old + "` says so "
                         "and names this run")
+    warnings += _redrawn_sides(ws.db_path, run_id)
     mlflow_run = logged.get("mlflow")
     nxt = runs.read(ws.db_path, "SELECT run_id, as_of, mlflow_run_id FROM scoring_runs WHERE as_of > ? "
                                 "ORDER BY as_of LIMIT 1", [as_of])
@@ -739,3 +740,18 @@ def _log_mlflow(cfg: Config, registry: Any, record: dict, used: list[ScoredModel
     return registry.log_run(experiment=cfg.scoring.experiment, run_name=f"score-{as_of_file_label(record['as_of'])}",
                             params=params, metrics=metrics, tags=tags,
                             tables={"segment_health.csv": health})
+
+
+def _redrawn_sides(db: Path, run_id: str) -> list[str]:
+    """A re-run whose holdouts differ from the run it replaced (a holdout fraction, the salt or a
+    name changed): if the replaced run's exports were sent, its sides are what happened, and lift
+    on this date grades other ones. Said per segment; the replaced sides stay in replaced_members."""
+    sides = runs.replaced_sides(db, run_id)
+    if sides.empty:
+        return []
+    shown = "; ".join(f"{r.segment}: {r.flipped:,} ({r.sent_now_held:,} sendable then, held out now)"
+                      for r in sides.itertuples())
+    return [f"members on the other side of the holdout than in run {sides.replaced[0]}, which this run replaces: "
+            f"{shown}. If that run's exports were sent, lift for this date compares the wrong groups (it says so); "
+            "its members and sides are kept in the workspace's replaced_members table. To keep them, score this "
+            "date again with the definitions it used (the segments' holdout fractions and names, holdout_salt)"]

@@ -308,3 +308,34 @@ def test_a_segments_outcome_key_chooses_the_window_lift_counts(shop):
     assert after.at["likely_buyers", "conversions_treated"] == before.at["likely_buyers", "conversions_treated"]
     shown = runner.invoke(app, ["segments", "show", "at_risk"])
     assert "a purchase within the purchase label's horizon — from the rule" in " ".join(shown.output.split())
+
+
+def test_a_rerun_that_redraws_holdouts_keeps_the_old_sides_and_lift_says_so(shop):
+    """Re-scoring a past date with another holdout fraction replaced its memberships in silence
+    (only "this run replaces run X"): if X's exports were sent, lift then graded sides that never
+    were. The replaced run's members and sides are kept, and score and lift say who moved.
+    Last in this module: it replaces the campaign run the tests above read."""
+    config = shop.root / "configs" / "segments.yaml"
+    original = config.read_text()
+    segments = yaml.safe_load(original)
+    for s in segments["segments"]:
+        if s["name"] == "at_risk":
+            s["holdout"] = 0.2
+    config.write_text(yaml.safe_dump(segments, sort_keys=False))
+    try:
+        cfg = load_config(shop.root)
+        old = shop.campaign_run.run_id
+        rerun = score_job(cfg, CAMPAIGN, reasons=False)
+        db = shop.workspace / "dynseg.duckdb"
+        kept = runs.read(db, "SELECT segment, count(*) AS n, count(*) FILTER (WHERE holdout) AS held "
+                             "FROM replaced_members WHERE run_id = ? GROUP BY 1", [old]).set_index("segment")
+        before = runs.read(db, "SELECT 1 FROM segment_members WHERE run_id = ?", [rerun.run_id])
+        assert kept.loc["at_risk", "held"] > 0 and len(before) > 0
+        moved = runs.replaced_sides(db, rerun.run_id).set_index("segment")
+        assert list(moved.index) == ["at_risk"] and moved.loc["at_risk", "sent_now_held"] == 0  # 0.5 -> 0.2: only out
+        said = " ".join(w for w in rerun.warnings if "other side of the holdout" in w)
+        assert f"than in run {old}, which this run replaces: at_risk: {moved.loc['at_risk', 'flipped']:,}" in said, rerun.warnings
+        notes = lift_job(cfg, run_id=rerun.run_id, log_to_mlflow=False).notes
+        assert any(n.startswith(f"at_risk: {moved.loc['at_risk', 'flipped']:,} members are on the other side") for n in notes), notes
+    finally:
+        config.write_text(original)
