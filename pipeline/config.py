@@ -277,6 +277,9 @@ class SegmentDef(_Strict):
     # what lift counts as a conversion: a purchase within the purchase label's horizon, or within the
     # churn label's (retention); unset, a rule on churn_* columns means retention
     outcome: Literal["purchase", "retention"] | None = None
+    # the name the holdout is drawn under, md5(salt|holdout_key|customer): a renamed segment keeps its
+    # holdout by setting its former name here (unset: the segment's own name)
+    holdout_key: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
 
 
 def segment_outcome(segment: dict) -> tuple[str, bool]:

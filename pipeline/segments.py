@@ -8,7 +8,8 @@ both engines produce the same membership. Per segment, in dependency order:
 2. minus the members of every segment it ``exclude``\\ s and of every ``suppress_always``
    segment (suppressions themselves are not suppressed);
 3. holdout: ``md5(salt|segment|customer_id)`` read as a number in [0, 1) below the segment's
-   holdout fraction. The same customer lands on the same side in every run while the salt holds;
+   holdout fraction (``holdout_key`` in place of the name, when set: a renamed segment keeps its
+   holdout). The same customer lands on the same side in every run while the salt holds;
 4. sendable: not a suppression segment, not in the holdout, and ``email_consent`` true as of
    the run. A customer without consent is never sendable, whatever the configuration says.
 """
@@ -60,7 +61,8 @@ def same_definition(a: tuple[dict, list[str]], b: tuple[dict, list[str]]) -> boo
 
     (da, sa), (db, sb) = a, b
     return (same_rule_text(da["where"], db["where"]) and set(excluded_by(da, sa)) == set(excluded_by(db, sb))
-            and da["holdout"] == db["holdout"] and da["kind"] == db["kind"])
+            and da["holdout"] == db["holdout"] and da["kind"] == db["kind"]
+            and (da.get("holdout_key") or da["name"]) == (db.get("holdout_key") or db["name"]))
 
 
 def definition_changes(now: dict, before: dict) -> dict[str, str]:
@@ -195,7 +197,7 @@ def membership_sql(segments: list[CompiledSegment], salt: str, carry: list[str],
     parts = []
     for s in segments:
         d = s.definition
-        held = (f"{holdout_value_sql(salt, d.name, 't.customer_id', dialect)} < {d.holdout!r}"
+        held = (f"{holdout_value_sql(salt, d.holdout_key or d.name, 't.customer_id', dialect)} < {d.holdout!r}"
                 if d.holdout > 0 else "false")
         cols = "".join(f", t.{q(c)}" for c in carry)
         sendable = f"(NOT ({held})) AND {consent}" if s.sendable_kind else "false"

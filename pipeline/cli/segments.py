@@ -266,8 +266,8 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
                      for m in (json.loads(run.models) if isinstance(run.models, str) else []))
     if cuts:
         out.print(f"Band cuts in this run (score_100 is the score rounded): {cuts}", highlight=False)
-    cols = [c for c in moved.columns if c in ("customer_id", "change", "holdout", "sendable")
-            or c.endswith(("_score_100", "_band"))]
+    sides = ("holdout", "sendable") if (moved.change == "entered").any() else ()  # an exit has no side
+    cols = [c for c in moved.columns if c in ("customer_id", "change", *sides) or c.endswith(("_score_100", "_band"))]
     cols += ["why"] if (moved.change == "exited").any() else []
     t = Table(title=title + (f" (first {limit} listed)" if len(moved) > limit else ""), title_justify="left")
     for c in cols:

@@ -676,7 +676,19 @@ def _definition_warnings(db: Path, run_id: str, prev: str | None, changes: dict[
         rows = runs.read(db, "SELECT segment, count(*) AS n FROM segment_deltas WHERE run_id = ? AND change = 'exited' "
                              "GROUP BY segment", [run_id])
         exited = dict(zip(rows.segment, rows.n)) if not rows.empty else {}
-    return [f"segment {name} is new since {when}: every member counts as entered" if change == "new" else
+    # a new segment with a holdout beside a removed one may be a rename: its holdout is drawn anew
+    removed = [n for n, c in changes.items() if c == "removed"]
+    config = runs.read(db, "SELECT config FROM scoring_runs WHERE run_id = ?", [run_id]).config
+    defined = {d["name"]: d for d in json.loads(config[0])["segments"]["segments"]} if len(config) else {}
+
+    def rename_hint(name: str) -> str:
+        d = defined.get(name, {})
+        if not removed or not d.get("holdout") or d.get("holdout_key"):
+            return ""
+        return (f"; if it renames {' or '.join(removed)}, its holdout was drawn anew (the name is part of the draw): "
+                f"set `holdout_key: {removed[0]}` on it in configs/segments.yaml and score again to keep that holdout")
+
+    return [f"segment {name} is new since {when}: every member counts as entered{rename_hint(name)}" if change == "new" else
             f"segment {name} was removed since {when}: its {exited.get(name, 0):,} members there count as exited "
             f"(`dynseg segments changes {name}` lists them, e.g. to end their journeys)" if change == "removed" else
             f"segment {name} is defined differently since {when}: its entered/exited count the change of "

@@ -623,6 +623,9 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
             "n_email_send>0 and n_email_open_90d=0 AND n_email_click_90d = 0")  # the same rule, spelled differently
         doc["segments"].append({"name": "big_spenders", "description": "d", "owner": "o", "kind": "value",
                                 "where": "spend_365d >= 1000"})
+        # new, with a holdout, beside a removed segment: maybe a rename, whose holdout is drawn anew
+        doc["segments"].append({"name": "recent_actives", "description": "d", "owner": "o", "kind": "lifecycle",
+                                "where": "recency_days <= 90", "holdout": 0.1})
         doc["segments"] = [d for d in doc["segments"] if d["name"] != "active"]
 
     # and another purchase model than the run before used (a promotion): every purchase segment moves with it
@@ -669,6 +672,9 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
     listed = runner.invoke(app, ["segments", "list", "--as-of", "2026-11-28"])
     assert "Removed since run" in listed.output and ": active" in " ".join(listed.output.split())
     assert "segment big_spenders is new since the previous run (as of 2026-11-27): every member counts as entered" in text
+    assert text.count("if it renames active") == 1 and ("segment recent_actives is new since the previous run (as of "
+            "2026-11-27): every member counts as entered; if it renames active, its holdout was drawn anew (the name is "
+            "part of the draw): set `holdout_key: active` on it") in text, text
     assert "segment vip is defined differently since the previous run (as of 2026-11-27)" in text
     assert "segment sunset" not in text
     # the health table marks them (the run's output, and `segments list` of that run later), and

@@ -105,6 +105,18 @@ def test_holdout_survives_other_customers_joining():
     assert a.equals(b.loc[a.index])
 
 
+def test_a_renamed_segment_keeps_its_holdout_with_holdout_key():
+    """The segment's name is part of the draw, so renaming one redrew its holdout: former holdout
+    members were sent to. `holdout_key: <former name>` keeps the draw (on Spark too: one SQL)."""
+    frame = pd.DataFrame({"customer_id": [f"c{i}" for i in range(3000)], "email_consent": True, "x": 1.0})
+    side = lambda m, name: m[m.segment == name].set_index("customer_id").holdout  # noqa: E731
+    old = side(members(frame, {"segments": [seg("likely_buyers", "x = 1", holdout=0.2)]}, carry=()), "likely_buyers")
+    renamed = side(members(frame, {"segments": [seg("top_buyers", "x = 1", holdout=0.2)]}, carry=()), "top_buyers")
+    kept = side(members(frame, {"segments": [seg("top_buyers", "x = 1", holdout=0.2, holdout_key="likely_buyers")]},
+                        carry=()), "top_buyers")
+    assert (renamed != old).sum() > 300 and kept.equals(old)
+
+
 def test_unknown_column_is_refused_naming_file_key_and_token():
     cfg = SegmentsConfig.model_validate({"segments": [seg("ok", "recency_days > 1"), seg("bad", "purchse_score > 0.5")]})
     with pytest.raises(ConfigError) as e:
