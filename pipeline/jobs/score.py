@@ -15,6 +15,7 @@ the MLflow record are one code path.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import math
 import shutil
@@ -191,6 +192,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     say("writing")
     run_id = uuid.uuid4().hex[:12]
     export_dir = ws.root / "exports" / as_of_file_label(as_of)
+    warnings += recover_exports(ws)  # before the sweep below removes what a killed run left
     tmp_dir = temp_sibling(export_dir)
     exports = write_exports(con, segments, score_cols + [f"{t}_reasons" for t in targets], tmp_dir,
                             cfg.scoring.export_formats, as_of, run_id)
@@ -650,6 +652,40 @@ def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], f
                         "holdout files must not be contacted; suppressions/ lists who is suppressed and why"}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return counts
+
+
+def _manifest_run(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "manifest.json").read_text()).get("run_id")
+    except (OSError, ValueError):
+        return None
+
+
+def recover_exports(ws: Workspace) -> list[str]:
+    """The latest run's exports, put in place if its process was stopped between the commit and
+    the rename of its exports folder (the database then names a run whose files are elsewhere, or
+    nowhere): its finished folder is moved in, or, if gone, the gap said. Also the leftover of a
+    swap stopped half-way. Only the latest run: older export folders may have been pruned on purpose."""
+    from pipeline.workspace import _abandoned
+
+    latest = runs.read(ws.db_path, "SELECT run_id, as_of FROM scoring_runs ORDER BY finished_at DESC LIMIT 1")
+    if latest.empty:
+        return []
+    run_id, as_of = latest.run_id[0], latest.as_of[0].to_pydatetime()
+    folder = ws.root / "exports" / as_of_file_label(as_of)
+    for old in folder.parent.glob(".*.old"):  # a swap stopped before it removed the folder it replaced
+        shutil.rmtree(old, ignore_errors=True)
+    if _manifest_run(folder) == run_id:
+        return []
+    for tmp in sorted(folder.parent.glob(glob.escape(f".{folder.name}.") + "*.tmp")):
+        if _manifest_run(tmp) == run_id and _abandoned(tmp, tmp.name[len(folder.name) + 2:]):
+            _swap_in(tmp, folder)
+            return [f"the exports of run {run_id} (as of {as_of_label(as_of)}) were put in place now: its process was "
+                    "stopped after the run was recorded, before it could move them in"]
+    found = _manifest_run(folder)
+    return [f"the exports of run {run_id} (as of {as_of_label(as_of)}) are not in {folder} "
+            + (f"(it holds run {found}'s files)" if found else "(no such folder)")
+            + f": its process was stopped before it could write them. Score {as_of_label(as_of)} again to write them"]
 
 
 def _swap_in(tmp_dir: Path, export_dir: Path) -> None:

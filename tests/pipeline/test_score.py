@@ -267,6 +267,41 @@ def test_rerun_replaces_the_run_and_a_killed_run_changes_nothing(shop):
     shop.runs[1].mlflow_run_id = q(shop, "SELECT mlflow_run_id FROM scoring_runs WHERE run_id = ?", [new_id]).mlflow_run_id[0]
 
 
+KILLED_AFTER_COMMIT = """
+import os, signal, sys
+import pipeline.jobs.score as score
+score._swap_in = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # killed between the commit and the rename
+from pipeline.cli import main
+sys.argv = ["dynseg", "score", "--as-of", "2026-11-27"]
+main()
+"""
+
+
+def test_a_run_killed_after_its_commit_gets_its_exports_put_in_place_by_the_next(shop):
+    """A kill between the database commit and the rename of the exports folder left the database
+    naming a run whose files were under a temp name (the next run swept them): an email tool read
+    the run before's files with no sign. The next run moves them in, and says so."""
+    exports = shop.runs[1].export_dir
+    half_removed = exports.parent / ".2026-11-01.old"  # and a swap killed while removing the folder it replaced
+    (half_removed / "suppressions").mkdir(parents=True)
+    env = {**os.environ, "DYNSEG_PROJECT": str(shop.root)}
+    done = subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT], env=env, capture_output=True, timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-2000:]
+    killed = q(shop, "SELECT run_id FROM scoring_runs WHERE as_of = ?", [DAY2]).run_id[0]
+    assert killed != shop.runs[1].run_id  # committed ...
+    assert json.loads((exports / "manifest.json").read_text())["run_id"] == shop.runs[1].run_id  # ... files not in place
+    result = runner.invoke(app, ["score", "--as-of", "2026-11-26"])
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    assert f"the exports of run {killed} (as of 2026-11-27) were put in place now" in said, said
+    assert json.loads((exports / "manifest.json").read_text())["run_id"] == killed
+    assert not [p.name for p in exports.parent.iterdir() if p.name.startswith(".")]
+    shop.runs[1].run_id = killed
+    shop.runs[1].mlflow_run_id = q(shop, "SELECT mlflow_run_id FROM scoring_runs WHERE run_id = ?", [killed]).mlflow_run_id[0]
+    shop.runs[0].run_id = q(shop, "SELECT run_id FROM scoring_runs WHERE as_of = ?", [DAY1]).run_id[0]
+    shop.runs[0].mlflow_run_id = q(shop, "SELECT mlflow_run_id FROM scoring_runs WHERE as_of = ?", [DAY1]).mlflow_run_id[0]
+
+
 def test_segments_cli_lists_and_shows(shop):
     result = runner.invoke(app, ["segments", "list"])
     assert result.exit_code == 0, result.output
