@@ -163,6 +163,18 @@ def cuts_text(items: list[dict]) -> str:
                      if b.get("threshold") is not None and b["threshold"] != float("inf"))
 
 
+RULE_WORDS = {"top_percent": "top {:g} %", "min_probability": "probability >= {:g}", "min_precision": "precision >= {:g}"}
+
+
+def rules_text(items: list[dict]) -> str:
+    """The rule of each band (a config's or a model's saved levels, as dicts): ``high top 10 %,
+    medium probability >= 0.5, low the rest``."""
+    def rule(b: dict) -> str:
+        found = [RULE_WORDS[k].format(b[k]) for k in RULE_WORDS if b.get(k) is not None]
+        return found[0] if found else "the rest"
+    return ", ".join(f"{b['name']} {rule(b)}" for b in items)
+
+
 def from_dicts(items: list[dict]) -> list[BandLevel]:
     return [BandLevel(**item) for item in items]
 

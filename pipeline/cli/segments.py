@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from features.asof import as_of_label
@@ -293,7 +294,7 @@ def check(ctx: typer.Context) -> None:
             from pipeline.segments import no_segments_problem
 
             raise ValueError(no_segments_problem(cfg.project_dir))
-        levels, source = band_names(cfg)
+        levels, source, notes = band_names(cfg)
         compiled = compile_segments(cfg.segments, segment_columns(cfg), values=levels, features=cfg.features,
                                     file=cfg.origin("segments.yaml", "segments"))
     t = Table(title=f"{len(compiled)} segments are valid (evaluation order)", title_justify="left")
@@ -305,6 +306,8 @@ def check(ctx: typer.Context) -> None:
     out.print(t)
     out.print("Band levels as a scoring run would see them: " + "; ".join(
         f"{t} {', '.join(levels[f'{t}_band'])}, highest first ({where})" for t, where in source.items()), highlight=False)
+    for note in notes:
+        err.print(f"[yellow]warning:[/] {escape(note)}", highlight=False)
 
 
 def _outcome_line(definition: dict) -> str:

@@ -133,7 +133,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     # On DuckDB the customers without a profile are counted among the features (a pandas frame);
     # a Spark run's features stay in Spark, so validation counts them there.
     data = load_for_run(cfg, as_of, count_unknown_customers=engine == "spark")
-    warnings = run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of)
+    warnings = run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of) + band_config_warnings(cfg, champions)
     profile = data_profile(cfg, data)
     timings["validate"] = time.perf_counter() - clock
 
@@ -291,11 +291,29 @@ def expected_columns(features_expr: Any, targets: list[str]) -> dict[str, Kind]:
     return kinds
 
 
-def band_names(cfg: Config) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]:
+def band_config_warnings(cfg: Config, champions: dict) -> list[str]:
+    """configs/bands.yaml edited since a champion was trained: the run keeps the bands saved with
+    the model (what was reviewed), which an edit does not reach; said, not ignored in silence."""
+    from models import registry
+    from models.bands import rules_text
+
+    out = []
+    for target, (pyfunc, mv) in champions.items():
+        saved = rules_text(registry.bundle_of(pyfunc).bands)
+        configured = rules_text([lv.model_dump(exclude_none=True) for lv in getattr(cfg.bands, target)])
+        if saved != configured:
+            out.append(f"configs/bands.yaml's {target} bands ({configured}) differ from those saved with {mv.name} version "
+                       f"{mv.version} ({saved}), which this run uses: bands are fixed when a model is trained, so a "
+                       f"version reviewed is what scores. To use the new bands, `dynseg train {target}` and promote it")
+    return out
+
+
+def band_names(cfg: Config) -> tuple[dict[str, tuple[str, ...]], dict[str, str], list[str]]:
     """The levels each ``<target>_band`` column can hold in a scoring run now (for ``segments
     check``), highest first: the champion's saved bands, as a run uses them; configs/bands.yaml
-    for a target with no champion (or no reachable registry). Also where each list came from."""
-    levels, source = {}, {}
+    for a target with no champion (or no reachable registry). Also where each list came from, and
+    whether configs/bands.yaml differs from a champion's (:func:`band_config_warnings`)."""
+    levels, source, notes = {}, {}, []
     ws = Workspace(cfg.workspace)
     uri = ws.tracking_uri(cfg.settings.tracking_uri)
     reachable = False
@@ -313,10 +331,11 @@ def band_names(cfg: Config) -> tuple[dict[str, tuple[str, ...]], dict[str, str]]
             pyfunc, mv = registry.load_champion(name)
             levels[f"{t}_band"] = _level_names(cfg, t, registry.bundle_of(pyfunc))
             source[t] = f"{name} version {mv.version}"
+            notes += band_config_warnings(cfg, {t: (pyfunc, mv)})
         else:
             levels[f"{t}_band"] = tuple(lv.name for lv in getattr(cfg.bands, t))
             source[t] = "configs/bands.yaml"
-    return levels, source
+    return levels, source, notes
 
 
 def segment_columns(cfg: Config, as_of: datetime | None = None) -> dict[str, Kind]:

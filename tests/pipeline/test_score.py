@@ -320,6 +320,14 @@ def test_segments_cli_lists_and_shows(shop):
     result, _ = score_with_config_changed(shop, "segments", lambda d: d["segments"][-1].update(where="churn_band = 'hihg'"),
                                           ("segments", "check"))
     assert result.exit_code == 1 and "'churn_band' has no such value: 'hihg'" in " ".join(result.output.split())
+    assert "differ from those saved" not in " ".join(result.output.split())
+    # configs/bands.yaml edited after training: the run keeps the champion's bands, and says so
+    result, _ = score_with_config_changed(shop, "bands", lambda d: d["purchase"][0].update(top_percent=5),
+                                          ("segments", "check"))
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and ("configs/bands.yaml's purchase bands (high top 5 %, medium top 30 %, low the rest) "
+                                      "differ from those saved with dynseg-purchase version") in said, said
+    assert "(high top 10 %, medium top 30 %, low the rest), which this run uses" in said and "churn bands" not in said
 
 
 def score_with_config_changed(shop: Project, name: str, change: Callable[[dict], None],
