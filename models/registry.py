@@ -224,6 +224,12 @@ def _require_model(client: MlflowClient, name: str) -> None:
 
         known = sorted(m.name for m in client.search_registered_models())
         shorthands = {n: t for t, n in DEFAULT_MODEL_NAMES.items()}
+        if name in shorthands:  # a target's model not trained yet: another target's name is no answer
+            target = shorthands[name]
+            raise RegistryError(f"no {target} model yet: no registered model named {name!r} at "
+                                f"{mlflow.get_tracking_uri()} (known models: {known or 'none'}). Train one with "
+                                f"`dynseg train {target}` and make it champion with `dynseg models promote {target} "
+                                "latest`, or check MLFLOW_TRACKING_URI / settings.tracking_uri.") from None
         close = difflib.get_close_matches(name, [*known, *(shorthands[k] for k in known if k in shorthands)], n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise RegistryError(f"no registered model named {name!r} at {mlflow.get_tracking_uri()}; {hint}"

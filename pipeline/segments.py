@@ -130,6 +130,11 @@ def _absent_feature(name: str, features: FeaturesConfig) -> str | None:
     from features.contract import ROLES
     from features.customer_features import describe_column
 
+    scored = re.fullmatch(r"(purchase|churn)_(score|score_100|band)", name)
+    if scored:  # (the run's columns hold every target it scores: this one it does not)
+        return (f"'{name}' is a column of the {scored[1]} model's scores, and this run does not score {scored[1]}: it is "
+                f"not among `targets` in configs/scoring.yaml. Add it there (with a {scored[1]} champion), or remove "
+                "the condition.")
     found = describe_column(name)
     if found is None:
         return None

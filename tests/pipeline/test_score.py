@@ -411,6 +411,12 @@ def test_unknown_column_refuses_before_writing_anything(shop):
     assert "configs/segments.yaml: segments[5].where" in result.output and "spend_9d" in result.output
     assert "spend_90d" in result.output or "spend_7d" in result.output  # a suggestion
     assert untouched
+    # a target the run does not score: its columns are named as such ("did you mean 'purchase_band'?" misled)
+    result, untouched = score_with_config_changed(shop, "scoring", lambda d: d.update(targets=["purchase"]),
+                                                  ("segments", "check"))
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and "'churn_band' is a column of the churn model's scores, and this run does not " \
+           "score churn: it is not among `targets` in configs/scoring.yaml" in said and "did you mean" not in said, said
 
 
 def test_a_champion_needing_features_the_config_no_longer_computes_is_refused_before_work(shop):
@@ -439,6 +445,13 @@ def test_no_champion_is_a_clear_error(shop, tmp_path, monkeypatch):
     assert result.exit_code == 1
     text = " ".join(result.output.split())
     assert "no registered model named 'dynseg-purchase'" in text and "dynseg train" in text
+    # one target trained, the other not: its error named the other's model ("did you mean
+    # 'dynseg-purchase'?") where the answer is to train it
+    from mlflow import MlflowClient
+
+    MlflowClient(f"sqlite:///{tmp_path / 'empty.db'}").create_registered_model("dynseg-purchase")
+    text = " ".join(runner.invoke(app, ["score", "--as-of", "2026-11-27"]).output.split())
+    assert "no churn model yet" in text and "`dynseg train churn`" in text and "did you mean" not in text, text
 
 
 # -- explanations (issue 6): reason codes in the run, dynseg explain, drivers, notebooks ----------
