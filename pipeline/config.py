@@ -330,6 +330,9 @@ class LiftConfig(_Strict):
     min_holdout: int = Field(30, ge=1)
     min_expected_conversions: float = Field(5, ge=0)
     max_mde: float | None = Field(0.05, gt=0, lt=1)
+    # a campaign whose treated converted significantly less than its holdout (the interval below 0):
+    # an alarm (exit 3), as a model below its AUC floor is
+    alarm_on_harm: bool = True
 
 
 class QualityConfig(_Strict):

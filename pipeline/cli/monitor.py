@@ -51,7 +51,8 @@ def lift(
     """Holdout lift per segment and realized model quality for a past run whose outcome window has passed.
 
     Treated = sendable members; holdout = held-out members who would have been sendable. Exits 3
-    when a model's realized AUC is below its floor (configs/monitoring.yaml).
+    when a model's realized AUC is below its floor, or a campaign lowered conversion significantly
+    (configs/monitoring.yaml).
     """
     from pipeline.jobs.monitor import lift_job
 

@@ -169,10 +169,16 @@ class LiftResult:
     files: dict[str, Path] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     notes: list[str] = field(default_factory=list)  # about the whole measurement (merged ids, ratio mismatch, ...)
+    alarm_on_harm: bool = True
 
     @property
     def reasons(self) -> list[str]:
-        return [f"{t}: {r}" for t, q in self.quality.items() for r in q.reasons]
+        harmed = [] if not self.alarm_on_harm or self.lift.empty else [
+            f"{r.segment}: the campaign lowered conversion: {100 * r.abs_lift:+.1f} points "
+            f"[{100 * r.abs_lift_low:+.1f}, {100 * r.abs_lift_high:+.1f}] against its holdout (p {r.p_value:.3f}); "
+            "`alarm_on_harm: false` under lift in configs/monitoring.yaml to only report it"
+            for r in self.lift.itertuples() if r.abs_lift_high < 0]
+        return harmed + [f"{t}: {r}" for t, q in self.quality.items() for r in q.reasons]
 
     @property
     def alarm(self) -> bool:
@@ -285,7 +291,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
         notes.append(f"{len(lift)} segments are tested, each at alpha {lc.alpha:g}: with no effect anywhere, the chance "
                      f"that at least one reads significant is up to {1 - (1 - lc.alpha) ** len(lift):.0%}")
     result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items()}, folder,
-                        notes=notes)
+                        notes=notes, alarm_on_harm=lc.alarm_on_harm)
     result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())
     summary = {"run_id": run.run_id, "as_of": str(t), "as_of_label": as_of_label(t), "alarm": result.alarm,
                "reasons": result.reasons,

@@ -193,6 +193,26 @@ def test_a_significant_difference_on_a_small_holdout_is_a_conclusion():
     assert row.verdict == "treated converted more (significant); the holdout of 25 is small, so the interval is wide"
 
 
+def test_a_campaign_that_lowered_conversion_is_an_alarm():
+    """A significantly negative lift (a win-back mail that drove customers away) was one line among
+    the verdicts, exit 0: a scheduler saw nothing. It is an alarm (exit 3) unless alarm_on_harm is off;
+    a positive or inconclusive one is not."""
+    from pipeline.jobs.monitor import LiftResult
+
+    rng = np.random.default_rng(3)
+    frame = pd.DataFrame({"segment": np.repeat(["harm", "good", "tiny"], [4000, 4000, 40]),
+                          "holdout": np.r_[rng.random(4000) < 0.5, rng.random(4000) < 0.5, rng.random(40) < 0.5]})
+    rate = np.where(frame.segment == "harm", np.where(frame.holdout, 0.30, 0.20),
+                    np.where(frame.segment == "good", np.where(frame.holdout, 0.20, 0.30), 0.2))
+    frame["converted"], frame["revenue"] = (rng.random(len(frame)) < rate).astype(int), 0.0
+    lift = segment_lift(frame)
+    result = LiftResult("r", parse_as_of("2026-08-31"), lift, {}, {}, None)
+    assert result.alarm and len(result.reasons) == 1, result.reasons
+    assert result.reasons[0].startswith("harm: the campaign lowered conversion: -") and "against its holdout" in result.reasons[0]
+    assert not LiftResult("r", parse_as_of("2026-08-31"), lift, {}, {}, None, alarm_on_harm=False).alarm
+    assert not LiftResult("r", parse_as_of("2026-08-31"), lift[lift.segment != "harm"], {}, {}, None).alarm
+
+
 def test_the_p_value_and_the_interval_never_disagree():
     # p < alpha exactly when the interval at 1 - alpha excludes zero, on small and large groups alike;
     # 53/100 against 2/10 is where a z-test (p 0.046) and Fisher's exact test (p 0.093) part ways
