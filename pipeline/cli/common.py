@@ -21,6 +21,8 @@ from features.asof import BadValue
 from pipeline.config import Config, ConfigError, load_config
 
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
+#: the workspace is held by another command: try again later (sysexits' EX_TEMPFAIL), not a broken input
+EXIT_BUSY = 75
 #: The reader closed the pipe (``dynseg ... | head``): the status of a program SIGPIPE stopped
 EXIT_PIPE = 128 + 13
 
@@ -207,8 +209,9 @@ def handled() -> Iterator[None]:
         raise typer.Exit(EXIT_DATA) from None
     except Exception as e:
         duckdb = sys.modules.get("duckdb")
-        if duckdb is not None and isinstance(e, duckdb.IOException) and _workspace_io(e):
-            raise typer.Exit(EXIT_DATA) from None
+        code = _workspace_io(e) if duckdb is not None and isinstance(e, duckdb.IOException) else None
+        if code is not None:
+            raise typer.Exit(code) from None
         if duckdb is None or not isinstance(e, duckdb.OutOfMemoryException):
             raise
         err.print(f"[bold red]Out of memory:[/] DuckDB could not stay under its memory limit "
@@ -240,9 +243,10 @@ def _spark_failed(e: Exception) -> None:
               "command had not finished writing was kept.", highlight=False)
 
 
-def _workspace_io(e: Exception) -> bool:
+def _workspace_io(e: Exception) -> int | None:
     """One line for a database file DuckDB cannot open: held by another process (two runs at once
-    on one workspace), or on a read-only file system. True when said; the traceback otherwise."""
+    on one workspace: :data:`EXIT_BUSY`, for a scheduler to retry), or on a read-only file system
+    (:data:`EXIT_DATA`). The exit code when said; None (the traceback) otherwise."""
     text = str(e)
     file = re.search(r'file "([^"]+)"', text)
     where = file.group(1) if file else "the workspace database"
@@ -250,13 +254,14 @@ def _workspace_io(e: Exception) -> bool:
         holder = re.search(r"\(PID (\d+)\)", text)
         err.print(f"[bold red]Busy:[/] {escape(where)} is held by another dynseg command"
                   + (f" (process {holder.group(1)})" if holder else "") + ": one command writes to a workspace at "
-                  "a time. Nothing of this one was kept; run it again when the other has finished.", highlight=False)
-        return True
+                  "a time. Nothing of this one was kept; run it again when the other has finished (exit 75: "
+                  "retry later).", highlight=False)
+        return EXIT_BUSY
     if "Read-only file system" in text or "Permission denied" in text:
         err.print(f"[bold red]Error:[/] {escape(where)} cannot be opened for writing ({'read-only file system' if 'Read-only' in text else 'permission denied'}). "
                   "The workspace (.dynseg/, or DYNSEG_WORKSPACE) must be writable.", highlight=False)
-        return True
-    return False
+        return EXIT_DATA
+    return None
 
 
 @contextlib.contextmanager

@@ -152,7 +152,7 @@ def test_a_workspace_held_by_another_command_says_so_in_one_line(project):
         holder.kill()
         holder.wait()
     said = " ".join(second.stderr.split())
-    assert second.returncode == 1 and "Traceback" not in second.stderr, second.stderr
+    assert second.returncode == 75 and "Traceback" not in second.stderr, second.stderr  # busy: retry, not broken
     assert f"Busy: {db} is held by another dynseg command (process {holder.pid})" in said, said
 
 
