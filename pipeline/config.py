@@ -8,6 +8,8 @@ in every file is reported at once, naming the file, the key, what was expected a
 
 from __future__ import annotations
 
+import difflib
+
 import os
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
@@ -371,16 +373,20 @@ def segment_issues(cfg: SegmentsConfig, file: str = "configs/segments.yaml") -> 
     for i, s in enumerate(cfg.segments):
         for other in s.exclude:
             if other not in names:
+                close = difflib.get_close_matches(other, list(names), n=1)
                 issues.append(ConfigIssue(file, f"segments[{i}].exclude", f"segment {s.name!r} excludes {other!r}, "
-                                          f"which is not defined; remove it from the segment's exclude, or define it "
-                                          f"(defined: {sorted(names)})"))
+                                          "which is not defined; "
+                                          + (f"did you mean {close[0]!r}? " if close else "")
+                                          + f"remove it from the segment's exclude, or define it (defined: {sorted(names)})"))
             elif other == s.name:
                 issues.append(ConfigIssue(file, f"segments[{i}].exclude", f"segment {s.name!r} excludes itself"))
     for i, name in enumerate(cfg.suppress_always):
         if name not in names:
             suppressions = sorted(n for n, d in names.items() if d.kind == "suppression")
-            issues.append(ConfigIssue(file, f"suppress_always[{i}]", f"{name!r} is not a defined segment; remove it "
-                                      f"from suppress_always, or define it (suppression segments: {suppressions})"))
+            close = difflib.get_close_matches(name, suppressions, n=1)
+            issues.append(ConfigIssue(file, f"suppress_always[{i}]", f"{name!r} is not a defined segment; "
+                                      + (f"did you mean {close[0]!r}? " if close else "")
+                                      + f"remove it from suppress_always, or define it (suppression segments: {suppressions})"))
         elif names[name].kind != "suppression":
             issues.append(ConfigIssue(file, f"suppress_always[{i}]", f"{name!r} is a {names[name].kind} segment; "
                                       "only kind: suppression segments can be applied to every segment"))
@@ -734,7 +740,8 @@ def _parse(model: type[BaseModel], raw: dict | None, origin: dict[tuple, str], d
         for err in e.errors():
             loc = tuple(str(p) for p in err["loc"])
             file = next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), default_file)
-            issues.append(ConfigIssue(file, ".".join(loc) or "(top level)", _describe(err, _model_at(model, err["loc"][:-1]))))
+            key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")  # segments[6].holdout
+            issues.append(ConfigIssue(file, key or "(top level)", _describe(err, _model_at(model, err["loc"][:-1]))))
         return None
 
 

@@ -60,7 +60,7 @@ def test_every_error_is_reported_with_file_key_expected_and_found(project):
 
 def test_a_window_longer_than_any_history_is_refused_by_the_config(project):
     _write(project, "features.yaml", "windows_days: [7, 99999999999]\n")  # beyond any history: refused here
-    with pytest.raises(ConfigError, match=r"windows_days.1: .*less than or equal to 36500"):
+    with pytest.raises(ConfigError, match=r"windows_days\[1\]: .*less than or equal to 36500"):
         load_config(project.root)
 
 
@@ -120,16 +120,16 @@ def test_a_window_or_window_role_given_twice_is_refused(project):
     with pytest.raises(ConfigError) as e:
         load_config(project.root)
     assert [str(i) for i in e.value.issues] == [
-        "configs/features.yaml: windows_days.2: input should be greater than or equal to 1; found 0",
+        "configs/features.yaml: windows_days[2]: input should be greater than or equal to 1; found 0",
         "configs/features.yaml: windows_days: 7 given more than once; list each once",
-        "configs/features.yaml: window_roles.2: expected " + ", ".join(f"'{r}'" for r in ROLES[:-1]) + f" or '{ROLES[-1]}'; found 'email_opn'",
+        "configs/features.yaml: window_roles[2]: expected " + ", ".join(f"'{r}'" for r in ROLES[:-1]) + f" or '{ROLES[-1]}'; found 'email_opn'",
         "configs/features.yaml: window_roles: purchase given more than once; list each once"]
     # items of any YAML shape (a list in the list is no window, and no crash); 7 and "7" are one window
     _write(project, "features.yaml", "windows_days: [[7], 7, 7]\nwindow_roles: [purchase]\n")
     with pytest.raises(ConfigError) as e:
         load_config(project.root)
     assert [str(i) for i in e.value.issues] == [
-        "configs/features.yaml: windows_days.0: input should be a valid integer; found [7]",
+        "configs/features.yaml: windows_days[0]: input should be a valid integer; found [7]",
         "configs/features.yaml: windows_days: 7 given more than once; list each once"]
     _write(project, "features.yaml", "windows_days: [7, '7']\n")
     with pytest.raises(ConfigError, match="windows_days: 7 given more than once"):
@@ -228,7 +228,7 @@ def test_yaml_booleans_and_empty_sections_say_what_to_write(project):
     roles = (project.root / "configs" / "roles.yaml").read_text()
     text = _refused(project, **{"roles.yaml": roles.replace("ignore: []", "ignore: [off, NO]"),
                                 "project.yaml": "freshness:\n  # max_lag_days: 3\n"})
-    assert "configs/roles.yaml: ignore.0: expected text; found False" in text and "put the name in quotes" in text, text
+    assert "configs/roles.yaml: ignore[0]: expected text; found False" in text and "put the name in quotes" in text, text
     assert "configs/project.yaml: freshness: is empty (the key with nothing after it); give it a value, or remove the key" in text, text
 
 
@@ -309,7 +309,7 @@ def test_config_files_that_cannot_be_read_or_values_of_another_kind_are_named(pr
     _write(project, "labels.yaml", "")
     e = _config_error(project)
     text = str(e)
-    assert "windows_days.1: expected a number of days such as 30; found true" in text, text
+    assert "windows_days[1]: expected a number of days such as 30; found true" in text, text
     assert "categorical_attributes: expected auto or a list of attribute names such as [country, plan]; found 5" in text
     assert len(e.issues) == 2
     _write(project, "features.yaml", "categorical_attributes: Auto\n")

@@ -208,6 +208,17 @@ def test_suppress_always_must_name_a_suppression(project):
     write_segments(project, {"suppress_always": ["a"], "segments": [seg("a", "recency_days > 1")]})
     with pytest.raises(ConfigError, match=r"suppress_always\[0\]: 'a' is a rule segment"):
         load_config(project.root)
+
+
+def test_a_misspelt_exclusion_or_suppression_names_the_segment_meant(project):
+    write_segments(project, {"suppress_always": ["unsubscribe"], "segments": [
+        seg("unsubscribed", "recency_days > 1", kind="suppression"), seg("recent_buyers", "recency_days < 7"),
+        seg("likely", "recency_days > 2", exclude=["recent_buyer"])]})
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "excludes 'recent_buyer', which is not defined; did you mean 'recent_buyers'?" in text, text
+    assert "suppress_always[0]: 'unsubscribe' is not a defined segment; did you mean 'unsubscribed'?" in text, text
     # a suppression taken out of the segments but left in suppress_always: the fix names both ways
     write_segments(project, {"suppress_always": ["gone"], "segments": [seg("a", "recency_days > 1", kind="suppression")]})
     with pytest.raises(ConfigError, match=r"suppress_always\[0\]: 'gone' is not a defined segment; remove it from "
