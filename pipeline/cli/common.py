@@ -41,7 +41,8 @@ def _console(stderr: bool = False) -> Console:
     # columns, so tables stay readable; a terminal or COLUMNS decides otherwise.
     stream = sys.stderr if stderr else sys.stdout
     width = None if stream.isatty() or "COLUMNS" in os.environ else 140
-    return _Console(stderr=stderr, width=width)
+    # messages to a log (not a terminal) stay one line each, for grep; tables keep the width
+    return _Console(stderr=stderr, width=width, soft_wrap=stderr and not stream.isatty())
 
 
 out = _console()

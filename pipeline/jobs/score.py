@@ -174,10 +174,11 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         n_customers, used = score_and_segment(cfg, feats, champions, segments, as_of, rate_at, data.con, timings, say)
 
         clock = time.perf_counter()
-        say("reasons")
-        _reason_codes(data.con, feats, champions, used, targets,
-                      cfg.scoring.reason_codes if reasons is None else reasons)
-        timings["reasons"] = time.perf_counter() - clock
+        with_reasons = cfg.scoring.reason_codes if reasons is None else reasons
+        say("reasons" if with_reasons else "no reasons")
+        _reason_codes(data.con, feats, champions, used, targets, with_reasons)
+        if with_reasons:  # (without, only the empty table is made: no stage to time)
+            timings["reasons"] = time.perf_counter() - clock
     finally:
         eng.close()
     for m in used:
