@@ -71,6 +71,12 @@ def _parse_as_of(value: str | date | datetime) -> datetime:
                 "or an ISO-8601 instant such as 2026-11-27T06:00:00+01:00"
             ) from None
     if dt.tzinfo is not None:
+        offset = dt.utcoffset()
+        if offset is not None and not timedelta(hours=-12) <= offset <= timedelta(hours=14):
+            minutes = int(offset.total_seconds() // 60)
+            shown = f"{'+' if minutes >= 0 else '-'}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
+            raise BadValue(f"as_of {str(value).strip()!r} has the offset {shown}, which no place "
+                           "uses: an offset lies between -12:00 and +14:00, as in the data's timestamps")
         try:
             dt = dt.astimezone(timezone.utc).replace(tzinfo=None)
         except OverflowError:  # the calendar's ends: out of range all the same

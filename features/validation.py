@@ -507,8 +507,8 @@ def _format_hint(col: str, spec: SourceSpec | None = None, name: str = "events")
                 f"(timestamp_format of {entry})")
     if col == "amount" and spec is not None and spec.decimal == ",":
         return f"expected numbers with ',' as decimal mark and '.' only between groups of three digits (decimal of {entry})"
-    zones = ("; a zone abbreviation (BST, CST, IST) is ambiguous: write the offset (+01:00) or a zone name "
-             "(Europe/London); an offset lies between -12:00 and +14:00")
+    zones = ("; a zone abbreviation (BST, CST, IST) is ambiguous: write the offset (+01:00) or a zone name after a "
+             "space (2026-11-27 08:15:00 Europe/London; not in brackets); an offset lies between -12:00 and +14:00")
     other = f"; for another form, set `timestamp_format:` (such as '%d/%m/%Y %H:%M') under {entry}"
     return {"ts": "expected ISO-8601 timestamps such as 2026-11-27T08:15:00+01:00" + zones + other,
             "signup_at": "expected ISO-8601 timestamps" + zones + other,

@@ -67,6 +67,10 @@ def test_as_of_dates_mean_end_of_day_utc():
     assert parse_as_of("2026-11-27 06:00") == datetime(2026, 11, 27, 6)
     with pytest.raises(ValueError, match="expected YYYY-MM-DD"):
         parse_as_of("next tuesday")
+    # an offset no place uses is refused, as in the data's timestamps (it was read as 21:00 the day before)
+    assert parse_as_of("2026-03-15T12:00:00+14:00") == datetime(2026, 3, 14, 22)
+    with pytest.raises(ValueError, match=r"has the offset \+15:00, which no place uses: an offset lies between -12:00 and \+14:00"):
+        parse_as_of("2026-03-15T12:00:00+15:00")
     # an as_of reads back as given, a fraction of a second included (default file names differ too)
     for text in ("2026-11-27", "2026-11-27T06:00:00Z", "2026-11-27T06:00:00.500000Z"):
         assert as_of_label(parse_as_of(text)) == text and parse_as_of(as_of_label(parse_as_of(text))) == parse_as_of(text)

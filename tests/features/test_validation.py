@@ -250,7 +250,8 @@ def test_unparseable_timestamps_in_csv(project):
     (["2026-01-01T10:00:00 BST", "2026-01-01T10:00:00 cst", "2026-01-02T09:00:00IST",
       "2026-01-01T10:00:00+01:00", "2026-01-01T10:00:00 Europe/London", "2026-01-01T10:00:00Z",
       "2026-01-01T10:00:00 UTC", "2026-01-01 10:00:00 GMT", "2026-01-05"], 3,
-     "zone abbreviation (BST, CST, IST) is ambiguous: write the offset (+01:00) or a zone name (Europe/London)"),
+     "zone abbreviation (BST, CST, IST) is ambiguous: write the offset (+01:00) or a zone name after a space "
+     "(2026-11-27 08:15:00 Europe/London; not in brackets)"),
     # DuckDB reads +99:99 as 99 hours and 99 minutes: the event moved four days, in silence
     (["2026-01-01T10:00:00+99:99", "2026-01-01T10:00:00+25:00", "2026-01-01 10:00+02:60",
       "2026-01-01T10:00:00+14:00", "2026-01-01T10:00:00-12:00", "2026-01-01T10:00:00.5+0530",
