@@ -20,30 +20,36 @@ from pipeline.workspace import Workspace
 app = typer.Typer(help="Review segments: sizes, movement, definitions, members.", no_args_is_help=True)
 
 
-def _latest_run(db, as_of: str | None):
-    """The run as of ``as_of``, or the latest; a miss names the runs there are."""
+def _latest_run(db, as_of: str | None, run_id: str | None = None):
+    """The run ``run_id``, or as of ``as_of``, or the latest; a miss names the runs there are."""
     from features.asof import parse_as_of
     from pipeline import runs
 
-    return runs.find(db, as_of=parse_as_of(as_of) if as_of else None)
+    return runs.find(db, run_id=run_id, as_of=parse_as_of(as_of) if as_of and not run_id else None)
 
 
-def _run_of(ctx: typer.Context, as_of: str | None):
-    """(config, workspace database, the run as of ``as_of`` or the latest)."""
+def _run_of(ctx: typer.Context, as_of: str | None, run_id: str | None = None):
+    """(config, workspace database, the run ``run_id``, or as of ``as_of``, or the latest)."""
+    if run_id and as_of:  # one of them would be ignored
+        raise typer.BadParameter("give --run or --as-of, not both", param_hint="--as-of")
     state: State = ctx.obj
     cfg = state.config()
     db = Workspace(cfg.workspace).db_path
-    return cfg, db, _latest_run(db, as_of)
+    return cfg, db, _latest_run(db, as_of, run_id)
+
+
+_RUN = typer.Option("--run", help="Or: the scoring run id.")
 
 
 @app.command("list")
 def list_(ctx: typer.Context,
-          as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None) -> None:
+          as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
+          run_id: Annotated[Optional[str], _RUN] = None) -> None:
     """Every segment of a run: size, sendable, holdout, entered/exited since the previous run, volatility, owner."""
     from pipeline import runs
 
     with handled():
-        cfg, db, run = _run_of(ctx, as_of)
+        cfg, db, run = _run_of(ctx, as_of, run_id)
         health = runs.read(db, "SELECT * FROM segment_health WHERE run_id = ?", [run.run_id])
     order = {s.name: i for i, s in enumerate(cfg.segments.segments)}
     health = health.sort_values("segment", key=lambda s: s.map(order).fillna(len(order)), ignore_index=True)
@@ -194,6 +200,7 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
             as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
             out_path: Annotated[Optional[Path], typer.Option("--out", help="Write every change to this Parquet or CSV file.")] = None,
             limit: Annotated[int, typer.Option(min=0, help="Changes to list on screen.")] = 20,
+            run_id: Annotated[Optional[str], _RUN] = None,
             sendable_only: Annotated[bool, typer.Option(
                 "--sendable-only", help="Leave out entered members who may not be sent to (held out, no consent, "
                                         "suppressed); every exit is kept (to stop its journey).")] = False) -> None:
@@ -210,7 +217,7 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
     from pipeline.jobs.features import write_frame
 
     with handled():
-        cfg, db, run = _run_of(ctx, as_of)
+        cfg, db, run = _run_of(ctx, as_of, run_id)
         known = runs.read(db, "SELECT DISTINCT segment FROM segment_health WHERE run_id = ?", [run.run_id])
         config = json.loads(run.config).get("segments", {}) if isinstance(run.config, str) else {}
         definition = next((d for d in config.get("segments", []) if d["name"] == name), None)

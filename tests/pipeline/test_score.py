@@ -159,6 +159,13 @@ def _entered_holdouts_are_marked_and_left_out_on_request(shop, r1, tmp_path):
     assert result.exit_code == 0, result.output
     kept = pd.read_csv(sendable)
     assert sorted(kept.customer_id) == sorted(side.index[side.sendable]) and not kept.holdout.any()
+    # the run by its id, as monitor, lift and explain take it
+    by_id = runner.invoke(app, ["segments", "changes", "likely_buyers", "--run", r1.run_id, "--sendable-only"])
+    assert by_id.exit_code == 0 and by_id.output == result.output.replace(f"Wrote {len(kept):,} changes to {sendable}\n", "")
+    listed = runner.invoke(app, ["segments", "list", "--run", r1.run_id])
+    assert listed.exit_code == 0 and listed.output == runner.invoke(app, ["segments", "list", "--as-of", "2026-11-26"]).output
+    both = runner.invoke(app, ["segments", "list", "--run", r1.run_id, "--as-of", "2026-11-26"])
+    assert both.exit_code == 2 and "give --run or --as-of, not both" in " ".join(both.output.split())
     assert f"{int(side.sendable.sum()):,} entered and sendable" in " ".join(result.output.split())
 
 
