@@ -67,9 +67,13 @@ def pandas_customer_features(
 
     # --- point in time: events strictly before T, profiles signed up before T
     ev = events.loc[events["ts"] < T, ["customer_id", "role", "ts", "amount", "category"]]
-    # one category however it is spelt (' Shoes', 'shoes'), stripped as Ibis strips; a blank one is none
-    category = ev["category"].astype("string").str.strip(" \t\n\r\x0b\x0c").str.lower()
-    ev = ev.assign(category=category.mask(category.eq("")))
+    # a purchase's category however it is spelt (' Shoes', 'shoes'), stripped as Ibis strips; a blank
+    # one is none. Only purchases are read for categories: the other rows' are left as they are
+    is_purchase = (ev["role"] == "purchase").to_numpy()
+    category = ev["category"].astype("string")
+    spelt = category[is_purchase].str.strip(" \t\n\r\x0b\x0c").str.lower()
+    category[is_purchase] = spelt.mask(spelt.eq(""))
+    ev = ev.assign(category=category)
     if customers is not None:
         signup = customers["signup_at"] if "signup_at" in customers else pd.Series(pd.NaT, index=customers.index)
         signed_up = customers.loc[signup < T, "customer_id"] if profile.has_signup else customers["customer_id"].iloc[:0]
