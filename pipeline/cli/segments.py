@@ -195,8 +195,34 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
     out.print(s)
 
 
+def _changes_of(db, run, name: str, config: dict, removed: bool):
+    """Who entered and exited segment ``name`` in ``run``: scores and bands, an entered member's
+    holdout and sendable, and for who exited, why."""
+    from pipeline import runs
+
+    definition = next((d for d in config.get("segments", []) if d["name"] == name), None)
+    excluding = excluded_by(definition, config.get("suppress_always", [])) if definition else []
+    return runs.read(db, """
+        SELECT d.customer_id, d.change, m.holdout, m.sendable, s.* EXCLUDE (run_id, as_of, customer_id),
+               CASE WHEN d.change = 'entered' THEN NULL
+                    WHEN ? THEN 'segment removed from configs/segments.yaml'
+                    WHEN s.run_id IS NULL THEN 'not scored in this run'
+                    ELSE coalesce((SELECT 'excluded by ' || string_agg(DISTINCT m.segment, ', ' ORDER BY m.segment)
+                                   FROM segment_members m WHERE m.run_id = d.run_id
+                                   AND m.customer_id = d.customer_id AND list_contains(?, m.segment)),
+                                  'no longer matches the rule') END AS why
+        FROM segment_deltas d LEFT JOIN customer_scores s ON s.run_id = d.run_id AND s.customer_id = d.customer_id
+        -- an entered member's side in this run (an exited one is no member: both null)
+        LEFT JOIN segment_members m ON d.change = 'entered' AND m.run_id = d.run_id AND m.segment = d.segment
+                                       AND m.customer_id = d.customer_id
+        WHERE d.run_id = ? AND d.segment = ? ORDER BY d.change, d.customer_id""",
+                     [removed, excluding, run.run_id, name])
+
+
 @app.command()
-def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
+def changes(ctx: typer.Context,
+            name: Annotated[Optional[str], typer.Argument(help="Segment name (default: every segment of the run, "
+                                                               "with a segment column).")] = None,
             as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
             out_path: Annotated[Optional[Path], typer.Option("--out", help="Write every change to this Parquet or CSV file.")] = None,
             limit: Annotated[int, typer.Option(min=0, help="Changes to list on screen.")] = 20,
@@ -208,7 +234,7 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
     and bands in this run, whether an entered member is held out or sendable, and, for who exited,
     why: no longer matches the rule, excluded by another segment, no longer scored, or the segment
     removed. --out writes them all; to trigger a journey on entry, add --sendable-only (holdout
-    members must not be contacted)."""
+    members must not be contacted). Without a name: every segment's changes in one file."""
     import json
 
     import pandas as pd
@@ -218,38 +244,32 @@ def changes(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segmen
 
     with handled():
         cfg, db, run = _run_of(ctx, as_of, run_id)
-        known = runs.read(db, "SELECT DISTINCT segment FROM segment_health WHERE run_id = ?", [run.run_id])
+        known = set(runs.read(db, "SELECT DISTINCT segment FROM segment_health WHERE run_id = ?", [run.run_id]).segment)
+        moved_in = set(runs.read(db, "SELECT DISTINCT segment FROM segment_deltas WHERE run_id = ?", [run.run_id]).segment)
         config = json.loads(run.config).get("segments", {}) if isinstance(run.config, str) else {}
-        definition = next((d for d in config.get("segments", []) if d["name"] == name), None)
-        removed = name not in set(known.segment) and not runs.read(
-            db, "SELECT 1 FROM segment_deltas WHERE run_id = ? AND segment = ? LIMIT 1", [run.run_id, name]).empty
-        if name not in set(known.segment) and not removed:
-            close = difflib.get_close_matches(name, list(known.segment), n=1)
+        if name is not None and name not in known and name not in moved_in:
+            close = difflib.get_close_matches(name, list(known), n=1)
             raise ValueError(f"the run as of {as_of_label(run.as_of)} (run {run.run_id}) has no segment {name!r}"
                              + (f"; did you mean {close[0]!r}?" if close else "")
-                             + f". Its segments: {', '.join(sorted(known.segment))}")
-        excluding = excluded_by(definition, config.get("suppress_always", [])) if definition else []
-        moved = runs.read(db, """
-            SELECT d.customer_id, d.change, m.holdout, m.sendable, s.* EXCLUDE (run_id, as_of, customer_id),
-                   CASE WHEN d.change = 'entered' THEN NULL
-                        WHEN ? THEN 'segment removed from configs/segments.yaml'
-                        WHEN s.run_id IS NULL THEN 'not scored in this run'
-                        ELSE coalesce((SELECT 'excluded by ' || string_agg(DISTINCT m.segment, ', ' ORDER BY m.segment)
-                                       FROM segment_members m WHERE m.run_id = d.run_id
-                                       AND m.customer_id = d.customer_id AND list_contains(?, m.segment)),
-                                      'no longer matches the rule') END AS why
-            FROM segment_deltas d LEFT JOIN customer_scores s ON s.run_id = d.run_id AND s.customer_id = d.customer_id
-            -- an entered member's side in this run (an exited one is no member: both null)
-            LEFT JOIN segment_members m ON d.change = 'entered' AND m.run_id = d.run_id AND m.segment = d.segment
-                                           AND m.customer_id = d.customer_id
-            WHERE d.run_id = ? AND d.segment = ? ORDER BY d.change, d.customer_id""",
-                          [removed, excluding, run.run_id, name])
+                             + f". Its segments: {', '.join(sorted(known))}")
+        order = {d["name"]: i for i, d in enumerate(config.get("segments", []))}
+        names = [name] if name is not None else sorted(known | moved_in, key=lambda n: (order.get(n, len(order)), n))
+        parts = {n: _changes_of(db, run, n, config, removed=n not in known) for n in names}
+        moved = (parts[name] if name is not None else
+                 pd.concat([p.assign(segment=n) for n, p in parts.items() if len(p)] or [parts[names[0]].assign(segment="")],
+                           ignore_index=True))
+        if name is None:
+            moved = moved[["segment", *[c for c in moved.columns if c != "segment"]]]
+        removed = name is not None and name not in known
         entered = moved.change == "entered"
         held, unsendable = int((entered & (moved.holdout == True)).sum()), int((entered & (moved.sendable != True)).sum())  # noqa: E712
         if sendable_only:
             moved = moved[~entered | (moved.sendable == True)].reset_index(drop=True)  # noqa: E712
         if out_path is not None:
             write_frame(moved, out_path, cfg)
+    if name is None:
+        _all_changes(run, moved, unsendable, held, sendable_only, out_path)
+        return
     prev = run.previous_run_id
     title = (f"Segment {name} as of {as_of_label(run.as_of)} (run {run.run_id}) against "
              f"{f'run {prev}' if prev else 'no earlier run'}: "
@@ -322,3 +342,24 @@ def _outcome_line(definition: dict) -> str:
     line = ("a purchase within the churn label's horizon (retention)" if outcome == "retention"
             else "a purchase within the purchase label's horizon")
     return line + (" — from the rule (set `outcome:` to choose)" if inferred else "")
+
+
+def _all_changes(run, moved, unsendable: int, held: int, sendable_only: bool, out_path) -> None:
+    """``segments changes`` without a name: entered and exited per segment, and the file written."""
+    prev = run.previous_run_id
+    t = Table(title=f"Changes as of {as_of_label(run.as_of)} (run {run.run_id}) against "
+                    f"{f'run {prev}' if prev else 'no earlier run'}", title_justify="left")
+    for c in ("segment", "entered" + (" and sendable" if sendable_only else ""), "exited"):
+        t.add_column(c, justify="left" if c == "segment" else "right")
+    for seg, g in moved.groupby("segment", sort=False):
+        t.add_row(seg, f"{(g.change == 'entered').sum():,}", f"{(g.change == 'exited').sum():,}")
+    t.caption = "Segments where nobody entered or exited are not listed."
+    out.print(t)
+    if unsendable:
+        err.print(f"Of those who entered, {unsendable:,} may not be sent to ({held:,} held out, to measure lift; the "
+                  "others without consent or suppressed): "
+                  + ("left out, as --sendable-only asks." if sendable_only else
+                     "see the holdout and sendable columns; to start journeys on entry, use --sendable-only."),
+                  highlight=False)
+    if out_path is not None:
+        out.print(f"Wrote {len(moved):,} changes to {out_path}")

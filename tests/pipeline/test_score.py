@@ -159,6 +159,16 @@ def _entered_holdouts_are_marked_and_left_out_on_request(shop, r1, tmp_path):
     assert result.exit_code == 0, result.output
     kept = pd.read_csv(sendable)
     assert sorted(kept.customer_id) == sorted(side.index[side.sendable]) and not kept.holdout.any()
+    # every segment at once, for a nightly job: one file with a segment column, each segment's rows
+    # as its own command writes them
+    every_segment = tmp_path / "all.csv"
+    every = runner.invoke(app, ["segments", "changes", "--as-of", "2026-11-26", "--sendable-only", "--out", str(every_segment)])
+    assert every.exit_code == 0, every.output
+    together = pd.read_csv(every_segment)
+    assert together.columns[0] == "segment" and "likely_buyers" in set(together.segment) and together.segment.nunique() > 3
+    pd.testing.assert_frame_equal(together[together.segment == "likely_buyers"].drop(columns="segment").reset_index(drop=True),
+                                  kept, check_dtype=False)
+    assert f"likely_buyers │ {int(side.sendable.sum()):,} │ 0 │" in " ".join(every.output.split()), every.output
     # the run by its id, as monitor, lift and explain take it
     by_id = runner.invoke(app, ["segments", "changes", "likely_buyers", "--run", r1.run_id, "--sendable-only"])
     assert by_id.exit_code == 0 and by_id.output == result.output.replace(f"Wrote {len(kept):,} changes to {sendable}\n", "")
