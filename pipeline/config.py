@@ -9,7 +9,6 @@ in every file is reported at once, naming the file, the key, what was expected a
 from __future__ import annotations
 
 import difflib
-
 import os
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
