@@ -172,12 +172,18 @@ class Criterion(_Strict):
     max: float | None = None
     min_over_best_baseline: float | None = None
     max_over_best_baseline: float | None = None
+    # roc_auc over the best baseline: the lower end of the gain's paired-bootstrap 95 % interval must
+    # clear the margin, not only the point estimate (a gain the test snapshot cannot tell from noise)
+    significant: bool = False
 
     @model_validator(mode="after")
     def _exactly_one_bound(self) -> Criterion:
         bounds = [k for k in ("min", "max", "min_over_best_baseline", "max_over_best_baseline") if getattr(self, k) is not None]
         if len(bounds) != 1:
             raise ValueError(f"a criterion needs exactly one of min, max, min_over_best_baseline, max_over_best_baseline; found {bounds or 'none'}")
+        if self.significant and (self.metric != "roc_auc" or self.min_over_best_baseline is None):
+            raise ValueError("significant: true needs metric roc_auc with min_over_best_baseline (the gain over the best "
+                             f"baseline has an interval only for the AUC); found metric {self.metric}, {bounds[0]}")
         return self
 
 
@@ -212,7 +218,7 @@ class TrainingConfig(_Strict):
     model: ModelParams = ModelParams()
     registry: RegistryConfig = RegistryConfig()
     validation_criteria: list[Criterion] = [
-        Criterion(metric="roc_auc", min_over_best_baseline=0.0),
+        Criterion(metric="roc_auc", min_over_best_baseline=0.0, significant=True),
         Criterion(metric="brier", max_over_best_baseline=0.0),
     ]
 

@@ -49,8 +49,9 @@ def customer_groups(ids: pd.Series) -> np.ndarray:
     return pd.util.hash_pandas_object(ids.astype(str), index=False).to_numpy() % 1_000_003
 
 
-def check_criteria(table: pd.DataFrame, criteria: list[Criterion]) -> list[dict]:
-    """Each declared criterion against the test metrics; ``best baseline`` is per metric."""
+def check_criteria(table: pd.DataFrame, criteria: list[Criterion], differences: pd.DataFrame | None = None) -> list[dict]:
+    """Each declared criterion against the test metrics; ``best baseline`` is per metric.
+    ``differences``: the model-minus-baseline AUC gains with their intervals, for ``significant``."""
     model = table.set_index("scorer").loc["model"]
     base = table[table.scorer != "model"].set_index("scorer")
     out = []
@@ -59,7 +60,12 @@ def check_criteria(table: pd.DataFrame, criteria: list[Criterion]) -> list[dict]
         lower = c.metric in _LOWER_IS_BETTER
         best_name = base[c.metric].idxmin() if lower else base[c.metric].idxmax()
         best = float(base.loc[best_name, c.metric])
-        if c.min is not None:
+        if c.significant and differences is not None and best_name in set(differences.baseline):
+            gain = differences.set_index("baseline").loc[best_name]
+            passed = float(gain.ci_low) >= c.min_over_best_baseline
+            text = (f"{c.metric} {value:.4f} over the best baseline ({best_name} {best:.4f}): gain {gain.auc_difference:+.4f}, "
+                    f"95% CI [{gain.ci_low:+.4f}, {gain.ci_high:+.4f}], whose lower end must be >= {c.min_over_best_baseline}")
+        elif c.min is not None:
             passed, text = value >= c.min, f"{c.metric} {value:.4f} >= {c.min}"
         elif c.max is not None:
             passed, text = value <= c.max, f"{c.metric} {value:.4f} <= {c.max}"
@@ -118,7 +124,7 @@ def train_job(
     name = cfg.training.registry.names[target]
     td = training_set_job(cfg, target, as_of, horizon, engine, progress)
     model, ev, note = fit_and_evaluate(cfg, td)
-    criteria = check_criteria(ev.table, cfg.training.validation_criteria)
+    criteria = check_criteria(ev.table, cfg.training.validation_criteria, ev.differences)
     validated = all(c["passed"] for c in criteria)
     f = td.frame
     cut = [c.strftime("%Y-%m-%d") for c in td.plan.cutoffs]
