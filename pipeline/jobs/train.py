@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import tempfile
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -77,6 +78,47 @@ def check_criteria(table: pd.DataFrame, criteria: list[Criterion], differences: 
             text = f"{c.metric} {value:.4f} <= best baseline ({best_name} {best:.4f}) + {c.max_over_best_baseline}"
         out.append({"metric": c.metric, "passed": bool(passed), "text": text, "value": value})
     return out
+
+
+def data_fingerprint(cfg: Config) -> dict[str, str]:
+    """What the run read, to tell later whether the same data is still there: per source, its files'
+    count and a digest of their names, sizes and modification times (a file rewritten in place, as
+    `data generate` does, changes it); a DuckDB table source, the database file's."""
+    from features.sources import SourceError, resolve_files
+
+    out = {}
+    for name, spec in cfg.source_specs().items():
+        try:
+            files = resolve_files(spec, cfg.project_dir, name)
+        except SourceError:
+            continue
+        stats = sorted((str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+        digest = hashlib.sha1(repr(stats).encode()).hexdigest()[:12]
+        out[f"dynseg.data.{name}"] = f"{len(files)} file{'s' if len(files) != 1 else ''}, {sum(s[1] for s in stats):,} bytes, {digest}"
+    return out
+
+
+def code_version() -> str:
+    """The git commit of the dynseg code that ran (``+dirty`` with uncommitted changes), or the
+    package version when it is not a git checkout."""
+    import subprocess
+
+    from importlib.metadata import PackageNotFoundError, version
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit, dirty = "", ""
+    if commit:
+        return commit + ("+dirty" if dirty else "")
+    try:
+        return f"dynseg {version('dynseg')}"
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def feature_set_version(columns: list[str]) -> str:
@@ -175,8 +217,12 @@ def train_job(
                 # the cutoffs above are instants (midnight UTC); the CLI and the card show each as the
                 # as_of whose end it is, the day before: said here too, for a reader of the MLflow UI
                 "test_snapshot_as_of": cutoff_label(cut[0]), "data_window_as_of": f"{cutoff_label(cut[-1])}..{cutoff_label(cut[0])}",
-                "validation_status": "VALIDATED" if validated else "REJECTED"}
-        params = {"target": target, "horizon_days": td.label.horizon.days, "population": td.label.population,
+                "validation_status": "VALIDATED" if validated else "REJECTED",
+                # to reproduce it: the code, the data it read, and where the labels' windows end
+                "dynseg.code_version": code_version(), **data_fingerprint(cfg),
+                "data_used_until": str(td.last_event)}
+        params = {"target": target, "as_of": str(as_of) if as_of is not None else "all data",
+                  "horizon_days": td.label.horizon.days, "population": td.label.population,
                   "engine": engine or cfg.settings.engine,  # --engine over the config's (config.yaml has the config's)
                   "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
                   **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()}}

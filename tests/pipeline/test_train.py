@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -72,6 +73,21 @@ def test_run_is_tracked_with_card_plots_and_a_loadable_model(purchase, shop):
     import mlflow
 
     assert mlflow.get_run(purchase.run_id).data.params["engine"] == "duckdb"  # --engine spark is recorded as spark
+    # what reproducing it takes: the code that ran, the data it read (a file rewritten in place shows),
+    # the --as-of it was given, and where the labels' windows end (not only the cutoffs)
+    run = mlflow.get_run(purchase.run_id).data
+    import re
+    import subprocess
+
+    head = subprocess.run(["git", "-C", str(Path(__file__).parents[2]), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    assert run.tags["dynseg.code_version"].removesuffix("+dirty") == head or not head, run.tags["dynseg.code_version"]
+    assert re.fullmatch(r"1 file, [0-9,]+ bytes, [0-9a-f]{12}", run.tags["dynseg.data.events"]), run.tags
+    assert run.params["as_of"] == "all data" and run.tags["data_used_until"].startswith("2026-")
+    from pipeline.config import load_config
+    from pipeline.jobs.train import data_fingerprint
+
+    assert data_fingerprint(load_config(shop.root))["dynseg.data.events"] == run.tags["dynseg.data.events"]
 
     arts = {a.path for a in mlflow.artifacts.list_artifacts(run_id=purchase.run_id, artifact_path="plots")}
     assert arts >= {"plots/gains_lift.png", "plots/calibration.png", "plots/roc_pr.png", "plots/feature_importance.png"}
