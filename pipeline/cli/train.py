@@ -100,7 +100,8 @@ def metrics_table(r: TrainResult) -> Table:
     return t
 
 
-_AS_OF = typer.Option(help="End of the data to use (default: the newest event). Labels must be complete before it.")
+_AS_OF = typer.Option(help="End of the data to use: an instant, or a date meaning the end of that day, UTC (default: "
+                           "the newest event). Labels must be complete before it.")
 _HORIZON = typer.Option(help="Label horizon, e.g. 30d or 26w (default from configs/labels.yaml).")
 _ENGINE = typer.Option(help="Feature engine: duckdb or spark (default from config).")
 _ALLOW = typer.Option("--allow-unvalidated", help="Register even if the validation criteria fail (tagged as such).")
