@@ -98,10 +98,14 @@ def shift_prior(p: np.ndarray, from_rate: float, to_rate: float) -> np.ndarray:
     return p * a / (p * a + (1 - p) * b)
 
 
-def seasonal_base_rate(latest_rate: float, rate_year_before_latest: float | None, rate_year_before_target: float | None) -> tuple[float, str]:
+def seasonal_base_rate(latest_rate: float, rate_year_before_latest: float | None, rate_year_before_target: float | None,
+                       mode: str = "seasonal") -> tuple[float, str]:
     """Expected base rate at a target cutoff: the latest realized rate, moved by the change seen
     between the same two dates one year earlier (a seasonal-naive forecast). Without a year of
-    history, the latest rate carries forward."""
+    history, or with ``mode`` ``latest`` (``base_rate`` in configs/labels.yaml), the latest rate
+    carries forward."""
+    if mode == "latest":
+        return latest_rate, f"latest realized rate {latest_rate:.4f} carried forward (base_rate: latest)"
     if rate_year_before_latest and rate_year_before_target:
         factor = rate_year_before_target / rate_year_before_latest
         expected = float(np.clip(latest_rate * factor, 1e-4, 1 - 1e-4))

@@ -132,6 +132,9 @@ class LabelConfig(_Strict):
     horizon: PositiveDuration
     population: Literal["known", "active"] = "known"
     active_window: PositiveDuration = "180d"
+    # the base rate expected at a cutoff: the latest realized rate moved by last year's change between
+    # the same dates (seasonal), or the latest realized rate as it is (latest); saved with each model
+    base_rate: Literal["seasonal", "latest"] = "seasonal"
 
 
 class LabelsConfig(_Strict):

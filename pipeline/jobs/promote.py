@@ -21,7 +21,7 @@ from models.evaluation import metrics
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import check_model_inputs, data_profile, feature_spec, open_engine
-from pipeline.jobs.score import _base_rate, _base_rate_cutoffs, _label_spec
+from pipeline.jobs.score import _base_rate, _base_rate_cutoffs, _label_spec, base_rate_mode
 
 
 def compare_on_one_snapshot(cfg: Config, name: str, candidate: Any, champion: Any) -> tuple[dict, dict, str]:
@@ -60,7 +60,7 @@ def compare_on_one_snapshot(cfg: Config, name: str, candidate: Any, champion: An
     frame = feats.merge(lab, on="customer_id", how="inner", validate="one_to_one")
     if frame.label.nunique() < 2:
         raise ValueError(f"the test snapshot as of {cutoff_label(cutoff)} holds only one class")
-    base_rate, _ = _base_rate(spec, cutoff, lambda s, c: found[(s, c)])
+    base_rate, _ = _base_rate(spec, cutoff, lambda s, c: found[(s, c)], base_rate_mode(cand))
     out = []
     for mv, bundle in ((candidate, cand), (champion, champ)):
         check_model_inputs(bundle.model, f"{name} version {mv.version}", target, frame.columns)

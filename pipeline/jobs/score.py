@@ -364,7 +364,7 @@ def score_target(cfg: Config, target: str, pyfunc: Any, feats: pd.DataFrame, as_
     population = np.ones(len(feats), dtype=bool)
     if spec.population == "active":
         population = (feats["recency_days"] <= _active_days(spec)).fillna(False).to_numpy()
-    base_rate, note = _base_rate(spec, as_of, rate_at)
+    base_rate, note = _base_rate(spec, as_of, rate_at, base_rate_mode(bundle))
     out = pd.DataFrame(index=feats.index)
     scores = np.full(len(feats), np.nan)
     if population.any():
@@ -426,14 +426,21 @@ def _active_days(spec: LabelSpec) -> float:
     return spec.active_window.total_seconds() / 86400
 
 
-def _base_rate(spec: LabelSpec, as_of: datetime,
-               rate_at: Callable[[LabelSpec, datetime], float | None]) -> tuple[float | None, str]:
+def base_rate_mode(bundle: Any) -> str:
+    """How the model's base rate is moved to a cutoff, as saved with it (``seasonal`` before it was)."""
+    return (getattr(bundle, "label", None) or {}).get("base_rate", "seasonal")
+
+
+def _base_rate(spec: LabelSpec, as_of: datetime, rate_at: Callable[[LabelSpec, datetime], float | None],
+               mode: str = "seasonal") -> tuple[float | None, str]:
     """The base rate expected at ``as_of`` (None: keep the model's calibration) and how it was found."""
     latest_cutoff, latest_year_before, now_year_before = _base_rate_cutoffs(spec, as_of)
     latest = rate_at(spec, latest_cutoff)
     if latest is None:
         return None, "no complete label window before the run: the model's own calibration is used"
-    return seasonal_base_rate(latest, rate_at(spec, latest_year_before), rate_at(spec, now_year_before))
+    if mode == "latest":
+        return seasonal_base_rate(latest, None, None, mode)
+    return seasonal_base_rate(latest, rate_at(spec, latest_year_before), rate_at(spec, now_year_before), mode)
 
 
 def _base_rate_cutoffs(spec: LabelSpec, as_of: datetime) -> tuple[datetime, datetime, datetime]:
@@ -537,7 +544,7 @@ def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments:
         spec = _label_spec(cfg, t, bundle)
         inside = (F.lit(True) if spec.population != "active" else
                   F.coalesce(F.col("recency_days") <= _active_days(spec), F.lit(False)))
-        base_rate, note = _base_rate(spec, as_of, rate_at)
+        base_rate, note = _base_rate(spec, as_of, rate_at, base_rate_mode(bundle))
         predict = registry.spark_udf(spark, mv, base_rate)(registry.spark_model_input(feats, pyfunc))
         # Computed here, one model per Spark job (the Python workers, slow to start, serve them in
         # turn), and kept with a short lineage: the segment queries below read it many times.

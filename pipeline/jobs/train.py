@@ -143,7 +143,7 @@ def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Ev
         train[inputs], train.label, valid[inputs], valid.label, valid_groups=customer_groups(valid.customer_id)
     )
     expected, note = seasonal_base_rate(float(valid.label.mean()), td.rates_year_before.get("valid"),
-                                        td.rates_year_before.get("test"))
+                                        td.rates_year_before.get("test"), getattr(cfg.labels, td.label.target).base_rate)
     at_test = model.with_base_rate(expected)
     # The baselines get the same base-rate correction as the model: calibrated on the validation
     # snapshot like it, then moved to the rate expected at the test cutoff, so the gate compares
@@ -210,7 +210,8 @@ def train_job(
             feature_set=feature_set_version(model.features_), data_window=window,
             metrics=_bundle_metrics(ev), bands=band_rules.to_dicts(levels),
             label={"target": target, "horizon_days": td.label.horizon.days, "population": td.label.population,
-                   "active_window_days": td.label.active_window.days},
+                   "active_window_days": td.label.active_window.days,
+                   "base_rate": getattr(cfg.labels, target).base_rate},
         )
         tags = {"target": target, "label_definition": td.label.describe(), "data_window": f"{cut[-1]}..{cut[0]}",
                 "test_cutoff": cut[0], "feature_set": bundle.feature_set,

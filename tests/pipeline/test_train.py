@@ -305,3 +305,43 @@ def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_t
         shown = " ".join(runner.invoke(app, ["models", "show", "purchase", older.version]).output.split())
         assert "Promotion record" in shown and "promotion_compared_on" in shown
         assert runner.invoke(app, ["models", "rollback", "purchase"]).exit_code == 0
+
+
+def test_the_base_rate_moves_by_last_years_change_or_stays_with_base_rate_latest():
+    """The seasonal-naive correction had no test, and could not be turned off: under drift, or
+    without a yearly pattern, it made calibration worse. Its arithmetic, the fallback without a
+    year of history, and `base_rate: latest` (configs/labels.yaml), which the run then uses."""
+    from datetime import datetime, timedelta
+
+    from features.labels import LabelSpec
+    from models.calibration import seasonal_base_rate
+    from pipeline.jobs.score import _base_rate
+
+    rate, note = seasonal_base_rate(0.10, 0.08, 0.12)
+    assert rate == pytest.approx(0.15) and "seasonal factor 1.500" in note
+    assert seasonal_base_rate(0.10, None, 0.12)[0] == 0.10
+    rate, note = seasonal_base_rate(0.10, 0.08, 0.12, "latest")
+    assert rate == 0.10 and "carried forward (base_rate: latest)" in note
+    asked = []
+
+    def rate_at(spec, cutoff):
+        asked.append(cutoff)
+        return {0: 0.10}.get(len(asked) - 1, 0.08 if len(asked) == 2 else 0.12)
+
+    spec, t = LabelSpec("purchase", timedelta(days=30)), datetime(2026, 11, 28)
+    assert _base_rate(spec, t, rate_at)[0] == pytest.approx(0.15) and len(asked) == 3
+    asked.clear()
+    assert _base_rate(spec, t, rate_at, "latest")[0] == 0.10 and len(asked) == 1  # last year's rates not read
+
+
+def test_base_rate_latest_is_saved_with_the_model(shop, monkeypatch):
+    labels = shop.root / "configs" / "labels.yaml"
+    original = labels.read_text()
+    labels.write_text(original.replace("  horizon: 30d\n", "  horizon: 30d\n  base_rate: latest\n", 1))
+    try:
+        result = train_job(load_config(shop.root), "purchase", allow_unvalidated=True)
+    finally:
+        labels.write_text(original)
+    bundle = registry.bundle_of(registry.load_version(result.model_name, result.version))
+    assert bundle.label["base_rate"] == "latest" and "carried forward (base_rate: latest)" in result.base_rate_note, \
+        result.base_rate_note
