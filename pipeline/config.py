@@ -379,6 +379,16 @@ def segment_issues(cfg: SegmentsConfig, file: str = "configs/segments.yaml") -> 
                                       f"holdout (it is never sent to); found {s.holdout}"))
     names = cfg.by_name()
     for i, s in enumerate(cfg.segments):
+        for attr in ("outcome", "holdout_key"):
+            if getattr(s, attr) and not s.holdout:  # nothing would read it
+                issues.append(ConfigIssue(file, f"segments[{i}].{attr}", f"segment {s.name!r} sets {attr} but has no "
+                                          "holdout: only a segment with a holdout uses it (lift, the holdout draw); "
+                                          "remove it, or give the segment a holdout"))
+        if s.holdout_key and s.holdout_key != s.name and s.holdout_key in names:
+            issues.append(ConfigIssue(file, f"segments[{i}].holdout_key", f"segment {s.name!r} draws its holdout as "
+                                      f"{s.holdout_key!r}, another segment of this file: members of both would always "
+                                      "land on the same side. holdout_key is for a renamed segment's former name"))
+    for i, s in enumerate(cfg.segments):
         for other in s.exclude:
             if other not in names:
                 close = difflib.get_close_matches(other, list(names), n=1)

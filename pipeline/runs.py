@@ -279,7 +279,8 @@ def replaced_sides(db: Path, run_id: str) -> pd.DataFrame:
     try:
         return read(db, """
             SELECT o.run_id AS replaced, o.segment, count(*) FILTER (WHERE o.holdout <> m.holdout) AS flipped,
-                   count(*) FILTER (WHERE o.sendable AND m.holdout) AS sent_now_held
+                   count(*) FILTER (WHERE o.sendable AND m.holdout) AS sent_now_held,
+                   count(*) FILTER (WHERE o.holdout AND m.sendable) AS held_now_sent
             FROM replaced_members o
             JOIN replaced_runs x ON x.run_id = o.run_id AND x.replaced_by = ?
             JOIN segment_members m ON m.run_id = ? AND m.segment = o.segment AND m.customer_id = o.customer_id

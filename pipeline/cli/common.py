@@ -253,9 +253,9 @@ def _workspace_io(e: Exception) -> int | None:
     where = file.group(1) if file else "the workspace database"
     if "Could not set lock" in text or "Conflicting lock" in text:
         holder = re.search(r"\(PID (\d+)\)", text)
-        err.print(f"[bold red]Busy:[/] {escape(where)} is held by another dynseg command"
-                  + (f" (process {holder.group(1)})" if holder else "") + ": one command writes to a workspace at "
-                  "a time. Nothing of this one was kept; run it again when the other has finished (exit 75: "
+        err.print(f"[bold red]Busy:[/] {escape(where)} is held by another process"
+                  + (f" ({holder.group(1)})" if holder else "") + ", a dynseg command or a notebook: one writes to a "
+                  "workspace at a time. Nothing of this one was kept; run it again when the other has finished (exit 75: "
                   "retry later).", highlight=False)
         return EXIT_BUSY
     if "Read-only file system" in text or "Permission denied" in text:

@@ -234,6 +234,11 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
                      "a later run may put such a customer on the other side")
     config = json.loads(run.config)["segments"]
     rules = {s["name"]: s for s in config["segments"]}
+    # what lift counts is a choice of measurement, not of membership: an `outcome` set in the config
+    # since the run applies to it (the run's own definition stays as stored otherwise)
+    for name, current in cfg.segments.by_name().items():
+        if name in rules and current.outcome:
+            rules[name] = rules[name] | {"outcome": current.outcome}
     # The campaigns: segments with a holdout (what lift can measure). Their sendable members were
     # treated; realized quality leaves them out (see pipeline.monitoring.quality).
     campaign = members[(members.kind != "suppression")

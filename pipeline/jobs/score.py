@@ -304,7 +304,7 @@ def band_config_warnings(cfg: Config, champions: dict) -> list[str]:
         configured = rules_text([lv.model_dump(exclude_none=True) for lv in getattr(cfg.bands, target)])
         if saved != configured:
             out.append(f"configs/bands.yaml's {target} bands ({configured}) differ from those saved with {mv.name} version "
-                       f"{mv.version} ({saved}), which this run uses: bands are fixed when a model is trained, so a "
+                       f"{mv.version} ({saved}), which scoring runs use: bands are fixed when a model is trained, so a "
                        f"version reviewed is what scores. To use the new bands, `dynseg train {target}` and promote it")
     return out
 
@@ -824,8 +824,8 @@ def _redrawn_sides(db: Path, run_id: str) -> list[str]:
     sides = runs.replaced_sides(db, run_id)
     if sides.empty:
         return []
-    shown = "; ".join(f"{r.segment}: {r.flipped:,} ({r.sent_now_held:,} sendable then, held out now)"
-                      for r in sides.itertuples())
+    shown = "; ".join(f"{r.segment}: {r.flipped:,} ({r.sent_now_held:,} sendable then, held out now; "
+                      f"{r.held_now_sent:,} held out then, sendable now)" for r in sides.itertuples())
     return [f"members on the other side of the holdout than in run {sides.replaced[0]}, which this run replaces: "
             f"{shown}. If that run's exports were sent, lift for this date compares the wrong groups (it says so); "
             "its members and sides are kept in the workspace's replaced_members table. To keep them, score this "

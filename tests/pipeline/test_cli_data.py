@@ -153,7 +153,7 @@ def test_a_workspace_held_by_another_command_says_so_in_one_line(project):
         holder.wait()
     said = " ".join(second.stderr.split())
     assert second.returncode == 75 and "Traceback" not in second.stderr, second.stderr  # busy: retry, not broken
-    assert f"Busy: {db} is held by another dynseg command (process {holder.pid})" in said, said
+    assert f"Busy: {db} is held by another process ({holder.pid}), a dynseg command or a notebook" in said, said
 
 
 def test_bad_engine_variables_are_named(project, monkeypatch):

@@ -308,6 +308,21 @@ def test_a_segments_outcome_key_chooses_the_window_lift_counts(shop):
     assert after.at["likely_buyers", "conversions_treated"] == before.at["likely_buyers", "conversions_treated"]
     shown = runner.invoke(app, ["segments", "show", "at_risk"])
     assert "a purchase within the purchase label's horizon — from the rule" in " ".join(shown.output.split())
+    # set in configs/segments.yaml after the run (a choice of measurement): lift of that run follows it,
+    # as `segments show` says (it read the run's stored definition only, and show said otherwise)
+    config = shop.root / "configs" / "segments.yaml"
+    original = config.read_text()
+    doc = yaml.safe_load(original)
+    next(d for d in doc["segments"] if d["name"] == "at_risk")["outcome"] = "retention"
+    config.write_text(yaml.safe_dump(doc, sort_keys=False))
+    try:
+        later = lift_job(load_config(shop.root), run_id=run_id, log_to_mlflow=False).lift.set_index("segment")
+        shown = " ".join(runner.invoke(app, ["segments", "show", "at_risk"]).output.split())
+    finally:
+        config.write_text(original)
+    assert later.at["at_risk", "outcome"] == "retained (a purchase)"
+    assert later.at["at_risk", "conversions_treated"] == after.at["at_risk", "conversions_treated"]
+    assert "a purchase within the churn label's horizon (retention)" in shown and "from the rule" not in shown
 
 
 def test_a_rerun_that_redraws_holdouts_keeps_the_old_sides_and_lift_says_so(shop):

@@ -210,6 +210,21 @@ def test_suppress_always_must_name_a_suppression(project):
         load_config(project.root)
 
 
+def test_outcome_and_holdout_key_need_a_holdout_and_a_key_is_no_other_segment(project):
+    write_segments(project, {"segments": [
+        seg("active", "recency_days <= 90", outcome="retention"),
+        seg("likely", "recency_days > 2", holdout=0.1, holdout_key="at_risk"),
+        seg("at_risk", "recency_days > 90", holdout=0.1, holdout_key="at_risk"),  # its own name: allowed
+        seg("plain", "recency_days > 1", holdout_key="old_plain")]})
+    with pytest.raises(ConfigError) as e:
+        load_config(project.root)
+    text = str(e.value)
+    assert "segments[0].outcome: segment 'active' sets outcome but has no holdout" in text, text
+    assert "segments[3].holdout_key: segment 'plain' sets holdout_key but has no holdout" in text, text
+    assert "segments[1].holdout_key: segment 'likely' draws its holdout as 'at_risk', another segment" in text, text
+    assert "segments[2]" not in text, text
+
+
 def test_a_misspelt_exclusion_or_suppression_names_the_segment_meant(project):
     write_segments(project, {"suppress_always": ["unsubscribe"], "segments": [
         seg("unsubscribed", "recency_days > 1", kind="suppression"), seg("recent_buyers", "recency_days < 7"),
