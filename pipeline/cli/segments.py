@@ -277,12 +277,7 @@ def changes(ctx: typer.Context,
              f"{(moved.change == 'exited').sum():,} exited")
     if prev is None:
         err.print(f"Run {run.run_id} is the first scoring run: every member counts as entered.", highlight=False)
-    if unsendable:
-        err.print(f"Of those who entered, {unsendable:,} may not be sent to ({held:,} held out, to measure lift; the "
-                  "others without consent or suppressed): "
-                  + ("left out, as --sendable-only asks." if sendable_only else
-                     "see the holdout and sendable columns; to start a journey on entry, use --sendable-only."),
-                  highlight=False)
+    _say_unsendable(unsendable, held, sendable_only)
     if removed:
         err.print(f"Segment {name} is not in this run's configs/segments.yaml: it was removed since the run before, "
                   "and every member it had then counts as exited.", highlight=False)
@@ -355,11 +350,19 @@ def _all_changes(run, moved, unsendable: int, held: int, sendable_only: bool, ou
         t.add_row(seg, f"{(g.change == 'entered').sum():,}", f"{(g.change == 'exited').sum():,}")
     t.caption = "Segments where nobody entered or exited are not listed."
     out.print(t)
-    if unsendable:
-        err.print(f"Of those who entered, {unsendable:,} may not be sent to ({held:,} held out, to measure lift; the "
-                  "others without consent or suppressed): "
-                  + ("left out, as --sendable-only asks." if sendable_only else
-                     "see the holdout and sendable columns; to start journeys on entry, use --sendable-only."),
-                  highlight=False)
+    _say_unsendable(unsendable, held, sendable_only)
     if out_path is not None:
         out.print(f"Wrote {len(moved):,} changes to {out_path}")
+
+
+def _say_unsendable(unsendable: int, held: int, sendable_only: bool) -> None:
+    """How many of those who entered may not be contacted, and why."""
+    if not unsendable:
+        return
+    why = [f"{held:,} held out, to measure lift"] if held else []
+    if unsendable > held:
+        why.append(f"{unsendable - held:,} without consent, suppressed, or in a suppression segment")
+    err.print(f"Of those who entered, {unsendable:,} may not be sent to ({'; '.join(why)}): "
+              + ("left out, as --sendable-only asks." if sendable_only else
+                 "see the holdout and sendable columns; to start journeys on entry, use --sendable-only."),
+              highlight=False)
