@@ -67,13 +67,6 @@ def pandas_customer_features(
 
     # --- point in time: events strictly before T, profiles signed up before T
     ev = events.loc[events["ts"] < T, ["customer_id", "role", "ts", "amount", "category"]]
-    # a purchase's category however it is spelt (' Shoes', 'shoes'), stripped as Ibis strips; a blank
-    # one is none. Only purchases are read for categories: the other rows' are left as they are
-    is_purchase = (ev["role"] == "purchase").to_numpy()
-    category = ev["category"].astype("string")
-    spelt = category[is_purchase].str.strip(" \t\n\r\x0b\x0c").str.lower()
-    category[is_purchase] = spelt.mask(spelt.eq(""))
-    ev = ev.assign(category=category)
     if customers is not None:
         signup = customers["signup_at"] if "signup_at" in customers else pd.Series(pd.NaT, index=customers.index)
         signed_up = customers.loc[signup < T, "customer_id"] if profile.has_signup else customers["customer_id"].iloc[:0]
@@ -104,6 +97,10 @@ def pandas_customer_features(
 
     # --- rfm
     purchases = by_role("purchase")
+    # a purchase's category however it is spelt (' Shoes', 'shoes'), stripped as Ibis strips; a blank
+    # one is none (only purchases are read for categories, so only theirs are normalised)
+    spelt = purchases["category"].astype("string").str.strip(" \t\n\r\x0b\x0c").str.lower()
+    purchases = purchases.assign(category=spelt.mask(spelt.eq("")))
     gp = grouped(purchases)
     frequency = gp.size().astype("int64")
     first_purchase_at, last_purchase_at = gp["ts"].min(), gp["ts"].max()
@@ -129,7 +126,7 @@ def pandas_customer_features(
         for role in window_roles:
             out[f"n_{role}_{w}d"] = counts[role].astype("int64")
         if has_purchase:
-            rp = grouped(recent[recent["role"] == "purchase"])
+            rp = grouped(purchases[purchases["ts"] >= T - pd.Timedelta(days=w)])  # (the normalised categories)
             out[f"spend_{w}d"] = rp["amount"].sum(min_count=1).fillna(0.0)
             if "categories" in groups:
                 out[f"n_categories_{w}d"] = rp["category"].nunique().astype("int64")
