@@ -75,8 +75,15 @@ def plan_snapshots(
                              + (f", together with training.snapshots: {n} in configs/training.yaml)"
                                 if n != n_snapshots else ")"))
                 break
+        # less history per cutoff: with the snapshots asked for, else with the fewest (a shorter
+        # horizon may then leave too few examples; a shorter min_history keeps the label window)
+        fewest = _cutoffs(data_end, horizon, 3, step)[-1]
+        if cutoffs[-1] < data_start <= fewest and not fits(3, step):
+            helps.append(f"less history before each cutoff, on 3 snapshots (training.min_history: "
+                         f"{(fewest - data_start).days}d or less, with training.snapshots: 3)")
         helps.append(f"more history (events from {_moment(cutoffs[-1] - min_history)} on; the data starts "
-                     f"{_moment(data_start)})" + (", or less min_history (training.min_history)"
+                     f"{_moment(data_start)})" + (f", or less min_history (training.min_history: "
+                                                  f"{(cutoffs[-1] - data_start).days}d or less)"
                                                   if cutoffs[-1] >= data_start else ""))  # else even 0d cannot help
         raise TrainingSetError(
             f"history too short: the history used runs from {_moment(data_start)} to {_moment(data_end)} (the "

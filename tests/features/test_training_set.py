@@ -1,3 +1,4 @@
+import re
 from datetime import datetime, timedelta
 
 import pandas as pd
@@ -46,7 +47,8 @@ def test_history_too_short_is_refused_with_what_fits():
     # two fit but three is the least: only a (much) shorter horizon, with three snapshots, or more history
     assert "fewer snapshots" not in str(e.value) and "shorter step" not in str(e.value)
     assert ("What can help: a shorter horizon (--horizon 29d or less, together with training.snapshots: 3 in "
-            "configs/training.yaml); more history (events from ") in str(e.value)
+            "configs/training.yaml); less history before each cutoff, on 3 snapshots (training.min_history: 89d or "
+            "less, with training.snapshots: 3); more history (events from ") in str(e.value)
     cutoffs = plan_snapshots(datetime(2020, 1, 1), datetime(2026, 11, 27), 30 * D, 6, 30 * D).cutoffs
     assert f"from {cutoffs[-1] - 90 * D:%Y-%m-%d} on; the data starts 2026-06-01)" in str(e.value)
     with pytest.raises(TrainingSetError) as e:
@@ -72,6 +74,17 @@ def test_history_too_short_is_refused_with_what_fits():
     assert "need the first cutoff as of 2026-02-07 (data before 2026-02-08 00:00 UTC)" in said, said
     assert "so none can be before 2026-02-09 (data before 2026-02-10 00:00 UTC)" in said, said
     assert "or less min_history" in said  # 40d -> 38d would do
+    # no fewer snapshots fit as the history per cutoff stands, but 3 do with less of it: said with
+    # its number, and it works (only a shorter horizon was offered, whose labels then had too few
+    # positives, and that refusal offered a longer horizon)
+    with pytest.raises(TrainingSetError) as e:
+        plan_snapshots(datetime(2024, 11, 27), datetime(2025, 5, 1), 30 * D, 6, 30 * D, min_history=90 * D)
+    found = re.search(r"training\.min_history: (\d+)d or less, with training\.snapshots: 3", str(e.value))
+    assert found, str(e.value)
+    assert len(plan_snapshots(datetime(2024, 11, 27), datetime(2025, 5, 1), 30 * D, 3, 30 * D,
+                              min_history=int(found[1]) * D).cutoffs) == 3
+    with pytest.raises(TrainingSetError):
+        plan_snapshots(datetime(2024, 11, 27), datetime(2025, 5, 1), 30 * D, 3, 30 * D, min_history=(int(found[1]) + 1) * D)
     # a first cutoff before the data starts: no min_history helps, and none is advised
     with pytest.raises(TrainingSetError) as e:
         plan_snapshots(datetime(2026, 1, 1), datetime(2026, 3, 1), 60 * D, 3, 7 * D, min_history=40 * D)
