@@ -344,7 +344,7 @@ def test_segments_cli_lists_and_shows(shop):
     said = " ".join(result.output.split())
     assert result.exit_code == 0 and ("configs/bands.yaml's purchase bands (high top 5 %, medium top 30 %, low the rest) "
                                       "differ from those saved with dynseg-purchase version") in said, said
-    assert "(high top 10 %, medium top 30 %, low the rest), which this run uses" in said and "churn bands" not in said
+    assert "(high top 10 %, medium top 30 %, low the rest), which scoring runs use" in said and "churn bands" not in said
 
 
 def score_with_config_changed(shop: Project, name: str, change: Callable[[dict], None],
