@@ -399,7 +399,7 @@ def beeswarm_plot(values: pd.DataFrame, data: pd.DataFrame, path: Path, title: s
     ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(range(len(names)), names)
     ax.set(xlabel="SHAP value (log-odds): > 0 raises the score, < 0 lowers it",
-           title=f"SHAP values per customer (log-odds) — {title}")
+           title=f"SHAP values per customer (log-odds)\n{title}")
     bar = fig.colorbar(dots, ax=ax, pad=0.01)
     bar.set_label("feature value (rank: low → high; grey = missing)")
     return _save(fig, path)
@@ -417,7 +417,7 @@ def importance_bar_plot(importance: pd.DataFrame, path: Path, title: str, top: i
     for ax, (column, label) in zip(axes[0], panels):
         ax.barh(imp.feature, imp[column])
         ax.set(xlabel=label)
-    fig.suptitle(f"Global feature importance (mean |SHAP|) — {title}")
+    fig.suptitle(f"Global feature importance (mean |SHAP|)\n{title}")
     return _save(fig, path)
 
 
@@ -446,7 +446,7 @@ def dependence_plot(values: pd.DataFrame, points: pd.DataFrame, data: pd.DataFra
     if (~known).any():
         note = (f"\nmissing for {(~known).sum():,} customers: mean {values[feature][~known].mean():+.3f} log-odds, "
                 f"{points[feature][~known].mean():+.1f} points")
-    top.set_title(f"SHAP dependence of {feature} — {title}{note}", fontsize=10)
+    top.set_title(f"SHAP dependence of {feature}\n{title}{note}", fontsize=10)
     return _save(fig, path)
 
 

@@ -47,7 +47,7 @@ def calibration_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
     top = max(table.predicted.max(), table.realized.max()) * 1.05
     ax.plot([0, top], [0, top], "k--", lw=0.8, label="perfect")
     ax.plot(table.predicted, table.realized, marker="o", label="model (deciles)")
-    ax.set(xlabel="mean predicted probability", ylabel="realized rate", title=f"Calibration — {title}")
+    ax.set(xlabel="mean predicted probability", ylabel="realized rate", title=f"Calibration\n{title}")
     ax.legend()
     return _save(fig, path)
 
@@ -74,7 +74,7 @@ def importance_plot(importance: pd.DataFrame, path: Path, title: str, top: int =
     imp = importance.head(top).iloc[::-1]
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(imp) + 1.5))
     ax.barh(imp.feature, imp.gain / imp.gain.sum())
-    ax.set(xlabel="share of total split gain", title=f"Feature importance — {title}")
+    ax.set(xlabel="share of total split gain", title=f"Feature importance\n{title}")
     return _save(fig, path)
 
 

@@ -178,7 +178,8 @@ def train_job(
     with tempfile.TemporaryDirectory() as tmp:
         # the plots first: the card lists the features SHAP ranks first on the test snapshot, as
         # plots/shap_bar.png and every explanation rank them (split gain ranked them otherwise)
-        plots = _plots(Path(tmp), test, ev, model, name)
+        # titled with what a reader of a PNG alone needs: the model, and the snapshot it was tested on
+        plots = _plots(Path(tmp), test, ev, model, f"{name}, test as of {cutoff_label(cut[0])}")
         plots[registry.REFERENCE_FILE] = reference_sample(Path(tmp), test, ev.predictions["model"], model, target)
         shap = pd.read_csv(plots["shap/mean_abs_shap.csv"])
         shap_top = shap[shap.mean_abs_shap_log_odds > 0].feature.head(8).tolist()  # none unused
