@@ -44,7 +44,9 @@ _RUN = typer.Option("--run", help="Or: the scoring run id.")
 @app.command("list")
 def list_(ctx: typer.Context,
           as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
-          run_id: Annotated[Optional[str], _RUN] = None) -> None:
+          run_id: Annotated[Optional[str], _RUN] = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Print the run and its segments as JSON, for a "
+                                                               "script or a scheduler.")] = False) -> None:
     """Every segment of a run: size, sendable, holdout, entered/exited since the previous run, volatility, owner."""
     from pipeline import runs
 
@@ -57,6 +59,16 @@ def list_(ctx: typer.Context,
 
     prev = run.previous_run_id or "none"
     changes = run_definition_changes(db, run.run_id, run.previous_run_id)
+    if as_json:
+        import json
+
+        rows = json.loads(health.drop(columns=["run_id", "as_of"]).to_json(orient="records"))
+        for r in rows:
+            r["definition_change"] = changes.get(r["segment"])  # new / redefined / None
+        text = json.dumps({"run_id": run.run_id, "as_of": as_of_label(run.as_of), "previous_run_id": run.previous_run_id,
+                           "segments": rows, "removed": [n for n, c in changes.items() if c == "removed"]}, indent=2)
+        out.print(text, soft_wrap=True, markup=False, highlight=False, emoji=False)  # as is: no wrapping, no markup
+        return
     out.print(health_table(health, f"Segments as of {as_of_label(run.as_of)} (run {run.run_id}; "
                                    f"movement against run {prev})", changes))
     from pipeline.jobs.score import run_model_changes

@@ -324,6 +324,16 @@ def test_segments_cli_lists_and_shows(shop):
     assert result.exit_code == 0, result.output
     for name in ("likely_buyers", "high_churn_risk", "vip", "sunset", "no_email_consent"):
         assert name in result.output
+    # the same for a script: JSON with the health figures of every segment, as stored
+    listed = runner.invoke(app, ["segments", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    doc = json.loads(listed.stdout)
+    health = q(shop, "SELECT segment, size, sendable, holdout, entered, exited FROM segment_health WHERE run_id = ?",
+               [doc["run_id"]]).set_index("segment")
+    got = {r["segment"]: r for r in doc["segments"]}
+    assert set(got) == set(health.index) and doc["run_id"] == shop.runs[1].run_id and doc["as_of"] == "2026-11-27"
+    for name, row in health.iterrows():
+        assert [got[name][k] for k in ("size", "sendable", "holdout", "entered", "exited")] == row.tolist(), name
     result = runner.invoke(app, ["segments", "show", "likely_buyers"])
     assert result.exit_code == 0, result.output
     assert "purchase_band = 'high'" in result.output and "Size across runs" in result.output
