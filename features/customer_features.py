@@ -440,10 +440,6 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
     for role, name in (("unsubscribe", "unsubscribed"), ("bounce", "bounced"), ("complaint", "complained")):
         if role in roles:
             cols[name] = x[name].fill_null(False)
-    if "unsubscribe" in roles:
-        # a state, not a history: undone by consent given after the latest unsubscribe (an unsubscribe
-        # is a revoking decision, so consent as of T is true only after a later grant)
-        cols["unsubscribed"] = cols["unsubscribed"] & ~_consent_as_of(x, t, profile).fill_null(False)
     first_seen = x.first_event_at
     if "tenure" in groups:
         signup_known = ibis.ifelse(x.signup_at < t, x.signup_at, ibis.null("timestamp"))
@@ -452,6 +448,10 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
     cols["tenure_days"] = _days_between(t, first_seen)
     if "consent" in groups:
         cols["email_consent"] = _consent_as_of(x, t, profile)
+    if "unsubscribe" in roles:  # (an unsubscribe role puts the consent group in)
+        # a state, not a history: undone by consent given after the latest unsubscribe (an unsubscribe
+        # is a revoking decision, so consent as of T is true only after a later grant)
+        cols["unsubscribed"] = cols["unsubscribed"] & ~cols["email_consent"].fill_null(False)
     for attr in profile.categorical:
         # a category whatever the file holds (a plan code 1/2/3, a flag): text, as a CSV file gives
         # it, so the model takes it as a category, not as a number

@@ -92,7 +92,7 @@ def data_fingerprint(cfg: Config) -> dict[str, str]:
             files = resolve_files(spec, cfg.project_dir, name)
         except SourceError:
             continue
-        stats = sorted((str(f), os.stat(f).st_size, os.stat(f).st_mtime_ns) for f in files)
+        stats = sorted((str(f), st.st_size, st.st_mtime_ns) for f in files for st in [os.stat(f)])
         digest = hashlib.sha1(repr(stats).encode()).hexdigest()[:12]
         out[f"dynseg.data.{name}"] = f"{len(files)} file{'s' if len(files) != 1 else ''}, {sum(s[1] for s in stats):,} bytes, {digest}"
     return out
