@@ -211,10 +211,14 @@ class Project:
             found.insert(1, "date", [as_of_label(t.to_pydatetime()) for t in found.as_of])
         return found
 
-    def _run_id(self, run_id: str | None) -> str:
+    def _run_id(self, run_id: str | None, needs: str | None = None) -> str:
+        """The run's id (default: the latest); with ``needs``, refused if its per-customer rows were pruned."""
         from pipeline.jobs.monitor import find_run
 
-        return find_run(self.config, run_id).run_id
+        run = find_run(self.config, run_id)
+        if needs:
+            runs.require_rows(self.workspace.db_path, run, needs)
+        return run.run_id
 
     def segments(self, run_id: str | None = None) -> pd.DataFrame:
         """Segment health of a run (default: the latest)."""
@@ -228,16 +232,17 @@ class Project:
     def members(self, name: str, run_id: str | None = None) -> pd.DataFrame:
         """The segment's members in a run (default: the latest): holdout, consent, sendable, scores and bands."""
         return runs.read(self.workspace.db_path, "SELECT * FROM segment_members WHERE run_id = ? AND segment = ?",
-                         [self._run_id(run_id), name])
+                         [self._run_id(run_id, "its members"), name])
 
     def deltas(self, run_id: str | None = None) -> pd.DataFrame:
         """Who entered and who exited each segment in a run (default: the latest), against the run before."""
-        return runs.read(self.workspace.db_path, "SELECT * FROM segment_deltas WHERE run_id = ?", [self._run_id(run_id)])
+        return runs.read(self.workspace.db_path, "SELECT * FROM segment_deltas WHERE run_id = ?",
+                         [self._run_id(run_id, "its entered/exited members")])
 
     def reasons(self, customer_id: str, run_id: str | None = None) -> pd.DataFrame:
         """A customer's stored reason codes in a run (default: the latest), per target, strongest first."""
         return runs.read(self.workspace.db_path, "SELECT * FROM customer_reasons WHERE run_id = ? AND customer_id = ? "
-                                                 "ORDER BY target, rank", [self._run_id(run_id), customer_id])
+                                                 "ORDER BY target, rank", [self._run_id(run_id, "its reason codes"), customer_id])
 
     # -- explanations --------------------------------------------------------------------------
     def explain(self, customer_id: str, target: str | None = None, run_id: str | None = None,

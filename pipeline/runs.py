@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -48,7 +49,12 @@ _DDL = {
     # and for lift to say when the run that replaced it drew other sides
     "replaced_members": "run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, customer_id VARCHAR, holdout BOOLEAN, "
                         "sendable BOOLEAN",
+    # runs whose per-customer rows were dropped by `dynseg segments prune` (their health rows stay)
+    "pruned_runs": "run_id VARCHAR, as_of TIMESTAMP, pruned_at TIMESTAMP, keep_days INTEGER",
 }
+
+#: The tables that hold a row per customer (and run): what ``prune`` drops for old runs.
+PER_CUSTOMER = ("customer_scores", "customer_reasons", "segment_members", "segment_deltas", "replaced_members")
 
 #: Test hook: the path of a file to create just before COMMIT, after which the run waits (so a
 #: test can kill it inside the transaction). Never set in normal use.
@@ -114,6 +120,9 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
         try:
             ensure_tables(con, "ws", targets)
             as_of, run_id = run["as_of"], run["run_id"]
+            newest_pruned = con.execute("SELECT max(as_of) FROM ws.pruned_runs").fetchall()[0][0]
+            if newest_pruned is not None and as_of <= newest_pruned:  # checked first by score; pruned since
+                raise ValueError(_pruned_era_text(as_of, newest_pruned))
             prev = run["previous_run_id"] = previous_run(con, "ws", as_of)
             con.execute("INSERT INTO ws.replaced_runs SELECT run_id, as_of, ?, now()::TIMESTAMP FROM ws.scoring_runs "
                         "WHERE as_of = ?", [run_id, as_of])
@@ -288,3 +297,128 @@ def replaced_sides(db: Path, run_id: str) -> pd.DataFrame:
                     [run_id, run_id])
     except duckdb.CatalogException:  # no replaced_members table: made before it was kept
         return pd.DataFrame()
+
+
+def pruned(db: Path, run_id: str) -> tuple[datetime, int] | None:
+    """When run ``run_id``'s per-customer rows were pruned, and the ``--keep-days`` then; None if never."""
+    try:
+        rows = read(db, "SELECT pruned_at, keep_days FROM pruned_runs WHERE run_id = ?", [run_id])
+    except duckdb.CatalogException:  # made before pruning existed
+        return None
+    if rows.empty:
+        return None
+    return rows.pruned_at[0].to_pydatetime(), int(rows.keep_days[0])
+
+
+def require_rows(db: Path, run: pd.Series, needs: str) -> None:
+    """Refuse, naming the prune, when ``run``'s per-customer rows are gone (``needs``: what the
+    command wanted of them, e.g. "its members")."""
+    from features.asof import as_of_label
+
+    done = pruned(db, run.run_id)
+    if done is None:
+        return
+    at, keep = done
+    raise ValueError(f"the scoring run {run.run_id} (as of {as_of_label(run.as_of)}) was pruned on "
+                     f"{at:%Y-%m-%d %H:%M} UTC (`dynseg segments prune --keep-days {keep}`): {needs} "
+                     "are gone with its other per-customer rows. Its segment sizes remain (`dynseg segments list "
+                     f"--run {run.run_id}`, `dynseg segments show NAME`); a run kept in full is one of the last "
+                     f"{keep} days' ones")
+
+
+@dataclass(frozen=True)
+class Pruned:
+    runs: pd.DataFrame  # run_id, as_of of the runs pruned (or that would be, on a dry run)
+    rows: dict[str, int]  # per-customer rows dropped, per table
+    bytes_before: int
+    bytes_after: int
+
+
+def prune(db_path: Path, keep_days: int, *, dry_run: bool = False) -> Pruned:
+    """Drop the per-customer rows (:data:`PER_CUSTOMER`) of every run older than ``keep_days`` days
+    before the latest run, in one transaction; the runs' records and segment health stay, and each
+    pruned run is recorded in ``pruned_runs``. The latest run is always kept (the next run's
+    movement is taken against it). The file's freed space is handed back by a checkpoint."""
+    if not db_path.is_file():
+        return Pruned(pd.DataFrame(columns=["run_id", "as_of"]), {}, 0, 0)
+    before = db_path.stat().st_size
+    con = duckdb.connect(str(db_path))
+    try:
+        schema = _db_name(con)
+        if not _has_table(con, schema, "scoring_runs"):
+            return Pruned(pd.DataFrame(columns=["run_id", "as_of"]), {}, before, before)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(f"CREATE TABLE IF NOT EXISTS pruned_runs ({_DDL['pruned_runs']})")
+            have = {t for t in PER_CUSTOMER if _has_table(con, schema, t)}
+            # the cut is a number of days before the latest run's as_of (not the clock: a backfill
+            # workspace scored for past dates is pruned by the dates it holds)
+            old = con.execute(
+                "SELECT run_id, as_of FROM scoring_runs WHERE as_of < (SELECT max(as_of) FROM scoring_runs) - "
+                "to_days(?::INTEGER) AND run_id NOT IN (SELECT run_id FROM pruned_runs) ORDER BY as_of",
+                [keep_days]).df()
+            cut = con.execute("SELECT max(as_of) - to_days(?::INTEGER) FROM scoring_runs", [keep_days]).fetchall()[0][0]
+            con.register("old", old)
+            rows = {}
+            for t in sorted(have):
+                # replaced runs' rows go by date (their ids are no longer among scoring_runs)
+                where = "as_of < ?" if t == "replaced_members" else "run_id IN (SELECT run_id FROM old)"
+                rows[t] = con.execute(f"SELECT count(*) FROM {t} WHERE {where}",
+                                      [cut] if t == "replaced_members" else []).fetchall()[0][0]
+                if not dry_run:
+                    con.execute(f"DELETE FROM {t} WHERE {where}", [cut] if t == "replaced_members" else [])
+            if not dry_run and len(old):
+                con.execute("INSERT INTO pruned_runs SELECT run_id, as_of, now()::TIMESTAMP, ? FROM old", [keep_days])
+                _pause_for_tests()
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("ROLLBACK" if dry_run else "COMMIT")
+        if not dry_run and len(old):
+            _compact(con, schema, db_path)
+    finally:
+        con.close()
+    return Pruned(old, rows, before, db_path.stat().st_size)
+
+
+def _compact(con: duckdb.DuckDBPyConnection, schema: str, db_path: Path) -> None:
+    """Hand the deleted rows' space back: DuckDB reuses it but never shrinks the file, so the
+    database is copied into a temp file beside it and renamed over it, while ``con`` still holds
+    the file's lock (no other run writes to it meanwhile; one that opens it next gets the copy)."""
+    from pipeline.workspace import temp_sibling
+
+    con.execute("CHECKPOINT")
+    tmp = temp_sibling(db_path)
+    try:
+        con.execute(f"ATTACH '{tmp}' AS compacted")
+        try:
+            con.execute(f"COPY FROM DATABASE {schema} TO compacted")
+        finally:
+            con.execute("DETACH compacted")
+        os.replace(tmp, db_path)
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+
+
+def refuse_pruned_era(db: Path, as_of: datetime) -> None:
+    """Refuse a run as of a date at or before the newest pruned run: its movement would be taken
+    against a run whose members are gone (everyone would read as entered), and a date scored again
+    there would have nothing to compare its sides with."""
+    try:
+        rows = read(db, "SELECT max(as_of) AS newest FROM pruned_runs")
+    except duckdb.CatalogException:
+        return
+    if rows.empty or pd.isna(rows.newest[0]):
+        return
+    newest = rows.newest[0].to_pydatetime()
+    if as_of <= newest:
+        raise ValueError(_pruned_era_text(as_of, newest))
+
+
+def _pruned_era_text(as_of: datetime, newest: datetime) -> str:
+    from features.asof import as_of_label
+
+    return (f"cannot score as of {as_of_label(as_of)}: the runs up to {as_of_label(newest)} were pruned "
+            "(`dynseg segments prune`), so this run's entered/exited would be taken against a run whose members are "
+            f"gone. Score a date after {as_of_label(newest)}, or backfill into a fresh workspace (DYNSEG_WORKSPACE)")

@@ -126,8 +126,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
             close = difflib.get_close_matches(name, [*cfg.segments.by_name(), *gone], n=1)
             raise ValueError(f"no segment named {name!r} in configs/segments.yaml"
                              + (f" or in past scoring runs" if gone else " or in any past scoring run")
-                             + (f"; did you mean {close[0]!r}?" if close else "")
-                             + f". Defined: {', '.join(cfg.segments.by_name())}"
+                             + (f"; did you mean {close[0]!r}?" if close else ".")
+                             + f" Defined: {', '.join(cfg.segments.by_name())}"
                              + (f"; removed since their last run: {', '.join(gone)}" if gone else ""))
         # a removed segment: its newest run, unless --as-of names one
         run = _latest_run(db, as_of) if as_of or current is not None else _run_by_id(db, history.run_id.iloc[-1])
@@ -158,6 +158,12 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
         h.add_row(as_of_label(r.as_of), f"{r.size:,}", f"{r.sendable:,}", f"{r.holdout:,}", f"{r.entered:,}",
                   f"{r.exited:,}", vol, f"{r.coverage:.1%}")
     out.print(h)
+    if members.empty and runs.pruned(db, run.run_id) is not None:  # its members are gone; its sizes above remain
+        try:
+            runs.require_rows(db, run, "its members (band mix, sample, drivers)")
+        except ValueError as e:
+            err.print(f"Note: {e}.", highlight=False)
+        return
     band_cols = [c for c in members.columns if c.endswith("_band")]
     if not members.empty and band_cols:
         mix = Table(title=f"Band mix in the run as of {as_of_label(run.as_of)}", title_justify="left")
@@ -256,6 +262,7 @@ def changes(ctx: typer.Context,
 
     with handled():
         cfg, db, run = _run_of(ctx, as_of, run_id)
+        runs.require_rows(db, run, "who entered and who exited")
         known = set(runs.read(db, "SELECT DISTINCT segment FROM segment_health WHERE run_id = ?", [run.run_id]).segment)
         moved_in = set(runs.read(db, "SELECT DISTINCT segment FROM segment_deltas WHERE run_id = ?", [run.run_id]).segment)
         config = json.loads(run.config).get("segments", {}) if isinstance(run.config, str) else {}
@@ -378,3 +385,51 @@ def _say_unsendable(unsendable: int, held: int, sendable_only: bool) -> None:
               + ("left out, as --sendable-only asks." if sendable_only else
                  "see the holdout and sendable columns; to start journeys on entry, use --sendable-only."),
               highlight=False)
+
+
+@app.command()
+def prune(ctx: typer.Context,
+          keep_days: Annotated[int, typer.Option("--keep-days", min=1, help=(
+              "Keep every run of the last N days (before the latest run) in full; older runs keep their record "
+              "and segment sizes only."))],
+          dry_run: Annotated[bool, typer.Option("--dry-run", help="Say what would be dropped; drop nothing.")] = False) -> None:
+    """Drop the per-customer rows (scores, reason codes, members, entered/exited) of scoring runs
+    older than --keep-days, for a workspace scored every night: each run holds a row per customer
+    and model. The runs' records and every segment's size history stay; the latest run is always
+    kept whole. Refused under the labels' longest horizon, while `dynseg lift` may still grade those runs."""
+    from datetime import timedelta
+
+    from features.asof import parse_duration
+    from pipeline import runs
+
+    state: State = ctx.obj
+    with handled():
+        cfg = state.config()
+        horizons = {k: parse_duration(getattr(cfg.labels, k).horizon) for k in ("purchase", "churn")}
+        longest = max(horizons, key=horizons.get)
+        if timedelta(days=keep_days) < horizons[longest]:
+            raise ValueError(f"--keep-days {keep_days} is shorter than the {longest} label's horizon "
+                             f"({horizons[longest].days} days, configs/labels.yaml): `dynseg lift` grades a run once "
+                             "that window has passed, from its members and holdout sides, which a prune drops. "
+                             f"Keep at least --keep-days {horizons[longest].days}")
+        result = runs.prune(Workspace(cfg.workspace).db_path, keep_days, dry_run=dry_run)
+    if result.runs.empty:
+        out.print(f"Nothing to prune: no scoring run is more than {keep_days} days older than the latest one "
+                  "(or they were pruned already).", highlight=False)
+        return
+    dates = [as_of_label(t.to_pydatetime()) for t in result.runs.as_of]
+    verb = "Would drop" if dry_run else "Dropped"
+    out.print(f"{verb} the per-customer rows of {len(result.runs):,} scoring run{'s' if len(result.runs) > 1 else ''}, "
+              f"as of {dates[0]}" + (f" to {dates[-1]}" if len(dates) > 1 else "") + ":", highlight=False)
+    t = Table()
+    t.add_column("table")
+    t.add_column("rows", justify="right")
+    for table, n in result.rows.items():
+        t.add_row(table, f"{n:,}")
+    out.print(t)
+    if not dry_run:
+        mb = 1024 * 1024
+        out.print(f"The workspace database went from {result.bytes_before / mb:,.1f} MB to {result.bytes_after / mb:,.1f} MB. "
+                  "These runs keep their record and segment sizes (`dynseg segments list --run ID`); commands that need "
+                  "their members or scores say they were pruned. Export folders are files: remove old ones yourself.",
+                  highlight=False)

@@ -175,6 +175,7 @@ def simulate_campaign_job(cfg: Config, run_id: str | None, uplift: float, segmen
         what = f"run {run_id!r}" if run_id else f"run as of {as_of}"
         raise ValueError(f"no scoring {what} in {db}; score first (dynseg score --as-of DATE) or list runs with "
                          "dynseg segments list")
+    runs.require_rows(db, found.iloc[0], "its members, whom the campaign would be sent to,")
     run_id, as_of = found.run_id[0], found.as_of[0].to_pydatetime()
     import json
 

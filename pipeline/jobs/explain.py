@@ -81,6 +81,7 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
     run = find_run(cfg, run_id, as_of)
     t = run.as_of.to_pydatetime()
     db = Workspace(cfg.workspace).db_path
+    runs.require_rows(db, run, "its customers' scores")
     stored = runs.read(db, "SELECT * FROM customer_scores WHERE run_id = ? AND customer_id = ?", [run.run_id, customer_id])
     if stored.empty:
         hint = _canonical_hint(cfg, customer_id, t)
@@ -147,6 +148,7 @@ def segment_drivers(cfg: Config, segment: str, run_id: str | None = None, sample
     run = find_run(cfg, run_id)
     t = run.as_of.to_pydatetime()
     db = Workspace(cfg.workspace).db_path
+    runs.require_rows(db, run, "its members")
     members = runs.read(db, "SELECT customer_id FROM segment_members WHERE run_id = ? AND segment = ?",
                         [run.run_id, segment]).customer_id
     if members.empty:

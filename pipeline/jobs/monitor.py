@@ -64,6 +64,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
     run = find_run(cfg, run_id, as_of)
     t = run.as_of.to_pydatetime()
+    runs.require_rows(ws.db_path, run, "its scores, which drift compares with the training reference,")
     feats = features_as_of(cfg, t)
     scores = runs.read(ws.db_path, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
     current = feats.merge(scores.drop(columns=["run_id", "as_of"]), on="customer_id", how="inner")
@@ -219,6 +220,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     def today(ids: pd.Series) -> pd.Series:
         return ids.map(now).fillna(ids) if now else ids
 
+    runs.require_rows(ws.db_path, run, "its members and their holdout sides, which lift compares,")
     members = runs.read(ws.db_path, "SELECT segment, kind, customer_id, holdout, sendable, consented "
                                     "FROM segment_members WHERE run_id = ?", [run.run_id])
     notes = []

@@ -114,6 +114,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     timings: dict[str, float] = {}
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     ws = Workspace(cfg.workspace)
+    runs.refuse_pruned_era(ws.db_path, as_of)
     registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
     targets = list(cfg.scoring.targets)
     if not targets:

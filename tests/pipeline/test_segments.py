@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+import json
+from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -321,6 +322,94 @@ def test_failed_write_leaves_the_previous_state(tmp_path):
         runs.write_run(con, db, record, ["purchase"], "s", "m", "h")
     assert runs.read(db, "SELECT run_id FROM scoring_runs").run_id.tolist() == ["r1"]
     assert runs.read(db, "SELECT count(*) AS n FROM segment_members").n[0] == 2
+
+
+def test_prune_drops_old_runs_per_customer_rows_keeps_their_health_and_shrinks_the_file(tmp_path):
+    db, con = tmp_path / "ws.duckdb", duckdb.connect()
+    day = lambda d: datetime(2026, 1, 2) + timedelta(days=d)  # noqa: E731 (the end of 2026-01-01, and d days on)
+    many = [f"c{i:05d}" for i in range(20_000)]
+    write(con, db, day(0), "r0", {"vip": many[:15_000], "sunset": many[5_000:]})
+    write(con, db, day(0), "r0b", {"vip": many[:14_000], "sunset": many[5_000:]})  # replaces r0: its sides are kept
+    write(con, db, day(10), "r10", {"vip": many[:12_000], "sunset": many[6_000:]})
+    write(con, db, day(40), "r40", {"vip": many[:10_000], "sunset": many[8_000:]})
+    write(con, db, day(41), "r41", {"vip": many[:10_001], "sunset": many[8_000:]})
+    count = lambda table, run: runs.read(db, f"SELECT count(*) AS n FROM {table} WHERE run_id = ?", [run]).n[0]  # noqa: E731
+    before = {(t, r): count(t, r) for t in runs.PER_CUSTOMER for r in ("r0", "r0b", "r10", "r40", "r41")}
+    assert before[("replaced_members", "r0")] > 0 and before[("segment_members", "r10")] > 0
+
+    # a dry run says what would go and drops nothing
+    dry = runs.prune(db, 30, dry_run=True)
+    assert dry.runs.run_id.tolist() == ["r0b", "r10"]  # older than 30 days before the latest run (day 41)
+    assert dry.rows["segment_members"] == before[("segment_members", "r0b")] + before[("segment_members", "r10")]
+    assert dry.rows["replaced_members"] == before[("replaced_members", "r0")]
+    assert {(t, r): count(t, r) for (t, r) in before} == before and runs.pruned(db, "r10") is None
+
+    size = db.stat().st_size
+    done = runs.prune(db, 30)
+    assert done.runs.run_id.tolist() == ["r0b", "r10"] and done.rows == dry.rows
+    for (t, r), n in before.items():
+        assert count(t, r) == (0 if r in ("r0", "r0b", "r10") else n), (t, r)
+    # every run keeps its record and its segments' health
+    assert runs.read(db, "SELECT run_id FROM scoring_runs ORDER BY as_of").run_id.tolist() == ["r0b", "r10", "r40", "r41"]
+    assert health(db, "r10").loc["vip", ["size", "entered", "exited"]].tolist() == [12_000, 0, 2_000]
+    assert done.bytes_after == db.stat().st_size < size * 0.75, (size, db.stat().st_size)
+    assert runs.pruned(db, "r10")[1] == 30 and runs.pruned(db, "r40") is None
+    assert runs.prune(db, 30).runs.empty  # pruned already: nothing more
+
+    # a run kept whole reads as before; a pruned one is refused, naming the prune
+    runs.require_rows(db, runs.find(db, "r40"), "its members")
+    with pytest.raises(ValueError, match=r"the scoring run r10 \(as of 2026-01-11\) was pruned on .*--keep-days 30.*"
+                                         r"its members are gone.*segments list --run r10"):
+        runs.require_rows(db, runs.find(db, "r10"), "its members")
+    # the next night's movement is taken against the latest run, which a prune never touches
+    assert write(con, db, day(42), "r42", {"vip": many[:10_002], "sunset": many[8_000:]}) == "r41"
+    assert deltas(db, "r42") == {("vip", "entered"): [many[10_001]]}
+    # a date among the pruned runs (a backfill, or one scored again) would move against rows that are gone
+    for d in (5, 10):
+        with pytest.raises(ValueError, match=r"cannot score as of 2026-01-\d\d: the runs up to 2026-01-11 were pruned"):
+            write(con, db, day(d), f"late{d}", {"vip": many[:3]})
+        with pytest.raises(ValueError, match="were pruned"):
+            runs.refuse_pruned_era(db, day(d))
+    runs.refuse_pruned_era(db, day(43))
+    assert runs.read(db, "SELECT count(*) AS n FROM scoring_runs").n[0] == 5
+
+
+def test_prune_cli_refuses_under_the_lift_horizon_and_pruned_runs_say_so(project):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    db = project.workspace / "dynseg.duckdb"
+    project.workspace.mkdir()
+    cfg = load_config(project.root)
+    config = json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump()})
+    con = duckdb.connect()
+    for d, run_id in ((0, "old"), (100, "new")):
+        write(con, db, datetime(2026, 1, 2) + timedelta(days=d), run_id, {"vip": ["a", "b"], "active": ["a"]})
+    con.execute("ATTACH '%s' AS ws" % db)
+    con.execute("UPDATE ws.scoring_runs SET config = ?", [config])
+    con.execute("DETACH ws")
+    cli = CliRunner()
+    refused = cli.invoke(app, ["segments", "prune", "--keep-days", "30"])
+    assert refused.exit_code == 1 and "--keep-days 30 is shorter than the churn label's horizon (60 days" in refused.output
+    assert "Keep at least --keep-days 60" in refused.output
+    dry = cli.invoke(app, ["segments", "prune", "--keep-days", "60", "--dry-run"])
+    assert dry.exit_code == 0 and "Would drop the per-customer rows of 1 scoring run, as of 2026-01-01:" in dry.output
+    assert runs.pruned(db, "old") is None
+    done = cli.invoke(app, ["segments", "prune", "--keep-days", "60"])
+    assert done.exit_code == 0 and "Dropped the per-customer rows of 1 scoring run, as of 2026-01-01:" in done.output, done.output
+    assert "segment_members" in done.output and "The workspace database went from" in done.output
+    assert "Nothing to prune" in cli.invoke(app, ["segments", "prune", "--keep-days", "60"]).output
+    # what needs the members is refused, naming the prune; the sizes remain
+    changes = cli.invoke(app, ["segments", "changes", "vip", "--run", "old"])
+    assert changes.exit_code == 1 and "was pruned on" in changes.output and "who entered and who exited" in changes.output
+    shown = cli.invoke(app, ["segments", "show", "vip", "--as-of", "2026-01-01", "--no-drivers"])
+    assert shown.exit_code == 0, shown.output
+    assert "Size across runs" in shown.output and "was pruned on" in shown.output and "Sample" not in shown.output
+    listed = cli.invoke(app, ["segments", "list", "--run", "old", "--json"])
+    assert listed.exit_code == 0 and {s["segment"]: s["size"] for s in json.loads(listed.output)["segments"]} == \
+        {"vip": 2, "active": 1}
+    assert cli.invoke(app, ["segments", "changes", "vip", "--run", "new"]).exit_code == 0
 
 
 # -- bands --------------------------------------------------------------------------------------
