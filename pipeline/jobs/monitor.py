@@ -201,6 +201,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     ws = Workspace(cfg.workspace)
     registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
     run = find_run(cfg, run_id, as_of)
+    runs.require_rows(ws.db_path, run, "its members and their holdout sides, which lift compares,")
     t = run.as_of.to_pydatetime()
     horizons = {k: parse_duration(getattr(cfg.labels, k).horizon) for k in ("purchase", "churn")}
     data = load_for_run(cfg)
@@ -220,7 +221,6 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     def today(ids: pd.Series) -> pd.Series:
         return ids.map(now).fillna(ids) if now else ids
 
-    runs.require_rows(ws.db_path, run, "its members and their holdout sides, which lift compares,")
     members = runs.read(ws.db_path, "SELECT segment, kind, customer_id, holdout, sendable, consented "
                                     "FROM segment_members WHERE run_id = ?", [run.run_id])
     notes = []

@@ -410,6 +410,9 @@ def test_prune_cli_refuses_under_the_lift_horizon_and_pruned_runs_say_so(project
     assert listed.exit_code == 0 and {s["segment"]: s["size"] for s in json.loads(listed.output)["segments"]} == \
         {"vip": 2, "active": 1}
     assert cli.invoke(app, ["segments", "changes", "vip", "--run", "new"]).exit_code == 0
+    for cmd in (["lift", "--run", "old"], ["monitor", "--run", "old"], ["explain", "a", "--run", "old"]):
+        said = cli.invoke(app, cmd)
+        assert said.exit_code == 1 and "the scoring run old (as of 2026-01-01) was pruned on" in said.output, (cmd, said.output)
 
 
 # -- bands --------------------------------------------------------------------------------------
