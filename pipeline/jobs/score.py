@@ -187,6 +187,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     if not has_consent:
         warnings.append("the data has no consent fields: no customer is sendable (exports hold holdouts and "
                         "suppressions only). Add email_consent and consent_updated_at to the customers source.")
+    else:
+        warnings += no_consent_warnings(data.con, as_of)
     con = data.con
     score_cols = runs.score_columns(targets)
 
@@ -260,6 +262,43 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     timings["write"] = time.perf_counter() - clock
     return ScoreRun(run_id, as_of, prev, n_customers, used, logged["health"], export_dir, exports, mlflow_run, timings,
                     warnings, changes, engine)
+
+
+def no_consent_warnings(con, as_of: datetime) -> list[str]:
+    """A warning when no member of any segment has email consent as of the run, so every sendable
+    export is empty and every segment that suppresses the unconsented is empty too, with the reason
+    found in the data: profiles saying yes without the time of the decision, decisions dated after
+    the run's as_of, or no yes anywhere."""
+    consented, members = con.execute("SELECT count(*) FILTER (WHERE consented), count(*) FROM members").fetchall()[0]
+    if consented or not members:
+        return []
+    yes, untimed, later, first_later = con.execute(
+        "SELECT count(*) FILTER (WHERE email_consent), count(*) FILTER (WHERE email_consent AND consent_updated_at IS NULL), "
+        "count(*) FILTER (WHERE email_consent AND consent_updated_at >= ?), "
+        "min(consent_updated_at) FILTER (WHERE email_consent AND consent_updated_at >= ?) FROM customers",
+        [as_of, as_of]).fetchall()[0]
+    grants = con.execute("SELECT count(*) FILTER (WHERE ts < ?), count(*) FROM events WHERE role = 'consent_granted'",
+                         [as_of]).fetchall()[0]
+    said = (f"no customer has email consent as of {as_of_label(as_of)}: nobody is sendable, so every export of "
+            "sendable members is empty (and every segment that suppresses the unconsented, as suppress_always does "
+            "with no_email_consent, has no members).")
+    why = []
+    if untimed:
+        why.append(f"{untimed:,} profiles say yes to email but have no consent_updated_at, and a decision without "
+                   "its time is not used: map the column that holds when it was made (often *_updated_at) to "
+                   "consent_updated_at under `columns:` in configs/catalog.yaml")
+    if later:
+        why.append(f"{later:,} profiles say yes with a consent_updated_at from {first_later:%Y-%m-%d %H:%M} on, at or "
+                   "after this run's as_of: consent is taken as of the run, as every feature is. A job that scores "
+                   "after the customers export is made can leave out --as-of (the cutoff is then the moment it "
+                   "starts); an export that stamps every row with the time it was made holds no history of "
+                   "decisions, and consent_updated_at then needs the time each was given (the signup, if that is when)")
+    if not yes and not grants[1]:
+        why.append("the data holds no yes: no profile's email_consent is true and there is no consent_granted event "
+                   "(configs/roles.yaml); map your subscription column to email_consent")
+    elif not yes and not grants[0]:
+        why.append(f"the {grants[1]:,} consent_granted events are all at or after this run's as_of")
+    return [said + (" " + "; ".join(why) + "." if why else "")]
 
 
 def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], targets: list[str],

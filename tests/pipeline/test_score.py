@@ -631,6 +631,43 @@ def test_a_date_before_the_champions_test_cutoff_is_warned_as_in_sample(shop):
     assert not any("in sample" in w for run in shop.runs for w in run.warnings)
 
 
+def test_a_run_where_nobody_has_consent_says_so_and_why(shop):
+    from datetime import datetime
+
+    import duckdb
+
+    from pipeline.jobs.score import no_consent_warnings
+
+    as_of = datetime(2026, 12, 3)  # the end of 2026-12-02
+    con = duckdb.connect()
+
+    def case(consented, profiles, grants=()):
+        con.execute("CREATE OR REPLACE TABLE members AS SELECT * FROM (VALUES (?), (FALSE)) t(consented)", [consented])
+        con.execute("CREATE OR REPLACE TABLE customers (email_consent BOOLEAN, consent_updated_at TIMESTAMP)")
+        con.executemany("INSERT INTO customers VALUES (?, ?)", profiles or [(None, None)])
+        con.execute("CREATE OR REPLACE TABLE events (role VARCHAR, ts TIMESTAMP)")
+        for g in grants:
+            con.execute("INSERT INTO events VALUES ('consent_granted', ?)", [g])
+        return no_consent_warnings(con, as_of)
+
+    assert case(True, [(True, datetime(2026, 1, 1))]) == []  # someone is sendable: nothing to say
+    # a Shopify-like export: a yes, but no time of the decision
+    (w,) = case(False, [(True, None), (True, None), (False, None)])
+    assert w.startswith("no customer has email consent as of 2026-12-02: nobody is sendable"), w
+    assert "2 profiles say yes to email but have no consent_updated_at" in w and "under `columns:`" in w
+    # the export stamped every row with the time it was made, the morning after the run's as_of
+    (w,) = case(False, [(True, datetime(2026, 12, 3, 8)), (True, datetime(2026, 12, 3, 8)), (False, datetime(2026, 1, 1))])
+    assert "2 profiles say yes with a consent_updated_at from 2026-12-03 08:00 on, at or after this run's as_of" in w
+    assert "can leave out --as-of (the cutoff is then the moment it starts)" in w
+    # nothing says yes anywhere; or only grants after the run
+    (w,) = case(False, [(False, datetime(2026, 1, 1))])
+    assert "the data holds no yes" in w
+    (w,) = case(False, [(False, datetime(2026, 1, 1))], grants=[datetime(2026, 12, 4)])
+    assert "the 1 consent_granted events are all at or after this run's as_of" in w
+    # the shop's customers have consent: its runs say nothing of the kind
+    assert not any("no customer has email consent" in w for run in shop.runs for w in run.warnings)
+
+
 def test_levels_a_model_never_saw_are_warned_about():
     from types import SimpleNamespace
 
