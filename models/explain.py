@@ -141,6 +141,10 @@ class Phrase:
     yes: str = ""
     no: str = ""
     context: tuple[str, str] | None = None  # (column, text with {c})
+    # when the context column is an input but its value is missing: (the zero text, the text with {v})
+    context_missing: tuple[str, str] | None = None
+    # the zero text when the context column is no input of the model (``zero`` may need it to be true)
+    zero_without_context: str = ""
 
 
 #: The words for every column of ``customer_features`` (features/customer_features.md), in one
@@ -171,7 +175,11 @@ PHRASES: dict[str, Phrase] = {
     "days_since_last_open": Phrase("last opened an email {v} ago", "days", missing="never opened an email"),
     "days_since_last_click": Phrase("last clicked an email {v} ago", "days", missing="never clicked an email"),
     "open_trend_30d": Phrase("email opens in the last 30 days at {v} the 30 days before", "ratio"),
-    "sends_since_last_open": Phrase("{v} since the last open", "count", noun="email", zero="opened the latest email"),
+    # counted from the first send when none was ever opened: "since the last open" would be false then
+    "sends_since_last_open": Phrase("{v} unopened in a row", "count", noun="email", zero="opened the latest email",
+                                    context=("days_since_last_open", " (last open {c} ago)"),
+                                    context_missing=("never emailed", "never opened any of {v}"),
+                                    zero_without_context="no unopened emails"),
     "n_refund": Phrase("{v}", "count", noun="refund", zero="no refunds"),
     "refund_amount": Phrase("refunds worth {v}", "money", zero="no refunds"),
     "refund_rate": Phrase("refunds on {v} of purchases", "rate", missing="no purchases yet"),
@@ -208,21 +216,35 @@ def phrase_for(feature: str) -> Phrase:
     return Phrase(f"{name} is {{v}}", missing=f"{name} unknown")  # a profile attribute: "plan is plus"
 
 
-def describe_value(feature: str, value, context=None) -> str:
+#: ``context`` of a phrase whose context column is not among the values at hand
+NO_CONTEXT = object()
+
+
+def describe_value(feature: str, value, context=NO_CONTEXT) -> str:
     """A feature's value in plain words: ``describe_value("recency_days", 94.2, 31)`` ->
-    "last purchase 94 days ago (usual gap 31 days)"; ``context`` is the phrase's context column."""
+    "last purchase 94 days ago (usual gap 31 days)"; ``context`` is the value of the phrase's
+    context column (:func:`context_column`), or :data:`NO_CONTEXT` when it is not at hand."""
     return _describe(phrase_for(feature), feature, value, context)
 
 
-def _describe(ph: Phrase, feature: str, value, context=None) -> str:
+def context_column(feature: str) -> str | None:
+    """The column whose value completes ``feature``'s phrase (e.g. the usual gap after the recency)."""
+    ph = phrase_for(feature)
+    return ph.context[0] if ph.context else None
+
+
+def _describe(ph: Phrase, feature: str, value, context=NO_CONTEXT) -> str:
     if _missing(value):
         return ph.missing or f"{feature.replace('_', ' ')} unknown"
     if ph.unit == "flag":
         return ph.yes if bool(value) else ph.no
+    if ph.context_missing and context is not NO_CONTEXT and _missing(context):
+        zero, text = ph.context_missing
+        return zero if float(value) == 0 else text.format(v=_format(ph, value))
     if ph.zero and float(value) == 0:
-        return ph.zero
+        return ph.zero_without_context if context is NO_CONTEXT and ph.zero_without_context else ph.zero
     text = ph.text.format(v=_format(ph, value))
-    if ph.context and not _missing(context):
+    if ph.context and context is not NO_CONTEXT and not _missing(context):
         text += ph.context[1].format(c=_days(float(context)))
     return text
 
@@ -280,10 +302,12 @@ def _reason_chunk(model, X, target, k, direction, method, n_jobs) -> pd.DataFram
             at = np.flatnonzero(feature == f)
             ph = phrase_for(f)
             xs = matrix[f].to_numpy()[at]
-            ctx = matrix[ph.context[0]].to_numpy()[at] if ph.context and ph.context[0] in matrix else np.full(len(at), np.nan)
+            has_ctx = bool(ph.context) and ph.context[0] in matrix
+            ctx = matrix[ph.context[0]].to_numpy()[at] if has_ctx else np.full(len(at), np.nan)
             lo, pt = log_odds[at], points[at]
             value[at] = _once_per_value(lambda r: _value_text(ph, xs[r]), xs)
-            said = _once_per_value(lambda r: _describe(ph, f, xs[r], ctx[r]), _canonical(ph, xs), _canonical(_DAYS, ctx))
+            said = _once_per_value(lambda r: _describe(ph, f, xs[r], ctx[r] if has_ctx else NO_CONTEXT),
+                                   _canonical(ph, xs), _canonical(_DAYS, ctx))
             push = _once_per_value(lambda r: _push(lo[r], pt[r], words), np.round(np.abs(pt)), lo > 0)
             sentence[at] = said + " " + push
         out |= {f"reason_{i + 1}": sentence, f"reason_{i + 1}_feature": feature, f"reason_{i + 1}_value": value,

@@ -75,7 +75,7 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
     run's (``stored_score`` still is) and it has no band in that run."""
     if version is not None and target is None:
         raise ValueError("explain with a model version: name the model too (target purchase or churn)")
-    from models.explain import contributions, describe_value, probability_points, reason_codes
+    from models.explain import NO_CONTEXT, context_column, contributions, describe_value, probability_points, reason_codes
     from models.plots import waterfall_plot
 
     run = find_run(cfg, run_id, as_of)
@@ -105,7 +105,11 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
         words = reason_codes(model, row, tgt, k=len(v))
         reason_of = {words[f"reason_{i}_feature"].iloc[0]: words[f"reason_{i}"].iloc[0]
                      for i in range(1, len(v) + 1) if f"reason_{i}_feature" in words and words[f"reason_{i}"].iloc[0]}
-        table = pd.DataFrame({"feature": values.columns, "value": [describe_value(f, row[f].iloc[0]) for f in values.columns],
+        def said(f: str) -> str:  # with the context column the stored reasons read too (a model input)
+            c = context_column(f)
+            return describe_value(f, row[f].iloc[0], row[c].iloc[0] if c in values.columns else NO_CONTEXT)
+
+        table = pd.DataFrame({"feature": values.columns, "value": [said(f) for f in values.columns],
                               "log_odds": v.to_numpy(), "points": points})
         table["reason"] = table.feature.map(reason_of).fillna("")
         # largest push in points first, as the stored reasons are ranked (ties: log-odds)

@@ -162,6 +162,15 @@ def test_values_read_in_plain_words():
     assert d("spend_365d", 1234.4) == "spent 1,234 in the last 365 days"
     assert d("open_rate", 0.125) == "opens 12% of emails"
     assert d("country", "DE") == "country is DE" and d("country", None) == "country unknown"
+    # sends since the last open count from the first send when nothing was ever opened (the last
+    # open's days missing): "54 emails since the last open" was false for 1,216 of 2,890 such reasons
+    assert d("sends_since_last_open", 12, 40.2) == "12 emails unopened in a row (last open 40 days ago)"
+    assert d("sends_since_last_open", 54, np.nan) == "never opened any of 54 emails"
+    assert d("sends_since_last_open", 0, 3.0) == "opened the latest email"
+    assert d("sends_since_last_open", 0, None) == "never emailed"
+    # without the last open at hand (no input of the model), only what holds either way
+    assert d("sends_since_last_open", 54) == "54 emails unopened in a row"
+    assert d("sends_since_last_open", 0) == "no unopened emails"
 
 
 def test_reason_values_are_text_with_missing_empty(model, rows, reasons):
