@@ -80,7 +80,7 @@ is a reason to watch realized quality (`dynseg lift`), not proof of a fault.
 {crit}
 
 ## Model
-LightGBM, {model_info['trees']} trees (early stopping on validation), {model_info['features']} features.
+LightGBM, trees: {model_info['trees']}; {model_info['features']} features.
 Not inputs (`exclude_features` in configs/training.yaml): {', '.join(model_info.get('excluded') or []) or 'none'}.
 Most important (mean |SHAP| on a sample of the test snapshot, as in plots/shap_bar.png): {', '.join(top_features)}.
 

@@ -124,6 +124,15 @@ class PropensityModel(BaseEstimator):
         return self
 
     # -- prediction -------------------------------------------------------------------------
+    def trees_text(self) -> str:
+        """The number of trees and how it was reached: by early stopping, or at the ``n_estimators``
+        ceiling (the validation loss still fell at the last tree: the model may want more)."""
+        n = self.best_iteration_
+        if n >= self.n_estimators:
+            return (f"{n} (the n_estimators ceiling, not early stopping: the validation loss still fell at the last "
+                    "tree; raise n_estimators in configs/training.yaml)")
+        return f"{n} (early stopping on validation, of at most {self.n_estimators})"
+
     def decision_function(self, X: pd.DataFrame) -> np.ndarray:
         """Raw score in log-odds (before calibration): what SHAP values add up to."""
         return self.booster_.predict(self._matrix(X), raw_score=True, num_iteration=self.best_iteration_,

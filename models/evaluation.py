@@ -165,7 +165,12 @@ def calibration_verdict(slope: float, low: float, high: float, mean_predicted: f
     """The calibration slope in words, and the level (mean score against the realized rate) when
     it is off by more than ``tolerance`` of the rate: for the card and the train output. The slope
     says whether the scores spread right; the level, whether they sit at the right height."""
-    text = f"calibration slope {slope:.2f} (95 % CI {low:.2f} to {high:.2f}; 1 is ideal)"
+    # enough decimals that an interval the verdict calls clear of 1 does not read as reaching it
+    # (1.0038 to 1.0785 printed "1.00 to 1.08" beside "under-confident")
+    digits = 2
+    while digits < 6 and ((low > 1 and round(low, digits) <= 1) or (high < 1 and round(high, digits) >= 1)):
+        digits += 1
+    text = f"calibration slope {slope:.2f} (95 % CI {low:.{digits}f} to {high:.{digits}f}; 1 is ideal)"
     if low > 1:
         text += ": the scores spread narrower than the outcomes (under-confident)"
     elif high < 1:
@@ -177,7 +182,8 @@ def calibration_verdict(slope: float, low: float, high: float, mean_predicted: f
         if abs(off) > tolerance:
             text += (f"; but on average the scores are {abs(off):.0%} too {'high' if off > 0 else 'low'} "
                      f"(mean {mean_predicted:.3f} against {realized:.3f} realized: the base rate expected at "
-                     "the test cutoff missed)")
+                     "the test cutoff missed, or something the features cannot see moved the outcomes in the label "
+                     "window, such as a campaign sent to these customers)")
     return text
 
 

@@ -63,7 +63,9 @@ def explain(
             colour = "red" if r.log_odds > 0 else "blue"
             t.add_row(r.feature, str(r.value), f"[{colour}]{r.points:+.1f}[/]", f"{r.log_odds:+.3f}", r.reason)
         out.print(t)
-        out.print(f"  points: change in the {e.target} probability if the feature were left out (calibrated scale); "
+        out.print(f"  points: change in the {e.target} probability if the feature were left out (calibrated scale), "
+                  "each on its own: they do not add up to the score (a push counts for more where the probability is "
+                  "near 50 % than near 0 or 100 %); "
                   f"log-odds: exact TreeSHAP values, base {e.base:+.3f} + all features = the raw score. "
                   + (f"Run's stored score {e.stored_score:.4f}, recomputed {e.score:.4f}." if e.of_run else
                      f"Version {e.model} is not the model the run used; the run's score was {e.stored_score:.4f}."),

@@ -56,7 +56,7 @@ def print_result(r: TrainResult) -> None:
         "predicts": d.label.describe(),
         "snapshots as of (test, valid, train…)": ", ".join(cutoff_label(c) for c in d.plan.cutoffs),
         "rows train / valid / test": " / ".join(f"{(d.frame.snapshot == s).sum():,}" for s in ("train", "valid", "test")),
-        "trees (early stopping)": r.model.best_iteration_,
+        "trees": r.model.trees_text(),
         "calibration": r.model.calibration_method_,
         "base rate at test": r.base_rate_note,
         "MLflow run": r.run_id,

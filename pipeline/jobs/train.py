@@ -194,7 +194,7 @@ def train_job(
             calibration_note=calibration_verdict(*ev.table.set_index("scorer").loc[
                 "model", ["calibration_slope", "calibration_slope_ci_low", "calibration_slope_ci_high", "mean_predicted",
                           "realized_rate"]]), criteria=criteria, champion=champion,
-            model_info={"calibration": model.calibration_method_, "trees": model.best_iteration_, "features": len(model.features_),
+            model_info={"calibration": model.calibration_method_, "trees": model.trees_text(), "features": len(model.features_),
                         "excluded": [c for c in cfg.training.exclude_features if c in f.columns]},
             base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
             top_features=shap_top,

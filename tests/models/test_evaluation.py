@@ -29,7 +29,12 @@ def test_the_slope_recovers_a_planted_miscalibration_and_its_interval_covers_it(
     # the level is named when the mean score is off the realized rate by more than 10 %
     level = calibration_verdict(1.0, 0.95, 1.05, mean_predicted=0.103, realized=0.079)
     assert level.endswith("but on average the scores are 30% too high (mean 0.103 against 0.079 realized: the base "
-                          "rate expected at the test cutoff missed)"), level
+                          "rate expected at the test cutoff missed, or something the features cannot see moved the "
+                          "outcomes in the label window, such as a campaign sent to these customers)"), level
+    # an interval clear of 1 never prints as reaching it: more decimals where 2 would round onto 1
+    assert "(95 % CI 1.004 to 1.079; 1 is ideal): the scores spread narrower" in calibration_verdict(1.05, 1.0038, 1.0785)
+    assert "(95 % CI 0.921 to 0.996; 1 is ideal): the scores spread wider" in calibration_verdict(0.95, 0.9211, 0.9962)
+    assert "(95 % CI 0.97 to 1.08; 1 is ideal): the spread is consistent" in calibration_verdict(1.0, 0.9711, 1.0785)
 
 
 def test_a_constant_score_or_one_class_has_no_slope():

@@ -219,3 +219,16 @@ def test_global_artifacts_are_written(model, rows, tmp_path):
     assert list(table.columns) == ["feature", "mean_abs_shap_log_odds", "mean_abs_points"]
     assert table.mean_abs_shap_log_odds.is_monotonic_decreasing and set(table.feature) == set(model.features_)
     assert table.feature.iloc[0] == "recency_days"  # the strongest signal in the data
+
+
+def test_the_trees_say_whether_early_stopping_chose_them_or_the_ceiling_did():
+    rng = np.random.default_rng(3)
+    X, y = _customers(rng, 1500)
+    Xv, yv = _customers(rng, 800)
+    capped = PropensityModel(n_estimators=3, num_leaves=7, calibration="platt").fit(X, y, Xv, yv)
+    assert capped.best_iteration_ == 3
+    assert capped.trees_text().startswith("3 (the n_estimators ceiling, not early stopping: the validation loss still "
+                                          "fell at the last tree")
+    stopped = PropensityModel(n_estimators=2000, early_stopping_rounds=10, calibration="platt").fit(X, y, Xv, yv)
+    assert stopped.best_iteration_ < 2000
+    assert stopped.trees_text() == f"{stopped.best_iteration_} (early stopping on validation, of at most 2000)"
