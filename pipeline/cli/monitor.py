@@ -69,14 +69,14 @@ def lift(
     t = Table(title=f"Holdout lift, run {r.run_id} (as of {as_of_label(r.as_of)}; outcome windows: {window})",
               title_justify="left")
     for c in ("segment", "outcome", "treated", "holdout", "rate T", "rate H", "abs lift, points [95% CI]",
-              "rel lift [95% CI]", "p", "revenue/member T | H (no test)"):
+              "rel lift [95% CI]", "p", "p adjusted", "revenue/member T | H (no test)"):
         t.add_column(c, justify="left" if c in ("segment", "outcome") else "right", no_wrap=c == "segment")
     for x in r.lift.itertuples():
         t.add_row(x.segment, x.outcome, f"{x.n_treated:,}", f"{x.n_holdout:,}", f"{x.conversion_treated:.1%}",
                   f"{x.conversion_holdout:.1%}", f"{100 * x.abs_lift:+.1f} [{100 * x.abs_lift_low:+.1f}, {100 * x.abs_lift_high:+.1f}]",
                   (f"{x.rel_lift:+.0%} [{x.rel_lift_low:+.0%}, {x.rel_lift_high:+.0%}]" if x.rel_lift == x.rel_lift
                    and x.rel_lift_low == x.rel_lift_low else f"{x.rel_lift:+.0%}" if x.rel_lift == x.rel_lift else "—"),
-                  f"{x.p_value:.3f}",
+                  f"{x.p_value:.3f}", "—" if x.p_adjusted != x.p_adjusted else f"{x.p_adjusted:.3f}",
                   f"{x.revenue_per_member_treated:.2f} | {x.revenue_per_member_holdout:.2f}")
     out.print(t)
     for x in r.lift.itertuples():

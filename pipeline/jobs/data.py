@@ -199,6 +199,18 @@ def simulate_campaign_job(cfg: Config, run_id: str | None, uplift: float, segmen
     buf = io.BytesIO()
     out.to_parquet(buf, index=False)
     write_atomic(path, buf.getvalue())
+    # kept with the runs: `lift` of a run scored after its window (the demo's backfill) otherwise
+    # says nothing from it could have been sent
+    import duckdb
+
+    con = duckdb.connect(str(db))
+    try:
+        con.execute("CREATE TABLE IF NOT EXISTS simulated_campaigns (run_id VARCHAR, as_of TIMESTAMP, segments JSON, "
+                    "treated BIGINT, uplift DOUBLE, simulated_at TIMESTAMP)")
+        con.execute("INSERT INTO simulated_campaigns VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",
+                    [run_id, as_of, json.dumps(chosen), len(treated), uplift])
+    finally:
+        con.close()
     return Campaign(run_id, as_of, chosen, len(treated), len(out) - len(events), horizon, path)
 
 

@@ -171,19 +171,39 @@ class LiftResult:
     mlflow_run_id: str | None = None
     notes: list[str] = field(default_factory=list)  # about the whole measurement (merged ids, ratio mismatch, ...)
     alarm_on_harm: bool = True
+    alpha: float = 0.05
 
     @property
     def reasons(self) -> list[str]:
         harmed = [] if not self.alarm_on_harm or self.lift.empty else [
             f"{r.segment}: the campaign lowered conversion: {100 * r.abs_lift:+.1f} points "
-            f"[{100 * r.abs_lift_low:+.1f}, {100 * r.abs_lift_high:+.1f}] against its holdout (p {r.p_value:.3f}); "
+            f"[{100 * r.abs_lift_low:+.1f}, {100 * r.abs_lift_high:+.1f}] against its holdout (p {r.p_value:.3f}, "
+            f"{r.p_adjusted:.3f} adjusted for every segment tested); "
             "`alarm_on_harm: false` under lift in configs/monitoring.yaml to only report it"
-            for r in self.lift.itertuples() if r.abs_lift_high < 0]
+            for r in self.lift.itertuples()
+            # harm that holds across every segment tested (Holm), not one of many chances
+            if r.abs_lift_high < 0 and r.p_adjusted < self.alpha]
         return harmed + [f"{t}: {r}" for t, q in self.quality.items() for r in q.reasons]
 
     @property
     def alarm(self) -> bool:
         return bool(self.reasons)
+
+
+def _replaced_any(db: Path, as_of: datetime) -> bool:
+    """Whether an earlier run of this date was replaced (its exports may have been sent in time)."""
+    try:
+        return not runs.read(db, "SELECT 1 FROM replaced_runs WHERE as_of = ? LIMIT 1", [as_of]).empty
+    except Exception:  # noqa: BLE001 - a workspace made before the record
+        return False
+
+
+def _simulated(db: Path, run_id: str) -> bool:
+    """Whether ``dynseg data simulate-campaign`` sent (in the demo's data) a campaign from this run."""
+    try:
+        return not runs.read(db, "SELECT 1 FROM simulated_campaigns WHERE run_id = ? LIMIT 1", [run_id]).empty
+    except Exception:  # noqa: BLE001 - no campaign simulated in this workspace
+        return False
 
 
 def _outcomes(con, start: datetime, horizon: timedelta) -> pd.DataFrame:
@@ -207,8 +227,11 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     data = load_for_run(cfg)
     newest = data.report.time_range(cfg.role_of)[1]
     models = json.loads(run.models)
-    needed = max(horizons[m["target"]] for m in models) if models else horizons["purchase"]
-    if newest < t + needed - timedelta(days=1):
+    # each outcome (a purchase within the purchase horizon; retention within the churn horizon) is
+    # measured once its whole window is in the data; the others wait, each said
+    closed = {k: newest >= t + h - timedelta(days=1) for k, h in horizons.items()}
+    if not any(closed[m["target"]] for m in models) and not closed["purchase"]:
+        needed = min(horizons[m["target"]] for m in models) if models else horizons["purchase"]
         raise ValueError(f"the outcome window of run {run.run_id} (as of {as_of_label(t)}) runs to "
                          f"{as_of_label(t + needed)}, but the data ends {newest:%Y-%m-%d %H:%M}; "
                          "lift and realized quality need the whole window: run this later, or pick an older run")
@@ -224,6 +247,13 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     members = runs.read(ws.db_path, "SELECT segment, kind, customer_id, holdout, sendable, consented "
                                     "FROM segment_members WHERE run_id = ?", [run.run_id])
     notes = []
+    waiting = {k: f"the {k} window runs to {as_of_label(t + h)}, after the data's end ({newest:%Y-%m-%d %H:%M})"
+               for k, h in horizons.items() if not closed[k]}
+    # A run scored after its outcome window (a backfill) exported nothing anyone could send in it,
+    # unless the date was scored before (the run it replaced) or a campaign was simulated from it
+    scored = run.started_at.to_pydatetime() if not pd.isna(run.started_at) else None
+    sent_later = scored is not None and scored > t + timedelta(days=1)
+    sent_too_late = (sent_later and not _replaced_any(ws.db_path, t) and not _simulated(ws.db_path, run.run_id))
     for r in runs.replaced_sides(ws.db_path, run.run_id).itertuples():
         notes.append(f"{r.segment}: {r.flipped:,} members are on the other side of the holdout than in run {r.replaced}, "
                      f"which this run replaced ({r.sent_now_held:,} of them sendable then, held out now): if that "
@@ -250,6 +280,9 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     frames, crossed = [], {}
     for name, g in campaign.groupby("segment"):
         which = "churn" if segment_outcome(rules[name])[0] == "retention" else "purchase"
+        if not closed[which]:
+            notes.append(f"{name}: not measured yet: {waiting[which]}")
+            continue
         # sample ratio: the hash puts each member in the holdout with the segment's fraction; a share
         # far from it means the draw is not what it claims (a filter applied to one side, say)
         fraction, held = rules[name]["holdout"], int(g.holdout.sum())
@@ -279,6 +312,9 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     quality = {}
     for m in models:
         target = m["target"]
+        if not closed[target]:
+            notes.append(f"realized quality of the {target} model: not measured yet: {waiting[target]}")
+            continue
         s = scores[scores[f"{target}_score"].notna()]
         bought = today(s.customer_id).isin(outcome[target].index).to_numpy()
         y = bought.astype(int) if target == "purchase" else (~bought).astype(int)
@@ -296,9 +332,21 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     folder = ws.reports_dir / "lift" / as_of_file_label(t)
     if not lift.empty and len(lift) > 1:
         notes.append(f"{len(lift)} segments are tested, each at alpha {lc.alpha:g}: with no effect anywhere, the chance "
-                     f"that at least one reads significant is up to {1 - (1 - lc.alpha) ** len(lift):.0%}")
-    result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items()}, folder,
-                        notes=notes, alarm_on_harm=lc.alarm_on_harm)
+                     f"that at least one reads significant is up to {1 - (1 - lc.alpha) ** len(lift):.0%}; the harm "
+                     "alarm therefore takes the p-values adjusted for all of them (Holm: p_adjusted)")
+    alarm_on_harm = lc.alarm_on_harm
+    if sent_too_late and scored >= t + max(h for k, h in horizons.items() if closed[k]) - timedelta(days=1):
+        notes.insert(0, f"run {run.run_id} was scored on {scored:%Y-%m-%d %H:%M}, after its outcome window had passed "
+                        "(a backfill): nothing it exported could have been sent in that window, so its lift compares "
+                        "two groups nobody contacted from this run, and differences are chance. No harm alarm is "
+                        "raised. Lift measures a run whose exports were sent (score nightly, send, then run lift)")
+        alarm_on_harm = False
+    elif sent_too_late:
+        notes.insert(0, f"run {run.run_id} was scored on {scored:%Y-%m-%d %H:%M}, "
+                        f"{(scored - t).days} days into its outcome window: its exports could not have been sent "
+                        "before then, so the lift measures a campaign in what was left of the window at most")
+    result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items() if closed[k]},
+                        folder, notes=notes, alarm_on_harm=alarm_on_harm, alpha=lc.alpha)
     result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())
     summary = {"run_id": run.run_id, "as_of": str(t), "as_of_label": as_of_label(t), "alarm": result.alarm,
                "reasons": result.reasons,

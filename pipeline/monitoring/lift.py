@@ -52,7 +52,22 @@ def segment_lift(
                          int(h.at[seg, "n"]), int(h.at[seg, "x"]), float(h.at[seg, "revenue"]),
                          alpha, power, min_holdout, min_expected_conversions, max_mde)
             for seg in segments]
-    return pd.DataFrame(rows, columns=COLUMNS)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    # across the segments tested: the chance that one of many reads significant by chance alone
+    table.insert(table.columns.get_loc("p_value") + 1, "p_adjusted", holm(table.p_value.to_numpy(float)))
+    return table
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm's step-down adjusted p-values: family-wise error across the tests (NaN: not a test)."""
+    p = np.asarray(p, float)
+    out = np.full(len(p), np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = len(tested)
+    if m:
+        order = tested[np.argsort(p[tested], kind="stable")]
+        out[order] = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    return out
 
 
 def _checked(frame: pd.DataFrame) -> pd.DataFrame:

@@ -3,6 +3,7 @@ models trained before it, a campaign with a real effect, and the alarms' exit co
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from datetime import timedelta
 
@@ -54,6 +55,10 @@ def test_realized_quality_matches_what_the_model_card_promised(shop):
         assert not q.alarm and not any(n.startswith("in sample") for n in q.notes)  # scored after the test cutoffs
     # no campaign happened: treated and holdout convert alike
     assert not (r.lift.abs_lift_low > 0.02).any(), r.lift[["segment", "abs_lift", "abs_lift_low"]]
+    # the run was scored (today) after its outcome window: nothing from it could have been sent, so
+    # a difference is chance and no harm alarm is raised (a backfill read "the campaign lowered conversion")
+    assert r.notes[0].startswith(f"run {r.run_id} was scored on ") and "after its outcome window had passed" in r.notes[0]
+    assert not r.alarm_on_harm
     assert (shop.workspace / "reports" / "lift" / "2026-08-31" / "summary.json").is_file()
 
 
@@ -73,7 +78,10 @@ def test_lift_recovers_a_simulated_campaign(shop):
     cfg = load_config(shop.root)
     campaign = simulate_campaign_job(cfg, shop.campaign_run.run_id, uplift=0.3, segments=["likely_buyers", "at_risk"])
     assert campaign.treated > 100 and campaign.events_added > 0
-    r = lift_job(cfg, run_id=shop.campaign_run.run_id).lift.set_index("segment")
+    result = lift_job(cfg, run_id=shop.campaign_run.run_id)
+    # a campaign was sent from the run (simulated in the data): its lift is a measurement again
+    assert result.alarm_on_harm and not any("after its outcome window" in n for n in result.notes), result.notes
+    r = result.lift.set_index("segment")
     for seg in ("likely_buyers", "at_risk"):
         row = r.loc[seg]
         base = row.conversion_holdout
@@ -134,6 +142,20 @@ def test_lift_refuses_a_run_whose_outcome_window_is_still_open(shop):
     result = runner.invoke(app, ["lift", "--run", shop.late_run.run_id])
     assert result.exit_code == 1
     assert "outcome window" in " ".join(result.output.split())
+
+
+def test_lift_measures_the_outcomes_whose_window_closed_and_says_which_wait(shop):
+    """A purchase window closed while the churn window still runs: the purchase segments and model
+    are measured, the retention ones wait with a note (the whole run was refused)."""
+    cfg = load_config(shop.root)
+    longer = dataclasses.replace(cfg, labels=cfg.labels.model_copy(update={
+        "churn": cfg.labels.churn.model_copy(update={"horizon": "120d"})}))
+    r = lift_job(longer, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    assert set(r.quality) == {"purchase"} and set(r.windows) == {"purchase"}
+    assert set(r.lift.outcome) == {"purchased"} and len(r.lift)
+    waiting = [n for n in r.notes if "not measured yet: the churn window runs to 2026-12-29" in n]
+    assert any(n.startswith("realized quality of the churn model") for n in waiting), r.notes
+    assert any(n.startswith("high_churn_risk: not measured yet") for n in waiting), r.notes
 
 
 def test_a_key_column_no_model_compares_is_refused_naming_the_key(shop):

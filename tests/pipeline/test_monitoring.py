@@ -211,6 +211,17 @@ def test_a_campaign_that_lowered_conversion_is_an_alarm():
     assert result.reasons[0].startswith("harm: the campaign lowered conversion: -") and "against its holdout" in result.reasons[0]
     assert not LiftResult("r", parse_as_of("2026-08-31"), lift, {}, {}, None, alarm_on_harm=False).alarm
     assert not LiftResult("r", parse_as_of("2026-08-31"), lift[lift.segment != "harm"], {}, {}, None).alarm
+    # one of many segments tested at p 0.01 is no alarm: the harm must hold across all of them (Holm)
+    many = lift.assign(p_value=0.01, p_adjusted=0.07)
+    assert not [r for r in LiftResult("r", parse_as_of("2026-08-31"), many, {}, {}, None).reasons if "harm" in r]
+
+
+def test_holm_adjusts_the_p_values_of_every_segment_tested():
+    from pipeline.monitoring.lift import holm
+
+    np.testing.assert_allclose(holm(np.array([0.01, 0.04, 0.03, 0.005])), [0.03, 0.06, 0.06, 0.02])
+    np.testing.assert_allclose(holm(np.array([0.5, np.nan, 0.2])), [0.5, np.nan, 0.4])  # NaN: not a test
+    assert holm(np.array([0.9, 0.8])).max() <= 1.0
 
 
 def test_the_p_value_and_the_interval_never_disagree():
