@@ -99,7 +99,7 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
             return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND ({' OR '.join([f'{e} IS NULL', *zoned])}))")
         if t == "VARCHAR":
             # With the session time zone at UTC, a string without an offset is read as UTC.
-            e = f"make_timestamp(epoch_us(TRY_CAST(NULLIF(trim({c}), '') AS TIMESTAMPTZ)))"
+            e = f"make_timestamp(epoch_us({iso_timestamptz(f'NULLIF(trim({c}), {chr(39)}{chr(39)})')}))"
             return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND ({e} IS NULL OR {_abbreviated(c)} OR "
                             f"{_impossible_offset(c)}))")
         return None
@@ -165,6 +165,14 @@ def _abbreviated(c: str) -> str:
 _IMPOSSIBLE_OFFSET = (r"[0-9]:[0-9]{2}(:[0-9]{2}(\.[0-9]+)?)?\s*"
                       r"(\+(1[5-9]|[2-9][0-9]|14:?(0[1-9]|[1-5][0-9]))|-(1[3-9]|[2-9][0-9]|12:?(0[1-9]|[1-5][0-9]))"
                       r"|[+-][0-9]{2}:?[6-9][0-9]|[+-][0-9]{2}:?[0-9]{2}:?[0-9]{2})[0-9:]*$")
+
+
+def iso_timestamptz(v: str) -> str:
+    """SQL: ISO-8601 text ``v`` as a TIMESTAMPTZ, or NULL. Also with a space before the offset, as
+    Shopify's exports write it (``2025-10-20 22:14:56 +0200``), which DuckDB's cast does not read;
+    the second cast runs only for the values the first could not read."""
+    return (f"coalesce(TRY_CAST({v} AS TIMESTAMPTZ), "
+            f"TRY_CAST(regexp_replace({v}, '([0-9]) +([+-][0-9]{{2}}(:?[0-9]{{2}})?)$', '\\1\\2') AS TIMESTAMPTZ))")
 
 
 def _impossible_offset(c: str) -> str:

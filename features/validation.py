@@ -872,16 +872,48 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
             n, example = con.execute(distinct_unknown).fetchall()[0]
             if not n:  # no event has an id
                 return
+        other = _matching_column(con, "raw_customers", f"SELECT {ev['customer_id'].expr} AS id FROM raw_events",
+                                 cu["customer_id"].expr)
+        mine = _matching_column(con, "raw_events", f"SELECT {cu['customer_id'].expr} AS id FROM raw_customers",
+                                ev["customer_id"].expr)
+        fix = ("point both sources' customer_id at the same identifier (`columns:` in configs/catalog.yaml), "
+               "or fix the ids' form in one of them")
+        if other:
+            fix = (f"the customers source's column {other[0]!r} holds the events' ids ({other[1]:.0%} of a sample "
+                   f"found): map it, `customer_id: {other[0]}` in the `columns:` of sources.customers in "
+                   "configs/catalog.yaml; or " + fix)
+        elif mine:
+            fix = (f"the events source's column {mine[0]!r} holds the customers' ids ({mine[1]:.0%} of a sample "
+                   f"found): map it, `customer_id: {mine[0]}` in the `columns:` of sources.events in "
+                   "configs/catalog.yaml; or " + fix)
         report.problems.append(Problem(
             "events", "customer_id", "no_customer_matches", "error", int(n),
             f"none of the {n:,} customer_ids in events is in customers: the two sources name customers "
             f"differently (events: {example!r}, customers: {profile_example!r})",
-            "point both sources' customer_id at the same identifier (`columns:` in configs/catalog.yaml), "
-            "or fix the ids' form in one of them", (repr(example), repr(profile_example))))
+            fix, (repr(example), repr(profile_example))))
         return
     if count:
         report.problems.append(unknown_customer_problem(
             int(n), example, _spelled_otherwise(con, f"SELECT {cu['customer_id'].expr} AS id FROM raw_customers", example)))
+
+
+def _matching_column(con: duckdb.DuckDBPyConnection, table: str, ids: str, mapped: str) -> tuple[str, float] | None:
+    """The column of ``table`` (other than the one mapped, ``mapped``) that holds the most of a
+    sample of ``ids`` (as text, trimmed, any case: an email column beside a numeric customer id),
+    with the share found; None when no column holds a fifth of them."""
+    sample = f"SELECT DISTINCT lower(trim(CAST(id AS VARCHAR))) AS id FROM ({ids}) WHERE id IS NOT NULL LIMIT 500"
+    n = con.execute(f"SELECT count(*) FROM ({sample})").fetchall()[0][0]
+    if not n:
+        return None
+    columns = [r[0] for r in con.execute(f"DESCRIBE {table}").fetchall()
+               if r[1] in ("VARCHAR", "BIGINT", "INTEGER", "HUGEINT", "UBIGINT") and ident(r[0]) not in mapped][:40]
+    if not columns:
+        return None
+    found = con.execute("SELECT " + ", ".join(
+        f"(SELECT count(*) FROM ({sample}) s SEMI JOIN (SELECT DISTINCT lower(trim(CAST({ident(c)} AS VARCHAR))) AS v "
+        f"FROM {table}) t ON s.id = t.v)" for c in columns)).fetchall()[0]
+    best = max(range(len(columns)), key=lambda i: found[i])
+    return (columns[best], found[best] / n) if found[best] >= 0.2 * n else None
 
 
 def _spelled_otherwise(con: duckdb.DuckDBPyConnection, profile_ids: str, example: str | None) -> str | None:

@@ -17,7 +17,7 @@ from features.asof import BadValue, as_of_label, as_of_text, cutoff_label, now_u
 from features.customer_features import (FALSE_WORDS, TRUE_WORDS, DataProfile, FeatureSpec, customer_features,
                                         is_catalog_column, reserved_name, utc)
 from features.contract import plain
-from features.normalize import DECIMAL_COMMA, forms_literal, ident, literal
+from features.normalize import DECIMAL_COMMA, forms_literal, ident, iso_timestamptz, literal
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
 from features.freshness import StaleDataError, check_freshness, is_stale
@@ -196,7 +196,7 @@ def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> 
             own += f" OR regexp_matches({v}, '{DECIMAL_COMMA}')"
         return (f"bool_and({ident(c)} IS NULL OR (TRY_CAST({v} AS DOUBLE) IS NOT NULL AND NOT "
                 f"regexp_matches({v}, '^[+-]?0[0-9]')) OR {_boolean_word(c)} "
-                f"OR TRY_CAST({v} AS TIMESTAMPTZ) IS NOT NULL OR TRY_CAST({v} AS TIME) IS NOT NULL{own})")
+                f"OR {iso_timestamptz(v)} IS NOT NULL OR TRY_CAST({v} AS TIME) IS NOT NULL{own})")
 
     # one read of the (merged) profiles for every column's count and, from CSV, its kind
     measures = [f"count(DISTINCT {ident(c)})" for c in text]

@@ -25,7 +25,7 @@ import yaml
 
 from features.asof import BadValue
 from features.contract import CONTRACT, ROLES, guess_role, unguessed_because
-from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident, is_numeric, literal
+from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident, is_numeric, iso_timestamptz, literal
 from features.sources import (SourceError, SourceSpec, _head, _utf16, drop_copies, glob_files, register_source,
                               resolve_files)
 from features.validation import ID_NAME, likely_columns
@@ -327,7 +327,7 @@ def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -
     misses = [f"count({v}) FILTER (try_strptime({v}, {forms_literal(_DATE_FAMILIES[f])}) IS NULL)" for f in families]
     hits = [f"count({v}) FILTER (try_strptime({v}, {literal(form)}) IS NOT NULL)"
             for f in families for form in _DATE_FAMILIES[f]]
-    row = con.execute(f"SELECT count({v}) FILTER (TRY_CAST({v} AS TIMESTAMPTZ) IS NULL), "
+    row = con.execute(f"SELECT count({v}) FILTER ({iso_timestamptz(v)} IS NULL), "
                       f"{', '.join(misses + hits)} FROM {_sample(view)}").fetchone()
     not_iso, missed, hit = row[0], row[1:1 + len(families)], row[1 + len(families):]
     out: dict = {}

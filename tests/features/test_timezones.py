@@ -35,6 +35,20 @@ def test_csv_offsets_across_berlin_spring_forward(project):
                                      datetime(2026, 3, 29, 1, 30), datetime(2026, 3, 29, 1, 30)]
 
 
+def test_csv_offsets_after_a_space_as_shopify_writes_them(project):
+    """Shopify's exports write `2025-10-20 22:14:56 +0200`, which DuckDB's cast does not read: every
+    value was unparseable until a timestamp_format was given."""
+    project.write_events(_events(["2025-10-20 22:14:56 +0200", "2025-10-20 22:14:56 -05:00", "2025-10-20 22:14:56  +01",
+                                  "2025-10-20T22:14:56+02:00"]), "events.csv")
+    assert canonical_ts(project) == [datetime(2025, 10, 20, 20, 14, 56), datetime(2025, 10, 21, 3, 14, 56),
+                                     datetime(2025, 10, 20, 21, 14, 56), datetime(2025, 10, 20, 20, 14, 56)]
+    # an offset no place has stays refused, with the space as without
+    project.write_events(_events(["2025-10-20 22:14:56 +1900"]), "events.csv")
+    cfg = load_config(project.root)
+    report = validate(connect(), cfg.source_specs(), cfg.role_of, set(), cfg.project_dir, datetime(2027, 1, 1))
+    assert not report.ok and any(p.column == "ts" for p in report.problems), report.problems
+
+
 def test_parquet_aware_column_is_converted_and_naive_is_kept(project):
     local = pd.to_datetime(["2026-10-25 02:30:00", "2026-10-25 03:30:00"]).tz_localize(
         "Europe/Berlin", ambiguous=[True, False])  # fall back: 02:30 CEST, then 03:30 CET

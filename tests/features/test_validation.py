@@ -1092,6 +1092,30 @@ def test_customers_whose_ids_match_no_event_customer_are_an_error(project):
     assert "columns:" in p.fix
 
 
+def test_ids_of_another_form_name_the_column_of_the_other_source_that_holds_them(project):
+    """A Shopify customers export keyed by its numeric id, events keyed by email: the error names
+    the customers' email column to map (the analyst had to find it)."""
+    events = good_events()
+    events["customer_id"] = events.customer_id.map({"c0": "ann@x.com", "c1": "bo@x.com", "c2": "cy@x.com"})
+    project.write_events(events)
+    pd.DataFrame({"id": [6000001, 6000002, 6000003], "Email": ["Ann@x.com", "bo@x.com ", "cy@x.com"],
+                  "country": ["DE", "FR", "DE"]}).to_parquet(project.data / "cu.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/cu.parquet", "columns": {"customer_id": "id"}})
+    p = only(run(project), "no_customer_matches")
+    assert p.fix.startswith("the customers source's column 'Email' holds the events' ids (100% of a sample found): "
+                            "map it, `customer_id: Email` in the `columns:` of sources.customers"), p.fix
+    # the other way round: the events carry the profiles' id in a column of their own
+    events["shop_id"] = events.customer_id.map({"ann@x.com": "6000001", "bo@x.com": "6000002", "cy@x.com": "6000003"})
+    project.write_events(events)
+    pd.DataFrame({"id": [6000001, 6000002, 6000003]}).to_parquet(project.data / "cu.parquet")
+    p = only(run(project), "no_customer_matches")
+    assert p.fix.startswith("the events source's column 'shop_id' holds the customers' ids"), p.fix
+    # nothing holds them: the general advice alone
+    pd.DataFrame({"id": [7, 8, 9]}).to_parquet(project.data / "cu.parquet")
+    assert only(run(project), "no_customer_matches").fix.startswith("point both sources' customer_id")
+
+
 def test_not_counting_unknown_customers_drops_the_warning_but_not_the_error(project):
     """A run leaves the count of customers without a profile to itself (it counts its own, once its
     features found them); ids of another form than the profiles' are still refused up front."""
