@@ -1107,7 +1107,7 @@ def test_ids_of_another_form_name_the_column_of_the_other_source_that_holds_them
                             "map it, `customer_id: Email` in the `columns:` of sources.customers"), p.fix
     # the other way round: the events carry the profiles' id in a column of their own
     events["shop_id"] = events.customer_id.map({"ann@x.com": "6000001", "bo@x.com": "6000002", "cy@x.com": "6000003"})
-    project.write_events(events)
+    events.to_parquet(project.data / "events.parquet", index=False)
     pd.DataFrame({"id": [6000001, 6000002, 6000003]}).to_parquet(project.data / "cu.parquet")
     p = only(run(project), "no_customer_matches")
     assert p.fix.startswith("the events source's column 'shop_id' holds the customers' ids"), p.fix
