@@ -23,6 +23,7 @@ def connect(threads: int | None = None, memory_limit: str | None = None,
     """
     con = duckdb.connect(":memory:")
     con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET enable_progress_bar = false")  # its bar went into the output, between rich's lines
     # Give memory back after each big query instead of keeping it cached for the next one: a
     # scoring run's later stages (models, exports) then do not stack on DuckDB's peak. At 1M
     # customers this took the process from 2.5 GB to 1.4 GB after the feature query.

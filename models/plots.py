@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -108,5 +109,7 @@ def waterfall_plot(table: pd.DataFrame, base: float, raw: float, base_p: float, 
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
     ax.set_xlabel(f"SHAP value (log-odds): base {base:.2f} (p = {base_p:.1%}) -> score {raw:.2f} (p = {p:.1%})\n"
                   "bar labels: push in log-odds (and in probability points)", fontsize=9)
-    ax.set_title(title, fontsize=10)
+    # wrapped: with an email as the customer id, the title ran past the figure's edge
+    ax.set_title("\n".join(w for line in title.splitlines() for w in textwrap.wrap(line, 80, break_on_hyphens=False)),
+                 fontsize=10)
     return _save(fig, path)

@@ -205,11 +205,15 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
     if sample <= 0:
         return
     cols = ["customer_id", *[c for c in members.columns if c.endswith(("_score_100", "_band"))], "holdout", "sendable"]
-    s = Table(title=f"Sample members ({min(sample, len(members))} of {len(members):,})", title_justify="left")
+    s = Table(title=f"Sample members ({min(sample, len(members))} of {len(members):,}, drawn at random, the same "
+                    "in every call)", title_justify="left")
     for c in cols:
         s.add_column(c)
-    for row in members.sort_values("customer_id").head(sample)[cols].itertuples(index=False):
-        s.add_row(*("" if v is None or pd.isna(v) else str(v) for v in row))  # nullable columns hold pd.NA
+    # a random draw (the first ids in order were all alike: anna.*, or the oldest accounts)
+    drawn = members.sample(n=min(sample, len(members)), random_state=0).sort_values("customer_id")
+    for row in drawn[cols].itertuples(index=False):
+        s.add_row(*("" if v is None or pd.isna(v) else ("yes" if v else "no") if c in ("holdout", "sendable") else str(v)
+                    for c, v in zip(cols, row)))  # nullable columns hold pd.NA; sides as `segments changes` shows them
     out.print(s)
 
 

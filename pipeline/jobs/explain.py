@@ -128,7 +128,7 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
             suffix = "" if e.of_run else f"_v{label.rsplit('/', 1)[-1]}"
             path = (Workspace(cfg.workspace).reports_dir / "explain" / run.run_id / f"{customer_id}_{tgt}{suffix}.png")
             e.waterfall = waterfall_plot(table.head(top), e.base, raw, e.base_probability, p, path,
-                                         f"{customer_id}: {tgt} score {p:.1%} ({label}, as of {as_of_label(t)})")
+                                         f"{customer_id}\n{tgt} score {p:.1%} ({label}, as of {as_of_label(t)})")
         out.append(e)
     return out
 

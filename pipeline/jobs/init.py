@@ -103,6 +103,7 @@ def init_project(folder: Path, events: str, customers: str | None = None, identi
     given = {"events": events, "customers": customers, "identities": identities}
     paths = {name: _given_path(name, p, folder) for name, p in given.items() if p is not None}  # all, before any work
     con = duckdb.connect()
+    con.execute("SET enable_progress_bar = false")  # printed "61% ▕███" into init's output
     try:
         found = [_read_source(con, name, path, folder) for name, path in paths.items()]
         roles, unplaced = _event_names(con, found[0])
