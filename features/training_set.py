@@ -45,10 +45,11 @@ class SnapshotPlan:
 
 def plan_snapshots(
     data_start: datetime, data_end: datetime, horizon: timedelta, n_snapshots: int, step: timedelta,
-    min_history: timedelta = timedelta(days=90),
+    min_history: timedelta = timedelta(days=90), active_window: timedelta | None = None,
 ) -> SnapshotPlan:
     """Cutoffs at midnight UTC, newest first; refuse when history is too short. Aware instants
-    are taken in UTC, like every cutoff."""
+    are taken in UTC, like every cutoff. ``active_window``: a churn label's (its population is
+    who bought within it before a cutoff), so that less history than it is not offered bare."""
     data_start, data_end = utc(data_start), utc(data_end)
     if n_snapshots < 3:
         raise TrainingSetError(f"training needs at least 3 snapshots (train, validation, test); got {n_snapshots}")
@@ -78,12 +79,24 @@ def plan_snapshots(
         # less history per cutoff: with the snapshots asked for, else with the fewest (a shorter
         # horizon may then leave too few examples; a shorter min_history keeps the label window)
         fewest = _cutoffs(data_end, horizon, 3, step)[-1]
+
+        def censored(days: int) -> str:
+            # a churn model's population is who bought in the activity window before a cutoff: with
+            # less history than that window, "active" is whoever bought in the days there are
+            if active_window is None or days >= active_window.days:
+                return ""
+            return (f" (but a churn model's customers are those who bought in the {active_window.days} days before a "
+                    f"cutoff, labels.churn.active_window: with {days} days of history that is whoever bought in them, "
+                    "so shorten the activity window too only if it still says who is active in your shop; otherwise "
+                    "the history is too short for a churn model yet)")
         if cutoffs[-1] < data_start <= fewest and not fits(3, step):
+            days = (fewest - data_start).days
             helps.append(f"less history before each cutoff, on 3 snapshots (training.min_history: "
-                         f"{(fewest - data_start).days}d or less, with training.snapshots: 3)")
+                         f"{days}d or less, with training.snapshots: 3){censored(days)}")
+        days = (cutoffs[-1] - data_start).days
         helps.append(f"more history (events from {_moment(cutoffs[-1] - min_history)} on; the data starts "
                      f"{_moment(data_start)})" + (f", or less min_history (training.min_history: "
-                                                  f"{(cutoffs[-1] - data_start).days}d or less)"
+                                                  f"{days}d or less){censored(days)}"
                                                   if cutoffs[-1] >= data_start else ""))  # else even 0d cannot help
         raise TrainingSetError(
             f"history too short: the history used runs from {_moment(data_start)} to {_moment(data_end)} (the "

@@ -44,7 +44,10 @@ def _train(ctx: typer.Context, target: Target, as_of, horizon, engine, allow_unv
     print_result(result)
     if result.version is None:
         err.print(f"[bold red]Model not registered:[/] it failed its validation criteria (run {result.run_id} is "
-                  "tagged REJECTED). Bypass with --allow-unvalidated to register it anyway.")
+                  "tagged REJECTED; the criteria above say which). A model that does not beat its baseline is better "
+                  "not used: more history or more customers may give it the signal it lacks, and meanwhile a segment "
+                  "on the baseline's own feature (recency_days, say) does what the model could not. "
+                  "--allow-unvalidated registers it anyway.")
         raise typer.Exit(EXIT_GATE)
 
 

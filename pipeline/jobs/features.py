@@ -628,7 +628,8 @@ def training_set_job(
                                 "would read them as days without a purchase")
             end = last
     t = cfg.training
-    plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history))
+    plan = plan_snapshots(first, end, label.horizon, t.snapshots, parse_duration(t.step), parse_duration(t.min_history),
+                          active_window=label.active_window if label.population == "active" else None)
     warnings += _snapshots_short_of_history(cfg, plan.cutoffs, first)
     # trained as of a past instant: its columns from what the data held before it, as its rows are
     # (a role first seen after it gave columns of 0 for everyone, and re-running the same --as-of

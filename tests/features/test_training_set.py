@@ -85,6 +85,20 @@ def test_history_too_short_is_refused_with_what_fits():
                               min_history=int(found[1]) * D).cutoffs) == 3
     with pytest.raises(TrainingSetError):
         plan_snapshots(datetime(2024, 11, 27), datetime(2025, 5, 1), 30 * D, 3, 30 * D, min_history=(int(found[1]) + 1) * D)
+    # a churn model (population: who bought in the 180 days before a cutoff): less history than that
+    # is offered with what it does to the population (4 days of history made a model worse than RFM)
+    with pytest.raises(TrainingSetError) as e:
+        plan_snapshots(datetime(2024, 11, 27), datetime(2025, 5, 1), 30 * D, 6, 30 * D, min_history=90 * D,
+                       active_window=180 * D)
+    said = " ".join(str(e.value).split())
+    assert re.search(r"training\.min_history: \d+d or less, with training\.snapshots: 3\) \(but a churn model's "
+                     r"customers are those who bought in the 180 days before a cutoff", said), said
+    assert "otherwise the history is too short for a churn model yet" in said
+    # ... and not when the history offered covers the activity window
+    with pytest.raises(TrainingSetError) as e:
+        plan_snapshots(datetime(2024, 1, 1), datetime(2025, 5, 1), 30 * D, 6, 30 * D, min_history=400 * D,
+                       active_window=180 * D)
+    assert "min_history" in str(e.value) and "a churn model's customers" not in str(e.value)
     # a first cutoff before the data starts: no min_history helps, and none is advised
     with pytest.raises(TrainingSetError) as e:
         plan_snapshots(datetime(2026, 1, 1), datetime(2026, 3, 1), 60 * D, 3, 7 * D, min_history=40 * D)
