@@ -6,7 +6,7 @@ import hashlib
 import os
 import tempfile
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable
 
@@ -175,6 +175,7 @@ def train_job(
               "test_cutoff": cut[0], "valid_cutoff": cut[1], "test_rows": rows["test"]}
     champion = registry.champion_metrics(name)
     test = f[f.snapshot == "test"]
+    campaigns = campaign_overlap(ws.db_path, test.customer_id, td.plan.cutoffs[0], td.label.horizon)
     with tempfile.TemporaryDirectory() as tmp:
         # the plots first: the card lists the features SHAP ranks first on the test snapshot, as
         # plots/shap_bar.png and every explanation rank them (split gain ranked them otherwise)
@@ -223,6 +224,8 @@ def train_job(
                 # to reproduce it: the code, the data it read, and where the labels' windows end
                 "dynseg.code_version": code_version(), **data_fingerprint(cfg),
                 "data_used_until": str(td.last_event)}
+        if campaigns:
+            tags["dynseg.test_window_campaigns"] = "; ".join(campaigns)[:4000]
         params = {"target": target, "as_of": str(as_of) if as_of is not None else "all data",
                   "horizon_days": td.label.horizon.days, "population": td.label.population,
                   "engine": engine or cfg.settings.engine,  # --engine over the config's (config.yaml has the config's)
@@ -235,7 +238,45 @@ def train_job(
         )
     version = registry.register(run_id, name, validated=validated, allow_unvalidated=allow_unvalidated, tags=tags)
     return TrainResult(target, name, run_id, version.version if version else None, validated, criteria, ev, td,
-                       model, note, td.warnings)
+                       model, note, td.warnings + campaigns)
+
+
+def campaign_overlap(db: Path, customers: pd.Series, cutoff: datetime, horizon: timedelta) -> list[str]:
+    """A warning per scoring run of this workspace whose sendable members (of segments that are no
+    suppression) include customers of the test snapshot and whose exports fall within its label
+    window: if they were sent, a campaign moved the labels the model is graded on (dynseg's own
+    campaigns, which the card would otherwise blame on the base rate)."""
+    from features.asof import as_of_label
+    from pipeline import runs
+
+    try:
+        found = runs.read(db, "SELECT run_id, as_of FROM scoring_runs WHERE as_of < ? AND as_of > ? ORDER BY as_of",
+                          [cutoff + horizon, cutoff - horizon])
+    except Exception:  # noqa: BLE001 - a workspace without runs
+        return []
+    out = []
+    ids = pd.DataFrame({"customer_id": customers.drop_duplicates().astype(str)})
+    for r in found.itertuples():
+        if runs.pruned(db, r.run_id) is not None:
+            continue
+        members = runs.read(db, "SELECT DISTINCT customer_id FROM segment_members WHERE run_id = ? AND sendable "
+                                "AND kind <> 'suppression'", [r.run_id])
+        n = int(ids.customer_id.isin(members.customer_id).sum()) if not members.empty else 0
+        if not n:
+            continue
+        try:
+            simulated = not runs.read(db, "SELECT 1 FROM simulated_campaigns WHERE run_id = ?", [r.run_id]).empty
+        except Exception:  # noqa: BLE001 - none simulated in this workspace
+            simulated = False
+        when = r.as_of.to_pydatetime()
+        out.append(f"{n:,} of the test snapshot's {len(ids):,} customers were sendable in scoring run {r.run_id} (as of "
+                   f"{as_of_label(when)}), within the test labels' window (the {horizon.days} days after the test snapshot "
+                   f"as of {cutoff_label(cutoff)})" + ("; a campaign was simulated from that run (dynseg data simulate-campaign)"
+                                                if simulated else "")
+                   + ": if its exports were sent, the campaign moved the labels this model is tested on, so its test "
+                   "metrics and calibration partly measure the campaign (a level off the realized rate, say). A test "
+                   "snapshot whose window holds no campaign (train --as-of another date) measures the model alone")
+    return out
 
 
 def band_table(levels: list[band_rules.BandLevel], scores: np.ndarray, labels: np.ndarray) -> pd.DataFrame:

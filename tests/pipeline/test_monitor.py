@@ -95,6 +95,25 @@ def test_lift_recovers_a_simulated_campaign(shop):
     _holdouts_sendable_elsewhere_are_counted(shop, r)
 
 
+def test_training_says_when_the_test_labels_window_held_a_campaign_from_a_run(shop):
+    """A model tested on a snapshot whose label window follows a scoring run with sendable members
+    is graded partly on what the campaign did: training says so (the card blamed the base rate)."""
+    from pipeline.jobs.train import campaign_overlap
+
+    db = shop.workspace / "dynseg.duckdb"
+    run = shop.campaign_run.run_id
+    scored = runs.read(db, "SELECT customer_id FROM customer_scores WHERE run_id = ?", [run]).customer_id
+    sendable = runs.read(db, "SELECT DISTINCT customer_id FROM segment_members WHERE run_id = ? AND sendable "
+                             "AND kind <> 'suppression'", [run]).customer_id
+    (said,) = campaign_overlap(db, scored, CAMPAIGN - timedelta(days=3), timedelta(days=30))
+    assert said.startswith(f"{len(sendable):,} of the test snapshot's {scored.nunique():,} customers were sendable in "
+                           f"scoring run {run} (as of 2026-08-31)"), said
+    assert "if its exports were sent, the campaign moved the labels" in said
+    # a window that ends before the run, or starts a horizon after it: nothing to say
+    assert campaign_overlap(db, scored, CAMPAIGN - timedelta(days=40), timedelta(days=30)) == []
+    assert campaign_overlap(db, scored, CAMPAIGN + timedelta(days=31), timedelta(days=30)) == []
+
+
 def _campaigns(shop) -> list[str]:
     """The segments with a holdout: the campaigns lift measures."""
     segments = yaml.safe_load((shop.root / "configs" / "segments.yaml").read_text())["segments"]
