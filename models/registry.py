@@ -799,7 +799,22 @@ def reference_sample(name: str, version: str | int) -> pd.DataFrame:
     return frame
 
 
-_LIST_COLUMNS = ["name", "version", "aliases", "status", "target", "test_auc", "test_brier", "test_cutoff", "created"]
+_LIST_COLUMNS = ["name", "version", "aliases", "status", "target", "test_auc", "test_brier", "test_cutoff", "created",
+                 "history"]
+
+
+def _history(tags: dict[str, str]) -> str:
+    """What was done to a version, from its tags: promoted (forced, with the reason), rolled back,
+    restored; what a reviewer scanning the list must not miss (`models show` has the detail)."""
+    said = []
+    if tags.get("promoted_at"):
+        said.append(f"forced {tags['promoted_at'][:10]} ({tags.get('force_reason', '')[:60]})"
+                    if tags.get("promoted_by_force") == "true" else f"promoted {tags['promoted_at'][:10]}")
+    if tags.get("rolled_back_at"):
+        said.append(f"rolled back {tags['rolled_back_at'][:10]}")
+    if tags.get("restored_at"):
+        said.append(f"restored {tags['restored_at'][:10]}")
+    return "; ".join(said)
 
 
 def list_versions(name: str | None = None) -> pd.DataFrame:
@@ -820,6 +835,7 @@ def list_versions(name: str | None = None) -> pd.DataFrame:
         "test_auc": _num(v.tags.get("test_roc_auc")), "test_brier": _num(v.tags.get("test_brier")),
         "test_cutoff": v.tags.get("test_cutoff", ""),
         "created": pd.Timestamp(v.creation_timestamp, unit="ms", tz="UTC"),
+        "history": _history(v.tags),
     } for v in versions]
     frame = pd.DataFrame(rows, columns=_LIST_COLUMNS)
     return frame.sort_values(["name", "version"], ascending=[True, False], ignore_index=True)

@@ -235,6 +235,10 @@ def test_promotion_compares_on_the_same_test_snapshot_and_force_and_rollback_are
     assert _aliases(name) == {"champion": "4"}  # undone once: no previous-champion to swap back to
     listed = R.list_versions(name).set_index("version")
     assert listed.loc[4, "aliases"] == "champion" and listed.loc[2, "aliases"] == ""
+    # the list a reviewer scans says what was forced and undone (it showed v2 as VALIDATED, nothing else)
+    today = listed.loc[2, "created"].strftime("%Y-%m-%d")
+    assert listed.loc[2, "history"] == f"forced {today} (campaign test); rolled back {today}"
+    assert listed.loc[4, "history"] == f"promoted {today}; restored {today}"
     tags = {v: MlflowClient().get_model_version(name, v).tags for v in ("2", "4")}
     assert "rolled_back_at" in tags["2"] and "restored_at" in tags["4"] and "rolled_back_at" not in tags["4"]
     with pytest.raises(R.RegistryError, match="nothing to roll back to .the last rollback, at .*left version 2"):
