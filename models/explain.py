@@ -308,7 +308,8 @@ def _reason_chunk(model, X, target, k, direction, method, n_jobs) -> pd.DataFram
             value[at] = _once_per_value(lambda r: _value_text(ph, xs[r]), xs)
             said = _once_per_value(lambda r: _describe(ph, f, xs[r], ctx[r] if has_ctx else NO_CONTEXT),
                                    _canonical(ph, xs), _canonical(_DAYS, ctx))
-            push = _once_per_value(lambda r: _push(lo[r], pt[r], words), np.round(np.abs(pt)), lo > 0)
+            ratio = relative_ratio(p[at], pt)
+            push = _once_per_value(lambda r: _push(lo[r], pt[r], words, ratio[r]), np.round(np.abs(pt)), lo > 0, ratio)
             sentence[at] = said + " " + push
         out |= {f"reason_{i + 1}": sentence, f"reason_{i + 1}_feature": feature, f"reason_{i + 1}_value": value,
                 f"reason_{i + 1}_log_odds": log_odds, f"reason_{i + 1}_points": points}
@@ -348,13 +349,32 @@ def _canonical(ph: Phrase, xs: np.ndarray) -> np.ndarray:
     return np.where(x == 0, 0.0, np.where(x < 1, -1.0, np.round(x)))
 
 
-def _push(log_odds: float, points: float, words: str) -> str:
-    """ "raises churn risk by 18 points": the verb follows the sign of the contribution."""
+def _push(log_odds: float, points: float, words: str, ratio: float = 0.0) -> str:
+    """ "raises churn risk by 18 points": the verb follows the sign of the contribution. Under a
+    point, ``ratio`` (:func:`relative_ratio`: the score over the score without the feature, 0 for
+    none) says how much it moved a small score: "lowers purchase likelihood by less than 1 point
+    (to 20 % of what it would be without it)"."""
     verb = "raises" if log_odds > 0 else "lowers"
     size = round(abs(points))
     if size < 1:
+        if ratio >= 1.5:
+            return f"{verb} {words} by less than 1 point ({ratio:g} times what it would be without it)"
+        if 0 < ratio <= 2 / 3:
+            return f"{verb} {words} by less than 1 point (to {ratio:.0%} of what it would be without it)"
         return f"{verb} {words} by less than 1 point"
     return f"{verb} {words} by {size} point{'s' if size != 1 else ''}"
+
+
+def relative_ratio(p: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """For pushes under a point: the score over the score without the feature, rounded as it is
+    read (a whole number from 10 up, one decimal from 1.5, whole percents up to 2/3); 0 otherwise.
+    At a score of 0.1 %, "by less than 1 point" said nothing of a feature that cut it to a fifth."""
+    p, points = np.asarray(p, float), np.asarray(points, float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = p / (p - points / 100)
+    small = (np.round(np.abs(points)) < 1) & np.isfinite(r) & (r > 0)
+    shown = np.where(r >= 10, np.round(r), np.where(r >= 1.5, np.round(r, 1), np.round(r, 2)))
+    return np.where(small & ((shown >= 1.5) | (shown <= 2 / 3)) & (shown > 0), shown, 0.0)
 
 
 def _format(ph: Phrase, value) -> str:

@@ -113,6 +113,8 @@ def test_reasons_are_the_largest_pushes_in_points_in_order(model, rows, reasons)
 def test_each_sentence_is_the_value_in_words_and_the_push(model, rows, reasons):
     """Sentences are built once per distinct value; each must still read as its own row's."""
     matrix = model._matrix(rows)
+    p = pd.Series(model.predict(rows), index=rows.index)
+    relative = 0
     for i in (1, 2, 3):
         for idx, r in reasons.head(400).iterrows():
             f = r[f"reason_{i}_feature"]
@@ -120,10 +122,31 @@ def test_each_sentence_is_the_value_in_words_and_the_push(model, rows, reasons):
                 continue
             context = explain.phrase_for(f).context
             words = explain.describe_value(f, matrix.at[idx, f], matrix.at[idx, context[0]] if context else None)
-            size = round(abs(r[f"reason_{i}_points"]))
+            pts = r[f"reason_{i}_points"]
+            size = round(abs(pts))
             verb = "raises" if r[f"reason_{i}_log_odds"] > 0 else "lowers"
             push = f"by {size} point{'s' if size != 1 else ''}" if size >= 1 else "by less than 1 point"
+            ratio = p[idx] / (p[idx] - pts / 100)
+            if size < 1 and ratio >= 1.5:
+                push += f" ({round(ratio, 1) if ratio < 10 else round(ratio):g} times what it would be without it)"
+            elif size < 1 and 0 < ratio <= 2 / 3:
+                push += f" (to {round(ratio, 2):.0%} of what it would be without it)"
             assert r[f"reason_{i}"] == f"{words} {verb} churn risk {push}"
+
+
+def test_a_push_under_a_point_on_a_small_score_says_how_much_it_moved_it():
+    """42 % of a demo run's reasons read "by less than 1 point", most on scores near 0.1 %, where a
+    feature that cut the score to a fifth is the whole story."""
+    ratio = explain.relative_ratio(np.array([0.001, 0.001, 0.3, 0.002, 0.0001]), np.array([-0.4, 0.05, -0.3, 0.15, 0.0099]))
+    np.testing.assert_allclose(ratio, [0.2, 2.0, 0.0, 4.0, 100.0])  # 0.303 -> 0.3 is no story
+    assert explain._push(-1.2, -0.4, "purchase likelihood", 0.2) == \
+        "lowers purchase likelihood by less than 1 point (to 20% of what it would be without it)"
+    assert explain._push(0.7, 0.05, "purchase likelihood", 2.0) == \
+        "raises purchase likelihood by less than 1 point (2 times what it would be without it)"
+    assert explain._push(0.7, 0.05, "purchase likelihood", 12.0) == \
+        "raises purchase likelihood by less than 1 point (12 times what it would be without it)"
+    assert explain._push(-0.1, -0.3, "churn risk", 0.0) == "lowers churn risk by less than 1 point"
+    assert explain._push(0.9, 18.2, "churn risk", 0.0) == "raises churn risk by 18 points"
 
 
 def test_direction_up_gives_only_raising_reasons(model, rows):
