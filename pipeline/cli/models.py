@@ -11,7 +11,7 @@ from rich.markdown import Markdown
 from rich.markup import escape
 from rich.table import Table
 
-from features.asof import cutoff_label
+from features.asof import as_of_label, cutoff_label
 from pipeline.cli.common import EXIT_DATA, EXIT_GATE, State, err, handled, kv_table, out
 from pipeline.workspace import Workspace
 
@@ -143,14 +143,55 @@ def _metrics_table(metrics: dict) -> Table:
 @app.command()
 def compare(ctx: typer.Context, name: Name,
             v1: Annotated[str, typer.Argument(help="Reference version: a number or an alias (e.g. champion).")],
-            v2: Annotated[str, typer.Argument(help="Candidate version: a number or an alias.")]) -> None:
-    """Two versions' test metrics side by side, and whether they were tested on the same snapshot."""
+            v2: Annotated[str, typer.Argument(help="Candidate version: a number or an alias.")],
+            impact: Annotated[bool, typer.Option(help="Score both on the latest scoring run's features: how the "
+                                                      "ranking and bands would change.")] = True) -> None:
+    """Two versions' test metrics side by side, whether they were tested on the same snapshot, and
+    what the candidate would change in the latest scoring run (ranking, bands)."""
     with _registry(ctx) as registry:
         model = _name(ctx, registry, name)
         v1, v2 = registry.resolve_version(model, v1), registry.resolve_version(model, v2)
         if v1 == v2:
             raise typer.BadParameter(f"compare needs two different versions; both name version {v1}", param_hint="V2")
         c = registry.compare_versions(model, v1, v2)
+    _compare_tables(ctx, name, model, v1, v2, c)
+    if impact:
+        _print_impact(ctx, name, model, v1, v2)
+
+
+def _print_impact(ctx: typer.Context, name: str, model: str, v1: str, v2: str) -> None:
+    """What version ``v2`` would change over ``v1`` in the latest scoring run, or why it cannot say."""
+    from pipeline.jobs.promote import impact_on_run
+
+    try:
+        r = impact_on_run(ctx.obj.config(), model, v1, v2)
+    except Exception as e:  # noqa: BLE001 - no run, a pruned one, inputs missing: said, the comparison stands
+        out.print(f"[yellow]No impact on a scoring run shown:[/] {escape(str(e).splitlines()[0] if str(e) else type(e).__name__)}",
+                  highlight=False)
+        return
+    changed = int(r.moved.customers.sum()) if len(r.moved) else 0
+    out.print(kv_table(f"{name}: version {v2} instead of {v1} on the latest scoring run, as of {as_of_label(r.as_of)} "
+                       f"(run {r.run_id}, both at its base rate)", {
+                           "customers scored": f"{r.customers:,}",
+                           "rank correlation (Spearman)": f"{r.spearman:.3f}",
+                           "top 10 % kept": f"{r.top_decile_overlap:.0%} of version {v1}'s top 10 % stay in version {v2}'s",
+                           "score moves by more than 5 points": f"{r.bigger_moves:,} ({r.bigger_moves / r.customers:.1%})",
+                           "band changes": f"{changed:,} customers ({changed / r.customers:.1%})",
+                       }))
+    if changed:
+        t = Table(title="Band changes (the bands saved with each version)", title_justify="left")
+        for col in (f"band in v{v1}", f"band in v{v2}", "customers"):
+            t.add_column(col, justify="right" if col == "customers" else "left")
+        for m in r.moved.head(12).itertuples():
+            t.add_row(str(m.from_band), str(m.to_band), f"{m.customers:,}")
+        out.print(t)
+    out.print("  Segments defined on these bands or scores gain and lose members accordingly at the next run "
+              "after a promotion.", highlight=False)
+
+
+def _compare_tables(ctx: typer.Context, name: str, model: str, v1: str, v2: str, c: dict) -> None:
+    from models import registry
+
     table = c["metrics"]
     t = Table(title=f"{name}: version {v1} vs version {v2} (test snapshot)", title_justify="left")
     t.add_column("metric")

@@ -24,6 +24,7 @@ import duckdb
 import yaml
 
 from features.asof import BadValue
+from features.engine import no_progress_bar
 from features.contract import CONTRACT, ROLES, guess_role, unguessed_because
 from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident, is_numeric, iso_timestamptz, literal
 from features.sources import (SourceError, SourceSpec, _head, _utf16, drop_copies, glob_files, register_source,
@@ -103,7 +104,7 @@ def init_project(folder: Path, events: str, customers: str | None = None, identi
     given = {"events": events, "customers": customers, "identities": identities}
     paths = {name: _given_path(name, p, folder) for name, p in given.items() if p is not None}  # all, before any work
     con = duckdb.connect()
-    con.execute("SET enable_progress_bar = false")  # printed "61% ▕███" into init's output
+    no_progress_bar(con)  # printed "61% ▕███" into init's output
     try:
         found = [_read_source(con, name, path, folder) for name, path in paths.items()]
         roles, unplaced = _event_names(con, found[0])

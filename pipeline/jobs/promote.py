@@ -10,8 +10,12 @@ differ only by what the models learned.
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+import pandas as pd
 
 from features.asof import cutoff_label, parse_duration
 from features.customer_features import customer_features, known_customers
@@ -69,4 +73,62 @@ def compare_on_one_snapshot(cfg: Config, name: str, candidate: Any, champion: An
     return out[0], out[1], f"the test snapshot as of {cutoff_label(cutoff)} ({len(frame):,} customers)"
 
 
-__all__ = ["compare_on_one_snapshot"]
+@dataclass
+class RunImpact:
+    """What promoting one version over another would change in a scoring run's scores and bands."""
+
+    run_id: str
+    as_of: datetime
+    customers: int
+    spearman: float
+    top_decile_overlap: float  # share of the reference's top 10 % also in the candidate's
+    moved: pd.DataFrame  # from_band, to_band, customers: those whose band would change
+    bigger_moves: int  # customers whose score moves by more than 5 points
+
+
+def impact_on_run(cfg: Config, name: str, reference: str, candidate: str, run_id: str | None = None) -> RunImpact:
+    """Both versions scored on the features of a scoring run (default: the latest) at that run's
+    base rate, over the customers the run scored with this model: how their ranking and bands
+    would differ, before a promotion decides it. Raises ValueError when the run cannot be used."""
+    import numpy as np
+
+    from models import bands as band_rules
+    from models import registry
+    from pipeline import runs
+    from pipeline.jobs.explain import _run_models
+    from pipeline.jobs.features import features_as_of
+    from pipeline.jobs.monitor import find_run
+    from pipeline.workspace import Workspace
+
+    run = find_run(cfg, run_id)
+    db = Workspace(cfg.workspace).db_path
+    runs.require_rows(db, run, "its scores")
+    target = registry.version_details(name, reference)["tags"].get("target")
+    if target not in {m["target"] for m in json.loads(run.models)}:
+        raise ValueError(f"run {run.run_id} scored no {target} model")
+    scored = runs.read(db, f"SELECT customer_id FROM customer_scores WHERE run_id = ? AND {target}_score IS NOT NULL",
+                       [run.run_id]).customer_id
+    if scored.empty:
+        raise ValueError(f"run {run.run_id} scored nobody with its {target} model")
+    t = run.as_of.to_pydatetime()
+    feats = features_as_of(cfg, t).set_index("customer_id").reindex(scored).reset_index()
+    p, levels = [], []
+    for v in (reference, candidate):
+        model = _run_models(cfg, run, target, v)[target][0]
+        check_model_inputs(model, f"{name} version {v}", target, feats.columns)
+        p.append(model.predict(feats))
+        levels.append(band_rules.thresholds_for_run(
+            band_rules.from_dicts(registry.bundle_of(registry.load_version(name, v)).bands or []), p[-1]))
+    a, b = p
+    n = len(a)
+    k = max(1, int(np.ceil(n * 0.10)))
+    top_a, top_b = set(np.argsort(-a, kind="stable")[:k]), set(np.argsort(-b, kind="stable")[:k])
+    spearman = float(pd.Series(a).corr(pd.Series(b), method="spearman"))
+    frame = pd.DataFrame({"from_band": band_rules.assign(levels[0], a) if levels[0] else "—",
+                          "to_band": band_rules.assign(levels[1], b) if levels[1] else "—"})
+    moved = (frame[frame.from_band != frame.to_band].value_counts().rename("customers").reset_index()
+             .sort_values("customers", ascending=False, ignore_index=True))
+    return RunImpact(run.run_id, t, n, spearman, len(top_a & top_b) / k, moved, int((np.abs(b - a) > 0.05).sum()))
+
+
+__all__ = ["RunImpact", "compare_on_one_snapshot", "impact_on_run"]

@@ -575,6 +575,38 @@ def test_a_challenger_version_explains_the_runs_customers_with_its_own_scores(sh
                 [shop.runs[1].run_id]).models[0]) if m["target"] == "purchase")
     assert e.model == f"dynseg-purchase/{champion}" and (e.band is not None) == (e.model == used)
     assert runner.invoke(app, ["explain", cid, "--model", "purchase", "--version", "champion"]).exit_code == 0
+    _compare_shows_the_impact_on_the_latest_run(shop, cfg, champion, challenger.version)
+
+
+def _compare_shows_the_impact_on_the_latest_run(shop, cfg, champion, challenger):
+    """Before a promotion, what the challenger would change in the latest run: the same scores as
+    explain gives, their rank agreement, the top decile kept and the band changes."""
+    import numpy as np
+
+    from models import bands as band_rules
+    from models import registry as R
+    from pipeline.jobs.features import features_as_of
+    from pipeline.jobs.promote import impact_on_run
+
+    r = impact_on_run(cfg, "dynseg-purchase", champion, challenger)
+    s = q(shop, "SELECT customer_id, purchase_score, purchase_band FROM customer_scores WHERE run_id = ? "
+                "AND purchase_score IS NOT NULL", [shop.runs[1].run_id])
+    assert r.run_id == shop.runs[1].run_id and r.customers == len(s)
+    feats = features_as_of(cfg, shop.runs[1].as_of).set_index("customer_id").loc[s.customer_id].reset_index()
+    rate = next(m["base_rate"] for m in json.loads(q(shop, "SELECT models FROM scoring_runs WHERE run_id = ?",
+                                                     [shop.runs[1].run_id]).models[0]) if m["target"] == "purchase")
+    b = R.bundle_of(R.load_version("dynseg-purchase", challenger))
+    new = b.model.with_base_rate(rate).predict(feats)
+    new_band = band_rules.assign(band_rules.thresholds_for_run(band_rules.from_dicts(b.bands), new), new)
+    changed = int((new_band != s.purchase_band.to_numpy()).sum())  # the champion's bands are the run's own
+    assert int(r.moved.customers.sum()) == changed > 0, r.moved
+    assert r.spearman == pytest.approx(pd.Series(s.purchase_score.to_numpy()).corr(pd.Series(new), method="spearman"), abs=1e-9)
+    assert r.bigger_moves == int((np.abs(new - s.purchase_score.to_numpy()) > 0.05).sum())
+    assert 0 < r.top_decile_overlap < 1
+    said = " ".join(runner.invoke(app, ["models", "compare", "purchase", "champion", challenger]).output.split())
+    assert "on the latest scoring run, as of 2026-11-27" in said and f"band changes │ {changed:,} customers" in said, said
+    quiet = runner.invoke(app, ["models", "compare", "purchase", "champion", challenger, "--no-impact"])
+    assert quiet.exit_code == 0 and "latest scoring run" not in quiet.output
 
 
 def test_segment_show_lists_what_sets_the_segment_apart(shop):
