@@ -51,6 +51,8 @@ _DDL = {
                         "sendable BOOLEAN",
     # runs whose per-customer rows were dropped by `dynseg segments prune` (their health rows stay)
     "pruned_runs": "run_id VARCHAR, as_of TIMESTAMP, pruned_at TIMESTAMP, keep_days INTEGER",
+    # runs deleted by `dynseg segments drop-run` (a run scored by mistake), for a command given the id
+    "dropped_runs": "run_id VARCHAR, as_of TIMESTAMP, dropped_at TIMESTAMP, reason VARCHAR",
 }
 
 #: The tables that hold a row per customer (and run): what ``prune`` drops for old runs.
@@ -250,6 +252,11 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
     else:
         found = read(db, "SELECT * FROM scoring_runs ORDER BY as_of DESC LIMIT 1")
     if found.empty and run_id:
+        gone = dropped(db, run_id)
+        if gone is not None:
+            raise ValueError(f"the scoring run {run_id!r} (as of {as_of_label(gone[0])}) was dropped on "
+                             f"{gone[1]:%Y-%m-%d %H:%M} UTC (`dynseg segments drop-run`"
+                             + (f": {gone[2]}" if gone[2] else "") + ")")
         now = _replacement(db, run_id)
         if now is not None:
             raise ValueError(f"the scoring run {run_id!r} (as of {as_of_label(now[1])}) was replaced by run {now[0]!r}, "
@@ -422,3 +429,80 @@ def _pruned_era_text(as_of: datetime, newest: datetime) -> str:
     return (f"cannot score as of {as_of_label(as_of)}: the runs up to {as_of_label(newest)} were pruned "
             "(`dynseg segments prune`), so this run's entered/exited would be taken against a run whose members are "
             f"gone. Score a date after {as_of_label(newest)}, or backfill into a fresh workspace (DYNSEG_WORKSPACE)")
+
+
+@dataclass(frozen=True)
+class Dropped:
+    run_id: str
+    as_of: datetime
+    previous: str | None  # the run before it, which the next one now follows
+    next: str | None
+    mlflow_run_id: str | None
+    export_dir: str | None
+
+
+def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
+    """Delete scoring run ``run_id`` (a run scored by mistake: the wrong date, a stray run without
+    --as-of) in one transaction: its rows in every table, and the run after it then follows the
+    one before it, its entered/exited taken again against that run (as a backfill does). Recorded
+    in ``dropped_runs``."""
+    from features.asof import as_of_label
+
+    con = duckdb.connect()
+    con.execute(f"ATTACH '{db_path}' AS ws")
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            found = con.execute("SELECT as_of, previous_run_id, mlflow_run_id, export_dir FROM ws.scoring_runs "
+                                "WHERE run_id = ?", [run_id]).fetchall()
+            if not found:
+                raise ValueError(f"no scoring run {run_id!r} in {db_path}; `dynseg segments list --json` names the "
+                                 "latest run, `dynseg segments show SEGMENT` every run's date")
+            as_of, prev, mlflow_run_id, export_dir = found[0]
+            newest_pruned = (con.execute("SELECT max(as_of) FROM ws.pruned_runs").fetchall()[0][0]
+                             if _has_table(con, "ws", "pruned_runs") else None)
+            if newest_pruned is not None and as_of <= newest_pruned:
+                raise ValueError(f"the run {run_id} (as of {as_of_label(as_of)}) is among the pruned runs (up to "
+                                 f"{as_of_label(newest_pruned)}): the run after it would move against members that are gone")
+            con.execute(f"CREATE TABLE IF NOT EXISTS ws.dropped_runs ({_DDL['dropped_runs']})")
+            for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
+                          "customer_reasons"):
+                con.execute(f"DELETE FROM ws.{table} WHERE run_id = ?", [run_id])
+            con.execute("INSERT INTO ws.dropped_runs VALUES (?, ?, now()::TIMESTAMP, ?)", [run_id, as_of, reason])
+            nxt = con.execute("SELECT run_id FROM ws.scoring_runs WHERE as_of > ? ORDER BY as_of LIMIT 1",
+                              [as_of]).fetchall()
+            if nxt and prev is not None:
+                prev_as_of = con.execute("SELECT as_of FROM ws.scoring_runs WHERE run_id = ?", [prev]).fetchall()[0][0]
+                _rechain_next(con, prev, prev_as_of)
+            elif nxt:  # the first run was dropped: the next one is the first now, everyone in it entered
+                _rechain_first(con, nxt[0][0])
+            _pause_for_tests()
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.execute("DETACH ws")
+        con.close()
+    return Dropped(run_id, as_of, prev, nxt[0][0] if nxt else None, mlflow_run_id, export_dir)
+
+
+def _rechain_first(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
+    """Run ``run_id`` has no run before it any more: every member entered, nobody exited."""
+    con.execute("UPDATE ws.scoring_runs SET previous_run_id = NULL WHERE run_id = ?", [run_id])
+    con.execute("DELETE FROM ws.segment_deltas WHERE run_id = ?", [run_id])
+    con.execute("INSERT INTO ws.segment_deltas SELECT run_id, as_of, segment, customer_id, 'entered' "
+                "FROM ws.segment_members WHERE run_id = ?", [run_id])
+    con.execute("UPDATE ws.segment_health SET entered = size, exited = 0, stayed = 0, previous_size = NULL, "
+                "volatility = CASE WHEN size = 0 THEN NULL ELSE 1.0 END WHERE run_id = ?", [run_id])
+
+
+def dropped(db: Path, run_id: str) -> tuple[datetime, datetime, str] | None:
+    """(as_of, when, reason) of a run deleted with ``drop_run``; None if it never was."""
+    try:
+        rows = read(db, "SELECT as_of, dropped_at, reason FROM dropped_runs WHERE run_id = ?", [run_id])
+    except duckdb.CatalogException:
+        return None
+    if rows.empty:
+        return None
+    return rows.as_of[0].to_pydatetime(), rows.dropped_at[0].to_pydatetime(), rows.reason[0]

@@ -437,3 +437,43 @@ def prune(ctx: typer.Context,
                   "These runs keep their record and segment sizes (`dynseg segments list --run ID`); commands that need "
                   "their members or scores say they were pruned. Export folders are files: remove old ones yourself.",
                   highlight=False)
+
+
+@app.command("drop-run")
+def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The scoring run to delete.")],
+             reason: Annotated[str, typer.Option(help="Why, kept with the record of the drop.")] = "") -> None:
+    """Delete a scoring run scored by mistake (a wrong date, a stray run without --as-of): its scores,
+    members, entered/exited and health, in one transaction, and its exports folder. The run after
+    it then follows the one before it, its entered/exited taken again. A date scored twice keeps one
+    run anyway (a re-run replaces it): this is for a run that should not exist at all."""
+    import shutil
+
+    from pipeline import runs
+    from pipeline.jobs.score import _manifest_run
+    from pipeline.workspace import temp_sibling
+
+    state: State = ctx.obj
+    with handled():
+        cfg = state.config()
+        ws = Workspace(cfg.workspace)
+        gone = runs.drop_run(ws.db_path, run_id, reason)
+    folder = Path(gone.export_dir) if gone.export_dir else None
+    if folder is not None and folder.is_dir() and _manifest_run(folder) == run_id:  # its own exports, not a later run's
+        trash = temp_sibling(folder)
+        folder.rename(trash)
+        shutil.rmtree(trash, ignore_errors=True)
+        out.print(f"Removed its exports, {folder}.", highlight=False)
+    if gone.mlflow_run_id:
+        try:
+            from models import registry
+
+            registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
+            registry.update_run(gone.mlflow_run_id, tags={"dynseg.dropped": reason or "yes"})
+        except Exception as e:  # noqa: BLE001 - the drop stands; the MLflow record says nothing of it
+            err.print(f"[yellow]warning:[/] its MLflow record {gone.mlflow_run_id} could not be tagged as dropped: "
+                      f"{escape(str(e).splitlines()[0] if str(e) else type(e).__name__)}", highlight=False)
+    out.print(f"Dropped scoring run {run_id} (as of {as_of_label(gone.as_of)})."
+              + (f" Run {gone.next} now follows run {gone.previous}: its entered/exited were taken again."
+                 if gone.next and gone.previous else
+                 f" Run {gone.next} is the first run now: everyone in it counts as entered." if gone.next else ""),
+              highlight=False)

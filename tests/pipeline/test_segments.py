@@ -324,6 +324,80 @@ def test_failed_write_leaves_the_previous_state(tmp_path):
     assert runs.read(db, "SELECT count(*) AS n FROM segment_members").n[0] == 2
 
 
+def test_a_dropped_run_is_gone_and_the_run_after_it_moves_against_the_one_before(tmp_path):
+    """A stray run (scored without --as-of while debugging) sat between two nightly runs: the next
+    one's entered/exited were taken against it, and nothing could remove it."""
+    db, con = tmp_path / "ws.duckdb", duckdb.connect()
+    d1, d2, d3 = (datetime(2026, 1, d) for d in (2, 3, 4))
+    write(con, db, d1, "r1", {"vip": ["a", "b"]})
+    write(con, db, d2, "stray", {"vip": ["x"]})
+    write(con, db, d3, "r3", {"vip": ["b", "c"]})
+    assert deltas(db, "r3") == {("vip", "entered"): ["b", "c"], ("vip", "exited"): ["x"]}
+    gone = runs.drop_run(db, "stray", reason="scored by mistake")
+    assert (gone.as_of, gone.previous, gone.next) == (d2, "r1", "r3")
+    assert deltas(db, "r3") == {("vip", "entered"): ["c"], ("vip", "exited"): ["a"]}  # as if it never was
+    assert health(db, "r3").loc["vip", ["size", "entered", "exited", "stayed", "previous_size"]].tolist() == [2, 1, 1, 1, 2]
+    assert runs.read(db, "SELECT previous_run_id FROM scoring_runs WHERE run_id = 'r3'").previous_run_id[0] == "r1"
+    for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health"):
+        assert runs.read(db, f"SELECT count(*) AS n FROM {table} WHERE run_id = 'stray'").n[0] == 0, table
+    with pytest.raises(ValueError, match=r"the scoring run 'stray' \(as of 2026-01-02\) was dropped on .*: scored by mistake"):
+        runs.find(db, "stray")
+    with pytest.raises(ValueError, match="no scoring run 'nope'"):
+        runs.drop_run(db, "nope")
+    # the first run dropped: the next is the first, everyone in it entered
+    runs.drop_run(db, "r1")
+    assert deltas(db, "r3") == {("vip", "entered"): ["b", "c"]}
+    assert health(db, "r3").loc["vip", ["entered", "exited", "stayed"]].tolist() == [2, 0, 0]
+    assert runs.read(db, "SELECT previous_run_id FROM scoring_runs WHERE run_id = 'r3'").previous_run_id[0] is None
+    # a drop killed inside its transaction changes nothing
+    import os
+    import subprocess
+    import sys
+    import time
+
+    write(con, db, datetime(2026, 1, 5), "r4", {"vip": ["c"]})
+    marker = tmp_path / "paused"
+    child = subprocess.Popen([sys.executable, "-c", f"from pipeline import runs; from pathlib import Path; "
+                              f"runs.drop_run(Path({str(db)!r}), 'r4')"],
+                             env={**os.environ, runs.PAUSE_ENV: str(marker)})
+    for _ in range(600):
+        if marker.exists() or child.poll() is not None:
+            break
+        time.sleep(0.1)
+    assert marker.exists(), "the drop never reached its commit"
+    child.kill()
+    child.wait()
+    assert runs.read(db, "SELECT run_id FROM scoring_runs ORDER BY as_of").run_id.tolist() == ["r3", "r4"]
+    assert deltas(db, "r4") == {("vip", "exited"): ["b"]}
+
+
+def test_drop_run_cli_removes_the_runs_exports_and_refuses_a_pruned_one(project):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    db = project.workspace / "dynseg.duckdb"
+    project.workspace.mkdir()
+    con = duckdb.connect()
+    for d, run_id in ((0, "old"), (100, "mid"), (101, "new")):
+        write(con, db, datetime(2026, 1, 2) + timedelta(days=d), run_id, {"vip": ["a"]})
+    exports = project.workspace / "exports" / "2026-04-11"
+    exports.mkdir(parents=True)
+    (exports / "manifest.json").write_text(json.dumps({"run_id": "mid"}))
+    con.execute("ATTACH '%s' AS ws" % db)
+    con.execute("UPDATE ws.scoring_runs SET export_dir = ? WHERE run_id = 'mid'", [str(exports)])
+    con.execute("DETACH ws")
+    cli = CliRunner()
+    said = cli.invoke(app, ["segments", "drop-run", "mid", "--reason", "wrong date"])
+    assert said.exit_code == 0, said.output
+    text = " ".join(said.output.split())
+    assert "Dropped scoring run mid (as of 2026-04-11). Run new now follows run old" in text and not exports.exists()
+    assert cli.invoke(app, ["segments", "list", "--run", "mid"]).exit_code == 1
+    assert cli.invoke(app, ["segments", "prune", "--keep-days", "60"]).exit_code == 0  # prunes 'old'
+    refused = cli.invoke(app, ["segments", "drop-run", "old"])
+    assert refused.exit_code == 1 and "is among the pruned runs" in " ".join(refused.output.split())
+
+
 def test_prune_drops_old_runs_per_customer_rows_keeps_their_health_and_shrinks_the_file(tmp_path):
     db, con = tmp_path / "ws.duckdb", duckdb.connect()
     day = lambda d: datetime(2026, 1, 2) + timedelta(days=d)  # noqa: E731 (the end of 2026-01-01, and d days on)
