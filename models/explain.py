@@ -455,7 +455,7 @@ def importance_bar_plot(importance: pd.DataFrame, path: Path, title: str, top: i
     imp = importance.head(top).iloc[::-1]
     panels = [("mean_abs_shap_log_odds", "mean |SHAP value| (log-odds)")]
     if "mean_abs_points" in imp:
-        panels.append(("mean_abs_points", "mean |push| (probability points)"))
+        panels.append(("mean_abs_points", "mean |push| (probability points),\nin the log-odds panel's order"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.3 * len(imp) + 1.6), sharey=True,
                              squeeze=False)
     for ax, (column, label) in zip(axes[0], panels):
