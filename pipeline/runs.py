@@ -122,10 +122,12 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
         try:
             ensure_tables(con, "ws", targets)
             as_of, run_id = run["as_of"], run["run_id"]
-            newest_pruned = con.execute("SELECT max(as_of) FROM ws.pruned_runs").fetchall()[0][0]
-            if newest_pruned is not None and as_of <= newest_pruned:  # checked first by score; pruned since
-                raise ValueError(_pruned_era_text(as_of, newest_pruned))
             prev = run["previous_run_id"] = previous_run(con, "ws", as_of)
+            newest_pruned = con.execute("SELECT max(as_of) FROM ws.pruned_runs").fetchall()[0][0]
+            prev_pruned = prev is not None and bool(con.execute("SELECT count(*) FROM ws.pruned_runs WHERE run_id = ?",
+                                                                [prev]).fetchall()[0][0])
+            if newest_pruned is not None and (as_of <= newest_pruned or prev_pruned):  # checked first by score
+                raise ValueError(_pruned_era_text(as_of, newest_pruned))
             con.execute("INSERT INTO ws.replaced_runs SELECT run_id, as_of, ?, now()::TIMESTAMP FROM ws.scoring_runs "
                         "WHERE as_of = ?", [run_id, as_of])
             con.execute("INSERT INTO ws.replaced_members SELECT run_id, as_of, segment, customer_id, holdout, sendable "
@@ -345,7 +347,7 @@ def prune(db_path: Path, keep_days: int, *, dry_run: bool = False) -> Pruned:
     """Drop the per-customer rows (:data:`PER_CUSTOMER`) of every run older than ``keep_days`` days
     before the latest run, in one transaction; the runs' records and segment health stay, and each
     pruned run is recorded in ``pruned_runs``. The latest run is always kept (the next run's
-    movement is taken against it). The file's freed space is handed back by a checkpoint."""
+    movement is taken against it). The file then shrinks (:func:`_compact`)."""
     if not db_path.is_file():
         return Pruned(pd.DataFrame(columns=["run_id", "as_of"]), {}, 0, 0)
     before = db_path.stat().st_size
@@ -413,13 +415,15 @@ def refuse_pruned_era(db: Path, as_of: datetime) -> None:
     against a run whose members are gone (everyone would read as entered), and a date scored again
     there would have nothing to compare its sides with."""
     try:
-        rows = read(db, "SELECT max(as_of) AS newest FROM pruned_runs")
+        rows = read(db, "SELECT max(as_of) AS newest, (SELECT count(*) FROM pruned_runs WHERE run_id = (SELECT run_id "
+                        "FROM scoring_runs WHERE as_of < ? ORDER BY as_of DESC LIMIT 1)) AS prev_pruned FROM pruned_runs",
+                    [as_of])
     except duckdb.CatalogException:
         return
     if rows.empty or pd.isna(rows.newest[0]):
         return
     newest = rows.newest[0].to_pydatetime()
-    if as_of <= newest:
+    if as_of <= newest or rows.prev_pruned[0]:  # (a date just after the pruned ones: its run before is one)
         raise ValueError(_pruned_era_text(as_of, newest))
 
 
@@ -427,8 +431,9 @@ def _pruned_era_text(as_of: datetime, newest: datetime) -> str:
     from features.asof import as_of_label
 
     return (f"cannot score as of {as_of_label(as_of)}: the runs up to {as_of_label(newest)} were pruned "
-            "(`dynseg segments prune`), so this run's entered/exited would be taken against a run whose members are "
-            f"gone. Score a date after {as_of_label(newest)}, or backfill into a fresh workspace (DYNSEG_WORKSPACE)")
+            "(`dynseg segments prune`), and this run's entered/exited would be taken against one of them, whose "
+            "members are gone. Score a date after the first run kept in full, or backfill into a fresh workspace "
+            "(DYNSEG_WORKSPACE)")
 
 
 @dataclass(frozen=True)
@@ -461,9 +466,13 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
             as_of, prev, mlflow_run_id, export_dir = found[0]
             newest_pruned = (con.execute("SELECT max(as_of) FROM ws.pruned_runs").fetchall()[0][0]
                              if _has_table(con, "ws", "pruned_runs") else None)
-            if newest_pruned is not None and as_of <= newest_pruned:
-                raise ValueError(f"the run {run_id} (as of {as_of_label(as_of)}) is among the pruned runs (up to "
-                                 f"{as_of_label(newest_pruned)}): the run after it would move against members that are gone")
+            prev_pruned = prev is not None and newest_pruned is not None and bool(con.execute(
+                "SELECT count(*) FROM ws.pruned_runs WHERE run_id = ?", [prev]).fetchall()[0][0])
+            has_next = bool(con.execute("SELECT count(*) FROM ws.scoring_runs WHERE as_of > ?", [as_of]).fetchall()[0][0])
+            if newest_pruned is not None and (as_of <= newest_pruned or (prev_pruned and has_next)):
+                raise ValueError(f"the run {run_id} (as of {as_of_label(as_of)}) is among the pruned runs or follows "
+                                 f"one (pruned up to {as_of_label(newest_pruned)}): the run after it would move "
+                                 "against members that are gone")
             con.execute(f"CREATE TABLE IF NOT EXISTS ws.dropped_runs ({_DDL['dropped_runs']})")
             for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
                           "customer_reasons"):

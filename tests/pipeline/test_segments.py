@@ -396,6 +396,8 @@ def test_drop_run_cli_removes_the_runs_exports_and_refuses_a_pruned_one(project)
     assert cli.invoke(app, ["segments", "prune", "--keep-days", "60"]).exit_code == 0  # prunes 'old'
     refused = cli.invoke(app, ["segments", "drop-run", "old"])
     assert refused.exit_code == 1 and "is among the pruned runs" in " ".join(refused.output.split())
+    # the latest run after a pruned one: nothing follows it to take again, so it may go
+    assert cli.invoke(app, ["segments", "drop-run", "new"]).exit_code == 0
 
 
 def test_prune_drops_old_runs_per_customer_rows_keeps_their_health_and_shrinks_the_file(tmp_path):
@@ -444,6 +446,11 @@ def test_prune_drops_old_runs_per_customer_rows_keeps_their_health_and_shrinks_t
             write(con, db, day(d), f"late{d}", {"vip": many[:3]})
         with pytest.raises(ValueError, match="were pruned"):
             runs.refuse_pruned_era(db, day(d))
+    # ... and so would a date after them whose run before is one of them (day 20: after r10, before r40)
+    with pytest.raises(ValueError, match=r"cannot score as of 2026-01-21: the runs up to 2026-01-11 were pruned"):
+        write(con, db, day(20), "late20", {"vip": many[:3]})
+    with pytest.raises(ValueError, match="were pruned"):
+        runs.refuse_pruned_era(db, day(20))
     runs.refuse_pruned_era(db, day(43))
     assert runs.read(db, "SELECT count(*) AS n FROM scoring_runs").n[0] == 5
 
