@@ -105,9 +105,9 @@ def waterfall_plot(table: pd.DataFrame, base: float, raw: float, base_p: float, 
     ax.axvline(raw, color="black", lw=0.8)
     ends = np.r_[lefts, np.array(lefts) + pushes]
     span = max(ends.max() - ends.min(), 1e-6)
-    ax.set_xlim(ends.min() - 0.35 * span, ends.max() + 0.35 * span)  # room for the labels
+    ax.set_xlim(ends.min() - 0.5 * span, ends.max() + 0.5 * span)  # room for the labels (0.35 cut them)
     ax.set_yticks(range(len(labels)), labels, fontsize=8)
-    ax.set_xlabel(f"SHAP value (log-odds): base {base:.2f} (p = {base_p:.1%}) -> score {raw:.2f} (p = {p:.1%})\n"
+    ax.set_xlabel(f"SHAP value (log-odds): base {base:.2f} (p = {base_p:.1%})\n-> score {raw:.2f} (p = {p:.1%})\n"
                   "bar labels: push in log-odds (and in probability points)", fontsize=9)
     # wrapped: with an email as the customer id, the title ran past the figure's edge
     ax.set_title("\n".join(w for line in title.splitlines() for w in textwrap.wrap(line, 80, break_on_hyphens=False)),

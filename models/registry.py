@@ -416,7 +416,7 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
                     f"({home.parent}): the workspace was moved or copied, and MLflow stores where an "
                     "experiment's files go as an absolute path, so new runs would write into the other "
                     "folder. Move the workspace back; or name new experiments (scoring.experiment in "
-                    "configs/scoring.yaml, registry.experiment in configs/training.yaml), which keep their "
+                    "configs/scoring.yaml, registry.experiment in configs/training.yaml, experiment in configs/monitoring.yaml), which keep their "
                     f"files here; or move {uri.removeprefix('sqlite:///')} and {home} aside to start the "
                     "MLflow store afresh (the models are then trained again)")
         return exp.experiment_id
@@ -701,10 +701,9 @@ def promote(name: str, version: str | int, *, force: bool = False,
             record["promotion_compared_on"] = compared_on
         if notes:  # what the gate saw, kept with the version (a forced one keeps it as force_overrode)
             record["promotion_comparison"] = "; ".join(notes)[:_MAX_TAG]
-        if force:
-            record.update(promoted_by_force="true", force_reason=(reason or "(no reason given)")[:_MAX_TAG])
-            if problems:
-                record["force_overrode"] = "; ".join(problems)[:_MAX_TAG]
+        if force and problems:  # a force the gate did not need is no force: recorded as a promotion
+            record.update(promoted_by_force="true", force_reason=(reason or "(no reason given)")[:_MAX_TAG],
+                          force_overrode="; ".join(problems)[:_MAX_TAG])
         elif reason:
             record["promotion_reason"] = reason[:_MAX_TAG]
         # Tags first, then aliases (previous before champion): an interruption leaves the old
@@ -716,6 +715,8 @@ def promote(name: str, version: str | int, *, force: bool = False,
         client.set_registered_model_alias(name, CHAMPION, version)
     verb = "forced to champion" if force and problems else "promoted to champion"
     detail = "; ".join(notes or problems) or "first champion"
+    if force and not problems:
+        detail += " (the gate passed: --force was not needed)"
     return PromotionResult(name, version, champ_v, bool(force and problems), f"{name} version {version} {verb}: {detail}")
 
 

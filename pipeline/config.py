@@ -356,6 +356,8 @@ class MonitoringConfig(_Strict):
     segment_health: SegmentHealthConfig = SegmentHealthConfig()
     lift: LiftConfig = LiftConfig()
     quality: QualityConfig = QualityConfig()
+    # the MLflow experiment that records monitor and lift runs
+    experiment: str = Field("dynseg-monitoring", min_length=1)
 
 
 def segment_issues(cfg: SegmentsConfig, file: str = "configs/segments.yaml") -> list[ConfigIssue]:

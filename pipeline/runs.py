@@ -256,9 +256,7 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
     if found.empty and run_id:
         gone = dropped(db, run_id)
         if gone is not None:
-            raise ValueError(f"the scoring run {run_id!r} (as of {as_of_label(gone[0])}) was dropped on "
-                             f"{gone[1]:%Y-%m-%d %H:%M} UTC (`dynseg segments drop-run`"
-                             + (f": {gone[2]}" if gone[2] else "") + ")")
+            raise ValueError(_dropped_text(run_id, *gone))
         now = _replacement(db, run_id)
         if now is not None:
             raise ValueError(f"the scoring run {run_id!r} (as of {as_of_label(now[1])}) was replaced by run {now[0]!r}, "
@@ -331,8 +329,8 @@ def require_rows(db: Path, run: pd.Series, needs: str) -> None:
     raise ValueError(f"the scoring run {run.run_id} (as of {as_of_label(run.as_of)}) was pruned on "
                      f"{at:%Y-%m-%d %H:%M} UTC (`dynseg segments prune --keep-days {keep}`): {needs} "
                      "are gone with its other per-customer rows. Its segment sizes remain (`dynseg segments list "
-                     f"--run {run.run_id}`, `dynseg segments show NAME`); a run kept in full is one of the last "
-                     f"{keep} days' ones")
+                     f"--run {run.run_id}`, `dynseg segments show NAME`); the runs of the {keep} days before the "
+                     "latest are kept in full")
 
 
 @dataclass(frozen=True)
@@ -461,6 +459,10 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
             found = con.execute("SELECT as_of, previous_run_id, mlflow_run_id, export_dir FROM ws.scoring_runs "
                                 "WHERE run_id = ?", [run_id]).fetchall()
             if not found:
+                done = (con.execute("SELECT as_of, dropped_at, reason FROM ws.dropped_runs WHERE run_id = ?",
+                                    [run_id]).fetchall() if _has_table(con, "ws", "dropped_runs") else [])
+                if done:
+                    raise ValueError(_dropped_text(run_id, *done[0]))
                 raise ValueError(f"no scoring run {run_id!r} in {db_path}; `dynseg segments list --json` names the "
                                  "latest run, `dynseg segments show SEGMENT` every run's date")
             as_of, prev, mlflow_run_id, export_dir = found[0]
@@ -515,3 +517,10 @@ def dropped(db: Path, run_id: str) -> tuple[datetime, datetime, str] | None:
     if rows.empty:
         return None
     return rows.as_of[0].to_pydatetime(), rows.dropped_at[0].to_pydatetime(), rows.reason[0]
+
+
+def _dropped_text(run_id: str, as_of: datetime, when: datetime, reason: str | None) -> str:
+    from features.asof import as_of_label
+
+    return (f"the scoring run {run_id!r} (as of {as_of_label(as_of)}) was dropped on {when:%Y-%m-%d %H:%M} UTC "
+            f"(`dynseg segments drop-run`" + (f": {reason}" if reason else "") + ")")

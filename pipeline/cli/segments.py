@@ -212,8 +212,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
     # a random draw (the first ids in order were all alike: anna.*, or the oldest accounts)
     drawn = members.sample(n=min(sample, len(members)), random_state=0).sort_values("customer_id")
     for row in drawn[cols].itertuples(index=False):
-        s.add_row(*("" if v is None or pd.isna(v) else ("yes" if v else "no") if c in ("holdout", "sendable") else str(v)
-                    for c, v in zip(cols, row)))  # nullable columns hold pd.NA; sides as `segments changes` shows them
+        s.add_row(*("not scored" if v is None or pd.isna(v) else ("yes" if v else "no") if c in ("holdout", "sendable")
+                    else str(v) for c, v in zip(cols, row)))  # nullable columns hold pd.NA; as `segments changes` shows them
     out.print(s)
 
 
@@ -448,6 +448,7 @@ def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The
     run anyway (a re-run replaces it): this is for a run that should not exist at all."""
     import shutil
 
+    from features.asof import as_of_file_label
     from pipeline import runs
     from pipeline.jobs.score import _manifest_run
     from pipeline.workspace import temp_sibling
@@ -457,8 +458,10 @@ def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The
         cfg = state.config()
         ws = Workspace(cfg.workspace)
         gone = runs.drop_run(ws.db_path, run_id, reason)
-    folder = Path(gone.export_dir) if gone.export_dir else None
-    if folder is not None and folder.is_dir() and _manifest_run(folder) == run_id:  # its own exports, not a later run's
+    # its exports folder in this workspace, where `score` puts it (the stored path is absolute: in a
+    # copied workspace it named the original's folder), and only if its manifest names this run
+    folder = ws.root / "exports" / as_of_file_label(gone.as_of)
+    if folder.is_dir() and _manifest_run(folder) == run_id:
         trash = temp_sibling(folder)
         folder.rename(trash)
         shutil.rmtree(trash, ignore_errors=True)

@@ -26,8 +26,6 @@ from pipeline.workspace import Workspace, write_atomic
 
 OUTCOME_TEXT = {"purchase": "purchased", "retention": "retained (a purchase)"}
 
-MONITORING_EXPERIMENT = "dynseg-monitoring"
-
 
 def find_run(cfg: Config, run_id: str | None = None, as_of: datetime | None = None) -> pd.Series:
     """A scoring run by id, by as_of, or the latest (see :func:`pipeline.runs.find`)."""
@@ -99,7 +97,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
         metrics |= {f"drifted_columns_{k}": len(v.drifted) for k, v in reports.items()}
         metrics["alarms"] = len(result.reasons)
         result.mlflow_run_id = registry.log_run(
-            experiment=MONITORING_EXPERIMENT, run_name=f"monitor-{as_of_label(t)}",
+            experiment=cfg.monitoring.experiment, run_name=f"monitor-{as_of_label(t)}",
             params={"scoring_run_id": run.run_id, "as_of": str(t), **thresholds.__dict__},
             metrics=metrics, tags={"dynseg.kind": "monitor", "alarm": str(result.alarm)},
             artifacts={f"monitor/{p.name}": p for p in files.values()})
@@ -338,8 +336,10 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     if sent_too_late and scored >= t + max(h for k, h in horizons.items() if closed[k]) - timedelta(days=1):
         notes.insert(0, f"run {run.run_id} was scored on {scored:%Y-%m-%d %H:%M}, after its outcome window had passed "
                         "(a backfill): nothing it exported could have been sent in that window, so its lift compares "
-                        "two groups nobody contacted from this run, and differences are chance. No harm alarm is "
-                        "raised. Lift measures a run whose exports were sent (score nightly, send, then run lift)")
+                        "two groups nobody contacted from this run: differences are chance, or the effect of campaigns "
+                        "sent from other runs in the window (a customer's holdout side is the same in every run). "
+                        "No harm alarm is raised. Lift measures a run whose exports were sent (score nightly, send, "
+                        "then run lift)")
         alarm_on_harm = False
     elif sent_too_late:
         notes.insert(0, f"run {run.run_id} was scored on {scored:%Y-%m-%d %H:%M}, "
@@ -360,7 +360,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
                         ("abs_lift", "abs_lift_low", "abs_lift_high", "rel_lift", "rel_lift_low", "rel_lift_high",
                          "p_value", "n_treated", "n_holdout")}
         result.mlflow_run_id = registry.log_run(
-            experiment=MONITORING_EXPERIMENT, run_name=f"lift-{as_of_label(t)}",
+            experiment=cfg.monitoring.experiment, run_name=f"lift-{as_of_label(t)}",
             params={"scoring_run_id": run.run_id, "as_of": str(t)}, metrics=metrics,
             tags={"dynseg.kind": "lift", "alarm": str(result.alarm)},
             artifacts={f"lift/{p.name}": p for p in result.files.values()})

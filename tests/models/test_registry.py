@@ -220,8 +220,11 @@ def test_promotion_compares_on_the_same_test_snapshot_and_force_and_rollback_are
         R.promote(name, 3)
     assert _aliases(name) == {"champion": "1"}
 
-    equal = R.promote(name, 4)  # as good as the champion: passes, and keeps the old one
+    # as good as the champion: passes, and keeps the old one; a --force it did not need is no force
+    equal = R.promote(name, 4, force=True, reason="nightly job always forces")
     assert (equal.version, equal.previous, equal.forced) == ("4", "1", False)
+    assert equal.message.endswith("(the gate passed: --force was not needed)"), equal.message
+    assert "promoted_by_force" not in MlflowClient().get_model_version(name, "4").tags
     assert _aliases(name) == {"champion": "4", "previous-champion": "1"}
 
     forced = R.promote(name, 2, force=True, reason="campaign test")

@@ -177,6 +177,18 @@ def test_lift_measures_the_outcomes_whose_window_closed_and_says_which_wait(shop
     assert any(n.startswith("high_churn_risk: not measured yet") for n in waiting), r.notes
 
 
+def test_monitor_and_lift_record_in_the_configured_experiment(shop):
+    """A copied workspace is refused an experiment whose files stay in the other folder, and told to
+    name new experiments: the monitoring one was fixed in code, so no name helped lift or monitor."""
+    import mlflow
+
+    cfg = load_config(shop.root)
+    other = dataclasses.replace(cfg, monitoring=cfg.monitoring.model_copy(update={"experiment": "monitoring-copy"}))
+    r = lift_job(other, run_id=shop.campaign_run.run_id)
+    exp = mlflow.get_experiment_by_name("monitoring-copy")
+    assert exp is not None and mlflow.get_run(r.mlflow_run_id).info.experiment_id == exp.experiment_id
+
+
 def test_a_key_column_no_model_compares_is_refused_naming_the_key(shop):
     """A misspelt key column was dropped in silence: its alarm could never fire."""
     cfg = load_config(shop.root)

@@ -344,6 +344,8 @@ def test_a_dropped_run_is_gone_and_the_run_after_it_moves_against_the_one_before
         runs.find(db, "stray")
     with pytest.raises(ValueError, match="no scoring run 'nope'"):
         runs.drop_run(db, "nope")
+    with pytest.raises(ValueError, match=r"the scoring run 'stray' \(as of 2026-01-02\) was dropped on .*: scored by mistake"):
+        runs.drop_run(db, "stray")  # dropped already: said so
     # the first run dropped: the next is the first, everyone in it entered
     runs.drop_run(db, "r1")
     assert deltas(db, "r3") == {("vip", "entered"): ["b", "c"]}
@@ -384,14 +386,19 @@ def test_drop_run_cli_removes_the_runs_exports_and_refuses_a_pruned_one(project)
     exports = project.workspace / "exports" / "2026-04-11"
     exports.mkdir(parents=True)
     (exports / "manifest.json").write_text(json.dumps({"run_id": "mid"}))
+    # the stored path of a workspace copied from elsewhere names the other's folder: never touched
+    elsewhere = project.root.parent / "original" / ".dynseg" / "exports" / "2026-04-11"
+    elsewhere.mkdir(parents=True)
+    (elsewhere / "manifest.json").write_text(json.dumps({"run_id": "mid"}))
     con.execute("ATTACH '%s' AS ws" % db)
-    con.execute("UPDATE ws.scoring_runs SET export_dir = ? WHERE run_id = 'mid'", [str(exports)])
+    con.execute("UPDATE ws.scoring_runs SET export_dir = ? WHERE run_id = 'mid'", [str(elsewhere)])
     con.execute("DETACH ws")
     cli = CliRunner()
     said = cli.invoke(app, ["segments", "drop-run", "mid", "--reason", "wrong date"])
     assert said.exit_code == 0, said.output
     text = " ".join(said.output.split())
     assert "Dropped scoring run mid (as of 2026-04-11). Run new now follows run old" in text and not exports.exists()
+    assert (elsewhere / "manifest.json").is_file()
     assert cli.invoke(app, ["segments", "list", "--run", "mid"]).exit_code == 1
     assert cli.invoke(app, ["segments", "prune", "--keep-days", "60"]).exit_code == 0  # prunes 'old'
     refused = cli.invoke(app, ["segments", "drop-run", "old"])
@@ -435,7 +442,7 @@ def test_prune_drops_old_runs_per_customer_rows_keeps_their_health_and_shrinks_t
     # a run kept whole reads as before; a pruned one is refused, naming the prune
     runs.require_rows(db, runs.find(db, "r40"), "its members")
     with pytest.raises(ValueError, match=r"the scoring run r10 \(as of 2026-01-11\) was pruned on .*--keep-days 30.*"
-                                         r"its members are gone.*segments list --run r10"):
+                                         r"its members are gone.*segments list --run r10.*the runs of the 30 days before the latest are kept in full"):
         runs.require_rows(db, runs.find(db, "r10"), "its members")
     # the next night's movement is taken against the latest run, which a prune never touches
     assert write(con, db, day(42), "r42", {"vip": many[:10_002], "sunset": many[8_000:]}) == "r41"
