@@ -358,7 +358,8 @@ def _push(log_odds: float, points: float, words: str, ratio: float = 0.0) -> str
     size = round(abs(points))
     if size < 1:
         if ratio >= 1.5:
-            return f"{verb} {words} by less than 1 point ({ratio:g} times what it would be without it)"
+            times = f"{ratio:,.0f}" if ratio >= 10 else f"{ratio:g}"  # never 1e+06
+            return f"{verb} {words} by less than 1 point ({times} times what it would be without it)"
         if 0 < ratio <= 2 / 3:
             return f"{verb} {words} by less than 1 point (to {ratio:.0%} of what it would be without it)"
         return f"{verb} {words} by less than 1 point"

@@ -145,6 +145,7 @@ def test_a_push_under_a_point_on_a_small_score_says_how_much_it_moved_it():
         "raises purchase likelihood by less than 1 point (2 times what it would be without it)"
     assert explain._push(0.7, 0.05, "purchase likelihood", 12.0) == \
         "raises purchase likelihood by less than 1 point (12 times what it would be without it)"
+    assert "(1,250,000 times what" in explain._push(0.7, 0.05, "purchase likelihood", 1_250_000.0)
     assert explain._push(-0.1, -0.3, "churn risk", 0.0) == "lowers churn risk by less than 1 point"
     assert explain._push(0.9, 18.2, "churn risk", 0.0) == "raises churn risk by 18 points"
 
