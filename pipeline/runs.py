@@ -450,12 +450,11 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
     one before it, its entered/exited taken again against that run (as a backfill does). Recorded
     in ``dropped_runs``."""
     from features.asof import as_of_label
+    from pipeline.workspace import attached_transaction
 
     con = duckdb.connect()
-    con.execute(f"ATTACH '{db_path}' AS ws")
     try:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with attached_transaction(con, db_path):
             found = con.execute("SELECT as_of, previous_run_id, mlflow_run_id, export_dir FROM ws.scoring_runs "
                                 "WHERE run_id = ?", [run_id]).fetchall()
             if not found:
@@ -488,12 +487,7 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
             elif nxt:  # the first run was dropped: the next one is the first now, everyone in it entered
                 _rechain_first(con, nxt[0][0])
             _pause_for_tests()
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     finally:
-        con.execute("DETACH ws")
         con.close()
     return Dropped(run_id, as_of, prev, nxt[0][0] if nxt else None, mlflow_run_id, export_dir)
 

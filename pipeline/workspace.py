@@ -60,18 +60,9 @@ class Workspace:
     def write_tables(self, con: duckdb.DuckDBPyConnection, tables: dict[str, str]) -> None:
         """Replace workspace tables with the results of queries on ``con``, all in one transaction."""
         self.root.mkdir(parents=True, exist_ok=True)
-        con.execute(f"ATTACH '{self.db_path}' AS ws")
-        try:
-            con.execute("BEGIN TRANSACTION")
-            try:
-                for name, query in tables.items():
-                    con.execute(f'CREATE OR REPLACE TABLE ws."{name}" AS {query}')
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        finally:
-            con.execute("DETACH ws")
+        with attached_transaction(con, self.db_path):
+            for name, query in tables.items():
+                con.execute(f'CREATE OR REPLACE TABLE ws."{name}" AS {query}')
 
     def write_json(self, relpath: str, obj: Any) -> Path:
         return write_atomic(self.root / relpath, json.dumps(obj, indent=2, default=str).encode())
@@ -134,6 +125,23 @@ def write_atomic(path: Path, data: bytes) -> Path:
     with atomic_target(path) as tmp:
         tmp.write_bytes(data)
     return path
+
+
+@contextmanager
+def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path) -> Iterator[None]:
+    """The database file ``db_path`` attached to ``con`` as ``ws`` for one transaction: committed
+    when the block ends, rolled back (nothing written) when it raises, detached either way."""
+    con.execute(f"ATTACH '{db_path}' AS ws")
+    try:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    finally:
+        con.execute("DETACH ws")
 
 
 @contextmanager
