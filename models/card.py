@@ -35,6 +35,8 @@ def model_card(
     model_info: dict, base_rate_note: str, unavailable_groups: list[str], top_features: list[str],
     bands: pd.DataFrame | None = None, calibration_note: str = "",
 ) -> str:
+    from models.explain import labelled  # (its plotting imports only where a card is written)
+
     verdict = "VALIDATED" if all(c["passed"] for c in criteria) else "REJECTED"
     champ = ("When this version was trained there was no champion yet." if not champion else
              f"The champion when this version was trained: version {champion['version']} — test AUC {champion.get('roc_auc', float('nan')):.4f}, "
@@ -82,7 +84,7 @@ is a reason to watch realized quality (`dynseg lift`), not proof of a fault.
 ## Model
 LightGBM, trees: {model_info['trees']}; {model_info['features']} features.
 Not inputs (`exclude_features` in configs/training.yaml): {', '.join(model_info.get('excluded') or []) or 'none'}.
-Most important (mean |SHAP| on a sample of the test snapshot, as in plots/shap_bar.png): {', '.join(top_features)}.
+Most important (mean |SHAP| on a sample of the test snapshot, as in plots/shap_bar.png): {', '.join(labelled(f) for f in top_features)}.
 
 ## Known limits
 - Trained on the behaviour of the snapshot period; a change in marketing pressure, assortment or

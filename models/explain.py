@@ -199,6 +199,44 @@ _WINDOW = re.compile(r"(?:(?P<spend>spend)|n_(?P<what>[a-z_]+))_(?P<days>\d+)d")
 _TARGET_WORDS = {"churn": "churn risk", "purchase": "purchase likelihood"}
 
 
+#: Short names a marketer reads, for plots, tables and the card (the column name goes beside it)
+LABELS: dict[str, str] = {
+    "n_events": "events in total", "days_since_last_event": "days since any activity", "tenure_days": "days known",
+    "recency_days": "days since last purchase", "frequency": "purchases in total", "monetary_total": "total spend",
+    "monetary_mean": "average order value", "monetary_max": "largest order", "days_since_first_purchase":
+    "days since first purchase", "n_categories": "categories bought", "mean_gap_days": "usual days between purchases",
+    "std_gap_days": "spread of days between purchases", "recency_over_mean_gap": "overdue (recency / usual gap)",
+    "purchase_trend_30d": "purchase trend (30 vs 30 days)", "n_email_send": "emails received",
+    "n_email_open": "emails opened", "n_email_click": "email clicks", "open_rate": "open rate",
+    "click_to_open_90d": "click-to-open (90 days)", "days_since_last_open": "days since last open",
+    "days_since_last_click": "days since last click", "open_trend_30d": "open trend (30 vs 30 days)",
+    "sends_since_last_open": "emails unopened in a row", "n_refund": "refunds", "refund_amount": "refunded amount",
+    "refund_rate": "refunds per purchase", "n_support_ticket": "support tickets",
+    "n_support_ticket_90d": "support tickets (90 days)", "unsubscribed": "unsubscribed", "bounced": "email bounced",
+    "complained": "complained", "email_consent": "email consent", "days_since_signup": "days since signup",
+}
+
+
+def feature_label(feature: str) -> str:
+    """A feature column in words: ``n_page_view_365d`` -> "page views, last 365 days"."""
+    if feature in LABELS:
+        return LABELS[feature]
+    m = _WINDOW.fullmatch(feature)
+    if m:
+        if m["spend"]:
+            return f"spend, last {m['days']} days"
+        noun = "categories bought" if m["what"] == "categories" else _plural(
+            _ROLE_NOUNS.get(m["what"], m["what"].replace("_", " ")), 2)
+        return f"{noun}, last {m['days']} days"
+    return feature.replace("_", " ")
+
+
+def labelled(feature: str) -> str:
+    """The words and the column: "page views, last 365 days (n_page_view_365d)"."""
+    known = feature in LABELS or _WINDOW.fullmatch(feature) is not None
+    return f"{feature_label(feature)} ({feature})" if known else feature  # an attribute is its own name
+
+
 def phrase_for(feature: str) -> Phrase:
     """The phrase of a feature column: from :data:`PHRASES`, a window pattern, or the fallback."""
     if feature in PHRASES:
@@ -442,7 +480,7 @@ def beeswarm_plot(values: pd.DataFrame, data: pd.DataFrame, path: Path, title: s
         dots = ax.scatter(x[known], y + offset[known], s=6, c=color[known], cmap="coolwarm", vmin=0, vmax=1,
                           alpha=0.8, linewidths=0)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_yticks(range(len(names)), names)
+    ax.set_yticks(range(len(names)), [labelled(n) for n in names])
     ax.set(xlabel="SHAP value (log-odds): > 0 raises the score, < 0 lowers it",
            title=f"SHAP values per customer (log-odds)\n{title}")
     bar = fig.colorbar(dots, ax=ax, pad=0.01)
@@ -460,7 +498,7 @@ def importance_bar_plot(importance: pd.DataFrame, path: Path, title: str, top: i
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.3 * len(imp) + 1.6), sharey=True,
                              squeeze=False)
     for ax, (column, label) in zip(axes[0], panels):
-        ax.barh(imp.feature, imp[column])
+        ax.barh([labelled(f) for f in imp.feature], imp[column])
         ax.set(xlabel=label)
     fig.suptitle(f"Global feature importance (mean |SHAP|)\n{title}")
     return _save(fig, path)

@@ -190,6 +190,7 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
             err.print(f"Segment {name} has no members in the run as of {as_of_label(run.as_of)}.")
         return
     if drivers:
+        from models.explain import labelled
         from pipeline.jobs.explain import segment_drivers
 
         with handled():
@@ -200,7 +201,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
             for c in ("model", "feature", "segment", "everyone", "difference"):
                 t.add_column(c, justify="left" if c in ("model", "feature") else "right")
             for r in d.itertuples():
-                t.add_row(r.target, r.feature, f"{r.segment_points:+.1f}", f"{r.everyone_points:+.1f}", f"{r.difference:+.1f}")
+                t.add_row(r.target, labelled(r.feature), f"{r.segment_points:+.1f}", f"{r.everyone_points:+.1f}",
+                          f"{r.difference:+.1f}")
             out.print(t)
     if sample <= 0:
         return

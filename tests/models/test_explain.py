@@ -219,6 +219,12 @@ def test_every_documented_feature_has_words():
     assert explain.describe_value("some_col", 3.0) == "some col is 3"  # the fallback, which no catalog column may get
     generic = [n for n in set(names) if explain.describe_value(n, 3.0) == f"{n.replace('_', ' ')} is 3"]
     assert not generic, generic
+    # and a short name for plots, tables and the card, with the column beside it
+    unnamed = [n for n in set(names) if explain.labelled(n) == n]
+    assert not unnamed, unnamed
+    assert explain.labelled("n_page_view_365d") == "page views, last 365 days (n_page_view_365d)"
+    assert explain.labelled("spend_30d") == "spend, last 30 days (spend_30d)"
+    assert explain.labelled("country") == "country"  # an attribute is its own name
 
 
 def test_probability_points_are_leave_one_out_on_the_calibrated_scale(model, rows):

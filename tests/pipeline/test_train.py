@@ -67,7 +67,9 @@ def test_run_is_tracked_with_card_plots_and_a_loadable_model(purchase, shop):
     import pandas as pd
 
     shap = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=purchase.run_id, artifact_path="shap/mean_abs_shap.csv"))
-    assert f"plots/shap_bar.png): {', '.join(shap.feature.head(8))}." in details["card"], details["card"]
+    from models.explain import labelled
+
+    assert f"plots/shap_bar.png): {', '.join(labelled(f) for f in shap.feature.head(8))}." in details["card"], details["card"]
     assert "model_calibration_slope" in mlflow_metrics(purchase.run_id)
     assert details["tags"]["validation_status"] == "VALIDATED"
     import mlflow
