@@ -890,7 +890,7 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
             "events", "customer_id", "no_customer_matches", "error", int(n),
             f"none of the {n:,} customer_ids in events is in customers: the two sources name customers "
             f"differently (events: {example!r}, customers: {profile_example!r})",
-            fix, (repr(example), repr(profile_example))))
+            fix))  # (the two examples are in the message)
         return
     if count:
         report.problems.append(unknown_customer_problem(

@@ -524,12 +524,12 @@ def dependence_plot(values: pd.DataFrame, points: pd.DataFrame, data: pd.DataFra
         ax.scatter(xs[known], frame[feature].to_numpy()[known], s=6, alpha=0.5, linewidths=0)
         ax.axhline(0, color="k", lw=0.8)
         ax.set(ylabel=label)
-    bottom.set(xlabel=feature)
+    bottom.set(xlabel=labelled(feature))
     note = ""
     if (~known).any():
         note = (f"\nmissing for {(~known).sum():,} customers: mean {values[feature][~known].mean():+.3f} log-odds, "
                 f"{points[feature][~known].mean():+.1f} points")
-    top.set_title(f"SHAP dependence of {feature}\n{title}{note}", fontsize=10)
+    top.set_title(f"SHAP dependence of {labelled(feature)}\n{title}{note}", fontsize=10)
     return _save(fig, path)
 
 
