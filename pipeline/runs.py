@@ -239,6 +239,15 @@ def read(db_path: Path, query: str, params: list | None = None) -> pd.DataFrame:
         con.close()
 
 
+def read_optional(db_path: Path, query: str, params: list | None = None) -> pd.DataFrame:
+    """:func:`read` of a table a workspace may not have yet (made by a later dynseg, or only once
+    used: ``pruned_runs``, ``replaced_members``, ``simulated_campaigns``...): empty when it is missing."""
+    try:
+        return read(db_path, query, params)
+    except duckdb.CatalogException:
+        return pd.DataFrame()
+
+
 def _db_name(con: duckdb.DuckDBPyConnection) -> str:
     return con.execute("SELECT current_database()").fetchall()[0][0]
 
@@ -276,13 +285,10 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
 def _replacement(db: Path, run_id: str) -> tuple[str, datetime] | None:
     """The run that now stands for replaced run ``run_id`` (followed through later replacements) and
     its as_of; None when the id was never replaced (or the workspace predates the record)."""
-    try:
-        rows = read(db, "WITH RECURSIVE chain(id, as_of, depth) AS (SELECT replaced_by, as_of, 0 FROM replaced_runs "
-                        "WHERE run_id = ? UNION ALL SELECT r.replaced_by, r.as_of, c.depth + 1 FROM replaced_runs r "
-                        "JOIN chain c ON r.run_id = c.id WHERE c.depth < 1000) "
-                        "SELECT id, as_of FROM chain ORDER BY depth DESC LIMIT 1", [run_id])
-    except duckdb.CatalogException:
-        return None
+    rows = read_optional(db, "WITH RECURSIVE chain(id, as_of, depth) AS (SELECT replaced_by, as_of, 0 FROM replaced_runs "
+                             "WHERE run_id = ? UNION ALL SELECT r.replaced_by, r.as_of, c.depth + 1 FROM replaced_runs r "
+                             "JOIN chain c ON r.run_id = c.id WHERE c.depth < 1000) "
+                             "SELECT id, as_of FROM chain ORDER BY depth DESC LIMIT 1", [run_id])
     if rows.empty:
         return None
     return rows.id[0], rows.as_of[0].to_pydatetime()
@@ -292,8 +298,7 @@ def replaced_sides(db: Path, run_id: str) -> pd.DataFrame:
     """Per run this one replaced and segment: members in both on the other side of the holdout now
     (``flipped``), and those the replaced run could send to who are held out now (``sent_now_held``).
     Empty when the run replaced none, none moved, or the workspace predates the record."""
-    try:
-        return read(db, """
+    return read_optional(db, """
             SELECT o.run_id AS replaced, o.segment, count(*) FILTER (WHERE o.holdout <> m.holdout) AS flipped,
                    count(*) FILTER (WHERE o.sendable AND m.holdout) AS sent_now_held,
                    count(*) FILTER (WHERE o.holdout AND m.sendable) AS held_now_sent
@@ -301,17 +306,12 @@ def replaced_sides(db: Path, run_id: str) -> pd.DataFrame:
             JOIN replaced_runs x ON x.run_id = o.run_id AND x.replaced_by = ?
             JOIN segment_members m ON m.run_id = ? AND m.segment = o.segment AND m.customer_id = o.customer_id
             GROUP BY ALL HAVING count(*) FILTER (WHERE o.holdout <> m.holdout) > 0 ORDER BY o.segment""",
-                    [run_id, run_id])
-    except duckdb.CatalogException:  # no replaced_members table: made before it was kept
-        return pd.DataFrame()
+                         [run_id, run_id])
 
 
 def pruned(db: Path, run_id: str) -> tuple[datetime, int] | None:
     """When run ``run_id``'s per-customer rows were pruned, and the ``--keep-days`` then; None if never."""
-    try:
-        rows = read(db, "SELECT pruned_at, keep_days FROM pruned_runs WHERE run_id = ?", [run_id])
-    except duckdb.CatalogException:  # made before pruning existed
-        return None
+    rows = read_optional(db, "SELECT pruned_at, keep_days FROM pruned_runs WHERE run_id = ?", [run_id])
     if rows.empty:
         return None
     return rows.pruned_at[0].to_pydatetime(), int(rows.keep_days[0])
@@ -320,17 +320,25 @@ def pruned(db: Path, run_id: str) -> tuple[datetime, int] | None:
 def require_rows(db: Path, run: pd.Series, needs: str) -> None:
     """Refuse, naming the prune, when ``run``'s per-customer rows are gone (``needs``: what the
     command wanted of them, e.g. "its members")."""
+    said = pruned_note(db, run, needs)
+    if said is not None:
+        raise ValueError(said)
+
+
+def pruned_note(db: Path, run: pd.Series, needs: str) -> str | None:
+    """What :func:`require_rows` says of a pruned run (for a command that shows what remains
+    instead of refusing); None when the run is kept in full."""
     from features.asof import as_of_label
 
     done = pruned(db, run.run_id)
     if done is None:
-        return
+        return None
     at, keep = done
-    raise ValueError(f"the scoring run {run.run_id} (as of {as_of_label(run.as_of)}) was pruned on "
-                     f"{at:%Y-%m-%d %H:%M} UTC (`dynseg segments prune --keep-days {keep}`): {needs} "
-                     "are gone with its other per-customer rows. Its segment sizes remain (`dynseg segments list "
-                     f"--run {run.run_id}`, `dynseg segments show NAME`); the runs of the {keep} days before the "
-                     "latest are kept in full")
+    return (f"the scoring run {run.run_id} (as of {as_of_label(run.as_of)}) was pruned on "
+            f"{at:%Y-%m-%d %H:%M} UTC (`dynseg segments prune --keep-days {keep}`): {needs} "
+            "are gone with its other per-customer rows. Its segment sizes remain (`dynseg segments list "
+            f"--run {run.run_id}`, `dynseg segments show NAME`); the runs of the {keep} days before the "
+            "latest are kept in full")
 
 
 @dataclass(frozen=True)
@@ -412,12 +420,9 @@ def refuse_pruned_era(db: Path, as_of: datetime) -> None:
     """Refuse a run as of a date at or before the newest pruned run: its movement would be taken
     against a run whose members are gone (everyone would read as entered), and a date scored again
     there would have nothing to compare its sides with."""
-    try:
-        rows = read(db, "SELECT max(as_of) AS newest, (SELECT count(*) FROM pruned_runs WHERE run_id = (SELECT run_id "
-                        "FROM scoring_runs WHERE as_of < ? ORDER BY as_of DESC LIMIT 1)) AS prev_pruned FROM pruned_runs",
-                    [as_of])
-    except duckdb.CatalogException:
-        return
+    rows = read_optional(db, "SELECT max(as_of) AS newest, (SELECT count(*) FROM pruned_runs WHERE run_id = (SELECT "
+                             "run_id FROM scoring_runs WHERE as_of < ? ORDER BY as_of DESC LIMIT 1)) AS prev_pruned "
+                             "FROM pruned_runs", [as_of])
     if rows.empty or pd.isna(rows.newest[0]):
         return
     newest = rows.newest[0].to_pydatetime()
@@ -504,13 +509,20 @@ def _rechain_first(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
 
 def dropped(db: Path, run_id: str) -> tuple[datetime, datetime, str] | None:
     """(as_of, when, reason) of a run deleted with ``drop_run``; None if it never was."""
-    try:
-        rows = read(db, "SELECT as_of, dropped_at, reason FROM dropped_runs WHERE run_id = ?", [run_id])
-    except duckdb.CatalogException:
-        return None
+    rows = read_optional(db, "SELECT as_of, dropped_at, reason FROM dropped_runs WHERE run_id = ?", [run_id])
     if rows.empty:
         return None
     return rows.as_of[0].to_pydatetime(), rows.dropped_at[0].to_pydatetime(), rows.reason[0]
+
+
+def simulated(db: Path, run_id: str) -> bool:
+    """Whether ``dynseg data simulate-campaign`` sent (in the demo's data) a campaign from this run."""
+    return not read_optional(db, "SELECT 1 FROM simulated_campaigns WHERE run_id = ? LIMIT 1", [run_id]).empty
+
+
+def replaced_any(db: Path, as_of: datetime) -> bool:
+    """Whether an earlier run of this date was replaced (its exports may have been sent in time)."""
+    return not read_optional(db, "SELECT 1 FROM replaced_runs WHERE as_of = ? LIMIT 1", [as_of]).empty
 
 
 def _dropped_text(run_id: str, as_of: datetime, when: datetime, reason: str | None) -> str:

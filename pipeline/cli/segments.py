@@ -158,11 +158,9 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
         h.add_row(as_of_label(r.as_of), f"{r.size:,}", f"{r.sendable:,}", f"{r.holdout:,}", f"{r.entered:,}",
                   f"{r.exited:,}", vol, f"{r.coverage:.1%}")
     out.print(h)
-    if members.empty and runs.pruned(db, run.run_id) is not None:  # its members are gone; its sizes above remain
-        try:
-            runs.require_rows(db, run, "its members (band mix, sample, drivers)")
-        except ValueError as e:
-            err.print(f"Note: {e}.", highlight=False)
+    gone = runs.pruned_note(db, run, "its members (band mix, sample, drivers)") if members.empty else None
+    if gone is not None:  # its members are gone; its sizes above remain
+        err.print(f"Note: {gone}.", highlight=False)
         return
     band_cols = [c for c in members.columns if c.endswith("_band")]
     if not members.empty and band_cols:
@@ -405,13 +403,13 @@ def prune(ctx: typer.Context,
     kept whole. Refused under the labels' longest horizon, while `dynseg lift` may still grade those runs."""
     from datetime import timedelta
 
-    from features.asof import parse_duration
     from pipeline import runs
+    from pipeline.jobs.monitor import label_horizons
 
     state: State = ctx.obj
     with handled():
         cfg = state.config()
-        horizons = {k: parse_duration(getattr(cfg.labels, k).horizon) for k in ("purchase", "churn")}
+        horizons = label_horizons(cfg)
         longest = max(horizons, key=horizons.get)
         if timedelta(days=keep_days) < horizons[longest]:
             raise ValueError(f"--keep-days {keep_days} is shorter than the {longest} label's horizon "

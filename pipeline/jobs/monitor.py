@@ -188,20 +188,9 @@ class LiftResult:
         return bool(self.reasons)
 
 
-def _replaced_any(db: Path, as_of: datetime) -> bool:
-    """Whether an earlier run of this date was replaced (its exports may have been sent in time)."""
-    try:
-        return not runs.read(db, "SELECT 1 FROM replaced_runs WHERE as_of = ? LIMIT 1", [as_of]).empty
-    except Exception:  # noqa: BLE001 - a workspace made before the record
-        return False
-
-
-def _simulated(db: Path, run_id: str) -> bool:
-    """Whether ``dynseg data simulate-campaign`` sent (in the demo's data) a campaign from this run."""
-    try:
-        return not runs.read(db, "SELECT 1 FROM simulated_campaigns WHERE run_id = ? LIMIT 1", [run_id]).empty
-    except Exception:  # noqa: BLE001 - no campaign simulated in this workspace
-        return False
+def label_horizons(cfg: Config) -> dict[str, timedelta]:
+    """Each label's horizon (configs/labels.yaml): the outcome window lift grades a run's segments on."""
+    return {k: parse_duration(getattr(cfg.labels, k).horizon) for k in ("purchase", "churn")}
 
 
 def _outcomes(con, start: datetime, horizon: timedelta) -> pd.DataFrame:
@@ -221,7 +210,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     run = find_run(cfg, run_id, as_of)
     runs.require_rows(ws.db_path, run, "its members and their holdout sides, which lift compares,")
     t = run.as_of.to_pydatetime()
-    horizons = {k: parse_duration(getattr(cfg.labels, k).horizon) for k in ("purchase", "churn")}
+    horizons = label_horizons(cfg)
     data = load_for_run(cfg)
     newest = data.report.time_range(cfg.role_of)[1]
     models = json.loads(run.models)
@@ -251,7 +240,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     # unless the date was scored before (the run it replaced) or a campaign was simulated from it
     scored = run.started_at.to_pydatetime() if not pd.isna(run.started_at) else None
     sent_later = scored is not None and scored > t + timedelta(days=1)
-    sent_too_late = (sent_later and not _replaced_any(ws.db_path, t) and not _simulated(ws.db_path, run.run_id))
+    sent_too_late = (sent_later and not runs.replaced_any(ws.db_path, t) and not runs.simulated(ws.db_path, run.run_id))
     for r in runs.replaced_sides(ws.db_path, run.run_id).itertuples():
         notes.append(f"{r.segment}: {r.flipped:,} members are on the other side of the holdout than in run {r.replaced}, "
                      f"which this run replaced ({r.sent_now_held:,} of them sendable then, held out now): if that "

@@ -249,11 +249,9 @@ def campaign_overlap(db: Path, customers: pd.Series, cutoff: datetime, horizon: 
     from features.asof import as_of_label
     from pipeline import runs
 
-    try:
-        found = runs.read(db, "SELECT run_id, as_of FROM scoring_runs WHERE as_of < ? AND as_of > ? ORDER BY as_of",
-                          [cutoff + horizon, cutoff - horizon])
-    except Exception:  # noqa: BLE001 - a workspace without runs
-        return []
+    # (empty in a workspace without runs)
+    found = runs.read(db, "SELECT run_id, as_of FROM scoring_runs WHERE as_of < ? AND as_of > ? ORDER BY as_of",
+                      [cutoff + horizon, cutoff - horizon])
     out = []
     ids = pd.DataFrame({"customer_id": customers.drop_duplicates().astype(str)})
     for r in found.itertuples():
@@ -264,15 +262,11 @@ def campaign_overlap(db: Path, customers: pd.Series, cutoff: datetime, horizon: 
         n = int(ids.customer_id.isin(members.customer_id).sum()) if not members.empty else 0
         if not n:
             continue
-        try:
-            simulated = not runs.read(db, "SELECT 1 FROM simulated_campaigns WHERE run_id = ?", [r.run_id]).empty
-        except Exception:  # noqa: BLE001 - none simulated in this workspace
-            simulated = False
         when = r.as_of.to_pydatetime()
         out.append(f"{n:,} of the test snapshot's {len(ids):,} customers were sendable in scoring run {r.run_id} (as of "
                    f"{as_of_label(when)}), within the test labels' window (the {horizon.days} days after the test snapshot "
                    f"as of {cutoff_label(cutoff)})" + ("; a campaign was simulated from that run (dynseg data simulate-campaign)"
-                                                if simulated else "")
+                                                if runs.simulated(db, r.run_id) else "")
                    + ": if its exports were sent, the campaign moved the labels this model is tested on, so its test "
                    "metrics and calibration partly measure the campaign (a level off the realized rate, say). A test "
                    "snapshot whose window holds no campaign (train --as-of another date) measures the model alone")
