@@ -63,6 +63,12 @@ validation snapshot), adjusted for base-rate shift: {base_rate_note}.
 ## Out-of-time test metrics (model vs baselines on the same rows)
 {_table(evaluation_table)}
 
+Baselines, each calibrated on the validation snapshot as the model is: **recency** (days since the last
+purchase), **rfm** (the sum of recency, frequency and monetary quintiles) and **bgnbd** (the BG/NBD model of
+lifetimes and PyMC-Marketing, fitted on each snapshot's purchase histories: its chance of a purchase within
+the horizon; customers who never bought get their rate on the validation snapshot). A baseline a
+snapshot's data cannot fit is not listed.
+
 AUC difference, model minus baseline (95 % bootstrap CI):
 {_table(differences)}
 

@@ -6,6 +6,10 @@ snapshot, then moved to the base rate expected at the test cutoff, as the model 
 
 * **recency**: days since the last purchase (fewer days = more likely to buy, less likely to churn).
 * **rfm**: the classic RFM score, the sum of recency, frequency and monetary quintiles (3–15).
+* **bgnbd**: the BG/NBD model of ``lifetimes`` and PyMC-Marketing (:mod:`models.bgnbd`), fitted on
+  each snapshot's own purchase histories (before its cutoff), scoring P(a purchase within the
+  label's horizon); customers who never bought, whom it cannot score, get their rate on the
+  validation snapshot.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from models import bgnbd
 from models.calibration import Calibrator
 
 _NO_PURCHASE_DAYS = 10_000.0  # recency for customers who never bought: older than any real one
@@ -83,12 +88,12 @@ def metrics(y, p) -> dict[str, float]:
     }
 
 
-def recency_score(frame: pd.DataFrame, target: str) -> np.ndarray:
+def recency_score(frame: pd.DataFrame, target: str, horizon_days: float) -> np.ndarray:
     r = frame["recency_days"].astype("float64").fillna(_NO_PURCHASE_DAYS).to_numpy()
     return -r if target == "purchase" else r
 
 
-def rfm_score(frame: pd.DataFrame, target: str) -> np.ndarray:
+def rfm_score(frame: pd.DataFrame, target: str, horizon_days: float) -> np.ndarray:
     """Sum of R, F, M quintiles (5 = best customer) within the frame."""
     def quintile(s: pd.Series) -> np.ndarray:
         return (np.ceil(s.rank(method="average", pct=True) * 5)).clip(1, 5).to_numpy()
@@ -100,7 +105,30 @@ def rfm_score(frame: pd.DataFrame, target: str) -> np.ndarray:
     return score if target == "purchase" else -score
 
 
-BASELINES = {"recency": recency_score, "rfm": rfm_score}
+def bgnbd_score(frame: pd.DataFrame, target: str, horizon_days: float) -> np.ndarray:
+    """BG/NBD fitted on the frame's purchase histories, as the log-odds of a purchase within
+    ``horizon_days`` (negated for churn: no purchase in the horizon); NaN for customers who never
+    bought, and for every row when no customer bought twice (nothing to fit) or the frame has no
+    purchase history columns."""
+    if not {"frequency", "days_since_first_purchase", "recency_days"} <= set(frame.columns):
+        return np.full(len(frame), np.nan)
+    frequency = frame["frequency"].astype("float64").fillna(0).to_numpy()
+    T = frame["days_since_first_purchase"].astype("float64").to_numpy()
+    t_x = T - frame["recency_days"].astype("float64").to_numpy()
+    bought = (frequency > 0) & np.isfinite(T) & np.isfinite(t_x)
+    out = np.full(len(frame), np.nan)
+    x = np.maximum(frequency - 1, 0)
+    try:
+        model = bgnbd.fit(x[bought], t_x[bought], T[bought])
+    except ValueError:
+        return out
+    p = np.clip(model.p_purchase(x[bought], t_x[bought], T[bought], horizon_days), 1e-9, 1 - 1e-9)
+    logit = np.log(p / (1 - p))
+    out[bought] = logit if target == "purchase" else -logit
+    return out
+
+
+BASELINES = {"recency": recency_score, "rfm": rfm_score, "bgnbd": bgnbd_score}
 
 
 @dataclass
@@ -111,11 +139,24 @@ class Evaluation:
     predictions: dict[str, np.ndarray]  # scorer -> calibrated probabilities on the test rows
 
 
-def calibrated_baselines(valid: pd.DataFrame, test: pd.DataFrame, target: str) -> dict[str, np.ndarray]:
+def calibrated_baselines(valid: pd.DataFrame, test: pd.DataFrame, target: str, horizon_days: float) -> dict[str, np.ndarray]:
+    """Each baseline's test probabilities, Platt-calibrated on the validation snapshot. Rows a
+    baseline cannot score (NaN: BG/NBD's customers who never bought) get the rate of their like
+    on the validation snapshot; a baseline that scores no validation row, or whose scored rows hold
+    one class only, is left out."""
     out = {}
+    y_valid = valid["label"].to_numpy()
     for name, score in BASELINES.items():
-        cal = Calibrator("platt").fit(score(valid, target), valid["label"].to_numpy())
-        out[name] = cal.predict(score(test, target))
+        s_valid, s_test = score(valid, target, horizon_days), score(test, target, horizon_days)
+        scored = np.isfinite(s_valid)
+        if len(np.unique(y_valid[scored])) < 2:
+            continue
+        p = np.empty(len(test))
+        unscored = ~np.isfinite(s_test)
+        p[~unscored] = Calibrator("platt").fit(s_valid[scored], y_valid[scored]).predict(s_test[~unscored])
+        rest = y_valid[~scored]
+        p[unscored] = np.clip(rest.mean() if len(rest) else y_valid.mean(), 1e-6, 1 - 1e-6)
+        out[name] = p
     return out
 
 

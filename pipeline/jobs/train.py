@@ -76,7 +76,8 @@ def check_criteria(table: pd.DataFrame, criteria: list[Criterion], differences: 
         else:
             passed = value <= best + c.max_over_best_baseline
             text = f"{c.metric} {value:.4f} <= best baseline ({best_name} {best:.4f}) + {c.max_over_best_baseline}"
-        out.append({"metric": c.metric, "passed": bool(passed), "text": text, "value": value})
+        against = best_name if c.min is None and c.max is None else None
+        out.append({"metric": c.metric, "passed": bool(passed), "text": text, "value": value, "baseline": against})
     return out
 
 
@@ -149,7 +150,8 @@ def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Ev
     # snapshot like it, then moved to the rate expected at the test cutoff, so the gate compares
     # what each learned, not whether it was told about seasonality.
     baselines = {name: shift_prior(p, model.calibrated_base_rate_, expected)
-                 for name, p in calibrated_baselines(valid, test, td.label.target).items()}
+                 for name, p in calibrated_baselines(valid, test, td.label.target,
+                                                          td.label.horizon.total_seconds() / 86400).items()}
     evaluation = evaluate(test.label, at_test.predict(test), baselines, n_boot=cfg.training.bootstrap_samples)
     return model, evaluation, note
 
