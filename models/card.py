@@ -33,11 +33,14 @@ def model_card(
     *, name: str, target: str, label_definition: str, data_window: dict, rows: dict, evaluation_table: pd.DataFrame,
     differences: pd.DataFrame, calibration: pd.DataFrame, criteria: list[dict], champion: dict | None,
     model_info: dict, base_rate_note: str, unavailable_groups: list[str], top_features: list[str],
-    bands: pd.DataFrame | None = None, calibration_note: str = "",
+    bands: pd.DataFrame | None = None, calibration_note: str = "", bgnbd=None,
 ) -> str:
     from models.explain import labelled  # (its plotting imports only where a card is written)
 
     verdict = "VALIDATED" if all(c["passed"] for c in criteria) else "REJECTED"
+    fitted = ("" if bgnbd is None else
+              f" BG/NBD as fitted on the test snapshot (lifetimes' names): r = {bgnbd.r:.4g}, alpha = "
+              f"{bgnbd.alpha:.4g} days, a = {bgnbd.a:.4g}, b = {bgnbd.b:.4g}.")
     champ = ("When this version was trained there was no champion yet." if not champion else
              f"The champion when this version was trained: version {champion['version']} — test AUC {champion.get('roc_auc', float('nan')):.4f}, "
              f"Brier {champion.get('brier', float('nan')):.4f} (test snapshot as of {cutoff_label(champion.get('test_cutoff'))})"
@@ -67,7 +70,7 @@ Baselines, each calibrated on the validation snapshot as the model is: **recency
 purchase), **rfm** (the sum of recency, frequency and monetary quintiles) and **bgnbd** (the BG/NBD model of
 lifetimes and PyMC-Marketing, fitted on each snapshot's purchase histories: its chance of a purchase within
 the horizon; customers who never bought get their rate on the validation snapshot). A baseline a
-snapshot's data cannot fit is not listed.
+snapshot's data cannot fit is not listed.{fitted}
 
 AUC difference, model minus baseline (95 % bootstrap CI):
 {_table(differences)}

@@ -14,7 +14,7 @@ snapshot, then moved to the base rate expected at the test cutoff, as the model 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -88,12 +88,12 @@ def metrics(y, p) -> dict[str, float]:
     }
 
 
-def recency_score(frame: pd.DataFrame, target: str, horizon_days: float) -> np.ndarray:
+def recency_score(frame: pd.DataFrame, target: str, horizon_days: float, fits: list | None = None) -> np.ndarray:
     r = frame["recency_days"].astype("float64").fillna(_NO_PURCHASE_DAYS).to_numpy()
     return -r if target == "purchase" else r
 
 
-def rfm_score(frame: pd.DataFrame, target: str, horizon_days: float) -> np.ndarray:
+def rfm_score(frame: pd.DataFrame, target: str, horizon_days: float, fits: list | None = None) -> np.ndarray:
     """Sum of R, F, M quintiles (5 = best customer) within the frame."""
     def quintile(s: pd.Series) -> np.ndarray:
         return (np.ceil(s.rank(method="average", pct=True) * 5)).clip(1, 5).to_numpy()
@@ -105,11 +105,11 @@ def rfm_score(frame: pd.DataFrame, target: str, horizon_days: float) -> np.ndarr
     return score if target == "purchase" else -score
 
 
-def bgnbd_score(frame: pd.DataFrame, target: str, horizon_days: float) -> np.ndarray:
+def bgnbd_score(frame: pd.DataFrame, target: str, horizon_days: float, fits: list | None = None) -> np.ndarray:
     """BG/NBD fitted on the frame's purchase histories, as the log-odds of a purchase within
     ``horizon_days`` (negated for churn: no purchase in the horizon); NaN for customers who never
     bought, and for every row when no customer bought twice (nothing to fit) or the frame has no
-    purchase history columns."""
+    purchase history columns. ``fits``, when given, receives the fitted :class:`models.bgnbd.BGNBD`."""
     if not {"frequency", "days_since_first_purchase", "recency_days"} <= set(frame.columns):
         return np.full(len(frame), np.nan)
     frequency = frame["frequency"].astype("float64").fillna(0).to_numpy()
@@ -122,6 +122,8 @@ def bgnbd_score(frame: pd.DataFrame, target: str, horizon_days: float) -> np.nda
         model = bgnbd.fit(x[bought], t_x[bought], T[bought])
     except ValueError:
         return out
+    if fits is not None:
+        fits.append(model)
     p = np.clip(model.p_purchase(x[bought], t_x[bought], T[bought], horizon_days), 1e-9, 1 - 1e-9)
     logit = np.log(p / (1 - p))
     out[bought] = logit if target == "purchase" else -logit
@@ -137,17 +139,22 @@ class Evaluation:
     differences: pd.DataFrame  # model minus each baseline: AUC difference with CI
     calibration: pd.DataFrame  # deciles of predicted probability: predicted vs realized
     predictions: dict[str, np.ndarray]  # scorer -> calibrated probabilities on the test rows
+    baseline_fits: dict[str, list] = field(default_factory=dict)  # baseline -> what it fitted (valid, test)
 
 
-def calibrated_baselines(valid: pd.DataFrame, test: pd.DataFrame, target: str, horizon_days: float) -> dict[str, np.ndarray]:
+def calibrated_baselines(valid: pd.DataFrame, test: pd.DataFrame, target: str, horizon_days: float,
+                         fits: dict[str, list] | None = None) -> dict[str, np.ndarray]:
     """Each baseline's test probabilities, Platt-calibrated on the validation snapshot. Rows a
     baseline cannot score (NaN: BG/NBD's customers who never bought) get the rate of their like
     on the validation snapshot; a baseline that scores no validation row, or whose scored rows hold
-    one class only, is left out."""
+    one class only, is left out. ``fits``, when given, receives per baseline what it fitted on the
+    validation and test snapshots (BG/NBD's parameters), in that order."""
     out = {}
     y_valid = valid["label"].to_numpy()
+    fits = {} if fits is None else fits
     for name, score in BASELINES.items():
-        s_valid, s_test = score(valid, target, horizon_days), score(test, target, horizon_days)
+        fitted = fits.setdefault(name, [])
+        s_valid, s_test = score(valid, target, horizon_days, fitted), score(test, target, horizon_days, fitted)
         scored = np.isfinite(s_valid)
         if len(np.unique(y_valid[scored])) < 2:
             continue

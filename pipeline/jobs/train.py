@@ -149,10 +149,12 @@ def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Ev
     # The baselines get the same base-rate correction as the model: calibrated on the validation
     # snapshot like it, then moved to the rate expected at the test cutoff, so the gate compares
     # what each learned, not whether it was told about seasonality.
+    fits: dict[str, list] = {}
     baselines = {name: shift_prior(p, model.calibrated_base_rate_, expected)
                  for name, p in calibrated_baselines(valid, test, td.label.target,
-                                                          td.label.horizon.total_seconds() / 86400).items()}
+                                                          td.label.horizon.total_seconds() / 86400, fits).items()}
     evaluation = evaluate(test.label, at_test.predict(test), baselines, n_boot=cfg.training.bootstrap_samples)
+    evaluation.baseline_fits = {name: fitted for name, fitted in fits.items() if fitted}
     return model, evaluation, note
 
 
@@ -200,7 +202,7 @@ def train_job(
             model_info={"calibration": model.calibration_method_, "trees": model.trees_text(), "features": len(model.features_),
                         "excluded": [c for c in cfg.training.exclude_features if c in f.columns]},
             base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
-            top_features=shap_top,
+            top_features=shap_top, bgnbd=ev.baseline_fits.get("bgnbd", [None])[-1],
             bands=band_table(levels, ev.predictions["model"], test.label.to_numpy()),
         )
         metrics = {f"{r.scorer}_{k}": float(getattr(r, k)) for r in ev.table.itertuples() for k in
@@ -232,7 +234,10 @@ def train_job(
                   "horizon_days": td.label.horizon.days, "population": td.label.population,
                   "engine": engine or cfg.settings.engine,  # --engine over the config's (config.yaml has the config's)
                   "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
-                  **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()}}
+                  **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()},
+                  # BG/NBD as fitted on the test snapshot's histories (lifetimes' names; α in days)
+                  **{f"bgnbd_{k}": round(v, 6) for k, v in vars(ev.baseline_fits["bgnbd"][-1]).items()
+                     if "bgnbd" in ev.baseline_fits}}
         run_id = registry.log_training_run(
             bundle, experiment=cfg.training.registry.experiment, params=params, config=cfg.resolved(),
             metrics=metrics, artifacts=plots, model_card=card, input_example=test[model.features_].head(5),

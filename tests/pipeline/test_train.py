@@ -90,6 +90,11 @@ def test_run_is_tracked_with_card_plots_and_a_loadable_model(purchase, shop):
     from pipeline.jobs.train import data_fingerprint
 
     assert data_fingerprint(load_config(shop.root))["dynseg.data.events"] == run.tags["dynseg.data.events"]
+    # BG/NBD's parameters as fitted on the test snapshot, for a reader who compares with their own fit
+    fit = purchase.evaluation.baseline_fits["bgnbd"][-1]
+    assert float(run.params["bgnbd_r"]) == pytest.approx(fit.r, rel=1e-5) and float(run.params["bgnbd_alpha"]) > 0
+    assert f"BG/NBD as fitted on the test snapshot (lifetimes' names): r = {fit.r:.4g}, alpha = {fit.alpha:.4g} days" in details["card"]
+    assert "bgnbd_roc_auc" in mlflow_metrics(purchase.run_id)
 
     arts = {a.path for a in mlflow.artifacts.list_artifacts(run_id=purchase.run_id, artifact_path="plots")}
     assert arts >= {"plots/gains_lift.png", "plots/calibration.png", "plots/roc_pr.png", "plots/feature_importance.png"}
