@@ -258,11 +258,12 @@ def phrase_for(feature: str) -> Phrase:
 NO_CONTEXT = object()
 
 
-def describe_value(feature: str, value, context=NO_CONTEXT) -> str:
+def describe_value(feature: str, value, context=NO_CONTEXT, currency: str = "") -> str:
     """A feature's value in plain words: ``describe_value("recency_days", 94.2, 31)`` ->
     "last purchase 94 days ago (usual gap 31 days)"; ``context`` is the value of the phrase's
-    context column (:func:`context_column`), or :data:`NO_CONTEXT` when it is not at hand."""
-    return _describe(phrase_for(feature), feature, value, context)
+    context column (:func:`context_column`), or :data:`NO_CONTEXT` when it is not at hand;
+    ``currency`` (``currency:`` in configs/project.yaml) marks amounts: "€" -> "€66", "EUR" -> "66 EUR"."""
+    return _describe(phrase_for(feature), feature, value, context, currency)
 
 
 def context_column(feature: str) -> str | None:
@@ -271,17 +272,17 @@ def context_column(feature: str) -> str | None:
     return ph.context[0] if ph.context else None
 
 
-def _describe(ph: Phrase, feature: str, value, context=NO_CONTEXT) -> str:
+def _describe(ph: Phrase, feature: str, value, context=NO_CONTEXT, currency: str = "") -> str:
     if _missing(value):
         return ph.missing or f"{feature.replace('_', ' ')} unknown"
     if ph.unit == "flag":
         return ph.yes if bool(value) else ph.no
     if ph.context_missing and context is not NO_CONTEXT and _missing(context):
         zero, text = ph.context_missing
-        return zero if float(value) == 0 else text.format(v=_format(ph, value))
+        return zero if float(value) == 0 else text.format(v=_format(ph, value, currency))
     if ph.zero and float(value) == 0:
         return ph.zero_without_context if context is NO_CONTEXT and ph.zero_without_context else ph.zero
-    text = ph.text.format(v=_format(ph, value))
+    text = ph.text.format(v=_format(ph, value, currency))
     if ph.context and context is not NO_CONTEXT and not _missing(context):
         text += ph.context[1].format(c=_days(float(context)))
     return text
@@ -289,7 +290,7 @@ def _describe(ph: Phrase, feature: str, value, context=NO_CONTEXT) -> str:
 
 def reason_codes(model: PropensityModel, X: pd.DataFrame, target: str, k: int = 3,
                  direction: Literal["any", "up", "down"] = "any", method: Method = "auto",
-                 n_jobs: int | None = None, chunk_rows: int = 100_000) -> pd.DataFrame:
+                 n_jobs: int | None = None, chunk_rows: int = 100_000, currency: str = "") -> pd.DataFrame:
     """The top ``k`` reasons behind each row's score: the features with the largest push in
     probability points, the figure each sentence shows (ties by the push in log-odds;
     ``direction="up"``/``"down"``: only those raising/lowering the score); a feature that does not
@@ -307,11 +308,11 @@ def reason_codes(model: PropensityModel, X: pd.DataFrame, target: str, k: int = 
     if direction not in ("any", "up", "down"):
         raise ValueError(f"direction must be 'any', 'up' or 'down'; got {direction!r}")
     starts = range(0, len(X), chunk_rows) if len(X) else [0]
-    return pd.concat([_reason_chunk(model, X.iloc[i:i + chunk_rows], target, k, direction, method, n_jobs)
+    return pd.concat([_reason_chunk(model, X.iloc[i:i + chunk_rows], target, k, direction, method, n_jobs, currency)
                       for i in starts])
 
 
-def _reason_chunk(model, X, target, k, direction, method, n_jobs) -> pd.DataFrame:
+def _reason_chunk(model, X, target, k, direction, method, n_jobs, currency="") -> pd.DataFrame:
     matrix = model._matrix(X)
     values, base = _contributions(model, matrix, method, n_jobs)
     v = values.to_numpy()
@@ -344,7 +345,7 @@ def _reason_chunk(model, X, target, k, direction, method, n_jobs) -> pd.DataFram
             ctx = matrix[ph.context[0]].to_numpy()[at] if has_ctx else np.full(len(at), np.nan)
             lo, pt = log_odds[at], points[at]
             value[at] = _once_per_value(lambda r: _value_text(ph, xs[r]), xs)
-            said = _once_per_value(lambda r: _describe(ph, f, xs[r], ctx[r] if has_ctx else NO_CONTEXT),
+            said = _once_per_value(lambda r: _describe(ph, f, xs[r], ctx[r] if has_ctx else NO_CONTEXT, currency),
                                    _canonical(ph, xs), _canonical(_DAYS, ctx))
             ratio = relative_ratio(p[at], pt)
             push = _once_per_value(lambda r: _push(lo[r], pt[r], words, ratio[r]), np.round(np.abs(pt)), lo > 0, ratio)
@@ -416,7 +417,7 @@ def relative_ratio(p: np.ndarray, points: np.ndarray) -> np.ndarray:
     return np.where(small & ((shown >= 1.5) | (shown <= 2 / 3)) & (shown > 0), shown, 0.0)
 
 
-def _format(ph: Phrase, value) -> str:
+def _format(ph: Phrase, value, currency: str = "") -> str:
     x = float(value) if ph.unit != "number" else value
     if ph.unit == "days":
         return _days(x)
@@ -424,12 +425,23 @@ def _format(ph: Phrase, value) -> str:
         count = int(round(x))
         return f"{count:,} {_plural(ph.noun, count)}"
     if ph.unit == "money":
-        return f"{x:,.2f}" if abs(x) < 10 and x != int(x) else f"{x:,.0f}"
+        amount = f"{x:,.2f}" if abs(x) < 10 and x != int(x) else f"{x:,.0f}"
+        return with_currency(amount, currency)
     if ph.unit == "rate":
         return f"{x:.0%}"
     if ph.unit == "ratio":
         return f"{x:.1f}×"
     return f"{value:,.4g}" if isinstance(value, (int, float, np.number)) else str(value)
+
+
+def with_currency(amount: str, currency: str) -> str:
+    """An amount marked with the project's currency: a code after it ("66 EUR"), a symbol before
+    it ("€66", "-€5"); unmarked without one."""
+    if not currency:
+        return amount
+    if currency.isalpha() and currency.isascii():
+        return f"{amount} {currency}"
+    return f"-{currency}{amount[1:]}" if amount.startswith("-") else f"{currency}{amount}"
 
 
 def _days(x: float) -> str:

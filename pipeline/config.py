@@ -61,6 +61,9 @@ class Settings(_Strict):
                                      description="cap on the embedded engine's memory, e.g. 2GB; None: DuckDB's default")
     freshness: Freshness = Freshness()
     identity: IdentitySettings = IdentitySettings()
+    # marks amounts in explanations: a symbol before them (€, $, £), a code after (EUR); empty: none
+    currency: Annotated[str, BeforeValidator(lambda v: "" if v is None else v)] = Field(
+        "", max_length=5, pattern=r"^[^\s\d.,+-]*$")
 
 
 def _duration(value: str) -> str:
@@ -816,6 +819,9 @@ def _describe(err: dict, model: type[BaseModel] | None = None) -> str:
         return f"expected a duration with its unit such as {err['input']}d or 8w; found {err['input']!r}"
     if kind == "string_pattern_mismatch" and key == "memory_limit":
         return f"expected a size such as 2GB or 512MB; found {err['input']!r}"
+    if kind in ("string_pattern_mismatch", "string_too_long") and key == "currency":
+        return (f"expected a currency symbol such as € or $, or a code such as EUR (up to 5 characters, no digits, "
+                f"spaces or signs); found {err['input']!r}")
     if kind == "string_type" and isinstance(err.get("input"), bool):
         # YAML reads off, no, yes, on, true and false without quotes as booleans
         words = "off/no/false" if err["input"] is False else "on/yes/true"

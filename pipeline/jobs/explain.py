@@ -102,12 +102,13 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
         raw = base + v.sum()
         p = float(model.probability_from_raw(np.array([raw]))[0])
         points = probability_points(model, values, base).iloc[0].to_numpy()
-        words = reason_codes(model, row, tgt, k=len(v))
+        words = reason_codes(model, row, tgt, k=len(v), currency=cfg.settings.currency)
         reason_of = {words[f"reason_{i}_feature"].iloc[0]: words[f"reason_{i}"].iloc[0]
                      for i in range(1, len(v) + 1) if f"reason_{i}_feature" in words and words[f"reason_{i}"].iloc[0]}
         def said(f: str) -> str:  # with the context column the stored reasons read too (a model input)
             c = context_column(f)
-            return describe_value(f, row[f].iloc[0], row[c].iloc[0] if c in values.columns else NO_CONTEXT)
+            return describe_value(f, row[f].iloc[0], row[c].iloc[0] if c in values.columns else NO_CONTEXT,
+                                  cfg.settings.currency)
 
         table = pd.DataFrame({"feature": values.columns, "value": [said(f) for f in values.columns],
                               "log_odds": v.to_numpy(), "points": points})

@@ -27,12 +27,13 @@ def feature_rows(feats: Any, ids: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_reasons(models: dict[str, Any], base_rates: dict[str, float | None], rows: pd.DataFrame,
-                scored: pd.DataFrame) -> pd.DataFrame:
+                scored: pd.DataFrame, currency: str = "") -> pd.DataFrame:
     """Long table (``COLUMNS``): per customer and target, ``TOP_K`` reasons, for the customers of
     ``rows`` that the target's model scored (its ``<target>_score`` in ``scored`` is not NULL).
 
     ``models``: target -> PropensityModel; ``base_rates``: the base rate the run moved each model
-    to, so the points are on the scale of the probabilities the run reported."""
+    to, so the points are on the scale of the probabilities the run reported; ``currency`` marks
+    the amounts in the sentences (``currency:`` in configs/project.yaml)."""
     from models.explain import reason_codes
 
     out = []
@@ -43,7 +44,7 @@ def run_reasons(models: dict[str, Any], base_rates: dict[str, float | None], row
             continue
         rate = base_rates.get(target)
         m = model.with_base_rate(rate) if rate is not None else model
-        codes = reason_codes(m, x, target, k=TOP_K)
+        codes = reason_codes(m, x, target, k=TOP_K, currency=currency)
         for i in range(1, TOP_K + 1):
             part = pd.DataFrame({
                 "customer_id": x["customer_id"].to_numpy(), "target": target, "rank": i,

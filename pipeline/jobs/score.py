@@ -177,7 +177,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         clock = time.perf_counter()
         with_reasons = cfg.scoring.reason_codes if reasons is None else reasons
         say("reasons" if with_reasons else "no reasons")
-        _reason_codes(data.con, feats, champions, used, targets, with_reasons)
+        _reason_codes(data.con, feats, champions, used, targets, with_reasons, cfg.settings.currency)
         if with_reasons:  # (without, only the empty table is made: no stage to time)
             timings["reasons"] = time.perf_counter() - clock
     finally:
@@ -302,7 +302,7 @@ def no_consent_warnings(con, as_of: datetime) -> list[str]:
 
 
 def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], targets: list[str],
-                  enabled: bool = True) -> None:
+                  enabled: bool = True, currency: str = "") -> None:
     """``reasons`` (long) and ``member_reasons`` (one row per customer) on ``con``: the top reasons of
     every customer sendable in some segment, for each model that scored them (empty when disabled)."""
     from models import registry
@@ -312,7 +312,7 @@ def _reason_codes(con, feats: Any, champions: dict, used: list[ScoredModel], tar
     rows = reasons.feature_rows(feats, ids) if len(ids) else pd.DataFrame(columns=["customer_id"])
     scored = con.execute("SELECT customer_id, " + ", ".join(f"{t}_score" for t in targets) + " FROM scored").df()
     models = {t: registry.bundle_of(champions[t][0]).model for t in targets}
-    why = reasons.run_reasons(models, {m.target: m.base_rate for m in used}, rows, scored)
+    why = reasons.run_reasons(models, {m.target: m.base_rate for m in used}, rows, scored, currency)
     why = why.astype({"customer_id": "str", "target": "str", "rank": "int32", "feature": "str", "value": "str",
                       "log_odds": "float64", "points": "float64", "reason": "str"})
     con.register("reasons_frame", why)

@@ -197,6 +197,23 @@ def test_values_read_in_plain_words():
     assert d("sends_since_last_open", 0) == "no unopened emails"
 
 
+def test_amounts_carry_the_projects_currency(model, rows):
+    """A reason read "spent 66 in total" in every shop; with ``currency:`` set it says in what."""
+    d = explain.describe_value
+    assert d("spend_365d", 1234.4, currency="€") == "spent €1,234 in the last 365 days"
+    assert d("monetary_mean", 7.5, currency="EUR") == "average order 7.50 EUR"
+    assert d("refund_amount", 12.0, currency="$") == "refunds worth $12"
+    assert d("spend_365d", 0.0, currency="€") == "no spend in the last 365 days"  # no amount, no mark
+    assert d("recency_days", 9.0, currency="€") == "last purchase 9 days ago"  # days are not money
+    assert explain.with_currency("-5", "£") == "-£5" and explain.with_currency("66", "") == "66"
+    plain = explain.reason_codes(model, rows, "churn", k=5)
+    marked = explain.reason_codes(model, rows, "churn", k=5, currency="€")
+    spent = plain.reason_1_feature.eq("spend_365d") & (rows.spend_365d > 0)
+    assert spent.sum() > 10
+    assert (marked.reason_1[spent] == plain.reason_1[spent].str.replace("spent ", "spent €", n=1)).all()
+    assert (marked.reason_1[~spent] == plain.reason_1[~spent]).all()
+
+
 def test_reason_values_are_text_with_missing_empty(model, rows, reasons):
     for i in (1, 2, 3):
         for f, value in reasons[[f"reason_{i}_feature", f"reason_{i}_value"]].dropna(subset=[f"reason_{i}_feature"]).itertuples(index=False):

@@ -38,7 +38,7 @@ def _refused(project, profile: str | None = None, **files: str) -> str:
 
 def test_every_error_is_reported_with_file_key_expected_and_found(project):
     _write(project, "catalog.yaml", "sources:\n  events:\n    format: xlsx\n    path: e.xlsx\n    colour: red\n    delimeter: ';'\n")
-    _write(project, "project.yaml", "engine: oracle\nfreshness:\n  max_lag_days: -2\nmemory_limit: lots\n")
+    _write(project, "project.yaml", "engine: oracle\nfreshness:\n  max_lag_days: -2\nmemory_limit: lots\ncurrency: 10 EUR\n")
     _write(project, "roles.yaml", "event_roles:\n  purchse: [order]\n")
     _write(project, "features.yaml", "window_days: [7, 30]\n")
     _write(project, "labels.yaml", "purchase:\n  horizon: 30\n")
@@ -55,7 +55,9 @@ def test_every_error_is_reported_with_file_key_expected_and_found(project):
     assert "sources.events.delimeter: unknown key (found ';'); did you mean `delimiter`?" in text, text
     assert "purchase.horizon: expected a duration with its unit such as 30d or 8w; found 30" in text, text
     assert "memory_limit: expected a size such as 2GB or 512MB; found 'lots'" in text, text
-    assert len(e.value.issues) == 9
+    assert ("currency: expected a currency symbol such as € or $, or a code such as EUR (up to 5 characters, no digits, "
+            "spaces or signs); found '10 EUR'") in text, text
+    assert len(e.value.issues) == 10
 
 
 def test_a_window_longer_than_any_history_is_refused_by_the_config(project):
@@ -314,3 +316,9 @@ def test_config_files_that_cannot_be_read_or_values_of_another_kind_are_named(pr
     assert len(e.issues) == 2
     _write(project, "features.yaml", "categorical_attributes: Auto\n")
     assert load_config(project.root).features.categorical_attributes == "auto"
+
+
+def test_the_currency_is_read_and_empty_means_none(project):
+    assert load_config(project.root).settings.currency == ""  # the repo's `currency:` with nothing after it
+    _write(project, "project.yaml", "currency: €\n")
+    assert load_config(project.root).settings.currency == "€"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -523,6 +524,16 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
         assert ((e.contributions.points * e.contributions.log_odds) >= 0).all()
     png = next((shop.workspace / "reports" / "explain").rglob("*_purchase.png"))
     assert png.stat().st_size > 10_000
+    # amounts in the project's currency (configs/project.yaml): the values and the reasons
+    spender = s[s.purchase_band == "high"].customer_id.iloc[0]
+    settings = shop.root / "configs" / "project.yaml"
+    original = settings.read_text()
+    settings.write_text(original.replace("\ncurrency:\n", "\ncurrency: €\n"))
+    try:
+        said = " ".join(runner.invoke(app, ["explain", spender, "--model", "purchase", "--top", "40"]).output.split())
+    finally:
+        settings.write_text(original)
+    assert re.search(r"spent €[0-9,.]+ in total", said) and not re.search(r"spent [0-9]", said), said
     result = runner.invoke(app, ["explain", "nobody"])
     assert result.exit_code == 1 and "was not scored" in result.output
     # an earlier run by its date; a date without a run names the runs there are
