@@ -78,6 +78,9 @@ def init(
             out.print(f"[yellow]{f.name}:[/] {escape(note)}", highlight=False)
         if f.error:
             out.print(f"[red]{f.name} could not be read:[/] {escape(f.error)}", highlight=False)
+    if result.currency:
+        out.print(f"[green]Currency[/] {result.currency}, the events' currency column: explanations say "
+                  f"\"spent 66 {result.currency}\" (currency: in configs/project.yaml).", highlight=False)
     if result.dropped_segments:
         left = "; ".join(f"{n} ({', '.join(cols)})" for n, cols in result.dropped_segments.items())
         out.print(f"[yellow]Segments of the demo left out[/] (this data has no column they read): {escape(left)}",

@@ -90,6 +90,8 @@ class InitResult:
     dropped_segments: dict[str, list[str]] = field(default_factory=dict)
     #: Why the segments were kept as the demo has them (the data does not validate yet), or None
     segments_unchecked: str | None = None
+    #: The events' one currency (from a column named like ``currency``), set in configs/project.yaml
+    currency: str | None = None
 
 
 def init_project(folder: Path, events: str, customers: str | None = None, identities: str | None = None) -> InitResult:
@@ -108,10 +110,11 @@ def init_project(folder: Path, events: str, customers: str | None = None, identi
     try:
         found = [_read_source(con, name, path, folder) for name, path in paths.items()]
         roles, unplaced = _event_names(con, found[0])
+        currency = _currency(con, found[0])
     finally:
         drop_copies(con)
         con.close()
-    result = InitResult(folder, found, roles, unplaced, _write(folder, found, roles, unplaced))
+    result = InitResult(folder, found, roles, unplaced, _write(folder, found, roles, unplaced, currency), currency=currency)
     if "segments.yaml" in {p.name for p in result.written}:
         result.dropped_segments, result.segments_unchecked = _fit_segments(folder)
     return result
@@ -439,8 +442,34 @@ def _event_names(con: duckdb.DuckDBPyConnection, events: SourceFound
     return dict(sorted(roles.items(), key=lambda kv: ROLES.index(kv[0]))), unplaced
 
 
+#: column names that hold an order's currency (Shopify's `Currency`, `currency_code`, `presentment_currency`)
+_CURRENCY_COLUMN = re.compile(r"^\$?(?:[a-z]+_)?currency(?:_code)?$", re.IGNORECASE)
+
+
+def _currency(con: duckdb.DuckDBPyConnection, events: SourceFound) -> str | None:
+    """The events' currency when a column named like ``currency`` holds one code (``EUR``) on
+    every row that has one. Several codes get a note instead: dynseg adds amounts as they are, so
+    euros and dollars would be summed as one."""
+    if events.view is None:
+        return None
+    columns = [c for (c,) in con.execute(f"SELECT column_name FROM (DESCRIBE {events.view})").fetchall()
+               if _CURRENCY_COLUMN.match(c)]
+    for column in columns:
+        codes = con.execute(f"SELECT upper(trim(CAST({ident(column)} AS VARCHAR))) AS c, count(*) FROM {events.view} "
+                            "WHERE c IS NOT NULL AND c <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 6").fetchall()
+        if len(codes) == 1 and re.fullmatch(r"[A-Z]{3}", codes[0][0]):
+            return codes[0][0]
+        if len(codes) > 1:
+            shown = ", ".join(f"{c} ({n:,})" for c, n in codes[:5]) + (", …" if len(codes) > 5 else "")
+            events.notes.append(f"the amounts are in several currencies (column '{column}': {shown}): dynseg adds "
+                                "amounts as they are, so convert them to one currency before validating (a column of "
+                                "converted amounts mapped as `amount`), then set `currency:` in configs/project.yaml")
+            return None
+    return None
+
+
 def _write(folder: Path, found: list[SourceFound], roles: dict[str, list[tuple[str, int]]],
-           unplaced: list[tuple[str, int]]) -> list[Path]:
+           unplaced: list[tuple[str, int]], currency: str | None = None) -> list[Path]:
     day = datetime.now(timezone.utc).date().isoformat()
     folder.mkdir(parents=True, exist_ok=True)
     staged = Path(tempfile.mkdtemp(dir=folder, prefix=".configs.", suffix=".tmp"))
@@ -459,6 +488,9 @@ def _write(folder: Path, found: list[SourceFound], roles: dict[str, list[tuple[s
         if "segments.yaml" in files:  # the project's own: the demo's salt would hold out the same ids
             files["segments.yaml"] = re.sub(r"(?m)^holdout_salt: .*$", f"holdout_salt: {secrets.token_hex(8)}",
                                             files["segments.yaml"])
+        if currency and "project.yaml" in files:
+            files["project.yaml"] = re.sub(r"(?m)^currency:[ \t]*$", f"currency: {currency}  # the events' currency column",
+                                           files["project.yaml"])
         for rel, text in files.items():
             (staged / rel).parent.mkdir(parents=True, exist_ok=True)
             (staged / rel).write_text(text)

@@ -413,3 +413,25 @@ def test_a_table_of_a_duckdb_database_is_named_file_colon_table(tmp_path, monkey
     monkeypatch.chdir(tmp_path)
     result = runner.invoke(app, ["init", "other", "--events", "wh.duckdb"])
     assert result.exit_code == 2 and "name the table as FILE:TABLE (wh.duckdb:events" in said(result)
+
+
+def test_the_events_currency_is_set_and_several_currencies_are_named(tmp_path, monkeypatch):
+    """A Shopify orders export has a `Currency` column: one code becomes the project's currency
+    (explanations say "spent 66 EUR"); several draw a note, since dynseg would add euros and
+    dollars as one amount."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    orders = pd.DataFrame({"user": ["a", "b", "a"], "event": ["Placed Order"] * 3, "Currency": ["eur", "EUR", None],
+                           "ts": pd.date_range("2026-10-01", periods=3, freq="D"), "value": [10.0, 20.0, 5.0]})
+    orders.to_parquet(tmp_path / "one.parquet")
+    result = runner.invoke(app, ["init", str(tmp_path / "p"), "--events", str(tmp_path / "one.parquet")])
+    assert result.exit_code == 0 and "Currency EUR, the events' currency column" in said(result), said(result)
+    from pipeline.config import load_config
+
+    assert load_config(tmp_path / "p").settings.currency == "EUR"
+    orders.assign(Currency=["EUR", "USD", "EUR"]).to_parquet(tmp_path / "mixed.parquet")
+    result = runner.invoke(app, ["init", str(tmp_path / "q"), "--events", str(tmp_path / "mixed.parquet")])
+    assert result.exit_code == 0, said(result)
+    assert ("events: the amounts are in several currencies (column 'Currency': EUR (2), USD (1)): dynseg adds amounts "
+            "as they are, so convert them to one currency") in said(result), said(result)
+    assert load_config(tmp_path / "q").settings.currency == ""
