@@ -126,16 +126,28 @@ def _cutoffs(data_end: datetime, horizon: timedelta, n_snapshots: int, step: tim
     return (t_last, t_valid, *(t_valid - gap - k * step for k in range(n_snapshots - 2)))
 
 
+#: a customer's purchase history as of a cutoff, in the features: BG/NBD's (x, t_x, T)
+HISTORY_COLUMNS = ("frequency", "recency_days", "days_since_first_purchase")
+
+
 def build_training_set(
     engine: FeatureEngine, spec: FeatureSpec, profile: DataProfile, label: LabelSpec, plan: SnapshotPlan,
     min_class_examples: int = 50, progress: Callable[[int, int], None] | None = None,
+    histories: dict[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
-    """Features joined to labels for every snapshot, with ``snapshot`` (test/valid/train) and ``as_of``."""
+    """Features joined to labels for every snapshot, with ``snapshot`` (test/valid/train) and ``as_of``.
+
+    ``histories``, when given, receives for the test and valid snapshots the purchase history
+    (:data:`HISTORY_COLUMNS`) of every customer who bought before the cutoff, whatever the label's
+    population: what BG/NBD is fitted on (a churn population of recent buyers alone leaves out
+    everyone who dropped out, the very thing BG/NBD models)."""
     events, customers, consents = engine.events(), engine.customers(), engine.consents()
     features_at = engine.at_cutoffs(lambda t: customer_features(events, customers, t, spec, profile, consents=consents))
     frames = []
     for k, cutoff in enumerate(plan.cutoffs):
         feats = features_at(cutoff)
+        if histories is not None and plan.role(k) in ("test", "valid") and set(HISTORY_COLUMNS) <= set(feats.columns):
+            histories[plan.role(k)] = feats.loc[feats["frequency"].fillna(0) > 0, list(HISTORY_COLUMNS)].reset_index(drop=True)
         lab = engine.execute(labels(known_customers(events, customers, cutoff, profile), events, cutoff, label))
         frame = feats.merge(lab, on="customer_id", how="inner", validate="one_to_one")
         del feats

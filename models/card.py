@@ -68,8 +68,9 @@ validation snapshot), adjusted for base-rate shift: {base_rate_note}.
 
 Baselines, each calibrated on the validation snapshot as the model is: **recency** (days since the last
 purchase), **rfm** (the sum of recency, frequency and monetary quintiles) and **bgnbd** (the BG/NBD model of
-lifetimes and PyMC-Marketing, fitted on each snapshot's purchase histories: its chance of a purchase within
-the horizon; customers who never bought get their rate on the validation snapshot). A baseline a
+lifetimes and PyMC-Marketing, fitted on the purchase histories of every customer who bought before each
+snapshot's cutoff: its chance of a purchase within the horizon; customers who never bought get their rate
+on the validation snapshot). A baseline a
 snapshot's data cannot fit is not listed.{fitted}
 
 AUC difference, model minus baseline (95 % bootstrap CI):

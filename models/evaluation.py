@@ -7,9 +7,9 @@ snapshot, then moved to the base rate expected at the test cutoff, as the model 
 * **recency**: days since the last purchase (fewer days = more likely to buy, less likely to churn).
 * **rfm**: the classic RFM score, the sum of recency, frequency and monetary quintiles (3–15).
 * **bgnbd**: the BG/NBD model of ``lifetimes`` and PyMC-Marketing (:mod:`models.bgnbd`), fitted on
-  each snapshot's own purchase histories (before its cutoff), scoring P(a purchase within the
-  label's horizon); customers who never bought, whom it cannot score, get their rate on the
-  validation snapshot.
+  the purchase histories of every customer who bought before each snapshot's cutoff (not only the
+  label's population), scoring P(a purchase within the label's horizon); customers who never
+  bought, whom it cannot score, get their rate on the validation snapshot.
 """
 
 from __future__ import annotations
@@ -88,12 +88,14 @@ def metrics(y, p) -> dict[str, float]:
     }
 
 
-def recency_score(frame: pd.DataFrame, target: str, horizon_days: float, fits: list | None = None) -> np.ndarray:
+def recency_score(frame: pd.DataFrame, target: str, horizon_days: float, fits: list | None = None,
+                  history: pd.DataFrame | None = None) -> np.ndarray:
     r = frame["recency_days"].astype("float64").fillna(_NO_PURCHASE_DAYS).to_numpy()
     return -r if target == "purchase" else r
 
 
-def rfm_score(frame: pd.DataFrame, target: str, horizon_days: float, fits: list | None = None) -> np.ndarray:
+def rfm_score(frame: pd.DataFrame, target: str, horizon_days: float, fits: list | None = None,
+              history: pd.DataFrame | None = None) -> np.ndarray:
     """Sum of R, F, M quintiles (5 = best customer) within the frame."""
     def quintile(s: pd.Series) -> np.ndarray:
         return (np.ceil(s.rank(method="average", pct=True) * 5)).clip(1, 5).to_numpy()
@@ -105,21 +107,31 @@ def rfm_score(frame: pd.DataFrame, target: str, horizon_days: float, fits: list 
     return score if target == "purchase" else -score
 
 
-def bgnbd_score(frame: pd.DataFrame, target: str, horizon_days: float, fits: list | None = None) -> np.ndarray:
-    """BG/NBD fitted on the frame's purchase histories, as the log-odds of a purchase within
-    ``horizon_days`` (negated for churn: no purchase in the horizon); NaN for customers who never
-    bought, and for every row when no customer bought twice (nothing to fit) or the frame has no
-    purchase history columns. ``fits``, when given, receives the fitted :class:`models.bgnbd.BGNBD`."""
-    if not {"frequency", "days_since_first_purchase", "recency_days"} <= set(frame.columns):
-        return np.full(len(frame), np.nan)
+def _histories(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """BG/NBD's (x, t_x, T) from the features, in days since the first purchase, and who bought."""
     frequency = frame["frequency"].astype("float64").fillna(0).to_numpy()
     T = frame["days_since_first_purchase"].astype("float64").to_numpy()
     t_x = T - frame["recency_days"].astype("float64").to_numpy()
-    bought = (frequency > 0) & np.isfinite(T) & np.isfinite(t_x)
+    return np.maximum(frequency - 1, 0), t_x, T, (frequency > 0) & np.isfinite(T) & np.isfinite(t_x)
+
+
+def bgnbd_score(frame: pd.DataFrame, target: str, horizon_days: float, fits: list | None = None,
+                history: pd.DataFrame | None = None) -> np.ndarray:
+    """BG/NBD as the log-odds of a purchase within ``horizon_days`` (negated for churn: no purchase
+    in the horizon), fitted on ``history`` (every buyer's purchase history at the frame's cutoff;
+    by default the frame's own rows, which for a churn population of recent buyers leaves out the
+    customers who dropped out, and the fit then finds nobody does); NaN for customers who never
+    bought, and for every row when no customer bought twice (nothing to fit) or the frame has no
+    purchase history columns. ``fits``, when given, receives the fitted :class:`models.bgnbd.BGNBD`."""
+    columns = {"frequency", "days_since_first_purchase", "recency_days"}
+    if not columns <= set(frame.columns):
+        return np.full(len(frame), np.nan)
+    x, t_x, T, bought = _histories(frame)
+    hx, ht_x, hT, hbought = _histories(history) if history is not None and columns <= set(history.columns) \
+        else (x, t_x, T, bought)
     out = np.full(len(frame), np.nan)
-    x = np.maximum(frequency - 1, 0)
     try:
-        model = bgnbd.fit(x[bought], t_x[bought], T[bought])
+        model = bgnbd.fit(hx[hbought], ht_x[hbought], hT[hbought])
     except ValueError:
         return out
     if fits is not None:
@@ -139,28 +151,36 @@ class Evaluation:
     differences: pd.DataFrame  # model minus each baseline: AUC difference with CI
     calibration: pd.DataFrame  # deciles of predicted probability: predicted vs realized
     predictions: dict[str, np.ndarray]  # scorer -> calibrated probabilities on the test rows
-    baseline_fits: dict[str, list] = field(default_factory=dict)  # baseline -> what it fitted (valid, test)
+    baseline_fits: dict[str, dict] = field(default_factory=dict)  # baseline -> snapshot role -> what it fitted
 
 
 def calibrated_baselines(valid: pd.DataFrame, test: pd.DataFrame, target: str, horizon_days: float,
-                         fits: dict[str, list] | None = None) -> dict[str, np.ndarray]:
+                         fits: dict[str, dict] | None = None,
+                         histories: dict[str, pd.DataFrame] | None = None) -> dict[str, np.ndarray]:
     """Each baseline's test probabilities, Platt-calibrated on the validation snapshot. Rows a
     baseline cannot score (NaN: BG/NBD's customers who never bought) get the rate of their like
     on the validation snapshot; a baseline that scores no validation row, or whose scored rows hold
-    one class only, is left out. ``fits``, when given, receives per baseline what it fitted on the
-    validation and test snapshots (BG/NBD's parameters), in that order."""
+    one class only, is left out. ``fits``, when given, receives per baseline what it fitted on each
+    snapshot: ``{"valid": ..., "test": ...}`` (BG/NBD's parameters; a snapshot it could not fit is absent).
+    ``histories``: per snapshot role, every buyer's purchase history at its cutoff
+    (:func:`features.training_set.build_training_set`), for BG/NBD's fit."""
+    histories = histories or {}
     out = {}
     y_valid = valid["label"].to_numpy()
-    fits = {} if fits is None else fits
     for name, score in BASELINES.items():
-        fitted = fits.setdefault(name, [])
-        s_valid, s_test = score(valid, target, horizon_days, fitted), score(test, target, horizon_days, fitted)
+        fitted_valid: list = []
+        fitted_test: list = []
+        s_valid = score(valid, target, horizon_days, fitted_valid, histories.get("valid"))
+        s_test = score(test, target, horizon_days, fitted_test, histories.get("test"))
+        if fits is not None and (fitted_valid or fitted_test):
+            fits[name] = {role: f[0] for role, f in (("valid", fitted_valid), ("test", fitted_test)) if f}
         scored = np.isfinite(s_valid)
         if len(np.unique(y_valid[scored])) < 2:
             continue
         p = np.empty(len(test))
         unscored = ~np.isfinite(s_test)
-        p[~unscored] = Calibrator("platt").fit(s_valid[scored], y_valid[scored]).predict(s_test[~unscored])
+        if (~unscored).any():
+            p[~unscored] = Calibrator("platt").fit(s_valid[scored], y_valid[scored]).predict(s_test[~unscored])
         rest = y_valid[~scored]
         p[unscored] = np.clip(rest.mean() if len(rest) else y_valid.mean(), 1e-6, 1 - 1e-6)
         out[name] = p

@@ -590,6 +590,8 @@ class TrainingData:
     last_event: datetime
     #: realized label rates one year before the validation and test cutoffs (None: no history)
     rates_year_before: dict[str, float | None] = field(default_factory=dict)
+    #: the test and valid snapshots' purchase histories of every buyer, whatever the population (BG/NBD's fit)
+    histories: dict[str, pd.DataFrame] = field(default_factory=dict)
 
 
 def export_training_set_job(
@@ -639,11 +641,13 @@ def training_set_job(
     eng = open_engine(cfg, data, engine)
     min_history = parse_duration(t.min_history)
     try:
-        frame = build_training_set(eng, feature_spec(cfg), profile, label, plan, t.min_class_examples, progress)
+        histories: dict[str, pd.DataFrame] = {}
+        frame = build_training_set(eng, feature_spec(cfg), profile, label, plan, t.min_class_examples, progress,
+                                   histories)
         year = timedelta(days=365)
         found = label_rates(eng, profile, [(label, plan.cutoffs[k] - year) for k in (0, 1)], first, min_history)
         rates = dict(zip(("test", "valid"), found))
     finally:
         eng.close()
     warnings += unprofiled_warnings(data, frame["customer_id"].unique())
-    return TrainingData(frame, plan, profile, label, warnings, first, last, rates)
+    return TrainingData(frame, plan, profile, label, warnings, first, last, rates, histories)

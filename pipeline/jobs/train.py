@@ -134,6 +134,12 @@ def model_inputs(cfg: Config, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in KEY_COLUMNS and c not in excluded]
 
 
+def _bgnbd_params(fitted) -> dict[str, float]:
+    """BG/NBD's parameters as run parameters (``bgnbd_r``...; lifetimes' names, α in days); none
+    when it could not be fitted on the test snapshot."""
+    return {} if fitted is None else {f"bgnbd_{k}": round(v, 6) for k, v in vars(fitted).items()}
+
+
 def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Evaluation, str]:
     """Fit on train, stop and calibrate on valid, evaluate on test with the base-rate correction
     that would have been applied at the test cutoff."""
@@ -149,12 +155,13 @@ def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Ev
     # The baselines get the same base-rate correction as the model: calibrated on the validation
     # snapshot like it, then moved to the rate expected at the test cutoff, so the gate compares
     # what each learned, not whether it was told about seasonality.
-    fits: dict[str, list] = {}
+    fits: dict[str, dict] = {}
     baselines = {name: shift_prior(p, model.calibrated_base_rate_, expected)
                  for name, p in calibrated_baselines(valid, test, td.label.target,
-                                                          td.label.horizon.total_seconds() / 86400, fits).items()}
+                                                          td.label.horizon.total_seconds() / 86400, fits,
+                                                          td.histories).items()}
     evaluation = evaluate(test.label, at_test.predict(test), baselines, n_boot=cfg.training.bootstrap_samples)
-    evaluation.baseline_fits = {name: fitted for name, fitted in fits.items() if fitted}
+    evaluation.baseline_fits = fits
     return model, evaluation, note
 
 
@@ -202,7 +209,7 @@ def train_job(
             model_info={"calibration": model.calibration_method_, "trees": model.trees_text(), "features": len(model.features_),
                         "excluded": [c for c in cfg.training.exclude_features if c in f.columns]},
             base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
-            top_features=shap_top, bgnbd=ev.baseline_fits.get("bgnbd", [None])[-1],
+            top_features=shap_top, bgnbd=ev.baseline_fits.get("bgnbd", {}).get("test"),
             bands=band_table(levels, ev.predictions["model"], test.label.to_numpy()),
         )
         metrics = {f"{r.scorer}_{k}": float(getattr(r, k)) for r in ev.table.itertuples() for k in
@@ -236,8 +243,7 @@ def train_job(
                   "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
                   **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()},
                   # BG/NBD as fitted on the test snapshot's histories (lifetimes' names; α in days)
-                  **{f"bgnbd_{k}": round(v, 6) for k, v in vars(ev.baseline_fits["bgnbd"][-1]).items()
-                     if "bgnbd" in ev.baseline_fits}}
+                  **_bgnbd_params(ev.baseline_fits.get("bgnbd", {}).get("test"))}
         run_id = registry.log_training_run(
             bundle, experiment=cfg.training.registry.experiment, params=params, config=cfg.resolved(),
             metrics=metrics, artifacts=plots, model_card=card, input_example=test[model.features_].head(5),

@@ -150,6 +150,26 @@ def test_training_set_stacks_snapshots_with_labels(shop):
         assert violations(snapshot.drop(columns=["snapshot", "label"]), as_of.to_pydatetime(), spec) == [], as_of
 
 
+def test_the_test_and_valid_snapshots_keep_every_buyers_history_whatever_the_population(shop):
+    """BG/NBD's baseline is fitted on every buyer at the cutoff: churn's rows (recent buyers) alone
+    hide the dropouts it models. The histories are the features' own, as of each cutoff."""
+    cfg = load_config(shop.root)
+    purchase, churn = training_set_job(cfg, "purchase"), training_set_job(cfg, "churn")
+    for td in (purchase, churn):
+        assert set(td.histories) == {"test", "valid"}
+        for role, h in td.histories.items():
+            assert list(h.columns) == ["frequency", "recency_days", "days_since_first_purchase"]
+            assert (h.frequency > 0).all() and h.notna().all().all()
+    test = churn.frame[churn.frame.snapshot == "test"]
+    assert len(churn.histories["test"]) > len(test)  # more buyers than the churn population
+    as_of = test.as_of.iloc[0]
+    buyers = purchase.frame[(purchase.frame.as_of == as_of) & (purchase.frame.frequency > 0)]
+    assert len(buyers) > 0  # churn's test cutoff is one of purchase's (its valid one): the same buyers, histories
+    got = churn.histories["test"].sort_values(list(churn.histories["test"].columns), ignore_index=True)
+    want = buyers[got.columns].sort_values(list(got.columns), ignore_index=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+
+
 def test_snapshots_with_less_history_than_the_longest_window_are_warned_about(shop):
     """min_history (90d) lets a cutoff come before the longest window (365d) has passed since the
     log starts: those snapshots' customers look newer; said, as `features build` says it."""

@@ -109,3 +109,38 @@ def test_a_frame_without_purchase_history_leaves_the_baseline_out(histories):
     one_time = valid.assign(frequency=1, recency_days=valid.days_since_first_purchase)  # nobody bought twice
     assert np.isnan(bgnbd_score(one_time, "purchase", 30.0)).all()
     assert "bgnbd" not in calibrated_baselines(one_time, one_time, "purchase", 30.0)
+
+
+def test_a_test_snapshot_it_cannot_fit_gets_the_validation_rate_and_no_test_parameters(histories):
+    x, t_x, T, bought = histories
+    valid = _frame(x[:3000], t_x[:3000], T[:3000], bought[:3000])
+    test = _frame(np.zeros(500), np.zeros(500), T[3000:3500], bought[3000:3500])  # nobody bought twice yet
+    fits: dict = {}
+    p = calibrated_baselines(valid, test, "purchase", 30.0, fits)
+    assert set(fits["bgnbd"]) == {"valid"}  # fitted on the validation snapshot only
+    assert np.allclose(p["bgnbd"], np.clip(valid.label.mean(), 1e-6, 1 - 1e-6))
+
+
+def test_churn_fits_on_every_buyer_not_only_the_recent_ones(histories):
+    """A churn population (who bought in the last 180 days) leaves out everyone who dropped out:
+    fitted on it alone, BG/NBD found dropout near impossible (a = 0.002, b = 143 on one shop) and
+    ranked churn worse than it can. Fitted on every buyer's history at the cutoff, it recovers
+    the dropout it models and ranks the same rows better."""
+    x, t_x, T, bought = histories
+    frame = _frame(x, t_x, T, bought)
+    active = frame[frame.recency_days <= 180].reset_index(drop=True)
+    label = 1 - active.label  # churn: no purchase in the horizon
+    churn = active.assign(label=label)
+    history = frame[["frequency", "recency_days", "days_since_first_purchase"]]
+    on_active: list = []
+    on_all: list = []
+    alone = bgnbd_score(churn, "churn", 30.0, on_active)
+    fitted = bgnbd_score(churn, "churn", 30.0, on_all, history=history)
+    assert on_all[0].a == pytest.approx(0.6, rel=0.25) and on_all[0].b == pytest.approx(3.0, rel=0.35)
+    assert on_active[0].b / on_active[0].a > 2 * on_all[0].b / on_all[0].a  # the selection hides dropout
+    assert roc_auc_score(label, fitted) > roc_auc_score(label, alone)
+    # calibrated_baselines hands each snapshot its histories
+    fits: dict = {}
+    half = len(churn) // 2
+    calibrated_baselines(churn[:half], churn[half:], "churn", 30.0, fits, {"valid": history, "test": history})
+    assert fits["bgnbd"]["test"] == on_all[0]

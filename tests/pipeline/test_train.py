@@ -91,7 +91,7 @@ def test_run_is_tracked_with_card_plots_and_a_loadable_model(purchase, shop):
 
     assert data_fingerprint(load_config(shop.root))["dynseg.data.events"] == run.tags["dynseg.data.events"]
     # BG/NBD's parameters as fitted on the test snapshot, for a reader who compares with their own fit
-    fit = purchase.evaluation.baseline_fits["bgnbd"][-1]
+    fit = purchase.evaluation.baseline_fits["bgnbd"]["test"]
     assert float(run.params["bgnbd_r"]) == pytest.approx(fit.r, rel=1e-5) and float(run.params["bgnbd_alpha"]) > 0
     assert f"BG/NBD as fitted on the test snapshot (lifetimes' names): r = {fit.r:.4g}, alpha = {fit.alpha:.4g} days" in details["card"]
     assert "bgnbd_roc_auc" in mlflow_metrics(purchase.run_id)
