@@ -443,3 +443,31 @@ def test_realized_quality_refuses_bad_outcomes_and_notes_a_single_class():
         realized_quality(np.array([0.1, 0.9]), np.array([0, 1]), promised={"auc": 0.8})
     one = realized_quality(np.array([0.1, 0.2, 0.3]), np.array([1, 1, 1]), auc_floor=0.7)
     assert np.isnan(one.metrics["roc_auc"]) and not one.alarm and "undefined" in one.notes[0]
+
+
+def test_on_a_tiny_holdout_no_effect_reads_significant_no_more_often_than_alpha():
+    """The Newcombe p-value alone, on 42 treated against 2 held out at a 10 % rate with no effect,
+    read significant 7.9 % of the time at alpha 0.05 (summed exactly over every outcome), and a
+    campaign that helped (9/42 against 2/2) raised the harm alarm. Under min_holdout Fisher's exact
+    test must agree: the error rate is at most alpha, and that campaign is inconclusive."""
+    from scipy import stats
+
+    def false_positive_rate(n_t: int, n_h: int, rate: float) -> float:
+        total = 0.0
+        for x_t in range(n_t + 1):
+            for x_h in range(n_h + 1):
+                frame = pd.DataFrame({"segment": "s", "holdout": [False] * n_t + [True] * n_h,
+                                      "converted": [1] * x_t + [0] * (n_t - x_t) + [1] * x_h + [0] * (n_h - x_h),
+                                      "revenue": 0.0})
+                row = segment_lift(frame).iloc[0]
+                if row.conclusive and row.verdict.startswith("treated converted"):
+                    total += stats.binom.pmf(x_t, n_t, rate) * stats.binom.pmf(x_h, n_h, rate)
+        return total
+
+    assert false_positive_rate(42, 2, 0.1) <= 0.05
+    assert false_positive_rate(42, 2, 0.3) <= 0.05
+    helped = pd.DataFrame({"segment": "s", "holdout": [False] * 42 + [True] * 2,
+                           "converted": [1] * 9 + [0] * 33 + [1, 1], "revenue": 0.0})
+    row = segment_lift(helped).iloc[0]
+    assert row.abs_lift_high < 0  # the Newcombe interval alone says "lowered conversion"
+    assert not row.conclusive and row.p_value == pytest.approx(stats.fisher_exact([[9, 33], [2, 0]]).pvalue)
