@@ -198,8 +198,12 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     export_dir = ws.root / "exports" / as_of_file_label(as_of)
     warnings += recover_exports(ws)  # before the sweep below removes what a killed run left
     tmp_dir = temp_sibling(export_dir)
-    exports = write_exports(con, segments, score_cols + [f"{t}_reasons" for t in targets], tmp_dir,
-                            cfg.scoring.export_formats, as_of, run_id)
+    try:
+        exports = write_exports(con, segments, score_cols + [f"{t}_reasons" for t in targets], tmp_dir,
+                                cfg.scoring.export_formats, as_of, run_id)
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed: no half-written customer lists left behind
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
     bands_used = {m.target: m.bands for m in used}
     record = {
         "run_id": run_id, "as_of": as_of, "started_at": started, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),

@@ -320,6 +320,34 @@ def test_a_run_killed_after_its_commit_gets_its_exports_put_in_place_by_the_next
     shop.runs[0].mlflow_run_id = q(shop, "SELECT mlflow_run_id FROM scoring_runs WHERE as_of = ?", [DAY1]).mlflow_run_id[0]
 
 
+TERMINATED_WHILE_EXPORTING = """
+import os, signal, sys, time
+import pipeline.jobs.score as score
+real = score.write_exports
+def stopped(*args, **kwargs):  # a scheduler's SIGTERM once some customer lists are written
+    real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+score.write_exports = stopped
+from pipeline.cli import main
+sys.argv = ["dynseg", "score", "--as-of", "2026-11-27"]
+main()
+"""
+
+
+def test_a_run_terminated_while_writing_exports_leaves_no_customer_lists(shop):
+    """SIGTERM in the export stage left `.2026-11-27.<pid>@....tmp/` with member files (personal data)
+    until some later run swept it, beside "Nothing this command had not finished writing was kept"."""
+    before = state(shop)
+    exports = shop.runs[1].export_dir
+    env = {**os.environ, "DYNSEG_PROJECT": str(shop.root)}
+    done = subprocess.run([sys.executable, "-c", TERMINATED_WHILE_EXPORTING], env=env, capture_output=True, timeout=600)
+    assert done.returncode == 143, done.stderr.decode()[-2000:]
+    assert "Terminated (SIGTERM)." in done.stderr.decode()
+    assert not [p.name for p in exports.parent.iterdir() if p.name.startswith(".")]
+    assert state(shop) == before
+
+
 def test_segments_cli_lists_and_shows(shop):
     result = runner.invoke(app, ["segments", "list"])
     assert result.exit_code == 0, result.output
