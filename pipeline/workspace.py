@@ -202,6 +202,17 @@ def temp_sibling(path: Path) -> Path:
     return path.with_name(f"{_temp_prefix(path)}{os.urandom(6).hex()}.tmp")
 
 
+def swap_in_folder(tmp_dir: Path, folder: Path) -> None:
+    """Replace ``folder`` by the complete ``tmp_dir`` (a rename; the old folder, first renamed aside
+    to ``.NAME.old``, is removed after): a reader sees the old folder or the new one, never a half."""
+    old = folder.parent / f".{folder.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        folder.rename(old)
+    tmp_dir.rename(folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def sweep_stale_temps(path: Path) -> list[Path]:
     """Remove the temp files and folders of earlier writes of ``path`` whose writer is gone.
 

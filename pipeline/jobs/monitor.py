@@ -4,6 +4,7 @@ realized model quality of a past run whose outcome window has passed)."""
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from pipeline.jobs.score import in_sample_cutoff
 from pipeline.monitoring.drift import DriftResult, DriftThresholds, drift_report
 from pipeline.monitoring.lift import segment_lift
 from pipeline.monitoring.quality import QualityResult, realized_quality
-from pipeline.workspace import Workspace, write_atomic
+from pipeline.workspace import Workspace, swap_in_folder, temp_sibling, write_atomic
 
 OUTCOME_TEXT = {"purchase": "purchased", "retention": "retained (a purchase)"}
 
@@ -72,6 +73,37 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     reports, files = {}, {}
     used = [(m, registry.bundle_of(registry.load_version(m["name"], m["version"])).model) for m in json.loads(run.models)]
     _check_key_columns(d.key_columns, used)  # before the reports: a misspelt one was dropped, its alarm never to fire
+    # The reports are written to a temp folder put in place whole: a run stopped half-way (SIGTERM)
+    # left one model's report and no summary in the date's folder, which looked complete.
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    final, folder = folder, temp_sibling(folder)
+    try:
+        result = _monitor_reports(cfg, run, t, used, feats, current, thresholds, folder, reports, files)
+        swap_in_folder(folder, final)
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    result.folder = final
+    files = result.files = {k: final / p.relative_to(folder) for k, p in files.items()}
+    if log_to_mlflow:
+        metrics = {f"drift_share_{k}": v.drift_share for k, v in reports.items()}
+        metrics |= {f"drifted_columns_{k}": len(v.drifted) for k, v in reports.items()}
+        metrics["alarms"] = len(result.reasons)
+        result.mlflow_run_id = registry.log_run(
+            experiment=cfg.monitoring.experiment, run_name=f"monitor-{as_of_label(t)}",
+            params={"scoring_run_id": run.run_id, "as_of": str(t), **thresholds.__dict__},
+            metrics=metrics, tags={"dynseg.kind": "monitor", "alarm": str(result.alarm)},
+            artifacts={f"monitor/{p.name}": p for p in files.values()})
+    return result
+
+
+def _monitor_reports(cfg: Config, run, t: datetime, used, feats, current, thresholds, folder: Path,
+                     reports: dict, files: dict) -> MonitorResult:
+    """Each model's drift report and the summary, written into ``folder``."""
+    from models import registry
+
+    folder.mkdir(parents=True, exist_ok=True)
+    d = cfg.monitoring.drift
     for m, model in used:
         target = m["target"]
         check_model_inputs(model, f"{m['name']} version {m['version']}", target, feats.columns)
@@ -92,15 +124,6 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
                          for k, v in reports.items()},
                "segment_health_alarms": health}
     files["summary"] = write_atomic(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
-    if log_to_mlflow:
-        metrics = {f"drift_share_{k}": v.drift_share for k, v in reports.items()}
-        metrics |= {f"drifted_columns_{k}": len(v.drifted) for k, v in reports.items()}
-        metrics["alarms"] = len(result.reasons)
-        result.mlflow_run_id = registry.log_run(
-            experiment=cfg.monitoring.experiment, run_name=f"monitor-{as_of_label(t)}",
-            params={"scoring_run_id": run.run_id, "as_of": str(t), **thresholds.__dict__},
-            metrics=metrics, tags={"dynseg.kind": "monitor", "alarm": str(result.alarm)},
-            artifacts={f"monitor/{p.name}": p for p in files.values()})
     return result
 
 

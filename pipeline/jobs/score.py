@@ -760,13 +760,10 @@ def recover_exports(ws: Workspace) -> list[str]:
 
 
 def _swap_in(tmp_dir: Path, export_dir: Path) -> None:
-    """Replace the exports folder by the new one (rename; the old one is removed after)."""
-    old = export_dir.parent / f".{export_dir.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if export_dir.exists():
-        export_dir.rename(old)
-    tmp_dir.rename(export_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    """Replace the exports folder by the new one (:func:`pipeline.workspace.swap_in_folder`)."""
+    from pipeline.workspace import swap_in_folder
+
+    swap_in_folder(tmp_dir, export_dir)
 
 
 def _definition_warnings(db: Path, run_id: str, prev: str | None, changes: dict[str, str]) -> list[str]:

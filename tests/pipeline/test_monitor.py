@@ -214,6 +214,28 @@ def test_drift_is_found_in_the_drifted_period_and_not_before(shop):
     assert (shop.workspace / "reports" / "monitor" / "2026-11-27" / "drift_purchase.html").stat().st_size > 10_000
 
 
+def test_a_monitor_stopped_half_way_leaves_the_dates_reports_as_they_were(shop, monkeypatch):
+    """SIGTERM after the purchase model's report left `reports/monitor/<date>/` with that report and
+    no summary: a dashboard listing the folder saw a complete-looking report. They are written to a
+    temp folder put in place whole."""
+    import pipeline.jobs.monitor as job
+
+    cfg = load_config(shop.root)
+    first = monitor_job(cfg, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    folder = first.folder
+    assert first.files["summary"] == folder / "summary.json" and first.files["summary"].exists()
+    before = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+
+    def stopped(*args, **kwargs):  # the drift reports are written by now
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(job, "health_alarms", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        monitor_job(cfg, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == before
+    assert not [p.name for p in folder.parent.iterdir() if p.name.startswith(".")]
+
+
 def test_segment_health_alarms_name_the_segment_and_the_change(shop):
     from pipeline.jobs.monitor import find_run, health_alarms
 
