@@ -105,8 +105,38 @@ def in_sample_warnings(champions: dict[str, tuple[Any, Any]], as_of: datetime) -
     return out
 
 
+def short_history_problem(cfg: Config, first: datetime | None, as_of: datetime,
+                          champions: dict[str, tuple[Any, Any]]) -> str | None:
+    """Why a run on a log starting at ``first`` would score customers as newer than they are: it
+    sees less history than the longest feature window and than a champion's test snapshot saw,
+    by more than a week. An events file of recent history only (an incremental extract written over
+    the full one) scored on with one warning: suppressions built on old events (a bounce, a spam
+    complaint, an unsubscribe) emptied and those customers became sendable. None when it is fine."""
+    from models import registry
+
+    longest = max(cfg.features.windows_days, default=0)
+    if first is None or first >= as_of:
+        return None
+    seen = (as_of - first).days
+    for target, (pyfunc, mv) in champions.items():
+        window = registry.bundle_of(pyfunc).data_window
+        try:
+            tested = (pd.Timestamp(window["test_cutoff"]) - pd.Timestamp(window["first_event"])).days
+        except (KeyError, ValueError, TypeError):
+            continue
+        if seen < min(longest, tested) - 7:
+            return (f"the event log starts {first:%Y-%m-%d}, {seen} days before {as_of_label(as_of)}, but the {target} "
+                    f"champion ({mv.name} version {mv.version}) was tested on {tested} days of history, and features "
+                    f"reach back {longest} days: every customer would look newer and less active than they are, and "
+                    "suppressions built on older events (bounces, complaints, unsubscribes) would lose their members, "
+                    "who would become sendable. If the events file now holds recent events only (an incremental "
+                    "extract written over the full history?), load the full history; to score anyway, pass "
+                    "--allow-short-history")
+    return None
+
+
 def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress: Progress | None = None,
-              log_to_mlflow: bool = True, reasons: bool | None = None) -> ScoreRun:
+              log_to_mlflow: bool = True, reasons: bool | None = None, allow_short_history: bool = False) -> ScoreRun:
     from models import registry
 
     say = progress or (lambda _: None)
@@ -134,6 +164,10 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     # On DuckDB the customers without a profile are counted among the features (a pandas frame);
     # a Spark run's features stay in Spark, so validation counts them there.
     data = load_for_run(cfg, as_of, count_unknown_customers=engine == "spark")
+    if not allow_short_history:
+        problem = short_history_problem(cfg, data.report.time_range(cfg.role_of)[0], as_of, champions)
+        if problem:
+            raise ValueError(problem)
     warnings = run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of) + band_config_warnings(cfg, champions)
     profile = data_profile(cfg, data)
     timings["validate"] = time.perf_counter() - clock

@@ -458,6 +458,26 @@ def test_segment_show_lists_members_whose_other_score_is_missing(shop):
     assert "Sample members" in result.output
 
 
+def test_an_events_file_of_recent_history_only_is_refused_before_writing_anything(shop):
+    """An incremental extract written over the full history (events since 2026-10-01 only) scored on
+    with one warning: `unsubscribed` and `undeliverable` lost most of their members, and customers
+    who had bounced or complained became sendable. Refused, unless --allow-short-history."""
+    events = shop.workspace / "data" / "events.parquet"
+    full = events.read_bytes()
+    before = state(shop)
+    try:
+        ev = pd.read_parquet(events)
+        ev[ev.ts >= pd.Timestamp("2026-10-01", tz=ev.ts.dt.tz)].to_parquet(events, index=False)
+        result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 1, said
+        assert "the event log starts 2026-10-01, 57 days before 2026-11-27, but the purchase champion" in said, said
+        assert "load the full history; to score anyway, pass --allow-short-history" in said
+        assert state(shop) == before
+    finally:
+        events.write_bytes(full)
+
+
 def test_unknown_column_refuses_before_writing_anything(shop):
     def change(doc):
         doc["segments"][5]["where"] = "purchase_band = 'high' AND spend_9d > 0"
