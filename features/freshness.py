@@ -9,7 +9,10 @@ from datetime import datetime, timedelta
 
 
 class StaleDataError(ValueError):
-    """The newest event is too old for the requested as_of."""
+    """The newest event is too old for the requested as_of. The CLI exits 75 (try again later): a
+    late file is a wait for a scheduler, not a fault to fix."""
+
+    try_later = True
 
 
 def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: timedelta, action: str = "refuse",

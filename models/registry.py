@@ -93,6 +93,12 @@ class RegistryError(RuntimeError):
     """MLflow could not do what was asked; the message names the store, the model and the fix."""
 
 
+class TrackingUnreachable(RegistryError):
+    """The tracking server did not answer: the CLI exits 75 (try again later), not 1."""
+
+    try_later = True
+
+
 class PromotionRefused(RegistryError):
     """The promotion gate said no; ``--force`` (recorded on the version) overrides it."""
 
@@ -157,7 +163,8 @@ def connect(tracking_uri: str, timeout: float = 5.0) -> None:
                 what, fix = "cannot reach MLflow tracking server", "Start it (e.g. `mlflow server`)"
             else:
                 what, fix = "cannot open MLflow store", "Check the path and its permissions"
-            raise RegistryError(f"{what} at {tracking_uri}: {_first_line(e)}. {fix}, or set MLFLOW_TRACKING_URI "
+            kind = TrackingUnreachable if tracking_uri.startswith("http") else RegistryError
+            raise kind(f"{what} at {tracking_uri}: {_first_line(e)}. {fix}, or set MLFLOW_TRACKING_URI "
                                 "(or settings.tracking_uri) to a store that works, e.g. sqlite:///mlflow.db.") from e
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that, or the environment
     # would outrank the configured URI for every later Workspace.tracking_uri() in this process.

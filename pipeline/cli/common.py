@@ -23,6 +23,9 @@ from pipeline.config import Config, ConfigError, load_config
 EXIT_OK, EXIT_DATA, EXIT_USAGE, EXIT_GATE = 0, 1, 2, 3
 #: the workspace is held by another command: try again later (sysexits' EX_TEMPFAIL), not a broken input
 EXIT_BUSY = 75
+#: try again later (sysexits' EX_TEMPFAIL, as for a busy workspace): data not yet fresh, the MLflow
+#: server not answering, an outcome window still open; a scheduler retries, nobody has to fix anything
+EXIT_TRY_LATER = EXIT_BUSY
 #: The reader closed the pipe (``dynseg ... | head``): the status of a program SIGPIPE stopped
 EXIT_PIPE = 128 + 13
 
@@ -141,7 +144,7 @@ def _registry_error(e: RuntimeError) -> NoReturn:
         raise e
     refused = isinstance(e, reg.PromotionRefused)
     err.print(f"[bold red]{'Refused' if refused else 'Registry error'}:[/] {escape(str(e))}", highlight=False)
-    raise typer.Exit(EXIT_GATE if refused else EXIT_DATA) from None
+    raise typer.Exit(EXIT_GATE if refused else EXIT_TRY_LATER if getattr(e, "try_later", False) else EXIT_DATA) from None
 
 
 @contextlib.contextmanager
@@ -175,7 +178,7 @@ def handled() -> Iterator[None]:
         raise typer.Exit(EXIT_USAGE) from None
     except ValueError as e:
         err.print(f"[bold red]Error:[/] {escape(str(e))}", highlight=False)
-        raise typer.Exit(EXIT_DATA) from None
+        raise typer.Exit(EXIT_TRY_LATER if getattr(e, "try_later", False) else EXIT_DATA) from None
     except (KeyboardInterrupt, RuntimeError) as e:
         if isinstance(e, RuntimeError) and not _interrupted_query(e):
             _registry_error(e)

@@ -20,6 +20,7 @@ def score(
     as_of: Annotated[Optional[str], typer.Option(help="Score as of this date (end of day, UTC) or instant; default: now.")] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="duckdb or spark (default from config).")] = None,
     reasons: Annotated[Optional[bool], typer.Option("--reasons/--no-reasons", help="Reason codes for sendable customers (default: reason_codes in configs/scoring.yaml).")] = None,
+    allow_dead_inputs: Annotated[bool, typer.Option("--allow-dead-inputs", help="Score even when an input a champion learned from holds one value (or none) for every customer (refused by default: a column renamed upstream, such as the amount, would score a different shop).")] = False,
     allow_short_history: Annotated[bool, typer.Option("--allow-short-history", help="Score even when the event log holds less history than the longest feature window and than the champion was tested with (refused by default: a log of recent events only makes every customer look new).")] = False,
 ) -> None:
     """Score customers as of a date and refresh every segment: bands, rules, holdouts, enter/exit.
@@ -36,7 +37,7 @@ def score(
             from pipeline.jobs.score import score_job
 
             run = score_job(cfg, instant, engine_name(engine), progress=lambda stage: status.update(f"scoring: {stage}"), reasons=reasons,
-                            allow_short_history=allow_short_history)
+                            allow_short_history=allow_short_history, allow_dead_inputs=allow_dead_inputs)
     for w in run.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     print_run(run)

@@ -291,12 +291,33 @@ def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpe
     return LabelSpec(target, h, lc.population, parse_duration(lc.active_window))
 
 
-def check_model_inputs(model: Any, label: str, target: str, columns: Iterable[str]) -> None:
+#: what the data lacks when a feature group is not computed, for the message that names it
+_GROUP_NEEDS = {"categories": "the events have no `category` column (renamed upstream? map it under sources.events "
+                              "columns in configs/catalog.yaml)",
+                "tenure": "the customers have no `signup_at` column",
+                "consent": "neither consent fields in the customers nor consent or unsubscribe events",
+                "profile": "the customers lack the profile attributes configs/features.yaml names"}
+
+
+def check_model_inputs(model: Any, label: str, target: str, columns: Iterable[str],
+                       profile: DataProfile | None = None) -> None:
     """Refuse when ``model`` (a fitted PropensityModel, ``label`` such as "dynseg-churn version 3")
-    needs a feature that ``columns`` lack: the feature configuration changed after it was trained."""
+    needs a feature that ``columns`` lack: the feature configuration changed after it was trained,
+    or (said when ``profile``, the run's data profile, lacks the features' group) the data did."""
     missing = model.missing_features(columns)
     if missing:
         shown = ", ".join(missing[:8]) + (f" and {len(missing) - 8} more" if len(missing) > 8 else "")
+        from features.customer_features import GROUP_ROLES, catalog
+
+        group_of = {name: group for name, group, _ in catalog()}
+        lacking = sorted({group_of.get(c) for c in missing} & set(profile.missing_groups())) if profile else []
+        if lacking:
+            why = "; ".join(_GROUP_NEEDS.get(g) or f"no {' or '.join(GROUP_ROLES.get(g, (g,)))} events" for g in lacking)
+            raise ValueError(
+                f"{label} needs {len(missing)} feature(s) this run's data cannot give: {shown} (group "
+                f"{', '.join(lacking)}: {why}). The data changed after the model was trained: restore what it had "
+                f"(`dynseg data validate` lists the columns found), or retrain (dynseg train {target}) and promote the "
+                "new version")
         raise ValueError(
             f"{label} needs {len(missing)} feature(s) this run does not compute: {shown}. The feature "
             "configuration (configs/features.yaml, or the data's roles and profile attributes) changed after "

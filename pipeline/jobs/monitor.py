@@ -33,6 +33,12 @@ def find_run(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     return runs.find(Workspace(cfg.workspace).db_path, run_id, as_of)
 
 
+class OutcomeWindowOpen(ValueError):
+    """Lift asked of a run whose outcome window has not passed: the CLI exits 75 (try again later)."""
+
+    try_later = True
+
+
 # -- monitor ----------------------------------------------------------------------------------------
 @dataclass
 class MonitorResult:
@@ -242,7 +248,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     closed = {k: newest >= t + h - timedelta(days=1) for k, h in horizons.items()}
     if not any(closed[m["target"]] for m in models) and not closed["purchase"]:
         needed = min(horizons[m["target"]] for m in models) if models else horizons["purchase"]
-        raise ValueError(f"the outcome window of run {run.run_id} (as of {as_of_label(t)}) runs to "
+        raise OutcomeWindowOpen(f"the outcome window of run {run.run_id} (as of {as_of_label(t)}) runs to "
                          f"{as_of_label(t + needed)}, but the data ends {newest:%Y-%m-%d %H:%M}; "
                          "lift and realized quality need the whole window: run this later, or pick an older run")
     outcome = {k: _outcomes(data.con, t, h).set_index("customer_id") for k, h in horizons.items()}

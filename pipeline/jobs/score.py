@@ -135,8 +135,84 @@ def short_history_problem(cfg: Config, first: datetime | None, as_of: datetime,
     return None
 
 
+def _single_valued(feats: Any, columns: list[str]) -> list[str]:
+    """The columns holding one value for every customer of the run, a null counting as a value."""
+    if not columns:
+        return []
+    if isinstance(feats, pd.DataFrame):
+        out = []
+        for c in columns:
+            col = feats[c]
+            if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+                values = col.to_numpy(dtype="float64", na_value=np.nan)
+                nan = np.isnan(values)
+                finite = values[~nan]
+                kinds = (1 if nan.any() else 0) + (0 if not len(finite) else 1 if finite.min() == finite.max() else 2)
+            else:
+                kinds = col.nunique(dropna=False)
+            if kinds <= 1:
+                out.append(c)
+        return out
+    from pyspark.sql import functions as F  # a Spark run's features: one aggregate over the checkpoint
+
+    row = feats.agg(*[(F.countDistinct(F.col(c)) + F.max(F.col(c).isNull().cast("int"))).alias(c)
+                      for c in columns]).collect()[0]
+    return [c for c in columns if row[c] <= 1]
+
+
+#: an input is checked when at least this share of its training reference differs from its most
+#: common value, and this many such customers are expected in the run: none then is no chance
+DEAD_MIN_SHARE, DEAD_MIN_EXPECTED = 0.05, 50
+
+
+def dead_inputs_problem(model: Any, label: str, reference: pd.DataFrame, feats: Any, n_customers: int) -> str | None:
+    """The inputs ``model`` learned from that vary in its training reference but hold one value (or
+    none) for every customer of this run: the data feeding them is missing from the run's files. An
+    events file whose `amount` column was renamed scored on with every spend 0 and exited 0 (a VIP
+    segment emptied). Checked: inputs whose reference has at least ``DEAD_MIN_SHARE`` off its most
+    common value, with ``DEAD_MIN_EXPECTED`` such customers expected in the run, and no window
+    under 30 days (a quiet week may empty a 7-day count). None when every one still varies."""
+    import re
+
+    checked = []
+    for c in model.features_:
+        if c not in reference.columns or c not in feats.columns:
+            continue
+        window = re.search(r"_(\d+)d$", c)
+        if window and int(window.group(1)) < 30:
+            continue
+        off = 1 - reference[c].value_counts(dropna=False, normalize=True).max() if len(reference) else 0.0
+        if off >= DEAD_MIN_SHARE and off * n_customers >= DEAD_MIN_EXPECTED:
+            checked.append(c)
+    dead = _single_valued(feats, checked)
+    if not dead:
+        return None
+    shown = ", ".join(dead[:8]) + (f" and {len(dead) - 8} more" if len(dead) > 8 else "")
+    return (f"{label} learned from {len(dead)} input(s) that varied in its training data but hold one value (or none) "
+            f"for every customer of this run: {shown}. The data that feeds them is missing from this run's files (a "
+            "column renamed or emptied upstream: `dynseg data validate` names what it found), and the model would "
+            "score a different shop. Fix the source, or map the column in configs/catalog.yaml; to score anyway, "
+            "pass --allow-dead-inputs")
+
+
+def nothing_new_warnings(ws: Workspace, newest: datetime | None, as_of: datetime) -> list[str]:
+    """A warning when no event came after the previous run's as_of: the events file may not have
+    been refreshed. Freshness allows a lag of days, so nights on an unrefreshed file passed in
+    silence while segments moved only because a day had passed."""
+    previous = runs.read(ws.db_path, "SELECT max(as_of) AS as_of FROM scoring_runs WHERE as_of < ?", [as_of])
+    if newest is None or previous.empty or pd.isna(previous.as_of[0]):
+        return []
+    before = previous.as_of[0].to_pydatetime()
+    if newest >= before:
+        return []
+    return [f"no event in the log comes after the previous run's as_of ({as_of_label(before)}; the newest is "
+            f"{newest:%Y-%m-%d %H:%M} UTC): if the events file was not refreshed, this run's movement is only the days "
+            "passing. Check the extract that writes it"]
+
+
 def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress: Progress | None = None,
-              log_to_mlflow: bool = True, reasons: bool | None = None, allow_short_history: bool = False) -> ScoreRun:
+              log_to_mlflow: bool = True, reasons: bool | None = None, allow_short_history: bool = False,
+              allow_dead_inputs: bool = False) -> ScoreRun:
     from models import registry
 
     say = progress or (lambda _: None)
@@ -168,7 +244,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         problem = short_history_problem(cfg, data.report.time_range(cfg.role_of)[0], as_of, champions)
         if problem:
             raise ValueError(problem)
-    warnings = run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of) + band_config_warnings(cfg, champions)
+    warnings = (run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of) + band_config_warnings(cfg, champions)
+                + nothing_new_warnings(ws, data.report.time_range(cfg.role_of)[1], as_of))
     profile = data_profile(cfg, data)
     timings["validate"] = time.perf_counter() - clock
 
@@ -187,8 +264,16 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         segments = compile_segments(cfg.segments, expected_columns(expr, targets), values=levels_of,
                                     features=cfg.features, file=cfg.origin("segments.yaml", "segments"))
         for target, (pyfunc, mv) in champions.items():  # before any work, like the rules above
-            check_model_inputs(registry.bundle_of(pyfunc).model, f"{mv.name} version {mv.version}", target, expr.columns)
+            check_model_inputs(registry.bundle_of(pyfunc).model, f"{mv.name} version {mv.version}", target, expr.columns,
+                               profile)
         feats = _features(eng, expr)
+        if not allow_dead_inputs:
+            for target, (pyfunc, mv) in champions.items():
+                problem = dead_inputs_problem(registry.bundle_of(pyfunc).model, f"{mv.name} version {mv.version}",
+                                              registry.reference_sample(mv.name, mv.version), feats,
+                                              len(feats) if isinstance(feats, pd.DataFrame) else feats.count())
+                if problem:
+                    raise ValueError(problem)
         has_consent = CONSENT_COLUMN in feats.columns
         warnings += unprofiled_warnings(data, feats["customer_id"])  # (on Spark, counted in validation)
         timings["features"] = time.perf_counter() - clock

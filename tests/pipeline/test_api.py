@@ -156,7 +156,7 @@ def test_features_and_training_sets_need_no_mlflow_and_say_what_the_command_says
     out = shop.root / "ts.parquet"
     result = CliRunner().invoke(app, ["features", "training-set", "purchase", "--as-of", "2026-12-20",
                                       "--horizon", "4w", "--out", str(out)])
-    assert result.exit_code == 1 and "data is stale" in result.output  # refuse, the config's action
+    assert result.exit_code == 75 and "data is stale" in result.output  # refuse, the config's action; retry later
     project_yaml.write_text(before.replace("action: refuse", "action: warn"))
     try:
         result = CliRunner().invoke(app, ["features", "training-set", "purchase", "--as-of", "2026-12-20",

@@ -98,10 +98,12 @@ def test_sort_by_customer_keeps_rows_whole_across_chunks(threads):
     pd.testing.assert_frame_equal(got.to_pandas(), frame.sort_values("customer_id", ignore_index=True))
 
 
-def test_stale_data_exits_1_with_the_fix(project):
+def test_stale_data_exits_75_try_later_with_the_fix(project):
+    """Stale data is a late file, not a fault: 75 (try again later, as a busy workspace), which a
+    scheduler retries; it exited 1, the code of a broken config."""
     write(generate(300, seed=9, end="2026-10-01"), project.workspace / "data")
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27"])
-    assert result.exit_code == 1
+    assert result.exit_code == 75
     assert "data is stale" in result.stderr and "freshness.max_lag_days" in result.stderr
     assert not (project.workspace / "features").exists()
 

@@ -159,7 +159,7 @@ def _quality_leaves_out_the_treated(shop, cfg):
 
 def test_lift_refuses_a_run_whose_outcome_window_is_still_open(shop):
     result = runner.invoke(app, ["lift", "--run", shop.late_run.run_id])
-    assert result.exit_code == 1
+    assert result.exit_code == 75  # try again later: a nightly lift of a date not yet ready is no fault
     assert "outcome window" in " ".join(result.output.split())
 
 

@@ -478,6 +478,59 @@ def test_an_events_file_of_recent_history_only_is_refused_before_writing_anythin
         events.write_bytes(full)
 
 
+def test_an_input_the_champion_learned_from_emptied_upstream_is_refused(shop):
+    """The daily file's `amount` renamed `revenue`: validation warned that purchases had no amount,
+    and the run scored every spend as 0 and exited 0 (a VIP segment emptied, 59 customers exited).
+    The inputs that varied in training and hold one value now are named, and nothing is written."""
+    events = shop.workspace / "data" / "events.parquet"
+    full = events.read_bytes()
+    before = state(shop)
+    try:
+        pd.read_parquet(events).rename(columns={"amount": "revenue"}).to_parquet(events, index=False)
+        result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 1, said
+        assert re.search(r"dynseg-purchase version \d+ learned from \d+ input\(s\) that varied in its training data but "
+                         r"hold one value \(or none\) for every customer of this run: [^.]*monetary_total", said), said
+        assert "spend_7d" not in said.split("for every customer of this run:")[1].split(".")[0]  # short windows spared
+        assert "pass --allow-dead-inputs" in said and state(shop) == before
+    finally:
+        events.write_bytes(full)
+
+
+def test_a_renamed_category_column_is_named_as_the_data_not_the_config(shop):
+    """`category` renamed `product_category` upstream: the refusal blamed configs/features.yaml,
+    which nobody had touched. It says what the data lacks."""
+    events = shop.workspace / "data" / "events.parquet"
+    full = events.read_bytes()
+    try:
+        pd.read_parquet(events).rename(columns={"category": "product_category"}).to_parquet(events, index=False)
+        result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 1, said
+        assert "feature(s) this run's data cannot give: n_categories" in said, said
+        assert "(group categories: the events have no `category` column (renamed upstream?" in said, said
+        assert "configs/features.yaml" not in said
+    finally:
+        events.write_bytes(full)
+
+
+def test_a_night_with_no_new_events_since_the_previous_run_is_said(shop):
+    """Nights on an events file the extract never replaced passed in silence (freshness allows days)."""
+    from datetime import datetime
+
+    from pipeline.jobs.score import nothing_new_warnings
+    from pipeline.workspace import Workspace
+
+    ws = Workspace(shop.workspace)
+    last = q(shop, "SELECT max(as_of) AS a FROM scoring_runs").a[0].to_pydatetime()  # 2026-11-27's end
+    [said] = nothing_new_warnings(ws, last - pd.Timedelta(minutes=5), last + pd.Timedelta(days=1))
+    assert said.startswith("no event in the log comes after the previous run's as_of (2026-11-27; the newest is "
+                           "2026-11-27 23:55 UTC)"), said
+    assert nothing_new_warnings(ws, last + pd.Timedelta(hours=3), last + pd.Timedelta(days=1)) == []
+    assert nothing_new_warnings(ws, datetime(2020, 1, 1), datetime(2020, 1, 2)) == []  # no run before
+
+
 def test_unknown_column_refuses_before_writing_anything(shop):
     def change(doc):
         doc["segments"][5]["where"] = "purchase_band = 'high' AND spend_9d > 0"

@@ -208,7 +208,7 @@ def test_unreachable_tracking_server_fails_fast_naming_the_uri(shop, monkeypatch
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     start = time.monotonic()
     r = runner.invoke(app, ["train", "purchase"])
-    assert r.exit_code == 1
+    assert r.exit_code == 75  # try again later: a server that does not answer is no fault of the data
     assert f"cannot reach MLflow tracking server at {uri}" in " ".join(r.stderr.split())
     assert time.monotonic() - start < 30
 
