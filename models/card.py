@@ -73,7 +73,7 @@ snapshot's cutoff: its chance of a purchase within the horizon; customers who ne
 on the validation snapshot). A baseline a
 snapshot's data cannot fit is not listed.{fitted}
 
-AUC difference, model minus baseline (95 % bootstrap CI):
+AUC difference, model minus baseline (paired DeLong 95 % CI):
 {_table(differences)}
 
 {champ}

@@ -178,7 +178,7 @@ class Criterion(_Strict):
     max: float | None = None
     min_over_best_baseline: float | None = None
     max_over_best_baseline: float | None = None
-    # roc_auc over the best baseline: the lower end of the gain's paired-bootstrap 95 % interval must
+    # roc_auc over the best baseline: the lower end of the gain's paired DeLong 95 % interval must
     # clear the margin, not only the point estimate (a gain the test snapshot cannot tell from noise)
     significant: bool = False
 

@@ -74,7 +74,7 @@ def print_result(r: TrainResult) -> None:
         "registered version": r.version or "— (not registered)",
     }))
     out.print(metrics_table(r))
-    diff = Table(title="Model minus baseline, ROC AUC (95% bootstrap CI)", title_justify="left")
+    diff = Table(title="Model minus baseline, ROC AUC (paired DeLong 95% CI)", title_justify="left")
     for c in ("baseline", "difference", "CI"):
         diff.add_column(c, justify="right" if c != "baseline" else "left")
     for row in r.evaluation.differences.itertuples():
