@@ -111,6 +111,7 @@ def validate(
     as_of: datetime,
     future_after: str = "the run's as_of",
     count_unknown_customers: bool = True,
+    unknown_events: str = "refuse",
 ) -> ValidationReport:
     """Register every configured source as a raw view and check it; collect all problems.
     Timestamps after ``as_of`` are refused; ``future_after`` names that instant in the message
@@ -168,7 +169,7 @@ def validate(
         at = len(report.problems)
         with ThreadPoolExecutor(max_workers=1) as pool:
             repeats = _start_event_id_check(con, report, pool)
-            _check_event_types(con, report, role_of, ignored)
+            _check_event_types(con, report, role_of, ignored, unknown_events)
             if "customers" in report.typed and "customer_id" in report.typed["customers"]:
                 _check_unknown_customers(con, report, count=count_unknown_customers)
             repeated = repeats is not None and repeats.result()
@@ -775,7 +776,11 @@ def _role_guesses(names: list[str], role_of: dict[str, str]) -> str:
                if rest else ""))
 
 
-def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport, role_of: dict[str, str], ignored: set[str]) -> None:
+def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport, role_of: dict[str, str], ignored: set[str],
+                       unknown_events: str = "refuse") -> None:
+    """Event names neither mapped nor ignored: refused (``unknown_events: refuse``, the default: new
+    tracking never disappears silently), or with ``warn`` a warning, the events left out of every
+    feature (a night's delivery does not stop on one new name upstream)."""
     t = report.typed["events"]
     if "event_type" not in t:
         return
@@ -784,9 +789,11 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
     unknown = [(e, n) for e, n in rows if e not in role_of and e not in ignored]
     if unknown:
         total = sum(n for _, n in unknown)
+        warn = unknown_events == "warn"
         report.problems.append(Problem(
-            "events", "event_type", "unknown_event_type", "error", total,
-            f"{_files(raw)}: {total:,} events have {len(unknown)} event_type(s) with no role",
+            "events", "event_type", "unknown_event_type", "warning" if warn else "error", total,
+            f"{_files(raw)}: {total:,} events have {len(unknown)} event_type(s) with no role"
+            + (", left out of every feature (unknown_events: warn in configs/roles.yaml)" if warn else ""),
             "map each under `event_roles:` in configs/roles.yaml, or list it under `ignore:`"
             + _role_guesses([e for e, _ in unknown], role_of),
             tuple(f"{e!r} ({_n(n, 'event', 'events')})" for e, n in unknown[:5]),

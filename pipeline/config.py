@@ -465,6 +465,8 @@ class Catalog(_Strict):
 class Roles(_Strict):
     event_roles: dict[Role, list[str]]
     ignore: list[str] = []
+    # an event name neither mapped nor ignored: refuse the run (default), or warn and leave it out
+    unknown_events: Literal["refuse", "warn"] = "refuse"
 
     @model_validator(mode="after")
     def _one_role_per_name(self) -> Roles:

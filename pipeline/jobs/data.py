@@ -64,7 +64,7 @@ def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's 
     spill = Path(tempfile.gettempdir()) / "dynseg-spill"
     con = connect(threads=cfg.settings.threads, memory_limit=cfg.settings.memory_limit, temp_directory=str(spill))
     report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of,
-                      future_after, count_unknown_customers)
+                      future_after, count_unknown_customers, cfg.roles.unknown_events)
     if not report.ok:
         con.close()
         drop_copies(con)  # the error (kept by a notebook) keeps the connection: not its CSV copies

@@ -670,3 +670,24 @@ def test_a_failure_after_a_stop_signal_ends_as_the_signal(capsys):
     with pytest.raises(typer.Exit) as exit_, common.handled():  # without a signal: not taken for one
         raise ConnectionError("refused")
     assert exit_.value.exit_code == 1 and "Terminated" not in capsys.readouterr().err
+
+
+def test_unknown_event_names_refuse_by_default_and_with_warn_are_left_out(project):
+    """One new name upstream ('Wishlist Added') stopped every nightly run until roles.yaml was
+    edited. `unknown_events: warn` says so and leaves those events out of every feature."""
+    known = good_events()
+    project.write_events(pd.concat([known, known.iloc[[2]].assign(event_id="w1", event_type="Wishlist Added", amount=None)],
+                                   ignore_index=True))
+    refused = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "r.parquet")])
+    assert refused.exit_code == 1 and "'Wishlist Added'" in refused.output, refused.output
+    roles = project.root / "configs" / "roles.yaml"
+    roles.write_text(roles.read_text().replace("unknown_events: refuse", "unknown_events: warn"))
+    out = project.root / "w.parquet"
+    warned = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
+    said = " ".join(warned.output.split())
+    assert warned.exit_code == 0, said
+    assert "1 events have 1 event_type(s) with no role, left out of every feature (unknown_events: warn" in said, said
+    project.write_events(known)  # the same log without the unknown event: the same features
+    plain = project.root / "k.parquet"
+    assert runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(plain)]).exit_code == 0
+    pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(plain))
