@@ -105,7 +105,10 @@ def realized_quality(
     notes = []
     n_treated = int((scored & treated).sum())
     if n_treated:
-        notes.append(f"{n_treated:,} customers a campaign treated are left out: their outcomes include its effect")
+        notes.append(f"{n_treated:,} customers a campaign treated are left out: their outcomes include its effect. "
+                     "They are chosen by score (a segment's top band, with consent), so the rest is harder to rank: "
+                     "the realized AUC can read below the promised one (measured on the whole test snapshot) with no "
+                     "campaign effect at all; a small gap is no decay")
     if y.min() == y.max():
         m = {"roc_auc": math.nan, "pr_auc": math.nan, "brier": float(np.mean((p - y) ** 2)), "log_loss": math.nan,
              "lift_top_decile": math.nan, "mean_predicted": float(p.mean()), "realized_rate": float(y.mean()),
