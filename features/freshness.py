@@ -15,12 +15,18 @@ class StaleDataError(ValueError):
     try_later = True
 
 
+class NoEventsBefore(StaleDataError):
+    """No event before the as_of at all: a cutoff before the log starts, which waiting does not mend."""
+
+    try_later = False
+
+
 def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: timedelta, action: str = "refuse",
                     where: str = "configs/project.yaml") -> str | None:
     """Return a warning text, raise StaleDataError (action ``refuse``), or return None when fresh.
     ``where``: the file whose ``freshness.action`` is in force (a profile's or a local override)."""
     if newest_event is None:
-        raise StaleDataError(f"no events before as_of {as_of:%Y-%m-%d %H:%M} UTC; nothing to compute features from")
+        raise NoEventsBefore(f"no events before as_of {as_of:%Y-%m-%d %H:%M} UTC; nothing to compute features from")
     lag = as_of - newest_event
     if not is_stale(newest_event, as_of, max_lag):
         return None

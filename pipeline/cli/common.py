@@ -283,6 +283,27 @@ def progress(description: str, total: int | None = None) -> Iterator:
         yield update
 
 
+@contextlib.contextmanager
+def stages(description: str) -> Iterator:
+    """Yields ``say(stage)``: on a terminal a spinner with the stage; elsewhere (a scheduler's log)
+    one line per stage on stderr, with the UTC time and the seconds since the start, so a log shows
+    where a long run is and how long each stage took (nothing was printed until the run ended)."""
+    if err.is_terminal:
+        with err.status(description) as status:
+            yield lambda stage: status.update(f"{description}: {stage}")
+        return
+    import time
+    from datetime import datetime, timezone
+
+    start = time.monotonic()
+
+    def say(stage: str) -> None:
+        now = datetime.now(timezone.utc).strftime("%H:%M:%SZ")
+        err.print(f"{now} {description}: {stage} (+{time.monotonic() - start:.1f} s)", markup=False, highlight=False)
+
+    yield say
+
+
 def kv_table(title: str, rows: dict) -> Table:
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column(style="bold")

@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.asof import as_of_label, now_utc, parse_as_of
-from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out
+from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out, stages
 
 if TYPE_CHECKING:  # the job (and scikit-learn behind it) is imported when the command runs
     from pipeline.jobs.score import ScoreRun
@@ -33,10 +33,10 @@ def score(
     with handled():
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else now_utc()
-        with err.status("scoring") as status:
+        with stages("scoring") as say:
             from pipeline.jobs.score import score_job
 
-            run = score_job(cfg, instant, engine_name(engine), progress=lambda stage: status.update(f"scoring: {stage}"), reasons=reasons,
+            run = score_job(cfg, instant, engine_name(engine), progress=say, reasons=reasons,
                             allow_short_history=allow_short_history, allow_dead_inputs=allow_dead_inputs)
     for w in run.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)

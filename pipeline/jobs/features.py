@@ -20,7 +20,7 @@ from features.contract import plain
 from features.normalize import DECIMAL_COMMA, forms_literal, ident, iso_timestamptz, literal
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
-from features.freshness import StaleDataError, check_freshness, is_stale
+from features.freshness import NoEventsBefore, check_freshness, is_stale
 from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
 from features.sources import glob_files, literal_folders
@@ -433,13 +433,13 @@ def _why_no_events(cfg: Config, data: LoadedData, as_of: datetime) -> None:
     mapped = {e: v for e, v in types.items() if e in cfg.role_of}
     if total and not mapped:
         shown = ", ".join(repr(e) for e in sorted(types, key=lambda e: -types[e][0])[:5])
-        raise StaleDataError(
+        raise NoEventsBefore(
             f"none of the log's {total:,} events has a role: its event types ({shown}"
             f"{', ...' if len(types) > 5 else ''}) are all listed under ignore: in configs/roles.yaml, so there is "
             "nothing to compute features from; map the ones that are purchases, emails or visits under event_roles")
     firsts = [first for _, first, _ in mapped.values() if first is not None]
     if firsts and min(firsts) >= as_of:
-        raise StaleDataError(
+        raise NoEventsBefore(
             f"no events before as_of {as_of:%Y-%m-%d %H:%M} UTC: the log starts at {min(firsts):%Y-%m-%d %H:%M} UTC; "
             "pick a later --as-of")
 

@@ -18,6 +18,7 @@ import dataclasses
 import glob
 import json
 import math
+import re
 import shutil
 import time
 import uuid
@@ -172,8 +173,6 @@ def dead_inputs_problem(model: Any, label: str, reference: pd.DataFrame, feats: 
     segment emptied). Checked: inputs whose reference has at least ``DEAD_MIN_SHARE`` off its most
     common value, with ``DEAD_MIN_EXPECTED`` such customers expected in the run, and no window
     under 30 days (a quiet week may empty a 7-day count). None when every one still varies."""
-    import re
-
     checked = []
     for c in model.features_:
         if c not in reference.columns or c not in feats.columns:

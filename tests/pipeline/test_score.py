@@ -268,6 +268,9 @@ def test_rerun_replaces_the_run_and_a_killed_run_changes_nothing(shop):
     (waterfalls / "c0_purchase.png").write_bytes(b"png")
     result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
     assert result.exit_code == 0, result.output
+    # a scheduler's log shows each stage as it starts, with the time and the seconds so far
+    stages = re.findall(r"^\d\d:\d\d:\d\dZ scoring: ([a-z ]+) \(\+\d+\.\d s\)$", result.stderr, re.MULTILINE)
+    assert stages[:3] == ["loading champion models", "validate", "features"] and stages[-1] == "writing", stages
     assert not [p for p in exports.parent.iterdir() if p.name.endswith(".tmp")]
     after = state(shop)
     assert after[0][0] == before[0][0] and after[0][1] != before[0][1] and len(after[0]) == 2
