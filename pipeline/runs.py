@@ -106,15 +106,19 @@ def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
 
 def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets: list[str],
               scores_view: str, members_view: str, health_view: str, reasons_view: str | None = None,
-              before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None) -> str | None:
+              before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+              state: dict | None = None) -> str | None:
     """Replace the run at ``run['as_of']`` with this one, in one transaction.
 
     ``scores_view``/``members_view`` are relations on ``con`` (customer scores and memberships);
     ``health_view`` has one row per segment with size counts and coverage; deltas and the rest of
     the health figures are computed here against the previous run, whose id is returned.
     ``before_commit(con)`` runs last inside the transaction (the workspace attached as ``ws``):
-    what it writes commits with the run, and if it raises, nothing does.
+    what it writes commits with the run, and if it raises, nothing does. ``state["committed"]`` is
+    set once the commit has happened: a signal that lands after it (as COMMIT returns, or in the
+    DETACH) raises from a run that stands, and the caller must not undo what goes with it.
     """
+    state = {} if state is None else state
     db_path.parent.mkdir(parents=True, exist_ok=True)
     con.execute(f"ATTACH '{db_path}' AS ws")
     try:
@@ -167,9 +171,11 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
                 before_commit(con)
             _pause_for_tests()
             con.execute("COMMIT")
+            state["committed"] = True
             return prev
         except BaseException:
-            con.execute("ROLLBACK")
+            if not state.get("committed"):
+                con.execute("ROLLBACK")
             raise
     finally:
         con.execute("DETACH ws")

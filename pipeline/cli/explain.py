@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from features.asof import BadValue, as_of_label, parse_as_of
-from pipeline.cli.common import State, handled, kv_table, on_duckdb_note, out
+from pipeline.cli.common import State, err, handled, kv_table, on_duckdb_note, out
 
 
 class Model(str, Enum):
@@ -70,5 +70,10 @@ def explain(
                   + (f"Run's stored score {e.stored_score:.4f}, recomputed {e.score:.4f}." if e.of_run else
                      f"Version {e.model} is not the model the run used; the run's score was {e.stored_score:.4f}."),
                   highlight=False)
+        if e.of_run and abs(e.score - e.stored_score) >= 0.005:
+            err.print(f"[yellow]warning:[/] the run stored {e.stored_score:.2%} for this customer, and the features "
+                      f"recomputed now give {e.score:.2%}: the data changed since the run (events rewritten or "
+                      "arrived late for its as_of), so this explanation is of the data as it is now, not of the "
+                      "score the run sent", highlight=False)
         if e.waterfall:
             out.print(f"  waterfall: {e.waterfall}")

@@ -385,8 +385,9 @@ def _short_history(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     span = f"{days} day{'s' if days != 1 else ''}" if days else "less than a day"
     return [f"the event log starts {first:%Y-%m-%d}, {span} before {as_of_text(as_of)}: features over longer "
             f"windows (up to {longest}d), recency and tenure "
-            "see only those days, so customers look newer and less active than they are (load the older "
-            "history, or use a later --as-of)"]
+            "see only those days, so customers look newer and less active than they are, and segments built on "
+            "older events (bounces, complaints, unsubscribes) lose those members, who may become sendable (load "
+            "the older history, or use a later --as-of)"]
 
 
 def _snapshots_short_of_history(cfg: Config, cutoffs: Sequence[datetime], first: datetime | None) -> list[str]:

@@ -272,7 +272,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
                                               registry.reference_sample(mv.name, mv.version), feats,
                                               len(feats) if isinstance(feats, pd.DataFrame) else feats.count())
                 if problem:
-                    raise ValueError(problem)
+                    found = [f"{p.where()}: {p.message} ({p.fix})" for p in data.report.problems if p.severity == "warning"]
+                    raise ValueError(problem + (". Validation found: " + "; ".join(found[:3]) if found else ""))
         has_consent = CONSENT_COLUMN in feats.columns
         warnings += unprofiled_warnings(data, feats["customer_id"])  # (on Spark, counted in validation)
         timings["features"] = time.perf_counter() - clock
@@ -347,10 +348,17 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
             logged["mlflow"] = _log_mlflow(cfg, registry, record, used, logged["health"], exports)
             wcon.execute("UPDATE ws.scoring_runs SET mlflow_run_id = ? WHERE run_id = ?", [logged["mlflow"], run_id])
 
+    written: dict = {}
     try:
         prev = runs.write_run(con, ws.db_path, record, targets, "scored", "members", "health", "reasons",
-                              before_commit=log_before_commit)
+                              before_commit=log_before_commit, state=written)
     except BaseException:
+        if written.get("committed"):  # stopped (SIGTERM) just after the commit: the run stands, so do its exports
+            try:
+                _swap_in(tmp_dir, export_dir)
+            except BaseException:
+                pass  # left under its temp name: the next run moves it in (recover_exports)
+            raise
         shutil.rmtree(tmp_dir, ignore_errors=True)
         if logged.get("mlflow"):  # logged, then the commit failed: the record is of no run
             registry.update_run(logged["mlflow"], tags={"dynseg.not_committed": "the scoring run was rolled back"},

@@ -351,6 +351,39 @@ def test_a_run_terminated_while_writing_exports_leaves_no_customer_lists(shop):
     assert state(shop) == before
 
 
+TERMINATED_AFTER_COMMIT = """
+import os, signal, sys, time
+import pipeline.runs as runs
+real = runs.write_run
+def committed_then_stopped(*args, **kwargs):  # SIGTERM landing as COMMIT returns, or in the DETACH
+    prev = real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(30)
+runs.write_run = committed_then_stopped
+from pipeline.cli import main
+sys.argv = ["dynseg", "score", "--as-of", "2026-11-27"]
+main()
+"""
+
+
+def test_a_run_stopped_just_after_its_commit_keeps_its_exports_beside_it(shop):
+    """A SIGTERM half a second after `writing` landed after the commit: the run stood in the
+    database, but its exports were deleted as if rolled back (the folder kept the run before's lists,
+    25 of 111 likely_buyers differing) and MLflow was tagged "rolled back". The exports go in with it."""
+    exports = shop.runs[1].export_dir
+    env = {**os.environ, "DYNSEG_PROJECT": str(shop.root)}
+    done = subprocess.run([sys.executable, "-c", TERMINATED_AFTER_COMMIT], env=env, capture_output=True, timeout=600)
+    assert done.returncode == 143, done.stderr.decode()[-2000:]
+    run = q(shop, "SELECT run_id, mlflow_run_id FROM scoring_runs WHERE as_of = ?", [DAY2])
+    assert run.run_id[0] != shop.runs[1].run_id  # the run stands ...
+    assert json.loads((exports / "manifest.json").read_text())["run_id"] == run.run_id[0]  # ... and so do its exports
+    assert not [p.name for p in exports.parent.iterdir() if p.name.startswith(".")]
+    import mlflow
+
+    assert "dynseg.not_committed" not in mlflow.get_run(run.mlflow_run_id[0]).data.tags
+    shop.runs[1].run_id, shop.runs[1].mlflow_run_id = run.run_id[0], run.mlflow_run_id[0]
+
+
 def test_segments_cli_lists_and_shows(shop):
     result = runner.invoke(app, ["segments", "list"])
     assert result.exit_code == 0, result.output
@@ -497,6 +530,8 @@ def test_an_input_the_champion_learned_from_emptied_upstream_is_refused(shop):
                          r"hold one value \(or none\) for every customer of this run: [^.]*monetary_total", said), said
         assert "spend_7d" not in said.split("for every customer of this run:")[1].split(".")[0]  # short windows spared
         assert "pass --allow-dead-inputs" in said and state(shop) == before
+        # what validation found goes with it: the renamed column, and how to map it
+        assert "Validation found: events.amount:" in said and "revenue" in said.split("Validation found:")[1], said
     finally:
         events.write_bytes(full)
 
@@ -656,6 +691,28 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
     assert set(_run_models(cfg, run, "purchase")) == {"purchase"} and set(_run_models(cfg, run)) == {"purchase", "churn"}
     with pytest.raises(ValueError, match="has no 'upsell' model; it scored \\['churn', 'purchase'\\]"):
         _run_models(cfg, run, "upsell")
+
+
+def test_explain_warns_when_the_data_changed_since_the_run(shop):
+    """The headline is recomputed from the events as they are now; when that differs from what the
+    run stored (events rewritten since), only a footnote showed the two figures."""
+    s = q(shop, "SELECT customer_id, purchase_score FROM customer_scores WHERE run_id = ? AND purchase_score > 0.3",
+          [shop.runs[1].run_id])
+    cid = s.customer_id.iloc[0]
+    events = shop.workspace / "data" / "events.parquet"
+    full = events.read_bytes()
+    try:
+        ev = pd.read_parquet(events)
+        ev[(ev.customer_id != cid) | (ev.event_type != "order_completed")].to_parquet(events, index=False)
+        result = runner.invoke(app, ["explain", cid, "--model", "purchase"])
+    finally:
+        events.write_bytes(full)
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0, said
+    assert f"warning: the run stored {s.purchase_score.iloc[0]:.2%} for this customer, and the features recomputed now " \
+        "give" in said and "the data changed since the run" in said, said
+    same = runner.invoke(app, ["explain", cid, "--model", "purchase"])
+    assert "the data changed since the run" not in same.output
 
 
 def test_a_challenger_version_explains_the_runs_customers_with_its_own_scores(shop):
