@@ -323,15 +323,18 @@ def test_a_run_killed_after_its_commit_gets_its_exports_put_in_place_by_the_next
     shop.runs[0].mlflow_run_id = q(shop, "SELECT mlflow_run_id FROM scoring_runs WHERE as_of = ?", [DAY1]).mlflow_run_id[0]
 
 
-TERMINATED_WHILE_EXPORTING = """
+def sigterm_after(module: str, function: str) -> str:
+    """A `dynseg score --as-of 2026-11-27` process that sends itself SIGTERM once ``module.function``
+    has returned (as a scheduler's stop landing just then)."""
+    return f"""
 import os, signal, sys, time
-import pipeline.jobs.score as score
-real = score.write_exports
-def stopped(*args, **kwargs):  # a scheduler's SIGTERM once some customer lists are written
+import {module} as target
+real = target.{function}
+def then_stopped(*args, **kwargs):
     real(*args, **kwargs)
     os.kill(os.getpid(), signal.SIGTERM)
     time.sleep(30)
-score.write_exports = stopped
+target.{function} = then_stopped
 from pipeline.cli import main
 sys.argv = ["dynseg", "score", "--as-of", "2026-11-27"]
 main()
@@ -344,26 +347,12 @@ def test_a_run_terminated_while_writing_exports_leaves_no_customer_lists(shop):
     before = state(shop)
     exports = shop.runs[1].export_dir
     env = {**os.environ, "DYNSEG_PROJECT": str(shop.root)}
-    done = subprocess.run([sys.executable, "-c", TERMINATED_WHILE_EXPORTING], env=env, capture_output=True, timeout=600)
+    script = sigterm_after("pipeline.jobs.score", "write_exports")  # once some customer lists are written
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=600)
     assert done.returncode == 143, done.stderr.decode()[-2000:]
     assert "Terminated (SIGTERM)." in done.stderr.decode()
     assert not [p.name for p in exports.parent.iterdir() if p.name.startswith(".")]
     assert state(shop) == before
-
-
-TERMINATED_AFTER_COMMIT = """
-import os, signal, sys, time
-import pipeline.runs as runs
-real = runs.write_run
-def committed_then_stopped(*args, **kwargs):  # SIGTERM landing as COMMIT returns, or in the DETACH
-    prev = real(*args, **kwargs)
-    os.kill(os.getpid(), signal.SIGTERM)
-    time.sleep(30)
-runs.write_run = committed_then_stopped
-from pipeline.cli import main
-sys.argv = ["dynseg", "score", "--as-of", "2026-11-27"]
-main()
-"""
 
 
 def test_a_run_stopped_just_after_its_commit_keeps_its_exports_beside_it(shop):
@@ -372,7 +361,8 @@ def test_a_run_stopped_just_after_its_commit_keeps_its_exports_beside_it(shop):
     25 of 111 likely_buyers differing) and MLflow was tagged "rolled back". The exports go in with it."""
     exports = shop.runs[1].export_dir
     env = {**os.environ, "DYNSEG_PROJECT": str(shop.root)}
-    done = subprocess.run([sys.executable, "-c", TERMINATED_AFTER_COMMIT], env=env, capture_output=True, timeout=600)
+    script = sigterm_after("pipeline.runs", "write_run")  # as COMMIT returns, or in the DETACH
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=600)
     assert done.returncode == 143, done.stderr.decode()[-2000:]
     run = q(shop, "SELECT run_id, mlflow_run_id FROM scoring_runs WHERE as_of = ?", [DAY2])
     assert run.run_id[0] != shop.runs[1].run_id  # the run stands ...
