@@ -208,7 +208,7 @@ def evaluate(y_test, model_p: np.ndarray, baselines: dict[str, np.ndarray], n_bo
     return Evaluation(pd.DataFrame(rows), pd.DataFrame(diffs), calibration_table(y, preds["model"]), preds)
 
 
-def _structural(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def delong_components(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """DeLong's structural components: per positive, the share of negatives it outranks; per
     negative, the share of positives above it (ties count one half). Their means are the AUC."""
     from scipy import stats
@@ -227,8 +227,8 @@ def delong_difference(y, p1, p2, alpha: float = 0.05) -> tuple[float, float, flo
     from scipy import stats
 
     y = np.asarray(y, int)
-    a10, a01 = _structural(y, np.asarray(p1, float))
-    b10, b01 = _structural(y, np.asarray(p2, float))
+    a10, a01 = delong_components(y, np.asarray(p1, float))
+    b10, b01 = delong_components(y, np.asarray(p2, float))
     d10, d01 = a10 - b10, a01 - b01
     point = float(d10.mean())
     var = (np.var(d10, ddof=1) / d10.size if d10.size > 1 else 0.0) + (np.var(d01, ddof=1) / d01.size if d01.size > 1 else 0.0)

@@ -114,71 +114,68 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
     ``health_view`` has one row per segment with size counts and coverage; deltas and the rest of
     the health figures are computed here against the previous run, whose id is returned.
     ``before_commit(con)`` runs last inside the transaction (the workspace attached as ``ws``):
-    what it writes commits with the run, and if it raises, nothing does. ``state["committed"]`` is
-    set once the commit has happened: a signal that lands after it (as COMMIT returns, or in the
-    DETACH) raises from a run that stands, and the caller must not undo what goes with it.
+    what it writes commits with the run, and if it raises, nothing does. ``state``: see
+    :func:`pipeline.workspace.attached_transaction` (``state["committed"]`` once the run stands).
     """
-    state = {} if state is None else state
+    from pipeline.workspace import attached_transaction
+
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    con.execute(f"ATTACH '{db_path}' AS ws")
-    try:
-        con.execute("BEGIN TRANSACTION")
-        try:
-            ensure_tables(con, "ws", targets)
-            as_of, run_id = run["as_of"], run["run_id"]
-            prev = run["previous_run_id"] = previous_run(con, "ws", as_of)
-            newest_pruned = con.execute("SELECT max(as_of) FROM ws.pruned_runs").fetchall()[0][0]
-            prev_pruned = prev is not None and bool(con.execute("SELECT count(*) FROM ws.pruned_runs WHERE run_id = ?",
-                                                                [prev]).fetchall()[0][0])
-            if newest_pruned is not None and (as_of <= newest_pruned or prev_pruned):  # checked first by score
-                raise ValueError(_pruned_era_text(as_of, newest_pruned))
-            con.execute("INSERT INTO ws.replaced_runs SELECT run_id, as_of, ?, now()::TIMESTAMP FROM ws.scoring_runs "
-                        "WHERE as_of = ?", [run_id, as_of])
-            con.execute("INSERT INTO ws.replaced_members SELECT run_id, as_of, segment, customer_id, holdout, sendable "
-                        "FROM ws.segment_members WHERE as_of = ? AND kind <> 'suppression'", [as_of])
-            for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
-                          "customer_reasons"):
-                con.execute(f"DELETE FROM ws.{table} WHERE as_of = ?", [as_of])
-            cols = list(run)
-            con.execute(f"INSERT INTO ws.scoring_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                        [run[c] for c in cols])
-            sc = ", ".join(score_columns(targets))
-            con.execute(f"INSERT INTO ws.customer_scores (run_id, as_of, customer_id, {sc}) "
-                        f"SELECT ?, ?, customer_id, {sc} FROM {scores_view}", [run_id, as_of])
-            con.execute(f"INSERT INTO ws.segment_members (run_id, as_of, segment, kind, customer_id, holdout, consented, "
-                        f"sendable, {sc}) SELECT ?, ?, segment, kind, customer_id, holdout, consented, sendable, {sc} "
-                        f"FROM {members_view}",
-                        [run_id, as_of])
-            if reasons_view:
-                con.execute(f"INSERT INTO ws.customer_reasons SELECT ?, ?, customer_id, target, rank, feature, value, "
-                            f"log_odds, points, reason FROM {reasons_view}", [run_id, as_of])
-            _insert_deltas(con, run_id, as_of, members_view, prev)
-            con.execute(
-                "INSERT INTO ws.segment_health "
-                "SELECT ?, ?, h.segment, h.kind, h.owner, h.size, h.sendable, h.holdout, "
-                "coalesce(d.entered, 0), coalesce(d.exited, 0), h.size - coalesce(d.entered, 0), p.size, "
-                "CASE WHEN h.size + coalesce(d.exited, 0) = 0 THEN NULL "
-                "ELSE (coalesce(d.entered, 0) + coalesce(d.exited, 0)) / (h.size + coalesce(d.exited, 0)) END, "
-                f"h.coverage FROM {health_view} h "
-                "LEFT JOIN (SELECT segment, count(*) FILTER (WHERE change = 'entered') AS entered, "
-                "count(*) FILTER (WHERE change = 'exited') AS exited FROM ws.segment_deltas WHERE run_id = ? "
-                "GROUP BY segment) d USING (segment) "
-                "LEFT JOIN (SELECT segment, count(*) AS size FROM ws.segment_members WHERE run_id = ? GROUP BY segment) p "
-                "USING (segment)",
-                [run_id, as_of, run_id, prev])
-            _rechain_next(con, run_id, as_of)
-            if before_commit is not None:
-                before_commit(con)
-            _pause_for_tests()
-            con.execute("COMMIT")
-            state["committed"] = True
-            return prev
-        except BaseException:
-            if not state.get("committed"):
-                con.execute("ROLLBACK")
-            raise
-    finally:
-        con.execute("DETACH ws")
+    with attached_transaction(con, db_path, state):
+        ensure_tables(con, "ws", targets)
+        as_of, run_id = run["as_of"], run["run_id"]
+        prev = run["previous_run_id"] = previous_run(con, "ws", as_of)
+        newest_pruned, prev_pruned = _pruned_state(con, prev)
+        if newest_pruned is not None and (as_of <= newest_pruned or prev_pruned):  # checked first by score
+            raise ValueError(_pruned_era_text(as_of, newest_pruned))
+        con.execute("INSERT INTO ws.replaced_runs SELECT run_id, as_of, ?, now()::TIMESTAMP FROM ws.scoring_runs "
+                    "WHERE as_of = ?", [run_id, as_of])
+        con.execute("INSERT INTO ws.replaced_members SELECT run_id, as_of, segment, customer_id, holdout, sendable "
+                    "FROM ws.segment_members WHERE as_of = ? AND kind <> 'suppression'", [as_of])
+        for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
+                      "customer_reasons"):
+            con.execute(f"DELETE FROM ws.{table} WHERE as_of = ?", [as_of])
+        cols = list(run)
+        con.execute(f"INSERT INTO ws.scoring_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                    [run[c] for c in cols])
+        sc = ", ".join(score_columns(targets))
+        con.execute(f"INSERT INTO ws.customer_scores (run_id, as_of, customer_id, {sc}) "
+                    f"SELECT ?, ?, customer_id, {sc} FROM {scores_view}", [run_id, as_of])
+        con.execute(f"INSERT INTO ws.segment_members (run_id, as_of, segment, kind, customer_id, holdout, consented, "
+                    f"sendable, {sc}) SELECT ?, ?, segment, kind, customer_id, holdout, consented, sendable, {sc} "
+                    f"FROM {members_view}",
+                    [run_id, as_of])
+        if reasons_view:
+            con.execute(f"INSERT INTO ws.customer_reasons SELECT ?, ?, customer_id, target, rank, feature, value, "
+                        f"log_odds, points, reason FROM {reasons_view}", [run_id, as_of])
+        _insert_deltas(con, run_id, as_of, members_view, prev)
+        con.execute(
+            "INSERT INTO ws.segment_health "
+            "SELECT ?, ?, h.segment, h.kind, h.owner, h.size, h.sendable, h.holdout, "
+            "coalesce(d.entered, 0), coalesce(d.exited, 0), h.size - coalesce(d.entered, 0), p.size, "
+            "CASE WHEN h.size + coalesce(d.exited, 0) = 0 THEN NULL "
+            "ELSE (coalesce(d.entered, 0) + coalesce(d.exited, 0)) / (h.size + coalesce(d.exited, 0)) END, "
+            f"h.coverage FROM {health_view} h "
+            "LEFT JOIN (SELECT segment, count(*) FILTER (WHERE change = 'entered') AS entered, "
+            "count(*) FILTER (WHERE change = 'exited') AS exited FROM ws.segment_deltas WHERE run_id = ? "
+            "GROUP BY segment) d USING (segment) "
+            "LEFT JOIN (SELECT segment, count(*) AS size FROM ws.segment_members WHERE run_id = ? GROUP BY segment) p "
+            "USING (segment)",
+            [run_id, as_of, run_id, prev])
+        _rechain_next(con, run_id, as_of)
+        if before_commit is not None:
+            before_commit(con)
+        _pause_for_tests()
+    return prev
+
+
+def _pruned_state(con: duckdb.DuckDBPyConnection, prev: str | None) -> tuple[datetime | None, bool]:
+    """On the attached workspace ``ws``: the newest pruned run's as_of (None: nothing pruned), and
+    whether run ``prev`` is one of the pruned (a run moving against it would find its members gone)."""
+    if not _has_table(con, "ws", "pruned_runs"):
+        return None, False
+    newest = con.execute("SELECT max(as_of) FROM ws.pruned_runs").fetchall()[0][0]
+    return newest, newest is not None and prev is not None and bool(
+        con.execute("SELECT count(*) FROM ws.pruned_runs WHERE run_id = ?", [prev]).fetchall()[0][0])
 
 
 def _insert_deltas(con: duckdb.DuckDBPyConnection, run_id: str, as_of: datetime, members: str, prev: str | None,
@@ -476,10 +473,7 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
                 raise ValueError(f"no scoring run {run_id!r} in {db_path}; `dynseg segments list --json` names the "
                                  "latest run, `dynseg segments show SEGMENT` every run's date")
             as_of, prev, mlflow_run_id, export_dir = found[0]
-            newest_pruned = (con.execute("SELECT max(as_of) FROM ws.pruned_runs").fetchall()[0][0]
-                             if _has_table(con, "ws", "pruned_runs") else None)
-            prev_pruned = prev is not None and newest_pruned is not None and bool(con.execute(
-                "SELECT count(*) FROM ws.pruned_runs WHERE run_id = ?", [prev]).fetchall()[0][0])
+            newest_pruned, prev_pruned = _pruned_state(con, prev)
             has_next = bool(con.execute("SELECT count(*) FROM ws.scoring_runs WHERE as_of > ?", [as_of]).fetchall()[0][0])
             if newest_pruned is not None and (as_of <= newest_pruned or (prev_pruned and has_next)):
                 raise ValueError(f"the run {run_id} (as of {as_of_label(as_of)}) is among the pruned runs or follows "

@@ -128,17 +128,23 @@ def write_atomic(path: Path, data: bytes) -> Path:
 
 
 @contextmanager
-def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path) -> Iterator[None]:
+def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path, state: dict | None = None) -> Iterator[None]:
     """The database file ``db_path`` attached to ``con`` as ``ws`` for one transaction: committed
-    when the block ends, rolled back (nothing written) when it raises, detached either way."""
+    when the block ends, rolled back (nothing written) when it raises, detached either way.
+    ``state["committed"]`` is set once the commit has happened: a signal that lands after it (as
+    COMMIT returns, or in the DETACH) raises from a transaction that stands, which is then not
+    rolled back, and the caller must not undo what goes with it."""
+    state = {} if state is None else state
     con.execute(f"ATTACH '{db_path}' AS ws")
     try:
         con.execute("BEGIN TRANSACTION")
         try:
             yield
             con.execute("COMMIT")
+            state["committed"] = True
         except BaseException:
-            con.execute("ROLLBACK")
+            if not state.get("committed"):
+                con.execute("ROLLBACK")
             raise
     finally:
         con.execute("DETACH ws")

@@ -45,7 +45,7 @@ from pipeline.jobs.features import (check_model_inputs, data_profile, feature_sp
                                     staging_root, unprofiled_warnings)
 from pipeline.rules import Kind
 from pipeline.segments import CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, membership_sql
-from pipeline.workspace import Workspace, temp_sibling
+from pipeline.workspace import Workspace, swap_in_folder, temp_sibling
 
 Progress = Callable[[str], None]
 
@@ -239,12 +239,13 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     # On DuckDB the customers without a profile are counted among the features (a pandas frame);
     # a Spark run's features stay in Spark, so validation counts them there.
     data = load_for_run(cfg, as_of, count_unknown_customers=engine == "spark")
+    first_event, newest_event = data.report.time_range(cfg.role_of)
     if not allow_short_history:
-        problem = short_history_problem(cfg, data.report.time_range(cfg.role_of)[0], as_of, champions)
+        problem = short_history_problem(cfg, first_event, as_of, champions)
         if problem:
             raise ValueError(problem)
     warnings = (run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of) + band_config_warnings(cfg, champions)
-                + nothing_new_warnings(ws, data.report.time_range(cfg.role_of)[1], as_of))
+                + nothing_new_warnings(ws, newest_event, as_of))
     profile = data_profile(cfg, data)
     timings["validate"] = time.perf_counter() - clock
 
@@ -355,7 +356,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     except BaseException:
         if written.get("committed"):  # stopped (SIGTERM) just after the commit: the run stands, so do its exports
             try:
-                _swap_in(tmp_dir, export_dir)
+                swap_in_folder(tmp_dir, export_dir)
             except BaseException:
                 pass  # left under its temp name: the next run moves it in (recover_exports)
             raise
@@ -364,7 +365,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
             registry.update_run(logged["mlflow"], tags={"dynseg.not_committed": "the scoring run was rolled back"},
                                 status="FAILED")
         raise
-    _swap_in(tmp_dir, export_dir)
+    swap_in_folder(tmp_dir, export_dir)
     changes = run_definition_changes(ws.db_path, run_id, prev)
     warnings += _definition_warnings(ws.db_path, run_id, prev, changes)
     warnings += [f"{target} is scored by {now}, the previous run by {before}: the entered/exited of segments read "
@@ -876,20 +877,13 @@ def recover_exports(ws: Workspace) -> list[str]:
         return []
     for tmp in sorted(folder.parent.glob(glob.escape(f".{folder.name}.") + "*.tmp")):
         if _manifest_run(tmp) == run_id and _abandoned(tmp, tmp.name[len(folder.name) + 2:]):
-            _swap_in(tmp, folder)
+            swap_in_folder(tmp, folder)
             return [f"the exports of run {run_id} (as of {as_of_label(as_of)}) were put in place now: its process was "
                     "stopped after the run was recorded, before it could move them in"]
     found = _manifest_run(folder)
     return [f"the exports of run {run_id} (as of {as_of_label(as_of)}) are not in {folder} "
             + (f"(it holds run {found}'s files)" if found else "(no such folder)")
             + f": its process was stopped before it could write them. Score {as_of_label(as_of)} again to write them"]
-
-
-def _swap_in(tmp_dir: Path, export_dir: Path) -> None:
-    """Replace the exports folder by the new one (:func:`pipeline.workspace.swap_in_folder`)."""
-    from pipeline.workspace import swap_in_folder
-
-    swap_in_folder(tmp_dir, export_dir)
 
 
 def _definition_warnings(db: Path, run_id: str, prev: str | None, changes: dict[str, str]) -> list[str]:

@@ -187,6 +187,7 @@ def train_job(
     champion = registry.champion_metrics(name)
     test = f[f.snapshot == "test"]
     campaigns = campaign_overlap(ws.db_path, test.customer_id, td.plan.cutoffs[0], td.label.horizon)
+    bgnbd_fit = ev.baseline_fits.get("bgnbd", {}).get("test")  # BG/NBD as fitted on the test snapshot, or None
     with tempfile.TemporaryDirectory() as tmp:
         # the plots first: the card lists the features SHAP ranks first on the test snapshot, as
         # plots/shap_bar.png and every explanation rank them (split gain ranked them otherwise)
@@ -209,7 +210,7 @@ def train_job(
             model_info={"calibration": model.calibration_method_, "trees": model.trees_text(), "features": len(model.features_),
                         "excluded": [c for c in cfg.training.exclude_features if c in f.columns]},
             base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
-            top_features=shap_top, bgnbd=ev.baseline_fits.get("bgnbd", {}).get("test"),
+            top_features=shap_top, bgnbd=bgnbd_fit,
             bands=band_table(levels, ev.predictions["model"], test.label.to_numpy()),
         )
         metrics = {f"{r.scorer}_{k}": float(getattr(r, k)) for r in ev.table.itertuples() for k in
@@ -243,7 +244,7 @@ def train_job(
                   "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
                   **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()},
                   # BG/NBD as fitted on the test snapshot's histories (lifetimes' names; α in days)
-                  **_bgnbd_params(ev.baseline_fits.get("bgnbd", {}).get("test"))}
+                  **_bgnbd_params(bgnbd_fit)}
         run_id = registry.log_training_run(
             bundle, experiment=cfg.training.registry.experiment, params=params, config=cfg.resolved(),
             metrics=metrics, artifacts=plots, model_card=card, input_example=test[model.features_].head(5),

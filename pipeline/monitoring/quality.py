@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from models.evaluation import calibration_table, metrics
+from models.evaluation import calibration_table, delong_components, metrics
 
 
 @dataclass
@@ -139,11 +139,8 @@ def realized_quality(
 
 def delong_interval(y: np.ndarray, p: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
     """(1 - alpha) interval for ROC AUC from DeLong's variance, clipped to [0, 1]."""
-    pos, neg = p[y == 1], p[y == 0]
-    m, n = pos.size, neg.size
-    ranks = stats.rankdata(np.r_[pos, neg])  # midranks: ties count one half
-    v10 = (ranks[:m] - stats.rankdata(pos)) / n  # per positive: share of negatives it outranks
-    v01 = 1 - (ranks[m:] - stats.rankdata(neg)) / m  # per negative: share of positives above it
+    v10, v01 = delong_components(y, p)  # per positive / per negative (ties count one half)
+    m, n = v10.size, v01.size
     auc = v10.mean()
     var = (np.var(v10, ddof=1) / m if m > 1 else 0.0) + (np.var(v01, ddof=1) / n if n > 1 else 0.0)
     half = stats.norm.ppf(1 - alpha / 2) * math.sqrt(var)

@@ -291,7 +291,7 @@ def test_rerun_replaces_the_run_and_a_killed_run_changes_nothing(shop):
 KILLED_AFTER_COMMIT = """
 import os, signal, sys
 import pipeline.jobs.score as score
-score._swap_in = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # killed between the commit and the rename
+score.swap_in_folder = lambda *a: os.kill(os.getpid(), signal.SIGKILL)  # killed between the commit and the rename
 from pipeline.cli import main
 sys.argv = ["dynseg", "score", "--as-of", "2026-11-27"]
 main()
