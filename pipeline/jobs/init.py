@@ -486,7 +486,7 @@ def _write(folder: Path, found: list[SourceFound], roles: dict[str, list[tuple[s
         files.setdefault("profiles/local.yaml", "# The default profile: overrides nothing (configs/project.yaml holds "
                                                 "the settings).\n{}\n")
         if "segments.yaml" in files:  # the project's own: the demo's salt would hold out the same ids
-            files["segments.yaml"] = re.sub(r"(?m)^holdout_salt: .*$", f"holdout_salt: {secrets.token_hex(8)}",
+            files["segments.yaml"] = re.sub(r"(?m)^holdout_salt: .*$", f"holdout_salt: '{secrets.token_hex(8)}'",
                                             files["segments.yaml"])
         if currency and "project.yaml" in files:
             files["project.yaml"] = re.sub(r"(?m)^currency:[ \t]*$", f"currency: {currency}  # the events' currency column",

@@ -435,3 +435,20 @@ def test_the_events_currency_is_set_and_several_currencies_are_named(tmp_path, m
     assert ("events: the amounts are in several currencies (column 'Currency': EUR (2), USD (1)): dynseg adds amounts "
             "as they are, so convert them to one currency") in said(result), said(result)
     assert load_config(tmp_path / "q").settings.currency == ""
+
+
+def test_a_holdout_salt_of_digits_only_stays_text(tmp_path, monkeypatch):
+    """One salt in about 2,000 is hex digits only ('4220572348625586'): YAML read it as a number and
+    the new project's configuration was refused (a test failed on it once). It is written quoted."""
+    import secrets
+
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(secrets, "token_hex", lambda n: "4220572348625586")
+    pd.DataFrame({"user": ["a"], "event": ["Placed Order"], "ts": pd.to_datetime(["2026-10-01"]),
+                  "value": [1.0]}).to_parquet(tmp_path / "e.parquet")
+    result = runner.invoke(app, ["init", str(tmp_path / "p"), "--events", str(tmp_path / "e.parquet")])
+    assert result.exit_code == 0, said(result)
+    from pipeline.config import load_config
+
+    assert load_config(tmp_path / "p").segments.holdout_salt == "4220572348625586"
