@@ -12,7 +12,7 @@ timestamps, ``amount``, ``category``, ...); ``customers`` the canonical profile 
 Spec points that are easy to get wrong (each pinned by a case in the parity test):
 
 - ``email_consent``: when the profile's ``consent_updated_at`` equals the latest consent event's
-  time, the profile wins.
+  time, consent holds only if both give it.
 - ``monetary_mean`` is ``monetary_total / frequency`` with ``monetary_total`` 0 when no amount is
   known, so purchases without amounts give 0.0, not null.
 - ``open_rate`` / ``click_to_open_90d`` are 0.0 (not null) with sends / opens but no opens / clicks.
@@ -254,5 +254,7 @@ def _consent(ev: pd.DataFrame, prof: pd.DataFrame, T: pd.Timestamp, profile: Dat
         known = ((updated < T) & prof["email_consent"].notna()).to_numpy()  # no value: no decision
         # the profile applies when known before T and not older than the latest consent event
         use_profile = known & ~(event_at.notna().to_numpy() & (event_at > updated).to_numpy())
-        result = result.where(~use_profile, prof["email_consent"].astype("boolean"))
+        tie = known & (event_at == updated).to_numpy()  # at the same instant: consent only if both give it
+        own = prof["email_consent"].astype("boolean")
+        result = result.where(~use_profile, own.where(~tie, own & result))
     return result

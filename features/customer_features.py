@@ -481,7 +481,11 @@ def _consent_as_of(x: ir.Table, t: ir.Value, profile: DataProfile) -> ir.Boolean
     if from_event is None:
         return from_profile
     event_newer = last_consent_event_at.notnull() & (profile_at.isnull() | (last_consent_event_at > profile_at))
-    return ibis.ifelse(event_newer, from_event, from_profile)
+    # the profile's decision and a consent event at the same instant: consent only if both give it
+    # (the cautious reading, as for two events; the profile won, so a profile's "yes" stamped with
+    # an unsubscribe's instant left the customer sendable)
+    tie = last_consent_event_at.notnull() & profile_at.notnull() & (last_consent_event_at == profile_at)
+    return ibis.ifelse(event_newer, from_event, ibis.ifelse(tie, from_event & from_profile, from_profile))
 
 
 @functools.cache

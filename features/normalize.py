@@ -67,9 +67,16 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
             # Numbers since 1970-01-01 UTC in the unit the catalog names (GA4's BigQuery export
             # writes microseconds); read through a double, exact for microseconds up to 2255. A
             # value outside 1900-3000 does not convert: a wrong unit gives years like 58000.
+            unit = EPOCH_UNITS[forms[0]]
             n = f"TRY_CAST(NULLIF(trim({c}), '') AS DOUBLE)" if t == "VARCHAR" else f"CAST({c} AS DOUBLE)"
-            us = f"({n} * {EPOCH_UNITS[forms[0]]})"
-            e = f"(CASE WHEN {us} BETWEEN {_EPOCH_LOW} AND {_EPOCH_HIGH} THEN make_timestamp(CAST(round({us}) AS BIGINT)) END)"
+            us = f"({n} * {unit})"
+            exact = f"round({us})"
+            if t == "VARCHAR":
+                # Text is read exactly: finer than a microsecond is cut, as with text timestamps
+                # (1772409599.9999996 s, 0.4 us before a cutoff, came out at it through the
+                # double). Within 1900-3000 the product fits DECIMAL(38, 18).
+                exact = f"coalesce(floor(TRY_CAST(NULLIF(trim({c}), '') AS DECIMAL(38, 18)) * {unit}), {exact})"
+            e = f"(CASE WHEN {us} BETWEEN {_EPOCH_LOW} AND {_EPOCH_HIGH} THEN make_timestamp(CAST({exact} AS BIGINT)) END)"
             given = f"NULLIF(trim({c}), '')" if t == "VARCHAR" else c
             return Typed(e, f"({given} IS NOT NULL AND {e} IS NULL)")
         if t in _NAIVE_TS:
@@ -89,11 +96,14 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
             # (no ISO fallback: 01/02 read both ways would be a silent month's shift). Without %z,
             # a value is UTC, as ISO text without an offset is. An offset (%z) or a zone (%Z) is
             # held to what ISO text is held to below.
-            given = forms_literal(forms)
             v = f"NULLIF(trim({c}), '')"
             if any("%z" in f for f in forms):  # ISO's Z for UTC, which %z does not read
                 v = f"regexp_replace({v}, '([0-9])Z$', '\\1+00:00')"
-            e = f"make_timestamp(epoch_us(try_strptime({v}, {given})))"
+            # One try_strptime per form, first hit kept: given a list, DuckDB 2.0 carries the offset
+            # of a row read by a %z form over to the next rows read by a form without one (a
+            # 23:00 UTC purchase after a -05:00 row came out at 04:00 the next day).
+            e = ("make_timestamp(coalesce("
+                 + ", ".join(f"epoch_us(try_strptime({v}, {literal(f)}))" for f in forms) + "))")
             zoned = [_abbreviated(c)] if any("%Z" in f for f in forms) else []
             zoned += [_impossible_offset(c)] if any("%z" in f for f in forms) else []
             return Typed(e, f"(NULLIF(trim({c}), '') IS NOT NULL AND ({' OR '.join([f'{e} IS NULL', *zoned])}))")

@@ -295,10 +295,13 @@ EDGE_CASES = [
         [("a", "2025-01-01", None, None)], FeatureSpec(), "monetary_mean",
         id="monetary_mean-null-amounts"),
     pytest.param(
-        # profile decision at the same instant as the latest consent event: the profile wins
-        # ("not older than that event"; bca542b took the event)
-        [("c", "consent_granted", "2026-01-01", None, None)],
-        [("c", "2025-01-01", False, "2026-01-01")], FeatureSpec(), "email_consent",
+        # profile decision at the same instant as the latest consent event: consent only if both
+        # give it (bca542b took the event; until 2026-12-03 the profile won, so d's "yes" beside
+        # an unsubscribe at the same instant left d sendable); e: both agree
+        [("c", "consent_granted", "2026-01-01", None, None), ("d", "unsubscribe", "2026-01-01", None, None),
+         ("e", "consent_granted", "2026-01-01", None, None)],
+        [("c", "2025-01-01", False, "2026-01-01"), ("d", "2025-01-01", True, "2026-01-01"),
+         ("e", "2025-01-01", True, "2026-01-01")], FeatureSpec(), ["email_consent", "unsubscribed"],
         id="email_consent-profile-tie"),
     pytest.param(
         # a grant and a withdrawal (or an unsubscribe) at the same instant, the profile older: the
@@ -450,12 +453,20 @@ def test_each_engagement_column_needs_the_roles_it_reads():
 
 
 def test_consent_tie_goes_to_the_withdrawal():
-    """The value, not only agreement with the oracle: a tie on the latest consent event withdraws."""
-    events, customers = _tiny(EDGE_CASES[2].values[0], EDGE_CASES[2].values[1])
-    profile = DataProfile(frozenset(events["role"]), has_signup=True, has_consent_profile=True)
-    eng = _tiny_engine(events, customers)
-    got = eng.execute(customer_features(eng.events(), eng.customers(), datetime(2026, 6, 1), FeatureSpec(), profile))
-    assert got.set_index("customer_id")["email_consent"].to_dict() == {"f": False, "g": False, "h": True}
+    """The value, not only agreement with the oracle: a tie on the latest consent event withdraws,
+    between two events and between an event and the profile's decision."""
+    def consent(case_id):
+        case = next(p for p in EDGE_CASES if p.id == case_id)
+        events, customers = _tiny(case.values[0], case.values[1])
+        profile = DataProfile(frozenset(events["role"]), has_signup=True, has_consent_profile=True)
+        eng = _tiny_engine(events, customers)
+        got = eng.execute(customer_features(eng.events(), eng.customers(), datetime(2026, 6, 1), FeatureSpec(), profile))
+        return got.set_index("customer_id")
+
+    assert consent("email_consent-event-tie")["email_consent"].to_dict() == {"f": False, "g": False, "h": True}
+    tie = consent("email_consent-profile-tie")
+    assert tie["email_consent"].to_dict() == {"c": False, "d": False, "e": True}
+    assert tie["unsubscribed"].to_dict() == {"c": False, "d": True, "e": False}
 
 
 def test_a_profile_row_without_a_consent_value_is_no_decision():

@@ -334,6 +334,26 @@ def test_numbers_since_1970_in_the_unit_the_catalog_names(project):
         load_config(project.root)
 
 
+def test_a_list_of_forms_with_and_without_an_offset_reads_each_row_by_its_own(project):
+    """A review found DuckDB's try_strptime, given a list, carrying the offset of a row read by a
+    `%z` form over to the next rows read by forms without one: a 23:00 UTC purchase after a -05:00
+    row came out at 04:00 the next day (past a cutoff), and which rows moved followed the file's
+    order. Epoch seconds written as text are read exactly: 0.4 us before a cutoff is not at it."""
+    df = good_events().iloc[:4].copy()
+    df["ts"] = ["01/03/2026 18:30 -0500", "01/03/2026 23:00", "15/02/2026", "01/03/2026 18:30 +0000"]
+    expected = [pd.Timestamp(t) for t in ("2026-03-01 23:30", "2026-03-01 23:00", "2026-02-15", "2026-03-01 18:30")]
+    for order in ([0, 1, 2, 3], [3, 2, 1, 0]):
+        report = run_with(project, df.iloc[order], "events.csv",
+                          timestamp_format=["%d/%m/%Y %H:%M %z", "%d/%m/%Y %H:%M", "%d/%m/%Y"])
+        assert report.ok, report.problems
+        assert list(connect_and_read(project, report)["ts"]) == [expected[i] for i in order], order
+    epoch = good_events().iloc[:2].copy()
+    epoch["ts"] = ["1772409599.9999996", "1772409599.999999"]
+    report = run_with(project, epoch, "events.csv", timestamp_format="epoch_s")
+    assert report.ok, report.problems
+    assert list(connect_and_read(project, report)["ts"]) == [pd.Timestamp("2026-03-01 23:59:59.999999")] * 2
+
+
 def test_own_forms_are_held_to_what_iso_text_is_held_to(project):
     """With `%z` an impossible offset, with `%Z` a zone abbreviation, was read as written (an event
     moved days, BST as Bangladesh); under `decimal: ","` 0.500 read as 500 and NaN was an error;
@@ -449,6 +469,11 @@ def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
     report = run_with(project, exact)
     assert report.ok and only(report, "duplicate_event_id").count == 1
     assert only(report, "duplicate_event_id").examples == ("'c0-1' at rows 1, 19",)  # it had no example
+    purchase = df.index[(df.event_type == "order_completed")][0]
+    no_amount = df.assign(amount=df.amount.where(df.index != purchase))
+    no_amount = pd.concat([no_amount, no_amount.iloc[[purchase]]], ignore_index=True)
+    p = only(run_with(project, no_amount), "purchase_without_amount")  # one purchase, delivered twice
+    assert p.count == 2 and p.message.endswith("have no amount, counting the repeated rows"), p.message
     conflict = exact.copy()
     conflict.loc[len(conflict) - 1, "ts"] = pd.Timestamp("2026-02-02")
     p = only(run_with(project, conflict), "conflicting_event_id")
