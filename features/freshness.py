@@ -21,10 +21,21 @@ class NoEventsBefore(StaleDataError):
     try_later = False
 
 
+class GapBefore(StaleDataError):
+    """The log goes on after the as_of but has a hole before it: a past date whose events are
+    missing, which waiting does not mend either (a scheduler backfilling it would retry forever)."""
+
+    try_later = False
+
+
 def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: timedelta, action: str = "refuse",
-                    where: str = "configs/project.yaml") -> str | None:
+                    where: str = "configs/project.yaml", lag_where: str | None = None,
+                    next_event: datetime | None = None) -> str | None:
     """Return a warning text, raise StaleDataError (action ``refuse``), or return None when fresh.
-    ``where``: the file whose ``freshness.action`` is in force (a profile's or a local override)."""
+    ``where``: the file whose ``freshness.action`` is in force (a profile's or a local override);
+    ``lag_where`` the one whose ``freshness.max_lag_days`` is (default: ``where``). ``next_event``,
+    the first event at or after ``as_of`` if the log has one, makes staleness a gap in the history
+    (:class:`GapBefore`) rather than a file that has not arrived yet."""
     if newest_event is None:
         raise NoEventsBefore(f"no events before as_of {as_of:%Y-%m-%d %H:%M} UTC; nothing to compute features from")
     lag = as_of - newest_event
@@ -34,9 +45,16 @@ def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: tim
         f"data is stale: the newest event is {newest_event:%Y-%m-%d %H:%M} UTC, {_span(lag)} before as_of "
         f"{as_of:%Y-%m-%d %H:%M} UTC (allowed: {_span(max_lag)})"
     )
-    if action == "refuse":
-        raise StaleDataError(text + ". Load newer events, pick an earlier --as-of, or raise freshness.max_lag_days "
-                                    "(or set freshness.action: warn) in configs/project.yaml")
+    lag_where = lag_where or where
+    settings = (f"raise freshness.max_lag_days in {lag_where} (or set freshness.action: warn"
+                + (f" in {where})" if where != lag_where else ")"))
+    if next_event is not None:
+        text += (f", and the log goes on at {next_event:%Y-%m-%d %H:%M} UTC: a gap in the history, not a late file "
+                 f"({_span(next_event - newest_event)} without events)")
+        if action == "refuse":
+            raise GapBefore(text + f". Load the missing events, pick another --as-of, or {settings}")
+    elif action == "refuse":
+        raise StaleDataError(text + f". Load newer events, pick an earlier --as-of, or {settings}")
     return text + f"; freshness.action is warn, so the run goes on ({where})"
 
 

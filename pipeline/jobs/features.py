@@ -421,8 +421,12 @@ def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     if newest is None:
         _why_no_events(cfg, data, as_of)
     fr = cfg.settings.freshness
-    warning = check_freshness(newest, as_of, timedelta(days=fr.max_lag_days), fr.action,
-                              cfg.origin("project.yaml", "freshness", "action"))
+    max_lag = timedelta(days=fr.max_lag_days)
+    later = None
+    if newest is not None and is_stale(newest, as_of, max_lag) and data.report.time_range(cfg.role_of)[1] >= as_of:
+        later = data.con.execute("SELECT min(ts) FROM events WHERE ts >= ?", [as_of]).fetchall()[0][0]
+    warning = check_freshness(newest, as_of, max_lag, fr.action, cfg.origin("project.yaml", "freshness", "action"),
+                              cfg.origin("project.yaml", "freshness", "max_lag_days"), later)
     return [warning] if warning else []
 
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from feature_rules import violations
-from features.freshness import StaleDataError, check_freshness
+from features.freshness import GapBefore, StaleDataError, check_freshness
 from features.training_set import TrainingSetError, plan_snapshots
 from pipeline.config import load_config
 from pipeline.jobs.features import feature_spec, training_set_job
@@ -124,6 +124,16 @@ def test_freshness():
     assert "set freshness.action: warn" not in warned
     local = check_freshness(as_of - 8 * D, as_of, 3 * D, action="warn", where="configs/local/project.yaml")
     assert local.endswith("the run goes on (configs/local/project.yaml)")
+    # the refusal names the file whose max_lag_days is in force (it said configs/project.yaml when a
+    # local file set it, so the advice changed nothing)
+    with pytest.raises(StaleDataError, match=r"raise freshness.max_lag_days in configs/local/project.yaml \(or set "
+                                             r"freshness.action: warn in configs/project.yaml\)"):
+        check_freshness(as_of - 8 * D, as_of, 3 * D, where="configs/project.yaml", lag_where="configs/local/project.yaml")
+    # a hole in a log that goes on after the as_of is no late file: waiting does not mend it
+    with pytest.raises(GapBefore, match=r"the log goes on at 2026-11-29 00:00 UTC: a gap in the history, not a late "
+                                        r"file \(9 days without events\)\. Load the missing events") as e:
+        check_freshness(as_of - 8 * D, as_of, 3 * D, next_event=as_of + D)
+    assert not e.value.try_later and StaleDataError.try_later
 
 
 @pytest.fixture

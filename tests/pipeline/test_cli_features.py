@@ -108,6 +108,20 @@ def test_stale_data_exits_75_try_later_with_the_fix(project):
     assert not (project.workspace / "features").exists()
 
 
+def test_a_gap_in_past_history_exits_1_not_try_later(project):
+    """A review cut August 20-31 out of a log that runs to November: a build as of August 31 exited
+    75, "try again later", and a scheduler backfilling that date would have retried for ever."""
+    import dataclasses
+
+    shop = generate(300, seed=9, end="2026-11-27")
+    write(dataclasses.replace(shop, events=shop.events[~shop.events.ts.between("2026-08-20", "2026-09-01")]),
+          project.workspace / "data")
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-08-31"])
+    assert result.exit_code == 1, result.output
+    text = " ".join(result.stderr.split())
+    assert "a gap in the history, not a late file" in text and "Load the missing events" in text, text
+
+
 def test_an_as_of_after_now_is_warned_about(project):
     """A typo'd date days ahead passed in silence while the log was within freshness's lag of it,
     and every days-since feature counted days that had not happened."""
