@@ -113,6 +113,15 @@ class Engine(str, Enum):
     spark = "spark"
 
 
+def filled(value: str | None) -> str | None:
+    """An ``--as-of`` callback: an empty value is refused. A scheduler's ``--as-of "$(date ...)"``
+    whose substitution came out empty ran as of now (or on all the data) instead of the date meant."""
+    if value is not None and not value.strip():
+        raise typer.BadParameter("is empty: give a date (2026-11-27, the end of that day, UTC) or an instant "
+                                 "(2026-11-27T06:00Z), or leave the option out for its default")
+    return value
+
+
 def engine_name(engine: Engine | None) -> str | None:
     return engine.value if engine is not None else None
 

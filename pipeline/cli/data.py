@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.asof import BadValue, as_of_text, now_utc, parse_as_of
-from pipeline.cli.common import State, err, handled, kv_table, out, progress
+from pipeline.cli.common import State, err, filled, handled, kv_table, out, progress
 from pipeline.cli.render import problems_table
 from pipeline.workspace import Workspace, check_writable, write_atomic
 
@@ -47,7 +47,7 @@ def generate(
 @app.command()
 def validate(
     ctx: typer.Context,
-    as_of: Annotated[Optional[str], typer.Option(help="Run instant; a date means the end of that day, UTC. Default: now.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(callback=filled, help="Run instant; a date means the end of that day, UTC. Default: now.")] = None,
     json_out: Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON here.")] = None,
 ) -> None:
     """Check the configured sources against the data contract; report every problem at once."""
@@ -117,7 +117,7 @@ def _print_summary(s: dict) -> None:
 def simulate_campaign(
     ctx: typer.Context,
     run: Annotated[Optional[str], typer.Option(help="Scoring run id whose segments were sent a campaign.")] = None,
-    as_of: Annotated[Optional[str], typer.Option(help="Or: the scoring run as of this date.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(callback=filled, help="Or: the scoring run as of this date.")] = None,
     uplift: Annotated[float, typer.Option(min=0, max=1, help="Share of treated non-buyers the campaign converts.")] = 0.05,
     segment: Annotated[Optional[list[str]], typer.Option(help="Segments sent to (repeat; default: every segment with a holdout).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from features.asof import BadValue, as_of_label, parse_as_of
-from pipeline.cli.common import State, err, handled, kv_table, on_duckdb_note, out
+from pipeline.cli.common import State, err, filled, handled, kv_table, on_duckdb_note, out
 
 
 class Model(str, Enum):
@@ -22,7 +22,7 @@ def explain(
     customer_id: Annotated[str, typer.Argument(help="Customer id (the canonical id after identity merging).")],
     model: Annotated[Optional[Model], typer.Option(help="Only this model (default: every model of the run).")] = None,
     run: Annotated[Optional[str], typer.Option(help="Scoring run id (default: the latest run).")] = None,
-    as_of: Annotated[Optional[str], typer.Option(help="The run as of this date or instant, instead of --run.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(callback=filled, help="The run as of this date or instant, instead of --run.")] = None,
     top: Annotated[int, typer.Option(help="Features to list.")] = 12,
     version: Annotated[Optional[str], typer.Option(
         "--version", help="With --model: explain with this version of the model (a number, or an alias such as "

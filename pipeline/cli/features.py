@@ -11,7 +11,7 @@ from rich.table import Table
 
 from features.asof import as_of_file_label, as_of_text, cutoff_label, parse_as_of
 from features.customer_features import DOCS, catalog
-from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out, progress
+from pipeline.cli.common import Engine, State, engine_name, err, filled, handled, kv_table, out, progress
 from pipeline.cli.train import Target
 from pipeline.workspace import Workspace
 
@@ -21,7 +21,7 @@ app = typer.Typer(help="Point-in-time customer features.", no_args_is_help=True)
 @app.command()
 def build(
     ctx: typer.Context,
-    as_of: Annotated[str, typer.Option(help="Cutoff; a date means the end of that day, UTC. Features see only events before it.")],
+    as_of: Annotated[str, typer.Option(callback=filled, help="Cutoff; a date means the end of that day, UTC. Features see only events before it.")],
     engine: Annotated[Optional[Engine], typer.Option(help="duckdb (default from config) or spark.")] = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file, by its suffix; by default customer_features_<as_of>.parquet in <workspace>/features.")] = None,
 ) -> None:
@@ -87,7 +87,7 @@ def _preview(table) -> Table:
 def training_set(
     ctx: typer.Context,
     target: Annotated[Target, typer.Argument(help="The label: purchase or churn (configs/labels.yaml).")],
-    as_of: Annotated[Optional[str], typer.Option(help="Use only data before this instant, as `train --as-of` does (a date means the end of that day, UTC; default: all of it).")] = None,
+    as_of: Annotated[Optional[str], typer.Option(callback=filled, help="Use only data before this instant, as `train --as-of` does (a date means the end of that day, UTC; default: all of it).")] = None,
     horizon: Annotated[Optional[str], typer.Option(help="Label horizon (e.g. 30d, 8w); default from configs/labels.yaml.")] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="duckdb (default from config) or spark.")] = None,
     out_path: Annotated[Optional[Path], typer.Option("--out", help="Parquet or CSV file, by its suffix; by default training_set_<target>[_<horizon in days>][_<as_of>].parquet in <workspace>/features (the horizon when it is not the configured one).")] = None,

@@ -9,12 +9,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.asof import BadValue, as_of_label, parse_as_of
-from pipeline.cli.common import EXIT_GATE, State, err, handled, kv_table, on_duckdb_note, out
+from pipeline.cli.common import EXIT_GATE, State, err, filled, handled, kv_table, on_duckdb_note, out
 
 
 def monitor(
     ctx: typer.Context,
-    as_of: Annotated[Optional[str], typer.Option(help="The scoring run as of this date (default: the latest run).")] = None,
+    as_of: Annotated[Optional[str], typer.Option(callback=filled, help="The scoring run as of this date (default: the latest run).")] = None,
     run: Annotated[Optional[str], typer.Option(help="Or: the scoring run id.")] = None,
 ) -> None:
     """Drift of features and scores against each model's training reference, and segment-health alarms.
@@ -46,7 +46,7 @@ def monitor(
 def lift(
     ctx: typer.Context,
     run: Annotated[Optional[str], typer.Option(help="The scoring run id.")] = None,
-    as_of: Annotated[Optional[str], typer.Option(help="Or: the scoring run as of this date.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(callback=filled, help="Or: the scoring run as of this date.")] = None,
 ) -> None:
     """Holdout lift per segment and realized model quality for a past run whose outcome window has passed.
 

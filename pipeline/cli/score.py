@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.asof import as_of_label, now_utc, parse_as_of
-from pipeline.cli.common import Engine, State, engine_name, err, handled, kv_table, out, stages
+from pipeline.cli.common import Engine, State, engine_name, err, filled, handled, kv_table, out, stages
 
 if TYPE_CHECKING:  # the job (and scikit-learn behind it) is imported when the command runs
     from pipeline.jobs.score import ScoreRun
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the job (and scikit-learn behind it) is imported when the c
 
 def score(
     ctx: typer.Context,
-    as_of: Annotated[Optional[str], typer.Option(help="Score as of this date (end of day, UTC) or instant; default: now.")] = None,
+    as_of: Annotated[Optional[str], typer.Option(callback=filled, help="Score as of this date (end of day, UTC) or instant; default: now.")] = None,
     engine: Annotated[Optional[Engine], typer.Option(help="duckdb or spark (default from config).")] = None,
     reasons: Annotated[Optional[bool], typer.Option("--reasons/--no-reasons", help="Reason codes for sendable customers (default: reason_codes in configs/scoring.yaml).")] = None,
     allow_dead_inputs: Annotated[bool, typer.Option("--allow-dead-inputs", help="Score even when an input a champion learned from holds one value (or none) for every customer (refused by default: a column renamed upstream, such as the amount, would score a different shop).")] = False,

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from features.asof import as_of_label
 from pipeline.config import segment_outcome
-from pipeline.cli.common import State, err, handled, kv_table, out
+from pipeline.cli.common import State, err, filled, handled, kv_table, out
 from pipeline.cli.score import health_table
 from pipeline.segments import excluded_by, same_definition
 from pipeline.workspace import Workspace
@@ -43,7 +43,7 @@ _RUN = typer.Option("--run", help="Or: the scoring run id.")
 
 @app.command("list")
 def list_(ctx: typer.Context,
-          as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
+          as_of: Annotated[Optional[str], typer.Option(callback=filled, help="The run as of this date (default: the latest run).")] = None,
           run_id: Annotated[Optional[str], _RUN] = None,
           as_json: Annotated[bool, typer.Option("--json", help="Print the run and its segments as JSON, for a "
                                                                "script or a scheduler.")] = False) -> None:
@@ -105,7 +105,7 @@ def _stored_definition(db, name: str, history, as_of):
 
 @app.command()
 def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
-         as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
+         as_of: Annotated[Optional[str], typer.Option(callback=filled, help="The run as of this date (default: the latest run).")] = None,
          sample: Annotated[int, typer.Option(help="Members to list.")] = 10,
          drivers: Annotated[bool, typer.Option(help="Compute the features that set the segment apart (SHAP).")] = True) -> None:
     """One segment: its definition, size across runs, band mix and sample members."""
@@ -245,7 +245,7 @@ def _changes_of(db, run, name: str, config: dict, removed: bool):
 def changes(ctx: typer.Context,
             name: Annotated[Optional[str], typer.Argument(help="Segment name (default: every segment of the run, "
                                                                "with a segment column).")] = None,
-            as_of: Annotated[Optional[str], typer.Option(help="The run as of this date (default: the latest run).")] = None,
+            as_of: Annotated[Optional[str], typer.Option(callback=filled, help="The run as of this date (default: the latest run).")] = None,
             out_path: Annotated[Optional[Path], typer.Option("--out", help="Write every change to this Parquet or CSV file.")] = None,
             limit: Annotated[int, typer.Option(min=0, help="Changes to list on screen.")] = 20,
             run_id: Annotated[Optional[str], _RUN] = None,

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.asof import cutoff_label, parse_as_of
-from pipeline.cli.common import EXIT_GATE, Engine, State, engine_name, err, handled, kv_table, out, progress
+from pipeline.cli.common import EXIT_GATE, Engine, State, engine_name, err, filled, handled, kv_table, out, progress
 
 if TYPE_CHECKING:  # the job (and matplotlib behind it) is imported when the command runs
     from pipeline.jobs.train import TrainResult
@@ -111,7 +111,7 @@ def metrics_table(r: TrainResult) -> Table:
     return t
 
 
-_AS_OF = typer.Option(help="End of the data to use: an instant, or a date meaning the end of that day, UTC (default: "
+_AS_OF = typer.Option(callback=filled, help="End of the data to use: an instant, or a date meaning the end of that day, UTC (default: "
                            "the newest event). Labels must be complete before it.")
 _HORIZON = typer.Option(help="Label horizon, e.g. 30d or 26w (default from configs/labels.yaml).")
 _ENGINE = typer.Option(help="Feature engine: duckdb or spark (default from config).")

@@ -108,6 +108,17 @@ def test_stale_data_exits_75_try_later_with_the_fix(project):
     assert not (project.workspace / "features").exists()
 
 
+@pytest.mark.parametrize("command", [["features", "training-set", "churn"], ["data", "validate"], ["score"],
+                                     ["train", "purchase"], ["segments", "list"], ["features", "build"]])
+def test_an_empty_as_of_is_refused(project, command):
+    """A scheduler's `--as-of "$(date ...)"` whose substitution came out empty: training-set and
+    train used all the data, validate and score ran as of now, segments list showed the latest run."""
+    result = runner.invoke(app, [*command, "--as-of", "  "])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.stderr.split())
+    assert "--as-of" in text and "is empty: give a date" in text, text
+
+
 def test_a_gap_in_past_history_exits_1_not_try_later(project):
     """A review cut August 20-31 out of a log that runs to November: a build as of August 31 exited
     75, "try again later", and a scheduler backfilling that date would have retried for ever."""
