@@ -53,6 +53,12 @@ def plan_snapshots(
     data_start, data_end = utc(data_start), utc(data_end)
     if n_snapshots < 3:
         raise TrainingSetError(f"training needs at least 3 snapshots (train, validation, test); got {n_snapshots}")
+    reach = horizon + 2 * max(step, horizon) + (n_snapshots - 3) * step
+    if reach >= data_end - datetime(1, 1, 2):  # the first cutoff would be before year 1: no date at all
+        raise TrainingSetError(
+            f"{n_snapshots} snapshots {step.days} days apart with a {horizon.days}-day label window reach "
+            f"{reach.days:,} days back from the newest event ({_moment(data_end)}), before any date; the history "
+            f"starts {_moment(data_start)}. Set training.snapshots in configs/training.yaml to fit it (6 is the default)")
     cutoffs = _cutoffs(data_end, horizon, n_snapshots, step)
     earliest_ok = data_start + min_history
     if cutoffs[-1] < earliest_ok:
@@ -64,7 +70,11 @@ def plan_snapshots(
         # only what can help: fewer snapshots, a shorter step (while it sets the gap), a shorter horizon
         helps = []
         if fits(3, step):
-            most = max(n for n in range(3, n_snapshots) if fits(n, step))
+            low, high = 3, n_snapshots - 1  # fits(low), not fits(high + 1): the most that fit, by bisection
+            while low < high:
+                mid = (low + high + 1) // 2
+                low, high = (mid, high) if fits(mid, step) else (low, mid - 1)
+            most = low
             helps.append(f"fewer snapshots (training.snapshots: {most} fit)")
         if step > timedelta(days=1) and fits(n_snapshots, timedelta(days=1)):
             helps.append("a shorter step (training.step)")

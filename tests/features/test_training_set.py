@@ -58,6 +58,13 @@ def test_history_too_short_is_refused_with_what_fits():
     with pytest.raises(TrainingSetError) as e:
         plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27), 60 * D, 25, 30 * D, min_history=90 * D)
     assert "fewer snapshots (training.snapshots: 17 fit)" in str(e.value) and "training.snapshots: 3" not in str(e.value)
+    # snapshots that reach back before year 1 (a review's `snapshots: 30000`): a traceback
+    # (OverflowError) before; many that do not are counted without building every smaller plan
+    with pytest.raises(TrainingSetError, match=r"30000 snapshots 30 days apart .* before any date; the history starts "
+                                               r"2025-01-01\. Set training.snapshots"):
+        plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27), 30 * D, 30000, 30 * D)
+    with pytest.raises(TrainingSetError, match=r"fewer snapshots \(training.snapshots: 518 fit\)"):
+        plan_snapshots(datetime(2025, 1, 1), datetime(2026, 11, 27), 30 * D, 30000, 1 * D, min_history=90 * D)
     with pytest.raises(TrainingSetError) as e:  # not "Only 0 fit"
         plan_snapshots(datetime(2026, 10, 1), datetime(2026, 11, 27), 30 * D, 6, 30 * D, min_history=90 * D)
     assert ". None fits. What can help:" in str(e.value)
