@@ -151,6 +151,13 @@ def build_training_set(
     (:data:`HISTORY_COLUMNS`) of every customer who bought before the cutoff, whatever the label's
     population: what BG/NBD is fitted on (a churn population of recent buyers alone leaves out
     everyone who dropped out, the very thing BG/NBD models)."""
+    if "purchase" not in profile.roles:
+        # both labels are read from purchases: no snapshot, customer or horizon could give one
+        raise TrainingSetError(
+            f"no event in the log has the purchase role, and '{label.target}' labels are read from purchases "
+            f"({label.describe()}): every label would be {'0' if label.target == 'purchase' else 'empty'}. Map your "
+            "order event to purchase under event_roles: in configs/roles.yaml (`dynseg data validate` names the "
+            "event types that look like one)")
     events, customers, consents = engine.events(), engine.customers(), engine.consents()
     features_at = engine.at_cutoffs(lambda t: customer_features(events, customers, t, spec, profile, consents=consents))
     frames = []

@@ -224,6 +224,17 @@ def test_too_few_examples_and_stale_data_are_refused(shop):
         training_set_job(load_config(shop.root), "churn")
     with pytest.raises(StaleDataError, match="data is stale"):
         training_set_job(load_config(shop.root), "churn", as_of=datetime(2026, 12, 20))
+    # no purchase in the log at all (the order event left unmapped): no setting can help, and the
+    # advice was more snapshots or customers, another horizon, a lower minimum
+    (shop.root / "configs" / "training.yaml").write_text("")
+    roles = shop.root / "configs" / "roles.yaml"
+    roles.write_text(roles.read_text().replace("purchase: [order_completed]", "purchase: [order_placed]")
+                     .replace("ignore: []", "ignore: [order_completed]"))
+    for target in ("churn", "purchase"):
+        with pytest.raises(TrainingSetError, match=f"no event in the log has the purchase role, and '{target}' labels "
+                                                   "are read from purchases") as e:
+            training_set_job(load_config(shop.root), target)
+        assert "Map your order event to purchase under event_roles:" in str(e.value)
 
 
 
