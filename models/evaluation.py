@@ -49,27 +49,36 @@ def lift_at(y: np.ndarray, p: np.ndarray, top: float = 0.1) -> float:
     return float(ranked_outcomes(y, p)[:n].mean() / base) if base > 0 else float("nan")
 
 
-def calibration_slope(y, p, start: tuple[float, float] = (1.0, 0.0), iterations: int = 25) -> tuple[float, float]:
+#: Scores whose logits span less than this have no spread to fit a slope to (a constant model,
+#: its calibrated scores equal up to rounding: its slope read 1.01, "consistent with calibrated")
+_NO_SPREAD = 1e-6
+
+
+def calibration_slope(y, p, start: tuple[float, float] = (1.0, 0.0), iterations: int = 50) -> tuple[float, float]:
     """Slope and intercept of the logistic recalibration ``logit P(y) = a + b * logit(p)`` (Cox
     1958): b = 1 and a = 0 for calibrated scores; b < 1 means the scores spread wider than the
     outcomes do (over-confident at both ends), b > 1 narrower. Newton's method on the two
     parameters from ``start`` (slope, intercept): the same fit as an unpenalised logistic
-    regression, without its overhead."""
+    regression, without its overhead. NaN when there is no slope to fit: one class, scores without
+    spread, or scores that separate the classes (the fit does not converge: the slope runs off to
+    infinity, and on a tiny test set read 2e14)."""
+    from scipy.special import expit
+
     y = np.asarray(y, float)
     p = np.clip(np.asarray(p, float), 1e-6, 1 - 1e-6)
     x = np.log(p / (1 - p))
-    if y.min() == y.max() or x.std() == 0:
+    if y.min() == y.max() or np.ptp(x) < _NO_SPREAD:
         return float("nan"), float("nan")
     X = np.column_stack([np.ones_like(x), x])
     beta = np.array([start[1], start[0]], float)
     for _ in range(iterations):
-        mu = 1 / (1 + np.exp(-(X @ beta)))
+        mu = expit(X @ beta)
         w = mu * (1 - mu)
         step = np.linalg.solve(X.T @ (X * w[:, None]) + 1e-12 * np.eye(2), X.T @ (y - mu))
         beta += step
         if np.abs(step).max() < 1e-10:
-            break
-    return float(beta[1]), float(beta[0])
+            return float(beta[1]), float(beta[0])
+    return float("nan"), float("nan")
 
 
 def metrics(y, p) -> dict[str, float]:
@@ -197,8 +206,8 @@ def evaluate(y_test, model_p: np.ndarray, baselines: dict[str, np.ndarray], n_bo
     boots, slopes = _bootstrap(y, preds, n_boot, seed,
                                {k: (m["calibration_slope"], m["calibration_intercept"]) for k, m in full.items()})
     for name, m in full.items():
-        lo, hi = np.nanpercentile(boots[name], [2.5, 97.5])
-        s_lo, s_hi = np.nanpercentile(slopes[name], [2.5, 97.5])
+        lo, hi = _interval(boots[name])
+        s_lo, s_hi = _interval(slopes[name]) if np.isfinite(m["calibration_slope"]) else (np.nan, np.nan)
         rows.append({"scorer": name, **m, "roc_auc_ci_low": lo, "roc_auc_ci_high": hi,
                      "calibration_slope_ci_low": s_lo, "calibration_slope_ci_high": s_hi})
     diffs = []
@@ -206,6 +215,12 @@ def evaluate(y_test, model_p: np.ndarray, baselines: dict[str, np.ndarray], n_bo
         point, lo, hi = delong_difference(y, preds["model"], preds[name])
         diffs.append({"baseline": name, "auc_difference": point, "ci_low": lo, "ci_high": hi})
     return Evaluation(pd.DataFrame(rows), pd.DataFrame(diffs), calibration_table(y, preds["model"]), preds)
+
+
+def _interval(draws: np.ndarray) -> tuple[float, float]:
+    """The 95 % percentile interval of the finite draws; NaN when there are none."""
+    finite = draws[np.isfinite(draws)]
+    return tuple(np.percentile(finite, [2.5, 97.5])) if finite.size else (np.nan, np.nan)
 
 
 def delong_components(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -260,6 +275,9 @@ def calibration_verdict(slope: float, low: float, high: float, mean_predicted: f
     """The calibration slope in words, and the level (mean score against the realized rate) when
     it is off by more than ``tolerance`` of the rate: for the card and the train output. The slope
     says whether the scores spread right; the level, whether they sit at the right height."""
+    if not np.isfinite(slope):
+        return ("calibration slope: none to fit (the scores barely vary, or they separate the outcomes "
+                "perfectly, as on a very small test set)")
     # enough decimals that an interval the verdict calls clear of 1 does not read as reaching it
     # (1.0038 to 1.0785 printed "1.00 to 1.08" beside "under-confident")
     digits = 2

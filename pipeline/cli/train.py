@@ -107,7 +107,8 @@ def metrics_table(r: TrainResult) -> Table:
         t.add_column(label, justify="left" if label == "scorer" else "right")
     for row in r.evaluation.table.itertuples():
         t.add_row(row.scorer, f"{row.roc_auc:.4f}", f"[{row.roc_auc_ci_low:.3f}, {row.roc_auc_ci_high:.3f}]",
-                  *(f"{getattr(row, k):.4f}" for _, k in cols[3:-1]), f"{row.calibration_slope:.2f}")
+                  *(f"{getattr(row, k):.4f}" for _, k in cols[3:-1]),
+                  f"{row.calibration_slope:.2f}" if row.calibration_slope == row.calibration_slope else "none")
     return t
 
 

@@ -126,3 +126,25 @@ def test_the_auc_gain_interval_is_paired_delong_matching_the_bootstrap_without_i
     # evaluate() reports it
     row = evaluate(y, 1 / (1 + np.exp(-model)), {"base": 1 / (1 + np.exp(-base))}, n_boot=20).differences.iloc[0]
     assert (row.ci_low, row.ci_high) == pytest.approx((low, high), abs=1e-9)
+
+
+def test_no_slope_is_fitted_where_there_is_none():
+    """A review's tiny shop: a one-tree model gave every customer 0.400 (up to rounding) and read
+    "slope 1.01 (95 % CI 0.82 to 1.20): consistent with calibrated scores"; a baseline that
+    separated the test snapshot's classes read a slope of 2e14, with 400 overflow warnings."""
+    import warnings
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(50) < 0.4).astype(int)
+    flat = 0.4 + 1e-12 * rng.standard_normal(50)
+    separated = np.where(y == 1, 0.7, 0.2) + 0.01 * rng.random(50)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow, no all-NaN slice
+        for p in (flat, separated):
+            assert np.isnan(calibration_slope(y, p)[0])
+            row = evaluate(y, p, {}, n_boot=50).table.iloc[0]
+            assert np.isnan(row.calibration_slope) and np.isnan(row.calibration_slope_ci_low)
+            assert calibration_verdict(row.calibration_slope, row.calibration_slope_ci_low,
+                                       row.calibration_slope_ci_high).startswith("calibration slope: none to fit")
+    b, _ = calibration_slope(y, np.clip(0.4 + 0.1 * rng.standard_normal(50), 0.01, 0.99))  # noise: a slope near 0
+    assert abs(b) < 3
