@@ -75,4 +75,4 @@ def _span(d: timedelta) -> str:
     seconds = d.total_seconds() - (days * 86400 + hours * 3600 + minutes * 60)
     if parts and seconds > 0 and not (hours or minutes) and days < 30:  # just over whole days: by how much
         parts.append(f"{int(seconds)} s" if seconds >= 1 else "under 1 s")
-    return " ".join(parts) or "under a minute"
+    return " ".join(parts) or ("none" if d.total_seconds() == 0 else "under a minute")

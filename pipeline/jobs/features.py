@@ -284,10 +284,13 @@ def label_spec(cfg: Config, target: str, horizon: str | None = None) -> LabelSpe
     if target not in targets:
         raise BadValue(f"target {target!r} is not one of {', '.join(map(repr, targets))} (configs/labels.yaml)")
     lc = getattr(cfg.labels, target)
-    h = parse_duration(horizon or lc.horizon)
+    where = f"--horizon {horizon}" if horizon else f"configs/labels.yaml: {target}.horizon {lc.horizon}"
+    try:
+        h = parse_duration(horizon or lc.horizon)
+    except BadValue as e:  # say which value: the option's or the config's
+        raise BadValue(f"{where}: {e}") from None
     if h.total_seconds() <= 0:  # (over 100 years, parse_duration refuses)
-        raise BadValue(f"{'--horizon ' + horizon if horizon else f'configs/labels.yaml: {target}.horizon {lc.horizon}'}: "
-                       "expected a label window above zero and at most 100 years, such as 30d or 8w")
+        raise BadValue(f"{where}: expected a label window above zero and at most 100 years, such as 30d or 8w")
     return LabelSpec(target, h, lc.population, parse_duration(lc.active_window))
 
 

@@ -141,6 +141,8 @@ def test_freshness():
                                         r"file \(9 days without events\)\. Load the missing events") as e:
         check_freshness(as_of - 8 * D, as_of, 3 * D, next_event=as_of + D)
     assert not e.value.try_later and StaleDataError.try_later
+    with pytest.raises(StaleDataError, match=r"\(allowed: none\)"):  # max_lag_days: 0 read "allowed: under a minute"
+        check_freshness(as_of - D, as_of, 0 * D)
 
 
 @pytest.fixture

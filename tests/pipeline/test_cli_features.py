@@ -257,6 +257,7 @@ def test_a_bad_out_suffix_is_refused_before_any_work(project):
                  ["train", "churn", "--horizon", "5x"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 2 and result.stderr.startswith("Error: "), (args, result.output)
+    assert result.stderr.startswith("Error: --horizon 5x: duration '5x' is not understood"), result.stderr  # which value
 
 
 def test_an_out_path_that_cannot_be_a_file_is_refused_before_any_work(project):
