@@ -205,6 +205,25 @@ def unguessed_because(event_name: str) -> str | None:
     return None
 
 
+#: An order's payment state (Shopify's `Financial Status`, WooCommerce's and Stripe's statuses),
+#: by :func:`plain` spelling: a column of these is no event name (see :func:`order_states`)
+_ORDER_STATES = frozenset({"paid", "pending", "authorized", "partiallypaid", "partiallyrefunded", "refunded", "voided",
+                           "expired", "unpaid", "processing", "onhold", "cancelled", "canceled", "failed"})
+ORDER_STATES_FIX = ("build one row per order (a purchase at its creation time, with its total) and one per refund (at "
+                    "its own time, with the refunded amount): see 'Mapping your own data' in the README")
+
+
+def order_states(event_names) -> list[str]:
+    """The names among ``event_names`` that are an order's payment state (paid, refunded,
+    partially_refunded), when at least two of them are and one is ``paid``, ``partially_refunded``
+    or ``partially_paid``: the event_type column then holds each order's current state, not what
+    happened. Mapped by their words, ``refunded`` made a refunded order a refund and no purchase,
+    and a partial refund counted the order's whole total as refunded."""
+    states = [e for e in event_names if plain(e) in _ORDER_STATES]
+    marks = {"paid", "partiallyrefunded", "partiallypaid"}
+    return states if len(states) >= 2 and any(plain(e) in marks for e in states) else []
+
+
 def guess_role(event_name: str) -> str | None:
     """The role an event name most likely has by its words, or None: a proposal for a person to
     check before mapping it in configs/roles.yaml, never applied by itself."""

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from features.contract import CONTRACT, KNOWN_NAMES, ROLES, Column, guess_role, plain
+from features.contract import CONTRACT, KNOWN_NAMES, ORDER_STATES_FIX, ROLES, Column, guess_role, order_states, plain
 from features.normalize import EPOCH_UNITS, Typed, blank, expected_types, ident, is_numeric, literal, typed
 from features.sources import ColumnStats, RawSource, SourceError, SourceSpec, explain_read_error, register_source
 
@@ -767,8 +767,9 @@ def _role_guesses(names: list[str], role_of: dict[str, str]) -> str:
     has, so that a line replaces its old one; the names nothing suggests are listed apart."""
     guessed: dict[str, list[str]] = {}
     rest = []
+    states = set(order_states(names))  # an order's state is no event: no role by its words
     for e in names:
-        role = guess_role(e)
+        role = None if e in states else guess_role(e)
         (rest if role is None else guessed.setdefault(role, [])).append(e)
     if not guessed:
         return ""
@@ -802,6 +803,15 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
             + _role_guesses([e for e, _ in unknown], role_of),
             tuple(f"{e!r} ({_n(n, 'event', 'events')})" for e, n in unknown[:5]),
         ))
+    states = order_states([e for e, _ in rows])
+    if states:  # mapped or not: mapped as they read, refunded orders are refunds and no purchases
+        n = sum(report.event_types[e][0] for e in states)
+        report.problems.append(Problem(
+            "events", "event_type", "order_states", "warning", n,
+            f"{_files(raw)}: the event_type column holds orders' states ({', '.join(map(repr, states))}), not what "
+            "happened: mapped as they read, a refunded order is a refund and no purchase, and a partial refund "
+            "counts the order's whole total",
+            ORDER_STATES_FIX, tuple(f"{e!r} ({_n(report.event_types[e][0], 'row', 'rows')})" for e in states[:5])))
     total = sum(n for _, n in rows)
     if total and not any(role_of.get(e) == "purchase" for e in report.event_types):
         mapped = [e for e, r in role_of.items() if r == "purchase"]

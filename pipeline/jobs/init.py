@@ -25,7 +25,7 @@ import yaml
 
 from features.asof import BadValue
 from features.engine import no_progress_bar
-from features.contract import CONTRACT, ROLES, guess_role, unguessed_because
+from features.contract import CONTRACT, ORDER_STATES_FIX, ROLES, guess_role, order_states, unguessed_because
 from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident, is_numeric, iso_timestamptz, literal
 from features.sources import (SourceError, SourceSpec, _head, _utf16, drop_copies, glob_files, register_source,
                               resolve_files)
@@ -433,8 +433,9 @@ def _event_names(con: duckdb.DuckDBPyConnection, events: SourceFound
                        "WHERE e IS NOT NULL AND trim(e) <> '' GROUP BY 1 ORDER BY 2 DESC, 1").fetchall()
     roles: dict[str, list[tuple[str, int]]] = {}
     unplaced = []
+    states = set(order_states([name for name, _ in rows]))  # an order's state is no event: unplaced
     for name, n in rows:
-        role = guess_role(name)
+        role = None if name in states else guess_role(name)
         if role is None:
             unplaced.append((name, n))
         else:
@@ -531,6 +532,10 @@ def _roles_text(day: str, roles: dict[str, list[tuple[str, int]]], unplaced: lis
         return text + "ignore: []\n"
     text += ("ignore:\n# Not placed by `dynseg init` (their words suggest no role; validation refuses them until\n"
              "# they are): map each under event_roles, or uncomment its line here to ignore it.\n")
+    states = order_states([e for e, _ in unplaced])
+    if states:
+        text += (f"# {', '.join(states)}: orders' states (a payment status column), not events; " + ORDER_STATES_FIX
+                 + ".\n")
     return text + "".join(f"#   {yaml.safe_dump([e], allow_unicode=True, width=1 << 20).strip()}  # {n:,} event{'s' if n != 1 else ''}"
                           + (f"; {why}" if (why := unguessed_because(e)) else "") + "\n" for e, n in unplaced)
 

@@ -645,6 +645,24 @@ def test_a_folder_as_source_path_is_refused(project):
     assert report.ok and report.sources["events"].rows == len(good_events()), report.problems
 
 
+def test_an_event_type_column_of_order_states_is_said_to_be_one(project):
+    """A review mapped event_type to Shopify's `Financial Status`: validation proposed
+    `refund: [partially_refunded, refunded]`, which turns refunded orders into refunds and no
+    purchases (the README's own warning), and once pasted the log passed without a word."""
+    df = good_events(3)
+    orders = df["event_type"] == "order_completed"
+    df.loc[orders, "event_type"] = ["paid", "refunded", "partially_refunded"]
+    p = only(run_with(project, df), "unknown_event_type")
+    assert "refund" not in p.fix, p.fix  # no roles.yaml line proposed for a state
+    w = only(run_with(project, df), "order_states")
+    assert "holds orders' states ('paid', 'partially_refunded', 'refunded'), not what happened" in w.message
+    assert "one row per order" in w.fix and w.severity == "warning"
+    (project.root / "configs" / "roles.yaml").write_text(  # mapped by their words, as proposed before: still said
+        "event_roles:\n  purchase: [paid, order_completed]\n  refund: [refunded, partially_refunded]\n"
+        "  signup: [signed_up]\n  email_send: [email_sent]\n  email_open: [email_opened]\n")
+    assert only(run_with(project, df), "order_states").count == orders.sum()
+
+
 def test_unknown_event_types_are_listed_not_dropped(project):
     df = good_events()
     df.loc[1, "event_type"] = "push_sent"

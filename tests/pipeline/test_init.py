@@ -117,6 +117,24 @@ def test_init_refuses_an_existing_project_and_paths_it_cannot_use(shop_export, t
     assert not other.exists()  # refused before anything was made
 
 
+def test_order_states_as_event_names_are_placed_nowhere_and_said_to_be_states(tmp_path, monkeypatch):
+    """Shopify's orders export with its `Financial Status` as the event name: `refunded` went under
+    refund by its words, a refunded order then a refund and no purchase."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    project = tmp_path / "shop"
+    (project / "data").mkdir(parents=True)
+    pd.DataFrame({"user_id": ["a", "b", "a", "b"], "event_name": ["paid", "refunded", "partially_refunded", "paid"],
+                  "event_time": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"])}).to_parquet(
+        project / "data" / "ev.parquet")
+    monkeypatch.chdir(project)
+    result = runner.invoke(app, ["init", "--events", "data/ev.parquet"])
+    assert result.exit_code == 0, result.output
+    roles_text = (project / "configs" / "roles.yaml").read_text()
+    assert not (yaml.safe_load(roles_text)["event_roles"] or {}), roles_text
+    assert "# paid, partially_refunded, refunded: orders' states (a payment status column), not events" in roles_text
+
+
 def test_a_file_inside_the_project_is_named_relative_to_it_and_an_unreadable_one_is_reported(tmp_path, monkeypatch):
     for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
         monkeypatch.delenv(var, raising=False)
