@@ -152,9 +152,10 @@ def validate(
         report.typed[name] = _type_columns(raw, report.problems, spec)
         checks = _checks(name, report.typed[name], role_of, ignored, as_of, raw, future_after, spec)
         try:
+            dropped = name == "events" and spec.null_ids == "drop" and "customer_id" in report.typed[name]
             _run_checks(con, raw, checks, report.problems, report.typed[name],
                         report.event_types if name == "events" else None, report.amounts,
-                        read_all=spec.format == "csv")
+                        read_all=spec.format == "csv", dropped=blank("customer_id") if dropped else None)
         except duckdb.Error as e:  # a bad byte or row past what opening the file read
             report.problems.append(Problem(name, None, "unreadable", "error", 1,
                                            explain_read_error(e, spec, name, raw.files),
@@ -526,10 +527,12 @@ def _format_hint(col: str, spec: SourceSpec | None = None, name: str = "events")
 def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Check], problems: list[Problem],
                 typed_cols: dict[str, Typed] | None = None,
                 event_types: dict[str, tuple[int, datetime | None, datetime | None]] | None = None,
-                amounts: dict[str, int] | None = None, read_all: bool = False) -> None:
+                amounts: dict[str, int] | None = None, read_all: bool = False, dropped: str | None = None) -> None:
     """Count every check's failures in one scan. For events (``event_types`` given) the same scan
     also counts rows, finds the first and last timestamp and counts the rows with an amount
-    (into ``amounts``) per event_type. ``read_all``: the scan reads every column of every row
+    (into ``amounts``) per event_type. ``dropped``: SQL true of the rows no run reads (null ids
+    under ``null_ids: drop``), left out of the first and last timestamp, which freshness and the
+    start of history are read from (an anonymous visit hid an identified feed that had stopped). ``read_all``: the scan reads every column of every row
     (for CSV, whose bytes are only checked where a query reads them: a bad byte in a column no
     check reads, past the rows that opening the file looked at, would otherwise surface in the
     middle of a later run)."""
@@ -540,7 +543,8 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
     counts_sql = [f"count(*) FILTER (WHERE {c.predicate})" for c in checks]
     every = ", count(COLUMNS(*))" if read_all else ""
     if by_type:
-        ts = f"max({t['ts'].expr}), min({t['ts'].expr})" if "ts" in t else "NULL, NULL"
+        kept = f" FILTER (WHERE NOT ({dropped}))" if dropped else ""
+        ts = f"max({t['ts'].expr}){kept}, min({t['ts'].expr}){kept}" if "ts" in t else "NULL, NULL"
         # rows with an amount given: parsed, or refused as unparseable (reported as such, not as missing)
         amount = (f"count({t['amount'].expr})" + (f" + count(*) FILTER (WHERE {t['amount'].bad})"
                                                     if t['amount'].bad != "FALSE" else "")) if "amount" in t else "0"

@@ -226,6 +226,12 @@ def test_anonymous_rows_are_an_error_or_left_out_when_the_catalog_says_so(projec
     build_canonical(con, report, cfg.role_of)
     kept = con.sql("SELECT event_id FROM events ORDER BY event_id").df()["event_id"].tolist()
     assert kept == sorted(set(df["event_id"]) - {df.loc[1, "event_id"], df.loc[4, "event_id"]})
+    # the rows left out do not count for where the log starts and ends (freshness reads its end):
+    # a review's anonymous visits after the last identified event hid a feed that had stopped
+    late = pd.concat([df, df.iloc[[1]].assign(event_id="anon", ts=pd.Timestamp("2026-06-01")),
+                      df.iloc[[1]].assign(event_id="anon0", ts=pd.Timestamp("2025-06-01"))], ignore_index=True)
+    report = run_with(project, late, null_ids="drop")
+    assert report.time_range(load_config(project.root).role_of) == (df.ts.min(), df.ts.max()), report.event_types
     project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
                     customers={"format": "parquet", "path": "data/events.parquet", "null_ids": "drop"})
     with pytest.raises(ConfigError, match="`null_ids: drop` is for the events source only"):
