@@ -86,9 +86,13 @@ KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
         "ts": ("timestamp", "originaltimestamp", "eventtime", "eventtimestamp", "eventts", "occurredat", "time",
                "datetime", "orderedat", "purchasedat", "createdat", "happenedat", "eventdate", "date", "created"),
         "event_id": ("messageid", "id", "uuid", "eventuuid", "insertid"),
+        # (Segment's warehouse tables flatten properties as properties_revenue; GA4's export, flattened,
+        # ecommerce_purchase_revenue)
         "amount": ("revenue", "value", "total", "ordertotal", "ordervalue", "grandtotal", "eventvalue",
-                   "eventvalueinusd", "totalprice"),
-        "category": ("productcategory", "itemcategory", "categoryname"),
+                   "eventvalueinusd", "totalprice", "propertiesrevenue", "propertiestotal", "propertiesvalue",
+                   "ecommercepurchaserevenue", "purchaserevenue", "ecommercepurchaserevenueinusd",
+                   "purchaserevenueinusd"),
+        "category": ("productcategory", "itemcategory", "categoryname", "propertiescategory"),
         "campaign_id": ("campaign", "campaignname", "utmcampaign", "flowid"),
     },
     "customers": {

@@ -117,6 +117,26 @@ def test_init_refuses_an_existing_project_and_paths_it_cannot_use(shop_export, t
     assert not other.exists()  # refused before anything was made
 
 
+@pytest.mark.parametrize("revenue, category", [("properties_revenue", "properties_category"),
+                                               ("ecommerce_purchase_revenue", None)])
+def test_flattened_warehouse_columns_are_mapped(tmp_path, monkeypatch, revenue, category):
+    """Segment's warehouse tables flatten an event's properties (properties_revenue), GA4's export
+    flattened its ecommerce record: init left amount unmapped, and every purchase was 0 in spend."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    project = tmp_path / "shop"
+    (project / "data").mkdir(parents=True)
+    frame = pd.DataFrame({"user_id": ["a", "b"], "event": ["Order Completed", "Order Completed"],
+                          "timestamp": pd.to_datetime(["2026-01-01", "2026-01-02"]), revenue: [10.0, 20.0]})
+    if category:
+        frame[category] = ["shoes", "hats"]
+    frame.to_parquet(project / "data" / "ev.parquet")
+    monkeypatch.chdir(project)
+    assert runner.invoke(app, ["init", "--events", "data/ev.parquet"]).exit_code == 0
+    columns = yaml.safe_load((project / "configs" / "catalog.yaml").read_text())["sources"]["events"]["columns"]
+    assert columns["amount"] == revenue and columns.get("category") == category, columns
+
+
 def test_order_states_as_event_names_are_placed_nowhere_and_said_to_be_states(tmp_path, monkeypatch):
     """Shopify's orders export with its `Financial Status` as the event name: `refunded` went under
     refund by its words, a refunded order then a refund and no purchase."""
