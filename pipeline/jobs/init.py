@@ -298,7 +298,8 @@ _TIME_COLUMNS = {"events": ("ts",), "customers": ("signup_at", "consent_updated_
 _DATE_FAMILIES: dict[str, tuple[str, ...]] = {
     f"{order}{sep}": tuple(f"{sep.join(parts)}{time}" for time in (" %H:%M:%S", " %H:%M", " %I:%M %p", ""))
     for order, parts in (("dmy", ("%d", "%m", "%Y")), ("mdy", ("%m", "%d", "%Y")), ("ymd", ("%Y", "%m", "%d")))
-    for sep in ("/", ".", "-") if not (order == "ymd" and sep == "-")  # 2026-11-28 is ISO already
+    # "": GA4's event_date (20260108)
+    for sep in ("/", ".", "-", "") if not (order == "ymd" and sep == "-")  # 2026-11-28 is ISO already
 }
 
 

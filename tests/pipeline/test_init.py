@@ -137,6 +137,23 @@ def test_flattened_warehouse_columns_are_mapped(tmp_path, monkeypatch, revenue, 
     assert columns["amount"] == revenue and columns.get("category") == category, columns
 
 
+def test_a_compact_date_gets_its_form(tmp_path, monkeypatch):
+    """GA4's event_date is text like 20260108: init mapped it without a timestamp_format, and
+    validation then refused every row as unparseable with an example form of another shape."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    project = tmp_path / "shop"
+    (project / "data").mkdir(parents=True)
+    pd.DataFrame({"user_id": ["a", "b"], "event_name": ["purchase", "purchase"], "event_date": ["20260108", "20260305"]}
+                 ).to_parquet(project / "data" / "ev.parquet")
+    monkeypatch.chdir(project)
+    assert runner.invoke(app, ["init", "--events", "data/ev.parquet"]).exit_code == 0
+    events = yaml.safe_load((project / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+    assert events["timestamp_format"] == "%Y%m%d" and events["columns"]["ts"] == "event_date", events
+    result = runner.invoke(app, ["data", "validate", "--as-of", "2026-06-01"])
+    assert result.exit_code == 0, result.output
+
+
 def test_order_states_as_event_names_are_placed_nowhere_and_said_to_be_states(tmp_path, monkeypatch):
     """Shopify's orders export with its `Financial Status` as the event name: `refunded` went under
     refund by its words, a refunded order then a refund and no purchase."""
