@@ -847,14 +847,31 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
         missing = sum(report.event_types[e][0] - report.amounts.get(e, 0) for e in names) if "amount" in t else 0
         if missing:
             listed = ", ".join(map(literal, names))
+            lines = _line_items(con, raw.view, t, listed) if role == "purchase" else 0
             report.problems.append(Problem(
                 "events", "amount", f"{role}_without_amount", "warning", missing,
-                f"{_files(raw)}: {_n(missing, role, role + 's')} {'has' if missing == 1 else 'have'} no amount",
-                f"they count {counts}; fill the amount where it is known",
+                f"{_files(raw)}: {_n(missing, role, role + 's')} {'has' if missing == 1 else 'have'} no amount"
+                + (f"; {lines:,} of them share their customer and time with a purchase that has one: an order's "
+                   "line items, one row each (a Shopify orders export), each of which counts as an order" if lines else ""),
+                ("sum each order's lines to one row first (see 'Mapping your own data' in the README); "
+                 if lines else "") + f"they count {counts}; fill the amount where it is known",
                 _examples(con, raw.view, f"{t['event_type'].expr} IN ({listed}) AND {t['amount'].expr} IS NULL "
                           f"AND NOT coalesce({t['amount'].bad}, FALSE)",
                           "event_id" if "event_id" in t else None),
             ))
+
+
+def _line_items(con: duckdb.DuckDBPyConnection, view: str, t: dict[str, Typed], listed: str) -> int:
+    """Purchases without an amount that share customer and instant with a purchase that has one:
+    an export with a row per line item and the order's total on its first line. Asked only when
+    some purchase has no amount, so a log of whole orders pays nothing for it."""
+    if not {"customer_id", "ts"} <= set(t):
+        return 0
+    return int(con.execute(f"""
+        SELECT coalesce(sum(n - with_amount), 0) FROM (
+            SELECT count(*) AS n, count({t['amount'].expr}) AS with_amount FROM {view}
+            WHERE {t['event_type'].expr} IN ({listed}) GROUP BY {t['customer_id'].expr}, {t['ts'].expr})
+        WHERE with_amount > 0 AND n > with_amount""").fetchone()[0])
 
 
 def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, count: bool = True) -> None:

@@ -651,6 +651,21 @@ def test_a_folder_as_source_path_is_refused(project):
     assert report.ok and report.sources["events"].rows == len(good_events()), report.problems
 
 
+def test_an_orders_line_items_are_said_to_be_lines(project):
+    """A Shopify orders export has a row per line item, the order's total on its first line only:
+    validation said "N purchases have no amount; fill the amount where it is known", which would
+    count each line as an order with its share of the spend twice over."""
+    df = good_events(3)
+    order = df[df.event_type == "order_completed"]
+    lines = order.assign(event_id=order.event_id + "-line2", amount=None)
+    p = only(run_with(project, pd.concat([df, lines], ignore_index=True)), "purchase_without_amount")
+    assert p.count == 3 and "3 of them share their customer and time with a purchase that has one" in p.message
+    assert p.fix.startswith("sum each order's lines to one row first"), p.fix
+    alone = df.assign(amount=df.amount.where(df.customer_id != "c0"))  # no line beside a total: just missing
+    p = only(run_with(project, alone), "purchase_without_amount")
+    assert "share their customer" not in p.message and p.fix.startswith("they count"), p
+
+
 def test_an_event_type_column_of_order_states_is_said_to_be_one(project):
     """A review mapped event_type to Shopify's `Financial Status`: validation proposed
     `refund: [partially_refunded, refunded]`, which turns refunded orders into refunds and no
