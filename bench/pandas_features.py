@@ -99,7 +99,8 @@ def pandas_customer_features(
     purchases = by_role("purchase")
     # a purchase's category however it is spelt (' Shoes', 'shoes'), stripped as Ibis strips; a blank
     # one is none (only purchases are read for categories, so only theirs are normalised)
-    spelt = purchases["category"].astype("string").str.strip(" \t\n\r\x0b\x0c").str.lower()
+    spelt = (purchases["category"].astype("string").str.strip(" \t\n\r\x0b\x0c").str.lower()
+             .str.translate({0x3C2: "\u03c3", 0x307: None}))  # as features.customer_features.LOWER_FOLD
     purchases = purchases.assign(category=spelt.mask(spelt.eq("")))
     gp = grouped(purchases)
     frequency = gp.size().astype("int64")

@@ -215,12 +215,23 @@ PART_TOTALS = {
 }
 
 
+#: Where engines lower-case differently: Java (Spark) and Python write a final capital sigma as ς
+#: and İ as i + U+0307 (a combining dot), DuckDB as σ and i. Folded to σ and i after lower(), so
+#: ΟΔΟΣ and οδοσ, İNDİRİM and indirim are one category on every engine (they were one on DuckDB
+#: and two on Spark).
+LOWER_FOLD = ("\u03c2\u0307", "\u03c3")
+
+
+def _folded(lowered: ir.StringValue) -> ir.StringValue:
+    return lowered.translate(*LOWER_FOLD)
+
+
 def _category_counts(purchases: ir.Table, t: ir.Value, spec: FeatureSpec) -> ir.Table:
     """Distinct purchase categories, ever and per window. A category counts in a window when its
     latest purchase falls in it, so one small (customer, category) table answers every window;
     much cheaper than a distinct count per window over the whole log."""
     # one category however an export spells it (' Shoes', 'shoes'); a blank one is none
-    p = purchases.mutate(category=purchases.category.strip().lower())
+    p = purchases.mutate(category=_folded(purchases.category.strip().lower()))
     p = p.filter(p.category.notnull() & (p.category != ""))
     last = p.group_by(["customer_id", "category"]).aggregate(last_ts=p.ts.max())
     return last.group_by("customer_id").aggregate(

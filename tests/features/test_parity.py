@@ -343,10 +343,14 @@ EDGE_CASES = [
          ("l", "2025-01-01", None, None), ("m", "2025-01-01", True, "2026-01-01")], FeatureSpec(),
         ["unsubscribed", "email_consent"], id="unsubscribed-undone-by-consent"),
     pytest.param(
-        # one category however spelt: ' Shoes', 'shoes' and 'SHOES ' are one
+        # one category however spelt: ' Shoes', 'shoes' and 'SHOES ' are one; so are ΟΔΟΣ and οδοσ,
+        # İNDİRİM and indirim, which Python (as Java) lower-cases apart
         [("a", "purchase", "2026-05-10", 5.0, "shoes"), ("a", "purchase", "2026-05-11", 5.0, " Shoes"),
-         ("a", "purchase", "2026-01-12", 5.0, "SHOES "), ("a", "purchase", "2026-01-13", 5.0, "toys")],
-        [("a", "2025-01-01", None, None)], FeatureSpec(), ["n_categories", "n_categories_30d", "n_categories_365d"],
+         ("a", "purchase", "2026-01-12", 5.0, "SHOES "), ("a", "purchase", "2026-01-13", 5.0, "toys"),
+         ("b", "purchase", "2026-05-10", 5.0, "ΟΔΟΣ"), ("b", "purchase", "2026-05-11", 5.0, "οδοσ"),
+         ("c", "purchase", "2026-05-10", 5.0, "İNDİRİM"), ("c", "purchase", "2026-05-11", 5.0, "indirim")],
+        [("a", "2025-01-01", None, None), ("b", "2025-01-01", None, None), ("c", "2025-01-01", None, None)],
+        FeatureSpec(), ["n_categories", "n_categories_30d", "n_categories_365d"],
         id="category-spellings"),
     pytest.param(
         # a blank category (an export's missing value) is no category: a buys toys and blanks, b only blanks
@@ -433,6 +437,7 @@ def test_unsubscribed_is_undone_by_consent_given_after_it_and_categories_are_one
     assert f.email_consent.to_dict() == {"i": True, "j": True, "k": False, "l": False, "m": False}
     c = features("category-spellings")
     assert (c.n_categories["a"], c.n_categories_30d["a"], c.n_categories_365d["a"]) == (2, 1, 2)
+    assert (c.n_categories["b"], c.n_categories["c"]) == (1, 1)
 
 
 def test_each_engagement_column_needs_the_roles_it_reads():

@@ -276,6 +276,20 @@ def test_a_log_without_sends_matches_duckdb(spark, tmp_path):
     assert_same_features(got, expected)
 
 
+def test_categories_spelt_in_greek_or_turkish_capitals_are_one_on_both_engines(spark, tmp_path):
+    """Java lower-cases a final capital sigma to ς and İ to i + a combining dot, DuckDB to σ and i:
+    ΟΔΟΣ beside οδοσ and İNDİRİM beside indirim were one category on DuckDB and two on Spark."""
+    from test_parity import _tiny
+
+    events, customers = _tiny([("a", "purchase", "2026-05-20", 5.0, "ΟΔΟΣ"), ("a", "purchase", "2026-05-21", 5.0, "οδοσ"),
+                               ("b", "purchase", "2026-05-20", 5.0, "İNDİRİM"), ("b", "purchase", "2026-05-21", 5.0, "indirim")],
+                              [("a", "2025-01-01", None, None), ("b", "2025-01-01", None, None)])
+    profile = DataProfile(roles=frozenset(events["role"]), has_signup=True)
+    got, expected = _on_both_engines(spark, tmp_path, events, customers, datetime(2026, 6, 1), FeatureSpec(), profile)
+    assert expected.set_index("customer_id")["n_categories"].to_dict() == {"a": 1, "b": 1}
+    assert_same_features(got, expected)
+
+
 def test_listed_attributes_of_any_type_read_the_same_text_on_both_engines(spark, tmp_path):
     """A listed number or zoned time becomes a category as text; Spark spelled 1e-07 as 1.0E-7 and
     123456789.0 as 1.23456789E8, and dropped a time's zone, so a model trained on DuckDB's
