@@ -85,6 +85,13 @@ class SourceSpec(BaseModel):
         return (value,) if isinstance(value, str) else tuple(value or ())
 
 
+class SourceBusy(ValueError):
+    """A DuckDB source file another process holds open for writing (a warehouse load running):
+    nothing to correct, so the CLI exits 75 (try again later) rather than 1 with "correct the file"."""
+
+    try_later = True
+
+
 class SourceError(Exception):
     """A source that cannot be read at all; the message says what to change (``fix``: what to do,
     when it is not correcting the file or its catalog entry)."""
@@ -182,7 +189,16 @@ def _reader_sql(spec: SourceSpec, files: tuple[Path, ...], con: duckdb.DuckDBPyC
     alias = f"src_{name}"
     attached = {r[0] for r in con.execute("SELECT database_name FROM duckdb_databases()").fetchall()}
     if alias not in attached:
-        con.execute(f"ATTACH {_quote(str(files[0]))} AS {_ident(alias)} (READ_ONLY)")
+        try:
+            con.execute(f"ATTACH {_quote(str(files[0]))} AS {_ident(alias)} (READ_ONLY)")
+        except duckdb.IOException as e:
+            if "Could not set lock" not in str(e):
+                raise
+            holder = re.search(r"\(PID (\d+)\)", str(e))
+            raise SourceBusy(f"{files[0]}: source '{name}' is a DuckDB database that another process "
+                             + (f"(PID {holder.group(1)}) " if holder else "")
+                             + "holds open for writing (a load running?); try again once it has finished. "
+                             "Nothing was read or written") from None
     schema, _, table = spec.table.rpartition(".")
     found = con.execute(
         "SELECT schema_name, table_name FROM duckdb_tables() WHERE database_name = $db "

@@ -1116,6 +1116,34 @@ def test_duckdb_database_source_reads_like_parquet_and_a_wrong_table_lists_the_t
     assert "it has crm.events, recent" in p.message and "`table:`" in p.message
 
 
+def test_a_duckdb_source_another_process_is_writing_is_try_later(project):
+    """A warehouse file held open by its nightly load: reported as bad data ('correct the file',
+    exit 1) where it is a wait (75), like a busy workspace."""
+    import subprocess
+    import sys
+
+    import duckdb
+
+    from features.sources import SourceBusy
+
+    db = project.data / "wh.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute(f"CREATE TABLE events AS SELECT * FROM read_parquet('{project.write_events(good_events(3))}')")
+    project.catalog(events={"format": "duckdb", "path": "data/wh.duckdb", "table": "events"})
+    holder = subprocess.Popen([sys.executable, "-c", f"import duckdb, time; c = duckdb.connect({str(db)!r}); "
+                               "print('ready', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(SourceBusy, match=rf"wh.duckdb: source 'events' is a DuckDB database that another process "
+                                             rf"\(PID {holder.pid}\) holds open for writing") as e:
+            run(project)
+        assert e.value.try_later
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run(project).ok
+
+
 def test_a_duckdb_source_may_be_a_view_over_tables_named_events_and_customers(project):
     """A warehouse's views over its own `events` and `customers` tables: DuckDB binds an attached
     database's view with the temporary catalog first, where dynseg's views of those names were,
