@@ -348,7 +348,7 @@ def _parsed_once(con: duckdb.DuckDBPyConnection, rel: duckdb.DuckDBPyRelation, n
     feature build from 13.3 s to about 9 s (README, Benchmarks). The file is removed with the
     connection (:func:`drop_copies`, or when it is collected, or when the process ends); one left
     by a killed run (its folder names the process) is removed by the next copy made on this host."""
-    _sweep_killed_copies()
+    sweep_killed("dynseg-csv-")
     folder = Path(tempfile.mkdtemp(prefix=f"dynseg-csv-{name}-{writer_tag()}~"))
     remove = weakref.finalize(con, shutil.rmtree, folder, ignore_errors=True)
     _COPIES.setdefault(id(con), []).append(remove)
@@ -373,9 +373,10 @@ def drop_copies(con: duckdb.DuckDBPyConnection) -> None:
         remove()
 
 
-def _sweep_killed_copies() -> None:
-    """Remove the copies of runs killed outright on this host (SIGKILL, the out-of-memory killer)."""
-    for found in Path(tempfile.gettempdir()).glob(f"dynseg-csv-*@{glob.escape(HOST)}~*"):
+def sweep_killed(prefix: str) -> None:
+    """Remove the temp folders (``<prefix>...<pid>@<host>~...``) of runs killed outright on this host
+    (SIGKILL, the out-of-memory killer): CSV copies, Spark's scratch folder."""
+    for found in Path(tempfile.gettempdir()).glob(f"{glob.escape(prefix)}*@{glob.escape(HOST)}~*"):
         m = re.search(r"-(\d+)@", found.name)
         if m is not None and not running(int(m.group(1))):  # (this process runs: its own copies stay)
             shutil.rmtree(found, ignore_errors=True)

@@ -804,6 +804,8 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
             f"{_files(raw)}: {total:,} events have {len(unknown)} event_type(s) with no role"
             + (", left out of every feature (unknown_events: warn in configs/roles.yaml)" if warn else ""),
             "map each under `event_roles:` in configs/roles.yaml, or list it under `ignore:`"
+            + ("" if warn else " (`unknown_events: warn` there makes a new name a warning, its events left out, "
+                               "for nightly runs)")
             + _role_guesses([e for e, _ in unknown], role_of),
             tuple(f"{e!r} ({_n(n, 'event', 'events')})" for e, n in unknown[:5]),
         ))

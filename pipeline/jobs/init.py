@@ -474,7 +474,9 @@ def _write(folder: Path, found: list[SourceFound], roles: dict[str, list[tuple[s
            unplaced: list[tuple[str, int]], currency: str | None = None) -> list[Path]:
     day = datetime.now(timezone.utc).date().isoformat()
     folder.mkdir(parents=True, exist_ok=True)
-    staged = Path(tempfile.mkdtemp(dir=folder, prefix=".configs.", suffix=".tmp"))
+    # made by mkdir, not mkdtemp: the umask's mode (a shared project's configs/ was 0700)
+    staged = folder / f".configs.{secrets.token_hex(4)}.tmp"
+    staged.mkdir()
     try:
         files = {"catalog.yaml": _CATALOG_HEADER.format(day=day) + "sources:\n" + "".join(
                      f"  {f.name}:\n" + "".join(f"    {_dump({k: v}, flow=isinstance(v, (dict, list)))}"

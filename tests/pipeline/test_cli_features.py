@@ -382,23 +382,31 @@ def test_sigterm_cleans_up_like_ctrl_c_and_exits_143(project, tmp_path):
     starts, after the scratch folder exists: Python's default for SIGTERM would leave it behind,
     and an interrupted JVM start left the JVM running as an orphan (it holds this test's stdout and
     stderr pipes, so ``communicate`` returning shows it ended too)."""
+    import socket
+
+    from conftest import dead_pid
+
     project.write_events(good_events())
     scratch_root = tmp_path / "tmp"
     scratch_root.mkdir()
+    # the scratch folder of a run killed outright (kill -9) goes with the next Spark start on this host
+    killed = scratch_root / f"dynseg-spark-{dead_pid()}@{socket.gethostname()}~x1y2"
+    killed.mkdir()
+    (killed / "log4j2.properties").write_text("x")
     out = project.root / "f.parquet"
     env = {**os.environ, "TMPDIR": str(scratch_root), "DYNSEG_PROJECT": str(project.root)}
     dynseg = Path(sys.executable).with_name("dynseg")
     proc = subprocess.Popen([str(dynseg), "features", "build", "--engine", "spark", "--as-of", "2026-01-06",
                              "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
-    while not list(scratch_root.glob("dynseg-spark-*")):
+    while not list(scratch_root.glob(f"dynseg-spark-{proc.pid}@*")):
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr
     assert "Terminated (SIGTERM)." in stderr and "Traceback" not in stderr, stderr
-    assert not list(scratch_root.glob("dynseg-spark-*")) and not out.exists()
+    assert not list(scratch_root.glob("dynseg-spark-*")) and not out.exists()  # the killed run's too
 
 
 @pytest.mark.parametrize("signum, code, line", [(signal.SIGTERM, 143, "Terminated (SIGTERM)."), (signal.SIGINT, 130, "Interrupted."),

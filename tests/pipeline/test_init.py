@@ -169,6 +169,12 @@ def test_order_states_as_event_names_are_placed_nowhere_and_said_to_be_states(tm
     assert result.exit_code == 0, result.output
     roles_text = (project / "configs" / "roles.yaml").read_text()
     assert not (yaml.safe_load(roles_text)["event_roles"] or {}), roles_text
+    import os
+    import stat
+
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE((project / "configs").stat().st_mode) == 0o777 & ~mask  # not mkdtemp's private 0700
     assert "# paid, partially_refunded, refunded: orders' states (a payment status column), not events" in roles_text
 
 
