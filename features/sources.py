@@ -238,12 +238,24 @@ def _check_repeated_header_names(path: Path, spec: SourceSpec, name: str) -> Non
         return
     text = head.decode(spec.encoding, errors="replace").lstrip("\ufeff")
     header = next(csv.reader(io.StringIO(text.split("\n", 1)[0].rstrip("\r")), delimiter=spec.delimiter), [])
-    seen: dict[str, int] = {}
-    for i, col in enumerate(header, 1):
-        if col in seen:
-            raise SourceError(f"{path}: source '{name}' names column {col!r} twice in its header (columns "
-                              f"{seen[col]} and {i}); rename the one that is meant to be another column")
-        seen[col] = i
+    _check_repeated_names(header, path, name)
+
+
+def _check_repeated_names(names: list[str], path: Path, name: str) -> None:
+    """Two columns of one name, or of names that differ only in case (``country`` and ``Country``):
+    DuckDB reads names case-insensitively and renames the second (``Country_1``), so a mapping or
+    an attribute list naming it found a column the file does not have, or another one."""
+    seen: dict[str, tuple[str, int]] = {}
+    for i, col in enumerate(names, 1):
+        if col.casefold() in seen:
+            first, j = seen[col.casefold()]
+            if first == col:
+                raise SourceError(f"{path}: source '{name}' names column {col!r} twice in its header (columns "
+                                  f"{j} and {i}); rename the one that is meant to be another column")
+            raise SourceError(f"{path}: source '{name}' has columns {first!r} and {col!r} (columns {j} and {i}), whose "
+                              "names differ only in case: DuckDB reads names case-insensitively and would rename the "
+                              f"second to '{col}_1'; rename or drop one of them")
+        seen[col.casefold()] = (col, i)
 
 
 def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec, base_dir: Path) -> RawSource:
@@ -272,6 +284,14 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
         _check_csv_header(cols, spec, name, files[0])
         for f in files:
             _check_repeated_header_names(f, spec, name)
+    elif spec.format == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            names = pq.read_schema(files[0]).names  # the footer only
+        except Exception:  # (what DuckDB read, Arrow may not: the check is then left out)
+            names = []
+        _check_repeated_names(names, files[0], name)
     _check_mapping_names(spec, name, cols)
     renames = _renames(spec, name)
     missing_renames = [src for src in renames if src not in cols]

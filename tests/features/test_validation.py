@@ -1116,6 +1116,20 @@ def test_duckdb_database_source_reads_like_parquet_and_a_wrong_table_lists_the_t
     assert "it has crm.events, recent" in p.message and "`table:`" in p.message
 
 
+@pytest.mark.parametrize("name", ["customers.parquet", "customers.csv"])
+def test_columns_whose_names_differ_only_in_case_are_refused(project, name):
+    """A customers file with `country` and `Country`: DuckDB renamed the second `Country_1`, which
+    became a feature, and listing `Country` was refused naming a column the file does not have."""
+    frame = pd.DataFrame({"customer_id": ["c0"], "country": ["DE"], "Country": ["de"]})
+    path = project.data / name
+    frame.to_csv(path, index=False) if name.endswith(".csv") else frame.to_parquet(path, index=False)
+    project.write_events(good_events(1))
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": name.rsplit(".", 1)[1], "path": f"data/{name}"})
+    p = only(run(project), "unreadable")
+    assert "has columns 'country' and 'Country' (columns 2 and 3), whose names differ only in case" in p.message, p
+
+
 def test_a_duckdb_source_another_process_is_writing_is_try_later(project):
     """A warehouse file held open by its nightly load: reported as bad data ('correct the file',
     exit 1) where it is a wait (75), like a busy workspace."""
