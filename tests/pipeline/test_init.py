@@ -117,22 +117,28 @@ def test_init_refuses_an_existing_project_and_paths_it_cannot_use(shop_export, t
     assert not other.exists()  # refused before anything was made
 
 
+def _init_on(tmp_path, monkeypatch, events: pd.DataFrame) -> tuple[Path, object]:
+    """``dynseg init`` in a new project folder on ``events`` (data/ev.parquet): (folder, result)."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    project = tmp_path / "shop"
+    (project / "data").mkdir(parents=True)
+    events.to_parquet(project / "data" / "ev.parquet")
+    monkeypatch.chdir(project)
+    return project, runner.invoke(app, ["init", "--events", "data/ev.parquet"])
+
+
 @pytest.mark.parametrize("revenue, category", [("properties_revenue", "properties_category"),
                                                ("ecommerce_purchase_revenue", None)])
 def test_flattened_warehouse_columns_are_mapped(tmp_path, monkeypatch, revenue, category):
     """Segment's warehouse tables flatten an event's properties (properties_revenue), GA4's export
     flattened its ecommerce record: init left amount unmapped, and every purchase was 0 in spend."""
-    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
-        monkeypatch.delenv(var, raising=False)
-    project = tmp_path / "shop"
-    (project / "data").mkdir(parents=True)
     frame = pd.DataFrame({"user_id": ["a", "b"], "event": ["Order Completed", "Order Completed"],
                           "timestamp": pd.to_datetime(["2026-01-01", "2026-01-02"]), revenue: [10.0, 20.0]})
     if category:
         frame[category] = ["shoes", "hats"]
-    frame.to_parquet(project / "data" / "ev.parquet")
-    monkeypatch.chdir(project)
-    assert runner.invoke(app, ["init", "--events", "data/ev.parquet"]).exit_code == 0
+    project, result = _init_on(tmp_path, monkeypatch, frame)
+    assert result.exit_code == 0, result.output
     columns = yaml.safe_load((project / "configs" / "catalog.yaml").read_text())["sources"]["events"]["columns"]
     assert columns["amount"] == revenue and columns.get("category") == category, columns
 
@@ -140,14 +146,9 @@ def test_flattened_warehouse_columns_are_mapped(tmp_path, monkeypatch, revenue, 
 def test_a_compact_date_gets_its_form(tmp_path, monkeypatch):
     """GA4's event_date is text like 20260108: init mapped it without a timestamp_format, and
     validation then refused every row as unparseable with an example form of another shape."""
-    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
-        monkeypatch.delenv(var, raising=False)
-    project = tmp_path / "shop"
-    (project / "data").mkdir(parents=True)
-    pd.DataFrame({"user_id": ["a", "b"], "event_name": ["purchase", "purchase"], "event_date": ["20260108", "20260305"]}
-                 ).to_parquet(project / "data" / "ev.parquet")
-    monkeypatch.chdir(project)
-    assert runner.invoke(app, ["init", "--events", "data/ev.parquet"]).exit_code == 0
+    project, result = _init_on(tmp_path, monkeypatch, pd.DataFrame(
+        {"user_id": ["a", "b"], "event_name": ["purchase", "purchase"], "event_date": ["20260108", "20260305"]}))
+    assert result.exit_code == 0, result.output
     events = yaml.safe_load((project / "configs" / "catalog.yaml").read_text())["sources"]["events"]
     assert events["timestamp_format"] == "%Y%m%d" and events["columns"]["ts"] == "event_date", events
     result = runner.invoke(app, ["data", "validate", "--as-of", "2026-06-01"])
@@ -157,15 +158,9 @@ def test_a_compact_date_gets_its_form(tmp_path, monkeypatch):
 def test_order_states_as_event_names_are_placed_nowhere_and_said_to_be_states(tmp_path, monkeypatch):
     """Shopify's orders export with its `Financial Status` as the event name: `refunded` went under
     refund by its words, a refunded order then a refund and no purchase."""
-    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
-        monkeypatch.delenv(var, raising=False)
-    project = tmp_path / "shop"
-    (project / "data").mkdir(parents=True)
-    pd.DataFrame({"user_id": ["a", "b", "a", "b"], "event_name": ["paid", "refunded", "partially_refunded", "paid"],
-                  "event_time": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"])}).to_parquet(
-        project / "data" / "ev.parquet")
-    monkeypatch.chdir(project)
-    result = runner.invoke(app, ["init", "--events", "data/ev.parquet"])
+    project, result = _init_on(tmp_path, monkeypatch, pd.DataFrame(
+        {"user_id": ["a", "b", "a", "b"], "event_name": ["paid", "refunded", "partially_refunded", "paid"],
+         "event_time": pd.to_datetime(["2026-01-01", "2026-01-02", "2026-01-03", "2026-01-04"])}))
     assert result.exit_code == 0, result.output
     roles_text = (project / "configs" / "roles.yaml").read_text()
     assert not (yaml.safe_load(roles_text)["event_roles"] or {}), roles_text
