@@ -209,6 +209,10 @@ def unguessed_because(event_name: str) -> str | None:
     return None
 
 
+#: column names that hold an order's currency (Shopify's `Currency`, `currency_code`, `presentment_currency`)
+CURRENCY_COLUMN = re.compile(r"^\$?(?:[a-z]+_)?currency(?:_code)?$", re.IGNORECASE)
+
+
 #: An order's payment state (Shopify's `Financial Status`, WooCommerce's and Stripe's statuses),
 #: by :func:`plain` spelling: a column of these is no event name (see :func:`order_states`)
 _ORDER_STATES = frozenset({"paid", "pending", "authorized", "partiallypaid", "partiallyrefunded", "refunded", "voided",

@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 import yaml
 
-from features.contract import CONTRACT, KNOWN_NAMES, ORDER_STATES_FIX, ROLES, Column, guess_role, order_states, plain
+from features.contract import CONTRACT, CURRENCY_COLUMN, KNOWN_NAMES, ORDER_STATES_FIX, ROLES, Column, guess_role, order_states, plain
 from features.normalize import EPOCH_UNITS, Typed, blank, expected_types, ident, is_numeric, literal, typed
 from features.sources import ColumnStats, RawSource, SourceError, SourceSpec, explain_read_error, register_source
 
@@ -861,6 +861,32 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
                           f"AND NOT coalesce({t['amount'].bad}, FALSE)",
                           "event_id" if "event_id" in t else None),
             ))
+
+
+def check_currency(con: duckdb.DuckDBPyConnection, report: ValidationReport, currency: str = "") -> None:
+    """A warning when the events' currency column (Shopify's `Currency`) holds several codes, or one
+    other than ``currency`` (configs/project.yaml, when it is a code): amounts are added as they are,
+    so euros and dollars would be summed as one. `init` says so once; a nightly run may meet a
+    second currency long after. One scan of that column, only when the events have one."""
+    raw = report.sources.get("events")
+    if raw is None:
+        return
+    for column in [c for c in raw.columns if CURRENCY_COLUMN.match(c)][:1]:
+        codes = con.execute(f"SELECT upper(trim(CAST({ident(column)} AS VARCHAR))) AS c, count(*) FROM {raw.view} "
+                            "WHERE c IS NOT NULL AND c <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 6").fetchall()
+        shown = ", ".join(f"{c} ({n:,})" for c, n in codes[:5]) + (", ..." if len(codes) > 5 else "")
+        fix = ("convert the amounts to one currency upstream (a column of converted amounts, mapped as `amount`), "
+               "and say which in `currency:` in configs/project.yaml")
+        if len(codes) > 1:
+            report.problems.append(Problem(
+                "events", column, "several_currencies", "warning", sum(n for _, n in codes[1:]),
+                f"{_files(raw)}: the amounts are in several currencies (column '{column}': {shown}); dynseg adds "
+                "amounts as they are, so they are summed as one", fix))
+        elif codes and re.fullmatch(r"[A-Z]{3}", currency.upper()) and codes[0][0] != currency.upper():
+            report.problems.append(Problem(
+                "events", column, "other_currency", "warning", codes[0][1],
+                f"{_files(raw)}: the amounts are in {codes[0][0]} (column '{column}'), but configs/project.yaml says "
+                f"currency: {currency}", "correct `currency:` in configs/project.yaml, or convert the amounts"))
 
 
 def _line_items(con: duckdb.DuckDBPyConnection, view: str, t: dict[str, Typed], listed: str) -> int:

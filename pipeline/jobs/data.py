@@ -15,7 +15,7 @@ from features.engine import connect
 from features.identity import IdentityResolution
 from features.load import build_canonical
 from features.sources import drop_copies
-from features.validation import ValidationReport, validate
+from features.validation import ValidationReport, check_currency, validate
 from pipeline.config import Config
 from pipeline.workspace import Workspace
 
@@ -65,6 +65,8 @@ def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's 
     con = connect(threads=cfg.settings.threads, memory_limit=cfg.settings.memory_limit, temp_directory=str(spill))
     report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of,
                       future_after, count_unknown_customers, cfg.roles.unknown_events)
+    if report.ok:
+        check_currency(con, report, cfg.settings.currency)
     if not report.ok:
         con.close()
         drop_copies(con)  # the error (kept by a notebook) keeps the connection: not its CSV copies

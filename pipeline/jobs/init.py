@@ -25,7 +25,7 @@ import yaml
 
 from features.asof import BadValue
 from features.engine import no_progress_bar
-from features.contract import CONTRACT, ORDER_STATES_FIX, ROLES, guess_role, order_states, unguessed_because
+from features.contract import CONTRACT, CURRENCY_COLUMN, ORDER_STATES_FIX, ROLES, guess_role, order_states, unguessed_because
 from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident, is_numeric, iso_timestamptz, literal
 from features.sources import (SourceError, SourceSpec, _head, _utf16, drop_copies, glob_files, register_source,
                               resolve_files)
@@ -444,8 +444,6 @@ def _event_names(con: duckdb.DuckDBPyConnection, events: SourceFound
     return dict(sorted(roles.items(), key=lambda kv: ROLES.index(kv[0]))), unplaced
 
 
-#: column names that hold an order's currency (Shopify's `Currency`, `currency_code`, `presentment_currency`)
-_CURRENCY_COLUMN = re.compile(r"^\$?(?:[a-z]+_)?currency(?:_code)?$", re.IGNORECASE)
 
 
 def _currency(con: duckdb.DuckDBPyConnection, events: SourceFound) -> str | None:
@@ -455,7 +453,7 @@ def _currency(con: duckdb.DuckDBPyConnection, events: SourceFound) -> str | None
     if events.view is None:
         return None
     columns = [c for (c,) in con.execute(f"SELECT column_name FROM (DESCRIBE {events.view})").fetchall()
-               if _CURRENCY_COLUMN.match(c)]
+               if CURRENCY_COLUMN.match(c)]
     for column in columns:
         codes = con.execute(f"SELECT upper(trim(CAST({ident(column)} AS VARCHAR))) AS c, count(*) FROM {events.view} "
                             "WHERE c IS NOT NULL AND c <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 6").fetchall()

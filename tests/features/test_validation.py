@@ -651,6 +651,30 @@ def test_a_folder_as_source_path_is_refused(project):
     assert report.ok and report.sources["events"].rows == len(good_events()), report.problems
 
 
+def test_amounts_in_several_currencies_or_another_one_are_warned_about_on_every_run(project):
+    """init says once that the events hold several currencies; a nightly run met a second one in
+    silence, and a shop whose amounts are in USD under `currency: EUR` explained them in euros."""
+    from features.validation import check_currency
+
+    df = good_events(4).assign(Currency="EUR")
+    df.loc[df.index[-2:], "Currency"] = "usd "
+    project.write_events(df)
+    con = connect()
+    cfg = load_config(project.root)
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF)
+    check_currency(con, report, "EUR")
+    p = only(report, "several_currencies")
+    assert "several currencies (column 'Currency': EUR (10), USD (2))" in p.message and p.count == 2, p.message
+    project.write_events(df.assign(Currency="USD"))
+    for said, warned in (("EUR", True), ("USD", False), ("€", False), ("", False)):
+        report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF)
+        check_currency(con, report, said)
+        other = [p for p in report.problems if p.check == "other_currency"]
+        assert bool(other) == warned, (said, report.problems)
+        if other:
+            assert "amounts are in USD (column 'Currency'), but configs/project.yaml says currency: EUR" in other[0].message
+
+
 def test_an_orders_line_items_are_said_to_be_lines(project):
     """A Shopify orders export has a row per line item, the order's total on its first line only:
     validation said "N purchases have no amount; fill the amount where it is known", which would
