@@ -212,7 +212,7 @@ class RegistryConfig(_Strict):
 class TrainingConfig(_Strict):
     """``configs/training.yaml``: how the stacked training set is cut, the model, the gate."""
 
-    snapshots: int = Field(6, ge=3)
+    snapshots: int = Field(6, ge=3, le=10_000)  # (10,000 daily snapshots are 27 years)
     step: PositiveDuration = "30d"
     min_history: Duration = "90d"
     min_class_examples: int = Field(50, ge=1)

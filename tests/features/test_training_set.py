@@ -114,6 +114,15 @@ def test_history_too_short_is_refused_with_what_fits():
         plan_snapshots(datetime(2020, 1, 1), datetime(2026, 11, 27), 30 * D, 2, 30 * D)
 
 
+def test_snapshots_past_any_use_are_a_configuration_error(project):
+    """A review's `snapshots: 99999999999999999999`: an OverflowError traceback (past C's int)."""
+    from pipeline.config import ConfigError
+
+    (project.root / "configs" / "training.yaml").write_text("snapshots: 10000000000\n")
+    with pytest.raises(ConfigError, match=r"snapshots: input should be less than or equal to 10000; found 10000000000"):
+        load_config(project.root)
+
+
 def test_freshness():
     as_of = datetime(2026, 11, 28)
     assert check_freshness(as_of - 2 * D, as_of, 3 * D) is None

@@ -232,6 +232,14 @@ def test_anonymous_rows_are_an_error_or_left_out_when_the_catalog_says_so(projec
                       df.iloc[[1]].assign(event_id="anon0", ts=pd.Timestamp("2025-06-01"))], ignore_index=True)
     report = run_with(project, late, null_ids="drop")
     assert report.time_range(load_config(project.root).role_of) == (df.ts.min(), df.ts.max()), report.event_types
+    # nor do they raise problems of their own: a skewed clock, an unreadable time, a name with no role
+    odd = pd.concat([df.astype({"ts": object}), df.iloc[[1]].assign(event_id="a1", ts="2027-01-05 10:00:00"),
+                     df.iloc[[1]].assign(event_id="a2", ts="soon"),
+                     df.iloc[[1]].assign(event_id="a3", event_type="Page Viewed")], ignore_index=True)
+    odd["ts"] = odd["ts"].astype(str)
+    report = run_with(project, odd, "events.csv", null_ids="drop")
+    assert report.ok and [p.check for p in report.problems] == ["null_id"], report.problems
+    assert only(report, "null_id").count == 5 and "Page Viewed" not in report.event_types
     project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
                     customers={"format": "parquet", "path": "data/events.parquet", "null_ids": "drop"})
     with pytest.raises(ConfigError, match="`null_ids: drop` is for the events source only"):
@@ -684,7 +692,12 @@ def test_an_orders_line_items_are_said_to_be_lines(project):
     lines = order.assign(event_id=order.event_id + "-line2", amount=None)
     p = only(run_with(project, pd.concat([df, lines], ignore_index=True)), "purchase_without_amount")
     assert p.count == 3 and "3 of them share their customer and time with a purchase that has one" in p.message
-    assert p.fix.startswith("sum each order's lines to one row first"), p.fix
+    assert p.fix.startswith("sum each order's lines to one row first") and "fill the amount" not in p.fix, p.fix
+    one = pd.concat([df.assign(amount=df.amount.where(df.customer_id != "c2")), lines.iloc[:1]], ignore_index=True)
+    p = only(run_with(project, one), "purchase_without_amount")  # a line beside its order, one purchase without
+    assert "; 1 of them shares its customer and time" in p.message, p.message
+    assert p.fix.endswith("; the other 1 count as purchases (frequency, recency, rhythm) and as 0 in spend (monetary_total, "
+                          "monetary_mean, spend_<w>d): fill the amount where it is known"), p.fix
     alone = df.assign(amount=df.amount.where(df.customer_id != "c0"))  # no line beside a total: just missing
     p = only(run_with(project, alone), "purchase_without_amount")
     assert "share their customer" not in p.message and p.fix.startswith("they count"), p
