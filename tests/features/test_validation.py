@@ -465,6 +465,9 @@ def test_placeholder_dates_are_a_warning_naming_the_count_and_rows(project, file
     assert report.ok and p.severity == "warning" and p.column == "ts" and p.count == 2, p
     assert "before 1990-01-01" in p.message and "tenure" in p.message and "drop those rows" in p.fix
     assert [e.split(" at row ")[1] for e in p.examples] == ["2", "8"]
+    # nor does the history start at them: the log's start is its first instant from 1990 on (a
+    # placeholder made the history decades long, and min_history's refusal read one the log lacks)
+    assert report.time_range(load_config(project.root).role_of)[0] == pd.Timestamp("1990-01-01")
     customers = pd.DataFrame({"customer_id": ["c0", "c1", "c2"],
                               "signup_at": pd.to_datetime(["1900-01-01", "2025-06-01", None])})
     customers.to_parquet(project.data / "customers.parquet")
