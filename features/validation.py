@@ -551,13 +551,15 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
         # of history are read from these) and how many have an amount
         kept = f" FILTER (WHERE NOT ({dropped}))" if dropped else ""
         both = f" AND NOT ({dropped})" if dropped else ""
-        first = f"min({t['ts'].expr}){kept}"
-        if "ts" in t and not _never_before(raw.stats.get("ts"), EARLIEST_PLAUSIBLE):
-            # the first time that is no placeholder (1970-01-01 for a missing date, warned about):
-            # one made the history decades long, and min_history's refusal read a history it lacks
-            first = (f"coalesce(min({t['ts'].expr}) FILTER (WHERE {t['ts'].expr} >= "
-                     f"TIMESTAMP '{EARLIEST_PLAUSIBLE:%Y-%m-%d}'{both}), {first})")
-        ts = f"max({t['ts'].expr}){kept}, {first}" if "ts" in t else "NULL, NULL"
+        ts = "NULL, NULL"  # (a ts column that did not type: no times)
+        if "ts" in t:
+            first = f"min({t['ts'].expr}){kept}"
+            if not _never_before(raw.stats.get("ts"), EARLIEST_PLAUSIBLE):
+                # the first time that is no placeholder (1970-01-01 for a missing date, warned about):
+                # one made the history decades long, and min_history's refusal read a history it lacks
+                first = (f"coalesce(min({t['ts'].expr}) FILTER (WHERE {t['ts'].expr} >= "
+                         f"TIMESTAMP '{EARLIEST_PLAUSIBLE:%Y-%m-%d}'{both}), {first})")
+            ts = f"max({t['ts'].expr}){kept}, {first}"
         # rows with an amount given: parsed, or refused as unparseable (reported as such, not as missing)
         amount = (f"count({t['amount'].expr}){kept}" + (f" + count(*) FILTER (WHERE {t['amount'].bad}{both})"
                                                           if t['amount'].bad != "FALSE" else "")) if "amount" in t else "0"
