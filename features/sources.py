@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from features.contract import CONTRACT
 from features.normalize import EPOCH_UNITS, ident as _ident, is_numeric, literal as _quote
-from features.writers import HOST, running, writer_tag
+from features.writers import sweep_killed, writer_tag
 
 _DELIMITERS = (";", "\t", "|", ",")
 
@@ -391,15 +391,6 @@ def drop_copies(con: duckdb.DuckDBPyConnection) -> None:
     exception that keeps the connection alive (a notebook's last error) would keep them too."""
     for remove in _COPIES.pop(id(con), []):
         remove()
-
-
-def sweep_killed(prefix: str) -> None:
-    """Remove the temp folders (``<prefix>...<pid>@<host>~...``) of runs killed outright on this host
-    (SIGKILL, the out-of-memory killer): CSV copies, Spark's scratch folder."""
-    for found in Path(tempfile.gettempdir()).glob(f"{glob.escape(prefix)}*@{glob.escape(HOST)}~*"):
-        m = re.search(r"-(\d+)@", found.name)
-        if m is not None and not running(int(m.group(1))):  # (this process runs: its own copies stay)
-            shutil.rmtree(found, ignore_errors=True)
 
 
 def _check_mapping_names(spec: SourceSpec, name: str, cols: list[str]) -> None:

@@ -865,16 +865,18 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
         if missing:
             listed = ", ".join(map(literal, names))
             lines = _line_items(con, raw.view, t, listed) if role == "purchase" else 0
+            fix = f"they count {counts}; fill the amount where it is known"
+            if lines:
+                fix = ("sum each order's lines to one row first (see 'Mapping your own data' in the README)"
+                       + ("" if lines == missing else f"; the other {missing - lines:,} count {counts}: fill the "
+                                                      "amount where it is known"))
             report.problems.append(Problem(
                 "events", "amount", f"{role}_without_amount", "warning", missing,
                 f"{_files(raw)}: {_n(missing, role, role + 's')} {'has' if missing == 1 else 'have'} no amount"
                 + (f"; {lines:,} of them {'shares its' if lines == 1 else 'share their'} customer and time with a "
                    "purchase that has one: an order's line items, one row each (a Shopify orders export), each of "
                    "which counts as an order" if lines else ""),
-                ("sum each order's lines to one row first (see 'Mapping your own data' in the README)"
-                 + ("" if lines == missing else f"; the other {missing - lines:,} count {counts}: fill the amount "
-                                                 "where it is known") if lines else
-                 f"they count {counts}; fill the amount where it is known"),
+                fix,
                 _examples(con, raw.view, f"{t['event_type'].expr} IN ({listed}) AND {t['amount'].expr} IS NULL "
                           f"AND NOT coalesce({t['amount'].bad}, FALSE)",
                           "event_id" if "event_id" in t else None),
@@ -890,8 +892,7 @@ def check_currency(con: duckdb.DuckDBPyConnection, report: ValidationReport, cur
     if raw is None:
         return
     for column in [c for c in raw.columns if CURRENCY_COLUMN.match(c)][:1]:
-        codes = con.execute(f"SELECT upper(trim(CAST({ident(column)} AS VARCHAR))) AS c, count(*) FROM {raw.view} "
-                            "WHERE c IS NOT NULL AND c <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 6").fetchall()
+        codes = currency_codes(con, raw.view, column)
         shown = ", ".join(f"{c} ({n:,})" for c, n in codes[:5]) + (", ..." if len(codes) > 5 else "")
         fix = ("convert the amounts to one currency upstream (a column of converted amounts, mapped as `amount`), "
                "and say which in `currency:` in configs/project.yaml")
@@ -905,6 +906,12 @@ def check_currency(con: duckdb.DuckDBPyConnection, report: ValidationReport, cur
                 "events", column, "other_currency", "warning", codes[0][1],
                 f"{_files(raw)}: the amounts are in {codes[0][0]} (column '{column}'), but configs/project.yaml says "
                 f"currency: {currency}", "correct `currency:` in configs/project.yaml, or convert the amounts"))
+
+
+def currency_codes(con: duckdb.DuckDBPyConnection, view: str, column: str) -> list[tuple[str, int]]:
+    """The codes of a currency column (upper case, trimmed), commonest first, at most 6, with their rows."""
+    return con.execute(f"SELECT upper(trim(CAST({ident(column)} AS VARCHAR))) AS c, count(*) FROM {view} "
+                       "WHERE c IS NOT NULL AND c <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 6").fetchall()
 
 
 def _line_items(con: duckdb.DuckDBPyConnection, view: str, t: dict[str, Typed], listed: str) -> int:

@@ -201,8 +201,7 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) 
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
     scratch = Path(tempfile.gettempdir())
     if SparkContext._active_spark_context is None:  # a new context gets its own scratch dir
-        from features.sources import sweep_killed
-        from features.writers import writer_tag
+        from features.writers import sweep_killed, writer_tag
 
         sweep_killed("dynseg-spark-")  # those of runs killed outright (kill -9): shuffle files, the log settings
         scratch = Path(tempfile.mkdtemp(prefix=f"dynseg-spark-{writer_tag()}~"))

@@ -65,12 +65,11 @@ def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's 
     con = connect(threads=cfg.settings.threads, memory_limit=cfg.settings.memory_limit, temp_directory=str(spill))
     report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of,
                       future_after, count_unknown_customers, cfg.roles.unknown_events)
-    if report.ok:
-        check_currency(con, report, cfg.settings.currency)
     if not report.ok:
         con.close()
         drop_copies(con)  # the error (kept by a notebook) keeps the connection: not its CSV copies
         raise DataError(report)
+    check_currency(con, report, cfg.settings.currency)
     identity = build_canonical(con, report, cfg.role_of, cfg.settings.identity.max_ids_per_identifier)
     return LoadedData(con, report, identity, as_of, count_unknown_customers)
 

@@ -29,7 +29,7 @@ from features.contract import CONTRACT, CURRENCY_COLUMN, ORDER_STATES_FIX, ROLES
 from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident, is_numeric, iso_timestamptz, literal
 from features.sources import (SourceError, SourceSpec, _head, _utf16, drop_copies, glob_files, register_source,
                               resolve_files)
-from features.validation import ID_NAME, likely_columns
+from features.validation import ID_NAME, currency_codes, likely_columns
 from pipeline.config import ConfigError, ConfigIssue
 from pipeline.workspace import write_atomic
 
@@ -444,8 +444,6 @@ def _event_names(con: duckdb.DuckDBPyConnection, events: SourceFound
     return dict(sorted(roles.items(), key=lambda kv: ROLES.index(kv[0]))), unplaced
 
 
-
-
 def _currency(con: duckdb.DuckDBPyConnection, events: SourceFound) -> str | None:
     """The events' currency when a column named like ``currency`` holds one code (``EUR``) on
     every row that has one. Several codes get a note instead: dynseg adds amounts as they are, so
@@ -455,8 +453,7 @@ def _currency(con: duckdb.DuckDBPyConnection, events: SourceFound) -> str | None
     columns = [c for (c,) in con.execute(f"SELECT column_name FROM (DESCRIBE {events.view})").fetchall()
                if CURRENCY_COLUMN.match(c)]
     for column in columns:
-        codes = con.execute(f"SELECT upper(trim(CAST({ident(column)} AS VARCHAR))) AS c, count(*) FROM {events.view} "
-                            "WHERE c IS NOT NULL AND c <> '' GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT 6").fetchall()
+        codes = currency_codes(con, events.view, column)
         if len(codes) == 1 and re.fullmatch(r"[A-Z]{3}", codes[0][0]):
             return codes[0][0]
         if len(codes) > 1:
