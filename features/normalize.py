@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from features.contract import Column
 
-_INTEGER = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
+INTEGER_TYPES = {"TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER", "UBIGINT"}
 _NUMERIC_PREFIXES = ("DECIMAL", "DOUBLE", "FLOAT", "REAL")
 _NAIVE_TS = {"TIMESTAMP", "TIMESTAMP_MS", "TIMESTAMP_S", "DATE"}
 # Klaviyo's and Shopify's consent states count too (SUBSCRIBED, NEVER_SUBSCRIBED, not_subscribed)
@@ -30,7 +30,7 @@ class Typed:
 def is_numeric(raw_type: str) -> bool:
     """A DuckDB type whose values are numbers (read as a ``double`` contract column as they are)."""
     t = raw_type.upper()
-    return t in _INTEGER or t.startswith(_NUMERIC_PREFIXES)
+    return t in INTEGER_TYPES or t.startswith(_NUMERIC_PREFIXES)
 
 
 def ident(name: str) -> str:
@@ -59,7 +59,7 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
         # every id costs more than the rest of the scan. Blank values are caught by `blank()`.
         if t == "VARCHAR":
             return Typed(c, "FALSE")
-        if t in _INTEGER:
+        if t in INTEGER_TYPES:
             return Typed(f"CAST({c} AS VARCHAR)", "FALSE")
         return None
     if column.type == "timestamp":
@@ -91,11 +91,14 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
         if t == "TIMESTAMP WITH TIME ZONE":
             # its UTC instant (the epoch), not timezone('UTC', ...): 8x the time on every read
             return Typed(f"make_timestamp(epoch_us({c}))", "FALSE")
-        if t == "VARCHAR" and forms:
+        if (t == "VARCHAR" or t in INTEGER_TYPES) and forms:
             # The source's own form(s): strptime codes; a value in none of them does not convert
             # (no ISO fallback: 01/02 read both ways would be a silent month's shift). Without %z,
             # a value is UTC, as ISO text without an offset is. An offset (%z) or a zone (%Z) is
-            # held to what ISO text is held to below.
+            # held to what ISO text is held to below. Whole numbers are read as their digits: a
+            # CSV reader or a BigQuery export types GA4's event_date 20260108 as an integer.
+            if t != "VARCHAR":
+                c = f"CAST({c} AS VARCHAR)"
             v = f"NULLIF(trim({c}), '')"
             if any("%z" in f for f in forms):  # ISO's Z for UTC, which %z does not read
                 v = f"regexp_replace({v}, '([0-9])Z$', '\\1+00:00')"
@@ -137,7 +140,7 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
     if column.type == "bool":
         if t == "BOOLEAN":
             return Typed(c, "FALSE")
-        if t == "VARCHAR" or t in _INTEGER:
+        if t == "VARCHAR" or t in INTEGER_TYPES:
             v = f"lower(trim(CAST({c} AS VARCHAR)))"
             e = f"CASE WHEN {v} IN {_in(_TRUE)} THEN TRUE WHEN {v} IN {_in(_FALSE)} THEN FALSE END"
             return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND ({e}) IS NULL)")

@@ -23,7 +23,7 @@ import pyarrow as pa
 import yaml
 
 from features.contract import CONTRACT, CURRENCY_COLUMN, KNOWN_NAMES, ORDER_STATES_FIX, ROLES, Column, guess_role, order_states, plain
-from features.normalize import EPOCH_UNITS, Typed, blank, expected_types, ident, is_numeric, literal, typed
+from features.normalize import EPOCH_UNITS, INTEGER_TYPES, Typed, blank, expected_types, ident, is_numeric, literal, typed
 from features.sources import ColumnStats, RawSource, SourceError, SourceSpec, explain_read_error, register_source
 
 Severity = Literal["error", "warning"]
@@ -336,7 +336,9 @@ def _mistyped(raw: RawSource, col: Column) -> Problem:
         + (f", or map another column to '{col.name}' in configs/catalog.yaml" if col.name in raw.source_names else "")
         + (f"; numbers since 1970-01-01 UTC read with `timestamp_format: epoch_s` (or epoch_ms, epoch_us: in 2026 "
            f"about 1.8e9 seconds, 1.8e12 milliseconds, 1.8e15 microseconds) under sources.{raw.name}"
-           if col.type == "timestamp" and is_numeric(raw.columns[col.name]) else ""),
+           if col.type == "timestamp" and is_numeric(raw.columns[col.name]) else "")
+        + ("; whole-number dates such as 20260108 read with `timestamp_format: '%Y%m%d'`"
+           if col.type == "timestamp" and raw.columns[col.name] in INTEGER_TYPES else ""),
     )
 
 

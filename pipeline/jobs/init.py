@@ -26,7 +26,7 @@ import yaml
 from features.asof import BadValue
 from features.engine import no_progress_bar
 from features.contract import CONTRACT, CURRENCY_COLUMN, ORDER_STATES_FIX, ROLES, guess_role, order_states, unguessed_because
-from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, forms_literal, ident, is_numeric, iso_timestamptz, literal
+from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, INTEGER_TYPES, forms_literal, ident, is_numeric, iso_timestamptz, literal
 from features.sources import (SourceError, SourceSpec, _head, _utf16, drop_copies, glob_files, register_source,
                               resolve_files)
 from features.validation import ID_NAME, currency_codes, likely_columns
@@ -254,7 +254,8 @@ def _read_source(con: duckdb.DuckDBPyConnection, name: str, path: str, folder: P
         unit = _epoch_unit(con, raw.view, times[0])
         if unit is not None:
             spec["timestamp_format"] = unit
-        elif raw.columns[times[0]] == "VARCHAR":
+        elif raw.columns[times[0]] == "VARCHAR" or raw.columns[times[0]] in INTEGER_TYPES:
+            # whole numbers that are no epoch time may be compact dates (20260108)
             forms, note = _text_forms(con, raw.view, times[0], name)
             spec |= forms
             found.notes += [note] if note else []
@@ -328,7 +329,7 @@ def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -
     values say so unambiguously: the one family of date forms that reads every time that ISO-8601
     does not (28/11/2026 14:03; none when day-first and month-first both read them all, as when no
     day passes 12). Also what could not be decided, for the user to say."""
-    v = f"NULLIF(trim({ident(ts)}), '')"
+    v = f"NULLIF(trim(CAST({ident(ts)} AS VARCHAR)), '')"
     families = list(_DATE_FAMILIES)
     misses = [f"count({v}) FILTER (try_strptime({v}, {forms_literal(_DATE_FAMILIES[f])}) IS NULL)" for f in families]
     hits = [f"count({v}) FILTER (try_strptime({v}, {literal(form)}) IS NOT NULL)"

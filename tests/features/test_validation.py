@@ -348,6 +348,25 @@ def test_numbers_since_1970_in_the_unit_the_catalog_names(project):
         load_config(project.root)
 
 
+def test_whole_number_dates_read_with_their_form(project):
+    """GA4's event_date 20260108, typed as an integer by pandas (read_csv) or a BigQuery export, was
+    refused as mistyped even with `timestamp_format: '%Y%m%d'` (only text was read by a form); the
+    refusal without the form now names it."""
+    df = good_events()
+    df["ts"] = df["ts"].dt.normalize()
+    compact = df.drop(columns=["ts"]).assign(event_date=df["ts"].dt.strftime("%Y%m%d").astype("int64"))
+    p = only(run_with(project, compact, columns={"ts": "event_date"}), "mistyped")
+    assert "has type BIGINT" in p.message and "`timestamp_format: '%Y%m%d'`" in p.fix, p.fix
+    for name in ("events.parquet", "events.csv"):  # a CSV column is text: read by the form as before
+        report = run_with(project, compact, name, columns={"ts": "event_date"}, timestamp_format="%Y%m%d")
+        assert report.ok and report.problems == [], (name, report.problems)
+        got = connect_and_read(project, report)
+        pd.testing.assert_series_equal(got["ts"], df["ts"].astype("datetime64[us]"), check_names=False)
+    bad = compact.assign(event_date=compact["event_date"].where(compact.index != 3, 20261340))  # month 13
+    p = only(run_with(project, bad, columns={"ts": "event_date"}, timestamp_format="%Y%m%d"), "unparseable")
+    assert p.count == 1 and "20261340" in " ".join(p.examples), p.examples
+
+
 def test_a_list_of_forms_with_and_without_an_offset_reads_each_row_by_its_own(project):
     """A review found DuckDB's try_strptime, given a list, carrying the offset of a row read by a
     `%z` form over to the next rows read by forms without one: a 23:00 UTC purchase after a -05:00

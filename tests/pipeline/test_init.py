@@ -143,11 +143,13 @@ def test_flattened_warehouse_columns_are_mapped(tmp_path, monkeypatch, revenue, 
     assert columns["amount"] == revenue and columns.get("category") == category, columns
 
 
-def test_a_compact_date_gets_its_form(tmp_path, monkeypatch):
+@pytest.mark.parametrize("dates", [["20260108", "20260305"], [20260108, 20260305]], ids=["text", "integer"])
+def test_a_compact_date_gets_its_form(tmp_path, monkeypatch, dates):
     """GA4's event_date is text like 20260108: init mapped it without a timestamp_format, and
-    validation then refused every row as unparseable with an example form of another shape."""
+    validation then refused every row as unparseable with an example form of another shape. As
+    integers (the type pandas' read_csv or BigQuery gives it) it got no form either, and was refused."""
     project, result = _init_on(tmp_path, monkeypatch, pd.DataFrame(
-        {"user_id": ["a", "b"], "event_name": ["purchase", "purchase"], "event_date": ["20260108", "20260305"]}))
+        {"user_id": ["a", "b"], "event_name": ["purchase", "purchase"], "event_date": dates}))
     assert result.exit_code == 0, result.output
     events = yaml.safe_load((project / "configs" / "catalog.yaml").read_text())["sources"]["events"]
     assert events["timestamp_format"] == "%Y%m%d" and events["columns"]["ts"] == "event_date", events
