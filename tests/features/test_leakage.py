@@ -197,6 +197,7 @@ def test_merged_profiles_give_the_latest_consent_decision_before_the_cutoff(proj
     assert consent(datetime(2026, 1, 1)) == {"a": True, "c": True, "e": False}
     assert consent(datetime(2025, 3, 1)) == {"a": None, "c": True, "e": False}
     assert consent(datetime(2026, 9, 1)) == {"a": False, "c": False, "e": False}
+    assert consent(datetime(2026, 8, 1)) == {"a": False, "c": True, "e": False}  # d's withdrawal exactly at T: not yet
 
 
 def test_features_build_is_the_same_whatever_came_after_the_cutoff(project):

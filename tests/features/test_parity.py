@@ -631,3 +631,67 @@ def test_every_column_the_query_makes_on_its_way_is_reserved(monkeypatch):
     assert [c for c in made if cf.reserved_name(c) is None] == []
     assert all(cf.reserved_name(c) for c in out.columns if c != "tier")
     duck.con.close()
+
+
+def test_events_exactly_on_every_edge_count_as_documented():
+    """Events exactly on each window's start, the previous-30-days edge, the label window's start and
+    the activity window's start; profile instants exactly at T. A mutation review (2026-12-03) found
+    every `>=` of these edges could become `>` unseen: no test had an event on an edge."""
+    from datetime import timedelta
+
+    from features.customer_features import known_customers
+    from features.labels import LabelSpec, labels
+    from features.training_set import label_rates
+
+    T = MIX_AS_OF
+    day = timedelta(days=1)
+
+    def at(d: timedelta) -> str:
+        return (T - d).isoformat(sep=" ")
+
+    rows = [("w", "purchase", at(w * day), float(2 ** k), "abcde"[k]) for k, w in enumerate((7, 30, 60, 90, 365))]
+    rows += [("w", "email_open", at(30 * day), None, None), ("w", "page_view", at(30 * day), None, None),
+             ("w", "add_to_cart", at(7 * day), None, None), ("w", "email_send", at(90 * day), None, None),
+             ("w", "email_click", at(90 * day), None, None), ("w", "support_ticket", at(90 * day), None, None),
+             ("w", "support_ticket", at(90 * day + timedelta(seconds=1)), None, None),
+             ("k", "page_view", at(10 * day), None, None), ("late", "page_view", at(10 * day), None, None),
+             # labels: e buys exactly at T (in its window); f's only purchase is exactly T - 180d (active)
+             ("e", "purchase", at(10 * day), 5.0, None), ("e", "purchase", at(0 * day), 5.0, None),
+             ("f", "purchase", at(180 * day), 5.0, None),
+             # g's next purchase is exactly at T + 30d: outside the purchase window [T, T + 30d)
+             ("g", "purchase", at(10 * day), 5.0, None), ("g", "purchase", at(-30 * day), 5.0, None)]
+    profiles = [("w", "2024-01-01", None, None), ("edge", at(0 * day), True, "2024-01-01"),
+                ("k", "2024-01-01", True, at(0 * day)), ("late", (T + day).isoformat(sep=" "), None, None),
+                ("e", "2024-01-01", None, None), ("f", "2024-01-01", None, None), ("g", "2024-01-01", None, None)]
+    events, customers = _tiny(rows, profiles)
+    profile = DataProfile(frozenset(events["role"]), has_signup=True, has_consent_profile=True)
+    eng = _tiny_engine(events, customers)
+    spec = FeatureSpec()
+    got = eng.execute(customer_features(eng.events(), eng.customers(), T, spec, profile))
+    assert_same_frame(got, pandas_customer_features(events, customers, T, spec, profile))
+    f = got.set_index("customer_id")
+    assert "edge" not in f.index  # signed up exactly at T, nothing before: not yet a customer
+    w = f.loc["w"]
+    assert [w[f"n_purchase_{d}d"] for d in (7, 30, 90, 365)] == [1, 2, 4, 5]
+    assert [w[f"spend_{d}d"] for d in (7, 30, 90, 365)] == [1.0, 3.0, 15.0, 31.0]
+    assert [w[f"n_categories_{d}d"] for d in (7, 30, 90, 365)] == [1, 2, 4, 5]
+    assert w.purchase_trend_30d == pytest.approx((2 + 1) / (1 + 1))  # T-30d is this window's, not the previous
+    assert (w.n_email_open_30d, w.n_page_view_30d, w.n_add_to_cart_7d) == (1, 1, 1)
+    assert (w.n_email_click_90d, w.n_support_ticket_90d, w.n_support_ticket) == (1, 1, 2)
+    assert pd.isna(f.loc["k", "email_consent"])  # its decision is stamped exactly at T: not yet known
+    assert pd.isna(f.loc["late", "days_since_signup"])  # signs up after T
+    arrow = eng.execute_arrow(customer_features(eng.events(), eng.customers(), T, spec, profile))
+    ratio = dict(zip(arrow.column("customer_id").to_pylist(), arrow.column("click_to_open_90d").to_pylist()))
+    assert ratio["k"] is None  # no opens: null in the file, not NaN (0/0)
+
+    purchase = LabelSpec("purchase", 30 * day)
+    churn = LabelSpec("churn", 90 * day, population="active")
+    known = known_customers(eng.events(), eng.customers(), T, profile)
+    bought = eng.execute(labels(known, eng.events(), T, purchase)).set_index("customer_id").label
+    assert bought["e"] == 1 and bought["f"] == 0 and bought["g"] == 0
+    churned = eng.execute(labels(known, eng.events(), T, churn)).set_index("customer_id").label
+    assert churned["f"] == 1 and churned["e"] == 0  # f, active by its purchase exactly T - 180d, churns
+    first = events.ts.min().to_pydatetime()
+    rates = label_rates(eng, profile, [(purchase, T), (churn, T), (purchase, first + 30 * day)], first, 30 * day)
+    assert rates[0] == pytest.approx(bought.mean()) and rates[1] == pytest.approx(churned.mean())
+    assert rates[2] is not None  # exactly min_history of data before the cutoff is enough

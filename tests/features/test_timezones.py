@@ -1,7 +1,7 @@
 """Naive timestamps are UTC; aware ones are converted, across a DST change."""
 
 import re
-from datetime import datetime
+from datetime import date, datetime
 
 import pandas as pd
 import pytest
@@ -74,6 +74,7 @@ def test_nanosecond_timestamps_are_cut_to_the_microsecond_not_rounded(project, z
 
 def test_as_of_dates_mean_end_of_day_utc():
     assert parse_as_of("2026-11-27") == datetime(2026, 11, 28)
+    assert parse_as_of(date(2026, 11, 27)) == datetime(2026, 11, 28)  # a date object too (the Python API)
     # every ISO spelling of a date alone is a date: the compact 20261127 and the week date too
     assert parse_as_of("20261127") == parse_as_of("2026-W48-5") == datetime(2026, 11, 28)
     assert parse_as_of("2026-11-27T06:00:00+01:00") == datetime(2026, 11, 27, 5)

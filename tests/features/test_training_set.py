@@ -126,6 +126,7 @@ def test_snapshots_past_any_use_are_a_configuration_error(project):
 def test_freshness():
     as_of = datetime(2026, 11, 28)
     assert check_freshness(as_of - 2 * D, as_of, 3 * D) is None
+    assert check_freshness(as_of - 3 * D, as_of, 3 * D) is None  # exactly the lag allowed is fresh
     with pytest.raises(StaleDataError, match=r"newest event is 2026-11-20 00:00 UTC, 8 days before as_of"):
         check_freshness(as_of - 8 * D, as_of, 3 * D)
     # just over the limit says by how much, not "3.0 days (allowed: 3 days)"
