@@ -39,9 +39,10 @@ env-dev: $(VENV)/.dev-installed
 env-spark: $(VENV)/.spark-installed java
 
 demo: env
-	# A shop whose behaviour drifts from November on (for monitoring to find).
+	# A shop whose behaviour drifts from November on (for monitoring to find); --force: the demo's
+	# own files in .dynseg/data, also those of a version before generated files were marked.
 	$(DYNSEG) data generate --customers $(DEMO_CUSTOMERS) --seed 7 --end $(DEMO_END) \
-	  --drift-from $(DEMO_DRIFT_FROM) --drift 0.8
+	  --drift-from $(DEMO_DRIFT_FROM) --drift 0.8 --force
 	$(DYNSEG) data validate --as-of $(DEMO_END)
 	$(DYNSEG) features build --as-of $(DEMO_END)
 	# End of August: train both models on the data known then, make them champions.

@@ -818,7 +818,8 @@ def _check_event_types(con: duckdb.DuckDBPyConnection, report: ValidationReport,
         warn = unknown_events == "warn"
         report.problems.append(Problem(
             "events", "event_type", "unknown_event_type", "warning" if warn else "error", total,
-            f"{_files(raw)}: {total:,} events have {len(unknown)} event_type(s) with no role"
+            f"{_files(raw)}: {_n(total, 'event has', 'events have')} {_n(len(unknown), 'event_type', 'event_types')} "
+            "with no role"
             + (", left out of every feature (unknown_events: warn in configs/roles.yaml)" if warn else ""),
             "map each under `event_roles:` in configs/roles.yaml, or list it under `ignore:`"
             + ("" if warn else " (`unknown_events: warn` there makes a new name a warning, its events left out, "

@@ -5,12 +5,16 @@ workspace's atomic writes (``pipeline.workspace``), the CSV sources' temporary c
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import shutil
+import signal
 import socket
 import tempfile
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 HOST = socket.gethostname()
@@ -41,3 +45,26 @@ def sweep_killed(prefix: str) -> None:
         m = re.search(r"-(\d+)@", found.name)
         if m is not None and not running(int(m.group(1))):  # (this process runs: its own copies stay)
             shutil.rmtree(found, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """Ctrl-C and SIGTERM held back while the block runs, and acted on after it: for steps that
+    must not stop halfway (the JVM starting: interrupted there, PySpark deletes the folder the JVM
+    is to write its address to, and the JVM, which ignores SIGINT, lives on as an orphan holding
+    its memory; a set of files renamed into place). Only the main thread can set handlers;
+    elsewhere this holds nothing back."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for s in previous:
+        signal.signal(s, lambda signum, frame: received.append(signum))
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if received:
+            signal.raise_signal(received[0])

@@ -43,7 +43,6 @@ import pyarrow.compute as pc
 from scipy import stats
 
 from features.asof import parse_as_of
-from pipeline.workspace import atomic_target
 
 EVENT_TYPES = ("signed_up", "consent_granted", "consent_withdrawn", "email_sent", "email_bounced",
                "email_opened", "email_clicked", "spam_complaint", "unsubscribed", "page_viewed",
@@ -135,15 +134,73 @@ def generate(n_customers: int, seed: int = 0, end: str | datetime = "2026-11-27"
     return SyntheticShop(events, customers_frame(tr, ids, stop), identities_frame(rng, tr, links, ids))
 
 
-def write(shop: SyntheticShop, out_dir: Path) -> dict[str, Path]:
-    """Write the three frames as parquet files, each atomically (see :func:`atomic_target`)."""
-    paths = {}
-    for name in ("events", "customers", "identities"):
-        final = Path(out_dir) / f"{name}.parquet"
-        with atomic_target(final) as tmp:
-            getattr(shop, name).to_parquet(tmp, index=False)
-        paths[name] = final
+#: Parquet footer key of the files :func:`write` makes: only such files are replaced without --force,
+#: and only such a log gets a simulated campaign's orders
+GENERATED = b"dynseg.generated"
+
+
+def is_generated(path: Path) -> bool:
+    """Whether ``path`` is a Parquet file this module wrote (its footer carries :data:`GENERATED`)."""
+    import pyarrow.parquet as pq
+
+    try:
+        return GENERATED in (pq.read_schema(path).metadata or {})
+    except (OSError, ValueError):  # not Parquet, unreadable: not ours
+        return False
+
+
+def to_parquet_marked(frame: pd.DataFrame, path: Path, what: str) -> None:
+    """``frame.to_parquet(path)``, its footer marked as generated (``what`` says by what)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), GENERATED: what.encode()}), path)
+
+
+def check_target(out_dir: Path, force: bool = False) -> dict[str, Path]:
+    """The files :func:`write` would write in ``out_dir`` (links resolved), refused before any work
+    when one exists that this module did not write (unless ``force``) or cannot be written."""
+    import os
+
+    from features.asof import BadValue
+    from pipeline.workspace import check_writable
+
+    paths = {name: Path(os.path.realpath(Path(out_dir) / f"{name}.parquet")) for name in ("events", "customers", "identities")}
+    theirs = [p for p in paths.values() if p.exists() and not is_generated(p)]
+    if theirs and not force:
+        raise BadValue(f"{', '.join(map(str, theirs))} {'is' if len(theirs) == 1 else 'are'} not from `dynseg data "
+                       "generate`: writing the synthetic shop there would replace your data. Choose another --out "
+                       "folder, or add --force to replace them")
+    for p in paths.values():
+        check_writable(p, given=True)
     return paths
+
+
+def write(shop: SyntheticShop, out_dir: Path, force: bool = False, what: str = "dynseg data generate") -> dict[str, Path]:
+    """Write the three frames as Parquet files beside each other, as one set: each to a temp file
+    first, then all renamed into place with Ctrl-C held back, so an interrupted run leaves the old
+    set or the new one, never a new log beside old profiles. Files of the same names that this
+    module did not write (the user's own exports) are refused unless ``force``."""
+    import os
+
+    from features.writers import signals_held
+    from pipeline.workspace import temp_sibling
+
+    paths = check_target(out_dir, force)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    staged: dict[Path, Path] = {}
+    try:
+        for name, final in paths.items():
+            staged[final] = temp_sibling(final)
+            to_parquet_marked(getattr(shop, name), staged[final], what)
+        with signals_held():
+            for final, tmp in staged.items():
+                os.replace(tmp, final)
+    finally:
+        for tmp in staged.values():
+            tmp.unlink(missing_ok=True)
+    return {name: Path(out_dir) / f"{name}.parquet" for name in paths}
 
 
 # ---------------------------------------------------------------- time helpers

@@ -20,11 +20,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 
 from features.writers import HOST, running, writer_tag
+
+if TYPE_CHECKING:
+    from pipeline.config import Config
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,43 @@ def check_writable(path: Path, example: str | None = None, *, given: bool = Fals
                      "you can write") from None
 
 
+def not_the_projects_own(cfg: Config, out: Path, option: str = "--out") -> None:
+    """Refuse an output path (given as ``option``) that is one of the configured sources, a file of
+    configs/, or the workspace's database or tracking store: a typo in a scheduled command would
+    replace the customer profiles (or the log) with features, and every later run would read those
+    as its data without an error; the database holds the identity map and every run's history."""
+    from pathlib import PurePath
+
+    from features.asof import BadValue
+    from features.sources import glob_files, literal_folders
+
+    target = Path(os.path.realpath(out))
+    ws = Workspace(cfg.workspace)
+    try:
+        store = ws.tracking_uri(cfg.settings.tracking_uri)
+    except ValueError:  # a store in a folder that does not exist: nothing there to lose
+        store = ""
+    own = {ws.db_path: "the workspace's database (identity map, scoring runs, segment history)",
+           Path(f"{ws.db_path}.wal"): "the workspace database's write-ahead log"}
+    if store.startswith("sqlite:///"):
+        own[Path(store.removeprefix("sqlite:///").split("?")[0])] = "the MLflow tracking store (models, registry)"
+    for path, what in own.items():
+        if target == Path(os.path.realpath(path)):
+            raise BadValue(f"{option} {out} is {what}: writing there would lose it; choose another path")
+    configs = Path(os.path.realpath(cfg.project_dir / "configs"))
+    if target.is_relative_to(configs) and not target.is_dir():  # (a folder is refused as one)
+        raise BadValue(f"{option} {out} is in the project's configs/ folder: writing there would replace its "
+                       "configuration; choose another path")
+    for name, spec in cfg.source_specs().items():
+        pattern = Path(spec.path) if Path(spec.path).is_absolute() else cfg.project_dir / spec.path
+        files = {Path(os.path.realpath(f)) for f in ([pattern] if pattern.is_file() else glob_files(pattern))}
+        # a new file the glob would take in too; segment by segment, as DuckDB's glob reads (a
+        # file in a subfolder of data/events-*.parquet's folder is not one)
+        if target in files or PurePath(target).match(literal_folders(Path(os.path.realpath(pattern)))):
+            raise BadValue(f"{option} {out} is the source {name!r} of configs/catalog.yaml ({spec.path}): writing there "
+                           "would replace your data; choose another path")
+
+
 def _owned_elsewhere_in_sticky(path: Path) -> bool:
     """Whether renaming onto ``path`` is refused by its folder's sticky bit: the file exists and
     neither it nor its folder is ours (root may replace it)."""
@@ -164,7 +204,11 @@ def atomic_target(path: Path) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     sweep_stale_temps(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=".tmp")
-    os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it private (0600); the file gets what a plain open() would give
+    try:  # a file replaced keeps its permissions (one made private stays private)
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:  # a new file: mkstemp makes it private (0600); it gets what a plain open() would give
+        mode = 0o666 & ~_UMASK
+    os.fchmod(fd, mode)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -18,11 +18,9 @@ import contextlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,6 +30,7 @@ import ibis.expr.types as ir
 import pandas as pd
 
 from features.engines import FeatureEngine
+from features.writers import signals_held
 
 if TYPE_CHECKING:
     import duckdb
@@ -217,30 +216,8 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) 
     for key, value in settings.items():
         builder = builder.config(key, value)
     # An existing session keeps its static settings; getOrCreate applies the modifiable ones.
-    with _signals_held() if SparkContext._gateway is None else contextlib.nullcontext():
+    with signals_held() if SparkContext._gateway is None else contextlib.nullcontext():
         return builder.getOrCreate()
-
-
-@contextlib.contextmanager
-def _signals_held():
-    """Ctrl-C and SIGTERM held back while the JVM starts, and acted on once it is up. Interrupted
-    there, PySpark deletes the folder the JVM is to write its address to, and the JVM (which
-    ignores SIGINT) lives on as an orphan holding its memory; once it is up, it ends with this
-    process. Only the main thread can set handlers; elsewhere this holds nothing back."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    received: list[int] = []
-    previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-    for s in previous:
-        signal.signal(s, lambda signum, frame: received.append(signum))
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if received:
-            signal.raise_signal(received[0])
 
 
 class SparkEngine(FeatureEngine):

@@ -170,6 +170,7 @@ def handled() -> Iterator[None]:
             if type(e).__module__.split(".")[0] in ("pyspark", "py4j"):  # (some are RuntimeErrors)
                 _spark_failed(e)
                 raise typer.Exit(EXIT_DATA) from None
+            _damaged_file(e)
             raise
     except ConfigError as e:
         err.print(f"[bold red]Configuration error{'s' if len(e.issues) > 1 else ''}:[/]")
@@ -233,6 +234,24 @@ def handled() -> Iterator[None]:
                   "DuckDB use what the machine has; fewer "
                   "`threads` also need less memory.", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
+
+
+def _damaged_file(e: Exception) -> None:
+    """A source file DuckDB could not decode midway (a damaged page: validation reads a file's
+    footer and what its checks need, a query reads the rest), as one line naming the file and the
+    fix. Through a streamed Arrow result it comes as an OSError without a file name, which would
+    otherwise read as the output stream's failure."""
+    duckdb = sys.modules.get("duckdb")
+    if not (isinstance(e, OSError) and e.filename is None) and not (duckdb is not None and isinstance(e, duckdb.Error)):
+        return
+    m = re.search(r'Failed to read file "(.+?)": (.+)', str(e))
+    if m is None:
+        return
+    err.print(f"[bold red]Error:[/] cannot read {escape(m.group(1))}: {escape(m.group(2).strip().rstrip('.'))}. The file is "
+              "damaged or cut short (a copy or download that did not finish): export or copy it again; a glob reads "
+              "every file it matches, so move a bad one out of its folder meanwhile. Nothing this command had not "
+              "finished writing was kept.", highlight=False)
+    raise typer.Exit(EXIT_DATA) from None
 
 
 def _spark_failed(e: Exception) -> None:

@@ -13,7 +13,7 @@ from rich.table import Table
 from features.asof import BadValue, as_of_text, now_utc, parse_as_of
 from pipeline.cli.common import State, err, filled, handled, kv_table, out, progress
 from pipeline.cli.render import problems_table
-from pipeline.workspace import Workspace, check_writable, write_atomic
+from pipeline.workspace import Workspace, check_writable, not_the_projects_own, write_atomic
 
 app = typer.Typer(help="Input data: generate the demo shop, validate sources.", no_args_is_help=True)
 
@@ -27,6 +27,7 @@ def generate(
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Folder (default: <workspace>/data).")] = None,
     drift_from: Annotated[Optional[str], typer.Option(help="Shift behaviour after the end of this day (UTC).")] = None,
     drift: Annotated[float, typer.Option(min=0, max=1, help="Strength of the shift, 0-1 (with --drift-from).")] = 0.0,
+    force: Annotated[bool, typer.Option("--force", help="Replace events/customers/identities.parquet in the folder even when they are not generated ones.")] = False,
 ) -> None:
     """Write a synthetic shop (two years of events, customers, identities) as Parquet.
 
@@ -39,7 +40,8 @@ def generate(
         with progress(f"Generating {customers:,} customers", total=customers) as update:
             from pipeline.jobs.data import generate_job
 
-            paths = generate_job(target, customers, seed, end, progress=update, drift_from=drift_from, drift=drift)
+            paths = generate_job(target, customers, seed, end, progress=update, drift_from=drift_from, drift=drift,
+                                 force=force)
     for name, path in paths.items():
         out.print(f"wrote {name:<11} {path}", markup=False, highlight=False)
 
@@ -55,8 +57,9 @@ def validate(
     with handled():
         cfg = state.config()
         instant = parse_as_of(as_of) if as_of else now_utc()
-        if json_out:
-            check_writable(json_out, "validation.json", given=True)  # before the workspace is touched
+        if json_out:  # before the workspace is touched
+            not_the_projects_own(cfg, json_out, "--json")
+            check_writable(json_out, "validation.json", given=True)
         with progress("Validating sources") as _:
             from pipeline.jobs.data import DataError, data_summary, validate_job
 

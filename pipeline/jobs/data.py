@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -14,10 +17,10 @@ from features.asof import now_utc, parse_duration
 from features.engine import connect
 from features.identity import IdentityResolution
 from features.load import build_canonical
-from features.sources import drop_copies
+from features.sources import changed_files, drop_copies
 from features.validation import ValidationReport, check_currency, validate
 from pipeline.config import Config
-from pipeline.workspace import Workspace
+from pipeline.workspace import Workspace, check_writable
 
 
 class DataError(Exception):
@@ -53,6 +56,37 @@ class LoadedData:
     #: counts its own customers (pipeline.jobs.features.unprofiled_warnings)
     unknown_customers_counted: bool = True
 
+    def check_unchanged(self) -> None:
+        """Refuse (exit 75, to retry) when a Parquet source's file was replaced, rewritten or removed
+        since validation read it: the run's queries read the files again, so its results would mix
+        data validation never saw (a refresh landing midway). Called before a run writes anything."""
+        changed = [(name, f, how) for name, raw in self.report.sources.items() for f, how in changed_files(raw)]
+        if changed:
+            shown = "; ".join(f"{f} (source '{name}') was {how}" for name, f, how in changed[:3])
+            raise SourceChanged(
+                f"{shown}{'; …' if len(changed) > 3 else ''} while this run read it: its results would mix data "
+                "that validation never saw, so nothing was written. Run again once the refresh has finished (an "
+                "export written to a temporary name and renamed into place lands at once)")
+
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """The block's work reads the sources: checked unchanged after it, and when it fails (a file
+        removed or cut short under a query fails it with DuckDB's I/O error; the change is the cause
+        to name)."""
+        try:
+            yield
+        except Exception:
+            self.check_unchanged()
+            raise
+        self.check_unchanged()
+
+
+class SourceChanged(ValueError):
+    """A source changed under a run; running again later reads it whole (exit 75)."""
+
+    try_later = True
+
 
 def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's as_of",
                    count_unknown_customers: bool = True) -> LoadedData:
@@ -61,7 +95,8 @@ def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's 
     ``count_unknown_customers``: see :func:`features.validation.validate`."""
     # Above memory_limit DuckDB spills to the system's temp folder (not the workspace: a run that
     # fails validation writes nothing there).
-    spill = Path(tempfile.gettempdir()) / "dynseg-spill"
+    # One folder per user: a shared /tmp/dynseg-spill made by another user could not be written to.
+    spill = Path(tempfile.gettempdir()) / f"dynseg-spill-{os.getuid()}"
     con = connect(threads=cfg.settings.threads, memory_limit=cfg.settings.memory_limit, temp_directory=str(spill))
     report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of,
                       future_after, count_unknown_customers, cfg.roles.unknown_events)
@@ -91,7 +126,9 @@ def load_for_run(cfg: Config, as_of: datetime | None = None, count_unknown_custo
 def validate_job(cfg: Config, as_of: datetime) -> LoadedData:
     """``dynseg data validate``: check, then keep the identity map and the report in the workspace."""
     data = load_validated(cfg, as_of)
+    data.check_unchanged()
     ws = Workspace(cfg.workspace)
+    check_writable(ws.reports_dir / "validation.json")  # before the identity map is kept: all or nothing
     ws.write_tables(data.con, {"identity_map": "SELECT * FROM identity_map"})
     ws.write_json("reports/validation.json", data.report.to_dict() | {"summary": data_summary(data, cfg.role_of)})
     return data
@@ -133,13 +170,15 @@ def data_summary(data: LoadedData, role_of: dict[str, str] | None = None) -> dic
 
 def generate_job(
     out_dir: Path, customers: int, seed: int, end: str, progress: Callable[[int, int], None] | None = None,
-    drift_from: str | None = None, drift: float = 0.0,
+    drift_from: str | None = None, drift: float = 0.0, force: bool = False,
 ) -> dict[str, Path]:
-    """``dynseg data generate``: write the synthetic shop's sources to ``out_dir``."""
-    from pipeline.synthetic import generate, write
+    """``dynseg data generate``: write the synthetic shop's sources to ``out_dir`` (files there not
+    written by it are refused before any work, unless ``force``)."""
+    from pipeline.synthetic import check_target, generate, write
 
+    check_target(out_dir, force)
     shop = generate(customers, seed=seed, end=end, progress=progress, drift_from=drift_from, drift=drift)
-    return write(shop, out_dir)
+    return write(shop, out_dir, force)
 
 
 @dataclass
@@ -161,14 +200,21 @@ def simulate_campaign_job(cfg: Config, run_id: str | None, uplift: float, segmen
     in none of those segments' holdouts. Extra orders are added to the events source (a Parquet
     file, rewritten atomically) in the run's purchase window; see ``synthetic.apply_treatment``.
     """
-    import io
-
     import pandas as pd
 
     from pipeline import runs
-    from pipeline.synthetic import apply_treatment
-    from pipeline.workspace import write_atomic
+    from pipeline.synthetic import apply_treatment, is_generated, to_parquet_marked
+    from pipeline.workspace import atomic_target
 
+    spec = cfg.source_specs()["events"]
+    path = Path(spec.path) if Path(spec.path).is_absolute() else cfg.project_dir / spec.path
+    if spec.format != "parquet" or not path.is_file():
+        raise ValueError(f"configs/catalog.yaml: sources.events must be one Parquet file to simulate a campaign "
+                         f"(the demo shop's); found format {spec.format!r}, path {spec.path!r}")
+    if not is_generated(path):
+        raise ValueError(f"{path} (sources.events) is not from `dynseg data generate`: a simulated campaign adds "
+                         "made-up orders to the log, only to the demo shop's; point sources.events at a generated "
+                         "shop (dynseg data generate --out FOLDER) to try it")
     db = Workspace(cfg.workspace).db_path
     found = runs.read(db, "SELECT run_id, as_of, config FROM scoring_runs WHERE run_id = ? OR as_of = ?",
                       [run_id, as_of])
@@ -189,17 +235,11 @@ def simulate_campaign_job(cfg: Config, run_id: str | None, uplift: float, segmen
     members = runs.read(db, f"SELECT customer_id, sendable, holdout FROM segment_members WHERE run_id = ? "
                             f"AND segment IN ({marks})", [run_id, *chosen])
     treated = set(members.customer_id[members.sendable]) - set(members.customer_id[members.holdout])
-    spec = cfg.source_specs()["events"]
-    path = Path(spec.path) if Path(spec.path).is_absolute() else cfg.project_dir / spec.path
-    if spec.format != "parquet" or not path.is_file():
-        raise ValueError(f"configs/catalog.yaml: sources.events must be one Parquet file to simulate a campaign "
-                         f"(the demo shop's); found format {spec.format!r}, path {spec.path!r}")
     events = pd.read_parquet(path)
     horizon = int(parse_duration(cfg.labels.purchase.horizon).days)
     out = apply_treatment(events, sorted(treated), as_of, horizon, uplift, seed)
-    buf = io.BytesIO()
-    out.to_parquet(buf, index=False)
-    write_atomic(path, buf.getvalue())
+    with atomic_target(path) as tmp:
+        to_parquet_marked(out, tmp, "dynseg data simulate-campaign")
     # kept with the runs: `lift` of a run scored after its window (the demo's backfill) otherwise
     # says nothing from it could have been sent
     import duckdb

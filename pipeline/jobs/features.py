@@ -23,11 +23,10 @@ from features.engines.duckdb import sort_by_customer, to_frame
 from features.freshness import NoEventsBefore, check_freshness, is_stale
 from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
-from features.sources import glob_files, literal_folders
 from features.validation import Problem, unknown_customers
 from pipeline.config import Config, ConfigError, ConfigIssue
 from pipeline.jobs.data import LoadedData, load_for_run, skipped_examples
-from pipeline.workspace import Workspace, atomic_target, check_writable, temp_sibling
+from pipeline.workspace import Workspace, atomic_target, check_writable, not_the_projects_own, temp_sibling
 
 
 @dataclass
@@ -271,7 +270,8 @@ def check_excluded(cfg: Config, profile: DataProfile) -> None:
             cfg.origin("training.yaml", "exclude_features"), "exclude_features",
             f"{', '.join(map(repr, unknown))} {'is not a feature' if len(unknown) == 1 else 'are not features'} of "
             f"customer_features; expected column names such as {', '.join(names[:6])}, n_<role>_<w>d, or a profile "
-            f"attribute ({', '.join(profile.categorical) or 'none in this data'}); `dynseg features describe` lists them")])
+            f"attribute ({', '.join(profile.categorical) or 'none in this data'}); the columns of a `dynseg features build` file are "
+            "the names to use (`dynseg features describe` explains the patterns)")])
 
 
 def feature_spec(cfg: Config) -> FeatureSpec:
@@ -365,7 +365,10 @@ def _skipped_identifiers(cfg: Config, data: LoadedData) -> list[str]:
 
 
 def _said(p: Problem) -> str:
-    return f"{p.message} ({p.fix})"
+    """A validation warning as a run says it: the message, a few examples (the event names, ids or
+    rows it is about), the fix."""
+    shown = f"; e.g. {', '.join(p.examples[:3])}" if p.examples else ""
+    return f"{p.message}{shown} ({p.fix})"
 
 
 def unprofiled_warnings(data: LoadedData, customer_ids: Any) -> list[str]:
@@ -457,23 +460,24 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
     if out is not None:
         _check_out(out, cfg=cfg)  # before the work, not after it
     data = load_for_run(cfg, as_of)
-    warnings = run_warnings(cfg, data, as_of)
-    profile = data_profile(cfg, data, before=as_of)  # later events add no columns: the same file whatever came after
-    eng = open_engine(cfg, data, engine)
-    try:
-        expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
-                                 consents=eng.consents())
-        warnings += _later_roles_note(cfg, data, eng, as_of, profile, expr.columns)
-        if eng.name == "duckdb":
-            # DuckDB's Arrow result is kept as it is (a Parquet file is written from it; pandas
-            # only on demand), sorted in Arrow rather than by an ORDER BY (see sort_by_customer).
-            run = FeatureRun(profile, eng.name, warnings, table=sort_by_customer(eng.execute_arrow(expr)))
-        else:
-            run = FeatureRun.from_frame(eng.execute(expr.order_by("customer_id")), profile, eng.name, warnings)
-    finally:
-        eng.close()
-    ids = run.table["customer_id"] if run.table is not None else run.frame["customer_id"]
-    run.warnings += unprofiled_warnings(data, ids)
+    with data.reading():  # a source rewritten under the run: refused before anything is written
+        warnings = run_warnings(cfg, data, as_of)
+        profile = data_profile(cfg, data, before=as_of)  # later events add no columns: the same file whatever came after
+        eng = open_engine(cfg, data, engine)
+        try:
+            expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
+                                     consents=eng.consents())
+            warnings += _later_roles_note(cfg, data, eng, as_of, profile, expr.columns)
+            if eng.name == "duckdb":
+                # DuckDB's Arrow result is kept as it is (a Parquet file is written from it; pandas
+                # only on demand), sorted in Arrow rather than by an ORDER BY (see sort_by_customer).
+                run = FeatureRun(profile, eng.name, warnings, table=sort_by_customer(eng.execute_arrow(expr)))
+            else:
+                run = FeatureRun.from_frame(eng.execute(expr.order_by("customer_id")), profile, eng.name, warnings)
+        finally:
+            eng.close()
+        ids = run.table["customer_id"] if run.table is not None else run.frame["customer_id"]
+        run.warnings += unprofiled_warnings(data, ids)
     if out is not None:
         run.path = run.write(out)
     return run
@@ -531,30 +535,13 @@ def write_arrow(table: pa.Table, out: Path) -> Path:
 
 def _check_out(out: Path, example: str = "customer_features.parquet", cfg: Config | None = None) -> None:
     if cfg is not None:
-        _not_a_source(cfg, out)
+        not_the_projects_own(cfg, out)
     if out.is_dir():
         raise BadValue(f"--out {out} is a folder; expected a file path ending in .parquet or .csv "
                          f"(e.g. {out / example})")
     if out.suffix.lower() not in (".parquet", ".csv"):
         raise BadValue(f"--out {out}: expected a file name ending in .parquet or .csv; found {out.suffix or 'no suffix'!r}")
     check_writable(out, given=True)
-
-
-def _not_a_source(cfg: Config, out: Path) -> None:
-    """Refuse an ``--out`` that is one of the configured sources: a typo in a scheduled command
-    would replace the customer profiles (or the log) with features, and every later run would read
-    those as its data without an error."""
-    from pathlib import PurePath
-
-    target = Path(os.path.realpath(out))
-    for name, spec in cfg.source_specs().items():
-        pattern = Path(spec.path) if Path(spec.path).is_absolute() else cfg.project_dir / spec.path
-        files = {Path(os.path.realpath(f)) for f in ([pattern] if pattern.is_file() else glob_files(pattern))}
-        # a new file the glob would take in too; segment by segment, as DuckDB's glob reads (a
-        # file in a subfolder of data/events-*.parquet's folder is not one)
-        if target in files or PurePath(target).match(literal_folders(Path(os.path.realpath(pattern)))):
-            raise BadValue(f"--out {out} is the source {name!r} of configs/catalog.yaml ({spec.path}): writing there "
-                           "would replace your data; choose another path")
 
 
 def write_frame(frame: pd.DataFrame, out: Path, cfg: Config | None = None) -> Path:
@@ -667,16 +654,17 @@ def training_set_job(
     # changed the model's inputs as the log grew)
     profile = data_profile(cfg, data, before=as_of)
     check_excluded(cfg, profile)  # before the long work
-    eng = open_engine(cfg, data, engine)
     min_history = parse_duration(t.min_history)
-    try:
-        histories: dict[str, pd.DataFrame] = {}
-        frame = build_training_set(eng, feature_spec(cfg), profile, label, plan, t.min_class_examples, progress,
-                                   histories)
-        year = timedelta(days=365)
-        found = label_rates(eng, profile, [(label, plan.cutoffs[k] - year) for k in (0, 1)], first, min_history)
-        rates = dict(zip(("test", "valid"), found))
-    finally:
-        eng.close()
-    warnings += unprofiled_warnings(data, frame["customer_id"].unique())
+    with data.reading():  # a source rewritten under the long work: refused, not trained on
+        eng = open_engine(cfg, data, engine)
+        try:
+            histories: dict[str, pd.DataFrame] = {}
+            frame = build_training_set(eng, feature_spec(cfg), profile, label, plan, t.min_class_examples, progress,
+                                       histories)
+            year = timedelta(days=365)
+            found = label_rates(eng, profile, [(label, plan.cutoffs[k] - year) for k in (0, 1)], first, min_history)
+            rates = dict(zip(("test", "valid"), found))
+        finally:
+            eng.close()
+        warnings += unprofiled_warnings(data, frame["customer_id"].unique())
     return TrainingData(frame, plan, profile, label, warnings, first, last, rates, histories)

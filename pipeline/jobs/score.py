@@ -300,8 +300,12 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         _reason_codes(data.con, feats, champions, used, targets, with_reasons, cfg.settings.currency)
         if with_reasons:  # (without, only the empty table is made: no stage to time)
             timings["reasons"] = time.perf_counter() - clock
+    except Exception:
+        data.check_unchanged()  # a file removed or cut short under a query fails it: the change is the cause
+        raise
     finally:
         eng.close()
+    data.check_unchanged()  # a source rewritten under the run: refused before anything is written
     for m in used:
         warnings += [f"{m.target}: {w}" for w in getattr(m, "_warnings", [])]
     if not has_consent:

@@ -1,0 +1,160 @@
+"""What a user already has survives what goes wrong around a run: sources changed under it, damaged
+files, outputs aimed at the project's own files, interrupted writes. (A review, 2026-12-03, found
+each of these losing or mixing data with exit 0.)"""
+
+import os
+import stat
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from conftest import good_events
+from pipeline.cli import app
+from pipeline.synthetic import generate, write
+
+runner = CliRunner()
+
+
+def said(result) -> str:
+    return " ".join(result.output.split())  # rich wraps long lines
+
+
+@pytest.mark.parametrize("how", ["rewritten", "replaced", "removed"])
+def test_a_source_changed_under_a_build_is_refused_and_nothing_is_written(project, monkeypatch, how):
+    """Validation passed the log; the feature query then read a refresh that landed midway: exit 0
+    and features of data never validated (or, a moment later, DuckDB's traceback)."""
+    import pipeline.jobs.features as jobs
+
+    events = project.write_events(good_events())
+    out = project.root / "f.parquet"
+    assert runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)]).exit_code == 0
+    before = out.read_bytes()
+    original = jobs.customer_features
+
+    def refreshed_midway(*args, **kwargs):
+        fewer = good_events(2)
+        if how == "rewritten":
+            fewer.to_parquet(events, index=False)
+        elif how == "replaced":
+            fewer.to_parquet(events.with_name("new.parquet"), index=False)
+            os.replace(events.with_name("new.parquet"), events)
+        else:
+            events.unlink()
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, "customer_features", refreshed_midway)
+    r = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
+    assert r.exit_code == 75 and "Traceback" not in said(r), said(r)
+    assert f"{events} (source 'events') was {how} while this run read it" in said(r), said(r)
+    assert "nothing was written" in said(r)
+    assert out.read_bytes() == before and [p.name for p in out.parent.glob(".f.parquet*")] == []
+
+
+def test_a_damaged_parquet_file_is_one_line_naming_it(project):
+    """A page damaged midway (the footer intact): pyarrow's stream made DuckDB's error an OSError
+    without a file name, printed as the output stream's failure, with no fix."""
+    rng = np.random.default_rng(3)
+    n = 300_000
+    frame = pd.DataFrame({"event_id": [f"e{i}-{x}" for i, x in enumerate(rng.integers(0, 2**62, n))],
+                          "customer_id": [f"c{x}" for x in rng.integers(0, 50_000, n)],
+                          "event_type": "order_completed",
+                          "ts": pd.Timestamp("2026-01-01") + pd.to_timedelta(rng.integers(0, 86_400 * 300, n), "s"),
+                          "amount": rng.random(n) * 100})
+    events = project.write_events(frame)
+    data = bytearray(events.read_bytes())
+    middle = len(data) // 3
+    data[middle:middle + 400] = bytes(b ^ 0x5A for b in data[middle:middle + 400])
+    events.write_bytes(bytes(data))
+    r = runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"])
+    assert r.exit_code == 1 and "Traceback" not in said(r), said(r)
+    assert f"Error: cannot read {events}:" in said(r) and "damaged or cut short" in said(r), said(r)
+    assert "output stream" not in said(r)
+
+
+def test_outputs_aimed_at_the_projects_own_files_are_refused(project):
+    """`data validate --json` replaced the event log, the workspace database (identity map, every
+    run's history) or a config file with its report, exit 0."""
+    events = project.write_events(good_events())
+    assert runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"]).exit_code == 0
+    db = project.workspace / "dynseg.duckdb"
+    catalog = project.root / "configs" / "catalog.yaml"
+    kept = {p: p.read_bytes() for p in (events, db, catalog)}
+    for target, what in ((events, "is the source 'events'"), (db, "is the workspace's database"),
+                         (catalog, "is in the project's configs/ folder"),
+                         (project.root / "configs" / "new.json", "is in the project's configs/ folder")):
+        r = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06", "--json", str(target)])
+        assert r.exit_code == 2 and f"--json {target} {what}" in said(r), said(r)
+    r = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out",
+                            str(project.workspace / "dynseg.duckdb")])
+    assert r.exit_code == 2 and "is the workspace's database" in said(r), said(r)
+    assert {p: p.read_bytes() for p in kept} == kept
+    assert not (project.root / "configs" / "new.json").exists()
+
+
+def test_a_replaced_output_keeps_its_permissions(project):
+    """A private (0600) features file became world-readable (0644) when a build replaced it."""
+    project.write_events(good_events())
+    out = project.root / "f.parquet"
+    for mode in (0o600, 0o640):
+        out.write_bytes(b"old")
+        out.chmod(mode)
+        assert runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)]).exit_code == 0
+        assert stat.S_IMODE(out.stat().st_mode) == mode and pq.read_table(out).num_rows == 3
+
+
+def test_a_validation_whose_report_cannot_be_written_keeps_nothing(project):
+    """The identity map was committed, then the report's write failed: half a run kept."""
+    project.write_events(good_events())
+    project.workspace.mkdir(parents=True)
+    (project.workspace / "reports").write_text("a file where the reports folder goes")
+    r = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"])
+    assert r.exit_code == 1 and "validation.json" in said(r), said(r)
+    assert not (project.workspace / "dynseg.duckdb").exists()
+
+
+def test_generate_replaces_only_its_own_files_and_writes_them_as_a_set(project, monkeypatch):
+    """`data generate --out DIR` replaced the user's exports there without asking; interrupted
+    after its first file, it left a new log beside old profiles and said nothing was kept."""
+    import pipeline.synthetic as synthetic
+    from pipeline.synthetic import is_generated
+
+    folder = project.root / "exports"
+    folder.mkdir()
+    theirs = folder / "customers.parquet"
+    pd.DataFrame({"customer_id": ["a"]}).to_parquet(theirs)
+    before = theirs.read_bytes()
+    r = runner.invoke(app, ["data", "generate", "--customers", "30", "--out", str(folder)])
+    assert r.exit_code == 2 and f"{theirs} is not from `dynseg data generate`" in said(r) and "--force" in said(r)
+    assert theirs.read_bytes() == before and not (folder / "events.parquet").exists()
+    assert runner.invoke(app, ["data", "generate", "--customers", "30", "--out", str(folder), "--force"]).exit_code == 0
+    assert all(is_generated(folder / f"{n}.parquet") for n in ("events", "customers", "identities"))
+    first = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    written = []
+
+    def stopped_at_the_third(frame, path, what):
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(path)
+        frame.to_parquet(path)
+
+    monkeypatch.setattr(synthetic, "to_parquet_marked", stopped_at_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        write(generate(40, seed=3), folder)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == first  # the old set whole, no temp files
+    monkeypatch.undo()
+    r = runner.invoke(app, ["data", "generate", "--customers", "40", "--seed", "3", "--out", str(folder)])
+    assert r.exit_code == 0, said(r)  # its own files: replaced without --force
+    assert {p.name for p in folder.iterdir()} == set(first)
+
+
+def test_a_simulated_campaign_is_refused_on_a_log_it_did_not_generate(project):
+    """simulate-campaign adds made-up orders to the events file: only to the demo shop's."""
+    events = project.write_events(good_events())
+    before = events.read_bytes()
+    r = runner.invoke(app, ["data", "simulate-campaign", "--as-of", "2026-01-06"])
+    assert r.exit_code == 1 and f"{events} (sources.events) is not from `dynseg data generate`" in said(r), said(r)
+    assert events.read_bytes() == before
