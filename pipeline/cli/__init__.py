@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import sys
 
-from pipeline.cli.app import app
-from pipeline.cli.common import on_sigterm
+# Ctrl-C while the command line's modules load (its first second): one line and exit 130, as
+# later, not the traceback of whichever import it landed in
+try:
+    from pipeline.cli.app import app
+    from pipeline.cli.common import on_sigterm
+except KeyboardInterrupt:
+    sys.stderr.write("Interrupted.\n")
+    raise SystemExit(130) from None
 
 
 def main() -> None:

@@ -158,3 +158,21 @@ def test_a_simulated_campaign_is_refused_on_a_log_it_did_not_generate(project):
     r = runner.invoke(app, ["data", "simulate-campaign", "--as-of", "2026-01-06"])
     assert r.exit_code == 1 and f"{events} (sources.events) is not from `dynseg data generate`" in said(r), said(r)
     assert events.read_bytes() == before
+
+
+def test_ctrl_c_while_the_command_line_loads_is_one_line(tmp_path):
+    """Ctrl-C in the first second (the modules loading) printed an 11-32 line traceback."""
+    import subprocess
+    import sys
+
+    stop_in_an_import = ("import sys\n"
+                         "class Stop:\n"
+                         "    def find_spec(self, name, path, target=None):\n"
+                         "        if name == 'typer':\n"
+                         "            raise KeyboardInterrupt\n"
+                         "sys.meta_path.insert(0, Stop())\n"
+                         "from pipeline.cli import main\n"
+                         "main()\n")
+    done = subprocess.run([sys.executable, "-c", stop_in_an_import, "features", "describe"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 130 and done.stderr == "Interrupted.\n", done.stderr
