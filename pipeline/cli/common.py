@@ -232,8 +232,24 @@ def handled() -> Iterator[None]:
                   f"({str(e).splitlines()[0]}). Raise `memory_limit` where it is set (configs/project.yaml, "
                   "a profile's or configs/local/project.yaml, or DYNSEG_MEMORY_LIMIT), or remove it to let "
                   "DuckDB use what the machine has; fewer "
-                  "`threads` also need less memory.", highlight=False)
+                  f"`threads` also need less memory.{_spill_note()}", highlight=False)
         raise typer.Exit(EXIT_DATA) from None
+
+
+def _spill_note() -> str:
+    """Where DuckDB spills above the limit, and the room left there: a full disk there ends a run
+    with the same out-of-memory error."""
+    import shutil
+
+    from pipeline.jobs.data import spill_folder
+
+    folder = spill_folder()
+    try:
+        free = shutil.disk_usage(folder.parent).free
+    except OSError:
+        return ""
+    return (f" Above the limit DuckDB spills to {folder} ({free / 2**30:.1f} GiB free there): if that disk is "
+            "full, free space or point TMPDIR at a larger one.")
 
 
 def _damaged_file(e: Exception) -> None:

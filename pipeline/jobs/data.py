@@ -88,15 +88,22 @@ class SourceChanged(ValueError):
     try_later = True
 
 
+def spill_folder() -> Path:
+    """Where DuckDB spills what does not fit under ``memory_limit``: the system's temp folder (not
+    the workspace: a run that fails validation writes nothing there), one folder per user (a shared
+    /tmp/dynseg-spill made by another user could not be written to)."""
+    return Path(tempfile.gettempdir()) / f"dynseg-spill-{os.getuid()}"
+
+
 def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's as_of",
                    count_unknown_customers: bool = True) -> LoadedData:
     """Validate every configured source and build the canonical views; raise DataError on errors.
     Events after ``as_of`` are refused as from the future (``future_after`` names that instant).
     ``count_unknown_customers``: see :func:`features.validation.validate`."""
-    # Above memory_limit DuckDB spills to the system's temp folder (not the workspace: a run that
-    # fails validation writes nothing there).
-    # One folder per user: a shared /tmp/dynseg-spill made by another user could not be written to.
-    spill = Path(tempfile.gettempdir()) / f"dynseg-spill-{os.getuid()}"
+    spill = spill_folder()
+    if spill.exists() and not spill.is_dir():  # DuckDB's own error was a traceback, once it spilled
+        raise ValueError(f"{spill} is a file: DuckDB spills there when a run exceeds memory_limit; remove it, or "
+                         "point TMPDIR at another folder")
     con = connect(threads=cfg.settings.threads, memory_limit=cfg.settings.memory_limit, temp_directory=str(spill))
     report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of,
                       future_after, count_unknown_customers, cfg.roles.unknown_events)

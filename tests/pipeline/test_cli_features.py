@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.cli.common import err
 from conftest import good_events
+from pipeline.jobs.data import spill_folder
 from pipeline.synthetic import generate, write
 
 runner = CliRunner()
@@ -161,6 +162,20 @@ def test_a_memory_limit_too_small_exits_1_naming_the_setting(project):
     stderr = " ".join(result.stderr.split())
     assert "Out of memory" in stderr and "memory_limit" in stderr and "configs/project.yaml" in stderr
     assert not out.exists()
+    # where it spills (one folder per user) and the room there: a full disk there fails the same way
+    assert f"Above the limit DuckDB spills to {spill_folder()} (" in stderr and "GiB free there" in stderr, stderr
+
+
+def test_a_spill_folder_that_is_a_file_is_named(project, monkeypatch, tmp_path):
+    """DuckDB, once it had to spill, failed with a traceback ('Failed to create directory')."""
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # read TMPDIR again
+    project.write_events(good_events())
+    spill_folder().write_text("not a folder")
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
+    assert result.exit_code == 1 and f"{spill_folder()} is a file: DuckDB spills there" in " ".join(result.output.split())
 
 
 def test_a_past_run_accepts_later_events_and_refuses_only_those_after_now(project, monkeypatch):
