@@ -13,7 +13,7 @@ from features.asof import as_of_file_label, as_of_text, cutoff_label, parse_as_o
 from features.customer_features import DOCS, catalog
 from pipeline.cli.common import Engine, State, engine_name, err, filled, handled, kv_table, out, progress
 from pipeline.cli.train import Target
-from pipeline.workspace import Workspace
+from pipeline.workspace import Workspace, check_writable
 
 app = typer.Typer(help="Point-in-time customer features.", no_args_is_help=True)
 
@@ -33,6 +33,8 @@ def build(
         # named like the as_of: customer_features_2026-11-27.parquet is as of the end of that day
         label = as_of_file_label(instant)
         target = out_path or Workspace(cfg.workspace).root / "features" / f"customer_features_{label}.parquet"
+        if out_path is None:
+            _default_writable(target)
         with progress(f"Building features as of {instant:%Y-%m-%d %H:%M} UTC") as _:
             from pipeline.jobs.features import build_features_job
 
@@ -107,6 +109,8 @@ def training_set(
         other = spec.horizon != label_spec(cfg, target.value).horizon
         suffix = (f"_{spec.horizon.days}d" if other else "") + (f"_{as_of_file_label(instant)}" if instant else "")
         path = out_path or Workspace(cfg.workspace).root / "features" / f"training_set_{target.value}{suffix}.parquet"
+        if out_path is None:
+            _default_writable(path)
         with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
             td = export_training_set_job(cfg, target.value, path, instant, horizon, engine_name(engine), update)
     for w in td.warnings:
@@ -174,3 +178,14 @@ def describe() -> None:
     out.print(t)
     out.print(f"Definition: features/customer_features.py; documentation: {DOCS.relative_to(DOCS.parents[1])}. "
               "A feature as of T sees only events with ts < T.")
+
+
+def _default_writable(path: Path) -> None:
+    """The default output, in the workspace, checked as the environment's (exit 1), not as a path
+    the user gave (exit 2 would read as bad usage of an option they did not use)."""
+    try:
+        check_writable(path)
+    except ValueError as e:
+        said = str(e).split("; choose")[0]  # not "choose a folder": the user chose none
+        raise ValueError(f"{said}. It is the default output, in the workspace: make the workspace writable, "
+                         "or give --out") from None

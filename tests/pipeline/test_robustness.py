@@ -176,3 +176,15 @@ def test_ctrl_c_while_the_command_line_loads_is_one_line(tmp_path):
     done = subprocess.run([sys.executable, "-c", stop_in_an_import, "features", "describe"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 130 and done.stderr == "Interrupted.\n", done.stderr
+
+
+def test_a_default_output_that_cannot_be_written_is_the_environments_problem(project):
+    """Without --out, an unwritable workspace exited 2 (bad usage) saying to choose a folder, though
+    the user had given no path."""
+    project.write_events(good_events())
+    project.workspace.mkdir(parents=True)
+    (project.workspace / "features").write_text("a file where the features folder goes")
+    for command in (["features", "build", "--as-of", "2026-01-06"], ["features", "training-set", "purchase"]):
+        r = runner.invoke(app, command)
+        assert r.exit_code == 1 and "It is the default output, in the workspace" in said(r), said(r)
+        assert "choose a" not in said(r)
