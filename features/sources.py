@@ -128,9 +128,6 @@ class RawSource:
     file_columns: dict[Path, tuple[str, ...]] = field(default_factory=dict)
     #: Columns read under another name (``columns:`` in the catalog): view name -> the file's name
     source_names: dict[str, str] = field(default_factory=dict)
-    #: Parquet sources: each file's (size, modification time, inode) when it was first read; see
-    #: :func:`changed_files`. (A CSV is parsed once into a copy; a DuckDB file is locked.)
-    stamps: dict[Path, tuple[int, int, int]] = field(default_factory=dict)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -141,15 +138,37 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
     return st.st_size, st.st_mtime_ns, st.st_ino
 
 
-def changed_files(raw: RawSource) -> list[tuple[Path, str]]:
-    """The files of a Parquet source replaced, rewritten or removed since it was first read, each
-    with what changed. A run reads its sources more than once (validation, then its queries): an
-    export that lands midway would give results from data that was never validated."""
+#: A Parquet source file's stamp before a run reads it: its source's name and (size, modification
+#: time, inode). (A CSV source is parsed once into a copy; a DuckDB file is locked while read.)
+Stamps = dict[Path, tuple[str, tuple[int, int, int]]]
+
+
+def source_stamps(specs: dict[str, SourceSpec], base_dir: Path) -> Stamps:
+    """The stamps of every Parquet source's files, taken before a run reads them (files that do
+    not resolve are left to validation to report)."""
+    out: Stamps = {}
+    for name, spec in specs.items():
+        if spec.format != "parquet":
+            continue
+        try:
+            files = resolve_files(spec, base_dir, name)
+        except SourceError:
+            continue
+        for f in files:
+            if (stamp := _stamp(f)) is not None:
+                out[f] = (name, stamp)
+    return out
+
+
+def changed_files(stamps: Stamps) -> list[tuple[str, Path, str]]:
+    """The files replaced, rewritten or removed since ``stamps`` were taken: (source, file, what
+    happened). A run reads its sources more than once (validation, then its queries): an export
+    that lands midway would give results from data that was never validated."""
     changed = []
-    for f, then in raw.stamps.items():
+    for f, (name, then) in stamps.items():
         now = _stamp(f)
         if now != then:
-            changed.append((f, "removed" if now is None else "replaced" if now[2] != then[2] else "rewritten"))
+            changed.append((name, f, "removed" if now is None else "replaced" if now[2] != then[2] else "rewritten"))
     return changed
 
 
@@ -285,7 +304,6 @@ def _check_repeated_names(names: list[str], path: Path, name: str) -> None:
 def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec, base_dir: Path) -> RawSource:
     """Create the view ``raw_<name>`` over a source, with contract column names applied."""
     files = resolve_files(spec, base_dir, name)
-    stamps = {f: stamp for f in files if spec.format == "parquet" and (stamp := _stamp(f)) is not None}
     for f in files:
         if spec.format != "duckdb" and f.stat().st_size == 0:
             raise SourceError(f"{f}: source '{name}' is an empty file (0 bytes); expected a {spec.format} file with rows")
@@ -379,7 +397,7 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
                         f"of one source must agree. Write '{col}' as text in every file")
     missing = {renames.get(c, c): tuple(f for f, have in per_file.items() if c not in have) for c in cols}
     return RawSource(name, view, files, types, rows, stats, {c: fs for c, fs in missing.items() if fs}, per_file,
-                     {renames[c]: c for c in cols if c in renames}, stamps)
+                     {renames[c]: c for c in cols if c in renames})
 
 
 #: The temporary copies of CSV sources made on a connection (id -> their removers)

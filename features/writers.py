@@ -59,12 +59,21 @@ def signals_held() -> Iterator[None]:
         return
     received: list[int] = []
     previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    install = signal.signal
     for s in previous:
-        signal.signal(s, lambda signum, frame: received.append(signum))
+        install(s, lambda signum, frame: received.append(signum))
+
+    def kept_back(signum, handler):  # a library's own handler set in the block (pyspark's SparkContext
+        if signum in previous:       # sets one for SIGINT, which called the JVM mid-call and lost the signal)
+            return signal.getsignal(signum)
+        return install(signum, handler)
+
+    signal.signal = kept_back
     try:
         yield
     finally:
+        signal.signal = install
         for s, handler in previous.items():
-            signal.signal(s, handler)
+            install(s, handler)
         if received:
             signal.raise_signal(received[0])

@@ -31,6 +31,7 @@ bit-for-bit what it was):
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import date, datetime
 from pathlib import Path
@@ -144,8 +145,12 @@ def is_generated(path: Path) -> bool:
     import pyarrow.parquet as pq
 
     try:
-        return GENERATED in (pq.read_schema(path).metadata or {})
-    except (OSError, ValueError):  # not Parquet, unreadable: not ours
+        meta = pq.read_metadata(path)
+        mark = (meta.metadata or {}).get(GENERATED)
+        # the rows it was written with: pyarrow carries the key over when the file is read and
+        # written again, and a log edited so (an event added) is no longer the generated one
+        return mark is not None and json.loads(mark).get("rows") == meta.num_rows
+    except (OSError, ValueError, AttributeError):  # not Parquet, unreadable, an older mark: not ours
         return False
 
 
@@ -155,7 +160,8 @@ def to_parquet_marked(frame: pd.DataFrame, path: Path, what: str) -> None:
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), GENERATED: what.encode()}), path)
+    mark = json.dumps({"by": what, "rows": len(frame)}).encode()
+    pq.write_table(table.replace_schema_metadata({**(table.schema.metadata or {}), GENERATED: mark}), path)
 
 
 def check_target(out_dir: Path, force: bool = False) -> dict[str, Path]:

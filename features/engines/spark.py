@@ -114,7 +114,9 @@ def session_conf(scratch: Path, master: str = "local[2]") -> dict[str, str]:
         # and unix_timestamp() all use the session zone. The JVM zone only matters to legacy
         # code paths, but UTC there too leaves nothing to the machine's zone.
         "spark.sql.session.timeZone": "UTC",
-        "spark.driver.extraJavaOptions": f"-Duser.timezone=UTC -Dderby.system.home={scratch / 'derby'}",
+        # The JVM's own temp folders (spark-*) in the scratch folder too: swept with it after a kill
+        "spark.driver.extraJavaOptions": (f"-Duser.timezone=UTC -Dderby.system.home={scratch / 'derby'} "
+                                          f"-Djava.io.tmpdir={scratch}"),
         "spark.executor.extraJavaOptions": "-Duser.timezone=UTC",
         # Parquet from DuckDB: TIMESTAMP is written as TIMESTAMP(MICROS, isAdjustedToUTC=false);
         # read it as TIMESTAMP_NTZ (the wall clock as written, never shifted), in the proleptic
@@ -140,6 +142,9 @@ def session_conf(scratch: Path, master: str = "local[2]") -> dict[str, str]:
             "spark.ui.enabled": "false",
             "spark.driver.host": "127.0.0.1",
             "spark.driver.bindAddress": "127.0.0.1",
+            # shuffle files (blockmgr-*) in the scratch folder, not in /tmp beside it, where a
+            # run killed outright left them for good
+            "spark.local.dir": str(scratch / "local"),
         }
     return out
 

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 
+from features.writers import signals_held
+
 # Ctrl-C while the command line's modules load (its first second): one line and exit 130, as
-# later, not the traceback of whichever import it landed in
+# later, not the traceback of whichever import it landed in. Held until they are loaded: landing
+# in pydantic's schema building (Rust), it became a SchemaError, or was lost.
 try:
-    from pipeline.cli.app import app
-    from pipeline.cli.common import on_sigterm
+    with signals_held():
+        from pipeline.cli.app import app
+        from pipeline.cli.common import on_sigterm, said_stopped
 except KeyboardInterrupt:
     sys.stderr.write("Interrupted.\n")
     raise SystemExit(130) from None
@@ -16,7 +20,15 @@ except KeyboardInterrupt:
 
 def main() -> None:
     on_sigterm()
-    app(prog_name="dynseg")
+    try:
+        app(prog_name="dynseg")
+    except KeyboardInterrupt:  # before a command's own handling: typer building the command line
+        sys.stderr.write("Interrupted.\n")
+        raise SystemExit(130) from None
+    except SystemExit as e:  # typer's silent 130 for a Ctrl-C between parsing and a command's handling
+        if e.code == 130 and not said_stopped:
+            sys.stderr.write("Interrupted.\n")
+        raise
 
 
 __all__ = ["app", "main"]

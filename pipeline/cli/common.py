@@ -52,6 +52,11 @@ out = _console()
 err = _console(stderr=True)
 
 
+#: the stops a command said in its one line (typer ends a Ctrl-C outside a command's own handling
+#: with exit 130 and nothing said; the entry point says it then)
+said_stopped: list[int] = []
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler stopping a job, ``kill``) or SIGHUP (a closed terminal), raised in the main thread like Ctrl-C so that
     the same cleanup runs: temp files removed, the DuckDB transaction rolled back, Spark's scratch
@@ -134,7 +139,12 @@ class State:
 
     def config(self) -> Config:
         if self._config is None:
-            self._config = load_config(self.project, self.profile)
+            from features.writers import signals_held
+
+            # Ctrl-C held while pydantic validates (in Rust, where it was lost or read as a bad
+            # value: "currency: found ''"), and acted on after
+            with signals_held():
+                self._config = load_config(self.project, self.profile)
         return self._config
 
 
@@ -159,8 +169,9 @@ def _registry_error(e: RuntimeError) -> NoReturn:
 @contextlib.contextmanager
 def handled() -> Iterator[None]:
     """Turn known failures into a clear message on stderr and exit code 1."""
-    from pipeline.jobs.data import DataError
+    from pipeline.jobs.data import DataError, forget_reads
 
+    forget_reads()  # a read error names a change to this command's sources only
     try:
         try:
             yield
@@ -170,6 +181,7 @@ def handled() -> Iterator[None]:
             if type(e).__module__.split(".")[0] in ("pyspark", "py4j"):  # (some are RuntimeErrors)
                 _spark_failed(e)
                 raise typer.Exit(EXIT_DATA) from None
+            _changed_source(e)
             _damaged_file(e)
             raise
     except ConfigError as e:
@@ -197,6 +209,7 @@ def handled() -> Iterator[None]:
         # half-written. Exit 128 + the signal's number, as a shell reports it (130, 143).
         signum = e.signum if isinstance(e, Terminated) else (_signals[-1] if _signals else 2)
         what = {15: "Terminated (SIGTERM).", 1: "Hung up (SIGHUP)."}.get(signum, "Interrupted.")
+        said_stopped.append(signum)
         err.print(f"[bold red]{what}[/] Nothing this command had not finished writing was kept: "
                   "its writes are atomic.", highlight=False)
         raise typer.Exit(128 + signum) from None
@@ -252,18 +265,41 @@ def _spill_note() -> str:
             "full, free space or point TMPDIR at a larger one.")
 
 
+def _changed_source(e: Exception) -> None:
+    """A run that failed reading a source that changed under it (removed, rewritten midway): the
+    change is what to say (exit 75, to retry), not the read error's traceback."""
+    jobs = sys.modules.get("pipeline.jobs.data")
+    if jobs is None or isinstance(e, (jobs.SourceChanged, jobs.DataError)):
+        return
+    problem = jobs.changed_sources()
+    if problem is not None:
+        raise problem from None
+
+
 def _damaged_file(e: Exception) -> None:
     """A source file DuckDB could not decode midway (a damaged page: validation reads a file's
-    footer and what its checks need, a query reads the rest), as one line naming the file and the
-    fix. Through a streamed Arrow result it comes as an OSError without a file name, which would
-    otherwise read as the output stream's failure."""
+    footer and what its checks need, a query reads the rest), as one line naming the file (or, when
+    DuckDB does not, the files it may be) and the fix. Through a streamed Arrow result it comes as an
+    OSError without a file name, which would otherwise read as the output stream's failure."""
     duckdb = sys.modules.get("duckdb")
     if not (isinstance(e, OSError) and e.filename is None) and not (duckdb is not None and isinstance(e, duckdb.Error)):
         return
-    m = re.search(r'Failed to read file "(.+?)": (.+)', str(e))
-    if m is None:
+    text = str(e).strip()
+    named = re.search(r'(?:Failed to read file|in Parquet file) "(.+?)"[:,]?\s*(.*)', text, re.DOTALL)
+    if named is None and not re.search(r"corrupt|decompression|out of buffer|invalid string encoding|magic bytes",
+                                       text, re.IGNORECASE):
         return
-    err.print(f"[bold red]Error:[/] cannot read {escape(m.group(1))}: {escape(m.group(2).strip().rstrip('.'))}. The file is "
+    if named is not None:
+        where, why = named.group(1), named.group(2) or text
+    else:
+        jobs = sys.modules.get("pipeline.jobs.data")
+        files = [str(f) for stamps in (jobs._READ if jobs is not None else []) for f in stamps]
+        if not files:
+            return
+        where = files[0] if len(files) == 1 else f"one of {', '.join(files[:4])}{', …' if len(files) > 4 else ''}"
+        why = text
+    why = re.sub(r"^[A-Za-z ]*Error:\s*", "", why.splitlines()[0]).rstrip(".!")
+    err.print(f"[bold red]Error:[/] cannot read {escape(where)}: {escape(why)}. The file is "
               "damaged or cut short (a copy or download that did not finish): export or copy it again; a glob reads "
               "every file it matches, so move a bad one out of its folder meanwhile. Nothing this command had not "
               "finished writing was kept.", highlight=False)

@@ -61,7 +61,7 @@ def validate(
             not_the_projects_own(cfg, json_out, "--json")
             check_writable(json_out, "validation.json", given=True)
         with progress("Validating sources") as _:
-            from pipeline.jobs.data import DataError, data_summary, validate_job
+            from pipeline.jobs.data import DataError, validate_job
 
             try:
                 data = validate_job(cfg, instant)
@@ -69,7 +69,7 @@ def validate(
                 if json_out:  # a scheduler asked for the report: it gets the problems too
                     write_atomic(json_out, json.dumps(e.report.to_dict(), indent=2, default=str).encode())
                 raise
-        summary = data_summary(data, cfg.role_of)
+        summary = data.summary
     if data.report.problems:
         err.print(problems_table(data.report.problems))
     _print_summary(summary)

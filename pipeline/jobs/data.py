@@ -6,7 +6,7 @@ import contextlib
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
@@ -17,7 +17,7 @@ from features.asof import now_utc, parse_duration
 from features.engine import connect
 from features.identity import IdentityResolution
 from features.load import build_canonical
-from features.sources import changed_files, drop_copies
+from features.sources import Stamps, changed_files, drop_copies, source_stamps
 from features.validation import ValidationReport, check_currency, validate
 from pipeline.config import Config
 from pipeline.workspace import Workspace, check_writable
@@ -56,18 +56,18 @@ class LoadedData:
     #: counts its own customers (pipeline.jobs.features.unprofiled_warnings)
     unknown_customers_counted: bool = True
 
+    #: the Parquet sources' files as they were before validation read them (see check_unchanged)
+    stamps: Stamps = field(default_factory=dict)
+    #: ``data validate``'s summary, taken before the check that nothing changed under it
+    summary: dict | None = None
+
     def check_unchanged(self) -> None:
         """Refuse (exit 75, to retry) when a Parquet source's file was replaced, rewritten or removed
-        since validation read it: the run's queries read the files again, so its results would mix
-        data validation never saw (a refresh landing midway). Called before a run writes anything."""
-        changed = [(name, f, how) for name, raw in self.report.sources.items() for f, how in changed_files(raw)]
-        if changed:
-            shown = "; ".join(f"{f} (source '{name}') was {how}" for name, f, how in changed[:3])
-            raise SourceChanged(
-                f"{shown}{'; …' if len(changed) > 3 else ''} while this run read it: its results would mix data "
-                "that validation never saw, so nothing was written. Run again once the refresh has finished (an "
-                "export written to a temporary name and renamed into place lands at once)")
-
+        since validation began to read it: the run's queries read the files again, so its results
+        would mix data validation never saw (a refresh landing midway). Called before a run writes."""
+        problem = _changed(self.stamps)
+        if problem is not None:
+            raise problem
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
@@ -80,6 +80,38 @@ class LoadedData:
             self.check_unchanged()
             raise
         self.check_unchanged()
+
+
+def _changed(stamps: Stamps) -> SourceChanged | None:
+    changed = changed_files(stamps)
+    if not changed:
+        return None
+    shown = "; ".join(f"{f} (source '{name}') was {how}" for name, f, how in changed[:3])
+    return SourceChanged(
+        f"{shown}{'; …' if len(changed) > 3 else ''} while this run read it: its results would mix data "
+        "that validation never saw, so nothing was written. Run again once the refresh has finished (an "
+        "export written to a temporary name and renamed into place lands at once)")
+
+
+#: The stamps of the sources this command's runs began to read (see forget_reads)
+_READ: list[Stamps] = []
+
+
+def forget_reads() -> None:
+    """A new command begins: the sources earlier ones read (in a notebook's or a test's process)
+    are not its own."""
+    _READ.clear()
+
+
+def changed_sources() -> SourceChanged | None:
+    """Whether a source file a run of this process read has changed since: the cause to name when
+    a run fails with a read error (a file removed under validation fails it with DuckDB's I/O error,
+    one rewritten with 'no magic bytes'), rather than the error's traceback."""
+    for stamps in reversed(_READ):
+        problem = _changed(stamps)
+        if problem is not None:
+            return problem
+    return None
 
 
 class SourceChanged(ValueError):
@@ -104,16 +136,24 @@ def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's 
     if spill.exists() and not spill.is_dir():  # DuckDB's own error was a traceback, once it spilled
         raise ValueError(f"{spill} is a file: DuckDB spills there when a run exceeds memory_limit; remove it, or "
                          "point TMPDIR at another folder")
+    stamps = source_stamps(cfg.source_specs(), cfg.project_dir)
+    _READ.append(stamps)
     con = connect(threads=cfg.settings.threads, memory_limit=cfg.settings.memory_limit, temp_directory=str(spill))
-    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of,
-                      future_after, count_unknown_customers, cfg.roles.unknown_events)
-    if not report.ok:
-        con.close()
-        drop_copies(con)  # the error (kept by a notebook) keeps the connection: not its CSV copies
-        raise DataError(report)
-    check_currency(con, report, cfg.settings.currency)
-    identity = build_canonical(con, report, cfg.role_of, cfg.settings.identity.max_ids_per_identifier)
-    return LoadedData(con, report, identity, as_of, count_unknown_customers)
+    try:
+        report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of,
+                          future_after, count_unknown_customers, cfg.roles.unknown_events)
+        if not report.ok:
+            con.close()
+            drop_copies(con)  # the error (kept by a notebook) keeps the connection: not its CSV copies
+            raise DataError(report)
+        check_currency(con, report, cfg.settings.currency)
+        identity = build_canonical(con, report, cfg.role_of, cfg.settings.identity.max_ids_per_identifier)
+    except Exception:
+        problem = _changed(stamps)  # a file changed under validation: its problems, or its failure, are that
+        if problem is not None:
+            raise problem from None
+        raise
+    return LoadedData(con, report, identity, as_of, count_unknown_customers, stamps)
 
 
 def load_for_run(cfg: Config, as_of: datetime | None = None, count_unknown_customers: bool = False) -> LoadedData:
@@ -133,11 +173,12 @@ def load_for_run(cfg: Config, as_of: datetime | None = None, count_unknown_custo
 def validate_job(cfg: Config, as_of: datetime) -> LoadedData:
     """``dynseg data validate``: check, then keep the identity map and the report in the workspace."""
     data = load_validated(cfg, as_of)
-    data.check_unchanged()
+    with data.reading():  # the summary reads the sources again
+        data.summary = data_summary(data, cfg.role_of)
     ws = Workspace(cfg.workspace)
     check_writable(ws.reports_dir / "validation.json")  # before the identity map is kept: all or nothing
     ws.write_tables(data.con, {"identity_map": "SELECT * FROM identity_map"})
-    ws.write_json("reports/validation.json", data.report.to_dict() | {"summary": data_summary(data, cfg.role_of)})
+    ws.write_json("reports/validation.json", data.report.to_dict() | {"summary": data.summary})
     return data
 
 

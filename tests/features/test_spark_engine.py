@@ -106,6 +106,32 @@ def test_session_settings(spark):
     assert conf.get("spark.sql.session.timeZone") == "UTC"
     assert conf.get("spark.driver.host") == "127.0.0.1" and conf.get("spark.ui.enabled") == "false"
     assert "dynseg-spark-" in conf.get("spark.sql.warehouse.dir")  # a temp dir, not ./spark-warehouse
+    # shuffle files and the JVM's temp folders in that scratch folder too, swept with it after a kill
+    # (they went to /tmp/blockmgr-* and /tmp/spark-*, left for good by a killed run)
+    scratch = os.path.dirname(conf.get("spark.local.dir"))
+    assert "dynseg-spark-" in scratch and conf.get("spark.sql.warehouse.dir").endswith(f"{scratch}/warehouse")
+    assert f"-Djava.io.tmpdir={scratch}" in conf.get("spark.driver.extraJavaOptions")
+    spark.sql("SELECT id % 7 AS k, count(*) FROM range(1000) GROUP BY 1").collect()  # a shuffle
+    import glob
+
+    assert glob.glob(f"{scratch}/local/blockmgr-*"), os.listdir(scratch)
+
+
+def test_a_library_cannot_take_the_held_signal_over():
+    """pyspark's SparkContext sets its own SIGINT handler as it starts, inside the hold: a Ctrl-C
+    then called the JVM mid-call, and was lost (the run went on and replaced the output)."""
+    import signal
+
+    from features.writers import signals_held
+
+    before = signal.getsignal(signal.SIGINT)
+    theirs = []
+    with pytest.raises(KeyboardInterrupt):
+        with signals_held():
+            signal.signal(signal.SIGINT, lambda *a: theirs.append(a))  # as pyspark does
+            signal.raise_signal(signal.SIGINT)  # held: acted on after the block
+            reached = True
+    assert reached and theirs == [] and signal.getsignal(signal.SIGINT) is before
 
 
 TRICKY_TS = [

@@ -74,6 +74,35 @@ def test_a_damaged_parquet_file_is_one_line_naming_it(project):
     assert "output stream" not in said(r)
 
 
+def test_a_damaged_value_or_an_unnamed_damage_is_one_line_too(project, monkeypatch):
+    """A byte flipped in a text value (DuckDB names the file in its own words), and damage DuckDB
+    reports without a file ('Corrupted file?'): a traceback, or the output stream blamed."""
+    import duckdb
+
+    from features.engines.duckdb import DuckDBEngine
+
+    frame = good_events(400)
+    events = project.data / "events.parquet"
+    frame.to_parquet(events, compression=None)
+    data = bytearray(events.read_bytes())
+    at = data.find(b"c250-3")
+    data[at + 2] = 0xCE  # no longer UTF-8
+    events.write_bytes(bytes(data))
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"})
+    r = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.parquet")])
+    assert r.exit_code == 1 and "Traceback" not in said(r), said(r)
+    assert f"cannot read {events}: value" in said(r) and "is not valid UTF8. The file is damaged" in said(r), said(r)
+
+    project.write_events(good_events())
+
+    def damaged(self, expr):
+        raise duckdb.InvalidInputException("Invalid Input Error: Payload value bigger than allowed. Corrupted file?")
+
+    monkeypatch.setattr(DuckDBEngine, "execute_arrow", damaged)
+    r = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.parquet")])
+    assert r.exit_code == 1 and f"cannot read {events}: Payload value bigger than allowed" in said(r), said(r)
+
+
 def test_outputs_aimed_at_the_projects_own_files_are_refused(project):
     """`data validate --json` replaced the event log, the workspace database (identity map, every
     run's history) or a config file with its report, exit 0."""
@@ -149,6 +178,13 @@ def test_generate_replaces_only_its_own_files_and_writes_them_as_a_set(project, 
     r = runner.invoke(app, ["data", "generate", "--customers", "40", "--seed", "3", "--out", str(folder)])
     assert r.exit_code == 0, said(r)  # its own files: replaced without --force
     assert {p.name for p in folder.iterdir()} == set(first)
+    # a generated log edited with pyarrow (which keeps the footer's keys): an event added makes it the user's
+    import pyarrow as pa
+
+    edited = pq.read_table(folder / "events.parquet")
+    pq.write_table(pa.concat_tables([edited, edited.slice(0, 1)]), folder / "events.parquet")
+    r = runner.invoke(app, ["data", "generate", "--customers", "40", "--seed", "3", "--out", str(folder)])
+    assert r.exit_code == 2 and f"{folder / 'events.parquet'} is not from `dynseg data generate`" in said(r), said(r)
 
 
 def test_a_simulated_campaign_is_refused_on_a_log_it_did_not_generate(project):
@@ -188,3 +224,51 @@ def test_a_default_output_that_cannot_be_written_is_the_environments_problem(pro
         r = runner.invoke(app, command)
         assert r.exit_code == 1 and "It is the default output, in the workspace" in said(r), said(r)
         assert "choose a" not in said(r)
+
+
+@pytest.mark.parametrize("when", ["during validation", "during the summary"])
+def test_a_source_changed_under_validation_is_refused_not_a_traceback(project, monkeypatch, when):
+    """Removed while validation read it: DuckDB's 'No files found' traceback (exit 1); replaced
+    while `data validate` summarised it: exit 0, its summary counting the new file's events."""
+    import pipeline.jobs.data as jobs
+
+    events = project.write_events(good_events())
+    name = "validate" if when == "during validation" else "data_summary"
+    original = getattr(jobs, name)
+
+    def changed_midway(*args, **kwargs):
+        if when == "during validation":
+            events.unlink()
+        else:
+            good_events(2).to_parquet(events.with_name("new.parquet"), index=False)
+            os.replace(events.with_name("new.parquet"), events)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(jobs, name, changed_midway)
+    r = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"])
+    how = "removed" if when == "during validation" else "replaced"
+    assert r.exit_code == 75 and f"{events} (source 'events') was {how} while this run read it" in said(r), said(r)
+    assert "Traceback" not in said(r) and not (project.workspace / "dynseg.duckdb").exists()
+
+
+def test_a_ctrl_c_typer_ends_in_silence_is_said(monkeypatch, capsys):
+    """Between parsing and a command's own handling, typer turns Ctrl-C into exit 130 and prints
+    nothing; a command that said its stop is not said twice."""
+    import pipeline.cli as cli
+    from pipeline.cli.common import said_stopped
+
+    def stopped(**kwargs):
+        raise SystemExit(130)
+
+    monkeypatch.setattr(cli, "app", stopped)
+    monkeypatch.setattr(cli, "on_sigterm", lambda: None)  # the test process keeps its own handlers
+    with pytest.raises(SystemExit) as e:
+        cli.main()
+    assert e.value.code == 130 and capsys.readouterr().err == "Interrupted.\n"
+    said_stopped.append(2)  # the command said it
+    try:
+        with pytest.raises(SystemExit):
+            cli.main()
+        assert capsys.readouterr().err == ""
+    finally:
+        said_stopped.clear()
