@@ -20,6 +20,7 @@ except KeyboardInterrupt:
 
 def main() -> None:
     on_sigterm()
+    said_stopped.clear()  # (a process that runs several commands: a test's, a notebook's)
     try:
         app(prog_name="dynseg")
     except KeyboardInterrupt:  # before a command's own handling: typer building the command line
