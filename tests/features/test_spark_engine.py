@@ -124,14 +124,18 @@ def test_a_library_cannot_take_the_held_signal_over():
 
     from features.writers import signals_held
 
-    before = signal.getsignal(signal.SIGINT)
-    theirs = []
-    with pytest.raises(KeyboardInterrupt):
-        with signals_held():
-            signal.signal(signal.SIGINT, lambda *a: theirs.append(a))  # as pyspark does
-            signal.raise_signal(signal.SIGINT)  # held: acted on after the block
-            reached = True
-    assert reached and theirs == [] and signal.getsignal(signal.SIGINT) is before
+    # Python's own Ctrl-C handler, as in a command (a test worker may ignore SIGINT)
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        theirs = []
+        with pytest.raises(KeyboardInterrupt):
+            with signals_held():
+                signal.signal(signal.SIGINT, lambda *a: theirs.append(a))  # as pyspark does
+                signal.raise_signal(signal.SIGINT)  # held: acted on after the block
+                reached = True
+        assert reached and theirs == [] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)
 
 
 TRICKY_TS = [
