@@ -96,7 +96,8 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
             # (no ISO fallback: 01/02 read both ways would be a silent month's shift). Without %z,
             # a value is UTC, as ISO text without an offset is. An offset (%z) or a zone (%Z) is
             # held to what ISO text is held to below. Whole numbers are read as their digits: a
-            # CSV reader or a BigQuery export types GA4's event_date 20260108 as an integer.
+            # Parquet file from pandas' read_csv or a BigQuery export types GA4's event_date 20260108
+            # as an integer (a CSV source's columns are all text).
             if t != "VARCHAR":
                 c = f"CAST({c} AS VARCHAR)"
             v = f"NULLIF(trim({c}), '')"

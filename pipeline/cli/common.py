@@ -293,7 +293,7 @@ def _damaged_file(e: Exception) -> None:
         where, why = named.group(1), named.group(2) or text
     else:
         jobs = sys.modules.get("pipeline.jobs.data")
-        files = [str(f) for stamps in (jobs._READ if jobs is not None else []) for f in stamps]
+        files = [str(f) for f in jobs.read_files()] if jobs is not None else []
         if not files:
             return
         where = files[0] if len(files) == 1 else f"one of {', '.join(files[:4])}{', …' if len(files) > 4 else ''}"

@@ -103,6 +103,12 @@ def forget_reads() -> None:
     _READ.clear()
 
 
+def read_files() -> list[Path]:
+    """The Parquet source files this command's runs began to read (to name where DuckDB reports
+    damage without a file)."""
+    return [f for stamps in _READ for f in stamps]
+
+
 def changed_sources() -> SourceChanged | None:
     """Whether a source file a run of this process read has changed since: the cause to name when
     a run fails with a read error (a file removed under validation fails it with DuckDB's I/O error,
