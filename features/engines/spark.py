@@ -105,6 +105,82 @@ def check_java() -> int:
     return major
 
 
+class MasterUnreachable(EngineUnavailable):
+    """No Spark master answers at the configured address: often a master not (yet) up or a network
+    in trouble, so a scheduler may retry (exit 75); a name that does not resolve is a setting to fix."""
+
+    def __init__(self, message: str, try_later: bool = True):
+        super().__init__(message)
+        self.try_later = try_later
+
+
+#: How long one master address gets to accept a connection before it counts as unreachable.
+MASTER_CONNECT_TIMEOUT = 5.0
+
+
+def master_addresses(master: str) -> list[tuple[str, int]]:
+    """The (host, port) pairs a master URL asks the driver to connect to, for the masters whose
+    address is in the URL: a standalone master (``spark://h1:7077,h2:7077``, port 7077 by default)
+    and Kubernetes' API server (``k8s://https://h:6443``, port 443 or 80 by default). None for
+    local mode, YARN (its address is in Hadoop's configuration) or anything else."""
+    if master.startswith("spark://"):
+        out = []
+        for part in master[len("spark://"):].rstrip("/").split(","):
+            part = part.strip()
+            if part.startswith("["):  # [::1]:7077
+                host, _, rest = part[1:].partition("]")
+                port = rest.removeprefix(":")
+            elif part.count(":") == 1:
+                host, _, port = part.partition(":")
+            else:
+                host, port = part, ""
+            if host:
+                out.append((host, int(port) if port.isdigit() else 7077))
+        return out
+    if master.startswith("k8s://"):
+        from urllib.parse import urlsplit
+
+        url = master[len("k8s://"):]
+        url = url if "://" in url else f"https://{url}"
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError:
+            return []
+        if parts.hostname:
+            return [(parts.hostname, port or (80 if parts.scheme == "http" else 443))]
+    return []
+
+
+def check_master(master: str, where: str = "spark.master", timeout: float = MASTER_CONNECT_TIMEOUT) -> None:
+    """Raise :class:`MasterUnreachable` unless one of the master's addresses accepts a TCP
+    connection. Spark itself retries a standalone master three times, 20 s apart, and prints about a
+    hundred log lines before failing with "Cannot call methods on a stopped SparkContext"; this says
+    at once which address did not answer, and why."""
+    import socket
+
+    tried = []
+    for host, port in master_addresses(master):
+        try:
+            with socket.create_connection((host, port), timeout=timeout):
+                return
+        except socket.gaierror as e:
+            tried.append((f"{host}:{port}", f"the name {host!r} does not resolve ({e.strerror or e})", False))
+        except TimeoutError:
+            tried.append((f"{host}:{port}", f"no answer within {timeout:g} s", True))
+        except OSError as e:
+            tried.append((f"{host}:{port}", (e.strerror or str(e)).lower(), True))
+    if not tried:
+        return
+    said = "; ".join(f"{addr}: {why}" for addr, why, _ in tried)
+    transient = any(t for *_, t in tried)
+    fix = ("check that the master is running and that this machine can reach it (a firewall, a VPN), then run "
+           "again" if transient else "correct the host name")
+    raise MasterUnreachable(f"the Spark master {master!r} ({where}) cannot be reached from this machine ({said}): "
+                            f"{fix}; or run on this machine with `--engine duckdb`, or master: local[2]",
+                            try_later=transient)
+
+
 def session_conf(scratch: Path, master: str = "local[2]") -> dict[str, str]:
     """Spark settings for this use: UTC, nothing written to the cwd; in local mode small and loopback-only."""
     out = {
@@ -176,14 +252,16 @@ logger.stream_sink.level = error
 """
 
 
-def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) -> SparkSession:
+def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None,
+                  where: str = "spark.master") -> SparkSession:
     """Create (or reuse) a SparkSession configured for feature computation.
 
     ``conf`` overrides the defaults of :func:`session_conf`, except JVM options
     (``spark.{driver,executor}.extraJavaOptions``), which are appended to them. pyspark and Java
     are checked first: a missing piece raises :class:`EngineUnavailable` saying how to install
-    it. A session already running in this process is reused; its static settings (master, JVM
-    options) stay as they were, the runtime SQL settings here are applied to it.
+    it. A cluster's master that does not answer raises :class:`MasterUnreachable` naming ``where``
+    (the setting and its file). A session already running in this process is reused; its static
+    settings (master, JVM options) stay as they were, the runtime SQL settings here are applied to it.
     """
     check_pyspark()
     from pyspark import SparkContext
@@ -196,6 +274,8 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None) 
             raise EngineUnavailable(f"the environment variable SPARK_HOME is {home!r}, which holds no bin/spark-submit: "
                                     "point it at a Spark 4 installation, or unset it to use the Spark that comes with "
                                     "pyspark")
+    if SparkContext._active_spark_context is None:
+        check_master(master, where)
     if is_local(master):
         # Local Python workers must import what this process imports (pandas; mlflow, lightgbm
         # and dynseg for models scored as Spark UDFs): this interpreter, whatever PYSPARK_PYTHON says.
@@ -349,4 +429,4 @@ def export_canonical(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[Path
     return out[0], out[1], out[2]
 
 
-__all__ = ["EngineUnavailable", "SparkEngine", "check_java", "check_pyspark", "export_canonical", "spark_session"]
+__all__ = ["EngineUnavailable", "MasterUnreachable", "check_master", "SparkEngine", "check_java", "check_pyspark", "export_canonical", "spark_session"]

@@ -320,6 +320,7 @@ def _spark_failed(e: Exception) -> None:
     if "JAVA_GATEWAY_EXITED" in said:
         said = "its JVM exited as it started (the lines above say why: often a setting Java refuses, such as a memory size)"
     first = next((line.strip() for line in said.splitlines() if line.strip()), type(e).__name__)
+    first = first.rstrip(".") or type(e).__name__  # the sentence below adds its own
     if len(first) > 400:
         first = first[:400] + "…"
     err.print(f"[bold red]Spark failed:[/] {escape(first)}. Its settings come from spark: in configs/project.yaml (or the "

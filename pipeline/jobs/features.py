@@ -77,7 +77,8 @@ def open_engine(cfg: Config, data: LoadedData, name: str | None = None) -> Featu
         from features.engines.spark import SparkEngine, export_canonical, spark_session
 
         root = staging_root(cfg)
-        session = spark_session(cfg.settings.spark.master, spark_conf(cfg))  # first: no Java or pyspark is
+        session = spark_session(cfg.settings.spark.master, spark_conf(cfg),  # first: no Java or pyspark is
+                                where=f"spark.master in {cfg.origin('project.yaml', 'spark', 'master')}")
         # said before the log is exported. A folder of its own per run: two runs on one workspace never
         # read each other's export (Spark reads the files lazily, long after they are written). Removed
         # when the engine closes; one a killed run left is removed by the next (see temp_sibling).

@@ -93,6 +93,46 @@ def test_spark_that_cannot_start_is_one_paragraph_not_a_stack(project, tmp_path)
         "bin/spark-submit" in said and "Traceback" not in r.stderr, r.stderr
 
 
+def test_master_addresses_are_read_from_the_url():
+    from features.engines.spark import master_addresses
+
+    assert master_addresses("spark://head:7077") == [("head", 7077)]
+    assert master_addresses("spark://a:7078,b") == [("a", 7078), ("b", 7077)]  # standalone HA, default port
+    assert master_addresses("spark://[::1]:7079") == [("::1", 7079)]
+    assert master_addresses("k8s://https://api.example:6443") == [("api.example", 6443)]
+    assert master_addresses("k8s://api.example") == [("api.example", 443)]
+    assert master_addresses("local[2]") == master_addresses("yarn") == []
+
+
+def test_an_unreachable_master_is_one_line_at_once_not_a_minute_of_retries(project, tmp_path):
+    """A cluster's master that was down (or a wrong port) took Spark about 60 s of registration
+    retries and ~115 log lines, then "Spark failed: Cannot call methods on a stopped SparkContext",
+    naming neither the address nor the setting. Now one line before any JVM starts: the address,
+    why, and the file that sets it; exit 75 (try later) for a master that does not answer, 1 for a
+    host name that does not resolve (a setting to fix)."""
+    import socket
+    import subprocess
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    write(generate(60, seed=6, end=DATA_END), project.workspace / "data")
+    (project.root / "configs" / "local").mkdir(exist_ok=True)
+    dynseg = [sys.executable, "-m", "pipeline.cli", "features", "build", "--engine", "spark", "--as-of", DATA_END,
+              "--out", str(tmp_path / "f.parquet")]
+    env = {**os.environ, "DYNSEG_PROJECT": str(project.root)}
+    for master, code, why in ((f"spark://127.0.0.1:{port}", 75, f"127.0.0.1:{port}: connection refused"),
+                              ("spark://no-such-host.invalid:7077", 1, "the name 'no-such-host.invalid' does not resolve")):
+        (project.root / "configs" / "local" / "project.yaml").write_text(
+            f"spark: {{master: '{master}', staging_dir: shared}}\n")
+        r = subprocess.run(dynseg, env=env, capture_output=True, text=True, timeout=180, cwd=REPO)
+        said = " ".join(r.stderr.split())
+        assert r.returncode == code, r.stderr
+        assert f"the Spark master '{master}' (spark.master in configs/local/project.yaml) cannot be reached" in said, said
+        assert why in said and "Traceback" not in r.stderr and "SparkContext" not in r.stderr, r.stderr
+        assert not (tmp_path / "f.parquet").exists() and not any((project.root / "shared").glob("*/*"))
+
+
 # ---------------------------------------------------------------- on Spark
 @pytest.fixture(scope="module")
 def spark():
