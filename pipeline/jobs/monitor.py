@@ -222,6 +222,20 @@ def label_horizons(cfg: Config) -> dict[str, timedelta]:
     return {k: parse_duration(getattr(cfg.labels, k).horizon) for k in ("purchase", "churn")}
 
 
+def _model_horizon(m: dict) -> timedelta | None:
+    """The label horizon a run's model was trained on: stored with the run since it was recorded,
+    else the training run's ``horizon_days`` parameter in MLflow (runs scored before), else None."""
+    days = m.get("horizon_days")
+    if days is None and m.get("model_run_id"):
+        from mlflow import MlflowClient
+
+        try:
+            days = MlflowClient().get_run(m["model_run_id"]).data.params.get("horizon_days")
+        except Exception:  # the training run is gone from the store: the config's horizon, as before
+            days = None
+    return timedelta(days=float(days)) if days not in (None, "") else None
+
+
 def _outcomes(con, start: datetime, horizon: timedelta) -> pd.DataFrame:
     """Per customer with a purchase in [start, start + horizon): converted = 1 and revenue."""
     return con.execute(
@@ -240,9 +254,17 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     runs.require_rows(ws.db_path, run, "its members and their holdout sides, which lift compares,")
     t = run.as_of.to_pydatetime()
     horizons = label_horizons(cfg)
+    models = json.loads(run.models)
+    # Each model is graded on the outcome it predicts: the horizon its version was trained on
+    # (`train churn --horizon 8w`), not labels.yaml's, and its campaigns on the same window
+    own = {}
+    for m in models:
+        h = _model_horizon(m)
+        if h is not None and h != horizons[m["target"]]:
+            own[m["target"]] = (h, horizons[m["target"]])
+            horizons[m["target"]] = h
     data = load_for_run(cfg)
     newest = data.report.time_range(cfg.role_of)[1]
-    models = json.loads(run.models)
     # each outcome (a purchase within the purchase horizon; retention within the churn horizon) is
     # measured once its whole window is in the data; the others wait, each said
     closed = {k: newest >= t + h - timedelta(days=1) for k, h in horizons.items()}
@@ -260,9 +282,10 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     def today(ids: pd.Series) -> pd.Series:
         return ids.map(now).fillna(ids) if now else ids
 
+    notes = [f"the {k} outcome window is the model's own, {h.days} days (the horizon its version was trained on), "
+             f"not configs/labels.yaml's {c.days} days" for k, (h, c) in own.items()]
     members = runs.read(ws.db_path, "SELECT segment, kind, customer_id, holdout, sendable, consented "
                                     "FROM segment_members WHERE run_id = ?", [run.run_id])
-    notes = []
     waiting = {k: f"the {k} window runs to {as_of_label(t + h)}, after the data's end ({newest:%Y-%m-%d %H:%M})"
                for k, h in horizons.items() if not closed[k]}
     # A run scored after its outcome window (a backfill) exported nothing anyone could send in it,

@@ -61,6 +61,7 @@ class ScoredModel:
     base_rate: float | None
     base_rate_note: str
     bands: list[dict]  # resolved for this run
+    horizon_days: int | None = None  # the label window the version was trained on (lift grades it on that)
 
     def record(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -550,7 +551,7 @@ def score_target(cfg: Config, target: str, pyfunc: Any, feats: pd.DataFrame, as_
     out[f"{target}_score_100"] = pd.array(np.where(np.isnan(scores), np.nan, np.rint(scores * 100)), dtype="Int64")
     out[f"{target}_band"] = pd.Series(band_rules.assign(levels, scores), index=feats.index, dtype="object")
     info = ScoredModel(target, registry.model_name(target, cfg.training.registry.names), "", "", spec.population,
-                       int(population.sum()), base_rate, note, band_rules.to_dicts(levels))
+                       int(population.sum()), base_rate, note, band_rules.to_dicts(levels), spec.horizon.days)
     info._warnings = notes + unseen_levels(bundle.model, {  # type: ignore[attr-defined]
         c: (feats.loc[population, c].dropna().astype(str)) for c in bundle.model.categories_ if c in feats},
         window=bundle.data_window)
@@ -725,7 +726,8 @@ def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments:
         # turn), and kept with a short lineage: the segment queries below read it many times.
         scored = _with_scores(scored, t, inside, predict).localCheckpoint()
         levels, notes = _band_levels(cfg, t, bundle)
-        info = ScoredModel(t, mv.name, str(mv.version), mv.run_id or "", spec.population, 0, base_rate, note, [])
+        info = ScoredModel(t, mv.name, str(mv.version), mv.run_id or "", spec.population, 0, base_rate, note, [],
+                           spec.horizon.days)
         info._warnings = notes + unseen_levels(bundle.model, _spark_level_counts(feats, inside, bundle.model),  # type: ignore[attr-defined]
                                                window=bundle.data_window)
         found.append((info, levels))

@@ -165,16 +165,49 @@ def test_lift_refuses_a_run_whose_outcome_window_is_still_open(shop):
 
 def test_lift_measures_the_outcomes_whose_window_closed_and_says_which_wait(shop):
     """A purchase window closed while the churn window still runs: the purchase segments and model
-    are measured, the retention ones wait with a note (the whole run was refused)."""
+    are measured, the retention ones wait with a note (the whole run was refused). The churn window
+    is the churn model's own horizon (`train churn --horizon 120d`), stored with the run."""
+    import duckdb
+
     cfg = load_config(shop.root)
-    longer = dataclasses.replace(cfg, labels=cfg.labels.model_copy(update={
-        "churn": cfg.labels.churn.model_copy(update={"horizon": "120d"})}))
-    r = lift_job(longer, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    db = shop.workspace / "dynseg.duckdb"
+    run_id = shop.campaign_run.run_id
+    with duckdb.connect(str(db)) as con:
+        stored = con.execute("SELECT models FROM scoring_runs WHERE run_id = ?", [run_id]).fetchone()[0]
+        models = json.loads(stored)
+        assert {m["target"]: m["horizon_days"] for m in models} == {"purchase": 30, "churn": 60}
+        for m in models:
+            if m["target"] == "churn":
+                m["horizon_days"] = 120
+        con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [json.dumps(models), run_id])
+    try:
+        r = lift_job(cfg, run_id=run_id, log_to_mlflow=False)
+    finally:
+        with duckdb.connect(str(db)) as con:
+            con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [stored, run_id])
     assert set(r.quality) == {"purchase"} and set(r.windows) == {"purchase"}
     assert set(r.lift.outcome) == {"purchased"} and len(r.lift)
     waiting = [n for n in r.notes if "not measured yet: the churn window runs to 2026-12-29" in n]
     assert any(n.startswith("realized quality of the churn model") for n in waiting), r.notes
     assert any(n.startswith("high_churn_risk: not measured yet") for n in waiting), r.notes
+    assert "the churn outcome window is the model's own, 120 days" in " ".join(r.notes), r.notes
+
+
+def test_lift_grades_a_model_on_the_horizon_it_was_trained_on_not_the_configs(shop):
+    """A churn model trained with `--horizon 8w` was graded on labels.yaml's 60 days: its realized
+    AUC, Brier and calibration measured on an outcome it does not predict, exit 0, no word. Here the
+    config says 120 days and the model 60: the window is the model's, and lift says so."""
+    cfg = load_config(shop.root)
+    longer = dataclasses.replace(cfg, labels=cfg.labels.model_copy(update={
+        "churn": cfg.labels.churn.model_copy(update={"horizon": "120d"})}))
+    r = lift_job(longer, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    as_config = lift_job(cfg, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    assert set(r.quality) == {"purchase", "churn"}
+    assert r.windows["churn"] == (CAMPAIGN, CAMPAIGN + timedelta(days=60))
+    assert r.quality["churn"].metrics == as_config.quality["churn"].metrics
+    assert "the churn outcome window is the model's own, 60 days (the horizon its version was trained on), not " \
+           "configs/labels.yaml's 120 days" in r.notes, r.notes
+    assert not any("outcome window is the model's own" in n for n in as_config.notes), as_config.notes
 
 
 def test_monitor_and_lift_record_in_the_configured_experiment(shop):
