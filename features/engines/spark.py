@@ -23,6 +23,7 @@ import sys
 import tempfile
 import uuid
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import ibis
@@ -353,7 +354,8 @@ class SparkEngine(FeatureEngine):
         from ibis.formats.pandas import PandasData
 
         table_expr = expr.as_table()
-        arrow = self.to_spark(table_expr).toArrow()
+        with self.stopped_by_signals():
+            arrow = self.to_spark(table_expr).toArrow()
         columns = {}
         for name, col in zip(arrow.column_names, arrow.columns):
             if pat.is_timestamp(col.type) and col.type.tz is not None:
@@ -364,6 +366,50 @@ class SparkEngine(FeatureEngine):
             columns[name] = col.to_pylist() if nested or col.null_count else col.to_pandas()
         df = PandasData.convert_table(pd.DataFrame(columns), table_expr.schema())
         return expr.__pandas_result__(df)
+
+    @contextlib.contextmanager
+    def stopped_by_signals(self) -> Iterator[None]:
+        """Ctrl-C (or SIGTERM) during a query cancels Spark's jobs, then acts as the signal's handler would.
+
+        Raised in the main thread while ``toArrow`` read the result, a KeyboardInterrupt left
+        pyspark waiting in a ``finally`` for the JVM's serving thread, which waited for the reader
+        that had gone: the command hung for good (a SIGINT to the process), or failed as "Spark
+        failed: Error while sending or receiving" (Ctrl-C in a terminal), or was lost when the
+        query ended first. Here the handler only asks Spark, from another thread, to cancel its
+        jobs; the query then fails (or ends), and the signal's own handler runs after it."""
+        import signal
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        caught: list[int] = []
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+
+        def cancel(signum, frame):
+            if not caught:
+                import logging
+
+                if not logging.getLogger().handlers:  # py4j logs the cancelled call's error with its stack
+                    logging.getLogger().addHandler(logging.NullHandler())
+                threading.Thread(target=self.session.sparkContext.cancelAllJobs, daemon=True).start()
+            caught.append(signum)
+
+        for s, h in previous.items():
+            if callable(h):  # not where the signal is ignored
+                signal.signal(s, cancel)
+        try:
+            yield
+        except Exception:
+            if not caught:
+                raise
+        finally:
+            for s, h in previous.items():
+                if callable(h):
+                    signal.signal(s, h)
+        if caught:  # the handler in force before the query decides: KeyboardInterrupt, the CLI's Terminated
+            previous[caught[0]](caught[0], None)
+            raise KeyboardInterrupt
 
     def to_spark(self, expr: ir.Table) -> DataFrame:
         """``expr`` as a Spark DataFrame: lazy, nothing is computed or brought to the driver."""

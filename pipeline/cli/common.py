@@ -89,6 +89,9 @@ def on_sigterm() -> None:
         raise Terminated(signum)
 
     def interrupted(signum, frame):
+        # kept, as SIGTERM's: a terminal's Ctrl-C reaches Spark's JVM too, and the call in flight
+        # (or a pyspark `finally` after it) then fails as a broken connection, not as the interrupt
+        _signals.append(signum)
         _quiet_root_logger()
         signal.default_int_handler(signum, frame)
 

@@ -426,6 +426,40 @@ def test_runs_on_one_workspace_read_their_own_export(spark, project):
     assert not any((project.workspace / "staging").iterdir())
 
 
+INTERRUPT_SCRIPT = """
+import os, signal, sys, threading, time, types
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (CI runs where SIGINT is ignored)
+from features.engines.spark import SparkEngine, spark_session
+spark = spark_session("local[2]", {"spark.sql.shuffle.partitions": "2"})
+def fire():
+    while not spark.sparkContext.statusTracker().getActiveJobsIds():
+        time.sleep(0.05)
+    time.sleep(1.0)
+    os.kill(os.getpid(), signal.SIGINT)
+threading.Thread(target=fire, daemon=True).start()
+try:
+    with SparkEngine.stopped_by_signals(types.SimpleNamespace(session=spark)):
+        spark.range(0, 10**12, numPartitions=64).selectExpr("id % 1000 AS k").groupBy("k").count().toArrow()
+    print("FINISHED")
+except KeyboardInterrupt:
+    time.sleep(1.0)
+    print("INTERRUPTED", list(spark.sparkContext.statusTracker().getActiveJobsIds()))
+"""
+
+
+def test_ctrl_c_during_a_spark_query_cancels_it_and_stops(tmp_path):
+    """A SIGINT while `toArrow` ran hung the command for good (pyspark waited in a `finally` for a
+    JVM thread that waited for the reader that had gone), or failed as "Spark failed: Error while
+    sending or receiving", or was lost when the query ended first. Now the jobs are cancelled and
+    the interrupt raised once the call returns; nothing is left running."""
+    import subprocess
+
+    r = subprocess.run([sys.executable, "-c", INTERRUPT_SCRIPT], capture_output=True, text=True, timeout=240,
+                       cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.stdout.strip() == "INTERRUPTED []", (r.stdout, r.stderr[-3000:])
+    assert "Traceback" not in r.stderr, r.stderr[-3000:]
+
+
 def test_spark_settings_set_the_session_and_where_runs_stage(spark, project):
     """`spark:` in project.yaml (or a profile): master, conf and staging_dir. The engine could run
     only on local[2], with no way to name a cluster; a staging folder whose name has glob
