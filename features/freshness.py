@@ -28,6 +28,13 @@ class GapBefore(StaleDataError):
     try_later = False
 
 
+class AheadOfNow(StaleDataError):
+    """Stale only because the as_of is days after now (a year typed wrong: 2027 for 2026): waiting
+    would mend it only on that date, so a scheduler retrying it would retry for days."""
+
+    try_later = False
+
+
 def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: timedelta, action: str = "refuse",
                     where: str = "configs/project.yaml", lag_where: str | None = None,
                     next_event: datetime | None = None) -> str | None:
@@ -54,6 +61,12 @@ def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: tim
         if action == "refuse":
             raise GapBefore(text + f". Load the missing events, pick another --as-of, or {settings}")
     elif action == "refuse":
+        from features.asof import now_utc
+
+        now = now_utc()
+        if as_of - now > timedelta(days=1):
+            raise AheadOfNow(text + f"; and as_of is {_span(as_of - now)} after now ({now:%Y-%m-%d %H:%M} UTC): events "
+                                    "after now cannot have arrived. Check the date (today's, or an earlier one)")
         raise StaleDataError(text + f". Load newer events, pick an earlier --as-of, or {settings}")
     return text + f"; freshness.action is warn, so the run goes on ({where})"
 

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 
 from feature_rules import violations
-from features.freshness import GapBefore, StaleDataError, check_freshness
+from features.freshness import AheadOfNow, GapBefore, StaleDataError, check_freshness
 from features.training_set import TrainingSetError, plan_snapshots
 from pipeline.config import load_config
 from pipeline.jobs.features import feature_spec, training_set_job
@@ -153,6 +153,18 @@ def test_freshness():
     assert not e.value.try_later and StaleDataError.try_later
     with pytest.raises(StaleDataError, match=r"\(allowed: none\)"):  # max_lag_days: 0 read "allowed: under a minute"
         check_freshness(as_of - D, as_of, 0 * D)
+    # stale only because the as_of is days ahead of now (2027 typed for 2026): exit 75 had a
+    # scheduler retry it for a month; it is a date to check
+    from features.asof import now_utc
+
+    ahead = now_utc().replace(microsecond=0) + 35 * D
+    with pytest.raises(AheadOfNow, match=r"; and as_of is 35 days after now \(.* UTC\): events after now cannot have "
+                                         r"arrived\. Check the date") as e:
+        check_freshness(ahead - 36 * D, ahead, 3 * D)
+    assert not e.value.try_later
+    with pytest.raises(StaleDataError) as e:  # up to a day ahead (today's date is the end of today): a late file
+        check_freshness(ahead - 40 * D, ahead - 35 * D + 0.9 * D, 3 * D)
+    assert e.value.try_later
 
 
 @pytest.fixture
