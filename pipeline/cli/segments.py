@@ -439,9 +439,18 @@ def prune(ctx: typer.Context,
                   highlight=False)
 
 
+def _said_why(value: str) -> str:
+    """``--reason``: a run's rows are deleted for good, so the record says why (blank is refused)."""
+    if not value.strip():
+        raise typer.BadParameter("is empty: say why the run is dropped (--reason \"wrong date\"); it is kept "
+                                 "with the record of the drop")
+    return value
+
+
 @app.command("drop-run")
 def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The scoring run to delete.")],
-             reason: Annotated[str, typer.Option(help="Why, kept with the record of the drop.")] = "") -> None:
+             reason: Annotated[str, typer.Option(help="Why (required), kept with the record of the drop: an audit "
+                                                      "of the segments reads it.", callback=_said_why)]) -> None:
     """Delete a scoring run scored by mistake (a wrong date, a stray run without --as-of): its scores,
     members, entered/exited and health, in one transaction, and its exports folder. The run after
     it then follows the one before it, its entered/exited taken again. A date scored twice keeps one

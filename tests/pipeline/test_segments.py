@@ -401,10 +401,14 @@ def test_drop_run_cli_removes_the_runs_exports_and_refuses_a_pruned_one(project)
     assert (elsewhere / "manifest.json").is_file()
     assert cli.invoke(app, ["segments", "list", "--run", "mid"]).exit_code == 1
     assert cli.invoke(app, ["segments", "prune", "--keep-days", "60"]).exit_code == 0  # prunes 'old'
-    refused = cli.invoke(app, ["segments", "drop-run", "old"])
+    refused = cli.invoke(app, ["segments", "drop-run", "old", "--reason", "test"])
     assert refused.exit_code == 1 and "is among the pruned runs" in " ".join(refused.output.split())
+    # a drop deletes for good: the record says why (it went through with none)
+    for missing in ([], ["--reason", " "]):
+        unsaid = cli.invoke(app, ["segments", "drop-run", "new", *missing])
+        assert unsaid.exit_code == 2 and "--reason" in unsaid.output, unsaid.output
     # the latest run after a pruned one: nothing follows it to take again, so it may go
-    assert cli.invoke(app, ["segments", "drop-run", "new"]).exit_code == 0
+    assert cli.invoke(app, ["segments", "drop-run", "new", "--reason", "test"]).exit_code == 0
 
 
 def test_prune_drops_old_runs_per_customer_rows_keeps_their_health_and_shrinks_the_file(tmp_path):
