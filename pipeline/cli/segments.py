@@ -403,19 +403,29 @@ def prune(ctx: typer.Context,
     kept whole. Refused under the labels' longest horizon, while `dynseg lift` may still grade those runs."""
     from datetime import timedelta
 
+    import json
+
     from pipeline import runs
     from pipeline.jobs.monitor import label_horizons
 
     state: State = ctx.obj
     with handled():
         cfg = state.config()
-        horizons = label_horizons(cfg)
-        longest = max(horizons, key=horizons.get)
-        if timedelta(days=keep_days) < horizons[longest]:
+        horizons = {k: (h, "configs/labels.yaml") for k, h in label_horizons(cfg).items()}
+        # lift grades each run's models on their own horizons (`train churn --horizon 120d`)
+        stored = runs.read_optional(Workspace(cfg.workspace).db_path, "SELECT DISTINCT models FROM scoring_runs")
+        for models in stored.get("models", []):
+            for m in json.loads(models or "[]"):
+                days = m.get("horizon_days")
+                if days is not None and timedelta(days=days) > horizons.get(m["target"], (timedelta(0),))[0]:
+                    horizons[m["target"]] = (timedelta(days=days), f"{m['name']} version {m['version']}'s, in a stored run")
+        longest = max(horizons, key=lambda k: horizons[k][0])
+        span, source = horizons[longest]
+        if timedelta(days=keep_days) < span:
             raise ValueError(f"--keep-days {keep_days} is shorter than the {longest} label's horizon "
-                             f"({horizons[longest].days} days, configs/labels.yaml): `dynseg lift` grades a run once "
+                             f"({span.days} days, {source}): `dynseg lift` grades a run once "
                              "that window has passed, from its members and holdout sides, which a prune drops. "
-                             f"Keep at least --keep-days {horizons[longest].days}")
+                             f"Keep at least --keep-days {span.days}")
         result = runs.prune(Workspace(cfg.workspace).db_path, keep_days, dry_run=dry_run)
     if result.runs.empty:
         out.print(f"Nothing to prune: no scoring run is more than {keep_days} days older than the latest one "

@@ -492,6 +492,13 @@ def test_prune_cli_refuses_under_the_lift_horizon_and_pruned_runs_say_so(project
     assert done.exit_code == 0 and "Dropped the per-customer rows of 1 scoring run, as of 2026-01-01:" in done.output, done.output
     assert "segment_members" in done.output and "The workspace database went from" in done.output
     assert "Nothing to prune" in cli.invoke(app, ["segments", "prune", "--keep-days", "60"]).output
+    # a run whose churn model was trained on 120 days: lift grades it on 120, so the prune waits for that
+    con.execute("ATTACH '%s' AS ws" % db)
+    con.execute("UPDATE ws.scoring_runs SET models = ? WHERE run_id = 'new'", [json.dumps(
+        [{"target": "churn", "name": "dynseg-churn", "version": "3", "horizon_days": 120}])])
+    con.execute("DETACH ws")
+    longer = " ".join(cli.invoke(app, ["segments", "prune", "--keep-days", "60"]).output.split())
+    assert "shorter than the churn label's horizon (120 days, dynseg-churn version 3's, in a stored run)" in longer, longer
     # what needs the members is refused, naming the prune; the sizes remain
     changes = cli.invoke(app, ["segments", "changes", "vip", "--run", "old"])
     assert changes.exit_code == 1 and "was pruned on" in changes.output and "who entered and who exited" in changes.output
