@@ -22,8 +22,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from pathlib import Path
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import ibis
@@ -373,9 +373,8 @@ class SparkEngine(FeatureEngine):
 
         Raised in the main thread while ``toArrow`` read the result, a KeyboardInterrupt left
         pyspark waiting in a ``finally`` for the JVM's serving thread, which waited for the reader
-        that had gone: the command hung for good (a SIGINT to the process), or failed as "Spark
-        failed: Error while sending or receiving" (Ctrl-C in a terminal), or was lost when the
-        query ended first. Here the handler only asks Spark, from another thread, to cancel its
+        that had gone: the command hung for good (a SIGINT to the process); a terminal's Ctrl-C
+        ended as "Spark failed: Error while sending or receiving", exit 1. Here the handler only asks Spark, from another thread, to cancel its
         jobs; the query then fails (or ends), and the signal's own handler runs after it."""
         import signal
         import threading

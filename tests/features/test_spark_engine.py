@@ -450,8 +450,8 @@ except KeyboardInterrupt:
 def test_ctrl_c_during_a_spark_query_cancels_it_and_stops(tmp_path):
     """A SIGINT while `toArrow` ran hung the command for good (pyspark waited in a `finally` for a
     JVM thread that waited for the reader that had gone), or failed as "Spark failed: Error while
-    sending or receiving", or was lost when the query ended first. Now the jobs are cancelled and
-    the interrupt raised once the call returns; nothing is left running."""
+    sending or receiving". Now the jobs are cancelled and the interrupt raised once the call
+    returns; nothing is left running."""
     import subprocess
 
     r = subprocess.run([sys.executable, "-c", INTERRUPT_SCRIPT], capture_output=True, text=True, timeout=240,
