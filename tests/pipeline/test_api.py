@@ -56,14 +56,14 @@ def test_stale_data_warns_in_a_notebook_as_the_command_does(shop):
     try:
         project_yaml.write_text(before.replace("action: refuse", "action: warn"))
         with pytest.warns(UserWarning, match="newest event"):
-            frame = Project().features("2026-12-20")
+            frame = Project().features("2026-12-03")
         assert any("newest event" in w for w in frame.attrs["warnings"])
     finally:
         project_yaml.write_text(before)
     from features.freshness import StaleDataError
 
     with pytest.raises(StaleDataError):
-        Project().features("2026-12-20")
+        Project().features("2026-12-03")
 
 
 def test_feature_signal_ranks_a_planted_signal_and_its_direction():
@@ -149,17 +149,17 @@ def test_features_and_training_sets_need_no_mlflow_and_say_what_the_command_says
     try:  # stale data with freshness warning: the label windows end by the newest event, and say so
         project_yaml.write_text(before.replace("action: refuse", "action: warn"))
         with pytest.warns(UserWarning, match="the label windows end by the newest event"):
-            ts = Project().training_set("purchase", "2026-12-20", horizon=28)  # a number of days
+            ts = Project().training_set("purchase", "2026-12-03", horizon=28)  # a number of days
         assert any("label windows end by the newest event" in w for w in ts.attrs["warnings"])
     finally:
         project_yaml.write_text(before)
     out = shop.root / "ts.parquet"
-    result = CliRunner().invoke(app, ["features", "training-set", "purchase", "--as-of", "2026-12-20",
+    result = CliRunner().invoke(app, ["features", "training-set", "purchase", "--as-of", "2026-12-03",
                                       "--horizon", "4w", "--out", str(out)])
     assert result.exit_code == 75 and "data is stale" in result.output  # refuse, the config's action; retry later
     project_yaml.write_text(before.replace("action: refuse", "action: warn"))
     try:
-        result = CliRunner().invoke(app, ["features", "training-set", "purchase", "--as-of", "2026-12-20",
+        result = CliRunner().invoke(app, ["features", "training-set", "purchase", "--as-of", "2026-12-03",
                                           "--horizon", "4w", "--out", str(out)])
         assert result.exit_code == 0, result.output
     finally:
