@@ -369,7 +369,7 @@ class SparkEngine(FeatureEngine):
 
     @contextlib.contextmanager
     def stopped_by_signals(self) -> Iterator[None]:
-        """Ctrl-C (or SIGTERM) during a query cancels Spark's jobs, then acts as the signal's handler would.
+        """Ctrl-C (or SIGTERM, SIGHUP) during a query cancels Spark's jobs, then acts as the signal's handler would.
 
         Raised in the main thread while ``toArrow`` read the result, a KeyboardInterrupt left
         pyspark waiting in a ``finally`` for the JVM's serving thread, which waited for the reader
@@ -383,7 +383,18 @@ class SparkEngine(FeatureEngine):
             yield
             return
         caught: list[int] = []
-        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+        previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
+        done = threading.Event()
+
+        def keep_cancelling():
+            # again and again until the call returns: a query is several jobs (one per stage with
+            # adaptive execution), and one cancel between two of them cancels nothing
+            while not done.is_set():
+                try:
+                    self.session.sparkContext.cancelAllJobs()
+                except Exception:  # the JVM is gone (a signal to the group stops it too)
+                    return
+                done.wait(0.5)
 
         def cancel(signum, frame):
             if not caught:
@@ -391,7 +402,7 @@ class SparkEngine(FeatureEngine):
 
                 if not logging.getLogger().handlers:  # py4j logs the cancelled call's error with its stack
                     logging.getLogger().addHandler(logging.NullHandler())
-                threading.Thread(target=self.session.sparkContext.cancelAllJobs, daemon=True).start()
+                threading.Thread(target=keep_cancelling, daemon=True).start()
             caught.append(signum)
 
         for s, h in previous.items():
@@ -403,6 +414,7 @@ class SparkEngine(FeatureEngine):
             if not caught:
                 raise
         finally:
+            done.set()
             for s, h in previous.items():
                 if callable(h):
                     signal.signal(s, h)
