@@ -306,6 +306,10 @@ def spark_session(master: str = "local[2]", conf: dict[str, str] | None = None,
         return builder.getOrCreate()
 
 
+#: The sessions whose calls a :meth:`SparkEngine.stopped_by_signals` guards now (its handlers in force).
+_GUARDED: list = []
+
+
 class SparkEngine(FeatureEngine):
     """Ibis over a Spark session reading the canonical views exported as Parquet."""
 
@@ -379,9 +383,10 @@ class SparkEngine(FeatureEngine):
         import signal
         import threading
 
-        if threading.current_thread() is not threading.main_thread():
-            yield
+        if threading.current_thread() is not threading.main_thread() or self.session in _GUARDED:
+            yield  # another thread's call, or inside a guard already (a scoring run's, around its queries)
             return
+        _GUARDED.append(self.session)
         caught: list[int] = []
         previous = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
         done = threading.Event()
@@ -415,6 +420,7 @@ class SparkEngine(FeatureEngine):
                 raise
         finally:
             done.set()
+            _GUARDED.remove(self.session)
             for s, h in previous.items():
                 if callable(h):
                     signal.signal(s, h)

@@ -14,6 +14,7 @@ the MLflow record are one code path.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import glob
 import json
@@ -293,7 +294,10 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
             return rates[(spec, cutoff)]
 
         score_and_segment = _score_and_segment_spark if eng.name == "spark" else _score_and_segment_duckdb
-        n_customers, used = score_and_segment(cfg, feats, champions, segments, as_of, rate_at, data.con, timings, say)
+        # on Spark, a stop signal cancels its jobs first (see SparkEngine.stopped_by_signals)
+        with eng.stopped_by_signals() if eng.name == "spark" else contextlib.nullcontext():
+            n_customers, used = score_and_segment(cfg, feats, champions, segments, as_of, rate_at, data.con, timings,
+                                                  say)
 
         clock = time.perf_counter()
         with_reasons = cfg.scoring.reason_codes if reasons is None else reasons
