@@ -373,13 +373,15 @@ class SparkEngine(FeatureEngine):
 
     @contextlib.contextmanager
     def stopped_by_signals(self) -> Iterator[None]:
-        """Ctrl-C (or SIGTERM, SIGHUP) during a query cancels Spark's jobs, then acts as the signal's handler would.
+        """Ctrl-C (or SIGTERM, SIGHUP) during a query cancels Spark's jobs, then acts as the signal's
+        handler would.
 
         Raised in the main thread while ``toArrow`` read the result, a KeyboardInterrupt left
         pyspark waiting in a ``finally`` for the JVM's serving thread, which waited for the reader
         that had gone: the command hung for good (a SIGINT to the process); a terminal's Ctrl-C
-        ended as "Spark failed: Error while sending or receiving", exit 1. Here the handler only asks Spark, from another thread, to cancel its
-        jobs; the query then fails (or ends), and the signal's own handler runs after it."""
+        ended as "Spark failed: Error while sending or receiving", exit 1. Here the handler only
+        asks Spark, from another thread, to cancel its jobs; the query then fails (or ends), and
+        the signal's own handler runs after it."""
         import signal
         import threading
 
@@ -492,4 +494,5 @@ def export_canonical(con: duckdb.DuckDBPyConnection, folder: Path) -> tuple[Path
     return out[0], out[1], out[2]
 
 
-__all__ = ["EngineUnavailable", "MasterUnreachable", "check_master", "SparkEngine", "check_java", "check_pyspark", "export_canonical", "spark_session"]
+__all__ = ["EngineUnavailable", "MasterUnreachable", "SparkEngine", "check_java", "check_master", "check_pyspark",
+           "export_canonical", "spark_session"]

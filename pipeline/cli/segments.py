@@ -401,12 +401,11 @@ def prune(ctx: typer.Context,
     older than --keep-days, for a workspace scored every night: each run holds a row per customer
     and model. The runs' records and every segment's size history stay; the latest run is always
     kept whole. Refused under the labels' longest horizon, while `dynseg lift` may still grade those runs."""
+    import json
     from datetime import timedelta
 
-    import json
-
     from pipeline import runs
-    from pipeline.jobs.monitor import label_horizons
+    from pipeline.jobs.monitor import label_horizons, model_horizon
 
     state: State = ctx.obj
     with handled():
@@ -416,9 +415,9 @@ def prune(ctx: typer.Context,
         stored = runs.read_optional(Workspace(cfg.workspace).db_path, "SELECT DISTINCT models FROM scoring_runs")
         for models in stored.get("models", []):
             for m in json.loads(models or "[]"):
-                days = m.get("horizon_days")
-                if days is not None and timedelta(days=days) > horizons.get(m["target"], (timedelta(0),))[0]:
-                    horizons[m["target"]] = (timedelta(days=days), f"{m['name']} version {m['version']}'s, in a stored run")
+                h = model_horizon(m, ask_mlflow=False)
+                if h is not None and h > horizons.get(m["target"], (timedelta(0),))[0]:
+                    horizons[m["target"]] = (h, f"{m['name']} version {m['version']}'s, in a stored run")
         longest = max(horizons, key=lambda k: horizons[k][0])
         span, source = horizons[longest]
         if timedelta(days=keep_days) < span:

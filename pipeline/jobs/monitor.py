@@ -222,11 +222,12 @@ def label_horizons(cfg: Config) -> dict[str, timedelta]:
     return {k: parse_duration(getattr(cfg.labels, k).horizon) for k in ("purchase", "churn")}
 
 
-def _model_horizon(m: dict) -> timedelta | None:
-    """The label horizon a run's model was trained on: stored with the run since it was recorded,
-    else the training run's ``horizon_days`` parameter in MLflow (runs scored before), else None."""
+def model_horizon(m: dict, ask_mlflow: bool = True) -> timedelta | None:
+    """The label horizon a run's model (a record of its ``models``) was trained on: stored with the
+    run since it was recorded, else (``ask_mlflow``) the training run's ``horizon_days`` parameter in
+    MLflow (runs scored before), else None."""
     days = m.get("horizon_days")
-    if days is None and m.get("model_run_id"):
+    if days is None and ask_mlflow and m.get("model_run_id"):
         from mlflow import MlflowClient
 
         try:
@@ -259,7 +260,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     # (`train churn --horizon 8w`), not labels.yaml's, and its campaigns on the same window
     own = {}
     for m in models:
-        h = _model_horizon(m)
+        h = model_horizon(m)
         if h is not None and h != horizons[m["target"]]:
             own[m["target"]] = (h, horizons[m["target"]])
             horizons[m["target"]] = h
