@@ -167,8 +167,17 @@ def _print_signal(frame) -> None:
 
 
 @app.command()
-def describe() -> None:
+def describe(
+    ctx: typer.Context,
+    columns: Annotated[bool, typer.Option("--columns", help="Every column this project's build makes: the patterns "
+                                          "expanded by configs/features.yaml, with the roles or source fields each "
+                                          "needs and whether models learn from it.")] = False,
+) -> None:
     """Print the feature catalog: every column of customer_features, its group and meaning."""
+    if columns:
+        with handled():
+            _describe_project_columns(ctx.obj.config())
+        return
     t = Table(title="customer_features — one row per (customer_id, as_of)", title_justify="left", show_lines=False)
     t.add_column("column", style="bold", overflow="fold")
     t.add_column("group")
@@ -178,6 +187,34 @@ def describe() -> None:
     out.print(t)
     out.print(f"Definition: features/customer_features.py; documentation: {DOCS.relative_to(DOCS.parents[1])}. "
               "A feature as of T sees only events with ts < T.")
+
+
+def _describe_project_columns(cfg) -> None:
+    from pipeline.jobs.features import project_columns
+
+    cols = project_columns(cfg)
+    inputs = sum(c.model_input for c in cols)
+    t = Table(title=f"customer_features in this project: {len(cols)} columns, {inputs} of them model inputs, when the "
+                    "data holds every role configs/roles.yaml maps and every profile field", title_justify="left")
+    t.add_column("column", style="bold", no_wrap=True)
+    t.add_column("group")
+    t.add_column("needs")
+    t.add_column("model input")
+    t.add_column("meaning", overflow="fold", ratio=1)
+    for c in cols:
+        why_not = "key" if c.group == "key" else "no: excluded"
+        t.add_row(c.name, c.group, ", ".join(c.needs) or "—", "yes" if c.model_input else why_not, c.meaning)
+    out.print(t)
+    f = cfg.features
+    out.print(f"Windows {', '.join(map(str, sorted(set(f.windows_days))))} days and window roles "
+              f"{', '.join(f.window_roles)} ({cfg.origin('features.yaml', 'windows_days')}); "
+              f"model inputs leave out {', '.join(cfg.training.exclude_features) or 'nothing'} "
+              f"({cfg.origin('training.yaml', 'exclude_features')}). A build leaves out the columns whose "
+              "roles or fields its data lacks before the cutoff (`features build` names the groups).", highlight=False)
+    if f.categorical_attributes == "auto":
+        out.print(f"Profile attributes: auto, so not listed here: every text column of the customers source with at "
+                  f"most {f.max_categories} values, but names and contacts; `features build` names the ones it took.",
+                  highlight=False)
 
 
 def _default_writable(path: Path) -> None:

@@ -258,6 +258,75 @@ def _distinct_names(cfg: Config, attributes: tuple[str, ...]) -> tuple[str, ...]
     return attributes
 
 
+@dataclass(frozen=True)
+class ProjectColumn:
+    """One column a project's feature build makes (see :func:`project_columns`)."""
+
+    name: str
+    group: str
+    meaning: str
+    #: what the column needs beyond what every build has: roles (each of them) or source columns
+    #: (``customers.signup_at``, ``events.category``)
+    needs: tuple[str, ...]
+    #: a model input (not a key, not in exclude_features)
+    model_input: bool
+
+
+def project_columns(cfg: Config) -> list[ProjectColumn]:
+    """Every column a feature build of this project makes when its data holds every role
+    configs/roles.yaml maps, and every profile field: the catalog's patterns expanded by
+    configs/features.yaml (its windows and window roles, listed attributes), in the build's order.
+
+    Read from the definition itself, not from the docs: the feature expression is built on empty
+    tables (no data, no engine), once with everything and once without each role or field; what
+    a column needs is what takes it away."""
+    import ibis
+
+    from features.customer_features import describe_column
+
+    listed = () if cfg.features.categorical_attributes == "auto" else tuple(cfg.features.categorical_attributes)
+    events = ibis.table({"customer_id": "string", "ts": "timestamp", "role": "string", "amount": "float64",
+                         "category": "string"}, name="events")
+    customers = ibis.table({"customer_id": "string", "signup_at": "timestamp", "email_consent": "boolean",
+                            "consent_updated_at": "timestamp", **{a: "string" for a in listed}}, name="customers")
+    spec = feature_spec(cfg)
+    full = DataProfile(frozenset(r for r, names in cfg.roles.event_roles.items() if names), has_signup=True,
+                       has_consent_profile=True, categorical=listed, has_category=True)
+
+    def columns(profile: DataProfile) -> set[str]:
+        return set(customer_features(events, customers, datetime(2000, 1, 1), spec, profile).columns)
+
+    every = customer_features(events, customers, datetime(2000, 1, 1), spec, full).columns
+    without = {r: replace(full, roles=full.roles - {r}) for r in sorted(full.roles)}
+    without |= {"customers.signup_at": replace(full, has_signup=False),
+                "customers.email_consent + consent_updated_at": replace(full, has_consent_profile=False),
+                "events.category": replace(full, has_category=False)}
+    gone = {what: set(every) - columns(p) for what, p in without.items()}
+    excluded = set(cfg.training.exclude_features)
+    out = []
+    for name in every:
+        group, meaning = describe_column(name) or ("profile", "a categorical profile attribute (listed in "
+                                                             "configs/features.yaml), as text")
+        needs = tuple(what for what, names in gone.items() if name in names)
+        out.append(ProjectColumn(name, group, _expanded_meaning(name, meaning), needs,
+                                 name not in ("customer_id", "as_of") and name not in excluded))
+    return out
+
+
+def _expanded_meaning(name: str, meaning: str) -> str:
+    """A pattern row's meaning for one of its columns: ``n_purchase_30d`` is "events of purchase in
+    the last 30 days", without the pattern's "for each w in windows_days"."""
+    import re
+
+    m = re.search(r"_(\d+)d$", name)
+    if m and ", for each" in meaning:
+        meaning = meaning.split(", for each")[0].replace(" w days", f" {m.group(1)} days")
+        role = re.fullmatch(r"n_([a-z_]+?)_\d+d", name)
+        if role and "<role>" in meaning:
+            meaning = meaning.replace("<role>", role.group(1))
+    return meaning
+
+
 def check_excluded(cfg: Config, profile: DataProfile) -> None:
     """Refuse a name in ``exclude_features`` that is no column the feature set can have (its catalog,
     patterns such as ``n_<role>_<w>d`` included, and this data's profile attributes): a typo would
@@ -272,7 +341,7 @@ def check_excluded(cfg: Config, profile: DataProfile) -> None:
             f"{', '.join(map(repr, unknown))} {'is not a feature' if len(unknown) == 1 else 'are not features'} of "
             f"customer_features; expected column names such as {', '.join(names[:6])}, n_<role>_<w>d, or a profile "
             f"attribute ({', '.join(profile.categorical) or 'none in this data'}); the columns of a `dynseg features build` file are "
-            "the names to use (`dynseg features describe` explains the patterns)")])
+            "the names to use (`dynseg features describe --columns` lists this project's)")])
 
 
 def feature_spec(cfg: Config) -> FeatureSpec:

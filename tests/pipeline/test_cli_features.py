@@ -1,6 +1,7 @@
 """`dynseg features ...` through the CLI."""
 
 import os
+from datetime import datetime
 import re
 import signal
 import subprocess
@@ -770,3 +771,45 @@ def test_unknown_event_names_refuse_by_default_and_with_warn_are_left_out(projec
     plain = project.root / "k.parquet"
     assert runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(plain)]).exit_code == 0
     pd.testing.assert_frame_equal(pd.read_parquet(out), pd.read_parquet(plain))
+
+
+def test_describe_columns_lists_the_projects_own_columns_as_a_build_makes_them(project):
+    """`features describe --columns` expands the catalog's patterns by the project's config, and
+    what it lists is what a build on data with those roles makes, in the same order."""
+    from pipeline.config import load_config
+    from pipeline.jobs.features import build_features_job, project_columns
+
+    write(generate(400, seed=3, end="2026-11-27"), project.workspace / "data")
+    features_yaml = project.root / "configs" / "features.yaml"
+    features_yaml.write_text(features_yaml.read_text()
+                             .replace("windows_days: [7, 30, 90, 365]", "windows_days: [14, 60]")
+                             .replace("window_roles: [purchase, email_open, email_click, page_view, add_to_cart]",
+                                      "window_roles: [purchase, page_view]"))
+    training = project.root / "configs" / "training.yaml"
+    training.write_text(training.read_text().replace("exclude_features: [email_consent]",
+                                                     "exclude_features: [email_consent, n_page_view_60d]"))
+    cfg = load_config(project.root)
+    cols = {c.name: c for c in project_columns(cfg)}
+    assert {"n_purchase_14d", "n_page_view_60d", "spend_60d", "n_categories_14d"} <= set(cols)
+    assert not {"n_purchase_30d", "n_email_open_14d", "spend_30d"} & set(cols)
+    assert cols["open_rate"].needs == ("email_open", "email_send")
+    assert cols["n_categories_14d"].needs == ("purchase", "events.category")
+    assert cols["days_since_signup"].needs == ("customers.signup_at",)
+    assert cols["n_events"].needs == ()
+    assert not cols["n_page_view_60d"].model_input and not cols["email_consent"].model_input
+    assert cols["n_page_view_14d"].model_input and not cols["customer_id"].model_input
+    assert cols["n_page_view_60d"].meaning == "events of page_view in the last 60 days"
+
+    built = build_features_job(cfg, datetime(2026, 11, 28), "duckdb", project.root / "f.parquet")
+    names = [c for c in built.arrow().column_names if c not in built.profile.categorical]
+    listed = [c for c in cols if c in names]
+    assert listed == names  # every built column is listed, in the build's order
+    for c in set(cols) - set(names):  # what the build left out needs a role or field this shop lacks
+        assert any(need not in built.profile.roles for need in cols[c].needs if "." not in need), c
+
+    result = runner.invoke(app, ["features", "describe", "--columns"])
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    assert "n_purchase_14d" in text and "n_purchase_30d" not in text
+    assert "model inputs leave out email_consent, n_page_view_60d (configs/training.yaml)" in text
+    assert "Profile attributes: auto" in text
