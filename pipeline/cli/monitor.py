@@ -65,6 +65,8 @@ def lift(
         on_duckdb_note(state.config(), "lift reads the outcomes")
         with err.status("measuring lift and realized quality"):
             r = lift_job(state.config(), run, parse_as_of(as_of) if as_of else None)
+    for note in r.notes[:r.lead_notes]:  # a backfill: what every figure below means changes
+        out.print(f"[yellow]Note:[/] {escape(note)}", highlight=False)
     window = ", ".join(f"{k} {as_of_label(a)} → {as_of_label(b)}" for k, (a, b) in r.windows.items())
     t = Table(title=f"Holdout lift, run {r.run_id} (as of {as_of_label(r.as_of)}; outcome windows: {window})",
               title_justify="left")
@@ -86,7 +88,7 @@ def lift(
                       f"{'was' if x.holdout_sendable_elsewhere == 1 else 'were'} sendable in "
                       f"{x.sendable_in}: if {'that campaign' if ',' not in x.sendable_in else 'those campaigns'} "
                       "reached them, this lift is understated", highlight=False)
-    for note in r.notes:
+    for note in r.notes[r.lead_notes:]:
         out.print(f"  [yellow]Note:[/] {escape(note)}", highlight=False)
     q = Table(title="Realized model quality vs the model card (graded on the customers not sendable in any segment "
                     "with a holdout)", title_justify="left")

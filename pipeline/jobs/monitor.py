@@ -197,6 +197,9 @@ class LiftResult:
     files: dict[str, Path] = field(default_factory=dict)
     mlflow_run_id: str | None = None
     notes: list[str] = field(default_factory=list)  # about the whole measurement (merged ids, ratio mismatch, ...)
+    #: how many of ``notes`` (the first) to read before the figures: that the run's exports could not
+    #: have been sent in its window (a backfill), which changes what every figure means
+    lead_notes: int = 0
     alarm_on_harm: bool = True
     alpha: float = 0.05
 
@@ -374,7 +377,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
         notes.append(f"{len(lift)} segments are tested, each at alpha {lc.alpha:g}: with no effect anywhere, the chance "
                      f"that at least one reads significant is up to {1 - (1 - lc.alpha) ** len(lift):.0%}; the harm "
                      "alarm therefore takes the p-values adjusted for all of them (Holm: p_adjusted)")
-    alarm_on_harm = lc.alarm_on_harm
+    alarm_on_harm, lead_notes = lc.alarm_on_harm, int(sent_too_late)
     if sent_too_late and scored >= t + max(h for k, h in horizons.items() if closed[k]) - timedelta(days=1):
         notes.insert(0, f"run {run.run_id} was scored on {scored:%Y-%m-%d %H:%M}, after its outcome window had passed "
                         "(a backfill): nothing it exported could have been sent in that window, so its lift compares "
@@ -388,7 +391,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
                         f"{(scored - t).days} days into its outcome window: its exports could not have been sent "
                         "before then, so the lift measures a campaign in what was left of the window at most")
     result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items() if closed[k]},
-                        folder, notes=notes, alarm_on_harm=alarm_on_harm, alpha=lc.alpha)
+                        folder, notes=notes, lead_notes=lead_notes, alarm_on_harm=alarm_on_harm, alpha=lc.alpha)
     result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())
     summary = {"run_id": run.run_id, "as_of": str(t), "as_of_label": as_of_label(t), "alarm": result.alarm,
                "reasons": result.reasons,

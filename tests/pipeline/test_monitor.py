@@ -60,6 +60,15 @@ def test_realized_quality_matches_what_the_model_card_promised(shop):
     assert r.notes[0].startswith(f"run {r.run_id} was scored on ") and "after its outcome window had passed" in r.notes[0]
     assert not r.alarm_on_harm
     assert (shop.workspace / "reports" / "lift" / "2026-08-31" / "summary.json").is_file()
+    # and the command says so before its figures, which it changes the meaning of
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    result = CliRunner().invoke(app, ["lift", "--run", r.run_id])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.index("after its outcome window had passed") < result.stdout.index("Holdout lift, run")
+    assert result.stdout.count("after its outcome window had passed") == 1
 
 
 def test_a_model_trained_in_the_past_states_the_data_it_used(shop):
