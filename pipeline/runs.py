@@ -271,9 +271,7 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
             raise ValueError(_dropped_text(run_id, *gone))
         now = _replacement(db, run_id)
         if now is not None:
-            raise ValueError(f"the scoring run {run_id!r} (as of {as_of_label(now[1])}) was replaced by run {now[0]!r}, "
-                             "the same date scored again; a date keeps one run. Use --run " + now[0]
-                             + f" or --as-of {as_of_label(now[1])}")
+            raise ValueError(_replaced_text(run_id, *now) + f". Use --run {now[0]} or --as-of {as_of_label(now[1])}")
     if found.empty:
         what = f"run {run_id!r}" if run_id else f"run as of {as_of_label(as_of)}" if as_of else "run"
         have = read(db, "SELECT as_of FROM scoring_runs ORDER BY as_of DESC LIMIT 6") if db.exists() else None
@@ -288,13 +286,23 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
 def _replacement(db: Path, run_id: str) -> tuple[str, datetime] | None:
     """The run that now stands for replaced run ``run_id`` (followed through later replacements) and
     its as_of; None when the id was never replaced (or the workspace predates the record)."""
-    rows = read_optional(db, "WITH RECURSIVE chain(id, as_of, depth) AS (SELECT replaced_by, as_of, 0 FROM replaced_runs "
-                             "WHERE run_id = ? UNION ALL SELECT r.replaced_by, r.as_of, c.depth + 1 FROM replaced_runs r "
-                             "JOIN chain c ON r.run_id = c.id WHERE c.depth < 1000) "
-                             "SELECT id, as_of FROM chain ORDER BY depth DESC LIMIT 1", [run_id])
+    rows = read_optional(db, _REPLACEMENT_SQL.format(table="replaced_runs"), [run_id])
     if rows.empty:
         return None
     return rows.id[0], rows.as_of[0].to_pydatetime()
+
+
+_REPLACEMENT_SQL = ("WITH RECURSIVE chain(id, as_of, depth) AS (SELECT replaced_by, as_of, 0 FROM {table} "
+                    "WHERE run_id = ? UNION ALL SELECT r.replaced_by, r.as_of, c.depth + 1 FROM {table} r "
+                    "JOIN chain c ON r.run_id = c.id WHERE c.depth < 1000) "
+                    "SELECT id, as_of FROM chain ORDER BY depth DESC LIMIT 1")
+
+
+def _replaced_text(run_id: str, by: str, as_of: datetime) -> str:
+    from features.asof import as_of_label
+
+    return (f"the scoring run {run_id!r} (as of {as_of_label(as_of)}) was replaced by run {by!r}, the same date "
+            "scored again; a date keeps one run")
 
 
 def replaced_sides(db: Path, run_id: str) -> pd.DataFrame:
@@ -470,6 +478,11 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
                                     [run_id]).fetchall() if _has_table(con, "ws", "dropped_runs") else [])
                 if done:
                     raise ValueError(_dropped_text(run_id, *done[0]))
+                now = (con.execute(_REPLACEMENT_SQL.format(table="ws.replaced_runs"), [run_id]).fetchall()
+                       if _has_table(con, "ws", "replaced_runs") else [])
+                if now:  # its rows are gone already; the run that stands for its date is another matter
+                    raise ValueError(_replaced_text(run_id, *now[0]) + f": its rows went with it. To drop that date's "
+                                     f"run, name it: dynseg segments drop-run {now[0][0]} --reason ...")
                 raise ValueError(f"no scoring run {run_id!r} in {db_path}; `dynseg segments list --json` names the "
                                  "latest run, `dynseg segments show SEGMENT` every run's date")
             as_of, prev, mlflow_run_id, export_dir = found[0]

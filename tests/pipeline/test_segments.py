@@ -306,6 +306,11 @@ def test_a_backfilled_or_rescored_date_becomes_the_predecessor_of_the_run_after_
     # d2 scored again: its new run id replaces the old one as r3's predecessor
     write(con, db, d2, "r2b", {"vip": ["b", "c", "d", "e"]})
     assert runs.read(db, "SELECT previous_run_id FROM scoring_runs WHERE run_id = 'r3'").previous_run_id[0] == "r2b"
+    # the replaced id is named as such, by a drop too (it said "no scoring run 'r2'")
+    with pytest.raises(ValueError, match=r"'r2' \(as of 2026-01-02T23:59:59Z\) was replaced by run 'r2b'.*drop-run r2b --reason"):
+        runs.drop_run(db, "r2")
+    with pytest.raises(ValueError, match=r"'r2' \(as of 2026-01-02T23:59:59Z\) was replaced by run 'r2b'.*Use --run r2b"):
+        runs.find(db, "r2")
     assert deltas(db, "r3") == {("vip", "exited"): ["e"]}
     assert health(db, "r3").loc["vip", ["entered", "exited", "stayed", "previous_size"]].tolist() == [0, 1, 3, 4]
 
