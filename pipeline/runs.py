@@ -53,10 +53,13 @@ _DDL = {
     "pruned_runs": "run_id VARCHAR, as_of TIMESTAMP, pruned_at TIMESTAMP, keep_days INTEGER",
     # runs deleted by `dynseg segments drop-run` (a run scored by mistake), for a command given the id
     "dropped_runs": "run_id VARCHAR, as_of TIMESTAMP, dropped_at TIMESTAMP, reason VARCHAR",
+    # who a segment's rule selected but a segment it excludes took away (so an exit can say why)
+    "segment_exclusions": "run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, customer_id VARCHAR, excluded_by VARCHAR",
 }
 
 #: The tables that hold a row per customer (and run): what ``prune`` drops for old runs.
-PER_CUSTOMER = ("customer_scores", "customer_reasons", "segment_members", "segment_deltas", "replaced_members")
+PER_CUSTOMER = ("customer_scores", "customer_reasons", "segment_members", "segment_deltas", "replaced_members",
+                "segment_exclusions")
 
 #: Test hook: the path of a file to create just before COMMIT, after which the run waits (so a
 #: test can kill it inside the transaction). Never set in normal use.
@@ -107,12 +110,14 @@ def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
 def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets: list[str],
               scores_view: str, members_view: str, health_view: str, reasons_view: str | None = None,
               before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-              state: dict | None = None) -> str | None:
+              state: dict | None = None, exclusions_view: str | None = None) -> str | None:
     """Replace the run at ``run['as_of']`` with this one, in one transaction.
 
     ``scores_view``/``members_view`` are relations on ``con`` (customer scores and memberships);
     ``health_view`` has one row per segment with size counts and coverage; deltas and the rest of
     the health figures are computed here against the previous run, whose id is returned.
+    ``exclusions_view``: who each segment's rule selected but an exclusion took away
+    (``segment, customer_id, excluded_by``; see :func:`pipeline.segments.exclusions_sql`).
     ``before_commit(con)`` runs last inside the transaction (the workspace attached as ``ws``):
     what it writes commits with the run, and if it raises, nothing does. ``state``: see
     :func:`pipeline.workspace.attached_transaction` (``state["committed"]`` once the run stands).
@@ -132,7 +137,7 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
         con.execute("INSERT INTO ws.replaced_members SELECT run_id, as_of, segment, customer_id, holdout, sendable "
                     "FROM ws.segment_members WHERE as_of = ? AND kind <> 'suppression'", [as_of])
         for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
-                      "customer_reasons"):
+                      "customer_reasons", "segment_exclusions"):
             con.execute(f"DELETE FROM ws.{table} WHERE as_of = ?", [as_of])
         cols = list(run)
         con.execute(f"INSERT INTO ws.scoring_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -144,6 +149,9 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
                     f"sendable, {sc}) SELECT ?, ?, segment, kind, customer_id, holdout, consented, sendable, {sc} "
                     f"FROM {members_view}",
                     [run_id, as_of])
+        if exclusions_view:
+            con.execute(f"INSERT INTO ws.segment_exclusions SELECT ?, ?, segment, customer_id, excluded_by "
+                        f"FROM {exclusions_view}", [run_id, as_of])
         if reasons_view:
             con.execute(f"INSERT INTO ws.customer_reasons SELECT ?, ?, customer_id, target, rank, feature, value, "
                         f"log_odds, points, reason FROM {reasons_view}", [run_id, as_of])
@@ -494,7 +502,7 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
                                  "against members that are gone")
             con.execute(f"CREATE TABLE IF NOT EXISTS ws.dropped_runs ({_DDL['dropped_runs']})")
             for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
-                          "customer_reasons"):
+                          "customer_reasons", "segment_exclusions"):
                 con.execute(f"DELETE FROM ws.{table} WHERE run_id = ?", [run_id])
             con.execute("INSERT INTO ws.dropped_runs VALUES (?, ?, now()::TIMESTAMP, ?)", [run_id, as_of, reason])
             nxt = con.execute("SELECT run_id FROM ws.scoring_runs WHERE as_of > ? ORDER BY as_of LIMIT 1",

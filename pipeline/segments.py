@@ -193,11 +193,7 @@ def membership_sql(segments: list[CompiledSegment], salt: str, carry: list[str],
     """One query: ``segment, kind, customer_id, holdout, consented, sendable`` plus the ``carry`` columns of
     ``table`` for every member of every segment."""
     q = lambda n: quote(n, dialect)  # noqa: E731
-    ctes = []
-    for s in segments:
-        anti = "".join(f" AND NOT EXISTS (SELECT 1 FROM {q('seg_' + o)} x WHERE x.customer_id = t.customer_id)"
-                       for o in s.excluded)
-        ctes.append(f"{q('seg_' + s.name)} AS (SELECT t.customer_id FROM {table} t WHERE ({s.rule.sql(dialect)}){anti})")
+    ctes = _member_ctes(segments, table, dialect)
     consent = f"coalesce(t.{q(CONSENT_COLUMN)}, false)" if has_consent else "false"
     parts = []
     for s in segments:
@@ -214,6 +210,38 @@ def membership_sql(segments: list[CompiledSegment], salt: str, carry: list[str],
     if not parts:
         raise ValueError("configs/segments.yaml defines no segments; add at least one under `segments:`")
     return "WITH " + ", ".join(ctes) + "\n" + "\nUNION ALL\n".join(parts)
+
+
+def _member_ctes(segments: list[CompiledSegment], table: str, dialect: Dialect) -> list[str]:
+    """``seg_<name>``: each segment's members, its rule minus the members of the segments it excludes."""
+    q = lambda n: quote(n, dialect)  # noqa: E731
+    ctes = []
+    for s in segments:
+        anti = "".join(f" AND NOT EXISTS (SELECT 1 FROM {q('seg_' + o)} x WHERE x.customer_id = t.customer_id)"
+                       for o in s.excluded)
+        ctes.append(f"{q('seg_' + s.name)} AS (SELECT t.customer_id FROM {table} t WHERE ({s.rule.sql(dialect)}){anti})")
+    return ctes
+
+
+def exclusions_sql(segments: list[CompiledSegment], table: str = "scored", dialect: Dialect = "duckdb") -> str | None:
+    """One query: ``segment, customer_id, excluded_by`` for every customer a segment's rule selects
+    but a segment it excludes (its own ``exclude``, ``suppress_always``) takes away, ``excluded_by``
+    naming those segments (", " between them, in the definition's order). Kept with a run, so that
+    an exit can say why: excluded, or no longer matching the rule. None when no segment excludes."""
+    q = lambda n: quote(n, dialect)  # noqa: E731
+    parts = []
+    for s in segments:
+        if not s.excluded:
+            continue
+        joins = "".join(f" LEFT JOIN {q('seg_' + o)} x{i} ON x{i}.customer_id = t.customer_id"
+                        for i, o in enumerate(s.excluded))
+        named = ", ".join(f"CASE WHEN x{i}.customer_id IS NOT NULL THEN {literal(o)} END" for i, o in enumerate(s.excluded))
+        taken = " OR ".join(f"x{i}.customer_id IS NOT NULL" for i in range(len(s.excluded)))
+        parts.append(f"SELECT {literal(s.name)} AS segment, t.customer_id, concat_ws(', ', {named}) AS excluded_by "
+                     f"FROM {table} t{joins} WHERE ({s.rule.sql(dialect)}) AND ({taken})")
+    if not parts:
+        return None
+    return "WITH " + ", ".join(_member_ctes(segments, table, dialect)) + "\n" + "\nUNION ALL\n".join(parts)
 
 
 def coverage_sql(segments: list[CompiledSegment], table: str = "scored", dialect: Dialect = "duckdb") -> str:

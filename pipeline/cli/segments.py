@@ -220,25 +220,34 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
 def _changes_of(db, run, name: str, config: dict, removed: bool):
     """Who entered and exited segment ``name`` in ``run``: scores and bands, an entered member's
     holdout and sendable, and for who exited, why."""
+    import json
+
     from pipeline import runs
 
     definition = next((d for d in config.get("segments", []) if d["name"] == name), None)
     excluding = excluded_by(definition, config.get("suppress_always", [])) if definition else []
-    return runs.read(db, """
+    if json.loads(run.config).get("exclusions") if isinstance(run.config, str) else False:
+        # the run kept who each rule selected but an exclusion took away
+        why, params = ("coalesce((SELECT 'excluded by ' || e.excluded_by FROM segment_exclusions e "
+                       "WHERE e.run_id = d.run_id AND e.segment = d.segment AND e.customer_id = d.customer_id), "
+                       "'no longer matches the rule')"), []
+    else:  # a run scored before 2026-12-04 did not: in an excluding segment, the rule may have stopped holding too
+        why, params = ("coalesce((SELECT 'in ' || string_agg(DISTINCT m.segment, ', ' ORDER BY m.segment) || "
+                       "', which it excludes (this run did not record whether its rule still held)' "
+                       "FROM segment_members m WHERE m.run_id = d.run_id AND m.customer_id = d.customer_id "
+                       "AND list_contains(?, m.segment)), 'no longer matches the rule')"), [excluding]
+    return runs.read(db, f"""
         SELECT d.customer_id, d.change, m.holdout, m.sendable, s.* EXCLUDE (run_id, as_of, customer_id),
                CASE WHEN d.change = 'entered' THEN NULL
                     WHEN ? THEN 'segment removed from configs/segments.yaml'
                     WHEN s.run_id IS NULL THEN 'not scored in this run'
-                    ELSE coalesce((SELECT 'excluded by ' || string_agg(DISTINCT m.segment, ', ' ORDER BY m.segment)
-                                   FROM segment_members m WHERE m.run_id = d.run_id
-                                   AND m.customer_id = d.customer_id AND list_contains(?, m.segment)),
-                                  'no longer matches the rule') END AS why
+                    ELSE {why} END AS why
         FROM segment_deltas d LEFT JOIN customer_scores s ON s.run_id = d.run_id AND s.customer_id = d.customer_id
         -- an entered member's side in this run (an exited one is no member: both null)
         LEFT JOIN segment_members m ON d.change = 'entered' AND m.run_id = d.run_id AND m.segment = d.segment
                                        AND m.customer_id = d.customer_id
         WHERE d.run_id = ? AND d.segment = ? ORDER BY d.change, d.customer_id""",
-                     [removed, excluding, run.run_id, name])
+                     [removed, *params, run.run_id, name])
 
 
 @app.command()

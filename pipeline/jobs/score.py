@@ -45,7 +45,8 @@ from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import (check_model_inputs, data_profile, feature_spec, label_spec, open_engine, run_warnings,
                                     staging_root, unprofiled_warnings)
 from pipeline.rules import Kind
-from pipeline.segments import CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, membership_sql
+from pipeline.segments import (CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, exclusions_sql,
+                               membership_sql)
 from pipeline.workspace import Workspace, swap_in_folder, temp_sibling
 
 Progress = Callable[[str], None]
@@ -339,7 +340,9 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         "engine": engine, "n_customers": n_customers,
         "models": json.dumps([m.record() for m in used], default=str), "bands": json.dumps(bands_used, default=str),
         "previous_run_id": None, "mlflow_run_id": None, "export_dir": str(export_dir),
-        "config": json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump()}),
+        # (exclusions: the run keeps who each segment's rule selected but an exclusion took away)
+        "config": json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump(),
+                              "exclusions": True}),
     }
     try:
         replaced = runs.read(ws.db_path, "SELECT run_id, mlflow_run_id FROM scoring_runs WHERE as_of = ?", [as_of])
@@ -361,7 +364,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     written: dict = {}
     try:
         prev = runs.write_run(con, ws.db_path, record, targets, "scored", "members", "health", "reasons",
-                              before_commit=log_before_commit, state=written)
+                              before_commit=log_before_commit, state=written, exclusions_view="exclusions")
     except BaseException:
         if written.get("committed"):  # stopped (SIGTERM) just after the commit: the run stands, so do its exports
             try:
@@ -700,6 +703,7 @@ def _score_and_segment_duckdb(cfg: Config, feats: pd.DataFrame, champions: dict,
     con.register("scored", feats)
     con.execute("CREATE OR REPLACE TABLE members AS " + membership_sql(
         segments, cfg.segments.holdout_salt, runs.score_columns(list(champions)), CONSENT_COLUMN in feats.columns))
+    _exclusions_table(con, exclusions_sql(segments))
     _health_view(con, segments, "(" + coverage_sql(segments) + ")")
     timings["segments"] = time.perf_counter() - clock
     return len(feats), used
@@ -758,6 +762,11 @@ def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments:
         for name, frame in (("scored", scored.select("customer_id", *score_cols)), ("members", members)):
             files = _write_parquet(frame, staged / name)
             con.execute(f"CREATE OR REPLACE TABLE {name} AS SELECT * FROM read_parquet('{files}')")
+        excluded = exclusions_sql(segments, table=view, dialect="spark")
+        if excluded is not None:
+            files = _write_parquet(spark.sql(excluded), staged / "exclusions")
+            excluded = f"SELECT * FROM read_parquet('{files}')"
+        _exclusions_table(con, excluded)
         con.register("coverage", spark.sql(coverage_sql(segments, table=view, dialect="spark")).toPandas())
         _health_view(con, segments, "coverage")
         timings["segments"] = time.perf_counter() - clock
@@ -812,6 +821,13 @@ def _write_parquet(frame: Any, folder: Path) -> str:
     frame.write.mode("overwrite").parquet(str(tmp))
     tmp.rename(folder)
     return str(folder / "*.parquet").replace("'", "''")
+
+
+def _exclusions_table(con, query: str | None) -> None:
+    """``exclusions`` on ``con``: who a segment's rule selects but an excluded segment takes away
+    (:func:`pipeline.segments.exclusions_sql`), empty when no segment excludes."""
+    con.execute("CREATE OR REPLACE TABLE exclusions AS " + (
+        query or "SELECT NULL::VARCHAR AS segment, NULL::VARCHAR AS customer_id, NULL::VARCHAR AS excluded_by LIMIT 0"))
 
 
 def _health_view(con, segments: list[CompiledSegment], coverage: str) -> None:

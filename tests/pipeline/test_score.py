@@ -129,8 +129,36 @@ def test_segments_changes_lists_and_writes_who_entered_and_exited(shop, tmp_path
         elif row.why.startswith("excluded by "):
             for other in row.why.removeprefix("excluded by ").split(", "):
                 assert ((members.segment == other) & (members.customer_id == row.customer_id)).any()
+            # the rule still holds: an exclusion took them (it said "excluded by" whenever they
+            # were in an excluding segment, with their band no longer high)
+            assert now.loc[row.customer_id, "purchase_band"] == "high"
         else:
             assert row.why == "no longer matches the rule" and now.loc[row.customer_id, "purchase_band"] != "high"
+    # a run scored before segment_exclusions says what it knows: in a segment it excludes
+    import json
+
+    from pipeline.cli.segments import _changes_of
+
+    legacy = runs.find(shop.workspace / "dynseg.duckdb", r2.run_id).copy()
+    config = json.loads(legacy.config)
+    del config["exclusions"]
+    legacy["config"] = json.dumps(config)
+    said = _changes_of(shop.workspace / "dynseg.duckdb", legacy, "likely_buyers", config["segments"], removed=False)
+    said = said[said.change == "exited"].set_index("customer_id").why
+    assert exited.why.str.startswith("excluded by ").any() and (exited.why == "no longer matches the rule").any()
+    for row in exited.itertuples():
+        if row.why.startswith("excluded by "):
+            assert said[row.customer_id].endswith(", which it excludes (this run did not record whether its rule "
+                                                  "still held)"), said[row.customer_id]
+    # the run kept who the rule selected but an exclusion took: everyone high, not a member
+    taken = q(shop, "SELECT customer_id, excluded_by FROM segment_exclusions WHERE run_id = ? "
+                    "AND segment = 'likely_buyers'", [r2.run_id]).set_index("customer_id").excluded_by
+    buyers = set(members[members.segment == "likely_buyers"].customer_id)
+    assert set(taken.index) == set(now.index[now.purchase_band == "high"]) - buyers and len(taken)
+    for who, by in taken.items():
+        names = by.split(", ")
+        assert set(names) <= {"recent_buyers", "no_email_consent", "unsubscribed", "undeliverable"}
+        assert all(((members.segment == n) & (members.customer_id == who)).any() for n in names)
     # the first run has no run before it: every member entered, and it says so
     size = q(shop, "SELECT count(*) AS n FROM segment_members WHERE run_id = ? AND segment = 'likely_buyers'", [r1.run_id]).n[0]
     result = runner.invoke(app, ["segments", "changes", "likely_buyers", "--as-of", "2026-11-26"])

@@ -25,7 +25,7 @@ AS_OF = parse_as_of("2026-11-27")
 # Fast local JVM for a short run: C1 JIT only, serial GC (as in tests/features/test_spark_engine.py).
 TEST_CONF = {"spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC"}
 KEYS = {"customer_scores": ["customer_id"], "segment_members": ["segment", "customer_id"],
-        "segment_health": ["segment"]}  # table -> sort order
+        "segment_health": ["segment"], "segment_exclusions": ["segment", "customer_id"]}  # table -> sort order
 
 
 @pytest.fixture(scope="module")
@@ -119,6 +119,9 @@ def test_same_memberships_and_health(outputs):
     assert_same(duck["segment_members"], spark["segment_members"], atol=1e-9)
     assert (spark["segment_health"]["size"] > 0).sum() >= 8
     assert_same(duck["segment_health"], spark["segment_health"], atol=1e-12)  # sizes exactly, coverage within 1e-12
+    # who a rule selected but an exclusion took (what `segments changes` says of an exit)
+    assert len(spark["segment_exclusions"]) and spark["segment_exclusions"].excluded_by.str.len().gt(0).all()
+    assert_same(duck["segment_exclusions"], spark["segment_exclusions"], atol=0)
 
 
 def test_same_export_files(outputs):
