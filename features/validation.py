@@ -176,8 +176,9 @@ def validate(
                 _check_unknown_customers(con, report, count=count_unknown_customers)
             repeated = repeats is not None and repeats.result()
         if repeated:  # rare: the closer look; its problems go where the check's place in the report is
-            report.problems[at:at] = (_repeated_event_id_problems(con, report) if "event_id" in report.typed["events"]
-                                      else _repeated_row_problems(con, report))
+            report.problems[at:at] = (
+                _repeated_event_id_problems(con, report) + _repeated_row_problems(con, report, without_id=True)
+                if "event_id" in report.typed["events"] else _repeated_row_problems(con, report))
             # the amount checks count rows as the file holds them, repeats too (a review read "2
             # purchases have no amount" of one purchase delivered twice)
             report.problems[:] = [replace(p, message=p.message + ", counting the repeated rows")
@@ -647,8 +648,13 @@ def _start_event_id_check(con: duckdb.DuckDBPyConnection, report: ValidationRepo
         # silence: rows alike in every column of the file are looked for the same way, and warned of
         hashes = _fetch_hashes(con, f"SELECT {_whole_row(raw)} AS h FROM {raw.view}", raw.rows)
         return pool.submit(_any_repeats, hashes)
-    ids = f"SELECT {t['event_id'].expr} AS id FROM {raw.view}"
-    hashes = _fetch_hashes(con, f"SELECT hash(id) AS h FROM ({ids}) WHERE id IS NOT NULL", raw.rows)
+    # An id's hash; a row without one, its whole row's: an export whose orders alone have ids holds
+    # page views and sends without, and their overlap counted twice in silence once event_id was
+    # mapped (the advice for a log without ids). The second hash is computed only for those rows.
+    # (in the CASE, not a column beside the id: DuckDB computes a branch only for its rows)
+    id_ = t["event_id"].expr
+    hashes = _fetch_hashes(con, f"SELECT CASE WHEN {id_} IS NULL THEN {_whole_row(raw)} ELSE hash({id_}) END AS h "
+                                f"FROM {raw.view}", raw.rows)
     return pool.submit(_any_repeats, hashes)
 
 
@@ -669,16 +675,28 @@ def _whole_row(raw: RawSource) -> str:
 ID_NAME = re.compile(r"(^|[_\s.-])(id|Id|ID)$|[a-z](Id|ID)$")
 
 
-def _repeated_row_problems(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> list[Problem]:
-    """Some rows of a log without event ids hash alike: how many repeat another exactly, and where."""
+def _repeated_row_problems(con: duckdb.DuckDBPyConnection, report: ValidationReport,
+                           without_id: bool = False) -> list[Problem]:
+    """Some rows of a log without event ids (``without_id``: its rows without one) hash alike: how
+    many repeat another exactly, and where."""
     raw = report.sources["events"]
+    only = f"WHERE {report.typed['events']['event_id'].expr} IS NULL" if without_id else ""
     extra, example = con.execute(f"""
         SELECT coalesce(sum(n - 1), 0), min(first_rows) FROM (
             SELECT count(*) AS n, list(_row ORDER BY _row)[:2] AS first_rows
-            FROM (SELECT row_number() OVER () AS _row, {_whole_row(raw)} AS h FROM {raw.view}) GROUP BY h HAVING n > 1)
+            FROM (SELECT _row, h FROM (SELECT row_number() OVER () AS _row, {_whole_row(raw)} AS h, * FROM {raw.view})
+                  {only}) GROUP BY h HAVING n > 1)
     """).fetchall()[0]
     if not extra:
         return []
+    if without_id:
+        return [Problem("events", "event_id", "repeated_rows", "warning", int(extra),
+                        f"{_files(raw)}: {_n(int(extra), 'row', 'rows')} without an event_id "
+                        f"{'repeats' if extra == 1 else 'repeat'} another row in every column (customer, event, "
+                        "time, amount, ...), so nothing tells an export's overlap from events that happened twice: "
+                        "each counts (repeats of an id are dropped; rows without one are not)",
+                        "give those events an id in the export (every row of the column mapped to event_id), or "
+                        "remove the repeated rows", (f"rows {example[0]} and {example[1]}",))]
     contract = {c.name for c in CONTRACT["events"]}
     ids = [c for c in raw.columns if c not in contract and ID_NAME.search(c)]
     map_it = (f"map `event_id` to the export's id of each event ({', '.join(f'columns: {{event_id: {c}}}' for c in ids[:2])}?) "
@@ -687,7 +705,8 @@ def _repeated_row_problems(con: duckdb.DuckDBPyConnection, report: ValidationRep
                     f"{_files(raw)}: {_n(int(extra), 'row repeats', 'rows repeat')} another row in every column "
                     "(customer, event, time, amount, ...) and the log has no event_id to tell an export's overlap from "
                     "events that happened twice: each counts",
-                    f"{map_it}in configs/catalog.yaml: exact repeats are then dropped; or remove the repeated rows",
+                    f"{map_it}in configs/catalog.yaml: exact repeats of an id are then dropped (rows without one "
+                    "are still counted, and warned of); or remove the repeated rows",
                     (f"rows {example[0]} and {example[1]}",))]
 
 

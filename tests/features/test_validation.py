@@ -521,6 +521,27 @@ def test_exact_duplicate_event_ids_warn_conflicting_ones_fail(project):
         assert p.examples == ("'c0-3' at rows 3, 19",), (col, p.examples)
 
 
+def test_rows_without_an_event_id_are_checked_for_repeats_and_a_blank_id_is_none(project, tmp_path):
+    """An export whose orders alone have ids: its page views and sends, without, repeated by an
+    overlap, were counted twice in silence once event_id was mapped. And its blank ids, written
+    to Parquet as '', were one id shared by every such row: an error no run got past."""
+    df = good_events()
+    df.loc[df.event_type != "order_completed", "event_id"] = ""  # blank, as a Parquet file from an export has it
+    report = run_with(project, df)
+    assert report.ok and not [p for p in report.problems if p.check in ("conflicting_event_id", "repeated_rows")]
+    twice = pd.concat([df, df.iloc[[0, 1, 2]]], ignore_index=True)  # a signup, a send (no id) and an order (id)
+    report = run_with(project, twice)
+    assert report.ok
+    assert only(report, "duplicate_event_id").count == 1  # the order: dropped
+    p = only(report, "repeated_rows")  # the two without an id: counted, and said
+    assert p.severity == "warning" and p.count == 2 and p.examples == ("rows 1 and 10",), p
+    assert "2 rows without an event_id repeat another row in every column" in p.message, p.message
+    assert "give those events an id" in p.fix and "map `event_id`" not in p.fix
+    # the same as CSV (an empty field is no id there already): the same findings
+    report = run_with(project, twice, "events.csv")
+    assert only(report, "repeated_rows").count == 2 and only(report, "duplicate_event_id").count == 1
+
+
 @pytest.mark.parametrize("sql, repeats", [
     ("SELECT hash(i) FROM range(300000) t(i)", False),  # many DuckDB vectors, all distinct
     ("SELECT hash(CASE WHEN i = 299999 THEN 0 ELSE i END) FROM range(300000) t(i)", True),  # first and last row
