@@ -315,8 +315,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     for m in used:
         warnings += [f"{m.target}: {w}" for w in getattr(m, "_warnings", [])]
     if not has_consent:
-        warnings.append("the data has no consent fields: no customer is sendable (exports hold holdouts and "
-                        "suppressions only). Add email_consent and consent_updated_at to the customers source.")
+        warnings.append(_no_consent_fields(data.con))
     else:
         warnings += no_consent_warnings(data.con, as_of)
     con = data.con
@@ -405,6 +404,22 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     timings["write"] = time.perf_counter() - clock
     return ScoreRun(run_id, as_of, prev, n_customers, used, logged["health"], export_dir, exports, mlflow_run, timings,
                     warnings, changes, engine)
+
+
+def _no_consent_fields(con) -> str:
+    """Why no customer is sendable when the features have no email_consent: no consent anywhere, or
+    (a Shopify customers export: "Accepts Email Marketing", no time) profiles that say yes or no
+    without when, which point-in-time features cannot use; it said "no consent fields" of that too."""
+    said, untimed = con.execute("SELECT count(email_consent), count(email_consent) FILTER (WHERE consent_updated_at "
+                                "IS NULL) FROM customers").fetchall()[0]
+    head = "no customer is sendable (exports hold holdouts and suppressions only): "
+    if untimed:
+        return (head + f"{untimed:,} of the {said:,} profiles with an email_consent have no consent_updated_at, and a "
+                "decision without its time is not used (as of a cutoff, it may not have been made yet). Map the column "
+                "that holds when it was made (often *_updated_at) to consent_updated_at under `columns:` in "
+                "configs/catalog.yaml; or, if the export holds no such time, consent_granted events (one per "
+                "customer, at the signup if that is when)")
+    return head + "the data has no consent fields. Add email_consent and consent_updated_at to the customers source."
 
 
 def no_consent_warnings(con, as_of: datetime) -> list[str]:

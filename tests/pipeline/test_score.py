@@ -1026,3 +1026,20 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
         assert "(new): not in the previous run, every member counts as entered" in " ".join(out.split())
     earlier = runner.invoke(app, ["segments", "list", "--as-of", "2026-11-27"])
     assert earlier.exit_code == 0 and "(new)" not in earlier.output and "(redefined)" not in earlier.output
+
+
+def test_no_sendable_customer_names_consent_without_its_time():
+    """A Shopify customers export: "Accepts Email Marketing" mapped to email_consent, no time. The
+    run said "the data has no consent fields" of a mapped consent column."""
+    import duckdb
+
+    from pipeline.jobs.score import _no_consent_fields
+
+    con = duckdb.connect()
+    con.execute("CREATE TABLE customers AS SELECT * FROM (VALUES ('a', true, NULL::TIMESTAMP), ('b', false, NULL), "
+                "('c', NULL, NULL)) t(customer_id, email_consent, consent_updated_at)")
+    said = _no_consent_fields(con)
+    assert "2 of the 2 profiles with an email_consent have no consent_updated_at" in said
+    assert "no consent fields" not in said
+    con.execute("UPDATE customers SET email_consent = NULL")
+    assert "the data has no consent fields" in _no_consent_fields(con)
