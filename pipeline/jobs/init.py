@@ -387,7 +387,12 @@ def _csv_dialect(con: duckdb.DuckDBPyConnection, path: str, folder: Path) -> dic
     head = _head(first, 4096) or b""
     if _utf16(head) == "le":
         out["encoding"] = "utf-16"
-        return out  # the sniffer reads UTF-8 only; a UTF-16 file's delimiter is left to validation's message
+        # DuckDB's sniffer reads UTF-8 only: the delimiter from the first lines' text (Excel's
+        # "Unicode text" is tab-separated; with none set, the file read as a single column)
+        delimiter = _text_delimiter(head.decode("utf-16-le", errors="ignore").lstrip("\ufeff"))
+        if delimiter and delimiter != ",":
+            out["delimiter"] = delimiter
+        return out
     if b"\x00" not in head and not _utf8(first):  # a NUL is no text at all: validation says what it is
         out["encoding"] = "latin-1"
     try:
@@ -398,6 +403,17 @@ def _csv_dialect(con: duckdb.DuckDBPyConnection, path: str, folder: Path) -> dic
     if delimiter and delimiter != ",":
         out["delimiter"] = delimiter
     return out
+
+
+def _text_delimiter(text: str) -> str | None:
+    """The delimiter of CSV text's first whole lines (comma, semicolon, tab or bar), or None."""
+    import csv
+
+    lines = text.splitlines()[:-1] or text.splitlines()  # the last may be cut short
+    try:
+        return csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t|").delimiter
+    except csv.Error:
+        return None
 
 
 def _utf8(path: Path, chunk: int = 1 << 24) -> bool:

@@ -417,6 +417,24 @@ def test_a_latin1_csv_is_read_as_latin1_even_when_its_first_accent_comes_late(tm
         assert ("müller",) in ids
 
 
+@pytest.mark.parametrize("sep", ["\t", ",", ";"])
+def test_a_utf16_csv_gets_its_delimiter(tmp_path, monkeypatch, sep):
+    """Excel's "Unicode text" is UTF-16 and tab-separated: init set the encoding but no delimiter,
+    so the file read as one column (no mapping proposed, and validation refused it)."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    n = 300
+    df = pd.DataFrame({"Customer ID": [f"c{i % 50}" for i in range(n)], "Event": "order_completed",
+                       "Time": (pd.Timestamp("2026-01-01") + pd.to_timedelta(range(n), unit="h")).astype(str),
+                       "Amount": 5.0})
+    df.to_csv(tmp_path / "export.txt", index=False, sep=sep, encoding="utf-16")
+    result = runner.invoke(app, ["init", str(tmp_path / "p"), "--events", str(tmp_path / "export.txt")])
+    assert result.exit_code == 0, result.output
+    events = yaml.safe_load((tmp_path / "p" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+    assert events["encoding"] == "utf-16" and events.get("delimiter") == (None if sep == "," else sep), events
+    assert events["columns"]["customer_id"] == "Customer ID" and events["columns"]["amount"] == "Amount", events
+
+
 def test_the_demos_segments_this_data_cannot_have_are_left_out_so_the_first_score_runs(tmp_path, monkeypatch):
     """A shop without bounce or complaint events: the demo's `undeliverable` (bounced OR
     complained) would refuse every score. When the data validates as init wrote the configs, such
