@@ -148,7 +148,10 @@ def _tokenize(text: str, fail: Callable[[str, str, int, str | None], NoReturn]) 
         elif c == '"':
             close = text.find('"', i + 1)
             shown = text[i : close + 1] if close > 0 else c
-            fail("double-quoted names are not allowed", shown, pos, "a bare column name, or text in single quotes")
+            fail("double-quoted names are not allowed", shown, pos,
+                 "a bare column name (a profile column named with spaces or symbols, such as \"Country Code\", "
+                 "gets one under `columns:` in configs/catalog.yaml: country_code: Country Code), or text in single "
+                 "quotes")
         elif c in "(),-+*/%":
             kind = {"(": "lparen", ")": "rparen", ",": "comma", "-": "minus"}.get(c, "arith")
             tokens.append(_Token(kind, c, pos))
@@ -489,6 +492,12 @@ class _Parser:
                 hint = why
             elif close:
                 hint = "did you mean " + " or ".join(f"'{c}'" for c in close) + "?"
+                unwritable = [c for c in close if not _IDENT.fullmatch(c)]
+                if unwritable:  # a rule cannot name it: a profile column as an export spells it
+                    c = unwritable[0]
+                    hint += (f" A rule names columns bare, so '{c}' needs a plain name: under the customers source's "
+                             f"`columns:` in configs/catalog.yaml, {re.sub(r'[^A-Za-z0-9]+', '_', c).strip('_').lower()}: "
+                             f"{c}")
             elif known:
                 shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
                 hint = f"expected one of the columns: {shown}."

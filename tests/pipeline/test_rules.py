@@ -357,3 +357,19 @@ def test_rules_that_cannot_mean_what_they_say_are_refused():
     for fine in ("recency_days BETWEEN 90 AND 180", "recency_days BETWEEN 90 AND 90", "purchase_score_100 >= 50",
                  "purchase_score >= 0.5", "purchase_score_100 >= 1.5"):
         parse_rule(fine, kinds)
+
+
+def test_a_column_no_rule_can_name_is_offered_a_plain_name():
+    """A Shopify profile column, "Country Code", taken as a feature: `Country_Code` was offered
+    "did you mean 'Country Code'?", and the quoted name was refused: no rule could name it."""
+    kinds = {"Country Code": "text", "score": "number"}
+    with pytest.raises(RuleError) as e:
+        parse_rule("Country_Code = 'DE'", kinds, CONTEXT)
+    assert ("did you mean 'Country Code'? A rule names columns bare, so 'Country Code' needs a plain name: under "
+            "the customers source's `columns:` in configs/catalog.yaml, country_code: Country Code") in str(e.value)
+    with pytest.raises(RuleError) as e:
+        parse_rule('"Country Code" = \'DE\'', kinds, CONTEXT)
+    assert "double-quoted names are not allowed" in str(e.value) and "country_code: Country Code" in str(e.value)
+    with pytest.raises(RuleError) as e:  # a name a rule can write gets no such advice
+        parse_rule("scor > 1", kinds, CONTEXT)
+    assert "plain name" not in str(e.value)
