@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import weakref
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -70,10 +71,14 @@ class SourceSpec(BaseModel):
                 raise ValueError(f"{form!r} is not a strptime form DuckDB reads: {str(e).splitlines()[0]}") from None
         # Forms that put day and month in opposite orders read 05/11 as whichever matches first:
         # a silent shift of months for every day up to the 12th
+        # when a text one writes is read by the other too (ISO's '%Y-%m-%d' beside '%d/%m/%Y' is
+        # not: it was refused, and a log mixing them could not be read at all)
         orders = {f: f.index("%d") < f.index("%m") for f in forms if "%d" in f and "%m" in f}
-        if len(set(orders.values())) > 1:
-            day_first = next(f for f, d in orders.items() if d)
-            month_first = next(f for f, d in orders.items() if not d)
+        probe = datetime(2026, 11, 5, 10, 20, 30, tzinfo=timezone.utc)  # day 5, month 11: both read a date
+        clash = [(d, m) for d, df in orders.items() if df for m, mf in orders.items() if not mf
+                 and duckdb.execute("SELECT try_strptime(?, ?) IS NOT NULL", [probe.strftime(m), d]).fetchall()[0][0]]
+        if clash:
+            day_first, month_first = clash[0]
             raise ValueError(f"{day_first!r} and {month_first!r} put day and month in opposite orders: 05/11 would "
                              "read as 5 November or 11 May by which form matches first; keep the one order your "
                              "export writes")

@@ -415,6 +415,18 @@ def test_own_forms_are_held_to_what_iso_text_is_held_to(project):
                             "timestamp_format": ["%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M"]})
     with pytest.raises(ConfigError, match="put day and month in opposite orders"):
         load_config(project.root)
+    # ISO beside day-first text: no text reads both ways (it was refused, and such a log unreadable)
+    mixed = df.assign(ts=df["ts"].dt.strftime("%Y-%m-%d %H:%M:%S+00:00"))
+    mixed.loc[:4, "ts"] = df["ts"][:5].dt.strftime("%d/%m/%Y %H:%M")
+    report = run_with(project, mixed, "events.csv", timestamp_format=["%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M:%S%z"])
+    assert report.ok, report.problems
+    project.catalog(events={"format": "csv", "path": "data/events.csv",
+                            "timestamp_format": ["%d/%m/%Y", "%m/%d/%Y %H:%M"]})  # no text reads both: allowed
+    load_config(project.root)
+    project.catalog(events={"format": "csv", "path": "data/events.csv",
+                            "timestamp_format": ["%d.%m.%Y %H:%M", "%m.%d.%Y %H:%M"]})
+    with pytest.raises(ConfigError, match="'%d.%m.%Y %H:%M' and '%m.%d.%Y %H:%M' put day and month in opposite"):
+        load_config(project.root)
 
 
 def test_text_profile_times_after_now_are_found_whatever_their_offsets(project):
