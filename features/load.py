@@ -13,7 +13,7 @@ import pandas as pd
 from features.contract import CONTRACT
 from features.identity import IdentityResolution, resolve_identities
 from features.normalize import SQL_TYPE, blank, ident, literal
-from features.validation import ValidationReport
+from features.validation import ValidationReport, future_ts
 
 def _typed_select(report: ValidationReport, name: str) -> str:
     t = report.typed[name]
@@ -61,7 +61,11 @@ def build_canonical(
     # Rows without a customer id (anonymous visits) pass validation only under `null_ids: drop`,
     # as a warning: left out here, so no run sees them.
     anonymous = any(p.check == "null_id" and p.source == "events" for p in report.problems)
-    known = f"WHERE NOT ({blank('customer_id')})" if anonymous else ""
+    # Rows after now (a clock running ahead) likewise, only under `future_events: drop`
+    ahead = any(p.check == "future_ts" and p.source == "events" and p.severity == "warning" for p in report.problems)
+    left_out = ([blank("customer_id")] if anonymous else []) + (
+        [f"coalesce({future_ts(report.typed['events'], report.as_of)}, false)"] if ahead else [])
+    known = f"WHERE NOT ({' OR '.join(left_out)})" if left_out else ""
     # Every read of the view pays for its joins, and the feature query reads it several times:
     # with no id merged (the common case) the merge join is left out (at 50M events, 12 % of the
     # feature query's time for a join that changes nothing).

@@ -48,6 +48,9 @@ class SourceSpec(BaseModel):
     null_ids: Literal["error", "drop"] = Field(
         default="error", description="events only: rows without a customer_id (a Segment or RudderStack tracks "
                                      "table's anonymous visits) are an error, or left out with a warning that counts them")
+    future_events: Literal["error", "drop"] = Field(
+        default="error", description="events only: rows timestamped after now (a device whose clock runs ahead) are "
+                                     "an error, or left out of every run with a warning that counts them")
 
     @field_validator("timestamp_format")
     @classmethod

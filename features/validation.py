@@ -153,10 +153,10 @@ def validate(
         report.typed[name] = _type_columns(raw, report.problems, spec)
         checks = _checks(name, report.typed[name], role_of, ignored, as_of, raw, future_after, spec)
         try:
-            dropped = name == "events" and spec.null_ids == "drop" and "customer_id" in report.typed[name]
             _run_checks(con, raw, checks, report.problems, report.typed[name],
                         report.event_types if name == "events" else None, report.amounts,
-                        read_all=spec.format == "csv", dropped=blank("customer_id") if dropped else None)
+                        read_all=spec.format == "csv", dropped=dropped_rows(spec, report.typed[name], as_of)
+                        if name == "events" else None)
         except duckdb.Error as e:  # a bad byte or row past what opening the file read
             report.problems.append(Problem(name, None, "unreadable", "error", 1,
                                            explain_read_error(e, spec, name, raw.files),
@@ -377,8 +377,15 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
                                  "rows have no timestamp (null, empty or blank)", "drop those rows or fill ts"))
             fix = ("check the source's time zone, and the clock of the system that wrote it" if future_after == "now"
                    else "check the source's time zone, or run with a later --as-of")
-            checks.append(_Check("ts", "future_ts", "error", f"{t['ts'].expr} > TIMESTAMP '{as_of.isoformat(sep=' ')}'",
-                                 f"timestamps lie after {future_after} ({as_of.isoformat(sep=' ')} UTC)", fix))
+            said = f"timestamps lie after {future_after} ({as_of.isoformat(sep=' ')} UTC)"
+            if spec is not None and spec.future_events == "drop":
+                checks.append(_Check("ts", "future_ts", "warning", future_ts(t, as_of),
+                                     said + ": left out of every run, as `future_events: drop` says", fix))
+            else:
+                checks.append(_Check("ts", "future_ts", "error", future_ts(t, as_of), said, fix + (
+                    "; if a few devices' clocks run ahead (client-side tracking), `future_events: drop` under "
+                    "sources.events in configs/catalog.yaml leaves such rows out, counted in a warning"
+                    if future_after == "now" else "")))
         if "ts" in t:
             checks += _placeholder_dates("ts", t, stats, "events")
         purchases = [e for e, r in role_of.items() if r == "purchase"]
@@ -528,14 +535,32 @@ def _format_hint(col: str, spec: SourceSpec | None = None, name: str = "events")
                              "never_subscribed, not_subscribed)"}.get(col, "see the data contract in the README")
 
 
+def future_ts(t: dict[str, Typed], as_of: datetime) -> str:
+    """SQL: an event's time is after ``as_of`` (null when it has none)."""
+    return f"{t['ts'].expr} > TIMESTAMP '{as_of.isoformat(sep=' ')}'"
+
+
+def dropped_rows(spec: SourceSpec, t: dict[str, Typed], as_of: datetime) -> dict[str, str]:
+    """The events rows no run reads, by the check that finds them: SQL true of rows without a
+    customer_id under ``null_ids: drop`` (``null_id``), of rows after ``as_of`` (now, for a run in
+    the past) under ``future_events: drop`` (``future_ts``)."""
+    out = {}
+    if spec.null_ids == "drop" and "customer_id" in t:
+        out["null_id"] = blank("customer_id")
+    if spec.future_events == "drop" and "ts" in t:
+        out["future_ts"] = f"coalesce({future_ts(t, as_of)}, false)"
+    return out
+
+
 def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Check], problems: list[Problem],
                 typed_cols: dict[str, Typed] | None = None,
                 event_types: dict[str, tuple[int, datetime | None, datetime | None]] | None = None,
-                amounts: dict[str, int] | None = None, read_all: bool = False, dropped: str | None = None) -> None:
+                amounts: dict[str, int] | None = None, read_all: bool = False,
+                dropped: dict[str, str] | None = None) -> None:
     """Count every check's failures in one scan. For events (``event_types`` given) the same scan
     also counts rows, finds the first and last timestamp and counts the rows with an amount
-    (into ``amounts``) per event_type. ``dropped``: SQL true of the rows no run reads (null ids
-    under ``null_ids: drop``), left out of the first and last timestamp, which freshness and the
+    (into ``amounts``) per event_type. ``dropped``: SQL true of the rows no run reads, by the check
+    that finds them (see :func:`dropped_rows`), left out of the first and last timestamp, which freshness and the
     start of history are read from (an anonymous visit hid an identified feed that had stopped). ``read_all``: the scan reads every column of every row
     (for CSV, whose bytes are only checked where a query reads them: a bad byte in a column no
     check reads, past the rows that opening the file looked at, would otherwise surface in the
@@ -544,9 +569,11 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
     by_type = event_types is not None and "event_type" in t
     if not checks and not by_type and not read_all:
         return
-    if dropped:  # the rows no run reads raise no problem but their own (a skewed clock on an anonymous visit)
-        checks = [c if c.check == "null_id" else replace(c, predicate=f"(NOT ({dropped}) AND ({c.predicate}))")
-                  for c in checks]
+    # the rows no run reads raise no problem but their own (a skewed clock on an anonymous visit):
+    # each check leaves out the rows the others drop
+    checks = [replace(c, predicate=f"(NOT ({' OR '.join(f'({p})' for p in others)}) AND ({c.predicate}))") if others else c
+              for c in checks for others in [[p for k, p in (dropped or {}).items() if k != c.check]]]
+    dropped = " OR ".join(f"({p})" for p in (dropped or {}).values()) or None
     counts_sql = [f"count(*) FILTER (WHERE {c.predicate})" for c in checks]
     every = ", count(COLUMNS(*))" if read_all else ""
     if by_type:

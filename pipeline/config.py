@@ -459,6 +459,10 @@ class Catalog(_Strict):
         if others:  # a profile or an identity link without its id is no row to leave out in silence
             raise ValueError(f"`null_ids: drop` is for the events source only (anonymous visits); found under "
                              f"{', '.join(others)}: fix the rows without an id there, or remove the setting")
+        others = [n for n, spec in self.sources.items() if n != "events" and spec.future_events == "drop"]
+        if others:
+            raise ValueError(f"`future_events: drop` is for the events source only; found under {', '.join(others)}: "
+                             "remove the setting (a profile time after now is a warning there already)")
         return self
 
 

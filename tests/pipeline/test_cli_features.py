@@ -200,6 +200,30 @@ def test_a_past_run_accepts_later_events_and_refuses_only_those_after_now(projec
     # `data validate --as-of D` asks whether the data is valid as of D: later events are refused there.
     strict = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"])
     assert strict.exit_code == 1 and "2 timestamps lie after the run's as_of (2026-01-07 00:00:00 UTC)" in strict.stderr
+    # A device whose clock runs ahead (10 minutes) failed every nightly run, with no way past it but
+    # editing the log: the fix names `future_events: drop`, which leaves such rows out, said
+    ahead = pd.Timestamp.now(tz="UTC").tz_localize(None) + pd.Timedelta(minutes=10)
+    events.loc[events.event_id == "future", "ts"] = ahead
+    project.write_events(events)
+    bad = runner.invoke(app, ["features", "build", "--as-of", "2026-06-02", "--out", str(out)])
+    assert bad.exit_code == 1 and "`future_events: drop` under sources.events" in " ".join(bad.stderr.split())
+    project.write_events(events, future_events="drop")
+    ok = runner.invoke(app, ["features", "build", "--as-of", "2026-06-02", "--out", str(out)])
+    assert ok.exit_code == 0, ok.output
+    said = " ".join(ok.stderr.split())
+    assert "1 timestamp lies after now (" in said and "left out of every run, as `future_events: drop` says" in said
+    built = pd.read_parquet(out).set_index("customer_id")
+    assert built.loc["c0", "n_email_send"] == 2 and built.loc["c1", "n_email_send"] == 1  # (the late send counts)
+    from pipeline.config import load_config
+    from pipeline.jobs.data import load_for_run
+
+    data = load_for_run(load_config(project.root))  # the log a run reads, and where it ends: without it
+    assert data.con.execute("SELECT count(*) FILTER (WHERE event_id = 'future'), max(ts) FROM events").fetchall()[0] \
+        == (0, pd.Timestamp("2026-06-01"))
+    assert data.report.time_range(load_config(project.root).role_of)[1] == pd.Timestamp("2026-06-01")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/events.parquet", "future_events": "drop"})
+    assert "`future_events: drop` is for the events source only" in runner.invoke(app, ["data", "validate"]).output
 
 
 def test_an_unknown_engine_is_a_usage_error_naming_the_choices(project):
