@@ -7,7 +7,9 @@ contract describes (exact repeats of an ``event_id`` are dropped, for instance).
 
 from __future__ import annotations
 
+import bisect
 import difflib
+import itertools
 import math
 import re
 
@@ -24,7 +26,8 @@ import yaml
 
 from features.contract import CONTRACT, CURRENCY_COLUMN, KNOWN_NAMES, ORDER_STATES_FIX, ROLES, Column, guess_role, order_states, plain
 from features.normalize import EPOCH_UNITS, INTEGER_TYPES, Typed, blank, expected_types, ident, is_numeric, literal, typed
-from features.sources import ColumnStats, RawSource, SourceError, SourceSpec, explain_read_error, register_source
+from features.sources import (ColumnStats, RawSource, SourceError, SourceSpec, _reader_sql, explain_read_error,
+                              register_source)
 
 Severity = Literal["error", "warning"]
 
@@ -183,7 +186,51 @@ def validate(
             # purchases have no amount" of one purchase delivered twice)
             report.problems[:] = [replace(p, message=p.message + ", counting the repeated rows")
                                   if p.check.endswith("_without_amount") else p for p in report.problems]
+    _rows_in_their_files(con, report, specs)
     return report
+
+
+_ROWS = re.compile(r"(^|\bat )(rows?) (\d+(?:(?:, | and )\d+)*)")
+
+
+def _rows_in_their_files(con: duckdb.DuckDBPyConnection, report: ValidationReport,
+                         specs: dict[str, SourceSpec]) -> None:
+    """Examples' row numbers count the data rows of a source's files one after another: in a glob
+    of three files, row 117,254 was row 3,569 of the third, which no one opening the files could
+    find. Each becomes the row of its own file, named. The files' rows are counted only here, for a
+    source of several files with such an example (a Parquet file's from its footer)."""
+    for name, raw in report.sources.items():
+        mine = [i for i, p in enumerate(report.problems)
+                if p.source == name and any(_ROWS.search(e) for e in p.examples)]
+        if len(raw.files) < 2 or not mine:
+            continue
+        try:
+            if specs[name].format == "parquet":
+                counts = dict(con.execute("SELECT file_name, sum(num_rows) FROM (SELECT DISTINCT file_name, row_group_id, "
+                                          "row_group_num_rows AS num_rows FROM parquet_metadata(?)) GROUP BY 1",
+                                          [[str(f) for f in raw.files]]).fetchall())
+                sizes = [int(counts.get(str(f), 0)) for f in raw.files]
+            else:
+                sizes = [con.sql(f"SELECT count(*) FROM ({_reader_sql(specs[name], (f,), con, name)})").fetchall()[0][0]
+                         for f in raw.files]
+        except duckdb.Error:
+            continue  # the numbers stay as they are: still the rows in the files' order
+        ends = list(itertools.accumulate(sizes))
+
+        def located(m: re.Match) -> str:
+            where = []
+            for n in map(int, re.findall(r"\d+", m.group(3))):
+                i = bisect.bisect_left(ends, n)
+                if i >= len(ends):
+                    return m.group(0)
+                where.append((n - (ends[i - 1] if i else 0), raw.files[i].name))
+            if len({f for _, f in where}) == 1:
+                return f"{m.group(1)}{m.group(2)} {', '.join(str(r) for r, _ in where)} of {where[0][1]}"
+            return f"{m.group(1)}{m.group(2)} " + ", ".join(f"{r} of {f}" for r, f in where)
+
+        for i in mine:
+            p = report.problems[i]
+            report.problems[i] = replace(p, examples=tuple(_ROWS.sub(located, e) for e in p.examples))
 
 
 def _n(n: int, one: str, many: str) -> str:

@@ -960,6 +960,20 @@ def test_glob_of_parquet_parts_and_column_mapping(project):
     df.iloc[4:].to_parquet(project.data / "part-2.parquet")
     p = only(run(project), "unparseable")
     assert p.column == "ts" and "1 value in 'ts' does not convert (the file's column 'timestamp')" in p.message
+    # the row is the second file's own (it read "row 6", counting the first file's rows)
+    assert p.examples == ("'not a time' at row 2 of part-2.parquet",), p.examples
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_example_rows_of_a_glob_are_the_rows_of_their_own_files(project, fmt):
+    df = good_events(4)
+    df = pd.concat([df, df.iloc[[0]]], ignore_index=True)  # c0-1 again, at the end of the second file
+    df.loc[len(df) - 1, "ts"] = pd.Timestamp("2026-02-02")  # another event: a conflict
+    for i, part in enumerate((df.iloc[:5], df.iloc[5:])):
+        part.to_csv(project.data / f"ev-{i}.csv", index=False) if fmt == "csv" else part.to_parquet(project.data / f"ev-{i}.parquet")
+    project.catalog(events={"format": fmt, "path": f"data/ev-*.{fmt}"})
+    p = only(run(project), "conflicting_event_id")
+    assert p.examples == (f"'c0-1' at rows 1 of ev-0.{fmt}, 8 of ev-1.{fmt}",), p.examples
 
 
 @pytest.mark.parametrize("own", ["amount", "Amount"])  # DuckDB's names ignore case
