@@ -657,8 +657,21 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
             examples = _examples(con, raw.view, check.predicate, check.column)
             problems.append(Problem(raw.name, check.column, check.check, check.severity, int(n),
                                     f"{_files(raw)}: {n:,} {_one(check.message) if n == 1 else check.message}"
-                                    + _own_name(raw, check.column), check.fix + _epoch_text_hint(check, examples, raw.name),
+                                    + _own_name(raw, check.column), check.fix + _epoch_text_hint(check, examples, raw.name)
+                                    + _symbol_hint(check, examples),
                                     examples))
+
+
+def _symbol_hint(check: _Check, examples: tuple[str, ...]) -> str:
+    """For amounts that do not convert because they carry a currency (``'85,21 €'``, ``'$25.12'``,
+    ``'12.00 EUR'``): the advice was the decimal mark alone, which left every one unread."""
+    if check.check != "unparseable" or check.column != "amount":
+        return ""
+    values = [m.group(1) for e in examples if (m := re.match(r"'(.*)' at row", e))]
+    if not any(re.search(r"[^\d\s.,+\-eE]", v) and re.search(r"\d", v) for v in values):
+        return ""
+    return ("; these hold a currency sign or code beside the number: write the number alone (a "
+            "currency column, or `currency` in configs/project.yaml, says which currency)")
 
 
 def _epoch_text_hint(check: _Check, examples: tuple[str, ...], source: str) -> str:

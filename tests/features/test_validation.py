@@ -311,6 +311,14 @@ def test_text_timestamps_and_numbers_in_the_sources_own_form(project):
     ts, amount = (p for p in report.problems if p.check == "unparseable")
     assert ts.count == 2 and "expected timestamps in the form '%d/%m/%Y %H:%M' (timestamp_format of sources.events" in ts.fix
     assert amount.count == 1 and "'40.5'" in amount.examples[0] and "decimal of sources.events" in amount.fix
+    assert "currency sign" not in amount.fix
+    # a currency beside the number: said (the advice was the decimal mark alone, which read none)
+    for money in ("85,21 €", "€25,12", "12,00 EUR"):
+        bad.loc[2, "amount"] = money
+        report = run_with(project, bad, "events.csv", timestamp_format="%d/%m/%Y %H:%M", decimal=",")
+        amount = only(report, "unparseable") if len(report.problems) == 1 else \
+            next(p for p in report.problems if p.column == "amount")
+        assert "these hold a currency sign or code beside the number: write the number alone" in amount.fix, money
     for form, said in (("%Y-%Q", "is not a strptime form DuckDB reads"), ("dd/mm/yyyy", "has no strptime code")):
         project.catalog(events={"format": "csv", "path": "data/events.csv", "timestamp_format": form})
         with pytest.raises(ConfigError, match=said):
