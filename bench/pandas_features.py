@@ -94,6 +94,8 @@ def pandas_customer_features(
     first_event_at = g_all["ts"].min()
     last_event_at = g_all["ts"].max()
     out["days_since_last_event"] = _days(T, last_event_at)
+    actions = ev[~ev["role"].isin(["email_send", "bounce"])]  # the customer's own doing
+    out["days_since_last_action"] = _days(T, grouped(actions)["ts"].max())
 
     # --- rfm
     purchases = by_role("purchase")

@@ -165,7 +165,8 @@ def _aggregates(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProfi
                 aggs[f"n_purchase_{w}d"] = n("purchase", w)
             aggs[f"spend_{w}d"] = _when(ev.ts >= t - ibis.interval(days=w), ev.amount).sum().fill_null(0.0)
         return aggs
-    aggs = {"_n": ev.count(), "_first": ev.ts.min(), "_last": ev.ts.max()}
+    aggs = {"_n": ev.count(), "_first": ev.ts.min(), "_last": ev.ts.max(),
+            "_last_action": _when(~ev.role.isin(NOT_ACTIONS), ev.ts).max()}
     for w in spec.windows_days:
         for role in spec.window_roles:
             if role in roles and role not in (*LIGHT_ROLES, "purchase"):  # counted by their own parts
@@ -205,14 +206,20 @@ def _window_count(spec: FeatureSpec, profile: DataProfile, role: str, days: int)
     return f"_n_{role}_{days}d"
 
 
-#: The columns of each part that count its events and hold its first and last timestamp;
-#: :func:`_combine` adds them up to ``n_events``, ``first_event_at`` and ``last_event_at``.
+#: The columns of each part that count its events and hold its first and last timestamp, and its
+#: last action's (None: the part holds none); :func:`_combine` adds them up to ``n_events``,
+#: ``first_event_at``, ``last_event_at`` and ``last_action_at``.
 PART_TOTALS = {
-    "other": ("_n", "_first", "_last"),
-    "purchase": ("frequency", "first_purchase_at", "last_purchase_at"),
-    "email_send": ("n_email_send", "_first", "_last"),
-    "page_view": ("_n", "_first", "_last"),
+    "other": ("_n", "_first", "_last", "_last_action"),
+    "purchase": ("frequency", "first_purchase_at", "last_purchase_at", "last_purchase_at"),
+    "email_send": ("n_email_send", "_first", "_last", None),
+    "page_view": ("_n", "_first", "_last", "_last"),
 }
+
+#: Roles that are not the customer's doing: what the shop sent, and what a mail server answered.
+#: ``days_since_last_action`` leaves them out (a weekly send made everyone "active" that day, and a
+#: churn score moved with the send calendar); ``days_since_last_event`` keeps them.
+NOT_ACTIONS = ("email_send", "bounce")
 
 
 #: Where engines lower-case differently: Java (Spark) and Python write a final capital sigma as ς
@@ -279,7 +286,7 @@ def _light_parts(ev: ir.Table, t: ir.Value, spec: FeatureSpec, profile: DataProf
             opens = ev.filter(ev.role == "email_open")
             last_open = opens.group_by("customer_id").aggregate(_last_open=opens.ts.max())
             rows = rows.left_join(last_open, "customer_id").select("customer_id", "role", "ts", "_last_open")
-        n, first, last = PART_TOTALS[name]
+        n, first, last, _ = PART_TOTALS[name]
         aggs: dict[str, ir.Value] = {n: rows.count(), first: rows.ts.min(), last: rows.ts.max()}
         for w in spec.windows_days:
             for role in spec.window_roles:
@@ -298,17 +305,23 @@ def _combine(parts: list[tuple[ir.Table, str]]) -> ir.Table:
     def private(*names: str) -> list[str]:
         return [c for c in names if c.startswith("_")]
 
+    def action(t: ir.Table, column: str | None) -> ir.Value:
+        return ibis.null("timestamp") if column is None else t[column]
+
     part, name = parts[0]
-    n, first, last = PART_TOTALS[name]
-    acc = part.mutate(n_events=part[n], first_event_at=part[first], last_event_at=part[last]).drop(*private(n, first, last))
+    n, first, last, act = PART_TOTALS[name]
+    acc = part.mutate(n_events=part[n], first_event_at=part[first], last_event_at=part[last],
+                      last_action_at=action(part, act)).drop(*private(n, first, last, *[act] * bool(act)))
     for i, (part, name) in enumerate(parts[1:], 1):
-        n, first, last = PART_TOTALS[name]
+        n, first, last, act = PART_TOTALS[name]
         part = part.rename({f"_id{i}": "customer_id"})
         j = acc.outer_join(part, acc.customer_id == part[f"_id{i}"])
         acc = j.mutate(customer_id=j.customer_id.fill_null(j[f"_id{i}"]),
                        n_events=j.n_events.fill_null(0) + j[n].fill_null(0),
                        first_event_at=ibis.least(j.first_event_at, j[first]),
-                       last_event_at=ibis.greatest(j.last_event_at, j[last])).drop(f"_id{i}", *private(n, first, last))
+                       last_event_at=ibis.greatest(j.last_event_at, j[last]),
+                       last_action_at=j.last_action_at if act is None else ibis.greatest(j.last_action_at, j[act]),
+                       ).drop(f"_id{i}", *private(n, first, last, *[act] * bool(act)))
     return acc
 
 
@@ -395,6 +408,7 @@ def _derive(x: ir.Table, t: ir.Value, as_of: datetime, spec: FeatureSpec, profil
     cols: dict[str, ir.Value] = {"customer_id": x.customer_id, "as_of": t}
     cols["n_events"] = _zero(x.n_events)
     cols["days_since_last_event"] = _days_between(t, x.last_event_at)
+    cols["days_since_last_action"] = _days_between(t, x.last_action_at)
     if "rfm" in groups:
         cols |= {
             "recency_days": _days_between(t, x.last_purchase_at),
@@ -527,7 +541,7 @@ def describe_column(name: str) -> tuple[str, str] | None:
 
 #: Columns the feature query makes on its way to the features (see ``_derive``): a profile attribute
 #: named like one would be read as it (a ``last_purchase_at`` attribute held the last purchase's time)
-INTERNAL_COLUMNS = ("first_event_at", "last_event_at", "first_purchase_at", "last_purchase_at", "last_open_at",
+INTERNAL_COLUMNS = ("first_event_at", "last_event_at", "last_action_at", "first_purchase_at", "last_purchase_at", "last_open_at",
                     "last_click_at", "last_grant_at", "last_revoke_at", "gap_days", "last_ts", "_profile_consent",
                     "_profile_consent_at", "_profile_id", "_consent_id", "_latest_at", "_last_open")
 

@@ -152,7 +152,10 @@ class Phrase:
 #: patterns below; any other column (e.g. a profile attribute) reads "<feature> = <value>".
 PHRASES: dict[str, Phrase] = {
     "n_events": Phrase("{v} in total", "count", noun="event", zero="no activity at all"),
-    "days_since_last_event": Phrase("last activity {v} ago", "days", missing="no activity yet"),
+    # (sends included: "last activity" read as the customer's, on the day the shop sent them an email)
+    "days_since_last_event": Phrase("last event of any kind (a send too) {v} ago", "days", missing="no event yet"),
+    "days_since_last_action": Phrase("last own activity {v} ago", "days",
+                                     missing="no own activity yet (only emails sent to them)"),
     "tenure_days": Phrase("known for {v}", "days", missing="tenure unknown"),
     "recency_days": Phrase("last purchase {v} ago", "days", missing="never purchased",
                            context=("mean_gap_days", " (usual gap {c})")),
@@ -201,7 +204,8 @@ _TARGET_WORDS = {"churn": "churn risk", "purchase": "purchase likelihood"}
 
 #: Short names a marketer reads, for plots, tables and the card (the column name goes beside it)
 LABELS: dict[str, str] = {
-    "n_events": "events in total", "days_since_last_event": "days since any activity", "tenure_days": "days known",
+    "n_events": "events in total", "days_since_last_event": "days since any event (sends too)",
+    "days_since_last_action": "days since own activity", "tenure_days": "days known",
     "recency_days": "days since last purchase", "frequency": "purchases in total", "monetary_total": "total spend",
     "monetary_mean": "average order value", "monetary_max": "largest order", "days_since_first_purchase":
     "days since first purchase", "n_categories": "categories bought", "mean_gap_days": "usual days between purchases",

@@ -220,7 +220,7 @@ class TrainingConfig(_Strict):
     #: Feature columns the models never take as inputs. ``email_consent`` by default: the
     #: customers source holds consent as it is now, so at a past cutoff whether it is known
     #: depends on whether it changed later (see configs/training.yaml).
-    exclude_features: list[str] = ["email_consent"]
+    exclude_features: list[str] = ["email_consent", "days_since_last_event"]
     model: ModelParams = ModelParams()
     registry: RegistryConfig = RegistryConfig()
     validation_criteria: list[Criterion] = [

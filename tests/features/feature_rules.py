@@ -83,13 +83,22 @@ def violations(frame: pd.DataFrame, as_of: datetime, spec: FeatureSpec = Feature
                         ("days_since_last_click", "n_email_click")):
         if has(days, count):
             check(f"{days} known iff {count} > 0", num(days).notna() == (num(count) > 0))
-    for later in ("recency_days", "days_since_last_open", "days_since_last_click", "days_since_first_purchase"):
+    for later in ("recency_days", "days_since_last_open", "days_since_last_click", "days_since_first_purchase",
+                  "days_since_last_action"):
         if has("days_since_last_event", later):
             at_most("days_since_last_event", later, f"days_since_last_event <= {later}")
+    for later in ("recency_days", "days_since_last_open", "days_since_last_click"):  # each an action
+        if has("days_since_last_action", later):
+            at_most("days_since_last_action", later, f"days_since_last_action <= {later}")
+    acted = [c for c in ("n_email_open", "n_email_click", "frequency") if c in f]
+    if "days_since_last_action" in f and acted:  # unknown only without any action (sends, bounces)
+        check("days_since_last_action known where there was an open, a click or a purchase",
+              num("days_since_last_action").notna() | (sum(num(c).fillna(0) for c in acted) == 0))
     if has("recency_days", "days_since_first_purchase"):
         at_most("recency_days", "days_since_first_purchase", "recency_days <= days_since_first_purchase")
     if "tenure_days" in f:
-        for earlier in ("days_since_last_event", "days_since_first_purchase", "days_since_signup"):
+        for earlier in ("days_since_last_event", "days_since_last_action", "days_since_first_purchase",
+                        "days_since_signup"):
             if earlier in f:
                 at_most(earlier, "tenure_days", f"{earlier} <= tenure_days")
         check("tenure_days known (a customer has an event or a signup before T)", num("tenure_days").notna())

@@ -240,8 +240,11 @@ def test_excluded_features_are_no_model_input_and_a_typo_is_refused(purchase, sh
     from pipeline.jobs.train import model_inputs
 
     assert "email_consent" in purchase.data.frame.columns and "email_consent" not in purchase.model.features_
+    # the customer's own latest action is an input; the latest event, sends included, is not
+    assert "days_since_last_event" in purchase.data.frame.columns and "days_since_last_event" not in purchase.model.features_
+    assert "days_since_last_action" in purchase.model.features_
     registry.connect(Workspace(shop.workspace).tracking_uri())
-    assert "Not inputs (`exclude_features` in configs/training.yaml): email_consent." in \
+    assert "Not inputs (`exclude_features` in configs/training.yaml): email_consent, days_since_last_event." in \
         registry.version_details("dynseg-purchase", "1")["card"]
     cfg = load_config(shop.root)
     columns = list(purchase.data.frame.columns)
@@ -253,7 +256,7 @@ def test_excluded_features_are_no_model_input_and_a_typo_is_refused(purchase, sh
     with pytest.raises(ConfigError) as e:
         check_excluded(cfg, purchase.data.profile)
     assert "configs/training.yaml: exclude_features: 'emial_consent' is not a feature" in str(e.value)
-    assert "such as n_events, days_since_last_event, recency_days" in str(e.value)
+    assert "such as n_events, days_since_last_event, days_since_last_action, recency_days" in str(e.value)
     # set in a personal override, the error names that file
     local = shop.root / "configs" / "local" / "training.yaml"
     local.parent.mkdir(exist_ok=True)
