@@ -311,7 +311,7 @@ def _combine(parts: list[tuple[ir.Table, str]]) -> ir.Table:
     part, name = parts[0]
     n, first, last, act = PART_TOTALS[name]
     acc = part.mutate(n_events=part[n], first_event_at=part[first], last_event_at=part[last],
-                      last_action_at=action(part, act)).drop(*private(n, first, last, *[act] * bool(act)))
+                      last_action_at=action(part, act)).drop(*private(n, first, last, *([act] if act else [])))
     for i, (part, name) in enumerate(parts[1:], 1):
         n, first, last, act = PART_TOTALS[name]
         part = part.rename({f"_id{i}": "customer_id"})
@@ -321,7 +321,7 @@ def _combine(parts: list[tuple[ir.Table, str]]) -> ir.Table:
                        first_event_at=ibis.least(j.first_event_at, j[first]),
                        last_event_at=ibis.greatest(j.last_event_at, j[last]),
                        last_action_at=j.last_action_at if act is None else ibis.greatest(j.last_action_at, j[act]),
-                       ).drop(f"_id{i}", *private(n, first, last, *[act] * bool(act)))
+                       ).drop(f"_id{i}", *private(n, first, last, *([act] if act else [])))
     return acc
 
 
@@ -541,8 +541,8 @@ def describe_column(name: str) -> tuple[str, str] | None:
 
 #: Columns the feature query makes on its way to the features (see ``_derive``): a profile attribute
 #: named like one would be read as it (a ``last_purchase_at`` attribute held the last purchase's time)
-INTERNAL_COLUMNS = ("first_event_at", "last_event_at", "last_action_at", "first_purchase_at", "last_purchase_at", "last_open_at",
-                    "last_click_at", "last_grant_at", "last_revoke_at", "gap_days", "last_ts", "_profile_consent",
+INTERNAL_COLUMNS = ("first_event_at", "last_event_at", "last_action_at", "first_purchase_at", "last_purchase_at",
+                    "last_open_at", "last_click_at", "last_grant_at", "last_revoke_at", "gap_days", "last_ts", "_profile_consent",
                     "_profile_consent_at", "_profile_id", "_consent_id", "_latest_at", "_last_open")
 
 
