@@ -109,7 +109,7 @@ def test_the_exploration_notebook_executes(shop):
     outputs = execute_notebook("explore_features.ipynb", shop.root)  # no error, nothing on stderr
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     # as of the day the CLI names (the snapshots too), the cutoff instant beside it
-    assert "customers, 64 features, as of 2026-11-27 (features see events before 2026-11-28 00:00 UTC)" in text, text
+    assert "customers, 65 features, as of 2026-11-27 (features see events before 2026-11-28 00:00 UTC)" in text, text
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "test" in html and "00:00:00" not in html  # snapshots labelled 2026-10-27, not 2026-10-28 00:00:00
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the label-rate plot

@@ -810,8 +810,8 @@ def test_describe_columns_lists_the_projects_own_columns_as_a_build_makes_them(p
                              .replace("window_roles: [purchase, email_open, email_click, page_view, add_to_cart]",
                                       "window_roles: [purchase, page_view]"))
     training = project.root / "configs" / "training.yaml"
-    training.write_text(training.read_text().replace("exclude_features: [email_consent]",
-                                                     "exclude_features: [email_consent, n_page_view_60d]"))
+    training.write_text(re.sub(r"(?m)^exclude_features: .*$", "exclude_features: [email_consent, n_page_view_60d]",
+                               training.read_text()))
     cfg = load_config(project.root)
     cols = {c.name: c for c in project_columns(cfg)}
     assert {"n_purchase_14d", "n_page_view_60d", "spend_60d", "n_categories_14d"} <= set(cols)
