@@ -427,7 +427,7 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
             said = f"timestamps lie after {future_after} ({as_of.isoformat(sep=' ')} UTC)"
             if spec is not None and spec.future_events == "drop":
                 checks.append(_Check("ts", "future_ts", "warning", future_ts(t, as_of),
-                                     said + ": left out of every run, as `future_events: drop` says", fix))
+                                     said + ": left out of this run, as `future_events: drop` says", fix))
             else:
                 checks.append(_Check("ts", "future_ts", "error", future_ts(t, as_of), said, fix + (
                     "; if a few devices' clocks run ahead (client-side tracking), `future_events: drop` under "

@@ -211,7 +211,7 @@ def test_a_past_run_accepts_later_events_and_refuses_only_those_after_now(projec
     ok = runner.invoke(app, ["features", "build", "--as-of", "2026-06-02", "--out", str(out)])
     assert ok.exit_code == 0, ok.output
     said = " ".join(ok.stderr.split())
-    assert "1 timestamp lies after now (" in said and "left out of every run, as `future_events: drop` says" in said
+    assert "1 timestamp lies after now (" in said and "left out of this run, as `future_events: drop` says" in said
     built = pd.read_parquet(out).set_index("customer_id")
     assert built.loc["c0", "n_email_send"] == 2 and built.loc["c1", "n_email_send"] == 1  # (the late send counts)
     from pipeline.config import load_config
