@@ -738,10 +738,13 @@ def _start_event_id_check(con: duckdb.DuckDBPyConnection, report: ValidationRepo
     # An id's hash; a row without one, its whole row's: an export whose orders alone have ids holds
     # page views and sends without, and their overlap counted twice in silence once event_id was
     # mapped (the advice for a log without ids). The second hash is computed only for those rows.
-    # (in the CASE, not a column beside the id: DuckDB computes a branch only for its rows)
+    # (in the CASE, not a column beside the id: DuckDB computes a branch only for its rows.) A
+    # Parquet log whose footers show an id on every row hashes the ids alone, as before: the empty
+    # test and the CASE took validation at 50M events from 2.2 to 2.8 s.
     id_ = t["event_id"].expr
-    hashes = _fetch_hashes(con, f"SELECT CASE WHEN {id_} IS NULL THEN {_whole_row(raw)} ELSE hash({id_}) END AS h "
-                                f"FROM {raw.view}", raw.rows)
+    query = (f"SELECT hash({ident('event_id')}) AS h FROM {raw.view}" if _never_blank(raw.stats.get("event_id")) else
+             f"SELECT CASE WHEN {id_} IS NULL THEN {_whole_row(raw)} ELSE hash({id_}) END AS h FROM {raw.view}")
+    hashes = _fetch_hashes(con, query, raw.rows)
     return pool.submit(_any_repeats, hashes)
 
 
