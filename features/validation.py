@@ -1147,6 +1147,38 @@ def unknown_customer_problem(n: int, example: str, spelled: str | None = None) -
         fix, (repr(example),))
 
 
+#: A missing id written as text (an export's NULL, pandas' None and nan, a spreadsheet's N/A), as
+#: ids read in lower case with the white space around them trimmed
+PLACEHOLDER_IDS = ("null", "none", "nan", "n/a", "na", "undefined", "nil", "#n/a", "-")
+
+
+def placeholder_id_text(ids: list[str], events: int | None = None) -> str:
+    """What to say of customer_ids that are a missing id written as text."""
+    shown = " and ".join(map(repr, ids[:3])) + (f" (and {len(ids) - 3} more)" if len(ids) > 3 else "")
+    rows = f" ({events:,} events)" if events is not None else ""
+    return (f"customer_id {shown}{rows} {'looks' if len(ids) == 1 else 'look'} like a missing id written as text: "
+            f"{'it is' if len(ids) == 1 else 'each is'} one customer in every feature, score and segment (blank "
+            "such ids in the export: a row without an id is refused, or left out under `null_ids: drop`)")
+
+
+def placeholder_id_problem(con: duckdb.DuckDBPyConnection, report: ValidationReport) -> Problem | None:
+    """The events' customer_ids that are a missing id written as text, counted over every event
+    (``data validate``; a run finds them among its customers, see
+    :func:`pipeline.jobs.features.placeholder_id_warnings`)."""
+    t = report.typed.get("events", {})
+    if "customer_id" not in t or "events" not in report.sources:
+        return None
+    rows = con.execute(f"SELECT id, count(*) FROM (SELECT {t['customer_id'].expr} AS id FROM "
+                       f"{report.sources['events'].view}) WHERE lower(trim(id)) IN "
+                       f"({', '.join(map(literal, PLACEHOLDER_IDS))}) GROUP BY 1 ORDER BY 2 DESC").fetchall()
+    if not rows:
+        return None
+    n = sum(c for _, c in rows)
+    message, fix = placeholder_id_text([r for r, _ in rows], n).split(" (blank such", 1)
+    return Problem("events", "customer_id", "placeholder_id", "warning", n, message,
+                   "blank such" + fix.rstrip(")"), tuple(f"{r!r}: {_n(c, 'event', 'events')}" for r, c in rows[:3]))
+
+
 def unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, ids: object) -> Problem | None:
     """The ``unknown_customer`` warning for a run validated without counting them: ``ids`` (the
     customer_ids its features found: an Arrow array or pandas Series, one per customer) counted

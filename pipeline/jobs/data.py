@@ -18,7 +18,7 @@ from features.engine import connect
 from features.identity import IdentityResolution
 from features.load import build_canonical
 from features.sources import Stamps, changed_files, drop_copies, source_stamps
-from features.validation import ValidationReport, check_currency, validate
+from features.validation import ValidationReport, check_currency, placeholder_id_problem, validate
 from pipeline.config import Config
 from pipeline.workspace import Workspace, check_writable
 
@@ -181,6 +181,9 @@ def validate_job(cfg: Config, as_of: datetime) -> LoadedData:
     data = load_validated(cfg, as_of)
     with data.reading():  # the summary reads the sources again
         data.summary = data_summary(data, cfg.role_of)
+        placeholder = placeholder_id_problem(data.con, data.report)
+    if placeholder is not None:
+        data.report.problems.append(placeholder)
     ws = Workspace(cfg.workspace)
     check_writable(ws.reports_dir / "validation.json")  # before the identity map is kept: all or nothing
     ws.write_tables(data.con, {"identity_map": "SELECT * FROM identity_map"})

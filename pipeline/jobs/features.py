@@ -23,7 +23,7 @@ from features.engines.duckdb import sort_by_customer, to_frame
 from features.freshness import NoEventsBefore, check_freshness, is_stale
 from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
-from features.validation import Problem, unknown_customers
+from features.validation import PLACEHOLDER_IDS, Problem, placeholder_id_text, unknown_customers
 from pipeline.config import Config, ConfigError, ConfigIssue
 from pipeline.jobs.data import LoadedData, load_for_run, skipped_examples
 from pipeline.workspace import Workspace, atomic_target, check_writable, not_the_projects_own, temp_sibling
@@ -443,11 +443,27 @@ def _said(p: Problem) -> str:
 
 def unprofiled_warnings(data: LoadedData, customer_ids: Any) -> list[str]:
     """The warning for the run's customers without a profile (``customer_ids``: those its features
-    found, one per customer), when validation did not count them (see :func:`load_for_run`)."""
+    found, one per customer), when validation did not count them (see :func:`load_for_run`); and
+    for ids that are a missing id written as text (:func:`placeholder_ids`)."""
+    said = placeholder_id_warnings(customer_ids)
     if data.unknown_customers_counted:
-        return []
+        return said
     p = unknown_customers(data.con, data.report, customer_ids)
-    return [_said(p)] if p else []
+    return said + ([_said(p)] if p else [])
+
+
+def placeholder_id_warnings(customer_ids: Any) -> list[str]:
+    """A run's customer ids (an Arrow array or a pandas Series, one per customer) that are a
+    missing id written as text ('NULL', 'None', 'N/A'...): each became one customer, with every
+    event of every row so written, scored and put in segments like any other."""
+    import pyarrow.compute as pc
+
+    if not isinstance(customer_ids, (pa.Array, pa.ChunkedArray, pd.Series, np.ndarray)):
+        return []  # (a Spark column: validation names them, see placeholder_id_problem)
+    ids = customer_ids if isinstance(customer_ids, (pa.Array, pa.ChunkedArray)) else pa.array(customer_ids, pa.string())
+    found = pc.filter(ids, pc.is_in(pc.utf8_lower(pc.utf8_trim_whitespace(ids)),
+                                    value_set=pa.array(PLACEHOLDER_IDS))).to_pylist()
+    return [placeholder_id_text(sorted(found))] if found else []
 
 
 def _short_history(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:

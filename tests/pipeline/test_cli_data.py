@@ -249,3 +249,31 @@ def test_a_workspace_or_file_whose_name_has_glob_characters_is_read_as_named(pro
     good_events().to_csv(tmp_path / "exp[1]" / "events.csv", index=False)
     result = runner.invoke(app, ["init", str(tmp_path / "shop"), "--events", str(tmp_path / "exp[1]" / "events.csv")])
     assert result.exit_code == 0, result.output
+
+
+def test_a_missing_id_written_as_text_is_named_by_validate_and_by_a_run(project, monkeypatch):
+    """An export wrote missing ids as 'NULL' and 'None': each became one customer, scored and
+    segmented, and only the count of ids without a profile hinted at it."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.cli.common import err
+
+    monkeypatch.setattr(err, "width", 400)
+    events = good_events(4)
+    events.loc[[0, 1], "customer_id"] = "NULL"
+    events.loc[4, "customer_id"] = " none "
+    project.write_events(events)
+    runner = CliRunner()
+    checked = runner.invoke(app, ["data", "validate", "--as-of", "2026-01-06"])
+    assert checked.exit_code == 0, checked.output
+    text = " ".join(checked.output.split())
+    assert "placeholder_id" in text and "look like a missing id written as text" in text, text
+    assert "'NULL': 2 events" in text and "' none ': 1 event" in text, text
+    built = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
+    assert built.exit_code == 0, built.output
+    said = " ".join(built.stderr.split())
+    assert "customer_id ' none ' and 'NULL' look like a missing id written as text" in said, said
+    project.write_events(good_events(4))  # none: nothing said
+    built = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(project.root / "f.csv")])
+    assert "missing id written as text" not in built.stderr
