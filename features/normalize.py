@@ -138,10 +138,14 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
             v = f"trim({c})"
             e = (f"(CASE WHEN regexp_matches({v}, '{DECIMAL_COMMA}') "
                  f"THEN TRY_CAST(replace(replace({v}, '.', ''), ',', '.') AS DOUBLE) END)")
-            return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND lower({v}) <> 'nan' AND {e} IS NULL)")
+            return Typed(e, f"(NULLIF({v}, '') IS NOT NULL AND lower({v}) NOT IN {_in(('nan', *MISSING_WORDS))} "
+                            f"AND {e} IS NULL)")
         if t == "VARCHAR":
+            # a missing value written as a word (an export's NULL, a spreadsheet's N/A) is missing,
+            # as an empty field is: it was "does not convert", an error no run got past
             e = f"TRY_CAST(NULLIF(trim({c}), '') AS DOUBLE)"
-            return Typed(_not_nan(e), f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL)")
+            return Typed(_not_nan(e), f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL "
+                                      f"AND lower(trim({c})) NOT IN {_in(MISSING_WORDS)})")
         return None
     if column.type == "bool":
         if t == "BOOLEAN":
@@ -153,6 +157,9 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
         return None
     raise ValueError(f"unknown logical type {column.type!r}")
 
+
+#: A missing number written as a word, in lower case: read as missing, not as a value that does not convert
+MISSING_WORDS = ("null", "none", "n/a", "na", "#n/a", "-")
 
 #: ``timestamp_format`` values for numbers since 1970-01-01 UTC, each with its microseconds per unit
 EPOCH_UNITS = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}

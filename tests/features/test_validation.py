@@ -419,6 +419,14 @@ def test_own_forms_are_held_to_what_iso_text_is_held_to(project):
     report = run_with(project, money, "events.csv", decimal=",")
     p = only(report, "unparseable")
     assert p.count == 1 and "'0.500'" in p.examples[0]  # NaN is missing, as with '.'
+    # a missing amount written as a word is missing too, with either decimal mark (it was an error)
+    for decimal in (",", "."):
+        words = money.assign(amount=money.amount.where(money.amount != "0.500", "1"))
+        words.loc[[1, 2], "amount"] = ["N/A", " NULL "]  # a send's, and c0's purchase's (c1's is NaN)
+        report = run_with(project, words, "events.csv", decimal=decimal)
+        bad = [p for p in report.problems if p.check == "unparseable"]
+        assert not bad or (decimal == "." and bad[0].examples == ("'1.234,5' at row 9",)), (decimal, bad)
+        assert only(report, "purchase_without_amount").examples == ("'c0-3' at row 3", "'c1-3' at row 6")
     project.catalog(events={"format": "csv", "path": "data/events.csv",
                             "timestamp_format": ["%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M"]})
     with pytest.raises(ConfigError, match="put day and month in opposite orders"):
