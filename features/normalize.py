@@ -62,7 +62,7 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
                 # optional, so no blank check: an empty id (a Parquet file written from an export
                 # whose orders alone have ids) is none, as an empty CSV field is; as '' it was one
                 # id shared by every such row ("used by different events", and no run could start)
-                return Typed(f"NULLIF({c}, '')", "FALSE")
+                return Typed(f"NULLIF(trim({c}), '')", "FALSE")
             return Typed(c, "FALSE")
         if t in INTEGER_TYPES:
             return Typed(f"CAST({c} AS VARCHAR)", "FALSE")

@@ -78,8 +78,11 @@ class SourceSpec(BaseModel):
         # not: it was refused, and a log mixing them could not be read at all)
         orders = {f: f.index("%d") < f.index("%m") for f in forms if "%d" in f and "%m" in f}
         probe = datetime(2026, 11, 5, 10, 20, 30, tzinfo=timezone.utc)  # day 5, month 11: both read a date
+        def reads(form: str, written_by: str) -> bool:
+            return duckdb.execute("SELECT try_strptime(?, ?) IS NOT NULL", [probe.strftime(written_by), form]).fetchall()[0][0]
+
         clash = [(d, m) for d, df in orders.items() if df for m, mf in orders.items() if not mf
-                 and duckdb.execute("SELECT try_strptime(?, ?) IS NOT NULL", [probe.strftime(m), d]).fetchall()[0][0]]
+                 and (reads(d, written_by=m) or reads(m, written_by=d))]
         if clash:
             day_first, month_first = clash[0]
             raise ValueError(f"{day_first!r} and {month_first!r} put day and month in opposite orders: 05/11 would "

@@ -617,9 +617,11 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
     if not checks and not by_type and not read_all:
         return
     # the rows no run reads raise no problem but their own (a skewed clock on an anonymous visit):
-    # each check leaves out the rows the others drop
+    # each check leaves out the rows the others drop, but null_id counts every row without an id
+    # (an anonymous row after now is counted there, as an anonymous one)
     checks = [replace(c, predicate=f"(NOT ({' OR '.join(f'({p})' for p in others)}) AND ({c.predicate}))") if others else c
-              for c in checks for others in [[p for k, p in (dropped or {}).items() if k != c.check]]]
+              for c in checks for others in [[p for k, p in (dropped or {}).items()
+                                               if k != c.check and c.check != "null_id"]]]
     dropped = " OR ".join(f"({p})" for p in (dropped or {}).values()) or None
     counts_sql = [f"count(*) FILTER (WHERE {c.predicate})" for c in checks]
     every = ", count(COLUMNS(*))" if read_all else ""

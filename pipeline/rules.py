@@ -150,7 +150,7 @@ def _tokenize(text: str, fail: Callable[[str, str, int, str | None], NoReturn]) 
             shown = text[i : close + 1] if close > 0 else c
             fail("double-quoted names are not allowed", shown, pos,
                  "a bare column name (a profile column named with spaces or symbols, such as \"Country Code\", "
-                 "gets one under `columns:` in configs/catalog.yaml: country_code: Country Code), or text in single "
+                 "gets one under `columns:` in configs/catalog.yaml: country_code: \"Country Code\"), or text in single "
                  "quotes")
         elif c in "(),-+*/%":
             kind = {"(": "lparen", ")": "rparen", ",": "comma", "-": "minus"}.get(c, "arith")
@@ -495,9 +495,11 @@ class _Parser:
                 unwritable = [c for c in close if not _IDENT.fullmatch(c)]
                 if unwritable:  # a rule cannot name it: a profile column as an export spells it
                     c = unwritable[0]
+                    plain = re.sub(r"[^A-Za-z0-9]+", "_", c).strip("_").lower() or "column"
+                    plain = f"c_{plain}" if plain[0].isdigit() else plain  # a name starts with a letter
+                    quoted = '"' + c.replace("\\", "\\\\").replace('"', '\\"') + '"'  # YAML: '# ...' is a comment
                     hint += (f" A rule names columns bare, so '{c}' needs a plain name: under the customers source's "
-                             f"`columns:` in configs/catalog.yaml, {re.sub(r'[^A-Za-z0-9]+', '_', c).strip('_').lower()}: "
-                             f"{c}")
+                             f"`columns:` in configs/catalog.yaml, {plain}: {quoted}")
             elif known:
                 shown = ", ".join(known[:12]) + (", ..." if len(known) > 12 else "")
                 hint = f"expected one of the columns: {shown}."

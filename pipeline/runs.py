@@ -503,7 +503,8 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
             con.execute(f"CREATE TABLE IF NOT EXISTS ws.dropped_runs ({_DDL['dropped_runs']})")
             for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
                           "customer_reasons", "segment_exclusions"):
-                con.execute(f"DELETE FROM ws.{table} WHERE run_id = ?", [run_id])
+                if _has_table(con, "ws", table):  # (a workspace scored before segment_exclusions has none)
+                    con.execute(f"DELETE FROM ws.{table} WHERE run_id = ?", [run_id])
             con.execute("INSERT INTO ws.dropped_runs VALUES (?, ?, now()::TIMESTAMP, ?)", [run_id, as_of, reason])
             nxt = con.execute("SELECT run_id FROM ws.scoring_runs WHERE as_of > ? ORDER BY as_of LIMIT 1",
                               [as_of]).fetchall()

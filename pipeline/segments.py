@@ -237,8 +237,9 @@ def exclusions_sql(segments: list[CompiledSegment], table: str = "scored", diale
                         for i, o in enumerate(s.excluded))
         named = ", ".join(f"CASE WHEN x{i}.customer_id IS NOT NULL THEN {literal(o)} END" for i, o in enumerate(s.excluded))
         taken = " OR ".join(f"x{i}.customer_id IS NOT NULL" for i in range(len(s.excluded)))
+        # the rule on its own rows first: a rule may name customer_id, which the joins would make ambiguous
         parts.append(f"SELECT {literal(s.name)} AS segment, t.customer_id, concat_ws(', ', {named}) AS excluded_by "
-                     f"FROM {table} t{joins} WHERE ({s.rule.sql(dialect)}) AND ({taken})")
+                     f"FROM (SELECT customer_id FROM {table} WHERE ({s.rule.sql(dialect)})) t{joins} WHERE ({taken})")
     if not parts:
         return None
     return "WITH " + ", ".join(_member_ctes(segments, table, dialect)) + "\n" + "\nUNION ALL\n".join(parts)

@@ -302,12 +302,23 @@ def project_columns(cfg: Config) -> list[ProjectColumn]:
                 "customers.email_consent + consent_updated_at": replace(full, has_consent_profile=False),
                 "events.category": replace(full, has_category=False)}
     gone = {what: set(every) - columns(p) for what, p in without.items()}
+    # A column that no single absence takes away may still need one of several (email_consent: a
+    # profile's consent or a consent event): with none of anything, what appears with each alone
+    bare = DataProfile(frozenset(), has_signup=False, has_consent_profile=False, categorical=listed, has_category=False)
+    alone = {r: replace(bare, roles=frozenset({r})) for r in sorted(full.roles)}
+    alone |= {"customers.signup_at": replace(bare, has_signup=True),
+              "customers.email_consent + consent_updated_at": replace(bare, has_consent_profile=True)}
+    always = columns(bare)
+    unexplained = [c for c in every if c not in always and not any(c in names for names in gone.values())]
+    brings = {what: columns(p) for what, p in alone.items()} if unexplained else {}
     excluded = set(cfg.training.exclude_features)
     out = []
     for name in every:
         group, meaning = describe_column(name) or ("profile", "a categorical profile attribute (listed in "
                                                              "configs/features.yaml), as text")
         needs = tuple(what for what, names in gone.items() if name in names)
+        if not needs and name in unexplained:
+            needs = ("one of: " + ", ".join(what for what, names in brings.items() if name in names),)
         out.append(ProjectColumn(name, group, _expanded_meaning(name, meaning), needs,
                                  name not in ("customer_id", "as_of") and name not in excluded))
     return out

@@ -240,6 +240,12 @@ def test_anonymous_rows_are_an_error_or_left_out_when_the_catalog_says_so(projec
     report = run_with(project, odd, "events.csv", null_ids="drop")
     assert report.ok and [p.check for p in report.problems] == ["null_id"], report.problems
     assert only(report, "null_id").count == 5 and "Page Viewed" not in report.event_types
+    # with `future_events: drop` too, an anonymous row after now counts as anonymous, once: it was
+    # counted by neither warning, each leaving out the other's rows
+    ahead = odd.copy()
+    ahead.loc[len(ahead)] = ["f1", "c0", "email_sent", "2027-01-05 10:00:00", None]  # after now, with an id
+    report = run_with(project, ahead, "events.csv", null_ids="drop", future_events="drop")
+    assert report.ok and (only(report, "null_id").count, only(report, "future_ts").count) == (5, 1), report.problems
     project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
                     customers={"format": "parquet", "path": "data/events.parquet", "null_ids": "drop"})
     with pytest.raises(ConfigError, match="`null_ids: drop` is for the events source only"):
@@ -439,6 +445,10 @@ def test_own_forms_are_held_to_what_iso_text_is_held_to(project):
     project.catalog(events={"format": "csv", "path": "data/events.csv",
                             "timestamp_format": ["%d/%m/%Y", "%m/%d/%Y %H:%M"]})  # no text reads both: allowed
     load_config(project.root)
+    project.catalog(events={"format": "csv", "path": "data/events.csv",  # 05/11/26 read as 0026 by the first
+                            "timestamp_format": ["%m/%d/%Y", "%d/%m/%y"]})
+    with pytest.raises(ConfigError, match="put day and month in opposite orders"):
+        load_config(project.root)
     project.catalog(events={"format": "csv", "path": "data/events.csv",
                             "timestamp_format": ["%d.%m.%Y %H:%M", "%m.%d.%Y %H:%M"]})
     with pytest.raises(ConfigError, match="'%d.%m.%Y %H:%M' and '%m.%d.%Y %H:%M' put day and month in opposite"):
@@ -554,9 +564,10 @@ def test_rows_without_an_event_id_are_checked_for_repeats_and_a_blank_id_is_none
     overlap, were counted twice in silence once event_id was mapped. And its blank ids, written
     to Parquet as '', were one id shared by every such row: an error no run got past."""
     df = good_events()
-    df.loc[df.event_type != "order_completed", "event_id"] = ""  # blank, as a Parquet file from an export has it
-    report = run_with(project, df)
-    assert report.ok and not [p for p in report.problems if p.check in ("conflicting_event_id", "repeated_rows")]
+    for blank in ("", " "):  # blank, as a Parquet file from an export has it
+        df.loc[df.event_type != "order_completed", "event_id"] = blank
+        report = run_with(project, df)
+        assert report.ok and not [p for p in report.problems if p.check in ("conflicting_event_id", "repeated_rows")]
     twice = pd.concat([df, df.iloc[[0, 1, 2]]], ignore_index=True)  # a signup, a send (no id) and an order (id)
     report = run_with(project, twice)
     assert report.ok

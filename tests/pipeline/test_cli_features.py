@@ -820,6 +820,9 @@ def test_describe_columns_lists_the_projects_own_columns_as_a_build_makes_them(p
     assert cols["n_categories_14d"].needs == ("purchase", "events.category")
     assert cols["days_since_signup"].needs == ("customers.signup_at",)
     assert cols["n_events"].needs == ()
+    # needs one of several: no single absence takes it away (it showed no need at all)
+    assert cols["email_consent"].needs == ("one of: consent_granted, consent_withdrawn, unsubscribe, "
+                                           "customers.email_consent + consent_updated_at",)
     assert not cols["n_page_view_60d"].model_input and not cols["email_consent"].model_input
     assert cols["n_page_view_14d"].model_input and not cols["customer_id"].model_input
     assert cols["n_page_view_60d"].meaning == "events of page_view in the last 60 days"

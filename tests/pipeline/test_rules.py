@@ -366,10 +366,19 @@ def test_a_column_no_rule_can_name_is_offered_a_plain_name():
     with pytest.raises(RuleError) as e:
         parse_rule("Country_Code = 'DE'", kinds, CONTEXT)
     assert ("did you mean 'Country Code'? A rule names columns bare, so 'Country Code' needs a plain name: under "
-            "the customers source's `columns:` in configs/catalog.yaml, country_code: Country Code") in str(e.value)
+            "the customers source's `columns:` in configs/catalog.yaml, country_code: \"Country Code\"") in str(e.value)
     with pytest.raises(RuleError) as e:
         parse_rule('"Country Code" = \'DE\'', kinds, CONTEXT)
-    assert "double-quoted names are not allowed" in str(e.value) and "country_code: Country Code" in str(e.value)
+    assert "double-quoted names are not allowed" in str(e.value) and 'country_code: "Country Code"' in str(e.value)
+    # a name offered is one a rule can write, and its YAML reads back as the column's name
+    import yaml
+
+    for column, typed, plain in (("2FA Enabled", "FA_Enabled", "c_2fa_enabled"), ("Order #", "Order_", "order")):
+        with pytest.raises(RuleError) as e:
+            parse_rule(f"{typed} = 1", {column: "number"}, CONTEXT)
+        line = str(e.value).split("configs/catalog.yaml, ")[1]
+        assert yaml.safe_load(line) == {plain: column}, line
+        parse_rule(f"{plain} = 1", {plain: "number"})
     with pytest.raises(RuleError) as e:  # a name a rule can write gets no such advice
         parse_rule("scor > 1", kinds, CONTEXT)
     assert "plain name" not in str(e.value)

@@ -41,6 +41,28 @@ def members(frame, segments, salt="s", carry=("purchase_score",)):
     return con.execute(membership_sql(compiled, salt, list(carry), "email_consent" in frame.columns)).df()
 
 
+def test_exclusions_name_what_took_each_customer_and_a_rule_may_name_customer_id():
+    """Who a rule selects but an exclusion takes (kept with a run for `segments changes`). A rule
+    naming customer_id (a list of staff accounts) failed every run: the joins made it ambiguous."""
+    from pipeline.segments import exclusions_sql
+
+    cfg = SegmentsConfig.model_validate({"holdout_salt": "s", "suppress_always": ["unsub"], "segments": [
+        seg("unsub", "unsubscribed", kind="suppression"),
+        seg("recent", "recency_days <= 7", kind="suppression"),
+        seg("likely", "purchase_band = 'high'", kind="predictive", exclude=["recent"]),
+        seg("staff", "customer_id IN ('a', 'e')", exclude=["likely"]),
+        seg("anyone", "recency_days < 200", exclude=["recent"]),
+    ]})
+    compiled = compile_segments(cfg, column_kinds(FRAME))
+    con = duckdb.connect()
+    con.register("scored", FRAME)
+    got = con.execute(exclusions_sql(compiled) + " ORDER BY segment, customer_id").fetchall()
+    # likely (high: a, c, d): a is recent. staff (a, e): a is in no segment it excludes (likely took
+    # it not), e is unsubscribed. anyone: a is recent, e recent and unsubscribed (its own first)
+    assert got == [("anyone", "a", "recent"), ("anyone", "e", "recent, unsub"), ("likely", "a", "recent"),
+                   ("staff", "e", "unsub")], got
+
+
 def ids(df, segment, **flags):
     rows = df[df.segment == segment]
     for k, v in flags.items():
@@ -351,6 +373,10 @@ def test_a_dropped_run_is_gone_and_the_run_after_it_moves_against_the_one_before
         runs.drop_run(db, "nope")
     with pytest.raises(ValueError, match=r"the scoring run 'stray' \(as of 2026-01-02\) was dropped on .*: scored by mistake"):
         runs.drop_run(db, "stray")  # dropped already: said so
+    # a workspace scored before segment_exclusions existed has no such table: the drop still works
+    con.execute(f"ATTACH '{db}' AS w")
+    con.execute("DROP TABLE w.segment_exclusions")
+    con.execute("DETACH w")
     # the first run dropped: the next is the first, everyone in it entered
     runs.drop_run(db, "r1")
     assert deltas(db, "r3") == {("vip", "entered"): ["b", "c"]}
