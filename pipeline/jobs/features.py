@@ -731,6 +731,13 @@ def training_set_job(
     # the history short of the longest window is said of the snapshots (_snapshots_short_of_history):
     # the single-cutoff warning would name an --as-of the user may not have given
     warnings = run_warnings(cfg, data, end, short_history=False)
+    lag = now_utc() - last if last is not None else None
+    if as_of is None and lag is not None and is_stale(last, now_utc(), timedelta(days=cfg.settings.freshness.max_lag_days)):
+        # the cutoff is where the log ends, so freshness against it always passed: a log that had
+        # stopped being refreshed trained a model on last month in silence
+        warnings.append(f"the newest event is from {last:%Y-%m-%d %H:%M} UTC, {lag.days} days before now (freshness allows "
+                        f"{cfg.settings.freshness.max_lag_days:g}): the snapshots end there. If the events file should "
+                        "hold later events, it has not been refreshed; to train on the past on purpose, give --as-of")
     if as_of is not None:  # trained in the past: the data it used ends before as_of, not where the log ends now
         last = newest_event(cfg, data, as_of)
         if last is not None:

@@ -191,6 +191,21 @@ def test_training_set_stacks_snapshots_with_labels(shop):
         assert violations(snapshot.drop(columns=["snapshot", "label"]), as_of.to_pydatetime(), spec) == [], as_of
 
 
+def test_a_training_set_without_as_of_on_a_log_not_refreshed_says_so(shop):
+    """Without --as-of the cutoffs follow the log's newest event, so freshness against it always
+    passed: a log that had stopped being refreshed trained on last month in silence."""
+    from features.asof import now_utc
+
+    td = training_set_job(load_config(shop.root), "purchase")  # the shop ends 2026-11-27: before now
+    lag = (now_utc() - td.last_event).days
+    assert lag > 3  # (the freshness lag allowed)
+    said = [w for w in td.warnings if "days before now (freshness allows 3)" in w]
+    assert said and f"{lag} days before now" in said[0] and "give --as-of" in said[0], td.warnings
+    # as of a date (the past on purpose): freshness is against that date, and this is not said
+    td = training_set_job(load_config(shop.root), "purchase", as_of=datetime(2026, 11, 27))
+    assert not [w for w in td.warnings if "days before now" in w], td.warnings
+
+
 def test_the_test_and_valid_snapshots_keep_every_buyers_history_whatever_the_population(shop):
     """BG/NBD's baseline is fitted on every buyer at the cutoff: churn's rows (recent buyers) alone
     hide the dropouts it models. The histories are the features' own, as of each cutoff."""
