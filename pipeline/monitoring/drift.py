@@ -37,6 +37,15 @@ COLUMNS = ["column", "kind", "method", "score_kind", "score", "threshold", "drif
            "missing_reference", "missing_current", "note"]
 
 
+#: the column kinds each stattest can weigh (Evidently refuses the others: "Stattest ks isn't
+#: applicable to feature of type cat"); a configured method tests these, Evidently picks for the rest
+METHOD_KINDS = {
+    "psi": ("numeric", "categorical"), "jensenshannon": ("numeric", "categorical"),
+    "kl_div": ("numeric", "categorical"), "ks": ("numeric",), "wasserstein": ("numeric",),
+    "chisquare": ("categorical",), "z": ("categorical",),
+}
+
+
 @dataclass(frozen=True)
 class DriftThresholds:
     """When drift is an alarm, and how Evidently tests each column."""
@@ -44,10 +53,15 @@ class DriftThresholds:
     #: alarm when more than this share of the compared columns drifted (the dataset test in
     #: Evidently's HTML, which gets the same number, already fails when the share equals it)
     max_drift_share: float = 0.3
-    #: Evidently stattest for every column (e.g. "psi", "ks"); None lets Evidently pick per column
+    #: Evidently stattest (e.g. "psi", "ks") for every column of the kinds it tests (METHOD_KINDS);
+    #: None lets Evidently pick per column, as it does for the columns of the other kind
     method: str | None = None
     #: drift threshold for that method; None keeps the method's own default
     column_threshold: float | None = None
+
+    def applies_to(self, kind: str) -> bool:
+        """Whether the configured method tests columns of ``kind`` ("numeric" or "categorical")."""
+        return self.method is not None and kind in METHOD_KINDS.get(self.method, ("numeric", "categorical"))
 
     def __post_init__(self):
         if not 0 <= self.max_drift_share <= 1:
@@ -217,11 +231,13 @@ def _unseen_values(ref: pd.DataFrame, cur: pd.DataFrame, numeric, categorical, t
     one the reference never had. Chi-square expects 0 such rows there, so a single one gives
     p = 0 (drifted) and a divide-by-zero warning: 2 customers of 1,004 with 4 refunds, where the
     reference's most was 3, made `n_refund` drift. These columns take the Jensen-Shannon distance
-    instead, which Evidently itself uses for a larger reference. A configured method is kept."""
-    if t.method is not None or len(ref) > SMALL_REFERENCE:
+    instead, which Evidently itself uses for a larger reference. A configured method is kept on
+    the columns it tests."""
+    if len(ref) > SMALL_REFERENCE:
         return {}
     out = {}
-    for c in [*numeric, *categorical]:
+    left = [*([] if t.applies_to("numeric") else numeric), *([] if t.applies_to("categorical") else categorical)]
+    for c in left:
         r, k = ref[c].dropna(), cur[c].dropna()
         n_values = pd.concat([r, k]).nunique()
         if n_values <= 2 or (c in numeric and n_values > 5):
@@ -241,15 +257,23 @@ def _run_evidently(ref: pd.DataFrame, cur: pd.DataFrame, numeric, categorical, t
     from evidently.presets import DataDriftPreset
 
     definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
-    preset = DataDriftPreset(columns=numeric + categorical, drift_share=t.max_drift_share, method=t.method,
-                             threshold=t.column_threshold, per_column_method=per_column_method or None)
+    # the method, and its threshold, go to the kinds of column it can test; Evidently picks for the rest
+    num = {"num_method": t.method, "num_threshold": t.column_threshold} if t.applies_to("numeric") else {}
+    cat = {"cat_method": t.method, "cat_threshold": t.column_threshold} if t.applies_to("categorical") else {}
+    preset = DataDriftPreset(columns=numeric + categorical, drift_share=t.max_drift_share, **num, **cat,
+                             per_column_method=per_column_method or None)
     report = Report([preset], include_tests=True)
     return report.run(Dataset.from_pandas(cur, data_definition=definition),
                       Dataset.from_pandas(ref, data_definition=definition))
 
 
 #: a method asked for by name is reported by Evidently's name for it, as the methods it picks are
-_METHOD_NAMES = {"jensenshannon": "Jensen-Shannon distance"}
+#: (the stattests' display_name; "p_value" in it marks a p-value, below the threshold = drift)
+_METHOD_NAMES = {
+    "psi": "PSI", "ks": "K-S p_value", "wasserstein": "Wasserstein distance (normed)",
+    "jensenshannon": "Jensen-Shannon distance", "kl_div": "Kullback-Leibler divergence",
+    "chisquare": "chi-square p_value", "z": "Z-test p_value",
+}
 
 
 def _verdicts(snapshot) -> dict[str, dict]:

@@ -139,6 +139,43 @@ def test_a_value_the_small_reference_never_had_is_no_drift_by_itself():
 
 
 # ---------------------------------------------------------------- holdout lift
+@pytest.mark.parametrize("method", ["ks", "wasserstein", "chisquare", "z", "psi"])
+def test_a_configured_method_tests_the_columns_it_can_and_evidently_picks_for_the_others(method):
+    """ks and wasserstein weigh only numbers, chi-square and z only categories: a method given for
+    every column failed every monitor run on features holding both kinds ("Stattest ks isn't
+    applicable to feature of type cat"). The method, and its threshold, now go to the kind it tests;
+    the other kind takes Evidently's choice, including the swap for a value the reference never had."""
+    rng = np.random.default_rng(2)
+
+    def frame(n: int, shift: float) -> pd.DataFrame:
+        f = pd.DataFrame({"spend": rng.gamma(2 + 2 * shift, 30, n),
+                          "steady": rng.normal(0, 1, n),
+                          "vip": rng.random(n) < 0.2 + 0.4 * shift,
+                          "channel": rng.choice(["email", "paid", "organic"], n,
+                                                p=[0.5 - 0.3 * shift, 0.3, 0.2 + 0.3 * shift])})
+        return f.astype({"vip": str})
+
+    reference, current = frame(900, 0), frame(1000, 1)
+    current.loc[:1, "channel"] = "influencer"  # new to the small reference: Jensen-Shannon if Evidently picks
+    thresholds = DriftThresholds(max_drift_share=0.9, method=method, column_threshold=0.01 if method == "ks" else None)
+    result = drift_report(reference, current, ["spend", "steady"], ["vip", "channel"], [], thresholds)
+    table = result.columns.set_index("column")
+    assert set(result.drifted) == {"spend", "vip", "channel"}, table.to_dict()
+    methods = table["method"].str.lower()
+    numeric_own = method in ("ks", "wasserstein", "psi")
+    categorical_own = method in ("chisquare", "z", "psi")
+    name = {"ks": "k-s", "wasserstein": "wasserstein", "chisquare": "chi-square", "z": "z-test", "psi": "psi"}[method]
+    assert all(name in m for m in methods[["spend", "steady"]]) == numeric_own, methods.to_dict()
+    assert all(name in m for m in methods[["vip", "channel"]]) == categorical_own, methods.to_dict()
+    p_value = method in ("ks", "chisquare", "z")
+    own = [*(["spend", "steady"] if numeric_own else []), *(["vip", "channel"] if categorical_own else [])]
+    assert (table.loc[own, "score_kind"] == ("p_value" if p_value else "distance")).all()
+    if method == "ks":  # its threshold went with it; the categories kept their own
+        assert (table.loc[["spend", "steady"], "threshold"] == 0.01).all()
+        assert (table.loc[["vip", "channel"], "threshold"] != 0.01).all()
+    assert ("reference never had" in table.loc["channel", "note"]) == (not categorical_own)
+
+
 def _members(rng, segment: str, n_treated: int, rate_treated: float, n_holdout: int, rate_holdout: float):
     converted = np.r_[rng.random(n_treated) < rate_treated, rng.random(n_holdout) < rate_holdout]
     return pd.DataFrame({
