@@ -259,7 +259,10 @@ def promote(
                 raise registry.RegistryError(f"model {model!r} has no versions yet; train one with `dynseg train`")
             version = str(versions.version.astype(int).max())
         elif not version.isdigit():  # an alias (previous-champion): its number, or the registry says what there is
-            version = registry.resolve_version(model, version)
+            try:
+                version = registry.resolve_version(model, version)
+            except registry.RegistryError as e:
+                raise registry.RegistryError(f"{e}, or 'latest' for the newest version") from None
         cfg = ctx.obj.config()
 
         def common_snapshot(candidate, champion):

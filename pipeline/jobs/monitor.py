@@ -78,7 +78,8 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     folder = ws.reports_dir / "monitor" / as_of_file_label(t)
     reports, files = {}, {}
     used = [(m, registry.bundle_of(registry.load_version(m["name"], m["version"])).model) for m in json.loads(run.models)]
-    _check_key_columns(d.key_columns, used)  # before the reports: a misspelt one was dropped, its alarm never to fire
+    # before the reports: a misspelt one was dropped, its alarm never to fire
+    _check_key_columns(d.key_columns, used, cfg.origin("monitoring.yaml", "drift", "key_columns"))
     # The reports are written to a temp folder put in place whole: a run stopped half-way (SIGTERM)
     # left one model's report and no summary in the date's folder, which looked complete.
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -122,18 +123,22 @@ def _monitor_reports(cfg: Config, run, t: datetime, used, feats, current, thresh
         reports[target] = drift_report(reference, cur, numeric, categorical, key, thresholds, max_rows=d.max_rows)
         for kind, path in reports[target].save(folder, stem=f"drift_{target}").items():
             files[f"drift_{target}_{kind}"] = path
+    compared = {m["target"]: m for m, _ in used}
     health = health_alarms(cfg, run)
     result = MonitorResult(run.run_id, t, reports, health, folder, files)
     summary = {"run_id": run.run_id, "as_of": str(t), "as_of_label": as_of_label(t), "alarm": result.alarm,
                "reasons": result.reasons,
-               "drift": {k: {"drift_share": v.drift_share, "drifted": v.drifted, "alarm": v.alarm}
+               # the model version each report compared with: its training reference is the baseline
+               "drift": {k: {"model": compared[k]["name"], "version": str(compared[k]["version"]),
+                             "drift_share": v.drift_share, "drifted": v.drifted, "alarm": v.alarm}
                          for k, v in reports.items()},
                "segment_health_alarms": health}
     files["summary"] = write_atomic(folder / "summary.json", json.dumps(summary, indent=2, default=str).encode())
     return result
 
 
-def _check_key_columns(key_columns: list[str], used: list[tuple[dict, Any]]) -> None:
+def _check_key_columns(key_columns: list[str], used: list[tuple[dict, Any]],
+                       origin: str = "configs/monitoring.yaml") -> None:
     """Refuse a key column that no model of the run compares (a feature of none of them, nor a
     score): each model's drift report takes the key columns among its own, so a misspelt name, or
     a feature no model takes, was dropped in silence and its alarm could never fire."""
@@ -146,7 +151,7 @@ def _check_key_columns(key_columns: list[str], used: list[tuple[dict, Any]]) -> 
             close = difflib.get_close_matches(c, sorted(known), n=1)
             return f" (did you mean {close[0]!r}?)" if close else ""
 
-        raise ValueError("; ".join(f"configs/monitoring.yaml: drift.key_columns[{i}]: {c!r} is compared by no model of "
+        raise ValueError("; ".join(f"{origin}: drift.key_columns[{i}]: {c!r} is compared by no model of "
                                    f"this run{hint(c)}" for i, c in bad)
                          + ". A key column is an input of a model ("
                          + ", ".join(f"{m['name']} version {m['version']}" for m, _ in used)

@@ -241,6 +241,15 @@ def test_a_key_column_no_model_compares_is_refused_naming_the_key(shop):
     assert "configs/monitoring.yaml: drift.key_columns[1]: 'n_purchase_09d' is compared by no model" in said
     assert "did you mean 'n_purchase_90d'?" in said and "purchase_score" in said
     assert "key_columns[0]" not in said
+    # set in a personal override, the error names that file, where the fix goes
+    local = shop.root / "configs" / "local" / "monitoring.yaml"
+    local.parent.mkdir(exist_ok=True)
+    local.write_text("drift:\n  key_columns: [n_purchase_09d]\n")
+    try:
+        with pytest.raises(ValueError, match=r"configs/local/monitoring.yaml: drift.key_columns\[0\]: 'n_purchase_09d'"):
+            monitor_job(load_config(shop.root), run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    finally:
+        local.unlink()
 
 
 def test_drift_is_found_in_the_drifted_period_and_not_before(shop):
@@ -253,6 +262,8 @@ def test_drift_is_found_in_the_drifted_period_and_not_before(shop):
     assert "drifted" in text and "key column" in text
     summary = json.loads((shop.workspace / "reports" / "monitor" / "2026-11-27" / "summary.json").read_text())
     assert summary["alarm"] and summary["drift"]["purchase"]["drift_share"] > before.drift["purchase"].drift_share
+    used = {m.target: (m.name, str(m.version)) for m in shop.late_run.models}  # the versions compared are named
+    assert {k: (v["model"], v["version"]) for k, v in summary["drift"].items()} == used
     assert (shop.workspace / "reports" / "monitor" / "2026-11-27" / "drift_purchase.html").stat().st_size > 10_000
 
 

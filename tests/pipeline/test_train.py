@@ -231,6 +231,9 @@ def test_a_mistyped_model_name_suggests_the_close_one(purchase, shop):
     r = runner.invoke(app, ["models", "show", "purchase", "chalenger"])
     text = " ".join(r.stderr.split())
     assert r.exit_code == 1 and "has no version 'chalenger': expected a version number or one of its aliases (" in text, text
+    r = runner.invoke(app, ["models", "promote", "purchase", "chalenger"])  # promote also takes 'latest'
+    text = " ".join(r.stderr.split())
+    assert r.exit_code == 1 and "its aliases (" in text and "or 'latest' for the newest version" in text, text
     MlflowClient().delete_registered_model_alias("dynseg-purchase", "challenger")
 
 
