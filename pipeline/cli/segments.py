@@ -103,6 +103,20 @@ def _stored_definition(db, name: str, history, as_of):
     return (definition, stored["suppress_always"]), run
 
 
+def _print_band_cuts(run) -> None:
+    """The cut of each band in ``run``: a score_100 is rounded, so 25 can read high for one customer
+    and medium for another (0.2474 against 0.2461, say, beside a 0.2469 threshold), and 50 read low
+    beside a 0.5 cut (0.4991)."""
+    import json
+
+    from models.bands import cuts_text
+
+    cuts = "; ".join(f"{m['target']} {cuts_text(m.get('bands') or [])}"
+                     for m in (json.loads(run.models) if isinstance(run.models, str) else []))
+    if cuts:
+        out.print(f"Band cuts in this run (score_100 is the score rounded): {cuts}", highlight=False)
+
+
 @app.command()
 def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
          as_of: Annotated[Optional[str], typer.Option(callback=filled, help="The run as of this date (default: the latest run).")] = None,
@@ -179,6 +193,7 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
             for band, n in counts.items():
                 mix.add_row(c.removesuffix("_band"), str(band), f"{n:,}", f"{n / len(members):.1%}")
         out.print(mix)
+        _print_band_cuts(run)  # beside the sample's score_100 and band
     if members.empty:
         if run.run_id not in set(history.run_id):
             err.print(f"Segment {name} was not part of the run as of {as_of_label(run.as_of)} (run {run.run_id}): "
@@ -313,14 +328,7 @@ def changes(ctx: typer.Context,
     if removed:
         err.print(f"Segment {name} is not in this run's configs/segments.yaml: it was removed since the run before, "
                   "and every member it had then counts as exited.", highlight=False)
-    # the cut of each band in this run: a score_100 is rounded, so 25 can read high for one customer
-    # and medium for another (0.2474 against 0.2461, say, beside a 0.2469 threshold)
-    from models.bands import cuts_text
-
-    cuts = "; ".join(f"{m['target']} {cuts_text(m.get('bands') or [])}"
-                     for m in (json.loads(run.models) if isinstance(run.models, str) else []))
-    if cuts:
-        out.print(f"Band cuts in this run (score_100 is the score rounded): {cuts}", highlight=False)
+    _print_band_cuts(run)
     sides = ("holdout", "sendable") if (moved.change == "entered").any() else ()  # an exit has no side
     cols = [c for c in moved.columns if c in ("customer_id", "change", *sides) or c.endswith(("_score_100", "_band"))]
     cols += ["why"] if (moved.change == "exited").any() else []

@@ -421,6 +421,8 @@ def test_segments_cli_lists_and_shows(shop):
     assert result.exit_code == 0, result.output
     assert "purchase_band = 'high'" in result.output and "Size across runs" in result.output
     assert "Band mix" in result.output and "Sample members" in result.output
+    # beside the sample's rounded score_100, the cut that set its band
+    assert "Band cuts in this run (score_100 is the score rounded): purchase high from" in " ".join(result.output.split())
     result = runner.invoke(app, ["segments", "show", "nope"])
     assert result.exit_code == 1 and "no segment named 'nope'" in result.output
     result = runner.invoke(app, ["segments", "check"])
