@@ -16,7 +16,7 @@ from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 def _save(fig, path: Path) -> Path:
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")  # a long label or bar text is kept, not cut at the edge
     plt.close(fig)
     return path
 
