@@ -95,7 +95,19 @@ def _auto_or_list(value: Any) -> Any:
     if not isinstance(value, list):
         raise PydanticCustomError("value_error", "expected auto or a list of attribute names such as [country, plan]; "
                                   f"found {value!r}")
+    # the profile's contract fields are read by the feature set itself (days_since_signup,
+    # email_consent): as a listed attribute, one was typed as text and `features describe` crashed
+    contract = [v for v in value if isinstance(v, str) and v.strip() in PROFILE_CONTRACT]
+    if contract:
+        raise PydanticCustomError("value_error", f"{contract} {'is a field' if len(contract) == 1 else 'are fields'} "
+                                  "of the customers contract, which the feature set reads itself (signup_at: "
+                                  "days_since_signup; email_consent and consent_updated_at: email_consent); list "
+                                  "profile attributes only, such as [country, plan]")
     return value
+
+
+#: the customers source's contract fields (design.md §2); every other column of it is an attribute
+PROFILE_CONTRACT = ("customer_id", "signup_at", "email_consent", "consent_updated_at")
 
 
 class FeaturesConfig(_Strict):
@@ -106,7 +118,7 @@ class FeaturesConfig(_Strict):
     categorical_attributes: Annotated[Literal["auto"] | list[str], BeforeValidator(_auto_or_list)] = "auto"
     max_categories: int = Field(50, ge=2)
 
-    @field_validator("windows_days", "window_roles", mode="wrap")
+    @field_validator("windows_days", "window_roles", "categorical_attributes", mode="wrap")
     @classmethod
     def _each_once(cls, values: Any, handler: Callable[[Any], list]) -> list:
         # wrapped around the items' own checks, so that a repeat is reported with a bad item

@@ -285,6 +285,7 @@ def project_columns(cfg: Config) -> list[ProjectColumn]:
     from features.customer_features import describe_column
 
     listed = () if cfg.features.categorical_attributes == "auto" else tuple(cfg.features.categorical_attributes)
+    _distinct_names(cfg, listed)  # as a build refuses them: one named like a feature column would replace it
     events = ibis.table({"customer_id": "string", "ts": "timestamp", "role": "string", "amount": "float64",
                          "category": "string"}, name="events")
     customers = ibis.table({"customer_id": "string", "signup_at": "timestamp", "email_consent": "boolean",

@@ -840,3 +840,11 @@ def test_describe_columns_lists_the_projects_own_columns_as_a_build_makes_them(p
     assert "n_purchase_14d" in text and "n_purchase_30d" not in text
     assert "model inputs leave out email_consent, n_page_view_60d (configs/training.yaml)" in text
     assert "Profile attributes: auto" in text
+    # a listed attribute named like a feature column is refused, as a build refuses it (describe
+    # listed the attribute in the feature's place, needing nothing)
+    features_yaml.write_text(features_yaml.read_text().replace("categorical_attributes: auto",
+                                                               "categorical_attributes: [frequency]"))
+    result = runner.invoke(app, ["features", "describe", "--columns"])
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 1 and "'frequency' is named like a customer_features column" in text, result.output
+    assert "Traceback" not in result.output

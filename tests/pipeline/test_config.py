@@ -316,6 +316,14 @@ def test_config_files_that_cannot_be_read_or_values_of_another_kind_are_named(pr
     assert len(e.issues) == 2
     _write(project, "features.yaml", "categorical_attributes: Auto\n")
     assert load_config(project.root).features.categorical_attributes == "auto"
+    # the contract's fields are read by the feature set itself (listed, email_consent crashed
+    # `features describe --columns`); a name listed twice is a slip, as a window given twice is
+    _write(project, "features.yaml", "categorical_attributes: [tier, email_consent, signup_at]\n")
+    text = str(_config_error(project))
+    assert ("categorical_attributes: ['email_consent', 'signup_at'] are fields of the customers contract, which the "
+            "feature set reads itself") in text, text
+    _write(project, "features.yaml", "categorical_attributes: [tier, plan, tier]\n")
+    assert "categorical_attributes: tier given more than once; list each once" in str(_config_error(project))
 
 
 def test_the_currency_is_read_and_empty_means_none(project):
