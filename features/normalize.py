@@ -142,8 +142,13 @@ def typed(column: Column, raw_type: str, forms: tuple[str, ...] = (), decimal: s
                             f"AND {e} IS NULL)")
         if t == "VARCHAR":
             # a missing value written as a word (an export's NULL, a spreadsheet's N/A) is missing,
-            # as an empty field is: it was "does not convert", an error no run got past
-            e = f"TRY_CAST(NULLIF(trim({c}), '') AS DOUBLE)"
+            # as an empty field is: it was "does not convert", an error no run got past. A ',' only
+            # between groups of three digits groups thousands (1,234.50, as a US export writes it),
+            # as a '.' does with a decimal comma: it did not convert, and the hint to set
+            # `decimal: ','` then left every other amount unread
+            v = f"trim({c})"
+            e = (f"(CASE WHEN NOT contains({v}, ',') THEN TRY_CAST(NULLIF({v}, '') AS DOUBLE) "
+                 f"WHEN regexp_matches({v}, '{THOUSANDS_COMMA}') THEN TRY_CAST(replace({v}, ',', '') AS DOUBLE) END)")
             return Typed(_not_nan(e), f"(NULLIF(trim({c}), '') IS NOT NULL AND {e} IS NULL "
                                       f"AND lower(trim({c})) NOT IN {_in(MISSING_WORDS)})")
         return None
@@ -171,6 +176,10 @@ def forms_literal(forms: tuple[str, ...]) -> str:
     """SQL: a list of strptime forms, as ``try_strptime`` takes them."""
     return "[" + ", ".join(map(literal, forms)) + "]"
 
+
+#: A number written with ',' between groups of three digits and a decimal point: 1,234 or 1,234.5
+#: (after a first group starting with 1-9)
+THOUSANDS_COMMA = r"^[+-]?[1-9][0-9]{0,2}(,[0-9]{3})+(\.[0-9]+)?$"
 
 #: A number written with a decimal comma: 1234,5 or 1.234,5 (a '.' groups thousands after a first
 #: group starting with 1-9)

@@ -44,7 +44,7 @@ class SourceSpec(BaseModel):
     )
     timestamp_format: str | list[str] | None = Field(
         default=None, description="text timestamps' form(s), strptime codes such as '%d/%m/%Y %H:%M' (default: ISO-8601)")
-    decimal: Literal[".", ","] = Field(default=".", description="text numbers' decimal mark; with ',' a '.' groups thousands")
+    decimal: Literal[".", ","] = Field(default=".", description="text numbers' decimal mark; with ',' a '.' groups thousands, with '.' a ','")
     null_ids: Literal["error", "drop"] = Field(
         default="error", description="events only: rows without a customer_id (a Segment or RudderStack tracks "
                                      "table's anonymous visits) are an error, or left out with a warning that counts them")

@@ -577,7 +577,8 @@ def _format_hint(col: str, spec: SourceSpec | None = None, name: str = "events")
     return {"ts": "expected ISO-8601 timestamps such as 2026-11-27T08:15:00+01:00" + zones + other,
             "signup_at": "expected ISO-8601 timestamps" + zones + other,
             "consent_updated_at": "expected ISO-8601 timestamps" + zones + other,
-            "amount": f"expected numbers with '.' as decimal point; for a decimal comma set `decimal: ','` under {entry}",
+            "amount": f"expected numbers with '.' as decimal point (',' only between groups of three digits: "
+                      f"1,234.50); for a decimal comma set `decimal: ','` under {entry}",
             "email_consent": "expected true/false (also yes/no, y/n, 1/0, subscribed/unsubscribed, "
                              "never_subscribed, not_subscribed)"}.get(col, "see the data contract in the README")
 

@@ -26,7 +26,8 @@ import yaml
 from features.asof import BadValue
 from features.engine import no_progress_bar
 from features.contract import CONTRACT, CURRENCY_COLUMN, ORDER_STATES_FIX, ROLES, guess_role, order_states, unguessed_because
-from features.normalize import DECIMAL_COMMA, EPOCH_UNITS, INTEGER_TYPES, forms_literal, ident, is_numeric, iso_timestamptz, literal
+from features.normalize import (DECIMAL_COMMA, EPOCH_UNITS, INTEGER_TYPES, THOUSANDS_COMMA, forms_literal, ident,
+                                is_numeric, iso_timestamptz, literal)
 from features.sources import (SourceError, SourceSpec, _head, _utf16, drop_copies, glob_files, register_source,
                               resolve_files)
 from features.validation import ID_NAME, currency_codes, likely_columns
@@ -354,11 +355,13 @@ def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -
 
 def _decimal_comma(con: duckdb.DuckDBPyConnection, view: str, amount: str) -> bool:
     """Whether a CSV's text amounts use a decimal comma: every amount is such a number and one
-    has a comma (1.234,56)."""
+    has a comma (1.234,56) that is no thousands separator (1,234 reads 1234 with a decimal point,
+    so amounts whose every comma is followed by three digits keep it)."""
     a = f"NULLIF(trim({ident(amount)}), '')"
     not_decimal_comma, commas = con.execute(
         f"SELECT count({a}) FILTER (NOT regexp_matches({a}, '{DECIMAL_COMMA}') AND lower({a}) <> 'nan'), "
-        f"count({a}) FILTER (contains({a}, ',')) FROM {_sample(view)}").fetchone()
+        f"count({a}) FILTER (contains({a}, ',') AND NOT regexp_matches({a}, '{THOUSANDS_COMMA}')) "
+        f"FROM {_sample(view)}").fetchone()
     return not not_decimal_comma and bool(commas)
 
 

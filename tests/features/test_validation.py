@@ -433,6 +433,17 @@ def test_own_forms_are_held_to_what_iso_text_is_held_to(project):
         bad = [p for p in report.problems if p.check == "unparseable"]
         assert not bad or (decimal == "." and bad[0].examples == ("'1.234,5' at row 9",)), (decimal, bad)
         assert only(report, "purchase_without_amount").examples == ("'c0-3' at row 3", "'c1-3' at row 6")
+    # with a decimal point a ',' groups thousands, as a '.' does with a decimal comma (1,234.50 did
+    # not convert, and the hint to set `decimal: ','` left every other amount unread)
+    grouped = df.astype({"amount": "object"})
+    grouped.loc[[2, 5, 8], "amount"] = ["1,234.50", "12,000", "1,000,000.25"]
+    report = run_with(project, grouped, "events.csv")
+    assert report.ok, report.problems
+    got = connect_and_read(project, report)["amount"]
+    assert got.iloc[[2, 5, 8]].tolist() == [1234.5, 12000.0, 1000000.25]
+    grouped.loc[2, "amount"], grouped.loc[5, "amount"] = "12,50", "1,23.4"  # no group of three: does not convert
+    p = only(run_with(project, grouped, "events.csv"), "unparseable")
+    assert p.count == 2 and "'12,50'" in p.examples[0] and "(',' only between groups of three digits: 1,234.50)" in p.fix
     project.catalog(events={"format": "csv", "path": "data/events.csv",
                             "timestamp_format": ["%m/%d/%Y %H:%M", "%d/%m/%Y %H:%M"]})
     with pytest.raises(ConfigError, match="put day and month in opposite orders"):

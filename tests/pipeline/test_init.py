@@ -287,6 +287,12 @@ def test_a_european_csv_gets_its_date_forms_and_decimal_comma_unless_they_are_am
     assert result.exit_code == 0 and "reads as day-first and as month-first dates alike" in said(result)
     events = yaml.safe_load((tmp_path / "early" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
     assert "timestamp_format" not in events and "decimal" not in events
+    # commas that all group thousands (a US export's 1,234) are no decimal comma: they read as such
+    us = base.assign(Timestamp=[t.isoformat() for t in ts], Value=["1,234", "", "25", ""])
+    us.to_csv(tmp_path / "us.csv", index=False)
+    result = runner.invoke(app, ["init", str(tmp_path / "us"), "--events", str(tmp_path / "us.csv")])
+    assert result.exit_code == 0, result.output
+    assert "decimal" not in yaml.safe_load((tmp_path / "us" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
 
 
 def test_epoch_times_beside_decimal_commas_day_first_signups_and_several_exports(tmp_path, monkeypatch):
