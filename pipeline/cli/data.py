@@ -64,7 +64,7 @@ def validate(
             from pipeline.jobs.data import DataError, validate_job
 
             try:
-                data = validate_job(cfg, instant)
+                data = validate_job(cfg, instant, "the run's as_of" if as_of else "now")
             except DataError as e:
                 if json_out:  # a scheduler asked for the report: it gets the problems too
                     write_atomic(json_out, json.dumps(e.report.to_dict(), indent=2, default=str).encode())

@@ -176,9 +176,11 @@ def load_for_run(cfg: Config, as_of: datetime | None = None, count_unknown_custo
     return load_validated(cfg, as_of, count_unknown_customers=count_unknown_customers)
 
 
-def validate_job(cfg: Config, as_of: datetime) -> LoadedData:
-    """``dynseg data validate``: check, then keep the identity map and the report in the workspace."""
-    data = load_validated(cfg, as_of)
+def validate_job(cfg: Config, as_of: datetime, future_after: str = "the run's as_of") -> LoadedData:
+    """``dynseg data validate``: check, then keep the identity map and the report in the workspace.
+    ``future_after`` is "now" when no --as-of was given: an event after it is then from the future,
+    and the fix is the clock or `future_events: drop`, not a later --as-of."""
+    data = load_validated(cfg, as_of, future_after)
     with data.reading():  # the summary reads the sources again
         data.summary = data_summary(data, cfg.role_of)
         placeholder = placeholder_id_problem(data.con, data.report)

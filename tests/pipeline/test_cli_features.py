@@ -207,6 +207,11 @@ def test_a_past_run_accepts_later_events_and_refuses_only_those_after_now(projec
     project.write_events(events)
     bad = runner.invoke(app, ["features", "build", "--as-of", "2026-06-02", "--out", str(out)])
     assert bad.exit_code == 1 and "`future_events: drop` under sources.events" in " ".join(bad.stderr.split())
+    # `data validate` without --as-of checks as of now: after it is the future, not a reason for a later
+    # --as-of (a date after now), and it says so as the runs do
+    checked = " ".join(runner.invoke(app, ["data", "validate"]).stderr.split())
+    assert "1 timestamp lies after now (" in checked and "`future_events: drop` under sources.events" in checked
+    assert "later --as-of" not in checked
     project.write_events(events, future_events="drop")
     ok = runner.invoke(app, ["features", "build", "--as-of", "2026-06-02", "--out", str(out)])
     assert ok.exit_code == 0, ok.output
