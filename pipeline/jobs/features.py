@@ -20,7 +20,7 @@ from features.contract import plain
 from features.normalize import DECIMAL_COMMA, forms_literal, ident, iso_timestamptz, literal
 from features.engines import FeatureEngine
 from features.engines.duckdb import sort_by_customer, to_frame
-from features.freshness import NoEventsBefore, check_freshness, is_stale
+from features.freshness import NoEventsBefore, RolesStopped, StaleDataError, check_freshness, is_stale
 from features.labels import LabelSpec
 from features.training_set import SnapshotPlan, build_training_set, label_rates, plan_snapshots
 from features.validation import PLACEHOLDER_IDS, Problem, placeholder_id_text, unknown_customers
@@ -529,9 +529,43 @@ def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     later = None
     if newest is not None and is_stale(newest, as_of, max_lag) and data.report.time_range(cfg.role_of)[1] >= as_of:
         later = data.con.execute("SELECT min(ts) FROM events WHERE ts >= ?", [as_of]).fetchall()[0][0]
-    warning = check_freshness(newest, as_of, max_lag, fr.action, cfg.origin("project.yaml", "freshness", "action"),
-                              cfg.origin("project.yaml", "freshness", "max_lag_days"), later)
+    try:
+        warning = check_freshness(newest, as_of, max_lag, fr.action, cfg.origin("project.yaml", "freshness", "action"),
+                                  cfg.origin("project.yaml", "freshness", "max_lag_days"), later)
+    except StaleDataError as e:
+        said, fresh = _unmapped_newer(cfg, data, newest, as_of, max_lag) if e.try_later else ("", False)
+        if fresh:  # the log is not late: its mapped events stopped
+            raise RolesStopped(f"{e}{said}") from None
+        if said:
+            raise type(e)(f"{e}{said}") from None
+        raise
+    if warning:
+        warning += _unmapped_newer(cfg, data, newest, as_of, max_lag)[0]
     return [warning] if warning else []
+
+
+def _unmapped_newer(cfg: Config, data: LoadedData, newest: datetime, as_of: datetime,
+                    max_lag: timedelta) -> tuple[str, bool]:
+    """What stale data says of the event types no role maps (ignored, or unknown) whose newest
+    event is after the newest one with a role, and whether one of them is itself fresh. Freshness
+    counts the events with a role: a log whose purchase event was renamed at the source still
+    arrives, and "Load newer events" (exit 75, try again later) had a scheduler retry forever."""
+    newer = sorted(((e, first, last) for e, (_, first, last) in data.report.event_types.items()
+                    if e not in cfg.role_of and last is not None and last > newest and first is not None
+                    and first < as_of), key=lambda x: x[2], reverse=True)
+    if not newer:
+        return "", False
+    ignored = set(cfg.roles.ignore)
+
+    def until(last: datetime) -> str:  # validation's figure is the log's newest, which may be after as_of
+        return f"newest {last:%Y-%m-%d %H:%M} UTC" if last < as_of else "on past the as_of"
+
+    shown = ", ".join(f"{e!r} ({'ignored' if e in ignored else 'no role'}, {until(last)})"
+                      for e, _, last in newer[:5]) + (", ..." if len(newer) > 5 else "")
+    fresh = any(as_of - min(last, as_of) <= max_lag for _, _, last in newer)
+    return (f". The log itself {'goes on' if fresh else 'is newer'} in event types no role maps: {shown}; freshness "
+            "counts only events with a role. If the shop renamed an event (a purchase, an email), map the new name "
+            "under event_roles in configs/roles.yaml"), fresh
 
 
 def _why_no_events(cfg: Config, data: LoadedData, as_of: datetime) -> None:

@@ -110,6 +110,36 @@ def test_stale_data_exits_75_try_later_with_the_fix(project):
     assert not (project.workspace / "features").exists()
 
 
+def test_stale_roles_in_a_log_that_goes_on_exit_1_naming_the_newer_event_types(project):
+    """Freshness counts the events with a role. A log whose purchases and emails stopped while an
+    ignored or unknown event type went on (a purchase event renamed at the source) said "Load newer
+    events" and exited 75, so a scheduler retried a file that was not late for ever."""
+    import dataclasses
+
+    shop = generate(300, seed=9, end="2026-10-01")
+    later = pd.DataFrame({"event_id": ["r1", "r2", "r3"], "customer_id": shop.events.customer_id.iloc[:3].tolist(),
+                          "event_type": ["Active on Site", "Active on Site", "Order Placed v2"],
+                          "ts": pd.to_datetime(["2026-11-20 00:00", "2026-11-25 10:00", "2026-11-26 09:30"])})
+    write(dataclasses.replace(shop, events=pd.concat([shop.events, later], ignore_index=True)),
+          project.workspace / "data")
+    roles = project.root / "configs" / "roles.yaml"
+    roles.write_text(roles.read_text().replace("ignore: []", "ignore: [Active on Site]")
+                     .replace("unknown_events: refuse", "unknown_events: warn"))
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27"])
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 1, result.output
+    assert "data is stale" in text and ("The log itself goes on in event types no role maps: 'Order Placed v2' (no "
+                                        "role, newest 2026-11-26 09:30 UTC), 'Active on Site' (ignored, newest "
+                                        "2026-11-25 10:00 UTC)") in text, text
+    assert "map the new name under event_roles in configs/roles.yaml" in text
+    # ignored events as old as the rest: a late file still, try again later
+    write(dataclasses.replace(shop, events=pd.concat([shop.events, later.iloc[:1].assign(ts=pd.Timestamp("2026-10-05"))],
+                                                     ignore_index=True)), project.workspace / "data")
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27"])
+    text = " ".join(result.stderr.split())
+    assert result.exit_code == 75 and "The log itself is newer in event types no role maps: 'Active on Site'" in text
+
+
 @pytest.mark.parametrize("command", [["features", "training-set", "churn"], ["data", "validate"], ["score"],
                                      ["train", "purchase"], ["segments", "list"], ["features", "build"]])
 def test_an_empty_as_of_is_refused(project, command):
