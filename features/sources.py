@@ -329,6 +329,21 @@ def register_source(con: duckdb.DuckDBPyConnection, name: str, spec: SourceSpec,
             if order == "le" and spec.encoding != "utf-16":
                 raise SourceError(f"{f}: source '{name}' could not be read as CSV: it is UTF-16 text, read as "
                                   f"{spec.encoding}; set `encoding: utf-16` for '{name}' in configs/catalog.yaml")
+        if spec.encoding == "latin-1":
+            # UTF-8 text read as Latin-1 reads Bücher as BÃ¼cher: a second category, an event name
+            # no role maps, with no error (a glob of one UTF-8 export beside Latin-1 ones, after
+            # `encoding: latin-1` was set for the others)
+            utf8 = [f for f in files if _utf8_beyond_ascii(f)]
+            if utf8:
+                shown = ", ".join(f.name for f in utf8[:3]) + (", ..." if len(utf8) > 3 else "")
+                some = len(utf8) < len(files)
+                raise SourceError(
+                    f"{utf8[0]}: source '{name}' is read as Latin-1 (`encoding: latin-1` in configs/catalog.yaml), "
+                    f"but {f'{len(utf8)} of its {len(files)} files ({shown}) ' if some else 'its files ' if len(files) > 1 else 'it '}"
+                    f"{'is' if len(utf8) == 1 else 'are'} UTF-8 text "
+                    "with letters beyond ASCII, which Latin-1 misreads (ü as Ã¼). "
+                    + ("One encoding applies to every file of a source: re-save the Latin-1 files as UTF-8 and "
+                       "remove `encoding: latin-1`" if some else "Remove `encoding: latin-1`"))
     try:
         rel = con.sql(_reader_sql(spec, files, con, name))
         cols = list(rel.columns)
@@ -533,6 +548,15 @@ def explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tupl
     if "Invalid unicode" in msg or "not utf-8 encoded" in msg:
         line = re.search(r"Line: (\d+)", msg)
         at = f" (line {line.group(1)})" if line else ""
+        # one encoding reads every file of a glob: with others in UTF-8 beyond ASCII, latin-1
+        # would misread them (Bücher as BÃ¼cher, a second category), in silence
+        others = [f for f in files if str(f) != str(where) and _utf8_beyond_ascii(f)] if len(files) > 1 else []
+        if others:
+            shown = ", ".join(f.name for f in others[:3]) + (", ..." if len(others) > 3 else "")
+            return (f"{where}: source '{name}' is not valid {spec.encoding}{at}, but {len(others)} other file"
+                    f"{'s' if len(others) != 1 else ''} of it ({shown}) {'are' if len(others) != 1 else 'is'} UTF-8 "
+                    "with letters beyond ASCII, which `encoding: latin-1` would misread (ü as Ã¼): one encoding "
+                    "applies to every file of a source. Re-save this file as UTF-8")
         return (
             f"{where}: source '{name}' is not valid {spec.encoding}{at}. Re-save it as UTF-8, or set "
             f"`encoding: latin-1` (or utf-16) for '{name}' in configs/catalog.yaml"
@@ -553,6 +577,21 @@ def explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tupl
                 f"{_csv_diagnosis(head, spec.delimiter, entry, path, spec.encoding)}")
     first = msg.strip().splitlines()[0] if msg.strip() else type(e).__name__
     return f"{where}: source '{name}' could not be read as {spec.format}: {first}"
+
+
+def _utf8_beyond_ascii(path: Path, size: int = 4 << 20) -> bool:
+    """Whether a file's first ``size`` bytes are UTF-8 text with a character beyond ASCII (ü as
+    two bytes): Latin-1 text with accents is almost never valid UTF-8 too."""
+    import codecs
+
+    head = _head(path, size)
+    if not head or head.isascii():
+        return False
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)  # a character cut at the end is no error
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _head(path: Path, size: int = 65_536) -> bytes | None:

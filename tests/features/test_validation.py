@@ -875,6 +875,35 @@ def test_csv_with_wrong_encoding_then_fixed_by_config(project):
     assert run(project).ok
 
 
+def test_a_glob_of_utf8_and_latin1_files_is_told_to_take_one_encoding(project):
+    """One encoding reads every file of a source. A glob of one Latin-1 export beside UTF-8 ones was
+    told to set `encoding: latin-1`, which then read the UTF-8 file's Bücher as BÃ¼cher: a second
+    category, in silence. The advice now names the UTF-8 files, and Latin-1 over UTF-8 text is refused."""
+    df = good_events()
+    df["category"] = "Bücher"
+    df.iloc[:4].to_csv(project.data / "events-1.csv", index=False, encoding="utf-8")
+    df.iloc[4:].to_csv(project.data / "events-2.csv", index=False, encoding="latin-1")
+    project.catalog(events={"format": "csv", "path": "data/events-*.csv"})
+    p = only(run(project), "unreadable")
+    assert "events-2.csv: source 'events' is not valid utf-8" in p.message, p.message
+    assert "but 1 other file of it (events-1.csv) is UTF-8 with letters beyond ASCII" in p.message
+    assert p.message.endswith("Re-save this file as UTF-8") and "set `encoding: latin-1`" not in p.message
+    project.catalog(events={"format": "csv", "path": "data/events-*.csv", "encoding": "latin-1"})
+    p = only(run(project), "unreadable")
+    assert "but 1 of its 2 files (events-1.csv) is UTF-8 text with letters beyond ASCII" in p.message, p.message
+    assert "re-save the Latin-1 files as UTF-8 and remove `encoding: latin-1`" in p.message
+    df.iloc[4:].to_csv(project.data / "events-2.csv", index=False, encoding="utf-8")  # re-saved: both UTF-8
+    p = only(run(project), "unreadable")  # but still read as Latin-1
+    assert "but its files are UTF-8 text" in p.message and p.message.endswith("Remove `encoding: latin-1`"), p.message
+    project.catalog(events={"format": "csv", "path": "data/events-*.csv"})
+    report = run(project)
+    assert report.ok, report.problems
+    con = connect()
+    cfg = load_config(project.root)
+    again = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, AS_OF)
+    assert con.sql(f"SELECT DISTINCT category FROM {again.sources['events'].view}").fetchall() == [("Bücher",)]
+
+
 def test_a_bad_byte_far_into_a_csv_is_found_by_validation(project):
     """Opening a CSV reads its first rows only, and DuckDB checks the bytes of the columns a query
     reads: a latin-1 byte in `category` past those rows is found by the validation scan (which
