@@ -661,8 +661,21 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
             problems.append(Problem(raw.name, check.column, check.check, check.severity, int(n),
                                     f"{_files(raw)}: {n:,} {_one(check.message) if n == 1 else check.message}"
                                     + _own_name(raw, check.column), check.fix + _epoch_text_hint(check, examples, raw.name)
-                                    + _symbol_hint(check, examples),
+                                    + _symbol_hint(check, examples) + _iso_beside_forms_hint(check, examples),
                                     examples))
+
+
+def _iso_beside_forms_hint(check: _Check, examples: tuple[str, ...]) -> str:
+    """For ISO text that does not convert under a source's own forms (an export that switched
+    forms): the forms are all a source reads, so ISO rows need theirs listed too, which the
+    message did not say."""
+    if (check.check != "unparseable" or check.column not in ("ts", "signup_at", "consent_updated_at")
+            or "timestamp_format" not in check.fix or "epoch" in check.fix):
+        return ""
+    if not any(re.match(r"'\d{4}-\d{2}-\d{2}", e) for e in examples):
+        return ""
+    return ("; ISO text beside them is read only when its form is listed too, e.g. ['%d/%m/%Y %H:%M', "
+            "'%Y-%m-%d %H:%M:%S'] (`dynseg init` names such forms)")
 
 
 def _symbol_hint(check: _Check, examples: tuple[str, ...]) -> str:

@@ -331,13 +331,23 @@ def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -
     does not (28/11/2026 14:03; none when day-first and month-first both read them all, as when no
     day passes 12). Also what could not be decided, for the user to say."""
     v = f"NULLIF(trim(CAST({ident(ts)} AS VARCHAR)), '')"
+    iso = f"{iso_timestamptz(v)} IS NOT NULL"
     families = list(_DATE_FAMILIES)
-    misses = [f"count({v}) FILTER (try_strptime({v}, {forms_literal(_DATE_FAMILIES[f])}) IS NULL)" for f in families]
+    # a family reads the log when it reads every value that is not ISO (an export that switched
+    # forms writes some rows 2025-01-01 05:22:22 beside 02/01/2025 08:54): those rows then take
+    # an ISO form in the list, since a source's forms read it without ISO's own reading
+    misses = [f"count({v}) FILTER (try_strptime({v}, {forms_literal(_DATE_FAMILIES[f])}) IS NULL AND NOT {iso})"
+              for f in families]
     hits = [f"count({v}) FILTER (try_strptime({v}, {literal(form)}) IS NOT NULL)"
             for f in families for form in _DATE_FAMILIES[f]]
-    row = con.execute(f"SELECT count({v}) FILTER ({iso_timestamptz(v)} IS NULL), "
-                      f"{', '.join(misses + hits)} FROM {_sample(view)}").fetchone()
-    not_iso, missed, hit = row[0], row[1:1 + len(families)], row[1 + len(families):]
+    z = f"regexp_replace({v}, '([0-9])Z$', '\\1+00:00')"  # ISO's Z, as the reader takes it for %z
+    iso_hits = [f"count({v}) FILTER ({iso} AND try_strptime({z}, {literal(form)}) IS NOT NULL)"
+                for form in _ISO_FORMS]
+    row = con.execute(f"SELECT count({v}) FILTER (NOT {iso}), count({v}) FILTER ({iso}), "
+                      f"{', '.join(misses + hits + iso_hits)} FROM {_sample(view)}").fetchone()
+    not_iso, some_iso = row[0], row[1]
+    missed, hit = row[2:2 + len(families)], row[2 + len(families):2 + len(families) + len(hits)]
+    iso_hit = row[2 + len(families) + len(hits):]
     out: dict = {}
     note = None
     if not_iso:
@@ -349,8 +359,24 @@ def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -
             counts = iter(hit)
             used = {f: [form for form in _DATE_FAMILIES[f] if next(counts) > 0] for f in families}
             forms = used[readers[0]]
+            if some_iso:
+                isos = [form for form, n in zip(_ISO_FORMS, iso_hit) if n > 0]
+                z_forms = any("%z" in f for f in isos)
+                read = f"{z if z_forms else v}"
+                left = con.execute(f"SELECT count({v}) FILTER ({iso} AND try_strptime({read}, "
+                                   f"{forms_literal(tuple(isos) or ('%Y',))}) IS NULL) FROM {_sample(view)}").fetchone()[0]
+                forms = forms + isos
+                if left:
+                    note = (f"'{ts}' holds {some_iso:,} ISO timestamps beside its {forms[0]!r} dates, {left:,} of them in "
+                            f"a form init could not name: add it to `timestamp_format` under sources.{name} (a source's "
+                            "forms are all it reads)")
             out["timestamp_format"] = forms[0] if len(forms) == 1 else forms
     return out, note
+
+
+#: ISO-8601 forms as strptime codes, for the ISO rows of a log whose other rows take a form of their own
+_ISO_FORMS = tuple(f"%Y-%m-%d{sep}{time}{zone}" for time in ("%H:%M:%S.%f", "%H:%M:%S", "%H:%M") for sep in (" ", "T")
+                   for zone in ("", "%z")) + ("%Y-%m-%d",)
 
 
 def _decimal_comma(con: duckdb.DuckDBPyConnection, view: str, amount: str) -> bool:

@@ -295,6 +295,37 @@ def test_a_european_csv_gets_its_date_forms_and_decimal_comma_unless_they_are_am
     assert "decimal" not in yaml.safe_load((tmp_path / "us" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
 
 
+def test_iso_rows_beside_day_first_dates_get_their_form_listed_too(tmp_path, monkeypatch):
+    """An export that switched forms: a tenth of its rows 2025-01-01 05:22:22, the rest 02/01/2025
+    08:54. ISO rows counted against every date form, so init proposed none (and said nothing), and
+    the day-first form alone left the ISO rows unread: a source's forms are all it reads."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    ts = pd.Timestamp("2025-01-01") + pd.to_timedelta([i * 1777 for i in range(200)], unit="min")
+    text = [t.strftime("%Y-%m-%d %H:%M:%S") if i % 10 == 0 else t.strftime("%d/%m/%Y %H:%M") for i, t in enumerate(ts)]
+    text[5] = ts[5].strftime("%Y-%m-%dT%H:%M:%S+01:00")  # an offset too
+    pd.DataFrame({"customer_id": [f"c{i % 20}" for i in range(200)], "event_type": "order_completed", "ts": text,
+                  "amount": 5.0, "event_id": [f"e{i}" for i in range(200)]}).to_csv(tmp_path / "mixed.csv", index=False)
+    result = runner.invoke(app, ["init", str(tmp_path / "p"), "--events", str(tmp_path / "mixed.csv")])
+    assert result.exit_code == 0, result.output
+    events = yaml.safe_load((tmp_path / "p" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
+    assert events["timestamp_format"] == ["%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"], events
+    from features.engine import connect
+    from features.validation import validate
+    from pipeline.config import load_config
+
+    cfg = load_config(tmp_path / "p")
+    con = connect()
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir,
+                      pd.Timestamp("2026-01-01"))
+    assert report.ok, report.problems
+    t = report.typed["events"]
+    got = con.sql(f"SELECT {t['ts'].expr} FROM {report.sources['events'].view}").fetchall()
+    expected = list(ts.floor("min"))
+    expected[5] = ts[5] - pd.Timedelta(hours=1)
+    assert [g[0] for g in got] == expected
+
+
 def test_epoch_times_beside_decimal_commas_day_first_signups_and_several_exports(tmp_path, monkeypatch):
     """A review's exports: a decimal comma went unseen when the times were epoch numbers (it was
     looked for only beside text dates); the profiles' day-first signups got no form (only the
