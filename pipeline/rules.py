@@ -538,6 +538,18 @@ class _Parser:
                           "probability", other_tok.text, other_tok.pos,
                           f"whole points for {col.name} ({round(other.value * 100)} for {other_tok.text}), or "
                           f"{target}_score for a probability")
+            if (isinstance(col, _Column) and re.fullmatch(r"(purchase|churn)_score", col.name) and isinstance(other, _Value)
+                    and isinstance(other.value, (int, float)) and not 0 <= other.value < 1):
+                # a probability against whole points: > 50 selects no one, < 50 everyone, in silence
+                self.note(f"'{col.name}' is a probability from 0 to 1; {other_tok.text} is outside it",
+                          other_tok.text, other_tok.pos,
+                          f"a probability for {col.name}"
+                          + (f" ({other.value / 100:g} for {other_tok.text}), or {col.name}_100 for whole points"
+                             if 1 <= other.value <= 100 else ""))
+            elif (isinstance(col, _Column) and col.name.endswith("_score_100") and isinstance(other, _Value)
+                    and isinstance(other.value, (int, float)) and not 0 <= other.value <= 100):
+                self.note(f"'{col.name}' is the score in whole points from 0 to 100; {other_tok.text} is outside it",
+                          other_tok.text, other_tok.pos, f"whole points from 0 to 100 for {col.name}")
             if col.kind == "bool" and op_tok.text not in ("=", "!=", "<>"):
                 problem = "yes/no values can only be compared with = != <>"
                 self.note(problem, op_tok.text, op_tok.pos, "= TRUE or = FALSE")

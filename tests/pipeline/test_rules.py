@@ -354,8 +354,17 @@ def test_rules_that_cannot_mean_what_they_say_are_refused():
                                         r"like a probability.*expected whole points for purchase_score_100 \(50 for "
                                         r"0.5\), or purchase_score for a probability"):
         parse_rule("purchase_score_100 >= 0.5", kinds)
+    # the mirror mistake: whole points against the probability selected no one (> 50) or everyone, in silence
+    with pytest.raises(RuleError, match=r"'purchase_score' is a probability from 0 to 1; 50 is outside it: '50' at "
+                                        r"position 18; expected a probability for purchase_score \(0.5 for 50\), or "
+                                        r"purchase_score_100 for whole points"):
+        parse_rule("purchase_score > 50", kinds)
+    with pytest.raises(RuleError, match=r"'purchase_score' is a probability from 0 to 1; 1.5 is outside it"):
+        parse_rule("purchase_score BETWEEN 0.2 AND 1.5", kinds)
+    with pytest.raises(RuleError, match=r"'purchase_score_100' is the score in whole points from 0 to 100; 101 is outside"):
+        parse_rule("purchase_score_100 >= 101", kinds)
     for fine in ("recency_days BETWEEN 90 AND 180", "recency_days BETWEEN 90 AND 90", "purchase_score_100 >= 50",
-                 "purchase_score >= 0.5", "purchase_score_100 >= 1.5"):
+                 "purchase_score >= 0.5", "purchase_score_100 >= 1.5", "purchase_score > 0", "purchase_score_100 <= 100"):
         parse_rule(fine, kinds)
 
 
