@@ -55,10 +55,11 @@ def list_(ctx: typer.Context,
         health = runs.read(db, "SELECT * FROM segment_health WHERE run_id = ?", [run.run_id])
     order = {s.name: i for i, s in enumerate(cfg.segments.segments)}
     health = health.sort_values("segment", key=lambda s: s.map(order).fillna(len(order)), ignore_index=True)
-    from pipeline.jobs.score import run_definition_changes
+    from pipeline.jobs.score import run_definition_changes, run_model_changes
 
     prev = run.previous_run_id or "none"
     changes = run_definition_changes(db, run.run_id, run.previous_run_id)
+    models_changed = run_model_changes(db, run.run_id, run.previous_run_id)
     if as_json:
         import json
 
@@ -66,14 +67,15 @@ def list_(ctx: typer.Context,
         for r in rows:
             r["definition_change"] = changes.get(r["segment"])  # new / redefined / None
         text = json.dumps({"run_id": run.run_id, "as_of": as_of_label(run.as_of), "previous_run_id": run.previous_run_id,
-                           "segments": rows, "removed": [n for n, c in changes.items() if c == "removed"]}, indent=2)
+                           "segments": rows, "removed": [n for n, c in changes.items() if c == "removed"],
+                           # a promotion or rollback between the runs: its segments moved with the model too
+                           "model_changes": {t: {"before": b, "now": n} for t, (b, n) in models_changed.items()}},
+                          indent=2)
         out.print(text, soft_wrap=True, markup=False, highlight=False, emoji=False)  # as is: no wrapping, no markup
         return
     out.print(health_table(health, f"Segments as of {as_of_label(run.as_of)} (run {run.run_id}; "
                                    f"movement against run {prev})", changes))
-    from pipeline.jobs.score import run_model_changes
-
-    for target, (before, now) in run_model_changes(db, run.run_id, run.previous_run_id).items():
+    for target, (before, now) in models_changed.items():
         out.print(f"Model changed since run {prev}: {target} was scored by {before}, now by {now}; entered/exited "
                   "count the change of model too.", highlight=False)
     gone = [name for name, change in changes.items() if change == "removed"]

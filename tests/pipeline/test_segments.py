@@ -545,6 +545,38 @@ def test_prune_cli_refuses_under_the_lift_horizon_and_pruned_runs_say_so(project
         assert said.exit_code == 1 and "the scoring run old (as of 2026-01-01) was pruned on" in said.output, (cmd, said.output)
 
 
+def test_segments_list_says_when_a_model_changed_between_runs_in_text_and_json(project):
+    """A promotion or rollback between two runs moves every segment read from its scores: the
+    table said so, the JSON (for a scheduler: "the same") did not."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    db = project.workspace / "dynseg.duckdb"
+    project.workspace.mkdir()
+    cfg = load_config(project.root)
+    config = json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump()})
+    con = duckdb.connect()
+    for d, run_id in ((0, "old"), (1, "new")):
+        write(con, db, datetime(2026, 1, 2) + timedelta(days=d), run_id, {"vip": ["a", "b"], "active": ["a"]})
+    con.execute("ATTACH '%s' AS ws" % db)
+    con.execute("UPDATE ws.scoring_runs SET config = ?", [config])
+    for run_id, version in (("old", "1"), ("new", "2")):
+        con.execute("UPDATE ws.scoring_runs SET models = ? WHERE run_id = ?", [json.dumps(
+            [{"target": "purchase", "name": "dynseg-purchase", "version": version},
+             {"target": "churn", "name": "dynseg-churn", "version": "1"}]), run_id])
+    con.execute("DETACH ws")
+    cli = CliRunner()
+    text = " ".join(cli.invoke(app, ["segments", "list", "--run", "new"]).output.split())
+    assert ("Model changed since run old: purchase was scored by dynseg-purchase version 1, now by dynseg-purchase "
+            "version 2") in text, text
+    listed = json.loads(cli.invoke(app, ["segments", "list", "--run", "new", "--json"]).output)
+    assert listed["previous_run_id"] == "old"
+    assert listed["model_changes"] == {"purchase": {"before": "dynseg-purchase version 1",
+                                                    "now": "dynseg-purchase version 2"}}
+    assert json.loads(cli.invoke(app, ["segments", "list", "--run", "old", "--json"]).output)["model_changes"] == {}
+
+
 # -- bands --------------------------------------------------------------------------------------
 def test_bands_by_probability_percentile_and_precision():
     rng = np.random.default_rng(0)
