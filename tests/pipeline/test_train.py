@@ -360,6 +360,23 @@ def test_base_rate_latest_is_saved_with_the_model(shop, monkeypatch):
         result.base_rate_note
 
 
+def test_the_gate_advises_adding_sources_only_to_a_log_of_purchases():
+    """'Add email and web events' was said of a log that had them, and of a model that ranked
+    better than BG/NBD and failed on Brier alone."""
+    from pipeline.cli.train import gate_advice
+
+    auc_passed = {"metric": "roc_auc", "passed": True, "baseline": "bgnbd"}
+    brier_failed = {"metric": "brier", "passed": False, "baseline": "bgnbd"}
+    said = gate_advice([auc_passed, brier_failed], {"purchase", "email_open", "page_view"}, True)
+    assert said.startswith("The baseline it did not beat (brier) is BG/NBD") and "Add those sources" not in said
+    assert "this log holds more than purchases (email_open, page_view, profiles)" in said
+    assert "It ranks customers better (its roc_auc passed) but its probabilities are less accurate; more history" in said
+    said = gate_advice([{**auc_passed, "passed": False}, brier_failed], {"purchase", "email_open"}, False)
+    assert "(brier, roc_auc)" in said and "ranks customers better" not in said and "More history" in said
+    assert "Add those sources if you have them" in gate_advice([brier_failed], {"purchase", "refund"}, True)
+    assert "recency_days, say" in gate_advice([{**brier_failed, "baseline": "recency"}], {"purchase", "email_open"}, True)
+
+
 def test_on_purchases_alone_the_gate_names_bgnbd_and_what_would_beat_it(project):
     """On a log of purchases only, BG/NBD (the model lifetimes and PyMC-Marketing users would
     otherwise fit) ranks as well as LightGBM (bench/quality.py: 0.800 against 0.797 AUC at 20,000
