@@ -688,7 +688,12 @@ def promote(name: str, version: str | int, *, force: bool = False,
             elif common_snapshot is None or (problems and not force):
                 # (refused already: no need to score both again; a forced promotion is still compared,
                 # so that its record says what the force overrode)
-                problems.append(f"cannot compare with champion version {champ_v}: {why}; re-evaluate both on one test snapshot")
+                if common_snapshot is None:  # (the API without a way to score: the caller's to do)
+                    problems.append(f"cannot compare with champion version {champ_v}: {why}; re-evaluate both on "
+                                    "one test snapshot")
+                else:  # promote would score both on the newer snapshot; it is refused for the reasons above
+                    problems.append(f"not compared with champion version {champ_v} ({why}; promote scores both on "
+                                    "the newer one once the version is otherwise fit to promote, or with --force)")
             else:
                 try:
                     cand_m, champ_m, where = common_snapshot(cand, champ)

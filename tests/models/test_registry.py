@@ -282,6 +282,14 @@ def test_a_forced_promotion_across_snapshots_is_compared_so_its_record_says_what
     tags = MlflowClient().get_model_version(name, "3").tags
     assert calls[-1] == ("3", "2") and "did not pass the validation criteria" in tags["force_overrode"]
     assert "so both were scored on" in tags["force_overrode"] and "re-evaluate" not in tags["force_overrode"]
+    # unforced, an unvalidated version is refused unscored, and the refusal does not tell the user to
+    # re-evaluate both by hand: promote scores both itself once nothing else stands in the way
+    R.register(reg.weak, name, validated=False, allow_unvalidated=True, tags={})
+    MlflowClient().set_model_version_tag(name, "4", "test_cutoff", OTHER_CUTOFF)
+    with pytest.raises(R.PromotionRefused) as e:
+        R.promote(name, 4, common_snapshot=common)
+    assert calls[-1] == ("3", "2") and "re-evaluate" not in str(e.value)
+    assert "not compared with champion version 3 (" in str(e.value) and "promote scores both on the newer one" in str(e.value)
 
 
 def test_a_custom_comparison_decides(reg):
