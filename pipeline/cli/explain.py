@@ -40,12 +40,18 @@ def explain(
         if version is not None and model is None:
             raise BadValue("--version needs --model (purchase or churn)")
         on_duckdb_note(state.config(), "explain recomputes the customer's features (the same definitions, the same values)")
+        outside: dict[str, str] = {}
         found = explain_customer(state.config(), customer_id, model.value if model else None, run, top=top, as_of=instant,
-                                 version=version)
+                                 version=version, outside=outside)
+    # who each model scores, as it was trained (churn: customers with a purchase in its active window)
+    why = "; ".join(f"{t} scores {who}" for t, who in outside.items())
     if not found:
-        out.print(f"{customer_id} is outside the population of the requested model(s) in this run "
-                  "(churn scores only customers with a purchase in the last 180 days).")
+        out.print(f"{customer_id} is outside the population of the requested model(s) in this run ({why}).",
+                  highlight=False)
         return
+    if why:  # the other model left the customer out: said, not skipped in silence
+        err.print(f"{customer_id} is outside the {', '.join(outside)} model's population in this run ({why}).",
+                  highlight=False)
     e0 = found[0]
     out.print(kv_table(f"Customer {customer_id}", {
         "run": f"{e0.run_id} (as of {as_of_label(e0.as_of)})",

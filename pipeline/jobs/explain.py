@@ -44,10 +44,12 @@ class Explanation:
 
 
 def _run_models(cfg: Config, run: pd.Series, target: str | None = None,
-                version: str | None = None) -> dict[str, tuple[Any, float | None, str]]:
-    """target -> (PropensityModel at the run's base rate, base rate, "name/version"), for every model
-    of the run or only ``target``'s; with ``version``, that version of ``target``'s model instead of
-    the one the run used (a challenger under review), at the run's base rate."""
+                version: str | None = None) -> dict[str, tuple[Any, float | None, str, str]]:
+    """target -> (PropensityModel at the run's base rate, base rate, "name/version", who it scores),
+    for every model of the run or only ``target``'s; with ``version``, that version of ``target``'s
+    model instead of the one the run used (a challenger under review), at the run's base rate."""
+    from pipeline.jobs.score import _label_spec
+
     from models import registry
 
     used = json.loads(run.models)
@@ -59,15 +61,18 @@ def _run_models(cfg: Config, run: pd.Series, target: str | None = None,
         if target not in (None, m["target"]):
             continue
         chosen = registry.resolve_version(m["name"], version) if version is not None else m["version"]
-        model = registry.bundle_of(registry.load_version(m["name"], chosen)).model
+        bundle = registry.bundle_of(registry.load_version(m["name"], chosen))
+        model = bundle.model
         rate = m.get("base_rate")
-        out[m["target"]] = (model.with_base_rate(rate) if rate is not None else model, rate, f"{m['name']}/{chosen}")
+        # its population as trained (an active window of its own, not today's configs/labels.yaml)
+        who = _label_spec(cfg, m["target"], bundle).describe().split("population: ", 1)[-1]
+        out[m["target"]] = (model.with_base_rate(rate) if rate is not None else model, rate, f"{m['name']}/{chosen}", who)
     return out
 
 
 def explain_customer(cfg: Config, customer_id: str, target: str | None = None, run_id: str | None = None,
                      top: int = 12, plot: bool = True, as_of: datetime | None = None,
-                     version: str | None = None) -> list[Explanation]:
+                     version: str | None = None, outside: dict[str, str] | None = None) -> list[Explanation]:
     """The customer's score, band and segments in a run (by id, by ``as_of``, default: the latest),
     and every feature's push (exact TreeSHAP, log-odds and probability points), one Explanation per model.
     ``version`` (with ``target``): explain with that version of the model (say, a challenger before
@@ -86,16 +91,22 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
     if stored.empty:
         hint = _canonical_hint(cfg, customer_id, t)
         raise ValueError(f"customer {customer_id!r} was not scored in run {run.run_id} (as of {as_of_label(t)}){hint}")
-    member_of = runs.read(db, "SELECT segment FROM segment_members WHERE run_id = ? AND customer_id = ? ORDER BY segment",
-                          [run.run_id, customer_id]).segment.tolist()
+    # a member held out, or not sendable, was not mailed: said beside the segment (it read as mailed)
+    member_of = [s + (" (holdout)" if h else "" if snd or kind == "suppression" else
+                      " (not sendable: no consent)" if not c else " (not sendable: suppressed)")
+                 for s, kind, h, c, snd in runs.read(
+                     db, "SELECT segment, kind, holdout, consented, sendable FROM segment_members WHERE run_id = ? "
+                         "AND customer_id = ? ORDER BY segment", [run.run_id, customer_id]).itertuples(index=False)]
     models = _run_models(cfg, run, target, version)  # only the model asked for: another one's inputs do not matter here
     row = features_as_of(cfg, t, [customer_id])
-    for tgt, (model, _, label) in models.items():
+    for tgt, (model, _, label, _) in models.items():
         check_model_inputs(model, label.replace("/", " version "), tgt, row.columns)
     out = []
-    for tgt, (model, _, label) in models.items():
+    for tgt, (model, _, label, who) in models.items():
         score = stored[f"{tgt}_score"].iloc[0]
         if pd.isna(score):
+            if outside is not None:
+                outside[tgt] = who
             continue  # outside this model's population
         values, base = contributions(model, row)
         v = values.iloc[0]

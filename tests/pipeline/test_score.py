@@ -695,6 +695,20 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
     assert re.search(r"spent €[0-9,.]+ in total", said) and not re.search(r"spent [0-9]", said), said
     result = runner.invoke(app, ["explain", "nobody"])
     assert result.exit_code == 1 and "was not scored" in result.output
+    # a customer churn leaves out (no purchase in its active window): said, with the model's own window
+    inactive = s[s.churn_score.isna() & s.purchase_score.notna()].customer_id.iloc[0]
+    result = runner.invoke(app, ["explain", inactive])
+    said = " ".join(result.stderr.split())
+    assert result.exit_code == 0 and f"{inactive} is outside the churn model's population in this run (churn scores " \
+        "customers with a purchase in the 180 days before the cutoff)" in said, result.output
+    said = " ".join(runner.invoke(app, ["explain", inactive, "--model", "churn"]).output.split())
+    assert "is outside the population of the requested model(s) in this run (churn scores customers with a " \
+           "purchase in the 180 days before the cutoff)" in said, said
+    # a held-out member reads as held out (it read as any member, as if mailed)
+    held = q(shop, "SELECT customer_id, segment FROM segment_members WHERE run_id = ? AND holdout ORDER BY customer_id "
+                   "LIMIT 1", [shop.runs[1].run_id]).iloc[0]
+    said = " ".join(runner.invoke(app, ["explain", held.customer_id, "--model", "purchase"]).output.split())
+    assert f"{held.segment} (holdout)" in said, said
     # an earlier run by its date; a date without a run names the runs there are
     d1 = q(shop, "SELECT * FROM customer_scores WHERE run_id = ?", [shop.runs[0].run_id])
     cid = d1.customer_id.iloc[0]
