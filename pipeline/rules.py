@@ -505,6 +505,10 @@ class _Parser:
                 hint = f"expected one of the columns: {shown}."
             else:
                 hint = "expected a column, but the table has none."
+            before = self.tokens[self.i - 2] if self.i >= 2 and self.tokens[self.i - 1] is tok else None
+            if not why and before is not None and before.kind == "op" and before.text in _COMPARATORS:
+                # country = DE: a bare word after a comparison reads as a column; a value is quoted
+                hint += f" If {name} is a text value, quote it: '{name}'."
             self.problems.append(f"unknown column '{name}' at position {tok.pos}; {hint}")
             return _Column(name, UNKNOWN)  # read on: later problems are reported too
         self.used.add(name)

@@ -101,7 +101,15 @@ def compile_segments(cfg: SegmentsConfig, columns: dict[str, Kind], only: list[s
     to tell a feature this data lacks from a typo."""
     issues: list[ConfigIssue] = []
     compiled: dict[str, CompiledSegment] = {}
-    why = partial(_absent_feature, features=features or FeaturesConfig())
+    absent = partial(_absent_feature, features=features or FeaturesConfig())
+    names = {s.name for s in cfg.segments}
+
+    def why(name: str) -> str | None:
+        if name in names:  # where: recent_buyers
+            return (f"'{name}' is a segment, not a column: a rule reads features, scores and bands; to leave its "
+                    f"members out, `exclude: [{name}]`, or repeat its rule")
+        return absent(name)
+
     for i, s in enumerate(cfg.segments):
         try:
             rule = parse_rule(s.where, columns, context=f"segment {s.name!r} where", values=values,

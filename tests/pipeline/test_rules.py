@@ -280,6 +280,9 @@ def test_function_call_message_reads_well(frame):
         ("score > 1 AND Band = 'x'", "unknown column 'Band' at position 15; did you mean 'band'?"),
         ("SELECT id FROM t", "unknown column 'SELECT' at position 1; expected one of the columns: band, flag,"),
         ("flag AND drop_table", "unknown column 'drop_table' at position 10; expected one of the columns:"),
+        # a bare word after a comparison: a value written without quotes
+        ("band = gold", "unknown column 'gold' at position 8; expected one of the columns: band, flag, id, n, opted, "
+                        "score, ts. If gold is a text value, quote it: 'gold'."),
     ],
 )
 def test_unknown_columns_are_refused_with_suggestions(frame, text, message):

@@ -149,6 +149,15 @@ def test_unknown_column_is_refused_naming_file_key_and_token():
     assert "purchse_score" in issue.message and "purchase_score" in issue.message
 
 
+def test_a_segment_named_in_a_rule_is_told_to_use_exclude():
+    cfg = SegmentsConfig.model_validate({"segments": [seg("buyers", "recency_days < 30"), seg("rest", "NOT buyers")]})
+    with pytest.raises(ConfigError) as e:
+        compile_segments(cfg, column_kinds(FRAME))
+    (issue,) = e.value.issues
+    assert ("unknown column 'buyers' at position 5; 'buyers' is a segment, not a column: a rule reads features, scores "
+            "and bands; to leave its members out, `exclude: [buyers]`, or repeat its rule") in issue.message, issue.message
+
+
 def test_a_feature_the_data_lacks_is_named_as_such():
     """The shipped `undeliverable` segment (bounced OR complained) in a shop without bounce or
     complaint events: not a typo, but features this data does not have."""
