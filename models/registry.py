@@ -745,8 +745,10 @@ def rollback(name: str) -> PromotionResult:
             last = [v for v in client.search_model_versions(f"name='{name}'") if v.tags.get("rolled_back_at")]
             done = max(last, key=lambda v: v.tags["rolled_back_at"], default=None)
             raise RegistryError(f"model {name!r} has no {PREVIOUS!r} version; nothing to roll back to"
-                                + (f" (the last rollback, at {done.tags['rolled_back_at']}, left version "
-                                   f"{done.version})" if done is not None else "")
+                                + (f" (the last rollback, at {done.tags['rolled_back_at']}, took version "
+                                   f"{done.version} out of champion"
+                                   + (f"; the champion is version {champ.version}" if champ is not None else "")
+                                   + ")" if done is not None else "")
                                 + ". Promote an explicit version instead: dynseg models promote NAME VERSION")
         champ_v, prev_v = (str(champ.version) if champ is not None else None), str(prev.version)
         now = _now()

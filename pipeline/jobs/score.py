@@ -942,9 +942,13 @@ def _definition_warnings(db: Path, run_id: str, prev: str | None, changes: dict[
                              "GROUP BY segment", [run_id])
         exited = dict(zip(rows.segment, rows.n)) if not rows.empty else {}
     # a new segment with a holdout beside a removed one may be a rename: its holdout is drawn anew
-    removed = [n for n, c in changes.items() if c == "removed"]
-    config = runs.read(db, "SELECT config FROM scoring_runs WHERE run_id = ?", [run_id]).config
-    defined = {d["name"]: d for d in json.loads(config[0])["segments"]["segments"]} if len(config) else {}
+    def segments_of(run: str | None) -> dict[str, dict]:
+        config = runs.read(db, "SELECT config FROM scoring_runs WHERE run_id = ?", [run]).config
+        return {d["name"]: d for d in json.loads(config[0])["segments"]["segments"]} if len(config) else {}
+
+    defined, before = segments_of(run_id), segments_of(prev)
+    # only a removed segment that had a holdout has one to keep (the others were named too)
+    removed = [n for n, c in changes.items() if c == "removed" and before.get(n, {}).get("holdout")]
 
     def rename_hint(name: str) -> str:
         d = defined.get(name, {})

@@ -244,7 +244,8 @@ def test_promotion_compares_on_the_same_test_snapshot_and_force_and_rollback_are
     assert listed.loc[4, "history"] == f"promoted {today}; restored {today}"
     tags = {v: MlflowClient().get_model_version(name, v).tags for v in ("2", "4")}
     assert "rolled_back_at" in tags["2"] and "restored_at" in tags["4"] and "rolled_back_at" not in tags["4"]
-    with pytest.raises(R.RegistryError, match="nothing to roll back to .the last rollback, at .*left version 2"):
+    with pytest.raises(R.RegistryError, match="nothing to roll back to .the last rollback, at .*took version 2 out "
+                                              "of champion; the champion is version 4."):
         R.rollback(name)
     # the gate's comparison is kept with a promoted version, naming the champion and the snapshot
     assert tags["4"]["promotion_comparison"].startswith(f"against champion version 1 on the test snapshot as of "

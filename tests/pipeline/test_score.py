@@ -984,7 +984,8 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
         # new, with a holdout, beside a removed segment: maybe a rename, whose holdout is drawn anew
         doc["segments"].append({"name": "recent_actives", "description": "d", "owner": "o", "kind": "lifecycle",
                                 "where": "recency_days <= 90", "holdout": 0.1})
-        doc["segments"] = [d for d in doc["segments"] if d["name"] != "active"]
+        # (active has no holdout, so it has none to keep: only new_subscribers is named as a rename's source)
+        doc["segments"] = [d for d in doc["segments"] if d["name"] not in ("active", "new_subscribers")]
 
     # and another purchase model than the run before used (a promotion): every purchase segment moves with it
     from pipeline.jobs.train import train_job
@@ -1028,11 +1029,12 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
     said = " ".join(gone.output.split())
     assert gone.exit_code == 0 and f"0 entered, {was:,} exited" in said and "segment removed from configs/segments.yaml" in said
     listed = runner.invoke(app, ["segments", "list", "--as-of", "2026-11-28"])
-    assert "Removed since run" in listed.output and ": active" in " ".join(listed.output.split())
+    assert "Removed since run" in listed.output and ": new_subscribers, active" in " ".join(listed.output.split())
     assert "segment big_spenders is new since the previous run (as of 2026-11-27): every member counts as entered" in text
-    assert text.count("if it renames active") == 1 and ("segment recent_actives is new since the previous run (as of "
-            "2026-11-27): every member counts as entered; if it renames active, its holdout was drawn anew (the name is "
-            "part of the draw): set `holdout_key: active` on it") in text, text
+    assert text.count("if it renames new_subscribers") == 1 and ("segment recent_actives is new since the previous run "
+            "(as of 2026-11-27): every member counts as entered; if it renames new_subscribers, its holdout was drawn anew "
+            "(the name is part of the draw): set `holdout_key: new_subscribers` on it") in text, text
+    assert "if it renames active" not in text and "renames new_subscribers or" not in text
     assert "segment vip is defined differently since the previous run (as of 2026-11-27)" in text
     assert "segment sunset" not in text
     # the health table marks them (the run's output, and `segments list` of that run later), and
