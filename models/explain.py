@@ -129,7 +129,8 @@ class Phrase:
     """How a feature's value reads in a reason. ``text`` holds ``{v}``, the value in its ``unit``:
     ``days`` ("94 days"), ``count`` of ``noun`` ("3 purchases"; write "category|categories" when
     the plural is not noun + s), ``money`` ("1,234"), ``rate`` ("12%"), ``ratio`` ("2.5×"),
-    ``number``; a ``flag`` reads ``yes`` or ``no`` instead. ``missing`` and ``zero`` replace the
+    ``number``; a ``flag`` reads ``yes`` or ``no`` instead; a ``trend`` (text: what is counted)
+    reads fewer, as many or more in the last 30 days than in the 30 before. ``missing`` and ``zero`` replace the
     whole phrase for a missing value or a zero. ``context`` appends another column's value in days
     (e.g. the usual gap after the recency) when that value is known."""
 
@@ -168,7 +169,7 @@ PHRASES: dict[str, Phrase] = {
     "mean_gap_days": Phrase("buys every {v} on average", "days", missing="fewer than two purchases"),
     "std_gap_days": Phrase("gaps between purchases vary by {v}", "days", missing="fewer than three purchases"),
     "recency_over_mean_gap": Phrase("last purchase {v} the usual gap ago", "ratio", missing="no usual purchase gap yet"),
-    "purchase_trend_30d": Phrase("purchases in the last 30 days at {v} the 30 days before", "ratio"),
+    "purchase_trend_30d": Phrase("purchases", "trend"),
     "n_email_send": Phrase("{v} received", "count", noun="email", zero="never emailed"),
     "n_email_open": Phrase("{v} opened", "count", noun="email", zero="never opened an email"),
     "n_email_click": Phrase("{v} in emails", "count", noun="click", zero="never clicked an email"),
@@ -177,7 +178,7 @@ PHRASES: dict[str, Phrase] = {
                                 missing="no email opens in the last 90 days"),
     "days_since_last_open": Phrase("last opened an email {v} ago", "days", missing="never opened an email"),
     "days_since_last_click": Phrase("last clicked an email {v} ago", "days", missing="never clicked an email"),
-    "open_trend_30d": Phrase("email opens in the last 30 days at {v} the 30 days before", "ratio"),
+    "open_trend_30d": Phrase("email opens", "trend"),
     # counted from the first send when none was ever opened: "since the last open" would be false then
     "sends_since_last_open": Phrase("{v} unopened in a row", "count", noun="email", zero="opened the latest email",
                                     context=("days_since_last_open", " (last open {c} ago)"),
@@ -281,6 +282,14 @@ def _describe(ph: Phrase, feature: str, value, context=NO_CONTEXT, currency: str
         return ph.missing or f"{feature.replace('_', ' ')} unknown"
     if ph.unit == "flag":
         return ph.yes if bool(value) else ph.no
+    if ph.unit == "trend":
+        # (last 30 days + 1) / (the 30 before + 1): 0 against 2 is 0.33, which read as "at 0.3× the
+        # 30 days before", and 0 against 0 as "at 1.0×"; the direction is what the value says surely
+        x = float(value)
+        if abs(x - 1) < 1e-9:  # (n + 1) / (n + 1)
+            return f"as many {ph.text} in the last 30 days as in the 30 before"
+        return (f"{'fewer' if x < 1 else 'more'} {ph.text} in the last 30 days than in the 30 before "
+                f"(trend {x:.2g} = (last + 1) / (before + 1))")
     if ph.context_missing and context is not NO_CONTEXT and _missing(context):
         zero, text = ph.context_missing
         return zero if float(value) == 0 else text.format(v=_format(ph, value, currency))

@@ -195,6 +195,11 @@ def test_values_read_in_plain_words():
     # without the last open at hand (no input of the model), only what holds either way
     assert d("sends_since_last_open", 54) == "54 emails unopened in a row"
     assert d("sends_since_last_open", 0) == "no unopened emails"
+    # a trend is (last 30 days + 1) / (the 30 before + 1): 0 against 2 read "at 0.3× the 30 days before"
+    assert d("purchase_trend_30d", 1 / 3) == ("fewer purchases in the last 30 days than in the 30 before "
+                                             "(trend 0.33 = (last + 1) / (before + 1))")
+    assert d("purchase_trend_30d", 1.0) == "as many purchases in the last 30 days as in the 30 before"
+    assert d("open_trend_30d", 4.0).startswith("more email opens in the last 30 days than in the 30 before (trend 4 ")
 
 
 def test_amounts_carry_the_projects_currency(model, rows):
