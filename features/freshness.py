@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from features.asof import as_of_text
+
 
 class StaleDataError(ValueError):
     """The newest event is too old for the requested as_of. The CLI exits 75 (try again later): a
@@ -51,13 +53,13 @@ def check_freshness(newest_event: datetime | None, as_of: datetime, max_lag: tim
     the first event at or after ``as_of`` if the log has one, makes staleness a gap in the history
     (:class:`GapBefore`) rather than a file that has not arrived yet."""
     if newest_event is None:
-        raise NoEventsBefore(f"no events before as_of {as_of:%Y-%m-%d %H:%M} UTC; nothing to compute features from")
+        raise NoEventsBefore(f"no events before as_of {as_of_text(as_of)}; nothing to compute features from")
     lag = as_of - newest_event
     if not is_stale(newest_event, as_of, max_lag):
         return None
     text = (
         f"data is stale: the newest event is {newest_event:%Y-%m-%d %H:%M} UTC, {_span(lag)} before as_of "
-        f"{as_of:%Y-%m-%d %H:%M} UTC (allowed: {_span(max_lag)})"
+        f"{as_of_text(as_of)} (allowed: {_span(max_lag)})"
     )
     lag_where = lag_where or where
     settings = (f"raise freshness.max_lag_days in {lag_where} (or set freshness.action: warn"

@@ -74,7 +74,7 @@ def _preview(table) -> Table:
     n = max(table.num_rows, 1)
     for col in [c for c in table.column_names if c not in ("customer_id", "as_of")][:25]:
         s = table[col]
-        non_null = f"{1 - s.null_count / n:.0%}"
+        non_null = share_text(1 - s.null_count / n)
         if (pa.types.is_integer(s.type) or pa.types.is_floating(s.type)) and s.null_count < len(s):
             lo, hi = pc.min_max(s).values()
             t.add_row(col, non_null, f"{pc.mean(s).as_py():.2f}", f"{lo.as_py():.2f}", f"{hi.as_py():.2f}")
@@ -159,7 +159,7 @@ def _print_signal(frame) -> None:
         t.add_column(c, justify="left" if c in ("feature", "group") else "right")
     for r in signal.head(10).itertuples():
         group = (describe_column(r.feature) or ("", ""))[0]
-        t.add_row(r.feature, group, f"{r.non_null:.0%}", f"{r.auc_train:.3f}", f"{r.auc_test:.3f}")
+        t.add_row(r.feature, group, share_text(r.non_null), f"{r.auc_train:.3f}", f"{r.auc_test:.3f}")
     out.print(t)
     for r in signal[signal.strength >= SUSPICIOUS_STRENGTH].itertuples():
         err.print(f"[yellow]warning:[/] {r.feature} alone ranks the label almost perfectly (train AUC {r.auc_train:.3f}): "
@@ -226,3 +226,13 @@ def _default_writable(path: Path) -> None:
         said = str(e).split("; choose")[0]  # not "choose a folder": the user chose none
         raise ValueError(f"{said}. It is the default output, in the workspace: make the workspace writable, "
                          "or give --out") from None
+
+
+def share_text(x: float) -> str:
+    """A share as a whole percent, but never 100% or 0% when it is not all or none: 403 of 404
+    read 100%, as if every row had a value."""
+    if 0.995 <= x < 1:
+        return f"{x:.1%}" if x < 0.9995 else ">99.9%"
+    if 0 < x < 0.005:
+        return f"{x:.1%}" if x >= 0.0005 else "<0.1%"
+    return f"{x:.0%}"

@@ -583,7 +583,7 @@ def _why_no_events(cfg: Config, data: LoadedData, as_of: datetime) -> None:
     firsts = [first for _, first, _ in mapped.values() if first is not None]
     if firsts and min(firsts) >= as_of:
         raise NoEventsBefore(
-            f"no events before as_of {as_of:%Y-%m-%d %H:%M} UTC: the log starts at {min(firsts):%Y-%m-%d %H:%M} UTC; "
+            f"no events before as_of {as_of_text(as_of)}: the log starts at {min(firsts):%Y-%m-%d %H:%M} UTC; "
             "pick a later --as-of")
 
 

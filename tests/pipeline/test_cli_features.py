@@ -107,6 +107,8 @@ def test_stale_data_exits_75_try_later_with_the_fix(project):
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-11-27"])
     assert result.exit_code == 75
     assert "data is stale" in result.stderr and "freshness.max_lag_days" in result.stderr
+    # the as_of as given (its midnight read 2026-11-28 00:00 UTC beside --as-of 2026-11-27)
+    assert "before as_of 2026-11-27 (data before 2026-11-28 00:00 UTC)" in " ".join(result.stderr.split())
     assert not (project.workspace / "features").exists()
 
 
@@ -543,7 +545,7 @@ def test_a_run_without_events_before_the_cutoff_says_why(project):
     project.write_events(good_events())
     result = runner.invoke(app, ["features", "build", "--as-of", "2025-12-31", "--out", str(project.root / "f.parquet")])
     text = " ".join(result.stderr.split())
-    assert result.exit_code == 1 and "no events before as_of 2026-01-01 00:00 UTC: the log starts at 2026-01-01 10:00 UTC; " \
+    assert result.exit_code == 1 and "no events before as_of 2025-12-31 (data before 2026-01-01 00:00 UTC): the log starts at 2026-01-01 10:00 UTC; " \
         "pick a later --as-of" in text, text
     roles = project.root / "configs" / "roles.yaml"
     roles.write_text("event_roles:\n  purchase: []\nignore: [signed_up, email_sent, order_completed]\n")
@@ -883,3 +885,12 @@ def test_describe_columns_lists_the_projects_own_columns_as_a_build_makes_them(p
     text = " ".join(result.stderr.split())
     assert result.exit_code == 1 and "'frequency' is named like a customer_features column" in text, result.output
     assert "Traceback" not in result.output
+
+
+def test_a_share_never_reads_all_or_none_when_it_is_not():
+    """403 of 404 rows with a value read "100%" non-null in the feature tables."""
+    from pipeline.cli.features import share_text
+
+    assert share_text(403 / 404) == "99.8%" and share_text(1.0) == "100%" and share_text(0.0) == "0%"
+    assert share_text(999_999 / 1_000_000) == ">99.9%" and share_text(1 / 404) == "0.2%"
+    assert share_text(1 / 1_000_000) == "<0.1%" and share_text(0.5) == "50%"
