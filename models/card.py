@@ -33,11 +33,18 @@ def model_card(
     *, name: str, target: str, label_definition: str, data_window: dict, rows: dict, evaluation_table: pd.DataFrame,
     differences: pd.DataFrame, calibration: pd.DataFrame, criteria: list[dict], champion: dict | None,
     model_info: dict, base_rate_note: str, unavailable_groups: list[str], top_features: list[str],
-    bands: pd.DataFrame | None = None, calibration_note: str = "", bgnbd=None,
+    bands: pd.DataFrame | None = None, calibration_note: str = "", bgnbd=None, forced: bool = False,
 ) -> str:
     from models.explain import labelled  # (its plotting imports only where a card is written)
 
-    verdict = "VALIDATED" if all(c["passed"] for c in criteria) else "REJECTED"
+    verdict = ("VALIDATED" if all(c["passed"] for c in criteria) else
+               "FAILED, registered anyway with --allow-unvalidated (UNVALIDATED_FORCED)" if forced else "REJECTED")
+    # the seasonal assumption holds only where a seasonal factor was applied (not when the latest
+    # rate was carried forward: base_rate: latest, or no year-earlier rate)
+    season = ("- Base-rate correction assumes this year's seasonal pattern resembles last year's.\n"
+              if "seasonal factor" in base_rate_note else
+              "- The base rate at scoring is the latest realized one carried forward: a seasonal swing between the "
+              "test cutoff and a run moves realized rates away from it.\n")
     fitted = ("" if bgnbd is None else
               f" BG/NBD as fitted on the test snapshot (lifetimes' names): r = {bgnbd.r:.4g}, alpha = "
               f"{bgnbd.alpha:.4g} days, a = {bgnbd.a:.4g}, b = {bgnbd.b:.4g}.")
@@ -100,5 +107,4 @@ Most important (mean |SHAP| on a sample of the test snapshot, as in plots/shap_b
 - Trained on the behaviour of the snapshot period; a change in marketing pressure, assortment or
   tracking changes what the features mean. Monitor drift and realized quality.
 - Probabilities are for the population and horizon above; they are not comparable across targets.
-- Base-rate correction assumes this year's seasonal pattern resembles last year's.
-"""
+{season}"""

@@ -26,6 +26,7 @@ import logging
 import numbers
 import os
 import pickle
+import re
 import shutil
 import tempfile
 import warnings
@@ -814,7 +815,7 @@ def reference_sample(name: str, version: str | int) -> pd.DataFrame:
     return frame
 
 
-_LIST_COLUMNS = ["name", "version", "aliases", "status", "target", "test_auc", "test_brier", "test_cutoff", "created",
+_LIST_COLUMNS = ["name", "version", "aliases", "status", "target", "horizon", "test_auc", "test_brier", "test_cutoff", "created",
                  "history"]
 
 
@@ -847,6 +848,8 @@ def list_versions(name: str | None = None) -> pd.DataFrame:
         "name": v.name, "version": int(v.version),
         "aliases": ", ".join(sorted(aliases.get((v.name, str(v.version)), []))),
         "status": v.tags.get("validation_status", ""), "target": v.tags.get("target", ""),
+        # the label's window: a 56-day version's metrics beside 30-day ones are of another outcome
+        "horizon": _horizon(v.tags.get("label_definition", "")),
         "test_auc": _num(v.tags.get("test_roc_auc")), "test_brier": _num(v.tags.get("test_brier")),
         "test_cutoff": v.tags.get("test_cutoff", ""),
         "created": pd.Timestamp(v.creation_timestamp, unit="ms", tz="UTC"),
@@ -854,6 +857,13 @@ def list_versions(name: str | None = None) -> pd.DataFrame:
     } for v in versions]
     frame = pd.DataFrame(rows, columns=_LIST_COLUMNS)
     return frame.sort_values(["name", "version"], ascending=[True, False], ignore_index=True)
+
+
+def _horizon(label_definition: str) -> str:
+    """``30d`` from a version's label definition ("... in the 30 days from the cutoff ..."); empty
+    when it says none."""
+    m = re.search(r"in the (\d+ days|day) from the cutoff", label_definition)
+    return "" if m is None else "1d" if m.group(1) == "day" else m.group(1).split()[0] + "d"
 
 
 def _num(v: str | None) -> float:

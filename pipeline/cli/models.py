@@ -64,13 +64,13 @@ def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument(help
     t = Table(title=f"Registered models ({uri})", title_justify="left")
     t.add_column("name", no_wrap=True)
     for c, justify in (("version", "right"), ("aliases", "left"), ("status", "left"), ("target", "left"),
-                       ("test AUC", "right"), ("test Brier", "right"), ("test as of", "left"), ("created (UTC)", "left"),
+                       ("horizon", "right"), ("test AUC", "right"), ("test Brier", "right"), ("test as of", "left"), ("created (UTC)", "left"),
                        ("history", "left")):
-        t.add_column(c, justify=justify)
+        t.add_column(c, justify=justify, no_wrap=c == "status")  # UNVALIDATED_F… hid what it was
     for r in frame.itertuples(index=False):
         status = {"VALIDATED": "[green]VALIDATED[/]", "UNVALIDATED_FORCED": "[yellow]UNVALIDATED_FORCED[/]"}.get(r.status, r.status)
         t.add_row(r.name, str(r.version), f"[bold]{r.aliases}[/]" if r.aliases else "", status, r.target,
-                  _fmt(r.test_auc), _fmt(r.test_brier), cutoff_label(r.test_cutoff), f"{r.created:%Y-%m-%d %H:%M}",
+                  r.horizon, _fmt(r.test_auc), _fmt(r.test_brier), cutoff_label(r.test_cutoff), f"{r.created:%Y-%m-%d %H:%M}",
                   f"[yellow]{escape(r.history)}[/]" if "forced" in r.history or "rolled back" in r.history
                   else escape(r.history))
     out.print(t)

@@ -126,6 +126,9 @@ def test_promote_rollback_and_load_by_alias(purchase, shop):
     np.testing.assert_allclose(by_pyfunc["score"].to_numpy(), purchase.model.predict(frame), rtol=1e-9)
     listing = runner.invoke(app, ["models", "list"])
     assert listing.exit_code == 0 and "champion" in listing.stdout
+    # each version's label window beside its metrics: a 56-day version's AUC is of another outcome
+    listed = registry.list_versions("dynseg-purchase").set_index("version")
+    assert listed.loc[1, "horizon"] == "30d" and "horizon" in listing.stdout
 
 
 def test_weak_model_is_refused_by_the_gate(shop, purchase):
@@ -194,10 +197,29 @@ def test_purchases_only_log_trains_and_names_missing_groups(tmp_path, monkeypatc
     ev = pd.read_parquet(shop.workspace / "data" / "events.parquet")
     ev = ev[ev.event_type == "order_completed"][["customer_id", "ts", "amount", "event_type"]]
     p.write_events(ev)
-    # (from purchases alone the model's gain over recency is within the noise: the gate may refuse it)
-    r = runner.invoke(app, ["train", "purchase", "--allow-unvalidated"])
+    # a criterion no model meets: the gate refuses it, and --allow-unvalidated registers it anyway
+    (p.root / "configs" / "local").mkdir(exist_ok=True)
+    (p.root / "configs" / "local" / "training.yaml").write_text("validation_criteria:\n  - metric: roc_auc\n    min: 0.9999\n")
+    r = runner.invoke(app, ["train", "purchase", "--allow-unvalidated", "--as-of", "2026-10-31"])
     assert r.exit_code == 0, r.output
-    assert "unavailable in this data: engagement" in " ".join(r.stderr.split())
+    said = " ".join(r.stderr.split())
+    assert "unavailable in this data: engagement" in said
+    # what was forced is said (it exited 0 with a FAIL row and a version, and no word of it)
+    assert "Registered with --allow-unvalidated: version 1 failed its validation criteria" in said, said
+    import mlflow
+
+    from models import registry
+
+    registry.connect(Workspace(p.workspace).tracking_uri())
+    details = registry.version_details("dynseg-purchase", "1")
+    assert details["tags"]["validation_status"] == "UNVALIDATED_FORCED"
+    # the card agrees with the registry (it was headed REJECTED), and its limits with its base rate
+    assert "## Validation criteria — FAILED, registered anyway with --allow-unvalidated (UNVALIDATED_FORCED)" in details["card"]
+    seasonal = "× seasonal factor" in details["card"]
+    assert ("seasonal pattern resembles last year's" in details["card"]) == seasonal
+    assert ("latest realized one carried forward" in details["card"]) != seasonal
+    # the --as-of as given (it was the midnight after it, 2026-11-01 00:00:00: the next day's end as an --as-of)
+    assert mlflow.get_run(details["run_id"]).data.params["as_of"] == "2026-10-31"
 
 
 def test_unreachable_tracking_server_fails_fast_naming_the_uri(shop, monkeypatch):
@@ -365,14 +387,19 @@ def test_the_gate_advises_adding_sources_only_to_a_log_of_purchases():
     better than BG/NBD and failed on Brier alone."""
     from pipeline.cli.train import gate_advice
 
-    auc_passed = {"metric": "roc_auc", "passed": True, "baseline": "bgnbd"}
-    brier_failed = {"metric": "brier", "passed": False, "baseline": "bgnbd"}
+    auc_passed = {"metric": "roc_auc", "passed": True, "baseline": "bgnbd", "ahead": True}
+    brier_failed = {"metric": "brier", "passed": False, "baseline": "bgnbd", "ahead": False}
     said = gate_advice([auc_passed, brier_failed], {"purchase", "email_open", "page_view"}, True)
     assert said.startswith("The baseline it did not beat (brier) is BG/NBD") and "Add those sources" not in said
     assert "this log holds more than purchases (email_open, page_view, profiles)" in said
-    assert "It ranks customers better (its roc_auc passed) but its probabilities are less accurate; more history" in said
-    said = gate_advice([{**auc_passed, "passed": False}, brier_failed], {"purchase", "email_open"}, False)
+    assert "It ranks customers better (its roc_auc passed) but its probabilities are less accurate. More history" in said
+    said = gate_advice([{**auc_passed, "passed": False, "ahead": False}, brier_failed], {"purchase", "email_open"}, False)
     assert "(brier, roc_auc)" in said and "ranks customers better" not in said and "More history" in said
+    # ahead of BG/NBD, by a gain the test snapshot cannot tell from noise: not "did not beat", and no
+    # segment on recency_days (a scorer the model outranked) offered in its place
+    said = gate_advice([{**auc_passed, "passed": False}], {"purchase", "email_open"}, True)
+    assert said.startswith("Its roc_auc is better than BG/NBD's") and "cannot tell that gain from noise" in said
+    assert "did not beat" not in said and "recency_days" not in said
     assert "Add those sources if you have them" in gate_advice([brier_failed], {"purchase", "refund"}, True)
     assert "recency_days, say" in gate_advice([{**brier_failed, "baseline": "recency"}], {"purchase", "email_open"}, True)
 
