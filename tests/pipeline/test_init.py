@@ -295,6 +295,20 @@ def test_a_european_csv_gets_its_date_forms_and_decimal_comma_unless_they_are_am
     assert "decimal" not in yaml.safe_load((tmp_path / "us" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
 
 
+def _validated_events(project_dir, as_of, column: str) -> list[tuple]:
+    """The events' ``column`` as a run reads it, from a project init wrote (which must validate)."""
+    from features.engine import connect
+    from features.validation import validate
+    from pipeline.config import load_config
+
+    cfg = load_config(project_dir)
+    con = connect()
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of)
+    assert report.ok, report.problems
+    t = report.typed["events"]
+    return con.sql(f"SELECT {t[column].expr} FROM {report.sources['events'].view}").fetchall()
+
+
 def test_iso_rows_beside_day_first_dates_get_their_form_listed_too(tmp_path, monkeypatch):
     """An export that switched forms: a tenth of its rows 2025-01-01 05:22:22, the rest 02/01/2025
     08:54. ISO rows counted against every date form, so init proposed none (and said nothing), and
@@ -310,17 +324,7 @@ def test_iso_rows_beside_day_first_dates_get_their_form_listed_too(tmp_path, mon
     assert result.exit_code == 0, result.output
     events = yaml.safe_load((tmp_path / "p" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
     assert events["timestamp_format"] == ["%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"], events
-    from features.engine import connect
-    from features.validation import validate
-    from pipeline.config import load_config
-
-    cfg = load_config(tmp_path / "p")
-    con = connect()
-    report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir,
-                      pd.Timestamp("2026-01-01"))
-    assert report.ok, report.problems
-    t = report.typed["events"]
-    got = con.sql(f"SELECT {t['ts'].expr} FROM {report.sources['events'].view}").fetchall()
+    got = _validated_events(tmp_path / "p", pd.Timestamp("2026-01-01"), "ts")
     expected = list(ts.floor("min"))
     expected[5] = ts[5] - pd.Timedelta(hours=1)
     assert [g[0] for g in got] == expected
@@ -440,18 +444,7 @@ def test_a_latin1_csv_is_read_as_latin1_even_when_its_first_accent_comes_late(tm
         assert result.exit_code == 0, result.output
         events = yaml.safe_load((tmp_path / name / "configs" / "catalog.yaml").read_text())["sources"]["events"]
         assert events.get("encoding") == encoding
-        from features.engine import connect
-        from features.validation import validate
-        from pipeline.config import load_config
-
-        cfg = load_config(tmp_path / name)
-        con = connect()
-        report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir,
-                          pd.Timestamp("2026-02-01"))
-        assert report.ok, report.problems
-        t = report.typed["events"]
-        ids = con.sql(f"SELECT {t['customer_id'].expr} FROM {report.sources['events'].view}").fetchall()
-        assert ("müller",) in ids
+        assert ("müller",) in _validated_events(tmp_path / name, pd.Timestamp("2026-02-01"), "customer_id")
 
 
 @pytest.mark.parametrize("sep", ["\t", ",", ";"])

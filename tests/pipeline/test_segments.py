@@ -506,21 +506,28 @@ def test_prune_drops_old_runs_per_customer_rows_keeps_their_health_and_shrinks_t
     assert runs.read(db, "SELECT count(*) AS n FROM scoring_runs").n[0] == 5
 
 
-def test_prune_cli_refuses_under_the_lift_horizon_and_pruned_runs_say_so(project):
-    from typer.testing import CliRunner
-
-    from pipeline.cli import app
-
+def _two_runs(project, days_apart: int):
+    """A workspace with two stored runs, 'old' and 'new', of the project's segments: vip {a, b},
+    active {a}. Returns the database and a DuckDB connection (detached from it)."""
     db = project.workspace / "dynseg.duckdb"
     project.workspace.mkdir()
     cfg = load_config(project.root)
     config = json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump()})
     con = duckdb.connect()
-    for d, run_id in ((0, "old"), (100, "new")):
+    for d, run_id in ((0, "old"), (days_apart, "new")):
         write(con, db, datetime(2026, 1, 2) + timedelta(days=d), run_id, {"vip": ["a", "b"], "active": ["a"]})
     con.execute("ATTACH '%s' AS ws" % db)
     con.execute("UPDATE ws.scoring_runs SET config = ?", [config])
     con.execute("DETACH ws")
+    return db, con
+
+
+def test_prune_cli_refuses_under_the_lift_horizon_and_pruned_runs_say_so(project):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    db, con = _two_runs(project, days_apart=100)
     cli = CliRunner()
     refused = cli.invoke(app, ["segments", "prune", "--keep-days", "30"])
     assert refused.exit_code == 1 and "--keep-days 30 is shorter than the churn label's horizon (60 days" in refused.output
@@ -561,15 +568,8 @@ def test_segments_list_says_when_a_model_changed_between_runs_in_text_and_json(p
 
     from pipeline.cli import app
 
-    db = project.workspace / "dynseg.duckdb"
-    project.workspace.mkdir()
-    cfg = load_config(project.root)
-    config = json.dumps({"segments": cfg.segments.model_dump(), "scoring": cfg.scoring.model_dump()})
-    con = duckdb.connect()
-    for d, run_id in ((0, "old"), (1, "new")):
-        write(con, db, datetime(2026, 1, 2) + timedelta(days=d), run_id, {"vip": ["a", "b"], "active": ["a"]})
+    db, con = _two_runs(project, days_apart=1)
     con.execute("ATTACH '%s' AS ws" % db)
-    con.execute("UPDATE ws.scoring_runs SET config = ?", [config])
     for run_id, version in (("old", "1"), ("new", "2")):
         con.execute("UPDATE ws.scoring_runs SET models = ? WHERE run_id = ?", [json.dumps(
             [{"target": "purchase", "name": "dynseg-purchase", "version": version},
