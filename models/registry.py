@@ -234,6 +234,15 @@ def _require_model(client: MlflowClient, name: str) -> None:
         shorthands = {n: t for t, n in DEFAULT_MODEL_NAMES.items()}
         if name in shorthands:  # a target's model not trained yet: another target's name is no answer
             target = shorthands[name]
+            rejected = _last_rejected(client, target)
+            if rejected is not None:  # trained, and refused by the gate: "train one" read as if none was
+                when = pd.Timestamp(rejected.info.start_time, unit="ms", tz="UTC")
+                raise RegistryError(
+                    f"no {target} model yet: the last {target} training (MLflow run {rejected.info.run_id}, "
+                    f"{when:%Y-%m-%d %H:%M} UTC) failed its validation criteria and was not registered (tagged "
+                    f"REJECTED; `dynseg train {target}` printed which criteria). Train on more data, or register it "
+                    f"anyway with `dynseg train {target} --allow-unvalidated` and promote it with `dynseg models "
+                    f"promote {target} latest --force --reason TEXT`.") from None
             raise RegistryError(f"no {target} model yet: no registered model named {name!r} at "
                                 f"{mlflow.get_tracking_uri()} (known models: {known or 'none'}). Train one with "
                                 f"`dynseg train {target}` and make it champion with `dynseg models promote {target} "
@@ -262,6 +271,17 @@ def _version(client: MlflowClient, name: str, version: str | int) -> ModelVersio
             raise
         have = sorted(int(v.version) for v in client.search_model_versions(f"name='{name}'"))
         raise RegistryError(f"model {name!r} has no version {version}; versions: {have}") from None
+
+
+def _last_rejected(client: MlflowClient, target: str):
+    """The newest training run of ``target`` that the gate refused, if the tracking store has one."""
+    try:
+        experiments = [e.experiment_id for e in client.search_experiments()]
+        found = client.search_runs(experiments, f"tags.target = '{target}' AND tags.validation_status = 'REJECTED'",
+                                   order_by=["attributes.start_time DESC"], max_results=1) if experiments else []
+    except MlflowException:
+        return None
+    return found[0] if found else None
 
 
 def _alias(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:

@@ -233,9 +233,10 @@ def is_local(master: str) -> bool:
 _JAVA_OPTIONS = ("spark.driver.extraJavaOptions", "spark.executor.extraJavaOptions")
 
 #: The driver's logging: warnings and errors on stderr, as Spark's default does, without the
-#: banner about that default and two warnings that are noise here: no native Hadoop library (a
-#: local run needs none) and "Truncated the string representation of a plan" (the feature query
-#: is wide by design).
+#: banner about that default and warnings that are noise here: no native Hadoop library (a local
+#: run needs none), "Truncated the string representation of a plan" (the feature query is wide by
+#: design), and SparkConf's note that a cluster manager overrides spark.local.dir (set for a local
+#: run's scratch folder, on every run; SparkConf's errors still show).
 LOG4J2 = """\
 rootLogger.level = warn
 rootLogger.appenderRef.stderr.ref = stderr
@@ -250,6 +251,8 @@ logger.plan_string.name = org.apache.spark.sql.catalyst.util.SparkStringUtils
 logger.plan_string.level = error
 logger.stream_sink.name = org.apache.spark.sql.execution.streaming.FileStreamSink
 logger.stream_sink.level = error
+logger.spark_conf_local_dir.name = org.apache.spark.SparkConf
+logger.spark_conf_local_dir.level = error
 """
 
 

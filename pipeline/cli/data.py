@@ -1,4 +1,4 @@
-"""``dynseg data``: generate the demo shop, validate sources against the contract."""
+"""``dynseg data``: generate the demo shop, validate sources against the contract, simulate a campaign."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from pipeline.cli.common import State, err, filled, handled, kv_table, out, prog
 from pipeline.cli.render import problems_table
 from pipeline.workspace import Workspace, check_writable, not_the_projects_own, write_atomic
 
-app = typer.Typer(help="Input data: generate the demo shop, validate sources.", no_args_is_help=True)
+app = typer.Typer(help="Input data: generate the demo shop, validate sources, simulate a campaign on the demo shop.",
+                  no_args_is_help=True)
 
 
 @app.command()

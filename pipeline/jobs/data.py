@@ -13,7 +13,7 @@ from typing import Callable
 
 import duckdb
 
-from features.asof import now_utc, parse_duration
+from features.asof import as_of_label, now_utc, parse_duration
 from features.engine import connect
 from features.identity import IdentityResolution
 from features.load import build_canonical
@@ -278,7 +278,7 @@ def simulate_campaign_job(cfg: Config, run_id: str | None, uplift: float, segmen
     found = runs.read(db, "SELECT run_id, as_of, config FROM scoring_runs WHERE run_id = ? OR as_of = ?",
                       [run_id, as_of])
     if found.empty:
-        what = f"run {run_id!r}" if run_id else f"run as of {as_of}"
+        what = f"run {run_id!r}" if run_id else f"run as of {as_of_label(as_of) if as_of is not None else as_of}"
         raise ValueError(f"no scoring {what} in {db}; score first (dynseg score --as-of DATE) or list runs with "
                          "dynseg segments list")
     runs.require_rows(db, found.iloc[0], "its members, whom the campaign would be sent to,")

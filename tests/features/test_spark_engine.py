@@ -93,6 +93,20 @@ def test_spark_that_cannot_start_is_one_paragraph_not_a_stack(project, tmp_path)
         "bin/spark-submit" in said and "Traceback" not in r.stderr, r.stderr
 
 
+def test_a_spark_build_prints_no_warnings_of_its_own(project, tmp_path):
+    """Only the JVM's own line is left around a Spark run, as the README says: SparkConf warned on
+    every run that a cluster manager would override spark.local.dir (set for the scratch folder)."""
+    import subprocess
+
+    write(generate(60, seed=6, end=DATA_END), project.workspace / "data")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "features", "build", "--engine", "spark", "--as-of",
+                        DATA_END, "--out", str(tmp_path / "f.parquet")], env={**os.environ, "DYNSEG_PROJECT": str(project.root)},
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    noise = [line for line in r.stderr.splitlines() if " WARN " in line or " ERROR " in line]
+    assert not noise, noise
+
+
 def test_master_addresses_are_read_from_the_url():
     from features.engines.spark import master_addresses
 

@@ -196,6 +196,14 @@ def test_a_simulated_campaign_is_refused_on_a_log_it_did_not_generate(project):
     assert events.read_bytes() == before
 
 
+def test_a_simulated_campaign_without_a_run_names_the_date_as_given(project):
+    """It named the run's midnight (2026-09-01 00:00:00) beside --as-of 2026-08-31, where lift and
+    monitor name the date as given."""
+    write(generate(60, seed=6, end="2026-11-27"), project.workspace / "data")
+    r = runner.invoke(app, ["data", "simulate-campaign", "--as-of", "2026-08-31"])
+    assert r.exit_code == 1 and "no scoring run as of 2026-08-31 in " in said(r), said(r)
+
+
 def test_ctrl_c_while_the_command_line_loads_is_one_line(tmp_path):
     """Ctrl-C in the first second (the modules loading) printed an 11-32 line traceback."""
     import subprocess

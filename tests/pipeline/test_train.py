@@ -200,6 +200,13 @@ def test_purchases_only_log_trains_and_names_missing_groups(tmp_path, monkeypatc
     # a criterion no model meets: the gate refuses it, and --allow-unvalidated registers it anyway
     (p.root / "configs" / "local").mkdir(exist_ok=True)
     (p.root / "configs" / "local" / "training.yaml").write_text("validation_criteria:\n  - metric: roc_auc\n    min: 0.9999\n")
+    r = runner.invoke(app, ["train", "purchase", "--as-of", "2026-10-31"])
+    assert r.exit_code == 3, r.output
+    # the next step of the tour: it said "Train one with `dynseg train purchase`", just done
+    r = runner.invoke(app, ["models", "promote", "purchase", "latest"])
+    said = " ".join(r.stderr.split())
+    assert r.exit_code == 1 and "no purchase model yet: the last purchase training (MLflow run " in said, said
+    assert "failed its validation criteria and was not registered" in said and "--allow-unvalidated" in said
     r = runner.invoke(app, ["train", "purchase", "--allow-unvalidated", "--as-of", "2026-10-31"])
     assert r.exit_code == 0, r.output
     said = " ".join(r.stderr.split())
