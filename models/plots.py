@@ -72,9 +72,11 @@ def roc_pr_plot(y, preds: dict[str, np.ndarray], path: Path, title: str) -> Path
 
 
 def importance_plot(importance: pd.DataFrame, path: Path, title: str, top: int = 20) -> Path:
+    from models.explain import labelled  # words and the column, as the SHAP plots name features
+
     imp = importance.head(top).iloc[::-1]
-    fig, ax = plt.subplots(figsize=(7, 0.3 * len(imp) + 1.5))
-    ax.barh(imp.feature, imp.gain / imp.gain.sum())
+    fig, ax = plt.subplots(figsize=(8, 0.3 * len(imp) + 1.5))
+    ax.barh([labelled(f) for f in imp.feature], imp.gain / imp.gain.sum())
     ax.set(xlabel="share of total split gain", title=f"Feature importance\n{title}")
     return _save(fig, path)
 
