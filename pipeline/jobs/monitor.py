@@ -276,7 +276,9 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     newest = data.report.time_range(cfg.role_of)[1]
     # each outcome (a purchase within the purchase horizon; retention within the churn horizon) is
     # measured once its whole window is in the data; the others wait, each said
-    closed = {k: newest >= t + h - timedelta(days=1) for k, h in horizons.items()}
+    # (the data reaching the window's end, an event at or after it: a log whose newest event was a
+    # day short of it, 02:00 with 22 hours of the window missing, counted as closed)
+    closed = {k: newest >= t + h for k, h in horizons.items()}
     if not any(closed[m["target"]] for m in models) and not closed["purchase"]:
         needed = min(horizons[m["target"]] for m in models) if models else horizons["purchase"]
         raise OutcomeWindowOpen(f"the outcome window of run {run.run_id} (as of {as_of_label(t)}) runs to "

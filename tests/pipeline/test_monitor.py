@@ -7,6 +7,7 @@ import dataclasses
 import json
 from datetime import timedelta
 
+import pandas as pd
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -200,6 +201,37 @@ def test_lift_measures_the_outcomes_whose_window_closed_and_says_which_wait(shop
     assert any(n.startswith("realized quality of the churn model") for n in waiting), r.notes
     assert any(n.startswith("high_churn_risk: not measured yet") for n in waiting), r.notes
     assert "the churn outcome window is the model's own, 120 days" in " ".join(r.notes), r.notes
+
+
+def test_a_window_that_ends_after_the_datas_newest_event_waits(shop):
+    """A log whose newest event was hours short of a window's end (02:00, with 22 hours of the window
+    missing) counted as closed: the window was measured on part of its outcomes, with no word."""
+    import duckdb
+
+    from pipeline.jobs.data import load_for_run
+
+    cfg = load_config(shop.root)
+    newest = load_for_run(cfg).report.time_range(cfg.role_of)[1]
+    db = shop.workspace / "dynseg.duckdb"
+    run_id = shop.campaign_run.run_id
+    t = shop.campaign_run.as_of
+    end = (pd.Timestamp(newest).normalize() + pd.Timedelta(days=1)).to_pydatetime()  # the midnight after it
+    assert end - timedelta(days=1) <= newest < end
+    with duckdb.connect(str(db)) as con:
+        stored = con.execute("SELECT models FROM scoring_runs WHERE run_id = ?", [run_id]).fetchone()[0]
+        models = json.loads(stored)
+        for m in models:
+            if m["target"] == "churn":
+                m["horizon_days"] = (end - t).days  # ends at that midnight: after the data's newest event
+        con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [json.dumps(models), run_id])
+    try:
+        r = lift_job(cfg, run_id=run_id, log_to_mlflow=False)
+    finally:
+        with duckdb.connect(str(db)) as con:
+            con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [stored, run_id])
+    assert set(r.quality) == {"purchase"}, r.notes
+    label = (end - timedelta(days=1)).strftime("%Y-%m-%d")
+    assert any(f"not measured yet: the churn window runs to {label}, after the data's end" in n for n in r.notes), r.notes
 
 
 def test_lift_grades_a_model_on_the_horizon_it_was_trained_on_not_the_configs(shop):
