@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 
 from typing import Callable
@@ -44,7 +44,8 @@ _DDL = {
     "customer_reasons": """run_id VARCHAR, as_of TIMESTAMP, customer_id VARCHAR, target VARCHAR, rank INTEGER,
         feature VARCHAR, value VARCHAR, log_odds DOUBLE, points DOUBLE, reason VARCHAR""",
     # a run scored again for the same as_of replaces the one before; its id then leads here
-    "replaced_runs": "run_id VARCHAR, as_of TIMESTAMP, replaced_by VARCHAR, replaced_at TIMESTAMP",
+    # scored_at: when the replaced run was scored (null for rows kept before it was recorded)
+    "replaced_runs": "run_id VARCHAR, as_of TIMESTAMP, replaced_by VARCHAR, replaced_at TIMESTAMP, scored_at TIMESTAMP",
     # ... and who was in its segments, on which side: what its exports told a sender, kept for audit
     # and for lift to say when the run that replaced it drew other sides
     "replaced_members": "run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, customer_id VARCHAR, holdout BOOLEAN, "
@@ -91,6 +92,8 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, schema: str, targets: list[str
         for col, typ in wanted:
             if col not in have:
                 con.execute(f"ALTER TABLE {schema}.{table} ADD COLUMN {col} {typ}")
+    # a column added to a table since a workspace made it
+    con.execute(f"ALTER TABLE {schema}.replaced_runs ADD COLUMN IF NOT EXISTS scored_at TIMESTAMP")
 
 
 def previous_run(con: duckdb.DuckDBPyConnection, schema: str, as_of: datetime) -> str | None:
@@ -132,8 +135,8 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
         newest_pruned, prev_pruned = _pruned_state(con, prev)
         if newest_pruned is not None and (as_of <= newest_pruned or prev_pruned):  # checked first by score
             raise ValueError(_pruned_era_text(as_of, newest_pruned))
-        con.execute("INSERT INTO ws.replaced_runs SELECT run_id, as_of, ?, now()::TIMESTAMP FROM ws.scoring_runs "
-                    "WHERE as_of = ?", [run_id, as_of])
+        con.execute("INSERT INTO ws.replaced_runs (run_id, as_of, replaced_by, replaced_at, scored_at) SELECT run_id, "
+                    "as_of, ?, now()::TIMESTAMP, started_at FROM ws.scoring_runs WHERE as_of = ?", [run_id, as_of])
         con.execute("INSERT INTO ws.replaced_members SELECT run_id, as_of, segment, customer_id, holdout, sendable "
                     "FROM ws.segment_members WHERE as_of = ? AND kind <> 'suppression'", [as_of])
         for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
@@ -542,9 +545,15 @@ def simulated(db: Path, run_id: str) -> bool:
     return not read_optional(db, "SELECT 1 FROM simulated_campaigns WHERE run_id = ? LIMIT 1", [run_id]).empty
 
 
-def replaced_any(db: Path, as_of: datetime) -> bool:
-    """Whether an earlier run of this date was replaced (its exports may have been sent in time)."""
-    return not read_optional(db, "SELECT 1 FROM replaced_runs WHERE as_of = ? LIMIT 1", [as_of]).empty
+def replaced_in_time(db: Path, as_of: datetime, within: timedelta = timedelta(days=1)) -> bool:
+    """Whether a run of this date that another replaced was scored within ``within`` of it, so its
+    exports may have been sent in time (a run replaced before its scoring time was recorded counts:
+    it may have been). A backfill re-scored is no such run: nothing from either could be sent."""
+    try:
+        return not read_optional(db, "SELECT 1 FROM replaced_runs WHERE as_of = ? AND (scored_at IS NULL OR "
+                                     "scored_at <= ?) LIMIT 1", [as_of, as_of + within]).empty
+    except duckdb.BinderException:  # a workspace not scored since the column came: any replaced run counts
+        return not read_optional(db, "SELECT 1 FROM replaced_runs WHERE as_of = ? LIMIT 1", [as_of]).empty
 
 
 def _dropped_text(run_id: str, as_of: datetime, when: datetime, reason: str | None) -> str:

@@ -300,10 +300,10 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     waiting = {k: f"the {k} window runs to {as_of_label(t + h)}, after the data's end ({newest:%Y-%m-%d %H:%M})"
                for k, h in horizons.items() if not closed[k]}
     # A run scored after its outcome window (a backfill) exported nothing anyone could send in it,
-    # unless the date was scored before (the run it replaced) or a campaign was simulated from it
+    # unless the date was scored in time before (a run it replaced) or a campaign was simulated from it
     scored = run.started_at.to_pydatetime() if not pd.isna(run.started_at) else None
     sent_later = scored is not None and scored > t + timedelta(days=1)
-    sent_too_late = (sent_later and not runs.replaced_any(ws.db_path, t) and not runs.simulated(ws.db_path, run.run_id))
+    sent_too_late = (sent_later and not runs.replaced_in_time(ws.db_path, t) and not runs.simulated(ws.db_path, run.run_id))
     for r in runs.replaced_sides(ws.db_path, run.run_id).itertuples():
         notes.append(f"{r.segment}: {r.flipped:,} members are on the other side of the holdout than in run {r.replaced}, "
                      f"which this run replaced ({r.sent_now_held:,} of them sendable then, held out now): if that "

@@ -274,7 +274,7 @@ def test_a_misspelt_exclusion_or_suppression_names_the_segment_meant(project):
 
 
 # -- deltas and health -----------------------------------------------------------------------
-def write(con, db, as_of, run_id, membership):
+def write(con, db, as_of, run_id, membership, started_at=None):
     scores = pd.DataFrame({"customer_id": sorted({c for cs in membership.values() for c in cs}),
                            "purchase_score": 0.5, "purchase_score_100": 50, "purchase_band": "high"})
     mem = pd.DataFrame([{"segment": s, "kind": "rule", "customer_id": c, "holdout": False, "consented": True,
@@ -285,10 +285,34 @@ def write(con, db, as_of, run_id, membership):
                             "holdout": 0, "coverage": 1.0} for s, cs in membership.items()])
     for name, frame in (("s", scores), ("m", mem), ("h", health)):
         con.register(name, frame)
-    record = {"run_id": run_id, "as_of": as_of, "started_at": as_of, "finished_at": as_of, "engine": "duckdb",
+    record = {"run_id": run_id, "as_of": as_of, "started_at": started_at or as_of, "finished_at": started_at or as_of,
+              "engine": "duckdb",
               "n_customers": len(scores), "models": "[]", "bands": "{}", "previous_run_id": None,
               "mlflow_run_id": None, "export_dir": "", "config": "{}"}
     return runs.write_run(con, db, record, ["purchase"], "s", "m", "h")
+
+
+def test_a_replaced_run_counts_as_sent_in_time_only_if_it_was_scored_in_time(tmp_path):
+    """Lift's backfill note (nothing from a run scored after its window could be sent) was dropped
+    whenever the date had been scored before, even when that run was a backfill too."""
+    db = tmp_path / "dynseg.duckdb"
+    con = duckdb.connect()
+    in_time, late = datetime(2026, 1, 2), datetime(2026, 2, 2)
+    write(con, db, in_time, "a", {"vip": ["a"]})  # scored on its day
+    write(con, db, in_time, "b", {"vip": ["a"]}, started_at=in_time + timedelta(days=40))
+    write(con, db, late, "c", {"vip": ["a"]}, started_at=late + timedelta(days=40))  # a backfill ...
+    write(con, db, late, "d", {"vip": ["a"]}, started_at=late + timedelta(days=41))  # ... re-scored
+    assert runs.replaced_in_time(db, in_time) and not runs.replaced_in_time(db, late)
+    assert not runs.replaced_in_time(db, datetime(2026, 3, 2))  # never replaced
+    assert runs.read(db, "SELECT run_id, scored_at FROM replaced_runs ORDER BY run_id").values.tolist() == [
+        ["a", pd.Timestamp(in_time)], ["c", pd.Timestamp(late + timedelta(days=40))]]
+    # a workspace whose replaced runs were kept before their scoring time was: each may have been sent
+    old = tmp_path / "old.duckdb"
+    with duckdb.connect(str(old)) as c:
+        c.execute("CREATE TABLE scoring_runs (run_id VARCHAR)")
+        c.execute("CREATE TABLE replaced_runs (run_id VARCHAR, as_of TIMESTAMP, replaced_by VARCHAR, replaced_at TIMESTAMP)")
+        c.execute("INSERT INTO replaced_runs VALUES ('x', ?, 'y', ?)", [late, late + timedelta(days=50)])
+    assert runs.replaced_in_time(old, late)
 
 
 def deltas(db, run_id):
