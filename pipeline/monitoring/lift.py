@@ -117,11 +117,17 @@ def _one_segment(seg, n_t, x_t, rev_t, n_h, x_h, rev_h, alpha, power, min_holdou
         verdict = "inconclusive: no holdout"
     elif underpowered:
         detect = f"{100 * mde:.1f} points" if np.isfinite(mde) else "unknown (no conversions yet)"
-        verdict = f"inconclusive: holdout of {n_h} is too small; the smallest effect this could detect is {detect}"
+        # the cause named: too few members, too few conversions expected among them, or too little
+        # power for the effects max_mde asks to see (each reads as "the holdout is too small")
+        why = (f"holdout of {n_h} is too small" if n_h < min_holdout else
+               f"holdout of {n_h} expects {expected:.1f} conversions, too few" if expected < min_expected else
+               f"holdout of {n_h} is too small for effects under max_mde ({100 * max_mde:g} points)")
+        verdict = f"inconclusive: {why}; the smallest effect this could detect is {detect}"
     elif significant:
         verdict = f"treated converted {'more' if diff > 0 else 'less'} (significant)"
         if too_small:
-            verdict += f"; the holdout of {n_h} is small, so the interval is wide"
+            verdict += (f"; the holdout of {n_h} is small, so the interval is wide" if n_h < min_holdout else
+                        f"; the holdout expects {expected:.1f} conversions (exact test), so the interval is wide")
     else:
         verdict = "no significant difference"
     conclusive = not verdict.startswith("inconclusive")

@@ -217,7 +217,8 @@ def test_lift_says_inconclusive_on_a_tiny_holdout_and_no_difference_when_there_i
     assert table.loc["unheld", "verdict"] == "inconclusive: no holdout"
     # a configured max_mde makes a holdout that is large enough by count still too small
     strict = segment_lift(frame, max_mde=0.005).set_index("segment")
-    assert strict.loc["same", "verdict"].startswith("inconclusive: holdout of 5000")
+    assert strict.loc["same", "verdict"].startswith("inconclusive: holdout of 5000 is too small for effects under "
+                                                    "max_mde (0.5 points); the smallest effect")
 
 
 def test_a_significant_difference_on_a_small_holdout_is_a_conclusion():
@@ -228,6 +229,13 @@ def test_a_significant_difference_on_a_small_holdout_is_a_conclusion():
     row = segment_lift(frame, min_holdout=30).set_index("segment").loc["s"]
     assert row.p_value < 1e-6 and row.conclusive and row.abs_lift_low > 0.4
     assert row.verdict == "treated converted more (significant); the holdout of 25 is small, so the interval is wide"
+    # large enough by count, but with few conversions expected: the exact test decided, and it says so
+    # (it said "the holdout of 40 is small" of a holdout above min_holdout)
+    frame = pd.DataFrame({"segment": "s", "holdout": [True] * 40 + [False] * 400,
+                          "converted": [0] * 40 + [1] * 40 + [0] * 360, "revenue": 0.0})
+    row = segment_lift(frame, min_holdout=30).set_index("segment").loc["s"]
+    assert row.verdict == ("treated converted more (significant); the holdout expects 3.6 conversions (exact test), "
+                           "so the interval is wide"), row.verdict
 
 
 def test_a_campaign_that_lowered_conversion_is_an_alarm():
