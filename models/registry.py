@@ -516,19 +516,33 @@ def log_training_run(bundle: ModelBundle, *, experiment: str, params: dict, conf
 def log_run(*, experiment: str, run_name: str, params: dict, metrics: dict[str, float], tags: dict[str, str],
             artifacts: dict[str, Path] | None = None, tables: dict[str, pd.DataFrame] | None = None) -> str:
     """Log a run that is not a training (a scoring run, a monitoring report); return its id."""
+    from features.writers import signals_held
+
     client = MlflowClient()
     with _mlflow(f"logging run {run_name!r} to experiment {experiment!r}"):
-        with mlflow.start_run(experiment_id=_experiment_id(client, experiment), run_name=run_name, tags=tags) as run:
-            mlflow.log_params(_flat(params))
-            mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
-            for dest, path in (artifacts or {}).items():
-                _log_file(Path(path), dest)
-            for dest, frame in (tables or {}).items():
-                with tempfile.TemporaryDirectory() as tmp:
-                    local = Path(tmp) / Path(dest).name
-                    frame.to_csv(local, index=False)
-                    _log_file(local, dest)
-            return run.info.run_id
+        experiment_id = _experiment_id(client, experiment)
+        # the run exists from its creation on: its id is known at once (a signal held back until it
+        # is), so a run stopped or failing while logging is ended FAILED and says so. A SIGTERM there
+        # left it RUNNING for good, a record of nothing found by its date and name
+        with signals_held():
+            run_id = client.create_run(experiment_id, run_name=run_name, tags=tags).info.run_id
+        try:
+            with mlflow.start_run(run_id=run_id):
+                mlflow.log_params(_flat(params))
+                mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)})
+                for dest, path in (artifacts or {}).items():
+                    _log_file(Path(path), dest)
+                for dest, frame in (tables or {}).items():
+                    with tempfile.TemporaryDirectory() as tmp:
+                        local = Path(tmp) / Path(dest).name
+                        frame.to_csv(local, index=False)
+                        _log_file(local, dest)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                client.set_tag(run_id, "dynseg.incomplete", "stopped or failed while this record was logged")
+                client.set_terminated(run_id, "FAILED")
+            raise
+        return run_id
 
 
 def update_run(run_id: str, *, tags: dict[str, str] | None = None, metrics: dict[str, float] | None = None,

@@ -29,7 +29,20 @@ def main() -> None:
     except SystemExit as e:  # typer's silent 130 for a Ctrl-C between parsing and a command's handling
         if e.code == 130 and not said_stopped:
             sys.stderr.write("Interrupted.\n")
+        _done()
         raise
+
+
+def _done() -> None:
+    """The command has finished, its exit code decided: a SIGTERM or SIGHUP from here on is ignored.
+    Python puts back the default action of a signal it handled as it shuts down (MLflow's and DuckDB's
+    exit work can take seconds), so a scheduler's late SIGTERM killed a run that had committed, with
+    143 and no word: it retried a run that had succeeded."""
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if signal.getsignal(signal.SIGHUP) is not signal.SIG_IGN:
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 __all__ = ["app", "main"]

@@ -158,6 +158,22 @@ def _aliases(name: str) -> dict[str, str]:
 
 
 # -- logging and the registration gate -----------------------------------------------------------
+def test_a_record_that_fails_while_logging_is_ended_failed_and_says_so(reg, tmp_path):
+    """A scoring run stopped (SIGTERM) while its MLflow record was logged left the record RUNNING for
+    good, with no end: a run of a date that was never committed, found by its name."""
+    with pytest.raises(R.RegistryError, match="gone.json"):
+        R.log_run(experiment="t-incomplete", run_name="score-2026-11-27", params={"as_of": "2026-11-27"},
+                  metrics={"customers": 3.0}, tags={"dynseg.kind": "scoring"},
+                  artifacts={"exports/manifest.json": tmp_path / "gone.json"})
+    (run,) = MlflowClient().search_runs([MlflowClient().get_experiment_by_name("t-incomplete").experiment_id])
+    assert run.info.status == "FAILED" and run.info.end_time is not None
+    assert run.data.tags["dynseg.incomplete"] == "stopped or failed while this record was logged"
+    assert run.info.run_name == "score-2026-11-27" and run.data.params["as_of"] == "2026-11-27"
+    ok = R.log_run(experiment="t-incomplete", run_name="score-2026-11-28", params={}, metrics={}, tags={})
+    assert MlflowClient().get_run(ok).info.status == "FINISHED"
+
+
+
 def test_a_training_run_logs_everything_and_registers_a_tagged_version(reg, data):
     t0 = time.perf_counter()
     v = R.register(reg.strong, "t-register", validated=True, allow_unvalidated=False, tags={"trained_by": "test"})

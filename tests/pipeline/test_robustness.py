@@ -259,6 +259,26 @@ def test_a_source_changed_under_validation_is_refused_not_a_traceback(project, m
     assert "Traceback" not in said(r) and not (project.workspace / "dynseg.duckdb").exists()
 
 
+def test_a_sigterm_once_the_command_is_done_does_not_kill_it(tmp_path):
+    """Python gives a handled signal its default action back as it shuts down, and MLflow's and
+    DuckDB's exit work can take seconds: a scheduler's SIGTERM then killed a run that had committed
+    (143, no word), and the scheduler retried a run that had succeeded."""
+    import subprocess
+    import sys
+
+    code = ("import signal, sys\n"
+            "from pipeline.cli import main\n"
+            "sys.argv = ['dynseg', '--help']\n"
+            "try:\n"
+            "    main()\n"
+            "except SystemExit as e:\n"
+            "    print(e.code, signal.getsignal(signal.SIGTERM) is signal.SIG_IGN)\n"
+            "    signal.raise_signal(signal.SIGTERM)  # as a late one would land: ignored, the exit code kept\n"
+            "    sys.exit(e.code)\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip().endswith("0 True"), (done.returncode, done.stdout[-300:])
+
+
 def test_a_ctrl_c_typer_ends_in_silence_is_said(monkeypatch, capsys):
     """Between parsing and a command's own handling, typer turns Ctrl-C into exit 130 and prints
     nothing; a command that said its stop is not said twice."""
@@ -270,6 +290,7 @@ def test_a_ctrl_c_typer_ends_in_silence_is_said(monkeypatch, capsys):
 
     monkeypatch.setattr(cli, "app", stopped)
     monkeypatch.setattr(cli, "on_sigterm", lambda: None)  # the test process keeps its own handlers
+    monkeypatch.setattr(cli, "_done", lambda: None)
     with pytest.raises(SystemExit) as e:
         cli.main()
     assert e.value.code == 130 and capsys.readouterr().err == "Interrupted.\n"
