@@ -100,6 +100,9 @@ def check_writable(path: Path, example: str | None = None, *, given: bool = Fals
     if not parent.is_dir():
         raise refuse(f"cannot write {path}: {parent} is a file, not a folder; choose a path in a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
+        if _read_only_fs(parent):  # (os.access says so too: not a permission to ask for)
+            raise refuse(f"cannot write {path}: {parent} is on a read-only file system; choose a folder on a "
+                         "writable one (or remount it read-write)")
         raise refuse(f"cannot write {path}: no permission to write in {parent}; choose a folder you can write")
     if _owned_elsewhere_in_sticky(Path(os.path.realpath(path))):
         raise refuse(f"cannot replace {path}: it belongs to another user, and its folder lets only a file's owner "
@@ -110,6 +113,13 @@ def check_writable(path: Path, example: str | None = None, *, given: bool = Fals
     except OSError as e:
         raise refuse(f"cannot write {path}: a file cannot be created in {parent} ({e.strerror}); choose a folder "
                      "you can write") from None
+
+
+def _read_only_fs(folder: Path) -> bool:
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except (OSError, AttributeError):  # (no statvfs: Windows)
+        return False
 
 
 def not_the_projects_own(cfg: Config, out: Path, option: str = "--out") -> None:

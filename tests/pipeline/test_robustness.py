@@ -308,3 +308,24 @@ def test_a_ctrl_c_typer_ends_in_silence_is_said(monkeypatch, capsys):
         cli.main()
     assert capsys.readouterr().err == ""
     said_stopped.clear()
+
+
+def test_an_output_on_a_read_only_file_system_says_so(tmp_path, monkeypatch):
+    """A read-only mount read "no permission to write in ...", a fix (permissions) that does not
+    apply. The file system's flag is faked here: mounting one needs privileges a test may lack."""
+    import os
+    from types import SimpleNamespace
+
+    from features.asof import BadValue
+    from pipeline.workspace import check_writable
+
+    folder = tmp_path / "mnt"
+    folder.mkdir()
+    monkeypatch.setattr(os, "access", lambda p, mode: False)
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_flag=os.ST_RDONLY))
+    with pytest.raises((BadValue, ValueError, OSError), match=r"mnt is on a read-only file system; choose a folder "
+                                                               r"on a writable one"):
+        check_writable(folder / "f.parquet", given=True)
+    monkeypatch.setattr(os, "statvfs", lambda p: SimpleNamespace(f_flag=0))
+    with pytest.raises((BadValue, ValueError, OSError), match="no permission to write in"):
+        check_writable(folder / "f.parquet", given=True)
