@@ -27,8 +27,32 @@ from features.sources import SourceSpec
 Role = Literal[ROLES]  # type: ignore[valid-type]
 
 
+def _numeric(annotation: Any) -> bool:
+    """Whether a field holds a number (int or float, optional or not), not a flag."""
+    import types
+    import typing
+
+    if annotation in (int, float):
+        return True
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return bool(args) and all(a in (int, float) for a in args)
+    return False
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_flag_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        # YAML reads yes/no/on/off as true/false, which pydantic takes as 1/0: `min_size_for_change: off`
+        # checked every segment's size change, the opposite of off
+        if isinstance(value, bool) and info.field_name in cls.model_fields \
+                and _numeric(cls.model_fields[info.field_name].annotation):
+            raise PydanticCustomError("value_error", f"expected a number; found {str(value).lower()} (YAML reads "
+                                      "yes/no/on/off as true/false): write the number")
+        return value
 
 
 class Freshness(_Strict):
@@ -330,7 +354,7 @@ class ScoringConfig(_Strict):
     """``configs/scoring.yaml``: what a scoring run scores and exports."""
 
     targets: list[Literal["purchase", "churn"]] = ["purchase", "churn"]
-    export_formats: list[Literal["parquet", "csv"]] = ["parquet", "csv"]
+    export_formats: list[Literal["parquet", "csv"]] = Field(["parquet", "csv"], min_length=1)  # [] wrote no segment file
     experiment: str = "dynseg-scoring"
     reason_codes: bool = True  # top-3 reasons for every sendable customer (the costliest stage)
 
@@ -361,7 +385,7 @@ class LiftConfig(_Strict):
 
 
 class QualityConfig(_Strict):
-    auc_floor: dict[Literal["purchase", "churn"], float] = {"purchase": 0.75, "churn": 0.62}
+    auc_floor: dict[Literal["purchase", "churn"], Annotated[float, Field(ge=0.5, le=1)]] = {"purchase": 0.75, "churn": 0.62}
 
 
 class MonitoringConfig(_Strict):
@@ -682,6 +706,19 @@ def load_config(project_dir: Path | None = None, profile: str | None = None) -> 
                        ("monitoring", MonitoringConfig)):
         raw, origins[key] = layered(f"{key}.yaml", [])
         optional[key] = _parse(model, raw, origins[key], f"configs/{key}.yaml", issues)
+    # a file under configs/local/ that no layer reads (label.yaml, Labels.yaml): its settings would
+    # be ignored in silence
+    read = {"project.yaml", "catalog.yaml", "roles.yaml", *(f"{k}.yaml" for k in optional)}
+    local = cfg_dir / "local"
+    if local.exists() and not local.is_dir():
+        issues.append(ConfigIssue(_rel(local, project_dir), "", "is a file; expected a folder of override files "
+                                  f"named as configs/ names them ({', '.join(sorted(read))})"))
+    for path in sorted(local.glob("*")) if local.is_dir() else []:
+        if path.suffix in (".yaml", ".yml") and path.name not in read and path.with_suffix(".yaml").name not in read:
+            close = difflib.get_close_matches(path.name.lower(), sorted(read), n=1, cutoff=0.6)
+            issues.append(ConfigIssue(_rel(path, project_dir), "", "is read by nobody: an override file takes the "
+                                      "name of the file it overrides" + (f"; did you mean {close[0]}?" if close else
+                                                                         f" ({', '.join(sorted(read))})")))
     if optional["segments"] is not None:
         # each named in the file its key came from (configs/local/segments.yaml replaces a list whole)
         issues += [replace(i, file=origins["segments"].get((i.key.split("[")[0],), i.file))

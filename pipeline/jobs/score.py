@@ -379,6 +379,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     swap_in_folder(tmp_dir, export_dir)
     changes = run_definition_changes(ws.db_path, run_id, prev)
     warnings += _definition_warnings(ws.db_path, run_id, prev, changes)
+    warnings += _salt_warning(ws.db_path, run_id, prev)
     warnings += [f"{target} is scored by {now}, the previous run by {before}: the entered/exited of segments read "
                  "from its scores or bands count the change of model, not only customers who moved"
                  for target, (before, now) in run_model_changes(ws.db_path, run_id, prev).items()]
@@ -925,6 +926,26 @@ def recover_exports(ws: Workspace) -> list[str]:
     return [f"the exports of run {run_id} (as of {as_of_label(as_of)}) are not in {folder} "
             + (f"(it holds run {found}'s files)" if found else "(no such folder)")
             + f": its process was stopped before it could write them. Score {as_of_label(as_of)} again to write them"]
+
+
+def _salt_warning(db: Path, run_id: str, prev: str | None) -> list[str]:
+    """A warning when holdout_salt differs from the previous run's: every holdout is drawn anew, so
+    customers switch sides between two runs (a removed line fell back to the default salt in
+    silence: 30 members of three segments switched)."""
+    if not prev:
+        return []
+    found = runs.read(db, "SELECT run_id, as_of, config FROM scoring_runs WHERE run_id IN (?, ?)", [run_id, prev])
+    salts = {r.run_id: json.loads(r.config).get("segments", {}).get("holdout_salt")
+             for r in found.itertuples() if isinstance(r.config, str)}
+    if len(salts) < 2 or salts[run_id] == salts[prev] or salts[prev] is None:
+        return []
+    switched = runs.read(db, "SELECT count(*) AS n FROM segment_members a JOIN segment_members b ON a.segment = b.segment "
+                             "AND a.customer_id = b.customer_id WHERE a.run_id = ? AND b.run_id = ? AND a.holdout <> b.holdout",
+                         [run_id, prev]).n[0]
+    prev_as_of = as_of_label(found.set_index("run_id").as_of[prev].to_pydatetime())
+    return [f"holdout_salt is {salts[run_id]!r}, the previous run's (as of {prev_as_of}) {salts[prev]!r}: every holdout "
+            f"was drawn anew, and {switched:,} members in a segment in both runs switched sides. If that was not meant, "
+            f"set holdout_salt: {salts[prev]!r} in configs/segments.yaml and score this date again"]
 
 
 def _definition_warnings(db: Path, run_id: str, prev: str | None, changes: dict[str, str]) -> list[str]:

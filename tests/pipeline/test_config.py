@@ -330,3 +330,26 @@ def test_the_currency_is_read_and_empty_means_none(project):
     assert load_config(project.root).settings.currency == ""  # the repo's `currency:` with nothing after it
     _write(project, "project.yaml", "currency: €\n")
     assert load_config(project.root).settings.currency == "€"
+
+
+def test_yaml_flags_for_numbers_empty_exports_and_unread_override_files_are_refused(project):
+    """Found editing the files by hand: `min_size_for_change: off` read as 0 (every size change
+    checked: the opposite of off); `export_formats: []` wrote no segment file; an AUC floor of 75
+    always alarmed; configs/local/label.yaml (for labels.yaml) was ignored in silence."""
+    _write(project, "monitoring.yaml", "segment_health:\n  min_size_for_change: off\n  max_size_change: on\n"
+                                       "quality:\n  auc_floor: {purchase: 75}\n")
+    text = str(_config_error(project))
+    assert "segment_health.min_size_for_change: expected a number; found false (YAML reads yes/no/on/off as " \
+           "true/false): write the number" in text, text
+    assert "segment_health.max_size_change: expected a number; found true" in text
+    assert "quality.auc_floor.purchase" in text
+    _write(project, "monitoring.yaml", "")
+    _write(project, "scoring.yaml", "export_formats: []\n")
+    assert "export_formats" in str(_config_error(project))
+    _write(project, "scoring.yaml", "")
+    _write(project, "local/label.yaml", "purchase:\n  horizon: 14d\n")
+    text = str(_config_error(project))
+    assert "configs/local/label.yaml: is read by nobody: an override file takes the name of the file it overrides; " \
+           "did you mean labels.yaml?" in text, text
+    (project.root / "configs" / "local" / "label.yaml").rename(project.root / "configs" / "local" / "labels.yaml")
+    assert load_config(project.root).labels.purchase.horizon == "14d"

@@ -986,6 +986,7 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
                                 "where": "recency_days <= 90", "holdout": 0.1})
         # (active has no holdout, so it has none to keep: only new_subscribers is named as a rename's source)
         doc["segments"] = [d for d in doc["segments"] if d["name"] not in ("active", "new_subscribers")]
+        doc["holdout_salt"] = "another-salt"  # every holdout drawn anew: said (a removed line changed it in silence)
 
     # and another purchase model than the run before used (a promotion): every purchase segment moves with it
     from pipeline.jobs.train import train_job
@@ -1036,6 +1037,14 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
             "(the name is part of the draw): set `holdout_key: new_subscribers` on it") in text, text
     assert "if it renames active" not in text and "renames new_subscribers or" not in text
     assert "segment vip is defined differently since the previous run (as of 2026-11-27)" in text
+    previous_salt = yaml.safe_load((shop.root / "configs" / "segments.yaml").read_text())["holdout_salt"]
+    switched = q(shop, "SELECT count(*) AS n FROM segment_members a JOIN segment_members b ON a.segment = b.segment AND "
+                       "a.customer_id = b.customer_id JOIN scoring_runs ra ON ra.run_id = a.run_id JOIN scoring_runs rb "
+                       "ON rb.run_id = b.run_id WHERE ra.as_of = ? AND rb.as_of = ? AND a.holdout <> b.holdout",
+                 [DAY2 + timedelta(days=1), DAY2]).n[0]
+    assert switched > 0 and (f"holdout_salt is 'another-salt', the previous run's (as of 2026-11-27) {previous_salt!r}: "
+                             f"every holdout was drawn anew, and {switched:,} members in a segment in both runs switched "
+                             "sides") in text, text
     assert "segment sunset" not in text
     # the health table marks them (the run's output, and `segments list` of that run later), and
     # only them; the run before, whose definitions had not changed, has no marks
