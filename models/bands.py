@@ -91,6 +91,26 @@ def resolve_for_model(levels: list[BandLevel], test_scores: np.ndarray, test_lab
     return out
 
 
+def shadowed(levels: list[BandLevel], test_scores: np.ndarray) -> list[str]:
+    """Levels that a higher one leaves empty on the test snapshot: rules of different kinds that the
+    config check cannot compare (a medium band from probability 0.9 below a high one whose precision
+    rule resolved to 0.73 holds no one). Percentile levels are read at their test-snapshot cut."""
+    out, above = [], None  # the lowest cut so far, and whose
+    for lv in levels:
+        if lv.rule == "top_percent":
+            cut = percentile_threshold(test_scores, float(lv.top_percent))
+        elif lv.rule in ("min_probability", "min_precision") and lv.threshold is not None and math.isfinite(lv.threshold):
+            cut = lv.threshold
+        else:
+            continue
+        if above is not None and cut >= above[0]:
+            out.append(f"band {lv.name!r} (from {cut:.4f}) lies at or above band {above[1]!r}'s cut ({above[0]:.4f}), "
+                       f"which takes everyone above it: {lv.name!r} holds no one; lower its rule in configs/bands.yaml")
+        if above is None or cut < above[0]:
+            above = (cut, lv.name)
+    return out
+
+
 def cross_fitted_precision_note(scores: np.ndarray, labels: np.ndarray, target: float) -> str:
     """The precision a ``min_precision`` threshold chosen on the test snapshot can be expected to
     keep: chosen on one half of the rows (alternate rows) and measured on the other, both ways.

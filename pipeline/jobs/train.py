@@ -202,6 +202,7 @@ def train_job(
         levels = band_rules.resolve_for_model(
             band_rules.levels_from_config([lv.model_dump() for lv in getattr(cfg.bands, target)]),
             ev.predictions["model"], test.label.to_numpy())
+        td.warnings.extend(band_rules.shadowed(levels, ev.predictions["model"]))
         card = model_card(
             name=name, target=target, label_definition=td.label.describe(), data_window=window, rows=rows,
             evaluation_table=ev.table.drop(columns=["mean_predicted", "calibration_intercept", "calibration_slope_ci_low",

@@ -611,6 +611,22 @@ def test_segments_list_says_when_a_model_changed_between_runs_in_text_and_json(p
 
 
 # -- bands --------------------------------------------------------------------------------------
+def test_a_band_a_higher_one_of_another_kind_leaves_empty_is_named():
+    """high by precision 0.9 resolved near 0.8; medium from probability 0.95 below it could hold no
+    one, and nothing said so (the config check compares rules of one kind only)."""
+    rng = np.random.default_rng(0)
+    s = rng.uniform(size=10_000)
+    y = (rng.uniform(size=s.size) < s).astype(int)
+    levels = bands.resolve_for_model([bands.BandLevel("high", min_precision=0.9), bands.BandLevel("medium", min_probability=0.95),
+                                      bands.BandLevel("warm", top_percent=50), bands.BandLevel("low")], s, y)
+    said = bands.shadowed(levels, s)
+    assert len(said) == 1 and said[0].startswith("band 'medium' (from 0.9500) lies at or above band 'high''s cut (0.8")
+    assert "'medium' holds no one; lower its rule in configs/bands.yaml" in said[0]
+    fine = bands.resolve_for_model([bands.BandLevel("high", min_precision=0.9), bands.BandLevel("medium", min_probability=0.5),
+                                    bands.BandLevel("low")], s, y)
+    assert bands.shadowed(fine, s) == []
+
+
 def test_bands_by_probability_percentile_and_precision():
     rng = np.random.default_rng(0)
     s = rng.uniform(size=10_000)
