@@ -657,6 +657,27 @@ class Rule:
     columns: frozenset[str]
     _tree: _Node = field(repr=False, compare=False)
 
+    def text_values(self) -> dict[str, set[str]]:
+        """Column -> the text values the rule compares it with (``=``, ``!=``, ``<>``, ``IN``): what a
+        run can check against the values the column holds (``country = 'de'`` where it holds 'DE')."""
+        out: dict[str, set[str]] = {}
+
+        def visit(node: _Node) -> None:
+            if isinstance(node, _Compare) and node.op in ("=", "!=", "<>"):
+                col, val = (node.left, node.right) if isinstance(node.left, _Column) else (node.right, node.left)
+                if isinstance(col, _Column) and isinstance(val, _Value) and isinstance(val.value, str):
+                    out.setdefault(col.name, set()).add(val.value)
+            elif isinstance(node, _In) and isinstance(node.operand, _Column):
+                out.setdefault(node.operand.name, set()).update(v.value for v in node.values if isinstance(v.value, str))
+            elif isinstance(node, _Not):
+                visit(node.expr)
+            elif isinstance(node, _Junction):
+                for item in node.items:
+                    visit(item)
+
+        visit(self._tree)
+        return {c: v for c, v in out.items() if v}
+
     def sql(self, dialect: Dialect = "duckdb") -> str:
         """A parenthesised boolean SQL expression for ``WHERE``, rebuilt from the parse tree."""
         if dialect not in ("duckdb", "spark"):

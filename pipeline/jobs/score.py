@@ -280,6 +280,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
                     raise ValueError(problem + (". Validation found: " + "; ".join(found[:3]) if found else ""))
         has_consent = CONSENT_COLUMN in feats.columns
         warnings += unprofiled_warnings(data, feats["customer_id"])  # (on Spark, counted in validation)
+        if isinstance(feats, pd.DataFrame):
+            warnings += unmatched_values(segments, feats)
         timings["features"] = time.perf_counter() - clock
 
         first = data.report.time_range(cfg.role_of)[0]
@@ -421,6 +423,25 @@ def _no_consent_fields(con) -> str:
                 "configs/catalog.yaml; or, if the export holds no such time, consent_granted events (one per "
                 "customer, at the signup if that is when)")
     return head + "the data has no consent fields. Add email_consent and consent_updated_at to the customers source."
+
+
+def unmatched_values(segments: list[CompiledSegment], feats: pd.DataFrame) -> list[str]:
+    """A warning per text value a segment rule compares a feature column with that no customer of
+    the run holds (``country = 'de'`` where the data holds 'DE'): the segment, or that branch of
+    it, is empty with nothing said; text compares exactly, case included."""
+    out = []
+    for seg in segments:
+        for col, wanted in seg.rule.text_values().items():
+            if col not in feats.columns or col.endswith("_band"):  # (band levels are checked with the config)
+                continue
+            held = set(feats[col].dropna().astype(str).unique())
+            for value in sorted(wanted - held):
+                same = sorted(h for h in held if h.casefold() == value.casefold())
+                shown = ", ".join(repr(h) for h in sorted(held)[:8]) + (", ..." if len(held) > 8 else "")
+                out.append(f"segment {seg.name}: {col} compared with {value!r}, which no customer of this run has "
+                           + (f"(did you mean {same[0]!r}? text compares exactly, case included)" if same else
+                              f"(its values: {shown or 'none'})"))
+    return out
 
 
 def no_consent_warnings(con, as_of: datetime) -> list[str]:

@@ -394,3 +394,11 @@ def test_a_column_no_rule_can_name_is_offered_a_plain_name():
     with pytest.raises(RuleError) as e:  # a name a rule can write gets no such advice
         parse_rule("scor > 1", kinds, CONTEXT)
     assert "plain name" not in str(e.value)
+
+
+def test_a_rule_names_the_text_values_it_compares_each_column_with():
+    kinds = {"country": "text", "plan": "text", "recency_days": "number", "purchase_band": "text"}
+    rule = parse_rule("(country = 'de' OR plan IN ('gold', 'Silver')) AND NOT country <> 'FR' AND recency_days < 30 "
+                      "AND 'x' = plan", kinds)
+    assert rule.text_values() == {"country": {"de", "FR"}, "plan": {"gold", "Silver", "x"}}
+    assert parse_rule("recency_days < 30", kinds).text_values() == {}

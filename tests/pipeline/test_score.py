@@ -976,7 +976,8 @@ def test_a_rerun_tags_the_replaced_mlflow_record_and_a_backfill_says_what_it_cha
 def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_previous_one(shop):
     # (last in this module: it adds a run after the others)
     def change(doc):
-        next(d for d in doc["segments"] if d["name"] == "vip")["where"] = "spend_365d >= 500"
+        # (and a country spelt as the data does not: compared exactly, it matched no one, in silence)
+        next(d for d in doc["segments"] if d["name"] == "vip")["where"] = "spend_365d >= 500 AND country <> 'de'"
         next(d for d in doc["segments"] if d["name"] == "sunset")["where"] = (
             "n_email_send>0 and n_email_open_90d=0 AND n_email_click_90d = 0")  # the same rule, spelled differently
         doc["segments"].append({"name": "big_spenders", "description": "d", "owner": "o", "kind": "value",
@@ -1037,6 +1038,8 @@ def test_a_run_says_which_segments_are_new_or_defined_differently_since_the_prev
             "(the name is part of the draw): set `holdout_key: new_subscribers` on it") in text, text
     assert "if it renames active" not in text and "renames new_subscribers or" not in text
     assert "segment vip is defined differently since the previous run (as of 2026-11-27)" in text
+    assert "segment vip: country compared with 'de', which no customer of this run has (did you mean 'DE'? text " \
+           "compares exactly, case included)" in text, text
     previous_salt = yaml.safe_load((shop.root / "configs" / "segments.yaml").read_text())["holdout_salt"]
     switched = q(shop, "SELECT count(*) AS n FROM segment_members a JOIN segment_members b ON a.segment = b.segment AND "
                        "a.customer_id = b.customer_id JOIN scoring_runs ra ON ra.run_id = a.run_id JOIN scoring_runs rb "
