@@ -572,7 +572,8 @@ class Config:
         env = os.environ.get("DYNSEG_WORKSPACE")
         ws = Path(env) if env else Path(self.settings.workspace)
         ws = ws if ws.is_absolute() else self.project_dir / ws
-        given = "the environment variable DYNSEG_WORKSPACE" if env else "workspace: in configs/project.yaml"
+        given = ("the environment variable DYNSEG_WORKSPACE" if env else
+                 f"workspace: in {self.origin('project.yaml', 'workspace')}")  # (a profile's, an override's)
         if ws.exists() and not ws.is_dir():  # every command would fail on a path inside it, saying it backwards
             raise ValueError(f"the workspace {ws} is a file, not a folder; it comes from {given}. Point it at a "
                              "folder (dynseg makes it when missing)")

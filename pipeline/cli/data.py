@@ -73,7 +73,7 @@ def validate(
         summary = data.summary
     if data.report.problems:
         err.print(problems_table(data.report.problems))
-    _print_summary(summary)
+    _print_summary(summary, {r: cfg.origin("roles.yaml", "event_roles", r) for r in summary["roles_without_events"]})
     if json_out:
         with handled():
             write_atomic(json_out, json.dumps(data.report.to_dict() | {"summary": summary}, indent=2, default=str).encode())
@@ -81,7 +81,7 @@ def validate(
     out.print(f"[green]Sources valid[/] as of {as_of_text(instant)} ({n} warning{'s' if n != 1 else ''}).")
 
 
-def _print_summary(s: dict) -> None:
+def _print_summary(s: dict, origins: dict[str, str] | None = None) -> None:
     out.print(kv_table("Data summary", {
         "customers with events": s["customers_with_events"],
         "customer profiles (merged ids as one)": ("none (no customers source)" if s["customer_profiles"] is None
@@ -99,8 +99,13 @@ def _print_summary(s: dict) -> None:
         roles.add_row(f"[yellow]{role}[/]", "[yellow]0[/]")
     out.print(roles)
     if s["roles_without_events"]:
-        names = "; ".join(f"{', '.join(map(repr, n))} to {role}" for role, n in s["roles_without_events"].items())
-        out.print(f"[yellow]0 events[/]: configs/roles.yaml maps {escape(names)}, and no event has such a name. "
+        # each role named with the file that maps it (an override's, not the base file's)
+        by_file: dict[str, list[str]] = {}
+        for role, n in s["roles_without_events"].items():
+            by_file.setdefault((origins or {}).get(role, "configs/roles.yaml"), []).append(
+                f"{', '.join(map(repr, n))} to {role}")
+        said = "; ".join(f"{file} maps {'; '.join(names)}" for file, names in by_file.items())
+        out.print(f"[yellow]0 events[/]: {escape(said)}, and no event has such a name. "
                   "Such a role feeds no feature (its columns are left out, or read 0 for everyone where another role "
                   "keeps their group): if your log records it under another name, map that name instead; if it "
                   "records none, the line can go.")

@@ -69,7 +69,16 @@ def test_good_data_keeps_identity_map_and_report(project):
     # misspelt name leaves its role's features at 0 and nothing else says so); the roles seen are not.
     assert summary["roles_without_events"]["email_open"] == ["email_opened"]
     assert not set(summary["roles_without_events"]) & set(summary["events_by_role"])
-    assert "'email_opened' to email_open" in " ".join(result.stdout.split())
+    assert "configs/roles.yaml maps 'email_opened' to email_open" in " ".join(result.stdout.split())
+    # mapped by an override: that file is named (the base file's name sent a user to the wrong file)
+    (project.root / "configs" / "local").mkdir(exist_ok=True)
+    (project.root / "configs" / "local" / "roles.yaml").write_text("event_roles:\n  email_click: [email_klicked]\n")
+    try:
+        said = " ".join(runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"]).stdout.split())
+    finally:
+        (project.root / "configs" / "local" / "roles.yaml").unlink()
+    assert "configs/local/roles.yaml maps 'email_klicked' to email_click" in said, said
+    assert "configs/roles.yaml maps 'email_opened' to email_open" in said
     with duckdb.connect(str(project.workspace / "dynseg.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM identity_map").fetchall() == [(0,)]
 
@@ -191,6 +200,15 @@ def test_a_workspace_in_a_folder_that_does_not_exist_is_refused_not_made(project
         assert (f"the workspace {tmp_path / 'prdo' / 'ws'} does not exist, nor the folder {tmp_path / 'prdo'} it would "
                 "be made in; it comes from the environment variable DYNSEG_WORKSPACE") in said, said
     assert not (tmp_path / "prdo").exists()
+    # set in an override: that file is named (configs/project.yaml, the base, was)
+    monkeypatch.delenv("DYNSEG_WORKSPACE")
+    (project.root / "configs" / "local").mkdir(exist_ok=True)
+    (project.root / "configs" / "local" / "project.yaml").write_text(f"workspace: {tmp_path / 'prdo' / 'ws'}\n")
+    try:
+        said = " ".join(runner.invoke(app, ["segments", "list"]).output.split())
+    finally:
+        (project.root / "configs" / "local" / "project.yaml").unlink()
+    assert "it comes from workspace: in configs/local/project.yaml" in said, said
     monkeypatch.setenv("DYNSEG_WORKSPACE", str(tmp_path / "ws"))
     result = runner.invoke(app, ["data", "generate", "--customers", "30"])
     assert result.exit_code == 0, result.output
