@@ -818,7 +818,12 @@ def _parse(model: type[BaseModel], raw: dict | None, origin: dict[tuple, str], d
     except ValidationError as e:
         for err in e.errors():
             loc = tuple(str(p) for p in err["loc"])
-            file = next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), default_file)
+            # the files that set the key or keys under it: a check across keys (churn's population
+            # and horizon, the catalog's sources) names a key that several layers may have set, and
+            # the override among them is where the fix goes (the base file was named, unchanged)
+            under = sorted({f for k, f in origin.items() if k[:len(loc)] == loc}, key=lambda f: f == default_file)
+            file = (" and ".join(under) if under else
+                    next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), default_file))
             key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")  # segments[6].holdout
             issues.append(ConfigIssue(file, key or "(top level)", _describe(err, _model_at(model, err["loc"][:-1]))))
         return None

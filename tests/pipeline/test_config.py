@@ -353,3 +353,11 @@ def test_yaml_flags_for_numbers_empty_exports_and_unread_override_files_are_refu
            "did you mean labels.yaml?" in text, text
     (project.root / "configs" / "local" / "label.yaml").rename(project.root / "configs" / "local" / "labels.yaml")
     assert load_config(project.root).labels.purchase.horizon == "14d"
+
+
+def test_a_check_across_keys_names_the_override_that_set_one_of_them(project):
+    """churn's population set to known in configs/local/labels.yaml was blamed on configs/labels.yaml,
+    which says active: editing it changed nothing."""
+    _write(project, "local/labels.yaml", "churn:\n  population: known\n")
+    text = str(_config_error(project))
+    assert "configs/local/labels.yaml and configs/labels.yaml: churn: churn is defined over customers active" in text, text
