@@ -781,7 +781,8 @@ def _read_yaml(path: Path, root: Path, issues: list[ConfigIssue]) -> dict | None
         context, context_mark = getattr(e, "context", None), getattr(e, "context_mark", None)
         began = (f" ({context} on line {context_mark.line + 1})"
                  if context and context_mark and mark and context_mark.line != mark.line else "")
-        issues.append(ConfigIssue(_rel(path, root), where, f"is not valid YAML: {getattr(e, 'problem', e)}{began}"))
+        problem = str(getattr(e, "problem", e))
+        issues.append(ConfigIssue(_rel(path, root), where, f"is not valid YAML: {problem}{began}{_yaml_hint(problem)}"))
         return None
     if data is None:
         return {}
@@ -789,6 +790,17 @@ def _read_yaml(path: Path, root: Path, issues: list[ConfigIssue]) -> dict | None
         issues.append(ConfigIssue(_rel(path, root), "", f"expected a mapping of keys; found {type(data).__name__}"))
         return None
     return data
+
+
+def _yaml_hint(problem: str) -> str:
+    """The fix for PyYAML's commonest complaints, which name the parser's state, not the mistake."""
+    if "'\\t'" in problem or "\\t" in problem or "\t" in problem:
+        return "; indent with spaces, not tabs"
+    if problem.startswith("mapping values are not allowed"):
+        return "; a value holding ': ' (a time, a note) needs quotes: key: 'a: b'"
+    if problem.startswith("expected <block end>") or "found '<scalar>'" in problem:
+        return "; a value starting with { or [ that is text (a path like {workspace}/data) needs quotes"
+    return ""
 
 
 def _merge(base: dict, over: dict, src: str, origin: dict[tuple, str], prefix: tuple) -> None:

@@ -361,3 +361,20 @@ def test_a_check_across_keys_names_the_override_that_set_one_of_them(project):
     _write(project, "local/labels.yaml", "churn:\n  population: known\n")
     text = str(_config_error(project))
     assert "configs/local/labels.yaml and configs/labels.yaml: churn: churn is defined over customers active" in text, text
+
+
+def test_yaml_mistakes_are_told_their_fix():
+    """PyYAML names its own state ("mapping values are not allowed here"), not the mistake."""
+    from pipeline.config import _yaml_hint
+
+    assert _yaml_hint("found character '\\t' that cannot start any token") == "; indent with spaces, not tabs"
+    assert "needs quotes: key: 'a: b'" in _yaml_hint("mapping values are not allowed here")
+    assert "{workspace}/data) needs quotes" in _yaml_hint("expected <block end>, but found '<scalar>'")
+    assert _yaml_hint("found undefined alias 'x'") == ""
+
+
+def test_a_tab_in_a_config_file_is_told_to_be_spaces(project):
+    _write(project, "local/project.yaml", "freshness:\n\tmax_lag_days: 3\n")
+    text = str(_config_error(project))
+    assert "configs/local/project.yaml: line 2, column 1: is not valid YAML: found character '\\t' that cannot start " \
+           "any token; indent with spaces, not tabs" in text, text
