@@ -112,6 +112,16 @@ def _not_a_flag(value: Any) -> Any:
     return value
 
 
+def _no_percent(value: Any) -> Any:
+    """``10%`` for a fraction: "unable to parse string as a number" said nothing of the form wanted."""
+    if isinstance(value, str) and value.strip().endswith("%"):
+        number = value.strip().rstrip("%").strip()
+        shown = f" ({float(number) / 100:g} for {value.strip()})" if number.replace(".", "", 1).isdigit() else ""
+        raise PydanticCustomError("value_error", f"expected a fraction from 0 to 0.5{shown or ', such as 0.1'}; "
+                                  f"found {value!r}")
+    return value
+
+
 def _auto_or_list(value: Any) -> Any:
     """``auto`` in any case, or a list of names; one message instead of one per union member."""
     if isinstance(value, str) and value.strip().lower() == "auto":
@@ -322,7 +332,7 @@ class SegmentDef(_Strict):
     kind: SegmentKind
     where: str = Field(min_length=1)
     exclude: list[str] = []
-    holdout: float = Field(0.0, ge=0, le=0.5)
+    holdout: Annotated[float, BeforeValidator(_no_percent)] = Field(0.0, ge=0, le=0.5)
     # what lift counts as a conversion: a purchase within the purchase label's horizon, or within the
     # churn label's (retention); unset, a rule on churn_* columns means retention
     outcome: Literal["purchase", "retention"] | None = None

@@ -378,3 +378,14 @@ def test_a_tab_in_a_config_file_is_told_to_be_spaces(project):
     text = str(_config_error(project))
     assert "configs/local/project.yaml: line 2, column 1: is not valid YAML: found character '\\t' that cannot start " \
            "any token; indent with spaces, not tabs" in text, text
+
+
+def test_a_holdout_written_as_a_percent_is_told_the_fraction():
+    from pydantic import ValidationError
+
+    from pipeline.config import SegmentsConfig
+
+    seg = {"name": "a", "description": "d", "owner": "o", "kind": "rule", "where": "x > 1", "holdout": "10%"}
+    with pytest.raises(ValidationError, match=r"expected a fraction from 0 to 0.5 \(0.1 for 10%\); found '10%'"):
+        SegmentsConfig.model_validate({"segments": [seg]})
+    assert SegmentsConfig.model_validate({"segments": [{**seg, "holdout": 0.1}]}).segments[0].holdout == 0.1
