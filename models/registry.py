@@ -437,7 +437,12 @@ def _experiment_id(client: MlflowClient, name: str) -> str:
     home = Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlruns" if uri.startswith("sqlite:///") else None
     if exp is not None:
         if home is not None and exp.artifact_location.startswith("file:"):
-            where = Path(exp.artifact_location.removeprefix("file://")).resolve()
+            # a file URI, percent-encoded as Path.as_uri made it (a workspace under "Jane Doe" is
+            # stored .../Jane%20Doe/...: read undecoded, it never matched the folder, and a second
+            # model could not be trained)
+            from urllib.parse import unquote, urlparse
+
+            where = Path(unquote(urlparse(exp.artifact_location).path)).resolve()
             if not where.is_relative_to(home.parent):
                 raise RegistryError(
                     f"MLflow experiment {name!r} keeps its files in {where}, outside this workspace "

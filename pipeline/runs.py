@@ -427,7 +427,7 @@ def _compact(con: duckdb.DuckDBPyConnection, schema: str, db_path: Path) -> None
     con.execute("CHECKPOINT")
     tmp = temp_sibling(db_path)
     try:
-        con.execute(f"ATTACH '{tmp}' AS compacted")
+        con.execute("ATTACH '" + str(tmp).replace("'", "''") + "' AS compacted")
         try:
             con.execute(f"COPY FROM DATABASE {schema} TO compacted")
         finally:

@@ -185,7 +185,7 @@ def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path, state: d
     COMMIT returns, or in the DETACH) raises from a transaction that stands, which is then not
     rolled back, and the caller must not undo what goes with it."""
     state = {} if state is None else state
-    con.execute(f"ATTACH '{db_path}' AS ws")
+    con.execute("ATTACH '" + str(db_path).replace("'", "''") + "' AS ws")  # (a path may hold a quote: o'k)
     try:
         con.execute("BEGIN TRANSACTION")
         try:

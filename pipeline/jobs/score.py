@@ -906,7 +906,8 @@ def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], f
             for fmt in formats:
                 path = folder / f"{stem}.{fmt}"
                 option = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
-                con.execute(f"COPY ({query}) TO '{path}' ({option})")
+                quoted = str(path).replace("'", "''")  # a workspace under o'k: the literal ended at its quote
+                con.execute(f"COPY ({query}) TO '{quoted}' ({option})")
                 files.append(str(path.relative_to(folder)))
     manifest = {"run_id": run_id, "as_of": as_of.isoformat(), "files": files, "rows": counts,
                 "note": "sendable files hold members with email consent outside the holdout; "

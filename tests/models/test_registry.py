@@ -158,6 +158,23 @@ def _aliases(name: str) -> dict[str, str]:
 
 
 # -- logging and the registration gate -----------------------------------------------------------
+def test_a_workspace_under_a_path_with_a_space_or_a_quote_keeps_logging(reg, tmp_path):
+    """MLflow stores an experiment's folder as a percent-encoded file URI (Jane%20Doe): read back
+    undecoded it never matched the workspace, and the second run of an experiment was refused as
+    from a moved workspace (in a project under /Users/Jane Doe/, `train churn` after `train purchase`)."""
+    root = tmp_path / "Jane Doe's shop" / ".dynseg"
+    root.mkdir(parents=True)
+    try:
+        R.connect(f"sqlite:///{root / 'mlflow.db'}")
+        first = R.log_run(experiment="dynseg", run_name="a", params={}, metrics={}, tags={})
+        second = R.log_run(experiment="dynseg", run_name="b", params={}, metrics={}, tags={})
+        assert MlflowClient().get_run(first).info.experiment_id == MlflowClient().get_run(second).info.experiment_id
+        assert "%20" in MlflowClient().get_experiment_by_name("dynseg").artifact_location  # (stored encoded)
+    finally:
+        R.connect(reg.uri)
+
+
+
 def test_a_record_that_fails_while_logging_is_ended_failed_and_says_so(reg, tmp_path):
     """A scoring run stopped (SIGTERM) while its MLflow record was logged left the record RUNNING for
     good, with no end: a run of a date that was never committed, found by its name."""

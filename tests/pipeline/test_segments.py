@@ -292,6 +292,14 @@ def write(con, db, as_of, run_id, membership, started_at=None):
     return runs.write_run(con, db, record, ["purchase"], "s", "m", "h")
 
 
+def test_a_workspace_whose_path_holds_a_quote_is_written(tmp_path):
+    """ATTACH '<path>' ended the literal at the quote of a folder named o'k."""
+    db = tmp_path / "o'k" / "dynseg.duckdb"
+    db.parent.mkdir()
+    write(duckdb.connect(), db, datetime(2026, 1, 2), "a", {"vip": ["a", "b"]})
+    assert runs.read(db, "SELECT run_id FROM scoring_runs").run_id.tolist() == ["a"]
+
+
 def test_a_replaced_run_counts_as_sent_in_time_only_if_it_was_scored_in_time(tmp_path):
     """Lift's backfill note (nothing from a run scored after its window could be sent) was dropped
     whenever the date had been scored before, even when that run was a backfill too."""
