@@ -724,7 +724,10 @@ def _plain_schema(frame: pd.DataFrame) -> pa.Schema:
     ``large_string``, and no pandas metadata, so files from both engines share one schema (and
     can be read as one dataset). Taken from the whole frame: a slice's all-null column has a type."""
     schema = pa.Schema.from_pandas(frame, preserve_index=False)
-    return pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type) else f for f in schema])
+    # a text column with no value (an empty frame, a night without exits) has no type to Arrow:
+    # `null`, which no other night's file shares (a dataset of them failed: no cast from string to null)
+    return pa.schema([f.with_type(pa.string()) if pa.types.is_large_string(f.type)
+                      or (pa.types.is_null(f.type) and frame[f.name].dtype == object) else f for f in schema])
 
 
 @dataclass

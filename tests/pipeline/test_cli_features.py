@@ -746,6 +746,14 @@ def test_a_frame_is_written_a_slice_at_a_time_as_one_file(tmp_path, monkeypatch)
     back = pd.read_parquet(out)
     pd.testing.assert_frame_equal(back, frame, check_dtype=False)
     assert back.email_consent.tolist() == frame.email_consent.tolist()
+    # a text column without a value (a night without exits: `segments changes --out`) is text, not
+    # Arrow's null type, which no other night's file shares (read as one dataset, they failed)
+    empty = pd.DataFrame({"customer_id": pd.Series([], dtype=object), "why": pd.Series([], dtype=object),
+                          "n": pd.Series([], dtype="int64")})
+    schema = pq.read_schema(jobs.write_frame(empty, tmp_path / "empty.parquet"))
+    assert (schema.field("customer_id").type, schema.field("why").type, schema.field("n").type) == ("string", "string", "int64")
+    none = pd.DataFrame({"customer_id": ["c1"], "why": [None]})
+    assert pq.read_schema(jobs.write_frame(none, tmp_path / "none.parquet")).field("why").type == "string"
 
 
 
