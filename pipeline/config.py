@@ -74,6 +74,17 @@ class SparkSettings(_Strict):
         None, min_length=1, description="where a run stages the log it hands Spark and what Spark hands back; "
                                         "on a cluster, a folder every executor sees under the same path")
 
+    @field_validator("master")
+    @classmethod
+    def _a_master_url(cls, v: str) -> str:
+        # what Spark accepts; a misspelt one (lokal[2]) was taken for a cluster and asked for a staging_dir
+        import re
+
+        if not re.fullmatch(r"local(\[[^\]]+\])?|yarn|(spark|k8s|mesos)://.+", v.strip()):
+            raise PydanticCustomError("value_error", "expected a Spark master URL: local[N] (this machine, N cores), "
+                                      f"spark://HOST:PORT, k8s://HOST:PORT or yarn; found {v!r}")
+        return v.strip()
+
 
 class Settings(_Strict):
     workspace: str = ".dynseg"

@@ -313,10 +313,18 @@ def _spark_failed(e: Exception) -> None:
     """Spark's failure as one paragraph, not 60-260 lines of Python and JVM stack: what Spark said
     (the Java exception's message), and where its settings come from. Spark's own log lines, above
     on stderr, keep the detail. Every write is atomic: nothing half-written is kept."""
-    java = getattr(e, "java_exception", None)
+    java = getattr(e, "java_exception", None) or getattr(e, "_origin", None)  # (py4j's error; pyspark's captured one)
     said = ""
     try:
-        said = str(java.getMessage()) if java is not None else ""
+        # the message, and its causes' down to the root: a bad spark.conf value read "Error while
+        # instantiating 'SessionStateBuilder':" and nothing of the value at fault, which its cause names
+        messages, cause = [], java
+        while cause is not None and len(messages) < 8:
+            text = " ".join(str(cause.getMessage() or "").split()).rstrip(":.").strip()
+            if text and text not in messages and not any(text in m for m in messages):
+                messages.append(text)
+            cause = cause.getCause()
+        said = ": ".join(messages)
     except Exception:  # the JVM is gone: its message with it
         said = ""
     said = said or str(e)
@@ -326,8 +334,9 @@ def _spark_failed(e: Exception) -> None:
     first = first.rstrip(".") or type(e).__name__  # the sentence below adds its own
     if len(first) > 400:
         first = first[:400] + "…"
-    err.print(f"[bold red]Spark failed:[/] {escape(first)}. Its settings come from spark: in configs/project.yaml (or the "
-              "profile's), over spark-defaults.conf in SPARK_CONF_DIR; Spark's log above has the detail. Nothing this "
+    err.print(f"[bold red]Spark failed:[/] {escape(first)}. Its settings come from spark: in configs/project.yaml, the "
+              "profile's or configs/local/project.yaml, over spark-defaults.conf in SPARK_CONF_DIR; Spark's log above "
+              "may have the detail. Nothing this "
               "command had not finished writing was kept.", highlight=False)
 
 

@@ -107,6 +107,24 @@ def test_a_spark_build_prints_no_warnings_of_its_own(project, tmp_path):
     assert not noise, noise
 
 
+def test_a_bad_spark_conf_value_is_named_by_spark_s_own_cause(project, tmp_path):
+    """A bad value in spark.conf read "Spark failed: Error while instantiating
+    'org.apache.spark.sql.internal.SessionStateBuilder':" and nothing of the value at fault, which
+    the exception's cause names."""
+    import subprocess
+
+    write(generate(60, seed=6, end=DATA_END), project.workspace / "data")
+    (project.root / "configs" / "local").mkdir(exist_ok=True)
+    (project.root / "configs" / "local" / "project.yaml").write_text(
+        "spark: {conf: {spark.sql.shuffle.partitions: abc}}\n")
+    r = subprocess.run([sys.executable, "-m", "pipeline.cli", "features", "build", "--engine", "spark", "--as-of",
+                        DATA_END, "--out", str(tmp_path / "f.parquet")], env={**os.environ, "DYNSEG_PROJECT": str(project.root)},
+                       capture_output=True, text=True, timeout=300, cwd=REPO)
+    said = " ".join(r.stderr.split())
+    assert r.returncode == 1 and "Spark failed:" in said and "spark.sql.shuffle.partitions" in said, said
+    assert "Traceback" not in r.stderr
+
+
 def test_master_addresses_are_read_from_the_url():
     from features.engines.spark import master_addresses
 

@@ -389,3 +389,15 @@ def test_a_holdout_written_as_a_percent_is_told_the_fraction():
     with pytest.raises(ValidationError, match=r"expected a fraction from 0 to 0.5 \(0.1 for 10%\); found '10%'"):
         SegmentsConfig.model_validate({"segments": [seg]})
     assert SegmentsConfig.model_validate({"segments": [{**seg, "holdout": 0.1}]}).segments[0].holdout == 0.1
+
+
+def test_a_misspelt_spark_master_is_named_as_such(project):
+    """`lokal[2]` was taken for a cluster ("spark.staging_dir is not set"), or started a JVM that
+    failed with a Java stack."""
+    _write(project, "local/project.yaml", "spark: {master: 'lokal[2]'}\n")
+    text = str(_config_error(project))
+    assert "configs/local/project.yaml: spark.master: expected a Spark master URL: local[N] (this machine, N cores), " \
+           "spark://HOST:PORT, k8s://HOST:PORT or yarn; found 'lokal[2]'" in text, text
+    for fine in ("local[2]", "local[*]", "local", "spark://head:7077", "yarn", "k8s://https://api:6443"):
+        _write(project, "local/project.yaml", f"spark: {{master: '{fine}'}}\n")
+        assert load_config(project.root).settings.spark.master == fine
