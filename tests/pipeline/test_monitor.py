@@ -173,6 +173,24 @@ def test_lift_refuses_a_run_whose_outcome_window_is_still_open(shop):
     assert "outcome window" in " ".join(result.output.split())
 
 
+def _lift_with_churn_horizon(cfg, db, run_id: str, days: int):
+    """lift of a run whose churn model is stored with a horizon of ``days`` (put back afterwards)."""
+    import duckdb
+
+    with duckdb.connect(str(db)) as con:
+        stored = con.execute("SELECT models FROM scoring_runs WHERE run_id = ?", [run_id]).fetchone()[0]
+        models = json.loads(stored)
+        for m in models:
+            if m["target"] == "churn":
+                m["horizon_days"] = days
+        con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [json.dumps(models), run_id])
+    try:
+        return lift_job(cfg, run_id=run_id, log_to_mlflow=False)
+    finally:
+        with duckdb.connect(str(db)) as con:
+            con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [stored, run_id])
+
+
 def test_lift_measures_the_outcomes_whose_window_closed_and_says_which_wait(shop):
     """A purchase window closed while the churn window still runs: the purchase segments and model
     are measured, the retention ones wait with a note (the whole run was refused). The churn window
@@ -184,17 +202,8 @@ def test_lift_measures_the_outcomes_whose_window_closed_and_says_which_wait(shop
     run_id = shop.campaign_run.run_id
     with duckdb.connect(str(db)) as con:
         stored = con.execute("SELECT models FROM scoring_runs WHERE run_id = ?", [run_id]).fetchone()[0]
-        models = json.loads(stored)
-        assert {m["target"]: m["horizon_days"] for m in models} == {"purchase": 30, "churn": 60}
-        for m in models:
-            if m["target"] == "churn":
-                m["horizon_days"] = 120
-        con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [json.dumps(models), run_id])
-    try:
-        r = lift_job(cfg, run_id=run_id, log_to_mlflow=False)
-    finally:
-        with duckdb.connect(str(db)) as con:
-            con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [stored, run_id])
+        assert {m["target"]: m["horizon_days"] for m in json.loads(stored)} == {"purchase": 30, "churn": 60}
+    r = _lift_with_churn_horizon(cfg, db, run_id, 120)
     assert set(r.quality) == {"purchase"} and set(r.windows) == {"purchase"}
     assert set(r.lift.outcome) == {"purchased"} and len(r.lift)
     waiting = [n for n in r.notes if "not measured yet: the churn window runs to 2026-12-29" in n]
@@ -206,8 +215,6 @@ def test_lift_measures_the_outcomes_whose_window_closed_and_says_which_wait(shop
 def test_a_window_that_ends_after_the_datas_newest_event_waits(shop):
     """A log whose newest event was hours short of a window's end (02:00, with 22 hours of the window
     missing) counted as closed: the window was measured on part of its outcomes, with no word."""
-    import duckdb
-
     from pipeline.jobs.data import load_for_run
 
     cfg = load_config(shop.root)
@@ -217,18 +224,7 @@ def test_a_window_that_ends_after_the_datas_newest_event_waits(shop):
     t = shop.campaign_run.as_of
     end = (pd.Timestamp(newest).normalize() + pd.Timedelta(days=1)).to_pydatetime()  # the midnight after it
     assert end - timedelta(days=1) <= newest < end
-    with duckdb.connect(str(db)) as con:
-        stored = con.execute("SELECT models FROM scoring_runs WHERE run_id = ?", [run_id]).fetchone()[0]
-        models = json.loads(stored)
-        for m in models:
-            if m["target"] == "churn":
-                m["horizon_days"] = (end - t).days  # ends at that midnight: after the data's newest event
-        con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [json.dumps(models), run_id])
-    try:
-        r = lift_job(cfg, run_id=run_id, log_to_mlflow=False)
-    finally:
-        with duckdb.connect(str(db)) as con:
-            con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [stored, run_id])
+    r = _lift_with_churn_horizon(cfg, db, run_id, (end - t).days)  # ends at that midnight: after the newest event
     assert set(r.quality) == {"purchase"}, r.notes
     label = (end - timedelta(days=1)).strftime("%Y-%m-%d")
     assert any(f"not measured yet: the churn window runs to {label}, after the data's end" in n for n in r.notes), r.notes
