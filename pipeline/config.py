@@ -815,7 +815,7 @@ def _read_yaml(path: Path, root: Path, issues: list[ConfigIssue]) -> dict | None
 
 def _yaml_hint(problem: str) -> str:
     """The fix for PyYAML's commonest complaints, which name the parser's state, not the mistake."""
-    if "'\\t'" in problem or "\\t" in problem or "\t" in problem:
+    if "\\t" in problem or "\t" in problem:  # PyYAML writes the tab escaped: '\\t'
         return "; indent with spaces, not tabs"
     if problem.startswith("mapping values are not allowed"):
         return "; a value holding ': ' (a time, a note) needs quotes: key: 'a: b'"

@@ -31,6 +31,8 @@ from typing import Callable
 import duckdb
 import pandas as pd
 
+from features.normalize import literal
+
 SCORE_COLUMNS = ("score", "score_100", "band")
 
 _DDL = {
@@ -427,7 +429,7 @@ def _compact(con: duckdb.DuckDBPyConnection, schema: str, db_path: Path) -> None
     con.execute("CHECKPOINT")
     tmp = temp_sibling(db_path)
     try:
-        con.execute("ATTACH '" + str(tmp).replace("'", "''") + "' AS compacted")
+        con.execute(f"ATTACH {literal(str(tmp))} AS compacted")
         try:
             con.execute(f"COPY FROM DATABASE {schema} TO compacted")
         finally:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+from features.normalize import literal
 from features.writers import HOST, running, writer_tag
 
 if TYPE_CHECKING:
@@ -185,7 +186,7 @@ def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path, state: d
     COMMIT returns, or in the DETACH) raises from a transaction that stands, which is then not
     rolled back, and the caller must not undo what goes with it."""
     state = {} if state is None else state
-    con.execute("ATTACH '" + str(db_path).replace("'", "''") + "' AS ws")  # (a path may hold a quote: o'k)
+    con.execute(f"ATTACH {literal(str(db_path))} AS ws")  # (a path may hold a quote: o'k)
     try:
         con.execute("BEGIN TRANSACTION")
         try:

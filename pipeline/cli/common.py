@@ -321,7 +321,7 @@ def _spark_failed(e: Exception) -> None:
         messages, cause = [], java
         while cause is not None and len(messages) < 8:
             text = " ".join(str(cause.getMessage() or "").split()).rstrip(":.").strip()
-            if text and text not in messages and not any(text in m for m in messages):
+            if text and not any(text in m for m in messages):  # (a cause often repeats its effect's words)
                 messages.append(text)
             cause = cause.getCause()
         said = ": ".join(messages)

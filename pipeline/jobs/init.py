@@ -361,10 +361,10 @@ def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -
             forms = used[readers[0]]
             if some_iso:
                 isos = [form for form, n in zip(_ISO_FORMS, iso_hit) if n > 0]
-                z_forms = any("%z" in f for f in isos)
-                read = f"{z if z_forms else v}"
-                left = con.execute(f"SELECT count({v}) FILTER ({iso} AND try_strptime({read}, "
-                                   f"{forms_literal(tuple(isos) or ('%Y',))}) IS NULL) FROM {_sample(view)}").fetchone()[0]
+                read = z if any("%z" in f for f in isos) else v  # as the reader takes ISO's Z
+                left = some_iso if not isos else con.execute(
+                    f"SELECT count({v}) FILTER ({iso} AND try_strptime({read}, {forms_literal(tuple(isos))}) IS NULL) "
+                    f"FROM {_sample(view)}").fetchone()[0]
                 forms = forms + isos
                 if left:
                     note = (f"'{ts}' holds {some_iso:,} ISO timestamps beside its {forms[0]!r} dates, {left:,} of them in "

@@ -36,6 +36,7 @@ from features.customer_features import customer_features
 from features.engines import FeatureEngine
 from features.sources import drop_copies
 from features.labels import LabelSpec
+from features.normalize import literal
 from features.training_set import label_rates
 from models import bands as band_rules
 from models.calibration import seasonal_base_rate
@@ -906,8 +907,7 @@ def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], f
             for fmt in formats:
                 path = folder / f"{stem}.{fmt}"
                 option = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
-                quoted = str(path).replace("'", "''")  # a workspace under o'k: the literal ended at its quote
-                con.execute(f"COPY ({query}) TO '{quoted}' ({option})")
+                con.execute(f"COPY ({query}) TO {literal(str(path))} ({option})")  # (a workspace under o'k)
                 files.append(str(path.relative_to(folder)))
     manifest = {"run_id": run_id, "as_of": as_of.isoformat(), "files": files, "rows": counts,
                 "note": "sendable files hold members with email consent outside the holdout; "
@@ -956,15 +956,13 @@ def _salt_warning(db: Path, run_id: str, prev: str | None) -> list[str]:
     silence: 30 members of three segments switched)."""
     if not prev:
         return []
-    found = runs.read(db, "SELECT run_id, as_of, config FROM scoring_runs WHERE run_id IN (?, ?)", [run_id, prev])
-    salts = {r.run_id: json.loads(r.config).get("segments", {}).get("holdout_salt")
-             for r in found.itertuples() if isinstance(r.config, str)}
+    salts = {r: c.get("holdout_salt") for r, c in _segment_configs(db, run_id, prev).items()}
     if len(salts) < 2 or salts[run_id] == salts[prev] or salts[prev] is None:
         return []
     switched = runs.read(db, "SELECT count(*) AS n FROM segment_members a JOIN segment_members b ON a.segment = b.segment "
                              "AND a.customer_id = b.customer_id WHERE a.run_id = ? AND b.run_id = ? AND a.holdout <> b.holdout",
                          [run_id, prev]).n[0]
-    prev_as_of = as_of_label(found.set_index("run_id").as_of[prev].to_pydatetime())
+    prev_as_of = as_of_label(runs.read(db, "SELECT as_of FROM scoring_runs WHERE run_id = ?", [prev]).as_of[0].to_pydatetime())
     return [f"holdout_salt is {salts[run_id]!r}, the previous run's (as of {prev_as_of}) {salts[prev]!r}: every holdout "
             f"was drawn anew, and {switched:,} members in a segment in both runs switched sides. If that was not meant, "
             f"set holdout_salt: {salts[prev]!r} in configs/segments.yaml and score this date again"]
@@ -985,11 +983,8 @@ def _definition_warnings(db: Path, run_id: str, prev: str | None, changes: dict[
                              "GROUP BY segment", [run_id])
         exited = dict(zip(rows.segment, rows.n)) if not rows.empty else {}
     # a new segment with a holdout beside a removed one may be a rename: its holdout is drawn anew
-    def segments_of(run: str | None) -> dict[str, dict]:
-        config = runs.read(db, "SELECT config FROM scoring_runs WHERE run_id = ?", [run]).config
-        return {d["name"]: d for d in json.loads(config[0])["segments"]["segments"]} if len(config) else {}
-
-    defined, before = segments_of(run_id), segments_of(prev)
+    configs = _segment_configs(db, run_id, prev)
+    defined, before = ({d["name"]: d for d in configs.get(r, {}).get("segments", [])} for r in (run_id, prev))
     # only a removed segment that had a holdout has one to keep (the others were named too)
     removed = [n for n, c in changes.items() if c == "removed" and before.get(n, {}).get("holdout")]
 
@@ -1031,11 +1026,18 @@ def run_definition_changes(db: Path, run_id: str, previous_run_id: str | None) -
 
     if not previous_run_id:
         return {}
-    found = runs.read(db, "SELECT run_id, config FROM scoring_runs WHERE run_id IN (?, ?)", [run_id, previous_run_id])
-    configs = {r.run_id: json.loads(r.config).get("segments", {}) for r in found.itertuples() if isinstance(r.config, str)}
+    configs = _segment_configs(db, run_id, previous_run_id)
     if run_id not in configs or previous_run_id not in configs:
         return {}
     return definition_changes(configs[run_id], configs[previous_run_id])
+
+
+def _segment_configs(db: Path, *run_ids: str) -> dict[str, dict]:
+    """Run id -> the segments config stored with it (configs/segments.yaml as that run read it),
+    for those of ``run_ids`` that have one."""
+    found = runs.read(db, f"SELECT run_id, config FROM scoring_runs WHERE run_id IN ({', '.join('?' * len(run_ids))})",
+                      list(run_ids))
+    return {r.run_id: json.loads(r.config).get("segments", {}) for r in found.itertuples() if isinstance(r.config, str)}
 
 
 def _relog_next_movement(registry: Any, db: Path, nxt: pd.DataFrame, run_id: str) -> None:
