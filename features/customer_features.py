@@ -374,7 +374,24 @@ def customer_features(
         x = x.left_join(_category_counts(p, t, spec), "customer_id").select(~ibis.selectors.endswith("_right"))
     if profile.has_consent_profile:
         x = _with_profile_consent(x, t, consents)
+    if consents is not None and profile.categorical:
+        x = _with_attributes_as_of(x, t, consents, profile.categorical)
     return _derive(x, t, as_of, spec, profile)
+
+
+def _with_attributes_as_of(x: ir.Table, t: ir.Value, rows: ir.Table, attributes: tuple[str, ...]) -> ir.Table:
+    """``x`` with a merged customer's ``attributes`` taken from one of its profile rows (``rows``,
+    the engine's :meth:`~features.engines.FeatureEngine.consents`) as of T: the canonical id's own
+    row, else the smallest linked id's, among the rows whose profile existed before T (signed up
+    before it, or without a signup time); only when none did, among all (the customer is then
+    known at T by its events). ``customers`` makes the same choice among all rows: as of T it let
+    a link to an account opened after T lend that account's attributes to the person's past."""
+    later = ibis.ifelse(rows.signup_at.isnull() | (rows.signup_at < t), 0, 1)
+    other = ibis.ifelse(rows._row_id == rows.customer_id, 0, 1)
+    ranked = rows.mutate(_rank=ibis.row_number().over(group_by=rows.customer_id, order_by=[later, other, rows._row_id]))
+    chosen = ranked.filter(ranked._rank == 0).select(_attrs_id=ranked.customer_id, **{a: ranked[a] for a in attributes})
+    j = x.drop(*attributes).left_join(chosen, x.customer_id == chosen._attrs_id)
+    return j.drop("_attrs_id")
 
 
 def _with_profile_consent(x: ir.Table, t: ir.Value, consents: ir.Table | None) -> ir.Table:
@@ -388,7 +405,8 @@ def _with_profile_consent(x: ir.Table, t: ir.Value, consents: ir.Table | None) -
         known = (x.consent_updated_at < t) & x.email_consent.notnull()
         return x.mutate(_profile_consent=ibis.ifelse(known, x.email_consent, ibis.null("boolean")),
                         _profile_consent_at=ibis.ifelse(known, x.consent_updated_at, ibis.null("timestamp")))
-    before = consents.filter(consents.consent_updated_at < t)
+    # a row without a consent value holds no decision, whatever its consent_updated_at says
+    before = consents.filter((consents.consent_updated_at < t) & consents.email_consent.notnull())
     latest = before.group_by("customer_id").aggregate(_latest_at=before.consent_updated_at.max())
     at_latest = before.join(latest, (before.customer_id == latest.customer_id)
                             & (before.consent_updated_at == latest._latest_at))
@@ -543,7 +561,7 @@ def describe_column(name: str) -> tuple[str, str] | None:
 #: named like one would be read as it (a ``last_purchase_at`` attribute held the last purchase's time)
 INTERNAL_COLUMNS = ("first_event_at", "last_event_at", "last_action_at", "first_purchase_at", "last_purchase_at",
                     "last_open_at", "last_click_at", "last_grant_at", "last_revoke_at", "gap_days", "last_ts", "_profile_consent",
-                    "_profile_consent_at", "_profile_id", "_consent_id", "_latest_at", "_last_open")
+                    "_profile_consent_at", "_profile_id", "_consent_id", "_latest_at", "_last_open", "_attrs_id", "_rank", "_row_id")
 
 
 def reserved_name(name: str) -> str | None:

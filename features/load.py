@@ -109,13 +109,17 @@ def _build_customers(con: duckdb.DuckDBPyConnection, report: ValidationReport, m
     extra = [c for c in report.sources["customers"].columns if c not in contract]
     # A merged customer's profile rows each hold a consent decision and when it was made: as of a
     # past T the latest one before T decides, not the latest overall (which ``customers`` holds),
-    # so the features read the decisions from here (see ``customer_features``).
+    # so the features read the decisions from here (see ``customer_features``). Likewise its
+    # attributes as of T come from a row whose profile existed then (signed up before T, or
+    # without a signup time): a link to an account opened after T does not lend that account's
+    # attributes to the person's past (``_row_id``: the row's own id, before the merge).
+    attr_cols = "".join(f", c.{ident(a)}" for a in extra)
     con.execute(f"""
         CREATE OR REPLACE VIEW consent_profiles AS
-        SELECT coalesce(m.canonical_id, c.customer_id) AS customer_id, c.email_consent, c.consent_updated_at
+        SELECT coalesce(m.canonical_id, c.customer_id) AS customer_id, c.customer_id AS _row_id, c.signup_at,
+               c.email_consent, c.consent_updated_at{attr_cols}
         FROM (SELECT {_typed_select(report, 'customers')} FROM raw_customers) c
         LEFT JOIN identity_map m ON m.customer_id = c.customer_id
-        WHERE c.email_consent IS NOT NULL AND c.consent_updated_at IS NOT NULL
     """)
     # A merged customer keeps the earliest signup, the most recent consent decision, and the
     # attributes of one profile row: its canonical id's own, else (no row of its own) the smallest

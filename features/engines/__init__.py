@@ -24,8 +24,10 @@ class FeatureEngine(ABC):
     def customers(self) -> ir.Table: ...
 
     def consents(self) -> ir.Table | None:
-        """The consent decisions of every profile row of merged customers (``consent_profiles``:
-        customer_id, email_consent, consent_updated_at), or None when no profiles were merged."""
+        """Every profile row of merged customers (``consent_profiles``: the canonical customer_id,
+        the row's own ``_row_id``, signup_at, email_consent, consent_updated_at and the attributes),
+        whose consent decisions and attributes the features take as of T; None when no profiles
+        were merged."""
         return None
 
     @abstractmethod

@@ -155,7 +155,7 @@ def _boolean_word(c: str) -> str:
 def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The profile attributes taken as categorical features, and those of them that a CSV file
     holds as booleans (see :attr:`DataProfile.boolean_text`). ``cut``: `auto` counts the values of
-    the profiles signed up before it (or without a signup time) only, so a customer who signs up
+    the customers known before it only (signed up, or an event, before it), so a customer who comes
     later cannot take a column out of the feature set as of it (by passing ``max_categories``)."""
     if "customers" not in data.report.sources:
         return (), ()
@@ -202,7 +202,14 @@ def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> 
     measures = [f"count(DISTINCT {ident(c)})" for c in text]
     if csv:
         measures += [only_typed_values(c) for c in text]
-    known = "" if cut is None else " WHERE signup_at IS NULL OR signup_at < $t"
+    # as of a cutoff, the values of its population (known_customers): signed up before it, or an
+    # event before it; the event scan only when some profile may be known by its events alone
+    known = ""
+    if cut is not None:
+        known = " WHERE signup_at < $t"
+        if data.con.execute("SELECT count(*) FILTER (signup_at IS NULL OR signup_at >= $t) > 0 FROM customers",
+                            {"t": cut}).fetchall()[0][0]:
+            known += " OR customer_id IN (SELECT customer_id FROM events WHERE ts < $t)"
     row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers" + known,
                            {} if cut is None else {"t": cut}).fetchall()[0]
     counts, typed = row[:len(text)], row[len(text):] if csv else [False] * len(text)

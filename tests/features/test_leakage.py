@@ -200,6 +200,50 @@ def test_merged_profiles_give_the_latest_consent_decision_before_the_cutoff(proj
     assert consent(datetime(2026, 8, 1)) == {"a": False, "c": True, "e": False}  # d's withdrawal exactly at T: not yet
 
 
+def test_a_link_to_an_account_opened_after_the_cutoff_lends_it_no_attributes(project):
+    """z200 signed up long before T; a100 (the smaller id, so the canonical one) opens an account
+    after T and the two are linked. As of T the person's attributes are z200's, the only profile
+    that existed then; as of a time after a100's signup, a100's own. Before 2026-12-04 the
+    canonical id's row gave its attributes to every snapshot, months before that account existed."""
+    project.write_events(_ev([("z200", "order_completed", T - timedelta(days=20), 30.0),
+                              ("a100", "order_completed", T + timedelta(days=6), 50.0)]))
+    pd.DataFrame({"customer_id": ["z200", "a100", "k"],
+                  "signup_at": [T - timedelta(days=200), T + timedelta(days=5), None],
+                  "country": ["DE", "ZZ", "FR"], "plan": ["free", "late", None]}).to_parquet(project.data / "customers.parquet")
+    pd.DataFrame({"customer_id": ["z200", "a100"], "id_type": "email",
+                  "id_value": "x@example.com"}).to_parquet(project.data / "ids.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"},
+                    identities={"format": "parquet", "path": "data/ids.parquet"})
+
+    def attributes(as_of):
+        feats = _features_and_labels(project, as_of=as_of).set_index("customer_id")
+        return feats.loc["a100", ["country", "plan"]].tolist()
+
+    assert attributes(T) == ["DE", "free"]
+    assert attributes(T - timedelta(days=100)) == ["DE", "free"]
+    assert attributes(T + timedelta(days=10)) == ["ZZ", "late"]
+
+
+def test_auto_attributes_count_the_values_of_the_population_at_the_cutoff(project):
+    """Sixty profiles without a signup time whose only events come after T are not customers at T:
+    their sixty plan values do not push ``plan`` past ``max_categories`` (50) as of T."""
+    from pipeline.jobs.features import data_profile
+
+    base = [("a", "order_completed", T - timedelta(days=9), 10.0), ("b", "order_completed", T - timedelta(days=3), 5.0)]
+    late = [(f"late{i:03d}", "order_completed", T + timedelta(days=30), 1.0) for i in range(60)]
+    project.write_events(_ev(base + late))
+    pd.DataFrame({"customer_id": ["a", "b", *(f"late{i:03d}" for i in range(60))],
+                  "signup_at": [T - timedelta(days=90), T - timedelta(days=80), *([None] * 60)],
+                  "plan": ["free", "pro", *(f"p{i}" for i in range(60))]}).to_parquet(project.data / "customers.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    cfg = load_config(project.root)
+    data = load_validated(cfg, datetime(2027, 1, 1))
+    assert data_profile(cfg, data, before=T).categorical == ("plan",)
+    assert data_profile(cfg, data).categorical == ()  # the whole log: 62 values
+
+
 def test_features_build_is_the_same_whatever_came_after_the_cutoff(project):
     """``features build`` as of T from a log that ends before T, and from the same log plus events
     at and after T of roles it never had before (refunds, tickets, sends, opens, consent) and
