@@ -79,7 +79,8 @@ def explain(
         if e.of_run and abs(e.score - e.stored_score) >= 0.005:
             err.print(f"[yellow]warning:[/] the run stored {e.stored_score:.2%} for this customer, and the features "
                       f"recomputed now give {e.score:.2%}: the data changed since the run (events rewritten or "
-                      "arrived late for its as_of), so this explanation is of the data as it is now, not of the "
+                      "arrived late for its as_of, or an identity link added since merged another id into this "
+                      "customer), so this explanation is of the data as it is now, not of the "
                       "score the run sent", highlight=False)
         if e.waterfall:
             out.print(f"  waterfall: {e.waterfall}")

@@ -210,6 +210,10 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
 
         with handled():
             d = segment_drivers(cfg, name, run.run_id)
+        if d.attrs.get("left_out"):
+            out.print(f"[dim]{d.attrs['left_out']:,} sampled id(s) of this run are no customer as of its date in the "
+                      "data as it is now (merged into another id by an identity link added since, or their events "
+                      "gone): left out of the comparison below.[/dim]")
         if not d.empty:
             t = Table(title="What sets the segment apart: mean push per feature (probability points, exact SHAP), "
                             "segment vs everyone the model scored", title_justify="left")

@@ -99,6 +99,10 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
                          "AND customer_id = ? ORDER BY segment", [run.run_id, customer_id]).itertuples(index=False)]
     models = _run_models(cfg, run, target, version)  # only the model asked for: another one's inputs do not matter here
     row = features_as_of(cfg, t, [customer_id])
+    if row.empty:  # scored then, but not a customer under this id in today's data (an identity link since)
+        raise ValueError(f"customer {customer_id!r} was scored in run {run.run_id} (as of {as_of_label(t)}), but the "
+                         f"data as it is now has no customer {customer_id!r} at that date, so its features cannot be "
+                         f"rebuilt{_canonical_hint(cfg, customer_id, t, since=True)}")
     for tgt, (model, _, label, _) in models.items():
         check_model_inputs(model, label.replace("/", " version "), tgt, row.columns)
     out = []
@@ -145,13 +149,19 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
     return out
 
 
-def _canonical_hint(cfg: Config, customer_id: str, as_of: datetime) -> str:
+def _canonical_hint(cfg: Config, customer_id: str, as_of: datetime, since: bool = False) -> str:
+    """``since``: the id was a customer of the run, so a merge came after it (an identity link added)."""
     data = load_for_run(cfg, as_of)
     m = data.identity.mapping
     hit = m.loc[m["customer_id"] == customer_id, "canonical_id"] if len(m) else pd.Series(dtype=object)
     canonical = hit.iloc[0] if len(hit) else None
     if canonical and canonical != customer_id:
+        if since:
+            return (f": {customer_id!r} has been merged into {canonical!r} by an identity link added since the run. "
+                    f"The run's stored score and segments stand; explain {canonical!r} in a run scored since")
         return f"; {customer_id!r} was merged into {canonical!r} by identity resolution: explain {canonical!r}"
+    if since:
+        return ": its events and profile are no longer in the sources (check the events source)"
     return "; check the id (see the run's exports or `dynseg segments show NAME`)"
 
 
@@ -182,8 +192,14 @@ def segment_drivers(cfg: Config, segment: str, run_id: str | None = None, sample
         return pd.DataFrame(columns=["target", "feature", "segment_points", "everyone_points", "difference"])
     ids = sorted({c for seg, pop in samples.values() for c in (*seg, *pop)})
     feats = features_as_of(cfg, t, ids).set_index("customer_id")
+    # an id of the run merged since into another customer (an identity link added) has no features
+    # as of the run in today's data: left out of both samples, and counted for the caller to say
+    gone = len(set(ids) - set(feats.index))
     rows = []
     for tgt, (seg_ids, pop_ids) in samples.items():
+        seg_ids, pop_ids = seg_ids[seg_ids.isin(feats.index)], pop_ids[pop_ids.isin(feats.index)]
+        if seg_ids.empty or pop_ids.empty:
+            continue
         model = models[tgt][0]
         means = {}
         for name, frame in (("segment", feats.loc[seg_ids]), ("everyone", feats.loc[pop_ids])):
@@ -192,4 +208,6 @@ def segment_drivers(cfg: Config, segment: str, run_id: str | None = None, sample
         diff = (means["segment"] - means["everyone"]).sort_values(key=np.abs, ascending=False).head(top)
         rows += [{"target": tgt, "feature": f, "segment_points": means["segment"][f],
                   "everyone_points": means["everyone"][f], "difference": d} for f, d in diff.items()]
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows, columns=["target", "feature", "segment_points", "everyone_points", "difference"])
+    out.attrs["left_out"] = gone
+    return out

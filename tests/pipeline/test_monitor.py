@@ -410,6 +410,38 @@ def test_an_identity_merged_after_the_run_keeps_its_outcomes_and_is_said(shop, m
     assert "rel lift [95% CI]" in said and "dynseg does not know what was sent" in said, said
 
 
+def test_explain_and_drivers_of_an_earlier_run_after_an_identity_link(shop, monkeypatch):
+    """A member of the campaign run merged since into 'a-…' (a link added after the run) has no
+    features under its old id as of the run: explain said IndexError and `segments show` KeyError,
+    tracebacks both. Now explain names the merge and the drivers leave such ids out, counted."""
+    from pipeline.cli.common import out
+
+    monkeypatch.setattr(out, "width", 400)
+    db = shop.workspace / "dynseg.duckdb"
+    members = runs.read(db, "SELECT DISTINCT customer_id FROM segment_members WHERE run_id = ? AND "
+                            "segment = 'likely_buyers' ORDER BY customer_id", [shop.campaign_run.run_id]).customer_id
+    chosen = list(members[:40])
+    path = shop.workspace / "data" / "identities.parquet"
+    original = path.read_bytes()
+    links = pd.read_parquet(path)
+    extra = pd.DataFrame({"customer_id": [*chosen, *(f"a-{c}" for c in chosen)], "id_type": "email",
+                          "id_value": [f"later-{c}@x" for c in chosen] * 2})
+    pd.concat([links, extra.astype(links.dtypes.to_dict())], ignore_index=True).to_parquet(path)
+    try:
+        explained = runner.invoke(app, ["explain", chosen[0], "--run", shop.campaign_run.run_id])
+        shown = runner.invoke(app, ["segments", "show", "likely_buyers", "--as-of", "2026-08-31", "--sample", "0"])
+    finally:
+        path.write_bytes(original)
+    said = " ".join(explained.output.split())
+    assert explained.exit_code == 1 and explained.exception is None or isinstance(explained.exception, SystemExit), said
+    assert f"has been merged into 'a-{chosen[0]}' by an identity link added since the run" in said, said
+    assert "Traceback" not in said
+    said = " ".join(shown.output.split())
+    assert shown.exit_code == 0, said
+    assert "sampled id(s) of this run are no customer as of its date" in said, said
+    assert "What sets the segment apart" in said, said
+
+
 def test_a_holdout_share_far_from_its_fraction_is_a_sample_ratio_mismatch(shop):
     """The holdout is a hash of the customer at the segment's fraction; a share far from it (a
     filter applied to one side) makes the lift untrustworthy, and nothing said so."""
