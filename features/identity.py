@@ -2,7 +2,9 @@
 
 Ids and identifiers form a bipartite graph; each connected component is one canonical customer
 (so chains A–B–C merge even when A and C share nothing). The canonical id is the smallest id in
-the component, so it is stable when unrelated data changes. An identifier shared by very many ids
+the component among those with a profile (the customers source), else among those with events,
+else of all: stable when unrelated data changes, and an id the shop knows (an anonymous device id
+or a GA4 pseudo id, which sort before ``c…`` ids, is exported only when the person has no other). An identifier shared by very many ids
 (a shop's test address, a kiosk device) would glue strangers together: those are skipped and
 reported instead.
 """
@@ -37,11 +39,14 @@ class IdentityResolution:
         return int(self.mapping.groupby("canonical_id").size().max()) if len(self.mapping) else 0
 
 
-def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20, linked_ids: int | None = None) -> IdentityResolution:
+def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20, linked_ids: int | None = None,
+                       rank: dict[str, int] | None = None) -> IdentityResolution:
     """Merge ids linked by shared (id_type, id_value) pairs into canonical customers.
 
     Only identifiers shared by two or more ids can merge anything; a caller with many links may pass
     just those (as :func:`features.load.build_canonical` does) and the count of all linked ids.
+    ``rank``: an id's preference as the canonical id (0: has a profile, 1: has events; an id not
+    in it: 2), before the smallest id.
     """
     links = links.dropna(subset=["customer_id", "id_type", "id_value"]).drop_duplicates()
     if linked_ids is None:
@@ -75,7 +80,10 @@ def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20, li
     graph = coo_matrix((np.ones(len(rows), dtype=np.int8), (rows, cols)), shape=(n, n))
     _, labels = connected_components(graph, directed=False)
     customer_labels = labels[:n_c]
-    # Customers are sorted, so the first id seen per component is its smallest: the canonical id.
-    first = pd.Series(np.arange(n_c)).groupby(customer_labels).transform("min").to_numpy()
+    # Customers are sorted, so the first id per component by (rank, position) is the canonical id.
+    order = np.arange(n_c)
+    if rank:
+        order = pd.Series(customers).map(rank).fillna(2).to_numpy(dtype=np.int64) * n_c + order
+    first = pd.Series(order).groupby(customer_labels).transform("min").to_numpy() % n_c
     mapping = pd.DataFrame({"customer_id": customers.to_numpy(), "canonical_id": customers.to_numpy()[first]})
     return IdentityResolution(mapping=mapping, skipped_identifiers=skipped, linked_ids=linked_ids)

@@ -13,7 +13,7 @@ import pandas as pd
 from features.contract import CONTRACT
 from features.identity import IdentityResolution, resolve_identities
 from features.normalize import SQL_TYPE, blank, ident, literal
-from features.validation import ValidationReport, future_ts
+from features.validation import PLACEHOLDER_IDS, ValidationReport, future_ts
 
 def _typed_select(report: ValidationReport, name: str) -> str:
     t = report.typed[name]
@@ -39,14 +39,19 @@ def build_canonical(
 
     if "identities" in report.typed:
         # Most identifiers belong to one id and can merge nothing: only the shared ones leave DuckDB.
+        # a missing value written as text (NULL, nan, N/A) is no identifier: it would merge every id
+        # that has one into one person (validation warns of such rows)
+        missing = ", ".join(map(literal, PLACEHOLDER_IDS))
         con.execute(f"""CREATE OR REPLACE TABLE _links AS SELECT DISTINCT customer_id, id_type, id_value
                         FROM (SELECT {_typed_select(report, 'identities')} FROM raw_identities)
-                        WHERE customer_id IS NOT NULL AND id_type IS NOT NULL AND id_value IS NOT NULL""")
+                        WHERE customer_id IS NOT NULL AND id_type IS NOT NULL AND id_value IS NOT NULL
+                          AND lower(trim(customer_id)) NOT IN ({missing}) AND lower(trim(id_value)) NOT IN ({missing})""")
         linked = con.execute("SELECT count(DISTINCT customer_id) FROM _links").fetchall()[0][0]
         links = con.execute("""SELECT * FROM _links SEMI JOIN (SELECT id_type, id_value FROM _links GROUP BY 1, 2
                                HAVING count(*) > 1) USING (id_type, id_value)""").df()
         con.execute("DROP TABLE _links")
-        resolution = resolve_identities(links, max_ids_per_identifier, linked_ids=int(linked))
+        rank = _known_ids(con, report, links)
+        resolution = resolve_identities(links, max_ids_per_identifier, linked_ids=int(linked), rank=rank)
     else:
         resolution = resolve_identities(pd.DataFrame(columns=["customer_id", "id_type", "id_value"]))
     con.register("_map_df", resolution.mapping)
@@ -82,6 +87,40 @@ def build_canonical(
     """)
     _build_customers(con, report, merged=resolution.merged_customers > 0)
     return resolution
+
+
+def _known_ids(con: duckdb.DuckDBPyConnection, report: ValidationReport, links: pd.DataFrame) -> dict[str, int]:
+    """The linked ids the shop knows: 0 for an id with a profile, 1 for one with events only (see
+    :func:`features.identity.resolve_identities`). When most linked ids are in neither source,
+    a warning: the identities likely write ids in another form (``9`` beside ``000009``)."""
+    ids = pd.DataFrame({"id": pd.unique(links["customer_id"].astype(str))})
+    if ids.empty:
+        return {}
+    con.register("_linked_df", ids)
+    try:
+        found = {}
+        for source, rank in (("events", 1), ("customers", 0)):
+            if source not in report.typed:
+                continue
+            expr = report.typed[source]["customer_id"].expr
+            for (cid,) in con.execute(f"SELECT DISTINCT c FROM (SELECT {expr} AS c FROM raw_{source}) "
+                                      "WHERE c IN (SELECT id FROM _linked_df)").fetchall():
+                found[cid] = rank
+    finally:
+        con.unregister("_linked_df")
+    unknown = [i for i in ids.id if i not in found]
+    if len(unknown) * 2 > len(ids):
+        from features.validation import Problem
+
+        seen = con.execute(f"SELECT {report.typed['events']['customer_id'].expr} FROM raw_events LIMIT 3").fetchall()
+        report.problems.append(Problem(
+            "identities", "customer_id", "unmatched_identity_ids", "warning", len(unknown),
+            f"{len(unknown):,} of the {len(ids):,} ids that share an identifier in identities are an id of neither "
+            f"the events nor the customers (e.g. {unknown[0]!r}; the events' ids read like "
+            f"{', '.join(repr(r[0]) for r in seen)}): their links merge nobody the runs score",
+            "write the identities' customer_id as the events write theirs (the same text: 9 is not 000009)",
+            tuple(repr(u) for u in unknown[:3])))
+    return found
 
 
 def has_consent_profiles(con: duckdb.DuckDBPyConnection) -> bool:

@@ -484,6 +484,15 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
             if col in t and not _never_blank(stats.get(col)):
                 checks.append(_Check(col, f"null_{col}", "error", blank(col),
                                      f"rows have a null or empty {col}", "drop those rows"))
+        missing = ", ".join(map(literal, PLACEHOLDER_IDS))
+        for col in ("customer_id", "id_value"):
+            if col in t:
+                checks.append(_Check(col, f"placeholder_{col}", "warning",
+                                     f"lower(trim(CAST({t[col].expr} AS VARCHAR))) IN ({missing})",
+                                     f"rows have a {col} that is a missing value written as text (NULL, nan, N/A, …): "
+                                     "they are left out of identity resolution, where they would make every id "
+                                     "sharing one a single person",
+                                     "blank such values in the export, or drop those rows"))
     return checks
 
 

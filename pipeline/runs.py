@@ -115,7 +115,8 @@ def _has_table(con: duckdb.DuckDBPyConnection, schema: str, table: str) -> bool:
 def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets: list[str],
               scores_view: str, members_view: str, health_view: str, reasons_view: str | None = None,
               before_commit: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
-              state: dict | None = None, exclusions_view: str | None = None) -> str | None:
+              state: dict | None = None, exclusions_view: str | None = None,
+              identity_map: str | None = None) -> str | None:
     """Replace the run at ``run['as_of']`` with this one, in one transaction.
 
     ``scores_view``/``members_view`` are relations on ``con`` (customer scores and memberships);
@@ -123,6 +124,8 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
     the health figures are computed here against the previous run, whose id is returned.
     ``exclusions_view``: who each segment's rule selected but an exclusion took away
     (``segment, customer_id, excluded_by``; see :func:`pipeline.segments.exclusions_sql`).
+    ``identity_map``: the run's identity map (every linked id and its canonical id), which replaces
+    the workspace's: the ids the run exported are traced back by the map they were made with.
     ``before_commit(con)`` runs last inside the transaction (the workspace attached as ``ws``):
     what it writes commits with the run, and if it raises, nothing does. ``state``: see
     :func:`pipeline.workspace.attached_transaction` (``state["committed"]`` once the run stands).
@@ -161,6 +164,8 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
             con.execute(f"INSERT INTO ws.customer_reasons SELECT ?, ?, customer_id, target, rank, feature, value, "
                         f"log_odds, points, reason FROM {reasons_view}", [run_id, as_of])
         _insert_deltas(con, run_id, as_of, members_view, prev)
+        if identity_map:
+            con.execute(f"CREATE OR REPLACE TABLE ws.identity_map AS SELECT * FROM {identity_map}")
         con.execute(
             "INSERT INTO ws.segment_health "
             "SELECT ?, ?, h.segment, h.kind, h.owner, h.size, h.sendable, h.holdout, "

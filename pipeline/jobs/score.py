@@ -366,7 +366,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     written: dict = {}
     try:
         prev = runs.write_run(con, ws.db_path, record, targets, "scored", "members", "health", "reasons",
-                              before_commit=log_before_commit, state=written, exclusions_view="exclusions")
+                              before_commit=log_before_commit, state=written, exclusions_view="exclusions",
+                              identity_map="identity_map")
     except BaseException:
         if written.get("committed"):  # stopped (SIGTERM) just after the commit: the run stands, so do its exports
             try:

@@ -103,4 +103,56 @@ def test_a_merged_profile_takes_one_rows_attributes_whatever_the_rows_order(proj
                  ).iloc[order].to_parquet(project.data / "customers.parquet")
     con = _canonical(project)
     rows = con.execute("SELECT customer_id, country, plan FROM customers ORDER BY 1").fetchall()
-    assert rows == [("b0", None, "team"), ("c0", None, "free")]  # b0 has no row: b1's (smaller than b2)
+    # b0 has neither a row nor events: the group's canonical id is b1, the smallest id with a profile
+    assert rows == [("b1", None, "team"), ("c0", None, "free")]
+
+
+def test_the_canonical_id_is_one_the_shop_knows():
+    """An anonymous device id ('0f3e…', no profile) sorts before 'c…' ids; as the smallest it became
+    the person's id in every export, an id the email platform does not know. A profile's id comes
+    first, then an id with events, then the rest; the smallest within each."""
+    rows = [("c5", "device", "d1"), ("0f3e-anon", "device", "d1"), ("c9", "email", "x"), ("c5", "email", "x"),
+            ("0aa", "email", "y"), ("1bb", "email", "y"), ("0cc", "email", "z"), ("1dd", "email", "z")]
+    rank = {"c5": 1, "c9": 0, "0f3e-anon": 1, "1dd": 1}
+    m = canonical(resolve_identities(links(rows), rank=rank))
+    assert m["0f3e-anon"] == m["c5"] == "c9"  # the profile's id, though the largest
+    assert m["1bb"] == "0aa"  # neither known: the smallest, as before
+    assert m["0cc"] == "1dd"  # events over nothing
+
+
+def test_identifiers_written_as_missing_values_merge_nobody(project):
+    """An identities export with id_value 'NULL' or 'nan' for people without an email merged them
+    all into one person, without a word."""
+    from features.validation import validate
+
+    project.write_events(good_events(4))
+    links([("c0", "email", "NULL"), ("c1", "email", "NULL"), ("c2", "email", " nan "), ("c3", "email", "nan"),
+           ("c0", "device", "d"), ("c3", "device", "d")]).to_parquet(project.data / "ids.parquet")
+    pd.DataFrame({"customer_id": ["c0", "c1", "c2", "c3"]}).to_parquet(project.data / "customers.parquet")
+    con = _canonical(project)
+    assert dict(con.execute("SELECT customer_id, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall()) == {
+        "c0": 6, "c1": 3, "c2": 3}  # c3 with c0 through the device, nobody through 'NULL' or 'nan'
+    cfg = load_config(project.root)
+    report = validate(connect(), cfg.source_specs(), cfg.role_of, set(), cfg.project_dir,
+                      pd.Timestamp("2027-01-01").to_pydatetime())
+    said = [(p.check, p.severity, p.count) for p in report.problems if p.source == "identities"]
+    assert said == [("placeholder_id_value", "warning", 4)], said
+
+
+def test_identities_whose_ids_match_no_customer_are_said(project):
+    """Identities holding ids as numbers (9, 10) for events written 000009, 000010 merged nobody
+    the runs score, and validation said "canonical customers formed from 2+ ids: 1"."""
+    project.write_events(good_events(3).assign(customer_id=lambda d: d.customer_id.str.replace("c", "00000")))
+    links([("0", "email", "a@x"), ("1", "email", "a@x"), ("2", "device", "q"), ("1", "device", "q")]
+          ).to_parquet(project.data / "ids.parquet")
+    pd.DataFrame({"customer_id": ["000000", "000001", "000002"]}).to_parquet(project.data / "customers.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"},
+                    identities={"format": "parquet", "path": "data/ids.parquet"})
+    cfg = load_config(project.root)
+    con = connect()
+    report = validate(con, cfg.source_specs(), cfg.role_of, set(), cfg.project_dir, pd.Timestamp("2027-01-01").to_pydatetime())
+    build_canonical(con, report, cfg.role_of)
+    found = [p for p in report.problems if p.check == "unmatched_identity_ids"]
+    assert len(found) == 1 and found[0].count == 3, report.problems
+    assert "3 of the 3 ids" in found[0].message and "'000000'" in found[0].message, found[0].message

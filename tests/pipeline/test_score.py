@@ -270,6 +270,17 @@ def state(shop: Project) -> tuple:
     return tuple(runs_.run_id), tuple(map(tuple, counts.values))
 
 
+def test_a_scoring_run_keeps_the_identity_map_its_exports_were_made_with(shop):
+    """Only `data validate` wrote the workspace's identity_map, so a nightly `score` alone shipped
+    canonical ids that no table mapped back (or an old map did)."""
+    m = q(shop, "SELECT customer_id, canonical_id FROM identity_map")  # this shop never ran `data validate`
+    merged = m[m.customer_id != m.canonical_id]
+    assert len(merged) > 10, m
+    scored = set(q(shop, "SELECT customer_id FROM customer_scores WHERE run_id = ?", [shop.runs[1].run_id]).customer_id)
+    assert not scored & set(merged.customer_id)
+    assert set(merged.canonical_id) & scored
+
+
 def test_rerun_replaces_the_run_and_a_killed_run_changes_nothing(shop):
     before = state(shop)
     env = {**os.environ, "DYNSEG_PROJECT": str(shop.root), runs.PAUSE_ENV: str(shop.root / "paused")}
