@@ -649,6 +649,14 @@ def default_comparison(auc_tolerance: float = 0.0, brier_tolerance: float = 0.00
                 f"(needs >= {champion['roc_auc'] - auc_tolerance:.5f}{'' if auc_ok else ': FAILS'}); "
                 f"test Brier {candidate['brier']:.5f} vs {against} {champion['brier']:.5f} "
                 f"(needs <= {champion['brier'] + brier_tolerance:.5f}{'' if brier_ok else ': FAILS'})")
+        if candidate.get("auc_gain_ci") is not None:  # both scored on one snapshot: the paired interval
+            gain, (low, high) = candidate["roc_auc"] - champion["roc_auc"], candidate["auc_gain_ci"]
+            noise = low <= 0 <= high
+            text += (f"; AUC difference {gain:+.5f}, paired DeLong 95% CI [{low:+.5f}, {high:+.5f}]: "
+                     + ("within noise, the two rank alike on this snapshot (the gate reads the point estimates)"
+                        if noise else "better beyond noise" if low > 0 else "worse beyond noise"))
+        if candidate.get("caveat"):
+            text += f"; {candidate['caveat']}"
         return auc_ok and brier_ok, text
 
     return compare

@@ -21,10 +21,12 @@ from features.asof import cutoff_label, parse_duration
 from features.customer_features import customer_features, known_customers
 from features.labels import labels
 from features.training_set import label_rates
-from models.evaluation import metrics
+from models.evaluation import delong_difference, metrics
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import check_model_inputs, data_profile, feature_spec, open_engine
+from pipeline.jobs.train import campaign_overlap
+from pipeline.workspace import Workspace
 from pipeline.jobs.score import _base_rate, _base_rate_cutoffs, _label_spec, base_rate_mode
 
 
@@ -65,11 +67,21 @@ def compare_on_one_snapshot(cfg: Config, name: str, candidate: Any, champion: An
     if frame.label.nunique() < 2:
         raise ValueError(f"the test snapshot as of {cutoff_label(cutoff)} holds only one class")
     base_rate, _ = _base_rate(spec, cutoff, lambda s, c: found[(s, c)], base_rate_mode(cand))
-    out = []
+    out, scores = [], []
+    y = frame.label.to_numpy()
     for mv, bundle in ((candidate, cand), (champion, champ)):
         check_model_inputs(bundle.model, f"{name} version {mv.version}", target, frame.columns)
         model = bundle.model if base_rate is None else bundle.model.with_base_rate(base_rate)
-        out.append(metrics(frame.label.to_numpy(), model.predict(frame)))
+        scores.append(model.predict(frame))
+        out.append(metrics(y, scores[-1]))
+    # the AUC difference on the same customers, with its paired interval: a gain of 0.001 is
+    # often noise, and the gate (point estimates) promotes on it; the text says which it is
+    _, low, high = delong_difference(y, scores[0], scores[1])
+    out[0]["auc_gain_ci"] = (low, high)
+    overlap = campaign_overlap(Workspace(cfg.workspace).db_path, frame.customer_id, cutoff, spec.horizon)
+    if overlap:  # (said by the gate's text, see models.registry.default_comparison)
+        out[0]["caveat"] = (f"a campaign may have moved this snapshot's labels: {overlap[0].split(': if its exports', 1)[0]}; "
+                            "if it was sent, the head-to-head leans towards the version that chose who was sent")
     return out[0], out[1], f"the test snapshot as of {cutoff_label(cutoff)} ({len(frame):,} customers)"
 
 

@@ -3,6 +3,7 @@ models trained before it, a campaign with a real effect, and the alarms' exit co
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from datetime import timedelta
@@ -24,6 +25,26 @@ from pipeline.synthetic import generate, write
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
+
+
+@contextlib.contextmanager
+def linked_later(shop, chosen: list[str]):
+    """Each id in ``chosen`` linked to a new account 'a-<id>' opened in November (a profile of its
+    own; 'a-…' sorts first, so the merged person's canonical id), the sources put back after."""
+    data = shop.workspace / "data"
+    saved = {n: (data / n).read_bytes() for n in ("identities.parquet", "customers.parquet")}
+    links, profiles = pd.read_parquet(data / "identities.parquet"), pd.read_parquet(data / "customers.parquet")
+    extra = pd.DataFrame({"customer_id": [*chosen, *(f"a-{c}" for c in chosen)], "id_type": "email",
+                          "id_value": [f"merge-{c}@x" for c in chosen] * 2})
+    pd.concat([links, extra.astype(links.dtypes.to_dict())], ignore_index=True).to_parquet(data / "identities.parquet")
+    new = profiles[profiles.customer_id.isin(chosen)].assign(customer_id=lambda d: "a-" + d.customer_id,
+                                                            signup_at=pd.Timestamp("2026-11-01"))
+    pd.concat([profiles, new], ignore_index=True).to_parquet(data / "customers.parquet")
+    try:
+        yield
+    finally:
+        for n, b in saved.items():
+            (data / n).write_bytes(b)
 TRAIN_AS_OF, CAMPAIGN, LATE = "2026-08-31", parse_as_of("2026-08-31"), parse_as_of("2026-11-27")
 
 
@@ -387,16 +408,8 @@ def test_an_identity_merged_after_the_run_keeps_its_outcomes_and_is_said(shop, m
                         & (events.ts < window[1].replace(tzinfo=None))].customer_id)
     chosen = [c for c in buyers if c in bought][:5]
     assert len(chosen) == 5
-    path = shop.workspace / "data" / "identities.parquet"
-    original = path.read_bytes()
-    links = pd.read_parquet(path)
-    extra = pd.DataFrame({"customer_id": [*chosen, *(f"a-{c}" for c in chosen)], "id_type": "email",
-                          "id_value": [f"merge-{c}@x" for c in chosen] * 2})  # 'a-…' sorts first: the new canonical id
-    pd.concat([links, extra.astype(links.dtypes.to_dict())], ignore_index=True).to_parquet(path)
-    try:
+    with linked_later(shop, chosen):
         after = lift_job(cfg, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
-    finally:
-        path.write_bytes(original)
     b, a = (r.lift.set_index("segment").loc["likely_buyers"] for r in (before, after))
     assert a.conversions_treated == b.conversions_treated, (a.conversions_treated, b.conversions_treated)
     assert after.quality["purchase"].metrics["realized_rate"] == before.quality["purchase"].metrics["realized_rate"]
@@ -421,17 +434,9 @@ def test_explain_and_drivers_of_an_earlier_run_after_an_identity_link(shop, monk
     members = runs.read(db, "SELECT DISTINCT customer_id FROM segment_members WHERE run_id = ? AND "
                             "segment = 'likely_buyers' ORDER BY customer_id", [shop.campaign_run.run_id]).customer_id
     chosen = list(members[:40])
-    path = shop.workspace / "data" / "identities.parquet"
-    original = path.read_bytes()
-    links = pd.read_parquet(path)
-    extra = pd.DataFrame({"customer_id": [*chosen, *(f"a-{c}" for c in chosen)], "id_type": "email",
-                          "id_value": [f"later-{c}@x" for c in chosen] * 2})
-    pd.concat([links, extra.astype(links.dtypes.to_dict())], ignore_index=True).to_parquet(path)
-    try:
+    with linked_later(shop, chosen):
         explained = runner.invoke(app, ["explain", chosen[0], "--run", shop.campaign_run.run_id])
         shown = runner.invoke(app, ["segments", "show", "likely_buyers", "--as-of", "2026-08-31", "--sample", "0"])
-    finally:
-        path.write_bytes(original)
     said = " ".join(explained.output.split())
     assert explained.exit_code == 1 and explained.exception is None or isinstance(explained.exception, SystemExit), said
     assert f"has been merged into 'a-{chosen[0]}' by an identity link added since the run" in said, said
@@ -542,3 +547,22 @@ def test_a_rerun_that_redraws_holdouts_keeps_the_old_sides_and_lift_says_so(shop
         assert any(n.startswith(f"at_risk: {moved.loc['at_risk', 'flipped']:,} members are on the other side") for n in notes), notes
     finally:
         config.write_text(original)
+
+
+def test_a_head_to_head_on_a_snapshot_a_campaign_moved_says_so(shop):
+    """A version trained a month after the campaign is compared with the champion on its own test
+    snapshot, whose labels the campaign run's sendable members fall in: `train` warned of that, and
+    `promote` / `compare` scored both versions there without a word (the head-to-head leans towards
+    the champion, which chose who was sent)."""
+    from models import registry
+    from pipeline.jobs.promote import compare_on_one_snapshot
+    from pipeline.jobs.train import train_job
+
+    cfg = load_config(shop.root)
+    newer = train_job(cfg, "purchase", as_of=parse_as_of("2026-09-30"), allow_unvalidated=True)
+    _, champ = registry.load_champion("dynseg-purchase")
+    cand = registry._version(registry.MlflowClient(), "dynseg-purchase", newer.version)
+    cand_m, champ_m, where = compare_on_one_snapshot(cfg, "dynseg-purchase", cand, champ)
+    assert f"sendable in scoring run {shop.campaign_run.run_id}" in cand_m["caveat"], cand_m["caveat"]
+    ok, text = registry.default_comparison()(cand_m, champ_m)
+    assert "leans towards the version that chose who was sent" in text and "paired DeLong 95% CI" in text, text

@@ -326,6 +326,9 @@ def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_t
     assert cutoff_label(newer) == f"{newer - timedelta(days=1):%Y-%m-%d}"
     assert champ_m["roc_auc"] == pytest.approx(float(champ.tags["test_roc_auc"]), abs=1e-9)
     assert 0.6 < cand_m["roc_auc"] < 1 and cand_m["realized_rate"] == champ_m["realized_rate"]
+    # the AUC difference with its paired interval (a gain of 0.001 read as a better model)
+    low, high = cand_m["auc_gain_ci"]
+    assert low < cand_m["roc_auc"] - champ_m["roc_auc"] < high and high - low < 0.1
 
     # `compare` shows the same head-to-head before anything is promoted (it showed only the stored
     # figures, from two snapshots, and a reviewer read their Brier difference the wrong way round)
@@ -335,6 +338,7 @@ def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_t
     assert f"version {champ.version} vs version {older.version} on the test snapshot as of {cutoff_label(newer)}" in text, text
     gate = registry.default_comparison(against=f"version {champ.version}")(cand_m, champ_m)
     assert ("would pass" if gate[0] else "would refuse") in text and gate[1] in text, text
+    assert f"paired DeLong 95% CI [{low:+.5f}, {high:+.5f}]" in text, text
     assert registry.champion_metrics("dynseg-purchase")["version"] == str(champ.version)  # nothing promoted
 
     r = runner.invoke(app, ["models", "promote", "purchase", older.version])
