@@ -39,6 +39,8 @@ def monitor(
         t.add_row(target, str(len(d.columns)), str(len(d.drifted)), f"{d.drift_share:.0%}",
                   ", ".join(d.drifted[:8]) + (" …" if len(d.drifted) > 8 else ""), "[red]yes[/]" if d.alarm else "no")
     out.print(t)
+    for note in r.notes:
+        err.print(f"[yellow]note:[/] {note}", highlight=False)
     _reports_and_alarms(r)
     out.print("[green]No alarm.[/]")
 

@@ -49,6 +49,7 @@ class MonitorResult:
     folder: Path
     files: dict[str, Path] = field(default_factory=dict)
     mlflow_run_id: str | None = None
+    notes: list[str] = field(default_factory=list)  # key columns no model of the run takes
 
     @property
     def reasons(self) -> list[str]:
@@ -79,7 +80,10 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     reports, files = {}, {}
     used = [(m, registry.bundle_of(registry.load_version(m["name"], m["version"])).model) for m in json.loads(run.models)]
     # before the reports: a misspelt one was dropped, its alarm never to fire
-    _check_key_columns(d.key_columns, used, cfg.origin("monitoring.yaml", "drift", "key_columns"))
+    from pipeline.jobs.features import project_columns
+
+    notes = _check_key_columns(d.key_columns, used, cfg.origin("monitoring.yaml", "drift", "key_columns"),
+                               {c.name for c in project_columns(cfg)})
     # The reports are written to a temp folder put in place whole: a run stopped half-way (SIGTERM)
     # left one model's report and no summary in the date's folder, which looked complete.
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +95,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
         shutil.rmtree(folder, ignore_errors=True)
         raise
     result.folder = final
+    result.notes = notes
     files = result.files = {k: final / p.relative_to(folder) for k, p in files.items()}
     if log_to_mlflow:
         metrics = {f"drift_share_{k}": v.drift_share for k, v in reports.items()}
@@ -138,14 +143,18 @@ def _monitor_reports(cfg: Config, run, t: datetime, used, feats, current, thresh
 
 
 def _check_key_columns(key_columns: list[str], used: list[tuple[dict, Any]],
-                       origin: str = "configs/monitoring.yaml") -> None:
-    """Refuse a key column that no model of the run compares (a feature of none of them, nor a
-    score): each model's drift report takes the key columns among its own, so a misspelt name, or
-    a feature no model takes, was dropped in silence and its alarm could never fire."""
+                       origin: str = "configs/monitoring.yaml", project: set[str] | None = None) -> list[str]:
+    """Refuse a key column that no model of the run compares and that is no column of the feature
+    set (a misspelt name: each model's drift report takes the key columns among its own, so it was
+    dropped in silence and its alarm could never fire). A column of the feature set that no model
+    of the run takes (`n_email_open_30d` in a shop without email events: `init` copies the demo's
+    list) is left out with a note, returned: it refused every monitor run of such a shop.
+    ``project``: the columns a build of this project can make (:func:`project_columns`)."""
     import difflib
 
     known = {c for _, model in used for c in model.features_} | {f"{m['target']}_score" for m, _ in used}
-    bad = [(i, c) for i, c in enumerate(key_columns) if c not in known]
+    unused = [c for c in key_columns if c not in known and c in (project or set())]
+    bad = [(i, c) for i, c in enumerate(key_columns) if c not in known and c not in unused]
     if bad:
         def hint(c: str) -> str:
             close = difflib.get_close_matches(c, sorted(known), n=1)
@@ -157,6 +166,13 @@ def _check_key_columns(key_columns: list[str], used: list[tuple[dict, Any]],
                          + ", ".join(f"{m['name']} version {m['version']}" for m, _ in used)
                          + ": `dynseg models show` lists them) or a score ("
                          + ", ".join(f"{m['target']}_score" for m, _ in used) + "); fix the name or remove it")
+    if not unused:
+        return []
+    return [f"{origin}: drift.key_columns {', '.join(map(repr, unused))}: no model of this run takes "
+            f"{'it' if len(unused) == 1 else 'them'} (the data has no such events, or training left "
+            f"{'it' if len(unused) == 1 else 'them'} out), so no alarm can come from "
+            f"{'it' if len(unused) == 1 else 'them'}; remove {'it' if len(unused) == 1 else 'them'} from the list, or "
+            "name the model inputs to watch (`dynseg models show` lists them)"]
 
 
 def health_alarms(cfg: Config, run: pd.Series) -> list[str]:

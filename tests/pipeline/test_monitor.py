@@ -280,6 +280,24 @@ def test_monitor_and_lift_record_in_the_configured_experiment(shop):
     assert exp is not None and mlflow.get_run(r.mlflow_run_id).info.experiment_id == exp.experiment_id
 
 
+def test_a_key_column_of_features_no_model_takes_is_a_note(shop):
+    """`init` copies the demo's key columns: in a shop without email events `n_email_open_30d` is
+    no model's input, and every `monitor` run exited 1 on it, the tour's last step. A column the
+    project's feature set has but no model of the run takes is left out with a note."""
+    cfg = load_config(shop.root)
+    inputs = {c for m in ("dynseg-purchase", "dynseg-churn") for c in _champion_inputs(m)}
+    assert "n_purchase_365d" in inputs
+    cfg.monitoring.drift.key_columns = ["monetary_mean", "email_consent"]  # excluded from every model by default
+    r = monitor_job(cfg, run_id=shop.campaign_run.run_id, log_to_mlflow=False)
+    assert len(r.notes) == 1 and "drift.key_columns 'email_consent': no model of this run takes it" in r.notes[0], r.notes
+
+
+def _champion_inputs(name: str) -> list[str]:
+    from models import registry
+
+    return list(registry.bundle_of(registry.load_champion(name)[0]).model.features_)
+
+
 def test_a_key_column_no_model_compares_is_refused_naming_the_key(shop):
     """A misspelt key column was dropped in silence: its alarm could never fire."""
     cfg = load_config(shop.root)
