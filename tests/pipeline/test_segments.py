@@ -158,6 +158,16 @@ def test_a_segment_named_in_a_rule_is_told_to_use_exclude():
             "and bands; to leave its members out, `exclude: [buyers]`, or repeat its rule") in issue.message, issue.message
 
 
+def test_a_segment_named_like_a_feature_the_data_lacks_is_told_about_the_feature():
+    """The demo's `unsubscribed` segment reads the feature of its own name; in a log without
+    unsubscribe events it was told to exclude itself (`exclude: [unsubscribed]`)."""
+    cfg = SegmentsConfig.model_validate({"segments": [seg("unsubscribed", "unsubscribed")]})
+    with pytest.raises(ConfigError) as e:
+        compile_segments(cfg, {c: k for c, k in column_kinds(FRAME).items() if c != "unsubscribed"})
+    (issue,) = e.value.issues
+    assert "'unsubscribed' is a feature" in issue.message and "exclude: [unsubscribed]" not in issue.message, issue.message
+
+
 def test_a_feature_the_data_lacks_is_named_as_such():
     """The shipped `undeliverable` segment (bounced OR complained) in a shop without bounce or
     complaint events: not a typo, but features this data does not have."""
