@@ -1110,7 +1110,12 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
                                 ev["customer_id"].expr)
         fix = ("point both sources' customer_id at the same identifier (`columns:` in configs/catalog.yaml), "
                "or fix the ids' form in one of them")
-        if other:
+        # every id padded (or cased) otherwise in one source: the example's own profile, and that fix
+        spelled = _spelled_otherwise(con, f"SELECT {cu['customer_id'].expr} AS id FROM raw_customers", example)
+        if spelled is not None:
+            fix = (f"the customers source spells {example!r} as {spelled!r} (leading zeros, case or spaces): write "
+                   "the ids one way in both sources (a spreadsheet pads or strips zeros when it reads them as numbers)")
+        elif other:
             fix = (f"the customers source's column {other[0]!r} holds the events' ids ({other[1]:.0%} of a sample "
                    f"found): map it, `customer_id: {other[0]}` in the `columns:` of sources.customers in "
                    "configs/catalog.yaml; or " + fix)
@@ -1121,7 +1126,7 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
         report.problems.append(Problem(
             "events", "customer_id", "no_customer_matches", "error", int(n),
             f"none of the {n:,} customer_ids in events is in customers: the two sources name customers "
-            f"differently (events: {example!r}, customers: {profile_example!r})",
+            f"differently (events: {example!r}, customers: {spelled or profile_example!r})",
             fix))  # (the two examples are in the message)
         return
     if count:

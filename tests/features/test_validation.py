@@ -1,5 +1,6 @@
 """Each kind of bad input, written to a real file, is reported with count, example and fix."""
 
+import re
 from datetime import datetime
 
 import numpy as np
@@ -1369,6 +1370,21 @@ def test_customers_whose_ids_match_no_event_customer_are_an_error(project):
     assert not report.ok and p.severity == "error" and p.count == 3
     assert "none of the 3 customer_ids in events is in customers" in p.message and "'c0'" in p.message and "'17'" in p.message
     assert "columns:" in p.fix
+
+
+def test_every_id_padded_in_one_source_is_named_as_such(project):
+    """Events with ids 1000, 1001 and customers with 01000, 01001 (a spreadsheet padded them): the
+    error named two unrelated ids ('1000' and the smallest profile, '00101') and the generic fix;
+    with half the ids padded the warning already said which spelling was the other's."""
+    events = good_events().assign(customer_id=lambda d: d.customer_id.map({"c0": "1000", "c1": "1001", "c2": "1002"}))
+    project.write_events(events)
+    pd.DataFrame({"customer_id": ["00101", "01000", "01001", "01002"]}).to_parquet(project.data / "cu.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/cu.parquet"})
+    p = only(run(project), "no_customer_matches")
+    example = re.search(r"events: '(\d+)'", p.message)[1]
+    assert f"customers: '0{example}'" in p.message, p.message
+    assert p.fix.startswith(f"the customers source spells '{example}' as '0{example}' (leading zeros"), p.fix
 
 
 def test_ids_of_another_form_name_the_column_of_the_other_source_that_holds_them(project):
