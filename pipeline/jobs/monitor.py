@@ -358,6 +358,12 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
                          f"against the configured {fraction:.0%} (binomial p {srm:.1g}); its lift is not to be trusted")
         treated = g[g.sendable]
         control = g[g.holdout & g.consented]  # held out but would have been sendable
+        if treated.empty and control.empty:  # it left the table without a word (exit 0, an empty lift.csv)
+            notes.append(f"{name}: not measured: none of its {len(g):,} members was sendable or a held-out member who "
+                         "would have been (" + ("no member had consent as of the run: `dynseg score` said why"
+                                                 if not g.consented.any() else "every consented member was "
+                                                 "suppressed or excluded") + "), so no campaign reached anyone")
+            continue
         # held out here, but sendable in another campaign's export: if it was sent, this lift is understated
         elsewhere = sent_in.reindex(control.customer_id).dropna()
         crossed[name] = (len(elsewhere), sorted(set().union(*elsewhere)) if len(elsewhere) else [])

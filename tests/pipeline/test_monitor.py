@@ -489,6 +489,31 @@ def test_a_holdout_share_far_from_its_fraction_is_a_sample_ratio_mismatch(shop):
     assert any(n.startswith("at_risk: sample ratio mismatch") and "against the configured 50%" in n for n in notes), notes
 
 
+def test_a_segment_nobody_could_be_sent_is_said_not_measured(shop):
+    """A shop without consent: every member not sendable, no consented holdout. The segment left
+    the lift table without a word (exit 0, an empty lift.csv)."""
+    import duckdb
+
+    cfg = load_config(shop.root)
+    db = str(shop.workspace / "dynseg.duckdb")
+    run_id = shop.campaign_run.run_id
+    with duckdb.connect(db) as con:
+        saved = con.execute("SELECT customer_id, consented, sendable FROM segment_members WHERE run_id = ? AND "
+                            "segment = 'likely_buyers'", [run_id]).df()
+        con.execute("UPDATE segment_members SET consented = false, sendable = false WHERE run_id = ? AND "
+                    "segment = 'likely_buyers'", [run_id])
+    try:
+        r = lift_job(cfg, run_id=run_id, log_to_mlflow=False)
+    finally:
+        with duckdb.connect(db) as con:
+            con.register("saved", saved)
+            con.execute("UPDATE segment_members m SET consented = s.consented, sendable = s.sendable FROM saved s "
+                        "WHERE m.run_id = ? AND m.segment = 'likely_buyers' AND m.customer_id = s.customer_id", [run_id])
+    assert "likely_buyers" not in set(r.lift.segment)
+    assert any(n.startswith("likely_buyers: not measured: none of its") and "no member had consent" in n
+               for n in r.notes), r.notes
+
+
 def test_a_segments_outcome_key_chooses_the_window_lift_counts(shop):
     """Lift chose a segment's outcome by whether its rule mentioned churn_: at_risk (a recency
     rule, a retention campaign) was counted over the 30-day purchase horizon, and nothing could
