@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -105,6 +106,31 @@ def _stored_definition(db, name: str, history, as_of):
     return (definition, stored["suppress_always"]), run
 
 
+def _why_empty(db, run, name: str, where: str) -> list[str]:
+    """What emptied a segment in ``run``, where the workspace knows: its exclusions took every
+    customer its rule selected, or a band its rule reads could be reached by no score (a precision
+    rule no threshold met: its cut is infinite)."""
+    import json
+
+    from pipeline import runs
+
+    said = []
+    # (a workspace from before the table: nothing known)
+    taken = runs.read_optional(db, "SELECT excluded_by, count(*) AS n FROM segment_exclusions WHERE run_id = ? AND "
+                                   "segment = ? GROUP BY 1 ORDER BY 2 DESC", [run.run_id, name])
+    if not taken.empty:
+        said.append(f"its rule selected {int(taken.n.sum()):,} customers, and its exclusions took them all ("
+                    + ", ".join(f"{r.excluded_by}: {r.n:,}" for r in taken.itertuples()) + ")")
+    for m in json.loads(run.models) if isinstance(run.models, str) else []:
+        for b in m.get("bands") or []:
+            unreachable = b.get("threshold") == float("inf")
+            if unreachable and re.search(rf"\b{m['target']}_band\b", where) and re.search(rf"['\"]{b['name']}['\"]", where):
+                said.append(f"the {m['target']} model's {b['name']!r} band, which its rule reads, could hold no one "
+                            f"in this run: no threshold met its rule on the test snapshot "
+                            f"(`dynseg models show {m['target']}` says why)")
+    return said
+
+
 def _print_band_cuts(run) -> None:
     """The cut of each band in ``run``: a score_100 is rounded, so 25 can read high for one customer
     and medium for another (0.2474 against 0.2461, say, beside a 0.2469 threshold), and 50 read low
@@ -202,7 +228,9 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
                       "it was not in configs/segments.yaml then"
                       + ("; the next `dynseg score` includes it." if history.empty else "."), highlight=False)
         else:
-            err.print(f"Segment {name} has no members in the run as of {as_of_label(run.as_of)}.")
+            err.print(f"Segment {name} has no members in the run as of {as_of_label(run.as_of)}"
+                      + "".join(f"; {w}" for w in _why_empty(db, run, name, definition["where"])) + ".",
+                      highlight=False)
         return
     if drivers:
         from models.explain import labelled

@@ -712,3 +712,32 @@ def test_band_config_is_checked(project):
     with pytest.raises(ConfigError) as e:
         load_config(project.root)
     assert "configs/bands.yaml: purchase:" in str(e.value) and "band 'high' needs exactly one of" in str(e.value)
+
+
+def test_an_empty_segment_says_what_emptied_it(tmp_path):
+    """`segments show` said only "has no members" of a segment whose exclusions took every customer
+    its rule selected (a subscription shop's likely_buyers, all recent buyers), and of one reading
+    a band no threshold could reach (a small shop's churn `min_precision: 0.85` band)."""
+    import json
+    from types import SimpleNamespace
+
+    import duckdb
+
+    from pipeline.cli.segments import _why_empty
+
+    db = tmp_path / "ws.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE scoring_runs (run_id VARCHAR)")  # (a workspace: runs.read asks for it)
+        con.execute("CREATE TABLE segment_exclusions (run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, "
+                    "customer_id VARCHAR, excluded_by VARCHAR)")
+        con.execute("INSERT INTO segment_exclusions SELECT 'r1', TIMESTAMP '2026-12-01', 'likely_buyers', 'c' || i, "
+                    "CASE WHEN i < 100 THEN 'recent_buyers' ELSE 'unsubscribed' END FROM range(121) t(i)")
+    models = [{"target": "churn", "bands": [{"name": "high", "threshold": float("inf")},
+                                            {"name": "medium", "threshold": 0.4}, {"name": "low", "threshold": None}]}]
+    run = SimpleNamespace(run_id="r1", models=json.dumps(models))
+    said = _why_empty(db, run, "likely_buyers", "purchase_score >= 0.3")
+    assert said == ["its rule selected 121 customers, and its exclusions took them all (recent_buyers: 100, "
+                    "unsubscribed: 21)"], said
+    said = _why_empty(db, run, "high_churn_risk", "churn_band = 'high'")
+    assert len(said) == 1 and "the churn model's 'high' band, which its rule reads, could hold no one" in said[0]
+    assert _why_empty(db, run, "some_churn", "churn_band = 'medium'") == []
