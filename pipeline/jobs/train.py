@@ -183,6 +183,14 @@ def train_job(
     criteria = check_criteria(ev.table, cfg.training.validation_criteria, ev.differences)
     validated = all(c["passed"] for c in criteria)
     f = td.frame
+    scores = np.asarray(ev.predictions["model"], dtype=float)
+    if len(scores) and np.ptp(scores) < 1e-12:  # a tiny shop: it trained, scored 0.5 AUC, and nothing said why
+        n_train = int((f.snapshot == "train").sum())
+        td.warnings.append(
+            f"the model gives every customer the same score ({scores[0]:.3f}): its trees make no split, so it ranks "
+            f"no one (test AUC 0.5). With {n_train:,} training rows against model.min_child_samples "
+            f"{cfg.training.model.min_child_samples} (the fewest rows a leaf may hold), there is too little to "
+            "split on: more customers or snapshots, or a smaller min_child_samples in configs/training.yaml")
     cut = [c.strftime("%Y-%m-%d") for c in td.plan.cutoffs]
     rows = f.snapshot.value_counts().reindex(["train", "valid", "test"]).fillna(0).astype(int).to_dict()
     window = {"first_event": str(td.first_event), "last_event": str(td.last_event), "cutoffs": cut,

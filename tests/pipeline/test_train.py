@@ -434,3 +434,15 @@ def test_on_purchases_alone_the_gate_names_bgnbd_and_what_would_beat_it(project)
     assert "The baseline it did not beat is BG/NBD" in output and "email and web events" in output, output
     assert "recency_days, say" not in output  # the advice for the other baselines
     assert "Model not registered" in output
+
+
+def test_a_model_that_cannot_split_says_it_scores_everyone_alike(shop):
+    """A tiny shop: fewer training rows than a leaf needs. The model trained (one tree, AUC 0.5,
+    every decile predicted alike) and nothing said it ranks no one."""
+    cfg = load_config(shop.root)
+    cfg.training.model.min_child_samples = 1_000_000
+    cfg.training.snapshots = 3
+    r = train_job(cfg, "purchase")
+    assert not r.validated and r.version is None
+    said = [w for w in r.warnings if "gives every customer the same score" in w]
+    assert len(said) == 1 and "model.min_child_samples 1000000" in said[0], r.warnings
