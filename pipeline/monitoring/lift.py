@@ -59,6 +59,13 @@ def segment_lift(
     table = pd.DataFrame(rows, columns=COLUMNS)
     # across the segments tested: the chance that one of many reads significant by chance alone
     table.insert(table.columns.get_loc("p_value") + 1, "p_adjusted", holm(table.p_value.to_numpy(float)))
+    # a verdict read alone said "significant" of a lift the Holm adjustment beside it does not keep
+    tested = int(table.p_value.notna().sum())
+    lost = table.verdict.str.startswith("treated converted") & (table.p_adjusted >= alpha)
+    if tested > 1 and lost.any():
+        table.loc[lost, "verdict"] = [
+            f"{v}; not once adjusted for the {tested} segments tested (Holm p {p:.3f}): read it as a lead to confirm"
+            for v, p in zip(table.verdict[lost], table.p_adjusted[lost])]
     return table
 
 

@@ -261,6 +261,23 @@ def test_a_campaign_that_lowered_conversion_is_an_alarm():
     assert not [r for r in LiftResult("r", parse_as_of("2026-08-31"), many, {}, {}, None).reasons if "harm" in r]
 
 
+def test_a_verdict_the_holm_adjustment_does_not_keep_says_so():
+    """Three segments: one clear lift, two at p 0.02-0.03 whose Holm p is about 0.06. The verdict
+    column read "treated converted more (significant)" beside adjusted p-values above 0.05."""
+    frames = []
+    for seg, n, x_t, x_h in (("clear", 3000, 900, 600), ("weak_a", 700, 189, 154), ("weak_b", 700, 189, 154)):
+        frames.append(pd.DataFrame({"segment": seg, "holdout": np.repeat([False, True], n), "revenue": 0.0,
+                                    "converted": np.r_[np.arange(n) < x_t, np.arange(n) < x_h].astype(int)}))
+    lift = segment_lift(pd.concat(frames, ignore_index=True)).set_index("segment")
+    kept = lift[lift.p_adjusted < 0.05]
+    lost = lift[(lift.p_value < 0.05) & (lift.p_adjusted >= 0.05)]
+    assert len(kept) and len(lost), lift[["p_value", "p_adjusted"]]
+    assert all(v == "treated converted more (significant)" for v in kept.verdict), kept.verdict
+    for seg, r in lost.iterrows():
+        assert r.verdict == (f"treated converted more (significant); not once adjusted for the 3 segments tested "
+                             f"(Holm p {r.p_adjusted:.3f}): read it as a lead to confirm"), r.verdict
+
+
 def test_holm_adjusts_the_p_values_of_every_segment_tested():
     from pipeline.monitoring.lift import holm
 
@@ -295,7 +312,7 @@ def test_without_an_effect_about_5_percent_of_segments_are_called_significant():
     table = segment_lift(frame, min_holdout=0, min_expected_conversions=0)
     rate = (table.p_value < 0.05).mean()
     assert 0.02 < rate < 0.08, rate
-    assert ((table.p_value < 0.05) == table.verdict.str.endswith("(significant)")).all()
+    assert ((table.p_value < 0.05) == table.verdict.str.contains("(significant)", regex=False)).all()
 
 
 def test_lift_refuses_a_frame_that_is_not_one_row_per_member():
