@@ -285,10 +285,17 @@ def _changes_of(db, run, name: str, config: dict, removed: bool):
                        "', which it excludes (this run did not record whether its rule still held)' "
                        "FROM segment_members m WHERE m.run_id = d.run_id AND m.customer_id = d.customer_id "
                        "AND list_contains(?, m.segment)), 'no longer matches the rule')"), [excluding]
+    # an id merged into another by an identity link since the previous run exits as "not scored":
+    # the workspace's identity map (written by every run) names the id the person has now
+    mapped = not runs.read_optional(db, "SELECT 1 FROM identity_map LIMIT 1").empty
+    merged = ("WHEN s.run_id IS NULL AND (SELECT i.canonical_id FROM identity_map i WHERE i.customer_id = d.customer_id) "
+              "<> d.customer_id THEN 'merged into ' || (SELECT i.canonical_id FROM identity_map i WHERE i.customer_id = "
+              "d.customer_id) || ' by an identity link (the person under that id)'" if mapped else "")
     return runs.read(db, f"""
         SELECT d.customer_id, d.change, m.holdout, m.sendable, s.* EXCLUDE (run_id, as_of, customer_id),
                CASE WHEN d.change = 'entered' THEN NULL
                     WHEN ? THEN 'segment removed from configs/segments.yaml'
+                    {merged}
                     WHEN s.run_id IS NULL THEN 'not scored in this run'
                     ELSE {why} END AS why
         FROM segment_deltas d LEFT JOIN customer_scores s ON s.run_id = d.run_id AND s.customer_id = d.customer_id

@@ -741,3 +741,34 @@ def test_an_empty_segment_says_what_emptied_it(tmp_path):
     said = _why_empty(db, run, "high_churn_risk", "churn_band = 'high'")
     assert len(said) == 1 and "the churn model's 'high' band, which its rule reads, could hold no one" in said[0]
     assert _why_empty(db, run, "some_churn", "churn_band = 'medium'") == []
+
+
+def test_an_exit_by_an_identity_merge_names_the_id_the_person_has_now(tmp_path):
+    """A link added between two runs merged c50 into c00: c50 exited "not scored in this run", and
+    c00 entered, as if two people had moved. The workspace's identity map (every run writes it)
+    names the merge."""
+    import json
+    from types import SimpleNamespace
+
+    import duckdb
+
+    from pipeline.cli.segments import _changes_of
+
+    db = tmp_path / "ws.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("CREATE TABLE scoring_runs (run_id VARCHAR)")
+        con.execute("CREATE TABLE segment_deltas (run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, customer_id VARCHAR, "
+                    "change VARCHAR)")
+        con.execute("INSERT INTO segment_deltas VALUES ('r2', '2026-11-27', 'vip', 'c50', 'exited'), "
+                    "('r2', '2026-11-27', 'vip', 'c77', 'exited'), ('r2', '2026-11-27', 'vip', 'c00', 'entered')")
+        con.execute("CREATE TABLE customer_scores (run_id VARCHAR, as_of TIMESTAMP, customer_id VARCHAR, purchase_score DOUBLE)")
+        con.execute("INSERT INTO customer_scores VALUES ('r2', '2026-11-27', 'c00', 0.4)")
+        con.execute("CREATE TABLE segment_members (run_id VARCHAR, segment VARCHAR, customer_id VARCHAR, holdout BOOLEAN, "
+                    "sendable BOOLEAN)")
+        con.execute("INSERT INTO segment_members VALUES ('r2', 'vip', 'c00', false, true)")
+        con.execute("CREATE TABLE identity_map (customer_id VARCHAR, canonical_id VARCHAR)")
+        con.execute("INSERT INTO identity_map VALUES ('c00', 'c00'), ('c50', 'c00')")
+    run = SimpleNamespace(run_id="r2", config=json.dumps({"segments": {}}))
+    why = _changes_of(db, run, "vip", {"segments": [{"name": "vip", "exclude": []}]}, False).set_index("customer_id").why
+    assert why["c50"] == "merged into c00 by an identity link (the person under that id)", why
+    assert why["c77"] == "not scored in this run" and pd.isna(why["c00"])
