@@ -117,8 +117,9 @@ def _known_ids(con: duckdb.DuckDBPyConnection, report: ValidationReport, links: 
             "identities", "customer_id", "unmatched_identity_ids", "warning", len(unknown),
             f"{len(unknown):,} of the {len(ids):,} ids that share an identifier in identities are an id of neither "
             f"the events nor the customers (e.g. {unknown[0]!r}; the events' ids read like "
-            f"{', '.join(repr(r[0]) for r in seen)}): their links merge nobody the runs score",
-            "write the identities' customer_id as the events write theirs (the same text: 9 is not 000009)",
+            f"{', '.join(repr(r[0]) for r in seen)}): a link between such ids merges no customer the runs score",
+            "if the identities write ids in another form, write them as the events do (the same text: 9 is not "
+            "000009); ids of people who never came (anonymous devices) need nothing",
             tuple(repr(u) for u in unknown[:3])))
     return found
 

@@ -178,9 +178,11 @@ def logical(seed: int, T: pd.Timestamp | None = None, numeric_ids: bool | None =
 
 
 # ----------------------------------------------------------------------------- identity oracle
-def components(idn: pd.DataFrame | None, max_ids: int = 20) -> dict[str, str]:
-    """Id -> its canonical id (the smallest of its merged group), by union-find over shared
-    identifiers; an identifier shared by more than ``max_ids`` ids merges nothing."""
+def components(idn: pd.DataFrame | None, max_ids: int = 20, rank: dict[str, int] | None = None) -> dict[str, str]:
+    """Id -> its canonical id (the smallest of its merged group among its ids of the best ``rank``:
+    0 with a profile, 1 with events, 2 neither), by union-find over shared identifiers; an
+    identifier shared by more than ``max_ids`` ids merges nothing."""
+    rank = rank or {}
     if idn is None or idn.empty:
         return {}
     parent: dict[str, str] = {}
@@ -206,7 +208,7 @@ def components(idn: pd.DataFrame | None, max_ids: int = 20) -> dict[str, str]:
         groups.setdefault(find(x), []).append(x)
     out = {}
     for members in groups.values():
-        canon = min(members)
+        canon = min(members, key=lambda m: (rank.get(m, 2), m))
         for m in members:
             out[m] = canon
     return out
@@ -218,7 +220,8 @@ def oracle(L: dict, T: pd.Timestamp, spec: FeatureSpec = FeatureSpec()) -> pd.Da
     role_of = {n: r for r, ns in L["names"].items() for n in ns}
     ev = L["events"].drop_duplicates()
     ev = ev[ev.event_type.isin(role_of)].copy()
-    canon = components(L["identities"])
+    known = {str(c): 1 for c in L["events"].customer_id.dropna()} | {str(c): 0 for c in L["customers"].customer_id.dropna()}
+    canon = components(L["identities"], rank=known)
     merged = any(k != v for k, v in canon.items())
     ev["role"] = ev.event_type.map(role_of)
     ev["customer_id"] = ev.customer_id.map(lambda c: canon.get(c, c))
@@ -239,8 +242,11 @@ def oracle(L: dict, T: pd.Timestamp, spec: FeatureSpec = FeatureSpec()) -> pd.Da
         cu["cid"] = cu.customer_id.map(lambda c: canon.get(c, c))
         rows = []
         for cid, g in cu.groupby("cid"):
-            own = g[g.customer_id == cid]
-            src = own.iloc[0] if len(own) else g.sort_values("customer_id").iloc[0]  # the smallest linked id's row
+            # as of T: among the rows whose profile existed (signed up before T, or no signup time), if any
+            existed = g[g.signup_at.isna() | (g.signup_at < T)]
+            pool = existed if len(existed) else g
+            own = pool[pool.customer_id == cid]
+            src = own.iloc[0] if len(own) else pool.sort_values("customer_id").iloc[0]  # the smallest linked id's row
             r = {"customer_id": cid, "signup_at": g.signup_at.min()}
             for a in attrs:
                 r[a] = src[a]
