@@ -60,8 +60,9 @@ def test_too_common_identifier_is_skipped_and_reported():
     assert res.skipped_identifiers.to_dict("records") == [{"id_type": "email", "id_value": "test@shop.com", "customers": 5}]
 
 
-def _canonical(project):
-    """The canonical views over the project's events, customers and identities files."""
+def _canonical(project, problems: list | None = None):
+    """The canonical views over the project's events, customers and identities files;
+    ``problems`` receives the report's (validation's, then the merge's)."""
     project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
                     customers={"format": "parquet", "path": "data/customers.parquet"},
                     identities={"format": "parquet", "path": "data/ids.parquet"})
@@ -69,6 +70,8 @@ def _canonical(project):
     con = connect()
     report = validate(con, cfg.source_specs(), cfg.role_of, set(), cfg.project_dir, pd.Timestamp("2027-01-01").to_pydatetime())
     build_canonical(con, report, cfg.role_of)
+    if problems is not None:
+        problems.extend(report.problems)
     return con
 
 
@@ -123,19 +126,15 @@ def test_the_canonical_id_is_one_the_shop_knows():
 def test_identifiers_written_as_missing_values_merge_nobody(project):
     """An identities export with id_value 'NULL' or 'nan' for people without an email merged them
     all into one person, without a word."""
-    from features.validation import validate
-
     project.write_events(good_events(4))
     links([("c0", "email", "NULL"), ("c1", "email", "NULL"), ("c2", "email", " nan "), ("c3", "email", "nan"),
            ("c0", "device", "d"), ("c3", "device", "d")]).to_parquet(project.data / "ids.parquet")
     pd.DataFrame({"customer_id": ["c0", "c1", "c2", "c3"]}).to_parquet(project.data / "customers.parquet")
-    con = _canonical(project)
+    problems: list = []
+    con = _canonical(project, problems)
     assert dict(con.execute("SELECT customer_id, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall()) == {
         "c0": 6, "c1": 3, "c2": 3}  # c3 with c0 through the device, nobody through 'NULL' or 'nan'
-    cfg = load_config(project.root)
-    report = validate(connect(), cfg.source_specs(), cfg.role_of, set(), cfg.project_dir,
-                      pd.Timestamp("2027-01-01").to_pydatetime())
-    said = [(p.check, p.severity, p.count) for p in report.problems if p.source == "identities"]
+    said = [(p.check, p.severity, p.count) for p in problems if p.source == "identities"]
     assert said == [("placeholder_id_value", "warning", 4)], said
 
 
@@ -146,13 +145,8 @@ def test_identities_whose_ids_match_no_customer_are_said(project):
     links([("0", "email", "a@x"), ("1", "email", "a@x"), ("2", "device", "q"), ("1", "device", "q")]
           ).to_parquet(project.data / "ids.parquet")
     pd.DataFrame({"customer_id": ["000000", "000001", "000002"]}).to_parquet(project.data / "customers.parquet")
-    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
-                    customers={"format": "parquet", "path": "data/customers.parquet"},
-                    identities={"format": "parquet", "path": "data/ids.parquet"})
-    cfg = load_config(project.root)
-    con = connect()
-    report = validate(con, cfg.source_specs(), cfg.role_of, set(), cfg.project_dir, pd.Timestamp("2027-01-01").to_pydatetime())
-    build_canonical(con, report, cfg.role_of)
-    found = [p for p in report.problems if p.check == "unmatched_identity_ids"]
-    assert len(found) == 1 and found[0].count == 3, report.problems
+    problems: list = []
+    _canonical(project, problems)
+    found = [p for p in problems if p.check == "unmatched_identity_ids"]
+    assert len(found) == 1 and found[0].count == 3, problems
     assert "3 of the 3 ids" in found[0].message and "'000000'" in found[0].message, found[0].message
