@@ -229,6 +229,11 @@ def train_job(
                    ("roc_auc", "pr_auc", "brier", "log_loss", "lift_top_decile", "mean_predicted", "realized_rate",
                     "calibration_slope", "calibration_intercept")}
         metrics |= {f"model_minus_{r.baseline}_auc": float(r.auc_difference) for r in ev.differences.itertuples()}
+        # the gate's deciding figures, as metrics a reviewer can sort and compare in MLflow (the
+        # interval was in the card's text only), and the cross-fitted Brier behind the calibrator
+        metrics |= {f"model_minus_{r.baseline}_auc_ci_{end}": float(getattr(r, f"ci_{end}"))
+                    for r in ev.differences.itertuples() for end in ("low", "high")}
+        metrics |= {f"calibration_cv_brier_{m}": float(b) for m, b in (model.calibration_briers_ or {}).items()}
         metrics |= {"rows_train": rows["train"], "rows_valid": rows["valid"], "rows_test": rows["test"],
                     "best_iteration": model.best_iteration_}
         bundle = registry.ModelBundle(

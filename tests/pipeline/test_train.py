@@ -95,6 +95,13 @@ def test_run_is_tracked_with_card_plots_and_a_loadable_model(purchase, shop):
     assert float(run.params["bgnbd_r"]) == pytest.approx(fit.r, rel=1e-5) and float(run.params["bgnbd_alpha"]) > 0
     assert f"BG/NBD as fitted on the test snapshot (lifetimes' names): r = {fit.r:.4g}, alpha = {fit.alpha:.4g} days" in details["card"]
     assert "bgnbd_roc_auc" in mlflow_metrics(purchase.run_id)
+    # the gate's interval of the AUC gain over each baseline, and the calibrator choice's Briers
+    logged = mlflow_metrics(purchase.run_id)
+    gains = purchase.evaluation.differences.set_index("baseline")
+    for b in ("recency", "rfm", "bgnbd"):
+        assert logged[f"model_minus_{b}_auc_ci_low"] == pytest.approx(gains.at[b, "ci_low"])
+        assert logged[f"model_minus_{b}_auc_ci_low"] < logged[f"model_minus_{b}_auc"] < logged[f"model_minus_{b}_auc_ci_high"]
+    assert {"calibration_cv_brier_platt", "calibration_cv_brier_isotonic"} <= set(logged), sorted(logged)
 
     arts = {a.path for a in mlflow.artifacts.list_artifacts(run_id=purchase.run_id, artifact_path="plots")}
     assert arts >= {"plots/gains_lift.png", "plots/calibration.png", "plots/roc_pr.png", "plots/feature_importance.png"}
