@@ -84,7 +84,9 @@ def gate_advice(criteria: list[dict], roles: frozenset[str] | set[str], has_prof
                 "web events, profiles. Add those sources if you have them. ")
     return ("A model that does not beat its baseline is better not used: more history or more customers may "
             "give it the signal it lacks, and meanwhile a segment on the baseline's own feature "
-            "(recency_days, say) does what the model could not. ")
+            "(recency_days, say) does what the model could not: `dynseg score` runs such rules beside the other "
+            "target's champion (targets: in configs/scoring.yaml); with no champion at all, select from the file "
+            "`dynseg features build --out` writes. ")
 
 
 def print_result(r: TrainResult) -> None:
