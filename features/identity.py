@@ -2,9 +2,10 @@
 
 Ids and identifiers form a bipartite graph; each connected component is one canonical customer
 (so chains A–B–C merge even when A and C share nothing). The canonical id is the smallest id in
-the component among those with a profile (the customers source), else among those with events,
-else of all: stable when unrelated data changes, and an id the shop knows (an anonymous device id
-or a GA4 pseudo id, which sort before ``c…`` ids, is exported only when the person has no other). An identifier shared by very many ids
+the component among those with a profile (the customers source), else of all: stable when
+unrelated data changes (events arriving change no id), and an id the shop knows (an anonymous
+device id or a GA4 pseudo id, which sort before ``c…`` ids, is exported only when the person has no
+profile at all). An identifier shared by very many ids
 (a shop's test address, a kiosk device) would glue strangers together: those are skipped and
 reported instead.
 """
@@ -45,8 +46,8 @@ def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20, li
 
     Only identifiers shared by two or more ids can merge anything; a caller with many links may pass
     just those (as :func:`features.load.build_canonical` does) and the count of all linked ids.
-    ``rank``: an id's preference as the canonical id (0: has a profile, 1: has events; an id not
-    in it: 2), before the smallest id.
+    ``rank``: an id's preference as the canonical id (0: has a profile; an id not in it: 1),
+    before the smallest id.
     """
     links = links.dropna(subset=["customer_id", "id_type", "id_value"]).drop_duplicates()
     if linked_ids is None:
@@ -83,7 +84,7 @@ def resolve_identities(links: pd.DataFrame, max_ids_per_identifier: int = 20, li
     # Customers are sorted, so the first id per component by (rank, position) is the canonical id.
     order = np.arange(n_c)
     if rank:
-        order = pd.Series(customers).map(rank).fillna(2).to_numpy(dtype=np.int64) * n_c + order
+        order = pd.Series(customers).map(rank).fillna(1).to_numpy(dtype=np.int64) * n_c + order
     first = pd.Series(order).groupby(customer_labels).transform("min").to_numpy() % n_c
     mapping = pd.DataFrame({"customer_id": customers.to_numpy(), "canonical_id": customers.to_numpy()[first]})
     return IdentityResolution(mapping=mapping, skipped_identifiers=skipped, linked_ids=linked_ids)

@@ -90,38 +90,43 @@ def build_canonical(
 
 
 def _known_ids(con: duckdb.DuckDBPyConnection, report: ValidationReport, links: pd.DataFrame) -> dict[str, int]:
-    """The linked ids the shop knows: 0 for an id with a profile, 1 for one with events only (see
-    :func:`features.identity.resolve_identities`). When most linked ids are in neither source,
-    a warning: the identities likely write ids in another form (``9`` beside ``000009``)."""
+    """The linked ids that have a profile (rank 0, see :func:`features.identity.resolve_identities`):
+    only the profiles are read, so a person's id does not change as events arrive. When most linked
+    ids have no profile, the events are read too, for a warning if most are in neither source: the
+    identities likely write ids in another form (``9`` beside ``000009``)."""
     ids = pd.DataFrame({"id": pd.unique(links["customer_id"].astype(str))})
     if ids.empty:
         return {}
+
+    def found_in(source: str) -> set[str]:
+        if source not in report.typed:
+            return set()
+        expr = report.typed[source]["customer_id"].expr
+        return {r[0] for r in con.execute(f"SELECT DISTINCT c FROM (SELECT {expr} AS c FROM raw_{source}) "
+                                          "WHERE c IN (SELECT id FROM _linked_df)").fetchall()}
+
     con.register("_linked_df", ids)
     try:
-        found = {}
-        for source, rank in (("events", 1), ("customers", 0)):
-            if source not in report.typed:
-                continue
-            expr = report.typed[source]["customer_id"].expr
-            for (cid,) in con.execute(f"SELECT DISTINCT c FROM (SELECT {expr} AS c FROM raw_{source}) "
-                                      "WHERE c IN (SELECT id FROM _linked_df)").fetchall():
-                found[cid] = rank
+        profiled = found_in("customers")
+        unknown = [i for i in ids.id if i not in profiled]
+        if len(unknown) * 2 > len(ids):  # (the events read only then: a scan of the log)
+            seen = found_in("events")
+            unknown = [i for i in unknown if i not in seen]
     finally:
         con.unregister("_linked_df")
-    unknown = [i for i in ids.id if i not in found]
     if len(unknown) * 2 > len(ids):
         from features.validation import Problem
 
-        seen = con.execute(f"SELECT {report.typed['events']['customer_id'].expr} FROM raw_events LIMIT 3").fetchall()
+        sample = con.execute(f"SELECT {report.typed['events']['customer_id'].expr} FROM raw_events LIMIT 3").fetchall()
         report.problems.append(Problem(
             "identities", "customer_id", "unmatched_identity_ids", "warning", len(unknown),
             f"{len(unknown):,} of the {len(ids):,} ids that share an identifier in identities are an id of neither "
             f"the events nor the customers (e.g. {unknown[0]!r}; the events' ids read like "
-            f"{', '.join(repr(r[0]) for r in seen)}): a link between such ids merges no customer the runs score",
+            f"{', '.join(repr(r[0]) for r in sample)}): a link between such ids merges no customer the runs score",
             "if the identities write ids in another form, write them as the events do (the same text: 9 is not "
             "000009); ids of people who never came (anonymous devices) need nothing",
             tuple(repr(u) for u in unknown[:3])))
-    return found
+    return {i: 0 for i in profiled}
 
 
 def has_consent_profiles(con: duckdb.DuckDBPyConnection) -> bool:

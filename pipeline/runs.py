@@ -58,11 +58,14 @@ _DDL = {
     "dropped_runs": "run_id VARCHAR, as_of TIMESTAMP, dropped_at TIMESTAMP, reason VARCHAR",
     # who a segment's rule selected but a segment it excludes took away (so an exit can say why)
     "segment_exclusions": "run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, customer_id VARCHAR, excluded_by VARCHAR",
+    # the ids the run's identity resolution folded into another (its exports carry the canonical id):
+    # a past run's merges, not today's (the workspace's identity_map holds the latest)
+    "run_identity_merges": "run_id VARCHAR, as_of TIMESTAMP, customer_id VARCHAR, canonical_id VARCHAR",
 }
 
 #: The tables that hold a row per customer (and run): what ``prune`` drops for old runs.
 PER_CUSTOMER = ("customer_scores", "customer_reasons", "segment_members", "segment_deltas", "replaced_members",
-                "segment_exclusions")
+                "segment_exclusions", "run_identity_merges")
 
 #: Test hook: the path of a file to create just before COMMIT, after which the run waits (so a
 #: test can kill it inside the transaction). Never set in normal use.
@@ -125,7 +128,7 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
     ``exclusions_view``: who each segment's rule selected but an exclusion took away
     (``segment, customer_id, excluded_by``; see :func:`pipeline.segments.exclusions_sql`).
     ``identity_map``: the run's identity map (every linked id and its canonical id), which replaces
-    the workspace's: the ids the run exported are traced back by the map they were made with.
+    the workspace's; the ids it folded into another are kept with the run (``run_identity_merges``).
     ``before_commit(con)`` runs last inside the transaction (the workspace attached as ``ws``):
     what it writes commits with the run, and if it raises, nothing does. ``state``: see
     :func:`pipeline.workspace.attached_transaction` (``state["committed"]`` once the run stands).
@@ -145,7 +148,7 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
         con.execute("INSERT INTO ws.replaced_members SELECT run_id, as_of, segment, customer_id, holdout, sendable "
                     "FROM ws.segment_members WHERE as_of = ? AND kind <> 'suppression'", [as_of])
         for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
-                      "customer_reasons", "segment_exclusions"):
+                      "customer_reasons", "segment_exclusions", "run_identity_merges"):
             con.execute(f"DELETE FROM ws.{table} WHERE as_of = ?", [as_of])
         cols = list(run)
         con.execute(f"INSERT INTO ws.scoring_runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
@@ -166,6 +169,8 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
         _insert_deltas(con, run_id, as_of, members_view, prev)
         if identity_map:
             con.execute(f"CREATE OR REPLACE TABLE ws.identity_map AS SELECT * FROM {identity_map}")
+            con.execute(f"INSERT INTO ws.run_identity_merges SELECT ?, ?, customer_id, canonical_id FROM {identity_map} "
+                        "WHERE customer_id <> canonical_id", [run_id, as_of])
         con.execute(
             "INSERT INTO ws.segment_health "
             "SELECT ?, ?, h.segment, h.kind, h.owner, h.size, h.sendable, h.holdout, "
@@ -512,7 +517,7 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
                                  "against members that are gone")
             con.execute(f"CREATE TABLE IF NOT EXISTS ws.dropped_runs ({_DDL['dropped_runs']})")
             for table in ("scoring_runs", "customer_scores", "segment_members", "segment_deltas", "segment_health",
-                          "customer_reasons", "segment_exclusions"):
+                          "customer_reasons", "segment_exclusions", "run_identity_merges"):
                 if _has_table(con, "ws", table):  # (a workspace scored before segment_exclusions has none)
                     con.execute(f"DELETE FROM ws.{table} WHERE run_id = ?", [run_id])
             con.execute("INSERT INTO ws.dropped_runs VALUES (?, ?, now()::TIMESTAMP, ?)", [run_id, as_of, reason])

@@ -123,8 +123,11 @@ def _why_empty(db, run, name: str, where: str) -> list[str]:
                     + ", ".join(f"{r.excluded_by}: {r.n:,}" for r in taken.itertuples()) + ")")
     for m in json.loads(run.models) if isinstance(run.models, str) else []:
         for b in m.get("bands") or []:
-            unreachable = b.get("threshold") == float("inf")
-            if unreachable and re.search(rf"\b{m['target']}_band\b", where) and re.search(rf"['\"]{b['name']}['\"]", where):
+            # the rule asks for that band of that model: `churn_band = 'high'`, or among an IN list
+            band, name = re.escape(f"{m['target']}_band"), re.escape(b["name"])
+            asks = re.search(rf"\b{band}\s*(?:==?\s*['\"]{name}['\"]|IN\s*\([^)]*['\"]{name}['\"])", where,
+                             re.IGNORECASE)
+            if b.get("threshold") == float("inf") and asks:
                 said.append(f"the {m['target']} model's {b['name']!r} band, which its rule reads, could hold no one "
                             f"in this run: no threshold met its rule on the test snapshot "
                             f"(`dynseg models show {m['target']}` says why)")
@@ -285,12 +288,13 @@ def _changes_of(db, run, name: str, config: dict, removed: bool):
                        "', which it excludes (this run did not record whether its rule still held)' "
                        "FROM segment_members m WHERE m.run_id = d.run_id AND m.customer_id = d.customer_id "
                        "AND list_contains(?, m.segment)), 'no longer matches the rule')"), [excluding]
-    # an id merged into another by an identity link since the previous run exits as "not scored":
-    # the workspace's identity map (written by every run) names the id the person has now
-    mapped = not runs.read_optional(db, "SELECT 1 FROM identity_map LIMIT 1").empty
-    merged = ("WHEN s.run_id IS NULL AND (SELECT i.canonical_id FROM identity_map i WHERE i.customer_id = d.customer_id) "
-              "<> d.customer_id THEN 'merged into ' || (SELECT i.canonical_id FROM identity_map i WHERE i.customer_id = "
-              "d.customer_id) || ' by an identity link (the person under that id)'" if mapped else "")
+    # an id this run's identity resolution folded into another (a link added since the previous run)
+    # exited as "not scored": the run's own merges (run_identity_merges) name the id the person has
+    mapped = not runs.read_optional(db, "SELECT 1 FROM run_identity_merges LIMIT 1").empty
+    merged = ("WHEN s.run_id IS NULL AND im.canonical_id IS NOT NULL THEN 'merged into ' || im.canonical_id || "
+              "' by an identity link (the person under that id)'" if mapped else "")
+    merges = ("LEFT JOIN run_identity_merges im ON im.run_id = d.run_id AND im.customer_id = d.customer_id"
+              if mapped else "")
     return runs.read(db, f"""
         SELECT d.customer_id, d.change, m.holdout, m.sendable, s.* EXCLUDE (run_id, as_of, customer_id),
                CASE WHEN d.change = 'entered' THEN NULL
@@ -299,6 +303,7 @@ def _changes_of(db, run, name: str, config: dict, removed: bool):
                     WHEN s.run_id IS NULL THEN 'not scored in this run'
                     ELSE {why} END AS why
         FROM segment_deltas d LEFT JOIN customer_scores s ON s.run_id = d.run_id AND s.customer_id = d.customer_id
+        {merges}
         -- an entered member's side in this run (an exited one is no member: both null)
         LEFT JOIN segment_members m ON d.change = 'entered' AND m.run_id = d.run_id AND m.segment = d.segment
                                        AND m.customer_id = d.customer_id

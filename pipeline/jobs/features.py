@@ -204,16 +204,27 @@ def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> 
         measures += [only_typed_values(c) for c in text]
     # as of a cutoff, the values of its population (known_customers): signed up before it, or an
     # event before it; the event scan only when some profile may be known by its events alone
-    known = ""
+    known, limit = "", cfg.features.max_categories
     if cut is not None:
         known = " WHERE signup_at < $t"
         if data.con.execute("SELECT count(*) FILTER (signup_at IS NULL OR signup_at >= $t) > 0 FROM customers",
                             {"t": cut}).fetchall()[0][0]:
+            # some profiles count only if their customer had an event before the cutoff: the counts
+            # over every profile and over those signed up before it bound the population's; the
+            # log is read only for a column they leave undecided (or a CSV file's typed values)
+            if not csv:
+                bounds = data.con.execute("SELECT " + ", ".join(
+                    f"count(DISTINCT {ident(c)}), count(DISTINCT {ident(c)}) FILTER (WHERE signup_at < $t)" for c in text)
+                    + " FROM customers", {"t": cut}).fetchall()[0]
+                upper, lower = bounds[0::2], bounds[1::2]
+                taken = [c for c, hi, lo in zip(text, upper, lower) if 0 < lo and hi <= limit]
+                if all((0 < lo and hi <= limit) or lo > limit or hi == 0 for hi, lo in zip(upper, lower)):
+                    return _distinct_names(cfg, tuple(taken)), ()
             known += " OR customer_id IN (SELECT customer_id FROM events WHERE ts < $t)"
     row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers" + known,
                            {} if cut is None else {"t": cut}).fetchall()[0]
     counts, typed = row[:len(text)], row[len(text):] if csv else [False] * len(text)
-    text = [c for c, n, is_typed in zip(text, counts, typed) if 0 < n <= cfg.features.max_categories and not is_typed]
+    text = [c for c, n, is_typed in zip(text, counts, typed) if 0 < n <= limit and not is_typed]
     return _distinct_names(cfg, tuple(text)), ()  # auto takes no column of booleans: it is no text
 
 

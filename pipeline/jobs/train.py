@@ -186,11 +186,19 @@ def train_job(
     scores = np.asarray(ev.predictions["model"], dtype=float)
     if len(scores) and np.ptp(scores) < 1e-12:  # a tiny shop: it trained, scored 0.5 AUC, and nothing said why
         n_train = int((f.snapshot == "train").sum())
-        td.warnings.append(
-            f"the model gives every customer the same score ({scores[0]:.3f}): its trees make no split, so it ranks "
-            f"no one (test AUC 0.5). With {n_train:,} training rows against model.min_child_samples "
-            f"{cfg.training.model.min_child_samples} (the fewest rows a leaf may hold), there is too little to "
-            "split on: more customers or snapshots, or a smaller min_child_samples in configs/training.yaml")
+        trees = model.booster_.booster_.dump_model()["tree_info"][:model.best_iteration_]
+        if all(t.get("num_leaves", 1) <= 1 for t in trees):
+            td.warnings.append(
+                f"the model gives every customer the same score ({scores[0]:.3f}): its trees make no split, so it "
+                f"ranks no one (test AUC 0.5). With {n_train:,} training rows against model.min_child_samples "
+                f"{cfg.training.model.min_child_samples} (the fewest rows a leaf may hold), there is too little to "
+                "split on: more customers or snapshots, or a smaller min_child_samples in configs/training.yaml")
+        else:  # the trees split, but the calibrator pooled every score into one
+            td.warnings.append(
+                f"the model gives every customer the same score ({scores[0]:.3f}): its trees split, but "
+                f"{model.calibration_method_} calibration on the validation snapshot found no order in their scores "
+                "and pooled them into one, so it ranks no one (test AUC 0.5): the model learned nothing that holds "
+                "on the validation snapshot")
     cut = [c.strftime("%Y-%m-%d") for c in td.plan.cutoffs]
     rows = f.snapshot.value_counts().reindex(["train", "valid", "test"]).fillna(0).astype(int).to_dict()
     window = {"first_event": str(td.first_event), "last_event": str(td.last_event), "cutoffs": cut,

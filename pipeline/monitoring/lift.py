@@ -64,7 +64,8 @@ def segment_lift(
     lost = table.verdict.str.startswith("treated converted") & (table.p_adjusted >= alpha)
     if tested > 1 and lost.any():
         table.loc[lost, "verdict"] = [
-            f"{v}; not once adjusted for the {tested} segments tested (Holm p {p:.3f}): read it as a lead to confirm"
+            f"{v}; not significant once adjusted for the {tested} segments tested (Holm p {p:.3f}): read it as a "
+            "lead to confirm"
             for v, p in zip(table.verdict[lost], table.p_adjusted[lost])]
     return table
 

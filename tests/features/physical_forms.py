@@ -180,8 +180,8 @@ def logical(seed: int, T: pd.Timestamp | None = None, numeric_ids: bool | None =
 # ----------------------------------------------------------------------------- identity oracle
 def components(idn: pd.DataFrame | None, max_ids: int = 20, rank: dict[str, int] | None = None) -> dict[str, str]:
     """Id -> its canonical id (the smallest of its merged group among its ids of the best ``rank``:
-    0 with a profile, 1 with events, 2 neither), by union-find over shared identifiers; an
-    identifier shared by more than ``max_ids`` ids merges nothing."""
+    0 with a profile, 1 without), by union-find over shared identifiers; an identifier shared by
+    more than ``max_ids`` ids merges nothing."""
     rank = rank or {}
     if idn is None or idn.empty:
         return {}
@@ -208,7 +208,7 @@ def components(idn: pd.DataFrame | None, max_ids: int = 20, rank: dict[str, int]
         groups.setdefault(find(x), []).append(x)
     out = {}
     for members in groups.values():
-        canon = min(members, key=lambda m: (rank.get(m, 2), m))
+        canon = min(members, key=lambda m: (rank.get(m, 1), m))
         for m in members:
             out[m] = canon
     return out
@@ -220,7 +220,7 @@ def oracle(L: dict, T: pd.Timestamp, spec: FeatureSpec = FeatureSpec()) -> pd.Da
     role_of = {n: r for r, ns in L["names"].items() for n in ns}
     ev = L["events"].drop_duplicates()
     ev = ev[ev.event_type.isin(role_of)].copy()
-    known = {str(c): 1 for c in L["events"].customer_id.dropna()} | {str(c): 0 for c in L["customers"].customer_id.dropna()}
+    known = {str(c): 0 for c in L["customers"].customer_id.dropna()}
     canon = components(L["identities"], rank=known)
     merged = any(k != v for k, v in canon.items())
     ev["role"] = ev.event_type.map(role_of)

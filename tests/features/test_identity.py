@@ -112,15 +112,16 @@ def test_a_merged_profile_takes_one_rows_attributes_whatever_the_rows_order(proj
 
 def test_the_canonical_id_is_one_the_shop_knows():
     """An anonymous device id ('0f3e…', no profile) sorts before 'c…' ids; as the smallest it became
-    the person's id in every export, an id the email platform does not know. A profile's id comes
-    first, then an id with events, then the rest; the smallest within each."""
+    the person's id in every export, an id the email platform does not know. An id with a profile
+    comes first, the smallest of them; without any, the smallest id. Events do not count: a
+    person's id would change as a device's first event arrived."""
     rows = [("c5", "device", "d1"), ("0f3e-anon", "device", "d1"), ("c9", "email", "x"), ("c5", "email", "x"),
-            ("0aa", "email", "y"), ("1bb", "email", "y"), ("0cc", "email", "z"), ("1dd", "email", "z")]
-    rank = {"c5": 1, "c9": 0, "0f3e-anon": 1, "1dd": 1}
+            ("0aa", "email", "y"), ("1bb", "email", "y"), ("c7", "email", "z"), ("c3", "email", "z")]
+    rank = {"c9": 0, "c5": 0, "c7": 0}
     m = canonical(resolve_identities(links(rows), rank=rank))
-    assert m["0f3e-anon"] == m["c5"] == "c9"  # the profile's id, though the largest
-    assert m["1bb"] == "0aa"  # neither known: the smallest, as before
-    assert m["0cc"] == "1dd"  # events over nothing
+    assert m["0f3e-anon"] == m["c9"] == "c5"  # the smallest id with a profile, not the anonymous one
+    assert m["1bb"] == "0aa"  # no profile: the smallest, as before
+    assert m["c3"] == "c7"
 
 
 def test_identifiers_written_as_missing_values_merge_nobody(project):

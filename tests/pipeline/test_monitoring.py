@@ -274,8 +274,8 @@ def test_a_verdict_the_holm_adjustment_does_not_keep_says_so():
     assert len(kept) and len(lost), lift[["p_value", "p_adjusted"]]
     assert all(v == "treated converted more (significant)" for v in kept.verdict), kept.verdict
     for seg, r in lost.iterrows():
-        assert r.verdict == (f"treated converted more (significant); not once adjusted for the 3 segments tested "
-                             f"(Holm p {r.p_adjusted:.3f}): read it as a lead to confirm"), r.verdict
+        assert r.verdict == (f"treated converted more (significant); not significant once adjusted for the 3 "
+                             f"segments tested (Holm p {r.p_adjusted:.3f}): read it as a lead to confirm"), r.verdict
 
 
 def test_holm_adjusts_the_p_values_of_every_segment_tested():

@@ -279,6 +279,10 @@ def test_a_scoring_run_keeps_the_identity_map_its_exports_were_made_with(shop):
     scored = set(q(shop, "SELECT customer_id FROM customer_scores WHERE run_id = ?", [shop.runs[1].run_id]).customer_id)
     assert not scored & set(merged.customer_id)
     assert set(merged.canonical_id) & scored
+    # and each run keeps its own merges (a later link does not rewrite what an old run's exports meant)
+    kept = q(shop, "SELECT customer_id, canonical_id FROM run_identity_merges WHERE run_id = ? ORDER BY 1",
+             [shop.runs[1].run_id])
+    assert kept.reset_index(drop=True).equals(merged.sort_values("customer_id").reset_index(drop=True)), kept
 
 
 def test_rerun_replaces_the_run_and_a_killed_run_changes_nothing(shop):

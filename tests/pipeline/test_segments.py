@@ -741,12 +741,15 @@ def test_an_empty_segment_says_what_emptied_it(tmp_path):
     said = _why_empty(db, run, "high_churn_risk", "churn_band = 'high'")
     assert len(said) == 1 and "the churn model's 'high' band, which its rule reads, could hold no one" in said[0]
     assert _why_empty(db, run, "some_churn", "churn_band = 'medium'") == []
+    assert len(_why_empty(db, run, "either", "churn_band IN ('high', 'medium')")) == 1
+    # another model's band of that name, or a rule that leaves the band out, is no cause
+    assert _why_empty(db, run, "mixed", "churn_band = 'low' AND purchase_band = 'high'") == []
+    assert _why_empty(db, run, "not_high", "churn_band != 'high'") == []
 
 
 def test_an_exit_by_an_identity_merge_names_the_id_the_person_has_now(tmp_path):
     """A link added between two runs merged c50 into c00: c50 exited "not scored in this run", and
-    c00 entered, as if two people had moved. The workspace's identity map (every run writes it)
-    names the merge."""
+    c00 entered, as if two people had moved. The run's own merges (every run keeps them) name it."""
     import json
     from types import SimpleNamespace
 
@@ -766,8 +769,11 @@ def test_an_exit_by_an_identity_merge_names_the_id_the_person_has_now(tmp_path):
         con.execute("CREATE TABLE segment_members (run_id VARCHAR, segment VARCHAR, customer_id VARCHAR, holdout BOOLEAN, "
                     "sendable BOOLEAN)")
         con.execute("INSERT INTO segment_members VALUES ('r2', 'vip', 'c00', false, true)")
-        con.execute("CREATE TABLE identity_map (customer_id VARCHAR, canonical_id VARCHAR)")
-        con.execute("INSERT INTO identity_map VALUES ('c00', 'c00'), ('c50', 'c00')")
+        # the run's own merges; c77's merge came with a later run: not why it left this one
+        con.execute("CREATE TABLE run_identity_merges (run_id VARCHAR, as_of TIMESTAMP, customer_id VARCHAR, "
+                    "canonical_id VARCHAR)")
+        con.execute("INSERT INTO run_identity_merges VALUES ('r2', '2026-11-27', 'c50', 'c00'), "
+                    "('r7', '2026-12-02', 'c77', 'c00')")
     run = SimpleNamespace(run_id="r2", config=json.dumps({"segments": {}}))
     why = _changes_of(db, run, "vip", {"segments": [{"name": "vip", "exclude": []}]}, False).set_index("customer_id").why
     assert why["c50"] == "merged into c00 by an identity link (the person under that id)", why
