@@ -13,7 +13,7 @@ import pandas as pd
 from features.contract import CONTRACT
 from features.identity import IdentityResolution, resolve_identities
 from features.normalize import SQL_TYPE, blank, ident, literal
-from features.validation import PLACEHOLDER_IDS, ValidationReport, future_ts
+from features.validation import ValidationReport, future_ts, placeholder
 
 def _typed_select(report: ValidationReport, name: str) -> str:
     t = report.typed[name]
@@ -41,11 +41,10 @@ def build_canonical(
         # Most identifiers belong to one id and can merge nothing: only the shared ones leave DuckDB.
         # a missing value written as text (NULL, nan, N/A) is no identifier: it would merge every id
         # that has one into one person (validation warns of such rows)
-        missing = ", ".join(map(literal, PLACEHOLDER_IDS))
         con.execute(f"""CREATE OR REPLACE TABLE _links AS SELECT DISTINCT customer_id, id_type, id_value
                         FROM (SELECT {_typed_select(report, 'identities')} FROM raw_identities)
                         WHERE customer_id IS NOT NULL AND id_type IS NOT NULL AND id_value IS NOT NULL
-                          AND lower(trim(customer_id)) NOT IN ({missing}) AND lower(trim(id_value)) NOT IN ({missing})""")
+                          AND NOT {placeholder('customer_id')} AND NOT {placeholder('id_value')}""")
         linked = con.execute("SELECT count(DISTINCT customer_id) FROM _links").fetchall()[0][0]
         links = con.execute("""SELECT * FROM _links SEMI JOIN (SELECT id_type, id_value FROM _links GROUP BY 1, 2
                                HAVING count(*) > 1) USING (id_type, id_value)""").df()

@@ -484,11 +484,9 @@ def _checks(name: str, t: dict[str, Typed], role_of: dict[str, str], ignored: se
             if col in t and not _never_blank(stats.get(col)):
                 checks.append(_Check(col, f"null_{col}", "error", blank(col),
                                      f"rows have a null or empty {col}", "drop those rows"))
-        missing = ", ".join(map(literal, PLACEHOLDER_IDS))
         for col in ("customer_id", "id_value"):
             if col in t:
-                checks.append(_Check(col, f"placeholder_{col}", "warning",
-                                     f"lower(trim(CAST({t[col].expr} AS VARCHAR))) IN ({missing})",
+                checks.append(_Check(col, f"placeholder_{col}", "warning", placeholder(t[col].expr),
                                      f"rows have a {col} that is a missing value written as text (NULL, nan, N/A, …): "
                                      "they are left out of identity resolution, where they would make every id "
                                      "sharing one a single person",
@@ -1182,6 +1180,11 @@ def unknown_customer_problem(n: int, example: str, spelled: str | None = None) -
 PLACEHOLDER_IDS = ("null", "none", "nan", "n/a", "na", "undefined", "nil", "#n/a", "-")
 
 
+def placeholder(expr: str) -> str:
+    """SQL: the text value ``expr`` is one of :data:`PLACEHOLDER_IDS` (any case, spaces around)."""
+    return f"lower(trim(CAST({expr} AS VARCHAR))) IN ({', '.join(map(literal, PLACEHOLDER_IDS))})"
+
+
 def placeholder_id_text(ids: list[str], events: int | None = None) -> str:
     """What to say of customer_ids that are a missing id written as text."""
     shown = " and ".join(map(repr, ids[:3])) + (f" (and {len(ids) - 3} more)" if len(ids) > 3 else "")
@@ -1199,8 +1202,7 @@ def placeholder_id_problem(con: duckdb.DuckDBPyConnection, report: ValidationRep
     if "customer_id" not in t or "events" not in report.sources:
         return None
     rows = con.execute(f"SELECT id, count(*) FROM (SELECT {t['customer_id'].expr} AS id FROM "
-                       f"{report.sources['events'].view}) WHERE lower(trim(id)) IN "
-                       f"({', '.join(map(literal, PLACEHOLDER_IDS))}) GROUP BY 1 ORDER BY 2 DESC").fetchall()
+                       f"{report.sources['events'].view}) WHERE {placeholder('id')} GROUP BY 1 ORDER BY 2 DESC").fetchall()
     if not rows:
         return None
     n = sum(c for _, c in rows)

@@ -8,7 +8,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -83,7 +83,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     from pipeline.jobs.features import project_columns
 
     notes = _check_key_columns(d.key_columns, used, cfg.origin("monitoring.yaml", "drift", "key_columns"),
-                               {c.name for c in project_columns(cfg)})
+                               lambda: {c.name for c in project_columns(cfg)})
     # The reports are written to a temp folder put in place whole: a run stopped half-way (SIGTERM)
     # left one model's report and no summary in the date's folder, which looked complete.
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -143,17 +143,21 @@ def _monitor_reports(cfg: Config, run, t: datetime, used, feats, current, thresh
 
 
 def _check_key_columns(key_columns: list[str], used: list[tuple[dict, Any]],
-                       origin: str = "configs/monitoring.yaml", project: set[str] | None = None) -> list[str]:
+                       origin: str = "configs/monitoring.yaml",
+                       project: Callable[[], set[str]] | None = None) -> list[str]:
     """Refuse a key column that no model of the run compares and that is no column of the feature
     set (a misspelt name: each model's drift report takes the key columns among its own, so it was
     dropped in silence and its alarm could never fire). A column of the feature set that no model
     of the run takes (`n_email_open_30d` in a shop without email events: `init` copies the demo's
     list) is left out with a note, returned: it refused every monitor run of such a shop.
-    ``project``: the columns a build of this project can make (:func:`project_columns`)."""
+    ``project``: gives the columns a build of this project can make (:func:`project_columns`),
+    asked only when a key column is no model's."""
     import difflib
 
     known = {c for _, model in used for c in model.features_} | {f"{m['target']}_score" for m, _ in used}
-    unused = [c for c in key_columns if c not in known and c in (project or set())]
+    other = [c for c in key_columns if c not in known]
+    buildable = project() if other and project is not None else set()
+    unused = [c for c in other if c in buildable]
     bad = [(i, c) for i, c in enumerate(key_columns) if c not in known and c not in unused]
     if bad:
         def hint(c: str) -> str:

@@ -282,12 +282,10 @@ def train_job(
                        model, note, td.warnings + campaigns)
 
 
-def campaign_overlap(db: Path, customers: pd.Series, cutoff: datetime, horizon: timedelta) -> list[str]:
-    """A warning per scoring run of this workspace whose sendable members (of segments that are no
-    suppression) include customers of the test snapshot and whose exports fall within its label
-    window: if they were sent, a campaign moved the labels the model is graded on (dynseg's own
-    campaigns, which the card would otherwise blame on the base rate)."""
-    from features.asof import as_of_label
+def campaign_runs(db: Path, customers: pd.Series, cutoff: datetime, horizon: timedelta) -> list[tuple[str, datetime, int, bool]]:
+    """Each scoring run of this workspace whose sendable members (of segments that are no
+    suppression) include some of ``customers`` (a test snapshot's) and whose exports fall within its
+    label window: (run id, as_of, how many of them, whether a campaign was simulated from it)."""
     from pipeline import runs
 
     # (empty in a workspace without runs)
@@ -301,17 +299,29 @@ def campaign_overlap(db: Path, customers: pd.Series, cutoff: datetime, horizon: 
         members = runs.read(db, "SELECT DISTINCT customer_id FROM segment_members WHERE run_id = ? AND sendable "
                                 "AND kind <> 'suppression'", [r.run_id])
         n = int(ids.customer_id.isin(members.customer_id).sum()) if not members.empty else 0
-        if not n:
-            continue
-        when = r.as_of.to_pydatetime()
-        out.append(f"{n:,} of the test snapshot's {len(ids):,} customers were sendable in scoring run {r.run_id} (as of "
-                   f"{as_of_label(when)}), within the test labels' window (the {horizon.days} days after the test snapshot "
-                   f"as of {cutoff_label(cutoff)})" + ("; a campaign was simulated from that run (dynseg data simulate-campaign)"
-                                                if runs.simulated(db, r.run_id) else "")
-                   + ": if its exports were sent, the campaign moved the labels this model is tested on, so its test "
-                   "metrics and calibration partly measure the campaign (a level off the realized rate, say). A test "
-                   "snapshot whose window holds no campaign (train --as-of another date) measures the model alone")
+        if n:
+            out.append((r.run_id, r.as_of.to_pydatetime(), n, runs.simulated(db, r.run_id)))
     return out
+
+
+def campaign_text(run: tuple[str, datetime, int, bool], total: int, cutoff: datetime, horizon: timedelta) -> str:
+    """One :func:`campaign_runs` row in words: who was sendable when, within which window."""
+    run_id, when, n, simulated = run
+    return (f"{n:,} of the test snapshot's {total:,} customers were sendable in scoring run {run_id} (as of "
+            f"{as_of_label(when)}), within the test labels' window (the {horizon.days} days after the test snapshot "
+            f"as of {cutoff_label(cutoff)})" + ("; a campaign was simulated from that run (dynseg data simulate-campaign)"
+                                                if simulated else ""))
+
+
+def campaign_overlap(db: Path, customers: pd.Series, cutoff: datetime, horizon: timedelta) -> list[str]:
+    """A warning per :func:`campaign_runs` row: if they were sent, a campaign moved the labels the
+    model is graded on (dynseg's own campaigns, which the card would otherwise blame on the base rate)."""
+    total = customers.nunique()
+    return [campaign_text(r, total, cutoff, horizon)
+            + ": if its exports were sent, the campaign moved the labels this model is tested on, so its test "
+            "metrics and calibration partly measure the campaign (a level off the realized rate, say). A test "
+            "snapshot whose window holds no campaign (train --as-of another date) measures the model alone"
+            for r in campaign_runs(db, customers, cutoff, horizon)]
 
 
 def band_table(levels: list[band_rules.BandLevel], scores: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
