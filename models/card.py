@@ -101,6 +101,7 @@ is a reason to watch realized quality (`dynseg lift`), not proof of a fault.
 ## Model
 LightGBM, trees: {model_info['trees']}; {model_info['features']} features.
 Not inputs (`exclude_features` in configs/training.yaml): {', '.join(model_info.get('excluded') or []) or 'none'}.
+Not inputs, as they equal another input on every training row: {'; '.join(f'{c} (= {k})' for c, k in (model_info.get('repeats') or {}).items()) or 'none'}.
 Most important (mean |SHAP| on a sample of the test snapshot, as in plots/shap_bar.png): {', '.join(labelled(f) for f in top_features)}.
 
 ## Known limits

@@ -99,6 +99,8 @@ def print_result(r: TrainResult) -> None:
         "rows train / valid / test": " / ".join(f"{(d.frame.snapshot == s).sum():,}" for s in ("train", "valid", "test")),
         "trees": r.model.trees_text(),
         "calibration": r.model.calibration_method_,
+        **({"inputs left out as repeats": "; ".join(f"{c} (equal to {k} on every training row)" for c, k in r.repeats.items())}
+           if r.repeats else {}),
         "base rate at test": r.base_rate_note,
         "MLflow run": r.run_id,
         "registered version": r.version or "— (not registered)",

@@ -43,6 +43,8 @@ class TrainResult:
     model: PropensityModel
     base_rate_note: str
     warnings: list[str] = field(default_factory=list)
+    #: inputs left out because another input equals them on every training row: left out -> kept
+    repeats: dict[str, str] = field(default_factory=dict)
 
 
 def customer_groups(ids: pd.Series) -> np.ndarray:
@@ -137,17 +139,56 @@ def model_inputs(cfg: Config, columns: list[str]) -> list[str]:
     return [c for c in columns if c not in KEY_COLUMNS and c not in excluded]
 
 
+def repeated_inputs(frame: pd.DataFrame, inputs: list[str]) -> dict[str, str]:
+    """The inputs that equal another input on every row of ``frame`` (the stacked training set:
+    train, valid and test), each mapped to the one kept. Two copies of one column split the trees'
+    splits, and so the SHAP values and importances, between two names for one fact; in a log of
+    purchases only ``days_since_last_action`` is ``recency_days`` and ``n_events`` is
+    ``frequency``, and with a ``signup_at`` for every customer ``tenure_days`` is
+    ``days_since_signup``. The first in the catalog's order is kept, except that the activity
+    columns (over the whole log) give way to the narrower column they equal. Constant columns are
+    left alone (no tree splits on them, so they take no SHAP value), and so are text columns."""
+    from features.customer_features import catalog
+
+    broad = {name for name, group, _ in catalog() if group == "activity"}
+    order = sorted(inputs, key=lambda c: c in broad)  # stable: the catalog's order otherwise
+    kept: dict[tuple, list[str]] = {}
+    repeats: dict[str, str] = {}
+
+    def values(c: str) -> np.ndarray:
+        return frame[c].to_numpy(dtype="float64", na_value=np.nan)
+
+    for c in order:
+        if not (pd.api.types.is_numeric_dtype(frame[c]) or pd.api.types.is_bool_dtype(frame[c])):
+            continue
+        v = values(c)
+        nulls = int(np.isnan(v).sum())
+        if nulls == len(v) or (nulls == 0 and v.min() == v.max()):
+            continue
+        # a summary first (a few passes over the column), then the rows of the columns that share it
+        key = (nulls, float(np.nanmin(v)), float(np.nanmax(v)), float(np.nansum(v)))
+        same = next((k for k in kept.get(key, []) if np.array_equal(v, values(k), equal_nan=True)), None)
+        if same is None:
+            kept.setdefault(key, []).append(c)
+        else:
+            repeats[c] = same
+    return repeats
+
+
 def _bgnbd_params(fitted) -> dict[str, float]:
     """BG/NBD's parameters as run parameters (``bgnbd_r``...; lifetimes' names, α in days); none
     when it could not be fitted on the test snapshot."""
     return {} if fitted is None else {f"bgnbd_{k}": round(v, 6) for k, v in vars(fitted).items()}
 
 
-def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Evaluation, str]:
+def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Evaluation, str, dict[str, str]]:
     """Fit on train, stop and calibrate on valid, evaluate on test with the base-rate correction
-    that would have been applied at the test cutoff."""
+    that would have been applied at the test cutoff; also the inputs left out as repeats of
+    another (:func:`repeated_inputs`)."""
     f = td.frame
     inputs = model_inputs(cfg, list(f.columns))
+    repeats = repeated_inputs(f, inputs)
+    inputs = [c for c in inputs if c not in repeats]
     train, valid, test = (f[f.snapshot == s] for s in ("train", "valid", "test"))
     model = PropensityModel(**cfg.training.model.model_dump()).fit(
         train[inputs], train.label, valid[inputs], valid.label, valid_groups=customer_groups(valid.customer_id)
@@ -165,7 +206,7 @@ def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Ev
                                                           td.histories).items()}
     evaluation = evaluate(test.label, at_test.predict(test), baselines, n_boot=cfg.training.bootstrap_samples)
     evaluation.baseline_fits = fits
-    return model, evaluation, note
+    return model, evaluation, note, repeats
 
 
 def train_job(
@@ -179,7 +220,7 @@ def train_job(
     registry.connect(uri)  # fail before the long work if the tracking server is unreachable
     name = cfg.training.registry.names[target]
     td = training_set_job(cfg, target, as_of, horizon, engine, progress)
-    model, ev, note = fit_and_evaluate(cfg, td)
+    model, ev, note, repeats = fit_and_evaluate(cfg, td)
     criteria = check_criteria(ev.table, cfg.training.validation_criteria, ev.differences)
     validated = all(c["passed"] for c in criteria)
     f = td.frame
@@ -228,7 +269,8 @@ def train_job(
                 "model", ["calibration_slope", "calibration_slope_ci_low", "calibration_slope_ci_high", "mean_predicted",
                           "realized_rate"]]), criteria=criteria, champion=champion,
             model_info={"calibration": model.calibration_method_, "trees": model.trees_text(), "features": len(model.features_),
-                        "excluded": [c for c in cfg.training.exclude_features if c in f.columns]},
+                        "excluded": [c for c in cfg.training.exclude_features if c in f.columns],
+                        "repeats": repeats},
             base_rate_note=note, unavailable_groups=td.profile.missing_groups(),
             top_features=shap_top, bgnbd=bgnbd_fit, forced=allow_unvalidated and not validated,
             bands=band_table(levels, ev.predictions["model"], test.label.to_numpy()),
@@ -269,6 +311,8 @@ def train_job(
                   "horizon_days": td.label.horizon.days, "population": td.label.population,
                   "engine": engine or cfg.settings.engine,  # --engine over the config's (config.yaml has the config's)
                   "snapshots": len(cut), "step": cfg.training.step, "calibration": model.calibration_method_,
+                  # inputs left out as repeats of another on every training row (left out=kept)
+                  "repeated_inputs": ", ".join(f"{c}={k}" for c, k in repeats.items()) or "none",
                   **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()},
                   # BG/NBD as fitted on the test snapshot's histories (lifetimes' names; α in days)
                   **_bgnbd_params(bgnbd_fit)}
@@ -279,7 +323,7 @@ def train_job(
         )
     version = registry.register(run_id, name, validated=validated, allow_unvalidated=allow_unvalidated, tags=tags)
     return TrainResult(target, name, run_id, version.version if version else None, validated, criteria, ev, td,
-                       model, note, td.warnings + campaigns)
+                       model, note, td.warnings + campaigns, repeats)
 
 
 def campaign_runs(db: Path, customers: pd.Series, cutoff: datetime, horizon: timedelta) -> list[tuple[str, datetime, int, bool]]:

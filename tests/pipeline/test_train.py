@@ -234,6 +234,41 @@ def test_purchases_only_log_trains_and_names_missing_groups(tmp_path, monkeypatc
     assert ("latest realized one carried forward" in details["card"]) != seasonal
     # the --as-of as given (it was the midnight after it, 2026-11-01 00:00:00: the next day's end as an --as-of)
     assert mlflow.get_run(details["run_id"]).data.params["as_of"] == "2026-10-31"
+    # purchases are the only events: three activity columns repeat a purchase column on every row.
+    # The model takes one name per fact (the two split its splits, and SHAP, between them), the
+    # purchase one, and says which it left out where a reviewer reads
+    model = registry.bundle_of(registry.load_version("dynseg-purchase", "1")).model
+    assert {"recency_days", "frequency", "days_since_first_purchase"} <= set(model.features_)
+    assert not {"days_since_last_action", "n_events", "tenure_days"} & set(model.features_)
+    assert ("Not inputs, as they equal another input on every training row: n_events (= frequency); "
+            "days_since_last_action (= recency_days); tenure_days (= days_since_first_purchase).") in details["card"]
+    assert "inputs left out as repeats" in r.stdout and "n_events (equal to" in r.stdout, r.stdout
+    assert mlflow.get_run(details["run_id"]).data.params["repeated_inputs"] == (
+        "n_events=frequency, days_since_last_action=recency_days, tenure_days=days_since_first_purchase")
+
+
+def test_repeated_inputs_keep_one_name_per_fact():
+    import pandas as pd
+
+    from pipeline.jobs.train import repeated_inputs
+
+    nan = float("nan")
+    f = pd.DataFrame({
+        "n_events": [3, 1, 2, 5],               # an activity column: gives way to the narrower one
+        "frequency": [3, 1, 2, 5],
+        "spend_30d": [1.0, nan, 2.0, 0.0],
+        "spend_90d": [1.0, nan, 2.0, 0.0],      # equal to spend_30d, nulls in the same rows
+        "spend_365d": [1.0, 0.0, 2.0, nan],     # the same sum, min and max, but nulls elsewhere
+        "n_refund_30d": [0, 0, 0, 0],           # constant: no tree splits on it, left alone
+        "n_refund_90d": [0, 0, 0, 0],
+        "plan": ["a", "b", "a", "b"],           # text: left alone
+        "tier": ["a", "b", "a", "b"],
+        "recency_days": [3.0, 1.0, 2.0, 5.0],   # equal in value to frequency, as floats
+    })
+    assert repeated_inputs(f, list(f.columns)) == {"spend_90d": "spend_30d", "recency_days": "frequency",
+                                                   "n_events": "frequency"}
+    f.loc[3, "recency_days"] = 5.5              # one row differs: not a repeat
+    assert repeated_inputs(f, list(f.columns)) == {"spend_90d": "spend_30d", "n_events": "frequency"}
 
 
 def test_unreachable_tracking_server_fails_fast_naming_the_uri(shop, monkeypatch):
