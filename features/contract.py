@@ -80,7 +80,9 @@ KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     "events": {
         "customer_id": ("externaluserid", "userid", "user", "customer", "customerid", "clientid", "contactid",
                         "profileid", "personid", "memberid", "shopperid", "subscriberkey", "distinctid",
-                        "userpseudoid"),
+                        "userpseudoid",
+                        # a B2B shop's customer is the account (last: a log with a user id too is per person)
+                        "accountid", "account", "companyid"),
         "event_type": ("event", "eventname", "eventtype", "type", "action", "metric", "metricname",
                        "activity", "activitytype"),
         "ts": ("timestamp", "originaltimestamp", "eventtime", "eventtimestamp", "eventts", "occurredat", "time",
@@ -97,7 +99,8 @@ KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "customers": {
         "customer_id": ("id", "externalid", "userid", "user", "customer", "clientid", "contactid", "profileid",
-                        "klaviyoid", "personid", "memberid", "subscriberkey", "distinctid"),
+                        "klaviyoid", "personid", "memberid", "subscriberkey", "distinctid", "accountid", "account",
+                        "companyid"),
         "signup_at": ("createdat", "signupdate", "signedupat", "registeredat", "registrationdate", "joinedat",
                       "firstseen", "datecreated", "profilecreatedon", "createdon", "created"),
         "email_consent": ("acceptsmarketing", "acceptsemailmarketing", "emailoptin", "optin", "marketingconsent",
@@ -108,7 +111,7 @@ KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     },
     "identities": {
         "customer_id": ("userid", "user", "customer", "customerid", "clientid", "contactid", "profileid", "personid",
-                        "memberid"),
+                        "memberid", "accountid", "account", "companyid"),
         "id_type": ("type", "identifiertype", "keytype", "idtype"),
         "id_value": ("value", "identifier", "identifiervalue", "keyvalue"),
     },

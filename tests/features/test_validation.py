@@ -130,6 +130,13 @@ def test_columns_named_as_other_tools_name_them_are_proposed_all_at_once(project
     assert "`columns: {customer_id: id}`" in found["customer_id"]
     assert "`columns: {email_consent: accepts_marketing}`" in found["email_consent"]
     assert "`columns: {signup_at: created_at}`" in found["signup_at"]
+    # a B2B shop's CRM names its customer the account; a log with a user id too is per person
+    project.write_events(good_events(2).rename(columns={"customer_id": "Account ID"}))
+    found = {p.column: p.fix for p in run(project).problems if p.source == "events"}
+    assert "`columns: {customer_id: Account ID}`" in found["customer_id"], found
+    project.write_events(good_events(2).rename(columns={"customer_id": "account_id"}).assign(user_id="u1"))
+    found = {p.column: p.fix for p in run(project).problems if p.source == "events"}
+    assert "`columns: {customer_id: user_id}`" in found["customer_id"], found
 
 
 def test_proposals_that_would_read_the_wrong_column_are_not_made(project):
