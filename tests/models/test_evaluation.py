@@ -148,3 +148,23 @@ def test_no_slope_is_fitted_where_there_is_none():
                                        row.calibration_slope_ci_high).startswith("calibration slope: none to fit")
     b, _ = calibration_slope(y, np.clip(0.4 + 0.1 * rng.standard_normal(50), 0.01, 0.99))  # noise: a slope near 0
     assert abs(b) < 3
+
+
+def test_calibration_plot_adds_log_axes_when_the_deciles_span_a_wide_range(tmp_path):
+    """A purchase model's deciles run from about 0.002 to 0.36: on linear axes the lower half sat
+    in a heap at the origin. Such a plot gets a second panel on log axes; a churn model's (0.2 to
+    0.9) keeps one. Each point carries its decile's 95 % interval."""
+    import matplotlib.pyplot as plt
+
+    from models.evaluation import calibration_table
+    from models.plots import calibration_plot
+
+    rng = np.random.default_rng(0)
+    wide = rng.beta(0.3, 6, 18_000)
+    narrow = rng.uniform(0.2, 0.9, 3_000)
+    shapes = {}
+    for name, p in (("wide", wide), ("narrow", narrow)):
+        table = calibration_table(rng.random(len(p)) < p, p)
+        path = calibration_plot(table, tmp_path / f"{name}.png", name)
+        shapes[name] = plt.imread(path).shape
+    assert shapes["wide"][1] > 1.7 * shapes["narrow"][1], shapes  # two panels side by side
