@@ -655,6 +655,8 @@ def default_comparison(auc_tolerance: float = 0.0, brier_tolerance: float = 0.00
             text += (f"; AUC difference {gain:+.5f}, paired DeLong 95% CI [{low:+.5f}, {high:+.5f}]: "
                      + ("within noise, the two rank alike on this snapshot (the gate reads the point estimates)"
                         if noise else "better beyond noise" if low > 0 else "worse beyond noise"))
+        elif candidate.get("paired_note"):  # the same snapshot, which could not be scored again
+            text += f"; {candidate['paired_note']}"
         if candidate.get("caveat"):
             text += f"; {candidate['caveat']}"
         return auc_ok and brier_ok, text
@@ -670,6 +672,26 @@ def _test_metrics(mv: ModelVersion) -> dict[str, float]:
             with contextlib.suppress(ValueError):
                 out[k.removeprefix("test_")] = float(v)
     return out
+
+
+def paired_on_same_snapshot(common_snapshot: Callable[[ModelVersion, ModelVersion], tuple[dict, dict, str]],
+                            candidate: ModelVersion, champion: ModelVersion, stored: tuple[dict, dict]) -> dict:
+    """For two versions tested on one snapshot, whose stored figures the gate compares: the paired
+    DeLong interval of their AUC difference (and a campaign caveat) from scoring both on that
+    snapshot again with ``common_snapshot``, as the extra keys of the candidate's metrics. The
+    stored figures alone said nothing of whether a gain of 0.001 was noise. Used only when the
+    scoring reproduces both stored AUCs (to 5e-4): otherwise the data changed since, and the
+    interval would be of other figures than those compared; then a note says so."""
+    try:
+        cand, champ, _ = common_snapshot(candidate, champion)
+    except Exception as e:  # noqa: BLE001 - data, engine: the stored comparison stands without it
+        return {"paired_note": f"no paired interval (the snapshot could not be scored again: {_first_line(e)})"}
+    drift = [abs(float(now["roc_auc"]) - float(was["roc_auc"])) for now, was in zip((cand, champ), stored)
+             if was.get("roc_auc") is not None]
+    if len(drift) < 2 or max(drift) > 5e-4:
+        return {"paired_note": "no paired interval (scored again on the snapshot, the two versions' AUCs differ "
+                               "from the stored ones: the data changed since they were trained)"}
+    return {k: cand[k] for k in ("auc_gain_ci", "caveat") if cand.get(k) is not None}
 
 
 def _same_snapshot(a: ModelVersion, b: ModelVersion) -> tuple[bool, str]:
@@ -730,7 +752,11 @@ def promote(name: str, version: str | int, *, force: bool = False,
                 problems.append(f"version {version} predicts {labels[0]}, the champion (version {champ_v}) "
                                 f"{labels[1]}: their metrics are not comparable")
             elif same:
-                ok, text = compare(_test_metrics(cand), _test_metrics(champ))
+                cand_m, champ_m = _test_metrics(cand), _test_metrics(champ)
+                if common_snapshot is not None and not (problems and not force):
+                    # the stored figures decide; scoring both again gives their paired interval
+                    cand_m |= paired_on_same_snapshot(common_snapshot, cand, champ, (cand_m, champ_m))
+                ok, text = compare(cand_m, champ_m)
                 compared_on = f"the test snapshot as of {cutoff_label(cand.tags.get('test_cutoff'))}"
                 (notes if ok else problems).append(f"against champion version {champ_v} on {compared_on}: {text}")
             elif common_snapshot is None or (problems and not force):
@@ -963,6 +989,7 @@ def compare_versions(name: str, a: str | int, b: str | int) -> dict:
 __all__ = [
     "CHAMPION", "PREVIOUS", "DEFAULT_MODEL_NAMES", "DynsegModel", "ModelBundle", "PromotionRefused",
     "PromotionResult", "RegisteredVersion", "RegistryError", "compare_versions", "connect", "default_comparison",
+    "paired_on_same_snapshot",
     "list_versions", "load_champion", "log_training_run", "model_input", "model_name", "promote", "register",
     "rollback", "tracking_uri", "version_details",
 ]

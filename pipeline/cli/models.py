@@ -205,6 +205,15 @@ def _compare_tables(ctx: typer.Context, name: str, model: str, v1: str, v2: str,
                   f"{c['labels'][1] or '?'}. Their metrics measure different things.", highlight=False)
     if c["same_test_snapshot"]:
         ok, why = c["verdict"]
+        if c["same_label"]:  # the paired interval of the stored AUC difference: both scored on that snapshot again
+            from pipeline.jobs.promote import compare_on_one_snapshot
+
+            a, b = c["versions"]
+            stored = tuple(c["metrics"].iloc[:, i].dropna().to_dict() for i in (1, 0))
+            err.print("Scoring both versions on their test snapshot again, for the paired interval...")
+            extra = registry.paired_on_same_snapshot(
+                lambda x, y: compare_on_one_snapshot(ctx.obj.config(), model, x, y), b, a, stored)
+            ok, why = registry.default_comparison(against=f"version {v1}")(stored[0] | extra, stored[1])
         out.print(f"{c['snapshot'].capitalize()}: the figures are comparable.")
         out.print(f"Promotion gate for version {v2} over {v1}: {'[green]would pass[/]' if ok else '[red]would refuse[/]'} ({why})",
                   highlight=False)

@@ -326,6 +326,37 @@ def test_a_forced_promotion_across_snapshots_is_compared_so_its_record_says_what
     assert "not compared with champion version 3 (" in str(e.value) and "promote scores both on the newer one" in str(e.value)
 
 
+def test_on_one_snapshot_the_stored_figures_decide_with_their_paired_interval(reg):
+    """Two versions tested on one snapshot were compared by their stored figures alone: a gain of
+    0.001 read as a win with no word of noise. Both are scored on it again for the paired interval,
+    which is used only when that scoring reproduces the stored AUCs (else the data changed)."""
+    name = "t-paired"
+    for run in (reg.strong, reg.strong, reg.strong, reg.strong):
+        R.register(run, name, validated=True, allow_unvalidated=False, tags={})
+    R.promote(name, 1)
+    stored = float(MlflowClient().get_model_version(name, "1").tags["test_roc_auc"])
+    calls = []
+
+    def again(auc_shift=0.0, fails=False):
+        def common(cand, champ):
+            calls.append((str(cand.version), str(champ.version)))
+            if fails:
+                raise ValueError("the events file is gone")
+            return ({"roc_auc": stored + auc_shift, "brier": 0.1, "auc_gain_ci": (-0.0012, 0.0015)},
+                    {"roc_auc": stored, "brier": 0.1}, "the test snapshot as of 2026-10-27")
+        return common
+
+    done = R.promote(name, 2, common_snapshot=again())
+    assert calls == [("2", "1")]
+    assert "paired DeLong 95% CI [-0.00120, +0.00150]: within noise" in done.message, done.message
+    assert done.message.count("test AUC") == 1  # the stored figures, compared once
+    done = R.promote(name, 3, common_snapshot=again(auc_shift=0.01))  # scored again, the AUC moved
+    assert "no paired interval (scored again on the snapshot, the two versions' AUCs differ" in done.message
+    assert "DeLong" not in done.message
+    done = R.promote(name, 4, common_snapshot=again(fails=True))  # the stored comparison stands
+    assert done.version == "4" and "no paired interval (the snapshot could not be scored again: the events" in done.message
+
+
 def test_a_custom_comparison_decides(reg):
     name = "t-custom"
     for run in (reg.strong, reg.weak):
