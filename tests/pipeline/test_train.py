@@ -394,6 +394,19 @@ def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_t
         assert "Promotion record" in shown and "promotion_compared_on" in shown
         assert runner.invoke(app, ["models", "rollback", "purchase"]).exit_code == 0
 
+    # two versions tested on one snapshot: the stored figures decide, and both are scored on it again
+    # for the paired interval (here the same model twice: its difference is exactly 0)
+    _, champ = registry.load_champion("dynseg-purchase")
+    twin = registry.register(champ.run_id, "dynseg-purchase", validated=True, allow_unvalidated=False,
+                             tags={"label_definition": champ.tags["label_definition"]})
+    try:
+        r = runner.invoke(app, ["models", "compare", "purchase", "champion", twin.version, "--no-impact"])
+        text = " ".join(r.output.split())
+        assert r.exit_code == 0 and "the figures are comparable" in text, r.output
+        assert "AUC difference +0.00000, paired DeLong 95% CI [+0.00000, +0.00000]: within noise" in text, text
+    finally:
+        registry.MlflowClient().delete_model_version("dynseg-purchase", twin.version)
+
 
 def test_the_base_rate_moves_by_last_years_change_or_stays_with_base_rate_latest():
     """The seasonal-naive correction had no test, and could not be turned off: under drift, or
