@@ -182,7 +182,9 @@ _ROLE_WORDS: tuple[tuple[str, tuple[frozenset[str], ...]], ...] = tuple(
         ("add_to_cart", ("add to cart", "added to cart", "cart add", "cart added", "product added",
                          "addtocart", "add cart")),
         ("purchase", ("purchase", "purchased", "purchases", "order completed", "order placed", "placed order",
-                      "order created", "order paid", "completed order", "transaction")),
+                      "order created", "order paid", "completed order", "transaction",
+                      # a subscription's billing (Stripe's invoice.paid, a renewal)
+                      "invoice paid", "subscription renewed", "subscription payment")),
         ("page_view", ("page view", "page viewed", "pageview", "pageviews", "product viewed", "viewed product",
                        "view item", "screen view", "screen viewed", "category viewed", "viewed page")),
         ("support_ticket", ("ticket", "support")),

@@ -85,6 +85,8 @@ def init(
         left = "; ".join(f"{n} ({', '.join(cols)})" for n, cols in result.dropped_segments.items())
         out.print(f"[yellow]Segments of the demo left out[/] (this data has no column they read): {escape(left)}",
                   highlight=False)
+    for line in result.fitted_values:
+        out.print(f"[green]Fitted to this data:[/] {escape(line)}", highlight=False)
     project = result.folder
     flag = "" if project == Path.cwd().resolve() else f" --project {project}"
     out.print(f"[green]Wrote[/] {len(result.written)} files to {project / 'configs'}. Next:", highlight=False)

@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import duckdb
+import numpy as np
+import pandas as pd
 import yaml
 
 from features.asof import BadValue
@@ -93,6 +95,8 @@ class InitResult:
     segments_unchecked: str | None = None
     #: The events' one currency (from a column named like ``currency``), set in configs/project.yaml
     currency: str | None = None
+    #: The demo's figures set to this data's (the vip threshold, the freshness lag), each said in a line
+    fitted_values: list[str] = field(default_factory=list)
 
 
 def init_project(folder: Path, events: str, customers: str | None = None, identities: str | None = None) -> InitResult:
@@ -118,7 +122,94 @@ def init_project(folder: Path, events: str, customers: str | None = None, identi
     result = InitResult(folder, found, roles, unplaced, _write(folder, found, roles, unplaced, currency), currency=currency)
     if "segments.yaml" in {p.name for p in result.written}:
         result.dropped_segments, result.segments_unchecked = _fit_segments(folder)
+        if result.segments_unchecked is None:
+            result.fitted_values = _fit_values(folder)
     return result
+
+
+#: The demo's vip rule as configs/segments.yaml has it, and the share of customers it is meant to hold
+_VIP = re.compile(r"(?m)^(    description: )Spent 300 or more in the last 365 days \(about the top 5 % of the demo "
+                  r"shop\)\.$(?P<between>(?:\n    [^\n]*)*?)\n    where: spend_365d >= 300$")
+
+
+def _nice(x: float) -> float:
+    """Two significant figures (283.1 -> 280, 48,213 -> 48,000), as a person would write a threshold."""
+    if x <= 0:
+        return x
+    digits = 1 - int(np.floor(np.log10(x)))
+    return float(round(x, digits))
+
+
+def _fit_values(folder: Path) -> list[str]:
+    """Two of the demo's figures fitted to this data, as of its newest event, each with what it was
+    set from (in the file and in the returned lines):
+    - ``vip``'s ``spend_365d >= 300`` was about the top 5 % of the demo shop, and held every account
+      of a B2B shop; it is set to the 95th percentile of ``spend_365d`` over the customers (two
+      significant figures), or over those who spent when fewer than 5 % did;
+    - ``freshness.max_lag_days: 3`` refused a monthly biller's log mid-month; it becomes the 90th
+      percentile of the gaps between the days with events in the last 180 days, plus a day, when
+      that is more than 3 (a daily log keeps 3: one outage does not widen it).
+    A value the user could not read is left as it is (the lines say nothing of it)."""
+    from datetime import timedelta
+
+    from features.customer_features import customer_features
+    from pipeline.config import load_config
+    from pipeline.jobs.data import load_for_run
+    from pipeline.jobs.features import data_profile, feature_spec, open_engine
+
+    said: list[str] = []
+    try:
+        cfg = load_config(folder)
+        data = load_for_run(cfg, None)
+    except Exception:  # noqa: BLE001 - the demo's values stay; validation names the data's problems
+        return said
+    try:
+        last = data.report.time_range(cfg.role_of)[1]
+        if last is None:
+            return said
+        as_of = last + timedelta(microseconds=1)  # the newest event included
+        eng = open_engine(cfg, data, "duckdb")
+        try:
+            feats = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), data_profile(cfg, data),
+                                      consents=eng.consents())
+            spend = (eng.execute(feats.select("spend_365d")).spend_365d.astype(float)
+                     if "spend_365d" in feats.columns else None)
+            days = eng.execute(eng.events().filter(lambda t: t.ts > as_of - timedelta(days=180))
+                               .select(day=lambda t: t.ts.date()).distinct()).day
+        finally:
+            eng.close()
+    finally:
+        data.con.close()
+        drop_copies(data.con)
+    day = f"{last:%Y-%m-%d}"
+    path = folder / "configs" / "segments.yaml"
+    text = path.read_text()
+    if spend is not None and len(spend) and _VIP.search(text):
+        threshold, whom = _nice(float(spend.quantile(0.95))), "customers"
+        if threshold <= 0:  # fewer than 5 % spent in the year: the top 5 % of those who did
+            spent = spend[spend > 0]
+            threshold, whom = (_nice(float(spent.quantile(0.95))), "customers who spent in that year") if len(spent) else (0, "")
+        if threshold > 0:
+            shown = f"{threshold:,.0f}" if threshold >= 10 else f"{threshold:g}"
+            text = _VIP.sub(lambda m: f"{m.group(1)}Spent {shown} or more in the last 365 days (about the top 5 % of the "
+                                      f"{whom} as of {day}, set by dynseg init).{m.group('between')}\n"
+                                      f"    where: spend_365d >= {threshold:g}", text)
+            write_atomic(path, text.encode())
+            said.append(f"vip: spend_365d >= {shown}, about the top 5 % of the {whom} as of {day} (the demo's 300 was "
+                        "its top 5 %)")
+    ordered = sorted(pd.to_datetime(days).dt.date) if len(days) else []
+    gaps = np.diff([d.toordinal() for d in ordered]) if len(ordered) > 1 else np.array([])
+    lag = int(np.ceil(np.quantile(gaps, 0.9))) + 1 if len(gaps) else 0
+    project = folder / "configs" / "project.yaml"
+    if lag > 3 and project.exists():
+        before = project.read_text()
+        after = re.sub(r"(?m)^  max_lag_days: 3$", f"  max_lag_days: {lag}  # set by dynseg init: 90 % of the gaps between "
+                       f"days with events in the 180 days to {day} are at most {lag - 1} days", before)
+        if after != before:
+            write_atomic(project, after.encode())
+            said.append(f"freshness.max_lag_days: {lag}: events come {lag - 1} or fewer days apart 90 % of the time (the "
+                        "demo's 3 would refuse this log between them)")
+    return said
 
 
 def _fit_segments(folder: Path) -> tuple[dict[str, list[str]], str | None]:

@@ -50,6 +50,9 @@ def test_known_names_are_contract_columns_in_plain_form_each_claimed_once():
     ("users.messages.email.Open", "email_open"), ("Cookie Consent Granted", None), ("hostedUnsubscribeClick", None),
     ("emailUnSubscribe", "unsubscribe"), ("emailSubscribe", "consent_granted"), ("SPAMREPORT", "complaint"),
     ("Newsletter Signup", None), ("Draft Order Created", None), ("Product Added to Favorites", None),
+    # a subscription's billing (Stripe's invoice.paid); a failed one is no purchase
+    ("Invoice Paid", "purchase"), ("invoice.paid", "purchase"), ("Subscription Renewed", "purchase"),
+    ("invoice.payment_failed", None), ("Subscription Renewal Failed", None),
 ])
 def test_event_names_are_guessed_by_their_words(name, role):
     assert guess_role(name) == role

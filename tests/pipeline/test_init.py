@@ -558,3 +558,46 @@ def test_a_holdout_salt_of_digits_only_stays_text(tmp_path, monkeypatch):
     from pipeline.config import load_config
 
     assert load_config(tmp_path / "p").segments.holdout_salt == "4220572348625586"
+
+
+def test_the_vip_threshold_and_freshness_lag_are_fitted_to_the_data(tmp_path, monkeypatch):
+    """The demo's `vip: spend_365d >= 300` (its top 5 %) held every account of a B2B shop, and
+    `max_lag_days: 3` refused a monthly biller's log mid-month. init sets both from the data, says
+    so, and the project validates and keeps its segments checkable."""
+    import numpy as np
+
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    rng = np.random.default_rng(3)
+    # 200 accounts billed on the 1st of each month for two years, invoices of thousands
+    months = pd.date_range("2024-12-01", "2026-11-01", freq="MS", tz="UTC")
+    rows = [(f"a{i:03d}", t + pd.Timedelta(hours=int(rng.integers(0, 20))), float(rng.gamma(2, 2500)))
+            for i in range(200) for t in months if rng.random() < 0.9]
+    events = pd.DataFrame(rows, columns=["customer_id", "ts", "amount"]).assign(event_type="Invoice Paid")
+    events.to_parquet(tmp_path / "events.parquet")
+    project = tmp_path / "b2b"
+    result = runner.invoke(app, ["init", str(project), "--events", str(tmp_path / "events.parquet")])
+    assert result.exit_code == 0, result.output
+    segments = yaml.safe_load((project / "configs" / "segments.yaml").read_text())
+    vip = next(s for s in segments["segments"] if s["name"] == "vip")
+    last = events.ts.max()
+    spend = events[events.ts > last - pd.Timedelta(days=365)].groupby("customer_id").amount.sum()
+    spend = spend.reindex(events.customer_id.unique(), fill_value=0.0)
+    threshold = float(vip["where"].removeprefix("spend_365d >= "))
+    assert 0.05 * len(spend) - 3 <= (spend >= threshold).sum() <= 0.05 * len(spend) + 3, (threshold, spend.describe())
+    assert threshold == float(f"{spend.quantile(0.95):.2g}")  # two significant figures
+    assert "set by dynseg init" in vip["description"] and "Fitted to this data: vip: spend_365d >=" in said(result)
+    project_yaml = yaml.safe_load((project / "configs" / "project.yaml").read_text())
+    lag = project_yaml["freshness"]["max_lag_days"]
+    assert 31 <= lag <= 33, lag  # days with events come a month apart
+    assert "freshness.max_lag_days:" in said(result)
+    monkeypatch.chdir(project)
+    assert runner.invoke(app, ["segments", "check"]).exit_code == 0
+    # a shop with events every day keeps the demo's lag
+    shop = generate(300, seed=6, end="2026-11-27")
+    shop.events.assign(event_type=shop.events["event_type"].map(EXPORT_NAMES)).to_parquet(tmp_path / "daily.parquet")
+    daily = tmp_path / "daily"
+    result = runner.invoke(app, ["init", str(daily), "--events", str(tmp_path / "daily.parquet")])
+    assert result.exit_code == 0, result.output
+    assert yaml.safe_load((daily / "configs" / "project.yaml").read_text())["freshness"]["max_lag_days"] == 3
+    assert "freshness.max_lag_days" not in said(result)
