@@ -25,7 +25,7 @@ from models.evaluation import delong_difference, metrics
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
 from pipeline.jobs.features import check_model_inputs, data_profile, feature_spec, open_engine
-from pipeline.jobs.train import campaign_runs, campaign_text
+from pipeline.jobs.train import campaign_summary
 from pipeline.workspace import Workspace
 from pipeline.jobs.score import _base_rate, _base_rate_cutoffs, _label_spec, base_rate_mode
 
@@ -78,11 +78,10 @@ def compare_on_one_snapshot(cfg: Config, name: str, candidate: Any, champion: An
     # often noise, and the gate (point estimates) promotes on it; the text says which it is
     _, low, high = delong_difference(y, scores[0], scores[1])
     out[0]["auc_gain_ci"] = (low, high)
-    sent = campaign_runs(Workspace(cfg.workspace).db_path, frame.customer_id, cutoff, spec.horizon)
+    sent = campaign_summary(Workspace(cfg.workspace).db_path, frame.customer_id, cutoff, spec.horizon)
     if sent:  # (said by the gate's text, see models.registry.default_comparison)
-        out[0]["caveat"] = (f"a campaign may have moved this snapshot's labels: "
-                            f"{campaign_text(sent[0], frame.customer_id.nunique(), cutoff, spec.horizon)}; "
-                            "if it was sent, the head-to-head leans towards the version that chose who was sent")
+        out[0]["caveat"] = (f"a campaign may have moved this snapshot's labels: {sent}; if it was sent, the "
+                            "head-to-head leans towards the version that chose who was sent")
     return out[0], out[1], f"the test snapshot as of {cutoff_label(cutoff)} ({len(frame):,} customers)"
 
 

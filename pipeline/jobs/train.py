@@ -330,6 +330,12 @@ def campaign_runs(db: Path, customers: pd.Series, cutoff: datetime, horizon: tim
     """Each scoring run of this workspace whose sendable members (of segments that are no
     suppression) include some of ``customers`` (a test snapshot's) and whose exports fall within its
     label window: (run id, as_of, how many of them, whether a campaign was simulated from it)."""
+    return [row for row, _ in _campaign_members(db, customers, cutoff, horizon)]
+
+
+def _campaign_members(db: Path, customers: pd.Series, cutoff: datetime,
+                      horizon: timedelta) -> list[tuple[tuple[str, datetime, int, bool], set[str]]]:
+    """:func:`campaign_runs`' rows, each with the ids it counted."""
     from pipeline import runs
 
     # (empty in a workspace without runs)
@@ -342,9 +348,9 @@ def campaign_runs(db: Path, customers: pd.Series, cutoff: datetime, horizon: tim
             continue
         members = runs.read(db, "SELECT DISTINCT customer_id FROM segment_members WHERE run_id = ? AND sendable "
                                 "AND kind <> 'suppression'", [r.run_id])
-        n = int(ids.customer_id.isin(members.customer_id).sum()) if not members.empty else 0
-        if n:
-            out.append((r.run_id, r.as_of.to_pydatetime(), n, runs.simulated(db, r.run_id)))
+        hit = set(ids.customer_id[ids.customer_id.isin(members.customer_id)]) if not members.empty else set()
+        if hit:
+            out.append(((r.run_id, r.as_of.to_pydatetime(), len(hit), runs.simulated(db, r.run_id)), hit))
     return out
 
 
@@ -357,15 +363,37 @@ def campaign_text(run: tuple[str, datetime, int, bool], total: int, cutoff: date
                                                 if simulated else ""))
 
 
-def campaign_overlap(db: Path, customers: pd.Series, cutoff: datetime, horizon: timedelta) -> list[str]:
-    """A warning per :func:`campaign_runs` row: if they were sent, a campaign moved the labels the
-    model is graded on (dynseg's own campaigns, which the card would otherwise blame on the base rate)."""
+def campaign_summary(db: Path, customers: pd.Series, cutoff: datetime, horizon: timedelta) -> str | None:
+    """Every :func:`campaign_runs` row in one sentence (None when there is none). Nightly runs put
+    about thirty in one label window, and each was a warning of its own, naming its run; the
+    sentence gives the customers sendable in any of them, how many runs, and the largest."""
+    found = _campaign_members(db, customers, cutoff, horizon)
+    if not found:
+        return None
     total = customers.nunique()
-    return [campaign_text(r, total, cutoff, horizon)
-            + ": if its exports were sent, the campaign moved the labels this model is tested on, so its test "
-            "metrics and calibration partly measure the campaign (a level off the realized rate, say). A test "
-            "snapshot whose window holds no campaign (train --as-of another date) measures the model alone"
-            for r in campaign_runs(db, customers, cutoff, horizon)]
+    if len(found) == 1:
+        return campaign_text(found[0][0], total, cutoff, horizon)
+    rows = [row for row, _ in found]
+    largest = max(rows, key=lambda r: r[2])
+    simulated = [r[0] for r in rows if r[3]]
+    anyone = len(set().union(*(hit for _, hit in found)))
+    return (f"{anyone:,} of the test snapshot's {total:,} customers were sendable in some of {len(rows)} scoring runs "
+            f"(as of {as_of_label(rows[0][1])} to {as_of_label(rows[-1][1])}; the most, {largest[2]:,}, in run "
+            f"{largest[0]} as of {as_of_label(largest[1])}), within the test labels' window (the {horizon.days} days "
+            f"after the test snapshot as of {cutoff_label(cutoff)})"
+            + (f"; a campaign was simulated from run {', '.join(simulated)} (dynseg data simulate-campaign)"
+               if simulated else ""))
+
+
+def campaign_overlap(db: Path, customers: pd.Series, cutoff: datetime, horizon: timedelta) -> list[str]:
+    """The warning of :func:`campaign_summary`, if any: if they were sent, a campaign moved the
+    labels the model is graded on (dynseg's own campaigns, which the card would otherwise blame on
+    the base rate)."""
+    said = campaign_summary(db, customers, cutoff, horizon)
+    return [] if said is None else [
+        said + ": if their exports were sent, a campaign moved the labels this model is tested on, so its test "
+        "metrics and calibration partly measure the campaign (a level off the realized rate, say). A test "
+        "snapshot whose window holds no campaign (train --as-of another date) measures the model alone"]
 
 
 def band_table(levels: list[band_rules.BandLevel], scores: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
