@@ -167,6 +167,7 @@ def _fit_values(folder: Path) -> list[str]:
         last = data.report.time_range(cfg.role_of)[1]
         if last is None:
             return said
+        last = last if last.tzinfo else last.replace(tzinfo=timezone.utc)
         as_of = last + timedelta(microseconds=1)  # the newest event included
         eng = open_engine(cfg, data, "duckdb")
         try:
@@ -178,6 +179,8 @@ def _fit_values(folder: Path) -> list[str]:
                                .select(day=lambda t: t.ts.date()).distinct()).day
         finally:
             eng.close()
+    except Exception:  # noqa: BLE001 - configs/ is written and stays; these two values are a courtesy
+        return said
     finally:
         data.con.close()
         drop_copies(data.con)
