@@ -29,6 +29,7 @@ import pickle
 import re
 import shutil
 import tempfile
+import uuid
 import warnings
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -153,7 +154,10 @@ def connect(tracking_uri: str, timeout: float = 5.0) -> None:
     """Point MLflow at ``tracking_uri`` after checking, quickly, that it answers."""
     _quiet()
     if tracking_uri.startswith("sqlite:///"):
-        Path(tracking_uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        db = Path(tracking_uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        if not db.exists():
+            _create_store(db)
     # One attempt with a short timeout: an absent server must fail in seconds, not after
     # MLflow's default seven retries with exponential backoff.
     with _env(MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(max(1, timeout))), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
@@ -164,13 +168,42 @@ def connect(tracking_uri: str, timeout: float = 5.0) -> None:
                 what, fix = "cannot reach MLflow tracking server", "Start it (e.g. `mlflow server`)"
             else:
                 what, fix = "cannot open MLflow store", "Check the path and its permissions"
+            if tracking_uri.startswith("sqlite:///") and re.search(r"already exists|duplicate column|no such "
+                                                                    r"(table|column)", str(e)):
+                # a store whose creation was stopped (before dynseg created stores whole, see _create_store)
+                db = tracking_uri.removeprefix("sqlite:///")
+                what, fix = "the MLflow store is half-created", (
+                    f"A command was likely stopped while MLflow was creating it. If it never opened, move it away "
+                    f"(mv {db} {db}.broken) and run again: a new one is created whole")
             kind = TrackingUnreachable if tracking_uri.startswith("http") else RegistryError
             raise kind(f"{what} at {tracking_uri}: {_first_line(e)}. {fix}, or set MLFLOW_TRACKING_URI "
-                                "(or settings.tracking_uri) to a store that works, e.g. sqlite:///mlflow.db.") from e
+                       "(or tracking_uri: in configs/project.yaml) to a store that works, e.g. "
+                       "sqlite:///mlflow.db.") from e
     # mlflow.set_tracking_uri also exports MLFLOW_TRACKING_URI; undo that, or the environment
     # would outrank the configured URI for every later Workspace.tracking_uri() in this process.
     with _env(MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI")):
         mlflow.set_tracking_uri(tracking_uri)
+
+
+def _create_store(db: Path) -> None:
+    """Create the SQLite store ``db`` whole: MLflow builds its tables at a temporary path beside it,
+    which is then linked into place. MLflow creates them one migration at a time, and a command
+    stopped meanwhile (a SIGTERM 2 s into the first ``train``) left a store that no later command
+    could open ("table trace_info already exists"). Linking, not renaming: when another command
+    created the store meanwhile, its store is kept and this one dropped."""
+    tmp = db.with_name(f".{db.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.creating")
+    try:
+        MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)  # every migration, committed
+        try:
+            os.link(tmp, db)
+        except FileExistsError:
+            pass
+    except Exception:  # noqa: BLE001 - connect's own check below says what is wrong with the path
+        pass
+    finally:
+        for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
+            with contextlib.suppress(OSError):
+                leftover.unlink()
 
 
 def tracking_uri() -> str:

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.asof import as_of_label, cutoff_label
-from pipeline.cli.common import EXIT_DATA, EXIT_GATE, State, err, handled, kv_table, out
+from pipeline.cli.common import EXIT_DATA, EXIT_GATE, EXIT_TRY_LATER, State, err, handled, kv_table, out
 from pipeline.workspace import Workspace
 
 app = typer.Typer(help="Model registry: versions, cards, promotion to champion, rollback.", no_args_is_help=True)
@@ -38,7 +38,8 @@ def _registry(ctx: typer.Context) -> Iterator:
             raise typer.Exit(EXIT_GATE) from None
         except registry.RegistryError as e:
             err.print(f"[bold red]Registry error:[/] {escape(str(e))}", highlight=False)
-            raise typer.Exit(EXIT_DATA) from None
+            # a tracking server that does not answer: try again later (75), as train and score say it
+            raise typer.Exit(EXIT_TRY_LATER if getattr(e, "try_later", False) else EXIT_DATA) from None
 
 
 def _name(ctx: typer.Context, registry, name: str) -> str:

@@ -599,3 +599,40 @@ def test_the_gate_prints_enough_decimals_to_show_why_it_fails():
     "test Brier 0.0587 vs champion 0.0567 (needs <= 0.0587: FAILS)"."""
     ok, text = R.default_comparison()({"roc_auc": 0.8, "brier": 0.05872}, {"roc_auc": 0.8, "brier": 0.05662})
     assert not ok and "test Brier 0.05872 vs champion 0.05662 (needs <= 0.05862: FAILS)" in text, text
+
+
+def test_a_store_stopped_while_being_created_is_no_store_and_the_next_command_creates_it(tmp_path):
+    """MLflow creates a SQLite store's tables one migration at a time: a command stopped meanwhile
+    (SIGTERM 2 s into the first `train`) left a file no later command could open ("table
+    trace_info already exists"), and only deleting it helped, which nothing said. The store is now
+    built beside its path and linked into place whole, so a stop at any moment leaves either no
+    store or a whole one; and a store half-made by an older version is named, with the fix."""
+    db = tmp_path / "ws" / "mlflow.db"
+    from conftest import REPO
+
+    code = f"from models import registry; registry.connect('sqlite:///{db}')"
+    t0 = time.monotonic()
+    subprocess.run([sys.executable, "-c", code.replace(str(db), str(tmp_path / "timed.db"))], cwd=REPO, check=True)
+    whole = time.monotonic() - t0  # import and creation: stopped at fractions of it, most fall in the migrations
+    for delay in (0.55 * whole, 0.7 * whole, 0.8 * whole, 0.9 * whole):
+        child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        if db.exists():  # whole: it opens
+            R.connect(f"sqlite:///{db}")
+            assert MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+            db.unlink()
+    R.connect(f"sqlite:///{db}")  # none left: created now
+    assert db.exists() and MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    # a store an older version left half-made: named, with the fix
+    import sqlite3
+
+    half = tmp_path / "old" / "mlflow.db"
+    half.parent.mkdir()
+    with sqlite3.connect(half) as con:
+        con.execute("CREATE TABLE experiments (experiment_id INTEGER PRIMARY KEY)")
+    with pytest.raises(R.RegistryError, match=r"the MLflow store is half-created at sqlite:///.*mv .*mlflow\.db "
+                                              r".*mlflow\.db\.broken"):
+        R.connect(f"sqlite:///{half}")
