@@ -133,10 +133,12 @@ def write_run(con: duckdb.DuckDBPyConnection, db_path: Path, run: dict, targets:
     what it writes commits with the run, and if it raises, nothing does. ``state``: see
     :func:`pipeline.workspace.attached_transaction` (``state["committed"]`` once the run stands).
     """
+    from features.asof import as_of_label
     from pipeline.workspace import attached_transaction
 
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    with attached_transaction(con, db_path, state):
+    with attached_transaction(con, db_path, state, done=f"scoring run {run['run_id']} (as of "
+                                                        f"{as_of_label(run['as_of'])}) was recorded"):
         ensure_tables(con, "ws", targets)
         as_of, run_id = run["as_of"], run["run_id"]
         prev = run["previous_run_id"] = previous_run(con, "ws", as_of)
@@ -493,7 +495,7 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
 
     con = duckdb.connect()
     try:
-        with attached_transaction(con, db_path):
+        with attached_transaction(con, db_path, done=f"scoring run {run_id} was dropped"):
             found = con.execute("SELECT as_of, previous_run_id, mlflow_run_id, export_dir FROM ws.scoring_runs "
                                 "WHERE run_id = ?", [run_id]).fetchall()
             if not found:

@@ -178,13 +178,20 @@ def write_atomic(path: Path, data: bytes) -> Path:
     return path
 
 
+#: What this process has committed, a line each ("scoring run X (as of D) was recorded"): a stop
+#: that lands after a commit says it (it said "nothing ... was kept" of a run that stood)
+COMMITTED: list[str] = []
+
+
 @contextmanager
-def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path, state: dict | None = None) -> Iterator[None]:
+def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path, state: dict | None = None,
+                         done: str | None = None) -> Iterator[None]:
     """The database file ``db_path`` attached to ``con`` as ``ws`` for one transaction: committed
     when the block ends, rolled back (nothing written) when it raises, detached either way.
     ``state["committed"]`` is set once the commit has happened: a signal that lands after it (as
     COMMIT returns, or in the DETACH) raises from a transaction that stands, which is then not
-    rolled back, and the caller must not undo what goes with it."""
+    rolled back, and the caller must not undo what goes with it. ``done``, what the transaction
+    did in words, goes to :data:`COMMITTED` once it stands."""
     state = {} if state is None else state
     con.execute(f"ATTACH {literal(str(db_path))} AS ws")  # (a path may hold a quote: o'k)
     try:
@@ -193,6 +200,8 @@ def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path, state: d
             yield
             con.execute("COMMIT")
             state["committed"] = True
+            if done:
+                COMMITTED.append(done)
         except BaseException:
             if not state.get("committed"):
                 con.execute("ROLLBACK")

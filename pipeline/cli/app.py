@@ -36,4 +36,7 @@ def root(
     profile: Annotated[Optional[str], typer.Option(help="Config profile from configs/profiles/ (default: local; env DYNSEG_PROFILE).")] = None,
 ) -> None:
     """Exit codes: 0 ok, 1 data or config error, 2 bad usage, 3 a gate or alarm tripped."""
+    from pipeline.workspace import COMMITTED
+
+    COMMITTED.clear()  # this command's commits only (tests run many commands in one process)
     ctx.obj = State(project=project, profile=profile)

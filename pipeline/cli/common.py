@@ -213,8 +213,15 @@ def handled() -> Iterator[None]:
         signum = e.signum if isinstance(e, Terminated) else (_signals[-1] if _signals else 2)
         what = {15: "Terminated (SIGTERM).", 1: "Hung up (SIGHUP)."}.get(signum, "Interrupted.")
         said_stopped.append(signum)
-        err.print(f"[bold red]{what}[/] Nothing this command had not finished writing was kept: "
-                  "its writes are atomic.", highlight=False)
+        from pipeline.workspace import COMMITTED
+
+        if COMMITTED:  # stopped after a commit: what stands is said (a scheduler read exit 143 as "nothing done")
+            err.print(f"[bold red]{what}[/] Done before the stop: {'; '.join(COMMITTED)}. Any export folder that "
+                      "goes with it is put in place, or a dropped run's removed, by the next `dynseg score` or "
+                      "`segments drop-run`. Nothing else was kept: writes are atomic.", highlight=False)
+        else:
+            err.print(f"[bold red]{what}[/] Nothing this command had not finished writing was kept: "
+                      "its writes are atomic.", highlight=False)
         raise typer.Exit(128 + signum) from None
     except OSError as e:
         # A path that cannot be written or read (a folder where a file was asked for, a missing

@@ -531,22 +531,27 @@ def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The
 
     from features.asof import as_of_file_label
     from pipeline import runs
-    from pipeline.jobs.score import _manifest_run
-    from pipeline.workspace import temp_sibling
+    from pipeline.jobs.score import _manifest_run, recover_exports
 
     state: State = ctx.obj
     with handled():
         cfg = state.config()
         ws = Workspace(cfg.workspace)
+        # what a stopped score or drop left in exports/ first: a run's finished folder is moved in,
+        # not swept as a killed writer's temp, and a dropped run's folder goes (also a retried drop's)
+        for w in recover_exports(ws):
+            err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
         gone = runs.drop_run(ws.db_path, run_id, reason)
-    # its exports folder in this workspace, where `score` puts it (the stored path is absolute: in a
-    # copied workspace it named the original's folder), and only if its manifest names this run
-    folder = ws.root / "exports" / as_of_file_label(gone.as_of)
-    if folder.is_dir() and _manifest_run(folder) == run_id:
-        trash = temp_sibling(folder)
-        folder.rename(trash)
-        shutil.rmtree(trash, ignore_errors=True)
-        out.print(f"Removed its exports, {folder}.", highlight=False)
+        # its exports folder in this workspace, where `score` puts it (the stored path is absolute: in
+        # a copied workspace it named the original's folder), and only if its manifest names this run.
+        # Stopped before it is gone, the next score or drop removes it (recover_exports).
+        folder = ws.root / "exports" / as_of_file_label(gone.as_of)
+        if folder.is_dir() and _manifest_run(folder) == run_id:
+            trash = folder.with_name(f".{folder.name}.dropped.tmp")
+            shutil.rmtree(trash, ignore_errors=True)
+            folder.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            out.print(f"Removed its exports, {folder}.", highlight=False)
     if gone.mlflow_run_id:
         try:
             from models import registry

@@ -925,30 +925,63 @@ def _manifest_run(folder: Path) -> str | None:
 
 
 def recover_exports(ws: Workspace) -> list[str]:
-    """The latest run's exports, put in place if its process was stopped between the commit and
-    the rename of its exports folder (the database then names a run whose files are elsewhere, or
-    nowhere): its finished folder is moved in, or, if gone, the gap said. Also the leftover of a
-    swap stopped half-way. Only the latest run: older export folders may have been pruned on purpose."""
+    """The export folders made right after a stopped command, before anything else writes there
+    (a sweep of ``exports/`` removed a committed run's finished folder as any killed writer's temp):
+
+    - a standing run's finished folder left under its temp name (its process stopped between the
+      commit and the rename) is moved in; one of a run that no longer stands (dropped, replaced) goes;
+    - the folder of a dropped run (``drop-run`` stopped between its commit and the folder's removal)
+      is removed: an email tool reading ``exports/<date>/`` would send lists of a deleted run;
+    - a date's folder that holds another run's files than the run standing for that date is said,
+      at every run until it is scored again (only the latest run's was checked);
+    - the latest run's folder, if missing, is said; older ones may have been pruned on purpose.
+    Also the leftover of a swap stopped half-way. Returns the warnings."""
     from pipeline.workspace import _abandoned
 
-    latest = runs.read(ws.db_path, "SELECT run_id, as_of FROM scoring_runs ORDER BY finished_at DESC LIMIT 1")
-    if latest.empty:
+    root = ws.root / "exports"
+    standing = runs.read(ws.db_path, "SELECT run_id, as_of, finished_at FROM scoring_runs ORDER BY finished_at")
+    if not root.is_dir() or standing.empty:
         return []
-    run_id, as_of = latest.run_id[0], latest.as_of[0].to_pydatetime()
-    folder = ws.root / "exports" / as_of_file_label(as_of)
-    for old in folder.parent.glob(".*.old"):  # a swap stopped before it removed the folder it replaced
+    label = {r.run_id: as_of_file_label(r.as_of.to_pydatetime()) for r in standing.itertuples()}
+    run_of = {lab: rid for rid, lab in label.items()}  # (one run stands per as_of)
+    dropped = set(runs.read_optional(ws.db_path, "SELECT run_id FROM dropped_runs").get("run_id", []))
+    said: list[str] = []
+    for old in root.glob(".*.old"):  # a swap stopped before it removed the folder it replaced
         shutil.rmtree(old, ignore_errors=True)
-    if _manifest_run(folder) == run_id:
-        return []
-    for tmp in sorted(folder.parent.glob(glob.escape(f".{folder.name}.") + "*.tmp")):
-        if _manifest_run(tmp) == run_id and _abandoned(tmp, tmp.name[len(folder.name) + 2:]):
+    for tmp in sorted(root.glob(".*.tmp")):
+        rid = _manifest_run(tmp) if tmp.is_dir() else None
+        if rid is None or not _abandoned(tmp, tmp.name.split(".", 2)[-1] if tmp.name.count(".") >= 2 else tmp.name):
+            continue  # not a finished export folder, or its writer still runs: the generic sweep judges it
+        folder = root / label.get(rid, "")
+        if rid in label and tmp.name.startswith(f".{folder.name}.") and _manifest_run(folder) != rid:
             swap_in_folder(tmp, folder)
-            return [f"the exports of run {run_id} (as of {as_of_label(as_of)}) were put in place now: its process was "
-                    "stopped after the run was recorded, before it could move them in"]
-    found = _manifest_run(folder)
-    return [f"the exports of run {run_id} (as of {as_of_label(as_of)}) are not in {folder} "
-            + (f"(it holds run {found}'s files)" if found else "(no such folder)")
-            + f": its process was stopped before it could write them. Score {as_of_label(as_of)} again to write them"]
+            said.append(f"the exports of run {rid} (as of {folder.name}) were put in place now: its process was "
+                        "stopped after the run was recorded, before it could move them in")
+        else:  # a dropped or replaced run's, or one already in place: nothing to send from
+            shutil.rmtree(tmp, ignore_errors=True)
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        rid = _manifest_run(folder)
+        if rid is None or rid in label:
+            continue
+        if rid in dropped:
+            trash = folder.with_name(f".{folder.name}.dropped.tmp")
+            shutil.rmtree(trash, ignore_errors=True)
+            folder.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
+            said.append(f"the exports of dropped run {rid}, {folder}, were removed now: the drop was stopped "
+                        "before it could remove them")
+        elif folder.name in run_of:
+            said.append(f"{folder} holds the files of run {rid}, which another run replaced ({run_of[folder.name]}): "
+                        f"do not send from it; score {folder.name} again to write the files of the run that stands")
+    last = standing.iloc[-1]
+    folder = root / label[last.run_id]
+    if _manifest_run(folder) != last.run_id and not any(str(folder) in w for w in said):
+        found = _manifest_run(folder)
+        said.append(f"the exports of run {last.run_id} (as of {as_of_label(last.as_of.to_pydatetime())}) are not in "
+                    f"{folder} " + (f"(it holds run {found}'s files)" if found else "(no such folder)")
+                    + f": its process was stopped before it could write them. Score "
+                    f"{as_of_label(last.as_of.to_pydatetime())} again to write them")
+    return said
 
 
 def _salt_warning(db: Path, run_id: str, prev: str | None) -> list[str]:

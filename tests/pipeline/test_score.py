@@ -414,6 +414,9 @@ def test_a_run_stopped_just_after_its_commit_keeps_its_exports_beside_it(shop):
     import mlflow
 
     assert "dynseg.not_committed" not in mlflow.get_run(run.mlflow_run_id[0]).data.tags
+    # and the message says the run stands (it said "Nothing ... was kept", which a scheduler believed)
+    told = " ".join(done.stderr.decode().split())
+    assert f"Done before the stop: scoring run {run.run_id[0]} (as of 2026-11-27) was recorded" in told, told
     shop.runs[1].run_id, shop.runs[1].mlflow_run_id = run.run_id[0], run.mlflow_run_id[0]
 
 

@@ -493,6 +493,60 @@ def test_drop_run_cli_removes_the_runs_exports_and_refuses_a_pruned_one(project)
     assert cli.invoke(app, ["segments", "drop-run", "new", "--reason", "test"]).exit_code == 0
 
 
+def test_exports_left_by_stopped_commands_are_put_right_by_the_next(project):
+    """Stopped between a commit and the folder's move, a score left its finished exports under a
+    temp name and a drop left the dropped run's folder; a sweep of exports/ by the next command
+    deleted the first as any killed writer's temp, and nothing removed the second, which an email
+    tool reading exports/<date>/ would send from. Every date's folder is now checked."""
+    import subprocess
+
+    from typer.testing import CliRunner
+
+    from features.writers import HOST
+    from pipeline.cli import app
+
+    db = project.workspace / "dynseg.duckdb"
+    project.workspace.mkdir()
+    con = duckdb.connect()
+    for d, run_id in ((0, "r0"), (1, "r1"), (2, "r2"), (3, "r3")):
+        write(con, db, datetime(2026, 1, 2) + timedelta(days=d), run_id, {"vip": ["a"]})
+    exports = project.workspace / "exports"
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    tag = f"{dead.pid}@{HOST}"
+
+    def folder(name: str, run_id: str) -> Path:
+        (exports / name).mkdir(parents=True)
+        (exports / name / "manifest.json").write_text(json.dumps({"run_id": run_id}))
+        return exports / name
+
+    folder("2026-01-01", "r0")
+    # r1 committed, its finished folder still under its temp name; the date holds the run it replaced
+    folder("2026-01-02", "r1-replaced")
+    folder(f".2026-01-02.{tag}~ab12.tmp", "r1")
+    # r2 dropped, stopped before its folder was removed
+    folder("2026-01-03", "r2")
+    runs.drop_run(db, "r2", reason="wrong date")
+    # a temp of a run that never stood (its score was stopped before the commit)
+    folder(f".2026-01-04.{tag}~cd34.tmp", "never")
+    folder("2026-01-04", "r3")
+    said = CliRunner().invoke(app, ["segments", "drop-run", "r0", "--reason", "test"])
+    assert said.exit_code == 0, said.output
+    text = " ".join(said.output.split())
+    assert "the exports of run r1 (as of 2026-01-02) were put in place now" in text, text
+    assert json.loads((exports / "2026-01-02" / "manifest.json").read_text())["run_id"] == "r1"
+    assert "the exports of dropped run r2" in text and not (exports / "2026-01-03").exists()
+    assert not (exports / "2026-01-01").exists()  # r0's own, dropped now
+    assert sorted(p.name for p in exports.iterdir()) == ["2026-01-02", "2026-01-04"]  # the temps are gone
+    # a date's folder holding a replaced run's files is said, whichever date it is
+    (exports / "2026-01-02" / "manifest.json").write_text(json.dumps({"run_id": "r1-replaced"}))
+    from pipeline.jobs.score import recover_exports
+    from pipeline.workspace import Workspace
+
+    (w,) = recover_exports(Workspace(project.workspace))
+    assert w.startswith(f"{exports / '2026-01-02'} holds the files of run r1-replaced, which another run replaced (r1)")
+
+
 def test_prune_drops_old_runs_per_customer_rows_keeps_their_health_and_shrinks_the_file(tmp_path):
     db, con = tmp_path / "ws.duckdb", duckdb.connect()
     day = lambda d: datetime(2026, 1, 2) + timedelta(days=d)  # noqa: E731 (the end of 2026-01-01, and d days on)
