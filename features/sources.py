@@ -666,8 +666,17 @@ def _csv_diagnosis(head: bytes, delimiter: str, entry: str, path: Path | None = 
 
 
 def _ragged(line: int, found: int, expected: int, text: str, delimiter: str) -> str:
-    return (f"line {line} has {found} fields where the header has {expected}: {text[:120]!r}. "
-            f"A value holding the delimiter {delimiter!r} must be quoted; fix or drop the row")
+    """A row whose field count is not the header's, counted from its own text (DuckDB stops counting
+    at one more than expected: a row of 10 fields read "9 fields where the header has 8"), with the
+    fix for too many fields (an unquoted delimiter) or too few (a row cut short)."""
+    import csv
+
+    counted = next(csv.reader([text], delimiter=delimiter), None) if text else None
+    found = len(counted) if counted and len(counted) != expected else found
+    fix = (f"A value holding the delimiter {delimiter!r} must be quoted; fix or drop the row" if found > expected else
+           "The row is cut short (a file cut off mid-row, or values missing with their delimiters): complete or "
+           "drop it")
+    return f"line {line} has {found} fields where the header has {expected}: {text[:120]!r}. {fix}"
 
 
 def _shown(delimiter: str) -> str:

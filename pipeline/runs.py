@@ -425,11 +425,22 @@ def prune(db_path: Path, keep_days: int, *, dry_run: bool = False) -> Pruned:
             con.execute("ROLLBACK")
             raise
         con.execute("ROLLBACK" if dry_run else "COMMIT")
-        if not dry_run and len(old):
+        if not dry_run and (len(old) or _mostly_free(con)):
+            # (with nothing to prune, the space of a prune whose compaction was stopped is handed back)
             _compact(con, schema, db_path)
     finally:
         con.close()
     return Pruned(old, rows, before, db_path.stat().st_size)
+
+
+def _mostly_free(con: duckdb.DuckDBPyConnection, share: float = 0.25) -> bool:
+    """Whether more than ``share`` of the database file's blocks are free: deleted rows whose space
+    was never handed back (a prune stopped in its compaction left a file twice its size)."""
+    size = con.execute("PRAGMA database_size").fetchall()
+    cols = [d[0] for d in con.description]
+    row = dict(zip(cols, size[0])) if size else {}
+    total, free = row.get("total_blocks") or 0, row.get("free_blocks") or 0
+    return total > 0 and free / total > share
 
 
 def _compact(con: duckdb.DuckDBPyConnection, schema: str, db_path: Path) -> None:

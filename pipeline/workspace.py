@@ -193,6 +193,7 @@ def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path, state: d
     rolled back, and the caller must not undo what goes with it. ``done``, what the transaction
     did in words, goes to :data:`COMMITTED` once it stands."""
     state = {} if state is None else state
+    sweep_stale_temps(db_path)  # a copy a killed prune left beside the database (it stayed for good)
     con.execute(f"ATTACH {literal(str(db_path))} AS ws")  # (a path may hold a quote: o'k)
     try:
         con.execute("BEGIN TRANSACTION")
@@ -307,6 +308,8 @@ def sweep_stale_temps(path: Path) -> list[Path]:
                 shutil.rmtree(stale)
             else:
                 stale.unlink()
+                # a DuckDB copy's write-ahead log beside it (a prune killed while compacting)
+                stale.with_name(stale.name + ".wal").unlink(missing_ok=True)
         except OSError:  # removed meanwhile by another sweep, or not ours to remove: never fail a write for it
             continue
         removed.append(stale)

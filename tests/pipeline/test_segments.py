@@ -547,6 +547,36 @@ def test_exports_left_by_stopped_commands_are_put_right_by_the_next(project):
     assert w.startswith(f"{exports / '2026-01-02'} holds the files of run r1-replaced, which another run replaced (r1)")
 
 
+def test_a_prune_killed_in_its_compaction_leaves_nothing_for_good(tmp_path):
+    """A prune killed while copying the database into its compacted temp left that copy (5.8 MB)
+    beside the workspace for good, and the file at twice its size: a second prune found nothing to
+    prune and did not compact. The next write removes the copy; a prune compacts a mostly free file."""
+    import subprocess
+
+    from features.writers import HOST
+
+    db, con = tmp_path / "ws.duckdb", duckdb.connect()
+    many = [f"c{i:05d}" for i in range(20_000)]
+    write(con, db, datetime(2026, 1, 2), "r0", {"vip": many})
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = tmp_path / f".ws.duckdb.{dead.pid}@{HOST}~ab12cd.tmp"
+    left.write_bytes(b"\0" * 4096)
+    left.with_name(left.name + ".wal").write_bytes(b"\0")
+    write(con, db, datetime(2026, 1, 3), "r1", {"vip": many[:10]})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ws.duckdb"]
+    # the prune's deletes committed, its compaction stopped: most of the file is free blocks
+    with duckdb.connect(str(db)) as w:
+        w.execute("DELETE FROM segment_members WHERE run_id = 'r0'")
+        w.execute("DELETE FROM customer_scores WHERE run_id = 'r0'")
+        w.execute("DELETE FROM segment_deltas WHERE run_id = 'r0'")
+        w.execute("CHECKPOINT")
+    before = db.stat().st_size
+    done = runs.prune(db, keep_days=365)  # nothing older than a year: nothing to prune
+    assert len(done.runs) == 0 and db.stat().st_size < 0.75 * before, (before, db.stat().st_size)
+    assert runs.read(db, "SELECT count(*) AS n FROM segment_members").n[0] == 10  # the same rows
+
+
 def test_prune_drops_old_runs_per_customer_rows_keeps_their_health_and_shrinks_the_file(tmp_path):
     db, con = tmp_path / "ws.duckdb", duckdb.connect()
     day = lambda d: datetime(2026, 1, 2) + timedelta(days=d)  # noqa: E731 (the end of 2026-01-01, and d days on)
