@@ -148,6 +148,7 @@ def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's 
     try:
         report = validate(con, cfg.source_specs(), cfg.role_of, set(cfg.roles.ignore), cfg.project_dir, as_of,
                           future_after, count_unknown_customers, cfg.roles.unknown_events)
+        report.problems[:] = _in_its_catalog_file(cfg, report.problems)
         if not report.ok:
             con.close()
             drop_copies(con)  # the error (kept by a notebook) keeps the connection: not its CSV copies
@@ -160,6 +161,22 @@ def load_validated(cfg: Config, as_of: datetime, future_after: str = "the run's 
             raise problem from None
         raise
     return LoadedData(con, report, identity, as_of, count_unknown_customers, stamps)
+
+
+def _in_its_catalog_file(cfg: Config, problems: list) -> list:
+    """The problems with the catalog file that sets each source named for configs/catalog.yaml:
+    a source whose entry is in configs/local/catalog.yaml (a laptop's path) was told to fix
+    configs/catalog.yaml, which does not hold it."""
+    import dataclasses
+
+    out = []
+    for p in problems:
+        where = cfg.origin("catalog.yaml", "sources", p.source)
+        if where != "configs/catalog.yaml":
+            p = dataclasses.replace(p, message=p.message.replace("configs/catalog.yaml", where),
+                                    fix=p.fix.replace("configs/catalog.yaml", where))
+        out.append(p)
+    return out
 
 
 def load_for_run(cfg: Config, as_of: datetime | None = None, count_unknown_customers: bool = False) -> LoadedData:

@@ -83,6 +83,16 @@ def test_good_data_keeps_identity_map_and_report(project):
     with duckdb.connect(str(project.workspace / "dynseg.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*) FROM identity_map").fetchall() == [(0,)]
 
+    # a source whose path a local override sets: a problem with it names that file, not the base one
+    (project.root / "configs" / "local" / "catalog.yaml").write_text(
+        "sources:\n  events:\n    path: data/moved.parquet\n")
+    try:
+        said = " ".join(runner.invoke(app, ["data", "validate", "--as-of", "2026-11-27"]).output.split())
+    finally:
+        (project.root / "configs" / "local" / "catalog.yaml").unlink()
+    assert "check `path` in configs/local/catalog.yaml" in said and "entry sources.events in configs/local/catalog.yaml" in said, said
+    assert "configs/catalog.yaml" not in said, said
+
 
 def test_generate_then_validate_end_to_end(project):
     """The demo path, as a user runs it: the installed `dynseg` script in a subprocess."""
