@@ -49,7 +49,9 @@ def print_run(run: ScoreRun) -> None:
         "customers scored": run.n_customers,
         "engine": run.engine,
         "models": "; ".join(f"{m.target}: {m.name} v{m.version} ({m.scored:,} in population)" for m in run.models),
-        "base rates": "; ".join(f"{m.target}: {m.base_rate_note}" for m in run.models),
+        # the rate used first (to pass as base_rate outside dynseg; the note's product was not printed)
+        "base rates": "; ".join(f"{m.target}: " + (f"{m.base_rate:.6f} = " if m.base_rate is not None else "")
+                                + m.base_rate_note for m in run.models),
         "compared with run": run.previous_run_id or "— (first run: everyone entered)",
         "exports": str(run.export_dir),
         "MLflow run": run.mlflow_run_id or "—",
