@@ -886,8 +886,8 @@ def _health_view(con, segments: list[CompiledSegment], coverage: str) -> None:
 
 def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], folder: Path, formats: list[str],
                   as_of: datetime, run_id: str) -> dict[str, dict[str, int]]:
-    """Per segment: sendable members (``<name>.<fmt>``) and the holdout (``<name>.holdout.<fmt>``);
-    suppression segments under ``suppressions/``. Plus ``manifest.json``."""
+    """Per segment: sendable members (``<name>.<fmt>``) and, for a segment with a holdout, the holdout
+    (``<name>.holdout.<fmt>``); suppression segments under ``suppressions/``. Plus ``manifest.json``."""
     shutil.rmtree(folder, ignore_errors=True)
     (folder / "suppressions").mkdir(parents=True)
     cols = "segment, customer_id, " + ", ".join(score_cols)
@@ -905,6 +905,8 @@ def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], f
         for what, (stem, cond) in parts.items():
             query = f"SELECT {cols} FROM {source} WHERE segment = '{s.name}' AND {cond} ORDER BY customer_id"
             counts[s.name][what] = con.execute(f"SELECT count(*) FROM ({query})").fetchall()[0][0]
+            if what == "holdout" and not s.definition.holdout:
+                continue  # no holdout: no file (an empty `.holdout` file beside each such segment puzzled senders)
             for fmt in formats:
                 path = folder / f"{stem}.{fmt}"
                 option = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
