@@ -358,9 +358,19 @@ def campaign_text(run: tuple[str, datetime, int, bool], total: int, cutoff: date
     """One :func:`campaign_runs` row in words: who was sendable when, within which window."""
     run_id, when, n, simulated = run
     return (f"{n:,} of the test snapshot's {total:,} customers were sendable in scoring run {run_id} (as of "
-            f"{as_of_label(when)}), within the test labels' window (the {horizon.days} days after the test snapshot "
-            f"as of {cutoff_label(cutoff)})" + ("; a campaign was simulated from that run (dynseg data simulate-campaign)"
-                                                if simulated else ""))
+            f"{as_of_label(when)}), {_when_said(when, cutoff, horizon)}"
+            + ("; a campaign was simulated from that run (dynseg data simulate-campaign)" if simulated else ""))
+
+
+def _when_said(when: datetime, cutoff: datetime, horizon: timedelta) -> str:
+    """Where a run's as_of falls against a test snapshot's label window: in it, or before it (a run
+    a month before the window was said to be "within" it)."""
+    window = f"the test labels' window (the {horizon.days} days after the test snapshot as of {cutoff_label(cutoff)})"
+    if when > cutoff:
+        return f"within {window}"
+    days = (cutoff - when).days
+    return (f"{days} day{'s' if days != 1 else ''} before {window}, which a campaign sent from it can still reach"
+            if days else f"at the start of {window}")
 
 
 def campaign_summary(db: Path, customers: pd.Series, cutoff: datetime, horizon: timedelta) -> str | None:
@@ -379,8 +389,7 @@ def campaign_summary(db: Path, customers: pd.Series, cutoff: datetime, horizon: 
     anyone = len(set().union(*(hit for _, hit in found)))
     return (f"{anyone:,} of the test snapshot's {total:,} customers were sendable in some of {len(rows)} scoring runs "
             f"(as of {as_of_label(rows[0][1])} to {as_of_label(rows[-1][1])}; the most, {largest[2]:,}, in run "
-            f"{largest[0]} as of {as_of_label(largest[1])}), within the test labels' window (the {horizon.days} days "
-            f"after the test snapshot as of {cutoff_label(cutoff)})"
+            f"{largest[0]} as of {as_of_label(largest[1])}), the first {_when_said(rows[0][1], cutoff, horizon)}"
             + (f"; a campaign was simulated from run {', '.join(simulated)} (dynseg data simulate-campaign)"
                if simulated else ""))
 

@@ -155,6 +155,10 @@ def test_training_says_when_the_test_labels_window_held_a_campaign_from_a_run(sh
     assert said.startswith(f"{len(sendable):,} of the test snapshot's {scored.nunique():,} customers were sendable in "
                            f"scoring run {run} (as of 2026-08-31)"), said
     assert "if their exports were sent, a campaign moved the labels" in said
+    assert "within the test labels' window (the 30 days after the test snapshot as of" in said, said
+    # a run before the window is said to be before it (it was said to be within it)
+    (said,) = campaign_overlap(db, scored, CAMPAIGN + timedelta(days=10), timedelta(days=30))
+    assert "(as of 2026-08-31), 10 days before the test labels' window (the 30 days after" in said, said
     # a window that ends before the run, or starts a horizon after it: nothing to say
     assert campaign_overlap(db, scored, CAMPAIGN - timedelta(days=40), timedelta(days=30)) == []
     assert campaign_overlap(db, scored, CAMPAIGN + timedelta(days=31), timedelta(days=30)) == []
