@@ -151,6 +151,7 @@ def _print_band_cuts(run) -> None:
 @app.command()
 def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
          as_of: Annotated[Optional[str], typer.Option(callback=filled, help="The run as of this date (default: the latest run).")] = None,
+         run_id: Annotated[Optional[str], _RUN] = None,
          sample: Annotated[int, typer.Option(help="Members to list.")] = 10,
          drivers: Annotated[bool, typer.Option(help="Compute the features that set the segment apart (SHAP).")] = True) -> None:
     """One segment: its definition, size across runs, band mix and sample members."""
@@ -159,6 +160,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
     from pipeline import runs
 
     state: State = ctx.obj
+    if run_id and as_of:  # one of them would be ignored
+        raise typer.BadParameter("give --run or --as-of, not both", param_hint="--as-of")
     with handled():
         cfg = state.config()
         db = Workspace(cfg.workspace).db_path
@@ -175,7 +178,8 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
                              + f" Defined: {', '.join(cfg.segments.by_name())}"
                              + (f"; removed since their last run: {', '.join(gone)}" if gone else ""))
         # a removed segment: its newest run, unless --as-of names one
-        run = _latest_run(db, as_of) if as_of or current is not None else _run_by_id(db, history.run_id.iloc[-1])
+        run = (_latest_run(db, as_of, run_id) if as_of or run_id or current is not None
+               else _run_by_id(db, history.run_id.iloc[-1]))
         stored, stored_run = _stored_definition(db, name, history, run.as_of)
         members = runs.read(db, "SELECT * FROM segment_members WHERE run_id = ? AND segment = ?", [run.run_id, name])
     if current is None:

@@ -463,6 +463,11 @@ def test_segments_cli_lists_and_shows(shop):
     assert "Band mix" in result.output and "Sample members" in result.output
     # beside the sample's rounded score_100, the cut that set its band
     assert "Band cuts in this run (score_100 is the score rounded): purchase high from" in " ".join(result.output.split())
+    # a run named by id, as the other commands that read a run take it: the same as by its date
+    by_id = runner.invoke(app, ["segments", "show", "likely_buyers", "--no-drivers", "--run", shop.runs[0].run_id])
+    by_date = runner.invoke(app, ["segments", "show", "likely_buyers", "--no-drivers", "--as-of", "2026-11-26"])
+    latest = runner.invoke(app, ["segments", "show", "likely_buyers", "--no-drivers"])
+    assert by_id.exit_code == 0 and by_id.output == by_date.output != latest.output, by_id.output
     result = runner.invoke(app, ["segments", "show", "nope"])
     assert result.exit_code == 1 and "no segment named 'nope'" in result.output
     result = runner.invoke(app, ["segments", "check"])
