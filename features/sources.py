@@ -565,7 +565,8 @@ def explain_read_error(e: duckdb.Error, spec: SourceSpec, name: str, files: tupl
     ragged = re.search(r"CSV Error on Line: (\d+)\s*\nOriginal Line: (.*)\nExpected Number of Columns: (\d+) Found: (\d+)", msg)
     if ragged:
         line, text, expected, found = ragged.groups()
-        return f"{where}: source '{name}': {_ragged(int(line), int(found), int(expected), text, spec.delimiter)}"
+        return (f"{where}: source '{name}': "
+                f"{_ragged(int(line), int(found), int(expected), text, spec.delimiter, recount=True)}")
     head = _head(Path(where) if Path(where).is_file() else files[0])
     if spec.format == "parquet" and "magic bytes" in msg and head is not None and b"\0" not in head:
         return f"{where}: source '{name}' is not a Parquet file; it looks like text (CSV?). Set `format: csv` {entry}"
@@ -665,13 +666,14 @@ def _csv_diagnosis(head: bytes, delimiter: str, entry: str, path: Path | None = 
     return f"DuckDB found no consistent way to split its lines on {delimiter!r}; check the delimiter and quoting {entry}"
 
 
-def _ragged(line: int, found: int, expected: int, text: str, delimiter: str) -> str:
-    """A row whose field count is not the header's, counted from its own text (DuckDB stops counting
-    at one more than expected: a row of 10 fields read "9 fields where the header has 8"), with the
-    fix for too many fields (an unquoted delimiter) or too few (a row cut short)."""
+def _ragged(line: int, found: int, expected: int, text: str, delimiter: str, recount: bool = False) -> str:
+    """A row whose field count is not the header's, with the fix for too many fields (an unquoted
+    delimiter) or too few (a row cut short). ``recount``: ``found`` is DuckDB's, which stops counting
+    at one more than expected (a row of 10 fields read "9 fields where the header has 8"): the
+    row's own text, as DuckDB quotes it, is counted instead."""
     import csv
 
-    counted = next(csv.reader([text], delimiter=delimiter), None) if text else None
+    counted = next(csv.reader([text], delimiter=delimiter), None) if recount and text else None
     found = len(counted) if counted and len(counted) != expected else found
     fix = (f"A value holding the delimiter {delimiter!r} must be quoted; fix or drop the row" if found > expected else
            "The row is cut short (a file cut off mid-row, or values missing with their delimiters): complete or "

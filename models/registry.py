@@ -29,7 +29,6 @@ import pickle
 import re
 import shutil
 import tempfile
-import uuid
 import warnings
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
@@ -157,7 +156,12 @@ def connect(tracking_uri: str, timeout: float = 5.0) -> None:
         db = Path(tracking_uri.removeprefix("sqlite:///"))
         db.parent.mkdir(parents=True, exist_ok=True)
         if not db.exists():
-            _create_store(db)
+            try:
+                _create_store(db)
+            except Exception as e:  # noqa: BLE001 - a full disk, a folder it cannot write
+                raise RegistryError(f"cannot create MLflow store at {tracking_uri}: {_first_line(e)}. Check the "
+                                    "folder (free space, permissions), or set MLFLOW_TRACKING_URI (or tracking_uri: "
+                                    "in configs/project.yaml) to a store that works") from e
     # One attempt with a short timeout: an absent server must fail in seconds, not after
     # MLflow's default seven retries with exponential backoff.
     with _env(MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(max(1, timeout))), MLFLOW_HTTP_REQUEST_MAX_RETRIES="0"):
@@ -191,15 +195,18 @@ def _create_store(db: Path) -> None:
     stopped meanwhile (a SIGTERM 2 s into the first ``train``) left a store that no later command
     could open ("table trace_info already exists"). Linking, not renaming: when another command
     created the store meanwhile, its store is kept and this one dropped."""
-    tmp = db.with_name(f".{db.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.creating")
+    from pipeline.workspace import temp_sibling
+
+    tmp = temp_sibling(db)  # .mlflow.db.PID@HOST~XXXX.tmp: one a killed command left is swept by the next
     try:
         MlflowClient(f"sqlite:///{tmp}").search_experiments(max_results=1)  # every migration, committed
         try:
             os.link(tmp, db)
         except FileExistsError:
-            pass
-    except Exception:  # noqa: BLE001 - connect's own check below says what is wrong with the path
-        pass
+            pass  # another command created it meanwhile: its store stands
+        except OSError:  # a file system without hard links: a rename, unless one appeared meanwhile
+            if not db.exists():
+                os.replace(tmp, db)
     finally:
         for leftover in (tmp, tmp.with_name(tmp.name + "-journal")):
             with contextlib.suppress(OSError):
@@ -713,15 +720,17 @@ def paired_on_same_snapshot(common_snapshot: Callable[[ModelVersion, ModelVersio
     DeLong interval of their AUC difference (and a campaign caveat) from scoring both on that
     snapshot again with ``common_snapshot``, as the extra keys of the candidate's metrics. The
     stored figures alone said nothing of whether a gain of 0.001 was noise. Used only when the
-    scoring reproduces both stored AUCs (to 5e-4): otherwise the data changed since, and the
-    interval would be of other figures than those compared; then a note says so."""
+    scoring reproduces both stored AUCs (to 1e-6: a base rate moves no ranking): otherwise the data
+    changed since, and the interval would be of other figures than those compared; then a note
+    says so."""
     try:
         cand, champ, _ = common_snapshot(candidate, champion)
     except Exception as e:  # noqa: BLE001 - data, engine: the stored comparison stands without it
         return {"paired_note": f"no paired interval (the snapshot could not be scored again: {_first_line(e)})"}
+    # the AUC moves with no base rate (a monotone shift): unchanged data gives it back to rounding
     drift = [abs(float(now["roc_auc"]) - float(was["roc_auc"])) for now, was in zip((cand, champ), stored)
              if was.get("roc_auc") is not None]
-    if len(drift) < 2 or max(drift) > 5e-4:
+    if len(drift) < 2 or max(drift) > 1e-6:
         return {"paired_note": "no paired interval (scored again on the snapshot, the two versions' AUCs differ "
                                "from the stored ones: the data changed since they were trained)"}
     return {k: cand[k] for k in ("auc_gain_ci", "caveat") if cand.get(k) is not None}

@@ -187,14 +187,19 @@ class Project:
     def model_inputs(self, frame: pd.DataFrame) -> pd.DataFrame:
         """The columns of a feature or training frame that ``dynseg train`` learns from (every
         feature but the keys, ``snapshot``, ``label`` and ``exclude_features`` of
-        configs/training.yaml, such as ``email_consent``), as the model sees them: text attributes
-        as pandas categories (those found in ``frame``), flags and counts as float64 (null as
-        NaN). Ready for LightGBM or scikit-learn's HistGradientBoosting (``categorical_features=
-        "from_dtype"``): ``X = p.model_inputs(ts[ts.snapshot == "train"])``."""
+        configs/training.yaml, such as ``email_consent``; of a whole training set, also those that
+        equal another column on every row, of which train keeps one), as the model sees them: text
+        attributes as pandas categories (those found in ``frame``), flags and counts as float64
+        (null as NaN). Ready for LightGBM or scikit-learn's HistGradientBoosting
+        (``categorical_features="from_dtype"``): ``X = p.model_inputs(ts)``, then its train rows."""
         from models.estimator import PropensityModel
-        from pipeline.jobs.train import model_inputs
+        from pipeline.jobs.train import model_inputs, repeated_inputs
 
-        X = frame[model_inputs(self.config, list(frame.columns))]
+        columns = model_inputs(self.config, list(frame.columns))
+        if "snapshot" in frame.columns and {"train", "valid", "test"} <= set(frame.snapshot.unique()):
+            repeats = repeated_inputs(frame, columns)  # as train leaves them out: decided on every snapshot
+            columns = [c for c in columns if c not in repeats]
+        X = frame[columns]
         m = PropensityModel()
         m._learn_schema(X)
         return m._matrix(X)

@@ -433,14 +433,20 @@ def prune(db_path: Path, keep_days: int, *, dry_run: bool = False) -> Pruned:
     return Pruned(old, rows, before, db_path.stat().st_size)
 
 
+#: The free space a prune with nothing to prune hands back, at least (DuckDB keeps a few free blocks
+#: in any file: a small one read as a third free, and every prune copied it)
+COMPACT_FREE_BYTES = 64 << 20
+
+
 def _mostly_free(con: duckdb.DuckDBPyConnection, share: float = 0.25) -> bool:
-    """Whether more than ``share`` of the database file's blocks are free: deleted rows whose space
-    was never handed back (a prune stopped in its compaction left a file twice its size)."""
+    """Whether more than ``share`` of the database file's blocks, and :data:`COMPACT_FREE_BYTES`,
+    are free: deleted rows whose space was never handed back (a prune stopped in its compaction
+    left a file twice its size)."""
     size = con.execute("PRAGMA database_size").fetchall()
     cols = [d[0] for d in con.description]
     row = dict(zip(cols, size[0])) if size else {}
-    total, free = row.get("total_blocks") or 0, row.get("free_blocks") or 0
-    return total > 0 and free / total > share
+    total, free, block = row.get("total_blocks") or 0, row.get("free_blocks") or 0, row.get("block_size") or 0
+    return total > 0 and free / total > share and free * block >= COMPACT_FREE_BYTES
 
 
 def _compact(con: duckdb.DuckDBPyConnection, schema: str, db_path: Path) -> None:

@@ -284,6 +284,10 @@ def swap_in_folder(tmp_dir: Path, folder: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
+#: A temp name of ours: ``.NAME.PID@HOST~XXXX.tmp`` (NAME, and the writer's part)
+TEMP_NAME = re.compile(r"\.(.+)\.(\d+@[^~/]+~[^~]*\.tmp)$")
+
+
 def sweep_stale_temps(path: Path) -> list[Path]:
     """Remove the temp files and folders of earlier writes of ``path`` whose writer is gone.
 
@@ -298,7 +302,7 @@ def sweep_stale_temps(path: Path) -> list[Path]:
     removed = []
     for found in glob.glob(glob.escape(str(path.parent)) + "/.*.tmp"):
         stale = Path(found)
-        writer = re.match(r"\.(.+)\.(\d+@[^~/]+~[^~]*\.tmp)$", stale.name)
+        writer = TEMP_NAME.match(stale.name)
         if writer is None and not stale.name.startswith(f".{path.name}."):
             continue  # not a temp name of ours
         if not _abandoned(stale, writer.group(2) if writer else stale.name[len(path.name) + 2:]):
@@ -308,8 +312,9 @@ def sweep_stale_temps(path: Path) -> list[Path]:
                 shutil.rmtree(stale)
             else:
                 stale.unlink()
-                # a DuckDB copy's write-ahead log beside it (a prune killed while compacting)
-                stale.with_name(stale.name + ".wal").unlink(missing_ok=True)
+                # a DuckDB copy's write-ahead log (a prune killed while compacting), SQLite's journal
+                for log in (".wal", "-journal"):
+                    stale.with_name(stale.name + log).unlink(missing_ok=True)
         except OSError:  # removed meanwhile by another sweep, or not ours to remove: never fail a write for it
             continue
         removed.append(stale)

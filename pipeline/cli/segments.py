@@ -29,10 +29,14 @@ def _latest_run(db, as_of: str | None, run_id: str | None = None):
     return runs.find(db, run_id=run_id, as_of=parse_as_of(as_of) if as_of and not run_id else None)
 
 
-def _run_of(ctx: typer.Context, as_of: str | None, run_id: str | None = None):
-    """(config, workspace database, the run ``run_id``, or as of ``as_of``, or the latest)."""
+def _one_run(as_of: str | None, run_id: str | None) -> None:
     if run_id and as_of:  # one of them would be ignored
         raise typer.BadParameter("give --run or --as-of, not both", param_hint="--as-of")
+
+
+def _run_of(ctx: typer.Context, as_of: str | None, run_id: str | None = None):
+    """(config, workspace database, the run ``run_id``, or as of ``as_of``, or the latest)."""
+    _one_run(as_of, run_id)
     state: State = ctx.obj
     cfg = state.config()
     db = Workspace(cfg.workspace).db_path
@@ -160,8 +164,7 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
     from pipeline import runs
 
     state: State = ctx.obj
-    if run_id and as_of:  # one of them would be ignored
-        raise typer.BadParameter("give --run or --as-of, not both", param_hint="--as-of")
+    _one_run(as_of, run_id)
     with handled():
         cfg = state.config()
         db = Workspace(cfg.workspace).db_path

@@ -938,29 +938,39 @@ def recover_exports(ws: Workspace) -> list[str]:
       at every run until it is scored again (only the latest run's was checked);
     - the latest run's folder, if missing, is said; older ones may have been pruned on purpose.
     Also the leftover of a swap stopped half-way. Returns the warnings."""
-    from pipeline.workspace import _abandoned
+    from pipeline.workspace import TEMP_NAME, _abandoned, writer_tag
 
     root = ws.root / "exports"
-    standing = runs.read(ws.db_path, "SELECT run_id, as_of, finished_at FROM scoring_runs ORDER BY finished_at")
-    if not root.is_dir() or standing.empty:
+    if not root.is_dir() or not ws.db_path.exists():
         return []
+    standing = runs.read(ws.db_path, "SELECT run_id, as_of, finished_at FROM scoring_runs ORDER BY finished_at")
     label = {r.run_id: as_of_file_label(r.as_of.to_pydatetime()) for r in standing.itertuples()}
     run_of = {lab: rid for rid, lab in label.items()}  # (one run stands per as_of)
     dropped = set(runs.read_optional(ws.db_path, "SELECT run_id FROM dropped_runs").get("run_id", []))
     said: list[str] = []
-    for old in root.glob(".*.old"):  # a swap stopped before it removed the folder it replaced
-        shutil.rmtree(old, ignore_errors=True)
+    for old in root.glob(".*.old"):
+        # a swap stopped after its folder was in place, before it removed the one it replaced (one
+        # stopped between its two renames holds the only copy: kept; so is a swap under way)
+        if (root / old.name[1:-len(".old")]).is_dir():
+            shutil.rmtree(old, ignore_errors=True)
     for tmp in sorted(root.glob(".*.tmp")):
-        rid = _manifest_run(tmp) if tmp.is_dir() else None
-        if rid is None or not _abandoned(tmp, tmp.name.split(".", 2)[-1] if tmp.name.count(".") >= 2 else tmp.name):
+        named = TEMP_NAME.match(tmp.name)  # .LABEL.PID@HOST~XXXX.tmp (a label may hold a dot: 12.5Z)
+        rid = _manifest_run(tmp) if tmp.is_dir() and named else None
+        if rid is None or not _abandoned(tmp, named.group(2)):
             continue  # not a finished export folder, or its writer still runs: the generic sweep judges it
+        # claimed first, by a rename only one command can make (two scores at once both saw it)
+        claimed = tmp.with_name(f".{named.group(1)}.{writer_tag()}~claimed.tmp")
+        try:
+            tmp.rename(claimed)
+        except FileNotFoundError:
+            continue
         folder = root / label.get(rid, "")
-        if rid in label and tmp.name.startswith(f".{folder.name}.") and _manifest_run(folder) != rid:
-            swap_in_folder(tmp, folder)
+        if rid in label and named.group(1) == folder.name and _manifest_run(folder) != rid:
+            swap_in_folder(claimed, folder)
             said.append(f"the exports of run {rid} (as of {folder.name}) were put in place now: its process was "
                         "stopped after the run was recorded, before it could move them in")
         else:  # a dropped or replaced run's, or one already in place: nothing to send from
-            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(claimed, ignore_errors=True)
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         rid = _manifest_run(folder)
         if rid is None or rid in label:
@@ -975,6 +985,8 @@ def recover_exports(ws: Workspace) -> list[str]:
         elif folder.name in run_of:
             said.append(f"{folder} holds the files of run {rid}, which another run replaced ({run_of[folder.name]}): "
                         f"do not send from it; score {folder.name} again to write the files of the run that stands")
+    if standing.empty:
+        return said
     last = standing.iloc[-1]
     folder = root / label[last.run_id]
     if _manifest_run(folder) != last.run_id and not any(str(folder) in w for w in said):

@@ -154,6 +154,7 @@ def repeated_inputs(frame: pd.DataFrame, inputs: list[str]) -> dict[str, str]:
     order = sorted(inputs, key=lambda c: c in broad)  # stable: the catalog's order otherwise
     kept: dict[tuple, list[str]] = {}
     repeats: dict[str, str] = {}
+    weights: np.ndarray | None = None
 
     def values(c: str) -> np.ndarray:
         return frame[c].to_numpy(dtype="float64", na_value=np.nan)
@@ -165,8 +166,12 @@ def repeated_inputs(frame: pd.DataFrame, inputs: list[str]) -> dict[str, str]:
         nulls = int(np.isnan(v).sum())
         if nulls == len(v) or (nulls == 0 and v.min() == v.max()):
             continue
-        # a summary first (a few passes over the column), then the rows of the columns that share it
-        key = (nulls, float(np.nanmin(v)), float(np.nanmax(v)), float(np.nansum(v)))
+        # a summary first (a few passes over the column), then the rows of the columns that share
+        # it; a weighted sum in it sets apart columns alike in count, range and sum (sparse counts
+        # shared one summary, and were compared pairwise: 70 s at 6M rows)
+        if weights is None:
+            weights = np.random.default_rng(0).random(len(v))
+        key = (nulls, float(np.nanmin(v)), float(np.nanmax(v)), float(np.nansum(v)), float(np.nansum(v * weights)))
         same = next((k for k in kept.get(key, []) if np.array_equal(v, values(k), equal_nan=True)), None)
         if same is None:
             kept.setdefault(key, []).append(c)

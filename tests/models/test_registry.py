@@ -614,18 +614,23 @@ def test_a_store_stopped_while_being_created_is_no_store_and_the_next_command_cr
     t0 = time.monotonic()
     subprocess.run([sys.executable, "-c", code.replace(str(db), str(tmp_path / "timed.db"))], cwd=REPO, check=True)
     whole = time.monotonic() - t0  # import and creation: stopped at fractions of it, most fall in the migrations
+    stopped_midway = 0
     for delay in (0.55 * whole, 0.7 * whole, 0.8 * whole, 0.9 * whole):
         child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
                                  stderr=subprocess.DEVNULL)
         time.sleep(delay)
         child.send_signal(signal.SIGKILL)
         child.wait()
+        # killed while MLflow built it: the half-made store is a temp beside the path, not the store
+        stopped_midway += any(p.name.startswith(".mlflow.db.") for p in db.parent.glob(".*.tmp")) and not db.exists()
         if db.exists():  # whole: it opens
             R.connect(f"sqlite:///{db}")
             assert MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
             db.unlink()
-    R.connect(f"sqlite:///{db}")  # none left: created now
+    assert stopped_midway, "no kill landed while the store was being built: the test tested nothing"
+    R.connect(f"sqlite:///{db}")  # none left: created now, and the killed ones' temps swept
     assert db.exists() and MlflowClient(f"sqlite:///{db}").search_experiments(max_results=1)
+    assert [p.name for p in db.parent.iterdir()] == ["mlflow.db"], list(db.parent.iterdir())
     # a store an older version left half-made: named, with the fix
     import sqlite3
 

@@ -179,6 +179,12 @@ def test_features_and_training_sets_need_no_mlflow_and_say_what_the_command_says
     typed = train.convert_dtypes().assign(country=pd.array([None] * len(train), dtype="string"))
     Xt = p.model_inputs(typed)
     assert Xt.country.dtype == "float64" and Xt.plan.dtype == "category"
+    # of the whole training set, the columns train leaves out as repeats of another are left out too
+    from pipeline.jobs.train import repeated_inputs
+
+    whole = p.model_inputs(ts)
+    repeats = repeated_inputs(ts, [c for c in ts.columns if c in set(X.columns) | set(whole.columns)])
+    assert repeats and not set(repeats) & set(whole.columns) and set(repeats) <= set(X.columns), repeats
 
 
 def test_a_data_error_from_python_names_every_problem():

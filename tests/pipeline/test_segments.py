@@ -493,6 +493,12 @@ def test_drop_run_cli_removes_the_runs_exports_and_refuses_a_pruned_one(project)
     assert cli.invoke(app, ["segments", "drop-run", "new", "--reason", "test"]).exit_code == 0
 
 
+def _manifest(folder: Path) -> str | None:
+    from pipeline.jobs.score import _manifest_run
+
+    return _manifest_run(folder)
+
+
 def test_exports_left_by_stopped_commands_are_put_right_by_the_next(project):
     """Stopped between a commit and the folder's move, a score left its finished exports under a
     temp name and a drop left the dropped run's folder; a sweep of exports/ by the next command
@@ -545,9 +551,21 @@ def test_exports_left_by_stopped_commands_are_put_right_by_the_next(project):
 
     (w,) = recover_exports(Workspace(project.workspace))
     assert w.startswith(f"{exports / '2026-01-02'} holds the files of run r1-replaced, which another run replaced (r1)")
+    # an instant with fractions of a second names the folder with a dot; the only run left dropped
+    ws = Workspace(project.workspace)
+    (exports / "2026-01-02" / "manifest.json").write_text(json.dumps({"run_id": "r1"}))
+    write(con, db, datetime(2026, 1, 9, 12, 0, 0, 500000), "frac", {"vip": ["a"]})
+    label = "2026-01-09T120000.500000Z"
+    folder(f".{label}.{tag}~ef56.tmp", "frac")
+    (said,) = recover_exports(ws)
+    assert said.startswith("the exports of run frac") and _manifest(exports / label) == "frac", said
+    for run_id in ("r1", "r3", "frac"):
+        runs.drop_run(db, run_id, reason="test")  # stopped before the folders went: none stands now
+    said = recover_exports(ws)
+    assert len(said) == 3 and not [p for p in exports.iterdir()], (said, list(exports.iterdir()))
 
 
-def test_a_prune_killed_in_its_compaction_leaves_nothing_for_good(tmp_path):
+def test_a_prune_killed_in_its_compaction_leaves_nothing_for_good(tmp_path, monkeypatch):
     """A prune killed while copying the database into its compacted temp left that copy (5.8 MB)
     beside the workspace for good, and the file at twice its size: a second prune found nothing to
     prune and did not compact. The next write removes the copy; a prune compacts a mostly free file."""
@@ -572,7 +590,10 @@ def test_a_prune_killed_in_its_compaction_leaves_nothing_for_good(tmp_path):
         w.execute("DELETE FROM segment_deltas WHERE run_id = 'r0'")
         w.execute("CHECKPOINT")
     before = db.stat().st_size
-    done = runs.prune(db, keep_days=365)  # nothing older than a year: nothing to prune
+    done = runs.prune(db, keep_days=365)  # nothing older than a year: nothing to prune, too little free to copy
+    assert len(done.runs) == 0 and db.stat().st_size == before
+    monkeypatch.setattr(runs, "COMPACT_FREE_BYTES", 0)  # (a real one: tens of MB free in a file of GBs)
+    done = runs.prune(db, keep_days=365)
     assert len(done.runs) == 0 and db.stat().st_size < 0.75 * before, (before, db.stat().st_size)
     assert runs.read(db, "SELECT count(*) AS n FROM segment_members").n[0] == 10  # the same rows
 
