@@ -948,11 +948,6 @@ def recover_exports(ws: Workspace) -> list[str]:
     run_of = {lab: rid for rid, lab in label.items()}  # (one run stands per as_of)
     dropped = set(runs.read_optional(ws.db_path, "SELECT run_id FROM dropped_runs").get("run_id", []))
     said: list[str] = []
-    for old in root.glob(".*.old"):
-        # a swap stopped after its folder was in place, before it removed the one it replaced (one
-        # stopped between its two renames holds the only copy: kept; so is a swap under way)
-        if (root / old.name[1:-len(".old")]).is_dir():
-            shutil.rmtree(old, ignore_errors=True)
     for tmp in sorted(root.glob(".*.tmp")):
         named = TEMP_NAME.match(tmp.name)  # .LABEL.PID@HOST~XXXX.tmp (a label may hold a dot: 12.5Z)
         rid = _manifest_run(tmp) if tmp.is_dir() and named else None
@@ -971,6 +966,12 @@ def recover_exports(ws: Workspace) -> list[str]:
                         "stopped after the run was recorded, before it could move them in")
         else:  # a dropped or replaced run's, or one already in place: nothing to send from
             shutil.rmtree(claimed, ignore_errors=True)
+    for old in root.glob(".*.old"):
+        # a swap stopped after its folder was in place, or half-way through removing the one it
+        # replaced (no manifest left); one stopped between its two renames, with no folder in place
+        # (its new one was moved in above if it stood), holds the only copy: kept, as a swap under way
+        if (root / old.name[1:-len(".old")]).is_dir() or _manifest_run(old) is None:
+            shutil.rmtree(old, ignore_errors=True)
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         rid = _manifest_run(folder)
         if rid is None or rid in label:
