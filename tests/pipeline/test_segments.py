@@ -559,6 +559,14 @@ def test_exports_left_by_stopped_commands_are_put_right_by_the_next(project):
     folder(f".{label}.{tag}~ef56.tmp", "frac")
     (said,) = recover_exports(ws)
     assert said.startswith("the exports of run frac") and _manifest(exports / label) == "frac", said
+    # a swap stopped between its two renames: the .old holds the only copy of a date's files, kept;
+    # one whose date folder is in place again, or that a swap was removing (no manifest), goes
+    (exports / "2026-01-04").rename(exports / ".2026-01-04.old")
+    (exports / ".2026-01-02.old").mkdir()
+    (exports / ".2026-01-07.old" / "suppressions").mkdir(parents=True)
+    recover_exports(ws)
+    assert sorted(p.name for p in exports.glob(".*.old")) == [".2026-01-04.old"]
+    (exports / ".2026-01-04.old").rename(exports / "2026-01-04")
     for run_id in ("r1", "r3", "frac"):
         runs.drop_run(db, run_id, reason="test")  # stopped before the folders went: none stands now
     said = recover_exports(ws)
