@@ -534,11 +534,9 @@ def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The
     members, entered/exited and health, in one transaction, and its exports folder. The run after
     it then follows the one before it, its entered/exited taken again. A date scored twice keeps one
     run anyway (a re-run replaces it): this is for a run that should not exist at all."""
-    import shutil
-
     from features.asof import as_of_file_label
     from pipeline import runs
-    from pipeline.jobs.score import _manifest_run, recover_exports
+    from pipeline.jobs.score import _manifest_run, recover_exports, remove_exports
 
     state: State = ctx.obj
     with handled():
@@ -554,10 +552,7 @@ def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The
         # Stopped before it is gone, the next score or drop removes it (recover_exports).
         folder = ws.root / "exports" / as_of_file_label(gone.as_of)
         if folder.is_dir() and _manifest_run(folder) == run_id:
-            trash = folder.with_name(f".{folder.name}.dropped.tmp")
-            shutil.rmtree(trash, ignore_errors=True)
-            folder.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_exports(folder)
             out.print(f"Removed its exports, {folder}.", highlight=False)
     if gone.mlflow_run_id:
         try:

@@ -926,6 +926,14 @@ def _manifest_run(folder: Path) -> str | None:
         return None
 
 
+def remove_exports(folder: Path) -> None:
+    """Remove an exports folder: renamed aside first, so an email tool never reads half of it."""
+    trash = folder.with_name(f".{folder.name}.dropped.tmp")
+    shutil.rmtree(trash, ignore_errors=True)
+    folder.rename(trash)
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def recover_exports(ws: Workspace) -> list[str]:
     """The export folders made right after a stopped command, before anything else writes there
     (a sweep of ``exports/`` removed a committed run's finished folder as any killed writer's temp):
@@ -948,6 +956,7 @@ def recover_exports(ws: Workspace) -> list[str]:
     run_of = {lab: rid for rid, lab in label.items()}  # (one run stands per as_of)
     dropped = set(runs.read_optional(ws.db_path, "SELECT run_id FROM dropped_runs").get("run_id", []))
     said: list[str] = []
+    told: set[Path] = set()  # the date folders said already
     for tmp in sorted(root.glob(".*.tmp")):
         named = TEMP_NAME.match(tmp.name)  # .LABEL.PID@HOST~XXXX.tmp (a label may hold a dot: 12.5Z)
         rid = _manifest_run(tmp) if tmp.is_dir() and named else None
@@ -977,21 +986,20 @@ def recover_exports(ws: Workspace) -> list[str]:
         if rid is None or rid in label:
             continue
         if rid in dropped:
-            trash = folder.with_name(f".{folder.name}.dropped.tmp")
-            shutil.rmtree(trash, ignore_errors=True)
-            folder.rename(trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            remove_exports(folder)
+            told.add(folder)
             said.append(f"the exports of dropped run {rid}, {folder}, were removed now: the drop was stopped "
                         "before it could remove them")
         elif folder.name in run_of:
+            told.add(folder)
             said.append(f"{folder} holds the files of run {rid}, which another run replaced ({run_of[folder.name]}): "
                         f"do not send from it; score {folder.name} again to write the files of the run that stands")
     if standing.empty:
         return said
     last = standing.iloc[-1]
     folder = root / label[last.run_id]
-    if _manifest_run(folder) != last.run_id and not any(str(folder) in w for w in said):
-        found = _manifest_run(folder)
+    found = _manifest_run(folder)
+    if found != last.run_id and folder not in told:
         said.append(f"the exports of run {last.run_id} (as of {as_of_label(last.as_of.to_pydatetime())}) are not in "
                     f"{folder} " + (f"(it holds run {found}'s files)" if found else "(no such folder)")
                     + f": its process was stopped before it could write them. Score "

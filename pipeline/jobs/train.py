@@ -331,16 +331,12 @@ def train_job(
                        model, note, td.warnings + campaigns, repeats)
 
 
-def campaign_runs(db: Path, customers: pd.Series, cutoff: datetime, horizon: timedelta) -> list[tuple[str, datetime, int, bool]]:
+def campaign_runs(db: Path, customers: pd.Series, cutoff: datetime,
+                  horizon: timedelta) -> list[tuple[tuple[str, datetime, int, bool], set[str]]]:
     """Each scoring run of this workspace whose sendable members (of segments that are no
     suppression) include some of ``customers`` (a test snapshot's) and whose exports fall within its
-    label window: (run id, as_of, how many of them, whether a campaign was simulated from it)."""
-    return [row for row, _ in _campaign_members(db, customers, cutoff, horizon)]
-
-
-def _campaign_members(db: Path, customers: pd.Series, cutoff: datetime,
-                      horizon: timedelta) -> list[tuple[tuple[str, datetime, int, bool], set[str]]]:
-    """:func:`campaign_runs`' rows, each with the ids it counted."""
+    label window: (run id, as_of, how many of them, whether a campaign was simulated from it), with
+    the ids it counted."""
     from pipeline import runs
 
     # (empty in a workspace without runs)
@@ -382,7 +378,7 @@ def campaign_summary(db: Path, customers: pd.Series, cutoff: datetime, horizon: 
     """Every :func:`campaign_runs` row in one sentence (None when there is none). Nightly runs put
     about thirty in one label window, and each was a warning of its own, naming its run; the
     sentence gives the customers sendable in any of them, how many runs, and the largest."""
-    found = _campaign_members(db, customers, cutoff, horizon)
+    found = campaign_runs(db, customers, cutoff, horizon)
     if not found:
         return None
     total = customers.nunique()
