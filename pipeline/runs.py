@@ -20,8 +20,10 @@ before its commit leaves the database exactly as it was.
 
 from __future__ import annotations
 
+import json
 import os
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -61,6 +63,11 @@ _DDL = {
     # the ids the run's identity resolution folded into another (its exports carry the canonical id):
     # a past run's merges, not today's (the workspace's identity_map holds the latest)
     "run_identity_merges": "run_id VARCHAR, as_of TIMESTAMP, customer_id VARCHAR, canonical_id VARCHAR",
+    # what MLflow's earlier scoring records are to be told once a run commits (an outbox): tags for
+    # a record (replaced, dropped) or `movement_of`, a run whose entered/exited were taken again.
+    # Queued in the run's transaction and removed once done, so a stop after the commit leaves
+    # them for the next run instead of losing them
+    "mlflow_pending": "id VARCHAR, queued_at TIMESTAMP, mlflow_run_id VARCHAR, tags JSON, movement_of VARCHAR",
 }
 
 #: The tables that hold a row per customer (and run): what ``prune`` drops for old runs.
@@ -245,6 +252,37 @@ def _rechain_next(con: duckdb.DuckDBPyConnection, run_id: str, as_of: datetime) 
         "  FROM ws.segment_health s WHERE s.run_id = ?) d "
         "WHERE h.run_id = ? AND h.segment = d.segment",
         [nxt, nxt, run_id, nxt, nxt])
+
+
+def queue_mlflow(con: duckdb.DuckDBPyConnection, *, mlflow_run_id: str | None = None,
+                 tags: dict[str, str] | None = None, movement_of: str | None = None) -> None:
+    """Queue, in the open transaction (the workspace attached as ``ws``), an update of an earlier
+    MLflow scoring record: ``tags`` for ``mlflow_run_id``, or the movement of run ``movement_of``
+    (its entered/exited and the run they are measured against, read when it is done). See
+    :func:`pipeline.jobs.score.flush_mlflow`."""
+    con.execute(f"CREATE TABLE IF NOT EXISTS ws.mlflow_pending ({_DDL['mlflow_pending']})")
+    con.execute("INSERT INTO ws.mlflow_pending VALUES (?, now()::TIMESTAMP, ?, ?, ?)",
+                [uuid.uuid4().hex, mlflow_run_id, json.dumps(tags) if tags else None, movement_of])
+
+
+def pending_mlflow(db_path: Path) -> pd.DataFrame:
+    """The queued MLflow updates, oldest first (empty if none, or no table yet)."""
+    return read_optional(db_path, "SELECT id, mlflow_run_id, tags, movement_of FROM mlflow_pending "
+                                  "ORDER BY queued_at")
+
+
+def mlflow_done(db_path: Path, ids: list[str]) -> None:
+    """Remove the queued MLflow updates ``ids``, once done."""
+    from pipeline.workspace import attached_transaction
+
+    if not ids:
+        return
+    con = duckdb.connect()
+    try:
+        with attached_transaction(con, db_path):
+            con.execute("DELETE FROM ws.mlflow_pending WHERE list_contains(?, id)", [list(ids)])
+    finally:
+        con.close()
 
 
 def _pause_for_tests() -> None:
@@ -540,8 +578,13 @@ def drop_run(db_path: Path, run_id: str, reason: str = "") -> Dropped:
                 if _has_table(con, "ws", table):  # (a workspace scored before segment_exclusions has none)
                     con.execute(f"DELETE FROM ws.{table} WHERE run_id = ?", [run_id])
             con.execute("INSERT INTO ws.dropped_runs VALUES (?, ?, now()::TIMESTAMP, ?)", [run_id, as_of, reason])
-            nxt = con.execute("SELECT run_id FROM ws.scoring_runs WHERE as_of > ? ORDER BY as_of LIMIT 1",
-                              [as_of]).fetchall()
+            nxt = con.execute("SELECT run_id, mlflow_run_id FROM ws.scoring_runs WHERE as_of > ? ORDER BY as_of "
+                              "LIMIT 1", [as_of]).fetchall()
+            # MLflow is told after the commit, from a queue that a stop leaves for the next command
+            if mlflow_run_id:
+                queue_mlflow(con, mlflow_run_id=mlflow_run_id, tags={"dynseg.dropped": reason or "yes"})
+            if nxt and nxt[0][1]:
+                queue_mlflow(con, movement_of=nxt[0][0])
             if nxt and prev is not None:
                 prev_as_of = con.execute("SELECT as_of FROM ws.scoring_runs WHERE run_id = ?", [prev]).fetchall()[0][0]
                 _rechain_next(con, prev, prev_as_of)

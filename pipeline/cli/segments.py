@@ -554,15 +554,18 @@ def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The
         if folder.is_dir() and _manifest_run(folder) == run_id:
             remove_exports(folder)
             out.print(f"Removed its exports, {folder}.", highlight=False)
-    if gone.mlflow_run_id:
+    if not runs.pending_mlflow(ws.db_path).empty:  # the dropped run's MLflow record, the next run's movement
         try:
             from models import registry
+            from pipeline.jobs.score import flush_mlflow
 
             registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
-            registry.update_run(gone.mlflow_run_id, tags={"dynseg.dropped": reason or "yes"})
-        except Exception as e:  # noqa: BLE001 - the drop stands; the MLflow record says nothing of it
-            err.print(f"[yellow]warning:[/] its MLflow record {gone.mlflow_run_id} could not be tagged as dropped: "
-                      f"{escape(str(e).splitlines()[0] if str(e) else type(e).__name__)}", highlight=False)
+            problems = flush_mlflow(registry, ws.db_path)
+        except Exception as e:  # noqa: BLE001 - the drop stands; MLflow is told by the next score
+            problems = [f"the MLflow records could not be updated (the next `dynseg score` does it): "
+                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"]
+        for w in problems:
+            err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     out.print(f"Dropped scoring run {run_id} (as of {as_of_label(gone.as_of)})."
               + (f" Run {gone.next} now follows run {gone.previous}: its entered/exited were taken again."
                  if gone.next and gone.previous else

@@ -362,6 +362,15 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         if log_to_mlflow:  # (write_run has set record["previous_run_id"])
             logged["mlflow"] = _log_mlflow(cfg, registry, record, used, logged["health"], exports)
             wcon.execute("UPDATE ws.scoring_runs SET mlflow_run_id = ? WHERE run_id = ?", [logged["mlflow"], run_id])
+            # what earlier records are to be told, queued with the run: a stop after the commit
+            # leaves it for the next run (flush_mlflow) instead of losing it
+            for old in replaced.mlflow_run_id.dropna() if not replaced.empty else []:
+                runs.queue_mlflow(wcon, mlflow_run_id=old, tags={"dynseg.replaced_by": run_id,
+                                                                  "dynseg.replaced_by_mlflow_run": logged["mlflow"]})
+            after = wcon.execute("SELECT run_id FROM ws.scoring_runs WHERE as_of > ? ORDER BY as_of LIMIT 1",
+                                 [as_of]).fetchall()
+            if after:
+                runs.queue_mlflow(wcon, movement_of=after[0][0])
 
     written: dict = {}
     try:
@@ -400,12 +409,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         warnings.append(f"the run as of {as_of_label(nxt.as_of[0].to_pydatetime())} ({nxt.run_id[0]}) now compares "
                         "with this one: its entered/exited were taken again (`dynseg segments list --as-of` shows them)")
     if log_to_mlflow:  # after the commit, best effort: the run stands whatever happens here
-        try:
-            _relog_next_movement(registry, ws.db_path, nxt, run_id)
-            for old in replaced.mlflow_run_id.dropna() if not replaced.empty else []:
-                registry.update_run(old, tags={"dynseg.replaced_by": run_id, "dynseg.replaced_by_mlflow_run": mlflow_run})
-        except registry.RegistryError as e:
-            warnings.append(f"the run was written, but updating earlier MLflow records failed: {e}")
+        warnings += flush_mlflow(registry, ws.db_path)
     timings["write"] = time.perf_counter() - clock
     return ScoreRun(run_id, as_of, prev, n_customers, used, logged["health"], export_dir, exports, mlflow_run, timings,
                     warnings, changes, engine)
@@ -1097,15 +1101,44 @@ def _segment_configs(db: Path, *run_ids: str) -> dict[str, dict]:
     return {r.run_id: json.loads(r.config).get("segments", {}) for r in found.itertuples() if isinstance(r.config, str)}
 
 
-def _relog_next_movement(registry: Any, db: Path, nxt: pd.DataFrame, run_id: str) -> None:
-    """The run after this one (``nxt``, empty if none) had its movement taken again against it (a
-    backfill or a re-run, see runs.write_run): its MLflow record gets the new entered/exited figures
-    (as step 1; parameters cannot change in MLflow) and a tag naming the run they are measured against."""
-    if nxt.empty or pd.isna(nxt.mlflow_run_id[0]) or not nxt.mlflow_run_id[0]:  # none, or scored without MLflow
+def flush_mlflow(registry: Any, db: Path) -> list[str]:
+    """Tell MLflow's earlier scoring records what the committed runs changed (runs.queue_mlflow):
+    a replaced or dropped run's record gets its tags; a run whose movement was taken again (a
+    backfill, a re-run, a dropped run before it) gets its new entered/exited figures (as step 1;
+    parameters cannot change in MLflow) and a tag naming the run they are measured against ("" for
+    none: it is the first). Also what a run stopped after its commit left queued. Each update is
+    removed from the queue once done; a warning (the run stands) if MLflow fails."""
+    pending = runs.pending_mlflow(db)
+    done: list[str] = []
+    moved: set[str] = set()  # (a run's movement is read as it stands now: once is enough)
+    try:
+        for p in pending.itertuples():
+            if isinstance(p.movement_of, str) and p.movement_of not in moved:
+                moved.add(p.movement_of)
+                _relog_movement(registry, db, p.movement_of)
+            elif isinstance(p.mlflow_run_id, str):
+                registry.update_run(p.mlflow_run_id, tags=json.loads(p.tags) if isinstance(p.tags, str) else {})
+            done.append(p.id)
+    except registry.RegistryError as e:
+        return [f"the run was written, but updating earlier MLflow records failed ({len(pending) - len(done)} left "
+                f"queued for the next run): {e}"]
+    finally:
+        with contextlib.suppress(Exception):  # not removed: done again next time, to the same effect
+            runs.mlflow_done(db, done)
+    return []
+
+
+def _relog_movement(registry: Any, db: Path, run_id: str) -> None:
+    """Run ``run_id``'s MLflow record (if it stands and has one) gets its entered/exited as they
+    stand now, at step 1, and the run they are measured against."""
+    run = runs.read(db, "SELECT mlflow_run_id, previous_run_id FROM scoring_runs WHERE run_id = ?", [run_id])
+    if run.empty or not isinstance(run.mlflow_run_id[0], str) or not run.mlflow_run_id[0]:
         return
-    health = runs.read(db, "SELECT segment, entered, exited FROM segment_health WHERE run_id = ?", [nxt.run_id[0]])
+    health = runs.read(db, "SELECT segment, entered, exited FROM segment_health WHERE run_id = ?", [run_id])
     metrics = {f"{k}_{r.segment}": getattr(r, k) for r in health.itertuples() for k in ("entered", "exited")}
-    registry.update_run(nxt.mlflow_run_id[0], metrics=metrics, step=1, tags={"movement_against_run": run_id})
+    prev = run.previous_run_id[0]
+    registry.update_run(run.mlflow_run_id[0], metrics=metrics, step=1,
+                        tags={"movement_against_run": prev if isinstance(prev, str) else ""})
 
 
 def _log_mlflow(cfg: Config, registry: Any, record: dict, used: list[ScoredModel], health: pd.DataFrame,

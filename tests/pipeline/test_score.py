@@ -388,8 +388,8 @@ def test_a_run_killed_after_its_commit_gets_its_exports_put_in_place_by_the_next
     shop.runs[0].mlflow_run_id = q(shop, "SELECT mlflow_run_id FROM scoring_runs WHERE as_of = ?", [DAY1]).mlflow_run_id[0]
 
 
-def sigterm_after(module: str, function: str) -> str:
-    """A `dynseg score --as-of 2026-11-27` process that sends itself SIGTERM once ``module.function``
+def sigterm_after(module: str, function: str, as_of: str = "2026-11-27") -> str:
+    """A `dynseg score --as-of AS_OF` process that sends itself SIGTERM once ``module.function``
     has returned (as a scheduler's stop landing just then)."""
     return f"""
 import os, signal, sys, time
@@ -401,7 +401,7 @@ def then_stopped(*args, **kwargs):
     time.sleep(30)
 target.{function} = then_stopped
 from pipeline.cli import main
-sys.argv = ["dynseg", "score", "--as-of", "2026-11-27"]
+sys.argv = ["dynseg", "score", "--as-of", "{as_of}"]
 main()
 """
 
@@ -439,7 +439,54 @@ def test_a_run_stopped_just_after_its_commit_keeps_its_exports_beside_it(shop):
     # and the message says the run stands (it said "Nothing ... was kept", which a scheduler believed)
     told = " ".join(done.stderr.decode().split())
     assert f"Done before the stop: scoring run {run.run_id[0]} (as of 2026-11-27) was recorded" in told, told
+    # the replaced run's MLflow record is told after the commit: the stop left that queued, for the
+    # next command (it was lost: the record never said it was replaced)
+    queued = runs.pending_mlflow(Workspace(shop.workspace).db_path)
+    told_old = [json.loads(t) for t, m in zip(queued.tags, queued.mlflow_run_id) if m == shop.runs[1].mlflow_run_id]
+    assert told_old == [{"dynseg.replaced_by": run.run_id[0], "dynseg.replaced_by_mlflow_run": run.mlflow_run_id[0]}]
+    assert "dynseg.replaced_by" not in mlflow.get_run(shop.runs[1].mlflow_run_id).data.tags
+    shop.stopped_record = shop.runs[1].mlflow_run_id
     shop.runs[1].run_id, shop.runs[1].mlflow_run_id = run.run_id[0], run.mlflow_run_id[0]
+
+
+def test_mlflow_hears_what_a_stop_left_queued_and_of_a_backfill_and_its_drop(shop):
+    """MLflow's scoring records follow the workspace: what a run stopped after its commit had not
+    told them yet is done by the next command (here a drop-run); a backfill re-measures the next
+    run's movement, and dropping it again says so, and tags the dropped record."""
+    from mlflow import MlflowClient
+
+    db = Workspace(shop.workspace).db_path
+    registry.connect(Workspace(shop.workspace).tracking_uri())
+    client = MlflowClient()
+    day0 = parse_as_of("2026-11-20")
+    nxt = q(shop, "SELECT run_id, mlflow_run_id, previous_run_id FROM scoring_runs WHERE as_of > ? ORDER BY as_of "
+                  "LIMIT 1", [day0])
+    before = nxt.previous_run_id[0] if isinstance(nxt.previous_run_id[0], str) else ""
+    assert isinstance(nxt.mlflow_run_id[0], str)
+    env = {**os.environ, "DYNSEG_PROJECT": str(shop.root)}
+    done = subprocess.run([sys.executable, "-c", sigterm_after("pipeline.runs", "write_run", "2026-11-20")],
+                          env=env, capture_output=True, timeout=600)
+    assert done.returncode == 143, done.stderr.decode()[-2000:]
+    back = q(shop, "SELECT run_id, mlflow_run_id FROM scoring_runs WHERE as_of = ?", [day0])
+    assert len(back) == 1 and q(shop, "SELECT previous_run_id FROM scoring_runs WHERE run_id = ?",
+                                [nxt.run_id[0]]).previous_run_id[0] == back.run_id[0]
+    assert nxt.run_id[0] in set(runs.pending_mlflow(db).movement_of)  # queued, not yet done
+    assert client.get_run(nxt.mlflow_run_id[0]).data.tags.get("movement_against_run", before) == before
+    against_back = q(shop, "SELECT entered FROM segment_health WHERE run_id = ? AND segment = 'likely_buyers'",
+                     [nxt.run_id[0]]).entered[0]
+
+    result = runner.invoke(app, ["segments", "drop-run", back.run_id[0], "--reason", "a backfill by mistake"])
+    assert result.exit_code == 0, result.output
+    assert runs.pending_mlflow(db).empty
+    assert client.get_run(back.mlflow_run_id[0]).data.tags["dynseg.dropped"] == "a backfill by mistake"
+    if getattr(shop, "stopped_record", None):  # the re-run stopped after its commit, in the test before
+        assert "dynseg.replaced_by" in client.get_run(shop.stopped_record).data.tags
+    assert client.get_run(nxt.mlflow_run_id[0]).data.tags["movement_against_run"] == before
+    entered = q(shop, "SELECT entered FROM segment_health WHERE run_id = ? AND segment = 'likely_buyers'",
+                [nxt.run_id[0]]).entered[0]
+    history = [(m.step, m.value) for m in client.get_metric_history(nxt.mlflow_run_id[0], "entered_likely_buyers")]
+    # its movement as it stands now, once (the stop's queued update and the drop's read the same)
+    assert history[-1] == (1, entered) and [s for s, _ in history].count(1) == 1 and against_back != entered, history
 
 
 def test_segments_cli_lists_and_shows(shop):
