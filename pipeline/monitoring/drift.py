@@ -124,11 +124,34 @@ class DriftResult:
         """Write ``<stem>.html`` (the Evidently report) and ``<stem>.json`` (the summary), each atomically."""
         folder = Path(folder)
         # Snapshot.save_html() silently writes nothing when given a pathlib.Path; render the string instead
-        html = self.snapshot.get_html_str(as_iframe=False)
+        html = _with_verdict(self.snapshot.get_html_str(as_iframe=False), self)
         return {
             "html": write_atomic(folder / f"{stem}.html", html.encode("utf-8")),
             "json": write_atomic(folder / f"{stem}.json", json.dumps(self.summary(), indent=2).encode()),
         }
+
+
+def _with_verdict(html: str, result: DriftResult) -> str:
+    """Evidently's HTML with dynseg's verdict on top: its own "Dataset Drift is NOT detected" counts
+    drifted columns only, and read alone it contradicted a key-column alarm of `monitor` (exit 3)."""
+    from html import escape
+
+    t = result.thresholds
+    share = (f"{len(result.drifted)} of {len(result.columns)} columns drifted (share {result.drift_share:.2f}; "
+             f"dynseg alarms above max_drift_share {t.max_drift_share:.2f}, or when a key column drifts: "
+             f"{', '.join(result.key_columns) or 'none set'})")
+    if result.alarm:
+        head, colour = "dynseg: drift ALARM", "#b00020"
+        body = "".join(f"<li>{escape(r)}</li>" for r in result.reasons)
+        body = f"<ul style='margin:6px 0'>{body}</ul>"
+    else:
+        head, colour, body = "dynseg: no drift alarm", "#1b5e20", ""
+    banner = (f"<div id='dynseg-verdict' style='font-family:sans-serif;border:2px solid {colour};padding:10px 14px;"
+              f"margin:10px;border-radius:6px'><b style='color:{colour};font-size:1.15em'>{head}</b>{body}"
+              f"<div>{escape(share)}. Evidently's own \"Dataset Drift\" line below counts drifted columns only, "
+              "against its own share; the verdict above is the one <code>dynseg monitor</code> acts on.</div></div>")
+    at = html.find(">", html.lower().find("<body")) + 1 if "<body" in html.lower() else 0
+    return html[:at] + banner + html[at:]
 
 
 def drift_report(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+from html import escape as html_escape
 from datetime import timedelta
 
 import pandas as pd
@@ -361,7 +362,18 @@ def test_drift_is_found_in_the_drifted_period_and_not_before(shop):
     assert summary["alarm"] and summary["drift"]["purchase"]["drift_share"] > before.drift["purchase"].drift_share
     used = {m.target: (m.name, str(m.version)) for m in shop.late_run.models}  # the versions compared are named
     assert {k: (v["model"], v["version"]) for k, v in summary["drift"].items()} == used
-    assert (shop.workspace / "reports" / "monitor" / "2026-11-27" / "drift_purchase.html").stat().st_size > 10_000
+    html = (shop.workspace / "reports" / "monitor" / "2026-11-27" / "drift_purchase.html").read_text()
+    assert len(html) > 10_000
+    # the report a reviewer opens leads with dynseg's verdict and its reasons: Evidently's own line
+    # ("Dataset Drift is NOT detected") counts columns only, and read alone it contradicted the alarm
+    verdict = html[html.index("<div id='dynseg-verdict'"):]
+    verdict = verdict[:verdict.index("</div></div>")]
+    body = html[html.lower().index("<body"):].split(">", 1)[1]
+    assert "dynseg: drift ALARM" in verdict and body.lstrip().startswith("<div id='dynseg-verdict'")  # shown first
+    reasons = json.loads((shop.workspace / "reports" / "monitor" / "2026-11-27" / "drift_purchase.json").read_text())
+    assert reasons["alarm"] and reasons["reasons"]
+    for reason in reasons["reasons"]:
+        assert html_escape(reason) in verdict, reason
 
 
 def test_a_monitor_stopped_half_way_leaves_the_dates_reports_as_they_were(shop, monkeypatch):
