@@ -107,6 +107,7 @@ def _one_segment(seg, n_t, x_t, rev_t, n_h, x_h, rev_h, alpha, power, min_holdou
     mde = minimum_detectable_effect(n_t, n_h, p_h if x_h else _rate(x_t + x_h, n_t + n_h), alpha, power)
     expected = n_h * _rate(x_t + x_h, n_t + n_h)
     too_small = n_h < min_holdout or expected < min_expected
+    exact = None
     if too_small and n_t and n_h:
         # Inverted from a normal approximation, the Newcombe p-value errs toward significance on a
         # tiny holdout: with no effect at all, 42 treated against 2 held out at a 10 % rate read
@@ -130,7 +131,11 @@ def _one_segment(seg, n_t, x_t, rev_t, n_h, x_h, rev_h, alpha, power, min_holdou
         why = (f"holdout of {n_h} is too small" if n_h < min_holdout else
                f"holdout of {n_h} expects {expected:.1f} conversions, too few" if expected < min_expected else
                f"holdout of {n_h} is too small for effects under max_mde ({100 * max_mde:g} points)")
-        verdict = f"inconclusive: {why}; the smallest effect this could detect is {detect}"
+        # the interval is Newcombe's: when it excludes 0 and only the exact test held the verdict
+        # back, say so (beside p > alpha, the table read "+21.4 [+1.0, +36.2]" with nothing said)
+        overruled = (f"; its interval excludes 0, but Fisher's exact test does not confirm it (p {exact:.3f})"
+                     if exact is not None and exact >= alpha and (low > 0 or high < 0) else "")
+        verdict = f"inconclusive: {why}{overruled}; the smallest effect this could detect is {detect}"
     elif significant:
         verdict = f"treated converted {'more' if diff > 0 else 'less'} (significant)"
         if too_small:

@@ -533,3 +533,6 @@ def test_on_a_tiny_holdout_no_effect_reads_significant_no_more_often_than_alpha(
     row = segment_lift(helped).iloc[0]
     assert row.abs_lift_high < 0  # the Newcombe interval alone says "lowered conversion"
     assert not row.conclusive and row.p_value == pytest.approx(stats.fisher_exact([[9, 33], [2, 0]]).pvalue)
+    # and the verdict says why an interval that excludes zero is not a conclusion here
+    assert (f"its interval excludes 0, but Fisher's exact test does not confirm it (p {row.p_value:.3f})"
+            in row.verdict), row.verdict
