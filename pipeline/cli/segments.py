@@ -328,7 +328,8 @@ def changes(ctx: typer.Context,
             run_id: Annotated[Optional[str], _RUN] = None,
             sendable_only: Annotated[bool, typer.Option(
                 "--sendable-only", help="Leave out entered members who may not be sent to (held out, no consent, "
-                                        "suppressed); every exit is kept (to stop its journey).")] = False) -> None:
+                                        "suppressed); every exit is kept (to stop its journey), and every entry "
+                                        "into a suppression segment (who to stop sending to).")] = False) -> None:
     """Who entered and who exited a segment in a run, against the run before it, with their scores
     and bands in this run, whether an entered member is held out or sendable, and, for who exited,
     why: no longer matches the rule, excluded by another segment, no longer scored, or the segment
@@ -361,7 +362,13 @@ def changes(ctx: typer.Context,
         if name is None:
             moved = moved[["segment", *[c for c in moved.columns if c != "segment"]]]
         removed = name is not None and name not in known
-        entered = moved.change == "entered"
+        # entering a suppression segment is who to stop sending to: not a member "not to be sent to",
+        # and kept by --sendable-only (it dropped them, and counted them as unsendable entries)
+        kinds = {**{d["name"]: d.get("kind") for d in config.get("segments", [])},
+                 **dict(runs.read(db, "SELECT segment, kind FROM segment_health WHERE run_id = ?",
+                                  [run.run_id]).itertuples(index=False))}
+        suppression = (moved.segment if name is None else pd.Series(name, index=moved.index)).map(kinds) == "suppression"
+        entered = (moved.change == "entered") & ~suppression
         held, unsendable = int((entered & (moved.holdout == True)).sum()), int((entered & (moved.sendable != True)).sum())  # noqa: E712
         if sendable_only:
             moved = moved[~entered | (moved.sendable == True)].reset_index(drop=True)  # noqa: E712
@@ -441,7 +448,8 @@ def _all_changes(run, moved, unsendable: int, held: int, sendable_only: bool, ou
         t.add_column(c, justify="left" if c == "segment" else "right")
     for seg, g in moved.groupby("segment", sort=False):
         t.add_row(seg, f"{(g.change == 'entered').sum():,}", f"{(g.change == 'exited').sum():,}")
-    t.caption = "Segments where nobody entered or exited are not listed."
+    t.caption = ("Segments with no sendable entry and no exit are not listed." if sendable_only else
+                 "Segments where nobody entered or exited are not listed.")
     out.print(t)
     _say_unsendable(unsendable, held, sendable_only)
     if out_path is not None:
@@ -454,7 +462,7 @@ def _say_unsendable(unsendable: int, held: int, sendable_only: bool) -> None:
         return
     why = [f"{held:,} held out, to measure lift"] if held else []
     if unsendable > held:
-        why.append(f"{unsendable - held:,} without consent, suppressed, or in a suppression segment")
+        why.append(f"{unsendable - held:,} without consent or suppressed")
     err.print(f"Of those who entered, {unsendable:,} may not be sent to ({'; '.join(why)}): "
               + ("left out, as --sendable-only asks." if sendable_only else
                  "see the holdout and sendable columns; to start journeys on entry, use --sendable-only."),
