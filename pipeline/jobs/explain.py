@@ -4,7 +4,9 @@ the values the run scored) and explained with the exact model version and base r
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -142,11 +144,23 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
         if plot:
             # another version than the run's gets its own file: the run's explanation stays
             suffix = "" if e.of_run else f"_v{label.rsplit('/', 1)[-1]}"
-            path = (Workspace(cfg.workspace).reports_dir / "explain" / run.run_id / f"{customer_id}_{tgt}{suffix}.png")
+            path = (Workspace(cfg.workspace).reports_dir / "explain" / run.run_id
+                    / f"{file_safe(customer_id)}_{tgt}{suffix}.png")
             e.waterfall = waterfall_plot(table.head(top), e.base, raw, e.base_probability, p, path,
                                          f"{customer_id}\n{tgt} score {p:.1%} ({label}, as of {as_of_label(t)})")
         out.append(e)
     return out
+
+
+def file_safe(customer_id: str) -> str:
+    """``customer_id`` as one file name: an id is data, and Shopify's `gid://shopify/Customer/7`
+    made folders, and `../../x` wrote outside the workspace. Any character but letters, digits,
+    ``_ . @ -`` becomes ``_``, with a short hash of the id after it when one did (two ids that differ
+    only there keep two files); a name cannot start with a dot, and a long one is cut (hash kept)."""
+    safe = re.sub(r"[^A-Za-z0-9_.@-]", "_", customer_id)
+    if safe != customer_id or safe.startswith(".") or len(safe) > 80:  # (a file name has 255 bytes at most)
+        safe = safe.lstrip(".")[:80] + "-" + hashlib.sha1(customer_id.encode()).hexdigest()[:8]
+    return safe
 
 
 def _canonical_hint(cfg: Config, customer_id: str, as_of: datetime, since: bool = False) -> str:

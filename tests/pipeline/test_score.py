@@ -1175,3 +1175,18 @@ def test_no_sendable_customer_names_consent_without_its_time():
     assert "no consent fields" not in said
     con.execute("UPDATE customers SET email_consent = NULL")
     assert "the data has no consent fields" in _no_consent_fields(con)
+
+
+def test_a_customer_id_names_one_file_inside_the_reports_folder():
+    """explain's waterfall was saved as reports/explain/<run>/<customer_id>_<target>.png: Shopify's
+    `gid://shopify/Customer/7000550` made folders, and an id `../../../x` wrote outside the workspace."""
+    from pathlib import Path
+
+    from pipeline.jobs.explain import file_safe
+
+    for cid in ("gid://shopify/Customer/7000550", "../../../../tmp/escaped", ".hidden", "a b\\c", "..", "x" * 300):
+        name = file_safe(cid)
+        assert (Path("reports") / f"{name}_purchase.png").parent == Path("reports"), name
+        assert not name.startswith(".") and re.fullmatch(r"[A-Za-z0-9_.@-]+", name) and len(name) < 100, name
+    assert file_safe("c0001") == "c0001" and file_safe("ann@shop.de") == "ann@shop.de"  # plain ids as they are
+    assert file_safe("a/b") != file_safe("a_b") != file_safe("a:b")  # ids that differ keep two files
