@@ -392,6 +392,7 @@ class SegmentHealthConfig(_Strict):
     max_size_change: float = Field(0.5, gt=0)
     min_size_for_change: int = Field(100, ge=0)
     max_coverage_drop: float = Field(0.05, ge=0, le=1)
+    min_customers_kept: float = Field(0.5, ge=0, le=1)
 
 
 class LiftConfig(_Strict):

@@ -207,7 +207,29 @@ def health_alarms(cfg: Config, run: pd.Series) -> list[str]:
         if r.coverage_prev - r.coverage > c.max_coverage_drop:
             out.append(f"segment {r.segment!r} coverage fell from {r.coverage_prev:.1%} to {r.coverage:.1%} "
                        f"(max_coverage_drop {c.max_coverage_drop:.0%}): its rule inputs are missing for more customers")
-    return out
+    kept = customers_kept_alarm(cfg, db, run.run_id, run.previous_run_id)
+    return out + ([kept] if kept else [])
+
+
+def customers_kept_alarm(cfg: Config, db: Path, run_id: str, previous_run_id: str | None) -> str | None:
+    """When fewer than ``min_customers_kept`` of the previous run's customers are scored in this run
+    (at least ``min_size_for_change`` of them): ids that changed form upstream (emails, then
+    Shopify's gid://... ids) made every member exit and enter again, holdouts drawn anew, with no
+    word from score or monitor. None otherwise, or when the previous run's rows were pruned."""
+    if not previous_run_id:
+        return None
+    c = cfg.monitoring.segment_health
+    found = runs.read(db, "SELECT count(*) AS n, count(k.customer_id) AS kept FROM (SELECT customer_id FROM "
+                          "customer_scores WHERE run_id = ?) p LEFT JOIN (SELECT customer_id FROM customer_scores "
+                          "WHERE run_id = ?) k USING (customer_id)", [previous_run_id, run_id])
+    n, kept = (int(found.n[0]), int(found.kept[0])) if len(found) else (0, 0)
+    if n < max(c.min_size_for_change, 1) or kept / n >= c.min_customers_kept:
+        return None
+    return (f"only {kept:,} of the previous run's {n:,} customers ({kept / n:.1%}) are scored in this run "
+            f"(min_customers_kept {c.min_customers_kept:.0%}): if the customer ids changed form upstream (emails "
+            "for ids, a new export), every member exited and entered again and the holdouts were drawn anew, so a "
+            "journey on entry would start for everyone. Check the sources' customer_id; to undo this run: "
+            f"dynseg segments drop-run {run_id} --reason ...")
 
 
 # -- lift and realized quality ----------------------------------------------------------------------------

@@ -402,6 +402,10 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
                         "scores, segments and exports are replaced, and a command given `--run " + old + "` says so "
                         "and names this run")
     warnings += _redrawn_sides(ws.db_path, run_id)
+    from pipeline.jobs.monitor import customers_kept_alarm  # (monitor imports this module)
+
+    kept = customers_kept_alarm(cfg, ws.db_path, run_id, prev)
+    warnings += [kept] if kept else []
     mlflow_run = logged.get("mlflow")
     nxt = runs.read(ws.db_path, "SELECT run_id, as_of, mlflow_run_id FROM scoring_runs WHERE as_of > ? "
                                 "ORDER BY as_of LIMIT 1", [as_of])

@@ -652,3 +652,40 @@ def test_a_head_to_head_on_a_snapshot_a_campaign_moved_says_so(shop):
     assert "were sendable in scoring run" in cand_m["caveat"] and "(as of 2026-08-31)" in cand_m["caveat"], cand_m["caveat"]
     ok, text = registry.default_comparison()(cand_m, champ_m)
     assert "leans towards the version that chose who was sent" in text and "paired DeLong 95% CI" in text, text
+
+
+def test_ids_that_changed_form_upstream_are_said_by_score_and_alarmed_by_monitor(shop):
+    """Every customer id changed form (emails, then Shopify's gid://... ids): every member exited and
+    entered again and the holdouts were drawn anew, while score said nothing and monitor "No alarm"."""
+    import shutil
+
+    data = shop.workspace / "data"
+    kept = data.parent / "data-before-ids-changed"
+    shutil.copytree(data, kept)
+    try:
+        for name in ("events", "customers", "identities"):
+            frame = pd.read_parquet(data / f"{name}.parquet")
+            frame["customer_id"] = "gid://shopify/Customer/" + frame["customer_id"]
+            frame.to_parquet(data / f"{name}.parquet", index=False)
+        day = LATE + timedelta(days=1)
+        result = CliRunner().invoke(app, ["score", "--as-of", "2026-11-28"])
+        assert result.exit_code == 0, result.output
+        said = " ".join(result.output.split())
+        run = runs.read(shop.workspace / "dynseg.duckdb", "SELECT run_id FROM scoring_runs WHERE as_of = ?", [day]).run_id[0]
+        n = runs.read(shop.workspace / "dynseg.duckdb", "SELECT count(*) AS n FROM customer_scores WHERE run_id = ?",
+                      [shop.late_run.run_id]).n[0]
+        assert f"only 0 of the previous run's {n:,} customers (0.0%) are scored in this run" in said, said
+        assert f"dynseg segments drop-run {run} --reason" in said and n > 4000
+        watched = CliRunner().invoke(app, ["monitor", "--run", run])
+        assert watched.exit_code == 3 and f"only 0 of the previous run's {n:,} customers" in " ".join(watched.output.split())
+        # the run before it, on the ids it knew, kept its customers: no such alarm
+        cfg = load_config(shop.root)
+        from pipeline.jobs.monitor import customers_kept_alarm
+
+        late = runs.read(shop.workspace / "dynseg.duckdb", "SELECT previous_run_id FROM scoring_runs WHERE run_id = ?",
+                         [shop.late_run.run_id]).previous_run_id[0]
+        assert customers_kept_alarm(cfg, shop.workspace / "dynseg.duckdb", shop.late_run.run_id, late) is None
+        assert CliRunner().invoke(app, ["segments", "drop-run", run, "--reason", "ids changed form"]).exit_code == 0
+    finally:
+        shutil.rmtree(data)
+        kept.rename(data)
