@@ -672,6 +672,24 @@ def _run_checks(con: duckdb.DuckDBPyConnection, raw: RawSource, checks: list[_Ch
                                     examples))
 
 
+#: ISO-8601 forms as strptime codes, for the ISO rows of a source whose other rows take a form of
+#: their own (" %z": Shopify's 2026-03-05 10:00:00 +0100, an offset after a space)
+ISO_FORMS = tuple(f"%Y-%m-%d{sep}{time}{zone}" for time in ("%H:%M:%S.%f", "%H:%M:%S", "%H:%M") for sep in (" ", "T")
+                  for zone in ("", "%z", " %z")) + ("%Y-%m-%d",)
+
+
+def iso_form(text: str) -> str | None:
+    """The first of :data:`ISO_FORMS` that reads ``text`` (a trailing Z taken as +00:00), if any."""
+    text = re.sub(r"(\d)Z$", r"\1+00:00", text.strip())
+    for form in ISO_FORMS:
+        try:
+            datetime.strptime(text, form)
+            return form
+        except ValueError:
+            continue
+    return None
+
+
 def _iso_beside_forms_hint(check: _Check, examples: tuple[str, ...]) -> str:
     """For ISO text that does not convert under a source's own forms (an export that switched
     forms): the forms are all a source reads, so ISO rows need theirs listed too, which the
@@ -679,10 +697,16 @@ def _iso_beside_forms_hint(check: _Check, examples: tuple[str, ...]) -> str:
     if (check.check != "unparseable" or check.column not in ("ts", "signup_at", "consent_updated_at")
             or "timestamp_format" not in check.fix or "epoch" in check.fix):
         return ""
-    if not any(re.match(r"'\d{4}-\d{2}-\d{2}", e) for e in examples):
+    values = [m.group(1) for e in examples if (m := re.match(r"'(\d{4}-\d{2}-\d{2}[^']*)'", e))]
+    if not values:
         return ""
-    return ("; ISO text beside them is read only when its form is listed too, e.g. ['%d/%m/%Y %H:%M', "
-            "'%Y-%m-%d %H:%M:%S'] (`dynseg init` names such forms)")
+    # the form of the values shown, named (it said "e.g. ['%d/%m/%Y %H:%M', '%Y-%m-%d %H:%M:%S']"
+    # whatever they were: day-first beside a month-first file, no offset beside +0100)
+    forms = list(dict.fromkeys(f for v in values if (f := iso_form(v))))
+    if not forms:
+        return "; ISO text beside them is read only when its form is listed too"
+    return (f"; ISO text beside them is read only when its form is listed too: add {', '.join(map(repr, forms))} "
+            f"(the form of {values[0]!r}) to the list")
 
 
 def _symbol_hint(check: _Check, examples: tuple[str, ...]) -> str:

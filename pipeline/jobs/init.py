@@ -32,7 +32,7 @@ from features.normalize import (DECIMAL_COMMA, EPOCH_UNITS, INTEGER_TYPES, THOUS
                                 is_numeric, iso_timestamptz, literal)
 from features.sources import (SourceError, SourceSpec, _head, _utf16, drop_copies, glob_files, register_source,
                               resolve_files)
-from features.validation import ID_NAME, currency_codes, likely_columns
+from features.validation import ID_NAME, ISO_FORMS, currency_codes, likely_columns
 from pipeline.config import ConfigError, ConfigIssue
 from pipeline.workspace import write_atomic
 
@@ -468,9 +468,7 @@ def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -
     return out, note
 
 
-#: ISO-8601 forms as strptime codes, for the ISO rows of a log whose other rows take a form of their own
-_ISO_FORMS = tuple(f"%Y-%m-%d{sep}{time}{zone}" for time in ("%H:%M:%S.%f", "%H:%M:%S", "%H:%M") for sep in (" ", "T")
-                   for zone in ("", "%z")) + ("%Y-%m-%d",)
+_ISO_FORMS = ISO_FORMS  # ISO-8601's forms, for the ISO rows of a log whose other rows take a form of their own
 
 
 def _decimal_comma(con: duckdb.DuckDBPyConnection, view: str, amount: str) -> bool:

@@ -324,6 +324,13 @@ def test_text_timestamps_and_numbers_in_the_sources_own_form(project):
     report = run_with(project, bad, "events.csv", timestamp_format="%d/%m/%Y %H:%M", decimal=",")
     ts, amount = (p for p in report.problems if p.check == "unparseable")
     assert ts.count == 2 and "expected timestamps in the form '%d/%m/%Y %H:%M' (timestamp_format of sources.events" in ts.fix
+    # the ISO row's own form is named (it said "e.g. ['%d/%m/%Y %H:%M', '%Y-%m-%d %H:%M:%S']" whatever it was)
+    assert "add '%Y-%m-%dT%H:%M:%S' (the form of '2026-01-02T09:00:00') to the list" in ts.fix, ts.fix
+    shopify = bad.copy()
+    shopify.loc[1, "ts"] = "2026-01-02 09:00:00 +0100"
+    ts = next(p for p in run_with(project, shopify, "events.csv", timestamp_format="%d/%m/%Y %H:%M",
+                                  decimal=",").problems if p.check == "unparseable" and p.column == "ts")
+    assert "add '%Y-%m-%d %H:%M:%S %z' (the form of '2026-01-02 09:00:00 +0100') to the list" in ts.fix, ts.fix
     assert amount.count == 1 and "'40.5'" in amount.examples[0] and "decimal of sources.events" in amount.fix
     assert "currency sign" not in amount.fix
     # a currency beside the number: said (the advice was the decimal mark alone, which read none)

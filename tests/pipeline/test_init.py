@@ -318,15 +318,18 @@ def test_iso_rows_beside_day_first_dates_get_their_form_listed_too(tmp_path, mon
     ts = pd.Timestamp("2025-01-01") + pd.to_timedelta([i * 1777 for i in range(200)], unit="min")
     text = [t.strftime("%Y-%m-%d %H:%M:%S") if i % 10 == 0 else t.strftime("%d/%m/%Y %H:%M") for i, t in enumerate(ts)]
     text[5] = ts[5].strftime("%Y-%m-%dT%H:%M:%S+01:00")  # an offset too
+    text[7] = ts[7].strftime("%Y-%m-%d %H:%M:%S +0100")  # and Shopify's, after a space (init could not name it)
     pd.DataFrame({"customer_id": [f"c{i % 20}" for i in range(200)], "event_type": "order_completed", "ts": text,
                   "amount": 5.0, "event_id": [f"e{i}" for i in range(200)]}).to_csv(tmp_path / "mixed.csv", index=False)
     result = runner.invoke(app, ["init", str(tmp_path / "p"), "--events", str(tmp_path / "mixed.csv")])
     assert result.exit_code == 0, result.output
     events = yaml.safe_load((tmp_path / "p" / "configs" / "catalog.yaml").read_text())["sources"]["events"]
-    assert events["timestamp_format"] == ["%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"], events
+    assert events["timestamp_format"] == ["%d/%m/%Y %H:%M", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M:%S %z",
+                                          "%Y-%m-%dT%H:%M:%S%z"], events
     got = _validated_events(tmp_path / "p", pd.Timestamp("2026-01-01"), "ts")
     expected = list(ts.floor("min"))
     expected[5] = ts[5] - pd.Timedelta(hours=1)
+    expected[7] = ts[7] - pd.Timedelta(hours=1)
     assert [g[0] for g in got] == expected
 
 
