@@ -17,9 +17,10 @@ from pipeline.cli.common import State, handled, out
 def init(
     ctx: typer.Context,
     folder: Annotated[Optional[Path], typer.Argument(help="Project folder to create configs/ in (default: --project, or here).")] = None,
-    events: Annotated[list[str], typer.Option(help="The event log: a Parquet or CSV file, a glob of files of one layout (data/events-*.parquet), or a table of a DuckDB database as FILE.duckdb:TABLE.")] = ...,
+    events: Annotated[Optional[list[str]], typer.Option(help="The event log: a Parquet or CSV file, a glob of files of one layout (data/events-*.parquet), or a table of a DuckDB database as FILE.duckdb:TABLE. Required but with --refit.")] = None,
     customers: Annotated[Optional[list[str]], typer.Option(help="Customer profiles (optional): as --events.")] = None,
     identities: Annotated[Optional[list[str]], typer.Option(help="Identity links (optional): as --events.")] = None,
+    refit: Annotated[bool, typer.Option("--refit", help="In an existing project whose data now validates: fit the demo's segments and figures to it (vip threshold, segments the data cannot have, freshness lag), as init does when the data validates at once.")] = False,
 ) -> None:
     """Start a project on your own files: configs/ with the column mappings and event roles proposed from your names, to check before the first run.
 
@@ -28,7 +29,13 @@ def init(
     from pipeline.jobs.init import init_project, several_names, spellings
 
     state: State = ctx.obj
+    if refit:
+        _refit(folder or state.project or Path.cwd(), bool(events or customers or identities))
+        return
     with handled():
+        if not events:
+            raise BadValue("--events is required: the event log to start the project on (`dynseg init --events "
+                           "exports/events.csv`); `--refit` fits an existing project's configs to its data")
         given = {"events": events, "customers": customers or [], "identities": identities or []}
         for name, paths in given.items():  # click keeps the last of an option given twice, in silence
             if len(paths) > 1:
@@ -95,8 +102,28 @@ def init(
                  f"`dynseg{flag} features build --as-of DATE`, then `dynseg{flag} train purchase` and `train churn`",
                  f"`dynseg{flag} models promote purchase VERSION` (and churn): a run scores with each target's champion",
                  f"`dynseg{flag} segments check`: configs/segments.yaml holds the demo's segments"
-                 + (f", kept as they are ({result.segments_unchecked}); a rule on a feature your data lacks is named "
-                    "there (remove it, and its name from suppress_always)" if result.segments_unchecked else
+                 + (f", kept as they are ({result.segments_unchecked}); once the data validates, `dynseg{flag} init "
+                    "--refit` fits them (and the vip threshold and freshness lag) to it" if result.segments_unchecked else
                     " less those your data cannot have: review them and make them your own"),
                  f"`dynseg{flag} score --as-of DATE`"):
         out.print(f"  - {step}", markup=False, highlight=False)
+
+
+def _refit(folder: Path, sources_given: bool) -> None:
+    """``dynseg init --refit``: the fits init makes when the data validates, on an existing project."""
+    from pipeline.jobs.init import refit_project
+
+    with handled():
+        if sources_given:
+            raise BadValue("--refit reads the sources configs/catalog.yaml names; give no --events, --customers or "
+                           "--identities with it")
+        dropped, fitted = refit_project(folder)
+    if dropped:
+        left = "; ".join(f"{n} ({', '.join(cols)})" for n, cols in dropped.items())
+        out.print(f"[yellow]Segments of the demo left out[/] (this data has no column they read): {escape(left)}",
+                  highlight=False)
+    for line in fitted:
+        out.print(f"[green]Fitted to this data:[/] {escape(line)}", highlight=False)
+    if not dropped and not fitted:
+        out.print("Nothing to fit: every segment's rule reads columns this data has, and the vip rule and freshness "
+                  "lag are no longer the demo's (or need no change).", highlight=False)

@@ -127,6 +127,23 @@ def init_project(folder: Path, events: str, customers: str | None = None, identi
     return result
 
 
+def refit_project(folder: Path) -> tuple[dict[str, list[str]], list[str]]:
+    """``dynseg init --refit``: fit the demo's segments and figures to a project's data once it
+    validates (at init it seldom does: real exports need their mappings fixed first, and then the
+    demo's vip rule, segments the data cannot have and freshness lag stayed for good, init refusing
+    an existing configs/). Returns the segments left out and the lines of what was fitted; only the
+    demo's own values are touched, so a second refit changes nothing."""
+    folder = folder.expanduser().resolve()
+    if not (folder / "configs" / "segments.yaml").is_file():
+        raise ConfigError([ConfigIssue(str(folder / "configs" / "segments.yaml"), "", "not found; `dynseg init --refit` "
+                                       "fits a project's configs to its data: start one with `dynseg init --events FILE`")])
+    dropped, unchecked = _fit_segments(folder)
+    if unchecked is not None:
+        raise BadValue(f"nothing was fitted: {unchecked}. Fix what `dynseg data validate` names, then run "
+                       "`dynseg init --refit` again")
+    return dropped, _fit_values(folder)
+
+
 #: The demo's vip rule as configs/segments.yaml has it, and the share of customers it is meant to hold
 _VIP = re.compile(r"(?m)^(    description: )Spent 300 or more in the last 365 days \(about the top 5 % of the demo "
                   r"shop\)\.$(?P<between>(?:\n    [^\n]*)*?)\n    where: spend_365d >= 300$")

@@ -604,3 +604,43 @@ def test_the_vip_threshold_and_freshness_lag_are_fitted_to_the_data(tmp_path, mo
     assert result.exit_code == 0, result.output
     assert yaml.safe_load((daily / "configs" / "project.yaml").read_text())["freshness"]["max_lag_days"] == 3
     assert "freshness.max_lag_days" not in said(result)
+
+
+def test_refit_fits_the_demos_figures_once_the_data_validates(tmp_path, monkeypatch):
+    """Real exports seldom validate at init (a mapping to fix first), and then the demo's vip rule
+    (which held 396 of 3,000 customers of a review's shop) and freshness lag stayed for good: init
+    refuses an existing configs/. `init --refit` fits them once the data validates, and only them."""
+    import numpy as np
+
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    rng = np.random.default_rng(4)
+    months = pd.date_range("2024-12-01", "2026-11-01", freq="MS", tz="UTC")
+    rows = [(f"a{i:03d}", t + pd.Timedelta(hours=int(rng.integers(0, 20))), float(rng.gamma(2, 2500)))
+            for i in range(200) for t in months if rng.random() < 0.9]
+    events = pd.DataFrame(rows, columns=["Kundennummer", "ts", "amount"]).assign(event_type="Invoice Paid")
+    events.to_parquet(tmp_path / "events.parquet")
+    project = tmp_path / "b2b"
+    result = runner.invoke(app, ["init", str(project), "--events", str(tmp_path / "events.parquet")])
+    assert result.exit_code == 0, result.output
+    assert "init --refit` fits them" in said(result) and "Fitted to this data" not in said(result)
+    segments = project / "configs" / "segments.yaml"
+    assert "spend_365d >= 300\n" in segments.read_text()  # the demo's, unfitted
+    refused = runner.invoke(app, ["init", str(project), "--refit"])
+    assert refused.exit_code != 0 and "nothing was fitted: the data does not validate yet" in said(refused), said(refused)
+    catalog = project / "configs" / "catalog.yaml"
+    doc = yaml.safe_load(catalog.read_text())
+    doc["sources"]["events"].setdefault("columns", {})["customer_id"] = "Kundennummer"  # the user's fix
+    catalog.write_text(yaml.safe_dump(doc, sort_keys=False))
+    result = runner.invoke(app, ["init", str(project), "--refit"])
+    assert result.exit_code == 0, result.output
+    vip = next(s for s in yaml.safe_load(segments.read_text())["segments"] if s["name"] == "vip")
+    assert vip["where"] != "spend_365d >= 300" and "set by dynseg init" in vip["description"]
+    assert "Fitted to this data: vip: spend_365d >=" in said(result) and "freshness.max_lag_days:" in said(result)
+    assert 31 <= yaml.safe_load((project / "configs" / "project.yaml").read_text())["freshness"]["max_lag_days"] <= 33
+    fitted = segments.read_text()
+    again = runner.invoke(app, ["init", str(project), "--refit"])  # only the demo's own values: nothing more to do
+    assert again.exit_code == 0 and "Nothing to fit" in said(again) and segments.read_text() == fitted
+    assert runner.invoke(app, ["init", str(tmp_path / "none"), "--refit"]).exit_code != 0
+    mixed = runner.invoke(app, ["init", str(project), "--refit", "--events", "x.csv"])
+    assert mixed.exit_code != 0 and "give no --events" in said(mixed)
