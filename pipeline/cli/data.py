@@ -64,20 +64,40 @@ def validate(
         with progress("Validating sources") as _:
             from pipeline.jobs.data import DataError, validate_job
 
+            # as a run as of that instant reads the log: one in the past keeps a log that has grown
+            # since (events after it are not from the future: `features build` took them, this
+            # refused them), one in the future refuses events after it
+            now = now_utc()
             try:
-                data = validate_job(cfg, instant, "the run's as_of" if as_of else "now")
+                data = (validate_job(cfg, instant, "the run's as_of") if as_of and instant > now else
+                        validate_job(cfg, now, "now"))
             except DataError as e:
                 if json_out:  # a scheduler asked for the report: it gets the problems too
                     write_atomic(json_out, json.dumps(e.report.to_dict(), indent=2, default=str).encode())
                 raise
         summary = data.summary
+        stale: list[str] = []
+        if as_of:  # and whether the log is fresh enough for a run as of it (it said "valid", the run exit 75):
+            # said, not enforced: validation checks the contract, a run refuses (or warns, by config)
+            from features.freshness import StaleDataError
+            from pipeline.jobs.features import freshness_warnings
+
+            try:
+                with data.reading():
+                    stale = freshness_warnings(cfg, data, instant)
+            except StaleDataError as e:
+                stale = [f"a run as of {as_of_text(instant)} would stop here (exit 75): {e}"]
+            finally:
+                data.con.close()
     if data.report.problems:
         err.print(problems_table(data.report.problems))
     _print_summary(summary, {r: cfg.origin("roles.yaml", "event_roles", r) for r in summary["roles_without_events"]})
     if json_out:
         with handled():
             write_atomic(json_out, json.dumps(data.report.to_dict() | {"summary": summary}, indent=2, default=str).encode())
-    n = len(data.report.problems)
+    for w in stale:
+        err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
+    n = len(data.report.problems) + len(stale)
     out.print(f"[green]Sources valid[/] as of {as_of_text(instant)} ({n} warning{'s' if n != 1 else ''}).")
 
 

@@ -538,6 +538,12 @@ def newest_event(cfg: Config, data: LoadedData, as_of: datetime) -> datetime | N
     return newest
 
 
+def freshness_warnings(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
+    """The freshness check of a run as of ``as_of`` (`data validate --as-of` makes it too): raises
+    :class:`StaleDataError` when `freshness.action` refuses, else the warning, if any."""
+    return _fresh(cfg, data, as_of)
+
+
 def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     newest = newest_event(cfg, data, as_of)
     if newest is None:
