@@ -82,7 +82,10 @@ KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
                         "profileid", "personid", "memberid", "shopperid", "subscriberkey", "distinctid",
                         "userpseudoid",
                         # a B2B shop's customer is the account (last: a log with a user id too is per person)
-                        "accountid", "account", "companyid"),
+                        "accountid", "account", "companyid",
+                        # an export keyed by the email address (Shopify's orders' Email, Klaviyo's
+                        # Profile Email): taken only when no id column is there
+                        "email", "profileemail", "emailaddress", "customeremail", "useremail"),
         "event_type": ("event", "eventname", "eventtype", "type", "action", "metric", "metricname",
                        "activity", "activitytype"),
         "ts": ("timestamp", "originaltimestamp", "eventtime", "eventtimestamp", "eventts", "occurredat", "time",
@@ -100,7 +103,7 @@ KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     "customers": {
         "customer_id": ("id", "externalid", "userid", "user", "customer", "clientid", "contactid", "profileid",
                         "klaviyoid", "personid", "memberid", "subscriberkey", "distinctid", "accountid", "account",
-                        "companyid"),
+                        "companyid", "email", "profileemail", "emailaddress", "customeremail", "useremail"),
         "signup_at": ("createdat", "signupdate", "signedupat", "registeredat", "registrationdate", "joinedat",
                       "firstseen", "datecreated", "profilecreatedon", "createdon", "created"),
         "email_consent": ("acceptsmarketing", "acceptsemailmarketing", "emailoptin", "optin", "marketingconsent",

@@ -143,6 +143,19 @@ def test_flattened_warehouse_columns_are_mapped(tmp_path, monkeypatch, revenue, 
     assert columns["amount"] == revenue and columns.get("category") == category, columns
 
 
+@pytest.mark.parametrize("key, other", [("Email", None), ("Profile Email", None), ("Email", "Customer ID")])
+def test_an_export_keyed_by_email_gets_it_as_customer_id_unless_an_id_is_there(tmp_path, monkeypatch, key, other):
+    """Shopify's orders (Email) and Klaviyo's events (Profile Email) got no customer_id proposed."""
+    frame = pd.DataFrame({key: ["a@x.de", "b@x.de"], "Metric Name": ["Placed Order"] * 2,
+                          "Timestamp": pd.to_datetime(["2026-01-01", "2026-01-02"]), "Value": [10.0, 20.0]})
+    if other:
+        frame[other] = ["1", "2"]
+    project, result = _init_on(tmp_path, monkeypatch, frame)
+    assert result.exit_code == 0, result.output
+    columns = yaml.safe_load((project / "configs" / "catalog.yaml").read_text())["sources"]["events"]["columns"]
+    assert columns["customer_id"] == (other or key), columns
+
+
 @pytest.mark.parametrize("dates", [["20260108", "20260305"], [20260108, 20260305]], ids=["text", "integer"])
 def test_a_compact_date_gets_its_form(tmp_path, monkeypatch, dates):
     """GA4's event_date is text like 20260108: init mapped it without a timestamp_format, and
