@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY := passive
 # command would recompile mlflow, sklearn, evidently... on each start (seconds per command).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test env env-dev env-spark java clean-demo
+.PHONY: demo test env env-dev env-spark java clean-demo notebooks
 
 # Core environment: pinned by uv.lock (no dev tools, no Spark).
 $(VENV)/.core-installed: uv.lock pyproject.toml
@@ -34,9 +34,20 @@ $(VENV)/.spark-installed: $(VENV)/.core-installed
 	$(UV) sync --frozen --inexact --extra spark --no-dev
 	@touch $@
 
+# The notebooks extra (JupyterLab), for `make notebooks`.
+$(VENV)/.notebooks-installed: $(VENV)/.core-installed
+	$(UV) sync --frozen --inexact --extra notebooks --no-dev
+	@touch $@
+
 env: $(VENV)/.core-installed
 env-dev: $(VENV)/.dev-installed
 env-spark: $(VENV)/.spark-installed java
+
+# The review notebooks in JupyterLab (on 127.0.0.1 only; open the URL it prints). Run `make demo`
+# first, or set DYNSEG_PROJECT to your project: the notebooks read its workspace.
+notebooks: $(VENV)/.notebooks-installed
+	DYNSEG_PROJECT=$${DYNSEG_PROJECT:-$(CURDIR)} $(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser \
+	  --ServerApp.root_dir=$(CURDIR)/notebooks
 
 demo: env
 	# A shop whose behaviour drifts from November on (for monitoring to find); --force: the demo's
