@@ -404,6 +404,37 @@ def stages(description: str) -> Iterator:
     yield say
 
 
+@contextlib.contextmanager
+def staged_progress(description: str, total: int) -> Iterator:
+    """Yields ``step(stage, done=None, total=None)`` for work in stages of which one counts items
+    (train: its snapshots, then fitting, plots, MLflow): on a terminal one bar labelled with the
+    stage (``done`` sets it, none advances it by one step); elsewhere a line per new stage on
+    stderr, with the UTC time and the seconds since the start. The snapshots' bar sat full through
+    the fitting, SHAP and logging, 60 % of a run, and a scheduler's log had nothing for 37 s."""
+    import time
+    from datetime import datetime, timezone
+
+    start, said = time.monotonic(), [None]
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   console=err, transient=True, disable=not err.is_terminal)
+    with bar:
+        task = bar.add_task(description, total=total)
+
+        def step(stage: str, done: int | None = None, of: int | None = None) -> None:
+            if done is None:
+                bar.advance(task)
+            else:
+                bar.update(task, completed=done, total=of if of is not None else total)
+            bar.update(task, description=f"{description}: {stage}")
+            line = f"{description}: {stage}" + (f" {done}/{of}" if done is not None and of is not None else "")
+            if not err.is_terminal and line != said[0]:
+                said[0] = line
+                now = datetime.now(timezone.utc).strftime("%H:%M:%SZ")
+                err.print(f"{now} {line} (+{time.monotonic() - start:.1f} s)", markup=False, highlight=False)
+
+        yield step
+
+
 def kv_table(title: str, rows: dict) -> Table:
     t = Table(title=title, show_header=False, title_justify="left")
     t.add_column(style="bold")

@@ -9,9 +9,10 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from features.asof import as_of_file_label, as_of_text, cutoff_label, parse_as_of
+from features.asof import as_of_file_label, as_of_label, as_of_text, cutoff_label, parse_as_of
 from features.customer_features import DOCS, catalog
-from pipeline.cli.common import Engine, State, engine_name, err, filled, handled, kv_table, out, progress
+from pipeline.cli.common import (Engine, State, engine_name, err, filled, handled, kv_table, out, staged_progress,
+                                 stages)
 from pipeline.cli.train import Target
 from pipeline.workspace import Workspace, check_writable
 
@@ -35,10 +36,12 @@ def build(
         target = out_path or Workspace(cfg.workspace).root / "features" / f"customer_features_{label}.parquet"
         if out_path is None:
             _default_writable(target)
-        with progress(f"Building features as of {instant:%Y-%m-%d %H:%M} UTC") as _:
+        # (a spinner with the stage on a terminal; a line per stage in a scheduler's log, where the
+        # bar printed nothing for a minute of Spark). Named by the date given, as the summary says it
+        with stages(f"features as of {as_of_label(instant)}") as say:
             from pipeline.jobs.features import build_features_job
 
-            run = build_features_job(cfg, instant, engine_name(engine), target)
+            run = build_features_job(cfg, instant, engine_name(engine), target, say=say)
     for w in run.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     missing = run.profile.missing_groups()
@@ -111,8 +114,10 @@ def training_set(
         path = out_path or Workspace(cfg.workspace).root / "features" / f"training_set_{target.value}{suffix}.parquet"
         if out_path is None:
             _default_writable(path)
-        with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
-            td = export_training_set_job(cfg, target.value, path, instant, horizon, engine_name(engine), update)
+        n = cfg.training.snapshots
+        with staged_progress(f"{target.value} training set", n) as step:
+            td = export_training_set_job(cfg, target.value, path, instant, horizon, engine_name(engine),
+                                         lambda done, of=None: step(f"building snapshots ({done}/{of or n})", done, of or n))
     for w in td.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     missing = td.profile.missing_groups()

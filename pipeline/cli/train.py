@@ -10,7 +10,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.asof import cutoff_label, parse_as_of
-from pipeline.cli.common import EXIT_GATE, Engine, State, engine_name, err, filled, handled, kv_table, out, progress
+from pipeline.cli.common import (EXIT_GATE, Engine, State, engine_name, err, filled, handled, kv_table, out,
+                                 staged_progress)
 
 if TYPE_CHECKING:  # the job (and matplotlib behind it) is imported when the command runs
     from pipeline.jobs.train import TrainResult
@@ -32,10 +33,14 @@ def _train(ctx: typer.Context, target: Target, as_of, horizon, engine, allow_unv
             from pipeline.jobs.features import label_spec
 
             label_spec(cfg, target.value, horizon)
-        with progress(f"Building {target.value} snapshots", total=cfg.training.snapshots) as update:
-            from pipeline.jobs.train import train_job
+        from pipeline.jobs.train import TRAIN_STAGES, train_job
 
-            result = train_job(cfg, target.value, instant, horizon, engine_name(engine), allow_unvalidated, progress=update)
+        n, more = cfg.training.snapshots, len(TRAIN_STAGES)
+        with staged_progress(f"training {target.value}", n + more) as step:
+            result = train_job(cfg, target.value, instant, horizon, engine_name(engine), allow_unvalidated,
+                               progress=lambda done, of=None: step(f"building snapshots ({done}/{of or n})", done,
+                                                                   (of or n) + more),
+                               stage=step)
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     missing = result.data.profile.missing_groups()

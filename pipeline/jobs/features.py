@@ -66,6 +66,10 @@ class FeatureRun:
         return write_frame(self.frame, out)
 
 
+#: What a Spark run is doing while its JVM starts (about 20 s on one machine, each command)
+SPARK_START = "starting Spark and handing it the log (the JVM's start takes about 20 s)"
+
+
 def open_engine(cfg: Config, data: LoadedData, name: str | None = None) -> FeatureEngine:
     """The one place that chooses and opens a feature engine."""
     name = name or cfg.settings.engine
@@ -112,7 +116,18 @@ def staging_root(cfg: Config) -> Path:
                              "or use master: local[N]")
         return Workspace(cfg.workspace).root / "staging"
     path = Path(sp.staging_dir).expanduser()
-    return path if path.is_absolute() else cfg.project_dir / path
+    path = path if path.is_absolute() else cfg.project_dir / path
+    # a folder that is there already (a shared mount): made with mkdir -p, a typo (/mnt/shraed) or a
+    # mount missing on the driver became a local folder the executors never see
+    where = cfg.origin("project.yaml", "spark", "staging_dir")
+    if path.is_file():
+        raise ValueError(f"spark.staging_dir {path} ({where}) is a file; expected a folder that every Spark executor "
+                         "reads and writes under the same path (a shared mount). Fix the path")
+    if not path.is_dir():
+        raise ValueError(f"spark.staging_dir {path} ({where}) does not exist; dynseg does not create it, since a "
+                         "folder made here would be on this machine only: a typo, or a shared mount missing on this "
+                         "machine. Fix the path, mount the share, or create the folder if it is meant to be here")
+    return path
 
 
 def data_profile(cfg: Config, data: LoadedData, before: datetime | None = None) -> DataProfile:
@@ -611,15 +626,22 @@ def _why_no_events(cfg: Config, data: LoadedData, as_of: datetime) -> None:
             "pick a later --as-of")
 
 
-def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, out: Path | None = None) -> FeatureRun:
-    """``dynseg features build``: features of every known customer as of ``as_of``."""
+def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, out: Path | None = None,
+                       say: Callable[[str], None] | None = None) -> FeatureRun:
+    """``dynseg features build``: features of every known customer as of ``as_of``. ``say(stage)``
+    is told each stage as it starts."""
+    say = say or (lambda _: None)
     if out is not None:
         _check_out(out, cfg=cfg)  # before the work, not after it
+    say("validating the sources")
     data = load_for_run(cfg, as_of)
     with data.reading():  # a source rewritten under the run: refused before anything is written
         warnings = run_warnings(cfg, data, as_of)
         profile = data_profile(cfg, data, before=as_of)  # later events add no columns: the same file whatever came after
+        if (engine or cfg.settings.engine) == "spark":
+            say(SPARK_START)
         eng = open_engine(cfg, data, engine)
+        say("computing features")
         try:
             expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
                                      consents=eng.consents())
@@ -635,6 +657,7 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
         ids = run.table["customer_id"] if run.table is not None else run.frame["customer_id"]
         run.warnings += unprofiled_warnings(data, ids)
     if out is not None:
+        say(f"writing {out.name}")
         run.path = run.write(out)
     return run
 

@@ -43,7 +43,7 @@ from models.calibration import seasonal_base_rate
 from pipeline import runs
 from pipeline.config import Config
 from pipeline.jobs.data import load_for_run
-from pipeline.jobs.features import (check_model_inputs, data_profile, feature_spec, label_spec, open_engine, run_warnings,
+from pipeline.jobs.features import (SPARK_START, check_model_inputs, data_profile, feature_spec, label_spec, open_engine, run_warnings,
                                     staging_root, unprofiled_warnings)
 from pipeline.rules import Kind
 from pipeline.segments import (CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, exclusions_sql,
@@ -254,8 +254,10 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     timings["validate"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    say("features")
+    say(SPARK_START if engine == "spark" else "features")
     eng = open_engine(cfg, data, engine)
+    if engine == "spark":
+        say("features")
     try:
         expr = customer_features(eng.events(), eng.customers(), as_of, feature_spec(cfg), profile,
                                  consents=eng.consents())
@@ -920,7 +922,10 @@ def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], f
                 option = "FORMAT parquet" if fmt == "parquet" else "FORMAT csv, HEADER true"
                 con.execute(f"COPY ({query}) TO {literal(str(path))} ({option})")  # (a workspace under o'k)
                 files.append(str(path.relative_to(folder)))
-    manifest = {"run_id": run_id, "as_of": as_of.isoformat(), "files": files, "rows": counts,
+    # as_of is the cutoff instant (UTC; a run --as-of 2026-11-27 is 2026-11-28T00:00:00), as_of_label
+    # the date a person gave, as `segments list --json` and the reports' summaries say it
+    manifest = {"run_id": run_id, "as_of": as_of.isoformat(), "as_of_label": as_of_label(as_of), "files": files,
+                "rows": counts,
                 "note": "sendable files hold members with email consent outside the holdout; "
                         "holdout files must not be contacted; suppressions/ lists who is suppressed and why"}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -214,17 +214,26 @@ def fit_and_evaluate(cfg: Config, td: TrainingData) -> tuple[PropensityModel, Ev
     return model, evaluation, note, repeats
 
 
+#: What train does after its snapshots, each said as it starts (``stage``)
+TRAIN_STAGES = ("fitting the model, its calibration and the baselines", "plots, SHAP and the model card",
+                "logging to MLflow", "registering the version")
+
+
 def train_job(
     cfg: Config, target: str, as_of: datetime | None = None, horizon: str | None = None, engine: str | None = None,
     allow_unvalidated: bool = False, progress: Callable[[int, int], None] | None = None,
+    stage: Callable[[str], None] | None = None,
 ) -> TrainResult:
     from models import registry
+
+    stage = stage or (lambda _: None)
 
     ws = Workspace(cfg.workspace)
     uri = ws.tracking_uri(cfg.settings.tracking_uri)
     registry.connect(uri)  # fail before the long work if the tracking server is unreachable
     name = cfg.training.registry.names[target]
     td = training_set_job(cfg, target, as_of, horizon, engine, progress)
+    stage(TRAIN_STAGES[0])
     model, ev, note, repeats = fit_and_evaluate(cfg, td)
     criteria = check_criteria(ev.table, cfg.training.validation_criteria, ev.differences)
     validated = all(c["passed"] for c in criteria)
@@ -253,6 +262,7 @@ def train_job(
     test = f[f.snapshot == "test"]
     campaigns = campaign_overlap(ws.db_path, test.customer_id, td.plan.cutoffs[0], td.label.horizon)
     bgnbd_fit = ev.baseline_fits.get("bgnbd", {}).get("test")  # BG/NBD as fitted on the test snapshot, or None
+    stage(TRAIN_STAGES[1])
     with tempfile.TemporaryDirectory() as tmp:
         # the plots first: the card lists the features SHAP ranks first on the test snapshot, as
         # plots/shap_bar.png and every explanation rank them (split gain ranked them otherwise)
@@ -321,11 +331,13 @@ def train_job(
                   **{f"lgbm_{k}": v for k, v in cfg.training.model.model_dump().items()},
                   # BG/NBD as fitted on the test snapshot's histories (lifetimes' names; α in days)
                   **_bgnbd_params(bgnbd_fit)}
+        stage(TRAIN_STAGES[2])
         run_id = registry.log_training_run(
             bundle, experiment=cfg.training.registry.experiment, params=params, config=cfg.resolved(),
             metrics=metrics, artifacts=plots, model_card=card, input_example=test[model.features_].head(5),
             tags=tags,
         )
+    stage(TRAIN_STAGES[3])
     version = registry.register(run_id, name, validated=validated, allow_unvalidated=allow_unvalidated, tags=tags)
     return TrainResult(target, name, run_id, version.version if version else None, validated, criteria, ev, td,
                        model, note, td.warnings + campaigns, repeats)

@@ -153,6 +153,7 @@ def test_an_unreachable_master_is_one_line_at_once_not_a_minute_of_retries(proje
     dynseg = [sys.executable, "-m", "pipeline.cli", "features", "build", "--engine", "spark", "--as-of", DATA_END,
               "--out", str(tmp_path / "f.parquet")]
     env = {**os.environ, "DYNSEG_PROJECT": str(project.root)}
+    (project.root / "shared").mkdir(exist_ok=True)  # (a shared mount is there; dynseg does not make one)
     for master, code, why in ((f"spark://127.0.0.1:{port}", 75, f"127.0.0.1:{port}: connection refused"),
                               ("spark://no-such-host.invalid:7077", 1, "the name 'no-such-host.invalid' does not resolve")):
         (project.root / "configs" / "local" / "project.yaml").write_text(
@@ -506,6 +507,18 @@ def test_spark_settings_set_the_session_and_where_runs_stage(spark, project):
         "  conf: {spark.sql.shuffle.partitions: 3, spark.sql.adaptive.enabled: true}\n")
     write(generate(120, seed=6, end=DATA_END), project.workspace / "data")
     cfg = load_config(project.root)
+    # a staging folder that is not there is refused, not made: a typo, or a share not mounted here,
+    # became a folder on this machine that no executor sees (a file in its place is refused too)
+    with pytest.raises(ValueError, match=r"spark.staging_dir .*shared \[1\]/staging \(configs/local/project.yaml\) does "
+                                         r"not exist; dynseg does not create it"):
+        staging_root(cfg)
+    assert not (project.root / "shared [1]").exists()
+    (project.root / "shared [1]").mkdir()
+    (project.root / "shared [1]" / "staging").write_text("")
+    with pytest.raises(ValueError, match=r"\(configs/local/project.yaml\) is a file; expected a folder"):
+        staging_root(cfg)
+    (project.root / "shared [1]" / "staging").unlink()
+    (project.root / "shared [1]" / "staging").mkdir()
     data = load_validated(cfg, RUN_AS_OF)
     engine = open_engine(cfg, data, "spark")
     try:

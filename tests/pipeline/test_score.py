@@ -237,6 +237,8 @@ def test_exports_hold_consented_non_holdout_members_only(shop):
     feats = build_features_job(load_config(shop.root), DAY2).frame.set_index("customer_id")
     consent = feats.email_consent.fillna(False).astype(bool)
     manifest = json.loads((run.export_dir / "manifest.json").read_text())
+    # the date given beside the cutoff instant (the instant alone read as the day after)
+    assert (manifest["as_of"], manifest["as_of_label"]) == ("2026-11-28T00:00:00", "2026-11-27")
     m = q(shop, "SELECT * FROM segment_members WHERE run_id = ?", [run.run_id])
     sendable_files = [f for f in manifest["files"] if not f.startswith("suppressions/") and ".holdout." not in f]
     assert len(sendable_files) == 2 * 8  # 8 sendable segments, parquet and csv

@@ -220,6 +220,16 @@ def test_purchases_only_log_trains_and_names_missing_groups(tmp_path, monkeypatc
     assert "unavailable in this data: engagement" in said
     # what was forced is said (it exited 0 with a FAIL row and a version, and no word of it)
     assert "Registered with --allow-unvalidated: version 1 failed its validation criteria" in said, said
+    # a scheduler's log (no terminal) gets a line per stage as it starts: it had nothing for 37 s
+    from pipeline.jobs.train import TRAIN_STAGES
+
+    lines = [l for l in r.stderr.splitlines() if " training purchase: " in l]
+    import re
+
+    stages = [re.sub(r" \(\d+/\d+\) \d+/\d+$", "", l.split(" training purchase: ", 1)[1].rsplit(" (+", 1)[0])
+              for l in lines]
+    n = stages.count("building snapshots")  # a line per snapshot, then one per stage after them
+    assert stages == ["building snapshots"] * n + list(TRAIN_STAGES) and n >= 3, lines
     import mlflow
 
     from models import registry
