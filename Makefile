@@ -47,7 +47,7 @@ env-spark: $(VENV)/.spark-installed java
 # first, or set DYNSEG_PROJECT to your project: the notebooks read its workspace.
 notebooks: $(VENV)/.notebooks-installed
 	DYNSEG_PROJECT=$${DYNSEG_PROJECT:-$(CURDIR)} $(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser \
-	  --ServerApp.root_dir=$(CURDIR)/notebooks
+	  --ServerApp.root_dir=$(CURDIR)/notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)
 
 demo: env
 	# A shop whose behaviour drifts from November on (for monitoring to find); --force: the demo's
