@@ -41,7 +41,7 @@ $(VENV)/.notebooks-installed: $(VENV)/.core-installed
 
 env: $(VENV)/.core-installed
 env-dev: $(VENV)/.dev-installed
-env-spark: $(VENV)/.spark-installed java
+env-spark: java $(VENV)/.spark-installed
 
 # The review notebooks in JupyterLab (on 127.0.0.1 only; open the URL it prints). Run `make demo`
 # first, or set DYNSEG_PROJECT to your project: the notebooks read its workspace.
@@ -79,14 +79,21 @@ demo: env
 	@echo "Review runs, plots and model cards in the MLflow UI:"
 	@echo "  $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/.dynseg/mlflow.db --host 127.0.0.1"
 
+# The Java Spark starts, as dynseg finds it: JAVA_HOME's when set, else the one on PATH.
 java:
-	@java -version 2>&1 | grep -Eq 'version "(1[7-9]|[2-9][0-9])' || { \
-	  echo "Spark needs Java 17 or newer and it was not found on PATH."; \
-	  echo "Install it with: apt-get update && apt-get install -y openjdk-17-jre-headless"; exit 1; }
+	@if [ -n "$$JAVA_HOME" ]; then j="$$JAVA_HOME/bin/java"; where="JAVA_HOME ($$JAVA_HOME)"; \
+	  else j="$$(command -v java || true)"; where="PATH"; fi; \
+	if [ -z "$$j" ] || [ ! -x "$$j" ]; then \
+	  echo "Spark needs Java 17 or newer, and there is no java in $$where."; \
+	  echo "Install it with: apt-get update && apt-get install -y openjdk-17-jre-headless (or fix JAVA_HOME)"; exit 1; fi; \
+	v="$$("$$j" -version 2>&1 | head -1)"; \
+	echo "$$v" | grep -Eq 'version "(1[7-9]|[2-9][0-9])' || { \
+	  echo "Spark needs Java 17 or newer; the java in $$where ($$j) is: $$v"; \
+	  echo "Install it with: apt-get update && apt-get install -y openjdk-17-jre-headless, and put it first on PATH (or set JAVA_HOME)"; exit 1; }
 
 # Two workers (pytest-xdist), each taking whole test files so a module's fixtures are built once.
 TEST_WORKERS ?= 2
-test: demo env-dev java
+test: java demo env-dev
 	$(VENV)/bin/python -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 clean-demo:
