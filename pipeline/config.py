@@ -80,10 +80,27 @@ class SparkSettings(_Strict):
         # what Spark accepts; a misspelt one (lokal[2]) was taken for a cluster and asked for a staging_dir
         import re
 
-        if not re.fullmatch(r"local(\[[^\]]+\])?|yarn|(spark|k8s|mesos)://.+", v.strip()):
-            raise PydanticCustomError("value_error", "expected a Spark master URL: local[N] (this machine, N cores), "
-                                      f"spark://HOST:PORT, k8s://HOST:PORT or yarn; found {v!r}")
+        # local[N|*] with an optional retry count, as Spark parses it: local[x] passed here and Spark
+        # then failed with 21 lines of Java ("Could not parse Master URL")
+        if not re.fullmatch(r"local(\[\s*(\d+|\*)\s*(,\s*\d+\s*)?\])?|local-cluster\[\s*\d+\s*(,\s*\d+\s*){2}\]|yarn|"
+                            r"(spark|k8s|mesos)://.+", v.strip()):
+            raise PydanticCustomError("value_error", "expected a Spark master URL: local[N] (this machine, N cores; "
+                                      "local[*] for all of them), spark://HOST:PORT, k8s://HOST:PORT or yarn; "
+                                      f"found {v!r}")
         return v.strip()
+
+    @field_validator("conf", mode="before")
+    @classmethod
+    def _flat_values(cls, v: Any) -> Any:
+        # one error at the key (a nested value read as four, under .str, .int, .float and .bool)
+        if isinstance(v, dict):
+            for k, value in v.items():
+                if isinstance(value, (dict, list)) or value is None:
+                    raise PydanticCustomError(
+                        "value_error", f"{k}: expected one value (a text, a number or true/false, as Spark "
+                        f"settings are); found {type(value).__name__ if value is not None else 'nothing'} {value!r}. "
+                        "Write the setting in full on one line: spark.executor.memory: 8g")
+        return v
 
 
 class Settings(_Strict):

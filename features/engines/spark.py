@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
 
 MIN_JAVA = 17
-PYSPARK_HINT = "install the spark extra: `make env-spark` (`make test` does too), or `.venv/bin/uv sync --inexact --extra spark`"
+PYSPARK_HINT = ("install the spark extra: `make env-spark` (`make test` does too), or "
+                "`.venv/bin/uv sync --frozen --inexact --extra spark --no-dev` (the lock's versions)")
 JAVA_HINT = (
     f"the Spark engine needs Java {MIN_JAVA} or newer; install it with "
     "`apt-get update && apt-get install -y openjdk-17-jre-headless` "
@@ -158,8 +159,16 @@ def check_master(master: str, where: str = "spark.master", timeout: float = MAST
     connection. Spark itself retries a standalone master three times, 20 s apart, and prints about a
     hundred log lines before failing with "Cannot call methods on a stopped SparkContext"; this says
     at once which address did not answer, and why."""
+    import os
     import socket
 
+    if master == "yarn" and not (os.environ.get("HADOOP_CONF_DIR") or os.environ.get("YARN_CONF_DIR")):
+        # Spark finds the cluster through these; without them it failed after its JVM started, with a
+        # Java stack and a summary blaming "a setting Java refuses"
+        raise MasterUnreachable(f"spark.master is yarn ({where}), and neither HADOOP_CONF_DIR nor YARN_CONF_DIR is "
+                                "set: Spark finds the YARN cluster through the folder that holds its yarn-site.xml. "
+                                "Set HADOOP_CONF_DIR to it; or run on this machine with `--engine duckdb`, or "
+                                "master: local[2]", try_later=False)
     tried = []
     for host, port in master_addresses(master):
         try:

@@ -8,7 +8,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from features.asof import as_of_label, now_utc, parse_as_of
+from features.asof import as_of_label, as_of_text, now_utc, parse_as_of
 from pipeline.cli.common import Engine, State, engine_name, err, filled, handled, kv_table, out, stages
 
 if TYPE_CHECKING:  # the job (and scikit-learn behind it) is imported when the command runs
@@ -45,7 +45,7 @@ def score(
 
 def print_run(run: ScoreRun) -> None:
     out.print(kv_table(f"Scoring run {run.run_id}", {
-        "as of": as_of_label(run.as_of) + " (UTC; features see events before it)",
+        "as of": as_of_text(run.as_of),  # as features build and validate say it: the date, and the instant it ends
         "customers scored": run.n_customers,
         "engine": run.engine,
         "models": "; ".join(f"{m.target}: {m.name} v{m.version} ({m.scored:,} in population)" for m in run.models),

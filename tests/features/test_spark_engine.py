@@ -136,6 +136,21 @@ def test_master_addresses_are_read_from_the_url():
     assert master_addresses("local[2]") == master_addresses("yarn") == []
 
 
+def test_yarn_without_its_configuration_folder_is_one_line_before_any_jvm(monkeypatch):
+    """master: yarn without HADOOP_CONF_DIR failed after the JVM started, with a Java stack and a
+    summary blaming "a setting Java refuses"."""
+    from features.engines.spark import MasterUnreachable, check_master
+
+    for var in ("HADOOP_CONF_DIR", "YARN_CONF_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    with pytest.raises(MasterUnreachable, match=r"spark.master is yarn \(configs/profiles/yarn.yaml\), and neither "
+                                                r"HADOOP_CONF_DIR nor YARN_CONF_DIR is set") as e:
+        check_master("yarn", "configs/profiles/yarn.yaml")
+    assert not e.value.try_later  # a setting to fix, not a cluster to wait for
+    monkeypatch.setenv("HADOOP_CONF_DIR", "/etc/hadoop/conf")
+    check_master("yarn", "configs/profiles/yarn.yaml")  # (no address to try: Spark's to find)
+
+
 def test_an_unreachable_master_is_one_line_at_once_not_a_minute_of_retries(project, tmp_path):
     """A cluster's master that was down (or a wrong port) took Spark about 60 s of registration
     retries and ~115 log lines, then "Spark failed: Cannot call methods on a stopped SparkContext",

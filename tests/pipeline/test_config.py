@@ -394,10 +394,17 @@ def test_a_holdout_written_as_a_percent_is_told_the_fraction():
 def test_a_misspelt_spark_master_is_named_as_such(project):
     """`lokal[2]` was taken for a cluster ("spark.staging_dir is not set"), or started a JVM that
     failed with a Java stack."""
-    _write(project, "local/project.yaml", "spark: {master: 'lokal[2]'}\n")
-    text = str(_config_error(project))
-    assert "configs/local/project.yaml: spark.master: expected a Spark master URL: local[N] (this machine, N cores), " \
-           "spark://HOST:PORT, k8s://HOST:PORT or yarn; found 'lokal[2]'" in text, text
-    for fine in ("local[2]", "local[*]", "local", "spark://head:7077", "yarn", "k8s://https://api:6443"):
+    for bad in ("lokal[2]", "local[x]", "local[]", "local[2,]"):  # (local[x] went to Spark: 21 lines of Java)
+        _write(project, "local/project.yaml", f"spark: {{master: '{bad}'}}\n")
+        text = " ".join(str(_config_error(project)).split())
+        assert "configs/local/project.yaml: spark.master: expected a Spark master URL: local[N] (this machine, N cores; " \
+               f"local[*] for all of them), spark://HOST:PORT, k8s://HOST:PORT or yarn; found '{bad}'" in text, text
+    for fine in ("local[2]", "local[*]", "local", "local[4, 3]", "local[*,2]", "local-cluster[2,1,1024]",
+                 "spark://head:7077", "yarn", "k8s://https://api:6443"):
         _write(project, "local/project.yaml", f"spark: {{master: '{fine}'}}\n")
         assert load_config(project.root).settings.spark.master == fine
+    # a nested conf value is one error at its key (it read as four, under .str, .int, .float and .bool)
+    _write(project, "local/project.yaml", "spark: {master: 'local[2]', conf: {spark.foo: {a: 1}}}\n")
+    text = " ".join(str(_config_error(project)).split())
+    assert text.count("spark.foo") == 1 and "spark.conf: spark.foo: expected one value" in text, text
+    assert ".str" not in text and ".bool" not in text
