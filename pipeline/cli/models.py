@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.asof import as_of_label, cutoff_label
-from pipeline.cli.common import EXIT_DATA, EXIT_GATE, EXIT_TRY_LATER, State, err, handled, kv_table, out
+from pipeline.cli.common import EXIT_DATA, EXIT_GATE, EXIT_TRY_LATER, State, err, handled, kv_table, on_duckdb_note, out
 from pipeline.workspace import Workspace
 
 app = typer.Typer(help="Model registry: versions, cards, promotion to champion, rollback.", no_args_is_help=True)
@@ -165,7 +165,10 @@ def _print_impact(ctx: typer.Context, name: str, model: str, v1: str, v2: str) -
     from pipeline.jobs.promote import impact_on_run
 
     try:
-        r = impact_on_run(ctx.obj.config(), model, v1, v2)
+        cfg = ctx.obj.config()
+        on_duckdb_note(cfg, "the impact on the latest run recomputes its features (the same definitions, the same "
+                            "values)")
+        r = impact_on_run(cfg, model, v1, v2)
     except Exception as e:  # noqa: BLE001 - no run, a pruned one, inputs missing: said, the comparison stands
         out.print(f"[yellow]No impact on a scoring run shown:[/] {escape(str(e).splitlines()[0] if str(e) else type(e).__name__)}",
                   highlight=False)

@@ -151,3 +151,14 @@ def test_explain_under_the_spark_profile_says_it_runs_on_duckdb(shop, outputs):
            "this process, not on Spark (the profile's engine)." in said, said
     plain = " ".join(CliRunner().invoke(app, ["explain", member]).output.split())
     assert "on DuckDB in this process" not in plain
+
+
+def test_models_compare_under_the_spark_profile_says_its_impact_is_on_duckdb(shop, outputs):
+    """`models compare` recomputes the latest run's features on DuckDB for its impact: said, as explain does."""
+    from pipeline.jobs.train import train_job
+
+    other = train_job(load_config(shop.root), "purchase", as_of=parse_as_of("2026-10-15"), allow_unvalidated=True)
+    result = CliRunner().invoke(app, ["--profile", "spark", "models", "compare", "purchase", "1", str(other.version)])
+    said = " ".join(result.output.split())
+    assert "the impact on the latest run recomputes its features (the same definitions, the same values) on DuckDB " \
+           "in this process, not on Spark (the profile's engine)." in said, said
