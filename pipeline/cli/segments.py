@@ -253,13 +253,14 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
                       "data as it is now (merged into another id by an identity link added since, or their events "
                       "gone): left out of the comparison below.[/dim]")
         if not d.empty:
-            t = Table(title="What sets the segment apart: mean push per feature (probability points, exact SHAP), "
-                            "segment vs everyone the model scored", title_justify="left")
-            for c in ("model", "feature", "segment", "everyone", "difference"):
+            t = Table(title="What sets the segment apart: the feature's typical value (median; share of yes; most "
+                            "common) and its mean push on the score (probability points, exact SHAP), segment vs "
+                            "everyone the model scored", title_justify="left")
+            for c in ("model", "feature", "typical: segment", "everyone", "push: segment", "everyone ", "difference"):
                 t.add_column(c, justify="left" if c in ("model", "feature") else "right")
             for r in d.itertuples():
-                t.add_row(r.target, labelled(r.feature), f"{r.segment_points:+.1f}", f"{r.everyone_points:+.1f}",
-                          f"{r.difference:+.1f}")
+                t.add_row(r.target, labelled(r.feature), r.segment_typical, r.everyone_typical,
+                          f"{r.segment_points:+.1f}", f"{r.everyone_points:+.1f}", f"{r.difference:+.1f}")
             out.print(t)
     if sample <= 0:
         return

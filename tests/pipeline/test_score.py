@@ -925,6 +925,27 @@ def test_segment_show_lists_what_sets_the_segment_apart(shop):
     result = runner.invoke(app, ["segments", "show", "likely_buyers"])
     assert result.exit_code == 0, result.output
     assert "What sets the segment apart" in result.output
+    # beside each push, the feature's typical value on each side ("+2.6 points from page views" said
+    # nothing of whether the segment has few or many): here every member is in the sample
+    from pipeline.jobs.explain import DRIVER_COLUMNS, segment_drivers, typical_value
+    from pipeline.jobs.features import features_as_of
+
+    cfg = load_config(shop.root)
+    d = segment_drivers(cfg, "likely_buyers")
+    assert list(d.columns) == DRIVER_COLUMNS and len(d)
+    run = shop.runs[1]
+    members = q(shop, "SELECT m.customer_id FROM segment_members m JOIN customer_scores s USING (run_id, customer_id) "
+                      "WHERE m.run_id = ? AND m.segment = 'likely_buyers' AND s.purchase_score IS NOT NULL",
+                [run.run_id]).customer_id
+    assert len(members) < 3000  # (the sample's size: all of them)
+    feats = features_as_of(cfg, run.as_of).set_index("customer_id")
+    for r in d[d.target == "purchase"].itertuples():
+        assert r.segment_typical == typical_value(feats.loc[members, r.feature]), r
+    assert d.segment_typical.iloc[0] in " ".join(result.output.split())
+    assert typical_value(pd.Series([1.0, 2.0, 40.0, None])) == "2 (25% none)"
+    assert typical_value(pd.Series([0.25, 0.5, 0.75])) == "0.5" and typical_value(pd.Series([1234.5, 2000.0])) == "1,617"
+    assert typical_value(pd.Series([True, False, True, True])) == "75% yes"
+    assert typical_value(pd.Series(["DE", "FR", "DE"])) == "DE" and typical_value(pd.Series([None, None])) == "none"
 
 
 def test_review_notebooks_execute_on_the_run(shop):
