@@ -114,6 +114,9 @@ def init_project(folder: Path, events: str, customers: str | None = None, identi
     no_progress_bar(con)  # printed "61% ▕███" into init's output
     try:
         found = [_read_source(con, name, path, folder) for name, path in paths.items()]
+        if found[0].error:  # nothing to propose from: configs/ written then blocked running init again
+            raise BadValue(f"the event log {paths['events']} could not be read ({found[0].error}); nothing was "
+                           "written. Fix the file (or give the right one), then run `dynseg init` again")
         roles, unplaced = _event_names(con, found[0])
         currency = _currency(con, found[0])
     finally:

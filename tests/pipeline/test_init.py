@@ -657,3 +657,17 @@ def test_refit_fits_the_demos_figures_once_the_data_validates(tmp_path, monkeypa
     assert runner.invoke(app, ["init", str(tmp_path / "none"), "--refit"]).exit_code != 0
     mixed = runner.invoke(app, ["init", str(project), "--refit", "--events", "x.csv"])
     assert mixed.exit_code != 0 and "give no --events" in said(mixed)
+
+
+def test_an_event_log_init_cannot_read_writes_nothing(tmp_path, monkeypatch):
+    """An empty events file gave configs/ with nothing mapped, exit 0, and then init refused to run
+    again on the existing configs/ once the file was fixed."""
+    for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
+        monkeypatch.delenv(var, raising=False)
+    (tmp_path / "events.csv").write_text("")
+    result = runner.invoke(app, ["init", str(tmp_path / "p"), "--events", str(tmp_path / "events.csv")])
+    assert result.exit_code != 0 and "could not be read" in said(result) and "nothing was written" in said(result)
+    assert not (tmp_path / "p" / "configs").exists()
+    pd.DataFrame({"user_id": ["a"], "event": ["Order Completed"], "timestamp": ["2026-01-01"]}).to_csv(
+        tmp_path / "events.csv", index=False)  # fixed: init runs
+    assert runner.invoke(app, ["init", str(tmp_path / "p"), "--events", str(tmp_path / "events.csv")]).exit_code == 0
