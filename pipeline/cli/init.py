@@ -24,7 +24,7 @@ def init(
 ) -> None:
     """Start a project on your own files: configs/ with the column mappings and event roles proposed from your names, to check before the first run.
 
-    Writes configs/catalog.yaml (your files, with the `columns:` mapping proposed from names such as userId, timestamp and revenue), configs/roles.yaml (the event names whose words say their role, Placed Order a purchase; the others listed for you to place) and the other configs with the demo's settings. Never overwrites: an existing configs/ is refused.
+    Writes configs/catalog.yaml (your files, with the `columns:` mapping proposed from names such as userId, timestamp and revenue), configs/roles.yaml (the event names whose words say their role, Placed Order a purchase; the others listed for you to place) and the other configs with the demo's settings. Never overwrites: an existing configs/ is refused. With --refit, in a project whose data now validates: fits the demo's segments, vip threshold and freshness lag to it (what init does when the data validates at once).
     """
     from pipeline.jobs.init import init_project, several_names, spellings
 
