@@ -303,20 +303,39 @@ def _changes_of(db, run, name: str, config: dict, removed: bool):
               "' by an identity link (the person under that id)'" if mapped else "")
     merges = ("LEFT JOIN run_identity_merges im ON im.run_id = d.run_id AND im.customer_id = d.customer_id"
               if mapped else "")
+    # beside this run's scores and bands, the previous run's: who entered moved from where (an entry
+    # had no why at all), who exited to where. Null for a customer that run did not score (or pruned)
+    targets = [c.removesuffix("_band") for c in runs.read(db, "SELECT * FROM customer_scores LIMIT 0").columns
+               if c.endswith("_band")]
+    before = "".join(f", p.{t}_score_100 AS previous_{t}_score_100, p.{t}_band AS previous_{t}_band" for t in targets)
+    # why an entry: the previous run's exclusion that no longer holds, or a customer it did not score
+    # (unless its rows were pruned); else the rule now holds, which the two runs' bands show
+    pruned = run.previous_run_id is not None and runs.pruned(db, run.previous_run_id) is not None
+    excluded_then = ("WHEN d.change = 'entered' AND x.excluded_by IS NOT NULL THEN 'no longer excluded by ' || "
+                     "x.excluded_by" if not runs.read_optional(db, "SELECT 1 FROM segment_exclusions LIMIT 1").empty
+                     else "")
+    exclusions = ("LEFT JOIN segment_exclusions x ON x.run_id = ? AND x.segment = d.segment AND x.customer_id = "
+                  "d.customer_id" if excluded_then else "")
+    unscored_then = ("WHEN d.change = 'entered' AND p.customer_id IS NULL THEN 'not scored in the previous run'"
+                     if run.previous_run_id is not None and not pruned else "")
     return runs.read(db, f"""
-        SELECT d.customer_id, d.change, m.holdout, m.sendable, s.* EXCLUDE (run_id, as_of, customer_id),
-               CASE WHEN d.change = 'entered' THEN NULL
+        SELECT d.customer_id, d.change, m.holdout, m.sendable, s.* EXCLUDE (run_id, as_of, customer_id){before},
+               CASE {excluded_then} {unscored_then}
+                    WHEN d.change = 'entered' THEN NULL
                     WHEN ? THEN 'segment removed from configs/segments.yaml'
                     {merged}
                     WHEN s.run_id IS NULL THEN 'not scored in this run'
                     ELSE {why} END AS why
         FROM segment_deltas d LEFT JOIN customer_scores s ON s.run_id = d.run_id AND s.customer_id = d.customer_id
+        LEFT JOIN customer_scores p ON p.run_id = ? AND p.customer_id = d.customer_id
+        {exclusions}
         {merges}
         -- an entered member's side in this run (an exited one is no member: both null)
         LEFT JOIN segment_members m ON d.change = 'entered' AND m.run_id = d.run_id AND m.segment = d.segment
                                        AND m.customer_id = d.customer_id
         WHERE d.run_id = ? AND d.segment = ? ORDER BY d.change, d.customer_id""",
-                     [removed, *params, run.run_id, name])
+                     [removed, *params, run.previous_run_id, *([run.previous_run_id] if exclusions else []),
+                      run.run_id, name])
 
 
 @app.command()
@@ -391,14 +410,21 @@ def changes(ctx: typer.Context,
                   "and every member it had then counts as exited.", highlight=False)
     _print_band_cuts(run)
     sides = ("holdout", "sendable") if (moved.change == "entered").any() else ()  # an exit has no side
-    cols = [c for c in moved.columns if c in ("customer_id", "change", *sides) or c.endswith(("_score_100", "_band"))]
-    cols += ["why"] if (moved.change == "exited").any() else []
-    t = Table(title=title + (f" (first {limit} listed)" if len(moved) > limit else ""), title_justify="left")
+    targets = [c.removesuffix("_band") for c in moved.columns if c.endswith("_band") and not c.startswith("previous_")]
+    cols = ["customer_id", "change", *sides, *targets] + (["why"] if moved.why.notna().any() else [])
+    t = Table(title=title + (f" (first {limit} listed)" if len(moved) > limit else ""), title_justify="left",
+              caption="Per model: score_100 and band in the previous run → in this one (—: not scored).")
     for c in cols:
-        t.add_column(c, justify="right" if c.endswith("_score_100") else "left")
-    for row in moved.head(limit)[cols].itertuples(index=False):
-        t.add_row(*("" if c in ("why", "holdout", "sendable") and pd.isna(v) else "not scored" if v is None or pd.isna(v)
-                    else ("yes" if v else "no") if c in ("holdout", "sendable") else str(v) for c, v in zip(cols, row)))
+        t.add_column(c if c not in targets else f"{c}: before → now", justify="left")
+
+    def scored(r, prefix: str, tgt: str) -> str:
+        score, band = getattr(r, f"{prefix}{tgt}_score_100"), getattr(r, f"{prefix}{tgt}_band")
+        return "—" if score is None or pd.isna(score) else f"{int(score)} {band}"
+
+    for r in moved.head(limit).itertuples(index=False):
+        t.add_row(*(scored(r, "previous_", c) + " → " + scored(r, "", c) if c in targets
+                    else "" if pd.isna(getattr(r, c)) else ("yes" if getattr(r, c) else "no") if c in ("holdout", "sendable")
+                    else str(getattr(r, c)) for c in cols))
     out.print(t)
     if out_path is not None:
         out.print(f"Wrote {len(moved):,} changes to {out_path}")

@@ -119,7 +119,21 @@ def test_segments_changes_lists_and_writes_who_entered_and_exited(shop, tmp_path
     assert (entered.purchase_band == "high").all() and (now.loc[entered.customer_id, "purchase_band"] == "high").all()
     # an exited customer's why: no longer scored, excluded by (and then a member of) another segment,
     # or out of the rule (not in the high band now)
-    assert entered.why.isna().all()
+    # an entered customer's why: an exclusion of the previous run that no longer holds, a customer the
+    # previous run did not score, or none (the rule holds now: the two runs' bands show it)
+    then = q(shop, "SELECT customer_id, purchase_band FROM customer_scores WHERE run_id = ?", [r1.run_id]).set_index("customer_id")
+    held = q(shop, "SELECT customer_id, excluded_by FROM segment_exclusions WHERE run_id = ? AND segment = 'likely_buyers'",
+             [r1.run_id]).set_index("customer_id").excluded_by
+    for row in entered.itertuples():
+        if isinstance(row.why, str) and row.why.startswith("no longer excluded by "):
+            assert held[row.customer_id] == row.why.removeprefix("no longer excluded by "), row
+        elif row.why == "not scored in the previous run":
+            assert row.customer_id not in then.index
+        else:
+            assert pd.isna(row.why) and row.customer_id in then.index and row.customer_id not in held.index, row
+        if row.customer_id in then.index:  # the previous run's band, beside this one's
+            assert row.previous_purchase_band == then.loc[row.customer_id, "purchase_band"]
+    assert "purchase: before → now" in text
     members = q(shop, "SELECT segment, customer_id FROM segment_members WHERE run_id = ?", [r2.run_id])
     exited = written[written.change == "exited"]
     assert len(exited) and exited.why.notna().all()

@@ -887,7 +887,7 @@ def test_an_exit_by_an_identity_merge_names_the_id_the_person_has_now(tmp_path):
                     "canonical_id VARCHAR)")
         con.execute("INSERT INTO run_identity_merges VALUES ('r2', '2026-11-27', 'c50', 'c00'), "
                     "('r7', '2026-12-02', 'c77', 'c00')")
-    run = SimpleNamespace(run_id="r2", config=json.dumps({"segments": {}}))
+    run = SimpleNamespace(run_id="r2", previous_run_id=None, config=json.dumps({"segments": {}}))
     why = _changes_of(db, run, "vip", {"segments": [{"name": "vip", "exclude": []}]}, False).set_index("customer_id").why
     assert why["c50"] == "merged into c00 by an identity link (the person under that id)", why
     assert why["c77"] == "not scored in this run" and pd.isna(why["c00"])
