@@ -58,7 +58,10 @@ def explain(
         "segments": ", ".join(e0.segments) or "—",
     }))
     for e in found:
-        t = Table(title=f"{e.target}: score {e.score:.2%} (score_100 {round(e.score * 100)}), band {e.band or '—'}"
+        # another version than the run's has no band in it: its cuts are drawn over a whole run
+        band = e.band or ("— (not this run's model: `dynseg models compare` cuts its bands on the run)"
+                          if not getattr(e, "of_run", True) else "—")
+        t = Table(title=f"{e.target}: score {e.score:.2%} (score_100 {round(e.score * 100)}), band {band}"
                         + (f" (cuts: {e.cuts})" if e.cuts else "") + "; "
                         f"model {e.model}; starting point {e.base_probability:.1%} (the training rows' average log-odds, "
                         "calibrated; not the run's mean score)", title_justify="left")

@@ -889,6 +889,8 @@ def test_a_challenger_version_explains_the_runs_customers_with_its_own_scores(sh
     assert runner.invoke(app, ["explain", cid, "--model", "purchase"]).exit_code == 0
     result = runner.invoke(app, ["explain", cid, "--model", "purchase", "--version", challenger.version])
     assert result.exit_code == 0 and "is not the model the run used" in " ".join(result.output.split()), result.output
+    assert "band — (not this run's model: `dynseg models compare` cuts its bands on the run)" in " ".join(
+        result.output.split())  # (it said "band —" and nothing more)
     # the challenger's waterfall has its own file: the run's own explanation is kept
     assert {f.name for f in folder.glob(f"{cid}_purchase*.png")} == {f"{cid}_purchase.png", f"{cid}_purchase_v{challenger.version}.png"}
     assert runner.invoke(app, ["explain", cid, "--version", "1"]).exit_code == 2  # --version needs --model
