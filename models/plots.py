@@ -124,8 +124,10 @@ def waterfall_plot(table: pd.DataFrame, base: float, raw: float, base_p: float, 
     for i, (left, push, pt) in enumerate(zip(lefts, pushes, points)):
         ax.barh(i, push, left=left, color="#c0392b" if push > 0 else "#2874a6", height=0.6)
         text = f"{push:+.2f}" + ("" if np.isnan(pt) else f"  ({pt:+.1f} pts)")
+        # on a white box above the lines: a label crossing the score's line or the next bar was hard to read
         ax.text(left + push, i, " " + text if push >= 0 else text + " ", va="center",
-                ha="left" if push >= 0 else "right", fontsize=8)
+                ha="left" if push >= 0 else "right", fontsize=8, zorder=5,
+                bbox={"facecolor": "white", "edgecolor": "none", "alpha": 0.85, "pad": 0.5})
     ax.axvline(base, color="grey", lw=0.8, ls="--")
     ax.axvline(raw, color="black", lw=0.8)
     ends = np.r_[lefts, np.array(lefts) + pushes]
