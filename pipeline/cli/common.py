@@ -148,6 +148,9 @@ class State:
             # value: "currency: found ''"), and acted on after
             with signals_held():
                 self._config = load_config(self.project, self.profile)
+            global _SPARK_SETTINGS  # the files that set spark:, for a Spark failure to name
+            files = list(dict.fromkeys(self._config.origin("project.yaml", "spark", k) for k in ("master", "conf")))
+            _SPARK_SETTINGS = " and ".join(files)
         return self._config
 
 
@@ -341,10 +344,15 @@ def _spark_failed(e: Exception) -> None:
     first = first.rstrip(".") or type(e).__name__  # the sentence below adds its own
     if len(first) > 400:
         first = first[:400] + "…"
-    err.print(f"[bold red]Spark failed:[/] {escape(first)}. Its settings come from spark: in configs/project.yaml, the "
-              "profile's or configs/local/project.yaml, over spark-defaults.conf in SPARK_CONF_DIR; Spark's log above "
-              "may have the detail. Nothing this "
+    where = (f"spark: in {_SPARK_SETTINGS}" if _SPARK_SETTINGS else
+             "spark: in configs/project.yaml, the profile's or configs/local/project.yaml")
+    err.print(f"[bold red]Spark failed:[/] {escape(first)}. Its settings come from {escape(where)}, over "
+              "spark-defaults.conf in SPARK_CONF_DIR; Spark's log above may have the detail. Nothing this "
               "command had not finished writing was kept.", highlight=False)
+
+
+#: The files whose spark: settings the command's config took (set as it is loaded)
+_SPARK_SETTINGS = ""
 
 
 def _workspace_io(e: Exception) -> int | None:

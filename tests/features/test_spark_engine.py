@@ -123,6 +123,9 @@ def test_a_bad_spark_conf_value_is_named_by_spark_s_own_cause(project, tmp_path)
     said = " ".join(r.stderr.split())
     assert r.returncode == 1 and "Spark failed:" in said and "spark.sql.shuffle.partitions" in said, said
     assert "Traceback" not in r.stderr
+    # the file that set it is named (it listed every file spark: may come from)
+    assert "Its settings come from spark: in configs/project.yaml and configs/local/project.yaml, over " \
+           "spark-defaults.conf" in said, said
 
 
 def test_master_addresses_are_read_from_the_url():
