@@ -576,20 +576,24 @@ def test_a_holdout_salt_of_digits_only_stays_text(tmp_path, monkeypatch):
     assert load_config(tmp_path / "p").segments.holdout_salt == "4220572348625586"
 
 
+def _monthly_invoices(seed: int, id_column: str) -> pd.DataFrame:
+    """200 accounts billed on the 1st of each month for two years, invoices of thousands."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    months = pd.date_range("2024-12-01", "2026-11-01", freq="MS", tz="UTC")
+    rows = [(f"a{i:03d}", t + pd.Timedelta(hours=int(rng.integers(0, 20))), float(rng.gamma(2, 2500)))
+            for i in range(200) for t in months if rng.random() < 0.9]
+    return pd.DataFrame(rows, columns=[id_column, "ts", "amount"]).assign(event_type="Invoice Paid")
+
+
 def test_the_vip_threshold_and_freshness_lag_are_fitted_to_the_data(tmp_path, monkeypatch):
     """The demo's `vip: spend_365d >= 300` (its top 5 %) held every account of a B2B shop, and
     `max_lag_days: 3` refused a monthly biller's log mid-month. init sets both from the data, says
     so, and the project validates and keeps its segments checkable."""
-    import numpy as np
-
     for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
         monkeypatch.delenv(var, raising=False)
-    rng = np.random.default_rng(3)
-    # 200 accounts billed on the 1st of each month for two years, invoices of thousands
-    months = pd.date_range("2024-12-01", "2026-11-01", freq="MS", tz="UTC")
-    rows = [(f"a{i:03d}", t + pd.Timedelta(hours=int(rng.integers(0, 20))), float(rng.gamma(2, 2500)))
-            for i in range(200) for t in months if rng.random() < 0.9]
-    events = pd.DataFrame(rows, columns=["customer_id", "ts", "amount"]).assign(event_type="Invoice Paid")
+    events = _monthly_invoices(3, "customer_id")
     events.to_parquet(tmp_path / "events.parquet")
     project = tmp_path / "b2b"
     result = runner.invoke(app, ["init", str(project), "--events", str(tmp_path / "events.parquet")])
@@ -623,16 +627,9 @@ def test_refit_fits_the_demos_figures_once_the_data_validates(tmp_path, monkeypa
     """Real exports seldom validate at init (a mapping to fix first), and then the demo's vip rule
     (which held 396 of 3,000 customers of a review's shop) and freshness lag stayed for good: init
     refuses an existing configs/. `init --refit` fits them once the data validates, and only them."""
-    import numpy as np
-
     for var in ("DYNSEG_PROJECT", "DYNSEG_WORKSPACE"):
         monkeypatch.delenv(var, raising=False)
-    rng = np.random.default_rng(4)
-    months = pd.date_range("2024-12-01", "2026-11-01", freq="MS", tz="UTC")
-    rows = [(f"a{i:03d}", t + pd.Timedelta(hours=int(rng.integers(0, 20))), float(rng.gamma(2, 2500)))
-            for i in range(200) for t in months if rng.random() < 0.9]
-    events = pd.DataFrame(rows, columns=["Kundennummer", "ts", "amount"]).assign(event_type="Invoice Paid")
-    events.to_parquet(tmp_path / "events.parquet")
+    _monthly_invoices(4, "Kundennummer").to_parquet(tmp_path / "events.parquet")  # an id column init cannot name
     project = tmp_path / "b2b"
     result = runner.invoke(app, ["init", str(project), "--events", str(tmp_path / "events.parquet")])
     assert result.exit_code == 0, result.output
