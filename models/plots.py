@@ -53,7 +53,9 @@ def calibration_plot(table: pd.DataFrame, path: Path, title: str) -> Path:
     z = 1.959964
     centre = (r + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(r * (1 - r) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    low, high = np.clip(centre - half, 0, 1), np.clip(centre + half, 0, 1)
+    # (around the rate itself: at r = 0 the computed low came out a hair above 0, and matplotlib
+    # refused the negative error bar, which stopped `train` on a 3,000-customer shop)
+    low, high = np.minimum(np.clip(centre - half, 0, 1), r), np.maximum(np.clip(centre + half, 0, 1), r)
     lowest = float(table.predicted[table.predicted > 0].min()) if (table.predicted > 0).any() else 0.0
     wide = lowest > 0 and table.predicted.max() / lowest > 20
     fig, axes = plt.subplots(1, 2 if wide else 1, figsize=(11 if wide else 5.5, 5), squeeze=False)
