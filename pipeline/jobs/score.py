@@ -1119,22 +1119,37 @@ def flush_mlflow(registry: Any, db: Path) -> list[str]:
     removed from the queue once done; a warning (the run stands) if MLflow fails."""
     pending = runs.pending_mlflow(db)
     done: list[str] = []
+    said: list[str] = []
     moved: set[str] = set()  # (a run's movement is read as it stands now: once is enough)
     try:
         for p in pending.itertuples():
-            if isinstance(p.movement_of, str) and p.movement_of not in moved:
-                moved.add(p.movement_of)
-                _relog_movement(registry, db, p.movement_of)
-            elif isinstance(p.mlflow_run_id, str):
-                registry.update_run(p.mlflow_run_id, tags=json.loads(p.tags) if isinstance(p.tags, str) else {})
+            try:
+                if isinstance(p.movement_of, str) and p.movement_of not in moved:
+                    moved.add(p.movement_of)
+                    _relog_movement(registry, db, p.movement_of)
+                elif isinstance(p.mlflow_run_id, str):
+                    registry.update_run(p.mlflow_run_id, tags=json.loads(p.tags) if isinstance(p.tags, str) else {})
+            except registry.RegistryError as e:
+                if not _refused_for_good(e):  # MLflow down or in trouble: this and the rest wait for the next run
+                    return said + [f"the run was written, but updating earlier MLflow records failed: "
+                                   f"{len(pending) - len(done)} left queued for the next run ({e})"]
+                # a record MLflow refuses (deleted, say) will not take it later either: said once and
+                # dropped, so that it does not hold back the others at every run from now on
+                said.append(f"the run was written, but an earlier MLflow record could not be updated, and will not be "
+                            f"tried again: {e}")
             done.append(p.id)
-    except registry.RegistryError as e:
-        return [f"the run was written, but updating earlier MLflow records failed ({len(pending) - len(done)} left "
-                f"queued for the next run): {e}"]
     finally:
         with contextlib.suppress(Exception):  # not removed: done again next time, to the same effect
             runs.mlflow_done(db, done)
-    return []
+    return said
+
+
+def _refused_for_good(e: Exception) -> bool:
+    """Whether MLflow refused an update of a record for a reason a retry does not change: the record
+    is gone, or deleted (not active); not a server that did not answer."""
+    cause = e.__cause__
+    return getattr(cause, "error_code", None) in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE",
+                                                  "INVALID_STATE")
 
 
 def _relog_movement(registry: Any, db: Path, run_id: str) -> None:

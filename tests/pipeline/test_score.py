@@ -515,6 +515,32 @@ def test_mlflow_hears_what_a_stop_left_queued_and_of_a_backfill_and_its_drop(sho
     assert history[-1] == (1, entered) and [s for s, _ in history].count(1) == 1 and against_back != entered, history
 
 
+def test_a_record_mlflow_refuses_for_good_is_said_once_and_does_not_hold_back_the_queue(shop):
+    """A queued update of a record deleted in MLflow failed first at every later run, with the
+    updates queued behind it never sent."""
+    import duckdb
+    from mlflow import MlflowClient
+
+    from pipeline.jobs.score import flush_mlflow
+    from pipeline.workspace import attached_transaction
+
+    db = Workspace(shop.workspace).db_path
+    registry.connect(Workspace(shop.workspace).tracking_uri())
+    client = MlflowClient()
+    experiment = client.get_experiment_by_name("dynseg-scoring").experiment_id
+    gone, kept = (client.create_run(experiment).info.run_id for _ in range(2))
+    client.delete_run(gone)
+    con = duckdb.connect()
+    with attached_transaction(con, db):
+        runs.queue_mlflow(con, mlflow_run_id=gone, tags={"dynseg.replaced_by": "x"})
+        runs.queue_mlflow(con, mlflow_run_id=kept, tags={"dynseg.replaced_by": "y"})
+    con.close()
+    said = flush_mlflow(registry, db)
+    assert len(said) == 1 and "could not be updated, and will not be tried again" in said[0], said
+    assert client.get_run(kept).data.tags["dynseg.replaced_by"] == "y"
+    assert runs.pending_mlflow(db).empty and flush_mlflow(registry, db) == []  # said once
+
+
 def test_segments_cli_lists_and_shows(shop):
     result = runner.invoke(app, ["segments", "list"])
     assert result.exit_code == 0, result.output
