@@ -29,8 +29,12 @@ def init(
     from pipeline.jobs.init import init_project, several_names, spellings
 
     state: State = ctx.obj
-    if refit:
-        _refit(folder or state.project or Path.cwd(), bool(events or customers or identities))
+    if refit:  # the project as every other command finds it (--project, DYNSEG_PROJECT, a parent folder)
+        from pipeline.config import find_project_dir
+
+        with handled():
+            where = folder or state.project or find_project_dir()
+        _refit(where, bool(events or customers or identities))
         return
     with handled():
         if not events:

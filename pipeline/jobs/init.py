@@ -140,7 +140,7 @@ def refit_project(folder: Path) -> tuple[dict[str, list[str]], list[str]]:
     if not (folder / "configs" / "segments.yaml").is_file():
         raise ConfigError([ConfigIssue(str(folder / "configs" / "segments.yaml"), "", "not found; `dynseg init --refit` "
                                        "fits a project's configs to its data: start one with `dynseg init --events FILE`")])
-    dropped, unchecked = _fit_segments(folder)
+    dropped, unchecked = _fit_segments(folder, demo_only=True)
     if unchecked is not None:
         raise BadValue(f"nothing was fitted: {unchecked}. Fix what `dynseg data validate` names, then run "
                        "`dynseg init --refit` again")
@@ -235,13 +235,15 @@ def _fit_values(folder: Path) -> list[str]:
     return said
 
 
-def _fit_segments(folder: Path) -> tuple[dict[str, list[str]], str | None]:
+def _fit_segments(folder: Path, demo_only: bool = False) -> tuple[dict[str, list[str]], str | None]:
     """Leave out of the new project's segments.yaml the demo's segments whose rules read columns
     this data cannot have (no bounce events: no ``undeliverable``; no profiles: no
     ``days_since_signup``), so that its first ``score`` runs; their names go from
     ``suppress_always`` and ``exclude`` too, and a comment at the top says what was left out and
     why. Possible only when the data validates as init wrote the configs; else the segments stay
-    as they are, and the reason is returned (``segments check`` names them later)."""
+    as they are, and the reason is returned (``segments check`` names them later). ``demo_only``
+    (``--refit``, on a file the user may have added to): only a segment defined as the demo defines
+    it is left out; the user's own, a typo in a rule say, stays for ``segments check`` to name."""
     from pipeline.config import SegmentsConfig, load_config, segment_issues
     from pipeline.jobs.data import DataError
     from pipeline.jobs.score import segment_columns
@@ -263,6 +265,10 @@ def _fit_segments(folder: Path) -> tuple[dict[str, list[str]], str | None]:
             unknown = list(dict.fromkeys(re.findall(r"unknown column '([^']+)'", str(e))))
             if unknown:
                 lacking[s.name] = unknown
+    if demo_only and lacking:
+        demo = {d["name"]: d for d in (yaml.safe_load((TEMPLATES / "segments.yaml").read_text()) or {}).get("segments", [])}
+        own = {d.get("name"): d for d in (yaml.safe_load(path.read_text()) or {}).get("segments", [])}
+        lacking = {n: cols for n, cols in lacking.items() if n in demo and own.get(n) == demo[n]}
     if not lacking:
         return {}, None
     text = path.read_text()

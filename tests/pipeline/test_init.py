@@ -642,8 +642,17 @@ def test_refit_fits_the_demos_figures_once_the_data_validates(tmp_path, monkeypa
     doc = yaml.safe_load(catalog.read_text())
     doc["sources"]["events"].setdefault("columns", {})["customer_id"] = "Kundennummer"  # the user's fix
     catalog.write_text(yaml.safe_dump(doc, sort_keys=False))
-    result = runner.invoke(app, ["init", str(project), "--refit"])
+    # a segment of the user's own with a typo in its rule: not the demo's, so not refit's to remove
+    # (it was, and called "a segment of the demo"); `segments check` names it
+    segments.write_text(segments.read_text() + "  - name: big_spenders_q4\n    description: d\n    owner: o\n"
+                        "    kind: value\n    where: spend_356d >= 1000\n")
+    monkeypatch.setenv("DYNSEG_PROJECT", str(project))  # found as every command finds it
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["init", "--refit"])
     assert result.exit_code == 0, result.output
+    names = [s["name"] for s in yaml.safe_load(segments.read_text())["segments"]]
+    assert "big_spenders_q4" in names and "big_spenders_q4" not in said(result)
+    assert "undeliverable" not in names and "undeliverable" in said(result)  # the demo's, on a log with no bounces
     vip = next(s for s in yaml.safe_load(segments.read_text())["segments"] if s["name"] == "vip")
     assert vip["where"] != "spend_365d >= 300" and "set by dynseg init" in vip["description"]
     assert "Fitted to this data: vip: spend_365d >=" in said(result) and "freshness.max_lag_days:" in said(result)
