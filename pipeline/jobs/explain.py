@@ -183,15 +183,26 @@ DRIVER_COLUMNS = ["target", "feature", "segment_typical", "everyone_typical", "s
                   "difference"]
 
 
-def typical_value(values: pd.Series) -> str:
+def is_flag(column: pd.Series) -> bool:
+    """Whether a feature column holds yes/no values (bool, or Python bools in an object column);
+    decided on the whole column, by type: numbers that happen to be 0 and 1 are counts."""
+    if pd.api.types.is_bool_dtype(column):
+        return True
+    if column.dtype != object:
+        return False
+    known = column.dropna()
+    return len(known) > 0 and known.map(lambda v: isinstance(v, (bool, np.bool_))).all()
+
+
+def typical_value(values: pd.Series, flag: bool | None = None) -> str:
     """A feature's typical value in a group, as a person reads it: the median of a number, the share
-    of yes of a flag, the most common category; with the share that has none when it is over 10 %
-    (no purchase yet: no recency)."""
+    of yes of a flag (``flag``: decided on the whole column, else on these values), the most common
+    category; with the share that has none when it is over 10 % (no purchase yet: no recency)."""
     known = values.dropna()
     none = 1 - len(known) / len(values) if len(values) else 0.0
     if known.empty:
         return "none"
-    if pd.api.types.is_bool_dtype(known) or set(pd.unique(known)) <= {True, False}:
+    if is_flag(values) if flag is None else flag:
         said = f"{known.astype(bool).mean():.0%} yes"
     elif pd.api.types.is_numeric_dtype(known):
         m = float(known.median())
@@ -244,8 +255,9 @@ def segment_drivers(cfg: Config, segment: str, run_id: str | None = None, sample
         diff = (means["segment"] - means["everyone"]).sort_values(key=np.abs, ascending=False).head(top)
         # beside each push, the feature's typical value on each side: "+2.6 points from page views"
         # did not say whether the segment has few of them or many
-        rows += [{"target": tgt, "feature": f, "segment_typical": typical_value(feats.loc[seg_ids, f]),
-                  "everyone_typical": typical_value(feats.loc[pop_ids, f]), "segment_points": means["segment"][f],
+        rows += [{"target": tgt, "feature": f, "segment_typical": typical_value(feats.loc[seg_ids, f], is_flag(feats[f])),
+                  "everyone_typical": typical_value(feats.loc[pop_ids, f], is_flag(feats[f])),
+                  "segment_points": means["segment"][f],
                   "everyone_points": means["everyone"][f], "difference": d} for f, d in diff.items()]
     out = pd.DataFrame(rows, columns=DRIVER_COLUMNS)
     out.attrs["left_out"] = gone

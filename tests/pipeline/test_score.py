@@ -969,7 +969,7 @@ def test_segment_show_lists_what_sets_the_segment_apart(shop):
     assert "What sets the segment apart" in result.output
     # beside each push, the feature's typical value on each side ("+2.6 points from page views" said
     # nothing of whether the segment has few or many): here every member is in the sample
-    from pipeline.jobs.explain import DRIVER_COLUMNS, segment_drivers, typical_value
+    from pipeline.jobs.explain import DRIVER_COLUMNS, is_flag, segment_drivers, typical_value
     from pipeline.jobs.features import features_as_of
 
     cfg = load_config(shop.root)
@@ -982,11 +982,14 @@ def test_segment_show_lists_what_sets_the_segment_apart(shop):
     assert len(members) < 3000  # (the sample's size: all of them)
     feats = features_as_of(cfg, run.as_of).set_index("customer_id")
     for r in d[d.target == "purchase"].itertuples():
-        assert r.segment_typical == typical_value(feats.loc[members, r.feature]), r
+        assert r.segment_typical == typical_value(feats.loc[members, r.feature], is_flag(feats[r.feature])), r
     assert d.segment_typical.iloc[0] in " ".join(result.output.split())
     assert typical_value(pd.Series([1.0, 2.0, 40.0, None])) == "2 (25% none)"
     assert typical_value(pd.Series([0.25, 0.5, 0.75])) == "0.5" and typical_value(pd.Series([1234.5, 2000.0])) == "1,617"
     assert typical_value(pd.Series([True, False, True, True])) == "75% yes"
+    assert typical_value(pd.Series([1, 1, 1])) == "1" and typical_value(pd.Series([0.0, 0.0])) == "0"  # counts, not flags
+    assert typical_value(pd.Series([0, 1, 1]), flag=True) == "67% yes"  # a side decided by its whole column
+    assert is_flag(pd.Series([True, None, False], dtype=object)) and not is_flag(pd.Series([0, 1]))
     assert typical_value(pd.Series(["DE", "FR", "DE"])) == "DE" and typical_value(pd.Series([None, None])) == "none"
 
 
@@ -1254,4 +1257,5 @@ def test_a_customer_id_names_one_file_inside_the_reports_folder():
         assert (Path("reports") / f"{name}_purchase.png").parent == Path("reports"), name
         assert not name.startswith(".") and re.fullmatch(r"[A-Za-z0-9_.@-]+", name) and len(name) < 100, name
     assert file_safe("c0001") == "c0001" and file_safe("ann@shop.de") == "ann@shop.de"  # plain ids as they are
-    assert file_safe("a/b") != file_safe("a_b") != file_safe("a:b")  # ids that differ keep two files
+    names = [file_safe(cid) for cid in ("a/b", "a_b", "a:b", "a b")]
+    assert len(set(names)) == len(names), names  # ids that differ keep files of their own
