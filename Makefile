@@ -86,7 +86,7 @@ java:
 	if [ -z "$$j" ] || [ ! -x "$$j" ]; then \
 	  echo "Spark needs Java 17 or newer, and there is no java in $$where."; \
 	  echo "Install it with: apt-get update && apt-get install -y openjdk-17-jre-headless (or fix JAVA_HOME)"; exit 1; fi; \
-	v="$$("$$j" -version 2>&1 | head -1)"; \
+	v="$$("$$j" -version 2>&1 | grep -m1 'version "' || "$$j" -version 2>&1 | head -1)"; \
 	echo "$$v" | grep -Eq 'version "(1[7-9]|[2-9][0-9])' || { \
 	  echo "Spark needs Java 17 or newer; the java in $$where ($$j) is: $$v"; \
 	  echo "Install it with: apt-get update && apt-get install -y openjdk-17-jre-headless, and put it first on PATH (or set JAVA_HOME)"; exit 1; }

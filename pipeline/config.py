@@ -82,8 +82,10 @@ class SparkSettings(_Strict):
 
         # local[N|*] with an optional retry count, as Spark parses it: local[x] passed here and Spark
         # then failed with 21 lines of Java ("Could not parse Master URL")
-        if not re.fullmatch(r"local(\[\s*(\d+|\*)\s*(,\s*\d+\s*)?\])?|local-cluster\[\s*\d+\s*(,\s*\d+\s*){2}\]|yarn|"
-                            r"(spark|k8s|mesos)://.+", v.strip()):
+        # (Spark's own patterns: LOCAL_N_REGEX, LOCAL_N_FAILURES_REGEX, LOCAL_CLUSTER_REGEX)
+        if not re.fullmatch(r"local(\[([0-9]+|\*)\]|\[([0-9]+|\*)\s*,\s*[0-9]+\])?|"
+                            r"local-cluster\[\s*[0-9]+\s*,\s*[0-9]+\s*,\s*[0-9]+\s*\]|yarn|(spark|k8s|mesos)://.+",
+                            v.strip()):
             raise PydanticCustomError("value_error", "expected a Spark master URL: local[N] (this machine, N cores; "
                                       "local[*] for all of them), spark://HOST:PORT, k8s://HOST:PORT or yarn; "
                                       f"found {v!r}")

@@ -422,19 +422,21 @@ def staged_progress(description: str, total: int) -> Iterator:
     import time
     from datetime import datetime, timezone
 
-    start, said = time.monotonic(), [None]
+    start, said, staged = time.monotonic(), [None], [False]
     bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                    console=err, transient=True, disable=not err.is_terminal)
     with bar:
         task = bar.add_task(description, total=total)
 
         def step(stage: str, done: int | None = None, of: int | None = None) -> None:
-            if done is None:
-                bar.advance(task)
+            if done is None:  # a stage counts once it is over: when the next one starts
+                if staged[0]:
+                    bar.advance(task)
+                staged[0] = True
             else:
                 bar.update(task, completed=done, total=of if of is not None else total)
             bar.update(task, description=f"{description}: {stage}")
-            line = f"{description}: {stage}" + (f" {done}/{of}" if done is not None and of is not None else "")
+            line = f"{description}: {stage}"
             if not err.is_terminal and line != said[0]:
                 said[0] = line
                 now = datetime.now(timezone.utc).strftime("%H:%M:%SZ")

@@ -85,16 +85,24 @@ def validate(
             try:
                 with data.reading():
                     stale = freshness_warnings(cfg, data, instant)
-            except StaleDataError as e:
-                stale = [f"a run as of {as_of_text(instant)} would stop here (exit 75): {e}"]
+            except StaleDataError as e:  # (75 when newer data may come: stale; 1 when it cannot help)
+                stale = [f"a run as of {as_of_text(instant)} would stop here (exit "
+                         f"{75 if getattr(e, 'try_later', False) else 1}): {e}"]
             finally:
                 data.con.close()
+            # the report says what was asked and what a run as of it would meet (it said as_of now)
+            extra = {"as_of_asked": instant.isoformat(), "run_warnings": stale}
+            Workspace(cfg.workspace).write_json("reports/validation.json",
+                                                data.report.to_dict() | {"summary": summary} | extra)
+        else:
+            extra = {}
     if data.report.problems:
         err.print(problems_table(data.report.problems))
     _print_summary(summary, {r: cfg.origin("roles.yaml", "event_roles", r) for r in summary["roles_without_events"]})
     if json_out:
         with handled():
-            write_atomic(json_out, json.dumps(data.report.to_dict() | {"summary": summary}, indent=2, default=str).encode())
+            write_atomic(json_out, json.dumps(data.report.to_dict() | {"summary": summary} | extra, indent=2,
+                                              default=str).encode())
     for w in stale:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     n = len(data.report.problems) + len(stale)

@@ -348,8 +348,8 @@ def changes(ctx: typer.Context,
             run_id: Annotated[Optional[str], _RUN] = None,
             sendable_only: Annotated[bool, typer.Option(
                 "--sendable-only", help="Leave out entered members who may not be sent to (held out, no consent, "
-                                        "suppressed); every exit is kept (to stop its journey), and every entry "
-                                        "into a suppression segment (who to stop sending to).")] = False) -> None:
+                                        "suppressed, and entries into suppression segments); every exit is kept "
+                                        "(to stop its journey).")] = False) -> None:
     """Who entered and who exited a segment in a run, against the run before it, with their scores
     and bands in this run, whether an entered member is held out or sendable, and, for who exited,
     why: no longer matches the rule, excluded by another segment, no longer scored, or the segment
@@ -382,16 +382,23 @@ def changes(ctx: typer.Context,
         if name is None:
             moved = moved[["segment", *[c for c in moved.columns if c != "segment"]]]
         removed = name is not None and name not in known
-        # entering a suppression segment is who to stop sending to: not a member "not to be sent to",
-        # and kept by --sendable-only (it dropped them, and counted them as unsendable entries)
+        # entering a suppression segment is who to stop sending to: not counted among the entries "not
+        # to be sent to" (they were: "35 without consent, suppressed, or in a suppression segment").
+        # --sendable-only still leaves them out: a tool that starts a journey on every entered row of
+        # that file must not start one for who unsubscribed (exports/<date>/suppressions/ lists them)
         kinds = {**{d["name"]: d.get("kind") for d in config.get("segments", [])},
                  **dict(runs.read(db, "SELECT segment, kind FROM segment_health WHERE run_id = ?",
                                   [run.run_id]).itertuples(index=False))}
         suppression = (moved.segment if name is None else pd.Series(name, index=moved.index)).map(kinds) == "suppression"
         entered = (moved.change == "entered") & ~suppression
         held, unsendable = int((entered & (moved.holdout == True)).sum()), int((entered & (moved.sendable != True)).sum())  # noqa: E712
+        into_suppression = int(((moved.change == "entered") & suppression).sum())
         if sendable_only:
-            moved = moved[~entered | (moved.sendable == True)].reset_index(drop=True)  # noqa: E712
+            moved = moved[(moved.change != "entered") | (moved.sendable == True)].reset_index(drop=True)  # noqa: E712
+            if into_suppression:
+                err.print(f"{into_suppression:,} entries into suppression segments left out too: they are who to stop "
+                          "sending to, which exports/<date>/suppressions/ lists (and `segments changes` without "
+                          "--sendable-only shows).", highlight=False)
         if out_path is not None:
             write_frame(moved, out_path, cfg)
     if name is None:

@@ -146,6 +146,11 @@ def test_validate_as_of_a_date_checks_freshness_as_a_run_as_of_it_would(project)
     # the data meets the contract (validation's verdict), and the run's refusal is said beside it
     assert checked.exit_code == 0 and "a run as of 2026-03-01" in said and "would stop here (exit 75): data is stale" in said
     assert "Sources valid as of 2026-03-01" in said and "(1 warning)" in said, said
+    # the report a scheduler reads says it too, with the date asked (it said as of now, and ok)
+    report = json.loads((project.workspace / "reports" / "validation.json").read_text())
+    assert report["as_of_asked"].startswith("2026-03-02T00:00") and "would stop here (exit 75)" in report["run_warnings"][0]
+    early = " ".join(runner.invoke(app, ["data", "validate", "--as-of", "2020-01-01"]).output.split())
+    assert "would stop here (exit 1)" in early, early  # no events before it: newer data would not help
     cfg = project.root / "configs" / "project.yaml"
     cfg.write_text(cfg.read_text().replace("action: refuse", "action: warn"))
     warned = runner.invoke(app, ["data", "validate", "--as-of", "2026-03-01"])

@@ -394,7 +394,7 @@ def test_a_holdout_written_as_a_percent_is_told_the_fraction():
 def test_a_misspelt_spark_master_is_named_as_such(project):
     """`lokal[2]` was taken for a cluster ("spark.staging_dir is not set"), or started a JVM that
     failed with a Java stack."""
-    for bad in ("lokal[2]", "local[x]", "local[]", "local[2,]"):  # (local[x] went to Spark: 21 lines of Java)
+    for bad in ("lokal[2]", "local[x]", "local[]", "local[2,]", "local[ 2]"):  # (local[x] went to Spark: 21 lines of Java)
         _write(project, "local/project.yaml", f"spark: {{master: '{bad}'}}\n")
         text = " ".join(str(_config_error(project)).split())
         assert "configs/local/project.yaml: spark.master: expected a Spark master URL: local[N] (this machine, N cores; " \

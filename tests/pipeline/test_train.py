@@ -226,8 +226,7 @@ def test_purchases_only_log_trains_and_names_missing_groups(tmp_path, monkeypatc
     lines = [l for l in r.stderr.splitlines() if " training purchase: " in l]
     import re
 
-    stages = [re.sub(r" \(\d+/\d+\) \d+/\d+$", "", l.split(" training purchase: ", 1)[1].rsplit(" (+", 1)[0])
-              for l in lines]
+    stages = [re.sub(r" \(\d+/\d+\)$", "", l.split(" training purchase: ", 1)[1].rsplit(" (+", 1)[0]) for l in lines]
     n = stages.count("building snapshots")  # a line per snapshot, then one per stage after them
     assert stages == ["building snapshots"] * n + list(TRAIN_STAGES) and n >= 3, lines
     import mlflow
