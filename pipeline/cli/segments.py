@@ -589,6 +589,13 @@ def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The
         for w in recover_exports(ws):
             err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
         gone = runs.drop_run(ws.db_path, run_id, reason)
+        # said at once: a stop from here on lands in handled(), which says the drop stands (exit 143;
+        # it printed "Interrupted." and 130, and the drop's line never came)
+        out.print(f"Dropped scoring run {run_id} (as of {as_of_label(gone.as_of)})."
+                  + (f" Run {gone.next} now follows run {gone.previous}: its entered/exited were taken again."
+                     if gone.next and gone.previous else
+                     f" Run {gone.next} is the first run now: everyone in it counts as entered." if gone.next else ""),
+                  highlight=False)
         # its exports folder in this workspace, where `score` puts it (the stored path is absolute: in
         # a copied workspace it named the original's folder), and only if its manifest names this run.
         # Stopped before it is gone, the next score or drop removes it (recover_exports).
@@ -596,20 +603,15 @@ def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The
         if folder.is_dir() and _manifest_run(folder) == run_id:
             remove_exports(folder)
             out.print(f"Removed its exports, {folder}.", highlight=False)
-    if not runs.pending_mlflow(ws.db_path).empty:  # the dropped run's MLflow record, the next run's movement
-        try:
-            from models import registry
-            from pipeline.jobs.score import flush_mlflow
+        if not runs.pending_mlflow(ws.db_path).empty:  # the dropped run's MLflow record, the next run's movement
+            try:
+                from models import registry
+                from pipeline.jobs.score import flush_mlflow
 
-            registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
-            problems = flush_mlflow(registry, ws.db_path)
-        except Exception as e:  # noqa: BLE001 - the drop stands; MLflow is told by the next score
-            problems = [f"the MLflow records could not be updated (the next `dynseg score` does it): "
-                        f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"]
-        for w in problems:
-            err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
-    out.print(f"Dropped scoring run {run_id} (as of {as_of_label(gone.as_of)})."
-              + (f" Run {gone.next} now follows run {gone.previous}: its entered/exited were taken again."
-                 if gone.next and gone.previous else
-                 f" Run {gone.next} is the first run now: everyone in it counts as entered." if gone.next else ""),
-              highlight=False)
+                registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
+                problems = flush_mlflow(registry, ws.db_path)
+            except Exception as e:  # noqa: BLE001 - the drop stands; MLflow is told by the next score
+                problems = [f"the MLflow records could not be updated (the next `dynseg score` does it): "
+                            f"{str(e).splitlines()[0] if str(e) else type(e).__name__}"]
+            for w in problems:
+                err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)

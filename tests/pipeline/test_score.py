@@ -415,9 +415,10 @@ def test_a_run_killed_after_its_commit_gets_its_exports_put_in_place_by_the_next
     shop.runs[0].mlflow_run_id = q(shop, "SELECT mlflow_run_id FROM scoring_runs WHERE as_of = ?", [DAY1]).mlflow_run_id[0]
 
 
-def sigterm_after(module: str, function: str, as_of: str = "2026-11-27") -> str:
-    """A `dynseg score --as-of AS_OF` process that sends itself SIGTERM once ``module.function``
-    has returned (as a scheduler's stop landing just then)."""
+def sigterm_after(module: str, function: str, as_of: str = "2026-11-27", argv: list[str] | None = None) -> str:
+    """A `dynseg score --as-of AS_OF` process (or `dynseg *argv`) that sends itself SIGTERM once
+    ``module.function`` has returned (as a scheduler's stop landing just then)."""
+    argv = argv or ["score", "--as-of", as_of]
     return f"""
 import os, signal, sys, time
 import {module} as target
@@ -428,7 +429,7 @@ def then_stopped(*args, **kwargs):
     time.sleep(30)
 target.{function} = then_stopped
 from pipeline.cli import main
-sys.argv = ["dynseg", "score", "--as-of", "{as_of}"]
+sys.argv = ["dynseg", *{argv!r}]
 main()
 """
 
@@ -502,8 +503,17 @@ def test_mlflow_hears_what_a_stop_left_queued_and_of_a_backfill_and_its_drop(sho
     against_back = q(shop, "SELECT entered FROM segment_health WHERE run_id = ? AND segment = 'likely_buyers'",
                      [nxt.run_id[0]]).entered[0]
 
-    result = runner.invoke(app, ["segments", "drop-run", back.run_id[0], "--reason", "a backfill by mistake"])
-    assert result.exit_code == 0, result.output
+    # the drop stopped just after its commit too: it stands, and says so (it said "Interrupted.", 130)
+    done = subprocess.run([sys.executable, "-c", sigterm_after(
+        "pipeline.runs", "drop_run", argv=["segments", "drop-run", back.run_id[0], "--reason", "a backfill by mistake"])],
+        env=env, capture_output=True, timeout=600)
+    told = " ".join(done.stderr.decode().split())
+    assert done.returncode == 143 and "Terminated (SIGTERM)." in told, told
+    assert f"Done before the stop: scoring run {back.run_id[0]} was dropped" in told, told
+    assert not runs.pending_mlflow(db).empty  # MLflow not told yet: the next command does it
+    from pipeline.jobs.score import flush_mlflow
+
+    assert flush_mlflow(registry, db) == []  # as the next score or drop-run calls it
     assert runs.pending_mlflow(db).empty
     assert client.get_run(back.mlflow_run_id[0]).data.tags["dynseg.dropped"] == "a backfill by mistake"
     if getattr(shop, "stopped_record", None):  # the re-run stopped after its commit, in the test before
