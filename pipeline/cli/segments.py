@@ -401,16 +401,21 @@ def changes(ctx: typer.Context,
                           "--sendable-only shows).", highlight=False)
         if out_path is not None:
             write_frame(moved, out_path, cfg)
+    prev = run.previous_run_id
+    # said for one segment and for all alike (the nightly form, for every segment, said neither)
+    if prev is None:
+        err.print(f"Run {run.run_id} is the first scoring run: every member counts as entered (hold a file of its "
+                  "entries back, or journeys start for the whole base at once).", highlight=False)
+    elif (gone := runs.pruned(db, prev)) is not None:
+        err.print(f"The previous run, {prev}, was pruned on {gone[0]:%Y-%m-%d} (segments prune): its scores and "
+                  "exclusions are gone, so the scores before and the reasons for entries are empty.", highlight=False)
     if name is None:
         _all_changes(run, moved, unsendable, held, sendable_only, out_path)
         return
-    prev = run.previous_run_id
     title = (f"Segment {name} as of {as_of_label(run.as_of)} (run {run.run_id}) against "
              f"{f'run {prev}' if prev else 'no earlier run'}: "
              f"{(moved.change == 'entered').sum():,} entered{' and sendable' if sendable_only else ''}, "
              f"{(moved.change == 'exited').sum():,} exited")
-    if prev is None:
-        err.print(f"Run {run.run_id} is the first scoring run: every member counts as entered.", highlight=False)
     _say_unsendable(unsendable, held, sendable_only)
     if removed:
         err.print(f"Segment {name} is not in this run's configs/segments.yaml: it was removed since the run before, "

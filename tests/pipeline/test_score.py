@@ -207,6 +207,7 @@ def _entered_holdouts_are_marked_and_left_out_on_request(shop, r1, tmp_path):
     every_segment = tmp_path / "all.csv"
     every = runner.invoke(app, ["segments", "changes", "--as-of", "2026-11-26", "--sendable-only", "--out", str(every_segment)])
     assert every.exit_code == 0, every.output
+    assert f"Run {r1.run_id} is the first scoring run: every member counts as entered" in " ".join(every.stderr.split())
     together = pd.read_csv(every_segment)
     assert together.columns[0] == "segment" and "likely_buyers" in set(together.segment) and together.segment.nunique() > 3
     pd.testing.assert_frame_equal(together[together.segment == "likely_buyers"].drop(columns="segment").reset_index(drop=True),

@@ -710,7 +710,10 @@ def test_prune_cli_refuses_under_the_lift_horizon_and_pruned_runs_say_so(project
     listed = cli.invoke(app, ["segments", "list", "--run", "old", "--json"])
     assert listed.exit_code == 0 and {s["segment"]: s["size"] for s in json.loads(listed.output)["segments"]} == \
         {"vip": 2, "active": 1}
-    assert cli.invoke(app, ["segments", "changes", "vip", "--run", "new"]).exit_code == 0
+    after = cli.invoke(app, ["segments", "changes", "vip", "--run", "new"])
+    assert after.exit_code == 0
+    # the run after a pruned one: its "before" and entry reasons are gone, which is said (it was not)
+    assert "The previous run, old, was pruned on" in " ".join(after.output.split()), after.output
     for cmd in (["lift", "--run", "old"], ["monitor", "--run", "old"], ["explain", "a", "--run", "old"]):
         said = cli.invoke(app, cmd)
         assert said.exit_code == 1 and "the scoring run old (as of 2026-01-01) was pruned on" in said.output, (cmd, said.output)
