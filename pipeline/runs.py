@@ -334,6 +334,16 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
             raise ValueError(_dropped_text(run_id, *gone))
         now = _replacement(db, run_id)
         if now is not None:
+            # the run that replaced it may have been dropped since: "use --run X" then named a run
+            # that no command finds, and the date may hold no run at all
+            later = dropped(db, now[0])
+            if later is not None:
+                standing = read(db, "SELECT run_id FROM scoring_runs WHERE as_of = ?", [now[1]])
+                raise ValueError(_replaced_text(run_id, *now) + f", which was dropped since ({_dropped_text(now[0], *later)})"
+                                 + (f". The run for that date now is {standing.run_id[0]!r}: use --run "
+                                    f"{standing.run_id[0]} or --as-of {as_of_label(now[1])}" if not standing.empty else
+                                    ": no run stands for that date now; score it again: dynseg score --as-of "
+                                    f"{as_of_label(now[1])}"))
             raise ValueError(_replaced_text(run_id, *now) + f". Use --run {now[0]} or --as-of {as_of_label(now[1])}")
     if found.empty:
         what = f"run {run_id!r}" if run_id else f"run as of {as_of_label(as_of)}" if as_of else "run"

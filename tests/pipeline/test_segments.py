@@ -386,6 +386,14 @@ def test_a_backfilled_or_rescored_date_becomes_the_predecessor_of_the_run_after_
         runs.find(db, "r2")
     assert deltas(db, "r3") == {("vip", "exited"): ["e"]}
     assert health(db, "r3").loc["vip", ["entered", "exited", "stayed", "previous_size"]].tolist() == [0, 1, 3, 4]
+    # the replacement dropped since: it said "Use --run r2b", a run no command finds, for a date with none
+    runs.drop_run(db, "r2b", "scored by mistake")
+    with pytest.raises(ValueError, match=r"was replaced by run 'r2b', .*which was dropped since \(.*scored by mistake\)\): "
+                                         r"no run stands for that date now; score it again: dynseg score --as-of 2026-01-02T"):
+        runs.find(db, "r2")
+    write(con, db, d2, "r2c", {"vip": ["b"]})  # and once the date is scored again, that run is named
+    with pytest.raises(ValueError, match=r"which was dropped since .*The run for that date now is 'r2c': use --run r2c"):
+        runs.find(db, "r2")
 
 
 def test_failed_write_leaves_the_previous_state(tmp_path):
