@@ -77,25 +77,23 @@ def validate(
                 raise
         summary = data.summary
         stale: list[str] = []
-        if as_of:  # and whether the log is fresh enough for a run as of it (it said "valid", the run exit 75):
-            # said, not enforced: validation checks the contract, a run refuses (or warns, by config)
-            from features.freshness import StaleDataError
-            from pipeline.jobs.features import freshness_warnings
+        # and whether the log is fresh enough for a run as of it, or now (it said "valid", the run exit
+        # 75): said, not enforced: validation checks the contract, a run refuses (or warns, by config)
+        from features.freshness import StaleDataError
+        from pipeline.jobs.features import freshness_warnings
 
-            try:
-                with data.reading():
-                    stale = freshness_warnings(cfg, data, instant)
-            except StaleDataError as e:  # (75 when newer data may come: stale; 1 when it cannot help)
-                stale = [f"a run as of {as_of_text(instant)} would stop here (exit "
-                         f"{75 if getattr(e, 'try_later', False) else 1}): {e}"]
-            finally:
-                data.con.close()
-            # the report says what was asked and what a run as of it would meet (it said as_of now)
-            extra = {"as_of_asked": instant.isoformat(), "run_warnings": stale}
-            Workspace(cfg.workspace).write_json("reports/validation.json",
-                                                data.report.to_dict() | {"summary": summary} | extra)
-        else:
-            extra = {}
+        run = f"a run as of {as_of_text(instant)}" if as_of else "a run now (without --as-of)"
+        try:
+            with data.reading():
+                stale = freshness_warnings(cfg, data, instant)
+        except StaleDataError as e:  # (75 when newer data may come: stale; 1 when it cannot help)
+            stale = [f"{run} would stop here (exit {75 if getattr(e, 'try_later', False) else 1}): {e}"]
+        finally:
+            data.con.close()
+        # the report says what was asked and what a run as of it would meet (it said as_of now)
+        extra = {"as_of_asked": instant.isoformat(), "run_warnings": stale}
+        Workspace(cfg.workspace).write_json("reports/validation.json",
+                                            data.report.to_dict() | {"summary": summary} | extra)
     if data.report.problems:
         err.print(problems_table(data.report.problems))
     _print_summary(summary, {r: cfg.origin("roles.yaml", "event_roles", r) for r in summary["roles_without_events"]})

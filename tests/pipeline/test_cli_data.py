@@ -151,6 +151,8 @@ def test_validate_as_of_a_date_checks_freshness_as_a_run_as_of_it_would(project)
     assert report["as_of_asked"].startswith("2026-03-02T00:00") and "would stop here (exit 75)" in report["run_warnings"][0]
     early = " ".join(runner.invoke(app, ["data", "validate", "--as-of", "2020-01-01"]).output.split())
     assert "would stop here (exit 1)" in early, early  # no events before it: newer data would not help
+    now = " ".join(runner.invoke(app, ["data", "validate"]).output.split())  # a run without --as-of: now
+    assert "a run now (without --as-of) would stop here (exit 75): data is stale" in now, now
     cfg = project.root / "configs" / "project.yaml"
     cfg.write_text(cfg.read_text().replace("action: refuse", "action: warn"))
     warned = runner.invoke(app, ["data", "validate", "--as-of", "2026-03-01"])
