@@ -62,45 +62,22 @@ def validate(
             not_the_projects_own(cfg, json_out, "--json")
             check_writable(json_out, "validation.json", given=True)
         with progress("Validating sources") as _:
-            from pipeline.jobs.data import DataError, validate_job
+            from pipeline.jobs.data import DataError, validate_job, validation_report
 
-            # as a run as of that instant reads the log: one in the past keeps a log that has grown
-            # since (events after it are not from the future: `features build` took them, this
-            # refused them), one in the future refuses events after it
-            now = now_utc()
             try:
-                data = (validate_job(cfg, instant, "the run's as_of") if as_of and instant > now else
-                        validate_job(cfg, now, "now"))
+                data = validate_job(cfg, instant, given=as_of is not None)
             except DataError as e:
                 if json_out:  # a scheduler asked for the report: it gets the problems too
                     write_atomic(json_out, json.dumps(e.report.to_dict(), indent=2, default=str).encode())
                 raise
-        summary = data.summary
-        stale: list[str] = []
-        # and whether the log is fresh enough for a run as of it, or now (it said "valid", the run exit
-        # 75): said, not enforced: validation checks the contract, a run refuses (or warns, by config)
-        from features.freshness import StaleDataError
-        from pipeline.jobs.features import freshness_warnings
-
-        run = f"a run as of {as_of_text(instant)}" if as_of else "a run now (without --as-of)"
-        try:
-            with data.reading():
-                stale = freshness_warnings(cfg, data, instant)
-        except StaleDataError as e:  # (75 when newer data may come: stale; 1 when it cannot help)
-            stale = [f"{run} would stop here (exit {75 if getattr(e, 'try_later', False) else 1}): {e}"]
-        finally:
-            data.con.close()
-        # the report says what was asked and what a run as of it would meet (it said as_of now)
-        extra = {"as_of_asked": instant.isoformat(), "run_warnings": stale}
-        Workspace(cfg.workspace).write_json("reports/validation.json",
-                                            data.report.to_dict() | {"summary": summary} | extra)
+        data.con.close()
+        summary, stale = data.summary, data.run_warnings
     if data.report.problems:
         err.print(problems_table(data.report.problems))
     _print_summary(summary, {r: cfg.origin("roles.yaml", "event_roles", r) for r in summary["roles_without_events"]})
     if json_out:
         with handled():
-            write_atomic(json_out, json.dumps(data.report.to_dict() | {"summary": summary} | extra, indent=2,
-                                              default=str).encode())
+            write_atomic(json_out, json.dumps(validation_report(data, instant), indent=2, default=str).encode())
     for w in stale:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     n = len(data.report.problems) + len(stale)

@@ -60,6 +60,8 @@ class LoadedData:
     stamps: Stamps = field(default_factory=dict)
     #: ``data validate``'s summary, taken before the check that nothing changed under it
     summary: dict | None = None
+    #: ``data validate``'s: what the freshness check of a run as of its instant would do
+    run_warnings: list[str] = field(default_factory=list)
 
     def check_unchanged(self) -> None:
         """Refuse (exit 75, to retry) when a Parquet source's file was replaced, rewritten or removed
@@ -193,21 +195,39 @@ def load_for_run(cfg: Config, as_of: datetime | None = None, count_unknown_custo
     return load_validated(cfg, as_of, count_unknown_customers=count_unknown_customers)
 
 
-def validate_job(cfg: Config, as_of: datetime, future_after: str = "the run's as_of") -> LoadedData:
-    """``dynseg data validate``: check, then keep the identity map and the report in the workspace.
-    ``future_after`` is "now" when no --as-of was given: an event after it is then from the future,
-    and the fix is the clock or `future_events: drop`, not a later --as-of."""
-    data = load_validated(cfg, as_of, future_after)
+def validate_job(cfg: Config, as_of: datetime, given: bool = True) -> LoadedData:
+    """``dynseg data validate``: check the sources as a run as of ``as_of`` reads them (``given``:
+    an --as-of, else it is now; :func:`load_for_run`: events after a past as_of are no future, they
+    only come after it), say what that run's freshness check would do (``data.run_warnings``: the
+    data can meet the contract and still be too old for the run), then keep the identity map and
+    the report, with both, in the workspace."""
+    from features.asof import as_of_text
+    from features.freshness import StaleDataError
+    from pipeline.jobs.features import freshness_warnings
+
+    data = load_for_run(cfg, as_of, count_unknown_customers=True)
     with data.reading():  # the summary reads the sources again
         data.summary = data_summary(data, cfg.role_of)
         placeholder = placeholder_id_problem(data.con, data.report)
+        try:
+            data.run_warnings = freshness_warnings(cfg, data, as_of)
+        except StaleDataError as e:  # said, not enforced (75 when newer data may come; 1 when it cannot help)
+            run = f"a run as of {as_of_text(as_of)}" if given else "a run now (without --as-of)"
+            data.run_warnings = [f"{run} would stop here (exit {75 if getattr(e, 'try_later', False) else 1}): {e}"]
     if placeholder is not None:
         data.report.problems.append(placeholder)
     ws = Workspace(cfg.workspace)
     check_writable(ws.reports_dir / "validation.json")  # before the identity map is kept: all or nothing
     ws.write_tables(data.con, {"identity_map": "SELECT * FROM identity_map"})
-    ws.write_json("reports/validation.json", data.report.to_dict() | {"summary": data.summary})
+    ws.write_json("reports/validation.json", validation_report(data, as_of))
     return data
+
+
+def validation_report(data: LoadedData, as_of: datetime) -> dict:
+    """What `data validate` keeps and writes for a scheduler: the problems, the summary, the as_of
+    asked and what a run as of it would meet."""
+    return data.report.to_dict() | {"summary": data.summary, "as_of_asked": as_of.isoformat(),
+                                    "run_warnings": data.run_warnings}
 
 
 def data_summary(data: LoadedData, role_of: dict[str, str] | None = None) -> dict:
