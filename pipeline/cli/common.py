@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Iterator, NoReturn
+from typing import Callable, Iterator, NoReturn
 
 import typer
 from rich.console import Console
@@ -443,6 +443,12 @@ def staged_progress(description: str, total: int) -> Iterator:
                 err.print(f"{now} {line} (+{time.monotonic() - start:.1f} s)", markup=False, highlight=False)
 
         yield step
+
+
+def snapshot_steps(step: Callable, n: int, after: int = 0) -> Callable[[int, int | None], None]:
+    """A training set's ``progress(done, of)`` on a :func:`staged_progress` bar of ``n`` snapshots
+    (or ``of``, as the plan counts them) and ``after`` stages to follow."""
+    return lambda done, of=None: step(f"building snapshots ({done}/{of or n})", done, (of or n) + after)
 
 
 def kv_table(title: str, rows: dict) -> Table:

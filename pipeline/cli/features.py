@@ -11,8 +11,8 @@ from rich.table import Table
 
 from features.asof import as_of_file_label, as_of_label, as_of_text, cutoff_label, parse_as_of
 from features.customer_features import DOCS, catalog
-from pipeline.cli.common import (Engine, State, engine_name, err, filled, handled, kv_table, out, staged_progress,
-                                 stages)
+from pipeline.cli.common import (Engine, State, engine_name, err, filled, handled, kv_table, out, snapshot_steps,
+                                 staged_progress, stages)
 from pipeline.cli.train import Target
 from pipeline.workspace import Workspace, check_writable
 
@@ -117,7 +117,7 @@ def training_set(
         n = cfg.training.snapshots
         with staged_progress(f"{target.value} training set", n) as step:
             td = export_training_set_job(cfg, target.value, path, instant, horizon, engine_name(engine),
-                                         lambda done, of=None: step(f"building snapshots ({done}/{of or n})", done, of or n))
+                                         snapshot_steps(step, n))
     for w in td.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     missing = td.profile.missing_groups()

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from features.asof import cutoff_label, parse_as_of
 from pipeline.cli.common import (EXIT_GATE, Engine, State, engine_name, err, filled, handled, kv_table, out,
-                                 staged_progress)
+                                 snapshot_steps, staged_progress)
 
 if TYPE_CHECKING:  # the job (and matplotlib behind it) is imported when the command runs
     from pipeline.jobs.train import TrainResult
@@ -38,9 +38,7 @@ def _train(ctx: typer.Context, target: Target, as_of, horizon, engine, allow_unv
         n, more = cfg.training.snapshots, len(TRAIN_STAGES)
         with staged_progress(f"training {target.value}", n + more) as step:
             result = train_job(cfg, target.value, instant, horizon, engine_name(engine), allow_unvalidated,
-                               progress=lambda done, of=None: step(f"building snapshots ({done}/{of or n})", done,
-                                                                   (of or n) + more),
-                               stage=step)
+                               progress=snapshot_steps(step, n, more), stage=step)
     for w in result.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     missing = result.data.profile.missing_groups()

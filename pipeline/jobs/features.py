@@ -448,7 +448,7 @@ def run_warnings(cfg: Config, data: LoadedData, as_of: datetime, short_history: 
     rather than refuses; refusing raises here), then (unless ``short_history`` is False: a training
     set says it of its snapshots instead) less history before ``as_of`` than the longest window."""
     found = [_said(p) for p in data.report.problems if p.severity == "warning"]
-    return (_in_the_future(as_of) + found + _skipped_identifiers(cfg, data) + _fresh(cfg, data, as_of)
+    return (_in_the_future(as_of) + found + _skipped_identifiers(cfg, data) + freshness_warnings(cfg, data, as_of)
             + (_short_history(cfg, data, as_of) if short_history else []))
 
 
@@ -554,12 +554,8 @@ def newest_event(cfg: Config, data: LoadedData, as_of: datetime) -> datetime | N
 
 
 def freshness_warnings(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
-    """The freshness check of a run as of ``as_of`` (`data validate --as-of` makes it too): raises
+    """The freshness check of a run as of ``as_of`` (`data validate` makes it too): raises
     :class:`StaleDataError` when `freshness.action` refuses, else the warning, if any."""
-    return _fresh(cfg, data, as_of)
-
-
-def _fresh(cfg: Config, data: LoadedData, as_of: datetime) -> list[str]:
     newest = newest_event(cfg, data, as_of)
     if newest is None:
         _why_no_events(cfg, data, as_of)

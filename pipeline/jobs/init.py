@@ -462,7 +462,7 @@ def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -
             for f in families for form in _DATE_FAMILIES[f]]
     z = f"regexp_replace({v}, '([0-9])Z$', '\\1+00:00')"  # ISO's Z, as the reader takes it for %z
     iso_hits = [f"count({v}) FILTER ({iso} AND try_strptime({z}, {literal(form)}) IS NOT NULL)"
-                for form in _ISO_FORMS]
+                for form in ISO_FORMS]
     row = con.execute(f"SELECT count({v}) FILTER (NOT {iso}), count({v}) FILTER ({iso}), "
                       f"{', '.join(misses + hits + iso_hits)} FROM {_sample(view)}").fetchone()
     not_iso, some_iso = row[0], row[1]
@@ -480,7 +480,7 @@ def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -
             used = {f: [form for form in _DATE_FAMILIES[f] if next(counts) > 0] for f in families}
             forms = used[readers[0]]
             if some_iso:
-                isos = [form for form, n in zip(_ISO_FORMS, iso_hit) if n > 0]
+                isos = [form for form, n in zip(ISO_FORMS, iso_hit) if n > 0]
                 read = z if any("%z" in f for f in isos) else v  # as the reader takes ISO's Z
                 left = some_iso if not isos else con.execute(
                     f"SELECT count({v}) FILTER ({iso} AND try_strptime({read}, {forms_literal(tuple(isos))}) IS NULL) "
@@ -492,9 +492,6 @@ def _text_forms(con: duckdb.DuckDBPyConnection, view: str, ts: str, name: str) -
                             "forms are all it reads)")
             out["timestamp_format"] = forms[0] if len(forms) == 1 else forms
     return out, note
-
-
-_ISO_FORMS = ISO_FORMS  # ISO-8601's forms, for the ISO rows of a log whose other rows take a form of their own
 
 
 def _decimal_comma(con: duckdb.DuckDBPyConnection, view: str, amount: str) -> bool:
