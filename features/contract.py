@@ -72,6 +72,10 @@ CONTRACT: dict[str, tuple[Column, ...]] = {
 }
 
 
+#: An export keyed by the email address (Shopify's orders' Email, Klaviyo's Profile Email): a
+#: customer_id taken last, only when no id column is there
+EMAIL_KEYS = ("email", "profileemail", "emailaddress", "customeremail", "useremail")
+
 #: Names other tools give the contract's columns (Segment, RudderStack, GA4 and Klaviyo exports,
 #: Shopify, common warehouse tables), compared lower-case with only letters and digits kept
 #: (``userId``, ``user_id`` and ``User ID`` are one). Validation proposes the `columns:` mapping
@@ -82,10 +86,7 @@ KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
                         "profileid", "personid", "memberid", "shopperid", "subscriberkey", "distinctid",
                         "userpseudoid",
                         # a B2B shop's customer is the account (last: a log with a user id too is per person)
-                        "accountid", "account", "companyid",
-                        # an export keyed by the email address (Shopify's orders' Email, Klaviyo's
-                        # Profile Email): taken only when no id column is there
-                        "email", "profileemail", "emailaddress", "customeremail", "useremail"),
+                        "accountid", "account", "companyid", *EMAIL_KEYS),
         "event_type": ("event", "eventname", "eventtype", "type", "action", "metric", "metricname",
                        "activity", "activitytype"),
         "ts": ("timestamp", "originaltimestamp", "eventtime", "eventtimestamp", "eventts", "occurredat", "time",
@@ -103,7 +104,7 @@ KNOWN_NAMES: dict[str, dict[str, tuple[str, ...]]] = {
     "customers": {
         "customer_id": ("id", "externalid", "userid", "user", "customer", "clientid", "contactid", "profileid",
                         "klaviyoid", "personid", "memberid", "subscriberkey", "distinctid", "accountid", "account",
-                        "companyid", "email", "profileemail", "emailaddress", "customeremail", "useremail"),
+                        "companyid", *EMAIL_KEYS),
         "signup_at": ("createdat", "signupdate", "signedupat", "registeredat", "registrationdate", "joinedat",
                       "firstseen", "datecreated", "profilecreatedon", "createdon", "created"),
         "email_consent": ("acceptsmarketing", "acceptsemailmarketing", "emailoptin", "optin", "marketingconsent",

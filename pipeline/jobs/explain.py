@@ -255,10 +255,12 @@ def segment_drivers(cfg: Config, segment: str, run_id: str | None = None, sample
         diff = (means["segment"] - means["everyone"]).sort_values(key=np.abs, ascending=False).head(top)
         # beside each push, the feature's typical value on each side: "+2.6 points from page views"
         # did not say whether the segment has few of them or many
-        rows += [{"target": tgt, "feature": f, "segment_typical": typical_value(feats.loc[seg_ids, f], is_flag(feats[f])),
-                  "everyone_typical": typical_value(feats.loc[pop_ids, f], is_flag(feats[f])),
-                  "segment_points": means["segment"][f],
-                  "everyone_points": means["everyone"][f], "difference": d} for f, d in diff.items()]
+        for f, d in diff.items():
+            flag = is_flag(feats[f])
+            rows.append({"target": tgt, "feature": f, "segment_typical": typical_value(feats.loc[seg_ids, f], flag),
+                         "everyone_typical": typical_value(feats.loc[pop_ids, f], flag),
+                         "segment_points": means["segment"][f], "everyone_points": means["everyone"][f],
+                         "difference": d})
     out = pd.DataFrame(rows, columns=DRIVER_COLUMNS)
     out.attrs["left_out"] = gone
     return out
