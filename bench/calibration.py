@@ -41,14 +41,29 @@ from pipeline.synthetic import generate, write  # noqa: E402
 DATES = ("2026-05-31", "2026-06-30", "2026-07-31", "2026-08-31", "2026-09-30", "2026-10-31")
 
 
+def _date(text: str) -> str:
+    """A training date, checked before the shop is generated (a typo failed after minutes of work)."""
+    try:
+        parse_as_of(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--customers", type=int, default=20_000)
-    ap.add_argument("--seed", type=int, default=7)
-    ap.add_argument("--dates", nargs="+", default=list(DATES))
-    ap.add_argument("--targets", nargs="+", default=["purchase", "churn"])
+    import runpy
+
+    needs = runpy.run_path(str(BENCH / "_needs.py"))  # (this folder is off sys.path: run from its file)
+    ap.add_argument("--customers", type=needs["count"], default=20_000,
+                    help="customers in the generated shop (default 20000, the README's figures)")
+    ap.add_argument("--seed", type=int, default=7, help="the generator's seed")
+    ap.add_argument("--dates", nargs="+", default=list(DATES), type=_date,
+                    help="training dates (as_of), YYYY-MM-DD; default: six month-ends, 2026-05-31 to 2026-10-31")
+    ap.add_argument("--targets", nargs="+", default=["purchase", "churn"], choices=["purchase", "churn"])
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "calibration.json")
     args = ap.parse_args(argv)
+    needs["writable_out"](args.out, ap)
     console = Console(width=160)
     tmp = Path(tempfile.mkdtemp(prefix="dynseg-calibration-"))
     try:
@@ -62,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
                 for d in args.dates:
                     status.update(f"training {target} as of {d}")
                     td = training_set_job(cfg, target, parse_as_of(d))
-                    model, ev, _ = fit_and_evaluate(cfg, td)
+                    model, ev, _, _ = fit_and_evaluate(cfg, td)
                     m = ev.table.set_index("scorer").loc["model"]
                     results.append({"target": target, "as_of": d, "test_cutoff": td.plan.cutoffs[0].strftime("%Y-%m-%d"),
                                     **{k: float(m[k]) for k in ("calibration_slope", "calibration_slope_ci_low",

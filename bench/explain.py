@@ -127,7 +127,7 @@ def smaller_trees(cfg, td, leaves: int, rows: pd.DataFrame, target: str, repeats
     """The same training set with ``leaves`` leaves per tree: AUC out of time and explanation speed."""
     params = cfg.training.model.model_copy(update={"num_leaves": leaves})
     small_cfg = dataclasses.replace(cfg, training=cfg.training.model_copy(update={"model": params}))
-    model, ev, _ = fit_and_evaluate(small_cfg, td)
+    model, ev, _, _ = fit_and_evaluate(small_cfg, td)
     explain.contributions(model, rows.head(1000))
     seconds, _, _ = _median_seconds(lambda: explain.reason_codes(model, rows, target), repeats)
     sample = rows.head(10_000)
@@ -143,15 +143,20 @@ def _quality(ev) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--customers", type=int, default=20_000, help="customers in the generated shop (training)")
-    ap.add_argument("--rows", type=int, default=100_000, help="customers explained per measurement")
+    import runpy
+
+    needs = runpy.run_path(str(BENCH / "_needs.py"))  # (this folder is off sys.path: run from its file)
+    ap.add_argument("--customers", type=needs["count"], default=20_000, help="customers in the generated shop (training)")
+    ap.add_argument("--rows", type=needs["count"], default=100_000, help="customers explained per measurement")
     ap.add_argument("--targets", nargs="+", default=["churn", "purchase"], choices=["churn", "purchase"])
-    ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--leaves", type=int, nargs="*", default=[15, 7], help="also fit models with these num_leaves")
+    ap.add_argument("--repeats", type=needs["count"], default=3)
+    ap.add_argument("--leaves", type=needs["count"], nargs="*", default=[15, 7],
+                    help="also fit models with these num_leaves")
     ap.add_argument("--lightgbm-one-thread", action="store_true", help="also time pred_contrib on one thread")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "explain.json")
     args = ap.parse_args(argv)
+    needs["writable_out"](args.out, ap)
     import lightgbm
     import numba
 
@@ -167,7 +172,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(_project(tmp / "proj", tmp / "data"))
         for target in args.targets:
             td = training_set_job(cfg, target)
-            model, ev, _ = fit_and_evaluate(cfg, td)
+            model, ev, _, _ = fit_and_evaluate(cfg, td)
             features = td.frame
             rows = features.iloc[np.arange(args.rows) % len(features)].reset_index(drop=True)
             shape = tree_shape(model)

@@ -24,6 +24,10 @@ Spec points that are easy to get wrong (each pinned by a case in the parity test
 
 from __future__ import annotations
 
+if __name__ == "__main__":  # a module: run as a script, bench/features.py would shadow the features package
+    raise SystemExit("bench/pandas_features.py is the pandas baseline's module, not a script: "
+                     "run `.venv/bin/python bench/features.py --variants pandas` to measure it")
+
 from datetime import datetime
 
 import numpy as np

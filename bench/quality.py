@@ -52,10 +52,15 @@ def _project(root: Path, data: Path, purchases_only: bool) -> Path:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--customers", type=int, default=20_000)
-    ap.add_argument("--seed", type=int, default=7)
+    import runpy
+
+    needs = runpy.run_path(str(BENCH / "_needs.py"))  # (this folder is off sys.path: run from its file)
+    ap.add_argument("--customers", type=needs["count"], default=20_000,
+                    help="customers in the generated shop (default 20000, the README's figures)")
+    ap.add_argument("--seed", type=int, default=7, help="the generator's seed")
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "quality.json")
     args = ap.parse_args(argv)
+    needs["writable_out"](args.out, ap)
     console = Console(width=160)
     tmp = Path(tempfile.mkdtemp(prefix="dynseg-quality-"))
     try:
@@ -72,7 +77,7 @@ def main(argv: list[str] | None = None) -> None:
             for target in ("purchase", "churn"):
                 t0 = time.perf_counter()
                 td = training_set_job(cfg, target)
-                model, ev_, note = fit_and_evaluate(cfg, td)
+                model, ev_, note, _ = fit_and_evaluate(cfg, td)
                 seconds = time.perf_counter() - t0
                 for row in ev_.table.itertuples():
                     results.append({"log": log, "target": target, "scorer": row.scorer, "roc_auc": row.roc_auc,

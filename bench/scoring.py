@@ -42,12 +42,6 @@ STAGES = ("validate", "features", "scoring", "segments", "reasons", "write")
 TARGET_STAGES = ("validate", "features", "scoring", "segments", "write")  # the target excludes reason codes
 
 
-def parse_size(text: str) -> int:
-    t = text.strip().upper().replace("_", "")
-    mult = {"K": 1_000, "M": 1_000_000}.get(t[-1:], 1)
-    return int(float(t[:-1] if mult > 1 else t) * mult)
-
-
 def label(n: int) -> str:
     return f"{n // 1_000_000}M" if n % 1_000_000 == 0 else f"{n // 1_000}k" if n % 1_000 == 0 else str(n)
 
@@ -65,16 +59,22 @@ def make_project(root: Path, data: Path) -> Path:
     return root
 
 
-def setup(n: int, data_dir: Path) -> dict:
+def setup(n: int, data_dir: Path, train_customers: int = TRAIN_CUSTOMERS) -> dict:
     """Train + promote both models once; generate the N-customer shop once."""
     from pipeline.synthetic import generate, write
 
     train_data, score_data = data_dir / "train_shop", data_dir / f"shop_{label(n)}"
     tracking = f"sqlite:///{data_dir / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = tracking
-    if not (data_dir / "models.json").exists():
-        print(f"setup: training both models on {TRAIN_CUSTOMERS:,} customers ...", flush=True)
-        write(generate(TRAIN_CUSTOMERS, seed=7, end=END), train_data)
+    code = f"{_code_version()}-{train_customers}"
+    kept = json.loads((data_dir / "models.json").read_text()) if (data_dir / "models.json").exists() else {}
+    if kept.get("code") != code:  # trained by another version of dynseg's code (or never): train again
+        if kept:
+            print("setup: the cached champions were trained by other code; training again ...", flush=True)
+            shutil.rmtree(data_dir / "mlruns", ignore_errors=True)
+            (data_dir / "mlflow.db").unlink(missing_ok=True)
+        print(f"setup: training both models on {train_customers:,} customers ...", flush=True)
+        write(generate(train_customers, seed=7, end=END), train_data)
         from models import registry
         from pipeline.config import load_config
         from pipeline.jobs.train import train_job
@@ -86,13 +86,25 @@ def setup(n: int, data_dir: Path) -> dict:
             r = train_job(cfg, target, allow_unvalidated=True)
             registry.promote(r.model_name, r.version, force=True, reason="benchmark")
             versions[target] = r.version
-        (data_dir / "models.json").write_text(json.dumps(versions))
+        (data_dir / "models.json").write_text(json.dumps({"versions": versions, "code": code}))
     if not (score_data / "events.parquet").exists():
         print(f"setup: generating {n:,} customers ...", flush=True)
         t = time.perf_counter()
         write(generate(n, seed=3, end=END), score_data)
         print(f"setup: generated in {time.perf_counter() - t:.0f} s", flush=True)
     return {"tracking": tracking, "data": score_data}
+
+
+def _code_version() -> str:
+    """A digest of the code that trains and scores (features/, models/, pipeline/) and the configs:
+    cached champions are reused only if this code trained them."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for path in sorted(p for d in ("features", "models", "pipeline", "configs") for p in (REPO / d).rglob("*")
+                       if p.suffix in (".py", ".yaml") and "local" not in p.parts):
+        digest.update(str(path.relative_to(REPO)).encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 class RssSampler(threading.Thread):
@@ -124,8 +136,13 @@ def child(data: Path, scratch: Path, out: Path) -> None:
     cfg = load_config(make_project(scratch, data))
     stage_names = {"loading champion models": "start", "writing": "write"}  # score_job's stage names
     reasons = os.environ.get("BENCH_REASONS", "1") == "1"
+    started = time.perf_counter()
     run = score_job(cfg, parse_as_of(END), reasons=reasons,
                     progress=lambda s: setattr(sampler, "stage", stage_names.get(s, s)))
+    job_s = time.perf_counter() - started  # the stages' sum leaves out loading the champions
+    import psutil
+
+    command_s = time.time() - psutil.Process().create_time()  # as `dynseg score` takes: start, imports too
     sampler.stage = "baseline"
     # Baseline on the same rows: raw LightGBM predictions of both champions, nothing else.
     from pipeline.jobs.features import build_features_job
@@ -142,7 +159,7 @@ def child(data: Path, scratch: Path, out: Path) -> None:
     sampler.stop.set()
     sampler.join()
     peaks = {k: v / 2**30 for k, v in sampler.peaks.items()}  # GiB (the JSON keys say "gb")
-    out.write_text(json.dumps({"timings": run.timings, "n_customers": run.n_customers, "rss_gb": peaks,
+    out.write_text(json.dumps({"timings": run.timings, "job_s": job_s, "command_s": command_s, "n_customers": run.n_customers, "rss_gb": peaks,
                                "baseline_predict_s": base,
                                "segments": {r.segment: int(r.size) for r in run.health.itertuples()}}))
 
@@ -160,15 +177,16 @@ def _children(env: dict, data_dir: Path, repeats: int, reasons: bool) -> list[di
     return results
 
 
-def measure(n: int, data_dir: Path, repeats: int) -> dict:
+def measure(n: int, data_dir: Path, repeats: int, train_customers: int = TRAIN_CUSTOMERS) -> dict:
     """Full runs (with reason codes), then runs with ``reasons=False`` (``dynseg score --no-reasons``):
     what the target is about, peak RSS included."""
-    env = setup(n, data_dir)
+    env = setup(n, data_dir, train_customers)
     results = _children(env, data_dir, repeats, reasons=True)
     lean = _children(env, data_dir, repeats, reasons=False)
     lean_total = statistics.median(sum(r["timings"].get(s, 0.0) for s in STAGES) for r in lean)
     lean_rss = max(max(r["rss_gb"].get(s, 0.0) for s in STAGES) for r in lean)
     lean_stages = {s: statistics.median(r["timings"].get(s, 0.0) for r in lean) for s in STAGES}
+    whole = {k: statistics.median(r[k] for r in lean) for k in ("job_s", "command_s")}
     med = {s: statistics.median(r["timings"].get(s, 0.0) for r in results) for s in STAGES}
     total = sum(med.values())
     total_no_reasons = sum(med[s] for s in TARGET_STAGES)
@@ -180,7 +198,9 @@ def measure(n: int, data_dir: Path, repeats: int) -> dict:
             "peak_rss_gb_overall": max(rss.values()), "baseline_raw_predict_s": base,
             "scoring_over_raw_predict": med["scoring"] / base if base else None,
             "repeats": repeats, "segments": results[0]["segments"],
-            "no_reasons": {"stages_s": lean_stages, "total_s": lean_total, "peak_rss_gb": lean_rss}}
+            "job_s": statistics.median(r["job_s"] for r in results),
+            "command_s": statistics.median(r["command_s"] for r in results),
+            "no_reasons": {"stages_s": lean_stages, "total_s": lean_total, "peak_rss_gb": lean_rss, **whole}}
 
 
 def print_table(r: dict) -> None:
@@ -198,38 +218,50 @@ def print_table(r: dict) -> None:
               style="bold")
     Console(width=120).print(t)
     print(f"baseline, same process: raw LightGBM predict of both models on the same rows "
-          f"{r['baseline_raw_predict_s']:.1f} s; scoring stage / raw predict = {r['scoring_over_raw_predict']:.2f}x")
+          f"{r['baseline_raw_predict_s']:.2f} s; scoring stage / raw predict = {r['scoring_over_raw_predict']:.2f}x")
     lean = r["no_reasons"]
     print("run without reason codes (dynseg score --no-reasons): "
           + ", ".join(f"{s} {v:.1f} s" for s, v in lean["stages_s"].items() if s != "reasons")
           + f"; total {lean['total_s']:.1f} s, peak RSS {lean['peak_rss_gb']:.2f} GiB")
+    print(f"the stages leave out loading the champions, and Python's start and imports: score_job as a whole took "
+          f"{r['job_s']:.1f} s ({lean['job_s']:.1f} s without reason codes), the process up to its end "
+          f"{r['command_s']:.1f} s ({lean['command_s']:.1f} s), as `dynseg score` would take")
     t, rss = lean["total_s"], lean["peak_rss_gb"] * 2**30 / 1e9  # the target is in GB (10^9 bytes)
     if r["customers"] >= 900_000:
-        verdict = "met" if t < 60 and rss < 3 else "NOT met"
+        verdict = "met" if lean["command_s"] < 60 and rss < 3 else "NOT met"
         print(f"target (1M customers scored and segmented, without reason codes: < 60 s, < 3 GB): {verdict} "
-              f"({t:.0f} s, {rss:.2f} x 10^9 B)")
+              f"({lean['command_s']:.0f} s the whole process, {t:.0f} s its stages; {rss:.2f} x 10^9 B)")
     else:
         print(f"without reason codes: {t:.1f} s; the 60 s target is for 1M customers (--customers 1M)")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--customers", default="1M")
-    ap.add_argument("--repeats", type=int, default=1)
-    ap.add_argument("--data-dir", type=Path, default=BENCH / "data" / "scoring")
-    ap.add_argument("--out", type=Path, default=BENCH / "results" / "scoring.json")
-    ap.add_argument("--child", nargs=3, metavar=("DATA", "SCRATCH", "OUT"))
-    a = ap.parse_args(argv)
     import runpy
 
     # (this folder is off sys.path, see above: the helper is run from its file)
-    runpy.run_path(str(BENCH / "_needs.py"))["psutil_or_exit"]("bench/scoring.py")
+    needs = runpy.run_path(str(BENCH / "_needs.py"))
+    ap.add_argument("--customers", default=1_000_000, type=needs["count"],
+                    help="customers in the shop scored (default 1M, the target's size; 20k for a quick look)")
+    ap.add_argument("--repeats", type=needs["count"], default=1, help="fresh processes per measurement (medians)")
+    ap.add_argument("--train-customers", type=needs["count"], default=TRAIN_CUSTOMERS,
+                    help=f"customers of the shop the champions are trained on (default {TRAIN_CUSTOMERS:,})")
+    ap.add_argument("--data-dir", type=Path, default=BENCH / "data" / "scoring",
+                    help="the shops and the champions, generated and trained once, reused while the code is the same")
+    ap.add_argument("--out", type=Path, default=BENCH / "results" / "scoring.json")
+    ap.add_argument("--child", nargs=3, metavar=("DATA", "SCRATCH", "OUT"), help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    needs["psutil_or_exit"]("bench/scoring.py")
     if a.child:
         child(Path(a.child[0]), Path(a.child[1]), Path(a.child[2]))
         return
-    n = parse_size(a.customers)
-    a.data_dir.mkdir(parents=True, exist_ok=True)
-    result = measure(n, a.data_dir.resolve(), a.repeats)
+    needs["writable_out"](a.out, ap)
+    n = a.customers
+    try:
+        a.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        ap.error(f"--data-dir {a.data_dir}: cannot be made ({e.strerror}); name a writable folder")
+    result = measure(n, a.data_dir.resolve(), a.repeats, a.train_customers)
     result["meta"] = {"when": datetime.now().isoformat(timespec="seconds"), "machine": platform.machine(),
                       "cpus": os.cpu_count(), "python": platform.python_version()}
     print_table(result)

@@ -83,11 +83,21 @@ def build(customers: int, snapshots: int, repeats: int, scratch: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--customers", nargs="+", type=int, default=[5000, 50_000])
-    ap.add_argument("--snapshots", type=int, default=6)
-    ap.add_argument("--repeats", type=int, default=3)
+    import runpy
+
+    needs = runpy.run_path(str(BENCH / "_needs.py"))  # (this folder is off sys.path: run from its file)
+    ap.add_argument("--customers", nargs="+", type=needs["count"], default=[5000, 50_000],
+                    help="shop sizes in customers (default: 5000 50000; about 43 events each)")
+    ap.add_argument("--snapshots", type=needs["count"], default=6, help="snapshots per training set (at least 3: "
+                                                                        "test, valid and train)")
+    ap.add_argument("--repeats", type=needs["count"], default=3, help="runs of each way, alternating (medians)")
     ap.add_argument("--out", type=Path, default=BENCH / "results" / "training_set.json")
     args = ap.parse_args(argv)
+    if args.snapshots < 3:
+        ap.error(f"--snapshots {args.snapshots}: at least 3 (one test, one valid, one or more train)")
+    if min(args.customers) < 500:
+        ap.error(f"--customers {min(args.customers)}: at least 500 (fewer leave a snapshot without both labels)")
+    needs["writable_out"](args.out, ap)
 
     from rich.console import Console
     from rich.table import Table
