@@ -216,54 +216,89 @@ class Project:
             found.insert(1, "date", [as_of_label(t.to_pydatetime()) for t in found.as_of])
         return found
 
-    def _run_id(self, run_id: str | None, needs: str | None = None) -> str:
-        """The run's id (default: the latest); with ``needs``, refused if its per-customer rows were pruned."""
+    def _run(self, run_id: str | None, as_of=None, needs: str | None = None):
+        """The run (by id, by ``as_of``, read as for :meth:`features`, or the latest); with ``needs``,
+        refused if its per-customer rows were pruned."""
+        from features.asof import parse_as_of
         from pipeline.jobs.monitor import find_run
 
-        run = find_run(self.config, run_id)
+        if run_id is not None and as_of is not None:
+            raise ValueError("name a run by run_id or by as_of, not both")
+        run = find_run(self.config, run_id, parse_as_of(as_of) if as_of is not None else None)
         if needs:
             runs.require_rows(self.workspace.db_path, run, needs)
-        return run.run_id
+        return run
 
-    def segments(self, run_id: str | None = None) -> pd.DataFrame:
-        """Segment health of a run (default: the latest)."""
+    def _run_id(self, run_id: str | None, needs: str | None = None, as_of=None) -> str:
+        return self._run(run_id, as_of, needs).run_id
+
+    def segments(self, run_id: str | None = None, as_of: str | date | datetime | None = None) -> pd.DataFrame:
+        """Segment health of a run (default: the latest; or the run ``as_of`` a date, as ``--as-of``)."""
         return runs.read(self.workspace.db_path, "SELECT * FROM segment_health WHERE run_id = ? ORDER BY segment",
-                         [self._run_id(run_id)])
+                         [self._run_id(run_id, as_of=as_of)])
 
     def segment_history(self, name: str) -> pd.DataFrame:
-        """The segment's health in every run, oldest first: size, sendable, holdout, entered, exited, stayed."""
-        return runs.read(self.workspace.db_path, "SELECT * FROM segment_health WHERE segment = ? ORDER BY as_of", [name])
+        """The segment's health in every run, oldest first: size, sendable, holdout, entered, exited, stayed.
+        A name neither in configs/segments.yaml nor in any run raises ``ValueError`` (with the closest name);
+        a segment defined but not scored yet has no rows."""
+        db = self.workspace.db_path
+        found = runs.read(db, "SELECT * FROM segment_health WHERE segment = ? ORDER BY as_of", [name])
+        if found.empty and (error := runs.unknown_segment(db, list(self.config.segments.by_name()), name)):
+            raise error
+        return found
 
-    def members(self, name: str, run_id: str | None = None) -> pd.DataFrame:
-        """The segment's members in a run (default: the latest): holdout, consent, sendable, scores and bands."""
-        return runs.read(self.workspace.db_path, "SELECT * FROM segment_members WHERE run_id = ? AND segment = ?",
-                         [self._run_id(run_id, "its members"), name])
+    def members(self, name: str, run_id: str | None = None, as_of: str | date | datetime | None = None) -> pd.DataFrame:
+        """The segment's members in a run (default: the latest; or the run ``as_of`` a date): holdout, consent,
+        sendable, scores and bands. A segment the run does not have raises ``ValueError``."""
+        run = self._run(run_id, as_of, "its members")
+        found = runs.read(self.workspace.db_path, "SELECT * FROM segment_members WHERE run_id = ? AND segment = ?",
+                          [run.run_id, name])
+        if found.empty:
+            runs.require_segment(self.workspace.db_path, run, name)
+        return found
 
-    def deltas(self, run_id: str | None = None) -> pd.DataFrame:
+    def deltas(self, run_id: str | None = None, as_of: str | date | datetime | None = None) -> pd.DataFrame:
         """Who entered and who exited each segment in a run (default: the latest), against the run before."""
         return runs.read(self.workspace.db_path, "SELECT * FROM segment_deltas WHERE run_id = ?",
-                         [self._run_id(run_id, "its entered/exited members")])
+                         [self._run_id(run_id, "its entered/exited members", as_of)])
 
-    def reasons(self, customer_id: str, run_id: str | None = None) -> pd.DataFrame:
-        """A customer's stored reason codes in a run (default: the latest), per target, strongest first."""
-        return runs.read(self.workspace.db_path, "SELECT * FROM customer_reasons WHERE run_id = ? AND customer_id = ? "
-                                                 "ORDER BY target, rank", [self._run_id(run_id, "its reason codes"), customer_id])
+    def reasons(self, customer_id: str, run_id: str | None = None,
+                as_of: str | date | datetime | None = None) -> pd.DataFrame:
+        """A customer's stored reason codes in a run (default: the latest), per target, strongest first
+        (kept for sendable members; none for a customer scored but not sent to). A customer the run did
+        not score raises ``ValueError``, as ``dynseg explain`` does."""
+        db = self.workspace.db_path
+        run = self._run(run_id, as_of, "its reason codes")
+        found = runs.read(db, "SELECT * FROM customer_reasons WHERE run_id = ? AND customer_id = ? ORDER BY target, rank",
+                          [run.run_id, customer_id])
+        if found.empty and runs.read(db, "SELECT 1 FROM customer_scores WHERE run_id = ? AND customer_id = ?",
+                                     [run.run_id, customer_id]).empty:
+            from features.asof import as_of_label
+            from pipeline.jobs.explain import _canonical_hint
+
+            raise ValueError(f"customer {customer_id!r} was not scored in run {run.run_id} (as of "
+                             f"{as_of_label(run.as_of)}){_canonical_hint(self.config, customer_id, run.as_of.to_pydatetime())}")
+        return found
 
     # -- explanations --------------------------------------------------------------------------
     def explain(self, customer_id: str, target: str | None = None, run_id: str | None = None,
-                version: str | int | None = None):
-        """One :class:`pipeline.jobs.explain.Explanation` per model (waterfall PNG included); with
-        ``version`` (and ``target``), that version of the model instead of the one the run used."""
+                version: str | int | None = None, as_of: str | date | datetime | None = None):
+        """One :class:`pipeline.jobs.explain.Explanation` per model (waterfall PNG included), in a run
+        (default: the latest; or the run ``as_of`` a date); with ``version`` (and ``target``), that
+        version of the model instead of the one the run used."""
         from pipeline.jobs.explain import explain_customer
 
-        return explain_customer(self.config, customer_id, target, run_id, version=None if version is None else str(version))
+        return explain_customer(self.config, customer_id, target, self._run_id(run_id, as_of=as_of),
+                                version=None if version is None else str(version))
 
-    def segment_drivers(self, name: str, run_id: str | None = None) -> pd.DataFrame:
-        """Per model, the features that most set the segment apart in a run (default: the latest):
-        the mean push in probability points inside the segment minus over everyone scored."""
+    def segment_drivers(self, name: str, run_id: str | None = None,
+                        as_of: str | date | datetime | None = None) -> pd.DataFrame:
+        """Per model, the features that most set the segment apart in a run (default: the latest; or
+        the run ``as_of`` a date): the mean push in probability points inside the segment minus over
+        everyone scored. A segment the run does not have raises ``ValueError``."""
         from pipeline.jobs.explain import segment_drivers
 
-        return segment_drivers(self.config, name, run_id)
+        return segment_drivers(self.config, name, self._run_id(run_id, as_of=as_of))
 
 
 def _with_warnings(frame: pd.DataFrame, found: list[str]) -> pd.DataFrame:

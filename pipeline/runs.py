@@ -347,13 +347,71 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
             raise ValueError(_replaced_text(run_id, *now) + f". Use --run {now[0]} or --as-of {as_of_label(now[1])}")
     if found.empty:
         what = f"run {run_id!r}" if run_id else f"run as of {as_of_label(as_of)}" if as_of else "run"
-        have = read(db, "SELECT as_of FROM scoring_runs ORDER BY as_of DESC LIMIT 6") if db.exists() else None
+        have = read(db, "SELECT run_id, as_of FROM scoring_runs ORDER BY as_of DESC LIMIT 6") if db.exists() else None
         if have is None or have.empty:
             raise ValueError(f"no scoring {what} in {db}; score first: dynseg score --as-of DATE")
-        dates = ", ".join(as_of_label(t.to_pydatetime()) for t in have.as_of)
+        if run_id:
+            _not_a_run_id(db, run_id)
+        dates = ", ".join(f"{as_of_label(t.to_pydatetime())} (run {r})" for r, t in have.itertuples(index=False))
         raise ValueError(f"no scoring {what} in {db}; the latest runs are as of {dates} "
                          "(`dynseg segments show SEGMENT` lists every run of a segment); or score it: dynseg score --as-of DATE")
     return found.iloc[0]
+
+
+def _not_a_run_id(db: Path, given: str) -> None:
+    """Say what an id that names no run was meant to be: a date (the run as of it), or the start of
+    one run's id; nothing to say, nothing raised."""
+    from features.asof import BadValue, as_of_label, parse_as_of
+
+    try:
+        instant = parse_as_of(given)
+    except (BadValue, ValueError):
+        instant = None
+    if instant is not None:
+        on = read(db, "SELECT run_id FROM scoring_runs WHERE as_of = ?", [instant])
+        if not on.empty:
+            raise ValueError(f"{given!r} is a date, not a run id: the run as of {as_of_label(instant)} is "
+                             f"{on.run_id[0]!r} (name it by its id, or by its date: --as-of {as_of_label(instant)}, "
+                             "as_of= in Python)")
+        return
+    started = read(db, "SELECT run_id, as_of FROM scoring_runs WHERE starts_with(run_id, ?) ORDER BY as_of DESC",
+                   [given])
+    if len(started) == 1:
+        raise ValueError(f"no scoring run {given!r}: run ids are whole; did you mean run {started.run_id[0]!r} "
+                         f"(as of {as_of_label(started.as_of[0].to_pydatetime())})?")
+
+
+def require_segment(db: Path, run: pd.Series, name: str) -> None:
+    """Refuse a segment the run does not have (in its health or its exits: a segment removed from
+    the config exits its members), with the closest name; a typo otherwise read as an empty segment."""
+    import difflib
+
+    from features.asof import as_of_label
+
+    known = set(read(db, "SELECT DISTINCT segment FROM segment_health WHERE run_id = ?", [run.run_id]).segment)
+    if name in known or name in set(read(db, "SELECT DISTINCT segment FROM segment_deltas WHERE run_id = ?",
+                                         [run.run_id]).segment):
+        return
+    close = difflib.get_close_matches(name, sorted(known), n=1)
+    raise ValueError(f"the run as of {as_of_label(run.as_of)} (run {run.run_id}) has no segment {name!r}"
+                     + (f"; did you mean {close[0]!r}?" if close else ".") + f" Its segments: {', '.join(sorted(known))}")
+
+
+def unknown_segment(db: Path, defined: list[str], name: str) -> ValueError | None:
+    """The error for a segment neither in configs/segments.yaml (``defined``) nor in any stored run;
+    None when it is in either."""
+    import difflib
+
+    if name in defined or not read(db, "SELECT 1 FROM segment_health WHERE segment = ? LIMIT 1", [name]).empty:
+        return None
+    known = read(db, "SELECT DISTINCT segment FROM segment_health")
+    gone = sorted(set(known.segment if not known.empty else []) - set(defined))
+    close = difflib.get_close_matches(name, [*defined, *gone], n=1)
+    return ValueError(f"no segment named {name!r} in configs/segments.yaml"
+                      + (" or in past scoring runs" if gone else " or in any past scoring run")
+                      + (f"; did you mean {close[0]!r}?" if close else ".")
+                      + f" Defined: {', '.join(defined)}"
+                      + (f"; removed since their last run: {', '.join(gone)}" if gone else ""))
 
 
 def _replacement(db: Path, run_id: str) -> tuple[str, datetime] | None:

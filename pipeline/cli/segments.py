@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from pathlib import Path
 from typing import Annotated, Optional
@@ -172,14 +171,7 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
         history = runs.read(db, "SELECT run_id, as_of, size, sendable, holdout, entered, exited, volatility, "
                                 "coverage FROM segment_health WHERE segment = ? ORDER BY as_of", [name])
         if current is None and history.empty:
-            known = runs.read(db, "SELECT DISTINCT segment FROM segment_health")
-            gone = sorted(set(known.segment if not known.empty else []) - set(cfg.segments.by_name()))
-            close = difflib.get_close_matches(name, [*cfg.segments.by_name(), *gone], n=1)
-            raise ValueError(f"no segment named {name!r} in configs/segments.yaml"
-                             + (f" or in past scoring runs" if gone else " or in any past scoring run")
-                             + (f"; did you mean {close[0]!r}?" if close else ".")
-                             + f" Defined: {', '.join(cfg.segments.by_name())}"
-                             + (f"; removed since their last run: {', '.join(gone)}" if gone else ""))
+            raise runs.unknown_segment(db, list(cfg.segments.by_name()), name)
         # a removed segment: its newest run, unless --as-of names one
         run = (_latest_run(db, as_of, run_id) if as_of or run_id or current is not None
                else _run_by_id(db, history.run_id.iloc[-1]))
@@ -368,11 +360,8 @@ def changes(ctx: typer.Context,
         known = set(runs.read(db, "SELECT DISTINCT segment FROM segment_health WHERE run_id = ?", [run.run_id]).segment)
         moved_in = set(runs.read(db, "SELECT DISTINCT segment FROM segment_deltas WHERE run_id = ?", [run.run_id]).segment)
         config = json.loads(run.config).get("segments", {}) if isinstance(run.config, str) else {}
-        if name is not None and name not in known and name not in moved_in:
-            close = difflib.get_close_matches(name, list(known), n=1)
-            raise ValueError(f"the run as of {as_of_label(run.as_of)} (run {run.run_id}) has no segment {name!r}"
-                             + (f"; did you mean {close[0]!r}?" if close else "")
-                             + f". Its segments: {', '.join(sorted(known))}")
+        if name is not None:
+            runs.require_segment(db, run, name)
         order = {d["name"]: i for i, d in enumerate(config.get("segments", []))}
         names = [name] if name is not None else sorted(known | moved_in, key=lambda n: (order.get(n, len(order)), n))
         parts = {n: _changes_of(db, run, n, config, removed=n not in known) for n in names}

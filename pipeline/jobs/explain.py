@@ -225,6 +225,7 @@ def segment_drivers(cfg: Config, segment: str, run_id: str | None = None, sample
     members = runs.read(db, "SELECT customer_id FROM segment_members WHERE run_id = ? AND segment = ?",
                         [run.run_id, segment]).customer_id
     if members.empty:
+        runs.require_segment(db, run, segment)  # a name the run does not have is a typo, not an empty segment
         return pd.DataFrame(columns=DRIVER_COLUMNS)
     scores = runs.read(db, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
     models = _run_models(cfg, run)

@@ -872,7 +872,8 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
     assert e.run_id == shop.runs[0].run_id and e.stored_score == pytest.approx(d1.purchase_score.iloc[0], abs=1e-12)
     result = runner.invoke(app, ["explain", cid, "--as-of", "2026-11-20", "--model", "purchase"])
     text = " ".join(result.output.split())
-    assert result.exit_code == 1 and "the latest runs are as of 2026-11-27, 2026-11-26" in text, text
+    assert result.exit_code == 1 and "the latest runs are as of 2026-11-27 (run " in text, text
+    assert f"2026-11-26 (run {shop.runs[0].run_id})" in text, text  # each with its id, to name it by
     # --model loads (and checks the inputs of) that model only; one the run lacks is named
     from pipeline.jobs.explain import _run_models
     from pipeline.jobs.monitor import find_run
@@ -1271,3 +1272,38 @@ def test_a_customer_id_names_one_file_inside_the_reports_folder():
     assert file_safe("c0001") == "c0001" and file_safe("ann@shop.de") == "ann@shop.de"  # plain ids as they are
     names = [file_safe(cid) for cid in ("a/b", "a_b", "a:b", "a b")]
     assert len(set(names)) == len(names), names  # ids that differ keep files of their own
+
+
+def test_the_python_api_refuses_a_name_the_cli_refuses_and_finds_runs_by_date(shop):
+    """Project().members("likely_buyer") (a typo), a customer the run never scored and a date
+    passed as a run id returned empty frames, or a message listing that date as a run there is,
+    where the CLI refused with the name meant."""
+    from pipeline.api import Project as Api
+
+    api = Api(shop.root)
+    day1, day2 = (r.run_id for r in shop.runs)
+    for call in (lambda: api.members("likely_buyer"), lambda: api.segment_drivers("likely_buyers "),
+                 lambda: api.members("likely_buyer", as_of="2026-11-26")):
+        with pytest.raises(ValueError, match="has no segment 'likely_buyers? ?'; did you mean 'likely_buyers'"):
+            call()
+    with pytest.raises(ValueError, match="no segment named 'likely_buyer' in configs/segments.yaml or in any past "
+                                         "scoring run; did you mean 'likely_buyers'"):
+        api.segment_history("likely_buyer")
+    with pytest.raises(ValueError, match=f"customer 'nobody' was not scored in run {day2}"):
+        api.reasons("nobody")
+    # a date where a run id goes names the run of that date; the start of an id, the whole id
+    with pytest.raises(ValueError, match=f"'2026-11-26' is a date, not a run id: the run as of 2026-11-26 is '{day1}'"):
+        api.segments("2026-11-26")
+    with pytest.raises(ValueError, match=f"run ids are whole; did you mean run '{day1}' \\(as of 2026-11-26\\)"):
+        api.members("likely_buyers", day1[:6])
+    result = runner.invoke(app, ["segments", "list", "--run", "2026-11-26"])
+    assert result.exit_code == 1 and f"the run as of 2026-11-26 is '{day1}'" in " ".join(result.output.split())
+    # ... and as_of= finds it, as --as-of does
+    assert set(api.members("likely_buyers", as_of="2026-11-26").run_id) == {day1}
+    assert api.segments(as_of="2026-11-26").equals(api.segments(day1))
+    assert len(api.segment_history("likely_buyers")) == 2
+    scored = q(shop, "SELECT customer_id FROM customer_scores WHERE run_id = ? LIMIT 1", [day1]).customer_id[0]
+    assert api.reasons(scored, as_of="2026-11-26").run_id.isin([day1]).all()  # scored: its reasons, maybe none
+    with pytest.raises(ValueError, match="not both"):
+        api.segments(day1, as_of="2026-11-26")
+
