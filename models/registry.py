@@ -655,11 +655,20 @@ def _card(run_id: str) -> str:
     return _read_artifact(run_id, _CARD_FILE, mlflow.artifacts.load_text) or ""
 
 
+_DOWNLOADS: tempfile.TemporaryDirectory | None = None
+
+
 def download_run_artifact(run_id: str, path: str) -> Path:
     """A local copy of a run's artifact, fetched without MLflow's progress bar (in a notebook it
-    prints as lines of stderr under the cell)."""
+    prints as lines of stderr under the cell), into one temporary folder per process, removed when
+    the process ends (MLflow's own default made a new folder per call and left every one behind)."""
+    global _DOWNLOADS
+    if _DOWNLOADS is None:
+        _DOWNLOADS = tempfile.TemporaryDirectory(prefix="dynseg-artifacts-")
+    target = Path(_DOWNLOADS.name) / run_id
+    target.mkdir(exist_ok=True)
     with _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
-        return Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}"))
+        return Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/{path}", dst_path=str(target)))
 
 
 def _read_artifact(run_id: str, path: str, loader: Callable[[str], Any]) -> Any:
@@ -921,8 +930,9 @@ def reference_sample(name: str, version: str | int) -> pd.DataFrame:
     client = MlflowClient()
     with _mlflow(f"reading the training reference of {name} version {version}"):
         mv = _version(client, name, version)
-        frame = _read_artifact(mv.run_id, REFERENCE_FILE, lambda uri: pd.read_parquet(
-            mlflow.artifacts.download_artifacts(uri)))
+        with tempfile.TemporaryDirectory(prefix="dynseg-reference-") as copy:  # MLflow's default folder stayed
+            frame = _read_artifact(mv.run_id, REFERENCE_FILE, lambda uri: pd.read_parquet(
+                mlflow.artifacts.download_artifacts(uri, dst_path=copy)))
     if frame is None:
         raise RegistryError(f"{name} version {version} has no training reference ({REFERENCE_FILE} in run "
                             f"{mv.run_id}); it was trained before references were logged. Retrain it "

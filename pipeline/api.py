@@ -83,8 +83,16 @@ class Project:
         return registry.version_details(registry.model_name(target, self.config.training.registry.names), version)
 
     def versions(self) -> pd.DataFrame:
-        """Every registered version of every model: aliases, status and test metrics (``dynseg models list``)."""
-        return self._registry().list_versions()
+        """Every registered version of every model: aliases, status and test metrics (``dynseg models list``).
+        ``test_cutoff`` is the test snapshot's cutoff as stored, an instant at midnight UTC (``2026-08-01``:
+        the start of that day); ``test_as_of`` is the same cutoff as ``models list`` shows it and
+        ``--as-of`` or :meth:`features` take it: the day whose end it is (``2026-07-31``)."""
+        from features.asof import cutoff_label
+
+        found = self._registry().list_versions()
+        found.insert(found.columns.get_loc("test_cutoff") + 1, "test_as_of",
+                     [cutoff_label(c) if c else "" for c in found.test_cutoff])
+        return found
 
     def shap_importance(self, target: str, version: str | int | None = None) -> pd.DataFrame:
         """Mean |SHAP| per feature (log-odds and probability points) on the version's test sample."""

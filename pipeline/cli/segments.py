@@ -70,7 +70,9 @@ def list_(ctx: typer.Context,
         rows = json.loads(health.drop(columns=["run_id", "as_of"]).to_json(orient="records"))
         for r in rows:
             r["definition_change"] = changes.get(r["segment"])  # new / redefined / None
-        text = json.dumps({"run_id": run.run_id, "as_of": as_of_label(run.as_of), "previous_run_id": run.previous_run_id,
+        # as_of: the cutoff instant (UTC), as in manifest.json and the reports' summary.json; as_of_label: the date
+        text = json.dumps({"run_id": run.run_id, "as_of": run.as_of.to_pydatetime().isoformat(),
+                           "as_of_label": as_of_label(run.as_of), "previous_run_id": run.previous_run_id,
                            "segments": rows, "removed": [n for n, c in changes.items() if c == "removed"],
                            # a promotion or rollback between the runs: its segments moved with the model too
                            "model_changes": {t: {"before": b, "now": n} for t, (b, n) in models_changed.items()}},

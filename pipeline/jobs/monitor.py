@@ -131,7 +131,7 @@ def _monitor_reports(cfg: Config, run, t: datetime, used, feats, current, thresh
     compared = {m["target"]: m for m, _ in used}
     health = health_alarms(cfg, run)
     result = MonitorResult(run.run_id, t, reports, health, folder, files)
-    summary = {"run_id": run.run_id, "as_of": str(t), "as_of_label": as_of_label(t), "alarm": result.alarm,
+    summary = {"run_id": run.run_id, "as_of": t.isoformat(), "as_of_label": as_of_label(t), "alarm": result.alarm,
                "reasons": result.reasons,
                # the model version each report compared with: its training reference is the baseline
                "drift": {k: {"model": compared[k]["name"], "version": str(compared[k]["version"]),
@@ -448,7 +448,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     result = LiftResult(run.run_id, t, lift, quality, {k: (t, t + h) for k, h in horizons.items() if closed[k]},
                         folder, notes=notes, lead_notes=lead_notes, alarm_on_harm=alarm_on_harm, alpha=lc.alpha)
     result.files["lift"] = write_atomic(folder / "lift.csv", lift.to_csv(index=False).encode())
-    summary = {"run_id": run.run_id, "as_of": str(t), "as_of_label": as_of_label(t), "alarm": result.alarm,
+    summary = {"run_id": run.run_id, "as_of": t.isoformat(), "as_of_label": as_of_label(t), "alarm": result.alarm,
                "reasons": result.reasons,
                "lift": json.loads(lift.to_json(orient="records")) if not lift.empty else [],
                "quality": {k: q.summary() for k, q in quality.items()}, "notes": notes}

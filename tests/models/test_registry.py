@@ -219,6 +219,21 @@ def test_a_training_run_logs_everything_and_registers_a_tagged_version(reg, data
     assert f"lightgbm=={lightgbm.__version__}" in reqs and all("==" in r for r in reqs)
 
 
+def test_artifacts_fetched_for_a_notebook_share_one_temporary_folder(reg, tmp_path, monkeypatch):
+    """Project().run_artifact / shap_importance: MLflow's default made a new temp folder per call and
+    left each behind (five per run of the review notebook)."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(R, "_DOWNLOADS", None)
+    got = [R.download_run_artifact(reg.strong, p) for p in ("model_card.md", "config.yaml", "model_card.md")]
+    assert all(g.is_file() for g in got) and got[0] == got[2]
+    (folder,) = tmp_path.iterdir()  # one folder, whatever the number of calls
+    assert folder.name.startswith("dynseg-artifacts-") and all(folder in g.parents for g in got)
+    R._DOWNLOADS.cleanup()  # as at the process's end
+    assert not folder.exists()
+
+
 def test_the_gate_refuses_an_unvalidated_model_and_allow_unvalidated_registers_it_tagged(reg):
     assert R.register(reg.weak, "t-gate", validated=False, allow_unvalidated=False, tags={}) is None
     assert MlflowClient().get_run(reg.weak).data.tags["validation_status"] == "REJECTED"

@@ -82,7 +82,9 @@ def test_realized_quality_matches_what_the_model_card_promised(shop):
     # a difference is chance and no harm alarm is raised (a backfill read "the campaign lowered conversion")
     assert r.notes[0].startswith(f"run {r.run_id} was scored on ") and "after its outcome window had passed" in r.notes[0]
     assert not r.alarm_on_harm
-    assert (shop.workspace / "reports" / "lift" / "2026-08-31" / "summary.json").is_file()
+    lift_summary = json.loads((shop.workspace / "reports" / "lift" / "2026-08-31" / "summary.json").read_text())
+    # as_of is the cutoff instant in every JSON dynseg writes (it read "2026-09-01 00:00:00" here)
+    assert (lift_summary["as_of"], lift_summary["as_of_label"]) == ("2026-09-01T00:00:00", "2026-08-31"), lift_summary
     # and the command says so before its figures, which it changes the meaning of
     from typer.testing import CliRunner
 
@@ -360,6 +362,7 @@ def test_drift_is_found_in_the_drifted_period_and_not_before(shop):
     assert "drifted" in text and "key column" in text
     summary = json.loads((shop.workspace / "reports" / "monitor" / "2026-11-27" / "summary.json").read_text())
     assert summary["alarm"] and summary["drift"]["purchase"]["drift_share"] > before.drift["purchase"].drift_share
+    assert (summary["as_of"], summary["as_of_label"]) == ("2026-11-28T00:00:00", "2026-11-27"), summary
     used = {m.target: (m.name, str(m.version)) for m in shop.late_run.models}  # the versions compared are named
     assert {k: (v["model"], v["version"]) for k, v in summary["drift"].items()} == used
     html = (shop.workspace / "reports" / "monitor" / "2026-11-27" / "drift_purchase.html").read_text()

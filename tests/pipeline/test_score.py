@@ -565,7 +565,9 @@ def test_segments_cli_lists_and_shows(shop):
     health = q(shop, "SELECT segment, size, sendable, holdout, entered, exited FROM segment_health WHERE run_id = ?",
                [doc["run_id"]]).set_index("segment")
     got = {r["segment"]: r for r in doc["segments"]}
-    assert set(got) == set(health.index) and doc["run_id"] == shop.runs[1].run_id and doc["as_of"] == "2026-11-27"
+    assert set(got) == set(health.index) and doc["run_id"] == shop.runs[1].run_id
+    # as_of means the same in every JSON dynseg writes: the cutoff instant, beside the date given
+    assert (doc["as_of"], doc["as_of_label"]) == ("2026-11-28T00:00:00", "2026-11-27"), doc
     for name, row in health.iterrows():
         assert [got[name][k] for k in ("size", "sendable", "holdout", "entered", "exited")] == row.tolist(), name
     result = runner.invoke(app, ["segments", "show", "likely_buyers"])
@@ -1306,4 +1308,11 @@ def test_the_python_api_refuses_a_name_the_cli_refuses_and_finds_runs_by_date(sh
     assert api.reasons(scored, as_of="2026-11-26").run_id.isin([day1]).all()  # scored: its reasons, maybe none
     with pytest.raises(ValueError, match="not both"):
         api.segments(day1, as_of="2026-11-26")
+    # a version's test snapshot as models list shows it: a date that, as an as_of, is the cutoff
+    from datetime import datetime
+
+    versions = api.versions()
+    assert len(versions) >= 2 and (versions.test_as_of != versions.test_cutoff).all(), versions
+    for row in versions.itertuples():
+        assert parse_as_of(row.test_as_of) == datetime.fromisoformat(row.test_cutoff), row
 
