@@ -15,7 +15,7 @@ export OMP_WAIT_POLICY := passive
 # command would recompile mlflow, sklearn, evidently... on each start (seconds per command).
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: demo test env env-dev env-spark java clean-demo notebooks
+.PHONY: demo test env env-dev env-spark java clean-demo notebooks env-notebooks
 
 # Core environment: pinned by uv.lock (no dev tools, no Spark).
 $(VENV)/.core-installed: uv.lock pyproject.toml
@@ -45,6 +45,9 @@ env-spark: java $(VENV)/.spark-installed
 
 # The review notebooks in JupyterLab (on 127.0.0.1 only; open the URL it prints). Run `make demo`
 # first, or set DYNSEG_PROJECT to your project: the notebooks read its workspace.
+# JupyterLab and nbconvert without starting a server (to run notebooks headless).
+env-notebooks: $(VENV)/.notebooks-installed
+
 notebooks: $(VENV)/.notebooks-installed
 	DYNSEG_PROJECT=$${DYNSEG_PROJECT:-$(CURDIR)} $(VENV)/bin/jupyter lab --ip 127.0.0.1 --no-browser \
 	  --ServerApp.root_dir=$(CURDIR)/notebooks $$([ "$$(id -u)" = 0 ] && echo --allow-root)

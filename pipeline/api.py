@@ -8,6 +8,7 @@
     p.training_set("churn")            # the snapshots a model trains on (computed now)
     p.model_inputs(training_set)       # the columns train learns from, as the model sees them
     feature_signal(training_set)       # each feature's univariate AUC per snapshot role
+    cutoff_label(ts.as_of.iloc[0])     # a snapshot's cutoff instant as the date --as-of takes
     p.shap_importance("purchase")      # mean |SHAP| per feature, from the training run
     p.runs()                           # scoring runs
     p.segments()                       # health of the latest run
@@ -29,6 +30,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from features.asof import cutoff_label  # noqa: F401  (part of this API: a snapshot's cutoff as the date --as-of takes)
 from features.training_set import feature_signal  # noqa: F401  (part of this API)
 from pipeline import runs
 from pipeline.config import Config, load_config

@@ -40,8 +40,13 @@ class DataError(Exception):
         lines = [self.summary + ":"]
         for p in self.report.errors:
             shown = f" (e.g. {'; '.join(p.examples[:3])})" if p.examples else ""
-            lines.append(f"  - {p.where()}: {p.message} [{p.count:,} rows]{shown}. Fix: {p.fix}")
+            rows = "" if p.check in SOURCE_CHECKS else f" [{p.count:,} row{'s' if p.count != 1 else ''}]"
+            lines.append(f"  - {p.where()}: {p.message}{rows}{shown}. Fix: {p.fix}")
         return "\n".join(lines)
+
+
+#: checks of a whole source or column (counted once), not of rows: no row count beside them
+SOURCE_CHECKS = {"missing_source", "unknown_source", "unreadable", "empty", "missing_column"}
 
 
 @dataclass

@@ -199,11 +199,15 @@ def test_a_data_error_from_python_names_every_problem():
         Problem("events", "customer_id", "null_id", "error", 2, "events.parquet: 2 rows without a customer_id",
                 "drop them or fill them", ("row 7: NULL",)),
         Problem("events", None, "repeats", "warning", 5, "5 repeated event ids", "nothing to do"),
+        Problem("customers", None, "unreadable", "error", 1, "file c.parquet does not exist", "correct the file"),
     ])
     e = DataError(report)
-    assert e.summary == "2 data errors (and 1 warning) found; nothing was written"
+    assert e.summary == "3 data errors (and 1 warning) found; nothing was written"
     text = str(e)
     assert text.startswith(e.summary + ":")
-    assert "events.amount: events.parquet: 1 purchase with a negative amount [1 rows] (e.g. row 6: -3.5). " \
+    assert "events.amount: events.parquet: 1 purchase with a negative amount [1 row] (e.g. row 6: -3.5). " \
            "Fix: refunds are their own event type" in text
     assert "events.customer_id:" in text and "repeated" not in text  # the errors; warnings stay in the report
+    assert "[2 rows]" in text
+    # a missing file is no row: it read "does not exist [1 rows]"
+    assert "customers: file c.parquet does not exist. Fix: correct the file" in text
