@@ -187,6 +187,17 @@ def connect(tracking_uri: str, timeout: float = 5.0) -> None:
     # would outrank the configured URI for every later Workspace.tracking_uri() in this process.
     with _env(MLFLOW_TRACKING_URI=os.environ.get("MLFLOW_TRACKING_URI")):
         mlflow.set_tracking_uri(tracking_uri)
+    if tracking_uri.startswith("http"):
+        # A server that dies after this check: MLflow's defaults (7 retries, backoff up to 2 minutes,
+        # 120 s per request) kept a scoring run retrying for 4 minutes, the workspace locked, before
+        # it failed. Two retries and a minute per request (an artifact upload) unless set otherwise.
+        for var, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(var, value)
+
+
+#: MLflow's HTTP settings once a server has answered (each kept when the environment sets it)
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                 "MLFLOW_HTTP_REQUEST_TIMEOUT": "60"}
 
 
 def _create_store(db: Path) -> None:
@@ -250,7 +261,21 @@ def _mlflow(action: str) -> Iterator[None]:
     except RegistryError:
         raise
     except (MlflowException, OSError) as e:  # OSError: requests' connection errors, e.g. a server that died mid-upload
-        raise RegistryError(f"{action} failed at {mlflow.get_tracking_uri()}: {_first_line(e)}") from e
+        uri = mlflow.get_tracking_uri()
+        if uri.startswith("http") and _unanswered(e):  # gone since connect: try again later (exit 75), not a fix
+            raise TrackingUnreachable(f"{action} failed: the MLflow tracking server at {uri} stopped answering "
+                                      f"({_first_line(e)}); run it again once the server is back") from e
+        raise RegistryError(f"{action} failed at {uri}: {_first_line(e)}") from e
+
+
+def _unanswered(e: BaseException) -> bool:
+    """Whether ``e`` is a server not answering (refused, reset, timed out), not an answer refusing."""
+    import requests
+
+    if isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
+        return True
+    return bool(re.search(r"Max retries exceeded|Connection (refused|reset|aborted)|Read timed out|"
+                          r"NewConnectionError|RemoteDisconnected", str(e)))
 
 
 def _missing(e: MlflowException) -> bool:

@@ -17,7 +17,7 @@ import stat
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -205,7 +205,10 @@ def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path, state: d
                 COMMITTED.append(done)
         except BaseException:
             if not state.get("committed"):
-                con.execute("ROLLBACK")
+                # a COMMIT that failed (a full disk) has ended the transaction itself: a ROLLBACK then
+                # raised "no transaction is active" over the error that said why
+                with suppress(duckdb.Error):
+                    con.execute("ROLLBACK")
             raise
     finally:
         con.execute("DETACH ws")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -135,3 +137,16 @@ def dead_pid() -> int:
 
     done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
     return int(done.stdout)
+
+
+# -- the benchmark scripts (tests/bench): each runs as a user runs it, a fresh Python process from
+# the repository (bench/ is no package, and its features.py would shadow the `features` package).
+# A change to a function they call (``fit_and_evaluate`` returning a fourth value) broke three of
+# them for a day without a test noticing. Their figures are not asserted, only their shape.
+@pytest.fixture
+def bench(tmp_path):
+    """Run ``bench/SCRIPT`` with arguments from a temp folder; the completed process."""
+    def run(script: str, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, str(REPO / "bench" / script), *args], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=600)
+    return run

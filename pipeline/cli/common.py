@@ -250,6 +250,8 @@ def handled() -> Iterator[None]:
     except Exception as e:
         duckdb = sys.modules.get("duckdb")
         code = _workspace_io(e) if duckdb is not None and isinstance(e, duckdb.IOException) else None
+        if code is None and duckdb is not None and isinstance(e, duckdb.Error):
+            code = _disk_full(e)  # DuckDB's own writes (the database at commit, a COPY): its errors are no OSError
         if code is not None:
             raise typer.Exit(code) from None
         if duckdb is None or not isinstance(e, duckdb.OutOfMemoryException):
@@ -353,6 +355,27 @@ def _spark_failed(e: Exception) -> None:
 
 #: The files whose spark: settings the command's config took (set as it is loaded)
 _SPARK_SETTINGS = ""
+
+
+def _disk_full(e: Exception) -> int | None:
+    """One line for a DuckDB write that found the disk full (the workspace database at commit, an
+    export's Parquet file), naming the file as the user knows it (not its hidden temp name); None
+    for any other error."""
+    text = str(e)
+    if not re.search(r"No space left on device|Disk quota exceeded", text):
+        return None
+    file = re.search(r'file \\?"([^"\\]+)\\?"', text)
+    where = _untemp(file.group(1)) if file else "the workspace"
+    err.print(f"[bold red]Error:[/] no space left on the device writing {escape(where)}. Free some space there "
+              "and run it again; nothing this command had not finished writing was kept (its writes are atomic, "
+              "the database's in one transaction).", highlight=False)
+    return EXIT_DATA
+
+
+def _untemp(path: str) -> str:
+    """``/x/.2026-11-21.16037@host~ab12.tmp/a.parquet`` as ``/x/2026-11-21/a.parquet``: the path being
+    written, without the temp name of :func:`pipeline.workspace.temp_sibling` (``.NAME.PID@HOST~XXXX.tmp``)."""
+    return re.sub(r"(^|/)\.([^/]+?)\.\d+@[^/~]+~\w+\.tmp(?=/|$)", r"\1\2", path)
 
 
 def _workspace_io(e: Exception) -> int | None:

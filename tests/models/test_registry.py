@@ -607,6 +607,12 @@ def test_full_cycle_against_a_real_mlflow_server(server, data, tmp_path):
     print(f"\n[timing] server boot {boot:.1f}s (overlapped), log_training_run {t_log:.1f}s, register {t_reg:.2f}s, "
           f"whole cycle {time.perf_counter() - t0:.1f}s")
     assert server.stop(), "mlflow server processes survived SIGTERM and SIGKILL"
+    # the server gone after connect (mid-run): a try-again-later error within seconds, not MLflow's
+    # seven retries with backoff (a scoring run retried for 4 minutes, then exited 1)
+    t = time.perf_counter()
+    with pytest.raises(R.TrackingUnreachable, match="stopped answering"):
+        R.list_versions("dynseg-purchase")
+    assert time.perf_counter() - t < 30
 
 
 def test_the_gate_prints_enough_decimals_to_show_why_it_fails():
