@@ -323,9 +323,10 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     closed = {k: newest >= t + h for k, h in horizons.items()}
     if not any(closed[m["target"]] for m in models) and not closed["purchase"]:
         needed = min(horizons[m["target"]] for m in models) if models else horizons["purchase"]
-        raise OutcomeWindowOpen(f"the outcome window of run {run.run_id} (as of {as_of_label(t)}) runs to "
-                         f"{as_of_label(t + needed)}, but the data ends {newest:%Y-%m-%d %H:%M}; "
-                         "lift and realized quality need the whole window: run this later, or pick an older run")
+        raise OutcomeWindowOpen(f"the outcome window of run {run.run_id} (as of {as_of_label(t)}) runs to the end of "
+                         f"{as_of_label(t + needed)}; lift and realized quality need the whole window, which the data shows "
+                         f"by an event at or after {t + needed:%Y-%m-%d %H:%M} UTC, and it ends {newest:%Y-%m-%d %H:%M}: "
+                         "run this after the next load, or pick an older run")
     outcome = {k: _outcomes(data.con, t, h).set_index("customer_id") for k, h in horizons.items()}
     # The run stored each customer under the canonical id of its day; identities linked since may
     # have merged it into a group whose smallest id (today's canonical id) is another: its outcomes

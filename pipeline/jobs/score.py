@@ -213,6 +213,19 @@ def nothing_new_warnings(ws: Workspace, newest: datetime | None, as_of: datetime
             "passing. Check the extract that writes it"]
 
 
+def exports_writable(folder: Path) -> None:
+    """Refuse, before any work, a run whose exports folder cannot be written (a read-only mount):
+    found when the exports were written, it cost the whole run and named a hidden temp folder."""
+    from pipeline.workspace import check_writable
+
+    probe = folder.with_name(f"{folder.name}.new")  # the run writes a temp folder beside it, then renames
+    try:
+        check_writable(probe)
+    except ValueError as e:
+        raise ValueError(str(e).replace(str(probe), str(folder)) + " (checked before scoring: the run's exports "
+                         "go there)") from None
+
+
 def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress: Progress | None = None,
               log_to_mlflow: bool = True, reasons: bool | None = None, allow_short_history: bool = False,
               allow_dead_inputs: bool = False) -> ScoreRun:
@@ -224,6 +237,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     started = datetime.now(timezone.utc).replace(tzinfo=None)
     ws = Workspace(cfg.workspace)
     runs.refuse_pruned_era(ws.db_path, as_of)
+    exports_writable(ws.root / "exports" / as_of_file_label(as_of))
     registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
     targets = list(cfg.scoring.targets)
     if not targets:

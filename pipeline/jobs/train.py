@@ -412,10 +412,28 @@ def campaign_overlap(db: Path, customers: pd.Series, cutoff: datetime, horizon: 
     labels the model is graded on (dynseg's own campaigns, which the card would otherwise blame on
     the base rate)."""
     said = campaign_summary(db, customers, cutoff, horizon)
-    return [] if said is None else [
+    out = [] if said is None else [
         said + ": if their exports were sent, a campaign moved the labels this model is tested on, so its test "
         "metrics and calibration partly measure the campaign (a level off the realized rate, say). A test "
         "snapshot whose window holds no campaign (train --as-of another date) measures the model alone"]
+    gone = pruned_in_window(db, cutoff, horizon)
+    if gone:  # their members are gone: the check above could not see them (it said nothing at all)
+        out.append(f"{len(gone)} scoring run{'s' if len(gone) != 1 else ''} within or just before the test labels' "
+                   f"window (as of {as_of_label(gone[0])}" + (f" to {as_of_label(gone[-1])}" if len(gone) > 1 else "")
+                   + f") {'were' if len(gone) != 1 else 'was'} pruned (segments prune): who they made sendable is gone, "
+                   "so whether their campaigns "
+                   "reached the test snapshot's customers cannot be checked. If they were sent, the test metrics "
+                   "partly measure those campaigns")
+    return out
+
+
+def pruned_in_window(db: Path, cutoff: datetime, horizon: timedelta) -> list[datetime]:
+    """The as_of of each pruned scoring run that :func:`campaign_runs` would have checked."""
+    from pipeline import runs
+
+    found = runs.read(db, "SELECT run_id, as_of FROM scoring_runs WHERE as_of < ? AND as_of > ? ORDER BY as_of",
+                      [cutoff + horizon, cutoff - horizon])
+    return [r.as_of.to_pydatetime() for r in found.itertuples() if runs.pruned(db, r.run_id) is not None]
 
 
 def band_table(levels: list[band_rules.BandLevel], scores: np.ndarray, labels: np.ndarray) -> pd.DataFrame:

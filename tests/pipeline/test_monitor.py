@@ -144,7 +144,7 @@ def test_lift_recovers_a_simulated_campaign(shop):
     _holdouts_sendable_elsewhere_are_counted(shop, r)
 
 
-def test_training_says_when_the_test_labels_window_held_a_campaign_from_a_run(shop):
+def test_training_says_when_the_test_labels_window_held_a_campaign_from_a_run(shop, tmp_path):
     """A model tested on a snapshot whose label window follows a scoring run with sendable members
     is graded partly on what the campaign did: training says so (the card blamed the base rate)."""
     from pipeline.jobs.train import campaign_overlap
@@ -175,6 +175,17 @@ def test_training_says_when_the_test_labels_window_held_a_campaign_from_a_run(sh
     most = max(counts, key=counts.get)
     assert said.startswith(f"{either:,} of the test snapshot's {scored.nunique():,} customers were sendable in some of "
                            f"2 scoring runs (as of 2026-08-31 to 2026-11-27; the most, {counts[most]:,}, in run {most} "), said
+    # a pruned run in the window cannot be checked: said so (it was skipped without a word)
+    import shutil
+
+    copy = tmp_path / "pruned.duckdb"
+    shutil.copy(db, copy)
+    if db.with_name(db.name + ".wal").exists():
+        shutil.copy(db.with_name(db.name + ".wal"), copy.with_name(copy.name + ".wal"))
+    runs.prune(copy, 60)
+    (said,) = campaign_overlap(copy, scored, CAMPAIGN - timedelta(days=3), timedelta(days=30))
+    assert said.startswith("1 scoring run within or just before the test labels' window (as of 2026-08-31) was pruned "
+                           "(segments prune): who they made sendable is gone"), said
 
 
 def _campaigns(shop) -> list[str]:

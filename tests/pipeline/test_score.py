@@ -1316,3 +1316,22 @@ def test_the_python_api_refuses_a_name_the_cli_refuses_and_finds_runs_by_date(sh
     for row in versions.itertuples():
         assert parse_as_of(row.test_as_of) == datetime.fromisoformat(row.test_cutoff), row
 
+
+
+def test_an_exports_folder_that_cannot_be_written_is_refused_before_any_work(shop):
+    """A read-only (here: blocked) exports folder was found after validation, features, scoring and
+    reasons, and the error named the run's hidden temp folder."""
+    exports = shop.workspace / "exports"
+    aside = shop.workspace / "exports.aside"
+    exports.rename(aside)
+    try:
+        exports.write_text("not a folder")
+        stages: list[str] = []
+        with pytest.raises(ValueError, match=f"cannot write {exports}/2026-11-27: {exports} is a file, not a folder"
+                                             ".*checked before scoring") as e:
+            score_job(load_config(shop.root), DAY2, progress=stages.append)
+        assert ".tmp" not in str(e.value) and stages == []  # before any stage: no model loaded, nothing read
+    finally:
+        exports.unlink(missing_ok=True)
+        aside.rename(exports)
+    assert len(q(shop, "SELECT * FROM scoring_runs WHERE as_of = ?", [DAY2])) == 1  # the run of that date stands
