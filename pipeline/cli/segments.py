@@ -358,6 +358,10 @@ def changes(ctx: typer.Context,
 
     with handled():
         cfg, db, run = _run_of(ctx, as_of, run_id)
+        if out_path is not None:
+            from pipeline.jobs.features import check_out
+
+            check_out(out_path, "changes.csv", cfg)  # before the work (an unwritable --out was found after it)
         runs.require_rows(db, run, "who entered and who exited")
         known = set(runs.read(db, "SELECT DISTINCT segment FROM segment_health WHERE run_id = ?", [run.run_id]).segment)
         moved_in = set(runs.read(db, "SELECT DISTINCT segment FROM segment_deltas WHERE run_id = ?", [run.run_id]).segment)

@@ -628,7 +628,7 @@ def build_features_job(cfg: Config, as_of: datetime, engine: str | None = None, 
     is told each stage as it starts."""
     say = say or (lambda _: None)
     if out is not None:
-        _check_out(out, cfg=cfg)  # before the work, not after it
+        check_out(out, cfg=cfg)  # before the work, not after it
     say("validating the sources")
     data = load_for_run(cfg, as_of)
     with data.reading():  # a source rewritten under the run: refused before anything is written
@@ -708,7 +708,7 @@ def write_arrow(table: pa.Table, out: Path) -> Path:
     return out
 
 
-def _check_out(out: Path, example: str = "customer_features.parquet", cfg: Config | None = None) -> None:
+def check_out(out: Path, example: str = "customer_features.parquet", cfg: Config | None = None) -> None:
     if cfg is not None:
         not_the_projects_own(cfg, out)
     if out.is_dir():
@@ -722,7 +722,7 @@ def _check_out(out: Path, example: str = "customer_features.parquet", cfg: Confi
 def write_frame(frame: pd.DataFrame, out: Path, cfg: Config | None = None) -> Path:
     """Parquet or CSV by suffix, atomically, written straight to a temp file beside ``out``
     (with ``cfg``, refused when ``out`` is one of its sources)."""
-    _check_out(out, cfg=cfg)
+    check_out(out, cfg=cfg)
     with atomic_target(out) as tmp:
         if out.suffix.lower() == ".csv":
             _times_in_full(frame).to_csv(tmp, index=False)
@@ -794,7 +794,7 @@ def export_training_set_job(
 ) -> TrainingData:
     """``dynseg features training-set``: the snapshots ``dynseg train`` would fit on, written to
     ``out`` (Parquet or CSV, checked before the work)."""
-    _check_out(out, f"training_set_{target}.parquet", cfg)
+    check_out(out, f"training_set_{target}.parquet", cfg)
     td = training_set_job(cfg, target, as_of, horizon, engine, progress)
     write_frame(td.frame, out)
     return td

@@ -113,6 +113,13 @@ def test_segments_changes_lists_and_writes_who_entered_and_exited(shop, tmp_path
     before = customers.read_bytes()
     result = runner.invoke(app, ["segments", "changes", "likely_buyers", "--out", str(customers)])
     assert result.exit_code == 2 and "is the source 'customers'" in result.output and customers.read_bytes() == before
+    # an --out that cannot be written is refused before the work: no entries counted, nothing printed first
+    blocker = shop.workspace / "a_file"
+    blocker.write_text("")
+    result = runner.invoke(app, ["segments", "changes", "--sendable-only", "--out", str(blocker / "moves.csv")])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 2 and "is a file, not a folder" in said and "left out too" not in said, said
+    blocker.unlink()
     # an entered customer is in the band now; an exited one scored now is not (or is excluded)
     now = q(shop, "SELECT customer_id, purchase_band FROM customer_scores WHERE run_id = ?", [r2.run_id]).set_index("customer_id")
     entered = written[written.change == "entered"]
