@@ -34,6 +34,7 @@ import duckdb
 import pandas as pd
 
 from features.normalize import literal
+from pipeline.workspace import waiting_for_lock
 
 SCORE_COLUMNS = ("score", "score_100", "band")
 
@@ -296,7 +297,7 @@ def read(db_path: Path, query: str, params: list | None = None) -> pd.DataFrame:
     """A read-only query on the workspace database (empty frame if there is no database yet)."""
     if not db_path.is_file():
         return pd.DataFrame()
-    con = duckdb.connect(str(db_path), read_only=True)
+    con = waiting_for_lock(lambda: duckdb.connect(str(db_path), read_only=True))
     try:
         if not _has_table(con, _db_name(con), "scoring_runs"):
             return pd.DataFrame()
@@ -499,7 +500,7 @@ def prune(db_path: Path, keep_days: int, *, dry_run: bool = False) -> Pruned:
     if not db_path.is_file():
         return Pruned(pd.DataFrame(columns=["run_id", "as_of"]), {}, 0, 0)
     before = db_path.stat().st_size
-    con = duckdb.connect(str(db_path))
+    con = waiting_for_lock(lambda: duckdb.connect(str(db_path)))
     try:
         schema = _db_name(con)
         if not _has_table(con, schema, "scoring_runs"):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 import duckdb
 
@@ -29,6 +29,8 @@ from features.writers import HOST, running, writer_tag
 
 if TYPE_CHECKING:
     from pipeline.config import Config
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -194,7 +196,7 @@ def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path, state: d
     did in words, goes to :data:`COMMITTED` once it stands."""
     state = {} if state is None else state
     sweep_stale_temps(db_path)  # a copy a killed prune left beside the database (it stayed for good)
-    con.execute(f"ATTACH {literal(str(db_path))} AS ws")  # (a path may hold a quote: o'k)
+    waiting_for_lock(lambda: con.execute(f"ATTACH {literal(str(db_path))} AS ws"))  # (a path may hold a quote: o'k)
     try:
         con.execute("BEGIN TRANSACTION")
         try:
@@ -289,6 +291,34 @@ def swap_in_folder(tmp_dir: Path, folder: Path) -> None:
 
 #: A temp name of ours: ``.NAME.PID@HOST~XXXX.tmp`` (NAME, and the writer's part)
 TEMP_NAME = re.compile(r"\.(.+)\.(\d+@[^~/]+~[^~]*\.tmp)$")
+
+
+_LOCKED = re.compile(r"Could not set lock|Conflicting lock")
+
+
+def lock_wait() -> float:
+    """Seconds to wait for the workspace database while another process holds it: ``DYNSEG_LOCK_WAIT``,
+    30 by default (a run's write holds it a second or two); 0 does not wait."""
+    text = os.environ.get("DYNSEG_LOCK_WAIT", "30")
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        raise ValueError(f"DYNSEG_LOCK_WAIT={text!r}: expected a number of seconds (30; 0 does not wait)") from None
+
+
+def waiting_for_lock(open_: Callable[[], T]) -> T:
+    """``open_()`` (a connection to, or an ATTACH of, the workspace database), tried again every
+    0.2 s while another process holds the file, for up to :func:`lock_wait` seconds; then DuckDB's
+    error, which the CLI says as "busy" (exit 75). Two runs that finished together, or a command
+    run while a nightly run wrote, failed at once, the whole run lost, for a lock held 1–2 s."""
+    deadline = time.monotonic() + lock_wait()
+    while True:
+        try:
+            return open_()
+        except duckdb.IOException as e:
+            if not _LOCKED.search(str(e)) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def sweep_stale_temps(path: Path) -> list[Path]:

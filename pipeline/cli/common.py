@@ -387,10 +387,12 @@ def _workspace_io(e: Exception) -> int | None:
     where = file.group(1) if file else "the workspace database"
     if "Could not set lock" in text or "Conflicting lock" in text:
         holder = re.search(r"\(PID (\d+)\)", text)
+        from pipeline.workspace import lock_wait
+
         err.print(f"[bold red]Busy:[/] {escape(where)} is held by another process"
                   + (f" ({holder.group(1)})" if holder else "") + ", a dynseg command or a notebook: one writes to a "
-                  "workspace at a time. Nothing of this one was kept; run it again when the other has finished (exit 75: "
-                  "retry later).", highlight=False)
+                  f"workspace at a time, and it did not let go in {lock_wait():g} s (DYNSEG_LOCK_WAIT). Nothing of this "
+                  "one was kept; run it again when the other has finished (exit 75: retry later).", highlight=False)
         return EXIT_BUSY
     if "Read-only file system" in text or "Permission denied" in text:
         err.print(f"[bold red]Error:[/] {escape(where)} cannot be opened for writing ({'read-only file system' if 'Read-only' in text else 'permission denied'}). "

@@ -345,7 +345,9 @@ def simulate_campaign_job(cfg: Config, run_id: str | None, uplift: float, segmen
     # says nothing from it could have been sent
     import duckdb
 
-    con = duckdb.connect(str(db))
+    from pipeline.workspace import waiting_for_lock
+
+    con = waiting_for_lock(lambda: duckdb.connect(str(db)))
     try:
         con.execute("CREATE TABLE IF NOT EXISTS simulated_campaigns (run_id VARCHAR, as_of TIMESTAMP, segments JSON, "
                     "treated BIGINT, uplift DOUBLE, simulated_at TIMESTAMP)")

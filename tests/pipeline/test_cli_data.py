@@ -191,7 +191,7 @@ def test_a_workspace_held_by_another_command_says_so_in_one_line(project):
                                "print('held', flush=True); time.sleep(120)", str(db)], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        env = os.environ | {"DYNSEG_PROJECT": str(project.root)}
+        env = os.environ | {"DYNSEG_PROJECT": str(project.root), "DYNSEG_LOCK_WAIT": "1"}
         second = subprocess.run([sys.executable, "-m", "pipeline.cli", "data", "validate", "--as-of", "2026-11-27"],
                                 env=env, capture_output=True, text=True, timeout=120)
     finally:
@@ -200,6 +200,19 @@ def test_a_workspace_held_by_another_command_says_so_in_one_line(project):
     said = " ".join(second.stderr.split())
     assert second.returncode == 75 and "Traceback" not in second.stderr, second.stderr  # busy: retry, not broken
     assert f"Busy: {db} is held by another process ({holder.pid}), a dynseg command or a notebook" in said, said
+    assert "did not let go in 1 s (DYNSEG_LOCK_WAIT)" in said, said
+    # held for a moment (another run's write): the command waits for it and goes on (it failed at once)
+    holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                               "print('held', flush=True); time.sleep(6)", str(db)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        env = os.environ | {"DYNSEG_PROJECT": str(project.root)}  # the default wait, 30 s
+        third = subprocess.run([sys.executable, "-m", "pipeline.cli", "data", "validate", "--as-of", "2026-11-27"],
+                               env=env, capture_output=True, text=True, timeout=120)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert third.returncode == 0, third.stderr
 
 
 def test_bad_engine_variables_are_named(project, monkeypatch):
