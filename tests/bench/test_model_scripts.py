@@ -8,7 +8,7 @@ import json
 
 def test_quality_benchmark_scores_the_model_against_every_baseline(bench, tmp_path):
     out = tmp_path / "quality.json"
-    r = bench("quality.py", "--customers", "1200", "--out", str(out))
+    r = bench("quality.py", "--customers", "1000", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     found = json.loads(out.read_text())
     cells = {(x["log"], x["target"], x["scorer"]) for x in found["results"]}
@@ -19,7 +19,7 @@ def test_quality_benchmark_scores_the_model_against_every_baseline(bench, tmp_pa
 
 def test_calibration_benchmark_reports_a_slope_per_training_date(bench, tmp_path):
     out = tmp_path / "calibration.json"
-    r = bench("calibration.py", "--customers", "1500", "--dates", "2026-08-31", "--targets", "purchase",
+    r = bench("calibration.py", "--customers", "1000", "--dates", "2026-08-31", "--targets", "purchase",
               "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     found = json.loads(out.read_text())
@@ -29,7 +29,7 @@ def test_calibration_benchmark_reports_a_slope_per_training_date(bench, tmp_path
 
 def test_explain_benchmark_agrees_with_lightgbm(bench, tmp_path):
     out = tmp_path / "explain.json"
-    r = bench("explain.py", "--customers", "1500", "--rows", "500", "--targets", "purchase", "--repeats", "1",
+    r = bench("explain.py", "--customers", "1000", "--rows", "300", "--targets", "purchase", "--repeats", "1",
               "--leaves", "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     assert out.exists() and json.loads(out.read_text())
@@ -37,7 +37,7 @@ def test_explain_benchmark_agrees_with_lightgbm(bench, tmp_path):
 
 def test_scoring_benchmark_times_the_whole_command_too(bench, tmp_path):
     out = tmp_path / "scoring.json"
-    r = bench("scoring.py", "--customers", "500", "--train-customers", "1200", "--data-dir", str(tmp_path / "data"),
+    r = bench("scoring.py", "--customers", "800", "--train-customers", "1000", "--data-dir", str(tmp_path / "data"),
               "--out", str(out))
     assert r.returncode == 0, r.stderr[-3000:]
     found = json.loads(out.read_text())
