@@ -9,7 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from features.asof import BadValue, as_of_label, parse_as_of
-from pipeline.cli.common import EXIT_GATE, State, err, filled, handled, kv_table, on_duckdb_note, out
+from pipeline.cli.common import EXIT_GATE, State, err, filled, handled, kv_table, on_duckdb_note, out, stages
 
 
 def monitor(
@@ -29,8 +29,8 @@ def monitor(
         raise typer.BadParameter("give --run or --as-of, not both", param_hint="--as-of")
     with handled():
         on_duckdb_note(state.config(), "monitor recomputes the run's features (the same definitions, the same values)")
-        with err.status("monitoring: features, references, Evidently reports"):
-            r = monitor_job(state.config(), parse_as_of(as_of) if as_of else None, run)
+        with stages(f"monitor {as_of or run or 'latest run'}") as say:  # a scheduler's log: a line per stage
+            r = monitor_job(state.config(), parse_as_of(as_of) if as_of else None, run, progress=say)
     t = Table(title=f"Drift against the training reference, run {r.run_id} (as of {as_of_label(r.as_of)})",
               title_justify="left")
     for c in ("model", "columns", "drifted", "share", "drifted columns (first 8)", "alarm"):

@@ -61,16 +61,19 @@ class MonitorResult:
 
 
 def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None = None,
-                log_to_mlflow: bool = True) -> MonitorResult:
+                log_to_mlflow: bool = True, progress: Callable[[str], None] | None = None) -> MonitorResult:
     """Drift of each model's features and score (the run's customers in the model's population
-    against the reference logged at training), and segment-health alarms against the previous run."""
+    against the reference logged at training), and segment-health alarms against the previous run.
+    ``progress(stage)`` is told each stage as it starts."""
     from models import registry
 
+    say = progress or (lambda _: None)
     ws = Workspace(cfg.workspace)
     registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
     run = find_run(cfg, run_id, as_of)
     t = run.as_of.to_pydatetime()
     runs.require_rows(ws.db_path, run, "its scores, which drift compares with the training reference,")
+    say("features")
     feats = features_as_of(cfg, t)
     scores = runs.read(ws.db_path, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
     current = feats.merge(scores.drop(columns=["run_id", "as_of"]), on="customer_id", how="inner")
@@ -89,7 +92,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     folder.parent.mkdir(parents=True, exist_ok=True)
     final, folder = folder, temp_sibling(folder)
     try:
-        result = _monitor_reports(cfg, run, t, used, feats, current, thresholds, folder, reports, files)
+        result = _monitor_reports(cfg, run, t, used, feats, current, thresholds, folder, reports, files, say)
         swap_in_folder(folder, final)
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
@@ -98,6 +101,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     result.notes = notes
     files = result.files = {k: final / p.relative_to(folder) for k, p in files.items()}
     if log_to_mlflow:
+        say("MLflow record")
         metrics = {f"drift_share_{k}": v.drift_share for k, v in reports.items()}
         metrics |= {f"drifted_columns_{k}": len(v.drifted) for k, v in reports.items()}
         metrics["alarms"] = len(result.reasons)
@@ -110,7 +114,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
 
 
 def _monitor_reports(cfg: Config, run, t: datetime, used, feats, current, thresholds, folder: Path,
-                     reports: dict, files: dict) -> MonitorResult:
+                     reports: dict, files: dict, say: Callable[[str], None] = lambda _: None) -> MonitorResult:
     """Each model's drift report and the summary, written into ``folder``."""
     from models import registry
 
@@ -119,6 +123,7 @@ def _monitor_reports(cfg: Config, run, t: datetime, used, feats, current, thresh
     for m, model in used:
         target = m["target"]
         check_model_inputs(model, f"{m['name']} version {m['version']}", target, feats.columns)
+        say(f"{target} drift report")
         reference = registry.reference_sample(m["name"], m["version"])
         score = f"{target}_score"
         cur = current[current[score].notna()]
@@ -129,6 +134,7 @@ def _monitor_reports(cfg: Config, run, t: datetime, used, feats, current, thresh
         for kind, path in reports[target].save(folder, stem=f"drift_{target}").items():
             files[f"drift_{target}_{kind}"] = path
     compared = {m["target"]: m for m, _ in used}
+    say("segment health")
     health = health_alarms(cfg, run)
     result = MonitorResult(run.run_id, t, reports, health, folder, files)
     summary = {"run_id": run.run_id, "as_of": t.isoformat(), "as_of_label": as_of_label(t), "alarm": result.alarm,

@@ -371,6 +371,12 @@ def test_drift_is_found_in_the_drifted_period_and_not_before(shop):
     assert result.exit_code == 3, result.output
     text = " ".join(result.output.split())
     assert "drifted" in text and "key column" in text
+    # a scheduler's log has a line per stage (it had nothing for the run's 30-80 s)
+    import re
+
+    said = re.findall(rf"^\d\d:\d\d:\d\dZ monitor {shop.late_run.run_id}: (.+) \(\+\d+\.\d s\)$", result.stderr, re.M)
+    assert said[0] == "features" and {"purchase drift report", "churn drift report"} <= set(said), said
+    assert said[-2:] == ["segment health", "MLflow record"], said
     summary = json.loads((shop.workspace / "reports" / "monitor" / "2026-11-27" / "summary.json").read_text())
     assert summary["alarm"] and summary["drift"]["purchase"]["drift_share"] > before.drift["purchase"].drift_share
     assert (summary["as_of"], summary["as_of_label"]) == ("2026-11-28T00:00:00", "2026-11-27"), summary

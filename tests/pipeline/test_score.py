@@ -1300,7 +1300,7 @@ def test_the_python_api_refuses_a_name_the_cli_refuses_and_finds_runs_by_date(sh
                                          "scoring runs?; did you mean 'likely_buyers'"):
         api.segment_history("likely_buyer")
     with pytest.raises(ValueError, match=f"customer 'nobody' was not scored in run {day2}"):
-        api.reasons("nobody")
+        api.reasons("nobody", day2)
     # a date where a run id goes names the run of that date; the start of an id, the whole id
     with pytest.raises(ValueError, match=f"'2026-11-26' is a date, not a run id: the run as of 2026-11-26 is '{day1}'"):
         api.segments("2026-11-26")

@@ -159,28 +159,25 @@ def test_a_symbolic_link_that_leads_back_to_itself_is_refused(tmp_path):
     assert link.is_symlink() and (tmp_path / "share.csv").read_bytes() == b"x"
 
 
-def test_a_full_disk_at_commit_is_one_line_naming_the_file_and_the_database_stands(tmp_path, monkeypatch):
+def test_a_full_disk_at_commit_is_one_line_naming_the_file_and_the_database_stands(tmp_path, capsys):
     """The workspace's disk full as a run commits: it ended in a traceback whose last line, "cannot
     rollback - no transaction is active", hid the error that said why. (Its write-ahead log is a
     link to /dev/full here: every write to it finds no space.)"""
-    import io
-
     import duckdb
     import typer
 
-    from pipeline.cli.common import err, handled
+    from pipeline.cli.common import handled
     from pipeline.workspace import attached_transaction
 
     db = tmp_path / "dynseg.duckdb"
     with duckdb.connect(str(db)) as c:
         c.execute("CREATE TABLE t AS SELECT 1 AS x")
     os.symlink("/dev/full", tmp_path / "dynseg.duckdb.wal")
-    monkeypatch.setattr(err, "file", io.StringIO())
     con = duckdb.connect()
     with pytest.raises(typer.Exit) as stop, handled():
         with attached_transaction(con, db):
             con.execute("INSERT INTO ws.t SELECT range FROM range(1000)")
-    said = " ".join(err.file.getvalue().split())
+    said = " ".join(capsys.readouterr().err.split())
     assert stop.value.exit_code == 1 and "Traceback" not in said, said
     assert f"no space left on the device writing {db}.wal" in said and "nothing this command had not finished" in said
     os.unlink(tmp_path / "dynseg.duckdb.wal")
@@ -188,18 +185,15 @@ def test_a_full_disk_at_commit_is_one_line_naming_the_file_and_the_database_stan
         assert c.execute("SELECT count(*) FROM t").fetchone() == (1,)
 
 
-def test_a_full_disk_under_an_export_names_the_file_not_its_temp_name(monkeypatch):
-    import io
-
+def test_a_full_disk_under_an_export_names_the_file_not_its_temp_name(capsys):
     import duckdb
     import typer
 
-    from pipeline.cli.common import _untemp, err, handled
+    from pipeline.cli.common import _untemp, handled
 
     assert _untemp("/w/.dynseg/exports/.2026-11-21.16037@vm~96886e38cdf3.tmp/active.parquet") == \
         "/w/.dynseg/exports/2026-11-21/active.parquet"
-    monkeypatch.setattr(err, "file", io.StringIO())
     with pytest.raises(typer.Exit) as stop, handled():  # a real DuckDB write error: /dev/full has no space
         duckdb.connect().execute("COPY (SELECT range AS x FROM range(100000)) TO '/dev/full' (FORMAT parquet)")
-    said = " ".join(err.file.getvalue().split())
+    said = " ".join(capsys.readouterr().err.split())
     assert stop.value.exit_code == 1 and "no space left on the device writing /dev/full." in said, said
