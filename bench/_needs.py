@@ -25,7 +25,9 @@ def count(text: str) -> int:
         n = float(t[:-1] if mult > 1 else t) * mult
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number: expected a count such as 3000, 20k or 1M") from None
-    if n < 1 or n != int(n):
+    import math
+
+    if not math.isfinite(n) or n < 1 or n != int(n):
         raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number of at least 1 (3000, 20k, 1M)")
     return int(n)
 

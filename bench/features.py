@@ -457,9 +457,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.variant:
         child(args.variant, args.data, args.repeats or 1, args.as_of)
         return
-    needs["writable_out"](args.out, ap)
     if min(args.events) < 20_000:
         ap.error(f"--events {min(args.events):,}: at least 20k events (the warm-up log alone has 20,000)")
+    needs["writable_out"](args.out, ap)
     if args.data_dir is not None:
         try:
             args.data_dir.mkdir(parents=True, exist_ok=True)

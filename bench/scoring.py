@@ -102,7 +102,7 @@ def _code_version() -> str:
 
     digest = hashlib.sha256()
     for path in sorted(p for d in ("features", "models", "pipeline", "configs") for p in (REPO / d).rglob("*")
-                       if p.suffix in (".py", ".yaml") and "local" not in p.parts):
+                       if p.suffix in (".py", ".yaml") and "local" not in p.relative_to(REPO).parts):
         digest.update(str(path.relative_to(REPO)).encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
@@ -140,9 +140,14 @@ def child(data: Path, scratch: Path, out: Path) -> None:
     run = score_job(cfg, parse_as_of(END), reasons=reasons,
                     progress=lambda s: setattr(sampler, "stage", stage_names.get(s, s)))
     job_s = time.perf_counter() - started  # the stages' sum leaves out loading the champions
-    import psutil
+    # as `dynseg score` takes: the interpreter's start and the imports too (from the parent's stamp
+    # just before it started this process; psutil's create_time is in whole seconds)
+    if "BENCH_STARTED" in os.environ:
+        command_s = time.time() - float(os.environ["BENCH_STARTED"])
+    else:  # started by hand: the process's start time, in whole seconds
+        import psutil
 
-    command_s = time.time() - psutil.Process().create_time()  # as `dynseg score` takes: start, imports too
+        command_s = time.time() - psutil.Process().create_time()
     sampler.stage = "baseline"
     # Baseline on the same rows: raw LightGBM predictions of both champions, nothing else.
     from pipeline.jobs.features import build_features_job
@@ -171,7 +176,8 @@ def _children(env: dict, data_dir: Path, repeats: int, reasons: bool) -> list[di
         scratch = data_dir / f"score_project_{i}"
         cmd = [sys.executable, __file__, "--child", str(env["data"]), str(scratch), str(out)]
         subprocess.run(cmd, check=True, env={**os.environ, "MLFLOW_TRACKING_URI": env["tracking"],
-                                             "BENCH_REASONS": "1" if reasons else "0"})
+                                             "BENCH_REASONS": "1" if reasons else "0",
+                                             "BENCH_STARTED": repr(time.time())})
         results.append(json.loads(out.read_text()))
         shutil.rmtree(scratch, ignore_errors=True)
     return results

@@ -263,8 +263,12 @@ def _mlflow(action: str) -> Iterator[None]:
     except (MlflowException, OSError) as e:  # OSError: requests' connection errors, e.g. a server that died mid-upload
         uri = mlflow.get_tracking_uri()
         if uri.startswith("http") and _unanswered(e):  # gone since connect: try again later (exit 75), not a fix
-            raise TrackingUnreachable(f"{action} failed: the MLflow tracking server at {uri} stopped answering "
-                                      f"({_first_line(e)}); run it again once the server is back") from e
+            slow = re.search(r"Read timed out", str(e))
+            raise TrackingUnreachable(
+                f"{action} failed: the MLflow tracking server at {uri} "
+                + (f"did not answer within {os.environ.get('MLFLOW_HTTP_REQUEST_TIMEOUT', '120')} s "
+                   "(MLFLOW_HTTP_REQUEST_TIMEOUT; raise it for a slow store)" if slow else "stopped answering")
+                + f" ({_first_line(e)}); run it again once the server is back") from e
         raise RegistryError(f"{action} failed at {uri}: {_first_line(e)}") from e
 
 
@@ -272,10 +276,17 @@ def _unanswered(e: BaseException) -> bool:
     """Whether ``e`` is a server not answering (refused, reset, timed out), not an answer refusing."""
     import requests
 
+    text = str(e)
+    # MLflow retries 408, 429 and 5xx; when the retries run out it says "too many 500 error responses"
+    # under "Max retries exceeded": a 500 is the server answering that it is broken (its database, its
+    # artifact disk), which no retry mends (exit 1, the status named); 502-504, 429 and 408 are not
+    status = re.search(r"too many (\d{3}) error responses", text)
+    if status:
+        return status.group(1) in ("408", "429", "502", "503", "504")
     if isinstance(e, (requests.ConnectionError, requests.Timeout, ConnectionError, TimeoutError)):
         return True
     return bool(re.search(r"Max retries exceeded|Connection (refused|reset|aborted)|Read timed out|"
-                          r"NewConnectionError|RemoteDisconnected", str(e)))
+                          r"NewConnectionError|RemoteDisconnected", text))
 
 
 def _missing(e: MlflowException) -> bool:

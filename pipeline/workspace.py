@@ -209,10 +209,17 @@ def attached_transaction(con: duckdb.DuckDBPyConnection, db_path: Path, state: d
             if not state.get("committed"):
                 # a COMMIT that failed (a full disk) has ended the transaction itself: a ROLLBACK then
                 # raised "no transaction is active" over the error that said why
-                with suppress(duckdb.Error):
+                try:
                     con.execute("ROLLBACK")
+                except duckdb.Error as e:
+                    if "no transaction is active" not in str(e):
+                        raise
             raise
-    finally:
+    except BaseException:
+        with suppress(duckdb.Error):  # the error that ended the block is the one to tell
+            con.execute("DETACH ws")
+        raise
+    else:
         con.execute("DETACH ws")
 
 
@@ -293,17 +300,22 @@ def swap_in_folder(tmp_dir: Path, folder: Path) -> None:
 TEMP_NAME = re.compile(r"\.(.+)\.(\d+@[^~/]+~[^~]*\.tmp)$")
 
 
-_LOCKED = re.compile(r"Could not set lock|Conflicting lock")
+_LOCKED = re.compile(r"Conflicting lock")  # not "Could not set lock" alone: a file system without locks says that too
 
 
 def lock_wait() -> float:
     """Seconds to wait for the workspace database while another process holds it: ``DYNSEG_LOCK_WAIT``,
     30 by default (a run's write holds it a second or two); 0 does not wait."""
+    import math
+
     text = os.environ.get("DYNSEG_LOCK_WAIT", "30")
     try:
-        return max(0.0, float(text))
+        seconds = float(text)
     except ValueError:
-        raise ValueError(f"DYNSEG_LOCK_WAIT={text!r}: expected a number of seconds (30; 0 does not wait)") from None
+        seconds = float("nan")
+    if not math.isfinite(seconds) or seconds < 0:
+        raise ValueError(f"DYNSEG_LOCK_WAIT={text!r}: expected a number of seconds, 0 or more (30; 0 does not wait)")
+    return seconds
 
 
 def waiting_for_lock(open_: Callable[[], T]) -> T:
@@ -311,13 +323,21 @@ def waiting_for_lock(open_: Callable[[], T]) -> T:
     0.2 s while another process holds the file, for up to :func:`lock_wait` seconds; then DuckDB's
     error, which the CLI says as "busy" (exit 75). Two runs that finished together, or a command
     run while a nightly run wrote, failed at once, the whole run lost, for a lock held 1–2 s."""
-    deadline = time.monotonic() + lock_wait()
+    deadline, said = time.monotonic() + lock_wait(), False
     while True:
         try:
             return open_()
         except duckdb.IOException as e:
             if not _LOCKED.search(str(e)) or time.monotonic() >= deadline:
                 raise
+            if not said:  # a log that stalls says why
+                holder = re.search(r"\(PID (\d+)\)", str(e))
+                import sys
+
+                print(f"Waiting for the workspace database, held by another process"
+                      + (f" ({holder.group(1)})" if holder else "") + f", up to {lock_wait():g} s (DYNSEG_LOCK_WAIT)",
+                      file=sys.stderr, flush=True)
+                said = True
             time.sleep(0.2)
 
 

@@ -366,10 +366,20 @@ def _disk_full(e: Exception) -> int | None:
         return None
     file = re.search(r'file \\?"([^"\\]+)\\?"', text)
     where = _untemp(file.group(1)) if file else "the workspace"
-    err.print(f"[bold red]Error:[/] no space left on the device writing {escape(where)}. Free some space there "
-              "and run it again; nothing this command had not finished writing was kept (its writes are atomic, "
-              "the database's in one transaction).", highlight=False)
+    err.print(f"[bold red]Error:[/] no space left on the device writing {escape(where)}. Free some space there. "
+              + _kept() + ".", highlight=False)
     return EXIT_DATA
+
+
+def _kept(then: str = "") -> str:
+    """What stands after a failure: the runs committed before it (a later step failed), or nothing
+    and "run it again" (``then``: when)."""
+    from pipeline.workspace import COMMITTED
+
+    if COMMITTED:  # a step after the commit failed: running it again would replace a run that stands
+        return (f"Done before the failure: {'; '.join(COMMITTED)}; what came after it was not done (the next "
+                "`dynseg score` puts any export folder in place)")
+    return f"Nothing of this one was kept (its writes are atomic, the database's in one transaction); run it again{then}"
 
 
 def _untemp(path: str) -> str:
@@ -385,15 +395,20 @@ def _workspace_io(e: Exception) -> int | None:
     text = str(e)
     file = re.search(r'file "([^"]+)"', text)
     where = file.group(1) if file else "the workspace database"
-    if "Could not set lock" in text or "Conflicting lock" in text:
+    if "Conflicting lock" in text:
         holder = re.search(r"\(PID (\d+)\)", text)
         from pipeline.workspace import lock_wait
 
         err.print(f"[bold red]Busy:[/] {escape(where)} is held by another process"
                   + (f" ({holder.group(1)})" if holder else "") + ", a dynseg command or a notebook: one writes to a "
-                  f"workspace at a time, and it did not let go in {lock_wait():g} s (DYNSEG_LOCK_WAIT). Nothing of this "
-                  "one was kept; run it again when the other has finished (exit 75: retry later).", highlight=False)
+                  f"workspace at a time, and it did not let go in {lock_wait():g} s (DYNSEG_LOCK_WAIT). "
+                  + _kept(" when the other has finished") + " (exit 75: retry later).", highlight=False)
         return EXIT_BUSY
+    if "Could not set lock" in text:  # no lock at all: a file system without locks (SMB, 9p, NFS without lockd)
+        err.print(f"[bold red]Error:[/] {escape(where)} cannot be locked ({escape(text.split(': ', 2)[-1][:200])}): "
+                  "dynseg locks its database so that two commands never write it at once. Put the workspace "
+                  "(DYNSEG_WORKSPACE) on a local file system.", highlight=False)
+        return EXIT_DATA
     if "Read-only file system" in text or "Permission denied" in text:
         err.print(f"[bold red]Error:[/] {escape(where)} cannot be opened for writing ({'read-only file system' if 'Read-only' in text else 'permission denied'}). "
                   "The workspace (.dynseg/, or DYNSEG_WORKSPACE) must be writable.", highlight=False)

@@ -46,7 +46,7 @@ class DataError(Exception):
 
 
 #: checks of a whole source or column (counted once), not of rows: no row count beside them
-SOURCE_CHECKS = {"missing_source", "unknown_source", "unreadable", "empty", "missing_column"}
+SOURCE_CHECKS = {"missing_source", "unknown_source", "unreadable", "empty", "missing_column", "mistyped"}
 
 
 @dataclass
@@ -339,16 +339,17 @@ def simulate_campaign_job(cfg: Config, run_id: str | None, uplift: float, segmen
     events = pd.read_parquet(path)
     horizon = int(parse_duration(cfg.labels.purchase.horizon).days)
     out = apply_treatment(events, sorted(treated), as_of, horizon, uplift, seed)
-    with atomic_target(path) as tmp:
-        to_parquet_marked(out, tmp, "dynseg data simulate-campaign")
     # kept with the runs: `lift` of a run scored after its window (the demo's backfill) otherwise
-    # says nothing from it could have been sent
+    # says nothing from it could have been sent. The database first: a workspace busy past the
+    # wait, after the events were rewritten, left orders that a second attempt added to again
     import duckdb
 
     from pipeline.workspace import waiting_for_lock
 
     con = waiting_for_lock(lambda: duckdb.connect(str(db)))
     try:
+        with atomic_target(path) as tmp:
+            to_parquet_marked(out, tmp, "dynseg data simulate-campaign")
         con.execute("CREATE TABLE IF NOT EXISTS simulated_campaigns (run_id VARCHAR, as_of TIMESTAMP, segments JSON, "
                     "treated BIGINT, uplift DOUBLE, simulated_at TIMESTAMP)")
         con.execute("INSERT INTO simulated_campaigns VALUES (?, ?, ?, ?, ?, now()::TIMESTAMP)",

@@ -58,3 +58,23 @@ def test_an_unwritable_out_is_refused_before_measuring(bench, tmp_path):
 def test_the_pandas_module_says_it_is_not_a_script(bench):
     r = bench("pandas_features.py")
     assert r.returncode == 1 and "bench/features.py --variants pandas" in r.stderr, r.stderr
+
+
+def test_a_childs_peak_rss_is_its_own_not_its_parents(tmp_path):
+    """getrusage's ru_maxrss carries the parent's peak through fork and exec: a child of a parent
+    that had generated a 10M log reported the generator's 0.65 GB as its own."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    features = Path(__file__).resolve().parents[2] / "bench" / "features.py"
+    child = (f"import resource, runpy; f = runpy.run_path({str(features)!r}); "
+             "print(f['own_peak_rss'](), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)")
+    parent = ("import subprocess, sys\n"
+              "big = bytearray(400 * 2**20)\n"
+              "for i in range(0, len(big), 4096): big[i] = 1  # resident, not only reserved\n"
+              f"print(subprocess.run([sys.executable, '-c', {child!r}], capture_output=True, text=True, check=True).stdout)")
+    own, inherited = map(int, subprocess.run([sys.executable, "-c", parent], capture_output=True, text=True,
+                                             check=True, cwd=tmp_path).stdout.split())
+    assert inherited > 400 * 2**20  # the old reading: the parent's 400 MB
+    assert own < 200 * 2**20, own  # the child's own: an interpreter and the script's imports

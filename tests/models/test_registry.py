@@ -406,6 +406,42 @@ def test_an_unreachable_server_fails_fast_naming_the_uri(reg):
     assert len(R.list_versions()) == before
 
 
+def test_a_server_that_answers_500_is_an_error_to_fix_and_503_one_to_retry(reg, monkeypatch):
+    """A server whose database or artifact disk is broken answers 500 to everything: MLflow's
+    retries ran out with "Max retries exceeded", read as "stopped answering" (exit 75), so a
+    scheduler would retry every night. A 503 (a proxy before a server restarting) is a retry."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    status = [500]
+
+    class Answer(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            self.send_response(status[0])
+            self.end_headers()
+
+        do_POST = do_GET
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Answer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    for var, value in {**R.HTTP_DEFAULTS, "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0"}.items():
+        monkeypatch.setenv(var, value)
+    try:
+        mlflow.set_tracking_uri(f"http://127.0.0.1:{server.server_address[1]}")
+        with pytest.raises(R.RegistryError, match="500") as e:
+            R.list_versions()
+        assert not isinstance(e.value, R.TrackingUnreachable), e.value
+        status[0] = 503
+        with pytest.raises(R.TrackingUnreachable, match="stopped answering"):
+            R.list_versions()
+    finally:
+        server.shutdown()
+        mlflow.set_tracking_uri(reg.uri)
+
+
 def test_connect_does_not_leak_the_uri_into_the_environment(reg, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     R.connect(reg.uri)

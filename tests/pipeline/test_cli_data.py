@@ -213,6 +213,7 @@ def test_a_workspace_held_by_another_command_says_so_in_one_line(project):
         holder.kill()
         holder.wait()
     assert third.returncode == 0, third.stderr
+    assert f"Waiting for the workspace database, held by another process ({holder.pid}), up to 30 s" in third.stderr
 
 
 def test_bad_engine_variables_are_named(project, monkeypatch):

@@ -179,7 +179,7 @@ def test_a_full_disk_at_commit_is_one_line_naming_the_file_and_the_database_stan
             con.execute("INSERT INTO ws.t SELECT range FROM range(1000)")
     said = " ".join(capsys.readouterr().err.split())
     assert stop.value.exit_code == 1 and "Traceback" not in said, said
-    assert f"no space left on the device writing {db}.wal" in said and "nothing this command had not finished" in said
+    assert f"no space left on the device writing {db}.wal" in said and "Nothing of this one was kept" in said
     os.unlink(tmp_path / "dynseg.duckdb.wal")
     with duckdb.connect(str(db)) as c:  # the run's rows are not there; the table before it is
         assert c.execute("SELECT count(*) FROM t").fetchone() == (1,)
@@ -197,3 +197,33 @@ def test_a_full_disk_under_an_export_names_the_file_not_its_temp_name(capsys):
         duckdb.connect().execute("COPY (SELECT range AS x FROM range(100000)) TO '/dev/full' (FORMAT parquet)")
     said = " ".join(capsys.readouterr().err.split())
     assert stop.value.exit_code == 1 and "no space left on the device writing /dev/full." in said, said
+
+
+def test_a_failure_after_a_run_committed_says_the_run_stands(capsys, monkeypatch):
+    """A failure after the commit (a read that found the workspace busy, a full disk at the
+    exports) said "Nothing of this one was kept; run it again", and running it again replaced a
+    run that stood."""
+    import duckdb
+    import typer
+
+    from pipeline import workspace
+    from pipeline.cli.common import handled
+
+    monkeypatch.setattr(workspace, "COMMITTED", ["scoring run r1 as of 2026-11-27 was recorded"])
+    with pytest.raises(typer.Exit), handled():
+        duckdb.connect().execute("COPY (SELECT range AS x FROM range(100000)) TO '/dev/full' (FORMAT parquet)")
+    said = " ".join(capsys.readouterr().err.split())
+    assert "Done before the failure: scoring run r1 as of 2026-11-27 was recorded" in said, said
+    assert "run it again" not in said and "Nothing of this one was kept" not in said, said
+
+
+def test_a_lock_wait_that_is_no_number_of_seconds_is_refused(monkeypatch):
+    from pipeline.workspace import lock_wait
+
+    for bad in ("30s", "inf", "nan", "-1"):
+        monkeypatch.setenv("DYNSEG_LOCK_WAIT", bad)
+        with pytest.raises(ValueError, match=f"DYNSEG_LOCK_WAIT='{bad}': expected a number of seconds"):
+            lock_wait()
+    monkeypatch.setenv("DYNSEG_LOCK_WAIT", "2.5")
+    assert lock_wait() == 2.5
+
