@@ -1311,7 +1311,8 @@ def test_the_python_api_refuses_a_name_the_cli_refuses_and_finds_runs_by_date(sh
     # ... and as_of= finds it, as --as-of does
     assert set(api.members("likely_buyers", as_of="2026-11-26").run_id) == {day1}
     assert api.segments(as_of="2026-11-26").equals(api.segments(day1))
-    assert len(api.segment_history("likely_buyers")) == 2
+    history = api.segment_history("likely_buyers")  # (other tests of the module score more dates)
+    assert len(history) >= 2 and day1 in set(history.run_id) and history.as_of.is_monotonic_increasing
     scored = q(shop, "SELECT customer_id FROM customer_scores WHERE run_id = ? LIMIT 1", [day1]).customer_id[0]
     assert api.reasons(scored, as_of="2026-11-26").run_id.isin([day1]).all()  # scored: its reasons, maybe none
     with pytest.raises(ValueError, match="not both"):
