@@ -28,6 +28,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -408,6 +409,29 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
                                 status="FAILED")
         raise
     swap_in_folder(tmp_dir, export_dir)
+    # The run stands from here: what follows reads the workspace for notes about it, and a workspace
+    # held past the lock wait (a prune compacting, another run's transaction) must not end it in
+    # "busy" (exit 75), which a scheduler retries, replacing the run that stands
+    changes: dict = {}
+    try:
+        changes = _after_commit(cfg, ws, run_id, prev, as_of, replaced, warnings)
+    except duckdb.IOException as e:
+        if "Conflicting lock" not in str(e):
+            raise
+        warnings.append("the run was recorded, but its notes against the run before (definition and model changes, "
+                        "redrawn holdout sides, customers kept, a next run re-taken) could not be read: another "
+                        "process held the workspace past DYNSEG_LOCK_WAIT. `dynseg segments list` shows the run")
+    mlflow_run = logged.get("mlflow")
+    if log_to_mlflow:  # after the commit, best effort: the run stands whatever happens here
+        warnings += flush_mlflow(registry, ws.db_path)
+    timings["write"] = time.perf_counter() - clock
+    return ScoreRun(run_id, as_of, prev, n_customers, used, logged["health"], export_dir, exports, mlflow_run, timings,
+                    warnings, changes, engine)
+
+
+def _after_commit(cfg: Config, ws: Workspace, run_id: str, prev: str | None, as_of: datetime,
+                  replaced: pd.DataFrame, warnings: list[str]) -> dict:
+    """A committed run's notes against the run before it, added to ``warnings``; its definition changes."""
     changes = run_definition_changes(ws.db_path, run_id, prev)
     warnings += _definition_warnings(ws.db_path, run_id, prev, changes)
     warnings += _salt_warning(ws.db_path, run_id, prev)
@@ -424,17 +448,12 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
 
     kept = customers_kept_alarm(cfg, ws.db_path, run_id, prev)
     warnings += [kept] if kept else []
-    mlflow_run = logged.get("mlflow")
     nxt = runs.read(ws.db_path, "SELECT run_id, as_of, mlflow_run_id FROM scoring_runs WHERE as_of > ? "
                                 "ORDER BY as_of LIMIT 1", [as_of])
     if not nxt.empty:
         warnings.append(f"the run as of {as_of_label(nxt.as_of[0].to_pydatetime())} ({nxt.run_id[0]}) now compares "
                         "with this one: its entered/exited were taken again (`dynseg segments list --as-of` shows them)")
-    if log_to_mlflow:  # after the commit, best effort: the run stands whatever happens here
-        warnings += flush_mlflow(registry, ws.db_path)
-    timings["write"] = time.perf_counter() - clock
-    return ScoreRun(run_id, as_of, prev, n_customers, used, logged["health"], export_dir, exports, mlflow_run, timings,
-                    warnings, changes, engine)
+    return changes
 
 
 def _no_consent_fields(con) -> str:
@@ -1133,7 +1152,13 @@ def flush_mlflow(registry: Any, db: Path) -> list[str]:
     parameters cannot change in MLflow) and a tag naming the run they are measured against ("" for
     none: it is the first). Also what a run stopped after its commit left queued. Each update is
     removed from the queue once done; a warning (the run stands) if MLflow fails."""
-    pending = runs.pending_mlflow(db)
+    try:
+        pending = runs.pending_mlflow(db)
+    except duckdb.IOException as e:  # held past the lock wait: the queue waits for the next run, as MLflow down does
+        if "Conflicting lock" not in str(e):
+            raise
+        return ["the run was written, but the queued updates of earlier MLflow records could not be read (another "
+                "process held the workspace past DYNSEG_LOCK_WAIT): they stay queued for the next run"]
     done: list[str] = []
     said: list[str] = []
     moved: set[str] = set()  # (a run's movement is read as it stands now: once is enough)
@@ -1145,7 +1170,7 @@ def flush_mlflow(registry: Any, db: Path) -> list[str]:
                     _relog_movement(registry, db, p.movement_of)
                 elif isinstance(p.mlflow_run_id, str):
                     registry.update_run(p.mlflow_run_id, tags=json.loads(p.tags) if isinstance(p.tags, str) else {})
-            except registry.RegistryError as e:
+            except (registry.RegistryError, duckdb.IOException) as e:  # (the workspace held past the lock wait too)
                 if not _refused_for_good(e):  # MLflow down or in trouble: this and the rest wait for the next run
                     return said + [f"the run was written, but updating earlier MLflow records failed: "
                                    f"{len(pending) - len(done)} left queued for the next run ({e})"]

@@ -1344,3 +1344,31 @@ def test_an_exports_folder_that_cannot_be_written_is_refused_before_any_work(sho
         exports.unlink(missing_ok=True)
         aside.rename(exports)
     assert len(q(shop, "SELECT * FROM scoring_runs WHERE as_of = ?", [DAY2])) == 1  # the run of that date stands
+
+
+def test_a_workspace_held_after_the_commit_does_not_end_the_run_that_stands(shop, monkeypatch):
+    """After the commit, the run's notes read the workspace again; another process holding it past
+    the lock wait (a prune compacting) ended the run in "busy", exit 75, which a scheduler retries,
+    replacing the run that stood. Kept last in this module: it scores a date again."""
+    from pipeline.jobs import monitor
+
+    real, holders = monitor.customers_kept_alarm, []
+
+    def held_meanwhile(cfg, db, run_id, previous):  # a real second process takes the lock, then the read meets it
+        holder = subprocess.Popen([sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+                                   "print('held', flush=True); time.sleep(30)", str(db)], stdout=subprocess.PIPE, text=True)
+        holders.append(holder)
+        assert holder.stdout.readline().strip() == "held"
+        return real(cfg, db, run_id, previous)
+
+    monkeypatch.setattr(monitor, "customers_kept_alarm", held_meanwhile)
+    monkeypatch.setenv("DYNSEG_LOCK_WAIT", "0.5")
+    try:
+        run = score_job(load_config(shop.root), DAY2)
+    finally:
+        for h in holders:
+            h.kill()
+            h.wait()
+    assert holders and any(w.startswith("the run was recorded, but its notes against the run before") for w in run.warnings)
+    assert q(shop, "SELECT run_id FROM scoring_runs WHERE as_of = ?", [DAY2]).run_id.tolist() == [run.run_id]
+    assert run.export_dir.is_dir() and (run.export_dir / "manifest.json").is_file()
