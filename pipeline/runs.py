@@ -362,11 +362,11 @@ def find(db: Path, run_id: str | None = None, as_of: datetime | None = None) -> 
 def _not_a_run_id(db: Path, given: str) -> None:
     """Say what an id that names no run was meant to be: a date (the run as of it), or the start of
     one run's id; nothing to say, nothing raised."""
-    from features.asof import BadValue, as_of_label, parse_as_of
+    from features.asof import as_of_label, parse_as_of
 
     try:
         instant = parse_as_of(given)
-    except (BadValue, ValueError):
+    except ValueError:  # (BadValue, AheadOfNow...: no date)
         instant = None
     if instant is not None:
         on = read(db, "SELECT run_id FROM scoring_runs WHERE as_of = ?", [instant])

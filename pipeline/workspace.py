@@ -300,7 +300,16 @@ def swap_in_folder(tmp_dir: Path, folder: Path) -> None:
 TEMP_NAME = re.compile(r"\.(.+)\.(\d+@[^~/]+~[^~]*\.tmp)$")
 
 
-_LOCKED = re.compile(r"Conflicting lock")  # not "Could not set lock" alone: a file system without locks says that too
+def held_elsewhere(e: BaseException) -> bool:
+    """Whether DuckDB's ``e`` is the workspace database held by another process: "Conflicting lock",
+    not "Could not set lock" alone, which a file system without locks says too."""
+    return isinstance(e, duckdb.IOException) and "Conflicting lock" in str(e)
+
+
+def lock_holder(text: str) -> str | None:
+    """The PID DuckDB names as holding the lock, if it does."""
+    found = re.search(r"\(PID (\d+)\)", text)
+    return found.group(1) if found else None
 
 
 def lock_wait() -> float:
@@ -323,19 +332,20 @@ def waiting_for_lock(open_: Callable[[], T]) -> T:
     0.2 s while another process holds the file, for up to :func:`lock_wait` seconds; then DuckDB's
     error, which the CLI says as "busy" (exit 75). Two runs that finished together, or a command
     run while a nightly run wrote, failed at once, the whole run lost, for a lock held 1–2 s."""
-    deadline, said = time.monotonic() + lock_wait(), False
+    wait = lock_wait()
+    deadline, said = time.monotonic() + wait, False
     while True:
         try:
             return open_()
         except duckdb.IOException as e:
-            if not _LOCKED.search(str(e)) or time.monotonic() >= deadline:
+            if not held_elsewhere(e) or time.monotonic() >= deadline:
                 raise
             if not said:  # a log that stalls says why
-                holder = re.search(r"\(PID (\d+)\)", str(e))
                 import sys
 
+                holder = lock_holder(str(e))
                 print(f"Waiting for the workspace database, held by another process"
-                      + (f" ({holder.group(1)})" if holder else "") + f", up to {lock_wait():g} s (DYNSEG_LOCK_WAIT)",
+                      + (f" ({holder})" if holder else "") + f", up to {wait:g} s (DYNSEG_LOCK_WAIT)",
                       file=sys.stderr, flush=True)
                 said = True
             time.sleep(0.2)

@@ -395,12 +395,12 @@ def _workspace_io(e: Exception) -> int | None:
     text = str(e)
     file = re.search(r'file "([^"]+)"', text)
     where = file.group(1) if file else "the workspace database"
-    if "Conflicting lock" in text:
-        holder = re.search(r"\(PID (\d+)\)", text)
-        from pipeline.workspace import lock_wait
+    from pipeline.workspace import held_elsewhere, lock_holder, lock_wait
 
+    if held_elsewhere(e):
+        holder = lock_holder(text)
         err.print(f"[bold red]Busy:[/] {escape(where)} is held by another process"
-                  + (f" ({holder.group(1)})" if holder else "") + ", a dynseg command or a notebook: one writes to a "
+                  + (f" ({holder})" if holder else "") + ", a dynseg command or a notebook: one writes to a "
                   f"workspace at a time, and it did not let go in {lock_wait():g} s (DYNSEG_LOCK_WAIT). "
                   + _kept(" when the other has finished") + " (exit 75: retry later).", highlight=False)
         return EXIT_BUSY

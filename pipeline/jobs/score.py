@@ -49,7 +49,7 @@ from pipeline.jobs.features import (SPARK_START, check_model_inputs, data_profil
 from pipeline.rules import Kind
 from pipeline.segments import (CONSENT_COLUMN, CompiledSegment, compile_segments, coverage_sql, exclusions_sql,
                                membership_sql)
-from pipeline.workspace import Workspace, swap_in_folder, temp_sibling
+from pipeline.workspace import Workspace, held_elsewhere, swap_in_folder, temp_sibling
 
 Progress = Callable[[str], None]
 
@@ -416,7 +416,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     try:
         changes = _after_commit(cfg, ws, run_id, prev, as_of, replaced, warnings)
     except duckdb.IOException as e:
-        if "Conflicting lock" not in str(e):
+        if not held_elsewhere(e):
             raise
         warnings.append("the run was recorded, but its notes against the run before (definition and model changes, "
                         "redrawn holdout sides, customers kept, a next run re-taken) could not be read: another "
@@ -1155,7 +1155,7 @@ def flush_mlflow(registry: Any, db: Path) -> list[str]:
     try:
         pending = runs.pending_mlflow(db)
     except duckdb.IOException as e:  # held past the lock wait: the queue waits for the next run, as MLflow down does
-        if "Conflicting lock" not in str(e):
+        if not held_elsewhere(e):
             raise
         return ["the run was written, but the queued updates of earlier MLflow records could not be read (another "
                 "process held the workspace past DYNSEG_LOCK_WAIT): they stay queued for the next run"]

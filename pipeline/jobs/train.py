@@ -351,9 +351,7 @@ def campaign_runs(db: Path, customers: pd.Series, cutoff: datetime,
     the ids it counted."""
     from pipeline import runs
 
-    # (empty in a workspace without runs)
-    found = runs.read(db, "SELECT run_id, as_of FROM scoring_runs WHERE as_of < ? AND as_of > ? ORDER BY as_of",
-                      [cutoff + horizon, cutoff - horizon])
+    found = _window_runs(db, cutoff, horizon)
     out = []
     ids = pd.DataFrame({"customer_id": customers.drop_duplicates().astype(str)})
     for r in found.itertuples():
@@ -431,9 +429,17 @@ def pruned_in_window(db: Path, cutoff: datetime, horizon: timedelta) -> list[dat
     """The as_of of each pruned scoring run that :func:`campaign_runs` would have checked."""
     from pipeline import runs
 
-    found = runs.read(db, "SELECT run_id, as_of FROM scoring_runs WHERE as_of < ? AND as_of > ? ORDER BY as_of",
-                      [cutoff + horizon, cutoff - horizon])
-    return [r.as_of.to_pydatetime() for r in found.itertuples() if runs.pruned(db, r.run_id) is not None]
+    return [r.as_of.to_pydatetime() for r in _window_runs(db, cutoff, horizon).itertuples()
+            if runs.pruned(db, r.run_id) is not None]
+
+
+def _window_runs(db: Path, cutoff: datetime, horizon: timedelta) -> pd.DataFrame:
+    """The scoring runs whose exports can reach a test snapshot's label window: as of less than a
+    horizon before its cutoff, up to the window's end (empty in a workspace without runs)."""
+    from pipeline import runs
+
+    return runs.read(db, "SELECT run_id, as_of FROM scoring_runs WHERE as_of < ? AND as_of > ? ORDER BY as_of",
+                     [cutoff + horizon, cutoff - horizon])
 
 
 def band_table(levels: list[band_rules.BandLevel], scores: np.ndarray, labels: np.ndarray) -> pd.DataFrame:
