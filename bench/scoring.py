@@ -142,12 +142,7 @@ def child(data: Path, scratch: Path, out: Path) -> None:
     job_s = time.perf_counter() - started  # the stages' sum leaves out loading the champions
     # as `dynseg score` takes: the interpreter's start and the imports too (from the parent's stamp
     # just before it started this process; psutil's create_time is in whole seconds)
-    if "BENCH_STARTED" in os.environ:
-        command_s = time.time() - float(os.environ["BENCH_STARTED"])
-    else:  # started by hand: the process's start time, in whole seconds
-        import psutil
-
-        command_s = time.time() - psutil.Process().create_time()
+    command_s = time.time() - float(os.environ["BENCH_STARTED"])
     sampler.stage = "baseline"
     # Baseline on the same rows: raw LightGBM predictions of both champions, nothing else.
     from pipeline.jobs.features import build_features_job
