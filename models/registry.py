@@ -100,6 +100,11 @@ class TrackingUnreachable(RegistryError):
     try_later = True
 
 
+class NoStore(RegistryError):
+    """A project's SQLite store that does not exist yet: nothing has been trained there. Commands
+    that only read the registry say so instead of creating an empty store."""
+
+
 class PromotionRefused(RegistryError):
     """The promotion gate said no; ``--force`` (recorded on the version) overrides it."""
 
@@ -149,11 +154,18 @@ def _quiet() -> None:
                 h.addFilter(_QuietMlflow())
 
 
-def connect(tracking_uri: str, timeout: float = 5.0) -> None:
-    """Point MLflow at ``tracking_uri`` after checking, quickly, that it answers."""
+def connect(tracking_uri: str, timeout: float = 5.0, *, create: bool = True) -> None:
+    """Point MLflow at ``tracking_uri`` after checking, quickly, that it answers. A SQLite store
+    that does not exist is created, or, with ``create=False`` (commands that only read models),
+    :class:`NoStore` is raised: reading an empty registry had left a new 1 MB ``mlflow.db``."""
     _quiet()
     if tracking_uri.startswith("sqlite:///"):
         db = Path(tracking_uri.removeprefix("sqlite:///"))
+        if not db.exists() and not create:
+            raise NoStore(f"no MLflow store at {tracking_uri} yet: no model has been trained in this project. Train "
+                          "one with `dynseg train purchase` (or churn) and make it champion with `dynseg models "
+                          "promote purchase latest`; if the models are in another store, set MLFLOW_TRACKING_URI "
+                          "(or tracking_uri: in configs/project.yaml) to it.")
         db.parent.mkdir(parents=True, exist_ok=True)
         if not db.exists():
             try:
@@ -976,7 +988,7 @@ def reference_sample(name: str, version: str | int) -> pd.DataFrame:
     return frame
 
 
-_LIST_COLUMNS = ["name", "version", "aliases", "status", "target", "horizon", "test_auc", "test_brier", "test_cutoff", "created",
+LIST_COLUMNS = ["name", "version", "aliases", "status", "target", "horizon", "test_auc", "test_brier", "test_cutoff", "created",
                  "history"]
 
 
@@ -1016,7 +1028,7 @@ def list_versions(name: str | None = None) -> pd.DataFrame:
         "created": pd.Timestamp(v.creation_timestamp, unit="ms", tz="UTC"),
         "history": _history(v.tags),
     } for v in versions]
-    frame = pd.DataFrame(rows, columns=_LIST_COLUMNS)
+    frame = pd.DataFrame(rows, columns=LIST_COLUMNS)
     return frame.sort_values(["name", "version"], ascending=[True, False], ignore_index=True)
 
 

@@ -74,7 +74,7 @@ class Project:
         from models import registry
 
         if not self._connected:
-            registry.connect(self.workspace.tracking_uri(self.config.settings.tracking_uri))
+            registry.connect(self.workspace.tracking_uri(self.config.settings.tracking_uri), create=False)
             self._connected = True
         return registry
 
@@ -91,7 +91,12 @@ class Project:
         ``--as-of`` or :meth:`features` take it: the day whose end it is (``2026-07-31``)."""
         from features.asof import cutoff_label
 
-        found = self._registry().list_versions()
+        from models import registry
+
+        try:
+            found = self._registry().list_versions()
+        except registry.NoStore:  # nothing trained yet: no rows, and no store created to say so
+            found = pd.DataFrame(columns=registry.LIST_COLUMNS)
         found.insert(found.columns.get_loc("test_cutoff") + 1, "test_as_of",
                      [cutoff_label(c) if c else "" for c in found.test_cutoff])
         return found

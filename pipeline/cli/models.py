@@ -21,8 +21,9 @@ Name = Annotated[str, typer.Argument(help="Registered model name, or the shortha
 
 
 @contextlib.contextmanager
-def _registry(ctx: typer.Context) -> Iterator:
-    """The registry module, connected to the configured store; its errors become exit codes 1 and 3."""
+def _registry(ctx: typer.Context, *, no_store_ok: bool = False) -> Iterator:
+    """The registry module, connected to the configured store; its errors become exit codes 1 and 3.
+    With ``no_store_ok``, a project store not created yet (nothing trained) yields None."""
     with handled():
         cfg = ctx.obj.config()
         # Imported here, not at the top: importing MLflow takes seconds that `dynseg data ...`
@@ -31,7 +32,13 @@ def _registry(ctx: typer.Context) -> Iterator:
 
         uri = Workspace(cfg.workspace).tracking_uri(cfg.settings.tracking_uri)
         try:
-            registry.connect(uri)
+            try:
+                registry.connect(uri, create=False)
+            except registry.NoStore:
+                if not no_store_ok:
+                    raise
+                yield None
+                return
             yield registry
         except registry.PromotionRefused as e:
             err.print(f"[bold red]Refused:[/] {escape(str(e))}", highlight=False)
@@ -56,10 +63,14 @@ def _fmt(v) -> str:
 @app.command("list")
 def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument(help="Only this model (name or churn / purchase).")] = None) -> None:
     """Registered versions with their aliases, validation status and test metrics."""
-    with _registry(ctx) as registry:
-        frame = registry.list_versions(_name(ctx, registry, name) if name else None)
-        uri = registry.tracking_uri()
-    if frame.empty:
+    with _registry(ctx, no_store_ok=name is None) as registry:
+        if registry is None:  # no store yet: nothing trained, and none is created to say so
+            cfg = ctx.obj.config()
+            frame, uri = None, Workspace(cfg.workspace).tracking_uri(cfg.settings.tracking_uri)
+        else:
+            frame = registry.list_versions(_name(ctx, registry, name) if name else None)
+            uri = registry.tracking_uri()
+    if frame is None or frame.empty:
         out.print(f"No registered models at {uri}. Train one with `dynseg train churn` or `dynseg train purchase`.")
         return
     t = Table(title=f"Registered models ({uri})", title_justify="left")

@@ -608,7 +608,7 @@ def drop_run(ctx: typer.Context, run_id: Annotated[str, typer.Argument(help="The
                 from models import registry
                 from pipeline.jobs.score import flush_mlflow
 
-                registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
+                registry.connect(ws.tracking_uri(cfg.settings.tracking_uri), create=False)
                 problems = flush_mlflow(registry, ws.db_path)
             except Exception as e:  # noqa: BLE001 - the drop stands; MLflow is told by the next score
                 problems = [f"the MLflow records could not be updated (the next `dynseg score` does it): "

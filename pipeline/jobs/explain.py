@@ -57,7 +57,7 @@ def _run_models(cfg: Config, run: pd.Series, target: str | None = None,
     used = json.loads(run.models)
     if target is not None and target not in {m["target"] for m in used}:
         raise ValueError(f"run {run.run_id} has no {target!r} model; it scored {sorted(m['target'] for m in used)}")
-    registry.connect(Workspace(cfg.workspace).tracking_uri(cfg.settings.tracking_uri))
+    registry.connect(Workspace(cfg.workspace).tracking_uri(cfg.settings.tracking_uri), create=False)
     out = {}
     for m in used:
         if target not in (None, m["target"]):

@@ -69,7 +69,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
 
     say = progress or (lambda _: None)
     ws = Workspace(cfg.workspace)
-    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
+    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri), create=False)
     run = find_run(cfg, run_id, as_of)
     t = run.as_of.to_pydatetime()
     runs.require_rows(ws.db_path, run, "its scores, which drift compares with the training reference,")
@@ -306,7 +306,7 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     from models import registry
 
     ws = Workspace(cfg.workspace)
-    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
+    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri), create=False)
     run = find_run(cfg, run_id, as_of)
     runs.require_rows(ws.db_path, run, "its members and their holdout sides, which lift compares,")
     t = run.as_of.to_pydatetime()

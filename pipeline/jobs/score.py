@@ -239,7 +239,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     ws = Workspace(cfg.workspace)
     runs.refuse_pruned_era(ws.db_path, as_of)
     exports_writable(ws.root / "exports" / as_of_file_label(as_of))
-    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri))
+    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri), create=False)
     targets = list(cfg.scoring.targets)
     if not targets:
         raise ValueError("configs/scoring.yaml: targets is empty; expected at least one of ['purchase', 'churn']")

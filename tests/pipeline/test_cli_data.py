@@ -288,6 +288,25 @@ def test_a_tracking_store_in_a_folder_that_does_not_exist_is_named(project, monk
     assert not (tmp_path / "no").exists()
 
 
+def test_reading_the_registry_before_any_training_creates_no_store(project):
+    """`models list`, `models show`, `score` and Project().versions() in a project with nothing
+    trained each left a new, empty 1 MB mlflow.db behind."""
+    from pipeline.api import Project as ApiProject
+
+    project.write_events(good_events())
+    store = project.workspace / "mlflow.db"
+    result = runner.invoke(app, ["models", "list"])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 0 and "No registered models at sqlite:///" in said and "dynseg train churn" in said, said
+    for command in (["models", "list", "churn"], ["models", "show", "purchase"], ["score", "--as-of", "2026-11-20"]):
+        result = runner.invoke(app, command)
+        said = " ".join(result.output.split())
+        assert result.exit_code == 1 and "no MLflow store at sqlite:///" in said and "dynseg train purchase" in said, (command, said)
+    versions = ApiProject(project.root).versions()
+    assert versions.empty and {"name", "version", "test_as_of"} <= set(versions.columns)
+    assert not store.exists() and not list(project.workspace.glob("*mlflow.db*"))
+
+
 def test_a_log_without_profiles_says_so_and_a_blank_id_reads_blank(project):
     """Without a customers source the summary counted 'customer profiles' as many as customers
     with events, and a blank id's example read `None at row 2`."""
