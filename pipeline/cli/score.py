@@ -21,6 +21,7 @@ def score(
     engine: Annotated[Optional[Engine], typer.Option(help="duckdb or spark (default from config).")] = None,
     reasons: Annotated[Optional[bool], typer.Option("--reasons/--no-reasons", help="Reason codes for sendable customers (default: reason_codes in configs/scoring.yaml).")] = None,
     allow_dead_inputs: Annotated[bool, typer.Option("--allow-dead-inputs", help="Score even when an input a champion learned from holds one value (or none) for every customer (refused by default: a column renamed upstream, such as the amount, would score a different shop).")] = False,
+    allow_fewer_events: Annotated[bool, typer.Option("--allow-fewer-events", help="Replace a run of the same as_of even when the log now holds fewer events before it than that run read (refused by default: a day's file missing from the log would replace a good run with one from less data).")] = False,
     allow_short_history: Annotated[bool, typer.Option("--allow-short-history", help="Score even when the event log holds less history than the longest feature window and than the champion was tested with (refused by default: a log of recent events only makes every customer look new).")] = False,
 ) -> None:
     """Score customers as of a date and refresh every segment: bands, rules, holdouts, enter/exit.
@@ -37,7 +38,8 @@ def score(
             from pipeline.jobs.score import score_job
 
             run = score_job(cfg, instant, engine_name(engine), progress=say, reasons=reasons,
-                            allow_short_history=allow_short_history, allow_dead_inputs=allow_dead_inputs)
+                            allow_short_history=allow_short_history, allow_dead_inputs=allow_dead_inputs,
+                            allow_fewer_events=allow_fewer_events)
     for w in run.warnings:
         err.print(f"[yellow]warning:[/] {escape(w)}", highlight=False)
     print_run(run)

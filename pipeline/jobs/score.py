@@ -214,6 +214,27 @@ def nothing_new_warnings(ws: Workspace, newest: datetime | None, as_of: datetime
             "passing. Check the extract that writes it"]
 
 
+def fewer_events_problem(ws: Workspace, n_events: int, as_of: datetime) -> str | None:
+    """A re-run that would replace a run of the same as_of from fewer events before it than that run
+    read: a day's file missing from the log, say. A hole shorter than the freshness lag passes every
+    other check, and the run that stands (whose exports may have been sent) was replaced without a
+    word. None when there is no such run, it did not record its count, or the log holds as many."""
+    try:
+        before = runs.read(ws.db_path, "SELECT run_id, n_events, finished_at FROM scoring_runs WHERE as_of = ?",
+                           [as_of])
+    except Exception:  # noqa: BLE001 - a workspace made before the count was recorded: nothing to compare
+        return None
+    if before.empty or pd.isna(before.n_events[0]) or n_events >= int(before.n_events[0]):
+        return None
+    had = int(before.n_events[0])
+    return (f"the event log now holds {n_events:,} events before {as_of_label(as_of)}, {had - n_events:,} fewer "
+            f"({(had - n_events) / had:.1%}) than run {before.run_id[0]} read when it was scored for the same as_of "
+            f"({before.finished_at[0]:%Y-%m-%d %H:%M} UTC). Scoring again would replace that run, and the segments "
+            "it exported, with one from less data: a file of the log (a day's export) may be missing. Restore the "
+            "missing events, or, if they were removed on purpose (corrections, erasure requests), run again with "
+            "--allow-fewer-events")
+
+
 def exports_writable(folder: Path) -> None:
     """Refuse, before any work, a run whose exports folder cannot be written (a read-only mount):
     found when the exports were written, it cost the whole run and named a hidden temp folder."""
@@ -229,7 +250,7 @@ def exports_writable(folder: Path) -> None:
 
 def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress: Progress | None = None,
               log_to_mlflow: bool = True, reasons: bool | None = None, allow_short_history: bool = False,
-              allow_dead_inputs: bool = False) -> ScoreRun:
+              allow_dead_inputs: bool = False, allow_fewer_events: bool = False) -> ScoreRun:
     from models import registry
 
     say = progress or (lambda _: None)
@@ -263,6 +284,11 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     first_event, newest_event = data.report.time_range(cfg.role_of)
     if not allow_short_history:
         problem = short_history_problem(cfg, first_event, as_of, champions)
+        if problem:
+            raise ValueError(problem)
+    n_events = data.con.execute("SELECT count(*) FROM events WHERE ts < ?", [as_of]).fetchone()[0]
+    if not allow_fewer_events:
+        problem = fewer_events_problem(ws, n_events, as_of)
         if problem:
             raise ValueError(problem)
     warnings = (run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of) + band_config_warnings(cfg, champions)
@@ -358,7 +384,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     bands_used = {m.target: m.bands for m in used}
     record = {
         "run_id": run_id, "as_of": as_of, "started_at": started, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
-        "engine": engine, "n_customers": n_customers,
+        "engine": engine, "n_customers": n_customers, "n_events": n_events,
         "models": json.dumps([m.record() for m in used], default=str), "bands": json.dumps(bands_used, default=str),
         "previous_run_id": None, "mlflow_run_id": None, "export_dir": str(export_dir),
         # (exclusions: the run keeps who each segment's rule selected but an exclusion took away)

@@ -1346,6 +1346,35 @@ def test_an_exports_folder_that_cannot_be_written_is_refused_before_any_work(sho
     assert len(q(shop, "SELECT * FROM scoring_runs WHERE as_of = ?", [DAY2])) == 1  # the run of that date stands
 
 
+def test_a_rerun_from_fewer_events_than_the_run_it_replaces_is_refused(shop):
+    """A day's file missing from the log (a hole shorter than the freshness lag passes every other
+    check): scoring the date again replaced the run that stood, whose segments may have been sent,
+    with one from less data, without a word. Refused with both counts; --allow-fewer-events replaces
+    it. (Scores 2026-11-27 again; the last test scores it again from the full log.)"""
+    events = shop.workspace / "data" / "events.parquet"
+    full = events.read_bytes()
+    before = state(shop)
+    stood = q(shop, "SELECT run_id, n_events FROM scoring_runs WHERE as_of = ?", [DAY2])
+    try:
+        ev = pd.read_parquet(events)
+        tz = ev.ts.dt.tz
+        hole = (ev.ts >= pd.Timestamp("2026-11-20", tz=tz)) & (ev.ts < pd.Timestamp("2026-11-21", tz=tz))
+        assert stood.n_events[0] == (ev.ts < pd.Timestamp(DAY2, tz=tz)).sum() and hole.sum() > 0
+        ev[~hole].to_parquet(events, index=False)
+        result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
+        said = " ".join(result.output.split())
+        assert result.exit_code == 1, said
+        assert (f"the event log now holds {stood.n_events[0] - hole.sum():,} events before 2026-11-27, {hole.sum():,} "
+                f"fewer" in said and f"than run {stood.run_id[0]} read when it was scored for the same as_of" in said), said
+        assert "--allow-fewer-events" in said and state(shop) == before
+        result = runner.invoke(app, ["score", "--as-of", "2026-11-27", "--allow-fewer-events", "--no-reasons"])
+        assert result.exit_code == 0, result.output
+        now = q(shop, "SELECT run_id, n_events FROM scoring_runs WHERE as_of = ?", [DAY2])
+        assert now.run_id[0] != stood.run_id[0] and now.n_events[0] == stood.n_events[0] - hole.sum()
+    finally:
+        events.write_bytes(full)
+
+
 def test_a_workspace_held_after_the_commit_does_not_end_the_run_that_stands(shop, monkeypatch):
     """After the commit, the run's notes read the workspace again; another process holding it past
     the lock wait (a prune compacting) ended the run in "busy", exit 75, which a scheduler retries,
