@@ -191,7 +191,15 @@ def connect(tracking_uri: str, timeout: float = 5.0, *, create: bool = True) -> 
                 what, fix = "the MLflow store is half-created", (
                     f"A command was likely stopped while MLflow was creating it. If it never opened, move it away "
                     f"(mv {db} {db}.broken) and run again: a new one is created whole")
-            kind = TrackingUnreachable if tracking_uri.startswith("http") else RegistryError
+            # a server that answered with a status (a wrong path: 404; no access: 401/403) is there, and
+            # a retry will not mend its URI: exit 1 with the fix. Exit 75 only when it did not answer
+            status = re.search(r"error code (4\d\d) != 200", str(e)) if tracking_uri.startswith("http") else None
+            answered = status is not None and status.group(1) not in ("408", "429") and not _unanswered(e)
+            if answered:
+                what, fix = "the MLflow tracking server answered but refused", (
+                    "Check the URI (its host, port and path: a tracking server answers at its root, such as "
+                    "http://127.0.0.1:5000) and any credentials (MLFLOW_TRACKING_TOKEN / _USERNAME / _PASSWORD)")
+            kind = TrackingUnreachable if tracking_uri.startswith("http") and not answered else RegistryError
             raise kind(f"{what} at {tracking_uri}: {_first_line(e)}. {fix}, or set MLFLOW_TRACKING_URI "
                        "(or tracking_uri: in configs/project.yaml) to a store that works, e.g. "
                        "sqlite:///mlflow.db.") from e
@@ -262,7 +270,13 @@ def _env(**values: str | None) -> Iterator[None]:
 
 def _first_line(e: BaseException) -> str:
     text = getattr(e, "message", None) or str(e) or type(e).__name__
-    return text.strip().splitlines()[0][:400]
+    line = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    if len(line) <= 400:
+        return line
+    # cut at a sentence or word, not mid-word ("backend storage loca.")
+    cut = line[:400]
+    end = cut.rfind(". ")
+    return (cut[:end + 1] if end > 200 else cut[:cut.rfind(" ")]) + " …"
 
 
 @contextlib.contextmanager
@@ -334,12 +348,12 @@ def _require_model(client: MlflowClient, name: str) -> None:
             raise RegistryError(f"no {target} model yet: no registered model named {name!r} at "
                                 f"{mlflow.get_tracking_uri()} (known models: {known or 'none'}). Train one with "
                                 f"`dynseg train {target}` and make it champion with `dynseg models promote {target} "
-                                "latest`, or check MLFLOW_TRACKING_URI / settings.tracking_uri.") from None
+                                "latest`, or check MLFLOW_TRACKING_URI (or tracking_uri: in configs/project.yaml).") from None
         close = difflib.get_close_matches(name, [*known, *(shorthands[k] for k in known if k in shorthands)], n=1)
         hint = f"did you mean {close[0]!r}? " if close else ""
         raise RegistryError(f"no registered model named {name!r} at {mlflow.get_tracking_uri()}; {hint}"
                             f"known models: {known or 'none'}. Train and register one with `dynseg train <target>`, "
-                            "or check MLFLOW_TRACKING_URI / settings.tracking_uri.") from None
+                            "or check MLFLOW_TRACKING_URI (or tracking_uri: in configs/project.yaml).") from None
 
 
 def _version(client: MlflowClient, name: str, version: str | int) -> ModelVersion:
@@ -953,13 +967,29 @@ def load_champion(name: str, alias: str = CHAMPION) -> tuple[Any, ModelVersion]:
             return mlflow.pyfunc.load_model(f"models:/{name}@{alias}"), mv
 
 
-def load_version(name: str, version: str | int) -> Any:
+def load_version(name: str, version: str | int, run_id: str | None = None) -> Any:
     """The pyfunc model of one registered version (what a past scoring run used): a number or an
-    alias (``models:/name/champion`` would read as a stage, which MLflow 3 refuses)."""
+    alias (``models:/name/champion`` would read as a stage, which MLflow 3 refuses). With ``run_id``,
+    the training run a scoring run recorded for it: when the registry's entry is no longer that
+    model (the version deleted, the name renamed and trained again), the run's own model is loaded.
+    A past run had been explained and monitored with whichever model held its name and number."""
     client = MlflowClient()
     with _mlflow(f"loading {name} version {version}"):
-        mv = _version(client, name, version)
+        try:
+            mv, gone = _version(client, name, version), None
+        except RegistryError as e:
+            mv, gone = None, e
         with _env(MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false"):
+            if run_id and (mv is None or mv.run_id != run_id):
+                try:
+                    return mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
+                except MlflowException as e:
+                    raise RegistryError(
+                        f"{name} version {version} is not the model the run used ({'; '.join([str(gone)] if gone else [f'it now comes from training run {mv.run_id}'])}), "
+                        f"and that model, of training run {run_id}, could not be loaded: {_first_line(e)}. Restore the "
+                        "run's artifacts in the tracking store") from e
+            if mv is None:
+                raise gone
             return mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")
 
 
@@ -973,17 +1003,19 @@ def resolve_version(name: str, version: str | int) -> str:
 REFERENCE_FILE = "reference/reference.parquet"
 
 
-def reference_sample(name: str, version: str | int) -> pd.DataFrame:
-    """The training reference logged with a version: test-snapshot features and the model's score."""
+def reference_sample(name: str, version: str | int, run_id: str | None = None) -> pd.DataFrame:
+    """The training reference logged with a version: test-snapshot features and the model's score.
+    With ``run_id`` (the training run a scoring run recorded), read from that run, whatever the
+    registry's ``name``/``version`` holds now (see :func:`load_version`)."""
     client = MlflowClient()
     with _mlflow(f"reading the training reference of {name} version {version}"):
-        mv = _version(client, name, version)
+        source = run_id or _version(client, name, version).run_id
         with tempfile.TemporaryDirectory(prefix="dynseg-reference-") as copy:  # MLflow's default folder stayed
-            frame = _read_artifact(mv.run_id, REFERENCE_FILE, lambda uri: pd.read_parquet(
+            frame = _read_artifact(source, REFERENCE_FILE, lambda uri: pd.read_parquet(
                 mlflow.artifacts.download_artifacts(uri, dst_path=copy)))
     if frame is None:
         raise RegistryError(f"{name} version {version} has no training reference ({REFERENCE_FILE} in run "
-                            f"{mv.run_id}); it was trained before references were logged. Retrain it "
+                            f"{source}); it was trained before references were logged. Retrain it "
                             "(dynseg train <target>) and promote the new version.")
     return frame
 

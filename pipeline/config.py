@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -23,6 +24,9 @@ from features.asof import parse_duration
 from features.contract import ROLES
 from features.engine import MEMORY_LIMIT
 from features.sources import SourceSpec
+
+#: config names that are also file and column names: lower_snake_case
+_SNAKE = r"^[a-z][a-z0-9_]*$"
 
 Role = Literal[ROLES]  # type: ignore[valid-type]
 
@@ -356,7 +360,7 @@ SegmentKind = Literal["predictive", "lifecycle", "value", "behavioral", "rule", 
 
 
 class SegmentDef(_Strict):
-    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$", description="lower_snake_case; also the export file name")
+    name: str = Field(pattern=_SNAKE, description="lower_snake_case; also the export file name")
     description: str = ""  # required: checked by segment_issues with the other cross-checks
     owner: str = ""
     kind: SegmentKind
@@ -368,7 +372,7 @@ class SegmentDef(_Strict):
     outcome: Literal["purchase", "retention"] | None = None
     # the name the holdout is drawn under, md5(salt|holdout_key|customer): a renamed segment keeps its
     # holdout by setting its former name here (unset: the segment's own name)
-    holdout_key: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
+    holdout_key: str | None = Field(None, pattern=_SNAKE)
 
 
 def segment_outcome(segment: dict) -> tuple[str, bool]:
@@ -878,8 +882,34 @@ def _parse(model: type[BaseModel], raw: dict | None, origin: dict[tuple, str], d
             file = (" and ".join(under) if under else
                     next((origin[loc[:i]] for i in range(len(loc), 0, -1) if loc[:i] in origin), default_file))
             key = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).lstrip(".")  # segments[6].holdout
-            issues.append(ConfigIssue(file, key or "(top level)", _describe(err, _model_at(model, err["loc"][:-1]))))
+            said = _describe(err, _model_at(model, err["loc"][:-1]))
+            item = _named_item(raw, err["loc"])
+            if item is not None and repr(item) not in said:  # segments[13] read as "which one?"
+                said = f"segment {item!r}: {said}" if err["loc"][0] == "segments" else f"{item!r}: {said}"
+            issues.append(ConfigIssue(file, key or "(top level)", said))
         return None
+
+
+def _named_item(raw: Any, loc: tuple) -> str | None:
+    """The ``name`` of the list item an error's path runs through (``segments[13]``), if it has
+    one and the error is not about the name itself."""
+    current, found = raw, None
+    for i, part in enumerate(loc):
+        if isinstance(current, dict) and part in current:
+            current = current[part]
+        elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
+            current = current[part]
+            name = current.get("name") if isinstance(current, dict) else None
+            found = name if isinstance(name, str) and loc[i + 1:] != ("name",) else None
+        else:
+            break
+    return found
+
+
+def _snake(text: str) -> str:
+    """``text`` as lower_snake_case (a suggestion for a name that is not)."""
+    name = re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+    return name if re.match(_SNAKE, name) else f"s_{name}".rstrip("_")
 
 
 def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel] | None:
@@ -931,6 +961,9 @@ def _describe(err: dict, model: type[BaseModel] | None = None) -> str:
     key = str(err["loc"][-1]) if err["loc"] else ""
     if kind == "string_type" and _is_duration(model, key) and isinstance(err.get("input"), (int, float)):
         return f"expected a duration with its unit such as {err['input']}d or 8w; found {err['input']!r}"
+    if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _SNAKE and isinstance(err.get("input"), str):
+        return (f"expected lower_snake_case: a lowercase letter, then lowercase letters, digits and _ (it names the "
+                f"export file and is written in rules), say {_snake(err['input'])!r}; found {err['input']!r}")
     if kind == "string_pattern_mismatch" and key == "memory_limit":
         return f"expected a size such as 2GB or 512MB; found {err['input']!r}"
     if kind in ("string_pattern_mismatch", "string_too_long") and key == "currency":

@@ -56,6 +56,8 @@ def explain(
     out.print(kv_table(f"Customer {customer_id}", {
         "run": f"{e0.run_id} (as of {as_of_label(e0.as_of)})",
         "segments": ", ".join(e0.segments) or "—",
+        # a rule that held, and another segment took them out: "why not in likely_buyers?" answered
+        **({"left out of": ", ".join(e0.left_out)} if e0.left_out else {}),
     }))
     for e in found:
         # another version than the run's has no band in it: its cuts are drawn over a whole run

@@ -292,9 +292,13 @@ def promote(
         def common_snapshot(candidate, champion):
             from pipeline.jobs.promote import compare_on_one_snapshot
 
-            err.print(f"Versions {candidate.version} and {champion.version} were tested on different snapshots "
-                      f"(as of {cutoff_label(candidate.tags.get('test_cutoff'))} and {cutoff_label(champion.tags.get('test_cutoff'))}): "
-                      "scoring both on the newer one...")
+            a, b = (cutoff_label(v.tags.get("test_cutoff")) for v in (candidate, champion))
+            if a == b:  # the gate compares the stored figures; scored again for the paired interval only
+                err.print(f"Versions {candidate.version} and {champion.version} were tested on the same snapshot "
+                          f"(as of {a}): scoring both on it again for a paired interval of their AUC difference...")
+            else:
+                err.print(f"Versions {candidate.version} and {champion.version} were tested on different snapshots "
+                          f"(as of {a} and {b}): scoring both on the newer one...")
             return compare_on_one_snapshot(cfg, model, candidate, champion)
 
         names = cfg.training.registry.names

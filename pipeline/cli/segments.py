@@ -271,7 +271,46 @@ def show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment n
     out.print(s)
 
 
-def _changes_of(db, run, name: str, config: dict, removed: bool):
+def _rule_exits(moved, definition: dict | None, models_changed: dict[str, tuple[str, str]]):
+    """An exit's "no longer matches the rule" said more exactly where the rule reads a model's band
+    or score: the band's move (and that the score did not move, when only the band's cut did) and a
+    change of model between the runs. It had blamed the customer for 130 of 132 exits whose score
+    was the same, the band's cut having moved with a newly promoted model."""
+    import re
+
+    import pandas as pd
+
+    where = (definition or {}).get("where") or ""
+    targets = [t for t in dict.fromkeys(c.removesuffix("_band") for c in moved.columns
+                                        if c.endswith("_band") and not c.startswith("previous_"))
+               if re.search(rf"\b{t}_(band|score|score_100)\b", where)]
+    if not targets or moved.empty:
+        return moved
+
+    def why(r) -> str:
+        if r.why != "no longer matches the rule":
+            return r.why
+        said = []
+        for t in targets:
+            before, now = r[f"previous_{t}_band"], r[f"{t}_band"]
+            was, score = r[f"previous_{t}_score_100"], r[f"{t}_score_100"]
+            if re.search(rf"\b{t}_band\b", where) and not pd.isna(before) and not pd.isna(now) and before != now:
+                same = not pd.isna(was) and not pd.isna(score) and int(was) == int(score)
+                said.append(f"{t} band {before} → {now}" + (f" at the same score ({int(score)}): the band's cut moved"
+                                                             if same else f" (score {int(was)} → {int(score)})"
+                                                             if not pd.isna(was) and not pd.isna(score) else ""))
+            elif not pd.isna(was) and not pd.isna(score) and int(was) != int(score):
+                said.append(f"{t} score {int(was)} → {int(score)}")
+            if t in models_changed:
+                said.append(f"the {t} model changed: {models_changed[t][0]} → {models_changed[t][1]}")
+        return "no longer matches the rule" + (": " + "; ".join(said) if said else "")
+
+    moved = moved.copy()
+    moved["why"] = [why(r) for _, r in moved.iterrows()]
+    return moved
+
+
+def _changes_of(db, run, name: str, config: dict, removed: bool, models_changed: dict | None = None):
     """Who entered and exited segment ``name`` in ``run``: scores and bands, an entered member's
     holdout and sendable, and for who exited, why."""
     import json
@@ -312,7 +351,7 @@ def _changes_of(db, run, name: str, config: dict, removed: bool):
                   "d.customer_id" if excluded_then else "")
     unscored_then = ("WHEN d.change = 'entered' AND p.customer_id IS NULL THEN 'not scored in the previous run'"
                      if run.previous_run_id is not None and not pruned else "")
-    return runs.read(db, f"""
+    return _rule_exits(runs.read(db, f"""
         SELECT d.customer_id, d.change, m.holdout, m.sendable, s.* EXCLUDE (run_id, as_of, customer_id){before},
                CASE {excluded_then} {unscored_then}
                     WHEN d.change = 'entered' THEN NULL
@@ -329,7 +368,7 @@ def _changes_of(db, run, name: str, config: dict, removed: bool):
                                        AND m.customer_id = d.customer_id
         WHERE d.run_id = ? AND d.segment = ? ORDER BY d.change, d.customer_id""",
                      [removed, *params, run.previous_run_id, *([run.previous_run_id] if exclusions else []),
-                      run.run_id, name])
+                      run.run_id, name]), definition, models_changed or {})
 
 
 @app.command()
@@ -370,7 +409,11 @@ def changes(ctx: typer.Context,
             runs.require_segment(db, run, name)
         order = {d["name"]: i for i, d in enumerate(config.get("segments", []))}
         names = [name] if name is not None else sorted(known | moved_in, key=lambda n: (order.get(n, len(order)), n))
-        parts = {n: _changes_of(db, run, n, config, removed=n not in known) for n in names}
+        from pipeline.jobs.score import run_model_changes
+
+        models_changed = run_model_changes(db, run.run_id, run.previous_run_id)
+        parts = {n: _changes_of(db, run, n, config, removed=n not in known, models_changed=models_changed)
+                 for n in names}
         moved = (parts[name] if name is not None else
                  pd.concat([p.assign(segment=n) for n, p in parts.items() if len(p)] or [parts[names[0]].assign(segment="")],
                            ignore_index=True))
@@ -404,6 +447,9 @@ def changes(ctx: typer.Context,
     elif (gone := runs.pruned(db, prev)) is not None:
         err.print(f"The previous run, {prev}, was pruned on {gone[0]:%Y-%m-%d} (segments prune): its scores and "
                   "exclusions are gone, so the scores before and the reasons for entries are empty.", highlight=False)
+    for target, (before, now) in models_changed.items():  # as `segments list` says it (this had not)
+        err.print(f"Model changed since run {prev}: {target} was scored by {before}, now by {now}; entered/exited "
+                  "count the change of model too.", highlight=False)
     if name is None:
         _all_changes(run, moved, unsendable, held, sendable_only, out_path)
         return

@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -43,6 +43,9 @@ class Explanation:
     of_run: bool = True  # the model is the version the run used (not one named with ``version``)
     #: the run's band cuts for this target ("high from 0.7012, medium from 0.5000"), when the run used this model
     cuts: str = ""
+    #: segments whose rule selected the customer but another segment took them out of
+    #: ("likely_buyers (excluded by recent_buyers)"): why they were not in it that night
+    left_out: list[str] = field(default_factory=list)
 
 
 def _run_models(cfg: Config, run: pd.Series, target: str | None = None,
@@ -63,7 +66,10 @@ def _run_models(cfg: Config, run: pd.Series, target: str | None = None,
         if target not in (None, m["target"]):
             continue
         chosen = registry.resolve_version(m["name"], version) if version is not None else m["version"]
-        bundle = registry.bundle_of(registry.load_version(m["name"], chosen))
+        # the run's own model by the training run it recorded (the registry's name and number may since
+        # hold another, or none); a version asked for by number is the registry's
+        bundle = registry.bundle_of(registry.load_version(m["name"], chosen, None if version is not None else
+                                                          m.get("model_run_id") or None))
         model = bundle.model
         rate = m.get("base_rate")
         # its population as trained (an active window of its own, not today's configs/labels.yaml)
@@ -99,6 +105,9 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
                  for s, kind, h, c, snd in runs.read(
                      db, "SELECT segment, kind, holdout, consented, sendable FROM segment_members WHERE run_id = ? "
                          "AND customer_id = ? ORDER BY segment", [run.run_id, customer_id]).itertuples(index=False)]
+    left_out = [f"{s} (excluded by {by})" for s, by in runs.read_optional(
+        db, "SELECT segment, excluded_by FROM segment_exclusions WHERE run_id = ? AND customer_id = ? ORDER BY segment",
+        [run.run_id, customer_id]).itertuples(index=False)]
     models = _run_models(cfg, run, target, version)  # only the model asked for: another one's inputs do not matter here
     row = features_as_of(cfg, t, [customer_id])
     if row.empty:  # scored then, but not a customer under this id in today's data (an identity link since)
@@ -138,6 +147,7 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
         e = Explanation(customer_id, tgt, run.run_id, t, label, p, float(score), band,
                         member_of, float(base), float(model.probability_from_raw(np.array([base]))[0]), table)
         e.of_run = label == used_by_run
+        e.left_out = left_out
         if e.of_run:  # a score that rounds to a band's cut (49.97 % beside 0.5) reads against the cuts
             bands = next((m.get("bands") or [] for m in json.loads(run.models) if m["target"] == tgt), [])
             e.cuts = cuts_text(bands)

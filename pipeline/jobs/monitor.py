@@ -69,10 +69,10 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
 
     say = progress or (lambda _: None)
     ws = Workspace(cfg.workspace)
-    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri), create=False)
-    run = find_run(cfg, run_id, as_of)
+    run = find_run(cfg, run_id, as_of)  # a run not found (or pruned) said first: the registry is no matter then
     t = run.as_of.to_pydatetime()
     runs.require_rows(ws.db_path, run, "its scores, which drift compares with the training reference,")
+    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri), create=False)
     say("features")
     feats = features_as_of(cfg, t)
     scores = runs.read(ws.db_path, "SELECT * FROM customer_scores WHERE run_id = ?", [run.run_id])
@@ -81,7 +81,8 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     thresholds = DriftThresholds(d.max_drift_share, d.method, d.column_threshold)
     folder = ws.reports_dir / "monitor" / as_of_file_label(t)
     reports, files = {}, {}
-    used = [(m, registry.bundle_of(registry.load_version(m["name"], m["version"])).model) for m in json.loads(run.models)]
+    used = [(m, registry.bundle_of(registry.load_version(m["name"], m["version"], m.get("model_run_id") or None)).model)
+            for m in json.loads(run.models)]
     # before the reports: a misspelt one was dropped, its alarm never to fire
     from pipeline.jobs.features import project_columns
 
@@ -124,7 +125,7 @@ def _monitor_reports(cfg: Config, run, t: datetime, used, feats, current, thresh
         target = m["target"]
         check_model_inputs(model, f"{m['name']} version {m['version']}", target, feats.columns)
         say(f"{target} drift report")
-        reference = registry.reference_sample(m["name"], m["version"])
+        reference = registry.reference_sample(m["name"], m["version"], m.get("model_run_id") or None)
         score = f"{target}_score"
         cur = current[current[score].notna()]
         categorical = [c for c in model.features_ if c in model.categories_]
@@ -306,9 +307,9 @@ def lift_job(cfg: Config, run_id: str | None = None, as_of: datetime | None = No
     from models import registry
 
     ws = Workspace(cfg.workspace)
-    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri), create=False)
-    run = find_run(cfg, run_id, as_of)
+    run = find_run(cfg, run_id, as_of)  # a run not found (or pruned) said first: the registry is no matter then
     runs.require_rows(ws.db_path, run, "its members and their holdout sides, which lift compares,")
+    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri), create=False)
     t = run.as_of.to_pydatetime()
     horizons = label_horizons(cfg)
     models = json.loads(run.models)

@@ -235,6 +235,23 @@ def fewer_events_problem(ws: Workspace, n_events: int, as_of: datetime) -> str |
             "--allow-fewer-events")
 
 
+def load_champions(registry: Any, names: dict[str, str]) -> dict[str, tuple[Any, Any]]:
+    """target -> (pyfunc model, registry version) of each target's champion; every target without
+    one said at once, not one per attempt. A server lost meanwhile stays try-later (exit 75),
+    whatever the other target met: re-raised as a plain RegistryError it had exited 1 beside "run it
+    again once the server is back"."""
+    champions, lacking = {}, []
+    for t, name in names.items():
+        try:
+            champions[t] = registry.load_champion(name)
+        except registry.RegistryError as e:
+            lacking.append(e)
+    if lacking:
+        kind = next((type(e) for e in lacking if getattr(e, "try_later", False)), registry.RegistryError)
+        raise kind("; ".join(str(e).rstrip(".") for e in lacking) + ".")
+    return champions
+
+
 def exports_writable(folder: Path) -> None:
     """Refuse, before any work, a run whose exports folder cannot be written (a read-only mount):
     found when the exports were written, it cost the whole run and named a hidden temp folder."""
@@ -260,20 +277,17 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     ws = Workspace(cfg.workspace)
     runs.refuse_pruned_era(ws.db_path, as_of)
     exports_writable(ws.root / "exports" / as_of_file_label(as_of))
-    registry.connect(ws.tracking_uri(cfg.settings.tracking_uri), create=False)
     targets = list(cfg.scoring.targets)
     if not targets:
         raise ValueError("configs/scoring.yaml: targets is empty; expected at least one of ['purchase', 'churn']")
+    try:
+        registry.connect(ws.tracking_uri(cfg.settings.tracking_uri), create=False)
+    except registry.NoStore as e:  # every target's model named, as a store without their champions does
+        raise registry.NoStore(f"no champion to score with ({', '.join(cfg.training.registry.names[t] for t in targets)}): "
+                               f"{e}") from None
     say("loading champion models")
     clock = time.perf_counter()
-    champions, lacking = {}, []
-    for t in targets:  # every target without a champion at once, not one per attempt
-        try:
-            champions[t] = registry.load_champion(cfg.training.registry.names[t])
-        except registry.RegistryError as e:
-            lacking.append(str(e))
-    if lacking:
-        raise registry.RegistryError("; ".join(lacking))
+    champions = load_champions(registry, {t: cfg.training.registry.names[t] for t in targets})
     timings["models"] = time.perf_counter() - clock  # the summary's time row read as the whole run without it
 
     clock = time.perf_counter()

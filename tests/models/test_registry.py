@@ -437,6 +437,13 @@ def test_a_server_that_answers_500_is_an_error_to_fix_and_503_one_to_retry(reg, 
         status[0] = 503
         with pytest.raises(R.TrackingUnreachable, match="stopped answering"):
             R.list_versions()
+        # a server there that answers 404 (a wrong path in the URI, http://host:port/wrongpath) is
+        # no server to wait for: it read "cannot reach", exit 75, which a scheduler retries forever
+        status[0] = 404
+        with pytest.raises(R.RegistryError, match="answered but refused") as e:
+            R.connect(f"http://127.0.0.1:{server.server_address[1]}/wrongpath")
+        assert not isinstance(e.value, R.TrackingUnreachable) and "404" in str(e.value), e.value
+        assert "a tracking server answers at its root" in str(e.value)
     finally:
         server.shutdown()
         mlflow.set_tracking_uri(reg.uri)
@@ -698,3 +705,34 @@ def test_a_store_stopped_while_being_created_is_no_store_and_the_next_command_cr
     with pytest.raises(R.RegistryError, match=r"the MLflow store is half-created at sqlite:///.*mv .*mlflow\.db "
                                               r".*mlflow\.db\.broken"):
         R.connect(f"sqlite:///{half}")
+
+
+def test_a_server_lost_while_the_champions_load_stays_try_later_beside_another_target_s_error(monkeypatch):
+    """`score` gathered each target's registry error into one plain RegistryError: a server that
+    died while the champions loaded exited 1, under "run it again once the server is back"."""
+    from pipeline.jobs.score import load_champions
+
+    def load(name):
+        if name == "dynseg-churn":
+            raise R.RegistryError("model 'dynseg-churn' has no version with alias 'champion'")
+        raise R.TrackingUnreachable("loading dynseg-purchase@champion failed: the MLflow tracking server at "
+                                    "http://127.0.0.1:1 stopped answering (x); run it again once the server is back.")
+
+    monkeypatch.setattr(R, "load_champion", load)
+    with pytest.raises(R.TrackingUnreachable) as e:
+        load_champions(R, {"purchase": "dynseg-purchase", "churn": "dynseg-churn"})
+    assert "stopped answering" in str(e.value) and "has no version with alias" in str(e.value)
+    assert ".;" not in str(e.value) and str(e.value).endswith("'champion'.")
+    monkeypatch.setattr(R, "load_champion", lambda name: (_ for _ in ()).throw(R.RegistryError(f"no {name}.")))
+    with pytest.raises(R.RegistryError) as e:
+        load_champions(R, {"purchase": "dynseg-purchase"})
+    assert not isinstance(e.value, R.TrackingUnreachable) and str(e.value) == "no dynseg-purchase."
+
+
+def test_a_long_mlflow_message_is_cut_at_a_sentence_or_word():
+    """MLflow's text was cut at 400 characters mid-word: "backend storage loca."."""
+    first = "Could not find a registered artifact repository for the backend storage location given " * 3
+    said = R._first_line(RuntimeError(first.strip() + ". " + "word " * 120))
+    assert said == first.strip() + ". …"
+    said = R._first_line(RuntimeError("x" * 250 + " " + "storage location " * 30))
+    assert said.endswith(" …") and len(said) <= 402 and said[:-2].split()[-1] in ("storage", "location")

@@ -408,3 +408,19 @@ def test_a_misspelt_spark_master_is_named_as_such(project):
     text = " ".join(str(_config_error(project)).split())
     assert text.count("spark.foo") == 1 and "spark.conf: spark.foo: expected one value" in text, text
     assert ".str" not in text and ".bool" not in text
+
+
+def test_a_segment_s_error_names_the_segment_and_a_name_s_form_in_plain_words(project):
+    """'segments[13].name: string should match pattern ^[a-z][a-z0-9_]*$': the marketer had to count
+    to 13 and read a regular expression."""
+    import yaml
+
+    doc = yaml.safe_load((project.root / "configs" / "segments.yaml").read_text())
+    doc["segments"].append({**doc["segments"][-1], "name": "Big Spenders"})
+    doc["segments"].append({**doc["segments"][-1], "name": "lapsed_vips", "holdout": "ten percent"})
+    _write(project, "segments.yaml", yaml.safe_dump(doc, sort_keys=False))
+    said = " ".join(str(_config_error(project)).split())
+    n = len(doc["segments"])
+    assert (f"segments[{n - 2}].name: expected lower_snake_case: a lowercase letter, then lowercase letters, digits and _ "
+            "(it names the export file and is written in rules), say 'big_spenders'; found 'Big Spenders'") in said, said
+    assert f"segments[{n - 1}].holdout: segment 'lapsed_vips': " in said and "'ten percent'" in said, said

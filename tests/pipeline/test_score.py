@@ -154,7 +154,9 @@ def test_segments_changes_lists_and_writes_who_entered_and_exited(shop, tmp_path
             # were in an excluding segment, with their band no longer high)
             assert now.loc[row.customer_id, "purchase_band"] == "high"
         else:
-            assert row.why == "no longer matches the rule" and now.loc[row.customer_id, "purchase_band"] != "high"
+            # the rule reads the purchase band: its move is said (and the score's, or that only the cut moved)
+            assert row.why.startswith(f"no longer matches the rule: purchase band {row.previous_purchase_band} → "
+                                      f"{row.purchase_band}") and now.loc[row.customer_id, "purchase_band"] != "high", row
     # a run scored before segment_exclusions says what it knows: in a segment it excludes
     import json
 
@@ -166,7 +168,7 @@ def test_segments_changes_lists_and_writes_who_entered_and_exited(shop, tmp_path
     legacy["config"] = json.dumps(config)
     said = _changes_of(shop.workspace / "dynseg.duckdb", legacy, "likely_buyers", config["segments"], removed=False)
     said = said[said.change == "exited"].set_index("customer_id").why
-    assert exited.why.str.startswith("excluded by ").any() and (exited.why == "no longer matches the rule").any()
+    assert exited.why.str.startswith("excluded by ").any() and exited.why.str.startswith("no longer matches the rule").any()
     for row in exited.itertuples():
         if row.why.startswith("excluded by "):
             assert said[row.customer_id].endswith(", which it excludes (this run did not record whether its rule "
@@ -796,11 +798,16 @@ def test_no_champion_is_a_clear_error(shop, tmp_path, monkeypatch):
     result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
     assert result.exit_code == 1
     text = " ".join(result.output.split())
+    # a store that does not exist is not made (an empty one read as "no registered model" at a typo's path)
+    assert "no champion to score with (dynseg-purchase, dynseg-churn): no MLflow store at sqlite:///" in text, text
+    assert "dynseg train purchase" in text and not (tmp_path / "empty.db").exists()
+    from mlflow import MlflowClient
+
+    MlflowClient(f"sqlite:///{tmp_path / 'empty.db'}").search_experiments()  # a store, empty
+    text = " ".join(runner.invoke(app, ["score", "--as-of", "2026-11-27"]).output.split())
     assert "no registered model named 'dynseg-purchase'" in text and "dynseg train" in text
     # one target trained, the other not: its error named the other's model ("did you mean
     # 'dynseg-purchase'?") where the answer is to train it
-    from mlflow import MlflowClient
-
     MlflowClient(f"sqlite:///{tmp_path / 'empty.db'}").create_registered_model("dynseg-purchase")
     text = " ".join(runner.invoke(app, ["score", "--as-of", "2026-11-27"]).output.split())
     assert "no churn model yet" in text and "`dynseg train churn`" in text and "did you mean" not in text, text
@@ -874,6 +881,14 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
                    "LIMIT 1", [shop.runs[1].run_id]).iloc[0]
     said = " ".join(runner.invoke(app, ["explain", held.customer_id, "--model", "purchase"]).output.split())
     assert f"{held.segment} (holdout)" in said, said
+    # a customer a segment's rule selected but another segment took out: why not in it, said (it was not)
+    taken = q(shop, "SELECT customer_id, segment, excluded_by FROM segment_exclusions WHERE run_id = ? "
+                    "ORDER BY customer_id, segment", [shop.runs[1].run_id])
+    first = taken[taken.customer_id == taken.customer_id.iloc[0]]
+    said = " ".join(runner.invoke(app, ["explain", first.customer_id.iloc[0], "--model", "purchase"]).output.split())
+    assert "│ left out of │" in said and f"{first.segment.iloc[0]} (excluded by {first.excluded_by.iloc[0]}" in said, said
+    (e,) = explain_customer(cfg, first.customer_id.iloc[0], "purchase", plot=False)
+    assert e.left_out == [f"{r.segment} (excluded by {r.excluded_by})" for r in first.itertuples()]
     # an earlier run by its date; a date without a run names the runs there are
     d1 = q(shop, "SELECT * FROM customer_scores WHERE run_id = ?", [shop.runs[0].run_id])
     cid = d1.customer_id.iloc[0]
@@ -1344,6 +1359,44 @@ def test_an_exports_folder_that_cannot_be_written_is_refused_before_any_work(sho
         exports.unlink(missing_ok=True)
         aside.rename(exports)
     assert len(q(shop, "SELECT * FROM scoring_runs WHERE as_of = ?", [DAY2])) == 1  # the run of that date stands
+
+
+def test_a_past_run_is_explained_and_monitored_with_the_model_it_recorded_not_what_its_number_holds_now(shop):
+    """A past run's model was found by registry name and number: after a rename and a new training
+    (the number then holds another model) `explain` recomputed another score and blamed the data,
+    and `monitor` compared drift against the other model's reference; after a version was deleted,
+    both refused. The training run each run recorded (model_run_id) decides."""
+    import duckdb
+
+    from pipeline.jobs.explain import explain_customer
+    from pipeline.jobs.monitor import monitor_job
+
+    db = shop.workspace / "dynseg.duckdb"
+    run = q(shop, "SELECT run_id, models FROM scoring_runs WHERE as_of = ?", [DAY2])
+    stored = run.models[0]
+    used = json.loads(stored)
+    purchase = next(m for m in used if m["target"] == "purchase")
+    churn = next(m for m in used if m["target"] == "churn")
+    registry.connect(Workspace(shop.workspace).tracking_uri())
+    client = registry.MlflowClient()
+    # another model (the churn model's training run) now under the purchase model's name, a new number
+    other = registry.register(churn["model_run_id"], purchase["name"], validated=True, allow_unvalidated=False, tags={})
+    scored = q(shop, "SELECT customer_id, purchase_score FROM customer_scores WHERE run_id = ? AND purchase_score IS NOT "
+                     "NULL ORDER BY customer_id LIMIT 1", [run.run_id[0]]).iloc[0]
+    try:
+        for number in (other.version, "999"):  # the number holds another model; the number holds none
+            record = [dict(m, version=str(number)) if m["target"] == "purchase" else m for m in used]
+            with duckdb.connect(str(db)) as con:
+                con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [json.dumps(record), run.run_id[0]])
+            (e,) = explain_customer(load_config(shop.root), scored.customer_id, "purchase", run.run_id[0], plot=False)
+            assert e.score == pytest.approx(scored.purchase_score, abs=1e-9), (number, e.score, scored.purchase_score)
+        # drift against the reference of the model the run used (a version deleted: refused before)
+        monitored = monitor_job(load_config(shop.root), run_id=run.run_id[0], log_to_mlflow=False)
+        assert set(monitored.drift) == {"purchase", "churn"}, monitored
+    finally:
+        with duckdb.connect(str(db)) as con:
+            con.execute("UPDATE scoring_runs SET models = ? WHERE run_id = ?", [stored, run.run_id[0]])
+        client.delete_model_version(purchase["name"], other.version)
 
 
 def test_a_rerun_from_fewer_events_than_the_run_it_replaces_is_refused(shop):

@@ -750,6 +750,42 @@ def test_segments_list_says_when_a_model_changed_between_runs_in_text_and_json(p
     assert listed["model_changes"] == {"purchase": {"before": "dynseg-purchase version 1",
                                                     "now": "dynseg-purchase version 2"}}
     assert json.loads(cli.invoke(app, ["segments", "list", "--run", "old", "--json"]).output)["model_changes"] == {}
+    # `segments changes`, whose file a sender reads, says it too (only `segments list` and `score` did)
+    changed = cli.invoke(app, ["segments", "changes", "vip", "--run", "new"])
+    assert changed.exit_code == 0 and ("Model changed since run old: purchase was scored by dynseg-purchase version 1, "
+                                       "now by dynseg-purchase version 2") in " ".join(changed.stderr.split())
+
+
+def test_an_exit_from_a_band_rule_says_whether_the_score_or_only_the_cut_moved():
+    """A marketer resized a band and promoted the model: 130 of 132 exits read "no longer matches
+    the rule" with the same score, the band's cut having moved. The band's move, the score's, and a
+    change of model are said where the rule reads them."""
+    import pandas as pd
+
+    from pipeline.cli.segments import _rule_exits
+
+    moved = pd.DataFrame({
+        "customer_id": ["a", "b", "c", "d", "e"],
+        "change": ["exited", "exited", "exited", "exited", "entered"],
+        "purchase_score_100": [29, 22, 40, None, 50], "purchase_band": ["medium", "medium", "high", None, "high"],
+        "churn_score_100": [10, 10, 10, 10, 10], "churn_band": ["low"] * 5,
+        "previous_purchase_score_100": [29, 31, 40, 35, 20], "previous_purchase_band": ["high", "high", "high", "high", "low"],
+        "previous_churn_score_100": [10, 10, 10, 10, 10], "previous_churn_band": ["low"] * 5,
+        "why": ["no longer matches the rule", "no longer matches the rule", "excluded by recent_buyers",
+                "not scored in this run", None]})
+    new = ("dynseg-purchase version 1", "dynseg-purchase version 2")
+    why = _rule_exits(moved, {"where": "purchase_band = 'high'"}, {"purchase": new}).set_index("customer_id").why
+    assert why["a"] == ("no longer matches the rule: purchase band high → medium at the same score (29): the band's cut "
+                        "moved; the purchase model changed: dynseg-purchase version 1 → dynseg-purchase version 2")
+    assert why["b"].startswith("no longer matches the rule: purchase band high → medium (score 31 → 22); the purchase")
+    assert why["c"] == "excluded by recent_buyers" and why["d"] == "not scored in this run" and pd.isna(why["e"])
+    # no model change: the band and the score only; a rule on a score: the score's move
+    assert _rule_exits(moved, {"where": "purchase_band = 'high'"}, {}).why[0] == (
+        "no longer matches the rule: purchase band high → medium at the same score (29): the band's cut moved")
+    assert _rule_exits(moved, {"where": "purchase_score_100 >= 25"}, {}).why[1] == (
+        "no longer matches the rule: purchase score 31 → 22")
+    # a rule that reads no model's columns: as it was
+    assert _rule_exits(moved, {"where": "recency_days > 90"}, {"purchase": new}).why[0] == "no longer matches the rule"
 
 
 # -- bands --------------------------------------------------------------------------------------

@@ -413,6 +413,13 @@ def test_a_version_tested_on_another_snapshot_is_compared_with_the_champion_on_t
         text = " ".join(r.output.split())
         assert r.exit_code == 0 and "the figures are comparable" in text, r.output
         assert "AUC difference +0.00000, paired DeLong 95% CI [+0.00000, +0.00000]: within noise" in text, text
+        # promote says what it does: it told two versions of one snapshot they were "tested on different snapshots"
+        r = runner.invoke(app, ["models", "promote", "purchase", twin.version])
+        said = " ".join(r.stderr.split())
+        assert (f"were tested on the same snapshot (as of {cutoff_label(champ.tags['test_cutoff'])}): scoring both on it "
+                "again for a paired interval" in said and "different snapshots" not in said), said
+        if r.exit_code == 0:
+            assert runner.invoke(app, ["models", "rollback", "purchase"]).exit_code == 0
     finally:
         registry.MlflowClient().delete_model_version("dynseg-purchase", twin.version)
 
