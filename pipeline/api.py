@@ -225,10 +225,16 @@ class Project:
         the instant ``as_of`` 2026-11-28 00:00, the end of that day)."""
         from features.asof import as_of_label
 
+        import json
+
         found = runs.read(self.workspace.db_path, "SELECT run_id, as_of, engine, n_customers, previous_run_id, "
-                                                  "mlflow_run_id, export_dir FROM scoring_runs ORDER BY as_of")
+                                                  "mlflow_run_id, export_dir, models FROM scoring_runs ORDER BY as_of")
         if not found.empty:
             found.insert(1, "date", [as_of_label(t.to_pydatetime()) for t in found.as_of])
+        # which model scored each run, "purchase: dynseg-purchase version 3; churn: ...": the record
+        # held it only as JSON in the workspace
+        found["models"] = ["; ".join(f"{m['target']}: {m['name']} version {m['version']}" for m in json.loads(text))
+                           if isinstance(text, str) else "" for text in found.models]
         return found
 
     def _run(self, run_id: str | None, as_of=None, needs: str | None = None):

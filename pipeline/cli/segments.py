@@ -75,12 +75,21 @@ def list_(ctx: typer.Context,
                            "as_of_label": as_of_label(run.as_of), "previous_run_id": run.previous_run_id,
                            "segments": rows, "removed": [n for n, c in changes.items() if c == "removed"],
                            # a promotion or rollback between the runs: its segments moved with the model too
-                           "model_changes": {t: {"before": b, "now": n} for t, (b, n) in models_changed.items()}},
+                           "model_changes": {t: {"before": b, "now": n} for t, (b, n) in models_changed.items()},
+                           # which model scored each segment that night (an audit read it from the database)
+                           "models": [{k: m.get(k) for k in ("target", "name", "version", "model_run_id")}
+                                      for m in (json.loads(run.models) if isinstance(run.models, str) else [])]},
                           indent=2)
         out.print(text, soft_wrap=True, markup=False, highlight=False, emoji=False)  # as is: no wrapping, no markup
         return
     out.print(health_table(health, f"Segments as of {as_of_label(run.as_of)} (run {run.run_id}; "
                                    f"movement against run {prev})", changes))
+    import json
+
+    used = json.loads(run.models) if isinstance(run.models, str) else []
+    if used:
+        out.print("Scored by: " + "; ".join(f"{m['target']} {m['name']} version {m['version']}" for m in used),
+                  highlight=False)
     for target, (before, now) in models_changed.items():
         out.print(f"Model changed since run {prev}: {target} was scored by {before}, now by {now}; entered/exited "
                   "count the change of model too.", highlight=False)

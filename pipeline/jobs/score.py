@@ -391,7 +391,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     tmp_dir = temp_sibling(export_dir)
     try:
         exports = write_exports(con, segments, score_cols + [f"{t}_reasons" for t in targets], tmp_dir,
-                                cfg.scoring.export_formats, as_of, run_id)
+                                cfg.scoring.export_formats, as_of, run_id, models=run_models(used))
     except BaseException:  # interrupted (Ctrl-C, SIGTERM) or failed: no half-written customer lists left behind
         shutil.rmtree(tmp_dir, ignore_errors=True)
         raise
@@ -969,8 +969,15 @@ def _health_view(con, segments: list[CompiledSegment], coverage: str) -> None:
         "USING (segment) GROUP BY m.segment, m.kind, m.owner")
 
 
+def run_models(used: list) -> list[dict]:
+    """Each model of a run as its exports' manifest and ``Project().runs()`` name it: target, registered
+    name and version, and the training run it came from."""
+    return [{"target": m.target, "name": m.name, "version": str(m.version), "model_run_id": m.model_run_id}
+            for m in used]
+
+
 def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], folder: Path, formats: list[str],
-                  as_of: datetime, run_id: str) -> dict[str, dict[str, int]]:
+                  as_of: datetime, run_id: str, models: list[dict] | None = None) -> dict[str, dict[str, int]]:
     """Per segment: sendable members (``<name>.<fmt>``) and, for a segment with a holdout, the holdout
     (``<name>.holdout.<fmt>``); suppression segments under ``suppressions/``. Plus ``manifest.json``."""
     shutil.rmtree(folder, ignore_errors=True)
@@ -1001,6 +1008,8 @@ def write_exports(con, segments: list[CompiledSegment], score_cols: list[str], f
     # the date a person gave, as `segments list --json` and the reports' summaries say it
     manifest = {"run_id": run_id, "as_of": as_of.isoformat(), "as_of_label": as_of_label(as_of), "files": files,
                 "rows": counts,
+                # which model scored the files (a sender's "which version chose these people?")
+                "models": models or [],
                 "note": "sendable files hold members with email consent outside the holdout; "
                         "holdout files must not be contacted; suppressions/ lists who is suppressed and why"}
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2))

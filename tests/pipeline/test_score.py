@@ -264,6 +264,14 @@ def test_exports_hold_consented_non_holdout_members_only(shop):
     manifest = json.loads((run.export_dir / "manifest.json").read_text())
     # the date given beside the cutoff instant (the instant alone read as the day after)
     assert (manifest["as_of"], manifest["as_of_label"]) == ("2026-11-28T00:00:00", "2026-11-27")
+    # which model chose these people, as the run recorded it (and Project().runs() shows it)
+    recorded = json.loads(q(shop, "SELECT models FROM scoring_runs WHERE run_id = ?", [run.run_id]).models[0])
+    assert manifest["models"] == [{k: m[k] for k in ("target", "name", "version", "model_run_id")} for m in recorded]
+    assert {m["target"] for m in manifest["models"]} == {"purchase", "churn"} and all(m["model_run_id"] for m in manifest["models"])
+    from pipeline.api import Project as ApiProject
+
+    listed = ApiProject(shop.root).runs().set_index("run_id").models[run.run_id]
+    assert listed == "; ".join(f"{m['target']}: {m['name']} version {m['version']}" for m in recorded), listed
     m = q(shop, "SELECT * FROM segment_members WHERE run_id = ?", [run.run_id])
     sendable_files = [f for f in manifest["files"] if not f.startswith("suppressions/") and ".holdout." not in f]
     assert len(sendable_files) == 2 * 8  # 8 sendable segments, parquet and csv

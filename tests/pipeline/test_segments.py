@@ -747,6 +747,10 @@ def test_segments_list_says_when_a_model_changed_between_runs_in_text_and_json(p
             "version 2") in text, text
     listed = json.loads(cli.invoke(app, ["segments", "list", "--run", "new", "--json"]).output)
     assert listed["previous_run_id"] == "old"
+    # which model scored the segments that night, in the JSON and on screen (an audit read the database)
+    assert [(m["target"], m["name"], m["version"]) for m in listed["models"]] == [
+        ("purchase", "dynseg-purchase", "2"), ("churn", "dynseg-churn", "1")]
+    assert "Scored by: purchase dynseg-purchase version 2; churn dynseg-churn version 1" in text, text
     assert listed["model_changes"] == {"purchase": {"before": "dynseg-purchase version 1",
                                                     "now": "dynseg-purchase version 2"}}
     assert json.loads(cli.invoke(app, ["segments", "list", "--run", "old", "--json"]).output)["model_changes"] == {}
