@@ -160,6 +160,28 @@ def thresholds_for_run(levels: list[BandLevel], scores: np.ndarray) -> list[Band
     return out
 
 
+def tie_warnings(levels: list[BandLevel], scores: np.ndarray, target: str) -> list[str]:
+    """A warning per ``top_percent`` level whose cut lets in far more than its share: customers tied
+    at the cut score all get in (a model of few trees gives few distinct scores), and a "top 10 %"
+    band had held 18.6 % of a run, emptying the band below it, with no word. Far more: over 1.25
+    times the share and over one percentage point more."""
+    s = scores[~np.isnan(scores)]
+    out = []
+    for lv in levels:
+        if lv.rule != "top_percent" or lv.threshold is None or not len(s) or not np.isfinite(lv.threshold):
+            continue
+        want = float(lv.top_percent) / 100
+        inside = int((s >= lv.threshold).sum())
+        got = inside / len(s)
+        if got > 1.25 * want and got - want > 0.01:
+            tied = int((s == lv.threshold).sum())
+            out.append(f"band {lv.name} is the top {lv.top_percent:g} % of the run, but {inside:,} of {len(s):,} scored "
+                       f"customers ({got:.1%}) reach its cut, {lv.threshold:.4f}: {tied:,} share that very score, and "
+                       "ties all get in. The model gives few distinct scores (few trees or leaves; `dynseg models show "
+                       f"{target}`): retrain it, or cut this band by min_probability in configs/bands.yaml")
+    return out
+
+
 def assign(levels: list[BandLevel], scores: np.ndarray) -> np.ndarray:
     """Band name per score (object array; None where the score is missing). ``levels`` must be
     resolved for the run (see :func:`thresholds_for_run`)."""

@@ -683,6 +683,7 @@ def score_target(cfg: Config, target: str, pyfunc: Any, feats: pd.DataFrame, as_
     out[f"{target}_band"] = pd.Series(band_rules.assign(levels, scores), index=feats.index, dtype="object")
     info = ScoredModel(target, registry.model_name(target, cfg.training.registry.names), "", "", spec.population,
                        int(population.sum()), base_rate, note, band_rules.to_dicts(levels), spec.horizon.days)
+    notes = notes + band_rules.tie_warnings(levels, scores[population] if population.any() else scores, target)
     info._warnings = notes + unseen_levels(bundle.model, {  # type: ignore[attr-defined]
         c: (feats.loc[population, c].dropna().astype(str)) for c in bundle.model.categories_ if c in feats},
         window=bundle.data_window)

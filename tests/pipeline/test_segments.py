@@ -942,3 +942,21 @@ def test_an_exit_by_an_identity_merge_names_the_id_the_person_has_now(tmp_path):
     why = _changes_of(db, run, "vip", {"segments": [{"name": "vip", "exclude": []}]}, False).set_index("customer_id").why
     assert why["c50"] == "merged into c00 by an identity link (the person under that id)", why
     assert why["c77"] == "not scored in this run" and pd.isna(why["c00"])
+
+
+def test_a_top_percent_band_that_ties_let_far_past_its_share_is_warned():
+    """A model of 3 trees gave few distinct scores: "top 10 % of the run" held 18.6 % (ties at the
+    cut all get in) and the band below it was left empty, with no word."""
+    levels = [bands.BandLevel(name="high", top_percent=10), bands.BandLevel(name="medium", top_percent=30),
+              bands.BandLevel(name="low")]
+    coarse = np.repeat([0.30, 0.20, 0.10, 0.05], [90, 96, 700, 114])  # 1,000 customers, 4 distinct scores
+    resolved = bands.thresholds_for_run(levels, coarse)
+    said = bands.tie_warnings(resolved, coarse, "purchase")
+    assert len(said) == 2, said
+    assert said[0].startswith("band high is the top 10 % of the run, but 186 of 1,000 scored customers (18.6%) reach its "
+                              "cut, 0.2000: 96 share that very score"), said[0]
+    assert "`dynseg models show purchase`" in said[0] and "min_probability" in said[0]
+    assert said[1].startswith("band medium is the top 30 % of the run, but 886 of 1,000")
+    # distinct scores: each band holds its share, no warning
+    fine = np.linspace(0, 1, 1000)
+    assert bands.tie_warnings(bands.thresholds_for_run(levels, fine), fine, "purchase") == []
