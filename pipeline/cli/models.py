@@ -61,7 +61,8 @@ def _fmt(v) -> str:
 
 
 @app.command("list")
-def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument(help="Only this model (name or churn / purchase).")] = None) -> None:
+def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument(help="Only this model (name or churn / purchase).")] = None,
+          as_json: Annotated[bool, typer.Option("--json", help="Every version as JSON, whole (a table in a log cuts the long columns).")] = False) -> None:
     """Registered versions with their aliases, validation status and test metrics."""
     with _registry(ctx, no_store_ok=name is None) as registry:
         if registry is None:  # no store yet: nothing trained, and none is created to say so
@@ -70,6 +71,17 @@ def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument(help
         else:
             frame = registry.list_versions(_name(ctx, registry, name) if name else None)
             uri = registry.tracking_uri()
+    if as_json:
+        import json
+
+        rows = [] if frame is None else [
+            {**r, "version": int(r["version"]), "created": r["created"].isoformat(),
+             "test_as_of": cutoff_label(r["test_cutoff"]) if r["test_cutoff"] else "",
+             **{k: (None if isinstance(r[k], float) and math.isnan(r[k]) else r[k]) for k in ("test_auc", "test_brier")}}
+            for r in frame.to_dict(orient="records")]
+        out.print(json.dumps({"tracking_uri": uri, "versions": rows}, indent=2), soft_wrap=True, markup=False,
+                  highlight=False, emoji=False)
+        return
     if frame is None or frame.empty:
         out.print(f"No registered models at {uri}. Train one with `dynseg train churn` or `dynseg train purchase`.")
         return

@@ -136,6 +136,13 @@ def test_promote_rollback_and_load_by_alias(purchase, shop):
     # each version's label window beside its metrics: a 56-day version's AUC is of another outcome
     listed = registry.list_versions("dynseg-purchase").set_index("version")
     assert listed.loc[1, "horizon"] == "30d" and "horizon" in listing.stdout
+    # whole, for a script (a table in a log cut the history and test-as-of columns)
+    import json
+
+    as_json = json.loads(runner.invoke(app, ["models", "list", "purchase", "--json"]).stdout)["versions"]
+    first = next(v for v in as_json if v["version"] == 1)
+    assert first["name"] == "dynseg-purchase" and "champion" in first["aliases"] and first["horizon"] == "30d"
+    assert first["test_auc"] == pytest.approx(listed.loc[1, "test_auc"]) and first["test_as_of"] == cutoff_label(first["test_cutoff"])
 
 
 def test_weak_model_is_refused_by_the_gate(shop, purchase):
