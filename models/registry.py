@@ -846,9 +846,14 @@ def promote(name: str, version: str | int, *, force: bool = False,
                                 "model, give each its own name under registry.names in configs/training.yaml")
         champ = _alias(client, name, CHAMPION)
         champ_v = str(champ.version) if champ is not None else None
-        if champ_v == version:
+        outside = champ_v == version and _unrecorded(champ)
+        if champ_v == version and not outside:
             return PromotionResult(name, version, None, False, f"version {version} is already the champion")
         problems, notes, compared_on = [], [], ""
+        if outside:  # champion by an alias set by hand: what `score` told them to do, recorded now
+            champ, champ_v = None, None  # (the version it replaced is unknown: compared with none)
+            notes.append("champion already by an alias set outside dynseg; its promotion is recorded now, compared "
+                         "with no other version")
         status = cand.tags.get("validation_status")
         if status != VALIDATED:
             problems.append(f"version {version} is {status or 'not validated'} (it did not pass the validation criteria)")
@@ -945,12 +950,14 @@ def rollback(name: str) -> PromotionResult:
         # Champion first: an interruption between the two leaves the rollback done.
         client.set_registered_model_alias(name, CHAMPION, prev_v)
         client.delete_registered_model_alias(name, PREVIOUS)
-    return PromotionResult(name, prev_v, champ_v, False, f"{name}: champion is version {prev_v} again (was {champ_v}); "
-                                                         f"a second rollback has nothing to go back to")
+    return PromotionResult(name, prev_v, champ_v, False, f"{name}: champion is version {prev_v} again ("
+                                                         + (f"was {champ_v}" if champ_v else "there was no champion: its "
+                                                            "alias had been removed outside dynseg")
+                                                         + "); a second rollback has nothing to go back to")
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 # -- reading ---------------------------------------------------------------------------------------
@@ -1022,6 +1029,33 @@ def reference_sample(name: str, version: str | int, run_id: str | None = None) -
 
 LIST_COLUMNS = ["name", "version", "aliases", "status", "target", "horizon", "test_auc", "test_brier", "test_cutoff", "created",
                  "history"]
+
+
+def _unrecorded(mv: ModelVersion) -> bool:
+    """Whether ``mv`` holds the champion alias with no promotion of it recorded after its last rollback."""
+    tags = mv.tags or {}
+    made = max(tags.get("promoted_at", ""), tags.get("restored_at", ""))
+    return not made or tags.get("rolled_back_at", "") > made
+
+
+def champion_notes(mv: ModelVersion) -> list[str]:
+    """What a run scored by ``mv`` (a champion) should say of how it became champion: an alias set
+    outside dynseg (no promotion record: no gate compared it), a version rolled back and made
+    champion again by hand, or one registered without passing its validation criteria. Such a
+    champion had scored night after night without a word."""
+    tags, said = mv.tags or {}, []
+    made = max(tags.get("promoted_at", ""), tags.get("restored_at", ""))
+    if not made:
+        said.append(f"{mv.name} version {mv.version} is champion without a promotion record: the alias was set outside "
+                    f"dynseg, so no gate compared it with the version before. Promote it with `dynseg models promote` "
+                    "(or --force --reason TEXT) to record it")
+    elif tags.get("rolled_back_at", "") > made:
+        said.append(f"{mv.name} version {mv.version} was rolled back on {tags['rolled_back_at'][:10]} and is champion "
+                    "again without a promotion: the alias was set outside dynseg")
+    if tags.get("validation_status") == FORCED:
+        said.append(f"{mv.name} version {mv.version} did not pass its validation criteria (registered with "
+                    "--allow-unvalidated)")
+    return said
 
 
 def _history(tags: dict[str, str]) -> str:

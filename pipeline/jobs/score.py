@@ -306,7 +306,8 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         if problem:
             raise ValueError(problem)
     warnings = (run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of) + band_config_warnings(cfg, champions)
-                + nothing_new_warnings(ws, newest_event, as_of))
+                + nothing_new_warnings(ws, newest_event, as_of)
+                + [f"{t}: {w}" for t, (_, mv) in champions.items() for w in registry.champion_notes(mv)])
     profile = data_profile(cfg, data)
     timings["validate"] = time.perf_counter() - clock
 

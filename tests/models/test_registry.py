@@ -736,3 +736,32 @@ def test_a_long_mlflow_message_is_cut_at_a_sentence_or_word():
     assert said == first.strip() + ". …"
     said = R._first_line(RuntimeError("x" * 250 + " " + "storage location " * 30))
     assert said.endswith(" …") and len(said) <= 402 and said[:-2].split()[-1] in ("storage", "location")
+
+
+def test_a_champion_made_outside_dynseg_or_unvalidated_is_named_for_the_run(reg):
+    """An alias set by hand in MLflow (or a rolled-back version put back) scored night after night
+    without a word, and so did a version registered with --allow-unvalidated."""
+    name = "t-outside"
+    a = R.register(reg.strong, name, validated=True, allow_unvalidated=False, tags={})
+    b = R.register(reg.weak, name, validated=False, allow_unvalidated=True, tags={})
+    client = MlflowClient()
+    client.set_registered_model_alias(name, "champion", a.version)  # by hand
+    (said,) = R.champion_notes(R.load_champion(name)[1])
+    assert said.startswith(f"{name} version {a.version} is champion without a promotion record: the alias was set "
+                           "outside dynseg"), said
+    done = R.promote(name, a.version)  # what the warning says to do records it (it read "already the champion")
+    assert "champion already by an alias set outside dynseg; its promotion is recorded now" in done.message, done.message
+    assert R.champion_notes(R.load_champion(name)[1]) == []
+    R.promote(name, b.version, force=True, reason="test")
+    notes = R.champion_notes(R.load_champion(name)[1])
+    assert notes == [f"{name} version {b.version} did not pass its validation criteria (registered with "
+                     "--allow-unvalidated)"], notes
+    R.rollback(name)
+    client.set_registered_model_alias(name, "champion", b.version)  # the rolled-back one, put back by hand
+    notes = R.champion_notes(R.load_champion(name)[1])
+    assert notes[0].startswith(f"{name} version {b.version} was rolled back on ") and len(notes) == 2, notes
+    # a champion alias removed by hand, then a rollback: no Python None in what it says
+    R.promote(name, a.version, force=True, reason="back")
+    client.delete_registered_model_alias(name, "champion")
+    said = R.rollback(name).message
+    assert "(there was no champion: its alias had been removed outside dynseg)" in said and "None" not in said, said
