@@ -1142,6 +1142,17 @@ def compare_versions(name: str, a: str | int, b: str | int) -> dict:
     client = MlflowClient()
     with _mlflow(f"comparing {name} versions {a} and {b}"):
         va, vb = _version(client, name, a), _version(client, name, b)
+        params = []
+        for v in (va, vb):  # the training runs' parameters (a run gone from the store: none)
+            try:
+                params.append(client.get_run(v.run_id).data.params if v.run_id else {})
+            except MlflowException:
+                params.append({})
+    # what was trained differently: a reviewer saw only metrics (a num_leaves override was in MLflow alone)
+    settings = pd.DataFrame([(k, params[0].get(k, "—"), params[1].get(k, "—"))
+                             for k in sorted(set(params[0]) | set(params[1]))
+                             if params[0].get(k) != params[1].get(k)],
+                            columns=["setting", f"v{va.version}", f"v{vb.version}"])
     ma, mb = _test_metrics(va), _test_metrics(vb)
     table = pd.DataFrame({f"v{va.version}": pd.Series(ma, dtype=float), f"v{vb.version}": pd.Series(mb, dtype=float)})
     table["difference"] = table.iloc[:, 1] - table.iloc[:, 0]
@@ -1149,7 +1160,8 @@ def compare_versions(name: str, a: str | int, b: str | int) -> dict:
     labels = (va.tags.get("label_definition", ""), vb.tags.get("label_definition", ""))
     return {"metrics": table, "same_test_snapshot": same, "snapshot": why,
             "verdict": default_comparison(against=f"version {va.version}")(mb, ma) if same else None,
-            "labels": labels, "same_label": labels[0] == labels[1], "versions": (va, vb)}
+            "labels": labels, "same_label": labels[0] == labels[1], "versions": (va, vb), "settings": settings,
+            "settings_known": all(params)}
 
 
 __all__ = [

@@ -227,6 +227,18 @@ def _compare_tables(ctx: typer.Context, name: str, model: str, v1: str, v2: str,
     for metric, row in table.iterrows():
         t.add_row(str(metric), *(_fmt(float(v)) for v in row))
     out.print(t)
+    settings = c.get("settings")
+    if settings is not None and c.get("settings_known"):
+        if settings.empty:
+            out.print("Trained with the same settings (their MLflow training runs' parameters).", highlight=False)
+        else:
+            s = Table(title=f"Training settings that differ ({len(settings)}; the MLflow training runs' parameters)",
+                      title_justify="left")
+            for col in settings.columns:
+                s.add_column(col, overflow="fold")
+            for row in settings.head(30).itertuples(index=False):
+                s.add_row(*(escape(str(v)) for v in row))
+            out.print(s)
     if not c["same_label"]:
         out.print(f"[yellow]Different outcomes:[/] version {v1} predicts {c['labels'][0] or '?'}; version {v2} predicts "
                   f"{c['labels'][1] or '?'}. Their metrics measure different things.", highlight=False)

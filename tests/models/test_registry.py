@@ -765,3 +765,18 @@ def test_a_champion_made_outside_dynseg_or_unvalidated_is_named_for_the_run(reg)
     client.delete_registered_model_alias(name, "champion")
     said = R.rollback(name).message
     assert "(there was no champion: its alias had been removed outside dynseg)" in said and "None" not in said, said
+
+
+def test_compare_names_the_training_settings_that_differ(reg, data, tmp_path):
+    """A reviewer comparing two versions saw only metrics: a num_leaves override was in MLflow's
+    parameters alone."""
+    name = "t-settings"
+    other = _log(_bundle(data.weak, data.X, data.y), data.X, tmp_path)
+    MlflowClient().log_param(other, "lgbm_num_leaves", "15")
+    a = R.register(reg.strong, name, validated=True, allow_unvalidated=False, tags={})
+    b = R.register(other, name, validated=True, allow_unvalidated=False, tags={})
+    c = R.compare_versions(name, a.version, b.version)
+    assert c["settings_known"] and c["settings"].to_dict(orient="records") == [
+        {"setting": "lgbm_num_leaves", f"v{a.version}": "—", f"v{b.version}": "15"}]
+    twin = R.register(reg.strong, name, validated=True, allow_unvalidated=False, tags={})
+    assert R.compare_versions(name, a.version, twin.version)["settings"].empty
