@@ -97,7 +97,11 @@ def explain_customer(cfg: Config, customer_id: str, target: str | None = None, r
     runs.require_rows(db, run, "its customers' scores")
     stored = runs.read(db, "SELECT * FROM customer_scores WHERE run_id = ? AND customer_id = ?", [run.run_id, customer_id])
     if stored.empty:
-        hint = _canonical_hint(cfg, customer_id, t)
+        # the id as typed in another case or with blanks (C0004341 for c0004341): named, as a segment's typo is
+        near = runs.read(db, "SELECT customer_id FROM customer_scores WHERE run_id = ? AND lower(trim(customer_id)) = "
+                             "lower(trim(?)) LIMIT 1", [run.run_id, customer_id])
+        hint = (f"; did you mean {near.customer_id[0]!r}? (ids are matched exactly)" if not near.empty
+                else _canonical_hint(cfg, customer_id, t))
         raise ValueError(f"customer {customer_id!r} was not scored in run {run.run_id} (as of {as_of_label(t)}){hint}")
     # a member held out, or not sendable, was not mailed: said beside the segment (it read as mailed)
     member_of = [s + (" (holdout)" if h else "" if snd or kind == "suppression" else

@@ -873,6 +873,8 @@ def test_explain_recomputes_the_stored_score_exactly_for_a_customer_in_each_band
     finally:
         settings.write_text(original)
     assert re.search(r"spent €[0-9,.]+ in total", said) and not re.search(r"spent [0-9]", said), said
+    said = " ".join(runner.invoke(app, ["explain", "C0000001", "--model", "purchase"]).output.split())
+    assert "customer 'C0000001' was not scored in run" in said and "did you mean 'c0000001'? (ids are matched exactly)" in said, said
     result = runner.invoke(app, ["explain", "nobody"])
     assert result.exit_code == 1 and "was not scored" in result.output
     # a customer churn leaves out (no purchase in its active window): said, with the model's own window
