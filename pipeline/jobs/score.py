@@ -1167,12 +1167,23 @@ def run_model_changes(db: Path, run_id: str, previous_run_id: str | None) -> dic
     if not previous_run_id:
         return {}
     found = runs.read(db, "SELECT run_id, models FROM scoring_runs WHERE run_id IN (?, ?)", [run_id, previous_run_id])
-    used = {r.run_id: {m["target"]: f"{m['name']} version {m['version']}" for m in json.loads(r.models)}
+    used = {r.run_id: {m["target"]: (f"{m['name']} version {m['version']}", m.get("model_run_id") or None)
+                       for m in json.loads(r.models)}
             for r in found.itertuples() if isinstance(r.models, str)}
     if run_id not in used or previous_run_id not in used:
         return {}
     before, now = used[previous_run_id], used[run_id]
-    return {t: (before[t], now[t]) for t in now if t in before and before[t] != now[t]}
+    out = {}
+    for t in now:
+        if t not in before:
+            continue
+        (was, was_run), (is_, is_run) = before[t], now[t]
+        if was_run and is_run:  # by the training run: a rename is no change; a number re-used by another model is
+            if was_run != is_run:
+                out[t] = (was, is_) if was != is_ else (f"{was} (training run {was_run})", f"{is_} (training run {is_run})")
+        elif was != is_:
+            out[t] = (was, is_)
+    return out
 
 
 def run_definition_changes(db: Path, run_id: str, previous_run_id: str | None) -> dict[str, str]:

@@ -758,6 +758,18 @@ def test_segments_list_says_when_a_model_changed_between_runs_in_text_and_json(p
     changed = cli.invoke(app, ["segments", "changes", "vip", "--run", "new"])
     assert changed.exit_code == 0 and ("Model changed since run old: purchase was scored by dynseg-purchase version 1, "
                                        "now by dynseg-purchase version 2") in " ".join(changed.stderr.split())
+    # the same training run under a new name (the model renamed in the registry) is no change of model
+    from pipeline.jobs.score import run_model_changes
+
+    con.execute("ATTACH '%s' AS ws" % db)
+    for run_id, name in (("old", "dynseg-churn"), ("new", "crm-churn")):
+        con.execute("UPDATE ws.scoring_runs SET models = ? WHERE run_id = ?", [json.dumps(
+            [{"target": "churn", "name": name, "version": "1", "model_run_id": "abc"},
+             {"target": "purchase", "name": "dynseg-purchase", "version": "1", "model_run_id": "p1" if run_id == "old" else "p2"}]), run_id])
+    con.execute("DETACH ws")
+    # and the same name and number holding another training run (deleted, trained again) is one
+    assert run_model_changes(db, "new", "old") == {"purchase": ("dynseg-purchase version 1 (training run p1)",
+                                                                "dynseg-purchase version 1 (training run p2)")}
 
 
 def test_an_exit_from_a_band_rule_says_whether_the_score_or_only_the_cut_moved():
