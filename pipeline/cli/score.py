@@ -91,9 +91,13 @@ def health_table(health, title: str, changes: dict[str, str] | None = None) -> T
         t.add_row(name, r.kind, f"{r.size:,}", f"{r.sendable:,}", f"{r.holdout:,}", f"{r.entered:+,}",
                   f"{-r.exited:+,}" if r.exited else "0", vol, f"{r.coverage:.1%}", r.owner)
     shown = {changes[s] for s in set(changes) & set(health.segment)}
-    if shown:
-        t.caption = "; ".join(note for kind, note in _CHANGE_NOTES.items() if kind in shown)
-        t.caption_justify = "left"
+    # coverage under 100 % read as a data problem: it is who the rule can be decided for (churn is
+    # scored only for recent buyers, recency is unknown for who never bought)
+    notes = [note for kind, note in _CHANGE_NOTES.items() if kind in shown]
+    notes.append("coverage: share of customers for whom every input of the rule is known (a churn score only "
+                 "for recent buyers, a recency only for who bought); the others cannot match it")
+    t.caption = "; ".join(notes)
+    t.caption_justify = "left"
     return t
 
 

@@ -751,6 +751,8 @@ def test_segments_list_says_when_a_model_changed_between_runs_in_text_and_json(p
     assert [(m["target"], m["name"], m["version"]) for m in listed["models"]] == [
         ("purchase", "dynseg-purchase", "2"), ("churn", "dynseg-churn", "1")]
     assert "Scored by: purchase dynseg-purchase version 2; churn dynseg-churn version 1" in text, text
+    # coverage under 100 % read as a data problem: what it is, under the table
+    assert "coverage: share of customers for whom every input of the rule is known" in text, text
     assert listed["model_changes"] == {"purchase": {"before": "dynseg-purchase version 1",
                                                     "now": "dynseg-purchase version 2"}}
     assert json.loads(cli.invoke(app, ["segments", "list", "--run", "old", "--json"]).output)["model_changes"] == {}
