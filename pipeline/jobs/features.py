@@ -167,6 +167,10 @@ def _boolean_word(c: str) -> str:
     return f"lower(trim({ident(c)})) IN ({_BOOLEAN_WORDS})"
 
 
+#: text columns of the profiles that ``categorical_attributes: auto`` examines at most
+AUTO_MAX_COLUMNS = 200
+
+
 def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """The profile attributes taken as categorical features, and those of them that a CSV file
     holds as booleans (see :attr:`DataProfile.boolean_text`). ``cut``: `auto` counts the values of
@@ -193,6 +197,15 @@ def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> 
     text = [c for c, t in types.items() if c.lower() not in contract and t == "VARCHAR" and not personal(c)]
     if not text:
         return (), ()
+    if len(text) > AUTO_MAX_COLUMNS:
+        # one read counting every column's values: with 1,000 text columns it took DuckDB past any
+        # memory limit (18.8 GiB unlimited) even for 199 customers, and "raise memory_limit" was no fix
+        source_name = f"the customers source ({source.path})" if source is not None and source.path else "the customers source"
+        raise ValueError(
+            f"{source_name} has {len(text):,} text columns, more than categorical_attributes: auto examines "
+            f"({AUTO_MAX_COLUMNS}); expected a profile table of attributes, found a wide export "
+            f"(first: {', '.join(text[:5])}, ...). List the attributes to use as features in configs/features.yaml, "
+            "say `categorical_attributes: [plan, country]` (or [] for none)")
 
     def only_typed_values(c: str) -> str:
         # A CSV file has no types: every column reads as text. A column whose every value is a

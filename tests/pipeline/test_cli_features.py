@@ -909,3 +909,27 @@ def test_a_share_never_reads_all_or_none_when_it_is_not():
     assert share_text(403 / 404) == "99.8%" and share_text(1.0) == "100%" and share_text(0.0) == "0%"
     assert share_text(999_999 / 1_000_000) == ">99.9%" and share_text(1 / 404) == "0.2%"
     assert share_text(1 / 1_000_000) == "<0.1%" and share_text(0.5) == "50%"
+
+
+def test_a_wide_profile_export_is_refused_by_auto_with_the_fix_not_run_out_of_memory(project):
+    """1,000 text columns for 199 customers: `categorical_attributes: auto` counted every column's
+    values in one read and took DuckDB past its memory limit (18.8 GiB unlimited), saying to raise
+    the limit. Refused at once with the fix; listed attributes build."""
+    from pipeline.jobs.features import AUTO_MAX_COLUMNS
+
+    project.write_events(good_events())
+    wide = pd.DataFrame({"customer_id": ["c0", "c1", "c2"], "signup_at": pd.to_datetime(["2026-01-01"] * 3),
+                         **{f"a{j}": ["S", "M", "L"] for j in range(AUTO_MAX_COLUMNS + 1)}})
+    wide.to_parquet(project.data / "customers.parquet")
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "parquet", "path": "data/customers.parquet"})
+    out = project.root / "f.parquet"
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
+    said = " ".join(result.output.split())
+    assert result.exit_code == 1 and f"has {AUTO_MAX_COLUMNS + 1:,} text columns, more than categorical_attributes: auto " \
+        f"examines ({AUTO_MAX_COLUMNS})" in said and "categorical_attributes: [plan, country]" in said, said
+    assert not out.exists()
+    features = project.root / "configs" / "features.yaml"
+    features.write_text(features.read_text().replace("categorical_attributes: auto", "categorical_attributes: [a0, a7]"))
+    assert runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)]).exit_code == 0
+    assert {"a0", "a7"} <= set(pd.read_parquet(out).columns) and "a8" not in pd.read_parquet(out).columns
