@@ -1128,15 +1128,18 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
                 return
         other = _matching_column(con, "raw_customers", f"SELECT {ev['customer_id'].expr} AS id FROM raw_events",
                                  cu["customer_id"].expr)
+        # (never the events' own event_id: a counter 1, 2, 3... "holds" integer customer ids too)
         mine = _matching_column(con, "raw_events", f"SELECT {cu['customer_id'].expr} AS id FROM raw_customers",
-                                ev["customer_id"].expr)
+                                ev["customer_id"].expr + (" " + ev["event_id"].expr if "event_id" in ev else ""))
         fix = ("point both sources' customer_id at the same identifier (`columns:` in configs/catalog.yaml), "
                "or fix the ids' form in one of them")
         # every id padded (or cased) otherwise in one source: the example's own profile, and that fix
         spelled = _spelled_otherwise(con, f"SELECT {cu['customer_id'].expr} AS id FROM raw_customers", example)
         if spelled is not None:
-            fix = (f"the customers source spells {example!r} as {spelled!r} (leading zeros, case or spaces): write "
-                   "the ids one way in both sources (a spreadsheet pads or strips zeros when it reads them as numbers)")
+            fix = (f"the customers source spells {example!r} as {spelled!r} (leading zeros, case, spaces, or a "
+                   "number written as a float, 47.0 for 47): write the ids one way in both sources (a spreadsheet pads "
+                   "or strips zeros when it reads them as numbers; pandas writes integer ids that had a missing value "
+                   "as floats: write them as integers or text)")
         elif other:
             fix = (f"the customers source's column {other[0]!r} holds the events' ids ({other[1]:.0%} of a sample "
                    f"found): map it, `customer_id: {other[0]}` in the `columns:` of sources.customers in "
@@ -1181,8 +1184,10 @@ def _spelled_otherwise(con: duckdb.DuckDBPyConnection, profile_ids: str, example
     warning said so, without the reason."""
     if example is None:
         return None
+    # (pandas writes integer ids that had a missing value as floats: 47.0 for 47)
+    plain = "lower(ltrim(regexp_replace(trim({}), '\\.0+$', ''), '0'))"
     found = con.execute(f"""SELECT min(id) FROM ({profile_ids}) WHERE id <> $x
-                            AND lower(ltrim(trim(id), '0')) = lower(ltrim(trim($x), '0'))""", {"x": example}).fetchall()
+                            AND {plain.format('id')} = {plain.format('$x')}""", {"x": example}).fetchall()
     return found[0][0] if found else None
 
 
@@ -1191,8 +1196,8 @@ def unknown_customer_problem(n: int, example: str, spelled: str | None = None) -
     ``spelled``: a profile id that is the example written another way)."""
     fix = "add them to the customers source if they are real customers"
     if spelled is not None:
-        fix = (f"the customers source spells {example!r} as {spelled!r} (leading zeros, case or spaces): write the "
-               f"ids one way in both sources; else {fix}")
+        fix = (f"the customers source spells {example!r} as {spelled!r} (leading zeros, case, spaces, or a float's "
+               f".0): write the ids one way in both sources; else {fix}")
     return Problem(
         "events", "customer_id", "unknown_customer", "warning", n,
         f"{_n(n, 'customer_id in events is', 'customer_ids in events are')} not in customers; their profile features will be null",

@@ -1538,13 +1538,35 @@ def test_ids_spelled_another_way_in_the_profiles_are_named_in_the_warning(projec
                     customers={"format": "parquet", "path": "data/cu.parquet"})
     p = only(run(project), "unknown_customer")
     assert p.count == 2 and p.examples == ("'1'",)
-    assert p.fix.startswith("the customers source spells '1' as '000001' (leading zeros, case or spaces): write the ids "
-                            "one way in both sources"), p.fix
+    assert p.fix.startswith("the customers source spells '1' as '000001' (leading zeros, case, spaces, or a float's "
+                            ".0): write the ids one way in both sources"), p.fix
     monkeypatch.setenv("DYNSEG_PROJECT", str(project.root))  # a run counts its own: the same hint
     run_ = build_features_job(load_config(project.root), datetime(2026, 1, 6))
     assert any("spells '1' as '000001'" in w for w in run_.warnings), run_.warnings
     pd.DataFrame({"customer_id": ["123456", "9"]}).to_parquet(project.data / "cu.parquet")  # no look-alike
     assert "spells" not in only(run(project), "unknown_customer").fix
+
+
+def test_ids_written_as_floats_are_named_and_no_event_id_is_offered_for_them(project):
+    """pandas writes integer ids that had a missing value as floats (47.0): 'none of the customer_ids
+    in events is in customers', and the fix offered was to map the events' event_id (a counter
+    1, 2, 3... matched the profiles' 1, 2, 3), which passed validation with one customer per order."""
+    events = good_events().reset_index(drop=True)
+    events["event_id"] = [str(i + 1) for i in range(len(events))]
+    events["customer_id"] = events.customer_id.map({"c0": "1.0", "c1": "2.0", "c2": "3.0"})
+    events.to_csv(project.data / "events.csv", index=False)
+    pd.DataFrame({"customer_id": [str(i) for i in range(1, 50)]}).to_parquet(project.data / "cu.parquet")
+    project.catalog(events={"format": "csv", "path": "data/events.csv"},
+                    customers={"format": "parquet", "path": "data/cu.parquet"})
+    p = only(run(project), "no_customer_matches")
+    assert "(events: '1.0', customers: '1')" in p.message, p.message
+    assert p.fix.startswith("the customers source spells '1.0' as '1' (leading zeros, case, spaces, or a number written "
+                            "as a float, 47.0 for 47)") and "event_id" not in p.fix, p.fix
+    # ids of another kind altogether: the event_id counter is still no customer id to map
+    events["customer_id"] = events.customer_id.map({"1.0": "anna", "2.0": "ben", "3.0": "cleo"})
+    events.to_csv(project.data / "events.csv", index=False)
+    p = only(run(project), "no_customer_matches")
+    assert "event_id" not in p.fix and p.fix.startswith("point both sources' customer_id at the same identifier"), p.fix
 
 
 
