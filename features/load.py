@@ -41,7 +41,11 @@ def build_canonical(
         # Most identifiers belong to one id and can merge nothing: only the shared ones leave DuckDB.
         # a missing value written as text (NULL, nan, N/A) is no identifier: it would merge every id
         # that has one into one person (validation warns of such rows)
-        con.execute(f"""CREATE OR REPLACE TABLE _links AS SELECT DISTINCT customer_id, id_type, id_value
+        # an identifier's spaces around it never matter, nor an email address's case, nor its type's:
+        # ' Ann@X.com' (Email) and 'ann@x.com' (email) are one address (they merged nothing, in silence)
+        con.execute(f"""CREATE OR REPLACE TABLE _links AS SELECT DISTINCT customer_id, lower(trim(id_type)) AS id_type,
+                               CASE WHEN contains(lower(id_type), 'mail') THEN lower(trim(id_value))
+                                    ELSE trim(id_value) END AS id_value
                         FROM (SELECT {_typed_select(report, 'identities')} FROM raw_identities)
                         WHERE customer_id IS NOT NULL AND id_type IS NOT NULL AND id_value IS NOT NULL
                           AND NOT {placeholder('customer_id')} AND NOT {placeholder('id_value')}""")

@@ -151,3 +151,15 @@ def test_identities_whose_ids_match_no_customer_are_said(project):
     found = [p for p in problems if p.check == "unmatched_identity_ids"]
     assert len(found) == 1 and found[0].count == 3, problems
     assert "3 of the 3 ids" in found[0].message and "'000000'" in found[0].message, found[0].message
+
+
+def test_an_email_in_another_case_or_with_spaces_is_the_same_identifier(project):
+    """'Ann@X.com' and ' ann@x.com' merged nothing, in silence; other identifiers keep their case
+    (a device id 'AbC' is not 'abc') but lose the spaces around them."""
+    project.write_events(good_events(4))
+    links([("c0", "email", "Ann@X.com"), ("c1", "Email", " ann@x.com "), ("c2", "device", "AbC"),
+           ("c3", "device", "abc ")]).to_parquet(project.data / "ids.parquet")
+    pd.DataFrame({"customer_id": ["c0", "c1", "c2", "c3"]}).to_parquet(project.data / "customers.parquet")
+    con = _canonical(project, [])
+    assert dict(con.execute("SELECT customer_id, count(*) FROM events GROUP BY 1 ORDER BY 1").fetchall()) == {
+        "c0": 6, "c2": 3, "c3": 3}  # c1 with c0 through the address; the device ids differ by case
