@@ -160,25 +160,34 @@ def thresholds_for_run(levels: list[BandLevel], scores: np.ndarray) -> list[Band
     return out
 
 
+def tie_warning(lv: BandLevel, n: int, inside: int, tied: int, target: str) -> str | None:
+    """The warning for a ``top_percent`` level whose cut lets in far more than its share: customers
+    tied at the cut score all get in (a model of few trees gives few distinct scores), and a "top
+    10 %" band had held 18.6 % of a run, emptying the band below it, with no word. ``n`` customers
+    scored, ``inside`` at or above the cut, ``tied`` at it. Far more: over 1.25 times the rank the
+    share asks for and over one percentage point more, with ties at the cut (a rank rounded up in a
+    small run is none)."""
+    if lv.rule != "top_percent" or not n:
+        return None
+    k = top_rank(n, float(lv.top_percent))
+    if not (inside > 1.25 * k and inside - k > 0.01 * n and tied > 1):
+        return None
+    return (f"band {lv.name} is the top {lv.top_percent:g} % of the run, but {inside:,} of {n:,} scored customers "
+            f"({inside / n:.1%}) reach its cut, {lv.threshold:.4f}: {tied:,} share that very score, and ties all get "
+            f"in. The model gives few distinct scores (few trees or leaves; `dynseg models show {target}`): retrain "
+            f"it (bands are saved with the model; a min_probability cut in configs/bands.yaml reaches the next "
+            f"version), or for tonight write the segment's rule on {target}_score_100")
+
+
 def tie_warnings(levels: list[BandLevel], scores: np.ndarray, target: str) -> list[str]:
-    """A warning per ``top_percent`` level whose cut lets in far more than its share: customers tied
-    at the cut score all get in (a model of few trees gives few distinct scores), and a "top 10 %"
-    band had held 18.6 % of a run, emptying the band below it, with no word. Far more: over 1.25
-    times the share and over one percentage point more."""
+    """:func:`tie_warning` of each level, on a run's scores (NaN: not scored)."""
     s = scores[~np.isnan(scores)]
     out = []
     for lv in levels:
-        if lv.rule != "top_percent" or lv.threshold is None or not len(s) or not np.isfinite(lv.threshold):
-            continue
-        want = float(lv.top_percent) / 100
-        inside = int((s >= lv.threshold).sum())
-        got = inside / len(s)
-        if got > 1.25 * want and got - want > 0.01:
-            tied = int((s == lv.threshold).sum())
-            out.append(f"band {lv.name} is the top {lv.top_percent:g} % of the run, but {inside:,} of {len(s):,} scored "
-                       f"customers ({got:.1%}) reach its cut, {lv.threshold:.4f}: {tied:,} share that very score, and "
-                       "ties all get in. The model gives few distinct scores (few trees or leaves; `dynseg models show "
-                       f"{target}`): retrain it, or cut this band by min_probability in configs/bands.yaml")
+        if lv.rule == "top_percent" and lv.threshold is not None and np.isfinite(lv.threshold):
+            said = tie_warning(lv, len(s), int((s >= lv.threshold).sum()), int((s == lv.threshold).sum()), target)
+            if said:
+                out.append(said)
     return out
 
 

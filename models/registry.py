@@ -193,8 +193,8 @@ def connect(tracking_uri: str, timeout: float = 5.0, *, create: bool = True) -> 
                     f"(mv {db} {db}.broken) and run again: a new one is created whole")
             # a server that answered with a status (a wrong path: 404; no access: 401/403) is there, and
             # a retry will not mend its URI: exit 1 with the fix. Exit 75 only when it did not answer
-            status = re.search(r"error code (4\d\d) != 200", str(e)) if tracking_uri.startswith("http") else None
-            answered = status is not None and status.group(1) not in ("408", "429") and not _unanswered(e)
+            # (a 4xx with a JSON body reads "INTERNAL_ERROR: Response: ...", not its status: told by _unanswered)
+            answered = tracking_uri.startswith("http") and not _unanswered(e)
             if answered:
                 what, fix = "the MLflow tracking server answered but refused", (
                     "Check the URI (its host, port and path: a tracking server answers at its root, such as "
@@ -275,8 +275,8 @@ def _first_line(e: BaseException) -> str:
         return line
     # cut at a sentence or word, not mid-word ("backend storage loca.")
     cut = line[:400]
-    end = cut.rfind(". ")
-    return (cut[:end + 1] if end > 200 else cut[:cut.rfind(" ")]) + " …"
+    end, space = cut.rfind(". "), cut.rfind(" ")
+    return (cut[:end + 1] if end > 200 else cut[:space] if space > 200 else cut) + " …"
 
 
 @contextlib.contextmanager
@@ -846,7 +846,7 @@ def promote(name: str, version: str | int, *, force: bool = False,
                                 "model, give each its own name under registry.names in configs/training.yaml")
         champ = _alias(client, name, CHAMPION)
         champ_v = str(champ.version) if champ is not None else None
-        outside = champ_v == version and _unrecorded(champ)
+        outside = champ_v == version and _unrecorded(champ) is not None
         if champ_v == version and not outside:
             return PromotionResult(name, version, None, False, f"version {version} is already the champion")
         problems, notes, compared_on = [], [], ""
@@ -990,7 +990,9 @@ def load_version(name: str, version: str | int, run_id: str | None = None) -> An
             if run_id and (mv is None or mv.run_id != run_id):
                 try:
                     return mlflow.pyfunc.load_model(f"runs:/{run_id}/model")
-                except MlflowException as e:
+                except (MlflowException, OSError) as e:
+                    if _unanswered(e):  # a server lost meanwhile: try later (exit 75), as _mlflow says it
+                        raise
                     raise RegistryError(
                         f"{name} version {version} is not the model the run used ({'; '.join([str(gone)] if gone else [f'it now comes from training run {mv.run_id}'])}), "
                         f"and that model, of training run {run_id}, could not be loaded: {_first_line(e)}. Restore the "
@@ -1031,28 +1033,48 @@ LIST_COLUMNS = ["name", "version", "aliases", "status", "target", "horizon", "te
                  "history"]
 
 
-def _unrecorded(mv: ModelVersion) -> bool:
-    """Whether ``mv`` holds the champion alias with no promotion of it recorded after its last rollback."""
+def _made_at(mv: ModelVersion) -> str:
+    """When ``mv`` was last made champion by dynseg (promoted or restored), "" if never."""
     tags = mv.tags or {}
-    made = max(tags.get("promoted_at", ""), tags.get("restored_at", ""))
-    return not made or tags.get("rolled_back_at", "") > made
+    return max(tags.get("promoted_at", ""), tags.get("restored_at", ""))
+
+
+def _unrecorded(mv: ModelVersion) -> str | None:
+    """How ``mv``, holding the champion alias, got it outside dynseg, or None: never made champion by
+    dynseg ("never"), rolled back since ("rolled back"), or another version made champion since it
+    was ("superseded": the alias put back by hand in MLflow's UI, the commonest hand edit)."""
+    made = _made_at(mv)
+    if not made:
+        return "never"
+    if (mv.tags or {}).get("rolled_back_at", "") > made:
+        return "rolled back"
+    others = MlflowClient().search_model_versions(f"name='{mv.name}'")
+    if any(_made_at(v) > made for v in others if str(v.version) != str(mv.version)):
+        return "superseded"
+    return None
 
 
 def champion_notes(mv: ModelVersion) -> list[str]:
     """What a run scored by ``mv`` (a champion) should say of how it became champion: an alias set
-    outside dynseg (no promotion record: no gate compared it), a version rolled back and made
-    champion again by hand, or one registered without passing its validation criteria. Such a
-    champion had scored night after night without a word."""
+    outside dynseg (no promotion record: no gate compared it; a version rolled back, or promoted
+    over since, made champion again by hand), or one registered without passing its validation
+    criteria (unless forced with a recorded reason). Such a champion had scored night after night
+    without a word."""
     tags, said = mv.tags or {}, []
-    made = max(tags.get("promoted_at", ""), tags.get("restored_at", ""))
-    if not made:
+    how = _unrecorded(mv)
+    if how == "never":
         said.append(f"{mv.name} version {mv.version} is champion without a promotion record: the alias was set outside "
                     f"dynseg, so no gate compared it with the version before. Promote it with `dynseg models promote` "
                     "(or --force --reason TEXT) to record it")
-    elif tags.get("rolled_back_at", "") > made:
+    elif how == "rolled back":
         said.append(f"{mv.name} version {mv.version} was rolled back on {tags['rolled_back_at'][:10]} and is champion "
-                    "again without a promotion: the alias was set outside dynseg")
-    if tags.get("validation_status") == FORCED:
+                    "again without a promotion: the alias was set outside dynseg. Promote it with `dynseg models "
+                    "promote` to record it")
+    elif how == "superseded":
+        said.append(f"{mv.name} version {mv.version} is champion again without a promotion: another version was made "
+                    "champion after it, and the alias was set back outside dynseg. Promote it with `dynseg models "
+                    "promote` to record it")
+    if tags.get("validation_status") == FORCED and tags.get("promoted_by_force") != "true":  # (a force keeps its reason)
         said.append(f"{mv.name} version {mv.version} did not pass its validation criteria (registered with "
                     "--allow-unvalidated)")
     return said
@@ -1151,7 +1173,8 @@ def compare_versions(name: str, a: str | int, b: str | int) -> dict:
     # what was trained differently: a reviewer saw only metrics (a num_leaves override was in MLflow alone)
     settings = pd.DataFrame([(k, params[0].get(k, "—"), params[1].get(k, "—"))
                              for k in sorted(set(params[0]) | set(params[1]))
-                             if params[0].get(k) != params[1].get(k)],
+                             # (bgnbd_*: the baseline's fitted values, which differ between any two trainings)
+                             if params[0].get(k) != params[1].get(k) and not k.startswith("bgnbd_")],
                             columns=["setting", f"v{va.version}", f"v{vb.version}"])
     ma, mb = _test_metrics(va), _test_metrics(vb)
     table = pd.DataFrame({f"v{va.version}": pd.Series(ma, dtype=float), f"v{vb.version}": pd.Series(mb, dtype=float)})

@@ -899,8 +899,9 @@ def _named_item(raw: Any, loc: tuple) -> str | None:
             current = current[part]
         elif isinstance(current, list) and isinstance(part, int) and 0 <= part < len(current):
             current = current[part]
-            name = current.get("name") if isinstance(current, dict) else None
-            found = name if isinstance(name, str) and loc[i + 1:] != ("name",) else None
+            if isinstance(current, dict):  # (a list inside it, exclude: [...], keeps the segment's name)
+                name = current.get("name")
+                found = name if isinstance(name, str) and loc[i + 1:] != ("name",) else None
         else:
             break
     return found
@@ -962,8 +963,9 @@ def _describe(err: dict, model: type[BaseModel] | None = None) -> str:
     if kind == "string_type" and _is_duration(model, key) and isinstance(err.get("input"), (int, float)):
         return f"expected a duration with its unit such as {err['input']}d or 8w; found {err['input']!r}"
     if kind == "string_pattern_mismatch" and err.get("ctx", {}).get("pattern") == _SNAKE and isinstance(err.get("input"), str):
-        return (f"expected lower_snake_case: a lowercase letter, then lowercase letters, digits and _ (it names the "
-                f"export file and is written in rules), say {_snake(err['input'])!r}; found {err['input']!r}")
+        what = " (it names the export file and is written in rules)" if key == "name" else ""
+        return (f"expected lower_snake_case: a lowercase letter, then lowercase letters, digits and _{what}, say "
+                f"{_snake(err['input'])!r}; found {err['input']!r}")
     if kind == "string_pattern_mismatch" and key == "memory_limit":
         return f"expected a size such as 2GB or 512MB; found {err['input']!r}"
     if kind in ("string_pattern_mismatch", "string_too_long") and key == "currency":

@@ -303,12 +303,17 @@ def _rule_exits(moved, definition: dict | None, models_changed: dict[str, tuple[
         for t in targets:
             before, now = r[f"previous_{t}_band"], r[f"{t}_band"]
             was, score = r[f"previous_{t}_score_100"], r[f"{t}_score_100"]
+            # the probabilities decide "the same score": two score_100 of 70 can be 0.7004 and 0.6996
+            p_was, p_now = r.get(f"previous_{t}_score"), r.get(f"{t}_score")
+            known = not pd.isna(was) and not pd.isna(score)
             if re.search(rf"\b{t}_band\b", where) and not pd.isna(before) and not pd.isna(now) and before != now:
-                same = not pd.isna(was) and not pd.isna(score) and int(was) == int(score)
+                same = (p_was is not None and p_now is not None and not pd.isna(p_was) and not pd.isna(p_now)
+                        and abs(float(p_was) - float(p_now)) < 1e-12)
+                moved = (f" (score {int(was)} → {int(score)})" if known and int(was) != int(score) else
+                         f" (score {float(p_was):.4f} → {float(p_now):.4f})" if known and p_was is not None else "")
                 said.append(f"{t} band {before} → {now}" + (f" at the same score ({int(score)}): the band's cut moved"
-                                                             if same else f" (score {int(was)} → {int(score)})"
-                                                             if not pd.isna(was) and not pd.isna(score) else ""))
-            elif not pd.isna(was) and not pd.isna(score) and int(was) != int(score):
+                                                             if same else moved))
+            elif known and int(was) != int(score):
                 said.append(f"{t} score {int(was)} → {int(score)}")
             if t in models_changed:
                 said.append(f"the {t} model changed: {models_changed[t][0]} → {models_changed[t][1]}")
@@ -349,7 +354,8 @@ def _changes_of(db, run, name: str, config: dict, removed: bool, models_changed:
     # had no why at all), who exited to where. Null for a customer that run did not score (or pruned)
     targets = [c.removesuffix("_band") for c in runs.read(db, "SELECT * FROM customer_scores LIMIT 0").columns
                if c.endswith("_band")]
-    before = "".join(f", p.{t}_score_100 AS previous_{t}_score_100, p.{t}_band AS previous_{t}_band" for t in targets)
+    before = "".join(f", p.{t}_score AS previous_{t}_score, p.{t}_score_100 AS previous_{t}_score_100, "
+                     f"p.{t}_band AS previous_{t}_band" for t in targets)
     # why an entry: the previous run's exclusion that no longer holds, or a customer it did not score
     # (unless its rows were pruned); else the rule now holds, which the two runs' bands show
     pruned = run.previous_run_id is not None and runs.pruned(db, run.previous_run_id) is not None

@@ -626,14 +626,13 @@ def band_names(cfg: Config) -> tuple[dict[str, tuple[str, ...]], dict[str, str],
     ws = Workspace(cfg.workspace)
     uri = ws.tracking_uri(cfg.settings.tracking_uri)
     reachable = False
-    if not uri.startswith("sqlite:///") or (ws.root / "mlflow.db").exists():  # no store is created for a check
-        from models import registry
+    from models import registry
 
-        try:
-            registry.connect(uri)
-            reachable = True
-        except Exception:  # noqa: BLE001 - checking rules must not need the registry
-            pass
+    try:
+        registry.connect(uri, create=False)  # no store is created for a check
+        reachable = True
+    except Exception:  # noqa: BLE001 - checking rules must not need the registry (none yet: NoStore)
+        pass
     for t in ("purchase", "churn"):
         name = cfg.training.registry.names[t]
         if reachable and registry.champion_metrics(name) is not None:
@@ -874,6 +873,13 @@ def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments:
             score = f"{info.target}_score"
             levels = [dataclasses.replace(lv, threshold=_top_threshold(scored, score, n, lv.top_percent))
                       if lv.rule == "top_percent" else lv for lv in levels]
+            cut = [lv for lv in levels if lv.rule == "top_percent" and lv.threshold is not None
+                   and math.isfinite(lv.threshold)]
+            if cut:  # ties at a top_percent cut, as on DuckDB (band_rules.tie_warnings): one pass for the target
+                got = scored.agg(*[F.count(F.when(F.col(score) >= lv.threshold, 1)) for lv in cut],
+                                 *[F.count(F.when(F.col(score) == lv.threshold, 1)) for lv in cut]).first()
+                info._warnings += [w for i, lv in enumerate(cut)  # type: ignore[attr-defined]
+                                   if (w := band_rules.tie_warning(lv, n, got[i], got[len(cut) + i], info.target))]
             bands[f"{info.target}_band"] = _band_column(levels, F.col(score))
             info.scored, info.bands = n, band_rules.to_dicts(levels)
         scored = scored.withColumns(bands)

@@ -752,14 +752,27 @@ def test_a_champion_made_outside_dynseg_or_unvalidated_is_named_for_the_run(reg)
     done = R.promote(name, a.version)  # what the warning says to do records it (it read "already the champion")
     assert "champion already by an alias set outside dynseg; its promotion is recorded now" in done.message, done.message
     assert R.champion_notes(R.load_champion(name)[1]) == []
-    R.promote(name, b.version, force=True, reason="test")
+    client.set_registered_model_alias(name, "champion", b.version)  # unvalidated, by hand: both said
     notes = R.champion_notes(R.load_champion(name)[1])
-    assert notes == [f"{name} version {b.version} did not pass its validation criteria (registered with "
-                     "--allow-unvalidated)"], notes
+    assert len(notes) == 2 and notes[1] == (f"{name} version {b.version} did not pass its validation criteria "
+                                            "(registered with --allow-unvalidated)"), notes
+    client.set_registered_model_alias(name, "champion", a.version)
+    R.promote(name, b.version, force=True, reason="test")  # a force recorded with its reason is the record
+    assert R.champion_notes(R.load_champion(name)[1]) == []
     R.rollback(name)
     client.set_registered_model_alias(name, "champion", b.version)  # the rolled-back one, put back by hand
     notes = R.champion_notes(R.load_champion(name)[1])
-    assert notes[0].startswith(f"{name} version {b.version} was rolled back on ") and len(notes) == 2, notes
+    assert notes[0].startswith(f"{name} version {b.version} was rolled back on ") and len(notes) == 1, notes
+    # a version promoted before, another promoted over it, then the alias put back by hand (the UI's edit)
+    R.promote(name, b.version, force=True, reason="record it")
+    R.promote(name, a.version)
+    client.set_registered_model_alias(name, "champion", b.version)
+    notes = R.champion_notes(R.load_champion(name)[1])
+    assert notes == [f"{name} version {b.version} is champion again without a promotion: another version was made "
+                     "champion after it, and the alias was set back outside dynseg. Promote it with `dynseg models "
+                     "promote` to record it"], notes  # (forced with a reason: not told again that it was unvalidated)
+    assert "recorded now" in R.promote(name, b.version, force=True, reason="again").message
+    assert R.champion_notes(R.load_champion(name)[1]) == []
     # a champion alias removed by hand, then a rollback: no Python None in what it says
     R.promote(name, a.version, force=True, reason="back")
     client.delete_registered_model_alias(name, "champion")

@@ -789,6 +789,7 @@ def test_an_exit_from_a_band_rule_says_whether_the_score_or_only_the_cut_moved()
         "churn_score_100": [10, 10, 10, 10, 10], "churn_band": ["low"] * 5,
         "previous_purchase_score_100": [29, 31, 40, 35, 20], "previous_purchase_band": ["high", "high", "high", "high", "low"],
         "previous_churn_score_100": [10, 10, 10, 10, 10], "previous_churn_band": ["low"] * 5,
+        "purchase_score": [0.2901, 0.2204, 0.40, None, 0.50], "previous_purchase_score": [0.2901, 0.3104, 0.40, 0.35, 0.2],
         "why": ["no longer matches the rule", "no longer matches the rule", "excluded by recent_buyers",
                 "not scored in this run", None]})
     new = ("dynseg-purchase version 1", "dynseg-purchase version 2")
@@ -802,6 +803,10 @@ def test_an_exit_from_a_band_rule_says_whether_the_score_or_only_the_cut_moved()
         "no longer matches the rule: purchase band high → medium at the same score (29): the band's cut moved")
     assert _rule_exits(moved, {"where": "purchase_score_100 >= 25"}, {}).why[1] == (
         "no longer matches the rule: purchase score 31 → 22")
+    # the same score_100 from two probabilities (0.7004, 0.6996 beside a fixed 0.70 cut): the score moved, not the cut
+    near = moved.assign(purchase_score=[0.2896, 0.2204, 0.40, None, 0.50])
+    assert _rule_exits(near, {"where": "purchase_band = 'high'"}, {}).why[0] == (
+        "no longer matches the rule: purchase band high → medium (score 0.2901 → 0.2896)")
     # a rule that reads no model's columns: as it was
     assert _rule_exits(moved, {"where": "recency_days > 90"}, {"purchase": new}).why[0] == "no longer matches the rule"
 
@@ -974,3 +979,7 @@ def test_a_top_percent_band_that_ties_let_far_past_its_share_is_warned():
     # distinct scores: each band holds its share, no warning
     fine = np.linspace(0, 1, 1000)
     assert bands.tie_warnings(bands.thresholds_for_run(levels, fine), fine, "purchase") == []
+    # a small run whose rank is rounded up (2 of 11 for a top 10 %) has no ties: no warning
+    small = np.linspace(0, 1, 11)
+    assert bands.tie_warnings(bands.thresholds_for_run(levels, small), small, "purchase") == []
+    assert "for tonight write the segment's rule on purchase_score_100" in said[0]
