@@ -18,6 +18,15 @@ import numpy as np
 import pandas as pd
 
 
+def identifier_sql(id_type: str, id_value: str) -> tuple[str, str]:
+    """SQL for an identity link's (type, value) as ids are matched on them: the type in lower case,
+    the value without the spaces around it, and an email address (a type containing ``mail``) in
+    lower case too (' Ann@X.com' is 'ann@x.com'); other values keep their case (device ids).
+    Resolution (:func:`features.load.build_canonical`) and validation's checks use it alike."""
+    kind = f"lower(trim({id_type}))"
+    return kind, f"CASE WHEN contains({kind}, 'mail') THEN lower(trim({id_value})) ELSE trim({id_value}) END"
+
+
 @dataclass(frozen=True)
 class IdentityResolution:
     mapping: pd.DataFrame  # customer_id -> canonical_id, one row per id that shares an identifier with another

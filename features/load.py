@@ -11,7 +11,7 @@ import duckdb
 import pandas as pd
 
 from features.contract import CONTRACT
-from features.identity import IdentityResolution, resolve_identities
+from features.identity import IdentityResolution, identifier_sql, resolve_identities
 from features.normalize import SQL_TYPE, blank, ident, literal
 from features.validation import ValidationReport, future_ts, placeholder
 
@@ -43,9 +43,9 @@ def build_canonical(
         # that has one into one person (validation warns of such rows)
         # an identifier's spaces around it never matter, nor an email address's case, nor its type's:
         # ' Ann@X.com' (Email) and 'ann@x.com' (email) are one address (they merged nothing, in silence)
-        con.execute(f"""CREATE OR REPLACE TABLE _links AS SELECT DISTINCT customer_id, lower(trim(id_type)) AS id_type,
-                               CASE WHEN contains(lower(id_type), 'mail') THEN lower(trim(id_value))
-                                    ELSE trim(id_value) END AS id_value
+        kind, value = identifier_sql("id_type", "id_value")
+        con.execute(f"""CREATE OR REPLACE TABLE _links AS SELECT DISTINCT customer_id, {kind} AS id_type,
+                               {value} AS id_value
                         FROM (SELECT {_typed_select(report, 'identities')} FROM raw_identities)
                         WHERE customer_id IS NOT NULL AND id_type IS NOT NULL AND id_value IS NOT NULL
                           AND NOT {placeholder('customer_id')} AND NOT {placeholder('id_value')}""")

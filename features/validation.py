@@ -1097,8 +1097,10 @@ def _check_unknown_customers(con: duckdb.DuckDBPyConnection, report: ValidationR
     profiled = f"SELECT {cu['customer_id'].expr} AS id FROM raw_customers"
     it = report.typed.get("identities", {})
     if linked and all(c in it for c in ("customer_id", "id_type", "id_value")):
-        links = (f"SELECT {it['customer_id'].expr} AS cid, {it['id_type'].expr} AS t, {it['id_value'].expr} AS v "
-                 "FROM raw_identities")
+        from features.identity import identifier_sql
+
+        kind, value = identifier_sql(it["id_type"].expr, it["id_value"].expr)  # matched as resolution matches them
+        links = f"SELECT {it['customer_id'].expr} AS cid, {kind} AS t, {value} AS v FROM raw_identities"
         profiled = f"""{profiled} UNION ALL SELECT l.cid FROM ({links}) l SEMI JOIN (
             SELECT p.t, p.v FROM ({links}) p SEMI JOIN ({profiled}) c ON p.cid = c.id) k ON l.t = k.t AND l.v = k.v"""
     distinct_unknown = f"""

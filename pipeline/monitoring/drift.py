@@ -94,8 +94,9 @@ class DriftResult:
         out = []
         t = self.thresholds
         if self.drift_share > t.max_drift_share:
-            out.append(f"{len(self.drifted)} of {len(self.columns)} columns drifted (share {self.drift_share:.2f} > "
-                       f"max_drift_share {t.max_drift_share:.2f}): {', '.join(self.drifted)}")
+            # (percent to a tenth: 19 of 63 read "share 0.30 > max_drift_share 0.30")
+            out.append(f"{len(self.drifted)} of {len(self.columns)} columns drifted (share {self.drift_share:.1%}, over "
+                       f"max_drift_share {t.max_drift_share:.1%}): {', '.join(self.drifted)}")
         rows = self.columns.set_index("column")
         for c in self.key_columns:
             if rows.at[c, "drifted"]:
