@@ -197,15 +197,6 @@ def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> 
     text = [c for c, t in types.items() if c.lower() not in contract and t == "VARCHAR" and not personal(c)]
     if not text:
         return (), ()
-    if len(text) > AUTO_MAX_COLUMNS:
-        # one read counting every column's values: with 1,000 text columns it took DuckDB past any
-        # memory limit (18.8 GiB unlimited) even for 199 customers, and "raise memory_limit" was no fix
-        source_name = f"the customers source ({source.path})" if source is not None and source.path else "the customers source"
-        raise ValueError(
-            f"{source_name} has {len(text):,} text columns, more than categorical_attributes: auto examines "
-            f"({AUTO_MAX_COLUMNS}); expected a profile table of attributes, found a wide export "
-            f"(first: {', '.join(text[:5])}, ...). List the attributes to use as features in configs/features.yaml, "
-            "say `categorical_attributes: [plan, country]` (or [] for none)")
 
     def only_typed_values(c: str) -> str:
         # A CSV file has no types: every column reads as text. A column whose every value is a
@@ -226,10 +217,29 @@ def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> 
                 f"regexp_matches({v}, '^[+-]?0[0-9]')) OR {_boolean_word(c)} "
                 f"OR {iso_timestamptz(v)} IS NOT NULL OR TRY_CAST({v} AS TIME) IS NOT NULL{own})")
 
-    # one read of the (merged) profiles for every column's count and, from CSV, its kind
-    measures = [f"count(DISTINCT {ident(c)})" for c in text]
-    if csv:
-        measures += [only_typed_values(c) for c in text]
+    def chunked(select: Callable[[str], list[str]], tail: str, params: dict) -> list:
+        # a read of the (merged) profiles per 50 columns: one query over 1,000 text columns took DuckDB
+        # past any memory limit (18.8 GiB unlimited) for 199 customers
+        got = []
+        for i in range(0, len(text), 50):
+            part = text[i:i + 50]
+            row = data.con.execute("SELECT " + ", ".join(m for c in part for m in select(c)) + tail, params).fetchall()[0]
+            got += [row[j:j + len(row) // len(part)] for j in range(0, len(row), len(row) // len(part))]
+        return got
+
+    def wide(taken: list[str]) -> None:
+        # as features, so many attributes make a model of a profile export, not of behaviour
+        if len(taken) > AUTO_MAX_COLUMNS:
+            where = f"the customers source ({source.path})" if source is not None and source.path else "the customers source"
+            raise ValueError(
+                f"{where} has {len(taken):,} text columns that categorical_attributes: auto would take as features, more "
+                f"than it takes ({AUTO_MAX_COLUMNS}); expected a profile table of attributes, found a wide export "
+                f"(first: {', '.join(taken[:5])}, ...). List the attributes to use as features in configs/features.yaml, "
+                "say `categorical_attributes: [plan, country]` (or [] for none)")
+
+    # per column, its count of values and, from CSV, whether every value is typed (a number, a date)
+    def measures(c: str) -> list[str]:
+        return [f"count(DISTINCT {ident(c)})"] + ([only_typed_values(c)] if csv else [])
     # as of a cutoff, the values of its population (known_customers): signed up before it, or an
     # event before it; the event scan only when some profile may be known by its events alone
     known, limit = "", cfg.features.max_categories
@@ -241,19 +251,19 @@ def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> 
             # over every profile and over those signed up before it bound the population's; the
             # log is read only for a column they leave undecided (or a CSV file's typed values)
             if not csv:
-                bounds = data.con.execute("SELECT " + ", ".join(
-                    f"count(DISTINCT {ident(c)}), count(DISTINCT {ident(c)}) FILTER (WHERE signup_at < $t)" for c in text)
-                    + " FROM customers", {"t": cut}).fetchall()[0]
-                upper, lower = bounds[0::2], bounds[1::2]
+                bounds = chunked(lambda c: [f"count(DISTINCT {ident(c)})",
+                                            f"count(DISTINCT {ident(c)}) FILTER (WHERE signup_at < $t)"],
+                                 " FROM customers", {"t": cut})
+                upper, lower = [b[0] for b in bounds], [b[1] for b in bounds]
                 taken = [c for c, hi, lo in zip(text, upper, lower) if 0 < lo and hi <= limit]
                 if all((0 < lo and hi <= limit) or lo > limit or hi == 0 for hi, lo in zip(upper, lower)):
+                    wide(taken)
                     return _distinct_names(cfg, tuple(taken)), ()
             known += " OR customer_id IN (SELECT customer_id FROM events WHERE ts < $t)"
-    row = data.con.execute("SELECT " + ", ".join(measures) + " FROM customers" + known,
-                           {} if cut is None else {"t": cut}).fetchall()[0]
-    counts, typed = row[:len(text)], row[len(text):] if csv else [False] * len(text)
-    text = [c for c, n, is_typed in zip(text, counts, typed) if 0 < n <= limit and not is_typed]
-    return _distinct_names(cfg, tuple(text)), ()  # auto takes no column of booleans: it is no text
+    got = chunked(measures, " FROM customers" + known, {} if cut is None else {"t": cut})
+    taken = [c for c, g in zip(text, got) if 0 < g[0] <= limit and not (csv and g[1])]
+    wide(taken)
+    return _distinct_names(cfg, tuple(taken)), ()  # auto takes no column of booleans: it is no text
 
 
 #: Profile columns that identify or reach a person (a Shopify or Klaviyo export carries them): a

@@ -926,10 +926,21 @@ def test_a_wide_profile_export_is_refused_by_auto_with_the_fix_not_run_out_of_me
     out = project.root / "f.parquet"
     result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
     said = " ".join(result.output.split())
-    assert result.exit_code == 1 and f"has {AUTO_MAX_COLUMNS + 1:,} text columns, more than categorical_attributes: auto " \
-        f"examines ({AUTO_MAX_COLUMNS})" in said and "categorical_attributes: [plan, country]" in said, said
+    assert result.exit_code == 1 and (f"has {AUTO_MAX_COLUMNS + 1:,} text columns that categorical_attributes: auto "
+                                      f"would take as features, more than it takes ({AUTO_MAX_COLUMNS})") in said, said
+    assert "categorical_attributes: [plan, country]" in said
     assert not out.exists()
     features = project.root / "configs" / "features.yaml"
     features.write_text(features.read_text().replace("categorical_attributes: auto", "categorical_attributes: [a0, a7]"))
     assert runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)]).exit_code == 0
     assert {"a0", "a7"} <= set(pd.read_parquet(out).columns) and "a8" not in pd.read_parquet(out).columns
+    # a wide CSV export of numbers (every column text to a CSV) is no such set: counted in parts, then left out
+    features.write_text(features.read_text().replace("categorical_attributes: [a0, a7]", "categorical_attributes: auto"))
+    numbers = wide.assign(**{f"a{j}": ["1", "2", "3"] for j in range(AUTO_MAX_COLUMNS + 1)})
+    numbers.assign(plan=["basic", "pro", "basic"]).to_csv(project.data / "customers.csv", index=False)
+    project.catalog(events={"format": "parquet", "path": "data/events.parquet"},
+                    customers={"format": "csv", "path": "data/customers.csv"})
+    result = runner.invoke(app, ["features", "build", "--as-of", "2026-01-06", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    built = pd.read_parquet(out).columns
+    assert "plan" in built and "a0" not in built
