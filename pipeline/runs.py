@@ -41,7 +41,7 @@ SCORE_COLUMNS = ("score", "score_100", "band")
 _DDL = {
     "scoring_runs": """run_id VARCHAR PRIMARY KEY, as_of TIMESTAMP, started_at TIMESTAMP, finished_at TIMESTAMP,
         engine VARCHAR, n_customers BIGINT, models JSON, bands JSON, previous_run_id VARCHAR,
-        mlflow_run_id VARCHAR, export_dir VARCHAR, config JSON, n_events BIGINT""",
+        mlflow_run_id VARCHAR, export_dir VARCHAR, config JSON, n_events BIGINT, event_days JSON""",
     "segment_health": """run_id VARCHAR, as_of TIMESTAMP, segment VARCHAR, kind VARCHAR, owner VARCHAR,
         size BIGINT, sendable BIGINT, holdout BIGINT, entered BIGINT, exited BIGINT, stayed BIGINT,
         previous_size BIGINT, volatility DOUBLE, coverage DOUBLE""",
@@ -109,6 +109,8 @@ def ensure_tables(con: duckdb.DuckDBPyConnection, schema: str, targets: list[str
     con.execute(f"ALTER TABLE {schema}.replaced_runs ADD COLUMN IF NOT EXISTS scored_at TIMESTAMP")
     # the events before its as_of a run read (null for runs scored before it was recorded)
     con.execute(f"ALTER TABLE {schema}.scoring_runs ADD COLUMN IF NOT EXISTS n_events BIGINT")
+    # and per day in the longest feature window (a re-run is checked against them)
+    con.execute(f"ALTER TABLE {schema}.scoring_runs ADD COLUMN IF NOT EXISTS event_days JSON")
 
 
 def previous_run(con: duckdb.DuckDBPyConnection, schema: str, as_of: datetime) -> str | None:

@@ -214,25 +214,35 @@ def nothing_new_warnings(ws: Workspace, newest: datetime | None, as_of: datetime
             "passing. Check the extract that writes it"]
 
 
-def fewer_events_problem(ws: Workspace, n_events: int, as_of: datetime) -> str | None:
-    """A re-run that would replace a run of the same as_of from fewer events before it than that run
-    read: a day's file missing from the log, say. A hole shorter than the freshness lag passes every
-    other check, and the run that stands (whose exports may have been sent) was replaced without a
-    word. None when there is no such run, it did not record its count, or the log holds as many."""
-    try:
-        before = runs.read(ws.db_path, "SELECT run_id, n_events, finished_at FROM scoring_runs WHERE as_of = ?",
-                           [as_of])
-    except Exception:  # noqa: BLE001 - a workspace made before the count was recorded: nothing to compare
+def event_days(con: Any, as_of: datetime, days: int) -> dict[str, int]:
+    """Events per day (UTC) in the ``days`` before ``as_of``: what a run records of the log it read
+    (``event_days`` in scoring_runs), for a re-run to be checked against."""
+    return {d.isoformat(): int(n) for d, n in con.execute(
+        "SELECT CAST(ts AS DATE) AS d, count(*) FROM events WHERE ts >= ? AND ts < ? GROUP BY 1 ORDER BY 1",
+        [as_of - timedelta(days=days), as_of]).fetchall()}
+
+
+def fewer_events_problem(ws: Workspace, days: dict[str, int], as_of: datetime) -> str | None:
+    """A re-run that would replace a run of the same as_of from a log that lost days that run read:
+    a day's file missing (a day with under half its events now, of one that had 20 or more). A hole
+    shorter than the freshness lag passes every other check, and the run that stands (whose exports
+    may have been sent) was replaced without a word. Days, not the total: events removed on purpose
+    (erasure requests, corrections) take a little from many days and are no hole. None when there
+    is no such run or it did not record its days."""
+    found = runs.read_optional(ws.db_path, "SELECT * FROM scoring_runs WHERE as_of = ?", [as_of])
+    if found.empty or "event_days" not in found or not isinstance(found.event_days[0], str):
         return None
-    if before.empty or pd.isna(before.n_events[0]) or n_events >= int(before.n_events[0]):
+    had = json.loads(found.event_days[0])
+    lost = [(d, n, days.get(d, 0)) for d, n in sorted(had.items()) if n >= 20 and days.get(d, 0) < 0.5 * n]
+    if not lost:
         return None
-    had = int(before.n_events[0])
-    return (f"the event log now holds {n_events:,} events before {as_of_label(as_of)}, {had - n_events:,} fewer "
-            f"({(had - n_events) / had:.1%}) than run {before.run_id[0]} read when it was scored for the same as_of "
-            f"({before.finished_at[0]:%Y-%m-%d %H:%M} UTC). Scoring again would replace that run, and the segments "
-            "it exported, with one from less data: a file of the log (a day's export) may be missing. Restore the "
-            "missing events, or, if they were removed on purpose (corrections, erasure requests), run again with "
-            "--allow-fewer-events")
+    said = "; ".join(f"{d}: {now:,} now, {n:,} then" for d, n, now in lost[:5]) + (
+        f"; and {len(lost) - 5} more" if len(lost) > 5 else "")
+    return (f"the event log has lost days that run {found.run_id[0]} read when it was scored for the same as_of "
+            f"({found.finished_at[0]:%Y-%m-%d %H:%M} UTC), each with under half its events ({said}). Scoring again "
+            "would replace that run, and the segments it exported, with one from less data: a file of the log (a "
+            "day's export) may be missing. Restore the missing events, or, if they were removed on purpose, run "
+            "again with --allow-fewer-events")
 
 
 def load_champions(registry: Any, names: dict[str, str]) -> dict[str, tuple[Any, Any]]:
@@ -301,8 +311,9 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         if problem:
             raise ValueError(problem)
     n_events = data.con.execute("SELECT count(*) FROM events WHERE ts < ?", [as_of]).fetchone()[0]
+    days = event_days(data.con, as_of, max(cfg.features.windows_days))  # the days the windowed features read
     if not allow_fewer_events:
-        problem = fewer_events_problem(ws, n_events, as_of)
+        problem = fewer_events_problem(ws, days, as_of)
         if problem:
             raise ValueError(problem)
     warnings = (run_warnings(cfg, data, as_of) + in_sample_warnings(champions, as_of) + band_config_warnings(cfg, champions)
@@ -399,7 +410,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
     bands_used = {m.target: m.bands for m in used}
     record = {
         "run_id": run_id, "as_of": as_of, "started_at": started, "finished_at": datetime.now(timezone.utc).replace(tzinfo=None),
-        "engine": engine, "n_customers": n_customers, "n_events": n_events,
+        "engine": engine, "n_customers": n_customers, "n_events": n_events, "event_days": json.dumps(days),
         "models": json.dumps([m.record() for m in used], default=str), "bands": json.dumps(bands_used, default=str),
         "previous_run_id": None, "mlflow_run_id": None, "export_dir": str(export_dir),
         # (exclusions: the run keeps who each segment's rule selected but an exclusion took away)

@@ -1409,31 +1409,41 @@ def test_a_past_run_is_explained_and_monitored_with_the_model_it_recorded_not_wh
         client.delete_model_version(purchase["name"], other.version)
 
 
-def test_a_rerun_from_fewer_events_than_the_run_it_replaces_is_refused(shop):
+def test_a_rerun_from_a_log_that_lost_a_day_is_refused_and_erasures_are_not(shop):
     """A day's file missing from the log (a hole shorter than the freshness lag passes every other
     check): scoring the date again replaced the run that stood, whose segments may have been sent,
-    with one from less data, without a word. Refused with both counts; --allow-fewer-events replaces
-    it. (Scores 2026-11-27 again; the last test scores it again from the full log.)"""
+    with one from less data, without a word. Refused naming the day; events removed on purpose from
+    many days (a customer's erasure) are no hole; --allow-fewer-events replaces it anyway. (Scores
+    2026-11-27 again; the last test scores it again from the full log.)"""
     events = shop.workspace / "data" / "events.parquet"
     full = events.read_bytes()
-    before = state(shop)
-    stood = q(shop, "SELECT run_id, n_events FROM scoring_runs WHERE as_of = ?", [DAY2])
+    stood = q(shop, "SELECT run_id, n_events, event_days FROM scoring_runs WHERE as_of = ?", [DAY2])
     try:
         ev = pd.read_parquet(events)
         tz = ev.ts.dt.tz
+        assert stood.n_events[0] == (ev.ts < pd.Timestamp(DAY2, tz=tz)).sum()
+        days = json.loads(stood.event_days[0])
+        assert len(days) == 365 and days["2026-11-20"] == ((ev.ts.dt.date == pd.Timestamp("2026-11-20").date())).sum()
+        # a customer's events erased (a little from many days): scored again, no refusal
+        erased = ev.customer_id == ev.customer_id.value_counts().index[0]
+        ev[~erased].to_parquet(events, index=False)
+        result = runner.invoke(app, ["score", "--as-of", "2026-11-27", "--no-reasons"])
+        assert result.exit_code == 0, result.output
+        before = state(shop)
+        now = q(shop, "SELECT run_id, event_days FROM scoring_runs WHERE as_of = ?", [DAY2])
+        # then a day's file missing: refused, naming the day, nothing written
         hole = (ev.ts >= pd.Timestamp("2026-11-20", tz=tz)) & (ev.ts < pd.Timestamp("2026-11-21", tz=tz))
-        assert stood.n_events[0] == (ev.ts < pd.Timestamp(DAY2, tz=tz)).sum() and hole.sum() > 0
-        ev[~hole].to_parquet(events, index=False)
+        ev[~erased & ~hole].to_parquet(events, index=False)
         result = runner.invoke(app, ["score", "--as-of", "2026-11-27"])
         said = " ".join(result.output.split())
+        had = json.loads(now.event_days[0])["2026-11-20"]
         assert result.exit_code == 1, said
-        assert (f"the event log now holds {stood.n_events[0] - hole.sum():,} events before 2026-11-27, {hole.sum():,} "
-                f"fewer" in said and f"than run {stood.run_id[0]} read when it was scored for the same as_of" in said), said
-        assert "--allow-fewer-events" in said and state(shop) == before
+        assert (f"the event log has lost days that run {now.run_id[0]} read when it was scored for the same as_of" in said
+                and f"(2026-11-20: 0 now, {had:,} then)" in said and "--allow-fewer-events" in said), said
+        assert state(shop) == before
         result = runner.invoke(app, ["score", "--as-of", "2026-11-27", "--allow-fewer-events", "--no-reasons"])
         assert result.exit_code == 0, result.output
-        now = q(shop, "SELECT run_id, n_events FROM scoring_runs WHERE as_of = ?", [DAY2])
-        assert now.run_id[0] != stood.run_id[0] and now.n_events[0] == stood.n_events[0] - hole.sum()
+        assert "2026-11-20" not in json.loads(q(shop, "SELECT event_days FROM scoring_runs WHERE as_of = ?", [DAY2]).event_days[0])
     finally:
         events.write_bytes(full)
 
