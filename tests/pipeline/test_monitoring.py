@@ -58,6 +58,11 @@ def test_drift_is_detected_on_a_shifted_period(shops, tmp_path):
     assert result.alarm
     assert result.drift_share > THRESHOLDS.max_drift_share
     assert set(KEY) <= set(result.drifted)
+    # the most drifted column first (catalog order buried a column 30 times over its threshold)
+    rows = result.columns.set_index("column")
+    dist = [c for c in result.drifted if rows.at[c, "score_kind"] == "distance"]
+    ratios = [rows.at[c, "score"] / rows.at[c, "threshold"] for c in dist]
+    assert len(dist) > 2 and ratios == sorted(ratios, reverse=True), list(zip(dist, ratios))
     # the share to a tenth of a percent ("share 0.30 > max_drift_share 0.30" read as a contradiction)
     said = next(r for r in result.reasons if "max_drift_share" in r)
     assert (f"{len(result.drifted)} of {len(result.columns)} columns drifted (share {result.drift_share:.1%}, over "
