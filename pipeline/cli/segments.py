@@ -499,6 +499,36 @@ def changes(ctx: typer.Context,
 
 
 @app.command()
+def export(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Segment name.")],
+           out_path: Annotated[Path, typer.Option("--out", help="The file to write: .parquet or .csv.")],
+           as_of: Annotated[Optional[str], typer.Option(callback=filled, help="The run as of this date (default: the latest run).")] = None,
+           run_id: Annotated[Optional[str], _RUN] = None,
+           everyone: Annotated[bool, typer.Option("--all", help="Every member, with holdout, consented and sendable "
+                                                                "columns (default: the sendable members only, as the "
+                                                                "run's own export).")] = False) -> None:
+    """One segment's members in a run, written to a file of your choosing: the sendable members
+    (consented, not held out, not suppressed) with their scores and bands, as `exports/<date>/` has
+    them; --all adds the others with the columns that say why they are not sendable."""
+    from pipeline import runs
+    from pipeline.jobs.features import check_out, write_frame
+
+    with handled():
+        cfg, db, run = _run_of(ctx, as_of, run_id)
+        check_out(out_path, f"{name}.csv", cfg)  # before the work
+        runs.require_rows(db, run, "its members")
+        runs.require_segment(db, run, name)
+        members = runs.read(db, "SELECT * EXCLUDE (run_id, as_of, segment) FROM segment_members WHERE run_id = ? AND "
+                                "segment = ? ORDER BY customer_id", [run.run_id, name])
+        kind = members["kind"].iloc[0] if len(members) else None
+        if not everyone and kind != "suppression":  # a suppression list's members are whom not to send to, all of them
+            members = members[members["sendable"] == True]  # noqa: E712 - a nullable column
+        members = members.drop(columns=["kind"] + ([] if everyone else ["holdout", "consented", "sendable"]))
+        write_frame(members.reset_index(drop=True), out_path, cfg)
+    out.print(f"Wrote {len(members):,} {'members' if everyone or kind == 'suppression' else 'sendable members'} of "
+              f"{name} as of {as_of_label(run.as_of)} (run {run.run_id}) to {out_path}", highlight=False)
+
+
+@app.command()
 def check(ctx: typer.Context) -> None:
     """Check configs/segments.yaml against the current data's columns without scoring."""
     from pipeline.jobs.score import band_names, segment_columns

@@ -1371,6 +1371,30 @@ def test_an_exports_folder_that_cannot_be_written_is_refused_before_any_work(sho
     assert len(q(shop, "SELECT * FROM scoring_runs WHERE as_of = ?", [DAY2])) == 1  # the run of that date stands
 
 
+def test_a_segment_is_exported_to_a_file_of_ones_choosing(shop, tmp_path):
+    """The audience for an email tool was copied by hand from .dynseg/exports/<date>/: no command
+    wrote one segment to a path."""
+    run = q(shop, "SELECT run_id, export_dir FROM scoring_runs WHERE as_of = ?", [DAY2])
+    out = tmp_path / "buyers.csv"
+    result = runner.invoke(app, ["segments", "export", "likely_buyers", "--out", str(out), "--as-of", "2026-11-27"])
+    assert result.exit_code == 0, result.output
+    mine = pd.read_csv(out, dtype={"customer_id": str})
+    theirs = pd.read_csv(f"{run.export_dir[0]}/likely_buyers.csv", dtype={"customer_id": str})
+    assert len(mine) > 0 and mine.customer_id.tolist() == sorted(theirs.customer_id)
+    assert "holdout" not in mine.columns and "purchase_band" in mine.columns
+    assert f"Wrote {len(mine):,} sendable members of likely_buyers as of 2026-11-27" in " ".join(result.output.split())
+    every = tmp_path / "all.parquet"
+    assert runner.invoke(app, ["segments", "export", "likely_buyers", "--out", str(every), "--all"]).exit_code == 0
+    frame = pd.read_parquet(every)
+    members = q(shop, "SELECT count(*) AS n FROM segment_members WHERE run_id = ? AND segment = 'likely_buyers'",
+                [run.run_id[0]]).n[0]
+    assert len(frame) == members > len(mine) and set(frame[frame.sendable == True].customer_id) == set(mine.customer_id)  # noqa: E712
+    # a typo is named (not an empty file); a folder is no file
+    said = " ".join(runner.invoke(app, ["segments", "export", "likely_buyer", "--out", str(tmp_path / "x.csv")]).output.split())
+    assert "did you mean 'likely_buyers'" in said and not (tmp_path / "x.csv").exists(), said
+    assert runner.invoke(app, ["segments", "export", "likely_buyers", "--out", str(tmp_path)]).exit_code != 0
+
+
 def test_a_past_run_is_explained_and_monitored_with_the_model_it_recorded_not_what_its_number_holds_now(shop):
     """A past run's model was found by registry name and number: after a rename and a new training
     (the number then holds another model) `explain` recomputed another score and blamed the data,
