@@ -64,7 +64,7 @@ def _fmt(v) -> str:
 def list_(ctx: typer.Context, name: Annotated[Optional[str], typer.Argument(help="Only this model (name or churn / purchase).")] = None,
           as_json: Annotated[bool, typer.Option("--json", help="Every version as JSON, whole (a table in a log cuts the long columns).")] = False) -> None:
     """Registered versions with their aliases, validation status and test metrics."""
-    with _registry(ctx, no_store_ok=name is None) as registry:
+    with _registry(ctx, no_store_ok=name is None or as_json) as registry:  # (JSON for a script: no versions)
         if registry is None:  # no store yet: nothing trained, and none is created to say so
             cfg = ctx.obj.config()
             frame, uri = None, Workspace(cfg.workspace).tracking_uri(cfg.settings.tracking_uri)

@@ -258,7 +258,7 @@ def load_champions(registry: Any, names: dict[str, str]) -> dict[str, tuple[Any,
             lacking.append(e)
     if lacking:
         kind = next((type(e) for e in lacking if getattr(e, "try_later", False)), registry.RegistryError)
-        raise kind("; ".join(str(e).rstrip(".") for e in lacking) + ".")
+        raise kind("; ".join(str(e).rstrip(".") for e in lacking) + ".") from lacking[0]
     return champions
 
 

@@ -304,6 +304,7 @@ def test_reading_the_registry_before_any_training_creates_no_store(project):
         assert result.exit_code == 1 and "no MLflow store at sqlite:///" in said and "dynseg train purchase" in said, (command, said)
     listed = json.loads(runner.invoke(app, ["models", "list", "--json"]).output)
     assert listed["versions"] == [] and listed["tracking_uri"].startswith("sqlite:///")
+    assert json.loads(runner.invoke(app, ["models", "list", "churn", "--json"]).output)["versions"] == []
     versions = ApiProject(project.root).versions()
     assert versions.empty and {"name", "version", "test_as_of"} <= set(versions.columns)
     assert not store.exists() and not list(project.workspace.glob("*mlflow.db*"))
