@@ -179,16 +179,17 @@ def tie_warning(lv: BandLevel, n: int, inside: int, tied: int, target: str) -> s
             f"version), or for tonight write the segment's rule on {target}_score_100")
 
 
+def tie_levels(levels: list[BandLevel]) -> list[BandLevel]:
+    """The ``top_percent`` levels with a cut in this run, whose ties :func:`tie_warning` weighs."""
+    return [lv for lv in levels if lv.rule == "top_percent" and lv.threshold is not None and np.isfinite(lv.threshold)]
+
+
 def tie_warnings(levels: list[BandLevel], scores: np.ndarray, target: str) -> list[str]:
     """:func:`tie_warning` of each level, on a run's scores (NaN: not scored)."""
     s = scores[~np.isnan(scores)]
-    out = []
-    for lv in levels:
-        if lv.rule == "top_percent" and lv.threshold is not None and np.isfinite(lv.threshold):
-            said = tie_warning(lv, len(s), int((s >= lv.threshold).sum()), int((s == lv.threshold).sum()), target)
-            if said:
-                out.append(said)
-    return out
+    said = (tie_warning(lv, len(s), int((s >= lv.threshold).sum()), int((s == lv.threshold).sum()), target)
+            for lv in tie_levels(levels))
+    return [w for w in said if w]
 
 
 def assign(levels: list[BandLevel], scores: np.ndarray) -> np.ndarray:

@@ -993,10 +993,11 @@ def load_version(name: str, version: str | int, run_id: str | None = None) -> An
                 except (MlflowException, OSError) as e:
                     if _unanswered(e):  # a server lost meanwhile: try later (exit 75), as _mlflow says it
                         raise
+                    now = str(gone) if gone else f"it now comes from training run {mv.run_id}"
                     raise RegistryError(
-                        f"{name} version {version} is not the model the run used ({'; '.join([str(gone)] if gone else [f'it now comes from training run {mv.run_id}'])}), "
-                        f"and that model, of training run {run_id}, could not be loaded: {_first_line(e)}. Restore the "
-                        "run's artifacts in the tracking store") from e
+                        f"{name} version {version} is not the model the run used ({now}), and that model, of training "
+                        f"run {run_id}, could not be loaded: {_first_line(e)}. Restore the run's artifacts in the "
+                        "tracking store") from e
             if mv is None:
                 raise gone
             return mlflow.pyfunc.load_model(f"models:/{name}/{mv.version}")

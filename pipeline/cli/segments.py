@@ -307,12 +307,11 @@ def _rule_exits(moved, definition: dict | None, models_changed: dict[str, tuple[
             p_was, p_now = r.get(f"previous_{t}_score"), r.get(f"{t}_score")
             known = not pd.isna(was) and not pd.isna(score)
             if re.search(rf"\b{t}_band\b", where) and not pd.isna(before) and not pd.isna(now) and before != now:
-                same = (p_was is not None and p_now is not None and not pd.isna(p_was) and not pd.isna(p_now)
-                        and abs(float(p_was) - float(p_now)) < 1e-12)
-                moved = (f" (score {int(was)} → {int(score)})" if known and int(was) != int(score) else
-                         f" (score {float(p_was):.4f} → {float(p_now):.4f})" if known and p_was is not None else "")
+                same = not pd.isna(p_was) and not pd.isna(p_now) and abs(float(p_was) - float(p_now)) < 1e-12
+                change = (f" (score {int(was)} → {int(score)})" if known and int(was) != int(score) else
+                          f" (score {float(p_was):.4f} → {float(p_now):.4f})" if known and not pd.isna(p_was) else "")
                 said.append(f"{t} band {before} → {now}" + (f" at the same score ({int(score)}): the band's cut moved"
-                                                             if same else moved))
+                                                             if same else change))
             elif known and int(was) != int(score):
                 said.append(f"{t} score {int(was)} → {int(score)}")
             if t in models_changed:

@@ -68,8 +68,8 @@ def _run_models(cfg: Config, run: pd.Series, target: str | None = None,
         chosen = registry.resolve_version(m["name"], version) if version is not None else m["version"]
         # the run's own model by the training run it recorded (the registry's name and number may since
         # hold another, or none); a version asked for by number is the registry's
-        bundle = registry.bundle_of(registry.load_version(m["name"], chosen, None if version is not None else
-                                                          m.get("model_run_id") or None))
+        bundle = registry.bundle_of(registry.load_version(m["name"], chosen,
+                                                          None if version is not None else m.get("model_run_id")))
         model = bundle.model
         rate = m.get("base_rate")
         # its population as trained (an active window of its own, not today's configs/labels.yaml)

@@ -224,7 +224,8 @@ def _categorical(cfg: Config, data: LoadedData, cut: datetime | None = None) -> 
         for i in range(0, len(text), 50):
             part = text[i:i + 50]
             row = data.con.execute("SELECT " + ", ".join(m for c in part for m in select(c)) + tail, params).fetchall()[0]
-            got += [row[j:j + len(row) // len(part)] for j in range(0, len(row), len(row) // len(part))]
+            width = len(row) // len(part)  # the measures of one column
+            got += [row[j:j + width] for j in range(0, len(row), width)]
         return got
 
     def wide(taken: list[str]) -> None:

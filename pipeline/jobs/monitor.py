@@ -81,7 +81,7 @@ def monitor_job(cfg: Config, as_of: datetime | None = None, run_id: str | None =
     thresholds = DriftThresholds(d.max_drift_share, d.method, d.column_threshold)
     folder = ws.reports_dir / "monitor" / as_of_file_label(t)
     reports, files = {}, {}
-    used = [(m, registry.bundle_of(registry.load_version(m["name"], m["version"], m.get("model_run_id") or None)).model)
+    used = [(m, registry.bundle_of(registry.load_version(m["name"], m["version"], m.get("model_run_id"))).model)
             for m in json.loads(run.models)]
     # before the reports: a misspelt one was dropped, its alarm never to fire
     from pipeline.jobs.features import project_columns
@@ -125,7 +125,7 @@ def _monitor_reports(cfg: Config, run, t: datetime, used, feats, current, thresh
         target = m["target"]
         check_model_inputs(model, f"{m['name']} version {m['version']}", target, feats.columns)
         say(f"{target} drift report")
-        reference = registry.reference_sample(m["name"], m["version"], m.get("model_run_id") or None)
+        reference = registry.reference_sample(m["name"], m["version"], m.get("model_run_id"))
         score = f"{target}_score"
         cur = current[current[score].notna()]
         categorical = [c for c in model.features_ if c in model.categories_]

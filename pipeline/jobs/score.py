@@ -214,12 +214,13 @@ def nothing_new_warnings(ws: Workspace, newest: datetime | None, as_of: datetime
             "passing. Check the extract that writes it"]
 
 
-def event_days(con: Any, as_of: datetime, days: int) -> dict[str, int]:
-    """Events per day (UTC) in the ``days`` before ``as_of``: what a run records of the log it read
-    (``event_days`` in scoring_runs), for a re-run to be checked against."""
-    return {d.isoformat(): int(n) for d, n in con.execute(
-        "SELECT CAST(ts AS DATE) AS d, count(*) FROM events WHERE ts >= ? AND ts < ? GROUP BY 1 ORDER BY 1",
-        [as_of - timedelta(days=days), as_of]).fetchall()}
+def event_days(con: Any, as_of: datetime, days: int) -> tuple[int, dict[str, int]]:
+    """The events before ``as_of`` and, per day (UTC), those in the ``days`` before it: what a run
+    records of the log it read (``n_events`` and ``event_days`` in scoring_runs), for a re-run to be
+    checked against. One scan of the log for both."""
+    rows = con.execute("SELECT CAST(ts AS DATE) AS d, count(*), count(*) FILTER (WHERE ts >= ?) FROM events "
+                       "WHERE ts < ? GROUP BY 1 ORDER BY 1", [as_of - timedelta(days=days), as_of]).fetchall()
+    return sum(int(n) for _, n, _ in rows), {d.isoformat(): int(k) for d, _, k in rows if k}
 
 
 def fewer_events_problem(ws: Workspace, days: dict[str, int], as_of: datetime) -> str | None:
@@ -310,8 +311,7 @@ def score_job(cfg: Config, as_of: datetime, engine: str | None = None, progress:
         problem = short_history_problem(cfg, first_event, as_of, champions)
         if problem:
             raise ValueError(problem)
-    n_events = data.con.execute("SELECT count(*) FROM events WHERE ts < ?", [as_of]).fetchone()[0]
-    days = event_days(data.con, as_of, max(cfg.features.windows_days))  # the days the windowed features read
+    n_events, days = event_days(data.con, as_of, max(cfg.features.windows_days))  # (days: what the windows read)
     if not allow_fewer_events:
         problem = fewer_events_problem(ws, days, as_of)
         if problem:
@@ -884,8 +884,7 @@ def _score_and_segment_spark(cfg: Config, feats: Any, champions: dict, segments:
             score = f"{info.target}_score"
             levels = [dataclasses.replace(lv, threshold=_top_threshold(scored, score, n, lv.top_percent))
                       if lv.rule == "top_percent" else lv for lv in levels]
-            cut = [lv for lv in levels if lv.rule == "top_percent" and lv.threshold is not None
-                   and math.isfinite(lv.threshold)]
+            cut = band_rules.tie_levels(levels)
             if cut:  # ties at a top_percent cut, as on DuckDB (band_rules.tie_warnings): one pass for the target
                 got = scored.agg(*[F.count(F.when(F.col(score) >= lv.threshold, 1)) for lv in cut],
                                  *[F.count(F.when(F.col(score) == lv.threshold, 1)) for lv in cut]).first()
